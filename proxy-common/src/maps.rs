@@ -1,0 +1,211 @@
+//! Map names, default capacities, and the key and value layouts.
+//!
+//! Layout (Cilium's shape, see ARCHITECTURE.md):
+//! - `SVC_V4`/`SVC_V6`: `{addr, port, slot, proto}` → [`ServiceValue`]. Slot 0 is the
+//!   frontend (backend count, flags, rev-NAT id); slots `1..=count` hold backend ids.
+//! - `BACKEND_V4`/`BACKEND_V6`: backend id → address, port, protocol.
+//! - `REVNAT_V4`/`REVNAT_V6`: rev-NAT id → the frontend's address and port.
+//! - `SOCK_RNAT_V4`/`SOCK_RNAT_V6` (LRU): `{socket cookie, backend addr, port}` → the
+//!   frontend, so `recvmsg` and `getpeername` can show the VIP to the application.
+//! - `STATS`: per-CPU counters indexed by [`crate::Reason`].
+
+use crate::{Be16, Be32};
+
+/// Map names as they appear in the object file and under `<pin-path>/maps`.
+pub mod names {
+    pub const SVC_V4: &str = "SVC_V4";
+    pub const SVC_V6: &str = "SVC_V6";
+    pub const BACKEND_V4: &str = "BACKEND_V4";
+    pub const BACKEND_V6: &str = "BACKEND_V6";
+    pub const REVNAT_V4: &str = "REVNAT_V4";
+    pub const REVNAT_V6: &str = "REVNAT_V6";
+    pub const SOCK_RNAT_V4: &str = "SOCK_RNAT_V4";
+    pub const SOCK_RNAT_V6: &str = "SOCK_RNAT_V6";
+    pub const STATS: &str = "STATS";
+}
+
+/// Program names (the function names in `proxy-ebpf`).
+pub mod programs {
+    pub const CONNECT4: &str = "sock_connect4";
+    pub const CONNECT6: &str = "sock_connect6";
+    pub const SENDMSG4: &str = "sock_sendmsg4";
+    pub const SENDMSG6: &str = "sock_sendmsg6";
+    pub const RECVMSG4: &str = "sock_recvmsg4";
+    pub const RECVMSG6: &str = "sock_recvmsg6";
+    pub const GETPEERNAME4: &str = "sock_getpeername4";
+    pub const GETPEERNAME6: &str = "sock_getpeername6";
+}
+
+/// Default capacities. Userspace may override them at load time
+/// (`EbpfLoader::set_max_entries`); the kernel side only uses these as defaults.
+pub mod capacity {
+    /// Service slots, frontends included: 10,000 services of 2 ports with 10
+    /// endpoints each fit with room to spare.
+    pub const SERVICES: u32 = 1 << 18;
+    /// Distinct backends (address, port, protocol).
+    pub const BACKENDS: u32 = 1 << 17;
+    /// Frontends (rev-NAT ids are `u16`, 0 unused).
+    pub const REVNAT: u32 = 65_535;
+    /// Live sockets that went through a VIP.
+    pub const SOCK_REVNAT: u32 = 1 << 17;
+}
+
+/// Flags in [`ServiceValue::flags`] (slot 0 only).
+pub mod svc_flags {
+    /// Reserved for ClientIP session affinity.
+    pub const AFFINITY: u16 = 1 << 0;
+}
+
+/// Key of `SVC_V4`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceKeyV4 {
+    pub addr: Be32,
+    pub port: Be16,
+    /// 0 for the frontend entry, `1..=count` for backend slots.
+    pub slot: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<ServiceKeyV4>() == 12);
+
+/// Key of `SVC_V6`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceKeyV6 {
+    pub addr: [u8; 16],
+    pub port: Be16,
+    pub slot: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<ServiceKeyV6>() == 24);
+
+/// Value of `SVC_V4` and `SVC_V6`.
+///
+/// In slot 0: `count`, `rev_nat_id`, `flags` and `affinity_timeout` describe the
+/// frontend and `backend_id` is 0. In slots `1..=count`: only `backend_id` is set.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceValue {
+    pub backend_id: u32,
+    pub count: u16,
+    pub rev_nat_id: u16,
+    pub flags: u16,
+    pub _pad: u16,
+    /// Seconds; 0 when affinity is off.
+    pub affinity_timeout: u32,
+}
+const _: () = assert!(core::mem::size_of::<ServiceValue>() == 16);
+
+/// Value of `BACKEND_V4`, keyed by backend id (`u32`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BackendV4 {
+    pub addr: Be32,
+    pub port: Be16,
+    pub proto: u8,
+    pub flags: u8,
+}
+const _: () = assert!(core::mem::size_of::<BackendV4>() == 8);
+
+/// Value of `BACKEND_V6`, keyed by backend id (`u32`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BackendV6 {
+    pub addr: [u8; 16],
+    pub port: Be16,
+    pub proto: u8,
+    pub flags: u8,
+}
+const _: () = assert!(core::mem::size_of::<BackendV6>() == 20);
+
+/// Value of `REVNAT_V4`, keyed by rev-NAT id (`u32`, only the low 16 bits used).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RevNatV4 {
+    pub addr: Be32,
+    pub port: Be16,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<RevNatV4>() == 8);
+
+/// Value of `REVNAT_V6`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RevNatV6 {
+    pub addr: [u8; 16],
+    pub port: Be16,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<RevNatV6>() == 20);
+
+/// Key of `SOCK_RNAT_V4`: which backend a socket was sent to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SockRevNatKeyV4 {
+    pub cookie: u64,
+    pub addr: Be32,
+    pub port: Be16,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<SockRevNatKeyV4>() == 16);
+
+/// Value of `SOCK_RNAT_V4`: the frontend the application asked for.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SockRevNatV4 {
+    pub addr: Be32,
+    pub port: Be16,
+    pub rev_nat_id: u16,
+}
+const _: () = assert!(core::mem::size_of::<SockRevNatV4>() == 8);
+
+/// Key of `SOCK_RNAT_V6`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SockRevNatKeyV6 {
+    pub cookie: u64,
+    pub addr: [u8; 16],
+    pub port: Be16,
+    pub _pad: [u8; 6],
+}
+const _: () = assert!(core::mem::size_of::<SockRevNatKeyV6>() == 32);
+
+/// Value of `SOCK_RNAT_V6`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SockRevNatV6 {
+    pub addr: [u8; 16],
+    pub port: Be16,
+    pub rev_nat_id: u16,
+}
+const _: () = assert!(core::mem::size_of::<SockRevNatV6>() == 20);
+
+#[cfg(feature = "user")]
+mod pod {
+    //! `aya::Pod` for every map type, so userspace can read and write them.
+    use super::*;
+
+    macro_rules! pod {
+        ($($t:ty),* $(,)?) => {$(
+            // SAFETY: the type is `#[repr(C)]`, `Copy`, made only of integers and
+            // byte arrays, with every padding byte spelled out as a field, so any
+            // bit pattern is valid and there is no uninitialised padding.
+            unsafe impl aya::Pod for $t {}
+        )*};
+    }
+    pod!(
+        ServiceKeyV4,
+        ServiceKeyV6,
+        ServiceValue,
+        BackendV4,
+        BackendV6,
+        RevNatV4,
+        RevNatV6,
+        SockRevNatKeyV4,
+        SockRevNatV4,
+        SockRevNatKeyV6,
+        SockRevNatV6,
+    );
+}

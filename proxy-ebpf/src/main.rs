@@ -1,0 +1,40 @@
+//! Kernel programs of the service proxy.
+//!
+//! - `sock`: cgroup v2 socket hooks (`connect`, `sendmsg`, `recvmsg`,
+//!   `getpeername`, for IPv4 and IPv6) that swap a service VIP for a backend once
+//!   per connection, and show the VIP back to the application.
+//! - `lb`: service lookup and backend selection, shared by the hooks.
+//! - `maps`: every map, declared once.
+//! - `stats`: per-CPU counters by [`proxy_common::Reason`].
+//!
+//! Entry points stay thin: each calls a `try_*` helper that returns
+//! `Result<Reason, Reason>`, counts the reason, and maps it to a verdict.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod lb;
+#[cfg(target_arch = "bpf")]
+mod maps;
+#[cfg(target_arch = "bpf")]
+mod sock;
+#[cfg(target_arch = "bpf")]
+mod stats;
+
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // SAFETY: the verifier rejects any program that could reach a panic, so this
+    // is never executed.
+    unsafe { core::hint::unreachable_unchecked() }
+}
+
+/// Host builds (clippy, `cargo check --workspace`) get an empty binary; the real
+/// object is only built for the bpf target.
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}
+
+#[cfg(target_arch = "bpf")]
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

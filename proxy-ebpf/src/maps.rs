@@ -1,0 +1,40 @@
+//! Every map the kernel programs use, declared once. Names and default sizes come
+//! from `proxy_common`; userspace may resize them at load time. All maps are BTF
+//! maps pinned by name, so a restarted daemon finds the same maps and `bpftool map
+//! dump` can print them.
+
+use aya_ebpf::{
+    btf_maps::{HashMap, LruHashMap, PerCpuArray},
+    macros::btf_map,
+};
+use proxy_common::{
+    BackendV4, BackendV6, Reason, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6, ServiceValue,
+    SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6, capacity,
+};
+
+const SERVICES: usize = capacity::SERVICES as usize;
+const BACKENDS: usize = capacity::BACKENDS as usize;
+const REVNAT: usize = capacity::REVNAT as usize;
+const SOCK_REVNAT: usize = capacity::SOCK_REVNAT as usize;
+const REASONS: usize = Reason::COUNT as usize;
+
+#[btf_map(pin_by_name)]
+pub static SVC_V4: HashMap<ServiceKeyV4, ServiceValue, SERVICES> = HashMap::new();
+#[btf_map(pin_by_name)]
+pub static SVC_V6: HashMap<ServiceKeyV6, ServiceValue, SERVICES> = HashMap::new();
+#[btf_map(pin_by_name)]
+pub static BACKEND_V4: HashMap<u32, BackendV4, BACKENDS> = HashMap::new();
+#[btf_map(pin_by_name)]
+pub static BACKEND_V6: HashMap<u32, BackendV6, BACKENDS> = HashMap::new();
+#[btf_map(pin_by_name)]
+pub static REVNAT_V4: HashMap<u32, RevNatV4, REVNAT> = HashMap::new();
+#[btf_map(pin_by_name)]
+pub static REVNAT_V6: HashMap<u32, RevNatV6, REVNAT> = HashMap::new();
+#[btf_map(pin_by_name)]
+pub static SOCK_RNAT_V4: LruHashMap<SockRevNatKeyV4, SockRevNatV4, SOCK_REVNAT> =
+    LruHashMap::new();
+#[btf_map(pin_by_name)]
+pub static SOCK_RNAT_V6: LruHashMap<SockRevNatKeyV6, SockRevNatV6, SOCK_REVNAT> =
+    LruHashMap::new();
+#[btf_map(pin_by_name)]
+pub static STATS: PerCpuArray<u64, REASONS> = PerCpuArray::new();

@@ -1,0 +1,247 @@
+//! cgroup v2 socket hooks: socket-level load balancing.
+//!
+//! `connect` and `sendmsg` swap a frontend (VIP, port, protocol) for a backend
+//! before the kernel routes anything, so a TCP connection or a connected UDP
+//! socket pays for balancing once, and no packet is ever rewritten. Each
+//! translation records `{socket cookie, backend} → frontend` in `SOCK_RNAT_*`;
+//! `recvmsg` and `getpeername` use it to show the VIP to the application.
+//!
+//! A service with no usable backend makes `connect`/`sendmsg` fail at once with
+//! `ECONNREFUSED` (through `bpf_set_retval`), never after a timeout.
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{bpf_get_socket_cookie, bpf_set_retval},
+    macros::cgroup_sock_addr,
+    programs::SockAddrContext,
+};
+use proxy_common::{
+    Be16, Be32, Reason, SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6, proto,
+};
+
+use crate::{
+    lb,
+    maps::{SOCK_RNAT_V4, SOCK_RNAT_V6},
+    stats::count,
+};
+
+/// Verdicts of cgroup sock_addr programs.
+const ALLOW: i32 = 1;
+const REJECT: i32 = 0;
+const ECONNREFUSED: i32 = 111;
+
+#[cgroup_sock_addr(connect4)]
+pub fn sock_connect4(ctx: SockAddrContext) -> i32 {
+    verdict(xlate_fwd4(&ctx))
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn sock_sendmsg4(ctx: SockAddrContext) -> i32 {
+    verdict(xlate_fwd4(&ctx))
+}
+
+#[cgroup_sock_addr(recvmsg4)]
+pub fn sock_recvmsg4(ctx: SockAddrContext) -> i32 {
+    xlate_rev4(&ctx, Reason::ReplyRevNatted);
+    ALLOW
+}
+
+#[cgroup_sock_addr(getpeername4)]
+pub fn sock_getpeername4(ctx: SockAddrContext) -> i32 {
+    xlate_rev4(&ctx, Reason::PeerRevNatted);
+    ALLOW
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn sock_connect6(ctx: SockAddrContext) -> i32 {
+    verdict(xlate_fwd6(&ctx))
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn sock_sendmsg6(ctx: SockAddrContext) -> i32 {
+    verdict(xlate_fwd6(&ctx))
+}
+
+#[cgroup_sock_addr(recvmsg6)]
+pub fn sock_recvmsg6(ctx: SockAddrContext) -> i32 {
+    xlate_rev6(&ctx, Reason::ReplyRevNatted);
+    ALLOW
+}
+
+#[cgroup_sock_addr(getpeername6)]
+pub fn sock_getpeername6(ctx: SockAddrContext) -> i32 {
+    xlate_rev6(&ctx, Reason::PeerRevNatted);
+    ALLOW
+}
+
+/// Counts the outcome and turns it into a verdict. Errors refuse the call with
+/// `ECONNREFUSED` so the application fails fast.
+#[inline(always)]
+fn verdict(outcome: Result<Reason, Reason>) -> i32 {
+    match outcome {
+        Ok(reason) => {
+            count(reason);
+            ALLOW
+        }
+        Err(reason) => {
+            count(reason);
+            // SAFETY: the helper only stores the value the syscall will return.
+            unsafe { bpf_set_retval(-ECONNREFUSED) };
+            REJECT
+        }
+    }
+}
+
+#[inline(always)]
+fn cookie(ctx: &SockAddrContext) -> u64 {
+    // SAFETY: the context pointer is the one the kernel passed to this program.
+    unsafe { bpf_get_socket_cookie(ctx.as_ptr()) }
+}
+
+#[inline(always)]
+fn balanced_protocol(ctx: &SockAddrContext) -> Option<u8> {
+    // SAFETY: `sock_addr` is the valid context pointer the kernel passed in.
+    let protocol = unsafe { (*ctx.sock_addr).protocol } as u8;
+    (protocol == proto::TCP || protocol == proto::UDP).then_some(protocol)
+}
+
+/// The port as the kernel keeps it: network order in the low 16 bits.
+#[inline(always)]
+fn user_port(ctx: &SockAddrContext) -> Be16 {
+    // SAFETY: see `balanced_protocol`.
+    Be16(unsafe { (*ctx.sock_addr).user_port } as u16)
+}
+
+#[inline(always)]
+fn xlate_fwd4(ctx: &SockAddrContext) -> Result<Reason, Reason> {
+    let Some(protocol) = balanced_protocol(ctx) else {
+        return Ok(Reason::UnsupportedProtocol);
+    };
+    // SAFETY: see `balanced_protocol`.
+    let addr = Be32(unsafe { (*ctx.sock_addr).user_ip4 });
+    let port = user_port(ctx);
+    let Some((key, frontend)) = lb::lookup4(addr, port, protocol) else {
+        return Ok(Reason::NotAService);
+    };
+    let cookie = cookie(ctx);
+    let chosen = lb::select4(key, frontend, lb::selector(protocol, cookie))?;
+    let rnat_key = SockRevNatKeyV4 {
+        cookie,
+        addr: chosen.backend.addr,
+        port: chosen.backend.port,
+        _pad: 0,
+    };
+    let rnat = SockRevNatV4 { addr, port, rev_nat_id: chosen.frontend.rev_nat_id };
+    // SAFETY: copied out at once; the map is an LRU hash.
+    let known = unsafe { SOCK_RNAT_V4.get(&rnat_key) }.copied();
+    if known != Some(rnat) && SOCK_RNAT_V4.insert(&rnat_key, &rnat, 0).is_err() {
+        count(Reason::SockRevNatUpdateFailed);
+    }
+    // SAFETY: connect4/sendmsg4 may write user_ip4 and user_port.
+    unsafe {
+        (*ctx.sock_addr).user_ip4 = chosen.backend.addr.0;
+        (*ctx.sock_addr).user_port = chosen.backend.port.0 as u32;
+    }
+    Ok(Reason::Translated)
+}
+
+#[inline(always)]
+fn xlate_rev4(ctx: &SockAddrContext, hit: Reason) {
+    let key = SockRevNatKeyV4 {
+        cookie: cookie(ctx),
+        // SAFETY: recvmsg4/getpeername4 may read user_ip4.
+        addr: Be32(unsafe { (*ctx.sock_addr).user_ip4 }),
+        port: user_port(ctx),
+        _pad: 0,
+    };
+    // SAFETY: copied out at once.
+    if let Some(frontend) = unsafe { SOCK_RNAT_V4.get(&key) }.copied() {
+        // SAFETY: recvmsg4/getpeername4 may write user_ip4 and user_port.
+        unsafe {
+            (*ctx.sock_addr).user_ip4 = frontend.addr.0;
+            (*ctx.sock_addr).user_port = frontend.port.0 as u32;
+        }
+        count(hit);
+    }
+}
+
+#[inline(always)]
+fn read_ip6(ctx: &SockAddrContext) -> [u8; 16] {
+    // SAFETY: every sock_addr hook for IPv6 may read user_ip6, one u32 at a time.
+    let words = unsafe {
+        [
+            (*ctx.sock_addr).user_ip6[0],
+            (*ctx.sock_addr).user_ip6[1],
+            (*ctx.sock_addr).user_ip6[2],
+            (*ctx.sock_addr).user_ip6[3],
+        ]
+    };
+    let mut addr = [0u8; 16];
+    let mut i = 0;
+    while i < 4 {
+        let b = words[i].to_ne_bytes();
+        addr[i * 4] = b[0];
+        addr[i * 4 + 1] = b[1];
+        addr[i * 4 + 2] = b[2];
+        addr[i * 4 + 3] = b[3];
+        i += 1;
+    }
+    addr
+}
+
+#[inline(always)]
+fn write_ip6_and_port(ctx: &SockAddrContext, addr: &[u8; 16], port: Be16) {
+    let word = |i: usize| u32::from_ne_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
+    // SAFETY: the IPv6 hooks we attach (connect6, sendmsg6, recvmsg6,
+    // getpeername6) may write user_ip6, one u32 at a time, and user_port.
+    unsafe {
+        (*ctx.sock_addr).user_ip6[0] = word(0);
+        (*ctx.sock_addr).user_ip6[1] = word(4);
+        (*ctx.sock_addr).user_ip6[2] = word(8);
+        (*ctx.sock_addr).user_ip6[3] = word(12);
+        (*ctx.sock_addr).user_port = port.0 as u32;
+    }
+}
+
+#[inline(always)]
+fn xlate_fwd6(ctx: &SockAddrContext) -> Result<Reason, Reason> {
+    let Some(protocol) = balanced_protocol(ctx) else {
+        return Ok(Reason::UnsupportedProtocol);
+    };
+    let addr = read_ip6(ctx);
+    let port = user_port(ctx);
+    let Some((key, frontend)) = lb::lookup6(addr, port, protocol) else {
+        return Ok(Reason::NotAService);
+    };
+    let cookie = cookie(ctx);
+    let chosen = lb::select6(key, frontend, lb::selector(protocol, cookie))?;
+    let rnat_key = SockRevNatKeyV6 {
+        cookie,
+        addr: chosen.backend.addr,
+        port: chosen.backend.port,
+        _pad: [0; 6],
+    };
+    let rnat = SockRevNatV6 { addr, port, rev_nat_id: chosen.frontend.rev_nat_id };
+    // SAFETY: copied out at once; the map is an LRU hash.
+    let known = unsafe { SOCK_RNAT_V6.get(&rnat_key) }.copied();
+    if known != Some(rnat) && SOCK_RNAT_V6.insert(&rnat_key, &rnat, 0).is_err() {
+        count(Reason::SockRevNatUpdateFailed);
+    }
+    write_ip6_and_port(ctx, &chosen.backend.addr, chosen.backend.port);
+    Ok(Reason::Translated)
+}
+
+#[inline(always)]
+fn xlate_rev6(ctx: &SockAddrContext, hit: Reason) {
+    let key = SockRevNatKeyV6 {
+        cookie: cookie(ctx),
+        addr: read_ip6(ctx),
+        port: user_port(ctx),
+        _pad: [0; 6],
+    };
+    // SAFETY: copied out at once.
+    if let Some(frontend) = unsafe { SOCK_RNAT_V6.get(&key) }.copied() {
+        write_ip6_and_port(ctx, &frontend.addr, frontend.port);
+        count(hit);
+    }
+}

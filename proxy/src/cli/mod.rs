@@ -1,0 +1,42 @@
+//! Command-line interface: one file per subcommand, each with an `execute()`.
+
+pub mod cleanup;
+pub mod run;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// eBPF-accelerated Kubernetes service proxy.
+#[derive(Debug, Parser)]
+#[command(name = "proxy", version, about)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "PROXY_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy daemon.
+    Run(run::RunArgs),
+    /// Detach the hooks and remove the pinned maps (what `run` leaves behind on purpose).
+    Cleanup(cleanup::CleanupArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Sets up `tracing`: `RUST_LOG` filters (default `info`), text or JSON lines on stderr.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

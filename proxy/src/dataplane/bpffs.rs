@@ -1,0 +1,73 @@
+//! The BPF filesystem that holds our pins. Like Cilium, the proxy mounts bpffs
+//! itself when it is missing, so a node without `/sys/fs/bpf` still works.
+
+use std::{
+    fs,
+    os::unix::fs::{DirBuilderExt, PermissionsExt},
+    path::{Path, PathBuf},
+};
+
+use nix::{
+    mount::{MsFlags, mount},
+    sys::statfs::{BPF_FS_MAGIC, statfs},
+};
+
+/// Errors while preparing the pin directory.
+#[derive(Debug, thiserror::Error)]
+pub enum BpffsError {
+    #[error("cannot mount bpffs on {path}")]
+    Mount {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("cannot create pin directory {path}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not on a BPF filesystem, even after mounting one")]
+    NotBpffs { path: PathBuf },
+}
+
+/// True when `path` is on a bpffs.
+pub fn is_bpffs(path: &Path) -> bool {
+    statfs(path).is_ok_and(|s| s.filesystem_type() == BPF_FS_MAGIC)
+}
+
+/// Makes sure `pin_path` exists on a bpffs, mounting one if needed, and that the
+/// directory is private to root (0700): the pins are the dataplane.
+///
+/// The mount point is `/sys/fs/bpf` when the pin path is below it (the usual
+/// layout), else the pin path itself.
+pub fn ensure(pin_path: &Path) -> Result<(), BpffsError> {
+    let nearest = pin_path.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+    if !is_bpffs(nearest) {
+        let sys_bpf = Path::new("/sys/fs/bpf");
+        let mount_point = if pin_path.starts_with(sys_bpf) && sys_bpf.is_dir() {
+            sys_bpf.to_path_buf()
+        } else {
+            create_dir(pin_path)?;
+            pin_path.to_path_buf()
+        };
+        tracing::info!(mount_point = %mount_point.display(), "bpffs missing: mounting it");
+        mount(Some("bpf"), &mount_point, Some("bpf"), MsFlags::empty(), None::<&str>)
+            .map_err(|source| BpffsError::Mount { path: mount_point.clone(), source })?;
+    }
+    create_dir(pin_path)?;
+    if !is_bpffs(pin_path) {
+        return Err(BpffsError::NotBpffs { path: pin_path.to_path_buf() });
+    }
+    fs::set_permissions(pin_path, fs::Permissions::from_mode(0o700))
+        .map_err(|source| BpffsError::Create { path: pin_path.to_path_buf(), source })
+}
+
+/// Creates a directory and its parents with mode 0700.
+pub fn create_dir(path: &Path) -> Result<(), BpffsError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| BpffsError::Create { path: path.to_path_buf(), source })
+}

@@ -1,0 +1,67 @@
+//! A `BTreeMap` stand-in for the kernel maps, for unit tests. After every
+//! operation it checks what a lock-free kernel reader relies on, and panics
+//! with the offending operation if a write order would let a reader see a
+//! half-written service.
+
+use crate::{
+    dataplane::maps::{DataplaneMaps, MapError},
+    plan::{Applied, Op},
+};
+
+#[derive(Default)]
+pub struct FakeMaps {
+    pub contents: Applied,
+    /// Every operation executed, in order.
+    pub log: Vec<Op>,
+    /// Fail the call with this index (0-based) instead of executing it.
+    pub fail_at: Option<usize>,
+    calls: usize,
+}
+
+impl FakeMaps {
+    pub fn failing_at(n: usize) -> Self {
+        Self { fail_at: Some(n), ..Default::default() }
+    }
+
+    /// Panics unless every frontend entry points at slots and backends that exist.
+    pub fn check_reader_invariants(&self, after: &Op) {
+        for ((frontend, slot), value) in &self.contents.services {
+            if *slot != 0 {
+                continue;
+            }
+            assert!(
+                self.contents.rev_nat.get(&value.rev_nat_id) == Some(frontend),
+                "after {after:?}: frontend {frontend} has rev-NAT id {} with no matching entry",
+                value.rev_nat_id
+            );
+            for s in 1..=value.count {
+                let Some(slot_value) = self.contents.services.get(&(*frontend, s)) else {
+                    panic!("after {after:?}: {frontend} has count {} but slot {s} is missing", value.count);
+                };
+                assert!(
+                    self.contents.backends.contains_key(&slot_value.backend_id),
+                    "after {after:?}: {frontend} slot {s} points at missing backend {}",
+                    slot_value.backend_id
+                );
+            }
+        }
+    }
+}
+
+impl DataplaneMaps for FakeMaps {
+    fn execute(&mut self, op: &Op) -> Result<(), MapError> {
+        let call = self.calls;
+        self.calls += 1;
+        if self.fail_at == Some(call) {
+            return Err(MapError::Injected);
+        }
+        self.contents.record(op);
+        self.log.push(op.clone());
+        self.check_reader_invariants(op);
+        Ok(())
+    }
+
+    fn read(&self) -> Result<Applied, MapError> {
+        Ok(self.contents.clone())
+    }
+}

@@ -1,0 +1,228 @@
+//! [`KernelMaps`]: the aya implementation of [`DataplaneMaps`], and the
+//! conversions between model types and the `#[repr(C)]` map layouts.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use aya::{
+    Ebpf,
+    maps::{HashMap, Map, MapData, PerCpuArray},
+};
+use proxy_common::{
+    BackendV4, BackendV6, Be16, Be32, Reason, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6,
+    ServiceValue, names,
+};
+
+use crate::{
+    dataplane::maps::{DataplaneMaps, MapError},
+    model::{Backend, Frontend, Protocol},
+    plan::{Applied, Op},
+};
+
+/// The service, backend and rev-NAT maps of both families, plus the counters.
+pub struct KernelMaps {
+    svc4: HashMap<MapData, ServiceKeyV4, ServiceValue>,
+    svc6: HashMap<MapData, ServiceKeyV6, ServiceValue>,
+    backend4: HashMap<MapData, u32, BackendV4>,
+    backend6: HashMap<MapData, u32, BackendV6>,
+    revnat4: HashMap<MapData, u32, RevNatV4>,
+    revnat6: HashMap<MapData, u32, RevNatV6>,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, MapError> {
+    ebpf.take_map(name).ok_or(MapError::Missing { map: name })
+}
+
+macro_rules! typed {
+    ($ebpf:expr, $name:expr, $ty:ty) => {
+        <$ty>::try_from(take($ebpf, $name)?).map_err(|source| MapError::Open { map: $name, source })?
+    };
+}
+
+impl KernelMaps {
+    /// Takes the maps out of a loaded object.
+    pub fn take_from(ebpf: &mut Ebpf) -> Result<Self, MapError> {
+        Ok(Self {
+            svc4: typed!(ebpf, names::SVC_V4, HashMap<MapData, ServiceKeyV4, ServiceValue>),
+            svc6: typed!(ebpf, names::SVC_V6, HashMap<MapData, ServiceKeyV6, ServiceValue>),
+            backend4: typed!(ebpf, names::BACKEND_V4, HashMap<MapData, u32, BackendV4>),
+            backend6: typed!(ebpf, names::BACKEND_V6, HashMap<MapData, u32, BackendV6>),
+            revnat4: typed!(ebpf, names::REVNAT_V4, HashMap<MapData, u32, RevNatV4>),
+            revnat6: typed!(ebpf, names::REVNAT_V6, HashMap<MapData, u32, RevNatV6>),
+            stats: typed!(ebpf, names::STATS, PerCpuArray<MapData, u64>),
+        })
+    }
+
+    /// Per-CPU counters summed, by reason.
+    pub fn stats(&self) -> Result<Vec<(Reason, u64)>, MapError> {
+        Reason::ALL
+            .iter()
+            .map(|reason| {
+                let per_cpu = self
+                    .stats
+                    .get(&(*reason as u32), 0)
+                    .map_err(|e| syscall(names::STATS, "lookup", e))?;
+                Ok((*reason, per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+}
+
+/// Maps aya's errors to ours; a full hash map reports `E2BIG`.
+fn syscall(map: &'static str, op: &'static str, error: aya::maps::MapError) -> MapError {
+    match error {
+        aya::maps::MapError::SyscallError(e) if e.io_error.raw_os_error() == Some(libc::E2BIG) => {
+            MapError::Full { map }
+        }
+        aya::maps::MapError::SyscallError(e) => MapError::Syscall { map, op, source: e.io_error },
+        aya::maps::MapError::IoError(source) => MapError::Syscall { map, op, source },
+        other => MapError::Syscall { map, op, source: std::io::Error::other(other.to_string()) },
+    }
+}
+
+/// Deleting what is already gone is fine: the goal state holds.
+fn removed(result: Result<(), aya::maps::MapError>, map: &'static str) -> Result<(), MapError> {
+    match result {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) | Err(aya::maps::MapError::ElementNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(e) => Err(syscall(map, "delete", e)),
+    }
+}
+
+fn inserted(result: Result<(), aya::maps::MapError>, map: &'static str) -> Result<(), MapError> {
+    result.map_err(|e| syscall(map, "update", e))
+}
+
+impl DataplaneMaps for KernelMaps {
+    fn execute(&mut self, op: &Op) -> Result<(), MapError> {
+        match op {
+            Op::PutBackend { id, backend } => match encode_backend(backend) {
+                Encoded::V4(v) => inserted(self.backend4.insert(id, &v, 0), names::BACKEND_V4),
+                Encoded::V6(v) => inserted(self.backend6.insert(id, &v, 0), names::BACKEND_V6),
+            },
+            Op::DeleteBackend { id, backend } => match backend.addr {
+                IpAddr::V4(_) => removed(self.backend4.remove(id), names::BACKEND_V4),
+                IpAddr::V6(_) => removed(self.backend6.remove(id), names::BACKEND_V6),
+            },
+            Op::PutRevNat { id, frontend } => {
+                let id = u32::from(*id);
+                match frontend.addr {
+                    IpAddr::V4(a) => {
+                        let v = RevNatV4 { addr: v4(a), port: Be16::from_host(frontend.port), _pad: 0 };
+                        inserted(self.revnat4.insert(&id, &v, 0), names::REVNAT_V4)
+                    }
+                    IpAddr::V6(a) => {
+                        let v = RevNatV6 { addr: a.octets(), port: Be16::from_host(frontend.port), _pad: 0 };
+                        inserted(self.revnat6.insert(&id, &v, 0), names::REVNAT_V6)
+                    }
+                }
+            }
+            Op::DeleteRevNat { id, frontend } => match frontend.addr {
+                IpAddr::V4(_) => removed(self.revnat4.remove(&u32::from(*id)), names::REVNAT_V4),
+                IpAddr::V6(_) => removed(self.revnat6.remove(&u32::from(*id)), names::REVNAT_V6),
+            },
+            Op::PutService { frontend, slot, value } => match service_key(frontend, *slot) {
+                ServiceKey::V4(k) => inserted(self.svc4.insert(&k, value, 0), names::SVC_V4),
+                ServiceKey::V6(k) => inserted(self.svc6.insert(&k, value, 0), names::SVC_V6),
+            },
+            Op::DeleteService { frontend, slot } => match service_key(frontend, *slot) {
+                ServiceKey::V4(k) => removed(self.svc4.remove(&k), names::SVC_V4),
+                ServiceKey::V6(k) => removed(self.svc6.remove(&k), names::SVC_V6),
+            },
+        }
+    }
+
+    fn read(&self) -> Result<Applied, MapError> {
+        let mut applied = Applied::default();
+        for entry in self.svc4.iter() {
+            let (k, v) = entry.map_err(|e| syscall(names::SVC_V4, "iterate", e))?;
+            let frontend = frontend(IpAddr::V4(Ipv4Addr::from(k.addr.octets())), k.port, k.proto, names::SVC_V4)?;
+            applied.services.insert((frontend, k.slot), v);
+        }
+        for entry in self.svc6.iter() {
+            let (k, v) = entry.map_err(|e| syscall(names::SVC_V6, "iterate", e))?;
+            let frontend = frontend(IpAddr::V6(Ipv6Addr::from(k.addr)), k.port, k.proto, names::SVC_V6)?;
+            applied.services.insert((frontend, k.slot), v);
+        }
+        for entry in self.backend4.iter() {
+            let (id, b) = entry.map_err(|e| syscall(names::BACKEND_V4, "iterate", e))?;
+            let protocol = protocol(b.proto, names::BACKEND_V4)?;
+            let addr = IpAddr::V4(Ipv4Addr::from(b.addr.octets()));
+            applied.backends.insert(id, Backend { addr, port: b.port.to_host(), protocol });
+        }
+        for entry in self.backend6.iter() {
+            let (id, b) = entry.map_err(|e| syscall(names::BACKEND_V6, "iterate", e))?;
+            let protocol = protocol(b.proto, names::BACKEND_V6)?;
+            let addr = IpAddr::V6(Ipv6Addr::from(b.addr));
+            applied.backends.insert(id, Backend { addr, port: b.port.to_host(), protocol });
+        }
+        // Rev-NAT values carry no protocol: take it from the frontend that owns
+        // the id, so the mirror compares equal to what the plan wrote.
+        let owners: std::collections::BTreeMap<u16, Frontend> = applied
+            .services
+            .iter()
+            .filter(|((_, slot), _)| *slot == 0)
+            .map(|((f, _), v)| (v.rev_nat_id, *f))
+            .collect();
+        let revnat_frontend = |id: u32, addr: IpAddr, port: Be16| {
+            let id = u16::try_from(id).map_err(|_| MapError::Corrupt {
+                map: names::REVNAT_V4,
+                detail: format!("rev-NAT id {id} does not fit in 16 bits"),
+            })?;
+            let owned = owners.get(&id).filter(|f| f.addr == addr && f.port == port.to_host());
+            let frontend = owned.copied().unwrap_or(Frontend { addr, port: port.to_host(), protocol: Protocol::Tcp });
+            Ok::<_, MapError>((id, frontend))
+        };
+        for entry in self.revnat4.iter() {
+            let (id, v) = entry.map_err(|e| syscall(names::REVNAT_V4, "iterate", e))?;
+            let (id, f) = revnat_frontend(id, IpAddr::V4(Ipv4Addr::from(v.addr.octets())), v.port)?;
+            applied.rev_nat.insert(id, f);
+        }
+        for entry in self.revnat6.iter() {
+            let (id, v) = entry.map_err(|e| syscall(names::REVNAT_V6, "iterate", e))?;
+            let (id, f) = revnat_frontend(id, IpAddr::V6(Ipv6Addr::from(v.addr)), v.port)?;
+            applied.rev_nat.insert(id, f);
+        }
+        Ok(applied)
+    }
+}
+
+fn protocol(n: u8, map: &'static str) -> Result<Protocol, MapError> {
+    Protocol::from_number(n).ok_or_else(|| MapError::Corrupt { map, detail: format!("unknown protocol {n}") })
+}
+
+fn frontend(addr: IpAddr, port: Be16, proto: u8, map: &'static str) -> Result<Frontend, MapError> {
+    Ok(Frontend { addr, port: port.to_host(), protocol: protocol(proto, map)? })
+}
+
+fn v4(a: Ipv4Addr) -> Be32 {
+    Be32::from_octets(a.octets())
+}
+
+enum ServiceKey {
+    V4(ServiceKeyV4),
+    V6(ServiceKeyV6),
+}
+
+fn service_key(f: &Frontend, slot: u16) -> ServiceKey {
+    let port = Be16::from_host(f.port);
+    let proto = f.protocol.number();
+    match f.addr {
+        IpAddr::V4(a) => ServiceKey::V4(ServiceKeyV4 { addr: v4(a), port, slot, proto, _pad: [0; 3] }),
+        IpAddr::V6(a) => ServiceKey::V6(ServiceKeyV6 { addr: a.octets(), port, slot, proto, _pad: [0; 3] }),
+    }
+}
+
+enum Encoded {
+    V4(BackendV4),
+    V6(BackendV6),
+}
+
+fn encode_backend(b: &Backend) -> Encoded {
+    let port = Be16::from_host(b.port);
+    let proto = b.protocol.number();
+    match b.addr {
+        IpAddr::V4(a) => Encoded::V4(BackendV4 { addr: v4(a), port, proto, flags: 0 }),
+        IpAddr::V6(a) => Encoded::V6(BackendV6 { addr: a.octets(), port, proto, flags: 0 }),
+    }
+}

@@ -1,0 +1,12 @@
+//! The service proxy as a library: the binary (`main.rs`) is a thin CLI over it.
+//!
+//! Data flows sources → [`model`] (pure) → [`plan`] (pure) → [`dataplane`] (aya).
+//! See ARCHITECTURE.md.
+
+pub mod cli;
+pub mod config;
+pub mod dataplane;
+pub mod model;
+pub mod plan;
+pub mod source;
+pub mod sync;

@@ -1,0 +1,11 @@
+//! The pure core: an Index of Services and EndpointSlices (our own types), and the
+//! function from the Index to desired state. No I/O, no aya, no kube client.
+#![forbid(unsafe_code)]
+
+pub mod convert;
+pub mod desired;
+pub mod index;
+pub mod types;
+
+pub use index::Index;
+pub use types::*;

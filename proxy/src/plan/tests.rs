@@ -1,0 +1,210 @@
+//! Plan and writer tests through the fake maps, which check the readers'
+//! invariants after every single operation.
+#![expect(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
+
+use std::net::IpAddr;
+
+use super::*;
+use crate::{
+    dataplane::{Writer, fake::FakeMaps},
+    model::{FrontendSpec, ObjectRef, Protocol},
+};
+
+fn fe(s: &str) -> Frontend {
+    let (addr, port) = s.rsplit_once(':').unwrap();
+    Frontend {
+        addr: addr.trim_matches(['[', ']']).parse::<IpAddr>().unwrap(),
+        port: port.parse().unwrap(),
+        protocol: Protocol::Tcp,
+    }
+}
+
+fn be(s: &str) -> Backend {
+    let f = fe(s);
+    Backend { addr: f.addr, port: f.port, protocol: f.protocol }
+}
+
+fn desired(services: &[(&str, &[&str])]) -> DesiredState {
+    let mut d = DesiredState::default();
+    for (frontend, backends) in services {
+        let mut backends: Vec<Backend> = backends.iter().map(|b| be(b)).collect();
+        backends.sort();
+        d.frontends.insert(
+            fe(frontend),
+            FrontendSpec { service: ObjectRef::new("default", "svc"), port_name: String::new(), backends },
+        );
+    }
+    d
+}
+
+/// Backends reachable through a frontend, as a reader would see them.
+fn reachable(maps: &FakeMaps, frontend: &str) -> Vec<Backend> {
+    let mut out: Vec<Backend> = maps
+        .contents
+        .reachable_slots(fe(frontend))
+        .iter()
+        .map(|id| maps.contents.backends[id])
+        .collect();
+    out.sort();
+    out
+}
+
+fn kinds(ops: &[Op]) -> Vec<String> {
+    ops.iter()
+        .map(|op| match op {
+            Op::PutBackend { .. } => "put-backend".to_owned(),
+            Op::DeleteBackend { .. } => "delete-backend".to_owned(),
+            Op::PutRevNat { .. } => "put-revnat".to_owned(),
+            Op::DeleteRevNat { .. } => "delete-revnat".to_owned(),
+            Op::PutService { slot, value, .. } if *slot == 0 => format!("put-frontend(count={})", value.count),
+            Op::PutService { slot, .. } => format!("put-slot({slot})"),
+            Op::DeleteService { slot, .. } if *slot == 0 => "delete-frontend".to_owned(),
+            Op::DeleteService { slot, .. } => format!("delete-slot({slot})"),
+        })
+        .collect()
+}
+
+fn synced(d: &DesiredState) -> Writer<FakeMaps> {
+    let mut w = Writer::new(FakeMaps::default()).unwrap();
+    assert!(w.sync(d).is_complete());
+    w
+}
+
+fn take_log(w: &mut Writer<FakeMaps>) -> Vec<Op> {
+    std::mem::take(&mut w.maps_mut_for_tests().log)
+}
+
+#[test]
+fn new_service_writes_backends_then_revnat_then_slots_then_frontend() {
+    let mut w = synced(&DesiredState::default());
+    let d = desired(&[("10.96.0.10:80", &["10.1.0.1:8080", "10.1.0.2:8080"])]);
+    assert!(w.sync(&d).is_complete());
+    assert_eq!(
+        kinds(&take_log(&mut w)),
+        ["put-backend", "put-backend", "put-revnat", "put-slot(1)", "put-slot(2)", "put-frontend(count=2)"]
+    );
+    assert_eq!(reachable(w.maps(), "10.96.0.10:80"), [be("10.1.0.1:8080"), be("10.1.0.2:8080")]);
+}
+
+#[test]
+fn a_second_plan_is_empty() {
+    let d = desired(&[("10.96.0.10:80", &["10.1.0.1:8080"]), ("[fd00::10]:80", &["[fd00::1]:8080"])]);
+    let w = synced(&d);
+    assert!(plan(w.applied(), &d).is_empty());
+}
+
+#[test]
+fn growing_writes_the_new_slot_before_the_count() {
+    let mut w = synced(&desired(&[("10.96.0.10:80", &["10.1.0.1:8080"])]));
+    take_log(&mut w);
+    w.sync(&desired(&[("10.96.0.10:80", &["10.1.0.1:8080", "10.1.0.2:8080"])]));
+    assert_eq!(kinds(&take_log(&mut w)), ["put-backend", "put-slot(2)", "put-frontend(count=2)"]);
+}
+
+#[test]
+fn shrinking_lowers_the_count_first_and_deletes_the_backend_last() {
+    let three = ["10.1.0.1:8080", "10.1.0.2:8080", "10.1.0.3:8080"];
+    let mut w = synced(&desired(&[("10.96.0.10:80", &three)]));
+    take_log(&mut w);
+    // Drop the first backend: the last one moves into its slot.
+    w.sync(&desired(&[("10.96.0.10:80", &three[1..])]));
+    assert_eq!(
+        kinds(&take_log(&mut w)),
+        ["put-frontend(count=2)", "put-slot(1)", "delete-slot(3)", "delete-backend"]
+    );
+    assert_eq!(reachable(w.maps(), "10.96.0.10:80"), [be(three[1]), be(three[2])]);
+}
+
+#[test]
+fn a_backend_that_stays_keeps_its_slot() {
+    let mut w = synced(&desired(&[("10.96.0.10:80", &["10.1.0.1:8080", "10.1.0.2:8080"])]));
+    take_log(&mut w);
+    w.sync(&desired(&[("10.96.0.10:80", &["10.1.0.1:8080", "10.1.0.3:8080"])]));
+    // Only slot 2 changes; the count stays, so slot 0 is not rewritten.
+    assert_eq!(kinds(&take_log(&mut w)), ["put-backend", "put-slot(2)", "delete-backend"]);
+}
+
+#[test]
+fn removing_a_service_unpublishes_it_first() {
+    let mut w = synced(&desired(&[("10.96.0.10:80", &["10.1.0.1:8080", "10.1.0.2:8080"])]));
+    take_log(&mut w);
+    w.sync(&DesiredState::default());
+    assert_eq!(
+        kinds(&take_log(&mut w)),
+        ["delete-frontend", "delete-slot(1)", "delete-slot(2)", "delete-revnat", "delete-backend", "delete-backend"]
+    );
+    assert_eq!(w.maps().contents, Applied::default());
+}
+
+#[test]
+fn backends_are_shared_across_frontends_and_outlive_one_of_them() {
+    let shared = "10.1.0.1:8080";
+    let mut w = synced(&desired(&[("10.96.0.10:80", &[shared]), ("10.96.0.11:80", &[shared])]));
+    assert_eq!(w.applied().backends.len(), 1);
+    w.sync(&desired(&[("10.96.0.11:80", &[shared])]));
+    assert_eq!(w.applied().backends.len(), 1);
+    assert_eq!(reachable(w.maps(), "10.96.0.11:80"), [be(shared)]);
+}
+
+#[test]
+fn no_endpoints_publishes_a_frontend_with_count_zero() {
+    let mut w = synced(&DesiredState::default());
+    w.sync(&desired(&[("10.96.0.10:80", &[])]));
+    assert_eq!(kinds(&take_log(&mut w)), ["put-revnat", "put-frontend(count=0)"]);
+    assert_eq!(w.applied().frontend(fe("10.96.0.10:80")).map(|v| v.count), Some(0));
+}
+
+#[test]
+fn ids_are_stable_across_unrelated_changes() {
+    let mut w = synced(&desired(&[("10.96.0.10:80", &["10.1.0.1:8080"])]));
+    let before = w.applied().frontend(fe("10.96.0.10:80")).copied();
+    w.sync(&desired(&[("10.96.0.9:80", &["10.1.0.9:8080"]), ("10.96.0.10:80", &["10.1.0.1:8080"])]));
+    assert_eq!(w.applied().frontend(fe("10.96.0.10:80")).copied(), before);
+}
+
+/// Every possible single write failure, at every position: readers never see a
+/// torn service (the fake checks after each op), and the next sync converges
+/// to exactly what a clean run writes.
+#[test]
+fn any_failed_write_converges_on_the_next_sync() {
+    let start = desired(&[
+        ("10.96.0.10:80", &["10.1.0.1:8080", "10.1.0.2:8080", "10.1.0.3:8080"]),
+        ("10.96.0.11:53", &["10.1.0.4:53"]),
+        ("[fd00::10]:80", &["[fd00::1]:8080"]),
+    ]);
+    let end = desired(&[
+        ("10.96.0.10:80", &["10.1.0.3:8080", "10.1.0.5:8080"]),
+        ("10.96.0.12:80", &["10.1.0.1:8080"]),
+        ("[fd00::10]:80", &[]),
+    ]);
+    let clean = synced(&start);
+    let total = plan(clean.applied(), &end).ops().count();
+    let mut expected = synced(&start);
+    expected.sync(&end);
+
+    for n in 0..total {
+        let mut w = synced(&start);
+        w.maps_mut_for_tests().fail_at = Some(w.maps().log.len() + n);
+        let report = w.sync(&end);
+        assert!(!report.failures.is_empty(), "failure {n} was not reported");
+        assert_eq!(&w.maps().contents, w.applied(), "mirror diverged after failure {n}");
+        let report = w.sync(&end);
+        assert!(report.is_complete(), "retry after failure {n} did not complete: {report:?}");
+        assert_eq!(w.maps().contents, expected.maps().contents, "did not converge after failure {n}");
+    }
+}
+
+#[test]
+fn reconcile_repairs_entries_changed_behind_our_back() {
+    let d = desired(&[("10.96.0.10:80", &["10.1.0.1:8080", "10.1.0.2:8080"])]);
+    let mut w = synced(&d);
+    let good = w.maps().contents.clone();
+    // Someone deletes a slot and adds a stray backend by hand.
+    let maps = w.maps_mut_for_tests();
+    maps.contents.services.remove(&(fe("10.96.0.10:80"), 2));
+    maps.contents.backends.insert(99, be("10.9.9.9:1"));
+    let (drift, report) = w.reconcile(&d).unwrap();
+    assert_eq!(drift, 2);
+    assert!(report.is_complete());
+    assert_eq!(w.maps().contents, good);
+}

@@ -1,0 +1,153 @@
+//! [`ManifestDir`]: the current contents of a manifest directory, file by file.
+//!
+//! A file that cannot be read as YAML keeps its last good contents (what is
+//! programmed stays) and is reported once per change. A file that disappears
+//! takes its objects with it. Hidden files (editor swap files, the `..data`
+//! links of a mounted ConfigMap) are skipped; symlinked files are followed.
+
+use std::{
+    collections::{BTreeMap, hash_map::DefaultHasher},
+    hash::{Hash, Hasher},
+    path::{Path, PathBuf},
+};
+
+use super::parse::{ParsedFile, parse_file};
+use crate::model::{EndpointSlice, ObjectRef, Service};
+
+/// One file's last good parse.
+struct FileState {
+    fingerprint: u64,
+    good: Option<ParsedFile>,
+}
+
+/// The directory's files and what they hold.
+pub struct ManifestDir {
+    dir: PathBuf,
+    files: BTreeMap<PathBuf, FileState>,
+}
+
+/// Errors reading the directory itself.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read manifest directory {dir}")]
+pub struct DirError {
+    pub dir: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl ManifestDir {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into(), files: BTreeMap::new() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Re-reads the directory. Returns true when the set of objects may have
+    /// changed. Problems are logged here, once per change of a file.
+    pub fn scan(&mut self) -> Result<bool, DirError> {
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(|source| DirError { dir: self.dir.clone(), source })?;
+        let mut seen = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if is_manifest(&path) {
+                seen.push(path);
+            }
+        }
+        let mut changed = false;
+        let before: Vec<PathBuf> = self.files.keys().cloned().collect();
+        for gone in before.iter().filter(|p| !seen.contains(p)) {
+            tracing::info!(file = %gone.display(), "manifest removed");
+            self.files.remove(gone);
+            changed = true;
+        }
+        for path in seen {
+            changed |= self.refresh(&path);
+        }
+        Ok(changed)
+    }
+
+    /// Re-parses one file if its bytes changed.
+    fn refresh(&mut self, path: &Path) -> bool {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) => {
+                // Vanished between listing and reading, or not UTF-8: keep what we had.
+                tracing::warn!(file = %path.display(), error = %error, "cannot read manifest; keeping its last good contents");
+                return false;
+            }
+        };
+        let fingerprint = fingerprint(&text);
+        if self.files.get(path).is_some_and(|f| f.fingerprint == fingerprint) {
+            return false;
+        }
+        let previous = self.files.remove(path).and_then(|f| f.good);
+        let good = match parse_file(path, &text) {
+            Ok(parsed) => {
+                for problem in &parsed.problems {
+                    tracing::warn!(file = %path.display(), problem = %problem, "skipped part of a manifest");
+                }
+                tracing::info!(
+                    file = %path.display(),
+                    services = parsed.services.len(),
+                    endpoint_slices = parsed.slices.len(),
+                    "manifest loaded"
+                );
+                Some(parsed)
+            }
+            Err(error) => {
+                tracing::error!(
+                    file = %path.display(),
+                    error = %error,
+                    kept_last_good = previous.is_some(),
+                    "manifest is not valid YAML; keeping its last good contents"
+                );
+                previous
+            }
+        };
+        self.files.insert(path.to_path_buf(), FileState { fingerprint, good });
+        true
+    }
+
+    /// Every object, merged across files. When two files define the same object,
+    /// the first file (by path) wins and the clash is logged.
+    pub fn objects(&self) -> (Vec<Service>, Vec<EndpointSlice>) {
+        let mut services: BTreeMap<ObjectRef, (&Path, &Service)> = BTreeMap::new();
+        let mut slices: BTreeMap<ObjectRef, (&Path, &EndpointSlice)> = BTreeMap::new();
+        for (path, state) in &self.files {
+            let Some(parsed) = &state.good else { continue };
+            for svc in &parsed.services {
+                if let Some((first, _)) = services.get(&svc.id) {
+                    tracing::warn!(object = %svc.id, file = %path.display(), first = %first.display(), "Service defined twice; using the first");
+                } else {
+                    services.insert(svc.id.clone(), (path, svc));
+                }
+            }
+            for slice in &parsed.slices {
+                if let Some((first, _)) = slices.get(&slice.id) {
+                    tracing::warn!(object = %slice.id, file = %path.display(), first = %first.display(), "EndpointSlice defined twice; using the first");
+                } else {
+                    slices.insert(slice.id.clone(), (path, slice));
+                }
+            }
+        }
+        (
+            services.into_values().map(|(_, s)| s.clone()).collect(),
+            slices.into_values().map(|(_, s)| s.clone()).collect(),
+        )
+    }
+}
+
+fn is_manifest(path: &Path) -> bool {
+    let hidden = path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    !hidden && matches!(ext, "yaml" | "yml" | "json") && path.is_file()
+}
+
+fn fingerprint(text: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}

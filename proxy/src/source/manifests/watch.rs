@@ -1,0 +1,86 @@
+//! Watches a manifest directory with inotify (through `notify`) and feeds the
+//! Index. A burst of file events is debounced into one rescan; a periodic
+//! rescan is the safety net for lost events.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use notify::{RecursiveMode, Watcher as _};
+use tokio::sync::{mpsc, watch};
+
+use super::dir::{DirError, ManifestDir};
+use crate::{config, model::Index};
+
+/// Errors starting the watch.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error(transparent)]
+    Dir(#[from] DirError),
+    #[error("cannot watch {dir}")]
+    Notify {
+        dir: String,
+        #[source]
+        source: notify::Error,
+    },
+}
+
+/// Reads the directory once, feeds the Index, and returns a task that keeps it
+/// up to date until `shutdown`. The first bump of `changes` happens before this
+/// returns, so the first sync sees the complete directory.
+pub async fn start(
+    mut dir: ManifestDir,
+    index: Arc<Mutex<Index>>,
+    changes: watch::Sender<u64>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, WatchError> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            let _ = tx.send(());
+        }
+    })
+    .map_err(|source| WatchError::Notify { dir: dir.path().display().to_string(), source })?;
+    watcher
+        .watch(dir.path(), RecursiveMode::NonRecursive)
+        .map_err(|source| WatchError::Notify { dir: dir.path().display().to_string(), source })?;
+
+    dir.scan()?;
+    publish(&dir, &index, &changes);
+
+    Ok(tokio::spawn(async move {
+        let _watcher = watcher; // dropping it stops the inotify watch
+        let mut rescan = tokio::time::interval(config::MANIFEST_RESCAN_INTERVAL);
+        rescan.reset();
+        loop {
+            tokio::select! {
+                event = rx.recv() => {
+                    if event.is_none() { return }
+                    debounce(&mut rx, config::MANIFEST_DEBOUNCE).await;
+                }
+                _ = rescan.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            match dir.scan() {
+                Ok(true) => publish(&dir, &index, &changes),
+                Ok(false) => {}
+                Err(error) => tracing::error!(error = %error, "manifest rescan failed; keeping the current state"),
+            }
+        }
+    }))
+}
+
+/// Swallows further events until none arrives for `quiet`.
+async fn debounce(rx: &mut mpsc::UnboundedReceiver<()>, quiet: Duration) {
+    while let Ok(Some(())) = tokio::time::timeout(quiet, rx.recv()).await {}
+}
+
+fn publish(dir: &ManifestDir, index: &Mutex<Index>, changes: &watch::Sender<u64>) {
+    let (services, slices) = dir.objects();
+    match index.lock() {
+        Ok(mut index) => index.reset(services, slices),
+        Err(poisoned) => poisoned.into_inner().reset(services, slices),
+    }
+    changes.send_modify(|v| *v += 1);
+}
