@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 
 use crate::{
     dataplane::maps::{DataplaneMaps, MapError},
-    model::DesiredState,
-    plan::{self, Applied, BackendId, Op, Plan, Subject},
+    model::{DesiredState, Frontend},
+    plan::{self, Applied, BackendId, Op, Plan, RevNatId, Subject},
 };
 
 /// What one `apply` did.
@@ -50,6 +50,8 @@ pub enum StepError {
     MissingBackend(BackendId),
     #[error("backend {0} is still referenced by {1} slot(s)")]
     BackendInUse(BackendId, usize),
+    #[error("rev-NAT id {0} still belongs to frontend {1}")]
+    RevNatInUse(RevNatId, Frontend),
 }
 
 /// Owns the maps and the mirror of their contents.
@@ -120,6 +122,12 @@ impl<M: DataplaneMaps> Writer<M> {
                     Ok(())
                 } else {
                     Err(StepError::MissingBackend(value.backend_id))
+                }
+            }
+            Op::DeleteRevNat { id, frontend } => {
+                match self.applied.frontend(*frontend) {
+                    Some(v) if v.rev_nat_id == *id => Err(StepError::RevNatInUse(*id, *frontend)),
+                    _ => Ok(()),
                 }
             }
             Op::DeleteBackend { id, .. } => match refs.get(id).copied().unwrap_or(0) {
