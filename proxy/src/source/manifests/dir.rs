@@ -86,8 +86,13 @@ impl ManifestDir {
         let previous = self.files.remove(path).and_then(|f| f.good);
         let good = match parse_file(path, &text) {
             Ok(parsed) => {
+                // Each problem's text starts with the file, the object and the reason.
                 for problem in &parsed.problems {
-                    tracing::warn!(file = %path.display(), problem = %problem, "skipped part of a manifest");
+                    if problem.is_warning() {
+                        tracing::warn!("{problem}");
+                    } else {
+                        tracing::error!("{problem}; skipped this object");
+                    }
                 }
                 tracing::info!(
                     file = %path.display(),
@@ -98,12 +103,8 @@ impl ManifestDir {
                 Some(parsed)
             }
             Err(error) => {
-                tracing::error!(
-                    file = %path.display(),
-                    error = %error,
-                    kept_last_good = previous.is_some(),
-                    "manifest is not valid YAML; keeping its last good contents"
-                );
+                let kept = if previous.is_some() { "keeping its last good contents" } else { "nothing loaded from it" };
+                tracing::error!("{error}; {kept}");
                 previous
             }
         };

@@ -1,0 +1,73 @@
+//! Project tasks: `cargo xtask <task>`. `./x` runs `scripts/setup.sh` first, so
+//! the toolchains and tools these tasks call are there.
+
+mod bench;
+mod cargo;
+mod demo;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Build, test, demo and benchmark tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build the eBPF object (through proxy/build.rs, the one build path) and copy
+    /// it to target/bpf/proxy-ebpf.o.
+    BuildEbpf {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build everything into target/{debug,release}/proxy, eBPF object embedded.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Formatting, lints, unit tests and integration tests (what CI runs).
+    Test {
+        /// Extra arguments for `cargo nextest run` (a filter, for example).
+        #[arg(trailing_var_arg = true)]
+        nextest_args: Vec<String>,
+    },
+    /// Run the demo: a ClusterIP balanced across three backends in a throwaway namespace.
+    Demo,
+    /// Benchmark connect + one request/response through a VIP against the same
+    /// work done directly against the backend, in the same run.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let root = workspace_root()?;
+    match Cli::parse().task {
+        Task::BuildEbpf { release } => {
+            let object = cargo::build_ebpf(&root, release)?;
+            println!("{}", object.display());
+        }
+        Task::Build { release } => {
+            let bin = cargo::build_proxy(&root, release)?;
+            println!("{}", bin.display());
+        }
+        Task::Test { nextest_args } => cargo::test(&root, &nextest_args)?,
+        Task::Demo => {
+            let bin = cargo::build_proxy(&root, false)?;
+            demo::run(&bin)?;
+        }
+        Task::Bench(args) => {
+            let bin = cargo::build_proxy(&root, true)?;
+            bench::run(&root, &bin, &args)?;
+        }
+    }
+    Ok(())
+}
+
+fn workspace_root() -> anyhow::Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).context("xtask has no parent directory")
+}
