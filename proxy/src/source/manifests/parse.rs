@@ -1,0 +1,847 @@
+//! Parsing one manifest file into domain Services and EndpointSlices.
+//!
+//! Owns the file format: multi-document YAML (`---`), empty documents, `kind:
+//! List` (`v1`) with `items`, `v1` Services and `discovery.k8s.io/v1`
+//! EndpointSlices exactly as `kubectl get -o yaml` prints them (server-set fields
+//! included and ignored).
+//!
+//! Two levels of failure:
+//! - the file is not YAML (syntax error, a truncated quoted string …):
+//!   [`parse_file`] returns `Err`, and the caller keeps the file's last good
+//!   contents;
+//! - one object is wrong (unknown kind, invalid clusterIP …): that object is left
+//!   out and a [`ManifestError`] goes into [`ParsedFile::problems`]; the rest of
+//!   the file is used. Dropped pieces of an object (an SCTP port) and slices
+//!   without their service-name label are problems too, see
+//!   [`ManifestError::is_warning`].
+//!
+//! Pure: reads only the text it is given; `path` is only used in messages.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use k8s_openapi::api::{core::v1 as core, discovery::v1 as discovery};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::model::{
+    EndpointSlice, Service,
+    convert::{self, ConvertError, ConvertWarning, Converted, Skip},
+};
+
+/// What one file holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ParsedFile {
+    pub services: Vec<Service>,
+    pub slices: Vec<EndpointSlice>,
+    /// Objects left out on purpose that need nobody's attention: ExternalName
+    /// and headless Services, FQDN slices. Skips that probably are mistakes go
+    /// into `problems` instead.
+    pub skipped: Vec<Skip>,
+    /// Objects (or parts of them) left out, in file order.
+    pub problems: Vec<ManifestError>,
+}
+
+/// Where in a file an object is, for objects that have no usable name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// 1-based, counting empty documents.
+    pub document: usize,
+    /// 1-based index in a `kind: List`'s `items`.
+    pub item: Option<usize>,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "document {}", self.document)?;
+        if let Some(item) = self.item {
+            write!(f, " item {item}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A problem with a manifest file. Displays as `<file>: <object>: <reason>`,
+/// where the object is `Service ns/name`, `EndpointSlice ns/name` or
+/// `document N [item M]`.
+///
+/// Messages of the YAML and decoding libraries are kept as text: callers match
+/// on the variant, not on those libraries' error types.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    /// The whole file: nothing in it can be trusted.
+    #[error("{file}: not valid YAML: {reason}", file = .file.display())]
+    Yaml { file: PathBuf, reason: String },
+    #[error("{file}: {at}: not a mapping", file = .file.display())]
+    NotAMapping { file: PathBuf, at: Position },
+    #[error("{file}: {at}: has no kind", file = .file.display())]
+    NoKind { file: PathBuf, at: Position },
+    #[error("{file}: {at}: unknown kind {kind} (apiVersion {api_version})", file = .file.display())]
+    UnknownKind {
+        file: PathBuf,
+        at: Position,
+        kind: String,
+        api_version: String,
+    },
+    #[error("{file}: {at}: {reason}", file = .file.display())]
+    BadList {
+        file: PathBuf,
+        at: Position,
+        reason: &'static str,
+    },
+    /// The object does not match its kind's schema (e.g. `port: abc`).
+    #[error("{file}: {object}: cannot decode: {reason}", file = .file.display())]
+    Decode {
+        file: PathBuf,
+        object: String,
+        reason: String,
+    },
+    /// The object is invalid (e.g. an invalid clusterIP).
+    #[error("{file}: {error}", file = .file.display())]
+    Convert {
+        file: PathBuf,
+        error: Box<ConvertError>,
+    },
+    /// Part of an object was dropped; the rest is used.
+    #[error("{file}: {warning}", file = .file.display())]
+    Warning {
+        file: PathBuf,
+        warning: Box<ConvertWarning>,
+    },
+    /// An object skipped that was probably meant to be used.
+    #[error("{file}: {skip}", file = .file.display())]
+    Skipped { file: PathBuf, skip: Box<Skip> },
+}
+
+impl ManifestError {
+    /// The file the problem is in.
+    pub fn file(&self) -> &Path {
+        match self {
+            ManifestError::Yaml { file, .. }
+            | ManifestError::NotAMapping { file, .. }
+            | ManifestError::NoKind { file, .. }
+            | ManifestError::UnknownKind { file, .. }
+            | ManifestError::BadList { file, .. }
+            | ManifestError::Decode { file, .. }
+            | ManifestError::Convert { file, .. }
+            | ManifestError::Warning { file, .. }
+            | ManifestError::Skipped { file, .. } => file,
+        }
+    }
+
+    /// True when the object itself (or the rest of it) is still used or is
+    /// deliberately ignored; false when something the author wrote was rejected.
+    pub fn is_warning(&self) -> bool {
+        matches!(
+            self,
+            ManifestError::Warning { .. } | ManifestError::Skipped { .. }
+        )
+    }
+}
+
+/// Parses one manifest file. `Err` only when the text is not YAML at all; see the
+/// module docs.
+pub fn parse_file(path: &Path, text: &str) -> Result<ParsedFile, ManifestError> {
+    // Read every document before converting any, so a syntax error anywhere
+    // rejects the whole file rather than yielding its first half.
+    let mut documents = Vec::new();
+    for document in serde_norway::Deserializer::from_str(text) {
+        let value =
+            serde_norway::Value::deserialize(document).map_err(|e| ManifestError::Yaml {
+                file: path.to_owned(),
+                reason: e.to_string(),
+            })?;
+        documents.push(value);
+    }
+
+    let mut parser = Parser {
+        file: path,
+        out: ParsedFile::default(),
+    };
+    for (i, document) in documents.into_iter().enumerate() {
+        let at = Position {
+            document: i + 1,
+            item: None,
+        };
+        if document.is_null() {
+            continue;
+        }
+        // YAML allows what JSON does not (non-string keys, tags); such a document
+        // is not a Kubernetes object.
+        match serde_json::to_value(document) {
+            Ok(value) => parser.document(value, at),
+            Err(e) => parser.problem(ManifestError::Decode {
+                file: path.to_owned(),
+                object: at.to_string(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+    Ok(parser.out)
+}
+
+struct Parser<'a> {
+    file: &'a Path,
+    out: ParsedFile,
+}
+
+impl Parser<'_> {
+    fn problem(&mut self, problem: ManifestError) {
+        self.out.problems.push(problem);
+    }
+
+    fn document(&mut self, value: Value, at: Position) {
+        let Value::Object(map) = &value else {
+            self.problem(ManifestError::NotAMapping {
+                file: self.file.to_owned(),
+                at,
+            });
+            return;
+        };
+        let api_version = map
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("<none>");
+        let Some(kind) = map.get("kind").and_then(Value::as_str) else {
+            self.problem(ManifestError::NoKind {
+                file: self.file.to_owned(),
+                at,
+            });
+            return;
+        };
+        match (api_version, kind) {
+            ("v1", "List") if at.item.is_none() => self.list(value, at),
+            ("v1", "List") => self.problem(ManifestError::BadList {
+                file: self.file.to_owned(),
+                at,
+                reason: "a List inside a List is not supported",
+            }),
+            ("v1", "Service") => {
+                let object = describe(&value, "Service", at);
+                match serde_json::from_value::<core::Service>(prune(value)) {
+                    Ok(svc) => {
+                        let converted = convert::service(&svc);
+                        self.converted(converted, |out, s| out.services.push(s));
+                    }
+                    Err(e) => self.decode_failed(object, &e),
+                }
+            }
+            ("discovery.k8s.io/v1", "EndpointSlice") => {
+                let object = describe(&value, "EndpointSlice", at);
+                match serde_json::from_value::<discovery::EndpointSlice>(prune(value)) {
+                    Ok(slice) => {
+                        let converted = convert::endpoint_slice(&slice);
+                        self.converted(converted, |out, s| out.slices.push(s));
+                    }
+                    Err(e) => self.decode_failed(object, &e),
+                }
+            }
+            (api_version, kind) => {
+                let problem = ManifestError::UnknownKind {
+                    file: self.file.to_owned(),
+                    at,
+                    kind: kind.to_owned(),
+                    api_version: api_version.to_owned(),
+                };
+                self.problem(problem);
+            }
+        }
+    }
+
+    fn list(&mut self, value: Value, at: Position) {
+        let items = match value {
+            Value::Object(mut map) => map.remove("items"),
+            _ => None,
+        };
+        match items {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(items)) => {
+                for (i, item) in items.into_iter().enumerate() {
+                    self.document(
+                        item,
+                        Position {
+                            item: Some(i + 1),
+                            ..at
+                        },
+                    );
+                }
+            }
+            Some(_) => self.problem(ManifestError::BadList {
+                file: self.file.to_owned(),
+                at,
+                reason: "items is not a list",
+            }),
+        }
+    }
+
+    fn converted<T>(
+        &mut self,
+        converted: Result<Converted<T>, ConvertError>,
+        keep: impl FnOnce(&mut ParsedFile, T),
+    ) {
+        let file = self.file;
+        match converted {
+            Ok(Converted::Kept { object, warnings }) => {
+                keep(&mut self.out, object);
+                self.out
+                    .problems
+                    .extend(warnings.into_iter().map(|warning| ManifestError::Warning {
+                        file: file.to_owned(),
+                        warning: Box::new(warning),
+                    }));
+            }
+            Ok(Converted::Skipped(skip)) if skip.is_warning() => {
+                self.problem(ManifestError::Skipped {
+                    file: file.to_owned(),
+                    skip: Box::new(skip),
+                });
+            }
+            Ok(Converted::Skipped(skip)) => self.out.skipped.push(skip),
+            Err(error) => self.problem(ManifestError::Convert {
+                file: file.to_owned(),
+                error: Box::new(error),
+            }),
+        }
+    }
+
+    fn decode_failed(&mut self, object: String, error: &serde_json::Error) {
+        self.problem(ManifestError::Decode {
+            file: self.file.to_owned(),
+            object,
+            reason: error.to_string(),
+        });
+    }
+}
+
+/// `Service ns/name` when the object has a name, else `Service in document N`.
+fn describe(value: &Value, kind: &str, at: Position) -> String {
+    let meta = value.get("metadata");
+    let field = |f: &str| {
+        meta.and_then(|m| m.get(f))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    match field("name") {
+        Some(name) => format!("{kind} {}/{name}", field("namespace").unwrap_or("default")),
+        None => format!("{kind} in {at}"),
+    }
+}
+
+/// Drops what the proxy never reads (`status`, and all of `metadata` but name,
+/// namespace and labels), so a mistake there cannot reject the object.
+fn prune(mut value: Value) -> Value {
+    if let Value::Object(map) = &mut value {
+        map.remove("status");
+        if let Some(Value::Object(meta)) = map.get_mut("metadata") {
+            meta.retain(|k, _| matches!(k.as_str(), "name" | "namespace" | "labels"));
+        }
+    }
+    value
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
+mod tests {
+    use std::net::IpAddr;
+
+    use rstest::rstest;
+
+    use super::*;
+    use crate::model::{
+        AddressType, Index, ObjectRef, Protocol,
+        convert::{ConvertWarning, SkipReason},
+    };
+
+    const KUBECTL_LIST: &str = include_str!("testdata/kubectl-get-svc-endpointslice.yaml");
+
+    fn parse(text: &str) -> ParsedFile {
+        parse_file(Path::new("m.yaml"), text).unwrap_or_else(|e| panic!("expected YAML, got {e}"))
+    }
+
+    fn problems(parsed: &ParsedFile) -> Vec<String> {
+        parsed.problems.iter().map(ToString::to_string).collect()
+    }
+
+    /// A Service `shop/web` with the given `spec:` body (indented two spaces).
+    fn service_yaml(spec: &str) -> String {
+        let head = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\n";
+        format!("{head}spec:\n{spec}")
+    }
+
+    fn ips(parsed: &ParsedFile) -> Vec<IpAddr> {
+        parsed
+            .services
+            .iter()
+            .flat_map(|s| s.cluster_ips.iter().copied())
+            .collect()
+    }
+
+    #[test]
+    fn kubectl_list_fixture() {
+        let parsed = parse(KUBECTL_LIST);
+        assert_eq!(problems(&parsed), Vec::<String>::new());
+        let services: Vec<String> = parsed.services.iter().map(|s| s.id.to_string()).collect();
+        assert_eq!(
+            services,
+            ["default/kubernetes", "default/web", "kube-system/kube-dns"]
+        );
+        let slices: Vec<String> = parsed.slices.iter().map(|s| s.id.to_string()).collect();
+        assert_eq!(
+            slices,
+            [
+                "default/kubernetes",
+                "default/web-7hq4m",
+                "default/web-xk2p9",
+                "kube-system/kube-dns-8fmnv"
+            ]
+        );
+        assert_eq!(parsed.skipped.len(), 1);
+        assert_eq!(parsed.skipped[0].reason, SkipReason::Headless);
+
+        let web = &parsed.services[1];
+        assert_eq!(
+            web.cluster_ips,
+            [
+                "10.96.12.34".parse::<IpAddr>().unwrap(),
+                "fd00:10:96::1234".parse().unwrap()
+            ]
+        );
+        let v6 = &parsed.slices[1];
+        assert_eq!(
+            (v6.service_name.as_str(), v6.address_type),
+            ("web", AddressType::IPv6)
+        );
+        let v4 = &parsed.slices[2];
+        assert_eq!(v4.endpoints.len(), 3);
+        assert_eq!(v4.endpoints[0].node_name.as_deref(), Some("worker-1"));
+        assert_eq!(v4.endpoints[0].zone.as_deref(), Some("zone-a"));
+        assert!(v4.endpoints[2].terminating && v4.endpoints[2].serving && !v4.endpoints[2].ready);
+
+        // End to end through the Index.
+        let mut idx = Index::new();
+        idx.reset(parsed.services, parsed.slices);
+        let state = idx.desired();
+        let backends = |f: &str| -> Vec<String> {
+            let (_, spec) = state
+                .frontends
+                .iter()
+                .find(|(k, _)| k.to_string() == f)
+                .unwrap();
+            spec.backends.iter().map(ToString::to_string).collect()
+        };
+        assert_eq!(backends("10.96.0.1:443/TCP"), ["172.18.0.2:6443"]);
+        assert_eq!(
+            backends("10.96.12.34:80/TCP"),
+            ["10.244.1.5:8080", "10.244.2.7:8080"]
+        );
+        assert_eq!(
+            backends("10.96.12.34:9090/TCP"),
+            ["10.244.1.5:9090", "10.244.2.7:9090"]
+        );
+        assert_eq!(
+            backends("[fd00:10:96::1234]:80/TCP"),
+            ["[fd00:10:244:1::5]:8080"]
+        );
+        assert_eq!(
+            backends("10.96.0.10:53/UDP"),
+            ["10.244.0.3:53", "10.244.0.4:53"]
+        );
+        assert_eq!(
+            backends("10.96.0.10:53/TCP"),
+            ["10.244.0.3:53", "10.244.0.4:53"]
+        );
+        assert_eq!(
+            backends("10.96.0.10:9153/TCP"),
+            ["10.244.0.3:9153", "10.244.0.4:9153"]
+        );
+        assert_eq!(
+            backends("[fd00:10:96::1234]:9090/TCP"),
+            ["[fd00:10:244:1::5]:9090"]
+        );
+        assert_eq!(state.frontends.len(), 8);
+    }
+
+    /// `prune` is a safety net, not a requirement: k8s-openapi reads kubectl's
+    /// full output, server-set fields included.
+    #[test]
+    fn kubectl_list_fixture_decodes_unpruned() {
+        let list: Value = serde_norway::from_str(KUBECTL_LIST).unwrap();
+        let items = list["items"].as_array().unwrap();
+        for item in items {
+            match item["kind"].as_str().unwrap() {
+                "Service" => drop(serde_json::from_value::<core::Service>(item.clone()).unwrap()),
+                "EndpointSlice" => {
+                    drop(serde_json::from_value::<discovery::EndpointSlice>(item.clone()).unwrap())
+                }
+                other => panic!("unexpected kind {other}"),
+            }
+        }
+        assert_eq!(items.len(), 8);
+    }
+
+    #[rstest]
+    #[case::empty("")]
+    #[case::only_separators("---\n---\n")]
+    #[case::only_comments("# nothing here\n")]
+    fn empty_file_has_no_objects(#[case] text: &str) {
+        assert_eq!(parse(text), ParsedFile::default());
+    }
+
+    #[rstest]
+    #[case::not_yaml("apiVersion: v1\nkind: Service\n  metadata: {name: web\n")]
+    #[case::tab_indentation("kind: Service\nspec:\n\tports: []\n")]
+    #[case::truncated_in_quoted_string("apiVersion: v1\nkind: Service\nmetadata:\n  name: \"we")]
+    #[case::truncated_flow_mapping(
+        "apiVersion: v1\nkind: List\nitems: [{apiVersion: v1, kind: Service, metadata: {name: web"
+    )]
+    #[case::error_in_a_later_document(
+        concat!(
+            "apiVersion: v1\n",
+            "kind: Service\n",
+            "metadata: {name: a}\n",
+            "spec: {clusterIP: 10.96.0.1}\n",
+            "---\n",
+            "kind: [\n",
+        )
+    )]
+    fn invalid_yaml_rejects_the_whole_file(#[case] text: &str) {
+        let err = parse_file(Path::new("/etc/proxy/m.yaml"), text).unwrap_err();
+        assert!(matches!(err, ManifestError::Yaml { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with("/etc/proxy/m.yaml: not valid YAML: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn multi_document_with_empty_documents() {
+        let text = concat!(
+            "---\n",
+            "---\n",
+            "apiVersion: v1\n",
+            "kind: Service\n",
+            "metadata: {name: a}\n",
+            "spec: {clusterIP: 10.96.0.1, ports: [{port: 80}]}\n",
+            "---\n",
+            "\n",
+            "---\n",
+            "apiVersion: v1\n",
+            "kind: Service\n",
+            "metadata: {name: b}\n",
+            "spec: {clusterIP: 10.96.0.2}\n",
+        );
+        let parsed = parse(text);
+        assert_eq!(problems(&parsed), Vec::<String>::new());
+        assert_eq!(
+            ips(&parsed),
+            [
+                "10.96.0.1".parse::<IpAddr>().unwrap(),
+                "10.96.0.2".parse().unwrap()
+            ]
+        );
+        assert_eq!(parsed.services[0].ports[0].protocol, Protocol::Tcp);
+        assert_eq!(parsed.services[0].id, ObjectRef::new("default", "a"));
+    }
+
+    /// One bad object is reported and left out; the file's other objects stay.
+    #[rstest]
+    #[case::unknown_kind(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n",
+        "m.yaml: document 1: unknown kind Deployment (apiVersion apps/v1)"
+    )]
+    #[case::core_kind_wrong_group(
+        "apiVersion: v1\nkind: EndpointSlice\nmetadata: {name: web}\n",
+        "m.yaml: document 1: unknown kind EndpointSlice (apiVersion v1)"
+    )]
+    #[case::beta_slice(
+        "apiVersion: discovery.k8s.io/v1beta1\nkind: EndpointSlice\n",
+        "m.yaml: document 1: unknown kind EndpointSlice (apiVersion discovery.k8s.io/v1beta1)"
+    )]
+    #[case::no_api_version(
+        "kind: Service\n",
+        "m.yaml: document 1: unknown kind Service (apiVersion <none>)"
+    )]
+    #[case::no_kind(
+        "apiVersion: v1\nmetadata: {name: web}\n",
+        "m.yaml: document 1: has no kind"
+    )]
+    #[case::scalar("just a string\n", "m.yaml: document 1: not a mapping")]
+    #[case::sequence("- a\n- b\n", "m.yaml: document 1: not a mapping")]
+    #[case::invalid_ip(
+        &service_yaml("  clusterIP: 10.96.0.300\n"),
+        "m.yaml: Service shop/web: invalid clusterIP \"10.96.0.300\""
+    )]
+    #[case::invalid_second_ip(
+        &service_yaml("  clusterIP: 10.96.0.3\n  clusterIPs: [10.96.0.3, 'fd00::zz']\n"),
+        "m.yaml: Service shop/web: invalid clusterIP \"fd00::zz\""
+    )]
+    #[case::port_out_of_range(
+        &service_yaml("  clusterIP: 10.96.0.3\n  ports: [{name: http, port: 65536}]\n"),
+        "m.yaml: Service shop/web: port 65536 (\"http\") is outside 1..=65535"
+    )]
+    #[case::port_zero(
+        &service_yaml("  clusterIP: 10.96.0.3\n  ports: [{name: http, port: 0}]\n"),
+        "m.yaml: Service shop/web: port 0 (\"http\") is outside 1..=65535"
+    )]
+    #[case::no_cluster_ip(
+        &service_yaml("  ports: [{port: 80}]\n"),
+        "m.yaml: Service shop/web: has no clusterIP"
+    )]
+    #[case::empty_cluster_ip(
+        &service_yaml("  clusterIP: ''\n"),
+        "m.yaml: Service shop/web: has no clusterIP"
+    )]
+    #[case::no_spec(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\n",
+        "m.yaml: Service shop/web: has no clusterIP"
+    )]
+    #[case::no_name(
+        "apiVersion: v1\nkind: Service\nspec: {clusterIP: 10.96.0.3}\n",
+        "m.yaml: Service default/<unnamed>: has no metadata.name"
+    )]
+    #[case::schema_mismatch(
+        &service_yaml("  clusterIP: 10.96.0.3\n  ports: [{port: http}]\n"),
+        "m.yaml: Service shop/web: cannot decode: invalid type: string \"http\", expected i32"
+    )]
+    #[case::non_string_key(
+        "? [a, b]\n: c\nkind: Service\n",
+        "m.yaml: document 1: cannot decode: key must be a string"
+    )]
+    fn bad_object_is_a_problem(#[case] bad: &str, #[case] want: &str) {
+        let good = concat!(
+            "apiVersion: v1\n",
+            "kind: Service\n",
+            "metadata: {name: ok, namespace: shop}\n",
+            "spec: {clusterIP: 10.96.0.1}\n",
+        );
+        let parsed = parse(&format!("{bad}\n---\n{good}"));
+        assert_eq!(problems(&parsed), [want]);
+        assert!(!parsed.problems[0].is_warning());
+        assert_eq!(parsed.services.len(), 1, "the good object is kept");
+        assert_eq!(parsed.services[0].id, ObjectRef::new("shop", "ok"));
+    }
+
+    #[rstest]
+    #[case::headless(
+        &service_yaml("  clusterIP: None\n  clusterIPs: [None]\n"),
+        SkipReason::Headless
+    )]
+    #[case::headless_clusterip_only(&service_yaml("  clusterIP: None\n"), SkipReason::Headless)]
+    #[case::external_name(
+        &service_yaml("  type: ExternalName\n  externalName: db.example.com\n"),
+        SkipReason::ExternalName
+    )]
+    #[case::fqdn_slice(
+        concat!(
+            "apiVersion: discovery.k8s.io/v1\n",
+            "kind: EndpointSlice\n",
+            "metadata: {name: ext-1, labels: {kubernetes.io/service-name: ext}}\n",
+            "addressType: FQDN\n",
+            "endpoints: [{addresses: [db.example.com]}]\n",
+        ),
+        SkipReason::FqdnAddressType
+    )]
+    fn skipped_quietly(#[case] text: &str, #[case] reason: SkipReason) {
+        let parsed = parse(text);
+        assert_eq!(problems(&parsed), Vec::<String>::new());
+        assert!(parsed.services.is_empty() && parsed.slices.is_empty());
+        assert_eq!(
+            parsed.skipped.iter().map(|s| s.reason).collect::<Vec<_>>(),
+            [reason]
+        );
+    }
+
+    #[test]
+    fn slice_without_service_name_label_is_a_warning() {
+        let text = concat!(
+            "apiVersion: discovery.k8s.io/v1\n",
+            "kind: EndpointSlice\n",
+            "metadata: {name: orphan, namespace: shop}\n",
+            "addressType: IPv4\n",
+            "endpoints: [{addresses: [10.1.0.5]}]\n",
+        );
+        let parsed = parse(text);
+        assert!(parsed.slices.is_empty());
+        assert_eq!(
+            problems(&parsed),
+            ["m.yaml: EndpointSlice shop/orphan: skipped: no kubernetes.io/service-name label"]
+        );
+        assert!(parsed.problems[0].is_warning());
+    }
+
+    #[test]
+    fn sctp_port_skipped_rest_kept() {
+        let parsed = parse(&service_yaml(concat!(
+            "  clusterIP: 10.96.0.3\n",
+            "  ports:\n",
+            "  - {name: http, port: 80, protocol: TCP}\n",
+            "  - {name: sig, port: 3868, protocol: SCTP}\n",
+            "  - {name: dns, port: 53, protocol: UDP}\n",
+        )));
+        assert_eq!(
+            problems(&parsed),
+            ["m.yaml: Service shop/web: port 3868 (\"sig\") skipped: unsupported protocol SCTP"]
+        );
+        assert!(parsed.problems[0].is_warning());
+        let ports: Vec<(&str, u16, Protocol)> = parsed.services[0]
+            .ports
+            .iter()
+            .map(|p| (p.name.as_str(), p.port, p.protocol))
+            .collect();
+        assert_eq!(
+            ports,
+            [("http", 80, Protocol::Tcp), ("dns", 53, Protocol::Udp)]
+        );
+    }
+
+    #[test]
+    fn dual_stack_cluster_ips() {
+        let parsed = parse(&service_yaml(concat!(
+            "  clusterIP: 10.96.0.3\n",
+            "  clusterIPs: [10.96.0.3, 'fd00:96::3']\n",
+            "  ipFamilies: [IPv4, IPv6]\n",
+            "  ipFamilyPolicy: RequireDualStack\n",
+        )));
+        assert_eq!(
+            ips(&parsed),
+            [
+                "10.96.0.3".parse::<IpAddr>().unwrap(),
+                "fd00:96::3".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn ipv6_primary_cluster_ip() {
+        let parsed = parse(&service_yaml("  clusterIP: 'fd00:96::3'\n"));
+        assert_eq!(ips(&parsed), ["fd00:96::3".parse::<IpAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn list_items_are_positioned_in_problems() {
+        let text = concat!(
+            "apiVersion: v1\n",
+            "kind: List\n",
+            "items:\n",
+            "- apiVersion: v1\n",
+            "  kind: ConfigMap\n",
+            "  metadata: {name: c}\n",
+            "- apiVersion: v1\n",
+            "  kind: Service\n",
+            "  metadata: {name: a}\n",
+            "  spec: {clusterIP: 10.96.0.1}\n",
+            "- apiVersion: v1\n",
+            "  kind: List\n",
+            "  items: []\n",
+            "metadata:\n",
+            "  resourceVersion: \"\"\n",
+        );
+        let parsed = parse(text);
+        assert_eq!(
+            problems(&parsed),
+            [
+                "m.yaml: document 1 item 1: unknown kind ConfigMap (apiVersion v1)",
+                "m.yaml: document 1 item 3: a List inside a List is not supported",
+            ]
+        );
+        assert_eq!(parsed.services.len(), 1);
+    }
+
+    #[rstest]
+    #[case::empty_items("apiVersion: v1\nkind: List\nitems: []\n", &[])]
+    #[case::null_items("apiVersion: v1\nkind: List\nitems:\n", &[])]
+    #[case::no_items("apiVersion: v1\nkind: List\n", &[])]
+    #[case::items_not_a_list(concat!(
+        "apiVersion: v1\n",
+        "kind: List\n",
+        "items: {a: b}\n",
+    ), &["m.yaml: document 1: items is not a list"])]
+    fn list_shapes(#[case] text: &str, #[case] want: &[&str]) {
+        let parsed = parse(text);
+        assert_eq!(problems(&parsed), want);
+        assert!(parsed.services.is_empty());
+    }
+
+    #[test]
+    fn bad_endpoint_dropped_others_kept() {
+        let text = "apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  namespace: shop
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+ports:
+- {name: http, port: 8080}
+- {name: nope}
+- {name: sig, port: 3868, protocol: SCTP}
+endpoints:
+- addresses: [10.1.0.5]
+- addresses: [not-an-ip]
+- addresses: ['fd00::5']
+- addresses: [10.1.0.6, 10.1.0.99]
+  conditions: {ready: false, serving: true, terminating: true}
+";
+        let parsed = parse(text);
+        assert_eq!(
+            problems(&parsed),
+            [
+                "m.yaml: EndpointSlice shop/web-1: port \"nope\" skipped: has no port number",
+                "m.yaml: EndpointSlice shop/web-1: port 3868 (\"sig\") skipped: unsupported protocol SCTP",
+                "m.yaml: EndpointSlice shop/web-1: endpoint \"not-an-ip\" skipped: not an IP address",
+                "m.yaml: EndpointSlice shop/web-1: endpoint \"fd00::5\" skipped: not an IPv4 address",
+            ]
+        );
+        assert!(parsed.problems.iter().all(ManifestError::is_warning));
+        assert!(matches!(
+            &parsed.problems[2],
+            ManifestError::Warning { warning, .. }
+                if matches!(**warning, ConvertWarning::EndpointBadAddress { .. })
+        ));
+        let slice = &parsed.slices[0];
+        let addrs: Vec<String> = slice
+            .endpoints
+            .iter()
+            .map(|e| e.address.to_string())
+            .collect();
+        assert_eq!(addrs, ["10.1.0.5", "10.1.0.6"]);
+        assert_eq!(slice.ports.len(), 1);
+    }
+
+    #[test]
+    fn problem_names_the_file() {
+        let err = parse_file(
+            Path::new("/srv/manifests/web.yaml"),
+            "kind: Pod\napiVersion: v1\n",
+        )
+        .unwrap()
+        .problems
+        .remove(0);
+        assert_eq!(err.file(), Path::new("/srv/manifests/web.yaml"));
+        assert_eq!(
+            err.to_string(),
+            "/srv/manifests/web.yaml: document 1: unknown kind Pod (apiVersion v1)"
+        );
+    }
+
+    /// Fields the proxy does not read cannot reject an object.
+    #[test]
+    fn unread_fields_are_not_validated() {
+        let text = concat!(
+            "apiVersion: v1\n",
+            "kind: Service\n",
+            "metadata:\n",
+            "  name: web\n",
+            "  creationTimestamp: yesterday\n",
+            "  managedFields: 7\n",
+            "spec: {clusterIP: 10.96.0.3}\n",
+            "status: {loadBalancer: oops}\n",
+        );
+        let parsed = parse(text);
+        assert_eq!(problems(&parsed), Vec::<String>::new());
+        assert_eq!(parsed.services.len(), 1);
+    }
+}
