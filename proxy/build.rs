@@ -21,7 +21,11 @@ fn main() -> anyhow::Result<()> {
 
     let root_dir = ebpf_dir.to_str().context("proxy-ebpf path is not UTF-8")?;
     aya_build::build_ebpf(
-        [aya_build::Package { name: "proxy-ebpf", root_dir, ..Default::default() }],
+        [aya_build::Package {
+            name: "proxy-ebpf",
+            root_dir,
+            ..Default::default()
+        }],
         aya_build::Toolchain::Custom(&toolchain),
     )
 }
@@ -39,7 +43,9 @@ fn nightly_channel(path: &Path) -> anyhow::Result<String> {
 
 fn check_prerequisites(toolchain: &str) -> anyhow::Result<()> {
     const FIX: &str = "run `./x setup` (or `scripts/setup.sh`) to install the eBPF toolchain";
-    let rustc = Command::new("rustup").args(["run", toolchain, "rustc", "--print", "sysroot"]).output();
+    let rustc = Command::new("rustup")
+        .args(["run", toolchain, "rustc", "--print", "sysroot"])
+        .output();
     let sysroot = match rustc {
         Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
         _ => bail!("the eBPF toolchain {toolchain} is not installed: {FIX}"),

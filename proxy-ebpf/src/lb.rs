@@ -8,7 +8,7 @@
 
 use aya_ebpf::helpers::bpf_get_prandom_u32;
 use proxy_common::{
-    Be16, Be32, BackendV4, BackendV6, Reason, ServiceKeyV4, ServiceKeyV6, ServiceValue, proto,
+    BackendV4, BackendV6, Be16, Be32, Reason, ServiceKeyV4, ServiceKeyV6, ServiceValue, proto,
 };
 
 use crate::maps::{BACKEND_V4, BACKEND_V6, SVC_V4, SVC_V6};
@@ -45,7 +45,13 @@ fn slot_for(frontend: &ServiceValue, selector: u32) -> Result<u16, Reason> {
 /// Looks up an IPv4 frontend. `Ok(None)` means "not a service".
 #[inline(always)]
 pub fn lookup4(addr: Be32, port: Be16, protocol: u8) -> Option<(ServiceKeyV4, ServiceValue)> {
-    let key = ServiceKeyV4 { addr, port, slot: 0, proto: protocol, _pad: [0; 3] };
+    let key = ServiceKeyV4 {
+        addr,
+        port,
+        slot: 0,
+        proto: protocol,
+        _pad: [0; 3],
+    };
     // SAFETY: the value is copied out at once, before any other map operation
     // could recycle the slot behind the reference.
     let value = unsafe { SVC_V4.get(&key) }.copied()?;
@@ -61,17 +67,26 @@ pub fn select4(
 ) -> Result<Selected<BackendV4>, Reason> {
     key.slot = slot_for(&frontend, selector)?;
     // SAFETY: copied out at once, see `lookup4`.
-    let slot = unsafe { SVC_V4.get(&key) }.copied().ok_or(Reason::SlotMissing)?;
+    let slot = unsafe { SVC_V4.get(&key) }
+        .copied()
+        .ok_or(Reason::SlotMissing)?;
     // SAFETY: copied out at once, see `lookup4`.
-    let backend =
-        unsafe { BACKEND_V4.get(&slot.backend_id) }.copied().ok_or(Reason::BackendMissing)?;
+    let backend = unsafe { BACKEND_V4.get(&slot.backend_id) }
+        .copied()
+        .ok_or(Reason::BackendMissing)?;
     Ok(Selected { frontend, backend })
 }
 
 /// Looks up an IPv6 frontend. `None` means "not a service".
 #[inline(always)]
 pub fn lookup6(addr: [u8; 16], port: Be16, protocol: u8) -> Option<(ServiceKeyV6, ServiceValue)> {
-    let key = ServiceKeyV6 { addr, port, slot: 0, proto: protocol, _pad: [0; 3] };
+    let key = ServiceKeyV6 {
+        addr,
+        port,
+        slot: 0,
+        proto: protocol,
+        _pad: [0; 3],
+    };
     // SAFETY: copied out at once, see `lookup4`.
     let value = unsafe { SVC_V6.get(&key) }.copied()?;
     Some((key, value))
@@ -86,9 +101,12 @@ pub fn select6(
 ) -> Result<Selected<BackendV6>, Reason> {
     key.slot = slot_for(&frontend, selector)?;
     // SAFETY: copied out at once, see `lookup4`.
-    let slot = unsafe { SVC_V6.get(&key) }.copied().ok_or(Reason::SlotMissing)?;
+    let slot = unsafe { SVC_V6.get(&key) }
+        .copied()
+        .ok_or(Reason::SlotMissing)?;
     // SAFETY: copied out at once, see `lookup4`.
-    let backend =
-        unsafe { BACKEND_V6.get(&slot.backend_id) }.copied().ok_or(Reason::BackendMissing)?;
+    let backend = unsafe { BACKEND_V6.get(&slot.backend_id) }
+        .copied()
+        .ok_or(Reason::BackendMissing)?;
     Ok(Selected { frontend, backend })
 }

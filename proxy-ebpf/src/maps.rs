@@ -31,10 +31,8 @@ pub static REVNAT_V4: HashMap<u32, RevNatV4, REVNAT> = HashMap::new();
 #[btf_map(pin_by_name)]
 pub static REVNAT_V6: HashMap<u32, RevNatV6, REVNAT> = HashMap::new();
 #[btf_map(pin_by_name)]
-pub static SOCK_RNAT_V4: LruHashMap<SockRevNatKeyV4, SockRevNatV4, SOCK_REVNAT> =
-    LruHashMap::new();
+pub static SOCK_RNAT_V4: LruHashMap<SockRevNatKeyV4, SockRevNatV4, SOCK_REVNAT> = LruHashMap::new();
 #[btf_map(pin_by_name)]
-pub static SOCK_RNAT_V6: LruHashMap<SockRevNatKeyV6, SockRevNatV6, SOCK_REVNAT> =
-    LruHashMap::new();
+pub static SOCK_RNAT_V6: LruHashMap<SockRevNatKeyV6, SockRevNatV6, SOCK_REVNAT> = LruHashMap::new();
 #[btf_map(pin_by_name)]
 pub static STATS: PerCpuArray<u64, REASONS> = PerCpuArray::new();

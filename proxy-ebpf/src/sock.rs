@@ -15,6 +15,7 @@ use aya_ebpf::{
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
+use aya_log_ebpf::warn;
 use proxy_common::{
     Be16, Be32, Reason, SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6, proto,
 };
@@ -32,12 +33,12 @@ const ECONNREFUSED: i32 = 111;
 
 #[cgroup_sock_addr(connect4)]
 pub fn sock_connect4(ctx: SockAddrContext) -> i32 {
-    verdict(xlate_fwd4(&ctx))
+    verdict(&ctx, xlate_fwd4(&ctx))
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn sock_sendmsg4(ctx: SockAddrContext) -> i32 {
-    verdict(xlate_fwd4(&ctx))
+    verdict(&ctx, xlate_fwd4(&ctx))
 }
 
 #[cgroup_sock_addr(recvmsg4)]
@@ -54,12 +55,12 @@ pub fn sock_getpeername4(ctx: SockAddrContext) -> i32 {
 
 #[cgroup_sock_addr(connect6)]
 pub fn sock_connect6(ctx: SockAddrContext) -> i32 {
-    verdict(xlate_fwd6(&ctx))
+    verdict(&ctx, xlate_fwd6(&ctx))
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn sock_sendmsg6(ctx: SockAddrContext) -> i32 {
-    verdict(xlate_fwd6(&ctx))
+    verdict(&ctx, xlate_fwd6(&ctx))
 }
 
 #[cgroup_sock_addr(recvmsg6)]
@@ -75,9 +76,11 @@ pub fn sock_getpeername6(ctx: SockAddrContext) -> i32 {
 }
 
 /// Counts the outcome and turns it into a verdict. Errors refuse the call with
-/// `ECONNREFUSED` so the application fails fast.
+/// `ECONNREFUSED` so the application fails fast. Map inconsistencies (a slot or
+/// backend missing under a published frontend) should never happen, so they
+/// are also logged; "no backend" is ordinary and only counted.
 #[inline(always)]
-fn verdict(outcome: Result<Reason, Reason>) -> i32 {
+fn verdict(ctx: &SockAddrContext, outcome: Result<Reason, Reason>) -> i32 {
     match outcome {
         Ok(reason) => {
             count(reason);
@@ -85,6 +88,12 @@ fn verdict(outcome: Result<Reason, Reason>) -> i32 {
         }
         Err(reason) => {
             count(reason);
+            if reason != Reason::NoBackend {
+                warn!(
+                    ctx,
+                    "service maps inconsistent (reason {}): refusing the call", reason as u32
+                );
+            }
             // SAFETY: the helper only stores the value the syscall will return.
             unsafe { bpf_set_retval(-ECONNREFUSED) };
             REJECT
@@ -131,7 +140,11 @@ fn xlate_fwd4(ctx: &SockAddrContext) -> Result<Reason, Reason> {
         port: chosen.backend.port,
         _pad: 0,
     };
-    let rnat = SockRevNatV4 { addr, port, rev_nat_id: chosen.frontend.rev_nat_id };
+    let rnat = SockRevNatV4 {
+        addr,
+        port,
+        rev_nat_id: chosen.frontend.rev_nat_id,
+    };
     // SAFETY: copied out at once; the map is an LRU hash.
     let known = unsafe { SOCK_RNAT_V4.get(&rnat_key) }.copied();
     if known != Some(rnat) && SOCK_RNAT_V4.insert(&rnat_key, &rnat, 0).is_err() {
@@ -221,7 +234,11 @@ fn xlate_fwd6(ctx: &SockAddrContext) -> Result<Reason, Reason> {
         port: chosen.backend.port,
         _pad: [0; 6],
     };
-    let rnat = SockRevNatV6 { addr, port, rev_nat_id: chosen.frontend.rev_nat_id };
+    let rnat = SockRevNatV6 {
+        addr,
+        port,
+        rev_nat_id: chosen.frontend.rev_nat_id,
+    };
     // SAFETY: copied out at once; the map is an LRU hash.
     let known = unsafe { SOCK_RNAT_V6.get(&rnat_key) }.copied();
     if known != Some(rnat) && SOCK_RNAT_V6.insert(&rnat_key, &rnat, 0).is_err() {

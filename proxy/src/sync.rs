@@ -64,7 +64,10 @@ pub async fn run<M: DataplaneMaps>(
             backoff = config::RETRY_BACKOFF_START;
             None
         } else {
-            tracing::warn!(retry_in_ms = backoff.as_millis() as u64, "sync incomplete; will retry");
+            tracing::warn!(
+                retry_in_ms = backoff.as_millis() as u64,
+                "sync incomplete; will retry"
+            );
             let at = tokio::time::Instant::now() + backoff;
             backoff = (backoff * 2).min(config::RETRY_BACKOFF_MAX);
             Some(at)
@@ -89,7 +92,11 @@ pub async fn run<M: DataplaneMaps>(
 }
 
 /// One pass: desired state from the Index, then plan and write.
-fn sync_once<M: DataplaneMaps>(index: &Mutex<Index>, writer: &mut Writer<M>, reconcile: bool) -> ApplyReport {
+fn sync_once<M: DataplaneMaps>(
+    index: &Mutex<Index>,
+    writer: &mut Writer<M>,
+    reconcile: bool,
+) -> ApplyReport {
     let started = Instant::now();
     let desired = match index.lock() {
         Ok(index) => index.desired(),
@@ -100,7 +107,10 @@ fn sync_once<M: DataplaneMaps>(index: &Mutex<Index>, writer: &mut Writer<M>, rec
         match writer.reconcile(&desired) {
             Ok((drift, report)) => {
                 if drift > 0 {
-                    tracing::warn!(drift, "reconcile found map entries that differed from what we wrote; repaired");
+                    tracing::warn!(
+                        drift,
+                        "reconcile found map entries that differed from what we wrote; repaired"
+                    );
                 }
                 report
             }

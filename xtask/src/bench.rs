@@ -63,7 +63,11 @@ impl Contender {
 }
 
 pub fn run(root: &Path, proxy_bin: &Path, args: &BenchArgs) -> anyhow::Result<()> {
-    let (rounds, connections) = if args.quick { (3, 500) } else { (args.rounds.max(1), args.connections.max(1)) };
+    let (rounds, connections) = if args.quick {
+        (3, 500)
+    } else {
+        (args.rounds.max(1), args.connections.max(1))
+    };
     eprintln!("bench: {rounds} rounds × {connections} connections per contender, alternating");
     let mut direct = Vec::new();
     let mut vip = Vec::new();
@@ -71,7 +75,10 @@ pub fn run(root: &Path, proxy_bin: &Path, args: &BenchArgs) -> anyhow::Result<()
         for contender in [Contender::Direct, Contender::SocketLb] {
             let rate = sample(proxy_bin, contender, connections)
                 .with_context(|| format!("round {round}, {}", contender.name()))?;
-            eprintln!("bench: round {round} {:<26} {rate:>10.0} conn/s", contender.name());
+            eprintln!(
+                "bench: round {round} {:<26} {rate:>10.0} conn/s",
+                contender.name()
+            );
             match contender {
                 Contender::Direct => direct.push(rate),
                 Contender::SocketLb => vip.push(rate),
@@ -100,11 +107,20 @@ fn sample(proxy_bin: &Path, contender: Contender, connections: usize) -> anyhow:
         Contender::Direct => SocketAddr::new(BACKEND, BACKEND_PORT),
         Contender::SocketLb => {
             let dir = sandbox.manifests_dir();
-            let svc = Service::new("bench", "echo").cluster_ip(VIP).port("tcp", Protocol::Tcp, VIP_PORT, BACKEND_PORT);
+            let svc = Service::new("bench", "echo").cluster_ip(VIP).port(
+                "tcp",
+                Protocol::Tcp,
+                VIP_PORT,
+                BACKEND_PORT,
+            );
             let slice = EndpointSlice::new("bench", "echo-1", "echo", AddressType::IPv4)
                 .endpoint(Endpoint::ready(BACKEND))
                 .port("tcp", Protocol::Tcp, BACKEND_PORT);
-            manifest::write_atomic(&dir, "echo.yaml", &manifest::documents(&[svc.to_yaml(), slice.to_yaml()]))?;
+            manifest::write_atomic(
+                &dir,
+                "echo.yaml",
+                &manifest::documents(&[svc.to_yaml(), slice.to_yaml()]),
+            )?;
             _proxy = Some(ProxyProcess::start(proxy_bin, &sandbox, &dir)?);
             let vip = SocketAddr::new(VIP, VIP_PORT);
             if !wait_until(Duration::from_secs(10), || one_request(vip).is_ok()) {
@@ -136,7 +152,10 @@ fn one_request(target: SocketAddr) -> anyhow::Result<()> {
     let mut reply = [0u8; 16];
     let n = stream.read(&mut reply)?;
     if &reply[..n] != b"pong\n" {
-        bail!("unexpected reply {:?}", String::from_utf8_lossy(&reply[..n]));
+        bail!(
+            "unexpected reply {:?}",
+            String::from_utf8_lossy(&reply[..n])
+        );
     }
     Ok(())
 }
@@ -167,7 +186,11 @@ impl Server {
                 }
             }
         });
-        Ok(Self { stop, addr, thread: Some(thread) })
+        Ok(Self {
+            stop,
+            addr,
+            thread: Some(thread),
+        })
     }
 }
 
@@ -186,11 +209,18 @@ fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     let n = s.len();
-    if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
 }
 
 fn min_max(v: &[f64]) -> (f64, f64) {
-    v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| (lo.min(*x), hi.max(*x)))
+    v.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
+            (lo.min(*x), hi.max(*x))
+        })
 }
 
 fn report(rounds: usize, connections: usize, direct: &[f64], vip: &[f64]) -> String {

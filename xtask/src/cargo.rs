@@ -30,7 +30,10 @@ pub fn build_proxy(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
         cmd.arg("--release");
     }
     run(cmd)?;
-    let bin = root.join("target").join(if release { "release" } else { "debug" }).join("proxy");
+    let bin = root
+        .join("target")
+        .join(if release { "release" } else { "debug" })
+        .join("proxy");
     if !bin.exists() {
         bail!("the build succeeded but {} is missing", bin.display());
     }
@@ -41,12 +44,20 @@ pub fn build_proxy(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
 /// copies the eBPF object it produced to `target/bpf/proxy-ebpf.o`.
 pub fn build_ebpf(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
     let mut cmd = cargo(root);
-    cmd.args(["check", "--package", "proxy", "--message-format=json-render-diagnostics"]);
+    cmd.args([
+        "check",
+        "--package",
+        "proxy",
+        "--message-format=json-render-diagnostics",
+    ]);
     if release {
         cmd.arg("--release");
     }
     eprintln!("xtask: {cmd:?}");
-    let output = cmd.stderr(std::process::Stdio::inherit()).output().context("spawning cargo check")?;
+    let output = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("spawning cargo check")?;
     if !output.status.success() {
         bail!("building the eBPF object failed (see the messages above)");
     }
@@ -54,7 +65,11 @@ pub fn build_ebpf(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|msg| msg["reason"] == "build-script-executed")
-        .filter(|msg| msg["package_id"].as_str().is_some_and(|id| id.contains("/proxy#") || id.contains("proxy@")))
+        .filter(|msg| {
+            msg["package_id"]
+                .as_str()
+                .is_some_and(|id| id.contains("/proxy#") || id.contains("proxy@"))
+        })
         .filter_map(|msg| msg["out_dir"].as_str().map(PathBuf::from))
         .find(|dir| dir.join("proxy-ebpf").exists())
         .context("cargo did not report the build script's OUT_DIR with a proxy-ebpf object")?;
@@ -72,10 +87,20 @@ pub fn test(root: &Path, nextest_args: &[String]) -> anyhow::Result<()> {
     fmt.args(["fmt", "--all", "--", "--check"]);
     run(fmt)?;
     let mut clippy = cargo(root);
-    clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
     run(clippy)?;
     let bin = build_proxy(root, false)?;
     let mut nextest = cargo(root);
-    nextest.args(["nextest", "run", "--workspace", "--no-fail-fast"]).args(nextest_args).env("PROXY_BIN", &bin);
+    nextest
+        .args(["nextest", "run", "--workspace", "--no-fail-fast"])
+        .args(nextest_args)
+        .env("PROXY_BIN", &bin);
     run(nextest)
 }

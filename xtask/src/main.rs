@@ -69,5 +69,8 @@ fn main() -> anyhow::Result<()> {
 
 fn workspace_root() -> anyhow::Result<PathBuf> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().map(PathBuf::from).context("xtask has no parent directory")
+    manifest
+        .parent()
+        .map(PathBuf::from)
+        .context("xtask has no parent directory")
 }

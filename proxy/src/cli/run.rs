@@ -44,7 +44,9 @@ pub struct RunArgs {
 }
 
 fn humantime_ms(s: &str) -> Result<Duration, String> {
-    s.parse::<u64>().map(Duration::from_millis).map_err(|e| format!("{s:?} is not a number of milliseconds: {e}"))
+    s.parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|e| format!("{s:?} is not a number of milliseconds: {e}"))
 }
 
 impl RunArgs {
@@ -59,21 +61,36 @@ impl RunArgs {
 
     async fn run(self) -> anyhow::Result<()> {
         let Some(manifest_dir) = self.manifests.clone() else {
-            anyhow::bail!("no source given: pass --manifests DIR (the Kubernetes API source is not built yet)");
+            anyhow::bail!(
+                "no source given: pass --manifests DIR (the Kubernetes API source is not built yet)"
+            );
         };
         let cgroup = match self.cgroup.clone() {
             Some(path) => path,
             None => cgroup::cgroup2_root()?,
         };
         let pins = loader::PinLayout::new(&self.pin_path);
-        let dataplane = loader::load(&pins, &cgroup)
-            .with_context(|| format!("loading the dataplane (cgroup {}, pins {})", cgroup.display(), pins.root.display()))?;
+        let dataplane = loader::load(&pins, &cgroup).with_context(|| {
+            format!(
+                "loading the dataplane (cgroup {}, pins {})",
+                cgroup.display(),
+                pins.root.display()
+            )
+        })?;
         for hook in &dataplane.attached {
             tracing::info!(program = hook.program, took_over = hook.took_over, cgroup = %cgroup.display(), "hook attached");
         }
+        if let Some(logger) = dataplane.logger {
+            forward_kernel_logs(logger);
+        }
         let writer = Writer::new(dataplane.maps).context("reading the pinned maps")?;
         tracing::info!(
-            frontends = writer.applied().services.keys().filter(|(_, slot)| *slot == 0).count(),
+            frontends = writer
+                .applied()
+                .services
+                .keys()
+                .filter(|(_, slot)| *slot == 0)
+                .count(),
             backends = writer.applied().backends.len(),
             "existing map contents adopted"
         );
@@ -92,11 +109,16 @@ impl RunArgs {
         .with_context(|| format!("starting the manifest source on {}", manifest_dir.display()))?;
         tracing::info!(dir = %manifest_dir.display(), "watching manifests");
 
-        let settings = SyncSettings { min_interval: self.min_sync_interval_ms, resync_interval: self.resync_interval_ms };
+        let settings = SyncSettings {
+            min_interval: self.min_sync_interval_ms,
+            resync_interval: self.resync_interval_ms,
+        };
         let syncer = tokio::spawn(sync::run(index, writer, changes_rx, shutdown_rx, settings));
 
         wait_for_signal().await?;
-        tracing::info!("shutting down; hooks stay attached and maps stay pinned (run `proxy cleanup` to remove them)");
+        tracing::info!(
+            "shutting down; hooks stay attached and maps stay pinned (run `proxy cleanup` to remove them)"
+        );
         let _ = shutdown_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
             let _ = syncer.await;
@@ -105,6 +127,28 @@ impl RunArgs {
         .await;
         Ok(())
     }
+}
+
+/// Forwards the programs' aya-log records (rare paths only) to our logs.
+fn forward_kernel_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+    // SAFETY: the logger owns its ring-buffer fd, and flushing neither closes
+    // nor replaces it, so the registered fd stays valid while registered.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    };
+    let mut logger = match registered {
+        Ok(logger) => logger,
+        Err(error) => {
+            tracing::warn!(error = %error.into_parts().1, "cannot watch the kernel log buffer");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while let Ok(mut guard) = logger.readable_mut().await {
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

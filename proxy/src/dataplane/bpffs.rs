@@ -42,7 +42,10 @@ pub fn is_bpffs(path: &Path) -> bool {
 /// The mount point is `/sys/fs/bpf` when the pin path is below it (the usual
 /// layout), else the pin path itself.
 pub fn ensure(pin_path: &Path) -> Result<(), BpffsError> {
-    let nearest = pin_path.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+    let nearest = pin_path
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
     if !is_bpffs(nearest) {
         let sys_bpf = Path::new("/sys/fs/bpf");
         let mount_point = if pin_path.starts_with(sys_bpf) && sys_bpf.is_dir() {
@@ -52,15 +55,30 @@ pub fn ensure(pin_path: &Path) -> Result<(), BpffsError> {
             pin_path.to_path_buf()
         };
         tracing::info!(mount_point = %mount_point.display(), "bpffs missing: mounting it");
-        mount(Some("bpf"), &mount_point, Some("bpf"), MsFlags::empty(), None::<&str>)
-            .map_err(|source| BpffsError::Mount { path: mount_point.clone(), source })?;
+        mount(
+            Some("bpf"),
+            &mount_point,
+            Some("bpf"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|source| BpffsError::Mount {
+            path: mount_point.clone(),
+            source,
+        })?;
     }
     create_dir(pin_path)?;
     if !is_bpffs(pin_path) {
-        return Err(BpffsError::NotBpffs { path: pin_path.to_path_buf() });
+        return Err(BpffsError::NotBpffs {
+            path: pin_path.to_path_buf(),
+        });
     }
-    fs::set_permissions(pin_path, fs::Permissions::from_mode(0o700))
-        .map_err(|source| BpffsError::Create { path: pin_path.to_path_buf(), source })
+    fs::set_permissions(pin_path, fs::Permissions::from_mode(0o700)).map_err(|source| {
+        BpffsError::Create {
+            path: pin_path.to_path_buf(),
+            source,
+        }
+    })
 }
 
 /// Creates a directory and its parents with mode 0700.
@@ -69,5 +87,8 @@ pub fn create_dir(path: &Path) -> Result<(), BpffsError> {
         .recursive(true)
         .mode(0o700)
         .create(path)
-        .map_err(|source| BpffsError::Create { path: path.to_path_buf(), source })
+        .map_err(|source| BpffsError::Create {
+            path: path.to_path_buf(),
+            source,
+        })
 }

@@ -57,7 +57,10 @@ mod tests {
         let info = "25 30 0:23 / /sys rw,nosuid - sysfs sysfs rw\n\
                     31 25 0:27 / /sys/fs/cgroup ro - tmpfs tmpfs ro,mode=755\n\
                     33 31 0:29 / /sys/fs/cgroup/unified rw,nosuid shared:10 - cgroup2 cgroup2 rw,nsdelegate\n";
-        assert_eq!(find_cgroup2(info), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        assert_eq!(
+            find_cgroup2(info),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
     }
 
     #[test]
@@ -68,6 +71,9 @@ mod tests {
 
     #[test]
     fn reports_absence() {
-        assert_eq!(find_cgroup2("25 30 0:23 / /sys rw - sysfs sysfs rw\n"), None);
+        assert_eq!(
+            find_cgroup2("25 30 0:23 / /sys rw - sysfs sysfs rw\n"),
+            None
+        );
     }
 }

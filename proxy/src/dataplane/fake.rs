@@ -20,7 +20,10 @@ pub struct FakeMaps {
 
 impl FakeMaps {
     pub fn failing_at(n: usize) -> Self {
-        Self { fail_at: Some(n), ..Default::default() }
+        Self {
+            fail_at: Some(n),
+            ..Default::default()
+        }
     }
 
     /// Panics unless every frontend entry points at slots and backends that exist.
@@ -36,7 +39,10 @@ impl FakeMaps {
             );
             for s in 1..=value.count {
                 let Some(slot_value) = self.contents.services.get(&(*frontend, s)) else {
-                    panic!("after {after:?}: {frontend} has count {} but slot {s} is missing", value.count);
+                    panic!(
+                        "after {after:?}: {frontend} has count {} but slot {s} is missing",
+                        value.count
+                    );
                 };
                 assert!(
                     self.contents.backends.contains_key(&slot_value.backend_id),

@@ -35,7 +35,8 @@ fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, MapError> {
 
 macro_rules! typed {
     ($ebpf:expr, $name:expr, $ty:ty) => {
-        <$ty>::try_from(take($ebpf, $name)?).map_err(|source| MapError::Open { map: $name, source })?
+        <$ty>::try_from(take($ebpf, $name)?)
+            .map_err(|source| MapError::Open { map: $name, source })?
     };
 }
 
@@ -74,17 +75,31 @@ fn syscall(map: &'static str, op: &'static str, error: aya::maps::MapError) -> M
         aya::maps::MapError::SyscallError(e) if e.io_error.raw_os_error() == Some(libc::E2BIG) => {
             MapError::Full { map }
         }
-        aya::maps::MapError::SyscallError(e) => MapError::Syscall { map, op, source: e.io_error },
+        aya::maps::MapError::SyscallError(e) => MapError::Syscall {
+            map,
+            op,
+            source: e.io_error,
+        },
         aya::maps::MapError::IoError(source) => MapError::Syscall { map, op, source },
-        other => MapError::Syscall { map, op, source: std::io::Error::other(other.to_string()) },
+        other => MapError::Syscall {
+            map,
+            op,
+            source: std::io::Error::other(other.to_string()),
+        },
     }
 }
 
 /// Deleting what is already gone is fine: the goal state holds.
 fn removed(result: Result<(), aya::maps::MapError>, map: &'static str) -> Result<(), MapError> {
     match result {
-        Ok(()) | Err(aya::maps::MapError::KeyNotFound) | Err(aya::maps::MapError::ElementNotFound) => Ok(()),
-        Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Ok(())
+        | Err(aya::maps::MapError::KeyNotFound)
+        | Err(aya::maps::MapError::ElementNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(syscall(map, "delete", e)),
     }
 }
@@ -108,11 +123,19 @@ impl DataplaneMaps for KernelMaps {
                 let id = u32::from(*id);
                 match frontend.addr {
                     IpAddr::V4(a) => {
-                        let v = RevNatV4 { addr: v4(a), port: Be16::from_host(frontend.port), _pad: 0 };
+                        let v = RevNatV4 {
+                            addr: v4(a),
+                            port: Be16::from_host(frontend.port),
+                            _pad: 0,
+                        };
                         inserted(self.revnat4.insert(&id, &v, 0), names::REVNAT_V4)
                     }
                     IpAddr::V6(a) => {
-                        let v = RevNatV6 { addr: a.octets(), port: Be16::from_host(frontend.port), _pad: 0 };
+                        let v = RevNatV6 {
+                            addr: a.octets(),
+                            port: Be16::from_host(frontend.port),
+                            _pad: 0,
+                        };
                         inserted(self.revnat6.insert(&id, &v, 0), names::REVNAT_V6)
                     }
                 }
@@ -121,7 +144,11 @@ impl DataplaneMaps for KernelMaps {
                 IpAddr::V4(_) => removed(self.revnat4.remove(&u32::from(*id)), names::REVNAT_V4),
                 IpAddr::V6(_) => removed(self.revnat6.remove(&u32::from(*id)), names::REVNAT_V6),
             },
-            Op::PutService { frontend, slot, value } => match service_key(frontend, *slot) {
+            Op::PutService {
+                frontend,
+                slot,
+                value,
+            } => match service_key(frontend, *slot) {
                 ServiceKey::V4(k) => inserted(self.svc4.insert(&k, value, 0), names::SVC_V4),
                 ServiceKey::V6(k) => inserted(self.svc6.insert(&k, value, 0), names::SVC_V6),
             },
@@ -136,25 +163,49 @@ impl DataplaneMaps for KernelMaps {
         let mut applied = Applied::default();
         for entry in self.svc4.iter() {
             let (k, v) = entry.map_err(|e| syscall(names::SVC_V4, "iterate", e))?;
-            let frontend = frontend(IpAddr::V4(Ipv4Addr::from(k.addr.octets())), k.port, k.proto, names::SVC_V4)?;
+            let frontend = frontend(
+                IpAddr::V4(Ipv4Addr::from(k.addr.octets())),
+                k.port,
+                k.proto,
+                names::SVC_V4,
+            )?;
             applied.services.insert((frontend, k.slot), v);
         }
         for entry in self.svc6.iter() {
             let (k, v) = entry.map_err(|e| syscall(names::SVC_V6, "iterate", e))?;
-            let frontend = frontend(IpAddr::V6(Ipv6Addr::from(k.addr)), k.port, k.proto, names::SVC_V6)?;
+            let frontend = frontend(
+                IpAddr::V6(Ipv6Addr::from(k.addr)),
+                k.port,
+                k.proto,
+                names::SVC_V6,
+            )?;
             applied.services.insert((frontend, k.slot), v);
         }
         for entry in self.backend4.iter() {
             let (id, b) = entry.map_err(|e| syscall(names::BACKEND_V4, "iterate", e))?;
             let protocol = protocol(b.proto, names::BACKEND_V4)?;
             let addr = IpAddr::V4(Ipv4Addr::from(b.addr.octets()));
-            applied.backends.insert(id, Backend { addr, port: b.port.to_host(), protocol });
+            applied.backends.insert(
+                id,
+                Backend {
+                    addr,
+                    port: b.port.to_host(),
+                    protocol,
+                },
+            );
         }
         for entry in self.backend6.iter() {
             let (id, b) = entry.map_err(|e| syscall(names::BACKEND_V6, "iterate", e))?;
             let protocol = protocol(b.proto, names::BACKEND_V6)?;
             let addr = IpAddr::V6(Ipv6Addr::from(b.addr));
-            applied.backends.insert(id, Backend { addr, port: b.port.to_host(), protocol });
+            applied.backends.insert(
+                id,
+                Backend {
+                    addr,
+                    port: b.port.to_host(),
+                    protocol,
+                },
+            );
         }
         // Rev-NAT values carry no protocol: take it from the frontend that owns
         // the id, so the mirror compares equal to what the plan wrote.
@@ -169,8 +220,14 @@ impl DataplaneMaps for KernelMaps {
                 map: names::REVNAT_V4,
                 detail: format!("rev-NAT id {id} does not fit in 16 bits"),
             })?;
-            let owned = owners.get(&id).filter(|f| f.addr == addr && f.port == port.to_host());
-            let frontend = owned.copied().unwrap_or(Frontend { addr, port: port.to_host(), protocol: Protocol::Tcp });
+            let owned = owners
+                .get(&id)
+                .filter(|f| f.addr == addr && f.port == port.to_host());
+            let frontend = owned.copied().unwrap_or(Frontend {
+                addr,
+                port: port.to_host(),
+                protocol: Protocol::Tcp,
+            });
             Ok::<_, MapError>((id, frontend))
         };
         for entry in self.revnat4.iter() {
@@ -188,11 +245,18 @@ impl DataplaneMaps for KernelMaps {
 }
 
 fn protocol(n: u8, map: &'static str) -> Result<Protocol, MapError> {
-    Protocol::from_number(n).ok_or_else(|| MapError::Corrupt { map, detail: format!("unknown protocol {n}") })
+    Protocol::from_number(n).ok_or_else(|| MapError::Corrupt {
+        map,
+        detail: format!("unknown protocol {n}"),
+    })
 }
 
 fn frontend(addr: IpAddr, port: Be16, proto: u8, map: &'static str) -> Result<Frontend, MapError> {
-    Ok(Frontend { addr, port: port.to_host(), protocol: protocol(proto, map)? })
+    Ok(Frontend {
+        addr,
+        port: port.to_host(),
+        protocol: protocol(proto, map)?,
+    })
 }
 
 fn v4(a: Ipv4Addr) -> Be32 {
@@ -208,8 +272,20 @@ fn service_key(f: &Frontend, slot: u16) -> ServiceKey {
     let port = Be16::from_host(f.port);
     let proto = f.protocol.number();
     match f.addr {
-        IpAddr::V4(a) => ServiceKey::V4(ServiceKeyV4 { addr: v4(a), port, slot, proto, _pad: [0; 3] }),
-        IpAddr::V6(a) => ServiceKey::V6(ServiceKeyV6 { addr: a.octets(), port, slot, proto, _pad: [0; 3] }),
+        IpAddr::V4(a) => ServiceKey::V4(ServiceKeyV4 {
+            addr: v4(a),
+            port,
+            slot,
+            proto,
+            _pad: [0; 3],
+        }),
+        IpAddr::V6(a) => ServiceKey::V6(ServiceKeyV6 {
+            addr: a.octets(),
+            port,
+            slot,
+            proto,
+            _pad: [0; 3],
+        }),
     }
 }
 
@@ -222,7 +298,17 @@ fn encode_backend(b: &Backend) -> Encoded {
     let port = Be16::from_host(b.port);
     let proto = b.protocol.number();
     match b.addr {
-        IpAddr::V4(a) => Encoded::V4(BackendV4 { addr: v4(a), port, proto, flags: 0 }),
-        IpAddr::V6(a) => Encoded::V6(BackendV6 { addr: a.octets(), port, proto, flags: 0 }),
+        IpAddr::V4(a) => Encoded::V4(BackendV4 {
+            addr: v4(a),
+            port,
+            proto,
+            flags: 0,
+        }),
+        IpAddr::V6(a) => Encoded::V6(BackendV6 {
+            addr: a.octets(),
+            port,
+            proto,
+            flags: 0,
+        }),
     }
 }

@@ -111,6 +111,8 @@ pub struct Dataplane {
     _ebpf: Ebpf,
     pub maps: KernelMaps,
     pub attached: Vec<AttachedHook>,
+    /// Reader of the programs' aya-log records; `run` forwards them to tracing.
+    pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
 /// One attached hook, for logs and `inspect status`.
@@ -130,13 +132,21 @@ pub fn load(pins: &PinLayout, cgroup: &Path) -> Result<Dataplane, LoadError> {
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pins.maps())
         .load(OBJECT)
-        .map_err(|source| LoadError::Object { pin_dir: pins.maps(), source: Box::new(source) })?;
+        .map_err(|source| LoadError::Object {
+            pin_dir: pins.maps(),
+            source: Box::new(source),
+        })?;
 
-    let cgroup_file = fs::File::open(cgroup)
-        .map_err(|source| LoadError::Cgroup { path: cgroup.to_path_buf(), source })?;
+    let cgroup_file = fs::File::open(cgroup).map_err(|source| LoadError::Cgroup {
+        path: cgroup.to_path_buf(),
+        source,
+    })?;
     let cgroup_id = cgroup_file
         .metadata()
-        .map_err(|source| LoadError::Cgroup { path: cgroup.to_path_buf(), source })?
+        .map_err(|source| LoadError::Cgroup {
+            path: cgroup.to_path_buf(),
+            source,
+        })?
         .ino();
     let link_dir = pins.links_for(cgroup_id);
     bpffs::create_dir(&link_dir)?;
@@ -148,7 +158,9 @@ pub fn load(pins: &PinLayout, cgroup: &Path) -> Result<Dataplane, LoadError> {
             .ok_or(LoadError::MissingProgram(name))?
             .try_into()
             .map_err(|e| program_error(name, "has the wrong type", e))?;
-        program.load().map_err(|e| program_error(name, "verifier rejected it", e))?;
+        program
+            .load()
+            .map_err(|e| program_error(name, "verifier rejected it", e))?;
 
         let pin = link_dir.join(name);
         let existing = open_pinned(&pin);
@@ -161,18 +173,40 @@ pub fn load(pins: &PinLayout, cgroup: &Path) -> Result<Dataplane, LoadError> {
             // cgroup; the kernel rejects any flag here, so `Single` (flags 0).
             None => program
                 .attach(&cgroup_file, CgroupAttachMode::Single)
-                .map_err(|e| program_error(name, &format!("attaching to {}", cgroup.display()), e))?,
+                .map_err(|e| {
+                    program_error(name, &format!("attaching to {}", cgroup.display()), e)
+                })?,
         };
-        let link = program.take_link(link_id).map_err(|e| program_error(name, "taking the link", e))?;
-        let fd_link = FdLink::try_from(link)
-            .map_err(|e| link_error(name, "is not an fd link", std::io::Error::other(e.to_string())))?;
+        let link = program
+            .take_link(link_id)
+            .map_err(|e| program_error(name, "taking the link", e))?;
+        let fd_link = FdLink::try_from(link).map_err(|e| {
+            link_error(
+                name,
+                "is not an fd link",
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
         replace_pin(name, fd_link, &pin)?;
-        attached.push(AttachedHook { program: name, took_over });
+        attached.push(AttachedHook {
+            program: name,
+            took_over,
+        });
     }
     detach_other_cgroups(pins, &link_dir);
 
+    // The programs log only on rare paths (map inconsistencies); a missing
+    // logger is not fatal, it only loses those lines.
+    let logger = aya_log::EbpfLogger::init(&mut ebpf)
+        .inspect_err(|error| tracing::warn!(error = %error, "kernel-side logging unavailable"))
+        .ok();
     let maps = KernelMaps::take_from(&mut ebpf)?;
-    Ok(Dataplane { _ebpf: ebpf, maps, attached })
+    Ok(Dataplane {
+        _ebpf: ebpf,
+        maps,
+        attached,
+        logger,
+    })
 }
 
 fn open_pinned(pin: &Path) -> Option<CgroupSockAddrLink> {
@@ -198,13 +232,19 @@ fn replace_pin(name: &'static str, link: FdLink, pin: &Path) -> Result<(), LoadE
 /// Links pinned for another cgroup (the daemon was moved): now that ours are
 /// attached, drop theirs, which detaches them.
 fn detach_other_cgroups(pins: &PinLayout, keep: &Path) {
-    let Ok(entries) = fs::read_dir(pins.links()) else { return };
+    let Ok(entries) = fs::read_dir(pins.links()) else {
+        return;
+    };
     for entry in entries.flatten() {
         let dir = entry.path();
         if dir != keep {
             match remove_tree(&dir) {
-                Ok(removed) => tracing::info!(dir = %dir.display(), links = removed.len(), "detached hooks from a previous cgroup"),
-                Err(error) => tracing::warn!(dir = %dir.display(), error = %error, "could not remove old link pins"),
+                Ok(removed) => {
+                    tracing::info!(dir = %dir.display(), links = removed.len(), "detached hooks from a previous cgroup")
+                }
+                Err(error) => {
+                    tracing::warn!(dir = %dir.display(), error = %error, "could not remove old link pins")
+                }
             }
         }
     }
@@ -240,9 +280,17 @@ fn remove_tree(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 fn program_error(program: &'static str, action: &str, e: aya::programs::ProgramError) -> LoadError {
-    LoadError::Program { program, action: action.to_owned(), source: Box::new(e) }
+    LoadError::Program {
+        program,
+        action: action.to_owned(),
+        source: Box::new(e),
+    }
 }
 
 fn link_error(program: &'static str, action: &str, e: std::io::Error) -> LoadError {
-    LoadError::Link { program, action: action.to_owned(), source: e }
+    LoadError::Link {
+        program,
+        action: action.to_owned(),
+        source: e,
+    }
 }

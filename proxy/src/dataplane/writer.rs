@@ -95,16 +95,25 @@ impl<M: DataplaneMaps> Writer<M> {
 
     /// Executes a plan step by step.
     pub fn apply(&mut self, plan: &Plan) -> ApplyReport {
-        let mut report = ApplyReport { unplanned: plan.unplanned.len(), ..Default::default() };
+        let mut report = ApplyReport {
+            unplanned: plan.unplanned.len(),
+            ..Default::default()
+        };
         let mut refs = self.applied.backend_refs();
         for step in &plan.steps {
             for op in &step.ops {
                 if let Err(error) = self.guard(op, &refs) {
-                    report.failures.push(StepFailure { subject: step.subject, error });
+                    report.failures.push(StepFailure {
+                        subject: step.subject,
+                        error,
+                    });
                     break;
                 }
                 if let Err(error) = self.maps.execute(op) {
-                    report.failures.push(StepFailure { subject: step.subject, error: error.into() });
+                    report.failures.push(StepFailure {
+                        subject: step.subject,
+                        error: error.into(),
+                    });
                     break;
                 }
                 track_refs(&mut refs, &self.applied, op);
@@ -124,12 +133,10 @@ impl<M: DataplaneMaps> Writer<M> {
                     Err(StepError::MissingBackend(value.backend_id))
                 }
             }
-            Op::DeleteRevNat { id, frontend } => {
-                match self.applied.frontend(*frontend) {
-                    Some(v) if v.rev_nat_id == *id => Err(StepError::RevNatInUse(*id, *frontend)),
-                    _ => Ok(()),
-                }
-            }
+            Op::DeleteRevNat { id, frontend } => match self.applied.frontend(*frontend) {
+                Some(v) if v.rev_nat_id == *id => Err(StepError::RevNatInUse(*id, *frontend)),
+                _ => Ok(()),
+            },
             Op::DeleteBackend { id, .. } => match refs.get(id).copied().unwrap_or(0) {
                 0 => Ok(()),
                 n => Err(StepError::BackendInUse(*id, n)),
@@ -147,7 +154,11 @@ fn track_refs(refs: &mut BTreeMap<BackendId, usize>, before: &Applied, op: &Op) 
         }
     };
     match op {
-        Op::PutService { frontend, slot, value } if *slot != 0 => {
+        Op::PutService {
+            frontend,
+            slot,
+            value,
+        } if *slot != 0 => {
             if let Some(old) = before.services.get(&(*frontend, *slot)) {
                 release(refs, old.backend_id);
             }

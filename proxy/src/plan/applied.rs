@@ -37,7 +37,11 @@ impl Applied {
             Op::DeleteRevNat { id, .. } => {
                 self.rev_nat.remove(id);
             }
-            Op::PutService { frontend, slot, value } => {
+            Op::PutService {
+                frontend,
+                slot,
+                value,
+            } => {
                 self.services.insert((*frontend, *slot), *value);
             }
             Op::DeleteService { frontend, slot } => {
@@ -48,7 +52,9 @@ impl Applied {
 
     /// Every entry of one frontend, slot 0 first.
     pub fn entries_of(&self, frontend: Frontend) -> impl Iterator<Item = (u16, &ServiceValue)> {
-        self.services.range((frontend, 0)..=(frontend, u16::MAX)).map(|((_, slot), v)| (*slot, v))
+        self.services
+            .range((frontend, 0)..=(frontend, u16::MAX))
+            .map(|((_, slot), v)| (*slot, v))
     }
 
     /// The frontend entry (slot 0), if present.
@@ -61,7 +67,11 @@ impl Applied {
     pub fn reachable_slots(&self, frontend: Frontend) -> Vec<BackendId> {
         let count = self.frontend(frontend).map_or(0, |v| v.count);
         (1..=count)
-            .map(|slot| self.services.get(&(frontend, slot)).map_or(0, |v| v.backend_id))
+            .map(|slot| {
+                self.services
+                    .get(&(frontend, slot))
+                    .map_or(0, |v| v.backend_id)
+            })
             .collect()
     }
 
@@ -89,4 +99,3 @@ impl Applied {
         refs
     }
 }
-

@@ -68,27 +68,41 @@ pub fn plan(applied: &Applied, desired: &DesiredState) -> Plan {
         if applied.backends.get(id) != Some(backend) {
             out.steps.push(Step {
                 subject: Subject::Backend(*id),
-                ops: vec![Op::PutBackend { id: *id, backend: *backend }],
+                ops: vec![Op::PutBackend {
+                    id: *id,
+                    backend: *backend,
+                }],
             });
         }
     }
 
     // 2. Desired frontends, new or changed. Rev-NAT ids stay with their frontend.
     let mut rev_ids = RevNatAllocator::new(
-        applied.rev_nat.keys().copied().chain(applied.services.values().map(|v| v.rev_nat_id)),
+        applied
+            .rev_nat
+            .keys()
+            .copied()
+            .chain(applied.services.values().map(|v| v.rev_nat_id)),
     );
     let mut kept_rev_nat: BTreeSet<RevNatId> = BTreeSet::new();
     for (frontend, spec) in &desired.frontends {
-        let current = applied.frontend(*frontend).map(|v| v.rev_nat_id).filter(|id| *id != 0);
+        let current = applied
+            .frontend(*frontend)
+            .map(|v| v.rev_nat_id)
+            .filter(|id| *id != 0);
         let Some(rev_nat_id) = current.or_else(|| rev_ids.next()) else {
-            out.unplanned.push((*frontend, "all 65,535 rev-NAT ids are in use"));
+            out.unplanned
+                .push((*frontend, "all 65,535 rev-NAT ids are in use"));
             continue;
         };
         kept_rev_nat.insert(rev_nat_id);
         let want: Vec<BackendId> = spec.backends.iter().map(|b| backend_ids[b]).collect();
         let ops = converge_frontend(applied, *frontend, rev_nat_id, &want);
         if !ops.is_empty() {
-            out.steps.push(Step { subject: Subject::Frontend(*frontend), ops });
+            out.steps.push(Step {
+                subject: Subject::Frontend(*frontend),
+                ops,
+            });
         }
     }
 
@@ -105,7 +119,10 @@ pub fn plan(applied: &Applied, desired: &DesiredState) -> Plan {
                     .filter(|(slot, _)| *slot != 0)
                     .map(|(slot, _)| Op::DeleteService { frontend, slot }),
             );
-            out.steps.push(Step { subject: Subject::Frontend(frontend), ops });
+            out.steps.push(Step {
+                subject: Subject::Frontend(frontend),
+                ops,
+            });
         }
     }
 
@@ -114,7 +131,10 @@ pub fn plan(applied: &Applied, desired: &DesiredState) -> Plan {
         if !kept_rev_nat.contains(id) {
             out.steps.push(Step {
                 subject: Subject::RevNat(*id),
-                ops: vec![Op::DeleteRevNat { id: *id, frontend: *frontend }],
+                ops: vec![Op::DeleteRevNat {
+                    id: *id,
+                    frontend: *frontend,
+                }],
             });
         }
     }
@@ -125,7 +145,10 @@ pub fn plan(applied: &Applied, desired: &DesiredState) -> Plan {
         if !wanted.contains(id) {
             out.steps.push(Step {
                 subject: Subject::Backend(*id),
-                ops: vec![Op::DeleteBackend { id: *id, backend: *backend }],
+                ops: vec![Op::DeleteBackend {
+                    id: *id,
+                    backend: *backend,
+                }],
             });
         }
     }
@@ -145,7 +168,10 @@ fn converge_frontend(
 
     let mut ops = Vec::new();
     if applied.rev_nat.get(&rev_nat_id) != Some(&frontend) {
-        ops.push(Op::PutRevNat { id: rev_nat_id, frontend });
+        ops.push(Op::PutRevNat {
+            id: rev_nat_id,
+            frontend,
+        });
     }
     let master = Op::put_frontend(frontend, count, rev_nat_id);
     let master_changed = match (&master, applied.frontend(frontend)) {
@@ -156,7 +182,11 @@ fn converge_frontend(
         .iter()
         .enumerate()
         .filter(|(i, id)| {
-            applied.services.get(&(frontend, slot_number(*i))).map(|v| v.backend_id) != Some(**id)
+            applied
+                .services
+                .get(&(frontend, slot_number(*i)))
+                .map(|v| v.backend_id)
+                != Some(**id)
         })
         .map(|(i, id)| Op::put_slot(frontend, slot_number(i), *id))
         .collect();
@@ -188,8 +218,9 @@ fn converge_frontend(
 fn next_slots(old: &[BackendId], want: &[BackendId]) -> Vec<BackendId> {
     let wanted: BTreeSet<BackendId> = want.iter().copied().collect();
     let n = wanted.len();
-    let mut slots: Vec<Option<BackendId>> =
-        (0..n).map(|i| old.get(i).copied().filter(|id| wanted.contains(id))).collect();
+    let mut slots: Vec<Option<BackendId>> = (0..n)
+        .map(|i| old.get(i).copied().filter(|id| wanted.contains(id)))
+        .collect();
     let placed: BTreeSet<BackendId> = slots.iter().flatten().copied().collect();
     let mut rest = wanted.iter().filter(|id| !placed.contains(id));
     for slot in slots.iter_mut().filter(|s| s.is_none()) {
@@ -216,7 +247,10 @@ struct IdAllocator {
 
 impl IdAllocator {
     fn new(used: impl Iterator<Item = BackendId>) -> Self {
-        Self { used: used.collect(), cursor: 1 }
+        Self {
+            used: used.collect(),
+            cursor: 1,
+        }
     }
 
     fn next(&mut self) -> BackendId {
@@ -236,7 +270,10 @@ struct RevNatAllocator {
 
 impl RevNatAllocator {
     fn new(used: impl Iterator<Item = RevNatId>) -> Self {
-        Self { used: used.collect(), cursor: 1 }
+        Self {
+            used: used.collect(),
+            cursor: 1,
+        }
     }
 
     fn next(&mut self) -> Option<RevNatId> {

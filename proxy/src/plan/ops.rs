@@ -12,24 +12,58 @@ pub type RevNatId = u16;
 /// One map write or delete.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    PutBackend { id: BackendId, backend: Backend },
-    DeleteBackend { id: BackendId, backend: Backend },
-    PutRevNat { id: RevNatId, frontend: Frontend },
-    DeleteRevNat { id: RevNatId, frontend: Frontend },
+    PutBackend {
+        id: BackendId,
+        backend: Backend,
+    },
+    DeleteBackend {
+        id: BackendId,
+        backend: Backend,
+    },
+    PutRevNat {
+        id: RevNatId,
+        frontend: Frontend,
+    },
+    DeleteRevNat {
+        id: RevNatId,
+        frontend: Frontend,
+    },
     /// Writes slot `slot` (0 is the frontend entry itself).
-    PutService { frontend: Frontend, slot: u16, value: ServiceValue },
-    DeleteService { frontend: Frontend, slot: u16 },
+    PutService {
+        frontend: Frontend,
+        slot: u16,
+        value: ServiceValue,
+    },
+    DeleteService {
+        frontend: Frontend,
+        slot: u16,
+    },
 }
 
 impl Op {
     /// A backend slot (`slot >= 1`) pointing at `backend`.
     pub fn put_slot(frontend: Frontend, slot: u16, backend: BackendId) -> Self {
-        Op::PutService { frontend, slot, value: ServiceValue { backend_id: backend, ..Default::default() } }
+        Op::PutService {
+            frontend,
+            slot,
+            value: ServiceValue {
+                backend_id: backend,
+                ..Default::default()
+            },
+        }
     }
 
     /// The frontend entry (slot 0).
     pub fn put_frontend(frontend: Frontend, count: u16, rev_nat_id: RevNatId) -> Self {
-        Op::PutService { frontend, slot: 0, value: ServiceValue { count, rev_nat_id, ..Default::default() } }
+        Op::PutService {
+            frontend,
+            slot: 0,
+            value: ServiceValue {
+                count,
+                rev_nat_id,
+                ..Default::default()
+            },
+        }
     }
 }
 

@@ -21,7 +21,11 @@ fn fe(s: &str) -> Frontend {
 
 fn be(s: &str) -> Backend {
     let f = fe(s);
-    Backend { addr: f.addr, port: f.port, protocol: f.protocol }
+    Backend {
+        addr: f.addr,
+        port: f.port,
+        protocol: f.protocol,
+    }
 }
 
 fn desired(services: &[(&str, &[&str])]) -> DesiredState {
@@ -31,7 +35,11 @@ fn desired(services: &[(&str, &[&str])]) -> DesiredState {
         backends.sort();
         d.frontends.insert(
             fe(frontend),
-            FrontendSpec { service: ObjectRef::new("default", "svc"), port_name: String::new(), backends },
+            FrontendSpec {
+                service: ObjectRef::new("default", "svc"),
+                port_name: String::new(),
+                backends,
+            },
         );
     }
     d
@@ -64,8 +72,16 @@ fn logical(a: &Applied) -> BTreeMap<Frontend, Vec<Backend>> {
         out.insert(frontend, backends);
     }
     assert_eq!(a.services.len(), entries, "orphan service slots in {a:?}");
-    assert_eq!(a.backends.len(), referenced.len(), "orphan backends in {a:?}");
-    assert_eq!(a.rev_nat.len(), out.len(), "orphan rev-NAT entries in {a:?}");
+    assert_eq!(
+        a.backends.len(),
+        referenced.len(),
+        "orphan backends in {a:?}"
+    );
+    assert_eq!(
+        a.rev_nat.len(),
+        out.len(),
+        "orphan rev-NAT entries in {a:?}"
+    );
     out
 }
 
@@ -76,7 +92,9 @@ fn kinds(ops: &[Op]) -> Vec<String> {
             Op::DeleteBackend { .. } => "delete-backend".to_owned(),
             Op::PutRevNat { .. } => "put-revnat".to_owned(),
             Op::DeleteRevNat { .. } => "delete-revnat".to_owned(),
-            Op::PutService { slot, value, .. } if *slot == 0 => format!("put-frontend(count={})", value.count),
+            Op::PutService { slot, value, .. } if *slot == 0 => {
+                format!("put-frontend(count={})", value.count)
+            }
             Op::PutService { slot, .. } => format!("put-slot({slot})"),
             Op::DeleteService { slot, .. } if *slot == 0 => "delete-frontend".to_owned(),
             Op::DeleteService { slot, .. } => format!("delete-slot({slot})"),
@@ -101,14 +119,27 @@ fn new_service_writes_backends_then_revnat_then_slots_then_frontend() {
     assert!(w.sync(&d).is_complete());
     assert_eq!(
         kinds(&take_log(&mut w)),
-        ["put-backend", "put-backend", "put-revnat", "put-slot(1)", "put-slot(2)", "put-frontend(count=2)"]
+        [
+            "put-backend",
+            "put-backend",
+            "put-revnat",
+            "put-slot(1)",
+            "put-slot(2)",
+            "put-frontend(count=2)"
+        ]
     );
-    assert_eq!(reachable(w.maps(), "10.96.0.10:80"), [be("10.1.0.1:8080"), be("10.1.0.2:8080")]);
+    assert_eq!(
+        reachable(w.maps(), "10.96.0.10:80"),
+        [be("10.1.0.1:8080"), be("10.1.0.2:8080")]
+    );
 }
 
 #[test]
 fn a_second_plan_is_empty() {
-    let d = desired(&[("10.96.0.10:80", &["10.1.0.1:8080"]), ("[fd00::10]:80", &["[fd00::1]:8080"])]);
+    let d = desired(&[
+        ("10.96.0.10:80", &["10.1.0.1:8080"]),
+        ("[fd00::10]:80", &["[fd00::1]:8080"]),
+    ]);
     let w = synced(&d);
     assert!(plan(w.applied(), &d).is_empty());
 }
@@ -117,8 +148,14 @@ fn a_second_plan_is_empty() {
 fn growing_writes_the_new_slot_before_the_count() {
     let mut w = synced(&desired(&[("10.96.0.10:80", &["10.1.0.1:8080"])]));
     take_log(&mut w);
-    w.sync(&desired(&[("10.96.0.10:80", &["10.1.0.1:8080", "10.1.0.2:8080"])]));
-    assert_eq!(kinds(&take_log(&mut w)), ["put-backend", "put-slot(2)", "put-frontend(count=2)"]);
+    w.sync(&desired(&[(
+        "10.96.0.10:80",
+        &["10.1.0.1:8080", "10.1.0.2:8080"],
+    )]));
+    assert_eq!(
+        kinds(&take_log(&mut w)),
+        ["put-backend", "put-slot(2)", "put-frontend(count=2)"]
+    );
 }
 
 #[test]
@@ -130,28 +167,55 @@ fn shrinking_lowers_the_count_first_and_deletes_the_backend_last() {
     w.sync(&desired(&[("10.96.0.10:80", &three[1..])]));
     assert_eq!(
         kinds(&take_log(&mut w)),
-        ["put-frontend(count=2)", "put-slot(1)", "delete-slot(3)", "delete-backend"]
+        [
+            "put-frontend(count=2)",
+            "put-slot(1)",
+            "delete-slot(3)",
+            "delete-backend"
+        ]
     );
-    assert_eq!(reachable(w.maps(), "10.96.0.10:80"), [be(three[1]), be(three[2])]);
+    assert_eq!(
+        reachable(w.maps(), "10.96.0.10:80"),
+        [be(three[1]), be(three[2])]
+    );
 }
 
 #[test]
 fn a_backend_that_stays_keeps_its_slot() {
-    let mut w = synced(&desired(&[("10.96.0.10:80", &["10.1.0.1:8080", "10.1.0.2:8080"])]));
+    let mut w = synced(&desired(&[(
+        "10.96.0.10:80",
+        &["10.1.0.1:8080", "10.1.0.2:8080"],
+    )]));
     take_log(&mut w);
-    w.sync(&desired(&[("10.96.0.10:80", &["10.1.0.1:8080", "10.1.0.3:8080"])]));
+    w.sync(&desired(&[(
+        "10.96.0.10:80",
+        &["10.1.0.1:8080", "10.1.0.3:8080"],
+    )]));
     // Only slot 2 changes; the count stays, so slot 0 is not rewritten.
-    assert_eq!(kinds(&take_log(&mut w)), ["put-backend", "put-slot(2)", "delete-backend"]);
+    assert_eq!(
+        kinds(&take_log(&mut w)),
+        ["put-backend", "put-slot(2)", "delete-backend"]
+    );
 }
 
 #[test]
 fn removing_a_service_unpublishes_it_first() {
-    let mut w = synced(&desired(&[("10.96.0.10:80", &["10.1.0.1:8080", "10.1.0.2:8080"])]));
+    let mut w = synced(&desired(&[(
+        "10.96.0.10:80",
+        &["10.1.0.1:8080", "10.1.0.2:8080"],
+    )]));
     take_log(&mut w);
     w.sync(&DesiredState::default());
     assert_eq!(
         kinds(&take_log(&mut w)),
-        ["delete-frontend", "delete-slot(1)", "delete-slot(2)", "delete-revnat", "delete-backend", "delete-backend"]
+        [
+            "delete-frontend",
+            "delete-slot(1)",
+            "delete-slot(2)",
+            "delete-revnat",
+            "delete-backend",
+            "delete-backend"
+        ]
     );
     assert_eq!(w.maps().contents, Applied::default());
 }
@@ -159,7 +223,10 @@ fn removing_a_service_unpublishes_it_first() {
 #[test]
 fn backends_are_shared_across_frontends_and_outlive_one_of_them() {
     let shared = "10.1.0.1:8080";
-    let mut w = synced(&desired(&[("10.96.0.10:80", &[shared]), ("10.96.0.11:80", &[shared])]));
+    let mut w = synced(&desired(&[
+        ("10.96.0.10:80", &[shared]),
+        ("10.96.0.11:80", &[shared]),
+    ]));
     assert_eq!(w.applied().backends.len(), 1);
     w.sync(&desired(&[("10.96.0.11:80", &[shared])]));
     assert_eq!(w.applied().backends.len(), 1);
@@ -170,15 +237,24 @@ fn backends_are_shared_across_frontends_and_outlive_one_of_them() {
 fn no_endpoints_publishes_a_frontend_with_count_zero() {
     let mut w = synced(&DesiredState::default());
     w.sync(&desired(&[("10.96.0.10:80", &[])]));
-    assert_eq!(kinds(&take_log(&mut w)), ["put-revnat", "put-frontend(count=0)"]);
-    assert_eq!(w.applied().frontend(fe("10.96.0.10:80")).map(|v| v.count), Some(0));
+    assert_eq!(
+        kinds(&take_log(&mut w)),
+        ["put-revnat", "put-frontend(count=0)"]
+    );
+    assert_eq!(
+        w.applied().frontend(fe("10.96.0.10:80")).map(|v| v.count),
+        Some(0)
+    );
 }
 
 #[test]
 fn ids_are_stable_across_unrelated_changes() {
     let mut w = synced(&desired(&[("10.96.0.10:80", &["10.1.0.1:8080"])]));
     let before = w.applied().frontend(fe("10.96.0.10:80")).copied();
-    w.sync(&desired(&[("10.96.0.9:80", &["10.1.0.9:8080"]), ("10.96.0.10:80", &["10.1.0.1:8080"])]));
+    w.sync(&desired(&[
+        ("10.96.0.9:80", &["10.1.0.9:8080"]),
+        ("10.96.0.10:80", &["10.1.0.1:8080"]),
+    ]));
     assert_eq!(w.applied().frontend(fe("10.96.0.10:80")).copied(), before);
 }
 
@@ -188,7 +264,10 @@ fn ids_are_stable_across_unrelated_changes() {
 #[test]
 fn any_failed_write_converges_on_the_next_sync() {
     let start = desired(&[
-        ("10.96.0.10:80", &["10.1.0.1:8080", "10.1.0.2:8080", "10.1.0.3:8080"]),
+        (
+            "10.96.0.10:80",
+            &["10.1.0.1:8080", "10.1.0.2:8080", "10.1.0.3:8080"],
+        ),
         ("10.96.0.11:53", &["10.1.0.4:53"]),
         ("[fd00::10]:80", &["[fd00::1]:8080"]),
     ]);
@@ -207,10 +286,21 @@ fn any_failed_write_converges_on_the_next_sync() {
         w.maps_mut_for_tests().fail_at = Some(w.maps().log.len() + n);
         let report = w.sync(&end);
         assert!(!report.failures.is_empty(), "failure {n} was not reported");
-        assert_eq!(&w.maps().contents, w.applied(), "mirror diverged after failure {n}");
+        assert_eq!(
+            &w.maps().contents,
+            w.applied(),
+            "mirror diverged after failure {n}"
+        );
         let report = w.sync(&end);
-        assert!(report.is_complete(), "retry after failure {n} did not complete: {report:?}");
-        assert_eq!(logical(&w.maps().contents), logical(&expected.maps().contents), "did not converge after failure {n}");
+        assert!(
+            report.is_complete(),
+            "retry after failure {n} did not complete: {report:?}"
+        );
+        assert_eq!(
+            logical(&w.maps().contents),
+            logical(&expected.maps().contents),
+            "did not converge after failure {n}"
+        );
     }
 }
 

@@ -37,7 +37,10 @@ pub struct DirError {
 
 impl ManifestDir {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into(), files: BTreeMap::new() }
+        Self {
+            dir: dir.into(),
+            files: BTreeMap::new(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -47,8 +50,10 @@ impl ManifestDir {
     /// Re-reads the directory. Returns true when the set of objects may have
     /// changed. Problems are logged here, once per change of a file.
     pub fn scan(&mut self) -> Result<bool, DirError> {
-        let entries = std::fs::read_dir(&self.dir)
-            .map_err(|source| DirError { dir: self.dir.clone(), source })?;
+        let entries = std::fs::read_dir(&self.dir).map_err(|source| DirError {
+            dir: self.dir.clone(),
+            source,
+        })?;
         let mut seen = Vec::new();
         for entry in entries.flatten() {
             let path = entry.path();
@@ -80,7 +85,11 @@ impl ManifestDir {
             }
         };
         let fingerprint = fingerprint(&text);
-        if self.files.get(path).is_some_and(|f| f.fingerprint == fingerprint) {
+        if self
+            .files
+            .get(path)
+            .is_some_and(|f| f.fingerprint == fingerprint)
+        {
             return false;
         }
         let previous = self.files.remove(path).and_then(|f| f.good);
@@ -103,12 +112,17 @@ impl ManifestDir {
                 Some(parsed)
             }
             Err(error) => {
-                let kept = if previous.is_some() { "keeping its last good contents" } else { "nothing loaded from it" };
+                let kept = if previous.is_some() {
+                    "keeping its last good contents"
+                } else {
+                    "nothing loaded from it"
+                };
                 tracing::error!("{error}; {kept}");
                 previous
             }
         };
-        self.files.insert(path.to_path_buf(), FileState { fingerprint, good });
+        self.files
+            .insert(path.to_path_buf(), FileState { fingerprint, good });
         true
     }
 
@@ -142,7 +156,10 @@ impl ManifestDir {
 }
 
 fn is_manifest(path: &Path) -> bool {
-    let hidden = path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
+    let hidden = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_none_or(|n| n.starts_with('.'));
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     !hidden && matches!(ext, "yaml" | "yml" | "json") && path.is_file()
 }

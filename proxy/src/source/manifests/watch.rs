@@ -41,10 +41,16 @@ pub async fn start(
             let _ = tx.send(());
         }
     })
-    .map_err(|source| WatchError::Notify { dir: dir.path().display().to_string(), source })?;
+    .map_err(|source| WatchError::Notify {
+        dir: dir.path().display().to_string(),
+        source,
+    })?;
     watcher
         .watch(dir.path(), RecursiveMode::NonRecursive)
-        .map_err(|source| WatchError::Notify { dir: dir.path().display().to_string(), source })?;
+        .map_err(|source| WatchError::Notify {
+            dir: dir.path().display().to_string(),
+            source,
+        })?;
 
     dir.scan()?;
     publish(&dir, &index, &changes);
@@ -65,7 +71,9 @@ pub async fn start(
             match dir.scan() {
                 Ok(true) => publish(&dir, &index, &changes),
                 Ok(false) => {}
-                Err(error) => tracing::error!(error = %error, "manifest rescan failed; keeping the current state"),
+                Err(error) => {
+                    tracing::error!(error = %error, "manifest rescan failed; keeping the current state")
+                }
             }
         }
     }))
