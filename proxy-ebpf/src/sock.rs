@@ -6,6 +6,9 @@
 //! translation records `{socket cookie, backend} → frontend` in `SOCK_RNAT_*`;
 //! `recvmsg` and `getpeername` use it to show the VIP to the application.
 //!
+//! IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, dual-stack sockets) are served
+//! from the IPv4 maps.
+//!
 //! A service with no usable backend makes `connect`/`sendmsg` fail at once with
 //! `ECONNREFUSED` (through `bpf_set_retval`), never after a timeout.
 
@@ -121,16 +124,23 @@ fn user_port(ctx: &SockAddrContext) -> Be16 {
     Be16(unsafe { (*ctx.sock_addr).user_port } as u16)
 }
 
+/// Where a forward translation sends the socket.
+struct Target<A> {
+    addr: A,
+    port: Be16,
+}
+
+/// Looks up an IPv4 frontend, picks a backend, records the socket's reverse
+/// translation. `Ok(None)`: not a service, leave the call alone.
 #[inline(always)]
-fn xlate_fwd4(ctx: &SockAddrContext) -> Result<Reason, Reason> {
-    let Some(protocol) = balanced_protocol(ctx) else {
-        return Ok(Reason::UnsupportedProtocol);
-    };
-    // SAFETY: see `balanced_protocol`.
-    let addr = Be32(unsafe { (*ctx.sock_addr).user_ip4 });
-    let port = user_port(ctx);
+fn fwd4(
+    ctx: &SockAddrContext,
+    protocol: u8,
+    addr: Be32,
+    port: Be16,
+) -> Result<Option<Target<Be32>>, Reason> {
     let Some((key, frontend)) = lb::lookup4(addr, port, protocol) else {
-        return Ok(Reason::NotAService);
+        return Ok(None);
     };
     let cookie = cookie(ctx);
     let chosen = lb::select4(key, frontend, lb::selector(protocol, cookie))?;
@@ -150,25 +160,52 @@ fn xlate_fwd4(ctx: &SockAddrContext) -> Result<Reason, Reason> {
     if known != Some(rnat) && SOCK_RNAT_V4.insert(&rnat_key, &rnat, 0).is_err() {
         count(Reason::SockRevNatUpdateFailed);
     }
+    Ok(Some(Target {
+        addr: chosen.backend.addr,
+        port: chosen.backend.port,
+    }))
+}
+
+/// The frontend a socket's IPv4 peer stands for, if the socket was translated.
+#[inline(always)]
+fn rev4(ctx: &SockAddrContext, addr: Be32, port: Be16) -> Option<Target<Be32>> {
+    let key = SockRevNatKeyV4 {
+        cookie: cookie(ctx),
+        addr,
+        port,
+        _pad: 0,
+    };
+    // SAFETY: copied out at once.
+    let frontend = unsafe { SOCK_RNAT_V4.get(&key) }.copied()?;
+    Some(Target {
+        addr: frontend.addr,
+        port: frontend.port,
+    })
+}
+
+#[inline(always)]
+fn xlate_fwd4(ctx: &SockAddrContext) -> Result<Reason, Reason> {
+    let Some(protocol) = balanced_protocol(ctx) else {
+        return Ok(Reason::UnsupportedProtocol);
+    };
+    // SAFETY: see `balanced_protocol`.
+    let addr = Be32(unsafe { (*ctx.sock_addr).user_ip4 });
+    let Some(target) = fwd4(ctx, protocol, addr, user_port(ctx))? else {
+        return Ok(Reason::NotAService);
+    };
     // SAFETY: connect4/sendmsg4 may write user_ip4 and user_port.
     unsafe {
-        (*ctx.sock_addr).user_ip4 = chosen.backend.addr.0;
-        (*ctx.sock_addr).user_port = chosen.backend.port.0 as u32;
+        (*ctx.sock_addr).user_ip4 = target.addr.0;
+        (*ctx.sock_addr).user_port = target.port.0 as u32;
     }
     Ok(Reason::Translated)
 }
 
 #[inline(always)]
 fn xlate_rev4(ctx: &SockAddrContext, hit: Reason) {
-    let key = SockRevNatKeyV4 {
-        cookie: cookie(ctx),
-        // SAFETY: recvmsg4/getpeername4 may read user_ip4.
-        addr: Be32(unsafe { (*ctx.sock_addr).user_ip4 }),
-        port: user_port(ctx),
-        _pad: 0,
-    };
-    // SAFETY: copied out at once.
-    if let Some(frontend) = unsafe { SOCK_RNAT_V4.get(&key) }.copied() {
+    // SAFETY: recvmsg4/getpeername4 may read user_ip4.
+    let addr = Be32(unsafe { (*ctx.sock_addr).user_ip4 });
+    if let Some(frontend) = rev4(ctx, addr, user_port(ctx)) {
         // SAFETY: recvmsg4/getpeername4 may write user_ip4 and user_port.
         unsafe {
             (*ctx.sock_addr).user_ip4 = frontend.addr.0;
@@ -178,17 +215,36 @@ fn xlate_rev4(ctx: &SockAddrContext, hit: Reason) {
     }
 }
 
+/// The first three words of `::ffff:a.b.c.d`, as they sit in `user_ip6`.
+const V4_MAPPED_PREFIX: [u32; 3] = [0, 0, u32::from_ne_bytes([0, 0, 0xff, 0xff])];
+
+/// The socket's IPv6 address as four words (the only way the verifier lets us
+/// read `user_ip6`).
 #[inline(always)]
-fn read_ip6(ctx: &SockAddrContext) -> [u8; 16] {
+fn read_ip6_words(ctx: &SockAddrContext) -> [u32; 4] {
     // SAFETY: every sock_addr hook for IPv6 may read user_ip6, one u32 at a time.
-    let words = unsafe {
+    unsafe {
         [
             (*ctx.sock_addr).user_ip6[0],
             (*ctx.sock_addr).user_ip6[1],
             (*ctx.sock_addr).user_ip6[2],
             (*ctx.sock_addr).user_ip6[3],
         ]
-    };
+    }
+}
+
+/// `Some(v4)` for an IPv4-mapped address (`::ffff:a.b.c.d`): a dual-stack
+/// socket talking IPv4, which the IPv4 maps serve.
+#[inline(always)]
+fn v4_mapped(words: &[u32; 4]) -> Option<Be32> {
+    (words[0] == V4_MAPPED_PREFIX[0]
+        && words[1] == V4_MAPPED_PREFIX[1]
+        && words[2] == V4_MAPPED_PREFIX[2])
+        .then_some(Be32(words[3]))
+}
+
+#[inline(always)]
+fn words_to_bytes(words: &[u32; 4]) -> [u8; 16] {
     let mut addr = [0u8; 16];
     let mut i = 0;
     while i < 4 {
@@ -203,17 +259,33 @@ fn read_ip6(ctx: &SockAddrContext) -> [u8; 16] {
 }
 
 #[inline(always)]
-fn write_ip6_and_port(ctx: &SockAddrContext, addr: &[u8; 16], port: Be16) {
-    let word = |i: usize| u32::from_ne_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
+fn write_ip6_words(ctx: &SockAddrContext, words: [u32; 4], port: Be16) {
     // SAFETY: the IPv6 hooks we attach (connect6, sendmsg6, recvmsg6,
     // getpeername6) may write user_ip6, one u32 at a time, and user_port.
     unsafe {
-        (*ctx.sock_addr).user_ip6[0] = word(0);
-        (*ctx.sock_addr).user_ip6[1] = word(4);
-        (*ctx.sock_addr).user_ip6[2] = word(8);
-        (*ctx.sock_addr).user_ip6[3] = word(12);
+        (*ctx.sock_addr).user_ip6[0] = words[0];
+        (*ctx.sock_addr).user_ip6[1] = words[1];
+        (*ctx.sock_addr).user_ip6[2] = words[2];
+        (*ctx.sock_addr).user_ip6[3] = words[3];
         (*ctx.sock_addr).user_port = port.0 as u32;
     }
+}
+
+#[inline(always)]
+fn write_ip6_and_port(ctx: &SockAddrContext, addr: &[u8; 16], port: Be16) {
+    let word = |i: usize| u32::from_ne_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
+    write_ip6_words(ctx, [word(0), word(4), word(8), word(12)], port);
+}
+
+#[inline(always)]
+fn write_v4_mapped(ctx: &SockAddrContext, target: &Target<Be32>) {
+    let words = [
+        V4_MAPPED_PREFIX[0],
+        V4_MAPPED_PREFIX[1],
+        V4_MAPPED_PREFIX[2],
+        target.addr.0,
+    ];
+    write_ip6_words(ctx, words, target.port);
 }
 
 #[inline(always)]
@@ -221,8 +293,16 @@ fn xlate_fwd6(ctx: &SockAddrContext) -> Result<Reason, Reason> {
     let Some(protocol) = balanced_protocol(ctx) else {
         return Ok(Reason::UnsupportedProtocol);
     };
-    let addr = read_ip6(ctx);
+    let words = read_ip6_words(ctx);
     let port = user_port(ctx);
+    if let Some(addr) = v4_mapped(&words) {
+        let Some(target) = fwd4(ctx, protocol, addr, port)? else {
+            return Ok(Reason::NotAService);
+        };
+        write_v4_mapped(ctx, &target);
+        return Ok(Reason::Translated);
+    }
+    let addr = words_to_bytes(&words);
     let Some((key, frontend)) = lb::lookup6(addr, port, protocol) else {
         return Ok(Reason::NotAService);
     };
@@ -250,10 +330,19 @@ fn xlate_fwd6(ctx: &SockAddrContext) -> Result<Reason, Reason> {
 
 #[inline(always)]
 fn xlate_rev6(ctx: &SockAddrContext, hit: Reason) {
+    let words = read_ip6_words(ctx);
+    let port = user_port(ctx);
+    if let Some(addr) = v4_mapped(&words) {
+        if let Some(frontend) = rev4(ctx, addr, port) {
+            write_v4_mapped(ctx, &frontend);
+            count(hit);
+        }
+        return;
+    }
     let key = SockRevNatKeyV6 {
         cookie: cookie(ctx),
-        addr: read_ip6(ctx),
-        port: user_port(ctx),
+        addr: words_to_bytes(&words),
+        port,
         _pad: [0; 6],
     };
     // SAFETY: copied out at once.

@@ -169,3 +169,68 @@ fn fingerprint(text: &str) -> u64 {
     text.hash(&mut h);
     h.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    #![expect(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
+
+    use super::*;
+
+    fn svc(name: &str, ip: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\n\
+             spec:\n  clusterIP: {ip}\n  ports: [{{port: 80, protocol: TCP}}]\n"
+        )
+    }
+
+    fn names(dir: &ManifestDir) -> Vec<String> {
+        dir.objects().0.into_iter().map(|s| s.id.name).collect()
+    }
+
+    #[test]
+    fn a_file_turning_invalid_keeps_its_last_good_contents() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut dir = ManifestDir::new(tmp.path());
+        std::fs::write(tmp.path().join("a.yaml"), svc("web", "10.96.0.10")).unwrap();
+        assert!(dir.scan().unwrap());
+        std::fs::write(tmp.path().join("a.yaml"), "kind: Service\n  bad: [indent").unwrap();
+        dir.scan().unwrap();
+        assert_eq!(names(&dir), ["web"]);
+        // Unchanged bytes are not re-parsed or reported again.
+        assert!(!dir.scan().unwrap());
+    }
+
+    #[test]
+    fn a_removed_file_takes_its_objects_and_others_stay() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut dir = ManifestDir::new(tmp.path());
+        std::fs::write(tmp.path().join("a.yaml"), svc("a", "10.96.0.10")).unwrap();
+        std::fs::write(tmp.path().join("b.yml"), svc("b", "10.96.0.11")).unwrap();
+        std::fs::write(tmp.path().join(".swap.yaml"), svc("hidden", "10.96.0.12")).unwrap();
+        std::fs::write(tmp.path().join("notes.txt"), "not a manifest").unwrap();
+        dir.scan().unwrap();
+        assert_eq!(names(&dir), ["a", "b"]);
+        std::fs::remove_file(tmp.path().join("a.yaml")).unwrap();
+        assert!(dir.scan().unwrap());
+        assert_eq!(names(&dir), ["b"]);
+    }
+
+    #[test]
+    fn the_same_object_in_two_files_uses_the_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut dir = ManifestDir::new(tmp.path());
+        std::fs::write(tmp.path().join("1.yaml"), svc("web", "10.96.0.10")).unwrap();
+        std::fs::write(tmp.path().join("2.yaml"), svc("web", "10.96.0.99")).unwrap();
+        dir.scan().unwrap();
+        let services = dir.objects().0;
+        assert_eq!(services.len(), 1);
+        assert_eq!(services[0].cluster_ips, ["10.96.0.10".parse::<std::net::IpAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn a_missing_directory_is_an_error_that_names_it() {
+        let mut dir = ManifestDir::new("/nonexistent/manifests");
+        let err = dir.scan().unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/manifests"), "{err}");
+    }
+}
