@@ -160,50 +160,39 @@ impl DataplaneMaps for KernelMaps {
     }
 
     fn read(&self) -> Result<Applied, MapError> {
+        use names::{BACKEND_V4, BACKEND_V6, SVC_V4, SVC_V6};
         let mut applied = Applied::default();
-        for entry in self.svc4.iter() {
-            let (k, v) = entry.map_err(|e| syscall(names::SVC_V4, "iterate", e))?;
-            let frontend = frontend(
-                IpAddr::V4(Ipv4Addr::from(k.addr.octets())),
-                k.port,
-                k.proto,
-                names::SVC_V4,
-            )?;
-            applied.services.insert((frontend, k.slot), v);
+        for entry in entries(&self.svc4, SVC_V4) {
+            let (k, v) = entry?;
+            let f = frontend(ip4(k.addr), k.port, k.proto, SVC_V4)?;
+            applied.services.insert((f, k.slot), v);
         }
-        for entry in self.svc6.iter() {
-            let (k, v) = entry.map_err(|e| syscall(names::SVC_V6, "iterate", e))?;
-            let frontend = frontend(
-                IpAddr::V6(Ipv6Addr::from(k.addr)),
-                k.port,
-                k.proto,
-                names::SVC_V6,
-            )?;
-            applied.services.insert((frontend, k.slot), v);
+        for entry in entries(&self.svc6, SVC_V6) {
+            let (k, v) = entry?;
+            let f = frontend(ip6(k.addr), k.port, k.proto, SVC_V6)?;
+            applied.services.insert((f, k.slot), v);
         }
-        for entry in self.backend4.iter() {
-            let (id, b) = entry.map_err(|e| syscall(names::BACKEND_V4, "iterate", e))?;
-            let protocol = protocol(b.proto, names::BACKEND_V4)?;
-            let addr = IpAddr::V4(Ipv4Addr::from(b.addr.octets()));
+        for entry in entries(&self.backend4, BACKEND_V4) {
+            let (id, b) = entry?;
+            let f = frontend(ip4(b.addr), b.port, b.proto, BACKEND_V4)?;
             applied.backends.insert(
                 id,
                 Backend {
-                    addr,
-                    port: b.port.to_host(),
-                    protocol,
+                    addr: f.addr,
+                    port: f.port,
+                    protocol: f.protocol,
                 },
             );
         }
-        for entry in self.backend6.iter() {
-            let (id, b) = entry.map_err(|e| syscall(names::BACKEND_V6, "iterate", e))?;
-            let protocol = protocol(b.proto, names::BACKEND_V6)?;
-            let addr = IpAddr::V6(Ipv6Addr::from(b.addr));
+        for entry in entries(&self.backend6, BACKEND_V6) {
+            let (id, b) = entry?;
+            let f = frontend(ip6(b.addr), b.port, b.proto, BACKEND_V6)?;
             applied.backends.insert(
                 id,
                 Backend {
-                    addr,
-                    port: b.port.to_host(),
-                    protocol,
+                    addr: f.addr,
+                    port: f.port,
+                    protocol: f.protocol,
                 },
             );
         }
@@ -230,18 +219,35 @@ impl DataplaneMaps for KernelMaps {
             });
             Ok::<_, MapError>((id, frontend))
         };
-        for entry in self.revnat4.iter() {
-            let (id, v) = entry.map_err(|e| syscall(names::REVNAT_V4, "iterate", e))?;
-            let (id, f) = revnat_frontend(id, IpAddr::V4(Ipv4Addr::from(v.addr.octets())), v.port)?;
+        for entry in entries(&self.revnat4, names::REVNAT_V4) {
+            let (id, v) = entry?;
+            let (id, f) = revnat_frontend(id, ip4(v.addr), v.port)?;
             applied.rev_nat.insert(id, f);
         }
-        for entry in self.revnat6.iter() {
-            let (id, v) = entry.map_err(|e| syscall(names::REVNAT_V6, "iterate", e))?;
-            let (id, f) = revnat_frontend(id, IpAddr::V6(Ipv6Addr::from(v.addr)), v.port)?;
+        for entry in entries(&self.revnat6, names::REVNAT_V6) {
+            let (id, v) = entry?;
+            let (id, f) = revnat_frontend(id, ip6(v.addr), v.port)?;
             applied.rev_nat.insert(id, f);
         }
         Ok(applied)
     }
+}
+
+/// Every entry of a hash map, with errors named after the map.
+fn entries<'a, K: aya::Pod, V: aya::Pod>(
+    map: &'a HashMap<MapData, K, V>,
+    name: &'static str,
+) -> impl Iterator<Item = Result<(K, V), MapError>> + 'a {
+    map.iter()
+        .map(move |entry| entry.map_err(|e| syscall(name, "iterate", e)))
+}
+
+fn ip4(addr: Be32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(addr.octets()))
+}
+
+fn ip6(addr: [u8; 16]) -> IpAddr {
+    IpAddr::V6(Ipv6Addr::from(addr))
 }
 
 fn protocol(n: u8, map: &'static str) -> Result<Protocol, MapError> {

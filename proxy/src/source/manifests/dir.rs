@@ -224,7 +224,10 @@ mod tests {
         dir.scan().unwrap();
         let services = dir.objects().0;
         assert_eq!(services.len(), 1);
-        assert_eq!(services[0].cluster_ips, ["10.96.0.10".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(
+            services[0].cluster_ips,
+            ["10.96.0.10".parse::<std::net::IpAddr>().unwrap()]
+        );
     }
 
     #[test]
