@@ -1,0 +1,101 @@
+//! The sandbox kit: everything the integration tests, the demo and the benchmarks
+//! need to run the proxy against real sockets without touching the host.
+//!
+//! - [`Sandbox`] owns a network namespace (with a dead-end route for the service
+//!   ranges), a child cgroup v2 and a private bpffs; [`Sandbox::enter`] moves the
+//!   process into the cgroup and the calling thread into the namespace.
+//! - [`TcpBackend`] and [`UdpBackend`] answer each request with their name and the
+//!   peer they saw; the client functions ([`tcp_request`], [`udp_unconnected_request`],
+//!   …) parse that into a [`Reply`].
+//! - [`ProxyProcess`] runs the `proxy` binary inside the sandbox.
+//! - [`manifest`] writes realistic Kubernetes YAML, atomically.
+//!
+//! Must not: send anything outside the sandbox's namespace (see the network safety
+//! rules in environment.md), or leave a namespace, cgroup or mount behind, even
+//! when a test panics or is killed (a [`sweep`] at the start of each run removes
+//! leftovers of dead processes).
+//!
+//! Tests that enter a sandbox must each run in their own process (cargo-nextest
+//! does that): the cgroup is per process. Under plain `cargo test`, `enter()`
+//! serialises sandboxes within one process through a global lock, but tests that
+//! look at their own cgroup still need `--test-threads=1`.
+//!
+//! Running (as root): `./x test`, or `cargo build -p proxy` then
+//! `cargo nextest run -p proxy-tests`. The integration tests find the proxy
+//! through `$PROXY_BIN`, else `target/debug/proxy` (see [`proxy_bin`]); the
+//! kit's self-tests (`--test sandbox`) need no proxy.
+
+mod backend;
+mod client;
+mod cmd;
+mod error;
+pub mod manifest;
+mod proxy;
+mod sandbox;
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+pub use backend::{TcpBackend, UdpBackend};
+pub use client::{
+    DEFAULT_TIMEOUT, Reply, tcp_peer_name, tcp_request, tcp_request_timeout, udp_connected_request,
+    udp_connected_request_timeout, udp_unconnected_request, udp_unconnected_request_timeout,
+};
+pub use error::Error;
+pub use proxy::ProxyProcess;
+pub use sandbox::{
+    SERVICE_CIDR_V4, SERVICE_CIDR_V6, Sandbox, SweepLock, cgroup2_root, lock_sweep, sweep,
+};
+
+/// Polls `condition` every 20 ms until it returns true or `timeout` has passed.
+/// Returns whether it became true. The last call may run past the deadline by its
+/// own duration, so keep each call bounded (the clients' timeouts do that).
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The `proxy` binary the tests run: `$PROXY_BIN`, else
+/// `<workspace>/target/debug/proxy` (or under `$CARGO_TARGET_DIR`).
+///
+/// # Panics
+/// When the binary does not exist, with a message saying how to build it.
+pub fn proxy_bin() -> PathBuf {
+    let path = match std::env::var_os("PROXY_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                        .join("..")
+                        .join("target")
+                });
+            target.join("debug").join("proxy")
+        }
+    };
+    assert!(
+        path.is_file(),
+        "proxy binary not found at {}: build it with `cargo build -p proxy` or run `./x test` \
+         (or point PROXY_BIN at it)",
+        path.display()
+    );
+    path
+}
+
+/// The repository's `examples/` directory (the demo's manifests).
+pub fn examples_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("examples")
+}

@@ -1,0 +1,627 @@
+//! Kubernetes manifests as `kubectl get -o yaml --show-managed-fields` prints them:
+//! a [`Service`] and an [`EndpointSlice`] builder whose YAML carries the
+//! server-set fields a real object has (uid, resourceVersion, creationTimestamp,
+//! managedFields, status, ownerReferences), so the proxy is tested on what it
+//! will really read. Plus [`write_atomic`], because the proxy watches the
+//! directory and must never see half a file.
+//!
+//! Values are written as given (IP addresses are strings), so tests can write
+//! invalid ones on purpose. Pure apart from [`write_atomic`] and [`remove`].
+
+use std::{
+    fmt::{self, Write as _},
+    fs,
+    hash::{DefaultHasher, Hash, Hasher},
+    io::Write as _,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use crate::Error;
+
+/// The creation time written on every object.
+const CREATED: &str = "2026-11-20T09:14:03Z";
+/// The time of the last update written on every object.
+const UPDATED: &str = "2026-11-20T09:14:09Z";
+
+static RESOURCE_VERSION: AtomicU64 = AtomicU64::new(48_213);
+
+fn next_resource_version() -> u64 {
+    RESOURCE_VERSION.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A stable UUID-shaped uid for an object, so that an EndpointSlice's owner
+/// reference names its Service's uid.
+fn uid(kind: &str, namespace: &str, name: &str) -> String {
+    let half = |salt: u8| {
+        let mut h = DefaultHasher::new();
+        (salt, kind, namespace, name).hash(&mut h);
+        h.finish()
+    };
+    let (a, b) = (half(0), half(1));
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        0x8000 | ((b >> 48) & 0x3fff),
+        b & 0xffff_ffff_ffff
+    )
+}
+
+/// A port protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+        })
+    }
+}
+
+/// An EndpointSlice's `addressType`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddressType {
+    IPv4,
+    IPv6,
+}
+
+impl fmt::Display for AddressType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AddressType::IPv4 => "IPv4",
+            AddressType::IPv6 => "IPv6",
+        })
+    }
+}
+
+/// One entry of a Service's `spec.ports`.
+#[derive(Clone, Debug)]
+pub struct ServicePort {
+    /// Empty for a single unnamed port (the field is then left out).
+    pub name: String,
+    pub protocol: Protocol,
+    pub port: u16,
+    pub target_port: u16,
+}
+
+/// A `v1` Service of type ClusterIP.
+#[derive(Clone, Debug)]
+pub struct Service {
+    pub namespace: String,
+    pub name: String,
+    /// `spec.clusterIPs`, written as given; the first is also `spec.clusterIP`.
+    pub cluster_ips: Vec<String>,
+    pub ports: Vec<ServicePort>,
+}
+
+impl Service {
+    /// A Service with no cluster IP and no port yet.
+    pub fn new(namespace: &str, name: &str) -> Self {
+        Service {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            cluster_ips: Vec::new(),
+            ports: Vec::new(),
+        }
+    }
+
+    /// Adds a cluster IP (one per family; any string, for invalid-input tests).
+    pub fn cluster_ip(mut self, ip: impl ToString) -> Self {
+        self.cluster_ips.push(ip.to_string());
+        self
+    }
+
+    /// Adds a port.
+    pub fn port(mut self, name: &str, protocol: Protocol, port: u16, target_port: u16) -> Self {
+        self.ports.push(ServicePort {
+            name: name.to_owned(),
+            protocol,
+            port,
+            target_port,
+        });
+        self
+    }
+
+    /// The Service as `kubectl get service -o yaml --show-managed-fields` prints it.
+    pub fn to_yaml(&self) -> String {
+        let families: Vec<&str> = self
+            .cluster_ips
+            .iter()
+            .map(|ip| match ip.parse::<IpAddr>() {
+                Ok(IpAddr::V6(_)) => "IPv6",
+                _ => "IPv4",
+            })
+            .collect();
+        let policy = if families.len() > 1 {
+            "PreferDualStack"
+        } else {
+            "SingleStack"
+        };
+        let mut y = String::new();
+        let _ = writeln!(y, "apiVersion: v1\nkind: Service\nmetadata:");
+        let _ = writeln!(y, "  creationTimestamp: \"{CREATED}\"");
+        let _ = writeln!(y, "  labels:\n    app.kubernetes.io/name: {}", self.name);
+        let _ = writeln!(
+            y,
+            "  managedFields:\n  - apiVersion: v1\n    fieldsType: FieldsV1\n    fieldsV1:\n      \
+             f:metadata:\n        f:labels:\n          .: {{}}\n          \
+             f:app.kubernetes.io/name: {{}}\n      f:spec:\n        \
+             f:internalTrafficPolicy: {{}}\n        f:ports:\n          .: {{}}"
+        );
+        for p in &self.ports {
+            let _ = writeln!(
+                y,
+                "          k:{{\"port\":{},\"protocol\":\"{}\"}}:\n            .: {{}}",
+                p.port, p.protocol
+            );
+            if !p.name.is_empty() {
+                let _ = writeln!(y, "            f:name: {{}}");
+            }
+            let _ = writeln!(
+                y,
+                "            f:port: {{}}\n            f:protocol: {{}}\n            \
+                 f:targetPort: {{}}"
+            );
+        }
+        let _ = writeln!(
+            y,
+            "        f:selector: {{}}\n        f:sessionAffinity: {{}}\n        f:type: {{}}\n    \
+             manager: kubectl-create\n    operation: Update\n    time: \"{CREATED}\""
+        );
+        let _ = writeln!(y, "  name: {}\n  namespace: {}", self.name, self.namespace);
+        let _ = writeln!(y, "  resourceVersion: \"{}\"", next_resource_version());
+        let _ = writeln!(y, "  uid: {}", uid("Service", &self.namespace, &self.name));
+        y.push_str("spec:\n");
+        if let Some(first) = self.cluster_ips.first() {
+            let _ = writeln!(y, "  clusterIP: {first}\n  clusterIPs:");
+            for ip in &self.cluster_ips {
+                let _ = writeln!(y, "  - {ip}");
+            }
+        }
+        y.push_str("  internalTrafficPolicy: Cluster\n  ipFamilies:\n");
+        for f in &families {
+            let _ = writeln!(y, "  - {f}");
+        }
+        let _ = writeln!(y, "  ipFamilyPolicy: {policy}\n  ports:");
+        for p in &self.ports {
+            let name = if p.name.is_empty() {
+                String::new()
+            } else {
+                format!("name: {}\n    ", p.name)
+            };
+            let _ = writeln!(
+                y,
+                "  - {name}port: {}\n    protocol: {}\n    targetPort: {}",
+                p.port, p.protocol, p.target_port
+            );
+        }
+        let _ = writeln!(
+            y,
+            "  selector:\n    app.kubernetes.io/name: {}\n  sessionAffinity: None\n  \
+             type: ClusterIP\nstatus:\n  loadBalancer: {{}}",
+            self.name
+        );
+        y
+    }
+}
+
+/// One endpoint of an EndpointSlice. Conditions left `None` are left out of the
+/// YAML (Kubernetes reads nil as ready, serving, not terminating).
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub address: String,
+    pub ready: Option<bool>,
+    pub serving: Option<bool>,
+    pub terminating: Option<bool>,
+    pub node_name: Option<String>,
+    pub zone: Option<String>,
+}
+
+impl Endpoint {
+    /// A running pod's endpoint, as the EndpointSlice controller writes it:
+    /// ready, serving, not terminating, on `node-1`.
+    pub fn ready(address: impl ToString) -> Self {
+        Endpoint {
+            address: address.to_string(),
+            ready: Some(true),
+            serving: Some(true),
+            terminating: Some(false),
+            node_name: Some("node-1".to_owned()),
+            zone: None,
+        }
+    }
+
+    /// A pod being deleted that still serves (ready false, serving, terminating).
+    pub fn terminating(address: impl ToString) -> Self {
+        Endpoint {
+            ready: Some(false),
+            serving: Some(true),
+            terminating: Some(true),
+            ..Endpoint::ready(address)
+        }
+    }
+
+    /// A pod that is up but not ready (ready and serving false).
+    pub fn not_ready(address: impl ToString) -> Self {
+        Endpoint {
+            ready: Some(false),
+            serving: Some(false),
+            terminating: Some(false),
+            ..Endpoint::ready(address)
+        }
+    }
+}
+
+/// One entry of an EndpointSlice's `ports`.
+#[derive(Clone, Debug)]
+pub struct EndpointPort {
+    /// Matches the Service port's name; empty for an unnamed port.
+    pub name: String,
+    pub protocol: Protocol,
+    pub port: u16,
+}
+
+/// A `discovery.k8s.io/v1` EndpointSlice, as the EndpointSlice controller makes it.
+#[derive(Clone, Debug)]
+pub struct EndpointSlice {
+    pub namespace: String,
+    pub name: String,
+    /// The `kubernetes.io/service-name` label.
+    pub service: String,
+    pub address_type: AddressType,
+    pub endpoints: Vec<Endpoint>,
+    pub ports: Vec<EndpointPort>,
+}
+
+impl EndpointSlice {
+    /// An empty slice `name` of `service` (an empty slice is written with
+    /// `endpoints: null`, as the API server returns it).
+    pub fn new(namespace: &str, name: &str, service: &str, address_type: AddressType) -> Self {
+        EndpointSlice {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            service: service.to_owned(),
+            address_type,
+            endpoints: Vec::new(),
+            ports: Vec::new(),
+        }
+    }
+
+    /// Adds an endpoint.
+    pub fn endpoint(mut self, endpoint: Endpoint) -> Self {
+        self.endpoints.push(endpoint);
+        self
+    }
+
+    /// Adds a port.
+    pub fn port(mut self, name: &str, protocol: Protocol, port: u16) -> Self {
+        self.ports.push(EndpointPort {
+            name: name.to_owned(),
+            protocol,
+            port,
+        });
+        self
+    }
+
+    /// The slice as `kubectl get endpointslice -o yaml --show-managed-fields`
+    /// prints it.
+    pub fn to_yaml(&self) -> String {
+        let mut y = String::new();
+        let _ = writeln!(
+            y,
+            "addressType: {}\napiVersion: discovery.k8s.io/v1",
+            self.address_type
+        );
+        if self.endpoints.is_empty() {
+            y.push_str("endpoints: null\n");
+        } else {
+            y.push_str("endpoints:\n");
+        }
+        for e in &self.endpoints {
+            let _ = writeln!(y, "- addresses:\n  - {}\n  conditions:", e.address);
+            let mut any = false;
+            for (key, value) in [
+                ("ready", e.ready),
+                ("serving", e.serving),
+                ("terminating", e.terminating),
+            ] {
+                if let Some(v) = value {
+                    let _ = writeln!(y, "    {key}: {v}");
+                    any = true;
+                }
+            }
+            if !any {
+                // `conditions: {}` is what an all-nil conditions block looks like.
+                y.truncate(y.len() - 1);
+                y.push_str(" {}\n");
+            }
+            if let Some(node) = &e.node_name {
+                let _ = writeln!(y, "  nodeName: {node}");
+            }
+            let pod = format!("{}-5d8f7c9b4-{}", self.service, pod_suffix(&e.address));
+            let _ = writeln!(
+                y,
+                "  targetRef:\n    kind: Pod\n    name: {pod}\n    namespace: {}\n    uid: {}",
+                self.namespace,
+                uid("Pod", &self.namespace, &pod)
+            );
+            if let Some(zone) = &e.zone {
+                let _ = writeln!(y, "  zone: {zone}");
+            }
+        }
+        let _ = writeln!(y, "kind: EndpointSlice\nmetadata:");
+        let _ = writeln!(
+            y,
+            "  annotations:\n    endpoints.kubernetes.io/last-change-trigger-time: \"{UPDATED}\""
+        );
+        let _ = writeln!(y, "  creationTimestamp: \"{CREATED}\"");
+        let _ = writeln!(y, "  generateName: {}-\n  generation: 3", self.service);
+        let _ = writeln!(
+            y,
+            "  labels:\n    app.kubernetes.io/name: {svc}\n    \
+             endpointslice.kubernetes.io/managed-by: endpointslice-controller.k8s.io\n    \
+             kubernetes.io/service-name: {svc}",
+            svc = self.service
+        );
+        let _ = writeln!(
+            y,
+            "  managedFields:\n  - apiVersion: discovery.k8s.io/v1\n    fieldsType: FieldsV1\n    \
+             fieldsV1:\n      f:addressType: {{}}\n      f:endpoints: {{}}\n      f:metadata:\n        \
+             f:annotations:\n          .: {{}}\n          \
+             f:endpoints.kubernetes.io/last-change-trigger-time: {{}}\n        \
+             f:generateName: {{}}\n        f:labels:\n          .: {{}}\n          \
+             f:app.kubernetes.io/name: {{}}\n          \
+             f:endpointslice.kubernetes.io/managed-by: {{}}\n          \
+             f:kubernetes.io/service-name: {{}}\n        f:ownerReferences:\n          .: {{}}\n          \
+             k:{{\"uid\":\"{owner}\"}}: {{}}\n      f:ports: {{}}\n    \
+             manager: kube-controller-manager\n    operation: Update\n    time: \"{UPDATED}\"",
+            owner = uid("Service", &self.namespace, &self.service)
+        );
+        let _ = writeln!(y, "  name: {}\n  namespace: {}", self.name, self.namespace);
+        let _ = writeln!(
+            y,
+            "  ownerReferences:\n  - apiVersion: v1\n    blockOwnerDeletion: true\n    \
+             controller: true\n    kind: Service\n    name: {}\n    uid: {}",
+            self.service,
+            uid("Service", &self.namespace, &self.service)
+        );
+        let _ = writeln!(y, "  resourceVersion: \"{}\"", next_resource_version());
+        let _ = writeln!(
+            y,
+            "  uid: {}",
+            uid("EndpointSlice", &self.namespace, &self.name)
+        );
+        if self.ports.is_empty() {
+            y.push_str("ports: null\n");
+        } else {
+            y.push_str("ports:\n");
+        }
+        for p in &self.ports {
+            let name = if p.name.is_empty() {
+                "\"\"".to_owned()
+            } else {
+                p.name.clone()
+            };
+            let _ = writeln!(
+                y,
+                "- name: {name}\n  port: {}\n  protocol: {}",
+                p.port, p.protocol
+            );
+        }
+        y
+    }
+}
+
+/// Pod-name suffixes like the ReplicaSet controller's (`x2x7k`), stable per address.
+fn pod_suffix(address: &str) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut h = DefaultHasher::new();
+    address.hash(&mut h);
+    let mut v = h.finish();
+    (0..5)
+        .map(|_| {
+            let c = ALPHABET[(v % ALPHABET.len() as u64) as usize];
+            v /= ALPHABET.len() as u64;
+            char::from(c)
+        })
+        .collect()
+}
+
+/// Joins documents into one multi-document YAML file.
+pub fn documents<S: AsRef<str>>(docs: &[S]) -> String {
+    docs.iter()
+        .map(|d| d.as_ref())
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// Writes `contents` to `dir/name` atomically: the data goes to a temporary file
+/// beside `dir` (outside the watched directory when possible, so a watcher never
+/// sees it), which is then renamed into place. Returns the final path.
+pub fn write_atomic(dir: &Path, name: &str, contents: &str) -> Result<PathBuf, Error> {
+    let target = dir.join(name);
+    let staging = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => dir,
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".manifest-")
+        .suffix(".tmp")
+        .tempfile_in(staging)
+        .map_err(|e| Error::io("creating a temporary manifest", staging, e))?;
+    tmp.write_all(contents.as_bytes())
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(|e| Error::io("writing a temporary manifest", tmp.path().to_owned(), e))?;
+    match tmp.persist(&target) {
+        Ok(_) => Ok(target),
+        // A different filesystem: stage inside `dir` instead (a dotfile ending in
+        // `.tmp`, which the proxy must ignore).
+        Err(e) if e.error.raw_os_error() == Some(libc::EXDEV) && staging != dir => {
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".manifest-")
+                .suffix(".tmp")
+                .tempfile_in(dir)
+                .map_err(|e| Error::io("creating a temporary manifest", dir, e))?;
+            tmp.write_all(contents.as_bytes())
+                .map_err(|e| Error::io("writing a temporary manifest", dir, e))?;
+            tmp.persist(&target)
+                .map_err(|e| Error::io("renaming a manifest into place", &target, e.error))?;
+            Ok(target)
+        }
+        Err(e) => Err(Error::io(
+            "renaming a manifest into place",
+            &target,
+            e.error,
+        )),
+    }
+}
+
+/// Deletes `dir/name` (a missing file is not an error).
+pub fn remove(dir: &Path, name: &str) -> Result<(), Error> {
+    let path = dir.join(name);
+    match fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("removing a manifest", path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uids_are_stable_and_uuid_shaped() {
+        let a = uid("Service", "demo", "hello");
+        assert_eq!(a, uid("Service", "demo", "hello"));
+        assert_ne!(a, uid("Service", "demo", "other"));
+        let lens: Vec<usize> = a.split('-').map(str::len).collect();
+        assert_eq!(lens, [8, 4, 4, 4, 12], "{a}");
+    }
+
+    #[test]
+    fn empty_slice_has_null_endpoints() {
+        let y = EndpointSlice::new("demo", "hello-abcde", "hello", AddressType::IPv4)
+            .port("http", Protocol::Tcp, 8080)
+            .to_yaml();
+        assert!(y.contains("endpoints: null\n"), "{y}");
+        assert!(y.contains("kubernetes.io/service-name: hello\n"), "{y}");
+    }
+
+    #[test]
+    fn service_lists_families() {
+        let y = Service::new("demo", "hello")
+            .cluster_ip("10.96.0.10")
+            .cluster_ip("fd00:96::10")
+            .port("http", Protocol::Tcp, 80, 8080)
+            .to_yaml();
+        assert!(y.contains("  ipFamilies:\n  - IPv4\n  - IPv6\n"), "{y}");
+        assert!(y.contains("  ipFamilyPolicy: PreferDualStack\n"), "{y}");
+        assert!(y.contains("  clusterIP: 10.96.0.10\n"), "{y}");
+    }
+
+    /// The YAML must be what the API server hands out: it deserializes into the
+    /// real Kubernetes types, with the values we asked for.
+    #[test]
+    fn yaml_deserializes_into_kubernetes_types() {
+        use k8s_openapi::api::{core::v1 as core, discovery::v1 as discovery};
+
+        let svc: core::Service = serde_norway::from_str(
+            &Service::new("demo", "hello")
+                .cluster_ip("10.96.0.10")
+                .cluster_ip("fd00:96::10")
+                .port("http", Protocol::Tcp, 80, 8080)
+                .port("dns", Protocol::Udp, 53, 5353)
+                .to_yaml(),
+        )
+        .expect("a Service");
+        let spec = svc.spec.expect("spec");
+        assert_eq!(
+            spec.cluster_ips,
+            Some(vec!["10.96.0.10".into(), "fd00:96::10".into()])
+        );
+        let ports = spec.ports.expect("ports");
+        assert_eq!(ports.len(), 2);
+        assert_eq!(ports[1].protocol.as_deref(), Some("UDP"));
+        assert!(svc.metadata.managed_fields.is_some());
+
+        let slice: discovery::EndpointSlice = serde_norway::from_str(
+            &EndpointSlice::new("demo", "hello-abcde", "hello", AddressType::IPv6)
+                .endpoint(Endpoint::ready("fd00:244::1"))
+                .endpoint(Endpoint::terminating("fd00:244::2"))
+                .endpoint(Endpoint {
+                    ready: None,
+                    serving: None,
+                    terminating: None,
+                    ..Endpoint::ready("fd00:244::3")
+                })
+                .port("", Protocol::Tcp, 8080)
+                .to_yaml(),
+        )
+        .expect("an EndpointSlice");
+        assert_eq!(slice.address_type, "IPv6");
+        let endpoints = slice.endpoints.expect("endpoints");
+        assert_eq!(endpoints.len(), 3);
+        let c = endpoints[1].conditions.as_ref().expect("conditions");
+        assert_eq!(
+            (c.ready, c.serving, c.terminating),
+            (Some(false), Some(true), Some(true))
+        );
+        let c = endpoints[2].conditions.as_ref().expect("conditions");
+        assert_eq!((c.ready, c.serving, c.terminating), (None, None, None));
+        let ports = slice.ports.expect("ports");
+        assert_eq!(ports[0].name.as_deref(), Some(""));
+        assert_eq!(
+            slice.metadata.labels.expect("labels")["kubernetes.io/service-name"],
+            "hello"
+        );
+
+        let empty: discovery::EndpointSlice = serde_norway::from_str(
+            &EndpointSlice::new("demo", "hello-abcde", "hello", AddressType::IPv4)
+                .port("http", Protocol::Tcp, 8080)
+                .to_yaml(),
+        )
+        .expect("an empty EndpointSlice (endpoints: null)");
+        assert!(empty.endpoints.is_none_or(|e| e.is_empty()));
+    }
+
+    /// The demo's manifests in `examples/` are valid objects too.
+    #[test]
+    fn examples_deserialize() {
+        use k8s_openapi::api::{core::v1 as core, discovery::v1 as discovery};
+
+        let mut seen = 0;
+        for entry in fs::read_dir(crate::examples_dir()).expect("examples/") {
+            let path = entry.expect("a directory entry").path();
+            if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+                continue;
+            }
+            let text = fs::read_to_string(&path).expect("readable");
+            let value: serde_norway::Value = serde_norway::from_str(&text).expect("YAML");
+            match value.get("kind").and_then(|k| k.as_str()) {
+                Some("Service") => {
+                    serde_norway::from_str::<core::Service>(&text)
+                        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                }
+                Some("EndpointSlice") => {
+                    serde_norway::from_str::<discovery::EndpointSlice>(&text)
+                        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                }
+                other => panic!("{}: unexpected kind {other:?}", path.display()),
+            }
+            seen += 1;
+        }
+        assert!(
+            seen >= 2,
+            "expected the demo's manifests in examples/, found {seen}"
+        );
+    }
+}
