@@ -124,6 +124,7 @@ pub fn service_frontends(
                 service: service.id.clone(),
                 port_name: port.name.clone(),
                 backends: backends(service, port, AddressType::of(addr), slices),
+                affinity_timeout: None,
             };
             out.push((frontend, spec));
         }

@@ -173,6 +173,9 @@ pub struct FrontendSpec {
     pub port_name: String,
     /// Sorted and de-duplicated. Empty means "no usable endpoint": reject.
     pub backends: Vec<Backend>,
+    /// ClientIP session affinity: seconds a client keeps its backend after its
+    /// last connection. `None`: affinity off.
+    pub affinity_timeout: Option<u32>,
 }
 
 /// The whole desired dataplane, as a pure function of the Index computes it.

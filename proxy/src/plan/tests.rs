@@ -39,6 +39,7 @@ fn desired(services: &[(&str, &[&str])]) -> DesiredState {
                 service: ObjectRef::new("default", "svc"),
                 port_name: String::new(),
                 backends,
+                affinity_timeout: None,
             },
         );
     }
