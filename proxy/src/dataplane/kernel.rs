@@ -20,13 +20,13 @@ use crate::{
 
 /// The service, backend and rev-NAT maps of both families, plus the counters.
 pub struct KernelMaps {
-    svc4: HashMap<MapData, ServiceKeyV4, ServiceValue>,
-    svc6: HashMap<MapData, ServiceKeyV6, ServiceValue>,
-    backend4: HashMap<MapData, u32, BackendV4>,
-    backend6: HashMap<MapData, u32, BackendV6>,
-    revnat4: HashMap<MapData, u32, RevNatV4>,
-    revnat6: HashMap<MapData, u32, RevNatV6>,
-    stats: PerCpuArray<MapData, u64>,
+    pub(crate) svc4: HashMap<MapData, ServiceKeyV4, ServiceValue>,
+    pub(crate) svc6: HashMap<MapData, ServiceKeyV6, ServiceValue>,
+    pub(crate) backend4: HashMap<MapData, u32, BackendV4>,
+    pub(crate) backend6: HashMap<MapData, u32, BackendV6>,
+    pub(crate) revnat4: HashMap<MapData, u32, RevNatV4>,
+    pub(crate) revnat6: HashMap<MapData, u32, RevNatV6>,
+    pub(crate) stats: PerCpuArray<MapData, u64>,
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, MapError> {
