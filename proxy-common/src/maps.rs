@@ -7,6 +7,8 @@
 //! - `REVNAT_V4`/`REVNAT_V6`: rev-NAT id → the frontend's address and port.
 //! - `SOCK_RNAT_V4`/`SOCK_RNAT_V6` (LRU): `{socket cookie, backend addr, port}` → the
 //!   frontend, so `recvmsg` and `getpeername` can show the VIP to the application.
+//! - `AFFINITY` (LRU): `{client, rev-NAT id}` → the client's backend, for
+//!   ClientIP session affinity.
 //! - `STATS`: per-CPU counters indexed by [`crate::Reason`].
 
 use crate::{Be16, Be32};
@@ -21,6 +23,7 @@ pub mod names {
     pub const REVNAT_V6: &str = "REVNAT_V6";
     pub const SOCK_RNAT_V4: &str = "SOCK_RNAT_V4";
     pub const SOCK_RNAT_V6: &str = "SOCK_RNAT_V6";
+    pub const AFFINITY: &str = "AFFINITY";
     pub const STATS: &str = "STATS";
 }
 
@@ -48,11 +51,13 @@ pub mod capacity {
     pub const REVNAT: u32 = 65_535;
     /// Live sockets that went through a VIP.
     pub const SOCK_REVNAT: u32 = 1 << 17;
+    /// (client, frontend) pairs with ClientIP session affinity.
+    pub const AFFINITY: u32 = 1 << 16;
 }
 
 /// Flags in [`ServiceValue::flags`] (slot 0 only).
 pub mod svc_flags {
-    /// Reserved for ClientIP session affinity.
+    /// ClientIP session affinity is on; `affinity_timeout` holds its timeout.
     pub const AFFINITY: u16 = 1 << 0;
 }
 
@@ -182,6 +187,32 @@ pub struct SockRevNatV6 {
 }
 const _: () = assert!(core::mem::size_of::<SockRevNatV6>() == 20);
 
+/// Key of `AFFINITY` (LRU): one client and one frontend. Under socket LB the
+/// client is the network namespace cookie (one pod), as in Cilium; rev-NAT ids
+/// identify frontends across both families, so one map serves v4 and v6.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AffinityKey {
+    pub client: u64,
+    pub rev_nat_id: u16,
+    pub _pad: [u8; 6],
+}
+const _: () = assert!(core::mem::size_of::<AffinityKey>() == 16);
+
+/// Value of `AFFINITY`: the backend the client sticks to, the slot it was
+/// found in (checked on reuse, so a backend that left the service is not
+/// reused), and when the client last connected.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AffinityValue {
+    /// `bpf_ktime_get_ns()` of the last connection.
+    pub last_used_ns: u64,
+    pub backend_id: u32,
+    pub slot: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<AffinityValue>() == 16);
+
 #[cfg(feature = "user")]
 mod pod {
     //! `aya::Pod` for every map type, so userspace can read and write them.
@@ -207,5 +238,7 @@ mod pod {
         SockRevNatV4,
         SockRevNatKeyV6,
         SockRevNatV6,
+        AffinityKey,
+        AffinityValue,
     );
 }

@@ -26,11 +26,15 @@ pub enum Reason {
     PeerRevNatted = 7,
     /// The frontend's protocol is not one we balance (only TCP and UDP are).
     UnsupportedProtocol = 8,
+    /// Session affinity sent the client to the backend it used before.
+    AffinityHit = 9,
+    /// Writing the affinity entry failed; the connection still went through.
+    AffinityUpdateFailed = 10,
 }
 
 impl Reason {
     /// Every reason, in index order.
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 11] = [
         Reason::Translated,
         Reason::NotAService,
         Reason::NoBackend,
@@ -40,6 +44,8 @@ impl Reason {
         Reason::ReplyRevNatted,
         Reason::PeerRevNatted,
         Reason::UnsupportedProtocol,
+        Reason::AffinityHit,
+        Reason::AffinityUpdateFailed,
     ];
     /// Number of reasons: the size of the `STATS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -56,6 +62,8 @@ impl Reason {
             Reason::ReplyRevNatted => "reply_revnatted",
             Reason::PeerRevNatted => "peer_revnatted",
             Reason::UnsupportedProtocol => "unsupported_protocol",
+            Reason::AffinityHit => "affinity_hit",
+            Reason::AffinityUpdateFailed => "affinity_update_failed",
         }
     }
 }

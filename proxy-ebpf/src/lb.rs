@@ -6,12 +6,16 @@
 //! the slots and backends it points to. A miss anyway (drift, a torn update) is
 //! reported as its own reason and the call is refused, never sent nowhere.
 
-use aya_ebpf::helpers::bpf_get_prandom_u32;
+use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
 use proxy_common::{
-    BackendV4, BackendV6, Be16, Be32, Reason, ServiceKeyV4, ServiceKeyV6, ServiceValue, proto,
+    AffinityKey, AffinityValue, BackendV4, BackendV6, Be16, Be32, Reason, ServiceKeyV4,
+    ServiceKeyV6, ServiceValue, proto, svc_flags,
 };
 
-use crate::maps::{BACKEND_V4, BACKEND_V6, SVC_V4, SVC_V6};
+use crate::{
+    maps::{AFFINITY, BACKEND_V4, BACKEND_V6, SVC_V4, SVC_V6},
+    stats,
+};
 
 /// A frontend together with the backend chosen for it.
 pub struct Selected<B> {
@@ -33,16 +37,92 @@ pub fn selector(protocol: u8, cookie: u64) -> u32 {
     }
 }
 
+/// How far `find_slot` looks for a sticky backend that changed slot.
+const MAX_AFFINITY_SCAN: u16 = 64;
+
 #[inline(always)]
-fn slot_for(frontend: &ServiceValue, selector: u32) -> Result<u16, Reason> {
-    let count = frontend.count as u32;
+fn slot_for(count: u16, selector: u32) -> u16 {
+    ((selector % count as u32) + 1) as u16
+}
+
+/// Chooses a backend id for a frontend. `slot_backend(n)` reads slot `n`.
+///
+/// With ClientIP affinity the client's previous backend is reused while it is
+/// fresh (last connection within the timeout) and still one of the frontend's
+/// slots; otherwise a new one is picked and remembered. Affinity survives
+/// backends being added (slots keep their positions) and moves the client when
+/// its backend leaves.
+#[inline(always)]
+fn choose<F: Fn(u16) -> Option<u32>>(
+    frontend: &ServiceValue,
+    selector: u32,
+    client: u64,
+    slot_backend: F,
+) -> Result<u32, Reason> {
+    let count = frontend.count;
     if count == 0 {
         return Err(Reason::NoBackend);
     }
-    Ok(((selector % count) + 1) as u16)
+    if frontend.flags & svc_flags::AFFINITY == 0 {
+        return slot_backend(slot_for(count, selector)).ok_or(Reason::SlotMissing);
+    }
+    let key = AffinityKey {
+        client,
+        rev_nat_id: frontend.rev_nat_id,
+        _pad: [0; 6],
+    };
+    // SAFETY: the helper takes no arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let timeout_ns = u64::from(frontend.affinity_timeout) * 1_000_000_000;
+    // SAFETY: copied out at once; the map is an LRU hash.
+    if let Some(prev) = unsafe { AFFINITY.get(&key) }.copied()
+        && now.wrapping_sub(prev.last_used_ns) <= timeout_ns
+        && let Some(slot) = find_slot(&prev, count, &slot_backend)
+    {
+        remember(&key, now, prev.backend_id, slot);
+        stats::count(Reason::AffinityHit);
+        return Ok(prev.backend_id);
+    }
+    let slot = slot_for(count, selector);
+    let id = slot_backend(slot).ok_or(Reason::SlotMissing)?;
+    remember(&key, now, id, slot);
+    Ok(id)
 }
 
-/// Looks up an IPv4 frontend. `Ok(None)` means "not a service".
+/// The slot that still holds the client's previous backend, if any.
+#[inline(always)]
+fn find_slot<F: Fn(u16) -> Option<u32>>(
+    prev: &AffinityValue,
+    count: u16,
+    slot_backend: &F,
+) -> Option<u16> {
+    if prev.slot >= 1 && prev.slot <= count && slot_backend(prev.slot) == Some(prev.backend_id) {
+        return Some(prev.slot);
+    }
+    let mut slot = 1;
+    while slot <= MAX_AFFINITY_SCAN && slot <= count {
+        if slot_backend(slot) == Some(prev.backend_id) {
+            return Some(slot);
+        }
+        slot += 1;
+    }
+    None
+}
+
+#[inline(always)]
+fn remember(key: &AffinityKey, now: u64, backend_id: u32, slot: u16) {
+    let value = AffinityValue {
+        last_used_ns: now,
+        backend_id,
+        slot,
+        _pad: 0,
+    };
+    if AFFINITY.insert(key, &value, 0).is_err() {
+        stats::count(Reason::AffinityUpdateFailed);
+    }
+}
+
+/// Looks up an IPv4 frontend. `None` means "not a service".
 #[inline(always)]
 pub fn lookup4(addr: Be32, port: Be16, protocol: u8) -> Option<(ServiceKeyV4, ServiceValue)> {
     let key = ServiceKeyV4 {
@@ -58,20 +138,22 @@ pub fn lookup4(addr: Be32, port: Be16, protocol: u8) -> Option<(ServiceKeyV4, Se
     Some((key, value))
 }
 
-/// Picks a backend for an IPv4 frontend found by [`lookup4`].
+/// Picks a backend for an IPv4 frontend found by [`lookup4`]. `client`
+/// identifies the client for session affinity.
 #[inline(always)]
 pub fn select4(
-    mut key: ServiceKeyV4,
+    key: ServiceKeyV4,
     frontend: ServiceValue,
     selector: u32,
+    client: u64,
 ) -> Result<Selected<BackendV4>, Reason> {
-    key.slot = slot_for(&frontend, selector)?;
+    let id = choose(&frontend, selector, client, |slot| {
+        let slot_key = ServiceKeyV4 { slot, ..key };
+        // SAFETY: copied out at once, see `lookup4`.
+        unsafe { SVC_V4.get(&slot_key) }.map(|v| v.backend_id)
+    })?;
     // SAFETY: copied out at once, see `lookup4`.
-    let slot = unsafe { SVC_V4.get(&key) }
-        .copied()
-        .ok_or(Reason::SlotMissing)?;
-    // SAFETY: copied out at once, see `lookup4`.
-    let backend = unsafe { BACKEND_V4.get(&slot.backend_id) }
+    let backend = unsafe { BACKEND_V4.get(&id) }
         .copied()
         .ok_or(Reason::BackendMissing)?;
     Ok(Selected { frontend, backend })
@@ -95,17 +177,18 @@ pub fn lookup6(addr: [u8; 16], port: Be16, protocol: u8) -> Option<(ServiceKeyV6
 /// Picks a backend for an IPv6 frontend found by [`lookup6`].
 #[inline(always)]
 pub fn select6(
-    mut key: ServiceKeyV6,
+    key: ServiceKeyV6,
     frontend: ServiceValue,
     selector: u32,
+    client: u64,
 ) -> Result<Selected<BackendV6>, Reason> {
-    key.slot = slot_for(&frontend, selector)?;
+    let id = choose(&frontend, selector, client, |slot| {
+        let slot_key = ServiceKeyV6 { slot, ..key };
+        // SAFETY: copied out at once, see `lookup4`.
+        unsafe { SVC_V6.get(&slot_key) }.map(|v| v.backend_id)
+    })?;
     // SAFETY: copied out at once, see `lookup4`.
-    let slot = unsafe { SVC_V6.get(&key) }
-        .copied()
-        .ok_or(Reason::SlotMissing)?;
-    // SAFETY: copied out at once, see `lookup4`.
-    let backend = unsafe { BACKEND_V6.get(&slot.backend_id) }
+    let backend = unsafe { BACKEND_V6.get(&id) }
         .copied()
         .ok_or(Reason::BackendMissing)?;
     Ok(Selected { frontend, backend })

@@ -8,14 +8,16 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use proxy_common::{
-    BackendV4, BackendV6, Reason, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6, ServiceValue,
-    SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6, capacity,
+    AffinityKey, AffinityValue, BackendV4, BackendV6, Reason, RevNatV4, RevNatV6, ServiceKeyV4,
+    ServiceKeyV6, ServiceValue, SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6,
+    capacity,
 };
 
 const SERVICES: usize = capacity::SERVICES as usize;
 const BACKENDS: usize = capacity::BACKENDS as usize;
 const REVNAT: usize = capacity::REVNAT as usize;
 const SOCK_REVNAT: usize = capacity::SOCK_REVNAT as usize;
+const AFFINITY_ENTRIES: usize = capacity::AFFINITY as usize;
 const REASONS: usize = Reason::COUNT as usize;
 
 #[btf_map(pin_by_name)]
@@ -34,5 +36,7 @@ pub static REVNAT_V6: HashMap<u32, RevNatV6, REVNAT> = HashMap::new();
 pub static SOCK_RNAT_V4: LruHashMap<SockRevNatKeyV4, SockRevNatV4, SOCK_REVNAT> = LruHashMap::new();
 #[btf_map(pin_by_name)]
 pub static SOCK_RNAT_V6: LruHashMap<SockRevNatKeyV6, SockRevNatV6, SOCK_REVNAT> = LruHashMap::new();
+#[btf_map(pin_by_name)]
+pub static AFFINITY: LruHashMap<AffinityKey, AffinityValue, AFFINITY_ENTRIES> = LruHashMap::new();
 #[btf_map(pin_by_name)]
 pub static STATS: PerCpuArray<u64, REASONS> = PerCpuArray::new();

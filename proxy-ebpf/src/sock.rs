@@ -14,13 +14,14 @@
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_get_socket_cookie, bpf_set_retval},
+    helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_set_retval},
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
 use aya_log_ebpf::warn;
 use proxy_common::{
-    Be16, Be32, Reason, SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6, proto,
+    Be16, Be32, Reason, ServiceValue, SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6,
+    proto, svc_flags,
 };
 
 use crate::{
@@ -110,6 +111,17 @@ fn cookie(ctx: &SockAddrContext) -> u64 {
     unsafe { bpf_get_socket_cookie(ctx.as_ptr()) }
 }
 
+/// The client's identity for session affinity: its network namespace (one pod),
+/// as Cilium does under socket LB. Only fetched when the frontend uses affinity.
+#[inline(always)]
+fn client_id(ctx: &SockAddrContext, frontend: &ServiceValue) -> u64 {
+    if frontend.flags & svc_flags::AFFINITY == 0 {
+        return 0;
+    }
+    // SAFETY: the context pointer is the one the kernel passed to this program.
+    unsafe { bpf_get_netns_cookie(ctx.as_ptr()) }
+}
+
 #[inline(always)]
 fn balanced_protocol(ctx: &SockAddrContext) -> Option<u8> {
     // SAFETY: `sock_addr` is the valid context pointer the kernel passed in.
@@ -143,7 +155,8 @@ fn fwd4(
         return Ok(None);
     };
     let cookie = cookie(ctx);
-    let chosen = lb::select4(key, frontend, lb::selector(protocol, cookie))?;
+    let client = client_id(ctx, &frontend);
+    let chosen = lb::select4(key, frontend, lb::selector(protocol, cookie), client)?;
     let rnat_key = SockRevNatKeyV4 {
         cookie,
         addr: chosen.backend.addr,
@@ -307,7 +320,8 @@ fn xlate_fwd6(ctx: &SockAddrContext) -> Result<Reason, Reason> {
         return Ok(Reason::NotAService);
     };
     let cookie = cookie(ctx);
-    let chosen = lb::select6(key, frontend, lb::selector(protocol, cookie))?;
+    let client = client_id(ctx, &frontend);
+    let chosen = lb::select6(key, frontend, lb::selector(protocol, cookie), client)?;
     let rnat_key = SockRevNatKeyV6 {
         cookie,
         addr: chosen.backend.addr,

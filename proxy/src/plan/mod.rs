@@ -97,7 +97,7 @@ pub fn plan(applied: &Applied, desired: &DesiredState) -> Plan {
         };
         kept_rev_nat.insert(rev_nat_id);
         let want: Vec<BackendId> = spec.backends.iter().map(|b| backend_ids[b]).collect();
-        let ops = converge_frontend(applied, *frontend, rev_nat_id, &want);
+        let ops = converge_frontend(applied, *frontend, rev_nat_id, &want, spec.affinity_timeout);
         if !ops.is_empty() {
             out.steps.push(Step {
                 subject: Subject::Frontend(*frontend),
@@ -161,6 +161,7 @@ fn converge_frontend(
     frontend: Frontend,
     rev_nat_id: RevNatId,
     want: &[BackendId],
+    affinity_timeout: Option<u32>,
 ) -> Vec<Op> {
     let old = applied.reachable_slots(frontend);
     let new = next_slots(&old, want);
@@ -173,7 +174,7 @@ fn converge_frontend(
             frontend,
         });
     }
-    let master = Op::put_frontend(frontend, count, rev_nat_id);
+    let master = Op::put_frontend(frontend, count, rev_nat_id, affinity_timeout);
     let master_changed = match (&master, applied.frontend(frontend)) {
         (Op::PutService { value, .. }, Some(current)) => value != current,
         _ => true,

@@ -1,6 +1,6 @@
 //! Operations on the dataplane maps, grouped into steps.
 
-use proxy_common::ServiceValue;
+use proxy_common::{ServiceValue, svc_flags};
 
 use crate::model::{Backend, Frontend};
 
@@ -53,14 +53,26 @@ impl Op {
         }
     }
 
-    /// The frontend entry (slot 0).
-    pub fn put_frontend(frontend: Frontend, count: u16, rev_nat_id: RevNatId) -> Self {
+    /// The frontend entry (slot 0). `affinity_timeout`: ClientIP session
+    /// affinity in seconds, or `None`.
+    pub fn put_frontend(
+        frontend: Frontend,
+        count: u16,
+        rev_nat_id: RevNatId,
+        affinity_timeout: Option<u32>,
+    ) -> Self {
+        let (flags, affinity_timeout) = match affinity_timeout {
+            Some(t) => (svc_flags::AFFINITY, t),
+            None => (0, 0),
+        };
         Op::PutService {
             frontend,
             slot: 0,
             value: ServiceValue {
                 count,
                 rev_nat_id,
+                flags,
+                affinity_timeout,
                 ..Default::default()
             },
         }

@@ -319,3 +319,18 @@ fn reconcile_repairs_entries_changed_behind_our_back() {
     assert!(report.is_complete());
     assert_eq!(w.maps().contents, good);
 }
+
+#[test]
+fn turning_affinity_on_rewrites_only_the_frontend_entry() {
+    let mut d = desired(&[("10.96.0.10:80", &["10.1.0.1:8080", "10.1.0.2:8080"])]);
+    let mut w = synced(&d);
+    take_log(&mut w);
+    for spec in d.frontends.values_mut() {
+        spec.affinity_timeout = Some(10_800);
+    }
+    w.sync(&d);
+    let log = take_log(&mut w);
+    assert_eq!(kinds(&log), ["put-frontend(count=2)"]);
+    let value = w.applied().frontend(fe("10.96.0.10:80")).copied().unwrap();
+    assert_eq!((value.flags, value.affinity_timeout), (proxy_common::svc_flags::AFFINITY, 10_800));
+}
