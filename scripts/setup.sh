@@ -14,7 +14,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}
 export PATH="$CARGO_HOME/bin:$PATH"
 BPF_LINKER_VERSION=0.13.0
-DEBIAN_PACKAGES=(iproute2 util-linux procps ca-certificates)
+DEBIAN_PACKAGES=(iproute2 util-linux procps ca-certificates iptables nftables)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 channel() { sed -n 's/^channel *= *"\(.*\)"/\1/p' "$1"; }

@@ -22,3 +22,19 @@ pub const MANIFEST_DEBOUNCE: Duration = Duration::from_millis(30);
 
 /// Safety-net rescan of the manifest directory, in case an inotify event is lost.
 pub const MANIFEST_RESCAN_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Where Prometheus metrics are served (kube-proxy's default).
+pub const DEFAULT_METRICS_BIND_ADDRESS: &str = "127.0.0.1:10249";
+pub const DEFAULT_METRICS_PORT: u16 = 10249;
+
+/// Where `/healthz` and `/livez` are served (kube-proxy's default).
+pub const DEFAULT_HEALTHZ_BIND_ADDRESS: &str = "0.0.0.0:10256";
+pub const DEFAULT_HEALTHZ_PORT: u16 = 10256;
+
+/// How long a queued change may wait to be programmed before the health
+/// checks fail: kube-proxy's 2 × its default 30 s sync period.
+pub const DEFAULT_HEALTHZ_TIMEOUT: &str = "60s";
+
+/// The LRU maps have no userspace mirror; counting their entries walks every
+/// key, so a scrape does it at most this often.
+pub const MAP_COUNT_INTERVAL: Duration = Duration::from_secs(30);

@@ -3,6 +3,7 @@
 //! Data flows sources → [`model`] (pure) → [`plan`] (pure) → [`dataplane`] (aya).
 //! See ARCHITECTURE.md.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod dataplane;

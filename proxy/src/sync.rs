@@ -14,9 +14,13 @@ use std::{
 use tokio::sync::watch;
 
 use crate::{
+    admin::{NoLocalEndpoints, Telemetry},
     config,
     dataplane::{DataplaneMaps, Writer, writer::ApplyReport},
-    model::Index,
+    model::{
+        Index,
+        incremental::{DesiredCache, Touched},
+    },
 };
 
 /// Settings of the loop.
@@ -37,14 +41,21 @@ impl Default for SyncSettings {
 
 /// Runs until `shutdown` flips to true. `changes` is bumped by sources after
 /// they update the Index; nothing is programmed before its first bump, which
-/// sources send once their initial list is complete.
+/// sources send once their initial list is complete. `telemetry` hears of
+/// every bump (queued) and every sync (updated, when complete): health and metrics.
 pub async fn run<M: DataplaneMaps>(
     index: Arc<Mutex<Index>>,
     mut writer: Writer<M>,
     mut changes: watch::Receiver<u64>,
     mut shutdown: watch::Receiver<bool>,
     settings: SyncSettings,
+    telemetry: Telemetry,
 ) {
+    tokio::spawn(
+        telemetry
+            .clone()
+            .watch_changes(changes.clone(), shutdown.clone()),
+    );
     // Wait for the first complete state before touching the maps: a restarted
     // daemon must not prune what it has not seen yet.
     tokio::select! {
@@ -56,10 +67,27 @@ pub async fn run<M: DataplaneMaps>(
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     resync.reset();
     let mut reconcile = false;
+    let mut cache = DesiredCache::new();
+    // After an incomplete sync, the next one plans everything again: the
+    // frontends that failed are no longer in any dirty set.
+    let mut plan_everything = true;
     loop {
         let started = Instant::now();
-        let report = tokio::task::block_in_place(|| sync_once(&index, &mut writer, reconcile));
+        // The Index is read after this: the sync programs this change and all before.
+        let timer = telemetry.sync_started(*changes.borrow_and_update());
+        let mode = if reconcile {
+            SyncMode::Reconcile
+        } else if plan_everything {
+            SyncMode::Full
+        } else {
+            SyncMode::Incremental
+        };
+        let report = tokio::task::block_in_place(|| {
+            sync_once(&index, &mut cache, &mut writer, mode, &telemetry)
+        });
+        telemetry.sync_finished(timer, report.is_complete());
         reconcile = false;
+        plan_everything = !report.is_complete();
         let retry_at = if report.is_complete() {
             backoff = config::RETRY_BACKOFF_START;
             None
@@ -91,21 +119,53 @@ pub async fn run<M: DataplaneMaps>(
     }
 }
 
-/// One pass: desired state from the Index, then plan and write.
+/// How much a sync plans.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SyncMode {
+    /// Only the frontends the changes touched.
+    Incremental,
+    /// Every frontend, against the writer's mirror.
+    Full,
+    /// Every frontend, against the maps re-read from the kernel (drift repair).
+    Reconcile,
+}
+
+/// One pass: bring the desired state up to date from the Index (only the
+/// Services that changed), then plan and write.
 fn sync_once<M: DataplaneMaps>(
     index: &Mutex<Index>,
+    cache: &mut DesiredCache,
     writer: &mut Writer<M>,
-    reconcile: bool,
+    mode: SyncMode,
+    telemetry: &Telemetry,
 ) -> ApplyReport {
     let started = Instant::now();
-    let desired = match index.lock() {
-        Ok(index) => index.desired(),
-        Err(poisoned) => poisoned.into_inner().desired(),
+    let touched = {
+        let mut index = index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        telemetry.index_changes(index.service_changes(), index.endpoint_changes());
+        cache.update(&mut index)
     };
+    let (_, no_local) = cache.no_local_endpoints();
+    // Only ClusterIPs are programmed so far: internal traffic policy only.
+    telemetry.no_local_endpoints(NoLocalEndpoints {
+        internal: no_local.internal,
+        external: 0,
+    });
+    let desired = cache.state();
+    let conflicts = match &touched {
+        Touched::All => cache.conflicts(),
+        Touched::Some(touched) => cache.conflicts_in(touched),
+    };
+    for conflict in conflicts {
+        tracing::warn!(frontend = %conflict.frontend, "{conflict}");
+    }
     let computed = started.elapsed();
-    let report = if reconcile {
-        match writer.reconcile(&desired) {
+    let report = match (mode, &touched) {
+        (SyncMode::Reconcile, _) => match writer.reconcile(desired) {
             Ok((drift, report)) => {
+                telemetry.reconcile_repairs(drift);
                 if drift > 0 {
                     tracing::warn!(
                         drift,
@@ -116,23 +176,51 @@ fn sync_once<M: DataplaneMaps>(
             }
             Err(error) => {
                 tracing::error!(error = %error, "reconcile could not read the maps");
-                writer.sync(&desired)
+                writer.sync(desired)
             }
-        }
-    } else {
-        writer.sync(&desired)
+        },
+        (SyncMode::Incremental, Touched::Some(touched)) => writer.sync_frontends(desired, touched),
+        _ => writer.sync(desired),
     };
+    telemetry.map_entries(writer.applied());
     for failure in &report.failures {
         tracing::error!(subject = ?failure.subject, error = %failure.error, "map write failed; skipped this piece");
     }
+    end_udp_flows_to(&report.udp_backends_gone);
     tracing::info!(
+        mode = ?mode,
         frontends = desired.frontends.len(),
         ops = report.ops,
         failures = report.failures.len(),
         unplanned = report.unplanned,
         compute_us = computed.as_micros() as u64,
+        plan_us = report.plan_time.as_micros() as u64,
+        write_us = report.write_time.as_micros() as u64,
         total_us = started.elapsed().as_micros() as u64,
         "synced"
     );
     report
+}
+
+/// Connected UDP sockets keep the backend they were given at `connect()`; when
+/// that backend leaves, end them so the application reconnects (and is
+/// balanced, or refused, afresh).
+fn end_udp_flows_to(gone: &[crate::model::Backend]) {
+    if gone.is_empty() {
+        return;
+    }
+    let peers: Vec<std::net::SocketAddr> = gone
+        .iter()
+        .map(|b| std::net::SocketAddr::new(b.addr, b.port))
+        .collect();
+    match crate::dataplane::sockets::destroy_udp_sockets_to(&peers) {
+        Ok(destroyed) => tracing::info!(
+            backends = peers.len(),
+            destroyed,
+            "ended UDP sockets aimed at removed backends"
+        ),
+        Err(error) => {
+            tracing::warn!(error = %error, "could not end UDP sockets aimed at removed backends")
+        }
+    }
 }

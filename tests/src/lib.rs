@@ -9,6 +9,8 @@
 //!   …) parse that into a [`Reply`].
 //! - [`ProxyProcess`] runs the `proxy` binary inside the sandbox.
 //! - [`manifest`] writes realistic Kubernetes YAML, atomically.
+//! - [`FakeApiServer`] serves those objects over the Kubernetes list/watch
+//!   protocol, for the Kubernetes source's tests.
 //!
 //! Must not: send anything outside the sandbox's namespace (see the network safety
 //! rules in environment.md), or leave a namespace, cgroup or mount behind, even
@@ -29,6 +31,7 @@ mod backend;
 mod client;
 mod cmd;
 mod error;
+pub mod fake_apiserver;
 pub mod manifest;
 mod proxy;
 mod sandbox;
@@ -44,6 +47,7 @@ pub use client::{
     udp_connected_request_timeout, udp_unconnected_request, udp_unconnected_request_timeout,
 };
 pub use error::Error;
+pub use fake_apiserver::FakeApiServer;
 pub use proxy::ProxyProcess;
 pub use sandbox::{
     SERVICE_CIDR_V4, SERVICE_CIDR_V6, Sandbox, SweepLock, cgroup2_root, lock_sweep, sweep,

@@ -100,6 +100,12 @@ pub struct Service {
     /// `spec.clusterIPs`, written as given; the first is also `spec.clusterIP`.
     pub cluster_ips: Vec<String>,
     pub ports: Vec<ServicePort>,
+    /// `sessionAffinity: ClientIP` with this `timeoutSeconds`; `None`: no affinity.
+    pub session_affinity: Option<u32>,
+    /// `spec.internalTrafficPolicy` (`Cluster` unless set).
+    pub internal_traffic_policy: String,
+    /// Extra `metadata.labels` (besides `app.kubernetes.io/name`).
+    pub labels: Vec<(String, String)>,
 }
 
 impl Service {
@@ -110,7 +116,28 @@ impl Service {
             name: name.to_owned(),
             cluster_ips: Vec::new(),
             ports: Vec::new(),
+            session_affinity: None,
+            internal_traffic_policy: "Cluster".to_owned(),
+            labels: Vec::new(),
         }
+    }
+
+    /// `sessionAffinity: ClientIP` with `timeoutSeconds`.
+    pub fn session_affinity(mut self, timeout_seconds: u32) -> Self {
+        self.session_affinity = Some(timeout_seconds);
+        self
+    }
+
+    /// `spec.internalTrafficPolicy` (`Cluster` or `Local`).
+    pub fn internal_traffic_policy(mut self, policy: &str) -> Self {
+        self.internal_traffic_policy = policy.to_owned();
+        self
+    }
+
+    /// Adds a label (for example `service.kubernetes.io/service-proxy-name`).
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.labels.push((key.to_owned(), value.to_owned()));
+        self
     }
 
     /// Adds a cluster IP (one per family; any string, for invalid-input tests).
@@ -149,6 +176,9 @@ impl Service {
         let _ = writeln!(y, "apiVersion: v1\nkind: Service\nmetadata:");
         let _ = writeln!(y, "  creationTimestamp: \"{CREATED}\"");
         let _ = writeln!(y, "  labels:\n    app.kubernetes.io/name: {}", self.name);
+        for (key, value) in &self.labels {
+            let _ = writeln!(y, "    {key}: \"{value}\"");
+        }
         let _ = writeln!(
             y,
             "  managedFields:\n  - apiVersion: v1\n    fieldsType: FieldsV1\n    fieldsV1:\n      \
@@ -186,7 +216,11 @@ impl Service {
                 let _ = writeln!(y, "  - {ip}");
             }
         }
-        y.push_str("  internalTrafficPolicy: Cluster\n  ipFamilies:\n");
+        let _ = writeln!(
+            y,
+            "  internalTrafficPolicy: {}\n  ipFamilies:",
+            self.internal_traffic_policy
+        );
         for f in &families {
             let _ = writeln!(y, "  - {f}");
         }
@@ -203,12 +237,18 @@ impl Service {
                 p.port, p.protocol, p.target_port
             );
         }
-        let _ = writeln!(
-            y,
-            "  selector:\n    app.kubernetes.io/name: {}\n  sessionAffinity: None\n  \
-             type: ClusterIP\nstatus:\n  loadBalancer: {{}}",
-            self.name
-        );
+        let _ = writeln!(y, "  selector:\n    app.kubernetes.io/name: {}", self.name);
+        match self.session_affinity {
+            Some(timeout) => {
+                let _ = writeln!(
+                    y,
+                    "  sessionAffinity: ClientIP\n  sessionAffinityConfig:\n    clientIP:\n      \
+                     timeoutSeconds: {timeout}"
+                );
+            }
+            None => y.push_str("  sessionAffinity: None\n"),
+        }
+        y.push_str("  type: ClusterIP\nstatus:\n  loadBalancer: {}\n");
         y
     }
 }
@@ -435,6 +475,82 @@ fn pod_suffix(address: &str) -> String {
         .collect()
 }
 
+/// A `v1` Node, as the kubelet registers it: the well-known topology labels and
+/// its addresses (the first `InternalIP`s, then a `Hostname`).
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub name: String,
+    /// `topology.kubernetes.io/zone`, when set.
+    pub zone: Option<String>,
+    /// `InternalIP` addresses, written as given.
+    pub internal_ips: Vec<String>,
+}
+
+impl Node {
+    /// A Node with no zone and no address yet.
+    pub fn new(name: &str) -> Self {
+        Node {
+            name: name.to_owned(),
+            zone: None,
+            internal_ips: Vec::new(),
+        }
+    }
+
+    /// Sets the `topology.kubernetes.io/zone` label.
+    pub fn zone(mut self, zone: &str) -> Self {
+        self.zone = Some(zone.to_owned());
+        self
+    }
+
+    /// Adds an `InternalIP` address.
+    pub fn internal_ip(mut self, ip: impl ToString) -> Self {
+        self.internal_ips.push(ip.to_string());
+        self
+    }
+
+    /// The Node as `kubectl get node -o yaml` prints it (status trimmed to the
+    /// fields a proxy reads, plus a Ready condition).
+    pub fn to_yaml(&self) -> String {
+        let mut y = String::new();
+        let _ = writeln!(y, "apiVersion: v1\nkind: Node\nmetadata:");
+        let _ = writeln!(
+            y,
+            "  annotations:\n    node.alpha.kubernetes.io/ttl: \"0\"\n    \
+             volumes.kubernetes.io/controller-managed-attach-detach: \"true\""
+        );
+        let _ = writeln!(y, "  creationTimestamp: \"{CREATED}\"");
+        let _ = writeln!(
+            y,
+            "  labels:\n    beta.kubernetes.io/arch: amd64\n    beta.kubernetes.io/os: linux\n    \
+             kubernetes.io/arch: amd64\n    kubernetes.io/hostname: {name}\n    \
+             kubernetes.io/os: linux",
+            name = self.name
+        );
+        if let Some(zone) = &self.zone {
+            let _ = writeln!(y, "    topology.kubernetes.io/zone: {zone}");
+        }
+        let _ = writeln!(y, "  name: {}", self.name);
+        let _ = writeln!(y, "  resourceVersion: \"{}\"", next_resource_version());
+        let _ = writeln!(y, "  uid: {}", uid("Node", "", &self.name));
+        let _ = writeln!(
+            y,
+            "spec:\n  podCIDR: 10.244.0.0/24\n  podCIDRs:\n  - 10.244.0.0/24"
+        );
+        y.push_str("status:\n  addresses:\n");
+        for ip in &self.internal_ips {
+            let _ = writeln!(y, "  - address: {ip}\n    type: InternalIP");
+        }
+        let _ = writeln!(y, "  - address: {}\n    type: Hostname", self.name);
+        let _ = writeln!(
+            y,
+            "  conditions:\n  - lastHeartbeatTime: \"{UPDATED}\"\n    \
+             lastTransitionTime: \"{CREATED}\"\n    message: kubelet is posting ready status\n    \
+             reason: KubeletReady\n    status: \"True\"\n    type: Ready"
+        );
+        y
+    }
+}
+
 /// Joins documents into one multi-document YAML file.
 pub fn documents<S: AsRef<str>>(docs: &[S]) -> String {
     docs.iter()
@@ -591,6 +707,24 @@ mod tests {
         )
         .expect("an empty EndpointSlice (endpoints: null)");
         assert!(empty.endpoints.is_none_or(|e| e.is_empty()));
+    }
+
+    #[test]
+    fn node_yaml_deserializes_into_a_kubernetes_node() {
+        let node: k8s_openapi::api::core::v1::Node = serde_norway::from_str(
+            &Node::new("node-1")
+                .zone("zone-a")
+                .internal_ip("192.168.0.1")
+                .to_yaml(),
+        )
+        .expect("a Node");
+        let labels = node.metadata.labels.expect("labels");
+        assert_eq!(labels["topology.kubernetes.io/zone"], "zone-a");
+        let addresses = node.status.and_then(|s| s.addresses).expect("addresses");
+        assert_eq!(
+            (addresses[0].type_.as_str(), addresses[0].address.as_str()),
+            ("InternalIP", "192.168.0.1")
+        );
     }
 
     /// The demo's manifests in `examples/` are valid objects too.

@@ -1,11 +1,13 @@
 //! [`ProxyProcess`]: the `proxy` daemon, run inside an entered [`Sandbox`] as
-//! `proxy run --manifests DIR --cgroup CGROUP --pin-path PINS --log-format text`,
+//! `proxy run --manifests DIR --cgroup CGROUP --pin-path PINS --log-format text`
+//! (or another source in place of `--manifests DIR`),
 //! its stdout and stderr in a log file in the sandbox's directory.
 //!
 //! `Drop` stops it (SIGTERM, a bounded wait, then SIGKILL) and, when the thread
 //! is panicking, prints its log so a failed test shows what the proxy said.
 
 use std::{
+    ffi::OsStr,
     fs::{self, OpenOptions},
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
@@ -48,6 +50,18 @@ impl ProxyProcess {
         manifests_dir: &Path,
         extra: &[&str],
     ) -> Result<Self, Error> {
+        let source = [OsStr::new("--manifests"), manifests_dir.as_os_str()];
+        Self::start_with_source(proxy_bin, sandbox, &source, extra)
+    }
+
+    /// Like [`ProxyProcess::start_with_args`], with `source` (for example
+    /// `["--kubeconfig", PATH]`) in place of `--manifests DIR`.
+    pub fn start_with_source(
+        proxy_bin: &Path,
+        sandbox: &Sandbox,
+        source: &[&OsStr],
+        extra: &[&str],
+    ) -> Result<Self, Error> {
         if !sandbox.is_entered() {
             return Err(Error::Usage(
                 "ProxyProcess::start: enter() the sandbox first, so the proxy runs inside it"
@@ -66,8 +80,7 @@ impl ProxyProcess {
             .map_err(|e| Error::io("creating the proxy log", &log, e))?;
         let mut cmd = Command::new(proxy_bin);
         cmd.arg("run")
-            .arg("--manifests")
-            .arg(manifests_dir)
+            .args(source)
             .arg("--cgroup")
             .arg(sandbox.cgroup_path())
             .arg("--pin-path")

@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask <task>`. `./x` runs `scripts/setup.sh` first, so
 //! the toolchains and tools these tasks call are there.
 
+mod baseline;
 mod bench;
 mod cargo;
 mod demo;
@@ -41,6 +42,15 @@ enum Task {
     /// Benchmark connect + one request/response through a VIP against the same
     /// work done directly against the backend, in the same run.
     Bench(bench::BenchArgs),
+    /// Time kube-proxy's rule loading (iptables-restore, nft -f) for N Services × 10
+    /// endpoints, each load in a fresh network namespace: the control-plane baseline.
+    BenchBaseline {
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Service counts to measure.
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 1000, 10000])]
+        scales: Vec<usize>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,6 +72,12 @@ fn main() -> anyhow::Result<()> {
         Task::Bench(args) => {
             let bin = cargo::build_proxy(&root, true)?;
             bench::run(&root, &bin, &args)?;
+        }
+        Task::BenchBaseline { rounds, scales } => {
+            print!(
+                "{}",
+                baseline::to_markdown(&baseline::run(rounds, &scales)?)
+            );
         }
     }
     Ok(())

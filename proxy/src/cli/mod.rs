@@ -17,6 +17,10 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once at start-up; boxing would only add noise"
+)]
 pub enum Command {
     /// Run the proxy daemon.
     Run(run::RunArgs),

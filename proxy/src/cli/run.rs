@@ -17,18 +17,36 @@ use clap::Args;
 use tokio::sync::watch;
 
 use crate::{
+    admin::{self, AdminServers, BindAddress, Mode, Telemetry},
     config,
     dataplane::{Writer, cgroup, loader},
-    model::Index,
-    source::manifests::{self, ManifestDir},
+    model::{Index, NodeInfo, selection},
+    source::{
+        gate::Gate,
+        kube as kube_source,
+        manifests::{self, ManifestDir},
+    },
     sync::{self, SyncSettings},
 };
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// A directory of Kubernetes YAML (Services, EndpointSlices), watched for changes.
+    /// A directory of Kubernetes YAML (Services, EndpointSlices), watched for
+    /// changes. Optional when a cluster is configured; both can be used at once.
     #[arg(long, value_name = "DIR")]
     pub manifests: Option<PathBuf>,
+    /// A kubeconfig for the Kubernetes API server [default: the in-cluster
+    /// service account when running in a pod].
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name: selects its Node object and makes its endpoints local
+    /// [default: the hostname].
+    #[arg(long, value_name = "NAME", env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Serve only the Services and EndpointSlices labelled
+    /// `service.kubernetes.io/service-proxy-name=NAME` [default: those without that label].
+    #[arg(long, value_name = "NAME")]
+    pub service_proxy_name: Option<String>,
     /// The cgroup v2 directory the socket hooks attach to [default: the cgroup2 root].
     #[arg(long, value_name = "DIR")]
     pub cgroup: Option<PathBuf>,
@@ -41,6 +59,19 @@ pub struct RunArgs {
     /// Period of the full reconcile that repairs drift in the maps.
     #[arg(long, value_parser = humantime_ms, default_value = "60000")]
     pub resync_interval_ms: Duration,
+    /// Where to serve Prometheus metrics (`/metrics`): IP:port, or empty for off.
+    #[arg(long, value_name = "ADDR", default_value = config::DEFAULT_METRICS_BIND_ADDRESS,
+          value_parser = |s: &str| BindAddress::parse(s, config::DEFAULT_METRICS_PORT))]
+    pub metrics_bind_address: BindAddress,
+    /// Where to serve `/healthz` and `/livez`: IP:port, or empty for off.
+    #[arg(long, value_name = "ADDR", default_value = config::DEFAULT_HEALTHZ_BIND_ADDRESS,
+          value_parser = |s: &str| BindAddress::parse(s, config::DEFAULT_HEALTHZ_PORT))]
+    pub healthz_bind_address: BindAddress,
+    /// How long a change may wait to be programmed before the health checks
+    /// answer 503 (e.g. 60s, 2m).
+    #[arg(long, value_name = "DURATION", default_value = config::DEFAULT_HEALTHZ_TIMEOUT,
+          value_parser = admin::parse_duration)]
+    pub healthz_timeout: Duration,
 }
 
 fn humantime_ms(s: &str) -> Result<Duration, String> {
@@ -60,11 +91,33 @@ impl RunArgs {
     }
 
     async fn run(self) -> anyhow::Result<()> {
-        let Some(manifest_dir) = self.manifests.clone() else {
+        let cluster = kube_source::Cluster::detect(self.kubeconfig.as_deref());
+        if self.manifests.is_none() && cluster.is_none() {
             anyhow::bail!(
-                "no source given: pass --manifests DIR (the Kubernetes API source is not built yet)"
+                "no source of Services: pass --manifests DIR and/or --kubeconfig PATH \
+                 (in a pod, the in-cluster service account is used without --kubeconfig)"
             );
+        }
+        if let Some(name) = &self.service_proxy_name {
+            selection::validate_proxy_name(name)?;
+        }
+        let node_name = kube_source::node_name(self.node_name.as_deref())?;
+        let kube_client = match &cluster {
+            Some(cluster) => Some(
+                kube_source::client(cluster)
+                    .await
+                    .context("configuring the Kubernetes client")?,
+            ),
+            None => None,
         };
+        // Bind before touching the kernel, so a taken port fails cleanly.
+        let telemetry = Telemetry::new(Mode::Ebpf, self.healthz_timeout);
+        let admin = AdminServers::start(
+            self.metrics_bind_address,
+            self.healthz_bind_address,
+            telemetry.clone(),
+        )
+        .await?;
         let cgroup = match self.cgroup.clone() {
             Some(path) => path,
             None => cgroup::cgroup2_root()?,
@@ -83,6 +136,12 @@ impl RunArgs {
         if let Some(logger) = dataplane.logger {
             forward_kernel_logs(logger);
         }
+        match dataplane.maps.usage_reader(&pins.maps()) {
+            Ok(reader) => telemetry.set_dataplane_usage(reader),
+            Err(error) => {
+                tracing::warn!(error = %error, "map sizes and datapath counters will not be exported")
+            }
+        }
         let writer = Writer::new(dataplane.maps).context("reading the pinned maps")?;
         tracing::info!(
             frontends = writer
@@ -97,23 +156,57 @@ impl RunArgs {
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (changes_tx, changes_rx) = watch::channel(0u64);
-        let index = Arc::new(Mutex::new(Index::default()));
+        let index = Arc::new(Mutex::new(
+            Index::new(NodeInfo::named(node_name.clone()))
+                .with_proxy_name(self.service_proxy_name.as_deref()),
+        ));
+        // The sync loop starts programming once every source has its first
+        // complete state (see `source::gate`).
+        let mut gate = Gate::new(changes_tx);
+        let mut sources = Vec::new();
 
-        let source = manifests::watch::start(
-            ManifestDir::new(&manifest_dir),
-            index.clone(),
-            changes_tx,
-            shutdown_rx.clone(),
-        )
-        .await
-        .with_context(|| format!("starting the manifest source on {}", manifest_dir.display()))?;
-        tracing::info!(dir = %manifest_dir.display(), "watching manifests");
+        if let Some(manifest_dir) = &self.manifests {
+            let source = manifests::watch::start(
+                ManifestDir::new(manifest_dir).with_rejects(telemetry.rejects()),
+                index.clone(),
+                gate.input("manifests"),
+                shutdown_rx.clone(),
+            )
+            .await
+            .with_context(|| {
+                format!("starting the manifest source on {}", manifest_dir.display())
+            })?;
+            tracing::info!(dir = %manifest_dir.display(), "watching manifests");
+            sources.push(source);
+        }
+        if let (Some(client), Some(cluster)) = (kube_client, &cluster) {
+            let settings = kube_source::Settings {
+                node_name,
+                proxy_name: self.service_proxy_name.clone(),
+            };
+            sources.push(kube_source::start(
+                client,
+                settings,
+                index.clone(),
+                gate.input("kubernetes"),
+                shutdown_rx.clone(),
+            ));
+            tracing::info!(%cluster, "watching the Kubernetes API");
+        }
+        sources.extend(gate.start(shutdown_rx.clone()));
 
         let settings = SyncSettings {
             min_interval: self.min_sync_interval_ms,
             resync_interval: self.resync_interval_ms,
         };
-        let syncer = tokio::spawn(sync::run(index, writer, changes_rx, shutdown_rx, settings));
+        let syncer = tokio::spawn(sync::run(
+            index,
+            writer,
+            changes_rx,
+            shutdown_rx,
+            settings,
+            telemetry,
+        ));
 
         wait_for_signal().await?;
         tracing::info!(
@@ -122,9 +215,12 @@ impl RunArgs {
         let _ = shutdown_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
             let _ = syncer.await;
-            let _ = source.await;
+            for source in sources {
+                let _ = source.await;
+            }
         })
         .await;
+        admin.stop().await;
         Ok(())
     }
 }

@@ -1,7 +1,10 @@
 //! [`KernelMaps`]: the aya implementation of [`DataplaneMaps`], and the
 //! conversions between model types and the `#[repr(C)]` map layouts.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::{AsFd as _, OwnedFd},
+};
 
 use aya::{
     Ebpf,
@@ -13,7 +16,10 @@ use proxy_common::{
 };
 
 use crate::{
-    dataplane::maps::{DataplaneMaps, MapError},
+    dataplane::{
+        batch,
+        maps::{BatchError, DataplaneMaps, MapError},
+    },
     model::{Backend, Frontend, Protocol},
     plan::{Applied, Op},
 };
@@ -27,6 +33,15 @@ pub struct KernelMaps {
     pub(crate) revnat4: HashMap<MapData, u32, RevNatV4>,
     pub(crate) revnat6: HashMap<MapData, u32, RevNatV6>,
     pub(crate) stats: PerCpuArray<MapData, u64>,
+    /// Second handles on the maps we bulk-write, for `BPF_MAP_UPDATE_BATCH`.
+    batch: BatchFds,
+}
+
+struct BatchFds {
+    svc4: OwnedFd,
+    svc6: OwnedFd,
+    backend4: OwnedFd,
+    backend6: OwnedFd,
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, MapError> {
@@ -40,10 +55,39 @@ macro_rules! typed {
     };
 }
 
+/// A duplicate of a map's fd, taken before aya wraps the map in a typed handle.
+fn dup_fd(ebpf: &Ebpf, name: &'static str) -> Result<OwnedFd, MapError> {
+    let map = ebpf.map(name).ok_or(MapError::Missing { map: name })?;
+    let data = match map {
+        Map::HashMap(data) | Map::LruHashMap(data) => data,
+        _ => {
+            return Err(MapError::Corrupt {
+                map: name,
+                detail: "not a hash map".to_owned(),
+            });
+        }
+    };
+    data.fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|source| MapError::Syscall {
+            map: name,
+            op: "dup",
+            source,
+        })
+}
+
 impl KernelMaps {
     /// Takes the maps out of a loaded object.
     pub fn take_from(ebpf: &mut Ebpf) -> Result<Self, MapError> {
+        let batch = BatchFds {
+            svc4: dup_fd(ebpf, names::SVC_V4)?,
+            svc6: dup_fd(ebpf, names::SVC_V6)?,
+            backend4: dup_fd(ebpf, names::BACKEND_V4)?,
+            backend6: dup_fd(ebpf, names::BACKEND_V6)?,
+        };
         Ok(Self {
+            batch,
             svc4: typed!(ebpf, names::SVC_V4, HashMap<MapData, ServiceKeyV4, ServiceValue>),
             svc6: typed!(ebpf, names::SVC_V6, HashMap<MapData, ServiceKeyV6, ServiceValue>),
             backend4: typed!(ebpf, names::BACKEND_V4, HashMap<MapData, u32, BackendV4>),
@@ -109,6 +153,64 @@ fn inserted(result: Result<(), aya::maps::MapError>, map: &'static str) -> Resul
 }
 
 impl DataplaneMaps for KernelMaps {
+    /// Service slots and backends (the bulk of a large sync) go to the kernel
+    /// in batches; everything else one by one.
+    fn execute_batch(&mut self, ops: &[Op]) -> Result<(), BatchError> {
+        let Some(first) = ops.first() else {
+            return Ok(());
+        };
+        let v6 = matches!(first, Op::PutService { frontend, .. } if frontend.addr.is_ipv6())
+            || matches!(first, Op::PutBackend { backend, .. } if backend.addr.is_ipv6());
+        let result =
+            match (first, v6) {
+                (Op::PutService { .. }, false) => put_services(
+                    &self.batch.svc4,
+                    ops,
+                    names::SVC_V4,
+                    |f, slot| match service_key(f, slot) {
+                        ServiceKey::V4(k) => Some(k),
+                        ServiceKey::V6(_) => None,
+                    },
+                ),
+                (Op::PutService { .. }, true) => put_services(
+                    &self.batch.svc6,
+                    ops,
+                    names::SVC_V6,
+                    |f, slot| match service_key(f, slot) {
+                        ServiceKey::V6(k) => Some(k),
+                        ServiceKey::V4(_) => None,
+                    },
+                ),
+                (Op::PutBackend { .. }, false) => {
+                    put_backends(&self.batch.backend4, ops, names::BACKEND_V4, |b| {
+                        match encode_backend(b) {
+                            Encoded::V4(v) => Some(v),
+                            Encoded::V6(_) => None,
+                        }
+                    })
+                }
+                (Op::PutBackend { .. }, true) => {
+                    put_backends(&self.batch.backend6, ops, names::BACKEND_V6, |b| {
+                        match encode_backend(b) {
+                            Encoded::V6(v) => Some(v),
+                            Encoded::V4(_) => None,
+                        }
+                    })
+                }
+                _ => None,
+            };
+        match result {
+            Some(result) => result,
+            None => {
+                for (done, op) in ops.iter().enumerate() {
+                    self.execute(op)
+                        .map_err(|error| BatchError { done, error })?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     fn execute(&mut self, op: &Op) -> Result<(), MapError> {
         match op {
             Op::PutBackend { id, backend } => match encode_backend(backend) {
@@ -229,6 +331,7 @@ impl DataplaneMaps for KernelMaps {
             let (id, f) = revnat_frontend(id, ip6(v.addr), v.port)?;
             applied.rev_nat.insert(id, f);
         }
+        applied.reindex();
         Ok(applied)
     }
 }
@@ -248,6 +351,68 @@ fn ip4(addr: Be32) -> IpAddr {
 
 fn ip6(addr: [u8; 16]) -> IpAddr {
     IpAddr::V6(Ipv6Addr::from(addr))
+}
+
+/// A run of `PutService` ops of one family as one batch. `None` when the run
+/// is not uniform (the caller then falls back to single writes).
+fn put_services<K: aya::Pod>(
+    fd: &OwnedFd,
+    ops: &[Op],
+    map: &'static str,
+    key: impl Fn(&Frontend, u16) -> Option<K>,
+) -> Option<Result<(), BatchError>> {
+    let mut keys = Vec::with_capacity(ops.len());
+    let mut values = Vec::with_capacity(ops.len());
+    for op in ops {
+        let Op::PutService {
+            frontend,
+            slot,
+            value,
+        } = op
+        else {
+            return None;
+        };
+        keys.push(key(frontend, *slot)?);
+        values.push(*value);
+    }
+    Some(batch_result(batch::update(fd.as_fd(), &keys, &values), map))
+}
+
+/// A run of `PutBackend` ops of one family as one batch.
+fn put_backends<V: aya::Pod>(
+    fd: &OwnedFd,
+    ops: &[Op],
+    map: &'static str,
+    value: impl Fn(&Backend) -> Option<V>,
+) -> Option<Result<(), BatchError>> {
+    let mut keys = Vec::with_capacity(ops.len());
+    let mut values = Vec::with_capacity(ops.len());
+    for op in ops {
+        let Op::PutBackend { id, backend } = op else {
+            return None;
+        };
+        keys.push(*id);
+        values.push(value(backend)?);
+    }
+    Some(batch_result(batch::update(fd.as_fd(), &keys, &values), map))
+}
+
+fn batch_result(
+    result: Result<(), (usize, std::io::Error)>,
+    map: &'static str,
+) -> Result<(), BatchError> {
+    result.map_err(|(done, source)| {
+        let error = if source.raw_os_error() == Some(libc::E2BIG) {
+            MapError::Full { map }
+        } else {
+            MapError::Syscall {
+                map,
+                op: "batch update",
+                source,
+            }
+        };
+        BatchError { done, error }
+    })
 }
 
 fn protocol(n: u8, map: &'static str) -> Result<Protocol, MapError> {

@@ -30,10 +30,28 @@ pub enum MapError {
     Injected,
 }
 
+/// A batch that stopped early: `done` operations succeeded, the next failed.
+#[derive(Debug)]
+pub struct BatchError {
+    pub done: usize,
+    pub error: MapError,
+}
+
 /// The dataplane maps as the writer sees them.
 pub trait DataplaneMaps {
     /// Performs one write or delete. Deleting an absent entry is not an error.
     fn execute(&mut self, op: &Op) -> Result<(), MapError>;
+
+    /// Performs a run of operations that share one [`crate::plan::BatchKey`],
+    /// in order, stopping at the first failure. Implementations may use one
+    /// system call for the whole run.
+    fn execute_batch(&mut self, ops: &[Op]) -> Result<(), BatchError> {
+        for (done, op) in ops.iter().enumerate() {
+            self.execute(op)
+                .map_err(|error| BatchError { done, error })?;
+        }
+        Ok(())
+    }
     /// Reads everything the plan diffs against (not the LRU or stats maps).
     fn read(&self) -> Result<Applied, MapError>;
 }

@@ -2,15 +2,18 @@
 //! attaching the programs (`loader`), the map seam (`maps`) with its aya
 //! implementation (`kernel`), and the `writer` that executes plans.
 
+pub mod batch;
 pub mod bpffs;
 pub mod cgroup;
 pub mod kernel;
 pub mod loader;
 pub mod maps;
+pub mod sockets;
+pub mod usage;
 pub mod writer;
 
 #[cfg(test)]
 pub mod fake;
 
-pub use maps::{DataplaneMaps, MapError};
+pub use maps::{BatchError, DataplaneMaps, MapError};
 pub use writer::{ApplyReport, Writer};

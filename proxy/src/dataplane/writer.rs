@@ -8,12 +8,12 @@
 //! deleted while a slot still points at it. The next sync re-plans from the
 //! mirror, which converges once the cause is gone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::{
-    dataplane::maps::{DataplaneMaps, MapError},
-    model::{DesiredState, Frontend},
-    plan::{self, Applied, BackendId, Op, Plan, RevNatId, Subject},
+    dataplane::maps::{BatchError, DataplaneMaps, MapError},
+    model::{Backend, DesiredState, Frontend, Protocol},
+    plan::{self, Applied, BackendId, Op, Plan, Planned, RevNatId, Subject},
 };
 
 /// What one `apply` did.
@@ -21,10 +21,17 @@ use crate::{
 pub struct ApplyReport {
     /// Operations that succeeded.
     pub ops: usize,
-    /// Steps that stopped early, with the reason.
+    /// Subjects (a frontend, a backend, a rev-NAT entry) whose operations
+    /// stopped early, with the reason.
     pub failures: Vec<StepFailure>,
     /// Frontends the plan could not place at all.
     pub unplanned: usize,
+    /// UDP backends that some frontend no longer reaches: connected UDP sockets
+    /// still aimed at them must be ended (see `dataplane::sockets`).
+    pub udp_backends_gone: Vec<Backend>,
+    /// Time spent planning, and writing the maps.
+    pub plan_time: std::time::Duration,
+    pub write_time: std::time::Duration,
 }
 
 impl ApplyReport {
@@ -80,8 +87,26 @@ impl<M: DataplaneMaps> Writer<M> {
 
     /// Plans against the mirror and applies the plan.
     pub fn sync(&mut self, desired: &DesiredState) -> ApplyReport {
-        let plan = plan::plan(&self.applied, desired);
-        self.apply(&plan)
+        self.sync_with(|applied| plan::plan(applied, desired))
+    }
+
+    /// Plans only `touched` frontends (see [`plan::plan_frontends`]) and applies.
+    pub fn sync_frontends(
+        &mut self,
+        desired: &DesiredState,
+        touched: &BTreeSet<Frontend>,
+    ) -> ApplyReport {
+        self.sync_with(|applied| plan::plan_frontends(applied, desired, touched))
+    }
+
+    fn sync_with(&mut self, make_plan: impl FnOnce(&Applied) -> Plan) -> ApplyReport {
+        let started = std::time::Instant::now();
+        let plan = make_plan(&self.applied);
+        let plan_time = started.elapsed();
+        let mut report = self.apply(&plan);
+        report.plan_time = plan_time;
+        report.write_time = started.elapsed() - plan_time;
+        report
     }
 
     /// Re-reads the maps, then syncs. Returns how many entries differed from the
@@ -99,32 +124,95 @@ impl<M: DataplaneMaps> Writer<M> {
             unplanned: plan.unplanned.len(),
             ..Default::default()
         };
-        let mut refs = self.applied.backend_refs();
-        for step in &plan.steps {
-            for op in &step.ops {
-                if let Err(error) = self.guard(op, &refs) {
-                    report.failures.push(StepFailure {
-                        subject: step.subject,
-                        error,
-                    });
-                    break;
+        let udp_before = self.udp_reach(plan);
+        let mut failed: HashSet<Subject> = HashSet::new();
+        // Runs of operations on the same map go to the kernel as batches.
+        for run in plan
+            .ops
+            .chunk_by(|a, b| a.op.batch_key() == b.op.batch_key())
+        {
+            let mut pending: Vec<&Planned> = Vec::with_capacity(run.len());
+            for planned in run {
+                if failed.contains(&planned.subject) {
+                    continue;
                 }
-                if let Err(error) = self.maps.execute(op) {
-                    report.failures.push(StepFailure {
-                        subject: step.subject,
-                        error: error.into(),
-                    });
-                    break;
+                match self.guard(&planned.op) {
+                    Ok(()) => pending.push(planned),
+                    Err(error) => {
+                        failed.insert(planned.subject);
+                        report.failures.push(StepFailure {
+                            subject: planned.subject,
+                            error,
+                        });
+                    }
                 }
-                track_refs(&mut refs, &self.applied, op);
-                self.applied.record(op);
-                report.ops += 1;
+            }
+            while !pending.is_empty() {
+                let ops: Vec<Op> = pending.iter().map(|p| p.op).collect();
+                let result = self.maps.execute_batch(&ops);
+                let done = match &result {
+                    Ok(()) => ops.len(),
+                    Err(e) => e.done.min(ops.len()),
+                };
+                for op in &ops[..done] {
+                    self.applied.record(op);
+                }
+                report.ops += done;
+                let Err(BatchError { error, .. }) = result else {
+                    break;
+                };
+                let Some(failing) = pending.get(done) else {
+                    break;
+                };
+                failed.insert(failing.subject);
+                report.failures.push(StepFailure {
+                    subject: failing.subject,
+                    error: error.into(),
+                });
+                // Later operations of a failed subject must not run (a slot 0
+                // would publish slots that were never written).
+                pending = pending[done + 1..]
+                    .iter()
+                    .copied()
+                    .filter(|p| !failed.contains(&p.subject))
+                    .collect();
             }
         }
+        let udp_after = self.udp_reach(plan);
+        let mut gone: Vec<Backend> = udp_before
+            .into_iter()
+            .flat_map(|(frontend, before)| {
+                let after = udp_after.get(&frontend).cloned().unwrap_or_default();
+                before.into_iter().filter(move |b| !after.contains(b))
+            })
+            .collect();
+        gone.sort();
+        gone.dedup();
+        report.udp_backends_gone = gone;
         report
     }
 
-    fn guard(&self, op: &Op, refs: &BTreeMap<BackendId, usize>) -> Result<(), StepError> {
+    /// What each UDP frontend touched by `plan` reaches now.
+    fn udp_reach(&self, plan: &Plan) -> BTreeMap<Frontend, BTreeSet<Backend>> {
+        plan.ops
+            .iter()
+            .filter_map(|planned| match planned.subject {
+                Subject::Frontend(f) if f.protocol == Protocol::Udp => Some(f),
+                _ => None,
+            })
+            .map(|f| {
+                let reach = self
+                    .applied
+                    .reachable_slots(f)
+                    .iter()
+                    .filter_map(|id| self.applied.backends.get(id).copied())
+                    .collect();
+                (f, reach)
+            })
+            .collect()
+    }
+
+    fn guard(&self, op: &Op) -> Result<(), StepError> {
         match op {
             Op::PutService { slot, value, .. } if *slot != 0 => {
                 if self.applied.backends.contains_key(&value.backend_id) {
@@ -137,39 +225,12 @@ impl<M: DataplaneMaps> Writer<M> {
                 Some(v) if v.rev_nat_id == *id => Err(StepError::RevNatInUse(*id, *frontend)),
                 _ => Ok(()),
             },
-            Op::DeleteBackend { id, .. } => match refs.get(id).copied().unwrap_or(0) {
+            Op::DeleteBackend { id, .. } => match self.applied.refs(*id) {
                 0 => Ok(()),
                 n => Err(StepError::BackendInUse(*id, n)),
             },
             _ => Ok(()),
         }
-    }
-}
-
-/// Keeps the slot → backend reference counts right across one operation.
-fn track_refs(refs: &mut BTreeMap<BackendId, usize>, before: &Applied, op: &Op) {
-    let release = |refs: &mut BTreeMap<BackendId, usize>, id: BackendId| {
-        if let Some(n) = refs.get_mut(&id) {
-            *n = n.saturating_sub(1);
-        }
-    };
-    match op {
-        Op::PutService {
-            frontend,
-            slot,
-            value,
-        } if *slot != 0 => {
-            if let Some(old) = before.services.get(&(*frontend, *slot)) {
-                release(refs, old.backend_id);
-            }
-            *refs.entry(value.backend_id).or_insert(0) += 1;
-        }
-        Op::DeleteService { frontend, slot } if *slot != 0 => {
-            if let Some(old) = before.services.get(&(*frontend, *slot)) {
-                release(refs, old.backend_id);
-            }
-        }
-        _ => {}
     }
 }
 

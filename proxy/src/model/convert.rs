@@ -1,11 +1,18 @@
 //! Conversion from `k8s-openapi` objects into the proxy's domain types.
 //!
-//! This module owns the rules for reading a Service or an EndpointSlice: defaults
-//! (`namespace` → `default`, protocol → TCP, conditions), what is skipped on
+//! This module owns the rules for reading a Service, an EndpointSlice or a Node:
+//! defaults (`namespace` → `default`, protocol → TCP, conditions, traffic
+//! policies → Cluster, ClientIP affinity timeout → 10800 s), what is skipped on
 //! purpose (ExternalName and headless Services, FQDN slices, slices without the
 //! `kubernetes.io/service-name` label), what is dropped piecemeal with a warning
-//! (an SCTP port, an endpoint whose address does not parse), and what rejects the
-//! whole object (no clusterIP, an invalid clusterIP, a Service port out of range).
+//! (an SCTP port, an endpoint whose address does not parse, an unknown enum value,
+//! the endpoints past the API server's 1000 per slice), and what rejects the
+//! whole object (no clusterIP, an invalid clusterIP, a Service port out of range,
+//! an affinity timeout outside 1..=86400).
+//!
+//! Label selection (`service-proxy-name`, `headless`) is not decided here: the
+//! two labels are carried in [`SelectionLabels`] and the Index applies the
+//! proxy's choice (see [`super::selection`]).
 //!
 //! Pure: no I/O, no logging. Callers decide how to report what comes back.
 //!
@@ -21,22 +28,43 @@
 //! Every error, skip and warning names its object as `Service ns/name` or
 //! `EndpointSlice ns/name` when displayed.
 
-use std::{collections::BTreeSet, fmt, net::IpAddr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::IpAddr,
+};
 
 use k8s_openapi::api::{core::v1 as core, discovery::v1 as discovery};
 
 use super::types::{
-    AddressType, Endpoint, EndpointPort, EndpointSlice, ObjectRef, Protocol, Service, ServicePort,
+    AddressType, Endpoint, EndpointPort, EndpointSlice, NodeInfo, ObjectRef, Protocol,
+    SelectionLabels, Service, ServicePort, ServiceType, TrafficPolicy,
 };
 
 /// The label that joins an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// The Node label that names its zone, matched against endpoints' zone hints.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
+/// The API server's limit on endpoints in one EndpointSlice (`maxItems` in the
+/// OpenAPI schema). Only a hand-written slice can exceed it; the rest is ignored
+/// with [`ConvertWarning::TooManyEndpoints`], so every slice downstream has the
+/// bound a cluster guarantees.
+pub const MAX_ENDPOINTS_PER_SLICE: usize = 1000;
+
+/// `sessionAffinityConfig.clientIP.timeoutSeconds` when unset (3 hours).
+pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10_800;
+
+/// The largest timeout the API server accepts (1 day); the smallest is 1.
+pub const MAX_AFFINITY_TIMEOUT: u32 = 86_400;
 
 /// Kinds of object this module converts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     Service,
     EndpointSlice,
+    Node,
 }
 
 impl fmt::Display for Kind {
@@ -44,6 +72,7 @@ impl fmt::Display for Kind {
         f.write_str(match self {
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
+            Kind::Node => "Node",
         })
     }
 }
@@ -165,6 +194,11 @@ pub enum ConvertError {
         object: TypedRef,
         address_type: String,
     },
+    #[error(
+        "{object}: sessionAffinityConfig.clientIP.timeoutSeconds {timeout} is outside 1..={max}",
+        max = MAX_AFFINITY_TIMEOUT
+    )]
+    AffinityTimeoutOutOfRange { object: TypedRef, timeout: i32 },
 }
 
 /// A piece of an object that was dropped; the rest of the object is used.
@@ -204,6 +238,28 @@ pub enum ConvertWarning {
         object: TypedRef,
         address: String,
         problem: AddressProblem,
+    },
+    /// More endpoints than the API server allows in one slice.
+    #[error(
+        "{object}: has {count} endpoints, more than the {max} the API server allows: \
+         the last {ignored} are ignored",
+        ignored = .count - .max
+    )]
+    TooManyEndpoints {
+        object: TypedRef,
+        count: usize,
+        max: usize,
+    },
+    /// An entry of `spec.externalIPs` that is not an IP address.
+    #[error("{object}: externalIP {ip:?} skipped: not an IP address")]
+    InvalidExternalIp { object: TypedRef, ip: String },
+    /// A field with a value this proxy does not know; the default is used.
+    #[error("{object}: unknown {field} {value:?}, using {using}")]
+    UnknownValue {
+        object: TypedRef,
+        field: &'static str,
+        value: String,
+        using: &'static str,
     },
 }
 
@@ -301,6 +357,40 @@ pub fn service(svc: &core::Service) -> Result<Converted<Service>, ConvertError> 
     }
 
     let mut warnings = Vec::new();
+    let service_type = match spec.type_.as_deref() {
+        None | Some("ClusterIP") => ServiceType::ClusterIp,
+        Some("NodePort") => ServiceType::NodePort,
+        Some("LoadBalancer") => ServiceType::LoadBalancer,
+        Some(other) => {
+            warnings.push(unknown(&object, "type", other, "ClusterIP"));
+            ServiceType::ClusterIp
+        }
+    };
+    let session_affinity = session_affinity(&object, spec, &mut warnings)?;
+    let internal_traffic_policy = traffic_policy(
+        &object,
+        "internalTrafficPolicy",
+        spec.internal_traffic_policy.as_deref(),
+        &mut warnings,
+    );
+    let external_traffic_policy = traffic_policy(
+        &object,
+        "externalTrafficPolicy",
+        spec.external_traffic_policy.as_deref(),
+        &mut warnings,
+    );
+    let mut external_ips = Vec::new();
+    for raw in spec.external_ips.iter().flatten() {
+        match raw.parse::<IpAddr>() {
+            Ok(ip) if !external_ips.contains(&ip) => external_ips.push(ip),
+            Ok(_) => {}
+            Err(_) => warnings.push(ConvertWarning::InvalidExternalIp {
+                object: object.clone(),
+                ip: raw.clone(),
+            }),
+        }
+    }
+
     let mut ports = Vec::new();
     let mut seen_ports = BTreeSet::new();
     let mut seen_names = BTreeSet::new();
@@ -346,12 +436,124 @@ pub fn service(svc: &core::Service) -> Result<Converted<Service>, ConvertError> 
     Ok(Converted::Kept {
         object: Service {
             id: object.id,
+            service_type,
             cluster_ips,
+            external_ips,
             ports,
             publish_not_ready_addresses: spec.publish_not_ready_addresses.unwrap_or(false),
+            internal_traffic_policy,
+            external_traffic_policy,
+            session_affinity,
+            traffic_distribution: spec.traffic_distribution.clone(),
+            labels: selection_labels(svc.metadata.labels.as_ref()),
         },
         warnings,
     })
+}
+
+fn unknown(
+    object: &TypedRef,
+    field: &'static str,
+    value: &str,
+    using: &'static str,
+) -> ConvertWarning {
+    ConvertWarning::UnknownValue {
+        object: object.clone(),
+        field,
+        value: value.to_owned(),
+        using,
+    }
+}
+
+fn selection_labels(labels: Option<&BTreeMap<String, String>>) -> SelectionLabels {
+    labels.map(SelectionLabels::from_labels).unwrap_or_default()
+}
+
+/// `None`: no affinity. With `ClientIP`, the timeout defaults to 10800 s and must
+/// be within 1..=86400 (the API server's validation, which hand-written
+/// manifests have not been through).
+fn session_affinity(
+    object: &TypedRef,
+    spec: &core::ServiceSpec,
+    warnings: &mut Vec<ConvertWarning>,
+) -> Result<Option<u32>, ConvertError> {
+    match spec.session_affinity.as_deref() {
+        None | Some("None") => Ok(None),
+        Some("ClientIP") => {
+            let timeout = spec
+                .session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds);
+            match timeout {
+                None => Ok(Some(DEFAULT_AFFINITY_TIMEOUT)),
+                Some(t) => u32::try_from(t)
+                    .ok()
+                    .filter(|t| (1..=MAX_AFFINITY_TIMEOUT).contains(t))
+                    .map(Some)
+                    .ok_or_else(|| ConvertError::AffinityTimeoutOutOfRange {
+                        object: object.clone(),
+                        timeout: t,
+                    }),
+            }
+        }
+        Some(other) => {
+            warnings.push(unknown(object, "sessionAffinity", other, "None"));
+            Ok(None)
+        }
+    }
+}
+
+/// `Local` or `Cluster`; unset (and unknown, with a warning) is Cluster, as in
+/// kube-proxy, which only ever tests for `Local`.
+fn traffic_policy(
+    object: &TypedRef,
+    field: &'static str,
+    value: Option<&str>,
+    warnings: &mut Vec<ConvertWarning>,
+) -> TrafficPolicy {
+    match value {
+        None | Some("Cluster") => TrafficPolicy::Cluster,
+        Some("Local") => TrafficPolicy::Local,
+        Some(other) => {
+            warnings.push(unknown(object, field, other, "Cluster"));
+            TrafficPolicy::Cluster
+        }
+    }
+}
+
+/// Converts this proxy's Node. Never fails: a Node without a name (which the API
+/// server never serves) yields an unnamed [`NodeInfo`], for which no endpoint is
+/// local. Addresses that are not of type InternalIP or ExternalIP, or do not
+/// parse, are left out.
+pub fn node(node: &core::Node) -> NodeInfo {
+    let zone = node
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(ZONE_LABEL))
+        .filter(|zone| !zone.is_empty())
+        .cloned();
+    let mut addresses = Vec::new();
+    let listed = node
+        .status
+        .as_ref()
+        .and_then(|status| status.addresses.as_ref());
+    for address in listed.into_iter().flatten() {
+        if !matches!(address.type_.as_str(), "InternalIP" | "ExternalIP") {
+            continue;
+        }
+        if let Ok(ip) = address.address.parse::<IpAddr>()
+            && !addresses.contains(&ip)
+        {
+            addresses.push(ip);
+        }
+    }
+    NodeInfo {
+        name: node.metadata.name.clone().unwrap_or_default(),
+        zone,
+        addresses,
+    }
 }
 
 /// Converts an EndpointSlice. See the module docs for the return shape.
@@ -422,8 +624,16 @@ pub fn endpoint_slice(
         }
     }
 
+    let listed = slice.endpoints.as_deref().unwrap_or_default();
+    if listed.len() > MAX_ENDPOINTS_PER_SLICE {
+        warnings.push(ConvertWarning::TooManyEndpoints {
+            object: object.clone(),
+            count: listed.len(),
+            max: MAX_ENDPOINTS_PER_SLICE,
+        });
+    }
     let mut endpoints = Vec::new();
-    for (index, ep) in slice.endpoints.iter().flatten().enumerate() {
+    for (index, ep) in listed.iter().take(MAX_ENDPOINTS_PER_SLICE).enumerate() {
         let Some(raw) = ep.addresses.first() else {
             warnings.push(ConvertWarning::EndpointNoAddress {
                 object: object.clone(),
@@ -454,6 +664,22 @@ pub fn endpoint_slice(
             terminating: conditions.and_then(|c| c.terminating).unwrap_or(false),
             node_name: ep.node_name.clone(),
             zone: ep.zone.clone(),
+            zone_hints: hint_names(
+                ep.hints
+                    .as_ref()
+                    .and_then(|h| h.for_zones.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .map(|z| &z.name),
+            ),
+            node_hints: hint_names(
+                ep.hints
+                    .as_ref()
+                    .and_then(|h| h.for_nodes.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .map(|n| &n.name),
+            ),
         });
     }
 
@@ -461,12 +687,20 @@ pub fn endpoint_slice(
         object: EndpointSlice {
             id: object.id,
             service_name,
+            labels: selection_labels(slice.metadata.labels.as_ref()),
             address_type,
             ports,
             endpoints,
         },
         warnings,
     })
+}
+
+/// Hints as a sorted set: they are sets in the API, and a stable order keeps an
+/// unchanged slice equal to its last version.
+fn hint_names<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let set: BTreeSet<&String> = names.filter(|n| !n.is_empty()).collect();
+    set.into_iter().cloned().collect()
 }
 
 #[cfg(test)]
@@ -526,15 +760,281 @@ mod tests {
             svc,
             Service {
                 id: ObjectRef::new("default", "web"),
+                service_type: ServiceType::ClusterIp,
                 cluster_ips: vec!["10.96.0.3".parse().unwrap()],
+                external_ips: vec![],
                 ports: vec![ServicePort {
                     name: String::new(),
                     port: 80,
                     protocol: Protocol::Tcp
                 }],
                 publish_not_ready_addresses: false,
+                internal_traffic_policy: TrafficPolicy::Cluster,
+                external_traffic_policy: TrafficPolicy::Cluster,
+                session_affinity: None,
+                traffic_distribution: None,
+                labels: SelectionLabels::default(),
             }
         );
+    }
+
+    #[test]
+    fn service_policies_type_labels_and_external_ips() {
+        let svc: core::Service = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "shop", "labels": {
+                "app": "web",
+                "service.kubernetes.io/service-proxy-name": "ebpf",
+            }},
+            "spec": {
+                "type": "NodePort",
+                "clusterIP": "10.96.0.3",
+                "externalIPs": ["192.0.2.7", "not-an-ip", "192.0.2.7"],
+                "internalTrafficPolicy": "Local",
+                "externalTrafficPolicy": "Local",
+                "trafficDistribution": "PreferClose",
+                "ports": [{"port": 80}],
+            },
+        }))
+        .unwrap();
+        let (svc, warnings) = kept(service(&svc));
+        assert_eq!(
+            warnings,
+            ["Service shop/web: externalIP \"not-an-ip\" skipped: not an IP address"]
+        );
+        assert_eq!(svc.service_type, ServiceType::NodePort);
+        assert_eq!(svc.external_ips, ["192.0.2.7".parse::<IpAddr>().unwrap()]);
+        assert_eq!(svc.internal_traffic_policy, TrafficPolicy::Local);
+        assert_eq!(svc.external_traffic_policy, TrafficPolicy::Local);
+        assert_eq!(svc.traffic_distribution.as_deref(), Some("PreferClose"));
+        assert_eq!(
+            svc.labels,
+            SelectionLabels {
+                service_proxy_name: Some("ebpf".into()),
+                headless: false
+            }
+        );
+        assert!(svc.externally_accessible());
+    }
+
+    /// `sessionAffinity: ClientIP` and its timeout: default 10800 s, valid
+    /// 1..=86400; out of range rejects the Service (the API server would).
+    #[rstest]
+    #[case::unset(json!({}), Ok(None))]
+    #[case::none(json!({"sessionAffinity": "None"}), Ok(None))]
+    #[case::client_ip_default(json!({"sessionAffinity": "ClientIP"}), Ok(Some(10_800)))]
+    #[case::client_ip_empty_config(
+        json!({"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {}}}),
+        Ok(Some(10_800))
+    )]
+    #[case::lowest(
+        json!({"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 1}}}),
+        Ok(Some(1))
+    )]
+    #[case::highest(
+        json!({"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 86400}}}),
+        Ok(Some(86_400))
+    )]
+    #[case::zero(
+        json!({"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 0}}}),
+        Err(0)
+    )]
+    #[case::over_a_day(
+        json!({"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 86401}}}),
+        Err(86_401)
+    )]
+    #[case::negative(
+        json!({"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": -5}}}),
+        Err(-5)
+    )]
+    #[case::config_without_client_ip_affinity_is_ignored(
+        json!({"sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 0}}}),
+        Ok(None)
+    )]
+    fn session_affinity_timeout(
+        #[case] affinity: serde_json::Value,
+        #[case] want: Result<Option<u32>, i32>,
+    ) {
+        let mut spec = json!({"clusterIP": "10.96.0.3", "ports": [{"port": 80}]});
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), affinity.as_object()) {
+            spec.extend(extra.clone());
+        }
+        let got = service(&k8s_service(spec)).map(|c| c.into_object().unwrap().session_affinity);
+        let want = want.map_err(|timeout| ConvertError::AffinityTimeoutOutOfRange {
+            object: web(),
+            timeout,
+        });
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn affinity_error_message() {
+        let err = service(&k8s_service(json!({
+            "clusterIP": "10.96.0.3",
+            "sessionAffinity": "ClientIP",
+            "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 90000}},
+        })))
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Service shop/web: sessionAffinityConfig.clientIP.timeoutSeconds 90000 is outside 1..=86400"
+        );
+    }
+
+    #[rstest]
+    #[case::type_(json!({"type": "Balanced"}), "unknown type \"Balanced\", using ClusterIP")]
+    #[case::itp(
+        json!({"internalTrafficPolicy": "Nearby"}),
+        "unknown internalTrafficPolicy \"Nearby\", using Cluster"
+    )]
+    #[case::etp(
+        json!({"externalTrafficPolicy": "local"}),
+        "unknown externalTrafficPolicy \"local\", using Cluster"
+    )]
+    #[case::affinity(
+        json!({"sessionAffinity": "Cookie"}),
+        "unknown sessionAffinity \"Cookie\", using None"
+    )]
+    fn unknown_values_warn_and_default(#[case] extra: serde_json::Value, #[case] want: &str) {
+        let mut spec = json!({"clusterIP": "10.96.0.3", "ports": [{"port": 80}]});
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        let (svc, warnings) = kept(service(&k8s_service(spec)));
+        assert_eq!(warnings, [format!("Service shop/web: {want}")]);
+        assert_eq!(svc.service_type, ServiceType::ClusterIp);
+        assert_eq!(svc.internal_traffic_policy, TrafficPolicy::Cluster);
+        assert_eq!(svc.external_traffic_policy, TrafficPolicy::Cluster);
+        assert_eq!(svc.session_affinity, None);
+    }
+
+    #[test]
+    fn hundred_service_ports() {
+        let ports: Vec<serde_json::Value> = (0..100)
+            .map(|i| json!({"name": format!("p{i}"), "port": 1000 + i}))
+            .collect();
+        let (svc, warnings) = kept(service(&k8s_service(
+            json!({"clusterIP": "10.96.0.3", "ports": ports}),
+        )));
+        assert!(warnings.is_empty());
+        assert_eq!(svc.ports.len(), 100);
+    }
+
+    #[test]
+    fn slice_hints_and_labels() {
+        let mut raw = k8s_slice(
+            "IPv4",
+            json!([{"port": 8080}]),
+            json!([
+                {"addresses": ["10.1.0.5"], "hints": {
+                    "forZones": [{"name": "b"}, {"name": "a"}, {"name": "a"}],
+                    "forNodes": [{"name": "n1"}],
+                }},
+                {"addresses": ["10.1.0.6"], "hints": {}},
+                {"addresses": ["10.1.0.7"]},
+            ]),
+        );
+        if let Some(labels) = raw.metadata.labels.as_mut() {
+            labels.insert("service.kubernetes.io/headless".into(), String::new());
+        }
+        let (slice, warnings) = kept(endpoint_slice(&raw));
+        assert!(warnings.is_empty());
+        assert_eq!(slice.endpoints[0].zone_hints, ["a", "b"]);
+        assert_eq!(slice.endpoints[0].node_hints, ["n1"]);
+        assert!(slice.endpoints[1].zone_hints.is_empty());
+        assert!(slice.endpoints[2].node_hints.is_empty());
+        assert!(slice.labels.headless);
+        assert_eq!(slice.labels.service_proxy_name, None);
+    }
+
+    /// The API server allows 1000 endpoints per slice; a hand-written slice with
+    /// more keeps the first 1000 and says so.
+    #[rstest]
+    #[case::at_the_limit(1000, 1000, None)]
+    #[case::over(
+        1003,
+        1000,
+        Some(
+            "EndpointSlice shop/web-1: has 1003 endpoints, more than the 1000 the API server allows: \
+         the last 3 are ignored"
+        )
+    )]
+    fn oversized_slice_is_truncated(
+        #[case] count: u32,
+        #[case] kept_count: usize,
+        #[case] warning: Option<&str>,
+    ) {
+        let endpoints: Vec<serde_json::Value> = (0..count)
+            .map(|i| {
+                let [_, _, hi, lo] = i.to_be_bytes();
+                json!({"addresses": [format!("10.1.{hi}.{lo}")]})
+            })
+            .collect();
+        let (slice, warnings) = kept(endpoint_slice(&k8s_slice(
+            "IPv4",
+            json!([{"port": 8080}]),
+            serde_json::Value::Array(endpoints),
+        )));
+        assert_eq!(slice.endpoints.len(), kept_count);
+        assert_eq!(
+            slice.endpoints.last().map(|e| e.address),
+            Some("10.1.3.231".parse().unwrap())
+        );
+        assert_eq!(warnings, warning.into_iter().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn node_name_zone_and_addresses() {
+        let raw: core::Node = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "worker-1", "labels": {
+                "topology.kubernetes.io/zone": "eu-west-1a",
+                "kubernetes.io/hostname": "worker-1",
+            }},
+            "status": {"addresses": [
+                {"type": "Hostname", "address": "worker-1"},
+                {"type": "InternalIP", "address": "172.18.0.2"},
+                {"type": "InternalIP", "address": "fc00:f853::2"},
+                {"type": "ExternalIP", "address": "not-an-ip"},
+                {"type": "ExternalIP", "address": "203.0.113.9"},
+                {"type": "InternalDNS", "address": "10.0.0.1"},
+                {"type": "ExternalIP", "address": "172.18.0.2"},
+            ]},
+        }))
+        .unwrap();
+        assert_eq!(
+            node(&raw),
+            NodeInfo {
+                name: "worker-1".into(),
+                zone: Some("eu-west-1a".into()),
+                addresses: vec![
+                    "172.18.0.2".parse().unwrap(),
+                    "fc00:f853::2".parse().unwrap(),
+                    "203.0.113.9".parse().unwrap(),
+                ],
+            }
+        );
+    }
+
+    #[rstest]
+    #[case::no_labels_no_status(json!({"name": "n1"}), None)]
+    #[case::empty_zone(
+        json!({"name": "n1", "labels": {"topology.kubernetes.io/zone": ""}}),
+        None
+    )]
+    #[case::zone(
+        json!({"name": "n1", "labels": {"topology.kubernetes.io/zone": "a"}}),
+        Some("a")
+    )]
+    fn node_zone(#[case] metadata: serde_json::Value, #[case] zone: Option<&str>) {
+        let raw: core::Node = serde_json::from_value(
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": metadata}),
+        )
+        .unwrap();
+        let info = node(&raw);
+        assert_eq!(info.name, "n1");
+        assert_eq!(info.zone.as_deref(), zone);
+        assert!(info.addresses.is_empty());
     }
 
     #[test]

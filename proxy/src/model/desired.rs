@@ -4,36 +4,83 @@
 //! Pure and synchronous: no I/O, no logging, no clock. [`crate::model::Index`]
 //! calls it; tests can call it directly.
 //!
-//! Rules (ClusterIP only, no topology yet; see `docs/semantics.md`):
+//! Rules (ClusterIP frontends; see `docs/semantics.md`):
 //! - one frontend per cluster IP × TCP/UDP Service port;
 //! - endpoints come from the Service's slices whose address type matches the
 //!   frontend IP's family, and whose port has the Service port's name and protocol;
 //! - an endpoint seen in several slices counts once per (address, target port):
-//!   the first slice in name order wins, as in kube-proxy's slice cache;
-//! - Ready endpoints are used; when none is Ready, those that are Serving and
-//!   Terminating. `publishNotReadyAddresses` makes every endpoint Ready;
+//!   the first slice in name order wins, except that a later copy on this node
+//!   replaces it (kube-proxy's `EndpointSliceCache.addEndpoints` favours local);
+//! - `publishNotReadyAddresses` makes every endpoint Ready and Serving;
+//! - endpoints are sorted into cluster and local categories by [`categorize`], a
+//!   port of kube-proxy's `CategorizeEndpoints` (`pkg/proxy/topology.go`);
+//! - the frontend serves traffic that starts on this node (the socket hooks see
+//!   only that), i.e. kube-proxy's "internal" traffic: it uses the local
+//!   endpoints under `internalTrafficPolicy: Local`, else the cluster endpoints;
+//! - session affinity: [`FrontendSpec::affinity_timeout`] is the Service's;
 //! - a frontend with no usable endpoint is still emitted, with empty backends;
 //! - two Services claiming one frontend: the lowest [`ObjectRef`] wins and the
 //!   clash is reported as a [`Conflict`] in [`DesiredOutcome::conflicts`]
 //!   ([`DesiredState`] itself carries no problems).
+//!
+//! # Local policy with no local endpoint: refuse, not drop
+//!
+//! kube-proxy *drops* ClusterIP traffic of an `internalTrafficPolicy: Local`
+//! Service that has endpoints elsewhere but none here, and *rejects* only when
+//! the Service has no endpoint anywhere. Here both give empty backends, which the
+//! dataplane answers with `ECONNREFUSED` at `connect()`/`sendmsg()`. A
+//! socket-level proxy cannot drop silently: leaving the socket untranslated would
+//! send packets to a VIP that nothing routes, and the client would wait for a
+//! timeout to learn what is already known now. Failing fast is what kube-proxy's
+//! REJECT is for, and the cause is counted
+//! ([`DesiredOutcome::no_local_endpoints`], kube-proxy's
+//! `sync_proxy_rules_no_local_endpoints_total`).
+//!
+//! # Topology
+//!
+//! As in kube-proxy today, topology comes only from the hints the EndpointSlice
+//! controller writes: `spec.trafficDistribution` (`PreferClose`,
+//! `PreferSameZone`, `PreferSameNode`) is not read here, because the controller
+//! turns it into zone or node hints. Node hints come first (kube-proxy's
+//! `PreferSameTrafficDistribution` gate, on by default), then zone hints.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashSet, btree_map::Entry},
+    collections::{BTreeMap, BTreeSet, HashMap, btree_map::Entry, hash_map},
     fmt,
     net::IpAddr,
 };
 
 use super::types::{
-    AddressType, Backend, DesiredState, EndpointSlice, Frontend, FrontendSpec, ObjectRef, Service,
-    ServicePort,
+    AddressType, Backend, DesiredState, EndpointSlice, Frontend, FrontendSpec, NodeInfo, ObjectRef,
+    Service, ServicePort, TrafficPolicy,
 };
 
-/// Desired state plus what went wrong while computing it.
+/// Desired state plus what went wrong, or is worth counting, while computing it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DesiredOutcome {
     pub state: DesiredState,
     /// Frontends claimed by more than one Service, sorted by frontend.
     pub conflicts: Vec<Conflict>,
+    /// Service ports with a Local traffic policy (internal, or external on an
+    /// externally reachable Service) that have usable endpoints, but none on
+    /// this node; each port counts once. kube-proxy's
+    /// `sync_proxy_rules_no_local_endpoints_total`, whose two series are in
+    /// [`DesiredOutcome::no_local_endpoints_by_policy`].
+    pub no_local_endpoints: usize,
+    pub no_local_endpoints_by_policy: NoLocalEndpoints,
+}
+
+/// Service ports with no local endpoint, by the policy that wanted one (the
+/// `traffic_policy` label of kube-proxy's metric). kube-proxy counts per Service
+/// port; a port of a dual-stack Service counts once, when any of its families
+/// lacks a local endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NoLocalEndpoints {
+    /// `internalTrafficPolicy: Local`.
+    pub internal: usize,
+    /// `externalTrafficPolicy: Local` on a NodePort or LoadBalancer Service, or
+    /// one with external IPs.
+    pub external: usize,
 }
 
 /// A frontend claimed by more than one Service.
@@ -61,17 +108,26 @@ impl fmt::Display for Conflict {
     }
 }
 
-/// Computes the whole desired state. Each item is a Service with the slices that
-/// name it (same namespace, `service_name` equal to its name), in slice-name
-/// order. The order of Services does not matter.
-pub fn desired<'a, S>(services: impl IntoIterator<Item = (&'a Service, S)>) -> DesiredOutcome
+/// Computes the whole desired state for `node`. Each item is a Service with the
+/// slices that name it (same namespace, `service_name` equal to its name), in
+/// slice-name order. The order of Services does not matter.
+pub fn desired<'a, S>(
+    node: &NodeInfo,
+    services: impl IntoIterator<Item = (&'a Service, S)>,
+) -> DesiredOutcome
 where
     S: AsRef<[&'a EndpointSlice]>,
 {
     let mut frontends: BTreeMap<Frontend, FrontendSpec> = BTreeMap::new();
     let mut losers: BTreeMap<Frontend, BTreeSet<ObjectRef>> = BTreeMap::new();
+    let mut no_local = NoLocalEndpoints::default();
+    let mut no_local_ports = 0;
     for (service, slices) in services {
-        for (frontend, spec) in service_frontends(service, slices.as_ref()) {
+        let computed = service_frontends(node, service, slices.as_ref());
+        no_local.internal += computed.no_local.internal;
+        no_local.external += computed.no_local.external;
+        no_local_ports += computed.no_local_ports;
+        for (frontend, spec) in computed.frontends {
             match frontends.entry(frontend) {
                 Entry::Vacant(v) => {
                     v.insert(spec);
@@ -104,17 +160,48 @@ where
     DesiredOutcome {
         state: DesiredState { frontends },
         conflicts,
+        no_local_endpoints: no_local_ports,
+        no_local_endpoints_by_policy: no_local,
     }
+}
+
+/// What one Service contributes to the desired state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceFrontends {
+    pub frontends: Vec<(Frontend, FrontendSpec)>,
+    /// Its ports without a local endpoint, by policy (see [`NoLocalEndpoints`]).
+    pub no_local: NoLocalEndpoints,
+    /// Its ports counted in `no_local` under either policy, each once.
+    pub no_local_ports: usize,
 }
 
 /// The frontends of one Service, given its slices in slice-name order.
 pub fn service_frontends(
+    node: &NodeInfo,
     service: &Service,
     slices: &[&EndpointSlice],
-) -> Vec<(Frontend, FrontendSpec)> {
-    let mut out = Vec::with_capacity(service.cluster_ips.len() * service.ports.len());
-    for &addr in &service.cluster_ips {
-        for port in &service.ports {
+) -> ServiceFrontends {
+    let mut out = ServiceFrontends {
+        frontends: Vec::with_capacity(service.cluster_ips.len() * service.ports.len()),
+        ..ServiceFrontends::default()
+    };
+    let internal_local = service.internal_traffic_policy == TrafficPolicy::Local;
+    let external_local =
+        service.external_traffic_policy == TrafficPolicy::Local && service.externally_accessible();
+    for port in &service.ports {
+        let (mut lacks_internal, mut lacks_external) = (false, false);
+        for &addr in &service.cluster_ips {
+            let endpoints = candidates(service, port, AddressType::of(addr), slices, node);
+            let categories = categorize(&endpoints, node);
+            if categories.has_any && categories.local.is_empty() {
+                lacks_internal |= internal_local;
+                lacks_external |= external_local;
+            }
+            let backends = if internal_local {
+                categories.local
+            } else {
+                categories.cluster
+            };
             let frontend = Frontend {
                 addr,
                 port: port.port,
@@ -123,25 +210,44 @@ pub fn service_frontends(
             let spec = FrontendSpec {
                 service: service.id.clone(),
                 port_name: port.name.clone(),
-                backends: backends(service, port, AddressType::of(addr), slices),
-                affinity_timeout: None,
+                backends,
+                affinity_timeout: service.session_affinity,
             };
-            out.push((frontend, spec));
+            out.frontends.push((frontend, spec));
         }
+        out.no_local.internal += usize::from(lacks_internal);
+        out.no_local.external += usize::from(lacks_external);
+        out.no_local_ports += usize::from(lacks_internal || lacks_external);
     }
     out
 }
 
-/// The backends of one Service port in one IP family: sorted, de-duplicated.
-fn backends(
+/// One endpoint of one Service port in one IP family, de-duplicated, with the
+/// facts [`categorize`] needs (kube-proxy's `Endpoint` interface).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate<'a> {
+    pub backend: Backend,
+    pub ready: bool,
+    pub serving: bool,
+    pub terminating: bool,
+    /// On this node.
+    pub local: bool,
+    pub zone_hints: &'a [String],
+    pub node_hints: &'a [String],
+}
+
+/// The endpoints of one Service port in one family, in slice-name order, each
+/// (address, target port) once. See the module docs for which copy wins.
+fn candidates<'a>(
     service: &Service,
     port: &ServicePort,
     family: AddressType,
-    slices: &[&EndpointSlice],
-) -> Vec<Backend> {
-    let mut seen: HashSet<(IpAddr, u16)> = HashSet::new();
-    let mut ready = Vec::new();
-    let mut serving_terminating = Vec::new();
+    slices: &[&'a EndpointSlice],
+    node: &NodeInfo,
+) -> Vec<Candidate<'a>> {
+    let everything_ready = service.publish_not_ready_addresses;
+    let mut position: HashMap<(IpAddr, u16), usize> = HashMap::new();
+    let mut out = Vec::new();
     for slice in slices.iter().filter(|s| s.address_type == family) {
         let Some(target) = slice
             .ports
@@ -151,54 +257,196 @@ fn backends(
             continue;
         };
         for ep in &slice.endpoints {
-            if !seen.insert((ep.address, target.port)) {
-                continue;
-            }
-            let backend = Backend {
-                addr: ep.address,
-                port: target.port,
-                protocol: port.protocol,
+            let candidate = Candidate {
+                backend: Backend {
+                    addr: ep.address,
+                    port: target.port,
+                    protocol: port.protocol,
+                },
+                ready: ep.ready || everything_ready,
+                serving: ep.serving || everything_ready,
+                terminating: ep.terminating,
+                local: node.is_local(ep.node_name.as_deref()),
+                zone_hints: &ep.zone_hints,
+                node_hints: &ep.node_hints,
             };
-            if ep.ready || service.publish_not_ready_addresses {
-                ready.push(backend);
-            } else if ep.serving && ep.terminating {
-                serving_terminating.push(backend);
+            match position.entry((ep.address, target.port)) {
+                hash_map::Entry::Vacant(v) => {
+                    v.insert(out.len());
+                    out.push(candidate);
+                }
+                hash_map::Entry::Occupied(o) => {
+                    if candidate.local
+                        && let Some(kept) = out.get_mut(*o.get())
+                    {
+                        *kept = candidate;
+                    }
+                }
             }
         }
     }
-    let mut chosen = if ready.is_empty() {
-        serving_terminating
+    out
+}
+
+/// Which hints restrict cluster endpoints (kube-proxy's `topologyMode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TopologyMode {
+    /// No restriction: every Ready endpoint.
+    None,
+    /// Ready endpoints hinted for this node's zone.
+    PreferSameZone,
+    /// Ready endpoints hinted for this node.
+    PreferSameNode,
+}
+
+/// kube-proxy's `topologyModeFromHints`: node hints apply when every Ready
+/// endpoint has one and at least one names this node; otherwise zone hints,
+/// under the same two conditions for this node's zone; otherwise none. Only
+/// Ready endpoints are looked at, and without any there is no topology.
+pub fn topology_mode(endpoints: &[Candidate<'_>], node: &NodeInfo) -> TopologyMode {
+    let mut any_ready = false;
+    let (mut all_node_hints, mut hint_for_node) = (true, false);
+    let (mut all_zone_hints, mut hint_for_zone) = (true, false);
+    for ep in endpoints.iter().filter(|ep| ep.ready) {
+        any_ready = true;
+        if ep.node_hints.is_empty() {
+            all_node_hints = false;
+        } else if !node.name.is_empty() && ep.node_hints.contains(&node.name) {
+            hint_for_node = true;
+        }
+        if ep.zone_hints.is_empty() {
+            all_zone_hints = false;
+        } else if let Some(zone) = &node.zone
+            && ep.zone_hints.contains(zone)
+        {
+            hint_for_zone = true;
+        }
+    }
+    if !any_ready {
+        TopologyMode::None
+    } else if all_node_hints && hint_for_node {
+        TopologyMode::PreferSameNode
+    } else if all_zone_hints && hint_for_zone {
+        TopologyMode::PreferSameZone
     } else {
-        ready
+        TopologyMode::None
+    }
+}
+
+fn available_for_topology(ep: &Candidate<'_>, mode: TopologyMode, node: &NodeInfo) -> bool {
+    match mode {
+        TopologyMode::None => true,
+        TopologyMode::PreferSameNode => ep.node_hints.contains(&node.name),
+        TopologyMode::PreferSameZone => node
+            .zone
+            .as_ref()
+            .is_some_and(|zone| ep.zone_hints.contains(zone)),
+    }
+}
+
+/// The endpoints of one Service port, sorted into kube-proxy's categories.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Categories {
+    /// For Cluster traffic policy: Ready endpoints passing the topology filter,
+    /// else every Serving and Terminating endpoint. Sorted.
+    pub cluster: Vec<Backend>,
+    /// For Local traffic policy: local Ready endpoints, else local Serving and
+    /// Terminating ones; topology does not apply. Sorted.
+    pub local: Vec<Backend>,
+    /// Some endpoint anywhere is usable (Ready, or Serving and Terminating).
+    pub has_any: bool,
+}
+
+/// kube-proxy's `CategorizeEndpoints`, computing both categories whatever the
+/// Service's policies (which of them a frontend uses is the caller's choice).
+/// The cluster and local categories fall back to terminating endpoints
+/// independently.
+pub fn categorize(endpoints: &[Candidate<'_>], node: &NodeInfo) -> Categories {
+    let serving_terminating = |ep: &Candidate<'_>| ep.serving && ep.terminating;
+    let select = |keep: &dyn Fn(&Candidate<'_>) -> bool| {
+        let mut chosen: Vec<Backend> = endpoints
+            .iter()
+            .filter(|ep| keep(ep))
+            .map(|ep| ep.backend)
+            .collect();
+        chosen.sort_unstable();
+        chosen
     };
-    chosen.sort_unstable();
-    chosen.dedup();
-    chosen
+
+    let mode = topology_mode(endpoints, node);
+    let mut cluster = select(&|ep| ep.ready && available_for_topology(ep, mode, node));
+    // Topology was already ignored if no Ready endpoint matched it, so an empty
+    // list here means no Ready endpoint anywhere.
+    if cluster.is_empty() {
+        cluster = select(&serving_terminating);
+    }
+
+    let local = if endpoints.iter().any(|ep| ep.local && ep.ready) {
+        select(&|ep| ep.local && ep.ready)
+    } else {
+        select(&|ep| ep.local && serving_terminating(ep))
+    };
+
+    let has_any = endpoints
+        .iter()
+        .any(|ep| ep.ready || serving_terminating(ep));
+    Categories {
+        cluster,
+        local,
+        has_any,
+    }
 }
 
 /// Builders for model tests, shared by `desired` and `index` tests:
 /// `svc("default", "web").cluster_ip("10.96.0.10").port("http", 80, Tcp)`,
 /// `slice("default", "web-1").for_service("web").port("http", 8080, Tcp)
-///     .endpoint("10.1.0.5").ready()`.
+///     .endpoint("10.1.0.5").ready().on_node("n1").zone_hints(&["a"])`,
+/// `node("n1").zone("a")`.
 #[cfg(test)]
 pub(crate) mod builders {
     use std::net::IpAddr;
 
     use crate::model::types::{
-        AddressType, DesiredState, Endpoint, EndpointPort, EndpointSlice, ObjectRef, Protocol,
-        Service, ServicePort,
+        AddressType, DesiredState, Endpoint, EndpointPort, EndpointSlice, NodeInfo, ObjectRef,
+        Protocol, SelectionLabels, Service, ServicePort, ServiceType, TrafficPolicy,
     };
 
     pub(crate) fn ip(s: &str) -> IpAddr {
         s.parse().unwrap_or_else(|e| panic!("test IP {s:?}: {e}"))
     }
 
+    pub(crate) fn node(name: &str) -> NodeBuilder {
+        NodeBuilder(NodeInfo::named(name))
+    }
+
+    pub(crate) struct NodeBuilder(NodeInfo);
+
+    impl NodeBuilder {
+        pub(crate) fn zone(mut self, zone: &str) -> Self {
+            self.0.zone = Some(zone.to_owned());
+            self
+        }
+    }
+
+    impl From<NodeBuilder> for NodeInfo {
+        fn from(b: NodeBuilder) -> Self {
+            b.0
+        }
+    }
+
     pub(crate) fn svc(namespace: &str, name: &str) -> SvcBuilder {
         SvcBuilder(Service {
             id: ObjectRef::new(namespace, name),
+            service_type: ServiceType::ClusterIp,
             cluster_ips: Vec::new(),
+            external_ips: Vec::new(),
             ports: Vec::new(),
             publish_not_ready_addresses: false,
+            internal_traffic_policy: TrafficPolicy::Cluster,
+            external_traffic_policy: TrafficPolicy::Cluster,
+            session_affinity: None,
+            traffic_distribution: None,
+            labels: SelectionLabels::default(),
         })
     }
 
@@ -221,6 +469,26 @@ pub(crate) mod builders {
             self.0.publish_not_ready_addresses = true;
             self
         }
+        pub(crate) fn internal_policy(mut self, policy: TrafficPolicy) -> Self {
+            self.0.internal_traffic_policy = policy;
+            self
+        }
+        pub(crate) fn external_policy(mut self, policy: TrafficPolicy) -> Self {
+            self.0.external_traffic_policy = policy;
+            self
+        }
+        pub(crate) fn service_type(mut self, service_type: ServiceType) -> Self {
+            self.0.service_type = service_type;
+            self
+        }
+        pub(crate) fn affinity(mut self, timeout: u32) -> Self {
+            self.0.session_affinity = Some(timeout);
+            self
+        }
+        pub(crate) fn proxy_name_label(mut self, name: &str) -> Self {
+            self.0.labels.service_proxy_name = Some(name.to_owned());
+            self
+        }
     }
 
     impl From<SvcBuilder> for Service {
@@ -234,6 +502,7 @@ pub(crate) mod builders {
             slice: EndpointSlice {
                 id: ObjectRef::new(namespace, name),
                 service_name: String::new(),
+                labels: SelectionLabels::default(),
                 address_type: AddressType::IPv4,
                 ports: Vec::new(),
                 endpoints: Vec::new(),
@@ -260,6 +529,14 @@ pub(crate) mod builders {
             });
             self
         }
+        pub(crate) fn proxy_name_label(mut self, name: &str) -> Self {
+            self.slice.labels.service_proxy_name = Some(name.to_owned());
+            self
+        }
+        pub(crate) fn headless_label(mut self) -> Self {
+            self.slice.labels.headless = true;
+            self
+        }
         /// Adds an endpoint with the API's defaults (Ready, Serving, not
         /// Terminating). The slice's address type follows its first endpoint.
         pub(crate) fn endpoint(mut self, addr: &str) -> Self {
@@ -275,35 +552,60 @@ pub(crate) mod builders {
                 terminating: false,
                 node_name: None,
                 zone: None,
+                zone_hints: Vec::new(),
+                node_hints: Vec::new(),
             });
             self
         }
-        fn last(&mut self, ready: bool, serving: bool, terminating: bool) -> &mut Self {
-            if let Some(ep) = self.slice.endpoints.last_mut() {
+        fn last(&mut self) -> Option<&mut Endpoint> {
+            self.slice.endpoints.last_mut()
+        }
+        fn conditions(&mut self, ready: bool, serving: bool, terminating: bool) {
+            if let Some(ep) = self.last() {
                 ep.ready = ready;
                 ep.serving = serving;
                 ep.terminating = terminating;
             }
-            self
         }
         /// The last endpoint is Ready.
         pub(crate) fn ready(mut self) -> Self {
-            self.last(true, true, false);
+            self.conditions(true, true, false);
             self
         }
         /// The last endpoint is neither Ready nor Serving (starting up).
         pub(crate) fn not_ready(mut self) -> Self {
-            self.last(false, false, false);
+            self.conditions(false, false, false);
             self
         }
         /// The last endpoint is Terminating but still Serving.
         pub(crate) fn serving_terminating(mut self) -> Self {
-            self.last(false, true, true);
+            self.conditions(false, true, true);
             self
         }
         /// The last endpoint is Terminating and no longer Serving.
         pub(crate) fn terminating_not_serving(mut self) -> Self {
-            self.last(false, false, true);
+            self.conditions(false, false, true);
+            self
+        }
+        /// The last endpoint runs on `node`.
+        pub(crate) fn on_node(mut self, node: &str) -> Self {
+            if let Some(ep) = self.last() {
+                ep.node_name = Some(node.to_owned());
+            }
+            self
+        }
+        /// The last endpoint's zone hints.
+        pub(crate) fn zone_hints(mut self, zones: &[&str]) -> Self {
+            if let Some(ep) = self.last() {
+                ep.zone_hints = zones.iter().map(|z| (*z).to_owned()).collect();
+            }
+            self
+        }
+        /// The last endpoint's node hints.
+        pub(crate) fn node_hints(mut self, nodes: &[&str]) -> Self {
+            if let Some(ep) = self.last() {
+                ep.node_hints = nodes.iter().map(|n| (*n).to_owned()).collect();
+            }
             self
         }
     }
@@ -338,20 +640,36 @@ mod tests {
     use crate::model::types::{
         Protocol,
         Protocol::{Tcp, Udp},
+        ServiceType,
+        TrafficPolicy::{Cluster, Local},
     };
 
-    /// Runs [`desired`] over services and slices joined the way the Index joins them.
+    /// Runs [`desired`] over services and slices joined the way the Index joins
+    /// them, on node `host` with no zone.
     fn compute(services: Vec<SvcBuilder>, slices: Vec<SliceBuilder>) -> DesiredOutcome {
+        compute_on(node(HOST).into(), services, slices)
+    }
+
+    const HOST: &str = "host";
+
+    fn compute_on(
+        node: NodeInfo,
+        services: Vec<SvcBuilder>,
+        slices: Vec<SliceBuilder>,
+    ) -> DesiredOutcome {
         let services: Vec<Service> = services.into_iter().map(Into::into).collect();
         let mut slices: Vec<EndpointSlice> = slices.into_iter().map(Into::into).collect();
         slices.sort_by(|a, b| a.id.cmp(&b.id));
-        desired(services.iter().map(|s| {
-            let mine: Vec<&EndpointSlice> = slices
-                .iter()
-                .filter(|sl| sl.id.namespace == s.id.namespace && sl.service_name == s.id.name)
-                .collect();
-            (s, mine)
-        }))
+        desired(
+            &node,
+            services.iter().map(|s| {
+                let mine: Vec<&EndpointSlice> = slices
+                    .iter()
+                    .filter(|sl| sl.id.namespace == s.id.namespace && sl.service_name == s.id.name)
+                    .collect();
+                (s, mine)
+            }),
+        )
     }
 
     fn backends(outcome: &DesiredOutcome, frontend: &str) -> Vec<String> {
@@ -722,5 +1040,690 @@ mod tests {
         );
         assert!(out.conflicts.is_empty());
         assert_eq!(out.state.frontends.len(), 2);
+    }
+
+    // ---- CategorizeEndpoints, ported from kube-proxy's topology_test.go ----
+
+    /// An endpoint written as `"10.1.2.3:80 ready zones=zone-a"`; flags:
+    /// `ready`, `serving`, `terminating`, `local`, `zones=a,b`, `nodes=n1,n2`.
+    /// As in kube-proxy's `BaseEndpointInfo`, an absent flag is false.
+    struct Ep {
+        backend: Backend,
+        ready: bool,
+        serving: bool,
+        terminating: bool,
+        local: bool,
+        zone_hints: Vec<String>,
+        node_hints: Vec<String>,
+    }
+
+    fn ep(spec: &str) -> Ep {
+        let mut words = spec.split_whitespace();
+        let addr = words.next().unwrap_or_default();
+        let sock: std::net::SocketAddr = addr
+            .parse()
+            .unwrap_or_else(|e| panic!("endpoint {addr:?}: {e}"));
+        let mut ep = Ep {
+            backend: Backend {
+                addr: sock.ip(),
+                port: sock.port(),
+                protocol: Tcp,
+            },
+            ready: false,
+            serving: false,
+            terminating: false,
+            local: false,
+            zone_hints: Vec::new(),
+            node_hints: Vec::new(),
+        };
+        let list = |v: &str| v.split(',').map(str::to_owned).collect::<Vec<_>>();
+        for word in words {
+            match word.split_once('=') {
+                None if word == "ready" => ep.ready = true,
+                None if word == "serving" => ep.serving = true,
+                None if word == "terminating" => ep.terminating = true,
+                None if word == "local" => ep.local = true,
+                Some(("zones", v)) => ep.zone_hints = list(v),
+                Some(("nodes", v)) => ep.node_hints = list(v),
+                _ => panic!("unknown endpoint flag {word:?} in {spec:?}"),
+            }
+        }
+        ep
+    }
+
+    fn categorize_specs(specs: &[&str], node: &NodeInfo) -> Categories {
+        let eps: Vec<Ep> = specs.iter().map(|s| ep(s)).collect();
+        let candidates: Vec<Candidate<'_>> = eps
+            .iter()
+            .map(|e| Candidate {
+                backend: e.backend,
+                ready: e.ready,
+                serving: e.serving,
+                terminating: e.terminating,
+                local: e.local,
+                zone_hints: &e.zone_hints,
+                node_hints: &e.node_hints,
+            })
+            .collect();
+        categorize(&candidates, node)
+    }
+
+    fn strings(backends: &[Backend]) -> Vec<String> {
+        backends
+            .iter()
+            .map(|b| format!("{}:{}", b.addr, b.port))
+            .collect()
+    }
+
+    fn sorted(want: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = want.iter().map(|s| (*s).to_owned()).collect();
+        v.sort();
+        v
+    }
+
+    /// kube-proxy's TestCategorizeEndpoints, case for case (names kept). Its
+    /// `nil` expectations, for a category the Service never uses, are `None`
+    /// here and not checked: this port computes both categories always. `has_any`
+    /// is its `len(allEndpoints) > 0 || onlyRemoteEndpoints`.
+    #[rstest]
+    #[case::should_use_topology_since_all_endpoints_have_hints_node_has_a_zone_label_and_there_are_endpoints_for_the_nodes_zone(
+        Some("zone-a"),
+        &["10.1.2.3:80 ready zones=zone-a", "10.1.2.4:80 ready zones=zone-b",
+          "10.1.2.5:80 ready zones=zone-c", "10.1.2.6:80 ready zones=zone-a"],
+        Some(&["10.1.2.3:80", "10.1.2.6:80"][..]), None, true
+    )]
+    #[case::external_traffic_policy_local_topology_ignored_for_local_endpoints(
+        Some("zone-a"),
+        &["10.1.2.3:80 ready local zones=zone-a", "10.1.2.4:80 ready local zones=zone-b",
+          "10.1.2.5:80 ready zones=zone-c", "10.1.2.6:80 ready zones=zone-a"],
+        Some(&["10.1.2.3:80", "10.1.2.6:80"][..]), Some(&["10.1.2.3:80", "10.1.2.4:80"][..]), true
+    )]
+    #[case::internal_traffic_policy_local_topology_ignored_for_local_endpoints(
+        Some("zone-a"),
+        &["10.1.2.3:80 ready local zones=zone-a", "10.1.2.4:80 ready local zones=zone-b",
+          "10.1.2.5:80 ready zones=zone-c", "10.1.2.6:80 ready zones=zone-a"],
+        Some(&["10.1.2.3:80", "10.1.2.6:80"][..]), Some(&["10.1.2.3:80", "10.1.2.4:80"][..]), true
+    )]
+    #[case::empty_node_labels(
+        None,
+        &["10.1.2.3:80 ready zones=zone-a"],
+        Some(&["10.1.2.3:80"][..]), None, true
+    )]
+    #[case::empty_zone_label(
+        Some(""),
+        &["10.1.2.3:80 ready zones=zone-a"],
+        Some(&["10.1.2.3:80"][..]), None, true
+    )]
+    #[case::node_in_different_zone_no_endpoint_filtering(
+        Some("zone-b"),
+        &["10.1.2.3:80 ready zones=zone-a"],
+        Some(&["10.1.2.3:80"][..]), None, true
+    )]
+    #[case::unready_endpoint(
+        Some("zone-a"),
+        &["10.1.2.3:80 ready zones=zone-a", "10.1.2.4:80 ready zones=zone-b",
+          "10.1.2.5:80 ready zones=zone-c", "10.1.2.6:80 zones=zone-a"],
+        Some(&["10.1.2.3:80"][..]), None, true
+    )]
+    #[case::only_unready_endpoints_in_same_zone_should_not_filter(
+        Some("zone-a"),
+        &["10.1.2.3:80 zones=zone-a", "10.1.2.4:80 ready zones=zone-b",
+          "10.1.2.5:80 ready zones=zone-c", "10.1.2.6:80 zones=zone-a"],
+        Some(&["10.1.2.4:80", "10.1.2.5:80"][..]), None, true
+    )]
+    #[case::missing_hints_no_filtering_applied(
+        Some("zone-a"),
+        &["10.1.2.3:80 ready zones=zone-a", "10.1.2.4:80 ready zones=zone-b",
+          "10.1.2.5:80 ready", "10.1.2.6:80 ready zones=zone-a"],
+        Some(&["10.1.2.3:80", "10.1.2.4:80", "10.1.2.5:80", "10.1.2.6:80"][..]), None, true
+    )]
+    #[case::multiple_hints_per_endpoint_filtering_includes_any_endpoint_with_zone_included(
+        Some("zone-c"),
+        &["10.1.2.3:80 ready zones=zone-a,zone-b,zone-c", "10.1.2.4:80 ready zones=zone-b,zone-c",
+          "10.1.2.5:80 ready zones=zone-b,zone-d", "10.1.2.6:80 ready zones=zone-c"],
+        Some(&["10.1.2.3:80", "10.1.2.4:80", "10.1.2.6:80"][..]), None, true
+    )]
+    #[case::conflicting_topology_and_localness_require_merging_all_endpoints(
+        Some("zone-a"),
+        &["10.0.0.0:80 ready local zones=zone-a", "10.0.0.1:80 ready local zones=zone-b",
+          "10.0.0.2:80 ready zones=zone-a", "10.0.0.3:80 ready zones=zone-b"],
+        Some(&["10.0.0.0:80", "10.0.0.2:80"][..]), Some(&["10.0.0.0:80", "10.0.0.1:80"][..]), true
+    )]
+    #[case::internal_traffic_policy_local_with_empty_endpoints(
+        None, &[], None, Some(&[][..]), false
+    )]
+    #[case::internal_traffic_policy_local_but_all_endpoints_are_remote(
+        None,
+        &["10.0.0.0:80 ready", "10.0.0.1:80 ready"],
+        None, Some(&[][..]), true
+    )]
+    #[case::internal_traffic_policy_local_all_endpoints_are_local(
+        None,
+        &["10.0.0.0:80 ready local", "10.0.0.1:80 ready local"],
+        None, Some(&["10.0.0.0:80", "10.0.0.1:80"][..]), true
+    )]
+    #[case::internal_traffic_policy_local_some_endpoints_are_local(
+        None,
+        &["10.0.0.0:80 ready local", "10.0.0.1:80 ready"],
+        None, Some(&["10.0.0.0:80"][..]), true
+    )]
+    #[case::cluster_traffic_policy_endpoints_not_ready(
+        None,
+        &["10.0.0.0:80", "10.0.0.1:80"],
+        Some(&[][..]), None, false
+    )]
+    #[case::cluster_traffic_policy_some_endpoints_are_ready(
+        None,
+        &["10.0.0.0:80", "10.0.0.1:80 ready"],
+        Some(&["10.0.0.1:80"][..]), None, true
+    )]
+    #[case::cluster_traffic_policy_all_endpoints_are_terminating(
+        None,
+        &["10.0.0.0:80 serving terminating local", "10.0.0.1:80 serving terminating"],
+        Some(&["10.0.0.0:80", "10.0.0.1:80"][..]), None, true
+    )]
+    #[case::itp_local_etp_cluster_some_endpoints_local(
+        None,
+        &["10.0.0.0:80 ready local", "10.0.0.1:80 ready"],
+        Some(&["10.0.0.0:80", "10.0.0.1:80"][..]), Some(&["10.0.0.0:80"][..]), true
+    )]
+    #[case::itp_cluster_etp_local_some_endpoints_local(
+        None,
+        &["10.0.0.0:80 ready local", "10.0.0.1:80 ready"],
+        Some(&["10.0.0.0:80", "10.0.0.1:80"][..]), Some(&["10.0.0.0:80"][..]), true
+    )]
+    #[case::itp_local_etp_local_some_endpoints_local(
+        None,
+        &["10.0.0.0:80 ready local", "10.0.0.1:80 ready"],
+        Some(&["10.0.0.0:80", "10.0.0.1:80"][..]), Some(&["10.0.0.0:80"][..]), true
+    )]
+    #[case::itp_local_etp_local_all_endpoints_remote(
+        None,
+        &["10.0.0.0:80 ready", "10.0.0.1:80 ready"],
+        Some(&["10.0.0.0:80", "10.0.0.1:80"][..]), Some(&[][..]), true
+    )]
+    #[case::itp_local_etp_local_all_endpoints_remote_and_terminating(
+        None,
+        &["10.0.0.0:80 serving terminating", "10.0.0.1:80 serving terminating"],
+        Some(&["10.0.0.0:80", "10.0.0.1:80"][..]), Some(&[][..]), true
+    )]
+    #[case::itp_cluster_etp_local_with_terminating_endpoints(
+        None,
+        &["10.0.0.0:80 ready", "10.0.0.1:80 local",
+          "10.0.0.2:80 serving terminating local", "10.0.0.3:80 serving terminating"],
+        Some(&["10.0.0.0:80"][..]), Some(&["10.0.0.2:80"][..]), true
+    )]
+    #[case::external_traffic_policy_ignored_if_not_externally_accessible(
+        None,
+        &["10.0.0.0:80 ready", "10.0.0.1:80 ready local"],
+        Some(&["10.0.0.0:80", "10.0.0.1:80"][..]), None, true
+    )]
+    #[case::no_cluster_endpoints_for_itp_local_internal_only_service(
+        None,
+        &["10.0.0.0:80 ready", "10.0.0.1:80 ready local"],
+        None, Some(&["10.0.0.1:80"][..]), true
+    )]
+    // Node hints (PreferSameNode), from topologyModeFromHints: not in the
+    // ported table, which predates them.
+    #[case::prefer_same_node_all_ready_have_node_hints_one_for_this_node(
+        Some("zone-a"),
+        &["10.1.2.3:80 ready nodes=host zones=zone-a", "10.1.2.4:80 ready nodes=host-2 zones=zone-a",
+          "10.1.2.5:80 ready nodes=host-3 zones=zone-b"],
+        Some(&["10.1.2.3:80"][..]), None, true
+    )]
+    #[case::node_hints_not_for_this_node_fall_back_to_zone_hints(
+        Some("zone-b"),
+        &["10.1.2.3:80 ready nodes=host-1 zones=zone-a", "10.1.2.4:80 ready nodes=host-2 zones=zone-b",
+          "10.1.2.5:80 ready nodes=host-3 zones=zone-b"],
+        Some(&["10.1.2.4:80", "10.1.2.5:80"][..]), None, true
+    )]
+    #[case::a_ready_endpoint_without_node_hint_falls_back_to_zone_hints(
+        Some("zone-a"),
+        &["10.1.2.3:80 ready nodes=host zones=zone-a", "10.1.2.4:80 ready zones=zone-a",
+          "10.1.2.5:80 ready nodes=host-3 zones=zone-b"],
+        Some(&["10.1.2.3:80", "10.1.2.4:80"][..]), None, true
+    )]
+    #[case::unready_endpoints_need_no_node_hint(
+        None,
+        &["10.1.2.3:80 ready nodes=host", "10.1.2.4:80 ready nodes=host-2", "10.1.2.5:80"],
+        Some(&["10.1.2.3:80"][..]), None, true
+    )]
+    #[case::only_an_unready_endpoint_hinted_for_this_node(
+        None,
+        &["10.1.2.3:80 nodes=host", "10.1.2.4:80 ready nodes=host-2"],
+        Some(&["10.1.2.4:80"][..]), None, true
+    )]
+    #[case::node_hints_and_terminating_fallback_ignores_topology(
+        None,
+        &["10.1.2.3:80 serving terminating nodes=host-2", "10.1.2.4:80 serving terminating nodes=host-3"],
+        Some(&["10.1.2.3:80", "10.1.2.4:80"][..]), None, true
+    )]
+    fn categorize_endpoints(
+        #[case] zone: Option<&str>,
+        #[case] endpoints: &[&str],
+        #[case] cluster: Option<&[&str]>,
+        #[case] local: Option<&[&str]>,
+        #[case] has_any: bool,
+    ) {
+        let mut node: NodeInfo = node(HOST).into();
+        node.zone = zone.map(str::to_owned);
+        let got = categorize_specs(endpoints, &node);
+        if let Some(cluster) = cluster {
+            assert_eq!(strings(&got.cluster), sorted(cluster), "cluster endpoints");
+        }
+        if let Some(local) = local {
+            assert_eq!(strings(&got.local), sorted(local), "local endpoints");
+        }
+        assert_eq!(got.has_any, has_any, "has any endpoints");
+    }
+
+    #[rstest]
+    #[case::no_ready_endpoints(None, &["10.0.0.1:80 zones=zone-a"], TopologyMode::None)]
+    #[case::zone(Some("zone-a"), &["10.0.0.1:80 ready zones=zone-a"], TopologyMode::PreferSameZone)]
+    #[case::node(None, &["10.0.0.1:80 ready nodes=host"], TopologyMode::PreferSameNode)]
+    #[case::node_before_zone(
+        Some("zone-a"),
+        &["10.0.0.1:80 ready nodes=host zones=zone-a"],
+        TopologyMode::PreferSameNode
+    )]
+    #[case::no_zone_label(None, &["10.0.0.1:80 ready zones=zone-a"], TopologyMode::None)]
+    fn topology_modes(
+        #[case] zone: Option<&str>,
+        #[case] endpoints: &[&str],
+        #[case] want: TopologyMode,
+    ) {
+        let mut node: NodeInfo = node(HOST).into();
+        node.zone = zone.map(str::to_owned);
+        let eps: Vec<Ep> = endpoints.iter().map(|s| ep(s)).collect();
+        let candidates: Vec<Candidate<'_>> = eps
+            .iter()
+            .map(|e| Candidate {
+                backend: e.backend,
+                ready: e.ready,
+                serving: e.serving,
+                terminating: e.terminating,
+                local: e.local,
+                zone_hints: &e.zone_hints,
+                node_hints: &e.node_hints,
+            })
+            .collect();
+        assert_eq!(topology_mode(&candidates, &node), want);
+    }
+
+    /// A node with no name: nothing is local, and node hints naming "" (which
+    /// the API forbids) never match.
+    #[test]
+    fn unnamed_node_has_no_local_endpoints() {
+        let node = NodeInfo::default();
+        assert!(!node.is_local(Some("")));
+        assert!(!node.is_local(None));
+        let got = categorize_specs(&["10.0.0.1:80 ready nodes="], &node);
+        assert_eq!(strings(&got.cluster), ["10.0.0.1:80"]);
+    }
+
+    // ---- Traffic policies through the whole desired state ----
+
+    /// Endpoints as `"10.0.1.1 <state> <node>"`, state one of `ready`,
+    /// `not_ready`, `serving_terminating`, `terminating_not_serving`, on the
+    /// Service `web` (172.30.1.1:80 → 80).
+    fn policy_case(
+        itp: TrafficPolicy,
+        endpoints: &[&str],
+        tweak: impl FnOnce(SvcBuilder) -> SvcBuilder,
+    ) -> DesiredOutcome {
+        let service = tweak(
+            svc("ns1", "svc1")
+                .cluster_ip("172.30.1.1")
+                .port("p80", 80, Tcp)
+                .internal_policy(itp),
+        );
+        let mut sl = slice("ns1", "svc1-abc")
+            .for_service("svc1")
+            .port("p80", 80, Tcp);
+        for spec in endpoints {
+            let words: Vec<&str> = spec.split_whitespace().collect();
+            let [addr, state, on] = words[..] else {
+                panic!("endpoint spec {spec:?}")
+            };
+            sl = sl.endpoint(addr).on_node(on);
+            sl = match state {
+                "ready" => sl.ready(),
+                "not_ready" => sl.not_ready(),
+                "serving_terminating" => sl.serving_terminating(),
+                "terminating_not_serving" => sl.terminating_not_serving(),
+                other => panic!("unknown endpoint state {other}"),
+            };
+        }
+        compute(vec![service], vec![sl])
+    }
+
+    /// The iptables proxier's TestInternalTrafficPolicy: traffic to the
+    /// ClusterIP. Its "no local endpoints" case expects DROP; here the frontend
+    /// has no backends (refused, see the module docs) and is counted.
+    #[rstest]
+    #[case::internal_traffic_policy_is_cluster(
+        Cluster,
+        &["10.0.1.1 ready host", "10.0.1.2 ready host1", "10.0.1.3 ready host2"],
+        &["10.0.1.1:80", "10.0.1.2:80", "10.0.1.3:80"],
+        0
+    )]
+    #[case::internal_traffic_policy_is_local_and_there_is_one_local_endpoint(
+        Local,
+        &["10.0.1.1 ready host", "10.0.1.2 ready host1", "10.0.1.3 ready host2"],
+        &["10.0.1.1:80"],
+        0
+    )]
+    #[case::internal_traffic_policy_is_local_and_there_are_multiple_local_endpoints(
+        Local,
+        &["10.0.1.1 ready host", "10.0.1.2 ready host", "10.0.1.3 ready host2"],
+        &["10.0.1.1:80", "10.0.1.2:80"],
+        0
+    )]
+    #[case::internal_traffic_policy_is_local_and_there_are_no_local_endpoints(
+        Local,
+        &["10.0.1.1 ready host0", "10.0.1.2 ready host1", "10.0.1.3 ready host2"],
+        &[],
+        1
+    )]
+    fn internal_traffic_policy(
+        #[case] itp: TrafficPolicy,
+        #[case] endpoints: &[&str],
+        #[case] want: &[&str],
+        #[case] no_local: usize,
+    ) {
+        let out = policy_case(itp, endpoints, |s| s);
+        assert_eq!(backends(&out, "172.30.1.1:80/TCP"), want);
+        assert_eq!(out.no_local_endpoints, no_local);
+        assert_eq!(out.no_local_endpoints_by_policy.internal, no_local);
+        assert_eq!(out.no_local_endpoints_by_policy.external, 0);
+    }
+
+    /// The iptables proxier's terminating-endpoint tests
+    /// (TestEndpointSliceWithTerminatingEndpointsTrafficPolicyLocal and
+    /// ...Cluster), seen from a frontend with each internal policy: what a
+    /// Cluster frontend and a Local frontend get.
+    #[rstest]
+    #[case::ready_endpoints_exist(
+        &["10.0.1.1 ready host", "10.0.1.2 ready host", "10.0.1.3 serving_terminating host",
+          "10.0.1.4 terminating_not_serving host", "10.0.1.5 ready host-1"],
+        &["10.0.1.1:80", "10.0.1.2:80", "10.0.1.5:80"],
+        &["10.0.1.1:80", "10.0.1.2:80"]
+    )]
+    #[case::only_terminating_endpoints_exist_locally(
+        &["10.0.1.1 serving_terminating host", "10.0.1.2 serving_terminating host",
+          "10.0.1.3 terminating_not_serving host", "10.0.1.4 ready host-1"],
+        &["10.0.1.4:80"],
+        &["10.0.1.1:80", "10.0.1.2:80"]
+    )]
+    #[case::only_terminating_endpoints_exist_anywhere(
+        &["10.0.1.1 serving_terminating host", "10.0.1.2 serving_terminating host",
+          "10.0.1.3 terminating_not_serving host", "10.0.1.4 serving_terminating host-1"],
+        &["10.0.1.1:80", "10.0.1.2:80", "10.0.1.4:80"],
+        &["10.0.1.1:80", "10.0.1.2:80"]
+    )]
+    #[case::terminating_endpoints_on_remote_node(
+        &["10.0.1.5 serving_terminating host-1"],
+        &["10.0.1.5:80"],
+        &[]
+    )]
+    #[case::no_usable_endpoints_on_any_node(
+        &["10.0.1.1 terminating_not_serving host", "10.0.1.5 terminating_not_serving host-1"],
+        &[],
+        &[]
+    )]
+    #[case::not_ready_endpoints_are_never_used(
+        &["10.0.1.1 not_ready host", "10.0.1.2 not_ready host-1"],
+        &[],
+        &[]
+    )]
+    #[case::local_ready_beats_local_terminating_while_cluster_uses_all_ready(
+        &["10.0.1.1 serving_terminating host", "10.0.1.2 ready host", "10.0.1.3 ready host-1"],
+        &["10.0.1.2:80", "10.0.1.3:80"],
+        &["10.0.1.2:80"]
+    )]
+    fn terminating_endpoints(
+        #[case] endpoints: &[&str],
+        #[case] cluster: &[&str],
+        #[case] local: &[&str],
+    ) {
+        let out = policy_case(Cluster, endpoints, |s| s);
+        assert_eq!(backends(&out, "172.30.1.1:80/TCP"), cluster, "ITP Cluster");
+        let out = policy_case(Local, endpoints, |s| s);
+        assert_eq!(backends(&out, "172.30.1.1:80/TCP"), local, "ITP Local");
+    }
+
+    /// publishNotReadyAddresses: every endpoint is Ready (and Serving), local
+    /// or not, terminating or not.
+    #[test]
+    fn publish_not_ready_with_local_policy() {
+        let endpoints = [
+            "10.0.1.1 not_ready host",
+            "10.0.1.2 terminating_not_serving host",
+            "10.0.1.3 not_ready host-1",
+        ];
+        let out = policy_case(Local, &endpoints, SvcBuilder::publish_not_ready);
+        assert_eq!(
+            backends(&out, "172.30.1.1:80/TCP"),
+            ["10.0.1.1:80", "10.0.1.2:80"]
+        );
+        let out = policy_case(Cluster, &endpoints, SvcBuilder::publish_not_ready);
+        assert_eq!(
+            backends(&out, "172.30.1.1:80/TCP"),
+            ["10.0.1.1:80", "10.0.1.2:80", "10.0.1.3:80"]
+        );
+    }
+
+    /// kube-proxy counts a Service port with a Local policy and no local
+    /// endpoint only when it has endpoints somewhere (otherwise it rejects, and
+    /// does not count); external only when the Service is reachable externally.
+    #[rstest]
+    #[case::itp_local_remote_only(Local, Cluster, None, &["10.0.1.2 ready host-1"], (1, 0), 1)]
+    #[case::itp_local_nothing_anywhere(Local, Cluster, None, &[], (0, 0), 0)]
+    #[case::itp_local_only_unusable(
+        Local, Cluster, None, &["10.0.1.2 not_ready host-1"], (0, 0), 0
+    )]
+    #[case::itp_local_terminating_remote(
+        Local, Cluster, None, &["10.0.1.2 serving_terminating host-1"], (1, 0), 1
+    )]
+    #[case::itp_local_with_local(
+        Local, Cluster, None, &["10.0.1.1 ready host", "10.0.1.2 ready host-1"], (0, 0), 0
+    )]
+    #[case::etp_local_on_cluster_ip_is_not_external(
+        Cluster, Local, None, &["10.0.1.2 ready host-1"], (0, 0), 0
+    )]
+    #[case::etp_local_node_port(
+        Cluster, Local, Some(ServiceType::NodePort), &["10.0.1.2 ready host-1"], (0, 1), 1
+    )]
+    #[case::etp_local_load_balancer(
+        Cluster, Local, Some(ServiceType::LoadBalancer), &["10.0.1.2 ready host-1"], (0, 1), 1
+    )]
+    #[case::both_local_counts_once_per_port_in_total(
+        Local, Local, Some(ServiceType::NodePort), &["10.0.1.2 ready host-1"], (1, 1), 1
+    )]
+    fn no_local_endpoints_count(
+        #[case] itp: TrafficPolicy,
+        #[case] etp: TrafficPolicy,
+        #[case] service_type: Option<ServiceType>,
+        #[case] endpoints: &[&str],
+        #[case] by_policy: (usize, usize),
+        #[case] total: usize,
+    ) {
+        let out = policy_case(itp, endpoints, |s| {
+            let s = s.external_policy(etp);
+            match service_type {
+                Some(t) => s.service_type(t),
+                None => s,
+            }
+        });
+        let got = out.no_local_endpoints_by_policy;
+        assert_eq!((got.internal, got.external), by_policy);
+        assert_eq!(out.no_local_endpoints, total);
+    }
+
+    /// Counted per Service port (as kube-proxy does), and a dual-stack port once.
+    #[test]
+    fn no_local_endpoints_counted_per_port() {
+        let out = compute(
+            vec![
+                svc("default", "web")
+                    .cluster_ip("10.96.0.10")
+                    .cluster_ip("fd00:96::10")
+                    .port("http", 80, Tcp)
+                    .port("https", 443, Tcp)
+                    .internal_policy(Local),
+            ],
+            vec![
+                slice("default", "web-v4")
+                    .for_service("web")
+                    .port("http", 8080, Tcp)
+                    .port("https", 8443, Tcp)
+                    .endpoint("10.1.0.5")
+                    .on_node("other"),
+                slice("default", "web-v6")
+                    .for_service("web")
+                    .port("http", 8080, Tcp)
+                    .endpoint("fd00::5")
+                    .on_node("other"),
+            ],
+        );
+        assert_eq!(out.state.frontends.len(), 4);
+        assert!(out.state.frontends.values().all(|s| s.backends.is_empty()));
+        assert_eq!(out.no_local_endpoints, 2);
+    }
+
+    /// kube-proxy's slice cache keeps the first copy of an endpoint, but a later
+    /// copy on this node replaces it.
+    #[test]
+    fn duplicate_endpoint_local_copy_wins() {
+        let out = compute(
+            vec![
+                svc("default", "web")
+                    .cluster_ip("10.96.0.10")
+                    .port("http", 80, Tcp)
+                    .internal_policy(Local),
+            ],
+            vec![
+                slice("default", "web-a")
+                    .for_service("web")
+                    .port("http", 8080, Tcp)
+                    .endpoint("10.1.0.5")
+                    .on_node("elsewhere"),
+                slice("default", "web-b")
+                    .for_service("web")
+                    .port("http", 8080, Tcp)
+                    .endpoint("10.1.0.5")
+                    .on_node(HOST),
+            ],
+        );
+        assert_eq!(backends(&out, "10.96.0.10:80/TCP"), ["10.1.0.5:8080"]);
+    }
+
+    /// Zone hints through the whole pipeline, and `trafficDistribution` itself
+    /// ignored (the hints carry it).
+    #[test]
+    fn zone_hints_restrict_cluster_backends() {
+        let service = || {
+            svc("default", "web")
+                .cluster_ip("10.96.0.10")
+                .port("http", 80, Tcp)
+        };
+        let slices = || {
+            vec![
+                slice("default", "web-1")
+                    .for_service("web")
+                    .port("http", 8080, Tcp)
+                    .endpoint("10.1.0.1")
+                    .zone_hints(&["a"])
+                    .endpoint("10.1.0.2")
+                    .zone_hints(&["b"])
+                    .endpoint("10.1.0.3")
+                    .zone_hints(&["a"]),
+            ]
+        };
+        let out = compute_on(node(HOST).zone("a").into(), vec![service()], slices());
+        assert_eq!(
+            backends(&out, "10.96.0.10:80/TCP"),
+            ["10.1.0.1:8080", "10.1.0.3:8080"]
+        );
+        let out = compute_on(node(HOST).zone("c").into(), vec![service()], slices());
+        assert_eq!(backends(&out, "10.96.0.10:80/TCP").len(), 3);
+    }
+
+    /// `trafficDistribution: PreferSameNode` arrives as node hints.
+    #[test]
+    fn node_hints_prefer_this_node() {
+        let out = compute(
+            vec![
+                svc("default", "web")
+                    .cluster_ip("10.96.0.10")
+                    .port("http", 80, Tcp),
+            ],
+            vec![
+                slice("default", "web-1")
+                    .for_service("web")
+                    .port("http", 8080, Tcp)
+                    .endpoint("10.1.0.1")
+                    .on_node(HOST)
+                    .node_hints(&[HOST])
+                    .endpoint("10.1.0.2")
+                    .on_node("other")
+                    .node_hints(&["other"]),
+            ],
+        );
+        assert_eq!(backends(&out, "10.96.0.10:80/TCP"), ["10.1.0.1:8080"]);
+    }
+
+    #[test]
+    fn affinity_timeout_reaches_every_frontend_of_the_service() {
+        let out = compute(
+            vec![
+                svc("default", "web")
+                    .cluster_ip("10.96.0.10")
+                    .cluster_ip("fd00:96::10")
+                    .port("http", 80, Tcp)
+                    .port("dns", 53, Udp)
+                    .affinity(10_800),
+                svc("default", "plain")
+                    .cluster_ip("10.96.0.11")
+                    .port("http", 80, Tcp),
+            ],
+            vec![],
+        );
+        let timeouts: Vec<(String, Option<u32>)> = out
+            .state
+            .frontends
+            .iter()
+            .map(|(f, s)| (f.to_string(), s.affinity_timeout))
+            .collect();
+        assert_eq!(
+            timeouts,
+            [
+                ("10.96.0.10:53/UDP".to_owned(), Some(10_800)),
+                ("10.96.0.10:80/TCP".to_owned(), Some(10_800)),
+                ("10.96.0.11:80/TCP".to_owned(), None),
+                ("[fd00:96::10]:53/UDP".to_owned(), Some(10_800)),
+                ("[fd00:96::10]:80/TCP".to_owned(), Some(10_800)),
+            ]
+        );
+    }
+
+    /// A Service with 100 ports (more than anyone writes by hand), each with its
+    /// own target port, in one slice.
+    #[test]
+    fn hundred_ports() {
+        let mut service = svc("default", "many").cluster_ip("10.96.0.10");
+        let mut sl = slice("default", "many-1").for_service("many");
+        for i in 0..100u16 {
+            service = service.port(&format!("p{i}"), 1000 + i, Tcp);
+            sl = sl.port(&format!("p{i}"), 2000 + i, Tcp);
+        }
+        let out = compute(vec![service], vec![sl.endpoint("10.1.0.5")]);
+        assert_eq!(out.state.frontends.len(), 100);
+        for i in 0..100u16 {
+            assert_eq!(
+                backends(&out, &format!("10.96.0.10:{}/TCP", 1000 + i)),
+                [format!("10.1.0.5:{}", 2000 + i)]
+            );
+        }
     }
 }

@@ -4,7 +4,9 @@
 
 pub mod convert;
 pub mod desired;
+pub mod incremental;
 pub mod index;
+pub mod selection;
 pub mod types;
 
 pub use index::Index;

@@ -61,15 +61,118 @@ impl fmt::Display for ObjectRef {
     }
 }
 
+/// Where the Index got an object from. Both sources feed one Index; each
+/// replaces only its own objects.
+///
+/// When both hold an object with the same [`ObjectRef`], **Kubernetes wins**:
+/// the API server is the cluster's truth, and a manifest left behind on a node
+/// must not override it. The manifest copy comes back into effect if the
+/// Kubernetes one is deleted. The order of the variants is that precedence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SourceId {
+    Kubernetes,
+    Manifests,
+}
+
+impl fmt::Display for SourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SourceId::Kubernetes => "kubernetes",
+            SourceId::Manifests => "manifests",
+        })
+    }
+}
+
+/// The node this proxy runs on: what makes an endpoint "local" and which zone
+/// topology hints are matched against.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// `metadata.name`; compared with each endpoint's `nodeName`. Empty means
+    /// unknown: then no endpoint is local.
+    pub name: String,
+    /// The `topology.kubernetes.io/zone` label.
+    pub zone: Option<String>,
+    /// `status.addresses` of type InternalIP and ExternalIP, in API order.
+    pub addresses: Vec<IpAddr>,
+}
+
+impl NodeInfo {
+    /// A node known only by name.
+    pub fn named(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Whether an endpoint on `node_name` runs here (kube-proxy's `isLocal`:
+    /// never true while this node's name is unknown).
+    pub fn is_local(&self, node_name: Option<&str>) -> bool {
+        !self.name.is_empty() && node_name == Some(self.name.as_str())
+    }
+}
+
+/// `spec.type`, for the types that are proxied (ExternalName is skipped).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ServiceType {
+    #[default]
+    ClusterIp,
+    NodePort,
+    LoadBalancer,
+}
+
+/// `spec.internalTrafficPolicy` / `spec.externalTrafficPolicy`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum TrafficPolicy {
+    /// Any ready endpoint in the cluster (the API default).
+    #[default]
+    Cluster,
+    /// Only endpoints on this node.
+    Local,
+}
+
+/// The two labels that decide whether a service proxy uses an object (see
+/// [`super::selection`]). Kept instead of all labels: nothing else reads them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SelectionLabels {
+    /// `service.kubernetes.io/service-proxy-name`, when present.
+    pub service_proxy_name: Option<String>,
+    /// `service.kubernetes.io/headless` is present (any value).
+    pub headless: bool,
+}
+
 /// A Service, reduced to what the proxy needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Service {
     pub id: ObjectRef,
+    pub service_type: ServiceType,
     /// `spec.clusterIPs` (or `spec.clusterIP`), parsed; one per IP family.
     pub cluster_ips: Vec<IpAddr>,
+    /// `spec.externalIPs` that parse.
+    pub external_ips: Vec<IpAddr>,
     pub ports: Vec<ServicePort>,
     /// `spec.publishNotReadyAddresses`: every endpoint counts as ready.
     pub publish_not_ready_addresses: bool,
+    pub internal_traffic_policy: TrafficPolicy,
+    /// Read for the no-local-endpoints count; external traffic is not proxied yet.
+    pub external_traffic_policy: TrafficPolicy,
+    /// ClientIP session affinity timeout in seconds (`None`: affinity off).
+    pub session_affinity: Option<u32>,
+    /// `spec.trafficDistribution`, as written. Informational: kube-proxy acts on
+    /// the hints the EndpointSlice controller derives from it, not on the field.
+    pub traffic_distribution: Option<String>,
+    pub labels: SelectionLabels,
+}
+
+impl Service {
+    /// kube-proxy's `ExternallyAccessible` at Service level: reachable other than
+    /// through its ClusterIP (NodePort, LoadBalancer, or an external IP).
+    pub fn externally_accessible(&self) -> bool {
+        matches!(
+            self.service_type,
+            ServiceType::NodePort | ServiceType::LoadBalancer
+        ) || !self.external_ips.is_empty()
+    }
 }
 
 /// One entry of `spec.ports`.
@@ -104,6 +207,8 @@ pub struct EndpointSlice {
     pub id: ObjectRef,
     /// The `kubernetes.io/service-name` label: the Service in the same namespace.
     pub service_name: String,
+    /// The slice's own labels (not its Service's) decide whether it is used.
+    pub labels: SelectionLabels,
     pub address_type: AddressType,
     pub ports: Vec<EndpointPort>,
     pub endpoints: Vec<Endpoint>,
@@ -128,6 +233,11 @@ pub struct Endpoint {
     pub terminating: bool,
     pub node_name: Option<String>,
     pub zone: Option<String>,
+    /// `hints.forZones[].name`: the zones whose nodes should use this endpoint.
+    pub zone_hints: Vec<String>,
+    /// `hints.forNodes[].name`: the nodes that should use this endpoint
+    /// (`trafficDistribution: PreferSameNode`).
+    pub node_hints: Vec<String>,
 }
 
 /// Where clients send traffic: a service IP, port and protocol.

@@ -5,31 +5,83 @@
 //! always diffs against what the kernel really holds, including leftovers of a
 //! failed write or of someone editing the maps by hand.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use proxy_common::ServiceValue;
 
 use super::{BackendId, Op, RevNatId};
 use crate::model::{Backend, Frontend};
 
-/// The contents of the service, backend and rev-NAT maps.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The contents of the service, backend and rev-NAT maps, plus two indexes
+/// kept up to date by [`Applied::record`] (rebuild them with
+/// [`Applied::reindex`] after editing the maps directly).
+#[derive(Clone, Debug, Default)]
 pub struct Applied {
     /// `(frontend, slot)` → value; slot 0 is the frontend entry.
     pub services: BTreeMap<(Frontend, u16), ServiceValue>,
     pub backends: BTreeMap<BackendId, Backend>,
     pub rev_nat: BTreeMap<RevNatId, Frontend>,
+    /// Backend → its id.
+    by_backend: HashMap<Backend, BackendId>,
+    /// Backend id → how many slots (slot 0 excluded) point at it.
+    refs: HashMap<BackendId, usize>,
 }
 
+/// Equal when the map contents are; the indexes follow from them.
+impl PartialEq for Applied {
+    fn eq(&self, other: &Self) -> bool {
+        self.services == other.services
+            && self.backends == other.backends
+            && self.rev_nat == other.rev_nat
+    }
+}
+
+impl Eq for Applied {}
+
 impl Applied {
+    /// Rebuilds the indexes from the maps.
+    pub fn reindex(&mut self) {
+        self.by_backend = self.backends.iter().map(|(id, b)| (*b, *id)).collect();
+        self.refs.clear();
+        for ((_, slot), v) in &self.services {
+            if *slot != 0 {
+                *self.refs.entry(v.backend_id).or_insert(0) += 1;
+            }
+        }
+    }
+
+    /// The id of a backend the maps hold.
+    pub fn backend_id(&self, backend: &Backend) -> Option<BackendId> {
+        self.by_backend.get(backend).copied()
+    }
+
+    /// How many slots point at a backend.
+    pub fn refs(&self, id: BackendId) -> usize {
+        self.refs.get(&id).copied().unwrap_or(0)
+    }
+
+    fn release(&mut self, id: BackendId) {
+        if let Some(n) = self.refs.get_mut(&id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.refs.remove(&id);
+            }
+        }
+    }
+
     /// Records the effect of an operation that succeeded.
     pub fn record(&mut self, op: &Op) {
         match op {
             Op::PutBackend { id, backend } => {
-                self.backends.insert(*id, *backend);
+                if let Some(old) = self.backends.insert(*id, *backend) {
+                    self.by_backend.remove(&old);
+                }
+                self.by_backend.insert(*backend, *id);
             }
             Op::DeleteBackend { id, .. } => {
-                self.backends.remove(id);
+                if let Some(old) = self.backends.remove(id) {
+                    self.by_backend.remove(&old);
+                }
             }
             Op::PutRevNat { id, frontend } => {
                 self.rev_nat.insert(*id, *frontend);
@@ -42,10 +94,19 @@ impl Applied {
                 slot,
                 value,
             } => {
-                self.services.insert((*frontend, *slot), *value);
+                let old = self.services.insert((*frontend, *slot), *value);
+                if *slot != 0 {
+                    if let Some(old) = old {
+                        self.release(old.backend_id);
+                    }
+                    *self.refs.entry(value.backend_id).or_insert(0) += 1;
+                }
             }
             Op::DeleteService { frontend, slot } => {
-                self.services.remove(&(*frontend, *slot));
+                let old = self.services.remove(&(*frontend, *slot));
+                if let (Some(old), true) = (old, *slot != 0) {
+                    self.release(old.backend_id);
+                }
             }
         }
     }
@@ -86,16 +147,5 @@ impl Applied {
                 Some(*f)
             }
         })
-    }
-
-    /// How many slots reference each backend (slot 0 excluded).
-    pub fn backend_refs(&self) -> BTreeMap<BackendId, usize> {
-        let mut refs = BTreeMap::new();
-        for ((_, slot), v) in &self.services {
-            if *slot != 0 {
-                *refs.entry(v.backend_id).or_insert(0) += 1;
-            }
-        }
-        refs
     }
 }

@@ -2,7 +2,8 @@
 //! there ([`DesiredState`]) and return ordered operations. No I/O.
 //!
 //! Ordering keeps kernel readers safe (they look up slot 0, then a slot, then a
-//! backend, with no lock):
+//! backend, with no lock). Operations are grouped into global phases (see
+//! [`Phase`]) so the writer can batch them, and within those phases:
 //! - new backends are written first and unused ones deleted last;
 //! - a frontend that grows (or is new) gets its rev-NAT entry, then its slots,
 //!   then slot 0 last;
@@ -16,31 +17,87 @@
 mod applied;
 mod ops;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 pub use applied::Applied;
-pub use ops::{BackendId, Op, RevNatId, Step, Subject};
+pub use ops::{BackendId, BatchKey, Op, RevNatId, Subject};
 
-use crate::model::{Backend, DesiredState, Frontend};
+use crate::model::{Backend, DesiredState, Frontend, FrontendSpec};
 
-/// The result of [`plan`]: steps to execute in order, and frontends that could
-/// not be planned at all.
+/// The result of [`plan`]: operations in execution order, each tagged with
+/// the subject it belongs to, and frontends that could not be planned at all.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
-    pub steps: Vec<Step>,
+    pub ops: Vec<Planned>,
     /// Frontends left out, with the reason (for example, ids exhausted).
     pub unplanned: Vec<(Frontend, &'static str)>,
+}
+
+/// One operation and the unit it belongs to. When an operation fails, the
+/// writer skips every later operation of the same subject, which keeps the
+/// ordering guarantees for that unit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Planned {
+    pub subject: Subject,
+    pub op: Op,
 }
 
 impl Plan {
     /// True when applying the plan would change nothing.
     pub fn is_empty(&self) -> bool {
-        self.steps.is_empty()
+        self.ops.is_empty()
     }
 
-    /// All operations, flattened in execution order.
+    /// All operations, in execution order.
     pub fn ops(&self) -> impl Iterator<Item = &Op> {
-        self.steps.iter().flat_map(|s| s.ops.iter())
+        self.ops.iter().map(|p| &p.op)
+    }
+}
+
+/// The global order of operations. Every frontend's own ordering rule holds
+/// because its operations fall into these phases in the right order, and
+/// operations of one phase can be written in large batches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    /// New backends, before anything points at them.
+    PutBackends,
+    /// Rev-NAT entries of new frontends, before their slot 0 is published.
+    PutRevNat,
+    /// Slot 0 of shrinking frontends (the lower count) and of frontends that go
+    /// away: readers stop using what is about to change.
+    Unpublish,
+    /// Backend slots: new, rewritten, or moved.
+    PutSlots,
+    /// Slot 0 of new and growing frontends: publishes the slots just written.
+    Publish,
+    /// Slots beyond a frontend's count, and all slots of removed frontends.
+    DeleteSlots,
+    /// Rev-NAT entries no frontend owns.
+    DeleteRevNat,
+    /// Backends nobody references, last.
+    DeleteBackends,
+}
+
+const PHASES: usize = Phase::DeleteBackends as usize + 1;
+
+/// Collects operations per phase, then flattens them in phase order.
+struct Phased {
+    phases: [Vec<Planned>; PHASES],
+}
+
+impl Phased {
+    fn new() -> Self {
+        Self {
+            phases: std::array::from_fn(|_| Vec::new()),
+        }
+    }
+
+    fn push(&mut self, phase: Phase, subject: Subject, op: Op) {
+        self.phases[phase as usize].push(Planned { subject, op });
+    }
+
+    fn into_ops(self) -> Vec<Planned> {
+        self.phases.into_iter().flatten().collect()
     }
 }
 
@@ -49,181 +106,281 @@ impl Plan {
 /// Anything in the maps that the desired state does not explain (a leftover
 /// of a failed write, an entry added by hand) is deleted, readers-first.
 pub fn plan(applied: &Applied, desired: &DesiredState) -> Plan {
-    let mut out = Plan::default();
+    plan_scoped(applied, desired, None)
+}
 
-    // 1. Backend ids: reuse what the maps already hold, allocate the rest.
-    let mut ids = IdAllocator::new(applied.backends.keys().copied());
-    let known: BTreeMap<&Backend, BackendId> =
-        applied.backends.iter().map(|(id, b)| (b, *id)).collect();
-    let mut backend_ids: BTreeMap<Backend, BackendId> = BTreeMap::new();
-    for spec in desired.frontends.values() {
+/// Like [`plan`], but only for the frontends in `touched` (those whose desired
+/// state may have changed since the last sync): the cost follows the size of
+/// the change, not of the cluster. Leftovers elsewhere are left to the next
+/// full [`plan`] (the periodic reconcile).
+pub fn plan_frontends(
+    applied: &Applied,
+    desired: &DesiredState,
+    touched: &BTreeSet<Frontend>,
+) -> Plan {
+    plan_scoped(applied, desired, Some(touched))
+}
+
+fn plan_scoped(
+    applied: &Applied,
+    desired: &DesiredState,
+    touched: Option<&BTreeSet<Frontend>>,
+) -> Plan {
+    let mut out = Phased::new();
+    let mut unplanned = Vec::new();
+    let in_scope: Vec<(&Frontend, &FrontendSpec)> = match touched {
+        None => desired.frontends.iter().collect(),
+        Some(touched) => touched
+            .iter()
+            .filter_map(|f| desired.frontends.get_key_value(f))
+            .collect(),
+    };
+
+    // Backend ids: reuse what the maps already hold, allocate the rest (the
+    // allocator is built only when a new backend appears).
+    let mut ids: Option<IdAllocator> = None;
+    let mut backend_ids: HashMap<Backend, BackendId> = HashMap::new();
+    let mut new_backends: Vec<(BackendId, Backend)> = Vec::new();
+    for (_, spec) in &in_scope {
         for backend in &spec.backends {
-            if !backend_ids.contains_key(backend) {
-                let id = known.get(backend).copied().unwrap_or_else(|| ids.next());
-                backend_ids.insert(*backend, id);
+            if backend_ids.contains_key(backend) {
+                continue;
             }
+            let id = match applied.backend_id(backend) {
+                Some(id) => id,
+                None => {
+                    let ids = ids.get_or_insert_with(|| {
+                        IdAllocator::new(applied.backends.keys().copied(), BackendId::MAX)
+                    });
+                    // 2^32 - 1 backends fit in no map: the allocator cannot
+                    // run out before the backend map is full.
+                    let id = ids.next().unwrap_or(BackendId::MAX);
+                    new_backends.push((id, *backend));
+                    id
+                }
+            };
+            backend_ids.insert(*backend, id);
         }
     }
-    for (backend, id) in &backend_ids {
-        if applied.backends.get(id) != Some(backend) {
-            out.steps.push(Step {
-                subject: Subject::Backend(*id),
-                ops: vec![Op::PutBackend {
-                    id: *id,
-                    backend: *backend,
-                }],
-            });
-        }
+    new_backends.sort_unstable();
+    for (id, backend) in new_backends {
+        out.push(
+            Phase::PutBackends,
+            Subject::Backend(id),
+            Op::PutBackend { id, backend },
+        );
     }
 
-    // 2. Desired frontends, new or changed. Rev-NAT ids stay with their frontend.
-    let mut rev_ids = RevNatAllocator::new(
-        applied
-            .rev_nat
-            .keys()
-            .copied()
-            .chain(applied.services.values().map(|v| v.rev_nat_id)),
-    );
+    // Desired frontends, new or changed. Rev-NAT ids stay with their frontend.
+    let mut rev_ids: Option<IdAllocator> = None;
     let mut kept_rev_nat: BTreeSet<RevNatId> = BTreeSet::new();
-    for (frontend, spec) in &desired.frontends {
+    for (frontend, spec) in &in_scope {
         let current = applied
-            .frontend(*frontend)
+            .frontend(**frontend)
             .map(|v| v.rev_nat_id)
             .filter(|id| *id != 0);
-        let Some(rev_nat_id) = current.or_else(|| rev_ids.next()) else {
-            out.unplanned
-                .push((*frontend, "all 65,535 rev-NAT ids are in use"));
+        let rev_nat_id = current.or_else(|| {
+            let rev_ids = rev_ids.get_or_insert_with(|| {
+                IdAllocator::new(
+                    applied
+                        .rev_nat
+                        .keys()
+                        .chain(applied.services.values().map(|v| &v.rev_nat_id))
+                        .map(|id| u32::from(*id)),
+                    u32::from(RevNatId::MAX),
+                )
+            });
+            rev_ids.next().and_then(|id| RevNatId::try_from(id).ok())
+        });
+        let Some(rev_nat_id) = rev_nat_id else {
+            unplanned.push((**frontend, "all 65,535 rev-NAT ids are in use"));
             continue;
         };
         kept_rev_nat.insert(rev_nat_id);
         let want: Vec<BackendId> = spec.backends.iter().map(|b| backend_ids[b]).collect();
-        let ops = converge_frontend(applied, *frontend, rev_nat_id, &want, spec.affinity_timeout);
-        if !ops.is_empty() {
-            out.steps.push(Step {
-                subject: Subject::Frontend(*frontend),
-                ops,
-            });
-        }
+        converge_frontend(
+            &mut out,
+            applied,
+            **frontend,
+            rev_nat_id,
+            &want,
+            spec.affinity_timeout,
+        );
     }
 
-    // 3. Frontends that go away: slot 0 first, so readers stop finding them.
-    for frontend in applied.frontends() {
-        if !desired.frontends.contains_key(&frontend) {
-            let mut ops: Vec<Op> = Vec::new();
-            if applied.frontend(frontend).is_some() {
-                ops.push(Op::DeleteService { frontend, slot: 0 });
-            }
-            ops.extend(
-                applied
-                    .entries_of(frontend)
-                    .filter(|(slot, _)| *slot != 0)
-                    .map(|(slot, _)| Op::DeleteService { frontend, slot }),
-            );
-            out.steps.push(Step {
-                subject: Subject::Frontend(frontend),
-                ops,
-            });
-        }
-    }
-
-    // 4. Rev-NAT entries no frontend owns.
-    for (id, frontend) in &applied.rev_nat {
-        if !kept_rev_nat.contains(id) {
-            out.steps.push(Step {
-                subject: Subject::RevNat(*id),
-                ops: vec![Op::DeleteRevNat {
-                    id: *id,
+    // Frontends that go away: slot 0 first, so readers stop finding them.
+    let gone: Vec<Frontend> = match touched {
+        None => applied
+            .frontends()
+            .filter(|f| !desired.frontends.contains_key(f))
+            .collect(),
+        Some(touched) => touched
+            .iter()
+            .filter(|f| {
+                !desired.frontends.contains_key(f) && applied.entries_of(**f).next().is_some()
+            })
+            .copied()
+            .collect(),
+    };
+    for frontend in &gone {
+        let subject = Subject::Frontend(*frontend);
+        for (slot, _) in applied.entries_of(*frontend) {
+            let phase = if slot == 0 {
+                Phase::Unpublish
+            } else {
+                Phase::DeleteSlots
+            };
+            out.push(
+                phase,
+                subject,
+                Op::DeleteService {
                     frontend: *frontend,
-                }],
-            });
+                    slot,
+                },
+            );
         }
     }
 
-    // 5. Backends nobody references any more, last.
-    let wanted: BTreeSet<BackendId> = backend_ids.values().copied().collect();
-    for (id, backend) in &applied.backends {
-        if !wanted.contains(id) {
-            out.steps.push(Step {
-                subject: Subject::Backend(*id),
-                ops: vec![Op::DeleteBackend {
-                    id: *id,
+    // Rev-NAT entries no frontend owns: all of them in a full plan; those of
+    // the frontends that went away in a scoped one.
+    let rev_nat_gone: Vec<(RevNatId, Frontend)> = match touched {
+        None => applied
+            .rev_nat
+            .iter()
+            .filter(|(id, _)| !kept_rev_nat.contains(id))
+            .map(|(id, f)| (*id, *f))
+            .collect(),
+        Some(_) => gone
+            .iter()
+            .filter_map(|f| applied.frontend(*f).map(|v| (v.rev_nat_id, *f)))
+            .filter(|(id, f)| applied.rev_nat.get(id) == Some(f) && !kept_rev_nat.contains(id))
+            .collect(),
+    };
+    for (id, frontend) in rev_nat_gone {
+        out.push(
+            Phase::DeleteRevNat,
+            Subject::RevNat(id),
+            Op::DeleteRevNat { id, frontend },
+        );
+    }
+
+    // Backends nobody references any more. A scoped plan only considers those
+    // the touched frontends used, and only when nothing outside them does.
+    let wanted: HashSet<BackendId> = backend_ids.values().copied().collect();
+    let unused: Vec<BackendId> = match touched {
+        None => applied
+            .backends
+            .keys()
+            .filter(|id| !wanted.contains(id))
+            .copied()
+            .collect(),
+        Some(touched) => {
+            let mut from_touched: HashMap<BackendId, usize> = HashMap::new();
+            for f in touched {
+                for (_, v) in applied.entries_of(*f).filter(|(slot, _)| *slot != 0) {
+                    *from_touched.entry(v.backend_id).or_insert(0) += 1;
+                }
+            }
+            let mut unused: Vec<BackendId> = from_touched
+                .into_iter()
+                .filter(|(id, n)| !wanted.contains(id) && applied.refs(*id) == *n)
+                .map(|(id, _)| id)
+                .collect();
+            unused.sort_unstable();
+            unused
+        }
+    };
+    for id in unused {
+        if let Some(backend) = applied.backends.get(&id) {
+            out.push(
+                Phase::DeleteBackends,
+                Subject::Backend(id),
+                Op::DeleteBackend {
+                    id,
                     backend: *backend,
-                }],
-            });
+                },
+            );
         }
     }
-    out
+    Plan {
+        ops: out.into_ops(),
+        unplanned,
+    }
 }
 
 /// Operations that make one desired frontend's entries match `want`.
 fn converge_frontend(
+    out: &mut Phased,
     applied: &Applied,
     frontend: Frontend,
     rev_nat_id: RevNatId,
     want: &[BackendId],
     affinity_timeout: Option<u32>,
-) -> Vec<Op> {
+) {
+    let subject = Subject::Frontend(frontend);
     let old = applied.reachable_slots(frontend);
     let new = next_slots(&old, want);
     let count = slot_count(new.len());
 
-    let mut ops = Vec::new();
     if applied.rev_nat.get(&rev_nat_id) != Some(&frontend) {
-        ops.push(Op::PutRevNat {
-            id: rev_nat_id,
-            frontend,
-        });
+        out.push(
+            Phase::PutRevNat,
+            subject,
+            Op::PutRevNat {
+                id: rev_nat_id,
+                frontend,
+            },
+        );
     }
     let master = Op::put_frontend(frontend, count, rev_nat_id, affinity_timeout);
     let master_changed = match (&master, applied.frontend(frontend)) {
         (Op::PutService { value, .. }, Some(current)) => value != current,
         _ => true,
     };
-    let rewrites: Vec<Op> = new
-        .iter()
-        .enumerate()
-        .filter(|(i, id)| {
-            applied
-                .services
-                .get(&(frontend, slot_number(*i)))
-                .map(|v| v.backend_id)
-                != Some(**id)
-        })
-        .map(|(i, id)| Op::put_slot(frontend, slot_number(i), *id))
-        .collect();
-    let stale: Vec<Op> = applied
+    if master_changed {
+        // Shrinking: slot 0 first stops readers from using the tail. Growing
+        // (or same size): slot 0 last publishes the slots written before it.
+        let phase = if new.len() < old.len() {
+            Phase::Unpublish
+        } else {
+            Phase::Publish
+        };
+        out.push(phase, subject, master);
+    }
+    for (i, id) in new.iter().enumerate() {
+        let slot = slot_number(i);
+        if applied
+            .services
+            .get(&(frontend, slot))
+            .map(|v| v.backend_id)
+            != Some(*id)
+        {
+            out.push(Phase::PutSlots, subject, Op::put_slot(frontend, slot, *id));
+        }
+    }
+    for (slot, _) in applied
         .entries_of(frontend)
         .filter(|(slot, _)| *slot > count)
-        .map(|(slot, _)| Op::DeleteService { frontend, slot })
-        .collect();
-
-    if new.len() >= old.len() {
-        // Growing (or same size): slots first, then slot 0 publishes them.
-        ops.extend(rewrites);
-        if master_changed {
-            ops.push(master);
-        }
-    } else {
-        // Shrinking: slot 0 stops readers from using the tail first.
-        if master_changed {
-            ops.push(master);
-        }
-        ops.extend(rewrites);
+    {
+        out.push(
+            Phase::DeleteSlots,
+            subject,
+            Op::DeleteService { frontend, slot },
+        );
     }
-    ops.extend(stale);
-    ops
 }
 
 /// The new slot list (position `i` is slot `i + 1`): a backend that stays keeps
 /// its position when that position still exists; new backends fill the gaps.
 fn next_slots(old: &[BackendId], want: &[BackendId]) -> Vec<BackendId> {
-    let wanted: BTreeSet<BackendId> = want.iter().copied().collect();
+    // `want` is sorted by backend and de-duplicated by the model; ids follow.
+    let wanted: HashSet<BackendId> = want.iter().copied().collect();
     let n = wanted.len();
     let mut slots: Vec<Option<BackendId>> = (0..n)
         .map(|i| old.get(i).copied().filter(|id| wanted.contains(id)))
         .collect();
-    let placed: BTreeSet<BackendId> = slots.iter().flatten().copied().collect();
-    let mut rest = wanted.iter().filter(|id| !placed.contains(id));
+    let placed: HashSet<BackendId> = slots.iter().flatten().copied().collect();
+    let mut rest = want.iter().filter(|id| !placed.contains(id));
     for slot in slots.iter_mut().filter(|s| s.is_none()) {
         *slot = rest.next().copied();
     }
@@ -240,48 +397,40 @@ fn slot_count(len: usize) -> u16 {
     u16::try_from(len).unwrap_or(u16::MAX - 1)
 }
 
-/// Hands out the lowest backend ids not in use, starting at 1.
+/// Hands out the lowest ids not in use, from 1 to `max`. Ids only go up
+/// within one plan, so a cursor over the sorted used ids is enough.
 struct IdAllocator {
-    used: BTreeSet<BackendId>,
-    cursor: BackendId,
+    used: Vec<u32>,
+    next_used: usize,
+    cursor: u32,
+    max: u32,
 }
 
 impl IdAllocator {
-    fn new(used: impl Iterator<Item = BackendId>) -> Self {
+    fn new(used: impl Iterator<Item = u32>, max: u32) -> Self {
+        let mut used: Vec<u32> = used.collect();
+        used.sort_unstable();
+        used.dedup();
         Self {
-            used: used.collect(),
+            used,
+            next_used: 0,
             cursor: 1,
+            max,
         }
     }
 
-    fn next(&mut self) -> BackendId {
-        while self.used.contains(&self.cursor) {
+    fn next(&mut self) -> Option<u32> {
+        while self.cursor <= self.max {
+            while self
+                .used
+                .get(self.next_used)
+                .is_some_and(|u| *u < self.cursor)
+            {
+                self.next_used += 1;
+            }
+            let id = self.cursor;
             self.cursor += 1;
-        }
-        self.used.insert(self.cursor);
-        self.cursor
-    }
-}
-
-/// Hands out the lowest free rev-NAT ids (`1..=u16::MAX`).
-struct RevNatAllocator {
-    used: BTreeSet<RevNatId>,
-    cursor: u32,
-}
-
-impl RevNatAllocator {
-    fn new(used: impl Iterator<Item = RevNatId>) -> Self {
-        Self {
-            used: used.collect(),
-            cursor: 1,
-        }
-    }
-
-    fn next(&mut self) -> Option<RevNatId> {
-        while self.cursor <= u32::from(u16::MAX) {
-            let id = self.cursor as RevNatId;
-            self.cursor += 1;
-            if self.used.insert(id) {
+            if self.used.get(self.next_used) != Some(&id) {
                 return Some(id);
             }
         }

@@ -10,7 +10,7 @@ pub type BackendId = u32;
 pub type RevNatId = u16;
 
 /// One map write or delete.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
     PutBackend {
         id: BackendId,
@@ -40,7 +40,31 @@ pub enum Op {
     },
 }
 
+/// Operations with equal keys touch the same map the same way, so a run of
+/// them can go to the kernel as one batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchKey {
+    kind: u8,
+    v6: bool,
+}
+
 impl Op {
+    /// See [`BatchKey`].
+    pub fn batch_key(&self) -> BatchKey {
+        let (kind, addr) = match self {
+            Op::PutBackend { backend, .. } => (0, backend.addr),
+            Op::DeleteBackend { backend, .. } => (1, backend.addr),
+            Op::PutRevNat { frontend, .. } => (2, frontend.addr),
+            Op::DeleteRevNat { frontend, .. } => (3, frontend.addr),
+            Op::PutService { frontend, .. } => (4, frontend.addr),
+            Op::DeleteService { frontend, .. } => (5, frontend.addr),
+        };
+        BatchKey {
+            kind,
+            v6: addr.is_ipv6(),
+        }
+    }
+
     /// A backend slot (`slot >= 1`) pointing at `backend`.
     pub fn put_slot(frontend: Frontend, slot: u16, backend: BackendId) -> Self {
         Op::PutService {
@@ -79,18 +103,10 @@ impl Op {
     }
 }
 
-/// What a step is about, so the writer can report and skip per unit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What an operation is about, so the writer can report and skip per unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Subject {
     Backend(BackendId),
     Frontend(Frontend),
     RevNat(RevNatId),
-}
-
-/// Operations that belong together. If one fails, the writer skips the rest of
-/// the step (keeping the ordering guarantees) and carries on with the next step.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Step {
-    pub subject: Subject,
-    pub ops: Vec<Op>,
 }

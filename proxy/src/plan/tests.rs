@@ -2,7 +2,10 @@
 //! invariants after every single operation.
 #![expect(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
 
-use std::net::IpAddr;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
 use super::*;
 use crate::{
@@ -332,5 +335,127 @@ fn turning_affinity_on_rewrites_only_the_frontend_entry() {
     let log = take_log(&mut w);
     assert_eq!(kinds(&log), ["put-frontend(count=2)"]);
     let value = w.applied().frontend(fe("10.96.0.10:80")).copied().unwrap();
-    assert_eq!((value.flags, value.affinity_timeout), (proxy_common::svc_flags::AFFINITY, 10_800));
+    assert_eq!(
+        (value.flags, value.affinity_timeout),
+        (proxy_common::svc_flags::AFFINITY, 10_800)
+    );
+}
+
+/// Not a timed assertion: prints how long planning and applying (to the fake)
+/// take at 10,000 services × 10 endpoints. `cargo test --release -p proxy --lib
+/// plan::tests::scale -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn scale_10k_services_10_endpoints() {
+    let mut d = DesiredState::default();
+    for i in 0..10_000u32 {
+        let vip = std::net::Ipv4Addr::from(0x0a60_0000 + i);
+        let backends = (0..10u32)
+            .map(|j| Backend {
+                addr: IpAddr::V4(std::net::Ipv4Addr::from(0x0a80_0000 + i * 10 + j)),
+                port: 8080,
+                protocol: Protocol::Tcp,
+            })
+            .collect();
+        d.frontends.insert(
+            Frontend {
+                addr: IpAddr::V4(vip),
+                port: 80,
+                protocol: Protocol::Tcp,
+            },
+            FrontendSpec {
+                service: ObjectRef::new("bench", format!("svc-{i}")),
+                port_name: String::new(),
+                backends,
+                affinity_timeout: None,
+            },
+        );
+    }
+    let started = std::time::Instant::now();
+    let p = plan(&Applied::default(), &d);
+    let planned = started.elapsed();
+    let mut fake = FakeMaps::default();
+    fake.check_invariants = false;
+    let mut w = Writer::new(fake).unwrap();
+    let started = std::time::Instant::now();
+    let report = w.apply(&p);
+    println!(
+        "plan {planned:?} ({} ops), apply to fake {:?}, complete {}",
+        p.ops.len(),
+        started.elapsed(),
+        report.is_complete()
+    );
+}
+
+/// A scoped plan over the frontends that changed reaches the same maps as a
+/// full plan, change after change (and the fake checks readers' invariants).
+#[test]
+fn planning_only_the_touched_frontends_converges_like_a_full_plan() {
+    let pool = [
+        "10.1.0.1:8080",
+        "10.1.0.2:8080",
+        "10.1.0.3:8080",
+        "10.1.0.4:8080",
+        "10.1.0.5:8080",
+    ];
+    let vips = [
+        "10.96.0.10:80",
+        "10.96.0.11:80",
+        "10.96.0.12:80",
+        "[fd00::10]:80",
+    ];
+    let mut seed = 11u64;
+    let mut next = |n: u64| {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        (seed >> 33) % n
+    };
+    let mut current: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut incremental = synced(&DesiredState::default());
+    let mut full = synced(&DesiredState::default());
+    for step in 0..500 {
+        let vip = vips[next(vips.len() as u64) as usize];
+        let before = desired_of(&current);
+        if next(5) == 0 {
+            current.remove(vip);
+        } else {
+            let v6 = vip.starts_with('[');
+            let backends: Vec<&str> = if v6 {
+                ["[fd00::1]:8080", "[fd00::2]:8080"]
+                    .into_iter()
+                    .filter(|_| next(2) == 0)
+                    .collect()
+            } else {
+                pool.iter().copied().filter(|_| next(2) == 0).collect()
+            };
+            current.insert(vip, backends);
+        }
+        let after = desired_of(&current);
+        let touched: BTreeSet<Frontend> = before
+            .frontends
+            .keys()
+            .chain(after.frontends.keys())
+            .filter(|f| before.frontends.get(f) != after.frontends.get(f))
+            .copied()
+            .collect();
+        assert!(
+            incremental.sync_frontends(&after, &touched).is_complete(),
+            "step {step}"
+        );
+        assert!(full.sync(&after).is_complete(), "step {step}");
+        assert_eq!(
+            logical(incremental.applied()),
+            logical(full.applied()),
+            "step {step}"
+        );
+        assert_eq!(
+            &incremental.maps().contents,
+            incremental.applied(),
+            "step {step}: mirror diverged"
+        );
+    }
+}
+
+fn desired_of(current: &BTreeMap<&str, Vec<&str>>) -> DesiredState {
+    let services: Vec<(&str, &[&str])> = current.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+    desired(&services)
 }

@@ -12,6 +12,7 @@ use std::{
 };
 
 use super::parse::{ParsedFile, parse_file};
+use crate::admin::ConfigRejects;
 use crate::model::{EndpointSlice, ObjectRef, Service};
 
 /// One file's last good parse.
@@ -24,6 +25,7 @@ struct FileState {
 pub struct ManifestDir {
     dir: PathBuf,
     files: BTreeMap<PathBuf, FileState>,
+    rejects: ConfigRejects,
 }
 
 /// Errors reading the directory itself.
@@ -40,7 +42,14 @@ impl ManifestDir {
         Self {
             dir: dir.into(),
             files: BTreeMap::new(),
+            rejects: ConfigRejects::default(),
         }
+    }
+
+    /// Counts each problem (reported once per change of a file) in `rejects`.
+    pub fn with_rejects(mut self, rejects: ConfigRejects) -> Self {
+        self.rejects = rejects;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -97,6 +106,7 @@ impl ManifestDir {
             Ok(parsed) => {
                 // Each problem's text starts with the file, the object and the reason.
                 for problem in &parsed.problems {
+                    self.rejects.manifest(problem);
                     if problem.is_warning() {
                         tracing::warn!("{problem}");
                     } else {
@@ -117,6 +127,7 @@ impl ManifestDir {
                 } else {
                     "nothing loaded from it"
                 };
+                self.rejects.manifest(&error);
                 tracing::error!("{error}; {kept}");
                 previous
             }

@@ -350,7 +350,7 @@ mod tests {
 
     use super::*;
     use crate::model::{
-        AddressType, Index, ObjectRef, Protocol,
+        AddressType, Index, ObjectRef, Protocol, SourceId,
         convert::{ConvertWarning, SkipReason},
     };
 
@@ -420,8 +420,8 @@ mod tests {
         assert!(v4.endpoints[2].terminating && v4.endpoints[2].serving && !v4.endpoints[2].ready);
 
         // End to end through the Index.
-        let mut idx = Index::new();
-        idx.reset(parsed.services, parsed.slices);
+        let mut idx = Index::default();
+        idx.reset(SourceId::Manifests, parsed.services, parsed.slices);
         let state = idx.desired();
         let backends = |f: &str| -> Vec<String> {
             let (_, spec) = state

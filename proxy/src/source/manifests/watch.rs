@@ -11,7 +11,10 @@ use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::{mpsc, watch};
 
 use super::dir::{DirError, ManifestDir};
-use crate::{config, model::Index};
+use crate::{
+    config,
+    model::{Index, SourceId},
+};
 
 /// Errors starting the watch.
 #[derive(Debug, thiserror::Error)]
@@ -86,9 +89,12 @@ async fn debounce(rx: &mut mpsc::UnboundedReceiver<()>, quiet: Duration) {
 
 fn publish(dir: &ManifestDir, index: &Mutex<Index>, changes: &watch::Sender<u64>) {
     let (services, slices) = dir.objects();
-    match index.lock() {
-        Ok(mut index) => index.reset(services, slices),
-        Err(poisoned) => poisoned.into_inner().reset(services, slices),
-    }
+    // Only the manifests' own objects are replaced; the Index applies label
+    // selection and lets Kubernetes objects of the same name win.
+    let mut index = index
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    index.reset(SourceId::Manifests, services, slices);
+    drop(index);
     changes.send_modify(|v| *v += 1);
 }

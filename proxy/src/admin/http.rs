@@ -1,0 +1,197 @@
+//! The two small HTTP/1.1 servers (hyper): metrics (`/metrics`, `/proxyMode`)
+//! and health (`/healthz`, `/livez`).
+//!
+//! Each request is answered from in-memory state (and, for `/metrics`, the
+//! read-only map handles), so a slow or hostile client can hold at most a
+//! connection: headers must arrive within [`HEADER_TIMEOUT`], and at most
+//! [`MAX_CONNECTIONS`] are served at once per server.
+
+use std::{convert::Infallible, net::SocketAddr, time::Duration};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{
+    Method, Request, Response, StatusCode,
+    header::{CONTENT_TYPE, HeaderValue},
+    server::conn::http1,
+    service::service_fn,
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+
+use super::{Telemetry, health::Probe, metrics};
+
+/// How long a client may take to send a request's headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections served at once by one server; more are closed at accept.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Which endpoints a server answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Site {
+    Metrics,
+    Health,
+}
+
+impl Site {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Site::Metrics => "metrics",
+            Site::Health => "health checks",
+        }
+    }
+}
+
+/// Accepts and serves until `stop` flips; then drops every open connection.
+pub async fn serve(
+    listener: TcpListener,
+    addr: SocketAddr,
+    site: Site,
+    telemetry: Telemetry,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    if connections.len() >= MAX_CONNECTIONS {
+                        tracing::debug!(%addr, "too many connections; closing a new one");
+                        continue;
+                    }
+                    let telemetry = telemetry.clone();
+                    connections.spawn(async move {
+                        let service = service_fn(move |req| {
+                            let telemetry = telemetry.clone();
+                            async move { Ok::<_, Infallible>(route(site, &telemetry, req).await) }
+                        });
+                        let served = http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(HEADER_TIMEOUT)
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                        if let Err(error) = served {
+                            tracing::debug!(error = %error, "admin connection ended with an error");
+                        }
+                    });
+                }
+                Err(error) => {
+                    // Out of file descriptors, usually: back off instead of spinning.
+                    tracing::warn!(%addr, error = %error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = stop.changed() => break,
+        }
+    }
+}
+
+async fn route<B>(site: Site, telemetry: &Telemetry, req: Request<B>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is supported\n");
+    }
+    match (site, req.uri().path()) {
+        (Site::Metrics, "/metrics") => metrics_page(telemetry).await,
+        (Site::Metrics, "/proxyMode") => text(StatusCode::OK, telemetry.mode().as_str()),
+        (Site::Health, "/healthz") => health_page(telemetry, Probe::Healthz),
+        (Site::Health, "/livez") => health_page(telemetry, Probe::Livez),
+        _ => text(StatusCode::NOT_FOUND, "404 page not found\n"),
+    }
+}
+
+async fn metrics_page(telemetry: &Telemetry) -> Response<Full<Bytes>> {
+    let t = telemetry.clone();
+    // Encoding may walk the LRU maps (one syscall per entry): not on a worker.
+    match tokio::task::spawn_blocking(move || t.metrics().encode()).await {
+        Ok(Ok(body)) => {
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(metrics::CONTENT_TYPE),
+            );
+            response
+        }
+        Ok(Err(_)) | Err(_) => {
+            tracing::error!("encoding the metrics failed");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "encoding the metrics failed\n",
+            )
+        }
+    }
+}
+
+fn health_page(telemetry: &Telemetry, probe: Probe) -> Response<Full<Bytes>> {
+    let (code, body) = telemetry.probe(probe);
+    let json = match serde_json::to_vec(&body) {
+        Ok(json) => json,
+        Err(_) => return text(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n"),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(json)));
+    *response.status_mut() =
+        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    #![expect(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
+
+    use http_body_util::BodyExt as _;
+
+    use super::*;
+    use crate::admin::Mode;
+
+    async fn get(site: Site, t: &Telemetry, path: &str) -> (u16, String) {
+        let req = Request::get(path).body(()).unwrap();
+        let resp = route(site, t, req).await;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn routes_answer_what_kube_proxy_serves() {
+        let t = Telemetry::new(Mode::Ebpf, Duration::from_secs(60));
+        let (code, body) = get(Site::Metrics, &t, "/metrics").await;
+        assert_eq!(code, 200);
+        assert!(
+            body.contains("# TYPE kubeproxy_sync_proxy_rules_duration_seconds histogram"),
+            "{body}"
+        );
+        assert_eq!(
+            get(Site::Metrics, &t, "/proxyMode").await,
+            (200, "ebpf".into())
+        );
+        assert_eq!(get(Site::Metrics, &t, "/healthz").await.0, 404);
+        let (code, body) = get(Site::Health, &t, "/healthz").await;
+        assert_eq!(code, 200);
+        assert!(body.contains(r#""healthy":true"#), "{body}");
+        assert_eq!(get(Site::Health, &t, "/livez").await.0, 200);
+        assert_eq!(get(Site::Health, &t, "/metrics").await.0, 404);
+        // The probe itself is counted, as kube-proxy does.
+        let (_, body) = get(Site::Metrics, &t, "/metrics").await;
+        assert!(
+            body.contains(r#"kubeproxy_proxy_healthz_total{code="200"} 1"#),
+            "{body}"
+        );
+    }
+}

@@ -1,0 +1,673 @@
+//! The metrics registry: kube-proxy's sync metrics under kube-proxy's names
+//! (`pkg/proxy/metrics/metrics.go`: same types, buckets and help texts), and
+//! ours under the `proxy_` prefix. Encoded in the Prometheus text format
+//! (0.0.4), as kube-proxy serves it.
+//!
+//! Where ours differ from kube-proxy's:
+//! - no `ip_family` label: one sync programs both families;
+//! - `kubeproxy_network_programming_duration_seconds` starts when a source
+//!   has put a change into the Index and bumped the sync loop's change
+//!   counter, not at the EndpointSlice's `last-change-trigger-time` annotation
+//!   (set by the endpoints controller when a pod changed). It measures this
+//!   node's share of the latency only, one observation per sync that
+//!   programmed changes (kube-proxy observes once per changed Service).
+//!
+//! Map entries, capacities and datapath counters are read at scrape time
+//! through [`DataplaneUsage`], except the entries of the service, backend and
+//! rev-NAT maps, which the sync loop reports from the writer's mirror.
+
+use std::{
+    net::IpAddr,
+    sync::{
+        Mutex, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric as _},
+    metrics::{
+        MetricType,
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::{ConstGauge, Gauge},
+        histogram::{Histogram, exponential_buckets, linear_buckets},
+    },
+    registry::Registry,
+};
+use proxy_common::{Reason, names};
+
+use super::{Mode, health::Probe, rejects::ConfigRejects};
+use crate::{
+    config,
+    dataplane::{
+        MapError,
+        usage::{MapCapacity, UsageReader},
+    },
+    plan::Applied,
+};
+
+/// The `Content-Type` of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Metric names, for tests and documentation. Counters are registered without
+/// `_total`; the encoder appends it.
+pub mod name {
+    pub const SYNC_DURATION: &str = "kubeproxy_sync_proxy_rules_duration_seconds";
+    pub const NETWORK_PROGRAMMING: &str = "kubeproxy_network_programming_duration_seconds";
+    pub const LAST_SYNC: &str = "kubeproxy_sync_proxy_rules_last_timestamp_seconds";
+    pub const LAST_QUEUED: &str = "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds";
+    pub const SERVICE_CHANGES: &str = "kubeproxy_sync_proxy_rules_service_changes";
+    pub const ENDPOINT_CHANGES: &str = "kubeproxy_sync_proxy_rules_endpoint_changes";
+    /// A gauge despite its name, as in kube-proxy.
+    pub const NO_LOCAL_ENDPOINTS: &str = "kubeproxy_sync_proxy_rules_no_local_endpoints_total";
+    pub const HEALTHZ: &str = "kubeproxy_proxy_healthz";
+    pub const LIVEZ: &str = "kubeproxy_proxy_livez";
+    pub const SYNC_FAILURES: &str = "proxy_sync_failures";
+    pub const RECONCILE_REPAIRS: &str = "proxy_reconcile_repairs";
+    pub const CONFIG_REJECTS: &str = "proxy_config_rejects";
+    pub const MODE: &str = "proxy_mode";
+    pub const MAP_ENTRIES: &str = "proxy_map_entries";
+    pub const MAP_CAPACITY: &str = "proxy_map_capacity";
+    pub const DATAPATH_EVENTS: &str = "proxy_datapath_events";
+}
+
+/// What the metrics read from the kernel at scrape time. [`UsageReader`] is
+/// the real one; tests use a fake.
+pub trait DataplaneUsage: std::fmt::Debug + Send + Sync + 'static {
+    fn capacities(&self) -> Vec<MapCapacity>;
+    fn datapath_events(&self) -> Result<Vec<(Reason, u64)>, MapError>;
+    /// Entries of the maps that have no userspace mirror (the LRU maps).
+    fn lru_entries(&self) -> Vec<(&'static str, Result<u64, MapError>)>;
+}
+
+impl DataplaneUsage for UsageReader {
+    fn capacities(&self) -> Vec<MapCapacity> {
+        UsageReader::capacities(self).to_vec()
+    }
+    fn datapath_events(&self) -> Result<Vec<(Reason, u64)>, MapError> {
+        UsageReader::datapath_events(self)
+    }
+    fn lru_entries(&self) -> Vec<(&'static str, Result<u64, MapError>)> {
+        UsageReader::lru_entries(self)
+    }
+}
+
+/// Services with a `Local` traffic policy and no local endpoint, by policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NoLocalEndpoints {
+    /// `internalTrafficPolicy: Local`.
+    pub internal: usize,
+    /// `externalTrafficPolicy: Local`.
+    pub external: usize,
+}
+
+type Labels = [(&'static str, &'static str); 1];
+
+/// Entry counts by map name.
+type Counts = Vec<(&'static str, u64)>;
+
+/// Every metric the daemon exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    sync_duration: Histogram,
+    network_programming: Histogram,
+    last_sync: Gauge<f64, AtomicU64>,
+    last_queued: Gauge<f64, AtomicU64>,
+    service_changes: Counter,
+    endpoint_changes: Counter,
+    /// The Index's cumulative counters at the last sync.
+    seen_service_changes: AtomicU64,
+    seen_endpoint_changes: AtomicU64,
+    no_local_endpoints: Family<Labels, Gauge>,
+    healthz: Family<Labels, Counter>,
+    livez: Family<Labels, Counter>,
+    sync_failures: Counter,
+    reconcile_repairs: Counter,
+    dataplane: std::sync::Arc<DataplaneCollector>,
+}
+
+impl Metrics {
+    pub fn new(mode: Mode, rejects: &ConfigRejects) -> Self {
+        let mut registry = Registry::default();
+
+        let sync_duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        registry.register(
+            name::SYNC_DURATION,
+            "SyncProxyRules latency in seconds",
+            sync_duration.clone(),
+        );
+        // kube-proxy's buckets: 0, 0.25 s, 0.5 s, 1..59 s, 60..115 s by 5, 2..5 min by 30 s.
+        let network_programming = Histogram::new(
+            std::iter::once(0.0)
+                .chain(linear_buckets(0.25, 0.25, 2))
+                .chain(linear_buckets(1.0, 1.0, 59))
+                .chain(linear_buckets(60.0, 5.0, 12))
+                .chain(linear_buckets(120.0, 30.0, 7)),
+        );
+        registry.register(
+            name::NETWORK_PROGRAMMING,
+            "In Cluster Network Programming Latency in seconds \
+             (here: from a source's change to the end of the sync that programmed it)",
+            network_programming.clone(),
+        );
+        let last_sync = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            name::LAST_SYNC,
+            "The last time proxy rules were successfully synced",
+            last_sync.clone(),
+        );
+        let last_queued = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            name::LAST_QUEUED,
+            "The last time a sync of proxy rules was queued",
+            last_queued.clone(),
+        );
+        let service_changes = Counter::default();
+        registry.register(
+            name::SERVICE_CHANGES,
+            "Cumulative proxy rules Service changes",
+            service_changes.clone(),
+        );
+        let endpoint_changes = Counter::default();
+        registry.register(
+            name::ENDPOINT_CHANGES,
+            "Cumulative proxy rules Endpoint changes",
+            endpoint_changes.clone(),
+        );
+        let no_local_endpoints = Family::<Labels, Gauge>::default();
+        registry.register(
+            name::NO_LOCAL_ENDPOINTS,
+            "Number of services with a Local traffic policy and no endpoints",
+            no_local_endpoints.clone(),
+        );
+        // Both policies exist from the start, so a dashboard sees 0, not nothing.
+        for policy in ["internal", "external"] {
+            no_local_endpoints
+                .get_or_create(&[("traffic_policy", policy)])
+                .set(0);
+        }
+        let healthz = Family::<Labels, Counter>::default();
+        registry.register(
+            name::HEALTHZ,
+            "Cumulative proxy healthz HTTP status",
+            healthz.clone(),
+        );
+        let livez = Family::<Labels, Counter>::default();
+        registry.register(
+            name::LIVEZ,
+            "Cumulative proxy livez HTTP status",
+            livez.clone(),
+        );
+
+        let sync_failures = Counter::default();
+        registry.register(
+            name::SYNC_FAILURES,
+            "Syncs that left part of the change unwritten (a failed map write, or a \
+             frontend that could not be placed); each is retried with backoff",
+            sync_failures.clone(),
+        );
+        let reconcile_repairs = Counter::default();
+        registry.register(
+            name::RECONCILE_REPAIRS,
+            "Map entries the periodic reconcile found differing from what the proxy \
+             wrote (edited by hand, or a write whose outcome was lost), then repaired",
+            reconcile_repairs.clone(),
+        );
+        registry.register(
+            name::CONFIG_REJECTS,
+            "Objects, or parts of objects, that a source could not use, by source and reason",
+            rejects.family(),
+        );
+        let modes = Family::<Labels, Gauge>::default();
+        registry.register(
+            name::MODE,
+            "The dataplane mode in use: 1 for the current mode, 0 for the others",
+            modes.clone(),
+        );
+        for m in Mode::ALL {
+            modes
+                .get_or_create(&[("mode", m.as_str())])
+                .set(i64::from(m == mode));
+        }
+        let dataplane = std::sync::Arc::new(DataplaneCollector::default());
+        registry.register_collector(Box::new(dataplane.clone()));
+
+        Self {
+            registry,
+            sync_duration,
+            network_programming,
+            last_sync,
+            last_queued,
+            service_changes,
+            endpoint_changes,
+            seen_service_changes: AtomicU64::new(0),
+            seen_endpoint_changes: AtomicU64::new(0),
+            no_local_endpoints,
+            healthz,
+            livez,
+            sync_failures,
+            reconcile_repairs,
+            dataplane,
+        }
+    }
+
+    /// The whole registry in the Prometheus text format. May walk the LRU
+    /// maps (rate-limited): call it off the async workers.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+
+    /// Where scrapes read capacities, LRU entries and datapath counters. Set
+    /// once, after the dataplane is loaded; later calls are ignored.
+    pub fn set_dataplane_usage(&self, usage: Box<dyn DataplaneUsage>) {
+        if self.dataplane.usage.set(usage).is_err() {
+            tracing::debug!("dataplane usage reader already set; keeping the first");
+        }
+    }
+
+    pub(super) fn update_queued(&self, at: SystemTime) {
+        self.last_queued.set(unix_seconds(at));
+    }
+
+    pub(super) fn sync_done(
+        &self,
+        took: Duration,
+        complete: bool,
+        at: SystemTime,
+        programming: Option<Duration>,
+    ) {
+        self.sync_duration.observe(took.as_secs_f64());
+        if complete {
+            self.last_sync.set(unix_seconds(at));
+        } else {
+            self.sync_failures.inc();
+        }
+        if let Some(latency) = programming {
+            self.network_programming.observe(latency.as_secs_f64());
+        }
+    }
+
+    /// The Index's cumulative change counters; the counters grow by the difference.
+    pub(super) fn index_changes(&self, services: u64, endpoints: u64) {
+        add_since(&self.service_changes, &self.seen_service_changes, services);
+        add_since(
+            &self.endpoint_changes,
+            &self.seen_endpoint_changes,
+            endpoints,
+        );
+    }
+
+    pub(super) fn no_local_endpoints(&self, n: NoLocalEndpoints) {
+        for (policy, count) in [("internal", n.internal), ("external", n.external)] {
+            self.no_local_endpoints
+                .get_or_create(&[("traffic_policy", policy)])
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+
+    pub(super) fn reconcile_repairs(&self, drift: usize) {
+        self.reconcile_repairs
+            .inc_by(u64::try_from(drift).unwrap_or(u64::MAX));
+    }
+
+    pub(super) fn map_entries(&self, applied: &Applied) {
+        let mut counts = [0u64; 6];
+        let v6 = |a: &IpAddr| usize::from(a.is_ipv6());
+        for (frontend, _) in applied.services.keys() {
+            counts[v6(&frontend.addr)] += 1;
+        }
+        for backend in applied.backends.values() {
+            counts[2 + v6(&backend.addr)] += 1;
+        }
+        for frontend in applied.rev_nat.values() {
+            counts[4 + v6(&frontend.addr)] += 1;
+        }
+        let entries = [
+            names::SVC_V4,
+            names::SVC_V6,
+            names::BACKEND_V4,
+            names::BACKEND_V6,
+            names::REVNAT_V4,
+            names::REVNAT_V6,
+        ]
+        .into_iter()
+        .zip(counts)
+        .collect();
+        *lock(&self.dataplane.mirrored) = entries;
+    }
+
+    pub(super) fn probe_answered(&self, probe: Probe, code: u16) {
+        let family = match probe {
+            Probe::Healthz => &self.healthz,
+            Probe::Livez => &self.livez,
+        };
+        let code = if code == 200 { "200" } else { "503" };
+        family.get_or_create(&[("code", code)]).inc();
+    }
+}
+
+fn add_since(counter: &Counter, seen: &AtomicU64, total: u64) {
+    let before = seen.swap(total, Ordering::Relaxed);
+    // A smaller total means the source's counter started over (a new Index).
+    counter.inc_by(total.checked_sub(before).unwrap_or(total));
+}
+
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Map entries, capacities and datapath counters, produced at scrape time.
+#[derive(Debug, Default)]
+struct DataplaneCollector {
+    /// Entries of the mirrored maps, by map, as of the last sync.
+    mirrored: Mutex<Counts>,
+    usage: OnceLock<Box<dyn DataplaneUsage>>,
+    /// The last count of the LRU maps and when it was taken.
+    lru: Mutex<Option<(Instant, Counts)>>,
+}
+
+impl DataplaneCollector {
+    /// LRU entry counts, walked at most once per [`config::MAP_COUNT_INTERVAL`].
+    fn lru_entries(&self, usage: &dyn DataplaneUsage) -> Counts {
+        let mut cached = lock(&self.lru);
+        if let Some((at, counts)) = cached.as_ref()
+            && at.elapsed() < config::MAP_COUNT_INTERVAL
+        {
+            return counts.clone();
+        }
+        let counts: Vec<_> = usage
+            .lru_entries()
+            .into_iter()
+            .filter_map(|(map, n)| match n {
+                Ok(n) => Some((map, n)),
+                Err(error) => {
+                    tracing::warn!(map, error = %error, "cannot count map entries");
+                    None
+                }
+            })
+            .collect();
+        *cached = Some((Instant::now(), counts.clone()));
+        counts
+    }
+}
+
+impl Collector for DataplaneCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let usage = self.usage.get().map(|u| u.as_ref());
+
+        let mut entries = lock(&self.mirrored).clone();
+        if let Some(usage) = usage {
+            entries.extend(self.lru_entries(usage));
+        }
+        entries.sort();
+        let mut metric = encoder.encode_descriptor(
+            name::MAP_ENTRIES,
+            "Entries in each eBPF map (the LRU maps are counted at most every 30 s).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (map, n) in entries {
+            ConstGauge::new(n).encode(metric.encode_family(&[("map", map)])?)?;
+        }
+
+        let Some(usage) = usage else { return Ok(()) };
+        let mut metric = encoder.encode_descriptor(
+            name::MAP_CAPACITY,
+            "Capacity (max_entries) of each eBPF map.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for c in usage.capacities() {
+            ConstGauge::new(u64::from(c.capacity))
+                .encode(metric.encode_family(&[("map", c.map)])?)?;
+        }
+
+        match usage.datapath_events() {
+            Ok(events) => {
+                let mut metric = encoder.encode_descriptor(
+                    name::DATAPATH_EVENTS,
+                    "Outcomes of the socket hooks by reason, from the kernel's per-CPU \
+                     counters (they outlive daemon restarts).",
+                    None,
+                    MetricType::Counter,
+                )?;
+                for (reason, n) in events {
+                    ConstCounter::new(n)
+                        .encode(metric.encode_family(&[("reason", reason.name())])?)?;
+                }
+            }
+            Err(error) => tracing::warn!(error = %error, "cannot read the datapath counters"),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![expect(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
+
+    use super::*;
+    use crate::admin::rejects::{ConfigSource, RejectReason};
+
+    #[derive(Debug)]
+    struct FakeUsage;
+
+    impl DataplaneUsage for FakeUsage {
+        fn capacities(&self) -> Vec<MapCapacity> {
+            vec![MapCapacity {
+                map: names::SVC_V4,
+                capacity: 1 << 18,
+            }]
+        }
+        fn datapath_events(&self) -> Result<Vec<(Reason, u64)>, MapError> {
+            Ok(Reason::ALL.iter().map(|r| (*r, 7)).collect())
+        }
+        fn lru_entries(&self) -> Vec<(&'static str, Result<u64, MapError>)> {
+            vec![
+                (names::SOCK_RNAT_V4, Ok(3)),
+                (names::SOCK_RNAT_V6, Err(MapError::Injected)),
+            ]
+        }
+    }
+
+    fn text(m: &Metrics) -> String {
+        m.encode().unwrap()
+    }
+
+    /// The `# TYPE` line of a metric.
+    fn type_of(text: &str, metric: &str) -> Option<String> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("# TYPE {metric} ")))
+            .map(str::to_owned)
+    }
+
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn kube_proxy_names_carry_kube_proxy_types() {
+        let rejects = ConfigRejects::default();
+        let m = Metrics::new(Mode::Ebpf, &rejects);
+        // Labelled families show only once they have a series.
+        rejects.record(ConfigSource::Kubernetes, RejectReason::Other);
+        m.probe_answered(Probe::Healthz, 200);
+        m.probe_answered(Probe::Livez, 200);
+        let t = text(&m);
+        for (metric, kind) in [
+            ("kubeproxy_sync_proxy_rules_duration_seconds", "histogram"),
+            (
+                "kubeproxy_network_programming_duration_seconds",
+                "histogram",
+            ),
+            ("kubeproxy_sync_proxy_rules_last_timestamp_seconds", "gauge"),
+            (
+                "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
+                "gauge",
+            ),
+            (
+                "kubeproxy_sync_proxy_rules_service_changes_total",
+                "counter",
+            ),
+            (
+                "kubeproxy_sync_proxy_rules_endpoint_changes_total",
+                "counter",
+            ),
+            (
+                "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
+                "gauge",
+            ),
+            ("kubeproxy_proxy_healthz_total", "counter"),
+            ("kubeproxy_proxy_livez_total", "counter"),
+            ("proxy_sync_failures_total", "counter"),
+            ("proxy_reconcile_repairs_total", "counter"),
+            ("proxy_config_rejects_total", "counter"),
+            ("proxy_mode", "gauge"),
+            ("proxy_map_entries", "gauge"),
+        ] {
+            assert_eq!(
+                type_of(&t, metric).as_deref(),
+                Some(kind),
+                "{metric} in:\n{t}"
+            );
+        }
+        assert_eq!(sample(&t, r#"proxy_mode{mode="ebpf"}"#), Some(1.0), "{t}");
+        assert_eq!(
+            sample(
+                &t,
+                r#"kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy="internal"}"#
+            ),
+            Some(0.0),
+            "{t}"
+        );
+        // kube-proxy's bucket layout.
+        assert!(
+            t.contains(r#"kubeproxy_sync_proxy_rules_duration_seconds_bucket{le="0.001"}"#),
+            "{t}"
+        );
+        assert!(
+            t.contains(r#"kubeproxy_sync_proxy_rules_duration_seconds_bucket{le="16.384"}"#),
+            "{t}"
+        );
+        assert!(
+            t.contains(r#"kubeproxy_network_programming_duration_seconds_bucket{le="300"}"#),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn syncs_feed_the_sync_metrics() {
+        let m = Metrics::new(Mode::Ebpf, &ConfigRejects::default());
+        m.sync_done(
+            Duration::from_millis(3),
+            true,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1000),
+            Some(Duration::from_millis(400)),
+        );
+        m.sync_done(Duration::from_millis(3), false, SystemTime::now(), None);
+        m.index_changes(5, 7);
+        m.index_changes(6, 7);
+        m.reconcile_repairs(2);
+        m.no_local_endpoints(NoLocalEndpoints {
+            internal: 1,
+            external: 0,
+        });
+        let t = text(&m);
+        for (series, value) in [
+            ("kubeproxy_sync_proxy_rules_duration_seconds_count", 2.0),
+            ("kubeproxy_network_programming_duration_seconds_count", 1.0),
+            (
+                r#"kubeproxy_network_programming_duration_seconds_bucket{le="0.5"}"#,
+                1.0,
+            ),
+            (
+                r#"kubeproxy_network_programming_duration_seconds_bucket{le="0.25"}"#,
+                0.0,
+            ),
+            ("kubeproxy_sync_proxy_rules_last_timestamp_seconds", 1000.0),
+            ("kubeproxy_sync_proxy_rules_service_changes_total", 6.0),
+            ("kubeproxy_sync_proxy_rules_endpoint_changes_total", 7.0),
+            ("proxy_sync_failures_total", 1.0),
+            ("proxy_reconcile_repairs_total", 2.0),
+            (
+                r#"kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy="internal"}"#,
+                1.0,
+            ),
+        ] {
+            assert_eq!(sample(&t, series), Some(value), "{series} in:\n{t}");
+        }
+    }
+
+    #[test]
+    fn dataplane_usage_is_read_at_scrape_time() {
+        let m = Metrics::new(Mode::Ebpf, &ConfigRejects::default());
+        m.map_entries(&Applied::default());
+        let before = text(&m);
+        assert_eq!(
+            sample(&before, r#"proxy_map_entries{map="SVC_V4"}"#),
+            Some(0.0)
+        );
+        assert!(type_of(&before, "proxy_datapath_events_total").is_none());
+
+        m.set_dataplane_usage(Box::new(FakeUsage));
+        let t = text(&m);
+        assert_eq!(
+            type_of(&t, "proxy_datapath_events_total").as_deref(),
+            Some("counter")
+        );
+        assert_eq!(
+            sample(&t, r#"proxy_datapath_events_total{reason="translated"}"#),
+            Some(7.0),
+            "{t}"
+        );
+        assert_eq!(
+            sample(&t, r#"proxy_map_capacity{map="SVC_V4"}"#),
+            Some(262144.0)
+        );
+        assert_eq!(
+            sample(&t, r#"proxy_map_entries{map="SOCK_RNAT_V4"}"#),
+            Some(3.0)
+        );
+        // A map that cannot be counted is left out, not reported as empty.
+        assert_eq!(sample(&t, r#"proxy_map_entries{map="SOCK_RNAT_V6"}"#), None);
+    }
+
+    #[test]
+    fn rejects_and_probes_are_counted_by_label() {
+        let rejects = ConfigRejects::default();
+        let m = Metrics::new(Mode::Ebpf, &rejects);
+        rejects.record(ConfigSource::Manifests, RejectReason::InvalidClusterIp);
+        m.probe_answered(Probe::Healthz, 503);
+        m.probe_answered(Probe::Livez, 200);
+        let t = text(&m);
+        assert_eq!(
+            sample(
+                &t,
+                r#"proxy_config_rejects_total{source="manifests",reason="invalid_cluster_ip"}"#
+            ),
+            Some(1.0),
+            "{t}"
+        );
+        assert_eq!(
+            sample(&t, r#"kubeproxy_proxy_healthz_total{code="503"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&t, r#"kubeproxy_proxy_livez_total{code="200"}"#),
+            Some(1.0)
+        );
+    }
+}

@@ -1,0 +1,702 @@
+//! The Kubernetes source's state machine: watcher events in, Index calls and
+//! `changes` bumps out. It owns the rules for the initial lists, relists and
+//! conversion problems; it does no I/O besides the Index, the `changes` watch and
+//! logs, so it is tested with synthetic events (see `tests` below) as well as
+//! over HTTP (`tests/tests/kube_source.rs`).
+//!
+//! - **Before ready** (until the first complete list of both Services and
+//!   EndpointSlices) nothing reaches the Index: each kind's list is kept here,
+//!   and kept current by watch events, until both are complete; then one
+//!   `Index::reset(SourceId::Kubernetes, …)` installs them and `changes` gets the
+//!   source's first bump.
+//! - **After ready**, `Apply` and `Delete` go straight to the Index, and a relist
+//!   (`Init`, `InitApply`…, `InitDone`, after a 410 Gone or a restart of the
+//!   watch) replaces that kind's objects: the ones not relisted, deleted while
+//!   the watch was down, are deleted from the Index. The two kinds relist
+//!   independently, so a relist diffs against the ids this feed put in the
+//!   Index rather than resetting both kinds.
+//! - An object that does not convert (invalid, or skipped on purpose) is left out,
+//!   and removed from the Index if an earlier version was in it; its problems are
+//!   logged once per `resourceVersion`.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    marker::PhantomData,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+};
+
+use k8s_openapi::api::{core::v1 as core, discovery::v1 as discovery};
+use kube::{Resource as _, ResourceExt as _, runtime::watcher::Event};
+use tokio::sync::watch;
+
+use crate::model::{
+    EndpointSlice, Index, NodeInfo, ObjectRef, Service, SourceId,
+    convert::{self, ConvertError, Converted},
+};
+
+const SOURCE: SourceId = SourceId::Kubernetes;
+
+/// A kind of object the feed keeps in the Index.
+pub(super) trait Kind {
+    type Object: kube::Resource + Send;
+    type Domain: Clone;
+    const KIND: convert::Kind;
+    fn convert(object: &Self::Object) -> Result<Converted<Self::Domain>, ConvertError>;
+    fn apply(index: &mut Index, object: Self::Domain) -> bool;
+    fn delete(index: &mut Index, id: &ObjectRef) -> bool;
+}
+
+pub(super) struct Services;
+pub(super) struct Slices;
+
+impl Kind for Services {
+    type Object = core::Service;
+    type Domain = Service;
+    const KIND: convert::Kind = convert::Kind::Service;
+    fn convert(object: &core::Service) -> Result<Converted<Service>, ConvertError> {
+        convert::service(object)
+    }
+    fn apply(index: &mut Index, object: Service) -> bool {
+        index.apply_service(SOURCE, object)
+    }
+    fn delete(index: &mut Index, id: &ObjectRef) -> bool {
+        index.delete_service(SOURCE, id)
+    }
+}
+
+impl Kind for Slices {
+    type Object = discovery::EndpointSlice;
+    type Domain = EndpointSlice;
+    const KIND: convert::Kind = convert::Kind::EndpointSlice;
+    fn convert(
+        object: &discovery::EndpointSlice,
+    ) -> Result<Converted<EndpointSlice>, ConvertError> {
+        convert::endpoint_slice(object)
+    }
+    fn apply(index: &mut Index, object: EndpointSlice) -> bool {
+        index.apply_slice(SOURCE, object)
+    }
+    fn delete(index: &mut Index, id: &ObjectRef) -> bool {
+        index.delete_slice(SOURCE, id)
+    }
+}
+
+/// The feed of one Kubernetes source.
+pub(super) struct Feed {
+    index: Arc<Mutex<Index>>,
+    changes: watch::Sender<u64>,
+    node_name: String,
+    services: KindFeed<Services>,
+    slices: KindFeed<Slices>,
+    /// `Some` between the Node watch's `Init` and `InitDone`: what was listed.
+    node_listing: Option<Option<NodeInfo>>,
+    node: NodeInfo,
+    ready: bool,
+    reports: Reports,
+}
+
+impl Feed {
+    /// Tells the Index this node's name at once (so locality works from the
+    /// first sync, whether or not the Node object can be read).
+    pub(super) fn new(
+        index: Arc<Mutex<Index>>,
+        changes: watch::Sender<u64>,
+        node_name: String,
+    ) -> Self {
+        let node = NodeInfo::named(node_name.clone());
+        lock(&index).set_node(node.clone());
+        Self {
+            index,
+            changes,
+            node_name,
+            services: KindFeed::default(),
+            slices: KindFeed::default(),
+            node_listing: None,
+            node,
+            ready: false,
+            reports: Reports::default(),
+        }
+    }
+
+    /// Whether both initial lists are complete (and the first bump was sent).
+    #[cfg(test)]
+    pub(super) fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    pub(super) fn on_service(&mut self, event: Event<core::Service>) {
+        let changed = self
+            .services
+            .on_event(event, self.ready, &self.index, &mut self.reports);
+        self.settle(changed);
+    }
+
+    pub(super) fn on_slice(&mut self, event: Event<discovery::EndpointSlice>) {
+        let changed = self
+            .slices
+            .on_event(event, self.ready, &self.index, &mut self.reports);
+        self.settle(changed);
+    }
+
+    pub(super) fn on_node(&mut self, event: Event<core::Node>) {
+        let changed = match event {
+            Event::Init => {
+                self.node_listing = Some(None);
+                false
+            }
+            Event::InitApply(node) => {
+                if node.name_any() == self.node_name {
+                    self.node_listing = Some(Some(convert::node(&node)));
+                }
+                false
+            }
+            Event::InitDone => match self.node_listing.take().flatten() {
+                Some(info) => self.set_node(info),
+                None => {
+                    tracing::warn!(
+                        node = %self.node_name,
+                        "Node not found: no zone known, topology hints are ignored"
+                    );
+                    self.set_node(NodeInfo::named(self.node_name.clone()))
+                }
+            },
+            Event::Apply(node) if node.name_any() == self.node_name => {
+                self.set_node(convert::node(&node))
+            }
+            Event::Delete(node) if node.name_any() == self.node_name => {
+                tracing::warn!(node = %self.node_name, "Node deleted: no zone known, topology hints are ignored");
+                self.set_node(NodeInfo::named(self.node_name.clone()))
+            }
+            Event::Apply(_) | Event::Delete(_) => false,
+        };
+        if changed && self.ready {
+            self.bump();
+        }
+    }
+
+    fn set_node(&mut self, mut info: NodeInfo) -> bool {
+        // The flag (or hostname) names this node; a Node object can only say
+        // the same, since it was selected by name.
+        info.name = self.node_name.clone();
+        if info == self.node {
+            return false;
+        }
+        tracing::info!(
+            node = %info.name,
+            zone = info.zone.as_deref().unwrap_or(""),
+            addresses = ?info.addresses,
+            "node topology"
+        );
+        self.node = info.clone();
+        lock(&self.index).set_node(info);
+        true
+    }
+
+    /// Installs the initial lists once both are complete; bumps after changes.
+    fn settle(&mut self, changed: bool) {
+        if self.ready {
+            if changed {
+                self.bump();
+            }
+            return;
+        }
+        if !(self.services.listed() && self.slices.listed()) {
+            return;
+        }
+        let services = self.services.install();
+        let slices = self.slices.install();
+        tracing::info!(
+            services = services.len(),
+            endpoint_slices = slices.len(),
+            "Kubernetes initial lists complete"
+        );
+        lock(&self.index).reset(SOURCE, services, slices);
+        self.ready = true;
+        self.bump();
+    }
+
+    fn bump(&self) {
+        self.changes.send_modify(|v| *v += 1);
+    }
+}
+
+/// One kind's state. Before the source is ready, `initial` holds the latest
+/// complete list; after, `known` holds the ids this feed put in the Index.
+struct KindFeed<K: Kind> {
+    listing: Option<Listing<K::Domain>>,
+    initial: Option<BTreeMap<ObjectRef, K::Domain>>,
+    known: BTreeSet<ObjectRef>,
+    _kind: PhantomData<K>,
+}
+
+impl<K: Kind> Default for KindFeed<K> {
+    fn default() -> Self {
+        Self {
+            listing: None,
+            initial: None,
+            known: BTreeSet::new(),
+            _kind: PhantomData,
+        }
+    }
+}
+
+/// A list in progress: the objects kept, and every id seen (kept or not).
+struct Listing<T> {
+    objects: BTreeMap<ObjectRef, T>,
+    seen: BTreeSet<ObjectRef>,
+}
+
+impl<T> Default for Listing<T> {
+    fn default() -> Self {
+        Self {
+            objects: BTreeMap::new(),
+            seen: BTreeSet::new(),
+        }
+    }
+}
+
+impl<K: Kind> KindFeed<K> {
+    fn listed(&self) -> bool {
+        self.initial.is_some()
+    }
+
+    /// Hands the initial list over to the Index; from now on `known` tracks it.
+    fn install(&mut self) -> Vec<K::Domain> {
+        let initial = self.initial.take().unwrap_or_default();
+        self.known = initial.keys().cloned().collect();
+        initial.into_values().collect()
+    }
+
+    /// Returns whether the Index changed.
+    fn on_event(
+        &mut self,
+        event: Event<K::Object>,
+        ready: bool,
+        index: &Mutex<Index>,
+        reports: &mut Reports,
+    ) -> bool {
+        match event {
+            Event::Init => {
+                self.listing = Some(Listing::default());
+                false
+            }
+            Event::InitApply(object) => {
+                let listing = self.listing.get_or_insert_with(Listing::default);
+                if let Some((id, converted)) = convert_and_report::<K>(&object, reports) {
+                    listing.seen.insert(id.clone());
+                    if let Some(domain) = converted {
+                        listing.objects.insert(id, domain);
+                    }
+                }
+                false
+            }
+            Event::InitDone => {
+                let listing = self.listing.take().unwrap_or_default();
+                reports.retain(K::KIND, &listing.seen);
+                if !ready {
+                    self.initial = Some(listing.objects);
+                    return false;
+                }
+                self.relist(listing.objects, index)
+            }
+            Event::Apply(object) => {
+                let Some((id, converted)) = convert_and_report::<K>(&object, reports) else {
+                    return false;
+                };
+                match (converted, ready) {
+                    (Some(domain), true) => {
+                        self.known.insert(id);
+                        K::apply(&mut lock(index), domain)
+                    }
+                    (None, true) => self.known.remove(&id) && K::delete(&mut lock(index), &id),
+                    (Some(domain), false) => {
+                        if let Some(initial) = self.initial.as_mut() {
+                            initial.insert(id, domain);
+                        }
+                        false
+                    }
+                    (None, false) => {
+                        if let Some(initial) = self.initial.as_mut() {
+                            initial.remove(&id);
+                        }
+                        false
+                    }
+                }
+            }
+            Event::Delete(object) => {
+                let Some(id) = object_ref(&object) else {
+                    return false;
+                };
+                reports.forget(K::KIND, &id);
+                if ready {
+                    self.known.remove(&id) && K::delete(&mut lock(index), &id)
+                } else {
+                    if let Some(initial) = self.initial.as_mut() {
+                        initial.remove(&id);
+                    }
+                    false
+                }
+            }
+        }
+    }
+
+    /// Replaces this kind's objects with a fresh list, under one lock so the
+    /// sync loop never sees half of it.
+    fn relist(&mut self, listed: BTreeMap<ObjectRef, K::Domain>, index: &Mutex<Index>) -> bool {
+        let mut index = lock(index);
+        let mut changed = false;
+        let mut pruned = 0usize;
+        for stale in self.known.iter().filter(|id| !listed.contains_key(*id)) {
+            if K::delete(&mut index, stale) {
+                changed = true;
+                pruned += 1;
+            }
+        }
+        self.known = listed.keys().cloned().collect();
+        let count = listed.len();
+        for object in listed.into_values() {
+            changed |= K::apply(&mut index, object);
+        }
+        tracing::info!(
+            kind = %K::KIND,
+            objects = count,
+            pruned,
+            changed,
+            "relisted"
+        );
+        changed
+    }
+}
+
+/// `namespace/name` of an object (namespace defaulted as the converters do).
+fn object_ref<T: kube::Resource>(object: &T) -> Option<ObjectRef> {
+    let meta = object.meta();
+    let name = meta.name.as_deref().filter(|n| !n.is_empty())?;
+    let namespace = meta
+        .namespace
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .unwrap_or("default");
+    Some(ObjectRef::new(namespace, name))
+}
+
+/// Converts an object and logs its problems (once per version). `None` when
+/// it cannot even be named; `Some((id, None))` when it is left out.
+fn convert_and_report<K: Kind>(
+    object: &K::Object,
+    reports: &mut Reports,
+) -> Option<(ObjectRef, Option<K::Domain>)> {
+    let id = object_ref(object);
+    let version = object.meta().resource_version.clone().unwrap_or_default();
+    let first_time = match &id {
+        Some(id) => reports.first_time(K::KIND, id, &version),
+        None => true,
+    };
+    let result = K::convert(object);
+    if first_time {
+        report(K::KIND, id.as_ref(), &version, &result);
+    }
+    let id = id?;
+    let kept = match result {
+        Ok(Converted::Kept { object, .. }) => Some(object),
+        Ok(Converted::Skipped(_)) | Err(_) => None,
+    };
+    Some((id, kept))
+}
+
+fn report<T>(
+    kind: convert::Kind,
+    id: Option<&ObjectRef>,
+    version: &str,
+    result: &Result<Converted<T>, ConvertError>,
+) {
+    let object = id.map(ToString::to_string).unwrap_or_default();
+    match result {
+        Err(error) => tracing::warn!(
+            %kind, object, resource_version = version, error = %error,
+            "ignoring an invalid object"
+        ),
+        Ok(Converted::Skipped(skip)) if skip.is_warning() => tracing::warn!(
+            %kind, object, resource_version = version, reason = %skip.reason,
+            "object skipped"
+        ),
+        Ok(Converted::Skipped(skip)) => tracing::debug!(
+            %kind, object, resource_version = version, reason = %skip.reason,
+            "object not proxied"
+        ),
+        Ok(Converted::Kept { warnings, .. }) => {
+            for warning in warnings {
+                tracing::warn!(
+                    %kind, object, resource_version = version, problem = %warning,
+                    "part of an object ignored"
+                );
+            }
+        }
+    }
+}
+
+/// The `resourceVersion` whose problems were last logged, per object, so a
+/// relist (or an unchanged re-delivery) does not repeat them.
+#[derive(Default)]
+struct Reports {
+    logged: HashMap<(convert::Kind, ObjectRef), String>,
+}
+
+impl Reports {
+    fn first_time(&mut self, kind: convert::Kind, id: &ObjectRef, version: &str) -> bool {
+        let key = (kind, id.clone());
+        if self.logged.get(&key).is_some_and(|v| v == version) {
+            return false;
+        }
+        self.logged.insert(key, version.to_owned());
+        true
+    }
+
+    fn forget(&mut self, kind: convert::Kind, id: &ObjectRef) {
+        self.logged.remove(&(kind, id.clone()));
+    }
+
+    /// Forgets objects of `kind` that a complete list no longer has.
+    fn retain(&mut self, kind: convert::Kind, seen: &BTreeSet<ObjectRef>) {
+        self.logged
+            .retain(|(k, id), _| *k != kind || seen.contains(id));
+    }
+}
+
+fn lock(index: &Mutex<Index>) -> MutexGuard<'_, Index> {
+    index.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn service(name: &str, ip: &str, rv: u32) -> core::Service {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": { "name": name, "namespace": "ns", "resourceVersion": rv.to_string() },
+            "spec": { "clusterIP": ip, "ports": [{ "name": "http", "port": 80, "protocol": "TCP" }] },
+        }))
+        .unwrap()
+    }
+
+    fn slice(name: &str, service: &str, addr: &str, rv: u32) -> discovery::EndpointSlice {
+        serde_json::from_value(json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {
+                "name": name, "namespace": "ns", "resourceVersion": rv.to_string(),
+                "labels": { "kubernetes.io/service-name": service },
+            },
+            "addressType": "IPv4",
+            "endpoints": [{ "addresses": [addr], "conditions": { "ready": true } }],
+            "ports": [{ "name": "http", "port": 8080, "protocol": "TCP" }],
+        }))
+        .unwrap()
+    }
+
+    fn node(zone: &str) -> core::Node {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": { "name": "node-1", "labels": { "topology.kubernetes.io/zone": zone } },
+            "status": { "addresses": [{ "type": "InternalIP", "address": "192.168.0.1" }] },
+        }))
+        .unwrap()
+    }
+
+    struct Harness {
+        feed: Feed,
+        index: Arc<Mutex<Index>>,
+        changes: watch::Receiver<u64>,
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            let index = Arc::new(Mutex::new(Index::new(NodeInfo::named("node-1"))));
+            let (tx, changes) = watch::channel(0);
+            let feed = Feed::new(index.clone(), tx, "node-1".into());
+            Self {
+                feed,
+                index,
+                changes,
+            }
+        }
+
+        fn services(&mut self, list: Vec<core::Service>) {
+            self.feed.on_service(Event::Init);
+            for s in list {
+                self.feed.on_service(Event::InitApply(s));
+            }
+            self.feed.on_service(Event::InitDone);
+        }
+
+        fn slices(&mut self, list: Vec<discovery::EndpointSlice>) {
+            self.feed.on_slice(Event::Init);
+            for s in list {
+                self.feed.on_slice(Event::InitApply(s));
+            }
+            self.feed.on_slice(Event::InitDone);
+        }
+
+        fn bumps(&self) -> u64 {
+            *self.changes.borrow()
+        }
+
+        fn service_names(&self) -> Vec<String> {
+            lock(&self.index)
+                .services()
+                .map(|s| s.id.name.clone())
+                .collect()
+        }
+
+        fn backends(&self) -> usize {
+            lock(&self.index)
+                .desired()
+                .frontends
+                .values()
+                .map(|f| f.backends.len())
+                .sum()
+        }
+    }
+
+    #[test]
+    fn nothing_reaches_the_index_before_both_lists() {
+        let mut h = Harness::new();
+        h.services(vec![service("a", "10.96.0.1", 1)]);
+        h.feed
+            .on_service(Event::Apply(service("b", "10.96.0.2", 2)));
+        assert_eq!(h.bumps(), 0);
+        assert!(
+            h.service_names().is_empty(),
+            "services applied before slices were listed"
+        );
+        assert!(!h.feed.is_ready());
+
+        h.slices(vec![slice("a-1", "a", "10.1.0.1", 3)]);
+        assert!(h.feed.is_ready());
+        assert_eq!(h.bumps(), 1, "one bump for the initial state");
+        assert_eq!(h.service_names(), ["a", "b"]);
+        assert_eq!(h.backends(), 1);
+    }
+
+    #[test]
+    fn events_before_ready_edit_the_pending_list() {
+        let mut h = Harness::new();
+        h.slices(vec![]);
+        h.services(vec![service("a", "10.96.0.1", 1)]);
+        // Slices listed first, Services second: ready.
+        assert_eq!(h.service_names(), ["a"]);
+
+        let mut h = Harness::new();
+        h.services(vec![
+            service("a", "10.96.0.1", 1),
+            service("b", "10.96.0.2", 1),
+        ]);
+        h.feed
+            .on_service(Event::Delete(service("a", "10.96.0.1", 2)));
+        // A relist of Services while slices still list replaces the pending list.
+        h.services(vec![
+            service("b", "10.96.0.2", 1),
+            service("c", "10.96.0.3", 3),
+        ]);
+        h.slices(vec![]);
+        assert_eq!(h.service_names(), ["b", "c"]);
+        assert_eq!(h.bumps(), 1);
+    }
+
+    #[test]
+    fn relist_prunes_what_was_deleted_meanwhile() {
+        let mut h = Harness::new();
+        h.services(vec![
+            service("a", "10.96.0.1", 1),
+            service("b", "10.96.0.2", 1),
+        ]);
+        h.slices(vec![
+            slice("a-1", "a", "10.1.0.1", 1),
+            slice("b-1", "b", "10.1.0.2", 1),
+        ]);
+        assert_eq!(h.bumps(), 1);
+
+        h.services(vec![service("a", "10.96.0.1", 1)]);
+        assert_eq!(h.service_names(), ["a"]);
+        assert_eq!(h.bumps(), 2);
+        // The slices were not relisted and stay.
+        assert!(lock(&h.index).slice(&ObjectRef::new("ns", "b-1")).is_some());
+
+        // A relist that changes nothing does not bump.
+        h.services(vec![service("a", "10.96.0.1", 1)]);
+        assert_eq!(h.bumps(), 2);
+
+        h.slices(vec![slice("a-1", "a", "10.1.0.1", 1)]);
+        assert!(lock(&h.index).slice(&ObjectRef::new("ns", "b-1")).is_none());
+        assert_eq!(h.bumps(), 3);
+    }
+
+    #[test]
+    fn apply_and_delete_after_ready_bump() {
+        let mut h = Harness::new();
+        h.services(vec![]);
+        h.slices(vec![]);
+        assert_eq!(h.bumps(), 1);
+        h.feed
+            .on_service(Event::Apply(service("a", "10.96.0.1", 5)));
+        assert_eq!((h.service_names(), h.bumps()), (vec!["a".to_owned()], 2));
+        h.feed
+            .on_service(Event::Apply(service("a", "10.96.0.1", 5)));
+        assert_eq!(h.bumps(), 2, "an unchanged object is not a change");
+        h.feed
+            .on_service(Event::Delete(service("a", "10.96.0.1", 6)));
+        assert!(h.service_names().is_empty());
+        assert_eq!(h.bumps(), 3);
+    }
+
+    #[test]
+    fn an_object_that_stops_converting_leaves_the_index() {
+        let mut h = Harness::new();
+        h.services(vec![service("a", "10.96.0.1", 1)]);
+        h.slices(vec![]);
+        assert_eq!(h.service_names(), ["a"]);
+        h.feed
+            .on_service(Event::Apply(service("a", "not-an-ip", 2)));
+        assert!(h.service_names().is_empty());
+        assert_eq!(h.bumps(), 2);
+        // Headless now: skipped on purpose, not an error, but gone all the same.
+        h.feed
+            .on_service(Event::Apply(service("a", "10.96.0.1", 3)));
+        h.feed.on_service(Event::Apply(service("a", "None", 4)));
+        assert!(h.service_names().is_empty());
+    }
+
+    #[test]
+    fn problems_are_reported_once_per_version() {
+        let mut r = Reports::default();
+        let id = ObjectRef::new("ns", "a");
+        assert!(r.first_time(convert::Kind::Service, &id, "1"));
+        assert!(!r.first_time(convert::Kind::Service, &id, "1"));
+        assert!(r.first_time(convert::Kind::EndpointSlice, &id, "1"));
+        assert!(r.first_time(convert::Kind::Service, &id, "2"));
+        r.retain(convert::Kind::Service, &BTreeSet::new());
+        assert!(r.first_time(convert::Kind::Service, &id, "2"));
+        assert!(!r.first_time(convert::Kind::EndpointSlice, &id, "1"));
+    }
+
+    #[test]
+    fn node_topology_follows_the_node_object() {
+        let mut h = Harness::new();
+        h.feed.on_node(Event::Init);
+        h.feed.on_node(Event::InitApply(node("zone-a")));
+        h.feed.on_node(Event::InitDone);
+        assert_eq!(lock(&h.index).node().zone.as_deref(), Some("zone-a"));
+        assert_eq!(h.bumps(), 0, "no bump before ready");
+        h.services(vec![]);
+        h.slices(vec![]);
+        h.feed.on_node(Event::Apply(node("zone-b")));
+        assert_eq!(lock(&h.index).node().zone.as_deref(), Some("zone-b"));
+        assert_eq!(h.bumps(), 2);
+        h.feed.on_node(Event::Delete(node("zone-b")));
+        let node = lock(&h.index).node().clone();
+        assert_eq!((node.name.as_str(), node.zone), ("node-1", None));
+    }
+}
