@@ -187,6 +187,9 @@ fn sync_once<M: DataplaneMaps>(
         tracing::error!(subject = ?failure.subject, error = %failure.error, "map write failed; skipped this piece");
     }
     end_udp_flows_to(&report.udp_backends_gone);
+    if matches!(touched, Touched::All) || report.ops > TRIM_AFTER_OPS {
+        release_freed_memory();
+    }
     tracing::info!(
         mode = ?mode,
         frontends = desired.frontends.len(),
@@ -200,6 +203,20 @@ fn sync_once<M: DataplaneMaps>(
         "synced"
     );
     report
+}
+
+/// A sync this large (a cold start, a relist) frees a lot of short-lived
+/// memory: the parse of the initial lists, the plan of every entry.
+const TRIM_AFTER_OPS: usize = 10_000;
+
+/// Gives memory that large syncs freed back to the kernel. glibc keeps freed
+/// heap pages otherwise, and the daemon's RSS would stay at its peak.
+fn release_freed_memory() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists; it takes
+    // no pointers from us and is safe to call at any time from any thread.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Connected UDP sockets keep the backend they were given at `connect()`; when

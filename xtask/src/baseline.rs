@@ -70,8 +70,10 @@ pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
 pub const SERVICE_CIDR: &str = "10.96.0.0/12";
 /// Endpoints per Service in [`run`].
 pub const ENDPOINTS_PER_SERVICE: usize = 10;
-/// Upper bound on any one child process (a load, a dump, `ip netns …`).
-pub const COMMAND_LIMIT: Duration = Duration::from_secs(1800);
+/// Upper bound on a helper process (`ip netns …`, a dump, `--version`).
+pub const COMMAND_LIMIT: Duration = Duration::from_secs(120);
+/// Default upper bound on one load; a load killed at it is reported as "> limit".
+pub const LOAD_LIMIT: Duration = Duration::from_secs(120);
 
 /// kube-proxy's default masquerade mark (`--iptables-masquerade-bit=14`).
 const MASQ_MARK: &str = "0x4000";
@@ -684,52 +686,59 @@ pub fn nft_ruleset(services: &[SvcSpec]) -> String {
 // Running the tools
 // ---------------------------------------------------------------------------
 
-/// A rule loader, as kube-proxy invokes it.
+/// A rule loader and the flags it is run with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tool {
-    /// The distribution's `iptables-restore` (iptables-nft on Debian 12).
+    /// The distribution's `iptables-restore` (iptables-nft on Debian 12) with
+    /// kube-proxy's flags: `-w 5 --noflush --counters`.
     IptablesRestore,
-    /// `iptables-legacy-restore`, where installed.
+    /// The same binary restoring whole tables (`-w 5 --counters`, no `--noflush`),
+    /// the other way to do a cold load. iptables-nft 1.8.9 is superlinear with
+    /// `--noflush` (all of it in user space), so at scale this differs a lot.
+    IptablesRestoreFull,
+    /// `iptables-legacy-restore`, where installed, with kube-proxy's flags.
     IptablesLegacyRestore,
-    /// `nft -f`.
+    /// `nft -f`, as knftables runs it.
     Nft,
 }
 
 impl Tool {
-    pub const ALL: [Tool; 3] = [
+    pub const ALL: [Tool; 4] = [
         Tool::IptablesRestore,
+        Tool::IptablesRestoreFull,
         Tool::IptablesLegacyRestore,
         Tool::Nft,
     ];
 
     fn program(self) -> &'static str {
         match self {
-            Tool::IptablesRestore => "iptables-restore",
+            Tool::IptablesRestore | Tool::IptablesRestoreFull => "iptables-restore",
             Tool::IptablesLegacyRestore => "iptables-legacy-restore",
             Tool::Nft => "nft",
         }
     }
 
-    /// The arguments that load `file`: kube-proxy's flags.
-    fn load_args(self, file: &Path) -> Vec<String> {
-        let file = file.display().to_string();
+    /// The flags before the file argument.
+    fn flags(self) -> &'static [&'static str] {
         match self {
             Tool::IptablesRestore | Tool::IptablesLegacyRestore => {
-                ["-w", "5", "--noflush", "--counters"]
-                    .into_iter()
-                    .map(str::to_owned)
-                    .chain([file])
-                    .collect()
+                &["-w", "5", "--noflush", "--counters"]
             }
-            Tool::Nft => vec!["-f".to_owned(), file],
+            Tool::IptablesRestoreFull => &["-w", "5", "--counters"],
+            Tool::Nft => &["-f"],
         }
+    }
+
+    /// Which ruleset this tool loads.
+    fn is_nft(self) -> bool {
+        self == Tool::Nft
     }
 
     /// The command and arguments that dump what was loaded.
     #[cfg(test)]
     fn dump_command(self) -> (&'static str, &'static [&'static str]) {
         match self {
-            Tool::IptablesRestore => ("iptables-save", &[]),
+            Tool::IptablesRestore | Tool::IptablesRestoreFull => ("iptables-save", &[]),
             Tool::IptablesLegacyRestore => ("iptables-legacy-save", &[]),
             Tool::Nft => ("nft", &["list", "ruleset"]),
         }
@@ -752,14 +761,29 @@ impl Tool {
         text.lines().next().map(|l| l.trim().to_owned())
     }
 
-    /// What the report calls this contender.
+    /// What the report calls this contender: version and flags.
     fn label(self, version: &str) -> String {
+        let version = version.replace(" (Lester Gooch #5)", "");
         match self {
             Tool::Nft => format!("nft -f ({version})"),
-            _ => version.to_owned(),
+            _ => format!("{version} {}", self.flags()[2..].join(" ")),
         }
     }
 }
+
+/// A child process killed at its time limit.
+#[derive(Debug)]
+pub struct TimedOut {
+    pub limit: Duration,
+}
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "did not finish within {:?}; killed it", self.limit)
+    }
+}
+
+impl std::error::Error for TimedOut {}
 
 /// A finished child process.
 struct Finished {
@@ -795,7 +819,7 @@ fn run_bounded(mut cmd: Command, limit: Duration) -> anyhow::Result<Finished> {
             // Not reaped yet (the waiter would have sent), so the pid is still ours.
             let _ = kill(pid, Signal::SIGKILL);
             let _ = rx.recv_timeout(Duration::from_secs(5));
-            bail!("{what} did not finish within {limit:?}; killed it");
+            return Err(anyhow::Error::new(TimedOut { limit }).context(what));
         }
     };
     let _ = waiter.join();
@@ -814,10 +838,10 @@ fn run_bounded(mut cmd: Command, limit: Duration) -> anyhow::Result<Finished> {
     })
 }
 
-/// Runs `cmd`; a non-zero exit is an error carrying its stderr.
-fn run_checked(cmd: Command) -> anyhow::Result<Finished> {
+/// Runs `cmd` for at most `limit`; a non-zero exit is an error carrying its stderr.
+fn run_checked(cmd: Command, limit: Duration) -> anyhow::Result<Finished> {
     let what = format!("{cmd:?}");
-    let done = run_bounded(cmd, COMMAND_LIMIT)?;
+    let done = run_bounded(cmd, limit)?;
     if !done.status.success() {
         bail!(
             "{what} failed ({}): {}",
@@ -844,7 +868,7 @@ fn truncate_for_report(text: &str) -> String {
 fn ip(args: &[&str]) -> anyhow::Result<()> {
     let mut cmd = Command::new("ip");
     cmd.args(args);
-    run_checked(cmd).map(|_| ())
+    run_checked(cmd, COMMAND_LIMIT).map(|_| ())
 }
 
 /// A network namespace of our own, deleted on drop (also when unwinding).
@@ -909,15 +933,18 @@ fn sweep() {
     }
 }
 
-/// Loads `rules` with `tool` into `ns` and returns the wall clock of the command.
-fn load_into(ns: &Netns, tool: Tool, rules: &str) -> anyhow::Result<Duration> {
+/// Loads `rules` with `tool` into `ns` and returns the wall clock of the command
+/// (killed after `limit`: the error then carries [`TimedOut`]).
+fn load_into(ns: &Netns, tool: Tool, rules: &str, limit: Duration) -> anyhow::Result<Duration> {
     let mut file = tempfile::Builder::new()
         .prefix("pxb-rules-")
         .tempfile()
         .context("creating the rules file")?;
     std::io::Write::write_all(&mut file, rules.as_bytes()).context("writing the rules file")?;
-    let cmd = ns.command(tool.program(), &tool.load_args(file.path()));
-    Ok(run_checked(cmd)
+    let mut args: Vec<String> = tool.flags().iter().map(|&f| f.to_owned()).collect();
+    args.push(file.path().display().to_string());
+    let cmd = ns.command(tool.program(), &args);
+    Ok(run_checked(cmd, limit)
         .with_context(|| {
             format!(
                 "loading {} lines with {}",
@@ -928,26 +955,26 @@ fn load_into(ns: &Netns, tool: Tool, rules: &str) -> anyhow::Result<Duration> {
         .elapsed)
 }
 
-/// Times `tool` loading `rules` into a fresh, empty network namespace.
-pub fn time_load(tool: Tool, rules: &str) -> anyhow::Result<Duration> {
+/// Times `tool` loading `rules` into a fresh, empty network namespace, killing
+/// it after `limit`.
+pub fn time_load(tool: Tool, rules: &str, limit: Duration) -> anyhow::Result<Duration> {
     let ns = Netns::create()?;
-    load_into(&ns, tool, rules)
+    load_into(&ns, tool, rules, limit)
 }
 
-/// Times `iptables-restore -w 5 --noflush --counters` (kube-proxy's flags) loading
-/// `rules` into a fresh network namespace.
+/// Times `iptables-restore -w 5 --noflush --counters` (kube-proxy's invocation)
+/// loading `rules` into a fresh network namespace; killed after [`LOAD_LIMIT`].
+/// (The sweep calls [`time_load`] with its own limit, for every [`Tool`].)
+#[cfg_attr(not(test), expect(dead_code, reason = "the sweep uses time_load"))]
 pub fn time_iptables_restore(rules: &str) -> anyhow::Result<Duration> {
-    time_load(Tool::IptablesRestore, rules)
+    time_load(Tool::IptablesRestore, rules, LOAD_LIMIT)
 }
 
-/// As [`time_iptables_restore`], with `iptables-legacy-restore`.
-pub fn time_iptables_legacy_restore(rules: &str) -> anyhow::Result<Duration> {
-    time_load(Tool::IptablesLegacyRestore, rules)
-}
-
-/// Times `nft -f` loading `rules` into a fresh network namespace.
+/// Times `nft -f` loading `rules` into a fresh network namespace; killed after
+/// [`LOAD_LIMIT`].
+#[cfg_attr(not(test), expect(dead_code, reason = "the sweep uses time_load"))]
 pub fn time_nft(rules: &str) -> anyhow::Result<Duration> {
-    time_load(Tool::Nft, rules)
+    time_load(Tool::Nft, rules, LOAD_LIMIT)
 }
 
 // ---------------------------------------------------------------------------
@@ -957,15 +984,18 @@ pub fn time_nft(rules: &str) -> anyhow::Result<Duration> {
 /// One contender at one scale.
 #[derive(Clone, Debug)]
 pub struct BaselineRow {
-    /// The tool and its version, e.g. `iptables-restore v1.8.9 (nf_tables)`.
+    /// The tool, its version and flags, e.g. `iptables-restore v1.8.9 (nf_tables) --noflush --counters`.
     pub tool: String,
     pub services: usize,
     pub endpoints_each: usize,
     /// Size of the loaded input.
     pub ruleset_lines: usize,
     pub ruleset_bytes: usize,
-    /// Wall clock of each load, in the order taken.
+    /// Wall clock of each completed load, in the order taken.
     pub samples: Vec<Duration>,
+    /// The load limit, when a load was killed at it: the contender is then
+    /// skipped for the remaining rounds and for larger scales.
+    pub timed_out: Option<Duration>,
     pub median: Duration,
     pub min: Duration,
     pub max: Duration,
@@ -981,10 +1011,20 @@ fn median(samples: &[Duration]) -> Duration {
     }
 }
 
-/// Loads the kube-proxy rulesets for each of `scales` Services (×
-/// [`ENDPOINTS_PER_SERVICE`]) `rounds` times with every installed tool,
-/// alternating the tools within a round, each load in a fresh namespace.
+/// [`run_with_limit`] with [`LOAD_LIMIT`].
 pub fn run(rounds: usize, scales: &[usize]) -> anyhow::Result<Vec<BaselineRow>> {
+    run_with_limit(rounds, scales, LOAD_LIMIT)
+}
+
+/// Loads the kube-proxy rulesets for each of `scales` Services (×
+/// [`ENDPOINTS_PER_SERVICE`]) `rounds` times with every installed [`Tool`],
+/// alternating the tools within a round, each load in a fresh namespace and
+/// killed after `limit`.
+pub fn run_with_limit(
+    rounds: usize,
+    scales: &[usize],
+    limit: Duration,
+) -> anyhow::Result<Vec<BaselineRow>> {
     if !nix::unistd::Uid::effective().is_root() {
         bail!("the baseline creates network namespaces: run it as root");
     }
@@ -996,42 +1036,56 @@ pub fn run(rounds: usize, scales: &[usize]) -> anyhow::Result<Vec<BaselineRow>> 
     if !tools.iter().any(|(t, _)| *t != Tool::IptablesLegacyRestore) {
         bail!("neither iptables-restore nor nft is installed (scripts/setup.sh installs them)");
     }
+    let mut given_up: Vec<Option<Duration>> = vec![None; tools.len()];
     let mut rows = Vec::new();
     for &n in scales {
         let specs = synthetic(n, ENDPOINTS_PER_SERVICE);
         let iptables = iptables_ruleset(&specs);
         let nft = nft_ruleset(&specs);
         let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); tools.len()];
+        let mut timed_out: Vec<Option<Duration>> = given_up.clone();
         for round in 0..rounds {
-            for ((tool, label), out) in tools.iter().zip(&mut samples) {
-                let rules = if *tool == Tool::Nft { &nft } else { &iptables };
-                let took = match tool {
-                    Tool::IptablesRestore => time_iptables_restore(rules),
-                    Tool::IptablesLegacyRestore => time_iptables_legacy_restore(rules),
-                    Tool::Nft => time_nft(rules),
+            for (i, (tool, label)) in tools.iter().enumerate() {
+                if timed_out[i].is_some() {
+                    continue;
                 }
-                .with_context(|| format!("{label}, {n} services, round {round}"))?;
-                eprintln!(
-                    "baseline: {n:>6} services × {ENDPOINTS_PER_SERVICE}  round {round}  {label:<40} {}",
-                    fmt_ms(took)
-                );
-                out.push(took);
+                let rules = if tool.is_nft() { &nft } else { &iptables };
+                match time_load(*tool, rules, limit) {
+                    Ok(took) => {
+                        eprintln!(
+                            "baseline: {n:>6} services × {ENDPOINTS_PER_SERVICE}  round {round}  {label:<56} {}",
+                            fmt_ms(took)
+                        );
+                        samples[i].push(took);
+                    }
+                    Err(e) if e.chain().any(|c| c.is::<TimedOut>()) => {
+                        eprintln!(
+                            "baseline: {n:>6} services × {ENDPOINTS_PER_SERVICE}  round {round}  {label:<56} > {limit:?}, killed; skipping it from here on"
+                        );
+                        timed_out[i] = Some(limit);
+                    }
+                    Err(e) => {
+                        return Err(e.context(format!("{label}, {n} services, round {round}")));
+                    }
+                }
             }
         }
-        for ((tool, label), samples) in tools.iter().zip(samples) {
-            let rules = if *tool == Tool::Nft { &nft } else { &iptables };
+        for (i, ((tool, label), samples)) in tools.iter().zip(samples).enumerate() {
+            let rules = if tool.is_nft() { &nft } else { &iptables };
             rows.push(BaselineRow {
                 tool: label.clone(),
                 services: n,
                 endpoints_each: ENDPOINTS_PER_SERVICE,
                 ruleset_lines: rules.lines().count(),
                 ruleset_bytes: rules.len(),
+                timed_out: timed_out[i],
                 median: median(&samples),
                 min: samples.iter().min().copied().unwrap_or_default(),
                 max: samples.iter().max().copied().unwrap_or_default(),
                 samples,
             });
         }
+        given_up = timed_out;
     }
     Ok(rows)
 }
@@ -1049,17 +1103,30 @@ pub fn to_markdown(rows: &[BaselineRow]) -> String {
     );
     emit!(out, "|---|---|---|---|---|---|");
     for r in rows {
+        let (median, range) = match (r.timed_out, r.samples.is_empty()) {
+            (Some(limit), true) => (format!("> {} s (killed)", limit.as_secs()), "–".to_owned()),
+            (timed_out, _) => (
+                fmt_ms(r.median),
+                format!(
+                    "{} – {}{}",
+                    fmt_ms(r.min),
+                    fmt_ms(r.max),
+                    if timed_out.is_some() {
+                        ", then killed"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
+        };
         emit!(
             out,
-            "| {} | {} × {} | {} / {:.1} | {} | {} – {} | {} |",
+            "| {} | {} × {} | {} / {:.1} | {median} | {range} | {} |",
             r.tool,
             r.services,
             r.endpoints_each,
             r.ruleset_lines,
             r.ruleset_bytes as f64 / (1024.0 * 1024.0),
-            fmt_ms(r.median),
-            fmt_ms(r.min),
-            fmt_ms(r.max),
             r.samples.len()
         );
     }
@@ -1263,9 +1330,9 @@ mod tests {
     /// Loads two Services with `tool` into a fresh namespace and returns the dump.
     fn load_and_dump(tool: Tool, rules: &str) -> String {
         let ns = Netns::create().expect("creating a namespace");
-        load_into(&ns, tool, rules).expect("loading the ruleset");
+        load_into(&ns, tool, rules, LOAD_LIMIT).expect("loading the ruleset");
         let (program, args) = tool.dump_command();
-        run_checked(ns.command(program, args))
+        run_checked(ns.command(program, args), COMMAND_LIMIT)
             .expect("dumping the ruleset")
             .stdout
     }
@@ -1278,8 +1345,10 @@ mod tests {
             "iptables-restore is missing: scripts/setup.sh installs it"
         );
         let specs = synthetic(2, 3);
-        let dump = load_and_dump(Tool::IptablesRestore, &iptables_ruleset(&specs));
-        check_iptables_dump(&specs, &dump);
+        for tool in [Tool::IptablesRestore, Tool::IptablesRestoreFull] {
+            let dump = load_and_dump(tool, &iptables_ruleset(&specs));
+            check_iptables_dump(&specs, &dump);
+        }
     }
 
     #[test]
@@ -1371,6 +1440,14 @@ mod tests {
         let err = time_nft("add rule ip nonexistent-table nochain drop\n")
             .expect_err("a bad ruleset must fail");
         assert!(format!("{err:#}").contains("nft"), "{err:#}");
+        // A load past its limit is killed and reported as such.
+        let err = time_load(
+            Tool::Nft,
+            &nft_ruleset(&synthetic(1000, 10)),
+            Duration::from_millis(1),
+        )
+        .expect_err("1 ms is too short");
+        assert!(err.chain().any(|c| c.is::<TimedOut>()), "{err:#}");
         let prefix = format!("{NETNS_PREFIX}{}-", std::process::id());
         let left: Vec<String> = fs::read_dir(NETNS_DIR)
             .map(|d| {

@@ -3,6 +3,7 @@
 
 mod baseline;
 mod bench;
+mod bench_control;
 mod cargo;
 mod demo;
 
@@ -42,6 +43,9 @@ enum Task {
     /// Benchmark connect + one request/response through a VIP against the same
     /// work done directly against the backend, in the same run.
     Bench(bench::BenchArgs),
+    /// Control-plane benchmark: cold sync, one change and RSS at N Services × M
+    /// endpoints, next to iptables-restore and nft -f at the same size.
+    BenchControlPlane(bench_control::ControlArgs),
     /// Time kube-proxy's rule loading (iptables-restore, nft -f) for N Services × 10
     /// endpoints, each load in a fresh network namespace: the control-plane baseline.
     BenchBaseline {
@@ -50,6 +54,9 @@ enum Task {
         /// Service counts to measure.
         #[arg(long, value_delimiter = ',', default_values_t = [1, 1000, 10000])]
         scales: Vec<usize>,
+        /// Kill a load after this many seconds and report it as "> limit".
+        #[arg(long, default_value_t = 120)]
+        limit_secs: u64,
     },
 }
 
@@ -73,11 +80,18 @@ fn main() -> anyhow::Result<()> {
             let bin = cargo::build_proxy(&root, true)?;
             bench::run(&root, &bin, &args)?;
         }
-        Task::BenchBaseline { rounds, scales } => {
-            print!(
-                "{}",
-                baseline::to_markdown(&baseline::run(rounds, &scales)?)
-            );
+        Task::BenchControlPlane(args) => {
+            let bin = cargo::build_proxy(&root, true)?;
+            bench_control::run(&root, &bin, &args)?;
+        }
+        Task::BenchBaseline {
+            rounds,
+            scales,
+            limit_secs,
+        } => {
+            let limit = std::time::Duration::from_secs(limit_secs);
+            let rows = baseline::run_with_limit(rounds, &scales, limit)?;
+            print!("{}", baseline::to_markdown(&rows));
         }
     }
     Ok(())

@@ -14,7 +14,7 @@ use super::{
     Index,
     desired::{Conflict, NoLocalEndpoints, ServiceFrontends, service_frontends},
     index::Dirty,
-    types::{DesiredState, EndpointSlice, Frontend, ObjectRef},
+    types::{DesiredState, EndpointSlice, Frontend, FrontendSpec, ObjectRef},
 };
 
 /// Which frontends an update may have changed.
@@ -27,16 +27,30 @@ pub enum Touched {
 }
 
 /// The desired state, each Service's share of it, and who claims each frontend.
+///
+/// Each spec is stored once: the winner's in `state`, other claimants' (a
+/// conflict, rare) in `shadowed`.
 #[derive(Debug, Default)]
 pub struct DesiredCache {
     state: DesiredState,
-    per_service: HashMap<ObjectRef, ServiceFrontends>,
+    per_service: HashMap<ObjectRef, Share>,
     /// Frontend → the Services whose ports name it (several: a conflict; the
     /// lowest id wins, as in [`super::desired::desired`]).
     claims: HashMap<Frontend, BTreeSet<ObjectRef>>,
+    /// Specs of claimants that do not win their frontend, and specs just
+    /// computed and not yet resolved.
+    shadowed: HashMap<(Frontend, ObjectRef), FrontendSpec>,
     no_local: NoLocalEndpoints,
     no_local_ports: usize,
     primed: bool,
+}
+
+/// What one Service contributes: the frontends it claims and its no-local counts.
+#[derive(Debug, Default)]
+struct Share {
+    frontends: Vec<Frontend>,
+    no_local: NoLocalEndpoints,
+    no_local_ports: usize,
 }
 
 impl DesiredCache {
@@ -133,48 +147,84 @@ impl DesiredCache {
             self.no_local.internal -= old.no_local.internal;
             self.no_local.external -= old.no_local.external;
             self.no_local_ports -= old.no_local_ports;
-            for (frontend, _) in &old.frontends {
-                if let Some(ids) = self.claims.get_mut(frontend) {
+            for frontend in old.frontends {
+                if let Some(ids) = self.claims.get_mut(&frontend) {
                     ids.remove(&id);
                 }
-                touched.insert(*frontend);
+                if self
+                    .state
+                    .frontends
+                    .get(&frontend)
+                    .is_some_and(|spec| spec.service == id)
+                {
+                    self.state.frontends.remove(&frontend);
+                }
+                self.shadowed.remove(&(frontend, id.clone()));
+                touched.insert(frontend);
             }
         }
         let Some(service) = index.service(&id) else {
             return;
         };
         let slices: Vec<&EndpointSlice> = index.slices_for(&id).collect();
-        let new = service_frontends(index.node(), service, &slices);
-        self.no_local.internal += new.no_local.internal;
-        self.no_local.external += new.no_local.external;
-        self.no_local_ports += new.no_local_ports;
-        for (frontend, _) in &new.frontends {
-            self.claims.entry(*frontend).or_default().insert(id.clone());
-            touched.insert(*frontend);
+        let computed: ServiceFrontends = service_frontends(index.node(), service, &slices);
+        let mut share = Share {
+            frontends: Vec::with_capacity(computed.frontends.len()),
+            no_local: computed.no_local,
+            no_local_ports: computed.no_local_ports,
+        };
+        self.no_local.internal += share.no_local.internal;
+        self.no_local.external += share.no_local.external;
+        self.no_local_ports += share.no_local_ports;
+        for (frontend, spec) in computed.frontends {
+            // A Service naming one frontend twice: its first port wins.
+            if share.frontends.contains(&frontend) {
+                continue;
+            }
+            self.claims.entry(frontend).or_default().insert(id.clone());
+            self.place(frontend, spec);
+            share.frontends.push(frontend);
+            touched.insert(frontend);
         }
-        self.per_service.insert(id, new);
+        self.per_service.insert(id, share);
     }
 
-    /// Picks the winner of one frontend again.
+    /// Puts a freshly computed spec where it belongs: in `state` when its
+    /// Service is (or beats) the frontend's current winner, else in `shadowed`.
+    fn place(&mut self, frontend: Frontend, spec: FrontendSpec) {
+        match self.state.frontends.get(&frontend) {
+            Some(current) if current.service != spec.service && current.service < spec.service => {
+                self.shadowed.insert((frontend, spec.service.clone()), spec);
+            }
+            _ => {
+                let id = spec.service.clone();
+                if let Some(previous) = self.state.frontends.insert(frontend, spec)
+                    && previous.service != id
+                {
+                    self.shadowed
+                        .insert((frontend, previous.service.clone()), previous);
+                }
+            }
+        }
+    }
+
+    /// Fills a frontend whose winner went away: the lowest remaining
+    /// claimant's spec moves from `shadowed` to `state`.
     fn resolve(&mut self, frontend: Frontend) {
-        let spec = self.claims.get(&frontend).and_then(|ids| {
-            ids.iter().find_map(|id| {
-                let share = self.per_service.get(id)?;
-                share
-                    .frontends
-                    .iter()
-                    .find(|(f, _)| *f == frontend)
-                    .map(|(_, spec)| spec.clone())
-            })
-        });
-        match spec {
-            Some(spec) => {
-                self.state.frontends.insert(frontend, spec);
-            }
-            None => {
-                self.state.frontends.remove(&frontend);
-                self.claims.remove(&frontend);
-            }
+        if self.state.frontends.contains_key(&frontend) {
+            return;
+        }
+        let Some(winner) = self
+            .claims
+            .get(&frontend)
+            .and_then(|ids| ids.first())
+            .cloned()
+        else {
+            self.claims.remove(&frontend);
+            return;
+        };
+        if let Some(spec) = self.shadowed.remove(&(frontend, winner)) {
+            self.state.frontends.insert(frontend, spec);
         }
     }
 }
@@ -278,4 +328,82 @@ mod tests {
             }
         }
     }
+}
+
+#[cfg(test)]
+mod footprint {
+    //! Not a test that can fail: prints the memory each stage adds at 10,000
+    //! Services × 10 endpoints. `cargo test --release -p proxy --lib
+    //! footprint -- --ignored --nocapture`.
+    use super::*;
+    use crate::{
+        dataplane::{Writer, fake::FakeMaps},
+        model::{
+            NodeInfo, SourceId,
+            desired::builders::{slice, svc},
+            types::Protocol::Tcp,
+        },
+    };
+
+    fn rss_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    #[ignore = "a measurement, run by hand"]
+    fn footprint_10k_services() {
+        let start = rss_kib();
+        let mut index = Index::new(NodeInfo::named("n1"));
+        for i in 0..10_000u32 {
+            let name = format!("svc-{i}");
+            let vip = std::net::Ipv4Addr::from(0x0a60_0000 + i).to_string();
+            index.apply_service(
+                SourceId::Kubernetes,
+                svc("bench", &name).cluster_ip(&vip).port("http", 80, Tcp),
+            );
+            let mut sl = slice("bench", &format!("{name}-x"))
+                .for_service(&name)
+                .port("http", 8080, Tcp);
+            for j in 0..10 {
+                let ep = std::net::Ipv4Addr::from(0x0a80_0000 + i * 10 + j).to_string();
+                sl = sl.endpoint(&ep).ready().on_node("node-2");
+            }
+            index.apply_slice(SourceId::Kubernetes, sl);
+        }
+        let after_index = rss_kib();
+        let mut cache = DesiredCache::new();
+        cache.update(&mut index);
+        let after_cache = rss_kib();
+        let mut fake = FakeMaps::default();
+        fake.check_invariants = false;
+        let mut writer = Writer::new(fake).unwrap_or_else(|e| panic!("{e}"));
+        writer.sync(cache.state());
+        let after_sync = rss_kib();
+        println!(
+            "index {} MiB, desired cache {} MiB, writer mirror + fake maps + plan {} MiB",
+            (after_index - start) / 1024,
+            (after_cache - after_index) / 1024,
+            (after_sync - after_cache) / 1024
+        );
+    }
+}
+#[cfg(test)]
+#[test]
+#[ignore = "prints sizes"]
+fn sizes() {
+    use crate::model::types::*;
+    println!(
+        "Endpoint {} EndpointSlice {} Service {} FrontendSpec {} SelectionLabels {}",
+        std::mem::size_of::<Endpoint>(),
+        std::mem::size_of::<EndpointSlice>(),
+        std::mem::size_of::<Service>(),
+        std::mem::size_of::<FrontendSpec>(),
+        std::mem::size_of::<SelectionLabels>()
+    );
 }

@@ -6,7 +6,7 @@
 //! links of a mounted ConfigMap) are skipped; symlinked files are followed.
 
 use std::{
-    collections::{BTreeMap, hash_map::DefaultHasher},
+    collections::{BTreeMap, BTreeSet, hash_map::DefaultHasher},
     hash::{Hash, Hasher},
     path::{Path, PathBuf},
 };
@@ -58,7 +58,7 @@ impl ManifestDir {
 
     /// Re-reads the directory. Returns true when the set of objects may have
     /// changed. Problems are logged here, once per change of a file.
-    pub fn scan(&mut self) -> Result<bool, DirError> {
+    pub fn scan(&mut self) -> Result<Changes, DirError> {
         let entries = std::fs::read_dir(&self.dir).map_err(|source| DirError {
             dir: self.dir.clone(),
             source,
@@ -70,27 +70,45 @@ impl ManifestDir {
                 seen.push(path);
             }
         }
-        let mut changed = false;
+        let mut changes = Changes::default();
         let before: Vec<PathBuf> = self.files.keys().cloned().collect();
         for gone in before.iter().filter(|p| !seen.contains(p)) {
             tracing::info!(file = %gone.display(), "manifest removed");
-            self.files.remove(gone);
-            changed = true;
+            if let Some(state) = self.files.remove(gone) {
+                changes.note(state.good.as_ref());
+            }
         }
         for path in seen {
-            changed |= self.refresh(&path);
+            self.refresh(&path, &mut changes);
         }
-        Ok(changed)
+        Ok(changes)
     }
 
-    /// Re-parses one file if its bytes changed.
-    fn refresh(&mut self, path: &Path) -> bool {
+    /// The Service in effect for `id`: the first file (by path) that has it.
+    pub fn service(&self, id: &ObjectRef) -> Option<&Service> {
+        self.files
+            .values()
+            .filter_map(|f| f.good.as_ref())
+            .find_map(|p| p.services.iter().find(|s| s.id == *id))
+    }
+
+    /// The EndpointSlice in effect for `id`: the first file (by path) that has it.
+    pub fn slice(&self, id: &ObjectRef) -> Option<&EndpointSlice> {
+        self.files
+            .values()
+            .filter_map(|f| f.good.as_ref())
+            .find_map(|p| p.slices.iter().find(|s| s.id == *id))
+    }
+
+    /// Re-parses one file if its bytes changed, noting the objects it held
+    /// before and holds now in `changes`.
+    fn refresh(&mut self, path: &Path, changes: &mut Changes) {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(error) => {
                 // Vanished between listing and reading, or not UTF-8: keep what we had.
                 tracing::warn!(file = %path.display(), error = %error, "cannot read manifest; keeping its last good contents");
-                return false;
+                return;
             }
         };
         let fingerprint = fingerprint(&text);
@@ -99,9 +117,10 @@ impl ManifestDir {
             .get(path)
             .is_some_and(|f| f.fingerprint == fingerprint)
         {
-            return false;
+            return;
         }
         let previous = self.files.remove(path).and_then(|f| f.good);
+        changes.note(previous.as_ref());
         let good = match parse_file(path, &text) {
             Ok(parsed) => {
                 // Each problem's text starts with the file, the object and the reason.
@@ -132,9 +151,9 @@ impl ManifestDir {
                 previous
             }
         };
+        changes.note(good.as_ref());
         self.files
             .insert(path.to_path_buf(), FileState { fingerprint, good });
-        true
     }
 
     /// Every object, merged across files. When two files define the same object,
@@ -163,6 +182,29 @@ impl ManifestDir {
             services.into_values().map(|(_, s)| s.clone()).collect(),
             slices.into_values().map(|(_, s)| s.clone()).collect(),
         )
+    }
+}
+
+/// The objects a scan may have changed: every id found in the old or new
+/// contents of a file that changed or went away.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub services: BTreeSet<ObjectRef>,
+    pub slices: BTreeSet<ObjectRef>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty() && self.slices.is_empty()
+    }
+
+    fn note(&mut self, parsed: Option<&ParsedFile>) {
+        if let Some(parsed) = parsed {
+            self.services
+                .extend(parsed.services.iter().map(|s| s.id.clone()));
+            self.slices
+                .extend(parsed.slices.iter().map(|s| s.id.clone()));
+        }
     }
 }
 
@@ -203,12 +245,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mut dir = ManifestDir::new(tmp.path());
         std::fs::write(tmp.path().join("a.yaml"), svc("web", "10.96.0.10")).unwrap();
-        assert!(dir.scan().unwrap());
+        assert!(!dir.scan().unwrap().is_empty());
         std::fs::write(tmp.path().join("a.yaml"), "kind: Service\n  bad: [indent").unwrap();
         dir.scan().unwrap();
         assert_eq!(names(&dir), ["web"]);
         // Unchanged bytes are not re-parsed or reported again.
-        assert!(!dir.scan().unwrap());
+        assert!(dir.scan().unwrap().is_empty());
     }
 
     #[test]
@@ -222,7 +264,7 @@ mod tests {
         dir.scan().unwrap();
         assert_eq!(names(&dir), ["a", "b"]);
         std::fs::remove_file(tmp.path().join("a.yaml")).unwrap();
-        assert!(dir.scan().unwrap());
+        assert!(!dir.scan().unwrap().is_empty());
         assert_eq!(names(&dir), ["b"]);
     }
 

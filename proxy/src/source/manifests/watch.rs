@@ -10,7 +10,7 @@ use std::{
 use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::{mpsc, watch};
 
-use super::dir::{DirError, ManifestDir};
+use super::dir::{Changes, DirError, ManifestDir};
 use crate::{
     config,
     model::{Index, SourceId},
@@ -72,8 +72,8 @@ pub async fn start(
                 _ = shutdown.changed() => return,
             }
             match dir.scan() {
-                Ok(true) => publish(&dir, &index, &changes),
-                Ok(false) => {}
+                Ok(changed) if changed.is_empty() => {}
+                Ok(changed) => publish_changes(&dir, &changed, &index, &changes),
                 Err(error) => {
                     tracing::error!(error = %error, "manifest rescan failed; keeping the current state")
                 }
@@ -85,6 +85,36 @@ pub async fn start(
 /// Swallows further events until none arrives for `quiet`.
 async fn debounce(rx: &mut mpsc::UnboundedReceiver<()>, quiet: Duration) {
     while let Ok(Some(())) = tokio::time::timeout(quiet, rx.recv()).await {}
+}
+
+/// Hands the Index what a rescan changed, object by object, so a change to
+/// one file costs in proportion to that file, not to the directory.
+fn publish_changes(
+    dir: &ManifestDir,
+    changed: &Changes,
+    index: &Mutex<Index>,
+    changes: &watch::Sender<u64>,
+) {
+    let mut index = index
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut any = false;
+    for id in &changed.services {
+        any |= match dir.service(id) {
+            Some(service) => index.apply_service(SourceId::Manifests, service.clone()),
+            None => index.delete_service(SourceId::Manifests, id),
+        };
+    }
+    for id in &changed.slices {
+        any |= match dir.slice(id) {
+            Some(slice) => index.apply_slice(SourceId::Manifests, slice.clone()),
+            None => index.delete_slice(SourceId::Manifests, id),
+        };
+    }
+    drop(index);
+    if any {
+        changes.send_modify(|v| *v += 1);
+    }
 }
 
 fn publish(dir: &ManifestDir, index: &Mutex<Index>, changes: &watch::Sender<u64>) {
