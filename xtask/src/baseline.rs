@@ -1090,6 +1090,26 @@ pub fn run_with_limit(
     Ok(rows)
 }
 
+/// Writes the inputs for each of `scales` Services (× [`ENDPOINTS_PER_SERVICE`])
+/// to `dir/iptables-<N>.rules` and `dir/nft-<N>.rules`, for loading by hand
+/// (inside a namespace of your own) or inspection. Returns the files written.
+pub fn write_rulesets(dir: &Path, scales: &[usize]) -> anyhow::Result<Vec<PathBuf>> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut written = Vec::new();
+    for &n in scales {
+        let specs = synthetic(n, ENDPOINTS_PER_SERVICE);
+        for (kind, rules) in [
+            ("iptables", iptables_ruleset(&specs)),
+            ("nft", nft_ruleset(&specs)),
+        ] {
+            let path = dir.join(format!("{kind}-{n}.rules"));
+            fs::write(&path, rules).with_context(|| format!("writing {}", path.display()))?;
+            written.push(path);
+        }
+    }
+    Ok(written)
+}
+
 fn fmt_ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }

@@ -57,6 +57,9 @@ enum Task {
         /// Kill a load after this many seconds and report it as "> limit".
         #[arg(long, default_value_t = 120)]
         limit_secs: u64,
+        /// Only write the generated rulesets to this directory, load nothing.
+        #[arg(long)]
+        write_rules: Option<PathBuf>,
     },
 }
 
@@ -85,9 +88,19 @@ fn main() -> anyhow::Result<()> {
             bench_control::run(&root, &bin, &args)?;
         }
         Task::BenchBaseline {
+            scales,
+            write_rules: Some(dir),
+            ..
+        } => {
+            for path in baseline::write_rulesets(&dir, &scales)? {
+                println!("{}", path.display());
+            }
+        }
+        Task::BenchBaseline {
             rounds,
             scales,
             limit_secs,
+            write_rules: None,
         } => {
             let limit = std::time::Duration::from_secs(limit_secs);
             let rows = baseline::run_with_limit(rounds, &scales, limit)?;
