@@ -55,7 +55,7 @@ enum Task {
         #[arg(long, value_delimiter = ',', default_values_t = [1, 1000, 10000])]
         scales: Vec<usize>,
         /// Kill a load after this many seconds and report it as "> limit".
-        #[arg(long, default_value_t = 120)]
+        #[arg(long, default_value_t = 300)]
         limit_secs: u64,
         /// Only write the generated rulesets to this directory, load nothing.
         #[arg(long)]

@@ -42,6 +42,8 @@ struct BatchFds {
     svc6: OwnedFd,
     backend4: OwnedFd,
     backend6: OwnedFd,
+    revnat4: OwnedFd,
+    revnat6: OwnedFd,
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, MapError> {
@@ -85,6 +87,8 @@ impl KernelMaps {
             svc6: dup_fd(ebpf, names::SVC_V6)?,
             backend4: dup_fd(ebpf, names::BACKEND_V4)?,
             backend6: dup_fd(ebpf, names::BACKEND_V6)?,
+            revnat4: dup_fd(ebpf, names::REVNAT_V4)?,
+            revnat6: dup_fd(ebpf, names::REVNAT_V6)?,
         };
         Ok(Self {
             batch,
@@ -153,52 +157,70 @@ fn inserted(result: Result<(), aya::maps::MapError>, map: &'static str) -> Resul
 }
 
 impl DataplaneMaps for KernelMaps {
-    /// Service slots and backends (the bulk of a large sync) go to the kernel
-    /// in batches; everything else one by one.
+    /// Puts (the bulk of a large sync) go to the kernel in batches; deletes
+    /// one by one.
     fn execute_batch(&mut self, ops: &[Op]) -> Result<(), BatchError> {
         let Some(first) = ops.first() else {
             return Ok(());
         };
-        let v6 = matches!(first, Op::PutService { frontend, .. } if frontend.addr.is_ipv6())
-            || matches!(first, Op::PutBackend { backend, .. } if backend.addr.is_ipv6());
-        let result =
-            match (first, v6) {
-                (Op::PutService { .. }, false) => put_services(
-                    &self.batch.svc4,
-                    ops,
-                    names::SVC_V4,
-                    |f, slot| match service_key(f, slot) {
-                        ServiceKey::V4(k) => Some(k),
-                        ServiceKey::V6(_) => None,
-                    },
-                ),
-                (Op::PutService { .. }, true) => put_services(
-                    &self.batch.svc6,
-                    ops,
-                    names::SVC_V6,
-                    |f, slot| match service_key(f, slot) {
-                        ServiceKey::V6(k) => Some(k),
-                        ServiceKey::V4(_) => None,
-                    },
-                ),
-                (Op::PutBackend { .. }, false) => {
-                    put_backends(&self.batch.backend4, ops, names::BACKEND_V4, |b| {
-                        match encode_backend(b) {
-                            Encoded::V4(v) => Some(v),
-                            Encoded::V6(_) => None,
-                        }
-                    })
+        let fds = &self.batch;
+        let result = match first {
+            Op::PutService { frontend, .. } if frontend.addr.is_ipv4() => {
+                put_run(&fds.svc4, ops, names::SVC_V4, |op| {
+                    match service_entry(op)? {
+                        (ServiceKey::V4(k), v) => Some((k, v)),
+                        _ => None,
+                    }
+                })
+            }
+            Op::PutService { .. } => put_run(&fds.svc6, ops, names::SVC_V6, |op| {
+                match service_entry(op)? {
+                    (ServiceKey::V6(k), v) => Some((k, v)),
+                    _ => None,
                 }
-                (Op::PutBackend { .. }, true) => {
-                    put_backends(&self.batch.backend6, ops, names::BACKEND_V6, |b| {
-                        match encode_backend(b) {
-                            Encoded::V6(v) => Some(v),
-                            Encoded::V4(_) => None,
-                        }
-                    })
-                }
-                _ => None,
-            };
+            }),
+            Op::PutBackend { backend, .. } if backend.addr.is_ipv4() => put_run(
+                &fds.backend4,
+                ops,
+                names::BACKEND_V4,
+                |op| match backend_entry(op)? {
+                    (id, Encoded::V4(v)) => Some((id, v)),
+                    _ => None,
+                },
+            ),
+            Op::PutBackend { .. } => {
+                put_run(
+                    &fds.backend6,
+                    ops,
+                    names::BACKEND_V6,
+                    |op| match backend_entry(op)? {
+                        (id, Encoded::V6(v)) => Some((id, v)),
+                        _ => None,
+                    },
+                )
+            }
+            Op::PutRevNat { frontend, .. } if frontend.addr.is_ipv4() => put_run(
+                &fds.revnat4,
+                ops,
+                names::REVNAT_V4,
+                |op| match revnat_entry(op)? {
+                    (id, EncodedRevNat::V4(v)) => Some((id, v)),
+                    _ => None,
+                },
+            ),
+            Op::PutRevNat { .. } => {
+                put_run(
+                    &fds.revnat6,
+                    ops,
+                    names::REVNAT_V6,
+                    |op| match revnat_entry(op)? {
+                        (id, EncodedRevNat::V6(v)) => Some((id, v)),
+                        _ => None,
+                    },
+                )
+            }
+            _ => None,
+        };
         match result {
             Some(result) => result,
             None => {
@@ -223,21 +245,11 @@ impl DataplaneMaps for KernelMaps {
             },
             Op::PutRevNat { id, frontend } => {
                 let id = u32::from(*id);
-                match frontend.addr {
-                    IpAddr::V4(a) => {
-                        let v = RevNatV4 {
-                            addr: v4(a),
-                            port: Be16::from_host(frontend.port),
-                            _pad: 0,
-                        };
+                match encode_revnat(frontend) {
+                    EncodedRevNat::V4(v) => {
                         inserted(self.revnat4.insert(&id, &v, 0), names::REVNAT_V4)
                     }
-                    IpAddr::V6(a) => {
-                        let v = RevNatV6 {
-                            addr: a.octets(),
-                            port: Be16::from_host(frontend.port),
-                            _pad: 0,
-                        };
+                    EncodedRevNat::V6(v) => {
                         inserted(self.revnat6.insert(&id, &v, 0), names::REVNAT_V6)
                     }
                 }
@@ -353,48 +365,69 @@ fn ip6(addr: [u8; 16]) -> IpAddr {
     IpAddr::V6(Ipv6Addr::from(addr))
 }
 
-/// A run of `PutService` ops of one family as one batch. `None` when the run
-/// is not uniform (the caller then falls back to single writes).
-fn put_services<K: aya::Pod>(
+/// A run of puts to one map as one batch; `entry` turns each op into the
+/// map's key and value. `None` when the run is not uniform (the caller then
+/// falls back to single writes).
+fn put_run<K: aya::Pod, V: aya::Pod>(
     fd: &OwnedFd,
     ops: &[Op],
     map: &'static str,
-    key: impl Fn(&Frontend, u16) -> Option<K>,
+    entry: impl Fn(&Op) -> Option<(K, V)>,
 ) -> Option<Result<(), BatchError>> {
     let mut keys = Vec::with_capacity(ops.len());
     let mut values = Vec::with_capacity(ops.len());
     for op in ops {
-        let Op::PutService {
-            frontend,
-            slot,
-            value,
-        } = op
-        else {
-            return None;
-        };
-        keys.push(key(frontend, *slot)?);
-        values.push(*value);
+        let (k, v) = entry(op)?;
+        keys.push(k);
+        values.push(v);
     }
     Some(batch_result(batch::update(fd.as_fd(), &keys, &values), map))
 }
 
-/// A run of `PutBackend` ops of one family as one batch.
-fn put_backends<V: aya::Pod>(
-    fd: &OwnedFd,
-    ops: &[Op],
-    map: &'static str,
-    value: impl Fn(&Backend) -> Option<V>,
-) -> Option<Result<(), BatchError>> {
-    let mut keys = Vec::with_capacity(ops.len());
-    let mut values = Vec::with_capacity(ops.len());
-    for op in ops {
-        let Op::PutBackend { id, backend } = op else {
-            return None;
-        };
-        keys.push(*id);
-        values.push(value(backend)?);
+fn service_entry(op: &Op) -> Option<(ServiceKey, ServiceValue)> {
+    match op {
+        Op::PutService {
+            frontend,
+            slot,
+            value,
+        } => Some((service_key(frontend, *slot), *value)),
+        _ => None,
     }
-    Some(batch_result(batch::update(fd.as_fd(), &keys, &values), map))
+}
+
+fn backend_entry(op: &Op) -> Option<(u32, Encoded)> {
+    match op {
+        Op::PutBackend { id, backend } => Some((*id, encode_backend(backend))),
+        _ => None,
+    }
+}
+
+fn revnat_entry(op: &Op) -> Option<(u32, EncodedRevNat)> {
+    match op {
+        Op::PutRevNat { id, frontend } => Some((u32::from(*id), encode_revnat(frontend))),
+        _ => None,
+    }
+}
+
+enum EncodedRevNat {
+    V4(RevNatV4),
+    V6(RevNatV6),
+}
+
+fn encode_revnat(frontend: &Frontend) -> EncodedRevNat {
+    let port = Be16::from_host(frontend.port);
+    match frontend.addr {
+        IpAddr::V4(a) => EncodedRevNat::V4(RevNatV4 {
+            addr: v4(a),
+            port,
+            _pad: 0,
+        }),
+        IpAddr::V6(a) => EncodedRevNat::V6(RevNatV6 {
+            addr: a.octets(),
+            port,
+            _pad: 0,
+        }),
+    }
 }
 
 fn batch_result(
