@@ -11,8 +11,8 @@ use aya::{
     maps::{HashMap, Map, MapData, PerCpuArray},
 };
 use proxy_common::{
-    BackendV4, BackendV6, Be16, Be32, Reason, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6,
-    ServiceValue, names,
+    BackendV4, BackendV6, Be16, Be32, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6, ServiceValue,
+    names,
 };
 
 use crate::{
@@ -100,20 +100,6 @@ impl KernelMaps {
             revnat6: typed!(ebpf, names::REVNAT_V6, HashMap<MapData, u32, RevNatV6>),
             stats: typed!(ebpf, names::STATS, PerCpuArray<MapData, u64>),
         })
-    }
-
-    /// Per-CPU counters summed, by reason.
-    pub fn stats(&self) -> Result<Vec<(Reason, u64)>, MapError> {
-        Reason::ALL
-            .iter()
-            .map(|reason| {
-                let per_cpu = self
-                    .stats
-                    .get(&(*reason as u32), 0)
-                    .map_err(|e| syscall(names::STATS, "lookup", e))?;
-                Ok((*reason, per_cpu.iter().sum()))
-            })
-            .collect()
     }
 }
 
