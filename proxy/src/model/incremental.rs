@@ -36,13 +36,44 @@ pub struct DesiredCache {
     per_service: HashMap<ObjectRef, Share>,
     /// Frontend → the Services whose ports name it (several: a conflict; the
     /// lowest id wins, as in [`super::desired::desired`]).
-    claims: HashMap<Frontend, BTreeSet<ObjectRef>>,
+    claims: HashMap<Frontend, Claimants>,
     /// Specs of claimants that do not win their frontend, and specs just
     /// computed and not yet resolved.
     shadowed: HashMap<(Frontend, ObjectRef), FrontendSpec>,
     no_local: NoLocalEndpoints,
     no_local_ports: usize,
     primed: bool,
+}
+
+/// The Services claiming one frontend, sorted (almost always just one, so a
+/// small sorted vector rather than a tree).
+#[derive(Debug, Default)]
+struct Claimants(Vec<ObjectRef>);
+
+impl Claimants {
+    fn insert(&mut self, id: ObjectRef) {
+        if let Err(at) = self.0.binary_search(&id) {
+            self.0.insert(at, id);
+        }
+    }
+
+    fn remove(&mut self, id: &ObjectRef) {
+        if let Ok(at) = self.0.binary_search(id) {
+            self.0.remove(at);
+        }
+    }
+
+    fn first(&self) -> Option<&ObjectRef> {
+        self.0.first()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &ObjectRef> {
+        self.0.iter()
+    }
 }
 
 /// What one Service contributes: the frontends it claims and its no-local counts.
@@ -98,7 +129,7 @@ impl DesiredCache {
             .collect()
     }
 
-    fn conflict(&self, frontend: Frontend, ids: &BTreeSet<ObjectRef>) -> Option<Conflict> {
+    fn conflict(&self, frontend: Frontend, ids: &Claimants) -> Option<Conflict> {
         let winner = self.state.frontends.get(&frontend)?.service.clone();
         let losers = ids.iter().filter(|id| **id != winner).cloned().collect();
         Some(Conflict {
@@ -377,8 +408,18 @@ mod footprint {
             index.apply_slice(SourceId::Kubernetes, sl);
         }
         let after_index = rss_kib();
+        let t = std::time::Instant::now();
+        let full = index.desired();
+        println!(
+            "full desired() {:?} ({} frontends)",
+            t.elapsed(),
+            full.frontends.len()
+        );
+        drop(full);
         let mut cache = DesiredCache::new();
+        let t = std::time::Instant::now();
         cache.update(&mut index);
+        println!("cache rebuild {:?}", t.elapsed());
         let after_cache = rss_kib();
         let mut fake = FakeMaps::default();
         fake.check_invariants = false;
