@@ -46,6 +46,10 @@ pub struct ControlArgs {
     /// Also time iptables-restore and nft -f for the same ruleset size.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     baselines: bool,
+    /// Give up on one rule load after this many seconds (it is then reported
+    /// as "> limit").
+    #[arg(long, default_value_t = 60)]
+    baseline_limit_secs: u64,
     /// A small, quick version (1,000 Services, 5 changes).
     #[arg(long)]
     quick: bool,
@@ -110,20 +114,32 @@ pub fn run(root: &Path, proxy_bin: &Path, args: &ControlArgs) -> anyhow::Result<
     )?;
     let mut report = proxy_table(&m);
     if args.baselines {
-        let rows = baseline::run(1, &[services])?;
+        let limit = Duration::from_secs(args.baseline_limit_secs);
+        let rows = baseline::run_with_limit(1, &[services], limit)?;
         let _ = writeln!(
             report,
             "\n### kube-proxy's rule loaders, same size, same run\n"
         );
         report.push_str(&baseline::to_markdown(&rows));
         for row in &rows {
-            let _ = writeln!(
-                report,
-                "\n{}: {:.0} ms, {:.1}× the proxy's cold sync",
-                row.tool,
-                row.median.as_secs_f64() * 1e3,
-                row.median.as_secs_f64() / m.cold_sync.as_secs_f64()
-            );
+            let cold = m.cold_sync.as_secs_f64();
+            let line = if row.samples.is_empty() {
+                format!(
+                    "\n{}: over the {} s limit, more than {:.0}× the proxy's cold sync",
+                    row.tool,
+                    limit.as_secs(),
+                    limit.as_secs_f64() / cold
+                )
+            } else {
+                format!(
+                    "\n{}: {:.0} ms, {:.1}× the proxy's cold sync",
+                    row.tool,
+                    row.median.as_secs_f64() * 1e3,
+                    row.median.as_secs_f64() / cold
+                )
+            };
+            report.push_str(&line);
+            report.push('\n');
         }
     }
     println!("{report}");
