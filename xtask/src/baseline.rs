@@ -1024,11 +1024,6 @@ fn median(samples: &[Duration]) -> Duration {
     }
 }
 
-/// [`run_with_limit`] with [`LOAD_LIMIT`].
-pub fn run(rounds: usize, scales: &[usize]) -> anyhow::Result<Vec<BaselineRow>> {
-    run_with_limit(rounds, scales, LOAD_LIMIT)
-}
-
 /// Loads the kube-proxy rulesets for each of `scales` Services (×
 /// [`ENDPOINTS_PER_SERVICE`]) `rounds` times with every installed [`Tool`],
 /// alternating the tools within a round, each load in a fresh namespace and
