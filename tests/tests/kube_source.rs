@@ -101,6 +101,7 @@ impl World {
                 Settings {
                     node_name: NODE.into(),
                     proxy_name: proxy_name.map(str::to_owned),
+                    rejects: Default::default(),
                 },
                 index.clone(),
                 changes_tx,

@@ -29,6 +29,7 @@ use k8s_openapi::api::{core::v1 as core, discovery::v1 as discovery};
 use kube::{Resource as _, ResourceExt as _, runtime::watcher::Event};
 use tokio::sync::watch;
 
+use crate::admin::{ConfigRejects, ConfigSource};
 use crate::model::{
     EndpointSlice, Index, NodeInfo, ObjectRef, Service, SourceId,
     convert::{self, ConvertError, Converted},
@@ -116,6 +117,12 @@ impl Feed {
             ready: false,
             reports: Reports::default(),
         }
+    }
+
+    /// Counts rejected objects into `rejects`.
+    pub(super) fn with_rejects(mut self, rejects: ConfigRejects) -> Self {
+        self.reports.rejects = rejects;
+        self
     }
 
     /// Whether both initial lists are complete (and the first bump was sent).
@@ -395,6 +402,7 @@ fn convert_and_report<K: Kind>(
     let result = K::convert(object);
     if first_time {
         report(K::KIND, id.as_ref(), &version, &result);
+        count_rejects(&reports.rejects, &result);
     }
     let id = id?;
     let kept = match result {
@@ -435,11 +443,28 @@ fn report<T>(
     }
 }
 
+/// Counts what conversion rejected or dropped, once per object version.
+fn count_rejects<T>(rejects: &ConfigRejects, result: &Result<Converted<T>, ConvertError>) {
+    match result {
+        Err(error) => rejects.record(ConfigSource::Kubernetes, error.into()),
+        Ok(Converted::Skipped(skip)) if skip.is_warning() => {
+            rejects.record(ConfigSource::Kubernetes, skip.reason.into());
+        }
+        Ok(Converted::Skipped(_)) => {}
+        Ok(Converted::Kept { warnings, .. }) => {
+            for warning in warnings {
+                rejects.record(ConfigSource::Kubernetes, warning.into());
+            }
+        }
+    }
+}
+
 /// The `resourceVersion` whose problems were last logged, per object, so a
 /// relist (or an unchanged re-delivery) does not repeat them.
 #[derive(Default)]
 struct Reports {
     logged: HashMap<(convert::Kind, ObjectRef), String>,
+    rejects: ConfigRejects,
 }
 
 impl Reports {

@@ -51,6 +51,7 @@ use tokio::{sync::watch, task::JoinHandle};
 
 pub use self::client::{ClientError, Cluster, client, node_name};
 use self::feed::Feed;
+use crate::admin::ConfigRejects;
 use crate::model::{Index, selection::label_selector};
 
 /// How long to wait before restarting a watcher whose watch was refused with an
@@ -58,13 +59,15 @@ use crate::model::{Index, selection::label_selector};
 const RESTART_DELAY: Duration = Duration::from_secs(1);
 
 /// What the source watches.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Settings {
     /// This node's name (see [`node_name`]): selects the Node object.
     pub node_name: String,
     /// `--service-proxy-name`: selects `service.kubernetes.io/service-proxy-name=<name>`
     /// instead of the objects without that label.
     pub proxy_name: Option<String>,
+    /// Where rejected objects are counted (`proxy_config_rejects_total`).
+    pub rejects: ConfigRejects,
 }
 
 /// Starts watching. The returned task runs until `shutdown`; it bumps `changes`
@@ -103,7 +106,8 @@ async fn run(
     let mut slices = stream(slices_api.clone(), selected.clone(), Duration::ZERO);
     let mut nodes = stream(nodes_api.clone(), this_node.clone(), Duration::ZERO);
 
-    let mut feed = Feed::new(index, changes, settings.node_name.clone());
+    let mut feed = Feed::new(index, changes, settings.node_name.clone())
+        .with_rejects(settings.rejects.clone());
     loop {
         tokio::select! {
             Some(item) = services.next() => match step(item, "services") {
