@@ -14,6 +14,7 @@ use super::{
     Index,
     desired::{Conflict, NoLocalEndpoints, ServiceFrontends, service_frontends},
     index::Dirty,
+    small_set::SmallSet,
     types::{DesiredState, EndpointSlice, Frontend, FrontendSpec, ObjectRef},
 };
 
@@ -45,36 +46,8 @@ pub struct DesiredCache {
     primed: bool,
 }
 
-/// The Services claiming one frontend, sorted (almost always just one, so a
-/// small sorted vector rather than a tree).
-#[derive(Debug, Default)]
-struct Claimants(Vec<ObjectRef>);
-
-impl Claimants {
-    fn insert(&mut self, id: ObjectRef) {
-        if let Err(at) = self.0.binary_search(&id) {
-            self.0.insert(at, id);
-        }
-    }
-
-    fn remove(&mut self, id: &ObjectRef) {
-        if let Ok(at) = self.0.binary_search(id) {
-            self.0.remove(at);
-        }
-    }
-
-    fn first(&self) -> Option<&ObjectRef> {
-        self.0.first()
-    }
-
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &ObjectRef> {
-        self.0.iter()
-    }
-}
+/// The Services claiming one frontend (almost always just one).
+type Claimants = SmallSet<ObjectRef>;
 
 /// What one Service contributes: the frontends it claims and its no-local counts.
 #[derive(Debug, Default)]

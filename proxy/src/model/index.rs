@@ -37,6 +37,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{
     desired::{self, DesiredOutcome},
+    small_set::SmallSet,
     types::{DesiredState, EndpointSlice, NodeInfo, ObjectRef, SelectionLabels, Service, SourceId},
 };
 
@@ -108,7 +109,7 @@ pub struct Index {
     /// (namespace, `kubernetes.io/service-name`) → slice ids, in name order,
     /// for the slices in effect. The key is spelled as an [`ObjectRef`] so it
     /// equals the Service's id.
-    slices_by_service: HashMap<ObjectRef, BTreeSet<ObjectRef>>,
+    slices_by_service: HashMap<ObjectRef, SmallSet<ObjectRef>>,
     service_changes: u64,
     endpoint_changes: u64,
     /// What changed since the last [`Index::take_dirty`].

@@ -7,6 +7,7 @@ pub mod desired;
 pub mod incremental;
 pub mod index;
 pub mod selection;
+pub mod small_set;
 pub mod types;
 
 pub use index::Index;
