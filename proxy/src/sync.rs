@@ -1,10 +1,11 @@
-//! The sync loop: one task that turns Index changes into map writes.
+//! The sync loop: one task that turns Index changes into datapath changes.
 //!
 //! Sources bump a `tokio::sync::watch` after changing the Index; `watch` keeps
 //! only the latest value, so a burst of changes becomes one sync. Each sync
-//! computes desired state (pure), plans against the writer's mirror (pure) and
-//! writes only the difference. Failed steps are retried with exponential
-//! backoff; a periodic reconcile re-reads the maps to repair drift.
+//! brings the desired state up to date (pure) and hands it to the
+//! [`Datapath`] (the eBPF maps, or the userspace proxies) with the frontends
+//! that may have changed. Failed steps are retried with exponential backoff; a
+//! periodic reconcile re-reads the kernel's state to repair drift.
 
 use std::{
     sync::{Arc, Mutex},
@@ -16,7 +17,7 @@ use tokio::sync::watch;
 use crate::{
     admin::{NoLocalEndpoints, Telemetry},
     config,
-    dataplane::{DataplaneMaps, Writer, writer::ApplyReport},
+    datapath::{Datapath, DatapathReport, Scope},
     model::{
         Index,
         incremental::{DesiredCache, Touched},
@@ -43,9 +44,9 @@ impl Default for SyncSettings {
 /// they update the Index; nothing is programmed before its first bump, which
 /// sources send once their initial list is complete. `telemetry` hears of
 /// every bump (queued) and every sync (updated, when complete): health and metrics.
-pub async fn run<M: DataplaneMaps>(
+pub async fn run<D: Datapath>(
     index: Arc<Mutex<Index>>,
-    mut writer: Writer<M>,
+    mut datapath: D,
     mut changes: watch::Receiver<u64>,
     mut shutdown: watch::Receiver<bool>,
     settings: SyncSettings,
@@ -82,9 +83,7 @@ pub async fn run<M: DataplaneMaps>(
         } else {
             SyncMode::Incremental
         };
-        let report = tokio::task::block_in_place(|| {
-            sync_once(&index, &mut cache, &mut writer, mode, &telemetry)
-        });
+        let report = sync_once(&index, &mut cache, &mut datapath, mode, &telemetry).await;
         telemetry.sync_finished(timer, report.is_complete());
         reconcile = false;
         plan_everything = !report.is_complete();
@@ -131,29 +130,28 @@ enum SyncMode {
 }
 
 /// One pass: bring the desired state up to date from the Index (only the
-/// Services that changed), then plan and write.
-fn sync_once<M: DataplaneMaps>(
+/// Services that changed), then hand it to the datapath.
+async fn sync_once<D: Datapath>(
     index: &Mutex<Index>,
     cache: &mut DesiredCache,
-    writer: &mut Writer<M>,
+    datapath: &mut D,
     mode: SyncMode,
     telemetry: &Telemetry,
-) -> ApplyReport {
+) -> DatapathReport {
     let started = Instant::now();
-    let touched = {
+    let touched = tokio::task::block_in_place(|| {
         let mut index = index
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         telemetry.index_changes(index.service_changes(), index.endpoint_changes());
         cache.update(&mut index)
-    };
+    });
     let (_, no_local) = cache.no_local_endpoints();
     // Only ClusterIPs are programmed so far: internal traffic policy only.
     telemetry.no_local_endpoints(NoLocalEndpoints {
         internal: no_local.internal,
         external: 0,
     });
-    let desired = cache.state();
     let conflicts = match &touched {
         Touched::All => cache.conflicts(),
         Touched::Some(touched) => cache.conflicts_in(touched),
@@ -162,39 +160,21 @@ fn sync_once<M: DataplaneMaps>(
         tracing::warn!(frontend = %conflict.frontend, "{conflict}");
     }
     let computed = started.elapsed();
-    let report = match (mode, &touched) {
-        (SyncMode::Reconcile, _) => match writer.reconcile(desired) {
-            Ok((drift, report)) => {
-                telemetry.reconcile_repairs(drift);
-                if drift > 0 {
-                    tracing::warn!(
-                        drift,
-                        "reconcile found map entries that differed from what we wrote; repaired"
-                    );
-                }
-                report
-            }
-            Err(error) => {
-                tracing::error!(error = %error, "reconcile could not read the maps");
-                writer.sync(desired)
-            }
-        },
-        (SyncMode::Incremental, Touched::Some(touched)) => writer.sync_frontends(desired, touched),
-        _ => writer.sync(desired),
+    let scope = match (mode, &touched) {
+        (SyncMode::Reconcile, _) => Scope::Reconcile,
+        (SyncMode::Incremental, Touched::Some(touched)) => Scope::Touched(touched),
+        _ => Scope::All,
     };
-    telemetry.map_entries(writer.applied());
-    for failure in &report.failures {
-        tracing::error!(subject = ?failure.subject, error = %failure.error, "map write failed; skipped this piece");
-    }
-    end_udp_flows_to(&report.udp_backends_gone);
+    let desired = cache.state();
+    let report = datapath.apply(desired, scope).await;
     if matches!(touched, Touched::All) || report.ops > TRIM_AFTER_OPS {
         release_freed_memory();
     }
     tracing::info!(
-        mode = ?mode,
+        mode = scope.name(),
         frontends = desired.frontends.len(),
         ops = report.ops,
-        failures = report.failures.len(),
+        failures = report.failures,
         unplanned = report.unplanned,
         compute_us = computed.as_micros() as u64,
         plan_us = report.plan_time.as_micros() as u64,
@@ -216,28 +196,5 @@ fn release_freed_memory() {
     // no pointers from us and is safe to call at any time from any thread.
     unsafe {
         libc::malloc_trim(0);
-    }
-}
-
-/// Connected UDP sockets keep the backend they were given at `connect()`; when
-/// that backend leaves, end them so the application reconnects (and is
-/// balanced, or refused, afresh).
-fn end_udp_flows_to(gone: &[crate::model::Backend]) {
-    if gone.is_empty() {
-        return;
-    }
-    let peers: Vec<std::net::SocketAddr> = gone
-        .iter()
-        .map(|b| std::net::SocketAddr::new(b.addr, b.port))
-        .collect();
-    match crate::dataplane::sockets::destroy_udp_sockets_to(&peers) {
-        Ok(destroyed) => tracing::info!(
-            backends = peers.len(),
-            destroyed,
-            "ended UDP sockets aimed at removed backends"
-        ),
-        Err(error) => {
-            tracing::warn!(error = %error, "could not end UDP sockets aimed at removed backends")
-        }
     }
 }

@@ -1,10 +1,21 @@
-//! `proxy run`: the daemon. Loads the dataplane, starts the sources and the
-//! sync loop, and stops cleanly on SIGTERM or SIGINT.
+//! `proxy run`: the daemon. Chooses the mode, loads the dataplane, starts the
+//! sources and the sync loop, and stops cleanly on SIGTERM or SIGINT.
+//!
+//! Modes (`--mode`): `ebpf` loads the socket hooks or fails; `userspace` serves
+//! Services from tokio proxies on local VIPs; `auto` (the default) tries eBPF
+//! and falls back to userspace when loading or attaching fails, with a warning
+//! that gives the reason. One mode at a time: a daemon in userspace mode
+//! removes the hooks and maps an eBPF run left (they would steer VIP traffic
+//! past it), and a daemon in eBPF mode removes the VIP routes a userspace run
+//! left (at its first sync, by the userspace path it keeps for frontends
+//! beyond the maps' capacity).
 //!
 //! On exit the hooks stay attached and the maps stay pinned, on purpose: the
 //! node's services keep working while the daemon restarts or is upgraded, and
-//! the next daemon takes over the links and the maps' contents. `proxy
-//! cleanup` removes them.
+//! the next daemon takes over the links and the maps' contents. In userspace
+//! mode the VIP routes stay (connections are refused, not lost, until the next
+//! daemon listens) and the next daemon adopts them. `proxy cleanup` removes
+//! all of it.
 
 use std::{
     path::PathBuf,
@@ -13,13 +24,14 @@ use std::{
 };
 
 use anyhow::Context as _;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use tokio::sync::watch;
 
 use crate::{
     admin::{self, AdminServers, BindAddress, Mode, Telemetry},
     config,
-    dataplane::{Writer, cgroup, loader},
+    datapath::EbpfDatapath,
+    dataplane::{Writer, cgroup, kernel::KernelMaps, loader},
     model::{Index, NodeInfo, selection},
     source::{
         gate::Gate,
@@ -27,7 +39,19 @@ use crate::{
         manifests::{self, ManifestDir},
     },
     sync::{self, SyncSettings},
+    userspace::{self, UserspaceDatapath},
 };
+
+/// `--mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// eBPF, falling back to userspace when loading or attaching fails.
+    Auto,
+    /// eBPF socket hooks only; fail when they cannot be loaded.
+    Ebpf,
+    /// Userspace proxies on local VIPs only.
+    Userspace,
+}
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -72,6 +96,26 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = config::DEFAULT_HEALTHZ_TIMEOUT,
           value_parser = admin::parse_duration)]
     pub healthz_timeout: Duration,
+    /// How Services are implemented: `ebpf` (socket hooks), `userspace`
+    /// (VIPs made local, proxies in the daemon), or `auto`: eBPF, falling back
+    /// to userspace when loading or attaching fails.
+    #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
+    pub mode: ModeArg,
+    /// Userspace path: how long a connection to a backend that left the
+    /// Service may go on before it is closed (e.g. 30s, 2m).
+    #[arg(long, value_name = "DURATION", default_value = config::DEFAULT_BACKEND_GRACE_TEXT,
+          value_parser = admin::parse_duration)]
+    pub backend_grace_period: Duration,
+    /// Userspace path: a UDP session with no datagram either way for this long ends.
+    #[arg(long, value_name = "DURATION", default_value = config::DEFAULT_UDP_IDLE_TIMEOUT_TEXT,
+          value_parser = admin::parse_duration)]
+    pub udp_idle_timeout: Duration,
+}
+
+/// What `run` loaded.
+enum Chosen {
+    Ebpf(Box<Writer<KernelMaps>>),
+    Userspace,
 }
 
 fn humantime_ms(s: &str) -> Result<Duration, String> {
@@ -82,8 +126,10 @@ fn humantime_ms(s: &str) -> Result<Duration, String> {
 
 impl RunArgs {
     pub fn execute(self) -> anyhow::Result<()> {
+        // The userspace path proxies on these threads: one per CPU.
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(workers)
             .enable_all()
             .build()
             .context("starting the tokio runtime")?;
@@ -111,48 +157,42 @@ impl RunArgs {
             None => None,
         };
         // Bind before touching the kernel, so a taken port fails cleanly.
-        let telemetry = Telemetry::new(Mode::Ebpf, self.healthz_timeout);
+        let initial_mode = match self.mode {
+            ModeArg::Userspace => Mode::Userspace,
+            ModeArg::Auto | ModeArg::Ebpf => Mode::Ebpf,
+        };
+        let telemetry = Telemetry::new(initial_mode, self.healthz_timeout);
         let admin = AdminServers::start(
             self.metrics_bind_address,
             self.healthz_bind_address,
             telemetry.clone(),
         )
         .await?;
-        let cgroup = match self.cgroup.clone() {
-            Some(path) => path,
-            None => cgroup::cgroup2_root()?,
-        };
         let pins = loader::PinLayout::new(&self.pin_path);
-        let dataplane = loader::load(&pins, &cgroup).with_context(|| {
-            format!(
-                "loading the dataplane (cgroup {}, pins {})",
-                cgroup.display(),
-                pins.root.display()
-            )
-        })?;
-        for hook in &dataplane.attached {
-            tracing::info!(program = hook.program, took_over = hook.took_over, cgroup = %cgroup.display(), "hook attached");
-        }
-        if let Some(logger) = dataplane.logger {
-            forward_kernel_logs(logger);
-        }
-        match dataplane.maps.usage_reader(&pins.maps()) {
-            Ok(reader) => telemetry.set_dataplane_usage(reader),
-            Err(error) => {
-                tracing::warn!(error = %error, "map sizes and datapath counters will not be exported")
+        let chosen = match self.mode {
+            ModeArg::Ebpf => Chosen::Ebpf(Box::new(self.load_ebpf(&pins, &telemetry)?)),
+            ModeArg::Userspace => {
+                tracing::info!("mode userspace (--mode userspace)");
+                remove_ebpf_leftovers(&pins);
+                Chosen::Userspace
             }
-        }
-        let writer = Writer::new(dataplane.maps).context("reading the pinned maps")?;
-        tracing::info!(
-            frontends = writer
-                .applied()
-                .services
-                .keys()
-                .filter(|(_, slot)| *slot == 0)
-                .count(),
-            backends = writer.applied().backends.len(),
-            "existing map contents adopted"
-        );
+            ModeArg::Auto => match self.load_ebpf(&pins, &telemetry) {
+                Ok(writer) => Chosen::Ebpf(Box::new(writer)),
+                Err(error) => {
+                    tracing::warn!(
+                        reason = %format!("{error:#}"),
+                        "the eBPF dataplane cannot be used; falling back to the userspace proxies"
+                    );
+                    remove_ebpf_leftovers(&pins);
+                    Chosen::Userspace
+                }
+            },
+        };
+        let userspace_settings = userspace::Settings {
+            backend_grace: self.backend_grace_period,
+            udp_idle_timeout: self.udp_idle_timeout,
+            ..userspace::Settings::default()
+        };
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (changes_tx, changes_rx) = watch::channel(0u64);
@@ -200,19 +240,60 @@ impl RunArgs {
             min_interval: self.min_sync_interval_ms,
             resync_interval: self.resync_interval_ms,
         };
-        let syncer = tokio::spawn(sync::run(
-            index,
-            writer,
-            changes_rx,
-            shutdown_rx,
-            settings,
-            telemetry,
-        ));
+        let (mode, syncer) = match chosen {
+            Chosen::Ebpf(writer) => {
+                // Frontends that do not fit the maps are served from userspace.
+                let overflow =
+                    match UserspaceDatapath::start(userspace_settings, telemetry.clone()).await {
+                        Ok(userspace) => Some(userspace),
+                        Err(error) => {
+                            tracing::warn!(
+                                error = %format!("{error:#}"),
+                                "no userspace path for frontends beyond the maps' capacity \
+                                 (they would not be served); VIP routes of an earlier \
+                                 userspace run are not removed"
+                            );
+                            None
+                        }
+                    };
+                let datapath = EbpfDatapath::new(*writer, telemetry.clone(), overflow);
+                let syncer = tokio::spawn(sync::run(
+                    index,
+                    datapath,
+                    changes_rx,
+                    shutdown_rx,
+                    settings,
+                    telemetry.clone(),
+                ));
+                (Mode::Ebpf, syncer)
+            }
+            Chosen::Userspace => {
+                let datapath = UserspaceDatapath::start(userspace_settings, telemetry.clone())
+                    .await
+                    .context("starting the userspace proxies")?;
+                telemetry.set_mode(Mode::Userspace);
+                let syncer = tokio::spawn(sync::run(
+                    index,
+                    datapath,
+                    changes_rx,
+                    shutdown_rx,
+                    settings,
+                    telemetry.clone(),
+                ));
+                (Mode::Userspace, syncer)
+            }
+        };
+        tracing::info!(mode = %mode, "dataplane mode in force");
 
         wait_for_signal().await?;
-        tracing::info!(
-            "shutting down; hooks stay attached and maps stay pinned (run `proxy cleanup` to remove them)"
-        );
+        match mode {
+            Mode::Ebpf => tracing::info!(
+                "shutting down; hooks stay attached and maps stay pinned (run `proxy cleanup` to remove them)"
+            ),
+            Mode::Userspace => tracing::info!(
+                "shutting down; VIP routes stay for the next daemon (run `proxy cleanup` to remove them)"
+            ),
+        }
         let _ = shutdown_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
             let _ = syncer.await;
@@ -223,6 +304,73 @@ impl RunArgs {
         .await;
         admin.stop().await;
         Ok(())
+    }
+}
+
+impl RunArgs {
+    /// Loads and attaches the programs and adopts the pinned maps' contents.
+    fn load_ebpf(
+        &self,
+        pins: &loader::PinLayout,
+        telemetry: &Telemetry,
+    ) -> anyhow::Result<Writer<KernelMaps>> {
+        let cgroup = match self.cgroup.clone() {
+            Some(path) => path,
+            None => cgroup::cgroup2_root()?,
+        };
+        let dataplane = loader::load(pins, &cgroup).with_context(|| {
+            format!(
+                "loading the dataplane (cgroup {}, pins {})",
+                cgroup.display(),
+                pins.root.display()
+            )
+        })?;
+        for hook in &dataplane.attached {
+            tracing::info!(program = hook.program, took_over = hook.took_over, cgroup = %cgroup.display(), "hook attached");
+        }
+        if let Some(logger) = dataplane.logger {
+            forward_kernel_logs(logger);
+        }
+        match dataplane.maps.usage_reader(&pins.maps()) {
+            Ok(reader) => telemetry.set_dataplane_usage(reader),
+            Err(error) => {
+                tracing::warn!(error = %error, "map sizes and datapath counters will not be exported")
+            }
+        }
+        let writer = Writer::new(dataplane.maps).context("reading the pinned maps")?;
+        tracing::info!(
+            frontends = writer
+                .applied()
+                .services
+                .keys()
+                .filter(|(_, slot)| *slot == 0)
+                .count(),
+            backends = writer.applied().backends.len(),
+            "existing map contents adopted"
+        );
+        Ok(writer)
+    }
+}
+
+/// Hooks an eBPF run left attached (or a failed load half attached) would
+/// steer VIP traffic past the userspace proxies, with stale backends: remove
+/// every pin, which detaches them.
+fn remove_ebpf_leftovers(pins: &loader::PinLayout) {
+    if !pins.root.exists() {
+        return;
+    }
+    match loader::cleanup(pins) {
+        Ok(removed) if removed.is_empty() => {}
+        Ok(removed) => tracing::info!(
+            pins = removed.len(),
+            pin_path = %pins.root.display(),
+            "removed the hooks and maps of an earlier eBPF run"
+        ),
+        Err(error) => tracing::warn!(
+            error = %error,
+            pin_path = %pins.root.display(),
+            "could not remove the hooks and maps of an earlier eBPF run; they may steer VIP traffic"
+        ),
     }
 }
 

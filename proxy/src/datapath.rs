@@ -1,0 +1,291 @@
+//! The seam between the sync loop and what implements Services on the node.
+//!
+//! The sync loop computes the desired state (pure) and hands it to a
+//! [`Datapath`], saying which frontends may have changed. Two implementations:
+//!
+//! - [`EbpfDatapath`]: plans against the map mirror and writes the eBPF maps
+//!   (`dataplane::Writer`); frontends the maps cannot hold are handed to a
+//!   userspace path of its own, so they are still served;
+//! - [`crate::userspace::UserspaceDatapath`]: makes VIPs local and proxies in
+//!   tokio, used when eBPF cannot be (`--mode userspace`, or `auto` after a
+//!   load or attach failure).
+//!
+//! Must not: compute desired state (that is the pure core's), or block the
+//! runtime's workers for long (eBPF writes run in `block_in_place`).
+
+use std::{
+    collections::BTreeSet,
+    future::Future,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    admin::Telemetry,
+    dataplane::{DataplaneMaps, Writer, writer::StepError},
+    model::{DesiredState, Frontend},
+    plan::Subject,
+    userspace::UserspaceDatapath,
+};
+
+/// Which frontends a sync looks at.
+#[derive(Clone, Copy, Debug)]
+pub enum Scope<'a> {
+    /// Only these may have changed.
+    Touched(&'a BTreeSet<Frontend>),
+    /// Every frontend, against what the datapath believes it applied.
+    All,
+    /// Every frontend, against the kernel's state re-read (drift repair).
+    Reconcile,
+}
+
+impl Scope<'_> {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Scope::Touched(_) => "incremental",
+            Scope::All => "full",
+            Scope::Reconcile => "reconcile",
+        }
+    }
+}
+
+/// What one sync did, whatever the datapath.
+#[derive(Clone, Debug, Default)]
+pub struct DatapathReport {
+    /// Changes made (map operations, routes, listeners).
+    pub ops: usize,
+    /// Pieces that could not be applied; the next sync retries them.
+    pub failures: usize,
+    /// Frontends that could not even be planned (eBPF: ids exhausted).
+    pub unplanned: usize,
+    pub plan_time: Duration,
+    pub write_time: Duration,
+}
+
+impl DatapathReport {
+    /// True when everything planned was applied (nothing to retry).
+    pub fn is_complete(&self) -> bool {
+        self.failures == 0 && self.unplanned == 0
+    }
+}
+
+/// What the sync loop drives. See the module docs.
+pub trait Datapath: Send + 'static {
+    /// Brings the frontends in `scope` to what `desired` says.
+    fn apply<'a>(
+        &'a mut self,
+        desired: &'a DesiredState,
+        scope: Scope<'a>,
+    ) -> impl Future<Output = DatapathReport> + Send + 'a;
+}
+
+/// The eBPF maps, and a userspace path for frontends that do not fit them.
+pub struct EbpfDatapath<M> {
+    writer: Writer<M>,
+    telemetry: Telemetry,
+    overflow: Option<UserspaceDatapath>,
+    /// Frontends the maps do not hold (a capacity failure): the userspace
+    /// path serves them.
+    over_capacity: BTreeSet<Frontend>,
+}
+
+impl<M: DataplaneMaps + Send + Sync + 'static> EbpfDatapath<M> {
+    /// `overflow`: the userspace path for frontends beyond the maps' capacity;
+    /// without one they are reported as not served.
+    pub fn new(
+        writer: Writer<M>,
+        telemetry: Telemetry,
+        overflow: Option<UserspaceDatapath>,
+    ) -> Self {
+        Self {
+            writer,
+            telemetry,
+            overflow,
+            over_capacity: BTreeSet::new(),
+        }
+    }
+
+    pub fn writer(&self) -> &Writer<M> {
+        &self.writer
+    }
+
+    /// Frontends currently beyond the maps' capacity.
+    pub fn over_capacity(&self) -> &BTreeSet<Frontend> {
+        &self.over_capacity
+    }
+
+    fn write(&mut self, desired: &DesiredState, scope: Scope<'_>) -> crate::dataplane::ApplyReport {
+        match scope {
+            Scope::Reconcile => match self.writer.reconcile(desired) {
+                Ok((drift, report)) => {
+                    self.telemetry.reconcile_repairs(drift);
+                    if drift > 0 {
+                        tracing::warn!(
+                            drift,
+                            "reconcile found map entries that differed from what we wrote; repaired"
+                        );
+                    }
+                    report
+                }
+                Err(error) => {
+                    tracing::error!(error = %error, "reconcile could not read the maps");
+                    self.writer.sync(desired)
+                }
+            },
+            Scope::Touched(touched) => self.writer.sync_frontends(desired, touched),
+            Scope::All => self.writer.sync(desired),
+        }
+    }
+
+    /// Updates the set of frontends beyond capacity from one write's outcome.
+    /// Returns the frontends whose membership changed.
+    fn track_capacity(
+        &mut self,
+        desired: &DesiredState,
+        scope: Scope<'_>,
+        report: &crate::dataplane::ApplyReport,
+    ) -> BTreeSet<Frontend> {
+        // A capacity failure anywhere in the write (a full map, ids exhausted)
+        // explains the frontends of this write that could not be published.
+        let full = report.failures.iter().any(|f| is_full(&f.error)) || report.unplanned > 0;
+        let failed: BTreeSet<Frontend> = report
+            .failures
+            .iter()
+            .filter_map(|f| match f.subject {
+                Subject::Frontend(frontend) => Some(frontend),
+                _ => None,
+            })
+            .chain(report.unplanned_frontends.iter().copied())
+            .collect();
+        let mut looked_at: BTreeSet<Frontend> = self.over_capacity.clone();
+        match scope {
+            Scope::Touched(touched) => looked_at.extend(touched.iter().copied()),
+            Scope::All | Scope::Reconcile => looked_at.extend(desired.frontends.keys().copied()),
+        }
+        let mut changed = BTreeSet::new();
+        for frontend in looked_at {
+            let published = self.writer.applied().frontend(frontend).is_some();
+            let beyond = desired.frontends.contains_key(&frontend)
+                && !published
+                && (self.over_capacity.contains(&frontend) || (full && failed.contains(&frontend)));
+            if beyond && self.over_capacity.insert(frontend) {
+                changed.insert(frontend);
+            } else if !beyond && self.over_capacity.remove(&frontend) {
+                changed.insert(frontend);
+                if published {
+                    tracing::info!(%frontend, "frontend now fits the eBPF maps; no longer served from userspace");
+                }
+            }
+        }
+        changed
+    }
+}
+
+/// A map that has no room left.
+fn is_full(error: &StepError) -> bool {
+    matches!(
+        error,
+        StepError::Map(crate::dataplane::MapError::Full { .. })
+    )
+}
+
+impl<M: DataplaneMaps + Send + Sync + 'static> Datapath for EbpfDatapath<M> {
+    async fn apply<'a>(
+        &'a mut self,
+        desired: &'a DesiredState,
+        scope: Scope<'a>,
+    ) -> DatapathReport {
+        let report = tokio::task::block_in_place(|| self.write(desired, scope));
+        self.telemetry.map_entries(self.writer.applied());
+        end_udp_flows_to(&report.udp_backends_gone);
+        let changed = self.track_capacity(desired, scope, &report);
+        let full = report.failures.iter().any(|f| is_full(&f.error));
+        // Failures that only mean "no room": the userspace path covers them.
+        let capacity_failures = report
+            .failures
+            .iter()
+            .filter(|f| match f.subject {
+                Subject::Frontend(frontend) => self.over_capacity.contains(&frontend),
+                _ => full,
+            })
+            .count();
+        for failure in &report.failures {
+            match failure.subject {
+                Subject::Frontend(f) if self.over_capacity.contains(&f) => {
+                    tracing::debug!(frontend = %f, error = %failure.error, "map write failed: no room");
+                }
+                _ => {
+                    tracing::error!(subject = ?failure.subject, error = %failure.error, "map write failed; skipped this piece")
+                }
+            }
+        }
+        let mut out = DatapathReport {
+            ops: report.ops,
+            failures: report.failures.len(),
+            unplanned: report.unplanned,
+            plan_time: report.plan_time,
+            write_time: report.write_time,
+        };
+        let over = &self.over_capacity;
+        for f in changed.iter().filter(|f| over.contains(f)) {
+            let service = desired.frontends.get(f).map(|s| s.service.to_string());
+            if self.overflow.is_some() {
+                tracing::warn!(frontend = %f, service = service.as_deref().unwrap_or(""), "frontend does not fit the eBPF maps; serving it from userspace");
+            } else {
+                tracing::error!(frontend = %f, service = service.as_deref().unwrap_or(""), "frontend does not fit the eBPF maps and the userspace path is unavailable: not served");
+            }
+        }
+        if let Some(userspace) = self.overflow.as_mut() {
+            // What the userspace path must look at: frontends that entered
+            // or left the set, and those in it whose spec may have changed.
+            let mut scoped: BTreeSet<Frontend> = changed;
+            if let Scope::Touched(touched) = scope {
+                scoped.extend(touched.iter().filter(|f| over.contains(f)).copied());
+            }
+            let sub = match scope {
+                Scope::Touched(_) => Scope::Touched(&scoped),
+                other => other,
+            };
+            if !scoped.is_empty() || !matches!(scope, Scope::Touched(_)) {
+                let served = userspace
+                    .apply_filtered(desired, sub, &|f| over.contains(f))
+                    .await;
+                out.ops += served.ops;
+                out.failures = out.failures - capacity_failures + served.failures;
+                out.unplanned = 0;
+            } else {
+                out.failures -= capacity_failures;
+                out.unplanned = 0;
+            }
+        }
+        self.telemetry
+            .userspace()
+            .over_capacity
+            .set(i64::try_from(self.over_capacity.len()).unwrap_or(i64::MAX));
+        out
+    }
+}
+
+/// Connected UDP sockets keep the backend they were given at `connect()`; when
+/// that backend leaves, end them so the application reconnects (and is
+/// balanced, or refused, afresh).
+fn end_udp_flows_to(gone: &[crate::model::Backend]) {
+    if gone.is_empty() {
+        return;
+    }
+    let peers: Vec<std::net::SocketAddr> = gone
+        .iter()
+        .map(|b| std::net::SocketAddr::new(b.addr, b.port))
+        .collect();
+    let started = Instant::now();
+    match crate::dataplane::sockets::destroy_udp_sockets_to(&peers) {
+        Ok(destroyed) => tracing::info!(
+            backends = peers.len(),
+            destroyed,
+            took_us = started.elapsed().as_micros() as u64,
+            "ended UDP sockets aimed at removed backends"
+        ),
+        Err(error) => {
+            tracing::warn!(error = %error, "could not end UDP sockets aimed at removed backends")
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! The userspace UDP proxy of one frontend: a socket bound to `VIP:port`, and a
+//! session per client address. A session has its own socket connected to the
+//! backend chosen when it opened (random, or the affinity backend), so the
+//! backend's replies arrive on it and are sent back to the client from
+//! `VIP:port`, the address the client wrote to.
+//!
+//! A session ends after the idle timeout without datagrams either way, when
+//! its backend leaves the pool (no UDP flow stays pinned to a backend that is
+//! gone: the client's next datagram opens a session to a live backend), when
+//! the backend refuses (an ICMP error), or when the frontend closes.
+//!
+//! Datagrams are never queued: a send that would block drops the datagram, as
+//! the network would. Sends go straight to the (non-blocking) socket, not
+//! through tokio's readiness, which a fresh socket does not have yet. Buffers come from `bytes`: one per frontend for client
+//! datagrams, one per worker thread for replies, never one per session.
+//!
+//! Must not: block a worker, or let a session keep the frontend's socket open
+//! once the frontend has closed (sessions hold it weakly).
+
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    io,
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::{
+        Arc, Mutex, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::BytesMut;
+use tokio::{net::UdpSocket, sync::watch, time::Instant};
+
+use super::{
+    Settings,
+    select::{Affinity, Candidates, Pool},
+};
+use crate::admin::UserspaceCounters;
+
+/// The largest UDP payload.
+const DATAGRAM_MAX: usize = 65_535;
+
+thread_local! {
+    /// Replies are read here and sent on at once, with no `await` in between,
+    /// so one buffer per worker thread serves every session.
+    static REPLY: RefCell<BytesMut> = RefCell::new(BytesMut::zeroed(DATAGRAM_MAX));
+}
+
+/// What the receive loop and its sessions share.
+pub(super) struct UdpFrontend {
+    pub pool: watch::Receiver<Arc<Pool>>,
+    pub affinity: Arc<Mutex<Affinity>>,
+    pub settings: Arc<Settings>,
+    pub counters: UserspaceCounters,
+    pub name: String,
+}
+
+struct Session {
+    id: u64,
+    /// Told when the receive loop ends the session (the backend refused).
+    ended: tokio::sync::Notify,
+    upstream: UdpSocket,
+    backend: SocketAddr,
+    /// Milliseconds since `epoch` of the last datagram either way.
+    last_active: AtomicU64,
+}
+
+type Sessions = Mutex<HashMap<SocketAddr, Arc<Session>>>;
+
+/// Receives client datagrams until the task is aborted.
+pub(super) async fn serve(socket: UdpSocket, frontend: UdpFrontend) {
+    let socket = Arc::new(socket);
+    let sessions: Arc<Sessions> = Arc::default();
+    let epoch = Instant::now();
+    let frontend = Arc::new(frontend);
+    let mut next_id = 0u64;
+    let mut buf = BytesMut::zeroed(DATAGRAM_MAX);
+    loop {
+        let (n, client) = match socket.recv_from(&mut buf).await {
+            Ok(received) => received,
+            Err(error) => {
+                // An ICMP error for an earlier reply to a client that left, say.
+                tracing::trace!(frontend = %frontend.name, error = %error, "receive failed");
+                continue;
+            }
+        };
+        let existing = lock(&sessions).get(&client).cloned();
+        let session = match existing {
+            Some(session) => session,
+            None => {
+                next_id += 1;
+                match open(&frontend, client, next_id, epoch).await {
+                    Some(session) => {
+                        let session = Arc::new(session);
+                        lock(&sessions).insert(client, session.clone());
+                        frontend.counters.udp_sessions.inc();
+                        tokio::spawn(replies(
+                            session.clone(),
+                            Arc::downgrade(&socket),
+                            client,
+                            frontend.clone(),
+                            sessions.clone(),
+                            epoch,
+                        ));
+                        session
+                    }
+                    None => continue,
+                }
+            }
+        };
+        session.touch(epoch);
+        // Straight to the socket: tokio's `try_send` would refuse until the
+        // reactor has seen the new socket writable, dropping a first datagram.
+        match socket2::SockRef::from(&session.upstream).send(&buf[..n]) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(error) => {
+                // The backend refused an earlier datagram (ICMP): end the
+                // session; the client's next datagram opens another.
+                tracing::debug!(frontend = %frontend.name, backend = %session.backend, error = %error, "backend send failed; ending the session");
+                remove(&sessions, client, session.id);
+                session.ended.notify_one();
+            }
+        }
+    }
+}
+
+/// A session for `client`: a socket connected to its backend.
+async fn open(
+    frontend: &UdpFrontend,
+    client: SocketAddr,
+    id: u64,
+    epoch: Instant,
+) -> Option<Session> {
+    let pool = frontend.pool.borrow().clone();
+    let now = std::time::Instant::now();
+    let affine = match pool.affinity {
+        Some(_) => lock(&frontend.affinity).lookup(client.ip(), &pool, now),
+        None => None,
+    };
+    let tries = frontend.settings.connect_timeouts.len();
+    for backend in Candidates::new(&pool, affine, fastrand::usize(..), tries) {
+        match connect(backend).await {
+            Ok(upstream) => {
+                if let Some(timeout) = pool.affinity {
+                    lock(&frontend.affinity).record(client.ip(), backend, now, timeout);
+                }
+                let session = Session {
+                    id,
+                    ended: tokio::sync::Notify::new(),
+                    upstream,
+                    backend,
+                    last_active: AtomicU64::new(0),
+                };
+                session.touch(epoch);
+                return Some(session);
+            }
+            Err(error) => {
+                frontend.counters.backend_failures.inc();
+                tracing::debug!(frontend = %frontend.name, %backend, error = %error, "cannot open a UDP socket to the backend");
+            }
+        }
+    }
+    None
+}
+
+async fn connect(backend: SocketAddr) -> io::Result<UdpSocket> {
+    let any: SocketAddr = match backend {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = UdpSocket::bind(any).await?;
+    socket.connect(backend).await?;
+    Ok(socket)
+}
+
+/// Sends the backend's replies to the client until the session ends.
+async fn replies(
+    session: Arc<Session>,
+    listener: Weak<UdpSocket>,
+    client: SocketAddr,
+    frontend: Arc<UdpFrontend>,
+    sessions: Arc<Sessions>,
+    epoch: Instant,
+) {
+    let mut pool = frontend.pool.clone();
+    let idle = frontend.settings.udp_idle_timeout;
+    loop {
+        let idle_at =
+            epoch + Duration::from_millis(session.last_active.load(Ordering::Relaxed)) + idle;
+        tokio::select! {
+            ready = session.upstream.readable() => {
+                if ready.is_err() || !forward(&session, &listener, client, epoch) {
+                    break;
+                }
+            }
+            changed = pool.changed() => {
+                let stays = changed.is_ok() && pool.borrow_and_update().contains(session.backend);
+                if !stays {
+                    tracing::debug!(frontend = %frontend.name, backend = %session.backend, %client, "backend left; ending its UDP session");
+                    break;
+                }
+            }
+            () = session.ended.notified() => break,
+            () = tokio::time::sleep_until(idle_at) => {
+                let last = epoch + Duration::from_millis(session.last_active.load(Ordering::Relaxed));
+                if last + idle <= Instant::now() {
+                    break;
+                }
+            }
+        }
+    }
+    remove(&sessions, client, session.id);
+}
+
+/// Forwards every reply waiting on the session's socket. False when the
+/// session must end (the backend refused, or the frontend closed).
+fn forward(
+    session: &Session,
+    listener: &Weak<UdpSocket>,
+    client: SocketAddr,
+    epoch: Instant,
+) -> bool {
+    REPLY.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        loop {
+            match session.upstream.try_recv(&mut buf[..]) {
+                Ok(n) => {
+                    let Some(listener) = listener.upgrade() else {
+                        return false;
+                    };
+                    session.touch(epoch);
+                    // A full send buffer drops the reply, as the network would.
+                    let _ = socket2::SockRef::from(listener.as_ref())
+                        .send_to(&buf[..n], &client.into());
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(_) => return false,
+            }
+        }
+    })
+}
+
+impl Session {
+    fn touch(&self, epoch: Instant) {
+        let ms = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_active.store(ms, Ordering::Relaxed);
+    }
+}
+
+fn remove(sessions: &Sessions, client: SocketAddr, id: u64) {
+    let mut map = lock(sessions);
+    if map.get(&client).is_some_and(|s| s.id == id) {
+        map.remove(&client);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
