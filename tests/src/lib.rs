@@ -8,6 +8,8 @@
 //!   peer they saw; the client functions ([`tcp_request`], [`udp_unconnected_request`],
 //!   …) parse that into a [`Reply`].
 //! - [`ProxyProcess`] runs the `proxy` binary inside the sandbox.
+//! - [`Mode`] and [`both_modes!`] run one scenario against each dataplane mode
+//!   (eBPF socket hooks, userspace proxies).
 //! - [`manifest`] writes realistic Kubernetes YAML, atomically.
 //! - [`FakeApiServer`] serves those objects over the Kubernetes list/watch
 //!   protocol, for the Kubernetes source's tests.
@@ -33,6 +35,7 @@ mod cmd;
 mod error;
 pub mod fake_apiserver;
 pub mod manifest;
+mod mode;
 mod proxy;
 mod sandbox;
 
@@ -48,6 +51,7 @@ pub use client::{
 };
 pub use error::Error;
 pub use fake_apiserver::FakeApiServer;
+pub use mode::Mode;
 pub use proxy::ProxyProcess;
 pub use sandbox::{
     SERVICE_CIDR_V4, SERVICE_CIDR_V6, Sandbox, SweepLock, cgroup2_root, lock_sweep, sweep,

@@ -62,6 +62,19 @@ impl ProxyProcess {
         source: &[&OsStr],
         extra: &[&str],
     ) -> Result<Self, Error> {
+        Self::start_wrapped(&[], proxy_bin, sandbox, source, extra)
+    }
+
+    /// Like [`ProxyProcess::start_with_source`], run through `wrapper` (a
+    /// command and its arguments that execs the rest, such as
+    /// `setpriv --bounding-set -bpf --`). Empty: no wrapper.
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        proxy_bin: &Path,
+        sandbox: &Sandbox,
+        source: &[&OsStr],
+        extra: &[&str],
+    ) -> Result<Self, Error> {
         if !sandbox.is_entered() {
             return Err(Error::Usage(
                 "ProxyProcess::start: enter() the sandbox first, so the proxy runs inside it"
@@ -78,7 +91,14 @@ impl ProxyProcess {
         let err = out
             .try_clone()
             .map_err(|e| Error::io("creating the proxy log", &log, e))?;
-        let mut cmd = Command::new(proxy_bin);
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(proxy_bin);
+                cmd
+            }
+            None => Command::new(proxy_bin),
+        };
         cmd.arg("run")
             .args(source)
             .arg("--cgroup")
@@ -101,7 +121,7 @@ impl ProxyProcess {
             });
         }
         let child = cmd.spawn().map_err(|e| Error::Spawn {
-            command: format!("{} run …", proxy_bin.display()),
+            command: format!("{} {} run …", wrapper.join(" "), proxy_bin.display()),
             source: e,
         })?;
         Ok(ProxyProcess {

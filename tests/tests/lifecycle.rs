@@ -36,9 +36,11 @@ fn assert_web_serves_all(what: &str) {
     }
 }
 
+// eBPF only: in userspace mode nothing serves once the daemon is gone (the
+// proxies are the daemon); `modes.rs` covers its restarts.
 #[test]
 fn sigterm_exits_zero_and_leaves_the_dataplane_in_place() {
-    let mut f = Fixture::with_web();
+    let mut f = Fixture::with_web(Mode::Ebpf);
     let started = std::time::Instant::now();
     let status = f.proxy().stop().expect("stopping the proxy");
     let took = started.elapsed();
@@ -63,7 +65,7 @@ fn sigterm_exits_zero_and_leaves_the_dataplane_in_place() {
 
 #[test]
 fn a_restarted_proxy_takes_over_and_applies_changes() {
-    let mut f = Fixture::with_web();
+    let mut f = Fixture::with_web(Mode::Ebpf);
     let status = f.proxy().stop().expect("stopping the proxy");
     assert!(status.success(), "expected exit 0 on SIGTERM, saw {status}");
     f.proxy = None;
