@@ -7,20 +7,11 @@
 
 mod common;
 
-use std::{
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
-    time::Duration,
-};
-
 use common::*;
 use proxy_tests::tcp_request_timeout;
 
 const METRICS_ADDR: &str = "127.0.0.1:19249";
 const HEALTHZ_ADDR: &str = "127.0.0.1:19256";
-
-/// A bound on each HTTP exchange with the proxy.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `web` with all endpoints, the proxy started in `mode` with both admin
 /// servers on loopback, and the dataplane verified to work.
@@ -42,30 +33,8 @@ fn fixture() -> Fixture {
     fixture_in(Mode::Ebpf)
 }
 
-/// A plain HTTP/1.1 GET; returns the status code and the body.
 fn get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let addr: SocketAddr = addr
-        .parse()
-        .unwrap_or_else(|e| panic!("{addr:?} is not a socket address: {e}"));
-    let mut stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
-    stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
-    stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| {
-        std::io::Error::other(format!("no end of headers in the response: {text:?}"))
-    })?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("no status code in {head:?}")))?;
-    Ok((code, body.to_owned()))
+    http_get(addr, path)
 }
 
 fn scrape() -> String {

@@ -354,3 +354,33 @@ pub fn udp_refused(mode: Mode, vip: SocketAddr, timeout: Duration) -> Result<Dur
         Ok(what) => Err(format!("{what} after {elapsed:?}")),
     }
 }
+
+/// A bound on each HTTP exchange with the proxy's admin servers.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A plain HTTP/1.1 GET of `http://{addr}{path}`; the status code and the body.
+pub fn http_get(addr: &str, path: &str) -> io::Result<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let addr: SocketAddr = addr
+        .parse()
+        .unwrap_or_else(|e| panic!("{addr:?} is not a socket address: {e}"));
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
+    stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
+    stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| io::Error::other(format!("no end of headers in the response: {text:?}")))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("no status code in {head:?}")))?;
+    Ok((code, body.to_owned()))
+}
