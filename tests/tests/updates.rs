@@ -1,12 +1,17 @@
 //! Changes to the manifests directory reach the dataplane while the proxy runs:
-//! an endpoint added and removed, a service added and deleted.
+//! an endpoint added and removed, a service added and deleted; in userspace
+//! mode, an open connection to a removed backend is closed after the grace
+//! period.
 
 mod common;
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use common::*;
-use proxy_tests::manifest::{AddressType, documents};
+use proxy_tests::{
+    manifest::{AddressType, documents},
+    wait_until,
+};
 
 /// Requests per probe when waiting for a backend to appear: with 3 backends,
 /// 15 requests all missing the new one has a chance of about 2e-3, and the
@@ -162,4 +167,152 @@ both_modes! {
         }
         f.assert_proxy_running();
     }
+}
+
+/// A TCP echo server that keeps each connection open until the client closes
+/// it: the kit's backends answer one line and close.
+struct Echo {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Echo {
+    fn start(addr: SocketAddr) -> Self {
+        use std::{
+            io::{Read, Write},
+            sync::{Arc, atomic::AtomicBool, atomic::Ordering},
+        };
+        let listener = std::net::TcpListener::bind(addr)
+            .unwrap_or_else(|e| panic!("binding the echo server on {addr}: {e}"));
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking listener");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut workers = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut conn, _)) => {
+                        let flag = flag.clone();
+                        workers.push(std::thread::spawn(move || {
+                            let _ = conn.set_nonblocking(false);
+                            let _ = conn.set_read_timeout(Some(Duration::from_millis(50)));
+                            let mut buf = [0u8; 256];
+                            while !flag.load(Ordering::Relaxed) {
+                                match conn.read(&mut buf) {
+                                    Ok(0) => return,
+                                    Ok(n) => {
+                                        if conn.write_all(&buf[..n]).is_err() {
+                                            return;
+                                        }
+                                    }
+                                    Err(e)
+                                        if matches!(
+                                            e.kind(),
+                                            std::io::ErrorKind::WouldBlock
+                                                | std::io::ErrorKind::TimedOut
+                                        ) => {}
+                                    Err(_) => return,
+                                }
+                            }
+                        }));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+            for w in workers {
+                let _ = w.join();
+            }
+        });
+        Echo {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One line over an open connection: true when it comes back.
+fn echoes(conn: &mut std::net::TcpStream) -> bool {
+    use std::io::{Read, Write};
+    let mut buf = [0u8; 6];
+    conn.write_all(b"hello\n").is_ok() && conn.read_exact(&mut buf).is_ok() && &buf == b"hello\n"
+}
+
+// Userspace only: with the socket hooks, an established connection goes
+// straight to its backend and the proxy is not on its path, so nothing closes
+// it (as with kube-proxy, whose conntrack entries keep it going).
+#[test]
+fn a_connection_to_a_removed_backend_is_closed_after_the_grace_period() {
+    use proxy_tests::manifest::{Endpoint, EndpointSlice, Protocol, Service};
+    const HOLD_VIP: &str = "10.96.0.40";
+    const HOLD_PORT: u16 = 90;
+    const ECHO_PORT: u16 = 9090;
+    const GRACE: Duration = Duration::from_secs(3);
+    let mut f = Fixture::new(Mode::Userspace);
+    let [a, b, _] = BACKENDS_V4;
+    let _echo = [
+        Echo::start(sock(a, ECHO_PORT)),
+        Echo::start(sock(b, ECHO_PORT)),
+    ];
+    let hold = |endpoint: &str| {
+        documents(&[
+            Service::new(NAMESPACE, "hold")
+                .cluster_ip(HOLD_VIP)
+                .port("echo", Protocol::Tcp, HOLD_PORT, ECHO_PORT)
+                .to_yaml(),
+            EndpointSlice::new(NAMESPACE, "hold-1", "hold", AddressType::IPv4)
+                .port("echo", Protocol::Tcp, ECHO_PORT)
+                .endpoint(Endpoint::ready(endpoint))
+                .to_yaml(),
+        ])
+    };
+    f.write_web(&BACKENDS_V4, &BACKENDS_V6);
+    f.write("hold.yaml", &hold(a));
+    f.start_proxy_with(&["--backend-grace-period", "3s"]);
+    f.wait_ready();
+    let vip = sock(HOLD_VIP, HOLD_PORT);
+    let mut conn = std::net::TcpStream::connect_timeout(&vip, REQUEST)
+        .unwrap_or_else(|e| panic!("connecting to {vip}: {e}"));
+    conn.set_read_timeout(Some(REQUEST)).expect("read timeout");
+    assert!(echoes(&mut conn), "no echo through {vip}");
+
+    // Move the Service to `b`: new connections go there at once; the open
+    // one, to `a`, keeps working through the grace period, then is closed.
+    let moved = std::time::Instant::now();
+    f.write("hold.yaml", &hold(b));
+    std::thread::sleep(Duration::from_millis(500));
+    let mut fresh = std::net::TcpStream::connect_timeout(&vip, REQUEST)
+        .unwrap_or_else(|e| panic!("a new connection to {vip} after the change: {e}"));
+    fresh.set_read_timeout(Some(REQUEST)).expect("read timeout");
+    assert!(echoes(&mut fresh), "a new connection to {vip} got no echo");
+    assert!(
+        echoes(&mut conn),
+        "the connection to the removed backend was closed before the grace period"
+    );
+    let closed = wait_until(GRACE + PROPAGATION, || !echoes(&mut conn));
+    let after = moved.elapsed();
+    assert!(
+        closed,
+        "the connection to the removed backend was still open {after:?} after the change \
+         (grace period {GRACE:?})"
+    );
+    assert!(
+        after >= GRACE - Duration::from_millis(500),
+        "the connection was closed {after:?} after the change, before the {GRACE:?} grace period"
+    );
+    assert!(
+        echoes(&mut fresh),
+        "the connection to the live backend was closed too"
+    );
+    f.assert_proxy_running();
 }
