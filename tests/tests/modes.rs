@@ -8,7 +8,8 @@
 //! - eBPF → userspace → eBPF across restarts leaves no stale hooks, VIP routes
 //!   or listeners behind;
 //! - a restarted userspace proxy adopts its own VIP routes and removes exactly
-//!   those it no longer needs, never a route someone else added.
+//!   those it no longer needs, never a route someone else added; so does
+//!   `proxy cleanup`.
 
 mod common;
 
@@ -214,7 +215,7 @@ fn switching_modes_across_restarts_leaves_no_stale_vips_hooks_or_listeners() {
 }
 
 #[test]
-fn a_restarted_userspace_proxy_removes_exactly_its_own_stale_routes() {
+fn a_restarted_userspace_proxy_and_cleanup_remove_exactly_their_own_routes() {
     const API_VIP4: &str = "10.96.0.20";
     const API_VIP6: &str = "fd00:96::20";
     // A local route someone else added for an address in the service range.
@@ -273,4 +274,34 @@ fn a_restarted_userspace_proxy_removes_exactly_its_own_stale_routes() {
     );
     assert_web_serves_all("after a userspace restart");
     f.assert_proxy_running();
+
+    // Stopped, the routes stay for the next daemon; `proxy cleanup` removes
+    // them (and only them).
+    f.proxy().stop().expect("stopping the proxy");
+    f.proxy = None;
+    assert_eq!(routes(&f), web_vips(), "the routes after the proxy stopped");
+    let out = std::process::Command::new(proxy_bin())
+        .arg("cleanup")
+        .arg("--pin-path")
+        .arg(f.sandbox.pin_path())
+        .output()
+        .expect("running proxy cleanup");
+    assert!(
+        out.status.success(),
+        "proxy cleanup failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        routes(&f),
+        Vec::<IpAddr>::new(),
+        "routes after proxy cleanup"
+    );
+    let foreign = f
+        .sandbox
+        .ip(&format!("route show table local {FOREIGN}"))
+        .expect("listing the foreign route");
+    assert!(
+        foreign.contains(FOREIGN),
+        "proxy cleanup removed a local route it did not add: {foreign:?}"
+    );
 }
