@@ -131,7 +131,16 @@ impl<M: DataplaneMaps + Send + Sync + 'static> EbpfDatapath<M> {
                     self.writer.sync(desired)
                 }
             },
-            Scope::Touched(touched) => self.writer.sync_frontends(desired, touched),
+            // Frontends beyond capacity are tried again on every sync, so they
+            // move back into the maps as soon as room frees up.
+            Scope::Touched(touched) if self.over_capacity.is_empty() => {
+                self.writer.sync_frontends(desired, touched)
+            }
+            Scope::Touched(touched) => {
+                let mut retry = self.over_capacity.clone();
+                retry.extend(touched.iter().copied());
+                self.writer.sync_frontends(desired, &retry)
+            }
             Scope::All => self.writer.sync(desired),
         }
     }
@@ -194,7 +203,23 @@ impl<M: DataplaneMaps + Send + Sync + 'static> Datapath for EbpfDatapath<M> {
         desired: &'a DesiredState,
         scope: Scope<'a>,
     ) -> DatapathReport {
-        let report = tokio::task::block_in_place(|| self.write(desired, scope));
+        let mut report = tokio::task::block_in_place(|| self.write(desired, scope));
+        if !self.over_capacity.is_empty() && report.ops > 0 {
+            // Deletes run after puts within a plan, so room this write made
+            // came too late for the frontends waiting for it: one more try.
+            let retry = self.over_capacity.clone();
+            let again = tokio::task::block_in_place(|| self.writer.sync_frontends(desired, &retry));
+            report.ops += again.ops;
+            // The retry's outcome replaces the first pass's for what it retried.
+            report.failures.retain(|f| match f.subject {
+                Subject::Frontend(frontend) => !retry.contains(&frontend),
+                _ => !is_full(&f.error),
+            });
+            report.failures.extend(again.failures);
+            report.unplanned = again.unplanned;
+            report.unplanned_frontends = again.unplanned_frontends;
+            report.udp_backends_gone.extend(again.udp_backends_gone);
+        }
         self.telemetry.map_entries(self.writer.applied());
         end_udp_flows_to(&report.udp_backends_gone);
         let changed = self.track_capacity(desired, scope, &report);

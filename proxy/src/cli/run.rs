@@ -110,6 +110,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = config::DEFAULT_UDP_IDLE_TIMEOUT_TEXT,
           value_parser = admin::parse_duration)]
     pub udp_idle_timeout: Duration,
+    /// eBPF: entries of each service map (frontends and their backend slots),
+    /// when the maps are created [default: 262144]. Frontends that do not fit
+    /// are served from userspace.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub service_map_entries: Option<u32>,
 }
 
 /// What `run` loaded.
@@ -318,7 +323,10 @@ impl RunArgs {
             Some(path) => path,
             None => cgroup::cgroup2_root()?,
         };
-        let dataplane = loader::load(pins, &cgroup).with_context(|| {
+        let sizes = loader::MapSizes {
+            services: self.service_map_entries,
+        };
+        let dataplane = loader::load(pins, &cgroup, sizes).with_context(|| {
             format!(
                 "loading the dataplane (cgroup {}, pins {})",
                 cgroup.display(),
