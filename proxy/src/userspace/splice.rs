@@ -23,7 +23,12 @@ use std::{
 
 use tokio::{io::Interest, net::TcpStream};
 
-/// Bytes asked of one splice: the default pipe capacity.
+/// The pipe capacity asked for (`F_SETPIPE_SZ`): bulk transfers move this
+/// much per pair of splices. Where the kernel refuses (a caller without
+/// `CAP_SYS_ADMIN` past `pipe-user-pages-soft`), pipes keep the default 64 KiB.
+const PIPE_SIZE: libc::c_int = 256 * 1024;
+/// Bytes asked of one splice: the default pipe capacity, which every pipe has
+/// at least (a read asks no more than an empty pipe holds).
 const CHUNK: usize = 64 * 1024;
 /// Pipes kept for reuse.
 const POOL_MAX: usize = 512;
@@ -54,7 +59,7 @@ async fn splice_one_way(src: &TcpStream, dst: &TcpStream, pipe: &Pipe) -> io::Re
         let filled = loop {
             src.readable().await?;
             match src.try_io(Interest::READABLE, || {
-                splice(src.as_raw_fd(), pipe.write.as_raw_fd(), CHUNK)
+                splice(src.as_raw_fd(), pipe.write.as_raw_fd(), pipe.chunk)
             }) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -134,6 +139,8 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
 struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
+    /// Its capacity: what one fill asks for.
+    chunk: usize,
 }
 
 impl Pipe {
@@ -154,7 +161,14 @@ impl Pipe {
         // SAFETY: pipe2 succeeded, so both are new descriptors that nothing
         // else owns; each is wrapped exactly once.
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        Ok(Pipe { read, write })
+        // SAFETY: F_SETPIPE_SZ on a pipe we own; failure leaves it as it was.
+        let size = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+        let chunk = if size > 0 {
+            size.unsigned_abs() as usize
+        } else {
+            CHUNK
+        };
+        Ok(Pipe { read, write, chunk })
     }
 
     /// Returns an empty pipe to the pool (a full pool closes it).
