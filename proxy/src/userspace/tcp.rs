@@ -169,3 +169,108 @@ fn reset(stream: &TcpStream) {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+#[cfg(test)]
+mod tests {
+    #![expect(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+    use crate::model::{Backend, FrontendSpec, ObjectRef, Protocol};
+
+    /// An echo server on loopback; its address.
+    async fn echo() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = conn.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// A loopback port nothing listens on (connects are refused).
+    async fn dead() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    }
+
+    /// A frontend on loopback over `backends`, every client stuck (by
+    /// affinity) to `first`; its address, counters and pool (dropping the
+    /// pool's sender means "frontend removed").
+    async fn frontend(
+        backends: &[SocketAddr],
+        first: SocketAddr,
+    ) -> (SocketAddr, UserspaceCounters, watch::Sender<Arc<Pool>>) {
+        let spec = FrontendSpec {
+            service: ObjectRef::new("ns", "svc"),
+            port_name: String::new(),
+            backends: backends
+                .iter()
+                .map(|a| Backend {
+                    addr: a.ip(),
+                    port: a.port(),
+                    protocol: Protocol::Tcp,
+                })
+                .collect(),
+            affinity_timeout: Some(60),
+        };
+        let pool = Arc::new(Pool::from_spec(&spec));
+        let mut affinity = Affinity::default();
+        affinity.record(
+            "127.0.0.1".parse().unwrap(),
+            first,
+            std::time::Instant::now(),
+            Duration::from_secs(60),
+        );
+        let (tx, rx) = watch::channel(pool);
+        let listener = Arc::new(TcpListener::bind("127.0.0.1:0").await.unwrap());
+        let addr = listener.local_addr().unwrap();
+        let counters = UserspaceCounters::default();
+        tokio::spawn(accept_loop(
+            listener,
+            TcpFrontend {
+                pool: rx,
+                affinity: Arc::new(Mutex::new(affinity)),
+                settings: Arc::new(Settings::default()),
+                counters: counters.clone(),
+                name: "test".into(),
+            },
+        ));
+        (addr, counters, tx)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refusing_backend_is_skipped_for_the_next_one() {
+        let (live, gone) = (echo().await, dead().await);
+        let (addr, counters, _pool) = frontend(&[live, gone], gone).await;
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        client.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+        assert_eq!(counters.backend_failures.get(), 1);
+        assert_eq!(counters.tcp_connections.get(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_backend_answering_resets_the_client() {
+        let gone = dead().await;
+        let (addr, counters, _pool) = frontend(&[gone], gone).await;
+        // The reset may land before `connect` has even returned.
+        let read = match TcpStream::connect(addr).await {
+            Ok(mut client) => client.read(&mut [0u8; 4]).await.map(drop),
+            Err(e) => Err(e),
+        };
+        assert!(
+            matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+            "expected a reset, got {read:?}"
+        );
+        assert_eq!(counters.unserved.get(), 1);
+    }
+}

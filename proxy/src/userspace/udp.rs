@@ -40,6 +40,9 @@ use crate::admin::UserspaceCounters;
 
 /// The largest UDP payload.
 const DATAGRAM_MAX: usize = 65_535;
+/// Sessions one frontend holds at most (each is a socket): beyond it, new
+/// clients' datagrams are dropped until sessions end.
+const MAX_SESSIONS: usize = 1 << 16;
 
 thread_local! {
     /// Replies are read here and sent on at once, with no `await` in between,
@@ -82,12 +85,23 @@ pub(super) async fn serve(socket: UdpSocket, frontend: UdpFrontend) {
             Err(error) => {
                 // An ICMP error for an earlier reply to a client that left, say.
                 tracing::trace!(frontend = %frontend.name, error = %error, "receive failed");
+                if !matches!(
+                    error.kind(),
+                    io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+                ) {
+                    // Not a one-off: do not spin on it.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
                 continue;
             }
         };
         let existing = lock(&sessions).get(&client).cloned();
         let session = match existing {
             Some(session) => session,
+            None if lock(&sessions).len() >= MAX_SESSIONS => {
+                tracing::debug!(frontend = %frontend.name, %client, "too many UDP sessions; dropping a new client's datagram");
+                continue;
+            }
             None => {
                 next_id += 1;
                 match open(&frontend, client, next_id, epoch).await {
