@@ -56,16 +56,14 @@ pub async fn bidirectional(a: &TcpStream, b: &TcpStream) -> io::Result<()> {
 async fn splice_one_way(src: &TcpStream, dst: &TcpStream, pipe: &Pipe) -> io::Result<()> {
     loop {
         // Fill the (empty) pipe.
-        let filled = loop {
-            src.readable().await?;
-            match src.try_io(Interest::READABLE, || {
-                splice(src.as_raw_fd(), pipe.write.as_raw_fd(), pipe.chunk)
-            }) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
-        };
+        let filled = splice_when_ready(
+            src,
+            Interest::READABLE,
+            src.as_raw_fd(),
+            pipe.write.as_raw_fd(),
+            pipe.chunk,
+        )
+        .await?;
         if filled == 0 {
             // EOF: pass the FIN on. The peer may have gone already.
             let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
@@ -74,15 +72,43 @@ async fn splice_one_way(src: &TcpStream, dst: &TcpStream, pipe: &Pipe) -> io::Re
         // Drain it completely.
         let mut left = filled;
         while left > 0 {
-            dst.writable().await?;
-            match dst.try_io(Interest::WRITABLE, || {
-                splice(pipe.read.as_raw_fd(), dst.as_raw_fd(), left)
-            }) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => left -= n.min(left),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
+            let moved = splice_when_ready(
+                dst,
+                Interest::WRITABLE,
+                pipe.read.as_raw_fd(),
+                dst.as_raw_fd(),
+                left,
+            )
+            .await?;
+            if moved == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
             }
+            left -= moved.min(left);
+        }
+    }
+}
+
+/// One splice on `stream`'s side: first straight to the kernel (the data or
+/// the room is usually there already: a request sent with the handshake, an
+/// empty send buffer), which saves a trip through the reactor; then, after an
+/// `EAGAIN`, through tokio's readiness, so that waiting is for a real event
+/// and a stale readiness is cleared.
+async fn splice_when_ready(
+    stream: &TcpStream,
+    interest: Interest,
+    from: RawFd,
+    to: RawFd,
+    len: usize,
+) -> io::Result<usize> {
+    match splice(from, to, len) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        done => return done,
+    }
+    loop {
+        stream.ready(interest).await?;
+        match stream.try_io(interest, || splice(from, to, len)) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            done => return done,
         }
     }
 }
