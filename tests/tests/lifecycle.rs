@@ -1,6 +1,7 @@
 //! The daemon's lifecycle: on SIGTERM it exits 0 and leaves its programs
 //! attached and its maps pinned, so the dataplane keeps serving without it; a
-//! new daemon picks up from the pins and applies changes again.
+//! new daemon picks up from the pins (or, in userspace mode, its VIP routes)
+//! and applies changes again.
 
 mod common;
 
@@ -63,41 +64,43 @@ fn sigterm_exits_zero_and_leaves_the_dataplane_in_place() {
     assert_web_serves_all("after the proxy exited");
 }
 
-#[test]
-fn a_restarted_proxy_takes_over_and_applies_changes() {
-    let mut f = Fixture::with_web(Mode::Ebpf);
-    let status = f.proxy().stop().expect("stopping the proxy");
-    assert!(status.success(), "expected exit 0 on SIGTERM, saw {status}");
-    f.proxy = None;
+both_modes! {
+    /// In userspace mode the restarted proxy adopts its VIP routes and listens again.
+    fn a_restarted_proxy_takes_over_and_applies_changes(mode) {
+        let mut f = Fixture::with_web(mode);
+        let status = f.proxy().stop().expect("stopping the proxy");
+        assert!(status.success(), "expected exit 0 on SIGTERM, saw {status}");
+        f.proxy = None;
 
-    // Changed while no daemon runs: the first endpoint of each family is gone.
-    f.write_web_slices(&BACKENDS_V4[1..], &BACKENDS_V6[1..]);
-    f.start_proxy();
-    for (vip, removed) in [
-        (sock(WEB_VIP4, TCP_PORT), BACKENDS_V4[0]),
-        (sock(WEB_VIP6, TCP_PORT), BACKENDS_V6[0]),
-    ] {
-        let removed = backend_name(removed, TCP_TARGET);
-        f.wait_for(
-            STARTUP,
-            &format!("the restarted proxy to stop sending {vip} to {removed}"),
-            || try_backends(Kind::Tcp, vip, 15).is_ok_and(|b| !b.contains(&removed)),
-        );
-    }
-
-    // And it keeps applying changes: all three are back.
-    f.write_web_slices(&BACKENDS_V4, &BACKENDS_V6);
-    f.wait_for(PROPAGATION, "all endpoints to be back", || {
-        [
+        // Changed while no daemon runs: the first endpoint of each family is gone.
+        f.write_web_slices(&BACKENDS_V4[1..], &BACKENDS_V6[1..]);
+        f.start_proxy();
+        for (vip, removed) in [
             (sock(WEB_VIP4, TCP_PORT), BACKENDS_V4[0]),
             (sock(WEB_VIP6, TCP_PORT), BACKENDS_V6[0]),
-        ]
-        .into_iter()
-        .all(|(vip, back)| {
-            let back = backend_name(back, TCP_TARGET);
-            try_backends(Kind::Tcp, vip, 15).is_ok_and(|b| b.contains(&back))
-        })
-    });
-    assert_web_serves_all("after a restart");
-    f.assert_proxy_running();
+        ] {
+            let removed = backend_name(removed, TCP_TARGET);
+            f.wait_for(
+                STARTUP,
+                &format!("the restarted proxy to stop sending {vip} to {removed}"),
+                || try_backends(Kind::Tcp, vip, 15).is_ok_and(|b| !b.contains(&removed)),
+            );
+        }
+
+        // And it keeps applying changes: all three are back.
+        f.write_web_slices(&BACKENDS_V4, &BACKENDS_V6);
+        f.wait_for(PROPAGATION, "all endpoints to be back", || {
+            [
+                (sock(WEB_VIP4, TCP_PORT), BACKENDS_V4[0]),
+                (sock(WEB_VIP6, TCP_PORT), BACKENDS_V6[0]),
+            ]
+            .into_iter()
+            .all(|(vip, back)| {
+                let back = backend_name(back, TCP_TARGET);
+                try_backends(Kind::Tcp, vip, 15).is_ok_and(|b| b.contains(&back))
+            })
+        });
+        assert_web_serves_all("after a restart");
+        f.assert_proxy_running();
+    }
 }
