@@ -11,8 +11,10 @@
 //!
 //! Datagrams are never queued: a send that would block drops the datagram, as
 //! the network would. Sends go straight to the (non-blocking) socket, not
-//! through tokio's readiness, which a fresh socket does not have yet. Buffers come from `bytes`: one per frontend for client
-//! datagrams, one per worker thread for replies, never one per session.
+//! through tokio's readiness, which a fresh socket does not have yet. The one
+//! buffer is `bytes`' and per worker thread: datagrams are read and sent on
+//! with no `await` in between, so a frontend or a session costs a socket and
+//! a small task, never a 64 KiB buffer of its own.
 //!
 //! Must not: block a worker, or let a session keep the frontend's socket open
 //! once the frontend has closed (sessions hold it weakly).
@@ -45,9 +47,10 @@ const DATAGRAM_MAX: usize = 65_535;
 const MAX_SESSIONS: usize = 1 << 16;
 
 thread_local! {
-    /// Replies are read here and sent on at once, with no `await` in between,
-    /// so one buffer per worker thread serves every session.
-    static REPLY: RefCell<BytesMut> = RefCell::new(BytesMut::zeroed(DATAGRAM_MAX));
+    /// Datagrams (client's and backend's) are read here and sent on at once,
+    /// with no `await` in between, so one buffer per worker thread serves
+    /// every frontend and every session.
+    static BUFFER: RefCell<BytesMut> = RefCell::new(BytesMut::zeroed(DATAGRAM_MAX));
 }
 
 /// What the receive loop and its sessions share.
@@ -73,67 +76,95 @@ type Sessions = Mutex<HashMap<SocketAddr, Arc<Session>>>;
 
 /// Receives client datagrams until the task is aborted.
 pub(super) async fn serve(socket: UdpSocket, frontend: UdpFrontend) {
-    let socket = Arc::new(socket);
-    let sessions: Arc<Sessions> = Arc::default();
-    let epoch = Instant::now();
-    let frontend = Arc::new(frontend);
-    let mut next_id = 0u64;
-    let mut buf = BytesMut::zeroed(DATAGRAM_MAX);
+    let mut receiver = Receiver {
+        socket: Arc::new(socket),
+        sessions: Arc::default(),
+        epoch: Instant::now(),
+        frontend: Arc::new(frontend),
+        next_id: 0,
+    };
     loop {
-        let (n, client) = match socket.recv_from(&mut buf).await {
-            Ok(received) => received,
-            Err(error) => {
-                // An ICMP error for an earlier reply to a client that left, say.
-                tracing::trace!(frontend = %frontend.name, error = %error, "receive failed");
-                if !matches!(
-                    error.kind(),
-                    io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
-                ) {
-                    // Not a one-off: do not spin on it.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                continue;
+        if let Err(error) = receiver.socket.readable().await {
+            tracing::warn!(frontend = %receiver.frontend.name, error = %error, "UDP socket failed");
+            return;
+        }
+        if let Err(error) = receiver.drain() {
+            // An ICMP error for an earlier reply to a client that left, say.
+            tracing::trace!(frontend = %receiver.frontend.name, error = %error, "receive failed");
+            if !matches!(
+                error.kind(),
+                io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+            ) {
+                // Not a one-off: do not spin on it.
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
-        };
-        let existing = lock(&sessions).get(&client).cloned();
+        }
+    }
+}
+
+/// The receive side of one frontend.
+struct Receiver {
+    socket: Arc<UdpSocket>,
+    sessions: Arc<Sessions>,
+    epoch: Instant,
+    frontend: Arc<UdpFrontend>,
+    next_id: u64,
+}
+
+impl Receiver {
+    /// Forwards every datagram waiting on the socket; `Ok` once it is empty.
+    /// Synchronous, so the worker thread's buffer serves every frontend.
+    fn drain(&mut self) -> io::Result<()> {
+        BUFFER.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            loop {
+                match self.socket.try_recv_from(&mut buf[..]) {
+                    Ok((n, client)) => self.forward(&buf[..n], client),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+    }
+
+    fn forward(&mut self, datagram: &[u8], client: SocketAddr) {
+        let existing = lock(&self.sessions).get(&client).cloned();
         let session = match existing {
             Some(session) => session,
-            None if lock(&sessions).len() >= MAX_SESSIONS => {
-                tracing::debug!(frontend = %frontend.name, %client, "too many UDP sessions; dropping a new client's datagram");
-                continue;
+            None if lock(&self.sessions).len() >= MAX_SESSIONS => {
+                tracing::debug!(frontend = %self.frontend.name, %client, "too many UDP sessions; dropping a new client's datagram");
+                return;
             }
             None => {
-                next_id += 1;
-                match open(&frontend, client, next_id, epoch).await {
-                    Some(session) => {
-                        let session = Arc::new(session);
-                        lock(&sessions).insert(client, session.clone());
-                        frontend.counters.udp_sessions.inc();
-                        tokio::spawn(replies(
-                            session.clone(),
-                            Arc::downgrade(&socket),
-                            client,
-                            frontend.clone(),
-                            sessions.clone(),
-                            epoch,
-                        ));
-                        session
-                    }
-                    None => continue,
-                }
+                self.next_id += 1;
+                let Some(session) = open(&self.frontend, client, self.next_id, self.epoch) else {
+                    return;
+                };
+                let session = Arc::new(session);
+                lock(&self.sessions).insert(client, session.clone());
+                self.frontend.counters.udp_sessions.inc();
+                tokio::spawn(replies(
+                    session.clone(),
+                    Arc::downgrade(&self.socket),
+                    client,
+                    self.frontend.clone(),
+                    self.sessions.clone(),
+                    self.epoch,
+                ));
+                session
             }
         };
-        session.touch(epoch);
+        session.touch(self.epoch);
         // Straight to the socket: tokio's `try_send` would refuse until the
         // reactor has seen the new socket writable, dropping a first datagram.
-        match socket2::SockRef::from(&session.upstream).send(&buf[..n]) {
+        match socket2::SockRef::from(&session.upstream).send(datagram) {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(error) => {
                 // The backend refused an earlier datagram (ICMP): end the
                 // session; the client's next datagram opens another.
-                tracing::debug!(frontend = %frontend.name, backend = %session.backend, error = %error, "backend send failed; ending the session");
-                remove(&sessions, client, session.id);
+                tracing::debug!(frontend = %self.frontend.name, backend = %session.backend, error = %error, "backend send failed; ending the session");
+                remove(&self.sessions, client, session.id);
                 session.ended.notify_one();
             }
         }
@@ -141,12 +172,7 @@ pub(super) async fn serve(socket: UdpSocket, frontend: UdpFrontend) {
 }
 
 /// A session for `client`: a socket connected to its backend.
-async fn open(
-    frontend: &UdpFrontend,
-    client: SocketAddr,
-    id: u64,
-    epoch: Instant,
-) -> Option<Session> {
+fn open(frontend: &UdpFrontend, client: SocketAddr, id: u64, epoch: Instant) -> Option<Session> {
     let pool = frontend.pool.borrow().clone();
     let now = std::time::Instant::now();
     let affine = match pool.affinity {
@@ -155,7 +181,7 @@ async fn open(
     };
     let tries = frontend.settings.connect_timeouts.len();
     for backend in Candidates::new(&pool, affine, fastrand::usize(..), tries) {
-        match connect(backend).await {
+        match connect(backend) {
             Ok(upstream) => {
                 if let Some(timeout) = pool.affinity {
                     lock(&frontend.affinity).record(client.ip(), backend, now, timeout);
@@ -179,14 +205,17 @@ async fn open(
     None
 }
 
-async fn connect(backend: SocketAddr) -> io::Result<UdpSocket> {
+/// A non-blocking UDP socket connected to `backend` (both calls are immediate
+/// for UDP, so no `await`).
+fn connect(backend: SocketAddr) -> io::Result<UdpSocket> {
     let any: SocketAddr = match backend {
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
     };
-    let socket = UdpSocket::bind(any).await?;
-    socket.connect(backend).await?;
-    Ok(socket)
+    let socket = std::net::UdpSocket::bind(any)?;
+    socket.connect(backend)?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket)
 }
 
 /// Sends the backend's replies to the client until the session ends.
@@ -236,7 +265,7 @@ fn forward(
     client: SocketAddr,
     epoch: Instant,
 ) -> bool {
-    REPLY.with(|buf| {
+    BUFFER.with(|buf| {
         let mut buf = buf.borrow_mut();
         loop {
             match session.upstream.try_recv(&mut buf[..]) {
