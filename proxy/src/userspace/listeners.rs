@@ -4,7 +4,8 @@
 //! local by a `local` route (not an address on a device) cannot be bound
 //! otherwise, and a listener may be opened before its route exists. IPv6
 //! sockets are `IPV6_V6ONLY`. TCP listeners have `SO_REUSEADDR` (a restart
-//! does not wait for `TIME_WAIT`) and a deep backlog.
+//! does not wait for `TIME_WAIT`), `TCP_NODELAY` (which accepted connections
+//! inherit) and a deep backlog.
 //!
 //! A [`Listener`] closes at once when dropped: the TCP socket is shut down
 //! (which unhashes it, so the port is free again immediately) and its task
@@ -134,6 +135,8 @@ fn bind(addr: SocketAddr, protocol: Protocol) -> io::Result<Socket> {
     }
     if protocol == Protocol::Tcp {
         socket.set_reuse_address(true)?;
+        // Accepted connections inherit it: no system call per connection.
+        socket.set_tcp_nodelay(true)?;
     }
     socket.bind(&addr.into())?;
     if protocol == Protocol::Tcp {

@@ -109,7 +109,7 @@ async fn connection(client: TcpStream, peer: SocketAddr, frontend: Arc<TcpFronte
         lock(&frontend.affinity).record(peer.ip(), backend, now, timeout);
     }
     drop(pool);
-    let _ = client.set_nodelay(true);
+    // (The client's socket inherited it from the listener.)
     let _ = server.set_nodelay(true);
 
     let expired = {
