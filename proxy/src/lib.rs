@@ -7,6 +7,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod dataplane;
+pub mod inspect;
 pub mod model;
 pub mod plan;
 pub mod source;

@@ -124,7 +124,7 @@ fn metrics_carry_kube_proxy_names_and_map_entries_after_a_sync() {
         ("proxy_map_capacity", "gauge"),
         ("proxy_datapath_events_total", "counter"),
         ("proxy_sync_failures_total", "counter"),
-        ("proxy_reconcile_repairs_total", "counter"),
+        ("proxy_drift_repairs_total", "counter"),
         ("proxy_mode", "gauge"),
     ] {
         assert_eq!(

@@ -3,8 +3,9 @@
 //!
 //! On exit the hooks stay attached and the maps stay pinned, on purpose: the
 //! node's services keep working while the daemon restarts or is upgraded, and
-//! the next daemon takes over the links and the maps' contents. `proxy
-//! cleanup` removes them.
+//! the next daemon takes over the links and the maps' contents (or migrates
+//! pins of an older layout version, and refuses pins of a newer one: see
+//! `dataplane::loader`). `proxy cleanup` removes them.
 
 use std::{
     path::PathBuf,
@@ -51,7 +52,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub cgroup: Option<PathBuf>,
     /// Where maps and links are pinned (a bpffs is mounted there if missing).
-    #[arg(long, default_value = config::DEFAULT_PIN_PATH)]
+    #[arg(long, default_value = config::DEFAULT_PIN_PATH, env = config::PIN_PATH_ENV)]
     pub pin_path: PathBuf,
     /// Minimum time between syncs; changes within it are coalesced.
     #[arg(long, value_parser = humantime_ms, default_value = "20")]
@@ -130,9 +131,13 @@ impl RunArgs {
                 pins.root.display()
             )
         })?;
-        for hook in &dataplane.attached {
-            tracing::info!(program = hook.program, took_over = hook.took_over, cgroup = %cgroup.display(), "hook attached");
-        }
+        tracing::info!(
+            cgroup = %dataplane.hooks.cgroup().display(),
+            pin_path = %pins.root.display(),
+            layout_version = proxy_common::LAYOUT_VERSION,
+            migrating_from = ?dataplane.migrating_from,
+            "programs loaded; hooks are attached after the first complete sync"
+        );
         if let Some(logger) = dataplane.logger {
             forward_kernel_logs(logger);
         }
@@ -203,6 +208,7 @@ impl RunArgs {
         let syncer = tokio::spawn(sync::run(
             index,
             writer,
+            dataplane.hooks,
             changes_rx,
             shutdown_rx,
             settings,
