@@ -357,7 +357,7 @@ impl Metrics {
         for frontend in applied.rev_nat.values() {
             counts[4 + v6(&frontend.addr)] += 1;
         }
-        let entries = [
+        let mut entries: Vec<_> = [
             names::SVC_V4,
             names::SVC_V6,
             names::BACKEND_V4,
@@ -368,6 +368,7 @@ impl Metrics {
         .into_iter()
         .zip(counts)
         .collect();
+        entries.push((names::SVC_NAMES, applied.svc_names.len() as u64));
         *lock(&self.dataplane.mirrored) = entries;
     }
 
