@@ -604,12 +604,22 @@ impl Pins {
     /// Checks that the maps are pinned where `layout` says.
     pub fn open(layout: PinLayout) -> Result<Self, InspectError> {
         let maps_dir = layout.maps();
+        // Other layout versions' pins, to say so when ours are missing.
+        let found = || {
+            crate::dataplane::pins::Inventory::read(&layout)
+                .map(|inv| inv.layouts.iter().map(|l| l.version).collect())
+                .unwrap_or_default()
+        };
         match fs::metadata(&maps_dir) {
             Ok(meta) if meta.is_dir() => Ok(Self { layout, maps_dir }),
-            Ok(_) => Err(InspectError::NoPins { dir: maps_dir }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Err(InspectError::NoPins { dir: maps_dir })
-            }
+            Ok(_) => Err(InspectError::NoPins {
+                dir: maps_dir,
+                found: found(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(InspectError::NoPins {
+                dir: maps_dir,
+                found: found(),
+            }),
             Err(source) => Err(InspectError::PinDir {
                 dir: maps_dir,
                 source,

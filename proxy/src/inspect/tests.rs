@@ -622,6 +622,20 @@ fn ages_read_like_durations() {
 }
 
 #[test]
+fn pins_of_another_layout_are_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // The unversioned layout (v0) keeps `maps/` directly under the pin path.
+    std::fs::create_dir(dir.path().join("maps")).unwrap();
+    let layout = crate::dataplane::loader::PinLayout::new(dir.path());
+    let message = Pins::open(layout).unwrap_err().to_string();
+    assert!(
+        message.contains("another layout version are there (v0)")
+            && message.contains(&format!("reads layout v{}", proxy_common::LAYOUT_VERSION)),
+        "{message}"
+    );
+}
+
+#[test]
 fn a_missing_pin_path_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let layout = crate::dataplane::loader::PinLayout::new(dir.path().join("nowhere"));
