@@ -10,10 +10,33 @@
 //! - `AFFINITY` (LRU): `{client, rev-NAT id}` → the client's backend, for
 //!   ClientIP session affinity.
 //! - `STATS`: per-CPU counters indexed by [`crate::Reason`].
+//! - `SVC_NAMES`: rev-NAT id → [`ServiceName`], the Service that owns the
+//!   frontend. Only userspace reads it (`proxy inspect`); no program looks at it.
 
 use crate::{Be16, Be32};
 
-/// Map names as they appear in the object file and under `<pin-path>/maps`.
+/// The version of the pinned layout: which maps exist, their names, types,
+/// capacities and key and value layouts, what their entries mean, and how
+/// links are pinned. Userspace pins everything under
+/// `<pin-path>/v<LAYOUT_VERSION>/` (`maps/`, `links/`), so the version is in
+/// the path, never in a kernel object name (those are limited to 15 bytes).
+///
+/// Bump it in the change that makes pins left by the previous daemon unsafe
+/// to adopt as they are:
+/// - a key or value layout changes, even at the same size (aya only checks sizes);
+/// - a map changes type, capacity, flags, or the meaning of its entries;
+/// - a map is renamed or removed, or links are pinned differently.
+///
+/// Adding a map, or changing only program code, needs no bump: a new map is
+/// created empty and the first sync fills it before the new programs are
+/// attached. On start the daemon adopts pins of this version, migrates pins
+/// of an older one (fresh maps programmed from the desired state, then the
+/// programs swapped onto the existing links with `BPF_LINK_UPDATE`, then the
+/// old pins removed), and refuses to start on pins of a newer one. The
+/// unversioned layout (`<pin-path>/maps`, before versions existed) is version 0.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Map names as they appear in the object file and under `<pin-path>/v<LAYOUT_VERSION>/maps`.
 pub mod names {
     pub const SVC_V4: &str = "SVC_V4";
     pub const SVC_V6: &str = "SVC_V6";
@@ -25,6 +48,7 @@ pub mod names {
     pub const SOCK_RNAT_V6: &str = "SOCK_RNAT_V6";
     pub const AFFINITY: &str = "AFFINITY";
     pub const STATS: &str = "STATS";
+    pub const SVC_NAMES: &str = "SVC_NAMES";
 }
 
 /// Program names (the function names in `proxy-ebpf`).
@@ -53,6 +77,9 @@ pub mod capacity {
     pub const SOCK_REVNAT: u32 = 1 << 17;
     /// (client, frontend) pairs with ClientIP session affinity.
     pub const AFFINITY: u32 = 1 << 16;
+    /// One name per frontend, so as many as rev-NAT ids. The map is not
+    /// preallocated: it costs memory only for the entries it holds.
+    pub const SVC_NAMES: u32 = REVNAT;
 }
 
 /// Flags in [`ServiceValue::flags`] (slot 0 only).
@@ -213,6 +240,77 @@ pub struct AffinityValue {
 }
 const _: () = assert!(core::mem::size_of::<AffinityValue>() == 16);
 
+/// Flags in [`ServiceName::flags`].
+pub mod name_flags {
+    /// The Service has `internalTrafficPolicy: Local`: its frontends reach only
+    /// this node's endpoints.
+    pub const INTERNAL_TRAFFIC_POLICY_LOCAL: u8 = 1 << 0;
+}
+
+/// Value of `SVC_NAMES`, keyed by rev-NAT id (`u32`, only the low 16 bits
+/// used): which Service port owns a frontend, for `proxy inspect`. Strings are
+/// UTF-8, not NUL-terminated; the `*_len` fields say how many bytes count.
+/// Kubernetes limits namespaces and Service names to 63 bytes and port names
+/// to 15, so they fit; userspace truncates anything longer.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ServiceName {
+    pub namespace: [u8; 64],
+    pub name: [u8; 64],
+    pub port_name: [u8; 16],
+    pub namespace_len: u8,
+    pub name_len: u8,
+    pub port_name_len: u8,
+    /// [`name_flags`].
+    pub flags: u8,
+}
+const _: () = assert!(core::mem::size_of::<ServiceName>() == 148);
+
+impl ServiceName {
+    /// All zero: empty strings, no flags.
+    pub const EMPTY: Self = Self {
+        namespace: [0; 64],
+        name: [0; 64],
+        port_name: [0; 16],
+        namespace_len: 0,
+        name_len: 0,
+        port_name_len: 0,
+        flags: 0,
+    };
+
+    /// The namespace's bytes (a length past the array is clamped).
+    pub fn namespace(&self) -> &[u8] {
+        prefix(&self.namespace, self.namespace_len)
+    }
+    /// The Service name's bytes.
+    pub fn name(&self) -> &[u8] {
+        prefix(&self.name, self.name_len)
+    }
+    /// The Service port's name's bytes (empty for a single unnamed port).
+    pub fn port_name(&self) -> &[u8] {
+        prefix(&self.port_name, self.port_name_len)
+    }
+}
+
+fn prefix(bytes: &[u8], len: u8) -> &[u8] {
+    bytes.get(..usize::from(len)).unwrap_or(bytes)
+}
+
+/// Shows the strings, not 144 bytes of arrays.
+impl core::fmt::Debug for ServiceName {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        fn text(b: &[u8]) -> &str {
+            core::str::from_utf8(b).unwrap_or("<not UTF-8>")
+        }
+        f.debug_struct("ServiceName")
+            .field("namespace", &text(self.namespace()))
+            .field("name", &text(self.name()))
+            .field("port_name", &text(self.port_name()))
+            .field("flags", &self.flags)
+            .finish()
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     //! `aya::Pod` for every map type, so userspace can read and write them.
@@ -240,5 +338,6 @@ mod pod {
         SockRevNatV6,
         AffinityKey,
         AffinityValue,
+        ServiceName,
     );
 }

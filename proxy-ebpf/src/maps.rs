@@ -9,8 +9,8 @@ use aya_ebpf::{
 };
 use proxy_common::{
     AffinityKey, AffinityValue, BackendV4, BackendV6, Reason, RevNatV4, RevNatV6, ServiceKeyV4,
-    ServiceKeyV6, ServiceValue, SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6,
-    capacity,
+    ServiceKeyV6, ServiceName, ServiceValue, SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4,
+    SockRevNatV6, capacity,
 };
 
 const SERVICES: usize = capacity::SERVICES as usize;
@@ -18,7 +18,10 @@ const BACKENDS: usize = capacity::BACKENDS as usize;
 const REVNAT: usize = capacity::REVNAT as usize;
 const SOCK_REVNAT: usize = capacity::SOCK_REVNAT as usize;
 const AFFINITY_ENTRIES: usize = capacity::AFFINITY as usize;
+const SVC_NAMES_ENTRIES: usize = capacity::SVC_NAMES as usize;
 const REASONS: usize = Reason::COUNT as usize;
+/// `BPF_F_NO_PREALLOC` (uapi/linux/bpf.h): entries are allocated on insert.
+const NO_PREALLOC: usize = 1;
 
 #[btf_map(pin_by_name)]
 pub static SVC_V4: HashMap<ServiceKeyV4, ServiceValue, SERVICES> = HashMap::new();
@@ -40,3 +43,8 @@ pub static SOCK_RNAT_V6: LruHashMap<SockRevNatKeyV6, SockRevNatV6, SOCK_REVNAT> 
 pub static AFFINITY: LruHashMap<AffinityKey, AffinityValue, AFFINITY_ENTRIES> = LruHashMap::new();
 #[btf_map(pin_by_name)]
 pub static STATS: PerCpuArray<u64, REASONS> = PerCpuArray::new();
+/// Which Service owns each frontend, by rev-NAT id, for `proxy inspect`. No
+/// program reads it: it is declared here so it is created and pinned with the
+/// others. Not preallocated, since it is written only from userspace.
+#[btf_map(pin_by_name)]
+pub static SVC_NAMES: HashMap<u32, ServiceName, SVC_NAMES_ENTRIES, NO_PREALLOC> = HashMap::new();

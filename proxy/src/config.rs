@@ -5,6 +5,8 @@ use std::time::Duration;
 
 /// Where maps and links are pinned.
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/proxy";
+/// The environment variable that sets `--pin-path` (`run`, `cleanup`, `inspect`).
+pub const PIN_PATH_ENV: &str = "PROXY_PIN_PATH";
 
 /// Minimum time between two syncs: bursts of changes within it are coalesced.
 pub const DEFAULT_MIN_SYNC_INTERVAL: Duration = Duration::from_millis(20);
@@ -12,6 +14,12 @@ pub const DEFAULT_MIN_SYNC_INTERVAL: Duration = Duration::from_millis(20);
 /// How often the maps are re-read and compared with the desired state, to
 /// repair drift (entries edited by hand, writes whose outcome was lost).
 pub const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The hooks are attached (or taken over) after the first sync that wrote
+/// everything; if syncs keep failing, after the first sync this long after the
+/// first one, so a persistent failure of one Service does not keep the node
+/// on old programs.
+pub const ATTACH_GRACE: Duration = Duration::from_secs(10);
 
 /// Retry backoff after a failed write: first delay and ceiling.
 pub const RETRY_BACKOFF_START: Duration = Duration::from_millis(100);

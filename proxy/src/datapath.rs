@@ -5,7 +5,9 @@
 //!
 //! - [`EbpfDatapath`]: plans against the map mirror and writes the eBPF maps
 //!   (`dataplane::Writer`); frontends the maps cannot hold are handed to a
-//!   userspace path of its own, so they are still served;
+//!   userspace path of its own, so they are still served. It also keeps the
+//!   socket hooks ([`HookKeeper`]): attached (or taken over from the previous
+//!   daemon) after the first complete sync, checked at every reconcile;
 //! - [`crate::userspace::UserspaceDatapath`]: makes VIPs local and proxies in
 //!   tokio, used when eBPF cannot be (`--mode userspace`, or `auto` after a
 //!   load or attach failure).
@@ -20,8 +22,13 @@ use std::{
 };
 
 use crate::{
-    admin::Telemetry,
-    dataplane::{DataplaneMaps, Writer, writer::StepError},
+    admin::{DriftKind, Telemetry},
+    config,
+    dataplane::{
+        DataplaneMaps, Writer,
+        loader::{HookAction, HookReport, LoadError, SocketHooks},
+        writer::StepError,
+    },
     model::{DesiredState, Frontend},
     plan::Subject,
     userspace::UserspaceDatapath,
@@ -59,13 +66,57 @@ pub struct DatapathReport {
     pub unplanned: usize,
     pub plan_time: Duration,
     pub write_time: Duration,
+    /// eBPF: the socket hooks are not (all) attached yet, or could not be
+    /// repaired; the next sync retries.
+    pub hooks_pending: bool,
 }
 
 impl DatapathReport {
     /// True when everything planned was applied (nothing to retry).
     pub fn is_complete(&self) -> bool {
+        self.writes_complete() && !self.hooks_pending
+    }
+
+    /// True when every change was applied (the hooks aside).
+    pub fn writes_complete(&self) -> bool {
         self.failures == 0 && self.unplanned == 0
     }
+}
+
+/// The socket hooks as the eBPF datapath sees them: [`SocketHooks`] in the
+/// daemon, a fake in tests.
+pub trait HookKeeper: Send + 'static {
+    /// Attaches every hook that is not attached as it should be (see
+    /// [`SocketHooks::ensure`]).
+    fn ensure(&mut self) -> Result<HookReport, LoadError>;
+}
+
+impl HookKeeper for SocketHooks {
+    fn ensure(&mut self) -> Result<HookReport, LoadError> {
+        SocketHooks::ensure(self)
+    }
+}
+
+/// No hooks to keep (tests of the maps alone).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoHooks;
+
+impl HookKeeper for NoHooks {
+    fn ensure(&mut self) -> Result<HookReport, LoadError> {
+        Ok(HookReport::default())
+    }
+}
+
+/// Where the eBPF datapath is with the hooks.
+#[derive(Clone, Copy, Debug, Default)]
+struct HookState {
+    /// When the first sync started: the hooks are attached at the latest
+    /// [`config::ATTACH_GRACE`] after it, complete or not.
+    first_sync: Option<Instant>,
+    /// An `ensure` has succeeded once: the dataplane runs our programs.
+    attached: bool,
+    /// The last `ensure` failed: the next sync tries again.
+    failing: bool,
 }
 
 /// What the sync loop drives. See the module docs.
@@ -78,9 +129,12 @@ pub trait Datapath: Send + 'static {
     ) -> impl Future<Output = DatapathReport> + Send + 'a;
 }
 
-/// The eBPF maps, and a userspace path for frontends that do not fit them.
-pub struct EbpfDatapath<M> {
+/// The eBPF maps and socket hooks, and a userspace path for frontends that do
+/// not fit the maps.
+pub struct EbpfDatapath<M, H = NoHooks> {
     writer: Writer<M>,
+    hooks: H,
+    hook_state: HookState,
     telemetry: Telemetry,
     overflow: Option<UserspaceDatapath>,
     /// Frontends the maps do not hold (a capacity failure): the userspace
@@ -90,7 +144,8 @@ pub struct EbpfDatapath<M> {
 
 impl<M: DataplaneMaps + Send + Sync + 'static> EbpfDatapath<M> {
     /// `overflow`: the userspace path for frontends beyond the maps' capacity;
-    /// without one they are reported as not served.
+    /// without one they are reported as not served. No hooks: see
+    /// [`EbpfDatapath::with_hooks`].
     pub fn new(
         writer: Writer<M>,
         telemetry: Telemetry,
@@ -98,12 +153,29 @@ impl<M: DataplaneMaps + Send + Sync + 'static> EbpfDatapath<M> {
     ) -> Self {
         Self {
             writer,
+            hooks: NoHooks,
+            hook_state: HookState::default(),
             telemetry,
             overflow,
             over_capacity: BTreeSet::new(),
         }
     }
 
+    /// The socket hooks this datapath attaches after the first complete sync
+    /// and checks at every reconcile.
+    pub fn with_hooks<H: HookKeeper>(self, hooks: H) -> EbpfDatapath<M, H> {
+        EbpfDatapath {
+            writer: self.writer,
+            hooks,
+            hook_state: self.hook_state,
+            telemetry: self.telemetry,
+            overflow: self.overflow,
+            over_capacity: self.over_capacity,
+        }
+    }
+}
+
+impl<M: DataplaneMaps + Send + Sync + 'static, H: HookKeeper> EbpfDatapath<M, H> {
     pub fn writer(&self) -> &Writer<M> {
         &self.writer
     }
@@ -117,10 +189,10 @@ impl<M: DataplaneMaps + Send + Sync + 'static> EbpfDatapath<M> {
         match scope {
             Scope::Reconcile => match self.writer.reconcile(desired) {
                 Ok((drift, report)) => {
-                    self.telemetry.reconcile_repairs(drift);
+                    self.telemetry.drift_repairs(DriftKind::MapEntry, drift);
                     if drift > 0 {
                         tracing::warn!(
-                            drift,
+                            entries = drift,
                             "reconcile found map entries that differed from what we wrote; repaired"
                         );
                     }
@@ -197,12 +269,13 @@ fn is_full(error: &StepError) -> bool {
     )
 }
 
-impl<M: DataplaneMaps + Send + Sync + 'static> Datapath for EbpfDatapath<M> {
+impl<M: DataplaneMaps + Send + Sync + 'static, H: HookKeeper> Datapath for EbpfDatapath<M, H> {
     async fn apply<'a>(
         &'a mut self,
         desired: &'a DesiredState,
         scope: Scope<'a>,
     ) -> DatapathReport {
+        self.hook_state.first_sync.get_or_insert_with(Instant::now);
         let mut report = tokio::task::block_in_place(|| self.write(desired, scope));
         if !self.over_capacity.is_empty() && report.ops > 0 {
             // Deletes run after puts within a plan, so room this write made
@@ -249,6 +322,7 @@ impl<M: DataplaneMaps + Send + Sync + 'static> Datapath for EbpfDatapath<M> {
             unplanned: report.unplanned,
             plan_time: report.plan_time,
             write_time: report.write_time,
+            hooks_pending: false,
         };
         let over = &self.over_capacity;
         for f in changed.iter().filter(|f| over.contains(f)) {
@@ -286,8 +360,87 @@ impl<M: DataplaneMaps + Send + Sync + 'static> Datapath for EbpfDatapath<M> {
             .userspace()
             .over_capacity
             .set(i64::try_from(self.over_capacity.len()).unwrap_or(i64::MAX));
+        out.hooks_pending = !self.keep_hooks(out.writes_complete(), scope);
         out
     }
+}
+
+impl<M, H: HookKeeper> EbpfDatapath<M, H> {
+    /// Hooks: attached once the maps hold a complete state (or, should syncs
+    /// keep failing, after [`config::ATTACH_GRACE`]), then checked at every
+    /// reconcile, and at every sync after a failed attempt. True when every
+    /// hook is attached as it should be (as far as we know).
+    fn keep_hooks(&mut self, complete: bool, scope: Scope<'_>) -> bool {
+        let state = &mut self.hook_state;
+        let due = if state.attached {
+            state.failing || matches!(scope, Scope::Reconcile)
+        } else {
+            complete
+                || state
+                    .first_sync
+                    .is_some_and(|first| first.elapsed() >= config::ATTACH_GRACE)
+        };
+        if !due {
+            if !state.attached {
+                tracing::warn!(
+                    "the first sync is incomplete; the hooks are attached once the maps hold \
+                     everything (the previous daemon's hooks, if any, keep serving meanwhile)"
+                );
+            }
+            return state.attached;
+        }
+        let ensured = tokio::task::block_in_place(|| self.hooks.ensure());
+        let ok = note_hooks(ensured, !state.attached, &self.telemetry);
+        state.attached |= ok;
+        state.failing = !ok;
+        ok
+    }
+}
+
+/// Logs and counts what [`HookKeeper::ensure`] did; true when every hook is
+/// attached. `first`: the call that attaches or takes over after a start.
+fn note_hooks(ensured: Result<HookReport, LoadError>, first: bool, telemetry: &Telemetry) -> bool {
+    let report = match ensured {
+        Ok(report) => report,
+        Err(error) => {
+            tracing::error!(error = %error, "cannot attach the socket hooks; will retry");
+            return false;
+        }
+    };
+    let (mut took_over, mut attached) = (0, 0);
+    for hook in &report.hooks {
+        match hook.action {
+            HookAction::Kept => {}
+            HookAction::TookOver { from_version } => {
+                took_over += 1;
+                tracing::debug!(program = hook.program, from_version, "hook taken over");
+            }
+            HookAction::Attached => {
+                attached += 1;
+                tracing::debug!(program = hook.program, "hook attached");
+            }
+            HookAction::Repaired(drift) => tracing::warn!(
+                program = hook.program,
+                found = drift.as_str(),
+                "socket hook was not attached as it should be; re-attached (drift repaired)"
+            ),
+        }
+    }
+    let repaired = report.repaired().count();
+    if repaired > 0 {
+        telemetry.drift_repairs(DriftKind::Link, repaired);
+    }
+    if first && !report.hooks.is_empty() {
+        tracing::info!(
+            hooks = report.hooks.len(),
+            took_over,
+            attached,
+            repaired,
+            migrated_from = ?report.migrated_from,
+            "hooks attached: the dataplane runs this daemon's programs"
+        );
+    }
+    true
 }
 
 /// Connected UDP sockets keep the backend they were given at `connect()`; when

@@ -9,6 +9,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Run(args) => args.execute(),
         Command::Cleanup(args) => args.execute(),
+        Command::Inspect(args) => args.execute(),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -5,7 +5,15 @@
 //! brings the desired state up to date (pure) and hands it to the
 //! [`Datapath`] (the eBPF maps, or the userspace proxies) with the frontends
 //! that may have changed. Failed steps are retried with exponential backoff; a
-//! periodic reconcile re-reads the kernel's state to repair drift.
+//! periodic reconcile re-reads the kernel's state (the maps and the socket
+//! hooks, or the VIP routes and listeners) to repair drift.
+//!
+//! In eBPF mode the hooks are attached (or taken over from the previous
+//! daemon) only once the maps hold the first complete state, so new programs
+//! never run against maps that are still being filled: on an upgrade that
+//! changed the layout, the maps are new and start empty (see
+//! `dataplane::loader`). The eBPF datapath does that ([`HookKeeper`]); the loop
+//! only sees that a sync is not complete until the hooks are attached.
 
 use std::{
     sync::{Arc, Mutex},
@@ -13,6 +21,8 @@ use std::{
 };
 
 use tokio::sync::watch;
+
+pub use crate::datapath::HookKeeper;
 
 use crate::{
     admin::{NoLocalEndpoints, Telemetry},
@@ -86,7 +96,8 @@ pub async fn run<D: Datapath>(
         let report = sync_once(&index, &mut cache, &mut datapath, mode, &telemetry).await;
         telemetry.sync_finished(timer, report.is_complete());
         reconcile = false;
-        plan_everything = !report.is_complete();
+        // Hooks still to attach do not need the writes planned again.
+        plan_everything = !report.writes_complete();
         let retry_at = if report.is_complete() {
             backoff = config::RETRY_BACKOFF_START;
             None
@@ -196,5 +207,124 @@ fn release_freed_memory() {
     // no pointers from us and is safe to call at any time from any thread.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![expect(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
+
+    use super::*;
+    use crate::{
+        admin::Mode,
+        datapath::EbpfDatapath,
+        dataplane::{
+            Writer,
+            fake::FakeMaps,
+            loader::{AttachedHook, Drift, HookAction, HookReport, LoadError},
+        },
+        model::NodeInfo,
+    };
+
+    /// Answers each `ensure` with the next scripted result (then `Kept`), and
+    /// counts the calls.
+    struct FakeHooks {
+        calls: Arc<Mutex<usize>>,
+        script: Vec<Result<HookAction, ()>>,
+    }
+
+    impl HookKeeper for FakeHooks {
+        fn ensure(&mut self) -> Result<HookReport, LoadError> {
+            let n = {
+                let mut calls = self.calls.lock().unwrap();
+                *calls += 1;
+                *calls
+            };
+            match self
+                .script
+                .get(n - 1)
+                .copied()
+                .unwrap_or(Ok(HookAction::Kept))
+            {
+                Ok(action) => Ok(HookReport {
+                    hooks: vec![AttachedHook {
+                        program: "sock_connect4",
+                        action,
+                    }],
+                    migrated_from: Vec::new(),
+                }),
+                Err(()) => Err(LoadError::MissingProgram("sock_connect4")),
+            }
+        }
+    }
+
+    fn count(c: &Arc<Mutex<usize>>) -> usize {
+        *c.lock().unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hooks_attach_after_the_first_sync_are_retried_and_checked_at_each_reconcile() {
+        let index = Arc::new(Mutex::new(Index::new(NodeInfo::named("n1"))));
+        let writer = Writer::new(FakeMaps::default()).unwrap();
+        let calls = Arc::new(Mutex::new(0));
+        let hooks = FakeHooks {
+            calls: calls.clone(),
+            // The first attach fails (retried with backoff), the second
+            // attaches, a reconcile finds a hook detached.
+            script: vec![
+                Err(()),
+                Ok(HookAction::Attached),
+                Ok(HookAction::Repaired(Drift::LinkDetached)),
+            ],
+        };
+        let (changes_tx, changes_rx) = watch::channel(0u64);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let telemetry = Telemetry::new(Mode::Ebpf, Duration::from_secs(60));
+        let settings = SyncSettings {
+            min_interval: Duration::from_millis(1),
+            resync_interval: Duration::from_millis(300),
+        };
+        let datapath = EbpfDatapath::new(writer, telemetry.clone(), None).with_hooks(hooks);
+        let task = tokio::spawn(run(
+            index,
+            datapath,
+            changes_rx,
+            shutdown_rx,
+            settings,
+            telemetry.clone(),
+        ));
+
+        // Nothing before the first complete state.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(count(&calls), 0, "hooks touched before the first sync");
+
+        changes_tx.send(1).unwrap();
+        // The failed attach is retried after the first backoff (100 ms).
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while count(&calls) < 2 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(count(&calls), 2, "expected the failed attach to be retried");
+
+        // The reconcile checks them again and counts the repair.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while count(&calls) < 3 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            count(&calls) >= 3,
+            "expected a reconcile to check the hooks"
+        );
+        let metrics = telemetry.metrics().encode().unwrap();
+        assert!(
+            metrics.contains("proxy_drift_repairs_total{kind=\"link\"} 1"),
+            "{metrics}"
+        );
+
+        shutdown_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }

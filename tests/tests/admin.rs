@@ -89,7 +89,7 @@ fn metrics_carry_kube_proxy_names_and_map_entries_after_a_sync() {
         ("proxy_map_capacity", "gauge"),
         ("proxy_datapath_events_total", "counter"),
         ("proxy_sync_failures_total", "counter"),
-        ("proxy_reconcile_repairs_total", "counter"),
+        ("proxy_drift_repairs_total", "counter"),
         ("proxy_mode", "gauge"),
     ] {
         assert_eq!(
@@ -124,6 +124,9 @@ fn metrics_carry_kube_proxy_names_and_map_entries_after_a_sync() {
             assert!(capacity >= want, "capacity of {map} is {capacity}");
         }
     }
+    // One name per rev-NAT entry, both families.
+    assert_eq!(value(&m, r#"proxy_map_entries{map="SVC_NAMES"}"#), 4.0);
+    assert!(value(&m, r#"proxy_map_capacity{map="SVC_NAMES"}"#) >= 4.0);
     for lru in ["SOCK_RNAT_V4", "SOCK_RNAT_V6"] {
         assert!(
             sample(&m, &format!(r#"proxy_map_entries{{map="{lru}"}}"#)).is_some(),

@@ -799,16 +799,16 @@ impl std::fmt::Display for TimedOut {
 impl std::error::Error for TimedOut {}
 
 /// A finished child process.
-struct Finished {
-    status: ExitStatus,
-    elapsed: Duration,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Finished {
+    pub status: ExitStatus,
+    pub elapsed: Duration,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 /// Runs `cmd` with stdin closed and stdout/stderr captured in temporary files,
 /// killing it after `limit`. `elapsed` is the wall clock from spawn to exit.
-fn run_bounded(mut cmd: Command, limit: Duration) -> anyhow::Result<Finished> {
+pub(crate) fn run_bounded(mut cmd: Command, limit: Duration) -> anyhow::Result<Finished> {
     let what = format!("{cmd:?}");
     let mut out = tempfile::tempfile().context("creating a temporary file for stdout")?;
     let mut err = tempfile::tempfile().context("creating a temporary file for stderr")?;
@@ -852,7 +852,7 @@ fn run_bounded(mut cmd: Command, limit: Duration) -> anyhow::Result<Finished> {
 }
 
 /// Runs `cmd` for at most `limit`; a non-zero exit is an error carrying its stderr.
-fn run_checked(cmd: Command, limit: Duration) -> anyhow::Result<Finished> {
+pub(crate) fn run_checked(cmd: Command, limit: Duration) -> anyhow::Result<Finished> {
     let what = format!("{cmd:?}");
     let done = run_bounded(cmd, limit)?;
     if !done.status.success() {
@@ -908,6 +908,7 @@ impl Netns {
     /// `program args…` inside the namespace. `nsenter --net` changes only the
     /// network namespace (unlike `ip netns exec`, it does not remount `/sys`,
     /// and it costs less, which matters for the tiny loads).
+    #[cfg(test)]
     fn command(&self, program: &str, args: &[impl AsRef<str>]) -> Command {
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net={}", self.path().display()))
@@ -949,14 +950,24 @@ fn sweep() {
 /// Loads `rules` with `tool` into `ns` and returns the wall clock of the command
 /// (killed after `limit`: the error then carries [`TimedOut`]).
 fn load_into(ns: &Netns, tool: Tool, rules: &str, limit: Duration) -> anyhow::Result<Duration> {
+    load_in(&ns.path(), tool, rules, limit)
+}
+
+/// Loads `rules` with `tool` into the network namespace at `netns` (a
+/// `/run/netns/…` path, never the root namespace's) and returns the wall clock
+/// of the command, killed after `limit` (the error then carries [`TimedOut`]).
+pub fn load_in(netns: &Path, tool: Tool, rules: &str, limit: Duration) -> anyhow::Result<Duration> {
     let mut file = tempfile::Builder::new()
         .prefix("pxb-rules-")
         .tempfile()
         .context("creating the rules file")?;
     std::io::Write::write_all(&mut file, rules.as_bytes()).context("writing the rules file")?;
-    let mut args: Vec<String> = tool.flags().iter().map(|&f| f.to_owned()).collect();
-    args.push(file.path().display().to_string());
-    let cmd = ns.command(tool.program(), &args);
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net={}", netns.display()))
+        .arg("--")
+        .arg(tool.program())
+        .args(tool.flags())
+        .arg(file.path());
     Ok(run_checked(cmd, limit)
         .with_context(|| {
             format!(

@@ -68,17 +68,17 @@ pub enum Source {
 }
 
 /// What one run measured.
-struct Measured {
-    services: usize,
-    endpoints: usize,
-    cold_sync: Duration,
-    startup: Duration,
-    change_median: Duration,
-    change_min: Duration,
-    change_max: Duration,
-    rss_cold_mib: f64,
-    rss_after_mib: f64,
-    source: Source,
+pub struct Measured {
+    pub services: usize,
+    pub endpoints: usize,
+    pub cold_sync: Duration,
+    pub startup: Duration,
+    pub change_median: Duration,
+    pub change_min: Duration,
+    pub change_max: Duration,
+    pub rss_cold_mib: f64,
+    pub rss_after_mib: f64,
+    pub source: Source,
 }
 
 /// Where the benchmark's cluster lives and how one change is made.
@@ -151,7 +151,7 @@ pub fn run(root: &Path, proxy_bin: &Path, args: &ControlArgs) -> anyhow::Result<
     Ok(())
 }
 
-fn measure(
+pub fn measure(
     proxy_bin: &Path,
     source: Source,
     services: usize,

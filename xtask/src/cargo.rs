@@ -24,8 +24,13 @@ fn run(mut cmd: Command) -> anyhow::Result<()> {
 
 /// Builds `proxy` (which builds and embeds the eBPF object) and returns the binary.
 pub fn build_proxy(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
+    build_bin(root, "proxy", release)
+}
+
+/// Builds the binary named like its package and returns its path.
+pub fn build_bin(root: &Path, package: &str, release: bool) -> anyhow::Result<PathBuf> {
     let mut cmd = cargo(root);
-    cmd.args(["build", "--package", "proxy", "--bin", "proxy"]);
+    cmd.args(["build", "--package", package, "--bin", package]);
     if release {
         cmd.arg("--release");
     }
@@ -33,7 +38,7 @@ pub fn build_proxy(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
     let bin = root
         .join("target")
         .join(if release { "release" } else { "debug" })
-        .join("proxy");
+        .join(package);
     if !bin.exists() {
         bail!("the build succeeded but {} is missing", bin.display());
     }

@@ -40,9 +40,16 @@ enum Task {
     },
     /// Run the demo: a ClusterIP balanced across three backends in a throwaway namespace.
     Demo,
-    /// Benchmark connect + one request/response through a VIP against the same
-    /// work done directly against the backend, in the same run.
+    /// The benchmark suite: this proxy against direct-to-backend, kube-proxy's
+    /// iptables and nftables rules and HAProxy, at 1, 1,000 and 10,000 Services;
+    /// report and plots under target/bench/.
     Bench(bench::BenchArgs),
+    /// Internal: the bench's backends and load generators (run inside its namespaces).
+    #[command(hide = true)]
+    BenchAgent {
+        #[command(subcommand)]
+        agent: bench::agent::Agent,
+    },
     /// Control-plane benchmark: cold sync, one change and RSS at N Services × M
     /// endpoints, next to iptables-restore and nft -f at the same size.
     BenchControlPlane(bench_control::ControlArgs),
@@ -81,8 +88,11 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Bench(args) => {
             let bin = cargo::build_proxy(&root, true)?;
-            bench::run(&root, &bin, &args)?;
+            // The load generators and backends, optimised like the proxy.
+            let agent = cargo::build_bin(&root, "xtask", true)?;
+            bench::run(&root, &bin, &agent, &args)?;
         }
+        Task::BenchAgent { agent } => bench::agent::run(agent)?,
         Task::BenchControlPlane(args) => {
             let bin = cargo::build_proxy(&root, true)?;
             bench_control::run(&root, &bin, &args)?;

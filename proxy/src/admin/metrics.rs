@@ -66,7 +66,7 @@ pub mod name {
     pub const HEALTHZ: &str = "kubeproxy_proxy_healthz";
     pub const LIVEZ: &str = "kubeproxy_proxy_livez";
     pub const SYNC_FAILURES: &str = "proxy_sync_failures";
-    pub const RECONCILE_REPAIRS: &str = "proxy_reconcile_repairs";
+    pub const DRIFT_REPAIRS: &str = "proxy_drift_repairs";
     pub const CONFIG_REJECTS: &str = "proxy_config_rejects";
     pub const MODE: &str = "proxy_mode";
     pub const MAP_ENTRIES: &str = "proxy_map_entries";
@@ -122,6 +122,31 @@ impl DataplaneUsage for UsageReader {
     }
 }
 
+/// What a repair of drift put back (the `kind` label of
+/// `proxy_drift_repairs_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DriftKind {
+    /// A map entry that was missing, changed, or not ours.
+    MapEntry,
+    /// A socket hook found detached, unpinned, or running another program.
+    Link,
+    /// Userspace path: a VIP route of ours that vanished, or a stray one
+    /// carrying our routing protocol.
+    Route,
+}
+
+impl DriftKind {
+    pub const ALL: [DriftKind; 3] = [DriftKind::MapEntry, DriftKind::Link, DriftKind::Route];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DriftKind::MapEntry => "map_entry",
+            DriftKind::Link => "link",
+            DriftKind::Route => "route",
+        }
+    }
+}
+
 /// Services with a `Local` traffic policy and no local endpoint, by policy.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NoLocalEndpoints {
@@ -153,7 +178,7 @@ pub struct Metrics {
     healthz: Family<Labels, Counter>,
     livez: Family<Labels, Counter>,
     sync_failures: Counter,
-    reconcile_repairs: Counter,
+    drift_repairs: Family<Labels, Counter>,
     modes: Family<Labels, Gauge>,
     userspace: UserspaceCounters,
     dataplane: std::sync::Arc<DataplaneCollector>,
@@ -239,13 +264,20 @@ impl Metrics {
              frontend that could not be placed); each is retried with backoff",
             sync_failures.clone(),
         );
-        let reconcile_repairs = Counter::default();
+        let drift_repairs = Family::<Labels, Counter>::default();
         registry.register(
-            name::RECONCILE_REPAIRS,
-            "Map entries the periodic reconcile found differing from what the proxy \
-             wrote (edited by hand, or a write whose outcome was lost), then repaired",
-            reconcile_repairs.clone(),
+            name::DRIFT_REPAIRS,
+            "Drift the periodic reconcile found and repaired, by kind: map entries that \
+             differed from what the proxy wrote (edited by hand, or a write whose outcome \
+             was lost), and socket hooks found detached",
+            drift_repairs.clone(),
         );
+        // Every kind exists from the start, so a dashboard sees 0, not nothing.
+        for kind in DriftKind::ALL {
+            drift_repairs
+                .get_or_create(&[("kind", kind.as_str())])
+                .inc_by(0);
+        }
         registry.register(
             name::CONFIG_REJECTS,
             "Objects, or parts of objects, that a source could not use, by source and reason",
@@ -324,7 +356,7 @@ impl Metrics {
             healthz,
             livez,
             sync_failures,
-            reconcile_repairs,
+            drift_repairs,
             modes,
             userspace,
             dataplane,
@@ -400,9 +432,10 @@ impl Metrics {
         }
     }
 
-    pub(super) fn reconcile_repairs(&self, drift: usize) {
-        self.reconcile_repairs
-            .inc_by(u64::try_from(drift).unwrap_or(u64::MAX));
+    pub(super) fn drift_repairs(&self, kind: DriftKind, n: usize) {
+        self.drift_repairs
+            .get_or_create(&[("kind", kind.as_str())])
+            .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
     }
 
     pub(super) fn map_entries(&self, applied: &Applied) {
@@ -417,7 +450,7 @@ impl Metrics {
         for frontend in applied.rev_nat.values() {
             counts[4 + v6(&frontend.addr)] += 1;
         }
-        let entries = [
+        let mut entries: Vec<_> = [
             names::SVC_V4,
             names::SVC_V6,
             names::BACKEND_V4,
@@ -428,6 +461,7 @@ impl Metrics {
         .into_iter()
         .zip(counts)
         .collect();
+        entries.push((names::SVC_NAMES, applied.svc_names.len() as u64));
         *lock(&self.dataplane.mirrored) = entries;
     }
 
@@ -622,7 +656,7 @@ mod tests {
             ("kubeproxy_proxy_healthz_total", "counter"),
             ("kubeproxy_proxy_livez_total", "counter"),
             ("proxy_sync_failures_total", "counter"),
-            ("proxy_reconcile_repairs_total", "counter"),
+            ("proxy_drift_repairs_total", "counter"),
             ("proxy_config_rejects_total", "counter"),
             ("proxy_mode", "gauge"),
             ("proxy_map_entries", "gauge"),
@@ -699,7 +733,8 @@ mod tests {
         m.sync_done(Duration::from_millis(3), false, SystemTime::now(), None);
         m.index_changes(5, 7);
         m.index_changes(6, 7);
-        m.reconcile_repairs(2);
+        m.drift_repairs(DriftKind::MapEntry, 2);
+        m.drift_repairs(DriftKind::Link, 1);
         m.no_local_endpoints(NoLocalEndpoints {
             internal: 1,
             external: 0,
@@ -720,7 +755,8 @@ mod tests {
             ("kubeproxy_sync_proxy_rules_service_changes_total", 6.0),
             ("kubeproxy_sync_proxy_rules_endpoint_changes_total", 7.0),
             ("proxy_sync_failures_total", 1.0),
-            ("proxy_reconcile_repairs_total", 2.0),
+            (r#"proxy_drift_repairs_total{kind="map_entry"}"#, 2.0),
+            (r#"proxy_drift_repairs_total{kind="link"}"#, 1.0),
             (
                 r#"kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy="internal"}"#,
                 1.0,

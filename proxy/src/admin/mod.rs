@@ -34,7 +34,7 @@ use std::{
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
 pub use health::{HealthState, Probe, Stamp};
-pub use metrics::{DataplaneUsage, Metrics, NoLocalEndpoints, UserspaceCounters};
+pub use metrics::{DataplaneUsage, DriftKind, Metrics, NoLocalEndpoints, UserspaceCounters};
 pub use rejects::{ConfigRejects, ConfigSource, RejectReason};
 
 use crate::plan::Applied;
@@ -218,9 +218,9 @@ impl Telemetry {
         self.inner.metrics.no_local_endpoints(n);
     }
 
-    /// Entries a reconcile found drifted and repaired.
-    pub fn reconcile_repairs(&self, drift: usize) {
-        self.inner.metrics.reconcile_repairs(drift);
+    /// Drift a reconcile found and repaired: map entries, or hooks.
+    pub fn drift_repairs(&self, kind: DriftKind, n: usize) {
+        self.inner.metrics.drift_repairs(kind, n);
     }
 
     /// Entry counts of the mirrored maps, after a sync.

@@ -12,7 +12,7 @@ use crate::{config, dataplane::loader, userspace::Steering};
 #[derive(Debug, Args)]
 pub struct CleanupArgs {
     /// The pin path the daemon used.
-    #[arg(long, default_value = config::DEFAULT_PIN_PATH)]
+    #[arg(long, default_value = config::DEFAULT_PIN_PATH, env = config::PIN_PATH_ENV)]
     pub pin_path: PathBuf,
 }
 

@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand, each with an `execute()`.
 
 pub mod cleanup;
+pub mod inspect;
 pub mod run;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -17,15 +18,13 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "parsed once at start-up; boxing would only add noise"
-)]
 pub enum Command {
     /// Run the proxy daemon.
     Run(run::RunArgs),
     /// Detach the hooks and remove the pinned maps (what `run` leaves behind on purpose).
     Cleanup(cleanup::CleanupArgs),
+    /// Show what the pinned maps and links hold (read-only; works with or without the daemon).
+    Inspect(inspect::InspectArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

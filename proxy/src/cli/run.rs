@@ -3,8 +3,13 @@
 //!
 //! Modes (`--mode`): `ebpf` loads the socket hooks or fails; `userspace` serves
 //! Services from tokio proxies on local VIPs; `auto` (the default) tries eBPF
-//! and falls back to userspace when loading or attaching fails, with a warning
-//! that gives the reason. One mode at a time: a daemon in userspace mode
+//! and falls back to userspace when loading fails (no bpffs, no cgroup2, no
+//! privilege, a verifier rejection), with a warning that gives the reason.
+//! The programs are loaded and verified at start, but the hooks are attached
+//! by the sync loop after the first complete sync (see `datapath`); a failure
+//! to attach then is retried, not a fallback. Pins of a newer layout version
+//! are never a reason to fall back: `auto` refuses them like `ebpf` does, and
+//! leaves them alone. One mode at a time: a daemon in userspace mode
 //! removes the hooks and maps an eBPF run left (they would steer VIP traffic
 //! past it), and a daemon in eBPF mode removes the VIP routes a userspace run
 //! left (at its first sync, by the userspace path it keeps for frontends
@@ -12,10 +17,11 @@
 //!
 //! On exit the hooks stay attached and the maps stay pinned, on purpose: the
 //! node's services keep working while the daemon restarts or is upgraded, and
-//! the next daemon takes over the links and the maps' contents. In userspace
-//! mode the VIP routes stay (connections are refused, not lost, until the next
-//! daemon listens) and the next daemon adopts them. `proxy cleanup` removes
-//! all of it.
+//! the next daemon takes over the links and the maps' contents (or migrates
+//! pins of an older layout version, and refuses pins of a newer one: see
+//! `dataplane::loader`). In userspace mode the VIP routes stay (connections
+//! are refused, not lost, until the next daemon listens) and the next daemon
+//! adopts them. `proxy cleanup` removes all of it, every layout version.
 
 use std::{
     path::PathBuf,
@@ -75,7 +81,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub cgroup: Option<PathBuf>,
     /// Where maps and links are pinned (a bpffs is mounted there if missing).
-    #[arg(long, default_value = config::DEFAULT_PIN_PATH)]
+    #[arg(long, default_value = config::DEFAULT_PIN_PATH, env = config::PIN_PATH_ENV)]
     pub pin_path: PathBuf,
     /// Minimum time between syncs; changes within it are coalesced.
     #[arg(long, value_parser = humantime_ms, default_value = "20")]
@@ -119,7 +125,7 @@ pub struct RunArgs {
 
 /// What `run` loaded.
 enum Chosen {
-    Ebpf(Box<Writer<KernelMaps>>),
+    Ebpf(Box<(Writer<KernelMaps>, loader::SocketHooks)>),
     Userspace,
 }
 
@@ -182,7 +188,9 @@ impl RunArgs {
                 Chosen::Userspace
             }
             ModeArg::Auto => match self.load_ebpf(&pins, &telemetry) {
-                Ok(writer) => Chosen::Ebpf(Box::new(writer)),
+                Ok(loaded) => Chosen::Ebpf(Box::new(loaded)),
+                // A newer proxy's pins serve this node: not ours to remove.
+                Err(error) if is_newer_layout(&error) => return Err(error),
                 Err(error) => {
                     tracing::warn!(
                         reason = %format!("{error:#}"),
@@ -246,7 +254,8 @@ impl RunArgs {
             resync_interval: self.resync_interval_ms,
         };
         let (mode, syncer) = match chosen {
-            Chosen::Ebpf(writer) => {
+            Chosen::Ebpf(loaded) => {
+                let (writer, hooks) = *loaded;
                 // Frontends that do not fit the maps are served from userspace.
                 let overflow =
                     match UserspaceDatapath::start(userspace_settings, telemetry.clone()).await {
@@ -261,7 +270,10 @@ impl RunArgs {
                             None
                         }
                     };
-                let datapath = EbpfDatapath::new(*writer, telemetry.clone(), overflow);
+                // The datapath attaches (or takes over) the hooks after the
+                // first complete sync, and checks them at every reconcile.
+                let datapath =
+                    EbpfDatapath::new(writer, telemetry.clone(), overflow).with_hooks(hooks);
                 let syncer = tokio::spawn(sync::run(
                     index,
                     datapath,
@@ -313,12 +325,13 @@ impl RunArgs {
 }
 
 impl RunArgs {
-    /// Loads and attaches the programs and adopts the pinned maps' contents.
+    /// Loads and verifies the programs (attaching none: see
+    /// [`EbpfDatapath::with_hooks`]) and adopts the pinned maps' contents.
     fn load_ebpf(
         &self,
         pins: &loader::PinLayout,
         telemetry: &Telemetry,
-    ) -> anyhow::Result<Writer<KernelMaps>> {
+    ) -> anyhow::Result<(Writer<KernelMaps>, loader::SocketHooks)> {
         let cgroup = match self.cgroup.clone() {
             Some(path) => path,
             None => cgroup::cgroup2_root()?,
@@ -333,9 +346,13 @@ impl RunArgs {
                 pins.root.display()
             )
         })?;
-        for hook in &dataplane.attached {
-            tracing::info!(program = hook.program, took_over = hook.took_over, cgroup = %cgroup.display(), "hook attached");
-        }
+        tracing::info!(
+            cgroup = %dataplane.hooks.cgroup().display(),
+            pin_path = %pins.root.display(),
+            layout_version = proxy_common::LAYOUT_VERSION,
+            migrating_from = ?dataplane.migrating_from,
+            "programs loaded; hooks are attached after the first complete sync"
+        );
         if let Some(logger) = dataplane.logger {
             forward_kernel_logs(logger);
         }
@@ -356,13 +373,28 @@ impl RunArgs {
             backends = writer.applied().backends.len(),
             "existing map contents adopted"
         );
-        Ok(writer)
+        Ok((writer, dataplane.hooks))
     }
+}
+
+/// The load failed because the pin path holds a newer layout version.
+fn is_newer_layout(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<loader::LoadError>(),
+            Some(loader::LoadError::Pins(
+                crate::dataplane::pins::PinsError::NewerLayout { .. }
+            ))
+        ) || matches!(
+            cause.downcast_ref::<crate::dataplane::pins::PinsError>(),
+            Some(crate::dataplane::pins::PinsError::NewerLayout { .. })
+        )
+    })
 }
 
 /// Hooks an eBPF run left attached (or a failed load half attached) would
 /// steer VIP traffic past the userspace proxies, with stale backends: remove
-/// every pin, which detaches them.
+/// every pin of every layout version (`pins::remove_all`), which detaches them.
 fn remove_ebpf_leftovers(pins: &loader::PinLayout) {
     if !pins.root.exists() {
         return;

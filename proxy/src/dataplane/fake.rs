@@ -40,7 +40,8 @@ impl FakeMaps {
         }
     }
 
-    /// Panics unless every frontend entry points at slots and backends that exist.
+    /// Panics unless every frontend entry points at slots and backends that
+    /// exist, and has a name (what `proxy inspect` shows).
     pub fn check_reader_invariants(&self, after: &Op) {
         for ((frontend, slot), value) in &self.contents.services {
             if *slot != 0 {
@@ -49,6 +50,11 @@ impl FakeMaps {
             assert!(
                 self.contents.rev_nat.get(&value.rev_nat_id) == Some(frontend),
                 "after {after:?}: frontend {frontend} has rev-NAT id {} with no matching entry",
+                value.rev_nat_id
+            );
+            assert!(
+                self.contents.svc_names.contains_key(&value.rev_nat_id),
+                "after {after:?}: frontend {frontend} is published without a name (rev-NAT id {})",
                 value.rev_nat_id
             );
             for s in 1..=value.count {
@@ -76,7 +82,7 @@ impl DataplaneMaps for FakeMaps {
             return Err(MapError::Injected);
         }
         self.contents.record(op);
-        self.log.push(*op);
+        self.log.push(op.clone());
         if self.check_invariants {
             self.check_reader_invariants(op);
         }

@@ -4,6 +4,7 @@
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsFd as _, OwnedFd},
+    sync::Arc,
 };
 
 use aya::{
@@ -11,8 +12,8 @@ use aya::{
     maps::{HashMap, Map, MapData, PerCpuArray},
 };
 use proxy_common::{
-    BackendV4, BackendV6, Be16, Be32, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6, ServiceValue,
-    names,
+    BackendV4, BackendV6, Be16, Be32, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6, ServiceName,
+    ServiceValue, names,
 };
 
 use crate::{
@@ -24,7 +25,8 @@ use crate::{
     plan::{Applied, Op},
 };
 
-/// The service, backend and rev-NAT maps of both families, plus the counters.
+/// The service, backend and rev-NAT maps of both families, the Service names,
+/// plus the counters.
 pub struct KernelMaps {
     pub(crate) svc4: HashMap<MapData, ServiceKeyV4, ServiceValue>,
     pub(crate) svc6: HashMap<MapData, ServiceKeyV6, ServiceValue>,
@@ -32,6 +34,7 @@ pub struct KernelMaps {
     pub(crate) backend6: HashMap<MapData, u32, BackendV6>,
     pub(crate) revnat4: HashMap<MapData, u32, RevNatV4>,
     pub(crate) revnat6: HashMap<MapData, u32, RevNatV6>,
+    pub(crate) svc_names: HashMap<MapData, u32, ServiceName>,
     pub(crate) stats: PerCpuArray<MapData, u64>,
     /// Second handles on the maps we bulk-write, for `BPF_MAP_UPDATE_BATCH`.
     batch: BatchFds,
@@ -44,6 +47,7 @@ struct BatchFds {
     backend6: OwnedFd,
     revnat4: OwnedFd,
     revnat6: OwnedFd,
+    svc_names: OwnedFd,
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, MapError> {
@@ -89,6 +93,7 @@ impl KernelMaps {
             backend6: dup_fd(ebpf, names::BACKEND_V6)?,
             revnat4: dup_fd(ebpf, names::REVNAT_V4)?,
             revnat6: dup_fd(ebpf, names::REVNAT_V6)?,
+            svc_names: dup_fd(ebpf, names::SVC_NAMES)?,
         };
         Ok(Self {
             batch,
@@ -98,6 +103,7 @@ impl KernelMaps {
             backend6: typed!(ebpf, names::BACKEND_V6, HashMap<MapData, u32, BackendV6>),
             revnat4: typed!(ebpf, names::REVNAT_V4, HashMap<MapData, u32, RevNatV4>),
             revnat6: typed!(ebpf, names::REVNAT_V6, HashMap<MapData, u32, RevNatV6>),
+            svc_names: typed!(ebpf, names::SVC_NAMES, HashMap<MapData, u32, ServiceName>),
             stats: typed!(ebpf, names::STATS, PerCpuArray<MapData, u64>),
         })
     }
@@ -205,6 +211,12 @@ impl DataplaneMaps for KernelMaps {
                     },
                 )
             }
+            Op::PutServiceName { .. } => {
+                put_run(&fds.svc_names, ops, names::SVC_NAMES, |op| match op {
+                    Op::PutServiceName { id, name } => Some((u32::from(*id), **name)),
+                    _ => None,
+                })
+            }
             _ => None,
         };
         match result {
@@ -256,6 +268,13 @@ impl DataplaneMaps for KernelMaps {
                 ServiceKey::V4(k) => removed(self.svc4.remove(&k), names::SVC_V4),
                 ServiceKey::V6(k) => removed(self.svc6.remove(&k), names::SVC_V6),
             },
+            Op::PutServiceName { id, name } => inserted(
+                self.svc_names.insert(&u32::from(*id), &**name, 0),
+                names::SVC_NAMES,
+            ),
+            Op::DeleteServiceName { id } => {
+                removed(self.svc_names.remove(&u32::from(*id)), names::SVC_NAMES)
+            }
         }
     }
 
@@ -328,6 +347,14 @@ impl DataplaneMaps for KernelMaps {
             let (id, v) = entry?;
             let (id, f) = revnat_frontend(id, ip6(v.addr), v.port)?;
             applied.rev_nat.insert(id, f);
+        }
+        for entry in entries(&self.svc_names, names::SVC_NAMES) {
+            let (id, name) = entry?;
+            let id = u16::try_from(id).map_err(|_| MapError::Corrupt {
+                map: names::SVC_NAMES,
+                detail: format!("rev-NAT id {id} does not fit in 16 bits"),
+            })?;
+            applied.svc_names.insert(id, Arc::new(name));
         }
         applied.reindex();
         Ok(applied)

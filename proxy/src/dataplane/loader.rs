@@ -1,11 +1,23 @@
-//! Loads the embedded eBPF object, pins its maps, and attaches the socket hooks
-//! to a cgroup through pinned bpf_links.
+//! Loads the embedded eBPF object with its maps pinned, and attaches the
+//! socket hooks to a cgroup through pinned bpf_links.
 //!
-//! What survives the daemon: maps are pinned under `<pin>/maps` and links under
-//! `<pin>/links`, so services keep working while the daemon restarts or is
-//! upgraded, and a new daemon picks up the maps' contents. A new daemon takes
-//! over a pinned link in place with `BPF_LINK_UPDATE` (atomic: at no moment is
-//! nothing attached). `proxy cleanup` removes both.
+//! What survives the daemon: maps are pinned under `<pin>/v<N>/maps` and links
+//! under `<pin>/v<N>/links` (N is [`LAYOUT_VERSION`], see `pins`), so services
+//! keep working while the daemon restarts or is upgraded, and a new daemon
+//! adopts the maps' contents. [`load`] loads and verifies the programs but
+//! attaches nothing; [`SocketHooks::ensure`] does, once the sync loop has
+//! written the first complete state into the maps. It takes over a pinned link
+//! in place with `BPF_LINK_UPDATE` (atomic: at no moment is nothing attached),
+//! and later re-attaches a hook it finds detached (drift). `proxy cleanup`
+//! removes everything.
+//!
+//! Layout versions: pins of this version are adopted as they are. Pins of an
+//! older version are migrated: this daemon's maps are new, the first sync
+//! programs them in full from the desired state, then each hook's program is
+//! swapped onto the old link (which from then on runs a program that uses the
+//! new maps), and only then are the old pins removed. A crash at any step
+//! leaves the old pins in place, and the next start resumes. Pins of a newer
+//! version make [`load`] fail before anything is changed.
 
 use std::{
     fs,
@@ -21,12 +33,15 @@ use aya::{
         links::{FdLink, PinnedLink},
     },
 };
-use proxy_common::programs;
+use proxy_common::{LAYOUT_VERSION, programs};
 
+pub use crate::dataplane::pins::PinLayout;
 use crate::dataplane::{
     bpffs::{self, BpffsError},
     kernel::KernelMaps,
+    link_info,
     maps::MapError,
+    pins::{self, FoundLayout, Inventory, PinsError},
 };
 
 /// The kernel object built by `build.rs` (see `proxy-ebpf`).
@@ -49,6 +64,8 @@ pub const SOCKET_HOOKS: [&str; 8] = [
 pub enum LoadError {
     #[error(transparent)]
     Bpffs(#[from] BpffsError),
+    #[error(transparent)]
+    Pins(#[from] PinsError),
     #[error("loading the eBPF object (pins under {pin_dir})")]
     Object {
         pin_dir: PathBuf,
@@ -81,46 +98,58 @@ pub enum LoadError {
     Maps(#[from] MapError),
 }
 
-/// Where things live under the pin path.
-#[derive(Clone, Debug)]
-pub struct PinLayout {
-    pub root: PathBuf,
-}
-
-impl PinLayout {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
-    }
-    pub fn maps(&self) -> PathBuf {
-        self.root.join("maps")
-    }
-    pub fn links(&self) -> PathBuf {
-        self.root.join("links")
-    }
-    /// Links attached to one cgroup live in a directory named for the cgroup's
-    /// id (its inode number on cgroup2), so a daemon started on another cgroup
-    /// never takes over the wrong links. (bpffs holds no plain files.)
-    pub fn links_for(&self, cgroup_id: u64) -> PathBuf {
-        self.links().join(format!("cgroup-{cgroup_id}"))
-    }
-}
-
-/// The loaded dataplane. Dropping it leaves the pinned links attached and the
-/// pinned maps in place (see the module docs).
+/// The loaded dataplane: the maps for the writer, and the hooks, loaded and
+/// verified but not attached yet (see [`SocketHooks::ensure`]).
 pub struct Dataplane {
-    _ebpf: Ebpf,
     pub maps: KernelMaps,
-    pub attached: Vec<AttachedHook>,
+    pub hooks: SocketHooks,
     /// Reader of the programs' aya-log records; `run` forwards them to tracing.
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// Versions of the older layouts found, which the first
+    /// [`SocketHooks::ensure`] migrates away from.
+    pub migrating_from: Vec<u32>,
 }
 
-/// One attached hook, for logs and `inspect status`.
+/// What [`SocketHooks::ensure`] did to one hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookAction {
+    /// Attached with this daemon's program already; nothing done.
+    Kept,
+    /// A link that a previous daemon pinned (in layout `from_version`) was
+    /// updated in place to this daemon's program.
+    TookOver { from_version: u32 },
+    /// Nothing was pinned (a first start): a new link was attached.
+    Attached,
+    /// The hook was not attached as it should be, and now is (drift).
+    Repaired(Drift),
+}
+
+/// How a hook was found when it had to be repaired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drift {
+    /// Its link's pin was gone (removed by hand: the link went with it).
+    PinMissing,
+    /// Its link was pinned but detached from the cgroup (`BPF_LINK_DETACH`).
+    LinkDetached,
+    /// Its link ran another program.
+    OtherProgram,
+}
+
+impl Drift {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Drift::PinMissing => "pin_missing",
+            Drift::LinkDetached => "link_detached",
+            Drift::OtherProgram => "other_program",
+        }
+    }
+}
+
+/// One hook and what was done to it, for logs.
 #[derive(Clone, Debug)]
 pub struct AttachedHook {
     pub program: &'static str,
-    /// True when an existing pinned link was updated in place.
-    pub took_over: bool,
+    pub action: HookAction,
 }
 
 /// Map sizes that differ from the object's defaults (`proxy_common::capacity`).
@@ -131,9 +160,60 @@ pub struct MapSizes {
     pub services: Option<u32>,
 }
 
-/// Loads the object, pins maps, and attaches every socket hook to `cgroup`.
+/// What one [`SocketHooks::ensure`] did.
+#[derive(Clone, Debug, Default)]
+pub struct HookReport {
+    pub hooks: Vec<AttachedHook>,
+    /// Older layouts whose pins this call removed (a finished migration).
+    pub migrated_from: Vec<u32>,
+}
+
+impl HookReport {
+    /// Hooks that had to be repaired.
+    pub fn repaired(&self) -> impl Iterator<Item = (&'static str, Drift)> + '_ {
+        self.hooks.iter().filter_map(|h| match h.action {
+            HookAction::Repaired(drift) => Some((h.program, drift)),
+            _ => None,
+        })
+    }
+}
+
+/// The socket hooks of the loaded object and where they attach. Dropping it
+/// leaves the pinned links attached (see the module docs).
+pub struct SocketHooks {
+    ebpf: Ebpf,
+    cgroup: PathBuf,
+    cgroup_file: fs::File,
+    cgroup_id: u64,
+    pins: PinLayout,
+    /// Layouts older than ours, newest first, until the migration is done.
+    older: Vec<FoundLayout>,
+    /// True once an `ensure` has succeeded: from then on, anything it has to
+    /// fix is drift.
+    settled: bool,
+}
+
+/// Loads the object (maps pinned, created with `sizes`, or adopted from their pins) and verifies
+/// every socket hook, attaching none. Refuses pins of a newer layout version
+/// before it changes anything.
 pub fn load(pins: &PinLayout, cgroup: &Path, sizes: MapSizes) -> Result<Dataplane, LoadError> {
     bpffs::ensure(&pins.root)?;
+    let inventory = Inventory::read(pins)?;
+    inventory.check(pins)?;
+    for path in &inventory.unknown {
+        tracing::warn!(path = %path.display(), "not a pin layout of this proxy; left alone");
+    }
+    let older = inventory.older();
+    for layout in &older {
+        tracing::warn!(
+            found = layout.version,
+            expected = LAYOUT_VERSION,
+            pin_path = %pins.root.display(),
+            "pins of an older layout version: migrating (new maps, programmed in full from the \
+             desired state; then the programs are swapped onto the existing links; then the old \
+             pins are removed)"
+        );
+    }
     bpffs::create_dir(&pins.maps())?;
     bpffs::create_dir(&pins.links())?;
 
@@ -159,52 +239,13 @@ pub fn load(pins: &PinLayout, cgroup: &Path, sizes: MapSizes) -> Result<Dataplan
             source,
         })?
         .ino();
-    let link_dir = pins.links_for(cgroup_id);
-    bpffs::create_dir(&link_dir)?;
 
-    let mut attached = Vec::new();
+    // Verify every program now: a rejection fails the start, not a later sync.
     for name in SOCKET_HOOKS {
-        let program: &mut CgroupSockAddr = ebpf
-            .program_mut(name)
-            .ok_or(LoadError::MissingProgram(name))?
-            .try_into()
-            .map_err(|e| program_error(name, "has the wrong type", e))?;
-        program
+        socket_hook(&mut ebpf, name)?
             .load()
             .map_err(|e| program_error(name, "verifier rejected it", e))?;
-
-        let pin = link_dir.join(name);
-        let existing = open_pinned(&pin);
-        let took_over = existing.is_some();
-        let link_id = match existing {
-            Some(link) => program
-                .attach_to_link(link)
-                .map_err(|e| program_error(name, "updating the pinned link", e))?,
-            // bpf_link attachments always coexist with other programs on the
-            // cgroup; the kernel rejects any flag here, so `Single` (flags 0).
-            None => program
-                .attach(&cgroup_file, CgroupAttachMode::Single)
-                .map_err(|e| {
-                    program_error(name, &format!("attaching to {}", cgroup.display()), e)
-                })?,
-        };
-        let link = program
-            .take_link(link_id)
-            .map_err(|e| program_error(name, "taking the link", e))?;
-        let fd_link = FdLink::try_from(link).map_err(|e| {
-            link_error(
-                name,
-                "is not an fd link",
-                std::io::Error::other(e.to_string()),
-            )
-        })?;
-        replace_pin(name, fd_link, &pin)?;
-        attached.push(AttachedHook {
-            program: name,
-            took_over,
-        });
     }
-    detach_other_cgroups(pins, &link_dir);
 
     // The programs log only on rare paths (map inconsistencies); a missing
     // logger is not fatal, it only loses those lines.
@@ -213,16 +254,220 @@ pub fn load(pins: &PinLayout, cgroup: &Path, sizes: MapSizes) -> Result<Dataplan
         .ok();
     let maps = KernelMaps::take_from(&mut ebpf)?;
     Ok(Dataplane {
-        _ebpf: ebpf,
         maps,
-        attached,
+        migrating_from: older.iter().map(|l| l.version).collect(),
+        hooks: SocketHooks {
+            ebpf,
+            cgroup: cgroup.to_path_buf(),
+            cgroup_file,
+            cgroup_id,
+            pins: pins.clone(),
+            older,
+            settled: false,
+        },
         logger,
     })
 }
 
-fn open_pinned(pin: &Path) -> Option<CgroupSockAddrLink> {
-    let pinned = PinnedLink::from_pin(pin).ok()?;
-    CgroupSockAddrLink::try_from(FdLink::from(pinned)).ok()
+/// Where a hook's link was found.
+enum Found {
+    /// Pinned at `pin` (of layout `version`) and attached to our cgroup, with
+    /// another program: take it over.
+    Attached { pin: PathBuf, version: u32 },
+    /// Pinned, but detached from our cgroup.
+    Detached,
+    /// Not pinned; `settled` tells whether it should have been.
+    Nothing,
+}
+
+impl SocketHooks {
+    /// The cgroup the hooks attach to.
+    pub fn cgroup(&self) -> &Path {
+        &self.cgroup
+    }
+
+    /// Makes every hook attached to the cgroup, through a link pinned in this
+    /// layout, running this daemon's program.
+    ///
+    /// The first call takes over the links a previous daemon pinned (in this
+    /// layout or an older one) with `BPF_LINK_UPDATE`, attaches new links
+    /// where there were none, then drops links pinned for other cgroups and
+    /// removes the pins of older layouts (the end of a migration). Later calls
+    /// repair: a hook found detached, unpinned or running another program is
+    /// attached again, and reported as [`HookAction::Repaired`].
+    pub fn ensure(&mut self) -> Result<HookReport, LoadError> {
+        let link_dir = self.pins.links_for(self.cgroup_id);
+        bpffs::create_dir(&link_dir)?;
+        let mut report = HookReport::default();
+        for name in SOCKET_HOOKS {
+            let action = self.ensure_one(name, &link_dir)?;
+            report.hooks.push(AttachedHook {
+                program: name,
+                action,
+            });
+        }
+        if !self.settled {
+            remove_strays(&link_dir);
+            detach_other_cgroups(&self.pins.links(), &link_dir);
+            for layout in std::mem::take(&mut self.older) {
+                match layout.remove() {
+                    Ok(removed) => {
+                        tracing::info!(
+                            from = layout.version,
+                            to = LAYOUT_VERSION,
+                            pins = removed.len(),
+                            "layout migration complete: the old pins are removed"
+                        );
+                        report.migrated_from.push(layout.version);
+                    }
+                    Err(error) => tracing::warn!(
+                        version = layout.version,
+                        error = %error,
+                        "could not remove every pin of the older layout; the next start retries"
+                    ),
+                }
+            }
+            self.settled = true;
+        }
+        Ok(report)
+    }
+
+    fn ensure_one(&mut self, name: &'static str, link_dir: &Path) -> Result<HookAction, LoadError> {
+        let pin = link_dir.join(name);
+        let prog_id = socket_hook(&mut self.ebpf, name)?
+            .info()
+            .map_err(|e| program_error(name, "reading its id", e))?
+            .id();
+        let state = link_info::pinned_link(&pin)
+            .map_err(|e| link_error(name, "reading the pinned link", e))?;
+        let found = match state {
+            Some(s) if s.attaches(prog_id, self.cgroup_id) => return Ok(HookAction::Kept),
+            Some(s) if s.attached_to(self.cgroup_id) => Found::Attached {
+                pin: pin.clone(),
+                version: LAYOUT_VERSION,
+            },
+            Some(_) => Found::Detached,
+            None if !self.settled => self.older_link(name).unwrap_or(Found::Nothing),
+            None => Found::Nothing,
+        };
+        let program = socket_hook(&mut self.ebpf, name)?;
+        if let Found::Attached {
+            pin: source,
+            version,
+        } = &found
+        {
+            match take_over(program, name, source, &pin) {
+                Ok(()) if self.settled => return Ok(HookAction::Repaired(Drift::OtherProgram)),
+                Ok(()) => {
+                    return Ok(HookAction::TookOver {
+                        from_version: *version,
+                    });
+                }
+                Err(error) => tracing::warn!(
+                    program = name,
+                    link = %source.display(),
+                    error = %error,
+                    "could not take the pinned link over; attaching a new one"
+                ),
+            }
+        }
+        attach_new(program, name, &self.cgroup_file, &self.cgroup, &pin)?;
+        Ok(match found {
+            Found::Detached => HookAction::Repaired(Drift::LinkDetached),
+            Found::Nothing if self.settled => HookAction::Repaired(Drift::PinMissing),
+            Found::Attached { .. } if self.settled => HookAction::Repaired(Drift::OtherProgram),
+            Found::Nothing | Found::Attached { .. } => HookAction::Attached,
+        })
+    }
+
+    /// A link for `name` that an older layout pinned and that is still
+    /// attached to our cgroup (newest layout first).
+    fn older_link(&self, name: &str) -> Option<Found> {
+        self.older.iter().find_map(|layout| {
+            let pin = layout.links_for(self.cgroup_id)?.join(name);
+            let state = link_info::pinned_link(&pin).ok()??;
+            state
+                .attached_to(self.cgroup_id)
+                .then_some(Found::Attached {
+                    pin,
+                    version: layout.version,
+                })
+        })
+    }
+}
+
+fn socket_hook<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut CgroupSockAddr, LoadError> {
+    ebpf.program_mut(name)
+        .ok_or(LoadError::MissingProgram(name))?
+        .try_into()
+        .map_err(|e| program_error(name, "has the wrong type", e))
+}
+
+/// Swaps `program` into the link pinned at `source` (`BPF_LINK_UPDATE`:
+/// atomic), and pins that link at `pin`.
+fn take_over(
+    program: &mut CgroupSockAddr,
+    name: &'static str,
+    source: &Path,
+    pin: &Path,
+) -> Result<(), LoadError> {
+    let link = PinnedLink::from_pin(source).map_err(|e| {
+        link_error(
+            name,
+            "opening the pin",
+            std::io::Error::other(e.to_string()),
+        )
+    })?;
+    let link = CgroupSockAddrLink::try_from(FdLink::from(link)).map_err(|e| {
+        link_error(
+            name,
+            "is not a cgroup link",
+            std::io::Error::other(e.to_string()),
+        )
+    })?;
+    let link_id = program
+        .attach_to_link(link)
+        .map_err(|e| program_error(name, "updating the pinned link", e))?;
+    pin_link(program, name, link_id, pin)
+}
+
+/// Attaches `program` to the cgroup through a new link, pinned at `pin`
+/// (replacing whatever was pinned there).
+fn attach_new(
+    program: &mut CgroupSockAddr,
+    name: &'static str,
+    cgroup_file: &fs::File,
+    cgroup: &Path,
+    pin: &Path,
+) -> Result<(), LoadError> {
+    // bpf_link attachments always coexist with other programs on the
+    // cgroup; the kernel rejects any flag here, so `Single` (flags 0).
+    let link_id = program
+        .attach(cgroup_file, CgroupAttachMode::Single)
+        .map_err(|e| program_error(name, &format!("attaching to {}", cgroup.display()), e))?;
+    pin_link(program, name, link_id, pin)
+}
+
+fn pin_link(
+    program: &mut CgroupSockAddr,
+    name: &'static str,
+    link_id: aya::programs::cgroup_sock_addr::CgroupSockAddrLinkId,
+    pin: &Path,
+) -> Result<(), LoadError> {
+    let link = program
+        .take_link(link_id)
+        .map_err(|e| program_error(name, "taking the link", e))?;
+    let fd_link = FdLink::try_from(link).map_err(|e| {
+        link_error(
+            name,
+            "is not an fd link",
+            std::io::Error::other(e.to_string()),
+        )
+    })?;
+    replace_pin(name, fd_link, pin)
 }
 
 /// Pins `link` at `pin`, replacing any older pin atomically (pin a temporary
@@ -240,16 +485,42 @@ fn replace_pin(name: &'static str, link: FdLink, pin: &Path) -> Result<(), LoadE
     Ok(())
 }
 
+/// Pins in our link directory that are no hook of ours: a temporary pin left
+/// by a crash, or a hook an earlier version had. Removing them detaches them.
+fn remove_strays(link_dir: &Path) {
+    let Ok(entries) = fs::read_dir(link_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if SOCKET_HOOKS.iter().any(|h| name == *h) {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if path.is_dir() {
+            pins::remove_tree(&path).map(drop)
+        } else {
+            fs::remove_file(&path)
+        };
+        match removed {
+            Ok(()) => tracing::info!(pin = %path.display(), "removed a stray link pin"),
+            Err(error) => {
+                tracing::warn!(pin = %path.display(), error = %error, "could not remove a stray link pin")
+            }
+        }
+    }
+}
+
 /// Links pinned for another cgroup (the daemon was moved): now that ours are
 /// attached, drop theirs, which detaches them.
-fn detach_other_cgroups(pins: &PinLayout, keep: &Path) {
-    let Ok(entries) = fs::read_dir(pins.links()) else {
+fn detach_other_cgroups(links: &Path, keep: &Path) {
+    let Ok(entries) = fs::read_dir(links) else {
         return;
     };
     for entry in entries.flatten() {
         let dir = entry.path();
         if dir != keep {
-            match remove_tree(&dir) {
+            match pins::remove_tree(&dir) {
                 Ok(removed) => {
                     tracing::info!(dir = %dir.display(), links = removed.len(), "detached hooks from a previous cgroup")
                 }
@@ -261,33 +532,10 @@ fn detach_other_cgroups(pins: &PinLayout, keep: &Path) {
     }
 }
 
-/// Removes every pin: the hooks detach and the maps are freed once nothing
-/// else holds them. Missing pins are fine.
+/// Removes every pin of every layout version: the hooks detach and the maps
+/// are freed once nothing else holds them. Missing pins are fine.
 pub fn cleanup(pins: &PinLayout) -> std::io::Result<Vec<PathBuf>> {
-    let mut removed = Vec::new();
-    for dir in [pins.links(), pins.maps()] {
-        if dir.exists() {
-            removed.extend(remove_tree(&dir)?);
-        }
-    }
-    let _ = fs::remove_dir(&pins.root);
-    Ok(removed)
-}
-
-/// Removes a directory of pins (one level of subdirectories), returning the pins removed.
-fn remove_tree(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut removed = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            removed.extend(remove_tree(&path)?);
-        } else {
-            fs::remove_file(&path)?;
-            removed.push(path);
-        }
-    }
-    fs::remove_dir(dir)?;
-    Ok(removed)
+    pins::remove_all(pins)
 }
 
 fn program_error(program: &'static str, action: &str, e: aya::programs::ProgramError) -> LoadError {

@@ -1,13 +1,16 @@
-//! Everything that touches the kernel: finding cgroup2 and bpffs, loading and
-//! attaching the programs (`loader`), the map seam (`maps`) with its aya
-//! implementation (`kernel`), and the `writer` that executes plans.
+//! Everything that touches the kernel: finding cgroup2 and bpffs, the
+//! versioned pin layout (`pins`), loading and attaching the programs
+//! (`loader`), the map seam (`maps`) with its aya implementation (`kernel`),
+//! and the `writer` that executes plans.
 
 pub mod batch;
 pub mod bpffs;
 pub mod cgroup;
 pub mod kernel;
+pub mod link_info;
 pub mod loader;
 pub mod maps;
+pub mod pins;
 pub mod sockets;
 pub mod usage;
 pub mod writer;

@@ -89,7 +89,7 @@ impl std::fmt::Debug for UsageReader {
 impl KernelMaps {
     /// Opens a [`UsageReader`]: new handles on this object's maps, plus the LRU
     /// maps, which `KernelMaps` does not hold, from their pins in `maps_dir`
-    /// (`<pin-path>/maps`). An LRU map that is not pinned there (an older
+    /// (`<pin-path>/v<N>/maps`). An LRU map that is not pinned there (an older
     /// object) is left out rather than failing the whole reader.
     pub fn usage_reader(&self, maps_dir: &Path) -> Result<UsageReader, MapError> {
         let mut capacities = Vec::new();
@@ -108,6 +108,7 @@ impl KernelMaps {
         capacity(names::BACKEND_V6, self.backend6.map())?;
         capacity(names::REVNAT_V4, self.revnat4.map())?;
         capacity(names::REVNAT_V6, self.revnat6.map())?;
+        capacity(names::SVC_NAMES, self.svc_names.map())?;
         capacity(names::STATS, self.stats.map())?;
 
         let stats_id = self

@@ -5,7 +5,8 @@
 //! `plan` still hold for that frontend) and the writer carries on with the next
 //! step. Two safety checks guard readers even against a stale plan: a slot is
 //! never pointed at a backend that is not in the maps, and a backend is never
-//! deleted while a slot still points at it. The next sync re-plans from the
+//! deleted while a slot still points at it (nor, for `proxy inspect`, a name
+//! before its rev-NAT entry). The next sync re-plans from the
 //! mirror, which converges once the cause is gone.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -61,6 +62,8 @@ pub enum StepError {
     BackendInUse(BackendId, usize),
     #[error("rev-NAT id {0} still belongs to frontend {1}")]
     RevNatInUse(RevNatId, Frontend),
+    #[error("the name of rev-NAT id {0} goes after its rev-NAT entry, which is still there")]
+    NameBeforeRevNat(RevNatId),
 }
 
 /// Owns the maps and the mirror of their contents.
@@ -151,7 +154,7 @@ impl<M: DataplaneMaps> Writer<M> {
                 }
             }
             while !pending.is_empty() {
-                let ops: Vec<Op> = pending.iter().map(|p| p.op).collect();
+                let ops: Vec<Op> = pending.iter().map(|p| p.op.clone()).collect();
                 let result = self.maps.execute_batch(&ops);
                 let done = match &result {
                     Ok(()) => ops.len(),
@@ -228,6 +231,9 @@ impl<M: DataplaneMaps> Writer<M> {
                 Some(v) if v.rev_nat_id == *id => Err(StepError::RevNatInUse(*id, *frontend)),
                 _ => Ok(()),
             },
+            Op::DeleteServiceName { id } if self.applied.rev_nat.contains_key(id) => {
+                Err(StepError::NameBeforeRevNat(*id))
+            }
             Op::DeleteBackend { id, .. } => match self.applied.refs(*id) {
                 0 => Ok(()),
                 n => Err(StepError::BackendInUse(*id, n)),
@@ -243,7 +249,10 @@ fn count_differences(a: &Applied, b: &Applied) -> usize {
         x.iter().filter(|(k, v)| y.get(k) != Some(v)).count()
             + y.keys().filter(|k| !x.contains_key(k)).count()
     }
-    diff(&a.services, &b.services) + diff(&a.backends, &b.backends) + diff(&a.rev_nat, &b.rev_nat)
+    diff(&a.services, &b.services)
+        + diff(&a.backends, &b.backends)
+        + diff(&a.rev_nat, &b.rev_nat)
+        + diff(&a.svc_names, &b.svc_names)
 }
 
 #[cfg(test)]

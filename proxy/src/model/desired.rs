@@ -212,6 +212,7 @@ pub fn service_frontends(
                 port_name: port.name.clone(),
                 backends,
                 affinity_timeout: service.session_affinity,
+                traffic_policy: service.internal_traffic_policy,
             };
             out.frontends.push((frontend, spec));
         }

@@ -286,6 +286,9 @@ pub struct FrontendSpec {
     /// ClientIP session affinity: seconds a client keeps its backend after its
     /// last connection. `None`: affinity off.
     pub affinity_timeout: Option<u32>,
+    /// The Service's `internalTrafficPolicy` (already applied to `backends`;
+    /// kept so `proxy inspect` can show it).
+    pub traffic_policy: TrafficPolicy,
 }
 
 /// The whole desired dataplane, as a pure function of the Index computes it.

@@ -5,14 +5,17 @@
 //! always diffs against what the kernel really holds, including leftovers of a
 //! failed write or of someone editing the maps by hand.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
-use proxy_common::ServiceValue;
+use proxy_common::{ServiceName, ServiceValue};
 
 use super::{BackendId, Op, RevNatId};
 use crate::model::{Backend, Frontend};
 
-/// The contents of the service, backend and rev-NAT maps, plus three indexes
+/// The contents of the service, backend, rev-NAT and name maps, plus three indexes
 /// kept up to date by [`Applied::record`] (rebuild them with
 /// [`Applied::reindex`] after editing the maps directly).
 #[derive(Clone, Debug, Default)]
@@ -21,6 +24,8 @@ pub struct Applied {
     pub services: BTreeMap<(Frontend, u16), ServiceValue>,
     pub backends: BTreeMap<BackendId, Backend>,
     pub rev_nat: BTreeMap<RevNatId, Frontend>,
+    /// Rev-NAT id → the Service that owns the frontend (`SVC_NAMES`).
+    pub svc_names: BTreeMap<RevNatId, Arc<ServiceName>>,
     /// Backend → its id.
     by_backend: HashMap<Backend, BackendId>,
     /// Backend id → how many slots (slot 0 excluded) point at it.
@@ -35,6 +40,7 @@ impl PartialEq for Applied {
         self.services == other.services
             && self.backends == other.backends
             && self.rev_nat == other.rev_nat
+            && self.svc_names == other.svc_names
     }
 }
 
@@ -118,6 +124,12 @@ impl Applied {
                 if let Some(old) = self.rev_nat.remove(id) {
                     self.forget_rev_nat(*id, old);
                 }
+            }
+            Op::PutServiceName { id, name } => {
+                self.svc_names.insert(*id, name.clone());
+            }
+            Op::DeleteServiceName { id } => {
+                self.svc_names.remove(id);
             }
             Op::PutService {
                 frontend,

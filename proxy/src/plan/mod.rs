@@ -5,10 +5,11 @@
 //! backend, with no lock). Operations are grouped into global phases (see
 //! [`Phase`]) so the writer can batch them, and within those phases:
 //! - new backends are written first and unused ones deleted last;
-//! - a frontend that grows (or is new) gets its rev-NAT entry, then its slots,
-//!   then slot 0 last;
+//! - a frontend that grows (or is new) gets its rev-NAT entry and its name
+//!   (`SVC_NAMES`, for `proxy inspect`), then its slots, then slot 0 last;
 //! - a frontend that shrinks gets slot 0 (the lower count) first, then its slots;
-//! - a frontend that goes away loses slot 0 first, then its slots and rev-NAT entry.
+//! - a frontend that goes away loses slot 0 first, then its slots, its rev-NAT
+//!   entry, and its name last.
 //!
 //! Backend ids are stable and shared across frontends (Katran's reals); slot
 //! positions are kept where a backend stays, so a change writes only what moved.
@@ -17,10 +18,14 @@
 mod applied;
 mod ops;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    sync::Arc,
+};
 
 pub use applied::Applied;
-pub use ops::{BackendId, BatchKey, Op, RevNatId, Subject};
+pub use ops::{BackendId, BatchKey, Op, RevNatId, Subject, service_name};
+use proxy_common::ServiceName;
 
 use crate::model::{Backend, DesiredState, Frontend, FrontendSpec};
 
@@ -63,6 +68,9 @@ enum Phase {
     PutBackends,
     /// Rev-NAT entries of new frontends, before their slot 0 is published.
     PutRevNat,
+    /// Names of new (or renamed) frontends, also before slot 0 is published,
+    /// so every published frontend has one.
+    PutNames,
     /// Slot 0 of shrinking frontends (the lower count) and of frontends that go
     /// away: readers stop using what is about to change.
     Unpublish,
@@ -74,6 +82,9 @@ enum Phase {
     DeleteSlots,
     /// Rev-NAT entries no frontend owns.
     DeleteRevNat,
+    /// Their names, after them (same subject: a refused rev-NAT delete keeps
+    /// the name too).
+    DeleteNames,
     /// Backends nobody references, last.
     DeleteBackends,
 }
@@ -209,6 +220,7 @@ fn plan_scoped(
             rev_nat_id,
             &want,
             spec.affinity_timeout,
+            service_name(spec),
         );
     }
 
@@ -268,6 +280,34 @@ fn plan_scoped(
         );
     }
 
+    // Names no frontend owns, likewise (a name may outlive its rev-NAT entry
+    // when its delete failed, so they are chosen on their own).
+    let names_gone: Vec<RevNatId> = match touched {
+        None => applied
+            .svc_names
+            .keys()
+            .filter(|id| !kept_rev_nat.contains(id))
+            .copied()
+            .collect(),
+        Some(_) => {
+            let mut ids: Vec<RevNatId> = gone
+                .iter()
+                .filter_map(|f| applied.frontend(*f).map(|v| v.rev_nat_id))
+                .filter(|id| applied.svc_names.contains_key(id) && !kept_rev_nat.contains(id))
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        }
+    };
+    for id in names_gone {
+        out.push(
+            Phase::DeleteNames,
+            Subject::RevNat(id),
+            Op::DeleteServiceName { id },
+        );
+    }
+
     // Backends nobody references any more. A scoped plan only considers those
     // the touched frontends used, and only when nothing outside them does.
     let wanted: HashSet<BackendId> = backend_ids.values().copied().collect();
@@ -320,6 +360,7 @@ fn converge_frontend(
     rev_nat_id: RevNatId,
     want: &[BackendId],
     affinity_timeout: Option<u32>,
+    name: ServiceName,
 ) {
     let subject = Subject::Frontend(frontend);
     let old = applied.reachable_slots(frontend);
@@ -333,6 +374,16 @@ fn converge_frontend(
             Op::PutRevNat {
                 id: rev_nat_id,
                 frontend,
+            },
+        );
+    }
+    if applied.svc_names.get(&rev_nat_id).map(|n| **n) != Some(name) {
+        out.push(
+            Phase::PutNames,
+            subject,
+            Op::PutServiceName {
+                id: rev_nat_id,
+                name: Arc::new(name),
             },
         );
     }

@@ -1,16 +1,19 @@
 //! Operations on the dataplane maps, grouped into steps.
 
-use proxy_common::{ServiceValue, svc_flags};
+use std::sync::Arc;
 
-use crate::model::{Backend, Frontend};
+use proxy_common::{ServiceName, ServiceValue, name_flags, svc_flags};
+
+use crate::model::{Backend, Frontend, FrontendSpec, TrafficPolicy};
 
 /// Stable id of a backend in the backend maps, shared by every frontend using it.
 pub type BackendId = u32;
 /// Id of a frontend in the rev-NAT maps.
 pub type RevNatId = u16;
 
-/// One map write or delete.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One map write or delete. Cheap to clone: the one large value (a Service
+/// name) is shared.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     PutBackend {
         id: BackendId,
@@ -38,6 +41,15 @@ pub enum Op {
         frontend: Frontend,
         slot: u16,
     },
+    /// Names the Service that owns rev-NAT id `id` (`SVC_NAMES`, read only by
+    /// `proxy inspect`). Same lifecycle as the rev-NAT entry.
+    PutServiceName {
+        id: RevNatId,
+        name: Arc<ServiceName>,
+    },
+    DeleteServiceName {
+        id: RevNatId,
+    },
 }
 
 /// Operations with equal keys touch the same map the same way, so a run of
@@ -58,6 +70,9 @@ impl Op {
             Op::DeleteRevNat { frontend, .. } => (3, frontend.addr),
             Op::PutService { frontend, .. } => (4, frontend.addr),
             Op::DeleteService { frontend, .. } => (5, frontend.addr),
+            // One map for both families.
+            Op::PutServiceName { .. } => return BatchKey { kind: 6, v6: false },
+            Op::DeleteServiceName { .. } => return BatchKey { kind: 7, v6: false },
         };
         BatchKey {
             kind,
@@ -101,6 +116,33 @@ impl Op {
             },
         }
     }
+}
+
+/// The `SVC_NAMES` value for a frontend: its Service, port name and traffic
+/// policy. Strings longer than the map's fields (which Kubernetes' own limits
+/// never produce) are cut at a character boundary.
+pub fn service_name(spec: &FrontendSpec) -> ServiceName {
+    let mut out = ServiceName::EMPTY;
+    out.namespace_len = copy_truncated(&mut out.namespace, &spec.service.namespace);
+    out.name_len = copy_truncated(&mut out.name, &spec.service.name);
+    out.port_name_len = copy_truncated(&mut out.port_name, &spec.port_name);
+    if spec.traffic_policy == TrafficPolicy::Local {
+        out.flags |= name_flags::INTERNAL_TRAFFIC_POLICY_LOCAL;
+    }
+    out
+}
+
+/// Copies the longest prefix of `s` that fits in `dst` and ends on a character
+/// boundary; returns its length.
+fn copy_truncated(dst: &mut [u8], s: &str) -> u8 {
+    let max = dst.len().min(usize::from(u8::MAX));
+    let mut len = s.len().min(max);
+    while !s.is_char_boundary(len) {
+        len -= 1;
+    }
+    dst[..len].copy_from_slice(&s.as_bytes()[..len]);
+    // `len <= u8::MAX` by construction.
+    u8::try_from(len).unwrap_or(u8::MAX)
 }
 
 /// What an operation is about, so the writer can report and skip per unit.

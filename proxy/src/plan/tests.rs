@@ -9,8 +9,8 @@ use std::{
 
 use super::*;
 use crate::{
-    dataplane::{Writer, fake::FakeMaps},
-    model::{FrontendSpec, ObjectRef, Protocol},
+    dataplane::{Writer, fake::FakeMaps, writer},
+    model::{FrontendSpec, ObjectRef, Protocol, TrafficPolicy},
 };
 
 fn fe(s: &str) -> Frontend {
@@ -43,6 +43,7 @@ fn desired(services: &[(&str, &[&str])]) -> DesiredState {
                 port_name: String::new(),
                 backends,
                 affinity_timeout: None,
+                traffic_policy: TrafficPolicy::Cluster,
             },
         );
     }
@@ -86,6 +87,7 @@ fn logical(a: &Applied) -> BTreeMap<Frontend, Vec<Backend>> {
         out.len(),
         "orphan rev-NAT entries in {a:?}"
     );
+    assert_eq!(a.svc_names.len(), out.len(), "orphan names in {a:?}");
     out
 }
 
@@ -102,6 +104,8 @@ fn kinds(ops: &[Op]) -> Vec<String> {
             Op::PutService { slot, .. } => format!("put-slot({slot})"),
             Op::DeleteService { slot, .. } if *slot == 0 => "delete-frontend".to_owned(),
             Op::DeleteService { slot, .. } => format!("delete-slot({slot})"),
+            Op::PutServiceName { .. } => "put-name".to_owned(),
+            Op::DeleteServiceName { .. } => "delete-name".to_owned(),
         })
         .collect()
 }
@@ -127,6 +131,7 @@ fn new_service_writes_backends_then_revnat_then_slots_then_frontend() {
             "put-backend",
             "put-backend",
             "put-revnat",
+            "put-name",
             "put-slot(1)",
             "put-slot(2)",
             "put-frontend(count=2)"
@@ -217,6 +222,7 @@ fn removing_a_service_unpublishes_it_first() {
             "delete-slot(1)",
             "delete-slot(2)",
             "delete-revnat",
+            "delete-name",
             "delete-backend",
             "delete-backend"
         ]
@@ -243,7 +249,7 @@ fn no_endpoints_publishes_a_frontend_with_count_zero() {
     w.sync(&desired(&[("10.96.0.10:80", &[])]));
     assert_eq!(
         kinds(&take_log(&mut w)),
-        ["put-revnat", "put-frontend(count=0)"]
+        ["put-revnat", "put-name", "put-frontend(count=0)"]
     );
     assert_eq!(
         w.applied().frontend(fe("10.96.0.10:80")).map(|v| v.count),
@@ -410,6 +416,7 @@ fn scale_10k_services_10_endpoints() {
                 port_name: String::new(),
                 backends,
                 affinity_timeout: None,
+                traffic_policy: TrafficPolicy::Cluster,
             },
         );
     }
@@ -500,4 +507,162 @@ fn planning_only_the_touched_frontends_converges_like_a_full_plan() {
 fn desired_of(current: &BTreeMap<&str, Vec<&str>>) -> DesiredState {
     let services: Vec<(&str, &[&str])> = current.iter().map(|(k, v)| (*k, v.as_slice())).collect();
     desired(&services)
+}
+
+fn name_of(w: &Writer<FakeMaps>, frontend: &str) -> Option<proxy_common::ServiceName> {
+    let id = w.maps().contents.frontend(fe(frontend))?.rev_nat_id;
+    w.maps().contents.svc_names.get(&id).map(|n| **n)
+}
+
+#[test]
+fn the_name_is_written_with_the_rev_nat_entry_before_publishing() {
+    let mut w = synced(&DesiredState::default());
+    let mut d = desired(&[("10.96.0.10:80", &["10.1.0.1:8080"])]);
+    for spec in d.frontends.values_mut() {
+        spec.service = ObjectRef::new("shop", "cart");
+        spec.port_name = "http".to_owned();
+        spec.traffic_policy = TrafficPolicy::Local;
+    }
+    assert!(w.sync(&d).is_complete());
+    assert_eq!(
+        kinds(&take_log(&mut w)),
+        [
+            "put-backend",
+            "put-revnat",
+            "put-name",
+            "put-slot(1)",
+            "put-frontend(count=1)"
+        ]
+    );
+    let name = name_of(&w, "10.96.0.10:80").unwrap();
+    assert_eq!(
+        (name.namespace(), name.name(), name.port_name(), name.flags),
+        (
+            &b"shop"[..],
+            &b"cart"[..],
+            &b"http"[..],
+            proxy_common::name_flags::INTERNAL_TRAFFIC_POLICY_LOCAL
+        )
+    );
+}
+
+#[test]
+fn a_failed_name_write_leaves_the_frontend_unpublished_until_the_retry() {
+    let d = desired(&[("10.96.0.10:80", &["10.1.0.1:8080"])]);
+    // Calls: put-backend, put-revnat, put-name (fails).
+    let mut w = Writer::new(FakeMaps::failing_at(2)).unwrap();
+    let report = w.sync(&d);
+    assert!(
+        matches!(
+            report.failures.as_slice(),
+            [writer::StepFailure {
+                subject: Subject::Frontend(_),
+                ..
+            }]
+        ),
+        "expected the frontend's step to fail, got {report:?}"
+    );
+    assert_eq!(w.maps().contents.frontend(fe("10.96.0.10:80")), None);
+    assert!(w.sync(&d).is_complete());
+    assert!(name_of(&w, "10.96.0.10:80").is_some());
+}
+
+#[test]
+fn renaming_the_owner_rewrites_only_the_name() {
+    let mut d = desired(&[("10.96.0.10:80", &["10.1.0.1:8080"])]);
+    let mut w = synced(&d);
+    take_log(&mut w);
+    for spec in d.frontends.values_mut() {
+        spec.service = ObjectRef::new("default", "renamed");
+    }
+    assert!(w.sync(&d).is_complete());
+    assert_eq!(kinds(&take_log(&mut w)), ["put-name"]);
+    assert_eq!(name_of(&w, "10.96.0.10:80").unwrap().name(), b"renamed");
+}
+
+/// Pins written by a daemon that knew no names: the next full sync (the first
+/// one after a restart, or the reconcile) names every frontend.
+#[test]
+fn names_missing_from_older_pins_are_written_by_the_reconcile() {
+    let d = desired(&[("10.96.0.10:80", &["10.1.0.1:8080"])]);
+    let mut w = synced(&d);
+    w.maps_mut_for_tests().contents.svc_names.clear();
+    take_log(&mut w);
+    let (drift, report) = w.reconcile(&d).unwrap();
+    assert_eq!(drift, 1);
+    assert!(report.is_complete());
+    assert_eq!(kinds(&take_log(&mut w)), ["put-name"]);
+    assert!(name_of(&w, "10.96.0.10:80").is_some());
+}
+
+#[test]
+fn a_name_is_never_deleted_before_its_rev_nat_entry() {
+    let d = desired(&[("10.96.0.10:80", &["10.1.0.1:8080"])]);
+    let mut w = synced(&d);
+    let id = w
+        .applied()
+        .frontend(fe("10.96.0.10:80"))
+        .unwrap()
+        .rev_nat_id;
+    // A stale plan that deletes the name but not the rev-NAT entry.
+    let stale = Plan {
+        ops: vec![Planned {
+            subject: Subject::RevNat(id),
+            op: Op::DeleteServiceName { id },
+        }],
+        unplanned: Vec::new(),
+    };
+    let report = w.apply(&stale);
+    assert!(
+        matches!(
+            report.failures.as_slice(),
+            [writer::StepFailure {
+                error: writer::StepError::NameBeforeRevNat(_),
+                ..
+            }]
+        ),
+        "expected the guard to refuse, got {report:?}"
+    );
+    assert!(name_of(&w, "10.96.0.10:80").is_some());
+}
+
+#[test]
+fn a_scoped_plan_deletes_the_name_of_a_removed_frontend_last_but_one() {
+    let two = desired(&[
+        ("10.96.0.10:80", &["10.1.0.1:8080"]),
+        ("10.96.0.11:80", &["10.1.0.2:8080"]),
+    ]);
+    let mut w = synced(&two);
+    take_log(&mut w);
+    let one = desired(&[("10.96.0.10:80", &["10.1.0.1:8080"])]);
+    let touched = BTreeSet::from([fe("10.96.0.11:80")]);
+    assert!(w.sync_frontends(&one, &touched).is_complete());
+    assert_eq!(
+        kinds(&take_log(&mut w)),
+        [
+            "delete-frontend",
+            "delete-slot(1)",
+            "delete-revnat",
+            "delete-name",
+            "delete-backend"
+        ]
+    );
+    assert_eq!(w.applied().svc_names.len(), 1);
+}
+
+#[test]
+fn service_names_are_cut_at_a_character_boundary() {
+    let spec = FrontendSpec {
+        service: ObjectRef::new("n".repeat(70), format!("{}é", "a".repeat(63))),
+        port_name: "p".repeat(15),
+        backends: Vec::new(),
+        affinity_timeout: None,
+        traffic_policy: TrafficPolicy::Cluster,
+    };
+    let name = service_name(&spec);
+    assert_eq!(name.namespace().len(), 64);
+    // "é" is two bytes and would end at 65: it is left out whole.
+    assert_eq!(name.name(), "a".repeat(63).as_bytes());
+    assert_eq!(name.port_name(), b"ppppppppppppppp");
+    assert_eq!(name.flags, 0);
 }

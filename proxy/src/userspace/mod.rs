@@ -49,7 +49,7 @@ use self::{
     steering::Added,
 };
 use crate::{
-    admin::{Telemetry, UserspaceCounters},
+    admin::{DriftKind, Telemetry, UserspaceCounters},
     config,
     datapath::{Datapath, DatapathReport, Scope},
     model::{DesiredState, Frontend, Protocol},
@@ -338,6 +338,7 @@ impl UserspaceDatapath {
             unplanned: 0,
             plan_time: Duration::ZERO,
             write_time: started.elapsed(),
+            hooks_pending: false,
         }
     }
 
@@ -367,7 +368,7 @@ impl UserspaceDatapath {
             stray = stray.len(),
             "VIP routes differ from what we set; repairing"
         );
-        self.telemetry.reconcile_repairs(drift);
+        self.telemetry.drift_repairs(DriftKind::Route, drift);
         // Re-adding goes through `add`, which records them again.
         let _ = self.steering.remove(&missing).await;
         let _ = self.steering.add(&missing).await;

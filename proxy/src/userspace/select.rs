@@ -167,6 +167,7 @@ mod tests {
                 })
                 .collect(),
             affinity_timeout: affinity,
+            traffic_policy: Default::default(),
         })
     }
 

@@ -219,6 +219,7 @@ mod tests {
                 })
                 .collect(),
             affinity_timeout: Some(60),
+            traffic_policy: Default::default(),
         };
         let pool = Arc::new(Pool::from_spec(&spec));
         let mut affinity = Affinity::default();

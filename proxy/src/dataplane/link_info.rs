@@ -1,0 +1,168 @@
+//! What aya does not say about a pinned link: whether it is still attached,
+//! to which cgroup, and with which program. `BPF_OBJ_GET` on the pin, then
+//! `BPF_OBJ_GET_INFO_BY_FD` (raw `bpf(2)` calls, as in `batch.rs`).
+//!
+//! A cgroup link detached by hand (`BPF_LINK_DETACH`, `bpftool link detach`)
+//! stays pinned but reports cgroup id 0; a link whose pin was removed is gone.
+//! Read-only.
+
+use std::{
+    ffi::CString,
+    io,
+    os::{
+        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        unix::ffi::OsStrExt as _,
+    },
+    path::Path,
+};
+
+/// `enum bpf_cmd` values (uapi/linux/bpf.h).
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+/// `BPF_LINK_TYPE_CGROUP` from `enum bpf_link_type`.
+const BPF_LINK_TYPE_CGROUP: u32 = 3;
+
+/// The `BPF_OBJ_*` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct ObjAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+    path_fd: i32,
+    _pad: u32,
+}
+
+/// The `info` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// The head of `struct bpf_link_info` as far as cgroup links go: `type`,
+/// `id`, `prog_id`, then (8-aligned) the `cgroup` member of the union. The
+/// buffer is larger than the kernel's struct, and zeroed, as the kernel asks.
+#[repr(C)]
+struct LinkInfoBuf {
+    link_type: u32,
+    id: u32,
+    prog_id: u32,
+    _pad: u32,
+    cgroup_id: u64,
+    attach_type: u32,
+    _rest: [u32; 57],
+}
+
+/// A pinned link as the kernel sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkState {
+    pub link_id: u32,
+    pub prog_id: u32,
+    /// `None` when it is no cgroup link; `Some(0)` once detached.
+    pub cgroup_id: Option<u64>,
+    /// `enum bpf_attach_type` (cgroup links only; `proxy inspect status`).
+    pub attach_type: u32,
+}
+
+impl LinkState {
+    /// True when the link attaches program `prog_id` to cgroup `cgroup_id`.
+    pub fn attaches(&self, prog_id: u32, cgroup_id: u64) -> bool {
+        self.prog_id == prog_id && self.cgroup_id == Some(cgroup_id)
+    }
+
+    /// True when the link is still attached to cgroup `cgroup_id` (whatever
+    /// program it runs): it can be taken over with `BPF_LINK_UPDATE`.
+    pub fn attached_to(&self, cgroup_id: u64) -> bool {
+        self.cgroup_id == Some(cgroup_id)
+    }
+}
+
+/// The state of the link pinned at `pin`; `Ok(None)` when nothing is pinned there.
+pub fn pinned_link(pin: &Path) -> io::Result<Option<LinkState>> {
+    let fd = match obj_get(pin) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    link_state(&fd).map(Some)
+}
+
+/// `BPF_OBJ_GET`: a new file descriptor on the object pinned at `pin`.
+fn obj_get(pin: &Path) -> io::Result<OwnedFd> {
+    let path = CString::new(pin.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut attr = ObjAttr {
+        pathname: path.as_ptr() as u64,
+        ..Default::default()
+    };
+    // SAFETY: `attr` is a valid `bpf_attr` for BPF_OBJ_GET; `pathname` points
+    // at a NUL-terminated string that outlives the call; the kernel only reads.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &mut attr as *mut ObjAttr,
+            std::mem::size_of::<ObjAttr>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(|_| io::Error::other("fd out of range"))?;
+    // SAFETY: the kernel just returned this fd (with O_CLOEXEC) and nothing
+    // else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `BPF_OBJ_GET_INFO_BY_FD` on a link.
+fn link_state(fd: &OwnedFd) -> io::Result<LinkState> {
+    // SAFETY: all-zero bytes are a valid `LinkInfoBuf` (integers only).
+    let mut info: LinkInfoBuf = unsafe { std::mem::zeroed() };
+    let mut attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of::<LinkInfoBuf>() as u32,
+        info: &mut info as *mut LinkInfoBuf as u64,
+    };
+    // SAFETY: `attr` is a valid `bpf_attr` for BPF_OBJ_GET_INFO_BY_FD; `info`
+    // points at `info_len` zeroed, writable bytes that outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &mut attr as *mut InfoAttr,
+            std::mem::size_of::<InfoAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(LinkState {
+        link_id: info.id,
+        prog_id: info.prog_id,
+        cgroup_id: (info.link_type == BPF_LINK_TYPE_CGROUP).then_some(info.cgroup_id),
+        attach_type: info.attach_type,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cgroup_member_sits_where_the_kernel_puts_it() {
+        assert_eq!(std::mem::offset_of!(LinkInfoBuf, prog_id), 8);
+        assert_eq!(std::mem::offset_of!(LinkInfoBuf, cgroup_id), 16);
+        assert_eq!(std::mem::offset_of!(LinkInfoBuf, attach_type), 24);
+        assert_eq!(std::mem::size_of::<ObjAttr>(), 24);
+        assert_eq!(std::mem::size_of::<InfoAttr>(), 16);
+    }
+
+    #[test]
+    fn nothing_pinned_is_none() {
+        let tmp = std::env::temp_dir().join("proxy-link-info-absent-pin");
+        assert_eq!(pinned_link(&tmp).ok().flatten(), None);
+    }
+}

@@ -1,0 +1,78 @@
+//! `proxy inspect`: read-only views of what the dataplane holds, for people
+//! (aligned tables) and scripts (`--output json`, shape documented in the
+//! README). It works whether or not the daemon runs: it opens the pins under
+//! the pin path, never the daemon's handles.
+//!
+//! - [`snapshot`] reads the pinned maps and links into plain structs (the only
+//!   part that does I/O), and builds each subcommand's view from them (pure);
+//! - [`render`] turns a view into a table or JSON (pure).
+//!
+//! Must not: write to a map, or create, move or remove a pin. The writer
+//! (`dataplane::writer`) is the only place map contents change.
+
+pub mod render;
+pub mod snapshot;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+
+pub use render::Output;
+pub use snapshot::{Filter, Pins, ServiceSelector};
+
+fn other_layouts(found: &[u32]) -> String {
+    if found.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = found.iter().map(|v| format!("v{v}")).collect();
+    format!(
+        "; pins of another layout version are there ({}): this inspect reads layout v{}, \
+         use the proxy binary that wrote them",
+        list.join(", "),
+        proxy_common::LAYOUT_VERSION
+    )
+}
+
+/// Why an inspection failed. Each variant names the pin path or map involved.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error(
+        "no pinned maps at {dir}: is the proxy running, or has it run on this node? \
+         (pass --pin-path if it used another pin path){other}",
+        dir = dir.display(),
+        other = other_layouts(found)
+    )]
+    NoPins {
+        dir: PathBuf,
+        /// Layout versions found under the pin path instead (an older or
+        /// newer daemon's pins), for the message.
+        found: Vec<u32>,
+    },
+    #[error("cannot read the pin directory {dir}", dir = dir.display())]
+    PinDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("map {map} is not pinned at {path}", path = path.display())]
+    MissingMap { map: &'static str, path: PathBuf },
+    #[error("opening map {map} pinned at {path}", path = path.display())]
+    Open {
+        map: &'static str,
+        path: PathBuf,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("reading map {map} pinned at {path}", path = path.display())]
+    Read {
+        map: &'static str,
+        path: PathBuf,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("reading CLOCK_MONOTONIC (the clock the kernel stamps affinity entries with)")]
+    Clock(#[source] nix::Error),
+    #[error("encoding JSON")]
+    Json(#[source] serde_json::Error),
+}

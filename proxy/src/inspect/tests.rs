@@ -1,0 +1,673 @@
+//! Golden tests of what `proxy inspect` prints (tables and JSON) for hand-made
+//! snapshots, and tests of the views' filters.
+//!
+//! The goldens live in `testdata/`. After an intended change, rewrite them with
+//! `UPDATE_GOLDEN=1 cargo test -p proxy --lib inspect::` and review the diff.
+#![expect(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
+
+use std::{
+    fmt::Write as _,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use proxy_common::{
+    AffinityKey, AffinityValue, Reason, ServiceName, ServiceValue, name_flags, names, proto,
+    svc_flags,
+};
+
+use super::{
+    render::{Output, View, human_age, render},
+    snapshot::{
+        BackendAddr, ConntrackView, Dataset, FrontendEntries, FrontendKey, LinkEntry, MapEntry,
+        PINNED_MAPS, ServiceSelector, StatusView, conntrack_view, stats_view,
+    },
+    *,
+};
+
+// ---------------------------------------------------------------------------
+// Fixtures.
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn name(namespace: &str, service: &str, port: &str, local: bool) -> ServiceName {
+    let mut n = ServiceName::EMPTY;
+    n.namespace[..namespace.len()].copy_from_slice(namespace.as_bytes());
+    n.namespace_len = namespace.len() as u8;
+    n.name[..service.len()].copy_from_slice(service.as_bytes());
+    n.name_len = service.len() as u8;
+    n.port_name[..port.len()].copy_from_slice(port.as_bytes());
+    n.port_name_len = port.len() as u8;
+    if local {
+        n.flags = name_flags::INTERNAL_TRAFFIC_POLICY_LOCAL;
+    }
+    n
+}
+
+/// Builds a dataset one frontend at a time.
+#[derive(Default)]
+struct Data(Dataset);
+
+impl Data {
+    fn backend(mut self, id: u32, addr: &str, port: u16, protocol: u8) -> Self {
+        self.0.backends.insert(
+            id,
+            BackendAddr {
+                addr: ip(addr),
+                port,
+                proto: protocol,
+            },
+        );
+        self
+    }
+
+    /// A frontend with `count` in slot 0 and `slots` as (slot, backend id).
+    #[expect(clippy::too_many_arguments, reason = "a fixture reads best flat")]
+    fn frontend(
+        mut self,
+        vip: &str,
+        port: u16,
+        protocol: u8,
+        rev_nat_id: u16,
+        affinity: Option<u32>,
+        count: u16,
+        slots: &[(u16, u32)],
+        owner: Option<ServiceName>,
+    ) -> Self {
+        let (flags, affinity_timeout) = match affinity {
+            Some(t) => (svc_flags::AFFINITY, t),
+            None => (0, 0),
+        };
+        self.0.frontends.insert(
+            FrontendKey {
+                addr: ip(vip),
+                port,
+                proto: protocol,
+            },
+            FrontendEntries {
+                master: Some(ServiceValue {
+                    count,
+                    rev_nat_id,
+                    flags,
+                    affinity_timeout,
+                    ..Default::default()
+                }),
+                slots: slots.iter().copied().collect(),
+            },
+        );
+        if let Some(owner) = owner {
+            self.0.names.insert(rev_nat_id, owner);
+        }
+        self
+    }
+}
+
+/// v4 and v6, TCP and UDP, affinity, a Service with no endpoints and
+/// `internalTrafficPolicy: Local`, and a frontend from older pins (no name)
+/// whose slots show a missing backend and a missing slot.
+fn typical() -> Dataset {
+    use proto::{TCP, UDP};
+    Data::default()
+        .backend(1, "10.244.1.1", 8080, TCP)
+        .backend(2, "10.244.1.2", 8080, TCP)
+        .backend(3, "10.244.1.3", 8080, TCP)
+        .backend(4, "10.244.1.1", 5353, UDP)
+        .backend(5, "10.244.1.2", 5353, UDP)
+        .backend(6, "fd00:244::1", 8080, TCP)
+        .frontend(
+            "10.96.0.10",
+            80,
+            TCP,
+            1,
+            Some(10_800),
+            3,
+            &[(1, 1), (2, 2), (3, 3)],
+            Some(name("pxt", "web", "http", false)),
+        )
+        .frontend(
+            "10.96.0.10",
+            53,
+            UDP,
+            2,
+            Some(10_800),
+            2,
+            &[(1, 4), (2, 5)],
+            Some(name("pxt", "web", "dns", false)),
+        )
+        .frontend(
+            "fd00:96::10",
+            80,
+            TCP,
+            3,
+            None,
+            1,
+            &[(1, 6)],
+            Some(name("pxt", "web", "http", false)),
+        )
+        .frontend(
+            "10.96.0.20",
+            443,
+            TCP,
+            4,
+            None,
+            0,
+            &[],
+            Some(name("kube-system", "metrics", "", true)),
+        )
+        .frontend(
+            "10.96.0.30",
+            8080,
+            TCP,
+            5,
+            None,
+            3,
+            &[(1, 1), (2, 99)],
+            None,
+        )
+        .0
+}
+
+const NOW_NS: u64 = 50_000_000_000_000;
+
+fn affinity_entries() -> Vec<(AffinityKey, AffinityValue)> {
+    let entry = |client, rev_nat_id, backend_id, slot, age_ms: u64| {
+        (
+            AffinityKey {
+                client,
+                rev_nat_id,
+                _pad: [0; 6],
+            },
+            AffinityValue {
+                last_used_ns: NOW_NS - age_ms * 1_000_000,
+                backend_id,
+                slot,
+                _pad: 0,
+            },
+        )
+    };
+    vec![
+        // Live, on web's TCP port.
+        entry(4097, 1, 2, 2, 1_500),
+        // Past web's 3 h timeout on the UDP port.
+        entry(4098, 2, 5, 2, 4 * 3_600_000 + 61_000),
+        // A frontend that is gone, and its backend with it.
+        entry(4099, 9, 42, 1, 12),
+    ]
+}
+
+fn typical_stats() -> super::snapshot::StatsView {
+    let totals: Vec<(Reason, u64)> = Reason::ALL
+        .iter()
+        .map(|r| {
+            let n = match r {
+                Reason::Translated => 1_234,
+                Reason::NotAService => 98_765,
+                Reason::NoBackend => 3,
+                Reason::ReplyRevNatted => 400,
+                Reason::PeerRevNatted => 12,
+                Reason::AffinityHit => 77,
+                _ => 0,
+            };
+            (*r, n)
+        })
+        .collect();
+    stats_view(&totals)
+}
+
+fn link(program: &str, link_id: u32, prog_id: u32, attach: &str) -> LinkEntry {
+    LinkEntry {
+        program: program.to_owned(),
+        pin: PathBuf::from(format!("/sys/fs/bpf/proxy/v1/links/cgroup-4242/{program}")),
+        link_id: Some(link_id),
+        program_id: Some(prog_id),
+        attach_type: Some(attach.to_owned()),
+        cgroup_id: Some(4242),
+        cgroup_path: Some(PathBuf::from("/sys/fs/cgroup")),
+        error: None,
+    }
+}
+
+fn typical_links() -> Vec<LinkEntry> {
+    vec![
+        link("sock_connect4", 11, 101, "cgroup_inet4_connect"),
+        link("sock_connect6", 12, 102, "cgroup_inet6_connect"),
+        link("sock_getpeername4", 17, 107, "cgroup_inet4_getpeername"),
+        link("sock_getpeername6", 18, 108, "cgroup_inet6_getpeername"),
+        link("sock_recvmsg4", 15, 105, "cgroup_udp4_recvmsg"),
+        link("sock_recvmsg6", 16, 106, "cgroup_udp6_recvmsg"),
+        link("sock_sendmsg4", 13, 103, "cgroup_udp4_sendmsg"),
+        link("sock_sendmsg6", 14, 104, "cgroup_udp6_sendmsg"),
+    ]
+}
+
+/// Fill levels from `(name, kind, entries, max)`; `None` entries: not pinned.
+fn maps(levels: &[(&'static str, &str, Option<u64>, u32)]) -> Vec<MapEntry> {
+    levels
+        .iter()
+        .map(|(name, kind, entries, max)| match entries {
+            Some(n) => MapEntry::new(name, kind, *n, *max),
+            None => MapEntry::absent(name),
+        })
+        .collect()
+}
+
+fn status(links: Vec<LinkEntry>, maps: Vec<MapEntry>) -> StatusView {
+    StatusView {
+        mode: "ebpf",
+        datapath: "socket-lb",
+        pin_path: PathBuf::from("/sys/fs/bpf/proxy"),
+        links,
+        maps,
+        vip_routes: Some(Vec::new()),
+    }
+}
+
+fn empty_maps() -> Vec<MapEntry> {
+    maps(&[
+        (names::SVC_V4, "hash", Some(0), 262_144),
+        (names::SVC_V6, "hash", Some(0), 262_144),
+        (names::BACKEND_V4, "hash", Some(0), 131_072),
+        (names::BACKEND_V6, "hash", Some(0), 131_072),
+        (names::REVNAT_V4, "hash", Some(0), 65_535),
+        (names::REVNAT_V6, "hash", Some(0), 65_535),
+        (names::SVC_NAMES, "hash", Some(0), 65_535),
+        (names::SOCK_RNAT_V4, "lru_hash", Some(0), 131_072),
+        (names::SOCK_RNAT_V6, "lru_hash", Some(0), 131_072),
+        (names::AFFINITY, "lru_hash", Some(0), 65_536),
+        (names::STATS, "percpu_array", Some(11), 11),
+    ])
+}
+
+// ---------------------------------------------------------------------------
+// Goldens.
+
+/// Renders each `(command, view)` in both formats into one golden per format.
+struct Golden {
+    table: String,
+    json: String,
+}
+
+impl Golden {
+    fn new() -> Self {
+        Self {
+            table: String::new(),
+            json: String::new(),
+        }
+    }
+
+    fn add<V: View>(&mut self, command: &str, view: &V) {
+        if !self.table.is_empty() {
+            self.table.push('\n');
+            self.json.push('\n');
+        }
+        writeln!(self.table, "$ proxy inspect {command}").unwrap();
+        self.table.push_str(&render(view, Output::Table).unwrap());
+        writeln!(self.json, "$ proxy inspect {command} --output json").unwrap();
+        self.json.push_str(&render(view, Output::Json).unwrap());
+    }
+
+    fn check(&self, scenario: &str) {
+        check_golden(&format!("{scenario}.txt"), &self.table);
+        check_golden(&format!("{scenario}.json.txt"), &self.json);
+    }
+}
+
+fn golden_path(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/inspect/testdata")
+        .join(file)
+}
+
+/// Compares `actual` with the golden file, or rewrites it under `UPDATE_GOLDEN=1`.
+fn check_golden(file: &str, actual: &str) {
+    let path = golden_path(file);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read golden {}: {e}\nCreate it with UPDATE_GOLDEN=1 cargo test -p proxy --lib inspect::",
+            path.display()
+        )
+    });
+    if expected != actual {
+        panic!("{}", golden_diff(&path, &expected, actual));
+    }
+}
+
+/// The lines that differ, as `-expected`/`+actual` pairs with line numbers.
+fn golden_diff(path: &Path, expected: &str, actual: &str) -> String {
+    let e: Vec<&str> = expected.lines().collect();
+    let a: Vec<&str> = actual.lines().collect();
+    let mut out = format!(
+        "output differs from golden {} ({} lines expected, {} printed):\n",
+        path.display(),
+        e.len(),
+        a.len()
+    );
+    let mut shown = 0;
+    for i in 0..e.len().max(a.len()) {
+        let (x, y) = (e.get(i), a.get(i));
+        if x == y {
+            continue;
+        }
+        if shown == 20 {
+            out.push_str("…\n");
+            break;
+        }
+        shown += 1;
+        let _ = writeln!(out, "line {}:", i + 1);
+        if let Some(x) = x {
+            let _ = writeln!(out, "-{x}");
+        }
+        if let Some(y) = y {
+            let _ = writeln!(out, "+{y}");
+        }
+    }
+    out.push_str(
+        "If the change is intended: UPDATE_GOLDEN=1 cargo test -p proxy --lib inspect:: \
+         and review the diff.\n",
+    );
+    out
+}
+
+fn all_views(golden: &mut Golden, data: &Dataset, status_view: &StatusView) {
+    let all = Filter::default();
+    golden.add("services", &data.services(&all));
+    golden.add("backends", &data.backends(&all));
+    let entries = if data.frontends.is_empty() {
+        Vec::new()
+    } else {
+        affinity_entries()
+    };
+    golden.add("affinity", &data.affinity(&entries, NOW_NS, &all));
+    golden.add("conntrack", &conntrack_view());
+    golden.add(
+        "stats",
+        &if data.frontends.is_empty() {
+            stats_view(&Reason::ALL.map(|r| (r, 0)))
+        } else {
+            typical_stats()
+        },
+    );
+    golden.add("status", status_view);
+}
+
+#[test]
+fn golden_empty_maps() {
+    let mut golden = Golden::new();
+    all_views(
+        &mut golden,
+        &Dataset::default(),
+        &status(Vec::new(), empty_maps()),
+    );
+    golden.check("empty");
+}
+
+#[test]
+fn golden_typical() {
+    let mut golden = Golden::new();
+    let mut fill = empty_maps();
+    for (name, n) in [
+        (names::SVC_V4, 12),
+        (names::SVC_V6, 2),
+        (names::BACKEND_V4, 5),
+        (names::BACKEND_V6, 1),
+        (names::REVNAT_V4, 4),
+        (names::REVNAT_V6, 1),
+        (names::SVC_NAMES, 4),
+        (names::SOCK_RNAT_V4, 37),
+        (names::AFFINITY, 3),
+    ] {
+        let m = fill.iter_mut().find(|m| m.name == name).unwrap();
+        *m = MapEntry::new(name, m.kind.as_deref().unwrap(), n, m.max_entries.unwrap());
+    }
+    all_views(&mut golden, &typical(), &status(typical_links(), fill));
+    golden.check("typical");
+}
+
+/// Maps close to their capacity, `SVC_NAMES` not pinned (older daemon), one
+/// link detached by hand and one that cannot be read.
+#[test]
+fn golden_nearly_full() {
+    let mut links = typical_links();
+    links[1].cgroup_id = Some(0);
+    links[1].cgroup_path = None;
+    links[2] = LinkEntry {
+        link_id: None,
+        program_id: None,
+        attach_type: None,
+        cgroup_id: None,
+        cgroup_path: None,
+        error: Some("reading the link: Permission denied (os error 13)".to_owned()),
+        ..links[2].clone()
+    };
+    let fill = maps(&[
+        (names::SVC_V4, "hash", Some(262_000), 262_144),
+        (names::SVC_V6, "hash", Some(262_144), 262_144),
+        (names::BACKEND_V4, "hash", Some(130_000), 131_072),
+        (names::BACKEND_V6, "hash", Some(1), 131_072),
+        (names::REVNAT_V4, "hash", Some(65_500), 65_535),
+        (names::REVNAT_V6, "hash", Some(35), 65_535),
+        (names::SVC_NAMES, "hash", None, 0),
+        (names::SOCK_RNAT_V4, "lru_hash", Some(131_072), 131_072),
+        (names::SOCK_RNAT_V6, "lru_hash", Some(131_071), 131_072),
+        (names::AFFINITY, "lru_hash", Some(65_536), 65_536),
+        (names::STATS, "percpu_array", Some(11), 11),
+    ]);
+    let mut golden = Golden::new();
+    // Two frontends did not fit: served from userspace, on VIP routes.
+    let status =
+        status(links, fill).with_vip_routes(Some(vec![ip("10.96.200.1"), ip("fd00:96::200:1")]));
+    golden.add("status", &status);
+    golden.check("nearly-full");
+}
+
+/// No maps pinned, VIP routes of ours: the userspace mode; and routes that
+/// could not be listed.
+#[test]
+fn golden_userspace() {
+    let mut golden = Golden::new();
+    golden.add(
+        "status",
+        &StatusView::userspace(
+            PathBuf::from("/sys/fs/bpf/proxy"),
+            vec![ip("10.96.0.10"), ip("10.96.0.20"), ip("fd00:96::10")],
+        ),
+    );
+    golden.add(
+        "status",
+        &status(typical_links(), empty_maps()).with_vip_routes(None),
+    );
+    golden.check("userspace");
+}
+
+// ---------------------------------------------------------------------------
+// Views.
+
+#[test]
+fn status_lists_every_pinned_map() {
+    assert_eq!(
+        empty_maps().iter().map(|m| m.name).collect::<Vec<_>>(),
+        PINNED_MAPS
+    );
+}
+
+#[test]
+fn services_filter_by_service_and_by_vip() {
+    let data = typical();
+    let web = Filter {
+        service: Some("pxt/web".parse().unwrap()),
+        vip: None,
+    };
+    let frontends: Vec<String> = data
+        .services(&web)
+        .services
+        .into_iter()
+        .map(|s| s.frontend)
+        .collect();
+    assert_eq!(
+        frontends,
+        [
+            "10.96.0.10:53/UDP",
+            "10.96.0.10:80/TCP",
+            "[fd00:96::10]:80/TCP"
+        ]
+    );
+
+    let v6 = Filter {
+        service: None,
+        vip: Some(ip("fd00:96::10")),
+    };
+    let frontends: Vec<String> = data
+        .services(&v6)
+        .services
+        .into_iter()
+        .map(|s| s.frontend)
+        .collect();
+    assert_eq!(frontends, ["[fd00:96::10]:80/TCP"]);
+
+    let both = Filter {
+        service: Some("pxt/web".parse().unwrap()),
+        vip: Some(ip("10.96.0.30")),
+    };
+    assert!(data.services(&both).services.is_empty());
+}
+
+#[test]
+fn an_unnamed_frontend_is_shown_but_never_matches_a_service_filter() {
+    let data = typical();
+    let unnamed = data
+        .services(&Filter::default())
+        .services
+        .into_iter()
+        .find(|s| s.frontend == "10.96.0.30:8080/TCP")
+        .unwrap();
+    assert_eq!((unnamed.service, unnamed.traffic_policy), (None, None));
+    let any = Filter {
+        service: Some("default/anything".parse().unwrap()),
+        vip: Some(ip("10.96.0.30")),
+    };
+    assert!(data.services(&any).services.is_empty());
+}
+
+#[test]
+fn backends_count_the_frontends_that_reach_them() {
+    let data = typical();
+    let all = data.backends(&Filter::default()).backends;
+    let count = |id| all.iter().find(|b| b.id == id).unwrap().frontends;
+    // Backend 1 is in web's TCP port and in the unnamed frontend.
+    assert_eq!((count(1), count(2), count(6)), (2, 1, 1));
+    let udp = data.backends(&Filter {
+        service: Some("pxt/web".parse().unwrap()),
+        vip: Some(ip("10.96.0.10")),
+    });
+    let ids: Vec<u32> = udp.backends.iter().map(|b| b.id).collect();
+    assert_eq!(ids, [1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn affinity_ages_entries_with_the_kernel_clock_and_filters_by_frontend() {
+    let data = typical();
+    let view = data.affinity(&affinity_entries(), NOW_NS, &Filter::default());
+    let summary: Vec<(u64, Option<bool>, u64)> = view
+        .affinity
+        .iter()
+        .map(|a| (a.client_netns_cookie, a.expired, a.age_ms))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            // Sorted by frontend: 10.96.0.10:53/UDP before :80/TCP; the
+            // entry whose frontend is gone last.
+            (4098, Some(true), 4 * 3_600_000 + 61_000),
+            (4097, Some(false), 1_500),
+            (4099, None, 12),
+        ]
+    );
+    let tcp = Filter {
+        service: None,
+        vip: Some(ip("10.96.0.10")),
+    };
+    assert_eq!(
+        data.affinity(&affinity_entries(), NOW_NS, &tcp)
+            .affinity
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn a_stamp_after_now_is_age_zero() {
+    let data = typical();
+    let mut entries = affinity_entries();
+    entries[0].1.last_used_ns = NOW_NS + 5;
+    let view = data.affinity(&entries[..1], NOW_NS, &Filter::default());
+    assert_eq!(view.affinity[0].age_ms, 0);
+}
+
+#[test]
+fn service_selectors_need_a_namespace_and_a_name() {
+    assert_eq!(
+        "pxt/web".parse::<ServiceSelector>(),
+        Ok(ServiceSelector {
+            namespace: "pxt".into(),
+            name: "web".into()
+        })
+    );
+    for bad in ["web", "/web", "pxt/", "a/b/c"] {
+        assert!(
+            bad.parse::<ServiceSelector>().is_err(),
+            "{bad} was accepted"
+        );
+    }
+}
+
+#[test]
+fn conntrack_says_the_map_is_absent() {
+    let view: ConntrackView = conntrack_view();
+    let json: serde_json::Value =
+        serde_json::from_str(&render(&view, Output::Json).unwrap()).unwrap();
+    assert_eq!(json["map_present"], false);
+    assert_eq!(json["flows"], serde_json::json!([]));
+    assert_eq!(render(&view, Output::Table).unwrap().lines().count(), 1);
+}
+
+#[test]
+fn ages_read_like_durations() {
+    assert_eq!(
+        [0, 999, 1_500, 59_999, 61_000, 3_600_000 + 60_000].map(human_age),
+        ["0ms", "999ms", "1.5s", "59.9s", "1m01s", "1h01m"]
+    );
+}
+
+#[test]
+fn pins_of_another_layout_are_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // The unversioned layout (v0) keeps `maps/` directly under the pin path.
+    std::fs::create_dir(dir.path().join("maps")).unwrap();
+    let layout = crate::dataplane::loader::PinLayout::new(dir.path());
+    let message = Pins::open(layout).unwrap_err().to_string();
+    assert!(
+        message.contains("another layout version are there (v0)")
+            && message.contains(&format!("reads layout v{}", proxy_common::LAYOUT_VERSION)),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_missing_pin_path_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = crate::dataplane::loader::PinLayout::new(dir.path().join("nowhere"));
+    let error = Pins::open(layout.clone()).unwrap_err();
+    assert!(matches!(error, InspectError::NoPins { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.contains(&layout.maps().display().to_string())
+            && message.contains("is the proxy running"),
+        "{message}"
+    );
+}

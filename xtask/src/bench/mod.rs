@@ -1,0 +1,565 @@
+//! `cargo xtask bench`: this proxy against direct-to-backend, kube-proxy's
+//! iptables and nftables rulesets and HAProxy, side by side, at several scales.
+//!
+//! For each scale N, the bench builds one [`world::World`] per contender
+//! (client pod → node → backend pods, each world its own namespaces and cgroup),
+//! programs the same N Services into each contender's own mechanism, then runs
+//! the workloads in rounds, alternating the contenders (A B C A B C …), so slow
+//! drift of a noisy machine hits them all alike:
+//! - new connections per second, each with one small request and response
+//!   (the Rust load generator in [`agent`]);
+//! - requests per second over long-lived connections (`wrk`);
+//! - bulk throughput (`iperf3`);
+//! - connect latency to a Service picked at random among the N ([`agent`]).
+//!
+//! The control plane is measured per scale too: the proxy's cold sync, one
+//! change and RSS (`bench_control`, fake API server), next to the time
+//! `iptables-restore` and `nft -f` took to load the same Services into the
+//! worlds. [`report`] writes Markdown, JSON and SVG plots under `target/bench/`.
+//! Every loop and command is bounded in time; all traffic stays in the worlds'
+//! namespaces.
+
+pub mod agent;
+mod plot;
+mod report;
+mod tools;
+mod workload;
+mod world;
+
+use std::{
+    fmt::Write as _,
+    net::{Ipv4Addr, SocketAddr},
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use proxy_tests::manifest;
+use serde::Serialize;
+
+use crate::{
+    baseline::{self, SvcSpec, Tool},
+    bench_control,
+};
+use world::{BACKENDS, HTTP_PORT, IPERF_PORT, World, backend};
+
+/// The measured Service: after the N-1 synthetic ones, in the sandbox's service
+/// range. 5 endpoints.
+const MEASURED_VIP: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 1);
+const MEASURED_ENDPOINTS: u8 = 5;
+/// The bulk Service (one endpoint, as iperf3's control and data connections
+/// must meet the same server); programmed in addition to the N.
+const BULK_VIP: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 2);
+const VIP_PORT: u16 = 80;
+/// Bound on loading one ruleset.
+const LOAD_LIMIT: Duration = Duration::from_secs(240);
+/// Endpoints per Service in the control-plane measurement (the average of the
+/// data-plane cluster's 2 to 10).
+const CONTROL_ENDPOINTS: usize = 6;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Service counts to measure.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 1000, 10000])]
+    scales: Vec<usize>,
+    /// Rounds per scale; every contender runs every workload once per round.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Seconds per timed workload.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Connections in the latency workload.
+    #[arg(long, default_value_t = 2000)]
+    latency_connections: usize,
+    /// Only these contenders (default: all that exist).
+    #[arg(long, value_delimiter = ',', value_enum)]
+    only: Vec<Contender>,
+    /// A short smoke run for CI: 1 and 100 Services, one round, 1 s workloads.
+    #[arg(long)]
+    quick: bool,
+    /// Also copy the report to BENCHMARKS.md and the plots to docs/bench/.
+    #[arg(long)]
+    publish: bool,
+}
+
+/// Who forwards the client's traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Contender {
+    /// Straight to the backend IPs: the physical limit.
+    Direct,
+    /// This proxy's cgroup socket hooks.
+    SocketLb,
+    /// kube-proxy's iptables ruleset.
+    Iptables,
+    /// kube-proxy's nftables ruleset.
+    Nftables,
+    /// HAProxy in TCP mode, the userspace reference (the measured Services only).
+    Haproxy,
+}
+
+impl Contender {
+    const ALL: [Contender; 5] = [
+        Contender::Direct,
+        Contender::SocketLb,
+        Contender::Iptables,
+        Contender::Nftables,
+        Contender::Haproxy,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Contender::Direct => "direct to backend",
+            Contender::SocketLb => "socket LB (this proxy)",
+            Contender::Iptables => "iptables (kube-proxy rules)",
+            Contender::Nftables => "nftables (kube-proxy rules)",
+            Contender::Haproxy => "HAProxy (TCP mode)",
+        }
+    }
+
+    /// HAProxy is a userspace reference for the measured Services; a config of
+    /// thousands of listeners says nothing about kube-proxy replacements, so
+    /// it runs at the smallest scale only.
+    fn runs_at(self, scale: usize, smallest: usize) -> bool {
+        self != Contender::Haproxy || scale == smallest
+    }
+}
+
+/// The Services of one scale.
+struct Cluster {
+    specs: Vec<SvcSpec>,
+}
+
+impl Cluster {
+    /// `n - 1` synthetic Services with 2 to 10 endpoints each (on the 10 backend
+    /// pods), the measured Service last among the N (the worst case for a
+    /// linear rule list, as in kube-proxy's own scale figures), then the bulk one.
+    fn new(n: usize) -> Self {
+        let mut specs = baseline::synthetic(n.saturating_sub(1), 0);
+        for (i, svc) in specs.iter_mut().enumerate() {
+            let count = 2 + i % 9;
+            svc.endpoints = (0..count)
+                .map(|j| (backend(((i + j) % usize::from(BACKENDS)) as u8), HTTP_PORT))
+                .collect();
+        }
+        specs.push(spec(
+            "measured",
+            "http",
+            MEASURED_VIP,
+            VIP_PORT,
+            (0..MEASURED_ENDPOINTS)
+                .map(|i| (backend(i), HTTP_PORT))
+                .collect(),
+        ));
+        specs.push(spec(
+            "bulk",
+            "iperf",
+            BULK_VIP,
+            IPERF_PORT,
+            vec![(backend(0), IPERF_PORT)],
+        ));
+        Self { specs }
+    }
+
+    /// The N Services' frontends (not the bulk one), for the latency workload.
+    fn frontends(&self) -> Vec<SocketAddr> {
+        self.specs
+            .iter()
+            .filter(|s| s.cluster_ip != BULK_VIP)
+            .map(|s| SocketAddr::from((s.cluster_ip, s.port)))
+            .collect()
+    }
+}
+
+fn spec(
+    name: &str,
+    port_name: &str,
+    vip: Ipv4Addr,
+    port: u16,
+    endpoints: Vec<(Ipv4Addr, u16)>,
+) -> SvcSpec {
+    SvcSpec {
+        namespace: "bench".to_owned(),
+        name: name.to_owned(),
+        port_name: port_name.to_owned(),
+        cluster_ip: vip,
+        port,
+        protocol: baseline::Protocol::Tcp,
+        endpoints,
+    }
+}
+
+/// Where each workload sends its traffic, for one contender.
+pub struct Targets {
+    /// Connection rate: round robin over these.
+    conn: Vec<SocketAddr>,
+    /// `wrk`'s URL host:port.
+    rr: SocketAddr,
+    /// iperf3's server.
+    bulk: SocketAddr,
+    /// Latency: picked at random.
+    latency: Vec<SocketAddr>,
+}
+
+impl Targets {
+    fn new(contender: Contender, cluster: &Cluster) -> Self {
+        let measured = SocketAddr::from((MEASURED_VIP, VIP_PORT));
+        match contender {
+            Contender::Direct => Targets {
+                conn: (0..MEASURED_ENDPOINTS)
+                    .map(|i| SocketAddr::from((backend(i), HTTP_PORT)))
+                    .collect(),
+                rr: SocketAddr::from((backend(0), HTTP_PORT)),
+                bulk: SocketAddr::from((backend(0), IPERF_PORT)),
+                latency: (0..BACKENDS)
+                    .map(|i| SocketAddr::from((backend(i), HTTP_PORT)))
+                    .collect(),
+            },
+            Contender::Haproxy => Targets {
+                conn: vec![measured],
+                rr: measured,
+                bulk: SocketAddr::from((BULK_VIP, IPERF_PORT)),
+                latency: vec![measured],
+            },
+            _ => Targets {
+                conn: vec![measured],
+                rr: measured,
+                bulk: SocketAddr::from((BULK_VIP, IPERF_PORT)),
+                latency: cluster.frontends(),
+            },
+        }
+    }
+}
+
+/// The bench's settings after `--quick`.
+pub struct Settings {
+    pub scales: Vec<usize>,
+    pub rounds: usize,
+    pub seconds: f64,
+    pub latency_connections: usize,
+    pub changes: usize,
+    pub contenders: Vec<Contender>,
+    pub quick: bool,
+}
+
+pub fn run(root: &Path, proxy_bin: &Path, agent: &Path, args: &BenchArgs) -> anyhow::Result<()> {
+    if !nix::unistd::Uid::effective().is_root() {
+        anyhow::bail!("the bench creates network namespaces and cgroups: run it as root");
+    }
+    let settings = Settings {
+        scales: if args.quick {
+            vec![1, 100]
+        } else {
+            args.scales.clone()
+        },
+        rounds: if args.quick { 1 } else { args.rounds.max(1) },
+        seconds: if args.quick {
+            1.0
+        } else {
+            args.seconds.max(0.5)
+        },
+        latency_connections: if args.quick {
+            200
+        } else {
+            args.latency_connections.max(10)
+        },
+        changes: if args.quick { 3 } else { 20 },
+        contenders: if args.only.is_empty() {
+            Contender::ALL.to_vec()
+        } else {
+            args.only.clone()
+        },
+        quick: args.quick,
+    };
+    let versions = tools::ensure()?;
+    let started = Instant::now();
+    let mut results = report::Results::new(&settings, versions);
+    let smallest = settings.scales.iter().copied().min().unwrap_or(1);
+    for &scale in &settings.scales {
+        let cluster = Cluster::new(scale);
+        eprintln!("bench: {scale} Services: control plane");
+        let control = bench_control::measure(
+            proxy_bin,
+            bench_control::Source::Kubernetes,
+            scale,
+            CONTROL_ENDPOINTS,
+            settings.changes,
+        )
+        .with_context(|| format!("control plane at {scale} Services"))?;
+        results.control(scale, &control);
+        let contenders: Vec<Contender> = settings
+            .contenders
+            .iter()
+            .copied()
+            .filter(|c| c.runs_at(scale, smallest))
+            .collect();
+        let mut worlds = Vec::new();
+        for &contender in &contenders {
+            eprintln!("bench: {scale} Services: setting up {}", contender.label());
+            match setup(agent, proxy_bin, contender, &cluster, &mut results, scale) {
+                Ok(world) => worlds.push((contender, world, Targets::new(contender, &cluster))),
+                // One contender failing (a ruleset load over its limit, say)
+                // is reported, and the others still run.
+                Err(e) => {
+                    eprintln!(
+                        "bench: {} at {scale} Services skipped: {e:#}",
+                        contender.label()
+                    );
+                    results.skip(scale, contender, &e);
+                }
+            }
+        }
+        for round in 0..settings.rounds {
+            let mut failed = Vec::new();
+            for (i, (contender, world, targets)) in worlds.iter_mut().enumerate() {
+                let sample = world
+                    .check()
+                    .and_then(|()| workload::sample(agent, world, targets, &settings));
+                match sample {
+                    Ok(sample) => {
+                        eprintln!(
+                            "bench: {scale:>6} Services  round {round}  {:<28} {sample}",
+                            contender.label()
+                        );
+                        results.push(scale, *contender, sample);
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "bench: {} at {scale} Services, round {round}: {e:#}",
+                            contender.label()
+                        );
+                        results.skip(scale, *contender, &e.context(format!("round {round}")));
+                        failed.push(i);
+                    }
+                }
+            }
+            for i in failed.into_iter().rev() {
+                worlds.remove(i);
+            }
+        }
+    }
+    results.finish(started.elapsed());
+    let dir = root.join("target/bench");
+    let written = report::write(&dir, &results)?;
+    for path in &written {
+        eprintln!("bench: wrote {}", path.display());
+    }
+    if args.publish {
+        report::publish(root, &dir, &results)?;
+        eprintln!("bench: published BENCHMARKS.md and docs/bench/");
+    }
+    println!("{}", report::markdown(&results, "."));
+    if !results.skipped.is_empty() {
+        anyhow::bail!(
+            "{} contender(s) could not be measured everywhere; see the report",
+            results.skipped.len()
+        );
+    }
+    Ok(())
+}
+
+/// Builds a contender's world and programs the cluster into it.
+fn setup(
+    agent: &Path,
+    proxy_bin: &Path,
+    contender: Contender,
+    cluster: &Cluster,
+    results: &mut report::Results,
+    scale: usize,
+) -> anyhow::Result<World> {
+    let mut server = Command::new(agent);
+    server.args(["bench-agent", "server", "--port", &HTTP_PORT.to_string()]);
+    let mut world = World::new(&server)?;
+    let targets = Targets::new(contender, cluster);
+    match contender {
+        Contender::Direct => {}
+        Contender::SocketLb => {
+            let dir = world.sandbox().manifests_dir();
+            manifest::write_atomic(&dir, "cluster.yaml", &manifests(&cluster.specs))?;
+            let log = world.sandbox().dir().join("proxy.log");
+            let log = std::fs::File::create(&log)
+                .with_context(|| format!("creating {}", log.display()))?;
+            let mut cmd = Command::new(proxy_bin);
+            cmd.arg("run")
+                .arg("--manifests")
+                .arg(&dir)
+                .arg("--cgroup")
+                .arg(world.sandbox().cgroup_path())
+                .arg("--pin-path")
+                .arg(world.sandbox().pin_path())
+                .args(["--log-format", "text"])
+                .stdout(log.try_clone()?)
+                .stderr(log);
+            world.spawn_on_node("proxy run", &mut cmd)?;
+        }
+        Contender::Iptables => {
+            let rules = baseline::iptables_ruleset(&cluster.specs);
+            let took = baseline::load_in(
+                &world.node_netns(),
+                Tool::IptablesRestoreFull,
+                &rules,
+                LOAD_LIMIT,
+            )?;
+            results.load_time(scale, contender, took);
+        }
+        Contender::Nftables => {
+            let rules = baseline::nft_ruleset(&cluster.specs);
+            let took = baseline::load_in(&world.node_netns(), Tool::Nft, &rules, LOAD_LIMIT)?;
+            results.load_time(scale, contender, took);
+        }
+        Contender::Haproxy => {
+            let cfg = world.sandbox().dir().join("haproxy.cfg");
+            std::fs::write(&cfg, haproxy_config(cluster))?;
+            for vip in [MEASURED_VIP, BULK_VIP] {
+                world.add_node_addr(vip)?;
+            }
+            let mut cmd = Command::new("haproxy");
+            cmd.arg("-db").arg("-f").arg(&cfg);
+            world.spawn_on_node("haproxy", &mut cmd)?;
+        }
+    }
+    // Ready when every kind of target answers through the contender.
+    let mut probe = Command::new(agent);
+    let mut check: Vec<SocketAddr> = targets.conn.clone();
+    check.push(targets.rr);
+    check.extend(targets.latency.iter().take(3));
+    check.extend(targets.latency.last());
+    probe.args(["bench-agent", "probe", "--seconds", "60", "--targets"]);
+    probe.arg(
+        check
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    world.client_command(&mut probe)?;
+    baseline::run_checked(probe, Duration::from_secs(90)).with_context(|| {
+        let log =
+            std::fs::read_to_string(world.sandbox().dir().join("proxy.log")).unwrap_or_default();
+        format!(
+            "waiting for {} to forward; proxy log (if any):\n{log}",
+            contender.label()
+        )
+    })?;
+    world.check()?;
+    Ok(world)
+}
+
+/// HAProxy in TCP mode in front of the measured and the bulk Service.
+fn haproxy_config(cluster: &Cluster) -> String {
+    let mut cfg = String::from(
+        "global\n  maxconn 8000\n  nbthread 2\n\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n",
+    );
+    for svc in cluster
+        .specs
+        .iter()
+        .filter(|s| s.cluster_ip == MEASURED_VIP || s.cluster_ip == BULK_VIP)
+    {
+        let _ = write!(
+            cfg,
+            "\nfrontend {name}\n  bind {vip}:{port}\n  default_backend {name}\n\nbackend {name}\n  balance random\n",
+            name = svc.name,
+            vip = svc.cluster_ip,
+            port = svc.port
+        );
+        for (i, (ip, port)) in svc.endpoints.iter().enumerate() {
+            let _ = writeln!(cfg, "  server s{i} {ip}:{port}");
+        }
+    }
+    cfg
+}
+
+/// The Services as manifests for the proxy (compact YAML).
+fn manifests(specs: &[SvcSpec]) -> String {
+    let mut yaml = String::new();
+    for (i, svc) in specs.iter().enumerate() {
+        let tp = svc.endpoints.first().map_or(HTTP_PORT, |e| e.1);
+        let _ = write!(
+            yaml,
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+             spec:\n  clusterIP: {vip}\n  ports: [{{name: {pn}, port: {port}, protocol: TCP, targetPort: {tp}}}]\n\
+             ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: s{i}, namespace: {ns}, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+             addressType: IPv4\nports: [{{name: {pn}, port: {tp}, protocol: TCP}}]\nendpoints:\n",
+            name = svc.name,
+            ns = svc.namespace,
+            pn = svc.port_name,
+            vip = svc.cluster_ip,
+            port = svc.port,
+        );
+        for (addr, _) in &svc.endpoints {
+            let _ = writeln!(
+                yaml,
+                "- addresses: [\"{addr}\"]\n  conditions: {{ready: true}}"
+            );
+        }
+    }
+    yaml
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_has_n_services_plus_bulk_with_2_to_10_endpoints() {
+        let c = Cluster::new(1000);
+        assert_eq!(c.specs.len(), 1001);
+        assert_eq!(c.frontends().len(), 1000);
+        let measured = &c.specs[999];
+        assert_eq!(
+            (measured.cluster_ip, measured.endpoints.len()),
+            (MEASURED_VIP, 5)
+        );
+        for svc in &c.specs[..999] {
+            assert!((2..=10).contains(&svc.endpoints.len()), "{}", svc.name);
+            let mut ips: Vec<_> = svc.endpoints.iter().map(|e| e.0).collect();
+            ips.sort();
+            ips.dedup();
+            assert_eq!(
+                ips.len(),
+                svc.endpoints.len(),
+                "{}: repeated endpoint",
+                svc.name
+            );
+            assert!(ips.iter().all(|ip| ip.octets()[..3] == [10, 244, 255]));
+        }
+        let mut vips: Vec<_> = c.specs.iter().map(|s| s.cluster_ip).collect();
+        vips.sort();
+        vips.dedup();
+        assert_eq!(vips.len(), 1001, "VIPs must be unique");
+        // At N = 1 only the measured and the bulk Service exist.
+        assert_eq!(Cluster::new(1).specs.len(), 2);
+    }
+
+    #[test]
+    fn haproxy_fronts_the_measured_services_only() {
+        let cfg = haproxy_config(&Cluster::new(100));
+        assert!(cfg.contains("bind 10.100.0.1:80") && cfg.contains("bind 10.100.0.2:5201"));
+        assert_eq!(cfg.matches("\n  server ").count(), 6, "{cfg}");
+        assert_eq!(cfg.matches("frontend ").count(), 2);
+    }
+
+    #[test]
+    fn targets_differ_by_contender() {
+        let c = Cluster::new(10);
+        let direct = Targets::new(Contender::Direct, &c);
+        assert!(direct.conn.iter().all(|a| a.port() == HTTP_PORT));
+        assert_eq!(direct.latency.len(), usize::from(BACKENDS));
+        let lb = Targets::new(Contender::SocketLb, &c);
+        assert_eq!(lb.conn, vec![SocketAddr::from((MEASURED_VIP, VIP_PORT))]);
+        assert_eq!(lb.latency.len(), 10);
+        assert_eq!(lb.bulk, SocketAddr::from((BULK_VIP, IPERF_PORT)));
+    }
+
+    #[test]
+    fn manifests_name_every_service_and_endpoint() {
+        let c = Cluster::new(3);
+        let yaml = manifests(&c.specs);
+        assert_eq!(yaml.matches("kind: Service\n").count(), 4);
+        let endpoints: usize = c.specs.iter().map(|s| s.endpoints.len()).sum();
+        assert_eq!(yaml.matches("- addresses:").count(), endpoints);
+        assert!(yaml.contains("name: iperf, port: 5201, protocol: TCP, targetPort: 5201"));
+    }
+}

@@ -1,0 +1,526 @@
+//! The bench's results: collected per scale and contender, written as
+//! Markdown (medians, min–max, ratios against direct and against iptables),
+//! JSON and SVG plots under `target/bench/`, and optionally published to
+//! `BENCHMARKS.md` and `docs/bench/`.
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use super::{CONTROL_ENDPOINTS, Contender, Settings, plot, workload::Sample};
+use crate::bench_control;
+
+#[derive(Serialize)]
+pub struct Results {
+    pub date: String,
+    pub kernel: String,
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub commit: String,
+    pub tools: Vec<(String, String)>,
+    pub scales: Vec<usize>,
+    pub rounds: usize,
+    pub seconds_per_workload: f64,
+    pub latency_connections: usize,
+    pub quick: bool,
+    pub duration_s: f64,
+    pub data: Vec<Row>,
+    pub control: Vec<ControlRow>,
+    pub loads: Vec<LoadRow>,
+    /// Contenders that failed at a scale, and why.
+    pub skipped: Vec<Skipped>,
+}
+
+#[derive(Serialize)]
+pub struct Skipped {
+    pub scale: usize,
+    pub contender: Contender,
+    pub reason: String,
+}
+
+#[derive(Serialize)]
+pub struct Row {
+    pub scale: usize,
+    pub contender: Contender,
+    pub samples: Vec<Sample>,
+}
+
+#[derive(Serialize)]
+pub struct ControlRow {
+    pub scale: usize,
+    pub endpoints_each: usize,
+    pub cold_sync_ms: f64,
+    pub change_median_ms: f64,
+    pub change_min_ms: f64,
+    pub change_max_ms: f64,
+    pub rss_mib: f64,
+    pub start_to_first_sync_s: f64,
+}
+
+/// How long a contender's rules took to load into its world.
+#[derive(Serialize)]
+pub struct LoadRow {
+    pub scale: usize,
+    pub contender: Contender,
+    pub seconds: f64,
+}
+
+impl Results {
+    pub fn new(s: &Settings, tools: Vec<(String, String)>) -> Self {
+        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            .unwrap_or_else(|| "unknown".to_owned());
+        Results {
+            date: output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            cpu_model,
+            commit: output("git", &["describe", "--always", "--dirty"]),
+            tools,
+            scales: s.scales.clone(),
+            rounds: s.rounds,
+            seconds_per_workload: s.seconds,
+            latency_connections: s.latency_connections,
+            quick: s.quick,
+            duration_s: 0.0,
+            data: Vec::new(),
+            control: Vec::new(),
+            loads: Vec::new(),
+            skipped: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, scale: usize, contender: Contender, sample: Sample) {
+        match self
+            .data
+            .iter_mut()
+            .find(|r| r.scale == scale && r.contender == contender)
+        {
+            Some(row) => row.samples.push(sample),
+            None => self.data.push(Row {
+                scale,
+                contender,
+                samples: vec![sample],
+            }),
+        }
+    }
+
+    pub fn control(&mut self, scale: usize, m: &bench_control::Measured) {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        self.control.push(ControlRow {
+            scale,
+            endpoints_each: CONTROL_ENDPOINTS,
+            cold_sync_ms: ms(m.cold_sync),
+            change_median_ms: ms(m.change_median),
+            change_min_ms: ms(m.change_min),
+            change_max_ms: ms(m.change_max),
+            rss_mib: m.rss_after_mib,
+            start_to_first_sync_s: m.startup.as_secs_f64(),
+        });
+    }
+
+    pub fn load_time(&mut self, scale: usize, contender: Contender, took: Duration) {
+        self.loads.push(LoadRow {
+            scale,
+            contender,
+            seconds: took.as_secs_f64(),
+        });
+    }
+
+    pub fn skip(&mut self, scale: usize, contender: Contender, e: &anyhow::Error) {
+        self.skipped.push(Skipped {
+            scale,
+            contender,
+            reason: format!("{e:#}")
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        });
+    }
+
+    pub fn finish(&mut self, took: Duration) {
+        self.duration_s = took.as_secs_f64();
+    }
+
+    fn row(&self, scale: usize, contender: Contender) -> Option<&Row> {
+        self.data
+            .iter()
+            .find(|r| r.scale == scale && r.contender == contender)
+    }
+
+    fn load(&self, scale: usize, contender: Contender) -> Option<f64> {
+        self.loads
+            .iter()
+            .find(|l| l.scale == scale && l.contender == contender)
+            .map(|l| l.seconds)
+    }
+
+    /// The contenders present, in their canonical order.
+    pub fn contenders(&self) -> Vec<Contender> {
+        let mut c: Vec<Contender> = self.data.iter().map(|r| r.contender).collect();
+        c.sort();
+        c.dedup();
+        c
+    }
+}
+
+/// One measured quantity of a [`Sample`].
+#[derive(Clone, Copy)]
+pub struct Metric {
+    pub title: &'static str,
+    pub unit: &'static str,
+    pub file: &'static str,
+    pub higher_is_better: bool,
+    pub get: fn(&Sample) -> f64,
+    pub decimals: usize,
+}
+
+pub const METRICS: [Metric; 6] = [
+    Metric {
+        title: "New connections per second (connect, one request/response, close; 2 client threads)",
+        unit: "conn/s",
+        file: "conn-rate",
+        higher_is_better: true,
+        get: |s| s.conn_per_s,
+        decimals: 0,
+    },
+    Metric {
+        title: "Requests per second over 8 long-lived connections (wrk)",
+        unit: "req/s",
+        file: "request-rate",
+        higher_is_better: true,
+        get: |s| s.rr_per_s,
+        decimals: 0,
+    },
+    Metric {
+        title: "Bulk throughput, one TCP stream (iperf3)",
+        unit: "Gbit/s",
+        file: "bulk",
+        higher_is_better: true,
+        get: |s| s.bulk_gbps,
+        decimals: 2,
+    },
+    Metric {
+        title: "Connect latency to a random Service, p50",
+        unit: "µs",
+        file: "latency-p50",
+        higher_is_better: false,
+        get: |s| s.p50_us,
+        decimals: 0,
+    },
+    Metric {
+        title: "Connect latency to a random Service, p90",
+        unit: "µs",
+        file: "latency-p90",
+        higher_is_better: false,
+        get: |s| s.p90_us,
+        decimals: 0,
+    },
+    Metric {
+        title: "Connect latency to a random Service, p99",
+        unit: "µs",
+        file: "latency-p99",
+        higher_is_better: false,
+        get: |s| s.p99_us,
+        decimals: 0,
+    },
+];
+
+/// Median of a metric over a row's samples, and its min and max.
+pub fn stats(row: &Row, metric: &Metric) -> (f64, f64, f64) {
+    let mut v: Vec<f64> = row.samples.iter().map(metric.get).collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = match n {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    };
+    (
+        median,
+        v.first().copied().unwrap_or(0.0),
+        v.last().copied().unwrap_or(0.0),
+    )
+}
+
+fn ratio(a: f64, b: Option<f64>) -> String {
+    match b {
+        Some(b) if b > 0.0 => format!("{:.2}×", a / b),
+        _ => "–".to_owned(),
+    }
+}
+
+/// The report; `plots` is the directory the SVGs are linked from.
+pub fn markdown(r: &Results, plots: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Run {} on {} CPUs ({}), kernel {}, commit `{}`; {} round(s), {} s per timed workload, \
+         {} latency connections; the whole run took {:.0} s{}.\n",
+        r.date,
+        r.cpus,
+        r.cpu_model,
+        r.kernel,
+        r.commit,
+        r.rounds,
+        r.seconds_per_workload,
+        r.latency_connections,
+        r.duration_s,
+        if r.quick {
+            " (`--quick`: a smoke run, not for quoting)"
+        } else {
+            ""
+        }
+    );
+    let tools: Vec<String> = r.tools.iter().map(|(n, v)| format!("{n}: {v}")).collect();
+    let _ = writeln!(out, "Tools: {}.\n", tools.join("; "));
+    let _ = writeln!(
+        out,
+        "Each cell is the median over the rounds, with min–max; ratios are of medians from this \
+         run. Latency ratios below 1 and throughput ratios above 1 favour the contender. \
+         Not measured yet: the per-packet tc path (issue 4) and the userspace fallback (issue 5). \
+         HAProxy serves only the measured Services, so it runs at the smallest scale.\n"
+    );
+    for metric in &METRICS {
+        let _ = writeln!(out, "### {}\n", metric.title);
+        let _ = writeln!(
+            out,
+            "| Services | contender | median {} ({} is better) | min–max | × direct | × iptables |\n|---:|---|---:|---:|---:|---:|",
+            metric.unit,
+            if metric.higher_is_better {
+                "higher"
+            } else {
+                "lower"
+            }
+        );
+        for &scale in &r.scales {
+            let base = |c| r.row(scale, c).map(|row| stats(row, metric).0);
+            let (direct, iptables) = (base(Contender::Direct), base(Contender::Iptables));
+            for c in r.contenders() {
+                let Some(row) = r.row(scale, c) else { continue };
+                let (m, lo, hi) = stats(row, metric);
+                let d = metric.decimals;
+                let _ = writeln!(
+                    out,
+                    "| {scale} | {} | {m:.d$} | {lo:.d$}–{hi:.d$} | {} | {} |",
+                    c.label(),
+                    ratio(m, direct),
+                    ratio(m, iptables),
+                );
+            }
+        }
+        let _ = writeln!(out, "\n![{}]({plots}/{}.svg)\n", metric.title, metric.file);
+    }
+    let errors: u64 = r
+        .data
+        .iter()
+        .flat_map(|row| &row.samples)
+        .map(|s| s.errors)
+        .sum();
+    let _ = writeln!(out, "Failed connections over the whole run: {errors}.\n");
+    for s in &r.skipped {
+        let _ = writeln!(
+            out,
+            "**Not measured:** {} at {} Services: {}\n",
+            s.contender.label(),
+            s.scale,
+            s.reason
+        );
+    }
+    let _ = writeln!(
+        out,
+        "### Control plane\n\n\
+         The proxy: N Services × {CONTROL_ENDPOINTS} endpoints from the fake API server (real list/watch), \
+         its own metrics. kube-proxy's loaders: the same N Services (2 to 10 endpoints each, \
+         {CONTROL_ENDPOINTS} on average) loaded into the iptables and nftables worlds above, \
+         one load each (whole-table `iptables-restore`; kube-proxy's `--noflush` is slower still, \
+         see `cargo xtask bench-baseline`).\n\n\
+         | Services | proxy cold sync | one change, median (min–max) | proxy RSS | iptables-restore | nft -f | iptables-restore ÷ cold sync | nft -f ÷ cold sync |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for c in &r.control {
+        let ipt = r.load(c.scale, Contender::Iptables);
+        let nft = r.load(c.scale, Contender::Nftables);
+        let ms = |v: Option<f64>| v.map_or("–".to_owned(), |s| format!("{:.0} ms", s * 1e3));
+        let _ = writeln!(
+            out,
+            "| {} | {:.1} ms | {:.2} ms ({:.2}–{:.2}) | {:.1} MiB | {} | {} | {} | {} |",
+            c.scale,
+            c.cold_sync_ms,
+            c.change_median_ms,
+            c.change_min_ms,
+            c.change_max_ms,
+            c.rss_mib,
+            ms(ipt),
+            ms(nft),
+            ratio(ipt.unwrap_or(0.0) * 1e3, Some(c.cold_sync_ms)),
+            ratio(nft.unwrap_or(0.0) * 1e3, Some(c.cold_sync_ms)),
+        );
+    }
+    let _ = writeln!(out, "\n![control plane]({plots}/control-plane.svg)");
+    out
+}
+
+/// Writes `report.md`, `results.json` and the plots into `dir`.
+pub fn write(dir: &Path, r: &Results) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut written = plot::all(dir, r)?;
+    let md = dir.join("report.md");
+    std::fs::write(&md, format!("# Benchmark report\n\n{}", markdown(r, ".")))
+        .with_context(|| format!("writing {}", md.display()))?;
+    let json = dir.join("results.json");
+    std::fs::write(&json, serde_json::to_string_pretty(r)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    written.extend([md, json]);
+    Ok(written)
+}
+
+/// Replaces the generated part of `BENCHMARKS.md` (between the markers) and
+/// copies the plots to `docs/bench/`.
+pub fn publish(root: &Path, dir: &Path, r: &Results) -> anyhow::Result<()> {
+    const BEGIN: &str = "<!-- bench:begin (cargo xtask bench --publish writes this part) -->";
+    const END: &str = "<!-- bench:end -->";
+    let docs = root.join("docs/bench");
+    std::fs::create_dir_all(&docs)?;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "svg")
+            && let Some(name) = path.file_name()
+        {
+            std::fs::copy(&path, docs.join(name))?;
+        }
+    }
+    let file = root.join("BENCHMARKS.md");
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    let generated = format!("{BEGIN}\n{}\n{END}", markdown(r, "docs/bench"));
+    let new = match (text.find(BEGIN), text.find(END)) {
+        (Some(a), Some(b)) if b > a => {
+            format!("{}{generated}{}", &text[..a], &text[b + END.len()..])
+        }
+        _ => format!("{text}\n{generated}\n"),
+    };
+    std::fs::write(&file, new).with_context(|| format!("writing {}", file.display()))
+}
+
+fn output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(
+            || "unknown".to_owned(),
+            |o| String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(conn: f64) -> Sample {
+        Sample {
+            conn_per_s: conn,
+            rr_per_s: 2.0 * conn,
+            bulk_gbps: 1.0,
+            p50_us: 10.0,
+            p90_us: 20.0,
+            p99_us: 30.0,
+            errors: 0,
+        }
+    }
+
+    fn results() -> Results {
+        let settings = Settings {
+            scales: vec![1, 1000],
+            rounds: 3,
+            seconds: 1.0,
+            latency_connections: 10,
+            changes: 1,
+            contenders: Contender::ALL.to_vec(),
+            quick: false,
+        };
+        let mut r = Results::new(&settings, vec![("wrk".into(), "4.1".into())]);
+        for scale in [1, 1000] {
+            for v in [100.0, 300.0, 200.0] {
+                r.push(scale, Contender::Direct, sample(v));
+                r.push(scale, Contender::Iptables, sample(v / 2.0));
+            }
+        }
+        r.load_time(1000, Contender::Iptables, Duration::from_millis(500));
+        r
+    }
+
+    #[test]
+    fn median_min_max() {
+        let r = results();
+        let metric = &METRICS[0];
+        let row = r.row(1, Contender::Direct).expect("row");
+        assert_eq!(stats(row, metric), (200.0, 100.0, 300.0));
+        let mut even = Row {
+            scale: 1,
+            contender: Contender::Direct,
+            samples: vec![sample(1.0), sample(4.0)],
+        };
+        assert_eq!(stats(&even, metric).0, 2.5);
+        even.samples.clear();
+        assert_eq!(stats(&even, metric), (0.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn markdown_has_ratios_against_direct_and_iptables() {
+        let mut r = results();
+        r.skip(
+            1000,
+            Contender::Nftables,
+            &anyhow::anyhow!("nft -f did not finish\nmore"),
+        );
+        let md = markdown(&r, "plots");
+        assert!(
+            md.contains("| 1 | iptables (kube-proxy rules) | 100 | 50–150 | 0.50× | 1.00× |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 1 | direct to backend | 200 | 100–300 | 1.00× | 2.00× |"),
+            "{md}"
+        );
+        assert!(md.contains("![Bulk throughput, one TCP stream (iperf3)](plots/bulk.svg)"));
+        assert!(md.contains("**Not measured:** nftables (kube-proxy rules) at 1000 Services: nft -f did not finish\n"));
+    }
+
+    #[test]
+    fn write_and_publish() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("target/bench");
+        let r = results();
+        let written = write(&dir, &r).expect("write");
+        assert!(written.iter().any(|p| p.ends_with("conn-rate.svg")));
+        let svg = std::fs::read_to_string(dir.join("conn-rate.svg")).expect("svg");
+        assert!(svg.starts_with("<svg") && svg.contains("iptables (kube-proxy rules)"));
+        let md = root.path().join("BENCHMARKS.md");
+        std::fs::write(&md, "# Benchmarks\n\nintro\n").expect("write");
+        publish(root.path(), &dir, &r).expect("publish");
+        publish(root.path(), &dir, &r).expect("publish twice");
+        let text = std::fs::read_to_string(&md).expect("read");
+        assert!(text.starts_with("# Benchmarks\n\nintro\n"));
+        assert_eq!(
+            text.matches("bench:begin").count(),
+            1,
+            "publishing replaces, not appends"
+        );
+        assert!(root.path().join("docs/bench/bulk.svg").exists());
+    }
+}
