@@ -7,8 +7,14 @@
 //!   whose endpoints moved) apply on restart, while an untouched Service
 //!   never blips;
 //! - pins of the unversioned layout (version 0) are migrated under traffic,
-//!   even by daemons killed half-way through, and pins of a newer layout make the start fail, with a clear message,
-//!   leaving them alone.
+//!   even by daemons killed half-way through, and pins of a newer layout make
+//!   the start fail, with a clear message, leaving them alone (in `--mode
+//!   auto` too: no fallback to userspace over them).
+//!
+//! eBPF only: in userspace mode the proxies are the daemon, so a `kill -9`
+//! drops its connections by nature; its restarts are covered in
+//! `lifecycle.rs` (`a_restarted_proxy_takes_over_and_applies_changes`, both
+//! modes).
 //!
 //! Everything runs inside the sandbox's namespace; every load loop is bounded
 //! in count and time.
@@ -660,6 +666,17 @@ fn unversioned_pins_are_migrated_under_traffic() {
 
 #[test]
 fn pins_of_a_newer_layout_make_the_start_fail_and_are_left_alone() {
+    newer_layout_refused("ebpf");
+}
+
+/// `--mode auto` does not fall back to userspace over a newer proxy's pins
+/// (which would remove them): it refuses them like `ebpf`.
+#[test]
+fn pins_of_a_newer_layout_are_refused_in_auto_mode_too() {
+    newer_layout_refused("auto");
+}
+
+fn newer_layout_refused(mode: &str) {
     let mut f = Fixture::new(Mode::Ebpf);
     f.write_web(&BACKENDS_V4, &BACKENDS_V6);
     let pin_path = f.sandbox.pin_path();
@@ -668,16 +685,24 @@ fn pins_of_a_newer_layout_make_the_start_fail_and_are_left_alone() {
     fs::create_dir_all(newer_dir.join("maps")).expect("creating the newer layout's directory");
     fs::create_dir_all(newer_dir.join("links")).expect("creating the newer layout's directory");
 
-    f.start_proxy();
+    f.proxy = Some(
+        ProxyProcess::start_with_args(
+            &proxy_tests::proxy_bin(),
+            &f.sandbox,
+            &f.sandbox.manifests_dir(),
+            &["--mode", mode],
+        )
+        .unwrap_or_else(|e| panic!("starting the proxy in {mode} mode: {e}")),
+    );
     let exited = wait_until(STARTUP, || f.proxy().exited().is_some());
     assert!(
         exited,
-        "expected the proxy to refuse to start within {STARTUP:?}"
+        "expected the proxy ({mode} mode) to refuse to start within {STARTUP:?}"
     );
     let status = f.proxy().exited().expect("exited");
     assert!(
         !status.success(),
-        "expected a non-zero exit on pins of a newer layout, saw {status}"
+        "expected a non-zero exit on pins of a newer layout ({mode} mode), saw {status}"
     );
     let log = f.log();
     for needle in [
