@@ -36,7 +36,7 @@ use std::{
 
 use anyhow::Context as _;
 use proxy_tests::manifest;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     baseline::{self, SvcSpec, Tool},
@@ -81,10 +81,26 @@ pub struct BenchArgs {
     /// Also copy the report to BENCHMARKS.md and the plots to docs/bench/.
     #[arg(long)]
     publish: bool,
+    /// Measure nothing: render the report and plots again from
+    /// target/bench/results.json (with --publish, publish them).
+    #[arg(long)]
+    replot: bool,
 }
 
 /// Who forwards the client's traffic.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Contender {
     /// Straight to the backend IPs: the physical limit.
@@ -249,6 +265,15 @@ pub struct Settings {
 }
 
 pub fn run(root: &Path, proxy_bin: &Path, agent: &Path, args: &BenchArgs) -> anyhow::Result<()> {
+    let dir = root.join("target/bench");
+    if args.replot {
+        let path = dir.join("results.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {} (run the bench first)", path.display()))?;
+        let results: report::Results =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        return output(root, &dir, &results, args.publish);
+    }
     if !nix::unistd::Uid::effective().is_root() {
         anyhow::bail!("the bench creates network namespaces and cgroups: run it as root");
     }
@@ -345,22 +370,27 @@ pub fn run(root: &Path, proxy_bin: &Path, agent: &Path, args: &BenchArgs) -> any
         }
     }
     results.finish(started.elapsed());
-    let dir = root.join("target/bench");
-    let written = report::write(&dir, &results)?;
-    for path in &written {
-        eprintln!("bench: wrote {}", path.display());
-    }
-    if args.publish {
-        report::publish(root, &dir, &results)?;
-        eprintln!("bench: published BENCHMARKS.md and docs/bench/");
-    }
-    println!("{}", report::markdown(&results, "."));
+    output(root, &dir, &results, args.publish)?;
     if !results.skipped.is_empty() {
         anyhow::bail!(
             "{} contender(s) could not be measured everywhere; see the report",
             results.skipped.len()
         );
     }
+    Ok(())
+}
+
+/// Writes the report, the JSON and the plots, publishes them if asked, and
+/// prints the report.
+fn output(root: &Path, dir: &Path, results: &report::Results, publish: bool) -> anyhow::Result<()> {
+    for path in report::write(dir, results)? {
+        eprintln!("bench: wrote {}", path.display());
+    }
+    if publish {
+        report::publish(root, dir, results)?;
+        eprintln!("bench: published BENCHMARKS.md and docs/bench/");
+    }
+    println!("{}", report::markdown(results, "."));
     Ok(())
 }
 

@@ -25,7 +25,7 @@ pub fn all(dir: &Path, r: &Results) -> anyhow::Result<Vec<PathBuf>> {
             })
             .collect();
         let path = dir.join(format!("{}.svg", metric.file));
-        draw(&path, metric.title, metric.unit, &series)?;
+        draw(&path, metric.title, metric.unit, &series, false)?;
         written.push(path);
     }
     let control = vec![
@@ -43,11 +43,13 @@ pub fn all(dir: &Path, r: &Results) -> anyhow::Result<Vec<PathBuf>> {
         ("nft -f".to_owned(), loads(r, super::Contender::Nftables)),
     ];
     let path = dir.join("control-plane.svg");
+    // Three orders of magnitude apart: a log scale keeps the proxy visible.
     draw(
         &path,
         "Time to program N Services from cold",
-        "ms",
+        "ms (log scale)",
         &control,
+        true,
     )?;
     written.push(path);
     Ok(written)
@@ -61,17 +63,32 @@ fn loads(r: &Results, c: super::Contender) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// Draws `series` against N on a log x axis. With `log_y`, values are drawn
+/// as their decimal logarithm and labelled as powers of ten.
 fn draw(
     path: &Path,
     title: &str,
     unit: &str,
     series: &[(String, Vec<(f64, f64)>)],
+    log_y: bool,
 ) -> anyhow::Result<()> {
     let err = |e: &dyn std::fmt::Display| anyhow!("plotting {}: {e}", path.display());
+    let y_of = |y: f64| if log_y { y.max(0.1).log10() } else { y };
+    let series: Vec<(&String, Vec<(f64, f64)>)> = series
+        .iter()
+        .map(|(label, pts)| (label, pts.iter().map(|&(x, y)| (x, y_of(y))).collect()))
+        .collect();
     let points = series.iter().flat_map(|(_, p)| p);
     let x_max = points.clone().map(|p| p.0).fold(1.0, f64::max).max(10.0);
-    // Head room above the highest point for the legend.
-    let y_max = points.map(|p| p.1).fold(0.0, f64::max).max(1e-9) * 1.45;
+    let top = points.clone().map(|p| p.1).fold(f64::MIN, f64::max);
+    let (y_min, y_max) = if log_y {
+        let bottom = points.map(|p| p.1).fold(f64::MAX, f64::min);
+        // Whole decades, and one more on top for the legend.
+        (bottom.floor().min(0.0), top.ceil() + 1.0)
+    } else {
+        // Head room above the highest point for the legend.
+        (0.0, top.max(1e-9) * 1.45)
+    };
     let root = SVGBackend::new(path, (820, 460)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let mut chart = ChartBuilder::on(&root)
@@ -79,15 +96,27 @@ fn draw(
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d((1.0..x_max * 1.5).log_scale(), 0.0..y_max)
+        .build_cartesian_2d((1.0..x_max * 1.5).log_scale(), y_min..y_max)
         .map_err(|e| err(&e))?;
     chart
         .configure_mesh()
         .x_desc("Services (log scale)")
         .y_desc(unit)
         .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_labels(if log_y {
+            (y_max - y_min) as usize + 1
+        } else {
+            10
+        })
         .y_label_formatter(&|y| {
-            if y_max >= 100.0 {
+            if log_y {
+                let v = 10f64.powf(*y);
+                if v < 1.0 {
+                    format!("{v:.1}")
+                } else {
+                    format!("{}", v.round())
+                }
+            } else if y_max >= 100.0 {
                 format!("{y:.0}")
             } else {
                 format!("{y:.2}")

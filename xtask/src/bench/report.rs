@@ -11,12 +11,12 @@ use std::{
 };
 
 use anyhow::Context as _;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{CONTROL_ENDPOINTS, Contender, Settings, plot, workload::Sample};
 use crate::bench_control;
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 pub struct Results {
     pub date: String,
     pub kernel: String,
@@ -37,21 +37,21 @@ pub struct Results {
     pub skipped: Vec<Skipped>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 pub struct Skipped {
     pub scale: usize,
     pub contender: Contender,
     pub reason: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 pub struct Row {
     pub scale: usize,
     pub contender: Contender,
     pub samples: Vec<Sample>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 pub struct ControlRow {
     pub scale: usize,
     pub endpoints_each: usize,
@@ -64,7 +64,7 @@ pub struct ControlRow {
 }
 
 /// How long a contender's rules took to load into its world.
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 pub struct LoadRow {
     pub scale: usize,
     pub contender: Contender,

@@ -4,7 +4,7 @@
 use std::{fmt, path::Path, process::Command, time::Duration};
 
 use anyhow::{Context as _, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Settings, Targets, agent, world::World};
 use crate::baseline;
@@ -15,7 +15,7 @@ const RR_CONNECTIONS: usize = 8;
 const SLACK: Duration = Duration::from_secs(30);
 
 /// What one round measured for one contender.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Sample {
     /// New connections per second (each with one request/response).
     pub conn_per_s: f64,
