@@ -1,6 +1,8 @@
 //! Command-line interface: one file per subcommand, each with an `execute()`.
+//! `run`'s settings are also its configuration file (see [`run::RunArgs`]).
 
 pub mod cleanup;
+pub mod config;
 pub mod inspect;
 pub mod run;
 
@@ -25,9 +27,12 @@ pub enum Command {
     Cleanup(cleanup::CleanupArgs),
     /// Show what the pinned maps and links hold (read-only; works with or without the daemon).
     Inspect(inspect::InspectArgs),
+    /// The configuration file of `proxy run --config`: print the defaults, or check a file.
+    Config(config::ConfigArgs),
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,

@@ -14,12 +14,14 @@ use std::{
 };
 
 use anyhow::Context as _;
-use clap::Args;
+use clap::{ArgMatches, Args, FromArgMatches as _, parser::ValueSource};
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::LogFormat;
 use crate::{
     admin::{self, AdminServers, BindAddress, Mode, Telemetry},
-    config,
+    config::{self, file},
     dataplane::{Writer, cgroup, loader},
     model::{Index, NodeInfo, selection},
     source::{
@@ -30,8 +32,22 @@ use crate::{
     sync::{self, SyncSettings},
 };
 
-#[derive(Debug, Args)]
+/// Every setting of `proxy run`. Each field is both a flag and a field of the
+/// configuration file (`--config`, the flag's name in camelCase; see
+/// [`config::file`]): a new setting is one new field here, with its `#[arg]`,
+/// and a type that serde can read (or a `#[serde(with)]` adapter).
+///
+/// The defaults are clap's (`default_value`s below): [`Default`] and
+/// `proxy config print-defaults` take them from here.
+#[derive(Clone, Debug, PartialEq, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "camelCase")]
 pub struct RunArgs {
+    /// A YAML configuration file holding any of these settings (`proxy config
+    /// print-defaults` prints one with all of them). Flags, and their
+    /// environment variables, override it.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
     /// A directory of Kubernetes YAML (Services, EndpointSlices), watched for
     /// changes. Optional when a cluster is configured; both can be used at once.
     #[arg(long, value_name = "DIR")]
@@ -46,7 +62,8 @@ pub struct RunArgs {
     pub node_name: Option<String>,
     /// Serve only the Services and EndpointSlices labelled
     /// `service.kubernetes.io/service-proxy-name=NAME` [default: those without that label].
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = proxy_name)]
+    #[serde(deserialize_with = "de_proxy_name")]
     pub service_proxy_name: Option<String>,
     /// The cgroup v2 directory the socket hooks attach to [default: the cgroup2 root].
     #[arg(long, value_name = "DIR")]
@@ -54,25 +71,95 @@ pub struct RunArgs {
     /// Where maps and links are pinned (a bpffs is mounted there if missing).
     #[arg(long, default_value = config::DEFAULT_PIN_PATH, env = config::PIN_PATH_ENV)]
     pub pin_path: PathBuf,
-    /// Minimum time between syncs; changes within it are coalesced.
+    /// Minimum time between syncs, in milliseconds; changes within it are coalesced.
     #[arg(long, value_parser = humantime_ms, default_value = "20")]
+    #[serde(with = "file::millis")]
     pub min_sync_interval_ms: Duration,
-    /// Period of the full reconcile that repairs drift in the maps.
+    /// Period of the full reconcile that repairs drift in the maps, in milliseconds.
     #[arg(long, value_parser = humantime_ms, default_value = "60000")]
+    #[serde(with = "file::millis")]
     pub resync_interval_ms: Duration,
     /// Where to serve Prometheus metrics (`/metrics`): IP:port, or empty for off.
     #[arg(long, value_name = "ADDR", default_value = config::DEFAULT_METRICS_BIND_ADDRESS,
           value_parser = |s: &str| BindAddress::parse(s, config::DEFAULT_METRICS_PORT))]
+    #[serde(
+        serialize_with = "file::bind_address::serialize",
+        deserialize_with = "file::bind_address::deserialize::<_, { config::DEFAULT_METRICS_PORT }>"
+    )]
     pub metrics_bind_address: BindAddress,
     /// Where to serve `/healthz` and `/livez`: IP:port, or empty for off.
     #[arg(long, value_name = "ADDR", default_value = config::DEFAULT_HEALTHZ_BIND_ADDRESS,
           value_parser = |s: &str| BindAddress::parse(s, config::DEFAULT_HEALTHZ_PORT))]
+    #[serde(
+        serialize_with = "file::bind_address::serialize",
+        deserialize_with = "file::bind_address::deserialize::<_, { config::DEFAULT_HEALTHZ_PORT }>"
+    )]
     pub healthz_bind_address: BindAddress,
     /// How long a change may wait to be programmed before the health checks
     /// answer 503 (e.g. 60s, 2m).
     #[arg(long, value_name = "DURATION", default_value = config::DEFAULT_HEALTHZ_TIMEOUT,
           value_parser = admin::parse_duration)]
+    #[serde(with = "file::duration")]
     pub healthz_timeout: Duration,
+    /// Log format: `text` or `json`. The flag is `proxy --log-format`, shared by
+    /// every subcommand (see [`super::Cli`]); [`resolve`] fills this in.
+    #[arg(skip = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// What `proxy config print-defaults` says about `logFormat`, the one file
+/// field whose flag is global (`proxy --log-format`), not `run`'s.
+pub const LOG_FORMAT_HELP: &str =
+    "Log format: text, or json (JSON lines) (flag: --log-format, env PROXY_LOG_FORMAT)";
+
+impl Default for RunArgs {
+    /// clap's defaults, without the environment (`NODE_NAME`, `PROXY_PIN_PATH`).
+    fn default() -> Self {
+        let command =
+            RunArgs::augment_args(clap::Command::new("run")).mut_args(|arg| arg.env(None::<&str>));
+        command
+            .try_get_matches_from(["run"])
+            .and_then(|matches| RunArgs::from_arg_matches(&matches))
+            .unwrap_or_else(|e| panic!("the defaults of `proxy run` do not parse: {e}"))
+    }
+}
+
+/// The settings `proxy run` runs with: `--config`'s file, if any, with every
+/// flag given on the command line or through its environment variable over
+/// it. `flags` are the parsed flags (clap's defaults where none was given),
+/// `log_format` the global `--log-format`, and `matches` the `run`
+/// subcommand's, which say where each value came from.
+pub fn resolve(
+    mut flags: RunArgs,
+    log_format: LogFormat,
+    matches: &ArgMatches,
+) -> Result<RunArgs, file::ConfigFileError> {
+    flags.log_format = log_format;
+    let Some(path) = flags.config.clone() else {
+        return Ok(flags);
+    };
+    let from_file: RunArgs = file::load(&path)?;
+    let given: Vec<String> = matches
+        .ids()
+        .filter(|id| {
+            matches!(
+                matches.value_source(id.as_str()),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            )
+        })
+        .map(|id| file::field_name(id.as_str()))
+        .collect();
+    let mut settings = file::layer(&from_file, &flags, &given)?;
+    settings.config = Some(path);
+    Ok(settings)
+}
+
+fn proxy_name(s: &str) -> Result<String, selection::InvalidProxyName> {
+    selection::validate_proxy_name(s).map(|()| s.to_owned())
+}
+
+fn de_proxy_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    file::optional_from_str_with(d, "a label value", proxy_name)
 }
 
 fn humantime_ms(s: &str) -> Result<Duration, String> {
@@ -101,6 +188,9 @@ impl RunArgs {
         }
         if let Some(name) = &self.service_proxy_name {
             selection::validate_proxy_name(name)?;
+        }
+        if let Some(path) = &self.config {
+            tracing::info!(config = %path.display(), "settings read from the configuration file and the flags");
         }
         let node_name = kube_source::node_name(self.node_name.as_deref())?;
         let kube_client = match &cluster {
