@@ -180,6 +180,13 @@ impl RunArgs {
 
     async fn run(self) -> anyhow::Result<()> {
         let cluster = kube_source::Cluster::detect(self.kubeconfig.as_deref());
+        if self.manifests.is_none() && cluster.is_none() && kube_source::in_pod_but_unset() {
+            anyhow::bail!(
+                "KUBERNETES_SERVICE_HOST or KUBERNETES_SERVICE_PORT is set but empty: set them to \
+                 the API server's address as the nodes reach it, not the `kubernetes` Service's \
+                 ClusterIP, which this proxy is what serves (deploy/kube-apiserver.yaml)"
+            );
+        }
         if self.manifests.is_none() && cluster.is_none() {
             anyhow::bail!(
                 "no source of Services: pass --manifests DIR and/or --kubeconfig PATH \
