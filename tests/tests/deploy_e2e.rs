@@ -491,10 +491,16 @@ fn the_daemonsets_container_deploys_verifies_upgrades_and_is_removed() {
         "{:?}",
         pins_left(&c.pin_path)
     );
-    let result = Kind::Tcp.request(vip, PROBE);
+    // The kernel releases an unpinned link (detaching its hook) from a work
+    // queue, a moment after the unpin.
+    let mut last = None;
+    let gone = wait_until(PROPAGATION, || {
+        last = Some(Kind::Tcp.request(vip, PROBE));
+        last.as_ref().is_some_and(Result::is_err)
+    });
     assert!(
-        result.is_err(),
-        "{vip} is still translated after cleanup: {result:?}"
+        gone,
+        "{vip} is still translated {PROPAGATION:?} after cleanup: {last:?}"
     );
 }
 
