@@ -12,9 +12,9 @@
 //! Not checked, because only a container engine could: the base images
 //! themselves (that `rust:1-bookworm` has rustup, apt and a C toolchain, as
 //! this Debian 12 machine does; that distroless `cc-debian12` has glibc 2.36).
-//! The stage's `target/` is a link to the repository's, so the dependencies
-//! already built are reused (the workspace's crates are rebuilt: their paths
-//! differ).
+//! The stage's `target/` is a link to `target/dockerfile-stage/`, kept
+//! between runs, so a second run rebuilds only what changed; the first is a
+//! full release build (about five minutes on two cores).
 
 use std::{
     fs,
@@ -158,8 +158,10 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
                     .join("stage")
                     .join(i.args.trim_start_matches('/'));
                 fs::create_dir_all(&dir)?;
-                // Share the repository's build output (see the module docs).
-                let target = root.join("target");
+                // A build directory of its own, kept between runs (see the
+                // module docs); not `target/` itself, where the stage's xtask
+                // and proxy binaries would replace the repository's.
+                let target = root.join("target").join("dockerfile-stage");
                 fs::create_dir_all(&target)?;
                 symlink(&target, dir.join("target")).context("linking target/")?;
                 stage_dir = Some(dir);
