@@ -49,3 +49,25 @@ pub const DEFAULT_HEALTHZ_TIMEOUT: &str = "60s";
 /// The LRU maps have no userspace mirror; counting their entries walks every
 /// key, so a scrape does it at most this often.
 pub const MAP_COUNT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The userspace path: how long a connection to a backend that left the
+/// Service may go on before it is closed.
+pub const DEFAULT_BACKEND_GRACE: Duration = Duration::from_secs(30);
+pub const DEFAULT_BACKEND_GRACE_TEXT: &str = "30s";
+
+/// The userspace path: a UDP session idle this long ends.
+pub const DEFAULT_UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_UDP_IDLE_TIMEOUT_TEXT: &str = "30s";
+
+/// The userspace path: one timeout per backend tried by a new connection, in
+/// order (kube-proxy's old userspace proxier used the same escalation).
+pub const CONNECT_TIMEOUTS: [Duration; 3] = [
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+];
+
+/// The routing protocol number (`proto` in `ip route`) on the `local` routes
+/// that make VIPs local in userspace mode. Unassigned in iproute2's
+/// `rt_protos`; it is how a restarted proxy recognises its own routes.
+pub const ROUTE_PROTOCOL: u8 = 158;

@@ -1,14 +1,17 @@
 //! The service proxy as a library: the binary (`main.rs`) is a thin CLI over it.
 //!
-//! Data flows sources → [`model`] (pure) → [`plan`] (pure) → [`dataplane`] (aya).
+//! Data flows sources → [`model`] (pure) → [`plan`] (pure) → [`dataplane`] (aya),
+//! or → [`userspace`] (tokio proxies), both behind the [`datapath`] seam.
 //! See ARCHITECTURE.md.
 
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod datapath;
 pub mod dataplane;
 pub mod inspect;
 pub mod model;
 pub mod plan;
 pub mod source;
 pub mod sync;
+pub mod userspace;

@@ -1,17 +1,19 @@
-//! The sync loop: one task that turns Index changes into map writes, and
-//! keeps the socket hooks attached.
+//! The sync loop: one task that turns Index changes into datapath changes.
 //!
 //! Sources bump a `tokio::sync::watch` after changing the Index; `watch` keeps
 //! only the latest value, so a burst of changes becomes one sync. Each sync
-//! computes desired state (pure), plans against the writer's mirror (pure) and
-//! writes only the difference. Failed steps are retried with exponential
-//! backoff; a periodic reconcile re-reads the maps and checks the hooks, to
-//! repair drift.
+//! brings the desired state up to date (pure) and hands it to the
+//! [`Datapath`] (the eBPF maps, or the userspace proxies) with the frontends
+//! that may have changed. Failed steps are retried with exponential backoff; a
+//! periodic reconcile re-reads the kernel's state (the maps and the socket
+//! hooks, or the VIP routes and listeners) to repair drift.
 //!
-//! The hooks are attached (or taken over from the previous daemon) only once
-//! the maps hold the first complete state, so new programs never run against
-//! maps that are still being filled: on an upgrade that changed the layout,
-//! the maps are new and start empty (see `dataplane::loader`).
+//! In eBPF mode the hooks are attached (or taken over from the previous
+//! daemon) only once the maps hold the first complete state, so new programs
+//! never run against maps that are still being filled: on an upgrade that
+//! changed the layout, the maps are new and start empty (see
+//! `dataplane::loader`). The eBPF datapath does that ([`HookKeeper`]); the loop
+//! only sees that a sync is not complete until the hooks are attached.
 
 use std::{
     sync::{Arc, Mutex},
@@ -20,14 +22,12 @@ use std::{
 
 use tokio::sync::watch;
 
+pub use crate::datapath::HookKeeper;
+
 use crate::{
-    admin::{DriftKind, NoLocalEndpoints, Telemetry},
+    admin::{NoLocalEndpoints, Telemetry},
     config,
-    dataplane::{
-        DataplaneMaps, Writer,
-        loader::{HookAction, HookReport, LoadError, SocketHooks},
-        writer::ApplyReport,
-    },
+    datapath::{Datapath, DatapathReport, Scope},
     model::{
         Index,
         incremental::{DesiredCache, Touched},
@@ -50,28 +50,13 @@ impl Default for SyncSettings {
     }
 }
 
-/// The socket hooks as the sync loop sees them: [`SocketHooks`] in the
-/// daemon, a fake in tests.
-pub trait HookKeeper: Send {
-    /// Attaches every hook that is not attached as it should be (see
-    /// [`SocketHooks::ensure`]).
-    fn ensure(&mut self) -> Result<HookReport, LoadError>;
-}
-
-impl HookKeeper for SocketHooks {
-    fn ensure(&mut self) -> Result<HookReport, LoadError> {
-        SocketHooks::ensure(self)
-    }
-}
-
 /// Runs until `shutdown` flips to true. `changes` is bumped by sources after
 /// they update the Index; nothing is programmed before its first bump, which
 /// sources send once their initial list is complete. `telemetry` hears of
 /// every bump (queued) and every sync (updated, when complete): health and metrics.
-pub async fn run<M: DataplaneMaps, H: HookKeeper>(
+pub async fn run<D: Datapath>(
     index: Arc<Mutex<Index>>,
-    mut writer: Writer<M>,
-    mut hooks: H,
+    mut datapath: D,
     mut changes: watch::Receiver<u64>,
     mut shutdown: watch::Receiver<bool>,
     settings: SyncSettings,
@@ -88,13 +73,11 @@ pub async fn run<M: DataplaneMaps, H: HookKeeper>(
         r = changes.changed() => if r.is_err() { return },
         _ = shutdown.changed() => return,
     }
-    let first_sync = Instant::now();
     let mut backoff = config::RETRY_BACKOFF_START;
     let mut resync = tokio::time::interval(settings.resync_interval);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     resync.reset();
     let mut reconcile = false;
-    let mut hooks_attached = false;
     let mut cache = DesiredCache::new();
     // After an incomplete sync, the next one plans everything again: the
     // frontends that failed are no longer in any dirty set.
@@ -110,36 +93,12 @@ pub async fn run<M: DataplaneMaps, H: HookKeeper>(
         } else {
             SyncMode::Incremental
         };
-        let report = tokio::task::block_in_place(|| {
-            sync_once(&index, &mut cache, &mut writer, mode, &telemetry)
-        });
-        // Hooks: attached once the maps hold a complete state (or, should
-        // syncs keep failing, after a grace period), then checked at every
-        // reconcile.
-        let hooks_due = if hooks_attached {
-            mode == SyncMode::Reconcile
-        } else {
-            report.is_complete() || first_sync.elapsed() >= config::ATTACH_GRACE
-        };
-        let hooks_ok = if hooks_due {
-            let ensured = tokio::task::block_in_place(|| hooks.ensure());
-            let ok = note_hooks(ensured, !hooks_attached, &telemetry);
-            hooks_attached |= ok;
-            ok
-        } else {
-            if !hooks_attached {
-                tracing::warn!(
-                    "the first sync is incomplete; the hooks are attached once the maps hold \
-                     everything (the previous daemon's hooks, if any, keep serving meanwhile)"
-                );
-            }
-            hooks_attached
-        };
-        let complete = report.is_complete() && hooks_ok;
-        telemetry.sync_finished(timer, complete);
+        let report = sync_once(&index, &mut cache, &mut datapath, mode, &telemetry).await;
+        telemetry.sync_finished(timer, report.is_complete());
         reconcile = false;
-        plan_everything = !report.is_complete();
-        let retry_at = if complete {
+        // Hooks still to attach do not need the writes planned again.
+        plan_everything = !report.writes_complete();
+        let retry_at = if report.is_complete() {
             backoff = config::RETRY_BACKOFF_START;
             None
         } else {
@@ -170,52 +129,6 @@ pub async fn run<M: DataplaneMaps, H: HookKeeper>(
     }
 }
 
-/// Logs and counts what [`HookKeeper::ensure`] did; true when every hook is
-/// attached. `first`: the call that attaches or takes over after a start.
-fn note_hooks(ensured: Result<HookReport, LoadError>, first: bool, telemetry: &Telemetry) -> bool {
-    let report = match ensured {
-        Ok(report) => report,
-        Err(error) => {
-            tracing::error!(error = %error, "cannot attach the socket hooks; will retry");
-            return false;
-        }
-    };
-    let (mut took_over, mut attached) = (0, 0);
-    for hook in &report.hooks {
-        match hook.action {
-            HookAction::Kept => {}
-            HookAction::TookOver { from_version } => {
-                took_over += 1;
-                tracing::debug!(program = hook.program, from_version, "hook taken over");
-            }
-            HookAction::Attached => {
-                attached += 1;
-                tracing::debug!(program = hook.program, "hook attached");
-            }
-            HookAction::Repaired(drift) => tracing::warn!(
-                program = hook.program,
-                found = drift.as_str(),
-                "socket hook was not attached as it should be; re-attached (drift repaired)"
-            ),
-        }
-    }
-    let repaired = report.repaired().count();
-    if repaired > 0 {
-        telemetry.drift_repairs(DriftKind::Link, repaired);
-    }
-    if first {
-        tracing::info!(
-            hooks = report.hooks.len(),
-            took_over,
-            attached,
-            repaired,
-            migrated_from = ?report.migrated_from,
-            "hooks attached: the dataplane runs this daemon's programs"
-        );
-    }
-    true
-}
-
 /// How much a sync plans.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SyncMode {
@@ -228,29 +141,28 @@ enum SyncMode {
 }
 
 /// One pass: bring the desired state up to date from the Index (only the
-/// Services that changed), then plan and write.
-fn sync_once<M: DataplaneMaps>(
+/// Services that changed), then hand it to the datapath.
+async fn sync_once<D: Datapath>(
     index: &Mutex<Index>,
     cache: &mut DesiredCache,
-    writer: &mut Writer<M>,
+    datapath: &mut D,
     mode: SyncMode,
     telemetry: &Telemetry,
-) -> ApplyReport {
+) -> DatapathReport {
     let started = Instant::now();
-    let touched = {
+    let touched = tokio::task::block_in_place(|| {
         let mut index = index
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         telemetry.index_changes(index.service_changes(), index.endpoint_changes());
         cache.update(&mut index)
-    };
+    });
     let (_, no_local) = cache.no_local_endpoints();
     // Only ClusterIPs are programmed so far: internal traffic policy only.
     telemetry.no_local_endpoints(NoLocalEndpoints {
         internal: no_local.internal,
         external: 0,
     });
-    let desired = cache.state();
     let conflicts = match &touched {
         Touched::All => cache.conflicts(),
         Touched::Some(touched) => cache.conflicts_in(touched),
@@ -259,39 +171,21 @@ fn sync_once<M: DataplaneMaps>(
         tracing::warn!(frontend = %conflict.frontend, "{conflict}");
     }
     let computed = started.elapsed();
-    let report = match (mode, &touched) {
-        (SyncMode::Reconcile, _) => match writer.reconcile(desired) {
-            Ok((drift, report)) => {
-                telemetry.drift_repairs(DriftKind::MapEntry, drift);
-                if drift > 0 {
-                    tracing::warn!(
-                        entries = drift,
-                        "reconcile found map entries that differed from what we wrote; repaired"
-                    );
-                }
-                report
-            }
-            Err(error) => {
-                tracing::error!(error = %error, "reconcile could not read the maps");
-                writer.sync(desired)
-            }
-        },
-        (SyncMode::Incremental, Touched::Some(touched)) => writer.sync_frontends(desired, touched),
-        _ => writer.sync(desired),
+    let scope = match (mode, &touched) {
+        (SyncMode::Reconcile, _) => Scope::Reconcile,
+        (SyncMode::Incremental, Touched::Some(touched)) => Scope::Touched(touched),
+        _ => Scope::All,
     };
-    telemetry.map_entries(writer.applied());
-    for failure in &report.failures {
-        tracing::error!(subject = ?failure.subject, error = %failure.error, "map write failed; skipped this piece");
-    }
-    end_udp_flows_to(&report.udp_backends_gone);
+    let desired = cache.state();
+    let report = datapath.apply(desired, scope).await;
     if matches!(touched, Touched::All) || report.ops > TRIM_AFTER_OPS {
         release_freed_memory();
     }
     tracing::info!(
-        mode = ?mode,
+        mode = scope.name(),
         frontends = desired.frontends.len(),
         ops = report.ops,
-        failures = report.failures.len(),
+        failures = report.failures,
         unplanned = report.unplanned,
         compute_us = computed.as_micros() as u64,
         plan_us = report.plan_time.as_micros() as u64,
@@ -316,29 +210,6 @@ fn release_freed_memory() {
     }
 }
 
-/// Connected UDP sockets keep the backend they were given at `connect()`; when
-/// that backend leaves, end them so the application reconnects (and is
-/// balanced, or refused, afresh).
-fn end_udp_flows_to(gone: &[crate::model::Backend]) {
-    if gone.is_empty() {
-        return;
-    }
-    let peers: Vec<std::net::SocketAddr> = gone
-        .iter()
-        .map(|b| std::net::SocketAddr::new(b.addr, b.port))
-        .collect();
-    match crate::dataplane::sockets::destroy_udp_sockets_to(&peers) {
-        Ok(destroyed) => tracing::info!(
-            backends = peers.len(),
-            destroyed,
-            "ended UDP sockets aimed at removed backends"
-        ),
-        Err(error) => {
-            tracing::warn!(error = %error, "could not end UDP sockets aimed at removed backends")
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![expect(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
@@ -346,9 +217,11 @@ mod tests {
     use super::*;
     use crate::{
         admin::Mode,
+        datapath::EbpfDatapath,
         dataplane::{
+            Writer,
             fake::FakeMaps,
-            loader::{AttachedHook, Drift},
+            loader::{AttachedHook, Drift, HookAction, HookReport, LoadError},
         },
         model::NodeInfo,
     };
@@ -411,10 +284,10 @@ mod tests {
             min_interval: Duration::from_millis(1),
             resync_interval: Duration::from_millis(300),
         };
+        let datapath = EbpfDatapath::new(writer, telemetry.clone(), None).with_hooks(hooks);
         let task = tokio::spawn(run(
             index,
-            writer,
-            hooks,
+            datapath,
             changes_rx,
             shutdown_rx,
             settings,

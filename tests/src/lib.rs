@@ -9,6 +9,8 @@
 //!   …) parse that into a [`Reply`].
 //! - [`ProxyProcess`] runs the `proxy` binary inside the sandbox, optionally
 //!   confined as a container runtime would ([`Confinement`]).
+//! - [`Mode`] and [`both_modes!`] run one scenario against each dataplane mode
+//!   (eBPF socket hooks, userspace proxies).
 //! - [`manifest`] writes realistic Kubernetes YAML, atomically.
 //! - [`FakeApiServer`] serves those objects over the Kubernetes list/watch
 //!   protocol, for the Kubernetes source's tests.
@@ -35,6 +37,7 @@ pub mod container;
 mod error;
 pub mod fake_apiserver;
 pub mod manifest;
+mod mode;
 mod proxy;
 mod sandbox;
 
@@ -51,6 +54,7 @@ pub use client::{
 pub use container::Confinement;
 pub use error::Error;
 pub use fake_apiserver::FakeApiServer;
+pub use mode::Mode;
 pub use proxy::ProxyProcess;
 pub use sandbox::{
     SERVICE_CIDR_V4, SERVICE_CIDR_V6, Sandbox, SweepLock, cgroup2_root, lock_sweep, sweep,

@@ -62,7 +62,27 @@ impl ProxyProcess {
         source: &[&OsStr],
         extra: &[&str],
     ) -> Result<Self, Error> {
-        let mut cmd = Command::new(proxy_bin);
+        Self::start_wrapped(&[], proxy_bin, sandbox, source, extra)
+    }
+
+    /// Like [`ProxyProcess::start_with_source`], run through `wrapper` (a
+    /// command and its arguments that execs the rest, such as
+    /// `setpriv --bounding-set -bpf --`). Empty: no wrapper.
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        proxy_bin: &Path,
+        sandbox: &Sandbox,
+        source: &[&OsStr],
+        extra: &[&str],
+    ) -> Result<Self, Error> {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(proxy_bin);
+                cmd
+            }
+            None => Command::new(proxy_bin),
+        };
         cmd.arg("run")
             .args(source)
             .arg("--cgroup")
@@ -126,9 +146,13 @@ impl ProxyProcess {
                 Ok(())
             });
         }
-        let program = cmd.get_program().to_string_lossy().into_owned();
+        let command = std::iter::once(cmd.get_program())
+            .chain(cmd.get_args().take_while(|arg| *arg != "run"))
+            .map(|part| part.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
         let child = cmd.spawn().map_err(|e| Error::Spawn {
-            command: format!("{program} run …"),
+            command: format!("{command} …"),
             source: e,
         })?;
         Ok(ProxyProcess {

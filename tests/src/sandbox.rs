@@ -183,8 +183,8 @@ impl Sandbox {
         Ok(())
     }
 
-    /// `ip -n <netns> <args>`, with `args` split on whitespace.
-    fn ip(&self, args: &str) -> Result<String, Error> {
+    /// `ip -n <netns> <args>`, with `args` split on whitespace; its stdout.
+    pub fn ip(&self, args: &str) -> Result<String, Error> {
         let mut argv = vec!["-n", self.netns.as_str()];
         argv.extend(args.split_whitespace());
         cmd::ip(&argv)
@@ -271,6 +271,47 @@ impl Sandbox {
             IpAddr::V6(a) => self.ip(&format!("-6 addr add {a}/128 dev lo nodad")),
         }
         .map(drop)
+    }
+
+    /// The destinations of the `local` routes in table `local` that carry
+    /// routing protocol `proto` (the userspace mode marks its VIP routes so),
+    /// both families, sorted.
+    pub fn local_routes(&self, proto: u8) -> Result<Vec<IpAddr>, Error> {
+        let mut out = Vec::new();
+        for family in ["-4", "-6"] {
+            let text = self.ip(&format!("{family} route show table local proto {proto}"))?;
+            for line in text.lines() {
+                // `local 10.96.0.10 dev lo scope host`
+                let mut words = line.split_whitespace();
+                if words.next() == Some("local")
+                    && let Some(ip) = words.next().and_then(|w| w.parse().ok())
+                {
+                    out.push(ip);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Every TCP and UDP socket bound to a local address and port in the
+    /// namespace that is listening (TCP) or unconnected (UDP), from `ss`.
+    pub fn listening(&self) -> Result<Vec<std::net::SocketAddr>, Error> {
+        let text = cmd::run("ss", &["-N", &self.netns, "-H", "-l", "-n", "-t", "-u"])?;
+        Ok(text
+            .lines()
+            .filter_map(|line| {
+                // `tcp LISTEN 0 4096 10.96.0.10:80 0.0.0.0:*`
+                let local = line.split_whitespace().nth(4)?;
+                let (ip, port) = local.rsplit_once(':')?;
+                let ip = ip.trim_start_matches('[').trim_end_matches(']');
+                let ip = ip.split('%').next()?;
+                Some(std::net::SocketAddr::new(
+                    ip.parse().ok()?,
+                    port.parse().ok()?,
+                ))
+            })
+            .collect())
     }
 
     /// The namespace's name (`pxt-<pid>-<n>`), for `ip -n`.

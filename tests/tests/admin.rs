@@ -7,69 +7,34 @@
 
 mod common;
 
-use std::{
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
-    time::Duration,
-};
-
 use common::*;
-use proxy_tests::{ProxyProcess, proxy_bin, tcp_request_timeout};
+use proxy_tests::tcp_request_timeout;
 
 const METRICS_ADDR: &str = "127.0.0.1:19249";
 const HEALTHZ_ADDR: &str = "127.0.0.1:19256";
 
-/// A bound on each HTTP exchange with the proxy.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// `web` with all endpoints, the proxy started with both admin servers on
-/// loopback, and the dataplane verified to work.
-fn fixture() -> Fixture {
-    let mut f = Fixture::new();
+/// `web` with all endpoints, the proxy started in `mode` with both admin
+/// servers on loopback, and the dataplane verified to work.
+fn fixture_in(mode: Mode) -> Fixture {
+    let mut f = Fixture::new(mode);
     f.write_web(&BACKENDS_V4, &BACKENDS_V6);
-    let dir = f.sandbox.manifests_dir();
-    f.proxy = Some(
-        ProxyProcess::start_with_args(
-            &proxy_bin(),
-            &f.sandbox,
-            &dir,
-            &[
-                "--metrics-bind-address",
-                METRICS_ADDR,
-                "--healthz-bind-address",
-                HEALTHZ_ADDR,
-            ],
-        )
-        .unwrap_or_else(|e| panic!("starting the proxy: {e}")),
-    );
+    f.start_proxy_with(&[
+        "--metrics-bind-address",
+        METRICS_ADDR,
+        "--healthz-bind-address",
+        HEALTHZ_ADDR,
+    ]);
     f.wait_ready();
     f
 }
 
-/// A plain HTTP/1.1 GET; returns the status code and the body.
+/// The map and datapath metrics exist only with the socket hooks.
+fn fixture() -> Fixture {
+    fixture_in(Mode::Ebpf)
+}
+
 fn get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let addr: SocketAddr = addr
-        .parse()
-        .unwrap_or_else(|e| panic!("{addr:?} is not a socket address: {e}"));
-    let mut stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
-    stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
-    stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| {
-        std::io::Error::other(format!("no end of headers in the response: {text:?}"))
-    })?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("no status code in {head:?}")))?;
-    Ok((code, body.to_owned()))
+    http_get(addr, path)
 }
 
 fn scrape() -> String {
@@ -159,6 +124,9 @@ fn metrics_carry_kube_proxy_names_and_map_entries_after_a_sync() {
             assert!(capacity >= want, "capacity of {map} is {capacity}");
         }
     }
+    // One name per rev-NAT entry, both families.
+    assert_eq!(value(&m, r#"proxy_map_entries{map="SVC_NAMES"}"#), 4.0);
+    assert!(value(&m, r#"proxy_map_capacity{map="SVC_NAMES"}"#) >= 4.0);
     for lru in ["SOCK_RNAT_V4", "SOCK_RNAT_V6"] {
         assert!(
             sample(&m, &format!(r#"proxy_map_entries{{map="{lru}"}}"#)).is_some(),
@@ -189,33 +157,45 @@ fn a_connection_through_a_vip_counts_as_translated() {
     );
 }
 
-#[test]
-fn health_is_ok_after_a_sync_with_kube_proxys_body() {
-    let _f = fixture();
-    for path in ["/healthz", "/livez"] {
-        let (code, body) = get(HEALTHZ_ADDR, path)
-            .unwrap_or_else(|e| panic!("GET http://{HEALTHZ_ADDR}{path} failed: {e}"));
-        assert_eq!(code, 200, "{path} answered {code}: {body}");
-        for field in [
-            r#""lastUpdated":""#,
-            r#""currentTime":""#,
-            r#""healthy":true"#,
-            r#""mode":"ebpf""#,
-        ] {
-            assert!(
-                body.contains(field),
-                "expected {field} in {path}'s body: {body}"
+both_modes! {
+    /// Health, `/proxyMode` and the `proxy_mode` metric all report the mode in force.
+    fn health_is_ok_after_a_sync_with_kube_proxys_body_and_the_mode(mode) {
+        let _f = fixture_in(mode);
+        for path in ["/healthz", "/livez"] {
+            let (code, body) = get(HEALTHZ_ADDR, path)
+                .unwrap_or_else(|e| panic!("GET http://{HEALTHZ_ADDR}{path} failed: {e}"));
+            assert_eq!(code, 200, "{path} answered {code}: {body}");
+            let mode_field = format!(r#""mode":"{mode}""#);
+            for field in [
+                r#""lastUpdated":""#,
+                r#""currentTime":""#,
+                r#""healthy":true"#,
+                mode_field.as_str(),
+            ] {
+                assert!(
+                    body.contains(field),
+                    "expected {field} in {path}'s body: {body}"
+                );
+            }
+            assert_eq!(
+                body.contains(r#""nodeEligible":true"#),
+                path == "/healthz",
+                "nodeEligible is in /healthz's body only: {path} said {body}"
             );
         }
+        let m = scrape();
+        assert!(value(&m, r#"kubeproxy_proxy_healthz_total{code="200"}"#) >= 1.0);
+        assert!(value(&m, r#"kubeproxy_proxy_livez_total{code="200"}"#) >= 1.0);
+        for other in Mode::ALL {
+            let series = format!(r#"proxy_mode{{mode="{other}"}}"#);
+            assert_eq!(value(&m, &series), f64::from(u8::from(other == mode)), "{series}");
+        }
         assert_eq!(
-            body.contains(r#""nodeEligible":true"#),
-            path == "/healthz",
-            "nodeEligible is in /healthz's body only: {path} said {body}"
+            get(METRICS_ADDR, "/proxyMode").expect("GET /proxyMode"),
+            (200, mode.to_string())
         );
+        assert_eq!(value(&m, "proxy_sync_failures_total"), 0.0);
     }
-    let m = scrape();
-    assert!(value(&m, r#"kubeproxy_proxy_healthz_total{code="200"}"#) >= 1.0);
-    assert!(value(&m, r#"kubeproxy_proxy_livez_total{code="200"}"#) >= 1.0);
 }
 
 #[test]

@@ -81,7 +81,7 @@ fn assert_web_works() {
 
 #[test]
 fn bad_manifests_at_startup_are_reported_and_skipped() {
-    let mut f = Fixture::new();
+    let mut f = Fixture::new(Mode::Ebpf);
     f.write_web(&BACKENDS_V4, &BACKENDS_V6);
     write_bad_files(&f);
     f.start_proxy();
@@ -93,7 +93,7 @@ fn bad_manifests_at_startup_are_reported_and_skipped() {
 
 #[test]
 fn bad_manifests_while_running_do_not_stop_updates() {
-    let mut f = Fixture::with_web();
+    let mut f = Fixture::with_web(Mode::Ebpf);
     write_bad_files(&f);
     assert_reasons(&f);
     assert_web_works();

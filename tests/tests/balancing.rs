@@ -25,110 +25,107 @@ fn expected(vip: SocketAddr, port: u16) -> Vec<String> {
     }
 }
 
-#[test]
-fn tcp_connections_spread_over_all_endpoints() {
-    let _f = Fixture::with_web();
-    for vip in vips(TCP_PORT) {
-        let seen = tally(Kind::Tcp, vip, TRIES);
-        assert_backends(
-            &format!("{TRIES} TCP connections to {vip}"),
-            &seen,
-            &expected(vip, TCP_TARGET),
-        );
-    }
-}
-
-#[test]
-fn udp_sockets_spread_over_all_endpoints() {
-    let _f = Fixture::with_web();
-    for vip in vips(UDP_PORT) {
-        for kind in [Kind::UdpUnconnected, Kind::UdpConnected] {
-            let seen = tally(kind, vip, TRIES);
+both_modes! {
+    fn tcp_connections_spread_over_all_endpoints(mode) {
+        let _f = Fixture::with_web(mode);
+        for vip in vips(TCP_PORT) {
+            let seen = tally(Kind::Tcp, vip, TRIES);
             assert_backends(
-                &format!("{TRIES} {kind:?} sockets to {vip}"),
+                &format!("{TRIES} TCP connections to {vip}"),
                 &seen,
-                &expected(vip, UDP_TARGET),
+                &expected(vip, TCP_TARGET),
             );
         }
     }
-}
 
-#[test]
-fn a_udp_socket_keeps_its_backend() {
-    let _f = Fixture::with_web();
-    for vip in vips(UDP_PORT) {
-        let socket = std::net::UdpSocket::bind(if vip.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })
-            .expect("binding a UDP client");
-        socket
-            .set_read_timeout(Some(REQUEST))
-            .expect("setting a read timeout");
-        let mut seen = std::collections::BTreeMap::new();
-        let mut buf = [0u8; 256];
-        for i in 0..20 {
+    fn udp_sockets_spread_over_all_endpoints(mode) {
+        let _f = Fixture::with_web(mode);
+        for vip in vips(UDP_PORT) {
+            for kind in [Kind::UdpUnconnected, Kind::UdpConnected] {
+                let seen = tally(kind, vip, TRIES);
+                assert_backends(
+                    &format!("{TRIES} {kind:?} sockets to {vip}"),
+                    &seen,
+                    &expected(vip, UDP_TARGET),
+                );
+            }
+        }
+    }
+
+    fn a_udp_socket_keeps_its_backend(mode) {
+        let _f = Fixture::with_web(mode);
+        for vip in vips(UDP_PORT) {
+            let socket = std::net::UdpSocket::bind(if vip.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })
+                .expect("binding a UDP client");
             socket
-                .send_to(b"hello\n", vip)
-                .unwrap_or_else(|e| panic!("datagram {i} to {vip}: {e}"));
-            let (n, _) = socket
-                .recv_from(&mut buf)
-                .unwrap_or_else(|e| panic!("reply {i} from {vip}: {e}"));
-            let reply: proxy_tests::Reply = std::str::from_utf8(&buf[..n])
-                .expect("a UTF-8 reply")
-                .parse()
-                .expect("a backend reply");
-            *seen.entry(reply.backend).or_insert(0) += 1;
+                .set_read_timeout(Some(REQUEST))
+                .expect("setting a read timeout");
+            let mut seen = std::collections::BTreeMap::new();
+            let mut buf = [0u8; 256];
+            for i in 0..20 {
+                socket
+                    .send_to(b"hello\n", vip)
+                    .unwrap_or_else(|e| panic!("datagram {i} to {vip}: {e}"));
+                let (n, _) = socket
+                    .recv_from(&mut buf)
+                    .unwrap_or_else(|e| panic!("reply {i} from {vip}: {e}"));
+                let reply: proxy_tests::Reply = std::str::from_utf8(&buf[..n])
+                    .expect("a UTF-8 reply")
+                    .parse()
+                    .expect("a backend reply");
+                *seen.entry(reply.backend).or_insert(0) += 1;
+            }
+            assert_eq!(
+                seen.len(),
+                1,
+                "expected one unconnected UDP socket to stick to one backend of {vip} \
+                 (selection is per socket), saw {seen:?}"
+            );
         }
-        assert_eq!(
-            seen.len(),
-            1,
-            "expected one unconnected UDP socket to stick to one backend of {vip} \
-             (selection is per socket), saw {seen:?}"
-        );
     }
-}
 
-#[test]
-fn getpeername_returns_the_vip() {
-    let _f = Fixture::with_web();
-    for vip in vips(TCP_PORT) {
-        for i in 0..10 {
-            let peer = tcp_peer_name(vip)
-                .unwrap_or_else(|e| panic!("TCP connect {i} to {vip} failed: {e}"));
-            assert_eq!(
-                peer, vip,
-                "getpeername() of a TCP socket connected to {vip}"
-            );
+    fn getpeername_returns_the_vip(mode) {
+        let _f = Fixture::with_web(mode);
+        for vip in vips(TCP_PORT) {
+            for i in 0..10 {
+                let peer = tcp_peer_name(vip)
+                    .unwrap_or_else(|e| panic!("TCP connect {i} to {vip} failed: {e}"));
+                assert_eq!(
+                    peer, vip,
+                    "getpeername() of a TCP socket connected to {vip}"
+                );
+            }
+        }
+        for vip in vips(UDP_PORT) {
+            for i in 0..10 {
+                let (reply, peer) = udp_connected_request(vip)
+                    .unwrap_or_else(|e| panic!("connected UDP request {i} to {vip} failed: {e}"));
+                assert_eq!(
+                    peer, vip,
+                    "getpeername() of a UDP socket connected to {vip} (served by {})",
+                    reply.backend
+                );
+                assert!(
+                    expected(vip, UDP_TARGET).contains(&reply.backend),
+                    "connected UDP to {vip} answered by {}, not one of its endpoints",
+                    reply.backend
+                );
+            }
         }
     }
-    for vip in vips(UDP_PORT) {
-        for i in 0..10 {
-            let (reply, peer) = udp_connected_request(vip)
-                .unwrap_or_else(|e| panic!("connected UDP request {i} to {vip} failed: {e}"));
-            assert_eq!(
-                peer, vip,
-                "getpeername() of a UDP socket connected to {vip} (served by {})",
-                reply.backend
-            );
-            assert!(
-                expected(vip, UDP_TARGET).contains(&reply.backend),
-                "connected UDP to {vip} answered by {}, not one of its endpoints",
-                reply.backend
-            );
-        }
-    }
-}
 
-#[test]
-fn unconnected_udp_replies_come_from_the_vip() {
-    let _f = Fixture::with_web();
-    for vip in vips(UDP_PORT) {
-        for i in 0..10 {
-            let (reply, from) = udp_unconnected_request(vip)
-                .unwrap_or_else(|e| panic!("UDP request {i} to {vip} failed: {e}"));
-            assert_eq!(
-                from, vip,
-                "source of the reply to a datagram sent to {vip} (answered by {})",
-                reply.backend
-            );
+    fn unconnected_udp_replies_come_from_the_vip(mode) {
+        let _f = Fixture::with_web(mode);
+        for vip in vips(UDP_PORT) {
+            for i in 0..10 {
+                let (reply, from) = udp_unconnected_request(vip)
+                    .unwrap_or_else(|e| panic!("UDP request {i} to {vip} failed: {e}"));
+                assert_eq!(
+                    from, vip,
+                    "source of the reply to a datagram sent to {vip} (answered by {})",
+                    reply.backend
+                );
+            }
         }
     }
 }

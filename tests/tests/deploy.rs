@@ -301,9 +301,17 @@ fn the_daemonset_is_least_privilege_and_node_critical() {
     let caps = capabilities(&d);
     assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_owned()][..]));
     let added: BTreeSet<&str> = caps.add.iter().flatten().map(String::as_str).collect();
-    let permitted: BTreeSet<&str> = ["BPF", "NET_ADMIN", "PERFMON", "SYS_ADMIN"].into();
+    let permitted: BTreeSet<&str> = [
+        "BPF",
+        "NET_ADMIN",
+        "NET_BIND_SERVICE",
+        "PERFMON",
+        "SYS_ADMIN",
+    ]
+    .into();
     assert!(added.is_subset(&permitted), "{added:?}");
-    for needed in ["BPF", "NET_ADMIN", "PERFMON"] {
+    // NET_BIND_SERVICE: for `mode: auto`'s userspace fallback.
+    for needed in ["BPF", "NET_ADMIN", "NET_BIND_SERVICE", "PERFMON"] {
         assert!(
             added.contains(needed),
             "{needed} is needed (see the comments)"

@@ -40,7 +40,10 @@ use std::{
 
 use common::*;
 use deploy_common::Deploy;
-use proxy::{cli::run::RunArgs, config::file};
+use proxy::{
+    cli::run::{ModeArg, RunArgs},
+    config::file,
+};
 use proxy_tests::{
     Confinement, FakeApiServer, ProxyProcess,
     fake_apiserver::ApiRequest,
@@ -321,7 +324,8 @@ fn pins_left(pin_path: &Path) -> Vec<String> {
 #[test]
 fn the_daemonsets_container_deploys_verifies_upgrades_and_is_removed() {
     let d = Deploy::load();
-    let mut f = Fixture::new();
+    // The container's own settings choose the mode (below: they must give eBPF).
+    let mut f = Fixture::new(Mode::Ebpf);
     let api = FakeApiServer::start().expect("starting the fake API server in the sandbox");
     api.apply_node(&Node::new(NODE).zone("zone-a").internal_ip("192.168.96.1"));
     api.apply_yaml(&service(WEB, &[WEB_VIP4, WEB_VIP6], TCP_PORT, UDP_PORT));
@@ -336,6 +340,13 @@ fn the_daemonsets_container_deploys_verifies_upgrades_and_is_removed() {
         .expect("writing the kubeconfig");
     let c = Container::new(&d, &f);
     let settings: RunArgs = file::parse(d.config_file()).unwrap_or_else(|e| panic!("{e}"));
+    // This test is of the eBPF path: in `auto`, a fallback to userspace
+    // would serve the Services too, so the mode in force is checked below.
+    assert!(
+        matches!(settings.mode, ModeArg::Auto | ModeArg::Ebpf),
+        "the ConfigMap's mode: {:?}",
+        settings.mode
+    );
 
     // 1. As shipped, kube-apiserver.yaml's values are empty: the proxy stops
     //    before touching anything, and says what to set.
@@ -397,8 +408,31 @@ fn the_daemonsets_container_deploys_verifies_upgrades_and_is_removed() {
         .metrics_bind_address
         .addr()
         .unwrap_or_else(|| panic!("metrics are off in the ConfigMap"));
+    // eBPF, not `auto`'s fallback: the container's capabilities load the
+    // programs.
+    let (code, body) = http_get(healthz, "/healthz").unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        code == 200 && body.contains(r#""mode":"ebpf""#),
+        "/healthz: {code} {body}\n{}",
+        f.log()
+    );
+    assert_eq!(
+        http_get(metrics, "/proxyMode").unwrap_or_else(|e| panic!("{e}")),
+        (200, "ebpf".to_owned()),
+        "the mode in force (a fallback to userspace?):\n{}",
+        f.log()
+    );
+    assert!(
+        !f.log().contains("falling back"),
+        "the container fell back to userspace:\n{}",
+        f.log()
+    );
     let (code, body) = http_get(metrics, "/metrics").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(code, 200);
+    assert!(
+        body.contains("proxy_mode{mode=\"ebpf\"} 1"),
+        "no proxy_mode{{mode=\"ebpf\"}} 1 in:\n{body}"
+    );
     for family in [
         "proxy_map_capacity",
         "proxy_datapath_events_total",
@@ -431,6 +465,7 @@ fn the_daemonsets_container_deploys_verifies_upgrades_and_is_removed() {
         Some(8),
         "{status}"
     );
+    assert_eq!(status["mode"], "ebpf", "{status}");
 
     // Every request the proxy made is one its ClusterRole grants.
     let requests = api.requests();
@@ -510,34 +545,163 @@ fn tcp_request_timeout_ok(vip: SocketAddr, when: &str) {
     }
 }
 
-#[test]
-fn each_capability_the_daemonset_adds_is_needed() {
-    let d = Deploy::load();
-    let f = Fixture::new();
+/// The capabilities the eBPF path needs (`daemonset.yaml` says why).
+const EBPF_CAPABILITIES: [&str; 3] = ["BPF", "NET_ADMIN", "PERFMON"];
+/// The capabilities `auto`'s fallback, the userspace proxies, needs:
+/// NET_ADMIN for the VIPs' local routes, NET_BIND_SERVICE to listen on
+/// Service ports below 1024.
+const USERSPACE_CAPABILITIES: [&str; 2] = ["NET_ADMIN", "NET_BIND_SERVICE"];
+
+/// A fake API server with the node and `web` (TCP 80, UDP 53), and its kubeconfig.
+fn cluster_with_web(f: &Fixture) -> (FakeApiServer, PathBuf) {
     let api = FakeApiServer::start().expect("starting the fake API server in the sandbox");
     api.apply_node(&Node::new(NODE));
+    api.apply_yaml(&service(WEB, &[WEB_VIP4, WEB_VIP6], TCP_PORT, UDP_PORT));
+    for (family, addrs) in [
+        (AddressType::IPv4, &BACKENDS_V4[..]),
+        (AddressType::IPv6, &BACKENDS_V6[..]),
+    ] {
+        api.apply_yaml(&slice(WEB, &slice_name(WEB, family), family, addrs));
+    }
     let kubeconfig = api
         .write_kubeconfig(f.sandbox.dir())
         .expect("writing the kubeconfig");
+    (api, kubeconfig)
+}
+
+#[test]
+fn each_capability_the_daemonset_adds_is_needed() {
+    let d = Deploy::load();
+    let f = Fixture::new(Mode::Ebpf);
+    let (_api, kubeconfig) = cluster_with_web(&f);
     let mut c = Container::new(&d, &f);
     let all = c.confinement.capabilities.clone();
-    for dropped in &all {
-        c.confinement.capabilities = all.iter().filter(|c| *c != dropped).cloned().collect();
-        let mut p = c.start(
-            &f,
-            false,
-            &[OsStr::new("--kubeconfig"), kubeconfig.as_os_str()],
-        );
-        let status = wait_exit(&mut p, STARTUP);
-        let log = p.log();
-        assert_eq!(
-            status.and_then(|s| s.code()),
-            Some(1),
-            "without {dropped}, expected the proxy to fail at load:\n{log}"
-        );
+    for cap in &all {
         assert!(
-            log.contains("loading the dataplane"),
-            "without {dropped}:\n{log}"
+            EBPF_CAPABILITIES.contains(&cap.as_str())
+                || USERSPACE_CAPABILITIES.contains(&cap.as_str()),
+            "{cap}: not needed by the eBPF path nor by the userspace fallback"
         );
     }
+    for dropped in &all {
+        c.confinement.capabilities = all.iter().filter(|c| *c != dropped).cloned().collect();
+        if EBPF_CAPABILITIES.contains(&dropped.as_str()) {
+            // `--mode ebpf` (over the ConfigMap's mode): no fallback to hide it.
+            let mut p = c.start(
+                &f,
+                false,
+                &[
+                    OsStr::new("--kubeconfig"),
+                    kubeconfig.as_os_str(),
+                    OsStr::new("--mode=ebpf"),
+                ],
+            );
+            let status = wait_exit(&mut p, STARTUP);
+            let log = p.log();
+            assert_eq!(
+                status.and_then(|s| s.code()),
+                Some(1),
+                "without {dropped}, expected the proxy to fail at load:\n{log}"
+            );
+            assert!(
+                log.contains("loading the dataplane"),
+                "without {dropped}:\n{log}"
+            );
+        }
+        if USERSPACE_CAPABILITIES.contains(&dropped.as_str()) {
+            // The userspace proxies cannot serve `web` (its VIPs are not
+            // made local, or port 80 cannot be bound).
+            let mut p = c.start(
+                &f,
+                false,
+                &[
+                    OsStr::new("--kubeconfig"),
+                    kubeconfig.as_os_str(),
+                    OsStr::new("--mode=userspace"),
+                ],
+            );
+            let vip = sock(WEB_VIP4, TCP_PORT);
+            let served = wait_until(PROPAGATION, || {
+                p.exited().is_some() || Kind::Tcp.request(vip, PROBE).is_ok()
+            }) && p.exited().is_none();
+            let log = p.log();
+            assert!(
+                !served,
+                "without {dropped}, the userspace proxies served {vip}:\n{log}"
+            );
+            assert!(
+                log.contains("Permission denied") || log.contains("Operation not permitted"),
+                "without {dropped}, expected the kernel's refusal in the log:\n{log}"
+            );
+            drop(p);
+            // Its VIP routes, if it could add them, would let the next run
+            // serve without adding any.
+            c.confinement.capabilities = all.clone();
+            let out = c.exec(&["cleanup"]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+#[test]
+fn autos_fallback_serves_with_the_daemonsets_capabilities() {
+    // A node where the programs cannot be loaded (here: no CAP_BPF, as with
+    // a seccomp profile that refuses bpf(2)): the ConfigMap's `auto` falls
+    // back to the userspace proxies, with the rest of the container's
+    // capabilities, and Services below port 1024 work.
+    let d = Deploy::load();
+    let settings: RunArgs = file::parse(d.config_file()).unwrap_or_else(|e| panic!("{e}"));
+    if settings.mode != ModeArg::Auto {
+        eprintln!(
+            "the ConfigMap's mode is {:?}: no fallback to test",
+            settings.mode
+        );
+        return;
+    }
+    let mut f = Fixture::new(Mode::Userspace);
+    let (_api, kubeconfig) = cluster_with_web(&f);
+    let mut c = Container::new(&d, &f);
+    c.confinement.capabilities.retain(|cap| cap != "BPF");
+    f.proxy = Some(c.start(
+        &f,
+        false,
+        &[OsStr::new("--kubeconfig"), kubeconfig.as_os_str()],
+    ));
+    f.wait_ready();
+    for vip in [WEB_VIP4, WEB_VIP6] {
+        for (kind, port, target) in [
+            (Kind::Tcp, TCP_PORT, TCP_TARGET),
+            (Kind::UdpUnconnected, UDP_PORT, UDP_TARGET),
+        ] {
+            let vip = sock(vip, port);
+            f.wait_for(PROPAGATION, &format!("{kind:?} to {vip}"), || {
+                kind.request(vip, PROBE).is_ok()
+            });
+            let backends = if vip.is_ipv4() {
+                &BACKENDS_V4
+            } else {
+                &BACKENDS_V6
+            };
+            assert_backends(
+                &format!("{kind:?} to {vip}"),
+                &tally(kind, vip, 45),
+                &names(backends, target),
+            );
+        }
+    }
+    let metrics = settings
+        .metrics_bind_address
+        .addr()
+        .unwrap_or_else(|| panic!("metrics are off in the ConfigMap"));
+    assert_eq!(
+        http_get(metrics, "/proxyMode").unwrap_or_else(|e| panic!("{e}")),
+        (200, "userspace".to_owned()),
+        "{}",
+        f.log()
+    );
+    assert!(f.log().contains("falling back"), "{}", f.log());
 }

@@ -2,7 +2,8 @@
 //! (one with ClientIP affinity), a client connects, and every subcommand's
 //! JSON names what the kernel holds. It keeps working once the daemon has
 //! stopped (SIGTERM leaves the pins), and a pin path with nothing pinned is a
-//! clear error with a non-zero exit.
+//! clear error with a non-zero exit. `status` says the mode in force: eBPF
+//! with pinned maps, userspace with none but VIP routes of ours.
 
 mod common;
 
@@ -78,7 +79,7 @@ fn slot_backends(service: &Value) -> BTreeSet<String> {
 
 /// `web` with ClientIP affinity (both families), and `api` (IPv4, one endpoint).
 fn start() -> Fixture {
-    let mut f = Fixture::new();
+    let mut f = Fixture::new(Mode::Ebpf);
     f.write(
         "web-service.yaml",
         &Service::new(NAMESPACE, WEB)
@@ -235,7 +236,13 @@ fn inspect_names_what_the_daemon_programmed_and_works_after_it_stops() {
 
     let status = inspect(&pin, &["status"]);
     assert_eq!(status["mode"], "ebpf");
+    assert_eq!(status["datapath"], "socket-lb");
     assert_eq!(status["pin_path"], pin.display().to_string());
+    assert_eq!(
+        status["vip_routes"],
+        serde_json::json!([]),
+        "everything fits the maps: no VIP served from userspace"
+    );
     let links = status["links"].as_array().expect("a list of links");
     assert_eq!(links.len(), 8, "expected the 8 socket hooks: {status:#}");
     let cgroup = f
@@ -340,4 +347,47 @@ fn a_pin_path_with_nothing_pinned_is_a_clear_error() {
             out.stdout
         );
     }
+}
+
+/// The userspace mode pins nothing: `status` reports it from our VIP routes,
+/// the other views say nothing is pinned.
+#[test]
+fn status_reports_the_userspace_mode_from_its_vip_routes() {
+    let mut f = Fixture::with_web(Mode::Userspace);
+    let pin = f.sandbox.pin_path();
+    let status = inspect(&pin, &["status"]);
+    assert_eq!(status["mode"], "userspace", "{status:#}");
+    assert_eq!(status["datapath"], "userspace-proxy", "{status:#}");
+    assert_eq!(status["links"], serde_json::json!([]), "{status:#}");
+    assert_eq!(status["maps"], serde_json::json!([]), "{status:#}");
+    let routes: BTreeSet<&str> = status["vip_routes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("expected a list of VIP routes: {status:#}"))
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        routes,
+        BTreeSet::from([WEB_VIP4, WEB_VIP6]),
+        "expected web's VIPs: {status:#}"
+    );
+
+    let table = Command::new(proxy_bin())
+        .args(["inspect", "status", "--pin-path"])
+        .arg(&pin)
+        .output()
+        .expect("running proxy inspect status");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.starts_with("mode:      userspace (userspace-proxy)"),
+        "expected the table to name the userspace mode:\n{table}"
+    );
+
+    let out = run_inspect(&pin, &["services"]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no pinned maps at"),
+        "expected `inspect services` to say nothing is pinned; stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    f.assert_proxy_running();
 }

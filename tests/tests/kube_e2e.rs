@@ -51,8 +51,13 @@ fn start_proxy(f: &mut Fixture, kubeconfig: &Path, with_manifests: bool) {
         source.extend([OsStr::new("--manifests"), manifests.as_os_str()]);
     }
     f.proxy = Some(
-        ProxyProcess::start_with_source(&proxy_bin(), &f.sandbox, &source, &["--node-name", NODE])
-            .unwrap_or_else(|e| panic!("starting the proxy: {e}")),
+        ProxyProcess::start_with_source(
+            &proxy_bin(),
+            &f.sandbox,
+            &source,
+            &["--node-name", NODE, "--mode", "ebpf"],
+        )
+        .unwrap_or_else(|e| panic!("starting the proxy: {e}")),
     );
 }
 
@@ -100,7 +105,7 @@ fn assert_not_served(what: &str, kind: Kind, vip: SocketAddr) {
 
 #[test]
 fn a_service_created_through_the_api_works_and_follows_endpoint_changes() {
-    let mut f = Fixture::new();
+    let mut f = Fixture::new(Mode::Ebpf);
     let (api, kubeconfig) = start_api(&f);
     start_proxy(&mut f, &kubeconfig, false);
 
@@ -247,7 +252,7 @@ fn an_api_server_outage_keeps_connections_and_known_services() {
     const ECHO: &str = "echo";
     const ECHO_VIP: &str = "10.96.0.50";
     const ECHO_PORT: u16 = 7000;
-    let mut f = Fixture::new();
+    let mut f = Fixture::new(Mode::Ebpf);
     let echo_backend = sock(BACKENDS_V4[0], ECHO_PORT);
     let _echo = EchoServer::start(echo_backend);
     let (mut api, kubeconfig) = start_api(&f);
@@ -351,7 +356,7 @@ fn an_api_server_outage_keeps_connections_and_known_services() {
 fn a_service_of_another_proxy_is_ignored() {
     const OTHER: &str = "other";
     const OTHER_VIP4: &str = "10.96.0.40";
-    let mut f = Fixture::new();
+    let mut f = Fixture::new(Mode::Ebpf);
     let (api, kubeconfig) = start_api(&f);
     apply_service(&api, WEB, &[WEB_VIP4, WEB_VIP6], &BACKENDS_V4, &BACKENDS_V6);
     // As the EndpointSlice controller does, the slices carry the Service's label.
@@ -407,7 +412,7 @@ fn a_service_deleted_while_the_api_server_was_down_is_pruned() {
     const API: &str = "api";
     const API_VIP4: &str = "10.96.0.20";
     const API_VIP6: &str = "fd00:96::20";
-    let mut f = Fixture::new();
+    let mut f = Fixture::new(Mode::Ebpf);
     let (mut api, kubeconfig) = start_api(&f);
     apply_service(&api, WEB, &[WEB_VIP4, WEB_VIP6], &BACKENDS_V4, &BACKENDS_V6);
     apply_service(&api, API, &[API_VIP4, API_VIP6], &BACKENDS_V4, &BACKENDS_V6);
@@ -469,7 +474,7 @@ fn a_service_deleted_while_the_api_server_was_down_is_pruned() {
 fn manifests_and_the_api_together_wait_for_each_other() {
     const API: &str = "api";
     const API_VIP4: &str = "10.96.0.20";
-    let mut f = Fixture::new();
+    let mut f = Fixture::new(Mode::Ebpf);
     f.write_web(&BACKENDS_V4, &BACKENDS_V6);
     let (api, kubeconfig) = start_api(&f);
     apply_service(&api, API, &[API_VIP4], &BACKENDS_V4, &[]);

@@ -1,9 +1,10 @@
 //! The daemon's lifecycle: on SIGTERM it exits 0 and leaves its programs
 //! attached and its maps pinned, so the dataplane keeps serving without it; a
-//! new daemon picks up from the pins and applies changes again. And drift
-//! (reliability.md, item 11): map entries deleted or changed by hand, and
-//! hooks detached or unpinned by hand, are put back by the periodic
-//! reconcile and counted in `proxy_drift_repairs_total{kind}`.
+//! new daemon picks up from the pins (or, in userspace mode, its VIP routes)
+//! and applies changes again. And drift (reliability.md, item 11): map
+//! entries deleted or changed by hand, and hooks detached or unpinned by hand,
+//! are put back by the periodic reconcile and counted in
+//! `proxy_drift_repairs_total{kind}` (eBPF mode).
 
 mod common;
 
@@ -52,9 +53,11 @@ fn assert_web_serves_all(what: &str) {
     }
 }
 
+// eBPF only: in userspace mode nothing serves once the daemon is gone (the
+// proxies are the daemon); `modes.rs` covers its restarts.
 #[test]
 fn sigterm_exits_zero_and_leaves_the_dataplane_in_place() {
-    let mut f = Fixture::with_web();
+    let mut f = Fixture::with_web(Mode::Ebpf);
     let started = std::time::Instant::now();
     let status = f.proxy().stop().expect("stopping the proxy");
     let took = started.elapsed();
@@ -77,46 +80,51 @@ fn sigterm_exits_zero_and_leaves_the_dataplane_in_place() {
     assert_web_serves_all("after the proxy exited");
 }
 
-#[test]
-fn a_restarted_proxy_takes_over_and_applies_changes() {
-    let mut f = Fixture::with_web();
-    let status = f.proxy().stop().expect("stopping the proxy");
-    assert!(status.success(), "expected exit 0 on SIGTERM, saw {status}");
-    f.proxy = None;
+both_modes! {
+    /// In userspace mode the restarted proxy adopts its VIP routes and listens again.
+    fn a_restarted_proxy_takes_over_and_applies_changes(mode) {
+        let mut f = Fixture::with_web(mode);
+        let status = f.proxy().stop().expect("stopping the proxy");
+        assert!(status.success(), "expected exit 0 on SIGTERM, saw {status}");
+        f.proxy = None;
 
-    // Changed while no daemon runs: the first endpoint of each family is gone.
-    f.write_web_slices(&BACKENDS_V4[1..], &BACKENDS_V6[1..]);
-    f.start_proxy();
-    for (vip, removed) in [
-        (sock(WEB_VIP4, TCP_PORT), BACKENDS_V4[0]),
-        (sock(WEB_VIP6, TCP_PORT), BACKENDS_V6[0]),
-    ] {
-        let removed = backend_name(removed, TCP_TARGET);
-        f.wait_for(
-            STARTUP,
-            &format!("the restarted proxy to stop sending {vip} to {removed}"),
-            || try_backends(Kind::Tcp, vip, 15).is_ok_and(|b| !b.contains(&removed)),
-        );
-    }
-
-    // And it keeps applying changes: all three are back.
-    f.write_web_slices(&BACKENDS_V4, &BACKENDS_V6);
-    f.wait_for(PROPAGATION, "all endpoints to be back", || {
-        [
+        // Changed while no daemon runs: the first endpoint of each family is gone.
+        f.write_web_slices(&BACKENDS_V4[1..], &BACKENDS_V6[1..]);
+        f.start_proxy();
+        for (vip, removed) in [
             (sock(WEB_VIP4, TCP_PORT), BACKENDS_V4[0]),
             (sock(WEB_VIP6, TCP_PORT), BACKENDS_V6[0]),
-        ]
-        .into_iter()
-        .all(|(vip, back)| {
-            let back = backend_name(back, TCP_TARGET);
-            try_backends(Kind::Tcp, vip, 15).is_ok_and(|b| b.contains(&back))
-        })
-    });
-    assert_web_serves_all("after a restart");
-    f.assert_proxy_running();
+        ] {
+            let removed = backend_name(removed, TCP_TARGET);
+            f.wait_for(
+                STARTUP,
+                &format!("the restarted proxy to stop sending {vip} to {removed}"),
+                || try_backends(Kind::Tcp, vip, 15).is_ok_and(|b| !b.contains(&removed)),
+            );
+        }
+
+        // And it keeps applying changes: all three are back.
+        f.write_web_slices(&BACKENDS_V4, &BACKENDS_V6);
+        f.wait_for(PROPAGATION, "all endpoints to be back", || {
+            [
+                (sock(WEB_VIP4, TCP_PORT), BACKENDS_V4[0]),
+                (sock(WEB_VIP6, TCP_PORT), BACKENDS_V6[0]),
+            ]
+            .into_iter()
+            .all(|(vip, back)| {
+                let back = backend_name(back, TCP_TARGET);
+                try_backends(Kind::Tcp, vip, 15).is_ok_and(|b| b.contains(&back))
+            })
+        });
+        assert_web_serves_all("after a restart");
+        f.assert_proxy_running();
+    }
 }
 
 // ----- drift: what the periodic reconcile repairs -----
+//
+// The map and link tests are eBPF only (they tamper with the pinned maps and
+// links); the userspace mode's drift is its VIP routes (the last test).
 
 /// Where the drift tests' proxy serves metrics (loopback of the sandbox's
 /// namespace).
@@ -128,7 +136,7 @@ const REPAIR: Duration = Duration::from_secs(5);
 
 /// `web` served by a proxy that reconciles every [`RESYNC_MS`] and serves metrics.
 fn drift_fixture() -> Fixture {
-    let mut f = Fixture::new();
+    let mut f = Fixture::new(Mode::Ebpf);
     f.write_web(&BACKENDS_V4, &BACKENDS_V6);
     let dir = f.sandbox.manifests_dir();
     f.proxy = Some(
@@ -137,6 +145,8 @@ fn drift_fixture() -> Fixture {
             &f.sandbox,
             &dir,
             &[
+                "--mode",
+                "ebpf",
                 "--resync-interval-ms",
                 RESYNC_MS,
                 "--metrics-bind-address",
@@ -361,7 +371,7 @@ fn hooks_detached_or_unpinned_by_hand_are_reattached() {
             &proxy_bin(),
             &f.sandbox,
             &f.sandbox.manifests_dir(),
-            &["--metrics-bind-address", METRICS_ADDR],
+            &["--mode", "ebpf", "--metrics-bind-address", METRICS_ADDR],
         )
         .unwrap_or_else(|e| panic!("restarting the proxy: {e}")),
     );
@@ -369,5 +379,48 @@ fn hooks_detached_or_unpinned_by_hand_are_reattached() {
         attached(programs::CONNECT4)
     });
     assert_web_serves_all("after a restart found a hook detached");
+    f.assert_proxy_running();
+}
+
+/// Userspace mode: a VIP route deleted by hand is put back by the reconcile
+/// (the VIP serves again), and counted in `proxy_drift_repairs_total{kind="route"}`.
+#[test]
+fn a_vip_route_deleted_by_hand_is_repaired_in_userspace_mode() {
+    let mut f = Fixture::new(Mode::Userspace);
+    f.write_web(&BACKENDS_V4, &BACKENDS_V6);
+    f.start_proxy_with(&[
+        "--resync-interval-ms",
+        RESYNC_MS,
+        "--metrics-bind-address",
+        METRICS_ADDR,
+    ]);
+    f.wait_ready();
+    let routes = |f: &Fixture| {
+        f.sandbox
+            .local_routes(proxy::config::ROUTE_PROTOCOL)
+            .expect("listing the VIP routes")
+    };
+    assert!(routes(&f).contains(&ip(WEB_VIP4)), "{:?}", routes(&f));
+    let before = drift_repairs("route").expect("scraping /metrics");
+
+    f.sandbox
+        .ip(&format!(
+            "route del local {WEB_VIP4}/32 dev lo table local proto {}",
+            proxy::config::ROUTE_PROTOCOL
+        ))
+        .expect("deleting web's VIP route");
+    assert!(
+        proxy_tests::wait_until(REPAIR, || routes(&f).contains(&ip(WEB_VIP4))),
+        "expected the deleted VIP route to be put back within {REPAIR:?}: {:?}",
+        routes(&f)
+    );
+    f.wait_for(REPAIR, "the repair to be counted", || {
+        drift_repairs("route").is_some_and(|n| n > before)
+    });
+    let vip = sock(WEB_VIP4, TCP_PORT);
+    assert!(
+        tally(Kind::Tcp, vip, 10).keys().count() >= 1,
+        "{vip} serves again"
+    );
     f.assert_proxy_running();
 }

@@ -7,8 +7,14 @@
 //!   whose endpoints moved) apply on restart, while an untouched Service
 //!   never blips;
 //! - pins of the unversioned layout (version 0) are migrated under traffic,
-//!   even by daemons killed half-way through, and pins of a newer layout make the start fail, with a clear message,
-//!   leaving them alone.
+//!   even by daemons killed half-way through, and pins of a newer layout make
+//!   the start fail, with a clear message, leaving them alone (in `--mode
+//!   auto` too: no fallback to userspace over them).
+//!
+//! eBPF only: in userspace mode the proxies are the daemon, so a `kill -9`
+//! drops its connections by nature; its restarts are covered in
+//! `lifecycle.rs` (`a_restarted_proxy_takes_over_and_applies_changes`, both
+//! modes).
 //!
 //! Everything runs inside the sandbox's namespace; every load loop is bounded
 //! in count and time.
@@ -288,7 +294,7 @@ fn one_port_service(name: &str, vips: [&str; 2], port: u16, target: u16) -> Stri
 /// `web` and `chat`, with echo backends for `chat`, the proxy started and
 /// serving.
 fn fixture_with_chat() -> (Fixture, Vec<EchoBackend>) {
-    let mut f = Fixture::new();
+    let mut f = Fixture::new(Mode::Ebpf);
     let echoes = BACKENDS_V4
         .iter()
         .chain(BACKENDS_V6.iter())
@@ -442,7 +448,7 @@ fn changes_made_while_down_apply_on_restart_and_others_never_blip() {
     const MOVED_VIP6: &str = "fd00:96::50";
     const ADDED_VIP4: &str = "10.96.0.60";
     const ADDED_VIP6: &str = "fd00:96::60";
-    let mut f = Fixture::new();
+    let mut f = Fixture::new(Mode::Ebpf);
     f.write_web(&BACKENDS_V4, &BACKENDS_V6);
     let write_service = |f: &Fixture, name: &str, vips: [&str; 2], v4: &[&str], v6: &[&str]| {
         f.write(
@@ -660,7 +666,18 @@ fn unversioned_pins_are_migrated_under_traffic() {
 
 #[test]
 fn pins_of_a_newer_layout_make_the_start_fail_and_are_left_alone() {
-    let mut f = Fixture::new();
+    newer_layout_refused("ebpf");
+}
+
+/// `--mode auto` does not fall back to userspace over a newer proxy's pins
+/// (which would remove them): it refuses them like `ebpf`.
+#[test]
+fn pins_of_a_newer_layout_are_refused_in_auto_mode_too() {
+    newer_layout_refused("auto");
+}
+
+fn newer_layout_refused(mode: &str) {
+    let mut f = Fixture::new(Mode::Ebpf);
     f.write_web(&BACKENDS_V4, &BACKENDS_V6);
     let pin_path = f.sandbox.pin_path();
     let newer = LAYOUT_VERSION + 1;
@@ -668,16 +685,24 @@ fn pins_of_a_newer_layout_make_the_start_fail_and_are_left_alone() {
     fs::create_dir_all(newer_dir.join("maps")).expect("creating the newer layout's directory");
     fs::create_dir_all(newer_dir.join("links")).expect("creating the newer layout's directory");
 
-    f.start_proxy();
+    f.proxy = Some(
+        ProxyProcess::start_with_args(
+            &proxy_tests::proxy_bin(),
+            &f.sandbox,
+            &f.sandbox.manifests_dir(),
+            &["--mode", mode],
+        )
+        .unwrap_or_else(|e| panic!("starting the proxy in {mode} mode: {e}")),
+    );
     let exited = wait_until(STARTUP, || f.proxy().exited().is_some());
     assert!(
         exited,
-        "expected the proxy to refuse to start within {STARTUP:?}"
+        "expected the proxy ({mode} mode) to refuse to start within {STARTUP:?}"
     );
     let status = f.proxy().exited().expect("exited");
     assert!(
         !status.success(),
-        "expected a non-zero exit on pins of a newer layout, saw {status}"
+        "expected a non-zero exit on pins of a newer layout ({mode} mode), saw {status}"
     );
     let log = f.log();
     for needle in [

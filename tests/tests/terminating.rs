@@ -23,50 +23,51 @@ fn v4_slice(endpoints: &[Endpoint]) -> String {
     slice.to_yaml()
 }
 
-#[test]
-fn terminating_endpoints_are_used_only_when_nothing_is_ready() {
-    let mut f = Fixture::with_web();
-    let vip = sock(WEB_VIP4, TCP_PORT);
-    let [a, b, c] = BACKENDS_V4;
+both_modes! {
+    fn terminating_endpoints_are_used_only_when_nothing_is_ready(mode) {
+        let mut f = Fixture::with_web(mode);
+        let vip = sock(WEB_VIP4, TCP_PORT);
+        let [a, b, c] = BACKENDS_V4;
 
-    // One ready, two terminating: only the ready one gets new connections.
-    f.write(
-        "web-slice-v4.yaml",
-        &v4_slice(&[
-            Endpoint::ready(a),
-            Endpoint::terminating(b),
-            Endpoint::terminating(c),
-        ]),
-    );
-    let only_a = [backend_name(a, TCP_TARGET)];
-    f.wait_for(
-        PROPAGATION,
-        "new connections to avoid the terminating endpoints",
-        || try_backends(Kind::Tcp, vip, 10).is_ok_and(|seen| seen.iter().all(|n| *n == only_a[0])),
-    );
-    assert_backends(
-        "one ready, two terminating",
-        &tally(Kind::Tcp, vip, 40),
-        &only_a,
-    );
+        // One ready, two terminating: only the ready one gets new connections.
+        f.write(
+            "web-slice-v4.yaml",
+            &v4_slice(&[
+                Endpoint::ready(a),
+                Endpoint::terminating(b),
+                Endpoint::terminating(c),
+            ]),
+        );
+        let only_a = [backend_name(a, TCP_TARGET)];
+        f.wait_for(
+            PROPAGATION,
+            "new connections to avoid the terminating endpoints",
+            || try_backends(Kind::Tcp, vip, 10).is_ok_and(|seen| seen.iter().all(|n| *n == only_a[0])),
+        );
+        assert_backends(
+            "one ready, two terminating",
+            &tally(Kind::Tcp, vip, 40),
+            &only_a,
+        );
 
-    // All terminating but serving: they take the traffic instead of a refusal.
-    f.write(
-        "web-slice-v4.yaml",
-        &v4_slice(&[
-            Endpoint::terminating(a),
-            Endpoint::terminating(b),
-            Endpoint::not_ready(c),
-        ]),
-    );
-    let a_and_b = names(&[a, b], TCP_TARGET);
-    f.wait_for(PROPAGATION, "the terminating-only set to serve", || {
-        try_backends(Kind::Tcp, vip, 10).is_ok_and(|seen| seen.iter().any(|n| *n == a_and_b[1]))
-    });
-    assert_backends(
-        "all terminating (one not serving)",
-        &tally(Kind::Tcp, vip, 60),
-        &a_and_b,
-    );
-    f.assert_proxy_running();
+        // All terminating but serving: they take the traffic instead of a refusal.
+        f.write(
+            "web-slice-v4.yaml",
+            &v4_slice(&[
+                Endpoint::terminating(a),
+                Endpoint::terminating(b),
+                Endpoint::not_ready(c),
+            ]),
+        );
+        let a_and_b = names(&[a, b], TCP_TARGET);
+        f.wait_for(PROPAGATION, "the terminating-only set to serve", || {
+            try_backends(Kind::Tcp, vip, 10).is_ok_and(|seen| seen.iter().any(|n| *n == a_and_b[1]))
+        });
+        assert_backends(
+            "all terminating (one not serving)",
+            &tally(Kind::Tcp, vip, 60),
+            &a_and_b,
+        );
+        f.assert_proxy_running();
+    }
 }

@@ -72,6 +72,33 @@ pub mod name {
     pub const MAP_ENTRIES: &str = "proxy_map_entries";
     pub const MAP_CAPACITY: &str = "proxy_map_capacity";
     pub const DATAPATH_EVENTS: &str = "proxy_datapath_events";
+    pub const USERSPACE_FRONTENDS: &str = "proxy_userspace_frontends";
+    pub const OVER_CAPACITY: &str = "proxy_frontends_over_capacity";
+    pub const USERSPACE_CONNECTIONS: &str = "proxy_userspace_connections";
+    pub const USERSPACE_BACKEND_FAILURES: &str = "proxy_userspace_backend_failures";
+    pub const USERSPACE_UNSERVED: &str = "proxy_userspace_unserved_connections";
+}
+
+/// What the userspace proxies report: cheap handles (atomics) cloned into
+/// every listener, bumped per connection or UDP session, never per packet.
+#[derive(Clone, Debug, Default)]
+pub struct UserspaceCounters {
+    /// Accepted TCP connections.
+    pub tcp_connections: Counter,
+    /// UDP sessions opened (one per client address and frontend).
+    pub udp_sessions: Counter,
+    /// Attempts to reach a backend that failed (TCP connect refused or timed out).
+    pub backend_failures: Counter,
+    /// Accepted connections that no backend took (every try failed): reset.
+    pub unserved: Counter,
+    /// Frontends the userspace path serves (listening, or refusing for want of endpoints).
+    pub frontends_serving: Gauge,
+    /// Frontends the userspace path should serve but cannot (the VIP could
+    /// not be made local, or the listener could not bind).
+    pub frontends_failed: Gauge,
+    /// Frontends the eBPF maps could not hold (served from userspace when
+    /// the userspace path works; see `frontends_failed`).
+    pub over_capacity: Gauge,
 }
 
 /// What the metrics read from the kernel at scrape time. [`UsageReader`] is
@@ -103,15 +130,19 @@ pub enum DriftKind {
     MapEntry,
     /// A socket hook found detached, unpinned, or running another program.
     Link,
+    /// Userspace path: a VIP route of ours that vanished, or a stray one
+    /// carrying our routing protocol.
+    Route,
 }
 
 impl DriftKind {
-    pub const ALL: [DriftKind; 2] = [DriftKind::MapEntry, DriftKind::Link];
+    pub const ALL: [DriftKind; 3] = [DriftKind::MapEntry, DriftKind::Link, DriftKind::Route];
 
     pub const fn as_str(self) -> &'static str {
         match self {
             DriftKind::MapEntry => "map_entry",
             DriftKind::Link => "link",
+            DriftKind::Route => "route",
         }
     }
 }
@@ -148,6 +179,8 @@ pub struct Metrics {
     livez: Family<Labels, Counter>,
     sync_failures: Counter,
     drift_repairs: Family<Labels, Counter>,
+    modes: Family<Labels, Gauge>,
+    userspace: UserspaceCounters,
     dataplane: std::sync::Arc<DataplaneCollector>,
 }
 
@@ -239,7 +272,7 @@ impl Metrics {
              was lost), and socket hooks found detached",
             drift_repairs.clone(),
         );
-        // Both kinds exist from the start, so a dashboard sees 0, not nothing.
+        // Every kind exists from the start, so a dashboard sees 0, not nothing.
         for kind in DriftKind::ALL {
             drift_repairs
                 .get_or_create(&[("kind", kind.as_str())])
@@ -261,6 +294,51 @@ impl Metrics {
                 .get_or_create(&[("mode", m.as_str())])
                 .set(i64::from(m == mode));
         }
+        let frontends = Family::<Labels, Gauge>::default();
+        registry.register(
+            name::USERSPACE_FRONTENDS,
+            "Frontends of the userspace path by state: serving (listening, or \
+             refusing for want of endpoints) or failed (VIP or listener not set up)",
+            frontends.clone(),
+        );
+        let connections = Family::<Labels, Counter>::default();
+        registry.register(
+            name::USERSPACE_CONNECTIONS,
+            "Connections the userspace path accepted (TCP) and UDP sessions it opened",
+            connections.clone(),
+        );
+        // One statement each: a family's guard lives to the end of its statement,
+        // and creating the next series needs the family's write lock.
+        let tcp_connections = connections.get_or_create(&[("protocol", "tcp")]).clone();
+        let udp_sessions = connections.get_or_create(&[("protocol", "udp")]).clone();
+        let frontends_serving = frontends.get_or_create(&[("state", "serving")]).clone();
+        let frontends_failed = frontends.get_or_create(&[("state", "failed")]).clone();
+        let userspace = UserspaceCounters {
+            tcp_connections,
+            udp_sessions,
+            backend_failures: Counter::default(),
+            unserved: Counter::default(),
+            frontends_serving,
+            frontends_failed,
+            over_capacity: Gauge::default(),
+        };
+        registry.register(
+            name::OVER_CAPACITY,
+            "Frontends the eBPF maps could not hold; the userspace path serves them \
+             (a failure there shows in proxy_userspace_frontends{state=\"failed\"})",
+            userspace.over_capacity.clone(),
+        );
+        registry.register(
+            name::USERSPACE_BACKEND_FAILURES,
+            "Attempts of the userspace path to reach a backend that failed (the next \
+             backend is tried, a bounded number of times)",
+            userspace.backend_failures.clone(),
+        );
+        registry.register(
+            name::USERSPACE_UNSERVED,
+            "TCP connections the userspace path accepted but no backend took (reset)",
+            userspace.unserved.clone(),
+        );
         let dataplane = std::sync::Arc::new(DataplaneCollector::default());
         registry.register_collector(Box::new(dataplane.clone()));
 
@@ -279,8 +357,23 @@ impl Metrics {
             livez,
             sync_failures,
             drift_repairs,
+            modes,
+            userspace,
             dataplane,
         }
+    }
+
+    /// The mode in force: 1 for it, 0 for the others.
+    pub(super) fn set_mode(&self, mode: Mode) {
+        for m in Mode::ALL {
+            self.modes
+                .get_or_create(&[("mode", m.as_str())])
+                .set(i64::from(m == mode));
+        }
+    }
+
+    pub(super) fn userspace(&self) -> UserspaceCounters {
+        self.userspace.clone()
     }
 
     /// The whole registry in the Prometheus text format. May walk the LRU
@@ -357,7 +450,7 @@ impl Metrics {
         for frontend in applied.rev_nat.values() {
             counts[4 + v6(&frontend.addr)] += 1;
         }
-        let entries = [
+        let mut entries: Vec<_> = [
             names::SVC_V4,
             names::SVC_V6,
             names::BACKEND_V4,
@@ -368,6 +461,7 @@ impl Metrics {
         .into_iter()
         .zip(counts)
         .collect();
+        entries.push((names::SVC_NAMES, applied.svc_names.len() as u64));
         *lock(&self.dataplane.mirrored) = entries;
     }
 
@@ -566,6 +660,11 @@ mod tests {
             ("proxy_config_rejects_total", "counter"),
             ("proxy_mode", "gauge"),
             ("proxy_map_entries", "gauge"),
+            ("proxy_userspace_frontends", "gauge"),
+            ("proxy_frontends_over_capacity", "gauge"),
+            ("proxy_userspace_connections_total", "counter"),
+            ("proxy_userspace_backend_failures_total", "counter"),
+            ("proxy_userspace_unserved_connections_total", "counter"),
         ] {
             assert_eq!(
                 type_of(&t, metric).as_deref(),
@@ -574,6 +673,31 @@ mod tests {
             );
         }
         assert_eq!(sample(&t, r#"proxy_mode{mode="ebpf"}"#), Some(1.0), "{t}");
+        assert_eq!(
+            sample(&t, r#"proxy_mode{mode="userspace"}"#),
+            Some(0.0),
+            "{t}"
+        );
+        m.set_mode(Mode::Userspace);
+        m.userspace().tcp_connections.inc();
+        m.userspace().frontends_serving.set(2);
+        let t = text(&m);
+        assert_eq!(sample(&t, r#"proxy_mode{mode="ebpf"}"#), Some(0.0), "{t}");
+        assert_eq!(
+            sample(&t, r#"proxy_mode{mode="userspace"}"#),
+            Some(1.0),
+            "{t}"
+        );
+        assert_eq!(
+            sample(&t, r#"proxy_userspace_connections_total{protocol="tcp"}"#),
+            Some(1.0),
+            "{t}"
+        );
+        assert_eq!(
+            sample(&t, r#"proxy_userspace_frontends{state="serving"}"#),
+            Some(2.0),
+            "{t}"
+        );
         assert_eq!(
             sample(
                 &t,

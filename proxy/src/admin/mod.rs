@@ -24,14 +24,17 @@ pub mod rejects;
 use std::{
     fmt,
     net::{IpAddr, SocketAddr},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU8, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
 pub use health::{HealthState, Probe, Stamp};
-pub use metrics::{DataplaneUsage, DriftKind, Metrics, NoLocalEndpoints};
+pub use metrics::{DataplaneUsage, DriftKind, Metrics, NoLocalEndpoints, UserspaceCounters};
 pub use rejects::{ConfigRejects, ConfigSource, RejectReason};
 
 use crate::plan::Applied;
@@ -42,14 +45,31 @@ use crate::plan::Applied;
 pub enum Mode {
     /// eBPF socket hooks (cgroup `connect`/`sendmsg`/`recvmsg`/`getpeername`).
     Ebpf,
+    /// The userspace fallback: VIPs made local, tokio proxies listening on them.
+    Userspace,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 1] = [Mode::Ebpf];
+    pub const ALL: [Mode; 2] = [Mode::Ebpf, Mode::Userspace];
 
     pub const fn as_str(self) -> &'static str {
         match self {
             Mode::Ebpf => "ebpf",
+            Mode::Userspace => "userspace",
+        }
+    }
+
+    const fn from_u8(n: u8) -> Self {
+        match n {
+            1 => Mode::Userspace,
+            _ => Mode::Ebpf,
+        }
+    }
+
+    const fn as_u8(self) -> u8 {
+        match self {
+            Mode::Ebpf => 0,
+            Mode::Userspace => 1,
         }
     }
 }
@@ -68,7 +88,9 @@ pub struct Telemetry {
 
 #[derive(Debug)]
 struct Inner {
-    mode: Mode,
+    /// A [`Mode`] as its `u8`: the mode is known only once the dataplane is
+    /// loaded (or failed to load), after the servers started.
+    mode: AtomicU8,
     health: Mutex<HealthState>,
     metrics: Metrics,
     rejects: ConfigRejects,
@@ -89,7 +111,7 @@ impl Telemetry {
         let metrics = Metrics::new(mode, &rejects);
         Self {
             inner: Arc::new(Inner {
-                mode,
+                mode: AtomicU8::new(mode.as_u8()),
                 health: Mutex::new(HealthState::new(healthz_timeout)),
                 metrics,
                 rejects,
@@ -98,7 +120,19 @@ impl Telemetry {
     }
 
     pub fn mode(&self) -> Mode {
-        self.inner.mode
+        Mode::from_u8(self.inner.mode.load(Ordering::Relaxed))
+    }
+
+    /// The mode in force changed (the eBPF dataplane could not be loaded and
+    /// `auto` fell back to userspace): health, `/proxyMode` and the metric follow.
+    pub fn set_mode(&self, mode: Mode) {
+        self.inner.mode.store(mode.as_u8(), Ordering::Relaxed);
+        self.inner.metrics.set_mode(mode);
+    }
+
+    /// The counters the userspace proxies bump (cheap to clone).
+    pub fn userspace(&self) -> UserspaceCounters {
+        self.inner.metrics.userspace()
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -197,7 +231,7 @@ impl Telemetry {
     /// The status code and body for a health probe (and counts it).
     pub fn probe(&self, probe: Probe) -> (u16, health::HealthBody) {
         let status = self.health().status(Stamp::now());
-        let (code, body) = status.response(probe, self.inner.mode);
+        let (code, body) = status.response(probe, self.mode());
         self.inner.metrics.probe_answered(probe, code);
         (code, body)
     }

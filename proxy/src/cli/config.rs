@@ -176,6 +176,27 @@ mod tests {
     }
 
     #[test]
+    fn the_mode_and_the_userspace_settings_are_fields_spelled_as_their_flags() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = write(
+            dir.path(),
+            "mode: userspace\nbackendGracePeriod: 2m\nudpIdleTimeout: 5s\n\
+             serviceMapEntries: 1024\n",
+        );
+        let s = settings(&["run", "--config", &path]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.mode, run::ModeArg::Userspace);
+        assert_eq!(s.backend_grace_period, Duration::from_secs(120));
+        assert_eq!(s.udp_idle_timeout, Duration::from_secs(5));
+        assert_eq!(s.service_map_entries, Some(1024));
+        let s = settings(&["run", "--config", &path, "--mode", "ebpf"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.mode, run::ModeArg::Ebpf, "the flag");
+        let text = documented(&RunArgs::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(text.contains("\nmode: auto\n"), "{text}");
+        assert!(text.contains("\nserviceMapEntries: null\n"), "{text}");
+    }
+
+    #[test]
     fn without_a_file_the_flags_are_the_settings() {
         let s = settings(&["run", "--healthz-timeout", "2m"]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.healthz_timeout, Duration::from_secs(120));
@@ -192,6 +213,9 @@ mod tests {
             ("serviceProxyName: -x-\n", "serviceProxyName"),
             ("logFormat: xml\n", "logFormat"),
             ("resyncIntervalMs: -1\n", "resyncIntervalMs"),
+            ("mode: eBPF\n", "mode"),
+            ("serviceMapEntries: 0\n", "serviceMapEntries"),
+            ("backendGracePeriod: soon\n", "backendGracePeriod"),
         ] {
             let path = write(dir.path(), text);
             let error = match settings(&["run", "--config", &path]) {

@@ -1,8 +1,17 @@
 //! `proxy inspect`: what the pinned maps and links hold, read-only, with or
 //! without a running daemon (see [`crate::inspect`]). Tables for people,
 //! `--output json` for scripts.
+//!
+//! `status` also lists the VIP routes carrying our routing protocol (read
+//! only, through the userspace path's steering), to say which mode is in
+//! force: pinned maps mean eBPF; no pinned maps but such routes mean
+//! userspace (a userspace-mode daemon removes the pins when it starts).
 
-use std::{io::Write as _, net::IpAddr, path::PathBuf};
+use std::{
+    io::Write as _,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
@@ -11,9 +20,11 @@ use crate::{
     config,
     dataplane::loader::PinLayout,
     inspect::{
-        Filter, Output, Pins, ServiceSelector,
+        Filter, InspectError, Output, Pins, ServiceSelector,
         render::{View, render},
+        snapshot::StatusView,
     },
+    userspace::Steering,
 };
 
 #[derive(Debug, Args)]
@@ -40,7 +51,8 @@ pub enum What {
     Conntrack,
     /// The datapath's counters, summed over CPUs, by reason.
     Stats,
-    /// Mode, the programs and links attached, and each map's fill level.
+    /// Mode (eBPF, or userspace when only VIP routes of ours are found), the
+    /// programs and links attached, each map's fill level, and the VIP routes.
     Status,
 }
 
@@ -66,15 +78,20 @@ impl From<FilterArgs> for Filter {
 
 impl InspectArgs {
     pub fn execute(self) -> anyhow::Result<()> {
-        let pins = Pins::open(PinLayout::new(&self.pin_path))?;
         let output = self.output;
         let text = match self.what {
-            What::Services(filter) => show(&pins.services(&filter.into())?, output)?,
-            What::Backends(filter) => show(&pins.backends(&filter.into())?, output)?,
-            What::Affinity(filter) => show(&pins.affinity(&filter.into())?, output)?,
-            What::Conntrack => show(&pins.conntrack(), output)?,
-            What::Stats => show(&pins.stats()?, output)?,
-            What::Status => show(&pins.status()?, output)?,
+            What::Status => show(&status(&self.pin_path)?, output)?,
+            what => {
+                let pins = Pins::open(PinLayout::new(&self.pin_path))?;
+                match what {
+                    What::Services(filter) => show(&pins.services(&filter.into())?, output)?,
+                    What::Backends(filter) => show(&pins.backends(&filter.into())?, output)?,
+                    What::Affinity(filter) => show(&pins.affinity(&filter.into())?, output)?,
+                    What::Conntrack => show(&pins.conntrack(), output)?,
+                    What::Stats => show(&pins.stats()?, output)?,
+                    What::Status => unreachable!("handled above"),
+                }
+            }
         };
         let mut stdout = std::io::stdout().lock();
         match stdout
@@ -90,4 +107,35 @@ impl InspectArgs {
 
 fn show<V: View>(view: &V, output: Output) -> anyhow::Result<String> {
     Ok(render(view, output)?)
+}
+
+/// `inspect status`: the pins' status with our VIP routes, or, with no maps
+/// pinned but such routes present, the userspace mode's.
+fn status(pin_path: &Path) -> anyhow::Result<StatusView> {
+    let routes = vip_routes();
+    match Pins::open(PinLayout::new(pin_path)) {
+        Ok(pins) => Ok(pins.status()?.with_vip_routes(routes)),
+        Err(InspectError::NoPins { .. }) if routes.as_ref().is_some_and(|r| !r.is_empty()) => Ok(
+            StatusView::userspace(pin_path.to_path_buf(), routes.unwrap_or_default()),
+        ),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The VIP routes carrying our routing protocol in this network namespace,
+/// sorted; `None` when they cannot be listed.
+fn vip_routes() -> Option<Vec<IpAddr>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .inspect_err(|error| tracing::debug!(error = %error, "cannot start a tokio runtime"))
+        .ok()?;
+    runtime
+        .block_on(async {
+            let steering = Steering::open(config::ROUTE_PROTOCOL).await?;
+            steering.list().await
+        })
+        .inspect_err(|error| tracing::debug!(error = %error, "cannot list the VIP routes"))
+        .ok()
+        .map(|routes| routes.into_iter().collect())
 }

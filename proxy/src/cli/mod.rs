@@ -20,6 +20,10 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; `run`'s settings are not worth a box"
+)]
 pub enum Command {
     /// Run the proxy daemon.
     Run(run::RunArgs),

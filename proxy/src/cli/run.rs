@@ -1,11 +1,27 @@
-//! `proxy run`: the daemon. Loads the dataplane, starts the sources and the
-//! sync loop, and stops cleanly on SIGTERM or SIGINT.
+//! `proxy run`: the daemon. Chooses the mode, loads the dataplane, starts the
+//! sources and the sync loop, and stops cleanly on SIGTERM or SIGINT.
+//!
+//! Modes (`--mode`): `ebpf` loads the socket hooks or fails; `userspace` serves
+//! Services from tokio proxies on local VIPs; `auto` (the default) tries eBPF
+//! and falls back to userspace when loading fails (no bpffs, no cgroup2, no
+//! privilege, a verifier rejection), with a warning that gives the reason.
+//! The programs are loaded and verified at start, but the hooks are attached
+//! by the sync loop after the first complete sync (see `datapath`); a failure
+//! to attach then is retried, not a fallback. Pins of a newer layout version
+//! are never a reason to fall back: `auto` refuses them like `ebpf` does, and
+//! leaves them alone. One mode at a time: a daemon in userspace mode
+//! removes the hooks and maps an eBPF run left (they would steer VIP traffic
+//! past it), and a daemon in eBPF mode removes the VIP routes a userspace run
+//! left (at its first sync, by the userspace path it keeps for frontends
+//! beyond the maps' capacity).
 //!
 //! On exit the hooks stay attached and the maps stay pinned, on purpose: the
 //! node's services keep working while the daemon restarts or is upgraded, and
 //! the next daemon takes over the links and the maps' contents (or migrates
 //! pins of an older layout version, and refuses pins of a newer one: see
-//! `dataplane::loader`). `proxy cleanup` removes them.
+//! `dataplane::loader`). In userspace mode the VIP routes stay (connections
+//! are refused, not lost, until the next daemon listens) and the next daemon
+//! adopts them. `proxy cleanup` removes all of it, every layout version.
 
 use std::{
     path::PathBuf,
@@ -14,7 +30,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use clap::{ArgMatches, Args, FromArgMatches as _, parser::ValueSource};
+use clap::{ArgMatches, Args, FromArgMatches as _, ValueEnum, parser::ValueSource};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -22,7 +38,8 @@ use super::LogFormat;
 use crate::{
     admin::{self, AdminServers, BindAddress, Mode, Telemetry},
     config::{self, file},
-    dataplane::{Writer, cgroup, loader},
+    datapath::EbpfDatapath,
+    dataplane::{Writer, cgroup, kernel::KernelMaps, loader},
     model::{Index, NodeInfo, selection},
     source::{
         gate::Gate,
@@ -30,7 +47,20 @@ use crate::{
         manifests::{self, ManifestDir},
     },
     sync::{self, SyncSettings},
+    userspace::{self, UserspaceDatapath},
 };
+
+/// `--mode` (`mode:` in the configuration file, spelled as the flag's values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeArg {
+    /// eBPF, falling back to userspace when loading or attaching fails.
+    Auto,
+    /// eBPF socket hooks only; fail when they cannot be loaded.
+    Ebpf,
+    /// Userspace proxies on local VIPs only.
+    Userspace,
+}
 
 /// Every setting of `proxy run`. Each field is both a flag and a field of the
 /// configuration file (`--config`, the flag's name in camelCase; see
@@ -101,6 +131,28 @@ pub struct RunArgs {
           value_parser = admin::parse_duration)]
     #[serde(with = "file::duration")]
     pub healthz_timeout: Duration,
+    /// How Services are implemented: `ebpf` (socket hooks), `userspace`
+    /// (VIPs made local, proxies in the daemon), or `auto`: eBPF, falling back
+    /// to userspace when loading or attaching fails.
+    #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
+    pub mode: ModeArg,
+    /// Userspace path: how long a connection to a backend that left the
+    /// Service may go on before it is closed (e.g. 30s, 2m).
+    #[arg(long, value_name = "DURATION", default_value = config::DEFAULT_BACKEND_GRACE_TEXT,
+          value_parser = admin::parse_duration)]
+    #[serde(with = "file::duration")]
+    pub backend_grace_period: Duration,
+    /// Userspace path: a UDP session with no datagram either way for this long ends.
+    #[arg(long, value_name = "DURATION", default_value = config::DEFAULT_UDP_IDLE_TIMEOUT_TEXT,
+          value_parser = admin::parse_duration)]
+    #[serde(with = "file::duration")]
+    pub udp_idle_timeout: Duration,
+    /// eBPF: entries of each service map (frontends and their backend slots),
+    /// when the maps are created [default: 262144]. Frontends that do not fit
+    /// are served from userspace.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[serde(deserialize_with = "de_map_entries")]
+    pub service_map_entries: Option<u32>,
     /// Log format: `text` or `json`. The flag is `proxy --log-format`, shared by
     /// every subcommand (see [`super::Cli`]); [`resolve`] fills this in.
     #[arg(skip = LogFormat::Text)]
@@ -162,6 +214,18 @@ fn de_proxy_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String
     file::optional_from_str_with(d, "a label value", proxy_name)
 }
 
+/// `serviceMapEntries`: as `--service-map-entries`, at least 1 (`null`: the
+/// default).
+fn de_map_entries<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    Option::<std::num::NonZeroU32>::deserialize(d).map(|n| n.map(std::num::NonZeroU32::get))
+}
+
+/// What `run` loaded.
+enum Chosen {
+    Ebpf(Box<(Writer<KernelMaps>, loader::SocketHooks)>),
+    Userspace,
+}
+
 fn humantime_ms(s: &str) -> Result<Duration, String> {
     s.parse::<u64>()
         .map(Duration::from_millis)
@@ -170,8 +234,10 @@ fn humantime_ms(s: &str) -> Result<Duration, String> {
 
 impl RunArgs {
     pub fn execute(self) -> anyhow::Result<()> {
+        // The userspace path proxies on these threads: one per CPU.
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(workers)
             .enable_all()
             .build()
             .context("starting the tokio runtime")?;
@@ -209,52 +275,44 @@ impl RunArgs {
             None => None,
         };
         // Bind before touching the kernel, so a taken port fails cleanly.
-        let telemetry = Telemetry::new(Mode::Ebpf, self.healthz_timeout);
+        let initial_mode = match self.mode {
+            ModeArg::Userspace => Mode::Userspace,
+            ModeArg::Auto | ModeArg::Ebpf => Mode::Ebpf,
+        };
+        let telemetry = Telemetry::new(initial_mode, self.healthz_timeout);
         let admin = AdminServers::start(
             self.metrics_bind_address,
             self.healthz_bind_address,
             telemetry.clone(),
         )
         .await?;
-        let cgroup = match self.cgroup.clone() {
-            Some(path) => path,
-            None => cgroup::cgroup2_root()?,
-        };
         let pins = loader::PinLayout::new(&self.pin_path);
-        let dataplane = loader::load(&pins, &cgroup).with_context(|| {
-            format!(
-                "loading the dataplane (cgroup {}, pins {})",
-                cgroup.display(),
-                pins.root.display()
-            )
-        })?;
-        tracing::info!(
-            cgroup = %dataplane.hooks.cgroup().display(),
-            pin_path = %pins.root.display(),
-            layout_version = proxy_common::LAYOUT_VERSION,
-            migrating_from = ?dataplane.migrating_from,
-            "programs loaded; hooks are attached after the first complete sync"
-        );
-        if let Some(logger) = dataplane.logger {
-            forward_kernel_logs(logger);
-        }
-        match dataplane.maps.usage_reader(&pins.maps()) {
-            Ok(reader) => telemetry.set_dataplane_usage(reader),
-            Err(error) => {
-                tracing::warn!(error = %error, "map sizes and datapath counters will not be exported")
+        let chosen = match self.mode {
+            ModeArg::Ebpf => Chosen::Ebpf(Box::new(self.load_ebpf(&pins, &telemetry)?)),
+            ModeArg::Userspace => {
+                tracing::info!("mode userspace (--mode userspace)");
+                remove_ebpf_leftovers(&pins);
+                Chosen::Userspace
             }
-        }
-        let writer = Writer::new(dataplane.maps).context("reading the pinned maps")?;
-        tracing::info!(
-            frontends = writer
-                .applied()
-                .services
-                .keys()
-                .filter(|(_, slot)| *slot == 0)
-                .count(),
-            backends = writer.applied().backends.len(),
-            "existing map contents adopted"
-        );
+            ModeArg::Auto => match self.load_ebpf(&pins, &telemetry) {
+                Ok(loaded) => Chosen::Ebpf(Box::new(loaded)),
+                // A newer proxy's pins serve this node: not ours to remove.
+                Err(error) if is_newer_layout(&error) => return Err(error),
+                Err(error) => {
+                    tracing::warn!(
+                        reason = %format!("{error:#}"),
+                        "the eBPF dataplane cannot be used; falling back to the userspace proxies"
+                    );
+                    remove_ebpf_leftovers(&pins);
+                    Chosen::Userspace
+                }
+            },
+        };
+        let userspace_settings = userspace::Settings {
+            backend_grace: self.backend_grace_period,
+            udp_idle_timeout: self.udp_idle_timeout,
+            ..userspace::Settings::default()
+        };
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (changes_tx, changes_rx) = watch::channel(0u64);
@@ -302,20 +360,64 @@ impl RunArgs {
             min_interval: self.min_sync_interval_ms,
             resync_interval: self.resync_interval_ms,
         };
-        let syncer = tokio::spawn(sync::run(
-            index,
-            writer,
-            dataplane.hooks,
-            changes_rx,
-            shutdown_rx,
-            settings,
-            telemetry,
-        ));
+        let (mode, syncer) = match chosen {
+            Chosen::Ebpf(loaded) => {
+                let (writer, hooks) = *loaded;
+                // Frontends that do not fit the maps are served from userspace.
+                let overflow =
+                    match UserspaceDatapath::start(userspace_settings, telemetry.clone()).await {
+                        Ok(userspace) => Some(userspace),
+                        Err(error) => {
+                            tracing::warn!(
+                                error = %format!("{error:#}"),
+                                "no userspace path for frontends beyond the maps' capacity \
+                                 (they would not be served); VIP routes of an earlier \
+                                 userspace run are not removed"
+                            );
+                            None
+                        }
+                    };
+                // The datapath attaches (or takes over) the hooks after the
+                // first complete sync, and checks them at every reconcile.
+                let datapath =
+                    EbpfDatapath::new(writer, telemetry.clone(), overflow).with_hooks(hooks);
+                let syncer = tokio::spawn(sync::run(
+                    index,
+                    datapath,
+                    changes_rx,
+                    shutdown_rx,
+                    settings,
+                    telemetry.clone(),
+                ));
+                (Mode::Ebpf, syncer)
+            }
+            Chosen::Userspace => {
+                let datapath = UserspaceDatapath::start(userspace_settings, telemetry.clone())
+                    .await
+                    .context("starting the userspace proxies")?;
+                telemetry.set_mode(Mode::Userspace);
+                let syncer = tokio::spawn(sync::run(
+                    index,
+                    datapath,
+                    changes_rx,
+                    shutdown_rx,
+                    settings,
+                    telemetry.clone(),
+                ));
+                (Mode::Userspace, syncer)
+            }
+        };
+        tracing::info!(mode = %mode, "dataplane mode in force");
 
         wait_for_signal().await?;
-        tracing::info!(
-            "shutting down; hooks stay attached and maps stay pinned (run `proxy cleanup` to remove them)"
-        );
+        match mode {
+            Mode::Ebpf => tracing::info!(
+                "shutting down; hooks stay attached and maps stay pinned (run `proxy cleanup` to remove them)"
+            ),
+            Mode::Userspace => tracing::info!(
+                "shutting down; VIP routes stay for the next daemon (run `proxy cleanup` to remove them)"
+            ),
+        }
         let _ = shutdown_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
             let _ = syncer.await;
@@ -326,6 +428,96 @@ impl RunArgs {
         .await;
         admin.stop().await;
         Ok(())
+    }
+}
+
+impl RunArgs {
+    /// Loads and verifies the programs (attaching none: see
+    /// [`EbpfDatapath::with_hooks`]) and adopts the pinned maps' contents.
+    fn load_ebpf(
+        &self,
+        pins: &loader::PinLayout,
+        telemetry: &Telemetry,
+    ) -> anyhow::Result<(Writer<KernelMaps>, loader::SocketHooks)> {
+        let cgroup = match self.cgroup.clone() {
+            Some(path) => path,
+            None => cgroup::cgroup2_root()?,
+        };
+        let sizes = loader::MapSizes {
+            services: self.service_map_entries,
+        };
+        let dataplane = loader::load(pins, &cgroup, sizes).with_context(|| {
+            format!(
+                "loading the dataplane (cgroup {}, pins {})",
+                cgroup.display(),
+                pins.root.display()
+            )
+        })?;
+        tracing::info!(
+            cgroup = %dataplane.hooks.cgroup().display(),
+            pin_path = %pins.root.display(),
+            layout_version = proxy_common::LAYOUT_VERSION,
+            migrating_from = ?dataplane.migrating_from,
+            "programs loaded; hooks are attached after the first complete sync"
+        );
+        if let Some(logger) = dataplane.logger {
+            forward_kernel_logs(logger);
+        }
+        match dataplane.maps.usage_reader(&pins.maps()) {
+            Ok(reader) => telemetry.set_dataplane_usage(reader),
+            Err(error) => {
+                tracing::warn!(error = %error, "map sizes and datapath counters will not be exported")
+            }
+        }
+        let writer = Writer::new(dataplane.maps).context("reading the pinned maps")?;
+        tracing::info!(
+            frontends = writer
+                .applied()
+                .services
+                .keys()
+                .filter(|(_, slot)| *slot == 0)
+                .count(),
+            backends = writer.applied().backends.len(),
+            "existing map contents adopted"
+        );
+        Ok((writer, dataplane.hooks))
+    }
+}
+
+/// The load failed because the pin path holds a newer layout version.
+fn is_newer_layout(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<loader::LoadError>(),
+            Some(loader::LoadError::Pins(
+                crate::dataplane::pins::PinsError::NewerLayout { .. }
+            ))
+        ) || matches!(
+            cause.downcast_ref::<crate::dataplane::pins::PinsError>(),
+            Some(crate::dataplane::pins::PinsError::NewerLayout { .. })
+        )
+    })
+}
+
+/// Hooks an eBPF run left attached (or a failed load half attached) would
+/// steer VIP traffic past the userspace proxies, with stale backends: remove
+/// every pin of every layout version (`pins::remove_all`), which detaches them.
+fn remove_ebpf_leftovers(pins: &loader::PinLayout) {
+    if !pins.root.exists() {
+        return;
+    }
+    match loader::cleanup(pins) {
+        Ok(removed) if removed.is_empty() => {}
+        Ok(removed) => tracing::info!(
+            pins = removed.len(),
+            pin_path = %pins.root.display(),
+            "removed the hooks and maps of an earlier eBPF run"
+        ),
+        Err(error) => tracing::warn!(
+            error = %error,
+            pin_path = %pins.root.display(),
+            "could not remove the hooks and maps of an earlier eBPF run; they may steer VIP traffic"
+        ),
     }
 }
 

@@ -152,6 +152,14 @@ pub struct AttachedHook {
     pub action: HookAction,
 }
 
+/// Map sizes that differ from the object's defaults (`proxy_common::capacity`).
+/// They apply when a map is created; a pinned map keeps its size.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MapSizes {
+    /// Entries of each service map (`SVC_V4`, `SVC_V6`): frontends and their slots.
+    pub services: Option<u32>,
+}
+
 /// What one [`SocketHooks::ensure`] did.
 #[derive(Clone, Debug, Default)]
 pub struct HookReport {
@@ -185,10 +193,10 @@ pub struct SocketHooks {
     settled: bool,
 }
 
-/// Loads the object (maps pinned, or adopted from their pins) and verifies
+/// Loads the object (maps pinned, created with `sizes`, or adopted from their pins) and verifies
 /// every socket hook, attaching none. Refuses pins of a newer layout version
 /// before it changes anything.
-pub fn load(pins: &PinLayout, cgroup: &Path) -> Result<Dataplane, LoadError> {
+pub fn load(pins: &PinLayout, cgroup: &Path, sizes: MapSizes) -> Result<Dataplane, LoadError> {
     bpffs::ensure(&pins.root)?;
     let inventory = Inventory::read(pins)?;
     inventory.check(pins)?;
@@ -209,13 +217,16 @@ pub fn load(pins: &PinLayout, cgroup: &Path) -> Result<Dataplane, LoadError> {
     bpffs::create_dir(&pins.maps())?;
     bpffs::create_dir(&pins.links())?;
 
-    let mut ebpf = EbpfLoader::new()
-        .default_map_pin_directory(pins.maps())
-        .load(OBJECT)
-        .map_err(|source| LoadError::Object {
-            pin_dir: pins.maps(),
-            source: Box::new(source),
-        })?;
+    let mut loader = EbpfLoader::new();
+    loader.default_map_pin_directory(pins.maps());
+    if let Some(entries) = sizes.services {
+        loader.map_max_entries(proxy_common::names::SVC_V4, entries);
+        loader.map_max_entries(proxy_common::names::SVC_V6, entries);
+    }
+    let mut ebpf = loader.load(OBJECT).map_err(|source| LoadError::Object {
+        pin_dir: pins.maps(),
+        source: Box::new(source),
+    })?;
 
     let cgroup_file = fs::File::open(cgroup).map_err(|source| LoadError::Cgroup {
         path: cgroup.to_path_buf(),

@@ -108,6 +108,7 @@ impl KernelMaps {
         capacity(names::BACKEND_V6, self.backend6.map())?;
         capacity(names::REVNAT_V4, self.revnat4.map())?;
         capacity(names::REVNAT_V6, self.revnat6.map())?;
+        capacity(names::SVC_NAMES, self.svc_names.map())?;
         capacity(names::STATS, self.stats.map())?;
 
         // A duplicate of our own descriptor, not `MapData::from_id`: getting a

@@ -27,6 +27,8 @@ pub struct ApplyReport {
     pub failures: Vec<StepFailure>,
     /// Frontends the plan could not place at all.
     pub unplanned: usize,
+    /// Which they are.
+    pub unplanned_frontends: Vec<Frontend>,
     /// UDP backends that some frontend no longer reaches: connected UDP sockets
     /// still aimed at them must be ended (see `dataplane::sockets`).
     pub udp_backends_gone: Vec<Backend>,
@@ -125,6 +127,7 @@ impl<M: DataplaneMaps> Writer<M> {
     pub fn apply(&mut self, plan: &Plan) -> ApplyReport {
         let mut report = ApplyReport {
             unplanned: plan.unplanned.len(),
+            unplanned_frontends: plan.unplanned.iter().map(|(f, _)| *f).collect(),
             ..Default::default()
         };
         let udp_before = self.udp_reach(plan);

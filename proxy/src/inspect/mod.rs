@@ -21,15 +21,34 @@ use std::path::PathBuf;
 pub use render::Output;
 pub use snapshot::{Filter, Pins, ServiceSelector};
 
+fn other_layouts(found: &[u32]) -> String {
+    if found.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = found.iter().map(|v| format!("v{v}")).collect();
+    format!(
+        "; pins of another layout version are there ({}): this inspect reads layout v{}, \
+         use the proxy binary that wrote them",
+        list.join(", "),
+        proxy_common::LAYOUT_VERSION
+    )
+}
+
 /// Why an inspection failed. Each variant names the pin path or map involved.
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
     #[error(
         "no pinned maps at {dir}: is the proxy running, or has it run on this node? \
-         (pass --pin-path if it used another pin path)",
-        dir = dir.display()
+         (pass --pin-path if it used another pin path){other}",
+        dir = dir.display(),
+        other = other_layouts(found)
     )]
-    NoPins { dir: PathBuf },
+    NoPins {
+        dir: PathBuf,
+        /// Layout versions found under the pin path instead (an older or
+        /// newer daemon's pins), for the message.
+        found: Vec<u32>,
+    },
     #[error("cannot read the pin directory {dir}", dir = dir.display())]
     PinDir {
         dir: PathBuf,

@@ -224,11 +224,36 @@ impl View for StatsView {
 impl View for StatusView {
     fn table(&self) -> String {
         let mut out = format!(
-            "mode:      {} ({})\npin path:  {}\n\n",
+            "mode:      {} ({})\npin path:  {}\n",
             self.mode,
             self.datapath,
             self.pin_path.display()
         );
+        match &self.vip_routes {
+            None => out.push_str("vip routes: could not be listed\n"),
+            Some(vips) if vips.is_empty() => {}
+            Some(vips) => {
+                let list: Vec<String> = vips.iter().map(ToString::to_string).collect();
+                let why = if self.mode == crate::admin::Mode::Userspace.as_str() {
+                    "VIPs made local, proxied by the daemon"
+                } else {
+                    "frontends beyond the maps' capacity, served from userspace"
+                };
+                out.push_str(&format!(
+                    "vip routes: {} ({why}): {}\n",
+                    vips.len(),
+                    list.join(", ")
+                ));
+            }
+        }
+        out.push('\n');
+        if self.mode == crate::admin::Mode::Userspace.as_str() {
+            out.push_str(
+                "no pinned maps or links: the eBPF dataplane is not in use on this node \
+                 (its views show nothing)\n",
+            );
+            return out;
+        }
         if self.links.is_empty() {
             out.push_str("no links pinned: the socket hooks are not attached\n");
         } else {

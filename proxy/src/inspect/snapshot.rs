@@ -52,8 +52,12 @@ pub const PINNED_MAPS: [&str; 11] = [
     names::STATS,
 ];
 
-/// The socket-LB datapath, the only one today (`status`).
+/// The eBPF mode's datapath (`status`).
 pub const DATAPATH: &str = "socket-lb";
+
+/// The userspace mode's datapath (`status`): VIPs made local by routes of
+/// ours, proxied by the daemon.
+pub const USERSPACE_DATAPATH: &str = "userspace-proxy";
 
 /// Why `conntrack` shows nothing.
 pub const NO_CONNTRACK: &str = "no conntrack map: the per-packet (tc) datapath does not exist \
@@ -248,13 +252,40 @@ pub struct StatEntry {
 /// `inspect status`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct StatusView {
-    /// `ebpf`, as `proxy_mode{mode}`.
+    /// The mode in force as the node shows it, as `proxy_mode{mode}`: `ebpf`
+    /// when maps of this layout are pinned, `userspace` when none are but VIP
+    /// routes of ours exist (see [`StatusView::userspace`]).
     pub mode: &'static str,
-    /// `socket-lb`.
+    /// `socket-lb` or `userspace-proxy`.
     pub datapath: &'static str,
     pub pin_path: PathBuf,
     pub links: Vec<LinkEntry>,
     pub maps: Vec<MapEntry>,
+    /// The VIPs made local by routes carrying our routing protocol: all of
+    /// them in userspace mode; in eBPF mode, the frontends served from
+    /// userspace because they do not fit the maps. `null` when the routes
+    /// could not be listed.
+    pub vip_routes: Option<Vec<IpAddr>>,
+}
+
+impl StatusView {
+    /// No maps pinned, but VIP routes of ours: a daemon in userspace mode
+    /// (pins are removed when one starts) serves this node, or did.
+    pub fn userspace(pin_path: PathBuf, vip_routes: Vec<IpAddr>) -> Self {
+        Self {
+            mode: Mode::Userspace.as_str(),
+            datapath: USERSPACE_DATAPATH,
+            pin_path,
+            links: Vec::new(),
+            maps: Vec::new(),
+            vip_routes: Some(vip_routes),
+        }
+    }
+
+    /// With the VIP routes listed (`None`: they could not be).
+    pub fn with_vip_routes(self, vip_routes: Option<Vec<IpAddr>>) -> Self {
+        Self { vip_routes, ..self }
+    }
 }
 
 /// One pinned link.
@@ -604,12 +635,22 @@ impl Pins {
     /// Checks that the maps are pinned where `layout` says.
     pub fn open(layout: PinLayout) -> Result<Self, InspectError> {
         let maps_dir = layout.maps();
+        // Other layout versions' pins, to say so when ours are missing.
+        let found = || {
+            crate::dataplane::pins::Inventory::read(&layout)
+                .map(|inv| inv.layouts.iter().map(|l| l.version).collect())
+                .unwrap_or_default()
+        };
         match fs::metadata(&maps_dir) {
             Ok(meta) if meta.is_dir() => Ok(Self { layout, maps_dir }),
-            Ok(_) => Err(InspectError::NoPins { dir: maps_dir }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Err(InspectError::NoPins { dir: maps_dir })
-            }
+            Ok(_) => Err(InspectError::NoPins {
+                dir: maps_dir,
+                found: found(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(InspectError::NoPins {
+                dir: maps_dir,
+                found: found(),
+            }),
             Err(source) => Err(InspectError::PinDir {
                 dir: maps_dir,
                 source,
@@ -793,6 +834,7 @@ impl Pins {
             pin_path: self.layout.root.clone(),
             links: self.links()?,
             maps: PINNED_MAPS.iter().map(|name| self.fill(name)).collect(),
+            vip_routes: None,
         })
     }
 

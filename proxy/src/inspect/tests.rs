@@ -260,6 +260,7 @@ fn status(links: Vec<LinkEntry>, maps: Vec<MapEntry>) -> StatusView {
         pin_path: PathBuf::from("/sys/fs/bpf/proxy"),
         links,
         maps,
+        vip_routes: Some(Vec::new()),
     }
 }
 
@@ -458,8 +459,30 @@ fn golden_nearly_full() {
         (names::STATS, "percpu_array", Some(11), 11),
     ]);
     let mut golden = Golden::new();
-    golden.add("status", &status(links, fill));
+    // Two frontends did not fit: served from userspace, on VIP routes.
+    let status =
+        status(links, fill).with_vip_routes(Some(vec![ip("10.96.200.1"), ip("fd00:96::200:1")]));
+    golden.add("status", &status);
     golden.check("nearly-full");
+}
+
+/// No maps pinned, VIP routes of ours: the userspace mode; and routes that
+/// could not be listed.
+#[test]
+fn golden_userspace() {
+    let mut golden = Golden::new();
+    golden.add(
+        "status",
+        &StatusView::userspace(
+            PathBuf::from("/sys/fs/bpf/proxy"),
+            vec![ip("10.96.0.10"), ip("10.96.0.20"), ip("fd00:96::10")],
+        ),
+    );
+    golden.add(
+        "status",
+        &status(typical_links(), empty_maps()).with_vip_routes(None),
+    );
+    golden.check("userspace");
 }
 
 // ---------------------------------------------------------------------------
@@ -618,6 +641,20 @@ fn ages_read_like_durations() {
     assert_eq!(
         [0, 999, 1_500, 59_999, 61_000, 3_600_000 + 60_000].map(human_age),
         ["0ms", "999ms", "1.5s", "59.9s", "1m01s", "1h01m"]
+    );
+}
+
+#[test]
+fn pins_of_another_layout_are_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // The unversioned layout (v0) keeps `maps/` directly under the pin path.
+    std::fs::create_dir(dir.path().join("maps")).unwrap();
+    let layout = crate::dataplane::loader::PinLayout::new(dir.path());
+    let message = Pins::open(layout).unwrap_err().to_string();
+    assert!(
+        message.contains("another layout version are there (v0)")
+            && message.contains(&format!("reads layout v{}", proxy_common::LAYOUT_VERSION)),
+        "{message}"
     );
 }
 

@@ -15,7 +15,7 @@ use proxy_common::{ServiceName, ServiceValue};
 use super::{BackendId, Op, RevNatId};
 use crate::model::{Backend, Frontend};
 
-/// The contents of the service, backend, rev-NAT and name maps, plus two indexes
+/// The contents of the service, backend, rev-NAT and name maps, plus three indexes
 /// kept up to date by [`Applied::record`] (rebuild them with
 /// [`Applied::reindex`] after editing the maps directly).
 #[derive(Clone, Debug, Default)]
@@ -30,6 +30,8 @@ pub struct Applied {
     by_backend: HashMap<Backend, BackendId>,
     /// Backend id → how many slots (slot 0 excluded) point at it.
     refs: HashMap<BackendId, usize>,
+    /// Frontend → a rev-NAT id whose entry names it (the lowest, when several do).
+    rev_nat_of: HashMap<Frontend, RevNatId>,
 }
 
 /// Equal when the map contents are; the indexes follow from them.
@@ -48,6 +50,10 @@ impl Applied {
     /// Rebuilds the indexes from the maps.
     pub fn reindex(&mut self) {
         self.by_backend = self.backends.iter().map(|(id, b)| (*b, *id)).collect();
+        self.rev_nat_of.clear();
+        for (id, frontend) in self.rev_nat.iter().rev() {
+            self.rev_nat_of.insert(*frontend, *id);
+        }
         self.refs.clear();
         for ((_, slot), v) in &self.services {
             if *slot != 0 {
@@ -61,6 +67,12 @@ impl Applied {
         self.by_backend.get(backend).copied()
     }
 
+    /// A rev-NAT id whose entry names `frontend`, whether or not a slot 0
+    /// uses it (a write that stopped before publishing leaves such an entry).
+    pub fn rev_nat_of(&self, frontend: Frontend) -> Option<RevNatId> {
+        self.rev_nat_of.get(&frontend).copied()
+    }
+
     /// How many slots point at a backend.
     pub fn refs(&self, id: BackendId) -> usize {
         self.refs.get(&id).copied().unwrap_or(0)
@@ -72,6 +84,16 @@ impl Applied {
             if *n == 0 {
                 self.refs.remove(&id);
             }
+        }
+    }
+
+    /// `id` no longer names `frontend`. (Were there another entry naming it,
+    /// a leftover, the index forgets that one too: finding it would cost a
+    /// scan, and the worst outcome is a fresh id while the full plan removes
+    /// the leftover.)
+    fn forget_rev_nat(&mut self, id: RevNatId, frontend: Frontend) {
+        if self.rev_nat_of.get(&frontend) == Some(&id) {
+            self.rev_nat_of.remove(&frontend);
         }
     }
 
@@ -90,10 +112,18 @@ impl Applied {
                 }
             }
             Op::PutRevNat { id, frontend } => {
-                self.rev_nat.insert(*id, *frontend);
+                if let Some(old) = self.rev_nat.insert(*id, *frontend) {
+                    self.forget_rev_nat(*id, old);
+                }
+                self.rev_nat_of
+                    .entry(*frontend)
+                    .and_modify(|kept| *kept = (*kept).min(*id))
+                    .or_insert(*id);
             }
             Op::DeleteRevNat { id, .. } => {
-                self.rev_nat.remove(id);
+                if let Some(old) = self.rev_nat.remove(id) {
+                    self.forget_rev_nat(*id, old);
+                }
             }
             Op::PutServiceName { id, name } => {
                 self.svc_names.insert(*id, name.clone());

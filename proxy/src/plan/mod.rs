@@ -186,10 +186,14 @@ fn plan_scoped(
     let mut rev_ids: Option<IdAllocator> = None;
     let mut kept_rev_nat: BTreeSet<RevNatId> = BTreeSet::new();
     for (frontend, spec) in &in_scope {
+        // An unpublished frontend (a write that stopped before slot 0, say for
+        // want of room) keeps the rev-NAT entry it already has, rather than
+        // leaking one per attempt.
         let current = applied
             .frontend(**frontend)
             .map(|v| v.rev_nat_id)
-            .filter(|id| *id != 0);
+            .filter(|id| *id != 0)
+            .or_else(|| applied.rev_nat_of(**frontend));
         let rev_nat_id = current.or_else(|| {
             let rev_ids = rev_ids.get_or_insert_with(|| {
                 IdAllocator::new(

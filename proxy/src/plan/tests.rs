@@ -315,6 +315,48 @@ fn any_failed_write_converges_on_the_next_sync() {
 }
 
 #[test]
+fn a_frontend_that_keeps_failing_before_its_slot_0_keeps_one_rev_nat_entry() {
+    // A frontend that does not fit (its slots or slot 0 fail, every sync)
+    // must not take a new rev-NAT id on every attempt.
+    let d = desired(&[("10.96.0.10:80", &["10.1.0.1:8080", "10.1.0.2:8080"])]);
+    let mut w = synced(&DesiredState::default());
+    for attempt in 0..5 {
+        // Ops of this sync: backends (first time only), rev-NAT (first time
+        // only), then the slots: fail at the first slot. (The fake counts
+        // calls: the successes logged, plus one failure per earlier attempt.)
+        let before = w.maps().log.len() + attempt;
+        let first_slot = plan(w.applied(), &d)
+            .ops()
+            .position(|op| matches!(op, Op::PutService { .. }))
+            .unwrap();
+        w.maps_mut_for_tests().fail_at = Some(before + first_slot);
+        // Incremental syncs: a full plan would also delete stray entries.
+        let touched: BTreeSet<Frontend> = d.frontends.keys().copied().collect();
+        assert!(
+            !w.sync_frontends(&d, &touched).is_complete(),
+            "attempt {attempt} succeeded"
+        );
+        assert_eq!(
+            w.applied().rev_nat.len(),
+            1,
+            "attempt {attempt} left {:?}",
+            w.applied().rev_nat
+        );
+    }
+    w.maps_mut_for_tests().fail_at = None;
+    assert!(w.sync(&d).is_complete());
+    let id = w
+        .applied()
+        .frontend(fe("10.96.0.10:80"))
+        .unwrap()
+        .rev_nat_id;
+    assert_eq!(
+        w.applied().rev_nat.keys().copied().collect::<Vec<_>>(),
+        [id]
+    );
+}
+
+#[test]
 fn reconcile_repairs_entries_changed_behind_our_back() {
     let d = desired(&[("10.96.0.10:80", &["10.1.0.1:8080", "10.1.0.2:8080"])]);
     let mut w = synced(&d);

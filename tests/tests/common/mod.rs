@@ -1,7 +1,7 @@
 //! The integration tests' shared scenario: a sandbox with three TCP and three UDP
 //! backends per IP family on `lo`, the dual-stack Service `pxt/web` that fronts
-//! them, the proxy, and helpers that send real traffic and panic with what was
-//! expected and what was seen.
+//! them, the proxy in a given [`Mode`], and helpers that send real traffic and
+//! panic with what was expected and what was seen.
 //!
 //! Addresses (all inside the test's namespace only):
 //! - backends: 10.244.1.1-3 and fd00:244::1-3, TCP on :8080, UDP on :5353; each
@@ -18,10 +18,15 @@ use std::{
     collections::BTreeMap,
     fmt::Debug,
     io,
-    net::{IpAddr, SocketAddr},
-    time::Duration,
+    net::{IpAddr, SocketAddr, UdpSocket},
+    time::{Duration, Instant},
 };
 
+#[allow(
+    unused_imports,
+    reason = "each test binary compiles this module and uses only part of it"
+)]
+pub use proxy_tests::{Mode, both_modes};
 use proxy_tests::{
     ProxyProcess, Reply, Sandbox, TcpBackend, UdpBackend,
     manifest::{self, AddressType, Endpoint, EndpointSlice, Protocol, Service},
@@ -109,6 +114,8 @@ pub fn slice_name(service: &str, family: AddressType) -> String {
 /// backends, then the sandbox is removed.
 pub struct Fixture {
     pub proxy: Option<ProxyProcess>,
+    /// The mode `start_proxy` runs the proxy in.
+    pub mode: Mode,
     pub tcp: Vec<TcpBackend>,
     pub udp: Vec<UdpBackend>,
     pub sandbox: Sandbox,
@@ -116,8 +123,8 @@ pub struct Fixture {
 
 impl Fixture {
     /// Sandbox entered, addresses on `lo`, all twelve backends running; no
-    /// manifests yet, no proxy yet.
-    pub fn new() -> Self {
+    /// manifests yet, no proxy yet (it will run in `mode`).
+    pub fn new(mode: Mode) -> Self {
         // Fail first, with the how-to-build message, when the binary is missing.
         let _ = proxy_bin();
         let mut sandbox = Sandbox::new().expect("creating the sandbox (the tests need root)");
@@ -138,6 +145,7 @@ impl Fixture {
         }
         Fixture {
             proxy: None,
+            mode,
             tcp,
             udp,
             sandbox,
@@ -146,8 +154,8 @@ impl Fixture {
 
     /// [`Fixture::new`] plus `web` with all three endpoints per family, the
     /// proxy started and the dataplane verified to work.
-    pub fn with_web() -> Self {
-        let mut f = Fixture::new();
+    pub fn with_web(mode: Mode) -> Self {
+        let mut f = Fixture::new(mode);
         f.write_web(&BACKENDS_V4, &BACKENDS_V6);
         f.start_proxy();
         f.wait_ready();
@@ -185,12 +193,20 @@ impl Fixture {
             .unwrap_or_else(|e| panic!("removing manifest {file}: {e}"));
     }
 
+    /// Starts the proxy in the fixture's mode.
     pub fn start_proxy(&mut self) {
+        self.start_proxy_with(&[]);
+    }
+
+    /// Starts the proxy in the fixture's mode, with `extra` arguments.
+    pub fn start_proxy_with(&mut self, extra: &[&str]) {
         assert!(self.proxy.is_none(), "the proxy is already running");
         let dir = self.sandbox.manifests_dir();
+        let mut args: Vec<&str> = self.mode.args().to_vec();
+        args.extend_from_slice(extra);
         self.proxy = Some(
-            ProxyProcess::start(&proxy_bin(), &self.sandbox, &dir)
-                .unwrap_or_else(|e| panic!("starting the proxy: {e}")),
+            ProxyProcess::start_with_args(&proxy_bin(), &self.sandbox, &dir, &args)
+                .unwrap_or_else(|e| panic!("starting the proxy in {} mode: {e}", self.mode)),
         );
     }
 
@@ -226,12 +242,16 @@ impl Fixture {
             matches!(last, Some(Ok(_)))
         });
         if let Some(status) = exited {
-            panic!("expected the proxy to start serving {vip}, but it exited with {status}");
+            panic!(
+                "expected the proxy ({} mode) to start serving {vip}, but it exited with {status}",
+                self.mode
+            );
         }
         assert!(
             ready,
-            "expected {vip} to be served within {STARTUP:?} of starting the proxy; \
-             last attempt: {last:?}"
+            "expected {vip} to be served within {STARTUP:?} of starting the proxy ({} mode); \
+             last attempt: {last:?}",
+            self.mode
         );
     }
 
@@ -301,4 +321,66 @@ pub fn assert_backends<T: Debug>(what: &str, seen: &BTreeMap<String, T>, expecte
         got, want,
         "{what}: expected exactly these backends to answer, saw {seen:?}"
     );
+}
+
+/// How a UDP client learns that a Service has no endpoint; `Ok(how long it
+/// took)` when it was refused.
+///
+/// With the socket hooks, `connect()` itself fails with `ECONNREFUSED`. A
+/// userspace proxy cannot fail a `connect()` (nothing of it runs in the
+/// client's system call), so there nothing listens on `VIP:port` and the first
+/// datagram draws an ICMP port unreachable: the socket's receive fails with
+/// `ECONNREFUSED`, at once rather than after a timeout.
+pub fn udp_refused(mode: Mode, vip: SocketAddr, timeout: Duration) -> Result<Duration, String> {
+    let socket = UdpSocket::bind(if vip.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })
+        .map_err(|e| format!("binding a UDP client: {e}"))?;
+    socket
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| format!("setting a read timeout: {e}"))?;
+    let start = Instant::now();
+    let connected = socket.connect(vip);
+    let result = match (mode, connected) {
+        (Mode::Ebpf, connected) => connected.map(|()| "connect() succeeded".to_owned()),
+        (Mode::Userspace, Err(e)) => return Err(format!("connect() failed: {e}")),
+        (Mode::Userspace, Ok(())) => socket
+            .send(b"hello\n")
+            .and_then(|_| socket.recv(&mut [0u8; 512]))
+            .map(|n| format!("a {n}-byte answer")),
+    };
+    let elapsed = start.elapsed();
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(elapsed),
+        Err(e) => Err(format!("{e} ({:?}) after {elapsed:?}", e.kind())),
+        Ok(what) => Err(format!("{what} after {elapsed:?}")),
+    }
+}
+
+/// A bound on each HTTP exchange with the proxy's admin servers.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A plain HTTP/1.1 GET of `http://{addr}{path}`; the status code and the body.
+pub fn http_get(addr: &str, path: &str) -> io::Result<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let addr: SocketAddr = addr
+        .parse()
+        .unwrap_or_else(|e| panic!("{addr:?} is not a socket address: {e}"));
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
+    stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
+    stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| io::Error::other(format!("no end of headers in the response: {text:?}")))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("no status code in {head:?}")))?;
+    Ok((code, body.to_owned()))
 }

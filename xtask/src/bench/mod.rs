@@ -91,6 +91,9 @@ pub enum Contender {
     Direct,
     /// This proxy's cgroup socket hooks.
     SocketLb,
+    /// This proxy's userspace fallback (`--mode userspace`): VIPs made local
+    /// on the node, tokio proxies listening on them.
+    Userspace,
     /// kube-proxy's iptables ruleset.
     Iptables,
     /// kube-proxy's nftables ruleset.
@@ -100,9 +103,10 @@ pub enum Contender {
 }
 
 impl Contender {
-    const ALL: [Contender; 5] = [
+    const ALL: [Contender; 6] = [
         Contender::Direct,
         Contender::SocketLb,
+        Contender::Userspace,
         Contender::Iptables,
         Contender::Nftables,
         Contender::Haproxy,
@@ -112,6 +116,7 @@ impl Contender {
         match self {
             Contender::Direct => "direct to backend",
             Contender::SocketLb => "socket LB (this proxy)",
+            Contender::Userspace => "userspace fallback (this proxy)",
             Contender::Iptables => "iptables (kube-proxy rules)",
             Contender::Nftables => "nftables (kube-proxy rules)",
             Contender::Haproxy => "HAProxy (TCP mode)",
@@ -374,7 +379,12 @@ fn setup(
     let targets = Targets::new(contender, cluster);
     match contender {
         Contender::Direct => {}
-        Contender::SocketLb => {
+        Contender::SocketLb | Contender::Userspace => {
+            let mode = if contender == Contender::SocketLb {
+                "ebpf"
+            } else {
+                "userspace"
+            };
             let dir = world.sandbox().manifests_dir();
             manifest::write_atomic(&dir, "cluster.yaml", &manifests(&cluster.specs))?;
             let log = world.sandbox().dir().join("proxy.log");
@@ -388,7 +398,7 @@ fn setup(
                 .arg(world.sandbox().cgroup_path())
                 .arg("--pin-path")
                 .arg(world.sandbox().pin_path())
-                .args(["--log-format", "text"])
+                .args(["--mode", mode, "--log-format", "text"])
                 .stdout(log.try_clone()?)
                 .stderr(log);
             world.spawn_on_node("proxy run", &mut cmd)?;

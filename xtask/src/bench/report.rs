@@ -291,9 +291,10 @@ pub fn markdown(r: &Results, plots: &str) -> String {
         out,
         "Each cell is the median over the rounds, with min–max; ratios are of medians from this \
          run. Latency ratios below 1 and throughput ratios above 1 favour the contender. \
-         Not measured yet: the per-packet tc path (issue 4) and the userspace fallback (issue 5). \
+         Not measured yet: the per-packet tc path (issue 4). \
          HAProxy serves only the measured Services, so it runs at the smallest scale.\n"
     );
+    out.push_str(&headlines(r));
     for metric in &METRICS {
         let _ = writeln!(out, "### {}\n", metric.title);
         let _ = writeln!(
@@ -372,6 +373,104 @@ pub fn markdown(r: &Results, plots: &str) -> String {
     }
     let _ = writeln!(out, "\n![control plane]({plots}/control-plane.svg)");
     out
+}
+
+/// The ratios the project's goals are stated in, from this run's medians.
+fn headlines(r: &Results) -> String {
+    let median =
+        |scale: usize, c: Contender, m: usize| r.row(scale, c).map(|row| stats(row, &METRICS[m]).0);
+    let ratio_of = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let (Some(&smallest), Some(&largest)) = (r.scales.iter().min(), r.scales.iter().max()) else {
+        return String::new();
+    };
+    let mut lines = Vec::new();
+    let mut line = |text: String, value: Option<f64>| {
+        if let Some(v) = value {
+            lines.push(format!("| {text} | {v:.2}× |"));
+        }
+    };
+    for scale in &r.scales {
+        line(
+            format!("socket LB ÷ direct, new connections/s, {scale} Services"),
+            ratio_of(
+                median(*scale, Contender::SocketLb, 0),
+                median(*scale, Contender::Direct, 0),
+            ),
+        );
+    }
+    line(
+        format!("socket LB ÷ direct, requests/s, {largest} Services"),
+        ratio_of(
+            median(largest, Contender::SocketLb, 1),
+            median(largest, Contender::Direct, 1),
+        ),
+    );
+    line(
+        format!("socket LB ÷ iptables, new connections/s, {largest} Services"),
+        ratio_of(
+            median(largest, Contender::SocketLb, 0),
+            median(largest, Contender::Iptables, 0),
+        ),
+    );
+    line(
+        format!("socket LB ÷ nftables, new connections/s, {largest} Services"),
+        ratio_of(
+            median(largest, Contender::SocketLb, 0),
+            median(largest, Contender::Nftables, 0),
+        ),
+    );
+    line(
+        format!("iptables p99 ÷ socket LB p99, connect latency, {largest} Services"),
+        ratio_of(
+            median(largest, Contender::Iptables, 5),
+            median(largest, Contender::SocketLb, 5),
+        ),
+    );
+    line(
+        format!("userspace fallback ÷ direct, bulk throughput, {smallest} Services"),
+        ratio_of(
+            median(smallest, Contender::Userspace, 2),
+            median(smallest, Contender::Direct, 2),
+        ),
+    );
+    line(
+        format!("userspace fallback ÷ HAProxy, bulk throughput, {smallest} Services"),
+        ratio_of(
+            median(smallest, Contender::Userspace, 2),
+            median(smallest, Contender::Haproxy, 2),
+        ),
+    );
+    line(
+        format!("userspace fallback ÷ HAProxy, new connections/s, {smallest} Services"),
+        ratio_of(
+            median(smallest, Contender::Userspace, 0),
+            median(smallest, Contender::Haproxy, 0),
+        ),
+    );
+    if let Some(c) = r.control.iter().find(|c| c.scale == largest) {
+        for (tool, contender) in [
+            ("iptables-restore", Contender::Iptables),
+            ("nft -f", Contender::Nftables),
+        ] {
+            line(
+                format!("{tool} load ÷ proxy cold sync, {largest} Services"),
+                ratio_of(
+                    r.load(largest, contender).map(|s| s * 1e3),
+                    Some(c.cold_sync_ms),
+                ),
+            );
+        }
+    }
+    if lines.is_empty() {
+        return String::new();
+    }
+    format!(
+        "### Headline ratios\n\n| ratio of medians | value |\n|---|---:|\n{}\n\n",
+        lines.join("\n")
+    )
 }
 
 /// Writes `report.md`, `results.json` and the plots into `dir`.
@@ -499,6 +598,35 @@ mod tests {
         );
         assert!(md.contains("![Bulk throughput, one TCP stream (iperf3)](plots/bulk.svg)"));
         assert!(md.contains("**Not measured:** nftables (kube-proxy rules) at 1000 Services: nft -f did not finish\n"));
+    }
+
+    #[test]
+    fn headline_ratios_come_from_the_medians() {
+        let mut r = results();
+        for v in [100.0, 300.0, 200.0] {
+            r.push(1000, Contender::SocketLb, sample(v * 0.9));
+        }
+        r.control.push(ControlRow {
+            scale: 1000,
+            endpoints_each: 6,
+            cold_sync_ms: 50.0,
+            change_median_ms: 1.0,
+            change_min_ms: 1.0,
+            change_max_ms: 1.0,
+            rss_mib: 10.0,
+            start_to_first_sync_s: 0.1,
+        });
+        let md = markdown(&r, ".");
+        for line in [
+            "| socket LB ÷ direct, new connections/s, 1000 Services | 0.90× |",
+            "| socket LB ÷ iptables, new connections/s, 1000 Services | 1.80× |",
+            "| iptables-restore load ÷ proxy cold sync, 1000 Services | 10.00× |",
+        ] {
+            assert!(md.contains(line), "missing {line:?} in\n{md}");
+        }
+        // No socket-LB samples at 1 Service, no HAProxy: no ratio invented.
+        assert!(!md.contains("new connections/s, 1 Services"), "{md}");
+        assert!(!md.contains("HAProxy, bulk"), "{md}");
     }
 
     #[test]

@@ -1,0 +1,146 @@
+//! Listening sockets on `VIP:port`, and the tasks that serve them.
+//!
+//! Sockets are bound with `IP_FREEBIND`/`IPV6_FREEBIND`: an IPv6 VIP made
+//! local by a `local` route (not an address on a device) cannot be bound
+//! otherwise, and a listener may be opened before its route exists. IPv6
+//! sockets are `IPV6_V6ONLY`. TCP listeners have `SO_REUSEADDR` (a restart
+//! does not wait for `TIME_WAIT`), `TCP_NODELAY` (which accepted connections
+//! inherit) and a deep backlog.
+//!
+//! A [`Listener`] closes at once when dropped: the TCP socket is shut down
+//! (which unhashes it, so the port is free again immediately) and its task
+//! aborted; a UDP task is aborted, which drops the only strong reference to
+//! its socket.
+
+use std::{
+    io,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use socket2::{Domain, Protocol as SockProtocol, SockRef, Socket, Type};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+
+use super::{
+    Settings,
+    select::{Affinity, Pool},
+    tcp, udp,
+};
+use crate::{
+    admin::UserspaceCounters,
+    model::{Frontend, Protocol},
+};
+
+/// Pending connections a TCP listener holds (capped by `net.core.somaxconn`).
+const BACKLOG: i32 = 4096;
+/// A socket of a listener just closed may linger for a moment (its task is
+/// being dropped): binding again is retried this many times, this far apart.
+const BIND_RETRIES: u32 = 5;
+const BIND_PAUSE: Duration = Duration::from_millis(10);
+
+/// A listening frontend. Dropping it stops listening.
+pub(super) struct Listener {
+    task: JoinHandle<()>,
+    /// The TCP listening socket, to shut down on drop.
+    tcp: Option<Arc<TcpListener>>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(listener) = &self.tcp {
+            let _ = SockRef::from(listener.as_ref()).shutdown(std::net::Shutdown::Read);
+        }
+        self.task.abort();
+    }
+}
+
+/// What a listener's tasks share with the frontend's owner.
+pub(super) struct Shared {
+    pub pool: watch::Receiver<Arc<Pool>>,
+    pub affinity: Arc<Mutex<Affinity>>,
+    pub settings: Arc<Settings>,
+    pub counters: UserspaceCounters,
+}
+
+/// Binds `frontend` and starts serving it.
+pub(super) async fn open(frontend: Frontend, shared: Shared) -> io::Result<Listener> {
+    let addr = SocketAddr::new(frontend.addr, frontend.port);
+    let mut attempt = 0;
+    let socket = loop {
+        match bind(addr, frontend.protocol) {
+            Ok(socket) => break socket,
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && attempt < BIND_RETRIES => {
+                attempt += 1;
+                tokio::time::sleep(BIND_PAUSE).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let name = frontend.to_string();
+    match frontend.protocol {
+        Protocol::Tcp => {
+            let listener = Arc::new(TcpListener::from_std(socket.into())?);
+            let task = tokio::spawn(tcp::accept_loop(
+                listener.clone(),
+                tcp::TcpFrontend {
+                    pool: shared.pool,
+                    affinity: shared.affinity,
+                    settings: shared.settings,
+                    counters: shared.counters,
+                    name,
+                },
+            ));
+            Ok(Listener {
+                task,
+                tcp: Some(listener),
+            })
+        }
+        Protocol::Udp => {
+            let socket = tokio::net::UdpSocket::from_std(socket.into())?;
+            let task = tokio::spawn(udp::serve(
+                socket,
+                udp::UdpFrontend {
+                    pool: shared.pool,
+                    affinity: shared.affinity,
+                    settings: shared.settings,
+                    counters: shared.counters,
+                    name,
+                },
+            ));
+            Ok(Listener { task, tcp: None })
+        }
+    }
+}
+
+fn bind(addr: SocketAddr, protocol: Protocol) -> io::Result<Socket> {
+    let domain = Domain::for_address(addr);
+    let socket = match protocol {
+        Protocol::Tcp => Socket::new(
+            domain,
+            Type::STREAM.nonblocking().cloexec(),
+            Some(SockProtocol::TCP),
+        )?,
+        Protocol::Udp => Socket::new(
+            domain,
+            Type::DGRAM.nonblocking().cloexec(),
+            Some(SockProtocol::UDP),
+        )?,
+    };
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+        socket.set_freebind_v6(true)?;
+    } else {
+        socket.set_freebind_v4(true)?;
+    }
+    if protocol == Protocol::Tcp {
+        socket.set_reuse_address(true)?;
+        // Accepted connections inherit it: no system call per connection.
+        socket.set_tcp_nodelay(true)?;
+    }
+    socket.bind(&addr.into())?;
+    if protocol == Protocol::Tcp {
+        socket.listen(BACKLOG)?;
+    }
+    Ok(socket)
+}

@@ -1,0 +1,135 @@
+//! Services beyond the eBPF maps' capacity are served from userspace, counted
+//! and logged, and move back into the maps once there is room (reliability.md
+//! #9). eBPF mode only: userspace mode has no maps to fill.
+//!
+//! The service maps are sized for exactly `web` (`--service-map-entries 8`:
+//! per family, two frontends of a slot 0 and three backend slots), so a second
+//! Service cannot fit.
+
+mod common;
+
+use std::net::IpAddr;
+
+use common::*;
+use proxy_tests::{
+    manifest::{AddressType, documents},
+    wait_until,
+};
+
+const METRICS_ADDR: &str = "127.0.0.1:19249";
+const ROUTE_PROTOCOL: u8 = 158;
+const API_VIP4: &str = "10.96.0.20";
+const API_VIP6: &str = "fd00:96::20";
+const API_TCP: u16 = 8000;
+const API_UDP: u16 = 5300;
+
+fn metric(series: &str) -> Option<f64> {
+    let (_, text) = http_get(METRICS_ADDR, "/metrics").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Every endpoint of the family answers TCP and UDP on `vip`'s ports.
+fn assert_serves(what: &str, vip4: &str, vip6: &str, tcp: u16, udp: u16) {
+    for (vip, backends) in [(vip4, &BACKENDS_V4), (vip6, &BACKENDS_V6)] {
+        for (kind, port, target) in [
+            (Kind::Tcp, tcp, TCP_TARGET),
+            (Kind::UdpUnconnected, udp, UDP_TARGET),
+        ] {
+            let vip = sock(vip, port);
+            assert_backends(
+                &format!("{what}: {kind:?} to {vip}"),
+                &tally(kind, vip, 45),
+                &names(backends, target),
+            );
+        }
+    }
+}
+
+#[test]
+fn a_service_beyond_map_capacity_is_served_from_userspace_until_it_fits() {
+    let mut f = Fixture::new(Mode::Ebpf);
+    f.write_web(&BACKENDS_V4, &BACKENDS_V6);
+    f.start_proxy_with(&[
+        "--service-map-entries",
+        "8",
+        "--metrics-bind-address",
+        METRICS_ADDR,
+    ]);
+    f.wait_ready();
+    let routes = |f: &Fixture| {
+        f.sandbox
+            .local_routes(ROUTE_PROTOCOL)
+            .expect("listing local routes")
+    };
+
+    f.write(
+        "api.yaml",
+        &documents(&[
+            service("api", &[API_VIP4, API_VIP6], API_TCP, API_UDP),
+            slice(
+                "api",
+                &slice_name("api", AddressType::IPv4),
+                AddressType::IPv4,
+                &BACKENDS_V4,
+            ),
+            slice(
+                "api",
+                &slice_name("api", AddressType::IPv6),
+                AddressType::IPv6,
+                &BACKENDS_V6,
+            ),
+        ]),
+    );
+    let over = "proxy_frontends_over_capacity";
+    f.wait_for(PROPAGATION, "api's 4 frontends to be over capacity", || {
+        metric(over) == Some(4.0)
+    });
+    let mut api_vips: Vec<IpAddr> = vec![ip(API_VIP4), ip(API_VIP6)];
+    api_vips.sort();
+    assert_eq!(routes(&f), api_vips, "only api's VIPs are made local");
+    assert_serves("api, beyond capacity", API_VIP4, API_VIP6, API_TCP, API_UDP);
+    assert_serves("web, in the maps", WEB_VIP4, WEB_VIP6, TCP_PORT, UDP_PORT);
+    assert_eq!(
+        metric(r#"proxy_userspace_frontends{state="serving"}"#),
+        Some(4.0)
+    );
+    assert_eq!(metric("proxy_sync_failures_total"), Some(0.0));
+    let log = f.log();
+    for frontend in [
+        format!("{API_VIP4}:{API_TCP}/TCP"),
+        format!("[{API_VIP6}]:{API_UDP}/UDP"),
+    ] {
+        assert!(
+            log.lines().any(|l| l.contains("does not fit the eBPF maps")
+                && l.contains(&frontend)
+                && l.contains("pxt/api")),
+            "expected a log line naming {frontend} as beyond capacity:\n{log}"
+        );
+    }
+
+    // `web` goes: `api` fits now and leaves the userspace path.
+    f.remove("web-service.yaml");
+    f.wait_for(PROPAGATION, "api to fit the maps", || {
+        metric(over) == Some(0.0)
+    });
+    assert!(
+        wait_until(PROPAGATION, || routes(&f).is_empty()),
+        "expected api's VIP routes to go once it fits the maps, saw {:?}",
+        routes(&f)
+    );
+    assert_serves("api, in the maps", API_VIP4, API_VIP6, API_TCP, API_UDP);
+    assert_eq!(
+        metric(r#"proxy_userspace_frontends{state="serving"}"#),
+        Some(0.0)
+    );
+    // No rev-NAT entry leaked while api kept failing to fit.
+    for map in ["REVNAT_V4", "REVNAT_V6"] {
+        assert_eq!(
+            metric(&format!(r#"proxy_map_entries{{map="{map}"}}"#)),
+            Some(2.0),
+            "entries of {map}"
+        );
+    }
+    f.assert_proxy_running();
+}
