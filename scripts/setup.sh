@@ -7,14 +7,16 @@
 #  - the pinned stable toolchain (rust-toolchain.toml) with rustfmt and clippy;
 #  - the pinned nightly for the eBPF crate (proxy-ebpf/rust-toolchain.toml) with rust-src;
 #  - bpf-linker, built against that nightly's own LLVM (Debian has no LLVM 23);
-#  - cargo-nextest, the test runner (one process per test, which namespace tests need).
+#  - cargo-nextest, the test runner (one process per test, which namespace tests need);
+#  - kubernetes-validate, the offline schema check of deploy/ (a virtualenv in
+#    .cache/, versions pinned in scripts/kubernetes-validate.txt).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}
 export PATH="$CARGO_HOME/bin:$PATH"
 BPF_LINKER_VERSION=0.13.0
-DEBIAN_PACKAGES=(iproute2 util-linux procps ca-certificates iptables nftables)
+DEBIAN_PACKAGES=(iproute2 util-linux procps ca-certificates iptables nftables python3-venv)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 channel() { sed -n 's/^channel *= *"\(.*\)"/\1/p' "$1"; }
@@ -65,4 +67,17 @@ fi
 if ! cargo "+$STABLE" nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo "+$STABLE" install cargo-nextest --locked
+fi
+
+# 5. The manifests' schema validator, in its own virtualenv (Debian's Python
+#    refuses pip installs outside one). Debian's python3, not whatever
+#    `python3` is first on PATH, so every machine builds the same venv.
+VENV="$ROOT/.cache/kubernetes-validate"
+REQUIREMENTS="$ROOT/scripts/kubernetes-validate.txt"
+if ! cmp -s "$REQUIREMENTS" "$VENV/requirements.txt" || ! "$VENV/bin/kubernetes-validate" --version >/dev/null 2>&1; then
+  log "installing kubernetes-validate into $VENV"
+  rm -rf "$VENV"
+  /usr/bin/python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
+  cp "$REQUIREMENTS" "$VENV/requirements.txt"
 fi

@@ -1,5 +1,8 @@
 //! Defaults for every path and interval, in one place. Tests and operators
-//! override them through flags, never by editing constants.
+//! override them through flags or the configuration file ([`file`]), never by
+//! editing constants.
+
+pub mod file;
 
 use std::time::Duration;
 

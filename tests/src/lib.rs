@@ -7,7 +7,8 @@
 //! - [`TcpBackend`] and [`UdpBackend`] answer each request with their name and the
 //!   peer they saw; the client functions ([`tcp_request`], [`udp_unconnected_request`],
 //!   …) parse that into a [`Reply`].
-//! - [`ProxyProcess`] runs the `proxy` binary inside the sandbox.
+//! - [`ProxyProcess`] runs the `proxy` binary inside the sandbox, optionally
+//!   confined as a container runtime would ([`Confinement`]).
 //! - [`Mode`] and [`both_modes!`] run one scenario against each dataplane mode
 //!   (eBPF socket hooks, userspace proxies).
 //! - [`manifest`] writes realistic Kubernetes YAML, atomically.
@@ -32,6 +33,7 @@
 mod backend;
 mod client;
 mod cmd;
+pub mod container;
 mod error;
 pub mod fake_apiserver;
 pub mod manifest;
@@ -49,6 +51,7 @@ pub use client::{
     DEFAULT_TIMEOUT, Reply, tcp_peer_name, tcp_request, tcp_request_timeout, udp_connected_request,
     udp_connected_request_timeout, udp_unconnected_request, udp_unconnected_request_timeout,
 };
+pub use container::Confinement;
 pub use error::Error;
 pub use fake_apiserver::FakeApiServer;
 pub use mode::Mode;

@@ -18,7 +18,7 @@ use std::{
 
 use nix::{sys::signal::Signal, unistd::Pid};
 
-use crate::{Error, Sandbox};
+use crate::{Confinement, Error, Sandbox};
 
 /// How long `stop()` and `Drop` wait after SIGTERM before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -75,6 +75,50 @@ impl ProxyProcess {
         source: &[&OsStr],
         extra: &[&str],
     ) -> Result<Self, Error> {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(proxy_bin);
+                cmd
+            }
+            None => Command::new(proxy_bin),
+        };
+        cmd.arg("run")
+            .args(source)
+            .arg("--cgroup")
+            .arg(sandbox.cgroup_path())
+            .arg("--pin-path")
+            .arg(sandbox.pin_path())
+            .args(["--log-format", "text"])
+            .args(extra);
+        Self::spawn(cmd, sandbox)
+    }
+
+    /// Runs `proxy ARGS…` exactly as given (no standard flags added), with
+    /// only the environment `env`, confined as a container would confine it
+    /// when `confinement` is given. The sandbox must be entered, as for
+    /// [`ProxyProcess::start`].
+    pub fn start_raw(
+        proxy_bin: &Path,
+        sandbox: &Sandbox,
+        args: &[&OsStr],
+        env: &[(&str, &OsStr)],
+        confinement: Option<&Confinement>,
+    ) -> Result<Self, Error> {
+        let mut cmd = Command::new(proxy_bin);
+        cmd.args(args).env_clear();
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        if let Some(confinement) = confinement {
+            confinement.apply_to(&mut cmd)?;
+        }
+        Self::spawn(cmd, sandbox)
+    }
+
+    /// Starts `cmd` with its output in a new log file of the sandbox, and
+    /// SIGTERM when the starting thread dies.
+    fn spawn(mut cmd: Command, sandbox: &Sandbox) -> Result<Self, Error> {
         if !sandbox.is_entered() {
             return Err(Error::Usage(
                 "ProxyProcess::start: enter() the sandbox first, so the proxy runs inside it"
@@ -91,25 +135,7 @@ impl ProxyProcess {
         let err = out
             .try_clone()
             .map_err(|e| Error::io("creating the proxy log", &log, e))?;
-        let mut cmd = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut cmd = Command::new(program);
-                cmd.args(args).arg(proxy_bin);
-                cmd
-            }
-            None => Command::new(proxy_bin),
-        };
-        cmd.arg("run")
-            .args(source)
-            .arg("--cgroup")
-            .arg(sandbox.cgroup_path())
-            .arg("--pin-path")
-            .arg(sandbox.pin_path())
-            .args(["--log-format", "text"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no
         // memory of the parent; nothing else runs between fork and exec.
         unsafe {
@@ -120,8 +146,13 @@ impl ProxyProcess {
                 Ok(())
             });
         }
+        let command = std::iter::once(cmd.get_program())
+            .chain(cmd.get_args().take_while(|arg| *arg != "run"))
+            .map(|part| part.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
         let child = cmd.spawn().map_err(|e| Error::Spawn {
-            command: format!("{} {} run …", wrapper.join(" "), proxy_bin.display()),
+            command: format!("{command} …"),
             source: e,
         })?;
         Ok(ProxyProcess {

@@ -357,3 +357,55 @@ fn stale_names_of_a_dead_run_with_our_pid_are_replaced() {
     drop(sandbox);
     traces.assert_gone();
 }
+
+#[test]
+fn confinement_keeps_only_the_given_capabilities_and_a_read_only_root() {
+    let confinement = proxy_tests::Confinement {
+        capabilities: vec!["BPF".into(), "NET_ADMIN".into()],
+        no_new_privs: true,
+        read_only_root: true,
+        read_only_binds: Vec::new(),
+    };
+    let mut cmd = std::process::Command::new("cat");
+    cmd.args(["/proc/self/status", "/proc/self/mountinfo"]);
+    confinement
+        .apply_to(&mut cmd)
+        .expect("preparing the confinement");
+    let out = cmd.output().expect("running cat");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // NET_ADMIN is bit 12, BPF bit 39.
+    let want = format!("{:016x}", (1u64 << 12) | (1u64 << 39));
+    for set in ["CapEff", "CapPrm", "CapBnd"] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(set))
+            .unwrap_or_default();
+        assert!(line.ends_with(&want), "{set}: {line}, expected {want}");
+    }
+    for set in ["CapInh", "CapAmb"] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(set))
+            .unwrap_or_default();
+        assert!(line.ends_with("0000000000000000"), "{line}");
+    }
+    assert!(
+        text.lines().any(|l| l.starts_with("NoNewPrivs:\t1")),
+        "{text}"
+    );
+    let root = text
+        .lines()
+        .find(|l| l.split_whitespace().nth(4) == Some("/"))
+        .unwrap_or_default();
+    assert!(
+        root.split_whitespace()
+            .nth(5)
+            .is_some_and(|o| o.split(',').any(|o| o == "ro")),
+        "the root is not read-only: {root}"
+    );
+}

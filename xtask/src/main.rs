@@ -6,6 +6,7 @@ mod bench;
 mod bench_control;
 mod cargo;
 mod demo;
+mod dockerfile;
 
 use std::path::PathBuf;
 
@@ -40,6 +41,10 @@ enum Task {
     },
     /// Run the demo: a ClusterIP balanced across three backends in a throwaway namespace.
     Demo,
+    /// Run the Dockerfile's build stage without a container engine: its COPYs
+    /// from the build context (less .dockerignore), its RUNs, then check the
+    /// binary the runtime stage takes (what CI does for the image).
+    Dockerfile,
     /// The benchmark suite: this proxy against direct-to-backend, kube-proxy's
     /// iptables and nftables rules and HAProxy, at 1, 1,000 and 10,000 Services;
     /// report and plots under target/bench/.
@@ -82,6 +87,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}", bin.display());
         }
         Task::Test { nextest_args } => cargo::test(&root, &nextest_args)?,
+        Task::Dockerfile => dockerfile::run(&root)?,
         Task::Demo => {
             let bin = cargo::build_proxy(&root, false)?;
             demo::run(&bin)?;

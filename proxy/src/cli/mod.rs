@@ -1,6 +1,8 @@
 //! Command-line interface: one file per subcommand, each with an `execute()`.
+//! `run`'s settings are also its configuration file (see [`run::RunArgs`]).
 
 pub mod cleanup;
+pub mod config;
 pub mod inspect;
 pub mod run;
 
@@ -18,6 +20,10 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; `run`'s settings are not worth a box"
+)]
 pub enum Command {
     /// Run the proxy daemon.
     Run(run::RunArgs),
@@ -25,9 +31,12 @@ pub enum Command {
     Cleanup(cleanup::CleanupArgs),
     /// Show what the pinned maps and links hold (read-only; works with or without the daemon).
     Inspect(inspect::InspectArgs),
+    /// The configuration file of `proxy run --config`: print the defaults, or check a file.
+    Config(config::ConfigArgs),
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,

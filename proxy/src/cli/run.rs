@@ -30,12 +30,14 @@ use std::{
 };
 
 use anyhow::Context as _;
-use clap::{Args, ValueEnum};
+use clap::{ArgMatches, Args, FromArgMatches as _, ValueEnum, parser::ValueSource};
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::LogFormat;
 use crate::{
     admin::{self, AdminServers, BindAddress, Mode, Telemetry},
-    config,
+    config::{self, file},
     datapath::EbpfDatapath,
     dataplane::{Writer, cgroup, kernel::KernelMaps, loader},
     model::{Index, NodeInfo, selection},
@@ -48,8 +50,9 @@ use crate::{
     userspace::{self, UserspaceDatapath},
 };
 
-/// `--mode`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+/// `--mode` (`mode:` in the configuration file, spelled as the flag's values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ModeArg {
     /// eBPF, falling back to userspace when loading or attaching fails.
     Auto,
@@ -59,8 +62,22 @@ pub enum ModeArg {
     Userspace,
 }
 
-#[derive(Debug, Args)]
+/// Every setting of `proxy run`. Each field is both a flag and a field of the
+/// configuration file (`--config`, the flag's name in camelCase; see
+/// [`config::file`]): a new setting is one new field here, with its `#[arg]`,
+/// and a type that serde can read (or a `#[serde(with)]` adapter).
+///
+/// The defaults are clap's (`default_value`s below): [`Default`] and
+/// `proxy config print-defaults` take them from here.
+#[derive(Clone, Debug, PartialEq, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "camelCase")]
 pub struct RunArgs {
+    /// A YAML configuration file holding any of these settings (`proxy config
+    /// print-defaults` prints one with all of them). Flags, and their
+    /// environment variables, override it.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
     /// A directory of Kubernetes YAML (Services, EndpointSlices), watched for
     /// changes. Optional when a cluster is configured; both can be used at once.
     #[arg(long, value_name = "DIR")]
@@ -75,7 +92,8 @@ pub struct RunArgs {
     pub node_name: Option<String>,
     /// Serve only the Services and EndpointSlices labelled
     /// `service.kubernetes.io/service-proxy-name=NAME` [default: those without that label].
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = proxy_name)]
+    #[serde(deserialize_with = "de_proxy_name")]
     pub service_proxy_name: Option<String>,
     /// The cgroup v2 directory the socket hooks attach to [default: the cgroup2 root].
     #[arg(long, value_name = "DIR")]
@@ -83,24 +101,35 @@ pub struct RunArgs {
     /// Where maps and links are pinned (a bpffs is mounted there if missing).
     #[arg(long, default_value = config::DEFAULT_PIN_PATH, env = config::PIN_PATH_ENV)]
     pub pin_path: PathBuf,
-    /// Minimum time between syncs; changes within it are coalesced.
+    /// Minimum time between syncs, in milliseconds; changes within it are coalesced.
     #[arg(long, value_parser = humantime_ms, default_value = "20")]
+    #[serde(with = "file::millis")]
     pub min_sync_interval_ms: Duration,
-    /// Period of the full reconcile that repairs drift in the maps.
+    /// Period of the full reconcile that repairs drift in the maps, in milliseconds.
     #[arg(long, value_parser = humantime_ms, default_value = "60000")]
+    #[serde(with = "file::millis")]
     pub resync_interval_ms: Duration,
     /// Where to serve Prometheus metrics (`/metrics`): IP:port, or empty for off.
     #[arg(long, value_name = "ADDR", default_value = config::DEFAULT_METRICS_BIND_ADDRESS,
           value_parser = |s: &str| BindAddress::parse(s, config::DEFAULT_METRICS_PORT))]
+    #[serde(
+        serialize_with = "file::bind_address::serialize",
+        deserialize_with = "file::bind_address::deserialize::<_, { config::DEFAULT_METRICS_PORT }>"
+    )]
     pub metrics_bind_address: BindAddress,
     /// Where to serve `/healthz` and `/livez`: IP:port, or empty for off.
     #[arg(long, value_name = "ADDR", default_value = config::DEFAULT_HEALTHZ_BIND_ADDRESS,
           value_parser = |s: &str| BindAddress::parse(s, config::DEFAULT_HEALTHZ_PORT))]
+    #[serde(
+        serialize_with = "file::bind_address::serialize",
+        deserialize_with = "file::bind_address::deserialize::<_, { config::DEFAULT_HEALTHZ_PORT }>"
+    )]
     pub healthz_bind_address: BindAddress,
     /// How long a change may wait to be programmed before the health checks
     /// answer 503 (e.g. 60s, 2m).
     #[arg(long, value_name = "DURATION", default_value = config::DEFAULT_HEALTHZ_TIMEOUT,
           value_parser = admin::parse_duration)]
+    #[serde(with = "file::duration")]
     pub healthz_timeout: Duration,
     /// How Services are implemented: `ebpf` (socket hooks), `userspace`
     /// (VIPs made local, proxies in the daemon), or `auto`: eBPF, falling back
@@ -111,16 +140,84 @@ pub struct RunArgs {
     /// Service may go on before it is closed (e.g. 30s, 2m).
     #[arg(long, value_name = "DURATION", default_value = config::DEFAULT_BACKEND_GRACE_TEXT,
           value_parser = admin::parse_duration)]
+    #[serde(with = "file::duration")]
     pub backend_grace_period: Duration,
     /// Userspace path: a UDP session with no datagram either way for this long ends.
     #[arg(long, value_name = "DURATION", default_value = config::DEFAULT_UDP_IDLE_TIMEOUT_TEXT,
           value_parser = admin::parse_duration)]
+    #[serde(with = "file::duration")]
     pub udp_idle_timeout: Duration,
     /// eBPF: entries of each service map (frontends and their backend slots),
     /// when the maps are created [default: 262144]. Frontends that do not fit
     /// are served from userspace.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[serde(deserialize_with = "de_map_entries")]
     pub service_map_entries: Option<u32>,
+    /// Log format: `text` or `json`. The flag is `proxy --log-format`, shared by
+    /// every subcommand (see [`super::Cli`]); [`resolve`] fills this in.
+    #[arg(skip = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// What `proxy config print-defaults` says about `logFormat`, the one file
+/// field whose flag is global (`proxy --log-format`), not `run`'s.
+pub const LOG_FORMAT_HELP: &str =
+    "Log format: text, or json (JSON lines) (flag: --log-format, env PROXY_LOG_FORMAT)";
+
+impl Default for RunArgs {
+    /// clap's defaults, without the environment (`NODE_NAME`, `PROXY_PIN_PATH`).
+    fn default() -> Self {
+        let command =
+            RunArgs::augment_args(clap::Command::new("run")).mut_args(|arg| arg.env(None::<&str>));
+        command
+            .try_get_matches_from(["run"])
+            .and_then(|matches| RunArgs::from_arg_matches(&matches))
+            .unwrap_or_else(|e| panic!("the defaults of `proxy run` do not parse: {e}"))
+    }
+}
+
+/// The settings `proxy run` runs with: `--config`'s file, if any, with every
+/// flag given on the command line or through its environment variable over
+/// it. `flags` are the parsed flags (clap's defaults where none was given),
+/// `log_format` the global `--log-format`, and `matches` the `run`
+/// subcommand's, which say where each value came from.
+pub fn resolve(
+    mut flags: RunArgs,
+    log_format: LogFormat,
+    matches: &ArgMatches,
+) -> Result<RunArgs, file::ConfigFileError> {
+    flags.log_format = log_format;
+    let Some(path) = flags.config.clone() else {
+        return Ok(flags);
+    };
+    let from_file: RunArgs = file::load(&path)?;
+    let given: Vec<String> = matches
+        .ids()
+        .filter(|id| {
+            matches!(
+                matches.value_source(id.as_str()),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            )
+        })
+        .map(|id| file::field_name(id.as_str()))
+        .collect();
+    let mut settings = file::layer(&from_file, &flags, &given)?;
+    settings.config = Some(path);
+    Ok(settings)
+}
+
+fn proxy_name(s: &str) -> Result<String, selection::InvalidProxyName> {
+    selection::validate_proxy_name(s).map(|()| s.to_owned())
+}
+
+fn de_proxy_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    file::optional_from_str_with(d, "a label value", proxy_name)
+}
+
+/// `serviceMapEntries`: as `--service-map-entries`, at least 1 (`null`: the
+/// default).
+fn de_map_entries<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    Option::<std::num::NonZeroU32>::deserialize(d).map(|n| n.map(std::num::NonZeroU32::get))
 }
 
 /// What `run` loaded.
@@ -149,6 +246,13 @@ impl RunArgs {
 
     async fn run(self) -> anyhow::Result<()> {
         let cluster = kube_source::Cluster::detect(self.kubeconfig.as_deref());
+        if self.manifests.is_none() && cluster.is_none() && kube_source::in_pod_but_unset() {
+            anyhow::bail!(
+                "KUBERNETES_SERVICE_HOST or KUBERNETES_SERVICE_PORT is set but empty: set them to \
+                 the API server's address as the nodes reach it, not the `kubernetes` Service's \
+                 ClusterIP, which this proxy is what serves (deploy/kube-apiserver.yaml)"
+            );
+        }
         if self.manifests.is_none() && cluster.is_none() {
             anyhow::bail!(
                 "no source of Services: pass --manifests DIR and/or --kubeconfig PATH \
@@ -157,6 +261,9 @@ impl RunArgs {
         }
         if let Some(name) = &self.service_proxy_name {
             selection::validate_proxy_name(name)?;
+        }
+        if let Some(path) = &self.config {
+            tracing::info!(config = %path.display(), "settings read from the configuration file and the flags");
         }
         let node_name = kube_source::node_name(self.node_name.as_deref())?;
         let kube_client = match &cluster {

@@ -15,7 +15,10 @@ use nix::{
 /// Errors while preparing the pin directory.
 #[derive(Debug, thiserror::Error)]
 pub enum BpffsError {
-    #[error("cannot mount bpffs on {path}")]
+    #[error(
+        "cannot mount bpffs on {path} (without CAP_SYS_ADMIN, mount it beforehand: \
+         `mount -t bpf bpf /sys/fs/bpf` on the host, as systemd does at boot)"
+    )]
     Mount {
         path: PathBuf,
         #[source]

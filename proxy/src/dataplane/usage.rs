@@ -11,7 +11,7 @@
 //! mirror, so they are counted by walking their keys, which costs one syscall
 //! per entry; callers rate-limit it.
 
-use std::path::Path;
+use std::{os::fd::AsFd as _, path::Path};
 
 use aya::maps::{HashMap, IterableMap, Map, MapData, PerCpuArray};
 use proxy_common::{
@@ -111,16 +111,20 @@ impl KernelMaps {
         capacity(names::SVC_NAMES, self.svc_names.map())?;
         capacity(names::STATS, self.stats.map())?;
 
-        let stats_id = self
+        // A duplicate of our own descriptor, not `MapData::from_id`: getting a
+        // map by id needs CAP_SYS_ADMIN, which the DaemonSet does not grant.
+        let stats_fd = self
             .stats
             .map()
-            .info()
-            .map_err(|source| MapError::Open {
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|source| MapError::Syscall {
                 map: names::STATS,
+                op: "dup",
                 source,
-            })?
-            .id();
-        let stats = MapData::from_id(stats_id)
+            })?;
+        let stats = MapData::from_fd(stats_fd)
             .and_then(|data| PerCpuArray::try_from(Map::PerCpuArray(data)))
             .map_err(|source| MapError::Open {
                 map: names::STATS,

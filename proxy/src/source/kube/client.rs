@@ -42,6 +42,14 @@ fn in_pod() -> bool {
     set("KUBERNETES_SERVICE_HOST") && set("KUBERNETES_SERVICE_PORT")
 }
 
+/// Whether the API server's environment variables are there but one is
+/// empty: a deployment that was to set them (they must not be the
+/// `kubernetes` Service's ClusterIP) and did not.
+pub fn in_pod_but_unset() -> bool {
+    let empty = |name: &str| std::env::var_os(name).is_some_and(|v| v.is_empty());
+    !in_pod() && (empty("KUBERNETES_SERVICE_HOST") || empty("KUBERNETES_SERVICE_PORT"))
+}
+
 /// Errors setting up the Kubernetes source.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -49,7 +49,7 @@ use kube::{
 use serde::de::DeserializeOwned;
 use tokio::{sync::watch, task::JoinHandle};
 
-pub use self::client::{ClientError, Cluster, client, node_name};
+pub use self::client::{ClientError, Cluster, client, in_pod_but_unset, node_name};
 use self::feed::Feed;
 use crate::admin::ConfigRejects;
 use crate::model::{Index, selection::label_selector};

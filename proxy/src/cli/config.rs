@@ -1,0 +1,235 @@
+//! `proxy config`: the configuration file of `proxy run --config FILE`
+//! ([`crate::config::file`]): print the defaults as a documented file, or
+//! check a file and print the settings it gives.
+
+use std::{io::Write as _, path::PathBuf};
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+
+use super::run::{LOG_FORMAT_HELP, RunArgs};
+use crate::config::file;
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    pub what: ConfigCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print every setting of `proxy run` with its default, as a configuration
+    /// file (each field documented; it parses back to the defaults).
+    PrintDefaults,
+    /// Check a configuration file and print the settings it gives `proxy run`
+    /// (its fields over the defaults; flags would override them).
+    Check {
+        /// The file to check.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+const HEADER: &str = "Configuration file of `proxy run --config FILE`. Every field is \
+    optional (a missing field keeps the default shown), unknown fields are errors, \
+    and flags given on the command line override the file.";
+
+impl ConfigArgs {
+    pub fn execute(self) -> anyhow::Result<()> {
+        let text = match self.what {
+            ConfigCommand::PrintDefaults => documented(&RunArgs::default())?,
+            ConfigCommand::Check { file } => {
+                let settings: RunArgs = file::load(&file)?;
+                documented(&settings)?
+            }
+        };
+        let mut stdout = std::io::stdout().lock();
+        match stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush())
+        {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            result => result.context("writing to stdout"),
+        }
+    }
+}
+
+/// `settings` as a configuration file, each field after its flag's help.
+pub fn documented(settings: &RunArgs) -> Result<String, file::ConfigFileError> {
+    let command = RunArgs::augment_args(clap::Command::new("run"));
+    file::document(settings, HEADER, |field| {
+        if field == "logFormat" {
+            return Some(LOG_FORMAT_HELP.to_owned());
+        }
+        let arg = command
+            .get_arguments()
+            .find(|arg| file::field_name(arg.get_id().as_str()) == field)?;
+        let help = arg.get_long_help().or(arg.get_help())?;
+        let mut text = help.to_string();
+        if let Some(long) = arg.get_long() {
+            text.push_str(&format!(" (flag: --{long}"));
+            if let Some(env) = arg.get_env() {
+                text.push_str(&format!(", env {}", env.to_string_lossy()));
+            }
+            text.push(')');
+        }
+        Some(text)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{path::Path, time::Duration};
+
+    use clap::{CommandFactory as _, FromArgMatches as _};
+
+    use super::*;
+    use crate::cli::{Cli, Command, LogFormat, run};
+
+    /// `proxy ARGS…` parsed and resolved as `main` does.
+    fn settings(args: &[&str]) -> Result<RunArgs, file::ConfigFileError> {
+        let matches = Cli::command()
+            .try_get_matches_from(std::iter::once("proxy").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?} do not parse: {e}"));
+        let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| panic!("{e}"));
+        let Command::Run(flags) = cli.command else {
+            panic!("{args:?} is not `run`")
+        };
+        let run_matches = matches
+            .subcommand_matches("run")
+            .unwrap_or_else(|| panic!("no run matches"));
+        run::resolve(flags, cli.log_format, run_matches)
+    }
+
+    fn write(dir: &Path, text: &str) -> String {
+        let path = dir.join("config.yaml");
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        path.display().to_string()
+    }
+
+    #[test]
+    fn the_defaults_print_as_a_file_that_parses_back_to_them() {
+        let text = documented(&RunArgs::default()).unwrap_or_else(|e| panic!("{e}"));
+        let parsed: RunArgs = file::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(parsed, RunArgs::default(), "{text}");
+        assert!(text.contains("\nminSyncIntervalMs: 20\n"), "{text}");
+        assert!(text.contains("\nhealthzTimeout: 60s\n"), "{text}");
+    }
+
+    #[test]
+    fn every_flag_of_run_is_a_documented_field_and_every_field_a_flag() {
+        let text = documented(&RunArgs::default()).unwrap_or_else(|e| panic!("{e}"));
+        let fields: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| l.split_once(':').map(|(k, _)| k.to_owned()))
+            .collect();
+        let command = RunArgs::augment_args(clap::Command::new("run"));
+        let mut flags: Vec<String> = command
+            .get_arguments()
+            .map(|a| a.get_id().as_str())
+            .filter(|id| *id != "config")
+            .map(file::field_name)
+            .collect();
+        // The global `--log-format` is a field too.
+        flags.push("logFormat".into());
+        let (mut f, mut g) = (fields.clone(), flags.clone());
+        f.sort();
+        g.sort();
+        assert_eq!(f, g, "file fields vs flags");
+        for field in &fields {
+            let at = text
+                .find(&format!("\n{field}:"))
+                .unwrap_or_else(|| panic!("{field} missing"));
+            let comment = text[..at].rsplit("\n\n").next().unwrap_or_default();
+            assert!(
+                comment.starts_with("# ") && comment.contains(" --"),
+                "{field} has no help comment naming its flag:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn flags_override_the_file_and_the_file_overrides_the_defaults() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = write(
+            dir.path(),
+            "minSyncIntervalMs: 50\nresyncIntervalMs: 5000\ncgroup: /file/cgroup\n\
+             logFormat: json\nmetricsBindAddress: \"\"\n",
+        );
+        let s = settings(&["run", "--config", &path, "--min-sync-interval-ms", "7"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.min_sync_interval_ms, Duration::from_millis(7), "the flag");
+        assert_eq!(s.resync_interval_ms, Duration::from_secs(5), "the file");
+        assert_eq!(s.cgroup.as_deref(), Some(Path::new("/file/cgroup")));
+        assert_eq!(s.metrics_bind_address.addr(), None, "off in the file");
+        assert_eq!(s.log_format, LogFormat::Json, "the file");
+        assert_eq!(s.healthz_timeout, Duration::from_secs(60), "the default");
+        assert_eq!(s.config.as_deref(), Some(Path::new(&path)));
+
+        let s = settings(&["--log-format", "text", "run", "--config", &path])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.log_format, LogFormat::Text, "the global flag");
+        let s = settings(&["run", "--config", &path, "--cgroup", "/flag"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.cgroup.as_deref(), Some(Path::new("/flag")));
+    }
+
+    #[test]
+    fn the_mode_and_the_userspace_settings_are_fields_spelled_as_their_flags() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = write(
+            dir.path(),
+            "mode: userspace\nbackendGracePeriod: 2m\nudpIdleTimeout: 5s\n\
+             serviceMapEntries: 1024\n",
+        );
+        let s = settings(&["run", "--config", &path]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.mode, run::ModeArg::Userspace);
+        assert_eq!(s.backend_grace_period, Duration::from_secs(120));
+        assert_eq!(s.udp_idle_timeout, Duration::from_secs(5));
+        assert_eq!(s.service_map_entries, Some(1024));
+        let s = settings(&["run", "--config", &path, "--mode", "ebpf"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.mode, run::ModeArg::Ebpf, "the flag");
+        let text = documented(&RunArgs::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(text.contains("\nmode: auto\n"), "{text}");
+        assert!(text.contains("\nserviceMapEntries: null\n"), "{text}");
+    }
+
+    #[test]
+    fn without_a_file_the_flags_are_the_settings() {
+        let s = settings(&["run", "--healthz-timeout", "2m"]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.healthz_timeout, Duration::from_secs(120));
+        assert_eq!(s.config, None);
+    }
+
+    #[test]
+    fn a_bad_file_is_an_error_naming_the_file_and_the_field() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        for (text, field) in [
+            ("minSyncIntervalMS: 5\n", "minSyncIntervalMS"),
+            ("healthzTimeout: soon\n", "healthzTimeout"),
+            ("healthzBindAddress: localhost\n", "healthzBindAddress"),
+            ("serviceProxyName: -x-\n", "serviceProxyName"),
+            ("logFormat: xml\n", "logFormat"),
+            ("resyncIntervalMs: -1\n", "resyncIntervalMs"),
+            ("mode: eBPF\n", "mode"),
+            ("serviceMapEntries: 0\n", "serviceMapEntries"),
+            ("backendGracePeriod: soon\n", "backendGracePeriod"),
+        ] {
+            let path = write(dir.path(), text);
+            let error = match settings(&["run", "--config", &path]) {
+                Ok(s) => panic!("{text:?} was accepted: {s:?}"),
+                Err(e) => format!("{:#}", anyhow::Error::from(e)),
+            };
+            assert!(error.contains(&path), "{error}");
+            assert!(error.contains(field), "{text:?}: {error}");
+        }
+        let missing = dir.path().join("missing.yaml").display().to_string();
+        let error = settings(&["run", "--config", &missing]).map(|_| ());
+        assert!(
+            matches!(&error, Err(file::ConfigFileError::Read { path, .. }) if path.display().to_string() == missing),
+            "{error:?}"
+        );
+    }
+}
