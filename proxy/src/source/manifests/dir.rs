@@ -4,21 +4,76 @@
 //! programmed stays) and is reported once per change. A file that disappears
 //! takes its objects with it. Hidden files (editor swap files, the `..data`
 //! links of a mounted ConfigMap) are skipped; symlinked files are followed.
+//!
+//! A rescan reads only the files whose metadata (device, inode, size, mtime,
+//! ctime) changed since they were last read: the periodic safety-net rescan
+//! of a directory holding thousands of Services must not re-read and hash
+//! megabytes every few seconds. A file written moments before it was read may
+//! change again within the same timestamp tick, so its metadata is trusted
+//! only once it is older than [`SETTLE`] (as git does for its index).
 
 use std::{
     collections::{BTreeMap, BTreeSet, hash_map::DefaultHasher},
     hash::{Hash, Hasher},
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
+    time::{Duration, SystemTime},
 };
 
 use super::parse::{ParsedFile, parse_file};
 use crate::admin::ConfigRejects;
 use crate::model::{EndpointSlice, ObjectRef, Service};
 
+/// A file whose last change is younger than this is read again at every
+/// scan, whatever its metadata says: a write in the same timestamp tick as
+/// the last read would leave size and times unchanged.
+const SETTLE: Duration = Duration::from_secs(2);
+
 /// One file's last good parse.
 struct FileState {
     fingerprint: u64,
+    /// The metadata when the file was last read, if it had settled then: while
+    /// it is the same, the contents are too.
+    stamp: Option<Stamp>,
     good: Option<ParsedFile>,
+}
+
+/// What identifies one version of a file without reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    /// The metadata of `path` (symlinks followed), if it can be had.
+    fn of(path: &Path) -> Option<Self> {
+        let m = std::fs::metadata(path).ok()?;
+        Some(Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+
+    /// True when the file last changed at least [`SETTLE`] before `now`: a
+    /// later write would change its times. A time in the future never settles.
+    fn settled(&self, now: SystemTime, settle: Duration) -> bool {
+        let newest = self.mtime.max(self.ctime);
+        let Ok(now) = now.duration_since(SystemTime::UNIX_EPOCH) else {
+            return false;
+        };
+        let (Ok(secs), Ok(nanos)) = (u64::try_from(newest.0), u32::try_from(newest.1)) else {
+            return false;
+        };
+        let changed = Duration::new(secs, nanos.min(999_999_999));
+        now.checked_sub(changed).is_some_and(|age| age >= settle)
+    }
 }
 
 /// The directory's files and what they hold.
@@ -26,6 +81,8 @@ pub struct ManifestDir {
     dir: PathBuf,
     files: BTreeMap<PathBuf, FileState>,
     rejects: ConfigRejects,
+    /// [`SETTLE`], shorter in tests.
+    settle: Duration,
 }
 
 /// Errors reading the directory itself.
@@ -43,6 +100,7 @@ impl ManifestDir {
             dir: dir.into(),
             files: BTreeMap::new(),
             rejects: ConfigRejects::default(),
+            settle: SETTLE,
         }
     }
 
@@ -103,6 +161,16 @@ impl ManifestDir {
     /// Re-parses one file if its bytes changed, noting the objects it held
     /// before and holds now in `changes`.
     fn refresh(&mut self, path: &Path, changes: &mut Changes) {
+        // Taken before reading: a write during the read changes it, and the
+        // next scan reads again.
+        let stamp = Stamp::of(path);
+        if let Some(state) = self.files.get(path)
+            && stamp.is_some()
+            && state.stamp == stamp
+        {
+            return;
+        }
+        let stamp = stamp.filter(|s| s.settled(SystemTime::now(), self.settle));
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(error) => {
@@ -112,11 +180,10 @@ impl ManifestDir {
             }
         };
         let fingerprint = fingerprint(&text);
-        if self
-            .files
-            .get(path)
-            .is_some_and(|f| f.fingerprint == fingerprint)
+        if let Some(state) = self.files.get_mut(path)
+            && state.fingerprint == fingerprint
         {
+            state.stamp = stamp;
             return;
         }
         let previous = self.files.remove(path).and_then(|f| f.good);
@@ -152,8 +219,14 @@ impl ManifestDir {
             }
         };
         changes.note(good.as_ref());
-        self.files
-            .insert(path.to_path_buf(), FileState { fingerprint, good });
+        self.files.insert(
+            path.to_path_buf(),
+            FileState {
+                fingerprint,
+                stamp,
+                good,
+            },
+        );
     }
 
     /// Every object, merged across files. When two files define the same object,
@@ -281,6 +354,66 @@ mod tests {
             services[0].cluster_ips,
             ["10.96.0.10".parse::<std::net::IpAddr>().unwrap()]
         );
+    }
+
+    #[test]
+    fn a_settled_file_is_not_read_again_while_its_metadata_stays() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("a.yaml");
+        std::fs::write(&path, svc("web", "10.96.0.10")).unwrap();
+        let mut dir = ManifestDir::new(tmp.path());
+        dir.settle = Duration::ZERO;
+        assert!(!dir.scan().unwrap().is_empty());
+        let stamp = dir.files[&path].stamp;
+        assert_eq!(stamp, Stamp::of(&path));
+        // Unreadable now, but its metadata says it is the same file: the
+        // scan does not even open it, and keeps what it has.
+        dir.files.get_mut(&path).unwrap().fingerprint ^= 1;
+        assert!(dir.scan().unwrap().is_empty());
+        assert_eq!(names(&dir), ["web"]);
+        // A new inode (a ConfigMap update, an editor's rename) is read.
+        std::fs::write(tmp.path().join("b.tmp"), svc("api", "10.96.0.11")).unwrap();
+        std::fs::rename(tmp.path().join("b.tmp"), &path).unwrap();
+        assert!(!dir.scan().unwrap().is_empty());
+        assert_eq!(names(&dir), ["api"]);
+    }
+
+    #[test]
+    fn a_file_written_just_now_is_read_again_even_at_the_same_size() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("a.yaml");
+        let mut dir = ManifestDir::new(tmp.path());
+        std::fs::write(&path, svc("web", "10.96.0.10")).unwrap();
+        dir.scan().unwrap();
+        // Too fresh to trust its times (they may not move within one tick).
+        assert_eq!(dir.files[&path].stamp, None);
+        std::fs::write(&path, svc("web", "10.96.0.11")).unwrap();
+        assert!(!dir.scan().unwrap().is_empty());
+        assert_eq!(
+            dir.objects().0[0].cluster_ips,
+            ["10.96.0.11".parse::<std::net::IpAddr>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn a_stamp_settles_after_the_window_and_never_from_the_future() {
+        let at = |secs: i64| Stamp {
+            dev: 1,
+            ino: 2,
+            len: 3,
+            mtime: (secs, 0),
+            ctime: (secs, 500),
+        };
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        assert!(at(990).settled(now, SETTLE));
+        assert!(!at(999).settled(now, SETTLE));
+        assert!(!at(1_010).settled(now, SETTLE));
+        // Before 1970: not trusted (read every time).
+        assert!(!at(-5).settled(now, SETTLE));
+        // The newer of mtime and ctime counts.
+        let mut s = at(990);
+        s.ctime = (999, 0);
+        assert!(!s.settled(now, SETTLE));
     }
 
     #[test]

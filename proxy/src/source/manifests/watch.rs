@@ -7,7 +7,10 @@ use std::{
     time::Duration,
 };
 
-use notify::{RecursiveMode, Watcher as _};
+use notify::{
+    EventKind, RecursiveMode, Watcher as _,
+    event::{AccessKind, AccessMode},
+};
 use tokio::sync::{mpsc, watch};
 
 use super::dir::{Changes, DirError, ManifestDir};
@@ -40,7 +43,8 @@ pub async fn start(
 ) -> Result<tokio::task::JoinHandle<()>, WatchError> {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        // An error may mean lost events: rescan.
+        if event.as_ref().map_or(true, |e| may_change(&e.kind)) {
             let _ = tx.send(());
         }
     })
@@ -80,6 +84,17 @@ pub async fn start(
             }
         }
     }))
+}
+
+/// Whether an event may mean changed contents. Opening or reading a file (or
+/// the directory) does not; the rescan itself opens both, so reacting to
+/// those would rescan forever, every debounce period.
+fn may_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
 }
 
 /// Swallows further events until none arrives for `quiet`.
@@ -127,4 +142,34 @@ fn publish(dir: &ManifestDir, index: &Mutex<Index>, changes: &watch::Sender<u64>
     index.reset(SourceId::Manifests, services, slices);
     drop(index);
     changes.send_modify(|v| *v += 1);
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{CreateKind, ModifyKind, RemoveKind, RenameMode};
+
+    use super::*;
+
+    #[test]
+    fn reads_and_opens_are_not_changes_but_writes_and_renames_are() {
+        for quiet in [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Access(AccessKind::Any),
+        ] {
+            assert!(!may_change(&quiet), "{quiet:?}");
+        }
+        for change in [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Create(CreateKind::File),
+            EventKind::Modify(ModifyKind::Any),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Remove(RemoveKind::File),
+            EventKind::Any,
+            EventKind::Other,
+        ] {
+            assert!(may_change(&change), "{change:?}");
+        }
+    }
 }
