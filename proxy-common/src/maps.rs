@@ -12,6 +12,24 @@
 //! - `STATS`: per-CPU counters indexed by [`crate::Reason`].
 //! - `SVC_NAMES`: rev-NAT id → [`ServiceName`], the Service that owns the
 //!   frontend. Only userspace reads it (`proxy inspect`); no program looks at it.
+//! - `CT_V4`/`CT_V6` (LRU, tc path only): a packet's 5-tuple as it arrives →
+//!   the rewrite to apply ([`CtValueV4`]). A translated flow has two entries:
+//!   the client's direction (rewrite to the backend, maybe SNATed) and the
+//!   reply's direction (rewrite back to the frontend and the client).
+//! - `NODE_CFG` (array, one entry): [`NodeConfig`], the node's SNAT addresses.
+//! - `DEVICES`: ifindex → [`DeviceConfig`], what the tc programs do on each
+//!   device they are attached to.
+//!
+//! # Scopes
+//!
+//! The service key carries a [`scope`]. Every frontend has an
+//! [`scope::INTERNAL`] entry: the backends for clients on the node and its pods
+//! (socket LB, and the per-packet path on pod-facing devices). A NodePort,
+//! ExternalIP or LoadBalancer frontend of a Service with
+//! `externalTrafficPolicy: Local` also has an [`scope::EXTERNAL`] entry that
+//! holds only this node's endpoints (flag [`svc_flags::ETP_LOCAL`]). The tc
+//! path on an external device looks up the external scope first and falls back
+//! to the internal one; socket hooks only ever look up the internal scope.
 
 use crate::{Be16, Be32};
 
@@ -34,7 +52,12 @@ use crate::{Be16, Be32};
 /// programs swapped onto the existing links with `BPF_LINK_UPDATE`, then the
 /// old pins removed), and refuses to start on pins of a newer one. The
 /// unversioned layout (`<pin-path>/maps`, before versions existed) is version 0.
-pub const LAYOUT_VERSION: u32 = 1;
+///
+/// History: 1 was the socket-LB layout. 2 gave the service key a [`scope`]
+/// byte, `STATS` a fixed [`capacity::STATS`] slots (so new reasons need no
+/// bump), and added the tc path's maps (`CT_V4`, `CT_V6`, `NODE_CFG`,
+/// `DEVICES`).
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Map names as they appear in the object file and under `<pin-path>/v<LAYOUT_VERSION>/maps`.
 pub mod names {
@@ -49,6 +72,10 @@ pub mod names {
     pub const AFFINITY: &str = "AFFINITY";
     pub const STATS: &str = "STATS";
     pub const SVC_NAMES: &str = "SVC_NAMES";
+    pub const CT_V4: &str = "CT_V4";
+    pub const CT_V6: &str = "CT_V6";
+    pub const NODE_CFG: &str = "NODE_CFG";
+    pub const DEVICES: &str = "DEVICES";
 }
 
 /// Program names (the function names in `proxy-ebpf`).
@@ -61,6 +88,10 @@ pub mod programs {
     pub const RECVMSG6: &str = "sock_recvmsg6";
     pub const GETPEERNAME4: &str = "sock_getpeername4";
     pub const GETPEERNAME6: &str = "sock_getpeername6";
+    /// tc ingress (tcx) on each device: north-south DNAT, reverse SNAT, rejects.
+    pub const TC_INGRESS: &str = "tc_ingress";
+    /// tc egress (tcx) on each device: reverse NAT of replies that leave here.
+    pub const TC_EGRESS: &str = "tc_egress";
 }
 
 /// Default capacities. Userspace may override them at load time
@@ -80,12 +111,69 @@ pub mod capacity {
     /// One name per frontend, so as many as rev-NAT ids. The map is not
     /// preallocated: it costs memory only for the entries it holds.
     pub const SVC_NAMES: u32 = REVNAT;
+    /// Slots of the per-CPU `STATS` array: room for [`crate::Reason`] to grow
+    /// without a layout bump.
+    pub const STATS: u32 = 64;
+    /// Conntrack entries per family (two per translated flow).
+    pub const CONNTRACK: u32 = 1 << 18;
+    /// Devices the tc programs may be attached to.
+    pub const DEVICES: u32 = 256;
+}
+
+/// Conntrack idle timeouts: an entry not refreshed for this long is a miss.
+pub mod ct_timeout {
+    /// An established TCP flow.
+    pub const TCP_NS: u64 = 6 * 3600 * 1_000_000_000;
+    /// A TCP flow after FIN or RST was seen.
+    pub const TCP_CLOSING_NS: u64 = 10 * 1_000_000_000;
+    /// A UDP flow.
+    pub const UDP_NS: u64 = 60 * 1_000_000_000;
+}
+
+/// Values of the service key's `scope` byte (see the module docs).
+pub mod scope {
+    /// Clients on the node and its pods; every frontend has this entry.
+    pub const INTERNAL: u8 = 0;
+    /// External clients of an `externalTrafficPolicy: Local` frontend.
+    pub const EXTERNAL: u8 = 1;
+}
+
+/// Flags in [`BackendV4::flags`] and [`BackendV6::flags`].
+pub mod backend_flags {
+    /// The endpoint runs on this node: external traffic to it is not SNATed.
+    pub const LOCAL: u8 = 1 << 0;
+}
+
+/// Flags in [`DeviceConfig::flags`].
+pub mod device_flags {
+    /// Translate ClusterIP frontends arriving on this device too (a
+    /// pod-facing device, or every device when socket LB is off). External
+    /// frontends are translated on every attached device.
+    pub const CLUSTER_IP: u32 = 1 << 0;
+}
+
+/// Flags in [`CtValueV4::flags`] and [`CtValueV6::flags`].
+pub mod ct_flags {
+    /// The entry is for the reply direction (backend → client).
+    pub const REPLY: u8 = 1 << 0;
+    /// The flow is source-NATed to the node's address.
+    pub const SNAT: u8 = 1 << 1;
+    /// A FIN or RST was seen: the short TCP timeout applies.
+    pub const CLOSING: u8 = 1 << 2;
 }
 
 /// Flags in [`ServiceValue::flags`] (slot 0 only).
 pub mod svc_flags {
     /// ClientIP session affinity is on; `affinity_timeout` holds its timeout.
     pub const AFFINITY: u16 = 1 << 0;
+    /// A NodePort, ExternalIP or LoadBalancer frontend: the tc path translates
+    /// it on every attached device.
+    pub const EXTERNAL: u16 = 1 << 1;
+    /// A NodePort frontend (its address is one of the node's).
+    pub const NODE_PORT: u16 = 1 << 2;
+    /// `externalTrafficPolicy: Local` (external scope only): no SNAT, and no
+    /// backend means drop, not reject.
+    pub const ETP_LOCAL: u16 = 1 << 3;
 }
 
 /// Key of `SVC_V4`.
@@ -97,7 +185,9 @@ pub struct ServiceKeyV4 {
     /// 0 for the frontend entry, `1..=count` for backend slots.
     pub slot: u16,
     pub proto: u8,
-    pub _pad: [u8; 3],
+    /// [`scope`].
+    pub scope: u8,
+    pub _pad: [u8; 2],
 }
 const _: () = assert!(core::mem::size_of::<ServiceKeyV4>() == 12);
 
@@ -107,9 +197,12 @@ const _: () = assert!(core::mem::size_of::<ServiceKeyV4>() == 12);
 pub struct ServiceKeyV6 {
     pub addr: [u8; 16],
     pub port: Be16,
+    /// 0 for the frontend entry, `1..=count` for backend slots.
     pub slot: u16,
     pub proto: u8,
-    pub _pad: [u8; 3],
+    /// [`scope`].
+    pub scope: u8,
+    pub _pad: [u8; 2],
 }
 const _: () = assert!(core::mem::size_of::<ServiceKeyV6>() == 24);
 
@@ -240,6 +333,91 @@ pub struct AffinityValue {
 }
 const _: () = assert!(core::mem::size_of::<AffinityValue>() == 16);
 
+/// Value of `NODE_CFG` (an array of one): the addresses external traffic
+/// under `externalTrafficPolicy: Cluster`, and hairpin traffic, is SNATed to.
+/// An all-zero address means "none known": such flows are dropped and counted.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NodeConfig {
+    pub snat_v4: Be32,
+    pub _pad: u32,
+    pub snat_v6: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<NodeConfig>() == 24);
+
+/// Value of `DEVICES`, keyed by ifindex (`u32`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DeviceConfig {
+    /// [`device_flags`].
+    pub flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<DeviceConfig>() == 4);
+
+/// Key of `CT_V4`: a packet's addresses and ports as it arrives at the hook.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CtKeyV4 {
+    pub saddr: Be32,
+    pub daddr: Be32,
+    pub sport: Be16,
+    pub dport: Be16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<CtKeyV4>() == 16);
+
+/// Value of `CT_V4`: what a matching packet's addresses and ports become.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CtValueV4 {
+    /// `bpf_ktime_get_ns()` when a packet last matched.
+    pub last_seen_ns: u64,
+    pub saddr: Be32,
+    pub daddr: Be32,
+    pub sport: Be16,
+    pub dport: Be16,
+    /// The frontend's rev-NAT id.
+    pub rev_nat_id: u16,
+    /// [`ct_flags`].
+    pub flags: u8,
+    pub _pad: u8,
+    /// The backend the flow was sent to.
+    pub backend_id: u32,
+    pub _pad2: u32,
+}
+const _: () = assert!(core::mem::size_of::<CtValueV4>() == 32);
+
+/// Key of `CT_V6`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CtKeyV6 {
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub sport: Be16,
+    pub dport: Be16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<CtKeyV6>() == 40);
+
+/// Value of `CT_V6`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CtValueV6 {
+    pub last_seen_ns: u64,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub sport: Be16,
+    pub dport: Be16,
+    pub rev_nat_id: u16,
+    pub flags: u8,
+    pub _pad: u8,
+    pub backend_id: u32,
+    pub _pad2: u32,
+}
+const _: () = assert!(core::mem::size_of::<CtValueV6>() == 56);
+
 /// Flags in [`ServiceName::flags`].
 pub mod name_flags {
     /// The Service has `internalTrafficPolicy: Local`: its frontends reach only
@@ -339,5 +517,11 @@ mod pod {
         AffinityKey,
         AffinityValue,
         ServiceName,
+        NodeConfig,
+        DeviceConfig,
+        CtKeyV4,
+        CtValueV4,
+        CtKeyV6,
+        CtValueV6,
     );
 }

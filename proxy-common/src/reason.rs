@@ -67,3 +67,5 @@ impl Reason {
         }
     }
 }
+
+const _: () = assert!(Reason::COUNT <= crate::capacity::STATS);

@@ -130,7 +130,8 @@ pub fn lookup4(addr: Be32, port: Be16, protocol: u8) -> Option<(ServiceKeyV4, Se
         port,
         slot: 0,
         proto: protocol,
-        _pad: [0; 3],
+        scope: proxy_common::scope::INTERNAL,
+        _pad: [0; 2],
     };
     // SAFETY: the value is copied out at once, before any other map operation
     // could recycle the slot behind the reference.
@@ -167,7 +168,8 @@ pub fn lookup6(addr: [u8; 16], port: Be16, protocol: u8) -> Option<(ServiceKeyV6
         port,
         slot: 0,
         proto: protocol,
-        _pad: [0; 3],
+        scope: proxy_common::scope::INTERNAL,
+        _pad: [0; 2],
     };
     // SAFETY: copied out at once, see `lookup4`.
     let value = unsafe { SVC_V6.get(&key) }.copied()?;

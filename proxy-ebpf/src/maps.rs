@@ -8,7 +8,7 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use proxy_common::{
-    AffinityKey, AffinityValue, BackendV4, BackendV6, Reason, RevNatV4, RevNatV6, ServiceKeyV4,
+    AffinityKey, AffinityValue, BackendV4, BackendV6, RevNatV4, RevNatV6, ServiceKeyV4,
     ServiceKeyV6, ServiceName, ServiceValue, SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4,
     SockRevNatV6, capacity,
 };
@@ -19,7 +19,7 @@ const REVNAT: usize = capacity::REVNAT as usize;
 const SOCK_REVNAT: usize = capacity::SOCK_REVNAT as usize;
 const AFFINITY_ENTRIES: usize = capacity::AFFINITY as usize;
 const SVC_NAMES_ENTRIES: usize = capacity::SVC_NAMES as usize;
-const REASONS: usize = Reason::COUNT as usize;
+const REASONS: usize = capacity::STATS as usize;
 /// `BPF_F_NO_PREALLOC` (uapi/linux/bpf.h): entries are allocated on insert.
 const NO_PREALLOC: usize = 1;
 

@@ -197,7 +197,8 @@ fn web_frontend_key() -> ServiceKeyV4 {
         port: Be16::from_host(TCP_PORT),
         slot: 0,
         proto: proto::TCP,
-        _pad: [0; 3],
+        scope: proxy_common::scope::INTERNAL,
+        _pad: [0; 2],
     }
 }
 

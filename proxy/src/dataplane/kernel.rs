@@ -494,14 +494,16 @@ fn service_key(f: &Frontend, slot: u16) -> ServiceKey {
             port,
             slot,
             proto,
-            _pad: [0; 3],
+            scope: proxy_common::scope::INTERNAL,
+            _pad: [0; 2],
         }),
         IpAddr::V6(a) => ServiceKey::V6(ServiceKeyV6 {
             addr: a.octets(),
             port,
             slot,
             proto,
-            _pad: [0; 3],
+            scope: proxy_common::scope::INTERNAL,
+            _pad: [0; 2],
         }),
     }
 }
