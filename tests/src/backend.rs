@@ -2,6 +2,9 @@
 //! request with one line that names the backend and the peer it saw:
 //! `backend=<name> peer=<addr:port>\n` (parsed by [`crate::Reply`]).
 //!
+//! A TCP backend started with [`TcpBackend::start_sessions`] keeps each
+//! connection open and answers every line on it, for long-lived flows.
+//!
 //! Create them after [`crate::Sandbox::enter`], so they bind inside the namespace.
 //! Both stop in `Drop` within about [`POLL_INTERVAL`]; every read is bounded, so a
 //! silent client cannot wedge them.
@@ -26,6 +29,8 @@ use crate::Error;
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// How long a TCP connection may take to send its request line.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a session connection may stay idle before the backend closes it.
+const SESSION_IDLE: Duration = Duration::from_secs(60);
 /// The longest request line read; the rest is ignored.
 const MAX_REQUEST: usize = 1024;
 /// Connections served on their own thread at once; beyond that, inline.
@@ -38,6 +43,8 @@ fn reply_line(name: &str, peer: SocketAddr) -> String {
 
 struct Shared {
     name: String,
+    /// Answer every line of a connection (not only the first).
+    sessions: bool,
     stop: AtomicBool,
     served: AtomicU64,
 }
@@ -54,6 +61,17 @@ impl TcpBackend {
     /// Binds `bind` (the address must exist in the current namespace) and serves
     /// on a thread until dropped.
     pub fn start(bind: SocketAddr, name: &str) -> Result<Self, Error> {
+        Self::start_inner(bind, name, false)
+    }
+
+    /// Like [`TcpBackend::start`], but each connection stays open and every
+    /// line on it is answered (each answer counted), until the client closes
+    /// it or it is idle for a minute.
+    pub fn start_sessions(bind: SocketAddr, name: &str) -> Result<Self, Error> {
+        Self::start_inner(bind, name, true)
+    }
+
+    fn start_inner(bind: SocketAddr, name: &str, sessions: bool) -> Result<Self, Error> {
         let listener =
             TcpListener::bind(bind).map_err(|e| Error::socket("binding a TCP backend", bind, e))?;
         let addr = listener
@@ -61,6 +79,7 @@ impl TcpBackend {
             .map_err(|e| Error::socket("reading a TCP backend's address", bind, e))?;
         let shared = Arc::new(Shared {
             name: name.to_owned(),
+            sessions,
             stop: AtomicBool::new(false),
             served: AtomicU64::new(0),
         });
@@ -135,6 +154,10 @@ fn tcp_accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
 }
 
 fn serve_tcp(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
+    if shared.sessions {
+        serve_session(stream, peer, shared);
+        return;
+    }
     let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
     let _ = stream.set_write_timeout(Some(READ_TIMEOUT));
     // Read up to the first newline (or EOF, or the limit); a client that only
@@ -161,6 +184,47 @@ fn serve_tcp(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     let _ = stream.write_all(reply_line(&shared.name, peer).as_bytes());
 }
 
+/// Answers every line of the connection until EOF, an error, an idle minute
+/// or the backend stopping (checked between reads, every poll interval).
+fn serve_session(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
+    let _ = stream.set_read_timeout(Some(POLL_INTERVAL));
+    let _ = stream.set_write_timeout(Some(READ_TIMEOUT));
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = [0u8; MAX_REQUEST];
+    let mut idle = Duration::ZERO;
+    while !shared.stop.load(Ordering::Relaxed) && idle < SESSION_IDLE {
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                idle = Duration::ZERO;
+                pending.extend_from_slice(&buf[..n]);
+                while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                    pending.drain(..=end);
+                    shared.served.fetch_add(1, Ordering::Relaxed);
+                    if stream
+                        .write_all(reply_line(&shared.name, peer).as_bytes())
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                if pending.len() > MAX_REQUEST {
+                    pending.clear();
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                idle += POLL_INTERVAL;
+            }
+            Err(_) => return,
+        }
+    }
+}
+
 /// A UDP server that answers every datagram with its name and the source it saw.
 pub struct UdpBackend {
     addr: SocketAddr,
@@ -178,6 +242,7 @@ impl UdpBackend {
             .map_err(|e| Error::socket("reading a UDP backend's address", bind, e))?;
         let shared = Arc::new(Shared {
             name: name.to_owned(),
+            sessions: false,
             stop: AtomicBool::new(false),
             served: AtomicU64::new(0),
         });

@@ -141,6 +141,128 @@ pub fn udp_connected_request_timeout(
     Ok((parse_datagram(&buf[..n])?, peer))
 }
 
+/// One TCP connection kept open for several requests (to a backend started
+/// with [`crate::TcpBackend::start_sessions`]): a long-lived flow.
+pub struct TcpSession {
+    stream: TcpStream,
+}
+
+impl TcpSession {
+    /// Connects to `addr`; each later step is bounded by `timeout`.
+    pub fn open(addr: SocketAddr, timeout: Duration) -> io::Result<Self> {
+        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        Ok(TcpSession { stream })
+    }
+
+    /// Sends a line on the connection and reads the reply line.
+    pub fn request(&mut self) -> io::Result<Reply> {
+        self.stream.write_all(REQUEST)?;
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while !line.ends_with(b"\n") && line.len() < MAX_REPLY {
+            match self.stream.read(&mut byte)? {
+                0 => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the backend closed the session",
+                    ));
+                }
+                _ => line.push(byte[0]),
+            }
+        }
+        parse_datagram(&line)
+    }
+}
+
+/// An HTTP response: status, headers (names lowercased) and body.
+#[derive(Clone, Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `GET path` over HTTP/1.1 with `Connection: close`; every step bounded by
+/// `timeout`. Understands `Content-Length`, chunked bodies and close-delimited ones.
+pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<HttpResponse> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: proxy-tests\r\n\
+         Connection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse_http_response(&raw)
+}
+
+fn parse_http_response(raw: &[u8]) -> io::Result<HttpResponse> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no end of headers"))?;
+    let head = std::str::from_utf8(&raw[..split]).map_err(|_| bad("headers not UTF-8"))?;
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no status line"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        body = dechunk(&body).ok_or_else(|| bad("bad chunked body"))?;
+    } else if let Some(len) = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+    {
+        body.truncate(len);
+    }
+    Ok(HttpResponse {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        data = &data[end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +277,23 @@ mod tests {
         assert!("backend=b1".parse::<Reply>().is_err());
         assert!("".parse::<Reply>().is_err());
         assert!("backend=b1 peer=nope".parse::<Reply>().is_err());
+    }
+
+    #[test]
+    fn parses_http_responses() {
+        let r = parse_http_response(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
+              X-Load-Balancing-Endpoint-Weight: 0\r\nContent-Length: 2\r\n\r\n{}junk",
+        )
+        .expect("valid");
+        assert_eq!(r.status, 503);
+        assert_eq!(r.header("x-load-balancing-endpoint-weight"), Some("0"));
+        assert_eq!(r.body, "{}");
+        let r = parse_http_response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+        )
+        .expect("valid");
+        assert_eq!((r.status, r.body.as_str()), (200, "abcde"));
+        assert!(parse_http_response(b"HTTP/1.1 200 OK\r\n").is_err());
     }
 }

@@ -9,6 +9,8 @@
 //!   …) parse that into a [`Reply`].
 //! - [`ProxyProcess`] runs the `proxy` binary inside the sandbox, optionally
 //!   confined as a container runtime would ([`Confinement`]).
+//! - [`northsouth::Topology`] builds a two-node world around a sandbox (an
+//!   external client, a LAN, pods on both nodes) for the per-packet path.
 //! - [`Mode`] and [`both_modes!`] run one scenario against each dataplane mode
 //!   (eBPF socket hooks, userspace proxies).
 //! - [`manifest`] writes realistic Kubernetes YAML, atomically.
@@ -38,6 +40,7 @@ mod error;
 pub mod fake_apiserver;
 pub mod manifest;
 mod mode;
+pub mod northsouth;
 mod proxy;
 mod sandbox;
 
@@ -48,8 +51,9 @@ use std::{
 
 pub use backend::{TcpBackend, UdpBackend};
 pub use client::{
-    DEFAULT_TIMEOUT, Reply, tcp_peer_name, tcp_request, tcp_request_timeout, udp_connected_request,
-    udp_connected_request_timeout, udp_unconnected_request, udp_unconnected_request_timeout,
+    DEFAULT_TIMEOUT, HttpResponse, Reply, TcpSession, http_get, tcp_peer_name, tcp_request,
+    tcp_request_timeout, udp_connected_request, udp_connected_request_timeout,
+    udp_unconnected_request, udp_unconnected_request_timeout,
 };
 pub use container::Confinement;
 pub use error::Error;

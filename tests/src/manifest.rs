@@ -90,9 +90,11 @@ pub struct ServicePort {
     pub protocol: Protocol,
     pub port: u16,
     pub target_port: u16,
+    /// `nodePort` (NodePort and LoadBalancer Services).
+    pub node_port: Option<u16>,
 }
 
-/// A `v1` Service of type ClusterIP.
+/// A `v1` Service: type ClusterIP unless [`Service::service_type`] says otherwise.
 #[derive(Clone, Debug)]
 pub struct Service {
     pub namespace: String,
@@ -106,6 +108,16 @@ pub struct Service {
     pub internal_traffic_policy: String,
     /// Extra `metadata.labels` (besides `app.kubernetes.io/name`).
     pub labels: Vec<(String, String)>,
+    /// `spec.type`: `ClusterIP`, `NodePort` or `LoadBalancer`.
+    pub service_type: String,
+    /// `spec.externalIPs`, written as given.
+    pub external_ips: Vec<String>,
+    /// `spec.externalTrafficPolicy` (written only for NodePort and LoadBalancer types).
+    pub external_traffic_policy: String,
+    /// `status.loadBalancer.ingress[].ip`, written as given.
+    pub load_balancer_ingress: Vec<String>,
+    /// `spec.healthCheckNodePort`.
+    pub health_check_node_port: Option<u16>,
 }
 
 impl Service {
@@ -119,7 +131,56 @@ impl Service {
             session_affinity: None,
             internal_traffic_policy: "Cluster".to_owned(),
             labels: Vec::new(),
+            service_type: "ClusterIP".to_owned(),
+            external_ips: Vec::new(),
+            external_traffic_policy: "Cluster".to_owned(),
+            load_balancer_ingress: Vec::new(),
+            health_check_node_port: None,
         }
+    }
+
+    /// `spec.type` (`ClusterIP`, `NodePort`, `LoadBalancer`).
+    pub fn service_type(mut self, service_type: &str) -> Self {
+        self.service_type = service_type.to_owned();
+        self
+    }
+
+    /// Sets the `nodePort` of the port named `port_name` (add the port first).
+    ///
+    /// # Panics
+    /// When no port has that name: a mistake in the test, not input.
+    pub fn node_port(mut self, port_name: &str, node_port: u16) -> Self {
+        let port = self
+            .ports
+            .iter_mut()
+            .find(|p| p.name == port_name)
+            .unwrap_or_else(|| panic!("node_port: the Service has no port named {port_name:?}"));
+        port.node_port = Some(node_port);
+        self
+    }
+
+    /// Adds an entry to `spec.externalIPs` (any string).
+    pub fn external_ip(mut self, ip: impl ToString) -> Self {
+        self.external_ips.push(ip.to_string());
+        self
+    }
+
+    /// `spec.externalTrafficPolicy` (`Cluster` or `Local`).
+    pub fn external_traffic_policy(mut self, policy: &str) -> Self {
+        self.external_traffic_policy = policy.to_owned();
+        self
+    }
+
+    /// Adds a `status.loadBalancer.ingress` IP, as a cloud controller would.
+    pub fn load_balancer_ingress(mut self, ip: impl ToString) -> Self {
+        self.load_balancer_ingress.push(ip.to_string());
+        self
+    }
+
+    /// `spec.healthCheckNodePort` (LoadBalancer with `externalTrafficPolicy: Local`).
+    pub fn health_check_node_port(mut self, port: u16) -> Self {
+        self.health_check_node_port = Some(port);
+        self
     }
 
     /// `sessionAffinity: ClientIP` with `timeoutSeconds`.
@@ -153,6 +214,7 @@ impl Service {
             protocol,
             port,
             target_port,
+            node_port: None,
         });
         self
     }
@@ -216,6 +278,23 @@ impl Service {
                 let _ = writeln!(y, "  - {ip}");
             }
         }
+        if !self.external_ips.is_empty() {
+            y.push_str("  externalIPs:\n");
+            for ip in &self.external_ips {
+                let _ = writeln!(y, "  - {ip}");
+            }
+        }
+        let external = self.service_type != "ClusterIP";
+        if external {
+            let _ = writeln!(
+                y,
+                "  externalTrafficPolicy: {}",
+                self.external_traffic_policy
+            );
+        }
+        if let Some(port) = self.health_check_node_port {
+            let _ = writeln!(y, "  healthCheckNodePort: {port}");
+        }
         let _ = writeln!(
             y,
             "  internalTrafficPolicy: {}\n  ipFamilies:",
@@ -231,9 +310,13 @@ impl Service {
             } else {
                 format!("name: {}\n    ", p.name)
             };
+            let node_port = p
+                .node_port
+                .map(|n| format!("nodePort: {n}\n    "))
+                .unwrap_or_default();
             let _ = writeln!(
                 y,
-                "  - {name}port: {}\n    protocol: {}\n    targetPort: {}",
+                "  - {name}{node_port}port: {}\n    protocol: {}\n    targetPort: {}",
                 p.port, p.protocol, p.target_port
             );
         }
@@ -248,7 +331,15 @@ impl Service {
             }
             None => y.push_str("  sessionAffinity: None\n"),
         }
-        y.push_str("  type: ClusterIP\nstatus:\n  loadBalancer: {}\n");
+        let _ = writeln!(y, "  type: {}\nstatus:", self.service_type);
+        if self.load_balancer_ingress.is_empty() {
+            y.push_str("  loadBalancer: {}\n");
+        } else {
+            y.push_str("  loadBalancer:\n    ingress:\n");
+            for ip in &self.load_balancer_ingress {
+                let _ = writeln!(y, "    - ip: {ip}\n      ipMode: VIP");
+            }
+        }
         y
     }
 }
@@ -277,6 +368,12 @@ impl Endpoint {
             node_name: Some("node-1".to_owned()),
             zone: None,
         }
+    }
+
+    /// This endpoint on node `node` (`nodeName`).
+    pub fn on_node(mut self, node: &str) -> Self {
+        self.node_name = Some(node.to_owned());
+        self
     }
 
     /// A pod being deleted that still serves (ready false, serving, terminating).
@@ -707,6 +804,49 @@ mod tests {
         )
         .expect("an empty EndpointSlice (endpoints: null)");
         assert!(empty.endpoints.is_none_or(|e| e.is_empty()));
+    }
+
+    /// The north-south fields land where Kubernetes has them.
+    #[test]
+    fn external_service_yaml_deserializes_into_kubernetes_types() {
+        use k8s_openapi::api::core::v1 as core;
+
+        let svc: core::Service = serde_norway::from_str(
+            &Service::new("demo", "lb")
+                .cluster_ip("10.96.0.40")
+                .port("http", Protocol::Tcp, 80, 8080)
+                .port("dns", Protocol::Udp, 53, 5353)
+                .service_type("LoadBalancer")
+                .node_port("http", 30080)
+                .external_ip("203.0.113.10")
+                .external_traffic_policy("Local")
+                .health_check_node_port(32000)
+                .load_balancer_ingress("203.0.113.20")
+                .to_yaml(),
+        )
+        .expect("a Service");
+        let spec = svc.spec.expect("spec");
+        assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
+        assert_eq!(spec.external_traffic_policy.as_deref(), Some("Local"));
+        assert_eq!(spec.health_check_node_port, Some(32000));
+        assert_eq!(spec.external_ips, Some(vec!["203.0.113.10".into()]));
+        let ports = spec.ports.expect("ports");
+        assert_eq!(ports[0].node_port, Some(30080));
+        assert_eq!(ports[1].node_port, None);
+        let ingress = svc
+            .status
+            .and_then(|s| s.load_balancer)
+            .and_then(|lb| lb.ingress)
+            .expect("status.loadBalancer.ingress");
+        assert_eq!(ingress[0].ip.as_deref(), Some("203.0.113.20"));
+
+        let plain = Service::new("demo", "web")
+            .cluster_ip("10.96.0.10")
+            .port("http", Protocol::Tcp, 80, 8080)
+            .to_yaml();
+        assert!(plain.contains("  type: ClusterIP\n"), "{plain}");
+        assert!(!plain.contains("externalTrafficPolicy"), "{plain}");
+        assert!(!plain.contains("nodePort"), "{plain}");
     }
 
     #[test]
