@@ -1,0 +1,743 @@
+//! North-south traffic through the per-packet (tc) path, with real packets in
+//! the two-node [`Topology`]: an external client on a LAN sends to node 1's
+//! NodePorts, ExternalIPs and LoadBalancer IPs; the proxy runs on node 1 with
+//! `--devices eth0`; backends live in pods on node 1 and node 2 and say which
+//! source address they saw.
+//!
+//! Backends: every pod address (`10.244.N.1x`, `fd00:244:N::1x`, three per node)
+//! runs a TCP backend on :8080 (answering every line of a connection) and a UDP
+//! backend on :5353, each named `<addr>:<port>`.
+//!
+//! Covered: NodePort over TCP and UDP, IPv4 and IPv6 (TCP in both dataplane
+//! modes); ExternalIP and LoadBalancer IP; `externalTrafficPolicy` Cluster
+//! (SNAT to node 1 for a node-2 backend) vs Local (client IP preserved, only
+//! local endpoints, dropped without one); a fast reject without endpoints; a
+//! long-lived flow that stays on its backend while new flows follow the
+//! endpoint set; the health-check node port; refused ExternalIPs.
+
+use std::{
+    collections::BTreeMap,
+    io::{self, ErrorKind},
+    net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
+    time::{Duration, Instant},
+};
+
+use proxy_tests::{
+    Mode, ProxyProcess, Reply, Sandbox, TcpBackend, TcpSession, UdpBackend, both_modes, http_get,
+    manifest::{self, AddressType, Endpoint, EndpointSlice, Protocol, Service},
+    northsouth::{
+        CLIENT_V4, CLIENT_V6, LAN_DEVICE, NODE1_V4, NODE1_V6, PODS_PER_NODE, Place, Topology,
+        pod_v4, pod_v6,
+    },
+    proxy_bin, tcp_request_timeout, udp_unconnected_request_timeout, wait_until,
+};
+
+const NAMESPACE: &str = "pxt";
+const NODE1: &str = "node-1";
+const NODE2: &str = "node-2";
+const TCP_PORT: u16 = 80;
+const TCP_TARGET: u16 = 8080;
+const UDP_PORT: u16 = 53;
+const UDP_TARGET: u16 = 5353;
+
+/// How long the proxy may take from start to a working dataplane.
+const STARTUP: Duration = Duration::from_secs(20);
+/// How long a manifest change may take to reach the dataplane.
+const PROPAGATION: Duration = Duration::from_secs(5);
+/// Per-step timeout of probes inside waits.
+const PROBE: Duration = Duration::from_millis(500);
+/// Per-step timeout of ordinary requests.
+const REQUEST: Duration = Duration::from_secs(2);
+/// Far above a refusal's real cost, far below a hang.
+const AT_ONCE: Duration = Duration::from_secs(1);
+/// Requests per tally: enough to see each of three backends (P(miss) ≈ 3·(2/3)^40).
+const TALLY: usize = 40;
+
+/// A pod: its node (1 or 2) and index (1..=3).
+#[derive(Clone, Copy, Debug)]
+struct Pod(u8, u8);
+
+impl Pod {
+    fn addr(self, family: AddressType) -> IpAddr {
+        match family {
+            AddressType::IPv4 => pod_v4(self.0, self.1).into(),
+            AddressType::IPv6 => pod_v6(self.0, self.1).into(),
+        }
+    }
+
+    fn node_name(self) -> &'static str {
+        if self.0 == 1 { NODE1 } else { NODE2 }
+    }
+
+    fn tcp_name(self, family: AddressType) -> String {
+        SocketAddr::new(self.addr(family), TCP_TARGET).to_string()
+    }
+
+    fn udp_name(self, family: AddressType) -> String {
+        SocketAddr::new(self.addr(family), UDP_TARGET).to_string()
+    }
+}
+
+const FAMILIES: [AddressType; 2] = [AddressType::IPv4, AddressType::IPv6];
+
+fn client_ip(family: AddressType) -> IpAddr {
+    match family {
+        AddressType::IPv4 => CLIENT_V4.into(),
+        AddressType::IPv6 => CLIENT_V6.into(),
+    }
+}
+
+fn node1_ip(family: AddressType) -> IpAddr {
+    match family {
+        AddressType::IPv4 => NODE1_V4.into(),
+        AddressType::IPv6 => NODE1_V6.into(),
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse()
+        .unwrap_or_else(|e| panic!("{s:?} is not an IP: {e}"))
+}
+
+/// The cluster IPs of the `n`th test Service (`10.96.0.n`, `fd00:96::n`).
+fn cluster_ips(n: u8) -> [String; 2] {
+    [format!("10.96.0.{n}"), format!("fd00:96::{n:x}")]
+}
+
+/// A dual-stack Service with ports `http` (80/TCP → 8080) and `dns` (53/UDP →
+/// 5353) and the given type; NodePorts `tcp_node_port`/`udp_node_port` when
+/// not a ClusterIP.
+fn base_service(name: &str, n: u8, service_type: &str, node_ports: Option<(u16, u16)>) -> Service {
+    let [v4, v6] = cluster_ips(n);
+    let mut svc = Service::new(NAMESPACE, name)
+        .cluster_ip(v4)
+        .cluster_ip(v6)
+        .port("http", Protocol::Tcp, TCP_PORT, TCP_TARGET)
+        .port("dns", Protocol::Udp, UDP_PORT, UDP_TARGET)
+        .service_type(service_type);
+    if let Some((tcp, udp)) = node_ports {
+        svc = svc.node_port("http", tcp).node_port("dns", udp);
+    }
+    svc
+}
+
+/// `service`'s slice for `family` with ready endpoints `pods`.
+fn slice(service: &str, family: AddressType, pods: &[Pod]) -> String {
+    let name = match family {
+        AddressType::IPv4 => format!("{service}-4xk2p"),
+        AddressType::IPv6 => format!("{service}-6q8nd"),
+    };
+    let mut s = EndpointSlice::new(NAMESPACE, &name, service, family)
+        .port("http", Protocol::Tcp, TCP_TARGET)
+        .port("dns", Protocol::Udp, UDP_TARGET);
+    for pod in pods {
+        s = s.endpoint(Endpoint::ready(pod.addr(family)).on_node(pod.node_name()));
+    }
+    s.to_yaml()
+}
+
+/// One test's world. Field order is drop order: the proxy stops first, then
+/// the backends, then the topology's namespaces, then the sandbox (node 1).
+struct World {
+    proxy: Option<ProxyProcess>,
+    mode: Mode,
+    #[expect(dead_code, reason = "held for their Drop: they serve until the test ends")]
+    tcp: Vec<TcpBackend>,
+    #[expect(dead_code, reason = "held for their Drop: they serve until the test ends")]
+    udp: Vec<UdpBackend>,
+    topo: Topology,
+    sandbox: Sandbox,
+}
+
+impl World {
+    /// The topology with every backend running; no manifests, no proxy yet.
+    fn new(mode: Mode) -> Self {
+        let _ = proxy_bin();
+        let mut sandbox = Sandbox::new().expect("creating the sandbox (the tests need root)");
+        sandbox.enter().expect("entering the sandbox");
+        let topo = Topology::build(&sandbox).expect("building the north-south topology");
+        let (mut tcp, mut udp) = (Vec::new(), Vec::new());
+        for node in [1, 2] {
+            let place = if node == 1 {
+                Place::Pods1
+            } else {
+                Place::Pods2
+            };
+            for i in 1..=PODS_PER_NODE {
+                for family in FAMILIES {
+                    let pod = Pod(node, i);
+                    let addr = pod.addr(family);
+                    tcp.push(
+                        topo.tcp_session_backend(
+                            place,
+                            SocketAddr::new(addr, TCP_TARGET),
+                            &pod.tcp_name(family),
+                        )
+                        .unwrap_or_else(|e| panic!("starting the TCP backend on {addr}: {e}")),
+                    );
+                    udp.push(
+                        topo.udp_backend(
+                            place,
+                            SocketAddr::new(addr, UDP_TARGET),
+                            &pod.udp_name(family),
+                        )
+                        .unwrap_or_else(|e| panic!("starting the UDP backend on {addr}: {e}")),
+                    );
+                }
+            }
+        }
+        World {
+            proxy: None,
+            mode,
+            tcp,
+            udp,
+            topo,
+            sandbox,
+        }
+    }
+
+    fn write(&self, file: &str, yaml: &str) {
+        manifest::write_atomic(&self.sandbox.manifests_dir(), file, yaml)
+            .unwrap_or_else(|e| panic!("writing manifest {file}: {e}"));
+    }
+
+    /// Writes `service` and its two slices (endpoints `pods`).
+    fn write_service(&self, svc: &Service, pods: &[Pod]) {
+        self.write(&format!("{}-service.yaml", svc.name), &svc.to_yaml());
+        self.write_slices(&svc.name, pods);
+    }
+
+    fn write_slices(&self, service: &str, pods: &[Pod]) {
+        for family in FAMILIES {
+            self.write(
+                &format!("{service}-slice-{family}.yaml"),
+                &slice(service, family, pods),
+            );
+        }
+    }
+
+    /// `proxy run --mode M --node-name node-1 --devices eth0` plus `extra`.
+    fn start_proxy(&mut self, extra: &[&str]) {
+        let dir = self.sandbox.manifests_dir();
+        let mut args: Vec<&str> = self.mode.args().to_vec();
+        args.extend_from_slice(&["--node-name", NODE1, "--devices", LAN_DEVICE]);
+        args.extend_from_slice(extra);
+        self.proxy = Some(
+            ProxyProcess::start_with_args(&proxy_bin(), &self.sandbox, &dir, &args)
+                .unwrap_or_else(|e| panic!("starting the proxy in {} mode: {e}", self.mode)),
+        );
+    }
+
+    fn log(&self) -> String {
+        self.proxy
+            .as_ref()
+            .map(ProxyProcess::log)
+            .unwrap_or_default()
+    }
+
+    /// Runs `f` in the client's namespace.
+    fn client<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        self.topo
+            .in_ns(Place::Client, f)
+            .unwrap_or_else(|e| panic!("running in the client namespace: {e}"))
+    }
+
+    /// Waits until `condition` holds (checked from the test thread; use
+    /// [`World::client`] inside), failing at once when the proxy exits.
+    fn wait_for(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        mut condition: impl FnMut(&Self) -> bool,
+    ) {
+        let mut exited = None;
+        let ok = wait_until(timeout, || {
+            if let Some(status) = self.proxy.as_mut().and_then(ProxyProcess::exited) {
+                exited = Some(status);
+                return true;
+            }
+            condition(self)
+        });
+        if let Some(status) = exited {
+            panic!("while waiting for {what}: the proxy exited with {status}");
+        }
+        assert!(ok, "expected {what} within {timeout:?}; it did not happen");
+    }
+
+    /// Waits until a TCP request from the client to `frontend` is answered.
+    fn wait_served(&mut self, frontend: SocketAddr, timeout: Duration) {
+        self.wait_for(
+            timeout,
+            &format!("the client's TCP requests to {frontend} to be served"),
+            |w| w.client(|| tcp_request_timeout(frontend, PROBE)).is_ok(),
+        );
+    }
+
+    /// `n` TCP requests from the client to `frontend`; panics on a failure.
+    fn tcp_replies(&self, frontend: SocketAddr, n: usize) -> Vec<Reply> {
+        self.client(|| {
+            (0..n)
+                .map(|i| {
+                    tcp_request_timeout(frontend, REQUEST).unwrap_or_else(|e| {
+                        panic!("client → {frontend}: TCP request {i} of {n} failed: {e}")
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// `n` UDP requests (fresh unconnected sockets) from the client; panics on
+    /// a failure or when a reply does not come from `frontend`.
+    fn udp_replies(&self, frontend: SocketAddr, n: usize) -> Vec<Reply> {
+        self.client(|| {
+            (0..n)
+                .map(|i| {
+                    let (reply, from) = udp_unconnected_request_timeout(frontend, REQUEST)
+                        .unwrap_or_else(|e| {
+                            panic!("client → {frontend}: UDP request {i} of {n} failed: {e}")
+                        });
+                    assert_eq!(
+                        from, frontend,
+                        "client → {frontend}: the reply ({reply}) must come from the \
+                         frontend, not the backend"
+                    );
+                    reply
+                })
+                .collect()
+        })
+    }
+}
+
+/// How often each backend answered.
+fn tally(replies: &[Reply]) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for r in replies {
+        *seen.entry(r.backend.clone()).or_insert(0) += 1;
+    }
+    seen
+}
+
+/// The set of source IPs the backends saw.
+fn peers(replies: &[Reply]) -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = replies.iter().map(|r| r.peer.ip()).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn assert_backends(what: &str, replies: &[Reply], expected: &[String]) {
+    let seen = tally(replies);
+    let mut want = expected.to_vec();
+    want.sort();
+    let got: Vec<String> = seen.keys().cloned().collect();
+    assert_eq!(
+        got, want,
+        "{what}: expected exactly these backends to answer, saw {seen:?}"
+    );
+}
+
+const WEB_PODS: [Pod; 3] = [Pod(1, 1), Pod(1, 2), Pod(2, 1)];
+
+both_modes! {
+    /// A NodePort over TCP, both families: the client's connections to node 1's
+    /// LAN address spread over every endpoint, on both nodes.
+    fn nodeport_tcp_reaches_every_endpoint(mode) {
+        let mut w = World::new(mode);
+        let svc = base_service("web", 10, "NodePort", Some((30080, 30053)));
+        w.write_service(&svc, &WEB_PODS);
+        w.start_proxy(&[]);
+        for family in FAMILIES {
+            let frontend = SocketAddr::new(node1_ip(family), 30080);
+            w.wait_served(frontend, STARTUP);
+            let replies = w.tcp_replies(frontend, TALLY);
+            let expected: Vec<String> = WEB_PODS.iter().map(|p| p.tcp_name(family)).collect();
+            assert_backends(&format!("{mode}: NodePort {frontend}"), &replies, &expected);
+        }
+    }
+}
+
+/// A NodePort over UDP, both families: every reply comes back from the
+/// NodePort (reverse NAT), and every endpoint is used.
+#[test]
+fn nodeport_udp_reaches_every_endpoint_and_replies_come_from_the_frontend() {
+    let mut w = World::new(Mode::Ebpf);
+    let svc = base_service("web", 10, "NodePort", Some((30080, 30053)));
+    w.write_service(&svc, &WEB_PODS);
+    w.start_proxy(&[]);
+    for family in FAMILIES {
+        w.wait_served(SocketAddr::new(node1_ip(family), 30080), STARTUP);
+        let frontend = SocketAddr::new(node1_ip(family), 30053);
+        let replies = w.udp_replies(frontend, TALLY);
+        let expected: Vec<String> = WEB_PODS.iter().map(|p| p.udp_name(family)).collect();
+        assert_backends(&format!("UDP NodePort {frontend}"), &replies, &expected);
+    }
+}
+
+/// `externalTrafficPolicy: Cluster` with only a node-2 endpoint: node 1
+/// forwards to node 2 and SNATs to its own address, so the backend sees node 1,
+/// and replies come back through it (TCP and UDP, both families).
+#[test]
+fn etp_cluster_to_a_remote_endpoint_is_snated_to_the_node() {
+    let mut w = World::new(Mode::Ebpf);
+    let remote = [Pod(2, 2)];
+    let svc = base_service("web", 10, "NodePort", Some((30080, 30053)))
+        .external_traffic_policy("Cluster");
+    w.write_service(&svc, &remote);
+    w.start_proxy(&[]);
+    for family in FAMILIES {
+        let tcp = SocketAddr::new(node1_ip(family), 30080);
+        w.wait_served(tcp, STARTUP);
+        let replies = w.tcp_replies(tcp, 5);
+        assert_backends(&format!("{tcp}"), &replies, &[remote[0].tcp_name(family)]);
+        assert_eq!(
+            peers(&replies),
+            vec![node1_ip(family)],
+            "{tcp}: ETP=Cluster to a node-2 backend: it must see node 1's address"
+        );
+        let udp = SocketAddr::new(node1_ip(family), 30053);
+        let replies = w.udp_replies(udp, 5);
+        assert_eq!(
+            peers(&replies),
+            vec![node1_ip(family)],
+            "{udp}: {replies:?}"
+        );
+    }
+}
+
+/// `externalTrafficPolicy: Local`: only node 1's endpoints serve external
+/// traffic, and they see the client's own address (TCP and UDP, both families).
+#[test]
+fn etp_local_preserves_the_client_ip_and_uses_only_local_endpoints() {
+    let mut w = World::new(Mode::Ebpf);
+    let svc =
+        base_service("web", 10, "NodePort", Some((30080, 30053))).external_traffic_policy("Local");
+    w.write_service(&svc, &WEB_PODS);
+    w.start_proxy(&[]);
+    let local = [Pod(1, 1), Pod(1, 2)];
+    for family in FAMILIES {
+        let tcp = SocketAddr::new(node1_ip(family), 30080);
+        w.wait_served(tcp, STARTUP);
+        let replies = w.tcp_replies(tcp, TALLY);
+        let expected: Vec<String> = local.iter().map(|p| p.tcp_name(family)).collect();
+        assert_backends(&format!("ETP=Local {tcp}"), &replies, &expected);
+        assert_eq!(
+            peers(&replies),
+            vec![client_ip(family)],
+            "{tcp}: ETP=Local must preserve the client's address"
+        );
+        let udp = SocketAddr::new(node1_ip(family), 30053);
+        let replies = w.udp_replies(udp, TALLY);
+        let expected: Vec<String> = local.iter().map(|p| p.udp_name(family)).collect();
+        assert_backends(&format!("ETP=Local {udp}"), &replies, &expected);
+        assert_eq!(peers(&replies), vec![client_ip(family)], "{udp}");
+    }
+}
+
+/// `externalTrafficPolicy: Local` without a local endpoint drops external
+/// traffic (semantics.md): the client's connect neither succeeds nor is
+/// refused. A second Service proves the datapath is up meanwhile.
+#[test]
+fn etp_local_without_local_endpoints_drops_external_traffic() {
+    let mut w = World::new(Mode::Ebpf);
+    let up = base_service("up", 10, "NodePort", Some((30080, 30053)));
+    w.write_service(&up, &WEB_PODS);
+    let remote_only = base_service("remote", 11, "NodePort", Some((30081, 30054)))
+        .external_traffic_policy("Local");
+    w.write_service(&remote_only, &[Pod(2, 1), Pod(2, 2)]);
+    w.start_proxy(&[]);
+    for family in FAMILIES {
+        w.wait_served(SocketAddr::new(node1_ip(family), 30080), STARTUP);
+        let dropped = SocketAddr::new(node1_ip(family), 30081);
+        let result = w.client(|| TcpStream::connect_timeout(&dropped, Duration::from_secs(1)));
+        match result {
+            Err(e) if e.kind() == ErrorKind::TimedOut => {}
+            other => panic!(
+                "{dropped}: ETP=Local with no local endpoint: expected the SYN to be dropped \
+                 (a timeout), saw {other:?}"
+            ),
+        }
+    }
+}
+
+/// ExternalIPs and LoadBalancer ingress IPs (routed by the client via node
+/// 1) are served like the NodePort, over TCP and UDP, both families.
+#[test]
+fn external_ips_and_load_balancer_ips_are_served() {
+    let mut w = World::new(Mode::Ebpf);
+    let svc = base_service("web", 10, "LoadBalancer", Some((30080, 30053)))
+        .external_ip("203.0.113.10")
+        .external_ip("fd00:203::10")
+        .load_balancer_ingress("203.0.113.20")
+        .load_balancer_ingress("fd00:203::20");
+    w.write_service(&svc, &WEB_PODS);
+    w.start_proxy(&[]);
+    for (family, addrs) in [
+        (AddressType::IPv4, ["203.0.113.10", "203.0.113.20"]),
+        (AddressType::IPv6, ["fd00:203::10", "fd00:203::20"]),
+    ] {
+        w.wait_served(SocketAddr::new(node1_ip(family), 30080), STARTUP);
+        for addr in addrs {
+            let tcp = SocketAddr::new(ip(addr), TCP_PORT);
+            w.wait_served(tcp, PROPAGATION);
+            let replies = w.tcp_replies(tcp, TALLY);
+            let expected: Vec<String> = WEB_PODS.iter().map(|p| p.tcp_name(family)).collect();
+            assert_backends(&format!("{tcp}"), &replies, &expected);
+            let udp = SocketAddr::new(ip(addr), UDP_PORT);
+            let replies = w.udp_replies(udp, TALLY);
+            let expected: Vec<String> = WEB_PODS.iter().map(|p| p.udp_name(family)).collect();
+            assert_backends(&format!("{udp}"), &replies, &expected);
+        }
+    }
+}
+
+/// A LoadBalancer IP with `externalTrafficPolicy: Local` keeps the client's
+/// address too, and uses only the local endpoint.
+#[test]
+fn load_balancer_ip_with_etp_local_preserves_the_client_ip() {
+    let mut w = World::new(Mode::Ebpf);
+    let svc = base_service("web", 10, "LoadBalancer", Some((30080, 30053)))
+        .external_traffic_policy("Local")
+        .health_check_node_port(32100)
+        .load_balancer_ingress("203.0.113.20");
+    w.write_service(&svc, &[Pod(1, 3), Pod(2, 1)]);
+    w.start_proxy(&[]);
+    let lb = SocketAddr::new(ip("203.0.113.20"), TCP_PORT);
+    w.wait_served(lb, STARTUP);
+    let replies = w.tcp_replies(lb, 10);
+    assert_backends(
+        &format!("{lb}"),
+        &replies,
+        &[Pod(1, 3).tcp_name(AddressType::IPv4)],
+    );
+    assert_eq!(peers(&replies), vec![client_ip(AddressType::IPv4)]);
+}
+
+/// `Ok(how long it took)` when a TCP connect to `addr` is refused.
+fn refused_tcp(addr: SocketAddr) -> Result<Duration, String> {
+    let start = Instant::now();
+    let result = TcpStream::connect_timeout(&addr, REQUEST);
+    let elapsed = start.elapsed();
+    match result {
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => Ok(elapsed),
+        Err(e) => Err(format!("{e} ({:?}) after {elapsed:?}", e.kind())),
+        Ok(s) => Err(format!("a connection to {:?}", s.peer_addr())),
+    }
+}
+
+/// `Ok(how long it took)` when a connected UDP socket learns (from an ICMP
+/// port unreachable) that `addr` refuses.
+fn refused_udp(addr: SocketAddr) -> Result<Duration, String> {
+    let any: SocketAddr = match addr {
+        SocketAddr::V4(_) => "0.0.0.0:0".parse().expect("an address"),
+        SocketAddr::V6(_) => "[::]:0".parse().expect("an address"),
+    };
+    let start = Instant::now();
+    let attempt = || -> io::Result<usize> {
+        let socket = UdpSocket::bind(any)?;
+        socket.set_read_timeout(Some(REQUEST))?;
+        socket.connect(addr)?;
+        socket.send(b"hello\n")?;
+        let mut buf = [0u8; 256];
+        socket.recv(&mut buf)
+    };
+    let result = attempt();
+    let elapsed = start.elapsed();
+    match result {
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => Ok(elapsed),
+        Err(e) => Err(format!("{e} ({:?}) after {elapsed:?}", e.kind())),
+        Ok(n) => Err(format!("a {n}-byte answer")),
+    }
+}
+
+/// No endpoints: TCP to the NodePort and the ExternalIP is refused at once
+/// (ECONNREFUSED, from an ICMP port unreachable or a RST), and UDP gets an ICMP
+/// port unreachable (ECONNREFUSED on a connected socket), both families.
+#[test]
+fn no_endpoints_are_rejected_at_once() {
+    let mut w = World::new(Mode::Ebpf);
+    let up = base_service("up", 10, "NodePort", Some((30080, 30053)));
+    w.write_service(&up, &WEB_PODS);
+    let empty = base_service("empty", 11, "LoadBalancer", Some((30081, 30054)))
+        .external_ip("203.0.113.11")
+        .external_ip("fd00:203::11");
+    w.write_service(&empty, &[]);
+    w.start_proxy(&[]);
+    for (family, external) in [
+        (AddressType::IPv4, "203.0.113.11"),
+        (AddressType::IPv6, "fd00:203::11"),
+    ] {
+        w.wait_served(SocketAddr::new(node1_ip(family), 30080), STARTUP);
+        for (tcp, udp) in [
+            (
+                SocketAddr::new(node1_ip(family), 30081),
+                SocketAddr::new(node1_ip(family), 30054),
+            ),
+            (
+                SocketAddr::new(ip(external), TCP_PORT),
+                SocketAddr::new(ip(external), UDP_PORT),
+            ),
+        ] {
+            match w.client(|| refused_tcp(tcp)) {
+                Ok(elapsed) => assert!(elapsed < AT_ONCE, "{tcp}: refused after {elapsed:?}"),
+                Err(seen) => panic!("{tcp}: expected ECONNREFUSED at once, saw {seen}"),
+            }
+            match w.client(|| refused_udp(udp)) {
+                Ok(elapsed) => assert!(elapsed < AT_ONCE, "{udp}: refused after {elapsed:?}"),
+                Err(seen) => panic!("{udp}: expected ECONNREFUSED (ICMP) at once, saw {seen}"),
+            }
+        }
+    }
+}
+
+/// A long-lived TCP flow through the NodePort stays on its backend (conntrack)
+/// while the endpoint set changes under it, and new flows go to the new set.
+#[test]
+fn a_long_lived_flow_stays_on_its_backend_while_new_flows_follow_the_endpoints() {
+    let mut w = World::new(Mode::Ebpf);
+    let first = Pod(1, 1);
+    let svc = base_service("web", 10, "NodePort", Some((30080, 30053)));
+    w.write_service(&svc, &[first]);
+    w.start_proxy(&[]);
+    for family in FAMILIES {
+        let frontend = SocketAddr::new(node1_ip(family), 30080);
+        w.write_slices("web", &[first]);
+        w.wait_for(PROPAGATION.max(STARTUP), "the first endpoint only", |w| {
+            w.client(|| {
+                (0..5).all(|_| {
+                    tcp_request_timeout(frontend, PROBE)
+                        .is_ok_and(|r| r.backend == first.tcp_name(family))
+                })
+            })
+        });
+        // The socket is made in the client's namespace and stays there; the
+        // test thread can use it.
+        let mut session = w
+            .client(|| TcpSession::open(frontend, REQUEST))
+            .unwrap_or_else(|e| panic!("{frontend}: opening the long-lived flow: {e}"));
+        let mut ask = || -> Reply {
+            session
+                .request()
+                .unwrap_or_else(|e| panic!("{frontend}: the long-lived flow failed: {e}"))
+        };
+        assert_eq!(ask().backend, first.tcp_name(family));
+
+        let next = [Pod(1, 2), Pod(2, 1)];
+        w.write_slices("web", &next);
+        let expected: Vec<String> = next.iter().map(|p| p.tcp_name(family)).collect();
+        w.wait_for(
+            PROPAGATION,
+            "new flows to reach only the new endpoints",
+            |w| {
+                w.client(|| {
+                    (0..10).all(|_| {
+                        tcp_request_timeout(frontend, PROBE)
+                            .is_ok_and(|r| expected.contains(&r.backend))
+                    })
+                })
+            },
+        );
+        let replies = w.tcp_replies(frontend, TALLY);
+        assert_backends(&format!("new flows to {frontend}"), &replies, &expected);
+        for i in 0..5 {
+            let reply = ask();
+            assert_eq!(
+                reply.backend,
+                first.tcp_name(family),
+                "{frontend}: request {i} on the long-lived flow moved to another backend"
+            );
+        }
+    }
+}
+
+/// The health-check node port of a LoadBalancer Service with
+/// `externalTrafficPolicy: Local` answers kube-proxy's way: 200 with the local
+/// endpoint count while there are local endpoints, 503 with 0 without.
+#[test]
+fn health_check_node_port_reports_local_endpoints() {
+    let mut w = World::new(Mode::Ebpf);
+    let svc = base_service("web", 10, "LoadBalancer", Some((30080, 30053)))
+        .external_traffic_policy("Local")
+        .health_check_node_port(32100)
+        .load_balancer_ingress("203.0.113.20");
+    w.write_service(&svc, &WEB_PODS);
+    w.start_proxy(&[]);
+    let hc = SocketAddr::new(node1_ip(AddressType::IPv4), 32100);
+    let get = |w: &World| w.client(|| http_get(hc, "/healthz", PROBE));
+    w.wait_for(STARTUP, &format!("{hc} to answer 200"), |w| {
+        get(w).is_ok_and(|r| r.status == 200)
+    });
+    let check = |r: &proxy_tests::HttpResponse, status: u16, local: u64| {
+        assert_eq!(r.status, status, "{hc}: {r:?}");
+        assert_eq!(
+            r.header("X-Load-Balancing-Endpoint-Weight"),
+            Some(local.to_string().as_str()),
+            "{hc}: the weight header is the local endpoint count: {r:?}"
+        );
+        let body: serde_json::Value = serde_json::from_str(&r.body)
+            .unwrap_or_else(|e| panic!("{hc}: the body is not JSON ({e}): {:?}", r.body));
+        assert_eq!(body["service"]["namespace"], NAMESPACE, "{body}");
+        assert_eq!(body["service"]["name"], "web", "{body}");
+        assert_eq!(body["localEndpoints"], local, "{body}");
+        assert_eq!(body["serviceProxyHealthy"], true, "{body}");
+    };
+    let r = get(&w).expect("an answer");
+    check(&r, 200, 2);
+
+    w.write_slices("web", &[Pod(2, 1)]);
+    w.wait_for(PROPAGATION, &format!("{hc} to answer 503"), |w| {
+        get(w).is_ok_and(|r| r.status == 503)
+    });
+    let r = get(&w).expect("an answer");
+    check(&r, 503, 0);
+}
+
+/// ExternalIPs that are a node IP, a loopback address, or on the kubelet's
+/// port 10250 are refused (CVE-2020-8554) and the log says so; the rest of
+/// the same Services are still served.
+#[test]
+fn dangerous_external_ips_are_refused_and_logged() {
+    let mut w = World::new(Mode::Ebpf);
+    let svc = base_service("web", 10, "ClusterIP", None)
+        .external_ip("203.0.113.30")
+        .external_ip(NODE1_V4)
+        .external_ip("127.0.0.1");
+    w.write_service(&svc, &WEB_PODS);
+    let kubelet = Service::new(NAMESPACE, "kubelet")
+        .cluster_ip("10.96.0.11")
+        .port("http", Protocol::Tcp, 10250, TCP_TARGET)
+        .external_ip("203.0.113.31");
+    w.write("kubelet-service.yaml", &kubelet.to_yaml());
+    w.write_slices("kubelet", &WEB_PODS);
+    w.start_proxy(&[]);
+    let good = SocketAddr::new(ip("203.0.113.30"), TCP_PORT);
+    w.wait_served(good, STARTUP);
+
+    for refused in [
+        SocketAddr::new(NODE1_V4.into(), TCP_PORT),
+        SocketAddr::new(ip("203.0.113.31"), 10250),
+    ] {
+        let result = w.client(|| tcp_request_timeout(refused, PROBE));
+        assert!(
+            result.is_err(),
+            "{refused}: a refused ExternalIP must not be served, got {result:?}"
+        );
+    }
+    let log = w.log();
+    for needle in [
+        NODE1_V4.to_string(),
+        "127.0.0.1".into(),
+        "203.0.113.31".into(),
+    ] {
+        let said = log.lines().any(|line| {
+            let lower = line.to_ascii_lowercase();
+            line.contains(&needle)
+                && ["refus", "reject", "ignor", "skip"]
+                    .iter()
+                    .any(|w| lower.contains(w))
+        });
+        assert!(
+            said,
+            "expected the log to say that ExternalIP {needle} is refused; the log:\n{log}"
+        );
+    }
+}
