@@ -141,9 +141,15 @@ fn slice(service: &str, family: AddressType, pods: &[Pod]) -> String {
 struct World {
     proxy: Option<ProxyProcess>,
     mode: Mode,
-    #[expect(dead_code, reason = "held for their Drop: they serve until the test ends")]
+    #[expect(
+        dead_code,
+        reason = "held for their Drop: they serve until the test ends"
+    )]
     tcp: Vec<TcpBackend>,
-    #[expect(dead_code, reason = "held for their Drop: they serve until the test ends")]
+    #[expect(
+        dead_code,
+        reason = "held for their Drop: they serve until the test ends"
+    )]
     udp: Vec<UdpBackend>,
     topo: Topology,
     sandbox: Sandbox,

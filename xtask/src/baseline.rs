@@ -145,6 +145,8 @@ pub struct SvcSpec {
     pub port: u16,
     pub protocol: Protocol,
     pub endpoints: Vec<(Ipv4Addr, u16)>,
+    /// `nodePort` (a NodePort Service with `externalTrafficPolicy: Cluster`).
+    pub node_port: Option<u16>,
 }
 
 impl SvcSpec {
@@ -187,6 +189,7 @@ pub fn synthetic(n_services: usize, endpoints_each: usize) -> Vec<SvcSpec> {
                 port: 80,
                 protocol: Protocol::Tcp,
                 endpoints,
+                node_port: None,
             }
         })
         .collect()
@@ -210,6 +213,11 @@ pub fn iptables_svc_chain(svc: &SvcSpec) -> String {
         svc.protocol.as_str()
     ));
     format!("KUBE-SVC-{}", &hash[..16])
+}
+
+/// iptables mode: `KUBE-EXT-` + the same hash as the `KUBE-SVC-` chain.
+pub fn iptables_ext_chain(svc: &SvcSpec) -> String {
+    iptables_svc_chain(svc).replacen("KUBE-SVC-", "KUBE-EXT-", 1)
 }
 
 /// iptables mode: `servicePortEndpointChainName(servicePortName, protocol, "ip:port")`.
@@ -244,6 +252,11 @@ pub fn nft_service_chain(svc: &SvcSpec) -> String {
         svc.port_name
     );
     format!("service-{}", nft_hash_and_truncate(&base))
+}
+
+/// nftables mode: `external-HASH-ns/name/proto/port`.
+pub fn nft_external_chain(svc: &SvcSpec) -> String {
+    nft_service_chain(svc).replacen("service-", "external-", 1)
 }
 
 /// nftables mode: `endpoint-HASH-ns/name/proto/port__ip/port`.
@@ -415,6 +428,22 @@ pub fn iptables_ruleset(services: &[SvcSpec]) -> String {
             .collect();
 
         emit!(chains, ":{svc_chain} - [0:0]");
+        if let Some(node_port) = svc.node_port {
+            // externalTrafficPolicy: Cluster: masquerade, then the cluster chain.
+            let ext_chain = iptables_ext_chain(svc);
+            emit!(chains, ":{ext_chain} - [0:0]");
+            emit!(
+                rules,
+                "-A KUBE-NODEPORTS -m comment --comment {spn} \
+                 -m {proto} -p {proto} --dport {node_port} -j {ext_chain}"
+            );
+            emit!(
+                rules,
+                "-A {ext_chain} -m comment --comment \"masquerade traffic for {spn} external destinations\" \
+                 -j KUBE-MARK-MASQ"
+            );
+            emit!(rules, "-A {ext_chain} -j {svc_chain}");
+        }
         emit!(
             rules,
             "-A KUBE-SERVICES -m comment --comment \"{spn} cluster IP\" \
@@ -479,6 +508,13 @@ pub fn iptables_ruleset(services: &[SvcSpec]) -> String {
 /// The `nft -f` transaction kube-proxy's nftables mode runs on its first full
 /// sync for `services` (see the module docs for what is modelled).
 pub fn nft_ruleset(services: &[SvcSpec]) -> String {
+    nft_ruleset_with_nodeports(services, &[])
+}
+
+/// [`nft_ruleset`] for a node whose NodePort addresses (`nodeport-ips`,
+/// `--nodeport-addresses`) are `nodeport_ips`: Services with a `node_port`
+/// get their `service-nodeports` element and `external-…` chain.
+pub fn nft_ruleset_with_nodeports(services: &[SvcSpec], nodeport_ips: &[Ipv4Addr]) -> String {
     const T: &str = "ip kube-proxy";
     let total_endpoints: usize = services.iter().map(|s| s.endpoints.len()).sum();
     let mut out = String::with_capacity(8192 + 450 * total_endpoints + 450 * services.len());
@@ -573,12 +609,15 @@ pub fn nft_ruleset(services: &[SvcSpec]) -> String {
         "add rule {T} cluster-ips-check ip daddr {{ {SERVICE_CIDR} }} drop \
          comment \"Drop traffic to unallocated ClusterIPs\""
     );
-    // NodePorts on the node's addresses; the namespace has none, so the set stays empty.
+    // NodePorts on the node's addresses (none unless given).
     emit!(
         out,
         "add set {T} nodeport-ips {{ type ipv4_addr ; comment \"IPs that accept NodePort traffic\" ; }}"
     );
     emit!(out, "flush set {T} nodeport-ips");
+    for ip in nodeport_ips {
+        emit!(out, "add element {T} nodeport-ips {{ {ip} }}");
+    }
     emit!(
         out,
         "add map {T} no-endpoint-services {{ type ipv4_addr . inet_proto . inet_service : verdict ; \
@@ -656,6 +695,18 @@ pub fn nft_ruleset(services: &[SvcSpec]) -> String {
         for chain in ep_chains.iter().chain([&svc_chain]) {
             emit!(out, "add chain {T} {chain}");
             emit!(out, "flush chain {T} {chain}");
+        }
+        if let Some(node_port) = svc.node_port {
+            // externalTrafficPolicy: Cluster: masquerade, then the cluster chain.
+            let ext_chain = nft_external_chain(svc);
+            emit!(out, "add chain {T} {ext_chain}");
+            emit!(out, "flush chain {T} {ext_chain}");
+            emit!(out, "add rule {T} {ext_chain} jump mark-for-masquerade");
+            emit!(out, "add rule {T} {ext_chain} goto {svc_chain}");
+            emit!(
+                out,
+                "add element {T} service-nodeports {{ {proto} . {node_port} : goto {ext_chain} }}"
+            );
         }
         emit!(out, "add element {T} cluster-ips {{ {ip} }}");
         emit!(
@@ -1191,7 +1242,50 @@ mod tests {
             port: 80,
             protocol: Protocol::Tcp,
             endpoints: vec![(Ipv4Addr::from(endpoint), 80)],
+            node_port: None,
         }
+    }
+
+    #[test]
+    fn nodeports_are_laid_out_as_kube_proxy_does() {
+        // Lines of kube-proxy's expected output (proxier_test.go) for a NodePort
+        // with externalTrafficPolicy: Cluster.
+        let svc = SvcSpec {
+            node_port: Some(3001),
+            ..fixture("ns2", "svc2", [172, 30, 0, 42], [10, 180, 0, 2])
+        };
+        let rules = iptables_ruleset(std::slice::from_ref(&svc));
+        for line in [
+            ":KUBE-EXT-GNZBNJ2PO5MGZ6GT - [0:0]",
+            "-A KUBE-NODEPORTS -m comment --comment ns2/svc2:p80 -m tcp -p tcp --dport 3001 \
+             -j KUBE-EXT-GNZBNJ2PO5MGZ6GT",
+            "-A KUBE-EXT-GNZBNJ2PO5MGZ6GT -m comment --comment \"masquerade traffic for \
+             ns2/svc2:p80 external destinations\" -j KUBE-MARK-MASQ",
+            "-A KUBE-EXT-GNZBNJ2PO5MGZ6GT -j KUBE-SVC-GNZBNJ2PO5MGZ6GT",
+        ] {
+            assert!(
+                rules.lines().any(|l| l == line),
+                "missing {line:?} in\n{rules}"
+            );
+        }
+        let rules = nft_ruleset_with_nodeports(&[svc], &[Ipv4Addr::new(192, 168, 0, 2)]);
+        for line in [
+            "add element ip kube-proxy nodeport-ips { 192.168.0.2 }",
+            "add chain ip kube-proxy external-42NFTM6N-ns2/svc2/tcp/p80",
+            "add rule ip kube-proxy external-42NFTM6N-ns2/svc2/tcp/p80 jump mark-for-masquerade",
+            "add rule ip kube-proxy external-42NFTM6N-ns2/svc2/tcp/p80 goto \
+             service-42NFTM6N-ns2/svc2/tcp/p80",
+            "add element ip kube-proxy service-nodeports { tcp . 3001 : goto \
+             external-42NFTM6N-ns2/svc2/tcp/p80 }",
+        ] {
+            assert!(
+                rules.lines().any(|l| l == line),
+                "missing {line:?} in\n{rules}"
+            );
+        }
+        // Without a node port, none of it.
+        let plain = iptables_ruleset(&[fixture("ns2", "svc2", [172, 30, 0, 42], [10, 180, 0, 2])]);
+        assert!(!plain.contains("KUBE-EXT-"), "{plain}");
     }
 
     #[test]
@@ -1383,10 +1477,16 @@ mod tests {
             Tool::IptablesRestore.version().is_some(),
             "iptables-restore is missing: scripts/setup.sh installs it"
         );
-        let specs = synthetic(2, 3);
+        let mut specs = synthetic(2, 3);
+        specs[1].node_port = Some(30080);
         for tool in [Tool::IptablesRestore, Tool::IptablesRestoreFull] {
             let dump = load_and_dump(tool, &iptables_ruleset(&specs));
             check_iptables_dump(&specs, &dump);
+            let ext = iptables_ext_chain(&specs[1]);
+            assert!(
+                dump.contains(&format!("--dport 30080 -j {ext}")),
+                "no KUBE-NODEPORTS rule:\n{dump}"
+            );
         }
     }
 
@@ -1440,9 +1540,18 @@ mod tests {
             Tool::Nft.version().is_some(),
             "nft is missing: scripts/setup.sh installs it"
         );
-        let specs = synthetic(2, 3);
-        let dump = load_and_dump(Tool::Nft, &nft_ruleset(&specs));
+        let mut specs = synthetic(2, 3);
+        specs[1].node_port = Some(30080);
+        let dump = load_and_dump(
+            Tool::Nft,
+            &nft_ruleset_with_nodeports(&specs, &[Ipv4Addr::new(192, 168, 0, 2)]),
+        );
         assert!(dump.contains("table ip kube-proxy"), "{dump}");
+        let external = nft_external_chain(&specs[1]);
+        assert!(
+            dump.contains(&format!("tcp . 30080 : goto {external}")),
+            "no service-nodeports entry:\n{dump}"
+        );
         for svc in &specs {
             let chain = nft_service_chain(svc);
             assert!(

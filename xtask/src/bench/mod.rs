@@ -12,6 +12,17 @@
 //! - bulk throughput (`iperf3`);
 //! - connect latency to a Service picked at random among the N ([`agent`]).
 //!
+//! NodePort contenders ([`Contender::is_nodeport`]): the same N Services, each
+//! also a NodePort (`externalTrafficPolicy: Cluster`, node ports from
+//! [`NODE_PORT_BASE`] up, as with `--service-node-port-range=20000-32767`, so
+//! 10,000 fit), reached at the node's address by a client that is *outside*
+//! the node (not in its cgroup: no socket hook sees it), so every packet takes
+//! the per-packet path: this proxy's tc programs, or kube-proxy's
+//! `KUBE-NODEPORTS` chain / `service-nodeports` verdict map. All three
+//! masquerade, as kube-proxy does for `externalTrafficPolicy: Cluster` (the
+//! proxy is told its endpoints are on another node, so it SNATs too), which
+//! keeps them comparable; `× iptables` for them is against iptables' NodePort.
+//!
 //! The control plane is measured per scale too: the proxy's cold sync, one
 //! change and RSS (`bench_control`, fake API server), next to the time
 //! `iptables-restore` and `nft -f` took to load the same Services into the
@@ -52,6 +63,13 @@ const MEASURED_ENDPOINTS: u8 = 5;
 /// must meet the same server); programmed in addition to the N.
 const BULK_VIP: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 2);
 const VIP_PORT: u16 = 80;
+/// The NodePort contenders' node port of Service `i` is `NODE_PORT_BASE + i`
+/// (the measured one is `NODE_PORT_BASE + N - 1`, the bulk one `+ N`).
+pub const NODE_PORT_BASE: u16 = 20000;
+/// The proxy's node name in the tc world, and the node its endpoints are on
+/// (another one: their traffic is SNATed, like kube-proxy's masquerade).
+const NODE_NAME: &str = "bench-node";
+const ENDPOINT_NODE: &str = "bench-other-node";
 /// Bound on loading one ruleset.
 const LOAD_LIMIT: Duration = Duration::from_secs(240);
 /// Endpoints per Service in the control-plane measurement (the average of the
@@ -116,16 +134,25 @@ pub enum Contender {
     Nftables,
     /// HAProxy in TCP mode, the userspace reference (the measured Services only).
     Haproxy,
+    /// This proxy's tc programs, through a NodePort, from outside the node.
+    Tc,
+    /// kube-proxy's iptables ruleset, through a NodePort (`KUBE-NODEPORTS`).
+    IptablesNodeport,
+    /// kube-proxy's nftables ruleset, through a NodePort (`service-nodeports`).
+    NftablesNodeport,
 }
 
 impl Contender {
-    const ALL: [Contender; 6] = [
+    const ALL: [Contender; 9] = [
         Contender::Direct,
         Contender::SocketLb,
         Contender::Userspace,
         Contender::Iptables,
         Contender::Nftables,
         Contender::Haproxy,
+        Contender::Tc,
+        Contender::IptablesNodeport,
+        Contender::NftablesNodeport,
     ];
 
     pub fn label(self) -> &'static str {
@@ -136,6 +163,26 @@ impl Contender {
             Contender::Iptables => "iptables (kube-proxy rules)",
             Contender::Nftables => "nftables (kube-proxy rules)",
             Contender::Haproxy => "HAProxy (TCP mode)",
+            Contender::Tc => "tc NodePort (this proxy)",
+            Contender::IptablesNodeport => "iptables NodePort (kube-proxy rules)",
+            Contender::NftablesNodeport => "nftables NodePort (kube-proxy rules)",
+        }
+    }
+
+    /// Measured through a NodePort by a client outside the node.
+    pub fn is_nodeport(self) -> bool {
+        matches!(
+            self,
+            Contender::Tc | Contender::IptablesNodeport | Contender::NftablesNodeport
+        )
+    }
+
+    /// The contender this one's `× iptables` column is against.
+    pub fn iptables_peer(self) -> Contender {
+        if self.is_nodeport() {
+            Contender::IptablesNodeport
+        } else {
+            Contender::Iptables
         }
     }
 
@@ -183,6 +230,35 @@ impl Cluster {
         Self { specs }
     }
 
+    /// The Services with their node ports (see [`NODE_PORT_BASE`]).
+    fn with_node_ports(&self) -> Vec<SvcSpec> {
+        self.specs
+            .iter()
+            .enumerate()
+            .map(|(i, svc)| SvcSpec {
+                node_port: Some(node_port(i)),
+                ..svc.clone()
+            })
+            .collect()
+    }
+
+    /// The N Services' NodePorts on the node's client-facing address (not the
+    /// bulk one), for the latency workload.
+    fn node_port_frontends(&self) -> Vec<SocketAddr> {
+        (0..self.specs.len().saturating_sub(1))
+            .map(|i| SocketAddr::from((world::NODE, node_port(i))))
+            .collect()
+    }
+
+    /// The measured Service's NodePort (last of the N) and the bulk one's.
+    fn measured_node_ports(&self) -> (SocketAddr, SocketAddr) {
+        let n = self.specs.len();
+        (
+            SocketAddr::from((world::NODE, node_port(n.saturating_sub(2)))),
+            SocketAddr::from((world::NODE, node_port(n.saturating_sub(1)))),
+        )
+    }
+
     /// The N Services' frontends (not the bulk one), for the latency workload.
     fn frontends(&self) -> Vec<SocketAddr> {
         self.specs
@@ -191,6 +267,11 @@ impl Cluster {
             .map(|s| SocketAddr::from((s.cluster_ip, s.port)))
             .collect()
     }
+}
+
+/// Service `i`'s node port.
+fn node_port(i: usize) -> u16 {
+    NODE_PORT_BASE.saturating_add(u16::try_from(i).unwrap_or(u16::MAX))
 }
 
 fn spec(
@@ -208,6 +289,7 @@ fn spec(
         port,
         protocol: baseline::Protocol::Tcp,
         endpoints,
+        node_port: None,
     }
 }
 
@@ -237,6 +319,15 @@ impl Targets {
                     .map(|i| SocketAddr::from((backend(i), HTTP_PORT)))
                     .collect(),
             },
+            Contender::Tc | Contender::IptablesNodeport | Contender::NftablesNodeport => {
+                let (measured, bulk) = cluster.measured_node_ports();
+                Targets {
+                    conn: vec![measured],
+                    rr: measured,
+                    bulk,
+                    latency: cluster.node_port_frontends(),
+                }
+            }
             Contender::Haproxy => Targets {
                 conn: vec![measured],
                 rr: measured,
@@ -406,17 +497,31 @@ fn setup(
     let mut server = Command::new(agent);
     server.args(["bench-agent", "server", "--port", &HTTP_PORT.to_string()]);
     let mut world = World::new(&server)?;
+    if contender.is_nodeport() {
+        world.set_external_client();
+    }
     let targets = Targets::new(contender, cluster);
     match contender {
         Contender::Direct => {}
-        Contender::SocketLb | Contender::Userspace => {
-            let mode = if contender == Contender::SocketLb {
-                "ebpf"
-            } else {
-                "userspace"
+        Contender::SocketLb | Contender::Userspace | Contender::Tc => {
+            let (mode, specs, extra): (&str, Vec<SvcSpec>, &[&str]) = match contender {
+                Contender::Tc => (
+                    "ebpf",
+                    cluster.with_node_ports(),
+                    &[
+                        "--node-name",
+                        NODE_NAME,
+                        "--devices",
+                        world::CLIENT_DEVICE,
+                        "--devices",
+                        world::BACKEND_DEVICE,
+                    ],
+                ),
+                Contender::SocketLb => ("ebpf", cluster.specs.clone(), &[]),
+                _ => ("userspace", cluster.specs.clone(), &[]),
             };
             let dir = world.sandbox().manifests_dir();
-            manifest::write_atomic(&dir, "cluster.yaml", &manifests(&cluster.specs))?;
+            manifest::write_atomic(&dir, "cluster.yaml", &manifests(&specs))?;
             let log = world.sandbox().dir().join("proxy.log");
             let log = std::fs::File::create(&log)
                 .with_context(|| format!("creating {}", log.display()))?;
@@ -429,6 +534,7 @@ fn setup(
                 .arg("--pin-path")
                 .arg(world.sandbox().pin_path())
                 .args(["--mode", mode, "--log-format", "text"])
+                .args(extra)
                 .stdout(log.try_clone()?)
                 .stderr(log);
             world.spawn_on_node("proxy run", &mut cmd)?;
@@ -445,6 +551,22 @@ fn setup(
         }
         Contender::Nftables => {
             let rules = baseline::nft_ruleset(&cluster.specs);
+            let took = baseline::load_in(&world.node_netns(), Tool::Nft, &rules, LOAD_LIMIT)?;
+            results.load_time(scale, contender, took);
+        }
+        Contender::IptablesNodeport => {
+            let rules = baseline::iptables_ruleset(&cluster.with_node_ports());
+            let took = baseline::load_in(
+                &world.node_netns(),
+                Tool::IptablesRestoreFull,
+                &rules,
+                LOAD_LIMIT,
+            )?;
+            results.load_time(scale, contender, took);
+        }
+        Contender::NftablesNodeport => {
+            let rules =
+                baseline::nft_ruleset_with_nodeports(&cluster.with_node_ports(), &[world::NODE]);
             let took = baseline::load_in(&world.node_netns(), Tool::Nft, &rules, LOAD_LIMIT)?;
             results.load_time(scale, contender, took);
         }
@@ -510,15 +632,25 @@ fn haproxy_config(cluster: &Cluster) -> String {
     cfg
 }
 
-/// The Services as manifests for the proxy (compact YAML).
+/// The Services as manifests for the proxy (compact YAML). A Service with a
+/// node port is a NodePort with `externalTrafficPolicy: Cluster` whose
+/// endpoints are on [`ENDPOINT_NODE`].
 fn manifests(specs: &[SvcSpec]) -> String {
     let mut yaml = String::new();
     for (i, svc) in specs.iter().enumerate() {
         let tp = svc.endpoints.first().map_or(HTTP_PORT, |e| e.1);
+        let (kind, node_port, node_name) = match svc.node_port {
+            Some(np) => (
+                "\n  type: NodePort\n  externalTrafficPolicy: Cluster",
+                format!(", nodePort: {np}"),
+                format!("\n  nodeName: {ENDPOINT_NODE}"),
+            ),
+            None => ("", String::new(), String::new()),
+        };
         let _ = write!(
             yaml,
             "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\n\
-             spec:\n  clusterIP: {vip}\n  ports: [{{name: {pn}, port: {port}, protocol: TCP, targetPort: {tp}}}]\n\
+             spec:\n  clusterIP: {vip}{kind}\n  ports: [{{name: {pn}, port: {port}, protocol: TCP, targetPort: {tp}{node_port}}}]\n\
              ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
              metadata: {{name: s{i}, namespace: {ns}, labels: {{kubernetes.io/service-name: {name}}}}}\n\
              addressType: IPv4\nports: [{{name: {pn}, port: {tp}, protocol: TCP}}]\nendpoints:\n",
@@ -531,7 +663,7 @@ fn manifests(specs: &[SvcSpec]) -> String {
         for (addr, _) in &svc.endpoints {
             let _ = writeln!(
                 yaml,
-                "- addresses: [\"{addr}\"]\n  conditions: {{ready: true}}"
+                "- addresses: [\"{addr}\"]\n  conditions: {{ready: true}}{node_name}"
             );
         }
     }
@@ -591,6 +723,46 @@ mod tests {
         assert_eq!(lb.conn, vec![SocketAddr::from((MEASURED_VIP, VIP_PORT))]);
         assert_eq!(lb.latency.len(), 10);
         assert_eq!(lb.bulk, SocketAddr::from((BULK_VIP, IPERF_PORT)));
+    }
+
+    #[test]
+    fn nodeport_contenders_use_node_ports_on_the_node() {
+        let c = Cluster::new(10);
+        let tc = Targets::new(Contender::Tc, &c);
+        // The measured Service is the 10th (index 9), the bulk one after it.
+        assert_eq!(
+            tc.conn,
+            vec![SocketAddr::from((world::NODE, NODE_PORT_BASE + 9))]
+        );
+        assert_eq!(
+            tc.bulk,
+            SocketAddr::from((world::NODE, NODE_PORT_BASE + 10))
+        );
+        assert_eq!(tc.latency.len(), 10);
+        assert!(tc.latency.iter().all(|a| a.ip() == world::NODE));
+        let specs = c.with_node_ports();
+        assert_eq!(specs[9].cluster_ip, MEASURED_VIP);
+        assert_eq!(specs[9].node_port, Some(NODE_PORT_BASE + 9));
+        assert_eq!(specs[10].cluster_ip, BULK_VIP);
+        assert_eq!(specs[10].node_port, Some(NODE_PORT_BASE + 10));
+        // 10,000 Services fit below 32768.
+        assert!(Cluster::new(10_000).measured_node_ports().1.port() < 32768);
+        let yaml = manifests(&specs[9..]);
+        assert!(
+            yaml.contains("type: NodePort\n  externalTrafficPolicy: Cluster"),
+            "{yaml}"
+        );
+        assert!(
+            yaml.contains("targetPort: 8080, nodePort: 20009}"),
+            "{yaml}"
+        );
+        assert!(
+            yaml.contains(&format!("nodeName: {ENDPOINT_NODE}")),
+            "{yaml}"
+        );
+        assert!(!manifests(&c.specs).contains("NodePort"));
+        assert_eq!(Contender::Tc.iptables_peer(), Contender::IptablesNodeport);
+        assert_eq!(Contender::SocketLb.iptables_peer(), Contender::Iptables);
     }
 
     #[test]

@@ -309,9 +309,11 @@ pub fn markdown(r: &Results, plots: &str) -> String {
         );
         for &scale in &r.scales {
             let base = |c| r.row(scale, c).map(|row| stats(row, metric).0);
-            let (direct, iptables) = (base(Contender::Direct), base(Contender::Iptables));
+            let direct = base(Contender::Direct);
             for c in r.contenders() {
                 let Some(row) = r.row(scale, c) else { continue };
+                // NodePort contenders against iptables' NodePort.
+                let iptables = base(c.iptables_peer());
                 let (m, lo, hi) = stats(row, metric);
                 let d = metric.decimals;
                 let _ = writeln!(
@@ -450,6 +452,40 @@ fn headlines(r: &Results) -> String {
             median(smallest, Contender::Haproxy, 0),
         ),
     );
+    for scale in &r.scales {
+        line(
+            format!("tc NodePort ÷ direct, new connections/s, {scale} Services"),
+            ratio_of(
+                median(*scale, Contender::Tc, 0),
+                median(*scale, Contender::Direct, 0),
+            ),
+        );
+    }
+    for (what, m) in [("new connections/s", 0), ("requests/s", 1)] {
+        for (peer, contender) in [
+            ("iptables", Contender::IptablesNodeport),
+            ("nftables", Contender::NftablesNodeport),
+        ] {
+            line(
+                format!("tc NodePort ÷ {peer} NodePort, {what}, {largest} Services"),
+                ratio_of(
+                    median(largest, Contender::Tc, m),
+                    median(largest, contender, m),
+                ),
+            );
+        }
+    }
+    if largest != smallest {
+        for (what, m) in [("new connections/s", 0), ("requests/s", 1)] {
+            line(
+                format!("tc NodePort flatness, {what}, {largest} ÷ {smallest} Services"),
+                ratio_of(
+                    median(largest, Contender::Tc, m),
+                    median(smallest, Contender::Tc, m),
+                ),
+            );
+        }
+    }
     if let Some(c) = r.control.iter().find(|c| c.scale == largest) {
         for (tool, contender) in [
             ("iptables-restore", Contender::Iptables),
@@ -624,9 +660,34 @@ mod tests {
         ] {
             assert!(md.contains(line), "missing {line:?} in\n{md}");
         }
+        assert!(
+            !md.contains("tc NodePort"),
+            "no tc samples, no tc ratio: {md}"
+        );
         // No socket-LB samples at 1 Service, no HAProxy: no ratio invented.
         assert!(!md.contains("new connections/s, 1 Services"), "{md}");
         assert!(!md.contains("HAProxy, bulk"), "{md}");
+    }
+
+    #[test]
+    fn tc_nodeport_ratios_are_against_the_nodeport_baselines() {
+        let mut r = results();
+        for v in [100.0, 300.0, 200.0] {
+            r.push(1, Contender::Tc, sample(v));
+            r.push(1000, Contender::Tc, sample(v * 0.95));
+            r.push(1000, Contender::IptablesNodeport, sample(v / 2.0));
+            r.push(1000, Contender::NftablesNodeport, sample(v / 4.0));
+        }
+        let md = markdown(&r, ".");
+        for line in [
+            "| tc NodePort ÷ iptables NodePort, new connections/s, 1000 Services | 1.90× |",
+            "| tc NodePort ÷ nftables NodePort, new connections/s, 1000 Services | 3.80× |",
+            "| tc NodePort flatness, new connections/s, 1000 ÷ 1 Services | 0.95× |",
+            // The table's × iptables column: against iptables' NodePort (190 ÷ 100).
+            "| 1000 | tc NodePort (this proxy) | 190 | 95–285 | 0.95× | 1.90× |",
+        ] {
+            assert!(md.contains(line), "missing {line:?} in\n{md}");
+        }
     }
 
     #[test]

@@ -11,6 +11,9 @@
 //! kube-proxy's rules DNAT without masquerading, as for pod-to-Service traffic.
 //! Its processes run in the node sandbox's cgroup, where the socket hooks are
 //! attached (cgroup hooks follow the process, whatever its network namespace).
+//! For the NodePort contenders ([`World::set_external_client`]) the client's
+//! processes stay out of that cgroup: it is an outside client, and only the
+//! per-packet path sees its traffic.
 //! The backends are a small HTTP server and `iperf3 -s`, both in the backend
 //! namespace. Every world is its own sandbox, so worlds can exist side by side
 //! and one contender's rules or hooks never see another's traffic.
@@ -35,6 +38,12 @@ use proxy_tests::Sandbox;
 /// The client pod's address and its gateway (the node's end of the veth).
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 244, 254, 2);
 const CLIENT_GW: Ipv4Addr = Ipv4Addr::new(10, 244, 254, 1);
+/// The node's address the client reaches NodePorts at (its end of the client link).
+pub const NODE: Ipv4Addr = CLIENT_GW;
+/// The node's devices towards the client and towards the backends (the tc
+/// contender's `--devices`).
+pub const CLIENT_DEVICE: &str = "cli0";
+pub const BACKEND_DEVICE: &str = "be0";
 /// The node's end of the backend link, and the backend pods' gateway.
 const BACKEND_GW: Ipv4Addr = Ipv4Addr::new(10, 244, 255, 254);
 /// Backend pod addresses: 10.244.255.1 ..= 10.244.255.BACKENDS.
@@ -105,6 +114,8 @@ impl Drop for Spawned {
 /// namespaces, then the node sandbox.
 pub struct World {
     processes: Vec<Spawned>,
+    /// The client runs outside the node's cgroup (see the module docs).
+    external_client: bool,
     client: Netns,
     backends: Netns,
     node: Sandbox,
@@ -119,6 +130,7 @@ impl World {
         let backends = Netns::create(format!("{n}-be"))?;
         let mut world = World {
             processes: Vec::new(),
+            external_client: false,
             client,
             backends,
             node,
@@ -262,10 +274,18 @@ impl World {
         self.processes.iter_mut().try_for_each(Spawned::check)
     }
 
-    /// `cmd` prepared to run as the client pod: in the node's cgroup and the
-    /// client namespace. Run it with [`crate::baseline::run_checked`].
+    /// From now on the client is outside the node: its commands stay out of
+    /// the node's cgroup, so no socket hook sees them.
+    pub fn set_external_client(&mut self) {
+        self.external_client = true;
+    }
+
+    /// `cmd` prepared to run as the client: in the client namespace, and in
+    /// the node's cgroup unless the client is external. Run it with
+    /// [`crate::baseline::run_checked`].
     pub fn client_command(&self, cmd: &mut Command) -> anyhow::Result<()> {
-        prepare(cmd, &self.client.path(), Some(self.node.cgroup_path()))
+        let cgroup = (!self.external_client).then(|| self.node.cgroup_path());
+        prepare(cmd, &self.client.path(), cgroup)
     }
 
     /// `/run/netns/<node>`.
