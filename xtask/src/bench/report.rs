@@ -291,7 +291,9 @@ pub fn markdown(r: &Results, plots: &str) -> String {
         out,
         "Each cell is the median over the rounds, with min–max; ratios are of medians from this \
          run. Latency ratios below 1 and throughput ratios above 1 favour the contender. \
-         Not measured yet: the per-packet tc path (issue 4). \
+         The NodePort contenders (tc, iptables NodePort, nftables NodePort) are reached from \
+         outside the node at a NodePort, masqueraded (`externalTrafficPolicy: Cluster`); their \
+         × iptables column is against iptables' NodePort. \
          HAProxy serves only the measured Services, so it runs at the smallest scale.\n"
     );
     out.push_str(&headlines(r));
