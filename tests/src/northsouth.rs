@@ -14,7 +14,8 @@
 //! range via node 2 and the other way round; pods reach the client through
 //! their node; the client routes the ExternalIP/LoadBalancer range
 //! ([`EXTERNAL_V4`], [`EXTERNAL_V6`]) via node 1, like an upstream router
-//! would. Forwarding is on in both node namespaces, `rp_filter` off everywhere.
+//! would. Forwarding is on in both node namespaces (but not on node 1's dead
+//! end, `pxv1`), `rp_filter` off everywhere.
 //! No namespace has a default route out, and every address is a documentation
 //! or unique-local one that exists only inside these namespaces.
 //!
@@ -238,6 +239,12 @@ impl Topology {
                 ("net/ipv6/conf/default/forwarding", forwarding),
                 ("net/ipv6/conf/default/accept_dad", "0"),
             ];
+            if place == Place::Node1 {
+                // The sandbox's dead end (`pxv1`) keeps forwarding off, so a
+                // packet routed into it still dies there instead of looping.
+                settings.push(("net/ipv4/conf/pxv1/forwarding", "0"));
+                settings.push(("net/ipv6/conf/pxv1/forwarding", "0"));
+            }
             if place == Place::Client {
                 // Many short connections in the benchmarks and churn tests.
                 settings.push(("net/ipv4/ip_local_port_range", "10000 65000"));

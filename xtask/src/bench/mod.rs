@@ -508,14 +508,7 @@ fn setup(
                 Contender::Tc => (
                     "ebpf",
                     cluster.with_node_ports(),
-                    &[
-                        "--node-name",
-                        NODE_NAME,
-                        "--devices",
-                        world::CLIENT_DEVICE,
-                        "--devices",
-                        world::BACKEND_DEVICE,
-                    ],
+                    &["--node-name", NODE_NAME, "--devices", world::DEVICES],
                 ),
                 Contender::SocketLb => ("ebpf", cluster.specs.clone(), &[]),
                 _ => ("userspace", cluster.specs.clone(), &[]),

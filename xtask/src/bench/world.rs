@@ -40,10 +40,9 @@ pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 244, 254, 2);
 const CLIENT_GW: Ipv4Addr = Ipv4Addr::new(10, 244, 254, 1);
 /// The node's address the client reaches NodePorts at (its end of the client link).
 pub const NODE: Ipv4Addr = CLIENT_GW;
-/// The node's devices towards the client and towards the backends (the tc
-/// contender's `--devices`).
-pub const CLIENT_DEVICE: &str = "cli0";
-pub const BACKEND_DEVICE: &str = "be0";
+/// The node's devices towards the client and towards the backends: the tc
+/// contender's `--devices` (replies to SNATed flows come back on `be0`).
+pub const DEVICES: &str = "cli0,be0";
 /// The node's end of the backend link, and the backend pods' gateway.
 const BACKEND_GW: Ipv4Addr = Ipv4Addr::new(10, 244, 255, 254);
 /// Backend pod addresses: 10.244.255.1 ..= 10.244.255.BACKENDS.
