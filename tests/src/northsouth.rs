@@ -239,6 +239,12 @@ impl Topology {
                 ("net/ipv6/conf/default/forwarding", forwarding),
                 ("net/ipv6/conf/default/accept_dad", "0"),
             ];
+            if node {
+                // Translated replies leave by the device they came in on; no
+                // ICMP redirects about that.
+                settings.push(("net/ipv4/conf/all/send_redirects", "0"));
+                settings.push(("net/ipv4/conf/default/send_redirects", "0"));
+            }
             if place == Place::Node1 {
                 // The sandbox's dead end (`pxv1`) keeps forwarding off, so a
                 // packet routed into it still dies there instead of looping.
