@@ -218,6 +218,14 @@ impl Telemetry {
         self.inner.metrics.no_local_endpoints(n);
     }
 
+    /// External frontends refused for safety, by reason (a gauge).
+    pub fn refused_frontends(
+        &self,
+        counts: &std::collections::BTreeMap<crate::model::desired::RefusalReason, usize>,
+    ) {
+        self.inner.metrics.refused_frontends(counts);
+    }
+
     /// Drift a reconcile found and repaired: map entries, or hooks.
     pub fn drift_repairs(&self, kind: DriftKind, n: usize) {
         self.inner.metrics.drift_repairs(kind, n);

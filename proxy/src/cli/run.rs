@@ -41,6 +41,7 @@ use crate::{
     datapath::EbpfDatapath,
     dataplane::{Writer, cgroup, kernel::KernelMaps, loader},
     model::{Index, NodeInfo, selection},
+    nodeport::{self, Cidr},
     source::{
         gate::Gate,
         kube as kube_source,
@@ -78,6 +79,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
+    /// The addresses NodePorts are served on: comma-separated IPs or CIDRs
+    /// (kube-proxy's flag). Empty: every address of this network namespace's
+    /// interfaces except loopback and IPv6 link-local ones.
+    #[arg(long, value_name = "CIDRS", value_delimiter = ',')]
+    pub nodeport_addresses: Vec<Cidr>,
     /// A directory of Kubernetes YAML (Services, EndpointSlices), watched for
     /// changes. Optional when a cluster is configured; both can be used at once.
     #[arg(long, value_name = "DIR")]
@@ -320,6 +326,21 @@ impl RunArgs {
             Index::new(NodeInfo::named(node_name.clone()))
                 .with_proxy_name(self.service_proxy_name.as_deref()),
         ));
+        // Before any source runs, so the first sync already has the NodePorts.
+        // (Resolved once at start; device discovery may set them again.)
+        match nodeport::resolve(&self.nodeport_addresses).await {
+            Ok(addresses) => {
+                tracing::info!(addresses = ?addresses, "NodePort addresses");
+                index
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .set_nodeport_addresses(addresses);
+            }
+            Err(error) => tracing::warn!(
+                error = %format!("{error:#}"),
+                "cannot list this node's addresses: NodePorts are not served"
+            ),
+        }
         // The sync loop starts programming once every source has its first
         // complete state (see `source::gate`).
         let mut gate = Gate::new(changes_tx);

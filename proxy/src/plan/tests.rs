@@ -39,6 +39,8 @@ fn desired(services: &[(&str, &[&str])]) -> DesiredState {
         d.frontends.insert(
             fe(frontend),
             FrontendSpec {
+                kind: crate::model::FrontendKind::ClusterIp,
+                external_backends: None,
                 service: ObjectRef::new("default", "svc"),
                 port_name: String::new(),
                 backends,
@@ -412,6 +414,8 @@ fn scale_10k_services_10_endpoints() {
                 protocol: Protocol::Tcp,
             },
             FrontendSpec {
+                kind: crate::model::FrontendKind::ClusterIp,
+                external_backends: None,
                 service: ObjectRef::new("bench", format!("svc-{i}")),
                 port_name: String::new(),
                 backends,
@@ -653,6 +657,8 @@ fn a_scoped_plan_deletes_the_name_of_a_removed_frontend_last_but_one() {
 #[test]
 fn service_names_are_cut_at_a_character_boundary() {
     let spec = FrontendSpec {
+        kind: crate::model::FrontendKind::ClusterIp,
+        external_backends: None,
         service: ObjectRef::new("n".repeat(70), format!("{}é", "a".repeat(63))),
         port_name: "p".repeat(15),
         backends: Vec::new(),
