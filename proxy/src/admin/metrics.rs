@@ -467,7 +467,7 @@ impl Metrics {
     pub(super) fn map_entries(&self, applied: &Applied) {
         let mut counts = [0u64; 6];
         let v6 = |a: &IpAddr| usize::from(a.is_ipv6());
-        for (frontend, _) in applied.services.keys() {
+        for (frontend, _, _) in applied.services.keys() {
             counts[v6(&frontend.addr)] += 1;
         }
         for backend in applied.backends.values() {

@@ -42,6 +42,7 @@ use crate::{
     dataplane::{Writer, cgroup, kernel::KernelMaps, loader},
     model::{Index, NodeInfo, selection},
     nodeport::{self, Cidr},
+    plan::Scope,
     source::{
         gate::Gate,
         kube as kube_source,
@@ -496,7 +497,7 @@ impl RunArgs {
                 .applied()
                 .services
                 .keys()
-                .filter(|(_, slot)| *slot == 0)
+                .filter(|(_, scope, slot)| *slot == 0 && *scope == Scope::Internal)
                 .count(),
             backends = writer.applied().backends.len(),
             "existing map contents adopted"
