@@ -172,6 +172,7 @@ async fn sync_once<D: Datapath>(
         );
     }
     telemetry.refused_frontends(cache.refusal_counts());
+    telemetry.health_checks(&cache.state().health_checks);
     let conflicts = match &touched {
         Touched::All => cache.conflicts(),
         Touched::Some(touched) => cache.conflicts_in(touched),

@@ -377,6 +377,11 @@ impl RunArgs {
             tracing::info!(%cluster, "watching the Kubernetes API");
         }
         sources.extend(gate.start(shutdown_rx.clone()));
+        // Health-check node ports, in either mode; they follow each sync.
+        tokio::spawn(admin::service_health::run(
+            telemetry.clone(),
+            shutdown_rx.clone(),
+        ));
 
         let settings = SyncSettings {
             min_interval: self.min_sync_interval_ms,
