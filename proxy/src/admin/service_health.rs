@@ -272,6 +272,17 @@ mod tests {
             .port()
     }
 
+    /// Polls `port` (bounded) until `want` holds for its answer.
+    async fn until(port: u16, want: fn(Option<&str>) -> bool) -> bool {
+        for _ in 0..200 {
+            if want(get(port).await.as_deref()) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
     /// Ports open and close with the published checks; counts change in place.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn ports_follow_the_published_checks() {
@@ -279,33 +290,17 @@ mod tests {
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = tokio::spawn(run(t.clone(), stop_rx));
         let port = free_port();
-        let until = |want: Box<dyn Fn(Option<&str>) -> bool + Send>| async move {
-            for _ in 0..200 {
-                if want(get(port).await.as_deref()) {
-                    return true;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            false
-        };
         t.health_checks(&BTreeMap::from([(port, check(1))]));
-        assert!(
-            until(Box::new(|r| r.is_some_and(|r| r
-                .starts_with("HTTP/1.1 200")
-                && r.contains(r#""localEndpoints":1"#))))
-            .await,
-            "port {port} did not open"
-        );
+        let open: fn(Option<&str>) -> bool = |r| {
+            r.is_some_and(|r| r.starts_with("HTTP/1.1 200") && r.contains(r#""localEndpoints":1"#))
+        };
+        assert!(until(port, open).await, "port {port} did not open");
         t.health_checks(&BTreeMap::from([(port, check(0))]));
-        assert!(
-            until(Box::new(
-                |r| r.is_some_and(|r| r.starts_with("HTTP/1.1 503"))
-            ))
-            .await,
-            "count not updated"
-        );
+        let unavailable: fn(Option<&str>) -> bool =
+            |r| r.is_some_and(|r| r.starts_with("HTTP/1.1 503"));
+        assert!(until(port, unavailable).await, "count not updated");
         t.health_checks(&BTreeMap::new());
-        assert!(until(Box::new(|r| r.is_none())).await, "port not closed");
+        assert!(until(port, |r| r.is_none()).await, "port not closed");
         stop_tx.send(true).unwrap();
         tokio::time::timeout(Duration::from_secs(2), task)
             .await
