@@ -30,11 +30,49 @@ pub enum Reason {
     AffinityHit = 9,
     /// Writing the affinity entry failed; the connection still went through.
     AffinityUpdateFailed = 10,
+    /// tc: a new flow to a frontend was translated to a backend (conntrack entries made).
+    TcDnat = 11,
+    /// tc: a packet of a tracked flow was rewritten towards its backend.
+    TcCtForward = 12,
+    /// tc: a reply was rewritten back to come from the frontend (ingress or egress).
+    TcCtReply = 13,
+    /// tc: neither a frontend nor a tracked flow; the packet passed untouched.
+    TcPass = 14,
+    /// tc: not IPv4 or IPv6 (ARP, for example); passed untouched.
+    TcPassNonIp = 15,
+    /// tc: not TCP or UDP (or an IPv6 extension header first); passed untouched.
+    TcPassProtocol = 16,
+    /// tc: headers shorter than they claim to be, or malformed; passed untouched for the stack to drop.
+    TcTruncated = 17,
+    /// tc: an IP fragment without ports (not first), or an IPv6 fragment; passed untouched.
+    TcFragmentPassed = 18,
+    /// tc: the first fragment of a flow that would be translated: dropped, since the other fragments cannot follow it.
+    TcFragmentDropped = 19,
+    /// tc: a ClusterIP frontend on a device without `CLUSTER_IP`; passed untouched.
+    TcClusterIpSkipped = 20,
+    /// tc: an `externalTrafficPolicy: Local` frontend with no local endpoint; dropped.
+    TcEtpLocalDropped = 21,
+    /// tc: a frontend with no backend; an ICMP/ICMPv6 port-unreachable was sent back.
+    TcRejected = 22,
+    /// tc: the port-unreachable could not be built (IPv4 options, helper failure); dropped.
+    TcRejectFailed = 23,
+    /// tc: the flow needs SNAT but `NODE_CFG` has no address of its family; dropped.
+    TcNoSnatAddress = 24,
+    /// tc: no free SNAT port was found in a few tries; dropped.
+    TcSnatPortsExhausted = 25,
+    /// tc: a conntrack entry could not be written; dropped.
+    TcCtUpdateFailed = 26,
+    /// tc: a packet rewrite helper failed; dropped.
+    TcRewriteFailed = 27,
+    /// tc: a tracked flow's backend was removed; the flow was sent to a live backend.
+    TcRebalanced = 28,
+    /// tc: an ICMP error (unreachable, time exceeded, too big); passed untouched (not translated).
+    TcIcmpErrorPassed = 29,
 }
 
 impl Reason {
     /// Every reason, in index order.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 30] = [
         Reason::Translated,
         Reason::NotAService,
         Reason::NoBackend,
@@ -46,6 +84,25 @@ impl Reason {
         Reason::UnsupportedProtocol,
         Reason::AffinityHit,
         Reason::AffinityUpdateFailed,
+        Reason::TcDnat,
+        Reason::TcCtForward,
+        Reason::TcCtReply,
+        Reason::TcPass,
+        Reason::TcPassNonIp,
+        Reason::TcPassProtocol,
+        Reason::TcTruncated,
+        Reason::TcFragmentPassed,
+        Reason::TcFragmentDropped,
+        Reason::TcClusterIpSkipped,
+        Reason::TcEtpLocalDropped,
+        Reason::TcRejected,
+        Reason::TcRejectFailed,
+        Reason::TcNoSnatAddress,
+        Reason::TcSnatPortsExhausted,
+        Reason::TcCtUpdateFailed,
+        Reason::TcRewriteFailed,
+        Reason::TcRebalanced,
+        Reason::TcIcmpErrorPassed,
     ];
     /// Number of reasons: the size of the `STATS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -64,6 +121,25 @@ impl Reason {
             Reason::UnsupportedProtocol => "unsupported_protocol",
             Reason::AffinityHit => "affinity_hit",
             Reason::AffinityUpdateFailed => "affinity_update_failed",
+            Reason::TcDnat => "tc_dnat",
+            Reason::TcCtForward => "tc_ct_forward",
+            Reason::TcCtReply => "tc_ct_reply",
+            Reason::TcPass => "tc_pass",
+            Reason::TcPassNonIp => "tc_pass_non_ip",
+            Reason::TcPassProtocol => "tc_pass_protocol",
+            Reason::TcTruncated => "tc_truncated",
+            Reason::TcFragmentPassed => "tc_fragment_passed",
+            Reason::TcFragmentDropped => "tc_fragment_dropped",
+            Reason::TcClusterIpSkipped => "tc_cluster_ip_skipped",
+            Reason::TcEtpLocalDropped => "tc_etp_local_dropped",
+            Reason::TcRejected => "tc_rejected",
+            Reason::TcRejectFailed => "tc_reject_failed",
+            Reason::TcNoSnatAddress => "tc_no_snat_address",
+            Reason::TcSnatPortsExhausted => "tc_snat_ports_exhausted",
+            Reason::TcCtUpdateFailed => "tc_ct_update_failed",
+            Reason::TcRewriteFailed => "tc_rewrite_failed",
+            Reason::TcRebalanced => "tc_rebalanced",
+            Reason::TcIcmpErrorPassed => "tc_icmp_error_passed",
         }
     }
 }

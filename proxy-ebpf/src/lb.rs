@@ -5,6 +5,9 @@
 //! lowering slot 0's count first, so a reader that found slot 0 always finds
 //! the slots and backends it points to. A miss anyway (drift, a torn update) is
 //! reported as its own reason and the call is refused, never sent nowhere.
+//!
+//! Lookups take the [`proxy_common::scope`]: socket hooks always use the
+//! internal scope, the tc path tries the external scope first.
 
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
 use proxy_common::{
@@ -21,6 +24,8 @@ use crate::{
 pub struct Selected<B> {
     pub frontend: ServiceValue,
     pub backend: B,
+    /// The chosen backend's id (the `BACKEND_*` key), kept by conntrack.
+    pub backend_id: u32,
 }
 
 /// How to pick a slot: at random for TCP (one pick per connection), and by a
@@ -122,15 +127,21 @@ fn remember(key: &AffinityKey, now: u64, backend_id: u32, slot: u16) {
     }
 }
 
-/// Looks up an IPv4 frontend. `None` means "not a service".
+/// Looks up an IPv4 frontend in one [`proxy_common::scope`]. `None` means
+/// "not a service" (in that scope).
 #[inline(always)]
-pub fn lookup4(addr: Be32, port: Be16, protocol: u8) -> Option<(ServiceKeyV4, ServiceValue)> {
+pub fn lookup4(
+    addr: Be32,
+    port: Be16,
+    protocol: u8,
+    scope: u8,
+) -> Option<(ServiceKeyV4, ServiceValue)> {
     let key = ServiceKeyV4 {
         addr,
         port,
         slot: 0,
         proto: protocol,
-        scope: proxy_common::scope::INTERNAL,
+        scope,
         _pad: [0; 2],
     };
     // SAFETY: the value is copied out at once, before any other map operation
@@ -139,8 +150,10 @@ pub fn lookup4(addr: Be32, port: Be16, protocol: u8) -> Option<(ServiceKeyV4, Se
     Some((key, value))
 }
 
-/// Picks a backend for an IPv4 frontend found by [`lookup4`]. `client`
-/// identifies the client for session affinity.
+/// Picks a backend for an IPv4 frontend found by [`lookup4`] (the slots are
+/// read in the key's scope). `client` identifies the client for session
+/// affinity: a network namespace cookie on the socket path, a tagged client
+/// address on the tc path (see `tc::affinity_client4`).
 #[inline(always)]
 pub fn select4(
     key: ServiceKeyV4,
@@ -157,18 +170,28 @@ pub fn select4(
     let backend = unsafe { BACKEND_V4.get(&id) }
         .copied()
         .ok_or(Reason::BackendMissing)?;
-    Ok(Selected { frontend, backend })
+    Ok(Selected {
+        frontend,
+        backend,
+        backend_id: id,
+    })
 }
 
-/// Looks up an IPv6 frontend. `None` means "not a service".
+/// Looks up an IPv6 frontend in one [`proxy_common::scope`]. `None` means
+/// "not a service" (in that scope).
 #[inline(always)]
-pub fn lookup6(addr: [u8; 16], port: Be16, protocol: u8) -> Option<(ServiceKeyV6, ServiceValue)> {
+pub fn lookup6(
+    addr: [u8; 16],
+    port: Be16,
+    protocol: u8,
+    scope: u8,
+) -> Option<(ServiceKeyV6, ServiceValue)> {
     let key = ServiceKeyV6 {
         addr,
         port,
         slot: 0,
         proto: protocol,
-        scope: proxy_common::scope::INTERNAL,
+        scope,
         _pad: [0; 2],
     };
     // SAFETY: copied out at once, see `lookup4`.
@@ -193,5 +216,22 @@ pub fn select6(
     let backend = unsafe { BACKEND_V6.get(&id) }
         .copied()
         .ok_or(Reason::BackendMissing)?;
-    Ok(Selected { frontend, backend })
+    Ok(Selected {
+        frontend,
+        backend,
+        backend_id: id,
+    })
+}
+
+/// Whether backend `id` still exists (conntrack re-balances flows whose
+/// backend was removed).
+#[inline(always)]
+pub fn backend4_exists(id: u32) -> bool {
+    BACKEND_V4.get_ptr(&id).is_some()
+}
+
+/// IPv6 counterpart of [`backend4_exists`].
+#[inline(always)]
+pub fn backend6_exists(id: u32) -> bool {
+    BACKEND_V6.get_ptr(&id).is_some()
 }

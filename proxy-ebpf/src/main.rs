@@ -3,6 +3,9 @@
 //! - `sock`: cgroup v2 socket hooks (`connect`, `sendmsg`, `recvmsg`,
 //!   `getpeername`, for IPv4 and IPv6) that swap a service VIP for a backend once
 //!   per connection, and show the VIP back to the application.
+//! - `tc`: tc (tcx) ingress/egress programs: per-packet north-south NAT with
+//!   conntrack (`packet` parses, `family` holds the IPv4/IPv6 map access and
+//!   rewrites, `icmp` builds rejects).
 //! - `lb`: service lookup and backend selection, shared by the hooks.
 //! - `maps`: every map, declared once.
 //! - `stats`: per-CPU counters by [`proxy_common::Reason`].
@@ -13,13 +16,21 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
+mod family;
+#[cfg(target_arch = "bpf")]
+mod icmp;
+#[cfg(target_arch = "bpf")]
 mod lb;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
+mod packet;
+#[cfg(target_arch = "bpf")]
 mod sock;
 #[cfg(target_arch = "bpf")]
 mod stats;
+#[cfg(target_arch = "bpf")]
+mod tc;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

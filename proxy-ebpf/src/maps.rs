@@ -4,13 +4,13 @@
 //! dump` can print them.
 
 use aya_ebpf::{
-    btf_maps::{HashMap, LruHashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use proxy_common::{
-    AffinityKey, AffinityValue, BackendV4, BackendV6, RevNatV4, RevNatV6, ServiceKeyV4,
-    ServiceKeyV6, ServiceName, ServiceValue, SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4,
-    SockRevNatV6, capacity,
+    AffinityKey, AffinityValue, BackendV4, BackendV6, CtKeyV4, CtKeyV6, CtValueV4, CtValueV6,
+    DeviceConfig, NodeConfig, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6, ServiceName,
+    ServiceValue, SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6, capacity,
 };
 
 const SERVICES: usize = capacity::SERVICES as usize;
@@ -20,6 +20,8 @@ const SOCK_REVNAT: usize = capacity::SOCK_REVNAT as usize;
 const AFFINITY_ENTRIES: usize = capacity::AFFINITY as usize;
 const SVC_NAMES_ENTRIES: usize = capacity::SVC_NAMES as usize;
 const REASONS: usize = capacity::STATS as usize;
+const CONNTRACK: usize = capacity::CONNTRACK as usize;
+const DEVICES_ENTRIES: usize = capacity::DEVICES as usize;
 /// `BPF_F_NO_PREALLOC` (uapi/linux/bpf.h): entries are allocated on insert.
 const NO_PREALLOC: usize = 1;
 
@@ -48,3 +50,14 @@ pub static STATS: PerCpuArray<u64, REASONS> = PerCpuArray::new();
 /// others. Not preallocated, since it is written only from userspace.
 #[btf_map(pin_by_name)]
 pub static SVC_NAMES: HashMap<u32, ServiceName, SVC_NAMES_ENTRIES, NO_PREALLOC> = HashMap::new();
+/// tc path conntrack: a packet's tuple as it arrives → the rewrite to apply.
+#[btf_map(pin_by_name)]
+pub static CT_V4: LruHashMap<CtKeyV4, CtValueV4, CONNTRACK> = LruHashMap::new();
+#[btf_map(pin_by_name)]
+pub static CT_V6: LruHashMap<CtKeyV6, CtValueV6, CONNTRACK> = LruHashMap::new();
+/// The node's SNAT addresses (one entry, index 0).
+#[btf_map(pin_by_name)]
+pub static NODE_CFG: Array<NodeConfig, 1> = Array::new();
+/// What the tc programs do on each device, by ifindex.
+#[btf_map(pin_by_name)]
+pub static DEVICES: HashMap<u32, DeviceConfig, DEVICES_ENTRIES> = HashMap::new();

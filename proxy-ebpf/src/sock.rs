@@ -21,7 +21,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use proxy_common::{
     Be16, Be32, Reason, ServiceValue, SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6,
-    proto, svc_flags,
+    proto, scope, svc_flags,
 };
 
 use crate::{
@@ -151,7 +151,7 @@ fn fwd4(
     addr: Be32,
     port: Be16,
 ) -> Result<Option<Target<Be32>>, Reason> {
-    let Some((key, frontend)) = lb::lookup4(addr, port, protocol) else {
+    let Some((key, frontend)) = lb::lookup4(addr, port, protocol, scope::INTERNAL) else {
         return Ok(None);
     };
     let cookie = cookie(ctx);
@@ -316,7 +316,7 @@ fn xlate_fwd6(ctx: &SockAddrContext) -> Result<Reason, Reason> {
         return Ok(Reason::Translated);
     }
     let addr = words_to_bytes(&words);
-    let Some((key, frontend)) = lb::lookup6(addr, port, protocol) else {
+    let Some((key, frontend)) = lb::lookup6(addr, port, protocol, scope::INTERNAL) else {
         return Ok(Reason::NotAService);
     };
     let cookie = cookie(ctx);

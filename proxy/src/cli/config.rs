@@ -197,6 +197,33 @@ mod tests {
     }
 
     #[test]
+    fn nodeport_addresses_from_the_file_and_the_comma_separated_flag() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = write(dir.path(), "nodeportAddresses: [10.0.0.0/8, fd00::1]\n");
+        let shown = |s: &RunArgs| -> Vec<String> {
+            s.nodeport_addresses
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        let s = settings(&["run", "--config", &path]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(shown(&s), ["10.0.0.0/8", "fd00::1/128"]);
+        let s = settings(&[
+            "run",
+            "--config",
+            &path,
+            "--nodeport-addresses",
+            "192.168.0.0/16,192.0.2.7",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(shown(&s), ["192.168.0.0/16", "192.0.2.7/32"], "the flag");
+        let bad = write(dir.path(), "nodeportAddresses: [eth0]\n");
+        assert!(settings(&["run", "--config", &bad]).is_err());
+        let text = documented(&RunArgs::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(text.contains("\nnodeportAddresses: []\n"), "{text}");
+    }
+
+    #[test]
     fn without_a_file_the_flags_are_the_settings() {
         let s = settings(&["run", "--healthz-timeout", "2m"]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.healthz_timeout, Duration::from_secs(120));

@@ -41,6 +41,8 @@ use crate::{
     datapath::EbpfDatapath,
     dataplane::{Writer, cgroup, kernel::KernelMaps, loader},
     model::{Index, NodeInfo, selection},
+    nodeport::{self, Cidr},
+    plan::Scope,
     source::{
         gate::Gate,
         kube as kube_source,
@@ -78,6 +80,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
+    /// The addresses NodePorts are served on: comma-separated IPs or CIDRs
+    /// (kube-proxy's flag). Empty: every address of this network namespace's
+    /// interfaces except loopback and IPv6 link-local ones.
+    #[arg(long, value_name = "CIDRS", value_delimiter = ',')]
+    pub nodeport_addresses: Vec<Cidr>,
     /// A directory of Kubernetes YAML (Services, EndpointSlices), watched for
     /// changes. Optional when a cluster is configured; both can be used at once.
     #[arg(long, value_name = "DIR")]
@@ -320,6 +327,21 @@ impl RunArgs {
             Index::new(NodeInfo::named(node_name.clone()))
                 .with_proxy_name(self.service_proxy_name.as_deref()),
         ));
+        // Before any source runs, so the first sync already has the NodePorts.
+        // (Resolved once at start; device discovery may set them again.)
+        match nodeport::resolve(&self.nodeport_addresses).await {
+            Ok(addresses) => {
+                tracing::info!(addresses = ?addresses, "NodePort addresses");
+                index
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .set_nodeport_addresses(addresses);
+            }
+            Err(error) => tracing::warn!(
+                error = %format!("{error:#}"),
+                "cannot list this node's addresses: NodePorts are not served"
+            ),
+        }
         // The sync loop starts programming once every source has its first
         // complete state (see `source::gate`).
         let mut gate = Gate::new(changes_tx);
@@ -355,6 +377,11 @@ impl RunArgs {
             tracing::info!(%cluster, "watching the Kubernetes API");
         }
         sources.extend(gate.start(shutdown_rx.clone()));
+        // Health-check node ports, in either mode; they follow each sync.
+        tokio::spawn(admin::service_health::run(
+            telemetry.clone(),
+            shutdown_rx.clone(),
+        ));
 
         let settings = SyncSettings {
             min_interval: self.min_sync_interval_ms,
@@ -475,7 +502,7 @@ impl RunArgs {
                 .applied()
                 .services
                 .keys()
-                .filter(|(_, slot)| *slot == 0)
+                .filter(|(_, scope, slot)| *slot == 0 && *scope == Scope::Internal)
                 .count(),
             backends = writer.applied().backends.len(),
             "existing map contents adopted"

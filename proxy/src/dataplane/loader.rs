@@ -44,8 +44,9 @@ use crate::dataplane::{
     pins::{self, FoundLayout, Inventory, PinsError},
 };
 
-/// The kernel object built by `build.rs` (see `proxy-ebpf`).
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/proxy-ebpf"));
+/// The kernel object built by `build.rs` (see `proxy-ebpf`). Public so the
+/// packet-level tests (`tests/tests/tc_packets.rs`) run exactly these programs.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/proxy-ebpf"));
 
 /// Every socket hook, in attach order.
 pub const SOCKET_HOOKS: [&str; 8] = [

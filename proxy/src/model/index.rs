@@ -33,7 +33,10 @@
 //!
 //! Pure: no I/O, no logging, no clock.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+};
 
 use super::{
     desired::{self, DesiredOutcome},
@@ -154,12 +157,31 @@ impl Index {
 
     /// Replaces this node's facts (a Node update: zone label, addresses, or the
     /// name learned late). Locality and topology are recomputed by the next
-    /// [`Index::desired`]. Returns whether anything changed.
-    pub fn set_node(&mut self, node: NodeInfo) -> bool {
+    /// [`Index::desired`]. The nodeport addresses are not the Node object's:
+    /// they are kept (see [`Index::set_nodeport_addresses`]). Returns whether
+    /// anything changed.
+    pub fn set_node(&mut self, mut node: NodeInfo) -> bool {
+        node.nodeport_addresses = self.node.nodeport_addresses.clone();
         if self.node == node {
             return false;
         }
         self.node = node;
+        self.dirty.all = true;
+        true
+    }
+
+    /// Sets the addresses NodePorts are served on (the daemon resolves them
+    /// from this node's interfaces; see `crate::nodeport`). Order and
+    /// duplicates do not matter. Every Service is recomputed on the next
+    /// sync. Returns whether anything changed.
+    pub fn set_nodeport_addresses(&mut self, addresses: impl IntoIterator<Item = IpAddr>) -> bool {
+        let mut addresses: Vec<IpAddr> = addresses.into_iter().collect();
+        addresses.sort_unstable();
+        addresses.dedup();
+        if self.node.nodeport_addresses == addresses {
+            return false;
+        }
+        self.node.nodeport_addresses = addresses;
         self.dirty.all = true;
         true
     }

@@ -153,6 +153,8 @@ mod tests {
 
     fn pool(backends: &[&str], affinity: Option<u32>) -> Pool {
         Pool::from_spec(&FrontendSpec {
+            kind: crate::model::FrontendKind::ClusterIp,
+            external_backends: None,
             service: ObjectRef::new("ns", "svc"),
             port_name: String::new(),
             backends: backends

@@ -1,0 +1,461 @@
+//! What differs between IPv4 and IPv6 on the tc path, behind one trait so the
+//! conntrack and NAT logic in `tc` is written once: map access (conntrack,
+//! services, backends, the SNAT address) and the packet rewrites with their
+//! checksum updates.
+//!
+//! Checksums are updated incrementally: `bpf_l3_csum_replace` for the IPv4
+//! header, `bpf_l4_csum_replace` with `BPF_F_PSEUDO_HDR` for address changes
+//! (the pseudo-header) and without it for ports. UDP uses
+//! `BPF_F_MARK_MANGLED_0`, so an IPv4 UDP checksum of 0 ("none") stays 0 and a
+//! computed 0 is written as `0xffff`.
+
+use aya_ebpf::cty::c_long;
+use aya_ebpf::{
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
+    helpers::bpf_csum_diff,
+    programs::TcContext,
+};
+use proxy_common::{
+    Be16, Be32, CtKeyV4, CtKeyV6, CtValueV4, CtValueV6, Reason, ServiceKeyV4, ServiceKeyV6,
+    ServiceValue, proto,
+};
+
+use crate::{
+    icmp, lb,
+    maps::{CT_V4, CT_V6, NODE_CFG},
+    packet::{self, Flow, IP4_CSUM, IP4_DADDR, IP4_SADDR, IP6_DADDR, IP6_SADDR},
+};
+
+/// Addresses and ports: a conntrack key (with `proto`), or the rewrite a
+/// conntrack entry stores.
+#[derive(Clone, Copy)]
+pub struct Tuple<A> {
+    pub saddr: A,
+    pub daddr: A,
+    pub sport: Be16,
+    pub dport: Be16,
+    pub proto: u8,
+}
+
+/// A conntrack value, family-independent.
+#[derive(Clone, Copy)]
+pub struct CtEntry<A> {
+    pub last_seen_ns: u64,
+    /// The rewrite (`proto` unused).
+    pub to: Tuple<A>,
+    pub rev_nat_id: u16,
+    pub flags: u8,
+    pub backend_id: u32,
+}
+
+/// The backend chosen for a new flow.
+pub struct Chosen<A> {
+    pub addr: A,
+    pub port: Be16,
+    pub flags: u8,
+    pub id: u32,
+}
+
+pub trait Family {
+    type Addr: Copy + PartialEq + Default;
+    type SvcKey: Copy;
+
+    /// Parses the packet (Ethernet already known to carry this family) into
+    /// `out`. Out of line, like `rewrite`: its temporaries get their own frame.
+    fn parse(ctx: &TcContext, out: &mut Flow<Self::Addr>) -> Result<(), Reason>;
+    fn ct_get(key: &Tuple<Self::Addr>) -> Option<CtEntry<Self::Addr>>;
+    /// Refreshes `last_seen_ns` and ORs `flags` in, if the entry still exists.
+    fn ct_touch(key: &Tuple<Self::Addr>, now: u64, flags: u8);
+    fn ct_put(key: &Tuple<Self::Addr>, entry: &CtEntry<Self::Addr>, flags: u64) -> Result<(), i32>;
+    fn ct_remove(key: &Tuple<Self::Addr>);
+    fn lookup(
+        addr: Self::Addr,
+        port: Be16,
+        protocol: u8,
+        scope: u8,
+    ) -> Option<(Self::SvcKey, ServiceValue)>;
+    /// Picks a backend into `out`. Out of line, so arguments are passed by
+    /// reference and the result through `out` (a BPF call takes at most five
+    /// registers and returns one).
+    fn select(
+        key: &Self::SvcKey,
+        frontend: &ServiceValue,
+        selector: u32,
+        client: u64,
+        out: &mut Chosen<Self::Addr>,
+    ) -> Result<(), Reason>;
+    fn backend_exists(id: u32) -> bool;
+    /// The node's SNAT address of this family, if configured (non-zero).
+    fn snat_addr() -> Option<Self::Addr>;
+    /// The session-affinity client id for a client address. Tagged in the
+    /// top bits so it cannot collide with the socket path's netns cookies.
+    fn affinity_client(addr: Self::Addr) -> u64;
+    /// Rewrites the packet's addresses and ports from `flow` to `to`.
+    /// Out of line (its temporaries get their own frame); returns whether
+    /// every helper succeeded (a BPF function returns one register).
+    fn rewrite(ctx: &TcContext, flow: &Flow<Self::Addr>, to: &Tuple<Self::Addr>) -> bool;
+    /// Turns the packet into an ICMP port-unreachable for its sender;
+    /// whether it could.
+    fn reject(ctx: &TcContext, flow: &Flow<Self::Addr>) -> bool;
+}
+
+pub struct V4;
+pub struct V6;
+
+#[inline(always)]
+fn l4_flags(protocol: u8) -> u64 {
+    if protocol == proto::UDP {
+        u64::from(BPF_F_MARK_MANGLED_0)
+    } else {
+        0
+    }
+}
+
+/// Rewrites the ports (shared by both families).
+#[inline(always)]
+fn rewrite_ports<A>(ctx: &TcContext, flow: &Flow<A>, to: &Tuple<A>) -> Result<(), c_long> {
+    let flags = l4_flags(flow.proto);
+    if to.sport != flow.sport {
+        ctx.l4_csum_replace(
+            flow.csum_off,
+            u64::from(flow.sport.0),
+            u64::from(to.sport.0),
+            flags | 2,
+        )?;
+        ctx.store(flow.l4_off, &to.sport.0, 0)?;
+    }
+    if to.dport != flow.dport {
+        ctx.l4_csum_replace(
+            flow.csum_off,
+            u64::from(flow.dport.0),
+            u64::from(to.dport.0),
+            flags | 2,
+        )?;
+        ctx.store(flow.l4_off + 2, &to.dport.0, 0)?;
+    }
+    Ok(())
+}
+
+impl Family for V4 {
+    type Addr = Be32;
+    type SvcKey = ServiceKeyV4;
+
+    #[inline(never)]
+    fn parse(ctx: &TcContext, out: &mut Flow<Be32>) -> Result<(), Reason> {
+        *out = packet::parse4(ctx)?;
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn ct_get(key: &Tuple<Be32>) -> Option<CtEntry<Be32>> {
+        // SAFETY: copied out at once, before another map operation could
+        // recycle the LRU slot behind the reference.
+        let v = unsafe { CT_V4.get(&key4(key)) }.copied()?;
+        Some(CtEntry {
+            last_seen_ns: v.last_seen_ns,
+            to: Tuple {
+                saddr: v.saddr,
+                daddr: v.daddr,
+                sport: v.sport,
+                dport: v.dport,
+                proto: key.proto,
+            },
+            rev_nat_id: v.rev_nat_id,
+            flags: v.flags,
+            backend_id: v.backend_id,
+        })
+    }
+
+    #[inline(always)]
+    fn ct_touch(key: &Tuple<Be32>, now: u64, flags: u8) {
+        if let Some(v) = CT_V4.get_ptr_mut(&key4(key)) {
+            // SAFETY: the pointer is to a live map value; a racing writer can
+            // at worst lose one refresh, which the timeout tolerates.
+            unsafe {
+                (*v).last_seen_ns = now;
+                (*v).flags |= flags;
+            }
+        }
+    }
+
+    #[inline(never)]
+    fn ct_put(key: &Tuple<Be32>, e: &CtEntry<Be32>, flags: u64) -> Result<(), i32> {
+        let value = CtValueV4 {
+            last_seen_ns: e.last_seen_ns,
+            saddr: e.to.saddr,
+            daddr: e.to.daddr,
+            sport: e.to.sport,
+            dport: e.to.dport,
+            rev_nat_id: e.rev_nat_id,
+            flags: e.flags,
+            _pad: 0,
+            backend_id: e.backend_id,
+            _pad2: 0,
+        };
+        CT_V4.insert(&key4(key), &value, flags)
+    }
+
+    #[inline(always)]
+    fn ct_remove(key: &Tuple<Be32>) {
+        let _ = CT_V4.remove(&key4(key));
+    }
+
+    #[inline(always)]
+    fn lookup(
+        addr: Be32,
+        port: Be16,
+        protocol: u8,
+        scope: u8,
+    ) -> Option<(ServiceKeyV4, ServiceValue)> {
+        lb::lookup4(addr, port, protocol, scope)
+    }
+
+    #[inline(never)]
+    fn select(
+        key: &ServiceKeyV4,
+        frontend: &ServiceValue,
+        selector: u32,
+        client: u64,
+        out: &mut Chosen<Be32>,
+    ) -> Result<(), Reason> {
+        let s = lb::select4(*key, *frontend, selector, client)?;
+        *out = Chosen {
+            addr: s.backend.addr,
+            port: s.backend.port,
+            flags: s.backend.flags,
+            id: s.backend_id,
+        };
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn backend_exists(id: u32) -> bool {
+        lb::backend4_exists(id)
+    }
+
+    #[inline(always)]
+    fn snat_addr() -> Option<Be32> {
+        let addr = NODE_CFG.get(0)?.snat_v4;
+        (addr.0 != 0).then_some(addr)
+    }
+
+    #[inline(always)]
+    fn affinity_client(addr: Be32) -> u64 {
+        (1 << 63) | u64::from(addr.0)
+    }
+
+    #[inline(never)]
+    fn rewrite(ctx: &TcContext, flow: &Flow<Be32>, to: &Tuple<Be32>) -> bool {
+        rewrite4(ctx, flow, to).is_ok()
+    }
+
+    #[inline(always)]
+    fn reject(ctx: &TcContext, flow: &Flow<Be32>) -> bool {
+        icmp::reject4(ctx, flow)
+    }
+}
+
+#[inline(always)]
+fn key4(t: &Tuple<Be32>) -> CtKeyV4 {
+    CtKeyV4 {
+        saddr: t.saddr,
+        daddr: t.daddr,
+        sport: t.sport,
+        dport: t.dport,
+        proto: t.proto,
+        _pad: [0; 3],
+    }
+}
+
+#[inline(always)]
+fn key6(t: &Tuple<[u8; 16]>) -> CtKeyV6 {
+    CtKeyV6 {
+        saddr: t.saddr,
+        daddr: t.daddr,
+        sport: t.sport,
+        dport: t.dport,
+        proto: t.proto,
+        _pad: [0; 3],
+    }
+}
+
+/// Replaces a 16-byte address at `addr_off`, updating the transport checksum
+/// (pseudo-header) by the difference.
+#[inline(always)]
+fn replace6(
+    ctx: &TcContext,
+    flow: &Flow<[u8; 16]>,
+    addr_off: usize,
+    from: &[u8; 16],
+    to: &[u8; 16],
+) -> Result<(), c_long> {
+    let mut from = *from;
+    let mut to = *to;
+    // SAFETY: both pointers are to 16-byte stack arrays, the sizes given.
+    let diff =
+        unsafe { bpf_csum_diff(from.as_mut_ptr().cast(), 16, to.as_mut_ptr().cast(), 16, 0) };
+    if diff < 0 {
+        return Err(diff);
+    }
+    ctx.l4_csum_replace(
+        flow.csum_off,
+        0,
+        diff as u64,
+        u64::from(BPF_F_PSEUDO_HDR) | l4_flags(flow.proto),
+    )?;
+    ctx.store(addr_off, &to, 0)
+}
+
+impl Family for V6 {
+    type Addr = [u8; 16];
+    type SvcKey = ServiceKeyV6;
+
+    #[inline(never)]
+    fn parse(ctx: &TcContext, out: &mut Flow<[u8; 16]>) -> Result<(), Reason> {
+        packet::parse6(ctx, out)
+    }
+
+    #[inline(never)]
+    fn ct_get(key: &Tuple<[u8; 16]>) -> Option<CtEntry<[u8; 16]>> {
+        // SAFETY: copied out at once, see `V4::ct_get`.
+        let v = unsafe { CT_V6.get(&key6(key)) }.copied()?;
+        Some(CtEntry {
+            last_seen_ns: v.last_seen_ns,
+            to: Tuple {
+                saddr: v.saddr,
+                daddr: v.daddr,
+                sport: v.sport,
+                dport: v.dport,
+                proto: key.proto,
+            },
+            rev_nat_id: v.rev_nat_id,
+            flags: v.flags,
+            backend_id: v.backend_id,
+        })
+    }
+
+    #[inline(always)]
+    fn ct_touch(key: &Tuple<[u8; 16]>, now: u64, flags: u8) {
+        if let Some(v) = CT_V6.get_ptr_mut(&key6(key)) {
+            // SAFETY: see `V4::ct_touch`.
+            unsafe {
+                (*v).last_seen_ns = now;
+                (*v).flags |= flags;
+            }
+        }
+    }
+
+    #[inline(never)]
+    fn ct_put(key: &Tuple<[u8; 16]>, e: &CtEntry<[u8; 16]>, flags: u64) -> Result<(), i32> {
+        let value = CtValueV6 {
+            last_seen_ns: e.last_seen_ns,
+            saddr: e.to.saddr,
+            daddr: e.to.daddr,
+            sport: e.to.sport,
+            dport: e.to.dport,
+            rev_nat_id: e.rev_nat_id,
+            flags: e.flags,
+            _pad: 0,
+            backend_id: e.backend_id,
+            _pad2: 0,
+        };
+        CT_V6.insert(&key6(key), &value, flags)
+    }
+
+    #[inline(always)]
+    fn ct_remove(key: &Tuple<[u8; 16]>) {
+        let _ = CT_V6.remove(&key6(key));
+    }
+
+    #[inline(always)]
+    fn lookup(
+        addr: [u8; 16],
+        port: Be16,
+        protocol: u8,
+        scope: u8,
+    ) -> Option<(ServiceKeyV6, ServiceValue)> {
+        lb::lookup6(addr, port, protocol, scope)
+    }
+
+    #[inline(never)]
+    fn select(
+        key: &ServiceKeyV6,
+        frontend: &ServiceValue,
+        selector: u32,
+        client: u64,
+        out: &mut Chosen<[u8; 16]>,
+    ) -> Result<(), Reason> {
+        let s = lb::select6(*key, *frontend, selector, client)?;
+        *out = Chosen {
+            addr: s.backend.addr,
+            port: s.backend.port,
+            flags: s.backend.flags,
+            id: s.backend_id,
+        };
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn backend_exists(id: u32) -> bool {
+        lb::backend6_exists(id)
+    }
+
+    #[inline(always)]
+    fn snat_addr() -> Option<[u8; 16]> {
+        let addr = NODE_CFG.get(0)?.snat_v6;
+        (addr != [0; 16]).then_some(addr)
+    }
+
+    #[inline(always)]
+    fn affinity_client(addr: [u8; 16]) -> u64 {
+        let w = |i: usize| {
+            u64::from(u32::from_ne_bytes([
+                addr[i],
+                addr[i + 1],
+                addr[i + 2],
+                addr[i + 3],
+            ]))
+        };
+        let folded = ((w(0) ^ w(8)) << 32) | (w(4) ^ w(12));
+        (0b11 << 62) | (folded & ((1 << 62) - 1))
+    }
+
+    #[inline(never)]
+    fn rewrite(ctx: &TcContext, flow: &Flow<[u8; 16]>, to: &Tuple<[u8; 16]>) -> bool {
+        rewrite6(ctx, flow, to).is_ok()
+    }
+
+    #[inline(always)]
+    fn reject(ctx: &TcContext, flow: &Flow<[u8; 16]>) -> bool {
+        icmp::reject6(ctx, flow)
+    }
+}
+
+#[inline(always)]
+fn rewrite4(ctx: &TcContext, flow: &Flow<Be32>, to: &Tuple<Be32>) -> Result<(), c_long> {
+    let pseudo = u64::from(BPF_F_PSEUDO_HDR) | l4_flags(flow.proto) | 4;
+    if to.saddr != flow.saddr {
+        let (from, new) = (u64::from(flow.saddr.0), u64::from(to.saddr.0));
+        ctx.l4_csum_replace(flow.csum_off, from, new, pseudo)?;
+        ctx.l3_csum_replace(IP4_CSUM, from, new, 4)?;
+        ctx.store(IP4_SADDR, &to.saddr.0, 0)?;
+    }
+    if to.daddr != flow.daddr {
+        let (from, new) = (u64::from(flow.daddr.0), u64::from(to.daddr.0));
+        ctx.l4_csum_replace(flow.csum_off, from, new, pseudo)?;
+        ctx.l3_csum_replace(IP4_CSUM, from, new, 4)?;
+        ctx.store(IP4_DADDR, &to.daddr.0, 0)?;
+    }
+    rewrite_ports(ctx, flow, to)
+}
+
+#[inline(always)]
+fn rewrite6(ctx: &TcContext, flow: &Flow<[u8; 16]>, to: &Tuple<[u8; 16]>) -> Result<(), c_long> {
+    if to.saddr != flow.saddr {
+        replace6(ctx, flow, IP6_SADDR, &flow.saddr, &to.saddr)?;
+    }
+    if to.daddr != flow.daddr {
+        replace6(ctx, flow, IP6_DADDR, &flow.daddr, &to.daddr)?;
+    }
+    rewrite_ports(ctx, flow, to)
+}

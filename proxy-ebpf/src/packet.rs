@@ -1,0 +1,177 @@
+//! Packet parsing for the tc programs: Ethernet, then IPv4 (IHL honoured) or
+//! IPv6 (TCP/UDP directly after the fixed header), then the ports.
+//!
+//! Every read goes through `bpf_skb_load_bytes` (`TcContext::load`), so a short
+//! packet is a failed read, never an out-of-bounds access. Anything we do not
+//! translate comes back as the [`Reason`] it passes untouched for.
+
+use aya_ebpf::{EbpfContext, helpers::bpf_skb_load_bytes, programs::TcContext};
+use proxy_common::{Be16, Be32, Reason, proto};
+
+pub const ETH_HLEN: usize = 14;
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86DD;
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_ICMPV6: u8 = 58;
+const IPPROTO_FRAGMENT: u8 = 44;
+/// Offsets in the IPv4 header.
+pub const IP4_CSUM: usize = ETH_HLEN + 10;
+pub const IP4_SADDR: usize = ETH_HLEN + 12;
+pub const IP4_DADDR: usize = ETH_HLEN + 16;
+/// Offsets in the IPv6 header.
+pub const IP6_SADDR: usize = ETH_HLEN + 8;
+pub const IP6_DADDR: usize = ETH_HLEN + 24;
+pub const IP6_HLEN: usize = 40;
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_RST: u8 = 0x04;
+
+/// A TCP or UDP packet's tuple and where its fields live.
+#[derive(Clone, Copy, Default)]
+pub struct Flow<A> {
+    pub saddr: A,
+    pub daddr: A,
+    pub sport: Be16,
+    pub dport: Be16,
+    pub proto: u8,
+    /// Offset of the transport header.
+    pub l4_off: usize,
+    /// Offset of the transport checksum.
+    pub csum_off: usize,
+    /// TCP flags (0 for UDP).
+    pub tcp_flags: u8,
+    /// An IPv4 first fragment (more fragments follow).
+    pub first_fragment: bool,
+}
+
+/// The Ethernet frame's ethertype (host order); `None` for a runt.
+#[inline(always)]
+pub fn ethertype(ctx: &TcContext) -> Option<u16> {
+    ctx.load::<u16>(12).ok().map(u16::from_be)
+}
+
+/// IPv4 → TCP/UDP, or the reason the packet is left alone.
+#[inline(always)]
+pub fn parse4(ctx: &TcContext) -> Result<Flow<Be32>, Reason> {
+    let vihl = ctx.load::<u8>(ETH_HLEN).map_err(|_| Reason::TcTruncated)?;
+    let ihl = usize::from(vihl & 0x0f) * 4;
+    if vihl >> 4 != 4 || ihl < 20 || (ctx.len() as usize) < ETH_HLEN + ihl {
+        return Err(Reason::TcTruncated);
+    }
+    let frag = u16::from_be(
+        ctx.load::<u16>(ETH_HLEN + 6)
+            .map_err(|_| Reason::TcTruncated)?,
+    );
+    if frag & 0x1fff != 0 {
+        // A later fragment: no ports to look at.
+        return Err(Reason::TcFragmentPassed);
+    }
+    let protocol = ctx
+        .load::<u8>(ETH_HLEN + 9)
+        .map_err(|_| Reason::TcTruncated)?;
+    let saddr = Be32(
+        ctx.load::<u32>(IP4_SADDR)
+            .map_err(|_| Reason::TcTruncated)?,
+    );
+    let daddr = Be32(
+        ctx.load::<u32>(IP4_DADDR)
+            .map_err(|_| Reason::TcTruncated)?,
+    );
+    let l4_off = ETH_HLEN + ihl;
+    if protocol == IPPROTO_ICMP {
+        let kind = ctx.load::<u8>(l4_off).map_err(|_| Reason::TcTruncated)?;
+        // Destination unreachable (frag needed included), time exceeded.
+        return Err(if kind == 3 || kind == 11 {
+            Reason::TcIcmpErrorPassed
+        } else {
+            Reason::TcPassProtocol
+        });
+    }
+    let (sport, dport, csum_off, tcp_flags) = ports(ctx, protocol, l4_off)?;
+    Ok(Flow {
+        saddr,
+        daddr,
+        sport,
+        dport,
+        proto: protocol,
+        l4_off,
+        csum_off,
+        tcp_flags,
+        first_fragment: frag & 0x2000 != 0,
+    })
+}
+
+/// IPv6 → TCP/UDP into `out`, or the reason the packet is left alone. The
+/// addresses are loaded straight into `out` (no 16-byte temporaries).
+#[inline(always)]
+pub fn parse6(ctx: &TcContext, out: &mut Flow<[u8; 16]>) -> Result<(), Reason> {
+    let vtc = ctx.load::<u8>(ETH_HLEN).map_err(|_| Reason::TcTruncated)?;
+    if vtc >> 4 != 6 {
+        return Err(Reason::TcTruncated);
+    }
+    let next = ctx
+        .load::<u8>(ETH_HLEN + 6)
+        .map_err(|_| Reason::TcTruncated)?;
+    load16(ctx, IP6_SADDR, &mut out.saddr)?;
+    load16(ctx, IP6_DADDR, &mut out.daddr)?;
+    let l4_off = ETH_HLEN + IP6_HLEN;
+    match next {
+        IPPROTO_FRAGMENT => return Err(Reason::TcFragmentPassed),
+        IPPROTO_ICMPV6 => {
+            let kind = ctx.load::<u8>(l4_off).map_err(|_| Reason::TcTruncated)?;
+            // Destination unreachable, packet too big, time exceeded, parameter problem.
+            return Err(if (1..=4).contains(&kind) {
+                Reason::TcIcmpErrorPassed
+            } else {
+                Reason::TcPassProtocol
+            });
+        }
+        _ => {}
+    }
+    let (sport, dport, csum_off, tcp_flags) = ports(ctx, next, l4_off)?;
+    out.sport = sport;
+    out.dport = dport;
+    out.proto = next;
+    out.l4_off = l4_off;
+    out.csum_off = csum_off;
+    out.tcp_flags = tcp_flags;
+    out.first_fragment = false;
+    Ok(())
+}
+
+/// Loads 16 bytes at `off` into `dst`.
+#[inline(always)]
+fn load16(ctx: &TcContext, off: usize, dst: &mut [u8; 16]) -> Result<(), Reason> {
+    // SAFETY: `dst` is 16 writable bytes; the helper checks the packet bounds.
+    let ret = unsafe { bpf_skb_load_bytes(ctx.as_ptr(), off as u32, dst.as_mut_ptr().cast(), 16) };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(Reason::TcTruncated)
+    }
+}
+
+/// Ports, checksum offset and TCP flags; the whole fixed transport header
+/// must be present.
+#[inline(always)]
+fn ports(ctx: &TcContext, protocol: u8, l4_off: usize) -> Result<(Be16, Be16, usize, u8), Reason> {
+    let (hlen, csum) = match protocol {
+        proto::TCP => (20, 16),
+        proto::UDP => (8, 6),
+        _ => return Err(Reason::TcPassProtocol),
+    };
+    if (ctx.len() as usize) < l4_off + hlen {
+        return Err(Reason::TcTruncated);
+    }
+    let sport = Be16(ctx.load::<u16>(l4_off).map_err(|_| Reason::TcTruncated)?);
+    let dport = Be16(
+        ctx.load::<u16>(l4_off + 2)
+            .map_err(|_| Reason::TcTruncated)?,
+    );
+    let tcp_flags = if protocol == proto::TCP {
+        ctx.load::<u8>(l4_off + 13)
+            .map_err(|_| Reason::TcTruncated)?
+    } else {
+        0
+    };
+    Ok((sport, dport, l4_off + csum, tcp_flags))
+}

@@ -1,0 +1,409 @@
+//! tc (tcx) programs: north-south service translation, packet by packet.
+//!
+//! `tc_ingress` runs on every attached device:
+//! 1. conntrack: a packet whose tuple has a fresh `CT_*` entry gets the
+//!    entry's rewrite (forward: to the backend, SNATed to the node when the
+//!    flow is; reply: back to frontend → client). A forward entry whose
+//!    backend was removed is re-balanced as a new flow.
+//! 2. a new flow to a frontend (external scope first, then internal;
+//!    ClusterIPs only on `CLUSTER_IP` devices) gets a backend as the socket
+//!    path picks one (random slot, ClientIP affinity keyed by the client's
+//!    address), SNAT when the frontend is external without
+//!    `externalTrafficPolicy: Local` and the backend is remote, or for hairpin
+//!    (client == backend), and two conntrack entries: forward, keyed by the
+//!    client's packet, and reply, keyed by the reply as it will arrive.
+//! 3. no backend: dropped for an `externalTrafficPolicy: Local` frontend,
+//!    otherwise answered with an ICMP port-unreachable out of the same device.
+//!
+//! `tc_egress` only rewrites replies leaving through the device (backend →
+//! client, not SNATed) to come from the frontend.
+//!
+//! Translated packets continue up the stack (`TC_ACT_OK`); the kernel routes
+//! them. Every outcome is counted in `STATS`.
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{__sk_buff, BPF_NOEXIST, TC_ACT_OK, TC_ACT_SHOT},
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect},
+    macros::classifier,
+    programs::TcContext,
+};
+use proxy_common::{
+    Be16, Reason, backend_flags, ct_flags, ct_timeout, device_flags, proto, scope, svc_flags,
+};
+
+use crate::{
+    family::{Chosen, CtEntry, Family, Tuple, V4, V6},
+    maps::DEVICES,
+    packet::{self, Flow, TCP_FIN, TCP_RST},
+    stats::count,
+};
+
+/// First and last SNAT source port (the Linux default ephemeral range).
+const SNAT_PORT_MIN: u32 = 32768;
+const SNAT_PORT_MAX: u32 = 60999;
+/// How many random SNAT ports are tried before the packet is dropped.
+const SNAT_TRIES: u32 = 4;
+
+/// What to do with the packet, and why.
+enum Verdict {
+    Pass(Reason),
+    Drop(Reason),
+    /// The packet was turned into a reject: send it back out of its device.
+    Bounce(Reason),
+    /// A frontend with no backend: answer with a port-unreachable (done by
+    /// `ingress` after `choose` returned, so the frames do not stack).
+    Reject,
+}
+
+#[classifier]
+pub fn tc_ingress(ctx: TcContext) -> i32 {
+    match packet::ethertype(&ctx) {
+        Some(packet::ETH_P_IP) => ingress::<V4>(&ctx),
+        Some(packet::ETH_P_IPV6) => ingress::<V6>(&ctx),
+        _ => finish(&ctx, Verdict::Pass(Reason::TcPassNonIp)),
+    }
+}
+
+#[classifier]
+pub fn tc_egress(ctx: TcContext) -> i32 {
+    match packet::ethertype(&ctx) {
+        Some(packet::ETH_P_IP) => egress::<V4>(&ctx),
+        Some(packet::ETH_P_IPV6) => egress::<V6>(&ctx),
+        _ => finish(&ctx, Verdict::Pass(Reason::TcPassNonIp)),
+    }
+}
+
+#[inline(always)]
+fn finish(ctx: &TcContext, verdict: Verdict) -> i32 {
+    match verdict {
+        Verdict::Pass(reason) => {
+            count(reason);
+            TC_ACT_OK as i32
+        }
+        Verdict::Drop(reason) => {
+            count(reason);
+            TC_ACT_SHOT as i32
+        }
+        // `ingress` turns it into `Bounce` or `Drop` before this.
+        Verdict::Reject => {
+            count(Reason::TcRejectFailed);
+            TC_ACT_SHOT as i32
+        }
+        Verdict::Bounce(reason) => {
+            count(reason);
+            // SAFETY: the helper only records where the packet goes once the
+            // program returns TC_ACT_REDIRECT.
+            unsafe { bpf_redirect(ifindex(ctx), 0) as i32 }
+        }
+    }
+}
+
+#[inline(always)]
+fn ifindex(ctx: &TcContext) -> u32 {
+    // SAFETY: the context is the `__sk_buff` the kernel passed in.
+    unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ifindex }
+}
+
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: the helper takes no arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+fn random() -> u32 {
+    // SAFETY: the helper takes no arguments.
+    unsafe { bpf_get_prandom_u32() }
+}
+
+#[inline(always)]
+fn tuple<A: Copy>(flow: &Flow<A>) -> Tuple<A> {
+    Tuple {
+        saddr: flow.saddr,
+        daddr: flow.daddr,
+        sport: flow.sport,
+        dport: flow.dport,
+        proto: flow.proto,
+    }
+}
+
+/// `CLOSING` when the packet carries FIN or RST.
+#[inline(always)]
+fn closing_flag<A>(flow: &Flow<A>) -> u8 {
+    if flow.proto == proto::TCP && flow.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        ct_flags::CLOSING
+    } else {
+        0
+    }
+}
+
+/// Whether a conntrack entry was seen recently enough to still count.
+#[inline(always)]
+fn fresh<A>(entry: &CtEntry<A>, protocol: u8, now: u64) -> bool {
+    let timeout = if protocol != proto::TCP {
+        ct_timeout::UDP_NS
+    } else if entry.flags & ct_flags::CLOSING != 0 {
+        ct_timeout::TCP_CLOSING_NS
+    } else {
+        ct_timeout::TCP_NS
+    };
+    now.wrapping_sub(entry.last_seen_ns) <= timeout
+}
+
+/// One family's ingress: parse, conntrack, else a new flow, else a reject.
+/// Each step is its own BPF function called in turn, so their stack frames
+/// are never stacked on one another (the verifier allows 512 bytes for the
+/// whole call chain).
+#[inline(never)]
+fn ingress<F: Family>(ctx: &TcContext) -> i32 {
+    let mut flow = Flow::default();
+    if let Err(reason) = F::parse(ctx, &mut flow) {
+        return finish(ctx, Verdict::Pass(reason));
+    }
+    let now = now();
+    let rebalanced = match tracked::<F>(ctx, &flow, now) {
+        Tracked::Done(verdict) => return finish(ctx, verdict),
+        Tracked::Untracked => false,
+        Tracked::BackendGone => true,
+    };
+    let mut chosen = Choice {
+        backend: Chosen {
+            addr: flow.daddr,
+            port: flow.dport,
+            flags: 0,
+            id: 0,
+        },
+        frontend: flow.daddr,
+        rev_nat_id: 0,
+        snat: false,
+    };
+    let verdict = match choose::<F>(ctx, &flow, &mut chosen) {
+        Verdict::Pass(Reason::TcDnat) => {
+            if rebalanced {
+                count(Reason::TcRebalanced);
+            }
+            commit::<F>(ctx, &flow, &chosen, now)
+        }
+        Verdict::Reject => {
+            if F::reject(ctx, &flow) {
+                Verdict::Bounce(Reason::TcRejected)
+            } else {
+                Verdict::Drop(Reason::TcRejectFailed)
+            }
+        }
+        verdict => verdict,
+    };
+    finish(ctx, verdict)
+}
+
+/// The conntrack step's outcome.
+enum Tracked {
+    /// A fresh entry matched and was applied (or the packet dropped).
+    Done(Verdict),
+    /// No fresh entry.
+    Untracked,
+    /// A fresh forward entry whose backend was removed.
+    BackendGone,
+}
+
+#[inline(never)]
+fn tracked<F: Family>(ctx: &TcContext, flow: &Flow<F::Addr>, now: u64) -> Tracked {
+    let key = tuple(flow);
+    let Some(entry) = F::ct_get(&key) else {
+        return Tracked::Untracked;
+    };
+    if !fresh(&entry, flow.proto, now) {
+        return Tracked::Untracked;
+    }
+    if entry.flags & ct_flags::REPLY == 0 && !F::backend_exists(entry.backend_id) {
+        return Tracked::BackendGone;
+    }
+    Tracked::Done(apply::<F>(ctx, flow, &key, &entry, now))
+}
+
+/// What [`choose`] decided for a new flow.
+struct Choice<A> {
+    backend: Chosen<A>,
+    /// The frontend's address (the packet's destination).
+    frontend: A,
+    rev_nat_id: u16,
+    snat: bool,
+}
+
+/// A packet without a (fresh) conntrack entry: finds its frontend and picks
+/// a backend into `out`. `Pass(TcDnat)` means "translate"; `Reject` means
+/// "answer with a port-unreachable"; anything else is final.
+#[inline(never)]
+fn choose<F: Family>(ctx: &TcContext, flow: &Flow<F::Addr>, out: &mut Choice<F::Addr>) -> Verdict {
+    let Some((svc_scope, (svc_key, frontend))) =
+        F::lookup(flow.daddr, flow.dport, flow.proto, scope::EXTERNAL)
+            .map(|found| (scope::EXTERNAL, found))
+            .or_else(|| {
+                F::lookup(flow.daddr, flow.dport, flow.proto, scope::INTERNAL)
+                    .map(|found| (scope::INTERNAL, found))
+            })
+    else {
+        return Verdict::Pass(Reason::TcPass);
+    };
+    let external = frontend.flags & svc_flags::EXTERNAL != 0;
+    if !external && device_flags_of(ctx) & device_flags::CLUSTER_IP == 0 {
+        return Verdict::Pass(Reason::TcClusterIpSkipped);
+    }
+    if flow.first_fragment {
+        return Verdict::Drop(Reason::TcFragmentDropped);
+    }
+    let etp_local = frontend.flags & svc_flags::ETP_LOCAL != 0;
+    let client = F::affinity_client(flow.saddr);
+    match F::select(&svc_key, &frontend, random(), client, &mut out.backend) {
+        Ok(()) => {}
+        Err(Reason::NoBackend) if svc_scope == scope::EXTERNAL || etp_local => {
+            return Verdict::Drop(Reason::TcEtpLocalDropped);
+        }
+        Err(Reason::NoBackend) => return Verdict::Reject,
+        Err(reason) => return Verdict::Drop(reason),
+    }
+    let hairpin = flow.saddr == out.backend.addr;
+    out.snat = hairpin || (external && !etp_local && out.backend.flags & backend_flags::LOCAL == 0);
+    out.frontend = flow.daddr;
+    out.rev_nat_id = frontend.rev_nat_id;
+    Verdict::Pass(Reason::TcDnat)
+}
+
+/// Writes both conntrack entries of a new flow (claiming a SNAT port when
+/// needed) and rewrites the packet. One key and one entry are reused for
+/// both directions, to keep the frame small.
+#[inline(never)]
+fn commit<F: Family>(
+    ctx: &TcContext,
+    flow: &Flow<F::Addr>,
+    choice: &Choice<F::Addr>,
+    now: u64,
+) -> Verdict {
+    let backend = &choice.backend;
+    let closing = closing_flag(flow);
+    // The reply direction: backend → client (or → node:port when SNATed),
+    // rewritten to frontend → client.
+    let mut entry = CtEntry {
+        last_seen_ns: now,
+        to: Tuple {
+            saddr: choice.frontend,
+            daddr: flow.saddr,
+            sport: flow.dport,
+            dport: flow.sport,
+            proto: flow.proto,
+        },
+        rev_nat_id: choice.rev_nat_id,
+        flags: ct_flags::REPLY | closing,
+        backend_id: backend.id,
+    };
+    let mut key = Tuple {
+        saddr: backend.addr,
+        daddr: flow.saddr,
+        sport: backend.port,
+        dport: flow.sport,
+        proto: flow.proto,
+    };
+    if choice.snat {
+        let Some(node) = F::snat_addr() else {
+            return Verdict::Drop(Reason::TcNoSnatAddress);
+        };
+        key.daddr = node;
+        entry.flags |= ct_flags::SNAT;
+        let mut claimed = false;
+        let mut tries = 0;
+        while tries < SNAT_TRIES {
+            let port = SNAT_PORT_MIN + random() % (SNAT_PORT_MAX - SNAT_PORT_MIN + 1);
+            key.dport = Be16::from_host(port as u16);
+            if F::ct_put(&key, &entry, u64::from(BPF_NOEXIST)).is_ok() {
+                claimed = true;
+                break;
+            }
+            tries += 1;
+        }
+        if !claimed {
+            return Verdict::Drop(Reason::TcSnatPortsExhausted);
+        }
+    } else if F::ct_put(&key, &entry, 0).is_err() {
+        return Verdict::Drop(Reason::TcCtUpdateFailed);
+    }
+    // The forward direction: the client's packet, rewritten to the backend
+    // (from the claimed node address and port when SNATed).
+    let reply_saddr = key.saddr;
+    let reply_dport = key.dport;
+    entry.to = Tuple {
+        saddr: key.daddr,
+        daddr: reply_saddr,
+        sport: reply_dport,
+        dport: backend.port,
+        proto: flow.proto,
+    };
+    entry.flags = if choice.snat { ct_flags::SNAT } else { 0 } | closing;
+    let reply_key = key;
+    key = tuple(flow);
+    if F::ct_put(&key, &entry, 0).is_err() {
+        F::ct_remove(&reply_key);
+        return Verdict::Drop(Reason::TcCtUpdateFailed);
+    }
+    if !F::rewrite(ctx, flow, &entry.to) {
+        return Verdict::Drop(Reason::TcRewriteFailed);
+    }
+    Verdict::Pass(Reason::TcDnat)
+}
+
+/// Applies a conntrack hit's rewrite and refreshes the entry.
+#[inline(always)]
+fn apply<F: Family>(
+    ctx: &TcContext,
+    flow: &Flow<F::Addr>,
+    key: &Tuple<F::Addr>,
+    entry: &CtEntry<F::Addr>,
+    now: u64,
+) -> Verdict {
+    if flow.first_fragment {
+        return Verdict::Drop(Reason::TcFragmentDropped);
+    }
+    F::ct_touch(key, now, closing_flag(flow));
+    if !F::rewrite(ctx, flow, &entry.to) {
+        return Verdict::Drop(Reason::TcRewriteFailed);
+    }
+    Verdict::Pass(if entry.flags & ct_flags::REPLY != 0 {
+        Reason::TcCtReply
+    } else {
+        Reason::TcCtForward
+    })
+}
+
+#[inline(never)]
+fn egress<F: Family>(ctx: &TcContext) -> i32 {
+    let mut flow = Flow::default();
+    if let Err(reason) = F::parse(ctx, &mut flow) {
+        return finish(ctx, Verdict::Pass(reason));
+    }
+    let verdict = reply::<F>(ctx, &flow);
+    finish(ctx, verdict)
+}
+
+/// Egress's only step: a reply (not SNATed) leaving towards the client is
+/// rewritten to come from the frontend.
+#[inline(never)]
+fn reply<F: Family>(ctx: &TcContext, flow: &Flow<F::Addr>) -> Verdict {
+    let key = tuple(flow);
+    let now = now();
+    match F::ct_get(&key) {
+        Some(entry)
+            if entry.flags & ct_flags::REPLY != 0
+                && entry.flags & ct_flags::SNAT == 0
+                && fresh(&entry, flow.proto, now) =>
+        {
+            apply::<F>(ctx, flow, &key, &entry, now)
+        }
+        _ => Verdict::Pass(Reason::TcPass),
+    }
+}
+
+#[inline(always)]
+fn device_flags_of(ctx: &TcContext) -> u32 {
+    // SAFETY: copied out at once.
+    unsafe { DEVICES.get(&ifindex(ctx)) }.map_or(0, |d| d.flags)
+}

@@ -1,0 +1,1373 @@
+//! Packet-level tests of the tc programs (`tc_ingress`, `tc_egress`) through
+//! `BPF_PROG_TEST_RUN`: no device is attached and no packet is sent.
+//!
+//! The cases are data ([`CASES`]): the services and devices to install, then
+//! steps, each a packet described by fields, the hook it goes through, the
+//! expected verdict, the expected output packet and the reason counted in
+//! `STATS`. Input and expected packets are built with `etherparse`, which
+//! computes every checksum from scratch, and outputs are compared byte for
+//! byte, so an incremental checksum update that is off shows up as a
+//! mismatch. Each case loads the object the `proxy` binary embeds into its own
+//! directory of the sandbox's private bpffs, so cases share no map.
+//!
+//! Runs as root (CAP_BPF, CAP_NET_ADMIN, mounting bpffs), like the other
+//! integration tests. `test_run` runs with the loopback device as the packet's
+//! device (ifindex 1), which is the ifindex the `DEVICES` entries use.
+
+use std::{fmt::Write as _, net::IpAddr, path::Path};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray},
+    programs::{SchedClassifier, TestRun, TestRunOptions},
+};
+use etherparse::{
+    EtherType, Ethernet2Header, Icmpv4Header, Icmpv4Type, Icmpv6Header, Icmpv6Type, IpFragOffset,
+    IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, TcpHeader, UdpHeader, icmpv4, icmpv6,
+};
+use proxy_common::{
+    BackendV4, BackendV6, Be16, Be32, DeviceConfig, NodeConfig, Reason, ServiceKeyV4, ServiceKeyV6,
+    ServiceValue, backend_flags, device_flags, names, programs, proto, scope, svc_flags,
+};
+use proxy_tests::Sandbox;
+
+// ---- The cases' vocabulary -------------------------------------------------
+
+/// The loopback device: `test_run` hands the program a packet from it.
+const IFINDEX: u32 = 1;
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const NODE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+const SNAT_MIN: u16 = 32768;
+const SNAT_MAX: u16 = 60999;
+
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_REDIRECT: u32 = 7;
+
+const NODE4: &str = "192.168.0.10";
+const NODE6: &str = "fd00:10::10";
+const CLIENT4: &str = "198.51.100.7";
+const CLIENT6: &str = "fd00:51::7";
+const REMOTE4: &str = "10.244.2.5";
+const REMOTE6: &str = "fd00:244::2:5";
+const LOCAL4: &str = "10.244.1.5";
+const LOCAL6: &str = "fd00:244::1:5";
+const POD4: &str = "10.244.1.9";
+const CLUSTER_IP4: &str = "10.96.0.10";
+
+const NODE_PORT: u16 = 30080;
+const TARGET: u16 = 8080;
+const CLIENT_PORT: u16 = 40000;
+
+const EXT: u16 = svc_flags::EXTERNAL | svc_flags::NODE_PORT;
+const EXT_LOCAL: u16 = EXT | svc_flags::ETP_LOCAL;
+
+struct Case {
+    name: &'static str,
+    /// `DEVICES` entries: (ifindex, flags).
+    devices: &'static [(u32, u32)],
+    services: &'static [Svc],
+    steps: &'static [Step],
+}
+
+struct Svc {
+    vip: &'static str,
+    port: u16,
+    proto: u8,
+    scope: u8,
+    flags: u16,
+    rev_nat_id: u16,
+    backends: &'static [Backend],
+}
+
+#[derive(Clone, Copy)]
+struct Backend {
+    id: u32,
+    addr: &'static str,
+    port: u16,
+    flags: u8,
+}
+
+enum Step {
+    /// Runs `input` through `hook`.
+    Send {
+        hook: Hook,
+        input: Pkt,
+        verdict: u32,
+        output: Out,
+        /// The `STATS` counter (snake_case name) that must go up by one.
+        reason: &'static str,
+    },
+    /// Replaces service `svc`'s backends (by index in `services`) and deletes
+    /// the backend ids that are no longer used.
+    SetBackends {
+        svc: usize,
+        backends: &'static [Backend],
+    },
+}
+
+#[derive(Clone, Copy)]
+enum Hook {
+    Ingress,
+    Egress,
+}
+
+/// A packet by its fields.
+#[derive(Clone, Copy)]
+struct Pkt {
+    src: Ep,
+    dst: Ep,
+    l4: L4,
+    /// IPv4 only: (more fragments, fragment offset in 8-byte units).
+    frag: (bool, u16),
+    /// IPv4 only: options bytes (a multiple of 4).
+    options: &'static [u8],
+    /// Cut the built packet to this many bytes.
+    truncate: Option<usize>,
+}
+
+#[derive(Clone, Copy)]
+struct Ep {
+    addr: &'static str,
+    port: Port,
+}
+
+#[derive(Clone, Copy)]
+enum Port {
+    N(u16),
+    /// The SNAT port the program chose for this case (learnt from the first
+    /// output that has one, then required to stay the same).
+    Snat,
+}
+
+#[derive(Clone, Copy)]
+enum L4 {
+    Tcp {
+        syn: bool,
+        fin: bool,
+    },
+    Udp,
+    /// UDP over IPv4 without a checksum (the field is 0).
+    UdpNoChecksum,
+    /// Another IP protocol; 8 bytes of zeros as its payload.
+    Other(u8),
+    /// An ICMPv4 destination-unreachable (port) error, quoting nothing useful.
+    IcmpUnreachable,
+}
+
+enum Out {
+    /// The output is the input, byte for byte.
+    Unchanged,
+    /// The output is this packet (same MACs as the input).
+    Packet(Pkt),
+    /// An ICMP/ICMPv6 port-unreachable back to the input's sender.
+    Reject,
+    /// Dropped: the output is not looked at.
+    Dropped,
+}
+
+const fn ep(addr: &'static str, port: u16) -> Ep {
+    Ep {
+        addr,
+        port: Port::N(port),
+    }
+}
+
+const fn snat(addr: &'static str) -> Ep {
+    Ep {
+        addr,
+        port: Port::Snat,
+    }
+}
+
+const SYN: L4 = L4::Tcp {
+    syn: true,
+    fin: false,
+};
+const ACK: L4 = L4::Tcp {
+    syn: false,
+    fin: false,
+};
+const FIN: L4 = L4::Tcp {
+    syn: false,
+    fin: true,
+};
+
+const fn pkt(src: Ep, dst: Ep, l4: L4) -> Pkt {
+    Pkt {
+        src,
+        dst,
+        l4,
+        frag: (false, 0),
+        options: &[],
+        truncate: None,
+    }
+}
+
+const fn send(hook: Hook, input: Pkt, verdict: u32, output: Out, reason: &'static str) -> Step {
+    Step::Send {
+        hook,
+        input,
+        verdict,
+        output,
+        reason,
+    }
+}
+
+const fn svc(
+    vip: &'static str,
+    port: u16,
+    proto: u8,
+    scope: u8,
+    flags: u16,
+    backends: &'static [Backend],
+) -> Svc {
+    Svc {
+        vip,
+        port,
+        proto,
+        scope,
+        flags,
+        rev_nat_id: 7,
+        backends,
+    }
+}
+
+const REMOTE_BE4: Backend = Backend {
+    id: 1,
+    addr: REMOTE4,
+    port: TARGET,
+    flags: 0,
+};
+const LOCAL_BE4: Backend = Backend {
+    id: 2,
+    addr: LOCAL4,
+    port: TARGET,
+    flags: backend_flags::LOCAL,
+};
+const REMOTE_BE6: Backend = Backend {
+    id: 3,
+    addr: REMOTE6,
+    port: TARGET,
+    flags: 0,
+};
+const LOCAL_BE6: Backend = Backend {
+    id: 4,
+    addr: LOCAL6,
+    port: TARGET,
+    flags: backend_flags::LOCAL,
+};
+
+use Hook::{Egress, Ingress};
+use Out::{Dropped, Packet, Reject, Unchanged};
+
+// ---- The cases ---------------------------------------------------------------
+
+static CASES: &[Case] = &[
+    Case {
+        name: "nodeport v4 TCP, remote backend: DNAT + SNAT, CT hit, reply on ingress",
+        devices: &[],
+        services: &[svc(
+            NODE4,
+            NODE_PORT,
+            proto::TCP,
+            scope::INTERNAL,
+            EXT,
+            &[REMOTE_BE4],
+        )],
+        steps: &[
+            send(
+                Ingress,
+                pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN),
+                TC_ACT_OK,
+                Packet(pkt(snat(NODE4), ep(REMOTE4, TARGET), SYN)),
+                "tc_dnat",
+            ),
+            send(
+                Ingress,
+                pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), ACK),
+                TC_ACT_OK,
+                Packet(pkt(snat(NODE4), ep(REMOTE4, TARGET), ACK)),
+                "tc_ct_forward",
+            ),
+            send(
+                Ingress,
+                pkt(ep(REMOTE4, TARGET), snat(NODE4), ACK),
+                TC_ACT_OK,
+                Packet(pkt(ep(NODE4, NODE_PORT), ep(CLIENT4, CLIENT_PORT), ACK)),
+                "tc_ct_reply",
+            ),
+            // A SNATed reply is never rewritten on egress.
+            send(
+                Egress,
+                pkt(ep(REMOTE4, TARGET), snat(NODE4), ACK),
+                TC_ACT_OK,
+                Unchanged,
+                "tc_pass",
+            ),
+            send(
+                Ingress,
+                pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), FIN),
+                TC_ACT_OK,
+                Packet(pkt(snat(NODE4), ep(REMOTE4, TARGET), FIN)),
+                "tc_ct_forward",
+            ),
+        ],
+    },
+    Case {
+        name: "nodeport v4 TCP, local backend: DNAT only, reply rewritten on egress",
+        devices: &[],
+        services: &[svc(
+            NODE4,
+            NODE_PORT,
+            proto::TCP,
+            scope::INTERNAL,
+            EXT,
+            &[LOCAL_BE4],
+        )],
+        steps: &[
+            send(
+                Ingress,
+                pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN),
+                TC_ACT_OK,
+                Packet(pkt(ep(CLIENT4, CLIENT_PORT), ep(LOCAL4, TARGET), SYN)),
+                "tc_dnat",
+            ),
+            send(
+                Egress,
+                pkt(ep(LOCAL4, TARGET), ep(CLIENT4, CLIENT_PORT), ACK),
+                TC_ACT_OK,
+                Packet(pkt(ep(NODE4, NODE_PORT), ep(CLIENT4, CLIENT_PORT), ACK)),
+                "tc_ct_reply",
+            ),
+        ],
+    },
+    Case {
+        name: "nodeport v4 UDP, remote backend: DNAT + SNAT and the reply",
+        devices: &[],
+        services: &[svc(
+            NODE4,
+            NODE_PORT,
+            proto::UDP,
+            scope::INTERNAL,
+            EXT,
+            &[REMOTE_BE4],
+        )],
+        steps: &[
+            send(
+                Ingress,
+                pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), L4::Udp),
+                TC_ACT_OK,
+                Packet(pkt(snat(NODE4), ep(REMOTE4, TARGET), L4::Udp)),
+                "tc_dnat",
+            ),
+            send(
+                Ingress,
+                pkt(ep(REMOTE4, TARGET), snat(NODE4), L4::Udp),
+                TC_ACT_OK,
+                Packet(pkt(ep(NODE4, NODE_PORT), ep(CLIENT4, CLIENT_PORT), L4::Udp)),
+                "tc_ct_reply",
+            ),
+        ],
+    },
+    Case {
+        name: "v4 UDP without checksum keeps checksum 0",
+        devices: &[],
+        services: &[svc(
+            NODE4,
+            NODE_PORT,
+            proto::UDP,
+            scope::INTERNAL,
+            EXT,
+            &[LOCAL_BE4],
+        )],
+        steps: &[
+            send(
+                Ingress,
+                pkt(
+                    ep(CLIENT4, CLIENT_PORT),
+                    ep(NODE4, NODE_PORT),
+                    L4::UdpNoChecksum,
+                ),
+                TC_ACT_OK,
+                Packet(pkt(
+                    ep(CLIENT4, CLIENT_PORT),
+                    ep(LOCAL4, TARGET),
+                    L4::UdpNoChecksum,
+                )),
+                "tc_dnat",
+            ),
+            send(
+                Egress,
+                pkt(
+                    ep(LOCAL4, TARGET),
+                    ep(CLIENT4, CLIENT_PORT),
+                    L4::UdpNoChecksum,
+                ),
+                TC_ACT_OK,
+                Packet(pkt(
+                    ep(NODE4, NODE_PORT),
+                    ep(CLIENT4, CLIENT_PORT),
+                    L4::UdpNoChecksum,
+                )),
+                "tc_ct_reply",
+            ),
+        ],
+    },
+    Case {
+        name: "v4 with IP options: the transport header is found after them",
+        devices: &[],
+        services: &[svc(
+            NODE4,
+            NODE_PORT,
+            proto::TCP,
+            scope::INTERNAL,
+            EXT,
+            &[LOCAL_BE4],
+        )],
+        steps: &[send(
+            Ingress,
+            Pkt {
+                options: &[1, 1, 1, 0],
+                ..pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN)
+            },
+            TC_ACT_OK,
+            Packet(Pkt {
+                options: &[1, 1, 1, 0],
+                ..pkt(ep(CLIENT4, CLIENT_PORT), ep(LOCAL4, TARGET), SYN)
+            }),
+            "tc_dnat",
+        )],
+    },
+    Case {
+        name: "nodeport v6 TCP, remote backend: DNAT + SNAT, CT hit, reply",
+        devices: &[],
+        services: &[svc(
+            NODE6,
+            NODE_PORT,
+            proto::TCP,
+            scope::INTERNAL,
+            EXT,
+            &[REMOTE_BE6],
+        )],
+        steps: &[
+            send(
+                Ingress,
+                pkt(ep(CLIENT6, CLIENT_PORT), ep(NODE6, NODE_PORT), SYN),
+                TC_ACT_OK,
+                Packet(pkt(snat(NODE6), ep(REMOTE6, TARGET), SYN)),
+                "tc_dnat",
+            ),
+            send(
+                Ingress,
+                pkt(ep(CLIENT6, CLIENT_PORT), ep(NODE6, NODE_PORT), ACK),
+                TC_ACT_OK,
+                Packet(pkt(snat(NODE6), ep(REMOTE6, TARGET), ACK)),
+                "tc_ct_forward",
+            ),
+            send(
+                Ingress,
+                pkt(ep(REMOTE6, TARGET), snat(NODE6), ACK),
+                TC_ACT_OK,
+                Packet(pkt(ep(NODE6, NODE_PORT), ep(CLIENT6, CLIENT_PORT), ACK)),
+                "tc_ct_reply",
+            ),
+        ],
+    },
+    Case {
+        name: "nodeport v6 UDP, local backend: DNAT, reply on egress",
+        devices: &[],
+        services: &[svc(
+            NODE6,
+            NODE_PORT,
+            proto::UDP,
+            scope::INTERNAL,
+            EXT,
+            &[LOCAL_BE6],
+        )],
+        steps: &[
+            send(
+                Ingress,
+                pkt(ep(CLIENT6, CLIENT_PORT), ep(NODE6, NODE_PORT), L4::Udp),
+                TC_ACT_OK,
+                Packet(pkt(ep(CLIENT6, CLIENT_PORT), ep(LOCAL6, TARGET), L4::Udp)),
+                "tc_dnat",
+            ),
+            send(
+                Egress,
+                pkt(ep(LOCAL6, TARGET), ep(CLIENT6, CLIENT_PORT), L4::Udp),
+                TC_ACT_OK,
+                Packet(pkt(ep(NODE6, NODE_PORT), ep(CLIENT6, CLIENT_PORT), L4::Udp)),
+                "tc_ct_reply",
+            ),
+        ],
+    },
+    Case {
+        name: "ETP=Local without local endpoints: dropped, though the cluster has one",
+        devices: &[],
+        services: &[
+            svc(
+                NODE4,
+                NODE_PORT,
+                proto::TCP,
+                scope::EXTERNAL,
+                EXT_LOCAL,
+                &[],
+            ),
+            svc(
+                NODE4,
+                NODE_PORT,
+                proto::TCP,
+                scope::INTERNAL,
+                EXT,
+                &[REMOTE_BE4],
+            ),
+        ],
+        steps: &[send(
+            Ingress,
+            pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN),
+            TC_ACT_SHOT,
+            Dropped,
+            "tc_etp_local_dropped",
+        )],
+    },
+    Case {
+        name: "ETP=Local: the external scope's local endpoint, no SNAT",
+        devices: &[],
+        services: &[
+            svc(
+                NODE4,
+                NODE_PORT,
+                proto::TCP,
+                scope::EXTERNAL,
+                EXT_LOCAL,
+                &[LOCAL_BE4],
+            ),
+            svc(
+                NODE4,
+                NODE_PORT,
+                proto::TCP,
+                scope::INTERNAL,
+                EXT,
+                &[REMOTE_BE4],
+            ),
+        ],
+        steps: &[send(
+            Ingress,
+            pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN),
+            TC_ACT_OK,
+            Packet(pkt(ep(CLIENT4, CLIENT_PORT), ep(LOCAL4, TARGET), SYN)),
+            "tc_dnat",
+        )],
+    },
+    Case {
+        name: "no backend v4 TCP: ICMP port unreachable out of the device",
+        devices: &[],
+        services: &[svc(NODE4, NODE_PORT, proto::TCP, scope::INTERNAL, EXT, &[])],
+        steps: &[send(
+            Ingress,
+            pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN),
+            TC_ACT_REDIRECT,
+            Reject,
+            "tc_rejected",
+        )],
+    },
+    Case {
+        name: "no backend v6 UDP: ICMPv6 port unreachable out of the device",
+        devices: &[],
+        services: &[svc(NODE6, NODE_PORT, proto::UDP, scope::INTERNAL, EXT, &[])],
+        steps: &[send(
+            Ingress,
+            pkt(ep(CLIENT6, CLIENT_PORT), ep(NODE6, NODE_PORT), L4::Udp),
+            TC_ACT_REDIRECT,
+            Reject,
+            "tc_rejected",
+        )],
+    },
+    Case {
+        name: "hairpin: a pod reaching itself through a ClusterIP is SNATed",
+        devices: &[(IFINDEX, device_flags::CLUSTER_IP)],
+        services: &[svc(
+            CLUSTER_IP4,
+            80,
+            proto::TCP,
+            scope::INTERNAL,
+            0,
+            &[LOCAL_BE4],
+        )],
+        steps: &[
+            send(
+                Ingress,
+                pkt(ep(LOCAL4, CLIENT_PORT), ep(CLUSTER_IP4, 80), SYN),
+                TC_ACT_OK,
+                Packet(pkt(snat(NODE4), ep(LOCAL4, TARGET), SYN)),
+                "tc_dnat",
+            ),
+            send(
+                Ingress,
+                pkt(ep(LOCAL4, TARGET), snat(NODE4), ACK),
+                TC_ACT_OK,
+                Packet(pkt(ep(CLUSTER_IP4, 80), ep(LOCAL4, CLIENT_PORT), ACK)),
+                "tc_ct_reply",
+            ),
+        ],
+    },
+    Case {
+        name: "ClusterIP on a device without CLUSTER_IP: untouched",
+        devices: &[],
+        services: &[svc(
+            CLUSTER_IP4,
+            80,
+            proto::TCP,
+            scope::INTERNAL,
+            0,
+            &[REMOTE_BE4],
+        )],
+        steps: &[send(
+            Ingress,
+            pkt(ep(POD4, CLIENT_PORT), ep(CLUSTER_IP4, 80), SYN),
+            TC_ACT_OK,
+            Unchanged,
+            "tc_cluster_ip_skipped",
+        )],
+    },
+    Case {
+        name: "ClusterIP on a CLUSTER_IP device: DNAT, no SNAT",
+        devices: &[(IFINDEX, device_flags::CLUSTER_IP)],
+        services: &[svc(
+            CLUSTER_IP4,
+            80,
+            proto::TCP,
+            scope::INTERNAL,
+            0,
+            &[REMOTE_BE4],
+        )],
+        steps: &[send(
+            Ingress,
+            pkt(ep(POD4, CLIENT_PORT), ep(CLUSTER_IP4, 80), SYN),
+            TC_ACT_OK,
+            Packet(pkt(ep(POD4, CLIENT_PORT), ep(REMOTE4, TARGET), SYN)),
+            "tc_dnat",
+        )],
+    },
+    Case {
+        name: "a removed backend: the tracked flow is re-balanced to a live one",
+        devices: &[],
+        services: &[svc(
+            NODE4,
+            NODE_PORT,
+            proto::TCP,
+            scope::INTERNAL,
+            EXT,
+            &[LOCAL_BE4],
+        )],
+        steps: &[
+            send(
+                Ingress,
+                pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN),
+                TC_ACT_OK,
+                Packet(pkt(ep(CLIENT4, CLIENT_PORT), ep(LOCAL4, TARGET), SYN)),
+                "tc_dnat",
+            ),
+            Step::SetBackends {
+                svc: 0,
+                backends: &[REMOTE_BE4],
+            },
+            send(
+                Ingress,
+                pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), ACK),
+                TC_ACT_OK,
+                Packet(pkt(snat(NODE4), ep(REMOTE4, TARGET), ACK)),
+                "tc_rebalanced",
+            ),
+        ],
+    },
+    Case {
+        name: "not a frontend: untouched",
+        devices: &[],
+        services: &[svc(
+            NODE4,
+            NODE_PORT,
+            proto::TCP,
+            scope::INTERNAL,
+            EXT,
+            &[REMOTE_BE4],
+        )],
+        steps: &[send(
+            Ingress,
+            pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, 22), SYN),
+            TC_ACT_OK,
+            Unchanged,
+            "tc_pass",
+        )],
+    },
+    Case {
+        name: "truncated headers pass untouched",
+        devices: &[],
+        services: &[svc(
+            NODE4,
+            NODE_PORT,
+            proto::TCP,
+            scope::INTERNAL,
+            EXT,
+            &[REMOTE_BE4],
+        )],
+        steps: &[
+            // An IPv4 header and nothing after it. (`BPF_PROG_TEST_RUN`
+            // itself refuses frames shorter than the IP header.)
+            send(
+                Ingress,
+                Pkt {
+                    truncate: Some(14 + 20),
+                    ..pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN)
+                },
+                TC_ACT_OK,
+                Unchanged,
+                "tc_truncated",
+            ),
+            // IPv4 header, then 12 of the TCP header's 20 bytes.
+            send(
+                Ingress,
+                Pkt {
+                    truncate: Some(14 + 20 + 12),
+                    ..pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN)
+                },
+                TC_ACT_OK,
+                Unchanged,
+                "tc_truncated",
+            ),
+            // An IPv6 header and nothing after it.
+            send(
+                Ingress,
+                Pkt {
+                    truncate: Some(14 + 40),
+                    ..pkt(ep(CLIENT6, CLIENT_PORT), ep(NODE6, NODE_PORT), SYN)
+                },
+                TC_ACT_OK,
+                Unchanged,
+                "tc_truncated",
+            ),
+            // IPv6 header, then 4 bytes of UDP.
+            send(
+                Ingress,
+                Pkt {
+                    truncate: Some(14 + 40 + 4),
+                    ..pkt(ep(CLIENT6, CLIENT_PORT), ep(NODE6, NODE_PORT), L4::Udp)
+                },
+                TC_ACT_OK,
+                Unchanged,
+                "tc_truncated",
+            ),
+        ],
+    },
+    Case {
+        name: "fragments: later ones pass, a first one to a frontend is dropped",
+        devices: &[],
+        services: &[svc(
+            NODE4,
+            NODE_PORT,
+            proto::UDP,
+            scope::INTERNAL,
+            EXT,
+            &[REMOTE_BE4],
+        )],
+        steps: &[
+            send(
+                Ingress,
+                Pkt {
+                    frag: (false, 3),
+                    ..pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), L4::Udp)
+                },
+                TC_ACT_OK,
+                Unchanged,
+                "tc_fragment_passed",
+            ),
+            send(
+                Ingress,
+                Pkt {
+                    frag: (true, 0),
+                    ..pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), L4::Udp)
+                },
+                TC_ACT_SHOT,
+                Dropped,
+                "tc_fragment_dropped",
+            ),
+            // A first fragment to something else is none of our business.
+            send(
+                Ingress,
+                Pkt {
+                    frag: (true, 0),
+                    ..pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, 53), L4::Udp)
+                },
+                TC_ACT_OK,
+                Unchanged,
+                "tc_pass",
+            ),
+        ],
+    },
+    Case {
+        name: "other protocols and ICMP errors pass untouched",
+        devices: &[],
+        services: &[svc(
+            NODE4,
+            NODE_PORT,
+            proto::TCP,
+            scope::INTERNAL,
+            EXT,
+            &[REMOTE_BE4],
+        )],
+        steps: &[
+            send(
+                Ingress,
+                pkt(ep(CLIENT4, 0), ep(NODE4, 0), L4::Other(47)),
+                TC_ACT_OK,
+                Unchanged,
+                "tc_pass_protocol",
+            ),
+            send(
+                Ingress,
+                pkt(ep(CLIENT6, 0), ep(NODE6, 0), L4::Other(44)),
+                TC_ACT_OK,
+                Unchanged,
+                "tc_fragment_passed",
+            ),
+            send(
+                Ingress,
+                pkt(ep(CLIENT6, 0), ep(NODE6, 0), L4::Other(0)),
+                TC_ACT_OK,
+                Unchanged,
+                "tc_pass_protocol",
+            ),
+            send(
+                Ingress,
+                pkt(ep(CLIENT4, 0), ep(NODE4, 0), L4::IcmpUnreachable),
+                TC_ACT_OK,
+                Unchanged,
+                "tc_icmp_error_passed",
+            ),
+        ],
+    },
+];
+
+// ---- Running them -------------------------------------------------------------
+
+#[test]
+fn tc_packet_cases() {
+    let sandbox = Sandbox::new().expect("sandbox");
+    // Fail once, not once per case, when the programs do not load.
+    let probe = sandbox.bpffs_path().join("probe");
+    std::fs::create_dir(&probe).expect("probe pin dir");
+    if let Err(e) = World::load(&probe) {
+        panic!("{e}");
+    }
+    let mut failures = String::new();
+    for (i, case) in CASES.iter().enumerate() {
+        let dir = sandbox.bpffs_path().join(format!("case{i}"));
+        std::fs::create_dir(&dir).expect("case pin dir");
+        if let Err(e) = run_case(case, &dir) {
+            let _ = writeln!(failures, "case {i} ({}): {e}", case.name);
+        }
+    }
+    assert!(failures.is_empty(), "failing cases:\n{failures}");
+}
+
+#[test]
+fn non_ip_passes() {
+    let sandbox = Sandbox::new().expect("sandbox");
+    let dir = sandbox.bpffs_path().join("arp");
+    std::fs::create_dir(&dir).expect("pin dir");
+    let mut world = World::load(&dir).expect("load");
+    let mut arp = Vec::new();
+    Ethernet2Header {
+        source: CLIENT_MAC,
+        destination: [0xff; 6],
+        ether_type: EtherType::ARP,
+    }
+    .write(&mut arp)
+    .expect("write");
+    arp.extend_from_slice(&[0; 28]);
+    for hook in [Ingress, Egress] {
+        let before = world.stat("tc_pass_non_ip");
+        let (verdict, out) = world.run(hook, &arp).expect("run");
+        assert_eq!(verdict, TC_ACT_OK);
+        assert_eq!(out, arp);
+        assert_eq!(world.stat("tc_pass_non_ip"), before + 1);
+    }
+}
+
+/// One case's loaded programs and maps.
+struct World {
+    ebpf: Ebpf,
+}
+
+impl World {
+    fn load(dir: &Path) -> Result<Self, String> {
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(dir)
+            .load(proxy::dataplane::loader::OBJECT)
+            .map_err(|e| format!("loading the object: {e}"))?;
+        for name in [programs::TC_INGRESS, programs::TC_EGRESS] {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or(format!("no program {name}"))?
+                .try_into()
+                .map_err(|e| format!("{name}: {e}"))?;
+            prog.load().map_err(|e| {
+                // The verifier's log is long: its end says why.
+                let text = format!("{e:?}").replace("\\n", "\n");
+                let tail = text.len().saturating_sub(4000);
+                format!(
+                    "verifier rejected {name}: …{}",
+                    text.get(tail..).unwrap_or(&text)
+                )
+            })?;
+        }
+        let mut world = Self { ebpf };
+        let mut node: Array<&mut MapData, NodeConfig> = world.map(names::NODE_CFG)?;
+        let cfg = NodeConfig {
+            snat_v4: be32(NODE4),
+            _pad: 0,
+            snat_v6: v6(NODE6),
+        };
+        node.set(0, &cfg, 0).map_err(|e| e.to_string())?;
+        Ok(world)
+    }
+
+    fn map<'a, T: TryFrom<&'a mut aya::maps::Map>>(&'a mut self, name: &str) -> Result<T, String>
+    where
+        T::Error: std::fmt::Display,
+    {
+        self.ebpf
+            .map_mut(name)
+            .ok_or(format!("no map {name}"))?
+            .try_into()
+            .map_err(|e: T::Error| format!("{name}: {e}"))
+    }
+
+    fn run(&mut self, hook: Hook, input: &[u8]) -> Result<(u32, Vec<u8>), String> {
+        let name = match hook {
+            Ingress => programs::TC_INGRESS,
+            Egress => programs::TC_EGRESS,
+        };
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program(name)
+            .ok_or("no program")?
+            .try_into()
+            .map_err(|e| format!("{e}"))?;
+        let mut out = vec![0u8; 512];
+        let result = prog
+            .test_run(TestRunOptions {
+                data_in: Some(input),
+                data_out: Some(&mut out),
+                ..TestRunOptions::default()
+            })
+            .map_err(|e| format!("test_run: {e:?}"))?;
+        out.truncate(result.data_size_out as usize);
+        Ok((result.return_value, out))
+    }
+
+    fn stat(&mut self, name: &str) -> u64 {
+        let reason = Reason::ALL
+            .into_iter()
+            .find(|r| r.name() == name)
+            .unwrap_or_else(|| panic!("no reason named {name}"));
+        let stats: PerCpuArray<&mut MapData, u64> = self.map(names::STATS).expect("STATS");
+        stats
+            .get(&(reason as u32), 0)
+            .map(|v| v.iter().sum())
+            .expect("reading STATS")
+    }
+
+    fn install(&mut self, devices: &[(u32, u32)], services: &[Svc]) -> Result<(), String> {
+        let mut devs: HashMap<&mut MapData, u32, DeviceConfig> = self.map(names::DEVICES)?;
+        for &(ifindex, flags) in devices {
+            devs.insert(&ifindex, &DeviceConfig { flags }, 0)
+                .map_err(|e| e.to_string())?;
+        }
+        for svc in services {
+            self.set_backends(svc, svc.backends, &[])?;
+        }
+        Ok(())
+    }
+
+    /// Writes `svc` with `backends` (backends, slots, then slot 0), and
+    /// deletes the backends in `gone`.
+    fn set_backends(
+        &mut self,
+        svc: &Svc,
+        backends: &[Backend],
+        gone: &[u32],
+    ) -> Result<(), String> {
+        let frontend = ServiceValue {
+            backend_id: 0,
+            count: backends.len() as u16,
+            rev_nat_id: svc.rev_nat_id,
+            flags: svc.flags,
+            _pad: 0,
+            affinity_timeout: 0,
+        };
+        let err = |e: aya::maps::MapError| e.to_string();
+        match ip(svc.vip) {
+            IpAddr::V4(_) => {
+                let mut bes: HashMap<&mut MapData, u32, BackendV4> = self.map(names::BACKEND_V4)?;
+                for b in backends {
+                    let v = BackendV4 {
+                        addr: be32(b.addr),
+                        port: Be16::from_host(b.port),
+                        proto: svc.proto,
+                        flags: b.flags,
+                    };
+                    bes.insert(&b.id, &v, 0).map_err(err)?;
+                }
+                for id in gone {
+                    bes.remove(id).map_err(err)?;
+                }
+                let mut svcs: HashMap<&mut MapData, ServiceKeyV4, ServiceValue> =
+                    self.map(names::SVC_V4)?;
+                let key = |slot: u16| ServiceKeyV4 {
+                    addr: be32(svc.vip),
+                    port: Be16::from_host(svc.port),
+                    slot,
+                    proto: svc.proto,
+                    scope: svc.scope,
+                    _pad: [0; 2],
+                };
+                for (i, b) in backends.iter().enumerate() {
+                    let slot = ServiceValue {
+                        backend_id: b.id,
+                        ..ServiceValue::default()
+                    };
+                    svcs.insert(&key(i as u16 + 1), &slot, 0).map_err(err)?;
+                }
+                svcs.insert(&key(0), &frontend, 0).map_err(err)?;
+            }
+            IpAddr::V6(_) => {
+                let mut bes: HashMap<&mut MapData, u32, BackendV6> = self.map(names::BACKEND_V6)?;
+                for b in backends {
+                    let v = BackendV6 {
+                        addr: v6(b.addr),
+                        port: Be16::from_host(b.port),
+                        proto: svc.proto,
+                        flags: b.flags,
+                    };
+                    bes.insert(&b.id, &v, 0).map_err(err)?;
+                }
+                for id in gone {
+                    bes.remove(id).map_err(err)?;
+                }
+                let mut svcs: HashMap<&mut MapData, ServiceKeyV6, ServiceValue> =
+                    self.map(names::SVC_V6)?;
+                let key = |slot: u16| ServiceKeyV6 {
+                    addr: v6(svc.vip),
+                    port: Be16::from_host(svc.port),
+                    slot,
+                    proto: svc.proto,
+                    scope: svc.scope,
+                    _pad: [0; 2],
+                };
+                for (i, b) in backends.iter().enumerate() {
+                    let slot = ServiceValue {
+                        backend_id: b.id,
+                        ..ServiceValue::default()
+                    };
+                    svcs.insert(&key(i as u16 + 1), &slot, 0).map_err(err)?;
+                }
+                svcs.insert(&key(0), &frontend, 0).map_err(err)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn run_case(case: &Case, dir: &Path) -> Result<(), String> {
+    let mut world = World::load(dir)?;
+    world.install(case.devices, case.services)?;
+    let mut snat_port: Option<u16> = None;
+    for (n, step) in case.steps.iter().enumerate() {
+        match step {
+            Step::SetBackends { svc, backends } => {
+                let svc = case.services.get(*svc).ok_or("no such service")?;
+                let gone: Vec<u32> = svc
+                    .backends
+                    .iter()
+                    .map(|b| b.id)
+                    .filter(|id| backends.iter().all(|b| b.id != *id))
+                    .collect();
+                world.set_backends(svc, backends, &gone)?;
+            }
+            Step::Send {
+                hook,
+                input,
+                verdict,
+                output,
+                reason,
+            } => {
+                let ctx = |what: String| format!("step {n}: {what}");
+                let bytes = build(input, snat_port).map_err(ctx)?;
+                let before = world.stat(reason);
+                let (got, out) = world.run(*hook, &bytes).map_err(ctx)?;
+                if got != *verdict {
+                    return Err(ctx(format!("verdict {got}, expected {verdict}")));
+                }
+                let counted = world.stat(reason) - before;
+                if counted != 1 {
+                    return Err(ctx(format!(
+                        "reason {reason} counted {counted} times, not once"
+                    )));
+                }
+                let expected = match output {
+                    Unchanged => Some(bytes.clone()),
+                    Dropped => None,
+                    Reject => Some(reject(input, &bytes)?),
+                    Packet(p) => {
+                        if needs_snat(p) && snat_port.is_none() {
+                            let port = source_port(&out).ok_or(ctx("no source port".into()))?;
+                            if !(SNAT_MIN..=SNAT_MAX).contains(&port) {
+                                return Err(ctx(format!("SNAT port {port} out of range")));
+                            }
+                            snat_port = Some(port);
+                        }
+                        Some(build(p, snat_port).map_err(ctx)?)
+                    }
+                };
+                if let Some(expected) = expected
+                    && out != expected
+                {
+                    return Err(ctx(format!(
+                        "output differs\n  got      {}\n  expected {}",
+                        hex(&out),
+                        hex(&expected)
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn needs_snat(p: &Pkt) -> bool {
+    matches!(p.src.port, Port::Snat) || matches!(p.dst.port, Port::Snat)
+}
+
+/// The TCP/UDP source port of an Ethernet frame, read with etherparse.
+fn source_port(frame: &[u8]) -> Option<u16> {
+    let sliced = etherparse::SlicedPacket::from_ethernet(frame).ok()?;
+    match sliced.transport? {
+        etherparse::TransportSlice::Tcp(t) => Some(t.source_port()),
+        etherparse::TransportSlice::Udp(u) => Some(u.source_port()),
+        _ => None,
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse()
+        .unwrap_or_else(|e| panic!("bad address {s} in a case: {e}"))
+}
+
+fn be32(s: &str) -> Be32 {
+    match ip(s) {
+        IpAddr::V4(a) => Be32::from_octets(a.octets()),
+        IpAddr::V6(_) => panic!("{s} is not IPv4"),
+    }
+}
+
+fn v6(s: &str) -> [u8; 16] {
+    match ip(s) {
+        IpAddr::V6(a) => a.octets(),
+        IpAddr::V4(_) => panic!("{s} is not IPv6"),
+    }
+}
+
+fn port(p: Port, snat: Option<u16>) -> Result<u16, String> {
+    match p {
+        Port::N(n) => Ok(n),
+        Port::Snat => snat.ok_or_else(|| "the SNAT port is not known yet".to_owned()),
+    }
+}
+
+const PAYLOAD: &[u8] = b"hello, backend";
+
+/// Builds the frame `p` describes, every checksum computed by etherparse.
+fn build(p: &Pkt, snat: Option<u16>) -> Result<Vec<u8>, String> {
+    let sport = port(p.src.port, snat)?;
+    let dport = port(p.dst.port, snat)?;
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let (number, l4): (IpNumber, Vec<u8>) = match p.l4 {
+        L4::Tcp { .. } => (IpNumber::TCP, Vec::new()),
+        L4::Udp | L4::UdpNoChecksum => (IpNumber::UDP, Vec::new()),
+        L4::Other(n) => (IpNumber(n), vec![0; 8]),
+        L4::IcmpUnreachable => (IpNumber::ICMP, Vec::new()),
+    };
+    let mut frame = Vec::new();
+    let transport = |pseudo: &dyn Fn(&TcpHeader, &UdpHeader) -> (u16, u16)| -> Vec<u8> {
+        let mut t = Vec::new();
+        match p.l4 {
+            L4::Tcp { syn, fin } => {
+                let mut tcp = TcpHeader::new(sport, dport, 1000, 64240);
+                tcp.syn = syn;
+                tcp.fin = fin;
+                tcp.ack = !syn;
+                tcp.checksum = pseudo(&tcp, &UdpHeader::default()).0;
+                tcp.write(&mut t).ok();
+                t.extend_from_slice(PAYLOAD);
+            }
+            L4::Udp | L4::UdpNoChecksum => {
+                let mut udp = UdpHeader {
+                    source_port: sport,
+                    destination_port: dport,
+                    length: (8 + PAYLOAD.len()) as u16,
+                    checksum: 0,
+                };
+                if !matches!(p.l4, L4::UdpNoChecksum) {
+                    udp.checksum = pseudo(&TcpHeader::default(), &udp).1;
+                }
+                udp.write(&mut t).ok();
+                t.extend_from_slice(PAYLOAD);
+            }
+            L4::Other(_) => t.extend_from_slice(&l4),
+            L4::IcmpUnreachable => {
+                let quote = [0x45u8; 28];
+                let icmp = Icmpv4Header::with_checksum(
+                    Icmpv4Type::DestinationUnreachable(icmpv4::DestUnreachableHeader::Port),
+                    &quote,
+                );
+                icmp.write(&mut t).ok();
+                t.extend_from_slice(&quote);
+            }
+        }
+        t
+    };
+    match (ip(p.src.addr), ip(p.dst.addr)) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            Ethernet2Header {
+                source: CLIENT_MAC,
+                destination: NODE_MAC,
+                ether_type: EtherType::IPV4,
+            }
+            .write(&mut frame)
+            .map_err(|x| e(&x))?;
+            let mut iph =
+                Ipv4Header::new(0, 64, number, s.octets(), d.octets()).map_err(|x| e(&x))?;
+            iph.identification = 0x1234;
+            iph.dont_fragment = false;
+            iph.more_fragments = p.frag.0;
+            iph.fragment_offset = IpFragOffset::try_new(p.frag.1).map_err(|x| e(&x))?;
+            iph.options = p.options.try_into().map_err(|x| e(&x))?;
+            let body = transport(&|tcp, udp| {
+                (
+                    tcp.calc_checksum_ipv4(&iph, PAYLOAD).unwrap_or(0),
+                    udp.calc_checksum_ipv4(&iph, PAYLOAD).unwrap_or(0),
+                )
+            });
+            iph.set_payload_len(body.len()).map_err(|x| e(&x))?;
+            iph.header_checksum = iph.calc_header_checksum();
+            iph.write(&mut frame).map_err(|x| e(&x))?;
+            frame.extend_from_slice(&body);
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            Ethernet2Header {
+                source: CLIENT_MAC,
+                destination: NODE_MAC,
+                ether_type: EtherType::IPV6,
+            }
+            .write(&mut frame)
+            .map_err(|x| e(&x))?;
+            let mut iph = Ipv6Header {
+                traffic_class: 0,
+                flow_label: Ipv6FlowLabel::ZERO,
+                payload_length: 0,
+                next_header: number,
+                hop_limit: 64,
+                source: s.octets(),
+                destination: d.octets(),
+            };
+            let body = transport(&|tcp, udp| {
+                (
+                    tcp.calc_checksum_ipv6(&iph, PAYLOAD).unwrap_or(0),
+                    udp.calc_checksum_ipv6(&iph, PAYLOAD).unwrap_or(0),
+                )
+            });
+            iph.payload_length = body.len() as u16;
+            iph.write(&mut frame).map_err(|x| e(&x))?;
+            frame.extend_from_slice(&body);
+        }
+        _ => return Err("mixed address families".into()),
+    }
+    if let Some(n) = p.truncate {
+        frame.truncate(n);
+    }
+    Ok(frame)
+}
+
+/// The port-unreachable the programs must produce for `input`: MACs and
+/// addresses swapped, the offending IP header plus 8 bytes quoted.
+fn reject(p: &Pkt, input: &[u8]) -> Result<Vec<u8>, String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let mut frame = Vec::new();
+    match (ip(p.src.addr), ip(p.dst.addr)) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let quote = &input[14..14 + 28];
+            Ethernet2Header {
+                source: NODE_MAC,
+                destination: CLIENT_MAC,
+                ether_type: EtherType::IPV4,
+            }
+            .write(&mut frame)
+            .map_err(|x| e(&x))?;
+            let icmp = Icmpv4Header::with_checksum(
+                Icmpv4Type::DestinationUnreachable(icmpv4::DestUnreachableHeader::Port),
+                quote,
+            );
+            let mut iph = Ipv4Header::new(
+                (icmp.header_len() + quote.len()) as u16,
+                64,
+                IpNumber::ICMP,
+                d.octets(),
+                s.octets(),
+            )
+            .map_err(|x| e(&x))?;
+            iph.dont_fragment = false;
+            iph.header_checksum = iph.calc_header_checksum();
+            iph.write(&mut frame).map_err(|x| e(&x))?;
+            icmp.write(&mut frame).map_err(|x| e(&x))?;
+            frame.extend_from_slice(quote);
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let quote = &input[14..14 + 48];
+            Ethernet2Header {
+                source: NODE_MAC,
+                destination: CLIENT_MAC,
+                ether_type: EtherType::IPV6,
+            }
+            .write(&mut frame)
+            .map_err(|x| e(&x))?;
+            let icmp = Icmpv6Header::with_checksum(
+                Icmpv6Type::DestinationUnreachable(icmpv6::DestUnreachableCode::Port),
+                d.octets(),
+                s.octets(),
+                quote,
+            )
+            .map_err(|x| e(&x))?;
+            Ipv6Header {
+                traffic_class: 0,
+                flow_label: Ipv6FlowLabel::ZERO,
+                payload_length: (icmp.header_len() + quote.len()) as u16,
+                next_header: IpNumber::IPV6_ICMP,
+                hop_limit: 64,
+                source: d.octets(),
+                destination: s.octets(),
+            }
+            .write(&mut frame)
+            .map_err(|x| e(&x))?;
+            icmp.write(&mut frame).map_err(|x| e(&x))?;
+            frame.extend_from_slice(quote);
+        }
+        _ => return Err("mixed address families".into()),
+    }
+    Ok(frame)
+}
