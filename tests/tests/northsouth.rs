@@ -671,11 +671,30 @@ fn a_long_lived_flow_stays_on_its_backend_while_new_flows_follow_the_endpoints()
 #[test]
 fn health_check_node_port_reports_local_endpoints() {
     let mut w = World::new(Mode::Ebpf);
-    let svc = base_service("web", 10, "LoadBalancer", Some((30080, 30053)))
+    // One port, one family: kube-proxy counts local endpoint address:ports per
+    // family, so here the count is the number of local pods, whatever the
+    // reading of the multi-port, dual-stack case.
+    let svc = Service::new(NAMESPACE, "web")
+        .cluster_ip("10.96.0.10")
+        .port("http", Protocol::Tcp, TCP_PORT, TCP_TARGET)
+        .service_type("LoadBalancer")
+        .node_port("http", 30080)
         .external_traffic_policy("Local")
         .health_check_node_port(32100)
         .load_balancer_ingress("203.0.113.20");
-    w.write_service(&svc, &WEB_PODS);
+    w.write(&format!("{}-service.yaml", svc.name), &svc.to_yaml());
+    let web_slice = |pods: &[Pod]| {
+        let mut s = EndpointSlice::new(NAMESPACE, "web-4xk2p", "web", AddressType::IPv4).port(
+            "http",
+            Protocol::Tcp,
+            TCP_TARGET,
+        );
+        for pod in pods {
+            s = s.endpoint(Endpoint::ready(pod.addr(AddressType::IPv4)).on_node(pod.node_name()));
+        }
+        s.to_yaml()
+    };
+    w.write("web-slice-IPv4.yaml", &web_slice(&WEB_PODS));
     w.start_proxy(&[]);
     let hc = SocketAddr::new(node1_ip(AddressType::IPv4), 32100);
     let get = |w: &World| w.client(|| http_get(hc, "/healthz", PROBE));
@@ -699,7 +718,7 @@ fn health_check_node_port_reports_local_endpoints() {
     let r = get(&w).expect("an answer");
     check(&r, 200, 2);
 
-    w.write_slices("web", &[Pod(2, 1)]);
+    w.write("web-slice-IPv4.yaml", &web_slice(&[Pod(2, 1)]));
     w.wait_for(PROPAGATION, &format!("{hc} to answer 503"), |w| {
         get(w).is_ok_and(|r| r.status == 503)
     });
