@@ -25,6 +25,7 @@
 
 use std::{
     path::PathBuf,
+    str::FromStr as _,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -39,7 +40,13 @@ use crate::{
     admin::{self, AdminServers, BindAddress, Mode, Telemetry},
     config::{self, file},
     datapath::EbpfDatapath,
-    dataplane::{Writer, cgroup, kernel::KernelMaps, loader},
+    dataplane::{
+        Writer, cgroup,
+        devices::{self, DeviceSelection, PodDevices},
+        kernel::KernelMaps,
+        loader,
+        tc::TcSettings,
+    },
     model::{Index, NodeInfo, selection},
     source::{
         gate::Gate,
@@ -153,6 +160,22 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     #[serde(deserialize_with = "de_map_entries")]
     pub service_map_entries: Option<u32>,
+    /// eBPF: the node's external devices, where the tc programs serve
+    /// NodePorts, ExternalIPs and LoadBalancer IPs: comma-separated interface
+    /// names, or `auto`: the interfaces that carry the node's addresses or its
+    /// default route, loopback excluded.
+    #[arg(long, value_name = "NAMES", default_value = "auto", value_parser = DeviceSelection::from_str)]
+    pub devices: DeviceSelection,
+    /// eBPF: devices facing pods (comma-separated names or globs such as
+    /// `veth*`), where the tc programs also translate ClusterIPs per packet
+    /// (for clients the socket hooks do not see). Empty: none.
+    #[arg(long, value_name = "NAMES", default_value = "", value_parser = PodDevices::from_str)]
+    pub pod_devices: PodDevices,
+    /// eBPF: balance ClusterIP connections at the socket (cgroup hooks).
+    /// false: no socket hooks, and every tc device translates ClusterIPs per
+    /// packet.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub socket_lb: bool,
     /// Log format: `text` or `json`. The flag is `proxy --log-format`, shared by
     /// every subcommand (see [`super::Cli`]); [`resolve`] fills this in.
     #[arg(skip = LogFormat::Text)]
@@ -320,6 +343,14 @@ impl RunArgs {
             Index::new(NodeInfo::named(node_name.clone()))
                 .with_proxy_name(self.service_proxy_name.as_deref()),
         ));
+        if matches!(chosen, Chosen::Ebpf(_)) {
+            let addresses = nodeport_addresses(&self.tc_settings());
+            tracing::info!(nodeport_addresses = ?addresses, "NodePort addresses (the external devices' addresses)");
+            // The one call site for the model (ns-model's
+            // `Index::set_nodeport_addresses`, filtered by
+            // `--nodeport-addresses`): hand `addresses` to the Index here,
+            // before the sources start.
+        }
         // The sync loop starts programming once every source has its first
         // complete state (see `source::gate`).
         let mut gate = Gate::new(changes_tx);
@@ -446,7 +477,14 @@ impl RunArgs {
         let sizes = loader::MapSizes {
             services: self.service_map_entries,
         };
-        let dataplane = loader::load(pins, &cgroup, sizes).with_context(|| {
+        let tc = loader::TcOptions {
+            settings: self.tc_settings(),
+            // In `auto` with socket LB on, a tc program the kernel refuses
+            // leaves the socket hooks serving ClusterIPs (better than the
+            // userspace fallback, which serves no NodePort either).
+            optional: self.mode == ModeArg::Auto && self.socket_lb,
+        };
+        let dataplane = loader::load(pins, &cgroup, sizes, Some(tc)).with_context(|| {
             format!(
                 "loading the dataplane (cgroup {}, pins {})",
                 cgroup.display(),
@@ -481,6 +519,38 @@ impl RunArgs {
             "existing map contents adopted"
         );
         Ok((writer, dataplane.hooks))
+    }
+}
+
+impl RunArgs {
+    /// What decides the tc programs' devices.
+    pub fn tc_settings(&self) -> TcSettings {
+        TcSettings {
+            devices: self.devices.clone(),
+            pod_devices: self.pod_devices.clone(),
+            socket_lb: self.socket_lb,
+        }
+    }
+}
+
+/// The node addresses NodePorts answer on: the global addresses of the
+/// external devices (`--devices`), in device order. Read once at start; the
+/// tc programs' reconcile re-reads the devices (`TcHooks::node_addresses`).
+fn nodeport_addresses(settings: &TcSettings) -> Vec<std::net::IpAddr> {
+    match devices::read_links() {
+        Ok((links, oifs)) => devices::select(
+            &links,
+            &oifs,
+            &settings.devices,
+            &settings.pod_devices,
+            settings.socket_lb,
+        )
+        .node_addresses()
+        .to_vec(),
+        Err(error) => {
+            tracing::warn!(error = %format!("{:#}", anyhow::Error::from(error)), "cannot list the node's devices; no NodePort addresses");
+            Vec::new()
+        }
     }
 }
 
