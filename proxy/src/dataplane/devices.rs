@@ -325,6 +325,21 @@ pub fn select(
     out
 }
 
+/// The name of the device with index `ifindex` in the current network
+/// namespace, if there is one.
+pub fn name_of(ifindex: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has the IF_NAMESIZE bytes if_indextoname may write; it
+    // returns NULL or a pointer to `buf`, NUL-terminated.
+    let name = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: non-NULL: `buf` now holds a NUL-terminated name.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
+}
+
 /// True for an address that can be a node address: not loopback, not
 /// link-local, not unspecified or multicast.
 fn usable(addr: &IpAddr) -> bool {
@@ -617,6 +632,18 @@ mod tests {
         }
         assert!("veth*,tap?".parse::<PodDevices>().is_ok());
         assert!("veth*,".parse::<PodDevices>().is_err());
+    }
+
+    #[test]
+    fn device_names_by_index() {
+        let (links, _) = read_links().unwrap();
+        let lo = links.iter().find(|l| l.loopback).unwrap();
+        assert_eq!(name_of(lo.index).as_deref(), Some(lo.name.as_str()));
+        assert!(
+            lo.addrs.is_empty(),
+            "loopback addresses are not global: {lo:?}"
+        );
+        assert_eq!(name_of(u32::MAX), None);
     }
 
     #[test]

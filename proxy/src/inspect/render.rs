@@ -284,6 +284,37 @@ impl View for StatusView {
             out.push_str(&t.render());
         }
         out.push('\n');
+        if self.tc_links.is_empty() {
+            out.push_str("no tc links pinned: the tc programs are not attached\n");
+        } else {
+            let mut t = Table::new(&[
+                "DEVICE",
+                "IFINDEX",
+                "DIRECTION",
+                "PROGRAM",
+                "LINK ID",
+                "PROG ID",
+                "STATE",
+            ]);
+            for l in &self.tc_links {
+                let state = match (&l.error, l.attached) {
+                    (Some(error), _) => error.clone(),
+                    (None, true) => "attached".to_owned(),
+                    (None, false) => "detached".to_owned(),
+                };
+                t.row(vec![
+                    or_dash(l.device.as_ref()),
+                    l.ifindex.to_string(),
+                    l.direction.to_owned(),
+                    l.program.clone(),
+                    or_dash(l.link_id),
+                    or_dash(l.program_id),
+                    state,
+                ]);
+            }
+            out.push_str(&t.render());
+        }
+        out.push('\n');
         let mut t = Table::new(&["MAP", "TYPE", "ENTRIES", "MAX ENTRIES", "FILL"]);
         for m in &self.maps {
             let fill = match (&m.error, m.present, m.fill_percent) {

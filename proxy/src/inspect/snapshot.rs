@@ -33,7 +33,7 @@ use serde::Serialize;
 use super::InspectError;
 use crate::{
     admin::Mode,
-    dataplane::{cgroup, link_info, loader::PinLayout},
+    dataplane::{cgroup, link_info, loader::PinLayout, pins},
     model::Protocol,
 };
 
@@ -260,6 +260,9 @@ pub struct StatusView {
     pub datapath: &'static str,
     pub pin_path: PathBuf,
     pub links: Vec<LinkEntry>,
+    /// The tc programs' links, one per device and direction
+    /// (`links/tc-<ifindex>/<program>`), sorted by ifindex then program.
+    pub tc_links: Vec<TcLinkEntry>,
     pub maps: Vec<MapEntry>,
     /// The VIPs made local by routes carrying our routing protocol: all of
     /// them in userspace mode; in eBPF mode, the frontends served from
@@ -277,6 +280,7 @@ impl StatusView {
             datapath: USERSPACE_DATAPATH,
             pin_path,
             links: Vec::new(),
+            tc_links: Vec::new(),
             maps: Vec::new(),
             vip_routes: Some(vip_routes),
         }
@@ -302,6 +306,27 @@ pub struct LinkEntry {
     pub cgroup_id: Option<u64>,
     /// Found by walking the cgroup2 hierarchy; `null` when not found.
     pub cgroup_path: Option<PathBuf>,
+    /// Why the other fields are `null`, if they are.
+    pub error: Option<String>,
+}
+
+/// One pinned link of a tc program.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TcLinkEntry {
+    /// The device's name now (`null`: no device has that index any more).
+    pub device: Option<String>,
+    /// The device the pin directory is named for.
+    pub ifindex: u32,
+    /// `ingress` or `egress`.
+    pub direction: &'static str,
+    /// The program, as the pin is named.
+    pub program: String,
+    pub pin: PathBuf,
+    pub link_id: Option<u32>,
+    pub program_id: Option<u32>,
+    /// False when the link was detached (by hand, or its device went away)
+    /// but is still pinned.
+    pub attached: bool,
     /// Why the other fields are `null`, if they are.
     pub error: Option<String>,
 }
@@ -833,6 +858,7 @@ impl Pins {
             datapath: DATAPATH,
             pin_path: self.layout.root.clone(),
             links: self.links()?,
+            tc_links: self.tc_links()?,
             maps: PINNED_MAPS.iter().map(|name| self.fill(name)).collect(),
             vip_routes: None,
         })
@@ -916,7 +942,11 @@ impl Pins {
                 source,
             })?;
             let group_dir = group.path();
-            if !group_dir.is_dir() {
+            let is_tc = group
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(pins::TC_LINKS_PREFIX));
+            if is_tc || !group_dir.is_dir() {
                 continue;
             }
             let entries = fs::read_dir(&group_dir).map_err(|source| InspectError::PinDir {
@@ -945,6 +975,68 @@ impl Pins {
             link.cgroup_path = link.cgroup_id.and_then(|id| paths.get(&id).cloned());
         }
         Ok(links)
+    }
+}
+
+impl Pins {
+    /// Every tc link pinned under `links/tc-<ifindex>/`.
+    fn tc_links(&self) -> Result<Vec<TcLinkEntry>, InspectError> {
+        let mut out = Vec::new();
+        for (ifindex, dir) in crate::dataplane::tc::tc_link_dirs(&self.layout.links()) {
+            let entries = fs::read_dir(&dir).map_err(|source| InspectError::PinDir {
+                dir: dir.clone(),
+                source,
+            })?;
+            let mut pins: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            pins.sort();
+            let device = crate::dataplane::devices::name_of(ifindex);
+            out.extend(
+                pins.iter()
+                    .map(|pin| read_tc_link(pin, ifindex, device.clone())),
+            );
+        }
+        Ok(out)
+    }
+}
+
+fn read_tc_link(pin: &Path, ifindex: u32, device: Option<String>) -> TcLinkEntry {
+    let program = pin
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut entry = TcLinkEntry {
+        device,
+        ifindex,
+        direction: tc_direction(None, &program),
+        program,
+        pin: pin.to_path_buf(),
+        link_id: None,
+        program_id: None,
+        attached: false,
+        error: None,
+    };
+    match link_info::pinned_link(pin) {
+        Ok(Some(state)) if state.ifindex.is_some() => {
+            entry.link_id = Some(state.link_id);
+            entry.program_id = Some(state.prog_id);
+            entry.attached = state.attached_to_device(ifindex);
+            entry.direction = tc_direction(Some(state.attach_type), &entry.program);
+        }
+        Ok(Some(_)) => entry.error = Some("not a tcx link".to_owned()),
+        Ok(None) => entry.error = Some("the pin went away while it was read".to_owned()),
+        Err(e) => entry.error = Some(format!("reading the link: {e}")),
+    }
+    entry
+}
+
+/// `ingress` or `egress`: from the link's attach type (`BPF_TCX_INGRESS`
+/// 46, `BPF_TCX_EGRESS` 47), else from the program's name.
+fn tc_direction(attach_type: Option<u32>, program: &str) -> &'static str {
+    match attach_type {
+        Some(46) => "ingress",
+        Some(47) => "egress",
+        _ if program == proxy_common::programs::TC_EGRESS => "egress",
+        _ => "ingress",
     }
 }
 

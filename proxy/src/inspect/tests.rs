@@ -20,7 +20,7 @@ use super::{
     render::{Output, View, human_age, render},
     snapshot::{
         BackendAddr, ConntrackView, Dataset, FrontendEntries, FrontendKey, LinkEntry, MapEntry,
-        PINNED_MAPS, ServiceSelector, StatusView, conntrack_view, stats_view,
+        PINNED_MAPS, ServiceSelector, StatusView, TcLinkEntry, conntrack_view, stats_view,
     },
     *,
 };
@@ -242,6 +242,43 @@ fn typical_links() -> Vec<LinkEntry> {
     ]
 }
 
+fn tc_link(device: Option<&str>, ifindex: u32, program: &str, link_id: u32) -> TcLinkEntry {
+    TcLinkEntry {
+        device: device.map(str::to_owned),
+        ifindex,
+        direction: if program == "tc_egress" {
+            "egress"
+        } else {
+            "ingress"
+        },
+        program: program.to_owned(),
+        pin: PathBuf::from(format!("/sys/fs/bpf/proxy/v2/links/tc-{ifindex}/{program}")),
+        link_id: Some(link_id),
+        program_id: Some(200 + link_id),
+        attached: true,
+        error: None,
+    }
+}
+
+/// Two devices attached, one detached by hand (device gone), one unreadable.
+fn typical_tc_links() -> Vec<TcLinkEntry> {
+    let mut detached = tc_link(None, 9, "tc_ingress", 33);
+    detached.attached = false;
+    vec![
+        tc_link(Some("eth0"), 2, "tc_egress", 21),
+        tc_link(Some("eth0"), 2, "tc_ingress", 20),
+        tc_link(Some("veth1"), 5, "tc_egress", 23),
+        tc_link(Some("veth1"), 5, "tc_ingress", 22),
+        detached,
+        TcLinkEntry {
+            link_id: None,
+            program_id: None,
+            error: Some("reading the link: Permission denied (os error 13)".to_owned()),
+            ..tc_link(None, 9, "tc_egress", 0)
+        },
+    ]
+}
+
 /// Fill levels from `(name, kind, entries, max)`; `None` entries: not pinned.
 fn maps(levels: &[(&'static str, &str, Option<u64>, u32)]) -> Vec<MapEntry> {
     levels
@@ -259,6 +296,7 @@ fn status(links: Vec<LinkEntry>, maps: Vec<MapEntry>) -> StatusView {
         datapath: "socket-lb",
         pin_path: PathBuf::from("/sys/fs/bpf/proxy"),
         links,
+        tc_links: Vec::new(),
         maps,
         vip_routes: Some(Vec::new()),
     }
@@ -425,7 +463,9 @@ fn golden_typical() {
         let m = fill.iter_mut().find(|m| m.name == name).unwrap();
         *m = MapEntry::new(name, m.kind.as_deref().unwrap(), n, m.max_entries.unwrap());
     }
-    all_views(&mut golden, &typical(), &status(typical_links(), fill));
+    let mut view = status(typical_links(), fill);
+    view.tc_links = typical_tc_links();
+    all_views(&mut golden, &typical(), &view);
     golden.check("typical");
 }
 
