@@ -321,6 +321,21 @@ fn tc_programs_follow_the_devices_survive_restarts_and_drift_and_go_with_cleanup
         EXT_ADDR6.parse::<std::net::Ipv6Addr>().expect("v6")
     );
 
+    // The conntrack maps are pinned (the pass-through programs write none).
+    let out = Command::new(proxy_bin())
+        .args(["inspect", "conntrack", "--output", "json", "--pin-path"])
+        .arg(&pin)
+        .output()
+        .expect("running proxy inspect conntrack");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ct: Value = serde_json::from_slice(&out.stdout).expect("conntrack JSON");
+    assert_eq!(ct["map_present"], true, "{ct:#}");
+    assert!(ct["flows"].is_array(), "{ct:#}");
+
     // A pod device that appears later is attached by the reconcile; once it
     // is gone, its links and DEVICES entry are dropped.
     add_veth(&f, POD2);

@@ -207,7 +207,40 @@ impl View for AffinityView {
 
 impl View for ConntrackView {
     fn table(&self) -> String {
-        format!("{}\n", self.reason)
+        if let Some(reason) = self.reason {
+            return format!("{reason}\n");
+        }
+        let mut t = Table::new(&[
+            "PROTO", "DIR", "SRC", "DST", "NEW SRC", "NEW DST", "FLAGS", "FRONTEND", "SERVICE",
+            "BACKEND", "IDLE",
+        ]);
+        for f in &self.flows {
+            let mut flags: Vec<&str> = Vec::new();
+            if f.snat {
+                flags.push("snat");
+            }
+            if f.closing {
+                flags.push("closing");
+            }
+            t.row(vec![
+                f.protocol.clone(),
+                f.direction.to_owned(),
+                f.src.clone(),
+                f.dst.clone(),
+                f.new_src.clone(),
+                f.new_dst.clone(),
+                if flags.is_empty() {
+                    "-".to_owned()
+                } else {
+                    flags.join(",")
+                },
+                or_dash(f.frontend.as_ref()),
+                or_dash(f.service.as_ref()),
+                or_dash(f.backend.as_ref()),
+                human_age(f.idle_ms),
+            ]);
+        }
+        t.render()
     }
 }
 
