@@ -9,7 +9,9 @@
 //! by the sync loop after the first complete sync (see `datapath`); a failure
 //! to attach then is retried, not a fallback. Pins of a newer layout version
 //! are never a reason to fall back: `auto` refuses them like `ebpf` does, and
-//! leaves them alone. One mode at a time: a daemon in userspace mode
+//! leaves them alone. The tc programs (`--devices`, `--pod-devices`) load with
+//! the hooks; in `auto` with socket LB on, a tc program the kernel refuses is
+//! logged and the socket hooks serve alone (see `dataplane::tc`). One mode at a time: a daemon in userspace mode
 //! removes the hooks and maps an eBPF run left (they would steer VIP traffic
 //! past it), and a daemon in eBPF mode removes the VIP routes a userspace run
 //! left (at its first sync, by the userspace path it keeps for frontends
