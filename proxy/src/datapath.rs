@@ -403,7 +403,7 @@ fn note_hooks(ensured: Result<HookReport, LoadError>, first: bool, telemetry: &T
     let report = match ensured {
         Ok(report) => report,
         Err(error) => {
-            tracing::error!(error = %error, "cannot attach the socket hooks; will retry");
+            tracing::error!(error = %crate::dataplane::loader::error_chain(&error), "cannot attach the socket hooks or the tc programs; will retry");
             return false;
         }
     };
@@ -413,14 +413,15 @@ fn note_hooks(ensured: Result<HookReport, LoadError>, first: bool, telemetry: &T
             HookAction::Kept => {}
             HookAction::TookOver { from_version } => {
                 took_over += 1;
-                tracing::debug!(program = hook.program, from_version, "hook taken over");
+                tracing::debug!(program = hook.program, device = ?hook.device, from_version, "hook taken over");
             }
             HookAction::Attached => {
                 attached += 1;
-                tracing::debug!(program = hook.program, "hook attached");
+                tracing::debug!(program = hook.program, device = ?hook.device, "hook attached");
             }
             HookAction::Repaired(drift) => tracing::warn!(
                 program = hook.program,
+                device = ?hook.device,
                 found = drift.as_str(),
                 "socket hook was not attached as it should be; re-attached (drift repaired)"
             ),

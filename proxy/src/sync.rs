@@ -259,6 +259,7 @@ mod tests {
                 Ok(action) => Ok(HookReport {
                     hooks: vec![AttachedHook {
                         program: "sock_connect4",
+                        device: None,
                         action,
                     }],
                     migrated_from: Vec::new(),

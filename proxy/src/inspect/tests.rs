@@ -19,8 +19,9 @@ use proxy_common::{
 use super::{
     render::{Output, View, human_age, render},
     snapshot::{
-        BackendAddr, ConntrackView, Dataset, FrontendEntries, FrontendKey, LinkEntry, MapEntry,
-        PINNED_MAPS, ServiceSelector, StatusView, conntrack_view, stats_view,
+        BackendAddr, ConntrackView, CtRaw, Dataset, FrontendEntries, FrontendKey, LinkEntry,
+        MapEntry, PINNED_MAPS, ServiceSelector, StatusView, TcLinkEntry, conntrack_absent,
+        stats_view,
     },
     *,
 };
@@ -197,6 +198,75 @@ fn affinity_entries() -> Vec<(AffinityKey, AffinityValue)> {
     ]
 }
 
+/// A NodePort-like flow to web's TCP port, SNATed (forward and reply), a
+/// local client's flow to the IPv6 frontend (not SNATed, closing), and a
+/// flow whose frontend and backend are gone.
+fn ct_entries() -> Vec<CtRaw> {
+    let sa = |s: &str| -> (std::net::IpAddr, u16) {
+        let a: std::net::SocketAddr = s.parse().unwrap();
+        (a.ip(), a.port())
+    };
+    let flow =
+        |proto, src, dst, new_src, new_dst, rev_nat_id, flags, backend_id, idle_ms: u64| CtRaw {
+            proto,
+            src: sa(src),
+            dst: sa(dst),
+            new_src: sa(new_src),
+            new_dst: sa(new_dst),
+            rev_nat_id,
+            flags,
+            backend_id,
+            last_seen_ns: NOW_NS - idle_ms * 1_000_000,
+        };
+    use proxy_common::ct_flags::{CLOSING, REPLY, SNAT};
+    vec![
+        flow(
+            proto::TCP,
+            "10.244.1.2:8080",
+            "192.0.2.1:40001",
+            "10.96.0.10:80",
+            "198.51.100.7:51000",
+            1,
+            REPLY | SNAT,
+            2,
+            20,
+        ),
+        flow(
+            proto::TCP,
+            "198.51.100.7:51000",
+            "10.96.0.10:80",
+            "192.0.2.1:40001",
+            "10.244.1.2:8080",
+            1,
+            SNAT,
+            2,
+            20,
+        ),
+        flow(
+            proto::TCP,
+            "[fd00:1::5]:33000",
+            "[fd00:96::10]:80",
+            "[fd00:1::5]:33000",
+            "[fd00:244::1]:8080",
+            3,
+            CLOSING,
+            6,
+            2_500,
+        ),
+        flow(
+            proto::UDP,
+            "10.1.0.9:5000",
+            "10.96.0.99:53",
+            "10.1.0.9:5000",
+            "10.244.9.9:5353",
+            9,
+            0,
+            42,
+            61_000,
+        ),
+    ]
+}
+
 fn typical_stats() -> super::snapshot::StatsView {
     let totals: Vec<(Reason, u64)> = Reason::ALL
         .iter()
@@ -242,6 +312,43 @@ fn typical_links() -> Vec<LinkEntry> {
     ]
 }
 
+fn tc_link(device: Option<&str>, ifindex: u32, program: &str, link_id: u32) -> TcLinkEntry {
+    TcLinkEntry {
+        device: device.map(str::to_owned),
+        ifindex,
+        direction: if program == "tc_egress" {
+            "egress"
+        } else {
+            "ingress"
+        },
+        program: program.to_owned(),
+        pin: PathBuf::from(format!("/sys/fs/bpf/proxy/v2/links/tc-{ifindex}/{program}")),
+        link_id: Some(link_id),
+        program_id: Some(200 + link_id),
+        attached: true,
+        error: None,
+    }
+}
+
+/// Two devices attached, one detached by hand (device gone), one unreadable.
+fn typical_tc_links() -> Vec<TcLinkEntry> {
+    let mut detached = tc_link(None, 9, "tc_ingress", 33);
+    detached.attached = false;
+    vec![
+        tc_link(Some("eth0"), 2, "tc_egress", 21),
+        tc_link(Some("eth0"), 2, "tc_ingress", 20),
+        tc_link(Some("veth1"), 5, "tc_egress", 23),
+        tc_link(Some("veth1"), 5, "tc_ingress", 22),
+        detached,
+        TcLinkEntry {
+            link_id: None,
+            program_id: None,
+            error: Some("reading the link: Permission denied (os error 13)".to_owned()),
+            ..tc_link(None, 9, "tc_egress", 0)
+        },
+    ]
+}
+
 /// Fill levels from `(name, kind, entries, max)`; `None` entries: not pinned.
 fn maps(levels: &[(&'static str, &str, Option<u64>, u32)]) -> Vec<MapEntry> {
     levels
@@ -259,6 +366,7 @@ fn status(links: Vec<LinkEntry>, maps: Vec<MapEntry>) -> StatusView {
         datapath: "socket-lb",
         pin_path: PathBuf::from("/sys/fs/bpf/proxy"),
         links,
+        tc_links: Vec::new(),
         maps,
         vip_routes: Some(Vec::new()),
     }
@@ -276,7 +384,11 @@ fn empty_maps() -> Vec<MapEntry> {
         (names::SOCK_RNAT_V4, "lru_hash", Some(0), 131_072),
         (names::SOCK_RNAT_V6, "lru_hash", Some(0), 131_072),
         (names::AFFINITY, "lru_hash", Some(0), 65_536),
-        (names::STATS, "percpu_array", Some(11), 11),
+        (names::STATS, "percpu_array", Some(64), 64),
+        (names::CT_V4, "lru_hash", Some(0), 262_144),
+        (names::CT_V6, "lru_hash", Some(0), 262_144),
+        (names::NODE_CFG, "array", Some(1), 1),
+        (names::DEVICES, "hash", Some(0), 256),
     ])
 }
 
@@ -384,7 +496,12 @@ fn all_views(golden: &mut Golden, data: &Dataset, status_view: &StatusView) {
         affinity_entries()
     };
     golden.add("affinity", &data.affinity(&entries, NOW_NS, &all));
-    golden.add("conntrack", &conntrack_view());
+    let flows = if data.frontends.is_empty() {
+        Vec::new()
+    } else {
+        ct_entries()
+    };
+    golden.add("conntrack", &data.conntrack(&flows, NOW_NS, &all));
     golden.add(
         "stats",
         &if data.frontends.is_empty() {
@@ -425,7 +542,9 @@ fn golden_typical() {
         let m = fill.iter_mut().find(|m| m.name == name).unwrap();
         *m = MapEntry::new(name, m.kind.as_deref().unwrap(), n, m.max_entries.unwrap());
     }
-    all_views(&mut golden, &typical(), &status(typical_links(), fill));
+    let mut view = status(typical_links(), fill);
+    view.tc_links = typical_tc_links();
+    all_views(&mut golden, &typical(), &view);
     golden.check("typical");
 }
 
@@ -456,7 +575,11 @@ fn golden_nearly_full() {
         (names::SOCK_RNAT_V4, "lru_hash", Some(131_072), 131_072),
         (names::SOCK_RNAT_V6, "lru_hash", Some(131_071), 131_072),
         (names::AFFINITY, "lru_hash", Some(65_536), 65_536),
-        (names::STATS, "percpu_array", Some(11), 11),
+        (names::STATS, "percpu_array", Some(64), 64),
+        (names::CT_V4, "lru_hash", Some(0), 262_144),
+        (names::CT_V6, "lru_hash", Some(0), 262_144),
+        (names::NODE_CFG, "array", Some(1), 1),
+        (names::DEVICES, "hash", Some(0), 256),
     ]);
     let mut golden = Golden::new();
     // Two frontends did not fit: served from userspace, on VIP routes.
@@ -627,8 +750,35 @@ fn service_selectors_need_a_namespace_and_a_name() {
 }
 
 #[test]
+fn conntrack_filters_by_the_flows_frontend() {
+    let data = typical();
+    let vip = |v: &str| Filter {
+        vip: Some(v.parse().unwrap()),
+        service: None,
+    };
+    let view = data.conntrack(&ct_entries(), NOW_NS, &vip("10.96.0.10"));
+    assert_eq!(view.flows.len(), 2, "{view:#?}");
+    assert_eq!(view.flows[0].direction, "forward");
+    assert_eq!(view.flows[1].direction, "reply");
+    assert!(view.flows.iter().all(|f| f.snat && f.rev_nat_id == 1));
+    let view = data.conntrack(&ct_entries(), NOW_NS, &vip("fd00:96::10"));
+    assert_eq!(view.flows.len(), 1);
+    assert!(view.flows[0].closing);
+    assert_eq!(view.flows[0].idle_ms, 2_500);
+    let view = data.conntrack(&ct_entries(), NOW_NS, &vip("10.96.0.99"));
+    assert!(
+        view.flows.is_empty(),
+        "a flow whose frontend is gone matches no VIP"
+    );
+    let view = data.conntrack(&ct_entries(), NOW_NS, &Filter::default());
+    assert_eq!(view.flows.len(), 4);
+    assert_eq!(view.flows[3].frontend, None);
+    assert_eq!(view.flows[3].backend, None);
+}
+
+#[test]
 fn conntrack_says_the_map_is_absent() {
-    let view: ConntrackView = conntrack_view();
+    let view: ConntrackView = conntrack_absent();
     let json: serde_json::Value =
         serde_json::from_str(&render(&view, Output::Json).unwrap()).unwrap();
     assert_eq!(json["map_present"], false);
