@@ -329,6 +329,19 @@ impl Sandbox {
         &self.cgroup
     }
 
+    /// Creates (if missing) the cgroup `<cgroup_path>/<name>` and returns its
+    /// path: a place for hooks that the sandbox's own processes are not under
+    /// (the north-south tests' client must not be seen by the socket hooks).
+    /// Removed with the sandbox.
+    pub fn child_cgroup(&self, name: &str) -> Result<PathBuf, Error> {
+        let path = self.cgroup.join(name);
+        match fs::create_dir(&path) {
+            Ok(()) => Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(path),
+            Err(e) => Err(Error::io("creating a child cgroup", path, e)),
+        }
+    }
+
     /// Where the private bpffs is mounted.
     pub fn bpffs_path(&self) -> &Path {
         &self.bpffs
@@ -465,6 +478,15 @@ fn unescape(s: &str) -> String {
 /// Kills whatever is still in the cgroup (only processes a test started land
 /// there), then removes it, retrying for a bounded time.
 fn remove_cgroup(path: &Path) -> Result<(), Error> {
+    // Child cgroups first ([`Sandbox::child_cgroup`]); a cgroup with children
+    // cannot be removed.
+    if let Ok(entries) = fs::read_dir(path) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup(&entry.path())?;
+            }
+        }
+    }
     let me = std::process::id();
     let mut last = None;
     for _ in 0..CGROUP_RMDIR_ATTEMPTS {

@@ -17,6 +17,7 @@
 
 use std::{
     collections::BTreeMap,
+    ffi::OsStr,
     io::{self, ErrorKind},
     net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
     time::{Duration, Instant},
@@ -222,14 +223,40 @@ impl World {
         }
     }
 
-    /// `proxy run --mode M --node-name node-1 --devices eth0` plus `extra`.
+    /// `proxy run --mode M --node-name node-1 --devices eth0` plus `extra`,
+    /// with the socket hooks on a child cgroup of the sandbox's: the test
+    /// process (the client's requests are made from it) sits in the sandbox's
+    /// cgroup, and an outside client must not be seen by the socket hooks
+    /// (they would translate its NodePort connects at `connect()`).
     fn start_proxy(&mut self, extra: &[&str]) {
-        let dir = self.sandbox.manifests_dir();
-        let mut args: Vec<&str> = self.mode.args().to_vec();
-        args.extend_from_slice(&["--node-name", NODE1, "--devices", LAN_DEVICE]);
-        args.extend_from_slice(extra);
+        let manifests = self.sandbox.manifests_dir();
+        let hooks = self
+            .sandbox
+            .child_cgroup("node-hooks")
+            .unwrap_or_else(|e| panic!("creating the hooks' cgroup: {e}"));
+        let pins = self.sandbox.pin_path();
+        let mut args: Vec<&OsStr> = [
+            OsStr::new("run"),
+            OsStr::new("--manifests"),
+            manifests.as_os_str(),
+            OsStr::new("--cgroup"),
+            hooks.as_os_str(),
+            OsStr::new("--pin-path"),
+            pins.as_os_str(),
+            OsStr::new("--log-format"),
+            OsStr::new("text"),
+            OsStr::new("--node-name"),
+            OsStr::new(NODE1),
+            OsStr::new("--devices"),
+            OsStr::new(LAN_DEVICE),
+        ]
+        .to_vec();
+        let mode = self.mode.args();
+        args.extend(mode.iter().map(OsStr::new));
+        args.extend(extra.iter().map(OsStr::new));
+        let path = std::env::var_os("PATH").unwrap_or_default();
         self.proxy = Some(
-            ProxyProcess::start_with_args(&proxy_bin(), &self.sandbox, &dir, &args)
+            ProxyProcess::start_raw(&proxy_bin(), &self.sandbox, &args, &[("PATH", &path)], None)
                 .unwrap_or_else(|e| panic!("starting the proxy in {} mode: {e}", self.mode)),
         );
     }
