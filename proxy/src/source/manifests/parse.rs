@@ -329,11 +329,22 @@ fn describe(value: &Value, kind: &str, at: Position) -> String {
     }
 }
 
-/// Drops what the proxy never reads (`status`, and all of `metadata` but name,
-/// namespace and labels), so a mistake there cannot reject the object.
+/// Drops what the proxy never reads (`status` but a well-formed
+/// `status.loadBalancer`, whose ingress IPs are frontends, and all of
+/// `metadata` but name, namespace and labels), so a mistake there cannot
+/// reject the object.
 fn prune(mut value: Value) -> Value {
     if let Value::Object(map) = &mut value {
-        map.remove("status");
+        let load_balancer = map
+            .remove("status")
+            .and_then(|mut status| status.get_mut("loadBalancer").map(Value::take))
+            .filter(|lb| serde_json::from_value::<core::LoadBalancerStatus>(lb.clone()).is_ok());
+        if let Some(lb) = load_balancer {
+            map.insert(
+                "status".to_owned(),
+                serde_json::json!({ "loadBalancer": lb }),
+            );
+        }
         if let Some(Value::Object(meta)) = map.get_mut("metadata") {
             meta.retain(|k, _| matches!(k.as_str(), "name" | "namespace" | "labels"));
         }
@@ -843,5 +854,29 @@ endpoints:
         let parsed = parse(text);
         assert_eq!(problems(&parsed), Vec::<String>::new());
         assert_eq!(parsed.services.len(), 1);
+    }
+
+    /// `status.loadBalancer.ingress` is read (LoadBalancer IPs are frontends);
+    /// the rest of `status` is not.
+    #[test]
+    fn load_balancer_ingress_ips_are_read_from_status() {
+        let text = concat!(
+            "apiVersion: v1\n",
+            "kind: Service\n",
+            "metadata: {name: lb}\n",
+            "spec: {type: LoadBalancer, clusterIP: 10.96.0.3, ports: [{port: 80, nodePort: 30080}]}\n",
+            "status:\n",
+            "  conditions: oops\n",
+            "  loadBalancer:\n",
+            "    ingress:\n",
+            "    - ip: 203.0.113.20\n",
+            "      ipMode: VIP\n",
+        );
+        let parsed = parse(text);
+        assert_eq!(problems(&parsed), Vec::<String>::new());
+        assert_eq!(
+            parsed.services[0].load_balancer_ips,
+            vec!["203.0.113.20".parse::<IpAddr>().unwrap()]
+        );
     }
 }
