@@ -35,11 +35,21 @@ fn load<const N: usize>(ctx: &TcContext, off: usize, dst: *mut [u8; N]) -> Resul
     if ret == 0 { Ok(()) } else { Err(ret) }
 }
 
-/// The one's-complement sum of `len` bytes at `ptr` (a multiple of 4), added to `seed`.
+/// The one's-complement sum of `bytes` (a multiple of 4 long, a constant
+/// once inlined), added to `seed`.
 #[inline(always)]
-fn sum(ptr: *mut u8, len: u32, seed: u32) -> Result<u32, c_long> {
-    // SAFETY: callers pass a pointer into a stack buffer with `len` bytes left.
-    let ret = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, ptr.cast(), len, seed) };
+fn sum(bytes: &mut [u8], seed: u32) -> Result<u32, c_long> {
+    // SAFETY: the helper reads `bytes.len()` bytes from the slice's start and
+    // writes nothing.
+    let ret = unsafe {
+        bpf_csum_diff(
+            core::ptr::null_mut(),
+            0,
+            bytes.as_mut_ptr().cast(),
+            bytes.len() as u32,
+            seed,
+        )
+    };
     if ret < 0 { Err(ret) } else { Ok(ret as u32) }
 }
 
@@ -93,14 +103,9 @@ fn build4(ctx: &TcContext, flow: &Flow<Be32>) -> Result<(), c_long> {
     let mut quote = [0u8; QUOTE4];
     load(ctx, ETH_HLEN, &mut quote)?;
     buf[icmp + ICMP_HLEN..].copy_from_slice(&quote);
-    // SAFETY (both sums): the ranges lie inside `buf`.
-    let ip_sum = sum(unsafe { buf.as_mut_ptr().add(ip) }, IP4_HLEN as u32, 0)?;
+    let ip_sum = sum(&mut buf[ip..ip + IP4_HLEN], 0)?;
     buf[ip + 10..ip + 12].copy_from_slice(&fold(ip_sum));
-    let icmp_sum = sum(
-        unsafe { buf.as_mut_ptr().add(icmp) },
-        (ICMP_HLEN + QUOTE4) as u32,
-        0,
-    )?;
+    let icmp_sum = sum(&mut buf[icmp..], 0)?;
     buf[icmp + 2..icmp + 4].copy_from_slice(&fold(icmp_sum));
     ctx.change_tail(LEN4 as u32, 0)?;
     ctx.store(0, &buf, 0)
@@ -137,10 +142,9 @@ fn build6(ctx: &TcContext, flow: &Flow<[u8; 16]>) -> Result<(), c_long> {
     let mut pseudo = [0u8; 8];
     pseudo[2..4].copy_from_slice(&payload.to_be_bytes());
     pseudo[7] = IPPROTO_ICMPV6;
-    // SAFETY (all three sums): the ranges lie inside `buf` and `pseudo`.
-    let s = sum(unsafe { buf.as_mut_ptr().add(ip + 8) }, 32, 0)?;
-    let s = sum(pseudo.as_mut_ptr(), 8, s)?;
-    let s = sum(unsafe { buf.as_mut_ptr().add(icmp) }, u32::from(payload), s)?;
+    let s = sum(&mut buf[ip + 8..ip + 40], 0)?;
+    let s = sum(&mut pseudo, s)?;
+    let s = sum(&mut buf[icmp..], s)?;
     buf[icmp + 2..icmp + 4].copy_from_slice(&fold(s));
     ctx.change_tail(LEN6 as u32, 0)?;
     ctx.store(0, &buf, 0)

@@ -79,16 +79,16 @@ fn finish(ctx: &TcContext, verdict: Verdict) -> i32 {
     match verdict {
         Verdict::Pass(reason) => {
             count(reason);
-            TC_ACT_OK as i32
+            TC_ACT_OK
         }
         Verdict::Drop(reason) => {
             count(reason);
-            TC_ACT_SHOT as i32
+            TC_ACT_SHOT
         }
         // `ingress` turns it into `Bounce` or `Drop` before this.
         Verdict::Reject => {
             count(Reason::TcRejectFailed);
-            TC_ACT_SHOT as i32
+            TC_ACT_SHOT
         }
         Verdict::Bounce(reason) => {
             count(reason);
