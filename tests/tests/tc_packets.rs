@@ -864,7 +864,7 @@ fn tc_packet_cases() {
     for (i, case) in CASES.iter().enumerate() {
         let dir = sandbox.bpffs_path().join(format!("case{i}"));
         std::fs::create_dir(&dir).expect("case pin dir");
-        if let Err(e) = run_case(case, &dir) {
+        if let Err(e) = run_case(case, &dir, true) {
             let _ = writeln!(failures, "case {i} ({}): {e}", case.name);
         }
     }
@@ -893,6 +893,99 @@ fn non_ip_passes() {
         assert_eq!(out, arp);
         assert_eq!(world.stat("tc_pass_non_ip"), before + 1);
     }
+}
+
+/// Without a SNAT address, a flow that needs SNAT is dropped, one that does
+/// not is still translated.
+#[test]
+fn no_snat_address() {
+    static CASE: Case = Case {
+        name: "no SNAT address",
+        devices: &[],
+        services: &[
+            svc(
+                NODE4,
+                NODE_PORT,
+                proto::TCP,
+                scope::INTERNAL,
+                EXT,
+                &[REMOTE_BE4],
+            ),
+            svc(
+                NODE4,
+                NODE_PORT,
+                proto::UDP,
+                scope::INTERNAL,
+                EXT,
+                &[LOCAL_BE4],
+            ),
+        ],
+        steps: &[
+            send(
+                Ingress,
+                pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN),
+                TC_ACT_SHOT,
+                Dropped,
+                "tc_no_snat_address",
+            ),
+            send(
+                Ingress,
+                pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), L4::Udp),
+                TC_ACT_OK,
+                Packet(pkt(ep(CLIENT4, CLIENT_PORT), ep(LOCAL4, TARGET), L4::Udp)),
+                "tc_dnat",
+            ),
+        ],
+    };
+    let sandbox = Sandbox::new().expect("sandbox");
+    let dir = sandbox.bpffs_path().join("nosnat");
+    std::fs::create_dir(&dir).expect("pin dir");
+    if let Err(e) = run_case(&CASE, &dir, false) {
+        panic!("{e}");
+    }
+}
+
+/// Every program in the object the daemon embeds passes the verifier: the
+/// tc programs and the socket hooks, which share `lb.rs`.
+#[test]
+fn every_program_verifies() {
+    let sandbox = Sandbox::new().expect("sandbox");
+    let dir = sandbox.bpffs_path().join("all");
+    std::fs::create_dir(&dir).expect("pin dir");
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(&dir)
+        .load(proxy::dataplane::loader::OBJECT)
+        .expect("loading the object");
+    let mut loaded = Vec::new();
+    for (name, prog) in ebpf.programs_mut() {
+        let result = match prog {
+            aya::programs::Program::SchedClassifier(p) => p.load(),
+            aya::programs::Program::CgroupSockAddr(p) => p.load(),
+            _ => panic!("unexpected program type for {name}"),
+        };
+        if let Err(e) = result {
+            let text = format!("{e:?}");
+            let tail = text.len().saturating_sub(3000);
+            panic!("{name} rejected: {}", text.get(tail..).unwrap_or(&text));
+        }
+        loaded.push(name.to_owned());
+    }
+    loaded.sort();
+    assert_eq!(
+        loaded,
+        [
+            "sock_connect4",
+            "sock_connect6",
+            "sock_getpeername4",
+            "sock_getpeername6",
+            "sock_recvmsg4",
+            "sock_recvmsg6",
+            "sock_sendmsg4",
+            "sock_sendmsg6",
+            programs::TC_EGRESS,
+            programs::TC_INGRESS,
+        ]
+    );
 }
 
 /// One case's loaded programs and maps.
@@ -1080,8 +1173,14 @@ impl World {
     }
 }
 
-fn run_case(case: &Case, dir: &Path) -> Result<(), String> {
+/// Runs one case; `snat_configured: false` leaves `NODE_CFG` all zero.
+fn run_case(case: &Case, dir: &Path, snat_configured: bool) -> Result<(), String> {
     let mut world = World::load(dir)?;
+    if !snat_configured {
+        let mut node: Array<&mut MapData, NodeConfig> = world.map(names::NODE_CFG)?;
+        node.set(0, &NodeConfig::default(), 0)
+            .map_err(|e| e.to_string())?;
+    }
     world.install(case.devices, case.services)?;
     let mut snat_port: Option<u16> = None;
     for (n, step) in case.steps.iter().enumerate() {
