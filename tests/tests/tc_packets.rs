@@ -54,6 +54,8 @@ const LOCAL4: &str = "10.244.1.5";
 const LOCAL6: &str = "fd00:244::1:5";
 const POD4: &str = "10.244.1.9";
 const CLUSTER_IP4: &str = "10.96.0.10";
+const ROUTER4: &str = "203.0.113.1";
+const ROUTER6: &str = "fd00:113::1";
 
 const NODE_PORT: u16 = 30080;
 const TARGET: u16 = 8080;
@@ -88,6 +90,10 @@ struct Backend {
     flags: u8,
 }
 
+#[allow(
+    clippy::large_enum_variant,
+    reason = "cases are static data, never moved around"
+)]
 enum Step {
     /// Runs `input` through `hook`.
     Send {
@@ -153,6 +159,9 @@ enum L4 {
     Other(u8),
     /// An ICMPv4 destination-unreachable (port) error, quoting nothing useful.
     IcmpUnreachable,
+    /// An ICMP/ICMPv6 destination-unreachable quoting this packet's IP
+    /// header and first 8 transport bytes.
+    IcmpErrorAbout(&'static Pkt),
 }
 
 enum Out {
@@ -806,6 +815,94 @@ static CASES: &[Case] = &[
         ],
     },
     Case {
+        name: "ICMP errors about translated flows are translated back (v4 and v6)",
+        devices: &[],
+        services: &[
+            svc(
+                NODE4,
+                NODE_PORT,
+                proto::TCP,
+                scope::INTERNAL,
+                EXT,
+                &[REMOTE_BE4],
+            ),
+            svc(
+                NODE6,
+                NODE_PORT,
+                proto::UDP,
+                scope::INTERNAL,
+                EXT,
+                &[LOCAL_BE6],
+            ),
+        ],
+        steps: &[
+            send(
+                Ingress,
+                pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN),
+                TC_ACT_OK,
+                Packet(pkt(snat(NODE4), ep(REMOTE4, TARGET), SYN)),
+                "tc_dnat",
+            ),
+            // A router on the way to the backend cannot deliver it.
+            send(
+                Ingress,
+                pkt(
+                    ep(ROUTER4, 0),
+                    ep(NODE4, 0),
+                    L4::IcmpErrorAbout(&pkt(snat(NODE4), ep(REMOTE4, TARGET), SYN)),
+                ),
+                TC_ACT_OK,
+                Packet(pkt(
+                    ep(ROUTER4, 0),
+                    ep(CLIENT4, 0),
+                    L4::IcmpErrorAbout(&pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN)),
+                )),
+                "tc_icmp_error_translated",
+            ),
+            send(
+                Ingress,
+                pkt(ep(CLIENT6, CLIENT_PORT), ep(NODE6, NODE_PORT), L4::Udp),
+                TC_ACT_OK,
+                Packet(pkt(ep(CLIENT6, CLIENT_PORT), ep(LOCAL6, TARGET), L4::Udp)),
+                "tc_dnat",
+            ),
+            // The client is unreachable for a reply that was already
+            // reverse-translated: the error goes to the backend, quoting
+            // the reply as the backend sent it.
+            send(
+                Ingress,
+                pkt(
+                    ep(ROUTER6, 0),
+                    ep(NODE6, 0),
+                    L4::IcmpErrorAbout(&pkt(
+                        ep(NODE6, NODE_PORT),
+                        ep(CLIENT6, CLIENT_PORT),
+                        L4::Udp,
+                    )),
+                ),
+                TC_ACT_OK,
+                Packet(pkt(
+                    ep(ROUTER6, 0),
+                    ep(LOCAL6, 0),
+                    L4::IcmpErrorAbout(&pkt(ep(LOCAL6, TARGET), ep(CLIENT6, CLIENT_PORT), L4::Udp)),
+                )),
+                "tc_icmp_error_translated",
+            ),
+            // About a flow nobody tracks: untouched.
+            send(
+                Ingress,
+                pkt(
+                    ep(ROUTER4, 0),
+                    ep(NODE4, 0),
+                    L4::IcmpErrorAbout(&pkt(ep(NODE4, 5555), ep(REMOTE4, 22), SYN)),
+                ),
+                TC_ACT_OK,
+                Unchanged,
+                "tc_icmp_error_passed",
+            ),
+        ],
+    },
+    Case {
         name: "other protocols and ICMP errors pass untouched",
         devices: &[],
         services: &[svc(
@@ -1301,6 +1398,19 @@ fn build(p: &Pkt, snat: Option<u16>) -> Result<Vec<u8>, String> {
         L4::Udp | L4::UdpNoChecksum => (IpNumber::UDP, Vec::new()),
         L4::Other(n) => (IpNumber(n), vec![0; 8]),
         L4::IcmpUnreachable => (IpNumber::ICMP, Vec::new()),
+        L4::IcmpErrorAbout(_) if ip(p.src.addr).is_ipv6() => (IpNumber::IPV6_ICMP, Vec::new()),
+        L4::IcmpErrorAbout(_) => (IpNumber::ICMP, Vec::new()),
+    };
+    let quote = match p.l4 {
+        L4::IcmpErrorAbout(inner) => {
+            let frame = build(inner, snat)?;
+            let len = if ip(inner.src.addr).is_ipv6() { 40 } else { 20 } + 8;
+            frame
+                .get(14..14 + len)
+                .ok_or("short quoted packet")?
+                .to_vec()
+        }
+        _ => Vec::new(),
     };
     let mut frame = Vec::new();
     let transport = |pseudo: &dyn Fn(&TcpHeader, &UdpHeader) -> (u16, u16)| -> Vec<u8> {
@@ -1329,6 +1439,24 @@ fn build(p: &Pkt, snat: Option<u16>) -> Result<Vec<u8>, String> {
                 t.extend_from_slice(PAYLOAD);
             }
             L4::Other(_) => t.extend_from_slice(&l4),
+            L4::IcmpErrorAbout(_) => match (ip(p.src.addr), ip(p.dst.addr)) {
+                (IpAddr::V6(s), IpAddr::V6(d)) => {
+                    let kind =
+                        Icmpv6Type::DestinationUnreachable(icmpv6::DestUnreachableCode::Port);
+                    if let Ok(icmp) =
+                        Icmpv6Header::with_checksum(kind, s.octets(), d.octets(), &quote)
+                    {
+                        icmp.write(&mut t).ok();
+                    }
+                    t.extend_from_slice(&quote);
+                }
+                _ => {
+                    let kind =
+                        Icmpv4Type::DestinationUnreachable(icmpv4::DestUnreachableHeader::Host);
+                    Icmpv4Header::with_checksum(kind, &quote).write(&mut t).ok();
+                    t.extend_from_slice(&quote);
+                }
+            },
             L4::IcmpUnreachable => {
                 let quote = [0x45u8; 28];
                 let icmp = Icmpv4Header::with_checksum(
