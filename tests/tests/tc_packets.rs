@@ -26,8 +26,9 @@ use etherparse::{
     IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, TcpHeader, UdpHeader, icmpv4, icmpv6,
 };
 use proxy_common::{
-    BackendV4, BackendV6, Be16, Be32, DeviceConfig, NodeConfig, Reason, ServiceKeyV4, ServiceKeyV6,
-    ServiceValue, backend_flags, device_flags, names, programs, proto, scope, svc_flags,
+    BackendV4, BackendV6, Be16, Be32, CtKeyV4, CtValueV4, DeviceConfig, NodeConfig, Reason,
+    ServiceKeyV4, ServiceKeyV6, ServiceValue, backend_flags, ct_flags, device_flags, names,
+    programs, proto, scope, svc_flags,
 };
 use proxy_tests::Sandbox;
 
@@ -1040,6 +1041,89 @@ fn no_snat_address() {
     if let Err(e) = run_case(&CASE, &dir, false) {
         panic!("{e}");
     }
+}
+
+/// The conntrack entries of a SNATed flow, as userspace sees them: the
+/// forward and reply entries with their rewrites, and CLOSING after a FIN.
+#[test]
+fn conntrack_entries() {
+    let sandbox = Sandbox::new().expect("sandbox");
+    let dir = sandbox.bpffs_path().join("ct");
+    std::fs::create_dir(&dir).expect("pin dir");
+    let mut world = World::load(&dir).expect("load");
+    world
+        .install(
+            &[],
+            &[svc(
+                NODE4,
+                NODE_PORT,
+                proto::TCP,
+                scope::INTERNAL,
+                EXT,
+                &[REMOTE_BE4],
+            )],
+        )
+        .expect("install");
+    let syn = pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN);
+    let (verdict, out) = world
+        .run(Ingress, &build(&syn, None).expect("build"))
+        .expect("run");
+    assert_eq!(verdict, TC_ACT_OK);
+    let snat_port = source_port(&out).expect("a source port");
+
+    let forward_key = CtKeyV4 {
+        saddr: be32(CLIENT4),
+        daddr: be32(NODE4),
+        sport: Be16::from_host(CLIENT_PORT),
+        dport: Be16::from_host(NODE_PORT),
+        proto: proto::TCP,
+        _pad: [0; 3],
+    };
+    let reply_key = CtKeyV4 {
+        saddr: be32(REMOTE4),
+        daddr: be32(NODE4),
+        sport: Be16::from_host(TARGET),
+        dport: Be16::from_host(snat_port),
+        proto: proto::TCP,
+        _pad: [0; 3],
+    };
+    let ct = |world: &mut World, key: &CtKeyV4| -> CtValueV4 {
+        let map: HashMap<&mut MapData, CtKeyV4, CtValueV4> =
+            world.map(names::CT_V4).expect("CT_V4");
+        map.get(key, 0).expect("the entry")
+    };
+    let fwd = ct(&mut world, &forward_key);
+    assert_eq!(
+        (fwd.saddr, fwd.sport, fwd.daddr, fwd.dport),
+        (
+            be32(NODE4),
+            Be16::from_host(snat_port),
+            be32(REMOTE4),
+            Be16::from_host(TARGET)
+        )
+    );
+    assert_eq!(fwd.flags, ct_flags::SNAT);
+    assert_eq!((fwd.backend_id, fwd.rev_nat_id), (REMOTE_BE4.id, 7));
+    assert_ne!(fwd.last_seen_ns, 0);
+    let rep = ct(&mut world, &reply_key);
+    assert_eq!(
+        (rep.saddr, rep.sport, rep.daddr, rep.dport),
+        (
+            be32(NODE4),
+            Be16::from_host(NODE_PORT),
+            be32(CLIENT4),
+            Be16::from_host(CLIENT_PORT)
+        )
+    );
+    assert_eq!(rep.flags, ct_flags::REPLY | ct_flags::SNAT);
+
+    let fin = pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), FIN);
+    world
+        .run(Ingress, &build(&fin, None).expect("build"))
+        .expect("run");
+    let fwd2 = ct(&mut world, &forward_key);
+    assert_eq!(fwd2.flags, ct_flags::SNAT | ct_flags::CLOSING);
+    assert!(fwd2.last_seen_ns >= fwd.last_seen_ns);
 }
 
 /// Every program in the object the daemon embeds passes the verifier: the
