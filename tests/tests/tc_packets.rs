@@ -80,6 +80,8 @@ struct Svc {
     scope: u8,
     flags: u16,
     rev_nat_id: u16,
+    /// Seconds of ClientIP affinity (with `svc_flags::AFFINITY`).
+    affinity_timeout: u32,
     backends: &'static [Backend],
 }
 
@@ -239,6 +241,7 @@ const fn svc(
         scope,
         flags,
         rev_nat_id: 7,
+        affinity_timeout: 0,
         backends,
     }
 }
@@ -1126,6 +1129,55 @@ fn conntrack_entries() {
     assert!(fwd2.last_seen_ns >= fwd.last_seen_ns);
 }
 
+/// ClientIP affinity on the tc path is keyed by the client's address: new
+/// flows (other source ports) of one client keep their backend.
+#[test]
+fn affinity_by_client_address() {
+    let sandbox = Sandbox::new().expect("sandbox");
+    let dir = sandbox.bpffs_path().join("affinity");
+    std::fs::create_dir(&dir).expect("pin dir");
+    let mut world = World::load(&dir).expect("load");
+    let sticky = Svc {
+        flags: EXT | svc_flags::AFFINITY,
+        affinity_timeout: 600,
+        ..svc(
+            NODE4,
+            NODE_PORT,
+            proto::TCP,
+            scope::INTERNAL,
+            EXT,
+            &[
+                LOCAL_BE4,
+                Backend {
+                    id: 5,
+                    addr: "10.244.1.6",
+                    ..LOCAL_BE4
+                },
+            ],
+        )
+    };
+    world.install(&[], &[sticky]).expect("install");
+    let mut seen = std::collections::BTreeSet::new();
+    for n in 0..12 {
+        let syn = pkt(ep(CLIENT4, CLIENT_PORT + n), ep(NODE4, NODE_PORT), SYN);
+        let (verdict, out) = world
+            .run(Ingress, &build(&syn, None).expect("build"))
+            .expect("run");
+        assert_eq!(verdict, TC_ACT_OK);
+        let sliced = etherparse::SlicedPacket::from_ethernet(&out).expect("parse");
+        let Some(etherparse::NetSlice::Ipv4(ip)) = sliced.net else {
+            panic!("not IPv4");
+        };
+        seen.insert(ip.header().destination());
+    }
+    assert_eq!(
+        seen.len(),
+        1,
+        "one client went to several backends: {seen:?}"
+    );
+    assert!(world.stat("affinity_hit") >= 11);
+}
+
 /// Every program in the object the daemon embeds passes the verifier: the
 /// tc programs and the socket hooks, which share `lb.rs`.
 #[test]
@@ -1279,7 +1331,7 @@ impl World {
             rev_nat_id: svc.rev_nat_id,
             flags: svc.flags,
             _pad: 0,
-            affinity_timeout: 0,
+            affinity_timeout: svc.affinity_timeout,
         };
         let err = |e: aya::maps::MapError| e.to_string();
         match ip(svc.vip) {
