@@ -27,8 +27,8 @@ use etherparse::{
 };
 use proxy_common::{
     BackendV4, BackendV6, Be16, Be32, CtKeyV4, CtValueV4, DeviceConfig, NodeConfig, Reason,
-    ServiceKeyV4, ServiceKeyV6, ServiceValue, backend_flags, ct_flags, device_flags, names,
-    programs, proto, scope, svc_flags,
+    ServiceKeyV4, ServiceKeyV6, ServiceValue, backend_flags, ct_flags, ct_timeout, device_flags,
+    names, programs, proto, scope, svc_flags,
 };
 use proxy_tests::Sandbox;
 
@@ -1176,6 +1176,130 @@ fn affinity_by_client_address() {
         "one client went to several backends: {seen:?}"
     );
     assert!(world.stat("affinity_hit") >= 11);
+}
+
+/// `CLOCK_MONOTONIC`, the clock of `bpf_ktime_get_ns()`.
+fn monotonic_ns() -> u64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+}
+
+/// A conntrack entry idle past its timeout is a miss (the flow is balanced
+/// anew); a fresh one is applied as stored.
+#[test]
+fn conntrack_timeout() {
+    let sandbox = Sandbox::new().expect("sandbox");
+    let dir = sandbox.bpffs_path().join("timeout");
+    std::fs::create_dir(&dir).expect("pin dir");
+    let mut world = World::load(&dir).expect("load");
+    world
+        .install(
+            &[],
+            &[svc(
+                NODE4,
+                NODE_PORT,
+                proto::UDP,
+                scope::INTERNAL,
+                EXT,
+                &[LOCAL_BE4],
+            )],
+        )
+        .expect("install");
+    let key = CtKeyV4 {
+        saddr: be32(CLIENT4),
+        daddr: be32(NODE4),
+        sport: Be16::from_host(CLIENT_PORT),
+        dport: Be16::from_host(NODE_PORT),
+        proto: proto::UDP,
+        _pad: [0; 3],
+    };
+    // Stored: send the flow to 10.244.9.9:9 (not a backend of the service).
+    let stored = |last_seen_ns: u64| CtValueV4 {
+        last_seen_ns,
+        saddr: be32(CLIENT4),
+        daddr: be32("10.244.9.9"),
+        sport: Be16::from_host(CLIENT_PORT),
+        dport: Be16::from_host(9),
+        rev_nat_id: 7,
+        flags: 0,
+        _pad: 0,
+        backend_id: LOCAL_BE4.id,
+        _pad2: 0,
+    };
+    let input = pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), L4::Udp);
+    let bytes = build(&input, None).expect("build");
+    for (age_ns, expected_to) in [
+        (0, ep("10.244.9.9", 9)),
+        (ct_timeout::UDP_NS + 1_000_000_000, ep(LOCAL4, TARGET)),
+    ] {
+        {
+            let mut ct: HashMap<&mut MapData, CtKeyV4, CtValueV4> =
+                world.map(names::CT_V4).expect("CT_V4");
+            ct.insert(&key, &stored(monotonic_ns() - age_ns), 0)
+                .expect("insert");
+        }
+        let (verdict, out) = world.run(Ingress, &bytes).expect("run");
+        assert_eq!(verdict, TC_ACT_OK);
+        let expected =
+            build(&pkt(ep(CLIENT4, CLIENT_PORT), expected_to, L4::Udp), None).expect("build");
+        assert_eq!(hex(&out), hex(&expected), "entry aged {age_ns} ns");
+    }
+}
+
+/// When every SNAT port towards a backend is taken, a new flow is dropped.
+#[test]
+fn snat_ports_exhausted() {
+    let sandbox = Sandbox::new().expect("sandbox");
+    let dir = sandbox.bpffs_path().join("ports");
+    std::fs::create_dir(&dir).expect("pin dir");
+    let mut world = World::load(&dir).expect("load");
+    world
+        .install(
+            &[],
+            &[svc(
+                NODE4,
+                NODE_PORT,
+                proto::TCP,
+                scope::INTERNAL,
+                EXT,
+                &[REMOTE_BE4],
+            )],
+        )
+        .expect("install");
+    {
+        let mut ct: HashMap<&mut MapData, CtKeyV4, CtValueV4> =
+            world.map(names::CT_V4).expect("CT_V4");
+        let taken = CtValueV4 {
+            last_seen_ns: monotonic_ns(),
+            saddr: be32(NODE4),
+            daddr: be32("198.51.100.99"),
+            sport: Be16::from_host(NODE_PORT),
+            dport: Be16::from_host(1234),
+            rev_nat_id: 7,
+            flags: ct_flags::REPLY | ct_flags::SNAT,
+            _pad: 0,
+            backend_id: REMOTE_BE4.id,
+            _pad2: 0,
+        };
+        for port in SNAT_MIN..=SNAT_MAX {
+            let key = CtKeyV4 {
+                saddr: be32(REMOTE4),
+                daddr: be32(NODE4),
+                sport: Be16::from_host(TARGET),
+                dport: Be16::from_host(port),
+                proto: proto::TCP,
+                _pad: [0; 3],
+            };
+            ct.insert(&key, &taken, 0).expect("insert");
+        }
+    }
+    let before = world.stat("tc_snat_ports_exhausted");
+    let syn = pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN);
+    let (verdict, _) = world
+        .run(Ingress, &build(&syn, None).expect("build"))
+        .expect("run");
+    assert_eq!(verdict, TC_ACT_SHOT);
+    assert_eq!(world.stat("tc_snat_ports_exhausted"), before + 1);
 }
 
 /// Every program in the object the daemon embeds passes the verifier: the
