@@ -598,6 +598,18 @@ static CASES: &[Case] = &[
         )],
     },
     Case {
+        name: "no backend v6 TCP: ICMPv6 port unreachable quoting the whole TCP header",
+        devices: &[],
+        services: &[svc(NODE6, NODE_PORT, proto::TCP, scope::INTERNAL, EXT, &[])],
+        steps: &[send(
+            Ingress,
+            pkt(ep(CLIENT6, CLIENT_PORT), ep(NODE6, NODE_PORT), SYN),
+            TC_ACT_REDIRECT,
+            Reject,
+            "tc_rejected",
+        )],
+    },
+    Case {
         name: "hairpin: a pod reaching itself through a ClusterIP is SNATed",
         devices: &[(IFINDEX, device_flags::CLUSTER_IP)],
         services: &[svc(
@@ -1825,7 +1837,13 @@ fn reject(p: &Pkt, input: &[u8]) -> Result<Vec<u8>, String> {
             frame.extend_from_slice(quote);
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let quote = &input[14..14 + 48];
+            // The IPv6 header and the whole fixed transport header.
+            let l4 = if matches!(p.l4, L4::Tcp { .. }) {
+                20
+            } else {
+                8
+            };
+            let quote = &input[14..14 + 40 + l4];
             Ethernet2Header {
                 source: NODE_MAC,
                 destination: CLIENT_MAC,
