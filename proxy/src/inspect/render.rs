@@ -108,9 +108,12 @@ impl View for ServicesView {
         }
         let mut t = Table::new(&[
             "FRONTEND",
+            "KIND",
+            "SCOPE",
             "SERVICE",
             "REVNAT",
             "POLICY",
+            "ETP",
             "AFFINITY",
             "SLOTS",
             "SLOT",
@@ -120,9 +123,12 @@ impl View for ServicesView {
         for s in &self.services {
             let head = vec![
                 s.frontend.clone(),
+                s.kind.to_owned(),
+                s.scope.to_owned(),
                 or_dash(s.service.as_ref()),
                 s.rev_nat_id.to_string(),
                 or_dash(s.traffic_policy),
+                or_dash(s.external_traffic_policy),
                 or_dash(s.affinity_timeout_seconds.map(|t| format!("{t}s"))),
                 s.slot_count.to_string(),
             ];

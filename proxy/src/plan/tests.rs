@@ -741,9 +741,10 @@ fn switching_to_etp_cluster_unpublishes_the_external_scope_first() {
     let mut w = synced(&etp_local(true));
     take_log(&mut w);
     assert!(w.sync(&etp_local(false)).is_complete());
+    // The name records the policy too (for `proxy inspect`).
     assert_eq!(
         kinds(&take_log(&mut w)),
-        ["delete-frontend", "delete-slot(1)"]
+        ["put-name", "delete-frontend", "delete-slot(1)"]
     );
     let f = fe("192.168.1.10:30080");
     assert_eq!(w.applied().slot0(f, Scope::External), None);
@@ -751,7 +752,7 @@ fn switching_to_etp_cluster_unpublishes_the_external_scope_first() {
     assert!(w.sync(&etp_local(true)).is_complete());
     assert_eq!(
         kinds(&take_log(&mut w)),
-        ["put-slot(1)", "put-frontend(count=1)"]
+        ["put-name", "put-slot(1)", "put-frontend(count=1)"]
     );
 }
 
