@@ -824,3 +824,34 @@ fn any_failed_write_of_scoped_entries_converges_on_the_next_sync() {
         );
     }
 }
+
+#[test]
+fn a_failed_external_publish_leaves_the_frontend_unpublished() {
+    let d = etp_local(true);
+    let ops: Vec<Op> = plan(&Applied::default(), &d).ops().cloned().collect();
+    let f = fe("192.168.1.10:30080");
+    let external_publish = ops
+        .iter()
+        .position(|op| {
+            matches!(
+                op,
+                Op::PutService {
+                    scope: Scope::External,
+                    slot: 0,
+                    ..
+                }
+            )
+        })
+        .unwrap();
+    let mut w = Writer::new(FakeMaps::default()).unwrap();
+    w.maps_mut_for_tests().fail_at = Some(external_publish);
+    assert!(!w.sync(&d).is_complete());
+    assert_eq!(w.applied().slot0(f, Scope::External), None);
+    assert_eq!(
+        w.applied().frontend(f),
+        None,
+        "the internal scope must not be published without the external one"
+    );
+    assert!(w.sync(&d).is_complete());
+    assert!(w.applied().frontend(f).is_some());
+}
