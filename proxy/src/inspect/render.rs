@@ -165,13 +165,14 @@ impl View for BackendsView {
         if self.backends.is_empty() {
             return "no backends in the backend maps\n".to_owned();
         }
-        let mut t = Table::new(&["ID", "BACKEND", "PROTO", "FRONTENDS"]);
+        let mut t = Table::new(&["ID", "BACKEND", "PROTO", "FRONTENDS", "LOCAL"]);
         for b in &self.backends {
             t.row(vec![
                 b.id.to_string(),
                 socket(b.addr, b.port),
                 b.protocol.clone(),
                 b.frontends.to_string(),
+                if b.local { "yes" } else { "no" }.to_owned(),
             ]);
         }
         t.render()

@@ -107,6 +107,8 @@ pub struct BackendAddr {
     pub addr: IpAddr,
     pub port: u16,
     pub proto: u8,
+    /// `proxy_common::backend_flags`.
+    pub flags: u8,
 }
 
 /// What the service, backend and name maps hold.
@@ -205,6 +207,9 @@ pub struct BackendEntry {
     pub protocol: String,
     /// Frontends whose published slots (`1..=count`) point at it.
     pub frontends: usize,
+    /// The endpoint runs on this node (external traffic to it is not
+    /// source-NATed).
+    pub local: bool,
 }
 
 /// `inspect affinity`.
@@ -546,6 +551,7 @@ impl Dataset {
                 port: b.port,
                 protocol: protocol_name(b.proto),
                 frontends: frontends_of.get(id).map_or(0, BTreeSet::len),
+                local: b.flags & proxy_common::backend_flags::LOCAL != 0,
             })
             .collect();
         BackendsView { backends }
@@ -803,6 +809,7 @@ impl Pins {
                     addr,
                     port: b.port.to_host(),
                     proto: b.proto,
+                    flags: b.flags,
                 },
             );
         }
@@ -813,6 +820,7 @@ impl Pins {
                     addr: ip6(b.addr),
                     port: b.port.to_host(),
                     proto: b.proto,
+                    flags: b.flags,
                 },
             );
         }

@@ -58,6 +58,7 @@ impl Data {
                 addr: ip(addr),
                 port,
                 proto: protocol,
+                flags: 0,
             },
         );
         self
@@ -106,6 +107,14 @@ impl Data {
 }
 
 impl Data {
+    /// Flags backend `id` as running on this node.
+    fn local_backend(mut self, id: u32) -> Self {
+        if let Some(b) = self.0.backends.get_mut(&id) {
+            b.flags |= proxy_common::backend_flags::LOCAL;
+        }
+        self
+    }
+
     /// Marks frontend `vip:port/TCP` external (slot 0 flags `flags`, name
     /// flags `owner_flags`) and, with `local`, gives it an external-scope
     /// entry with those slots.
@@ -223,6 +232,7 @@ fn typical() -> Dataset {
             &[(1, 1), (2, 2)],
             Some(name("pxt", "web", "http", false)),
         )
+        .local_backend(1)
         .external(
             "192.168.1.10",
             30080,
