@@ -7,7 +7,8 @@
 //! address; the links taken over in place by a daemon restarted after
 //! `kill -9` (same link ids); a link detached by hand re-attached and counted
 //! in `proxy_drift_repairs_total{kind="link"}`; and nothing left on the
-//! devices after `proxy cleanup`.
+//! devices after `proxy cleanup`. With `--socket-lb=false`, the socket hooks
+//! a previous daemon attached are dropped and the devices get `CLUSTER_IP`.
 
 mod common;
 
@@ -424,4 +425,36 @@ fn tc_programs_follow_the_devices_survive_restarts_and_drift_and_go_with_cleanup
     };
     wait_until(SETTLE, || left().is_empty());
     assert_eq!(left(), [], "programs left on devices after cleanup");
+}
+
+#[test]
+fn without_socket_lb_the_hooks_go_and_every_device_translates_cluster_ips() {
+    let mut f = Fixture::new(Mode::Ebpf);
+    f.write_web(&BACKENDS_V4, &BACKENDS_V6);
+    add_veth(&f, EXT);
+    start(&mut f);
+    let pin = f.sandbox.pin_path();
+    f.wait_for(STARTUP, "tc links on tcext0", || {
+        devices_of(&tc_links(&pin)) == [EXT]
+    });
+    let links = |pin: &Path| status(pin)["links"].as_array().map_or(0, Vec::len);
+    assert_eq!(links(&pin), 8, "the socket hooks, with socket LB on");
+    assert_eq!(devices_map(&pin), [(ifindex(EXT), 0)]);
+
+    let stopped = f.proxy().stop().expect("stopping the proxy");
+    assert!(stopped.success(), "{stopped}");
+    f.proxy = None;
+    let mut args = args();
+    args.extend(["--socket-lb", "false"]);
+    f.proxy = Some(
+        ProxyProcess::start_with_args(&proxy_bin(), &f.sandbox, &f.sandbox.manifests_dir(), &args)
+            .unwrap_or_else(|e| panic!("starting the proxy: {e}")),
+    );
+    f.wait_for(STARTUP, "the socket hooks dropped", || links(&pin) == 0);
+    f.wait_for(SETTLE, "tcext0 flagged CLUSTER_IP", || {
+        devices_map(&pin) == [(ifindex(EXT), device_flags::CLUSTER_IP)]
+    });
+    assert_eq!(devices_of(&tc_links(&pin)), [EXT]);
+    assert_eq!(tcx_programs(EXT, BPF_TCX_INGRESS), 1);
+    assert_eq!(tcx_programs(EXT, BPF_TCX_EGRESS), 1);
 }
