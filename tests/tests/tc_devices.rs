@@ -458,3 +458,39 @@ fn without_socket_lb_the_hooks_go_and_every_device_translates_cluster_ips() {
     assert_eq!(tcx_programs(EXT, BPF_TCX_INGRESS), 1);
     assert_eq!(tcx_programs(EXT, BPF_TCX_EGRESS), 1);
 }
+
+#[test]
+fn a_new_pod_device_is_attached_on_its_link_notification_not_the_reconcile() {
+    let mut f = Fixture::new(Mode::Ebpf);
+    f.write_web(&BACKENDS_V4, &BACKENDS_V6);
+    add_veth(&f, EXT);
+    let mut args = args();
+    // The reconcile is an hour away: only the notification can do it.
+    let at = args
+        .iter()
+        .position(|a| *a == RESYNC_MS)
+        .expect("the resync flag's value");
+    args[at] = "3600000";
+    f.proxy = Some(
+        ProxyProcess::start_with_args(&proxy_bin(), &f.sandbox, &f.sandbox.manifests_dir(), &args)
+            .unwrap_or_else(|e| panic!("starting the proxy: {e}")),
+    );
+    f.wait_ready();
+    let pin = f.sandbox.pin_path();
+    f.wait_for(STARTUP, "tc links on tcext0", || {
+        devices_of(&tc_links(&pin)) == [EXT]
+    });
+    add_veth(&f, POD1);
+    f.wait_for(SETTLE, "tc links on the new pod device", || {
+        devices_of(&tc_links(&pin)) == [EXT, POD1]
+    });
+    assert!(devices_map(&pin).contains(&(ifindex(POD1), device_flags::CLUSTER_IP)));
+    f.sandbox
+        .ip(&format!("link del {POD1}"))
+        .expect("deleting tcpod1");
+    f.wait_for(SETTLE, "the deleted pod device's links dropped", || {
+        status(&pin)["tc_links"]
+            .as_array()
+            .is_some_and(|l| l.len() == 2)
+    });
+}
