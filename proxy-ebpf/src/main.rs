@@ -9,6 +9,7 @@
 //! - `lb`: service lookup and backend selection, shared by the hooks.
 //! - `maps`: every map, declared once.
 //! - `stats`: per-CPU counters by [`proxy_common::Reason`].
+//! - `tc`: the per-packet programs on the node's devices (`tc_ingress`, `tc_egress`).
 //!
 //! Entry points stay thin: each calls a `try_*` helper that returns
 //! `Result<Reason, Reason>`, counts the reason, and maps it to a verdict.

@@ -11,6 +11,7 @@ pub mod datapath;
 pub mod dataplane;
 pub mod inspect;
 pub mod model;
+pub mod nodeport;
 pub mod plan;
 pub mod source;
 pub mod sync;

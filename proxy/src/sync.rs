@@ -124,6 +124,7 @@ pub async fn run<D: Datapath>(
             r = changes.changed() => if r.is_err() { return },
             _ = resync.tick() => reconcile = true,
             _ = retry => {},
+            () = datapath.wake() => {},
             _ = shutdown.changed() => return,
         }
     }
@@ -158,11 +159,21 @@ async fn sync_once<D: Datapath>(
         cache.update(&mut index)
     });
     let (_, no_local) = cache.no_local_endpoints();
-    // Only ClusterIPs are programmed so far: internal traffic policy only.
     telemetry.no_local_endpoints(NoLocalEndpoints {
         internal: no_local.internal,
-        external: 0,
+        external: no_local.external,
     });
+    // Logged when the Service is recomputed (once per change), like conflicts.
+    for refusal in cache.refusals_updated() {
+        tracing::warn!(
+            service = %refusal.service,
+            frontend = %refusal.frontend,
+            reason = refusal.reason.label(),
+            "{refusal}"
+        );
+    }
+    telemetry.refused_frontends(cache.refusal_counts());
+    telemetry.health_checks(&cache.state().health_checks);
     let conflicts = match &touched {
         Touched::All => cache.conflicts(),
         Touched::Some(touched) => cache.conflicts_in(touched),
@@ -249,6 +260,7 @@ mod tests {
                 Ok(action) => Ok(HookReport {
                     hooks: vec![AttachedHook {
                         program: "sock_connect4",
+                        device: None,
                         action,
                     }],
                     migrated_from: Vec::new(),

@@ -17,6 +17,7 @@
 //! rev-NAT maps, which the sync loop reports from the writer's mirror.
 
 use std::{
+    collections::BTreeMap,
     net::IpAddr,
     sync::{
         Mutex, OnceLock,
@@ -46,6 +47,7 @@ use crate::{
         MapError,
         usage::{MapCapacity, UsageReader},
     },
+    model::desired::RefusalReason,
     plan::Applied,
 };
 
@@ -63,6 +65,7 @@ pub mod name {
     pub const ENDPOINT_CHANGES: &str = "kubeproxy_sync_proxy_rules_endpoint_changes";
     /// A gauge despite its name, as in kube-proxy.
     pub const NO_LOCAL_ENDPOINTS: &str = "kubeproxy_sync_proxy_rules_no_local_endpoints_total";
+    pub const REFUSED_FRONTENDS: &str = "proxy_refused_external_frontends";
     pub const HEALTHZ: &str = "kubeproxy_proxy_healthz";
     pub const LIVEZ: &str = "kubeproxy_proxy_livez";
     pub const SYNC_FAILURES: &str = "proxy_sync_failures";
@@ -175,6 +178,7 @@ pub struct Metrics {
     seen_service_changes: AtomicU64,
     seen_endpoint_changes: AtomicU64,
     no_local_endpoints: Family<Labels, Gauge>,
+    refused_frontends: Family<Labels, Gauge>,
     healthz: Family<Labels, Counter>,
     livez: Family<Labels, Counter>,
     sync_failures: Counter,
@@ -242,6 +246,18 @@ impl Metrics {
         for policy in ["internal", "external"] {
             no_local_endpoints
                 .get_or_create(&[("traffic_policy", policy)])
+                .set(0);
+        }
+        let refused_frontends = Family::<Labels, Gauge>::default();
+        registry.register(
+            name::REFUSED_FRONTENDS,
+            "External frontends (ExternalIPs, LoadBalancer IPs, NodePorts) refused \
+             for safety (CVE-2020-8554), by reason",
+            refused_frontends.clone(),
+        );
+        for reason in RefusalReason::ALL {
+            refused_frontends
+                .get_or_create(&[("reason", reason.label())])
                 .set(0);
         }
         let healthz = Family::<Labels, Counter>::default();
@@ -353,6 +369,7 @@ impl Metrics {
             seen_service_changes: AtomicU64::new(0),
             seen_endpoint_changes: AtomicU64::new(0),
             no_local_endpoints,
+            refused_frontends,
             healthz,
             livez,
             sync_failures,
@@ -432,6 +449,15 @@ impl Metrics {
         }
     }
 
+    pub(super) fn refused_frontends(&self, counts: &BTreeMap<RefusalReason, usize>) {
+        for reason in RefusalReason::ALL {
+            let n = counts.get(&reason).copied().unwrap_or(0);
+            self.refused_frontends
+                .get_or_create(&[("reason", reason.label())])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
     pub(super) fn drift_repairs(&self, kind: DriftKind, n: usize) {
         self.drift_repairs
             .get_or_create(&[("kind", kind.as_str())])
@@ -441,7 +467,7 @@ impl Metrics {
     pub(super) fn map_entries(&self, applied: &Applied) {
         let mut counts = [0u64; 6];
         let v6 = |a: &IpAddr| usize::from(a.is_ipv6());
-        for (frontend, _) in applied.services.keys() {
+        for (frontend, _, _) in applied.services.keys() {
             counts[v6(&frontend.addr)] += 1;
         }
         for backend in applied.backends.values() {

@@ -11,7 +11,9 @@
 //! - `health`: the queued/updated/timeout state machine and its JSON (pure);
 //! - `metrics`: the registry and the scrape-time dataplane collector;
 //! - `rejects`: the typed reject hook for sources;
-//! - `http`: the two hyper servers.
+//! - `http`: the two hyper servers;
+//! - `service_health`: the health-check node ports of LoadBalancer Services
+//!   with `externalTrafficPolicy: Local`, opened and closed as they come and go.
 //!
 //! Must not: write to the dataplane, or block the sync loop (every call the
 //! loop makes takes a short mutex or an atomic).
@@ -20,8 +22,10 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod rejects;
+pub mod service_health;
 
 use std::{
+    collections::BTreeMap,
     fmt,
     net::{IpAddr, SocketAddr},
     sync::{
@@ -37,7 +41,7 @@ pub use health::{HealthState, Probe, Stamp};
 pub use metrics::{DataplaneUsage, DriftKind, Metrics, NoLocalEndpoints, UserspaceCounters};
 pub use rejects::{ConfigRejects, ConfigSource, RejectReason};
 
-use crate::plan::Applied;
+use crate::{model::HealthCheck, plan::Applied};
 
 /// How services are implemented on this node: the `mode` label of
 /// `proxy_mode` and the health body, and the answer of `/proxyMode`.
@@ -94,6 +98,9 @@ struct Inner {
     health: Mutex<HealthState>,
     metrics: Metrics,
     rejects: ConfigRejects,
+    /// The health-check node ports the last sync wants served
+    /// ([`service_health`]).
+    health_checks: watch::Sender<Arc<BTreeMap<u16, HealthCheck>>>,
 }
 
 /// A sync in progress, from [`Telemetry::sync_started`].
@@ -115,6 +122,7 @@ impl Telemetry {
                 health: Mutex::new(HealthState::new(healthz_timeout)),
                 metrics,
                 rejects,
+                health_checks: watch::Sender::new(Arc::default()),
             }),
         }
     }
@@ -218,6 +226,14 @@ impl Telemetry {
         self.inner.metrics.no_local_endpoints(n);
     }
 
+    /// External frontends refused for safety, by reason (a gauge).
+    pub fn refused_frontends(
+        &self,
+        counts: &std::collections::BTreeMap<crate::model::desired::RefusalReason, usize>,
+    ) {
+        self.inner.metrics.refused_frontends(counts);
+    }
+
     /// Drift a reconcile found and repaired: map entries, or hooks.
     pub fn drift_repairs(&self, kind: DriftKind, n: usize) {
         self.inner.metrics.drift_repairs(kind, n);
@@ -226,6 +242,29 @@ impl Telemetry {
     /// Entry counts of the mirrored maps, after a sync.
     pub fn map_entries(&self, applied: &Applied) {
         self.inner.metrics.map_entries(applied);
+    }
+
+    /// Publishes the health-check node ports of the desired state (for
+    /// [`service_health::run`]); a no-op when they did not change.
+    pub fn health_checks(&self, checks: &BTreeMap<u16, HealthCheck>) {
+        self.inner.health_checks.send_if_modified(|current| {
+            if **current == *checks {
+                return false;
+            }
+            *current = Arc::new(checks.clone());
+            true
+        });
+    }
+
+    /// Follows [`Telemetry::health_checks`].
+    pub fn watch_health_checks(&self) -> watch::Receiver<Arc<BTreeMap<u16, HealthCheck>>> {
+        self.inner.health_checks.subscribe()
+    }
+
+    /// Whether the proxy itself is healthy (`/livez`'s answer, not counted):
+    /// the `serviceProxyHealthy` of health-check node ports.
+    pub fn is_healthy(&self) -> bool {
+        self.health().status(Stamp::now()).healthy
     }
 
     /// The status code and body for a health probe (and counts it).

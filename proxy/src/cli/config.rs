@@ -197,6 +197,86 @@ mod tests {
     }
 
     #[test]
+    fn nodeport_addresses_from_the_file_and_the_comma_separated_flag() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = write(dir.path(), "nodeportAddresses: [10.0.0.0/8, fd00::1]\n");
+        let shown = |s: &RunArgs| -> Vec<String> {
+            s.nodeport_addresses
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        let s = settings(&["run", "--config", &path]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(shown(&s), ["10.0.0.0/8", "fd00::1/128"]);
+        let s = settings(&[
+            "run",
+            "--config",
+            &path,
+            "--nodeport-addresses",
+            "192.168.0.0/16,192.0.2.7",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(shown(&s), ["192.168.0.0/16", "192.0.2.7/32"], "the flag");
+        let bad = write(dir.path(), "nodeportAddresses: [eth0]\n");
+        assert!(settings(&["run", "--config", &bad]).is_err());
+        let text = documented(&RunArgs::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(text.contains("\nnodeportAddresses: []\n"), "{text}");
+    }
+
+    #[test]
+    fn the_device_settings_are_fields_and_flags() {
+        use crate::dataplane::devices::{DeviceSelection, PodDevices};
+        let defaults = RunArgs::default();
+        assert_eq!(defaults.devices, DeviceSelection::Auto);
+        assert_eq!(defaults.pod_devices, PodDevices::default());
+        assert!(defaults.socket_lb);
+        let text = documented(&defaults).unwrap_or_else(|e| panic!("{e}"));
+        assert!(text.contains("\ndevices: auto\n"), "{text}");
+        assert!(text.contains("\npodDevices: ''\n"), "{text}");
+        assert!(text.contains("\nsocketLb: true\n"), "{text}");
+
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = write(
+            dir.path(),
+            "devices: eth0,eth1\npodDevices: veth*,lxc?\nsocketLb: false\n",
+        );
+        let s = settings(&["run", "--config", &path]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            s.devices,
+            DeviceSelection::Names(vec!["eth0".into(), "eth1".into()])
+        );
+        assert_eq!(
+            s.pod_devices,
+            PodDevices(vec!["veth*".into(), "lxc?".into()])
+        );
+        assert!(!s.socket_lb);
+        let s = settings(&[
+            "run",
+            "--config",
+            &path,
+            "--devices",
+            "auto",
+            "--socket-lb=true",
+            "--pod-devices",
+            "",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.devices, DeviceSelection::Auto, "the flag");
+        assert!(s.socket_lb, "the flag");
+        assert_eq!(s.pod_devices, PodDevices::default(), "the flag");
+        for bad in [
+            vec!["run", "--devices", "eth*"],
+            vec!["run", "--devices", "eth0,"],
+            vec!["run", "--pod-devices", "a/b"],
+            vec!["run", "--socket-lb", "maybe"],
+        ] {
+            let parsed = Cli::command()
+                .try_get_matches_from(std::iter::once("proxy").chain(bad.iter().copied()));
+            assert!(parsed.is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
     fn without_a_file_the_flags_are_the_settings() {
         let s = settings(&["run", "--healthz-timeout", "2m"]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.healthz_timeout, Duration::from_secs(120));
@@ -216,6 +296,10 @@ mod tests {
             ("mode: eBPF\n", "mode"),
             ("serviceMapEntries: 0\n", "serviceMapEntries"),
             ("backendGracePeriod: soon\n", "backendGracePeriod"),
+            ("devices: veth*\n", "devices"),
+            ("devices: a-name-much-too-long\n", "devices"),
+            ("podDevices: \"eth0:1\"\n", "podDevices"),
+            ("socketLb: sometimes\n", "socketLb"),
         ] {
             let path = write(dir.path(), text);
             let error = match settings(&["run", "--config", &path]) {

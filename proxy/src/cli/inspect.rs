@@ -47,8 +47,9 @@ pub enum What {
     Backends(FilterArgs),
     /// Live ClientIP session-affinity entries and their age.
     Affinity(FilterArgs),
-    /// Per-packet flows: none, the per-packet datapath does not exist yet.
-    Conntrack,
+    /// Per-packet flows of the tc path (CT_V4, CT_V6): each entry's tuple as
+    /// the packet arrives and what it is rewritten to.
+    Conntrack(FilterArgs),
     /// The datapath's counters, summed over CPUs, by reason.
     Stats,
     /// Mode (eBPF, or userspace when only VIP routes of ours are found), the
@@ -87,7 +88,7 @@ impl InspectArgs {
                     What::Services(filter) => show(&pins.services(&filter.into())?, output)?,
                     What::Backends(filter) => show(&pins.backends(&filter.into())?, output)?,
                     What::Affinity(filter) => show(&pins.affinity(&filter.into())?, output)?,
-                    What::Conntrack => show(&pins.conntrack(), output)?,
+                    What::Conntrack(filter) => show(&pins.conntrack(&filter.into())?, output)?,
                     What::Stats => show(&pins.stats()?, output)?,
                     What::Status => unreachable!("handled above"),
                 }

@@ -9,7 +9,9 @@
 //! by the sync loop after the first complete sync (see `datapath`); a failure
 //! to attach then is retried, not a fallback. Pins of a newer layout version
 //! are never a reason to fall back: `auto` refuses them like `ebpf` does, and
-//! leaves them alone. One mode at a time: a daemon in userspace mode
+//! leaves them alone. The tc programs (`--devices`, `--pod-devices`) load with
+//! the hooks; in `auto` with socket LB on, a tc program the kernel refuses is
+//! logged and the socket hooks serve alone (see `dataplane::tc`). One mode at a time: a daemon in userspace mode
 //! removes the hooks and maps an eBPF run left (they would steer VIP traffic
 //! past it), and a daemon in eBPF mode removes the VIP routes a userspace run
 //! left (at its first sync, by the userspace path it keeps for frontends
@@ -25,6 +27,7 @@
 
 use std::{
     path::PathBuf,
+    str::FromStr as _,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -39,8 +42,16 @@ use crate::{
     admin::{self, AdminServers, BindAddress, Mode, Telemetry},
     config::{self, file},
     datapath::EbpfDatapath,
-    dataplane::{Writer, cgroup, kernel::KernelMaps, loader},
+    dataplane::{
+        Writer, cgroup,
+        devices::{self, DeviceSelection, PodDevices},
+        kernel::KernelMaps,
+        loader,
+        tc::TcSettings,
+    },
     model::{Index, NodeInfo, selection},
+    nodeport::{self, Cidr},
+    plan::Scope,
     source::{
         gate::Gate,
         kube as kube_source,
@@ -78,6 +89,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
+    /// The addresses NodePorts are served on: comma-separated IPs or CIDRs
+    /// (kube-proxy's flag). Empty: every address of this network namespace's
+    /// interfaces except loopback and IPv6 link-local ones.
+    #[arg(long, value_name = "CIDRS", value_delimiter = ',')]
+    pub nodeport_addresses: Vec<Cidr>,
     /// A directory of Kubernetes YAML (Services, EndpointSlices), watched for
     /// changes. Optional when a cluster is configured; both can be used at once.
     #[arg(long, value_name = "DIR")]
@@ -153,6 +169,22 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     #[serde(deserialize_with = "de_map_entries")]
     pub service_map_entries: Option<u32>,
+    /// eBPF: the node's external devices, where the tc programs serve
+    /// NodePorts, ExternalIPs and LoadBalancer IPs: comma-separated interface
+    /// names, or `auto`: the interfaces that carry the node's addresses or its
+    /// default route, loopback excluded.
+    #[arg(long, value_name = "NAMES", default_value = "auto", value_parser = DeviceSelection::from_str)]
+    pub devices: DeviceSelection,
+    /// eBPF: devices facing pods (comma-separated names or globs such as
+    /// `veth*`), where the tc programs also translate ClusterIPs per packet
+    /// (for clients the socket hooks do not see). Empty: none.
+    #[arg(long, value_name = "NAMES", default_value = "", value_parser = PodDevices::from_str)]
+    pub pod_devices: PodDevices,
+    /// eBPF: balance ClusterIP connections at the socket (cgroup hooks).
+    /// false: no socket hooks, and every tc device translates ClusterIPs per
+    /// packet.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub socket_lb: bool,
     /// Log format: `text` or `json`. The flag is `proxy --log-format`, shared by
     /// every subcommand (see [`super::Cli`]); [`resolve`] fills this in.
     #[arg(skip = LogFormat::Text)]
@@ -320,6 +352,31 @@ impl RunArgs {
             Index::new(NodeInfo::named(node_name.clone()))
                 .with_proxy_name(self.service_proxy_name.as_deref()),
         ));
+        // Before any source runs, so the first sync already has the NodePorts.
+        // In eBPF mode they are the tc devices' addresses; in userspace mode,
+        // every address of this network namespace. `--nodeport-addresses`
+        // filters either.
+        let addresses = if matches!(chosen, Chosen::Ebpf(_)) {
+            Ok(nodeport::select(
+                nodeport_addresses(&self.tc_settings()),
+                &self.nodeport_addresses,
+            ))
+        } else {
+            nodeport::resolve(&self.nodeport_addresses).await
+        };
+        match addresses {
+            Ok(addresses) => {
+                tracing::info!(addresses = ?addresses, "NodePort addresses");
+                index
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .set_nodeport_addresses(addresses);
+            }
+            Err(error) => tracing::warn!(
+                error = %format!("{error:#}"),
+                "cannot list this node's addresses: NodePorts are not served"
+            ),
+        }
         // The sync loop starts programming once every source has its first
         // complete state (see `source::gate`).
         let mut gate = Gate::new(changes_tx);
@@ -355,6 +412,11 @@ impl RunArgs {
             tracing::info!(%cluster, "watching the Kubernetes API");
         }
         sources.extend(gate.start(shutdown_rx.clone()));
+        // Health-check node ports, in either mode; they follow each sync.
+        tokio::spawn(admin::service_health::run(
+            telemetry.clone(),
+            shutdown_rx.clone(),
+        ));
 
         let settings = SyncSettings {
             min_interval: self.min_sync_interval_ms,
@@ -379,8 +441,18 @@ impl RunArgs {
                     };
                 // The datapath attaches (or takes over) the hooks after the
                 // first complete sync, and checks them at every reconcile.
-                let datapath =
+                let mut datapath =
                     EbpfDatapath::new(writer, telemetry.clone(), overflow).with_hooks(hooks);
+                // New pod devices get the tc programs at once, not at the
+                // next reconcile.
+                let (device_tx, device_rx) = watch::channel(0u64);
+                match devices::watch_links(device_tx) {
+                    Ok(_task) => datapath = datapath.with_device_events(device_rx),
+                    Err(error) => tracing::warn!(
+                        error = %format!("{:#}", anyhow::Error::from(error)),
+                        "no link notifications: new devices get the tc programs at the next reconcile"
+                    ),
+                }
                 let syncer = tokio::spawn(sync::run(
                     index,
                     datapath,
@@ -446,7 +518,14 @@ impl RunArgs {
         let sizes = loader::MapSizes {
             services: self.service_map_entries,
         };
-        let dataplane = loader::load(pins, &cgroup, sizes).with_context(|| {
+        let tc = loader::TcOptions {
+            settings: self.tc_settings(),
+            // In `auto` with socket LB on, a tc program the kernel refuses
+            // leaves the socket hooks serving ClusterIPs (better than the
+            // userspace fallback, which serves no NodePort either).
+            optional: self.mode == ModeArg::Auto && self.socket_lb,
+        };
+        let dataplane = loader::load(pins, &cgroup, sizes, Some(tc)).with_context(|| {
             format!(
                 "loading the dataplane (cgroup {}, pins {})",
                 cgroup.display(),
@@ -475,12 +554,44 @@ impl RunArgs {
                 .applied()
                 .services
                 .keys()
-                .filter(|(_, slot)| *slot == 0)
+                .filter(|(_, scope, slot)| *slot == 0 && *scope == Scope::Internal)
                 .count(),
             backends = writer.applied().backends.len(),
             "existing map contents adopted"
         );
         Ok((writer, dataplane.hooks))
+    }
+}
+
+impl RunArgs {
+    /// What decides the tc programs' devices.
+    pub fn tc_settings(&self) -> TcSettings {
+        TcSettings {
+            devices: self.devices.clone(),
+            pod_devices: self.pod_devices.clone(),
+            socket_lb: self.socket_lb,
+        }
+    }
+}
+
+/// The node addresses NodePorts answer on: the global addresses of the
+/// external devices (`--devices`), in device order. Read once at start; the
+/// tc programs' reconcile re-reads the devices (`TcHooks::node_addresses`).
+fn nodeport_addresses(settings: &TcSettings) -> Vec<std::net::IpAddr> {
+    match devices::read_links() {
+        Ok((links, oifs)) => devices::select(
+            &links,
+            &oifs,
+            &settings.devices,
+            &settings.pod_devices,
+            settings.socket_lb,
+        )
+        .node_addresses()
+        .to_vec(),
+        Err(error) => {
+            tracing::warn!(error = %format!("{:#}", anyhow::Error::from(error)), "cannot list the node's devices; no NodePort addresses");
+            Vec::new()
+        }
     }
 }
 

@@ -43,7 +43,7 @@ impl FakeMaps {
     /// Panics unless every frontend entry points at slots and backends that
     /// exist, and has a name (what `proxy inspect` shows).
     pub fn check_reader_invariants(&self, after: &Op) {
-        for ((frontend, slot), value) in &self.contents.services {
+        for ((frontend, scope, slot), value) in &self.contents.services {
             if *slot != 0 {
                 continue;
             }
@@ -58,9 +58,9 @@ impl FakeMaps {
                 value.rev_nat_id
             );
             for s in 1..=value.count {
-                let Some(slot_value) = self.contents.services.get(&(*frontend, s)) else {
+                let Some(slot_value) = self.contents.services.get(&(*frontend, *scope, s)) else {
                     panic!(
-                        "after {after:?}: {frontend} has count {} but slot {s} is missing",
+                        "after {after:?}: {frontend} ({scope:?}) has count {} but slot {s} is missing",
                         value.count
                     );
                 };

@@ -22,7 +22,7 @@ use crate::{
         maps::{BatchError, DataplaneMaps, MapError},
     },
     model::{Backend, Frontend, Protocol},
-    plan::{Applied, Op},
+    plan::{Applied, Op, Scope},
 };
 
 /// The service, backend and rev-NAT maps of both families, the Service names,
@@ -233,7 +233,7 @@ impl DataplaneMaps for KernelMaps {
 
     fn execute(&mut self, op: &Op) -> Result<(), MapError> {
         match op {
-            Op::PutBackend { id, backend } => match encode_backend(backend) {
+            Op::PutBackend { id, backend, flags } => match encode_backend(backend, *flags) {
                 Encoded::V4(v) => inserted(self.backend4.insert(id, &v, 0), names::BACKEND_V4),
                 Encoded::V6(v) => inserted(self.backend6.insert(id, &v, 0), names::BACKEND_V6),
             },
@@ -258,13 +258,18 @@ impl DataplaneMaps for KernelMaps {
             },
             Op::PutService {
                 frontend,
+                scope,
                 slot,
                 value,
-            } => match service_key(frontend, *slot) {
+            } => match service_key(frontend, *scope, *slot) {
                 ServiceKey::V4(k) => inserted(self.svc4.insert(&k, value, 0), names::SVC_V4),
                 ServiceKey::V6(k) => inserted(self.svc6.insert(&k, value, 0), names::SVC_V6),
             },
-            Op::DeleteService { frontend, slot } => match service_key(frontend, *slot) {
+            Op::DeleteService {
+                frontend,
+                scope,
+                slot,
+            } => match service_key(frontend, *scope, *slot) {
                 ServiceKey::V4(k) => removed(self.svc4.remove(&k), names::SVC_V4),
                 ServiceKey::V6(k) => removed(self.svc6.remove(&k), names::SVC_V6),
             },
@@ -284,12 +289,16 @@ impl DataplaneMaps for KernelMaps {
         for entry in entries(&self.svc4, SVC_V4) {
             let (k, v) = entry?;
             let f = frontend(ip4(k.addr), k.port, k.proto, SVC_V4)?;
-            applied.services.insert((f, k.slot), v);
+            applied
+                .services
+                .insert((f, scope(k.scope, SVC_V4)?, k.slot), v);
         }
         for entry in entries(&self.svc6, SVC_V6) {
             let (k, v) = entry?;
             let f = frontend(ip6(k.addr), k.port, k.proto, SVC_V6)?;
-            applied.services.insert((f, k.slot), v);
+            applied
+                .services
+                .insert((f, scope(k.scope, SVC_V6)?, k.slot), v);
         }
         for entry in entries(&self.backend4, BACKEND_V4) {
             let (id, b) = entry?;
@@ -302,6 +311,9 @@ impl DataplaneMaps for KernelMaps {
                     protocol: f.protocol,
                 },
             );
+            if b.flags != 0 {
+                applied.backend_flags.insert(id, b.flags);
+            }
         }
         for entry in entries(&self.backend6, BACKEND_V6) {
             let (id, b) = entry?;
@@ -314,14 +326,17 @@ impl DataplaneMaps for KernelMaps {
                     protocol: f.protocol,
                 },
             );
+            if b.flags != 0 {
+                applied.backend_flags.insert(id, b.flags);
+            }
         }
         // Rev-NAT values carry no protocol: take it from the frontend that owns
         // the id, so the mirror compares equal to what the plan wrote.
         let owners: std::collections::BTreeMap<u16, Frontend> = applied
             .services
             .iter()
-            .filter(|((_, slot), _)| *slot == 0)
-            .map(|((f, _), v)| (v.rev_nat_id, *f))
+            .filter(|((_, _, slot), _)| *slot == 0)
+            .map(|((f, _, _), v)| (v.rev_nat_id, *f))
             .collect();
         let revnat_frontend = |id: u32, addr: IpAddr, port: Be16| {
             let id = u16::try_from(id).map_err(|_| MapError::Corrupt {
@@ -401,16 +416,17 @@ fn service_entry(op: &Op) -> Option<(ServiceKey, ServiceValue)> {
     match op {
         Op::PutService {
             frontend,
+            scope,
             slot,
             value,
-        } => Some((service_key(frontend, *slot), *value)),
+        } => Some((service_key(frontend, *scope, *slot), *value)),
         _ => None,
     }
 }
 
 fn backend_entry(op: &Op) -> Option<(u32, Encoded)> {
     match op {
-        Op::PutBackend { id, backend } => Some((*id, encode_backend(backend))),
+        Op::PutBackend { id, backend, flags } => Some((*id, encode_backend(backend, *flags))),
         _ => None,
     }
 }
@@ -468,6 +484,13 @@ fn protocol(n: u8, map: &'static str) -> Result<Protocol, MapError> {
     })
 }
 
+fn scope(n: u8, map: &'static str) -> Result<Scope, MapError> {
+    Scope::from_number(n).ok_or_else(|| MapError::Corrupt {
+        map,
+        detail: format!("unknown service scope {n}"),
+    })
+}
+
 fn frontend(addr: IpAddr, port: Be16, proto: u8, map: &'static str) -> Result<Frontend, MapError> {
     Ok(Frontend {
         addr,
@@ -485,7 +508,7 @@ enum ServiceKey {
     V6(ServiceKeyV6),
 }
 
-fn service_key(f: &Frontend, slot: u16) -> ServiceKey {
+fn service_key(f: &Frontend, scope: Scope, slot: u16) -> ServiceKey {
     let port = Be16::from_host(f.port);
     let proto = f.protocol.number();
     match f.addr {
@@ -494,7 +517,7 @@ fn service_key(f: &Frontend, slot: u16) -> ServiceKey {
             port,
             slot,
             proto,
-            scope: proxy_common::scope::INTERNAL,
+            scope: scope.number(),
             _pad: [0; 2],
         }),
         IpAddr::V6(a) => ServiceKey::V6(ServiceKeyV6 {
@@ -502,7 +525,7 @@ fn service_key(f: &Frontend, slot: u16) -> ServiceKey {
             port,
             slot,
             proto,
-            scope: proxy_common::scope::INTERNAL,
+            scope: scope.number(),
             _pad: [0; 2],
         }),
     }
@@ -513,7 +536,7 @@ enum Encoded {
     V6(BackendV6),
 }
 
-fn encode_backend(b: &Backend) -> Encoded {
+fn encode_backend(b: &Backend, flags: u8) -> Encoded {
     let port = Be16::from_host(b.port);
     let proto = b.protocol.number();
     match b.addr {
@@ -521,13 +544,13 @@ fn encode_backend(b: &Backend) -> Encoded {
             addr: v4(a),
             port,
             proto,
-            flags: 0,
+            flags,
         }),
         IpAddr::V6(a) => Encoded::V6(BackendV6 {
             addr: a.octets(),
             port,
             proto,
-            flags: 0,
+            flags,
         }),
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! A cgroup link detached by hand (`BPF_LINK_DETACH`, `bpftool link detach`)
 //! stays pinned but reports cgroup id 0; a link whose pin was removed is gone.
-//! Read-only.
+//! The same holds for tcx links (the tc programs), which report ifindex 0
+//! once detached (by hand, or because their device went away). Read-only.
 
 use std::{
     ffi::CString,
@@ -21,6 +22,8 @@ const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 /// `BPF_LINK_TYPE_CGROUP` from `enum bpf_link_type`.
 const BPF_LINK_TYPE_CGROUP: u32 = 3;
+/// `BPF_LINK_TYPE_TCX`.
+const BPF_LINK_TYPE_TCX: u32 = 11;
 
 /// The `BPF_OBJ_*` member of `union bpf_attr`.
 #[repr(C)]
@@ -44,7 +47,9 @@ struct InfoAttr {
 
 /// The head of `struct bpf_link_info` as far as cgroup links go: `type`,
 /// `id`, `prog_id`, then (8-aligned) the `cgroup` member of the union. The
-/// buffer is larger than the kernel's struct, and zeroed, as the kernel asks.
+/// union's `tcx` member (`ifindex`, `attach_type`, two `u32`s) lies over
+/// `cgroup_id`. The buffer is larger than the kernel's struct, and zeroed,
+/// as the kernel asks.
 #[repr(C)]
 struct LinkInfoBuf {
     link_type: u32,
@@ -63,8 +68,10 @@ pub struct LinkState {
     pub prog_id: u32,
     /// `None` when it is no cgroup link; `Some(0)` once detached.
     pub cgroup_id: Option<u64>,
-    /// `enum bpf_attach_type` (cgroup links only; `proxy inspect status`).
+    /// `enum bpf_attach_type` (cgroup and tcx links; `proxy inspect status`).
     pub attach_type: u32,
+    /// `None` when it is no tcx link; `Some(0)` once detached.
+    pub ifindex: Option<u32>,
 }
 
 impl LinkState {
@@ -77,6 +84,12 @@ impl LinkState {
     /// program it runs): it can be taken over with `BPF_LINK_UPDATE`.
     pub fn attached_to(&self, cgroup_id: u64) -> bool {
         self.cgroup_id == Some(cgroup_id)
+    }
+
+    /// True when the tcx link is attached to device `ifindex` (whatever
+    /// program it runs).
+    pub fn attached_to_device(&self, ifindex: u32) -> bool {
+        ifindex != 0 && self.ifindex == Some(ifindex)
     }
 }
 
@@ -139,12 +152,20 @@ fn link_state(fd: &OwnedFd) -> io::Result<LinkState> {
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(LinkState {
+    Ok(decode(&info))
+}
+
+fn decode(info: &LinkInfoBuf) -> LinkState {
+    let union = info.cgroup_id.to_ne_bytes();
+    let word = |i: usize| u32::from_ne_bytes([union[i], union[i + 1], union[i + 2], union[i + 3]]);
+    let tcx = info.link_type == BPF_LINK_TYPE_TCX;
+    LinkState {
         link_id: info.id,
         prog_id: info.prog_id,
         cgroup_id: (info.link_type == BPF_LINK_TYPE_CGROUP).then_some(info.cgroup_id),
-        attach_type: info.attach_type,
-    })
+        attach_type: if tcx { word(4) } else { info.attach_type },
+        ifindex: tcx.then(|| word(0)),
+    }
 }
 
 #[cfg(test)]
@@ -158,6 +179,31 @@ mod tests {
         assert_eq!(std::mem::offset_of!(LinkInfoBuf, attach_type), 24);
         assert_eq!(std::mem::size_of::<ObjAttr>(), 24);
         assert_eq!(std::mem::size_of::<InfoAttr>(), 16);
+    }
+
+    #[test]
+    fn a_tcx_link_reads_its_ifindex_and_attach_type_from_the_union() {
+        // SAFETY: all-zero bytes are a valid `LinkInfoBuf`.
+        let mut info: LinkInfoBuf = unsafe { std::mem::zeroed() };
+        info.link_type = BPF_LINK_TYPE_TCX;
+        info.id = 9;
+        info.prog_id = 4;
+        let mut union = [0u8; 8];
+        union[..4].copy_from_slice(&7u32.to_ne_bytes());
+        union[4..].copy_from_slice(&46u32.to_ne_bytes());
+        info.cgroup_id = u64::from_ne_bytes(union);
+        let state = decode(&info);
+        assert_eq!(state.ifindex, Some(7));
+        assert_eq!(state.attach_type, 46);
+        assert_eq!(state.cgroup_id, None);
+        assert!(state.attached_to_device(7));
+        assert!(!state.attached_to_device(8));
+        info.cgroup_id = 0;
+        assert!(!decode(&info).attached_to_device(0), "detached");
+        info.link_type = BPF_LINK_TYPE_CGROUP;
+        info.cgroup_id = 77;
+        assert_eq!(decode(&info).ifindex, None);
+        assert_eq!(decode(&info).cgroup_id, Some(77));
     }
 
     #[test]

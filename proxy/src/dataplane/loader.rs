@@ -18,6 +18,11 @@
 //! new maps), and only then are the old pins removed. A crash at any step
 //! leaves the old pins in place, and the next start resumes. Pins of a newer
 //! version make [`load`] fail before anything is changed.
+//!
+//! The tc programs (`tc`) are loaded with the socket hooks and attached with
+//! them, by the same `ensure`, to the devices `--devices`/`--pod-devices`
+//! select. With `--socket-lb=false` the socket hooks are neither loaded nor
+//! attached, and links a previous daemon left on a cgroup are dropped.
 
 use std::{
     fs,
@@ -38,10 +43,12 @@ use proxy_common::{LAYOUT_VERSION, programs};
 pub use crate::dataplane::pins::PinLayout;
 use crate::dataplane::{
     bpffs::{self, BpffsError},
+    devices::DeviceError,
     kernel::KernelMaps,
     link_info,
     maps::MapError,
-    pins::{self, FoundLayout, Inventory, PinsError},
+    pins::{self, CGROUP_LINKS_PREFIX, FoundLayout, Inventory, PinsError},
+    tc::{TcHooks, TcSettings},
 };
 
 /// The kernel object built by `build.rs` (see `proxy-ebpf`). Public so the
@@ -97,6 +104,16 @@ pub enum LoadError {
     },
     #[error(transparent)]
     Maps(#[from] MapError),
+    #[error("finding the tc devices")]
+    Devices(#[source] DeviceError),
+    #[error("map {0} is missing from the eBPF object")]
+    MissingMap(&'static str),
+    #[error("writing map {map}")]
+    TcMap {
+        map: &'static str,
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
 }
 
 /// The loaded dataplane: the maps for the writer, and the hooks, loaded and
@@ -150,6 +167,8 @@ impl Drift {
 #[derive(Clone, Debug)]
 pub struct AttachedHook {
     pub program: &'static str,
+    /// The device, for a tc program; `None` for a socket hook.
+    pub device: Option<String>,
     pub action: HookAction,
 }
 
@@ -179,10 +198,27 @@ impl HookReport {
     }
 }
 
-/// The socket hooks of the loaded object and where they attach. Dropping it
-/// leaves the pinned links attached (see the module docs).
+/// The tc path's settings for [`load`].
+#[derive(Clone, Debug)]
+pub struct TcOptions {
+    pub settings: TcSettings,
+    /// True when a tc program the verifier rejects should only be logged,
+    /// leaving the socket hooks to serve (`--mode auto` with socket LB on);
+    /// false makes it a load error.
+    pub optional: bool,
+}
+
+/// The socket hooks of the loaded object and where they attach, and the tc
+/// programs ([`TcHooks`]). Dropping it leaves the pinned links attached (see
+/// the module docs).
 pub struct SocketHooks {
     ebpf: Ebpf,
+    /// `--socket-lb`: false when the socket hooks are not used at all.
+    socket_lb: bool,
+    /// The tc programs, when loaded.
+    tc: Option<TcHooks>,
+    /// An `ensure` has attached the tc programs once.
+    tc_settled: bool,
     cgroup: PathBuf,
     cgroup_file: fs::File,
     cgroup_id: u64,
@@ -197,7 +233,12 @@ pub struct SocketHooks {
 /// Loads the object (maps pinned, created with `sizes`, or adopted from their pins) and verifies
 /// every socket hook, attaching none. Refuses pins of a newer layout version
 /// before it changes anything.
-pub fn load(pins: &PinLayout, cgroup: &Path, sizes: MapSizes) -> Result<Dataplane, LoadError> {
+pub fn load(
+    pins: &PinLayout,
+    cgroup: &Path,
+    sizes: MapSizes,
+    tc: Option<TcOptions>,
+) -> Result<Dataplane, LoadError> {
     bpffs::ensure(&pins.root)?;
     let inventory = Inventory::read(pins)?;
     inventory.check(pins)?;
@@ -242,11 +283,29 @@ pub fn load(pins: &PinLayout, cgroup: &Path, sizes: MapSizes) -> Result<Dataplan
         .ino();
 
     // Verify every program now: a rejection fails the start, not a later sync.
-    for name in SOCKET_HOOKS {
-        socket_hook(&mut ebpf, name)?
-            .load()
-            .map_err(|e| program_error(name, "verifier rejected it", e))?;
+    let socket_lb = tc.as_ref().is_none_or(|tc| tc.settings.socket_lb);
+    if socket_lb {
+        for name in SOCKET_HOOKS {
+            socket_hook(&mut ebpf, name)?
+                .load()
+                .map_err(|e| program_error(name, "verifier rejected it", e))?;
+        }
     }
+    let tc = match tc {
+        None => None,
+        Some(options) => match TcHooks::load(&mut ebpf) {
+            Ok(()) => Some(TcHooks::new(options.settings)),
+            Err(error) if options.optional => {
+                tracing::error!(
+                    error = %error_chain(&error),
+                    "the tc programs cannot be loaded: no per-packet path (NodePort, \
+                     ExternalIPs, LoadBalancer IPs are not served); the socket hooks still serve"
+                );
+                None
+            }
+            Err(error) => return Err(error),
+        },
+    };
 
     // The programs log only on rare paths (map inconsistencies); a missing
     // logger is not fatal, it only loses those lines.
@@ -259,6 +318,9 @@ pub fn load(pins: &PinLayout, cgroup: &Path, sizes: MapSizes) -> Result<Dataplan
         migrating_from: older.iter().map(|l| l.version).collect(),
         hooks: SocketHooks {
             ebpf,
+            socket_lb,
+            tc,
+            tc_settled: false,
             cgroup: cgroup.to_path_buf(),
             cgroup_file,
             cgroup_id,
@@ -298,18 +360,27 @@ impl SocketHooks {
     /// attached again, and reported as [`HookAction::Repaired`].
     pub fn ensure(&mut self) -> Result<HookReport, LoadError> {
         let link_dir = self.pins.links_for(self.cgroup_id);
-        bpffs::create_dir(&link_dir)?;
         let mut report = HookReport::default();
-        for name in SOCKET_HOOKS {
-            let action = self.ensure_one(name, &link_dir)?;
-            report.hooks.push(AttachedHook {
-                program: name,
-                action,
-            });
+        if self.socket_lb {
+            bpffs::create_dir(&link_dir)?;
+            for name in SOCKET_HOOKS {
+                let action = self.ensure_one(name, &link_dir)?;
+                report.hooks.push(AttachedHook {
+                    program: name,
+                    device: None,
+                    action,
+                });
+            }
         }
         if !self.settled {
-            remove_strays(&link_dir);
-            detach_other_cgroups(&self.pins.links(), &link_dir);
+            if self.socket_lb {
+                remove_strays(&link_dir);
+            }
+            // Without socket LB, this drops every cgroup's links (ours too).
+            detach_other_cgroups(
+                &self.pins.links(),
+                self.socket_lb.then_some(link_dir.as_path()),
+            );
             for layout in std::mem::take(&mut self.older) {
                 match layout.remove() {
                     Ok(removed) => {
@@ -330,7 +401,18 @@ impl SocketHooks {
             }
             self.settled = true;
         }
+        if let Some(tc) = self.tc.as_mut() {
+            report
+                .hooks
+                .extend(tc.ensure(&mut self.ebpf, &self.pins, self.tc_settled)?);
+            self.tc_settled = true;
+        }
         Ok(report)
+    }
+
+    /// The tc programs, when loaded.
+    pub fn tc(&self) -> Option<&TcHooks> {
+        self.tc.as_ref()
     }
 
     fn ensure_one(&mut self, name: &'static str, link_dir: &Path) -> Result<HookAction, LoadError> {
@@ -513,14 +595,19 @@ fn remove_strays(link_dir: &Path) {
 }
 
 /// Links pinned for another cgroup (the daemon was moved): now that ours are
-/// attached, drop theirs, which detaches them.
-fn detach_other_cgroups(links: &Path, keep: &Path) {
+/// attached, drop theirs, which detaches them. The tc programs' directories
+/// (`tc-<ifindex>`) are not cgroups'.
+fn detach_other_cgroups(links: &Path, keep: Option<&Path>) {
     let Ok(entries) = fs::read_dir(links) else {
         return;
     };
     for entry in entries.flatten() {
         let dir = entry.path();
-        if dir != keep {
+        let is_cgroup = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(CGROUP_LINKS_PREFIX));
+        if is_cgroup && Some(dir.as_path()) != keep {
             match pins::remove_tree(&dir) {
                 Ok(removed) => {
                     tracing::info!(dir = %dir.display(), links = removed.len(), "detached hooks from a previous cgroup")
@@ -537,6 +624,18 @@ fn detach_other_cgroups(links: &Path, keep: &Path) {
 /// are freed once nothing else holds them. Missing pins are fine.
 pub fn cleanup(pins: &PinLayout) -> std::io::Result<Vec<PathBuf>> {
     pins::remove_all(pins)
+}
+
+/// An error with its causes, on one line (`a: b: c`), for logs.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
 }
 
 fn program_error(program: &'static str, action: &str, e: aya::programs::ProgramError) -> LoadError {

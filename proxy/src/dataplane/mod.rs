@@ -1,17 +1,20 @@
 //! Everything that touches the kernel: finding cgroup2 and bpffs, the
 //! versioned pin layout (`pins`), loading and attaching the programs
 //! (`loader`), the map seam (`maps`) with its aya implementation (`kernel`),
-//! and the `writer` that executes plans.
+//! the `writer` that executes plans, and the tc programs' devices
+//! (`devices`: which ones; `tc`: links and the `DEVICES`/`NODE_CFG` maps).
 
 pub mod batch;
 pub mod bpffs;
 pub mod cgroup;
+pub mod devices;
 pub mod kernel;
 pub mod link_info;
 pub mod loader;
 pub mod maps;
 pub mod pins;
 pub mod sockets;
+pub mod tc;
 pub mod usage;
 pub mod writer;
 

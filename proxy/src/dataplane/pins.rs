@@ -4,6 +4,7 @@
 //! ```text
 //! <pin-path>/v<N>/maps/<MAP>                         the maps of layout version N
 //! <pin-path>/v<N>/links/cgroup-<cgroup id>/<program> the links, per cgroup
+//! <pin-path>/v<N>/links/tc-<ifindex>/<program>       the tc programs' links, per device
 //! <pin-path>/maps, <pin-path>/links                  the layout before versions: version 0
 //! ```
 //!
@@ -59,13 +60,24 @@ impl PinLayout {
     pub fn links_for(&self, cgroup_id: u64) -> PathBuf {
         cgroup_links(&self.links(), cgroup_id)
     }
+
+    /// The tc programs' links on one device, named for its ifindex
+    /// (`links/tc-<ifindex>/<program>`).
+    pub fn tc_links_for(&self, ifindex: u32) -> PathBuf {
+        self.links().join(format!("{TC_LINKS_PREFIX}{ifindex}"))
+    }
 }
+
+/// The prefix of a device's link directory (see [`PinLayout::tc_links_for`]).
+pub const TC_LINKS_PREFIX: &str = "tc-";
+/// The prefix of a cgroup's link directory (see [`PinLayout::links_for`]).
+pub const CGROUP_LINKS_PREFIX: &str = "cgroup-";
 
 const MAPS: &str = "maps";
 const LINKS: &str = "links";
 
 fn cgroup_links(links: &Path, cgroup_id: u64) -> PathBuf {
-    links.join(format!("cgroup-{cgroup_id}"))
+    links.join(format!("{CGROUP_LINKS_PREFIX}{cgroup_id}"))
 }
 
 /// Errors while reading what a pin path holds.

@@ -207,11 +207,11 @@ impl<M: DataplaneMaps> Writer<M> {
                 _ => None,
             })
             .map(|f| {
-                let reach = self
-                    .applied
-                    .reachable_slots(f)
-                    .iter()
-                    .filter_map(|id| self.applied.backends.get(id).copied())
+                // Both scopes: an external client's flow counts too.
+                let reach = plan::Scope::ALL
+                    .into_iter()
+                    .flat_map(|scope| self.applied.reachable_slots(f, scope))
+                    .filter_map(|id| self.applied.backends.get(&id).copied())
                     .collect();
                 (f, reach)
             })
@@ -251,6 +251,7 @@ fn count_differences(a: &Applied, b: &Applied) -> usize {
     }
     diff(&a.services, &b.services)
         + diff(&a.backends, &b.backends)
+        + diff(&a.backend_flags, &b.backend_flags)
         + diff(&a.rev_nat, &b.rev_nat)
         + diff(&a.svc_names, &b.svc_names)
 }

@@ -108,9 +108,12 @@ impl View for ServicesView {
         }
         let mut t = Table::new(&[
             "FRONTEND",
+            "KIND",
+            "SCOPE",
             "SERVICE",
             "REVNAT",
             "POLICY",
+            "ETP",
             "AFFINITY",
             "SLOTS",
             "SLOT",
@@ -120,9 +123,12 @@ impl View for ServicesView {
         for s in &self.services {
             let head = vec![
                 s.frontend.clone(),
+                s.kind.to_owned(),
+                s.scope.to_owned(),
                 or_dash(s.service.as_ref()),
                 s.rev_nat_id.to_string(),
                 or_dash(s.traffic_policy),
+                or_dash(s.external_traffic_policy),
                 or_dash(s.affinity_timeout_seconds.map(|t| format!("{t}s"))),
                 s.slot_count.to_string(),
             ];
@@ -159,13 +165,14 @@ impl View for BackendsView {
         if self.backends.is_empty() {
             return "no backends in the backend maps\n".to_owned();
         }
-        let mut t = Table::new(&["ID", "BACKEND", "PROTO", "FRONTENDS"]);
+        let mut t = Table::new(&["ID", "BACKEND", "PROTO", "FRONTENDS", "LOCAL"]);
         for b in &self.backends {
             t.row(vec![
                 b.id.to_string(),
                 socket(b.addr, b.port),
                 b.protocol.clone(),
                 b.frontends.to_string(),
+                if b.local { "yes" } else { "no" }.to_owned(),
             ]);
         }
         t.render()
@@ -207,7 +214,40 @@ impl View for AffinityView {
 
 impl View for ConntrackView {
     fn table(&self) -> String {
-        format!("{}\n", self.reason)
+        if let Some(reason) = self.reason {
+            return format!("{reason}\n");
+        }
+        let mut t = Table::new(&[
+            "PROTO", "DIR", "SRC", "DST", "NEW SRC", "NEW DST", "FLAGS", "FRONTEND", "SERVICE",
+            "BACKEND", "IDLE",
+        ]);
+        for f in &self.flows {
+            let mut flags: Vec<&str> = Vec::new();
+            if f.snat {
+                flags.push("snat");
+            }
+            if f.closing {
+                flags.push("closing");
+            }
+            t.row(vec![
+                f.protocol.clone(),
+                f.direction.to_owned(),
+                f.src.clone(),
+                f.dst.clone(),
+                f.new_src.clone(),
+                f.new_dst.clone(),
+                if flags.is_empty() {
+                    "-".to_owned()
+                } else {
+                    flags.join(",")
+                },
+                or_dash(f.frontend.as_ref()),
+                or_dash(f.service.as_ref()),
+                or_dash(f.backend.as_ref()),
+                human_age(f.idle_ms),
+            ]);
+        }
+        t.render()
     }
 }
 
@@ -279,6 +319,37 @@ impl View for StatusView {
                     or_dash(l.attach_type.as_ref()),
                     or_dash(l.cgroup_id),
                     cgroup,
+                ]);
+            }
+            out.push_str(&t.render());
+        }
+        out.push('\n');
+        if self.tc_links.is_empty() {
+            out.push_str("no tc links pinned: the tc programs are not attached\n");
+        } else {
+            let mut t = Table::new(&[
+                "DEVICE",
+                "IFINDEX",
+                "DIRECTION",
+                "PROGRAM",
+                "LINK ID",
+                "PROG ID",
+                "STATE",
+            ]);
+            for l in &self.tc_links {
+                let state = match (&l.error, l.attached) {
+                    (Some(error), _) => error.clone(),
+                    (None, true) => "attached".to_owned(),
+                    (None, false) => "detached".to_owned(),
+                };
+                t.row(vec![
+                    or_dash(l.device.as_ref()),
+                    l.ifindex.to_string(),
+                    l.direction.to_owned(),
+                    l.program.clone(),
+                    or_dash(l.link_id),
+                    or_dash(l.program_id),
+                    state,
                 ]);
             }
             out.push_str(&t.render());

@@ -24,21 +24,22 @@ use std::{
 
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, MapType, PerCpuArray};
 use proxy_common::{
-    AffinityKey, AffinityValue, BackendV4, BackendV6, Reason, RevNatV4, RevNatV6, ServiceKeyV4,
-    ServiceKeyV6, ServiceName, ServiceValue, SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4,
-    SockRevNatV6, name_flags, names, svc_flags,
+    AffinityKey, AffinityValue, BackendV4, BackendV6, CtKeyV4, CtKeyV6, CtValueV4, CtValueV6,
+    DeviceConfig, Reason, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6, ServiceName,
+    ServiceValue, SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6, ct_flags,
+    name_flags, names, svc_flags,
 };
 use serde::Serialize;
 
 use super::InspectError;
 use crate::{
     admin::Mode,
-    dataplane::{cgroup, link_info, loader::PinLayout},
+    dataplane::{cgroup, link_info, loader::PinLayout, pins},
     model::Protocol,
 };
 
 /// Every map `proxy run` pins, in the order `status` lists them.
-pub const PINNED_MAPS: [&str; 11] = [
+pub const PINNED_MAPS: [&str; 15] = [
     names::SVC_V4,
     names::SVC_V6,
     names::BACKEND_V4,
@@ -50,6 +51,10 @@ pub const PINNED_MAPS: [&str; 11] = [
     names::SOCK_RNAT_V6,
     names::AFFINITY,
     names::STATS,
+    names::CT_V4,
+    names::CT_V6,
+    names::NODE_CFG,
+    names::DEVICES,
 ];
 
 /// The eBPF mode's datapath (`status`).
@@ -59,10 +64,9 @@ pub const DATAPATH: &str = "socket-lb";
 /// ours, proxied by the daemon.
 pub const USERSPACE_DATAPATH: &str = "userspace-proxy";
 
-/// Why `conntrack` shows nothing.
-pub const NO_CONNTRACK: &str = "no conntrack map: the per-packet (tc) datapath does not exist \
-     yet. Socket-LB translates each connection once, in connect()/sendmsg(), and keeps no \
-     per-packet flow state";
+/// Why `conntrack` shows nothing when the maps are missing.
+pub const NO_CONNTRACK: &str = "no conntrack map pinned (CT_V4/CT_V6): the pins are of a layout \
+     without the per-packet (tc) datapath";
 
 /// Cgroup directories looked at, at most, to turn a link's cgroup id into a path.
 const MAX_CGROUP_WALK: usize = 100_000;
@@ -77,6 +81,9 @@ pub struct FrontendKey {
     pub addr: IpAddr,
     pub port: u16,
     pub proto: u8,
+    /// The key's `scope` byte (`proxy_common::scope`); not shown in the
+    /// frontend string.
+    pub scope: u8,
 }
 
 impl fmt::Display for FrontendKey {
@@ -104,6 +111,8 @@ pub struct BackendAddr {
     pub addr: IpAddr,
     pub port: u16,
     pub proto: u8,
+    /// `proxy_common::backend_flags`.
+    pub flags: u8,
 }
 
 /// What the service, backend and name maps hold.
@@ -158,8 +167,19 @@ pub struct ServiceEntry {
     pub traffic_policy: Option<&'static str>,
     /// ClientIP session affinity timeout; `null` when affinity is off.
     pub affinity_timeout_seconds: Option<u32>,
-    /// Slot 0's raw flags (bit 0: affinity).
+    /// Slot 0's raw flags (`proxy_common::svc_flags`: 1 affinity, 2
+    /// external, 4 NodePort, 8 externalTrafficPolicy Local).
     pub flags: u16,
+    /// `ClusterIP`, `NodePort`, `ExternalIP` or `LoadBalancer` (from slot 0's
+    /// flags and the name's).
+    pub kind: &'static str,
+    /// Which clients the entry is for: `internal` (the node and its pods) or
+    /// `external` (an `externalTrafficPolicy: Local` frontend's entry for
+    /// external clients, holding only local endpoints).
+    pub scope: &'static str,
+    /// `Cluster` or `Local` (`externalTrafficPolicy`) for external frontends;
+    /// `null` for ClusterIPs, and without a name.
+    pub external_traffic_policy: Option<&'static str>,
     /// Slot 0's count: how many slots readers pick from (0: refused).
     pub slot_count: u16,
     pub slots: Vec<SlotEntry>,
@@ -191,6 +211,9 @@ pub struct BackendEntry {
     pub protocol: String,
     /// Frontends whose published slots (`1..=count`) point at it.
     pub frontends: usize,
+    /// The endpoint runs on this node (external traffic to it is not
+    /// source-NATed).
+    pub local: bool,
 }
 
 /// `inspect affinity`.
@@ -221,18 +244,90 @@ pub struct AffinityEntry {
     pub expired: Option<bool>,
 }
 
-/// No per-packet flow exists yet (see [`NO_CONNTRACK`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum Flow {}
-
 /// `inspect conntrack`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ConntrackView {
-    /// Whether a conntrack map is pinned: always false today.
+    /// Whether the conntrack maps (`CT_V4`, `CT_V6`) are pinned.
     pub map_present: bool,
-    pub reason: &'static str,
-    /// Always empty today.
-    pub flows: Vec<Flow>,
+    /// Why there is nothing to show, when the maps are not pinned.
+    pub reason: Option<&'static str>,
+    /// Sorted by frontend (entries whose frontend is gone last), then tuple.
+    pub flows: Vec<FlowEntry>,
+}
+
+/// One conntrack entry, as `CT_V4`/`CT_V6` hold it, in either family: the
+/// input of [`Dataset::conntrack`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CtRaw {
+    pub proto: u8,
+    /// The packet as it arrives.
+    pub src: (IpAddr, u16),
+    pub dst: (IpAddr, u16),
+    /// What its addresses and ports become.
+    pub new_src: (IpAddr, u16),
+    pub new_dst: (IpAddr, u16),
+    pub rev_nat_id: u16,
+    /// `proxy_common::ct_flags`.
+    pub flags: u8,
+    pub backend_id: u32,
+    pub last_seen_ns: u64,
+}
+
+impl CtRaw {
+    pub fn v4(k: &CtKeyV4, v: &CtValueV4) -> Self {
+        Self {
+            proto: k.proto,
+            src: (ip4(k.saddr.octets()), k.sport.to_host()),
+            dst: (ip4(k.daddr.octets()), k.dport.to_host()),
+            new_src: (ip4(v.saddr.octets()), v.sport.to_host()),
+            new_dst: (ip4(v.daddr.octets()), v.dport.to_host()),
+            rev_nat_id: v.rev_nat_id,
+            flags: v.flags,
+            backend_id: v.backend_id,
+            last_seen_ns: v.last_seen_ns,
+        }
+    }
+
+    pub fn v6(k: &CtKeyV6, v: &CtValueV6) -> Self {
+        Self {
+            proto: k.proto,
+            src: (ip6(k.saddr), k.sport.to_host()),
+            dst: (ip6(k.daddr), k.dport.to_host()),
+            new_src: (ip6(v.saddr), v.sport.to_host()),
+            new_dst: (ip6(v.daddr), v.dport.to_host()),
+            rev_nat_id: v.rev_nat_id,
+            flags: v.flags,
+            backend_id: v.backend_id,
+            last_seen_ns: v.last_seen_ns,
+        }
+    }
+}
+
+/// One conntrack entry: a packet matching `src` → `dst` is rewritten to
+/// `new_src` → `new_dst`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FlowEntry {
+    /// `forward` (client → frontend, rewritten to the backend) or `reply`
+    /// (backend → client, rewritten back to come from the frontend).
+    pub direction: &'static str,
+    pub protocol: String,
+    pub src: String,
+    pub dst: String,
+    pub new_src: String,
+    pub new_dst: String,
+    /// The flow is SNATed to the node's address.
+    pub snat: bool,
+    /// A TCP FIN or RST was seen: the entry expires soon.
+    pub closing: bool,
+    pub rev_nat_id: u16,
+    /// `null` when no frontend has this rev-NAT id any more.
+    pub frontend: Option<String>,
+    pub service: Option<ServiceRef>,
+    pub backend_id: u32,
+    /// `ip:port`; `null` when the backend is gone.
+    pub backend: Option<String>,
+    /// Since a packet last matched (CLOCK_MONOTONIC, as the kernel stamps it).
+    pub idle_ms: u64,
 }
 
 /// `inspect stats`.
@@ -260,6 +355,9 @@ pub struct StatusView {
     pub datapath: &'static str,
     pub pin_path: PathBuf,
     pub links: Vec<LinkEntry>,
+    /// The tc programs' links, one per device and direction
+    /// (`links/tc-<ifindex>/<program>`), sorted by ifindex then program.
+    pub tc_links: Vec<TcLinkEntry>,
     pub maps: Vec<MapEntry>,
     /// The VIPs made local by routes carrying our routing protocol: all of
     /// them in userspace mode; in eBPF mode, the frontends served from
@@ -277,6 +375,7 @@ impl StatusView {
             datapath: USERSPACE_DATAPATH,
             pin_path,
             links: Vec::new(),
+            tc_links: Vec::new(),
             maps: Vec::new(),
             vip_routes: Some(vip_routes),
         }
@@ -302,6 +401,27 @@ pub struct LinkEntry {
     pub cgroup_id: Option<u64>,
     /// Found by walking the cgroup2 hierarchy; `null` when not found.
     pub cgroup_path: Option<PathBuf>,
+    /// Why the other fields are `null`, if they are.
+    pub error: Option<String>,
+}
+
+/// One pinned link of a tc program.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TcLinkEntry {
+    /// The device's name now (`null`: no device has that index any more).
+    pub device: Option<String>,
+    /// The device the pin directory is named for.
+    pub ifindex: u32,
+    /// `ingress` or `egress`.
+    pub direction: &'static str,
+    /// The program, as the pin is named.
+    pub program: String,
+    pub pin: PathBuf,
+    pub link_id: Option<u32>,
+    pub program_id: Option<u32>,
+    /// False when the link was detached (by hand, or its device went away)
+    /// but is still pinned.
+    pub attached: bool,
     /// Why the other fields are `null`, if they are.
     pub error: Option<String>,
 }
@@ -463,6 +583,24 @@ impl Dataset {
                         }
                     })
                     .collect();
+                let external = master.flags & svc_flags::EXTERNAL != 0;
+                let owner_flags = self.names.get(&master.rev_nat_id).map(|n| n.flags);
+                let kind = if !external {
+                    "ClusterIP"
+                } else if master.flags & svc_flags::NODE_PORT != 0 {
+                    "NodePort"
+                } else if owner_flags.is_some_and(|f| f & name_flags::LOAD_BALANCER != 0) {
+                    "LoadBalancer"
+                } else {
+                    "ExternalIP"
+                };
+                let external_traffic_policy = owner_flags.filter(|_| external).map(|f| {
+                    if f & name_flags::EXTERNAL_TRAFFIC_POLICY_LOCAL != 0 {
+                        "Local"
+                    } else {
+                        "Cluster"
+                    }
+                });
                 Some(ServiceEntry {
                     frontend: key.to_string(),
                     vip: key.addr,
@@ -473,6 +611,9 @@ impl Dataset {
                     traffic_policy,
                     affinity_timeout_seconds: affinity_timeout(master),
                     flags: master.flags,
+                    kind,
+                    scope: scope_name(key.scope),
+                    external_traffic_policy,
                     slot_count: master.count,
                     slots,
                 })
@@ -489,8 +630,13 @@ impl Dataset {
         for (key, master, entries) in self.published() {
             let owner = self.service_ref(master.rev_nat_id);
             let matches = filter.matches(key.addr, owner.as_ref());
+            // Both scopes of a frontend count as one frontend.
+            let frontend = FrontendKey {
+                scope: proxy_common::scope::INTERNAL,
+                ..*key
+            };
             for id in Self::reachable(master, entries).filter_map(|(_, id)| id) {
-                frontends_of.entry(id).or_default().insert(*key);
+                frontends_of.entry(id).or_default().insert(frontend);
                 if matches {
                     wanted.insert(id);
                 }
@@ -506,6 +652,7 @@ impl Dataset {
                 port: b.port,
                 protocol: protocol_name(b.proto),
                 frontends: frontends_of.get(id).map_or(0, BTreeSet::len),
+                local: b.flags & proxy_common::backend_flags::LOCAL != 0,
             })
             .collect();
         BackendsView { backends }
@@ -521,6 +668,7 @@ impl Dataset {
     ) -> AffinityView {
         let by_id: HashMap<u16, (&FrontendKey, &ServiceValue)> = self
             .published()
+            .filter(|(key, _, _)| key.scope == proxy_common::scope::INTERNAL)
             .map(|(key, master, _)| (master.rev_nat_id, (key, master)))
             .collect();
         let mut out: Vec<(Option<FrontendKey>, AffinityEntry)> = entries
@@ -564,6 +712,72 @@ impl Dataset {
     }
 }
 
+impl Dataset {
+    /// `inspect conntrack`: `entries` from `CT_V4` and `CT_V6`, aged against
+    /// `now_ns` (CLOCK_MONOTONIC). `--vip` and `--service` match the flow's
+    /// frontend (by its rev-NAT id); a flow whose frontend is gone matches
+    /// only no filter.
+    pub fn conntrack(&self, entries: &[CtRaw], now_ns: u64, filter: &Filter) -> ConntrackView {
+        let by_id: HashMap<u16, &FrontendKey> = self
+            .published()
+            .map(|(key, master, _)| (master.rev_nat_id, key))
+            .collect();
+        let mut out: Vec<(Option<FrontendKey>, CtRaw, FlowEntry)> = entries
+            .iter()
+            .filter_map(|raw| {
+                let frontend = by_id.get(&raw.rev_nat_id).copied();
+                let owner = self.service_ref(raw.rev_nat_id);
+                let matches = match frontend {
+                    Some(f) => filter.matches(f.addr, owner.as_ref()),
+                    None => filter.is_empty(),
+                };
+                if !matches {
+                    return None;
+                }
+                let entry = FlowEntry {
+                    direction: if raw.flags & ct_flags::REPLY != 0 {
+                        "reply"
+                    } else {
+                        "forward"
+                    },
+                    protocol: protocol_name(raw.proto),
+                    src: socket(raw.src.0, raw.src.1),
+                    dst: socket(raw.dst.0, raw.dst.1),
+                    new_src: socket(raw.new_src.0, raw.new_src.1),
+                    new_dst: socket(raw.new_dst.0, raw.new_dst.1),
+                    snat: raw.flags & ct_flags::SNAT != 0,
+                    closing: raw.flags & ct_flags::CLOSING != 0,
+                    rev_nat_id: raw.rev_nat_id,
+                    frontend: frontend.map(ToString::to_string),
+                    service: owner,
+                    backend_id: raw.backend_id,
+                    backend: self
+                        .backends
+                        .get(&raw.backend_id)
+                        .map(|b| socket(b.addr, b.port)),
+                    idle_ms: now_ns.saturating_sub(raw.last_seen_ns) / 1_000_000,
+                };
+                Some((frontend.copied(), *raw, entry))
+            })
+            .collect();
+        out.sort_by_key(|(f, raw, _)| {
+            (
+                f.is_none(),
+                *f,
+                raw.flags & ct_flags::REPLY,
+                raw.src,
+                raw.dst,
+                raw.proto,
+            )
+        });
+        ConntrackView {
+            map_present: true,
+            reason: None,
+            flows: out.into_iter().map(|(_, _, e)| e).collect(),
+        }
+    }
+}
+
 /// `inspect stats`, from per-reason totals (a reason the map has no index
 /// for, in an older layout, is left out).
 pub fn stats_view(totals: &[(Reason, u64)]) -> StatsView {
@@ -578,11 +792,11 @@ pub fn stats_view(totals: &[(Reason, u64)]) -> StatsView {
     }
 }
 
-/// `inspect conntrack`: there is no conntrack map to read yet.
-pub fn conntrack_view() -> ConntrackView {
+/// `inspect conntrack` when the conntrack maps are not pinned.
+pub fn conntrack_absent() -> ConntrackView {
     ConntrackView {
         map_present: false,
-        reason: NO_CONNTRACK,
+        reason: Some(NO_CONNTRACK),
         flows: Vec::new(),
     }
 }
@@ -737,10 +951,22 @@ impl Pins {
     pub fn dataset(&self) -> Result<Dataset, InspectError> {
         let mut out = Dataset::default();
         for (k, v) in self.required_entries::<ServiceKeyV4, ServiceValue>(names::SVC_V4)? {
-            out.add_slot(ip4(k.addr.octets()), k.port.to_host(), k.proto, k.slot, v);
+            let key = FrontendKey {
+                addr: ip4(k.addr.octets()),
+                port: k.port.to_host(),
+                proto: k.proto,
+                scope: k.scope,
+            };
+            out.add_slot(key, k.slot, v);
         }
         for (k, v) in self.required_entries::<ServiceKeyV6, ServiceValue>(names::SVC_V6)? {
-            out.add_slot(ip6(k.addr), k.port.to_host(), k.proto, k.slot, v);
+            let key = FrontendKey {
+                addr: ip6(k.addr),
+                port: k.port.to_host(),
+                proto: k.proto,
+                scope: k.scope,
+            };
+            out.add_slot(key, k.slot, v);
         }
         for (id, b) in self.required_entries::<u32, BackendV4>(names::BACKEND_V4)? {
             let addr = ip4(b.addr.octets());
@@ -750,6 +976,7 @@ impl Pins {
                     addr,
                     port: b.port.to_host(),
                     proto: b.proto,
+                    flags: b.flags,
                 },
             );
         }
@@ -760,6 +987,7 @@ impl Pins {
                     addr: ip6(b.addr),
                     port: b.port.to_host(),
                     proto: b.proto,
+                    flags: b.flags,
                 },
             );
         }
@@ -787,18 +1015,27 @@ impl Pins {
     pub fn affinity(&self, filter: &Filter) -> Result<AffinityView, InspectError> {
         let entries = self.required_entries::<AffinityKey, AffinityValue>(names::AFFINITY)?;
         let dataset = self.dataset()?;
-        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-            .map_err(InspectError::Clock)?;
-        let now_ns = u64::try_from(now.tv_sec())
-            .unwrap_or(0)
-            .saturating_mul(1_000_000_000)
-            .saturating_add(u64::try_from(now.tv_nsec()).unwrap_or(0));
-        Ok(dataset.affinity(&entries, now_ns, filter))
+        Ok(dataset.affinity(&entries, monotonic_now_ns()?, filter))
     }
 
-    /// `inspect conntrack`.
-    pub fn conntrack(&self) -> ConntrackView {
-        conntrack_view()
+    /// `inspect conntrack`: both conntrack maps, or why there are none.
+    pub fn conntrack(&self, filter: &Filter) -> Result<ConntrackView, InspectError> {
+        let (Some(v4), Some(v6)) = (self.map_data(names::CT_V4)?, self.map_data(names::CT_V6)?)
+        else {
+            return Ok(conntrack_absent());
+        };
+        let mut raw: Vec<CtRaw> = self
+            .entries::<CtKeyV4, CtValueV4>(names::CT_V4, v4)?
+            .iter()
+            .map(|(k, v)| CtRaw::v4(k, v))
+            .collect();
+        raw.extend(
+            self.entries::<CtKeyV6, CtValueV6>(names::CT_V6, v6)?
+                .iter()
+                .map(|(k, v)| CtRaw::v6(k, v)),
+        );
+        let dataset = self.dataset()?;
+        Ok(dataset.conntrack(&raw, monotonic_now_ns()?, filter))
     }
 
     /// `inspect stats`: the per-CPU counters summed.
@@ -833,6 +1070,7 @@ impl Pins {
             datapath: DATAPATH,
             pin_path: self.layout.root.clone(),
             links: self.links()?,
+            tc_links: self.tc_links()?,
             maps: PINNED_MAPS.iter().map(|name| self.fill(name)).collect(),
             vip_routes: None,
         })
@@ -865,6 +1103,7 @@ impl Pins {
             Ok(MapType::Hash) => "hash".to_owned(),
             Ok(MapType::LruHash) => "lru_hash".to_owned(),
             Ok(MapType::PerCpuArray) => "percpu_array".to_owned(),
+            Ok(MapType::Array) => "array".to_owned(),
             Ok(other) => format!("{other:?}").to_lowercase(),
             Err(_) => "unknown".to_owned(),
         };
@@ -896,6 +1135,9 @@ impl Pins {
             names::SOCK_RNAT_V4 => n(self.entries::<SockRevNatKeyV4, SockRevNatV4>(name, data)?),
             names::SOCK_RNAT_V6 => n(self.entries::<SockRevNatKeyV6, SockRevNatV6>(name, data)?),
             names::AFFINITY => n(self.entries::<AffinityKey, AffinityValue>(name, data)?),
+            names::CT_V4 => n(self.entries::<CtKeyV4, CtValueV4>(name, data)?),
+            names::CT_V6 => n(self.entries::<CtKeyV6, CtValueV6>(name, data)?),
+            names::DEVICES => n(self.entries::<u32, DeviceConfig>(name, data)?),
             _ => None,
         })
     }
@@ -916,7 +1158,11 @@ impl Pins {
                 source,
             })?;
             let group_dir = group.path();
-            if !group_dir.is_dir() {
+            let is_tc = group
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(pins::TC_LINKS_PREFIX));
+            if is_tc || !group_dir.is_dir() {
                 continue;
             }
             let entries = fs::read_dir(&group_dir).map_err(|source| InspectError::PinDir {
@@ -948,17 +1194,95 @@ impl Pins {
     }
 }
 
+impl Pins {
+    /// Every tc link pinned under `links/tc-<ifindex>/`.
+    fn tc_links(&self) -> Result<Vec<TcLinkEntry>, InspectError> {
+        let mut out = Vec::new();
+        for (ifindex, dir) in crate::dataplane::tc::tc_link_dirs(&self.layout.links()) {
+            let entries = fs::read_dir(&dir).map_err(|source| InspectError::PinDir {
+                dir: dir.clone(),
+                source,
+            })?;
+            let mut pins: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            pins.sort();
+            let device = crate::dataplane::devices::name_of(ifindex);
+            out.extend(
+                pins.iter()
+                    .map(|pin| read_tc_link(pin, ifindex, device.clone())),
+            );
+        }
+        Ok(out)
+    }
+}
+
+fn read_tc_link(pin: &Path, ifindex: u32, device: Option<String>) -> TcLinkEntry {
+    let program = pin
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut entry = TcLinkEntry {
+        device,
+        ifindex,
+        direction: tc_direction(None, &program),
+        program,
+        pin: pin.to_path_buf(),
+        link_id: None,
+        program_id: None,
+        attached: false,
+        error: None,
+    };
+    match link_info::pinned_link(pin) {
+        Ok(Some(state)) if state.ifindex.is_some() => {
+            entry.link_id = Some(state.link_id);
+            entry.program_id = Some(state.prog_id);
+            entry.attached = state.attached_to_device(ifindex);
+            entry.direction = tc_direction(Some(state.attach_type), &entry.program);
+        }
+        Ok(Some(_)) => entry.error = Some("not a tcx link".to_owned()),
+        Ok(None) => entry.error = Some("the pin went away while it was read".to_owned()),
+        Err(e) => entry.error = Some(format!("reading the link: {e}")),
+    }
+    entry
+}
+
+/// `ingress` or `egress`: from the link's attach type (`BPF_TCX_INGRESS`
+/// 46, `BPF_TCX_EGRESS` 47), else from the program's name.
+fn tc_direction(attach_type: Option<u32>, program: &str) -> &'static str {
+    match attach_type {
+        Some(46) => "ingress",
+        Some(47) => "egress",
+        _ if program == proxy_common::programs::TC_EGRESS => "egress",
+        _ => "ingress",
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, the clock of `bpf_ktime_get_ns`.
+fn monotonic_now_ns() -> Result<u64, InspectError> {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map_err(InspectError::Clock)?;
+    Ok(u64::try_from(now.tv_sec())
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(now.tv_nsec()).unwrap_or(0)))
+}
+
 impl Dataset {
-    fn add_slot(&mut self, addr: IpAddr, port: u16, proto: u8, slot: u16, value: ServiceValue) {
-        let entries = self
-            .frontends
-            .entry(FrontendKey { addr, port, proto })
-            .or_default();
+    fn add_slot(&mut self, key: FrontendKey, slot: u16, value: ServiceValue) {
+        let entries = self.frontends.entry(key).or_default();
         if slot == 0 {
             entries.master = Some(value);
         } else {
             entries.slots.insert(slot, value.backend_id);
         }
+    }
+}
+
+/// A key's `scope` byte as `inspect services` shows it.
+fn scope_name(scope: u8) -> &'static str {
+    match scope {
+        proxy_common::scope::INTERNAL => "internal",
+        proxy_common::scope::EXTERNAL => "external",
+        _ => "unknown",
     }
 }
 

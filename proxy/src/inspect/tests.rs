@@ -19,8 +19,9 @@ use proxy_common::{
 use super::{
     render::{Output, View, human_age, render},
     snapshot::{
-        BackendAddr, ConntrackView, Dataset, FrontendEntries, FrontendKey, LinkEntry, MapEntry,
-        PINNED_MAPS, ServiceSelector, StatusView, conntrack_view, stats_view,
+        BackendAddr, ConntrackView, CtRaw, Dataset, FrontendEntries, FrontendKey, LinkEntry,
+        MapEntry, PINNED_MAPS, ServiceSelector, StatusView, TcLinkEntry, conntrack_absent,
+        stats_view,
     },
     *,
 };
@@ -58,6 +59,7 @@ impl Data {
                 addr: ip(addr),
                 port,
                 proto: protocol,
+                flags: 0,
             },
         );
         self
@@ -85,6 +87,7 @@ impl Data {
                 addr: ip(vip),
                 port,
                 proto: protocol,
+                scope: proxy_common::scope::INTERNAL,
             },
             FrontendEntries {
                 master: Some(ServiceValue {
@@ -104,9 +107,63 @@ impl Data {
     }
 }
 
+impl Data {
+    /// Flags backend `id` as running on this node.
+    fn local_backend(mut self, id: u32) -> Self {
+        if let Some(b) = self.0.backends.get_mut(&id) {
+            b.flags |= proxy_common::backend_flags::LOCAL;
+        }
+        self
+    }
+
+    /// Marks frontend `vip:port/TCP` external (slot 0 flags `flags`, name
+    /// flags `owner_flags`) and, with `local`, gives it an external-scope
+    /// entry with those slots.
+    fn external(
+        mut self,
+        vip: &str,
+        port: u16,
+        flags: u16,
+        owner_flags: u8,
+        local: &[(u16, u32)],
+    ) -> Self {
+        let key = FrontendKey {
+            addr: ip(vip),
+            port,
+            proto: proto::TCP,
+            scope: proxy_common::scope::INTERNAL,
+        };
+        let entries = self.0.frontends.get_mut(&key).unwrap();
+        let master = entries.master.as_mut().unwrap();
+        master.flags |= flags;
+        let mut external = *master;
+        let rev_nat_id = master.rev_nat_id;
+        if let Some(name) = self.0.names.get_mut(&rev_nat_id) {
+            name.flags |= owner_flags;
+        }
+        if !local.is_empty() {
+            external.flags |= svc_flags::ETP_LOCAL;
+            external.count = u16::try_from(local.len()).unwrap();
+            self.0.frontends.insert(
+                FrontendKey {
+                    scope: proxy_common::scope::EXTERNAL,
+                    ..key
+                },
+                FrontendEntries {
+                    master: Some(external),
+                    slots: local.iter().copied().collect(),
+                },
+            );
+        }
+        self
+    }
+}
+
 /// v4 and v6, TCP and UDP, affinity, a Service with no endpoints and
-/// `internalTrafficPolicy: Local`, and a frontend from older pins (no name)
-/// whose slots show a missing backend and a missing slot.
+/// `internalTrafficPolicy: Local`, a frontend from older pins (no name)
+/// whose slots show a missing backend and a missing slot, a NodePort with
+/// `externalTrafficPolicy: Local` (both scopes), a LoadBalancer IP and an
+/// ExternalIP.
 fn typical() -> Dataset {
     use proto::{TCP, UDP};
     Data::default()
@@ -166,6 +223,52 @@ fn typical() -> Dataset {
             &[(1, 1), (2, 99)],
             None,
         )
+        .frontend(
+            "192.168.1.10",
+            30080,
+            TCP,
+            6,
+            None,
+            2,
+            &[(1, 1), (2, 2)],
+            Some(name("pxt", "web", "http", false)),
+        )
+        .local_backend(1)
+        .external(
+            "192.168.1.10",
+            30080,
+            svc_flags::EXTERNAL | svc_flags::NODE_PORT,
+            name_flags::EXTERNAL_TRAFFIC_POLICY_LOCAL,
+            &[(1, 1)],
+        )
+        .frontend(
+            "203.0.113.9",
+            80,
+            TCP,
+            7,
+            None,
+            1,
+            &[(1, 3)],
+            Some(name("pxt", "web", "http", false)),
+        )
+        .external(
+            "203.0.113.9",
+            80,
+            svc_flags::EXTERNAL,
+            name_flags::LOAD_BALANCER,
+            &[],
+        )
+        .frontend(
+            "192.0.2.7",
+            80,
+            TCP,
+            8,
+            None,
+            1,
+            &[(1, 2)],
+            Some(name("pxt", "web", "http", false)),
+        )
+        .external("192.0.2.7", 80, svc_flags::EXTERNAL, 0, &[])
         .0
 }
 
@@ -194,6 +297,75 @@ fn affinity_entries() -> Vec<(AffinityKey, AffinityValue)> {
         entry(4098, 2, 5, 2, 4 * 3_600_000 + 61_000),
         // A frontend that is gone, and its backend with it.
         entry(4099, 9, 42, 1, 12),
+    ]
+}
+
+/// A NodePort-like flow to web's TCP port, SNATed (forward and reply), a
+/// local client's flow to the IPv6 frontend (not SNATed, closing), and a
+/// flow whose frontend and backend are gone.
+fn ct_entries() -> Vec<CtRaw> {
+    let sa = |s: &str| -> (std::net::IpAddr, u16) {
+        let a: std::net::SocketAddr = s.parse().unwrap();
+        (a.ip(), a.port())
+    };
+    let flow =
+        |proto, src, dst, new_src, new_dst, rev_nat_id, flags, backend_id, idle_ms: u64| CtRaw {
+            proto,
+            src: sa(src),
+            dst: sa(dst),
+            new_src: sa(new_src),
+            new_dst: sa(new_dst),
+            rev_nat_id,
+            flags,
+            backend_id,
+            last_seen_ns: NOW_NS - idle_ms * 1_000_000,
+        };
+    use proxy_common::ct_flags::{CLOSING, REPLY, SNAT};
+    vec![
+        flow(
+            proto::TCP,
+            "10.244.1.2:8080",
+            "192.0.2.1:40001",
+            "10.96.0.10:80",
+            "198.51.100.7:51000",
+            1,
+            REPLY | SNAT,
+            2,
+            20,
+        ),
+        flow(
+            proto::TCP,
+            "198.51.100.7:51000",
+            "10.96.0.10:80",
+            "192.0.2.1:40001",
+            "10.244.1.2:8080",
+            1,
+            SNAT,
+            2,
+            20,
+        ),
+        flow(
+            proto::TCP,
+            "[fd00:1::5]:33000",
+            "[fd00:96::10]:80",
+            "[fd00:1::5]:33000",
+            "[fd00:244::1]:8080",
+            3,
+            CLOSING,
+            6,
+            2_500,
+        ),
+        flow(
+            proto::UDP,
+            "10.1.0.9:5000",
+            "10.96.0.99:53",
+            "10.1.0.9:5000",
+            "10.244.9.9:5353",
+            9,
+            0,
+            42,
+            61_000,
+        ),
     ]
 }
 
@@ -242,6 +414,43 @@ fn typical_links() -> Vec<LinkEntry> {
     ]
 }
 
+fn tc_link(device: Option<&str>, ifindex: u32, program: &str, link_id: u32) -> TcLinkEntry {
+    TcLinkEntry {
+        device: device.map(str::to_owned),
+        ifindex,
+        direction: if program == "tc_egress" {
+            "egress"
+        } else {
+            "ingress"
+        },
+        program: program.to_owned(),
+        pin: PathBuf::from(format!("/sys/fs/bpf/proxy/v2/links/tc-{ifindex}/{program}")),
+        link_id: Some(link_id),
+        program_id: Some(200 + link_id),
+        attached: true,
+        error: None,
+    }
+}
+
+/// Two devices attached, one detached by hand (device gone), one unreadable.
+fn typical_tc_links() -> Vec<TcLinkEntry> {
+    let mut detached = tc_link(None, 9, "tc_ingress", 33);
+    detached.attached = false;
+    vec![
+        tc_link(Some("eth0"), 2, "tc_egress", 21),
+        tc_link(Some("eth0"), 2, "tc_ingress", 20),
+        tc_link(Some("veth1"), 5, "tc_egress", 23),
+        tc_link(Some("veth1"), 5, "tc_ingress", 22),
+        detached,
+        TcLinkEntry {
+            link_id: None,
+            program_id: None,
+            error: Some("reading the link: Permission denied (os error 13)".to_owned()),
+            ..tc_link(None, 9, "tc_egress", 0)
+        },
+    ]
+}
+
 /// Fill levels from `(name, kind, entries, max)`; `None` entries: not pinned.
 fn maps(levels: &[(&'static str, &str, Option<u64>, u32)]) -> Vec<MapEntry> {
     levels
@@ -259,6 +468,7 @@ fn status(links: Vec<LinkEntry>, maps: Vec<MapEntry>) -> StatusView {
         datapath: "socket-lb",
         pin_path: PathBuf::from("/sys/fs/bpf/proxy"),
         links,
+        tc_links: Vec::new(),
         maps,
         vip_routes: Some(Vec::new()),
     }
@@ -276,7 +486,11 @@ fn empty_maps() -> Vec<MapEntry> {
         (names::SOCK_RNAT_V4, "lru_hash", Some(0), 131_072),
         (names::SOCK_RNAT_V6, "lru_hash", Some(0), 131_072),
         (names::AFFINITY, "lru_hash", Some(0), 65_536),
-        (names::STATS, "percpu_array", Some(11), 11),
+        (names::STATS, "percpu_array", Some(64), 64),
+        (names::CT_V4, "lru_hash", Some(0), 262_144),
+        (names::CT_V6, "lru_hash", Some(0), 262_144),
+        (names::NODE_CFG, "array", Some(1), 1),
+        (names::DEVICES, "hash", Some(0), 256),
     ])
 }
 
@@ -384,7 +598,12 @@ fn all_views(golden: &mut Golden, data: &Dataset, status_view: &StatusView) {
         affinity_entries()
     };
     golden.add("affinity", &data.affinity(&entries, NOW_NS, &all));
-    golden.add("conntrack", &conntrack_view());
+    let flows = if data.frontends.is_empty() {
+        Vec::new()
+    } else {
+        ct_entries()
+    };
+    golden.add("conntrack", &data.conntrack(&flows, NOW_NS, &all));
     golden.add(
         "stats",
         &if data.frontends.is_empty() {
@@ -425,7 +644,9 @@ fn golden_typical() {
         let m = fill.iter_mut().find(|m| m.name == name).unwrap();
         *m = MapEntry::new(name, m.kind.as_deref().unwrap(), n, m.max_entries.unwrap());
     }
-    all_views(&mut golden, &typical(), &status(typical_links(), fill));
+    let mut view = status(typical_links(), fill);
+    view.tc_links = typical_tc_links();
+    all_views(&mut golden, &typical(), &view);
     golden.check("typical");
 }
 
@@ -456,7 +677,11 @@ fn golden_nearly_full() {
         (names::SOCK_RNAT_V4, "lru_hash", Some(131_072), 131_072),
         (names::SOCK_RNAT_V6, "lru_hash", Some(131_071), 131_072),
         (names::AFFINITY, "lru_hash", Some(65_536), 65_536),
-        (names::STATS, "percpu_array", Some(11), 11),
+        (names::STATS, "percpu_array", Some(64), 64),
+        (names::CT_V4, "lru_hash", Some(0), 262_144),
+        (names::CT_V6, "lru_hash", Some(0), 262_144),
+        (names::NODE_CFG, "array", Some(1), 1),
+        (names::DEVICES, "hash", Some(0), 256),
     ]);
     let mut golden = Golden::new();
     // Two frontends did not fit: served from userspace, on VIP routes.
@@ -514,6 +739,11 @@ fn services_filter_by_service_and_by_vip() {
         [
             "10.96.0.10:53/UDP",
             "10.96.0.10:80/TCP",
+            "192.0.2.7:80/TCP",
+            // The NodePort's internal and external scopes.
+            "192.168.1.10:30080/TCP",
+            "192.168.1.10:30080/TCP",
+            "203.0.113.9:80/TCP",
             "[fd00:96::10]:80/TCP"
         ]
     );
@@ -555,12 +785,66 @@ fn an_unnamed_frontend_is_shown_but_never_matches_a_service_filter() {
 }
 
 #[test]
+fn external_frontends_show_their_kind_scope_and_policy() {
+    let rows: Vec<(String, &str, &str, Option<&str>, u16)> = typical()
+        .services(&Filter::default())
+        .services
+        .into_iter()
+        .filter(|s| s.kind != "ClusterIP")
+        .map(|s| {
+            (
+                s.frontend,
+                s.kind,
+                s.scope,
+                s.external_traffic_policy,
+                s.slot_count,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (
+                "192.0.2.7:80/TCP".into(),
+                "ExternalIP",
+                "internal",
+                Some("Cluster"),
+                1
+            ),
+            (
+                "192.168.1.10:30080/TCP".into(),
+                "NodePort",
+                "internal",
+                Some("Local"),
+                2
+            ),
+            (
+                "192.168.1.10:30080/TCP".into(),
+                "NodePort",
+                "external",
+                Some("Local"),
+                1
+            ),
+            (
+                "203.0.113.9:80/TCP".into(),
+                "LoadBalancer",
+                "internal",
+                Some("Cluster"),
+                1
+            ),
+        ]
+    );
+}
+
+#[test]
 fn backends_count_the_frontends_that_reach_them() {
     let data = typical();
     let all = data.backends(&Filter::default()).backends;
     let count = |id| all.iter().find(|b| b.id == id).unwrap().frontends;
-    // Backend 1 is in web's TCP port and in the unnamed frontend.
-    assert_eq!((count(1), count(2), count(6)), (2, 1, 1));
+    // Backend 1 is in web's TCP port, the unnamed frontend and the NodePort
+    // (both its scopes count once); backend 2 in web's TCP port, the
+    // NodePort and the ExternalIP.
+    assert_eq!((count(1), count(2), count(6)), (3, 3, 1));
     let udp = data.backends(&Filter {
         service: Some("pxt/web".parse().unwrap()),
         vip: Some(ip("10.96.0.10")),
@@ -627,8 +911,35 @@ fn service_selectors_need_a_namespace_and_a_name() {
 }
 
 #[test]
+fn conntrack_filters_by_the_flows_frontend() {
+    let data = typical();
+    let vip = |v: &str| Filter {
+        vip: Some(v.parse().unwrap()),
+        service: None,
+    };
+    let view = data.conntrack(&ct_entries(), NOW_NS, &vip("10.96.0.10"));
+    assert_eq!(view.flows.len(), 2, "{view:#?}");
+    assert_eq!(view.flows[0].direction, "forward");
+    assert_eq!(view.flows[1].direction, "reply");
+    assert!(view.flows.iter().all(|f| f.snat && f.rev_nat_id == 1));
+    let view = data.conntrack(&ct_entries(), NOW_NS, &vip("fd00:96::10"));
+    assert_eq!(view.flows.len(), 1);
+    assert!(view.flows[0].closing);
+    assert_eq!(view.flows[0].idle_ms, 2_500);
+    let view = data.conntrack(&ct_entries(), NOW_NS, &vip("10.96.0.99"));
+    assert!(
+        view.flows.is_empty(),
+        "a flow whose frontend is gone matches no VIP"
+    );
+    let view = data.conntrack(&ct_entries(), NOW_NS, &Filter::default());
+    assert_eq!(view.flows.len(), 4);
+    assert_eq!(view.flows[3].frontend, None);
+    assert_eq!(view.flows[3].backend, None);
+}
+
+#[test]
 fn conntrack_says_the_map_is_absent() {
-    let view: ConntrackView = conntrack_view();
+    let view: ConntrackView = conntrack_absent();
     let json: serde_json::Value =
         serde_json::from_str(&render(&view, Output::Json).unwrap()).unwrap();
     assert_eq!(json["map_present"], false);

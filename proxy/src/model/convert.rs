@@ -253,6 +253,9 @@ pub enum ConvertWarning {
     /// An entry of `spec.externalIPs` that is not an IP address.
     #[error("{object}: externalIP {ip:?} skipped: not an IP address")]
     InvalidExternalIp { object: TypedRef, ip: String },
+    /// A `status.loadBalancer.ingress[].ip` that is not an IP address.
+    #[error("{object}: load balancer ingress IP {ip:?} skipped: not an IP address")]
+    InvalidLoadBalancerIp { object: TypedRef, ip: String },
     /// A field with a value this proxy does not know; the default is used.
     #[error("{object}: unknown {field} {value:?}, using {using}")]
     UnknownValue {
@@ -430,7 +433,24 @@ pub fn service(svc: &core::Service) -> Result<Converted<Service>, ConvertError> 
             name,
             port: number,
             protocol,
+            node_port: p.node_port.and_then(port_number),
         });
+    }
+    let mut load_balancer_ips = Vec::new();
+    let ingress = svc
+        .status
+        .as_ref()
+        .and_then(|status| status.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref());
+    for raw in ingress.into_iter().flatten().filter_map(|i| i.ip.as_ref()) {
+        match raw.parse::<IpAddr>() {
+            Ok(ip) if !load_balancer_ips.contains(&ip) => load_balancer_ips.push(ip),
+            Ok(_) => {}
+            Err(_) => warnings.push(ConvertWarning::InvalidLoadBalancerIp {
+                object: object.clone(),
+                ip: raw.clone(),
+            }),
+        }
     }
 
     Ok(Converted::Kept {
@@ -439,6 +459,8 @@ pub fn service(svc: &core::Service) -> Result<Converted<Service>, ConvertError> 
             service_type,
             cluster_ips,
             external_ips,
+            load_balancer_ips,
+            health_check_node_port: spec.health_check_node_port.and_then(port_number),
             ports,
             publish_not_ready_addresses: spec.publish_not_ready_addresses.unwrap_or(false),
             internal_traffic_policy,
@@ -553,6 +575,8 @@ pub fn node(node: &core::Node) -> NodeInfo {
         name: node.metadata.name.clone().unwrap_or_default(),
         zone,
         addresses,
+        // Not in the Node object: the daemon resolves them from interfaces.
+        nodeport_addresses: Vec::new(),
     }
 }
 
@@ -763,10 +787,13 @@ mod tests {
                 service_type: ServiceType::ClusterIp,
                 cluster_ips: vec!["10.96.0.3".parse().unwrap()],
                 external_ips: vec![],
+                load_balancer_ips: vec![],
+                health_check_node_port: None,
                 ports: vec![ServicePort {
                     name: String::new(),
                     port: 80,
-                    protocol: Protocol::Tcp
+                    protocol: Protocol::Tcp,
+                    node_port: None,
                 }],
                 publish_not_ready_addresses: false,
                 internal_traffic_policy: TrafficPolicy::Cluster,
@@ -815,6 +842,42 @@ mod tests {
             }
         );
         assert!(svc.externally_accessible());
+    }
+
+    #[test]
+    fn load_balancer_node_ports_ingress_and_health_check() {
+        let svc: core::Service = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {
+                "type": "LoadBalancer",
+                "clusterIP": "10.96.0.3",
+                "externalTrafficPolicy": "Local",
+                "healthCheckNodePort": 32000,
+                "ports": [
+                    {"name": "http", "port": 80, "nodePort": 30080},
+                    {"name": "dns", "port": 53, "protocol": "UDP"},
+                ],
+            },
+            "status": {"loadBalancer": {"ingress": [
+                {"ip": "203.0.113.9"}, {"hostname": "lb.example"}, {"ip": "bad"},
+                {"ip": "203.0.113.9"},
+            ]}},
+        }))
+        .unwrap();
+        let (svc, warnings) = kept(service(&svc));
+        assert_eq!(
+            warnings,
+            ["Service shop/web: load balancer ingress IP \"bad\" skipped: not an IP address"]
+        );
+        assert_eq!(svc.service_type, ServiceType::LoadBalancer);
+        assert_eq!(
+            svc.load_balancer_ips,
+            ["203.0.113.9".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(svc.health_check_node_port, Some(32000));
+        let node_ports: Vec<Option<u16>> = svc.ports.iter().map(|p| p.node_port).collect();
+        assert_eq!(node_ports, [Some(30080), None]);
     }
 
     /// `sessionAffinity: ClientIP` and its timeout: default 10800 s, valid
@@ -1012,6 +1075,7 @@ mod tests {
                     "fc00:f853::2".parse().unwrap(),
                     "203.0.113.9".parse().unwrap(),
                 ],
+                nodeport_addresses: vec![],
             }
         );
     }

@@ -23,6 +23,23 @@
 //!   clash is reported as a [`Conflict`] in [`DesiredOutcome::conflicts`]
 //!   ([`DesiredState`] itself carries no problems).
 //!
+//! External frontends (issue 4), in the family of each cluster IP:
+//! - NodePort (type NodePort or LoadBalancer, a port with `nodePort`): one per
+//!   nodeport address ([`NodeInfo::nodeport_addresses`]) × `nodePort`;
+//!   each ExternalIP × port (any type, as kube-proxy); each LoadBalancer
+//!   ingress IP × port (type LoadBalancer);
+//! - their `backends` (the internal scope: the node and its pods) are the
+//!   cluster category; under `externalTrafficPolicy: Local`,
+//!   `external_backends` (the external scope) holds the local category;
+//! - refused, and reported as a [`Refusal`] (CVE-2020-8554): any external
+//!   frontend on the kubelet's port 10250, and ExternalIPs or LoadBalancer IPs
+//!   that are loopback, unspecified, or one of this node's addresses;
+//! - [`DesiredState::local_endpoints`]: every endpoint address on this node;
+//!   [`DesiredState::health_checks`]: `healthCheckNodePort` of LoadBalancer
+//!   Services with `externalTrafficPolicy: Local`, with the count of local
+//!   Ready endpoints (kube-proxy's `LocalReadyEndpoints`); two Services on one
+//!   port: the lowest [`ObjectRef`] wins.
+//!
 //! # Local policy with no local endpoint: refuse, not drop
 //!
 //! kube-proxy *drops* ClusterIP traffic of an `internalTrafficPolicy: Local`
@@ -51,9 +68,12 @@ use std::{
 };
 
 use super::types::{
-    AddressType, Backend, DesiredState, EndpointSlice, Frontend, FrontendSpec, NodeInfo, ObjectRef,
-    Service, ServicePort, TrafficPolicy,
+    AddressType, Backend, DesiredState, EndpointSlice, Frontend, FrontendKind, FrontendSpec,
+    HealthCheck, NodeInfo, ObjectRef, Service, ServicePort, ServiceType, TrafficPolicy,
 };
+
+/// The kubelet's port: no external frontend may take it (CVE-2020-8554).
+pub const KUBELET_PORT: u16 = 10250;
 
 /// Desired state plus what went wrong, or is worth counting, while computing it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -61,6 +81,9 @@ pub struct DesiredOutcome {
     pub state: DesiredState,
     /// Frontends claimed by more than one Service, sorted by frontend.
     pub conflicts: Vec<Conflict>,
+    /// External frontends refused for safety, sorted by Service, then
+    /// frontend, then kind.
+    pub refusals: Vec<Refusal>,
     /// Service ports with a Local traffic policy (internal, or external on an
     /// externally reachable Service) that have usable endpoints, but none on
     /// this node; each port counts once. kube-proxy's
@@ -108,6 +131,61 @@ impl fmt::Display for Conflict {
     }
 }
 
+/// An external frontend that is not programmed because it would hijack
+/// traffic that is not the Service's (CVE-2020-8554). Refused unconditionally,
+/// as kube-proxy's admission guidance and issue 4 ask; reported like a
+/// [`Conflict`].
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Refusal {
+    pub service: ObjectRef,
+    pub frontend: Frontend,
+    pub kind: FrontendKind,
+    pub reason: RefusalReason,
+}
+
+/// Why an external frontend is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RefusalReason {
+    /// The address is one of this node's (an ExternalIP or LoadBalancer IP).
+    NodeAddress,
+    /// A loopback or unspecified address.
+    Loopback,
+    /// The kubelet's port, [`KUBELET_PORT`].
+    KubeletPort,
+}
+
+impl RefusalReason {
+    pub const ALL: [RefusalReason; 3] = [
+        RefusalReason::NodeAddress,
+        RefusalReason::Loopback,
+        RefusalReason::KubeletPort,
+    ];
+
+    /// Short label, for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            RefusalReason::NodeAddress => "node_address",
+            RefusalReason::Loopback => "loopback",
+            RefusalReason::KubeletPort => "kubelet_port",
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let why = match self.reason {
+            RefusalReason::NodeAddress => "the address is one of this node's",
+            RefusalReason::Loopback => "the address is a loopback or unspecified address",
+            RefusalReason::KubeletPort => "the port is the kubelet's (10250)",
+        };
+        write!(
+            f,
+            "Service {}: {} frontend {} refused: {why} (CVE-2020-8554)",
+            self.service, self.kind, self.frontend
+        )
+    }
+}
+
 /// Computes the whole desired state for `node`. Each item is a Service with the
 /// slices that name it (same namespace, `service_name` equal to its name), in
 /// slice-name order. The order of Services does not matter.
@@ -122,8 +200,26 @@ where
     let mut losers: BTreeMap<Frontend, BTreeSet<ObjectRef>> = BTreeMap::new();
     let mut no_local = NoLocalEndpoints::default();
     let mut no_local_ports = 0;
+    let mut refusals = Vec::new();
+    let mut local_endpoints = BTreeSet::new();
+    let mut health_checks: BTreeMap<u16, HealthCheck> = BTreeMap::new();
     for (service, slices) in services {
         let computed = service_frontends(node, service, slices.as_ref());
+        refusals.extend(computed.refusals);
+        local_endpoints.extend(computed.local_endpoints);
+        if let Some((port, check)) = computed.health_check {
+            // Two Services on one port (the API server prevents it): the lowest wins.
+            match health_checks.entry(port) {
+                Entry::Vacant(v) => {
+                    v.insert(check);
+                }
+                Entry::Occupied(mut o) => {
+                    if check.service < o.get().service {
+                        o.insert(check);
+                    }
+                }
+            }
+        }
         no_local.internal += computed.no_local.internal;
         no_local.external += computed.no_local.external;
         no_local_ports += computed.no_local_ports;
@@ -157,9 +253,15 @@ where
             })
         })
         .collect();
+    refusals.sort();
     DesiredOutcome {
-        state: DesiredState { frontends },
+        state: DesiredState {
+            frontends,
+            local_endpoints,
+            health_checks,
+        },
         conflicts,
+        refusals,
         no_local_endpoints: no_local_ports,
         no_local_endpoints_by_policy: no_local,
     }
@@ -173,6 +275,12 @@ pub struct ServiceFrontends {
     pub no_local: NoLocalEndpoints,
     /// Its ports counted in `no_local` under either policy, each once.
     pub no_local_ports: usize,
+    /// Its external frontends refused for safety, in port order.
+    pub refusals: Vec<Refusal>,
+    /// Addresses of its endpoints on this node.
+    pub local_endpoints: BTreeSet<IpAddr>,
+    /// Its health-check node port, when it has one.
+    pub health_check: Option<(u16, HealthCheck)>,
 }
 
 /// The frontends of one Service, given its slices in slice-name order.
@@ -188,39 +296,134 @@ pub fn service_frontends(
     let internal_local = service.internal_traffic_policy == TrafficPolicy::Local;
     let external_local =
         service.external_traffic_policy == TrafficPolicy::Local && service.externally_accessible();
+    // kube-proxy's `LocalReadyEndpoints`: local Ready endpoints, each
+    // address:port once across the Service's ports.
+    let mut health_endpoints: BTreeSet<Backend> = BTreeSet::new();
     for port in &service.ports {
         let (mut lacks_internal, mut lacks_external) = (false, false);
         for &addr in &service.cluster_ips {
             let endpoints = candidates(service, port, AddressType::of(addr), slices, node);
+            for ep in endpoints.iter().filter(|ep| ep.local) {
+                out.local_endpoints.insert(ep.backend.addr);
+                if ep.ready {
+                    health_endpoints.insert(ep.backend);
+                }
+            }
             let categories = categorize(&endpoints, node);
             if categories.has_any && categories.local.is_empty() {
                 lacks_internal |= internal_local;
                 lacks_external |= external_local;
             }
+            let spec = |kind, backends| FrontendSpec {
+                service: service.id.clone(),
+                port_name: port.name.clone(),
+                kind,
+                backends,
+                external_backends: None,
+                affinity_timeout: service.session_affinity,
+                traffic_policy: service.internal_traffic_policy,
+            };
             let backends = if internal_local {
-                categories.local
+                categories.local.clone()
             } else {
-                categories.cluster
+                categories.cluster.clone()
             };
             let frontend = Frontend {
                 addr,
                 port: port.port,
                 protocol: port.protocol,
             };
-            let spec = FrontendSpec {
-                service: service.id.clone(),
-                port_name: port.name.clone(),
-                backends,
-                affinity_timeout: service.session_affinity,
-                traffic_policy: service.internal_traffic_policy,
-            };
-            out.frontends.push((frontend, spec));
+            out.frontends
+                .push((frontend, spec(FrontendKind::ClusterIp, backends)));
+            for (kind, frontend) in external_frontends(node, service, port, addr) {
+                if let Some(reason) = refusal(node, kind, frontend) {
+                    out.refusals.push(Refusal {
+                        service: service.id.clone(),
+                        frontend,
+                        kind,
+                        reason,
+                    });
+                    continue;
+                }
+                let mut external = spec(kind, categories.cluster.clone());
+                if external_local {
+                    external.external_backends = Some(categories.local.clone());
+                }
+                out.frontends.push((frontend, external));
+            }
         }
         out.no_local.internal += usize::from(lacks_internal);
         out.no_local.external += usize::from(lacks_external);
         out.no_local_ports += usize::from(lacks_internal || lacks_external);
     }
+    if service.service_type == ServiceType::LoadBalancer
+        && service.external_traffic_policy == TrafficPolicy::Local
+        && let Some(port) = service.health_check_node_port
+    {
+        out.health_check = Some((
+            port,
+            HealthCheck {
+                service: service.id.clone(),
+                local_endpoints: health_endpoints.len(),
+            },
+        ));
+    }
     out
+}
+
+/// The external frontends of one Service port in the family of `cluster_ip`:
+/// NodePorts on each nodeport address, then ExternalIPs, then LoadBalancer
+/// ingress IPs.
+fn external_frontends(
+    node: &NodeInfo,
+    service: &Service,
+    port: &ServicePort,
+    cluster_ip: IpAddr,
+) -> Vec<(FrontendKind, Frontend)> {
+    let family = AddressType::of(cluster_ip);
+    let same_family = |ip: &&IpAddr| AddressType::of(**ip) == family;
+    let at = |addr: IpAddr, port_number: u16| Frontend {
+        addr,
+        port: port_number,
+        protocol: port.protocol,
+    };
+    let mut out = Vec::new();
+    if matches!(
+        service.service_type,
+        ServiceType::NodePort | ServiceType::LoadBalancer
+    ) && let Some(node_port) = port.node_port
+    {
+        for addr in node.nodeport_addresses.iter().filter(same_family) {
+            out.push((FrontendKind::NodePort, at(*addr, node_port)));
+        }
+    }
+    for addr in service.external_ips.iter().filter(same_family) {
+        out.push((FrontendKind::ExternalIp, at(*addr, port.port)));
+    }
+    if service.service_type == ServiceType::LoadBalancer {
+        for addr in service.load_balancer_ips.iter().filter(same_family) {
+            out.push((FrontendKind::LoadBalancer, at(*addr, port.port)));
+        }
+    }
+    out
+}
+
+/// Why an external frontend must not be programmed, if it must not.
+fn refusal(node: &NodeInfo, kind: FrontendKind, frontend: Frontend) -> Option<RefusalReason> {
+    if frontend.port == KUBELET_PORT {
+        return Some(RefusalReason::KubeletPort);
+    }
+    if kind == FrontendKind::NodePort {
+        // Node addresses by definition; the daemon never lists loopback ones.
+        return None;
+    }
+    if frontend.addr.is_loopback() || frontend.addr.is_unspecified() {
+        Some(RefusalReason::Loopback)
+    } else if node.owns(frontend.addr) {
+        Some(RefusalReason::NodeAddress)
+    } else {
+        None
+    }
 }
 
 /// One endpoint of one Service port in one IP family, de-duplicated, with the
@@ -427,6 +630,16 @@ pub(crate) mod builders {
             self.0.zone = Some(zone.to_owned());
             self
         }
+        /// An address from the Node object (`status.addresses`).
+        pub(crate) fn address(mut self, addr: &str) -> Self {
+            self.0.addresses.push(ip(addr));
+            self
+        }
+        /// An address NodePorts are served on.
+        pub(crate) fn nodeport_address(mut self, addr: &str) -> Self {
+            self.0.nodeport_addresses.push(ip(addr));
+            self
+        }
     }
 
     impl From<NodeBuilder> for NodeInfo {
@@ -441,6 +654,8 @@ pub(crate) mod builders {
             service_type: ServiceType::ClusterIp,
             cluster_ips: Vec::new(),
             external_ips: Vec::new(),
+            load_balancer_ips: Vec::new(),
+            health_check_node_port: None,
             ports: Vec::new(),
             publish_not_ready_addresses: false,
             internal_traffic_policy: TrafficPolicy::Cluster,
@@ -463,7 +678,27 @@ pub(crate) mod builders {
                 name: name.to_owned(),
                 port,
                 protocol,
+                node_port: None,
             });
+            self
+        }
+        /// Gives the last port added a `nodePort`.
+        pub(crate) fn node_port(mut self, node_port: u16) -> Self {
+            if let Some(last) = self.0.ports.last_mut() {
+                last.node_port = Some(node_port);
+            }
+            self
+        }
+        pub(crate) fn external_ip(mut self, addr: &str) -> Self {
+            self.0.external_ips.push(ip(addr));
+            self
+        }
+        pub(crate) fn lb_ip(mut self, addr: &str) -> Self {
+            self.0.load_balancer_ips.push(ip(addr));
+            self
+        }
+        pub(crate) fn health_check_node_port(mut self, port: u16) -> Self {
+            self.0.health_check_node_port = Some(port);
             self
         }
         pub(crate) fn publish_not_ready(mut self) -> Self {
@@ -1726,5 +1961,286 @@ mod tests {
                 [format!("10.1.0.5:{}", 2000 + i)]
             );
         }
+    }
+
+    fn be(s: &str) -> Backend {
+        let a: std::net::SocketAddr = s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
+        Backend {
+            addr: a.ip(),
+            port: a.port(),
+            protocol: Tcp,
+        }
+    }
+
+    fn fe(s: &str, protocol: Protocol) -> Frontend {
+        let a: std::net::SocketAddr = s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
+        Frontend {
+            addr: a.ip(),
+            port: a.port(),
+            protocol,
+        }
+    }
+
+    /// A LoadBalancer Service with `externalTrafficPolicy: Local`, a NodePort,
+    /// an ExternalIP and an ingress IP, one endpoint here and one elsewhere:
+    /// every frontend kind, both scopes, the local set and the health check,
+    /// compared whole.
+    #[test]
+    fn load_balancer_with_local_external_policy_whole_state() {
+        let host = node(HOST)
+            .address("192.168.1.10")
+            .nodeport_address("192.168.1.10")
+            .nodeport_address("fd00::10");
+        let out = compute_on(
+            host.into(),
+            vec![
+                svc("shop", "web")
+                    .service_type(ServiceType::LoadBalancer)
+                    .cluster_ip("10.96.0.10")
+                    .port("http", 80, Tcp)
+                    .node_port(30080)
+                    .external_ip("192.0.2.7")
+                    .lb_ip("203.0.113.9")
+                    .lb_ip("2001:db8::9")
+                    .external_policy(Local)
+                    .health_check_node_port(32000),
+            ],
+            vec![
+                slice("shop", "web-1")
+                    .for_service("web")
+                    .port("http", 8080, Tcp)
+                    .endpoint("10.1.0.5")
+                    .ready()
+                    .on_node(HOST)
+                    .endpoint("10.2.0.6")
+                    .ready()
+                    .on_node("other"),
+            ],
+        );
+        let both = vec![be("10.1.0.5:8080"), be("10.2.0.6:8080")];
+        let spec = |kind, external: Option<Vec<Backend>>| FrontendSpec {
+            service: ObjectRef::new("shop", "web"),
+            port_name: "http".into(),
+            kind,
+            backends: both.clone(),
+            external_backends: external,
+            affinity_timeout: None,
+            traffic_policy: Cluster,
+        };
+        let local = Some(vec![be("10.1.0.5:8080")]);
+        let want = DesiredState {
+            frontends: BTreeMap::from([
+                (
+                    fe("10.96.0.10:80", Tcp),
+                    spec(FrontendKind::ClusterIp, None),
+                ),
+                (
+                    fe("192.168.1.10:30080", Tcp),
+                    spec(FrontendKind::NodePort, local.clone()),
+                ),
+                (
+                    fe("192.0.2.7:80", Tcp),
+                    spec(FrontendKind::ExternalIp, local.clone()),
+                ),
+                (
+                    fe("203.0.113.9:80", Tcp),
+                    spec(FrontendKind::LoadBalancer, local.clone()),
+                ),
+            ]),
+            local_endpoints: BTreeSet::from([ip("10.1.0.5")]),
+            health_checks: BTreeMap::from([(
+                32000,
+                HealthCheck {
+                    service: ObjectRef::new("shop", "web"),
+                    local_endpoints: 1,
+                },
+            )]),
+        };
+        assert_eq!(out.state, want);
+        assert!(out.refusals.is_empty() && out.conflicts.is_empty());
+    }
+
+    /// `externalTrafficPolicy: Cluster` (the default): external frontends use
+    /// the cluster endpoints and have no external scope; a NodePort Service
+    /// has no ingress IPs and no health check; the v6 nodeport address serves
+    /// only the v6 cluster IP's family.
+    #[test]
+    fn node_port_cluster_policy_dual_stack() {
+        let host = node(HOST)
+            .nodeport_address("192.168.1.10")
+            .nodeport_address("fd00::10");
+        let out = compute_on(
+            host.into(),
+            vec![
+                svc("shop", "dns")
+                    .service_type(ServiceType::NodePort)
+                    .cluster_ip("10.96.0.53")
+                    .cluster_ip("fd00:96::53")
+                    .port("dns", 53, Udp)
+                    .node_port(30053)
+                    .lb_ip("203.0.113.9")
+                    .health_check_node_port(32000),
+            ],
+            vec![
+                slice("shop", "dns-4")
+                    .for_service("dns")
+                    .port("dns", 5353, Udp)
+                    .endpoint("10.2.0.6")
+                    .ready()
+                    .on_node("other"),
+            ],
+        );
+        let kinds: Vec<(String, FrontendKind, Option<Vec<Backend>>)> = out
+            .state
+            .frontends
+            .iter()
+            .map(|(f, s)| (f.to_string(), s.kind, s.external_backends.clone()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (
+                    "10.96.0.53:53/UDP".to_owned(),
+                    FrontendKind::ClusterIp,
+                    None
+                ),
+                (
+                    "192.168.1.10:30053/UDP".to_owned(),
+                    FrontendKind::NodePort,
+                    None
+                ),
+                (
+                    "[fd00::10]:30053/UDP".to_owned(),
+                    FrontendKind::NodePort,
+                    None
+                ),
+                (
+                    "[fd00:96::53]:53/UDP".to_owned(),
+                    FrontendKind::ClusterIp,
+                    None
+                ),
+            ]
+        );
+        assert_eq!(backends(&out, "192.168.1.10:30053/UDP"), ["10.2.0.6:5353"]);
+        assert_eq!(backends(&out, "[fd00::10]:30053/UDP"), Vec::<String>::new());
+        assert!(out.state.local_endpoints.is_empty());
+        assert!(out.state.health_checks.is_empty());
+    }
+
+    /// A ClusterIP Service with a nodePort (left over from a type change) gets
+    /// no NodePort frontend; its ExternalIPs are still served (kube-proxy
+    /// serves externalIPs on any type).
+    #[test]
+    fn cluster_ip_service_ignores_node_ports_but_serves_external_ips() {
+        let out = compute_on(
+            node(HOST).nodeport_address("192.168.1.10").into(),
+            vec![
+                svc("shop", "web")
+                    .cluster_ip("10.96.0.10")
+                    .port("http", 80, Tcp)
+                    .node_port(30080)
+                    .external_ip("192.0.2.7")
+                    .lb_ip("203.0.113.9"),
+            ],
+            vec![],
+        );
+        assert_eq!(
+            frontends_of(&out.state),
+            ["10.96.0.10:80/TCP", "192.0.2.7:80/TCP"]
+        );
+    }
+
+    /// CVE-2020-8554: ExternalIPs and LB IPs on a node address or loopback,
+    /// and any external frontend on the kubelet's port, are refused and
+    /// reported; everything else of the Service is programmed.
+    #[test]
+    fn dangerous_external_frontends_are_refused() {
+        let host = node(HOST)
+            .address("192.168.1.10")
+            .nodeport_address("192.168.1.11");
+        let out = compute_on(
+            host.into(),
+            vec![
+                svc("shop", "web")
+                    .service_type(ServiceType::LoadBalancer)
+                    .cluster_ip("10.96.0.10")
+                    .port("http", 80, Tcp)
+                    .node_port(30080)
+                    .port("kubelet", 10250, Tcp)
+                    .node_port(10250)
+                    .external_ip("192.168.1.10")
+                    .external_ip("127.0.0.1")
+                    .external_ip("192.0.2.7")
+                    .lb_ip("192.168.1.11"),
+            ],
+            vec![],
+        );
+        assert_eq!(
+            frontends_of(&out.state),
+            [
+                "10.96.0.10:80/TCP",
+                "10.96.0.10:10250/TCP",
+                "192.0.2.7:80/TCP",
+                "192.168.1.11:30080/TCP"
+            ]
+        );
+        let refused: Vec<String> = out.refusals.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            refused,
+            [
+                "Service shop/web: ExternalIP frontend 127.0.0.1:80/TCP refused: the address is a loopback or unspecified address (CVE-2020-8554)",
+                "Service shop/web: ExternalIP frontend 127.0.0.1:10250/TCP refused: the port is the kubelet's (10250) (CVE-2020-8554)",
+                "Service shop/web: ExternalIP frontend 192.0.2.7:10250/TCP refused: the port is the kubelet's (10250) (CVE-2020-8554)",
+                "Service shop/web: ExternalIP frontend 192.168.1.10:80/TCP refused: the address is one of this node's (CVE-2020-8554)",
+                "Service shop/web: ExternalIP frontend 192.168.1.10:10250/TCP refused: the port is the kubelet's (10250) (CVE-2020-8554)",
+                "Service shop/web: LoadBalancer frontend 192.168.1.11:80/TCP refused: the address is one of this node's (CVE-2020-8554)",
+                "Service shop/web: NodePort frontend 192.168.1.11:10250/TCP refused: the port is the kubelet's (10250) (CVE-2020-8554)",
+                "Service shop/web: LoadBalancer frontend 192.168.1.11:10250/TCP refused: the port is the kubelet's (10250) (CVE-2020-8554)",
+            ]
+        );
+    }
+
+    /// The health check counts local Ready endpoints (address:port pairs,
+    /// across ports); terminating ones do not count, and none gives 0.
+    #[rstest]
+    #[case::two_ports_one_pod(true, 2)]
+    #[case::terminating_only(false, 0)]
+    fn health_check_counts_local_ready_endpoints(#[case] ready: bool, #[case] want: usize) {
+        let mut sl = slice("shop", "web-1")
+            .for_service("web")
+            .port("http", 8080, Tcp)
+            .port("https", 8443, Tcp)
+            .endpoint("10.1.0.5")
+            .on_node(HOST);
+        sl = if ready {
+            sl.ready()
+        } else {
+            sl.serving_terminating()
+        };
+        let sl = sl.endpoint("10.2.0.6").ready().on_node("other");
+        let out = compute(
+            vec![
+                svc("shop", "web")
+                    .service_type(ServiceType::LoadBalancer)
+                    .cluster_ip("10.96.0.10")
+                    .port("http", 80, Tcp)
+                    .port("https", 443, Tcp)
+                    .external_policy(Local)
+                    .health_check_node_port(32000),
+            ],
+            vec![sl],
+        );
+        assert_eq!(
+            out.state
+                .health_checks
+                .get(&32000)
+                .map(|h| h.local_endpoints),
+            Some(want)
+        );
+        assert_eq!(
+            out.state.local_endpoints,
+            BTreeSet::from([ip("10.1.0.5")]),
+            "terminating or not, the endpoint runs here"
+        );
     }
 }

@@ -8,14 +8,19 @@
 //! those alone. The result equals [`Index::desired_outcome`]'s (a test checks
 //! this on random changes). Pure: no I/O.
 
-use std::collections::{BTreeSet, HashMap};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+};
 
 use super::{
     Index,
-    desired::{Conflict, NoLocalEndpoints, ServiceFrontends, service_frontends},
+    desired::{
+        Conflict, NoLocalEndpoints, Refusal, RefusalReason, ServiceFrontends, service_frontends,
+    },
     index::Dirty,
     small_set::SmallSet,
-    types::{DesiredState, EndpointSlice, Frontend, FrontendSpec, ObjectRef},
+    types::{DesiredState, EndpointSlice, Frontend, FrontendSpec, HealthCheck, ObjectRef},
 };
 
 /// Which frontends an update may have changed.
@@ -43,6 +48,15 @@ pub struct DesiredCache {
     shadowed: HashMap<(Frontend, ObjectRef), FrontendSpec>,
     no_local: NoLocalEndpoints,
     no_local_ports: usize,
+    /// Local endpoint address → how many Services list it.
+    local_refs: HashMap<IpAddr, usize>,
+    /// Health-check port → the Services asking for it and their checks (the
+    /// lowest id wins, as in [`super::desired::desired`]).
+    health_claims: BTreeMap<u16, BTreeMap<ObjectRef, HealthCheck>>,
+    /// The Services the last update recomputed.
+    last_updated: Vec<ObjectRef>,
+    /// Refusals in effect, by reason.
+    refused: BTreeMap<RefusalReason, usize>,
     primed: bool,
 }
 
@@ -55,6 +69,9 @@ struct Share {
     frontends: Vec<Frontend>,
     no_local: NoLocalEndpoints,
     no_local_ports: usize,
+    refusals: Vec<Refusal>,
+    local_endpoints: BTreeSet<IpAddr>,
+    health_port: Option<u16>,
 }
 
 impl DesiredCache {
@@ -71,6 +88,36 @@ impl DesiredCache {
     /// [`super::desired::DesiredOutcome::no_local_endpoints`]).
     pub fn no_local_endpoints(&self) -> (usize, NoLocalEndpoints) {
         (self.no_local_ports, self.no_local)
+    }
+
+    /// External frontends refused for safety, sorted by Service then frontend.
+    pub fn refusals(&self) -> Vec<Refusal> {
+        let mut out: Vec<Refusal> = self
+            .per_service
+            .values()
+            .flat_map(|share| share.refusals.iter().cloned())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// How many external frontends are refused, by reason (kept up to date,
+    /// no scan).
+    pub fn refusal_counts(&self) -> &BTreeMap<RefusalReason, usize> {
+        &self.refused
+    }
+
+    /// The refusals of the Services the last [`DesiredCache::update`]
+    /// recomputed (all of them after a rebuild): what to log once per change.
+    pub fn refusals_updated(&self) -> Vec<Refusal> {
+        let mut out: Vec<Refusal> = self
+            .last_updated
+            .iter()
+            .filter_map(|id| self.per_service.get(id))
+            .flat_map(|share| share.refusals.iter().cloned())
+            .collect();
+        out.sort();
+        out
     }
 
     /// Frontends claimed by several Services, sorted by frontend.
@@ -115,6 +162,7 @@ impl DesiredCache {
     /// Brings the cache up to date with `index`, taking its dirty set.
     pub fn update(&mut self, index: &mut Index) -> Touched {
         let dirty = index.take_dirty();
+        self.last_updated.clear();
         if !self.primed || dirty.all {
             self.rebuild(index);
             return Touched::All;
@@ -148,6 +196,26 @@ impl DesiredCache {
     /// Replaces one Service's share; adds the frontends it had or has to `touched`.
     fn recompute(&mut self, index: &Index, id: ObjectRef, touched: &mut BTreeSet<Frontend>) {
         if let Some(old) = self.per_service.remove(&id) {
+            for addr in &old.local_endpoints {
+                if let Some(n) = self.local_refs.get_mut(addr) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.local_refs.remove(addr);
+                        self.state.local_endpoints.remove(addr);
+                    }
+                }
+            }
+            for refusal in &old.refusals {
+                if let Some(n) = self.refused.get_mut(&refusal.reason) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.refused.remove(&refusal.reason);
+                    }
+                }
+            }
+            if let Some(port) = old.health_port {
+                self.unclaim_health(port, &id);
+            }
             self.no_local.internal -= old.no_local.internal;
             self.no_local.external -= old.no_local.external;
             self.no_local_ports -= old.no_local_ports;
@@ -167,6 +235,7 @@ impl DesiredCache {
                 touched.insert(frontend);
             }
         }
+        self.last_updated.push(id.clone());
         let Some(service) = index.service(&id) else {
             return;
         };
@@ -176,7 +245,24 @@ impl DesiredCache {
             frontends: Vec::with_capacity(computed.frontends.len()),
             no_local: computed.no_local,
             no_local_ports: computed.no_local_ports,
+            refusals: computed.refusals,
+            local_endpoints: computed.local_endpoints,
+            health_port: computed.health_check.as_ref().map(|(port, _)| *port),
         };
+        for refusal in &share.refusals {
+            *self.refused.entry(refusal.reason).or_insert(0) += 1;
+        }
+        for addr in &share.local_endpoints {
+            *self.local_refs.entry(*addr).or_insert(0) += 1;
+            self.state.local_endpoints.insert(*addr);
+        }
+        if let Some((port, check)) = computed.health_check {
+            self.health_claims
+                .entry(port)
+                .or_default()
+                .insert(id.clone(), check);
+            self.publish_health(port);
+        }
         self.no_local.internal += share.no_local.internal;
         self.no_local.external += share.no_local.external;
         self.no_local_ports += share.no_local_ports;
@@ -191,6 +277,32 @@ impl DesiredCache {
             touched.insert(frontend);
         }
         self.per_service.insert(id, share);
+    }
+
+    fn unclaim_health(&mut self, port: u16, id: &ObjectRef) {
+        if let Some(claims) = self.health_claims.get_mut(&port) {
+            claims.remove(id);
+            if claims.is_empty() {
+                self.health_claims.remove(&port);
+            }
+        }
+        self.publish_health(port);
+    }
+
+    /// Makes `state.health_checks[port]` the lowest claimant's check.
+    fn publish_health(&mut self, port: u16) {
+        match self
+            .health_claims
+            .get(&port)
+            .and_then(|claims| claims.values().next())
+        {
+            Some(check) => {
+                self.state.health_checks.insert(port, check.clone());
+            }
+            None => {
+                self.state.health_checks.remove(&port);
+            }
+        }
     }
 
     /// Puts a freshly computed spec where it belongs: in `state` when its
@@ -238,8 +350,8 @@ mod tests {
 
     use super::*;
     use crate::model::{
-        NodeInfo, SourceId,
-        desired::builders::{slice, svc},
+        NodeInfo, ServiceType, SourceId, TrafficPolicy,
+        desired::builders::{ip, slice, svc},
         types::Protocol::{Tcp, Udp},
     };
 
@@ -269,10 +381,30 @@ mod tests {
                     // Services share VIPs on purpose, to exercise conflicts.
                     let ip = format!("10.96.0.{}", rng.next(8) + 1);
                     let proto = if rng.next(2) == 0 { Tcp } else { Udp };
-                    index.apply_service(
-                        SourceId::Manifests,
-                        svc("default", &name).cluster_ip(&ip).port("p", 80, proto),
-                    );
+                    let mut service = svc("default", &name)
+                        .cluster_ip(&ip)
+                        .port("p", 80, proto)
+                        .node_port(30_000 + rng.next(3) as u16)
+                        .health_check_node_port(32_000 + rng.next(3) as u16)
+                        .service_type(match rng.next(3) {
+                            0 => ServiceType::ClusterIp,
+                            1 => ServiceType::NodePort,
+                            _ => ServiceType::LoadBalancer,
+                        })
+                        .external_policy(if rng.next(2) == 0 {
+                            TrafficPolicy::Local
+                        } else {
+                            TrafficPolicy::Cluster
+                        });
+                    // External and LB IPs sometimes clash with each other,
+                    // a ClusterIP or a node address (refused).
+                    if rng.next(2) == 0 {
+                        service = service.external_ip(&format!("192.0.2.{}", rng.next(4) + 1));
+                    }
+                    if rng.next(2) == 0 {
+                        service = service.lb_ip(&format!("10.96.0.{}", rng.next(8) + 1));
+                    }
+                    index.apply_service(SourceId::Manifests, service);
                 }
                 1 => {
                     index.delete_service(SourceId::Manifests, &ObjectRef::new("default", &name));
@@ -285,7 +417,8 @@ mod tests {
                     for _ in 0..rng.next(4) {
                         sl = sl
                             .endpoint(&format!("10.1.{}.{}", rng.next(3), rng.next(5) + 1))
-                            .ready();
+                            .ready()
+                            .on_node(&format!("n{}", rng.next(2)));
                     }
                     index.apply_slice(SourceId::Manifests, sl);
                 }
@@ -295,11 +428,20 @@ mod tests {
                         &ObjectRef::new("default", format!("{name}-{}", rng.next(2))),
                     );
                 }
-                _ => {
-                    if rng.next(10) == 0 {
-                        index.set_node(NodeInfo::named(format!("n{}", rng.next(2))));
+                _ => match rng.next(20) {
+                    0 | 1 => {
+                        let mut node = NodeInfo::named(format!("n{}", rng.next(2)));
+                        node.addresses = vec![ip(&format!("192.0.2.{}", rng.next(4) + 1))];
+                        index.set_node(node);
                     }
-                }
+                    2 => {
+                        let addrs = (0..rng.next(3))
+                            .map(|_| ip(&format!("192.0.2.{}", rng.next(4) + 1)))
+                            .collect::<Vec<_>>();
+                        index.set_nodeport_addresses(addrs);
+                    }
+                    _ => {}
+                },
             }
             let before = cache.state().clone();
             let touched = cache.update(&mut index);
@@ -319,6 +461,16 @@ mod tests {
                 full.no_local_endpoints,
                 "step {step}"
             );
+            assert_eq!(
+                cache.refusals(),
+                full.refusals,
+                "step {step}: refusals differ"
+            );
+            let mut counts = BTreeMap::new();
+            for r in &full.refusals {
+                *counts.entry(r.reason).or_insert(0) += 1;
+            }
+            assert_eq!(cache.refusal_counts(), &counts, "step {step}");
             if let Touched::Some(touched) = touched {
                 // Every frontend that changed is reported as touched.
                 for f in before.frontends.keys().chain(full.state.frontends.keys()) {

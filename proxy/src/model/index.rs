@@ -33,7 +33,10 @@
 //!
 //! Pure: no I/O, no logging, no clock.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+};
 
 use super::{
     desired::{self, DesiredOutcome},
@@ -154,12 +157,31 @@ impl Index {
 
     /// Replaces this node's facts (a Node update: zone label, addresses, or the
     /// name learned late). Locality and topology are recomputed by the next
-    /// [`Index::desired`]. Returns whether anything changed.
-    pub fn set_node(&mut self, node: NodeInfo) -> bool {
+    /// [`Index::desired`]. The nodeport addresses are not the Node object's:
+    /// they are kept (see [`Index::set_nodeport_addresses`]). Returns whether
+    /// anything changed.
+    pub fn set_node(&mut self, mut node: NodeInfo) -> bool {
+        node.nodeport_addresses = self.node.nodeport_addresses.clone();
         if self.node == node {
             return false;
         }
         self.node = node;
+        self.dirty.all = true;
+        true
+    }
+
+    /// Sets the addresses NodePorts are served on (the daemon resolves them
+    /// from this node's interfaces; see `crate::nodeport`). Order and
+    /// duplicates do not matter. Every Service is recomputed on the next
+    /// sync. Returns whether anything changed.
+    pub fn set_nodeport_addresses(&mut self, addresses: impl IntoIterator<Item = IpAddr>) -> bool {
+        let mut addresses: Vec<IpAddr> = addresses.into_iter().collect();
+        addresses.sort_unstable();
+        addresses.dedup();
+        if self.node.nodeport_addresses == addresses {
+            return false;
+        }
+        self.node.nodeport_addresses = addresses;
         self.dirty.all = true;
         true
     }
@@ -722,6 +744,36 @@ mod tests {
         assert!(idx.set_node(node("n2").into()));
         assert!(!idx.set_node(node("n2").into()));
         assert_eq!((idx.service_changes(), idx.endpoint_changes()), (3, 7));
+    }
+
+    #[test]
+    fn nodeport_addresses_survive_node_updates_and_mark_everything_dirty() {
+        let mut idx = Index::new(node("n1"));
+        idx.apply_service(
+            Manifests,
+            web()
+                .service_type(crate::model::ServiceType::NodePort)
+                .node_port(30080),
+        );
+        idx.take_dirty();
+        let addrs = [ip("192.168.1.10"), ip("10.0.0.1"), ip("192.168.1.10")];
+        assert!(idx.set_nodeport_addresses(addrs));
+        assert!(!idx.set_nodeport_addresses([ip("10.0.0.1"), ip("192.168.1.10")]));
+        assert!(idx.take_dirty().all);
+        // A Node update (from the API) knows nothing of them: they stay.
+        assert!(idx.set_node(node("n1").zone("a").into()));
+        assert_eq!(
+            idx.node().nodeport_addresses,
+            [ip("10.0.0.1"), ip("192.168.1.10")]
+        );
+        assert_eq!(
+            crate::model::desired::builders::frontends_of(&idx.desired()),
+            [
+                "10.0.0.1:30080/TCP",
+                "10.96.0.10:80/TCP",
+                "192.168.1.10:30080/TCP"
+            ]
+        );
     }
 
     #[test]

@@ -94,6 +94,10 @@ pub struct NodeInfo {
     pub zone: Option<String>,
     /// `status.addresses` of type InternalIP and ExternalIP, in API order.
     pub addresses: Vec<IpAddr>,
+    /// The addresses NodePorts are served on (kube-proxy's
+    /// `--nodeport-addresses`), resolved by the daemon from this node's
+    /// interfaces; one NodePort frontend per address of the Service's family.
+    pub nodeport_addresses: Vec<IpAddr>,
 }
 
 impl NodeInfo {
@@ -103,6 +107,12 @@ impl NodeInfo {
             name: name.into(),
             ..Self::default()
         }
+    }
+
+    /// Whether `ip` is one of this node's own addresses (API or interface):
+    /// such an address may not be claimed as an ExternalIP or LoadBalancer IP.
+    pub fn owns(&self, ip: IpAddr) -> bool {
+        self.addresses.contains(&ip) || self.nodeport_addresses.contains(&ip)
     }
 
     /// Whether an endpoint on `node_name` runs here (kube-proxy's `isLocal`:
@@ -150,11 +160,16 @@ pub struct Service {
     pub cluster_ips: Vec<IpAddr>,
     /// `spec.externalIPs` that parse.
     pub external_ips: Vec<IpAddr>,
+    /// `status.loadBalancer.ingress[].ip` that parse (used for type LoadBalancer).
+    pub load_balancer_ips: Vec<IpAddr>,
+    /// `spec.healthCheckNodePort` (type LoadBalancer with
+    /// `externalTrafficPolicy: Local`).
+    pub health_check_node_port: Option<u16>,
     pub ports: Vec<ServicePort>,
     /// `spec.publishNotReadyAddresses`: every endpoint counts as ready.
     pub publish_not_ready_addresses: bool,
     pub internal_traffic_policy: TrafficPolicy,
-    /// Read for the no-local-endpoints count; external traffic is not proxied yet.
+    /// Applies to the NodePort, ExternalIP and LoadBalancer frontends.
     pub external_traffic_policy: TrafficPolicy,
     /// ClientIP session affinity timeout in seconds (`None`: affinity off).
     pub session_affinity: Option<u32>,
@@ -182,6 +197,8 @@ pub struct ServicePort {
     pub name: String,
     pub port: u16,
     pub protocol: Protocol,
+    /// `nodePort`, when allocated (type NodePort or LoadBalancer).
+    pub node_port: Option<u16>,
 }
 
 /// `addressType` of an EndpointSlice.
@@ -274,6 +291,39 @@ impl fmt::Display for Backend {
     }
 }
 
+/// How clients reach a frontend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FrontendKind {
+    /// A cluster IP: only clients on the node and its pods (and pod-facing
+    /// devices on the tc path).
+    #[default]
+    ClusterIp,
+    /// A node address and a `nodePort`.
+    NodePort,
+    /// One of `spec.externalIPs`.
+    ExternalIp,
+    /// A `status.loadBalancer.ingress[].ip` of a type LoadBalancer Service.
+    LoadBalancer,
+}
+
+impl FrontendKind {
+    /// Reachable from outside the node (NodePort, ExternalIP, LoadBalancer).
+    pub fn is_external(self) -> bool {
+        self != FrontendKind::ClusterIp
+    }
+}
+
+impl fmt::Display for FrontendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FrontendKind::ClusterIp => "ClusterIP",
+            FrontendKind::NodePort => "NodePort",
+            FrontendKind::ExternalIp => "ExternalIP",
+            FrontendKind::LoadBalancer => "LoadBalancer",
+        })
+    }
+}
+
 /// What one frontend should do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FrontendSpec {
@@ -281,8 +331,14 @@ pub struct FrontendSpec {
     pub service: ObjectRef,
     /// The Service port's name (empty when unnamed).
     pub port_name: String,
-    /// Sorted and de-duplicated. Empty means "no usable endpoint": reject.
+    pub kind: FrontendKind,
+    /// The internal scope: clients on the node and its pods. Sorted and
+    /// de-duplicated. Empty means "no usable endpoint": reject.
     pub backends: Vec<Backend>,
+    /// The external scope, only for an external frontend of a Service with
+    /// `externalTrafficPolicy: Local`: its local endpoints, sorted (empty:
+    /// drop external traffic). `None`: external clients use `backends`.
+    pub external_backends: Option<Vec<Backend>>,
     /// ClientIP session affinity: seconds a client keeps its backend after its
     /// last connection. `None`: affinity off.
     pub affinity_timeout: Option<u32>,
@@ -296,4 +352,20 @@ pub struct FrontendSpec {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DesiredState {
     pub frontends: std::collections::BTreeMap<Frontend, FrontendSpec>,
+    /// Addresses of endpoints on this node (of every Service, used or not):
+    /// external traffic to them is not source-NATed.
+    pub local_endpoints: std::collections::BTreeSet<IpAddr>,
+    /// Health-check node port → what it reports.
+    pub health_checks: std::collections::BTreeMap<u16, HealthCheck>,
+}
+
+/// One `healthCheckNodePort` (type LoadBalancer, `externalTrafficPolicy:
+/// Local`): load balancers send traffic to this node only while it has a
+/// local endpoint (kube-proxy's `pkg/proxy/healthcheck`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub service: ObjectRef,
+    /// Local endpoints of the Service usable for external traffic (all
+    /// ports and families together, each address once).
+    pub local_endpoints: usize,
 }

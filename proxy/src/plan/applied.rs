@@ -12,7 +12,7 @@ use std::{
 
 use proxy_common::{ServiceName, ServiceValue};
 
-use super::{BackendId, Op, RevNatId};
+use super::{BackendId, Op, RevNatId, Scope};
 use crate::model::{Backend, Frontend};
 
 /// The contents of the service, backend, rev-NAT and name maps, plus three indexes
@@ -20,9 +20,11 @@ use crate::model::{Backend, Frontend};
 /// [`Applied::reindex`] after editing the maps directly).
 #[derive(Clone, Debug, Default)]
 pub struct Applied {
-    /// `(frontend, slot)` → value; slot 0 is the frontend entry.
-    pub services: BTreeMap<(Frontend, u16), ServiceValue>,
+    /// `(frontend, scope, slot)` → value; slot 0 is the frontend entry.
+    pub services: BTreeMap<(Frontend, Scope, u16), ServiceValue>,
     pub backends: BTreeMap<BackendId, Backend>,
+    /// The non-zero `backend_flags` of backends in `backends`.
+    pub backend_flags: BTreeMap<BackendId, u8>,
     pub rev_nat: BTreeMap<RevNatId, Frontend>,
     /// Rev-NAT id → the Service that owns the frontend (`SVC_NAMES`).
     pub svc_names: BTreeMap<RevNatId, Arc<ServiceName>>,
@@ -39,6 +41,7 @@ impl PartialEq for Applied {
     fn eq(&self, other: &Self) -> bool {
         self.services == other.services
             && self.backends == other.backends
+            && self.backend_flags == other.backend_flags
             && self.rev_nat == other.rev_nat
             && self.svc_names == other.svc_names
     }
@@ -55,11 +58,16 @@ impl Applied {
             self.rev_nat_of.insert(*frontend, *id);
         }
         self.refs.clear();
-        for ((_, slot), v) in &self.services {
+        for ((_, _, slot), v) in &self.services {
             if *slot != 0 {
                 *self.refs.entry(v.backend_id).or_insert(0) += 1;
             }
         }
+    }
+
+    /// The flags a backend has in the maps (0 when absent).
+    pub fn backend_flags(&self, id: BackendId) -> u8 {
+        self.backend_flags.get(&id).copied().unwrap_or(0)
     }
 
     /// The id of a backend the maps hold.
@@ -100,16 +108,22 @@ impl Applied {
     /// Records the effect of an operation that succeeded.
     pub fn record(&mut self, op: &Op) {
         match op {
-            Op::PutBackend { id, backend } => {
+            Op::PutBackend { id, backend, flags } => {
                 if let Some(old) = self.backends.insert(*id, *backend) {
                     self.by_backend.remove(&old);
                 }
                 self.by_backend.insert(*backend, *id);
+                if *flags == 0 {
+                    self.backend_flags.remove(id);
+                } else {
+                    self.backend_flags.insert(*id, *flags);
+                }
             }
             Op::DeleteBackend { id, .. } => {
                 if let Some(old) = self.backends.remove(id) {
                     self.by_backend.remove(&old);
                 }
+                self.backend_flags.remove(id);
             }
             Op::PutRevNat { id, frontend } => {
                 if let Some(old) = self.rev_nat.insert(*id, *frontend) {
@@ -133,10 +147,11 @@ impl Applied {
             }
             Op::PutService {
                 frontend,
+                scope,
                 slot,
                 value,
             } => {
-                let old = self.services.insert((*frontend, *slot), *value);
+                let old = self.services.insert((*frontend, *scope, *slot), *value);
                 if *slot != 0 {
                     if let Some(old) = old {
                         self.release(old.backend_id);
@@ -144,8 +159,12 @@ impl Applied {
                     *self.refs.entry(value.backend_id).or_insert(0) += 1;
                 }
             }
-            Op::DeleteService { frontend, slot } => {
-                let old = self.services.remove(&(*frontend, *slot));
+            Op::DeleteService {
+                frontend,
+                scope,
+                slot,
+            } => {
+                let old = self.services.remove(&(*frontend, *scope, *slot));
                 if let (Some(old), true) = (old, *slot != 0) {
                     self.release(old.backend_id);
                 }
@@ -153,26 +172,46 @@ impl Applied {
         }
     }
 
-    /// Every entry of one frontend, slot 0 first.
-    pub fn entries_of(&self, frontend: Frontend) -> impl Iterator<Item = (u16, &ServiceValue)> {
+    /// Every entry of one frontend, scope by scope, slot 0 first in each.
+    pub fn entries_of(
+        &self,
+        frontend: Frontend,
+    ) -> impl Iterator<Item = (Scope, u16, &ServiceValue)> {
         self.services
-            .range((frontend, 0)..=(frontend, u16::MAX))
-            .map(|((_, slot), v)| (*slot, v))
+            .range((frontend, Scope::Internal, 0)..=(frontend, Scope::External, u16::MAX))
+            .map(|((_, scope, slot), v)| (*scope, *slot, v))
     }
 
-    /// The frontend entry (slot 0), if present.
+    /// Every entry of one frontend in one scope, slot 0 first.
+    pub fn entries_in(
+        &self,
+        frontend: Frontend,
+        scope: Scope,
+    ) -> impl Iterator<Item = (u16, &ServiceValue)> {
+        self.services
+            .range((frontend, scope, 0)..=(frontend, scope, u16::MAX))
+            .map(|((_, _, slot), v)| (*slot, v))
+    }
+
+    /// The frontend entry (slot 0) of the internal scope, which every
+    /// published frontend has, if present.
     pub fn frontend(&self, frontend: Frontend) -> Option<&ServiceValue> {
-        self.services.get(&(frontend, 0))
+        self.slot0(frontend, Scope::Internal)
     }
 
-    /// The backends readers can reach through `frontend`: slots `1..=count`. A
-    /// missing slot shows as id 0, which no backend has.
-    pub fn reachable_slots(&self, frontend: Frontend) -> Vec<BackendId> {
-        let count = self.frontend(frontend).map_or(0, |v| v.count);
+    /// The frontend entry (slot 0) of one scope, if present.
+    pub fn slot0(&self, frontend: Frontend, scope: Scope) -> Option<&ServiceValue> {
+        self.services.get(&(frontend, scope, 0))
+    }
+
+    /// The backends readers can reach through `frontend` in `scope`: slots
+    /// `1..=count`. A missing slot shows as id 0, which no backend has.
+    pub fn reachable_slots(&self, frontend: Frontend, scope: Scope) -> Vec<BackendId> {
+        let count = self.slot0(frontend, scope).map_or(0, |v| v.count);
         (1..=count)
             .map(|slot| {
                 self.services
-                    .get(&(frontend, slot))
+                    .get(&(frontend, scope, slot))
                     .map_or(0, |v| v.backend_id)
             })
             .collect()
@@ -181,7 +220,7 @@ impl Applied {
     /// Frontends with at least one entry, slot 0 or not.
     pub fn frontends(&self) -> impl Iterator<Item = Frontend> + '_ {
         let mut last = None;
-        self.services.keys().filter_map(move |(f, _)| {
+        self.services.keys().filter_map(move |(f, _, _)| {
             if last == Some(*f) {
                 None
             } else {

@@ -11,6 +11,12 @@
 //! - a frontend that goes away loses slot 0 first, then its slots, its rev-NAT
 //!   entry, and its name last.
 //!
+//! Each frontend has entries in the internal [`Scope`], and in the external
+//! one when its spec has `external_backends`; both share the frontend's
+//! rev-NAT id and name, and each follows the rules above on its own. A
+//! backend's flags (`LOCAL`, from the desired state's local endpoints) are
+//! rewritten in place when they change.
+//!
 //! Backend ids are stable and shared across frontends (Katran's reals); slot
 //! positions are kept where a backend stays, so a change writes only what moved.
 #![forbid(unsafe_code)]
@@ -24,8 +30,8 @@ use std::{
 };
 
 pub use applied::Applied;
-pub use ops::{BackendId, BatchKey, Op, RevNatId, Subject, service_name};
-use proxy_common::ServiceName;
+pub use ops::{BackendId, BatchKey, Op, RevNatId, Scope, Subject, frontend_flags, service_name};
+use proxy_common::{ServiceName, backend_flags};
 
 use crate::model::{Backend, DesiredState, Frontend, FrontendSpec};
 
@@ -151,14 +157,33 @@ fn plan_scoped(
     // allocator is built only when a new backend appears).
     let mut ids: Option<IdAllocator> = None;
     let mut backend_ids: HashMap<Backend, BackendId> = HashMap::new();
-    let mut new_backends: Vec<(BackendId, Backend)> = Vec::new();
+    let mut new_backends: Vec<(BackendId, Backend, u8)> = Vec::new();
+    let flags_of = |b: &Backend| {
+        if desired.local_endpoints.contains(&b.addr) {
+            backend_flags::LOCAL
+        } else {
+            0
+        }
+    };
     for (_, spec) in &in_scope {
-        for backend in &spec.backends {
+        for backend in spec
+            .backends
+            .iter()
+            .chain(spec.external_backends.iter().flatten())
+        {
             if backend_ids.contains_key(backend) {
                 continue;
             }
+            let flags = flags_of(backend);
             let id = match applied.backend_id(backend) {
-                Some(id) => id,
+                Some(id) => {
+                    // Rewritten in place when only its flags changed: a
+                    // reader sees the old or the new value, both valid.
+                    if applied.backend_flags(id) != flags {
+                        new_backends.push((id, *backend, flags));
+                    }
+                    id
+                }
                 None => {
                     let ids = ids.get_or_insert_with(|| {
                         IdAllocator::new(applied.backends.keys().copied(), BackendId::MAX)
@@ -166,7 +191,7 @@ fn plan_scoped(
                     // 2^32 - 1 backends fit in no map: the allocator cannot
                     // run out before the backend map is full.
                     let id = ids.next().unwrap_or(BackendId::MAX);
-                    new_backends.push((id, *backend));
+                    new_backends.push((id, *backend, flags));
                     id
                 }
             };
@@ -174,11 +199,11 @@ fn plan_scoped(
         }
     }
     new_backends.sort_unstable();
-    for (id, backend) in new_backends {
+    for (id, backend, flags) in new_backends {
         out.push(
             Phase::PutBackends,
             Subject::Backend(id),
-            Op::PutBackend { id, backend },
+            Op::PutBackend { id, backend, flags },
         );
     }
 
@@ -212,16 +237,38 @@ fn plan_scoped(
             continue;
         };
         kept_rev_nat.insert(rev_nat_id);
-        let want: Vec<BackendId> = spec.backends.iter().map(|b| backend_ids[b]).collect();
         converge_frontend(
             &mut out,
             applied,
             **frontend,
             rev_nat_id,
-            &want,
-            spec.affinity_timeout,
             service_name(spec),
         );
+        let ids_of = |backends: &[Backend]| -> Vec<BackendId> {
+            backends.iter().map(|b| backend_ids[b]).collect()
+        };
+        let internal = Entry {
+            frontend: **frontend,
+            scope: Scope::Internal,
+            rev_nat_id,
+            affinity_timeout: spec.affinity_timeout,
+            flags: frontend_flags(spec.kind, Scope::Internal),
+        };
+        // The external scope first: its slot 0 is published before the
+        // internal one, so a failure there (a full map) leaves the frontend
+        // unpublished, never published without the scope its policy needs.
+        match &spec.external_backends {
+            Some(external) => {
+                let entry = Entry {
+                    scope: Scope::External,
+                    flags: frontend_flags(spec.kind, Scope::External),
+                    ..internal
+                };
+                converge_scope(&mut out, applied, &entry, &ids_of(external));
+            }
+            None => remove_scope(&mut out, applied, **frontend, Scope::External),
+        }
+        converge_scope(&mut out, applied, &internal, &ids_of(&spec.backends));
     }
 
     // Frontends that go away: slot 0 first, so readers stop finding them.
@@ -239,21 +286,8 @@ fn plan_scoped(
             .collect(),
     };
     for frontend in &gone {
-        let subject = Subject::Frontend(*frontend);
-        for (slot, _) in applied.entries_of(*frontend) {
-            let phase = if slot == 0 {
-                Phase::Unpublish
-            } else {
-                Phase::DeleteSlots
-            };
-            out.push(
-                phase,
-                subject,
-                Op::DeleteService {
-                    frontend: *frontend,
-                    slot,
-                },
-            );
+        for scope in Scope::ALL {
+            remove_scope(&mut out, applied, *frontend, scope);
         }
     }
 
@@ -321,7 +355,7 @@ fn plan_scoped(
         Some(touched) => {
             let mut from_touched: HashMap<BackendId, usize> = HashMap::new();
             for f in touched {
-                for (_, v) in applied.entries_of(*f).filter(|(slot, _)| *slot != 0) {
+                for (_, _, v) in applied.entries_of(*f).filter(|(_, slot, _)| *slot != 0) {
                     *from_touched.entry(v.backend_id).or_insert(0) += 1;
                 }
             }
@@ -352,21 +386,16 @@ fn plan_scoped(
     }
 }
 
-/// Operations that make one desired frontend's entries match `want`.
+/// The rev-NAT entry and the name of one desired frontend (shared by its
+/// scopes), written before any slot 0 publishes them.
 fn converge_frontend(
     out: &mut Phased,
     applied: &Applied,
     frontend: Frontend,
     rev_nat_id: RevNatId,
-    want: &[BackendId],
-    affinity_timeout: Option<u32>,
     name: ServiceName,
 ) {
     let subject = Subject::Frontend(frontend);
-    let old = applied.reachable_slots(frontend);
-    let new = next_slots(&old, want);
-    let count = slot_count(new.len());
-
     if applied.rev_nat.get(&rev_nat_id) != Some(&frontend) {
         out.push(
             Phase::PutRevNat,
@@ -387,8 +416,37 @@ fn converge_frontend(
             },
         );
     }
-    let master = Op::put_frontend(frontend, count, rev_nat_id, affinity_timeout);
-    let master_changed = match (&master, applied.frontend(frontend)) {
+}
+
+/// What slot 0 of one scope of a frontend says, besides its count.
+#[derive(Clone, Copy)]
+struct Entry {
+    frontend: Frontend,
+    scope: Scope,
+    rev_nat_id: RevNatId,
+    affinity_timeout: Option<u32>,
+    flags: u16,
+}
+
+/// Operations that make one scope's entries of a desired frontend match `want`.
+fn converge_scope(out: &mut Phased, applied: &Applied, entry: &Entry, want: &[BackendId]) {
+    let Entry {
+        frontend, scope, ..
+    } = *entry;
+    let subject = Subject::Frontend(frontend);
+    let old = applied.reachable_slots(frontend, scope);
+    let new = next_slots(&old, want);
+    let count = slot_count(new.len());
+
+    let master = Op::put_frontend(
+        frontend,
+        scope,
+        count,
+        entry.rev_nat_id,
+        entry.affinity_timeout,
+        entry.flags,
+    );
+    let master_changed = match (&master, applied.slot0(frontend, scope)) {
         (Op::PutService { value, .. }, Some(current)) => value != current,
         _ => true,
     };
@@ -406,21 +464,51 @@ fn converge_frontend(
         let slot = slot_number(i);
         if applied
             .services
-            .get(&(frontend, slot))
+            .get(&(frontend, scope, slot))
             .map(|v| v.backend_id)
             != Some(*id)
         {
-            out.push(Phase::PutSlots, subject, Op::put_slot(frontend, slot, *id));
+            out.push(
+                Phase::PutSlots,
+                subject,
+                Op::put_slot(frontend, scope, slot, *id),
+            );
         }
     }
     for (slot, _) in applied
-        .entries_of(frontend)
+        .entries_in(frontend, scope)
         .filter(|(slot, _)| *slot > count)
     {
         out.push(
             Phase::DeleteSlots,
             subject,
-            Op::DeleteService { frontend, slot },
+            Op::DeleteService {
+                frontend,
+                scope,
+                slot,
+            },
+        );
+    }
+}
+
+/// Deletes every entry of one scope of a frontend: slot 0 first, so readers
+/// stop finding it, then its slots.
+fn remove_scope(out: &mut Phased, applied: &Applied, frontend: Frontend, scope: Scope) {
+    let subject = Subject::Frontend(frontend);
+    for (slot, _) in applied.entries_in(frontend, scope) {
+        let phase = if slot == 0 {
+            Phase::Unpublish
+        } else {
+            Phase::DeleteSlots
+        };
+        out.push(
+            phase,
+            subject,
+            Op::DeleteService {
+                frontend,
+                scope,
+                slot,
+            },
         );
     }
 }

@@ -2,22 +2,63 @@
 
 use std::sync::Arc;
 
-use proxy_common::{ServiceName, ServiceValue, name_flags, svc_flags};
+use proxy_common::{ServiceName, ServiceValue, name_flags, scope, svc_flags};
 
-use crate::model::{Backend, Frontend, FrontendSpec, TrafficPolicy};
+use crate::model::{Backend, Frontend, FrontendKind, FrontendSpec, TrafficPolicy};
 
 /// Stable id of a backend in the backend maps, shared by every frontend using it.
 pub type BackendId = u32;
 /// Id of a frontend in the rev-NAT maps.
 pub type RevNatId = u16;
 
+/// Which clients a service entry is for (the key's `scope` byte, see
+/// `proxy_common::maps`): every frontend has an internal entry; an external
+/// frontend with `externalTrafficPolicy: Local` also has an external one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    /// Clients on the node and its pods (socket hooks, pod-facing devices).
+    Internal,
+    /// External clients of an `externalTrafficPolicy: Local` frontend.
+    External,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 2] = [Scope::Internal, Scope::External];
+
+    /// The key's `scope` byte.
+    pub fn number(self) -> u8 {
+        match self {
+            Scope::Internal => scope::INTERNAL,
+            Scope::External => scope::EXTERNAL,
+        }
+    }
+
+    /// The inverse of [`Scope::number`].
+    pub fn from_number(n: u8) -> Option<Self> {
+        match n {
+            scope::INTERNAL => Some(Scope::Internal),
+            scope::EXTERNAL => Some(Scope::External),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Internal => "internal",
+            Scope::External => "external",
+        }
+    }
+}
+
 /// One map write or delete. Cheap to clone: the one large value (a Service
 /// name) is shared.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
+    /// Writes a backend; `flags` are `proxy_common::backend_flags`.
     PutBackend {
         id: BackendId,
         backend: Backend,
+        flags: u8,
     },
     DeleteBackend {
         id: BackendId,
@@ -31,14 +72,16 @@ pub enum Op {
         id: RevNatId,
         frontend: Frontend,
     },
-    /// Writes slot `slot` (0 is the frontend entry itself).
+    /// Writes slot `slot` (0 is the frontend entry itself) of one scope.
     PutService {
         frontend: Frontend,
+        scope: Scope,
         slot: u16,
         value: ServiceValue,
     },
     DeleteService {
         frontend: Frontend,
+        scope: Scope,
         slot: u16,
     },
     /// Names the Service that owns rev-NAT id `id` (`SVC_NAMES`, read only by
@@ -81,9 +124,10 @@ impl Op {
     }
 
     /// A backend slot (`slot >= 1`) pointing at `backend`.
-    pub fn put_slot(frontend: Frontend, slot: u16, backend: BackendId) -> Self {
+    pub fn put_slot(frontend: Frontend, scope: Scope, slot: u16, backend: BackendId) -> Self {
         Op::PutService {
             frontend,
+            scope,
             slot,
             value: ServiceValue {
                 backend_id: backend,
@@ -92,25 +136,29 @@ impl Op {
         }
     }
 
-    /// The frontend entry (slot 0). `affinity_timeout`: ClientIP session
-    /// affinity in seconds, or `None`.
+    /// The frontend entry (slot 0) of one scope. `affinity_timeout`:
+    /// ClientIP session affinity in seconds, or `None`; `flags`: the
+    /// `svc_flags` other than `AFFINITY` (see [`frontend_flags`]).
     pub fn put_frontend(
         frontend: Frontend,
+        scope: Scope,
         count: u16,
         rev_nat_id: RevNatId,
         affinity_timeout: Option<u32>,
+        flags: u16,
     ) -> Self {
-        let (flags, affinity_timeout) = match affinity_timeout {
+        let (affinity, affinity_timeout) = match affinity_timeout {
             Some(t) => (svc_flags::AFFINITY, t),
             None => (0, 0),
         };
         Op::PutService {
             frontend,
+            scope,
             slot: 0,
             value: ServiceValue {
                 count,
                 rev_nat_id,
-                flags,
+                flags: flags | affinity,
                 affinity_timeout,
                 ..Default::default()
             },
@@ -118,8 +166,26 @@ impl Op {
     }
 }
 
-/// The `SVC_NAMES` value for a frontend: its Service, port name and traffic
-/// policy. Strings longer than the map's fields (which Kubernetes' own limits
+/// The slot-0 flags (affinity aside) of a frontend's entry in `scope`:
+/// `EXTERNAL` for NodePort, ExternalIP and LoadBalancer frontends, `NODE_PORT`
+/// for NodePorts, `ETP_LOCAL` on the external scope (which exists only under
+/// `externalTrafficPolicy: Local`).
+pub fn frontend_flags(kind: FrontendKind, scope: Scope) -> u16 {
+    let mut flags = 0;
+    if kind.is_external() {
+        flags |= svc_flags::EXTERNAL;
+    }
+    if kind == FrontendKind::NodePort {
+        flags |= svc_flags::NODE_PORT;
+    }
+    if scope == Scope::External {
+        flags |= svc_flags::ETP_LOCAL;
+    }
+    flags
+}
+
+/// The `SVC_NAMES` value for a frontend: its Service, port name, traffic
+/// policies and whether it is a LoadBalancer IP. Strings longer than the map's fields (which Kubernetes' own limits
 /// never produce) are cut at a character boundary.
 pub fn service_name(spec: &FrontendSpec) -> ServiceName {
     let mut out = ServiceName::EMPTY;
@@ -128,6 +194,12 @@ pub fn service_name(spec: &FrontendSpec) -> ServiceName {
     out.port_name_len = copy_truncated(&mut out.port_name, &spec.port_name);
     if spec.traffic_policy == TrafficPolicy::Local {
         out.flags |= name_flags::INTERNAL_TRAFFIC_POLICY_LOCAL;
+    }
+    if spec.kind == FrontendKind::LoadBalancer {
+        out.flags |= name_flags::LOAD_BALANCER;
+    }
+    if spec.kind.is_external() && spec.external_backends.is_some() {
+        out.flags |= name_flags::EXTERNAL_TRAFFIC_POLICY_LOCAL;
     }
     out
 }

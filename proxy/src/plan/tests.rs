@@ -10,8 +10,9 @@ use std::{
 use super::*;
 use crate::{
     dataplane::{Writer, fake::FakeMaps, writer},
-    model::{FrontendSpec, ObjectRef, Protocol, TrafficPolicy},
+    model::{FrontendKind, FrontendSpec, ObjectRef, Protocol, TrafficPolicy},
 };
+use proxy_common::svc_flags;
 
 fn fe(s: &str) -> Frontend {
     let (addr, port) = s.rsplit_once(':').unwrap();
@@ -39,6 +40,8 @@ fn desired(services: &[(&str, &[&str])]) -> DesiredState {
         d.frontends.insert(
             fe(frontend),
             FrontendSpec {
+                kind: FrontendKind::ClusterIp,
+                external_backends: None,
                 service: ObjectRef::new("default", "svc"),
                 port_name: String::new(),
                 backends,
@@ -54,7 +57,7 @@ fn desired(services: &[(&str, &[&str])]) -> DesiredState {
 fn reachable(maps: &FakeMaps, frontend: &str) -> Vec<Backend> {
     let mut out: Vec<Backend> = maps
         .contents
-        .reachable_slots(fe(frontend))
+        .reachable_slots(fe(frontend), Scope::Internal)
         .iter()
         .map(|id| maps.contents.backends[id])
         .collect();
@@ -63,18 +66,26 @@ fn reachable(maps: &FakeMaps, frontend: &str) -> Vec<Backend> {
 }
 
 /// What readers can observe, id-independent: each frontend's reachable
-/// backends. Also asserts the maps hold nothing beyond that (no orphans).
-fn logical(a: &Applied) -> BTreeMap<Frontend, Vec<Backend>> {
+/// backends per scope. Also asserts the maps hold nothing beyond that (no
+/// orphans).
+fn logical(a: &Applied) -> BTreeMap<(Frontend, Scope), Vec<Backend>> {
     let mut out = BTreeMap::new();
     let mut referenced = BTreeSet::new();
     let mut entries = 0;
+    let mut frontends = 0;
     for frontend in a.frontends() {
-        let ids = a.reachable_slots(frontend);
-        entries += ids.len() + 1;
-        referenced.extend(ids.iter().copied());
-        let mut backends: Vec<Backend> = ids.iter().map(|id| a.backends[id]).collect();
-        backends.sort();
-        out.insert(frontend, backends);
+        frontends += 1;
+        for scope in Scope::ALL {
+            if a.slot0(frontend, scope).is_none() {
+                continue;
+            }
+            let ids = a.reachable_slots(frontend, scope);
+            entries += ids.len() + 1;
+            referenced.extend(ids.iter().copied());
+            let mut backends: Vec<Backend> = ids.iter().map(|id| a.backends[id]).collect();
+            backends.sort();
+            out.insert((frontend, scope), backends);
+        }
     }
     assert_eq!(a.services.len(), entries, "orphan service slots in {a:?}");
     assert_eq!(
@@ -84,10 +95,10 @@ fn logical(a: &Applied) -> BTreeMap<Frontend, Vec<Backend>> {
     );
     assert_eq!(
         a.rev_nat.len(),
-        out.len(),
+        frontends,
         "orphan rev-NAT entries in {a:?}"
     );
-    assert_eq!(a.svc_names.len(), out.len(), "orphan names in {a:?}");
+    assert_eq!(a.svc_names.len(), frontends, "orphan names in {a:?}");
     out
 }
 
@@ -363,7 +374,9 @@ fn reconcile_repairs_entries_changed_behind_our_back() {
     let good = w.maps().contents.clone();
     // Someone deletes a slot and adds a stray backend by hand.
     let maps = w.maps_mut_for_tests();
-    maps.contents.services.remove(&(fe("10.96.0.10:80"), 2));
+    maps.contents
+        .services
+        .remove(&(fe("10.96.0.10:80"), Scope::Internal, 2));
     maps.contents.backends.insert(99, be("10.9.9.9:1"));
     let (drift, report) = w.reconcile(&d).unwrap();
     assert_eq!(drift, 2);
@@ -412,6 +425,8 @@ fn scale_10k_services_10_endpoints() {
                 protocol: Protocol::Tcp,
             },
             FrontendSpec {
+                kind: FrontendKind::ClusterIp,
+                external_backends: None,
                 service: ObjectRef::new("bench", format!("svc-{i}")),
                 port_name: String::new(),
                 backends,
@@ -653,6 +668,8 @@ fn a_scoped_plan_deletes_the_name_of_a_removed_frontend_last_but_one() {
 #[test]
 fn service_names_are_cut_at_a_character_boundary() {
     let spec = FrontendSpec {
+        kind: FrontendKind::ClusterIp,
+        external_backends: None,
         service: ObjectRef::new("n".repeat(70), format!("{}é", "a".repeat(63))),
         port_name: "p".repeat(15),
         backends: Vec::new(),
@@ -665,4 +682,176 @@ fn service_names_are_cut_at_a_character_boundary() {
     assert_eq!(name.name(), "a".repeat(63).as_bytes());
     assert_eq!(name.port_name(), b"ppppppppppppppp");
     assert_eq!(name.flags, 0);
+}
+
+/// A NodePort frontend with `externalTrafficPolicy: Local`: cluster-wide
+/// backends in the internal scope, the local one in the external scope, and
+/// the local endpoint's backend flagged.
+fn etp_local(local: bool) -> DesiredState {
+    let mut d = desired(&[("192.168.1.10:30080", &["10.1.0.1:8080", "10.2.0.1:8080"])]);
+    let spec = d
+        .frontends
+        .values_mut()
+        .next()
+        .unwrap_or_else(|| panic!("one frontend"));
+    spec.kind = FrontendKind::NodePort;
+    if local {
+        spec.external_backends = Some(vec![be("10.1.0.1:8080")]);
+    }
+    d.local_endpoints.insert(be("10.1.0.1:8080").addr);
+    d
+}
+
+#[test]
+fn an_etp_local_frontend_has_both_scopes_sharing_its_rev_nat_id_and_flags() {
+    let w = synced(&etp_local(true));
+    let a = w.applied();
+    let f = fe("192.168.1.10:30080");
+    assert_eq!(
+        logical(a),
+        BTreeMap::from([
+            (
+                (f, Scope::Internal),
+                vec![be("10.1.0.1:8080"), be("10.2.0.1:8080")]
+            ),
+            ((f, Scope::External), vec![be("10.1.0.1:8080")]),
+        ])
+    );
+    let internal = a.slot0(f, Scope::Internal).copied().unwrap();
+    let external = a.slot0(f, Scope::External).copied().unwrap();
+    assert_eq!(internal.flags, svc_flags::EXTERNAL | svc_flags::NODE_PORT);
+    assert_eq!(
+        external.flags,
+        svc_flags::EXTERNAL | svc_flags::NODE_PORT | svc_flags::ETP_LOCAL
+    );
+    assert_eq!(internal.rev_nat_id, external.rev_nat_id);
+    let local_id = a.backend_id(&be("10.1.0.1:8080")).unwrap();
+    let remote_id = a.backend_id(&be("10.2.0.1:8080")).unwrap();
+    assert_eq!(a.backend_flags(local_id), backend_flags::LOCAL);
+    assert_eq!(a.backend_flags(remote_id), 0);
+    // The maps read back (a restart) give the same mirror: nothing to do.
+    let mut maps = FakeMaps::default();
+    maps.contents = w.maps().contents.clone();
+    let restarted = Writer::new(maps).unwrap();
+    assert!(plan(restarted.applied(), &etp_local(true)).is_empty());
+}
+
+#[test]
+fn switching_to_etp_cluster_unpublishes_the_external_scope_first() {
+    let mut w = synced(&etp_local(true));
+    take_log(&mut w);
+    assert!(w.sync(&etp_local(false)).is_complete());
+    // The name records the policy too (for `proxy inspect`).
+    assert_eq!(
+        kinds(&take_log(&mut w)),
+        ["put-name", "delete-frontend", "delete-slot(1)"]
+    );
+    let f = fe("192.168.1.10:30080");
+    assert_eq!(w.applied().slot0(f, Scope::External), None);
+    // And back: slots first, slot 0 last (the fake checks readers throughout).
+    assert!(w.sync(&etp_local(true)).is_complete());
+    assert_eq!(
+        kinds(&take_log(&mut w)),
+        ["put-name", "put-slot(1)", "put-frontend(count=1)"]
+    );
+}
+
+#[test]
+fn a_backend_that_becomes_local_is_rewritten_in_place() {
+    let mut d = etp_local(true);
+    let mut w = synced(&d);
+    take_log(&mut w);
+    d.local_endpoints.insert(be("10.2.0.1:8080").addr);
+    assert!(w.sync(&d).is_complete());
+    let log = take_log(&mut w);
+    let id = w.applied().backend_id(&be("10.2.0.1:8080")).unwrap();
+    assert_eq!(
+        log,
+        [Op::PutBackend {
+            id,
+            backend: be("10.2.0.1:8080"),
+            flags: backend_flags::LOCAL
+        }]
+    );
+}
+
+#[test]
+fn reconcile_repairs_external_entries_and_backend_flags() {
+    let d = etp_local(true);
+    let mut w = synced(&d);
+    let good = w.maps().contents.clone();
+    let f = fe("192.168.1.10:30080");
+    let maps = w.maps_mut_for_tests();
+    maps.contents.services.remove(&(f, Scope::External, 1));
+    maps.contents.services.remove(&(f, Scope::External, 0));
+    maps.contents.backend_flags.clear();
+    let (drift, report) = w.reconcile(&d).unwrap();
+    assert_eq!(drift, 3);
+    assert!(report.is_complete());
+    assert_eq!(w.maps().contents, good);
+}
+
+#[test]
+fn any_failed_write_of_scoped_entries_converges_on_the_next_sync() {
+    let start = etp_local(false);
+    let mut end = etp_local(true);
+    end.frontends.insert(
+        fe("10.96.0.10:80"),
+        FrontendSpec {
+            kind: FrontendKind::ClusterIp,
+            external_backends: None,
+            service: ObjectRef::new("default", "other"),
+            port_name: String::new(),
+            backends: vec![be("10.2.0.1:8080")],
+            affinity_timeout: None,
+            traffic_policy: TrafficPolicy::Cluster,
+        },
+    );
+    end.local_endpoints.insert(be("10.2.0.1:8080").addr);
+    let total = plan(synced(&start).applied(), &end).ops().count();
+    let mut expected = synced(&start);
+    expected.sync(&end);
+    for n in 0..total {
+        let mut w = synced(&start);
+        w.maps_mut_for_tests().fail_at = Some(w.maps().log.len() + n);
+        let report = w.sync(&end);
+        assert!(!report.failures.is_empty(), "failure {n} was not reported");
+        assert!(w.sync(&end).is_complete(), "retry after failure {n}");
+        assert_eq!(
+            w.maps().contents,
+            expected.maps().contents,
+            "did not converge after failure {n}"
+        );
+    }
+}
+
+#[test]
+fn a_failed_external_publish_leaves_the_frontend_unpublished() {
+    let d = etp_local(true);
+    let ops: Vec<Op> = plan(&Applied::default(), &d).ops().cloned().collect();
+    let f = fe("192.168.1.10:30080");
+    let external_publish = ops
+        .iter()
+        .position(|op| {
+            matches!(
+                op,
+                Op::PutService {
+                    scope: Scope::External,
+                    slot: 0,
+                    ..
+                }
+            )
+        })
+        .unwrap();
+    let mut w = Writer::new(FakeMaps::default()).unwrap();
+    w.maps_mut_for_tests().fail_at = Some(external_publish);
+    assert!(!w.sync(&d).is_complete());
+    assert_eq!(w.applied().slot0(f, Scope::External), None);
+    assert_eq!(
+        w.applied().frontend(f),
+        None,
+        "the internal scope must not be published without the external one"
+    );
+    assert!(w.sync(&d).is_complete());
+    assert!(w.applied().frontend(f).is_some());
 }

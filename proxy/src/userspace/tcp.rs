@@ -208,6 +208,8 @@ mod tests {
         first: SocketAddr,
     ) -> (SocketAddr, UserspaceCounters, watch::Sender<Arc<Pool>>) {
         let spec = FrontendSpec {
+            kind: crate::model::FrontendKind::ClusterIp,
+            external_backends: None,
             service: ObjectRef::new("ns", "svc"),
             port_name: String::new(),
             backends: backends

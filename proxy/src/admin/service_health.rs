@@ -1,0 +1,310 @@
+//! Health-check node ports (kube-proxy's `pkg/proxy/healthcheck` service
+//! server): for each `healthCheckNodePort` of a LoadBalancer Service with
+//! `externalTrafficPolicy: Local`, an HTTP server that tells the load balancer
+//! whether this node has local endpoints for it.
+//!
+//! Every request, whatever its path, gets the JSON
+//! `{"service":{"namespace":…,"name":…},"localEndpoints":N,"serviceProxyHealthy":bool}`
+//! with `X-Load-Balancing-Endpoint-Weight: N`; the status is 200 when N > 0
+//! and the proxy is healthy, else 503. Ports follow the desired state that
+//! [`Telemetry::health_checks`] publishes: opened when a Service asks for one,
+//! closed when it no longer does; counts change without reopening.
+//!
+//! Listens on the unspecified address (`[::]`, dual-stack, or `0.0.0.0` where
+//! IPv6 is off) of the daemon's network namespace, as kube-proxy does without
+//! `--nodeport-addresses`. Must not: touch the dataplane.
+
+use std::{
+    collections::BTreeMap,
+    convert::Infallible,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
+};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{
+    Request, Response, StatusCode,
+    header::{CONTENT_TYPE, HeaderValue},
+    server::conn::http1,
+    service::service_fn,
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+
+use super::{
+    Telemetry,
+    http::{HEADER_TIMEOUT, MAX_CONNECTIONS},
+};
+use crate::model::HealthCheck;
+
+/// The response body, in kube-proxy's shape.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Body<'a> {
+    pub service: ServiceId<'a>,
+    pub local_endpoints: usize,
+    pub service_proxy_healthy: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServiceId<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+}
+
+/// The answer for one health check, given whether the proxy is healthy.
+pub fn respond(check: &HealthCheck, proxy_healthy: bool) -> Response<Full<Bytes>> {
+    let body = Body {
+        service: ServiceId {
+            namespace: &check.service.namespace,
+            name: &check.service.name,
+        },
+        local_endpoints: check.local_endpoints,
+        service_proxy_healthy: proxy_healthy,
+    };
+    let json = serde_json::to_vec(&body).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(json)));
+    *response.status_mut() = if check.local_endpoints > 0 && proxy_healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        "x-load-balancing-endpoint-weight",
+        HeaderValue::from(check.local_endpoints),
+    );
+    response
+}
+
+/// One open port: its current check, and the switch that closes it.
+struct Port {
+    check: watch::Sender<HealthCheck>,
+    stop: watch::Sender<bool>,
+}
+
+/// Follows [`Telemetry::watch_health_checks`] until `shutdown` flips: opens,
+/// updates and closes one server per health-check node port. A port that
+/// cannot be bound is logged and tried again at the next change.
+pub async fn run(telemetry: Telemetry, mut shutdown: watch::Receiver<bool>) {
+    let mut wanted = telemetry.watch_health_checks();
+    let mut open: BTreeMap<u16, Port> = BTreeMap::new();
+    loop {
+        let checks: Arc<BTreeMap<u16, HealthCheck>> = wanted.borrow_and_update().clone();
+        open.retain(|port, server| {
+            let keep = checks.contains_key(port);
+            if !keep {
+                let _ = server.stop.send(true);
+                tracing::info!(port, "health-check node port closed");
+            }
+            keep
+        });
+        for (port, check) in checks.iter() {
+            if let Some(server) = open.get(port) {
+                server.check.send_if_modified(|current| {
+                    let changed = current != check;
+                    if changed {
+                        *current = check.clone();
+                    }
+                    changed
+                });
+                continue;
+            }
+            match bind(*port).await {
+                Ok(listener) => {
+                    let (check_tx, check_rx) = watch::channel(check.clone());
+                    let (stop_tx, stop_rx) = watch::channel(false);
+                    tracing::info!(port, service = %check.service, "health-check node port open");
+                    tokio::spawn(serve(listener, check_rx, telemetry.clone(), stop_rx));
+                    open.insert(
+                        *port,
+                        Port {
+                            check: check_tx,
+                            stop: stop_tx,
+                        },
+                    );
+                }
+                Err(error) => tracing::warn!(
+                    port,
+                    service = %check.service,
+                    error = %error,
+                    "cannot open the health-check node port"
+                ),
+            }
+        }
+        tokio::select! {
+            r = wanted.changed() => if r.is_err() { break },
+            _ = shutdown.changed() => break,
+        }
+    }
+    for server in open.values() {
+        let _ = server.stop.send(true);
+    }
+}
+
+/// `[::]:port` (dual-stack), or `0.0.0.0:port` where IPv6 is unavailable.
+async fn bind(port: u16) -> std::io::Result<TcpListener> {
+    match TcpListener::bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port)).await {
+        Ok(listener) => Ok(listener),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(e),
+        Err(_) => TcpListener::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)).await,
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    check: watch::Receiver<HealthCheck>,
+    telemetry: Telemetry,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    if connections.len() >= MAX_CONNECTIONS {
+                        continue;
+                    }
+                    let check = check.clone();
+                    let telemetry = telemetry.clone();
+                    connections.spawn(async move {
+                        let service = service_fn(move |_req: Request<hyper::body::Incoming>| {
+                            let response = respond(&check.borrow(), telemetry.is_healthy());
+                            async move { Ok::<_, Infallible>(response) }
+                        });
+                        let served = http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(HEADER_TIMEOUT)
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                        if let Err(error) = served {
+                            tracing::debug!(error = %error, "health-check connection ended with an error");
+                        }
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "accepting a health-check connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = stop.changed() => break,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![expect(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
+
+    use std::time::Duration;
+
+    use http_body_util::BodyExt as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+    use crate::{admin::Mode, model::ObjectRef};
+
+    fn check(n: usize) -> HealthCheck {
+        HealthCheck {
+            service: ObjectRef::new("shop", "web"),
+            local_endpoints: n,
+        }
+    }
+
+    async fn parts(r: Response<Full<Bytes>>) -> (u16, String, String) {
+        let status = r.status().as_u16();
+        let weight = r.headers()["x-load-balancing-endpoint-weight"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        (status, weight, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn answers_as_kube_proxy_does() {
+        let body = |n, healthy| {
+            format!(
+                r#"{{"service":{{"namespace":"shop","name":"web"}},"localEndpoints":{n},"serviceProxyHealthy":{healthy}}}"#
+            )
+        };
+        assert_eq!(
+            parts(respond(&check(2), true)).await,
+            (200, "2".into(), body(2, true))
+        );
+        assert_eq!(
+            parts(respond(&check(0), true)).await,
+            (503, "0".into(), body(0, true))
+        );
+        assert_eq!(
+            parts(respond(&check(3), false)).await,
+            (503, "3".into(), body(3, false))
+        );
+    }
+
+    async fn get(port: u16) -> Option<String> {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.ok()?;
+        Some(out)
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// Polls `port` (bounded) until `want` holds for its answer.
+    async fn until(port: u16, want: fn(Option<&str>) -> bool) -> bool {
+        for _ in 0..200 {
+            if want(get(port).await.as_deref()) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    /// Ports open and close with the published checks; counts change in place.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ports_follow_the_published_checks() {
+        let t = Telemetry::new(Mode::Ebpf, Duration::from_secs(60));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run(t.clone(), stop_rx));
+        let port = free_port();
+        t.health_checks(&BTreeMap::from([(port, check(1))]));
+        let open: fn(Option<&str>) -> bool = |r| {
+            r.is_some_and(|r| r.starts_with("HTTP/1.1 200") && r.contains(r#""localEndpoints":1"#))
+        };
+        assert!(until(port, open).await, "port {port} did not open");
+        t.health_checks(&BTreeMap::from([(port, check(0))]));
+        let unavailable: fn(Option<&str>) -> bool =
+            |r| r.is_some_and(|r| r.starts_with("HTTP/1.1 503"));
+        assert!(until(port, unavailable).await, "count not updated");
+        t.health_checks(&BTreeMap::new());
+        assert!(until(port, |r| r.is_none()).await, "port not closed");
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}

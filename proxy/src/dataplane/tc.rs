@@ -1,0 +1,463 @@
+//! The tc programs on the node's devices: attached through tcx links, pinned
+//! per device, and the `DEVICES` and `NODE_CFG` maps that tell them what each
+//! device is and which address to SNAT to.
+//!
+//! [`TcHooks::ensure`] is called with the socket hooks' (from
+//! `loader::SocketHooks::ensure`: after the first complete sync, then at every
+//! reconcile, and after link or address notifications: see
+//! [`devices::watch_links`]). Each call resolves the devices afresh
+//! ([`devices::read_links`], [`devices::select`]), so pod devices that
+//! appeared since are attached and vanished ones dropped. Per device and direction, the link pinned at
+//! `<pin>/v<N>/links/tc-<ifindex>/<program>`:
+//!
+//! - attached to the device with our program: kept;
+//! - attached to the device with another program (a previous daemon's):
+//!   taken over with `BPF_LINK_UPDATE`, so the device is never without a
+//!   program;
+//! - detached (by hand, or the device was replaced) or not pinned: a new link
+//!   is attached and pinned under a temporary name, then renamed over. Once
+//!   the first `ensure` has succeeded, finding a device we attached in that
+//!   state is drift, reported as [`HookAction::Repaired`].
+//!
+//! A device's `DEVICES` entry is written before its programs are attached, and
+//! deleted after its links are dropped. `NODE_CFG` gets the first node address
+//! of each family (zero: none).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap as AyaHashMap, MapData},
+    programs::{
+        LinkOrder, SchedClassifier, TcAttach, TcAttachType,
+        links::{FdLink, PinnedLink},
+        tc::SchedClassifierLink,
+    },
+};
+use proxy_common::{Be32, DeviceConfig, NodeConfig, names, programs};
+
+use crate::dataplane::{
+    bpffs,
+    devices::{self, Device, DeviceSelection, PodDevices, Selected},
+    link_info,
+    loader::{AttachedHook, Drift, HookAction, LoadError},
+    pins::{self, PinLayout, TC_LINKS_PREFIX},
+};
+
+/// Both tc programs, with the hook each attaches to.
+pub const TC_PROGRAMS: [(&str, TcAttachType); 2] = [
+    (programs::TC_INGRESS, TcAttachType::Ingress),
+    (programs::TC_EGRESS, TcAttachType::Egress),
+];
+
+/// What decides the devices (`--devices`, `--pod-devices`, `--socket-lb`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TcSettings {
+    pub devices: DeviceSelection,
+    pub pod_devices: PodDevices,
+    pub socket_lb: bool,
+}
+
+/// The tc programs' links and maps (see the module docs).
+#[derive(Debug)]
+pub struct TcHooks {
+    settings: TcSettings,
+    /// The devices the last `ensure` attached, by ifindex.
+    attached: BTreeMap<u32, Device>,
+    /// The node addresses the last `ensure` found.
+    node_addresses: Vec<IpAddr>,
+}
+
+impl TcHooks {
+    pub fn new(settings: TcSettings) -> Self {
+        Self {
+            settings,
+            attached: BTreeMap::new(),
+            node_addresses: Vec::new(),
+        }
+    }
+
+    pub fn settings(&self) -> &TcSettings {
+        &self.settings
+    }
+
+    /// The node addresses (global addresses of the external devices, in
+    /// device order) the last `ensure` found.
+    pub fn node_addresses(&self) -> &[IpAddr] {
+        &self.node_addresses
+    }
+
+    /// Loads (verifies) both programs.
+    pub fn load(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+        for (name, _) in TC_PROGRAMS {
+            classifier(ebpf, name)?
+                .load()
+                .map_err(|e| program_error(name, "verifier rejected it", e))?;
+        }
+        Ok(())
+    }
+
+    /// Resolves the devices and makes both programs attached to each of them
+    /// (see the module docs). `settled`: an earlier `ensure` succeeded, so
+    /// anything found missing on a device we attached is drift.
+    pub fn ensure(
+        &mut self,
+        ebpf: &mut Ebpf,
+        pins: &PinLayout,
+        settled: bool,
+    ) -> Result<Vec<AttachedHook>, LoadError> {
+        let (links, oifs) = devices::read_links().map_err(LoadError::Devices)?;
+        let selected = devices::select(
+            &links,
+            &oifs,
+            &self.settings.devices,
+            &self.settings.pod_devices,
+            self.settings.socket_lb,
+        );
+        self.ensure_selected(ebpf, pins, settled, &selected)
+    }
+
+    fn ensure_selected(
+        &mut self,
+        ebpf: &mut Ebpf,
+        pins: &PinLayout,
+        settled: bool,
+        selected: &Selected,
+    ) -> Result<Vec<AttachedHook>, LoadError> {
+        for name in &selected.missing {
+            tracing::warn!(device = %name, "--devices names a device that does not exist (yet)");
+        }
+        if selected.node_addresses() != self.node_addresses.as_slice() {
+            tracing::info!(
+                devices = ?selected.devices.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+                node_addresses = ?selected.node_addresses(),
+                "tc devices and node addresses"
+            );
+            self.node_addresses = selected.node_addresses().to_vec();
+        }
+        write_node_config(ebpf, selected.snat())?;
+        let mut report = Vec::new();
+        let mut failed = None;
+        for device in &selected.devices {
+            write_device(ebpf, device)?;
+            match self.ensure_device(ebpf, pins, settled, device) {
+                Ok(actions) => {
+                    report.extend(actions);
+                    self.attached.insert(device.index, device.clone());
+                }
+                // A device that went away between the listing and the
+                // attach is not an error; the next listing drops it.
+                Err(error) => {
+                    tracing::warn!(device = %device.name, error = %crate::dataplane::loader::error_chain(&error), "cannot attach the tc programs");
+                    failed.get_or_insert(error);
+                }
+            }
+        }
+        let wanted: BTreeSet<u32> = selected.devices.iter().map(|d| d.index).collect();
+        self.drop_others(ebpf, pins, &wanted);
+        match failed {
+            Some(error) => Err(error),
+            None => Ok(report),
+        }
+    }
+
+    fn ensure_device(
+        &mut self,
+        ebpf: &mut Ebpf,
+        pins: &PinLayout,
+        settled: bool,
+        device: &Device,
+    ) -> Result<Vec<AttachedHook>, LoadError> {
+        let dir = pins.tc_links_for(device.index);
+        bpffs::create_dir(&dir)?;
+        let known = settled && self.attached.contains_key(&device.index);
+        let mut out = Vec::new();
+        for (name, attach_type) in TC_PROGRAMS {
+            let pin = dir.join(name);
+            let program = classifier(ebpf, name)?;
+            let prog_id = program
+                .info()
+                .map_err(|e| program_error(name, "reading its id", e))?
+                .id();
+            let state = link_info::pinned_link(&pin)
+                .map_err(|e| link_error(name, "reading the pinned link", e))?;
+            let action = match state {
+                Some(s) if s.prog_id == prog_id && s.attached_to_device(device.index) => {
+                    HookAction::Kept
+                }
+                Some(s) if s.attached_to_device(device.index) => {
+                    match take_over(program, name, &pin) {
+                        Ok(()) if known => HookAction::Repaired(Drift::OtherProgram),
+                        Ok(()) => HookAction::TookOver {
+                            from_version: proxy_common::LAYOUT_VERSION,
+                        },
+                        Err(error) => {
+                            tracing::warn!(program = name, device = %device.name, error = %error,
+                            "could not take the pinned tc link over; attaching a new one");
+                            attach_new(program, name, device, attach_type, &pin)?;
+                            HookAction::Attached
+                        }
+                    }
+                }
+                Some(_) => {
+                    attach_new(program, name, device, attach_type, &pin)?;
+                    if known {
+                        HookAction::Repaired(Drift::LinkDetached)
+                    } else {
+                        HookAction::Attached
+                    }
+                }
+                None => {
+                    attach_new(program, name, device, attach_type, &pin)?;
+                    if known {
+                        HookAction::Repaired(Drift::PinMissing)
+                    } else {
+                        HookAction::Attached
+                    }
+                }
+            };
+            out.push(AttachedHook {
+                program: name,
+                device: Some(device.name.clone()),
+                action,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Drops the links (which detaches them) and `DEVICES` entries of every
+    /// device not in `wanted`, including those a previous daemon left.
+    fn drop_others(&mut self, ebpf: &mut Ebpf, pins: &PinLayout, wanted: &BTreeSet<u32>) {
+        for (index, dir) in tc_link_dirs(&pins.links()) {
+            if wanted.contains(&index) {
+                continue;
+            }
+            match pins::remove_tree(&dir) {
+                Ok(_) => {
+                    tracing::info!(ifindex = index, dir = %dir.display(), "tc programs detached from a device no longer selected")
+                }
+                Err(error) => {
+                    tracing::warn!(ifindex = index, error = %error, "could not remove the tc link pins")
+                }
+            }
+        }
+        self.attached.retain(|index, _| wanted.contains(index));
+        match devices_map(ebpf) {
+            Ok(mut map) => {
+                let stale: Vec<u32> = map
+                    .keys()
+                    .filter_map(Result::ok)
+                    .filter(|k| !wanted.contains(k))
+                    .collect();
+                for key in stale {
+                    if let Err(error) = map.remove(&key) {
+                        tracing::warn!(ifindex = key, error = %error, "could not delete a DEVICES entry");
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(error = %error, "cannot open the DEVICES map"),
+        }
+    }
+}
+
+/// `links/tc-<ifindex>` directories under `links`.
+pub fn tc_link_dirs(links: &Path) -> Vec<(u32, PathBuf)> {
+    let Ok(entries) = fs::read_dir(links) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(u32, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let index = name.to_str()?.strip_prefix(TC_LINKS_PREFIX)?.parse().ok()?;
+            Some((index, e.path()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn classifier<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, LoadError> {
+    ebpf.program_mut(name)
+        .ok_or(LoadError::MissingProgram(name))?
+        .try_into()
+        .map_err(|e| program_error(name, "has the wrong type", e))
+}
+
+fn devices_map(ebpf: &mut Ebpf) -> Result<AyaHashMap<&mut MapData, u32, DeviceConfig>, LoadError> {
+    let map = ebpf
+        .map_mut(names::DEVICES)
+        .ok_or(LoadError::MissingMap(names::DEVICES))?;
+    AyaHashMap::try_from(map).map_err(|e| map_error(names::DEVICES, e))
+}
+
+fn write_device(ebpf: &mut Ebpf, device: &Device) -> Result<(), LoadError> {
+    let mut map = devices_map(ebpf)?;
+    let value = DeviceConfig {
+        flags: device.flags,
+    };
+    if map.get(&device.index, 0).ok() != Some(value) {
+        map.insert(&device.index, &value, 0)
+            .map_err(|e| map_error(names::DEVICES, e))?;
+    }
+    Ok(())
+}
+
+/// The `NODE_CFG` value for these SNAT addresses (zero: none).
+pub fn node_config((v4, v6): (Option<Ipv4Addr>, Option<Ipv6Addr>)) -> NodeConfig {
+    NodeConfig {
+        snat_v4: Be32::from_octets(v4.map_or([0; 4], |a| a.octets())),
+        _pad: 0,
+        snat_v6: v6.map_or([0; 16], |a| a.octets()),
+    }
+}
+
+fn write_node_config(
+    ebpf: &mut Ebpf,
+    snat: (Option<Ipv4Addr>, Option<Ipv6Addr>),
+) -> Result<(), LoadError> {
+    let map = ebpf
+        .map_mut(names::NODE_CFG)
+        .ok_or(LoadError::MissingMap(names::NODE_CFG))?;
+    let mut array: Array<&mut MapData, NodeConfig> =
+        Array::try_from(map).map_err(|e| map_error(names::NODE_CFG, e))?;
+    let value = node_config(snat);
+    if array.get(&0, 0).ok() != Some(value) {
+        array
+            .set(0, &value, 0)
+            .map_err(|e| map_error(names::NODE_CFG, e))?;
+    }
+    Ok(())
+}
+
+/// Swaps `program` into the link pinned at `pin` (`BPF_LINK_UPDATE`).
+fn take_over(
+    program: &mut SchedClassifier,
+    name: &'static str,
+    pin: &Path,
+) -> Result<(), LoadError> {
+    let link = PinnedLink::from_pin(pin).map_err(|e| {
+        link_error(
+            name,
+            "opening the pin",
+            std::io::Error::other(e.to_string()),
+        )
+    })?;
+    let link = SchedClassifierLink::try_from(FdLink::from(link)).map_err(|e| {
+        link_error(
+            name,
+            "is not a tcx link",
+            std::io::Error::other(e.to_string()),
+        )
+    })?;
+    let link_id = program
+        .attach_to_link(link)
+        .map_err(|e| program_error(name, "updating the pinned link", e))?;
+    // The pin already holds this link: dropping our handle keeps it attached.
+    let link = program
+        .take_link(link_id)
+        .map_err(|e| program_error(name, "taking the link", e))?;
+    drop(link);
+    Ok(())
+}
+
+/// Attaches `program` to the device through a new tcx link, pinned at `pin`
+/// (replacing, atomically, whatever was pinned there).
+fn attach_new(
+    program: &mut SchedClassifier,
+    name: &'static str,
+    device: &Device,
+    attach_type: TcAttachType,
+    pin: &Path,
+) -> Result<(), LoadError> {
+    let link_id = program
+        .attach(
+            device.index,
+            TcAttach::Tcx {
+                attach_type,
+                order: LinkOrder::default(),
+            },
+        )
+        .map_err(|e| program_error(name, &format!("attaching to {}", device.name), e))?;
+    let link = program
+        .take_link(link_id)
+        .map_err(|e| program_error(name, "taking the link", e))?;
+    let fd_link = FdLink::try_from(link).map_err(|e| {
+        link_error(
+            name,
+            "is not an fd link",
+            std::io::Error::other(e.to_string()),
+        )
+    })?;
+    let tmp = pin.with_file_name(format!("{name}_new"));
+    let _ = fs::remove_file(&tmp);
+    let pinned = fd_link
+        .pin(&tmp)
+        .map_err(|e| link_error(name, "pinning", std::io::Error::other(e.to_string())))?;
+    fs::rename(&tmp, pin).map_err(|e| link_error(name, "renaming the pin", e))?;
+    drop(pinned);
+    Ok(())
+}
+
+fn program_error(program: &'static str, action: &str, e: aya::programs::ProgramError) -> LoadError {
+    LoadError::Program {
+        program,
+        action: action.to_owned(),
+        source: Box::new(e),
+    }
+}
+
+fn link_error(program: &'static str, action: &str, e: std::io::Error) -> LoadError {
+    LoadError::Link {
+        program,
+        action: action.to_owned(),
+        source: e,
+    }
+}
+
+fn map_error(map: &'static str, e: aya::maps::MapError) -> LoadError {
+    LoadError::TcMap {
+        map,
+        source: Box::new(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![expect(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
+
+    use super::*;
+
+    #[test]
+    fn node_config_holds_the_addresses_in_network_order() {
+        let cfg = node_config((Some(Ipv4Addr::new(192, 0, 2, 1)), None));
+        assert_eq!(cfg.snat_v4.octets(), [192, 0, 2, 1]);
+        assert_eq!(cfg.snat_v6, [0; 16]);
+        let v6: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let cfg = node_config((None, Some(v6)));
+        assert_eq!(cfg.snat_v4, Be32::default());
+        assert_eq!(cfg.snat_v6, v6.octets());
+    }
+
+    #[test]
+    fn tc_link_dirs_are_found_by_prefix() {
+        let tmp = tempfile::tempdir().unwrap();
+        for d in ["tc-3", "tc-12", "cgroup-5", "tc-x"] {
+            fs::create_dir(tmp.path().join(d)).unwrap();
+        }
+        let found: Vec<u32> = tc_link_dirs(tmp.path())
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(found, [3, 12]);
+        assert!(tc_link_dirs(&tmp.path().join("absent")).is_empty());
+    }
+}
