@@ -423,6 +423,12 @@ pub mod name_flags {
     /// The Service has `internalTrafficPolicy: Local`: its frontends reach only
     /// this node's endpoints.
     pub const INTERNAL_TRAFFIC_POLICY_LOCAL: u8 = 1 << 0;
+    /// The frontend is a LoadBalancer ingress IP (slot 0's `svc_flags` tell
+    /// ClusterIPs and NodePorts apart, not ExternalIPs from these).
+    pub const LOAD_BALANCER: u8 = 1 << 1;
+    /// The Service has `externalTrafficPolicy: Local` (set on its external
+    /// frontends, which then have an external-scope entry).
+    pub const EXTERNAL_TRAFFIC_POLICY_LOCAL: u8 = 1 << 2;
 }
 
 /// Value of `SVC_NAMES`, keyed by rev-NAT id (`u32`, only the low 16 bits

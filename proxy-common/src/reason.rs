@@ -66,13 +66,15 @@ pub enum Reason {
     TcRewriteFailed = 27,
     /// tc: a tracked flow's backend was removed; the flow was sent to a live backend.
     TcRebalanced = 28,
-    /// tc: an ICMP error (unreachable, time exceeded, too big); passed untouched (not translated).
+    /// tc: an ICMP error (unreachable, time exceeded, too big) about no tracked flow; passed untouched.
     TcIcmpErrorPassed = 29,
+    /// tc: an ICMP error about a translated flow: the outer destination and the quoted header were translated back.
+    TcIcmpErrorTranslated = 30,
 }
 
 impl Reason {
     /// Every reason, in index order.
-    pub const ALL: [Reason; 30] = [
+    pub const ALL: [Reason; 31] = [
         Reason::Translated,
         Reason::NotAService,
         Reason::NoBackend,
@@ -103,6 +105,7 @@ impl Reason {
         Reason::TcRewriteFailed,
         Reason::TcRebalanced,
         Reason::TcIcmpErrorPassed,
+        Reason::TcIcmpErrorTranslated,
     ];
     /// Number of reasons: the size of the `STATS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -140,6 +143,7 @@ impl Reason {
             Reason::TcRewriteFailed => "tc_rewrite_failed",
             Reason::TcRebalanced => "tc_rebalanced",
             Reason::TcIcmpErrorPassed => "tc_icmp_error_passed",
+            Reason::TcIcmpErrorTranslated => "tc_icmp_error_translated",
         }
     }
 }

@@ -23,7 +23,7 @@ use proxy_common::{
 use crate::{
     icmp, lb,
     maps::{CT_V4, CT_V6, NODE_CFG},
-    packet::{self, Flow, IP4_CSUM, IP4_DADDR, IP4_SADDR, IP6_DADDR, IP6_SADDR},
+    packet::{self, Flow, IP4_CSUM, IP4_DADDR, IP4_SADDR, IP6_DADDR, IP6_SADDR, IcmpError},
 };
 
 /// Addresses and ports: a conntrack key (with `proto`), or the rewrite a
@@ -94,6 +94,18 @@ pub trait Family {
     /// Out of line (its temporaries get their own frame); returns whether
     /// every helper succeeded (a BPF function returns one register).
     fn rewrite(ctx: &TcContext, flow: &Flow<Self::Addr>, to: &Tuple<Self::Addr>) -> bool;
+    /// Parses an ICMP error quoting a TCP/UDP packet (see `packet`).
+    fn parse_icmp_error(ctx: &TcContext, out: &mut IcmpError<Self::Addr>) -> Result<(), Reason>;
+    /// Translates an ICMP error back: the quoted packet becomes
+    /// `to.daddr:to.dport → to.saddr:to.sport` (the reverse of the rewrite
+    /// `to` stored for the quoted packet's replies), and the error goes to
+    /// `to.daddr`. A quoted UDP checksum is updated too (a quoted TCP
+    /// checksum lies past the 8 bytes quoted). Whether every helper succeeded.
+    fn rewrite_icmp_error(
+        ctx: &TcContext,
+        e: &IcmpError<Self::Addr>,
+        to: &Tuple<Self::Addr>,
+    ) -> bool;
     /// Turns the packet into an ICMP port-unreachable for its sender;
     /// whether it could.
     fn reject(ctx: &TcContext, flow: &Flow<Self::Addr>) -> bool;
@@ -247,6 +259,16 @@ impl Family for V4 {
     #[inline(never)]
     fn rewrite(ctx: &TcContext, flow: &Flow<Be32>, to: &Tuple<Be32>) -> bool {
         rewrite4(ctx, flow, to).is_ok()
+    }
+
+    #[inline(never)]
+    fn parse_icmp_error(ctx: &TcContext, out: &mut IcmpError<Be32>) -> Result<(), Reason> {
+        packet::parse_icmp_error4(ctx, out)
+    }
+
+    #[inline(never)]
+    fn rewrite_icmp_error(ctx: &TcContext, e: &IcmpError<Be32>, to: &Tuple<Be32>) -> bool {
+        icmp_error4(ctx, e, to).is_ok()
     }
 
     #[inline(always)]
@@ -425,6 +447,16 @@ impl Family for V6 {
         rewrite6(ctx, flow, to).is_ok()
     }
 
+    #[inline(never)]
+    fn parse_icmp_error(ctx: &TcContext, out: &mut IcmpError<[u8; 16]>) -> Result<(), Reason> {
+        packet::parse_icmp_error6(ctx, out)
+    }
+
+    #[inline(never)]
+    fn rewrite_icmp_error(ctx: &TcContext, e: &IcmpError<[u8; 16]>, to: &Tuple<[u8; 16]>) -> bool {
+        icmp_error6(ctx, e, to).is_ok()
+    }
+
     #[inline(always)]
     fn reject(ctx: &TcContext, flow: &Flow<[u8; 16]>) -> bool {
         icmp::reject6(ctx, flow)
@@ -458,4 +490,136 @@ fn rewrite6(ctx: &TcContext, flow: &Flow<[u8; 16]>, to: &Tuple<[u8; 16]>) -> Res
         replace6(ctx, flow, IP6_DADDR, &flow.daddr, &to.daddr)?;
     }
     rewrite_ports(ctx, flow, to)
+}
+
+/// Rewrites the quoted ports (covered by the ICMP checksum, no pseudo-header)
+/// and folds the change of a quoted UDP checksum into the ICMP checksum.
+/// `udp_old` is the quoted UDP checksum before the address updates.
+#[inline(always)]
+fn icmp_error_ports<A>(
+    ctx: &TcContext,
+    e: &IcmpError<A>,
+    to: &Tuple<A>,
+    udp_old: Option<u16>,
+) -> Result<(), c_long> {
+    let csum = e.icmp_off + 2;
+    let udp_csum = e.inner_l4_off + 6;
+    let mangled = u64::from(BPF_F_MARK_MANGLED_0);
+    if udp_old.is_some() {
+        if to.dport != e.inner.sport {
+            let (from, new) = (u64::from(e.inner.sport.0), u64::from(to.dport.0));
+            ctx.l4_csum_replace(udp_csum, from, new, mangled | 2)?;
+        }
+        if to.sport != e.inner.dport {
+            let (from, new) = (u64::from(e.inner.dport.0), u64::from(to.sport.0));
+            ctx.l4_csum_replace(udp_csum, from, new, mangled | 2)?;
+        }
+    }
+    if let Some(old) = udp_old {
+        let new = ctx.load::<u16>(udp_csum)?;
+        if new != old {
+            ctx.l4_csum_replace(csum, u64::from(old), u64::from(new), 2)?;
+        }
+    }
+    if to.dport != e.inner.sport {
+        ctx.l4_csum_replace(csum, u64::from(e.inner.sport.0), u64::from(to.dport.0), 2)?;
+        ctx.store(e.inner_l4_off, &to.dport.0, 0)?;
+    }
+    if to.sport != e.inner.dport {
+        ctx.l4_csum_replace(csum, u64::from(e.inner.dport.0), u64::from(to.sport.0), 2)?;
+        ctx.store(e.inner_l4_off + 2, &to.sport.0, 0)?;
+    }
+    Ok(())
+}
+
+/// The quoted UDP checksum, when the quote is UDP with a checksum (not 0);
+/// `None` for TCP, whose checksum lies past the 8 quoted bytes.
+#[inline(always)]
+fn udp_checksum<A>(ctx: &TcContext, e: &IcmpError<A>) -> Result<Option<u16>, c_long> {
+    if e.inner.proto != proto::UDP {
+        return Ok(None);
+    }
+    let csum = ctx.load::<u16>(e.inner_l4_off + 6)?;
+    Ok((csum != 0).then_some(csum))
+}
+
+/// IPv4: the outer destination (IP checksum), the quoted addresses (the
+/// quoted header's checksum moves by the opposite amount, so the ICMP
+/// checksum is unchanged by them), the quoted ports (ICMP checksum).
+#[inline(always)]
+fn icmp_error4(ctx: &TcContext, e: &IcmpError<Be32>, to: &Tuple<Be32>) -> Result<(), c_long> {
+    if to.daddr != e.outer_daddr {
+        let (from, new) = (u64::from(e.outer_daddr.0), u64::from(to.daddr.0));
+        ctx.l3_csum_replace(IP4_CSUM, from, new, 4)?;
+        ctx.store(IP4_DADDR, &to.daddr.0, 0)?;
+    }
+    let inner_csum = e.inner_off + 10;
+    let udp_csum = e.inner_l4_off + 6;
+    let udp_old = udp_checksum(ctx, e)?;
+    // The quoted UDP checksum (when not 0) covers the quoted addresses.
+    let udp_flags = u64::from(BPF_F_MARK_MANGLED_0) | 4;
+    if to.daddr != e.inner.saddr {
+        let (from, new) = (u64::from(e.inner.saddr.0), u64::from(to.daddr.0));
+        ctx.l3_csum_replace(inner_csum, from, new, 4)?;
+        if udp_old.is_some() {
+            ctx.l4_csum_replace(udp_csum, from, new, udp_flags)?;
+        }
+        ctx.store(e.inner_off + 12, &to.daddr.0, 0)?;
+    }
+    if to.saddr != e.inner.daddr {
+        let (from, new) = (u64::from(e.inner.daddr.0), u64::from(to.saddr.0));
+        ctx.l3_csum_replace(inner_csum, from, new, 4)?;
+        if udp_old.is_some() {
+            ctx.l4_csum_replace(udp_csum, from, new, udp_flags)?;
+        }
+        ctx.store(e.inner_off + 16, &to.saddr.0, 0)?;
+    }
+    icmp_error_ports(ctx, e, to, udp_old)
+}
+
+/// The one's-complement difference between two 16-byte addresses.
+#[inline(always)]
+fn diff16(from: &[u8; 16], to: &[u8; 16]) -> Result<u64, c_long> {
+    let mut from = *from;
+    let mut to = *to;
+    // SAFETY: both pointers are to 16-byte stack arrays, the sizes given.
+    let diff =
+        unsafe { bpf_csum_diff(from.as_mut_ptr().cast(), 16, to.as_mut_ptr().cast(), 16, 0) };
+    if diff < 0 { Err(diff) } else { Ok(diff as u64) }
+}
+
+/// IPv6: the ICMPv6 checksum covers the outer addresses (pseudo-header) and
+/// the quoted packet, so every change goes into it.
+#[inline(always)]
+fn icmp_error6(
+    ctx: &TcContext,
+    e: &IcmpError<[u8; 16]>,
+    to: &Tuple<[u8; 16]>,
+) -> Result<(), c_long> {
+    let csum = e.icmp_off + 2;
+    if to.daddr != e.outer_daddr {
+        let diff = diff16(&e.outer_daddr, &to.daddr)?;
+        ctx.l4_csum_replace(csum, 0, diff, u64::from(BPF_F_PSEUDO_HDR))?;
+        ctx.store(IP6_DADDR, &to.daddr, 0)?;
+    }
+    let udp_csum = e.inner_l4_off + 6;
+    let udp_old = udp_checksum(ctx, e)?;
+    let mangled = u64::from(BPF_F_MARK_MANGLED_0);
+    if to.daddr != e.inner.saddr {
+        let diff = diff16(&e.inner.saddr, &to.daddr)?;
+        ctx.l4_csum_replace(csum, 0, diff, 0)?;
+        if udp_old.is_some() {
+            ctx.l4_csum_replace(udp_csum, 0, diff, mangled)?;
+        }
+        ctx.store(e.inner_off + 8, &to.daddr, 0)?;
+    }
+    if to.saddr != e.inner.daddr {
+        let diff = diff16(&e.inner.daddr, &to.saddr)?;
+        ctx.l4_csum_replace(csum, 0, diff, 0)?;
+        if udp_old.is_some() {
+            ctx.l4_csum_replace(udp_csum, 0, diff, mangled)?;
+        }
+        ctx.store(e.inner_off + 24, &to.saddr, 0)?;
+    }
+    icmp_error_ports(ctx, e, to, udp_old)
 }

@@ -6,24 +6,26 @@
 //! The reply is built whole in a stack buffer (Ethernet with the MACs
 //! swapped, the IP header with the addresses swapped, the ICMP header, the
 //! quote), the packet is resized with `bpf_skb_change_tail`, and the buffer
-//! stored over it. The quote is the offending IP header plus the first 8
-//! bytes of its transport header (ports and TCP sequence number, or the whole
-//! UDP header): RFC 792's minimum for IPv4; for IPv6 it is the fixed header
-//! and the same 8 bytes. IPv4 packets with options are not rejected (the
+//! stored over it. For IPv4 the quote is the offending IP header plus the
+//! first 8 bytes of its transport header (RFC 792's minimum); for IPv6 it is
+//! the fixed header and the whole fixed transport header (TCP 20, UDP 8). IPv4 packets with options are not rejected (the
 //! caller drops them and counts it): the quote would need a variable length.
 
 use aya_ebpf::{EbpfContext, helpers::bpf_csum_diff, programs::TcContext};
-use aya_ebpf::{cty::c_long, helpers::bpf_skb_load_bytes};
-use proxy_common::Be32;
+use aya_ebpf::{
+    cty::c_long,
+    helpers::{bpf_skb_load_bytes, bpf_skb_store_bytes},
+};
+use proxy_common::{Be32, proto};
 
 use crate::packet::{ETH_HLEN, Flow, IP6_HLEN, IPPROTO_ICMP, IPPROTO_ICMPV6};
 
 const IP4_HLEN: usize = 20;
 const ICMP_HLEN: usize = 8;
 const QUOTE4: usize = IP4_HLEN + 8;
-const QUOTE6: usize = IP6_HLEN + 8;
 const LEN4: usize = ETH_HLEN + IP4_HLEN + ICMP_HLEN + QUOTE4;
-const LEN6: usize = ETH_HLEN + IP6_HLEN + ICMP_HLEN + QUOTE6;
+/// The longest ICMPv6 reject: a TCP header quoted whole.
+const LEN6_MAX: usize = ETH_HLEN + IP6_HLEN + ICMP_HLEN + IP6_HLEN + 20;
 const HOP_LIMIT: u8 = 64;
 
 /// Copies `N` bytes from the packet at `off` into `dst` (a constant length,
@@ -35,11 +37,21 @@ fn load<const N: usize>(ctx: &TcContext, off: usize, dst: *mut [u8; N]) -> Resul
     if ret == 0 { Ok(()) } else { Err(ret) }
 }
 
-/// The one's-complement sum of `len` bytes at `ptr` (a multiple of 4), added to `seed`.
+/// The one's-complement sum of `bytes` (a multiple of 4 long, a constant
+/// once inlined), added to `seed`.
 #[inline(always)]
-fn sum(ptr: *mut u8, len: u32, seed: u32) -> Result<u32, c_long> {
-    // SAFETY: callers pass a pointer into a stack buffer with `len` bytes left.
-    let ret = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, ptr.cast(), len, seed) };
+fn sum(bytes: &mut [u8], seed: u32) -> Result<u32, c_long> {
+    // SAFETY: the helper reads `bytes.len()` bytes from the slice's start and
+    // writes nothing.
+    let ret = unsafe {
+        bpf_csum_diff(
+            core::ptr::null_mut(),
+            0,
+            bytes.as_mut_ptr().cast(),
+            bytes.len() as u32,
+            seed,
+        )
+    };
     if ret < 0 { Err(ret) } else { Ok(ret as u32) }
 }
 
@@ -93,55 +105,75 @@ fn build4(ctx: &TcContext, flow: &Flow<Be32>) -> Result<(), c_long> {
     let mut quote = [0u8; QUOTE4];
     load(ctx, ETH_HLEN, &mut quote)?;
     buf[icmp + ICMP_HLEN..].copy_from_slice(&quote);
-    // SAFETY (both sums): the ranges lie inside `buf`.
-    let ip_sum = sum(unsafe { buf.as_mut_ptr().add(ip) }, IP4_HLEN as u32, 0)?;
+    let ip_sum = sum(&mut buf[ip..ip + IP4_HLEN], 0)?;
     buf[ip + 10..ip + 12].copy_from_slice(&fold(ip_sum));
-    let icmp_sum = sum(
-        unsafe { buf.as_mut_ptr().add(icmp) },
-        (ICMP_HLEN + QUOTE4) as u32,
-        0,
-    )?;
+    let icmp_sum = sum(&mut buf[icmp..], 0)?;
     buf[icmp + 2..icmp + 4].copy_from_slice(&fold(icmp_sum));
     ctx.change_tail(LEN4 as u32, 0)?;
     ctx.store(0, &buf, 0)
 }
 
-/// Turns an IPv6 TCP/UDP packet into the ICMPv6 port-unreachable for it.
+/// Turns an IPv6 TCP/UDP packet into the ICMPv6 port-unreachable for it,
+/// quoting the IPv6 header and the whole fixed transport header (20 bytes
+/// for TCP, 8 for UDP).
 ///
 /// Out of line (its buffer gets its own stack frame); returns whether the
 /// packet was rewritten (a BPF function returns one register, so no `Result`).
 #[inline(never)]
 pub fn reject6(ctx: &TcContext, flow: &Flow<[u8; 16]>) -> bool {
-    build6(ctx, flow).is_ok()
+    if flow.proto == proto::TCP {
+        build6::<20>(ctx, flow).is_ok()
+    } else {
+        build6::<8>(ctx, flow).is_ok()
+    }
 }
 
+/// `T`: how many transport bytes to quote (a constant, so every length the
+/// helpers see is one too).
 #[inline(always)]
-fn build6(ctx: &TcContext, flow: &Flow<[u8; 16]>) -> Result<(), c_long> {
-    let mut buf = [0u8; LEN6];
+fn build6<const T: usize>(ctx: &TcContext, flow: &Flow<[u8; 16]>) -> Result<(), c_long> {
+    let mut buf = [0u8; LEN6_MAX];
     ethernet(ctx, &mut buf, [0x86, 0xdd])?;
     let ip = ETH_HLEN;
-    let payload = (ICMP_HLEN + QUOTE6) as u16;
+    let icmp = ip + IP6_HLEN;
+    let quote = IP6_HLEN + T;
+    let end = icmp + ICMP_HLEN + quote;
+    let payload = (ICMP_HLEN + quote) as u16;
     buf[ip] = 0x60;
     buf[ip + 4..ip + 6].copy_from_slice(&payload.to_be_bytes());
     buf[ip + 6] = IPPROTO_ICMPV6;
     buf[ip + 7] = HOP_LIMIT;
     buf[ip + 8..ip + 24].copy_from_slice(&flow.daddr);
     buf[ip + 24..ip + 40].copy_from_slice(&flow.saddr);
-    let icmp = ip + IP6_HLEN;
     buf[icmp] = 1;
     buf[icmp + 1] = 4;
-    let mut quote = [0u8; QUOTE6];
-    load(ctx, ETH_HLEN, &mut quote)?;
-    buf[icmp + ICMP_HLEN..].copy_from_slice(&quote);
+    load_into(ctx, ETH_HLEN, &mut buf[icmp + ICMP_HLEN..end])?;
     // The pseudo-header: both addresses, the upper-layer length, the next header.
     let mut pseudo = [0u8; 8];
     pseudo[2..4].copy_from_slice(&payload.to_be_bytes());
     pseudo[7] = IPPROTO_ICMPV6;
-    // SAFETY (all three sums): the ranges lie inside `buf` and `pseudo`.
-    let s = sum(unsafe { buf.as_mut_ptr().add(ip + 8) }, 32, 0)?;
-    let s = sum(pseudo.as_mut_ptr(), 8, s)?;
-    let s = sum(unsafe { buf.as_mut_ptr().add(icmp) }, u32::from(payload), s)?;
+    let s = sum(&mut buf[ip + 8..ip + 40], 0)?;
+    let s = sum(&mut pseudo, s)?;
+    let s = sum(&mut buf[icmp..end], s)?;
     buf[icmp + 2..icmp + 4].copy_from_slice(&fold(s));
-    ctx.change_tail(LEN6 as u32, 0)?;
-    ctx.store(0, &buf, 0)
+    ctx.change_tail(end as u32, 0)?;
+    // SAFETY: `end` bytes of `buf` are readable; the helper checks the packet.
+    let ret =
+        unsafe { bpf_skb_store_bytes(ctx.as_ptr().cast(), 0, buf.as_ptr().cast(), end as u32, 0) };
+    if ret == 0 { Ok(()) } else { Err(ret) }
+}
+
+/// Copies `dst.len()` bytes (a constant once inlined) from the packet at `off`.
+#[inline(always)]
+fn load_into(ctx: &TcContext, off: usize, dst: &mut [u8]) -> Result<(), c_long> {
+    // SAFETY: `dst` is `dst.len()` writable bytes; the helper checks the packet.
+    let ret = unsafe {
+        bpf_skb_load_bytes(
+            ctx.as_ptr(),
+            off as u32,
+            dst.as_mut_ptr().cast(),
+            dst.len() as u32,
+        )
+    };
+    if ret == 0 { Ok(()) } else { Err(ret) }
 }

@@ -150,6 +150,85 @@ fn load16(ctx: &TcContext, off: usize, dst: &mut [u8; 16]) -> Result<(), Reason>
     }
 }
 
+/// An ICMP error about a TCP/UDP packet: where the quoted packet lives and
+/// its tuple (as it was sent, i.e. already translated by us).
+#[derive(Clone, Copy, Default)]
+pub struct IcmpError<A> {
+    pub outer_daddr: A,
+    /// Offset of the ICMP header.
+    pub icmp_off: usize,
+    /// Offset of the quoted IP header.
+    pub inner_off: usize,
+    /// Offset of the quoted transport header (its first 8 bytes are present).
+    pub inner_l4_off: usize,
+    pub inner: Flow<A>,
+}
+
+/// Parses an ICMPv4 destination-unreachable or time-exceeded quoting a
+/// TCP/UDP packet; `Err` for anything else.
+#[inline(always)]
+pub fn parse_icmp_error4(ctx: &TcContext, out: &mut IcmpError<Be32>) -> Result<(), Reason> {
+    let e = |_| Reason::TcIcmpErrorPassed;
+    let ihl = usize::from(ctx.load::<u8>(ETH_HLEN).map_err(e)? & 0x0f) * 4;
+    let icmp_off = ETH_HLEN + ihl;
+    let kind = ctx.load::<u8>(icmp_off).map_err(e)?;
+    if kind != 3 && kind != 11 {
+        return Err(Reason::TcIcmpErrorPassed);
+    }
+    let inner_off = icmp_off + 8;
+    let inner_ihl = usize::from(ctx.load::<u8>(inner_off).map_err(e)? & 0x0f) * 4;
+    if inner_ihl < 20 {
+        return Err(Reason::TcIcmpErrorPassed);
+    }
+    let inner_l4_off = inner_off + inner_ihl;
+    if (ctx.len() as usize) < inner_l4_off + 8 {
+        return Err(Reason::TcIcmpErrorPassed);
+    }
+    out.inner.proto = ctx.load::<u8>(inner_off + 9).map_err(e)?;
+    if out.inner.proto != proto::TCP && out.inner.proto != proto::UDP {
+        return Err(Reason::TcIcmpErrorPassed);
+    }
+    out.outer_daddr = Be32(ctx.load::<u32>(IP4_DADDR).map_err(e)?);
+    out.inner.saddr = Be32(ctx.load::<u32>(inner_off + 12).map_err(e)?);
+    out.inner.daddr = Be32(ctx.load::<u32>(inner_off + 16).map_err(e)?);
+    out.inner.sport = Be16(ctx.load::<u16>(inner_l4_off).map_err(e)?);
+    out.inner.dport = Be16(ctx.load::<u16>(inner_l4_off + 2).map_err(e)?);
+    out.icmp_off = icmp_off;
+    out.inner_off = inner_off;
+    out.inner_l4_off = inner_l4_off;
+    Ok(())
+}
+
+/// Parses an ICMPv6 destination-unreachable, packet-too-big or
+/// time-exceeded quoting a TCP/UDP packet (directly after its fixed header).
+#[inline(always)]
+pub fn parse_icmp_error6(ctx: &TcContext, out: &mut IcmpError<[u8; 16]>) -> Result<(), Reason> {
+    let e = |_| Reason::TcIcmpErrorPassed;
+    let icmp_off = ETH_HLEN + IP6_HLEN;
+    let kind = ctx.load::<u8>(icmp_off).map_err(e)?;
+    if !(1..=3).contains(&kind) {
+        return Err(Reason::TcIcmpErrorPassed);
+    }
+    let inner_off = icmp_off + 8;
+    let inner_l4_off = inner_off + IP6_HLEN;
+    if (ctx.len() as usize) < inner_l4_off + 8 {
+        return Err(Reason::TcIcmpErrorPassed);
+    }
+    out.inner.proto = ctx.load::<u8>(inner_off + 6).map_err(e)?;
+    if out.inner.proto != proto::TCP && out.inner.proto != proto::UDP {
+        return Err(Reason::TcIcmpErrorPassed);
+    }
+    load16(ctx, IP6_DADDR, &mut out.outer_daddr).map_err(|_| Reason::TcIcmpErrorPassed)?;
+    load16(ctx, inner_off + 8, &mut out.inner.saddr).map_err(|_| Reason::TcIcmpErrorPassed)?;
+    load16(ctx, inner_off + 24, &mut out.inner.daddr).map_err(|_| Reason::TcIcmpErrorPassed)?;
+    out.inner.sport = Be16(ctx.load::<u16>(inner_l4_off).map_err(e)?);
+    out.inner.dport = Be16(ctx.load::<u16>(inner_l4_off + 2).map_err(e)?);
+    out.icmp_off = icmp_off;
+    out.inner_off = inner_off;
+    out.inner_l4_off = inner_l4_off;
+    Ok(())
+}
+
 /// Ports, checksum offset and TCP flags; the whole fixed transport header
 /// must be present.
 #[inline(always)]

@@ -15,6 +15,9 @@
 //! 3. no backend: dropped for an `externalTrafficPolicy: Local` frontend,
 //!    otherwise answered with an ICMP port-unreachable out of the same device.
 //!
+//! ICMP errors quoting a tracked flow are translated back through the entry
+//! of the flow's other direction (see [`icmp_error`]).
+//!
 //! `tc_egress` only rewrites replies leaving through the device (backend →
 //! client, not SNATed) to come from the frontend.
 //!
@@ -35,7 +38,7 @@ use proxy_common::{
 use crate::{
     family::{Chosen, CtEntry, Family, Tuple, V4, V6},
     maps::DEVICES,
-    packet::{self, Flow, TCP_FIN, TCP_RST},
+    packet::{self, Flow, IcmpError, TCP_FIN, TCP_RST},
     stats::count,
 };
 
@@ -79,16 +82,16 @@ fn finish(ctx: &TcContext, verdict: Verdict) -> i32 {
     match verdict {
         Verdict::Pass(reason) => {
             count(reason);
-            TC_ACT_OK as i32
+            TC_ACT_OK
         }
         Verdict::Drop(reason) => {
             count(reason);
-            TC_ACT_SHOT as i32
+            TC_ACT_SHOT
         }
         // `ingress` turns it into `Bounce` or `Drop` before this.
         Verdict::Reject => {
             count(Reason::TcRejectFailed);
-            TC_ACT_SHOT as i32
+            TC_ACT_SHOT
         }
         Verdict::Bounce(reason) => {
             count(reason);
@@ -158,8 +161,10 @@ fn fresh<A>(entry: &CtEntry<A>, protocol: u8, now: u64) -> bool {
 #[inline(never)]
 fn ingress<F: Family>(ctx: &TcContext) -> i32 {
     let mut flow = Flow::default();
-    if let Err(reason) = F::parse(ctx, &mut flow) {
-        return finish(ctx, Verdict::Pass(reason));
+    match F::parse(ctx, &mut flow) {
+        Ok(()) => {}
+        Err(Reason::TcIcmpErrorPassed) => return finish(ctx, icmp_error::<F>(ctx)),
+        Err(reason) => return finish(ctx, Verdict::Pass(reason)),
     }
     let now = now();
     let rebalanced = match tracked::<F>(ctx, &flow, now) {
@@ -195,6 +200,35 @@ fn ingress<F: Family>(ctx: &TcContext) -> i32 {
         verdict => verdict,
     };
     finish(ctx, verdict)
+}
+
+/// An ICMP error about a packet we translated (it quotes the packet as we
+/// sent it): the reverse of the quoted tuple is the key of the entry that
+/// rewrites the flow's other direction, whose rewrite tells what the quoted
+/// packet looked like before translation and who should get the error.
+#[inline(never)]
+fn icmp_error<F: Family>(ctx: &TcContext) -> Verdict {
+    let mut error = IcmpError::default();
+    if F::parse_icmp_error(ctx, &mut error).is_err() {
+        return Verdict::Pass(Reason::TcIcmpErrorPassed);
+    }
+    let key = Tuple {
+        saddr: error.inner.daddr,
+        daddr: error.inner.saddr,
+        sport: error.inner.dport,
+        dport: error.inner.sport,
+        proto: error.inner.proto,
+    };
+    match F::ct_get(&key) {
+        Some(entry) if fresh(&entry, key.proto, now()) => {
+            if F::rewrite_icmp_error(ctx, &error, &entry.to) {
+                Verdict::Pass(Reason::TcIcmpErrorTranslated)
+            } else {
+                Verdict::Drop(Reason::TcRewriteFailed)
+            }
+        }
+        _ => Verdict::Pass(Reason::TcIcmpErrorPassed),
+    }
 }
 
 /// The conntrack step's outcome.

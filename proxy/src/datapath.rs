@@ -127,6 +127,13 @@ pub trait Datapath: Send + 'static {
         desired: &'a DesiredState,
         scope: Scope<'a>,
     ) -> impl Future<Output = DatapathReport> + Send + 'a;
+
+    /// Resolves when the datapath wants a sync for reasons of its own (the
+    /// eBPF datapath: the node's devices changed); never, by default. The
+    /// sync loop waits on it between syncs, after the first.
+    fn wake(&mut self) -> impl Future<Output = ()> + Send + '_ {
+        std::future::pending()
+    }
 }
 
 /// The eBPF maps and socket hooks, and a userspace path for frontends that do
@@ -140,6 +147,10 @@ pub struct EbpfDatapath<M, H = NoHooks> {
     /// Frontends the maps do not hold (a capacity failure): the userspace
     /// path serves them.
     over_capacity: BTreeSet<Frontend>,
+    /// Link and address change notifications (see [`EbpfDatapath::with_device_events`]).
+    device_events: Option<tokio::sync::watch::Receiver<u64>>,
+    /// A notification came: the next sync checks the hooks (tc devices).
+    devices_dirty: bool,
 }
 
 impl<M: DataplaneMaps + Send + Sync + 'static> EbpfDatapath<M> {
@@ -158,6 +169,8 @@ impl<M: DataplaneMaps + Send + Sync + 'static> EbpfDatapath<M> {
             telemetry,
             overflow,
             over_capacity: BTreeSet::new(),
+            device_events: None,
+            devices_dirty: false,
         }
     }
 
@@ -171,7 +184,19 @@ impl<M: DataplaneMaps + Send + Sync + 'static> EbpfDatapath<M> {
             telemetry: self.telemetry,
             overflow: self.overflow,
             over_capacity: self.over_capacity,
+            device_events: self.device_events,
+            devices_dirty: self.devices_dirty,
         }
+    }
+}
+
+impl<M, H> EbpfDatapath<M, H> {
+    /// Link and address changes (`dataplane::devices::watch_links`): each
+    /// wakes the sync loop, and the sync then checks the hooks at once, so a
+    /// new pod device gets the tc programs without waiting for the reconcile.
+    pub fn with_device_events(mut self, events: tokio::sync::watch::Receiver<u64>) -> Self {
+        self.device_events = Some(events);
+        self
     }
 }
 
@@ -363,6 +388,18 @@ impl<M: DataplaneMaps + Send + Sync + 'static, H: HookKeeper> Datapath for EbpfD
         out.hooks_pending = !self.keep_hooks(out.writes_complete(), scope);
         out
     }
+
+    async fn wake(&mut self) {
+        let changed = match self.device_events.as_mut() {
+            Some(events) => events.changed().await.is_ok(),
+            None => false,
+        };
+        if changed {
+            self.devices_dirty = true;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 impl<M, H: HookKeeper> EbpfDatapath<M, H> {
@@ -373,7 +410,7 @@ impl<M, H: HookKeeper> EbpfDatapath<M, H> {
     fn keep_hooks(&mut self, complete: bool, scope: Scope<'_>) -> bool {
         let state = &mut self.hook_state;
         let due = if state.attached {
-            state.failing || matches!(scope, Scope::Reconcile)
+            state.failing || self.devices_dirty || matches!(scope, Scope::Reconcile)
         } else {
             complete
                 || state
@@ -388,6 +425,9 @@ impl<M, H: HookKeeper> EbpfDatapath<M, H> {
                 );
             }
             return state.attached;
+        }
+        if state.attached {
+            self.devices_dirty = false;
         }
         let ensured = tokio::task::block_in_place(|| self.hooks.ensure());
         let ok = note_hooks(ensured, !state.attached, &self.telemetry);

@@ -124,6 +124,7 @@ pub async fn run<D: Datapath>(
             r = changes.changed() => if r.is_err() { return },
             _ = resync.tick() => reconcile = true,
             _ = retry => {},
+            () = datapath.wake() => {},
             _ = shutdown.changed() => return,
         }
     }

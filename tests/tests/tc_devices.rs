@@ -7,7 +7,8 @@
 //! address; the links taken over in place by a daemon restarted after
 //! `kill -9` (same link ids); a link detached by hand re-attached and counted
 //! in `proxy_drift_repairs_total{kind="link"}`; and nothing left on the
-//! devices after `proxy cleanup`.
+//! devices after `proxy cleanup`. With `--socket-lb=false`, the socket hooks
+//! a previous daemon attached are dropped and the devices get `CLUSTER_IP`.
 
 mod common;
 
@@ -424,4 +425,72 @@ fn tc_programs_follow_the_devices_survive_restarts_and_drift_and_go_with_cleanup
     };
     wait_until(SETTLE, || left().is_empty());
     assert_eq!(left(), [], "programs left on devices after cleanup");
+}
+
+#[test]
+fn without_socket_lb_the_hooks_go_and_every_device_translates_cluster_ips() {
+    let mut f = Fixture::new(Mode::Ebpf);
+    f.write_web(&BACKENDS_V4, &BACKENDS_V6);
+    add_veth(&f, EXT);
+    start(&mut f);
+    let pin = f.sandbox.pin_path();
+    f.wait_for(STARTUP, "tc links on tcext0", || {
+        devices_of(&tc_links(&pin)) == [EXT]
+    });
+    let links = |pin: &Path| status(pin)["links"].as_array().map_or(0, Vec::len);
+    assert_eq!(links(&pin), 8, "the socket hooks, with socket LB on");
+    assert_eq!(devices_map(&pin), [(ifindex(EXT), 0)]);
+
+    let stopped = f.proxy().stop().expect("stopping the proxy");
+    assert!(stopped.success(), "{stopped}");
+    f.proxy = None;
+    let mut args = args();
+    args.extend(["--socket-lb", "false"]);
+    f.proxy = Some(
+        ProxyProcess::start_with_args(&proxy_bin(), &f.sandbox, &f.sandbox.manifests_dir(), &args)
+            .unwrap_or_else(|e| panic!("starting the proxy: {e}")),
+    );
+    f.wait_for(STARTUP, "the socket hooks dropped", || links(&pin) == 0);
+    f.wait_for(SETTLE, "tcext0 flagged CLUSTER_IP", || {
+        devices_map(&pin) == [(ifindex(EXT), device_flags::CLUSTER_IP)]
+    });
+    assert_eq!(devices_of(&tc_links(&pin)), [EXT]);
+    assert_eq!(tcx_programs(EXT, BPF_TCX_INGRESS), 1);
+    assert_eq!(tcx_programs(EXT, BPF_TCX_EGRESS), 1);
+}
+
+#[test]
+fn a_new_pod_device_is_attached_on_its_link_notification_not_the_reconcile() {
+    let mut f = Fixture::new(Mode::Ebpf);
+    f.write_web(&BACKENDS_V4, &BACKENDS_V6);
+    add_veth(&f, EXT);
+    let mut args = args();
+    // The reconcile is an hour away: only the notification can do it.
+    let at = args
+        .iter()
+        .position(|a| *a == RESYNC_MS)
+        .expect("the resync flag's value");
+    args[at] = "3600000";
+    f.proxy = Some(
+        ProxyProcess::start_with_args(&proxy_bin(), &f.sandbox, &f.sandbox.manifests_dir(), &args)
+            .unwrap_or_else(|e| panic!("starting the proxy: {e}")),
+    );
+    f.wait_ready();
+    let pin = f.sandbox.pin_path();
+    f.wait_for(STARTUP, "tc links on tcext0", || {
+        devices_of(&tc_links(&pin)) == [EXT]
+    });
+    add_veth(&f, POD1);
+    f.wait_for(SETTLE, "tc links on the new pod device", || {
+        devices_of(&tc_links(&pin)) == [EXT, POD1]
+    });
+    assert!(devices_map(&pin).contains(&(ifindex(POD1), device_flags::CLUSTER_IP)));
+    f.sandbox
+        .ip(&format!("link del {POD1}"))
+        .expect("deleting tcpod1");
+    f.wait_for(SETTLE, "the deleted pod device's links dropped", || {
+        status(&pin)["tc_links"]
+            .as_array()
+            .is_some_and(|l| l.len() == 2)
+    });
 }

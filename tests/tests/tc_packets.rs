@@ -26,8 +26,9 @@ use etherparse::{
     IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, TcpHeader, UdpHeader, icmpv4, icmpv6,
 };
 use proxy_common::{
-    BackendV4, BackendV6, Be16, Be32, DeviceConfig, NodeConfig, Reason, ServiceKeyV4, ServiceKeyV6,
-    ServiceValue, backend_flags, device_flags, names, programs, proto, scope, svc_flags,
+    BackendV4, BackendV6, Be16, Be32, CtKeyV4, CtValueV4, DeviceConfig, NodeConfig, Reason,
+    ServiceKeyV4, ServiceKeyV6, ServiceValue, backend_flags, ct_flags, ct_timeout, device_flags,
+    names, programs, proto, scope, svc_flags,
 };
 use proxy_tests::Sandbox;
 
@@ -54,6 +55,8 @@ const LOCAL4: &str = "10.244.1.5";
 const LOCAL6: &str = "fd00:244::1:5";
 const POD4: &str = "10.244.1.9";
 const CLUSTER_IP4: &str = "10.96.0.10";
+const ROUTER4: &str = "203.0.113.1";
+const ROUTER6: &str = "fd00:113::1";
 
 const NODE_PORT: u16 = 30080;
 const TARGET: u16 = 8080;
@@ -77,6 +80,8 @@ struct Svc {
     scope: u8,
     flags: u16,
     rev_nat_id: u16,
+    /// Seconds of ClientIP affinity (with `svc_flags::AFFINITY`).
+    affinity_timeout: u32,
     backends: &'static [Backend],
 }
 
@@ -88,6 +93,10 @@ struct Backend {
     flags: u8,
 }
 
+#[allow(
+    clippy::large_enum_variant,
+    reason = "cases are static data, never moved around"
+)]
 enum Step {
     /// Runs `input` through `hook`.
     Send {
@@ -153,6 +162,9 @@ enum L4 {
     Other(u8),
     /// An ICMPv4 destination-unreachable (port) error, quoting nothing useful.
     IcmpUnreachable,
+    /// An ICMP/ICMPv6 destination-unreachable quoting this packet's IP
+    /// header and first 8 transport bytes.
+    IcmpErrorAbout(&'static Pkt),
 }
 
 enum Out {
@@ -229,6 +241,7 @@ const fn svc(
         scope,
         flags,
         rev_nat_id: 7,
+        affinity_timeout: 0,
         backends,
     }
 }
@@ -585,6 +598,18 @@ static CASES: &[Case] = &[
         )],
     },
     Case {
+        name: "no backend v6 TCP: ICMPv6 port unreachable quoting the whole TCP header",
+        devices: &[],
+        services: &[svc(NODE6, NODE_PORT, proto::TCP, scope::INTERNAL, EXT, &[])],
+        steps: &[send(
+            Ingress,
+            pkt(ep(CLIENT6, CLIENT_PORT), ep(NODE6, NODE_PORT), SYN),
+            TC_ACT_REDIRECT,
+            Reject,
+            "tc_rejected",
+        )],
+    },
+    Case {
         name: "hairpin: a pod reaching itself through a ClusterIP is SNATed",
         devices: &[(IFINDEX, device_flags::CLUSTER_IP)],
         services: &[svc(
@@ -806,6 +831,94 @@ static CASES: &[Case] = &[
         ],
     },
     Case {
+        name: "ICMP errors about translated flows are translated back (v4 and v6)",
+        devices: &[],
+        services: &[
+            svc(
+                NODE4,
+                NODE_PORT,
+                proto::TCP,
+                scope::INTERNAL,
+                EXT,
+                &[REMOTE_BE4],
+            ),
+            svc(
+                NODE6,
+                NODE_PORT,
+                proto::UDP,
+                scope::INTERNAL,
+                EXT,
+                &[LOCAL_BE6],
+            ),
+        ],
+        steps: &[
+            send(
+                Ingress,
+                pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN),
+                TC_ACT_OK,
+                Packet(pkt(snat(NODE4), ep(REMOTE4, TARGET), SYN)),
+                "tc_dnat",
+            ),
+            // A router on the way to the backend cannot deliver it.
+            send(
+                Ingress,
+                pkt(
+                    ep(ROUTER4, 0),
+                    ep(NODE4, 0),
+                    L4::IcmpErrorAbout(&pkt(snat(NODE4), ep(REMOTE4, TARGET), SYN)),
+                ),
+                TC_ACT_OK,
+                Packet(pkt(
+                    ep(ROUTER4, 0),
+                    ep(CLIENT4, 0),
+                    L4::IcmpErrorAbout(&pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN)),
+                )),
+                "tc_icmp_error_translated",
+            ),
+            send(
+                Ingress,
+                pkt(ep(CLIENT6, CLIENT_PORT), ep(NODE6, NODE_PORT), L4::Udp),
+                TC_ACT_OK,
+                Packet(pkt(ep(CLIENT6, CLIENT_PORT), ep(LOCAL6, TARGET), L4::Udp)),
+                "tc_dnat",
+            ),
+            // The client is unreachable for a reply that was already
+            // reverse-translated: the error goes to the backend, quoting
+            // the reply as the backend sent it.
+            send(
+                Ingress,
+                pkt(
+                    ep(ROUTER6, 0),
+                    ep(NODE6, 0),
+                    L4::IcmpErrorAbout(&pkt(
+                        ep(NODE6, NODE_PORT),
+                        ep(CLIENT6, CLIENT_PORT),
+                        L4::Udp,
+                    )),
+                ),
+                TC_ACT_OK,
+                Packet(pkt(
+                    ep(ROUTER6, 0),
+                    ep(LOCAL6, 0),
+                    L4::IcmpErrorAbout(&pkt(ep(LOCAL6, TARGET), ep(CLIENT6, CLIENT_PORT), L4::Udp)),
+                )),
+                "tc_icmp_error_translated",
+            ),
+            // About a flow nobody tracks: untouched.
+            send(
+                Ingress,
+                pkt(
+                    ep(ROUTER4, 0),
+                    ep(NODE4, 0),
+                    L4::IcmpErrorAbout(&pkt(ep(NODE4, 5555), ep(REMOTE4, 22), SYN)),
+                ),
+                TC_ACT_OK,
+                Unchanged,
+                "tc_icmp_error_passed",
+            ),
+        ],
+    },
+    Case {
         name: "other protocols and ICMP errors pass untouched",
         devices: &[],
         services: &[svc(
@@ -864,7 +977,7 @@ fn tc_packet_cases() {
     for (i, case) in CASES.iter().enumerate() {
         let dir = sandbox.bpffs_path().join(format!("case{i}"));
         std::fs::create_dir(&dir).expect("case pin dir");
-        if let Err(e) = run_case(case, &dir) {
+        if let Err(e) = run_case(case, &dir, true) {
             let _ = writeln!(failures, "case {i} ({}): {e}", case.name);
         }
     }
@@ -893,6 +1006,355 @@ fn non_ip_passes() {
         assert_eq!(out, arp);
         assert_eq!(world.stat("tc_pass_non_ip"), before + 1);
     }
+}
+
+/// Without a SNAT address, a flow that needs SNAT is dropped, one that does
+/// not is still translated.
+#[test]
+fn no_snat_address() {
+    static CASE: Case = Case {
+        name: "no SNAT address",
+        devices: &[],
+        services: &[
+            svc(
+                NODE4,
+                NODE_PORT,
+                proto::TCP,
+                scope::INTERNAL,
+                EXT,
+                &[REMOTE_BE4],
+            ),
+            svc(
+                NODE4,
+                NODE_PORT,
+                proto::UDP,
+                scope::INTERNAL,
+                EXT,
+                &[LOCAL_BE4],
+            ),
+        ],
+        steps: &[
+            send(
+                Ingress,
+                pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN),
+                TC_ACT_SHOT,
+                Dropped,
+                "tc_no_snat_address",
+            ),
+            send(
+                Ingress,
+                pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), L4::Udp),
+                TC_ACT_OK,
+                Packet(pkt(ep(CLIENT4, CLIENT_PORT), ep(LOCAL4, TARGET), L4::Udp)),
+                "tc_dnat",
+            ),
+        ],
+    };
+    let sandbox = Sandbox::new().expect("sandbox");
+    let dir = sandbox.bpffs_path().join("nosnat");
+    std::fs::create_dir(&dir).expect("pin dir");
+    if let Err(e) = run_case(&CASE, &dir, false) {
+        panic!("{e}");
+    }
+}
+
+/// The conntrack entries of a SNATed flow, as userspace sees them: the
+/// forward and reply entries with their rewrites, and CLOSING after a FIN.
+#[test]
+fn conntrack_entries() {
+    let sandbox = Sandbox::new().expect("sandbox");
+    let dir = sandbox.bpffs_path().join("ct");
+    std::fs::create_dir(&dir).expect("pin dir");
+    let mut world = World::load(&dir).expect("load");
+    world
+        .install(
+            &[],
+            &[svc(
+                NODE4,
+                NODE_PORT,
+                proto::TCP,
+                scope::INTERNAL,
+                EXT,
+                &[REMOTE_BE4],
+            )],
+        )
+        .expect("install");
+    let syn = pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN);
+    let (verdict, out) = world
+        .run(Ingress, &build(&syn, None).expect("build"))
+        .expect("run");
+    assert_eq!(verdict, TC_ACT_OK);
+    let snat_port = source_port(&out).expect("a source port");
+
+    let forward_key = CtKeyV4 {
+        saddr: be32(CLIENT4),
+        daddr: be32(NODE4),
+        sport: Be16::from_host(CLIENT_PORT),
+        dport: Be16::from_host(NODE_PORT),
+        proto: proto::TCP,
+        _pad: [0; 3],
+    };
+    let reply_key = CtKeyV4 {
+        saddr: be32(REMOTE4),
+        daddr: be32(NODE4),
+        sport: Be16::from_host(TARGET),
+        dport: Be16::from_host(snat_port),
+        proto: proto::TCP,
+        _pad: [0; 3],
+    };
+    let ct = |world: &mut World, key: &CtKeyV4| -> CtValueV4 {
+        let map: HashMap<&mut MapData, CtKeyV4, CtValueV4> =
+            world.map(names::CT_V4).expect("CT_V4");
+        map.get(key, 0).expect("the entry")
+    };
+    let fwd = ct(&mut world, &forward_key);
+    assert_eq!(
+        (fwd.saddr, fwd.sport, fwd.daddr, fwd.dport),
+        (
+            be32(NODE4),
+            Be16::from_host(snat_port),
+            be32(REMOTE4),
+            Be16::from_host(TARGET)
+        )
+    );
+    assert_eq!(fwd.flags, ct_flags::SNAT);
+    assert_eq!((fwd.backend_id, fwd.rev_nat_id), (REMOTE_BE4.id, 7));
+    assert_ne!(fwd.last_seen_ns, 0);
+    let rep = ct(&mut world, &reply_key);
+    assert_eq!(
+        (rep.saddr, rep.sport, rep.daddr, rep.dport),
+        (
+            be32(NODE4),
+            Be16::from_host(NODE_PORT),
+            be32(CLIENT4),
+            Be16::from_host(CLIENT_PORT)
+        )
+    );
+    assert_eq!(rep.flags, ct_flags::REPLY | ct_flags::SNAT);
+
+    let fin = pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), FIN);
+    world
+        .run(Ingress, &build(&fin, None).expect("build"))
+        .expect("run");
+    let fwd2 = ct(&mut world, &forward_key);
+    assert_eq!(fwd2.flags, ct_flags::SNAT | ct_flags::CLOSING);
+    assert!(fwd2.last_seen_ns >= fwd.last_seen_ns);
+}
+
+/// ClientIP affinity on the tc path is keyed by the client's address: new
+/// flows (other source ports) of one client keep their backend.
+#[test]
+fn affinity_by_client_address() {
+    let sandbox = Sandbox::new().expect("sandbox");
+    let dir = sandbox.bpffs_path().join("affinity");
+    std::fs::create_dir(&dir).expect("pin dir");
+    let mut world = World::load(&dir).expect("load");
+    let sticky = Svc {
+        flags: EXT | svc_flags::AFFINITY,
+        affinity_timeout: 600,
+        ..svc(
+            NODE4,
+            NODE_PORT,
+            proto::TCP,
+            scope::INTERNAL,
+            EXT,
+            &[
+                LOCAL_BE4,
+                Backend {
+                    id: 5,
+                    addr: "10.244.1.6",
+                    ..LOCAL_BE4
+                },
+            ],
+        )
+    };
+    world.install(&[], &[sticky]).expect("install");
+    let mut seen = std::collections::BTreeSet::new();
+    for n in 0..12 {
+        let syn = pkt(ep(CLIENT4, CLIENT_PORT + n), ep(NODE4, NODE_PORT), SYN);
+        let (verdict, out) = world
+            .run(Ingress, &build(&syn, None).expect("build"))
+            .expect("run");
+        assert_eq!(verdict, TC_ACT_OK);
+        let sliced = etherparse::SlicedPacket::from_ethernet(&out).expect("parse");
+        let Some(etherparse::NetSlice::Ipv4(ip)) = sliced.net else {
+            panic!("not IPv4");
+        };
+        seen.insert(ip.header().destination());
+    }
+    assert_eq!(
+        seen.len(),
+        1,
+        "one client went to several backends: {seen:?}"
+    );
+    assert!(world.stat("affinity_hit") >= 11);
+}
+
+/// `CLOCK_MONOTONIC`, the clock of `bpf_ktime_get_ns()`.
+fn monotonic_ns() -> u64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+}
+
+/// A conntrack entry idle past its timeout is a miss (the flow is balanced
+/// anew); a fresh one is applied as stored.
+#[test]
+fn conntrack_timeout() {
+    let sandbox = Sandbox::new().expect("sandbox");
+    let dir = sandbox.bpffs_path().join("timeout");
+    std::fs::create_dir(&dir).expect("pin dir");
+    let mut world = World::load(&dir).expect("load");
+    world
+        .install(
+            &[],
+            &[svc(
+                NODE4,
+                NODE_PORT,
+                proto::UDP,
+                scope::INTERNAL,
+                EXT,
+                &[LOCAL_BE4],
+            )],
+        )
+        .expect("install");
+    let key = CtKeyV4 {
+        saddr: be32(CLIENT4),
+        daddr: be32(NODE4),
+        sport: Be16::from_host(CLIENT_PORT),
+        dport: Be16::from_host(NODE_PORT),
+        proto: proto::UDP,
+        _pad: [0; 3],
+    };
+    // Stored: send the flow to 10.244.9.9:9 (not a backend of the service).
+    let stored = |last_seen_ns: u64| CtValueV4 {
+        last_seen_ns,
+        saddr: be32(CLIENT4),
+        daddr: be32("10.244.9.9"),
+        sport: Be16::from_host(CLIENT_PORT),
+        dport: Be16::from_host(9),
+        rev_nat_id: 7,
+        flags: 0,
+        _pad: 0,
+        backend_id: LOCAL_BE4.id,
+        _pad2: 0,
+    };
+    let input = pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), L4::Udp);
+    let bytes = build(&input, None).expect("build");
+    for (age_ns, expected_to) in [
+        (0, ep("10.244.9.9", 9)),
+        (ct_timeout::UDP_NS + 1_000_000_000, ep(LOCAL4, TARGET)),
+    ] {
+        {
+            let mut ct: HashMap<&mut MapData, CtKeyV4, CtValueV4> =
+                world.map(names::CT_V4).expect("CT_V4");
+            ct.insert(&key, &stored(monotonic_ns() - age_ns), 0)
+                .expect("insert");
+        }
+        let (verdict, out) = world.run(Ingress, &bytes).expect("run");
+        assert_eq!(verdict, TC_ACT_OK);
+        let expected =
+            build(&pkt(ep(CLIENT4, CLIENT_PORT), expected_to, L4::Udp), None).expect("build");
+        assert_eq!(hex(&out), hex(&expected), "entry aged {age_ns} ns");
+    }
+}
+
+/// When every SNAT port towards a backend is taken, a new flow is dropped.
+#[test]
+fn snat_ports_exhausted() {
+    let sandbox = Sandbox::new().expect("sandbox");
+    let dir = sandbox.bpffs_path().join("ports");
+    std::fs::create_dir(&dir).expect("pin dir");
+    let mut world = World::load(&dir).expect("load");
+    world
+        .install(
+            &[],
+            &[svc(
+                NODE4,
+                NODE_PORT,
+                proto::TCP,
+                scope::INTERNAL,
+                EXT,
+                &[REMOTE_BE4],
+            )],
+        )
+        .expect("install");
+    {
+        let mut ct: HashMap<&mut MapData, CtKeyV4, CtValueV4> =
+            world.map(names::CT_V4).expect("CT_V4");
+        let taken = CtValueV4 {
+            last_seen_ns: monotonic_ns(),
+            saddr: be32(NODE4),
+            daddr: be32("198.51.100.99"),
+            sport: Be16::from_host(NODE_PORT),
+            dport: Be16::from_host(1234),
+            rev_nat_id: 7,
+            flags: ct_flags::REPLY | ct_flags::SNAT,
+            _pad: 0,
+            backend_id: REMOTE_BE4.id,
+            _pad2: 0,
+        };
+        for port in SNAT_MIN..=SNAT_MAX {
+            let key = CtKeyV4 {
+                saddr: be32(REMOTE4),
+                daddr: be32(NODE4),
+                sport: Be16::from_host(TARGET),
+                dport: Be16::from_host(port),
+                proto: proto::TCP,
+                _pad: [0; 3],
+            };
+            ct.insert(&key, &taken, 0).expect("insert");
+        }
+    }
+    let before = world.stat("tc_snat_ports_exhausted");
+    let syn = pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN);
+    let (verdict, _) = world
+        .run(Ingress, &build(&syn, None).expect("build"))
+        .expect("run");
+    assert_eq!(verdict, TC_ACT_SHOT);
+    assert_eq!(world.stat("tc_snat_ports_exhausted"), before + 1);
+}
+
+/// Every program in the object the daemon embeds passes the verifier: the
+/// tc programs and the socket hooks, which share `lb.rs`.
+#[test]
+fn every_program_verifies() {
+    let sandbox = Sandbox::new().expect("sandbox");
+    let dir = sandbox.bpffs_path().join("all");
+    std::fs::create_dir(&dir).expect("pin dir");
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(&dir)
+        .load(proxy::dataplane::loader::OBJECT)
+        .expect("loading the object");
+    let mut loaded = Vec::new();
+    for (name, prog) in ebpf.programs_mut() {
+        let result = match prog {
+            aya::programs::Program::SchedClassifier(p) => p.load(),
+            aya::programs::Program::CgroupSockAddr(p) => p.load(),
+            _ => panic!("unexpected program type for {name}"),
+        };
+        if let Err(e) = result {
+            let text = format!("{e:?}");
+            let tail = text.len().saturating_sub(3000);
+            panic!("{name} rejected: {}", text.get(tail..).unwrap_or(&text));
+        }
+        loaded.push(name.to_owned());
+    }
+    loaded.sort();
+    assert_eq!(
+        loaded,
+        [
+            "sock_connect4",
+            "sock_connect6",
+            "sock_getpeername4",
+            "sock_getpeername6",
+            "sock_recvmsg4",
+            "sock_recvmsg6",
+            "sock_sendmsg4",
+            "sock_sendmsg6",
+            programs::TC_EGRESS,
+            programs::TC_INGRESS,
+        ]
+    );
 }
 
 /// One case's loaded programs and maps.
@@ -1005,7 +1467,7 @@ impl World {
             rev_nat_id: svc.rev_nat_id,
             flags: svc.flags,
             _pad: 0,
-            affinity_timeout: 0,
+            affinity_timeout: svc.affinity_timeout,
         };
         let err = |e: aya::maps::MapError| e.to_string();
         match ip(svc.vip) {
@@ -1080,8 +1542,14 @@ impl World {
     }
 }
 
-fn run_case(case: &Case, dir: &Path) -> Result<(), String> {
+/// Runs one case; `snat_configured: false` leaves `NODE_CFG` all zero.
+fn run_case(case: &Case, dir: &Path, snat_configured: bool) -> Result<(), String> {
     let mut world = World::load(dir)?;
+    if !snat_configured {
+        let mut node: Array<&mut MapData, NodeConfig> = world.map(names::NODE_CFG)?;
+        node.set(0, &NodeConfig::default(), 0)
+            .map_err(|e| e.to_string())?;
+    }
     world.install(case.devices, case.services)?;
     let mut snat_port: Option<u16> = None;
     for (n, step) in case.steps.iter().enumerate() {
@@ -1202,6 +1670,19 @@ fn build(p: &Pkt, snat: Option<u16>) -> Result<Vec<u8>, String> {
         L4::Udp | L4::UdpNoChecksum => (IpNumber::UDP, Vec::new()),
         L4::Other(n) => (IpNumber(n), vec![0; 8]),
         L4::IcmpUnreachable => (IpNumber::ICMP, Vec::new()),
+        L4::IcmpErrorAbout(_) if ip(p.src.addr).is_ipv6() => (IpNumber::IPV6_ICMP, Vec::new()),
+        L4::IcmpErrorAbout(_) => (IpNumber::ICMP, Vec::new()),
+    };
+    let quote = match p.l4 {
+        L4::IcmpErrorAbout(inner) => {
+            let frame = build(inner, snat)?;
+            let len = if ip(inner.src.addr).is_ipv6() { 40 } else { 20 } + 8;
+            frame
+                .get(14..14 + len)
+                .ok_or("short quoted packet")?
+                .to_vec()
+        }
+        _ => Vec::new(),
     };
     let mut frame = Vec::new();
     let transport = |pseudo: &dyn Fn(&TcpHeader, &UdpHeader) -> (u16, u16)| -> Vec<u8> {
@@ -1230,6 +1711,24 @@ fn build(p: &Pkt, snat: Option<u16>) -> Result<Vec<u8>, String> {
                 t.extend_from_slice(PAYLOAD);
             }
             L4::Other(_) => t.extend_from_slice(&l4),
+            L4::IcmpErrorAbout(_) => match (ip(p.src.addr), ip(p.dst.addr)) {
+                (IpAddr::V6(s), IpAddr::V6(d)) => {
+                    let kind =
+                        Icmpv6Type::DestinationUnreachable(icmpv6::DestUnreachableCode::Port);
+                    if let Ok(icmp) =
+                        Icmpv6Header::with_checksum(kind, s.octets(), d.octets(), &quote)
+                    {
+                        icmp.write(&mut t).ok();
+                    }
+                    t.extend_from_slice(&quote);
+                }
+                _ => {
+                    let kind =
+                        Icmpv4Type::DestinationUnreachable(icmpv4::DestUnreachableHeader::Host);
+                    Icmpv4Header::with_checksum(kind, &quote).write(&mut t).ok();
+                    t.extend_from_slice(&quote);
+                }
+            },
             L4::IcmpUnreachable => {
                 let quote = [0x45u8; 28];
                 let icmp = Icmpv4Header::with_checksum(
@@ -1338,7 +1837,13 @@ fn reject(p: &Pkt, input: &[u8]) -> Result<Vec<u8>, String> {
             frame.extend_from_slice(quote);
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let quote = &input[14..14 + 48];
+            // The IPv6 header and the whole fixed transport header.
+            let l4 = if matches!(p.l4, L4::Tcp { .. }) {
+                20
+            } else {
+                8
+            };
+            let quote = &input[14..14 + 40 + l4];
             Ethernet2Header {
                 source: NODE_MAC,
                 destination: CLIENT_MAC,

@@ -441,8 +441,18 @@ impl RunArgs {
                     };
                 // The datapath attaches (or takes over) the hooks after the
                 // first complete sync, and checks them at every reconcile.
-                let datapath =
+                let mut datapath =
                     EbpfDatapath::new(writer, telemetry.clone(), overflow).with_hooks(hooks);
+                // New pod devices get the tc programs at once, not at the
+                // next reconcile.
+                let (device_tx, device_rx) = watch::channel(0u64);
+                match devices::watch_links(device_tx) {
+                    Ok(_task) => datapath = datapath.with_device_events(device_rx),
+                    Err(error) => tracing::warn!(
+                        error = %format!("{:#}", anyhow::Error::from(error)),
+                        "no link notifications: new devices get the tc programs at the next reconcile"
+                    ),
+                }
                 let syncer = tokio::spawn(sync::run(
                     index,
                     datapath,

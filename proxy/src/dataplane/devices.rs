@@ -22,7 +22,7 @@ use std::{
     str::FromStr,
 };
 
-use futures::TryStreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use netlink_packet_route::{
     address::{AddressAttribute, AddressScope},
     link::{LinkAttribute, LinkFlags},
@@ -450,6 +450,46 @@ async fn dump(handle: &rtnetlink::Handle) -> Result<(Vec<Link>, BTreeSet<u32>), 
         }
     }
     Ok((links, oifs))
+}
+
+/// How long link and address notifications are gathered before one wake-up.
+const NOTIFY_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Watches link and address changes (rtnetlink `RTMGRP_LINK`,
+/// `RTMGRP_IPV4_IFADDR`, `RTMGRP_IPV6_IFADDR`) in the current network
+/// namespace and bumps `events` once per burst (debounced), so the tc
+/// programs reach a new pod device at once instead of at the next reconcile.
+/// The task ends when every receiver is gone.
+pub fn watch_links(
+    events: tokio::sync::watch::Sender<u64>,
+) -> Result<tokio::task::JoinHandle<()>, DeviceError> {
+    use netlink_sys::{AsyncSocket as _, SocketAddr};
+    let (mut connection, _handle, mut messages) =
+        rtnetlink::new_connection().map_err(DeviceError::Open)?;
+    let groups = rtnetlink::constants::RTMGRP_LINK
+        | rtnetlink::constants::RTMGRP_IPV4_IFADDR
+        | rtnetlink::constants::RTMGRP_IPV6_IFADDR;
+    connection
+        .socket_mut()
+        .socket_mut()
+        .bind(&SocketAddr::new(0, groups))
+        .map_err(DeviceError::Open)?;
+    let connection = tokio::spawn(connection);
+    Ok(tokio::spawn(async move {
+        while messages.next().await.is_some() {
+            // Gather the rest of the burst (a veth pair is several messages).
+            let _ = tokio::time::timeout(NOTIFY_DEBOUNCE, async {
+                while messages.next().await.is_some() {}
+            })
+            .await;
+            tracing::debug!("links or addresses changed: checking the tc devices");
+            if events.is_closed() {
+                break;
+            }
+            events.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        connection.abort();
+    }))
 }
 
 #[cfg(test)]

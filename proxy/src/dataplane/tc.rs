@@ -4,9 +4,10 @@
 //!
 //! [`TcHooks::ensure`] is called with the socket hooks' (from
 //! `loader::SocketHooks::ensure`: after the first complete sync, then at every
-//! reconcile). Each call resolves the devices afresh ([`devices::read_links`],
-//! [`devices::select`]), so pod devices that appeared since are attached and
-//! vanished ones dropped. Per device and direction, the link pinned at
+//! reconcile, and after link or address notifications: see
+//! [`devices::watch_links`]). Each call resolves the devices afresh
+//! ([`devices::read_links`], [`devices::select`]), so pod devices that
+//! appeared since are attached and vanished ones dropped. Per device and direction, the link pinned at
 //! `<pin>/v<N>/links/tc-<ifindex>/<program>`:
 //!
 //! - attached to the device with our program: kept;

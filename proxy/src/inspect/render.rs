@@ -108,9 +108,12 @@ impl View for ServicesView {
         }
         let mut t = Table::new(&[
             "FRONTEND",
+            "KIND",
+            "SCOPE",
             "SERVICE",
             "REVNAT",
             "POLICY",
+            "ETP",
             "AFFINITY",
             "SLOTS",
             "SLOT",
@@ -120,9 +123,12 @@ impl View for ServicesView {
         for s in &self.services {
             let head = vec![
                 s.frontend.clone(),
+                s.kind.to_owned(),
+                s.scope.to_owned(),
                 or_dash(s.service.as_ref()),
                 s.rev_nat_id.to_string(),
                 or_dash(s.traffic_policy),
+                or_dash(s.external_traffic_policy),
                 or_dash(s.affinity_timeout_seconds.map(|t| format!("{t}s"))),
                 s.slot_count.to_string(),
             ];
@@ -159,13 +165,14 @@ impl View for BackendsView {
         if self.backends.is_empty() {
             return "no backends in the backend maps\n".to_owned();
         }
-        let mut t = Table::new(&["ID", "BACKEND", "PROTO", "FRONTENDS"]);
+        let mut t = Table::new(&["ID", "BACKEND", "PROTO", "FRONTENDS", "LOCAL"]);
         for b in &self.backends {
             t.row(vec![
                 b.id.to_string(),
                 socket(b.addr, b.port),
                 b.protocol.clone(),
                 b.frontends.to_string(),
+                if b.local { "yes" } else { "no" }.to_owned(),
             ]);
         }
         t.render()

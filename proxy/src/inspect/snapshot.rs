@@ -81,6 +81,9 @@ pub struct FrontendKey {
     pub addr: IpAddr,
     pub port: u16,
     pub proto: u8,
+    /// The key's `scope` byte (`proxy_common::scope`); not shown in the
+    /// frontend string.
+    pub scope: u8,
 }
 
 impl fmt::Display for FrontendKey {
@@ -108,6 +111,8 @@ pub struct BackendAddr {
     pub addr: IpAddr,
     pub port: u16,
     pub proto: u8,
+    /// `proxy_common::backend_flags`.
+    pub flags: u8,
 }
 
 /// What the service, backend and name maps hold.
@@ -162,8 +167,19 @@ pub struct ServiceEntry {
     pub traffic_policy: Option<&'static str>,
     /// ClientIP session affinity timeout; `null` when affinity is off.
     pub affinity_timeout_seconds: Option<u32>,
-    /// Slot 0's raw flags (bit 0: affinity).
+    /// Slot 0's raw flags (`proxy_common::svc_flags`: 1 affinity, 2
+    /// external, 4 NodePort, 8 externalTrafficPolicy Local).
     pub flags: u16,
+    /// `ClusterIP`, `NodePort`, `ExternalIP` or `LoadBalancer` (from slot 0's
+    /// flags and the name's).
+    pub kind: &'static str,
+    /// Which clients the entry is for: `internal` (the node and its pods) or
+    /// `external` (an `externalTrafficPolicy: Local` frontend's entry for
+    /// external clients, holding only local endpoints).
+    pub scope: &'static str,
+    /// `Cluster` or `Local` (`externalTrafficPolicy`) for external frontends;
+    /// `null` for ClusterIPs, and without a name.
+    pub external_traffic_policy: Option<&'static str>,
     /// Slot 0's count: how many slots readers pick from (0: refused).
     pub slot_count: u16,
     pub slots: Vec<SlotEntry>,
@@ -195,6 +211,9 @@ pub struct BackendEntry {
     pub protocol: String,
     /// Frontends whose published slots (`1..=count`) point at it.
     pub frontends: usize,
+    /// The endpoint runs on this node (external traffic to it is not
+    /// source-NATed).
+    pub local: bool,
 }
 
 /// `inspect affinity`.
@@ -564,6 +583,24 @@ impl Dataset {
                         }
                     })
                     .collect();
+                let external = master.flags & svc_flags::EXTERNAL != 0;
+                let owner_flags = self.names.get(&master.rev_nat_id).map(|n| n.flags);
+                let kind = if !external {
+                    "ClusterIP"
+                } else if master.flags & svc_flags::NODE_PORT != 0 {
+                    "NodePort"
+                } else if owner_flags.is_some_and(|f| f & name_flags::LOAD_BALANCER != 0) {
+                    "LoadBalancer"
+                } else {
+                    "ExternalIP"
+                };
+                let external_traffic_policy = owner_flags.filter(|_| external).map(|f| {
+                    if f & name_flags::EXTERNAL_TRAFFIC_POLICY_LOCAL != 0 {
+                        "Local"
+                    } else {
+                        "Cluster"
+                    }
+                });
                 Some(ServiceEntry {
                     frontend: key.to_string(),
                     vip: key.addr,
@@ -574,6 +611,9 @@ impl Dataset {
                     traffic_policy,
                     affinity_timeout_seconds: affinity_timeout(master),
                     flags: master.flags,
+                    kind,
+                    scope: scope_name(key.scope),
+                    external_traffic_policy,
                     slot_count: master.count,
                     slots,
                 })
@@ -590,8 +630,13 @@ impl Dataset {
         for (key, master, entries) in self.published() {
             let owner = self.service_ref(master.rev_nat_id);
             let matches = filter.matches(key.addr, owner.as_ref());
+            // Both scopes of a frontend count as one frontend.
+            let frontend = FrontendKey {
+                scope: proxy_common::scope::INTERNAL,
+                ..*key
+            };
             for id in Self::reachable(master, entries).filter_map(|(_, id)| id) {
-                frontends_of.entry(id).or_default().insert(*key);
+                frontends_of.entry(id).or_default().insert(frontend);
                 if matches {
                     wanted.insert(id);
                 }
@@ -607,6 +652,7 @@ impl Dataset {
                 port: b.port,
                 protocol: protocol_name(b.proto),
                 frontends: frontends_of.get(id).map_or(0, BTreeSet::len),
+                local: b.flags & proxy_common::backend_flags::LOCAL != 0,
             })
             .collect();
         BackendsView { backends }
@@ -622,6 +668,7 @@ impl Dataset {
     ) -> AffinityView {
         let by_id: HashMap<u16, (&FrontendKey, &ServiceValue)> = self
             .published()
+            .filter(|(key, _, _)| key.scope == proxy_common::scope::INTERNAL)
             .map(|(key, master, _)| (master.rev_nat_id, (key, master)))
             .collect();
         let mut out: Vec<(Option<FrontendKey>, AffinityEntry)> = entries
@@ -904,10 +951,22 @@ impl Pins {
     pub fn dataset(&self) -> Result<Dataset, InspectError> {
         let mut out = Dataset::default();
         for (k, v) in self.required_entries::<ServiceKeyV4, ServiceValue>(names::SVC_V4)? {
-            out.add_slot(ip4(k.addr.octets()), k.port.to_host(), k.proto, k.slot, v);
+            let key = FrontendKey {
+                addr: ip4(k.addr.octets()),
+                port: k.port.to_host(),
+                proto: k.proto,
+                scope: k.scope,
+            };
+            out.add_slot(key, k.slot, v);
         }
         for (k, v) in self.required_entries::<ServiceKeyV6, ServiceValue>(names::SVC_V6)? {
-            out.add_slot(ip6(k.addr), k.port.to_host(), k.proto, k.slot, v);
+            let key = FrontendKey {
+                addr: ip6(k.addr),
+                port: k.port.to_host(),
+                proto: k.proto,
+                scope: k.scope,
+            };
+            out.add_slot(key, k.slot, v);
         }
         for (id, b) in self.required_entries::<u32, BackendV4>(names::BACKEND_V4)? {
             let addr = ip4(b.addr.octets());
@@ -917,6 +976,7 @@ impl Pins {
                     addr,
                     port: b.port.to_host(),
                     proto: b.proto,
+                    flags: b.flags,
                 },
             );
         }
@@ -927,6 +987,7 @@ impl Pins {
                     addr: ip6(b.addr),
                     port: b.port.to_host(),
                     proto: b.proto,
+                    flags: b.flags,
                 },
             );
         }
@@ -1206,16 +1267,22 @@ fn monotonic_now_ns() -> Result<u64, InspectError> {
 }
 
 impl Dataset {
-    fn add_slot(&mut self, addr: IpAddr, port: u16, proto: u8, slot: u16, value: ServiceValue) {
-        let entries = self
-            .frontends
-            .entry(FrontendKey { addr, port, proto })
-            .or_default();
+    fn add_slot(&mut self, key: FrontendKey, slot: u16, value: ServiceValue) {
+        let entries = self.frontends.entry(key).or_default();
         if slot == 0 {
             entries.master = Some(value);
         } else {
             entries.slots.insert(slot, value.backend_id);
         }
+    }
+}
+
+/// A key's `scope` byte as `inspect services` shows it.
+fn scope_name(scope: u8) -> &'static str {
+    match scope {
+        proxy_common::scope::INTERNAL => "internal",
+        proxy_common::scope::EXTERNAL => "external",
+        _ => "unknown",
     }
 }
 

@@ -59,6 +59,7 @@ impl Data {
                 addr: ip(addr),
                 port,
                 proto: protocol,
+                flags: 0,
             },
         );
         self
@@ -86,6 +87,7 @@ impl Data {
                 addr: ip(vip),
                 port,
                 proto: protocol,
+                scope: proxy_common::scope::INTERNAL,
             },
             FrontendEntries {
                 master: Some(ServiceValue {
@@ -105,9 +107,63 @@ impl Data {
     }
 }
 
+impl Data {
+    /// Flags backend `id` as running on this node.
+    fn local_backend(mut self, id: u32) -> Self {
+        if let Some(b) = self.0.backends.get_mut(&id) {
+            b.flags |= proxy_common::backend_flags::LOCAL;
+        }
+        self
+    }
+
+    /// Marks frontend `vip:port/TCP` external (slot 0 flags `flags`, name
+    /// flags `owner_flags`) and, with `local`, gives it an external-scope
+    /// entry with those slots.
+    fn external(
+        mut self,
+        vip: &str,
+        port: u16,
+        flags: u16,
+        owner_flags: u8,
+        local: &[(u16, u32)],
+    ) -> Self {
+        let key = FrontendKey {
+            addr: ip(vip),
+            port,
+            proto: proto::TCP,
+            scope: proxy_common::scope::INTERNAL,
+        };
+        let entries = self.0.frontends.get_mut(&key).unwrap();
+        let master = entries.master.as_mut().unwrap();
+        master.flags |= flags;
+        let mut external = *master;
+        let rev_nat_id = master.rev_nat_id;
+        if let Some(name) = self.0.names.get_mut(&rev_nat_id) {
+            name.flags |= owner_flags;
+        }
+        if !local.is_empty() {
+            external.flags |= svc_flags::ETP_LOCAL;
+            external.count = u16::try_from(local.len()).unwrap();
+            self.0.frontends.insert(
+                FrontendKey {
+                    scope: proxy_common::scope::EXTERNAL,
+                    ..key
+                },
+                FrontendEntries {
+                    master: Some(external),
+                    slots: local.iter().copied().collect(),
+                },
+            );
+        }
+        self
+    }
+}
+
 /// v4 and v6, TCP and UDP, affinity, a Service with no endpoints and
-/// `internalTrafficPolicy: Local`, and a frontend from older pins (no name)
-/// whose slots show a missing backend and a missing slot.
+/// `internalTrafficPolicy: Local`, a frontend from older pins (no name)
+/// whose slots show a missing backend and a missing slot, a NodePort with
+/// `externalTrafficPolicy: Local` (both scopes), a LoadBalancer IP and an
+/// ExternalIP.
 fn typical() -> Dataset {
     use proto::{TCP, UDP};
     Data::default()
@@ -167,6 +223,52 @@ fn typical() -> Dataset {
             &[(1, 1), (2, 99)],
             None,
         )
+        .frontend(
+            "192.168.1.10",
+            30080,
+            TCP,
+            6,
+            None,
+            2,
+            &[(1, 1), (2, 2)],
+            Some(name("pxt", "web", "http", false)),
+        )
+        .local_backend(1)
+        .external(
+            "192.168.1.10",
+            30080,
+            svc_flags::EXTERNAL | svc_flags::NODE_PORT,
+            name_flags::EXTERNAL_TRAFFIC_POLICY_LOCAL,
+            &[(1, 1)],
+        )
+        .frontend(
+            "203.0.113.9",
+            80,
+            TCP,
+            7,
+            None,
+            1,
+            &[(1, 3)],
+            Some(name("pxt", "web", "http", false)),
+        )
+        .external(
+            "203.0.113.9",
+            80,
+            svc_flags::EXTERNAL,
+            name_flags::LOAD_BALANCER,
+            &[],
+        )
+        .frontend(
+            "192.0.2.7",
+            80,
+            TCP,
+            8,
+            None,
+            1,
+            &[(1, 2)],
+            Some(name("pxt", "web", "http", false)),
+        )
+        .external("192.0.2.7", 80, svc_flags::EXTERNAL, 0, &[])
         .0
 }
 
@@ -637,6 +739,11 @@ fn services_filter_by_service_and_by_vip() {
         [
             "10.96.0.10:53/UDP",
             "10.96.0.10:80/TCP",
+            "192.0.2.7:80/TCP",
+            // The NodePort's internal and external scopes.
+            "192.168.1.10:30080/TCP",
+            "192.168.1.10:30080/TCP",
+            "203.0.113.9:80/TCP",
             "[fd00:96::10]:80/TCP"
         ]
     );
@@ -678,12 +785,66 @@ fn an_unnamed_frontend_is_shown_but_never_matches_a_service_filter() {
 }
 
 #[test]
+fn external_frontends_show_their_kind_scope_and_policy() {
+    let rows: Vec<(String, &str, &str, Option<&str>, u16)> = typical()
+        .services(&Filter::default())
+        .services
+        .into_iter()
+        .filter(|s| s.kind != "ClusterIP")
+        .map(|s| {
+            (
+                s.frontend,
+                s.kind,
+                s.scope,
+                s.external_traffic_policy,
+                s.slot_count,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (
+                "192.0.2.7:80/TCP".into(),
+                "ExternalIP",
+                "internal",
+                Some("Cluster"),
+                1
+            ),
+            (
+                "192.168.1.10:30080/TCP".into(),
+                "NodePort",
+                "internal",
+                Some("Local"),
+                2
+            ),
+            (
+                "192.168.1.10:30080/TCP".into(),
+                "NodePort",
+                "external",
+                Some("Local"),
+                1
+            ),
+            (
+                "203.0.113.9:80/TCP".into(),
+                "LoadBalancer",
+                "internal",
+                Some("Cluster"),
+                1
+            ),
+        ]
+    );
+}
+
+#[test]
 fn backends_count_the_frontends_that_reach_them() {
     let data = typical();
     let all = data.backends(&Filter::default()).backends;
     let count = |id| all.iter().find(|b| b.id == id).unwrap().frontends;
-    // Backend 1 is in web's TCP port and in the unnamed frontend.
-    assert_eq!((count(1), count(2), count(6)), (2, 1, 1));
+    // Backend 1 is in web's TCP port, the unnamed frontend and the NodePort
+    // (both its scopes count once); backend 2 in web's TCP port, the
+    // NodePort and the ExternalIP.
+    assert_eq!((count(1), count(2), count(6)), (3, 3, 1));
     let udp = data.backends(&Filter {
         service: Some("pxt/web".parse().unwrap()),
         vip: Some(ip("10.96.0.10")),

@@ -747,6 +747,36 @@ mod tests {
     }
 
     #[test]
+    fn nodeport_addresses_survive_node_updates_and_mark_everything_dirty() {
+        let mut idx = Index::new(node("n1"));
+        idx.apply_service(
+            Manifests,
+            web()
+                .service_type(crate::model::ServiceType::NodePort)
+                .node_port(30080),
+        );
+        idx.take_dirty();
+        let addrs = [ip("192.168.1.10"), ip("10.0.0.1"), ip("192.168.1.10")];
+        assert!(idx.set_nodeport_addresses(addrs));
+        assert!(!idx.set_nodeport_addresses([ip("10.0.0.1"), ip("192.168.1.10")]));
+        assert!(idx.take_dirty().all);
+        // A Node update (from the API) knows nothing of them: they stay.
+        assert!(idx.set_node(node("n1").zone("a").into()));
+        assert_eq!(
+            idx.node().nodeport_addresses,
+            [ip("10.0.0.1"), ip("192.168.1.10")]
+        );
+        assert_eq!(
+            crate::model::desired::builders::frontends_of(&idx.desired()),
+            [
+                "10.0.0.1:30080/TCP",
+                "10.96.0.10:80/TCP",
+                "192.168.1.10:30080/TCP"
+            ]
+        );
+    }
+
+    #[test]
     fn objects_of_another_proxy_are_ignored_by_default() {
         let mut idx = Index::new(node("n1"));
         assert!(!idx.apply_service(Manifests, web().proxy_name_label("other")));

@@ -254,7 +254,9 @@ fn plan_scoped(
             affinity_timeout: spec.affinity_timeout,
             flags: frontend_flags(spec.kind, Scope::Internal),
         };
-        converge_scope(&mut out, applied, &internal, &ids_of(&spec.backends));
+        // The external scope first: its slot 0 is published before the
+        // internal one, so a failure there (a full map) leaves the frontend
+        // unpublished, never published without the scope its policy needs.
         match &spec.external_backends {
             Some(external) => {
                 let entry = Entry {
@@ -266,6 +268,7 @@ fn plan_scoped(
             }
             None => remove_scope(&mut out, applied, **frontend, Scope::External),
         }
+        converge_scope(&mut out, applied, &internal, &ids_of(&spec.backends));
     }
 
     // Frontends that go away: slot 0 first, so readers stop finding them.

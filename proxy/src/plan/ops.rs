@@ -184,8 +184,8 @@ pub fn frontend_flags(kind: FrontendKind, scope: Scope) -> u16 {
     flags
 }
 
-/// The `SVC_NAMES` value for a frontend: its Service, port name and traffic
-/// policy. Strings longer than the map's fields (which Kubernetes' own limits
+/// The `SVC_NAMES` value for a frontend: its Service, port name, traffic
+/// policies and whether it is a LoadBalancer IP. Strings longer than the map's fields (which Kubernetes' own limits
 /// never produce) are cut at a character boundary.
 pub fn service_name(spec: &FrontendSpec) -> ServiceName {
     let mut out = ServiceName::EMPTY;
@@ -194,6 +194,12 @@ pub fn service_name(spec: &FrontendSpec) -> ServiceName {
     out.port_name_len = copy_truncated(&mut out.port_name, &spec.port_name);
     if spec.traffic_policy == TrafficPolicy::Local {
         out.flags |= name_flags::INTERNAL_TRAFFIC_POLICY_LOCAL;
+    }
+    if spec.kind == FrontendKind::LoadBalancer {
+        out.flags |= name_flags::LOAD_BALANCER;
+    }
+    if spec.kind.is_external() && spec.external_backends.is_some() {
+        out.flags |= name_flags::EXTERNAL_TRAFFIC_POLICY_LOCAL;
     }
     out
 }

@@ -741,9 +741,10 @@ fn switching_to_etp_cluster_unpublishes_the_external_scope_first() {
     let mut w = synced(&etp_local(true));
     take_log(&mut w);
     assert!(w.sync(&etp_local(false)).is_complete());
+    // The name records the policy too (for `proxy inspect`).
     assert_eq!(
         kinds(&take_log(&mut w)),
-        ["delete-frontend", "delete-slot(1)"]
+        ["put-name", "delete-frontend", "delete-slot(1)"]
     );
     let f = fe("192.168.1.10:30080");
     assert_eq!(w.applied().slot0(f, Scope::External), None);
@@ -751,7 +752,7 @@ fn switching_to_etp_cluster_unpublishes_the_external_scope_first() {
     assert!(w.sync(&etp_local(true)).is_complete());
     assert_eq!(
         kinds(&take_log(&mut w)),
-        ["put-slot(1)", "put-frontend(count=1)"]
+        ["put-name", "put-slot(1)", "put-frontend(count=1)"]
     );
 }
 
@@ -822,4 +823,35 @@ fn any_failed_write_of_scoped_entries_converges_on_the_next_sync() {
             "did not converge after failure {n}"
         );
     }
+}
+
+#[test]
+fn a_failed_external_publish_leaves_the_frontend_unpublished() {
+    let d = etp_local(true);
+    let ops: Vec<Op> = plan(&Applied::default(), &d).ops().cloned().collect();
+    let f = fe("192.168.1.10:30080");
+    let external_publish = ops
+        .iter()
+        .position(|op| {
+            matches!(
+                op,
+                Op::PutService {
+                    scope: Scope::External,
+                    slot: 0,
+                    ..
+                }
+            )
+        })
+        .unwrap();
+    let mut w = Writer::new(FakeMaps::default()).unwrap();
+    w.maps_mut_for_tests().fail_at = Some(external_publish);
+    assert!(!w.sync(&d).is_complete());
+    assert_eq!(w.applied().slot0(f, Scope::External), None);
+    assert_eq!(
+        w.applied().frontend(f),
+        None,
+        "the internal scope must not be published without the external one"
+    );
+    assert!(w.sync(&d).is_complete());
+    assert!(w.applied().frontend(f).is_some());
 }

@@ -20,9 +20,15 @@
 //!   a backend that left is closed after the grace period (UDP sessions end at
 //!   once; the client's next datagram goes to a live backend).
 //!
-//! What it does not do: NodePorts, external and load-balancer IPs (the desired
-//! state has ClusterIP frontends only), or preserve the client's source
-//! address (backends see the proxy's).
+//! External frontends are served the same way: ExternalIPs and LoadBalancer
+//! IPs get a `local` route like ClusterIPs; NodePorts listen on
+//! `nodeIP:nodePort`, whose address is already the node's, so no route is
+//! added for them. An external frontend with `externalTrafficPolicy: Local`
+//! uses its local endpoints (`external_backends`): a listener cannot tell
+//! external clients from the node's own, so the external rule wins.
+//!
+//! What it does not do: preserve the client's source address (backends see
+//! the proxy's).
 //!
 //! Must not: touch routes other than its own, or block a worker.
 
@@ -52,7 +58,7 @@ use crate::{
     admin::{DriftKind, Telemetry, UserspaceCounters},
     config,
     datapath::{Datapath, DatapathReport, Scope},
-    model::{DesiredState, Frontend, Protocol},
+    model::{DesiredState, Frontend, FrontendKind, FrontendSpec, Protocol},
 };
 
 /// How the userspace proxies behave.
@@ -96,6 +102,14 @@ struct Served {
     listener: Option<Listener>,
     /// Why it is not fully set up (retried on every sync).
     error: Option<String>,
+    /// Its address needs our `local` route (all but NodePorts).
+    routed: bool,
+}
+
+/// Whether a frontend's address must be made local by us: a NodePort's is
+/// already one of the node's.
+fn needs_route(spec: &FrontendSpec) -> bool {
+    spec.kind != FrontendKind::NodePort
 }
 
 /// The userspace datapath. See the module docs.
@@ -179,14 +193,22 @@ impl UserspaceDatapath {
         let mut closed_udp = Vec::new();
         let mut touched_vips: BTreeSet<IpAddr> = BTreeSet::new();
         for frontend in &candidates {
-            let keep = desired.frontends.contains_key(frontend) && wanted(frontend);
+            // A frontend whose need for a route changed is served anew.
+            let keep = desired.frontends.get(frontend).is_some_and(|spec| {
+                wanted(frontend)
+                    && self
+                        .served
+                        .get(frontend)
+                        .is_none_or(|s| s.routed == needs_route(spec))
+            });
             if !keep && let Some(served) = self.served.remove(frontend) {
                 ops += 1;
                 if served.protocol == Protocol::Udp && served.listener.is_some() {
                     closed_udp.push(SocketAddr::new(frontend.addr, frontend.port));
                 }
+                let routed = served.routed;
                 drop(served);
-                if let Some(n) = self.vip_users.get_mut(&frontend.addr) {
+                if routed && let Some(n) = self.vip_users.get_mut(&frontend.addr) {
                     *n -= 1;
                     if *n == 0 {
                         self.vip_users.remove(&frontend.addr);
@@ -201,7 +223,7 @@ impl UserspaceDatapath {
         let new: Vec<Frontend> = candidates
             .iter()
             .filter(|f| !self.served.contains_key(f) && wanted(f))
-            .filter(|f| desired.frontends.contains_key(f))
+            .filter(|f| desired.frontends.get(f).is_some_and(needs_route))
             .copied()
             .collect();
         for frontend in &new {
@@ -253,6 +275,7 @@ impl UserspaceDatapath {
                     affinity: Arc::default(),
                     listener: None,
                     error: None,
+                    routed: needs_route(spec),
                 }
             });
             let changed = served.pool.send_if_modified(|current| {
@@ -264,7 +287,11 @@ impl UserspaceDatapath {
                 }
             });
             ops += usize::from(changed);
-            served.error = self.route_errors.get(&frontend.addr).cloned();
+            served.error = self
+                .route_errors
+                .get(&frontend.addr)
+                .filter(|_| served.routed)
+                .cloned();
             if pool.is_empty() || served.error.is_some() {
                 // No endpoint: stop listening, so connects are refused at once.
                 if served.listener.take().is_some() {

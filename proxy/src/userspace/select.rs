@@ -28,9 +28,13 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// The frontend's backends: the external scope's when it has one (see
+    /// the module docs of `userspace`), else the internal one's.
     pub fn from_spec(spec: &FrontendSpec) -> Self {
         let mut backends: Vec<SocketAddr> = spec
-            .backends
+            .external_backends
+            .as_ref()
+            .unwrap_or(&spec.backends)
             .iter()
             .map(|b| SocketAddr::new(b.addr, b.port))
             .collect();
@@ -178,6 +182,26 @@ mod tests {
     }
 
     const ABC: [&str; 3] = ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"];
+
+    #[test]
+    fn an_external_scope_replaces_the_internal_backends() {
+        let mut spec = FrontendSpec {
+            kind: crate::model::FrontendKind::NodePort,
+            external_backends: None,
+            service: ObjectRef::new("ns", "svc"),
+            port_name: String::new(),
+            backends: vec![Backend {
+                addr: addr("10.0.0.1:80").ip(),
+                port: 80,
+                protocol: Protocol::Tcp,
+            }],
+            affinity_timeout: None,
+            traffic_policy: Default::default(),
+        };
+        assert_eq!(Pool::from_spec(&spec).backends(), [addr("10.0.0.1:80")]);
+        spec.external_backends = Some(Vec::new());
+        assert!(Pool::from_spec(&spec).is_empty(), "ETP Local, none here");
+    }
 
     #[test]
     fn a_random_start_then_each_other_backend_once_within_the_tries() {

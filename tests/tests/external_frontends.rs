@@ -1,0 +1,207 @@
+//! NodePort and ExternalIP frontends through the real proxy, in both modes,
+//! from a client on the node (inside the sandbox): a NodePort on the node's
+//! address and an ExternalIP are served by the Service's endpoints, and an
+//! ExternalIP equal to the node's address is refused (CVE-2020-8554) with a
+//! log line naming it. eBPF mode serves them through the socket hooks (the
+//! internal scope); userspace mode listens on them (a route for the
+//! ExternalIP, none for the node's own address).
+
+mod common;
+
+use common::*;
+
+/// The node's address (on `lo` in the sandbox) and the only nodeport address.
+const NODE_IP: &str = "192.168.77.1";
+const NODE_PORT: u16 = 30080;
+const EXTERNAL_IP: &str = "192.0.2.77";
+
+/// `ext`: type NodePort, cluster IP 10.96.0.50, TCP port 80 → 8080 with
+/// nodePort 30080, ExternalIPs `192.0.2.77` (served) and the node's address
+/// (refused); its slice has web's IPv4 endpoints.
+fn ext() -> String {
+    let mut y = format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: ext\n  namespace: pxt\nspec:\n  \
+         type: NodePort\n  clusterIP: 10.96.0.50\n  externalIPs: [\"{EXTERNAL_IP}\", \"{NODE_IP}\"]\n  \
+         ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n    nodePort: {NODE_PORT}\n    \
+         protocol: TCP\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: ext-abcde\n  \
+         namespace: pxt\n  labels:\n    kubernetes.io/service-name: ext\naddressType: IPv4\n\
+         ports:\n- name: http\n  port: 8080\n  protocol: TCP\nendpoints:\n"
+    );
+    for a in &BACKENDS_V4 {
+        y.push_str(&format!(
+            "- addresses: [\"{a}\"]\n  conditions: {{ready: true}}\n  nodeName: node-1\n"
+        ));
+    }
+    y
+}
+
+both_modes! {
+    fn node_port_and_external_ip_are_served_and_a_node_ip_is_refused(mode) {
+        let mut f = Fixture::new(mode);
+        f.sandbox
+            .add_local_addr(ip(NODE_IP))
+            .unwrap_or_else(|e| panic!("adding {NODE_IP} to lo: {e}"));
+        f.write_web(&BACKENDS_V4, &BACKENDS_V6);
+        f.write("ext.yaml", &ext());
+        f.start_proxy_with(&["--node-name", "node-1", "--nodeport-addresses", "192.168.77.0/24"]);
+        f.wait_ready();
+
+        let want = names(&BACKENDS_V4, TCP_TARGET);
+        for vip in [sock(NODE_IP, NODE_PORT), sock(EXTERNAL_IP, 80)] {
+            let mut seen = None;
+            f.wait_for(PROPAGATION, &format!("{vip} to be served"), || {
+                seen = try_backends(Kind::Tcp, vip, 12).ok();
+                seen.is_some()
+            });
+            for backend in seen.unwrap_or_default() {
+                assert!(want.contains(&backend), "{vip} answered from {backend}, not one of {want:?}");
+            }
+        }
+
+        // The node's own address as an ExternalIP: refused, so port 80 there
+        // is nobody's (a plain local address with nothing listening).
+        let refused = sock(NODE_IP, 80);
+        assert!(
+            proxy_tests::tcp_request_timeout(refused, REQUEST).is_err(),
+            "expected {refused} not to be served"
+        );
+        let log = f.log();
+        assert!(
+            log.contains("ExternalIP frontend 192.168.77.1:80/TCP refused: the address is one of this node's"),
+            "expected the refusal in the log:\n{log}"
+        );
+    }
+}
+
+/// `local`: type NodePort with `externalTrafficPolicy: Local`, nodePort
+/// 30081, one endpoint on this node (`node-1`) and one elsewhere.
+fn etp_local() -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: local\n  namespace: pxt\nspec:\n  \
+         type: NodePort\n  clusterIP: 10.96.0.51\n  externalTrafficPolicy: Local\n  \
+         ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n    nodePort: 30081\n    \
+         protocol: TCP\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: local-abcde\n  \
+         namespace: pxt\n  labels:\n    kubernetes.io/service-name: local\naddressType: IPv4\n\
+         ports:\n- name: http\n  port: 8080\n  protocol: TCP\nendpoints:\n\
+         - addresses: [\"{}\"]\n  conditions: {{ready: true}}\n  nodeName: node-1\n\
+         - addresses: [\"{}\"]\n  conditions: {{ready: true}}\n  nodeName: node-2\n",
+        BACKENDS_V4[0], BACKENDS_V4[1]
+    )
+}
+
+/// The NodePort's entries as `proxy inspect services --output json` shows
+/// them: (scope, kind, external policy, slot count, flags, backends).
+fn node_port_rows(pin: &std::path::Path) -> Vec<(String, String, String, u64, u64, Vec<String>)> {
+    let out = std::process::Command::new(proxy_tests::proxy_bin())
+        .args([
+            "inspect",
+            "services",
+            "--vip",
+            NODE_IP,
+            "--output",
+            "json",
+            "--pin-path",
+        ])
+        .arg(pin)
+        .output()
+        .unwrap_or_else(|e| panic!("running proxy inspect: {e}"));
+    assert!(out.status.success(), "proxy inspect failed: {out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("proxy inspect printed no JSON ({e}): {out:?}"));
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("null").to_owned();
+    json["services"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no services in {json}"))
+        .iter()
+        .map(|e| {
+            let backends = e["slots"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|slot| s(&slot["addr"]))
+                .collect();
+            (
+                s(&e["scope"]),
+                s(&e["kind"]),
+                s(&e["external_traffic_policy"]),
+                e["slot_count"].as_u64().unwrap_or(u64::MAX),
+                e["flags"].as_u64().unwrap_or(u64::MAX),
+                backends,
+            )
+        })
+        .collect()
+}
+
+/// An `externalTrafficPolicy: Local` NodePort reaches the kernel maps with
+/// both scopes (cluster-wide endpoints internal, the local one external) and
+/// its flags, and a restarted daemon reads them back as they are: its first
+/// sync writes nothing.
+#[test]
+fn etp_local_node_port_scopes_reach_the_maps_and_survive_a_restart() {
+    let mut f = Fixture::new(Mode::Ebpf);
+    f.sandbox
+        .add_local_addr(ip(NODE_IP))
+        .unwrap_or_else(|e| panic!("adding {NODE_IP} to lo: {e}"));
+    f.write_web(&BACKENDS_V4, &BACKENDS_V6);
+    f.write("local.yaml", &etp_local());
+    let args = [
+        "--node-name",
+        "node-1",
+        "--nodeport-addresses",
+        "192.168.77.0/24",
+    ];
+    f.start_proxy_with(&args);
+    f.wait_ready();
+
+    let pin = f.sandbox.pin_path();
+    let (a, b) = (BACKENDS_V4[0].to_owned(), BACKENDS_V4[1].to_owned());
+    let want = vec![
+        (
+            "internal".to_owned(),
+            "NodePort".to_owned(),
+            "Local".to_owned(),
+            2,
+            6,
+            vec![a.clone(), b],
+        ),
+        (
+            "external".to_owned(),
+            "NodePort".to_owned(),
+            "Local".to_owned(),
+            1,
+            14,
+            vec![a],
+        ),
+    ];
+    let mut seen = Vec::new();
+    f.wait_for(PROPAGATION, "the NodePort's two scopes in the maps", || {
+        seen = node_port_rows(&pin);
+        for row in &mut seen {
+            row.5.sort();
+        }
+        seen == want
+    });
+
+    f.proxy()
+        .stop()
+        .unwrap_or_else(|e| panic!("stopping the proxy: {e}"));
+    f.proxy = None;
+    f.start_proxy_with(&args);
+    f.wait_ready();
+    let deadline = std::time::Instant::now() + PROPAGATION;
+    let mut log = f.log();
+    while !log.contains(" synced") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        log = f.log();
+    }
+    let first = log
+        .lines()
+        .find(|l| l.contains(" synced"))
+        .unwrap_or_default();
+    assert!(
+        first.contains(" ops=0"),
+        "expected the restarted daemon's first sync to write nothing, got: {first}\n{log}"
+    );
+}
