@@ -352,18 +352,11 @@ impl RunArgs {
             Index::new(NodeInfo::named(node_name.clone()))
                 .with_proxy_name(self.service_proxy_name.as_deref()),
         ));
-        // Before any source runs, so the first sync already has the NodePorts.
-        // In eBPF mode they are the tc devices' addresses; in userspace mode,
-        // every address of this network namespace. `--nodeport-addresses`
-        // filters either.
-        let addresses = if matches!(chosen, Chosen::Ebpf(_)) {
-            Ok(nodeport::select(
-                nodeport_addresses(&self.tc_settings()),
-                &self.nodeport_addresses,
-            ))
-        } else {
-            nodeport::resolve(&self.nodeport_addresses).await
-        };
+        // Before any source runs, so the first sync already has the NodePorts:
+        // every address of this network namespace (kube-proxy's default),
+        // filtered by `--nodeport-addresses`. The tc devices' addresses are
+        // among them; the socket hooks serve the rest to local clients.
+        let addresses = nodeport::resolve(&self.nodeport_addresses).await;
         match addresses {
             Ok(addresses) => {
                 tracing::info!(addresses = ?addresses, "NodePort addresses");
@@ -570,27 +563,6 @@ impl RunArgs {
             devices: self.devices.clone(),
             pod_devices: self.pod_devices.clone(),
             socket_lb: self.socket_lb,
-        }
-    }
-}
-
-/// The node addresses NodePorts answer on: the global addresses of the
-/// external devices (`--devices`), in device order. Read once at start; the
-/// tc programs' reconcile re-reads the devices (`TcHooks::node_addresses`).
-fn nodeport_addresses(settings: &TcSettings) -> Vec<std::net::IpAddr> {
-    match devices::read_links() {
-        Ok((links, oifs)) => devices::select(
-            &links,
-            &oifs,
-            &settings.devices,
-            &settings.pod_devices,
-            settings.socket_lb,
-        )
-        .node_addresses()
-        .to_vec(),
-        Err(error) => {
-            tracing::warn!(error = %format!("{:#}", anyhow::Error::from(error)), "cannot list the node's devices; no NodePort addresses");
-            Vec::new()
         }
     }
 }
