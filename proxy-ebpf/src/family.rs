@@ -21,7 +21,7 @@ use proxy_common::{
 };
 
 use crate::{
-    icmp, lb,
+    fib, icmp, lb,
     maps::{CT_V4, CT_V6, NODE_CFG},
     packet::{self, Flow, IP4_CSUM, IP4_DADDR, IP4_SADDR, IP6_DADDR, IP6_SADDR, IcmpError},
 };
@@ -109,6 +109,9 @@ pub trait Family {
     /// Turns the packet into an ICMP port-unreachable for its sender;
     /// whether it could.
     fn reject(ctx: &TcContext, flow: &Flow<Self::Addr>) -> bool;
+    /// Forwards a translated packet through the FIB (see `fib`); the reason
+    /// to count, `TcFibRedirected*` meaning `TC_ACT_REDIRECT`.
+    fn forward(ctx: &TcContext) -> Reason;
 }
 
 pub struct V4;
@@ -274,6 +277,11 @@ impl Family for V4 {
     #[inline(always)]
     fn reject(ctx: &TcContext, flow: &Flow<Be32>) -> bool {
         icmp::reject4(ctx, flow)
+    }
+
+    #[inline(always)]
+    fn forward(ctx: &TcContext) -> Reason {
+        fib::forward4(ctx)
     }
 }
 
@@ -460,6 +468,11 @@ impl Family for V6 {
     #[inline(always)]
     fn reject(ctx: &TcContext, flow: &Flow<[u8; 16]>) -> bool {
         icmp::reject6(ctx, flow)
+    }
+
+    #[inline(always)]
+    fn forward(ctx: &TcContext) -> Reason {
+        fib::forward6(ctx)
     }
 }
 

@@ -5,7 +5,7 @@
 //!   per connection, and show the VIP back to the application.
 //! - `tc`: tc (tcx) ingress/egress programs: per-packet north-south NAT with
 //!   conntrack (`packet` parses, `family` holds the IPv4/IPv6 map access and
-//!   rewrites, `icmp` builds rejects).
+//!   rewrites, `icmp` builds rejects, `fib` forwards translated packets).
 //! - `lb`: service lookup and backend selection, shared by the hooks.
 //! - `maps`: every map, declared once.
 //! - `stats`: per-CPU counters by [`proxy_common::Reason`].
@@ -18,6 +18,8 @@
 
 #[cfg(target_arch = "bpf")]
 mod family;
+#[cfg(target_arch = "bpf")]
+mod fib;
 #[cfg(target_arch = "bpf")]
 mod icmp;
 #[cfg(target_arch = "bpf")]

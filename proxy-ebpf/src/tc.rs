@@ -21,12 +21,15 @@
 //! `tc_egress` only rewrites replies leaving through the device (backend →
 //! client, not SNATed) to come from the frontend.
 //!
-//! Translated packets continue up the stack (`TC_ACT_OK`); the kernel routes
-//! them. Every outcome is counted in `STATS`.
+//! A packet translated on ingress is forwarded by the program itself (see
+//! [`crate::fib`]): a FIB lookup on the rewritten packet, then a redirect out
+//! of the next hop's device; what the FIB does not forward (a local
+//! destination, forwarding off, ...) continues up the stack (`TC_ACT_OK`).
+//! Egress rewrites continue as `TC_ACT_OK`. Every outcome is counted in `STATS`.
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{__sk_buff, BPF_NOEXIST, TC_ACT_OK, TC_ACT_SHOT},
+    bindings::{__sk_buff, BPF_NOEXIST, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT},
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect},
     macros::classifier,
     programs::TcContext,
@@ -102,6 +105,25 @@ fn finish(ctx: &TcContext, verdict: Verdict) -> i32 {
     }
 }
 
+/// Ingress's verdict: a translated packet (new flow, tracked forward or
+/// reply) is forwarded through the FIB when it can be; anything else as
+/// [`finish`] does.
+#[inline(always)]
+fn finish_ingress<F: Family>(ctx: &TcContext, verdict: Verdict) -> i32 {
+    match verdict {
+        Verdict::Pass(reason @ (Reason::TcDnat | Reason::TcCtForward | Reason::TcCtReply)) => {
+            count(reason);
+            let how = F::forward(ctx);
+            count(how);
+            match how {
+                Reason::TcFibRedirected | Reason::TcFibRedirectedNeigh => TC_ACT_REDIRECT,
+                _ => TC_ACT_OK,
+            }
+        }
+        verdict => finish(ctx, verdict),
+    }
+}
+
 #[inline(always)]
 fn ifindex(ctx: &TcContext) -> u32 {
     // SAFETY: the context is the `__sk_buff` the kernel passed in.
@@ -168,7 +190,7 @@ fn ingress<F: Family>(ctx: &TcContext) -> i32 {
     }
     let now = now();
     let rebalanced = match tracked::<F>(ctx, &flow, now) {
-        Tracked::Done(verdict) => return finish(ctx, verdict),
+        Tracked::Done(verdict) => return finish_ingress::<F>(ctx, verdict),
         Tracked::Untracked => false,
         Tracked::BackendGone => true,
     };
@@ -199,7 +221,7 @@ fn ingress<F: Family>(ctx: &TcContext) -> i32 {
         }
         verdict => verdict,
     };
-    finish(ctx, verdict)
+    finish_ingress::<F>(ctx, verdict)
 }
 
 /// An ICMP error about a packet we translated (it quotes the packet as we
