@@ -52,9 +52,9 @@ pub enum Reason {
     TcClusterIpSkipped = 20,
     /// tc: an `externalTrafficPolicy: Local` frontend with no local endpoint; dropped.
     TcEtpLocalDropped = 21,
-    /// tc: a frontend with no backend; an ICMP/ICMPv6 port-unreachable was sent back.
+    /// tc: a frontend with no backend; a TCP RST (TCP) or an ICMP/ICMPv6 port-unreachable (UDP) was sent back.
     TcRejected = 22,
-    /// tc: the port-unreachable could not be built (IPv4 options, helper failure); dropped.
+    /// tc: the reject could not be built (IPv4 options, a segment carrying RST, helper failure); dropped.
     TcRejectFailed = 23,
     /// tc: the flow needs SNAT but `NODE_CFG` has no address of its family; dropped.
     TcNoSnatAddress = 24,

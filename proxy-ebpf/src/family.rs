@@ -24,6 +24,7 @@ use crate::{
     fib, icmp, lb,
     maps::{CT_V4, CT_V6, NODE_CFG},
     packet::{self, Flow, IP4_CSUM, IP4_DADDR, IP4_SADDR, IP6_DADDR, IP6_SADDR, IcmpError},
+    rst,
 };
 
 /// Addresses and ports: a conntrack key (with `proto`), or the rewrite a
@@ -106,8 +107,8 @@ pub trait Family {
         e: &IcmpError<Self::Addr>,
         to: &Tuple<Self::Addr>,
     ) -> bool;
-    /// Turns the packet into an ICMP port-unreachable for its sender;
-    /// whether it could.
+    /// Turns the packet into the reject for its sender: a TCP RST for TCP,
+    /// an ICMP port-unreachable for UDP; whether it could.
     fn reject(ctx: &TcContext, flow: &Flow<Self::Addr>) -> bool;
     /// Forwards a translated packet through the FIB (see `fib`); the reason
     /// to count, `TcFibRedirected*` meaning `TC_ACT_REDIRECT`.
@@ -276,7 +277,11 @@ impl Family for V4 {
 
     #[inline(always)]
     fn reject(ctx: &TcContext, flow: &Flow<Be32>) -> bool {
-        icmp::reject4(ctx, flow)
+        if flow.proto == proto::TCP {
+            rst::reject4(ctx, flow)
+        } else {
+            icmp::reject4(ctx, flow)
+        }
     }
 
     #[inline(always)]
@@ -467,7 +472,11 @@ impl Family for V6 {
 
     #[inline(always)]
     fn reject(ctx: &TcContext, flow: &Flow<[u8; 16]>) -> bool {
-        icmp::reject6(ctx, flow)
+        if flow.proto == proto::TCP {
+            rst::reject6(ctx, flow)
+        } else {
+            icmp::reject6(ctx, flow)
+        }
     }
 
     #[inline(always)]

@@ -13,7 +13,8 @@
 //!    (client == backend), and two conntrack entries: forward, keyed by the
 //!    client's packet, and reply, keyed by the reply as it will arrive.
 //! 3. no backend: dropped for an `externalTrafficPolicy: Local` frontend,
-//!    otherwise answered with an ICMP port-unreachable out of the same device.
+//!    otherwise answered out of the same device: a TCP RST for TCP, an ICMP
+//!    port-unreachable for UDP.
 //!
 //! ICMP errors quoting a tracked flow are translated back through the entry
 //! of the flow's other direction (see [`icmp_error`]).
@@ -57,7 +58,7 @@ enum Verdict {
     Drop(Reason),
     /// The packet was turned into a reject: send it back out of its device.
     Bounce(Reason),
-    /// A frontend with no backend: answer with a port-unreachable (done by
+    /// A frontend with no backend: answer with a RST or port-unreachable (done by
     /// `ingress` after `choose` returned, so the frames do not stack).
     Reject,
 }

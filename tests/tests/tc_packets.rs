@@ -184,6 +184,8 @@ enum Out {
     Packet(Pkt),
     /// An ICMP/ICMPv6 port-unreachable back to the input's sender.
     Reject,
+    /// The TCP RST (RFC 793) back to the input's sender.
+    Reset,
     /// Dropped: the output is not looked at.
     Dropped,
 }
@@ -282,7 +284,7 @@ const LOCAL_BE6: Backend = Backend {
 };
 
 use Hook::{Egress, Ingress};
-use Out::{Dropped, Packet, Reject, Unchanged};
+use Out::{Dropped, Packet, Reject, Reset, Unchanged};
 
 // ---- The cases ---------------------------------------------------------------
 
@@ -584,12 +586,33 @@ static CASES: &[Case] = &[
         )],
     },
     Case {
-        name: "no backend v4 TCP: ICMP port unreachable out of the device",
+        name: "no backend v4 TCP: RST out of the device (RST+ACK for a SYN, RST at SEG.ACK otherwise)",
         devices: &[],
         services: &[svc(NODE4, NODE_PORT, proto::TCP, scope::INTERNAL, EXT, &[])],
+        steps: &[
+            send(
+                Ingress,
+                pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN),
+                TC_ACT_REDIRECT,
+                Reset,
+                "tc_rejected",
+            ),
+            send(
+                Ingress,
+                pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), FIN),
+                TC_ACT_REDIRECT,
+                Reset,
+                "tc_rejected",
+            ),
+        ],
+    },
+    Case {
+        name: "no backend v4 UDP: ICMP port unreachable out of the device",
+        devices: &[],
+        services: &[svc(NODE4, NODE_PORT, proto::UDP, scope::INTERNAL, EXT, &[])],
         steps: &[send(
             Ingress,
-            pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN),
+            pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), L4::Udp),
             TC_ACT_REDIRECT,
             Reject,
             "tc_rejected",
@@ -608,16 +631,25 @@ static CASES: &[Case] = &[
         )],
     },
     Case {
-        name: "no backend v6 TCP: ICMPv6 port unreachable quoting the whole TCP header",
+        name: "no backend v6 TCP: RST out of the device",
         devices: &[],
         services: &[svc(NODE6, NODE_PORT, proto::TCP, scope::INTERNAL, EXT, &[])],
-        steps: &[send(
-            Ingress,
-            pkt(ep(CLIENT6, CLIENT_PORT), ep(NODE6, NODE_PORT), SYN),
-            TC_ACT_REDIRECT,
-            Reject,
-            "tc_rejected",
-        )],
+        steps: &[
+            send(
+                Ingress,
+                pkt(ep(CLIENT6, CLIENT_PORT), ep(NODE6, NODE_PORT), SYN),
+                TC_ACT_REDIRECT,
+                Reset,
+                "tc_rejected",
+            ),
+            send(
+                Ingress,
+                pkt(ep(CLIENT6, CLIENT_PORT), ep(NODE6, NODE_PORT), ACK),
+                TC_ACT_REDIRECT,
+                Reset,
+                "tc_rejected",
+            ),
+        ],
     },
     Case {
         name: "hairpin: a pod reaching itself through a ClusterIP is SNATed",
@@ -1759,6 +1791,7 @@ fn run_case(case: &Case, dir: &Path, snat_configured: bool) -> Result<(), String
                     Unchanged => Some(bytes.clone()),
                     Dropped => None,
                     Reject => Some(reject(input, &bytes)?),
+                    Reset => Some(reset(input)?),
                     Packet(p) => {
                         if needs_snat(p) && snat_port.is_none() {
                             let port = source_port(&out).ok_or(ctx("no source port".into()))?;
@@ -1860,7 +1893,7 @@ fn build(p: &Pkt, snat: Option<u16>) -> Result<Vec<u8>, String> {
         let mut t = Vec::new();
         match p.l4 {
             L4::Tcp { syn, fin } => {
-                let mut tcp = TcpHeader::new(sport, dport, 1000, 64240);
+                let mut tcp = TcpHeader::new(sport, dport, SEQ, 64240);
                 tcp.syn = syn;
                 tcp.fin = fin;
                 tcp.ack = !syn;
@@ -1971,6 +2004,67 @@ fn build(p: &Pkt, snat: Option<u16>) -> Result<Vec<u8>, String> {
     if let Some(n) = p.truncate {
         frame.truncate(n);
     }
+    Ok(frame)
+}
+
+/// The sequence number every TCP packet of the cases carries (`build`).
+const SEQ: u32 = 1000;
+
+/// The RST the programs must produce for the TCP segment `p` (RFC 793): MACs,
+/// addresses and ports swapped, no options, no payload; `<SEQ=SEG.ACK><RST>`
+/// when the segment has ACK, else `<SEQ=0><ACK=SEG.SEQ+SEG.LEN><RST,ACK>`
+/// (`SEG.LEN`: the payload, plus one for SYN and for FIN).
+fn reset(p: &Pkt) -> Result<Vec<u8>, String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let L4::Tcp { syn, fin } = p.l4 else {
+        return Err("a reset answers TCP only".into());
+    };
+    let has_ack = !syn; // as `build` makes them
+    let mut tcp = TcpHeader::new(port(p.dst.port, None)?, port(p.src.port, None)?, 0, 0);
+    tcp.rst = true;
+    if has_ack {
+        tcp.sequence_number = 0; // the input's acknowledgment number
+    } else {
+        tcp.ack = true;
+        tcp.acknowledgment_number = SEQ + PAYLOAD.len() as u32 + u32::from(syn) + u32::from(fin);
+    }
+    let mut frame = Vec::new();
+    let ether = |ether_type| Ethernet2Header {
+        source: NODE_MAC,
+        destination: CLIENT_MAC,
+        ether_type,
+    };
+    match (ip(p.src.addr), ip(p.dst.addr)) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            ether(EtherType::IPV4)
+                .write(&mut frame)
+                .map_err(|x| e(&x))?;
+            let mut iph = Ipv4Header::new(20, 64, IpNumber::TCP, d.octets(), s.octets())
+                .map_err(|x| e(&x))?;
+            iph.dont_fragment = false;
+            iph.header_checksum = iph.calc_header_checksum();
+            tcp.checksum = tcp.calc_checksum_ipv4(&iph, &[]).map_err(|x| e(&x))?;
+            iph.write(&mut frame).map_err(|x| e(&x))?;
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            ether(EtherType::IPV6)
+                .write(&mut frame)
+                .map_err(|x| e(&x))?;
+            let iph = Ipv6Header {
+                traffic_class: 0,
+                flow_label: Ipv6FlowLabel::ZERO,
+                payload_length: 20,
+                next_header: IpNumber::TCP,
+                hop_limit: 64,
+                source: d.octets(),
+                destination: s.octets(),
+            };
+            tcp.checksum = tcp.calc_checksum_ipv6(&iph, &[]).map_err(|x| e(&x))?;
+            iph.write(&mut frame).map_err(|x| e(&x))?;
+        }
+        _ => return Err("mixed address families".into()),
+    }
+    tcp.write(&mut frame).map_err(|x| e(&x))?;
     Ok(frame)
 }
 
