@@ -52,9 +52,9 @@ pub enum Reason {
     TcClusterIpSkipped = 20,
     /// tc: an `externalTrafficPolicy: Local` frontend with no local endpoint; dropped.
     TcEtpLocalDropped = 21,
-    /// tc: a frontend with no backend; an ICMP/ICMPv6 port-unreachable was sent back.
+    /// tc: a frontend with no backend; a TCP RST (TCP) or an ICMP/ICMPv6 port-unreachable (UDP) was sent back.
     TcRejected = 22,
-    /// tc: the port-unreachable could not be built (IPv4 options, helper failure); dropped.
+    /// tc: the reject could not be built (IPv4 options, a segment carrying RST, helper failure); dropped.
     TcRejectFailed = 23,
     /// tc: the flow needs SNAT but `NODE_CFG` has no address of its family; dropped.
     TcNoSnatAddress = 24,
@@ -70,11 +70,27 @@ pub enum Reason {
     TcIcmpErrorPassed = 29,
     /// tc: an ICMP error about a translated flow: the outer destination and the quoted header were translated back.
     TcIcmpErrorTranslated = 30,
+    /// tc: a translated packet was sent straight out of the device the FIB
+    /// lookup chose (`bpf_redirect` with the FIB's MACs), TTL/hop limit decremented.
+    TcFibRedirected = 31,
+    /// tc: as `tc_fib_redirected`, but the next hop's neighbour was not
+    /// resolved yet, so `bpf_redirect_neigh` resolves it.
+    TcFibRedirectedNeigh = 32,
+    /// tc: the FIB lookup for a translated packet found no route to forward
+    /// it on (a local or not unicast destination, or no route); passed to the stack.
+    TcFibNotForwarded = 33,
+    /// tc: forwarding is off on the device a translated packet came in on; passed to the stack.
+    TcFibForwardingOff = 34,
+    /// tc: a translated packet's TTL/hop limit would expire when forwarded; passed to the stack (which answers it).
+    TcFibTtlExpired = 35,
+    /// tc: the FIB lookup for a translated packet did not give a next hop
+    /// (unreachable, blackhole, prohibited, needs fragmenting, helper error); passed to the stack.
+    TcFibPassed = 36,
 }
 
 impl Reason {
     /// Every reason, in index order.
-    pub const ALL: [Reason; 31] = [
+    pub const ALL: [Reason; 37] = [
         Reason::Translated,
         Reason::NotAService,
         Reason::NoBackend,
@@ -106,6 +122,12 @@ impl Reason {
         Reason::TcRebalanced,
         Reason::TcIcmpErrorPassed,
         Reason::TcIcmpErrorTranslated,
+        Reason::TcFibRedirected,
+        Reason::TcFibRedirectedNeigh,
+        Reason::TcFibNotForwarded,
+        Reason::TcFibForwardingOff,
+        Reason::TcFibTtlExpired,
+        Reason::TcFibPassed,
     ];
     /// Number of reasons: the size of the `STATS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -144,6 +166,12 @@ impl Reason {
             Reason::TcRebalanced => "tc_rebalanced",
             Reason::TcIcmpErrorPassed => "tc_icmp_error_passed",
             Reason::TcIcmpErrorTranslated => "tc_icmp_error_translated",
+            Reason::TcFibRedirected => "tc_fib_redirected",
+            Reason::TcFibRedirectedNeigh => "tc_fib_redirected_neigh",
+            Reason::TcFibNotForwarded => "tc_fib_not_forwarded",
+            Reason::TcFibForwardingOff => "tc_fib_forwarding_off",
+            Reason::TcFibTtlExpired => "tc_fib_ttl_expired",
+            Reason::TcFibPassed => "tc_fib_passed",
         }
     }
 }

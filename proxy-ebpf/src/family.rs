@@ -21,9 +21,10 @@ use proxy_common::{
 };
 
 use crate::{
-    icmp, lb,
+    fib, icmp, lb,
     maps::{CT_V4, CT_V6, NODE_CFG},
     packet::{self, Flow, IP4_CSUM, IP4_DADDR, IP4_SADDR, IP6_DADDR, IP6_SADDR, IcmpError},
+    rst,
 };
 
 /// Addresses and ports: a conntrack key (with `proto`), or the rewrite a
@@ -106,9 +107,12 @@ pub trait Family {
         e: &IcmpError<Self::Addr>,
         to: &Tuple<Self::Addr>,
     ) -> bool;
-    /// Turns the packet into an ICMP port-unreachable for its sender;
-    /// whether it could.
+    /// Turns the packet into the reject for its sender: a TCP RST for TCP,
+    /// an ICMP port-unreachable for UDP; whether it could.
     fn reject(ctx: &TcContext, flow: &Flow<Self::Addr>) -> bool;
+    /// Forwards a translated packet through the FIB (see `fib`); the reason
+    /// to count, `TcFibRedirected*` meaning `TC_ACT_REDIRECT`.
+    fn forward(ctx: &TcContext) -> Reason;
 }
 
 pub struct V4;
@@ -273,7 +277,16 @@ impl Family for V4 {
 
     #[inline(always)]
     fn reject(ctx: &TcContext, flow: &Flow<Be32>) -> bool {
-        icmp::reject4(ctx, flow)
+        if flow.proto == proto::TCP {
+            rst::reject4(ctx, flow)
+        } else {
+            icmp::reject4(ctx, flow)
+        }
+    }
+
+    #[inline(always)]
+    fn forward(ctx: &TcContext) -> Reason {
+        fib::forward4(ctx)
     }
 }
 
@@ -459,7 +472,16 @@ impl Family for V6 {
 
     #[inline(always)]
     fn reject(ctx: &TcContext, flow: &Flow<[u8; 16]>) -> bool {
-        icmp::reject6(ctx, flow)
+        if flow.proto == proto::TCP {
+            rst::reject6(ctx, flow)
+        } else {
+            icmp::reject6(ctx, flow)
+        }
+    }
+
+    #[inline(always)]
+    fn forward(ctx: &TcContext) -> Reason {
+        fib::forward6(ctx)
     }
 }
 

@@ -1,5 +1,5 @@
-//! Rejects: a packet to a frontend with no backend is turned, in place, into
-//! an ICMP port-unreachable (IPv4 type 3 code 3) or ICMPv6 destination
+//! UDP rejects (TCP gets a RST, see `rst`): a packet to a frontend with no
+//! backend is turned, in place, into an ICMP port-unreachable (IPv4 type 3 code 3) or ICMPv6 destination
 //! unreachable / port unreachable (type 1 code 4) back to its sender, which
 //! the caller redirects out of the device it came in on.
 //!
@@ -40,7 +40,7 @@ fn load<const N: usize>(ctx: &TcContext, off: usize, dst: *mut [u8; N]) -> Resul
 /// The one's-complement sum of `bytes` (a multiple of 4 long, a constant
 /// once inlined), added to `seed`.
 #[inline(always)]
-fn sum(bytes: &mut [u8], seed: u32) -> Result<u32, c_long> {
+pub(crate) fn sum(bytes: &mut [u8], seed: u32) -> Result<u32, c_long> {
     // SAFETY: the helper reads `bytes.len()` bytes from the slice's start and
     // writes nothing.
     let ret = unsafe {
@@ -58,7 +58,7 @@ fn sum(bytes: &mut [u8], seed: u32) -> Result<u32, c_long> {
 /// Folds a 32-bit sum into the 16-bit checksum, as stored (native order of
 /// the summed words, so the bytes come out in network order).
 #[inline(always)]
-fn fold(sum: u32) -> [u8; 2] {
+pub(crate) fn fold(sum: u32) -> [u8; 2] {
     let mut s = (sum & 0xffff) + (sum >> 16);
     s = (s & 0xffff) + (s >> 16);
     (!(s as u16)).to_ne_bytes()
@@ -66,7 +66,7 @@ fn fold(sum: u32) -> [u8; 2] {
 
 /// Swaps the Ethernet addresses into `buf[0..12]` and sets the ethertype.
 #[inline(always)]
-fn ethernet(ctx: &TcContext, buf: &mut [u8], ethertype: [u8; 2]) -> Result<(), c_long> {
+pub(crate) fn ethernet(ctx: &TcContext, buf: &mut [u8], ethertype: [u8; 2]) -> Result<(), c_long> {
     let mut macs = [0u8; 12];
     load(ctx, 0, &mut macs)?;
     buf[..6].copy_from_slice(&macs[6..12]);

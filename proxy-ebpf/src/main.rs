@@ -5,7 +5,7 @@
 //!   per connection, and show the VIP back to the application.
 //! - `tc`: tc (tcx) ingress/egress programs: per-packet north-south NAT with
 //!   conntrack (`packet` parses, `family` holds the IPv4/IPv6 map access and
-//!   rewrites, `icmp` builds rejects).
+//!   rewrites, `icmp` and `rst` build rejects, `fib` forwards translated packets).
 //! - `lb`: service lookup and backend selection, shared by the hooks.
 //! - `maps`: every map, declared once.
 //! - `stats`: per-CPU counters by [`proxy_common::Reason`].
@@ -19,6 +19,8 @@
 #[cfg(target_arch = "bpf")]
 mod family;
 #[cfg(target_arch = "bpf")]
+mod fib;
+#[cfg(target_arch = "bpf")]
 mod icmp;
 #[cfg(target_arch = "bpf")]
 mod lb;
@@ -26,6 +28,8 @@ mod lb;
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod packet;
+#[cfg(target_arch = "bpf")]
+mod rst;
 #[cfg(target_arch = "bpf")]
 mod sock;
 #[cfg(target_arch = "bpf")]

@@ -13,7 +13,8 @@
 //!    (client == backend), and two conntrack entries: forward, keyed by the
 //!    client's packet, and reply, keyed by the reply as it will arrive.
 //! 3. no backend: dropped for an `externalTrafficPolicy: Local` frontend,
-//!    otherwise answered with an ICMP port-unreachable out of the same device.
+//!    otherwise answered out of the same device: a TCP RST for TCP, an ICMP
+//!    port-unreachable for UDP.
 //!
 //! ICMP errors quoting a tracked flow are translated back through the entry
 //! of the flow's other direction (see [`icmp_error`]).
@@ -21,12 +22,15 @@
 //! `tc_egress` only rewrites replies leaving through the device (backend →
 //! client, not SNATed) to come from the frontend.
 //!
-//! Translated packets continue up the stack (`TC_ACT_OK`); the kernel routes
-//! them. Every outcome is counted in `STATS`.
+//! A packet translated on ingress is forwarded by the program itself (see
+//! [`crate::fib`]): a FIB lookup on the rewritten packet, then a redirect out
+//! of the next hop's device; what the FIB does not forward (a local
+//! destination, forwarding off, ...) continues up the stack (`TC_ACT_OK`).
+//! Egress rewrites continue as `TC_ACT_OK`. Every outcome is counted in `STATS`.
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{__sk_buff, BPF_NOEXIST, TC_ACT_OK, TC_ACT_SHOT},
+    bindings::{__sk_buff, BPF_NOEXIST, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT},
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect},
     macros::classifier,
     programs::TcContext,
@@ -54,7 +58,7 @@ enum Verdict {
     Drop(Reason),
     /// The packet was turned into a reject: send it back out of its device.
     Bounce(Reason),
-    /// A frontend with no backend: answer with a port-unreachable (done by
+    /// A frontend with no backend: answer with a RST or port-unreachable (done by
     /// `ingress` after `choose` returned, so the frames do not stack).
     Reject,
 }
@@ -99,6 +103,25 @@ fn finish(ctx: &TcContext, verdict: Verdict) -> i32 {
             // program returns TC_ACT_REDIRECT.
             unsafe { bpf_redirect(ifindex(ctx), 0) as i32 }
         }
+    }
+}
+
+/// Ingress's verdict: a translated packet (new flow, tracked forward or
+/// reply) is forwarded through the FIB when it can be; anything else as
+/// [`finish`] does.
+#[inline(always)]
+fn finish_ingress<F: Family>(ctx: &TcContext, verdict: Verdict) -> i32 {
+    match verdict {
+        Verdict::Pass(reason @ (Reason::TcDnat | Reason::TcCtForward | Reason::TcCtReply)) => {
+            count(reason);
+            let how = F::forward(ctx);
+            count(how);
+            match how {
+                Reason::TcFibRedirected | Reason::TcFibRedirectedNeigh => TC_ACT_REDIRECT,
+                _ => TC_ACT_OK,
+            }
+        }
+        verdict => finish(ctx, verdict),
     }
 }
 
@@ -168,7 +191,7 @@ fn ingress<F: Family>(ctx: &TcContext) -> i32 {
     }
     let now = now();
     let rebalanced = match tracked::<F>(ctx, &flow, now) {
-        Tracked::Done(verdict) => return finish(ctx, verdict),
+        Tracked::Done(verdict) => return finish_ingress::<F>(ctx, verdict),
         Tracked::Untracked => false,
         Tracked::BackendGone => true,
     };
@@ -199,7 +222,7 @@ fn ingress<F: Family>(ctx: &TcContext) -> i32 {
         }
         verdict => verdict,
     };
-    finish(ctx, verdict)
+    finish_ingress::<F>(ctx, verdict)
 }
 
 /// An ICMP error about a packet we translated (it quotes the packet as we

@@ -13,6 +13,13 @@
 //! Runs as root (CAP_BPF, CAP_NET_ADMIN, mounting bpffs), like the other
 //! integration tests. `test_run` runs with the loopback device as the packet's
 //! device (ifindex 1), which is the ifindex the `DEVICES` entries use.
+//!
+//! Every test enters its sandbox's network namespace, where forwarding is
+//! off: the FIB lookup that follows a translation on ingress therefore says
+//! `FWD_DISABLED`, and the translated packet goes to the stack (`TC_ACT_OK`,
+//! `tc_fib_forwarding_off` counted, which `run_case` checks).
+//! [`fib_forwarding`] turns forwarding on and adds routes inside the sandbox
+//! to see the redirects.
 
 use std::{fmt::Write as _, net::IpAddr, path::Path};
 
@@ -44,6 +51,9 @@ const SNAT_MAX: u16 = 60999;
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
 const TC_ACT_REDIRECT: u32 = 7;
+/// What a translation on ingress counts after its FIB lookup in a sandbox
+/// (forwarding off there).
+const FIB_FALLBACK: &str = "tc_fib_forwarding_off";
 
 const NODE4: &str = "192.168.0.10";
 const NODE6: &str = "fd00:10::10";
@@ -174,6 +184,8 @@ enum Out {
     Packet(Pkt),
     /// An ICMP/ICMPv6 port-unreachable back to the input's sender.
     Reject,
+    /// The TCP RST (RFC 793) back to the input's sender.
+    Reset,
     /// Dropped: the output is not looked at.
     Dropped,
 }
@@ -272,7 +284,7 @@ const LOCAL_BE6: Backend = Backend {
 };
 
 use Hook::{Egress, Ingress};
-use Out::{Dropped, Packet, Reject, Unchanged};
+use Out::{Dropped, Packet, Reject, Reset, Unchanged};
 
 // ---- The cases ---------------------------------------------------------------
 
@@ -574,12 +586,33 @@ static CASES: &[Case] = &[
         )],
     },
     Case {
-        name: "no backend v4 TCP: ICMP port unreachable out of the device",
+        name: "no backend v4 TCP: RST out of the device (RST+ACK for a SYN, RST at SEG.ACK otherwise)",
         devices: &[],
         services: &[svc(NODE4, NODE_PORT, proto::TCP, scope::INTERNAL, EXT, &[])],
+        steps: &[
+            send(
+                Ingress,
+                pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN),
+                TC_ACT_REDIRECT,
+                Reset,
+                "tc_rejected",
+            ),
+            send(
+                Ingress,
+                pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), FIN),
+                TC_ACT_REDIRECT,
+                Reset,
+                "tc_rejected",
+            ),
+        ],
+    },
+    Case {
+        name: "no backend v4 UDP: ICMP port unreachable out of the device",
+        devices: &[],
+        services: &[svc(NODE4, NODE_PORT, proto::UDP, scope::INTERNAL, EXT, &[])],
         steps: &[send(
             Ingress,
-            pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN),
+            pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), L4::Udp),
             TC_ACT_REDIRECT,
             Reject,
             "tc_rejected",
@@ -598,16 +631,25 @@ static CASES: &[Case] = &[
         )],
     },
     Case {
-        name: "no backend v6 TCP: ICMPv6 port unreachable quoting the whole TCP header",
+        name: "no backend v6 TCP: RST out of the device",
         devices: &[],
         services: &[svc(NODE6, NODE_PORT, proto::TCP, scope::INTERNAL, EXT, &[])],
-        steps: &[send(
-            Ingress,
-            pkt(ep(CLIENT6, CLIENT_PORT), ep(NODE6, NODE_PORT), SYN),
-            TC_ACT_REDIRECT,
-            Reject,
-            "tc_rejected",
-        )],
+        steps: &[
+            send(
+                Ingress,
+                pkt(ep(CLIENT6, CLIENT_PORT), ep(NODE6, NODE_PORT), SYN),
+                TC_ACT_REDIRECT,
+                Reset,
+                "tc_rejected",
+            ),
+            send(
+                Ingress,
+                pkt(ep(CLIENT6, CLIENT_PORT), ep(NODE6, NODE_PORT), ACK),
+                TC_ACT_REDIRECT,
+                Reset,
+                "tc_rejected",
+            ),
+        ],
     },
     Case {
         name: "hairpin: a pod reaching itself through a ClusterIP is SNATed",
@@ -964,9 +1006,16 @@ static CASES: &[Case] = &[
 
 // ---- Running them -------------------------------------------------------------
 
+/// A new sandbox, entered: the programs' FIB lookups see its namespace.
+fn sandbox() -> Sandbox {
+    let mut sandbox = Sandbox::new().expect("sandbox");
+    sandbox.enter().expect("entering the sandbox");
+    sandbox
+}
+
 #[test]
 fn tc_packet_cases() {
-    let sandbox = Sandbox::new().expect("sandbox");
+    let sandbox = sandbox();
     // Fail once, not once per case, when the programs do not load.
     let probe = sandbox.bpffs_path().join("probe");
     std::fs::create_dir(&probe).expect("probe pin dir");
@@ -986,7 +1035,7 @@ fn tc_packet_cases() {
 
 #[test]
 fn non_ip_passes() {
-    let sandbox = Sandbox::new().expect("sandbox");
+    let sandbox = sandbox();
     let dir = sandbox.bpffs_path().join("arp");
     std::fs::create_dir(&dir).expect("pin dir");
     let mut world = World::load(&dir).expect("load");
@@ -1050,7 +1099,7 @@ fn no_snat_address() {
             ),
         ],
     };
-    let sandbox = Sandbox::new().expect("sandbox");
+    let sandbox = sandbox();
     let dir = sandbox.bpffs_path().join("nosnat");
     std::fs::create_dir(&dir).expect("pin dir");
     if let Err(e) = run_case(&CASE, &dir, false) {
@@ -1062,7 +1111,7 @@ fn no_snat_address() {
 /// forward and reply entries with their rewrites, and CLOSING after a FIN.
 #[test]
 fn conntrack_entries() {
-    let sandbox = Sandbox::new().expect("sandbox");
+    let sandbox = sandbox();
     let dir = sandbox.bpffs_path().join("ct");
     std::fs::create_dir(&dir).expect("pin dir");
     let mut world = World::load(&dir).expect("load");
@@ -1145,7 +1194,7 @@ fn conntrack_entries() {
 /// flows (other source ports) of one client keep their backend.
 #[test]
 fn affinity_by_client_address() {
-    let sandbox = Sandbox::new().expect("sandbox");
+    let sandbox = sandbox();
     let dir = sandbox.bpffs_path().join("affinity");
     std::fs::create_dir(&dir).expect("pin dir");
     let mut world = World::load(&dir).expect("load");
@@ -1200,7 +1249,7 @@ fn monotonic_ns() -> u64 {
 /// anew); a fresh one is applied as stored.
 #[test]
 fn conntrack_timeout() {
-    let sandbox = Sandbox::new().expect("sandbox");
+    let sandbox = sandbox();
     let dir = sandbox.bpffs_path().join("timeout");
     std::fs::create_dir(&dir).expect("pin dir");
     let mut world = World::load(&dir).expect("load");
@@ -1261,7 +1310,7 @@ fn conntrack_timeout() {
 /// When every SNAT port towards a backend is taken, a new flow is dropped.
 #[test]
 fn snat_ports_exhausted() {
-    let sandbox = Sandbox::new().expect("sandbox");
+    let sandbox = sandbox();
     let dir = sandbox.bpffs_path().join("ports");
     std::fs::create_dir(&dir).expect("pin dir");
     let mut world = World::load(&dir).expect("load");
@@ -1314,11 +1363,150 @@ fn snat_ports_exhausted() {
     assert_eq!(world.stat("tc_snat_ports_exhausted"), before + 1);
 }
 
+/// The MACs of the device the FIB sends to (`fib0`) and of its gateway.
+const FIB_DEV_MAC: [u8; 6] = [0x02, 0, 0, 0xfb, 0, 0];
+const FIB_GW_MAC: [u8; 6] = [0x02, 0, 0, 0xfb, 0, 1];
+
+/// With forwarding on and routes inside the sandbox, a packet translated on
+/// ingress is sent straight out of the FIB's device (`TC_ACT_REDIRECT`): the
+/// NodePort reply that the stack would drop as martian (its source is the
+/// node's own address), the forward packet to a remote backend, each with
+/// the gateway's and the device's MACs and the TTL decremented (IPv4
+/// checksum updated). A next hop without a neighbour entry goes through
+/// `bpf_redirect_neigh` (MACs left to it, hop limit decremented); a local
+/// destination goes to the stack untouched by the FIB step.
+#[test]
+fn fib_forwarding() {
+    let sandbox = sandbox();
+    for cmd in [
+        "link add fib0 address 02:00:00:fb:00:00 type veth peer name fib1 address 02:00:00:fb:00:01",
+        "link set fib0 up",
+        "link set fib1 up",
+        "neigh add 192.0.2.1 lladdr 02:00:00:fb:00:01 dev fib0 nud permanent",
+        "route add 198.51.100.0/24 via 192.0.2.1 dev fib0 onlink",
+        "route add 10.244.2.0/24 via 192.0.2.1 dev fib0 onlink",
+        "-6 route add fd00:244::2:0/112 via fd00:fb::1 dev fib0 onlink",
+        "-6 addr add fd00:244::1:5/128 dev lo nodad",
+    ] {
+        sandbox.ip(cmd).unwrap_or_else(|e| panic!("ip {cmd}: {e}"));
+    }
+    for key in [
+        "net/ipv4/conf/all/forwarding",
+        "net/ipv6/conf/all/forwarding",
+    ] {
+        std::fs::write(Path::new("/proc/sys").join(key), "1").expect("forwarding on");
+    }
+    let dir = sandbox.bpffs_path().join("fib");
+    std::fs::create_dir(&dir).expect("pin dir");
+    let mut world = World::load(&dir).expect("load");
+    let services = [
+        svc(
+            NODE4,
+            NODE_PORT,
+            proto::TCP,
+            scope::INTERNAL,
+            EXT,
+            &[REMOTE_BE4],
+        ),
+        svc(
+            NODE6,
+            NODE_PORT,
+            proto::TCP,
+            scope::INTERNAL,
+            EXT,
+            &[REMOTE_BE6],
+        ),
+        svc(
+            NODE6,
+            NODE_PORT,
+            proto::UDP,
+            scope::INTERNAL,
+            EXT,
+            &[LOCAL_BE6],
+        ),
+    ];
+    world.install(&[], &services).expect("install");
+    let mut snat_port = None;
+    let mut step = |input: Pkt, expected: Pkt, verdict: u32, fib: &str, forwarded: bool| {
+        let before = world.stat(fib);
+        let bytes = build(&input, snat_port).expect("build");
+        let (got, out) = world.run(Ingress, &bytes).expect("run");
+        assert_eq!(got, verdict, "verdict of {}", hex(&bytes));
+        assert_eq!(world.stat(fib), before + 1, "{fib} not counted");
+        // A new flow's packet: learn the SNAT port it was given.
+        if needs_snat(&expected) && !needs_snat(&input) {
+            snat_port = source_port(&out);
+        }
+        let mut want = build(&expected, snat_port).expect("build");
+        if forwarded {
+            decrement_ttl(&mut want);
+        }
+        if fib == "tc_fib_redirected" {
+            want[..6].copy_from_slice(&FIB_GW_MAC);
+            want[6..12].copy_from_slice(&FIB_DEV_MAC);
+        }
+        assert_eq!(hex(&out), hex(&want), "{fib}");
+    };
+    // IPv4: the new flow to a remote backend, then the backend's reply.
+    step(
+        pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN),
+        pkt(snat(NODE4), ep(REMOTE4, TARGET), SYN),
+        TC_ACT_REDIRECT,
+        "tc_fib_redirected",
+        true,
+    );
+    step(
+        pkt(ep(REMOTE4, TARGET), snat(NODE4), ACK),
+        pkt(ep(NODE4, NODE_PORT), ep(CLIENT4, CLIENT_PORT), ACK),
+        TC_ACT_REDIRECT,
+        "tc_fib_redirected",
+        true,
+    );
+    // IPv6: a next hop without a neighbour entry.
+    step(
+        pkt(ep(CLIENT6, CLIENT_PORT), ep(NODE6, NODE_PORT), SYN),
+        pkt(snat(NODE6), ep(REMOTE6, TARGET), SYN),
+        TC_ACT_REDIRECT,
+        "tc_fib_redirected_neigh",
+        true,
+    );
+    // A backend on a local address: the stack delivers it.
+    step(
+        pkt(ep(CLIENT6, CLIENT_PORT), ep(NODE6, NODE_PORT), L4::Udp),
+        pkt(ep(CLIENT6, CLIENT_PORT), ep(LOCAL6, TARGET), L4::Udp),
+        TC_ACT_OK,
+        "tc_fib_not_forwarded",
+        false,
+    );
+}
+
+/// What forwarding does to a frame's IP header: TTL/hop limit minus one,
+/// the IPv4 header checksum computed anew.
+fn decrement_ttl(frame: &mut [u8]) {
+    match frame[14] >> 4 {
+        4 => {
+            frame[22] -= 1;
+            frame[24] = 0;
+            frame[25] = 0;
+            let ihl = usize::from(frame[14] & 0x0f) * 4;
+            let mut sum: u32 = frame[14..14 + ihl]
+                .chunks(2)
+                .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+                .sum();
+            while sum > 0xffff {
+                sum = (sum & 0xffff) + (sum >> 16);
+            }
+            frame[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        }
+        _ => frame[21] -= 1,
+    }
+}
+
 /// Every program in the object the daemon embeds passes the verifier: the
 /// tc programs and the socket hooks, which share `lb.rs`.
 #[test]
 fn every_program_verifies() {
-    let sandbox = Sandbox::new().expect("sandbox");
+    let sandbox = sandbox();
     let dir = sandbox.bpffs_path().join("all");
     std::fs::create_dir(&dir).expect("pin dir");
     let mut ebpf = EbpfLoader::new()
@@ -1574,6 +1762,14 @@ fn run_case(case: &Case, dir: &Path, snat_configured: bool) -> Result<(), String
                 let ctx = |what: String| format!("step {n}: {what}");
                 let bytes = build(input, snat_port).map_err(ctx)?;
                 let before = world.stat(reason);
+                // A translation on ingress is followed by a FIB lookup,
+                // which the sandbox (forwarding off) sends to the stack.
+                let fib = matches!(hook, Ingress)
+                    && matches!(
+                        *reason,
+                        "tc_dnat" | "tc_ct_forward" | "tc_ct_reply" | "tc_rebalanced"
+                    );
+                let fib_before = world.stat(FIB_FALLBACK);
                 let (got, out) = world.run(*hook, &bytes).map_err(ctx)?;
                 if got != *verdict {
                     return Err(ctx(format!("verdict {got}, expected {verdict}")));
@@ -1584,10 +1780,18 @@ fn run_case(case: &Case, dir: &Path, snat_configured: bool) -> Result<(), String
                         "reason {reason} counted {counted} times, not once"
                     )));
                 }
+                let fib_counted = world.stat(FIB_FALLBACK) - fib_before;
+                if fib_counted != u64::from(fib) {
+                    return Err(ctx(format!(
+                        "{FIB_FALLBACK} counted {fib_counted} times, expected {}",
+                        u64::from(fib)
+                    )));
+                }
                 let expected = match output {
                     Unchanged => Some(bytes.clone()),
                     Dropped => None,
                     Reject => Some(reject(input, &bytes)?),
+                    Reset => Some(reset(input)?),
                     Packet(p) => {
                         if needs_snat(p) && snat_port.is_none() {
                             let port = source_port(&out).ok_or(ctx("no source port".into()))?;
@@ -1689,7 +1893,7 @@ fn build(p: &Pkt, snat: Option<u16>) -> Result<Vec<u8>, String> {
         let mut t = Vec::new();
         match p.l4 {
             L4::Tcp { syn, fin } => {
-                let mut tcp = TcpHeader::new(sport, dport, 1000, 64240);
+                let mut tcp = TcpHeader::new(sport, dport, SEQ, 64240);
                 tcp.syn = syn;
                 tcp.fin = fin;
                 tcp.ack = !syn;
@@ -1800,6 +2004,67 @@ fn build(p: &Pkt, snat: Option<u16>) -> Result<Vec<u8>, String> {
     if let Some(n) = p.truncate {
         frame.truncate(n);
     }
+    Ok(frame)
+}
+
+/// The sequence number every TCP packet of the cases carries (`build`).
+const SEQ: u32 = 1000;
+
+/// The RST the programs must produce for the TCP segment `p` (RFC 793): MACs,
+/// addresses and ports swapped, no options, no payload; `<SEQ=SEG.ACK><RST>`
+/// when the segment has ACK, else `<SEQ=0><ACK=SEG.SEQ+SEG.LEN><RST,ACK>`
+/// (`SEG.LEN`: the payload, plus one for SYN and for FIN).
+fn reset(p: &Pkt) -> Result<Vec<u8>, String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let L4::Tcp { syn, fin } = p.l4 else {
+        return Err("a reset answers TCP only".into());
+    };
+    let has_ack = !syn; // as `build` makes them
+    let mut tcp = TcpHeader::new(port(p.dst.port, None)?, port(p.src.port, None)?, 0, 0);
+    tcp.rst = true;
+    if has_ack {
+        tcp.sequence_number = 0; // the input's acknowledgment number
+    } else {
+        tcp.ack = true;
+        tcp.acknowledgment_number = SEQ + PAYLOAD.len() as u32 + u32::from(syn) + u32::from(fin);
+    }
+    let mut frame = Vec::new();
+    let ether = |ether_type| Ethernet2Header {
+        source: NODE_MAC,
+        destination: CLIENT_MAC,
+        ether_type,
+    };
+    match (ip(p.src.addr), ip(p.dst.addr)) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            ether(EtherType::IPV4)
+                .write(&mut frame)
+                .map_err(|x| e(&x))?;
+            let mut iph = Ipv4Header::new(20, 64, IpNumber::TCP, d.octets(), s.octets())
+                .map_err(|x| e(&x))?;
+            iph.dont_fragment = false;
+            iph.header_checksum = iph.calc_header_checksum();
+            tcp.checksum = tcp.calc_checksum_ipv4(&iph, &[]).map_err(|x| e(&x))?;
+            iph.write(&mut frame).map_err(|x| e(&x))?;
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            ether(EtherType::IPV6)
+                .write(&mut frame)
+                .map_err(|x| e(&x))?;
+            let iph = Ipv6Header {
+                traffic_class: 0,
+                flow_label: Ipv6FlowLabel::ZERO,
+                payload_length: 20,
+                next_header: IpNumber::TCP,
+                hop_limit: 64,
+                source: d.octets(),
+                destination: s.octets(),
+            };
+            tcp.checksum = tcp.calc_checksum_ipv6(&iph, &[]).map_err(|x| e(&x))?;
+            iph.write(&mut frame).map_err(|x| e(&x))?;
+        }
+        _ => return Err("mixed address families".into()),
+    }
+    tcp.write(&mut frame).map_err(|x| e(&x))?;
     Ok(frame)
 }
 

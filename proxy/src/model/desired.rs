@@ -37,8 +37,10 @@
 //! - [`DesiredState::local_endpoints`]: every endpoint address on this node;
 //!   [`DesiredState::health_checks`]: `healthCheckNodePort` of LoadBalancer
 //!   Services with `externalTrafficPolicy: Local`, with the count of local
-//!   Ready endpoints (kube-proxy's `LocalReadyEndpoints`); two Services on one
-//!   port: the lowest [`ObjectRef`] wins.
+//!   Ready endpoints summed over the Service's ports, in its primary family
+//!   only (kube-proxy's `LocalReadyEndpoints`, which each family's proxier
+//!   computes on its own); two Services on one port: the lowest
+//!   [`ObjectRef`] wins.
 //!
 //! # Local policy with no local endpoint: refuse, not drop
 //!
@@ -296,17 +298,19 @@ pub fn service_frontends(
     let internal_local = service.internal_traffic_policy == TrafficPolicy::Local;
     let external_local =
         service.external_traffic_policy == TrafficPolicy::Local && service.externally_accessible();
-    // kube-proxy's `LocalReadyEndpoints`: local Ready endpoints, each
-    // address:port once across the Service's ports.
-    let mut health_endpoints: BTreeSet<Backend> = BTreeSet::new();
+    // kube-proxy's `LocalReadyEndpoints`: local Ready endpoints summed over
+    // the Service's ports, within one family (each family's proxier has its
+    // own endpoints map, and the shared health server gets one family's
+    // count): the primary family's, that of the first cluster IP.
+    let mut health_endpoints = 0usize;
     for port in &service.ports {
         let (mut lacks_internal, mut lacks_external) = (false, false);
-        for &addr in &service.cluster_ips {
+        for (family_index, &addr) in service.cluster_ips.iter().enumerate() {
             let endpoints = candidates(service, port, AddressType::of(addr), slices, node);
             for ep in endpoints.iter().filter(|ep| ep.local) {
                 out.local_endpoints.insert(ep.backend.addr);
-                if ep.ready {
-                    health_endpoints.insert(ep.backend);
+                if ep.ready && family_index == 0 {
+                    health_endpoints += 1;
                 }
             }
             let categories = categorize(&endpoints, node);
@@ -364,7 +368,7 @@ pub fn service_frontends(
             port,
             HealthCheck {
                 service: service.id.clone(),
-                local_endpoints: health_endpoints.len(),
+                local_endpoints: health_endpoints,
             },
         ));
     }
@@ -2200,8 +2204,8 @@ mod tests {
         );
     }
 
-    /// The health check counts local Ready endpoints (address:port pairs,
-    /// across ports); terminating ones do not count, and none gives 0.
+    /// The health check counts local Ready endpoints, summed over the
+    /// Service's ports; terminating ones do not count, and none gives 0.
     #[rstest]
     #[case::two_ports_one_pod(true, 2)]
     #[case::terminating_only(false, 0)]
@@ -2242,5 +2246,47 @@ mod tests {
             BTreeSet::from([ip("10.1.0.5")]),
             "terminating or not, the endpoint runs here"
         );
+    }
+
+    /// Dual-stack: kube-proxy's count comes from one family's proxier (the
+    /// health server is shared), so 2 local pods × 2 ports count 4, not 8.
+    #[test]
+    fn health_check_counts_one_family_of_a_dual_stack_service() {
+        let local_slice = |name: &str, a: &str, b: &str| {
+            slice("shop", name)
+                .for_service("web")
+                .port("http", 8080, Tcp)
+                .port("https", 8443, Tcp)
+                .endpoint(a)
+                .ready()
+                .on_node(HOST)
+                .endpoint(b)
+                .ready()
+                .on_node(HOST)
+        };
+        let out = compute(
+            vec![
+                svc("shop", "web")
+                    .service_type(ServiceType::LoadBalancer)
+                    .cluster_ip("fd00:96::10")
+                    .cluster_ip("10.96.0.10")
+                    .port("http", 80, Tcp)
+                    .port("https", 443, Tcp)
+                    .external_policy(Local)
+                    .health_check_node_port(32000),
+            ],
+            vec![
+                local_slice("web-v4", "10.1.0.5", "10.1.0.6"),
+                local_slice("web-v6", "fd00::5", "fd00::6"),
+            ],
+        );
+        assert_eq!(
+            out.state
+                .health_checks
+                .get(&32000)
+                .map(|h| h.local_endpoints),
+            Some(4)
+        );
+        assert_eq!(out.state.local_endpoints.len(), 4, "both families run here");
     }
 }

@@ -365,7 +365,7 @@ pub struct DesiredState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HealthCheck {
     pub service: ObjectRef,
-    /// Local endpoints of the Service usable for external traffic (all
-    /// ports and families together, each address once).
+    /// Local Ready endpoints of the Service, summed over its ports, in its
+    /// primary family (kube-proxy's `LocalReadyEndpoints`).
     pub local_endpoints: usize,
 }
