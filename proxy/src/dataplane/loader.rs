@@ -55,16 +55,18 @@ use crate::dataplane::{
 /// packet-level tests (`tests/tests/tc_packets.rs`) run exactly these programs.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/proxy-ebpf"));
 
-/// Every socket hook, in attach order.
+/// Every socket hook, in attach order: the reverse path (`recvmsg`,
+/// `getpeername`) before the forward one (`connect`, `sendmsg`), so no socket
+/// is ever translated while the hooks that show it the VIP are missing.
 pub const SOCKET_HOOKS: [&str; 8] = [
-    programs::CONNECT4,
-    programs::CONNECT6,
-    programs::SENDMSG4,
-    programs::SENDMSG6,
     programs::RECVMSG4,
     programs::RECVMSG6,
     programs::GETPEERNAME4,
     programs::GETPEERNAME6,
+    programs::CONNECT4,
+    programs::CONNECT6,
+    programs::SENDMSG4,
+    programs::SENDMSG6,
 ];
 
 /// Errors while loading or attaching.
