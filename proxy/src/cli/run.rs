@@ -266,7 +266,8 @@ fn humantime_ms(s: &str) -> Result<Duration, String> {
 
 impl RunArgs {
     pub fn execute(self) -> anyhow::Result<()> {
-        // The userspace path proxies on these threads: one per CPU.
+        // One per CPU (the userspace path serves TCP on threads of its own,
+        // `userspace::workers`; UDP and everything else runs here).
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)

@@ -4,12 +4,13 @@
 //! local by a `local` route (not an address on a device) cannot be bound
 //! otherwise, and a listener may be opened before its route exists. IPv6
 //! sockets are `IPV6_V6ONLY`. TCP listeners have `SO_REUSEADDR` (a restart
-//! does not wait for `TIME_WAIT`), `TCP_NODELAY` (which accepted connections
+//! does not wait for `TIME_WAIT`), `SO_REUSEPORT` (one socket per proxy
+//! thread, see [`workers`]), `TCP_NODELAY` (which accepted connections
 //! inherit) and a deep backlog.
 //!
-//! A [`Listener`] closes at once when dropped: the TCP socket is shut down
-//! (which unhashes it, so the port is free again immediately) and its task
-//! aborted; a UDP task is aborted, which drops the only strong reference to
+//! A [`Listener`] closes at once when dropped: the TCP sockets are shut down
+//! (which unhashes them, so the port is free again immediately) and their
+//! tasks aborted; a UDP task is aborted, which drops the only strong reference to
 //! its socket.
 
 use std::{
@@ -25,7 +26,7 @@ use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use super::{
     Settings,
     select::{Affinity, Pool},
-    tcp, udp,
+    tcp, udp, workers,
 };
 use crate::{
     admin::UserspaceCounters,
@@ -41,17 +42,19 @@ const BIND_PAUSE: Duration = Duration::from_millis(10);
 
 /// A listening frontend. Dropping it stops listening.
 pub(super) struct Listener {
-    task: JoinHandle<()>,
-    /// The TCP listening socket, to shut down on drop.
-    tcp: Option<Arc<TcpListener>>,
+    tasks: Vec<JoinHandle<()>>,
+    /// The TCP listening sockets (one per proxy thread), to shut down on drop.
+    tcp: Vec<Arc<TcpListener>>,
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Some(listener) = &self.tcp {
+        for listener in &self.tcp {
             let _ = SockRef::from(listener.as_ref()).shutdown(std::net::Shutdown::Read);
         }
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -63,7 +66,9 @@ pub(super) struct Shared {
     pub counters: UserspaceCounters,
 }
 
-/// Binds `frontend` and starts serving it.
+/// Binds `frontend` and starts serving it: a TCP frontend gets one
+/// `SO_REUSEPORT` socket and accept loop per proxy thread ([`workers`]), a UDP
+/// frontend one socket and task on the caller's runtime.
 pub(super) async fn open(frontend: Frontend, shared: Shared) -> io::Result<Listener> {
     let addr = SocketAddr::new(frontend.addr, frontend.port);
     let mut attempt = 0;
@@ -80,21 +85,34 @@ pub(super) async fn open(frontend: Frontend, shared: Shared) -> io::Result<Liste
     let name = frontend.to_string();
     match frontend.protocol {
         Protocol::Tcp => {
-            let listener = Arc::new(TcpListener::from_std(socket.into())?);
-            let task = tokio::spawn(tcp::accept_loop(
-                listener.clone(),
-                tcp::TcpFrontend {
-                    pool: shared.pool,
-                    affinity: shared.affinity,
-                    settings: shared.settings,
-                    counters: shared.counters,
-                    name,
-                },
-            ));
-            Ok(Listener {
-                task,
-                tcp: Some(listener),
-            })
+            let handles = workers::handles();
+            let mut sockets = vec![socket];
+            for _ in 1..handles.len() {
+                sockets.push(bind(addr, Protocol::Tcp)?);
+            }
+            let mut listener = Listener {
+                tasks: Vec::with_capacity(handles.len()),
+                tcp: Vec::with_capacity(handles.len()),
+            };
+            for (socket, handle) in sockets.into_iter().zip(handles) {
+                // Registered with the reactor of the thread that serves it.
+                let tcp = {
+                    let _runtime = handle.enter();
+                    Arc::new(TcpListener::from_std(socket.into())?)
+                };
+                listener.tcp.push(tcp.clone());
+                listener.tasks.push(handle.spawn(tcp::accept_loop(
+                    tcp,
+                    tcp::TcpFrontend {
+                        pool: shared.pool.clone(),
+                        affinity: shared.affinity.clone(),
+                        settings: shared.settings.clone(),
+                        counters: shared.counters.clone(),
+                        name: name.clone(),
+                    },
+                )));
+            }
+            Ok(listener)
         }
         Protocol::Udp => {
             let socket = tokio::net::UdpSocket::from_std(socket.into())?;
@@ -108,7 +126,10 @@ pub(super) async fn open(frontend: Frontend, shared: Shared) -> io::Result<Liste
                     name,
                 },
             ));
-            Ok(Listener { task, tcp: None })
+            Ok(Listener {
+                tasks: vec![task],
+                tcp: Vec::new(),
+            })
         }
     }
 }
@@ -135,6 +156,8 @@ fn bind(addr: SocketAddr, protocol: Protocol) -> io::Result<Socket> {
     }
     if protocol == Protocol::Tcp {
         socket.set_reuse_address(true)?;
+        // One socket per proxy thread on the same address.
+        socket.set_reuse_port(true)?;
         // Accepted connections inherit it: no system call per connection.
         socket.set_tcp_nodelay(true)?;
     }

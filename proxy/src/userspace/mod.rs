@@ -38,6 +38,7 @@ pub mod splice;
 pub mod steering;
 pub mod tcp;
 pub mod udp;
+mod workers;
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},

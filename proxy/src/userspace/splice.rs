@@ -1,8 +1,11 @@
-//! Copying between two TCP sockets, both ways, with `splice(2)`: each direction
-//! moves bytes socket → pipe → socket inside the kernel, so they never cross
-//! into userspace (on loopback and veth the pages are handed over, not copied).
-//! Where a pipe cannot be had (out of file descriptors), a buffered copy does
-//! the same job.
+//! Copying between two TCP sockets, both ways. Each direction starts with a
+//! plain `recv`/`send` through a small buffer: short request/response traffic
+//! stays there, and costs no pipe and no pipe splices (which, for a few
+//! hundred bytes, cost more than the copy). The first read that fills the
+//! buffer means bulk: from then on the direction uses `splice(2)`, socket →
+//! pipe → socket inside the kernel, so the bytes never cross into userspace
+//! (on loopback and veth the pages are handed over, not copied). Where a pipe
+//! cannot be had (out of file descriptors), a buffered copy does the same job.
 //!
 //! Each direction alternates: fill its empty pipe from the source, then drain
 //! it completely into the destination. Reading only into an empty pipe means
@@ -34,35 +37,59 @@ const CHUNK: usize = 64 * 1024;
 const POOL_MAX: usize = 512;
 /// The buffered fallback's buffer per direction.
 const BUFFER: usize = 64 * 1024;
+/// The first reads of each direction go through a buffer this big, kept in
+/// the connection's task: a read that fills it switches the direction to
+/// splicing.
+const SMALL: usize = 4 * 1024;
 
 static POOL: Mutex<Vec<Pipe>> = Mutex::new(Vec::new());
 
 /// Copies `a` ⇄ `b` until both directions have ended (EOF and shutdown each
 /// way) or one fails.
 pub async fn bidirectional(a: &TcpStream, b: &TcpStream) -> io::Result<()> {
-    match (Pipe::take(), Pipe::take()) {
-        (Ok(ab), Ok(ba)) => {
-            let result = tokio::try_join!(splice_one_way(a, b, &ab), splice_one_way(b, a, &ba));
-            if result.is_ok() {
-                ab.give_back();
-                ba.give_back();
-            }
-            result.map(drop)
+    tokio::try_join!(one_way(a, b), one_way(b, a)).map(drop)
+}
+
+/// One direction: small reads are copied through a buffer; the first read
+/// that fills it means bulk, and the rest goes through a pipe.
+async fn one_way(src: &TcpStream, dst: &TcpStream) -> io::Result<()> {
+    let mut buf = [0u8; SMALL];
+    loop {
+        let n = when_ready(src, Interest::READABLE, || recv(src.as_raw_fd(), &mut buf)).await?;
+        if n == 0 {
+            // EOF: pass the FIN on. The peer may have gone already.
+            let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
+            return Ok(());
         }
-        _ => tokio::try_join!(copy_one_way(a, b), copy_one_way(b, a)).map(drop),
+        let mut sent = 0;
+        while sent < n {
+            let chunk = buf.get(sent..n).unwrap_or_default();
+            let m = when_ready(dst, Interest::WRITABLE, || send(dst.as_raw_fd(), chunk)).await?;
+            if m == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            sent += m;
+        }
+        if n == buf.len() {
+            break;
+        }
+    }
+    match Pipe::take() {
+        Ok(pipe) => {
+            splice_one_way(src, dst, &pipe).await?;
+            pipe.give_back();
+            Ok(())
+        }
+        Err(_) => copy_one_way(src, dst).await,
     }
 }
 
 async fn splice_one_way(src: &TcpStream, dst: &TcpStream, pipe: &Pipe) -> io::Result<()> {
     loop {
         // Fill the (empty) pipe.
-        let filled = splice_when_ready(
-            src,
-            Interest::READABLE,
-            src.as_raw_fd(),
-            pipe.write.as_raw_fd(),
-            pipe.chunk,
-        )
+        let filled = when_ready(src, Interest::READABLE, || {
+            splice(src.as_raw_fd(), pipe.write.as_raw_fd(), pipe.chunk)
+        })
         .await?;
         if filled == 0 {
             // EOF: pass the FIN on. The peer may have gone already.
@@ -72,13 +99,9 @@ async fn splice_one_way(src: &TcpStream, dst: &TcpStream, pipe: &Pipe) -> io::Re
         // Drain it completely.
         let mut left = filled;
         while left > 0 {
-            let moved = splice_when_ready(
-                dst,
-                Interest::WRITABLE,
-                pipe.read.as_raw_fd(),
-                dst.as_raw_fd(),
-                left,
-            )
+            let moved = when_ready(dst, Interest::WRITABLE, || {
+                splice(pipe.read.as_raw_fd(), dst.as_raw_fd(), left)
+            })
             .await?;
             if moved == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
@@ -88,25 +111,23 @@ async fn splice_one_way(src: &TcpStream, dst: &TcpStream, pipe: &Pipe) -> io::Re
     }
 }
 
-/// One splice on `stream`'s side: first straight to the kernel (the data or
-/// the room is usually there already: a request sent with the handshake, an
-/// empty send buffer), which saves a trip through the reactor; then, after an
-/// `EAGAIN`, through tokio's readiness, so that waiting is for a real event
-/// and a stale readiness is cleared.
-async fn splice_when_ready(
+/// One non-blocking operation on `stream`'s side: first straight to the
+/// kernel (the data or the room is usually there already: a request sent with
+/// the handshake, an empty send buffer), which saves a trip through the
+/// reactor; then, after an `EAGAIN`, through tokio's readiness, so that
+/// waiting is for a real event and a stale readiness is cleared.
+async fn when_ready(
     stream: &TcpStream,
     interest: Interest,
-    from: RawFd,
-    to: RawFd,
-    len: usize,
+    mut op: impl FnMut() -> io::Result<usize>,
 ) -> io::Result<usize> {
-    match splice(from, to, len) {
+    match op() {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
         done => return done,
     }
     loop {
         stream.ready(interest).await?;
-        match stream.try_io(interest, || splice(from, to, len)) {
+        match stream.try_io(interest, &mut op) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             done => return done,
         }
@@ -136,6 +157,37 @@ async fn copy_one_way(src: &TcpStream, dst: &TcpStream) -> io::Result<()> {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+/// One non-blocking `recv(2)` into `buf`.
+fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the duration
+    // of the call; `fd` is open (the caller borrows its owner).
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n.unsigned_abs())
+    }
+}
+
+/// One non-blocking `send(2)` of `buf` (no `SIGPIPE` if the peer is gone).
+fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the duration
+    // of the call; `fd` is open (the caller borrows its owner).
+    let n = unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n.unsigned_abs())
     }
 }
 
@@ -269,13 +321,15 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn pipes_go_back_to_the_pool_empty() {
         let (mut client, mut server, task) = pair().await;
-        client.write_all(b"ping").await.unwrap();
+        // More than the small buffer: the direction switches to a pipe.
+        let payload = vec![7u8; 4 * SMALL];
+        client.write_all(&payload).await.unwrap();
         client.shutdown().await.unwrap();
         let mut got = Vec::new();
         server.read_to_end(&mut got).await.unwrap();
         server.shutdown().await.unwrap();
         task.await.unwrap().unwrap();
-        assert_eq!(got, b"ping");
+        assert_eq!(got, payload);
         let pipe = Pipe::take().unwrap();
         let mut byte = [0u8; 1];
         // SAFETY: reading one byte into a local buffer from an open descriptor.
