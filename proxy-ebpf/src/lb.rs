@@ -80,8 +80,10 @@ fn choose<F: Fn(u16) -> Option<u32>>(
     let now = unsafe { bpf_ktime_get_ns() };
     let timeout_ns = u64::from(frontend.affinity_timeout) * 1_000_000_000;
     // SAFETY: copied out at once; the map is an LRU hash.
+    // Saturating: another CPU may have refreshed the entry after `now` was
+    // read (an age of 0, not a wrapped-around huge one; see tc.rs `fresh`).
     if let Some(prev) = unsafe { AFFINITY.get(&key) }.copied()
-        && now.wrapping_sub(prev.last_used_ns) <= timeout_ns
+        && now.saturating_sub(prev.last_used_ns) <= timeout_ns
         && let Some(slot) = find_slot(&prev, count, &slot_backend)
     {
         remember(&key, now, prev.backend_id, slot);

@@ -165,6 +165,13 @@ fn closing_flag<A>(flow: &Flow<A>) -> u8 {
 }
 
 /// Whether a conntrack entry was seen recently enough to still count.
+///
+/// `now` was read before the lookup, so an entry can have been refreshed
+/// after it by a packet of the same flow on another CPU (a bulk TCP flow's
+/// segments and ACK-clocked transmissions are processed on every CPU at
+/// once): `last_seen_ns > now` is an age of 0, not a wrapped-around huge
+/// age. Taking it for idle made the flow a miss mid-stream, balanced anew
+/// and SNATed from another port: the backend answered with a RST.
 #[inline(always)]
 fn fresh<A>(entry: &CtEntry<A>, protocol: u8, now: u64) -> bool {
     let timeout = if protocol != proto::TCP {
@@ -174,7 +181,7 @@ fn fresh<A>(entry: &CtEntry<A>, protocol: u8, now: u64) -> bool {
     } else {
         ct_timeout::TCP_NS
     };
-    now.wrapping_sub(entry.last_seen_ns) <= timeout
+    now.saturating_sub(entry.last_seen_ns) <= timeout
 }
 
 /// One family's ingress: parse, conntrack, else a new flow, else a reject.

@@ -13,7 +13,9 @@
 //! (SNAT to node 1 for a node-2 backend) vs Local (client IP preserved, only
 //! local endpoints, dropped without one); a fast reject without endpoints; a
 //! long-lived flow that stays on its backend while new flows follow the
-//! endpoint set; the health-check node port; refused ExternalIPs.
+//! endpoint set; bulk TCP (64 MiB each way on one connection, GSO packets
+//! processed on several CPUs at once) without a reset or a mid-flow
+//! conntrack miss; the health-check node port; refused ExternalIPs.
 
 use std::{
     collections::BTreeMap,
@@ -801,5 +803,251 @@ fn dangerous_external_ips_are_refused_and_logged() {
             said,
             "expected the log to say that ExternalIP frontend {needle} is refused; the log:\n{log}"
         );
+    }
+}
+
+/// Bytes pushed each way by the bulk test (64 MiB: thousands of GSO/TSO
+/// super-packets, long enough for a flow to go wrong mid-stream).
+const BULK_BYTES: u64 = 64 << 20;
+/// The bulk Service's port (and target port) and its NodePorts.
+const BULK_PORT: u16 = 9000;
+/// Per-read/write timeout on the bulk sockets.
+const BULK_IO: Duration = Duration::from_secs(20);
+
+/// The bulk stream's period (prime, so no segment size lines up with it).
+const BULK_PERIOD: usize = 251;
+/// Bytes per read/write call on the bulk sockets.
+const BULK_CHUNK: usize = 256 * 1024;
+
+/// The bulk stream from offset 0, long enough to slice any chunk out of it
+/// at any phase: the byte at offset `i` is `i % 251`. Built once, so the
+/// transfer runs at the path's speed, not the (debug-built) test's.
+fn bulk_pattern() -> Vec<u8> {
+    (0..BULK_CHUNK + BULK_PERIOD)
+        .map(|i| (i % BULK_PERIOD) as u8)
+        .collect()
+}
+
+/// Writes `n` bytes of the bulk stream.
+fn bulk_write(s: &mut TcpStream, n: u64) -> io::Result<()> {
+    use std::io::Write;
+    let pattern = bulk_pattern();
+    let mut sent = 0;
+    while sent < n {
+        let len = (n - sent).min(BULK_CHUNK as u64) as usize;
+        let phase = (sent % BULK_PERIOD as u64) as usize;
+        s.write_all(&pattern[phase..phase + len])?;
+        sent += len as u64;
+    }
+    Ok(())
+}
+
+/// Reads until EOF, checking the bulk stream; the byte count.
+fn bulk_read(s: &mut TcpStream) -> io::Result<u64> {
+    use std::io::Read;
+    let pattern = bulk_pattern();
+    let mut buf = vec![0u8; BULK_CHUNK];
+    let mut got = 0u64;
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Ok(got);
+        }
+        let phase = (got % BULK_PERIOD as u64) as usize;
+        if buf[..n] != pattern[phase..phase + n] {
+            let k = (0..n)
+                .find(|&k| buf[k] != pattern[phase + k])
+                .unwrap_or_default();
+            return Err(io::Error::other(format!(
+                "byte {} is {:#x}, expected {:#x}",
+                got + k as u64,
+                buf[k],
+                pattern[phase + k]
+            )));
+        }
+        got += n as u64;
+    }
+}
+
+/// A one-connection bulk backend on `bind` inside `place`: accepts one
+/// connection (within [`BULK_IO`]); `upload`: reads the stream to EOF and
+/// answers its length (8 bytes, big-endian); else writes [`BULK_BYTES`] and
+/// closes. Its thread's result says what the backend saw.
+fn bulk_backend(
+    w: &World,
+    place: Place,
+    bind: SocketAddr,
+    upload: bool,
+) -> std::thread::JoinHandle<Result<u64, String>> {
+    let listener = w
+        .topo
+        .in_ns(place, || std::net::TcpListener::bind(bind))
+        .unwrap_or_else(|e| panic!("entering {place:?} for the bulk backend: {e}"))
+        .unwrap_or_else(|e| panic!("binding the bulk backend on {bind}: {e}"));
+    listener
+        .set_nonblocking(true)
+        .expect("non-blocking bulk listener");
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + BULK_IO;
+        let mut s = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(format!("accept: {e}")),
+            }
+        };
+        let io = |e: io::Error| format!("{e} (kind {:?})", e.kind());
+        s.set_nonblocking(false).map_err(io)?;
+        s.set_read_timeout(Some(BULK_IO)).map_err(io)?;
+        s.set_write_timeout(Some(BULK_IO)).map_err(io)?;
+        if upload {
+            let got = bulk_read(&mut s).map_err(io)?;
+            std::io::Write::write_all(&mut s, &got.to_be_bytes()).map_err(io)?;
+            Ok(got)
+        } else {
+            bulk_write(&mut s, BULK_BYTES).map_err(io)?;
+            s.shutdown(std::net::Shutdown::Write).map_err(io)?;
+            Ok(BULK_BYTES)
+        }
+    })
+}
+
+/// One bulk transfer from the client through `frontend` to the backend
+/// listening on `backend` in `place`; `upload`: client → backend.
+fn bulk_transfer(w: &World, frontend: SocketAddr, place: Place, backend: SocketAddr, upload: bool) {
+    let what = format!(
+        "{frontend} → {backend}, {}",
+        if upload {
+            "client → backend"
+        } else {
+            "backend → client"
+        }
+    );
+    let server = bulk_backend(w, place, backend, upload);
+    let new_flows = stat(w, "tc_dnat");
+    let mut s = w
+        .client(|| TcpStream::connect_timeout(&frontend, REQUEST))
+        .unwrap_or_else(|e| panic!("{what}: connect: {e}"));
+    s.set_read_timeout(Some(BULK_IO)).expect("read timeout");
+    s.set_write_timeout(Some(BULK_IO)).expect("write timeout");
+    let client = if upload {
+        bulk_write(&mut s, BULK_BYTES)
+            .and_then(|()| s.shutdown(std::net::Shutdown::Write))
+            .and_then(|()| {
+                let mut len = [0u8; 8];
+                std::io::Read::read_exact(&mut s, &mut len)?;
+                Ok(u64::from_be_bytes(len))
+            })
+    } else {
+        bulk_read(&mut s)
+    };
+    let server = server.join().expect("the bulk backend panicked");
+    match (client, server) {
+        (Ok(c), Ok(b)) => {
+            assert_eq!(c, BULK_BYTES, "{what}: the client saw {c} bytes");
+            assert_eq!(b, BULK_BYTES, "{what}: the backend saw {b} bytes");
+            // One new flow (the SYN): a later packet balanced as a new flow
+            // means its conntrack entry was missed mid-flow (re-SNATed to
+            // another port, that is a reset).
+            assert_eq!(
+                stat(w, "tc_dnat") - new_flows,
+                1,
+                "{what}: packets of the flow were balanced anew; proxy stats:\n{}",
+                stats(w)
+            );
+        }
+        (c, b) => panic!(
+            "{what}: the transfer failed: client {c:?}, backend {b:?}; proxy stats:\n{}",
+            stats(w)
+        ),
+    }
+}
+
+/// `proxy inspect stats` of the world's pins (for failure messages).
+fn stats(w: &World) -> String {
+    inspect_stats(w, false)
+}
+
+/// `proxy inspect stats [--output json]` of the world's pins.
+fn inspect_stats(w: &World, json: bool) -> String {
+    let mut cmd = std::process::Command::new(proxy_bin());
+    cmd.args(["inspect", "stats", "--pin-path"])
+        .arg(w.sandbox.pin_path());
+    if json {
+        cmd.args(["--output", "json"]);
+    }
+    cmd.output()
+        .map(|o| {
+            let stderr = if json {
+                Default::default()
+            } else {
+                String::from_utf8_lossy(&o.stderr)
+            };
+            format!("{}{stderr}", String::from_utf8_lossy(&o.stdout))
+        })
+        .unwrap_or_else(|e| format!("(proxy inspect stats: {e})"))
+}
+
+/// The count of one `STATS` reason (`proxy inspect stats --output json`).
+fn stat(w: &World, reason: &str) -> u64 {
+    let out = inspect_stats(w, true);
+    let v: serde_json::Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("proxy inspect stats printed no JSON ({e}):\n{out}"));
+    v["stats"]
+        .as_array()
+        .and_then(|list| list.iter().find(|e| e["reason"] == reason))
+        .and_then(|e| e["count"].as_u64())
+        .unwrap_or_else(|| panic!("no count for {reason:?} in {v:#}"))
+}
+
+/// Bulk TCP (64 MiB over one connection, each way, both families) through a
+/// NodePort with a single endpoint: on node 2 (forwarded over the LAN, SNATed
+/// to node 1) and on node 1. Large GSO/TSO packets cross the tc path here;
+/// every byte must arrive, in order, without a reset.
+#[test]
+fn bulk_tcp_through_a_nodeport_arrives_whole_both_ways() {
+    let mut w = World::new(Mode::Ebpf);
+    let cases = [(Pod(2, 1), 30090_u16, 30080_u16), (Pod(1, 1), 30091, 30081)];
+    for (i, (pod, bulk_np, http_np)) in cases.into_iter().enumerate() {
+        let name = format!("bulk{i}");
+        let [v4, v6] = cluster_ips(20 + i as u8);
+        let svc = Service::new(NAMESPACE, &name)
+            .cluster_ip(v4)
+            .cluster_ip(v6)
+            .port("http", Protocol::Tcp, TCP_PORT, TCP_TARGET)
+            .port("bulk", Protocol::Tcp, BULK_PORT, BULK_PORT)
+            .service_type("NodePort")
+            .node_port("http", http_np)
+            .node_port("bulk", bulk_np);
+        w.write(&format!("{name}-service.yaml"), &svc.to_yaml());
+        for family in FAMILIES {
+            let suffix = match family {
+                AddressType::IPv4 => "v4",
+                AddressType::IPv6 => "v6",
+            };
+            let slice = EndpointSlice::new(NAMESPACE, &format!("{name}-{suffix}"), &name, family)
+                .port("http", Protocol::Tcp, TCP_TARGET)
+                .port("bulk", Protocol::Tcp, BULK_PORT)
+                .endpoint(Endpoint::ready(pod.addr(family)).on_node(pod.node_name()));
+            w.write(&format!("{name}-slice-{family}.yaml"), &slice.to_yaml());
+        }
+    }
+    w.start_proxy(&[]);
+    for (pod, bulk_np, http_np) in cases {
+        let place = if pod.0 == 1 {
+            Place::Pods1
+        } else {
+            Place::Pods2
+        };
+        for family in FAMILIES {
+            w.wait_served(SocketAddr::new(node1_ip(family), http_np), STARTUP);
+            let frontend = SocketAddr::new(node1_ip(family), bulk_np);
+            let backend = SocketAddr::new(pod.addr(family), BULK_PORT);
+            for upload in [true, false] {
+                bulk_transfer(&w, frontend, place, backend, upload);
+            }
+        }
     }
 }

@@ -1246,7 +1246,8 @@ fn monotonic_ns() -> u64 {
 }
 
 /// A conntrack entry idle past its timeout is a miss (the flow is balanced
-/// anew); a fresh one is applied as stored.
+/// anew); a fresh one is applied as stored, and so is one whose last use is
+/// later than the packet's clock reading (another CPU refreshed it meanwhile).
 #[test]
 fn conntrack_timeout() {
     let sandbox = sandbox();
@@ -1289,15 +1290,23 @@ fn conntrack_timeout() {
     };
     let input = pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), L4::Udp);
     let bytes = build(&input, None).expect("build");
+    // Ages in ns; a negative one is an entry refreshed "in the future": by a
+    // packet of the same flow on another CPU, after this packet read the
+    // clock. That is a hit, not an idle entry (bulk TCP is processed on
+    // several CPUs at once, and a miss would re-balance it mid-flow: a reset).
     for (age_ns, expected_to) in [
         (0, ep("10.244.9.9", 9)),
-        (ct_timeout::UDP_NS + 1_000_000_000, ep(LOCAL4, TARGET)),
+        (-1_000_000_000, ep("10.244.9.9", 9)),
+        (
+            ct_timeout::UDP_NS as i64 + 1_000_000_000,
+            ep(LOCAL4, TARGET),
+        ),
     ] {
         {
             let mut ct: HashMap<&mut MapData, CtKeyV4, CtValueV4> =
                 world.map(names::CT_V4).expect("CT_V4");
-            ct.insert(&key, &stored(monotonic_ns() - age_ns), 0)
-                .expect("insert");
+            let last_seen = monotonic_ns().wrapping_sub(age_ns as u64);
+            ct.insert(&key, &stored(last_seen), 0).expect("insert");
         }
         let (verdict, out) = world.run(Ingress, &bytes).expect("run");
         assert_eq!(verdict, TC_ACT_OK);
