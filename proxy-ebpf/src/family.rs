@@ -17,7 +17,7 @@ use aya_ebpf::{
 };
 use proxy_common::{
     Be16, Be32, CtKeyV4, CtKeyV6, CtValueV4, CtValueV6, Reason, ServiceKeyV4, ServiceKeyV6,
-    ServiceValue, proto,
+    ServiceValue, ct_flags, ct_timeout, proto,
 };
 
 use crate::{
@@ -67,6 +67,9 @@ pub trait Family {
     fn ct_get(key: &Tuple<Self::Addr>) -> Option<CtEntry<Self::Addr>>;
     /// Refreshes `last_seen_ns` and ORs `flags` in, if the entry still exists.
     fn ct_touch(key: &Tuple<Self::Addr>, now: u64, flags: u8);
+    /// Whether the entry at `key` is missing or idle past its timeout, read
+    /// in place (no copy on the caller's stack).
+    fn ct_idle(key: &Tuple<Self::Addr>, protocol: u8, now: u64) -> bool;
     fn ct_put(key: &Tuple<Self::Addr>, entry: &CtEntry<Self::Addr>, flags: u64) -> Result<(), i32>;
     fn ct_remove(key: &Tuple<Self::Addr>);
     fn lookup(
@@ -180,6 +183,17 @@ impl Family for V4 {
             flags: v.flags,
             backend_id: v.backend_id,
         })
+    }
+
+    #[inline(never)]
+    fn ct_idle(key: &Tuple<Be32>, protocol: u8, now: u64) -> bool {
+        match CT_V4.get_ptr(&key4(key)) {
+            // SAFETY: the pointer is to a live map value, read at once; a
+            // racing refresh can only make the entry look older than it is
+            // by one packet, which the timeout tolerates.
+            Some(v) => unsafe { !fresh_at((*v).last_seen_ns, (*v).flags, protocol, now) },
+            None => true,
+        }
     }
 
     #[inline(always)]
@@ -367,6 +381,17 @@ impl Family for V6 {
             flags: v.flags,
             backend_id: v.backend_id,
         })
+    }
+
+    #[inline(never)]
+    fn ct_idle(key: &Tuple<[u8; 16]>, protocol: u8, now: u64) -> bool {
+        match CT_V6.get_ptr(&key6(key)) {
+            // SAFETY: the pointer is to a live map value, read at once; a
+            // racing refresh can only make the entry look older than it is
+            // by one packet, which the timeout tolerates.
+            Some(v) => unsafe { !fresh_at((*v).last_seen_ns, (*v).flags, protocol, now) },
+            None => true,
+        }
     }
 
     #[inline(always)]
@@ -644,4 +669,19 @@ fn icmp_error6(
         ctx.store(e.inner_off + 24, &to.saddr, 0)?;
     }
     icmp_error_ports(ctx, e, to, udp_old)
+}
+
+/// Whether an entry last seen at `last_seen_ns`, with `flags`, still counts
+/// at `now` (see `tc::fresh`): an entry refreshed after `now` by another CPU
+/// has age 0.
+#[inline(always)]
+pub fn fresh_at(last_seen_ns: u64, flags: u8, protocol: u8, now: u64) -> bool {
+    let timeout = if protocol != proto::TCP {
+        ct_timeout::UDP_NS
+    } else if flags & ct_flags::CLOSING != 0 {
+        ct_timeout::TCP_CLOSING_NS
+    } else {
+        ct_timeout::TCP_NS
+    };
+    now.saturating_sub(last_seen_ns) <= timeout
 }

@@ -35,12 +35,10 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use proxy_common::{
-    Be16, Reason, backend_flags, ct_flags, ct_timeout, device_flags, proto, scope, svc_flags,
-};
+use proxy_common::{Be16, Reason, backend_flags, ct_flags, device_flags, proto, scope, svc_flags};
 
 use crate::{
-    family::{Chosen, CtEntry, Family, Tuple, V4, V6},
+    family::{self, Chosen, CtEntry, Family, Tuple, V4, V6},
     maps::DEVICES,
     packet::{self, Flow, IcmpError, TCP_FIN, TCP_RST},
     stats::count,
@@ -50,7 +48,7 @@ use crate::{
 const SNAT_PORT_MIN: u32 = 32768;
 const SNAT_PORT_MAX: u32 = 60999;
 /// How many random SNAT ports are tried before the packet is dropped.
-const SNAT_TRIES: u32 = 4;
+const SNAT_TRIES: u32 = 8;
 
 /// What to do with the packet, and why.
 enum Verdict {
@@ -174,14 +172,7 @@ fn closing_flag<A>(flow: &Flow<A>) -> u8 {
 /// and SNATed from another port: the backend answered with a RST.
 #[inline(always)]
 fn fresh<A>(entry: &CtEntry<A>, protocol: u8, now: u64) -> bool {
-    let timeout = if protocol != proto::TCP {
-        ct_timeout::UDP_NS
-    } else if entry.flags & ct_flags::CLOSING != 0 {
-        ct_timeout::TCP_CLOSING_NS
-    } else {
-        ct_timeout::TCP_NS
-    };
-    now.saturating_sub(entry.last_seen_ns) <= timeout
+    family::fresh_at(entry.last_seen_ns, entry.flags, protocol, now)
 }
 
 /// One family's ingress: parse, conntrack, else a new flow, else a reject.
@@ -380,6 +371,13 @@ fn commit<F: Family>(
             let port = SNAT_PORT_MIN + random() % (SNAT_PORT_MAX - SNAT_PORT_MIN + 1);
             key.dport = Be16::from_host(port as u16);
             if F::ct_put(&key, &entry, u64::from(BPF_NOEXIST)).is_ok() {
+                claimed = true;
+                break;
+            }
+            // The port is taken, unless its flow went idle: a closed flow's
+            // entry stays in the LRU until evicted, and without this every
+            // port would look taken after the first 28k flows to a backend.
+            if F::ct_idle(&key, flow.proto, now) && F::ct_put(&key, &entry, 0).is_ok() {
                 claimed = true;
                 break;
             }

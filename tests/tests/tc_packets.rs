@@ -1316,9 +1316,19 @@ fn conntrack_timeout() {
     }
 }
 
-/// When every SNAT port towards a backend is taken, a new flow is dropped.
+/// When every SNAT port towards a backend is taken, a new flow is dropped;
+/// ports whose flows closed and went idle are free again.
 #[test]
 fn snat_ports_exhausted() {
+    snat_ports_taken(false);
+}
+
+#[test]
+fn snat_ports_of_idle_closed_flows_are_reclaimed() {
+    snat_ports_taken(true);
+}
+
+fn snat_ports_taken(idle: bool) {
     let sandbox = sandbox();
     let dir = sandbox.bpffs_path().join("ports");
     std::fs::create_dir(&dir).expect("pin dir");
@@ -1340,13 +1350,18 @@ fn snat_ports_exhausted() {
         let mut ct: HashMap<&mut MapData, CtKeyV4, CtValueV4> =
             world.map(names::CT_V4).expect("CT_V4");
         let taken = CtValueV4 {
-            last_seen_ns: monotonic_ns(),
+            // Closed flows idle for twice the closing timeout, or live ones.
+            last_seen_ns: if idle {
+                monotonic_ns().saturating_sub(2 * proxy_common::ct_timeout::TCP_CLOSING_NS)
+            } else {
+                monotonic_ns()
+            },
             saddr: be32(NODE4),
             daddr: be32("198.51.100.99"),
             sport: Be16::from_host(NODE_PORT),
             dport: Be16::from_host(1234),
             rev_nat_id: 7,
-            flags: ct_flags::REPLY | ct_flags::SNAT,
+            flags: ct_flags::REPLY | ct_flags::SNAT | ct_flags::CLOSING,
             _pad: 0,
             backend_id: REMOTE_BE4.id,
             _pad2: 0,
@@ -1368,8 +1383,13 @@ fn snat_ports_exhausted() {
     let (verdict, _) = world
         .run(Ingress, &build(&syn, None).expect("build"))
         .expect("run");
-    assert_eq!(verdict, TC_ACT_SHOT);
-    assert_eq!(world.stat("tc_snat_ports_exhausted"), before + 1);
+    if idle {
+        assert_ne!(verdict, TC_ACT_SHOT, "an idle port must be reclaimed");
+        assert_eq!(world.stat("tc_snat_ports_exhausted"), before);
+    } else {
+        assert_eq!(verdict, TC_ACT_SHOT);
+        assert_eq!(world.stat("tc_snat_ports_exhausted"), before + 1);
+    }
 }
 
 /// The MACs of the device the FIB sends to (`fib0`) and of its gateway.
