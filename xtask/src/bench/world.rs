@@ -226,6 +226,14 @@ impl World {
             &[
                 ("net.core.somaxconn", "4096"),
                 ("net.ipv4.tcp_max_syn_backlog", "4096"),
+                // The backends close first (see `agent.rs`), so TIME_WAIT is
+                // theirs. Through a NodePort every contender SNATs to the one
+                // node address, and at thousands of connections per second a
+                // reused (node address, port) meets a TIME_WAIT socket whose
+                // SYN check fails about half the time (1 s retransmit). That is
+                // an artifact of this one-client, one-node shape, the same for
+                // kube-proxy's masquerade and ours: keep no TIME_WAIT here.
+                ("net.ipv4.tcp_max_tw_buckets", "0"),
             ],
         )?;
         Ok(())
