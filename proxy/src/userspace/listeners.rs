@@ -16,7 +16,10 @@
 use std::{
     io,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -47,8 +50,40 @@ pub(super) struct Listener {
     tcp: Vec<Arc<TcpListener>>,
 }
 
+/// TCP listening sockets open in this process (every [`Listener`]'s).
+static TCP_SOCKETS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many `SO_REUSEPORT` sockets a new TCP frontend gets: one per worker
+/// while listening sockets use less than an eighth of the open-files limit,
+/// then one, so that 10,000 frontends on a many-CPU node still leave
+/// descriptors for the connections (each takes two).
+fn sockets_per_frontend(workers: usize, open: usize, nofile: u64) -> usize {
+    let budget = usize::try_from(nofile / 8).unwrap_or(usize::MAX);
+    if open.saturating_add(workers) <= budget {
+        workers.max(1)
+    } else {
+        1
+    }
+}
+
+/// The soft limit on open files (after `raise_nofile_limit`), or a
+/// conservative 1024 when it cannot be read.
+fn nofile_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass, nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur
+    } else {
+        1024
+    }
+}
+
 impl Drop for Listener {
     fn drop(&mut self) {
+        TCP_SOCKETS.fetch_sub(self.tcp.len(), Ordering::Relaxed);
         for listener in &self.tcp {
             let _ = SockRef::from(listener.as_ref()).shutdown(std::net::Shutdown::Read);
         }
@@ -85,7 +120,16 @@ pub(super) async fn open(frontend: Frontend, shared: Shared) -> io::Result<Liste
     let name = frontend.to_string();
     match frontend.protocol {
         Protocol::Tcp => {
-            let handles = workers::handles();
+            let all = workers::handles();
+            let open = TCP_SOCKETS.load(Ordering::Relaxed);
+            let count = sockets_per_frontend(all.len(), open, nofile_limit());
+            // With one socket, frontends take turns among the workers.
+            let first = if count < all.len() {
+                open % all.len().max(1)
+            } else {
+                0
+            };
+            let handles = all.get(first..first + count).unwrap_or(all);
             let mut sockets = vec![socket];
             for _ in 1..handles.len() {
                 sockets.push(bind(addr, Protocol::Tcp)?);
@@ -101,6 +145,7 @@ pub(super) async fn open(frontend: Frontend, shared: Shared) -> io::Result<Liste
                     Arc::new(TcpListener::from_std(socket.into())?)
                 };
                 listener.tcp.push(tcp.clone());
+                TCP_SOCKETS.fetch_add(1, Ordering::Relaxed);
                 listener.tasks.push(handle.spawn(tcp::accept_loop(
                     tcp,
                     tcp::TcpFrontend {
@@ -166,4 +211,19 @@ fn bind(addr: SocketAddr, protocol: Protocol) -> io::Result<Socket> {
         socket.listen(BACKLOG)?;
     }
     Ok(socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sockets_per_frontend;
+
+    #[test]
+    fn one_socket_per_worker_until_listeners_would_use_an_eighth_of_the_limit() {
+        assert_eq!(sockets_per_frontend(2, 0, 20_000), 2);
+        assert_eq!(sockets_per_frontend(2, 2_498, 20_000), 2);
+        assert_eq!(sockets_per_frontend(2, 2_499, 20_000), 1);
+        assert_eq!(sockets_per_frontend(16, 10_000, 20_000), 1);
+        assert_eq!(sockets_per_frontend(0, 0, 20_000), 1);
+        assert_eq!(sockets_per_frontend(4, 0, 0), 1);
+    }
 }
