@@ -49,10 +49,12 @@ use crate::dataplane::{
     pins::{self, PinLayout, TC_LINKS_PREFIX},
 };
 
-/// Both tc programs, with the hook each attaches to.
+/// Both tc programs, with the hook each attaches to, in attach order.
 pub const TC_PROGRAMS: [(&str, TcAttachType); 2] = [
-    (programs::TC_INGRESS, TcAttachType::Ingress),
+    // Egress (reverse NAT of replies) first: once ingress translates a flow,
+    // its replies leaving this device must already be rewritten.
     (programs::TC_EGRESS, TcAttachType::Egress),
+    (programs::TC_INGRESS, TcAttachType::Ingress),
 ];
 
 /// What decides the devices (`--devices`, `--pod-devices`, `--socket-lb`).
