@@ -69,16 +69,7 @@ fn sockets_per_frontend(workers: usize, open: usize, nofile: u64) -> usize {
 /// The soft limit on open files (after `raise_nofile_limit`), or a
 /// conservative 1024 when it cannot be read.
 fn nofile_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we pass, nothing else.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
-        limit.rlim_cur
-    } else {
-        1024
-    }
+    super::nofile_limits().map_or(1024, |limit| limit.rlim_cur)
 }
 
 impl Drop for Listener {

@@ -464,16 +464,21 @@ fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Raises the soft limit on open files to the hard limit.
-fn raise_nofile_limit() {
+/// The soft and hard limits on open files, if they can be read.
+pub(super) fn nofile_limits() -> Option<libc::rlimit> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes into the struct we pass, nothing else.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0).then_some(limit)
+}
+
+/// Raises the soft limit on open files to the hard limit.
+fn raise_nofile_limit() {
+    let Some(limit) = nofile_limits() else {
         return;
-    }
+    };
     if limit.rlim_cur < limit.rlim_max {
         let raised = libc::rlimit {
             rlim_cur: limit.rlim_max,
