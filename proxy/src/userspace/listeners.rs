@@ -111,7 +111,7 @@ pub(super) async fn open(frontend: Frontend, shared: Shared) -> io::Result<Liste
     let name = frontend.to_string();
     match frontend.protocol {
         Protocol::Tcp => {
-            let all = workers::handles();
+            let all = workers::all();
             let open = TCP_SOCKETS.load(Ordering::Relaxed);
             let count = sockets_per_frontend(all.len(), open, nofile_limit());
             // With one socket, frontends take turns among the workers.
@@ -125,11 +125,19 @@ pub(super) async fn open(frontend: Frontend, shared: Shared) -> io::Result<Liste
             for _ in 1..handles.len() {
                 sockets.push(bind(addr, Protocol::Tcp)?);
             }
+            if handles.len() > 1 {
+                for (socket, worker) in sockets.iter().zip(handles) {
+                    if let Some(cpu) = worker.cpu {
+                        socket.set_cpu_affinity(cpu)?;
+                    }
+                }
+            }
             let mut listener = Listener {
                 tasks: Vec::with_capacity(handles.len()),
                 tcp: Vec::with_capacity(handles.len()),
             };
-            for (socket, handle) in sockets.into_iter().zip(handles) {
+            for (socket, worker) in sockets.into_iter().zip(handles) {
+                let handle = &worker.handle;
                 // Registered with the reactor of the thread that serves it.
                 let tcp = {
                     let _runtime = handle.enter();
