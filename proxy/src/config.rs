@@ -55,6 +55,10 @@ pub const MAP_COUNT_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_BACKEND_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_BACKEND_GRACE_TEXT: &str = "30s";
 
+/// The userspace path: the TCP congestion control of its node-side
+/// connections (`userspace::congestion`).
+pub const DEFAULT_USERSPACE_CONGESTION_CONTROL: &str = "cubic";
+
 /// The userspace path: a UDP session idle this long ends.
 pub const DEFAULT_UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_UDP_IDLE_TIMEOUT_TEXT: &str = "30s";

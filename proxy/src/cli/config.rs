@@ -181,10 +181,12 @@ mod tests {
         let path = write(
             dir.path(),
             "mode: userspace\nbackendGracePeriod: 2m\nudpIdleTimeout: 5s\n\
-             serviceMapEntries: 1024\n",
+             serviceMapEntries: 1024\nuserspaceCongestionControl: \"\"\n",
         );
         let s = settings(&["run", "--config", &path]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.mode, run::ModeArg::Userspace);
+        assert_eq!(s.userspace_congestion_control, "", "the node's default");
+        assert_eq!(RunArgs::default().userspace_congestion_control, "cubic");
         assert_eq!(s.backend_grace_period, Duration::from_secs(120));
         assert_eq!(s.udp_idle_timeout, Duration::from_secs(5));
         assert_eq!(s.service_map_entries, Some(1024));

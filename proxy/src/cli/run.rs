@@ -163,6 +163,13 @@ pub struct RunArgs {
           value_parser = admin::parse_duration)]
     #[serde(with = "file::duration")]
     pub udp_idle_timeout: Duration,
+    /// Userspace path: the TCP congestion control of the proxy's connections
+    /// to backends and of ClusterIP connections (clients on this node), as
+    /// in `net.ipv4.tcp_available_congestion_control`. Empty: the node's
+    /// default. NodePort, ExternalIP and LoadBalancer clients always get the
+    /// node's default.
+    #[arg(long, value_name = "NAME", default_value = config::DEFAULT_USERSPACE_CONGESTION_CONTROL)]
+    pub userspace_congestion_control: String,
     /// eBPF: entries of each service map (frontends and their backend slots),
     /// when the maps are created [default: 262144]. Frontends that do not fit
     /// are served from userspace.
@@ -344,6 +351,7 @@ impl RunArgs {
         let userspace_settings = userspace::Settings {
             backend_grace: self.backend_grace_period,
             udp_idle_timeout: self.udp_idle_timeout,
+            congestion_control: userspace::congestion::resolve(&self.userspace_congestion_control),
             ..userspace::Settings::default()
         };
 

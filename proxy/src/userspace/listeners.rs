@@ -27,7 +27,7 @@ use socket2::{Domain, Protocol as SockProtocol, SockRef, Socket, Type};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
 use super::{
-    Settings,
+    Settings, congestion,
     select::{Affinity, Pool},
     tcp, udp, workers,
 };
@@ -90,6 +90,9 @@ pub(super) struct Shared {
     pub affinity: Arc<Mutex<Affinity>>,
     pub settings: Arc<Settings>,
     pub counters: UserspaceCounters,
+    /// Its clients are on this node (a ClusterIP): its connections get the
+    /// node-side congestion control ([`congestion`]).
+    pub local_clients: bool,
 }
 
 /// Binds `frontend` and starts serving it: a TCP frontend gets one
@@ -97,9 +100,14 @@ pub(super) struct Shared {
 /// frontend one socket and task on the caller's runtime.
 pub(super) async fn open(frontend: Frontend, shared: Shared) -> io::Result<Listener> {
     let addr = SocketAddr::new(frontend.addr, frontend.port);
+    let congestion = shared
+        .settings
+        .congestion_control
+        .as_deref()
+        .filter(|_| shared.local_clients);
     let mut attempt = 0;
     let socket = loop {
-        match bind(addr, frontend.protocol) {
+        match bind(addr, frontend.protocol, congestion) {
             Ok(socket) => break socket,
             Err(e) if e.kind() == io::ErrorKind::AddrInUse && attempt < BIND_RETRIES => {
                 attempt += 1;
@@ -123,7 +131,7 @@ pub(super) async fn open(frontend: Frontend, shared: Shared) -> io::Result<Liste
             let handles = all.get(first..first + count).unwrap_or(all);
             let mut sockets = vec![socket];
             for _ in 1..handles.len() {
-                sockets.push(bind(addr, Protocol::Tcp)?);
+                sockets.push(bind(addr, Protocol::Tcp, congestion)?);
             }
             if handles.len() > 1 {
                 for (socket, worker) in sockets.iter().zip(handles) {
@@ -178,7 +186,9 @@ pub(super) async fn open(frontend: Frontend, shared: Shared) -> io::Result<Liste
     }
 }
 
-fn bind(addr: SocketAddr, protocol: Protocol) -> io::Result<Socket> {
+/// A bound (and, for TCP, listening) socket on `addr`; TCP listeners get
+/// `congestion` ([`congestion`]), which accepted connections inherit.
+fn bind(addr: SocketAddr, protocol: Protocol, congestion: Option<&str>) -> io::Result<Socket> {
     let domain = Domain::for_address(addr);
     let socket = match protocol {
         Protocol::Tcp => Socket::new(
@@ -202,8 +212,9 @@ fn bind(addr: SocketAddr, protocol: Protocol) -> io::Result<Socket> {
         socket.set_reuse_address(true)?;
         // One socket per proxy thread on the same address.
         socket.set_reuse_port(true)?;
-        // Accepted connections inherit it: no system call per connection.
+        // Accepted connections inherit these: no system call per connection.
         socket.set_tcp_nodelay(true)?;
+        congestion::apply(&socket, congestion)?;
     }
     socket.bind(&addr.into())?;
     if protocol == Protocol::Tcp {
@@ -214,7 +225,35 @@ fn bind(addr: SocketAddr, protocol: Protocol) -> io::Result<Socket> {
 
 #[cfg(test)]
 mod tests {
-    use super::sockets_per_frontend;
+    use super::{Protocol, bind, congestion, sockets_per_frontend};
+
+    /// Accepted connections take the listener's congestion control, with no
+    /// system call of their own.
+    #[test]
+    fn accepted_connections_inherit_the_listeners_congestion_control() {
+        let probe = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        let other = if congestion::of(&probe) == "reno" {
+            "cubic"
+        } else {
+            "reno"
+        };
+        let listener = bind(
+            "127.0.0.1:0".parse().expect("address"),
+            Protocol::Tcp,
+            Some(other),
+        )
+        .expect("bind");
+        let addr = listener
+            .local_addr()
+            .expect("address")
+            .as_socket()
+            .expect("inet");
+        let _client = std::net::TcpStream::connect(addr).expect("connect");
+        listener.set_nonblocking(false).expect("blocking");
+        let (accepted, _) = listener.accept().expect("accept");
+        assert_eq!(congestion::of(&accepted), other);
+    }
 
     #[test]
     fn one_socket_per_worker_until_listeners_would_use_an_eighth_of_the_limit() {

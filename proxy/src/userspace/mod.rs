@@ -32,6 +32,7 @@
 //!
 //! Must not: touch routes other than its own, or block a worker.
 
+pub mod congestion;
 pub mod listeners;
 pub mod select;
 pub mod splice;
@@ -74,6 +75,9 @@ pub struct Settings {
     pub connect_timeouts: Vec<Duration>,
     /// The routing protocol number that marks our VIP routes.
     pub route_protocol: u8,
+    /// The TCP congestion control of connections to backends and of
+    /// ClusterIP listeners ([`congestion`]); `None`: the node's default.
+    pub congestion_control: Option<String>,
 }
 
 impl Default for Settings {
@@ -83,6 +87,7 @@ impl Default for Settings {
             udp_idle_timeout: config::DEFAULT_UDP_IDLE_TIMEOUT,
             connect_timeouts: config::CONNECT_TIMEOUTS.to_vec(),
             route_protocol: config::ROUTE_PROTOCOL,
+            congestion_control: None,
         }
     }
 }
@@ -306,6 +311,7 @@ impl UserspaceDatapath {
                     affinity: served.affinity.clone(),
                     settings: self.settings.clone(),
                     counters: self.counters.clone(),
+                    local_clients: spec.kind == FrontendKind::ClusterIp,
                 };
                 match listeners::open(frontend, shared).await {
                     Ok(listener) => {

@@ -32,7 +32,7 @@ use tokio::{
 };
 
 use super::{
-    Settings,
+    Settings, congestion,
     select::{Affinity, Candidates, Pool},
     splice,
 };
@@ -85,7 +85,7 @@ async fn connection(client: TcpStream, peer: SocketAddr, frontend: Arc<TcpFronte
     );
     let mut upstream = None;
     for (backend, timeout) in candidates.zip(settings.connect_timeouts.iter()) {
-        match connect(backend, *timeout).await {
+        match connect(backend, *timeout, settings.congestion_control.as_deref()).await {
             Ok(Ok(stream)) => {
                 upstream = Some((stream, backend));
                 break;
@@ -164,8 +164,9 @@ async fn connection(client: TcpStream, peer: SocketAddr, frontend: Arc<TcpFronte
 /// answer in time.
 ///
 /// Cheaper than `TcpStream::connect` under `timeout`, per connection:
-/// - `TCP_NODELAY` is set before the handshake (the client's socket inherits
-///   it from the listener);
+/// - `TCP_NODELAY` (and the congestion control, [`congestion`]) are set
+///   before the handshake (the client's socket inherits them from the
+///   listener);
 /// - success is read from the readiness the reactor reports (writable, with
 ///   no error and no hang-up) rather than asked with `getsockopt(SO_ERROR)`;
 ///   only a failure asks for its error;
@@ -176,8 +177,9 @@ async fn connection(client: TcpStream, peer: SocketAddr, frontend: Arc<TcpFronte
 async fn connect(
     backend: SocketAddr,
     timeout: Duration,
+    congestion_control: Option<&str>,
 ) -> Result<std::io::Result<TcpStream>, tokio::time::error::Elapsed> {
-    let connecting = handshake(backend);
+    let connecting = handshake(backend, congestion_control);
     tokio::pin!(connecting);
     tokio::select! {
         biased;
@@ -187,13 +189,17 @@ async fn connect(
     tokio::time::timeout(timeout, connecting).await
 }
 
-async fn handshake(backend: SocketAddr) -> std::io::Result<TcpStream> {
+async fn handshake(
+    backend: SocketAddr,
+    congestion_control: Option<&str>,
+) -> std::io::Result<TcpStream> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(backend),
         socket2::Type::STREAM.nonblocking().cloexec(),
         Some(socket2::Protocol::TCP),
     )?;
     socket.set_tcp_nodelay(true)?;
+    congestion::apply(&socket, congestion_control)?;
     match socket.connect(&backend.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
@@ -307,6 +313,20 @@ mod tests {
         assert_eq!(&buf, b"ping");
         assert_eq!(counters.backend_failures.get(), 1);
         assert_eq!(counters.tcp_connections.get(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_to_backends_get_the_configured_congestion_control() {
+        let backend = echo().await;
+        let default = handshake(backend, None).await.unwrap();
+        let node_default = congestion::of(&socket2::SockRef::from(&default));
+        let other = if node_default == "reno" {
+            "cubic"
+        } else {
+            "reno"
+        };
+        let stream = handshake(backend, Some(other)).await.unwrap();
+        assert_eq!(congestion::of(&socket2::SockRef::from(&stream)), other);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
