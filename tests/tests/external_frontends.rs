@@ -74,6 +74,52 @@ both_modes! {
     }
 }
 
+both_modes! {
+    /// The NodePort addresses follow the node's: an address added while the
+    /// daemon runs is served within moments (link notifications, not the
+    /// reconcile, which is a minute away), and one removed is withdrawn.
+    fn node_ports_follow_the_nodes_addresses(mode) {
+        const ADDED: &str = "192.168.77.2";
+        let mut f = Fixture::new(mode);
+        f.sandbox
+            .add_local_addr(ip(NODE_IP))
+            .unwrap_or_else(|e| panic!("adding {NODE_IP} to lo: {e}"));
+        f.write_web(&BACKENDS_V4, &BACKENDS_V6);
+        f.write("ext.yaml", &ext());
+        f.start_proxy_with(&["--node-name", "node-1", "--nodeport-addresses", "192.168.77.0/24"]);
+        f.wait_ready();
+        let (old, new) = (sock(NODE_IP, NODE_PORT), sock(ADDED, NODE_PORT));
+        f.wait_for(PROPAGATION, &format!("{old} to be served"), || {
+            try_backends(Kind::Tcp, old, 3).is_ok()
+        });
+
+        f.sandbox
+            .add_local_addr(ip(ADDED))
+            .unwrap_or_else(|e| panic!("adding {ADDED} to lo: {e}"));
+        f.wait_for(PROPAGATION, &format!("{new} to be served"), || {
+            try_backends(Kind::Tcp, new, 3).is_ok()
+        });
+
+        f.sandbox
+            .ip(&format!("addr del {NODE_IP}/32 dev lo"))
+            .unwrap_or_else(|e| panic!("removing {NODE_IP}: {e}"));
+        // Gone from the socket hooks' maps (they would still translate a
+        // connect to it: no route is needed for that), or no listener.
+        let sandbox = &f.sandbox;
+        let withdrawn = proxy_tests::wait_until(PROPAGATION, || {
+            let listening = sandbox.listening().unwrap_or_default();
+            proxy_tests::tcp_request_timeout(old, PROBE).is_err() && !listening.contains(&old)
+        });
+        assert!(withdrawn, "{old} still served after its address went:\n{}", f.log());
+        assert!(try_backends(Kind::Tcp, new, 3).is_ok(), "{new} stopped being served");
+        let log = f.log();
+        assert!(
+            log.contains("NodePort addresses changed"),
+            "expected the change in the log:\n{log}"
+        );
+    }
+}
+
 /// `local`: type NodePort with `externalTrafficPolicy: Local`, nodePort
 /// 30081, one endpoint on this node (`node-1`) and one elsewhere.
 fn etp_local() -> String {

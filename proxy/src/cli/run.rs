@@ -50,12 +50,13 @@ use crate::{
         tc::TcSettings,
     },
     model::{Index, NodeInfo, selection},
-    nodeport::{self, Cidr},
+    nodeport::Cidr,
     plan::Scope,
     source::{
         gate::Gate,
         kube as kube_source,
         manifests::{self, ManifestDir},
+        node_addresses,
     },
     sync::{self, SyncSettings},
     userspace::{self, UserspaceDatapath},
@@ -361,28 +362,38 @@ impl RunArgs {
             Index::new(NodeInfo::named(node_name.clone()))
                 .with_proxy_name(self.service_proxy_name.as_deref()),
         ));
-        // Before any source runs, so the first sync already has the NodePorts:
-        // every address of this network namespace (kube-proxy's default),
-        // filtered by `--nodeport-addresses`. The tc devices' addresses are
-        // among them; the socket hooks serve the rest to local clients.
-        let addresses = nodeport::resolve(&self.nodeport_addresses).await;
-        match addresses {
-            Ok(addresses) => {
-                tracing::info!(addresses = ?addresses, "NodePort addresses");
-                index
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .set_nodeport_addresses(addresses);
-            }
-            Err(error) => tracing::warn!(
-                error = %format!("{error:#}"),
-                "cannot list this node's addresses: NodePorts are not served"
-            ),
-        }
         // The sync loop starts programming once every source has its first
         // complete state (see `source::gate`).
         let mut gate = Gate::new(changes_tx);
         let mut sources = Vec::new();
+
+        // Link and address notifications: the NodePort addresses follow the
+        // node's (below), and in eBPF mode new devices get the tc programs
+        // at once rather than at the next reconcile.
+        let (link_tx, link_rx) = watch::channel(0u64);
+        let link_events = match devices::watch_links(link_tx) {
+            Ok(_task) => Some(link_rx),
+            Err(error) => {
+                tracing::warn!(
+                    error = %format!("{:#}", anyhow::Error::from(error)),
+                    "no link notifications: address and device changes are seen at the next reconcile"
+                );
+                None
+            }
+        };
+        // The NodePort addresses: every address of this network namespace
+        // (kube-proxy's default), filtered by `--nodeport-addresses`, kept up
+        // to date. A gate input, so the first sync already has the NodePorts.
+        // The tc devices' addresses are among them; the socket hooks serve
+        // the rest to local clients.
+        sources.push(node_addresses::start(
+            self.nodeport_addresses.clone(),
+            index.clone(),
+            gate.input("node addresses"),
+            link_events.clone(),
+            self.resync_interval_ms,
+            shutdown_rx.clone(),
+        ));
 
         if let Some(manifest_dir) = &self.manifests {
             let source = manifests::watch::start(
@@ -447,13 +458,8 @@ impl RunArgs {
                     EbpfDatapath::new(writer, telemetry.clone(), overflow).with_hooks(hooks);
                 // New pod devices get the tc programs at once, not at the
                 // next reconcile.
-                let (device_tx, device_rx) = watch::channel(0u64);
-                match devices::watch_links(device_tx) {
-                    Ok(_task) => datapath = datapath.with_device_events(device_rx),
-                    Err(error) => tracing::warn!(
-                        error = %format!("{:#}", anyhow::Error::from(error)),
-                        "no link notifications: new devices get the tc programs at the next reconcile"
-                    ),
+                if let Some(events) = link_events {
+                    datapath = datapath.with_device_events(events);
                 }
                 let syncer = tokio::spawn(sync::run(
                     index,
