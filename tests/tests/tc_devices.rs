@@ -494,3 +494,57 @@ fn a_new_pod_device_is_attached_on_its_link_notification_not_the_reconcile() {
             .is_some_and(|l| l.len() == 2)
     });
 }
+
+/// `--devices auto` takes the links with the node's addresses, but not the
+/// pods' side of the node: a bridge with an address (a CNI's `cni0`) gets no
+/// tc programs, so pod-to-pod packets do not pay for them, until it carries
+/// the default route (a node whose uplink is a bridge). The uplink here is a
+/// veth (as in a kind node), taken for its default route; once the route
+/// moves to the bridge, it is a veth like a pod's and is left out.
+#[test]
+fn auto_leaves_out_a_bridge_until_it_carries_the_default_route() {
+    const BRIDGE: &str = "tcbr0";
+    let mut f = Fixture::new(Mode::Ebpf);
+    f.write_web(&BACKENDS_V4, &BACKENDS_V6);
+    add_veth(&f, EXT);
+    for cmd in [
+        format!("addr add {EXT_ADDR4}/24 dev {EXT}"),
+        format!("link add {BRIDGE} type bridge"),
+        format!("addr add 10.244.0.1/24 dev {BRIDGE}"),
+        format!("link set {BRIDGE} up"),
+        format!("route add default dev {EXT}"),
+    ] {
+        f.sandbox
+            .ip(&cmd)
+            .unwrap_or_else(|e| panic!("ip {cmd}: {e}"));
+    }
+    let mut args = args();
+    let at = args
+        .iter()
+        .position(|a| *a == EXT)
+        .expect("the devices flag's value");
+    args[at] = "auto";
+    f.proxy = Some(
+        ProxyProcess::start_with_args(&proxy_bin(), &f.sandbox, &f.sandbox.manifests_dir(), &args)
+            .unwrap_or_else(|e| panic!("starting the proxy: {e}")),
+    );
+    f.wait_ready();
+    let pin = f.sandbox.pin_path();
+    f.wait_for(STARTUP, "tc links on tcext0", || {
+        devices_of(&tc_links(&pin)).contains(&EXT.to_owned())
+    });
+    // Several reconciles later, still nothing on the bridge.
+    std::thread::sleep(Duration::from_secs(1));
+    let devices = devices_of(&tc_links(&pin));
+    assert!(
+        !devices.contains(&BRIDGE.to_owned()),
+        "auto attached to the bridge: {devices:?}"
+    );
+
+    f.sandbox
+        .ip(&format!("route replace default dev {BRIDGE}"))
+        .unwrap_or_else(|e| panic!("moving the default route: {e}"));
+    f.wait_for(SETTLE, "tc links on the bridge alone", || {
+        devices_of(&tc_links(&pin)) == [BRIDGE]
+    });
+}

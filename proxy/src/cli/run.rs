@@ -180,7 +180,8 @@ pub struct RunArgs {
     /// eBPF: the node's external devices, where the tc programs serve
     /// NodePorts, ExternalIPs and LoadBalancer IPs: comma-separated interface
     /// names, or `auto`: the interfaces that carry the node's addresses or its
-    /// default route, loopback excluded.
+    /// default route, loopback excluded; bridges, Open vSwitch, veths and
+    /// netkit devices (the pods' side) only with the default route.
     #[arg(long, value_name = "NAMES", default_value = "auto", value_parser = DeviceSelection::from_str)]
     pub devices: DeviceSelection,
     /// eBPF: devices facing pods (comma-separated names or globs such as

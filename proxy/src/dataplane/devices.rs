@@ -10,7 +10,9 @@
 //! The pure part, [`select`], turns the links the kernel lists ([`Link`]) into
 //! [`Device`]s; [`read_links`] reads them through rtnetlink. `auto` picks the
 //! links (loopback excluded) that carry a global address or the default
-//! route, in ifindex order; pod devices come after the external ones.
+//! route, in ifindex order, leaving out bridges, Open vSwitch, veths and
+//! netkit devices that do not carry the default route (the pods' side of the
+//! node, [`Link::pod_side`]); pod devices come after the external ones.
 //! [`Selected::node_addresses`] are the global addresses of the external
 //! devices, in device order; the first of each family is the SNAT address
 //! (`NODE_CFG`).
@@ -25,7 +27,7 @@ use std::{
 use futures::{StreamExt as _, TryStreamExt as _};
 use netlink_packet_route::{
     address::{AddressAttribute, AddressScope},
-    link::{LinkAttribute, LinkFlags},
+    link::{LinkAttribute, LinkFlags, LinkInfo},
     route::{RouteAttribute, RouteHeader},
 };
 use proxy_common::device_flags;
@@ -207,8 +209,26 @@ pub struct Link {
     pub index: u32,
     pub name: String,
     pub loopback: bool,
+    /// The link's kind (`IFLA_INFO_KIND`: `veth`, `bridge`, `vxlan`...), if
+    /// it has one (physical NICs have none).
+    pub kind: Option<String>,
     /// Global-scope addresses, in the kernel's order.
     pub addrs: Vec<IpAddr>,
+}
+
+impl Link {
+    /// A software link on the pods' side of the node: a bridge or Open
+    /// vSwitch that pod interfaces hang off (`cni0`, `docker0`), or a pod's
+    /// veth or netkit. `auto` leaves them out unless they carry the default
+    /// route (a node whose uplink is a bridge): the tc programs there would
+    /// cost every packet between pods, for traffic the socket hooks already
+    /// serve. Cilium's auto-detection leaves them out for the same reason.
+    fn pod_side(&self) -> bool {
+        matches!(
+            self.kind.as_deref(),
+            Some("bridge" | "openvswitch" | "veth" | "netkit")
+        )
+    }
 }
 
 /// A device the tc programs go on.
@@ -272,7 +292,10 @@ pub fn select(
             .iter()
             .copied()
             .filter(|l| !l.loopback && !pods.matches(&l.name))
-            .filter(|l| !l.addrs.is_empty() || default_oifs.contains(&l.index))
+            .filter(|l| {
+                let default_route = default_oifs.contains(&l.index);
+                (!l.addrs.is_empty() && !l.pod_side()) || default_route
+            })
             .collect(),
         DeviceSelection::Names(names) => {
             let mut found = Vec::new();
@@ -392,10 +415,18 @@ async fn dump(handle: &rtnetlink::Handle) -> Result<(Vec<Link>, BTreeSet<u32>), 
             LinkAttribute::IfName(n) => Some(n.clone()),
             _ => None,
         });
+        let kind = msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+                LinkInfo::Kind(kind) => Some(kind.to_string()),
+                _ => None,
+            }),
+            _ => None,
+        });
         links.push(Link {
             index: msg.header.index,
             name: name.unwrap_or_default(),
             loopback: msg.header.flags.contains(LinkFlags::Loopback),
+            kind,
             addrs: Vec::new(),
         });
     }
@@ -503,8 +534,57 @@ mod tests {
             index,
             name: name.to_owned(),
             loopback: name == "lo",
+            kind: None,
             addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
         }
+    }
+
+    fn kind(mut link: Link, kind: &str) -> Link {
+        link.kind = Some(kind.to_owned());
+        link
+    }
+
+    #[test]
+    fn auto_leaves_out_the_pods_side_unless_it_carries_the_default_route() {
+        let links = vec![
+            link(1, "lo", &["127.0.0.1"]),
+            link(2, "eth0", &["192.0.2.10"]),
+            kind(link(3, "cni0", &["10.244.0.1"]), "bridge"),
+            kind(link(4, "flannel.1", &["10.244.0.0"]), "vxlan"),
+            kind(link(5, "vethab12", &["169.254.1.1"]), "veth"),
+            kind(link(6, "ovs-system", &["10.1.0.1"]), "openvswitch"),
+            kind(link(7, "nk0", &["10.2.0.1"]), "netkit"),
+            kind(link(8, "br0", &["198.51.100.7"]), "bridge"),
+        ];
+        let auto = |oifs: &[u32]| {
+            select(
+                &links,
+                &oifs.iter().copied().collect(),
+                &DeviceSelection::Auto,
+                &PodDevices::default(),
+                true,
+            )
+        };
+        assert_eq!(
+            names(&auto(&[2])),
+            [("eth0", 0, true), ("flannel.1", 0, true)]
+        );
+        // A node whose uplink is a bridge.
+        let s = auto(&[8]);
+        assert_eq!(
+            names(&s),
+            [("eth0", 0, true), ("flannel.1", 0, true), ("br0", 0, true)]
+        );
+        assert_eq!(s.snat().0, Some("192.0.2.10".parse().unwrap()));
+        // Named, a bridge is taken as asked.
+        let named = select(
+            &links,
+            &BTreeSet::new(),
+            &"cni0".parse().unwrap(),
+            &PodDevices::default(),
+            true,
+        );
+        assert_eq!(names(&named), [("cni0", 0, true)]);
     }
 
     fn links() -> Vec<Link> {
