@@ -36,16 +36,28 @@ fn ext() -> String {
     y
 }
 
+/// A proxy in `mode` serving `ext` and web, with the node's address on `lo`
+/// and NodePorts on 192.168.77.0/24.
+fn serving_ext(mode: Mode) -> Fixture {
+    let mut f = Fixture::new(mode);
+    f.sandbox
+        .add_local_addr(ip(NODE_IP))
+        .unwrap_or_else(|e| panic!("adding {NODE_IP} to lo: {e}"));
+    f.write_web(&BACKENDS_V4, &BACKENDS_V6);
+    f.write("ext.yaml", &ext());
+    f.start_proxy_with(&[
+        "--node-name",
+        "node-1",
+        "--nodeport-addresses",
+        "192.168.77.0/24",
+    ]);
+    f.wait_ready();
+    f
+}
+
 both_modes! {
     fn node_port_and_external_ip_are_served_and_a_node_ip_is_refused(mode) {
-        let mut f = Fixture::new(mode);
-        f.sandbox
-            .add_local_addr(ip(NODE_IP))
-            .unwrap_or_else(|e| panic!("adding {NODE_IP} to lo: {e}"));
-        f.write_web(&BACKENDS_V4, &BACKENDS_V6);
-        f.write("ext.yaml", &ext());
-        f.start_proxy_with(&["--node-name", "node-1", "--nodeport-addresses", "192.168.77.0/24"]);
-        f.wait_ready();
+        let mut f = serving_ext(mode);
 
         let want = names(&BACKENDS_V4, TCP_TARGET);
         for vip in [sock(NODE_IP, NODE_PORT), sock(EXTERNAL_IP, 80)] {
@@ -80,14 +92,7 @@ both_modes! {
     /// reconcile, which is a minute away), and one removed is withdrawn.
     fn node_ports_follow_the_nodes_addresses(mode) {
         const ADDED: &str = "192.168.77.2";
-        let mut f = Fixture::new(mode);
-        f.sandbox
-            .add_local_addr(ip(NODE_IP))
-            .unwrap_or_else(|e| panic!("adding {NODE_IP} to lo: {e}"));
-        f.write_web(&BACKENDS_V4, &BACKENDS_V6);
-        f.write("ext.yaml", &ext());
-        f.start_proxy_with(&["--node-name", "node-1", "--nodeport-addresses", "192.168.77.0/24"]);
-        f.wait_ready();
+        let mut f = serving_ext(mode);
         let (old, new) = (sock(NODE_IP, NODE_PORT), sock(ADDED, NODE_PORT));
         f.wait_for(PROPAGATION, &format!("{old} to be served"), || {
             try_backends(Kind::Tcp, old, 3).is_ok()

@@ -66,6 +66,21 @@ fn start(f: &mut Fixture) {
     f.wait_ready();
 }
 
+/// [`start`], with the value `value` of [`args`] replaced by `with`.
+fn start_replacing(f: &mut Fixture, value: &str, with: &'static str) {
+    let mut args = args();
+    let at = args
+        .iter()
+        .position(|a| *a == value)
+        .unwrap_or_else(|| panic!("no {value} among {args:?}"));
+    args[at] = with;
+    f.proxy = Some(
+        ProxyProcess::start_with_args(&proxy_bin(), &f.sandbox, &f.sandbox.manifests_dir(), &args)
+            .unwrap_or_else(|e| panic!("starting the proxy: {e}")),
+    );
+    f.wait_ready();
+}
+
 /// A veth pair, both ends in the sandbox, up; the peer is `x<name>`, which
 /// no setting selects.
 fn add_veth(f: &Fixture, name: &str) {
@@ -464,18 +479,8 @@ fn a_new_pod_device_is_attached_on_its_link_notification_not_the_reconcile() {
     let mut f = Fixture::new(Mode::Ebpf);
     f.write_web(&BACKENDS_V4, &BACKENDS_V6);
     add_veth(&f, EXT);
-    let mut args = args();
     // The reconcile is an hour away: only the notification can do it.
-    let at = args
-        .iter()
-        .position(|a| *a == RESYNC_MS)
-        .expect("the resync flag's value");
-    args[at] = "3600000";
-    f.proxy = Some(
-        ProxyProcess::start_with_args(&proxy_bin(), &f.sandbox, &f.sandbox.manifests_dir(), &args)
-            .unwrap_or_else(|e| panic!("starting the proxy: {e}")),
-    );
-    f.wait_ready();
+    start_replacing(&mut f, RESYNC_MS, "3600000");
     let pin = f.sandbox.pin_path();
     f.wait_for(STARTUP, "tc links on tcext0", || {
         devices_of(&tc_links(&pin)) == [EXT]
@@ -518,17 +523,7 @@ fn auto_leaves_out_a_bridge_until_it_carries_the_default_route() {
             .ip(&cmd)
             .unwrap_or_else(|e| panic!("ip {cmd}: {e}"));
     }
-    let mut args = args();
-    let at = args
-        .iter()
-        .position(|a| *a == EXT)
-        .expect("the devices flag's value");
-    args[at] = "auto";
-    f.proxy = Some(
-        ProxyProcess::start_with_args(&proxy_bin(), &f.sandbox, &f.sandbox.manifests_dir(), &args)
-            .unwrap_or_else(|e| panic!("starting the proxy: {e}")),
-    );
-    f.wait_ready();
+    start_replacing(&mut f, EXT, "auto");
     let pin = f.sandbox.pin_path();
     f.wait_for(STARTUP, "tc links on tcext0", || {
         devices_of(&tc_links(&pin)).contains(&EXT.to_owned())
