@@ -17,6 +17,10 @@
 //! from 0.96× to 1.06× HAProxy's. A SYN taken on a CPU no worker owns falls
 //! back to the reuseport hash.
 //!
+//! Under a CPU quota smaller than the cpuset ([`plan`]), there are as many
+//! workers as the quota allows, unpinned, with unmarked sockets (the reuseport
+//! hash spreads connections), as before pinning.
+//!
 //! The runtimes start with the first TCP listener and live as long as the
 //! process. Where a thread cannot be started, the caller's runtime is used;
 //! where it cannot be pinned, it runs unpinned and its sockets unmarked.
@@ -38,9 +42,9 @@ pub(super) struct Worker {
 
 static WORKERS: OnceLock<Vec<Worker>> = OnceLock::new();
 
-/// One serving thread per CPU this process may run on (at least one: the
-/// caller's runtime if none could be started). Must be called inside a tokio
-/// runtime.
+/// One serving thread per CPU this process may run on ([`plan`]; at least
+/// one: the caller's runtime if none could be started). Must be called inside
+/// a tokio runtime.
 pub(super) fn all() -> &'static [Worker] {
     WORKERS.get_or_init(|| {
         let cpus = allowed_cpus();
@@ -65,21 +69,29 @@ pub(super) fn all() -> &'static [Worker] {
     })
 }
 
-/// The CPUs in this process's affinity mask (its cpuset), or as many
-/// unnamed ones as `available_parallelism` says when it cannot be read.
+/// The CPUs to serve on: one worker each, pinned when named.
 fn allowed_cpus() -> Vec<Option<usize>> {
-    match sched_getaffinity(Pid::from_raw(0)) {
-        Ok(set) => {
-            let cpus: Vec<_> = (0..CpuSet::count())
-                .filter(|cpu| set.is_set(*cpu).unwrap_or(false))
-                .map(Some)
-                .collect();
-            if cpus.is_empty() { vec![None] } else { cpus }
+    let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get().max(1));
+    let affinity = sched_getaffinity(Pid::from_raw(0)).ok().map(|set| {
+        (0..CpuSet::count())
+            .filter(|cpu| set.is_set(*cpu).unwrap_or(false))
+            .collect::<Vec<_>>()
+    });
+    plan(affinity, parallelism)
+}
+
+/// One pinned worker per CPU of the affinity mask (the cpuset), when the
+/// process may use all of them; otherwise `parallelism` unpinned workers.
+/// `parallelism` (`available_parallelism`) also counts a CPU quota
+/// (`cpu.max`): a pod limited to 2 CPUs on a 64-CPU node gets 2 workers,
+/// not 64 (each a listening socket per frontend), and none pinned, since
+/// pinning 2 of them would tie them to 2 CPUs of the 64 its clients run on.
+fn plan(affinity: Option<Vec<usize>>, parallelism: usize) -> Vec<Option<usize>> {
+    match affinity {
+        Some(cpus) if !cpus.is_empty() && cpus.len() <= parallelism => {
+            cpus.into_iter().map(Some).collect()
         }
-        Err(_) => {
-            let count = std::thread::available_parallelism().map_or(2, |n| n.get().max(1));
-            vec![None; count]
-        }
+        _ => vec![None; parallelism.max(1)],
     }
 }
 
@@ -102,4 +114,19 @@ fn start(i: usize, cpu: Option<usize>) -> std::io::Result<Worker> {
 fn pin(cpu: usize) -> bool {
     let mut set = CpuSet::new();
     set.set(cpu).is_ok() && sched_setaffinity(Pid::from_raw(0), &set).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan;
+
+    #[test]
+    fn pinned_per_cpu_unless_a_quota_allows_fewer() {
+        assert_eq!(plan(Some(vec![0, 1]), 2), [Some(0), Some(1)]);
+        assert_eq!(plan(Some(vec![2, 5]), 2), [Some(2), Some(5)]);
+        // A quota of 2 CPUs on a 4-CPU cpuset.
+        assert_eq!(plan(Some(vec![0, 1, 2, 3]), 2), [None, None]);
+        assert_eq!(plan(None, 3), [None, None, None]);
+        assert_eq!(plan(Some(vec![]), 0), [None]);
+    }
 }
