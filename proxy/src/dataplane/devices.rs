@@ -222,7 +222,8 @@ impl Link {
     /// veth or netkit. `auto` leaves them out unless they carry the default
     /// route (a node whose uplink is a bridge): the tc programs there would
     /// cost every packet between pods, for traffic the socket hooks already
-    /// serve. Cilium's auto-detection leaves them out for the same reason.
+    /// serve. Cilium's auto-detection leaves out veths without the default
+    /// route, and bridges and Open vSwitch always, for the same reason.
     fn pod_side(&self) -> bool {
         matches!(
             self.kind.as_deref(),
