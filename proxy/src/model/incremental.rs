@@ -351,7 +351,7 @@ mod tests {
     use super::*;
     use crate::model::{
         NodeInfo, ServiceType, SourceId, TrafficPolicy,
-        desired::builders::{ip, slice, svc},
+        testkit::{ip, slice, svc},
         types::Protocol::{Tcp, Udp},
     };
 
@@ -496,7 +496,7 @@ mod footprint {
         dataplane::{Writer, fake::FakeMaps},
         model::{
             NodeInfo, SourceId,
-            desired::builders::{slice, svc},
+            testkit::{slice, svc},
             types::Protocol::Tcp,
         },
     };

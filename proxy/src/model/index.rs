@@ -398,7 +398,7 @@ mod tests {
 
     use super::*;
     use crate::model::{
-        desired::builders::*,
+        testkit::*,
         types::{
             Protocol::{Tcp, Udp},
             SourceId::{Kubernetes, Manifests},
@@ -767,7 +767,7 @@ mod tests {
             [ip("10.0.0.1"), ip("192.168.1.10")]
         );
         assert_eq!(
-            crate::model::desired::builders::frontends_of(&idx.desired()),
+            crate::model::testkit::frontends_of(&idx.desired()),
             [
                 "10.0.0.1:30080/TCP",
                 "10.96.0.10:80/TCP",

@@ -8,6 +8,8 @@ pub mod incremental;
 pub mod index;
 pub mod selection;
 pub mod small_set;
+#[cfg(test)]
+pub(crate) mod testkit;
 pub mod types;
 
 pub use index::Index;

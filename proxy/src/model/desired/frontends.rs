@@ -1,0 +1,275 @@
+//! What one Service contributes to the desired state: its frontends, the
+//! backends behind each, and what is refused or counted on the way.
+//!
+//! Pure: no I/O, no logging, no clock.
+//!
+//! Rules (ClusterIP frontends; see `docs/semantics.md`):
+//! - one frontend per cluster IP × TCP/UDP Service port;
+//! - its endpoints are the port's [`Candidate`](super::Candidate)s, sorted into cluster and local
+//!   categories by [`categorize`] (see [`super::topology`]);
+//! - the frontend serves traffic that starts on this node (the socket hooks see
+//!   only that), i.e. kube-proxy's "internal" traffic: it uses the local
+//!   endpoints under `internalTrafficPolicy: Local`, else the cluster endpoints;
+//! - session affinity: [`FrontendSpec::affinity_timeout`] is the Service's;
+//! - a frontend with no usable endpoint is still emitted, with empty backends.
+//!
+//! External frontends (issue 4), in the family of each cluster IP:
+//! - NodePort (type NodePort or LoadBalancer, a port with `nodePort`): one per
+//!   nodeport address ([`NodeInfo::nodeport_addresses`]) × `nodePort`;
+//!   each ExternalIP × port (any type, as kube-proxy); each LoadBalancer
+//!   ingress IP × port (type LoadBalancer);
+//! - their `backends` (the internal scope: the node and its pods) are the
+//!   cluster category; under `externalTrafficPolicy: Local`,
+//!   `external_backends` (the external scope) holds the local category;
+//! - refused, and reported as a [`Refusal`] (CVE-2020-8554): any external
+//!   frontend on the kubelet's port 10250, and ExternalIPs or LoadBalancer IPs
+//!   that are loopback, unspecified, or one of this node's addresses;
+//! - [`ServiceFrontends::local_endpoints`]: every endpoint address on this node;
+//!   [`ServiceFrontends::health_check`]: `healthCheckNodePort` of LoadBalancer
+//!   Services with `externalTrafficPolicy: Local`, with the count of local
+//!   Ready endpoints summed over the Service's ports, in its primary family
+//!   only (kube-proxy's `LocalReadyEndpoints`, which each family's proxier
+//!   computes on its own).
+//!
+//! # Local policy with no local endpoint: refuse, not drop
+//!
+//! kube-proxy *drops* ClusterIP traffic of an `internalTrafficPolicy: Local`
+//! Service that has endpoints elsewhere but none here, and *rejects* only when
+//! the Service has no endpoint anywhere. Here both give empty backends, which the
+//! dataplane answers with `ECONNREFUSED` at `connect()`/`sendmsg()`. A
+//! socket-level proxy cannot drop silently: leaving the socket untranslated would
+//! send packets to a VIP that nothing routes, and the client would wait for a
+//! timeout to learn what is already known now. Failing fast is what kube-proxy's
+//! REJECT is for, and the cause is counted
+//! ([`super::DesiredOutcome::no_local_endpoints`], kube-proxy's
+//! `sync_proxy_rules_no_local_endpoints_total`).
+
+use std::{collections::BTreeSet, fmt, net::IpAddr};
+
+use super::{
+    NoLocalEndpoints,
+    topology::{candidates, categorize},
+};
+use crate::model::types::{
+    AddressType, EndpointSlice, Frontend, FrontendKind, FrontendSpec, HealthCheck, NodeInfo,
+    ObjectRef, Service, ServicePort, ServiceType, TrafficPolicy,
+};
+
+/// The kubelet's port: no external frontend may take it (CVE-2020-8554).
+pub const KUBELET_PORT: u16 = 10250;
+
+/// An external frontend that is not programmed because it would hijack
+/// traffic that is not the Service's (CVE-2020-8554). Refused unconditionally,
+/// as kube-proxy's admission guidance and issue 4 ask; reported like a
+/// [`Conflict`].
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Refusal {
+    pub service: ObjectRef,
+    pub frontend: Frontend,
+    pub kind: FrontendKind,
+    pub reason: RefusalReason,
+}
+
+/// Why an external frontend is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RefusalReason {
+    /// The address is one of this node's (an ExternalIP or LoadBalancer IP).
+    NodeAddress,
+    /// A loopback or unspecified address.
+    Loopback,
+    /// The kubelet's port, [`KUBELET_PORT`].
+    KubeletPort,
+}
+
+impl RefusalReason {
+    pub const ALL: [RefusalReason; 3] = [
+        RefusalReason::NodeAddress,
+        RefusalReason::Loopback,
+        RefusalReason::KubeletPort,
+    ];
+
+    /// Short label, for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            RefusalReason::NodeAddress => "node_address",
+            RefusalReason::Loopback => "loopback",
+            RefusalReason::KubeletPort => "kubelet_port",
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let why = match self.reason {
+            RefusalReason::NodeAddress => "the address is one of this node's",
+            RefusalReason::Loopback => "the address is a loopback or unspecified address",
+            RefusalReason::KubeletPort => "the port is the kubelet's (10250)",
+        };
+        write!(
+            f,
+            "Service {}: {} frontend {} refused: {why} (CVE-2020-8554)",
+            self.service, self.kind, self.frontend
+        )
+    }
+}
+
+/// What one Service contributes to the desired state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceFrontends {
+    pub frontends: Vec<(Frontend, FrontendSpec)>,
+    /// Its ports without a local endpoint, by policy (see [`NoLocalEndpoints`]).
+    pub no_local: NoLocalEndpoints,
+    /// Its ports counted in `no_local` under either policy, each once.
+    pub no_local_ports: usize,
+    /// Its external frontends refused for safety, in port order.
+    pub refusals: Vec<Refusal>,
+    /// Addresses of its endpoints on this node.
+    pub local_endpoints: BTreeSet<IpAddr>,
+    /// Its health-check node port, when it has one.
+    pub health_check: Option<(u16, HealthCheck)>,
+}
+
+/// The frontends of one Service, given its slices in slice-name order.
+pub fn service_frontends(
+    node: &NodeInfo,
+    service: &Service,
+    slices: &[&EndpointSlice],
+) -> ServiceFrontends {
+    let mut out = ServiceFrontends {
+        frontends: Vec::with_capacity(service.cluster_ips.len() * service.ports.len()),
+        ..ServiceFrontends::default()
+    };
+    let internal_local = service.internal_traffic_policy == TrafficPolicy::Local;
+    let external_local =
+        service.external_traffic_policy == TrafficPolicy::Local && service.externally_accessible();
+    // kube-proxy's `LocalReadyEndpoints`: local Ready endpoints summed over
+    // the Service's ports, within one family (each family's proxier has its
+    // own endpoints map, and the shared health server gets one family's
+    // count): the primary family's, that of the first cluster IP.
+    let mut health_endpoints = 0usize;
+    for port in &service.ports {
+        let (mut lacks_internal, mut lacks_external) = (false, false);
+        for (family_index, &addr) in service.cluster_ips.iter().enumerate() {
+            let endpoints = candidates(service, port, AddressType::of(addr), slices, node);
+            for ep in endpoints.iter().filter(|ep| ep.local) {
+                out.local_endpoints.insert(ep.backend.addr);
+                if ep.ready && family_index == 0 {
+                    health_endpoints += 1;
+                }
+            }
+            let categories = categorize(&endpoints, node);
+            if categories.has_any && categories.local.is_empty() {
+                lacks_internal |= internal_local;
+                lacks_external |= external_local;
+            }
+            let spec = |kind, backends| FrontendSpec {
+                service: service.id.clone(),
+                port_name: port.name.clone(),
+                kind,
+                backends,
+                external_backends: None,
+                affinity_timeout: service.session_affinity,
+                traffic_policy: service.internal_traffic_policy,
+            };
+            let backends = if internal_local {
+                categories.local.clone()
+            } else {
+                categories.cluster.clone()
+            };
+            let frontend = Frontend {
+                addr,
+                port: port.port,
+                protocol: port.protocol,
+            };
+            out.frontends
+                .push((frontend, spec(FrontendKind::ClusterIp, backends)));
+            for (kind, frontend) in external_frontends(node, service, port, addr) {
+                if let Some(reason) = refusal(node, kind, frontend) {
+                    out.refusals.push(Refusal {
+                        service: service.id.clone(),
+                        frontend,
+                        kind,
+                        reason,
+                    });
+                    continue;
+                }
+                let mut external = spec(kind, categories.cluster.clone());
+                if external_local {
+                    external.external_backends = Some(categories.local.clone());
+                }
+                out.frontends.push((frontend, external));
+            }
+        }
+        out.no_local.internal += usize::from(lacks_internal);
+        out.no_local.external += usize::from(lacks_external);
+        out.no_local_ports += usize::from(lacks_internal || lacks_external);
+    }
+    if service.service_type == ServiceType::LoadBalancer
+        && service.external_traffic_policy == TrafficPolicy::Local
+        && let Some(port) = service.health_check_node_port
+    {
+        out.health_check = Some((
+            port,
+            HealthCheck {
+                service: service.id.clone(),
+                local_endpoints: health_endpoints,
+            },
+        ));
+    }
+    out
+}
+
+/// The external frontends of one Service port in the family of `cluster_ip`:
+/// NodePorts on each nodeport address, then ExternalIPs, then LoadBalancer
+/// ingress IPs.
+fn external_frontends(
+    node: &NodeInfo,
+    service: &Service,
+    port: &ServicePort,
+    cluster_ip: IpAddr,
+) -> Vec<(FrontendKind, Frontend)> {
+    let family = AddressType::of(cluster_ip);
+    let same_family = |ip: &&IpAddr| AddressType::of(**ip) == family;
+    let at = |addr: IpAddr, port_number: u16| Frontend {
+        addr,
+        port: port_number,
+        protocol: port.protocol,
+    };
+    let mut out = Vec::new();
+    if matches!(
+        service.service_type,
+        ServiceType::NodePort | ServiceType::LoadBalancer
+    ) && let Some(node_port) = port.node_port
+    {
+        for addr in node.nodeport_addresses.iter().filter(same_family) {
+            out.push((FrontendKind::NodePort, at(*addr, node_port)));
+        }
+    }
+    for addr in service.external_ips.iter().filter(same_family) {
+        out.push((FrontendKind::ExternalIp, at(*addr, port.port)));
+    }
+    if service.service_type == ServiceType::LoadBalancer {
+        for addr in service.load_balancer_ips.iter().filter(same_family) {
+            out.push((FrontendKind::LoadBalancer, at(*addr, port.port)));
+        }
+    }
+    out
+}
+
+/// Why an external frontend must not be programmed, if it must not.
+fn refusal(node: &NodeInfo, kind: FrontendKind, frontend: Frontend) -> Option<RefusalReason> {
+    if frontend.port == KUBELET_PORT {
+        return Some(RefusalReason::KubeletPort);
+    }
+    if kind == FrontendKind::NodePort {
+        // Node addresses by definition; the daemon never lists loopback ones.
+        return None;
+    }
+    if frontend.addr.is_loopback() || frontend.addr.is_unspecified() {
+        Some(RefusalReason::Loopback)
+    } else if node.owns(frontend.addr) {
+        Some(RefusalReason::NodeAddress)
+    } else {
+        None
+    }
+}

@@ -1,0 +1,241 @@
+//! External frontends: NodePort, ExternalIP and LoadBalancer, both scopes,
+//! and the refusals of CVE-2020-8554.
+
+use super::*;
+
+fn be(s: &str) -> Backend {
+    let a: std::net::SocketAddr = s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
+    Backend {
+        addr: a.ip(),
+        port: a.port(),
+        protocol: Tcp,
+    }
+}
+
+fn fe(s: &str, protocol: Protocol) -> Frontend {
+    let a: std::net::SocketAddr = s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
+    Frontend {
+        addr: a.ip(),
+        port: a.port(),
+        protocol,
+    }
+}
+
+/// A LoadBalancer Service with `externalTrafficPolicy: Local`, a NodePort,
+/// an ExternalIP and an ingress IP, one endpoint here and one elsewhere:
+/// every frontend kind, both scopes, the local set and the health check,
+/// compared whole.
+#[test]
+fn load_balancer_with_local_external_policy_whole_state() {
+    let host = node(HOST)
+        .address("192.168.1.10")
+        .nodeport_address("192.168.1.10")
+        .nodeport_address("fd00::10");
+    let out = compute_on(
+        host.into(),
+        vec![
+            svc("shop", "web")
+                .service_type(ServiceType::LoadBalancer)
+                .cluster_ip("10.96.0.10")
+                .port("http", 80, Tcp)
+                .node_port(30080)
+                .external_ip("192.0.2.7")
+                .lb_ip("203.0.113.9")
+                .lb_ip("2001:db8::9")
+                .external_policy(Local)
+                .health_check_node_port(32000),
+        ],
+        vec![
+            slice("shop", "web-1")
+                .for_service("web")
+                .port("http", 8080, Tcp)
+                .endpoint("10.1.0.5")
+                .ready()
+                .on_node(HOST)
+                .endpoint("10.2.0.6")
+                .ready()
+                .on_node("other"),
+        ],
+    );
+    let both = vec![be("10.1.0.5:8080"), be("10.2.0.6:8080")];
+    let spec = |kind, external: Option<Vec<Backend>>| FrontendSpec {
+        service: ObjectRef::new("shop", "web"),
+        port_name: "http".into(),
+        kind,
+        backends: both.clone(),
+        external_backends: external,
+        affinity_timeout: None,
+        traffic_policy: Cluster,
+    };
+    let local = Some(vec![be("10.1.0.5:8080")]);
+    let want = DesiredState {
+        frontends: BTreeMap::from([
+            (
+                fe("10.96.0.10:80", Tcp),
+                spec(FrontendKind::ClusterIp, None),
+            ),
+            (
+                fe("192.168.1.10:30080", Tcp),
+                spec(FrontendKind::NodePort, local.clone()),
+            ),
+            (
+                fe("192.0.2.7:80", Tcp),
+                spec(FrontendKind::ExternalIp, local.clone()),
+            ),
+            (
+                fe("203.0.113.9:80", Tcp),
+                spec(FrontendKind::LoadBalancer, local.clone()),
+            ),
+        ]),
+        local_endpoints: BTreeSet::from([ip("10.1.0.5")]),
+        health_checks: BTreeMap::from([(
+            32000,
+            HealthCheck {
+                service: ObjectRef::new("shop", "web"),
+                local_endpoints: 1,
+            },
+        )]),
+    };
+    assert_eq!(out.state, want);
+    assert!(out.refusals.is_empty() && out.conflicts.is_empty());
+}
+
+/// `externalTrafficPolicy: Cluster` (the default): external frontends use
+/// the cluster endpoints and have no external scope; a NodePort Service
+/// has no ingress IPs and no health check; the v6 nodeport address serves
+/// only the v6 cluster IP's family.
+#[test]
+fn node_port_cluster_policy_dual_stack() {
+    let host = node(HOST)
+        .nodeport_address("192.168.1.10")
+        .nodeport_address("fd00::10");
+    let out = compute_on(
+        host.into(),
+        vec![
+            svc("shop", "dns")
+                .service_type(ServiceType::NodePort)
+                .cluster_ip("10.96.0.53")
+                .cluster_ip("fd00:96::53")
+                .port("dns", 53, Udp)
+                .node_port(30053)
+                .lb_ip("203.0.113.9")
+                .health_check_node_port(32000),
+        ],
+        vec![
+            slice("shop", "dns-4")
+                .for_service("dns")
+                .port("dns", 5353, Udp)
+                .endpoint("10.2.0.6")
+                .ready()
+                .on_node("other"),
+        ],
+    );
+    let kinds: Vec<(String, FrontendKind, Option<Vec<Backend>>)> = out
+        .state
+        .frontends
+        .iter()
+        .map(|(f, s)| (f.to_string(), s.kind, s.external_backends.clone()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (
+                "10.96.0.53:53/UDP".to_owned(),
+                FrontendKind::ClusterIp,
+                None
+            ),
+            (
+                "192.168.1.10:30053/UDP".to_owned(),
+                FrontendKind::NodePort,
+                None
+            ),
+            (
+                "[fd00::10]:30053/UDP".to_owned(),
+                FrontendKind::NodePort,
+                None
+            ),
+            (
+                "[fd00:96::53]:53/UDP".to_owned(),
+                FrontendKind::ClusterIp,
+                None
+            ),
+        ]
+    );
+    assert_eq!(backends(&out, "192.168.1.10:30053/UDP"), ["10.2.0.6:5353"]);
+    assert_eq!(backends(&out, "[fd00::10]:30053/UDP"), Vec::<String>::new());
+    assert!(out.state.local_endpoints.is_empty());
+    assert!(out.state.health_checks.is_empty());
+}
+
+/// A ClusterIP Service with a nodePort (left over from a type change) gets
+/// no NodePort frontend; its ExternalIPs are still served (kube-proxy
+/// serves externalIPs on any type).
+#[test]
+fn cluster_ip_service_ignores_node_ports_but_serves_external_ips() {
+    let out = compute_on(
+        node(HOST).nodeport_address("192.168.1.10").into(),
+        vec![
+            svc("shop", "web")
+                .cluster_ip("10.96.0.10")
+                .port("http", 80, Tcp)
+                .node_port(30080)
+                .external_ip("192.0.2.7")
+                .lb_ip("203.0.113.9"),
+        ],
+        vec![],
+    );
+    assert_eq!(
+        frontends_of(&out.state),
+        ["10.96.0.10:80/TCP", "192.0.2.7:80/TCP"]
+    );
+}
+
+/// CVE-2020-8554: ExternalIPs and LB IPs on a node address or loopback,
+/// and any external frontend on the kubelet's port, are refused and
+/// reported; everything else of the Service is programmed.
+#[test]
+fn dangerous_external_frontends_are_refused() {
+    let host = node(HOST)
+        .address("192.168.1.10")
+        .nodeport_address("192.168.1.11");
+    let out = compute_on(
+        host.into(),
+        vec![
+            svc("shop", "web")
+                .service_type(ServiceType::LoadBalancer)
+                .cluster_ip("10.96.0.10")
+                .port("http", 80, Tcp)
+                .node_port(30080)
+                .port("kubelet", 10250, Tcp)
+                .node_port(10250)
+                .external_ip("192.168.1.10")
+                .external_ip("127.0.0.1")
+                .external_ip("192.0.2.7")
+                .lb_ip("192.168.1.11"),
+        ],
+        vec![],
+    );
+    assert_eq!(
+        frontends_of(&out.state),
+        [
+            "10.96.0.10:80/TCP",
+            "10.96.0.10:10250/TCP",
+            "192.0.2.7:80/TCP",
+            "192.168.1.11:30080/TCP"
+        ]
+    );
+    let refused: Vec<String> = out.refusals.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        refused,
+        [
+            "Service shop/web: ExternalIP frontend 127.0.0.1:80/TCP refused: the address is a loopback or unspecified address (CVE-2020-8554)",
+            "Service shop/web: ExternalIP frontend 127.0.0.1:10250/TCP refused: the port is the kubelet's (10250) (CVE-2020-8554)",
+            "Service shop/web: ExternalIP frontend 192.0.2.7:10250/TCP refused: the port is the kubelet's (10250) (CVE-2020-8554)",
+            "Service shop/web: ExternalIP frontend 192.168.1.10:80/TCP refused: the address is one of this node's (CVE-2020-8554)",
+            "Service shop/web: ExternalIP frontend 192.168.1.10:10250/TCP refused: the port is the kubelet's (10250) (CVE-2020-8554)",
+            "Service shop/web: LoadBalancer frontend 192.168.1.11:80/TCP refused: the address is one of this node's (CVE-2020-8554)",
+            "Service shop/web: NodePort frontend 192.168.1.11:10250/TCP refused: the port is the kubelet's (10250) (CVE-2020-8554)",
+            "Service shop/web: LoadBalancer frontend 192.168.1.11:10250/TCP refused: the port is the kubelet's (10250) (CVE-2020-8554)",
+        ]
+    );
+}
