@@ -19,8 +19,6 @@
 
 use std::collections::BTreeMap;
 
-use super::types::SelectionLabels;
-
 /// Marks an object as handled by a service proxy other than the default one.
 pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
 
@@ -53,6 +51,16 @@ pub fn label_selector(proxy_name: Option<&str>) -> String {
 /// [`label_selector`].
 pub fn selected(labels: &BTreeMap<String, String>, proxy_name: Option<&str>) -> bool {
     SelectionLabels::from_labels(labels).selected(proxy_name)
+}
+
+/// The two labels that decide whether a service proxy uses an object (see the
+/// module docs). Kept instead of all labels: nothing else reads them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SelectionLabels {
+    /// `service.kubernetes.io/service-proxy-name`, when present.
+    pub service_proxy_name: Option<String>,
+    /// `service.kubernetes.io/headless` is present (any value).
+    pub headless: bool,
 }
 
 impl SelectionLabels {

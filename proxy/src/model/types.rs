@@ -4,6 +4,10 @@
 
 use std::{fmt, net::IpAddr};
 
+/// Defined with the rules that read it; re-exported here, with the types that
+/// carry it.
+pub use super::selection::SelectionLabels;
+
 /// Transport protocols the proxy balances.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Protocol {
@@ -139,16 +143,6 @@ pub enum TrafficPolicy {
     Cluster,
     /// Only endpoints on this node.
     Local,
-}
-
-/// The two labels that decide whether a service proxy uses an object (see
-/// [`super::selection`]). Kept instead of all labels: nothing else reads them.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct SelectionLabels {
-    /// `service.kubernetes.io/service-proxy-name`, when present.
-    pub service_proxy_name: Option<String>,
-    /// `service.kubernetes.io/headless` is present (any value).
-    pub headless: bool,
 }
 
 /// A Service, reduced to what the proxy needs.
