@@ -143,246 +143,312 @@ fn plan_scoped(
     desired: &DesiredState,
     touched: Option<&BTreeSet<Frontend>>,
 ) -> Plan {
-    let mut out = Phased::new();
-    let mut unplanned = Vec::new();
-    let in_scope: Vec<(&Frontend, &FrontendSpec)> = match touched {
-        None => desired.frontends.iter().collect(),
-        Some(touched) => touched
-            .iter()
-            .filter_map(|f| desired.frontends.get_key_value(f))
-            .collect(),
+    // Each step below is one stage of the plan, in the order the phases
+    // need: the order of `push` calls within a phase is the order the
+    // writer executes them.
+    let mut planner = Planner {
+        applied,
+        desired,
+        touched,
+        out: Phased::new(),
+        unplanned: Vec::new(),
     };
-
-    // Backend ids: reuse what the maps already hold, allocate the rest (the
-    // allocator is built only when a new backend appears).
-    let mut ids: Option<IdAllocator> = None;
-    let mut backend_ids: HashMap<Backend, BackendId> = HashMap::new();
-    let mut new_backends: Vec<(BackendId, Backend, u8)> = Vec::new();
-    let flags_of = |b: &Backend| {
-        if desired.local_endpoints.contains(&b.addr) {
-            backend_flags::LOCAL
-        } else {
-            0
-        }
-    };
-    for (_, spec) in &in_scope {
-        for backend in spec
-            .backends
-            .iter()
-            .chain(spec.external_backends.iter().flatten())
-        {
-            if backend_ids.contains_key(backend) {
-                continue;
-            }
-            let flags = flags_of(backend);
-            let id = match applied.backend_id(backend) {
-                Some(id) => {
-                    // Rewritten in place when only its flags changed: a
-                    // reader sees the old or the new value, both valid.
-                    if applied.backend_flags(id) != flags {
-                        new_backends.push((id, *backend, flags));
-                    }
-                    id
-                }
-                None => {
-                    let ids = ids.get_or_insert_with(|| {
-                        IdAllocator::new(applied.backends.keys().copied(), BackendId::MAX)
-                    });
-                    // 2^32 - 1 backends fit in no map: the allocator cannot
-                    // run out before the backend map is full.
-                    let id = ids.next().unwrap_or(BackendId::MAX);
-                    new_backends.push((id, *backend, flags));
-                    id
-                }
-            };
-            backend_ids.insert(*backend, id);
-        }
+    let in_scope = planner.in_scope();
+    let backend_ids = planner.put_backends(&in_scope);
+    let kept_rev_nat = planner.converge_frontends(&in_scope, &backend_ids);
+    let gone = planner.remove_gone_frontends();
+    planner.delete_rev_nat(&gone, &kept_rev_nat);
+    planner.delete_names(&gone, &kept_rev_nat);
+    planner.delete_unused_backends(&backend_ids);
+    Plan {
+        ops: planner.out.into_ops(),
+        unplanned: planner.unplanned,
     }
-    new_backends.sort_unstable();
-    for (id, backend, flags) in new_backends {
-        out.push(
-            Phase::PutBackends,
-            Subject::Backend(id),
-            Op::PutBackend { id, backend, flags },
-        );
-    }
+}
 
-    // Desired frontends, new or changed. Rev-NAT ids stay with their frontend.
-    let mut rev_ids: Option<IdAllocator> = None;
-    let mut kept_rev_nat: BTreeSet<RevNatId> = BTreeSet::new();
-    for (frontend, spec) in &in_scope {
-        // An unpublished frontend (a write that stopped before slot 0, say for
-        // want of room) keeps the rev-NAT entry it already has, rather than
-        // leaking one per attempt.
-        let current = applied
-            .frontend(**frontend)
-            .map(|v| v.rev_nat_id)
-            .filter(|id| *id != 0)
-            .or_else(|| applied.rev_nat_of(**frontend));
-        let rev_nat_id = current.or_else(|| {
-            let rev_ids = rev_ids.get_or_insert_with(|| {
-                IdAllocator::new(
-                    applied
-                        .rev_nat
-                        .keys()
-                        .chain(applied.services.values().map(|v| &v.rev_nat_id))
-                        .map(|id| u32::from(*id)),
-                    u32::from(RevNatId::MAX),
-                )
-            });
-            rev_ids.next().and_then(|id| RevNatId::try_from(id).ok())
-        });
-        let Some(rev_nat_id) = rev_nat_id else {
-            unplanned.push((**frontend, "all 65,535 rev-NAT ids are in use"));
-            continue;
-        };
-        kept_rev_nat.insert(rev_nat_id);
-        converge_frontend(
-            &mut out,
-            applied,
-            **frontend,
-            rev_nat_id,
-            service_name(spec),
-        );
-        let ids_of = |backends: &[Backend]| -> Vec<BackendId> {
-            backends.iter().map(|b| backend_ids[b]).collect()
-        };
-        let internal = Entry {
-            frontend: **frontend,
-            scope: Scope::Internal,
-            rev_nat_id,
-            affinity_timeout: spec.affinity_timeout,
-            flags: frontend_flags(spec.kind, Scope::Internal),
-        };
-        // The external scope first: its slot 0 is published before the
-        // internal one, so a failure there (a full map) leaves the frontend
-        // unpublished, never published without the scope its policy needs.
-        match &spec.external_backends {
-            Some(external) => {
-                let entry = Entry {
-                    scope: Scope::External,
-                    flags: frontend_flags(spec.kind, Scope::External),
-                    ..internal
-                };
-                converge_scope(&mut out, applied, &entry, &ids_of(external));
-            }
-            None => remove_scope(&mut out, applied, **frontend, Scope::External),
-        }
-        converge_scope(&mut out, applied, &internal, &ids_of(&spec.backends));
-    }
+/// One plan being built: what the maps hold, what should be there, which
+/// frontends to look at (`None`: all of them), and the operations so far.
+struct Planner<'a> {
+    applied: &'a Applied,
+    desired: &'a DesiredState,
+    touched: Option<&'a BTreeSet<Frontend>>,
+    out: Phased,
+    unplanned: Vec<(Frontend, &'static str)>,
+}
 
-    // Frontends that go away: slot 0 first, so readers stop finding them.
-    let gone: Vec<Frontend> = match touched {
-        None => applied
-            .frontends()
-            .filter(|f| !desired.frontends.contains_key(f))
-            .collect(),
-        Some(touched) => touched
-            .iter()
-            .filter(|f| {
-                !desired.frontends.contains_key(f) && applied.entries_of(**f).next().is_some()
-            })
-            .copied()
-            .collect(),
-    };
-    for frontend in &gone {
-        for scope in Scope::ALL {
-            remove_scope(&mut out, applied, *frontend, scope);
-        }
-    }
-
-    // Rev-NAT entries no frontend owns: all of them in a full plan; those of
-    // the frontends that went away in a scoped one.
-    let rev_nat_gone: Vec<(RevNatId, Frontend)> = match touched {
-        None => applied
-            .rev_nat
-            .iter()
-            .filter(|(id, _)| !kept_rev_nat.contains(id))
-            .map(|(id, f)| (*id, *f))
-            .collect(),
-        Some(_) => gone
-            .iter()
-            .filter_map(|f| applied.frontend(*f).map(|v| (v.rev_nat_id, *f)))
-            .filter(|(id, f)| applied.rev_nat.get(id) == Some(f) && !kept_rev_nat.contains(id))
-            .collect(),
-    };
-    for (id, frontend) in rev_nat_gone {
-        out.push(
-            Phase::DeleteRevNat,
-            Subject::RevNat(id),
-            Op::DeleteRevNat { id, frontend },
-        );
-    }
-
-    // Names no frontend owns, likewise (a name may outlive its rev-NAT entry
-    // when its delete failed, so they are chosen on their own).
-    let names_gone: Vec<RevNatId> = match touched {
-        None => applied
-            .svc_names
-            .keys()
-            .filter(|id| !kept_rev_nat.contains(id))
-            .copied()
-            .collect(),
-        Some(_) => {
-            let mut ids: Vec<RevNatId> = gone
+impl<'a> Planner<'a> {
+    /// The desired frontends to converge: all of them, or the touched ones
+    /// that are still desired.
+    fn in_scope(&self) -> Vec<(&'a Frontend, &'a FrontendSpec)> {
+        let desired = self.desired;
+        match self.touched {
+            None => desired.frontends.iter().collect(),
+            Some(touched) => touched
                 .iter()
-                .filter_map(|f| applied.frontend(*f).map(|v| v.rev_nat_id))
-                .filter(|id| applied.svc_names.contains_key(id) && !kept_rev_nat.contains(id))
-                .collect();
-            ids.sort_unstable();
-            ids.dedup();
-            ids
+                .filter_map(|f| desired.frontends.get_key_value(f))
+                .collect(),
         }
-    };
-    for id in names_gone {
-        out.push(
-            Phase::DeleteNames,
-            Subject::RevNat(id),
-            Op::DeleteServiceName { id },
-        );
     }
 
-    // Backends nobody references any more. A scoped plan only considers those
-    // the touched frontends used, and only when nothing outside them does.
-    let wanted: HashSet<BackendId> = backend_ids.values().copied().collect();
-    let unused: Vec<BackendId> = match touched {
-        None => applied
-            .backends
-            .keys()
-            .filter(|id| !wanted.contains(id))
-            .copied()
-            .collect(),
-        Some(touched) => {
-            let mut from_touched: HashMap<BackendId, usize> = HashMap::new();
-            for f in touched {
-                for (_, _, v) in applied.entries_of(*f).filter(|(_, slot, _)| *slot != 0) {
-                    *from_touched.entry(v.backend_id).or_insert(0) += 1;
-                }
+    /// Backend ids: reuse what the maps already hold, allocate the rest (the
+    /// allocator is built only when a new backend appears). New backends, and
+    /// those whose flags changed, are written first ([`Phase::PutBackends`]).
+    fn put_backends(
+        &mut self,
+        in_scope: &[(&Frontend, &FrontendSpec)],
+    ) -> HashMap<Backend, BackendId> {
+        let (applied, desired) = (self.applied, self.desired);
+        let mut ids: Option<IdAllocator> = None;
+        let mut backend_ids: HashMap<Backend, BackendId> = HashMap::new();
+        let mut new_backends: Vec<(BackendId, Backend, u8)> = Vec::new();
+        let flags_of = |b: &Backend| {
+            if desired.local_endpoints.contains(&b.addr) {
+                backend_flags::LOCAL
+            } else {
+                0
             }
-            let mut unused: Vec<BackendId> = from_touched
-                .into_iter()
-                .filter(|(id, n)| !wanted.contains(id) && applied.refs(*id) == *n)
-                .map(|(id, _)| id)
-                .collect();
-            unused.sort_unstable();
-            unused
+        };
+        for (_, spec) in in_scope {
+            for backend in spec
+                .backends
+                .iter()
+                .chain(spec.external_backends.iter().flatten())
+            {
+                if backend_ids.contains_key(backend) {
+                    continue;
+                }
+                let flags = flags_of(backend);
+                let id = match applied.backend_id(backend) {
+                    Some(id) => {
+                        // Rewritten in place when only its flags changed: a
+                        // reader sees the old or the new value, both valid.
+                        if applied.backend_flags(id) != flags {
+                            new_backends.push((id, *backend, flags));
+                        }
+                        id
+                    }
+                    None => {
+                        let ids = ids.get_or_insert_with(|| {
+                            IdAllocator::new(applied.backends.keys().copied(), BackendId::MAX)
+                        });
+                        // 2^32 - 1 backends fit in no map: the allocator cannot
+                        // run out before the backend map is full.
+                        let id = ids.next().unwrap_or(BackendId::MAX);
+                        new_backends.push((id, *backend, flags));
+                        id
+                    }
+                };
+                backend_ids.insert(*backend, id);
+            }
         }
-    };
-    for id in unused {
-        if let Some(backend) = applied.backends.get(&id) {
-            out.push(
-                Phase::DeleteBackends,
+        new_backends.sort_unstable();
+        for (id, backend, flags) in new_backends {
+            self.out.push(
+                Phase::PutBackends,
                 Subject::Backend(id),
-                Op::DeleteBackend {
-                    id,
-                    backend: *backend,
-                },
+                Op::PutBackend { id, backend, flags },
+            );
+        }
+        backend_ids
+    }
+
+    /// Desired frontends, new or changed: their rev-NAT entries, names and
+    /// both scopes. Rev-NAT ids stay with their frontend. Returns the rev-NAT
+    /// ids the desired frontends keep.
+    fn converge_frontends(
+        &mut self,
+        in_scope: &[(&Frontend, &FrontendSpec)],
+        backend_ids: &HashMap<Backend, BackendId>,
+    ) -> BTreeSet<RevNatId> {
+        let applied = self.applied;
+        let mut rev_ids: Option<IdAllocator> = None;
+        let mut kept_rev_nat: BTreeSet<RevNatId> = BTreeSet::new();
+        for (frontend, spec) in in_scope {
+            // An unpublished frontend (a write that stopped before slot 0, say for
+            // want of room) keeps the rev-NAT entry it already has, rather than
+            // leaking one per attempt.
+            let current = applied
+                .frontend(**frontend)
+                .map(|v| v.rev_nat_id)
+                .filter(|id| *id != 0)
+                .or_else(|| applied.rev_nat_of(**frontend));
+            let rev_nat_id = current.or_else(|| {
+                let rev_ids = rev_ids.get_or_insert_with(|| {
+                    IdAllocator::new(
+                        applied
+                            .rev_nat
+                            .keys()
+                            .chain(applied.services.values().map(|v| &v.rev_nat_id))
+                            .map(|id| u32::from(*id)),
+                        u32::from(RevNatId::MAX),
+                    )
+                });
+                rev_ids.next().and_then(|id| RevNatId::try_from(id).ok())
+            });
+            let Some(rev_nat_id) = rev_nat_id else {
+                self.unplanned
+                    .push((**frontend, "all 65,535 rev-NAT ids are in use"));
+                continue;
+            };
+            kept_rev_nat.insert(rev_nat_id);
+            converge_frontend(
+                &mut self.out,
+                applied,
+                **frontend,
+                rev_nat_id,
+                service_name(spec),
+            );
+            let ids_of = |backends: &[Backend]| -> Vec<BackendId> {
+                backends.iter().map(|b| backend_ids[b]).collect()
+            };
+            let internal = Entry {
+                frontend: **frontend,
+                scope: Scope::Internal,
+                rev_nat_id,
+                affinity_timeout: spec.affinity_timeout,
+                flags: frontend_flags(spec.kind, Scope::Internal),
+            };
+            // The external scope first: its slot 0 is published before the
+            // internal one, so a failure there (a full map) leaves the frontend
+            // unpublished, never published without the scope its policy needs.
+            match &spec.external_backends {
+                Some(external) => {
+                    let entry = Entry {
+                        scope: Scope::External,
+                        flags: frontend_flags(spec.kind, Scope::External),
+                        ..internal
+                    };
+                    converge_scope(&mut self.out, applied, &entry, &ids_of(external));
+                }
+                None => remove_scope(&mut self.out, applied, **frontend, Scope::External),
+            }
+            converge_scope(&mut self.out, applied, &internal, &ids_of(&spec.backends));
+        }
+        kept_rev_nat
+    }
+
+    /// Frontends that go away: slot 0 first, so readers stop finding them.
+    /// Returns them.
+    fn remove_gone_frontends(&mut self) -> Vec<Frontend> {
+        let (applied, desired) = (self.applied, self.desired);
+        let gone: Vec<Frontend> = match self.touched {
+            None => applied
+                .frontends()
+                .filter(|f| !desired.frontends.contains_key(f))
+                .collect(),
+            Some(touched) => touched
+                .iter()
+                .filter(|f| {
+                    !desired.frontends.contains_key(f) && applied.entries_of(**f).next().is_some()
+                })
+                .copied()
+                .collect(),
+        };
+        for frontend in &gone {
+            for scope in Scope::ALL {
+                remove_scope(&mut self.out, applied, *frontend, scope);
+            }
+        }
+        gone
+    }
+
+    /// Rev-NAT entries no frontend owns: all of them in a full plan; those of
+    /// the frontends that went away in a scoped one.
+    fn delete_rev_nat(&mut self, gone: &[Frontend], kept_rev_nat: &BTreeSet<RevNatId>) {
+        let applied = self.applied;
+        let rev_nat_gone: Vec<(RevNatId, Frontend)> = match self.touched {
+            None => applied
+                .rev_nat
+                .iter()
+                .filter(|(id, _)| !kept_rev_nat.contains(id))
+                .map(|(id, f)| (*id, *f))
+                .collect(),
+            Some(_) => gone
+                .iter()
+                .filter_map(|f| applied.frontend(*f).map(|v| (v.rev_nat_id, *f)))
+                .filter(|(id, f)| applied.rev_nat.get(id) == Some(f) && !kept_rev_nat.contains(id))
+                .collect(),
+        };
+        for (id, frontend) in rev_nat_gone {
+            self.out.push(
+                Phase::DeleteRevNat,
+                Subject::RevNat(id),
+                Op::DeleteRevNat { id, frontend },
             );
         }
     }
-    Plan {
-        ops: out.into_ops(),
-        unplanned,
+
+    /// Names no frontend owns, likewise (a name may outlive its rev-NAT entry
+    /// when its delete failed, so they are chosen on their own).
+    fn delete_names(&mut self, gone: &[Frontend], kept_rev_nat: &BTreeSet<RevNatId>) {
+        let applied = self.applied;
+        let names_gone: Vec<RevNatId> = match self.touched {
+            None => applied
+                .svc_names
+                .keys()
+                .filter(|id| !kept_rev_nat.contains(id))
+                .copied()
+                .collect(),
+            Some(_) => {
+                let mut ids: Vec<RevNatId> = gone
+                    .iter()
+                    .filter_map(|f| applied.frontend(*f).map(|v| v.rev_nat_id))
+                    .filter(|id| applied.svc_names.contains_key(id) && !kept_rev_nat.contains(id))
+                    .collect();
+                ids.sort_unstable();
+                ids.dedup();
+                ids
+            }
+        };
+        for id in names_gone {
+            self.out.push(
+                Phase::DeleteNames,
+                Subject::RevNat(id),
+                Op::DeleteServiceName { id },
+            );
+        }
+    }
+
+    /// Backends nobody references any more. A scoped plan only considers those
+    /// the touched frontends used, and only when nothing outside them does.
+    fn delete_unused_backends(&mut self, backend_ids: &HashMap<Backend, BackendId>) {
+        let applied = self.applied;
+        let wanted: HashSet<BackendId> = backend_ids.values().copied().collect();
+        let unused: Vec<BackendId> = match self.touched {
+            None => applied
+                .backends
+                .keys()
+                .filter(|id| !wanted.contains(id))
+                .copied()
+                .collect(),
+            Some(touched) => {
+                let mut from_touched: HashMap<BackendId, usize> = HashMap::new();
+                for f in touched {
+                    for (_, _, v) in applied.entries_of(*f).filter(|(_, slot, _)| *slot != 0) {
+                        *from_touched.entry(v.backend_id).or_insert(0) += 1;
+                    }
+                }
+                let mut unused: Vec<BackendId> = from_touched
+                    .into_iter()
+                    .filter(|(id, n)| !wanted.contains(id) && applied.refs(*id) == *n)
+                    .map(|(id, _)| id)
+                    .collect();
+                unused.sort_unstable();
+                unused
+            }
+        };
+        for id in unused {
+            if let Some(backend) = applied.backends.get(&id) {
+                self.out.push(
+                    Phase::DeleteBackends,
+                    Subject::Backend(id),
+                    Op::DeleteBackend {
+                        id,
+                        backend: *backend,
+                    },
+                );
+            }
+        }
     }
 }
 
