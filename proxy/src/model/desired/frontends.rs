@@ -61,7 +61,7 @@ pub const KUBELET_PORT: u16 = 10250;
 /// An external frontend that is not programmed because it would hijack
 /// traffic that is not the Service's (CVE-2020-8554). Refused unconditionally,
 /// as kube-proxy's admission guidance and issue 4 ask; reported like a
-/// [`Conflict`].
+/// [`Conflict`](super::Conflict).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Refusal {
     pub service: ObjectRef,

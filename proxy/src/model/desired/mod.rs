@@ -31,8 +31,8 @@ use super::types::{
     DesiredState, EndpointSlice, Frontend, FrontendSpec, HealthCheck, NodeInfo, ObjectRef, Service,
 };
 
-mod frontends;
-mod topology;
+pub mod frontends;
+pub mod topology;
 
 #[cfg(test)]
 mod tests;
