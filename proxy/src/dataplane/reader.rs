@@ -3,8 +3,9 @@
 //! [`MapReader`] walks the maps, through whichever handles the caller has:
 //! the writer's own (`KernelMaps::reader`, for its `Applied` mirror) or new
 //! ones opened from the pins ([`PinnedMaps`], for `proxy inspect`). What it
-//! reads becomes a [`Dataset`]: the entries decoded (see [`super::layout`])
-//! and grouped by frontend, with nothing inferred.
+//! reads is [`LbEntries`] (every entry as the kernel holds it), and from that
+//! a [`Dataset`]: the entries decoded (see [`super::layout`]) and grouped by
+//! frontend, with nothing inferred.
 //!
 //! A map being written while it is read can show a change half done: a slot
 //! whose backend just went, a frontend with stray slots but no slot 0, a
@@ -39,9 +40,10 @@ pub struct FrontendEntries {
     pub slots: BTreeMap<u16, u32>,
 }
 
-/// What the service, backend, rev-NAT and name maps hold. `inspect` builds
-/// its views from it (`crate::inspect::build`); the writer's mirror is
-/// converted from it (`kernel`).
+/// What the service, backend, rev-NAT and name maps hold, decoded and grouped
+/// by frontend. `proxy inspect` builds its views from it (the methods in
+/// `inspect::compose`); the writer's mirror is converted from the raw
+/// [`LbEntries`] instead (`kernel::applied`), which keeps every field.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Dataset {
     pub frontends: BTreeMap<FrontendKey, FrontendEntries>,
