@@ -487,3 +487,154 @@ fn frontend(addr: IpAddr, port: u16, proto: u8, map: &'static str) -> Result<Fro
         protocol: protocol(proto, map)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+
+    fn frontend(addr: IpAddr, port: u16, protocol: Protocol) -> Frontend {
+        Frontend {
+            addr,
+            port,
+            protocol,
+        }
+    }
+
+    /// The entries the kernel would hold after `ops`, as the reader returns them.
+    fn entries_after(ops: &[Op]) -> LbEntries {
+        let mut out = LbEntries::default();
+        for op in ops {
+            match op {
+                Op::PutService { .. } => match service_entry(op) {
+                    Some((ServiceKey::V4(k), v)) => out.svc4.push((k, v)),
+                    Some((ServiceKey::V6(k), v)) => out.svc6.push((k, v)),
+                    None => {}
+                },
+                Op::PutBackend { .. } => match backend_entry(op) {
+                    Some((id, Encoded::V4(b))) => out.backend4.push((id, b)),
+                    Some((id, Encoded::V6(b))) => out.backend6.push((id, b)),
+                    None => {}
+                },
+                Op::PutRevNat { .. } => match revnat_entry(op) {
+                    Some((id, EncodedRevNat::V4(v))) => out.revnat4.push((id, v)),
+                    Some((id, EncodedRevNat::V6(v))) => out.revnat6.push((id, v)),
+                    None => {}
+                },
+                Op::PutServiceName { id, name } => out.names.push((u32::from(*id), **name)),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// What the writer's mirror records for `ops` equals what reading the
+    /// maps back gives, in both families, with a UDP frontend's rev-NAT entry
+    /// taking its protocol from the frontend.
+    #[test]
+    fn reading_back_what_was_written_gives_the_mirror() {
+        let web = frontend(IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10)), 53, Protocol::Udp);
+        let web6 = frontend(
+            IpAddr::V6(Ipv6Addr::new(0xfd00, 0x96, 0, 0, 0, 0, 0, 0x10)),
+            80,
+            Protocol::Tcp,
+        );
+        let backend = |addr: IpAddr| Backend {
+            addr,
+            port: 8080,
+            protocol: Protocol::Udp,
+        };
+        let ops = [
+            Op::PutBackend {
+                id: 1,
+                backend: backend(IpAddr::V4(Ipv4Addr::new(10, 244, 0, 1))),
+                flags: proxy_common::backend_flags::LOCAL,
+            },
+            Op::PutBackend {
+                id: 2,
+                backend: backend(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+                flags: 0,
+            },
+            Op::PutRevNat {
+                id: 7,
+                frontend: web,
+            },
+            Op::PutRevNat {
+                id: 8,
+                frontend: web6,
+            },
+            Op::PutService {
+                frontend: web,
+                scope: Scope::Internal,
+                slot: 1,
+                value: ServiceValue {
+                    backend_id: 1,
+                    ..Default::default()
+                },
+            },
+            Op::PutService {
+                frontend: web,
+                scope: Scope::Internal,
+                slot: 0,
+                value: ServiceValue {
+                    count: 1,
+                    rev_nat_id: 7,
+                    ..Default::default()
+                },
+            },
+            Op::PutService {
+                frontend: web6,
+                scope: Scope::External,
+                slot: 0,
+                value: ServiceValue {
+                    rev_nat_id: 8,
+                    ..Default::default()
+                },
+            },
+            Op::PutServiceName {
+                id: 7,
+                name: Arc::new(ServiceName::EMPTY),
+            },
+        ];
+        let mut mirror = Applied::default();
+        for op in &ops {
+            mirror.record(op);
+        }
+        let read = applied(&entries_after(&ops)).map_err(|e| e.to_string());
+        let read = read.as_ref().map(|a| {
+            (
+                &a.services,
+                &a.backends,
+                &a.backend_flags,
+                &a.rev_nat,
+                &a.svc_names,
+            )
+        });
+        let expected = (
+            &mirror.services,
+            &mirror.backends,
+            &mirror.backend_flags,
+            &mirror.rev_nat,
+            &mirror.svc_names,
+        );
+        assert_eq!(read, Ok(expected));
+    }
+
+    #[test]
+    fn an_entry_that_cannot_be_ours_is_corrupt() {
+        let entries = LbEntries {
+            names: vec![(70_000, ServiceName::EMPTY)],
+            ..Default::default()
+        };
+        let error = applied(&entries).map(|_| ()).map_err(|e| e.to_string());
+        assert_eq!(
+            error,
+            Err(
+                "map SVC_NAMES holds an entry that does not decode: rev-NAT id 70000 does not \
+                 fit in 16 bits"
+                    .to_owned()
+            )
+        );
+    }
+}
