@@ -1,4 +1,5 @@
 //! Which frontends a view shows: `--service NAMESPACE/NAME` and `--vip`.
+//! Pure: no I/O.
 
 use std::{net::IpAddr, str::FromStr};
 
