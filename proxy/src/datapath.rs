@@ -443,7 +443,7 @@ fn note_hooks(ensured: Result<HookReport, LoadError>, first: bool, telemetry: &T
     let report = match ensured {
         Ok(report) => report,
         Err(error) => {
-            tracing::error!(error = %crate::dataplane::loader::error_chain(&error), "cannot attach the socket hooks or the tc programs; will retry");
+            tracing::error!(error = %crate::error_chain::error_chain(&error), "cannot attach the socket hooks or the tc programs; will retry");
             return false;
         }
     };

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod datapath;
 pub mod dataplane;
+pub mod error_chain;
 pub mod inspect;
 pub mod model;
 pub mod nodeport;

@@ -22,7 +22,7 @@ use crate::{
     inspect::{
         Filter, InspectError, Output, Pins, ServiceSelector,
         render::{View, render},
-        snapshot::StatusView,
+        view::StatusView,
     },
     userspace::Steering,
 };

@@ -1,8 +1,11 @@
-//! [`KernelMaps`]: the aya implementation of [`DataplaneMaps`], and the
-//! conversions between model types and the `#[repr(C)]` map layouts.
+//! [`KernelMaps`]: the aya implementation of [`DataplaneMaps`]. Entries are
+//! encoded and decoded in [`super::layout`]; reading goes through the one
+//! reader of these maps ([`super::reader::MapReader`]), whose entries are
+//! turned here into the writer's [`Applied`] mirror, strictly: an entry that
+//! cannot be ours is an error, not a gap.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::IpAddr,
     os::fd::{AsFd as _, OwnedFd},
     sync::Arc,
 };
@@ -12,14 +15,19 @@ use aya::{
     maps::{HashMap, Map, MapData, PerCpuArray},
 };
 use proxy_common::{
-    BackendV4, BackendV6, Be16, Be32, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6, ServiceName,
+    BackendV4, BackendV6, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6, ServiceName,
     ServiceValue, names,
 };
 
 use crate::{
     dataplane::{
         batch,
+        layout::{
+            BackendAddr, EncodedBackend as Encoded, EncodedRevNat, FrontendKey, RevNatAddr,
+            ServiceKey, encode_backend, encode_revnat, service_key,
+        },
         maps::{BatchError, DataplaneMaps, MapError},
+        reader::{LbEntries, MapReader, ReadError},
     },
     model::{Backend, Frontend, Protocol},
     plan::{Applied, Op, Scope},
@@ -284,113 +292,115 @@ impl DataplaneMaps for KernelMaps {
     }
 
     fn read(&self) -> Result<Applied, MapError> {
-        use names::{BACKEND_V4, BACKEND_V6, SVC_V4, SVC_V6};
-        let mut applied = Applied::default();
-        for entry in entries(&self.svc4, SVC_V4) {
-            let (k, v) = entry?;
-            let f = frontend(ip4(k.addr), k.port, k.proto, SVC_V4)?;
-            applied
-                .services
-                .insert((f, scope(k.scope, SVC_V4)?, k.slot), v);
-        }
-        for entry in entries(&self.svc6, SVC_V6) {
-            let (k, v) = entry?;
-            let f = frontend(ip6(k.addr), k.port, k.proto, SVC_V6)?;
-            applied
-                .services
-                .insert((f, scope(k.scope, SVC_V6)?, k.slot), v);
-        }
-        for entry in entries(&self.backend4, BACKEND_V4) {
-            let (id, b) = entry?;
-            let f = frontend(ip4(b.addr), b.port, b.proto, BACKEND_V4)?;
-            applied.backends.insert(
-                id,
-                Backend {
-                    addr: f.addr,
-                    port: f.port,
-                    protocol: f.protocol,
-                },
-            );
-            if b.flags != 0 {
-                applied.backend_flags.insert(id, b.flags);
-            }
-        }
-        for entry in entries(&self.backend6, BACKEND_V6) {
-            let (id, b) = entry?;
-            let f = frontend(ip6(b.addr), b.port, b.proto, BACKEND_V6)?;
-            applied.backends.insert(
-                id,
-                Backend {
-                    addr: f.addr,
-                    port: f.port,
-                    protocol: f.protocol,
-                },
-            );
-            if b.flags != 0 {
-                applied.backend_flags.insert(id, b.flags);
-            }
-        }
-        // Rev-NAT values carry no protocol: take it from the frontend that owns
-        // the id, so the mirror compares equal to what the plan wrote.
-        let owners: std::collections::BTreeMap<u16, Frontend> = applied
-            .services
-            .iter()
-            .filter(|((_, _, slot), _)| *slot == 0)
-            .map(|((f, _, _), v)| (v.rev_nat_id, *f))
-            .collect();
-        let revnat_frontend = |id: u32, addr: IpAddr, port: Be16| {
-            let id = u16::try_from(id).map_err(|_| MapError::Corrupt {
-                map: names::REVNAT_V4,
-                detail: format!("rev-NAT id {id} does not fit in 16 bits"),
-            })?;
-            let owned = owners
-                .get(&id)
-                .filter(|f| f.addr == addr && f.port == port.to_host());
-            let frontend = owned.copied().unwrap_or(Frontend {
-                addr,
-                port: port.to_host(),
-                protocol: Protocol::Tcp,
-            });
-            Ok::<_, MapError>((id, frontend))
-        };
-        for entry in entries(&self.revnat4, names::REVNAT_V4) {
-            let (id, v) = entry?;
-            let (id, f) = revnat_frontend(id, ip4(v.addr), v.port)?;
-            applied.rev_nat.insert(id, f);
-        }
-        for entry in entries(&self.revnat6, names::REVNAT_V6) {
-            let (id, v) = entry?;
-            let (id, f) = revnat_frontend(id, ip6(v.addr), v.port)?;
-            applied.rev_nat.insert(id, f);
-        }
-        for entry in entries(&self.svc_names, names::SVC_NAMES) {
-            let (id, name) = entry?;
-            let id = u16::try_from(id).map_err(|_| MapError::Corrupt {
-                map: names::SVC_NAMES,
-                detail: format!("rev-NAT id {id} does not fit in 16 bits"),
-            })?;
-            applied.svc_names.insert(id, Arc::new(name));
-        }
-        applied.reindex();
-        Ok(applied)
+        let entries = self.reader().entries().map_err(|error| match error {
+            ReadError::Info { map, source } => MapError::Open { map, source },
+            ReadError::Iterate { map, source } => syscall(map, "iterate", source),
+        })?;
+        applied(&entries)
     }
 }
 
-/// Every entry of a hash map, with errors named after the map.
-fn entries<'a, K: aya::Pod, V: aya::Pod>(
-    map: &'a HashMap<MapData, K, V>,
-    name: &'static str,
-) -> impl Iterator<Item = Result<(K, V), MapError>> + 'a {
-    map.iter()
-        .map(move |entry| entry.map_err(|e| syscall(name, "iterate", e)))
+impl KernelMaps {
+    /// The one reader of these maps, over our own handles. Unbounded: no one
+    /// else writes them while we read.
+    pub fn reader(&self) -> MapReader<'_> {
+        MapReader {
+            svc4: &self.svc4,
+            svc6: &self.svc6,
+            backend4: &self.backend4,
+            backend6: &self.backend6,
+            revnat4: Some(&self.revnat4),
+            revnat6: Some(&self.revnat6),
+            names: Some(&self.svc_names),
+            bounded: false,
+        }
+    }
 }
 
-fn ip4(addr: Be32) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::from(addr.octets()))
+/// What the maps hold, as the writer's mirror. Strict where the reader's
+/// [`crate::dataplane::reader::Dataset`] is lenient: an unknown protocol or
+/// scope, or an id over 16 bits, is [`MapError::Corrupt`].
+pub fn applied(entries: &LbEntries) -> Result<Applied, MapError> {
+    use names::{BACKEND_V4, BACKEND_V6, REVNAT_V4, REVNAT_V6, SVC_NAMES, SVC_V4, SVC_V6};
+    let mut applied = Applied::default();
+    let v4 = entries
+        .svc4
+        .iter()
+        .map(|(k, v)| (FrontendKey::v4(k), k.slot, v, SVC_V4));
+    let v6 = entries
+        .svc6
+        .iter()
+        .map(|(k, v)| (FrontendKey::v6(k), k.slot, v, SVC_V6));
+    for (key, slot, value, map) in v4.chain(v6) {
+        let f = frontend(key.addr, key.port, key.proto, map)?;
+        applied
+            .services
+            .insert((f, scope(key.scope, map)?, slot), *value);
+    }
+    let v4 = entries
+        .backend4
+        .iter()
+        .map(|(id, b)| (*id, BackendAddr::v4(b), BACKEND_V4));
+    let v6 = entries
+        .backend6
+        .iter()
+        .map(|(id, b)| (*id, BackendAddr::v6(b), BACKEND_V6));
+    for (id, b, map) in v4.chain(v6) {
+        let f = frontend(b.addr, b.port, b.proto, map)?;
+        applied.backends.insert(
+            id,
+            Backend {
+                addr: f.addr,
+                port: f.port,
+                protocol: f.protocol,
+            },
+        );
+        if b.flags != 0 {
+            applied.backend_flags.insert(id, b.flags);
+        }
+    }
+    // Rev-NAT values carry no protocol: take it from the frontend that owns
+    // the id, so the mirror compares equal to what the plan wrote.
+    let owners: std::collections::BTreeMap<u16, Frontend> = applied
+        .services
+        .iter()
+        .filter(|((_, _, slot), _)| *slot == 0)
+        .map(|((f, _, _), v)| (v.rev_nat_id, *f))
+        .collect();
+    let v4 = entries
+        .revnat4
+        .iter()
+        .map(|(id, v)| (*id, RevNatAddr::v4(v), REVNAT_V4));
+    let v6 = entries
+        .revnat6
+        .iter()
+        .map(|(id, v)| (*id, RevNatAddr::v6(v), REVNAT_V6));
+    for (id, v, map) in v4.chain(v6) {
+        let id = rev_nat_id(id, map)?;
+        let owned = owners
+            .get(&id)
+            .filter(|f| f.addr == v.addr && f.port == v.port);
+        let frontend = owned.copied().unwrap_or(Frontend {
+            addr: v.addr,
+            port: v.port,
+            protocol: Protocol::Tcp,
+        });
+        applied.rev_nat.insert(id, frontend);
+    }
+    for (id, name) in &entries.names {
+        applied
+            .svc_names
+            .insert(rev_nat_id(*id, SVC_NAMES)?, Arc::new(*name));
+    }
+    applied.reindex();
+    Ok(applied)
 }
 
-fn ip6(addr: [u8; 16]) -> IpAddr {
-    IpAddr::V6(Ipv6Addr::from(addr))
+fn rev_nat_id(id: u32, map: &'static str) -> Result<u16, MapError> {
+    u16::try_from(id).map_err(|_| MapError::Corrupt {
+        map,
+        detail: format!("rev-NAT id {id} does not fit in 16 bits"),
+    })
 }
 
 /// A run of puts to one map as one batch; `entry` turns each op into the
@@ -438,27 +448,6 @@ fn revnat_entry(op: &Op) -> Option<(u32, EncodedRevNat)> {
     }
 }
 
-enum EncodedRevNat {
-    V4(RevNatV4),
-    V6(RevNatV6),
-}
-
-fn encode_revnat(frontend: &Frontend) -> EncodedRevNat {
-    let port = Be16::from_host(frontend.port);
-    match frontend.addr {
-        IpAddr::V4(a) => EncodedRevNat::V4(RevNatV4 {
-            addr: v4(a),
-            port,
-            _pad: 0,
-        }),
-        IpAddr::V6(a) => EncodedRevNat::V6(RevNatV6 {
-            addr: a.octets(),
-            port,
-            _pad: 0,
-        }),
-    }
-}
-
 fn batch_result(
     result: Result<(), (usize, std::io::Error)>,
     map: &'static str,
@@ -491,66 +480,161 @@ fn scope(n: u8, map: &'static str) -> Result<Scope, MapError> {
     })
 }
 
-fn frontend(addr: IpAddr, port: Be16, proto: u8, map: &'static str) -> Result<Frontend, MapError> {
+fn frontend(addr: IpAddr, port: u16, proto: u8, map: &'static str) -> Result<Frontend, MapError> {
     Ok(Frontend {
         addr,
-        port: port.to_host(),
+        port,
         protocol: protocol(proto, map)?,
     })
 }
 
-fn v4(a: Ipv4Addr) -> Be32 {
-    Be32::from_octets(a.octets())
-}
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
-enum ServiceKey {
-    V4(ServiceKeyV4),
-    V6(ServiceKeyV6),
-}
+    use super::*;
 
-fn service_key(f: &Frontend, scope: Scope, slot: u16) -> ServiceKey {
-    let port = Be16::from_host(f.port);
-    let proto = f.protocol.number();
-    match f.addr {
-        IpAddr::V4(a) => ServiceKey::V4(ServiceKeyV4 {
-            addr: v4(a),
+    fn frontend(addr: IpAddr, port: u16, protocol: Protocol) -> Frontend {
+        Frontend {
+            addr,
             port,
-            slot,
-            proto,
-            scope: scope.number(),
-            _pad: [0; 2],
-        }),
-        IpAddr::V6(a) => ServiceKey::V6(ServiceKeyV6 {
-            addr: a.octets(),
-            port,
-            slot,
-            proto,
-            scope: scope.number(),
-            _pad: [0; 2],
-        }),
+            protocol,
+        }
     }
-}
 
-enum Encoded {
-    V4(BackendV4),
-    V6(BackendV6),
-}
+    /// The entries the kernel would hold after `ops`, as the reader returns them.
+    fn entries_after(ops: &[Op]) -> LbEntries {
+        let mut out = LbEntries::default();
+        for op in ops {
+            match op {
+                Op::PutService { .. } => match service_entry(op) {
+                    Some((ServiceKey::V4(k), v)) => out.svc4.push((k, v)),
+                    Some((ServiceKey::V6(k), v)) => out.svc6.push((k, v)),
+                    None => {}
+                },
+                Op::PutBackend { .. } => match backend_entry(op) {
+                    Some((id, Encoded::V4(b))) => out.backend4.push((id, b)),
+                    Some((id, Encoded::V6(b))) => out.backend6.push((id, b)),
+                    None => {}
+                },
+                Op::PutRevNat { .. } => match revnat_entry(op) {
+                    Some((id, EncodedRevNat::V4(v))) => out.revnat4.push((id, v)),
+                    Some((id, EncodedRevNat::V6(v))) => out.revnat6.push((id, v)),
+                    None => {}
+                },
+                Op::PutServiceName { id, name } => out.names.push((u32::from(*id), **name)),
+                _ => {}
+            }
+        }
+        out
+    }
 
-fn encode_backend(b: &Backend, flags: u8) -> Encoded {
-    let port = Be16::from_host(b.port);
-    let proto = b.protocol.number();
-    match b.addr {
-        IpAddr::V4(a) => Encoded::V4(BackendV4 {
-            addr: v4(a),
-            port,
-            proto,
-            flags,
-        }),
-        IpAddr::V6(a) => Encoded::V6(BackendV6 {
-            addr: a.octets(),
-            port,
-            proto,
-            flags,
-        }),
+    /// What the writer's mirror records for `ops` equals what reading the
+    /// maps back gives, in both families, with a UDP frontend's rev-NAT entry
+    /// taking its protocol from the frontend.
+    #[test]
+    fn reading_back_what_was_written_gives_the_mirror() {
+        let web = frontend(IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10)), 53, Protocol::Udp);
+        let web6 = frontend(
+            IpAddr::V6(Ipv6Addr::new(0xfd00, 0x96, 0, 0, 0, 0, 0, 0x10)),
+            80,
+            Protocol::Tcp,
+        );
+        let backend = |addr: IpAddr| Backend {
+            addr,
+            port: 8080,
+            protocol: Protocol::Udp,
+        };
+        let ops = [
+            Op::PutBackend {
+                id: 1,
+                backend: backend(IpAddr::V4(Ipv4Addr::new(10, 244, 0, 1))),
+                flags: proxy_common::backend_flags::LOCAL,
+            },
+            Op::PutBackend {
+                id: 2,
+                backend: backend(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+                flags: 0,
+            },
+            Op::PutRevNat {
+                id: 7,
+                frontend: web,
+            },
+            Op::PutRevNat {
+                id: 8,
+                frontend: web6,
+            },
+            Op::PutService {
+                frontend: web,
+                scope: Scope::Internal,
+                slot: 1,
+                value: ServiceValue {
+                    backend_id: 1,
+                    ..Default::default()
+                },
+            },
+            Op::PutService {
+                frontend: web,
+                scope: Scope::Internal,
+                slot: 0,
+                value: ServiceValue {
+                    count: 1,
+                    rev_nat_id: 7,
+                    ..Default::default()
+                },
+            },
+            Op::PutService {
+                frontend: web6,
+                scope: Scope::External,
+                slot: 0,
+                value: ServiceValue {
+                    rev_nat_id: 8,
+                    ..Default::default()
+                },
+            },
+            Op::PutServiceName {
+                id: 7,
+                name: Arc::new(ServiceName::EMPTY),
+            },
+        ];
+        let mut mirror = Applied::default();
+        for op in &ops {
+            mirror.record(op);
+        }
+        let read = applied(&entries_after(&ops)).map_err(|e| e.to_string());
+        let read = read.as_ref().map(|a| {
+            (
+                &a.services,
+                &a.backends,
+                &a.backend_flags,
+                &a.rev_nat,
+                &a.svc_names,
+            )
+        });
+        let expected = (
+            &mirror.services,
+            &mirror.backends,
+            &mirror.backend_flags,
+            &mirror.rev_nat,
+            &mirror.svc_names,
+        );
+        assert_eq!(read, Ok(expected));
+    }
+
+    #[test]
+    fn an_entry_that_cannot_be_ours_is_corrupt() {
+        let entries = LbEntries {
+            names: vec![(70_000, ServiceName::EMPTY)],
+            ..Default::default()
+        };
+        let error = applied(&entries).map(|_| ()).map_err(|e| e.to_string());
+        assert_eq!(
+            error,
+            Err(
+                "map SVC_NAMES holds an entry that does not decode: rev-NAT id 70000 does not \
+                 fit in 16 bits"
+                    .to_owned()
+            )
+        );
     }
 }

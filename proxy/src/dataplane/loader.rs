@@ -50,6 +50,7 @@ use crate::dataplane::{
     pins::{self, CGROUP_LINKS_PREFIX, FoundLayout, Inventory, PinsError},
     tc::{TcHooks, TcSettings},
 };
+use crate::error_chain::error_chain;
 
 /// The kernel object built by `build.rs` (see `proxy-ebpf`). Public so the
 /// packet-level tests (`tests/tests/tc_packets.rs`) run exactly these programs.
@@ -626,18 +627,6 @@ fn detach_other_cgroups(links: &Path, keep: Option<&Path>) {
 /// are freed once nothing else holds them. Missing pins are fine.
 pub fn cleanup(pins: &PinLayout) -> std::io::Result<Vec<PathBuf>> {
     pins::remove_all(pins)
-}
-
-/// An error with its causes, on one line (`a: b: c`), for logs.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }
 
 fn program_error(program: &'static str, action: &str, e: aya::programs::ProgramError) -> LoadError {

@@ -1,7 +1,9 @@
 //! Everything that touches the kernel: finding cgroup2 and bpffs, the
 //! versioned pin layout (`pins`), loading and attaching the programs
 //! (`loader`), the map seam (`maps`) with its aya implementation (`kernel`),
-//! the `writer` that executes plans, and the tc programs' devices
+//! the map layouts ⇄ our types (`layout`), the one read-only reader of the
+//! service, backend, rev-NAT and name maps (`reader`, for the writer's mirror
+//! and `proxy inspect`), the `writer` that executes plans, and the tc programs' devices
 //! (`devices`: which ones; `tc`: links and the `DEVICES`/`NODE_CFG` maps).
 
 pub mod batch;
@@ -9,10 +11,12 @@ pub mod bpffs;
 pub mod cgroup;
 pub mod devices;
 pub mod kernel;
+pub mod layout;
 pub mod link_info;
 pub mod loader;
 pub mod maps;
 pub mod pins;
+pub mod reader;
 pub mod sockets;
 pub mod tc;
 pub mod usage;

@@ -155,7 +155,7 @@ impl TcHooks {
                 // A device that went away between the listing and the
                 // attach is not an error; the next listing drops it.
                 Err(error) => {
-                    tracing::warn!(device = %device.name, error = %crate::dataplane::loader::error_chain(&error), "cannot attach the tc programs");
+                    tracing::warn!(device = %device.name, error = %crate::error_chain::error_chain(&error), "cannot attach the tc programs");
                     failed.get_or_insert(error);
                 }
             }

@@ -3,23 +3,31 @@
 //! README). It works whether or not the daemon runs: it opens the pins under
 //! the pin path, never the daemon's handles.
 //!
-//! - [`snapshot`] reads the pinned maps and links into plain structs (the only
-//!   part that does I/O), and builds each subcommand's view from them (pure);
+//! - [`pins`] reads the pinned links, and the pinned maps through the one
+//!   reader of them (`dataplane::reader`): the only part that does I/O;
+//! - [`compose`] builds each subcommand's view from what was read (pure);
+//! - [`view`] holds the views' types (the JSON shape), [`filter`] the filters;
 //! - [`render`] turns a view into a table or JSON (pure).
 //!
 //! Must not: write to a map, or create, move or remove a pin. The writer
 //! (`dataplane::writer`) is the only place map contents change.
 
+pub mod compose;
+pub mod filter;
+pub mod pins;
 pub mod render;
-pub mod snapshot;
+pub mod view;
 
 #[cfg(test)]
 mod tests;
 
 use std::path::PathBuf;
 
+pub use filter::{Filter, ServiceSelector};
+pub use pins::Pins;
 pub use render::Output;
-pub use snapshot::{Filter, Pins, ServiceSelector};
+
+use crate::dataplane::reader::PinError;
 
 fn other_layouts(found: &[u32]) -> String {
     if found.is_empty() {
@@ -75,4 +83,16 @@ pub enum InspectError {
     Clock(#[source] nix::Error),
     #[error("encoding JSON")]
     Json(#[source] serde_json::Error),
+}
+
+/// The same words: each variant of one is a variant of the other.
+impl From<PinError> for InspectError {
+    fn from(error: PinError) -> Self {
+        match error {
+            PinError::Dir { dir, source } => Self::PinDir { dir, source },
+            PinError::Missing { map, path } => Self::MissingMap { map, path },
+            PinError::Open { map, path, source } => Self::Open { map, path, source },
+            PinError::Read { map, path, source } => Self::Read { map, path, source },
+        }
+    }
 }

@@ -1,4 +1,4 @@
-//! Turns a view from [`super::snapshot`] into text: an aligned table for
+//! Turns a view from [`super::view`] into text: an aligned table for
 //! people, or pretty JSON whose shape is the views' fields (documented in the
 //! README under "Inspecting the dataplane"). Pure: no I/O.
 
@@ -6,10 +6,9 @@ use serde::Serialize;
 
 use super::{
     InspectError,
-    snapshot::{
-        AffinityView, BackendsView, ConntrackView, ServicesView, StatsView, StatusView, socket,
-    },
+    view::{AffinityView, BackendsView, ConntrackView, ServicesView, StatsView, StatusView},
 };
+use crate::dataplane::layout::socket;
 
 /// `--output`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]

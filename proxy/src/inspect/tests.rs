@@ -17,13 +17,14 @@ use proxy_common::{
 };
 
 use super::{
+    compose::{conntrack_absent, stats_view},
     render::{Output, View, human_age, render},
-    snapshot::{
-        BackendAddr, ConntrackView, CtRaw, Dataset, FrontendEntries, FrontendKey, LinkEntry,
-        MapEntry, PINNED_MAPS, ServiceSelector, StatusView, TcLinkEntry, conntrack_absent,
-        stats_view,
-    },
+    view::{ConntrackView, LinkEntry, MapEntry, PINNED_MAPS, StatsView, StatusView, TcLinkEntry},
     *,
+};
+use crate::dataplane::{
+    layout::{BackendAddr, CtRaw, FrontendKey},
+    reader::{Dataset, FrontendEntries},
 };
 
 // ---------------------------------------------------------------------------
@@ -369,7 +370,7 @@ fn ct_entries() -> Vec<CtRaw> {
     ]
 }
 
-fn typical_stats() -> super::snapshot::StatsView {
+fn typical_stats() -> StatsView {
     let totals: Vec<(Reason, u64)> = Reason::ALL
         .iter()
         .map(|r| {

@@ -60,6 +60,7 @@ use crate::{
     admin::{DriftKind, Telemetry, UserspaceCounters},
     config,
     datapath::{Datapath, DatapathReport, Scope},
+    error_chain::error_chain,
     model::{DesiredState, Frontend, FrontendKind, FrontendSpec, Protocol},
 };
 
@@ -255,7 +256,7 @@ impl UserspaceDatapath {
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(vip = %ip, error = %chain(&error), "cannot make the VIP local");
+                    tracing::warn!(vip = %ip, error = %error_chain(&error), "cannot make the VIP local");
                     self.route_errors
                         .insert(ip, format!("{error}: {}", source_text(&error)));
                 }
@@ -319,7 +320,7 @@ impl UserspaceDatapath {
                         served.listener = Some(listener);
                     }
                     Err(error) => {
-                        tracing::warn!(%frontend, error = %chain(&error), "cannot listen on the frontend");
+                        tracing::warn!(%frontend, error = %error_chain(&error), "cannot listen on the frontend");
                         served.error = Some(format!("listening: {error}"));
                     }
                 }
@@ -352,7 +353,7 @@ impl UserspaceDatapath {
             match result {
                 Ok(()) => ops += 1,
                 Err(error) => {
-                    tracing::warn!(vip = %ip, error = %chain(&error), "cannot remove the VIP route");
+                    tracing::warn!(vip = %ip, error = %error_chain(&error), "cannot remove the VIP route");
                 }
             }
         }
@@ -382,7 +383,7 @@ impl UserspaceDatapath {
         let actual = match self.steering.list().await {
             Ok(actual) => actual,
             Err(error) => {
-                tracing::warn!(error = %chain(&error), "cannot list the VIP routes");
+                tracing::warn!(error = %error_chain(&error), "cannot list the VIP routes");
                 return 0;
             }
         };
@@ -408,7 +409,7 @@ impl UserspaceDatapath {
         let _ = self.steering.add(&missing).await;
         for (ip, result) in self.steering.remove(&stray).await {
             if let Err(error) = result {
-                tracing::warn!(vip = %ip, error = %chain(&error), "cannot remove a stray VIP route");
+                tracing::warn!(vip = %ip, error = %error_chain(&error), "cannot remove a stray VIP route");
             }
         }
         drift
@@ -455,19 +456,6 @@ fn source_text(error: &dyn std::error::Error) -> String {
 
 fn gauge(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-/// `error` and its sources, as `anyhow`'s `{:#}` prints them: the kernel's
-/// reason (`Operation not permitted`) is usually the last.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The soft and hard limits on open files, if they can be read.
