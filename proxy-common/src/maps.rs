@@ -209,7 +209,7 @@ pub struct ServiceKeyV4 {
     pub port: Be16,
     /// 0 for the frontend entry, `1..=count` for backend slots.
     pub slot: u16,
-    /// [`proto`] number.
+    /// [`crate::proto`] number.
     pub proto: u8,
     /// [`scope`].
     pub scope: u8,
@@ -228,7 +228,7 @@ pub struct ServiceKeyV6 {
     pub port: Be16,
     /// 0 for the frontend entry, `1..=count` for backend slots.
     pub slot: u16,
-    /// [`proto`] number.
+    /// [`crate::proto`] number.
     pub proto: u8,
     /// [`scope`].
     pub scope: u8,
@@ -267,7 +267,7 @@ pub struct BackendV4 {
     pub addr: Be32,
     /// The endpoint (target) port.
     pub port: Be16,
-    /// [`proto`] number.
+    /// [`crate::proto`] number.
     pub proto: u8,
     /// [`backend_flags`].
     pub flags: u8,
@@ -282,7 +282,7 @@ pub struct BackendV6 {
     pub addr: [u8; 16],
     /// The endpoint (target) port.
     pub port: Be16,
-    /// [`proto`] number.
+    /// [`crate::proto`] number.
     pub proto: u8,
     /// [`backend_flags`].
     pub flags: u8,
@@ -439,7 +439,7 @@ pub struct CtKeyV4 {
     pub sport: Be16,
     /// Destination port.
     pub dport: Be16,
-    /// [`proto`] number.
+    /// [`crate::proto`] number.
     pub proto: u8,
     /// Zero.
     pub _pad: [u8; 3],
@@ -485,7 +485,7 @@ pub struct CtKeyV6 {
     pub sport: Be16,
     /// Destination port.
     pub dport: Be16,
-    /// [`proto`] number.
+    /// [`crate::proto`] number.
     pub proto: u8,
     /// Zero.
     pub _pad: [u8; 3],
