@@ -61,35 +61,35 @@ pub const LAYOUT_VERSION: u32 = 2;
 
 /// Map names as they appear in the object file and under `<pin-path>/v<LAYOUT_VERSION>/maps`.
 pub mod names {
-    /// IPv4 frontends and their backend slots ([`ServiceKeyV4`] → [`ServiceValue`]).
+    /// IPv4 frontends and their backend slots ([`ServiceKeyV4`](super::ServiceKeyV4) → [`ServiceValue`](super::ServiceValue)).
     pub const SVC_V4: &str = "SVC_V4";
-    /// IPv6 frontends and their backend slots ([`ServiceKeyV6`] → [`ServiceValue`]).
+    /// IPv6 frontends and their backend slots ([`ServiceKeyV6`](super::ServiceKeyV6) → [`ServiceValue`](super::ServiceValue)).
     pub const SVC_V6: &str = "SVC_V6";
-    /// IPv4 backends by id ([`BackendV4`]).
+    /// IPv4 backends by id ([`BackendV4`](super::BackendV4)).
     pub const BACKEND_V4: &str = "BACKEND_V4";
-    /// IPv6 backends by id ([`BackendV6`]).
+    /// IPv6 backends by id ([`BackendV6`](super::BackendV6)).
     pub const BACKEND_V6: &str = "BACKEND_V6";
-    /// IPv4 frontends by rev-NAT id ([`RevNatV4`]).
+    /// IPv4 frontends by rev-NAT id ([`RevNatV4`](super::RevNatV4)).
     pub const REVNAT_V4: &str = "REVNAT_V4";
-    /// IPv6 frontends by rev-NAT id ([`RevNatV6`]).
+    /// IPv6 frontends by rev-NAT id ([`RevNatV6`](super::RevNatV6)).
     pub const REVNAT_V6: &str = "REVNAT_V6";
-    /// (LRU) the IPv4 frontend each socket asked for ([`SockRevNatKeyV4`] → [`SockRevNatV4`]).
+    /// (LRU) the IPv4 frontend each socket asked for ([`SockRevNatKeyV4`](super::SockRevNatKeyV4) → [`SockRevNatV4`](super::SockRevNatV4)).
     pub const SOCK_RNAT_V4: &str = "SOCK_RNAT_V4";
-    /// (LRU) the IPv6 frontend each socket asked for ([`SockRevNatKeyV6`] → [`SockRevNatV6`]).
+    /// (LRU) the IPv6 frontend each socket asked for ([`SockRevNatKeyV6`](super::SockRevNatKeyV6) → [`SockRevNatV6`](super::SockRevNatV6)).
     pub const SOCK_RNAT_V6: &str = "SOCK_RNAT_V6";
-    /// (LRU) ClientIP session affinity ([`AffinityKey`] → [`AffinityValue`]).
+    /// (LRU) ClientIP session affinity ([`AffinityKey`](super::AffinityKey) → [`AffinityValue`](super::AffinityValue)).
     pub const AFFINITY: &str = "AFFINITY";
     /// Per-CPU counters indexed by [`crate::Reason`].
     pub const STATS: &str = "STATS";
-    /// The Service port that owns each frontend, by rev-NAT id ([`ServiceName`]).
+    /// The Service port that owns each frontend, by rev-NAT id ([`ServiceName`](super::ServiceName)).
     pub const SVC_NAMES: &str = "SVC_NAMES";
-    /// (LRU) IPv4 conntrack of the tc path ([`CtKeyV4`] → [`CtValueV4`]).
+    /// (LRU) IPv4 conntrack of the tc path ([`CtKeyV4`](super::CtKeyV4) → [`CtValueV4`](super::CtValueV4)).
     pub const CT_V4: &str = "CT_V4";
-    /// (LRU) IPv6 conntrack of the tc path ([`CtKeyV6`] → [`CtValueV6`]).
+    /// (LRU) IPv6 conntrack of the tc path ([`CtKeyV6`](super::CtKeyV6) → [`CtValueV6`](super::CtValueV6)).
     pub const CT_V6: &str = "CT_V6";
-    /// The node's SNAT addresses (an array of one [`NodeConfig`]).
+    /// The node's SNAT addresses (an array of one [`NodeConfig`](super::NodeConfig)).
     pub const NODE_CFG: &str = "NODE_CFG";
-    /// What the tc programs do on each device, by ifindex ([`DeviceConfig`]).
+    /// What the tc programs do on each device, by ifindex ([`DeviceConfig`](super::DeviceConfig)).
     pub const DEVICES: &str = "DEVICES";
 }
 
