@@ -41,8 +41,8 @@ enum Task {
         #[arg(trailing_var_arg = true)]
         nextest_args: Vec<String>,
     },
-    /// Fail on an import loop among proxy/src's modules or a production file
-    /// over 900 lines (non-test code only).
+    /// Fail on an import loop among the modules of proxy, proxy-common or
+    /// proxy-ebpf, or a production file over 900 lines (non-test code only).
     CheckLayout,
     /// Clippy on the kernel code for its real target (bpfel-unknown-none,
     /// -Z build-std=core), with the pinned nightly, as aya's clippy.sh does.

@@ -1,10 +1,12 @@
 //! `cargo xtask check-layout`: the layout rules the compiler does not enforce
 //! (issue 17), run by `cargo xtask test` before clippy.
 //!
-//! - No import loop among `proxy/src`'s modules, counting non-test code only:
+//! - No import loop among the modules of `proxy`, `proxy-common` and
+//!   `proxy-ebpf` (each crate root on its own), counting non-test code only:
 //!   neither between top-level modules (`datapath ⇄ userspace`) nor between
 //!   siblings inside one folder (`dataplane::loader ⇄ dataplane::tc`). A child
-//!   using its parent is fine.
+//!   using its parent is fine. A use through a re-export at the crate root
+//!   (`crate::Thing`) counts as a use of the root, so it makes no edge.
 //! - No production file over [`MAX_LINES`] lines in `proxy/src`,
 //!   `proxy-common/src` and `proxy-ebpf/src`. Test-only files (`tests.rs`,
 //!   files under a `tests/` folder, modules declared under `#[cfg(test)]`) are
@@ -50,12 +52,11 @@ impl Rules {
                 .filter(|p| p.exists())
                 .collect()
         };
+        // The kernel crates have no loop today; checking them costs nothing.
+        let crates = || ["proxy", "proxy-common", "proxy-ebpf"].into_iter();
         Self {
-            loop_roots: roots("proxy"),
-            length_roots: ["proxy", "proxy-common", "proxy-ebpf"]
-                .into_iter()
-                .flat_map(roots)
-                .collect(),
+            loop_roots: crates().flat_map(roots).collect(),
+            length_roots: crates().flat_map(roots).collect(),
             max_lines: MAX_LINES,
         }
     }
