@@ -5,7 +5,8 @@
 #
 #  - Debian packages the tests and demo use;
 #  - the pinned stable toolchain (rust-toolchain.toml) with rustfmt and clippy;
-#  - the pinned nightly for the eBPF crate (proxy-ebpf/rust-toolchain.toml) with rust-src;
+#  - the pinned nightly for the eBPF crate (proxy-ebpf/rust-toolchain.toml) with rust-src
+#    and clippy (`cargo xtask test` lints the kernel code for its bpf target);
 #  - bpf-linker, built against that nightly's own LLVM (Debian has no LLVM 23);
 #  - cargo-nextest, the test runner (one process per test, which namespace tests need);
 #  - kubernetes-validate, the offline schema check of deploy/ (a virtualenv in
@@ -41,9 +42,9 @@ if ! has_component "$STABLE" rustfmt || ! has_component "$STABLE" clippy; then
   log "installing Rust $STABLE"
   rustup toolchain install "$STABLE" --profile minimal -c rustfmt,clippy
 fi
-if ! has_component "$NIGHTLY" rust-src; then
-  log "installing Rust $NIGHTLY with rust-src (for the eBPF target)"
-  rustup toolchain install "$NIGHTLY" --profile minimal -c rust-src
+if ! has_component "$NIGHTLY" rust-src || ! has_component "$NIGHTLY" clippy; then
+  log "installing Rust $NIGHTLY with rust-src and clippy (for the eBPF target)"
+  rustup toolchain install "$NIGHTLY" --profile minimal -c rust-src,clippy
 fi
 
 # 3. bpf-linker against the nightly's libLLVM. The binary keeps an rpath to

@@ -7,6 +7,10 @@
 //!
 //! This crate must stay `no_std` and free of logic beyond trivial accessors.
 #![no_std]
+// Every public item documented: both sides read these types, and the map layout
+// they describe is a contract (`LAYOUT_VERSION`). Set here because a crate with
+// `[lints] workspace = true` cannot add its own keys in Cargo.toml.
+#![warn(missing_docs)]
 
 pub mod maps;
 pub mod reason;

@@ -61,32 +61,55 @@ pub const LAYOUT_VERSION: u32 = 2;
 
 /// Map names as they appear in the object file and under `<pin-path>/v<LAYOUT_VERSION>/maps`.
 pub mod names {
+    /// IPv4 frontends and their backend slots ([`ServiceKeyV4`](super::ServiceKeyV4) → [`ServiceValue`](super::ServiceValue)).
     pub const SVC_V4: &str = "SVC_V4";
+    /// IPv6 frontends and their backend slots ([`ServiceKeyV6`](super::ServiceKeyV6) → [`ServiceValue`](super::ServiceValue)).
     pub const SVC_V6: &str = "SVC_V6";
+    /// IPv4 backends by id ([`BackendV4`](super::BackendV4)).
     pub const BACKEND_V4: &str = "BACKEND_V4";
+    /// IPv6 backends by id ([`BackendV6`](super::BackendV6)).
     pub const BACKEND_V6: &str = "BACKEND_V6";
+    /// IPv4 frontends by rev-NAT id ([`RevNatV4`](super::RevNatV4)).
     pub const REVNAT_V4: &str = "REVNAT_V4";
+    /// IPv6 frontends by rev-NAT id ([`RevNatV6`](super::RevNatV6)).
     pub const REVNAT_V6: &str = "REVNAT_V6";
+    /// (LRU) the IPv4 frontend each socket asked for ([`SockRevNatKeyV4`](super::SockRevNatKeyV4) → [`SockRevNatV4`](super::SockRevNatV4)).
     pub const SOCK_RNAT_V4: &str = "SOCK_RNAT_V4";
+    /// (LRU) the IPv6 frontend each socket asked for ([`SockRevNatKeyV6`](super::SockRevNatKeyV6) → [`SockRevNatV6`](super::SockRevNatV6)).
     pub const SOCK_RNAT_V6: &str = "SOCK_RNAT_V6";
+    /// (LRU) ClientIP session affinity ([`AffinityKey`](super::AffinityKey) → [`AffinityValue`](super::AffinityValue)).
     pub const AFFINITY: &str = "AFFINITY";
+    /// Per-CPU counters indexed by [`crate::Reason`].
     pub const STATS: &str = "STATS";
+    /// The Service port that owns each frontend, by rev-NAT id ([`ServiceName`](super::ServiceName)).
     pub const SVC_NAMES: &str = "SVC_NAMES";
+    /// (LRU) IPv4 conntrack of the tc path ([`CtKeyV4`](super::CtKeyV4) → [`CtValueV4`](super::CtValueV4)).
     pub const CT_V4: &str = "CT_V4";
+    /// (LRU) IPv6 conntrack of the tc path ([`CtKeyV6`](super::CtKeyV6) → [`CtValueV6`](super::CtValueV6)).
     pub const CT_V6: &str = "CT_V6";
+    /// The node's SNAT addresses (an array of one [`NodeConfig`](super::NodeConfig)).
     pub const NODE_CFG: &str = "NODE_CFG";
+    /// What the tc programs do on each device, by ifindex ([`DeviceConfig`](super::DeviceConfig)).
     pub const DEVICES: &str = "DEVICES";
 }
 
 /// Program names (the function names in `proxy-ebpf`).
 pub mod programs {
+    /// `cgroup/connect4`: a TCP or connected UDP IPv4 socket to a VIP goes to a backend.
     pub const CONNECT4: &str = "sock_connect4";
+    /// `cgroup/connect6`: the same for IPv6.
     pub const CONNECT6: &str = "sock_connect6";
+    /// `cgroup/sendmsg4`: an unconnected IPv4 UDP datagram to a VIP goes to a backend.
     pub const SENDMSG4: &str = "sock_sendmsg4";
+    /// `cgroup/sendmsg6`: the same for IPv6.
     pub const SENDMSG6: &str = "sock_sendmsg6";
+    /// `cgroup/recvmsg4`: an IPv4 UDP reply shows the VIP as its source.
     pub const RECVMSG4: &str = "sock_recvmsg4";
+    /// `cgroup/recvmsg6`: the same for IPv6.
     pub const RECVMSG6: &str = "sock_recvmsg6";
+    /// `cgroup/getpeername4`: an IPv4 socket's peer shows as the VIP.
     pub const GETPEERNAME4: &str = "sock_getpeername4";
+    /// `cgroup/getpeername6`: the same for IPv6.
     pub const GETPEERNAME6: &str = "sock_getpeername6";
     /// tc ingress (tcx) on each device: north-south DNAT, reverse SNAT, rejects.
     pub const TC_INGRESS: &str = "tc_ingress";
@@ -180,13 +203,17 @@ pub mod svc_flags {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ServiceKeyV4 {
+    /// The frontend address.
     pub addr: Be32,
+    /// The frontend port.
     pub port: Be16,
     /// 0 for the frontend entry, `1..=count` for backend slots.
     pub slot: u16,
+    /// [`crate::proto`] number.
     pub proto: u8,
     /// [`scope`].
     pub scope: u8,
+    /// Zero.
     pub _pad: [u8; 2],
 }
 const _: () = assert!(core::mem::size_of::<ServiceKeyV4>() == 12);
@@ -195,13 +222,17 @@ const _: () = assert!(core::mem::size_of::<ServiceKeyV4>() == 12);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ServiceKeyV6 {
+    /// The frontend address, network order.
     pub addr: [u8; 16],
+    /// The frontend port.
     pub port: Be16,
     /// 0 for the frontend entry, `1..=count` for backend slots.
     pub slot: u16,
+    /// [`crate::proto`] number.
     pub proto: u8,
     /// [`scope`].
     pub scope: u8,
+    /// Zero.
     pub _pad: [u8; 2],
 }
 const _: () = assert!(core::mem::size_of::<ServiceKeyV6>() == 24);
@@ -213,10 +244,15 @@ const _: () = assert!(core::mem::size_of::<ServiceKeyV6>() == 24);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ServiceValue {
+    /// Backend slots: the backend's id (a `BACKEND_V4`/`BACKEND_V6` key). 0 in slot 0.
     pub backend_id: u32,
+    /// Slot 0: how many backend slots follow.
     pub count: u16,
+    /// Slot 0: the frontend's rev-NAT id (`REVNAT_*` and `SVC_NAMES` key).
     pub rev_nat_id: u16,
+    /// Slot 0: [`svc_flags`].
     pub flags: u16,
+    /// Zero.
     pub _pad: u16,
     /// Seconds; 0 when affinity is off.
     pub affinity_timeout: u32,
@@ -227,9 +263,13 @@ const _: () = assert!(core::mem::size_of::<ServiceValue>() == 16);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BackendV4 {
+    /// The endpoint address.
     pub addr: Be32,
+    /// The endpoint (target) port.
     pub port: Be16,
+    /// [`crate::proto`] number.
     pub proto: u8,
+    /// [`backend_flags`].
     pub flags: u8,
 }
 const _: () = assert!(core::mem::size_of::<BackendV4>() == 8);
@@ -238,9 +278,13 @@ const _: () = assert!(core::mem::size_of::<BackendV4>() == 8);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BackendV6 {
+    /// The endpoint address, network order.
     pub addr: [u8; 16],
+    /// The endpoint (target) port.
     pub port: Be16,
+    /// [`crate::proto`] number.
     pub proto: u8,
+    /// [`backend_flags`].
     pub flags: u8,
 }
 const _: () = assert!(core::mem::size_of::<BackendV6>() == 20);
@@ -249,8 +293,11 @@ const _: () = assert!(core::mem::size_of::<BackendV6>() == 20);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RevNatV4 {
+    /// The frontend address.
     pub addr: Be32,
+    /// The frontend port.
     pub port: Be16,
+    /// Zero.
     pub _pad: u16,
 }
 const _: () = assert!(core::mem::size_of::<RevNatV4>() == 8);
@@ -259,8 +306,11 @@ const _: () = assert!(core::mem::size_of::<RevNatV4>() == 8);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RevNatV6 {
+    /// The frontend address, network order.
     pub addr: [u8; 16],
+    /// The frontend port.
     pub port: Be16,
+    /// Zero.
     pub _pad: u16,
 }
 const _: () = assert!(core::mem::size_of::<RevNatV6>() == 20);
@@ -269,9 +319,13 @@ const _: () = assert!(core::mem::size_of::<RevNatV6>() == 20);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SockRevNatKeyV4 {
+    /// The socket cookie (`bpf_get_socket_cookie`).
     pub cookie: u64,
+    /// The backend address the socket was sent to.
     pub addr: Be32,
+    /// The backend port.
     pub port: Be16,
+    /// Zero.
     pub _pad: u16,
 }
 const _: () = assert!(core::mem::size_of::<SockRevNatKeyV4>() == 16);
@@ -280,8 +334,11 @@ const _: () = assert!(core::mem::size_of::<SockRevNatKeyV4>() == 16);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SockRevNatV4 {
+    /// The frontend address the application asked for.
     pub addr: Be32,
+    /// The frontend port.
     pub port: Be16,
+    /// The frontend's rev-NAT id.
     pub rev_nat_id: u16,
 }
 const _: () = assert!(core::mem::size_of::<SockRevNatV4>() == 8);
@@ -290,9 +347,13 @@ const _: () = assert!(core::mem::size_of::<SockRevNatV4>() == 8);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SockRevNatKeyV6 {
+    /// The socket cookie (`bpf_get_socket_cookie`).
     pub cookie: u64,
+    /// The backend address, network order.
     pub addr: [u8; 16],
+    /// The backend port.
     pub port: Be16,
+    /// Zero.
     pub _pad: [u8; 6],
 }
 const _: () = assert!(core::mem::size_of::<SockRevNatKeyV6>() == 32);
@@ -301,8 +362,11 @@ const _: () = assert!(core::mem::size_of::<SockRevNatKeyV6>() == 32);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SockRevNatV6 {
+    /// The frontend address, network order.
     pub addr: [u8; 16],
+    /// The frontend port.
     pub port: Be16,
+    /// The frontend's rev-NAT id.
     pub rev_nat_id: u16,
 }
 const _: () = assert!(core::mem::size_of::<SockRevNatV6>() == 20);
@@ -313,8 +377,11 @@ const _: () = assert!(core::mem::size_of::<SockRevNatV6>() == 20);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct AffinityKey {
+    /// The client: the network namespace cookie under socket LB.
     pub client: u64,
+    /// The frontend's rev-NAT id.
     pub rev_nat_id: u16,
+    /// Zero.
     pub _pad: [u8; 6],
 }
 const _: () = assert!(core::mem::size_of::<AffinityKey>() == 16);
@@ -327,8 +394,11 @@ const _: () = assert!(core::mem::size_of::<AffinityKey>() == 16);
 pub struct AffinityValue {
     /// `bpf_ktime_get_ns()` of the last connection.
     pub last_used_ns: u64,
+    /// The backend the client sticks to.
     pub backend_id: u32,
+    /// The slot it was found in, checked on reuse.
     pub slot: u16,
+    /// Zero.
     pub _pad: u16,
 }
 const _: () = assert!(core::mem::size_of::<AffinityValue>() == 16);
@@ -339,8 +409,11 @@ const _: () = assert!(core::mem::size_of::<AffinityValue>() == 16);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct NodeConfig {
+    /// The IPv4 SNAT address (zero: none).
     pub snat_v4: Be32,
+    /// Zero.
     pub _pad: u32,
+    /// The IPv6 SNAT address, network order (zero: none).
     pub snat_v6: [u8; 16],
 }
 const _: () = assert!(core::mem::size_of::<NodeConfig>() == 24);
@@ -358,11 +431,17 @@ const _: () = assert!(core::mem::size_of::<DeviceConfig>() == 4);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CtKeyV4 {
+    /// Source address.
     pub saddr: Be32,
+    /// Destination address.
     pub daddr: Be32,
+    /// Source port.
     pub sport: Be16,
+    /// Destination port.
     pub dport: Be16,
+    /// [`crate::proto`] number.
     pub proto: u8,
+    /// Zero.
     pub _pad: [u8; 3],
 }
 const _: () = assert!(core::mem::size_of::<CtKeyV4>() == 16);
@@ -373,17 +452,23 @@ const _: () = assert!(core::mem::size_of::<CtKeyV4>() == 16);
 pub struct CtValueV4 {
     /// `bpf_ktime_get_ns()` when a packet last matched.
     pub last_seen_ns: u64,
+    /// The source address to write.
     pub saddr: Be32,
+    /// The destination address to write.
     pub daddr: Be32,
+    /// The source port to write.
     pub sport: Be16,
+    /// The destination port to write.
     pub dport: Be16,
     /// The frontend's rev-NAT id.
     pub rev_nat_id: u16,
     /// [`ct_flags`].
     pub flags: u8,
+    /// Zero.
     pub _pad: u8,
     /// The backend the flow was sent to.
     pub backend_id: u32,
+    /// Zero.
     pub _pad2: u32,
 }
 const _: () = assert!(core::mem::size_of::<CtValueV4>() == 32);
@@ -392,11 +477,17 @@ const _: () = assert!(core::mem::size_of::<CtValueV4>() == 32);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CtKeyV6 {
+    /// Source address, network order.
     pub saddr: [u8; 16],
+    /// Destination address, network order.
     pub daddr: [u8; 16],
+    /// Source port.
     pub sport: Be16,
+    /// Destination port.
     pub dport: Be16,
+    /// [`crate::proto`] number.
     pub proto: u8,
+    /// Zero.
     pub _pad: [u8; 3],
 }
 const _: () = assert!(core::mem::size_of::<CtKeyV6>() == 40);
@@ -405,15 +496,25 @@ const _: () = assert!(core::mem::size_of::<CtKeyV6>() == 40);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CtValueV6 {
+    /// `bpf_ktime_get_ns()` when a packet last matched.
     pub last_seen_ns: u64,
+    /// The source address to write.
     pub saddr: [u8; 16],
+    /// The destination address to write.
     pub daddr: [u8; 16],
+    /// The source port to write.
     pub sport: Be16,
+    /// The destination port to write.
     pub dport: Be16,
+    /// The frontend's rev-NAT id.
     pub rev_nat_id: u16,
+    /// [`ct_flags`].
     pub flags: u8,
+    /// Zero.
     pub _pad: u8,
+    /// The backend the flow was sent to.
     pub backend_id: u32,
+    /// Zero.
     pub _pad2: u32,
 }
 const _: () = assert!(core::mem::size_of::<CtValueV6>() == 56);
@@ -439,11 +540,17 @@ pub mod name_flags {
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ServiceName {
+    /// The Service's namespace (UTF-8, `namespace_len` bytes).
     pub namespace: [u8; 64],
+    /// The Service's name (UTF-8, `name_len` bytes).
     pub name: [u8; 64],
+    /// The Service port's name (UTF-8, `port_name_len` bytes; empty for a single unnamed port).
     pub port_name: [u8; 16],
+    /// How many bytes of `namespace` count.
     pub namespace_len: u8,
+    /// How many bytes of `name` count.
     pub name_len: u8,
+    /// How many bytes of `port_name` count.
     pub port_name_len: u8,
     /// [`name_flags`].
     pub flags: u8,

@@ -103,7 +103,7 @@ struct Backend {
     flags: u8,
 }
 
-#[allow(
+#[expect(
     clippy::large_enum_variant,
     reason = "cases are static data, never moved around"
 )]

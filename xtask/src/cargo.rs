@@ -86,11 +86,63 @@ pub fn build_ebpf(root: &Path, release: bool) -> anyhow::Result<PathBuf> {
     Ok(dest)
 }
 
-/// Formatting, lints, then every unit and integration test under nextest.
+/// Clippy on `proxy-ebpf` for the bpf target, the way `proxy/build.rs` (through
+/// aya-build) compiles it: the nightly pinned in `proxy-ebpf/rust-toolchain.toml`,
+/// `--release --target bpfel-unknown-none -Z build-std=core`, the same
+/// `bpf_target_arch` cfg and flags, `RUSTC`/`RUSTC_WORKSPACE_WRAPPER` unset. Its
+/// own target dir, so the host builds are not invalidated.
+pub fn clippy_ebpf(root: &Path) -> anyhow::Result<()> {
+    let toolchain = nightly_channel(&root.join("proxy-ebpf/rust-toolchain.toml"))?;
+    // aya-build's flags, joined with cargo's 0x1f separator.
+    let arch = std::env::consts::ARCH;
+    let rustflags =
+        format!("--cfg=bpf_target_arch=\"{arch}\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf");
+    let mut cmd = Command::new("rustup");
+    cmd.current_dir(root)
+        .args([
+            "run",
+            &toolchain,
+            "cargo",
+            "clippy",
+            "--package",
+            "proxy-ebpf",
+        ])
+        .args([
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+        ])
+        .arg("--target-dir")
+        .arg(root.join("target/bpf-clippy"))
+        .args(["--", "-D", "warnings"])
+        .env("CARGO_ENCODED_RUSTFLAGS", rustflags)
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CARGO");
+    run(cmd)
+}
+
+/// Reads `channel = "…"` from a rust-toolchain.toml (as `proxy/build.rs` does).
+fn nightly_channel(path: &Path) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .filter_map(|line| line.trim().strip_prefix("channel"))
+        .filter_map(|rest| rest.trim().strip_prefix('='))
+        .map(|value| value.trim().trim_matches('"').to_owned())
+        .next()
+        .with_context(|| format!("no `channel = \"…\"` line in {}", path.display()))
+}
+
+/// Formatting, the layout check, lints (host, then the kernel code for its bpf
+/// target), then every unit and integration test under nextest.
 pub fn test(root: &Path, nextest_args: &[String]) -> anyhow::Result<()> {
     let mut fmt = cargo(root);
     fmt.args(["fmt", "--all", "--", "--check"]);
     run(fmt)?;
+    crate::layout::run(root)?;
     let mut clippy = cargo(root);
     clippy.args([
         "clippy",
@@ -101,6 +153,7 @@ pub fn test(root: &Path, nextest_args: &[String]) -> anyhow::Result<()> {
         "warnings",
     ]);
     run(clippy)?;
+    clippy_ebpf(root)?;
     let bin = build_proxy(root, false)?;
     let mut nextest = cargo(root);
     nextest

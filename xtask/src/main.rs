@@ -7,6 +7,7 @@ mod bench_control;
 mod cargo;
 mod demo;
 mod dockerfile;
+mod layout;
 
 use std::path::PathBuf;
 
@@ -33,12 +34,19 @@ enum Task {
         #[arg(long)]
         release: bool,
     },
-    /// Formatting, lints, unit tests and integration tests (what CI runs).
+    /// Formatting, the layout check, lints (host, and the kernel code for its
+    /// bpf target), unit tests and integration tests (what CI runs).
     Test {
         /// Extra arguments for `cargo nextest run` (a filter, for example).
         #[arg(trailing_var_arg = true)]
         nextest_args: Vec<String>,
     },
+    /// Fail on an import loop among the modules of proxy, proxy-common or
+    /// proxy-ebpf, or a production file over 900 lines (non-test code only).
+    CheckLayout,
+    /// Clippy on the kernel code for its real target (bpfel-unknown-none,
+    /// -Z build-std=core), with the pinned nightly, as aya's clippy.sh does.
+    ClippyEbpf,
     /// Run the demo: a ClusterIP balanced across three backends in a throwaway namespace.
     Demo,
     /// Run the Dockerfile's build stage without a container engine: its COPYs
@@ -87,6 +95,8 @@ fn main() -> anyhow::Result<()> {
             println!("{}", bin.display());
         }
         Task::Test { nextest_args } => cargo::test(&root, &nextest_args)?,
+        Task::CheckLayout => layout::run(&root)?,
+        Task::ClippyEbpf => cargo::clippy_ebpf(&root)?,
         Task::Dockerfile => dockerfile::run(&root)?,
         Task::Demo => {
             let bin = cargo::build_proxy(&root, false)?;
