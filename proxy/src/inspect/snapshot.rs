@@ -33,9 +33,9 @@ use serde::Serialize;
 
 use super::InspectError;
 use crate::{
-    admin::Mode,
     dataplane::{cgroup, link_info, loader::PinLayout, pins},
     model::Protocol,
+    telemetry::Mode,
 };
 
 /// Every map `proxy run` pins, in the order `status` lists them.

@@ -57,10 +57,10 @@ use self::{
     steering::Added,
 };
 use crate::{
-    admin::{DriftKind, Telemetry, UserspaceCounters},
     config,
     datapath::{Datapath, DatapathReport, Scope},
     model::{DesiredState, Frontend, FrontendKind, FrontendSpec, Protocol},
+    telemetry::{DriftKind, Telemetry, UserspaceCounters},
 };
 
 /// How the userspace proxies behave.

@@ -131,6 +131,22 @@ impl ManifestError {
         }
     }
 
+    /// The `reason` label of `proxy_config_rejects_total` (snake_case, a
+    /// closed set: a new variant needs one).
+    pub fn label(&self) -> &'static str {
+        match self {
+            ManifestError::Yaml { .. } => "invalid_yaml",
+            ManifestError::NotAMapping { .. } => "not_a_mapping",
+            ManifestError::NoKind { .. } => "no_kind",
+            ManifestError::UnknownKind { .. } => "unknown_kind",
+            ManifestError::BadList { .. } => "bad_list",
+            ManifestError::Decode { .. } => "decode",
+            ManifestError::Convert { error, .. } => error.label(),
+            ManifestError::Warning { warning, .. } => warning.label(),
+            ManifestError::Skipped { skip, .. } => skip.reason.label(),
+        }
+    }
+
     /// True when the object itself (or the rest of it) is still used or is
     /// deliberately ignored; false when something the author wrote was rejected.
     pub fn is_warning(&self) -> bool {
@@ -364,6 +380,7 @@ mod tests {
         AddressType, Index, ObjectRef, Protocol, SourceId,
         convert::{ConvertWarning, SkipReason},
     };
+    use crate::telemetry::{ConfigRejects, ConfigSource};
 
     const KUBECTL_LIST: &str = include_str!("testdata/kubectl-get-svc-endpointslice.yaml");
 
@@ -878,5 +895,18 @@ endpoints:
             parsed.services[0].load_balancer_ips,
             vec!["203.0.113.20".parse::<IpAddr>().unwrap()]
         );
+    }
+
+    #[test]
+    fn a_manifest_problem_counts_under_its_reason() {
+        let rejects = ConfigRejects::default();
+        let yaml = ManifestError::Yaml {
+            file: PathBuf::from("a.yaml"),
+            reason: "bad indent".into(),
+        };
+        rejects.record(ConfigSource::Manifests, yaml.label());
+        rejects.record(ConfigSource::Manifests, yaml.label());
+        assert_eq!(rejects.count(ConfigSource::Manifests, "invalid_yaml"), 2);
+        assert_eq!(rejects.count(ConfigSource::Kubernetes, "invalid_yaml"), 0);
     }
 }
