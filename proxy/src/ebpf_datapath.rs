@@ -458,3 +458,55 @@ fn end_udp_flows_to(gone: &[crate::model::Backend]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        dataplane::writer::StepError,
+        dataplane::{MapError, writer::StepFailure},
+        model::Protocol,
+    };
+
+    fn fe(port: u16) -> Frontend {
+        Frontend {
+            addr: std::net::IpAddr::from([10, 96, 0, 10]),
+            port,
+            protocol: Protocol::Tcp,
+        }
+    }
+
+    #[test]
+    fn a_frontend_is_beyond_capacity_while_wanted_unpublished_and_without_room() {
+        use FrontendOutcome::*;
+        // Found no room now, or had none before and is still not in the maps.
+        assert!(beyond_capacity(false, true, false, Some(NoRoom)));
+        assert!(beyond_capacity(true, true, false, Some(Failed)));
+        assert!(beyond_capacity(true, true, false, None));
+        // Another failure is retried, not handed to userspace.
+        assert!(!beyond_capacity(false, true, false, Some(Failed)));
+        // Published, or no longer wanted: back from userspace.
+        assert!(!beyond_capacity(true, true, true, Some(Published)));
+        assert!(!beyond_capacity(true, false, false, Some(NoRoom)));
+    }
+
+    #[test]
+    fn failures_the_userspace_path_covers_are_not_counted() {
+        let full = || StepError::Map(MapError::Full { map: "BACKEND_V4" });
+        let failure = |subject, error| StepFailure { subject, error };
+        let mut report = ApplyReport {
+            failures: vec![
+                failure(Subject::Frontend(fe(1)), full()),
+                failure(Subject::Frontend(fe(2)), StepError::Map(MapError::Injected)),
+                failure(Subject::Backend(7), StepError::BackendInUse(7, 1)),
+            ],
+            ..ApplyReport::default()
+        };
+        let beyond = BTreeSet::from([fe(1)]);
+        // The write ran out of room: the backend's failure is explained by it.
+        assert_eq!(unserved_failures(&report, &beyond), 1);
+        report.failures.remove(0);
+        // No room problem left: every other failure counts.
+        assert_eq!(unserved_failures(&report, &beyond), 2);
+    }
+}

@@ -348,3 +348,106 @@ impl<M> Writer<M> {
         &mut self.maps
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Planned;
+
+    fn fe(port: u16) -> Frontend {
+        Frontend {
+            addr: std::net::IpAddr::from([10, 96, 0, 10]),
+            port,
+            protocol: Protocol::Tcp,
+        }
+    }
+
+    fn planned(subject: Subject) -> Planned {
+        Planned {
+            subject,
+            op: Op::DeleteServiceName { id: 1 },
+        }
+    }
+
+    fn failure(subject: Subject, error: StepError) -> StepFailure {
+        StepFailure { subject, error }
+    }
+
+    #[test]
+    fn each_frontend_gets_its_outcome_from_its_own_failure() {
+        let plan = Plan {
+            ops: [1, 2, 3, 4, 5]
+                .map(|p| planned(Subject::Frontend(fe(p))))
+                .into_iter()
+                .chain([planned(Subject::Backend(7)), planned(Subject::Backend(8))])
+                .collect(),
+            unplanned: vec![(fe(6), "all 65,535 rev-NAT ids are in use")],
+        };
+        let full = || StepError::Map(MapError::Full { map: "SVC_V4" });
+        let report = ApplyReport {
+            failures: vec![
+                failure(Subject::Backend(7), full()),
+                failure(Subject::Backend(8), StepError::Map(MapError::Injected)),
+                failure(Subject::Frontend(fe(2)), full()),
+                // Its backend found no room: so did it.
+                failure(Subject::Frontend(fe(3)), StepError::MissingBackend(7)),
+                // Its backend failed for another reason.
+                failure(Subject::Frontend(fe(4)), StepError::MissingBackend(8)),
+                failure(Subject::Frontend(fe(5)), StepError::Map(MapError::Injected)),
+            ],
+            unplanned: vec![fe(6)],
+            ..ApplyReport::default()
+        };
+        let got = outcomes(&plan, &report);
+        assert_eq!(
+            got.into_iter().collect::<Vec<_>>(),
+            [
+                (fe(1), FrontendOutcome::Published),
+                (fe(2), FrontendOutcome::NoRoom),
+                (fe(3), FrontendOutcome::NoRoom),
+                (fe(4), FrontendOutcome::Failed),
+                (fe(5), FrontendOutcome::Failed),
+                (fe(6), FrontendOutcome::NoRoom),
+            ]
+        );
+        assert!(report.ran_out_of_room());
+    }
+
+    #[test]
+    fn a_retry_replaces_the_outcome_of_what_it_retried() {
+        let full = || StepError::Map(MapError::Full { map: "SVC_V4" });
+        let mut first = ApplyReport {
+            ops: 3,
+            failures: vec![
+                failure(Subject::Frontend(fe(1)), full()),
+                failure(Subject::Frontend(fe(2)), StepError::Map(MapError::Injected)),
+                failure(Subject::Backend(7), full()),
+            ],
+            frontends: BTreeMap::from([
+                (fe(1), FrontendOutcome::NoRoom),
+                (fe(2), FrontendOutcome::Failed),
+                (fe(3), FrontendOutcome::NoRoom),
+            ]),
+            unplanned: vec![fe(3)],
+            ..ApplyReport::default()
+        };
+        let again = ApplyReport {
+            ops: 2,
+            frontends: BTreeMap::from([(fe(1), FrontendOutcome::Published)]),
+            ..ApplyReport::default()
+        };
+        first.absorb_retry(&BTreeSet::from([fe(1)]), again);
+        assert_eq!(first.ops, 5);
+        assert_eq!(first.failures.len(), 1, "{:?}", first.failures);
+        assert_eq!(first.failures[0].subject, Subject::Frontend(fe(2)));
+        assert_eq!(
+            first.frontends.into_iter().collect::<Vec<_>>(),
+            [
+                (fe(1), FrontendOutcome::Published),
+                (fe(2), FrontendOutcome::Failed),
+                (fe(3), FrontendOutcome::NoRoom),
+            ]
+        );
+        assert_eq!(first.unplanned, [fe(3)]);
+    }
+}
