@@ -1,10 +1,17 @@
 //! Defaults for every path and interval, in one place. Tests and operators
 //! override them through flags or the configuration file ([`file`]), never by
-//! editing constants.
+//! editing constants. Also the two value types the flags share with the file:
+//! [`BindAddress`] and durations ([`parse_duration`]).
+//!
+//! Must not: import anything of this crate but itself (every layer reads it).
 
 pub mod file;
 
-use std::time::Duration;
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 /// Where maps and links are pinned.
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/proxy";
@@ -46,9 +53,13 @@ pub const DEFAULT_HEALTHZ_PORT: u16 = 10256;
 /// checks fail: kube-proxy's 2 × its default 30 s sync period.
 pub const DEFAULT_HEALTHZ_TIMEOUT: &str = "60s";
 
-/// The LRU maps have no userspace mirror; counting their entries walks every
-/// key, so a scrape does it at most this often.
-pub const MAP_COUNT_INTERVAL: Duration = Duration::from_secs(30);
+/// Every HTTP server of the daemon (metrics, health, health-check node
+/// ports): how long a client may take to send a request's headers.
+pub const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Every HTTP server of the daemon: connections served at once by one
+/// server; more are closed at accept.
+pub const HTTP_MAX_CONNECTIONS: usize = 64;
 
 /// The userspace path: how long a connection to a backend that left the
 /// Service may go on before it is closed.
@@ -75,3 +86,87 @@ pub const CONNECT_TIMEOUTS: [Duration; 3] = [
 /// that make VIPs local in userspace mode. Unassigned in iproute2's
 /// `rt_protos`; it is how a restarted proxy recognises its own routes.
 pub const ROUTE_PROTOCOL: u8 = 158;
+
+/// A listen address flag: `IP:port`, `[IPv6]:port`, a bare IP (the default
+/// port), or empty to turn the server off (as kube-proxy's flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BindAddress(pub(crate) Option<SocketAddr>);
+
+impl BindAddress {
+    pub fn parse(s: &str, default_port: u16) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Ok(Self(None));
+        }
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Ok(Self(Some(addr)));
+        }
+        match s.parse::<IpAddr>() {
+            Ok(ip) => Ok(Self(Some(SocketAddr::new(ip, default_port)))),
+            Err(_) => Err(format!(
+                "{s:?} is not IP:port, [IPv6]:port, an IP, or empty (off)"
+            )),
+        }
+    }
+
+    pub fn addr(self) -> Option<SocketAddr> {
+        self.0
+    }
+}
+
+impl fmt::Display for BindAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(addr) => write!(f, "{addr}"),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+/// Parses a duration such as `60s`, `1m`, `500ms` or `1h` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 60s, 1m or 500ms"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    #![expect(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
+
+    use super::*;
+
+    #[test]
+    fn bind_addresses_parse_like_kube_proxys_flags() {
+        let p = |s| BindAddress::parse(s, 10249).map(BindAddress::addr);
+        assert_eq!(
+            p("127.0.0.1:9000"),
+            Ok(Some("127.0.0.1:9000".parse().unwrap()))
+        );
+        assert_eq!(p("[::1]:9000"), Ok(Some("[::1]:9000".parse().unwrap())));
+        assert_eq!(p("0.0.0.0"), Ok(Some("0.0.0.0:10249".parse().unwrap())));
+        assert_eq!(p(""), Ok(None));
+        assert!(p("localhost:80").is_err());
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+}

@@ -12,8 +12,9 @@
 //! daemon) only once the maps hold the first complete state, so new programs
 //! never run against maps that are still being filled: on an upgrade that
 //! changed the layout, the maps are new and start empty (see
-//! `dataplane::loader`). The eBPF datapath does that ([`HookKeeper`]); the loop
-//! only sees that a sync is not complete until the hooks are attached.
+//! `dataplane::loader`). The eBPF datapath does that
+//! (`ebpf_datapath::HookKeeper`); the loop only sees that a sync is not
+//! complete until the hooks are attached.
 
 use std::{
     sync::{Arc, Mutex},
@@ -22,16 +23,14 @@ use std::{
 
 use tokio::sync::watch;
 
-pub use crate::datapath::HookKeeper;
-
 use crate::{
-    admin::{NoLocalEndpoints, Telemetry},
     config,
     datapath::{Datapath, DatapathReport, Scope},
     model::{
         Index,
         incremental::{DesiredCache, Touched},
     },
+    telemetry::Telemetry,
 };
 
 /// Settings of the loop.
@@ -159,10 +158,7 @@ async fn sync_once<D: Datapath>(
         cache.update(&mut index)
     });
     let (_, no_local) = cache.no_local_endpoints();
-    telemetry.no_local_endpoints(NoLocalEndpoints {
-        internal: no_local.internal,
-        external: no_local.external,
-    });
+    telemetry.no_local_endpoints(no_local);
     // Logged when the Service is recomputed (once per change), like conflicts.
     for refusal in cache.refusals_updated() {
         tracing::warn!(
@@ -227,14 +223,14 @@ mod tests {
 
     use super::*;
     use crate::{
-        admin::Mode,
-        datapath::EbpfDatapath,
         dataplane::{
             Writer,
             fake::FakeMaps,
-            loader::{AttachedHook, Drift, HookAction, HookReport, LoadError},
+            hooks::{AttachedHook, Drift, HookAction, HookReport, LoadError},
         },
+        ebpf_datapath::{EbpfDatapath, HookKeeper},
         model::NodeInfo,
+        telemetry::Mode,
     };
 
     /// Answers each `ensure` with the next scripted result (then `Kept`), and

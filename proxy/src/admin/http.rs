@@ -3,8 +3,8 @@
 //!
 //! Each request is answered from in-memory state (and, for `/metrics`, the
 //! read-only map handles), so a slow or hostile client can hold at most a
-//! connection: headers must arrive within [`HEADER_TIMEOUT`], and at most
-//! [`MAX_CONNECTIONS`] are served at once per server.
+//! connection: headers must arrive within [`crate::config::HTTP_HEADER_TIMEOUT`],
+//! and at most [`crate::config::HTTP_MAX_CONNECTIONS`] are served at once per server.
 
 use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
@@ -19,13 +19,10 @@ use hyper::{
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 
-use super::{Telemetry, health::Probe, metrics};
-
-/// How long a client may take to send a request's headers.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Connections served at once by one server; more are closed at accept.
-pub const MAX_CONNECTIONS: usize = 64;
+use crate::{
+    config::{HTTP_HEADER_TIMEOUT as HEADER_TIMEOUT, HTTP_MAX_CONNECTIONS as MAX_CONNECTIONS},
+    telemetry::{Telemetry, health::Probe, metrics},
+};
 
 /// Which endpoints a server answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,7 +155,7 @@ mod tests {
     use http_body_util::BodyExt as _;
 
     use super::*;
-    use crate::admin::Mode;
+    use crate::telemetry::Mode;
 
     async fn get(site: Site, t: &Telemetry, path: &str) -> (u16, String) {
         let req = Request::get(path).body(()).unwrap();

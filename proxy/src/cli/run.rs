@@ -39,16 +39,18 @@ use tokio::sync::watch;
 
 use super::LogFormat;
 use crate::{
-    admin::{self, AdminServers, BindAddress, Mode, Telemetry},
-    config::{self, file},
-    datapath::EbpfDatapath,
+    admin::AdminServers,
+    config::{self, BindAddress, file},
     dataplane::{
         Writer, cgroup,
         devices::{self, DeviceSelection, PodDevices},
+        hooks,
         kernel::KernelMaps,
         loader,
         tc::TcSettings,
     },
+    ebpf_datapath::EbpfDatapath,
+    healthcheck,
     model::{Index, NodeInfo, selection},
     nodeport::Cidr,
     plan::Scope,
@@ -59,6 +61,7 @@ use crate::{
         node_addresses,
     },
     sync::{self, SyncSettings},
+    telemetry::{Mode, Telemetry},
     userspace::{self, UserspaceDatapath},
 };
 
@@ -145,7 +148,7 @@ pub struct RunArgs {
     /// How long a change may wait to be programmed before the health checks
     /// answer 503 (e.g. 60s, 2m).
     #[arg(long, value_name = "DURATION", default_value = config::DEFAULT_HEALTHZ_TIMEOUT,
-          value_parser = admin::parse_duration)]
+          value_parser = config::parse_duration)]
     #[serde(with = "file::duration")]
     pub healthz_timeout: Duration,
     /// How Services are implemented: `ebpf` (socket hooks), `userspace`
@@ -156,12 +159,12 @@ pub struct RunArgs {
     /// Userspace path: how long a connection to a backend that left the
     /// Service may go on before it is closed (e.g. 30s, 2m).
     #[arg(long, value_name = "DURATION", default_value = config::DEFAULT_BACKEND_GRACE_TEXT,
-          value_parser = admin::parse_duration)]
+          value_parser = config::parse_duration)]
     #[serde(with = "file::duration")]
     pub backend_grace_period: Duration,
     /// Userspace path: a UDP session with no datagram either way for this long ends.
     #[arg(long, value_name = "DURATION", default_value = config::DEFAULT_UDP_IDLE_TIMEOUT_TEXT,
-          value_parser = admin::parse_duration)]
+          value_parser = config::parse_duration)]
     #[serde(with = "file::duration")]
     pub udp_idle_timeout: Duration,
     /// Userspace path: the TCP congestion control of the proxy's connections
@@ -427,10 +430,7 @@ impl RunArgs {
         }
         sources.extend(gate.start(shutdown_rx.clone()));
         // Health-check node ports, in either mode; they follow each sync.
-        tokio::spawn(admin::service_health::run(
-            telemetry.clone(),
-            shutdown_rx.clone(),
-        ));
+        tokio::spawn(healthcheck::run(telemetry.clone(), shutdown_rx.clone()));
 
         let settings = SyncSettings {
             min_interval: self.min_sync_interval_ms,
@@ -587,8 +587,8 @@ impl RunArgs {
 fn is_newer_layout(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
         matches!(
-            cause.downcast_ref::<loader::LoadError>(),
-            Some(loader::LoadError::Pins(
+            cause.downcast_ref::<hooks::LoadError>(),
+            Some(hooks::LoadError::Pins(
                 crate::dataplane::pins::PinsError::NewerLayout { .. }
             ))
         ) || matches!(

@@ -168,7 +168,7 @@ pub mod millis {
 }
 
 /// A `Duration` written with a unit (`60s`, `2m`, `500ms`), as
-/// `crate::admin::parse_duration` reads it; a bare number is seconds.
+/// `crate::config::parse_duration` reads it; a bare number is seconds.
 pub mod duration {
     use std::{fmt, time::Duration};
 
@@ -200,7 +200,7 @@ pub mod duration {
         }
 
         fn visit_str<E: de::Error>(self, s: &str) -> Result<Duration, E> {
-            crate::admin::parse_duration(s).map_err(E::custom)
+            crate::config::parse_duration(s).map_err(E::custom)
         }
 
         fn visit_u64<E: de::Error>(self, n: u64) -> Result<Duration, E> {
@@ -215,7 +215,7 @@ pub mod bind_address {
     use serde::{Deserializer, Serializer};
 
     use super::from_str_with;
-    use crate::admin::BindAddress;
+    use crate::config::BindAddress;
 
     pub fn serialize<S: Serializer>(b: &BindAddress, s: S) -> Result<S::Ok, S::Error> {
         match b.addr() {
@@ -382,7 +382,7 @@ mod tests {
         assert_eq!(e.timeout, Duration::from_secs(90));
         for ms in [0, 1, 999, 1000, 1500, 60_000, 90_000, 3_600_000, 7_200_000] {
             let d = Duration::from_millis(ms);
-            assert_eq!(crate::admin::parse_duration(&duration::format(d)), Ok(d));
+            assert_eq!(crate::config::parse_duration(&duration::format(d)), Ok(d));
         }
     }
 

@@ -42,12 +42,11 @@ use proxy_common::{LAYOUT_VERSION, programs};
 
 pub use crate::dataplane::pins::PinLayout;
 use crate::dataplane::{
-    bpffs::{self, BpffsError},
-    devices::DeviceError,
+    bpffs,
+    hooks::{AttachedHook, Drift, HookAction, HookReport, LoadError, link_error, program_error},
     kernel::KernelMaps,
     link_info,
-    maps::MapError,
-    pins::{self, CGROUP_LINKS_PREFIX, FoundLayout, Inventory, PinsError},
+    pins::{self, CGROUP_LINKS_PREFIX, FoundLayout, Inventory},
     tc::{TcHooks, TcSettings},
 };
 use crate::error_chain::error_chain;
@@ -70,55 +69,6 @@ pub const SOCKET_HOOKS: [&str; 8] = [
     programs::SENDMSG6,
 ];
 
-/// Errors while loading or attaching.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error(transparent)]
-    Bpffs(#[from] BpffsError),
-    #[error(transparent)]
-    Pins(#[from] PinsError),
-    #[error("loading the eBPF object (pins under {pin_dir})")]
-    Object {
-        pin_dir: PathBuf,
-        #[source]
-        source: Box<aya::EbpfError>,
-    },
-    #[error("program {0} is missing from the eBPF object")]
-    MissingProgram(&'static str),
-    #[error("program {program}: {action}")]
-    Program {
-        program: &'static str,
-        action: String,
-        #[source]
-        source: Box<aya::programs::ProgramError>,
-    },
-    #[error("program {program}: link {action}")]
-    Link {
-        program: &'static str,
-        action: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot open cgroup {path}")]
-    Cgroup {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Maps(#[from] MapError),
-    #[error("finding the tc devices")]
-    Devices(#[source] DeviceError),
-    #[error("map {0} is missing from the eBPF object")]
-    MissingMap(&'static str),
-    #[error("writing map {map}")]
-    TcMap {
-        map: &'static str,
-        #[source]
-        source: Box<aya::maps::MapError>,
-    },
-}
-
 /// The loaded dataplane: the maps for the writer, and the hooks, loaded and
 /// verified but not attached yet (see [`SocketHooks::ensure`]).
 pub struct Dataplane {
@@ -131,74 +81,12 @@ pub struct Dataplane {
     pub migrating_from: Vec<u32>,
 }
 
-/// What [`SocketHooks::ensure`] did to one hook.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HookAction {
-    /// Attached with this daemon's program already; nothing done.
-    Kept,
-    /// A link that a previous daemon pinned (in layout `from_version`) was
-    /// updated in place to this daemon's program.
-    TookOver { from_version: u32 },
-    /// Nothing was pinned (a first start): a new link was attached.
-    Attached,
-    /// The hook was not attached as it should be, and now is (drift).
-    Repaired(Drift),
-}
-
-/// How a hook was found when it had to be repaired.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Drift {
-    /// Its link's pin was gone (removed by hand: the link went with it).
-    PinMissing,
-    /// Its link was pinned but detached from the cgroup (`BPF_LINK_DETACH`).
-    LinkDetached,
-    /// Its link ran another program.
-    OtherProgram,
-}
-
-impl Drift {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Drift::PinMissing => "pin_missing",
-            Drift::LinkDetached => "link_detached",
-            Drift::OtherProgram => "other_program",
-        }
-    }
-}
-
-/// One hook and what was done to it, for logs.
-#[derive(Clone, Debug)]
-pub struct AttachedHook {
-    pub program: &'static str,
-    /// The device, for a tc program; `None` for a socket hook.
-    pub device: Option<String>,
-    pub action: HookAction,
-}
-
 /// Map sizes that differ from the object's defaults (`proxy_common::capacity`).
 /// They apply when a map is created; a pinned map keeps its size.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MapSizes {
     /// Entries of each service map (`SVC_V4`, `SVC_V6`): frontends and their slots.
     pub services: Option<u32>,
-}
-
-/// What one [`SocketHooks::ensure`] did.
-#[derive(Clone, Debug, Default)]
-pub struct HookReport {
-    pub hooks: Vec<AttachedHook>,
-    /// Older layouts whose pins this call removed (a finished migration).
-    pub migrated_from: Vec<u32>,
-}
-
-impl HookReport {
-    /// Hooks that had to be repaired.
-    pub fn repaired(&self) -> impl Iterator<Item = (&'static str, Drift)> + '_ {
-        self.hooks.iter().filter_map(|h| match h.action {
-            HookAction::Repaired(drift) => Some((h.program, drift)),
-            _ => None,
-        })
-    }
 }
 
 /// The tc path's settings for [`load`].
@@ -627,20 +515,4 @@ fn detach_other_cgroups(links: &Path, keep: Option<&Path>) {
 /// are freed once nothing else holds them. Missing pins are fine.
 pub fn cleanup(pins: &PinLayout) -> std::io::Result<Vec<PathBuf>> {
     pins::remove_all(pins)
-}
-
-fn program_error(program: &'static str, action: &str, e: aya::programs::ProgramError) -> LoadError {
-    LoadError::Program {
-        program,
-        action: action.to_owned(),
-        source: Box::new(e),
-    }
-}
-
-fn link_error(program: &'static str, action: &str, e: std::io::Error) -> LoadError {
-    LoadError::Link {
-        program,
-        action: action.to_owned(),
-        source: e,
-    }
 }

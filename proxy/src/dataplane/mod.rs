@@ -1,15 +1,17 @@
 //! Everything that touches the kernel: finding cgroup2 and bpffs, the
 //! versioned pin layout (`pins`), loading and attaching the programs
-//! (`loader`), the map seam (`maps`) with its aya implementation (`kernel`),
-//! the map layouts ⇄ our types (`layout`), the one read-only reader of the
-//! service, backend, rev-NAT and name maps (`reader`, for the writer's mirror
-//! and `proxy inspect`), the `writer` that executes plans, and the tc programs' devices
-//! (`devices`: which ones; `tc`: links and the `DEVICES`/`NODE_CFG` maps).
+//! (`loader`, with what it reports in `hooks`), the map seam (`maps`) with its
+//! aya implementation (`kernel`), the map layouts ⇄ our types (`layout`), the
+//! one read-only reader of the service, backend, rev-NAT and name maps
+//! (`reader`, for the writer's mirror and `proxy inspect`), the `writer` that
+//! executes plans, and the tc programs' devices (`devices`: which ones; `tc`:
+//! links and the `DEVICES`/`NODE_CFG` maps).
 
 pub mod batch;
 pub mod bpffs;
 pub mod cgroup;
 pub mod devices;
+pub mod hooks;
 pub mod kernel;
 pub mod layout;
 pub mod link_info;
@@ -26,4 +28,4 @@ pub mod writer;
 pub mod fake;
 
 pub use maps::{BatchError, DataplaneMaps, MapError};
-pub use writer::{ApplyReport, Writer};
+pub use writer::{ApplyReport, FrontendOutcome, Writer};

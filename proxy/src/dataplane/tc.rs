@@ -44,8 +44,8 @@ use proxy_common::{Be32, DeviceConfig, NodeConfig, names, programs};
 use crate::dataplane::{
     bpffs,
     devices::{self, Device, DeviceSelection, PodDevices, Selected},
+    hooks::{AttachedHook, Drift, HookAction, LoadError, link_error, program_error},
     link_info,
-    loader::{AttachedHook, Drift, HookAction, LoadError},
     pins::{self, PinLayout, TC_LINKS_PREFIX},
 };
 
@@ -407,22 +407,6 @@ fn attach_new(
     fs::rename(&tmp, pin).map_err(|e| link_error(name, "renaming the pin", e))?;
     drop(pinned);
     Ok(())
-}
-
-fn program_error(program: &'static str, action: &str, e: aya::programs::ProgramError) -> LoadError {
-    LoadError::Program {
-        program,
-        action: action.to_owned(),
-        source: Box::new(e),
-    }
-}
-
-fn link_error(program: &'static str, action: &str, e: std::io::Error) -> LoadError {
-    LoadError::Link {
-        program,
-        action: action.to_owned(),
-        source: e,
-    }
 }
 
 fn map_error(map: &'static str, e: aya::maps::MapError) -> LoadError {

@@ -10,6 +10,9 @@
 //! the writer's `Applied` mirror has them for free. The LRU maps have no
 //! mirror, so they are counted by walking their keys, which costs one syscall
 //! per entry; callers rate-limit it.
+//!
+//! The metrics read it through `telemetry::DataplaneUsage`, implemented here
+//! so that `telemetry` needs nothing from the dataplane.
 
 use std::{os::fd::AsFd as _, path::Path};
 
@@ -19,14 +22,11 @@ use proxy_common::{
     SockRevNatV6, names,
 };
 
-use crate::dataplane::{kernel::KernelMaps, maps::MapError};
-
-/// A map's name and its `max_entries`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MapCapacity {
-    pub map: &'static str,
-    pub capacity: u32,
-}
+pub use crate::telemetry::MapCapacity;
+use crate::{
+    dataplane::{kernel::KernelMaps, maps::MapError},
+    telemetry::{DataplaneUsage, UsageError},
+};
 
 /// One LRU map, typed so its keys can be walked.
 enum LruMap {
@@ -186,6 +186,21 @@ impl UsageReader {
         self.lru
             .iter()
             .map(|(m, max)| (m.name(), m.count(*max)))
+            .collect()
+    }
+}
+
+impl DataplaneUsage for UsageReader {
+    fn capacities(&self) -> Vec<MapCapacity> {
+        UsageReader::capacities(self).to_vec()
+    }
+    fn datapath_events(&self) -> Result<Vec<(Reason, u64)>, UsageError> {
+        Ok(UsageReader::datapath_events(self)?)
+    }
+    fn lru_entries(&self) -> Vec<(&'static str, Result<u64, UsageError>)> {
+        UsageReader::lru_entries(self)
+            .into_iter()
+            .map(|(map, n)| (map, n.map_err(UsageError::from)))
             .collect()
     }
 }

@@ -8,6 +8,11 @@
 //! deleted while a slot still points at it (nor, for `proxy inspect`, a name
 //! before its rev-NAT entry). The next sync re-plans from the
 //! mirror, which converges once the cause is gone.
+//!
+//! Each frontend's outcome is reported as data ([`FrontendOutcome`]: published,
+//! no room, failed), as Cilium's reconciler writes a status on each frontend,
+//! so what to do about a frontend the maps cannot hold is the caller's pure
+//! decision, not a guess from error counts.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -25,10 +30,10 @@ pub struct ApplyReport {
     /// Subjects (a frontend, a backend, a rev-NAT entry) whose operations
     /// stopped early, with the reason.
     pub failures: Vec<StepFailure>,
-    /// Frontends the plan could not place at all.
-    pub unplanned: usize,
-    /// Which they are.
-    pub unplanned_frontends: Vec<Frontend>,
+    /// What became of each frontend the plan wrote or could not place.
+    pub frontends: BTreeMap<Frontend, FrontendOutcome>,
+    /// Frontends the plan could not place at all (no rev-NAT id left).
+    pub unplanned: Vec<Frontend>,
     /// UDP backends that some frontend no longer reaches: connected UDP sockets
     /// still aimed at them must be ended (see `dataplane::sockets`).
     pub udp_backends_gone: Vec<Backend>,
@@ -37,10 +42,45 @@ pub struct ApplyReport {
     pub write_time: std::time::Duration,
 }
 
+/// What became of one frontend in a write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrontendOutcome {
+    /// Every operation of the frontend was written: it is in the maps as
+    /// desired (or gone from them, if it was deleted).
+    Published,
+    /// It stopped for want of room: a map it writes to (or one holding a
+    /// backend it needs) is full, or no rev-NAT id was left for it.
+    NoRoom,
+    /// It stopped for another reason (see [`ApplyReport::failures`]).
+    Failed,
+}
+
 impl ApplyReport {
     /// True when everything planned was written.
     pub fn is_complete(&self) -> bool {
-        self.failures.is_empty() && self.unplanned == 0
+        self.failures.is_empty() && self.unplanned.is_empty()
+    }
+
+    /// True when some write of this report found a map full.
+    pub fn ran_out_of_room(&self) -> bool {
+        self.failures.iter().any(|f| f.error.is_no_room())
+    }
+
+    /// Folds in `again`, a second write of the frontends in `retried`: its
+    /// outcome replaces this one's for them, and for the failures that only
+    /// meant "no room" (they may have been retried too).
+    pub fn absorb_retry(&mut self, retried: &BTreeSet<Frontend>, again: ApplyReport) {
+        self.ops += again.ops;
+        self.failures.retain(|f| match f.subject {
+            Subject::Frontend(frontend) => !retried.contains(&frontend),
+            _ => !f.error.is_no_room(),
+        });
+        self.failures.extend(again.failures);
+        self.frontends.retain(|f, _| !retried.contains(f));
+        self.frontends.extend(again.frontends);
+        self.unplanned.retain(|f| !retried.contains(f));
+        self.unplanned.extend(again.unplanned);
+        self.udp_backends_gone.extend(again.udp_backends_gone);
     }
 }
 
@@ -64,6 +104,13 @@ pub enum StepError {
     RevNatInUse(RevNatId, Frontend),
     #[error("the name of rev-NAT id {0} goes after its rev-NAT entry, which is still there")]
     NameBeforeRevNat(RevNatId),
+}
+
+impl StepError {
+    /// A map had no room left for the write.
+    pub fn is_no_room(&self) -> bool {
+        matches!(self, StepError::Map(MapError::Full { .. }))
+    }
 }
 
 /// Owns the maps and the mirror of their contents.
@@ -126,8 +173,7 @@ impl<M: DataplaneMaps> Writer<M> {
     /// Executes a plan step by step.
     pub fn apply(&mut self, plan: &Plan) -> ApplyReport {
         let mut report = ApplyReport {
-            unplanned: plan.unplanned.len(),
-            unplanned_frontends: plan.unplanned.iter().map(|(f, _)| *f).collect(),
+            unplanned: plan.unplanned.iter().map(|(f, _)| *f).collect(),
             ..Default::default()
         };
         let udp_before = self.udp_reach(plan);
@@ -195,6 +241,7 @@ impl<M: DataplaneMaps> Writer<M> {
         gone.sort();
         gone.dedup();
         report.udp_backends_gone = gone;
+        report.frontends = outcomes(plan, &report);
         report
     }
 
@@ -243,6 +290,44 @@ impl<M: DataplaneMaps> Writer<M> {
     }
 }
 
+/// What became of each frontend of `plan`, given what the write reported.
+fn outcomes(plan: &Plan, report: &ApplyReport) -> BTreeMap<Frontend, FrontendOutcome> {
+    // Backends that found their map full: a slot that needed one has no room either.
+    let backends_without_room: HashSet<BackendId> = report
+        .failures
+        .iter()
+        .filter_map(|f| match f.subject {
+            Subject::Backend(id) if f.error.is_no_room() => Some(id),
+            _ => None,
+        })
+        .collect();
+    let mut out: BTreeMap<Frontend, FrontendOutcome> = plan
+        .ops
+        .iter()
+        .filter_map(|planned| match planned.subject {
+            Subject::Frontend(f) => Some((f, FrontendOutcome::Published)),
+            _ => None,
+        })
+        .collect();
+    for failure in &report.failures {
+        let Subject::Frontend(frontend) = failure.subject else {
+            continue;
+        };
+        let outcome = match &failure.error {
+            e if e.is_no_room() => FrontendOutcome::NoRoom,
+            StepError::MissingBackend(id) if backends_without_room.contains(id) => {
+                FrontendOutcome::NoRoom
+            }
+            _ => FrontendOutcome::Failed,
+        };
+        out.insert(frontend, outcome);
+    }
+    for frontend in &report.unplanned {
+        out.insert(*frontend, FrontendOutcome::NoRoom);
+    }
+    out
+}
+
 /// Entries present in one mirror and absent or different in the other.
 fn count_differences(a: &Applied, b: &Applied) -> usize {
     fn diff<K: Ord, V: PartialEq>(x: &BTreeMap<K, V>, y: &BTreeMap<K, V>) -> usize {
@@ -261,5 +346,108 @@ impl<M> Writer<M> {
     /// Direct access to the maps, so tests can inject faults and drift.
     pub fn maps_mut_for_tests(&mut self) -> &mut M {
         &mut self.maps
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Planned;
+
+    fn fe(port: u16) -> Frontend {
+        Frontend {
+            addr: std::net::IpAddr::from([10, 96, 0, 10]),
+            port,
+            protocol: Protocol::Tcp,
+        }
+    }
+
+    fn planned(subject: Subject) -> Planned {
+        Planned {
+            subject,
+            op: Op::DeleteServiceName { id: 1 },
+        }
+    }
+
+    fn failure(subject: Subject, error: StepError) -> StepFailure {
+        StepFailure { subject, error }
+    }
+
+    #[test]
+    fn each_frontend_gets_its_outcome_from_its_own_failure() {
+        let plan = Plan {
+            ops: [1, 2, 3, 4, 5]
+                .map(|p| planned(Subject::Frontend(fe(p))))
+                .into_iter()
+                .chain([planned(Subject::Backend(7)), planned(Subject::Backend(8))])
+                .collect(),
+            unplanned: vec![(fe(6), "all 65,535 rev-NAT ids are in use")],
+        };
+        let full = || StepError::Map(MapError::Full { map: "SVC_V4" });
+        let report = ApplyReport {
+            failures: vec![
+                failure(Subject::Backend(7), full()),
+                failure(Subject::Backend(8), StepError::Map(MapError::Injected)),
+                failure(Subject::Frontend(fe(2)), full()),
+                // Its backend found no room: so did it.
+                failure(Subject::Frontend(fe(3)), StepError::MissingBackend(7)),
+                // Its backend failed for another reason.
+                failure(Subject::Frontend(fe(4)), StepError::MissingBackend(8)),
+                failure(Subject::Frontend(fe(5)), StepError::Map(MapError::Injected)),
+            ],
+            unplanned: vec![fe(6)],
+            ..ApplyReport::default()
+        };
+        let got = outcomes(&plan, &report);
+        assert_eq!(
+            got.into_iter().collect::<Vec<_>>(),
+            [
+                (fe(1), FrontendOutcome::Published),
+                (fe(2), FrontendOutcome::NoRoom),
+                (fe(3), FrontendOutcome::NoRoom),
+                (fe(4), FrontendOutcome::Failed),
+                (fe(5), FrontendOutcome::Failed),
+                (fe(6), FrontendOutcome::NoRoom),
+            ]
+        );
+        assert!(report.ran_out_of_room());
+    }
+
+    #[test]
+    fn a_retry_replaces_the_outcome_of_what_it_retried() {
+        let full = || StepError::Map(MapError::Full { map: "SVC_V4" });
+        let mut first = ApplyReport {
+            ops: 3,
+            failures: vec![
+                failure(Subject::Frontend(fe(1)), full()),
+                failure(Subject::Frontend(fe(2)), StepError::Map(MapError::Injected)),
+                failure(Subject::Backend(7), full()),
+            ],
+            frontends: BTreeMap::from([
+                (fe(1), FrontendOutcome::NoRoom),
+                (fe(2), FrontendOutcome::Failed),
+                (fe(3), FrontendOutcome::NoRoom),
+            ]),
+            unplanned: vec![fe(3)],
+            ..ApplyReport::default()
+        };
+        let again = ApplyReport {
+            ops: 2,
+            frontends: BTreeMap::from([(fe(1), FrontendOutcome::Published)]),
+            ..ApplyReport::default()
+        };
+        first.absorb_retry(&BTreeSet::from([fe(1)]), again);
+        assert_eq!(first.ops, 5);
+        assert_eq!(first.failures.len(), 1, "{:?}", first.failures);
+        assert_eq!(first.failures[0].subject, Subject::Frontend(fe(2)));
+        assert_eq!(
+            first.frontends.into_iter().collect::<Vec<_>>(),
+            [
+                (fe(1), FrontendOutcome::Published),
+                (fe(2), FrontendOutcome::Failed),
+                (fe(3), FrontendOutcome::NoRoom),
+            ]
+        );
+        assert_eq!(first.unplanned, [fe(3)]);
     }
 }

@@ -33,7 +33,6 @@ use super::{
     },
 };
 use crate::{
-    admin::Mode,
     dataplane::{
         cgroup,
         layout::CtRaw,
@@ -43,6 +42,7 @@ use crate::{
         reader::{Dataset, PinnedMaps},
     },
     error_chain::error_chain,
+    telemetry::Mode,
 };
 
 /// Cgroup directories looked at, at most, to turn a link's cgroup id into a path.

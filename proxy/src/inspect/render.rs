@@ -273,7 +273,7 @@ impl View for StatusView {
             Some(vips) if vips.is_empty() => {}
             Some(vips) => {
                 let list: Vec<String> = vips.iter().map(ToString::to_string).collect();
-                let why = if self.mode == crate::admin::Mode::Userspace.as_str() {
+                let why = if self.mode == crate::telemetry::Mode::Userspace.as_str() {
                     "VIPs made local, proxied by the daemon"
                 } else {
                     "frontends beyond the maps' capacity, served from userspace"
@@ -286,7 +286,7 @@ impl View for StatusView {
             }
         }
         out.push('\n');
-        if self.mode == crate::admin::Mode::Userspace.as_str() {
+        if self.mode == crate::telemetry::Mode::Userspace.as_str() {
             out.push_str(
                 "no pinned maps or links: the eBPF dataplane is not in use on this node \
                  (its views show nothing)\n",

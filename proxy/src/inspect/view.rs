@@ -10,7 +10,7 @@ use std::{fmt, net::IpAddr, path::PathBuf};
 use proxy_common::names;
 use serde::Serialize;
 
-use crate::admin::Mode;
+use crate::telemetry::Mode;
 
 /// Every map `proxy run` pins, in the order `status` lists them.
 pub const PINNED_MAPS: [&str; 15] = [

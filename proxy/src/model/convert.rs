@@ -161,6 +161,18 @@ impl SkipReason {
     pub fn is_warning(self) -> bool {
         matches!(self, SkipReason::NoServiceNameLabel)
     }
+
+    /// The `reason` label of `proxy_config_rejects_total` (snake_case, a
+    /// closed set: a new variant needs one). Skipped on purpose counts as
+    /// `not_proxied`, only where a source chooses to report it.
+    pub fn label(self) -> &'static str {
+        match self {
+            SkipReason::NoServiceNameLabel => "no_service_name_label",
+            SkipReason::ExternalName | SkipReason::Headless | SkipReason::FqdnAddressType => {
+                "not_proxied"
+            }
+        }
+    }
 }
 
 impl fmt::Display for SkipReason {
@@ -199,6 +211,21 @@ pub enum ConvertError {
         max = MAX_AFFINITY_TIMEOUT
     )]
     AffinityTimeoutOutOfRange { object: TypedRef, timeout: i32 },
+}
+
+impl ConvertError {
+    /// The `reason` label of `proxy_config_rejects_total` (snake_case, a
+    /// closed set: a new variant needs one).
+    pub fn label(&self) -> &'static str {
+        match self {
+            ConvertError::MissingName { .. } => "missing_name",
+            ConvertError::NoClusterIp { .. } => "no_cluster_ip",
+            ConvertError::InvalidClusterIp { .. } => "invalid_cluster_ip",
+            ConvertError::ServicePortOutOfRange { .. } => "service_port_out_of_range",
+            ConvertError::UnknownAddressType { .. } => "unknown_address_type",
+            ConvertError::AffinityTimeoutOutOfRange { .. } => "affinity_timeout_out_of_range",
+        }
+    }
 }
 
 /// A piece of an object that was dropped; the rest of the object is used.
@@ -264,6 +291,27 @@ pub enum ConvertWarning {
         value: String,
         using: &'static str,
     },
+}
+
+impl ConvertWarning {
+    /// The `reason` label of `proxy_config_rejects_total` (snake_case, a
+    /// closed set: a new variant needs one).
+    pub fn label(&self) -> &'static str {
+        match self {
+            ConvertWarning::UnsupportedProtocol { .. } => "unsupported_protocol",
+            ConvertWarning::DuplicatePort { .. } => "duplicate_port",
+            ConvertWarning::EndpointPortMissing { .. } => "endpoint_port_missing",
+            ConvertWarning::EndpointPortOutOfRange { .. } => "endpoint_port_out_of_range",
+            ConvertWarning::EndpointNoAddress { .. } => "endpoint_no_address",
+            ConvertWarning::EndpointBadAddress { .. } => "endpoint_bad_address",
+            ConvertWarning::TooManyEndpoints { .. } => "too_many_endpoints",
+            ConvertWarning::InvalidExternalIp { .. } => "invalid_external_ip",
+            // Counted as `other` since before labels lived here; a label of
+            // its own would rename a published series.
+            ConvertWarning::InvalidLoadBalancerIp { .. } => "other",
+            ConvertWarning::UnknownValue { .. } => "unknown_value",
+        }
+    }
 }
 
 /// Why an endpoint's address was rejected.

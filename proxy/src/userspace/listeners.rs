@@ -32,8 +32,8 @@ use super::{
     tcp, udp, workers,
 };
 use crate::{
-    admin::UserspaceCounters,
     model::{Frontend, Protocol},
+    telemetry::UserspaceCounters,
 };
 
 /// Pending connections a TCP listener holds (capped by `net.core.somaxconn`).

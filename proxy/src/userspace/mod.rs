@@ -57,11 +57,11 @@ use self::{
     steering::Added,
 };
 use crate::{
-    admin::{DriftKind, Telemetry, UserspaceCounters},
     config,
     datapath::{Datapath, DatapathReport, Scope},
     error_chain::error_chain,
     model::{DesiredState, Frontend, FrontendKind, FrontendSpec, Protocol},
+    telemetry::{DriftKind, Telemetry, UserspaceCounters},
 };
 
 /// How the userspace proxies behave.

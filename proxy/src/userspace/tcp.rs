@@ -36,7 +36,7 @@ use super::{
     select::{Affinity, Candidates, Pool},
     splice,
 };
-use crate::admin::UserspaceCounters;
+use crate::telemetry::UserspaceCounters;
 
 /// What the accept loop and its connections share.
 pub(super) struct TcpFrontend {

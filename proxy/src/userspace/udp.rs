@@ -38,7 +38,7 @@ use super::{
     Settings,
     select::{Affinity, Candidates, Pool},
 };
-use crate::admin::UserspaceCounters;
+use crate::telemetry::UserspaceCounters;
 
 /// The largest UDP payload.
 const DATAGRAM_MAX: usize = 65_535;

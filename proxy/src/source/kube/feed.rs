@@ -29,11 +29,11 @@ use k8s_openapi::api::{core::v1 as core, discovery::v1 as discovery};
 use kube::{Resource as _, ResourceExt as _, runtime::watcher::Event};
 use tokio::sync::watch;
 
-use crate::admin::{ConfigRejects, ConfigSource};
 use crate::model::{
     EndpointSlice, Index, NodeInfo, ObjectRef, Service, SourceId,
     convert::{self, ConvertError, Converted},
 };
+use crate::telemetry::{ConfigRejects, ConfigSource};
 
 const SOURCE: SourceId = SourceId::Kubernetes;
 
@@ -446,14 +446,14 @@ fn report<T>(
 /// Counts what conversion rejected or dropped, once per object version.
 fn count_rejects<T>(rejects: &ConfigRejects, result: &Result<Converted<T>, ConvertError>) {
     match result {
-        Err(error) => rejects.record(ConfigSource::Kubernetes, error.into()),
+        Err(error) => rejects.record(ConfigSource::Kubernetes, error.label()),
         Ok(Converted::Skipped(skip)) if skip.is_warning() => {
-            rejects.record(ConfigSource::Kubernetes, skip.reason.into());
+            rejects.record(ConfigSource::Kubernetes, skip.reason.label());
         }
         Ok(Converted::Skipped(_)) => {}
         Ok(Converted::Kept { warnings, .. }) => {
             for warning in warnings {
-                rejects.record(ConfigSource::Kubernetes, warning.into());
+                rejects.record(ConfigSource::Kubernetes, warning.label());
             }
         }
     }

@@ -51,8 +51,8 @@ use tokio::{sync::watch, task::JoinHandle};
 
 pub use self::client::{ClientError, Cluster, client, in_pod_but_unset, node_name};
 use self::feed::Feed;
-use crate::admin::ConfigRejects;
 use crate::model::{Index, selection::label_selector};
+use crate::telemetry::ConfigRejects;
 
 /// How long to wait before restarting a watcher whose watch was refused with an
 /// HTTP 410, so a server that refuses every version is not hammered.

@@ -21,8 +21,8 @@ use std::{
 };
 
 use super::parse::{ParsedFile, parse_file};
-use crate::admin::ConfigRejects;
 use crate::model::{EndpointSlice, ObjectRef, Service};
+use crate::telemetry::{ConfigRejects, ConfigSource};
 
 /// A file whose last change is younger than this is read again at every
 /// scan, whatever its metadata says: a write in the same timestamp tick as
@@ -192,7 +192,8 @@ impl ManifestDir {
             Ok(parsed) => {
                 // Each problem's text starts with the file, the object and the reason.
                 for problem in &parsed.problems {
-                    self.rejects.manifest(problem);
+                    self.rejects
+                        .record(ConfigSource::Manifests, problem.label());
                     if problem.is_warning() {
                         tracing::warn!("{problem}");
                     } else {
@@ -213,7 +214,7 @@ impl ManifestDir {
                 } else {
                     "nothing loaded from it"
                 };
-                self.rejects.manifest(&error);
+                self.rejects.record(ConfigSource::Manifests, error.label());
                 tracing::error!("{error}; {kept}");
                 previous
             }

@@ -13,12 +13,12 @@
 //!   programmed changes (kube-proxy observes once per changed Service).
 //!
 //! Map entries, capacities and datapath counters are read at scrape time
-//! through [`DataplaneUsage`], except the entries of the service, backend and
-//! rev-NAT maps, which the sync loop reports from the writer's mirror.
+//! through [`DataplaneUsage`] (the dataplane implements it), except the entries
+//! of the service, backend and rev-NAT maps, which the eBPF datapath reports
+//! from the writer's mirror as [`MirroredEntries`].
 
 use std::{
     collections::BTreeMap,
-    net::IpAddr,
     sync::{
         Mutex, OnceLock,
         atomic::{AtomicU64, Ordering},
@@ -41,15 +41,11 @@ use prometheus_client::{
 use proxy_common::{Reason, names};
 
 use super::{Mode, health::Probe, rejects::ConfigRejects};
-use crate::{
-    config,
-    dataplane::{
-        MapError,
-        usage::{MapCapacity, UsageReader},
-    },
-    model::desired::RefusalReason,
-    plan::Applied,
-};
+use crate::model::desired::{NoLocalEndpoints, RefusalReason};
+
+/// The LRU maps have no userspace mirror; counting their entries walks every
+/// key, so a scrape does it at most this often.
+pub const MAP_COUNT_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The `Content-Type` of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -104,25 +100,44 @@ pub struct UserspaceCounters {
     pub over_capacity: Gauge,
 }
 
-/// What the metrics read from the kernel at scrape time. [`UsageReader`] is
-/// the real one; tests use a fake.
-pub trait DataplaneUsage: std::fmt::Debug + Send + Sync + 'static {
-    fn capacities(&self) -> Vec<MapCapacity>;
-    fn datapath_events(&self) -> Result<Vec<(Reason, u64)>, MapError>;
-    /// Entries of the maps that have no userspace mirror (the LRU maps).
-    fn lru_entries(&self) -> Vec<(&'static str, Result<u64, MapError>)>;
+/// A map's name and its `max_entries`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapCapacity {
+    pub map: &'static str,
+    pub capacity: u32,
 }
 
-impl DataplaneUsage for UsageReader {
-    fn capacities(&self) -> Vec<MapCapacity> {
-        UsageReader::capacities(self).to_vec()
-    }
-    fn datapath_events(&self) -> Result<Vec<(Reason, u64)>, MapError> {
-        UsageReader::datapath_events(self)
-    }
-    fn lru_entries(&self) -> Vec<(&'static str, Result<u64, MapError>)> {
-        UsageReader::lru_entries(self)
-    }
+/// Why the kernel's state could not be read at a scrape (logged, never
+/// matched on: the scrape leaves the series out).
+pub type UsageError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the metrics read from the kernel at scrape time. The dataplane's
+/// `UsageReader` is the real one; tests use a fake.
+pub trait DataplaneUsage: std::fmt::Debug + Send + Sync + 'static {
+    fn capacities(&self) -> Vec<MapCapacity>;
+    fn datapath_events(&self) -> Result<Vec<(Reason, u64)>, UsageError>;
+    /// Entries of the maps that have no userspace mirror (the LRU maps).
+    fn lru_entries(&self) -> Vec<(&'static str, Result<u64, UsageError>)>;
+}
+
+/// Entries of one map pair, by address family.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ByFamily {
+    pub v4: u64,
+    pub v6: u64,
+}
+
+/// Entries of the maps the writer mirrors, as of the last sync.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MirroredEntries {
+    /// `SVC_V4`/`SVC_V6`: slot 0 and the slots of every frontend.
+    pub services: ByFamily,
+    /// `BACKEND_V4`/`BACKEND_V6`.
+    pub backends: ByFamily,
+    /// `REVNAT_V4`/`REVNAT_V6`.
+    pub rev_nat: ByFamily,
+    /// `SVC_NAMES`.
+    pub svc_names: u64,
 }
 
 /// What a repair of drift put back (the `kind` label of
@@ -148,15 +163,6 @@ impl DriftKind {
             DriftKind::Route => "route",
         }
     }
-}
-
-/// Services with a `Local` traffic policy and no local endpoint, by policy.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NoLocalEndpoints {
-    /// `internalTrafficPolicy: Local`.
-    pub internal: usize,
-    /// `externalTrafficPolicy: Local`.
-    pub external: usize,
 }
 
 type Labels = [(&'static str, &'static str); 1];
@@ -464,31 +470,16 @@ impl Metrics {
             .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
     }
 
-    pub(super) fn map_entries(&self, applied: &Applied) {
-        let mut counts = [0u64; 6];
-        let v6 = |a: &IpAddr| usize::from(a.is_ipv6());
-        for (frontend, _, _) in applied.services.keys() {
-            counts[v6(&frontend.addr)] += 1;
-        }
-        for backend in applied.backends.values() {
-            counts[2 + v6(&backend.addr)] += 1;
-        }
-        for frontend in applied.rev_nat.values() {
-            counts[4 + v6(&frontend.addr)] += 1;
-        }
-        let mut entries: Vec<_> = [
-            names::SVC_V4,
-            names::SVC_V6,
-            names::BACKEND_V4,
-            names::BACKEND_V6,
-            names::REVNAT_V4,
-            names::REVNAT_V6,
-        ]
-        .into_iter()
-        .zip(counts)
-        .collect();
-        entries.push((names::SVC_NAMES, applied.svc_names.len() as u64));
-        *lock(&self.dataplane.mirrored) = entries;
+    pub(super) fn map_entries(&self, n: MirroredEntries) {
+        *lock(&self.dataplane.mirrored) = vec![
+            (names::SVC_V4, n.services.v4),
+            (names::SVC_V6, n.services.v6),
+            (names::BACKEND_V4, n.backends.v4),
+            (names::BACKEND_V6, n.backends.v6),
+            (names::REVNAT_V4, n.rev_nat.v4),
+            (names::REVNAT_V6, n.rev_nat.v6),
+            (names::SVC_NAMES, n.svc_names),
+        ];
     }
 
     pub(super) fn probe_answered(&self, probe: Probe, code: u16) {
@@ -528,11 +519,11 @@ struct DataplaneCollector {
 }
 
 impl DataplaneCollector {
-    /// LRU entry counts, walked at most once per [`config::MAP_COUNT_INTERVAL`].
+    /// LRU entry counts, walked at most once per [`MAP_COUNT_INTERVAL`].
     fn lru_entries(&self, usage: &dyn DataplaneUsage) -> Counts {
         let mut cached = lock(&self.lru);
         if let Some((at, counts)) = cached.as_ref()
-            && at.elapsed() < config::MAP_COUNT_INTERVAL
+            && at.elapsed() < MAP_COUNT_INTERVAL
         {
             return counts.clone();
         }
@@ -608,7 +599,7 @@ mod tests {
     #![expect(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
 
     use super::*;
-    use crate::admin::rejects::{ConfigSource, RejectReason};
+    use crate::{dataplane::MapError, telemetry::rejects::ConfigSource};
 
     #[derive(Debug)]
     struct FakeUsage;
@@ -620,13 +611,13 @@ mod tests {
                 capacity: 1 << 18,
             }]
         }
-        fn datapath_events(&self) -> Result<Vec<(Reason, u64)>, MapError> {
+        fn datapath_events(&self) -> Result<Vec<(Reason, u64)>, UsageError> {
             Ok(Reason::ALL.iter().map(|r| (*r, 7)).collect())
         }
-        fn lru_entries(&self) -> Vec<(&'static str, Result<u64, MapError>)> {
+        fn lru_entries(&self) -> Vec<(&'static str, Result<u64, UsageError>)> {
             vec![
                 (names::SOCK_RNAT_V4, Ok(3)),
-                (names::SOCK_RNAT_V6, Err(MapError::Injected)),
+                (names::SOCK_RNAT_V6, Err(MapError::Injected.into())),
             ]
         }
     }
@@ -652,7 +643,7 @@ mod tests {
         let rejects = ConfigRejects::default();
         let m = Metrics::new(Mode::Ebpf, &rejects);
         // Labelled families show only once they have a series.
-        rejects.record(ConfigSource::Kubernetes, RejectReason::Other);
+        rejects.record(ConfigSource::Kubernetes, "other");
         m.probe_answered(Probe::Healthz, 200);
         m.probe_answered(Probe::Livez, 200);
         let t = text(&m);
@@ -795,7 +786,7 @@ mod tests {
     #[test]
     fn dataplane_usage_is_read_at_scrape_time() {
         let m = Metrics::new(Mode::Ebpf, &ConfigRejects::default());
-        m.map_entries(&Applied::default());
+        m.map_entries(MirroredEntries::default());
         let before = text(&m);
         assert_eq!(
             sample(&before, r#"proxy_map_entries{map="SVC_V4"}"#),
@@ -830,7 +821,7 @@ mod tests {
     fn rejects_and_probes_are_counted_by_label() {
         let rejects = ConfigRejects::default();
         let m = Metrics::new(Mode::Ebpf, &rejects);
-        rejects.record(ConfigSource::Manifests, RejectReason::InvalidClusterIp);
+        rejects.record(ConfigSource::Manifests, "invalid_cluster_ip");
         m.probe_answered(Probe::Healthz, 503);
         m.probe_answered(Probe::Livez, 200);
         let t = text(&m);

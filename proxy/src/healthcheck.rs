@@ -12,7 +12,12 @@
 //!
 //! Listens on the unspecified address (`[::]`, dual-stack, or `0.0.0.0` where
 //! IPv6 is off) of the daemon's network namespace, as kube-proxy does without
-//! `--nodeport-addresses`. Must not: touch the dataplane.
+//! `--nodeport-addresses`. Lives next to the datapath, as kube-proxy's
+//! `healthcheck` package beside its proxiers: it serves what the desired state
+//! says (from `model`, published through `telemetry`).
+//!
+//! Must not: touch the dataplane, or import anything but `model`, `telemetry`
+//! and `config`'s limits.
 
 use std::{
     collections::BTreeMap,
@@ -33,11 +38,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 
-use super::{
-    Telemetry,
-    http::{HEADER_TIMEOUT, MAX_CONNECTIONS},
+use crate::{
+    config::{HTTP_HEADER_TIMEOUT as HEADER_TIMEOUT, HTTP_MAX_CONNECTIONS as MAX_CONNECTIONS},
+    model::HealthCheck,
+    telemetry::Telemetry,
 };
-use crate::model::HealthCheck;
 
 /// The response body, in kube-proxy's shape.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -210,7 +215,7 @@ mod tests {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     use super::*;
-    use crate::{admin::Mode, model::ObjectRef};
+    use crate::{model::ObjectRef, telemetry::Mode};
 
     fn check(n: usize) -> HealthCheck {
         HealthCheck {

@@ -1,0 +1,512 @@
+//! The eBPF implementation of the [`Datapath`] seam.
+//!
+//! [`EbpfDatapath`] plans against the map mirror and writes the eBPF maps
+//! (`dataplane::Writer`). The writer reports each frontend's outcome
+//! ([`FrontendOutcome`]); frontends with no room in the maps are handed to a
+//! userspace path of its own, so they are still served, and taken back as
+//! soon as they fit. It also keeps the socket hooks ([`HookKeeper`]):
+//! attached (or taken over from the previous daemon) after the first complete
+//! sync, checked at every reconcile.
+//!
+//! Imports the seam (`datapath`), `dataplane` and `userspace`; none of them
+//! imports it.
+//!
+//! Must not: compute desired state (that is the pure core's), or block the
+//! runtime's workers for long (eBPF writes run in `block_in_place`).
+
+use std::{collections::BTreeSet, time::Instant};
+
+use crate::{
+    config,
+    datapath::{Datapath, DatapathReport, Scope},
+    dataplane::{
+        ApplyReport, DataplaneMaps, FrontendOutcome, Writer,
+        hooks::{HookAction, HookReport, LoadError},
+        loader::SocketHooks,
+    },
+    model::{DesiredState, Frontend},
+    plan::{Applied, Subject},
+    telemetry::{ByFamily, DriftKind, MirroredEntries, Telemetry},
+    userspace::UserspaceDatapath,
+};
+
+/// The socket hooks as the eBPF datapath sees them: [`SocketHooks`] in the
+/// daemon, a fake in tests.
+pub trait HookKeeper: Send + 'static {
+    /// Attaches every hook that is not attached as it should be (see
+    /// [`SocketHooks::ensure`]).
+    fn ensure(&mut self) -> Result<HookReport, LoadError>;
+}
+
+impl HookKeeper for SocketHooks {
+    fn ensure(&mut self) -> Result<HookReport, LoadError> {
+        SocketHooks::ensure(self)
+    }
+}
+
+/// No hooks to keep (tests of the maps alone).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoHooks;
+
+impl HookKeeper for NoHooks {
+    fn ensure(&mut self) -> Result<HookReport, LoadError> {
+        Ok(HookReport::default())
+    }
+}
+
+/// Where the eBPF datapath is with the hooks.
+#[derive(Clone, Copy, Debug, Default)]
+struct HookState {
+    /// When the first sync started: the hooks are attached at the latest
+    /// [`config::ATTACH_GRACE`] after it, complete or not.
+    first_sync: Option<Instant>,
+    /// An `ensure` has succeeded once: the dataplane runs our programs.
+    attached: bool,
+    /// The last `ensure` failed: the next sync tries again.
+    failing: bool,
+}
+
+/// The eBPF maps and socket hooks, and a userspace path for frontends that do
+/// not fit the maps.
+pub struct EbpfDatapath<M, H = NoHooks> {
+    writer: Writer<M>,
+    hooks: H,
+    hook_state: HookState,
+    telemetry: Telemetry,
+    overflow: Option<UserspaceDatapath>,
+    /// Frontends the maps do not hold (a capacity failure): the userspace
+    /// path serves them.
+    over_capacity: BTreeSet<Frontend>,
+    /// Link and address change notifications (see [`EbpfDatapath::with_device_events`]).
+    device_events: Option<tokio::sync::watch::Receiver<u64>>,
+    /// A notification came: the next sync checks the hooks (tc devices).
+    devices_dirty: bool,
+}
+
+impl<M: DataplaneMaps + Send + Sync + 'static> EbpfDatapath<M> {
+    /// `overflow`: the userspace path for frontends beyond the maps' capacity;
+    /// without one they are reported as not served. No hooks: see
+    /// [`EbpfDatapath::with_hooks`].
+    pub fn new(
+        writer: Writer<M>,
+        telemetry: Telemetry,
+        overflow: Option<UserspaceDatapath>,
+    ) -> Self {
+        Self {
+            writer,
+            hooks: NoHooks,
+            hook_state: HookState::default(),
+            telemetry,
+            overflow,
+            over_capacity: BTreeSet::new(),
+            device_events: None,
+            devices_dirty: false,
+        }
+    }
+
+    /// The socket hooks this datapath attaches after the first complete sync
+    /// and checks at every reconcile.
+    pub fn with_hooks<H: HookKeeper>(self, hooks: H) -> EbpfDatapath<M, H> {
+        EbpfDatapath {
+            writer: self.writer,
+            hooks,
+            hook_state: self.hook_state,
+            telemetry: self.telemetry,
+            overflow: self.overflow,
+            over_capacity: self.over_capacity,
+            device_events: self.device_events,
+            devices_dirty: self.devices_dirty,
+        }
+    }
+}
+
+impl<M, H> EbpfDatapath<M, H> {
+    /// Link and address changes (`dataplane::devices::watch_links`): each
+    /// wakes the sync loop, and the sync then checks the hooks at once, so a
+    /// new pod device gets the tc programs without waiting for the reconcile.
+    pub fn with_device_events(mut self, events: tokio::sync::watch::Receiver<u64>) -> Self {
+        self.device_events = Some(events);
+        self
+    }
+}
+
+impl<M: DataplaneMaps + Send + Sync + 'static, H: HookKeeper> EbpfDatapath<M, H> {
+    pub fn writer(&self) -> &Writer<M> {
+        &self.writer
+    }
+
+    /// Frontends currently beyond the maps' capacity.
+    pub fn over_capacity(&self) -> &BTreeSet<Frontend> {
+        &self.over_capacity
+    }
+
+    fn write(&mut self, desired: &DesiredState, scope: Scope<'_>) -> ApplyReport {
+        match scope {
+            Scope::Reconcile => match self.writer.reconcile(desired) {
+                Ok((drift, report)) => {
+                    self.telemetry.drift_repairs(DriftKind::MapEntry, drift);
+                    if drift > 0 {
+                        tracing::warn!(
+                            entries = drift,
+                            "reconcile found map entries that differed from what we wrote; repaired"
+                        );
+                    }
+                    report
+                }
+                Err(error) => {
+                    tracing::error!(error = %error, "reconcile could not read the maps");
+                    self.writer.sync(desired)
+                }
+            },
+            // Frontends beyond capacity are tried again on every sync, so they
+            // move back into the maps as soon as room frees up.
+            Scope::Touched(touched) if self.over_capacity.is_empty() => {
+                self.writer.sync_frontends(desired, touched)
+            }
+            Scope::Touched(touched) => {
+                let mut retry = self.over_capacity.clone();
+                retry.extend(touched.iter().copied());
+                self.writer.sync_frontends(desired, &retry)
+            }
+            Scope::All => self.writer.sync(desired),
+        }
+    }
+
+    /// Updates the set of frontends beyond capacity from one write's
+    /// outcomes. Returns the frontends whose membership changed.
+    fn track_capacity(
+        &mut self,
+        desired: &DesiredState,
+        scope: Scope<'_>,
+        report: &ApplyReport,
+    ) -> BTreeSet<Frontend> {
+        let mut looked_at: BTreeSet<Frontend> = self.over_capacity.clone();
+        match scope {
+            Scope::Touched(touched) => looked_at.extend(touched.iter().copied()),
+            Scope::All | Scope::Reconcile => looked_at.extend(desired.frontends.keys().copied()),
+        }
+        let mut changed = BTreeSet::new();
+        for frontend in looked_at {
+            let published = self.writer.applied().frontend(frontend).is_some();
+            let beyond = beyond_capacity(
+                self.over_capacity.contains(&frontend),
+                desired.frontends.contains_key(&frontend),
+                published,
+                report.frontends.get(&frontend).copied(),
+            );
+            if beyond && self.over_capacity.insert(frontend) {
+                changed.insert(frontend);
+            } else if !beyond && self.over_capacity.remove(&frontend) {
+                changed.insert(frontend);
+                if published {
+                    tracing::info!(%frontend, "frontend now fits the eBPF maps; no longer served from userspace");
+                }
+            }
+        }
+        changed
+    }
+}
+
+/// Whether a frontend is beyond the maps' capacity after a write: it is
+/// wanted, not in the maps, and either found no room in this write or was
+/// beyond already (a later failure of another kind does not take it from
+/// the userspace path; being published does).
+fn beyond_capacity(
+    was_beyond: bool,
+    wanted: bool,
+    published: bool,
+    outcome: Option<FrontendOutcome>,
+) -> bool {
+    wanted && !published && (was_beyond || outcome == Some(FrontendOutcome::NoRoom))
+}
+
+/// The failures the userspace path does not make up for: those of frontends
+/// that are not beyond capacity, and those of other subjects (backends,
+/// rev-NAT entries) unless the write ran out of room, which explains them
+/// (a backend still used by a frontend that could not be updated, say).
+fn unserved_failures(report: &ApplyReport, beyond: &BTreeSet<Frontend>) -> usize {
+    let out_of_room = report.ran_out_of_room();
+    report
+        .failures
+        .iter()
+        .filter(|f| match f.subject {
+            Subject::Frontend(frontend) => !beyond.contains(&frontend),
+            _ => !out_of_room,
+        })
+        .count()
+}
+
+/// Entry counts of the mirrored maps, for the metrics.
+fn mirrored_entries(applied: &Applied) -> MirroredEntries {
+    fn count<'a>(addrs: impl Iterator<Item = &'a std::net::IpAddr>) -> ByFamily {
+        let mut n = ByFamily::default();
+        for addr in addrs {
+            if addr.is_ipv6() {
+                n.v6 += 1;
+            } else {
+                n.v4 += 1;
+            }
+        }
+        n
+    }
+    MirroredEntries {
+        services: count(
+            applied
+                .services
+                .keys()
+                .map(|(frontend, _, _)| &frontend.addr),
+        ),
+        backends: count(applied.backends.values().map(|backend| &backend.addr)),
+        rev_nat: count(applied.rev_nat.values().map(|frontend| &frontend.addr)),
+        svc_names: applied.svc_names.len() as u64,
+    }
+}
+
+impl<M: DataplaneMaps + Send + Sync + 'static, H: HookKeeper> Datapath for EbpfDatapath<M, H> {
+    async fn apply<'a>(
+        &'a mut self,
+        desired: &'a DesiredState,
+        scope: Scope<'a>,
+    ) -> DatapathReport {
+        self.hook_state.first_sync.get_or_insert_with(Instant::now);
+        let mut report = tokio::task::block_in_place(|| self.write(desired, scope));
+        if !self.over_capacity.is_empty() && report.ops > 0 {
+            // Deletes run after puts within a plan, so room this write made
+            // came too late for the frontends waiting for it: one more try.
+            let retry = self.over_capacity.clone();
+            let again = tokio::task::block_in_place(|| self.writer.sync_frontends(desired, &retry));
+            report.absorb_retry(&retry, again);
+        }
+        self.telemetry
+            .map_entries(mirrored_entries(self.writer.applied()));
+        end_udp_flows_to(&report.udp_backends_gone);
+        let changed = self.track_capacity(desired, scope, &report);
+        for failure in &report.failures {
+            match failure.subject {
+                Subject::Frontend(f) if self.over_capacity.contains(&f) => {
+                    tracing::debug!(frontend = %f, error = %failure.error, "map write failed: no room");
+                }
+                _ => {
+                    tracing::error!(subject = ?failure.subject, error = %failure.error, "map write failed; skipped this piece")
+                }
+            }
+        }
+        let mut out = DatapathReport {
+            ops: report.ops,
+            failures: report.failures.len(),
+            unplanned: report.unplanned.len(),
+            plan_time: report.plan_time,
+            write_time: report.write_time,
+            hooks_pending: false,
+        };
+        let over = &self.over_capacity;
+        for f in changed.iter().filter(|f| over.contains(f)) {
+            let service = desired.frontends.get(f).map(|s| s.service.to_string());
+            if self.overflow.is_some() {
+                tracing::warn!(frontend = %f, service = service.as_deref().unwrap_or(""), "frontend does not fit the eBPF maps; serving it from userspace");
+            } else {
+                tracing::error!(frontend = %f, service = service.as_deref().unwrap_or(""), "frontend does not fit the eBPF maps and the userspace path is unavailable: not served");
+            }
+        }
+        if let Some(userspace) = self.overflow.as_mut() {
+            // The userspace path serves what found no room: what is left are
+            // the other failures, and the userspace path's own.
+            out.failures = unserved_failures(&report, over);
+            out.unplanned = 0;
+            // What the userspace path must look at: frontends that entered
+            // or left the set, and those in it whose spec may have changed.
+            let mut scoped: BTreeSet<Frontend> = changed;
+            if let Scope::Touched(touched) = scope {
+                scoped.extend(touched.iter().filter(|f| over.contains(f)).copied());
+            }
+            let sub = match scope {
+                Scope::Touched(_) => Scope::Touched(&scoped),
+                other => other,
+            };
+            if !scoped.is_empty() || !matches!(scope, Scope::Touched(_)) {
+                let served = userspace
+                    .apply_filtered(desired, sub, &|f| over.contains(f))
+                    .await;
+                out.ops += served.ops;
+                out.failures += served.failures;
+            }
+        }
+        self.telemetry
+            .userspace()
+            .over_capacity
+            .set(i64::try_from(self.over_capacity.len()).unwrap_or(i64::MAX));
+        out.hooks_pending = !self.keep_hooks(out.writes_complete(), scope);
+        out
+    }
+
+    async fn wake(&mut self) {
+        let changed = match self.device_events.as_mut() {
+            Some(events) => events.changed().await.is_ok(),
+            None => false,
+        };
+        if changed {
+            self.devices_dirty = true;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl<M, H: HookKeeper> EbpfDatapath<M, H> {
+    /// Hooks: attached once the maps hold a complete state (or, should syncs
+    /// keep failing, after [`config::ATTACH_GRACE`]), then checked at every
+    /// reconcile, and at every sync after a failed attempt. True when every
+    /// hook is attached as it should be (as far as we know).
+    fn keep_hooks(&mut self, complete: bool, scope: Scope<'_>) -> bool {
+        let state = &mut self.hook_state;
+        let due = if state.attached {
+            state.failing || self.devices_dirty || matches!(scope, Scope::Reconcile)
+        } else {
+            complete
+                || state
+                    .first_sync
+                    .is_some_and(|first| first.elapsed() >= config::ATTACH_GRACE)
+        };
+        if !due {
+            if !state.attached {
+                tracing::warn!(
+                    "the first sync is incomplete; the hooks are attached once the maps hold \
+                     everything (the previous daemon's hooks, if any, keep serving meanwhile)"
+                );
+            }
+            return state.attached;
+        }
+        if state.attached {
+            self.devices_dirty = false;
+        }
+        let ensured = tokio::task::block_in_place(|| self.hooks.ensure());
+        let ok = note_hooks(ensured, !state.attached, &self.telemetry);
+        state.attached |= ok;
+        state.failing = !ok;
+        ok
+    }
+}
+
+/// Logs and counts what [`HookKeeper::ensure`] did; true when every hook is
+/// attached. `first`: the call that attaches or takes over after a start.
+fn note_hooks(ensured: Result<HookReport, LoadError>, first: bool, telemetry: &Telemetry) -> bool {
+    let report = match ensured {
+        Ok(report) => report,
+        Err(error) => {
+            tracing::error!(error = %crate::error_chain::error_chain(&error), "cannot attach the socket hooks or the tc programs; will retry");
+            return false;
+        }
+    };
+    let (mut took_over, mut attached) = (0, 0);
+    for hook in &report.hooks {
+        match hook.action {
+            HookAction::Kept => {}
+            HookAction::TookOver { from_version } => {
+                took_over += 1;
+                tracing::debug!(program = hook.program, device = ?hook.device, from_version, "hook taken over");
+            }
+            HookAction::Attached => {
+                attached += 1;
+                tracing::debug!(program = hook.program, device = ?hook.device, "hook attached");
+            }
+            HookAction::Repaired(drift) => tracing::warn!(
+                program = hook.program,
+                device = ?hook.device,
+                found = drift.as_str(),
+                "socket hook was not attached as it should be; re-attached (drift repaired)"
+            ),
+        }
+    }
+    let repaired = report.repaired().count();
+    if repaired > 0 {
+        telemetry.drift_repairs(DriftKind::Link, repaired);
+    }
+    if first && !report.hooks.is_empty() {
+        tracing::info!(
+            hooks = report.hooks.len(),
+            took_over,
+            attached,
+            repaired,
+            migrated_from = ?report.migrated_from,
+            "hooks attached: the dataplane runs this daemon's programs"
+        );
+    }
+    true
+}
+
+/// Connected UDP sockets keep the backend they were given at `connect()`; when
+/// that backend leaves, end them so the application reconnects (and is
+/// balanced, or refused, afresh).
+fn end_udp_flows_to(gone: &[crate::model::Backend]) {
+    if gone.is_empty() {
+        return;
+    }
+    let peers: Vec<std::net::SocketAddr> = gone
+        .iter()
+        .map(|b| std::net::SocketAddr::new(b.addr, b.port))
+        .collect();
+    let started = Instant::now();
+    match crate::dataplane::sockets::destroy_udp_sockets_to(&peers) {
+        Ok(destroyed) => tracing::info!(
+            backends = peers.len(),
+            destroyed,
+            took_us = started.elapsed().as_micros() as u64,
+            "ended UDP sockets aimed at removed backends"
+        ),
+        Err(error) => {
+            tracing::warn!(error = %error, "could not end UDP sockets aimed at removed backends")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        dataplane::writer::StepError,
+        dataplane::{MapError, writer::StepFailure},
+        model::Protocol,
+    };
+
+    fn fe(port: u16) -> Frontend {
+        Frontend {
+            addr: std::net::IpAddr::from([10, 96, 0, 10]),
+            port,
+            protocol: Protocol::Tcp,
+        }
+    }
+
+    #[test]
+    fn a_frontend_is_beyond_capacity_while_wanted_unpublished_and_without_room() {
+        use FrontendOutcome::*;
+        // Found no room now, or had none before and is still not in the maps.
+        assert!(beyond_capacity(false, true, false, Some(NoRoom)));
+        assert!(beyond_capacity(true, true, false, Some(Failed)));
+        assert!(beyond_capacity(true, true, false, None));
+        // Another failure is retried, not handed to userspace.
+        assert!(!beyond_capacity(false, true, false, Some(Failed)));
+        // Published, or no longer wanted: back from userspace.
+        assert!(!beyond_capacity(true, true, true, Some(Published)));
+        assert!(!beyond_capacity(true, false, false, Some(NoRoom)));
+    }
+
+    #[test]
+    fn failures_the_userspace_path_covers_are_not_counted() {
+        let full = || StepError::Map(MapError::Full { map: "BACKEND_V4" });
+        let failure = |subject, error| StepFailure { subject, error };
+        let mut report = ApplyReport {
+            failures: vec![
+                failure(Subject::Frontend(fe(1)), full()),
+                failure(Subject::Frontend(fe(2)), StepError::Map(MapError::Injected)),
+                failure(Subject::Backend(7), StepError::BackendInUse(7, 1)),
+            ],
+            ..ApplyReport::default()
+        };
+        let beyond = BTreeSet::from([fe(1)]);
+        // The write ran out of room: the backend's failure is explained by it.
+        assert_eq!(unserved_failures(&report, &beyond), 1);
+        report.failures.remove(0);
+        // No room problem left: every other failure counts.
+        assert_eq!(unserved_failures(&report, &beyond), 2);
+    }
+}
