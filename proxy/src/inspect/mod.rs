@@ -57,42 +57,19 @@ pub enum InspectError {
         /// newer daemon's pins), for the message.
         found: Vec<u32>,
     },
-    #[error("cannot read the pin directory {dir}", dir = dir.display())]
-    PinDir {
-        dir: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("map {map} is not pinned at {path}", path = path.display())]
-    MissingMap { map: &'static str, path: PathBuf },
-    #[error("opening map {map} pinned at {path}", path = path.display())]
-    Open {
-        map: &'static str,
-        path: PathBuf,
-        #[source]
-        source: aya::maps::MapError,
-    },
-    #[error("reading map {map} pinned at {path}", path = path.display())]
-    Read {
-        map: &'static str,
-        path: PathBuf,
-        #[source]
-        source: aya::maps::MapError,
-    },
+    /// The pinned maps or their directory could not be read (the one
+    /// reader's error, word for word).
+    #[error(transparent)]
+    Pin(Box<PinError>),
     #[error("reading CLOCK_MONOTONIC (the clock the kernel stamps affinity entries with)")]
     Clock(#[source] nix::Error),
     #[error("encoding JSON")]
     Json(#[source] serde_json::Error),
 }
 
-/// The same words: each variant of one is a variant of the other.
+// Boxed: the reader's error is large, and inspect returns it on every path.
 impl From<PinError> for InspectError {
     fn from(error: PinError) -> Self {
-        match error {
-            PinError::Dir { dir, source } => Self::PinDir { dir, source },
-            PinError::Missing { map, path } => Self::MissingMap { map, path },
-            PinError::Open { map, path, source } => Self::Open { map, path, source },
-            PinError::Read { map, path, source } => Self::Read { map, path, source },
-        }
+        Self::Pin(Box::new(error))
     }
 }

@@ -39,7 +39,7 @@ use crate::{
         link_info,
         loader::PinLayout,
         pins,
-        reader::{Dataset, PinnedMaps},
+        reader::{Dataset, PinError, PinnedMaps},
     },
     error_chain::error_chain,
     telemetry::Mode,
@@ -78,10 +78,11 @@ impl Pins {
                 dir: maps_dir,
                 found: found(),
             }),
-            Err(source) => Err(InspectError::PinDir {
+            Err(source) => Err(PinError::Dir {
                 dir: maps_dir,
                 source,
-            }),
+            }
+            .into()),
         }
     }
 
@@ -268,10 +269,10 @@ impl Pins {
         let groups = match fs::read_dir(&dir) {
             Ok(groups) => groups,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => return Err(InspectError::PinDir { dir, source }),
+            Err(source) => return Err(PinError::Dir { dir, source }.into()),
         };
         for group in groups {
-            let group = group.map_err(|source| InspectError::PinDir {
+            let group = group.map_err(|source| PinError::Dir {
                 dir: dir.clone(),
                 source,
             })?;
@@ -283,12 +284,12 @@ impl Pins {
             if is_tc || !group_dir.is_dir() {
                 continue;
             }
-            let entries = fs::read_dir(&group_dir).map_err(|source| InspectError::PinDir {
+            let entries = fs::read_dir(&group_dir).map_err(|source| PinError::Dir {
                 dir: group_dir.clone(),
                 source,
             })?;
             for entry in entries {
-                let entry = entry.map_err(|source| InspectError::PinDir {
+                let entry = entry.map_err(|source| PinError::Dir {
                     dir: group_dir.clone(),
                     source,
                 })?;
@@ -317,7 +318,7 @@ impl Pins {
     fn tc_links(&self) -> Result<Vec<TcLinkEntry>, InspectError> {
         let mut out = Vec::new();
         for (ifindex, dir) in crate::dataplane::tc::tc_link_dirs(&self.layout.links()) {
-            let entries = fs::read_dir(&dir).map_err(|source| InspectError::PinDir {
+            let entries = fs::read_dir(&dir).map_err(|source| PinError::Dir {
                 dir: dir.clone(),
                 source,
             })?;
