@@ -1,4 +1,5 @@
-//! The one read-only reader of the service, backend, rev-NAT and name maps.
+//! The one read-only reader of the service, backend, rev-NAT and name maps,
+//! and of the counters ([`counter_totals`]).
 //!
 //! [`MapReader`] walks the maps, through whichever handles the caller has:
 //! the writer's own (`KernelMaps::reader`, for its `Applied` mirror) or new
@@ -24,9 +25,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::maps::{HashMap, IterableMap as _, Map, MapData};
+use aya::maps::{HashMap, IterableMap as _, Map, MapData, PerCpuArray};
 use proxy_common::{
-    BackendV4, BackendV6, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6, ServiceName,
+    BackendV4, BackendV6, Reason, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6, ServiceName,
     ServiceValue, names,
 };
 
@@ -185,6 +186,24 @@ pub fn walk<K: aya::Pod, V: aya::Pod>(
     map.iter()
         .take(limit)
         .map(|entry| entry.map_err(|source| ReadError::Iterate { map: name, source }))
+        .collect()
+}
+
+/// The datapath counters (`STATS`), summed over CPUs, in [`Reason`] order.
+/// Reasons past the map's `max_entries` (pins of an older object with fewer
+/// slots) are left out. The one decoder of `STATS`, for the metrics and for
+/// `proxy inspect stats`.
+pub fn counter_totals(
+    stats: &PerCpuArray<MapData, u64>,
+) -> Result<Vec<(Reason, u64)>, aya::maps::MapError> {
+    let max = stats.map().info()?.max_entries();
+    Reason::ALL
+        .iter()
+        .filter(|reason| (**reason as u32) < max)
+        .map(|reason| {
+            let per_cpu = stats.get(&(*reason as u32), 0)?;
+            Ok((*reason, per_cpu.iter().sum()))
+        })
         .collect()
 }
 

@@ -169,16 +169,8 @@ impl UsageReader {
 
     /// The datapath counters, summed over CPUs, in [`Reason`] order.
     pub fn datapath_events(&self) -> Result<Vec<(Reason, u64)>, MapError> {
-        Reason::ALL
-            .iter()
-            .map(|reason| {
-                let per_cpu = self
-                    .stats
-                    .get(&(*reason as u32), 0)
-                    .map_err(|e| read_error(names::STATS, "lookup", e))?;
-                Ok((*reason, per_cpu.iter().sum()))
-            })
-            .collect()
+        super::reader::counter_totals(&self.stats)
+            .map_err(|e| read_error(names::STATS, "lookup", e))
     }
 
     /// Entries in each LRU map, by walking its keys (one syscall per entry).

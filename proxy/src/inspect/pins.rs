@@ -19,8 +19,8 @@ use std::{
 use aya::maps::{Map, MapData, MapType, PerCpuArray};
 use proxy_common::{
     AffinityKey, AffinityValue, BackendV4, BackendV6, CtKeyV4, CtKeyV6, CtValueV4, CtValueV6,
-    DeviceConfig, Reason, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6, ServiceName,
-    ServiceValue, SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6, names,
+    DeviceConfig, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6, ServiceName, ServiceValue,
+    SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6, names,
 };
 
 use super::{
@@ -39,7 +39,7 @@ use crate::{
         link_info,
         loader::PinLayout,
         pins,
-        reader::{Dataset, PinError, PinnedMaps},
+        reader::{Dataset, PinError, PinnedMaps, counter_totals},
     },
     error_chain::error_chain,
     telemetry::Mode,
@@ -161,23 +161,10 @@ impl Pins {
     pub fn stats(&self) -> Result<StatsView, InspectError> {
         let map = names::STATS;
         let data = self.require(map)?;
-        let max = data
-            .info()
-            .map_err(|e| self.open_error(map, e))?
-            .max_entries();
         let counters: PerCpuArray<MapData, u64> = Map::from_map_data(data)
             .and_then(PerCpuArray::try_from)
             .map_err(|e| self.open_error(map, e))?;
-        let totals = Reason::ALL
-            .iter()
-            .filter(|reason| (**reason as u32) < max)
-            .map(|reason| {
-                let per_cpu = counters
-                    .get(&(*reason as u32), 0)
-                    .map_err(|e| self.read_error(map, e))?;
-                Ok((*reason, per_cpu.iter().sum()))
-            })
-            .collect::<Result<Vec<_>, InspectError>>()?;
+        let totals = counter_totals(&counters).map_err(|e| self.read_error(map, e))?;
         Ok(stats_view(&totals))
     }
 
