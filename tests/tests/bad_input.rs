@@ -108,7 +108,7 @@ fn bad_manifests_while_running_do_not_stop_updates() {
         f.wait_for(
             PROPAGATION,
             &format!("{vip} to stop reaching {removed} while bad files are present"),
-            || try_backends(Kind::Tcp, vip, 15).is_ok_and(|b| !b.contains(&removed)),
+            || stopped_reaching(Kind::Tcp, vip, &removed),
         );
     }
     f.assert_proxy_running();

@@ -343,7 +343,7 @@ fn an_api_server_outage_keeps_connections_and_known_services() {
     f.wait_for(
         STARTUP,
         &format!("TCP to {vip} to stop reaching {removed} once the API server is back"),
-        || try_backends(Kind::Tcp, vip, 15).is_ok_and(|b| !b.contains(&removed)),
+        || stopped_reaching(Kind::Tcp, vip, &removed),
     );
     assert_eq!(
         round_trip(&mut conn, "after\n").expect("an echo"),

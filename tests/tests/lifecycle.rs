@@ -99,7 +99,7 @@ both_modes! {
             f.wait_for(
                 STARTUP,
                 &format!("the restarted proxy to stop sending {vip} to {removed}"),
-                || try_backends(Kind::Tcp, vip, 15).is_ok_and(|b| !b.contains(&removed)),
+                || stopped_reaching(Kind::Tcp, vip, &removed),
             );
         }
 

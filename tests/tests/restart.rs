@@ -658,7 +658,7 @@ fn unversioned_pins_are_migrated_under_traffic() {
         f.wait_for(
             PROPAGATION,
             &format!("{vip} to stop reaching {removed} after the migration"),
-            || try_backends(Kind::Tcp, vip, 15).is_ok_and(|b| !b.contains(&removed)),
+            || stopped_reaching(Kind::Tcp, vip, &removed),
         );
     }
     f.assert_proxy_running();

@@ -70,7 +70,7 @@ both_modes! {
             f.wait_for(
                 PROPAGATION,
                 &format!("{kind:?} to {vip} to stop reaching the removed endpoint {removed}"),
-                || try_backends(kind, vip, PROBE_REQUESTS).is_ok_and(|b| !b.contains(&removed)),
+                || stopped_reaching(kind, vip, &removed),
             );
             let seen = tally(kind, vip, AFTER_REMOVAL);
             assert_backends(

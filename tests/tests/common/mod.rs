@@ -313,6 +313,22 @@ pub fn try_backends(kind: Kind, vip: SocketAddr, n: usize) -> io::Result<Vec<Str
         .collect()
 }
 
+/// Requests that must all miss a removed backend before a test believes it
+/// is gone: with three backends, 15 random picks miss a live one one time in
+/// 400 ((2/3)^15), which made a "stopped reaching" wait pass early; 45 picks
+/// miss it one time in 10^8.
+const GONE_PROBES: usize = 45;
+
+/// Whether `kind` requests to `vip` no longer reach `removed`: every one of
+/// [`GONE_PROBES`] answers, and none comes from it. Stops at the first
+/// request that fails or reaches it, so a wait on this stays cheap.
+pub fn stopped_reaching(kind: Kind, vip: SocketAddr, removed: &str) -> bool {
+    (0..GONE_PROBES).all(|_| {
+        kind.request(vip, PROBE)
+            .is_ok_and(|reply| reply.backend != removed)
+    })
+}
+
 /// Asserts that the keys of `seen` are exactly `expected`.
 pub fn assert_backends<T: Debug>(what: &str, seen: &BTreeMap<String, T>, expected: &[String]) {
     let got: Vec<&String> = seen.keys().collect();
