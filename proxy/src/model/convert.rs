@@ -37,8 +37,8 @@ use std::{
 use k8s_openapi::api::{core::v1 as core, discovery::v1 as discovery};
 
 use super::types::{
-    AddressType, Endpoint, EndpointPort, EndpointSlice, NodeInfo, ObjectRef, Protocol,
-    SelectionLabels, Service, ServicePort, ServiceType, TrafficPolicy,
+    AddressType, Endpoint, EndpointPort, EndpointSlice, ExternalIpGuard, IpMode, LoadBalancerIp, NodeInfo,
+    ObjectRef, Protocol, SelectionLabels, Service, ServicePort, ServiceType, TrafficPolicy,
 };
 
 /// The label that joins an EndpointSlice to its Service.
@@ -490,10 +490,18 @@ pub fn service(svc: &core::Service) -> Result<Converted<Service>, ConvertError> 
         .as_ref()
         .and_then(|status| status.load_balancer.as_ref())
         .and_then(|lb| lb.ingress.as_ref());
-    for raw in ingress.into_iter().flatten().filter_map(|i| i.ip.as_ref()) {
+    for entry in ingress.into_iter().flatten() {
+        let Some(raw) = entry.ip.as_ref() else {
+            continue;
+        };
+        let mode = ip_mode(&object, entry.ip_mode.as_deref(), &mut warnings);
         match raw.parse::<IpAddr>() {
-            Ok(ip) if !load_balancer_ips.contains(&ip) => load_balancer_ips.push(ip),
-            Ok(_) => {}
+            Ok(addr) => {
+                let ip = LoadBalancerIp { addr, mode };
+                if !load_balancer_ips.contains(&ip) {
+                    load_balancer_ips.push(ip);
+                }
+            }
             Err(_) => warnings.push(ConvertWarning::InvalidLoadBalancerIp {
                 object: object.clone(),
                 ip: raw.clone(),
@@ -519,6 +527,21 @@ pub fn service(svc: &core::Service) -> Result<Converted<Service>, ConvertError> 
         },
         warnings,
     })
+}
+
+/// `status.loadBalancer.ingress[].ipMode`: unset and `VIP` are
+/// [`IpMode::Vip`]. Any other value is not VIP to kube-proxy
+/// (`proxyutil.IsVIPMode`), so an unknown one is read as `Proxy`, with a
+/// warning (the API server accepts only the two).
+fn ip_mode(object: &TypedRef, raw: Option<&str>, warnings: &mut Vec<ConvertWarning>) -> IpMode {
+    match raw {
+        None | Some("VIP") => IpMode::Vip,
+        Some("Proxy") => IpMode::Proxy,
+        Some(other) => {
+            warnings.push(unknown(object, "ipMode", other, "Proxy"));
+            IpMode::Proxy
+        }
+    }
 }
 
 fn unknown(
@@ -625,6 +648,8 @@ pub fn node(node: &core::Node) -> NodeInfo {
         addresses,
         // Not in the Node object: the daemon resolves them from interfaces.
         nodeport_addresses: Vec::new(),
+        // Not in the Node object: the daemon's setting.
+        external_ip_guard: ExternalIpGuard::default(),
     }
 }
 

@@ -41,7 +41,10 @@ use std::{
 use super::{
     desired::{self, DesiredOutcome},
     small_set::SmallSet,
-    types::{DesiredState, EndpointSlice, NodeInfo, ObjectRef, SelectionLabels, Service, SourceId},
+    types::{
+        DesiredState, EndpointSlice, ExternalIpGuard, NodeInfo, ObjectRef, SelectionLabels, Service,
+        SourceId,
+    },
 };
 
 /// One object as each source has it. The first present in precedence order is
@@ -147,6 +150,13 @@ impl Index {
         self
     }
 
+    /// Sets `--external-ip-guard` (see [`ExternalIpGuard`]); set before the
+    /// first sync, like the proxy name.
+    pub fn with_external_ip_guard(mut self, guard: ExternalIpGuard) -> Self {
+        self.node.external_ip_guard = guard;
+        self
+    }
+
     pub fn proxy_name(&self) -> Option<&str> {
         self.proxy_name.as_deref()
     }
@@ -158,10 +168,12 @@ impl Index {
     /// Replaces this node's facts (a Node update: zone label, addresses, or the
     /// name learned late). Locality and topology are recomputed by the next
     /// [`Index::desired`]. The nodeport addresses are not the Node object's:
-    /// they are kept (see [`Index::set_nodeport_addresses`]). Returns whether
-    /// anything changed.
+    /// they are kept (see [`Index::set_nodeport_addresses`]), and so is the
+    /// daemon's [`NodeInfo::external_ip_guard`]. Returns whether anything
+    /// changed.
     pub fn set_node(&mut self, mut node: NodeInfo) -> bool {
         node.nodeport_addresses = self.node.nodeport_addresses.clone();
+        node.external_ip_guard = self.node.external_ip_guard;
         if self.node == node {
             return false;
         }

@@ -10,8 +10,9 @@
 use std::net::IpAddr;
 
 use crate::model::types::{
-    AddressType, DesiredState, Endpoint, EndpointPort, EndpointSlice, NodeInfo, ObjectRef,
-    Protocol, SelectionLabels, Service, ServicePort, ServiceType, TrafficPolicy,
+    AddressType, DesiredState, Endpoint, EndpointPort, EndpointSlice, ExternalIpGuard, IpMode,
+    LoadBalancerIp, NodeInfo, ObjectRef, Protocol, SelectionLabels, Service, ServicePort,
+    ServiceType, TrafficPolicy,
 };
 
 pub(crate) fn ip(s: &str) -> IpAddr {
@@ -32,6 +33,11 @@ impl NodeBuilder {
     /// An address from the Node object (`status.addresses`).
     pub(crate) fn address(mut self, addr: &str) -> Self {
         self.0.addresses.push(ip(addr));
+        self
+    }
+    /// `--external-ip-guard`.
+    pub(crate) fn external_ip_guard(mut self, guard: ExternalIpGuard) -> Self {
+        self.0.external_ip_guard = guard;
         self
     }
     /// An address NodePorts are served on.
@@ -92,8 +98,15 @@ impl SvcBuilder {
         self.0.external_ips.push(ip(addr));
         self
     }
-    pub(crate) fn lb_ip(mut self, addr: &str) -> Self {
-        self.0.load_balancer_ips.push(ip(addr));
+    /// A LoadBalancer ingress IP with `ipMode` unset (VIP).
+    pub(crate) fn lb_ip(self, addr: &str) -> Self {
+        self.lb_ip_mode(addr, IpMode::Vip)
+    }
+    pub(crate) fn lb_ip_mode(mut self, addr: &str, mode: IpMode) -> Self {
+        self.0.load_balancer_ips.push(LoadBalancerIp {
+            addr: ip(addr),
+            mode,
+        });
         self
     }
     pub(crate) fn health_check_node_port(mut self, port: u16) -> Self {

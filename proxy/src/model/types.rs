@@ -102,6 +102,23 @@ pub struct NodeInfo {
     /// `--nodeport-addresses`), resolved by the daemon from this node's
     /// interfaces; one NodePort frontend per address of the Service's family.
     pub nodeport_addresses: Vec<IpAddr>,
+    /// Whether ExternalIPs and LoadBalancer IPs equal to one of this node's
+    /// addresses are served (`--external-ip-guard`; set by the daemon, kept
+    /// across Node updates).
+    pub external_ip_guard: ExternalIpGuard,
+}
+
+/// `--external-ip-guard`: what is refused among ExternalIPs and
+/// LoadBalancer IPs (CVE-2020-8554). Loopback, unspecified and link-local
+/// addresses, and the kubelet's port, are refused in both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ExternalIpGuard {
+    /// As kube-proxy: an address of this node is served (bare-metal set-ups
+    /// such as `externalIPs: [nodeIP]` or k3s' ServiceLB depend on it).
+    #[default]
+    Default,
+    /// An address of this node is refused too.
+    Strict,
 }
 
 impl NodeInfo {
@@ -154,8 +171,10 @@ pub struct Service {
     pub cluster_ips: Vec<IpAddr>,
     /// `spec.externalIPs` that parse.
     pub external_ips: Vec<IpAddr>,
-    /// `status.loadBalancer.ingress[].ip` that parse (used for type LoadBalancer).
-    pub load_balancer_ips: Vec<IpAddr>,
+    /// `status.loadBalancer.ingress[]` entries whose `ip` parses, with their
+    /// `ipMode` (used for type LoadBalancer; only [`IpMode::Vip`] ones get a
+    /// frontend).
+    pub load_balancer_ips: Vec<LoadBalancerIp>,
     /// `spec.healthCheckNodePort` (type LoadBalancer with
     /// `externalTrafficPolicy: Local`).
     pub health_check_node_port: Option<u16>,
@@ -182,6 +201,27 @@ impl Service {
             ServiceType::NodePort | ServiceType::LoadBalancer
         ) || !self.external_ips.is_empty()
     }
+}
+
+/// A `status.loadBalancer.ingress[]` entry with an IP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LoadBalancerIp {
+    pub addr: IpAddr,
+    pub mode: IpMode,
+}
+
+/// `status.loadBalancer.ingress[].ipMode`: how the load balancer delivers
+/// traffic to the node (KEP-1860).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum IpMode {
+    /// `VIP`, and unset: packets arrive addressed to the load balancer's IP,
+    /// which the proxy serves like an ExternalIP.
+    #[default]
+    Vip,
+    /// `Proxy`: the load balancer connects to a node's NodePort or a pod
+    /// itself (it may add PROXY protocol or end TLS), so its IP is not the
+    /// proxy's to serve; clients in the cluster must reach the load balancer.
+    Proxy,
 }
 
 /// One entry of `spec.ports`.

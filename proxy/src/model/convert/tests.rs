@@ -132,18 +132,33 @@ fn load_balancer_node_ports_ingress_and_health_check() {
         "status": {"loadBalancer": {"ingress": [
             {"ip": "203.0.113.9"}, {"hostname": "lb.example"}, {"ip": "bad"},
             {"ip": "203.0.113.9"},
+            {"ip": "203.0.113.10", "ipMode": "VIP"},
+            {"ip": "203.0.113.11", "ipMode": "Proxy"},
+            {"ip": "203.0.113.12", "ipMode": "Tunnel"},
         ]}},
     }))
     .unwrap();
     let (svc, warnings) = kept(service(&svc));
     assert_eq!(
         warnings,
-        ["Service shop/web: load balancer ingress IP \"bad\" skipped: not an IP address"]
+        [
+            "Service shop/web: load balancer ingress IP \"bad\" skipped: not an IP address",
+            "Service shop/web: unknown ipMode \"Tunnel\", using Proxy",
+        ]
     );
     assert_eq!(svc.service_type, ServiceType::LoadBalancer);
+    let lb = |addr: &str, mode| LoadBalancerIp {
+        addr: addr.parse().unwrap(),
+        mode,
+    };
     assert_eq!(
         svc.load_balancer_ips,
-        ["203.0.113.9".parse::<IpAddr>().unwrap()]
+        [
+            lb("203.0.113.9", IpMode::Vip),
+            lb("203.0.113.10", IpMode::Vip),
+            lb("203.0.113.11", IpMode::Proxy),
+            lb("203.0.113.12", IpMode::Proxy),
+        ]
     );
     assert_eq!(svc.health_check_node_port, Some(32000));
     let node_ports: Vec<Option<u16>> = svc.ports.iter().map(|p| p.node_port).collect();
@@ -346,6 +361,7 @@ fn node_name_zone_and_addresses() {
                 "203.0.113.9".parse().unwrap(),
             ],
             nodeport_addresses: vec![],
+            external_ip_guard: ExternalIpGuard::Default,
         }
     );
 }

@@ -17,13 +17,19 @@
 //! - NodePort (type NodePort or LoadBalancer, a port with `nodePort`): one per
 //!   nodeport address ([`NodeInfo::nodeport_addresses`]) × `nodePort`;
 //!   each ExternalIP × port (any type, as kube-proxy); each LoadBalancer
-//!   ingress IP × port (type LoadBalancer);
+//!   ingress IP × port (type LoadBalancer) whose `ipMode` is `VIP` or unset:
+//!   one with `ipMode: Proxy` gets no frontend at all, neither for clients
+//!   outside the node nor inside, as kube-proxy leaves it out of the
+//!   Service's `LoadBalancerVIPs` (traffic to it goes to the load balancer,
+//!   which comes back through a NodePort or to a pod);
 //! - their `backends` (the internal scope: the node and its pods) are the
 //!   cluster category; under `externalTrafficPolicy: Local`,
 //!   `external_backends` (the external scope) holds the local category;
 //! - refused, and reported as a [`Refusal`] (CVE-2020-8554): any external
 //!   frontend on the kubelet's port 10250, and ExternalIPs or LoadBalancer IPs
-//!   that are loopback, unspecified, or one of this node's addresses;
+//!   that are loopback, unspecified or link-local; one of this node's
+//!   addresses only under [`ExternalIpGuard::Strict`] (by default it is
+//!   served, as kube-proxy serves it);
 //! - [`ServiceFrontends::local_endpoints`]: every endpoint address on this node;
 //!   [`ServiceFrontends::health_check`]: `healthCheckNodePort` of LoadBalancer
 //!   Services with `externalTrafficPolicy: Local`, with the count of local
@@ -51,16 +57,17 @@ use super::{
     topology::{candidates, categorize},
 };
 use crate::model::types::{
-    AddressType, EndpointSlice, Frontend, FrontendKind, FrontendSpec, HealthCheck, NodeInfo,
-    ObjectRef, Service, ServicePort, ServiceType, TrafficPolicy,
+    AddressType, EndpointSlice, ExternalIpGuard, Frontend, FrontendKind, FrontendSpec,
+    HealthCheck, IpMode, NodeInfo, ObjectRef, Service, ServicePort, ServiceType, TrafficPolicy,
 };
 
 /// The kubelet's port: no external frontend may take it (CVE-2020-8554).
 pub const KUBELET_PORT: u16 = 10250;
 
 /// An external frontend that is not programmed because it would hijack
-/// traffic that is not the Service's (CVE-2020-8554). Refused unconditionally,
-/// as kube-proxy's admission guidance and issue 4 ask; reported like a
+/// traffic that is not the Service's (CVE-2020-8554): always for the
+/// loopback, link-local and kubelet-port cases, and for a node address under
+/// `--external-ip-guard=strict`; reported like a
 /// [`Conflict`](super::Conflict).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Refusal {
@@ -73,18 +80,23 @@ pub struct Refusal {
 /// Why an external frontend is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum RefusalReason {
-    /// The address is one of this node's (an ExternalIP or LoadBalancer IP).
+    /// The address is one of this node's (an ExternalIP or LoadBalancer IP),
+    /// under [`ExternalIpGuard::Strict`].
     NodeAddress,
     /// A loopback or unspecified address.
     Loopback,
+    /// A link-local address (`169.254.0.0/16`, `fe80::/10`): a metadata
+    /// service, or a neighbour only this link reaches.
+    LinkLocal,
     /// The kubelet's port, [`KUBELET_PORT`].
     KubeletPort,
 }
 
 impl RefusalReason {
-    pub const ALL: [RefusalReason; 3] = [
+    pub const ALL: [RefusalReason; 4] = [
         RefusalReason::NodeAddress,
         RefusalReason::Loopback,
+        RefusalReason::LinkLocal,
         RefusalReason::KubeletPort,
     ];
 
@@ -93,6 +105,7 @@ impl RefusalReason {
         match self {
             RefusalReason::NodeAddress => "node_address",
             RefusalReason::Loopback => "loopback",
+            RefusalReason::LinkLocal => "link_local",
             RefusalReason::KubeletPort => "kubelet_port",
         }
     }
@@ -101,8 +114,11 @@ impl RefusalReason {
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let why = match self.reason {
-            RefusalReason::NodeAddress => "the address is one of this node's",
+            RefusalReason::NodeAddress => {
+                "the address is one of this node's (--external-ip-guard=strict)"
+            }
             RefusalReason::Loopback => "the address is a loopback or unspecified address",
+            RefusalReason::LinkLocal => "the address is link-local",
             RefusalReason::KubeletPort => "the port is the kubelet's (10250)",
         };
         write!(
@@ -221,7 +237,7 @@ pub fn service_frontends(
 
 /// The external frontends of one Service port in the family of `cluster_ip`:
 /// NodePorts on each nodeport address, then ExternalIPs, then LoadBalancer
-/// ingress IPs.
+/// ingress IPs in VIP mode (kube-proxy's `LoadBalancerVIPs`).
 fn external_frontends(
     node: &NodeInfo,
     service: &Service,
@@ -249,8 +265,13 @@ fn external_frontends(
         out.push((FrontendKind::ExternalIp, at(*addr, port.port)));
     }
     if service.service_type == ServiceType::LoadBalancer {
-        for addr in service.load_balancer_ips.iter().filter(same_family) {
-            out.push((FrontendKind::LoadBalancer, at(*addr, port.port)));
+        let vips = service
+            .load_balancer_ips
+            .iter()
+            .filter(|lb| lb.mode == IpMode::Vip)
+            .map(|lb| lb.addr);
+        for addr in vips.filter(|addr| AddressType::of(*addr) == family) {
+            out.push((FrontendKind::LoadBalancer, at(addr, port.port)));
         }
     }
     out
@@ -267,9 +288,19 @@ fn refusal(node: &NodeInfo, kind: FrontendKind, frontend: Frontend) -> Option<Re
     }
     if frontend.addr.is_loopback() || frontend.addr.is_unspecified() {
         Some(RefusalReason::Loopback)
-    } else if node.owns(frontend.addr) {
+    } else if is_link_local(frontend.addr) {
+        Some(RefusalReason::LinkLocal)
+    } else if node.external_ip_guard == ExternalIpGuard::Strict && node.owns(frontend.addr) {
         Some(RefusalReason::NodeAddress)
     } else {
         None
+    }
+}
+
+/// `169.254.0.0/16` or `fe80::/10`.
+fn is_link_local(addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
     }
 }

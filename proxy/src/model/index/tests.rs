@@ -382,6 +382,20 @@ fn nodeport_addresses_survive_node_updates_and_mark_everything_dirty() {
     );
 }
 
+/// `--external-ip-guard` is the daemon's: a Node update (which knows
+/// nothing of it) keeps it, so a node-address ExternalIP stays refused.
+#[test]
+fn the_external_ip_guard_survives_node_updates() {
+    let mut idx = Index::new(node("n1")).with_external_ip_guard(ExternalIpGuard::Strict);
+    idx.apply_service(Manifests, web().external_ip("192.168.1.10"));
+    assert!(idx.set_node(node("n1").address("192.168.1.10").into()));
+    assert_eq!(idx.node().external_ip_guard, ExternalIpGuard::Strict);
+    assert_eq!(
+        crate::model::testkit::frontends_of(&idx.desired()),
+        ["10.96.0.10:80/TCP"]
+    );
+}
+
 #[test]
 fn objects_of_another_proxy_are_ignored_by_default() {
     let mut idx = Index::new(node("n1"));

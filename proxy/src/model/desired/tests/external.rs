@@ -2,6 +2,7 @@
 //! and the refusals of CVE-2020-8554.
 
 use super::*;
+use crate::model::types::{ExternalIpGuard, IpMode};
 
 fn be(s: &str) -> Backend {
     let a: std::net::SocketAddr = s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
@@ -190,52 +191,185 @@ fn cluster_ip_service_ignores_node_ports_but_serves_external_ips() {
     );
 }
 
-/// CVE-2020-8554: ExternalIPs and LB IPs on a node address or loopback,
-/// and any external frontend on the kubelet's port, are refused and
-/// reported; everything else of the Service is programmed.
-#[test]
-fn dangerous_external_frontends_are_refused() {
+/// The Service of the refusal tests: a LoadBalancer with ExternalIPs and
+/// ingress IPs on a node address, loopback, link-local and elsewhere, and
+/// a port on the kubelet's 10250; computed on a node with address
+/// `192.168.1.10` (from the Node) and nodeport address `192.168.1.11`.
+fn dangerous(guard: ExternalIpGuard) -> DesiredOutcome {
     let host = node(HOST)
         .address("192.168.1.10")
-        .nodeport_address("192.168.1.11");
-    let out = compute_on(
+        .nodeport_address("192.168.1.11")
+        .external_ip_guard(guard);
+    compute_on(
         host.into(),
         vec![
             svc("shop", "web")
                 .service_type(ServiceType::LoadBalancer)
                 .cluster_ip("10.96.0.10")
+                .cluster_ip("fd00:96::10")
                 .port("http", 80, Tcp)
                 .node_port(30080)
                 .port("kubelet", 10250, Tcp)
                 .node_port(10250)
                 .external_ip("192.168.1.10")
                 .external_ip("127.0.0.1")
+                .external_ip("169.254.169.254")
+                .external_ip("fe80::1")
                 .external_ip("192.0.2.7")
-                .lb_ip("192.168.1.11"),
+                .lb_ip("192.168.1.11")
+                .lb_ip("::"),
         ],
         vec![],
-    );
+    )
+}
+
+/// What is refused in both modes: loopback, unspecified, link-local, and
+/// the kubelet's port.
+const ALWAYS_REFUSED: [&str; 12] = [
+    "Service shop/web: ExternalIP frontend 127.0.0.1:80/TCP refused: the address is a loopback or unspecified address (CVE-2020-8554)",
+    "Service shop/web: ExternalIP frontend 127.0.0.1:10250/TCP refused: the port is the kubelet's (10250) (CVE-2020-8554)",
+    "Service shop/web: ExternalIP frontend 169.254.169.254:80/TCP refused: the address is link-local (CVE-2020-8554)",
+    "Service shop/web: ExternalIP frontend 169.254.169.254:10250/TCP refused: the port is the kubelet's (10250) (CVE-2020-8554)",
+    "Service shop/web: ExternalIP frontend 192.0.2.7:10250/TCP refused: the port is the kubelet's (10250) (CVE-2020-8554)",
+    "Service shop/web: ExternalIP frontend 192.168.1.10:10250/TCP refused: the port is the kubelet's (10250) (CVE-2020-8554)",
+    "Service shop/web: NodePort frontend 192.168.1.11:10250/TCP refused: the port is the kubelet's (10250) (CVE-2020-8554)",
+    "Service shop/web: LoadBalancer frontend 192.168.1.11:10250/TCP refused: the port is the kubelet's (10250) (CVE-2020-8554)",
+    "Service shop/web: ExternalIP frontend [fe80::1]:80/TCP refused: the address is link-local (CVE-2020-8554)",
+    "Service shop/web: ExternalIP frontend [fe80::1]:10250/TCP refused: the port is the kubelet's (10250) (CVE-2020-8554)",
+    "Service shop/web: LoadBalancer frontend [::]:80/TCP refused: the address is a loopback or unspecified address (CVE-2020-8554)",
+    "Service shop/web: LoadBalancer frontend [::]:10250/TCP refused: the port is the kubelet's (10250) (CVE-2020-8554)",
+];
+
+fn refusals_of(out: &DesiredOutcome) -> Vec<String> {
+    let mut refused: Vec<String> = out.refusals.iter().map(ToString::to_string).collect();
+    refused.sort();
+    refused
+}
+
+fn sorted(lines: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = lines.iter().map(|s| (*s).to_owned()).collect();
+    v.sort();
+    v
+}
+
+/// By default (kube-proxy's behaviour), an ExternalIP or LoadBalancer IP
+/// equal to a node address is served; loopback, unspecified, link-local
+/// and the kubelet's port are refused and reported (CVE-2020-8554);
+/// everything else of the Service is programmed.
+#[test]
+fn node_addresses_are_served_by_default_and_the_rest_refused() {
+    let out = dangerous(ExternalIpGuard::Default);
     assert_eq!(
         frontends_of(&out.state),
         [
             "10.96.0.10:80/TCP",
             "10.96.0.10:10250/TCP",
             "192.0.2.7:80/TCP",
-            "192.168.1.11:30080/TCP"
+            "192.168.1.10:80/TCP",
+            "192.168.1.11:80/TCP",
+            "192.168.1.11:30080/TCP",
+            "[fd00:96::10]:80/TCP",
+            "[fd00:96::10]:10250/TCP",
         ]
     );
-    let refused: Vec<String> = out.refusals.iter().map(ToString::to_string).collect();
     assert_eq!(
-        refused,
+        out.state.frontends[&fe("192.168.1.10:80", Tcp)].kind,
+        FrontendKind::ExternalIp
+    );
+    assert_eq!(
+        out.state.frontends[&fe("192.168.1.11:80", Tcp)].kind,
+        FrontendKind::LoadBalancer
+    );
+    assert_eq!(refusals_of(&out), sorted(&ALWAYS_REFUSED));
+}
+
+/// `--external-ip-guard=strict`: a node address (from the Node object or a
+/// nodeport address) is refused too, as ExternalIP and as LoadBalancer IP.
+#[test]
+fn strict_guard_refuses_node_addresses_too() {
+    let out = dangerous(ExternalIpGuard::Strict);
+    assert_eq!(
+        frontends_of(&out.state),
         [
-            "Service shop/web: ExternalIP frontend 127.0.0.1:80/TCP refused: the address is a loopback or unspecified address (CVE-2020-8554)",
-            "Service shop/web: ExternalIP frontend 127.0.0.1:10250/TCP refused: the port is the kubelet's (10250) (CVE-2020-8554)",
-            "Service shop/web: ExternalIP frontend 192.0.2.7:10250/TCP refused: the port is the kubelet's (10250) (CVE-2020-8554)",
-            "Service shop/web: ExternalIP frontend 192.168.1.10:80/TCP refused: the address is one of this node's (CVE-2020-8554)",
-            "Service shop/web: ExternalIP frontend 192.168.1.10:10250/TCP refused: the port is the kubelet's (10250) (CVE-2020-8554)",
-            "Service shop/web: LoadBalancer frontend 192.168.1.11:80/TCP refused: the address is one of this node's (CVE-2020-8554)",
-            "Service shop/web: NodePort frontend 192.168.1.11:10250/TCP refused: the port is the kubelet's (10250) (CVE-2020-8554)",
-            "Service shop/web: LoadBalancer frontend 192.168.1.11:10250/TCP refused: the port is the kubelet's (10250) (CVE-2020-8554)",
+            "10.96.0.10:80/TCP",
+            "10.96.0.10:10250/TCP",
+            "192.0.2.7:80/TCP",
+            "192.168.1.11:30080/TCP",
+            "[fd00:96::10]:80/TCP",
+            "[fd00:96::10]:10250/TCP",
         ]
     );
+    let mut want = ALWAYS_REFUSED.to_vec();
+    want.extend([
+        "Service shop/web: ExternalIP frontend 192.168.1.10:80/TCP refused: the address is one of this node's (--external-ip-guard=strict) (CVE-2020-8554)",
+        "Service shop/web: LoadBalancer frontend 192.168.1.11:80/TCP refused: the address is one of this node's (--external-ip-guard=strict) (CVE-2020-8554)",
+    ]);
+    assert_eq!(refusals_of(&out), sorted(&want));
+    let reasons: BTreeSet<RefusalReason> = out.refusals.iter().map(|r| r.reason).collect();
+    assert_eq!(reasons, BTreeSet::from(RefusalReason::ALL));
+}
+
+/// `ipMode: Proxy`: the ingress IP gets no frontend at all (kube-proxy
+/// leaves it out of `LoadBalancerVIPs`), in either family; `VIP` and unset
+/// are served as before, and the NodePort that a Proxy-mode load balancer
+/// sends to is unaffected. Nothing is refused: it is not a frontend.
+#[test]
+fn proxy_mode_load_balancer_ips_get_no_frontend() {
+    let host = node(HOST).nodeport_address("192.168.1.10");
+    let out = compute_on(
+        host.into(),
+        vec![
+            svc("shop", "web")
+                .service_type(ServiceType::LoadBalancer)
+                .cluster_ip("10.96.0.10")
+                .cluster_ip("fd00:96::10")
+                .port("http", 80, Tcp)
+                .node_port(30080)
+                .lb_ip("203.0.113.9")
+                .lb_ip_mode("203.0.113.10", IpMode::Vip)
+                .lb_ip_mode("203.0.113.11", IpMode::Proxy)
+                .lb_ip_mode("2001:db8::11", IpMode::Proxy)
+                // Proxy mode wins over the refusal: not a frontend at all.
+                .lb_ip_mode("127.0.0.1", IpMode::Proxy),
+        ],
+        vec![
+            slice("shop", "web-1")
+                .for_service("web")
+                .port("http", 8080, Tcp)
+                .endpoint("10.1.0.5")
+                .ready(),
+        ],
+    );
+    assert_eq!(
+        frontends_of(&out.state),
+        [
+            "10.96.0.10:80/TCP",
+            "192.168.1.10:30080/TCP",
+            "203.0.113.9:80/TCP",
+            "203.0.113.10:80/TCP",
+            "[fd00:96::10]:80/TCP",
+        ]
+    );
+    assert_eq!(backends(&out, "203.0.113.10:80/TCP"), ["10.1.0.5:8080"]);
+    assert!(out.refusals.is_empty(), "{:?}", out.refusals);
+}
+
+/// Only Proxy-mode ingress IPs: the Service keeps its ClusterIP and
+/// NodePort, and has no LoadBalancer frontend.
+#[test]
+fn a_service_with_only_proxy_mode_ips_has_no_load_balancer_frontend() {
+    let out = compute_on(
+        node(HOST).nodeport_address("192.168.1.10").into(),
+        vec![
+            svc("shop", "web")
+                .service_type(ServiceType::LoadBalancer)
+                .cluster_ip("10.96.0.10")
+                .port("http", 80, Tcp)
+                .node_port(30080)
+                .lb_ip_mode("203.0.113.11", IpMode::Proxy),
+        ],
+        vec![],
+    );
+    let kinds: Vec<FrontendKind> = out.state.frontends.values().map(|s| s.kind).collect();
+    assert_eq!(kinds, [FrontendKind::ClusterIp, FrontendKind::NodePort]);
 }

@@ -6,7 +6,7 @@ use rstest::rstest;
 
 use super::*;
 use crate::model::{
-    AddressType, Index, ObjectRef, Protocol, SourceId,
+    AddressType, Index, IpMode, ObjectRef, Protocol, SourceId,
     convert::{ConvertWarning, SkipReason},
 };
 use crate::telemetry::{ConfigRejects, ConfigSource};
@@ -502,7 +502,8 @@ fn unread_fields_are_not_validated() {
     assert_eq!(parsed.services.len(), 1);
 }
 
-/// `status.loadBalancer.ingress` is read (LoadBalancer IPs are frontends);
+/// `status.loadBalancer.ingress` is read, `ipMode` too (LoadBalancer IPs are
+/// frontends);
 /// the rest of `status` is not.
 #[test]
 fn load_balancer_ingress_ips_are_read_from_status() {
@@ -517,12 +518,20 @@ fn load_balancer_ingress_ips_are_read_from_status() {
         "    ingress:\n",
         "    - ip: 203.0.113.20\n",
         "      ipMode: VIP\n",
+        "    - ip: 203.0.113.21\n",
+        "      ipMode: Proxy\n",
     );
     let parsed = parse(text);
     assert_eq!(problems(&parsed), Vec::<String>::new());
+    let read: Vec<(IpAddr, IpMode)> = parsed.services[0]
+        .load_balancer_ips
+        .iter()
+        .map(|lb| (lb.addr, lb.mode))
+        .collect();
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
     assert_eq!(
-        parsed.services[0].load_balancer_ips,
-        vec!["203.0.113.20".parse::<IpAddr>().unwrap()]
+        read,
+        [(ip("203.0.113.20"), IpMode::Vip), (ip("203.0.113.21"), IpMode::Proxy)]
     );
 }
 
