@@ -279,6 +279,30 @@ mod tests {
     }
 
     #[test]
+    fn the_external_ip_guard_is_a_field_and_a_flag() {
+        use run::ExternalIpGuardArg;
+        let defaults = RunArgs::default();
+        assert_eq!(defaults.external_ip_guard, ExternalIpGuardArg::Default);
+        let text = documented(&defaults).unwrap_or_else(|e| panic!("{e}"));
+        assert!(text.contains("\nexternalIpGuard: default\n"), "{text}");
+
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = write(dir.path(), "externalIpGuard: strict\n");
+        let s = settings(&["run", "--config", &path]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.external_ip_guard, ExternalIpGuardArg::Strict);
+        let s = settings(&["run", "--config", &path, "--external-ip-guard", "default"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.external_ip_guard, ExternalIpGuardArg::Default, "the flag");
+        let parsed = Cli::command().try_get_matches_from([
+            "proxy",
+            "run",
+            "--external-ip-guard",
+            "off",
+        ]);
+        assert!(parsed.is_err(), "--external-ip-guard off was accepted");
+    }
+
+    #[test]
     fn without_a_file_the_flags_are_the_settings() {
         let s = settings(&["run", "--healthz-timeout", "2m"]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.healthz_timeout, Duration::from_secs(120));
@@ -302,6 +326,7 @@ mod tests {
             ("devices: a-name-much-too-long\n", "devices"),
             ("podDevices: \"eth0:1\"\n", "podDevices"),
             ("socketLb: sometimes\n", "socketLb"),
+            ("externalIpGuard: loose\n", "externalIpGuard"),
         ] {
             let path = write(dir.path(), text);
             let error = match settings(&["run", "--config", &path]) {

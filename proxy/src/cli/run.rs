@@ -51,7 +51,7 @@ use crate::{
     },
     ebpf_datapath::EbpfDatapath,
     healthcheck,
-    model::{Index, NodeInfo, selection},
+    model::{ExternalIpGuard, Index, NodeInfo, selection},
     nodeport::Cidr,
     plan::Scope,
     source::{
@@ -75,6 +75,25 @@ pub enum ModeArg {
     Ebpf,
     /// Userspace proxies on local VIPs only.
     Userspace,
+}
+
+/// `--external-ip-guard` (`externalIpGuard:` in the configuration file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExternalIpGuardArg {
+    /// Serve ExternalIPs and LoadBalancer IPs on this node's addresses, as kube-proxy does.
+    Default,
+    /// Refuse them.
+    Strict,
+}
+
+impl From<ExternalIpGuardArg> for ExternalIpGuard {
+    fn from(arg: ExternalIpGuardArg) -> Self {
+        match arg {
+            ExternalIpGuardArg::Default => ExternalIpGuard::Default,
+            ExternalIpGuardArg::Strict => ExternalIpGuard::Strict,
+        }
+    }
 }
 
 /// Every setting of `proxy run`. Each field is both a flag and a field of the
@@ -197,6 +216,12 @@ pub struct RunArgs {
     /// packet.
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     pub socket_lb: bool,
+    /// ExternalIPs and LoadBalancer IPs equal to one of this node's
+    /// addresses: `default` serves them, as kube-proxy does; `strict`
+    /// refuses them (CVE-2020-8554). Loopback, unspecified and link-local
+    /// addresses, and the kubelet's port 10250, are refused in both.
+    #[arg(long, value_enum, default_value_t = ExternalIpGuardArg::Default)]
+    pub external_ip_guard: ExternalIpGuardArg,
     /// Log format: `text` or `json`. The flag is `proxy --log-format`, shared by
     /// every subcommand (see [`super::Cli`]); [`resolve`] fills this in.
     #[arg(skip = LogFormat::Text)]
@@ -364,7 +389,8 @@ impl RunArgs {
         let (changes_tx, changes_rx) = watch::channel(0u64);
         let index = Arc::new(Mutex::new(
             Index::new(NodeInfo::named(node_name.clone()))
-                .with_proxy_name(self.service_proxy_name.as_deref()),
+                .with_proxy_name(self.service_proxy_name.as_deref())
+                .with_external_ip_guard(self.external_ip_guard.into()),
         ));
         // The sync loop starts programming once every source has its first
         // complete state (see `source::gate`).
