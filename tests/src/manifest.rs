@@ -114,8 +114,8 @@ pub struct Service {
     pub external_ips: Vec<String>,
     /// `spec.externalTrafficPolicy` (written only for NodePort and LoadBalancer types).
     pub external_traffic_policy: String,
-    /// `status.loadBalancer.ingress[].ip`, written as given.
-    pub load_balancer_ingress: Vec<String>,
+    /// `status.loadBalancer.ingress[]`: `ip` and `ipMode`, written as given.
+    pub load_balancer_ingress: Vec<(String, String)>,
     /// `spec.healthCheckNodePort`.
     pub health_check_node_port: Option<u16>,
 }
@@ -171,9 +171,17 @@ impl Service {
         self
     }
 
-    /// Adds a `status.loadBalancer.ingress` IP, as a cloud controller would.
-    pub fn load_balancer_ingress(mut self, ip: impl ToString) -> Self {
-        self.load_balancer_ingress.push(ip.to_string());
+    /// Adds a `status.loadBalancer.ingress` IP with `ipMode: VIP`, as a
+    /// cloud controller would.
+    pub fn load_balancer_ingress(self, ip: impl ToString) -> Self {
+        self.load_balancer_ingress_mode(ip, "VIP")
+    }
+
+    /// Adds a `status.loadBalancer.ingress` IP with this `ipMode` (`VIP`,
+    /// `Proxy`, or any string).
+    pub fn load_balancer_ingress_mode(mut self, ip: impl ToString, mode: &str) -> Self {
+        self.load_balancer_ingress
+            .push((ip.to_string(), mode.to_owned()));
         self
     }
 
@@ -336,8 +344,8 @@ impl Service {
             y.push_str("  loadBalancer: {}\n");
         } else {
             y.push_str("  loadBalancer:\n    ingress:\n");
-            for ip in &self.load_balancer_ingress {
-                let _ = writeln!(y, "    - ip: {ip}\n      ipMode: VIP");
+            for (ip, mode) in &self.load_balancer_ingress {
+                let _ = writeln!(y, "    - ip: {ip}\n      ipMode: {mode}");
             }
         }
         y
@@ -822,6 +830,7 @@ mod tests {
                 .external_traffic_policy("Local")
                 .health_check_node_port(32000)
                 .load_balancer_ingress("203.0.113.20")
+                .load_balancer_ingress_mode("203.0.113.21", "Proxy")
                 .to_yaml(),
         )
         .expect("a Service");
@@ -839,6 +848,9 @@ mod tests {
             .and_then(|lb| lb.ingress)
             .expect("status.loadBalancer.ingress");
         assert_eq!(ingress[0].ip.as_deref(), Some("203.0.113.20"));
+        assert_eq!(ingress[0].ip_mode.as_deref(), Some("VIP"));
+        assert_eq!(ingress[1].ip.as_deref(), Some("203.0.113.21"));
+        assert_eq!(ingress[1].ip_mode.as_deref(), Some("Proxy"));
 
         let plain = Service::new("demo", "web")
             .cluster_ip("10.96.0.10")

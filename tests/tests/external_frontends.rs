@@ -1,14 +1,17 @@
-//! NodePort and ExternalIP frontends through the real proxy, in both modes,
-//! from a client on the node (inside the sandbox): a NodePort on the node's
-//! address and an ExternalIP are served by the Service's endpoints, and an
-//! ExternalIP equal to the node's address is refused (CVE-2020-8554) with a
-//! log line naming it. eBPF mode serves them through the socket hooks (the
-//! internal scope); userspace mode listens on them (a route for the
-//! ExternalIP, none for the node's own address).
+//! NodePort, ExternalIP and LoadBalancer frontends through the real proxy,
+//! in both modes, from a client on the node (inside the sandbox): a NodePort
+//! on the node's address and ExternalIPs are served by the Service's
+//! endpoints; an ExternalIP equal to the node's address too, as kube-proxy
+//! serves it, unless `--external-ip-guard=strict` refuses it (CVE-2020-8554)
+//! with a log line naming it. A LoadBalancer IP with `ipMode: Proxy` is not
+//! translated at all: the client reaches the load balancer. eBPF mode serves
+//! them through the socket hooks (the internal scope); userspace mode listens
+//! on them (a route for the ExternalIP, none for the node's own address).
 
 mod common;
 
 use common::*;
+use proxy_tests::manifest::{self, AddressType};
 
 /// The node's address (on `lo` in the sandbox) and the only nodeport address.
 const NODE_IP: &str = "192.168.77.1";
@@ -16,8 +19,8 @@ const NODE_PORT: u16 = 30080;
 const EXTERNAL_IP: &str = "192.0.2.77";
 
 /// `ext`: type NodePort, cluster IP 10.96.0.50, TCP port 80 → 8080 with
-/// nodePort 30080, ExternalIPs `192.0.2.77` (served) and the node's address
-/// (refused); its slice has web's IPv4 endpoints.
+/// nodePort 30080, ExternalIPs `192.0.2.77` and the node's address; its
+/// slice has web's IPv4 endpoints.
 fn ext() -> String {
     let mut y = format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: ext\n  namespace: pxt\nspec:\n  \
@@ -39,28 +42,37 @@ fn ext() -> String {
 /// A proxy in `mode` serving `ext` and web, with the node's address on `lo`
 /// and NodePorts on 192.168.77.0/24.
 fn serving_ext(mode: Mode) -> Fixture {
+    serving_ext_with(mode, &[])
+}
+
+/// [`serving_ext`] with `extra` arguments.
+fn serving_ext_with(mode: Mode, extra: &[&str]) -> Fixture {
     let mut f = Fixture::new(mode);
     f.sandbox
         .add_local_addr(ip(NODE_IP))
         .unwrap_or_else(|e| panic!("adding {NODE_IP} to lo: {e}"));
     f.write_web(&BACKENDS_V4, &BACKENDS_V6);
     f.write("ext.yaml", &ext());
-    f.start_proxy_with(&[
+    let mut args = vec![
         "--node-name",
         "node-1",
         "--nodeport-addresses",
         "192.168.77.0/24",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    f.start_proxy_with(&args);
     f.wait_ready();
     f
 }
 
 both_modes! {
-    fn node_port_and_external_ip_are_served_and_a_node_ip_is_refused(mode) {
+    /// The default `--external-ip-guard`: an ExternalIP on the node's own
+    /// address is served like any other (kube-proxy's behaviour).
+    fn node_port_and_external_ips_are_served_even_on_the_node_ip(mode) {
         let mut f = serving_ext(mode);
 
         let want = names(&BACKENDS_V4, TCP_TARGET);
-        for vip in [sock(NODE_IP, NODE_PORT), sock(EXTERNAL_IP, 80)] {
+        for vip in [sock(NODE_IP, NODE_PORT), sock(EXTERNAL_IP, 80), sock(NODE_IP, 80)] {
             let mut seen = None;
             f.wait_for(PROPAGATION, &format!("{vip} to be served"), || {
                 seen = try_backends(Kind::Tcp, vip, 12).ok();
@@ -71,8 +83,22 @@ both_modes! {
             }
         }
 
-        // The node's own address as an ExternalIP: refused, so port 80 there
-        // is nobody's (a plain local address with nothing listening).
+        let log = f.log();
+        assert!(!log.contains("refused: the address is one of this node's"), "{log}");
+    }
+}
+
+both_modes! {
+    /// `--external-ip-guard=strict`: the node's own address as an
+    /// ExternalIP is refused, so port 80 there is nobody's (a plain local
+    /// address with nothing listening), and the log says why; the other
+    /// ExternalIP is still served.
+    fn a_node_ip_external_ip_is_refused_under_the_strict_guard(mode) {
+        let mut f = serving_ext_with(mode, &["--external-ip-guard", "strict"]);
+        let served = sock(EXTERNAL_IP, 80);
+        f.wait_for(PROPAGATION, &format!("{served} to be served"), || {
+            try_backends(Kind::Tcp, served, 3).is_ok()
+        });
         let refused = sock(NODE_IP, 80);
         assert!(
             proxy_tests::tcp_request_timeout(refused, REQUEST).is_err(),
@@ -80,9 +106,78 @@ both_modes! {
         );
         let log = f.log();
         assert!(
-            log.contains("ExternalIP frontend 192.168.77.1:80/TCP refused: the address is one of this node's"),
+            log.contains(
+                "ExternalIP frontend 192.168.77.1:80/TCP refused: the address is one of this \
+                 node's (--external-ip-guard=strict)"
+            ),
             "expected the refusal in the log:\n{log}"
         );
+    }
+}
+
+/// The load balancer's IPs: `ipMode: VIP` and `ipMode: Proxy`.
+const LB_VIP: &str = "192.0.2.80";
+const LB_PROXY: &str = "192.0.2.81";
+
+/// `lb`: type LoadBalancer, cluster IP 10.96.0.52, TCP port 80 → 8080 with
+/// nodePort 30082, ingress IPs [`LB_VIP`] (`ipMode: VIP`) and [`LB_PROXY`]
+/// (`ipMode: Proxy`); its slice has web's IPv4 endpoints.
+fn lb() -> String {
+    let svc = manifest::Service::new(NAMESPACE, "lb")
+        .cluster_ip("10.96.0.52")
+        .port("http", manifest::Protocol::Tcp, TCP_PORT, TCP_TARGET)
+        .service_type("LoadBalancer")
+        .node_port("http", 30082)
+        .load_balancer_ingress(LB_VIP)
+        .load_balancer_ingress_mode(LB_PROXY, "Proxy");
+    let family = AddressType::IPv4;
+    manifest::documents(&[
+        svc.to_yaml(),
+        slice("lb", &slice_name("lb", family), family, &BACKENDS_V4),
+    ])
+}
+
+both_modes! {
+    /// `ipMode: Proxy` (KEP-1860): a client on the node connecting to that
+    /// LoadBalancer IP is not translated (no socket-hook entry in eBPF mode,
+    /// no listener in userspace mode), so it reaches the load balancer
+    /// itself, here a server on that address; the VIP-mode IP of the same
+    /// Service is served by its endpoints.
+    fn a_proxy_mode_load_balancer_ip_is_left_to_the_load_balancer(mode) {
+        let mut f = Fixture::new(mode);
+        f.write_web(&BACKENDS_V4, &BACKENDS_V6);
+        f.write("lb.yaml", &lb());
+        f.start_proxy_with(&["--node-name", "node-1", "--nodeport-addresses", "192.168.77.0/24"]);
+        f.wait_ready();
+
+        let vip = sock(LB_VIP, TCP_PORT);
+        let mut seen = None;
+        f.wait_for(PROPAGATION, &format!("{vip} to be served"), || {
+            seen = try_backends(Kind::Tcp, vip, 12).ok();
+            seen.is_some()
+        });
+        let want = names(&BACKENDS_V4, TCP_TARGET);
+        for backend in seen.unwrap_or_default() {
+            assert!(want.contains(&backend), "{vip} answered from {backend}, not one of {want:?}");
+        }
+
+        // The load balancer, after the proxy's first syncs: a proxy that
+        // served the address would have it already (a translated connect,
+        // or a listener that this bind would collide with).
+        f.sandbox
+            .add_local_addr(ip(LB_PROXY))
+            .unwrap_or_else(|e| panic!("adding {LB_PROXY} to lo: {e}"));
+        let proxied = sock(LB_PROXY, TCP_PORT);
+        let _balancer = proxy_tests::TcpBackend::start(proxied, "load-balancer")
+            .unwrap_or_else(|e| panic!("starting the load balancer on {proxied}: {e}"));
+        let answered = try_backends(Kind::Tcp, proxied, 12)
+            .unwrap_or_else(|e| panic!("{proxied}: the load balancer did not answer: {e}"));
+        assert!(
+            answered.iter().all(|name| name == "load-balancer"),
+            "{proxied} (ipMode: Proxy) must reach the load balancer, not the Service's \
+             endpoints; answered by {answered:?}"
+        );
+        f.assert_proxy_running();
     }
 }
 

@@ -15,7 +15,9 @@
 //! long-lived flow that stays on its backend while new flows follow the
 //! endpoint set; bulk TCP (64 MiB each way on one connection, GSO packets
 //! processed on several CPUs at once) without a reset or a mid-flow
-//! conntrack miss; the health-check node port; refused ExternalIPs.
+//! conntrack miss; the health-check node port; refused ExternalIPs; an
+//! ExternalIP on the node's own address, served by default and refused under
+//! `--external-ip-guard=strict`.
 
 use std::{
     collections::BTreeMap,
@@ -759,15 +761,17 @@ fn health_check_node_port_reports_local_endpoints() {
     check(&r, 503, 0);
 }
 
-/// ExternalIPs that are a node IP, a loopback address, or on the kubelet's
-/// port 10250 are refused (CVE-2020-8554) and the log says so; the rest of
-/// the same Services are still served.
+/// ExternalIPs that are a loopback or link-local address, or on the
+/// kubelet's port 10250, are refused (CVE-2020-8554) in the default
+/// `--external-ip-guard` and the log says so; the rest of the same Services
+/// are still served. (A node address is served by default: see
+/// `external_ips_on_the_node_address_are_served_by_default`.)
 #[test]
 fn dangerous_external_ips_are_refused_and_logged() {
     let mut w = World::new(Mode::Ebpf);
     let svc = base_service("web", 10, "ClusterIP", None)
         .external_ip("203.0.113.30")
-        .external_ip(NODE1_V4)
+        .external_ip("169.254.169.254")
         .external_ip("127.0.0.1");
     w.write_service(&svc, &WEB_PODS);
     let kubelet = Service::new(NAMESPACE, "kubelet")
@@ -781,7 +785,7 @@ fn dangerous_external_ips_are_refused_and_logged() {
     w.wait_served(good, STARTUP);
 
     for refused in [
-        SocketAddr::new(NODE1_V4.into(), TCP_PORT),
+        SocketAddr::new(ip("169.254.169.254"), TCP_PORT),
         SocketAddr::new(ip("203.0.113.31"), 10250),
     ] {
         let result = w.client(|| tcp_request_timeout(refused, PROBE));
@@ -792,7 +796,7 @@ fn dangerous_external_ips_are_refused_and_logged() {
     }
     let log = w.log();
     for needle in [
-        format!("{NODE1_V4}:{TCP_PORT}"),
+        format!("169.254.169.254:{TCP_PORT}"),
         format!("127.0.0.1:{TCP_PORT}"),
         "203.0.113.31:10250".to_owned(),
     ] {
@@ -803,6 +807,67 @@ fn dangerous_external_ips_are_refused_and_logged() {
             said,
             "expected the log to say that ExternalIP frontend {needle} is refused; the log:\n{log}"
         );
+    }
+}
+
+/// `web` as a NodePort Service whose ExternalIPs are node 1's own LAN
+/// addresses (`externalIPs: [nodeIP]`, as bare-metal set-ups use), served
+/// by a proxy with `--external-ip-guard guard`; waits until its NodePort
+/// answers the client in both families.
+fn node_address_external_ips(mode: Mode, guard: &str) -> World {
+    let mut w = World::new(mode);
+    let svc = base_service("web", 10, "NodePort", Some((30080, 30053)))
+        .external_ip(NODE1_V4)
+        .external_ip(NODE1_V6);
+    w.write_service(&svc, &WEB_PODS);
+    w.start_proxy(&["--external-ip-guard", guard]);
+    for family in FAMILIES {
+        w.wait_served(SocketAddr::new(node1_ip(family), 30080), STARTUP);
+    }
+    w
+}
+
+both_modes! {
+    /// kube-proxy's behaviour, the default: an ExternalIP equal to node 1's
+    /// own address is served to an external client like any other, over
+    /// TCP and UDP in both families, by every endpoint on both nodes.
+    fn external_ips_on_the_node_address_are_served_by_default(mode) {
+        let mut w = node_address_external_ips(mode, "default");
+        for family in FAMILIES {
+            let tcp = SocketAddr::new(node1_ip(family), TCP_PORT);
+            w.wait_served(tcp, PROPAGATION);
+            let replies = w.tcp_replies(tcp, TALLY);
+            let expected: Vec<String> = WEB_PODS.iter().map(|p| p.tcp_name(family)).collect();
+            assert_backends(&format!("{mode}: ExternalIP {tcp}"), &replies, &expected);
+            let udp = SocketAddr::new(node1_ip(family), UDP_PORT);
+            let replies = w.udp_replies(udp, TALLY);
+            let expected: Vec<String> = WEB_PODS.iter().map(|p| p.udp_name(family)).collect();
+            assert_backends(&format!("{mode}: ExternalIP {udp}"), &replies, &expected);
+        }
+        let log = w.log();
+        assert!(!log.contains("refused: the address is one of this node's"), "{log}");
+    }
+}
+
+both_modes! {
+    /// `--external-ip-guard=strict`: the same ExternalIPs are refused
+    /// (CVE-2020-8554) and the log names each; the Service's NodePort is
+    /// still served. Nothing else listens on node 1's port 80, so the
+    /// client's connection is refused.
+    fn external_ips_on_the_node_address_are_refused_when_strict(mode) {
+        let w = node_address_external_ips(mode, "strict");
+        for family in FAMILIES {
+            let refused = SocketAddr::new(node1_ip(family), TCP_PORT);
+            let result = w.client(|| tcp_request_timeout(refused, PROBE));
+            assert!(
+                result.is_err(),
+                "{mode}: {refused}: an ExternalIP on the node's address must not be served \
+                 under the strict guard, got {result:?}"
+            );
+            let needle = format!("ExternalIP frontend {refused}/TCP refused: the address is one of this node's");
+            let log = w.log();
+            assert!(log.contains(&needle), "expected {needle:?} in the log:\n{log}");
+        }
     }
 }
 
