@@ -293,12 +293,8 @@ mod tests {
         let s = settings(&["run", "--config", &path, "--external-ip-guard", "default"])
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.external_ip_guard, ExternalIpGuardArg::Default, "the flag");
-        let parsed = Cli::command().try_get_matches_from([
-            "proxy",
-            "run",
-            "--external-ip-guard",
-            "off",
-        ]);
+        let parsed =
+            Cli::command().try_get_matches_from(["proxy", "run", "--external-ip-guard", "off"]);
         assert!(parsed.is_err(), "--external-ip-guard off was accepted");
     }
 

@@ -37,8 +37,9 @@ use std::{
 use k8s_openapi::api::{core::v1 as core, discovery::v1 as discovery};
 
 use super::types::{
-    AddressType, Endpoint, EndpointPort, EndpointSlice, ExternalIpGuard, IpMode, LoadBalancerIp, NodeInfo,
-    ObjectRef, Protocol, SelectionLabels, Service, ServicePort, ServiceType, TrafficPolicy,
+    AddressType, Endpoint, EndpointPort, EndpointSlice, ExternalIpGuard, IpMode, LoadBalancerIp,
+    NodeInfo, ObjectRef, Protocol, SelectionLabels, Service, ServicePort, ServiceType,
+    TrafficPolicy,
 };
 
 /// The label that joins an EndpointSlice to its Service.

@@ -42,8 +42,8 @@ use super::{
     desired::{self, DesiredOutcome},
     small_set::SmallSet,
     types::{
-        DesiredState, EndpointSlice, ExternalIpGuard, NodeInfo, ObjectRef, SelectionLabels, Service,
-        SourceId,
+        DesiredState, EndpointSlice, ExternalIpGuard, NodeInfo, ObjectRef, SelectionLabels,
+        Service, SourceId,
     },
 };
 

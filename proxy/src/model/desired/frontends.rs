@@ -57,8 +57,8 @@ use super::{
     topology::{candidates, categorize},
 };
 use crate::model::types::{
-    AddressType, EndpointSlice, ExternalIpGuard, Frontend, FrontendKind, FrontendSpec,
-    HealthCheck, IpMode, NodeInfo, ObjectRef, Service, ServicePort, ServiceType, TrafficPolicy,
+    AddressType, EndpointSlice, ExternalIpGuard, Frontend, FrontendKind, FrontendSpec, HealthCheck,
+    IpMode, NodeInfo, ObjectRef, Service, ServicePort, ServiceType, TrafficPolicy,
 };
 
 /// The kubelet's port: no external frontend may take it (CVE-2020-8554).

@@ -531,7 +531,10 @@ fn load_balancer_ingress_ips_are_read_from_status() {
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
     assert_eq!(
         read,
-        [(ip("203.0.113.20"), IpMode::Vip), (ip("203.0.113.21"), IpMode::Proxy)]
+        [
+            (ip("203.0.113.20"), IpMode::Vip),
+            (ip("203.0.113.21"), IpMode::Proxy)
+        ]
     );
 }
 
