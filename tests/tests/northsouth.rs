@@ -810,9 +810,14 @@ fn dangerous_external_ips_are_refused_and_logged() {
     }
 }
 
+/// The port of `svclb`, the LoadBalancer Service on node addresses.
+const SVCLB_PORT: u16 = 8443;
+
 /// `web` as a NodePort Service whose ExternalIPs are node 1's own LAN
-/// addresses (`externalIPs: [nodeIP]`, as bare-metal set-ups use), served
-/// by a proxy with `--external-ip-guard guard`; waits until its NodePort
+/// addresses (`externalIPs: [nodeIP]`, as bare-metal set-ups use), and
+/// `svclb`, a LoadBalancer Service whose ingress IPs are node 1's addresses
+/// (as k3s' ServiceLB writes them), TCP [`SVCLB_PORT`] → 8080; served by a
+/// proxy with `--external-ip-guard guard`; waits until web's NodePort
 /// answers the client in both families.
 fn node_address_external_ips(mode: Mode, guard: &str) -> World {
     let mut w = World::new(mode);
@@ -820,6 +825,16 @@ fn node_address_external_ips(mode: Mode, guard: &str) -> World {
         .external_ip(NODE1_V4)
         .external_ip(NODE1_V6);
     w.write_service(&svc, &WEB_PODS);
+    let [v4, v6] = cluster_ips(12);
+    let svclb = Service::new(NAMESPACE, "svclb")
+        .cluster_ip(v4)
+        .cluster_ip(v6)
+        .port("http", Protocol::Tcp, SVCLB_PORT, TCP_TARGET)
+        .service_type("LoadBalancer")
+        .node_port("http", 30443)
+        .load_balancer_ingress(NODE1_V4)
+        .load_balancer_ingress(NODE1_V6);
+    w.write_service(&svclb, &WEB_PODS);
     w.start_proxy(&["--external-ip-guard", guard]);
     for family in FAMILIES {
         w.wait_served(SocketAddr::new(node1_ip(family), 30080), STARTUP);
@@ -830,7 +845,8 @@ fn node_address_external_ips(mode: Mode, guard: &str) -> World {
 both_modes! {
     /// kube-proxy's behaviour, the default: an ExternalIP equal to node 1's
     /// own address is served to an external client like any other, over
-    /// TCP and UDP in both families, by every endpoint on both nodes.
+    /// TCP and UDP in both families, by every endpoint on both nodes; so is
+    /// a LoadBalancer IP equal to it.
     fn external_ips_on_the_node_address_are_served_by_default(mode) {
         let mut w = node_address_external_ips(mode, "default");
         for family in FAMILIES {
@@ -843,6 +859,11 @@ both_modes! {
             let replies = w.udp_replies(udp, TALLY);
             let expected: Vec<String> = WEB_PODS.iter().map(|p| p.udp_name(family)).collect();
             assert_backends(&format!("{mode}: ExternalIP {udp}"), &replies, &expected);
+            let lb = SocketAddr::new(node1_ip(family), SVCLB_PORT);
+            w.wait_served(lb, PROPAGATION);
+            let replies = w.tcp_replies(lb, TALLY);
+            let expected: Vec<String> = WEB_PODS.iter().map(|p| p.tcp_name(family)).collect();
+            assert_backends(&format!("{mode}: LoadBalancer {lb}"), &replies, &expected);
         }
         let log = w.log();
         assert!(!log.contains("refused: the address is one of this node's"), "{log}");
@@ -850,10 +871,10 @@ both_modes! {
 }
 
 both_modes! {
-    /// `--external-ip-guard=strict`: the same ExternalIPs are refused
-    /// (CVE-2020-8554) and the log names each; the Service's NodePort is
-    /// still served. Nothing else listens on node 1's port 80, so the
-    /// client's connection is refused.
+    /// `--external-ip-guard=strict`: the same ExternalIPs and LoadBalancer
+    /// IPs are refused (CVE-2020-8554) and the log names each; the
+    /// Services' NodePorts are still served. Nothing else listens on those
+    /// ports of node 1, so the client's connection is refused.
     fn external_ips_on_the_node_address_are_refused_when_strict(mode) {
         let w = node_address_external_ips(mode, "strict");
         for family in FAMILIES {
@@ -867,7 +888,16 @@ both_modes! {
             let needle = format!("ExternalIP frontend {refused}/TCP refused: the address is one of this node's");
             let log = w.log();
             assert!(log.contains(&needle), "expected {needle:?} in the log:\n{log}");
+
+            let refused = SocketAddr::new(node1_ip(family), SVCLB_PORT);
+            let result = w.client(|| tcp_request_timeout(refused, PROBE));
+            assert!(result.is_err(), "{mode}: LoadBalancer {refused} served: {result:?}");
+            let needle = format!("LoadBalancer frontend {refused}/TCP refused: the address is one of this node's");
+            assert!(log.contains(&needle), "expected {needle:?} in the log:\n{log}");
         }
+        let node_port = SocketAddr::new(node1_ip(AddressType::IPv4), 30443);
+        let result = w.client(|| tcp_request_timeout(node_port, REQUEST));
+        assert!(result.is_ok(), "{mode}: svclb's NodePort {node_port}: {result:?}");
     }
 }
 
