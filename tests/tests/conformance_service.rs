@@ -310,6 +310,13 @@ both_modes! {
         // `web` has been served, so the proxy has read both files by now.
         expect_not_served(&mut f, Kind::Tcp, vip(80), "ClusterIP");
         expect_not_served(&mut f, Kind::Tcp, sock(NODE_IP, 30080), "NodePort");
+
+        // The control: the same endpoint turned serving again is reached both ways.
+        let eps = eps_yaml("tu", "tu-abcde", &[("http", "TCP", TCP_TARGET)], &[Ep::terminating(BACKENDS_V4[0])]);
+        f.write("tu-slice.yaml", &eps);
+        let a = names(&BACKENDS_V4[..1], TCP_TARGET);
+        expect_served(&mut f, Kind::Tcp, vip(80), &a, "terminating, serving again");
+        expect_served(&mut f, Kind::Tcp, sock(NODE_IP, 30080), &a, "terminating, serving again");
         f.assert_proxy_running();
     }
 

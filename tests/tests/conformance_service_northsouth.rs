@@ -463,3 +463,67 @@ fn switch_session_affinity_for_node_port_from_an_external_client() {
         "ClientIP affinity again: expected one backend, saw {seen:?}"
     );
 }
+
+/// `web` (ETP Cluster) with `publishNotReadyAddresses: publish`.
+fn web_publishing(publish: bool) -> String {
+    web("Cluster", None).to_yaml().replacen(
+        "\nspec:\n",
+        &format!("\nspec:\n  publishNotReadyAddresses: {publish}\n"),
+        1,
+    )
+}
+
+/// Upstream: service.go: "should be able to connect to terminating and unready endpoints if PublishNotReadyAddresses is true"
+/// (the external client's variant: the NodePort through the tc path)
+#[test]
+fn connect_to_terminating_and_unready_endpoints_if_publish_not_ready_addresses_from_an_external_client()
+ {
+    let mut w = World::new();
+    let only = [(Pod(2, 1), State::TerminatingUnserving)];
+    w.write_web(&web("Cluster", None), &only);
+    w.write("web-service.yaml", &web_publishing(true));
+    w.start_proxy();
+    for family in FAMILIES {
+        w.expect_served(
+            node_port(family),
+            &[Pod(2, 1).name(family)],
+            "publishNotReadyAddresses: true",
+        );
+    }
+}
+
+/// Upstream: service.go: "should not be able to connect to terminating and unready endpoints if PublishNotReadyAddresses is false"
+/// (the external client's variant)
+#[test]
+fn no_connect_to_terminating_and_unready_endpoints_without_publish_not_ready_addresses_from_an_external_client()
+ {
+    let mut w = World::new();
+    let only = [(Pod(2, 1), State::TerminatingUnserving)];
+    w.write_web(&web("Cluster", None), &only);
+    w.write("web-service.yaml", &web_publishing(false));
+    w.start_proxy();
+    // The control first: published, the endpoint is reached, so the
+    // dataplane is up; then not published, no flow gets through.
+    w.write("web-service.yaml", &web_publishing(true));
+    for family in FAMILIES {
+        w.expect_served(
+            node_port(family),
+            &[Pod(2, 1).name(family)],
+            "publishNotReadyAddresses: true",
+        );
+    }
+    w.write("web-service.yaml", &web_publishing(false));
+    for family in FAMILIES {
+        let to = node_port(family);
+        w.wait_for(PROPAGATION, &format!("{to} no longer served"), |w| {
+            w.client(|| (0..3).all(|_| tcp_request_timeout(to, PROBE).is_err()))
+        });
+        for i in 0..5 {
+            let r = w.client(|| tcp_request_timeout(to, PROBE));
+            assert!(
+                r.is_err(),
+                "publishNotReadyAddresses: false: request {i} to {to} was answered: {r:?}"
+            );
+        }
+    }
+}
