@@ -421,6 +421,14 @@ both_modes! {
         let eps = eps_yaml("itp", "itp-abcde", &ports, &[Ep::terminating_unserving(a), Ep::ready(b).on(OTHER_NODE)]);
         f.write("itp-slice.yaml", &eps);
         expect_not_served(&mut f, Kind::Tcp, vip(80), "local terminating and not serving");
+
+        // Only that endpoint, serving again: used, remote or not.
+        f.write("itp-slice.yaml", &eps_yaml("itp", "itp-abcde", &ports, &[Ep::terminating(a)]));
+        expect_served(&mut f, Kind::Tcp, vip(80), &names(&[a], TCP_TARGET), "only a local terminating endpoint");
+        // Upstream's second client, on a node without the endpoint: the only
+        // (terminating, serving) endpoint is on another node, so it fails.
+        f.write("itp-slice.yaml", &eps_yaml("itp", "itp-abcde", &ports, &[Ep::terminating(a).on(OTHER_NODE)]));
+        expect_not_served(&mut f, Kind::Tcp, vip(80), "only a remote terminating endpoint");
         f.assert_proxy_running();
     }
 
@@ -679,6 +687,24 @@ fn same_port_different_protocols(mode: Mode, spec: &str, node_ports: bool) {
         &all_v4(UDP_TARGET),
         "TCP and UDP",
     );
+    if node_ports {
+        // Upstream's reachability check covers the NodePorts too.
+        let node = sock(NODE_IP, 30080);
+        expect_served(
+            &mut f,
+            Kind::Tcp,
+            node,
+            &all_v4(TCP_TARGET),
+            "TCP and UDP NodePorts",
+        );
+        expect_served(
+            &mut f,
+            Kind::UdpUnconnected,
+            node,
+            &all_v4(UDP_TARGET),
+            "TCP and UDP NodePorts",
+        );
+    }
 
     write(&f, &[tcp]);
     expect_not_served(&mut f, Kind::UdpUnconnected, vip(80), "UDP removed");
