@@ -52,30 +52,63 @@ both_modes! {
             "multi",
             &[],
             &cluster_ip(VIP),
-            &[Port::tcp("portname1", 80, "svc1"), Port::tcp("portname2", 81, "svc2")],
+            &[
+                Port::tcp("portname1", 80, "svc1"),
+                Port::tcp("portname2", 81, "svc2"),
+            ],
         );
         let eps = eps_yaml(
             "multi",
             "multi-abcde",
-            &[("portname1", "TCP", TCP_TARGET), ("portname2", "TCP", TCP_TARGET2)],
+            &[
+                ("portname1", "TCP", TCP_TARGET),
+                ("portname2", "TCP", TCP_TARGET2),
+            ],
             &[Ep::ready(BACKENDS_V4[0]), Ep::ready(BACKENDS_V4[1])],
         );
         let mut f = start(mode, &[("multi.yaml", &format!("{svc}---\n{eps}"))]);
         let _b = extra_tcp(TCP_TARGET2);
         let two = &BACKENDS_V4[..2];
-        expect_served(&mut f, Kind::Tcp, vip(80), &names(two, TCP_TARGET), "port 80");
-        expect_served(&mut f, Kind::Tcp, vip(81), &names(two, TCP_TARGET2), "port 81");
+        expect_served(
+            &mut f,
+            Kind::Tcp,
+            vip(80),
+            &names(two, TCP_TARGET),
+            "port 80",
+        );
+        expect_served(
+            &mut f,
+            Kind::Tcp,
+            vip(81),
+            &names(two, TCP_TARGET2),
+            "port 81",
+        );
 
         // Endpoints come and go per port: only the first address left.
         let eps = eps_yaml(
             "multi",
             "multi-abcde",
-            &[("portname1", "TCP", TCP_TARGET), ("portname2", "TCP", TCP_TARGET2)],
+            &[
+                ("portname1", "TCP", TCP_TARGET),
+                ("portname2", "TCP", TCP_TARGET2),
+            ],
             &[Ep::ready(BACKENDS_V4[0])],
         );
         f.write("multi.yaml", &format!("{svc}---\n{eps}"));
-        expect_served(&mut f, Kind::Tcp, vip(80), &names(&two[..1], TCP_TARGET), "one endpoint, port 80");
-        expect_served(&mut f, Kind::Tcp, vip(81), &names(&two[..1], TCP_TARGET2), "one endpoint, port 81");
+        expect_served(
+            &mut f,
+            Kind::Tcp,
+            vip(80),
+            &names(&two[..1], TCP_TARGET),
+            "one endpoint, port 80",
+        );
+        expect_served(
+            &mut f,
+            Kind::Tcp,
+            vip(81),
+            &names(&two[..1], TCP_TARGET2),
+            "one endpoint, port 81",
+        );
         f.assert_proxy_running();
     }
 
@@ -89,31 +122,70 @@ both_modes! {
                 eps_yaml("ports", "ports-abcde", slice_ports, &eps)
             )
         };
-        let first = one(&[Port::tcp("tcp-port", 80, "8080")], &[("tcp-port", "TCP", TCP_TARGET)]);
+        let first = one(
+            &[Port::tcp("tcp-port", 80, "8080")],
+            &[("tcp-port", "TCP", TCP_TARGET)],
+        );
         let mut f = start(mode, &[("ports.yaml", &first)]);
         let _b = extra_tcp(TCP_TARGET2);
         let two = &BACKENDS_V4[..2];
-        expect_served(&mut f, Kind::Tcp, vip(80), &names(two, TCP_TARGET), "one port");
-        assert!(not_served(Kind::Tcp, vip(81)), "port 81 is served before it is added");
+        expect_served(
+            &mut f,
+            Kind::Tcp,
+            vip(80),
+            &names(two, TCP_TARGET),
+            "one port",
+        );
+        assert!(
+            not_served(Kind::Tcp, vip(81)),
+            "port 81 is served before it is added"
+        );
 
         // Add a second port.
         f.write(
             "ports.yaml",
             &one(
-                &[Port::tcp("tcp-port", 80, "8080"), Port::tcp("tcp-port2", 81, "8081")],
-                &[("tcp-port", "TCP", TCP_TARGET), ("tcp-port2", "TCP", TCP_TARGET2)],
+                &[
+                    Port::tcp("tcp-port", 80, "8080"),
+                    Port::tcp("tcp-port2", 81, "8081"),
+                ],
+                &[
+                    ("tcp-port", "TCP", TCP_TARGET),
+                    ("tcp-port2", "TCP", TCP_TARGET2),
+                ],
             ),
         );
-        expect_served(&mut f, Kind::Tcp, vip(81), &names(two, TCP_TARGET2), "port 81 added");
-        expect_served(&mut f, Kind::Tcp, vip(80), &names(two, TCP_TARGET), "port 81 added");
+        expect_served(
+            &mut f,
+            Kind::Tcp,
+            vip(81),
+            &names(two, TCP_TARGET2),
+            "port 81 added",
+        );
+        expect_served(
+            &mut f,
+            Kind::Tcp,
+            vip(80),
+            &names(two, TCP_TARGET),
+            "port 81 added",
+        );
 
         // Delete the first port: 80 stops, 81 keeps working.
         f.write(
             "ports.yaml",
-            &one(&[Port::tcp("tcp-port2", 81, "8081")], &[("tcp-port2", "TCP", TCP_TARGET2)]),
+            &one(
+                &[Port::tcp("tcp-port2", 81, "8081")],
+                &[("tcp-port2", "TCP", TCP_TARGET2)],
+            ),
         );
         expect_not_served(&mut f, Kind::Tcp, vip(80), "port 80 deleted");
-        expect_served(&mut f, Kind::Tcp, vip(81), &names(two, TCP_TARGET2), "port 80 deleted");
+        expect_served(
+            &mut f,
+            Kind::Tcp,
+            vip(81),
+            &names(two, TCP_TARGET2),
+            "port 80 deleted",
+        );
         f.assert_proxy_running();
     }
 
@@ -121,8 +193,18 @@ both_modes! {
     fn work_after_the_service_has_been_recreated(mode) {
         let yaml = format!(
             "{}---\n{}",
-            svc_yaml("again", &[], &cluster_ip(VIP), &[Port::tcp("http", 80, "8080")]),
-            eps_yaml("again", "again-abcde", &[("http", "TCP", TCP_TARGET)], &[Ep::ready(BACKENDS_V4[0])])
+            svc_yaml(
+                "again",
+                &[],
+                &cluster_ip(VIP),
+                &[Port::tcp("http", 80, "8080")]
+            ),
+            eps_yaml(
+                "again",
+                "again-abcde",
+                &[("http", "TCP", TCP_TARGET)],
+                &[Ep::ready(BACKENDS_V4[0])]
+            )
         );
         let mut f = start(mode, &[("again.yaml", &yaml)]);
         let a = names(&BACKENDS_V4[..1], TCP_TARGET);
@@ -139,16 +221,23 @@ both_modes! {
         let eps = eps_yaml(
             "np",
             "np-abcde",
-            &[("tcp-port", "TCP", TCP_TARGET), ("udp-port", "UDP", UDP_TARGET)],
+            &[
+                ("tcp-port", "TCP", TCP_TARGET),
+                ("udp-port", "UDP", UDP_TARGET),
+            ],
             &BACKENDS_V4.map(Ep::ready),
         );
         let tcp = Port::tcp("tcp-port", 80, "8080");
         let udp = Port::udp("udp-port", 80, "5353");
-        let svc = |spec: &str, ports: &[Port]| format!("{}---\n{eps}", svc_yaml("np", &[], spec, ports));
+        let svc =
+            |spec: &str, ports: &[Port]| format!("{}---\n{eps}", svc_yaml("np", &[], spec, ports));
         let mut f = start(mode, &[("np.yaml", &svc(&cluster_ip(VIP), &[tcp]))]);
         let node = sock(NODE_IP, 30080);
         expect_served(&mut f, Kind::Tcp, vip(80), &all_v4(TCP_TARGET), "ClusterIP");
-        assert!(not_served(Kind::Tcp, node), "{node} is served before the type change");
+        assert!(
+            not_served(Kind::Tcp, node),
+            "{node} is served before the type change"
+        );
 
         // ClusterIP → NodePort.
         f.write("np.yaml", &svc(&node_port(VIP), &[tcp.node_port(30080)]));
@@ -158,54 +247,130 @@ both_modes! {
         // A UDP port with the same port and nodePort numbers.
         f.write(
             "np.yaml",
-            &svc(&node_port(VIP), &[tcp.node_port(30080), udp.node_port(30080)]),
+            &svc(
+                &node_port(VIP),
+                &[tcp.node_port(30080), udp.node_port(30080)],
+            ),
         );
         for to in [vip(80), node] {
-            expect_served(&mut f, Kind::UdpUnconnected, to, &all_v4(UDP_TARGET), "TCP and UDP on 80");
-            expect_served(&mut f, Kind::Tcp, to, &all_v4(TCP_TARGET), "TCP and UDP on 80");
+            expect_served(
+                &mut f,
+                Kind::UdpUnconnected,
+                to,
+                &all_v4(UDP_TARGET),
+                "TCP and UDP on 80",
+            );
+            expect_served(
+                &mut f,
+                Kind::Tcp,
+                to,
+                &all_v4(TCP_TARGET),
+                "TCP and UDP on 80",
+            );
         }
         f.assert_proxy_running();
     }
 
     /// Upstream: service.go: "should be able to change the type from ExternalName to ClusterIP [Conformance]"
     fn change_type_from_external_name_to_cluster_ip(mode) {
-        let eps = eps_yaml("ext", "ext-abcde", &[("http", "TCP", TCP_TARGET)], &BACKENDS_V4.map(Ep::ready));
+        let eps = eps_yaml(
+            "ext",
+            "ext-abcde",
+            &[("http", "TCP", TCP_TARGET)],
+            &BACKENDS_V4.map(Ep::ready),
+        );
         let http = [Port::tcp("http", 80, "8080")];
-        let mut f = start(mode, &[
-            ("ext.yaml", &svc_yaml("ext", &[], EXTERNAL_NAME, &[])),
-            ("ext-slice.yaml", &eps),
-        ]);
-        assert!(not_served(Kind::Tcp, vip(80)), "{VIP} served before the Service has it");
+        let mut f = start(
+            mode,
+            &[
+                ("ext.yaml", &svc_yaml("ext", &[], EXTERNAL_NAME, &[])),
+                ("ext-slice.yaml", &eps),
+            ],
+        );
+        assert!(
+            not_served(Kind::Tcp, vip(80)),
+            "{VIP} served before the Service has it"
+        );
         f.write("ext.yaml", &svc_yaml("ext", &[], &cluster_ip(VIP), &http));
-        expect_served(&mut f, Kind::Tcp, vip(80), &all_v4(TCP_TARGET), "ExternalName → ClusterIP");
+        expect_served(
+            &mut f,
+            Kind::Tcp,
+            vip(80),
+            &all_v4(TCP_TARGET),
+            "ExternalName → ClusterIP",
+        );
         f.assert_proxy_running();
     }
 
     /// Upstream: service.go: "should be able to change the type from ExternalName to NodePort [Conformance]"
     fn change_type_from_external_name_to_node_port(mode) {
-        let eps = eps_yaml("ext", "ext-abcde", &[("http", "TCP", TCP_TARGET)], &BACKENDS_V4.map(Ep::ready));
-        let mut f = start(mode, &[
-            ("ext.yaml", &svc_yaml("ext", &[], EXTERNAL_NAME, &[])),
-            ("ext-slice.yaml", &eps),
-        ]);
+        let eps = eps_yaml(
+            "ext",
+            "ext-abcde",
+            &[("http", "TCP", TCP_TARGET)],
+            &BACKENDS_V4.map(Ep::ready),
+        );
+        let mut f = start(
+            mode,
+            &[
+                ("ext.yaml", &svc_yaml("ext", &[], EXTERNAL_NAME, &[])),
+                ("ext-slice.yaml", &eps),
+            ],
+        );
         let node = sock(NODE_IP, 30080);
-        assert!(not_served(Kind::Tcp, node), "{node} served before the Service has it");
+        assert!(
+            not_served(Kind::Tcp, node),
+            "{node} served before the Service has it"
+        );
         f.write(
             "ext.yaml",
-            &svc_yaml("ext", &[], &node_port(VIP), &[Port::tcp("http", 80, "8080").node_port(30080)]),
+            &svc_yaml(
+                "ext",
+                &[],
+                &node_port(VIP),
+                &[Port::tcp("http", 80, "8080").node_port(30080)],
+            ),
         );
-        expect_served(&mut f, Kind::Tcp, node, &all_v4(TCP_TARGET), "ExternalName → NodePort");
-        expect_served(&mut f, Kind::Tcp, vip(80), &all_v4(TCP_TARGET), "ExternalName → NodePort");
+        expect_served(
+            &mut f,
+            Kind::Tcp,
+            node,
+            &all_v4(TCP_TARGET),
+            "ExternalName → NodePort",
+        );
+        expect_served(
+            &mut f,
+            Kind::Tcp,
+            vip(80),
+            &all_v4(TCP_TARGET),
+            "ExternalName → NodePort",
+        );
         f.assert_proxy_running();
     }
 
     /// Upstream: service.go: "should be able to change the type from ClusterIP to ExternalName [Conformance]"
     fn change_type_from_cluster_ip_to_external_name(mode) {
-        let eps = eps_yaml("ext", "ext-abcde", &[("http", "TCP", TCP_TARGET)], &BACKENDS_V4.map(Ep::ready));
-        let mut f = start(mode, &[
-            ("ext.yaml", &svc_yaml("ext", &[], &cluster_ip(VIP), &[Port::tcp("http", 80, "8080")])),
-            ("ext-slice.yaml", &eps),
-        ]);
+        let eps = eps_yaml(
+            "ext",
+            "ext-abcde",
+            &[("http", "TCP", TCP_TARGET)],
+            &BACKENDS_V4.map(Ep::ready),
+        );
+        let mut f = start(
+            mode,
+            &[
+                (
+                    "ext.yaml",
+                    &svc_yaml(
+                        "ext",
+                        &[],
+                        &cluster_ip(VIP),
+                        &[Port::tcp("http", 80, "8080")],
+                    ),
+                ),
+                ("ext-slice.yaml", &eps),
+            ],
+        );
         expect_served(&mut f, Kind::Tcp, vip(80), &all_v4(TCP_TARGET), "ClusterIP");
         f.write("ext.yaml", &svc_yaml("ext", &[], EXTERNAL_NAME, &[]));
         expect_not_served(&mut f, Kind::Tcp, vip(80), "ClusterIP → ExternalName");
@@ -220,8 +385,18 @@ both_modes! {
 
     /// Upstream: service.go: "should be able to change the type from NodePort to ExternalName [Conformance]"
     fn change_type_from_node_port_to_external_name(mode) {
-        let eps = eps_yaml("ext", "ext-abcde", &[("http", "TCP", TCP_TARGET)], &BACKENDS_V4.map(Ep::ready));
-        let np = svc_yaml("ext", &[], &node_port(VIP), &[Port::tcp("http", 80, "8080").node_port(30080)]);
+        let eps = eps_yaml(
+            "ext",
+            "ext-abcde",
+            &[("http", "TCP", TCP_TARGET)],
+            &BACKENDS_V4.map(Ep::ready),
+        );
+        let np = svc_yaml(
+            "ext",
+            &[],
+            &node_port(VIP),
+            &[Port::tcp("http", 80, "8080").node_port(30080)],
+        );
         let mut f = start(mode, &[("ext.yaml", &np), ("ext-slice.yaml", &eps)]);
         let node = sock(NODE_IP, 30080);
         expect_served(&mut f, Kind::Tcp, node, &all_v4(TCP_TARGET), "NodePort");
@@ -242,19 +417,31 @@ both_modes! {
         let eps = eps_yaml(
             "np",
             "np-abcde",
-            &[("tcp-port", "TCP", TCP_TARGET), ("udp-port", "UDP", UDP_TARGET)],
+            &[
+                ("tcp-port", "TCP", TCP_TARGET),
+                ("udp-port", "UDP", UDP_TARGET),
+            ],
             &BACKENDS_V4.map(Ep::ready),
         );
         let np = svc_yaml(
             "np",
             &[],
             &node_port(VIP),
-            &[Port::tcp("tcp-port", 80, "8080").node_port(30080), Port::udp("udp-port", 53, "5353").node_port(30053)],
+            &[
+                Port::tcp("tcp-port", 80, "8080").node_port(30080),
+                Port::udp("udp-port", 53, "5353").node_port(30053),
+            ],
         );
         let mut f = start(mode, &[("np.yaml", &format!("{np}---\n{eps}"))]);
         let (tcp, udp) = (sock(NODE_IP, 30080), sock(NODE_IP, 30053));
         expect_served(&mut f, Kind::Tcp, tcp, &all_v4(TCP_TARGET), "NodePort");
-        expect_served(&mut f, Kind::UdpUnconnected, udp, &all_v4(UDP_TARGET), "NodePort");
+        expect_served(
+            &mut f,
+            Kind::UdpUnconnected,
+            udp,
+            &all_v4(UDP_TARGET),
+            "NodePort",
+        );
         let listening = f.sandbox.listening().unwrap_or_default();
         if mode == Mode::Userspace {
             assert!(
@@ -267,7 +454,9 @@ both_modes! {
         expect_not_served(&mut f, Kind::UdpUnconnected, udp, "deleted");
         let listening = f.sandbox.listening().unwrap_or_default();
         assert!(
-            !listening.iter().any(|a| a.port() == 30080 || a.port() == 30053),
+            !listening
+                .iter()
+                .any(|a| a.port() == 30080 || a.port() == 30053),
             "expected nothing to listen on the released NodePorts, saw {listening:?}"
         );
         // The released port can be bound by anyone again.
@@ -280,18 +469,43 @@ both_modes! {
 
     /// Upstream: service.go: "should create endpoints for unready pods"
     fn create_endpoints_for_unready_pods(mode) {
-        let eps = eps_yaml("unready", "unready-abcde", &[("http", "TCP", TCP_TARGET)], &[Ep::unready(BACKENDS_V4[0])]);
+        let eps = eps_yaml(
+            "unready",
+            "unready-abcde",
+            &[("http", "TCP", TCP_TARGET)],
+            &[Ep::unready(BACKENDS_V4[0])],
+        );
         let svc = |publish: bool| {
             let spec = format!("{}  publishNotReadyAddresses: {publish}\n", cluster_ip(VIP));
             svc_yaml("unready", &[], &spec, &[Port::tcp("http", 80, "8080")])
         };
-        let mut f = start(mode, &[("unready.yaml", &svc(true)), ("unready-slice.yaml", &eps)]);
+        let mut f = start(
+            mode,
+            &[("unready.yaml", &svc(true)), ("unready-slice.yaml", &eps)],
+        );
         let a = names(&BACKENDS_V4[..1], TCP_TARGET);
-        expect_served(&mut f, Kind::Tcp, vip(80), &a, "publishNotReadyAddresses: true");
+        expect_served(
+            &mut f,
+            Kind::Tcp,
+            vip(80),
+            &a,
+            "publishNotReadyAddresses: true",
+        );
         f.write("unready.yaml", &svc(false));
-        expect_not_served(&mut f, Kind::Tcp, vip(80), "publishNotReadyAddresses: false");
+        expect_not_served(
+            &mut f,
+            Kind::Tcp,
+            vip(80),
+            "publishNotReadyAddresses: false",
+        );
         f.write("unready.yaml", &svc(true));
-        expect_served(&mut f, Kind::Tcp, vip(80), &a, "publishNotReadyAddresses: true again");
+        expect_served(
+            &mut f,
+            Kind::Tcp,
+            vip(80),
+            &a,
+            "publishNotReadyAddresses: true again",
+        );
         f.assert_proxy_running();
     }
 
@@ -312,26 +526,56 @@ both_modes! {
         expect_not_served(&mut f, Kind::Tcp, sock(NODE_IP, 30080), "NodePort");
 
         // The control: the same endpoint turned serving again is reached both ways.
-        let eps = eps_yaml("tu", "tu-abcde", &[("http", "TCP", TCP_TARGET)], &[Ep::terminating(BACKENDS_V4[0])]);
+        let eps = eps_yaml(
+            "tu",
+            "tu-abcde",
+            &[("http", "TCP", TCP_TARGET)],
+            &[Ep::terminating(BACKENDS_V4[0])],
+        );
         f.write("tu-slice.yaml", &eps);
         let a = names(&BACKENDS_V4[..1], TCP_TARGET);
         expect_served(&mut f, Kind::Tcp, vip(80), &a, "terminating, serving again");
-        expect_served(&mut f, Kind::Tcp, sock(NODE_IP, 30080), &a, "terminating, serving again");
+        expect_served(
+            &mut f,
+            Kind::Tcp,
+            sock(NODE_IP, 30080),
+            &a,
+            "terminating, serving again",
+        );
         f.assert_proxy_running();
     }
 
     /// Upstream: service.go: "should implement service.kubernetes.io/headless"
     fn implement_service_kubernetes_io_headless(mode) {
-        let eps = eps_yaml("hl", "hl-abcde", &[("http", "TCP", TCP_TARGET)], &BACKENDS_V4.map(Ep::ready));
+        let eps = eps_yaml(
+            "hl",
+            "hl-abcde",
+            &[("http", "TCP", TCP_TARGET)],
+            &BACKENDS_V4.map(Ep::ready),
+        );
         let svc = |labels: &[(&str, &str)]| {
-            svc_yaml("hl", labels, &cluster_ip(VIP), &[Port::tcp("http", 80, "8080")])
+            svc_yaml(
+                "hl",
+                labels,
+                &cluster_ip(VIP),
+                &[Port::tcp("http", 80, "8080")],
+            )
         };
         let headless = [("service.kubernetes.io/headless", "")];
-        let mut f = start(mode, &[("hl.yaml", &svc(&headless)), ("hl-slice.yaml", &eps)]);
+        let mut f = start(
+            mode,
+            &[("hl.yaml", &svc(&headless)), ("hl-slice.yaml", &eps)],
+        );
         // `web`, written with it, is served: the labelled Service is not.
         expect_not_served(&mut f, Kind::Tcp, vip(80), "labelled headless");
         f.write("hl.yaml", &svc(&[]));
-        expect_served(&mut f, Kind::Tcp, vip(80), &all_v4(TCP_TARGET), "label removed");
+        expect_served(
+            &mut f,
+            Kind::Tcp,
+            vip(80),
+            &all_v4(TCP_TARGET),
+            "label removed",
+        );
         f.write("hl.yaml", &svc(&headless));
         expect_not_served(&mut f, Kind::Tcp, vip(80), "label added back");
         f.assert_proxy_running();
@@ -347,9 +591,15 @@ both_modes! {
         let svc = affinity_node_port(Some(10800));
         let mut f = start(mode, &[("aff.yaml", &svc)]);
         let node = sock(NODE_IP, 30080);
-        f.wait_for(PROPAGATION, "the NodePort to be served", || answered(Kind::Tcp, node, 1).is_some());
+        f.wait_for(PROPAGATION, "the NodePort to be served", || {
+            answered(Kind::Tcp, node, 1).is_some()
+        });
         let seen = tally(Kind::Tcp, node, 40);
-        assert_eq!(seen.len(), 1, "ClientIP affinity through {node}: expected one backend, saw {seen:?}");
+        assert_eq!(
+            seen.len(),
+            1,
+            "ClientIP affinity through {node}: expected one backend, saw {seen:?}"
+        );
         f.assert_proxy_running();
     }
 
@@ -358,22 +608,32 @@ both_modes! {
         let svc = affinity_node_port(Some(1));
         let mut f = start(mode, &[("aff.yaml", &svc)]);
         let node = sock(NODE_IP, 30080);
-        f.wait_for(PROPAGATION, "the NodePort to be served", || answered(Kind::Tcp, node, 1).is_some());
+        f.wait_for(PROPAGATION, "the NodePort to be served", || {
+            answered(Kind::Tcp, node, 1).is_some()
+        });
         let seen = tally(Kind::Tcp, node, 10);
-        assert_eq!(seen.len(), 1, "within the timeout: expected one backend, saw {seen:?}");
+        assert_eq!(
+            seen.len(),
+            1,
+            "within the timeout: expected one backend, saw {seen:?}"
+        );
         // Past the timeout each connection is balanced afresh: twelve expired
         // picks all landing on one of three backends has odds of 3^-11.
         let mut picks = std::collections::BTreeSet::new();
         for _ in 0..12 {
             std::thread::sleep(std::time::Duration::from_millis(1300));
-            let reply = Kind::Tcp.request(node, REQUEST).unwrap_or_else(|e| panic!("request to {node}: {e}"));
+            let reply = Kind::Tcp
+                .request(node, REQUEST)
+                .unwrap_or_else(|e| panic!("request to {node}: {e}"));
             picks.insert(reply.backend);
             if picks.len() > 1 {
                 f.assert_proxy_running();
                 return;
             }
         }
-        panic!("expected NodePort affinity to expire after 1 s without connections, every pick went to {picks:?}");
+        panic!(
+            "expected NodePort affinity to expire after 1 s without connections, every pick went to {picks:?}"
+        );
     }
 
     /// Upstream: service.go: "should be able to switch session affinity for NodePort service [LinuxOnly] [Conformance]"
@@ -385,24 +645,51 @@ both_modes! {
     fn respect_internal_traffic_policy_local(mode) {
         let [a, b, _] = BACKENDS_V4;
         let ports = [("tcp", "TCP", TCP_TARGET), ("udp", "UDP", UDP_TARGET)];
-        let svc = format!(
-            "{}  internalTrafficPolicy: Local\n",
-            cluster_ip(VIP)
+        let svc = format!("{}  internalTrafficPolicy: Local\n", cluster_ip(VIP));
+        let svc = svc_yaml(
+            "itp",
+            &[],
+            &svc,
+            &[Port::tcp("tcp", 80, "8080"), Port::udp("udp", 80, "5353")],
         );
-        let svc = svc_yaml("itp", &[], &svc, &[Port::tcp("tcp", 80, "8080"), Port::udp("udp", 80, "5353")]);
         let remote_only = eps_yaml("itp", "itp-abcde", &ports, &[Ep::ready(a).on(OTHER_NODE)]);
-        let mut f = start(mode, &[("itp.yaml", &svc), ("itp-slice.yaml", &remote_only)]);
+        let mut f = start(
+            mode,
+            &[("itp.yaml", &svc), ("itp-slice.yaml", &remote_only)],
+        );
         // Only an endpoint on another node: this node's clients fail.
         expect_not_served(&mut f, Kind::Tcp, vip(80), "only a remote endpoint");
-        expect_not_served(&mut f, Kind::UdpUnconnected, vip(80), "only a remote endpoint");
+        expect_not_served(
+            &mut f,
+            Kind::UdpUnconnected,
+            vip(80),
+            "only a remote endpoint",
+        );
 
         // A local endpoint too: only it is used.
         f.write(
             "itp-slice.yaml",
-            &eps_yaml("itp", "itp-abcde", &ports, &[Ep::ready(a).on(OTHER_NODE), Ep::ready(b)]),
+            &eps_yaml(
+                "itp",
+                "itp-abcde",
+                &ports,
+                &[Ep::ready(a).on(OTHER_NODE), Ep::ready(b)],
+            ),
         );
-        expect_served(&mut f, Kind::Tcp, vip(80), &names(&[b], TCP_TARGET), "a local endpoint");
-        expect_served(&mut f, Kind::UdpUnconnected, vip(80), &names(&[b], UDP_TARGET), "a local endpoint");
+        expect_served(
+            &mut f,
+            Kind::Tcp,
+            vip(80),
+            &names(&[b], TCP_TARGET),
+            "a local endpoint",
+        );
+        expect_served(
+            &mut f,
+            Kind::UdpUnconnected,
+            vip(80),
+            &names(&[b], UDP_TARGET),
+            "a local endpoint",
+        );
         f.assert_proxy_running();
     }
 
@@ -413,22 +700,65 @@ both_modes! {
         let spec = format!("{}  internalTrafficPolicy: Local\n", cluster_ip(VIP));
         let svc = svc_yaml("itp", &[], &spec, &[Port::tcp("http", 80, "8080")]);
         // The local endpoint terminates (still serving); a ready one elsewhere.
-        let eps = eps_yaml("itp", "itp-abcde", &ports, &[Ep::terminating(a), Ep::ready(b).on(OTHER_NODE)]);
+        let eps = eps_yaml(
+            "itp",
+            "itp-abcde",
+            &ports,
+            &[Ep::terminating(a), Ep::ready(b).on(OTHER_NODE)],
+        );
         let mut f = start(mode, &[("itp.yaml", &svc), ("itp-slice.yaml", &eps)]);
-        expect_served(&mut f, Kind::Tcp, vip(80), &names(&[a], TCP_TARGET), "local terminating, remote ready");
+        expect_served(
+            &mut f,
+            Kind::Tcp,
+            vip(80),
+            &names(&[a], TCP_TARGET),
+            "local terminating, remote ready",
+        );
 
         // It stops serving: nothing local is left, and remote ones never count.
-        let eps = eps_yaml("itp", "itp-abcde", &ports, &[Ep::terminating_unserving(a), Ep::ready(b).on(OTHER_NODE)]);
+        let eps = eps_yaml(
+            "itp",
+            "itp-abcde",
+            &ports,
+            &[Ep::terminating_unserving(a), Ep::ready(b).on(OTHER_NODE)],
+        );
         f.write("itp-slice.yaml", &eps);
-        expect_not_served(&mut f, Kind::Tcp, vip(80), "local terminating and not serving");
+        expect_not_served(
+            &mut f,
+            Kind::Tcp,
+            vip(80),
+            "local terminating and not serving",
+        );
 
         // Only that endpoint, serving again: used, remote or not.
-        f.write("itp-slice.yaml", &eps_yaml("itp", "itp-abcde", &ports, &[Ep::terminating(a)]));
-        expect_served(&mut f, Kind::Tcp, vip(80), &names(&[a], TCP_TARGET), "only a local terminating endpoint");
+        f.write(
+            "itp-slice.yaml",
+            &eps_yaml("itp", "itp-abcde", &ports, &[Ep::terminating(a)]),
+        );
+        expect_served(
+            &mut f,
+            Kind::Tcp,
+            vip(80),
+            &names(&[a], TCP_TARGET),
+            "only a local terminating endpoint",
+        );
         // Upstream's second client, on a node without the endpoint: the only
         // (terminating, serving) endpoint is on another node, so it fails.
-        f.write("itp-slice.yaml", &eps_yaml("itp", "itp-abcde", &ports, &[Ep::terminating(a).on(OTHER_NODE)]));
-        expect_not_served(&mut f, Kind::Tcp, vip(80), "only a remote terminating endpoint");
+        f.write(
+            "itp-slice.yaml",
+            &eps_yaml(
+                "itp",
+                "itp-abcde",
+                &ports,
+                &[Ep::terminating(a).on(OTHER_NODE)],
+            ),
+        );
+        expect_not_served(
+            &mut f,
+            Kind::Tcp,
+            vip(80),
+            "only a remote terminating endpoint",
+        );
         f.assert_proxy_running();
     }
 
@@ -439,30 +769,54 @@ both_modes! {
             "  type: LoadBalancer\n  clusterIP: {VIP}\n  clusterIPs: [\"{VIP}\"]\n  \
              externalTrafficPolicy: Local\n  healthCheckNodePort: 31999\n"
         );
-        let svc = svc_yaml("hc", &[], &spec, &[Port::tcp("http", 80, "8080").node_port(30080)]);
+        let svc = svc_yaml(
+            "hc",
+            &[],
+            &spec,
+            &[Port::tcp("http", 80, "8080").node_port(30080)],
+        );
         let ports = [("http", "TCP", TCP_TARGET)];
-        let mut f = start(mode, &[
-            ("hc.yaml", &svc),
-            ("hc-slice.yaml", &eps_yaml("hc", "hc-abcde", &ports, &[Ep::ready(a)])),
-        ]);
+        let mut f = start(
+            mode,
+            &[
+                ("hc.yaml", &svc),
+                (
+                    "hc-slice.yaml",
+                    &eps_yaml("hc", "hc-abcde", &ports, &[Ep::ready(a)]),
+                ),
+            ],
+        );
         let hc = format!("{NODE_IP}:31999");
         let mut last = None;
-        f.wait_for(PROPAGATION, "the health-check node port to answer 200", || {
-            last = Some(http_get(&hc, "/healthz"));
-            matches!(&last, Some(Ok((200, _))))
-        });
+        f.wait_for(
+            PROPAGATION,
+            "the health-check node port to answer 200",
+            || {
+                last = Some(http_get(&hc, "/healthz"));
+                matches!(&last, Some(Ok((200, _))))
+            },
+        );
         let node = sock(NODE_IP, 30080);
         let only_a = names(&[a], TCP_TARGET);
         expect_served(&mut f, Kind::Tcp, node, &only_a, "ready");
 
         // The only endpoint terminates, still serving: 503, yet still reachable.
-        f.write("hc-slice.yaml", &eps_yaml("hc", "hc-abcde", &ports, &[Ep::terminating(a)]));
+        f.write(
+            "hc-slice.yaml",
+            &eps_yaml("hc", "hc-abcde", &ports, &[Ep::terminating(a)]),
+        );
         let mut last = None;
-        f.wait_for(PROPAGATION, "the health-check node port to answer 503", || {
-            last = Some(http_get(&hc, "/healthz"));
-            matches!(&last, Some(Ok((503, _))))
-        });
-        let Some(Ok((_, body))) = last else { unreachable!() };
+        f.wait_for(
+            PROPAGATION,
+            "the health-check node port to answer 503",
+            || {
+                last = Some(http_get(&hc, "/healthz"));
+                matches!(&last, Some(Ok((503, _))))
+            },
+        );
+        let Some(Ok((_, body))) = last else {
+            unreachable!()
+        };
         assert!(body.contains(r#""localEndpoints":0"#), "{body}");
         expect_served(&mut f, Kind::Tcp, node, &only_a, "terminating");
         f.assert_proxy_running();
