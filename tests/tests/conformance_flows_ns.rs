@@ -18,10 +18,13 @@
 use std::{
     collections::BTreeMap,
     ffi::OsStr,
-    io::{self, ErrorKind},
-    net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
+    io::{self, ErrorKind, Read, Write},
+    net::{IpAddr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     time::Duration,
 };
+
+use etherparse::TcpHeader;
 
 use proxy_tests::{
     Mode, ProxyProcess, Reply, Sandbox, TcpBackend, UdpBackend, both_modes, http_get,
@@ -723,4 +726,194 @@ fn esipp_handles_updates_to_external_traffic_policy() {
 
     w.write_service(&svc("Local"));
     check_local(&mut w, "back to Local");
+}
+
+/// Sends one TCP segment (`flags`: ACK|PSH, the given sequence numbers and
+/// payload, checksummed) from `src` to `dst` through a raw socket made in the
+/// calling thread's network namespace.
+fn send_raw_tcp(
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    seq: u32,
+    ack: u32,
+    payload: &[u8],
+) -> io::Result<()> {
+    let mut tcp = TcpHeader::new(src.port(), dst.port(), seq, 64240);
+    tcp.ack = true;
+    tcp.psh = true;
+    tcp.acknowledgment_number = ack;
+    tcp.checksum = tcp
+        .calc_checksum_ipv4_raw(src.ip().octets(), dst.ip().octets(), payload)
+        .map_err(io::Error::other)?;
+    let mut segment = Vec::new();
+    tcp.write(&mut segment)?;
+    segment.extend_from_slice(payload);
+    // SAFETY: socket(2) with constant arguments; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let sockaddr = |a: &SocketAddrV4| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*a.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let (from, to) = (sockaddr(&src), sockaddr(&dst));
+    // SAFETY: `from` is a valid sockaddr_in of `len` bytes (it sets the source
+    // address of the IP header the kernel writes).
+    if unsafe { libc::bind(fd.as_raw_fd(), (&raw const from).cast(), len) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `segment` and `to` are valid for the lengths given.
+    let sent = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            segment.as_ptr().cast(),
+            segment.len(),
+            0,
+            (&raw const to).cast(),
+            len,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `Tcp: InSegs` of the calling thread's network namespace.
+fn tcp_in_segments() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").expect("reading snmp");
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next().expect("a header"), tcp.next().expect("values"));
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "InSegs")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("Tcp InSegs")
+}
+
+/// Upstream: conntrack.go: "should drop INVALID conntrack entries [Privileged]"
+///
+/// The boom-server scenario on the tc path (a NodePort to a pod on node 2,
+/// SNATed to node 1): in the middle of a connection the backend sends a
+/// segment far outside the client's window. kube-proxy must not let such a
+/// packet through untranslated, or the client (or node) answers with a RST
+/// that kills the connection. Here the reverse translation is by the flow's
+/// tuple, so the segment reaches the client translated (its `InSegs` grows),
+/// the client's kernel discards it, and the connection goes on.
+#[test]
+fn invalid_out_of_window_packets_do_not_reset_the_connection() {
+    let mut w = World::new(Mode::Ebpf);
+    let pod = Pod(2, 1);
+    let backend = SocketAddrV4::new(pod_v4(2, 1), 9000);
+    let svc = Service::new(NAMESPACE, "boom")
+        .cluster_ip("10.96.0.40")
+        .port("http", Protocol::Tcp, 80, TARGET)
+        .port("boom", Protocol::Tcp, 9000, 9000)
+        .service_type("NodePort")
+        .node_port("http", 30080)
+        .node_port("boom", 30090);
+    w.write_service(&svc);
+    w.write_slice("boom", &[("http", Protocol::Tcp)], &[pod]);
+    let slice = EndpointSlice::new(NAMESPACE, "boom-4xk2p", "boom", AddressType::IPv4)
+        .port("http", Protocol::Tcp, TARGET)
+        .port("boom", Protocol::Tcp, 9000)
+        .endpoint(Endpoint::ready(pod.addr()).on_node(pod.node()));
+    w.write("boom-slice.yaml", &slice.to_yaml());
+    let listener = w
+        .topo
+        .in_ns(Place::Pods2, || TcpListener::bind(backend))
+        .expect("entering pods2")
+        .expect("binding the boom server");
+    listener
+        .set_nonblocking(true)
+        .expect("a non-blocking listener");
+    w.start_proxy();
+    w.wait_served(Protocol::Tcp, node1(30080), STARTUP);
+
+    let frontend = node1(30090);
+    let mut client = w
+        .client(|| TcpStream::connect_timeout(&frontend, REQUEST))
+        .unwrap_or_else(|e| panic!("connecting to {frontend}: {e}"));
+    client
+        .set_read_timeout(Some(REQUEST))
+        .expect("a read timeout");
+    let (mut server, peer) = {
+        let mut accepted = None;
+        assert!(
+            wait_until(REQUEST, || {
+                accepted = listener.accept().ok();
+                accepted.is_some()
+            }),
+            "the boom server saw no connection"
+        );
+        accepted.expect("accepted")
+    };
+    server.set_nonblocking(false).expect("blocking");
+    server
+        .set_read_timeout(Some(REQUEST))
+        .expect("a read timeout");
+    let SocketAddr::V4(peer) = peer else {
+        panic!("an IPv4 peer: {peer}")
+    };
+    assert_eq!(
+        *peer.ip(),
+        NODE1_V4,
+        "ETP=Cluster to node 2 is SNATed to node 1"
+    );
+
+    let echo = |server: &mut TcpStream, what: &str| {
+        let mut buf = [0u8; 64];
+        let n = server
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("the boom server's read ({what}): {e}"));
+        server
+            .write_all(&buf[..n])
+            .unwrap_or_else(|e| panic!("the boom server's write ({what}): {e}"));
+    };
+    let sent = client.write_all(b"one\n");
+    echo(&mut server, "before");
+    assert_eq!(
+        sent.and_then(|()| exchange_reply(&mut client))
+            .ok()
+            .as_deref(),
+        Some("one\n")
+    );
+
+    let before = w.client(tcp_in_segments);
+    w.topo
+        .in_ns(Place::Pods2, || {
+            send_raw_tcp(backend, peer, 0x4000_0000, 1, b"boom")
+        })
+        .expect("entering pods2")
+        .expect("sending the out-of-window segment");
+    let arrived = wait_until(REQUEST, || w.client(tcp_in_segments) > before);
+    assert!(
+        arrived,
+        "the out-of-window segment never reached the client (not reverse-translated)"
+    );
+
+    let sent = client.write_all(b"two\n");
+    echo(&mut server, "after the out-of-window segment");
+    let reply = sent.and_then(|()| exchange_reply(&mut client));
+    assert_eq!(
+        reply.as_ref().ok().map(String::as_str),
+        Some("two\n"),
+        "the connection must survive an out-of-window segment: {reply:?}"
+    );
+}
+
+/// Reads one reply from `s`.
+fn exchange_reply(s: &mut TcpStream) -> io::Result<String> {
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
