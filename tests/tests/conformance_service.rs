@@ -547,38 +547,12 @@ both_modes! {
 
     /// Upstream: service.go: "should implement service.kubernetes.io/headless"
     fn implement_service_kubernetes_io_headless(mode) {
-        let eps = eps_yaml(
-            "hl",
-            "hl-abcde",
-            &[("http", "TCP", TCP_TARGET)],
-            &BACKENDS_V4.map(Ep::ready),
-        );
-        let svc = |labels: &[(&str, &str)]| {
-            svc_yaml(
-                "hl",
-                labels,
-                &cluster_ip(VIP),
-                &[Port::tcp("http", 80, "8080")],
-            )
-        };
-        let headless = [("service.kubernetes.io/headless", "")];
-        let mut f = start(
-            mode,
-            &[("hl.yaml", &svc(&headless)), ("hl-slice.yaml", &eps)],
-        );
-        // `web`, written with it, is served: the labelled Service is not.
-        expect_not_served(&mut f, Kind::Tcp, vip(80), "labelled headless");
-        f.write("hl.yaml", &svc(&[]));
-        expect_served(
-            &mut f,
-            Kind::Tcp,
-            vip(80),
-            &all_v4(TCP_TARGET),
-            "label removed",
-        );
-        f.write("hl.yaml", &svc(&headless));
-        expect_not_served(&mut f, Kind::Tcp, vip(80), "label added back");
-        f.assert_proxy_running();
+        label_toggles(mode, "service.kubernetes.io/headless", "");
+    }
+
+    /// Upstream: service.go: "should implement service.kubernetes.io/service-proxy-name"
+    fn implement_service_kubernetes_io_service_proxy_name(mode) {
+        label_toggles(mode, "service.kubernetes.io/service-proxy-name", "foo-bar");
     }
 
     /// Upstream: service.go: "should be able to switch session affinity for service with type clusterIP [LinuxOnly] [Conformance]"
@@ -1079,5 +1053,42 @@ fn same_port_different_protocols(mode: Mode, spec: &str, node_ports: bool) {
         &all_v4(UDP_TARGET),
         "TCP removed",
     );
+    f.assert_proxy_running();
+}
+
+/// Upstream's label tests: a Service labelled `key: value` is not served
+/// while `web`, written with it, is; once the label is removed it is served;
+/// labelled again, it is withdrawn.
+fn label_toggles(mode: Mode, key: &str, value: &str) {
+    let eps = eps_yaml(
+        "hl",
+        "hl-abcde",
+        &[("http", "TCP", TCP_TARGET)],
+        &BACKENDS_V4.map(Ep::ready),
+    );
+    let svc = |labels: &[(&str, &str)]| {
+        svc_yaml(
+            "hl",
+            labels,
+            &cluster_ip(VIP),
+            &[Port::tcp("http", 80, "8080")],
+        )
+    };
+    let labelled = [(key, value)];
+    let mut f = start(
+        mode,
+        &[("hl.yaml", &svc(&labelled)), ("hl-slice.yaml", &eps)],
+    );
+    expect_not_served(&mut f, Kind::Tcp, vip(80), &format!("labelled {key}"));
+    f.write("hl.yaml", &svc(&[]));
+    expect_served(
+        &mut f,
+        Kind::Tcp,
+        vip(80),
+        &all_v4(TCP_TARGET),
+        "label removed",
+    );
+    f.write("hl.yaml", &svc(&labelled));
+    expect_not_served(&mut f, Kind::Tcp, vip(80), "label added back");
     f.assert_proxy_running();
 }
