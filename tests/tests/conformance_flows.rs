@@ -15,7 +15,7 @@ use std::{
     ffi::OsStr,
     io,
     net::{SocketAddr, UdpSocket},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -398,7 +398,7 @@ fn start_api(f: &Fixture, zone: &str) -> (FakeApiServer, PathBuf) {
 }
 
 /// `proxy run --kubeconfig K --node-name node-1 --mode M`.
-fn start_kube_proxy(f: &mut Fixture, kubeconfig: &PathBuf) {
+fn start_kube_proxy(f: &mut Fixture, kubeconfig: &Path) {
     let source = [OsStr::new("--kubeconfig"), kubeconfig.as_os_str()];
     let mut extra = vec!["--node-name", NODE];
     extra.extend(f.mode.args());
