@@ -446,7 +446,7 @@ fn apply_zoned_web(api: &FakeApiServer, zones: &[&str; 3]) {
 }
 
 /// Waits until TCP and UDP to `web`'s IPv4 VIP reach exactly `expected`
-/// (backend addresses), then checks it over 30 more requests each.
+/// (backend addresses), then checks it over 60 more requests each.
 fn wait_zone_backends(f: &mut Fixture, what: &str, expected: &[&str]) {
     for (kind, port, target) in [
         (Kind::Tcp, TCP_PORT, TCP_TARGET),
@@ -468,7 +468,8 @@ fn wait_zone_backends(f: &mut Fixture, what: &str, expected: &[&str]) {
         );
         assert_backends(
             &format!("{} {kind:?} to {vip} ({what})", f.mode),
-            &tally(kind, vip, 30),
+            // Three backends: all of them answer 60 requests but for 3·(2/3)^60.
+            &tally(kind, vip, 60),
             &want,
         );
     }
