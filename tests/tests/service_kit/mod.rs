@@ -267,3 +267,81 @@ pub fn expect_not_served(f: &mut Fixture, kind: Kind, to: SocketAddr, what: &str
         );
     }
 }
+
+/// The cluster IP of the Service under test.
+pub const VIP: &str = "10.96.0.60";
+
+/// [`VIP`] on `port`.
+pub fn vip(port: u16) -> SocketAddr {
+    sock(VIP, port)
+}
+
+/// Every IPv4 backend's name on `port`.
+pub fn all_v4(port: u16) -> Vec<String> {
+    names(&BACKENDS_V4, port)
+}
+
+/// A Service `aff` (spec lines `spec`) on port 80 (NodePort `node` when
+/// given) with ClientIP affinity of `timeout` seconds (`None`: no
+/// affinity), and its slice with web's IPv4 endpoints.
+pub fn affinity_service(spec: &str, node: Option<u16>, timeout: Option<u32>) -> String {
+    let mut port = Port::tcp("http", 80, "8080");
+    if let Some(n) = node {
+        port = port.node_port(n);
+    }
+    let spec = match timeout {
+        Some(t) => format!(
+            "{spec}  sessionAffinity: ClientIP\n  sessionAffinityConfig:\n    clientIP:\n      \
+             timeoutSeconds: {t}\n"
+        ),
+        None => format!("{spec}  sessionAffinity: None\n"),
+    };
+    format!(
+        "{}---\n{}",
+        svc_yaml("aff", &[], &spec, &[port]),
+        eps_yaml(
+            "aff",
+            "aff-abcde",
+            &[("http", "TCP", TCP_TARGET)],
+            &BACKENDS_V4.map(Ep::ready)
+        )
+    )
+}
+
+/// Upstream's switch: ClientIP affinity (one backend), switched to None (the
+/// backends spread), and back to ClientIP (one backend again), all in place.
+pub fn switch_affinity(mode: Mode, to: SocketAddr, spec: &str, node: Option<u16>) {
+    let mut f = start(
+        mode,
+        &[("aff.yaml", &affinity_service(spec, node, Some(10800)))],
+    );
+    f.wait_for(PROPAGATION, "the Service to be served", || {
+        answered(Kind::Tcp, to, 1).is_some()
+    });
+    let seen = tally(Kind::Tcp, to, 30);
+    assert_eq!(
+        seen.len(),
+        1,
+        "ClientIP affinity on {to}: expected one backend, saw {seen:?}"
+    );
+
+    f.write("aff.yaml", &affinity_service(spec, node, None));
+    f.wait_for(
+        PROPAGATION,
+        &format!("{to} to spread again without affinity"),
+        || answered(Kind::Tcp, to, 15).is_some_and(|s| s.len() > 1),
+    );
+    expect_served(&mut f, Kind::Tcp, to, &all_v4(TCP_TARGET), "affinity None");
+
+    f.write("aff.yaml", &affinity_service(spec, node, Some(10800)));
+    f.wait_for(PROPAGATION, &format!("{to} to be sticky again"), || {
+        answered(Kind::Tcp, to, 20).is_some_and(|s| s.len() == 1)
+    });
+    let seen = tally(Kind::Tcp, to, 30);
+    assert_eq!(
+        seen.len(),
+        1,
+        "ClientIP affinity again on {to}: expected one backend, saw {seen:?}"
+    );
+    f.assert_proxy_running();
+}
