@@ -118,6 +118,8 @@ pub struct Service {
     pub load_balancer_ingress: Vec<String>,
     /// `spec.healthCheckNodePort`.
     pub health_check_node_port: Option<u16>,
+    /// `spec.loadBalancerSourceRanges`, written as given.
+    pub load_balancer_source_ranges: Vec<String>,
 }
 
 impl Service {
@@ -136,6 +138,7 @@ impl Service {
             external_traffic_policy: "Cluster".to_owned(),
             load_balancer_ingress: Vec::new(),
             health_check_node_port: None,
+            load_balancer_source_ranges: Vec::new(),
         }
     }
 
@@ -174,6 +177,12 @@ impl Service {
     /// Adds a `status.loadBalancer.ingress` IP, as a cloud controller would.
     pub fn load_balancer_ingress(mut self, ip: impl ToString) -> Self {
         self.load_balancer_ingress.push(ip.to_string());
+        self
+    }
+
+    /// Adds a `spec.loadBalancerSourceRanges` entry (any string).
+    pub fn load_balancer_source_range(mut self, cidr: impl ToString) -> Self {
+        self.load_balancer_source_ranges.push(cidr.to_string());
         self
     }
 
@@ -294,6 +303,12 @@ impl Service {
         }
         if let Some(port) = self.health_check_node_port {
             let _ = writeln!(y, "  healthCheckNodePort: {port}");
+        }
+        if !self.load_balancer_source_ranges.is_empty() {
+            y.push_str("  loadBalancerSourceRanges:\n");
+            for cidr in &self.load_balancer_source_ranges {
+                let _ = writeln!(y, "  - \"{cidr}\"");
+            }
         }
         let _ = writeln!(
             y,
