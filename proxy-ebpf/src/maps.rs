@@ -10,8 +10,8 @@ use aya_ebpf::{
 use proxy_common::{
     AffinityKey, AffinityValue, BackendV4, BackendV6, CtKeyV4, CtKeyV6, CtValueV4, CtValueV6,
     DeviceConfig, NodeConfig, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6, ServiceName,
-    ServiceValue, SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6, SrcRangeV4, SrcRangeV6,
-    capacity,
+    ServiceValue, SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6, SrcRangeV4,
+    SrcRangeV6, capacity,
 };
 
 const SERVICES: usize = capacity::SERVICES as usize;

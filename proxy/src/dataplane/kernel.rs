@@ -302,14 +302,12 @@ impl DataplaneMaps for KernelMaps {
                     src_range::DENY
                 };
                 match src_range_key(*id, range) {
-                    SrcRangeKey::V4(k) => inserted(
-                        self.src_range4.insert(&k, &verdict, 0),
-                        names::SRC_RANGE_V4,
-                    ),
-                    SrcRangeKey::V6(k) => inserted(
-                        self.src_range6.insert(&k, &verdict, 0),
-                        names::SRC_RANGE_V6,
-                    ),
+                    SrcRangeKey::V4(k) => {
+                        inserted(self.src_range4.insert(&k, &verdict, 0), names::SRC_RANGE_V4)
+                    }
+                    SrcRangeKey::V6(k) => {
+                        inserted(self.src_range6.insert(&k, &verdict, 0), names::SRC_RANGE_V6)
+                    }
                 }
             }
             Op::DeleteSourceRange { id, range } => match src_range_key(*id, range) {

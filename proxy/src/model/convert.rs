@@ -512,7 +512,9 @@ pub fn service(svc: &core::Service) -> Result<Converted<Service>, ConvertError> 
 
     let load_balancer_source_ranges = source_ranges(
         &object,
-        spec.load_balancer_source_ranges.as_deref().unwrap_or_default(),
+        spec.load_balancer_source_ranges
+            .as_deref()
+            .unwrap_or_default(),
         &mut warnings,
     );
     // Fail closed: a list that cannot be read whole guards no LoadBalancer IP.
