@@ -741,4 +741,61 @@ mod tests {
             )
         );
     }
+
+    /// A source range's key carries the rev-NAT id big-endian and the prefix
+    /// length past it; decoding gives back the range and the verdict.
+    #[test]
+    fn source_range_keys_round_trip() {
+        for (id, range, allow) in [
+            (7, "198.51.100.0/24", true),
+            (7, "0.0.0.0/0", false),
+            (65_535, "2001:db8::/32", true),
+            (1, "::/0", true),
+        ] {
+            let range = SourceRange::parse(range).unwrap_or_else(|| panic!("{range}"));
+            let verdict = if allow {
+                src_range::ALLOW
+            } else {
+                src_range::DENY
+            };
+            let decoded = match src_range_key(id, &range) {
+                SrcRangeKey::V4(k) => {
+                    let data = k.data();
+                    assert_eq!(data.rev_nat_id.octets(), u32::from(id).to_be_bytes());
+                    src_range_entry(
+                        names::SRC_RANGE_V4,
+                        k.prefix_len(),
+                        data.rev_nat_id,
+                        IpAddr::from(data.addr.octets()),
+                        verdict,
+                    )
+                }
+                SrcRangeKey::V6(k) => {
+                    let data = k.data();
+                    src_range_entry(
+                        names::SRC_RANGE_V6,
+                        k.prefix_len(),
+                        data.rev_nat_id,
+                        IpAddr::from(data.addr),
+                        verdict,
+                    )
+                }
+            };
+            assert_eq!(decoded.ok(), Some(((id, range), allow)));
+        }
+    }
+
+    /// Host bits set, a prefix shorter than the id's bits, or an unknown
+    /// verdict cannot be ours.
+    #[test]
+    fn a_source_range_entry_that_cannot_be_ours_is_corrupt() {
+        let id = Be32(7u32.to_be());
+        let addr = IpAddr::from([198, 51, 100, 1]);
+        let map = names::SRC_RANGE_V4;
+        assert!(src_range_entry(map, 32 + 24, id, addr, src_range::ALLOW).is_err());
+        assert!(src_range_entry(map, 16, id, IpAddr::from([0; 4]), src_range::ALLOW).is_err());
+        let net = IpAddr::from([198, 51, 100, 0]);
+        assert!(src_range_entry(map, 32 + 24, id, net, 9).is_err());
+        assert!(src_range_entry(map, 32 + 24, id, net, src_range::ALLOW).is_ok());
+    }
 }
