@@ -1086,6 +1086,40 @@ fn udp_served(w: &World, frontend: SocketAddr) -> bool {
         .is_ok()
 }
 
+/// The `source_ranges` of each TCP frontend on `vip`, as `proxy inspect
+/// services --vip VIP --output json` shows them.
+fn inspect_source_ranges(w: &World, vip: &str) -> Vec<Option<Vec<String>>> {
+    let out = std::process::Command::new(proxy_bin())
+        .args([
+            "inspect",
+            "services",
+            "--vip",
+            vip,
+            "--output",
+            "json",
+            "--pin-path",
+        ])
+        .arg(w.sandbox.pin_path())
+        .output()
+        .unwrap_or_else(|e| panic!("proxy inspect services: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("proxy inspect services printed no JSON ({e}):\n{text}"));
+    v["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["protocol"] == "TCP")
+        .map(|s| {
+            s["source_ranges"].as_array().map(|list| {
+                list.iter()
+                    .filter_map(|r| r.as_str().map(str::to_owned))
+                    .collect()
+            })
+        })
+        .collect()
+}
+
 /// Waits until the client's TCP and UDP requests to both LoadBalancer IPs
 /// are served exactly for the families in `allowed`, then checks the denied
 /// ones stay denied (a few fresh flows each) and the NodePort, which the
@@ -1140,6 +1174,12 @@ both_modes! {
                 "the drops must be counted:\n{}",
                 stats(&w)
             );
+            assert_eq!(
+                inspect_source_ranges(&w, LB_V4),
+                vec![Some(vec!["198.51.100.10/32".to_owned()])],
+                "proxy inspect services shows what {LB_V4} admits"
+            );
+            assert_eq!(inspect_source_ranges(&w, LB_V6), vec![Some(vec!["fd00:99::/64".to_owned()])]);
         }
 
         let v6_only = ranged_service(&["192.0.2.0/24", "fd00:50::/64"]);
