@@ -1199,3 +1199,38 @@ both_modes! {
         );
     }
 }
+
+/// Pins of a version-2 daemon that predates `SRC_RANGE_V4`/`_V6` (simulated:
+/// the daemon stopped, those two pins removed) are adopted: the maps are
+/// created anew and programmed before the programs that read them take over,
+/// so a denied source stays denied and an allowed one served.
+#[test]
+fn pins_without_the_source_range_maps_are_adopted() {
+    let mut w = World::new(Mode::Ebpf);
+    w.write_service(
+        &ranged_service(&["198.51.100.10/32", "fd00:99::/64"]),
+        &WEB_PODS,
+    );
+    w.start_proxy(&[]);
+    w.wait_served(SocketAddr::new(node1_ip(AddressType::IPv4), 30082), STARTUP);
+    expect_lb_sources(&mut w, "first daemon", &[AddressType::IPv4]);
+    if let Some(mut proxy) = w.proxy.take() {
+        proxy.stop().expect("stopping the proxy");
+    }
+    let maps = w
+        .sandbox
+        .pin_path()
+        .join(format!("v{}", proxy_common::LAYOUT_VERSION))
+        .join("maps");
+    for map in ["SRC_RANGE_V4", "SRC_RANGE_V6"] {
+        std::fs::remove_file(maps.join(map))
+            .unwrap_or_else(|e| panic!("removing the pin of {map} in {}: {e}", maps.display()));
+    }
+    w.start_proxy(&[]);
+    w.wait_served(SocketAddr::new(node1_ip(AddressType::IPv4), 30082), STARTUP);
+    expect_lb_sources(&mut w, "the daemon that adopted them", &[AddressType::IPv4]);
+    assert!(
+        maps.join("SRC_RANGE_V4").exists(),
+        "the map is pinned again"
+    );
+}
