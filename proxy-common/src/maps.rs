@@ -19,6 +19,9 @@
 //! - `NODE_CFG` (array, one entry): [`NodeConfig`], the node's SNAT addresses.
 //! - `DEVICES`: ifindex → [`DeviceConfig`], what the tc programs do on each
 //!   device they are attached to.
+//! - `SRC_RANGE_V4`/`SRC_RANGE_V6` (LPM tries): `{rev-NAT id, source prefix}`
+//!   → [`src_range`] verdict, a LoadBalancer frontend's
+//!   `loadBalancerSourceRanges` (see [`SrcRangeV4`]).
 //!
 //! # Scopes
 //!
@@ -91,6 +94,10 @@ pub mod names {
     pub const NODE_CFG: &str = "NODE_CFG";
     /// What the tc programs do on each device, by ifindex ([`DeviceConfig`](super::DeviceConfig)).
     pub const DEVICES: &str = "DEVICES";
+    /// `loadBalancerSourceRanges` of IPv4 LoadBalancer frontends (LPM trie).
+    pub const SRC_RANGE_V4: &str = "SRC_RANGE_V4";
+    /// `loadBalancerSourceRanges` of IPv6 LoadBalancer frontends (LPM trie).
+    pub const SRC_RANGE_V6: &str = "SRC_RANGE_V6";
 }
 
 /// Program names (the function names in `proxy-ebpf`).
@@ -141,6 +148,9 @@ pub mod capacity {
     pub const CONNTRACK: u32 = 1 << 18;
     /// Devices the tc programs may be attached to.
     pub const DEVICES: u32 = 256;
+    /// Source-range entries per family (one per range of each LoadBalancer
+    /// frontend, plus one per frontend with ranges). Not preallocated.
+    pub const SRC_RANGES: u32 = 1 << 16;
 }
 
 /// Conntrack idle timeouts: an entry not refreshed for this long is a miss.
@@ -636,5 +646,47 @@ mod pod {
         CtValueV4,
         CtKeyV6,
         CtValueV6,
+        SrcRangeV4,
+        SrcRangeV6,
     );
 }
+
+/// Values of `SRC_RANGE_V4` and `SRC_RANGE_V6`.
+///
+/// A LoadBalancer frontend with `loadBalancerSourceRanges` has one entry per
+/// range of its family (`ALLOW`) and one covering only its rev-NAT id (prefix
+/// length 32: every source), which is `DENY` unless a range is `/0`. A
+/// longest-prefix lookup of `{rev-NAT id, source}` (prefix length 32 + the
+/// address's bits) thus finds `ALLOW` for a source inside a range, `DENY`
+/// for any other source, and nothing for a frontend without ranges (allowed).
+pub mod src_range {
+    /// The source is outside every range: drop (tc) or refuse (socket hooks).
+    pub const DENY: u32 = 0;
+    /// The source is inside a range.
+    pub const ALLOW: u32 = 1;
+    /// Bits of the key's prefix that cover the rev-NAT id.
+    pub const ID_BITS: u32 = 32;
+}
+
+/// Data of an `SRC_RANGE_V4` key (after the LPM trie's `u32` prefix length,
+/// which counts [`src_range::ID_BITS`] plus the source prefix's bits).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SrcRangeV4 {
+    /// The frontend's rev-NAT id, big-endian (the prefix always covers it whole).
+    pub rev_nat_id: Be32,
+    /// The source prefix's address, host bits zero.
+    pub addr: Be32,
+}
+const _: () = assert!(core::mem::size_of::<SrcRangeV4>() == 8);
+
+/// Data of an `SRC_RANGE_V6` key (see [`SrcRangeV4`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SrcRangeV6 {
+    /// The frontend's rev-NAT id, big-endian.
+    pub rev_nat_id: Be32,
+    /// The source prefix's address, network order, host bits zero.
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<SrcRangeV6>() == 20);

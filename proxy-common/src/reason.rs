@@ -86,11 +86,14 @@ pub enum Reason {
     /// tc: the FIB lookup for a translated packet did not give a next hop
     /// (unreachable, blackhole, prohibited, needs fragmenting, helper error); passed to the stack.
     TcFibPassed = 36,
+    /// tc: a new flow to a LoadBalancer frontend from a source outside its
+    /// `loadBalancerSourceRanges`; dropped.
+    TcSourceRangeDropped = 37,
 }
 
 impl Reason {
     /// Every reason, in index order.
-    pub const ALL: [Reason; 37] = [
+    pub const ALL: [Reason; 38] = [
         Reason::Translated,
         Reason::NotAService,
         Reason::NoBackend,
@@ -128,6 +131,7 @@ impl Reason {
         Reason::TcFibForwardingOff,
         Reason::TcFibTtlExpired,
         Reason::TcFibPassed,
+        Reason::TcSourceRangeDropped,
     ];
     /// Number of reasons: the size of the `STATS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -172,6 +176,7 @@ impl Reason {
             Reason::TcFibForwardingOff => "tc_fib_forwarding_off",
             Reason::TcFibTtlExpired => "tc_fib_ttl_expired",
             Reason::TcFibPassed => "tc_fib_passed",
+            Reason::TcSourceRangeDropped => "tc_source_range_dropped",
         }
     }
 }

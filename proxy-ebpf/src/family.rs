@@ -89,6 +89,9 @@ pub trait Family {
         out: &mut Chosen<Self::Addr>,
     ) -> Result<(), Reason>;
     fn backend_exists(id: u32) -> bool;
+    /// Whether `saddr` is inside the frontend's `loadBalancerSourceRanges`
+    /// (true for a frontend without ranges).
+    fn source_allowed(rev_nat_id: u16, saddr: Self::Addr) -> bool;
     /// The node's SNAT address of this family, if configured (non-zero).
     fn snat_addr() -> Option<Self::Addr>;
     /// The session-affinity client id for a client address. Tagged in the
@@ -261,6 +264,11 @@ impl Family for V4 {
     #[inline(always)]
     fn backend_exists(id: u32) -> bool {
         lb::backend4_exists(id)
+    }
+
+    #[inline(always)]
+    fn source_allowed(rev_nat_id: u16, saddr: Be32) -> bool {
+        lb::source_allowed4(rev_nat_id, saddr)
     }
 
     #[inline(always)]
@@ -458,6 +466,11 @@ impl Family for V6 {
     #[inline(always)]
     fn backend_exists(id: u32) -> bool {
         lb::backend6_exists(id)
+    }
+
+    #[inline(always)]
+    fn source_allowed(rev_nat_id: u16, saddr: [u8; 16]) -> bool {
+        lb::source_allowed6(rev_nat_id, saddr)
     }
 
     #[inline(always)]

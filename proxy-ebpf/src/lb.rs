@@ -9,14 +9,17 @@
 //! Lookups take the [`proxy_common::scope`]: socket hooks always use the
 //! internal scope, the tc path tries the external scope first.
 
-use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
+use aya_ebpf::{
+    btf_maps::lpm_trie::Key,
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+};
 use proxy_common::{
     AffinityKey, AffinityValue, BackendV4, BackendV6, Be16, Be32, Reason, ServiceKeyV4,
-    ServiceKeyV6, ServiceValue, proto, svc_flags,
+    ServiceKeyV6, ServiceValue, SrcRangeV4, SrcRangeV6, proto, src_range, svc_flags,
 };
 
 use crate::{
-    maps::{AFFINITY, BACKEND_V4, BACKEND_V6, SVC_V4, SVC_V6},
+    maps::{AFFINITY, BACKEND_V4, BACKEND_V6, SRC_RANGE_V4, SRC_RANGE_V6, SVC_V4, SVC_V6},
     stats,
 };
 
@@ -236,4 +239,36 @@ pub fn backend4_exists(id: u32) -> bool {
 #[inline(always)]
 pub fn backend6_exists(id: u32) -> bool {
     BACKEND_V6.get_ptr(&id).is_some()
+}
+
+/// Whether `saddr` may reach the frontend with rev-NAT id `rev_nat_id`
+/// (`loadBalancerSourceRanges`, see `proxy_common::src_range`): no entry for
+/// the frontend allows every source.
+#[inline(always)]
+pub fn source_allowed4(rev_nat_id: u16, saddr: Be32) -> bool {
+    let key = Key::new(
+        src_range::ID_BITS + 32,
+        SrcRangeV4 {
+            rev_nat_id: Be32(u32::from(rev_nat_id).to_be()),
+            addr: saddr,
+        },
+    );
+    SRC_RANGE_V4
+        .get(&key)
+        .is_none_or(|verdict| *verdict != src_range::DENY)
+}
+
+/// [`source_allowed4`] for IPv6.
+#[inline(always)]
+pub fn source_allowed6(rev_nat_id: u16, saddr: [u8; 16]) -> bool {
+    let key = Key::new(
+        src_range::ID_BITS + 128,
+        SrcRangeV6 {
+            rev_nat_id: Be32(u32::from(rev_nat_id).to_be()),
+            addr: saddr,
+        },
+    );
+    SRC_RANGE_V6
+        .get(&key)
+        .is_none_or(|verdict| *verdict != src_range::DENY)
 }

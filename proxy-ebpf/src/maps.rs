@@ -4,13 +4,14 @@
 //! dump` can print them.
 
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use proxy_common::{
     AffinityKey, AffinityValue, BackendV4, BackendV6, CtKeyV4, CtKeyV6, CtValueV4, CtValueV6,
     DeviceConfig, NodeConfig, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6, ServiceName,
-    ServiceValue, SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6, capacity,
+    ServiceValue, SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6, SrcRangeV4,
+    SrcRangeV6, capacity,
 };
 
 const SERVICES: usize = capacity::SERVICES as usize;
@@ -22,6 +23,7 @@ const SVC_NAMES_ENTRIES: usize = capacity::SVC_NAMES as usize;
 const REASONS: usize = capacity::STATS as usize;
 const CONNTRACK: usize = capacity::CONNTRACK as usize;
 const DEVICES_ENTRIES: usize = capacity::DEVICES as usize;
+const SRC_RANGES: usize = capacity::SRC_RANGES as usize;
 /// `BPF_F_NO_PREALLOC` (uapi/linux/bpf.h): entries are allocated on insert.
 const NO_PREALLOC: usize = 1;
 
@@ -61,3 +63,10 @@ pub static NODE_CFG: Array<NodeConfig, 1> = Array::new();
 /// What the tc programs do on each device, by ifindex.
 #[btf_map(pin_by_name)]
 pub static DEVICES: HashMap<u32, DeviceConfig, DEVICES_ENTRIES> = HashMap::new();
+/// `loadBalancerSourceRanges`: `{rev-NAT id, source prefix}` → verdict
+/// (`proxy_common::src_range`). Written only from userspace; LPM tries are
+/// never preallocated.
+#[btf_map(pin_by_name)]
+pub static SRC_RANGE_V4: LpmTrie<SrcRangeV4, u32, SRC_RANGES> = LpmTrie::new();
+#[btf_map(pin_by_name)]
+pub static SRC_RANGE_V6: LpmTrie<SrcRangeV6, u32, SRC_RANGES> = LpmTrie::new();

@@ -12,6 +12,8 @@
 //!    `externalTrafficPolicy: Local` and the backend is remote, or for hairpin
 //!    (client == backend), and two conntrack entries: forward, keyed by the
 //!    client's packet, and reply, keyed by the reply as it will arrive.
+//!    A LoadBalancer frontend with `loadBalancerSourceRanges` first drops a
+//!    new flow from a source outside them (`SRC_RANGE_*`).
 //! 3. no backend: dropped for an `externalTrafficPolicy: Local` frontend,
 //!    otherwise answered out of the same device: a TCP RST for TCP, an ICMP
 //!    port-unreachable for UDP.
@@ -307,6 +309,11 @@ fn choose<F: Family>(ctx: &TcContext, flow: &Flow<F::Addr>, out: &mut Choice<F::
     }
     if flow.first_fragment {
         return Verdict::Drop(Reason::TcFragmentDropped);
+    }
+    // `loadBalancerSourceRanges`: checked for new flows only, as kube-proxy's
+    // firewall chain sees only `ct state new`; established flows keep going.
+    if !F::source_allowed(frontend.rev_nat_id, flow.saddr) {
+        return Verdict::Drop(Reason::TcSourceRangeDropped);
     }
     let etp_local = frontend.flags & svc_flags::ETP_LOCAL != 0;
     let client = F::affinity_client(flow.saddr);

@@ -118,6 +118,8 @@ pub struct Service {
     pub load_balancer_ingress: Vec<(String, String)>,
     /// `spec.healthCheckNodePort`.
     pub health_check_node_port: Option<u16>,
+    /// `spec.loadBalancerSourceRanges`, written as given.
+    pub load_balancer_source_ranges: Vec<String>,
 }
 
 impl Service {
@@ -136,6 +138,7 @@ impl Service {
             external_traffic_policy: "Cluster".to_owned(),
             load_balancer_ingress: Vec::new(),
             health_check_node_port: None,
+            load_balancer_source_ranges: Vec::new(),
         }
     }
 
@@ -182,6 +185,12 @@ impl Service {
     pub fn load_balancer_ingress_mode(mut self, ip: impl ToString, mode: &str) -> Self {
         self.load_balancer_ingress
             .push((ip.to_string(), mode.to_owned()));
+        self
+    }
+
+    /// Adds a `spec.loadBalancerSourceRanges` entry (any string).
+    pub fn load_balancer_source_range(mut self, cidr: impl ToString) -> Self {
+        self.load_balancer_source_ranges.push(cidr.to_string());
         self
     }
 
@@ -302,6 +311,12 @@ impl Service {
         }
         if let Some(port) = self.health_check_node_port {
             let _ = writeln!(y, "  healthCheckNodePort: {port}");
+        }
+        if !self.load_balancer_source_ranges.is_empty() {
+            y.push_str("  loadBalancerSourceRanges:\n");
+            for cidr in &self.load_balancer_source_ranges {
+                let _ = writeln!(y, "  - \"{cidr}\"");
+            }
         }
         let _ = writeln!(
             y,

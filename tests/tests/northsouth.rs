@@ -1146,3 +1146,186 @@ fn bulk_tcp_through_a_nodeport_arrives_whole_both_ways() {
         }
     }
 }
+
+/// The LoadBalancer IPs of the source-range tests.
+const LB_V4: &str = "203.0.113.20";
+const LB_V6: &str = "fd00:203::20";
+
+fn lb_ip(family: AddressType) -> IpAddr {
+    match family {
+        AddressType::IPv4 => ip(LB_V4),
+        AddressType::IPv6 => ip(LB_V6),
+    }
+}
+
+/// A dual-stack LoadBalancer Service (`lbsr`, both LoadBalancer IPs) with
+/// `loadBalancerSourceRanges` `ranges`.
+fn ranged_service(ranges: &[&str]) -> Service {
+    let mut svc = base_service("lbsr", 12, "LoadBalancer", Some((30082, 30055)))
+        .load_balancer_ingress(LB_V4)
+        .load_balancer_ingress(LB_V6);
+    for r in ranges {
+        svc = svc.load_balancer_source_range(r);
+    }
+    svc
+}
+
+/// Whether the client's TCP request to `frontend` is served now.
+fn tcp_served(w: &World, frontend: SocketAddr) -> bool {
+    w.client(|| tcp_request_timeout(frontend, PROBE)).is_ok()
+}
+
+/// Whether the client's UDP request to `frontend` is answered now.
+fn udp_served(w: &World, frontend: SocketAddr) -> bool {
+    w.client(|| udp_unconnected_request_timeout(frontend, PROBE))
+        .is_ok()
+}
+
+/// The `source_ranges` of each TCP frontend on `vip`, as `proxy inspect
+/// services --vip VIP --output json` shows them.
+fn inspect_source_ranges(w: &World, vip: &str) -> Vec<Option<Vec<String>>> {
+    let out = std::process::Command::new(proxy_bin())
+        .args([
+            "inspect",
+            "services",
+            "--vip",
+            vip,
+            "--output",
+            "json",
+            "--pin-path",
+        ])
+        .arg(w.sandbox.pin_path())
+        .output()
+        .unwrap_or_else(|e| panic!("proxy inspect services: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("proxy inspect services printed no JSON ({e}):\n{text}"));
+    v["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["protocol"] == "TCP")
+        .map(|s| {
+            s["source_ranges"].as_array().map(|list| {
+                list.iter()
+                    .filter_map(|r| r.as_str().map(str::to_owned))
+                    .collect()
+            })
+        })
+        .collect()
+}
+
+/// Waits until the client's TCP and UDP requests to both LoadBalancer IPs
+/// are served exactly for the families in `allowed`, then checks the denied
+/// ones stay denied (a few fresh flows each) and the NodePort, which the
+/// ranges do not guard, still serves every family.
+fn expect_lb_sources(w: &mut World, what: &str, allowed: &[AddressType]) {
+    for family in FAMILIES {
+        let tcp = SocketAddr::new(lb_ip(family), TCP_PORT);
+        let udp = SocketAddr::new(lb_ip(family), UDP_PORT);
+        let want = allowed.contains(&family);
+        w.wait_for(
+            PROPAGATION,
+            &format!("{what}: the client's requests to {tcp} and {udp} served: {want}"),
+            |w| tcp_served(w, tcp) == want && udp_served(w, udp) == want,
+        );
+        for _ in 0..3 {
+            assert_eq!(tcp_served(w, tcp), want, "{what}: TCP {tcp}");
+            assert_eq!(udp_served(w, udp), want, "{what}: UDP {udp}");
+        }
+        if want {
+            let replies = w.tcp_replies(tcp, 5);
+            assert!(
+                !replies.is_empty(),
+                "{what}: {tcp} must answer from the Service's endpoints"
+            );
+        }
+        let node_port = SocketAddr::new(node1_ip(family), 30082);
+        assert!(
+            tcp_served(w, node_port),
+            "{what}: the NodePort {node_port} must serve every source"
+        );
+    }
+}
+
+both_modes! {
+    /// `loadBalancerSourceRanges` on the LoadBalancer IPs, both families, TCP
+    /// and UDP: a source inside the ranges is served, one outside is not
+    /// (the tc path drops it; the userspace proxies reset the connection
+    /// and drop the datagram); the list changed live flips which family
+    /// gets in; an empty list serves every source; an entry that is not a
+    /// CIDR stops the LoadBalancer IPs (fail closed), not the NodePort.
+    fn load_balancer_source_ranges_guard_the_load_balancer_ips(mode) {
+        let mut w = World::new(mode);
+        // The client is 198.51.100.10 and fd00:50::10.
+        let v4_only = ranged_service(&["198.51.100.10/32", "fd00:99::/64"]);
+        w.write_service(&v4_only, &WEB_PODS);
+        w.start_proxy(&[]);
+        w.wait_served(SocketAddr::new(node1_ip(AddressType::IPv4), 30082), STARTUP);
+        expect_lb_sources(&mut w, "v4 client allowed", &[AddressType::IPv4]);
+        if mode == Mode::Ebpf {
+            assert!(
+                stat(&w, "tc_source_range_dropped") > 0,
+                "the drops must be counted:\n{}",
+                stats(&w)
+            );
+            assert_eq!(
+                inspect_source_ranges(&w, LB_V4),
+                vec![Some(vec!["198.51.100.10/32".to_owned()])],
+                "proxy inspect services shows what {LB_V4} admits"
+            );
+            assert_eq!(inspect_source_ranges(&w, LB_V6), vec![Some(vec!["fd00:99::/64".to_owned()])]);
+        }
+
+        let v6_only = ranged_service(&["192.0.2.0/24", "fd00:50::/64"]);
+        w.write_service(&v6_only, &WEB_PODS);
+        expect_lb_sources(&mut w, "changed live to the v6 client", &[AddressType::IPv6]);
+
+        w.write_service(&ranged_service(&[]), &WEB_PODS);
+        expect_lb_sources(&mut w, "an empty list", &FAMILIES);
+
+        let invalid = ranged_service(&["198.51.100.0/24", "fd00:50::10"]);
+        w.write_service(&invalid, &WEB_PODS);
+        expect_lb_sources(&mut w, "an invalid entry", &[]);
+        let log = w.log();
+        assert!(
+            log.contains("loadBalancerSourceRanges entry \"fd00:50::10\" is not a CIDR"),
+            "the bad entry must be reported, naming the Service and the value:\n{log}"
+        );
+    }
+}
+
+/// Pins of a version-2 daemon that predates `SRC_RANGE_V4`/`_V6` (simulated:
+/// the daemon stopped, those two pins removed) are adopted: the maps are
+/// created anew and programmed before the programs that read them take over,
+/// so a denied source stays denied and an allowed one served.
+#[test]
+fn pins_without_the_source_range_maps_are_adopted() {
+    let mut w = World::new(Mode::Ebpf);
+    w.write_service(
+        &ranged_service(&["198.51.100.10/32", "fd00:99::/64"]),
+        &WEB_PODS,
+    );
+    w.start_proxy(&[]);
+    w.wait_served(SocketAddr::new(node1_ip(AddressType::IPv4), 30082), STARTUP);
+    expect_lb_sources(&mut w, "first daemon", &[AddressType::IPv4]);
+    if let Some(mut proxy) = w.proxy.take() {
+        proxy.stop().expect("stopping the proxy");
+    }
+    let maps = w
+        .sandbox
+        .pin_path()
+        .join(format!("v{}", proxy_common::LAYOUT_VERSION))
+        .join("maps");
+    for map in ["SRC_RANGE_V4", "SRC_RANGE_V6"] {
+        std::fs::remove_file(maps.join(map))
+            .unwrap_or_else(|e| panic!("removing the pin of {map} in {}: {e}", maps.display()));
+    }
+    w.start_proxy(&[]);
+    w.wait_served(SocketAddr::new(node1_ip(AddressType::IPv4), 30082), STARTUP);
+    expect_lb_sources(&mut w, "the daemon that adopted them", &[AddressType::IPv4]);
+    assert!(
+        maps.join("SRC_RANGE_V4").exists(),
+        "the map is pinned again"
+    );
+}

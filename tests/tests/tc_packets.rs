@@ -25,7 +25,10 @@ use std::{fmt::Write as _, net::IpAddr, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray},
+    maps::{
+        Array, HashMap, MapData, PerCpuArray,
+        lpm_trie::{Key as LpmKey, LpmTrie},
+    },
     programs::{SchedClassifier, TestRun, TestRunOptions},
 };
 use etherparse::{
@@ -34,8 +37,8 @@ use etherparse::{
 };
 use proxy_common::{
     BackendV4, BackendV6, Be16, Be32, CtKeyV4, CtValueV4, DeviceConfig, NodeConfig, Reason,
-    ServiceKeyV4, ServiceKeyV6, ServiceValue, backend_flags, ct_flags, ct_timeout, device_flags,
-    names, programs, proto, scope, svc_flags,
+    ServiceKeyV4, ServiceKeyV6, ServiceValue, SrcRangeV4, SrcRangeV6, backend_flags, ct_flags,
+    ct_timeout, device_flags, names, programs, proto, scope, src_range, svc_flags,
 };
 use proxy_tests::Sandbox;
 
@@ -1105,6 +1108,130 @@ fn no_snat_address() {
     if let Err(e) = run_case(&CASE, &dir, false) {
         panic!("{e}");
     }
+}
+
+/// `loadBalancerSourceRanges` (`SRC_RANGE_*`): a new flow to a frontend
+/// with ranges is dropped unless its source is inside one; a frontend without
+/// entries serves every source; an established flow carries on when the
+/// ranges change (only new flows are checked, as kube-proxy's `ct state new`).
+#[test]
+fn source_ranges_drop_new_flows_from_outside_them() {
+    const LB4: &str = "203.0.113.9";
+    const LB6: &str = "fd00:113::9";
+    const OTHER4: &str = "192.0.2.50";
+    const ALLOWED6: &str = "fd00:99::5";
+    const LB: u16 = svc_flags::EXTERNAL;
+    let sandbox = sandbox();
+    let dir = sandbox.bpffs_path().join("ranges");
+    std::fs::create_dir(&dir).expect("pin dir");
+    let mut world = World::load(&dir).expect("load");
+    let services = [
+        Svc {
+            rev_nat_id: 7,
+            ..svc(LB4, 80, proto::TCP, scope::INTERNAL, LB, &[LOCAL_BE4])
+        },
+        Svc {
+            rev_nat_id: 8,
+            ..svc(LB6, 80, proto::TCP, scope::INTERNAL, LB, &[LOCAL_BE6])
+        },
+        // No ranges: every source.
+        Svc {
+            rev_nat_id: 9,
+            ..svc(LB4, 81, proto::TCP, scope::INTERNAL, LB, &[LOCAL_BE4])
+        },
+    ];
+    world.install(&[], &services).expect("install");
+    let id = |n: u32| Be32(n.to_be());
+    {
+        let mut v4: LpmTrie<&mut MapData, SrcRangeV4, u32> =
+            world.map(names::SRC_RANGE_V4).expect("SRC_RANGE_V4");
+        let key = |prefix, addr: &str| {
+            let addr: std::net::Ipv4Addr = addr.parse().expect("v4");
+            LpmKey::new(
+                src_range::ID_BITS + prefix,
+                SrcRangeV4 {
+                    rev_nat_id: id(7),
+                    addr: Be32::from_octets(addr.octets()),
+                },
+            )
+        };
+        v4.insert(&key(24, "198.51.100.0"), &src_range::ALLOW, 0)
+            .expect("insert");
+        v4.insert(&key(0, "0.0.0.0"), &src_range::DENY, 0)
+            .expect("insert");
+        let mut v6: LpmTrie<&mut MapData, SrcRangeV6, u32> =
+            world.map(names::SRC_RANGE_V6).expect("SRC_RANGE_V6");
+        let key = |prefix, addr: &str| {
+            let addr: std::net::Ipv6Addr = addr.parse().expect("v6");
+            LpmKey::new(
+                src_range::ID_BITS + prefix,
+                SrcRangeV6 {
+                    rev_nat_id: id(8),
+                    addr: addr.octets(),
+                },
+            )
+        };
+        v6.insert(&key(64, "fd00:99::"), &src_range::ALLOW, 0)
+            .expect("insert");
+        v6.insert(&key(0, "::"), &src_range::DENY, 0)
+            .expect("insert");
+    }
+    let steps = [
+        (
+            pkt(ep(CLIENT4, CLIENT_PORT), ep(LB4, 80), SYN),
+            TC_ACT_OK,
+            "tc_dnat",
+        ),
+        (
+            pkt(ep(OTHER4, CLIENT_PORT), ep(LB4, 80), SYN),
+            TC_ACT_SHOT,
+            "tc_source_range_dropped",
+        ),
+        (
+            pkt(ep(OTHER4, CLIENT_PORT), ep(LB4, 81), SYN),
+            TC_ACT_OK,
+            "tc_dnat",
+        ),
+        (
+            pkt(ep(CLIENT6, CLIENT_PORT), ep(LB6, 80), SYN),
+            TC_ACT_SHOT,
+            "tc_source_range_dropped",
+        ),
+        (
+            pkt(ep(ALLOWED6, CLIENT_PORT), ep(LB6, 80), SYN),
+            TC_ACT_OK,
+            "tc_dnat",
+        ),
+    ];
+    for (n, (input, verdict, reason)) in steps.iter().enumerate() {
+        let bytes = build(input, None).expect("build");
+        let before = world.stat(reason);
+        let (got, _) = world.run(Ingress, &bytes).expect("run");
+        assert_eq!(got, *verdict, "step {n} ({reason})");
+        assert_eq!(world.stat(reason), before + 1, "step {n}: {reason} counted");
+    }
+    // The allowed v4 client's flow is tracked: when its range goes, its next
+    // packet still follows the flow, while a new flow from it is dropped.
+    {
+        let mut v4: LpmTrie<&mut MapData, SrcRangeV4, u32> =
+            world.map(names::SRC_RANGE_V4).expect("SRC_RANGE_V4");
+        let addr: std::net::Ipv4Addr = "198.51.100.0".parse().expect("v4");
+        v4.remove(&LpmKey::new(
+            src_range::ID_BITS + 24,
+            SrcRangeV4 {
+                rev_nat_id: id(7),
+                addr: Be32::from_octets(addr.octets()),
+            },
+        ))
+        .expect("remove");
+    }
+    let established = build(&pkt(ep(CLIENT4, CLIENT_PORT), ep(LB4, 80), ACK), None).expect("build");
+    let before = world.stat("tc_ct_forward");
+    assert_eq!(world.run(Ingress, &established).expect("run").0, TC_ACT_OK);
+    assert_eq!(world.stat("tc_ct_forward"), before + 1);
+    let new_flow =
+        build(&pkt(ep(CLIENT4, CLIENT_PORT + 1), ep(LB4, 80), SYN), None).expect("build");
+    assert_eq!(world.run(Ingress, &new_flow).expect("run").0, TC_ACT_SHOT);
 }
 
 /// The conntrack entries of a SNATed flow, as userspace sees them: the

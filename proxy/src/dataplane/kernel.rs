@@ -12,11 +12,14 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{HashMap, Map, MapData, PerCpuArray},
+    maps::{
+        HashMap, Map, MapData, PerCpuArray,
+        lpm_trie::{Key as LpmKey, LpmTrie},
+    },
 };
 use proxy_common::{
-    BackendV4, BackendV6, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6, ServiceName,
-    ServiceValue, names,
+    BackendV4, BackendV6, Be32, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6, ServiceName,
+    ServiceValue, SrcRangeV4, SrcRangeV6, names, src_range,
 };
 
 use crate::{
@@ -29,8 +32,8 @@ use crate::{
         maps::{BatchError, DataplaneMaps, MapError},
         reader::{LbEntries, MapReader, ReadError},
     },
-    model::{Backend, Frontend, Protocol},
-    plan::{Applied, Op, Scope},
+    model::{Backend, Frontend, Protocol, SourceRange},
+    plan::{Applied, Op, RevNatId, Scope},
 };
 
 /// The service, backend and rev-NAT maps of both families, the Service names,
@@ -43,6 +46,8 @@ pub struct KernelMaps {
     pub(crate) revnat4: HashMap<MapData, u32, RevNatV4>,
     pub(crate) revnat6: HashMap<MapData, u32, RevNatV6>,
     pub(crate) svc_names: HashMap<MapData, u32, ServiceName>,
+    pub(crate) src_range4: LpmTrie<MapData, SrcRangeV4, u32>,
+    pub(crate) src_range6: LpmTrie<MapData, SrcRangeV6, u32>,
     pub(crate) stats: PerCpuArray<MapData, u64>,
     /// Second handles on the maps we bulk-write, for `BPF_MAP_UPDATE_BATCH`.
     batch: BatchFds,
@@ -112,6 +117,8 @@ impl KernelMaps {
             revnat4: typed!(ebpf, names::REVNAT_V4, HashMap<MapData, u32, RevNatV4>),
             revnat6: typed!(ebpf, names::REVNAT_V6, HashMap<MapData, u32, RevNatV6>),
             svc_names: typed!(ebpf, names::SVC_NAMES, HashMap<MapData, u32, ServiceName>),
+            src_range4: typed!(ebpf, names::SRC_RANGE_V4, LpmTrie<MapData, SrcRangeV4, u32>),
+            src_range6: typed!(ebpf, names::SRC_RANGE_V6, LpmTrie<MapData, SrcRangeV6, u32>),
             stats: typed!(ebpf, names::STATS, PerCpuArray<MapData, u64>),
         })
     }
@@ -288,6 +295,25 @@ impl DataplaneMaps for KernelMaps {
             Op::DeleteServiceName { id } => {
                 removed(self.svc_names.remove(&u32::from(*id)), names::SVC_NAMES)
             }
+            Op::PutSourceRange { id, range, allow } => {
+                let verdict = if *allow {
+                    src_range::ALLOW
+                } else {
+                    src_range::DENY
+                };
+                match src_range_key(*id, range) {
+                    SrcRangeKey::V4(k) => {
+                        inserted(self.src_range4.insert(&k, &verdict, 0), names::SRC_RANGE_V4)
+                    }
+                    SrcRangeKey::V6(k) => {
+                        inserted(self.src_range6.insert(&k, &verdict, 0), names::SRC_RANGE_V6)
+                    }
+                }
+            }
+            Op::DeleteSourceRange { id, range } => match src_range_key(*id, range) {
+                SrcRangeKey::V4(k) => removed(self.src_range4.remove(&k), names::SRC_RANGE_V4),
+                SrcRangeKey::V6(k) => removed(self.src_range6.remove(&k), names::SRC_RANGE_V6),
+            },
         }
     }
 
@@ -296,7 +322,85 @@ impl DataplaneMaps for KernelMaps {
             ReadError::Info { map, source } => MapError::Open { map, source },
             ReadError::Iterate { map, source } => syscall(map, "iterate", source),
         })?;
-        applied(&entries)
+        let mut applied = applied(&entries)?;
+        self.read_source_ranges(&mut applied)?;
+        Ok(applied)
+    }
+}
+
+/// A `SRC_RANGE_V4`/`_V6` key.
+enum SrcRangeKey {
+    V4(LpmKey<SrcRangeV4>),
+    V6(LpmKey<SrcRangeV6>),
+}
+
+fn src_range_key(id: RevNatId, range: &SourceRange) -> SrcRangeKey {
+    let rev_nat_id = Be32(u32::from(id).to_be());
+    let prefix_len = src_range::ID_BITS + u32::from(range.prefix());
+    match range.addr() {
+        IpAddr::V4(a) => SrcRangeKey::V4(LpmKey::new(
+            prefix_len,
+            SrcRangeV4 {
+                rev_nat_id,
+                addr: Be32::from_octets(a.octets()),
+            },
+        )),
+        IpAddr::V6(a) => SrcRangeKey::V6(LpmKey::new(
+            prefix_len,
+            SrcRangeV6 {
+                rev_nat_id,
+                addr: a.octets(),
+            },
+        )),
+    }
+}
+
+/// The inverse of [`src_range_key`]: the rev-NAT id, range and verdict of an
+/// entry, strictly (an entry that cannot be ours is corrupt).
+fn src_range_entry(
+    map: &'static str,
+    prefix_len: u32,
+    id: Be32,
+    addr: IpAddr,
+    verdict: u32,
+) -> Result<((RevNatId, SourceRange), bool), MapError> {
+    let corrupt = |detail: String| MapError::Corrupt { map, detail };
+    let id = rev_nat_id(u32::from_be(id.0), map)?;
+    let range = prefix_len
+        .checked_sub(src_range::ID_BITS)
+        .and_then(|p| u8::try_from(p).ok())
+        .and_then(|p| SourceRange::new(addr, p))
+        .filter(|r| r.addr() == addr)
+        .ok_or_else(|| corrupt(format!("prefix length {prefix_len} for {addr}")))?;
+    let allow = match verdict {
+        src_range::ALLOW => true,
+        src_range::DENY => false,
+        other => return Err(corrupt(format!("unknown verdict {other}"))),
+    };
+    Ok(((id, range), allow))
+}
+
+impl KernelMaps {
+    /// Adds the `SRC_RANGE_*` entries to `applied`.
+    fn read_source_ranges(&self, applied: &mut Applied) -> Result<(), MapError> {
+        use names::{SRC_RANGE_V4, SRC_RANGE_V6};
+        for item in self.src_range4.iter() {
+            let (k, v) = item.map_err(|e| syscall(SRC_RANGE_V4, "iterate", e))?;
+            let data = k.data();
+            let addr = IpAddr::from(data.addr.octets());
+            let (key, allow) =
+                src_range_entry(SRC_RANGE_V4, k.prefix_len(), data.rev_nat_id, addr, v)?;
+            applied.source_ranges.insert(key, allow);
+        }
+        for item in self.src_range6.iter() {
+            let (k, v) = item.map_err(|e| syscall(SRC_RANGE_V6, "iterate", e))?;
+            let data = k.data();
+            let addr = IpAddr::from(data.addr);
+            let (key, allow) =
+                src_range_entry(SRC_RANGE_V6, k.prefix_len(), data.rev_nat_id, addr, v)?;
+            applied.source_ranges.insert(key, allow);
+        }
+        Ok(())
     }
 }
 
@@ -636,5 +740,62 @@ mod tests {
                     .to_owned()
             )
         );
+    }
+
+    /// A source range's key carries the rev-NAT id big-endian and the prefix
+    /// length past it; decoding gives back the range and the verdict.
+    #[test]
+    fn source_range_keys_round_trip() {
+        for (id, range, allow) in [
+            (7, "198.51.100.0/24", true),
+            (7, "0.0.0.0/0", false),
+            (65_535, "2001:db8::/32", true),
+            (1, "::/0", true),
+        ] {
+            let range = SourceRange::parse(range).unwrap_or_else(|| panic!("{range}"));
+            let verdict = if allow {
+                src_range::ALLOW
+            } else {
+                src_range::DENY
+            };
+            let decoded = match src_range_key(id, &range) {
+                SrcRangeKey::V4(k) => {
+                    let data = k.data();
+                    assert_eq!(data.rev_nat_id.octets(), u32::from(id).to_be_bytes());
+                    src_range_entry(
+                        names::SRC_RANGE_V4,
+                        k.prefix_len(),
+                        data.rev_nat_id,
+                        IpAddr::from(data.addr.octets()),
+                        verdict,
+                    )
+                }
+                SrcRangeKey::V6(k) => {
+                    let data = k.data();
+                    src_range_entry(
+                        names::SRC_RANGE_V6,
+                        k.prefix_len(),
+                        data.rev_nat_id,
+                        IpAddr::from(data.addr),
+                        verdict,
+                    )
+                }
+            };
+            assert_eq!(decoded.ok(), Some(((id, range), allow)));
+        }
+    }
+
+    /// Host bits set, a prefix shorter than the id's bits, or an unknown
+    /// verdict cannot be ours.
+    #[test]
+    fn a_source_range_entry_that_cannot_be_ours_is_corrupt() {
+        let id = Be32(7u32.to_be());
+        let addr = IpAddr::from([198, 51, 100, 1]);
+        let map = names::SRC_RANGE_V4;
+        assert!(src_range_entry(map, 32 + 24, id, addr, src_range::ALLOW).is_err());
+        assert!(src_range_entry(map, 16, id, IpAddr::from([0; 4]), src_range::ALLOW).is_err());
+        let net = IpAddr::from([198, 51, 100, 0]);
+        assert!(src_range_entry(map, 32 + 24, id, net, 9).is_err());
+        assert!(src_range_entry(map, 32 + 24, id, net, src_range::ALLOW).is_ok());
     }
 }

@@ -22,13 +22,14 @@
 use std::{
     collections::BTreeMap,
     fs, io,
+    net::IpAddr,
     path::{Path, PathBuf},
 };
 
-use aya::maps::{HashMap, IterableMap as _, Map, MapData, PerCpuArray};
+use aya::maps::{HashMap, IterableMap as _, LpmTrie, Map, MapData, PerCpuArray};
 use proxy_common::{
-    BackendV4, BackendV6, Reason, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6, ServiceName,
-    ServiceValue, names,
+    BackendV4, BackendV6, Be32, Reason, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6,
+    ServiceName, ServiceValue, SrcRangeV4, SrcRangeV6, names, src_range,
 };
 
 use super::layout::{BackendAddr, FrontendKey, RevNatAddr};
@@ -55,6 +56,34 @@ pub struct Dataset {
     pub rev_nat: BTreeMap<u16, RevNatAddr>,
     /// Rev-NAT id → owner; empty when `SVC_NAMES` is not pinned.
     pub names: BTreeMap<u16, ServiceName>,
+    /// Rev-NAT id → its `loadBalancerSourceRanges` entries (`SRC_RANGE_*`),
+    /// sorted; filled only from the pins ([`PinnedMaps::dataset`]).
+    pub source_ranges: BTreeMap<u16, Vec<SourceRangeEntry>>,
+}
+
+/// One `SRC_RANGE_V4`/`_V6` entry: a source prefix and its verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SourceRangeEntry {
+    pub addr: IpAddr,
+    pub prefix: u8,
+    pub allow: bool,
+}
+
+impl SourceRangeEntry {
+    /// Decodes a key's parts; `None` for a key that cannot be ours (an id over
+    /// 16 bits, a prefix shorter than the id's bits).
+    pub fn decode(prefix_len: u32, id: Be32, addr: IpAddr, verdict: u32) -> Option<(u16, Self)> {
+        let id = u16::try_from(u32::from_be(id.0)).ok()?;
+        let prefix = u8::try_from(prefix_len.checked_sub(src_range::ID_BITS)?).ok()?;
+        Some((
+            id,
+            Self {
+                addr,
+                prefix,
+                allow: verdict != src_range::DENY,
+            },
+        ))
+    }
 }
 
 impl Dataset {
@@ -372,7 +401,7 @@ impl PinnedMaps {
         let revnat4 = self.optional(names::REVNAT_V4)?;
         let revnat6 = self.optional(names::REVNAT_V6)?;
         let svc_names = self.optional(names::SVC_NAMES)?;
-        MapReader {
+        let mut dataset = MapReader {
             svc4: &svc4,
             svc6: &svc6,
             backend4: &backend4,
@@ -383,7 +412,57 @@ impl PinnedMaps {
             bounded: true,
         }
         .read()
-        .map_err(|e| self.pin_error(e))
+        .map_err(|e| self.pin_error(e))?;
+        let v4 = self.trie::<SrcRangeV4>(names::SRC_RANGE_V4)?;
+        let v6 = self.trie::<SrcRangeV6>(names::SRC_RANGE_V6)?;
+        let v4 = v4.iter().map(|(k, v)| {
+            (
+                k.prefix_len(),
+                k.data().rev_nat_id,
+                IpAddr::from(k.data().addr.octets()),
+                *v,
+            )
+        });
+        let v6 = v6.iter().map(|(k, v)| {
+            (
+                k.prefix_len(),
+                k.data().rev_nat_id,
+                IpAddr::from(k.data().addr),
+                *v,
+            )
+        });
+        for (prefix_len, id, addr, verdict) in v4.chain(v6) {
+            if let Some((id, entry)) = SourceRangeEntry::decode(prefix_len, id, addr, verdict) {
+                dataset.source_ranges.entry(id).or_default().push(entry);
+            }
+        }
+        for entries in dataset.source_ranges.values_mut() {
+            entries.sort_unstable();
+        }
+        Ok(dataset)
+    }
+
+    /// Every entry of an LPM trie, no more than its capacity; none when it is
+    /// not pinned (a daemon that predates it).
+    pub fn trie<K: aya::Pod>(
+        &self,
+        map: &'static str,
+    ) -> Result<Vec<(aya::maps::lpm_trie::Key<K>, u32)>, PinError> {
+        let Some(data) = self.map_data(map)? else {
+            return Ok(Vec::new());
+        };
+        let trie: LpmTrie<MapData, K, u32> = Map::from_map_data(data)
+            .and_then(LpmTrie::try_from)
+            .map_err(|e| self.open_error(map, e))?;
+        let limit = trie
+            .map()
+            .info()
+            .map(|info| usize::try_from(info.max_entries()).unwrap_or(usize::MAX))
+            .map_err(|e| self.open_error(map, e))?;
+        trie.iter()
+            .take(limit)
+            .map(|entry| entry.map_err(|e| self.read_error(map, e)))
+            .collect()
     }
 }
 

@@ -339,6 +339,7 @@ fn count_differences(a: &Applied, b: &Applied) -> usize {
         + diff(&a.backend_flags, &b.backend_flags)
         + diff(&a.rev_nat, &b.rev_nat)
         + diff(&a.svc_names, &b.svc_names)
+        + diff(&a.source_ranges, &b.source_ranges)
 }
 
 #[cfg(test)]

@@ -114,6 +114,13 @@ impl Dataset {
                     external_traffic_policy,
                     slot_count: master.count,
                     slots,
+                    source_ranges: self.source_ranges.get(&master.rev_nat_id).map(|entries| {
+                        entries
+                            .iter()
+                            .filter(|e| e.allow)
+                            .map(|e| format!("{}/{}", e.addr, e.prefix))
+                            .collect()
+                    }),
                 })
             })
             .collect();

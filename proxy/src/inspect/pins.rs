@@ -20,7 +20,7 @@ use aya::maps::{Map, MapData, MapType, PerCpuArray};
 use proxy_common::{
     AffinityKey, AffinityValue, BackendV4, BackendV6, CtKeyV4, CtKeyV6, CtValueV4, CtValueV6,
     DeviceConfig, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6, ServiceName, ServiceValue,
-    SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6, names,
+    SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6, SrcRangeV4, SrcRangeV6, names,
 };
 
 use super::{
@@ -210,6 +210,7 @@ impl Pins {
             Ok(MapType::LruHash) => "lru_hash".to_owned(),
             Ok(MapType::PerCpuArray) => "percpu_array".to_owned(),
             Ok(MapType::Array) => "array".to_owned(),
+            Ok(MapType::LpmTrie) => "lpm_trie".to_owned(),
             Ok(other) => format!("{other:?}").to_lowercase(),
             Err(_) => "unknown".to_owned(),
         };
@@ -244,6 +245,8 @@ impl Pins {
             names::CT_V4 => n(self.entries::<CtKeyV4, CtValueV4>(name, data)?),
             names::CT_V6 => n(self.entries::<CtKeyV6, CtValueV6>(name, data)?),
             names::DEVICES => n(self.entries::<u32, DeviceConfig>(name, data)?),
+            names::SRC_RANGE_V4 => n(self.maps.trie::<SrcRangeV4>(name)?),
+            names::SRC_RANGE_V6 => n(self.maps.trie::<SrcRangeV6>(name)?),
             _ => None,
         })
     }

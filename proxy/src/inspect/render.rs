@@ -155,7 +155,21 @@ impl View for ServicesView {
                 );
             }
         }
-        t.render()
+        let mut out = t.render();
+        for s in &self.services {
+            if let Some(ranges) = &s.source_ranges {
+                let admitted = if ranges.is_empty() {
+                    "no source".to_owned()
+                } else {
+                    ranges.join(", ")
+                };
+                out.push_str(&format!(
+                    "{} ({}) admits only: {admitted}\n",
+                    s.frontend, s.scope
+                ));
+            }
+        }
+        out
     }
 }
 

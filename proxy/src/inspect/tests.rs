@@ -492,6 +492,8 @@ fn empty_maps() -> Vec<MapEntry> {
         (names::CT_V6, "lru_hash", Some(0), 262_144),
         (names::NODE_CFG, "array", Some(1), 1),
         (names::DEVICES, "hash", Some(0), 256),
+        (names::SRC_RANGE_V4, "lpm_trie", Some(0), 65_536),
+        (names::SRC_RANGE_V6, "lpm_trie", Some(0), 65_536),
     ])
 }
 
@@ -834,6 +836,63 @@ fn external_frontends_show_their_kind_scope_and_policy() {
                 1
             ),
         ]
+    );
+}
+
+/// A LoadBalancer frontend with `loadBalancerSourceRanges` shows the sources
+/// it admits (the ALLOW entries); one whose list admits no source of its
+/// family shows an empty list; others show none.
+#[test]
+fn load_balancer_frontends_show_the_sources_they_admit() {
+    use crate::dataplane::reader::SourceRangeEntry;
+    let mut data = typical();
+    let lb = data
+        .frontends
+        .iter()
+        .find(|(k, _)| k.addr == ip("203.0.113.9"))
+        .and_then(|(_, e)| e.master)
+        .unwrap()
+        .rev_nat_id;
+    let entry = |addr: &str, prefix, allow| SourceRangeEntry {
+        addr: ip(addr),
+        prefix,
+        allow,
+    };
+    data.source_ranges.insert(
+        lb,
+        vec![entry("0.0.0.0", 0, false), entry("198.51.100.0", 24, true)],
+    );
+    let view = data.services(&Filter::default());
+    let shown: Vec<(String, Option<Vec<String>>)> = view
+        .services
+        .iter()
+        .filter(|s| s.kind != "ClusterIP")
+        .map(|s| (s.frontend.clone(), s.source_ranges.clone()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("192.0.2.7:80/TCP".into(), None),
+            ("192.168.1.10:30080/TCP".into(), None),
+            ("192.168.1.10:30080/TCP".into(), None),
+            (
+                "203.0.113.9:80/TCP".into(),
+                Some(vec!["198.51.100.0/24".into()])
+            ),
+        ]
+    );
+    assert!(
+        view.table()
+            .contains("203.0.113.9:80/TCP (internal) admits only: 198.51.100.0/24\n"),
+        "{}",
+        view.table()
+    );
+    data.source_ranges
+        .insert(lb, vec![entry("0.0.0.0", 0, false)]);
+    assert!(
+        data.services(&Filter::default())
+            .table()
+            .contains("203.0.113.9:80/TCP (internal) admits only: no source\n")
     );
 }
 

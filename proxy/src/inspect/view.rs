@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::telemetry::Mode;
 
 /// Every map `proxy run` pins, in the order `status` lists them.
-pub const PINNED_MAPS: [&str; 15] = [
+pub const PINNED_MAPS: [&str; 17] = [
     names::SVC_V4,
     names::SVC_V6,
     names::BACKEND_V4,
@@ -29,6 +29,8 @@ pub const PINNED_MAPS: [&str; 15] = [
     names::CT_V6,
     names::NODE_CFG,
     names::DEVICES,
+    names::SRC_RANGE_V4,
+    names::SRC_RANGE_V6,
 ];
 
 /// The eBPF mode's datapath (`status`).
@@ -98,6 +100,11 @@ pub struct ServiceEntry {
     /// Slot 0's count: how many slots readers pick from (0: refused).
     pub slot_count: u16,
     pub slots: Vec<SlotEntry>,
+    /// The sources a LoadBalancer frontend with `loadBalancerSourceRanges`
+    /// admits on the tc path (`198.51.100.0/24`; empty: none); left out when
+    /// it admits every source.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_ranges: Option<Vec<String>>,
 }
 
 /// One slot of a frontend, `1..=slot_count`.
@@ -299,7 +306,7 @@ pub struct MapEntry {
     pub name: &'static str,
     /// False when not pinned (for example `SVC_NAMES` under an older daemon).
     pub present: bool,
-    /// `hash`, `lru_hash`, `percpu_array`.
+    /// `hash`, `lru_hash`, `percpu_array`, `array`, `lpm_trie`.
     pub kind: Option<String>,
     /// Arrays always hold `max_entries`.
     pub entries: Option<u64>,

@@ -38,7 +38,7 @@ use k8s_openapi::api::{core::v1 as core, discovery::v1 as discovery};
 
 use super::types::{
     AddressType, Endpoint, EndpointPort, EndpointSlice, ExternalIpGuard, IpMode, LoadBalancerIp,
-    NodeInfo, ObjectRef, Protocol, SelectionLabels, Service, ServicePort, ServiceType,
+    NodeInfo, ObjectRef, Protocol, SelectionLabels, Service, ServicePort, ServiceType, SourceRange,
     TrafficPolicy,
 };
 
@@ -284,6 +284,14 @@ pub enum ConvertWarning {
     /// A `status.loadBalancer.ingress[].ip` that is not an IP address.
     #[error("{object}: load balancer ingress IP {ip:?} skipped: not an IP address")]
     InvalidLoadBalancerIp { object: TypedRef, ip: String },
+    /// An entry of `spec.loadBalancerSourceRanges` that is not a CIDR: the
+    /// Service's LoadBalancer IPs are not served at all (fail closed, as
+    /// kube-proxy does), its other frontends are.
+    #[error(
+        "{object}: loadBalancerSourceRanges entry {value:?} is not a CIDR: its LoadBalancer \
+         IPs are not served (fail closed)"
+    )]
+    InvalidSourceRange { object: TypedRef, value: String },
     /// A field with a value this proxy does not know; the default is used.
     #[error("{object}: unknown {field} {value:?}, using {using}")]
     UnknownValue {
@@ -310,6 +318,7 @@ impl ConvertWarning {
             // Counted as `other` since before labels lived here; a label of
             // its own would rename a published series.
             ConvertWarning::InvalidLoadBalancerIp { .. } => "other",
+            ConvertWarning::InvalidSourceRange { .. } => "invalid_source_range",
             ConvertWarning::UnknownValue { .. } => "unknown_value",
         }
     }
@@ -510,6 +519,19 @@ pub fn service(svc: &core::Service) -> Result<Converted<Service>, ConvertError> 
         }
     }
 
+    let load_balancer_source_ranges = source_ranges(
+        &object,
+        spec.load_balancer_source_ranges
+            .as_deref()
+            .unwrap_or_default(),
+        &mut warnings,
+    );
+    // Fail closed: a list that cannot be read whole guards no LoadBalancer IP.
+    let load_balancer_source_ranges = load_balancer_source_ranges.unwrap_or_else(|| {
+        load_balancer_ips.clear();
+        Vec::new()
+    });
+
     Ok(Converted::Kept {
         object: Service {
             id: object.id,
@@ -517,6 +539,7 @@ pub fn service(svc: &core::Service) -> Result<Converted<Service>, ConvertError> 
             cluster_ips,
             external_ips,
             load_balancer_ips,
+            load_balancer_source_ranges,
             health_check_node_port: spec.health_check_node_port.and_then(port_number),
             ports,
             publish_not_ready_addresses: spec.publish_not_ready_addresses.unwrap_or(false),
@@ -543,6 +566,32 @@ fn ip_mode(object: &TypedRef, raw: Option<&str>, warnings: &mut Vec<ConvertWarni
             IpMode::Proxy
         }
     }
+}
+
+/// `spec.loadBalancerSourceRanges`, parsed and de-duplicated; `None` (and a
+/// warning per bad entry) when any entry is not a CIDR: the caller then serves
+/// no LoadBalancer IP of the Service, rather than one open to every source.
+fn source_ranges(
+    object: &TypedRef,
+    raw: &[String],
+    warnings: &mut Vec<ConvertWarning>,
+) -> Option<Vec<SourceRange>> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut valid = true;
+    for value in raw {
+        match SourceRange::parse(value) {
+            Some(range) if !out.contains(&range) => out.push(range),
+            Some(_) => {}
+            None => {
+                valid = false;
+                warnings.push(ConvertWarning::InvalidSourceRange {
+                    object: object.clone(),
+                    value: value.clone(),
+                });
+            }
+        }
+    }
+    valid.then_some(out)
 }
 
 fn unknown(

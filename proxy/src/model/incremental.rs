@@ -404,6 +404,11 @@ mod tests {
                     if rng.next(2) == 0 {
                         service = service.lb_ip(&format!("10.96.0.{}", rng.next(8) + 1));
                     }
+                    // Source ranges, sometimes holding a node address
+                    // (`allowFromNode` follows the node).
+                    if rng.next(2) == 0 {
+                        service = service.source_range(&format!("192.0.2.{}/32", rng.next(4) + 1));
+                    }
                     index.apply_service(SourceId::Manifests, service);
                 }
                 1 => {

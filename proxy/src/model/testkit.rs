@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use crate::model::types::{
     AddressType, DesiredState, Endpoint, EndpointPort, EndpointSlice, ExternalIpGuard, IpMode,
     LoadBalancerIp, NodeInfo, ObjectRef, Protocol, SelectionLabels, Service, ServicePort,
-    ServiceType, TrafficPolicy,
+    ServiceType, SourceRange, TrafficPolicy,
 };
 
 pub(crate) fn ip(s: &str) -> IpAddr {
@@ -60,6 +60,7 @@ pub(crate) fn svc(namespace: &str, name: &str) -> SvcBuilder {
         cluster_ips: Vec::new(),
         external_ips: Vec::new(),
         load_balancer_ips: Vec::new(),
+        load_balancer_source_ranges: Vec::new(),
         health_check_node_port: None,
         ports: Vec::new(),
         publish_not_ready_addresses: false,
@@ -107,6 +108,12 @@ impl SvcBuilder {
             addr: ip(addr),
             mode,
         });
+        self
+    }
+    /// Adds a `loadBalancerSourceRanges` entry (a valid CIDR).
+    pub(crate) fn source_range(mut self, cidr: &str) -> Self {
+        let range = SourceRange::parse(cidr).unwrap_or_else(|| panic!("bad CIDR {cidr}"));
+        self.0.load_balancer_source_ranges.push(range);
         self
     }
     pub(crate) fn health_check_node_port(mut self, port: u16) -> Self {

@@ -175,6 +175,10 @@ pub struct Service {
     /// `ipMode` (used for type LoadBalancer; only [`IpMode::Vip`] ones get a
     /// frontend).
     pub load_balancer_ips: Vec<LoadBalancerIp>,
+    /// `spec.loadBalancerSourceRanges`, parsed, in order, each once (empty:
+    /// every source). A list with an entry that does not parse never gets
+    /// here: `convert` then drops the LoadBalancer IPs (fail closed).
+    pub load_balancer_source_ranges: Vec<SourceRange>,
     /// `spec.healthCheckNodePort` (type LoadBalancer with
     /// `externalTrafficPolicy: Local`).
     pub health_check_node_port: Option<u16>,
@@ -379,6 +383,90 @@ pub struct FrontendSpec {
     /// The Service's `internalTrafficPolicy` (already applied to `backends`;
     /// kept so `proxy inspect` can show it).
     pub traffic_policy: TrafficPolicy,
+    /// The sources a LoadBalancer frontend accepts (`loadBalancerSourceRanges`
+    /// of its family, plus its Service's LoadBalancer IPs when a range holds
+    /// a node address), sorted. `None`: every source (no ranges, or not a
+    /// LoadBalancer frontend); `Some` and empty: none.
+    pub source_ranges: Option<Vec<SourceRange>>,
+}
+
+/// An IP prefix of `spec.loadBalancerSourceRanges`: an address with its host
+/// bits cleared and a prefix length within its family's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SourceRange {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl SourceRange {
+    /// The least range in the type's order (`0.0.0.0/0`).
+    pub const MIN: Self = Self {
+        addr: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        prefix: 0,
+    };
+    /// The greatest range in the type's order.
+    pub const MAX: Self = Self {
+        addr: IpAddr::V6(std::net::Ipv6Addr::from_bits(u128::MAX)),
+        prefix: 128,
+    };
+
+    /// The prefix of `addr`/`prefix`, host bits cleared; `None` when
+    /// `prefix` exceeds the family's length.
+    pub fn new(addr: IpAddr, prefix: u8) -> Option<Self> {
+        let addr = match addr {
+            IpAddr::V4(a) if prefix <= 32 => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                IpAddr::V4((u32::from(a) & mask).into())
+            }
+            IpAddr::V6(a) if prefix <= 128 => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+                IpAddr::V6((u128::from(a) & mask).into())
+            }
+            _ => return None,
+        };
+        Some(Self { addr, prefix })
+    }
+
+    /// A single address (`/32`, `/128`).
+    pub fn host(addr: IpAddr) -> Self {
+        Self {
+            addr,
+            prefix: if addr.is_ipv4() { 32 } else { 128 },
+        }
+    }
+
+    /// Parses `a.b.c.d/n` or `x::/n` (surrounding spaces ignored, host bits
+    /// allowed and cleared, as kube-proxy's sloppy parser does); `None` when
+    /// it is not a CIDR.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (addr, prefix) = s.trim().split_once('/')?;
+        let addr: IpAddr = addr.parse().ok()?;
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Self::new(addr, prefix.parse().ok()?)
+    }
+
+    /// The network address (host bits zero).
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// The prefix length in bits.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    /// Whether `ip` is inside the prefix (never across families).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        Self::new(ip, self.prefix).is_some_and(|net| net.addr == self.addr)
+    }
+}
+
+impl fmt::Display for SourceRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
 }
 
 /// The whole desired dataplane, as a pure function of the Index computes it.

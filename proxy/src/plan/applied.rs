@@ -13,7 +13,7 @@ use std::{
 use proxy_common::{ServiceName, ServiceValue};
 
 use super::{BackendId, Op, RevNatId, Scope};
-use crate::model::{Backend, Frontend};
+use crate::model::{Backend, Frontend, SourceRange};
 
 /// The contents of the service, backend, rev-NAT and name maps, plus three indexes
 /// kept up to date by [`Applied::record`] (rebuild them with
@@ -28,6 +28,8 @@ pub struct Applied {
     pub rev_nat: BTreeMap<RevNatId, Frontend>,
     /// Rev-NAT id → the Service that owns the frontend (`SVC_NAMES`).
     pub svc_names: BTreeMap<RevNatId, Arc<ServiceName>>,
+    /// `(rev-NAT id, range)` → allow (`SRC_RANGE_V4`/`_V6`).
+    pub source_ranges: BTreeMap<(RevNatId, SourceRange), bool>,
     /// Backend → its id.
     by_backend: HashMap<Backend, BackendId>,
     /// Backend id → how many slots (slot 0 excluded) point at it.
@@ -44,6 +46,7 @@ impl PartialEq for Applied {
             && self.backend_flags == other.backend_flags
             && self.rev_nat == other.rev_nat
             && self.svc_names == other.svc_names
+            && self.source_ranges == other.source_ranges
     }
 }
 
@@ -145,6 +148,12 @@ impl Applied {
             Op::DeleteServiceName { id } => {
                 self.svc_names.remove(id);
             }
+            Op::PutSourceRange { id, range, allow } => {
+                self.source_ranges.insert((*id, *range), *allow);
+            }
+            Op::DeleteSourceRange { id, range } => {
+                self.source_ranges.remove(&(*id, *range));
+            }
             Op::PutService {
                 frontend,
                 scope,
@@ -170,6 +179,13 @@ impl Applied {
                 }
             }
         }
+    }
+
+    /// The `SRC_RANGE_*` entries of one rev-NAT id.
+    pub fn source_ranges_of(&self, id: RevNatId) -> impl Iterator<Item = (SourceRange, bool)> + '_ {
+        self.source_ranges
+            .range((id, SourceRange::MIN)..=(id, SourceRange::MAX))
+            .map(|((_, r), allow)| (*r, *allow))
     }
 
     /// Every entry of one frontend, scope by scope, slot 0 first in each.

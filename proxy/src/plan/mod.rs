@@ -9,7 +9,9 @@
 //!   (`SVC_NAMES`, for `proxy inspect`), then its slots, then slot 0 last;
 //! - a frontend that shrinks gets slot 0 (the lower count) first, then its slots;
 //! - a frontend that goes away loses slot 0 first, then its slots, its rev-NAT
-//!   entry, and its name last.
+//!   entry, and its name and source ranges last;
+//! - a LoadBalancer frontend's source ranges (`SRC_RANGE_*`) are written with
+//!   its name, before slot 0, and those no longer wanted deleted after it.
 //!
 //! Each frontend has entries in the internal [`Scope`], and in the external
 //! one when its spec has `external_backends`; both share the frontend's
@@ -25,12 +27,15 @@ mod applied;
 mod ops;
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::Arc,
 };
 
 pub use applied::Applied;
-pub use ops::{BackendId, BatchKey, Op, RevNatId, Scope, Subject, frontend_flags, service_name};
+pub use ops::{
+    BackendId, BatchKey, Op, RevNatId, Scope, Subject, frontend_flags, service_name,
+    source_range_entries,
+};
 use proxy_common::{ServiceName, backend_flags};
 
 use crate::model::{Backend, DesiredState, Frontend, FrontendSpec};
@@ -159,6 +164,7 @@ fn plan_scoped(
     let gone = planner.remove_gone_frontends();
     planner.delete_rev_nat(&gone, &kept_rev_nat);
     planner.delete_names(&gone, &kept_rev_nat);
+    planner.delete_source_ranges(&gone, &kept_rev_nat);
     planner.delete_unused_backends(&backend_ids);
     Plan {
         ops: planner.out.into_ops(),
@@ -298,6 +304,7 @@ impl<'a> Planner<'a> {
                 rev_nat_id,
                 service_name(spec),
             );
+            converge_source_ranges(&mut self.out, applied, **frontend, rev_nat_id, spec);
             let ids_of = |backends: &[Backend]| -> Vec<BackendId> {
                 backends.iter().map(|b| backend_ids[b]).collect()
             };
@@ -409,6 +416,38 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Source ranges no frontend owns, likewise, each id's `/0` entry first
+    /// (it sorts first), after the frontends were unpublished. Those of a
+    /// frontend that went away share its subject: were its unpublishing to
+    /// fail, it would keep its ranges rather than be left open to everyone.
+    fn delete_source_ranges(&mut self, gone: &[Frontend], kept_rev_nat: &BTreeSet<RevNatId>) {
+        let applied = self.applied;
+        let mut ids: BTreeMap<RevNatId, Subject> = gone
+            .iter()
+            .filter_map(|f| {
+                let id = applied.frontend(*f)?.rev_nat_id;
+                Some((id, Subject::Frontend(*f)))
+            })
+            .filter(|(id, _)| !kept_rev_nat.contains(id))
+            .collect();
+        if self.touched.is_none() {
+            for (id, _) in applied.source_ranges.keys() {
+                if !kept_rev_nat.contains(id) {
+                    ids.entry(*id).or_insert(Subject::RevNat(*id));
+                }
+            }
+        }
+        for (id, subject) in ids {
+            for (range, _) in applied.source_ranges_of(id) {
+                self.out.push(
+                    Phase::DeleteNames,
+                    subject,
+                    Op::DeleteSourceRange { id, range },
+                );
+            }
+        }
+    }
+
     /// Backends nobody references any more. A scoped plan only considers those
     /// the touched frontends used, and only when nothing outside them does.
     fn delete_unused_backends(&mut self, backend_ids: &HashMap<Backend, BackendId>) {
@@ -481,6 +520,48 @@ fn converge_frontend(
                 name: Arc::new(name),
             },
         );
+    }
+}
+
+/// The `loadBalancerSourceRanges` entries of one desired frontend. New and
+/// changed entries go before any slot 0 is published, ranges before the
+/// `/0` entry that denies everyone else, so a source on the list is never
+/// refused on the way; entries no longer wanted go after publishing, the
+/// `/0` entry first (when the list empties), for the same reason.
+fn converge_source_ranges(
+    out: &mut Phased,
+    applied: &Applied,
+    frontend: Frontend,
+    rev_nat_id: RevNatId,
+    spec: &FrontendSpec,
+) {
+    let subject = Subject::Frontend(frontend);
+    let want = source_range_entries(frontend, spec);
+    for (range, allow) in &want {
+        if applied.source_ranges.get(&(rev_nat_id, *range)) != Some(allow) {
+            out.push(
+                Phase::PutNames,
+                subject,
+                Op::PutSourceRange {
+                    id: rev_nat_id,
+                    range: *range,
+                    allow: *allow,
+                },
+            );
+        }
+    }
+    // The `/0` entry sorts first among one family's ranges.
+    for (range, _) in applied.source_ranges_of(rev_nat_id) {
+        if !want.iter().any(|(r, _)| *r == range) {
+            out.push(
+                Phase::DeleteNames,
+                subject,
+                Op::DeleteSourceRange {
+                    id: rev_nat_id,
+                    range,
+                },
+            );
+        }
     }
 }
 
@@ -647,5 +728,7 @@ impl IdAllocator {
     }
 }
 
+#[cfg(test)]
+mod source_range_tests;
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use proxy_common::{ServiceName, ServiceValue, name_flags, scope, svc_flags};
 
-use crate::model::{Backend, Frontend, FrontendKind, FrontendSpec, TrafficPolicy};
+use crate::model::{Backend, Frontend, FrontendKind, FrontendSpec, SourceRange, TrafficPolicy};
 
 /// Stable id of a backend in the backend maps, shared by every frontend using it.
 pub type BackendId = u32;
@@ -93,6 +93,18 @@ pub enum Op {
     DeleteServiceName {
         id: RevNatId,
     },
+    /// One `loadBalancerSourceRanges` entry of the frontend with rev-NAT id
+    /// `id` (`SRC_RANGE_V4`/`_V6`, by the range's family): `allow` for a
+    /// range, or the frontend's `/0` entry (deny unless a range is `/0`).
+    PutSourceRange {
+        id: RevNatId,
+        range: SourceRange,
+        allow: bool,
+    },
+    DeleteSourceRange {
+        id: RevNatId,
+        range: SourceRange,
+    },
 }
 
 /// Operations with equal keys touch the same map the same way, so a run of
@@ -116,6 +128,8 @@ impl Op {
             // One map for both families.
             Op::PutServiceName { .. } => return BatchKey { kind: 6, v6: false },
             Op::DeleteServiceName { .. } => return BatchKey { kind: 7, v6: false },
+            Op::PutSourceRange { range, .. } => (8, range.addr()),
+            Op::DeleteSourceRange { range, .. } => (9, range.addr()),
         };
         BatchKey {
             kind,
@@ -201,6 +215,32 @@ pub fn service_name(spec: &FrontendSpec) -> ServiceName {
     if spec.kind.is_external() && spec.external_backends.is_some() {
         out.flags |= name_flags::EXTERNAL_TRAFFIC_POLICY_LOCAL;
     }
+    out
+}
+
+/// The `SRC_RANGE_*` entries of a frontend: none without ranges; else one
+/// `allow` entry per range, then the frontend's `/0` entry of its family,
+/// which allows only if a range is `/0` (the order a writer must follow when
+/// adding: the ranges before the entry that denies everyone else).
+pub fn source_range_entries(frontend: Frontend, spec: &FrontendSpec) -> Vec<(SourceRange, bool)> {
+    let Some(ranges) = &spec.source_ranges else {
+        return Vec::new();
+    };
+    let all = match frontend.addr {
+        std::net::IpAddr::V4(_) => SourceRange::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0),
+        std::net::IpAddr::V6(_) => SourceRange::new(std::net::Ipv6Addr::UNSPECIFIED.into(), 0),
+    };
+    let Some(all) = all else {
+        return Vec::new();
+    };
+    let same_family = |r: &&SourceRange| r.addr().is_ipv4() == frontend.addr.is_ipv4();
+    let mut out: Vec<(SourceRange, bool)> = ranges
+        .iter()
+        .filter(same_family)
+        .filter(|r| r.prefix() > 0)
+        .map(|r| (*r, true))
+        .collect();
+    out.push((all, ranges.contains(&all)));
     out
 }
 

@@ -47,6 +47,7 @@ fn desired(services: &[(&str, &[&str])]) -> DesiredState {
                 backends,
                 affinity_timeout: None,
                 traffic_policy: TrafficPolicy::Cluster,
+                source_ranges: None,
             },
         );
     }
@@ -117,6 +118,8 @@ fn kinds(ops: &[Op]) -> Vec<String> {
             Op::DeleteService { slot, .. } => format!("delete-slot({slot})"),
             Op::PutServiceName { .. } => "put-name".to_owned(),
             Op::DeleteServiceName { .. } => "delete-name".to_owned(),
+            Op::PutSourceRange { range, allow, .. } => format!("put-range({range},{allow})"),
+            Op::DeleteSourceRange { range, .. } => format!("delete-range({range})"),
         })
         .collect()
 }
@@ -432,6 +435,7 @@ fn scale_10k_services_10_endpoints() {
                 backends,
                 affinity_timeout: None,
                 traffic_policy: TrafficPolicy::Cluster,
+                source_ranges: None,
             },
         );
     }
@@ -675,6 +679,7 @@ fn service_names_are_cut_at_a_character_boundary() {
         backends: Vec::new(),
         affinity_timeout: None,
         traffic_policy: TrafficPolicy::Cluster,
+        source_ranges: None,
     };
     let name = service_name(&spec);
     assert_eq!(name.namespace().len(), 64);
@@ -805,6 +810,7 @@ fn any_failed_write_of_scoped_entries_converges_on_the_next_sync() {
             backends: vec![be("10.2.0.1:8080")],
             affinity_timeout: None,
             traffic_policy: TrafficPolicy::Cluster,
+            source_ranges: None,
         },
     );
     end.local_endpoints.insert(be("10.2.0.1:8080").addr);

@@ -76,6 +76,7 @@ pub mod name {
     pub const USERSPACE_CONNECTIONS: &str = "proxy_userspace_connections";
     pub const USERSPACE_BACKEND_FAILURES: &str = "proxy_userspace_backend_failures";
     pub const USERSPACE_UNSERVED: &str = "proxy_userspace_unserved_connections";
+    pub const USERSPACE_SOURCE_RANGE_REFUSED: &str = "proxy_userspace_source_range_refused";
 }
 
 /// What the userspace proxies report: cheap handles (atomics) cloned into
@@ -90,6 +91,9 @@ pub struct UserspaceCounters {
     pub backend_failures: Counter,
     /// Accepted connections that no backend took (every try failed): reset.
     pub unserved: Counter,
+    /// TCP connections reset and new UDP clients' datagrams dropped because
+    /// the client is outside the frontend's `loadBalancerSourceRanges`.
+    pub source_range_refused: Counter,
     /// Frontends the userspace path serves (listening, or refusing for want of endpoints).
     pub frontends_serving: Gauge,
     /// Frontends the userspace path should serve but cannot (the VIP could
@@ -340,6 +344,7 @@ impl Metrics {
             udp_sessions,
             backend_failures: Counter::default(),
             unserved: Counter::default(),
+            source_range_refused: Counter::default(),
             frontends_serving,
             frontends_failed,
             over_capacity: Gauge::default(),
@@ -360,6 +365,12 @@ impl Metrics {
             name::USERSPACE_UNSERVED,
             "TCP connections the userspace path accepted but no backend took (reset)",
             userspace.unserved.clone(),
+        );
+        registry.register(
+            name::USERSPACE_SOURCE_RANGE_REFUSED,
+            "Clients of a LoadBalancer frontend outside its loadBalancerSourceRanges that the \
+             userspace path turned away (TCP reset, UDP datagram dropped)",
+            userspace.source_range_refused.clone(),
         );
         let dataplane = std::sync::Arc::new(DataplaneCollector::default());
         registry.register_collector(Box::new(dataplane.clone()));
@@ -682,6 +693,7 @@ mod tests {
             ("proxy_userspace_connections_total", "counter"),
             ("proxy_userspace_backend_failures_total", "counter"),
             ("proxy_userspace_unserved_connections_total", "counter"),
+            ("proxy_userspace_source_range_refused_total", "counter"),
         ] {
             assert_eq!(
                 type_of(&t, metric).as_deref(),

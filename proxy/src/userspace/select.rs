@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::model::FrontendSpec;
+use crate::model::{FrontendSpec, SourceRange};
 
 /// What one frontend balances over: its backends and its affinity timeout.
 /// Published to the listener and to every open connection, which compare it
@@ -25,6 +25,9 @@ pub struct Pool {
     backends: Vec<SocketAddr>,
     /// ClientIP affinity timeout; `None`: affinity off.
     pub affinity: Option<Duration>,
+    /// The sources a LoadBalancer frontend accepts
+    /// (`loadBalancerSourceRanges`); `None`: every source.
+    sources: Option<Vec<SourceRange>>,
 }
 
 impl Pool {
@@ -45,7 +48,18 @@ impl Pool {
             affinity: spec
                 .affinity_timeout
                 .map(|s| Duration::from_secs(u64::from(s))),
+            sources: spec.source_ranges.clone(),
         }
+    }
+
+    /// Whether a new connection or UDP session from `client` may be served
+    /// (inside the frontend's source ranges, or it has none). An IPv4 client
+    /// seen through an IPv6 socket counts as IPv4.
+    pub fn admits(&self, client: IpAddr) -> bool {
+        let client = client.to_canonical();
+        self.sources
+            .as_ref()
+            .is_none_or(|ranges| ranges.iter().any(|r| r.contains(client)))
     }
 
     pub fn backends(&self) -> &[SocketAddr] {
@@ -174,6 +188,7 @@ mod tests {
                 .collect(),
             affinity_timeout: affinity,
             traffic_policy: Default::default(),
+            source_ranges: None,
         })
     }
 
@@ -197,6 +212,7 @@ mod tests {
             }],
             affinity_timeout: None,
             traffic_policy: Default::default(),
+            source_ranges: None,
         };
         assert_eq!(Pool::from_spec(&spec).backends(), [addr("10.0.0.1:80")]);
         spec.external_backends = Some(Vec::new());

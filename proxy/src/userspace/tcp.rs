@@ -71,6 +71,14 @@ pub(super) async fn accept_loop(listener: Arc<TcpListener>, frontend: TcpFronten
 async fn connection(client: TcpStream, peer: SocketAddr, frontend: Arc<TcpFrontend>) {
     let mut pool_rx = frontend.pool.clone();
     let pool = pool_rx.borrow_and_update().clone();
+    if !pool.admits(peer.ip()) {
+        // `loadBalancerSourceRanges`: kube-proxy drops the SYN; once the
+        // kernel has accepted, the nearest is to reset at once.
+        frontend.counters.source_range_refused.inc();
+        tracing::debug!(frontend = %frontend.name, client = %peer, "client outside loadBalancerSourceRanges; resetting it");
+        reset(&client);
+        return;
+    }
     let now = std::time::Instant::now();
     let affine = match pool.affinity {
         Some(_) => lock(&frontend.affinity).lookup(peer.ip(), &pool, now),
@@ -276,6 +284,7 @@ mod tests {
                 .collect(),
             affinity_timeout: Some(60),
             traffic_policy: Default::default(),
+            source_ranges: None,
         };
         let pool = Arc::new(Pool::from_spec(&spec));
         let mut affinity = Affinity::default();

@@ -174,6 +174,11 @@ impl Receiver {
 /// A session for `client`: a socket connected to its backend.
 fn open(frontend: &UdpFrontend, client: SocketAddr, id: u64, epoch: Instant) -> Option<Session> {
     let pool = frontend.pool.borrow().clone();
+    if !pool.admits(client.ip()) {
+        frontend.counters.source_range_refused.inc();
+        tracing::debug!(frontend = %frontend.name, %client, "client outside loadBalancerSourceRanges; dropping its datagram");
+        return None;
+    }
     let now = std::time::Instant::now();
     let affine = match pool.affinity {
         Some(_) => lock(&frontend.affinity).lookup(client.ip(), &pool, now),

@@ -58,6 +58,7 @@ fn service_defaults() {
             cluster_ips: vec!["10.96.0.3".parse().unwrap()],
             external_ips: vec![],
             load_balancer_ips: vec![],
+            load_balancer_source_ranges: Vec::new(),
             health_check_node_port: None,
             ports: vec![ServicePort {
                 name: String::new(),
@@ -598,4 +599,71 @@ fn slice_skips_and_errors() {
         endpoint_slice(&weird).unwrap_err().to_string(),
         "EndpointSlice shop/web-1: unknown addressType \"IPv5\""
     );
+}
+
+fn lb_with_ranges(ranges: serde_json::Value) -> core::Service {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {
+            "type": "LoadBalancer",
+            "clusterIP": "10.96.0.3",
+            "externalIPs": ["192.0.2.7"],
+            "loadBalancerSourceRanges": ranges,
+            "ports": [{"name": "http", "port": 80, "nodePort": 30080}],
+        },
+        "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.9"}]}},
+    }))
+    .unwrap()
+}
+
+/// `loadBalancerSourceRanges` are read whole: trimmed, host bits cleared,
+/// each once, in order.
+#[test]
+fn load_balancer_source_ranges_parsed() {
+    let (svc, warnings) = kept(service(&lb_with_ranges(json!([
+        " 198.51.100.0/24",
+        "2001:db8::1/32",
+        "198.51.100.9/24",
+    ]))));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let shown: Vec<String> = svc
+        .load_balancer_source_ranges
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(shown, ["198.51.100.0/24", "2001:db8::/32"]);
+    let lb_ips: Vec<IpAddr> = svc.load_balancer_ips.iter().map(|lb| lb.addr).collect();
+    assert_eq!(lb_ips, ["203.0.113.9".parse::<IpAddr>().unwrap()]);
+}
+
+/// One entry that is not a CIDR fails the list closed: the LoadBalancer IPs
+/// are not served (the warning says so, naming the Service and the value),
+/// the ExternalIP and the NodePort still are.
+#[test]
+fn an_invalid_source_range_fails_closed() {
+    let (svc, warnings) = kept(service(&lb_with_ranges(json!([
+        "198.51.100.0/24",
+        "10.0.0.1",
+    ]))));
+    assert_eq!(
+        warnings,
+        [
+            "Service shop/web: loadBalancerSourceRanges entry \"10.0.0.1\" is not a CIDR: its \
+             LoadBalancer IPs are not served (fail closed)"
+        ]
+    );
+    assert!(svc.load_balancer_ips.is_empty());
+    assert_eq!(svc.external_ips, ["192.0.2.7".parse::<IpAddr>().unwrap()]);
+    assert_eq!(svc.ports[0].node_port, Some(30080));
+}
+
+#[test]
+fn an_invalid_source_range_is_counted_under_its_own_label() {
+    let svc = lb_with_ranges(json!(["bad"]));
+    let Ok(Converted::Kept { warnings, .. }) = service(&svc) else {
+        panic!("the Service is kept");
+    };
+    let labels: Vec<&str> = warnings.iter().map(ConvertWarning::label).collect();
+    assert_eq!(labels, ["invalid_source_range"]);
 }

@@ -30,6 +30,8 @@
 //!   that are loopback, unspecified or link-local; one of this node's
 //!   addresses only under [`ExternalIpGuard::Strict`] (by default it is
 //!   served, as kube-proxy serves it);
+//! - a LoadBalancer frontend carries the sources it accepts
+//!   ([`FrontendSpec::source_ranges`], `loadBalancerSourceRanges`);
 //! - [`ServiceFrontends::local_endpoints`]: every endpoint address on this node;
 //!   [`ServiceFrontends::health_check`]: `healthCheckNodePort` of LoadBalancer
 //!   Services with `externalTrafficPolicy: Local`, with the count of local
@@ -58,7 +60,7 @@ use super::{
 };
 use crate::model::types::{
     AddressType, EndpointSlice, ExternalIpGuard, Frontend, FrontendKind, FrontendSpec, HealthCheck,
-    IpMode, NodeInfo, ObjectRef, Service, ServicePort, ServiceType, TrafficPolicy,
+    IpMode, NodeInfo, ObjectRef, Service, ServicePort, ServiceType, SourceRange, TrafficPolicy,
 };
 
 /// The kubelet's port: no external frontend may take it (CVE-2020-8554).
@@ -186,6 +188,7 @@ pub fn service_frontends(
                 external_backends: None,
                 affinity_timeout: service.session_affinity,
                 traffic_policy: service.internal_traffic_policy,
+                source_ranges: None,
             };
             let backends = if internal_local {
                 categories.local.clone()
@@ -212,6 +215,9 @@ pub fn service_frontends(
                 let mut external = spec(kind, categories.cluster.clone());
                 if external_local {
                     external.external_backends = Some(categories.local.clone());
+                }
+                if kind == FrontendKind::LoadBalancer {
+                    external.source_ranges = source_ranges(node, service, addr);
                 }
                 out.frontends.push((frontend, external));
             }
@@ -275,6 +281,47 @@ fn external_frontends(
         }
     }
     out
+}
+
+/// The sources the LoadBalancer frontends of `service` in the family of
+/// `addr` accept (kube-proxy's `firewall-ips` and `allowFromNode`): `None`
+/// without `loadBalancerSourceRanges`; else the ranges of that family (none:
+/// no source), plus the Service's LoadBalancer IPs of that family when a
+/// range holds one of this node's addresses, so traffic the node sends
+/// through its own load balancer, coming back with a LoadBalancer IP as its
+/// source, still gets in.
+fn source_ranges(node: &NodeInfo, service: &Service, addr: IpAddr) -> Option<Vec<SourceRange>> {
+    if service.load_balancer_source_ranges.is_empty() {
+        return None;
+    }
+    let family = AddressType::of(addr);
+    let same_family = |ip: &&IpAddr| AddressType::of(**ip) == family;
+    let mut out: Vec<SourceRange> = service
+        .load_balancer_source_ranges
+        .iter()
+        .filter(|r| AddressType::of(r.addr()) == family)
+        .copied()
+        .collect();
+    let mut node_ips = node
+        .addresses
+        .iter()
+        .chain(&node.nodeport_addresses)
+        .filter(same_family);
+    if node_ips.any(|ip| out.iter().any(|r| r.contains(*ip))) {
+        out.extend(
+            service
+                .load_balancer_ips
+                .iter()
+                // kube-proxy's `LoadBalancerVIPs`: `ipMode: Proxy` IPs are not among them.
+                .filter(|lb| lb.mode == IpMode::Vip)
+                .map(|lb| lb.addr)
+                .filter(|ip| AddressType::of(*ip) == family)
+                .map(SourceRange::host),
+        );
+    }
+    out.sort_unstable();
+    out.dedup();
+    Some(out)
 }
 
 /// Why an external frontend must not be programmed, if it must not.

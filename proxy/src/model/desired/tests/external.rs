@@ -67,6 +67,7 @@ fn load_balancer_with_local_external_policy_whole_state() {
         external_backends: external,
         affinity_timeout: None,
         traffic_policy: Cluster,
+        source_ranges: None,
     };
     let local = Some(vec![be("10.1.0.5:8080")]);
     let want = DesiredState {

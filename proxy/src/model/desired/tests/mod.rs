@@ -19,6 +19,7 @@ mod external;
 mod health_check;
 mod ports;
 mod slices;
+mod source_ranges;
 mod topology;
 mod traffic_policy;
 
