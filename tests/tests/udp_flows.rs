@@ -7,18 +7,24 @@
 //! one; with no backend left, nothing listens and the client is refused; with
 //! the Service deleted, sockets aimed at its VIP are ended as in eBPF mode.
 //! Covers an endpoint removed, a Service scaled to zero, and a Service deleted
-//! (kubernetes#139628, #141371).
+//! (kubernetes#139628, #141371), and, in eBPF mode, a client in a pod's own
+//! network namespace (not the proxy's): its socket is ended there too.
 
 mod common;
 
 use std::{
     io,
     net::{SocketAddr, UdpSocket},
-    time::Duration,
+    path::Path,
+    time::{Duration, Instant},
 };
 
 use common::*;
-use proxy_tests::{Reply, manifest::AddressType};
+use proxy_tests::{
+    Reply,
+    manifest::AddressType,
+    pod::{PodNetns, PodUdpClient},
+};
 
 /// A connected UDP socket to `vip`, and the backend that answered it.
 fn connected(vip: SocketAddr) -> (UdpSocket, String) {
@@ -167,4 +173,82 @@ both_modes! {
         }
         f.assert_proxy_running();
     }
+}
+
+/// How soon a pod's socket must be ended once its endpoint is removed (the
+/// issue's bound; the manifest watch and the sync are inside it).
+const POD_SOCKET_END: Duration = Duration::from_secs(1);
+
+/// Whether the pod client's request failed with an error other than a
+/// timeout: the socket was ended under it.
+fn pod_socket_ended(answer: &Result<String, String>) -> bool {
+    match answer {
+        Ok(_) => false,
+        Err(line) => !(line.starts_with("err WouldBlock") || line.starts_with("err TimedOut")),
+    }
+}
+
+/// A pod's resolver holds a connected UDP socket in the pod's own network
+/// namespace; its endpoint is removed. The proxy, which runs in the node's
+/// namespace, enters the pod's to end the socket; the pod reconnects and gets
+/// a live endpoint.
+#[test]
+fn a_pods_socket_aimed_at_a_removed_endpoint_is_ended_in_its_own_namespace() {
+    let mut f = Fixture::with_web(Mode::Ebpf);
+    let pod = PodNetns::create(&f.sandbox, 1).expect("creating the pod's network namespace");
+    let mut client =
+        PodUdpClient::start(Path::new(env!("CARGO_BIN_EXE_pxt-udp-client")), &pod, PROBE)
+            .expect("starting the UDP client in the pod");
+    for (family, vip) in family_vips() {
+        client
+            .connect(vip)
+            .unwrap_or_else(|e| panic!("connecting the pod's socket to {vip}: {e}"));
+        let first = client
+            .ask()
+            .unwrap_or_else(|e| panic!("first request from the pod to {vip}: {e}"));
+        let all = match family {
+            AddressType::IPv4 => BACKENDS_V4,
+            AddressType::IPv6 => BACKENDS_V6,
+        };
+        let keep: Vec<&str> = all
+            .iter()
+            .copied()
+            .filter(|a| backend_name(a, UDP_TARGET) != first)
+            .collect();
+        let started = Instant::now();
+        match family {
+            AddressType::IPv4 => f.write_web_slices(&keep, &BACKENDS_V6),
+            AddressType::IPv6 => f.write_web_slices(&BACKENDS_V4, &keep),
+        }
+        let mut last = None;
+        f.wait_for(
+            PROPAGATION,
+            &format!("the pod's socket to {vip} (on {first}) to be ended"),
+            || {
+                let answer = client.ask();
+                let ended = pod_socket_ended(&answer);
+                last = Some(answer);
+                ended
+            },
+        );
+        let took = started.elapsed();
+        eprintln!("the pod's socket to {vip} was ended {took:?} after the change ({last:?})");
+        assert!(
+            took <= POD_SOCKET_END,
+            "expected the pod's socket to {vip} to be ended within {POD_SOCKET_END:?} of the \
+             change, it took {took:?}"
+        );
+        client
+            .connect(vip)
+            .unwrap_or_else(|e| panic!("reconnecting the pod's socket to {vip}: {e}"));
+        let again = client
+            .ask()
+            .unwrap_or_else(|e| panic!("request from the pod after reconnecting to {vip}: {e}"));
+        assert_ne!(
+            again, first,
+            "the pod's new socket to {vip} went to the removed endpoint {first}"
+        );
+        f.write_web_slices(&BACKENDS_V4, &BACKENDS_V6);
+    }
+    f.assert_proxy_running();
 }

@@ -48,6 +48,7 @@ use crate::{
         kernel::KernelMaps,
         loader,
         tc::TcSettings,
+        udp_flows::UdpFlowEnder,
     },
     ebpf_datapath::EbpfDatapath,
     healthcheck,
@@ -439,6 +440,7 @@ impl RunArgs {
         let (mode, syncer) = match chosen {
             Chosen::Ebpf(loaded) => {
                 let (writer, hooks) = *loaded;
+                let hook_cgroup = hooks.cgroup().to_path_buf();
                 // Frontends that do not fit the maps are served from userspace.
                 let overflow =
                     match UserspaceDatapath::start(userspace_settings, telemetry.clone()).await {
@@ -462,6 +464,9 @@ impl RunArgs {
                 if let Some(events) = link_events {
                     datapath = datapath.with_device_events(events);
                 }
+                // Pods' connected UDP sockets are ended in their own network
+                // namespaces: those of every process under the hooks' cgroup.
+                datapath = datapath.with_udp_flows(UdpFlowEnder::served_by(hook_cgroup));
                 let syncer = tokio::spawn(sync::run(
                     index,
                     datapath,
