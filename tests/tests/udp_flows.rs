@@ -252,3 +252,154 @@ fn a_pods_socket_aimed_at_a_removed_endpoint_is_ended_in_its_own_namespace() {
     }
     f.assert_proxy_running();
 }
+
+const METRICS_ADDR: &str = "127.0.0.1:19249";
+
+/// The value of one series (`name{labels}` exactly as exposed), if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Without `CAP_SYS_ADMIN` (the DaemonSet does not grant it) the proxy may
+/// not enter a pod's namespace: it says so once, counts each namespace it
+/// skipped, keeps running, and still ends the sockets of its own namespace.
+#[test]
+fn without_sys_admin_pods_sockets_are_skipped_counted_and_the_own_namespace_still_served() {
+    let mut f = Fixture::new(Mode::Ebpf);
+    f.write_web(&BACKENDS_V4, &BACKENDS_V6);
+    let mut args: Vec<&str> = Mode::Ebpf.args().to_vec();
+    args.extend(["--metrics-bind-address", METRICS_ADDR]);
+    let drop_sys_admin = [
+        "setpriv",
+        "--bounding-set",
+        "-sys_admin",
+        "--inh-caps",
+        "-sys_admin",
+        "--",
+    ];
+    let manifests = f.sandbox.manifests_dir();
+    let source = [std::ffi::OsStr::new("--manifests"), manifests.as_os_str()];
+    f.proxy = Some(
+        proxy_tests::ProxyProcess::start_wrapped(
+            &drop_sys_admin,
+            &proxy_tests::proxy_bin(),
+            &f.sandbox,
+            &source,
+            &args,
+        )
+        .expect("starting the proxy without CAP_SYS_ADMIN"),
+    );
+    f.wait_ready();
+    let pod = PodNetns::create(&f.sandbox, 1).expect("creating the pod's network namespace");
+    let mut client =
+        PodUdpClient::start(Path::new(env!("CARGO_BIN_EXE_pxt-udp-client")), &pod, PROBE)
+            .expect("starting the UDP client in the pod");
+    let vip = sock(WEB_VIP4, UDP_PORT);
+    for round in 0..2 {
+        let (own, _) = connected(vip);
+        client
+            .connect(vip)
+            .unwrap_or_else(|e| panic!("connecting the pod's socket to {vip}: {e}"));
+        let on = client
+            .ask()
+            .unwrap_or_else(|e| panic!("first request from the pod to {vip}: {e}"));
+        f.write_web_slices(&[], &BACKENDS_V6);
+        f.wait_for(
+            PROPAGATION,
+            &format!("round {round}: the proxy's own namespace's socket to {vip} to be ended"),
+            || ended(&own),
+        );
+        // The backend still runs: the pod's socket, not ended, is answered.
+        let still = client.ask();
+        assert_eq!(
+            still.as_deref(),
+            Ok(on.as_str()),
+            "round {round}: without CAP_SYS_ADMIN the pod's socket cannot be ended, and its \
+             backend still answers"
+        );
+        f.write_web_slices(&BACKENDS_V4, &BACKENDS_V6);
+        f.wait_for(PROPAGATION, &format!("{vip} to be served again"), || {
+            Kind::UdpConnected.request(vip, PROBE).is_ok()
+        });
+    }
+    let log = f.log();
+    let warnings = log
+        .matches("may not enter pods' network namespaces")
+        .count();
+    assert_eq!(
+        warnings, 1,
+        "expected the missing capability to be logged exactly once over two changes, \
+         saw {warnings} times:\n{log}"
+    );
+    let (_, body) = http_get(METRICS_ADDR, "/metrics").expect("scraping /metrics");
+    let denied = sample(&body, r#"proxy_udp_netns_skipped_total{reason="denied"}"#);
+    assert!(
+        denied.is_some_and(|n| n >= 2.0),
+        "expected proxy_udp_netns_skipped_total{{reason=\"denied\"}} >= 2 (the pod's \
+         namespace, twice), got {denied:?}"
+    );
+    f.assert_proxy_running();
+}
+
+/// Not a check: what ending UDP flows costs the daemon per change with N pod
+/// namespaces (`PXT_PODS`, default 10; at most 250), each holding one
+/// connected socket to the removed endpoint. Prints the daemon's own timing
+/// (`took_us` of its "ended UDP sockets" log line). Run with
+/// `PXT_PODS=100 cargo nextest run -p proxy-tests --test udp_flows --run-ignored only cost --no-capture`.
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn cost_of_ending_udp_flows_with_n_pod_namespaces() {
+    let n: u8 = std::env::var("PXT_PODS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10)
+        .clamp(1, 250);
+    let mut f = Fixture::with_web(Mode::Ebpf);
+    let vip = sock(WEB_VIP4, UDP_PORT);
+    let mut pods = Vec::new();
+    for i in 1..=n {
+        let pod = PodNetns::create(&f.sandbox, i).expect("creating a pod's network namespace");
+        let client =
+            PodUdpClient::start(Path::new(env!("CARGO_BIN_EXE_pxt-udp-client")), &pod, PROBE)
+                .expect("starting a UDP client in a pod");
+        pods.push((pod, client));
+    }
+    for round in 0..3 {
+        let mut on = std::collections::BTreeMap::<String, usize>::new();
+        for (_, client) in &mut pods {
+            client.connect(vip).expect("connecting a pod's socket");
+            *on.entry(client.ask().expect("a pod's first request"))
+                .or_default() += 1;
+        }
+        let (removed, _) = on.iter().max_by_key(|(_, n)| **n).expect("some backend");
+        let keep: Vec<&str> = BACKENDS_V4
+            .iter()
+            .copied()
+            .filter(|a| backend_name(a, UDP_TARGET) != *removed)
+            .collect();
+        let before = f.log().matches("ended UDP sockets").count();
+        f.write_web_slices(&keep, &BACKENDS_V6);
+        let log_path = f.proxy().log_path().to_owned();
+        let done = proxy_tests::wait_until(PROPAGATION, || {
+            std::fs::read_to_string(&log_path)
+                .is_ok_and(|log| log.matches("ended UDP sockets").count() > before)
+        });
+        assert!(
+            done,
+            "the proxy did not end the sockets within {PROPAGATION:?}"
+        );
+        let log = f.log();
+        let line = log
+            .lines()
+            .filter(|l| l.contains("ended UDP sockets"))
+            .nth(before)
+            .unwrap_or_default()
+            .to_owned();
+        eprintln!(
+            "pods={n} round={round} sockets_on_removed={}: {line}",
+            on[removed]
+        );
+        f.write_web_slices(&BACKENDS_V4, &BACKENDS_V6);
+    }
+}
