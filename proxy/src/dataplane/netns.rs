@@ -69,6 +69,9 @@ pub struct Discovery {
     /// Processes listed but not open-able (exited meanwhile, or not ours to
     /// inspect without `CAP_SYS_PTRACE`).
     pub unreadable: usize,
+    /// Processes of the cgroup that this daemon cannot name (another pid
+    /// namespace), so neither their network namespaces.
+    pub hidden: usize,
 }
 
 /// Errors finding namespaces.
@@ -90,32 +93,49 @@ pub enum NetnsError {
     Panicked,
 }
 
-/// The pids listed in a `cgroup.procs` file. `0` (a process of another pid
-/// namespace, which the reader cannot name) and garbage are skipped.
-pub fn parse_procs(text: &str) -> impl Iterator<Item = u32> + '_ {
-    text.lines()
-        .filter_map(|line| line.trim().parse::<u32>().ok())
-        .filter(|pid| *pid != 0)
+/// What `cgroup.procs` files list.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CgroupPids {
+    pub pids: BTreeSet<u32>,
+    /// Processes listed as `0`: they belong to a pid namespace the reader
+    /// cannot see into (a container without `hostPID`).
+    pub hidden: usize,
+}
+
+impl CgroupPids {
+    /// Adds the pids of one `cgroup.procs` file; garbage lines are skipped.
+    pub fn parse(&mut self, text: &str) {
+        for pid in text
+            .lines()
+            .filter_map(|line| line.trim().parse::<u32>().ok())
+        {
+            if pid == 0 {
+                self.hidden += 1;
+            } else {
+                self.pids.insert(pid);
+            }
+        }
+    }
 }
 
 /// Every pid in cgroup `dir` and the cgroups below it. A cgroup removed
 /// during the walk is skipped; `dir` itself must be readable.
-pub fn cgroup_pids(dir: &Path) -> Result<BTreeSet<u32>, NetnsError> {
-    let mut pids = BTreeSet::new();
+pub fn cgroup_pids(dir: &Path) -> Result<CgroupPids, NetnsError> {
+    let mut out = CgroupPids::default();
     let procs = dir.join("cgroup.procs");
     let text = fs::read_to_string(&procs).map_err(|source| NetnsError::Cgroup {
         path: procs.clone(),
         source,
     })?;
-    pids.extend(parse_procs(&text));
+    out.parse(&text);
     let mut pending: Vec<PathBuf> = subdirs(dir);
     while let Some(next) = pending.pop() {
         if let Ok(text) = fs::read_to_string(next.join("cgroup.procs")) {
-            pids.extend(parse_procs(&text));
+            out.parse(&text);
         }
         pending.extend(subdirs(&next));
     }
-    Ok(pids)
+    Ok(out)
 }
 
 fn subdirs(dir: &Path) -> Vec<PathBuf> {
@@ -146,7 +166,9 @@ pub fn discover(cgroup: &Path, proc_root: &Path) -> Result<Discovery, NetnsError
         own: Some(own),
         ..Discovery::default()
     };
-    for pid in cgroup_pids(cgroup)? {
+    let listed = cgroup_pids(cgroup)?;
+    found.hidden = listed.hidden;
+    for pid in listed.pids {
         let path = proc_root.join(pid.to_string()).join("ns/net");
         // `stat` first, so a namespace already seen is not opened again.
         let Ok(metadata) = fs::metadata(&path) else {
@@ -183,13 +205,16 @@ pub enum Visit<T> {
     Failed(Errno),
 }
 
+/// Each namespace visited (`None`: the daemon's own) and how it went.
+pub type Visits<T> = Vec<(Option<NetnsId>, Visit<T>)>;
+
 /// Runs `work` in the daemon's own namespace, then inside each of `others`,
 /// all on one new OS thread that ends with the walk. Results come in the
 /// order visited, the own namespace first (as `None`).
 pub fn visit_each<T: Send>(
     others: Vec<Namespace>,
     mut work: impl FnMut() -> T + Send,
-) -> Result<Vec<(Option<NetnsId>, Visit<T>)>, NetnsError> {
+) -> Result<Visits<T>, NetnsError> {
     std::thread::scope(|scope| {
         scope
             .spawn(move || {
@@ -217,9 +242,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cgroup_procs_skip_zero_and_garbage() {
-        let pids: Vec<u32> = parse_procs("12\n0\n\n 34 \nx\n").collect();
-        assert_eq!(pids, [12, 34]);
+    fn cgroup_procs_count_zero_as_hidden_and_skip_garbage() {
+        let mut listed = CgroupPids::default();
+        listed.parse("12\n0\n\n 34 \nx\n0\n");
+        assert_eq!(listed.pids.into_iter().collect::<Vec<_>>(), [12, 34]);
+        assert_eq!(listed.hidden, 2);
     }
 
     #[test]
@@ -231,8 +258,9 @@ mod tests {
         fs::write(root.path().join("cgroup.procs"), "1\n").expect("write");
         fs::write(a.join("cgroup.procs"), "2\n3\n").expect("write");
         fs::write(b.join("cgroup.procs"), "3\n4\n0\n").expect("write");
-        let pids = cgroup_pids(root.path()).expect("readable");
-        assert_eq!(pids.into_iter().collect::<Vec<_>>(), [1, 2, 3, 4]);
+        let listed = cgroup_pids(root.path()).expect("readable");
+        assert_eq!(listed.pids.into_iter().collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert_eq!(listed.hidden, 1);
     }
 
     #[test]

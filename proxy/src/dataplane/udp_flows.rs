@@ -39,6 +39,7 @@ enum Reach {
 pub struct UdpFlowEnder {
     reach: Reach,
     denied_logged: bool,
+    hidden_logged: bool,
 }
 
 /// What one call did.
@@ -62,6 +63,7 @@ impl UdpFlowEnder {
         Self {
             reach: Reach::Own,
             denied_logged: false,
+            hidden_logged: false,
         }
     }
 
@@ -71,6 +73,7 @@ impl UdpFlowEnder {
         Self {
             reach: Reach::Served { cgroup },
             denied_logged: false,
+            hidden_logged: false,
         }
     }
 
@@ -86,7 +89,20 @@ impl UdpFlowEnder {
             Reach::Own => Vec::new(),
             Reach::Served { cgroup } => {
                 match netns::discover(cgroup, std::path::Path::new("/proc")) {
-                    Ok(found) => found.others,
+                    Ok(found) => {
+                        if found.hidden > 0 && !self.hidden_logged {
+                            self.hidden_logged = true;
+                            tracing::warn!(
+                                cgroup = %cgroup.display(),
+                                processes = found.hidden,
+                                "cannot see the processes of the hooks' cgroup (the daemon runs \
+                                 in a pid namespace of its own; hostPID is off): connected UDP \
+                                 sockets of pods stay aimed at removed backends; only namespaces \
+                                 of visible processes are served"
+                            );
+                        }
+                        found.others
+                    }
                     Err(error) => {
                         tracing::warn!(error = %error, "cannot list pods' network namespaces; ending UDP sockets in the daemon's own only");
                         report.failed += 1;
