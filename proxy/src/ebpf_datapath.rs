@@ -293,7 +293,7 @@ impl<M: DataplaneMaps + Send + Sync + 'static, H: HookKeeper> Datapath for EbpfD
             .map_entries(mirrored_entries(self.writer.applied()));
         if !report.udp_backends_gone.is_empty() {
             let gone = &report.udp_backends_gone;
-            let ended = tokio::task::block_in_place(|| end_udp_flows_to(&mut self.udp_flows, gone));
+            let ended = tokio::task::block_in_place(|| end_udp_flows_to(&self.udp_flows, gone));
             self.telemetry
                 .udp_flows_ended(ended.destroyed, ended.denied, ended.failed);
         }
@@ -455,7 +455,7 @@ fn note_hooks(ensured: Result<HookReport, LoadError>, first: bool, telemetry: &T
 /// that backend leaves, end them, in every namespace the ender reaches, so the
 /// application reconnects (and is balanced, or refused, afresh).
 fn end_udp_flows_to(
-    ender: &mut UdpFlowEnder,
+    ender: &UdpFlowEnder,
     gone: &[crate::model::Backend],
 ) -> crate::dataplane::udp_flows::EndReport {
     let peers: Vec<std::net::SocketAddr> = gone

@@ -253,6 +253,43 @@ fn a_pods_socket_aimed_at_a_removed_endpoint_is_ended_in_its_own_namespace() {
     f.assert_proxy_running();
 }
 
+/// Userspace mode: a pod's connected socket to a VIP reaches the node's
+/// listener through routing; when the Service is deleted the listener and
+/// the VIP route go, and the proxy ends the pod's socket in the pod's
+/// namespace (without that its datagrams would vanish, unanswered).
+#[test]
+fn userspace_deleting_the_service_ends_a_pods_socket_in_its_own_namespace() {
+    let mut f = Fixture::with_web(Mode::Userspace);
+    let pod = PodNetns::create(&f.sandbox, 1).expect("creating the pod's network namespace");
+    let mut clients: Vec<(SocketAddr, PodUdpClient)> = family_vips()
+        .into_iter()
+        .map(|(_, vip)| {
+            let mut client =
+                PodUdpClient::start(Path::new(env!("CARGO_BIN_EXE_pxt-udp-client")), &pod, PROBE)
+                    .expect("starting the UDP client in the pod");
+            client
+                .connect(vip)
+                .unwrap_or_else(|e| panic!("connecting the pod's socket to {vip}: {e}"));
+            let mut first = Err(String::new());
+            let served = proxy_tests::wait_until(PROPAGATION, || {
+                first = client.ask();
+                first.is_ok()
+            });
+            assert!(served, "the pod's first request to {vip} failed: {first:?}");
+            (vip, client)
+        })
+        .collect();
+    f.remove("web-service.yaml");
+    for (vip, client) in &mut clients {
+        f.wait_for(
+            PROPAGATION,
+            &format!("the pod's socket to {vip} to be ended"),
+            || pod_socket_ended(&client.ask()),
+        );
+    }
+    f.assert_proxy_running();
+}
+
 const METRICS_ADDR: &str = "127.0.0.1:19249";
 
 /// The value of one series (`name{labels}` exactly as exposed), if present.

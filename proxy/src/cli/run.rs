@@ -358,6 +358,9 @@ impl RunArgs {
             backend_grace: self.backend_grace_period,
             udp_idle_timeout: self.udp_idle_timeout,
             congestion_control: userspace::congestion::resolve(&self.userspace_congestion_control),
+            // Pods' sockets too: the namespaces of every process under the
+            // cgroup the hooks would serve.
+            udp_flow_cgroup: self.cgroup.clone().or_else(|| cgroup::cgroup2_root().ok()),
             ..userspace::Settings::default()
         };
 

@@ -16,6 +16,7 @@
 use std::{
     net::SocketAddr,
     path::PathBuf,
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -34,12 +35,12 @@ enum Reach {
 }
 
 /// Ends UDP flows to gone backends; remembers whether it already said that
-/// it may not enter namespaces.
+/// it may not enter, or cannot see, namespaces. Shareable (`&self`).
 #[derive(Debug)]
 pub struct UdpFlowEnder {
     reach: Reach,
-    denied_logged: bool,
-    hidden_logged: bool,
+    denied_logged: AtomicBool,
+    hidden_logged: AtomicBool,
 }
 
 /// What one call did.
@@ -62,8 +63,8 @@ impl UdpFlowEnder {
     pub fn own_namespace() -> Self {
         Self {
             reach: Reach::Own,
-            denied_logged: false,
-            hidden_logged: false,
+            denied_logged: AtomicBool::new(false),
+            hidden_logged: AtomicBool::new(false),
         }
     }
 
@@ -72,14 +73,14 @@ impl UdpFlowEnder {
     pub fn served_by(cgroup: PathBuf) -> Self {
         Self {
             reach: Reach::Served { cgroup },
-            denied_logged: false,
-            hidden_logged: false,
+            denied_logged: AtomicBool::new(false),
+            hidden_logged: AtomicBool::new(false),
         }
     }
 
     /// Destroys the connected UDP sockets whose peer is one of `gone`, in
     /// each namespace this ender reaches. Blocks for the walk.
-    pub fn end(&mut self, gone: &[SocketAddr]) -> EndReport {
+    pub fn end(&self, gone: &[SocketAddr]) -> EndReport {
         let started = Instant::now();
         let mut report = EndReport::default();
         if gone.is_empty() {
@@ -90,8 +91,7 @@ impl UdpFlowEnder {
             Reach::Served { cgroup } => {
                 match netns::discover(cgroup, std::path::Path::new("/proc")) {
                     Ok(found) => {
-                        if found.hidden > 0 && !self.hidden_logged {
-                            self.hidden_logged = true;
+                        if found.hidden > 0 && !self.hidden_logged.swap(true, Ordering::Relaxed) {
                             tracing::warn!(
                                 cgroup = %cgroup.display(),
                                 processes = found.hidden,
@@ -140,8 +140,7 @@ impl UdpFlowEnder {
                 }
             }
         }
-        if report.denied > 0 && !self.denied_logged {
-            self.denied_logged = true;
+        if report.denied > 0 && !self.denied_logged.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 namespaces = report.denied,
                 "may not enter pods' network namespaces (setns needs CAP_SYS_ADMIN): \
