@@ -23,6 +23,7 @@ use crate::{
         ApplyReport, DataplaneMaps, FrontendOutcome, Writer,
         hooks::{HookAction, HookReport, LoadError},
         loader::SocketHooks,
+        udp_flows::UdpFlowEnder,
     },
     model::{DesiredState, Frontend},
     plan::{Applied, Subject},
@@ -81,6 +82,8 @@ pub struct EbpfDatapath<M, H = NoHooks> {
     device_events: Option<tokio::sync::watch::Receiver<u64>>,
     /// A notification came: the next sync checks the hooks (tc devices).
     devices_dirty: bool,
+    /// Ends connected UDP sockets aimed at backends that went away.
+    udp_flows: UdpFlowEnder,
 }
 
 impl<M: DataplaneMaps + Send + Sync + 'static> EbpfDatapath<M> {
@@ -101,6 +104,7 @@ impl<M: DataplaneMaps + Send + Sync + 'static> EbpfDatapath<M> {
             over_capacity: BTreeSet::new(),
             device_events: None,
             devices_dirty: false,
+            udp_flows: UdpFlowEnder::own_namespace(),
         }
     }
 
@@ -116,6 +120,7 @@ impl<M: DataplaneMaps + Send + Sync + 'static> EbpfDatapath<M> {
             over_capacity: self.over_capacity,
             device_events: self.device_events,
             devices_dirty: self.devices_dirty,
+            udp_flows: self.udp_flows,
         }
     }
 }
@@ -126,6 +131,13 @@ impl<M, H> EbpfDatapath<M, H> {
     /// new pod device gets the tc programs without waiting for the reconcile.
     pub fn with_device_events(mut self, events: tokio::sync::watch::Receiver<u64>) -> Self {
         self.device_events = Some(events);
+        self
+    }
+
+    /// How connected UDP sockets aimed at a removed backend are ended (by
+    /// default in the daemon's own network namespace only).
+    pub fn with_udp_flows(mut self, ender: UdpFlowEnder) -> Self {
+        self.udp_flows = ender;
         self
     }
 }
@@ -279,7 +291,12 @@ impl<M: DataplaneMaps + Send + Sync + 'static, H: HookKeeper> Datapath for EbpfD
         }
         self.telemetry
             .map_entries(mirrored_entries(self.writer.applied()));
-        end_udp_flows_to(&report.udp_backends_gone);
+        if !report.udp_backends_gone.is_empty() {
+            let gone = &report.udp_backends_gone;
+            let ended = tokio::task::block_in_place(|| end_udp_flows_to(&self.udp_flows, gone));
+            self.telemetry
+                .udp_flows_ended(ended.destroyed, ended.denied, ended.failed);
+        }
         let changed = self.track_capacity(desired, scope, &report);
         for failure in &report.failures {
             match failure.subject {
@@ -435,28 +452,27 @@ fn note_hooks(ensured: Result<HookReport, LoadError>, first: bool, telemetry: &T
 }
 
 /// Connected UDP sockets keep the backend they were given at `connect()`; when
-/// that backend leaves, end them so the application reconnects (and is
-/// balanced, or refused, afresh).
-fn end_udp_flows_to(gone: &[crate::model::Backend]) {
-    if gone.is_empty() {
-        return;
-    }
+/// that backend leaves, end them, in every namespace the ender reaches, so the
+/// application reconnects (and is balanced, or refused, afresh).
+fn end_udp_flows_to(
+    ender: &UdpFlowEnder,
+    gone: &[crate::model::Backend],
+) -> crate::dataplane::udp_flows::EndReport {
     let peers: Vec<std::net::SocketAddr> = gone
         .iter()
         .map(|b| std::net::SocketAddr::new(b.addr, b.port))
         .collect();
-    let started = Instant::now();
-    match crate::dataplane::sockets::destroy_udp_sockets_to(&peers) {
-        Ok(destroyed) => tracing::info!(
-            backends = peers.len(),
-            destroyed,
-            took_us = started.elapsed().as_micros() as u64,
-            "ended UDP sockets aimed at removed backends"
-        ),
-        Err(error) => {
-            tracing::warn!(error = %error, "could not end UDP sockets aimed at removed backends")
-        }
-    }
+    let report = ender.end(&peers);
+    tracing::info!(
+        backends = peers.len(),
+        destroyed = report.destroyed,
+        namespaces = report.namespaces,
+        denied = report.denied,
+        failed = report.failed,
+        took_us = report.took.as_micros() as u64,
+        "ended UDP sockets aimed at removed backends"
+    );
+    report
 }
 
 #[cfg(test)]

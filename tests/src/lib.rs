@@ -11,6 +11,8 @@
 //!   confined as a container runtime would ([`Confinement`]).
 //! - [`northsouth::Topology`] builds a two-node world around a sandbox (an
 //!   external client, a LAN, pods on both nodes) for the per-packet path.
+//! - [`pod::PodNetns`] is a pod's own namespace next to the sandbox's, and
+//!   [`pod::PodUdpClient`] a client process in it (`pxt-udp-client`).
 //! - [`Mode`] and [`both_modes!`] run one scenario against each dataplane mode
 //!   (eBPF socket hooks, userspace proxies).
 //! - [`manifest`] writes realistic Kubernetes YAML, atomically.
@@ -41,6 +43,7 @@ pub mod fake_apiserver;
 pub mod manifest;
 mod mode;
 pub mod northsouth;
+pub mod pod;
 mod proxy;
 mod sandbox;
 

@@ -48,6 +48,7 @@ use crate::{
         kernel::KernelMaps,
         loader,
         tc::TcSettings,
+        udp_flows::UdpFlowEnder,
     },
     ebpf_datapath::EbpfDatapath,
     healthcheck,
@@ -382,6 +383,9 @@ impl RunArgs {
             backend_grace: self.backend_grace_period,
             udp_idle_timeout: self.udp_idle_timeout,
             congestion_control: userspace::congestion::resolve(&self.userspace_congestion_control),
+            // Pods' sockets too: the namespaces of every process under the
+            // cgroup the hooks would serve.
+            udp_flow_cgroup: self.cgroup.clone().or_else(|| cgroup::cgroup2_root().ok()),
             ..userspace::Settings::default()
         };
 
@@ -465,6 +469,7 @@ impl RunArgs {
         let (mode, syncer) = match chosen {
             Chosen::Ebpf(loaded) => {
                 let (writer, hooks) = *loaded;
+                let hook_cgroup = hooks.cgroup().to_path_buf();
                 // Frontends that do not fit the maps are served from userspace.
                 let overflow =
                     match UserspaceDatapath::start(userspace_settings, telemetry.clone()).await {
@@ -488,6 +493,9 @@ impl RunArgs {
                 if let Some(events) = link_events {
                     datapath = datapath.with_device_events(events);
                 }
+                // Pods' connected UDP sockets are ended in their own network
+                // namespaces: those of every process under the hooks' cgroup.
+                datapath = datapath.with_udp_flows(UdpFlowEnder::served_by(hook_cgroup));
                 let syncer = tokio::spawn(sync::run(
                     index,
                     datapath,

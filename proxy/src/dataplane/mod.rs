@@ -5,7 +5,9 @@
 //! one read-only reader of the service, backend, rev-NAT and name maps
 //! (`reader`, for the writer's mirror and `proxy inspect`), the `writer` that
 //! executes plans, and the tc programs' devices (`devices`: which ones; `tc`:
-//! links and the `DEVICES`/`NODE_CFG` maps).
+//! links and the `DEVICES`/`NODE_CFG` maps), and ending connected UDP sockets
+//! aimed at gone backends in every network namespace (`netns`: finding and
+//! entering them; `sockets`: sock_diag; `udp_flows`: the two together).
 
 pub mod batch;
 pub mod bpffs;
@@ -17,10 +19,12 @@ pub mod layout;
 pub mod link_info;
 pub mod loader;
 pub mod maps;
+pub mod netns;
 pub mod pins;
 pub mod reader;
 pub mod sockets;
 pub mod tc;
+pub mod udp_flows;
 pub mod usage;
 pub mod writer;
 

@@ -8,8 +8,8 @@
 //! (or is refused at once when none is left). Unconnected UDP needs nothing:
 //! `sendmsg` re-selects on every datagram.
 //!
-//! Scope: the network namespace the daemon runs in (the node's, with
-//! `hostNetwork`). Sockets of clients in other namespaces are not visited.
+//! Scope: the network namespace of the calling thread. `udp_flows` calls it
+//! once per namespace of the node (pods' included), each entered in turn.
 
 use std::net::{IpAddr, SocketAddr};
 

@@ -40,7 +40,7 @@ use prometheus_client::{
 };
 use proxy_common::{Reason, names};
 
-use super::{Mode, health::Probe, rejects::ConfigRejects};
+use super::{Mode, health::Probe, rejects::ConfigRejects, udp_flows::UdpFlowCounters};
 use crate::model::desired::{NoLocalEndpoints, RefusalReason};
 
 /// The LRU maps have no userspace mirror; counting their entries walks every
@@ -195,6 +195,7 @@ pub struct Metrics {
     drift_repairs: Family<Labels, Counter>,
     modes: Family<Labels, Gauge>,
     userspace: UserspaceCounters,
+    udp_flows: UdpFlowCounters,
     dataplane: std::sync::Arc<DataplaneCollector>,
 }
 
@@ -372,6 +373,7 @@ impl Metrics {
              userspace path turned away (TCP reset, UDP datagram dropped)",
             userspace.source_range_refused.clone(),
         );
+        let udp_flows = UdpFlowCounters::register(&mut registry);
         let dataplane = std::sync::Arc::new(DataplaneCollector::default());
         registry.register_collector(Box::new(dataplane.clone()));
 
@@ -393,6 +395,7 @@ impl Metrics {
             drift_repairs,
             modes,
             userspace,
+            udp_flows,
             dataplane,
         }
     }
@@ -473,6 +476,10 @@ impl Metrics {
                 .get_or_create(&[("reason", reason.label())])
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
+    }
+
+    pub(super) fn udp_flows(&self) -> &UdpFlowCounters {
+        &self.udp_flows
     }
 
     pub(super) fn drift_repairs(&self, kind: DriftKind, n: usize) {

@@ -26,6 +26,7 @@
 pub mod health;
 pub mod metrics;
 pub mod rejects;
+pub mod udp_flows;
 
 use std::{
     collections::BTreeMap,
@@ -149,6 +150,15 @@ impl Telemetry {
     /// The counters the userspace proxies bump (cheap to clone).
     pub fn userspace(&self) -> UserspaceCounters {
         self.inner.metrics.userspace()
+    }
+
+    /// One walk of the UDP-flow ender: sockets destroyed, namespaces it was
+    /// denied entry to, namespaces where it failed.
+    pub fn udp_flows_ended(&self, destroyed: usize, denied: usize, failed: usize) {
+        self.inner
+            .metrics
+            .udp_flows()
+            .record(destroyed, denied, failed);
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -59,6 +59,7 @@ use self::{
 use crate::{
     config,
     datapath::{Datapath, DatapathReport, Scope},
+    dataplane::udp_flows::UdpFlowEnder,
     error_chain::error_chain,
     model::{DesiredState, Frontend, FrontendKind, FrontendSpec, Protocol},
     telemetry::{DriftKind, Telemetry, UserspaceCounters},
@@ -79,6 +80,10 @@ pub struct Settings {
     /// The TCP congestion control of connections to backends and of
     /// ClusterIP listeners ([`congestion`]); `None`: the node's default.
     pub congestion_control: Option<String>,
+    /// Connected UDP sockets aimed at a closed frontend are ended in the
+    /// network namespaces of the processes under this cgroup (pods'
+    /// included); `None`: in the daemon's own only.
+    pub udp_flow_cgroup: Option<std::path::PathBuf>,
 }
 
 impl Default for Settings {
@@ -89,6 +94,7 @@ impl Default for Settings {
             connect_timeouts: config::CONNECT_TIMEOUTS.to_vec(),
             route_protocol: config::ROUTE_PROTOCOL,
             congestion_control: None,
+            udp_flow_cgroup: None,
         }
     }
 }
@@ -132,6 +138,8 @@ pub struct UserspaceDatapath {
     foreign: HashSet<IpAddr>,
     /// Route failures by VIP, until a later sync succeeds.
     route_errors: HashMap<IpAddr, String>,
+    /// Ends connected UDP sockets aimed at a frontend that closed.
+    udp_flows: Arc<UdpFlowEnder>,
 }
 
 impl UserspaceDatapath {
@@ -148,8 +156,13 @@ impl UserspaceDatapath {
                 "adopted VIP routes left by an earlier run"
             );
         }
+        let udp_flows = Arc::new(match &settings.udp_flow_cgroup {
+            Some(cgroup) => UdpFlowEnder::served_by(cgroup.clone()),
+            None => UdpFlowEnder::own_namespace(),
+        });
         Ok(Self {
             steering,
+            udp_flows,
             counters: telemetry.userspace(),
             telemetry,
             settings: Arc::new(settings),
@@ -359,7 +372,7 @@ impl UserspaceDatapath {
         }
 
         if !closed_udp.is_empty() {
-            end_udp_sockets_aimed_at(closed_udp).await;
+            end_udp_sockets_aimed_at(self.udp_flows.clone(), &self.telemetry, closed_udp).await;
         }
 
         let failures = self.served.values().filter(|s| s.error.is_some()).count();
@@ -433,18 +446,22 @@ fn every_frontend(_: &Frontend) -> bool {
 /// Connected UDP sockets of local clients aimed at a frontend that closed:
 /// with the VIP gone their datagrams would vanish, so end them, as the eBPF
 /// path does for a removed backend (`SOCK_DESTROY`).
-async fn end_udp_sockets_aimed_at(frontends: Vec<SocketAddr>) {
-    let result = tokio::task::spawn_blocking(move || {
-        crate::dataplane::sockets::destroy_udp_sockets_to(&frontends)
-    })
-    .await;
-    match result {
-        Ok(Ok(destroyed)) if destroyed > 0 => {
-            tracing::info!(destroyed, "ended UDP sockets aimed at removed frontends")
-        }
-        Ok(Ok(_)) => {}
-        Ok(Err(error)) => {
-            tracing::warn!(error = %error, "could not end UDP sockets aimed at removed frontends")
+async fn end_udp_sockets_aimed_at(
+    ender: Arc<UdpFlowEnder>,
+    telemetry: &Telemetry,
+    frontends: Vec<SocketAddr>,
+) {
+    match tokio::task::spawn_blocking(move || ender.end(&frontends)).await {
+        Ok(report) => {
+            telemetry.udp_flows_ended(report.destroyed, report.denied, report.failed);
+            if report.destroyed > 0 {
+                tracing::info!(
+                    destroyed = report.destroyed,
+                    namespaces = report.namespaces,
+                    took_us = report.took.as_micros() as u64,
+                    "ended UDP sockets aimed at removed frontends"
+                );
+            }
         }
         Err(error) => tracing::warn!(error = %error, "ending UDP sockets: task failed"),
     }
