@@ -13,6 +13,7 @@ use std::{
 use proxy::{
     model::{Index, NodeInfo},
     source::kube::{self as kube_source, Cluster, Settings},
+    telemetry::{Mode, Telemetry},
 };
 use proxy_tests::{
     FakeApiServer,
@@ -101,7 +102,7 @@ impl World {
                 Settings {
                     node_name: NODE.into(),
                     proxy_name: proxy_name.map(str::to_owned),
-                    rejects: Default::default(),
+                    telemetry: Telemetry::new(Mode::Ebpf, Duration::from_secs(60)),
                 },
                 index.clone(),
                 changes_tx,

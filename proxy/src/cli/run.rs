@@ -417,7 +417,7 @@ impl RunArgs {
             let settings = kube_source::Settings {
                 node_name,
                 proxy_name: self.service_proxy_name.clone(),
-                rejects: telemetry.rejects(),
+                telemetry: telemetry.clone(),
             };
             sources.push(kube_source::start(
                 client,

@@ -52,7 +52,7 @@ use tokio::{sync::watch, task::JoinHandle};
 pub use self::client::{ClientError, Cluster, client, in_pod_but_unset, node_name};
 use self::feed::Feed;
 use crate::model::{Index, selection::label_selector};
-use crate::telemetry::ConfigRejects;
+use crate::telemetry::Telemetry;
 
 /// How long to wait before restarting a watcher whose watch was refused with an
 /// HTTP 410, so a server that refuses every version is not hammered.
@@ -66,8 +66,9 @@ pub struct Settings {
     /// `--service-proxy-name`: selects `service.kubernetes.io/service-proxy-name=<name>`
     /// instead of the objects without that label.
     pub proxy_name: Option<String>,
-    /// Where rejected objects are counted (`proxy_config_rejects_total`).
-    pub rejects: ConfigRejects,
+    /// Where rejected objects are counted (`proxy_config_rejects_total`) and
+    /// this node's eligibility goes (`/healthz`).
+    pub telemetry: Telemetry,
 }
 
 /// Starts watching. The returned task runs until `shutdown`; it bumps `changes`
@@ -107,7 +108,7 @@ async fn run(
     let mut nodes = stream(nodes_api.clone(), this_node.clone(), Duration::ZERO);
 
     let mut feed = Feed::new(index, changes, settings.node_name.clone())
-        .with_rejects(settings.rejects.clone());
+        .with_telemetry(settings.telemetry.clone());
     loop {
         tokio::select! {
             Some(item) = services.next() => match step(item, "services") {
