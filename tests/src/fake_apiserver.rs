@@ -161,6 +161,8 @@ pub struct ApiRequest {
     /// The resource a list, watch or get was for.
     pub resource: Option<Resource>,
     pub watch: bool,
+    /// When it arrived (compare requests with each other, not with the client).
+    pub at: std::time::Instant,
 }
 
 impl ApiRequest {
@@ -1079,6 +1081,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ResponseBod
         query: query.clone(),
         resource,
         watch,
+        at: std::time::Instant::now(),
     });
 
     let authorized = req
