@@ -30,6 +30,10 @@
 //! the objects in effect, one per object added, changed or removed; a call that
 //! changes nothing in effect (the same object again, a manifest shadowed by the
 //! Kubernetes copy, a relist of the same lists) adds nothing.
+//! [`Index::pending_changes`] counts the Services whose object, or whose
+//! endpoints, changed since the last sync took them ([`Index::take_dirty`]):
+//! kube-proxy's `…_changes_pending` gauges, which its change trackers key by
+//! Service the same way.
 //!
 //! Pure: no I/O, no logging, no clock.
 
@@ -117,6 +121,19 @@ pub struct Index {
     endpoint_changes: u64,
     /// What changed since the last [`Index::take_dirty`].
     dirty: Dirty,
+    /// Services whose object changed since the last [`Index::take_dirty`].
+    pending_services: BTreeSet<ObjectRef>,
+    /// Services whose slices changed since the last [`Index::take_dirty`].
+    pending_endpoints: BTreeSet<ObjectRef>,
+}
+
+/// How many Services have changes no sync has taken yet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingChanges {
+    /// Services whose own object changed.
+    pub services: usize,
+    /// Services whose endpoints (slices) changed.
+    pub endpoints: usize,
 }
 
 /// Services whose frontends may have changed since the last sync.
@@ -190,7 +207,17 @@ impl Index {
     /// `DesiredCache` of `model::incremental` reads it; the Index does not
     /// depend on its reader).
     pub fn take_dirty(&mut self) -> Dirty {
+        self.pending_services.clear();
+        self.pending_endpoints.clear();
         std::mem::take(&mut self.dirty)
+    }
+
+    /// The changes no sync has taken yet, by Service (see the module docs).
+    pub fn pending_changes(&self) -> PendingChanges {
+        PendingChanges {
+            services: self.pending_services.len(),
+            endpoints: self.pending_endpoints.len(),
+        }
     }
 
     fn is_selected(&self, labels: &SelectionLabels) -> bool {
@@ -224,6 +251,7 @@ impl Index {
         }
         if changed {
             self.service_changes += 1;
+            self.pending_services.insert(id.clone());
             self.dirty.services.insert(id);
         }
         changed
@@ -254,9 +282,9 @@ impl Index {
         let changed = layers.set(source, value);
         let joined_after = layers.effective().map(service_key);
         if changed {
-            self.dirty
-                .services
-                .extend(joined_before.iter().chain(joined_after.iter()).cloned());
+            let joined = joined_before.iter().chain(joined_after.iter());
+            self.pending_endpoints.extend(joined.clone().cloned());
+            self.dirty.services.extend(joined.cloned());
         }
         if layers.is_empty() {
             self.slices.remove(&id);

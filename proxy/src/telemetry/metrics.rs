@@ -41,7 +41,10 @@ use prometheus_client::{
 use proxy_common::{Reason, names};
 
 use super::{Mode, health::Probe, rejects::ConfigRejects};
-use crate::model::desired::{NoLocalEndpoints, RefusalReason};
+use crate::model::{
+    PendingChanges,
+    desired::{NoLocalEndpoints, RefusalReason},
+};
 
 /// The LRU maps have no userspace mirror; counting their entries walks every
 /// key, so a scrape does it at most this often.
@@ -59,6 +62,9 @@ pub mod name {
     pub const LAST_QUEUED: &str = "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds";
     pub const SERVICE_CHANGES: &str = "kubeproxy_sync_proxy_rules_service_changes";
     pub const ENDPOINT_CHANGES: &str = "kubeproxy_sync_proxy_rules_endpoint_changes";
+    pub const SERVICE_CHANGES_PENDING: &str = "kubeproxy_sync_proxy_rules_service_changes_pending";
+    pub const ENDPOINT_CHANGES_PENDING: &str =
+        "kubeproxy_sync_proxy_rules_endpoint_changes_pending";
     /// A gauge despite its name, as in kube-proxy.
     pub const NO_LOCAL_ENDPOINTS: &str = "kubeproxy_sync_proxy_rules_no_local_endpoints_total";
     pub const REFUSED_FRONTENDS: &str = "proxy_refused_external_frontends";
@@ -183,6 +189,8 @@ pub struct Metrics {
     /// The Index's cumulative counters at the last sync.
     seen_service_changes: AtomicU64,
     seen_endpoint_changes: AtomicU64,
+    service_changes_pending: Gauge,
+    endpoint_changes_pending: Gauge,
     no_local_endpoints: Family<Labels, Gauge>,
     refused_frontends: Family<Labels, Gauge>,
     healthz: Family<Labels, Counter>,
@@ -241,6 +249,18 @@ impl Metrics {
             name::ENDPOINT_CHANGES,
             "Cumulative proxy rules Endpoint changes",
             endpoint_changes.clone(),
+        );
+        let service_changes_pending = Gauge::default();
+        registry.register(
+            name::SERVICE_CHANGES_PENDING,
+            "Pending proxy rules Service changes",
+            service_changes_pending.clone(),
+        );
+        let endpoint_changes_pending = Gauge::default();
+        registry.register(
+            name::ENDPOINT_CHANGES_PENDING,
+            "Pending proxy rules Endpoint changes",
+            endpoint_changes_pending.clone(),
         );
         let no_local_endpoints = Family::<Labels, Gauge>::default();
         registry.register(
@@ -374,6 +394,8 @@ impl Metrics {
             endpoint_changes,
             seen_service_changes: AtomicU64::new(0),
             seen_endpoint_changes: AtomicU64::new(0),
+            service_changes_pending,
+            endpoint_changes_pending,
             no_local_endpoints,
             refused_frontends,
             healthz,
@@ -445,6 +467,14 @@ impl Metrics {
             &self.seen_endpoint_changes,
             endpoints,
         );
+    }
+
+    /// Services with changes no sync has taken yet (set, as kube-proxy does,
+    /// when a change arrives and when a sync takes them).
+    pub(super) fn changes_pending(&self, pending: PendingChanges) {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.service_changes_pending.set(gauge(pending.services));
+        self.endpoint_changes_pending.set(gauge(pending.endpoints));
     }
 
     pub(super) fn no_local_endpoints(&self, n: NoLocalEndpoints) {
@@ -670,6 +700,14 @@ mod tests {
                 "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
                 "gauge",
             ),
+            (
+                "kubeproxy_sync_proxy_rules_service_changes_pending",
+                "gauge",
+            ),
+            (
+                "kubeproxy_sync_proxy_rules_endpoint_changes_pending",
+                "gauge",
+            ),
             ("kubeproxy_proxy_healthz_total", "counter"),
             ("kubeproxy_proxy_livez_total", "counter"),
             ("proxy_sync_failures_total", "counter"),
@@ -750,6 +788,10 @@ mod tests {
         m.sync_done(Duration::from_millis(3), false, SystemTime::now(), None);
         m.index_changes(5, 7);
         m.index_changes(6, 7);
+        m.changes_pending(PendingChanges {
+            services: 2,
+            endpoints: 3,
+        });
         m.drift_repairs(DriftKind::MapEntry, 2);
         m.drift_repairs(DriftKind::Link, 1);
         m.no_local_endpoints(NoLocalEndpoints {
@@ -771,6 +813,8 @@ mod tests {
             ("kubeproxy_sync_proxy_rules_last_timestamp_seconds", 1000.0),
             ("kubeproxy_sync_proxy_rules_service_changes_total", 6.0),
             ("kubeproxy_sync_proxy_rules_endpoint_changes_total", 7.0),
+            ("kubeproxy_sync_proxy_rules_service_changes_pending", 2.0),
+            ("kubeproxy_sync_proxy_rules_endpoint_changes_pending", 3.0),
             ("proxy_sync_failures_total", 1.0),
             (r#"proxy_drift_repairs_total{kind="map_entry"}"#, 2.0),
             (r#"proxy_drift_repairs_total{kind="link"}"#, 1.0),

@@ -353,6 +353,32 @@ fn change_counters_count_changes_in_effect() {
 }
 
 #[test]
+fn pending_changes_count_services_until_a_sync_takes_them() {
+    let mut idx = Index::new(node("n1"));
+    let pending = |idx: &Index| {
+        let p = idx.pending_changes();
+        (p.services, p.endpoints)
+    };
+    assert_eq!(pending(&idx), (0, 0));
+    idx.apply_service(Manifests, web());
+    idx.apply_service(Manifests, web().port("dns", 53, Udp));
+    idx.apply_service(Manifests, svc("default", "db").cluster_ip("10.96.0.11"));
+    assert_eq!(pending(&idx), (2, 0), "two Services, one changed twice");
+    // Two slices of one Service: one Service with endpoint changes.
+    idx.apply_slice(Manifests, web_slice("web-1", "10.1.0.5"));
+    idx.apply_slice(Manifests, web_slice("web-2", "10.1.0.6"));
+    assert_eq!(pending(&idx), (2, 1));
+    // A no-op is not a change.
+    idx.take_dirty();
+    assert_eq!(pending(&idx), (0, 0), "a sync took them");
+    idx.apply_slice(Manifests, web_slice("web-2", "10.1.0.6"));
+    assert_eq!(pending(&idx), (0, 0));
+    idx.delete_slice(Manifests, &ObjectRef::new("default", "web-2"));
+    idx.delete_service(Manifests, &ObjectRef::new("default", "db"));
+    assert_eq!(pending(&idx), (1, 1), "deletions count");
+}
+
+#[test]
 fn nodeport_addresses_survive_node_updates_and_mark_everything_dirty() {
     let mut idx = Index::new(node("n1"));
     idx.apply_service(
