@@ -1,6 +1,7 @@
 //! The real `proxy run --kubeconfig …` and this node's Node object in the fake
 //! API server: `/healthz` drains a node that is being deleted (kube-proxy's
-//! `nodeEligible`) while `/livez` stays up.
+//! `nodeEligible`) while `/livez` stays up; the start-up Event lands on the
+//! Node.
 //!
 //! The fake API server and the proxy's admin servers listen on loopback inside
 //! the sandbox's network namespace only.
@@ -135,4 +136,56 @@ both_modes! {
         std::thread::sleep(std::time::Duration::from_millis(500));
         wait_healthz(&mut f, 503, false);
     }
+}
+
+/// kube-proxy's start-up Event ("birth cry"): `events.k8s.io/v1`, reason
+/// `Starting`, action `StartKubeProxy`, regarding this node's Node.
+#[test]
+fn a_starting_event_is_sent_on_this_nodes_node() {
+    let mut f = Fixture::new(Mode::Userspace);
+    let (api, kubeconfig) = start_api(&f);
+    start_proxy(&mut f, &kubeconfig);
+    f.wait_for(STARTUP, "the start-up Event", || !api.events().is_empty());
+    let events = api.events();
+    assert_eq!(events.len(), 1, "one Event: {events:#?}");
+    let event = &events[0];
+    for (field, want) in [
+        ("/apiVersion", "events.k8s.io/v1"),
+        ("/kind", "Event"),
+        ("/metadata/namespace", "default"),
+        ("/type", "Normal"),
+        ("/reason", "Starting"),
+        ("/action", "StartKubeProxy"),
+        ("/regarding/kind", "Node"),
+        ("/regarding/name", NODE),
+        ("/reportingController", "ebpf-proxy"),
+        ("/reportingInstance", "ebpf-proxy-node-1"),
+    ] {
+        assert_eq!(
+            event.pointer(field).and_then(Value::as_str),
+            Some(want),
+            "{field} of {event:#}"
+        );
+    }
+    let name = event["metadata"]["name"].as_str().unwrap_or_default();
+    assert!(
+        name.starts_with(&format!("{NODE}.")),
+        "named after the Node: {name}"
+    );
+    assert!(
+        event["eventTime"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "an eventTime: {event:#}"
+    );
+    let posts: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
+    assert_eq!(posts.len(), 1, "{posts:#?}");
+    assert_eq!(
+        posts[0].path,
+        "/apis/events.k8s.io/v1/namespaces/default/events"
+    );
 }

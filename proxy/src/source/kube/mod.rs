@@ -5,6 +5,7 @@
 //!   node's name;
 //! - `feed`: the state machine from watcher events to Index calls (initial lists,
 //!   relists, conversion problems);
+//! - `event`: the start-up Event on this node's Node, as kube-proxy sends;
 //! - this module: the watch task, one kube-runtime `watcher` per resource with
 //!   kube's default backoff.
 //!
@@ -40,6 +41,7 @@
 //! `k8s-openapi` objects (they are converted as they arrive).
 
 mod client;
+mod event;
 mod feed;
 
 use std::{
@@ -113,10 +115,16 @@ async fn run(
 
     let services_api: Api<core::Service> = Api::all(client.clone());
     let slices_api: Api<discovery::EndpointSlice> = Api::all(client.clone());
-    let nodes_api: Api<core::Node> = Api::all(client);
+    let nodes_api: Api<core::Node> = Api::all(client.clone());
     let mut services = stream(services_api.clone(), selected.clone(), Duration::ZERO);
     let mut slices = stream(slices_api.clone(), selected.clone(), Duration::ZERO);
     let mut nodes = stream(nodes_api.clone(), this_node.clone(), Duration::ZERO);
+    // kube-proxy's "birth cry", once its watches are started.
+    tokio::spawn(event::announce(
+        client,
+        settings.node_name.clone(),
+        shutdown.clone(),
+    ));
 
     let mut feed = Feed::new(index, changes, settings.node_name.clone())
         .with_telemetry(settings.telemetry.clone());
