@@ -189,3 +189,62 @@ fn a_starting_event_is_sent_on_this_nodes_node() {
         "/apis/events.k8s.io/v1/namespaces/default/events"
     );
 }
+
+/// `--nodeport-addresses primary`: NodePorts only on the Node object's
+/// primary address (its InternalIP), not on the node's other addresses, and
+/// following it when the Node changes.
+fn nodeport_primary(mode: Mode) {
+    const PRIMARY: &str = "192.168.78.1";
+    const OTHER: &str = "192.168.78.2";
+    const NODE_PORT: u16 = 30090;
+    let mut f = Fixture::new(mode);
+    for a in [PRIMARY, OTHER] {
+        f.sandbox
+            .add_local_addr(ip(a))
+            .unwrap_or_else(|e| panic!("adding {a} to lo: {e}"));
+    }
+    let (api, kubeconfig) = start_api(&f);
+    api.apply(json_from_yaml(
+        &Node::new(NODE).internal_ip(PRIMARY).to_yaml(),
+    ));
+    api.apply_yaml(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: np\n  namespace: {NAMESPACE}\nspec:\n  \
+         type: NodePort\n  clusterIP: 10.96.0.60\n  ports:\n  - name: http\n    port: 80\n    \
+         targetPort: {TCP_TARGET}\n    nodePort: {NODE_PORT}\n    protocol: TCP\n"
+    ));
+    api.apply_yaml(&slice("np", "np-abcde", AddressType::IPv4, &BACKENDS_V4));
+    let source = [std::ffi::OsStr::new("--kubeconfig"), kubeconfig.as_os_str()];
+    let mut extra = vec!["--node-name", NODE, "--nodeport-addresses", "primary"];
+    extra.extend_from_slice(&f.mode.args());
+    f.proxy = Some(
+        ProxyProcess::start_with_source(&proxy_bin(), &f.sandbox, &source, &extra)
+            .unwrap_or_else(|e| panic!("starting the proxy: {e}")),
+    );
+    f.wait_ready();
+
+    let (primary, other) = (sock(PRIMARY, NODE_PORT), sock(OTHER, NODE_PORT));
+    f.wait_for(PROPAGATION, &format!("{primary} to be served"), || {
+        try_backends(Kind::Tcp, primary, 3).is_ok()
+    });
+    assert!(
+        proxy_tests::tcp_request_timeout(other, PROBE).is_err(),
+        "{other} is not the primary address, but its NodePort is served"
+    );
+
+    // The Node's primary address changes: the NodePort moves with it.
+    api.apply(json_from_yaml(
+        &Node::new(NODE).internal_ip(OTHER).to_yaml(),
+    ));
+    f.wait_for(PROPAGATION, &format!("{other} to be served"), || {
+        try_backends(Kind::Tcp, other, 3).is_ok()
+    });
+    f.wait_for(PROPAGATION, &format!("{primary} to be withdrawn"), || {
+        proxy_tests::tcp_request_timeout(primary, PROBE).is_err()
+    });
+}
+
+both_modes! {
+    fn nodeport_addresses_primary_serves_the_nodes_primary_address(mode) {
+        nodeport_primary(mode);
+    }
+}

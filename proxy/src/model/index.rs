@@ -125,6 +125,11 @@ pub struct Index {
     pending_services: BTreeSet<ObjectRef>,
     /// Services whose slices changed since the last [`Index::take_dirty`].
     pending_endpoints: BTreeSet<ObjectRef>,
+    /// `--nodeport-addresses primary`: NodePorts only on the Node's primary
+    /// addresses among `nodeport_candidates`.
+    nodeport_primary: bool,
+    /// The addresses last given to [`Index::set_nodeport_addresses`].
+    nodeport_candidates: Vec<IpAddr>,
 }
 
 /// How many Services have changes no sync has taken yet.
@@ -150,10 +155,37 @@ impl Index {
     /// An empty Index for the proxy running on `node`, using the objects that
     /// carry no `service-proxy-name` label.
     pub fn new(node: impl Into<NodeInfo>) -> Self {
+        let node: NodeInfo = node.into();
         Self {
-            node: node.into(),
+            nodeport_candidates: node.nodeport_addresses.clone(),
+            node,
             ..Self::default()
         }
+    }
+
+    /// `--nodeport-addresses primary`: of the addresses given to
+    /// [`Index::set_nodeport_addresses`], NodePorts are served only on this
+    /// node's primary ones ([`NodeInfo::primary_addresses`], from the Node
+    /// object), and on all of them while the Node gives none (as kube-proxy,
+    /// which then cannot tell the node's IP). Set before the first sync.
+    pub fn with_nodeport_primary(mut self, primary: bool) -> Self {
+        self.nodeport_primary = primary;
+        self.node.nodeport_addresses = self.nodeport_on(&self.node);
+        self
+    }
+
+    /// The nodeport addresses for `node`: the candidates, narrowed to its
+    /// primary addresses under `--nodeport-addresses primary`.
+    fn nodeport_on(&self, node: &NodeInfo) -> Vec<IpAddr> {
+        if !self.nodeport_primary {
+            return self.nodeport_candidates.clone();
+        }
+        let primary = node.primary_addresses();
+        self.nodeport_candidates
+            .iter()
+            .filter(|ip| primary.is_empty() || primary.contains(ip))
+            .copied()
+            .collect()
     }
 
     /// Uses only the objects labelled `service.kubernetes.io/service-proxy-name=NAME`
@@ -175,10 +207,11 @@ impl Index {
     /// Replaces this node's facts (a Node update: zone label, addresses, or the
     /// name learned late). Locality and topology are recomputed by the next
     /// [`Index::desired`]. The nodeport addresses are not the Node object's:
-    /// they are kept (see [`Index::set_nodeport_addresses`]). Returns whether
-    /// anything changed.
+    /// they are kept (see [`Index::set_nodeport_addresses`]), or, under
+    /// [`Index::with_nodeport_primary`], follow its primary addresses. Returns
+    /// whether anything changed.
     pub fn set_node(&mut self, mut node: NodeInfo) -> bool {
-        node.nodeport_addresses = self.node.nodeport_addresses.clone();
+        node.nodeport_addresses = self.nodeport_on(&node);
         if self.node == node {
             return false;
         }
@@ -195,6 +228,8 @@ impl Index {
         let mut addresses: Vec<IpAddr> = addresses.into_iter().collect();
         addresses.sort_unstable();
         addresses.dedup();
+        self.nodeport_candidates = addresses;
+        let addresses = self.nodeport_on(&self.node);
         if self.node.nodeport_addresses == addresses {
             return false;
         }
