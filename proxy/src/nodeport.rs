@@ -1,10 +1,18 @@
 //! The addresses NodePorts are served on (kube-proxy's `--nodeport-addresses`).
 //!
-//! Owns: the [`Cidr`] type of the flag, the pure choice of addresses
-//! ([`select`]), and reading this network namespace's interface addresses
-//! over rtnetlink ([`interface_addresses`], [`resolve`]). The daemon hands the
-//! result to the Index (`Index::set_nodeport_addresses`); device discovery for
-//! the tc path can reuse [`select`] on its own devices' addresses.
+//! Owns: the flag's entries ([`NodePortAddress`]: a [`Cidr`], or `primary`)
+//! and what they mean together ([`NodePortFilter`]), the pure choice of
+//! addresses ([`select`]), and reading this network namespace's interface
+//! addresses over rtnetlink ([`interface_addresses`], [`resolve`]). The daemon
+//! hands the result to the Index (`Index::set_nodeport_addresses`); device
+//! discovery for the tc path can reuse [`select`] on its own devices' addresses.
+//!
+//! `primary` is kube-proxy's (and its nftables mode's default): NodePorts only
+//! on the node's primary IPv4 and IPv6 addresses, as the Node object gives
+//! them (its first InternalIP of each family, else ExternalIP). The Node is
+//! the Index's, so the Index narrows the interface addresses to those
+//! (`Index::with_nodeport_primary`); while no Node address is known, every
+//! address qualifies, as kube-proxy does when it cannot tell the node's IP.
 //!
 //! Must not: change anything in the kernel (it only reads addresses).
 
@@ -22,6 +30,84 @@ pub enum NodePortError {
     Open(#[source] std::io::Error),
     #[error("cannot list the interface addresses")]
     List(#[source] rtnetlink::Error),
+    #[error("invalid --nodeport-addresses: `primary` must be the only entry, not one of {count}")]
+    PrimaryNotAlone { count: usize },
+}
+
+/// One `--nodeport-addresses` entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodePortAddress {
+    Cidr(Cidr),
+    /// The node's primary addresses (see the module docs).
+    Primary,
+}
+
+impl NodePortAddress {
+    const PRIMARY: &'static str = "primary";
+}
+
+impl FromStr for NodePortAddress {
+    type Err = NodePortError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim() == Self::PRIMARY {
+            return Ok(Self::Primary);
+        }
+        s.parse().map(Self::Cidr)
+    }
+}
+
+impl fmt::Display for NodePortAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cidr(cidr) => cidr.fmt(f),
+            Self::Primary => f.write_str(Self::PRIMARY),
+        }
+    }
+}
+
+impl serde::Serialize for NodePortAddress {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for NodePortAddress {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// What the flag's entries mean together.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodePortFilter {
+    /// The interface addresses inside one of these (all when empty).
+    Cidrs(Vec<Cidr>),
+    /// The node's primary addresses.
+    Primary,
+}
+
+impl NodePortFilter {
+    /// `primary` alone, or prefixes only (as kube-proxy validates it).
+    pub fn new(entries: &[NodePortAddress]) -> Result<Self, NodePortError> {
+        if entries.contains(&NodePortAddress::Primary) {
+            if entries.len() > 1 {
+                return Err(NodePortError::PrimaryNotAlone {
+                    count: entries.len(),
+                });
+            }
+            return Ok(Self::Primary);
+        }
+        let cidrs = entries
+            .iter()
+            .filter_map(|e| match e {
+                NodePortAddress::Cidr(c) => Some(*c),
+                NodePortAddress::Primary => None,
+            })
+            .collect();
+        Ok(Self::Cidrs(cidrs))
+    }
 }
 
 /// An IP prefix, `10.0.0.0/8` or `fd00::/64`; a bare address is a single-host
@@ -211,6 +297,37 @@ mod tests {
         );
         let lo = ["127.0.0.0/8".parse().unwrap()];
         assert!(select(all, &lo).is_empty());
+    }
+
+    #[test]
+    fn primary_is_a_keyword_that_stands_alone() {
+        let entries: Vec<NodePortAddress> = ["10.0.0.0/8", "primary"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(entries[1], NodePortAddress::Primary);
+        assert_eq!(entries[1].to_string(), "primary");
+        assert_eq!(
+            NodePortFilter::new(&entries[1..]).unwrap(),
+            NodePortFilter::Primary
+        );
+        assert_eq!(
+            NodePortFilter::new(&entries[..1]).unwrap(),
+            NodePortFilter::Cidrs(vec!["10.0.0.0/8".parse().unwrap()])
+        );
+        assert_eq!(
+            NodePortFilter::new(&[]).unwrap(),
+            NodePortFilter::Cidrs(vec![])
+        );
+        let e = NodePortFilter::new(&entries).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid --nodeport-addresses: `primary` must be the only entry, not one of 2"
+        );
+        assert!(
+            "Primary".parse::<NodePortAddress>().is_err(),
+            "as kube-proxy: lowercase"
+        );
     }
 
     #[test]

@@ -61,10 +61,19 @@ pub async fn run<D: Datapath>(
     settings: SyncSettings,
     telemetry: Telemetry,
 ) {
+    let pending = {
+        let index = index.clone();
+        move || {
+            index
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pending_changes()
+        }
+    };
     tokio::spawn(
         telemetry
             .clone()
-            .watch_changes(changes.clone(), shutdown.clone()),
+            .watch_changes(changes.clone(), pending, shutdown.clone()),
     );
     // Wait for the first complete state before touching the maps: a restarted
     // daemon must not prune what it has not seen yet.
@@ -155,7 +164,10 @@ async fn sync_once<D: Datapath>(
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         telemetry.index_changes(index.service_changes(), index.endpoint_changes());
-        cache.update(&mut index)
+        let touched = cache.update(&mut index);
+        // Taken by this sync: none pending now (as kube-proxy resets them).
+        telemetry.changes_pending(index.pending_changes());
+        touched
     });
     let (_, no_local) = cache.no_local_endpoints();
     telemetry.no_local_endpoints(no_local);

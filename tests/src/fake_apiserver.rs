@@ -19,7 +19,11 @@
 //!   whose only event is an `ERROR` carrying a `Status` with code 410 (what
 //!   kube-apiserver's watch cache does), or an HTTP 410 ([`GoneStyle`]); an expired
 //!   `continue` token is refused with an HTTP 410, as a real server does;
-//! - `/version`, `/api`, `/apis`, `/healthz`, `/livez`, `/readyz`.
+//! - `/version`, `/api`, `/apis`, `/healthz`, `/livez`, `/readyz`;
+//! - `POST` of an Event (`events.k8s.io/v1` or core `v1`, namespaced): stored
+//!   as sent, stamped with a `uid` and a `resourceVersion` of their own (the
+//!   global one is left alone), and answered `201`;
+//!   read back with [`FakeApiServer::events`]. No other write over HTTP.
 //!
 //! The test drives it through Rust methods, not HTTP: [`FakeApiServer::apply`]
 //! and [`FakeApiServer::delete`] change objects, [`FakeApiServer::bookmark`],
@@ -161,6 +165,8 @@ pub struct ApiRequest {
     /// The resource a list, watch or get was for.
     pub resource: Option<Resource>,
     pub watch: bool,
+    /// When it arrived (compare requests with each other, not with the client).
+    pub at: std::time::Instant,
 }
 
 impl ApiRequest {
@@ -242,6 +248,8 @@ struct State {
     page_cap: Option<usize>,
     held: BTreeSet<Resource>,
     requests: Vec<ApiRequest>,
+    /// Events created over HTTP, in order.
+    events: Vec<Value>,
     next_uid: u64,
 }
 
@@ -290,6 +298,7 @@ impl FakeApiServer {
                 page_cap: None,
                 held: BTreeSet::new(),
                 requests: Vec::new(),
+                events: Vec::new(),
                 next_uid: 1,
             }),
             released: watch::channel(0).0,
@@ -610,6 +619,12 @@ impl FakeApiServer {
     /// Every request received so far, in order.
     pub fn requests(&self) -> Vec<ApiRequest> {
         self.shared.state().requests.clone()
+    }
+
+    /// The Events created through the API so far, as stored (with the
+    /// `resourceVersion` and `uid` the server gave them).
+    pub fn events(&self) -> Vec<Value> {
+        self.shared.state().events.clone()
     }
 
     /// Forgets the recorded requests.
@@ -1058,6 +1073,57 @@ fn route(path: &str) -> Option<Route> {
     }
 }
 
+/// The namespace of an Event collection path (`events.k8s.io/v1` or core).
+fn events_collection(path: &str) -> Option<String> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["apis", "events.k8s.io", "v1", "namespaces", ns, "events"]
+        | ["api", "v1", "namespaces", ns, "events"] => Some((*ns).to_owned()),
+        _ => None,
+    }
+}
+
+/// Stores a posted Event: `422` unless it is a JSON object of kind `Event` in
+/// the path's namespace, as the real server checks.
+async fn create_event(
+    shared: &Shared,
+    namespace: String,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let body = match req.into_body().collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(e) => {
+            return error_response(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string());
+        }
+    };
+    let mut event: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
+    };
+    let in_namespace = event["metadata"]["namespace"]
+        .as_str()
+        .is_none_or(|ns| ns == namespace);
+    if event["kind"] != "Event" || !in_namespace {
+        return error_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "not an Event of the request's namespace",
+        );
+    }
+    // Events leave the global resourceVersion alone, as when they are kept in
+    // an etcd of their own (`--etcd-servers-overrides`): lists and watches of
+    // the other kinds do not see them.
+    let mut state = shared.state();
+    let n = state.next_uid;
+    state.next_uid += 1;
+    let uid = format!("00000000-0000-4000-8000-{n:012x}");
+    event["metadata"]["namespace"] = json!(namespace);
+    event["metadata"]["resourceVersion"] = json!(n.to_string());
+    event["metadata"]["uid"] = json!(uid);
+    state.events.push(event.clone());
+    json_response(StatusCode::CREATED, &event)
+}
+
 async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ResponseBody> {
     let path = req.uri().path().to_owned();
     let query: BTreeMap<String, String> = req
@@ -1079,6 +1145,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ResponseBod
         query: query.clone(),
         resource,
         watch,
+        at: std::time::Instant::now(),
     });
 
     let authorized = req
@@ -1088,6 +1155,11 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ResponseBod
         .is_some_and(|v| v == format!("Bearer {TOKEN}"));
     if !authorized {
         return error_response(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+    }
+    if req.method() == Method::POST
+        && let Some(namespace) = events_collection(&path)
+    {
+        return create_event(shared, namespace, req).await;
     }
     if req.method() != Method::GET {
         return error_response(

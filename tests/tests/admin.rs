@@ -85,6 +85,14 @@ fn metrics_carry_kube_proxy_names_and_map_entries_after_a_sync() {
             "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
             "gauge",
         ),
+        (
+            "kubeproxy_sync_proxy_rules_service_changes_pending",
+            "gauge",
+        ),
+        (
+            "kubeproxy_sync_proxy_rules_endpoint_changes_pending",
+            "gauge",
+        ),
         ("proxy_map_entries", "gauge"),
         ("proxy_map_capacity", "gauge"),
         ("proxy_datapath_events_total", "counter"),
@@ -104,6 +112,15 @@ fn metrics_carry_kube_proxy_names_and_map_entries_after_a_sync() {
     assert!(value(&m, "kubeproxy_sync_proxy_rules_service_changes_total") >= 1.0);
     // Two slices (one per family).
     assert!(value(&m, "kubeproxy_sync_proxy_rules_endpoint_changes_total") >= 2.0);
+    // Every change was taken by a sync.
+    assert_eq!(
+        value(&m, "kubeproxy_sync_proxy_rules_service_changes_pending"),
+        0.0
+    );
+    assert_eq!(
+        value(&m, "kubeproxy_sync_proxy_rules_endpoint_changes_pending"),
+        0.0
+    );
     assert_eq!(value(&m, r#"proxy_mode{mode="ebpf"}"#), 1.0);
     assert_eq!(value(&m, "proxy_sync_failures_total"), 0.0);
 

@@ -13,6 +13,7 @@ use std::{
 use proxy::{
     model::{Index, NodeInfo},
     source::kube::{self as kube_source, Cluster, Settings},
+    telemetry::{Mode, Telemetry},
 };
 use proxy_tests::{
     FakeApiServer,
@@ -27,7 +28,7 @@ use tokio::sync::watch;
 const NS: &str = "pxt";
 const NODE: &str = "node-1";
 /// Bound on every wait for the source to react (it reacts in milliseconds;
-/// reconnecting after an outage takes up to one backoff step of a few seconds).
+/// reconnecting after an outage takes up to one backoff step, about 11 s here).
 const WAIT: Duration = Duration::from_secs(15);
 const DEFAULT_SELECTOR: &str =
     "!service.kubernetes.io/headless,!service.kubernetes.io/service-proxy-name";
@@ -101,7 +102,7 @@ impl World {
                 Settings {
                     node_name: NODE.into(),
                     proxy_name: proxy_name.map(str::to_owned),
-                    rejects: Default::default(),
+                    telemetry: Telemetry::new(Mode::Ebpf, Duration::from_secs(60)),
                 },
                 index.clone(),
                 changes_tx,
@@ -376,8 +377,9 @@ fn deleted_while_down_is_pruned(style: GoneStyle) {
     w.api.delete(Resource::Services, NS, "b");
     w.api.delete(Resource::EndpointSlices, NS, "b-x7k2p");
     w.api.expire_history();
-    // Down for a while: the Index keeps the last known state, untouched.
-    std::thread::sleep(Duration::from_secs(2));
+    // Down long enough for the reconnect backoff to grow past 3 s (0.8 s
+    // doubling, jittered): the Index keeps the last known state, untouched.
+    std::thread::sleep(Duration::from_secs(4));
     assert_eq!(w.services(), ["a", "b"]);
     assert_eq!(
         w.bumps(),
@@ -386,10 +388,15 @@ fn deleted_while_down_is_pruned(style: GoneStyle) {
     );
 
     w.api.restart().expect("restarting the fake API server");
+    let back = std::time::Instant::now();
     w.wait_services(&["a"]);
     w.wait_for("the slice deleted meanwhile to be pruned", |w| {
         w.endpoints() == ["10.1.0.1"]
     });
+    eprintln!(
+        "{style:?}: deleted objects pruned {:?} after the API server came back",
+        back.elapsed()
+    );
     assert_eq!(w.lists_of(Resource::Services), 2, "a relist after 410 Gone");
     let gone_watch = w
         .watches_of(Resource::Services)
@@ -402,6 +409,20 @@ fn deleted_while_down_is_pruned(style: GoneStyle) {
             .and_then(|v| v.parse::<u64>().ok())
             .is_some_and(|v| v < w.api.resource_version()),
         "the resume was from an expired version: {gone_watch:?}"
+    );
+    // The relist follows the 410 at once, not after the backoff the outage
+    // grew (which would be 3.2 s or more here). Both times are the server's.
+    let relist = w
+        .requests_for(Resource::Services)
+        .into_iter()
+        .filter(|r| r.is_list_of(Resource::Services))
+        .nth(1)
+        .expect("the relist");
+    let gap = relist.at.saturating_duration_since(gone_watch.at);
+    eprintln!("{style:?}: relist {gap:?} after the 410");
+    assert!(
+        gap < Duration::from_millis(1500),
+        "expected the relist within 1.5 s of the 410 Gone, it came {gap:?} after"
     );
     // And the watch works again.
     w.api.apply_service(&service("c", "10.96.0.3"));

@@ -219,6 +219,9 @@ mod tests {
         ])
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(shown(&s), ["192.168.0.0/16", "192.0.2.7/32"], "the flag");
+        let primary = write(dir.path(), "nodeportAddresses: [primary]\n");
+        let s = settings(&["run", "--config", &primary]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(shown(&s), ["primary"]);
         let bad = write(dir.path(), "nodeportAddresses: [eth0]\n");
         assert!(settings(&["run", "--config", &bad]).is_err());
         let text = documented(&RunArgs::default()).unwrap_or_else(|e| panic!("{e}"));

@@ -53,7 +53,7 @@ use crate::{
     ebpf_datapath::EbpfDatapath,
     healthcheck,
     model::{ExternalIpGuard, Index, NodeInfo, selection},
-    nodeport::Cidr,
+    nodeport::{NodePortAddress, NodePortFilter},
     plan::Scope,
     source::{
         gate::Gate,
@@ -114,10 +114,11 @@ pub struct RunArgs {
     #[serde(skip)]
     pub config: Option<PathBuf>,
     /// The addresses NodePorts are served on: comma-separated IPs or CIDRs
-    /// (kube-proxy's flag). Empty: every address of this network namespace's
-    /// interfaces except loopback and IPv6 link-local ones.
+    /// (kube-proxy's flag), or `primary`: the node's primary IPv4 and IPv6
+    /// addresses from its Node object. Empty: every address of this network
+    /// namespace's interfaces except loopback and IPv6 link-local ones.
     #[arg(long, value_name = "CIDRS", value_delimiter = ',')]
-    pub nodeport_addresses: Vec<Cidr>,
+    pub nodeport_addresses: Vec<NodePortAddress>,
     /// A directory of Kubernetes YAML (Services, EndpointSlices), watched for
     /// changes. Optional when a cluster is configured; both can be used at once.
     #[arg(long, value_name = "DIR")]
@@ -337,6 +338,18 @@ impl RunArgs {
             tracing::info!(config = %path.display(), "settings read from the configuration file and the flags");
         }
         let node_name = kube_source::node_name(self.node_name.as_deref())?;
+        let (nodeport_cidrs, nodeport_primary) =
+            match NodePortFilter::new(&self.nodeport_addresses)? {
+                NodePortFilter::Cidrs(cidrs) => (cidrs, false),
+                NodePortFilter::Primary => (Vec::new(), true),
+            };
+        if nodeport_primary && cluster.is_none() {
+            tracing::warn!(
+                "--nodeport-addresses primary needs this node's Node object (the Kubernetes \
+                 source): without it NodePorts are served on every address, as kube-proxy \
+                 does when it cannot tell the node's IP"
+            );
+        }
         let kube_client = match &cluster {
             Some(cluster) => Some(
                 kube_source::client(cluster)
@@ -394,7 +407,8 @@ impl RunArgs {
         let index = Arc::new(Mutex::new(
             Index::new(NodeInfo::named(node_name.clone()))
                 .with_proxy_name(self.service_proxy_name.as_deref())
-                .with_external_ip_guard(self.external_ip_guard.into()),
+                .with_external_ip_guard(self.external_ip_guard.into())
+                .with_nodeport_primary(nodeport_primary),
         ));
         // The sync loop starts programming once every source has its first
         // complete state (see `source::gate`).
@@ -421,7 +435,7 @@ impl RunArgs {
         // The tc devices' addresses are among them; the socket hooks serve
         // the rest to local clients.
         sources.push(node_addresses::start(
-            self.nodeport_addresses.clone(),
+            nodeport_cidrs,
             index.clone(),
             gate.input("node addresses"),
             link_events.clone(),
@@ -447,7 +461,7 @@ impl RunArgs {
             let settings = kube_source::Settings {
                 node_name,
                 proxy_name: self.service_proxy_name.clone(),
-                rejects: telemetry.rejects(),
+                telemetry: telemetry.clone(),
             };
             sources.push(kube_source::start(
                 client,

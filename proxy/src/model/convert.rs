@@ -668,7 +668,7 @@ fn traffic_policy(
 /// Converts this proxy's Node. Never fails: a Node without a name (which the API
 /// server never serves) yields an unnamed [`NodeInfo`], for which no endpoint is
 /// local. Addresses that are not of type InternalIP or ExternalIP, or do not
-/// parse, are left out.
+/// parse, are left out; InternalIPs come first (see [`NodeInfo::addresses`]).
 pub fn node(node: &core::Node) -> NodeInfo {
     let zone = node
         .metadata
@@ -682,14 +682,16 @@ pub fn node(node: &core::Node) -> NodeInfo {
         .status
         .as_ref()
         .and_then(|status| status.addresses.as_ref());
-    for address in listed.into_iter().flatten() {
-        if !matches!(address.type_.as_str(), "InternalIP" | "ExternalIP") {
-            continue;
-        }
-        if let Ok(ip) = address.address.parse::<IpAddr>()
-            && !addresses.contains(&ip)
-        {
-            addresses.push(ip);
+    for kind in ["InternalIP", "ExternalIP"] {
+        for address in listed.into_iter().flatten() {
+            if address.type_ != kind {
+                continue;
+            }
+            if let Ok(ip) = address.address.parse::<IpAddr>()
+                && !addresses.contains(&ip)
+            {
+                addresses.push(ip);
+            }
         }
     }
     NodeInfo {

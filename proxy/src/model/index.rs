@@ -30,6 +30,10 @@
 //! the objects in effect, one per object added, changed or removed; a call that
 //! changes nothing in effect (the same object again, a manifest shadowed by the
 //! Kubernetes copy, a relist of the same lists) adds nothing.
+//! [`Index::pending_changes`] counts the Services whose object, or whose
+//! endpoints, changed since the last sync took them ([`Index::take_dirty`]):
+//! kube-proxy's `…_changes_pending` gauges, which its change trackers key by
+//! Service the same way.
 //!
 //! Pure: no I/O, no logging, no clock.
 
@@ -120,6 +124,24 @@ pub struct Index {
     endpoint_changes: u64,
     /// What changed since the last [`Index::take_dirty`].
     dirty: Dirty,
+    /// Services whose object changed since the last [`Index::take_dirty`].
+    pending_services: BTreeSet<ObjectRef>,
+    /// Services whose slices changed since the last [`Index::take_dirty`].
+    pending_endpoints: BTreeSet<ObjectRef>,
+    /// `--nodeport-addresses primary`: NodePorts only on the Node's primary
+    /// addresses among `nodeport_candidates`.
+    nodeport_primary: bool,
+    /// The addresses last given to [`Index::set_nodeport_addresses`].
+    nodeport_candidates: Vec<IpAddr>,
+}
+
+/// How many Services have changes no sync has taken yet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingChanges {
+    /// Services whose own object changed.
+    pub services: usize,
+    /// Services whose endpoints (slices) changed.
+    pub endpoints: usize,
 }
 
 /// Services whose frontends may have changed since the last sync.
@@ -136,10 +158,37 @@ impl Index {
     /// An empty Index for the proxy running on `node`, using the objects that
     /// carry no `service-proxy-name` label.
     pub fn new(node: impl Into<NodeInfo>) -> Self {
+        let node: NodeInfo = node.into();
         Self {
-            node: node.into(),
+            nodeport_candidates: node.nodeport_addresses.clone(),
+            node,
             ..Self::default()
         }
+    }
+
+    /// `--nodeport-addresses primary`: of the addresses given to
+    /// [`Index::set_nodeport_addresses`], NodePorts are served only on this
+    /// node's primary ones ([`NodeInfo::primary_addresses`], from the Node
+    /// object), and on all of them while the Node gives none (as kube-proxy,
+    /// which then cannot tell the node's IP). Set before the first sync.
+    pub fn with_nodeport_primary(mut self, primary: bool) -> Self {
+        self.nodeport_primary = primary;
+        self.node.nodeport_addresses = self.nodeport_on(&self.node);
+        self
+    }
+
+    /// The nodeport addresses for `node`: the candidates, narrowed to its
+    /// primary addresses under `--nodeport-addresses primary`.
+    fn nodeport_on(&self, node: &NodeInfo) -> Vec<IpAddr> {
+        if !self.nodeport_primary {
+            return self.nodeport_candidates.clone();
+        }
+        let primary = node.primary_addresses();
+        self.nodeport_candidates
+            .iter()
+            .filter(|ip| primary.is_empty() || primary.contains(ip))
+            .copied()
+            .collect()
     }
 
     /// Uses only the objects labelled `service.kubernetes.io/service-proxy-name=NAME`
@@ -168,11 +217,12 @@ impl Index {
     /// Replaces this node's facts (a Node update: zone label, addresses, or the
     /// name learned late). Locality and topology are recomputed by the next
     /// [`Index::desired`]. The nodeport addresses are not the Node object's:
-    /// they are kept (see [`Index::set_nodeport_addresses`]), and so is the
-    /// daemon's [`NodeInfo::external_ip_guard`]. Returns whether anything
-    /// changed.
+    /// they are kept (see [`Index::set_nodeport_addresses`]), or, under
+    /// [`Index::with_nodeport_primary`], follow its primary addresses; the
+    /// daemon's [`NodeInfo::external_ip_guard`] is kept too. Returns whether
+    /// anything changed.
     pub fn set_node(&mut self, mut node: NodeInfo) -> bool {
-        node.nodeport_addresses = self.node.nodeport_addresses.clone();
+        node.nodeport_addresses = self.nodeport_on(&node);
         node.external_ip_guard = self.node.external_ip_guard;
         if self.node == node {
             return false;
@@ -190,6 +240,8 @@ impl Index {
         let mut addresses: Vec<IpAddr> = addresses.into_iter().collect();
         addresses.sort_unstable();
         addresses.dedup();
+        self.nodeport_candidates = addresses;
+        let addresses = self.nodeport_on(&self.node);
         if self.node.nodeport_addresses == addresses {
             return false;
         }
@@ -202,7 +254,17 @@ impl Index {
     /// `DesiredCache` of `model::incremental` reads it; the Index does not
     /// depend on its reader).
     pub fn take_dirty(&mut self) -> Dirty {
+        self.pending_services.clear();
+        self.pending_endpoints.clear();
         std::mem::take(&mut self.dirty)
+    }
+
+    /// The changes no sync has taken yet, by Service (see the module docs).
+    pub fn pending_changes(&self) -> PendingChanges {
+        PendingChanges {
+            services: self.pending_services.len(),
+            endpoints: self.pending_endpoints.len(),
+        }
     }
 
     fn is_selected(&self, labels: &SelectionLabels) -> bool {
@@ -236,6 +298,7 @@ impl Index {
         }
         if changed {
             self.service_changes += 1;
+            self.pending_services.insert(id.clone());
             self.dirty.services.insert(id);
         }
         changed
@@ -266,9 +329,9 @@ impl Index {
         let changed = layers.set(source, value);
         let joined_after = layers.effective().map(service_key);
         if changed {
-            self.dirty
-                .services
-                .extend(joined_before.iter().chain(joined_after.iter()).cloned());
+            let joined = joined_before.iter().chain(joined_after.iter());
+            self.pending_endpoints.extend(joined.clone().cloned());
+            self.dirty.services.extend(joined.cloned());
         }
         if layers.is_empty() {
             self.slices.remove(&id);

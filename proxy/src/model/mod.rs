@@ -12,5 +12,5 @@ pub mod small_set;
 pub(crate) mod testkit;
 pub mod types;
 
-pub use index::Index;
+pub use index::{Index, PendingChanges};
 pub use types::*;

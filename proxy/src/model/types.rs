@@ -96,7 +96,8 @@ pub struct NodeInfo {
     pub name: String,
     /// The `topology.kubernetes.io/zone` label.
     pub zone: Option<String>,
-    /// `status.addresses` of type InternalIP and ExternalIP, in API order.
+    /// `status.addresses` of type InternalIP, then those of type ExternalIP,
+    /// each in API order (kube's `GetNodeHostIPs` order).
     pub addresses: Vec<IpAddr>,
     /// The addresses NodePorts are served on (kube-proxy's
     /// `--nodeport-addresses`), resolved by the daemon from this node's
@@ -134,6 +135,19 @@ impl NodeInfo {
     /// such an address may not be claimed as an ExternalIP or LoadBalancer IP.
     pub fn owns(&self, ip: IpAddr) -> bool {
         self.addresses.contains(&ip) || self.nodeport_addresses.contains(&ip)
+    }
+
+    /// The node's primary addresses, as kube's `GetNodeHostIPs` picks them:
+    /// the first of [`NodeInfo::addresses`], then the first of the other
+    /// family (InternalIPs come first). Empty while none is known.
+    pub fn primary_addresses(&self) -> Vec<IpAddr> {
+        let mut out: Vec<IpAddr> = Vec::with_capacity(2);
+        for ip in &self.addresses {
+            if out.iter().all(|p| p.is_ipv4() != ip.is_ipv4()) {
+                out.push(*ip);
+            }
+        }
+        out
     }
 
     /// Whether an endpoint on `node_name` runs here (kube-proxy's `isLocal`:

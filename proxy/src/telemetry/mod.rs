@@ -48,7 +48,7 @@ pub use metrics::{
 pub use rejects::{ConfigRejects, ConfigSource};
 
 use crate::model::{
-    HealthCheck,
+    HealthCheck, PendingChanges,
     desired::{NoLocalEndpoints, RefusalReason},
 };
 
@@ -191,12 +191,14 @@ impl Telemetry {
     }
 
     /// Reports [`Telemetry::update_queued`] on every bump of `changes` (the
-    /// sync loop's change counter) until `shutdown` or the sources are gone.
-    /// A task of its own, so a change is timed from when it arrives even while
-    /// a sync is running.
+    /// sync loop's change counter) until `shutdown` or the sources are gone,
+    /// and the changes then `pending` (read from the Index). A task of its
+    /// own, so a change is timed from when it arrives even while a sync is
+    /// running.
     pub async fn watch_changes(
         self,
         mut changes: watch::Receiver<u64>,
+        pending: impl Fn() -> PendingChanges + Send,
         mut shutdown: watch::Receiver<bool>,
     ) {
         loop {
@@ -205,6 +207,7 @@ impl Telemetry {
                     Ok(()) => {
                         let version = *changes.borrow_and_update();
                         self.update_queued(version);
+                        self.changes_pending(pending());
                     }
                     Err(_) => return,
                 },
@@ -238,6 +241,12 @@ impl Telemetry {
     /// The Index's cumulative Service and EndpointSlice change counters.
     pub fn index_changes(&self, services: u64, endpoints: u64) {
         self.inner.metrics.index_changes(services, endpoints);
+    }
+
+    /// The Services with changes no sync has taken yet
+    /// (`kubeproxy_sync_proxy_rules_{service,endpoint}_changes_pending`).
+    pub fn changes_pending(&self, pending: PendingChanges) {
+        self.inner.metrics.changes_pending(pending);
     }
 
     pub fn no_local_endpoints(&self, n: NoLocalEndpoints) {
@@ -309,7 +318,11 @@ mod tests {
         let t = Telemetry::new(Mode::Ebpf, Duration::ZERO);
         let (tx, rx) = watch::channel(0u64);
         let (_stop_tx, stop_rx) = watch::channel(false);
-        let watcher = tokio::spawn(t.clone().watch_changes(rx, stop_rx));
+        let pending = || PendingChanges {
+            services: 2,
+            endpoints: 1,
+        };
+        let watcher = tokio::spawn(t.clone().watch_changes(rx, pending, stop_rx));
         tx.send_modify(|v| *v += 1);
         // With a zero timeout, a queued change is late at once.
         let late = tokio::time::timeout(Duration::from_secs(5), async {
@@ -319,6 +332,13 @@ mod tests {
         })
         .await;
         assert!(late.is_ok(), "the bump was never reported as queued");
+        let metrics = t.metrics().encode().unwrap();
+        for series in [
+            "kubeproxy_sync_proxy_rules_service_changes_pending 2",
+            "kubeproxy_sync_proxy_rules_endpoint_changes_pending 1",
+        ] {
+            assert!(metrics.contains(series), "{series} in:\n{metrics}");
+        }
         let timer = t.sync_started(*tx.borrow());
         t.sync_finished(timer, true);
         assert_eq!(t.probe(Probe::Livez).0, 200);

@@ -342,10 +342,10 @@ fn node_name_zone_and_addresses() {
         }},
         "status": {"addresses": [
             {"type": "Hostname", "address": "worker-1"},
+            {"type": "ExternalIP", "address": "203.0.113.9"},
             {"type": "InternalIP", "address": "172.18.0.2"},
             {"type": "InternalIP", "address": "fc00:f853::2"},
             {"type": "ExternalIP", "address": "not-an-ip"},
-            {"type": "ExternalIP", "address": "203.0.113.9"},
             {"type": "InternalDNS", "address": "10.0.0.1"},
             {"type": "ExternalIP", "address": "172.18.0.2"},
         ]},
@@ -356,6 +356,7 @@ fn node_name_zone_and_addresses() {
         NodeInfo {
             name: "worker-1".into(),
             zone: Some("eu-west-1a".into()),
+            // InternalIPs first, as kube's GetNodeHostIPs orders them.
             addresses: vec![
                 "172.18.0.2".parse().unwrap(),
                 "fc00:f853::2".parse().unwrap(),
@@ -364,6 +365,13 @@ fn node_name_zone_and_addresses() {
             nodeport_addresses: vec![],
             external_ip_guard: ExternalIpGuard::Default,
         }
+    );
+    assert_eq!(
+        node(&raw).primary_addresses(),
+        [
+            "172.18.0.2".parse::<std::net::IpAddr>().unwrap(),
+            "fc00:f853::2".parse().unwrap()
+        ]
     );
 }
 

@@ -353,6 +353,74 @@ fn change_counters_count_changes_in_effect() {
 }
 
 #[test]
+fn pending_changes_count_services_until_a_sync_takes_them() {
+    let mut idx = Index::new(node("n1"));
+    let pending = |idx: &Index| {
+        let p = idx.pending_changes();
+        (p.services, p.endpoints)
+    };
+    assert_eq!(pending(&idx), (0, 0));
+    idx.apply_service(Manifests, web());
+    idx.apply_service(Manifests, web().port("dns", 53, Udp));
+    idx.apply_service(Manifests, svc("default", "db").cluster_ip("10.96.0.11"));
+    assert_eq!(pending(&idx), (2, 0), "two Services, one changed twice");
+    // Two slices of one Service: one Service with endpoint changes.
+    idx.apply_slice(Manifests, web_slice("web-1", "10.1.0.5"));
+    idx.apply_slice(Manifests, web_slice("web-2", "10.1.0.6"));
+    assert_eq!(pending(&idx), (2, 1));
+    // A no-op is not a change.
+    idx.take_dirty();
+    assert_eq!(pending(&idx), (0, 0), "a sync took them");
+    idx.apply_slice(Manifests, web_slice("web-2", "10.1.0.6"));
+    assert_eq!(pending(&idx), (0, 0));
+    idx.delete_slice(Manifests, &ObjectRef::new("default", "web-2"));
+    idx.delete_service(Manifests, &ObjectRef::new("default", "db"));
+    assert_eq!(pending(&idx), (1, 1), "deletions count");
+}
+
+#[test]
+fn nodeport_primary_keeps_the_nodes_primary_addresses_and_follows_them() {
+    let mut idx = Index::new(node("n1")).with_nodeport_primary(true);
+    let local = [
+        ip("192.168.1.10"),
+        ip("192.168.1.11"),
+        ip("fd00::10"),
+        ip("10.0.0.1"),
+    ];
+    assert!(idx.set_nodeport_addresses(local));
+    // No Node address known yet: every address, as kube-proxy.
+    assert_eq!(idx.node().nodeport_addresses.len(), 4);
+    let mut n: NodeInfo = node("n1").into();
+    // InternalIPs first; the first of each family is primary.
+    n.addresses = vec![
+        ip("192.168.1.11"),
+        ip("fd00::10"),
+        ip("192.168.1.10"),
+        ip("203.0.113.9"),
+    ];
+    assert!(idx.set_node(n.clone()));
+    assert_eq!(
+        idx.node().nodeport_addresses,
+        [ip("192.168.1.11"), ip("fd00::10")]
+    );
+    // A primary address not on any interface is not served.
+    n.addresses = vec![ip("203.0.113.9"), ip("192.168.1.10")];
+    assert!(idx.set_node(n));
+    assert!(idx.node().nodeport_addresses.is_empty());
+    // The interfaces change: narrowed again.
+    assert!(!idx.set_nodeport_addresses([ip("10.0.0.1")]));
+    assert!(idx.set_nodeport_addresses([ip("203.0.113.9"), ip("10.0.0.1")]));
+    assert_eq!(idx.node().nodeport_addresses, [ip("203.0.113.9")]);
+    // Without `primary`, the Node's addresses do not matter.
+    let mut idx = Index::new(node("n1"));
+    idx.set_nodeport_addresses(local);
+    let mut n: NodeInfo = node("n1").into();
+    n.addresses = vec![ip("192.168.1.11")];
+    idx.set_node(n);
+    assert_eq!(idx.node().nodeport_addresses.len(), 4);
+}
+
+#[test]
 fn nodeport_addresses_survive_node_updates_and_mark_everything_dirty() {
     let mut idx = Index::new(node("n1"));
     idx.apply_service(

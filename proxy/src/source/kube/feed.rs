@@ -18,6 +18,11 @@
 //! - An object that does not convert (invalid, or skipped on purpose) is left out,
 //!   and removed from the Index if an earlier version was in it; its problems are
 //!   logged once per `resourceVersion`.
+//! - **This node's Node** gives the Index its zone and addresses, and
+//!   `/healthz` its eligibility ([`node_eligible`]): as kube-proxy's
+//!   `NodeEligibleHandler`, every Node object seen (listed, updated, or in its
+//!   deletion event) decides it; a list that no longer has the Node keeps the
+//!   last answer.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -33,7 +38,11 @@ use crate::model::{
     EndpointSlice, Index, NodeInfo, ObjectRef, Service, SourceId,
     convert::{self, ConvertError, Converted},
 };
-use crate::telemetry::{ConfigRejects, ConfigSource};
+use crate::telemetry::{ConfigRejects, ConfigSource, Telemetry};
+
+/// The taint the Cluster Autoscaler puts on a node it is about to delete
+/// (kube-proxy's `ToBeDeletedTaint`).
+pub const TO_BE_DELETED_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
 
 const SOURCE: SourceId = SourceId::Kubernetes;
 
@@ -89,9 +98,15 @@ pub(super) struct Feed {
     node_name: String,
     services: KindFeed<Services>,
     slices: KindFeed<Slices>,
-    /// `Some` between the Node watch's `Init` and `InitDone`: what was listed.
-    node_listing: Option<Option<NodeInfo>>,
+    /// `Some` between the Node watch's `Init` and `InitDone`: what was listed
+    /// (with its eligibility).
+    node_listing: Option<Option<(NodeInfo, bool)>>,
     node: NodeInfo,
+    /// Whether this node may receive traffic ([`node_eligible`]); `true`
+    /// until a Node object says otherwise, as in kube-proxy.
+    eligible: bool,
+    /// Where the eligibility goes (`/healthz`).
+    telemetry: Option<Telemetry>,
     ready: bool,
     reports: Reports,
 }
@@ -114,15 +129,25 @@ impl Feed {
             slices: KindFeed::default(),
             node_listing: None,
             node,
+            eligible: true,
+            telemetry: None,
             ready: false,
             reports: Reports::default(),
         }
     }
 
-    /// Counts rejected objects into `rejects`.
-    pub(super) fn with_rejects(mut self, rejects: ConfigRejects) -> Self {
-        self.reports.rejects = rejects;
+    /// Counts rejected objects into `telemetry`'s rejects, and reports this
+    /// node's eligibility to its health.
+    pub(super) fn with_telemetry(mut self, telemetry: Telemetry) -> Self {
+        self.reports.rejects = telemetry.rejects();
+        self.telemetry = Some(telemetry);
         self
+    }
+
+    /// Whether this node is eligible to receive traffic, as last seen.
+    #[cfg(test)]
+    pub(super) fn is_eligible(&self) -> bool {
+        self.eligible
     }
 
     /// Whether both initial lists are complete (and the first bump was sent).
@@ -153,12 +178,15 @@ impl Feed {
             }
             Event::InitApply(node) => {
                 if node.name_any() == self.node_name {
-                    self.node_listing = Some(Some(convert::node(&node)));
+                    self.node_listing = Some(Some((convert::node(&node), node_eligible(&node))));
                 }
                 false
             }
             Event::InitDone => match self.node_listing.take().flatten() {
-                Some(info) => self.set_node(info),
+                Some((info, eligible)) => {
+                    self.set_eligible(eligible);
+                    self.set_node(info)
+                }
                 None => {
                     tracing::warn!(
                         node = %self.node_name,
@@ -168,9 +196,13 @@ impl Feed {
                 }
             },
             Event::Apply(node) if node.name_any() == self.node_name => {
+                self.set_eligible(node_eligible(&node));
                 self.set_node(convert::node(&node))
             }
             Event::Delete(node) if node.name_any() == self.node_name => {
+                // kube-proxy judges the deleted object too (it normally
+                // carries a deletionTimestamp).
+                self.set_eligible(node_eligible(&node));
                 tracing::warn!(node = %self.node_name, "Node deleted: no zone known, topology hints are ignored");
                 self.set_node(NodeInfo::named(self.node_name.clone()))
             }
@@ -178,6 +210,24 @@ impl Feed {
         };
         if changed && self.ready {
             self.bump();
+        }
+    }
+
+    /// Records the eligibility and hands it to `/healthz`; logs a change.
+    fn set_eligible(&mut self, eligible: bool) {
+        if eligible != self.eligible {
+            if eligible {
+                tracing::info!(node = %self.node_name, "node eligible again: /healthz follows the proxy's health");
+            } else {
+                tracing::warn!(
+                    node = %self.node_name,
+                    "node is being deleted (deletionTimestamp or the {TO_BE_DELETED_TAINT} taint): /healthz answers 503"
+                );
+            }
+        }
+        self.eligible = eligible;
+        if let Some(telemetry) = &self.telemetry {
+            telemetry.set_node_eligible(eligible);
         }
     }
 
@@ -373,6 +423,20 @@ impl<K: Kind> KindFeed<K> {
         );
         changed
     }
+}
+
+/// Whether a node may receive traffic from load balancers (kube-proxy's
+/// `SyncNode`): not while it is being deleted (a `deletionTimestamp`) or is
+/// tainted for deletion by the Cluster Autoscaler (whatever the effect).
+pub fn node_eligible(node: &core::Node) -> bool {
+    if node.metadata.deletion_timestamp.is_some() {
+        return false;
+    }
+    let taints = node.spec.as_ref().and_then(|spec| spec.taints.as_ref());
+    !taints
+        .into_iter()
+        .flatten()
+        .any(|taint| taint.key == TO_BE_DELETED_TAINT)
 }
 
 /// `namespace/name` of an object (namespace defaulted as the converters do).
@@ -705,6 +769,85 @@ mod tests {
         r.retain(convert::Kind::Service, &BTreeSet::new());
         assert!(r.first_time(convert::Kind::Service, &id, "2"));
         assert!(!r.first_time(convert::Kind::EndpointSlice, &id, "1"));
+    }
+
+    fn node_with(extra: serde_json::Value) -> core::Node {
+        let mut value = json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": { "name": "node-1" },
+        });
+        if let (Some(base), Some(extra)) = (value.as_object_mut(), extra.as_object()) {
+            for (k, v) in extra {
+                if k == "metadata" {
+                    for (mk, mv) in v.as_object().unwrap() {
+                        base["metadata"][mk] = mv.clone();
+                    }
+                } else {
+                    base.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn tainted(key: &str) -> core::Node {
+        node_with(json!({ "spec": { "taints": [{ "key": key, "effect": "NoSchedule" }] } }))
+    }
+
+    fn deleting() -> core::Node {
+        node_with(json!({ "metadata": { "deletionTimestamp": "2026-01-01T00:00:00Z" } }))
+    }
+
+    #[test]
+    fn a_node_is_ineligible_while_deleted_or_tainted_for_deletion() {
+        assert!(node_eligible(&node_with(json!({}))));
+        assert!(node_eligible(&tainted("node.kubernetes.io/unschedulable")));
+        assert!(!node_eligible(&tainted(TO_BE_DELETED_TAINT)));
+        assert!(!node_eligible(&deleting()));
+        // Any effect counts, as in kube-proxy.
+        let prefer = node_with(json!({ "spec": { "taints": [
+            { "key": "other", "effect": "NoExecute" },
+            { "key": TO_BE_DELETED_TAINT, "value": "1700000000", "effect": "PreferNoSchedule" },
+        ] } }));
+        assert!(!node_eligible(&prefer));
+    }
+
+    #[test]
+    fn healthz_follows_the_node_objects_eligibility() {
+        use crate::telemetry::{Mode, Probe};
+        let telemetry = Telemetry::new(Mode::Ebpf, std::time::Duration::from_secs(60));
+        let mut h = Harness::new();
+        h.feed = Feed::new(h.index.clone(), watch::channel(0).0, "node-1".into())
+            .with_telemetry(telemetry.clone());
+        let healthz = || telemetry.probe(Probe::Healthz).0;
+        let livez = || telemetry.probe(Probe::Livez).0;
+        assert_eq!(healthz(), 200, "eligible until a Node says otherwise");
+
+        h.feed.on_node(Event::Init);
+        h.feed
+            .on_node(Event::InitApply(tainted(TO_BE_DELETED_TAINT)));
+        assert_eq!(healthz(), 200, "not before the list is complete");
+        h.feed.on_node(Event::InitDone);
+        assert!(!h.feed.is_eligible());
+        assert_eq!((healthz(), livez()), (503, 200));
+
+        h.feed.on_node(Event::Apply(node("zone-a")));
+        assert_eq!(healthz(), 200, "the taint was removed");
+        h.feed.on_node(Event::Apply(deleting()));
+        assert_eq!((healthz(), livez()), (503, 200));
+        // Another node's object says nothing about this one.
+        let mut other = node("zone-a");
+        other.metadata.name = Some("node-2".into());
+        h.feed.on_node(Event::Apply(other));
+        assert_eq!(healthz(), 503);
+        // A relist without the Node keeps the last answer (kube-proxy judges
+        // the last known object).
+        h.feed.on_node(Event::Init);
+        h.feed.on_node(Event::InitDone);
+        assert_eq!(healthz(), 503);
+        // The deletion event's object decides, as in kube-proxy.
+        h.feed.on_node(Event::Delete(node("zone-a")));
+        assert_eq!(healthz(), 200);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //!   node's name;
 //! - `feed`: the state machine from watcher events to Index calls (initial lists,
 //!   relists, conversion problems);
+//! - `event`: the start-up Event on this node's Node, as kube-proxy sends;
 //! - this module: the watch task, one kube-runtime `watcher` per resource with
 //!   kube's default backoff.
 //!
@@ -17,24 +18,36 @@
 //! from the flag.
 //!
 //! Failures: while the API server is unreachable the watchers retry with backoff
-//! (0.8 s doubling to 30 s) and the Index keeps the last known state, which keeps
+//! (kube's default, as client-go's: 0.8 s doubling to 30 s, each step jittered
+//! up to twice its length) and the Index keeps the last known state, which keeps
 //! being served. A watch resumes from the last `resourceVersion` it saw (events or
 //! bookmarks); when that is too old (410 Gone) the watcher relists, and the relist
-//! prunes what was deleted meanwhile. kube-runtime relists on a 410 delivered as
-//! a watch `ERROR` event (what kube-apiserver sends), but retries a watch refused
-//! with an HTTP 410 forever with the same version (kube-rs #1042); this module
-//! restarts that watcher, which relists.
+//! prunes what was deleted meanwhile. Both forms of 410 restart the watcher here,
+//! because a fresh watcher lists at once: kube-runtime would relist after a 410
+//! delivered as a watch `ERROR` event (what kube-apiserver sends) only once its
+//! backoff, grown through the outage, has passed (up to a minute), and it retries
+//! a watch refused with an HTTP 410 forever with the same version (kube-rs
+//! #1042). A watcher restarted less than [`RESTART_DELAY`] ago waits that long
+//! first, so a server that answers every watch with 410 is not hammered.
+//!
+//! The reconnect backoff is kept at client-go's 30 s on purpose: when an API
+//! server comes back, every node's watchers reconnect and relist; the longer,
+//! jittered steps spread those lists over tens of seconds instead of landing on
+//! a cold server at once. The cost is the worst case: a reconnect up to about
+//! 60 s after the server is back (README, "Kubernetes API outages"), as
+//! with kube-proxy.
 //!
 //! Must not: decide anything about Services (the model does), or keep raw
 //! `k8s-openapi` objects (they are converted as they arrive).
 
 mod client;
+mod event;
 mod feed;
 
 use std::{
     fmt::Debug,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::{StreamExt as _, stream::BoxStream};
@@ -52,10 +65,10 @@ use tokio::{sync::watch, task::JoinHandle};
 pub use self::client::{ClientError, Cluster, client, in_pod_but_unset, node_name};
 use self::feed::Feed;
 use crate::model::{Index, selection::label_selector};
-use crate::telemetry::ConfigRejects;
+use crate::telemetry::Telemetry;
 
-/// How long to wait before restarting a watcher whose watch was refused with an
-/// HTTP 410, so a server that refuses every version is not hammered.
+/// The least time between two restarts of one watcher, so a server that
+/// answers every watch with 410 Gone is not hammered.
 const RESTART_DELAY: Duration = Duration::from_secs(1);
 
 /// What the source watches.
@@ -66,8 +79,9 @@ pub struct Settings {
     /// `--service-proxy-name`: selects `service.kubernetes.io/service-proxy-name=<name>`
     /// instead of the objects without that label.
     pub proxy_name: Option<String>,
-    /// Where rejected objects are counted (`proxy_config_rejects_total`).
-    pub rejects: ConfigRejects,
+    /// Where rejected objects are counted (`proxy_config_rejects_total`) and
+    /// this node's eligibility goes (`/healthz`).
+    pub telemetry: Telemetry,
 }
 
 /// Starts watching. The returned task runs until `shutdown`; it bumps `changes`
@@ -101,28 +115,48 @@ async fn run(
 
     let services_api: Api<core::Service> = Api::all(client.clone());
     let slices_api: Api<discovery::EndpointSlice> = Api::all(client.clone());
-    let nodes_api: Api<core::Node> = Api::all(client);
+    let nodes_api: Api<core::Node> = Api::all(client.clone());
     let mut services = stream(services_api.clone(), selected.clone(), Duration::ZERO);
     let mut slices = stream(slices_api.clone(), selected.clone(), Duration::ZERO);
     let mut nodes = stream(nodes_api.clone(), this_node.clone(), Duration::ZERO);
+    // kube-proxy's "birth cry", once its watches are started.
+    tokio::spawn(event::announce(
+        client,
+        settings.node_name.clone(),
+        shutdown.clone(),
+    ));
 
     let mut feed = Feed::new(index, changes, settings.node_name.clone())
-        .with_rejects(settings.rejects.clone());
+        .with_telemetry(settings.telemetry.clone());
+    let (mut services_restarts, mut slices_restarts, mut nodes_restarts) = (
+        Restarts::default(),
+        Restarts::default(),
+        Restarts::default(),
+    );
     loop {
         tokio::select! {
             Some(item) = services.next() => match step(item, "services") {
                 Step::Event(event) => feed.on_service(event),
-                Step::Restart => services = stream(services_api.clone(), selected.clone(), RESTART_DELAY),
+                Step::Restart => {
+                    let delay = services_restarts.next(Instant::now());
+                    services = stream(services_api.clone(), selected.clone(), delay);
+                }
                 Step::Wait => {}
             },
             Some(item) = slices.next() => match step(item, "endpointslices") {
                 Step::Event(event) => feed.on_slice(event),
-                Step::Restart => slices = stream(slices_api.clone(), selected.clone(), RESTART_DELAY),
+                Step::Restart => {
+                    let delay = slices_restarts.next(Instant::now());
+                    slices = stream(slices_api.clone(), selected.clone(), delay);
+                }
                 Step::Wait => {}
             },
             Some(item) = nodes.next() => match step(item, "nodes") {
                 Step::Event(event) => feed.on_node(event),
-                Step::Restart => nodes = stream(nodes_api.clone(), this_node.clone(), RESTART_DELAY),
+                Step::Restart => {
+                    let delay = nodes_restarts.next(Instant::now());
+                    nodes = stream(nodes_api.clone(), this_node.clone(), delay);
+                }
                 Step::Wait => {}
             },
             _ = shutdown.changed() => return,
@@ -151,9 +185,33 @@ where
         .boxed()
 }
 
+/// When one watcher was last restarted.
+#[derive(Debug, Default)]
+struct Restarts {
+    last: Option<Instant>,
+}
+
+impl Restarts {
+    /// How long the restart at `now` waits: nothing, unless the previous
+    /// one was less than [`RESTART_DELAY`] ago.
+    fn next(&mut self, now: Instant) -> Duration {
+        let recent = self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < RESTART_DELAY);
+        let delay = if recent {
+            RESTART_DELAY
+        } else {
+            Duration::ZERO
+        };
+        self.last = Some(now + delay);
+        delay
+    }
+}
+
 enum Step<K> {
     Event(Event<K>),
-    /// The watcher is stuck: start a new one (which relists).
+    /// The watch expired (410 Gone): start a new watcher, which relists at
+    /// once rather than after the old one's backoff.
     Restart,
     /// An error the watcher recovers from by itself, after its backoff.
     Wait,
@@ -176,7 +234,7 @@ fn step<K>(item: Result<Event<K>, watcher::Error>, resource: &'static str) -> St
                 message = %status.message,
                 "watch expired (410 Gone); relisting"
             );
-            Step::Wait
+            Step::Restart
         }
         Err(error) => {
             tracing::warn!(
@@ -186,5 +244,45 @@ fn step<K>(item: Result<Event<K>, watcher::Error>, resource: &'static str) -> St
             );
             Step::Wait
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::core::Status;
+
+    use super::*;
+
+    fn gone_event() -> Result<Event<core::Service>, watcher::Error> {
+        Err(watcher::Error::WatchError(Box::new(
+            Status::failure("too old resource version: 5 (9)", "Expired").with_code(410),
+        )))
+    }
+
+    #[test]
+    fn a_gone_watch_event_restarts_the_watcher() {
+        assert!(matches!(step(gone_event(), "services"), Step::Restart));
+    }
+
+    #[test]
+    fn other_watch_errors_wait_for_the_backoff() {
+        let other = Err(watcher::Error::WatchError(Box::new(
+            Status::failure("internal error", "InternalError").with_code(500),
+        )));
+        assert!(matches!(
+            step::<core::Service>(other, "services"),
+            Step::Wait
+        ));
+    }
+
+    #[test]
+    fn restarts_are_immediate_unless_the_last_was_under_a_second_ago() {
+        let t0 = Instant::now();
+        let mut r = Restarts::default();
+        assert_eq!(r.next(t0), Duration::ZERO);
+        assert_eq!(r.next(t0 + Duration::from_millis(200)), RESTART_DELAY);
+        // That one starts at 1.2 s; one at 2.1 s is less than 1 s after it.
+        assert_eq!(r.next(t0 + Duration::from_millis(2100)), RESTART_DELAY);
+        assert_eq!(r.next(t0 + Duration::from_secs(10)), Duration::ZERO);
     }
 }
