@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use crate::{
     dataplane::maps::{BatchError, DataplaneMaps, MapError},
     model::{Backend, DesiredState, Frontend, Protocol},
-    plan::{self, Applied, BackendId, Op, Plan, Planned, RevNatId, Subject},
+    plan::{self, Applied, BackendId, Draining, Op, Plan, Planned, RevNatId, Subject},
 };
 
 /// What one `apply` did.
@@ -117,6 +117,8 @@ impl StepError {
 pub struct Writer<M> {
     maps: M,
     applied: Applied,
+    /// Backends let go, whose deletes wait out the grace period.
+    draining: Draining,
 }
 
 impl<M: DataplaneMaps> Writer<M> {
@@ -124,7 +126,25 @@ impl<M: DataplaneMaps> Writer<M> {
     /// left off) and takes ownership of them.
     pub fn new(maps: M) -> Result<Self, MapError> {
         let applied = maps.read()?;
-        Ok(Self { maps, applied })
+        Ok(Self {
+            maps,
+            applied,
+            draining: Draining::default(),
+        })
+    }
+
+    /// Keeps a backend that no slot uses and no Service lists for `grace`
+    /// before deleting it (`--backend-grace-period`): per-packet flows to a
+    /// deleted endpoint finish instead of being balanced anew. Zero (the
+    /// default): deleted at once.
+    pub fn with_backend_grace(mut self, grace: std::time::Duration) -> Self {
+        self.draining = Draining::new(grace);
+        self
+    }
+
+    /// The backends waiting out their grace period.
+    pub fn draining(&self) -> &Draining {
+        &self.draining
     }
 
     /// What the maps hold, as far as this writer knows.
@@ -153,7 +173,9 @@ impl<M: DataplaneMaps> Writer<M> {
 
     fn sync_with(&mut self, make_plan: impl FnOnce(&Applied) -> Plan) -> ApplyReport {
         let started = std::time::Instant::now();
-        let plan = make_plan(&self.applied);
+        self.draining.expire(started);
+        let mut plan = make_plan(&self.applied);
+        self.draining.hold(&mut plan, &self.applied, started);
         let plan_time = started.elapsed();
         let mut report = self.apply(&plan);
         report.plan_time = plan_time;

@@ -51,8 +51,8 @@ use super::{
     topology::{candidates, categorize},
 };
 use crate::model::types::{
-    AddressType, EndpointSlice, Frontend, FrontendKind, FrontendSpec, HealthCheck, NodeInfo,
-    ObjectRef, Service, ServicePort, ServiceType, TrafficPolicy,
+    AddressType, Backend, EndpointSlice, Frontend, FrontendKind, FrontendSpec, HealthCheck,
+    NodeInfo, ObjectRef, Service, ServicePort, ServiceType, TrafficPolicy,
 };
 
 /// The kubelet's port: no external frontend may take it (CVE-2020-8554).
@@ -125,6 +125,9 @@ pub struct ServiceFrontends {
     pub refusals: Vec<Refusal>,
     /// Addresses of its endpoints on this node.
     pub local_endpoints: BTreeSet<IpAddr>,
+    /// Every endpoint its ports list, whatever their conditions (see
+    /// [`crate::model::DesiredState::retained_backends`]).
+    pub retained_backends: BTreeSet<Backend>,
     /// Its health-check node port, when it has one.
     pub health_check: Option<(u16, HealthCheck)>,
 }
@@ -151,6 +154,8 @@ pub fn service_frontends(
         let (mut lacks_internal, mut lacks_external) = (false, false);
         for (family_index, &addr) in service.cluster_ips.iter().enumerate() {
             let endpoints = candidates(service, port, AddressType::of(addr), slices, node);
+            out.retained_backends
+                .extend(endpoints.iter().map(|ep| ep.backend));
             for ep in endpoints.iter().filter(|ep| ep.local) {
                 out.local_endpoints.insert(ep.backend.addr);
                 if ep.ready && family_index == 0 {
