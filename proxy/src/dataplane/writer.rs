@@ -175,7 +175,14 @@ impl<M: DataplaneMaps> Writer<M> {
         let started = std::time::Instant::now();
         self.draining.expire(started);
         let mut plan = make_plan(&self.applied);
-        self.draining.hold(&mut plan, &self.applied, started);
+        for backend in self.draining.hold(&mut plan, &self.applied, started) {
+            tracing::info!(
+                %backend,
+                grace_s = self.draining.grace().as_secs_f64(),
+                "backend no longer used or listed; its entry drains for the grace period \
+                 (established per-packet flows keep it)"
+            );
+        }
         let plan_time = started.elapsed();
         let mut report = self.apply(&plan);
         report.plan_time = plan_time;

@@ -3,6 +3,9 @@
 //! balanced anew mid-stream (which, for TCP, the new backend answers with a
 //! RST).
 //!
+//! TCP only: UDP flows to a deleted endpoint are moved to a live one at once,
+//! as kube-proxy clears their conntrack entries.
+//!
 //! Pure: the caller passes the time. A plan deletes a backend only once no
 //! slot points at it and no Service lists its endpoint; [`Draining::hold`]
 //! takes such a delete out of the plan the first time it is planned and
@@ -13,11 +16,12 @@
 //! time it is let go).
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, btree_map},
     time::{Duration, Instant},
 };
 
 use super::{Applied, BackendId, Op, Plan};
+use crate::model::{Backend, Protocol};
 
 /// Backends let go and not yet deleted, each with the end of its grace.
 #[derive(Clone, Debug, Default)]
@@ -69,24 +73,34 @@ impl Draining {
     /// Takes out of `plan` the deletes of backends whose grace has not ended,
     /// starting it (at `now`) for those let go just now. `applied` is what
     /// the plan was made against: a draining backend a slot uses again, or
-    /// gone from the maps, is forgotten.
-    pub fn hold(&mut self, plan: &mut Plan, applied: &Applied, now: Instant) {
+    /// gone from the maps, is forgotten. Returns the backends whose grace
+    /// started now.
+    pub fn hold(&mut self, plan: &mut Plan, applied: &Applied, now: Instant) -> Vec<Backend> {
         self.deadlines
             .retain(|id, _| applied.refs(*id) == 0 && applied.backends.contains_key(id));
         // A grace that ended applies to this plan only: a backend it did not
         // delete is wanted or listed again.
         let due = std::mem::take(&mut self.due);
+        let mut started = Vec::new();
         if self.grace.is_zero() {
-            return;
+            return started;
         }
         let until = now + self.grace;
         plan.ops.retain(|planned| match planned.op {
-            Op::DeleteBackend { id, .. } if !due.contains(&id) => {
-                self.deadlines.entry(id).or_insert(until);
+            // UDP flows to a deleted endpoint move to a live one at once
+            // (kube-proxy clears their conntrack entries).
+            Op::DeleteBackend { id, backend }
+                if backend.protocol != Protocol::Udp && !due.contains(&id) =>
+            {
+                if let btree_map::Entry::Vacant(v) = self.deadlines.entry(id) {
+                    v.insert(until);
+                    started.push(backend);
+                }
                 false
             }
             _ => true,
         });
+        started
     }
 }
 

@@ -52,7 +52,7 @@ use super::{
 };
 use crate::model::types::{
     AddressType, Backend, EndpointSlice, Frontend, FrontendKind, FrontendSpec, HealthCheck,
-    NodeInfo, ObjectRef, Service, ServicePort, ServiceType, TrafficPolicy,
+    NodeInfo, ObjectRef, Protocol, Service, ServicePort, ServiceType, TrafficPolicy,
 };
 
 /// The kubelet's port: no external frontend may take it (CVE-2020-8554).
@@ -154,8 +154,12 @@ pub fn service_frontends(
         let (mut lacks_internal, mut lacks_external) = (false, false);
         for (family_index, &addr) in service.cluster_ips.iter().enumerate() {
             let endpoints = candidates(service, port, AddressType::of(addr), slices, node);
-            out.retained_backends
-                .extend(endpoints.iter().map(|ep| ep.backend));
+            out.retained_backends.extend(
+                endpoints
+                    .iter()
+                    .filter(|ep| retained(ep))
+                    .map(|ep| ep.backend),
+            );
             for ep in endpoints.iter().filter(|ep| ep.local) {
                 out.local_endpoints.insert(ep.backend.addr);
                 if ep.ready && family_index == 0 {
@@ -222,6 +226,15 @@ pub fn service_frontends(
         ));
     }
     out
+}
+
+/// Whether an endpoint's backend entry outlives its slots (see
+/// [`crate::model::DesiredState::retained_backends`]): a TCP endpoint whatever
+/// its conditions (kube-proxy leaves TCP conntrack entries alone), a UDP one
+/// while it serves (kube-proxy clears the UDP flows of an endpoint that stops
+/// serving, so they move to a live one).
+fn retained(ep: &super::Candidate<'_>) -> bool {
+    ep.backend.protocol != Protocol::Udp || ep.ready || ep.serving
 }
 
 /// The external frontends of one Service port in the family of `cluster_ip`:

@@ -12,7 +12,7 @@ use std::{
 use super::Draining;
 use crate::{
     dataplane::{Writer, fake::FakeMaps},
-    model::{DesiredState, Frontend},
+    model::{Backend, DesiredState, Frontend, Protocol},
     plan::{
         plan, plan_frontends,
         tests::{be, desired, fe, kinds, reachable, synced, take_log},
@@ -140,12 +140,12 @@ fn a_grace_ends_at_its_deadline_and_only_then_lets_the_delete_through() {
     let mut draining = Draining::new(GRACE);
     let d = web(&[B], &[B]);
     let mut p = plan_frontends(w.applied(), &d, &BTreeSet::new());
-    draining.hold(&mut p, w.applied(), t0);
+    assert_eq!(draining.hold(&mut p, w.applied(), t0), [be(A)]);
     assert!(p.is_empty(), "held: {p:?}");
     assert_eq!(draining.next_deadline(), Some(t0 + GRACE));
     assert!(!draining.expire(t0 + GRACE - Duration::from_millis(1)));
     let mut p = plan_frontends(w.applied(), &d, &BTreeSet::new());
-    draining.hold(&mut p, w.applied(), t0 + GRACE / 2);
+    assert_eq!(draining.hold(&mut p, w.applied(), t0 + GRACE / 2), []);
     assert!(p.is_empty(), "still held: {p:?}");
     assert!(draining.expire(t0 + GRACE));
     assert_eq!(draining.next_deadline(), None);
@@ -190,6 +190,41 @@ fn a_draining_backend_that_comes_back_is_forgotten_and_drains_afresh_next_time()
     assert!(holds(&w, A), "held again");
     assert_eq!(draining.next_deadline(), Some(later + GRACE));
     assert_eq!(reachable(w.maps(), WEB), [be(B)]);
+}
+
+/// UDP flows to a deleted endpoint move to a live one at once (kube-proxy
+/// clears their conntrack entries): a UDP backend is not held.
+#[test]
+fn a_udp_backend_is_not_held() {
+    let udp = |s: &str| Backend {
+        protocol: Protocol::Udp,
+        ..be(s)
+    };
+    let dns = Frontend {
+        protocol: Protocol::Udp,
+        ..fe("10.96.0.10:53")
+    };
+    let with = |slots: &[Backend]| {
+        let mut d = DesiredState::default();
+        let mut spec = desired(&[(WEB, &[])])
+            .frontends
+            .into_values()
+            .next()
+            .unwrap();
+        spec.backends = slots.to_vec();
+        d.frontends.insert(dns, spec);
+        d
+    };
+    let mut w = Writer::new(FakeMaps::default())
+        .unwrap()
+        .with_backend_grace(GRACE);
+    assert!(w.sync(&with(&[udp(A), udp(B)])).is_complete());
+    take_log(&mut w);
+    let report = w.sync_frontends(&with(&[udp(B)]), &BTreeSet::from([dns]));
+    assert!(report.is_complete());
+    assert!(kinds(&take_log(&mut w)).contains(&"delete-backend".to_owned()));
+    assert!(w.applied().backend_id(&udp(A)).is_none());
+    assert!(w.draining().deadlines().is_empty());
 }
 
 #[test]

@@ -262,3 +262,44 @@ fn every_listed_endpoint_is_retained_used_or_not() {
     );
     assert_eq!(retained(&web(&["ready"])), ["10.1.0.1:8080"]);
 }
+
+/// UDP: only serving endpoints are retained (kube-proxy clears the UDP
+/// flows of an endpoint that stops serving, so they move to a live one).
+#[test]
+fn udp_endpoints_are_retained_while_serving() {
+    let mut sl = slice("default", "dns-1")
+        .for_service("dns")
+        .port("dns", 5353, Udp);
+    for (i, state) in [
+        "ready",
+        "serving_terminating",
+        "terminating_not_serving",
+        "not_ready",
+    ]
+    .iter()
+    .enumerate()
+    {
+        sl = sl.endpoint(&format!("10.1.0.{}", i + 1));
+        sl = match *state {
+            "ready" => sl.ready(),
+            "not_ready" => sl.not_ready(),
+            "serving_terminating" => sl.serving_terminating(),
+            _ => sl.terminating_not_serving(),
+        };
+    }
+    let out = compute(
+        vec![
+            svc("default", "dns")
+                .cluster_ip("10.96.0.10")
+                .port("dns", 53, Udp),
+        ],
+        vec![sl],
+    );
+    let retained: Vec<String> = out
+        .state
+        .retained_backends
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(retained, ["10.1.0.1:5353", "10.1.0.2:5353"]);
+}
