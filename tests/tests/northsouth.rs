@@ -15,7 +15,9 @@
 //! long-lived flow that stays on its backend while new flows follow the
 //! endpoint set; bulk TCP (64 MiB each way on one connection, GSO packets
 //! processed on several CPUs at once) without a reset or a mid-flow
-//! conntrack miss; the health-check node port; refused ExternalIPs.
+//! conntrack miss; the health-check node port; refused ExternalIPs; graceful
+//! termination (a long-lived stream crosses its endpoint terminating, then
+//! deleted, with no reset; the entry drains for `--backend-grace-period`).
 
 use std::{
     collections::BTreeMap,
@@ -1130,6 +1132,8 @@ impl Drop for EchoBackend {
 struct Pump {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     progress: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Why the stream broke, once it has.
+    broke: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     thread: std::thread::JoinHandle<Result<(TcpStream, u64), String>>,
 }
 
@@ -1137,40 +1141,57 @@ impl Pump {
     fn start(mut s: TcpStream) -> Self {
         use std::sync::{
             Arc,
-            atomic::{AtomicBool, AtomicU64, Ordering},
+            atomic::{AtomicBool, AtomicU64},
         };
         let stop = Arc::new(AtomicBool::new(false));
         let progress = Arc::new(AtomicU64::new(0));
-        let (stop2, progress2) = (stop.clone(), progress.clone());
+        let broke = Arc::new(std::sync::Mutex::new(None));
+        let (stop2, progress2, broke2) = (stop.clone(), progress.clone(), broke.clone());
         let thread = std::thread::spawn(move || {
-            use std::io::{Read, Write};
-            let pattern = bulk_pattern();
-            let mut back = vec![0u8; ECHO_CHUNK];
-            let mut done = 0u64;
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while !stop2.load(Ordering::Relaxed) && Instant::now() < deadline {
-                let phase = (done % BULK_PERIOD as u64) as usize;
-                let chunk = &pattern[phase..phase + ECHO_CHUNK];
-                let io = |e: io::Error| format!("after {done} bytes: {e} (kind {:?})", e.kind());
-                s.write_all(chunk).map_err(io)?;
-                s.read_exact(&mut back).map_err(io)?;
-                if back != chunk {
-                    let k = (0..ECHO_CHUNK).find(|&k| back[k] != chunk[k]).unwrap_or(0);
-                    return Err(format!("byte {} came back wrong", done + k as u64));
-                }
-                done += ECHO_CHUNK as u64;
-                progress2.store(done, Ordering::Relaxed);
-                // A steady stream, not a flood: the test is about crossing
-                // the changes, not throughput.
-                std::thread::sleep(Duration::from_millis(2));
+            let result = Self::run(&mut s, &stop2, &progress2);
+            if let Err(e) = &result {
+                *broke2.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
             }
-            Ok((s, done))
+            result.map(|done| (s, done))
         });
         Pump {
             stop,
             progress,
+            broke,
             thread,
         }
+    }
+
+    fn run(
+        s: &mut TcpStream,
+        stop: &std::sync::atomic::AtomicBool,
+        progress: &std::sync::atomic::AtomicU64,
+    ) -> Result<u64, String> {
+        use std::{
+            io::{Read, Write},
+            sync::atomic::Ordering,
+        };
+        let pattern = bulk_pattern();
+        let mut back = vec![0u8; ECHO_CHUNK];
+        let mut done = 0u64;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            let phase = (done % BULK_PERIOD as u64) as usize;
+            let chunk = &pattern[phase..phase + ECHO_CHUNK];
+            let io = |e: io::Error| format!("after {done} bytes: {e} (kind {:?})", e.kind());
+            s.write_all(chunk).map_err(io)?;
+            s.read_exact(&mut back).map_err(io)?;
+            if back != chunk {
+                let k = (0..ECHO_CHUNK).find(|&k| back[k] != chunk[k]).unwrap_or(0);
+                return Err(format!("byte {} came back wrong", done + k as u64));
+            }
+            done += ECHO_CHUNK as u64;
+            progress.store(done, Ordering::Relaxed);
+            // A steady stream, not a flood: the test is about crossing
+            // the changes, not throughput.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(done)
     }
 
     fn progress(&self) -> u64 {
@@ -1180,11 +1201,14 @@ impl Pump {
     /// Waits until the stream has moved more bytes (it carries on now).
     fn assert_flowing(&self, what: &str) {
         let before = self.progress();
-        let moved = wait_until(REQUEST, || self.progress() > before + ECHO_CHUNK as u64);
-        assert!(
-            moved || self.thread.is_finished(),
-            "{what}: the stream stalled at {before} bytes"
-        );
+        let broke = || self.broke.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let moved = wait_until(REQUEST, || {
+            broke().is_some() || self.progress() > before + ECHO_CHUNK as u64
+        });
+        if let Some(e) = broke() {
+            panic!("{what}: the stream broke: {e}");
+        }
+        assert!(moved, "{what}: the stream stalled at {before} bytes");
     }
 
     fn finish(self) -> Result<(TcpStream, u64), String> {
@@ -1272,7 +1296,8 @@ fn a_long_lived_stream_survives_its_endpoint_terminating_then_deleted() {
     }
     w.write("drain-service.yaml", &svc.to_yaml());
     slices(&w, &[(leaving, false)]);
-    w.start_proxy(&["--backend-grace-period", "6s"]);
+    let grace = format!("{}s", GRACE.as_secs());
+    w.start_proxy(&["--backend-grace-period", &grace]);
     for family in FAMILIES {
         let http = SocketAddr::new(node1_ip(family), 30086);
         let frontend = SocketAddr::new(node1_ip(family), 30096);
