@@ -195,6 +195,15 @@ impl<M: DataplaneMaps> Writer<M> {
     pub fn reconcile(&mut self, desired: &DesiredState) -> Result<(usize, ApplyReport), MapError> {
         let actual = self.maps.read()?;
         let drift = count_differences(&self.applied, &actual);
+        // A backend entry this writer did not write (edited by hand) is no
+        // endpoint's: it goes without a grace.
+        self.draining.release_now(
+            actual
+                .backends
+                .iter()
+                .filter(|(id, b)| self.applied.backends.get(id) != Some(b))
+                .map(|(id, _)| *id),
+        );
         self.applied = actual;
         Ok((drift, self.sync(desired)))
     }

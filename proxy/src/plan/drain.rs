@@ -70,6 +70,15 @@ impl Draining {
         !ended.is_empty()
     }
 
+    /// Lets the next plan delete these backends without a grace (entries
+    /// nobody wrote as an endpoint's: drift found by the reconcile).
+    pub fn release_now(&mut self, ids: impl IntoIterator<Item = BackendId>) {
+        for id in ids {
+            self.deadlines.remove(&id);
+            self.due.insert(id);
+        }
+    }
+
     /// Takes out of `plan` the deletes of backends whose grace has not ended,
     /// starting it (at `now`) for those let go just now. `applied` is what
     /// the plan was made against: a draining backend a slot uses again, or

@@ -250,3 +250,40 @@ fn a_unreferenced() -> Writer<FakeMaps> {
     take_log(&mut w);
     w
 }
+
+/// Entries the writer did not write (drift the reconcile finds) are no
+/// endpoint's: with a grace configured they still go at once, and the
+/// backend changed by hand is restored.
+#[test]
+fn the_reconcile_deletes_a_hand_made_backend_entry_without_a_grace() {
+    use crate::plan::Scope;
+    let d = web(&[A, B], &[A, B]);
+    let mut w = Writer::new(FakeMaps::default())
+        .unwrap()
+        .with_backend_grace(GRACE);
+    assert!(w.sync(&d).is_complete());
+    let good = w.maps().contents.clone();
+    // A stray backend, and B's entry pointed elsewhere.
+    let b_id = w.applied().backend_id(&be(B)).unwrap();
+    let maps = w.maps_mut_for_tests();
+    maps.contents.backends.insert(99, be("10.9.9.9:1"));
+    maps.contents.backends.insert(b_id, be("10.1.0.2:1"));
+    maps.contents.reindex();
+    let (_, report) = w.reconcile(&d).unwrap();
+    assert!(report.is_complete());
+    assert!(w.draining().deadlines().is_empty());
+    assert_eq!(reachable(w.maps(), WEB), [be(A), be(B)]);
+    assert_eq!(
+        w.maps().contents.backends.len(),
+        2,
+        "{:?}",
+        w.maps().contents
+    );
+    assert_eq!(
+        w.maps()
+            .contents
+            .reachable_slots(fe(WEB), Scope::Internal)
+            .len(),
+        good.reachable_slots(fe(WEB), Scope::Internal).len()
+    );
+}
