@@ -287,3 +287,44 @@ fn the_reconcile_deletes_a_hand_made_backend_entry_without_a_grace() {
         good.reachable_slots(fe(WEB), Scope::Internal).len()
     );
 }
+
+/// A write that fails at any position while one endpoint turns terminating
+/// and another is deleted (with a grace): readers never see a slot pointing
+/// at a missing backend (the fake maps check it op by op), the mirror stays
+/// exact, and the next sync converges to the same maps as a clean run, the
+/// terminating endpoint's entry kept and the deleted one's held.
+#[test]
+fn any_failed_write_with_retained_and_draining_backends_converges() {
+    const C: &str = "10.1.0.3:8080";
+    let start = web(&[A, B, C], &[A, B, C]);
+    // A terminates (listed, no slot); C is deleted (drains).
+    let end = web(&[B], &[A, B]);
+    let graced = || {
+        let mut w = Writer::new(FakeMaps::default())
+            .unwrap()
+            .with_backend_grace(GRACE);
+        assert!(w.sync(&start).is_complete());
+        w
+    };
+    let mut expected = graced();
+    assert!(expected.sync(&end).is_complete());
+    assert!(holds(&expected, A) && holds(&expected, C));
+    let total = plan(graced().applied(), &end).ops().count();
+    assert!(total > 3, "{total} ops");
+    for n in 0..total {
+        let mut w = graced();
+        w.maps_mut_for_tests().fail_at = Some(w.maps().log.len() + n);
+        w.sync_frontends(&end, &touched());
+        assert_eq!(&w.maps().contents, w.applied(), "mirror after failure {n}");
+        assert!(
+            w.sync(&end).is_complete(),
+            "retry after failure {n} did not complete"
+        );
+        assert_eq!(
+            w.maps().contents,
+            expected.maps().contents,
+            "did not converge after failure {n}"
+        );
+        assert!(holds(&w, A) && holds(&w, C));
+    }
+}
