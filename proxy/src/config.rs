@@ -61,8 +61,8 @@ pub const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// server; more are closed at accept.
 pub const HTTP_MAX_CONNECTIONS: usize = 64;
 
-/// The userspace path: how long a connection to a backend that left the
-/// Service may go on before it is closed.
+/// How long a connection to a deleted endpoint may go on: the userspace path
+/// closes it then, the tc path deletes the endpoint's backend entry then.
 pub const DEFAULT_BACKEND_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_BACKEND_GRACE_TEXT: &str = "30s";
 

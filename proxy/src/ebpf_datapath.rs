@@ -357,14 +357,25 @@ impl<M: DataplaneMaps + Send + Sync + 'static, H: HookKeeper> Datapath for EbpfD
     }
 
     async fn wake(&mut self) {
-        let changed = match self.device_events.as_mut() {
-            Some(events) => events.changed().await.is_ok(),
-            None => false,
+        // A draining backend's grace ends: the next sync deletes it.
+        let drained = async {
+            match self.writer.draining().next_deadline() {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
         };
-        if changed {
-            self.devices_dirty = true;
-        } else {
-            std::future::pending::<()>().await;
+        let devices = async {
+            let changed = match self.device_events.as_mut() {
+                Some(events) => events.changed().await.is_ok(),
+                None => false,
+            };
+            if !changed {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            () = drained => {}
+            () = devices => self.devices_dirty = true,
         }
     }
 }

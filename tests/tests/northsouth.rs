@@ -17,7 +17,9 @@
 //! processed on several CPUs at once) without a reset or a mid-flow
 //! conntrack miss; the health-check node port; refused ExternalIPs; an
 //! ExternalIP on the node's own address, served by default and refused under
-//! `--external-ip-guard=strict`.
+//! `--external-ip-guard=strict`; graceful termination (a long-lived stream
+//! crosses its endpoint terminating, then deleted, with no reset; the entry
+//! drains for `--backend-grace-period`).
 
 use std::{
     collections::BTreeMap,
@@ -1328,4 +1330,341 @@ fn pins_without_the_source_range_maps_are_adopted() {
         maps.join("SRC_RANGE_V4").exists(),
         "the map is pinned again"
     );
+}
+/// Port of the echo backends of the graceful-termination test.
+const ECHO_PORT: u16 = 9100;
+/// Bytes per write (and read back) of the echoed stream.
+const ECHO_CHUNK: usize = 16 * 1024;
+/// The eBPF path's `--backend-grace-period` in that test: long enough for the
+/// stream to cross the deletion, short enough to watch it end.
+const GRACE: Duration = Duration::from_secs(6);
+
+/// An echo server on `bind` inside `place`: every connection gets back what
+/// it sends, until EOF. Counts the bytes it echoed; stops (and its threads
+/// end) when dropped.
+struct EchoBackend {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    echoed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl EchoBackend {
+    fn start(w: &World, place: Place, bind: SocketAddr) -> Self {
+        use std::sync::{
+            Arc,
+            atomic::{AtomicBool, AtomicU64, Ordering},
+        };
+        let listener = w
+            .topo
+            .in_ns(place, || std::net::TcpListener::bind(bind))
+            .unwrap_or_else(|e| panic!("entering {place:?} for the echo backend: {e}"))
+            .unwrap_or_else(|e| panic!("binding the echo backend on {bind}: {e}"));
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking echo listener");
+        let stop = Arc::new(AtomicBool::new(false));
+        let echoed = Arc::new(AtomicU64::new(0));
+        let (stop2, echoed2) = (stop.clone(), echoed.clone());
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        let echoed = echoed2.clone();
+                        std::thread::spawn(move || {
+                            use std::io::{Read, Write};
+                            let _ = s.set_nonblocking(false);
+                            let _ = s.set_read_timeout(Some(BULK_IO));
+                            let mut buf = vec![0u8; ECHO_CHUNK];
+                            while let Ok(n) = s.read(&mut buf) {
+                                if n == 0 || s.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                                echoed.fetch_add(n as u64, Ordering::Relaxed);
+                            }
+                        });
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        EchoBackend { stop, echoed }
+    }
+
+    fn echoed(&self) -> u64 {
+        self.echoed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for EchoBackend {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A stream kept busy from a thread: writes [`ECHO_CHUNK`] bytes of the
+/// bulk pattern, reads them back and checks every byte, again and again
+/// until stopped. `progress` counts the bytes checked so far.
+struct Pump {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    progress: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Why the stream broke, once it has.
+    broke: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    thread: std::thread::JoinHandle<Result<(TcpStream, u64), String>>,
+}
+
+impl Pump {
+    fn start(mut s: TcpStream) -> Self {
+        use std::sync::{
+            Arc,
+            atomic::{AtomicBool, AtomicU64},
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let progress = Arc::new(AtomicU64::new(0));
+        let broke = Arc::new(std::sync::Mutex::new(None));
+        let (stop2, progress2, broke2) = (stop.clone(), progress.clone(), broke.clone());
+        let thread = std::thread::spawn(move || {
+            let result = Self::run(&mut s, &stop2, &progress2);
+            if let Err(e) = &result {
+                *broke2.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+            }
+            result.map(|done| (s, done))
+        });
+        Pump {
+            stop,
+            progress,
+            broke,
+            thread,
+        }
+    }
+
+    fn run(
+        s: &mut TcpStream,
+        stop: &std::sync::atomic::AtomicBool,
+        progress: &std::sync::atomic::AtomicU64,
+    ) -> Result<u64, String> {
+        use std::{
+            io::{Read, Write},
+            sync::atomic::Ordering,
+        };
+        let pattern = bulk_pattern();
+        let mut back = vec![0u8; ECHO_CHUNK];
+        let mut done = 0u64;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            let phase = (done % BULK_PERIOD as u64) as usize;
+            let chunk = &pattern[phase..phase + ECHO_CHUNK];
+            let io = |e: io::Error| format!("after {done} bytes: {e} (kind {:?})", e.kind());
+            s.write_all(chunk).map_err(io)?;
+            s.read_exact(&mut back).map_err(io)?;
+            if back != chunk {
+                let k = (0..ECHO_CHUNK).find(|&k| back[k] != chunk[k]).unwrap_or(0);
+                return Err(format!("byte {} came back wrong", done + k as u64));
+            }
+            done += ECHO_CHUNK as u64;
+            progress.store(done, Ordering::Relaxed);
+            // A steady stream, not a flood: the test is about crossing
+            // the changes, not throughput.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(done)
+    }
+
+    fn progress(&self) -> u64 {
+        self.progress.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until the stream has moved more bytes (it carries on now).
+    fn assert_flowing(&self, what: &str) {
+        let before = self.progress();
+        let broke = || self.broke.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let moved = wait_until(REQUEST, || {
+            broke().is_some() || self.progress() > before + ECHO_CHUNK as u64
+        });
+        if let Some(e) = broke() {
+            panic!("{what}: the stream broke: {e}");
+        }
+        assert!(moved, "{what}: the stream stalled at {before} bytes");
+    }
+
+    fn finish(self) -> Result<(TcpStream, u64), String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("the pump panicked")
+    }
+}
+
+/// `proxy inspect backends --output json`: backend → how many frontends
+/// point at it, for every entry of the backend maps.
+fn backend_entries(w: &World) -> BTreeMap<String, u64> {
+    let out = std::process::Command::new(proxy_bin())
+        .args(["inspect", "backends", "--output", "json", "--pin-path"])
+        .arg(w.sandbox.pin_path())
+        .output()
+        .expect("running proxy inspect backends");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "proxy inspect backends printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    v["backends"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|b| {
+                    let addr = ip(b["addr"].as_str().unwrap_or_default());
+                    let port = b["port"].as_u64().unwrap_or_default() as u16;
+                    let n = b["frontends"].as_u64().unwrap_or_default();
+                    (SocketAddr::new(addr, port).to_string(), n)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Graceful termination on the per-packet path, both families: a long-lived
+/// NodePort TCP stream (to a node-2 endpoint, so forwarded and SNATed)
+/// crosses its endpoint turning terminating, then being deleted, with every
+/// byte echoed back and checked and no reset. New flows avoid the endpoint
+/// from the first change; its backend entry stays while it is listed and for
+/// `--backend-grace-period` after its deletion, then goes. (kube-proxy keeps
+/// such flows through conntrack's DNAT.)
+#[test]
+fn a_long_lived_stream_survives_its_endpoint_terminating_then_deleted() {
+    let mut w = World::new(Mode::Ebpf);
+    let (leaving, staying) = (Pod(2, 1), Pod(1, 1));
+    let [v4, v6] = cluster_ips(40);
+    let svc = Service::new(NAMESPACE, "drain")
+        .cluster_ip(v4)
+        .cluster_ip(v6)
+        .port("http", Protocol::Tcp, TCP_PORT, TCP_TARGET)
+        .port("echo", Protocol::Tcp, ECHO_PORT, ECHO_PORT)
+        .service_type("NodePort")
+        .node_port("http", 30086)
+        .node_port("echo", 30096);
+    let slices = |w: &World, endpoints: &[(Pod, bool)]| {
+        for family in FAMILIES {
+            let mut s = EndpointSlice::new(NAMESPACE, &format!("drain-{family}"), "drain", family)
+                .port("http", Protocol::Tcp, TCP_TARGET)
+                .port("echo", Protocol::Tcp, ECHO_PORT);
+            for (pod, terminating) in endpoints {
+                let ep = if *terminating {
+                    Endpoint::terminating(pod.addr(family))
+                } else {
+                    Endpoint::ready(pod.addr(family))
+                };
+                s = s.endpoint(ep.on_node(pod.node_name()));
+            }
+            w.write(&format!("drain-slice-{family}.yaml"), &s.to_yaml());
+        }
+    };
+    let mut echo = BTreeMap::new();
+    for pod in [leaving, staying] {
+        let place = if pod.0 == 1 {
+            Place::Pods1
+        } else {
+            Place::Pods2
+        };
+        for family in FAMILIES {
+            let bind = SocketAddr::new(pod.addr(family), ECHO_PORT);
+            echo.insert(bind, EchoBackend::start(&w, place, bind));
+        }
+    }
+    w.write("drain-service.yaml", &svc.to_yaml());
+    slices(&w, &[(leaving, false)]);
+    let grace = format!("{}s", GRACE.as_secs());
+    w.start_proxy(&["--backend-grace-period", &grace]);
+    for family in FAMILIES {
+        let http = SocketAddr::new(node1_ip(family), 30086);
+        let frontend = SocketAddr::new(node1_ip(family), 30096);
+        let leaving_echo = SocketAddr::new(leaving.addr(family), ECHO_PORT);
+        let staying_echo = SocketAddr::new(staying.addr(family), ECHO_PORT);
+        slices(&w, &[(leaving, false)]);
+        w.wait_for(STARTUP, "the leaving endpoint only", |w| {
+            w.client(|| {
+                (0..5).all(|_| {
+                    tcp_request_timeout(http, PROBE)
+                        .is_ok_and(|r| r.backend == leaving.tcp_name(family))
+                })
+            })
+        });
+        // The only endpoint: the stream lands on it.
+        let s = w
+            .client(|| TcpStream::connect_timeout(&frontend, REQUEST))
+            .unwrap_or_else(|e| panic!("{frontend}: opening the stream: {e}"));
+        s.set_read_timeout(Some(REQUEST)).expect("read timeout");
+        s.set_write_timeout(Some(REQUEST)).expect("write timeout");
+        let pump = Pump::start(s);
+        pump.assert_flowing(&format!("{frontend}: before any change"));
+
+        // First change: the endpoint terminates (still serving) and another
+        // is ready. New flows go to the ready one only.
+        slices(&w, &[(leaving, true), (staying, false)]);
+        w.wait_for(
+            PROPAGATION,
+            "new flows to reach only the staying endpoint",
+            |w| {
+                let replies = w.client(|| {
+                    (0..TALLY)
+                        .map(|_| tcp_request_timeout(http, PROBE))
+                        .collect::<io::Result<Vec<Reply>>>()
+                });
+                replies.is_ok_and(|r| {
+                    tally(&r).into_keys().collect::<Vec<_>>() == [staying.tcp_name(family)]
+                })
+            },
+        );
+        pump.assert_flowing(&format!("{frontend}: endpoint terminating"));
+        assert_eq!(
+            backend_entries(&w).get(&leaving_echo.to_string()),
+            Some(&0),
+            "{frontend}: the terminating endpoint's backend entry stays, in no slot"
+        );
+
+        // Second change: the endpoint is deleted. Its entry drains.
+        slices(&w, &[(staying, false)]);
+        let drains = format!("backend={leaving_echo}");
+        w.wait_for(PROPAGATION, "the deleted endpoint's entry to drain", |w| {
+            w.log()
+                .lines()
+                .any(|l| l.contains("entry drains") && l.contains(&drains))
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        pump.assert_flowing(&format!("{frontend}: endpoint deleted"));
+        assert_eq!(
+            backend_entries(&w).get(&leaving_echo.to_string()),
+            Some(&0),
+            "{frontend}: the deleted endpoint's backend entry drains"
+        );
+        let (mut s, sent) = pump
+            .finish()
+            .unwrap_or_else(|e| panic!("{frontend}: the stream broke: {e}; stats:\n{}", stats(&w)));
+        s.shutdown(std::net::Shutdown::Write).expect("half-close");
+        let mut rest = Vec::new();
+        let tail = std::io::Read::read_to_end(&mut s, &mut rest);
+        assert!(
+            tail.is_ok() && rest.is_empty(),
+            "{frontend}: the stream must end cleanly: {tail:?}, {} stray bytes",
+            rest.len()
+        );
+        assert!(sent > 0, "{frontend}: nothing was streamed");
+        assert!(
+            wait_until(REQUEST, || echo[&leaving_echo].echoed() == sent),
+            "{frontend}: the leaving endpoint echoed {} of the {sent} bytes",
+            echo[&leaving_echo].echoed()
+        );
+        assert_eq!(
+            echo[&staying_echo].echoed(),
+            0,
+            "{frontend}: no byte of the stream went to the staying endpoint"
+        );
+
+        // The grace ends: the entry goes without any other change.
+        w.wait_for(
+            GRACE + PROPAGATION,
+            "the drained backend entry to be deleted",
+            |w| !backend_entries(w).contains_key(&leaving_echo.to_string()),
+        );
+    }
 }

@@ -316,3 +316,71 @@ fn a_connection_to_a_removed_backend_is_closed_after_the_grace_period() {
     );
     f.assert_proxy_running();
 }
+
+/// Userspace mode, graceful termination: a connection to an endpoint that
+/// turns terminating (still serving) carries on past the grace period, as
+/// kube-proxy's conntrack keeps it, while new connections avoid the
+/// endpoint; once the endpoint is deleted, the connection gets the grace
+/// period and is then closed.
+#[test]
+fn a_connection_to_a_terminating_endpoint_is_kept_until_the_endpoint_is_deleted() {
+    use proxy_tests::manifest::{Endpoint, EndpointSlice, Protocol, Service};
+    const HOLD_VIP: &str = "10.96.0.41";
+    const HOLD_PORT: u16 = 90;
+    const ECHO_PORT: u16 = 9090;
+    const GRACE: Duration = Duration::from_secs(2);
+    let mut f = Fixture::new(Mode::Userspace);
+    let [a, b, _] = BACKENDS_V4;
+    let _echo = [
+        Echo::start(sock(a, ECHO_PORT)),
+        Echo::start(sock(b, ECHO_PORT)),
+    ];
+    let hold =
+        |endpoints: &[Endpoint]| {
+            let mut slice = EndpointSlice::new(NAMESPACE, "hold-1", "hold", AddressType::IPv4)
+                .port("echo", Protocol::Tcp, ECHO_PORT);
+            for e in endpoints {
+                slice = slice.endpoint(e.clone());
+            }
+            documents(&[
+                Service::new(NAMESPACE, "hold")
+                    .cluster_ip(HOLD_VIP)
+                    .port("echo", Protocol::Tcp, HOLD_PORT, ECHO_PORT)
+                    .to_yaml(),
+                slice.to_yaml(),
+            ])
+        };
+    f.write_web(&BACKENDS_V4, &BACKENDS_V6);
+    f.write("hold.yaml", &hold(&[Endpoint::ready(a)]));
+    f.start_proxy_with(&["--backend-grace-period", "2s"]);
+    f.wait_ready();
+    let vip = sock(HOLD_VIP, HOLD_PORT);
+    let mut conn = std::net::TcpStream::connect_timeout(&vip, REQUEST)
+        .unwrap_or_else(|e| panic!("connecting to {vip}: {e}"));
+    conn.set_read_timeout(Some(REQUEST)).expect("read timeout");
+    assert!(echoes(&mut conn), "no echo through {vip}");
+
+    // `a` terminates, `b` is ready: the open connection to `a` carries on
+    // well past the grace period.
+    f.write(
+        "hold.yaml",
+        &hold(&[Endpoint::terminating(a), Endpoint::ready(b)]),
+    );
+    std::thread::sleep(GRACE + Duration::from_secs(1));
+    assert!(
+        echoes(&mut conn),
+        "the connection to the terminating endpoint was closed"
+    );
+
+    // `a` is deleted: the grace period starts, then the connection closes.
+    let deleted = std::time::Instant::now();
+    f.write("hold.yaml", &hold(&[Endpoint::ready(b)]));
+    let closed = wait_until(GRACE + PROPAGATION, || !echoes(&mut conn));
+    assert!(
+        closed,
+        "the connection to the deleted endpoint was still open {:?} after the deletion \
+         (grace period {GRACE:?})",
+        deleted.elapsed()
+    );
+    f.assert_proxy_running();
+}

@@ -177,8 +177,9 @@ pub struct RunArgs {
     /// to userspace when loading or attaching fails.
     #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
     pub mode: ModeArg,
-    /// Userspace path: how long a connection to a backend that left the
-    /// Service may go on before it is closed (e.g. 30s, 2m).
+    /// How long a connection to a backend that left the Service may go on
+    /// (e.g. 30s, 2m): the userspace path closes it then; the eBPF path keeps
+    /// a deleted endpoint's backend entry that long for its per-packet flows.
     #[arg(long, value_name = "DURATION", default_value = config::DEFAULT_BACKEND_GRACE_TEXT,
           value_parser = config::parse_duration)]
     #[serde(with = "file::duration")]
@@ -605,7 +606,9 @@ impl RunArgs {
                 tracing::warn!(error = %error, "map sizes and datapath counters will not be exported")
             }
         }
-        let writer = Writer::new(dataplane.maps).context("reading the pinned maps")?;
+        let writer = Writer::new(dataplane.maps)
+            .context("reading the pinned maps")?
+            .with_backend_grace(self.backend_grace_period);
         tracing::info!(
             frontends = writer
                 .applied()

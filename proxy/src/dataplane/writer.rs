@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use crate::{
     dataplane::maps::{BatchError, DataplaneMaps, MapError},
     model::{Backend, DesiredState, Frontend, Protocol},
-    plan::{self, Applied, BackendId, Op, Plan, Planned, RevNatId, Subject},
+    plan::{self, Applied, BackendId, Draining, Op, Plan, Planned, RevNatId, Subject},
 };
 
 /// What one `apply` did.
@@ -117,6 +117,8 @@ impl StepError {
 pub struct Writer<M> {
     maps: M,
     applied: Applied,
+    /// Backends let go, whose deletes wait out the grace period.
+    draining: Draining,
 }
 
 impl<M: DataplaneMaps> Writer<M> {
@@ -124,7 +126,25 @@ impl<M: DataplaneMaps> Writer<M> {
     /// left off) and takes ownership of them.
     pub fn new(maps: M) -> Result<Self, MapError> {
         let applied = maps.read()?;
-        Ok(Self { maps, applied })
+        Ok(Self {
+            maps,
+            applied,
+            draining: Draining::default(),
+        })
+    }
+
+    /// Keeps a backend that no slot uses and no Service lists for `grace`
+    /// before deleting it (`--backend-grace-period`): per-packet flows to a
+    /// deleted endpoint finish instead of being balanced anew. Zero (the
+    /// default): deleted at once.
+    pub fn with_backend_grace(mut self, grace: std::time::Duration) -> Self {
+        self.draining = Draining::new(grace);
+        self
+    }
+
+    /// The backends waiting out their grace period.
+    pub fn draining(&self) -> &Draining {
+        &self.draining
     }
 
     /// What the maps hold, as far as this writer knows.
@@ -153,7 +173,16 @@ impl<M: DataplaneMaps> Writer<M> {
 
     fn sync_with(&mut self, make_plan: impl FnOnce(&Applied) -> Plan) -> ApplyReport {
         let started = std::time::Instant::now();
-        let plan = make_plan(&self.applied);
+        self.draining.expire(started);
+        let mut plan = make_plan(&self.applied);
+        for backend in self.draining.hold(&mut plan, &self.applied, started) {
+            tracing::info!(
+                %backend,
+                grace_s = self.draining.grace().as_secs_f64(),
+                "backend no longer used or listed; its entry drains for the grace period \
+                 (established per-packet flows keep it)"
+            );
+        }
         let plan_time = started.elapsed();
         let mut report = self.apply(&plan);
         report.plan_time = plan_time;
@@ -166,6 +195,15 @@ impl<M: DataplaneMaps> Writer<M> {
     pub fn reconcile(&mut self, desired: &DesiredState) -> Result<(usize, ApplyReport), MapError> {
         let actual = self.maps.read()?;
         let drift = count_differences(&self.applied, &actual);
+        // A backend entry this writer did not write (edited by hand) is no
+        // endpoint's: it goes without a grace.
+        self.draining.release_now(
+            actual
+                .backends
+                .iter()
+                .filter(|(id, b)| self.applied.backends.get(id) != Some(b))
+                .map(|(id, _)| *id),
+        );
         self.applied = actual;
         Ok((drift, self.sync(desired)))
     }

@@ -184,7 +184,14 @@ impl View for BackendsView {
                 b.id.to_string(),
                 socket(b.addr, b.port),
                 b.protocol.clone(),
-                b.frontends.to_string(),
+                // In no published slot: kept for the per-packet path's
+                // established flows (its endpoint terminates, or was deleted
+                // and drains for the grace period).
+                if b.frontends == 0 {
+                    "0 (retained)".to_owned()
+                } else {
+                    b.frontends.to_string()
+                },
                 if b.local { "yes" } else { "no" }.to_owned(),
             ]);
         }

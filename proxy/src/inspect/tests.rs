@@ -19,7 +19,10 @@ use proxy_common::{
 use super::{
     compose::{conntrack_absent, stats_view},
     render::{Output, View, human_age, render},
-    view::{ConntrackView, LinkEntry, MapEntry, PINNED_MAPS, StatsView, StatusView, TcLinkEntry},
+    view::{
+        BackendEntry, BackendsView, ConntrackView, LinkEntry, MapEntry, PINNED_MAPS, StatsView,
+        StatusView, TcLinkEntry,
+    },
     *,
 };
 use crate::dataplane::{
@@ -911,6 +914,30 @@ fn backends_count_the_frontends_that_reach_them() {
     });
     let ids: Vec<u32> = udp.backends.iter().map(|b| b.id).collect();
     assert_eq!(ids, [1, 2, 3, 4, 5]);
+}
+
+/// A backend in no published slot (a terminating endpoint's, or a deleted
+/// one's that drains) is listed with 0 frontends, marked in the table.
+#[test]
+fn a_backend_in_no_slot_shows_as_retained() {
+    let view = BackendsView {
+        backends: vec![BackendEntry {
+            id: 9,
+            addr: ip("10.244.2.11"),
+            port: 8080,
+            protocol: "TCP".into(),
+            frontends: 0,
+            local: false,
+        }],
+    };
+    let table = view.table();
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .is_some_and(|row| row.contains("0 (retained)")),
+        "{table}"
+    );
 }
 
 #[test]

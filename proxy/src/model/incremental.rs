@@ -20,7 +20,7 @@ use super::{
     },
     index::Dirty,
     small_set::SmallSet,
-    types::{DesiredState, EndpointSlice, Frontend, FrontendSpec, HealthCheck, ObjectRef},
+    types::{Backend, DesiredState, EndpointSlice, Frontend, FrontendSpec, HealthCheck, ObjectRef},
 };
 
 /// Which frontends an update may have changed.
@@ -50,6 +50,8 @@ pub struct DesiredCache {
     no_local_ports: usize,
     /// Local endpoint address → how many Services list it.
     local_refs: HashMap<IpAddr, usize>,
+    /// Listed endpoint → how many Services list it.
+    retained_refs: HashMap<Backend, usize>,
     /// Health-check port → the Services asking for it and their checks (the
     /// lowest id wins, as in [`super::desired::desired`]).
     health_claims: BTreeMap<u16, BTreeMap<ObjectRef, HealthCheck>>,
@@ -71,6 +73,7 @@ struct Share {
     no_local_ports: usize,
     refusals: Vec<Refusal>,
     local_endpoints: BTreeSet<IpAddr>,
+    retained_backends: BTreeSet<Backend>,
     health_port: Option<u16>,
 }
 
@@ -205,6 +208,15 @@ impl DesiredCache {
                     }
                 }
             }
+            for backend in &old.retained_backends {
+                if let Some(n) = self.retained_refs.get_mut(backend) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.retained_refs.remove(backend);
+                        self.state.retained_backends.remove(backend);
+                    }
+                }
+            }
             for refusal in &old.refusals {
                 if let Some(n) = self.refused.get_mut(&refusal.reason) {
                     *n -= 1;
@@ -247,6 +259,7 @@ impl DesiredCache {
             no_local_ports: computed.no_local_ports,
             refusals: computed.refusals,
             local_endpoints: computed.local_endpoints,
+            retained_backends: computed.retained_backends,
             health_port: computed.health_check.as_ref().map(|(port, _)| *port),
         };
         for refusal in &share.refusals {
@@ -255,6 +268,10 @@ impl DesiredCache {
         for addr in &share.local_endpoints {
             *self.local_refs.entry(*addr).or_insert(0) += 1;
             self.state.local_endpoints.insert(*addr);
+        }
+        for backend in &share.retained_backends {
+            *self.retained_refs.entry(*backend).or_insert(0) += 1;
+            self.state.retained_backends.insert(*backend);
         }
         if let Some((port, check)) = computed.health_check {
             self.health_claims

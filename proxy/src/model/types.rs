@@ -491,6 +491,12 @@ pub struct DesiredState {
     /// Addresses of endpoints on this node (of every Service, used or not):
     /// external traffic to them is not source-NATed.
     pub local_endpoints: std::collections::BTreeSet<IpAddr>,
+    /// The endpoints listed for a Service port, used or not (TCP: all of
+    /// them; UDP: those serving): the plan never deletes the backend entry of
+    /// one, so established per-packet (tc) flows to a terminating endpoint
+    /// keep their backend, as kube-proxy's conntrack keeps their DNAT. It
+    /// never writes one for them either: only slots create backend entries.
+    pub retained_backends: std::collections::BTreeSet<Backend>,
     /// Health-check node port → what it reports.
     pub health_checks: std::collections::BTreeMap<u16, HealthCheck>,
 }

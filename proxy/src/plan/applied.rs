@@ -6,7 +6,7 @@
 //! failed write or of someone editing the maps by hand.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
 };
 
@@ -15,7 +15,7 @@ use proxy_common::{ServiceName, ServiceValue};
 use super::{BackendId, Op, RevNatId, Scope};
 use crate::model::{Backend, Frontend, SourceRange};
 
-/// The contents of the service, backend, rev-NAT and name maps, plus three indexes
+/// The contents of the service, backend, rev-NAT and name maps, plus four indexes
 /// kept up to date by [`Applied::record`] (rebuild them with
 /// [`Applied::reindex`] after editing the maps directly).
 #[derive(Clone, Debug, Default)]
@@ -34,6 +34,9 @@ pub struct Applied {
     by_backend: HashMap<Backend, BackendId>,
     /// Backend id → how many slots (slot 0 excluded) point at it.
     refs: HashMap<BackendId, usize>,
+    /// Backends in `backends` that no slot points at: retained for the
+    /// per-packet path's established flows, draining, or left to delete.
+    unreferenced: BTreeSet<BackendId>,
     /// Frontend → a rev-NAT id whose entry names it (the lowest, when several do).
     rev_nat_of: HashMap<Frontend, RevNatId>,
 }
@@ -66,6 +69,17 @@ impl Applied {
                 *self.refs.entry(v.backend_id).or_insert(0) += 1;
             }
         }
+        self.unreferenced = self
+            .backends
+            .keys()
+            .filter(|id| !self.refs.contains_key(id))
+            .copied()
+            .collect();
+    }
+
+    /// Backends the maps hold that no slot points at, lowest id first.
+    pub fn unreferenced(&self) -> &BTreeSet<BackendId> {
+        &self.unreferenced
     }
 
     /// The flags a backend has in the maps (0 when absent).
@@ -94,8 +108,16 @@ impl Applied {
             *n = n.saturating_sub(1);
             if *n == 0 {
                 self.refs.remove(&id);
+                if self.backends.contains_key(&id) {
+                    self.unreferenced.insert(id);
+                }
             }
         }
+    }
+
+    fn reference(&mut self, id: BackendId) {
+        *self.refs.entry(id).or_insert(0) += 1;
+        self.unreferenced.remove(&id);
     }
 
     /// `id` no longer names `frontend`. (Were there another entry naming it,
@@ -116,6 +138,9 @@ impl Applied {
                     self.by_backend.remove(&old);
                 }
                 self.by_backend.insert(*backend, *id);
+                if !self.refs.contains_key(id) {
+                    self.unreferenced.insert(*id);
+                }
                 if *flags == 0 {
                     self.backend_flags.remove(id);
                 } else {
@@ -127,6 +152,7 @@ impl Applied {
                     self.by_backend.remove(&old);
                 }
                 self.backend_flags.remove(id);
+                self.unreferenced.remove(id);
             }
             Op::PutRevNat { id, frontend } => {
                 if let Some(old) = self.rev_nat.insert(*id, *frontend) {
@@ -162,10 +188,12 @@ impl Applied {
             } => {
                 let old = self.services.insert((*frontend, *scope, *slot), *value);
                 if *slot != 0 {
+                    // Referenced before the old one is released, so a slot
+                    // rewritten to the same backend never shows it unreferenced.
+                    self.reference(value.backend_id);
                     if let Some(old) = old {
                         self.release(old.backend_id);
                     }
-                    *self.refs.entry(value.backend_id).or_insert(0) += 1;
                 }
             }
             Op::DeleteService {

@@ -21,9 +21,16 @@
 //!
 //! Backend ids are stable and shared across frontends (Katran's reals); slot
 //! positions are kept where a backend stays, so a change writes only what moved.
+//!
+//! A backend leaves the maps only when no slot points at it and no Service
+//! lists its endpoint any more (`DesiredState::retained_backends`): the tc
+//! path's established flows name their backend by id, and a terminating
+//! endpoint must keep serving them. [`Draining`] then holds its delete for a
+//! grace period (the caller's clock), so flows to a deleted endpoint finish.
 #![forbid(unsafe_code)]
 
 mod applied;
+mod drain;
 mod ops;
 
 use std::{
@@ -32,6 +39,7 @@ use std::{
 };
 
 pub use applied::Applied;
+pub use drain::Draining;
 pub use ops::{
     BackendId, BatchKey, Op, RevNatId, Scope, Subject, frontend_flags, service_name,
     source_range_entries,
@@ -449,15 +457,25 @@ impl<'a> Planner<'a> {
     }
 
     /// Backends nobody references any more. A scoped plan only considers those
-    /// the touched frontends used, and only when nothing outside them does.
+    /// the touched frontends used, when nothing outside them does, and those
+    /// no slot uses at all (a retained or draining backend let go). Backends
+    /// of listed endpoints (`DesiredState::retained_backends`) are kept even
+    /// with no slot: established per-packet flows still name them.
     fn delete_unused_backends(&mut self, backend_ids: &HashMap<Backend, BackendId>) {
-        let applied = self.applied;
+        let (applied, desired) = (self.applied, self.desired);
         let wanted: HashSet<BackendId> = backend_ids.values().copied().collect();
+        let kept = |id: &BackendId| {
+            wanted.contains(id)
+                || applied
+                    .backends
+                    .get(id)
+                    .is_some_and(|b| desired.retained_backends.contains(b))
+        };
         let unused: Vec<BackendId> = match self.touched {
             None => applied
                 .backends
                 .keys()
-                .filter(|id| !wanted.contains(id))
+                .filter(|id| !kept(id))
                 .copied()
                 .collect(),
             Some(touched) => {
@@ -467,10 +485,18 @@ impl<'a> Planner<'a> {
                         *from_touched.entry(v.backend_id).or_insert(0) += 1;
                     }
                 }
+                // Disjoint: the first have slots, the second none.
                 let mut unused: Vec<BackendId> = from_touched
                     .into_iter()
-                    .filter(|(id, n)| !wanted.contains(id) && applied.refs(*id) == *n)
+                    .filter(|(id, n)| !kept(id) && applied.refs(*id) == *n)
                     .map(|(id, _)| id)
+                    .chain(
+                        applied
+                            .unreferenced()
+                            .iter()
+                            .copied()
+                            .filter(|id| !kept(id)),
+                    )
                     .collect();
                 unused.sort_unstable();
                 unused

@@ -14,7 +14,7 @@ use crate::{
 };
 use proxy_common::svc_flags;
 
-fn fe(s: &str) -> Frontend {
+pub(super) fn fe(s: &str) -> Frontend {
     let (addr, port) = s.rsplit_once(':').unwrap();
     Frontend {
         addr: addr.trim_matches(['[', ']']).parse::<IpAddr>().unwrap(),
@@ -23,7 +23,7 @@ fn fe(s: &str) -> Frontend {
     }
 }
 
-fn be(s: &str) -> Backend {
+pub(super) fn be(s: &str) -> Backend {
     let f = fe(s);
     Backend {
         addr: f.addr,
@@ -32,7 +32,7 @@ fn be(s: &str) -> Backend {
     }
 }
 
-fn desired(services: &[(&str, &[&str])]) -> DesiredState {
+pub(super) fn desired(services: &[(&str, &[&str])]) -> DesiredState {
     let mut d = DesiredState::default();
     for (frontend, backends) in services {
         let mut backends: Vec<Backend> = backends.iter().map(|b| be(b)).collect();
@@ -55,7 +55,7 @@ fn desired(services: &[(&str, &[&str])]) -> DesiredState {
 }
 
 /// Backends reachable through a frontend, as a reader would see them.
-fn reachable(maps: &FakeMaps, frontend: &str) -> Vec<Backend> {
+pub(super) fn reachable(maps: &FakeMaps, frontend: &str) -> Vec<Backend> {
     let mut out: Vec<Backend> = maps
         .contents
         .reachable_slots(fe(frontend), Scope::Internal)
@@ -103,7 +103,7 @@ fn logical(a: &Applied) -> BTreeMap<(Frontend, Scope), Vec<Backend>> {
     out
 }
 
-fn kinds(ops: &[Op]) -> Vec<String> {
+pub(super) fn kinds(ops: &[Op]) -> Vec<String> {
     ops.iter()
         .map(|op| match op {
             Op::PutBackend { .. } => "put-backend".to_owned(),
@@ -124,13 +124,13 @@ fn kinds(ops: &[Op]) -> Vec<String> {
         .collect()
 }
 
-fn synced(d: &DesiredState) -> Writer<FakeMaps> {
+pub(super) fn synced(d: &DesiredState) -> Writer<FakeMaps> {
     let mut w = Writer::new(FakeMaps::default()).unwrap();
     assert!(w.sync(d).is_complete());
     w
 }
 
-fn take_log(w: &mut Writer<FakeMaps>) -> Vec<Op> {
+pub(super) fn take_log(w: &mut Writer<FakeMaps>) -> Vec<Op> {
     std::mem::take(&mut w.maps_mut_for_tests().log)
 }
 

@@ -285,7 +285,12 @@ impl UserspaceDatapath {
             else {
                 continue;
             };
-            let pool = Arc::new(Pool::from_spec(spec));
+            let previous = self.served.get(&frontend).map(|s| s.pool.borrow().clone());
+            let pool = Arc::new(Pool::from_spec(spec).keeping(
+                previous.as_deref(),
+                &desired.retained_backends,
+                frontend.protocol,
+            ));
             let served = self.served.entry(frontend).or_insert_with(|| {
                 ops += 1;
                 tracing::debug!(%frontend, service = %spec.service, "userspace frontend added");

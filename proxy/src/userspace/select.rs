@@ -9,12 +9,12 @@
 //! (callers pass `now` and the random number), so every rule is unit-tested.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
 
-use crate::model::{FrontendSpec, SourceRange};
+use crate::model::{Backend, FrontendSpec, Protocol, SourceRange};
 
 /// What one frontend balances over: its backends and its affinity timeout.
 /// Published to the listener and to every open connection, which compare it
@@ -23,6 +23,10 @@ use crate::model::{FrontendSpec, SourceRange};
 pub struct Pool {
     /// Sorted (the spec's order), so [`Pool::contains`] is a binary search.
     backends: Vec<SocketAddr>,
+    /// Backends that left the pool while their endpoint is still listed (a
+    /// terminating endpoint): open connections to them carry on, as
+    /// kube-proxy's conntrack keeps them; new ones never start there. Sorted.
+    kept: Vec<SocketAddr>,
     /// ClientIP affinity timeout; `None`: affinity off.
     pub affinity: Option<Duration>,
     /// The sources a LoadBalancer frontend accepts
@@ -45,6 +49,7 @@ impl Pool {
         backends.dedup();
         Self {
             backends,
+            kept: Vec::new(),
             affinity: spec
                 .affinity_timeout
                 .map(|s| Duration::from_secs(u64::from(s))),
@@ -72,6 +77,44 @@ impl Pool {
 
     pub fn contains(&self, backend: SocketAddr) -> bool {
         self.backends.binary_search(&backend).is_ok()
+    }
+
+    /// Carries over from `previous` (this frontend's pool so far) the
+    /// backends that leave the pool while `listed` still lists their
+    /// endpoint (`DesiredState::retained_backends`).
+    pub fn keeping(
+        mut self,
+        previous: Option<&Pool>,
+        listed: &BTreeSet<Backend>,
+        protocol: Protocol,
+    ) -> Self {
+        let Some(previous) = previous else {
+            return self;
+        };
+        let mut kept: Vec<SocketAddr> = previous
+            .backends
+            .iter()
+            .chain(&previous.kept)
+            .filter(|b| !self.contains(**b))
+            .filter(|b| {
+                listed.contains(&Backend {
+                    addr: b.ip(),
+                    port: b.port(),
+                    protocol,
+                })
+            })
+            .copied()
+            .collect();
+        kept.sort_unstable();
+        kept.dedup();
+        self.kept = kept;
+        self
+    }
+
+    /// Whether an open connection (or session) to `backend` carries on: it
+    /// is in the pool, or kept.
+    pub fn keeps(&self, backend: SocketAddr) -> bool {
+        self.contains(backend) || self.kept.binary_search(&backend).is_ok()
     }
 }
 
@@ -167,7 +210,7 @@ mod tests {
     #![expect(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
 
     use super::*;
-    use crate::model::{Backend, ObjectRef, Protocol};
+    use crate::model::ObjectRef;
 
     fn pool(backends: &[&str], affinity: Option<u32>) -> Pool {
         Pool::from_spec(&FrontendSpec {
@@ -197,6 +240,42 @@ mod tests {
     }
 
     const ABC: [&str; 3] = ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"];
+
+    /// A backend that leaves the pool while its endpoint is listed (it
+    /// terminates) is kept for open connections, and stays kept until it is
+    /// no longer listed; new connections never start there.
+    #[test]
+    fn a_listed_backend_that_leaves_the_pool_is_kept_for_open_connections() {
+        let listed = |addrs: &[&str]| -> BTreeSet<Backend> {
+            addrs
+                .iter()
+                .map(|s| {
+                    let a = addr(s);
+                    Backend {
+                        addr: a.ip(),
+                        port: a.port(),
+                        protocol: Protocol::Tcp,
+                    }
+                })
+                .collect()
+        };
+        let all = pool(&ABC, None);
+        // 10.0.0.1 terminates: out of the pool, still listed.
+        let p = pool(&ABC[1..], None).keeping(Some(&all), &listed(&ABC), Protocol::Tcp);
+        assert!(!p.contains(addr(ABC[0])) && p.keeps(addr(ABC[0])));
+        assert!(p.keeps(addr(ABC[1])));
+        assert!(Candidates::new(&p, None, 0, 3).all(|b| b != addr(ABC[0])));
+        // Still listed at the next change: still kept.
+        let p = pool(&ABC[1..], None).keeping(Some(&p), &listed(&ABC), Protocol::Tcp);
+        assert!(p.keeps(addr(ABC[0])));
+        // Deleted: no longer kept (its connections get the grace period).
+        let gone = pool(&ABC[1..], None).keeping(Some(&p), &listed(&ABC[1..]), Protocol::Tcp);
+        assert!(!gone.keeps(addr(ABC[0])));
+        assert_ne!(gone, p, "the change is published to open connections");
+        // Never in this frontend's pool: not kept, listed or not.
+        let fresh = pool(&ABC[1..], None).keeping(None, &listed(&ABC), Protocol::Tcp);
+        assert!(!fresh.keeps(addr(ABC[0])));
+    }
 
     #[test]
     fn an_external_scope_replaces_the_internal_backends() {

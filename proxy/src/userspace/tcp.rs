@@ -13,7 +13,9 @@
 //!   what the client already sent in small writes.
 //! - A connection whose backend leaves the pool is closed (reset) after the
 //!   grace period, unless the backend comes back within it; the same when the
-//!   frontend goes away.
+//!   frontend goes away. A backend whose endpoint is still listed (it is
+//!   terminating) is kept (`Pool::keeps`): its connections carry on, as
+//!   kube-proxy's conntrack keeps them.
 //! - No backend could be reached: the client's connection is reset.
 //!
 //! Must not: block a worker thread, or hold a lock across an `await`.
@@ -141,7 +143,7 @@ async fn connection(client: TcpStream, peer: SocketAddr, frontend: Arc<TcpFronte
                 }
                 changed = pool_rx.changed(), if watching => {
                     let still_there = match changed {
-                        Ok(()) => pool_rx.borrow_and_update().contains(backend),
+                        Ok(()) => pool_rx.borrow_and_update().keeps(backend),
                         // The frontend went away.
                         Err(_) => {
                             watching = false;

@@ -6,7 +6,8 @@
 //!
 //! A session ends after the idle timeout without datagrams either way, when
 //! its backend leaves the pool (no UDP flow stays pinned to a backend that is
-//! gone: the client's next datagram opens a session to a live backend), when
+//! gone: the client's next datagram opens a session to a live backend; one
+//! whose endpoint still serves, terminating, is kept: `Pool::keeps`), when
 //! the backend refuses (an ICMP error), or when the frontend closes.
 //!
 //! Datagrams are never queued: a send that would block drops the datagram, as
@@ -244,7 +245,7 @@ async fn replies(
                 }
             }
             changed = pool.changed() => {
-                let stays = changed.is_ok() && pool.borrow_and_update().contains(session.backend);
+                let stays = changed.is_ok() && pool.borrow_and_update().keeps(session.backend);
                 if !stays {
                     tracing::debug!(frontend = %frontend.name, backend = %session.backend, %client, "backend left; ending its UDP session");
                     break;

@@ -59,8 +59,9 @@ use super::{
     topology::{candidates, categorize},
 };
 use crate::model::types::{
-    AddressType, EndpointSlice, ExternalIpGuard, Frontend, FrontendKind, FrontendSpec, HealthCheck,
-    IpMode, NodeInfo, ObjectRef, Service, ServicePort, ServiceType, SourceRange, TrafficPolicy,
+    AddressType, Backend, EndpointSlice, ExternalIpGuard, Frontend, FrontendKind, FrontendSpec,
+    HealthCheck, IpMode, NodeInfo, ObjectRef, Protocol, Service, ServicePort, ServiceType,
+    SourceRange, TrafficPolicy,
 };
 
 /// The kubelet's port: no external frontend may take it (CVE-2020-8554).
@@ -143,6 +144,9 @@ pub struct ServiceFrontends {
     pub refusals: Vec<Refusal>,
     /// Addresses of its endpoints on this node.
     pub local_endpoints: BTreeSet<IpAddr>,
+    /// Every endpoint its ports list, whatever their conditions (see
+    /// [`crate::model::DesiredState::retained_backends`]).
+    pub retained_backends: BTreeSet<Backend>,
     /// Its health-check node port, when it has one.
     pub health_check: Option<(u16, HealthCheck)>,
 }
@@ -169,6 +173,12 @@ pub fn service_frontends(
         let (mut lacks_internal, mut lacks_external) = (false, false);
         for (family_index, &addr) in service.cluster_ips.iter().enumerate() {
             let endpoints = candidates(service, port, AddressType::of(addr), slices, node);
+            out.retained_backends.extend(
+                endpoints
+                    .iter()
+                    .filter(|ep| retained(ep))
+                    .map(|ep| ep.backend),
+            );
             for ep in endpoints.iter().filter(|ep| ep.local) {
                 out.local_endpoints.insert(ep.backend.addr);
                 if ep.ready && family_index == 0 {
@@ -239,6 +249,15 @@ pub fn service_frontends(
         ));
     }
     out
+}
+
+/// Whether an endpoint's backend entry outlives its slots (see
+/// [`crate::model::DesiredState::retained_backends`]): a TCP endpoint whatever
+/// its conditions (kube-proxy leaves TCP conntrack entries alone), a UDP one
+/// while it serves (kube-proxy clears the UDP flows of an endpoint that stops
+/// serving, so they move to a live one).
+fn retained(ep: &super::Candidate<'_>) -> bool {
+    ep.backend.protocol != Protocol::Udp || ep.ready || ep.serving
 }
 
 /// The external frontends of one Service port in the family of `cluster_ip`:

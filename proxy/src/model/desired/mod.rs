@@ -17,6 +17,7 @@
 //!   clash is reported as a [`Conflict`] in [`DesiredOutcome::conflicts`]
 //!   ([`DesiredState`] itself carries no problems);
 //! - [`DesiredState::local_endpoints`]: every endpoint address on this node;
+//! - [`DesiredState::retained_backends`]: every endpoint listed, used or not;
 //! - [`DesiredState::health_checks`]: two Services on one port: the lowest
 //!   [`ObjectRef`] wins;
 //! - ports without a local endpoint are summed into
@@ -112,11 +113,13 @@ where
     let mut no_local_ports = 0;
     let mut refusals = Vec::new();
     let mut local_endpoints = BTreeSet::new();
+    let mut retained_backends = BTreeSet::new();
     let mut health_checks: BTreeMap<u16, HealthCheck> = BTreeMap::new();
     for (service, slices) in services {
         let computed = service_frontends(node, service, slices.as_ref());
         refusals.extend(computed.refusals);
         local_endpoints.extend(computed.local_endpoints);
+        retained_backends.extend(computed.retained_backends);
         if let Some((port, check)) = computed.health_check {
             // Two Services on one port (the API server prevents it): the lowest wins.
             match health_checks.entry(port) {
@@ -168,6 +171,7 @@ where
         state: DesiredState {
             frontends,
             local_endpoints,
+            retained_backends,
             health_checks,
         },
         conflicts,

@@ -205,3 +205,101 @@ fn duplicate_endpoint_local_copy_wins() {
     );
     assert_eq!(backends(&out, "10.96.0.10:80/TCP"), ["10.1.0.5:8080"]);
 }
+
+/// Every listed endpoint is retained, whatever its conditions and whether or
+/// not a slot uses it: the plan keeps the backend entry of a terminating
+/// endpoint (established per-packet flows name it) and of one whose
+/// readiness failed, as kube-proxy's conntrack keeps their flows. Another
+/// Service's endpoints on the same address count once; an endpoint dropped
+/// from the slice is no longer retained.
+#[test]
+fn every_listed_endpoint_is_retained_used_or_not() {
+    let web = |states: &[&str]| {
+        let mut sl = slice("default", "web-1")
+            .for_service("web")
+            .port("http", 8080, Tcp);
+        for (i, state) in states.iter().enumerate() {
+            sl = sl.endpoint(&format!("10.1.0.{}", i + 1));
+            sl = match *state {
+                "ready" => sl.ready(),
+                "not_ready" => sl.not_ready(),
+                "serving_terminating" => sl.serving_terminating(),
+                "terminating_not_serving" => sl.terminating_not_serving(),
+                other => panic!("unknown endpoint state {other}"),
+            };
+        }
+        compute(
+            vec![
+                svc("default", "web")
+                    .cluster_ip("10.96.0.10")
+                    .port("http", 80, Tcp),
+            ],
+            vec![sl],
+        )
+    };
+    let retained = |out: &DesiredOutcome| -> Vec<String> {
+        out.state
+            .retained_backends
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    let out = web(&[
+        "ready",
+        "serving_terminating",
+        "terminating_not_serving",
+        "not_ready",
+    ]);
+    assert_eq!(backends(&out, "10.96.0.10:80/TCP"), ["10.1.0.1:8080"]);
+    assert_eq!(
+        retained(&out),
+        [
+            "10.1.0.1:8080",
+            "10.1.0.2:8080",
+            "10.1.0.3:8080",
+            "10.1.0.4:8080"
+        ]
+    );
+    assert_eq!(retained(&web(&["ready"])), ["10.1.0.1:8080"]);
+}
+
+/// UDP: only serving endpoints are retained (kube-proxy clears the UDP
+/// flows of an endpoint that stops serving, so they move to a live one).
+#[test]
+fn udp_endpoints_are_retained_while_serving() {
+    let mut sl = slice("default", "dns-1")
+        .for_service("dns")
+        .port("dns", 5353, Udp);
+    for (i, state) in [
+        "ready",
+        "serving_terminating",
+        "terminating_not_serving",
+        "not_ready",
+    ]
+    .iter()
+    .enumerate()
+    {
+        sl = sl.endpoint(&format!("10.1.0.{}", i + 1));
+        sl = match *state {
+            "ready" => sl.ready(),
+            "not_ready" => sl.not_ready(),
+            "serving_terminating" => sl.serving_terminating(),
+            _ => sl.terminating_not_serving(),
+        };
+    }
+    let out = compute(
+        vec![
+            svc("default", "dns")
+                .cluster_ip("10.96.0.10")
+                .port("dns", 53, Udp),
+        ],
+        vec![sl],
+    );
+    let retained: Vec<String> = out
+        .state
+        .retained_backends
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(retained, ["10.1.0.1:5353", "10.1.0.2:5353"]);
+}
