@@ -387,8 +387,8 @@ fn deleted_while_down_is_pruned(style: GoneStyle) {
         "nothing changes while the API server is away"
     );
 
-    w.api.restart().expect("restarting the fake API server");
     let back = std::time::Instant::now();
+    w.api.restart().expect("restarting the fake API server");
     w.wait_services(&["a"]);
     w.wait_for("the slice deleted meanwhile to be pruned", |w| {
         w.endpoints() == ["10.1.0.1"]
@@ -398,6 +398,21 @@ fn deleted_while_down_is_pruned(style: GoneStyle) {
         back.elapsed()
     );
     assert_eq!(w.lists_of(Resource::Services), 2, "a relist after 410 Gone");
+    // The watchers try again within about a second of the server's return
+    // (an unreachable server is retried on a short schedule), not after the
+    // 3.2 s or more the outage grew client-go's backoff to. The request times
+    // are the server's.
+    let first_back = w
+        .requests_for(Resource::Services)
+        .into_iter()
+        .find(|r| r.at >= back)
+        .expect("a request once the server was back");
+    let wait = first_back.at.saturating_duration_since(back);
+    eprintln!("{style:?}: first request {wait:?} after the API server came back");
+    assert!(
+        wait < Duration::from_millis(1500),
+        "expected a reconnect within 1.5 s of the API server's return, it came {wait:?} after"
+    );
     let gone_watch = w
         .watches_of(Resource::Services)
         .into_iter()

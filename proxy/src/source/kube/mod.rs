@@ -6,8 +6,8 @@
 //! - `feed`: the state machine from watcher events to Index calls (initial lists,
 //!   relists, conversion problems);
 //! - `event`: the start-up Event on this node's Node, as kube-proxy sends;
-//! - this module: the watch task, one kube-runtime `watcher` per resource with
-//!   kube's default backoff.
+//! - `retry`: how long a watcher waits after an error;
+//! - this module: the watch task, one kube-runtime `watcher` per resource.
 //!
 //! Readiness: nothing is programmed before the initial lists of **both** Services
 //! and EndpointSlices are complete. This source bumps its `changes` for the first
@@ -17,9 +17,8 @@
 //! topology hints, while the node's name (what makes an endpoint local) comes
 //! from the flag.
 //!
-//! Failures: while the API server is unreachable the watchers retry with backoff
-//! (kube's default, as client-go's: 0.8 s doubling to 30 s, each step jittered
-//! up to twice its length) and the Index keeps the last known state, which keeps
+//! Failures: while the API server is unreachable the watchers retry (see
+//! `retry`) and the Index keeps the last known state, which keeps
 //! being served. A watch resumes from the last `resourceVersion` it saw (events or
 //! bookmarks); when that is too old (410 Gone) the watcher relists, and the relist
 //! prunes what was deleted meanwhile. Both forms of 410 restart the watcher here,
@@ -30,12 +29,9 @@
 //! #1042). A watcher restarted less than [`RESTART_DELAY`] ago waits that long
 //! first, so a server that answers every watch with 410 is not hammered.
 //!
-//! The reconnect backoff is kept at client-go's 30 s on purpose: when an API
-//! server comes back, every node's watchers reconnect and relist; the longer,
-//! jittered steps spread those lists over tens of seconds instead of landing on
-//! a cold server at once. The cost is the worst case: a reconnect up to about
-//! 60 s after the server is back (README, "Kubernetes API outages"), as
-//! with kube-proxy.
+//! Reconnects follow [`retry::Retry`]: a short schedule while the server
+//! cannot be reached (back within about a second of its return), client-go's
+//! while it answers with errors (README, "Kubernetes API outages").
 //!
 //! Must not: decide anything about Services (the model does), or keep raw
 //! `k8s-openapi` objects (they are converted as they arrive).
@@ -43,6 +39,7 @@
 mod client;
 mod event;
 mod feed;
+mod retry;
 
 use std::{
     fmt::Debug,
@@ -50,7 +47,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{StreamExt as _, stream::BoxStream};
+use futures::{StreamExt as _, TryStreamExt as _, stream::BoxStream};
 use k8s_openapi::api::{core::v1 as core, discovery::v1 as discovery};
 use kube::{
     Api,
@@ -170,12 +167,16 @@ async fn run(
 
 type Events<K> = BoxStream<'static, Result<Event<K>, watcher::Error>>;
 
-/// A watcher with kube's default backoff, started after `delay`.
+/// A watcher with [`retry::Retry`]'s backoff, started after `delay`.
 fn stream<K>(api: Api<K>, config: watcher::Config, delay: Duration) -> Events<K>
 where
     K: kube::Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
-    let events = watcher(api, config).default_backoff();
+    let retry = retry::Retry::new();
+    let classify = retry.classifier();
+    let events = watcher(api, config)
+        .inspect_err(move |error| classify(error))
+        .backoff(retry);
     if delay.is_zero() {
         return events.boxed();
     }
