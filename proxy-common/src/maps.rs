@@ -19,6 +19,10 @@
 //! - `NODE_CFG` (array, one entry): [`NodeConfig`], the node's SNAT addresses.
 //! - `DEVICES`: ifindex → [`DeviceConfig`], what the tc programs do on each
 //!   device they are attached to.
+//! - `LOCAL_V4`/`LOCAL_V6` (LPM tries): the prefixes whose sources are
+//!   in-cluster (`--cluster-cidr`, or the Node's `spec.podCIDRs`), for the
+//!   local-traffic detector of devices with [`device_flags::DETECT_CIDR_V4`]
+//!   or [`device_flags::DETECT_CIDR_V6`].
 //!
 //! # Scopes
 //!
@@ -91,6 +95,10 @@ pub mod names {
     pub const NODE_CFG: &str = "NODE_CFG";
     /// What the tc programs do on each device, by ifindex ([`DeviceConfig`](super::DeviceConfig)).
     pub const DEVICES: &str = "DEVICES";
+    /// (LPM trie) in-cluster IPv4 source prefixes (key: prefix length, 4 address bytes → `u8` 1).
+    pub const LOCAL_V4: &str = "LOCAL_V4";
+    /// (LPM trie) in-cluster IPv6 source prefixes (key: prefix length, 16 address bytes → `u8` 1).
+    pub const LOCAL_V6: &str = "LOCAL_V6";
 }
 
 /// Program names (the function names in `proxy-ebpf`).
@@ -141,6 +149,8 @@ pub mod capacity {
     pub const CONNTRACK: u32 = 1 << 18;
     /// Devices the tc programs may be attached to.
     pub const DEVICES: u32 = 256;
+    /// In-cluster source prefixes per family (`LOCAL_V4`, `LOCAL_V6`).
+    pub const LOCAL_PREFIXES: u32 = 64;
 }
 
 /// Conntrack idle timeouts: an entry not refreshed for this long is a miss.
@@ -173,6 +183,21 @@ pub mod device_flags {
     /// pod-facing device, or every device when socket LB is off). External
     /// frontends are translated on every attached device.
     pub const CLUSTER_IP: u32 = 1 << 0;
+    /// The local-traffic detector works by source address for IPv4: a source
+    /// in `LOCAL_V4` is in-cluster, any other is off-cluster
+    /// (`--detect-local-mode` `ClusterCIDR` or `NodeCIDR` with an IPv4 CIDR).
+    pub const DETECT_CIDR_V4: u32 = 1 << 1;
+    /// The same for IPv6 (`LOCAL_V6`).
+    pub const DETECT_CIDR_V6: u32 = 1 << 2;
+    /// The local-traffic detector works by device: traffic arriving on a
+    /// device with [`LOCAL_DEVICE`] is in-cluster, on any other off-cluster
+    /// (`BridgeInterface`, `InterfaceNamePrefix`).
+    pub const DETECT_BY_DEVICE: u32 = 1 << 3;
+    /// With [`DETECT_BY_DEVICE`]: this device is the pods' bridge, or has the
+    /// pods' interface name prefix.
+    pub const LOCAL_DEVICE: u32 = 1 << 4;
+    /// `--masquerade-all`: every flow translated to a ClusterIP is SNATed.
+    pub const MASQUERADE_ALL: u32 = 1 << 5;
 }
 
 /// Flags in [`CtValueV4::flags`] and [`CtValueV6::flags`].

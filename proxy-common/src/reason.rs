@@ -86,11 +86,19 @@ pub enum Reason {
     /// tc: the FIB lookup for a translated packet did not give a next hop
     /// (unreachable, blackhole, prohibited, needs fragmenting, helper error); passed to the stack.
     TcFibPassed = 36,
+    /// tc: a new flow to a ClusterIP from a source the local-traffic detector
+    /// (`--detect-local-mode`) finds off-cluster: translated on whatever
+    /// device it arrived on and SNATed to the node (kube-proxy's
+    /// "masquerade off-cluster traffic to a service VIP"). Counted with `tc_dnat`.
+    TcClusterIpMasqueraded = 37,
+    /// tc: `--masquerade-all`: a new flow to a ClusterIP from an in-cluster
+    /// (or undetected) source was SNATed to the node. Counted with `tc_dnat`.
+    TcMasqueradeAll = 38,
 }
 
 impl Reason {
     /// Every reason, in index order.
-    pub const ALL: [Reason; 37] = [
+    pub const ALL: [Reason; 39] = [
         Reason::Translated,
         Reason::NotAService,
         Reason::NoBackend,
@@ -128,6 +136,8 @@ impl Reason {
         Reason::TcFibForwardingOff,
         Reason::TcFibTtlExpired,
         Reason::TcFibPassed,
+        Reason::TcClusterIpMasqueraded,
+        Reason::TcMasqueradeAll,
     ];
     /// Number of reasons: the size of the `STATS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -172,6 +182,8 @@ impl Reason {
             Reason::TcFibForwardingOff => "tc_fib_forwarding_off",
             Reason::TcFibTtlExpired => "tc_fib_ttl_expired",
             Reason::TcFibPassed => "tc_fib_passed",
+            Reason::TcClusterIpMasqueraded => "tc_cluster_ip_masqueraded",
+            Reason::TcMasqueradeAll => "tc_masquerade_all",
         }
     }
 }

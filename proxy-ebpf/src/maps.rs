@@ -4,7 +4,7 @@
 //! dump` can print them.
 
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use proxy_common::{
@@ -22,6 +22,7 @@ const SVC_NAMES_ENTRIES: usize = capacity::SVC_NAMES as usize;
 const REASONS: usize = capacity::STATS as usize;
 const CONNTRACK: usize = capacity::CONNTRACK as usize;
 const DEVICES_ENTRIES: usize = capacity::DEVICES as usize;
+const LOCAL_PREFIXES: usize = capacity::LOCAL_PREFIXES as usize;
 /// `BPF_F_NO_PREALLOC` (uapi/linux/bpf.h): entries are allocated on insert.
 const NO_PREALLOC: usize = 1;
 
@@ -61,3 +62,9 @@ pub static NODE_CFG: Array<NodeConfig, 1> = Array::new();
 /// What the tc programs do on each device, by ifindex.
 #[btf_map(pin_by_name)]
 pub static DEVICES: HashMap<u32, DeviceConfig, DEVICES_ENTRIES> = HashMap::new();
+/// In-cluster IPv4 source prefixes (the local-traffic detector's CIDRs).
+#[btf_map(pin_by_name)]
+pub static LOCAL_V4: LpmTrie<[u8; 4], u8, LOCAL_PREFIXES> = LpmTrie::new();
+/// In-cluster IPv6 source prefixes.
+#[btf_map(pin_by_name)]
+pub static LOCAL_V6: LpmTrie<[u8; 16], u8, LOCAL_PREFIXES> = LpmTrie::new();

@@ -6,12 +6,15 @@
 //!    flow is; reply: back to frontend → client). A forward entry whose
 //!    backend was removed is re-balanced as a new flow.
 //! 2. a new flow to a frontend (external scope first, then internal;
-//!    ClusterIPs only on `CLUSTER_IP` devices) gets a backend as the socket
+//!    ClusterIPs as [`cluster_ip_rule`] says: from off-cluster sources, as
+//!    the local-traffic detector finds them, on any device and SNATed; from
+//!    others only on `CLUSTER_IP` devices) gets a backend as the socket
 //!    path picks one (random slot, ClientIP affinity keyed by the client's
 //!    address), SNAT when the frontend is external without
-//!    `externalTrafficPolicy: Local` and the backend is remote, or for hairpin
-//!    (client == backend), and two conntrack entries: forward, keyed by the
-//!    client's packet, and reply, keyed by the reply as it will arrive.
+//!    `externalTrafficPolicy: Local` and the backend is remote, for hairpin
+//!    (client == backend), or for a masqueraded ClusterIP flow, and two
+//!    conntrack entries: forward, keyed by the client's packet, and reply,
+//!    keyed by the reply as it will arrive.
 //! 3. no backend: dropped for an `externalTrafficPolicy: Local` frontend,
 //!    otherwise answered out of the same device: a TCP RST for TCP, an ICMP
 //!    port-unreachable for UDP.
@@ -302,8 +305,14 @@ fn choose<F: Family>(ctx: &TcContext, flow: &Flow<F::Addr>, out: &mut Choice<F::
         return Verdict::Pass(Reason::TcPass);
     };
     let external = frontend.flags & svc_flags::EXTERNAL != 0;
-    if !external && device_flags_of(ctx) & device_flags::CLUSTER_IP == 0 {
-        return Verdict::Pass(Reason::TcClusterIpSkipped);
+    // Why a ClusterIP flow is SNATed (`None`: it is not).
+    let mut masquerade = None;
+    if !external {
+        match cluster_ip_rule::<F>(device_flags_of(ctx), flow.saddr) {
+            ClusterIpRule::Skip => return Verdict::Pass(Reason::TcClusterIpSkipped),
+            ClusterIpRule::Translate => {}
+            ClusterIpRule::Masquerade(reason) => masquerade = Some(reason),
+        }
     }
     if flow.first_fragment {
         return Verdict::Drop(Reason::TcFragmentDropped);
@@ -320,9 +329,49 @@ fn choose<F: Family>(ctx: &TcContext, flow: &Flow<F::Addr>, out: &mut Choice<F::
     }
     let hairpin = flow.saddr == out.backend.addr;
     out.snat = hairpin || (external && !etp_local && out.backend.flags & backend_flags::LOCAL == 0);
+    if let Some(reason) = masquerade {
+        count(reason);
+        out.snat = true;
+    }
     out.frontend = flow.daddr;
     out.rev_nat_id = frontend.rev_nat_id;
     Verdict::Pass(Reason::TcDnat)
+}
+
+/// What a new flow to a ClusterIP gets on this device.
+enum ClusterIpRule {
+    /// Not translated here (the socket hooks serve such clients).
+    Skip,
+    /// Translated, the client's address kept (SNATed only for hairpin).
+    Translate,
+    /// Translated and SNATed to the node, counted under this reason.
+    Masquerade(Reason),
+}
+
+/// kube-proxy's rules for ClusterIP traffic, by the device's flags
+/// (`DEVICES`): a source the local-traffic detector finds off-cluster is
+/// translated on any device and masqueraded ("masquerade off-cluster traffic
+/// to a service VIP"); `--masquerade-all` masquerades every ClusterIP flow,
+/// on any device; anything else is translated only on `CLUSTER_IP` devices,
+/// keeping its source. Without a detector no source is off-cluster.
+#[inline(always)]
+fn cluster_ip_rule<F: Family>(dev: u32, saddr: F::Addr) -> ClusterIpRule {
+    let off_cluster = if dev & F::DETECT_CIDR != 0 {
+        !F::local_source(saddr)
+    } else if dev & device_flags::DETECT_BY_DEVICE != 0 {
+        dev & device_flags::LOCAL_DEVICE == 0
+    } else {
+        false
+    };
+    if off_cluster {
+        ClusterIpRule::Masquerade(Reason::TcClusterIpMasqueraded)
+    } else if dev & device_flags::MASQUERADE_ALL != 0 {
+        ClusterIpRule::Masquerade(Reason::TcMasqueradeAll)
+    } else if dev & device_flags::CLUSTER_IP == 0 {
+        ClusterIpRule::Skip
+    } else {
+        ClusterIpRule::Translate
+    }
 }
 
 /// Writes both conntrack entries of a new flow (claiming a SNAT port when

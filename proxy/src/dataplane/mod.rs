@@ -5,7 +5,8 @@
 //! one read-only reader of the service, backend, rev-NAT and name maps
 //! (`reader`, for the writer's mirror and `proxy inspect`), the `writer` that
 //! executes plans, and the tc programs' devices (`devices`: which ones; `tc`:
-//! links and the `DEVICES`/`NODE_CFG` maps).
+//! links and the `DEVICES`/`NODE_CFG`/`LOCAL_*` maps; `local_traffic`: the
+//! local-traffic detector).
 
 pub mod batch;
 pub mod bpffs;
@@ -16,6 +17,7 @@ pub mod kernel;
 pub mod layout;
 pub mod link_info;
 pub mod loader;
+pub mod local_traffic;
 pub mod maps;
 pub mod pins;
 pub mod reader;

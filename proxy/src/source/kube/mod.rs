@@ -5,6 +5,8 @@
 //!   node's name;
 //! - `feed`: the state machine from watcher events to Index calls (initial lists,
 //!   relists, conversion problems);
+//! - `pod_cidrs`: this node's `spec.podCIDRs`, read once at start for
+//!   `--detect-local-mode=NodeCIDR`;
 //! - this module: the watch task, one kube-runtime `watcher` per resource with
 //!   kube's default backoff.
 //!
@@ -30,6 +32,7 @@
 
 mod client;
 mod feed;
+mod pod_cidrs;
 
 use std::{
     fmt::Debug,
@@ -51,6 +54,7 @@ use tokio::{sync::watch, task::JoinHandle};
 
 pub use self::client::{ClientError, Cluster, client, in_pod_but_unset, node_name};
 use self::feed::Feed;
+pub use self::pod_cidrs::{PodCidrError, wait_for_pod_cidrs};
 use crate::model::{Index, selection::label_selector};
 use crate::telemetry::ConfigRejects;
 
