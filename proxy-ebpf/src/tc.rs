@@ -12,7 +12,8 @@
 //!    path picks one (random slot, ClientIP affinity keyed by the client's
 //!    address), SNAT when the frontend is external without
 //!    `externalTrafficPolicy: Local` and the backend is remote, for hairpin
-//!    (client == backend), or for a masqueraded ClusterIP flow, and two
+//!    (client == backend), or for a masqueraded ClusterIP flow to a remote
+//!    backend, and two
 //!    conntrack entries: forward, keyed by the client's packet, and reply,
 //!    keyed by the reply as it will arrive.
 //! 3. no backend: dropped for an `externalTrafficPolicy: Local` frontend,
@@ -329,7 +330,14 @@ fn choose<F: Family>(ctx: &TcContext, flow: &Flow<F::Addr>, out: &mut Choice<F::
     }
     let hairpin = flow.saddr == out.backend.addr;
     out.snat = hairpin || (external && !etp_local && out.backend.flags & backend_flags::LOCAL == 0);
-    if let Some(reason) = masquerade {
+    // A masqueraded ClusterIP flow is SNATed when its backend is on another
+    // node, as external `externalTrafficPolicy: Cluster` flows are: a local
+    // backend's replies come back through this node anyway (and may come in
+    // on a device without these programs, where a reply to the node's own
+    // address would be taken for local traffic).
+    if let Some(reason) = masquerade
+        && (hairpin || out.backend.flags & backend_flags::LOCAL == 0)
+    {
         count(reason);
         out.snat = true;
     }
@@ -353,7 +361,8 @@ enum ClusterIpRule {
 /// translated on any device and masqueraded ("masquerade off-cluster traffic
 /// to a service VIP"); `--masquerade-all` masquerades every ClusterIP flow,
 /// on any device; anything else is translated only on `CLUSTER_IP` devices,
-/// keeping its source. Without a detector no source is off-cluster.
+/// keeping its source. Without a detector no source is off-cluster. (The
+/// masquerade applies to remote backends: see `choose`.)
 #[inline(always)]
 fn cluster_ip_rule<F: Family>(dev: u32, saddr: F::Addr) -> ClusterIpRule {
     let off_cluster = if dev & F::DETECT_CIDR != 0 {
