@@ -5,7 +5,9 @@
 //!    entry's rewrite (forward: to the backend, SNATed to the node when the
 //!    flow is; reply: back to frontend → client). A forward entry whose
 //!    backend was removed is re-balanced as a new flow.
-//! 2. a new flow to a frontend (external scope first, then internal;
+//! 2. a new flow to a frontend (external scope first, then internal; only
+//!    internal for a pod's flow on a pod-facing device, as the local-traffic
+//!    detector tells pods: kube-proxy's short-circuit;
 //!    ClusterIPs as [`cluster_ip_rule`] says: from off-cluster sources, as
 //!    the local-traffic detector finds them, on any device and SNATed; from
 //!    others only on `CLUSTER_IP` devices) gets a backend as the socket
@@ -295,21 +297,30 @@ struct Choice<A> {
 /// "answer with a port-unreachable"; anything else is final.
 #[inline(never)]
 fn choose<F: Family>(ctx: &TcContext, flow: &Flow<F::Addr>, out: &mut Choice<F::Addr>) -> Verdict {
-    let Some((svc_scope, (svc_key, frontend))) =
+    let dev = device_flags_of(ctx);
+    let origin = origin::<F>(dev, flow.saddr);
+    // kube-proxy's short-circuit: a pod's traffic to an external frontend
+    // (seen on a pod-facing device, the detector saying in-cluster) uses the
+    // cluster-wide endpoints, never `externalTrafficPolicy: Local`'s, as if
+    // it had gone out to a load balancer and come back.
+    let short_circuit = origin == Origin::InCluster && dev & device_flags::CLUSTER_IP != 0;
+    let Some((svc_scope, (svc_key, frontend))) = (if short_circuit {
+        None
+    } else {
         F::lookup(flow.daddr, flow.dport, flow.proto, scope::EXTERNAL)
-            .map(|found| (scope::EXTERNAL, found))
-            .or_else(|| {
-                F::lookup(flow.daddr, flow.dport, flow.proto, scope::INTERNAL)
-                    .map(|found| (scope::INTERNAL, found))
-            })
-    else {
+    })
+    .map(|found| (scope::EXTERNAL, found))
+    .or_else(|| {
+        F::lookup(flow.daddr, flow.dport, flow.proto, scope::INTERNAL)
+            .map(|found| (scope::INTERNAL, found))
+    }) else {
         return Verdict::Pass(Reason::TcPass);
     };
     let external = frontend.flags & svc_flags::EXTERNAL != 0;
     // Why a ClusterIP flow is SNATed (`None`: it is not).
     let mut masquerade = None;
     if !external {
-        match cluster_ip_rule::<F>(device_flags_of(ctx), flow.saddr) {
+        match cluster_ip_rule(dev, origin) {
             ClusterIpRule::Skip => return Verdict::Pass(Reason::TcClusterIpSkipped),
             ClusterIpRule::Translate => {}
             ClusterIpRule::Masquerade(reason) => masquerade = Some(reason),
@@ -329,7 +340,11 @@ fn choose<F: Family>(ctx: &TcContext, flow: &Flow<F::Addr>, out: &mut Choice<F::
         Err(reason) => return Verdict::Drop(reason),
     }
     let hairpin = flow.saddr == out.backend.addr;
-    out.snat = hairpin || (external && !etp_local && out.backend.flags & backend_flags::LOCAL == 0);
+    out.snat = hairpin
+        || (external
+            && !etp_local
+            && !short_circuit
+            && out.backend.flags & backend_flags::LOCAL == 0);
     // A masqueraded ClusterIP flow is SNATed when its backend is on another
     // node, as external `externalTrafficPolicy: Cluster` flows are: a local
     // backend's replies come back through this node anyway (and may come in
@@ -356,6 +371,37 @@ enum ClusterIpRule {
     Masquerade(Reason),
 }
 
+/// Where a packet's source is, as the local-traffic detector says.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// No detector for its family (`--cluster-cidr` unset, for example).
+    Unknown,
+    /// A pod: inside the cluster CIDR, or in from the pods' bridge or
+    /// interfaces.
+    InCluster,
+    /// Anything else.
+    OffCluster,
+}
+
+/// The detector's verdict on a packet from `saddr` arriving on a device with
+/// flags `dev` (`DEVICES`): by source prefix (`LOCAL_V4`/`LOCAL_V6`) when the
+/// family's CIDR detector is on, else by device when a device detector is.
+#[inline(always)]
+fn origin<F: Family>(dev: u32, saddr: F::Addr) -> Origin {
+    let in_cluster = if dev & F::DETECT_CIDR != 0 {
+        F::local_source(saddr)
+    } else if dev & device_flags::DETECT_BY_DEVICE != 0 {
+        dev & device_flags::LOCAL_DEVICE != 0
+    } else {
+        return Origin::Unknown;
+    };
+    if in_cluster {
+        Origin::InCluster
+    } else {
+        Origin::OffCluster
+    }
+}
+
 /// kube-proxy's rules for ClusterIP traffic, by the device's flags
 /// (`DEVICES`): a source the local-traffic detector finds off-cluster is
 /// translated on any device and masqueraded ("masquerade off-cluster traffic
@@ -364,15 +410,8 @@ enum ClusterIpRule {
 /// keeping its source. Without a detector no source is off-cluster. (The
 /// masquerade applies to remote backends: see `choose`.)
 #[inline(always)]
-fn cluster_ip_rule<F: Family>(dev: u32, saddr: F::Addr) -> ClusterIpRule {
-    let off_cluster = if dev & F::DETECT_CIDR != 0 {
-        !F::local_source(saddr)
-    } else if dev & device_flags::DETECT_BY_DEVICE != 0 {
-        dev & device_flags::LOCAL_DEVICE == 0
-    } else {
-        false
-    };
-    if off_cluster {
+fn cluster_ip_rule(dev: u32, origin: Origin) -> ClusterIpRule {
+    if origin == Origin::OffCluster {
         ClusterIpRule::Masquerade(Reason::TcClusterIpMasqueraded)
     } else if dev & device_flags::MASQUERADE_ALL != 0 {
         ClusterIpRule::Masquerade(Reason::TcMasqueradeAll)

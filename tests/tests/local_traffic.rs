@@ -119,6 +119,11 @@ impl World {
     /// The topology, backends on `pods`, `web` (ClusterIP) on them, and a
     /// client route for the Service CIDR via node 1.
     fn new(pods: &[Pod]) -> Self {
+        Self::with_service(pods, |svc| svc)
+    }
+
+    /// As [`World::new`], with `web` changed by `edit`.
+    fn with_service(pods: &[Pod], edit: impl FnOnce(Service) -> Service) -> Self {
         let _ = proxy_bin();
         let mut sandbox = Sandbox::new().expect("creating the sandbox (the tests need root)");
         sandbox.enter().expect("entering the sandbox");
@@ -167,7 +172,7 @@ impl World {
             .cluster_ip(VIP6)
             .port("http", Protocol::Tcp, TCP_PORT, TCP_TARGET)
             .port("dns", Protocol::Udp, UDP_PORT, UDP_TARGET);
-        w.write("web-service.yaml", &svc.to_yaml());
+        w.write("web-service.yaml", &edit(svc).to_yaml());
         for (family, name) in [
             (AddressType::IPv4, "web-4xk2p"),
             (AddressType::IPv6, "web-6q8nd"),
@@ -293,10 +298,17 @@ impl World {
     /// TCP and UDP from `place` to the ClusterIP of `family`: the backends
     /// saw only sources among `expected`.
     fn check_source(&mut self, place: Place, family: AddressType, expected: &[IpAddr], why: &str) {
-        self.wait_served(place, vip(family, TCP_PORT));
+        let addr = vip(family, 0).ip();
+        self.check_source_at(place, addr, expected, why);
+    }
+
+    /// As [`World::check_source`], to `addr` (the ports are `web`'s).
+    fn check_source_at(&mut self, place: Place, addr: IpAddr, expected: &[IpAddr], why: &str) {
+        let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
+        self.wait_served(place, SocketAddr::new(addr, TCP_PORT));
         for (proto, replies) in [
-            ("TCP", self.tcp(place, vip(family, TCP_PORT))),
-            ("UDP", self.udp(place, vip(family, UDP_PORT))),
+            ("TCP", self.tcp(place, SocketAddr::new(addr, TCP_PORT))),
+            ("UDP", self.udp(place, SocketAddr::new(addr, UDP_PORT))),
         ] {
             let seen = peers(&replies);
             assert!(
@@ -418,6 +430,44 @@ fn interface_modes_tell_pods_from_the_rest_by_device() {
                 &format!("{detector:?}: traffic from eth0 must be masqueraded"),
             );
         }
+    }
+}
+
+/// kube-proxy's short-circuit: with a detector, a pod's traffic to an
+/// `externalTrafficPolicy: Local` ExternalIP goes to the cluster-wide
+/// endpoints (here only node 2 has one, so the external scope has none and
+/// would drop it), unmasqueraded, as if it had gone out to a load balancer and
+/// come back.
+#[test]
+fn pods_reach_etp_local_external_ips_through_every_endpoint() {
+    let mut w = World::with_service(&[Pod(2, 1)], |svc| {
+        svc.service_type("NodePort")
+            .node_port("http", 30080)
+            .node_port("dns", 30053)
+            .external_ip("203.0.113.10")
+            .external_ip("fd00:203::10")
+            .external_traffic_policy("Local")
+    });
+    w.start_proxy(&[
+        "--socket-lb=false",
+        "--pod-devices",
+        POD_DEVICE,
+        "--cluster-cidr",
+        CLUSTER_CIDR,
+    ]);
+    for (family, external_ip) in [
+        (AddressType::IPv4, "203.0.113.10"),
+        (AddressType::IPv6, "fd00:203::10"),
+    ] {
+        // The ClusterIP first: the dataplane is up.
+        w.check_source(Place::Pods1, family, &pods1(family), "ClusterIP");
+        let addr: IpAddr = external_ip.parse().unwrap_or_else(|e| panic!("{e}"));
+        w.check_source_at(
+            Place::Pods1,
+            addr,
+            &pods1(family),
+            "a pod's flow to an ETP=Local ExternalIP uses every endpoint, unmasqueraded",
+        );
     }
 }
 
