@@ -6,7 +6,9 @@
 //! advertised over BGP; pods live on node 1 and node 2 (`10.244.N.1x`,
 //! `fd00:244:N::1x`), and each backend says which source address it saw.
 //!
-//! Covered (kube-proxy's nftables rules are the reference):
+//! Covered (kube-proxy's nftables rules are the reference), `ClusterCIDR`,
+//! `NodeCIDR` (the Node from a fake API server), `BridgeInterface` and
+//! `InterfaceNamePrefix`:
 //! - with a detector, ClusterIP traffic from off-cluster is translated on the
 //!   external device and masqueraded to node 1 (TCP and UDP, both families);
 //! - with `--socket-lb=false`, an in-cluster client (a pod, through the pod
@@ -24,7 +26,7 @@ use std::{
 };
 
 use proxy_tests::{
-    Mode, ProxyProcess, Reply, Sandbox, TcpBackend, UdpBackend,
+    FakeApiServer, Mode, ProxyProcess, Reply, Sandbox, TcpBackend, UdpBackend,
     manifest::{self, AddressType, Endpoint, EndpointSlice, Protocol, Service},
     northsouth::{
         CLIENT_V4, CLIENT_V6, LAN_DEVICE, NODE1_V4, NODE1_V6, POD_DEVICE, Place, Topology, pod_v4,
@@ -471,6 +473,52 @@ fn pods_reach_etp_local_external_ips_through_every_endpoint() {
     }
 }
 
+/// `--detect-local-mode=NodeCIDR`: the in-cluster prefixes are this Node's
+/// `spec.podCIDRs`, read from the API server (the fake one, inside node 1's
+/// namespace; the Service still comes from the manifests): node 1's pod keeps
+/// its address, the external client is masqueraded.
+#[test]
+fn node_cidr_mode_takes_the_nodes_pod_cidrs() {
+    let mut w = World::new(&[Pod(2, 1)]);
+    let api = FakeApiServer::start().expect("starting the fake API server in node 1");
+    api.apply(serde_json::json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": NODE1},
+        "spec": {"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24", "fd00:244:1::/64"]},
+    }));
+    let kubeconfig = api
+        .write_kubeconfig(w.sandbox.dir())
+        .expect("writing the kubeconfig");
+    let kubeconfig = kubeconfig.display().to_string();
+    w.start_proxy(&[
+        "--kubeconfig",
+        &kubeconfig,
+        "--detect-local-mode=NodeCIDR",
+        "--socket-lb=false",
+        "--pod-devices",
+        POD_DEVICE,
+    ]);
+    for family in FAMILIES {
+        w.check_source(
+            Place::Pods1,
+            family,
+            &pods1(family),
+            "a source in the Node's pod CIDR keeps its address",
+        );
+        w.check_source(
+            Place::Client,
+            family,
+            &[node1_ip(family)],
+            "a source outside the Node's pod CIDR is masqueraded",
+        );
+    }
+    assert!(
+        w.log().contains("fd00:244:1::/64"),
+        "the detector's CIDRs are logged:\n{}",
+        w.log()
+    );
+}
+
 /// `--masquerade-all` masquerades ClusterIP traffic from in-cluster sources
 /// too (here a pod, with `--socket-lb=false`, and no detector at all).
 #[test]
@@ -540,6 +588,60 @@ fn without_a_detector_off_cluster_traffic_is_not_masqueraded() {
             family,
             &[client_ip(family)],
             "no detector: translated, not masqueraded (kube-proxy's behaviour)",
+        );
+    }
+}
+
+/// A detector the flags cannot make is an error at start that names the flag,
+/// before anything is bound or loaded: `BridgeInterface` without
+/// `--pod-bridge-interface`, `InterfaceNamePrefix` without its prefix, two
+/// CIDRs of a family, and `NodeCIDR` without the Kubernetes source.
+#[test]
+fn impossible_detectors_are_refused_at_start_naming_the_flag() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let manifests = dir.path().display().to_string();
+    let missing_cgroup = dir.path().join("no-such-cgroup").display().to_string();
+    let pins = dir.path().join("pins").display().to_string();
+    for (args, flag) in [
+        (
+            vec!["--detect-local-mode=BridgeInterface"],
+            "--pod-bridge-interface",
+        ),
+        (
+            vec!["--detect-local-mode=InterfaceNamePrefix"],
+            "--pod-interface-name-prefix",
+        ),
+        (
+            vec!["--cluster-cidr", "10.0.0.0/16,10.1.0.0/16"],
+            "--cluster-cidr",
+        ),
+        (vec!["--detect-local-mode=NodeCIDR"], "--kubeconfig"),
+    ] {
+        let out = std::process::Command::new(proxy_bin())
+            // Should the check ever move after the load, these keep the
+            // proxy off the machine: a cgroup that does not exist, a pin
+            // path of our own, no device, no listener.
+            .args(["run", "--manifests", &manifests, "--node-name", NODE1])
+            .args([
+                "--mode",
+                "ebpf",
+                "--cgroup",
+                &missing_cgroup,
+                "--pin-path",
+                &pins,
+            ])
+            .args(["--devices", "pxt-none0", "--metrics-bind-address", ""])
+            .args(["--healthz-bind-address", ""])
+            .args(&args)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("KUBERNETES_SERVICE_PORT")
+            .output()
+            .expect("running the proxy");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted:\n{stderr}");
+        assert!(
+            stderr.contains(flag),
+            "{args:?}: the error must name {flag}:\n{stderr}"
         );
     }
 }
