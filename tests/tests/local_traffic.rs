@@ -344,6 +344,31 @@ fn off_cluster_traffic_to_a_cluster_ip_is_translated_and_masqueraded() {
             "an off-cluster source must be masqueraded to node 1",
         );
     }
+    // What an operator sees: the tries hold one prefix each, and the new
+    // flows were counted.
+    let inspect = |what: &str| {
+        let out = std::process::Command::new(proxy_bin())
+            .args(["inspect", what, "--pin-path"])
+            .arg(w.sandbox.pin_path())
+            .output()
+            .unwrap_or_else(|e| panic!("running proxy inspect {what}: {e}"));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let status = inspect("status");
+    for map in ["LOCAL_V4", "LOCAL_V6"] {
+        let line = status.lines().find(|l| l.starts_with(map));
+        let entries = line.and_then(|l| l.split_whitespace().nth(2));
+        assert_eq!(entries, Some("1"), "{map} must hold one prefix:\n{status}");
+    }
+    let stats = inspect("stats");
+    let masqueraded = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("tc_cluster_ip_masqueraded"))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(
+        masqueraded.is_some_and(|n| n >= 4),
+        "each new flow is counted under tc_cluster_ip_masqueraded:\n{stats}"
+    );
 }
 
 /// The same with a backend on node 1: its replies come back through node 1

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::telemetry::Mode;
 
 /// Every map `proxy run` pins, in the order `status` lists them.
-pub const PINNED_MAPS: [&str; 15] = [
+pub const PINNED_MAPS: [&str; 17] = [
     names::SVC_V4,
     names::SVC_V6,
     names::BACKEND_V4,
@@ -29,6 +29,8 @@ pub const PINNED_MAPS: [&str; 15] = [
     names::CT_V6,
     names::NODE_CFG,
     names::DEVICES,
+    names::LOCAL_V4,
+    names::LOCAL_V6,
 ];
 
 /// The eBPF mode's datapath (`status`).
