@@ -7,7 +7,8 @@
 //!    backend was removed is re-balanced as a new flow.
 //! 2. a new flow to a frontend (external scope first, then internal; only
 //!    internal for a pod's flow on a pod-facing device, as the local-traffic
-//!    detector tells pods: kube-proxy's short-circuit;
+//!    detector tells pods: kube-proxy's short-circuit for
+//!    `externalTrafficPolicy: Local`;
 //!    ClusterIPs as [`cluster_ip_rule`] says: from off-cluster sources, as
 //!    the local-traffic detector finds them, on any device and SNATed; from
 //!    others only on `CLUSTER_IP` devices) gets a backend as the socket
@@ -298,29 +299,28 @@ struct Choice<A> {
 #[inline(never)]
 fn choose<F: Family>(ctx: &TcContext, flow: &Flow<F::Addr>, out: &mut Choice<F::Addr>) -> Verdict {
     let dev = device_flags_of(ctx);
-    let origin = origin::<F>(dev, flow.saddr);
-    // kube-proxy's short-circuit: a pod's traffic to an external frontend
-    // (seen on a pod-facing device, the detector saying in-cluster) uses the
-    // cluster-wide endpoints, never `externalTrafficPolicy: Local`'s, as if
-    // it had gone out to a load balancer and come back.
-    let short_circuit = origin == Origin::InCluster && dev & device_flags::CLUSTER_IP != 0;
-    let Some((svc_scope, (svc_key, frontend))) = (if short_circuit {
-        None
-    } else {
-        F::lookup(flow.daddr, flow.dport, flow.proto, scope::EXTERNAL)
-    })
-    .map(|found| (scope::EXTERNAL, found))
-    .or_else(|| {
-        F::lookup(flow.daddr, flow.dport, flow.proto, scope::INTERNAL)
-            .map(|found| (scope::INTERNAL, found))
-    }) else {
+    let external_entry = F::lookup(flow.daddr, flow.dport, flow.proto, scope::EXTERNAL);
+    // kube-proxy's short-circuit: a pod's traffic to an
+    // `externalTrafficPolicy: Local` frontend (seen on a pod-facing device,
+    // the detector saying in-cluster) uses the cluster-wide endpoints, as if
+    // it had gone out to a load balancer and come back. The detector is only
+    // asked once a frontend is found, so other traffic pays nothing for it.
+    let short_circuit = external_entry.is_some()
+        && dev & device_flags::CLUSTER_IP != 0
+        && origin::<F>(dev, flow.saddr) == Origin::InCluster;
+    let found = match external_entry {
+        Some(found) if !short_circuit => Some((scope::EXTERNAL, found)),
+        _ => F::lookup(flow.daddr, flow.dport, flow.proto, scope::INTERNAL)
+            .map(|found| (scope::INTERNAL, found)),
+    };
+    let Some((svc_scope, (svc_key, frontend))) = found else {
         return Verdict::Pass(Reason::TcPass);
     };
     let external = frontend.flags & svc_flags::EXTERNAL != 0;
     // Why a ClusterIP flow is SNATed (`None`: it is not).
     let mut masquerade = None;
     if !external {
-        match cluster_ip_rule(dev, origin) {
+        match cluster_ip_rule(dev, origin::<F>(dev, flow.saddr)) {
             ClusterIpRule::Skip => return Verdict::Pass(Reason::TcClusterIpSkipped),
             ClusterIpRule::Translate => {}
             ClusterIpRule::Masquerade(reason) => masquerade = Some(reason),
