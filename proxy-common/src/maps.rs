@@ -22,6 +22,10 @@
 //! - `SRC_RANGE_V4`/`SRC_RANGE_V6` (LPM tries): `{rev-NAT id, source prefix}`
 //!   → [`src_range`] verdict, a LoadBalancer frontend's
 //!   `loadBalancerSourceRanges` (see [`SrcRangeV4`]).
+//! - `LOCAL_V4`/`LOCAL_V6` (LPM tries): the prefixes whose sources are
+//!   in-cluster (`--cluster-cidr`, or the Node's `spec.podCIDRs`), for the
+//!   local-traffic detector of devices with [`device_flags::DETECT_CIDR_V4`]
+//!   or [`device_flags::DETECT_CIDR_V6`].
 //!
 //! # Scopes
 //!
@@ -98,6 +102,10 @@ pub mod names {
     pub const SRC_RANGE_V4: &str = "SRC_RANGE_V4";
     /// `loadBalancerSourceRanges` of IPv6 LoadBalancer frontends (LPM trie).
     pub const SRC_RANGE_V6: &str = "SRC_RANGE_V6";
+    /// (LPM trie) in-cluster IPv4 source prefixes (key: prefix length, 4 address bytes → `u8` 1).
+    pub const LOCAL_V4: &str = "LOCAL_V4";
+    /// (LPM trie) in-cluster IPv6 source prefixes (key: prefix length, 16 address bytes → `u8` 1).
+    pub const LOCAL_V6: &str = "LOCAL_V6";
 }
 
 /// Program names (the function names in `proxy-ebpf`).
@@ -151,6 +159,8 @@ pub mod capacity {
     /// Source-range entries per family (one per range of each LoadBalancer
     /// frontend, plus one per frontend with ranges). Not preallocated.
     pub const SRC_RANGES: u32 = 1 << 16;
+    /// In-cluster source prefixes per family (`LOCAL_V4`, `LOCAL_V6`).
+    pub const LOCAL_PREFIXES: u32 = 64;
 }
 
 /// Conntrack idle timeouts: an entry not refreshed for this long is a miss.
@@ -183,6 +193,21 @@ pub mod device_flags {
     /// pod-facing device, or every device when socket LB is off). External
     /// frontends are translated on every attached device.
     pub const CLUSTER_IP: u32 = 1 << 0;
+    /// The local-traffic detector works by source address for IPv4: a source
+    /// in `LOCAL_V4` is in-cluster, any other is off-cluster
+    /// (`--detect-local-mode` `ClusterCIDR` or `NodeCIDR` with an IPv4 CIDR).
+    pub const DETECT_CIDR_V4: u32 = 1 << 1;
+    /// The same for IPv6 (`LOCAL_V6`).
+    pub const DETECT_CIDR_V6: u32 = 1 << 2;
+    /// The local-traffic detector works by device: traffic arriving on a
+    /// device with [`LOCAL_DEVICE`] is in-cluster, on any other off-cluster
+    /// (`BridgeInterface`, `InterfaceNamePrefix`).
+    pub const DETECT_BY_DEVICE: u32 = 1 << 3;
+    /// With [`DETECT_BY_DEVICE`]: this device is the pods' bridge, or has the
+    /// pods' interface name prefix.
+    pub const LOCAL_DEVICE: u32 = 1 << 4;
+    /// `--masquerade-all`: every flow translated to a ClusterIP is SNATed.
+    pub const MASQUERADE_ALL: u32 = 1 << 5;
 }
 
 /// Flags in [`CtValueV4::flags`] and [`CtValueV6::flags`].

@@ -89,11 +89,19 @@ pub enum Reason {
     /// tc: a new flow to a LoadBalancer frontend from a source outside its
     /// `loadBalancerSourceRanges`; dropped.
     TcSourceRangeDropped = 37,
+    /// tc: a new flow to a ClusterIP from a source the local-traffic detector
+    /// (`--detect-local-mode`) finds off-cluster: translated on whatever
+    /// device it arrived on and SNATed to the node (kube-proxy's
+    /// "masquerade off-cluster traffic to a service VIP"). Counted with `tc_dnat`.
+    TcClusterIpMasqueraded = 38,
+    /// tc: `--masquerade-all`: a new flow to a ClusterIP from an in-cluster
+    /// (or undetected) source was SNATed to the node. Counted with `tc_dnat`.
+    TcMasqueradeAll = 39,
 }
 
 impl Reason {
     /// Every reason, in index order.
-    pub const ALL: [Reason; 38] = [
+    pub const ALL: [Reason; 40] = [
         Reason::Translated,
         Reason::NotAService,
         Reason::NoBackend,
@@ -132,6 +140,8 @@ impl Reason {
         Reason::TcFibTtlExpired,
         Reason::TcFibPassed,
         Reason::TcSourceRangeDropped,
+        Reason::TcClusterIpMasqueraded,
+        Reason::TcMasqueradeAll,
     ];
     /// Number of reasons: the size of the `STATS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -177,6 +187,8 @@ impl Reason {
             Reason::TcFibTtlExpired => "tc_fib_ttl_expired",
             Reason::TcFibPassed => "tc_fib_passed",
             Reason::TcSourceRangeDropped => "tc_source_range_dropped",
+            Reason::TcClusterIpMasqueraded => "tc_cluster_ip_masqueraded",
+            Reason::TcMasqueradeAll => "tc_masquerade_all",
         }
     }
 }

@@ -12,17 +12,18 @@
 use aya_ebpf::cty::c_long;
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
+    btf_maps::lpm_trie::Key,
     helpers::bpf_csum_diff,
     programs::TcContext,
 };
 use proxy_common::{
     Be16, Be32, CtKeyV4, CtKeyV6, CtValueV4, CtValueV6, Reason, ServiceKeyV4, ServiceKeyV6,
-    ServiceValue, ct_flags, ct_timeout, proto,
+    ServiceValue, ct_flags, ct_timeout, device_flags, proto,
 };
 
 use crate::{
     fib, icmp, lb,
-    maps::{CT_V4, CT_V6, NODE_CFG},
+    maps::{CT_V4, CT_V6, LOCAL_V4, LOCAL_V6, NODE_CFG},
     packet::{self, Flow, IP4_CSUM, IP4_DADDR, IP4_SADDR, IP6_DADDR, IP6_SADDR, IcmpError},
     rst,
 };
@@ -60,6 +61,8 @@ pub struct Chosen<A> {
 pub trait Family {
     type Addr: Copy + PartialEq + Default;
     type SvcKey: Copy;
+    /// The `DEVICES` flag that turns this family's source-prefix detector on.
+    const DETECT_CIDR: u32;
 
     /// Parses the packet (Ethernet already known to carry this family) into
     /// `out`. Out of line, like `rewrite`: its temporaries get their own frame.
@@ -94,6 +97,8 @@ pub trait Family {
     fn source_allowed(rev_nat_id: u16, saddr: Self::Addr) -> bool;
     /// The node's SNAT address of this family, if configured (non-zero).
     fn snat_addr() -> Option<Self::Addr>;
+    /// Whether `addr` is in one of the in-cluster prefixes (`LOCAL_V4`/`LOCAL_V6`).
+    fn local_source(addr: Self::Addr) -> bool;
     /// The session-affinity client id for a client address. Tagged in the
     /// top bits so it cannot collide with the socket path's netns cookies.
     fn affinity_client(addr: Self::Addr) -> u64;
@@ -161,6 +166,7 @@ fn rewrite_ports<A>(ctx: &TcContext, flow: &Flow<A>, to: &Tuple<A>) -> Result<()
 impl Family for V4 {
     type Addr = Be32;
     type SvcKey = ServiceKeyV4;
+    const DETECT_CIDR: u32 = device_flags::DETECT_CIDR_V4;
 
     #[inline(never)]
     fn parse(ctx: &TcContext, out: &mut Flow<Be32>) -> Result<(), Reason> {
@@ -278,6 +284,11 @@ impl Family for V4 {
     }
 
     #[inline(always)]
+    fn local_source(addr: Be32) -> bool {
+        LOCAL_V4.get(&Key::new(32, addr.octets())).is_some()
+    }
+
+    #[inline(always)]
     fn affinity_client(addr: Be32) -> u64 {
         (1 << 63) | u64::from(addr.0)
     }
@@ -366,6 +377,7 @@ fn replace6(
 impl Family for V6 {
     type Addr = [u8; 16];
     type SvcKey = ServiceKeyV6;
+    const DETECT_CIDR: u32 = device_flags::DETECT_CIDR_V6;
 
     #[inline(never)]
     fn parse(ctx: &TcContext, out: &mut Flow<[u8; 16]>) -> Result<(), Reason> {
@@ -477,6 +489,11 @@ impl Family for V6 {
     fn snat_addr() -> Option<[u8; 16]> {
         let addr = NODE_CFG.get(0)?.snat_v6;
         (addr != [0; 16]).then_some(addr)
+    }
+
+    #[inline(always)]
+    fn local_source(addr: [u8; 16]) -> bool {
+        LOCAL_V6.get(&Key::new(128, addr)).is_some()
     }
 
     #[inline(always)]

@@ -24,6 +24,7 @@ const REASONS: usize = capacity::STATS as usize;
 const CONNTRACK: usize = capacity::CONNTRACK as usize;
 const DEVICES_ENTRIES: usize = capacity::DEVICES as usize;
 const SRC_RANGES: usize = capacity::SRC_RANGES as usize;
+const LOCAL_PREFIXES: usize = capacity::LOCAL_PREFIXES as usize;
 /// `BPF_F_NO_PREALLOC` (uapi/linux/bpf.h): entries are allocated on insert.
 const NO_PREALLOC: usize = 1;
 
@@ -70,3 +71,9 @@ pub static DEVICES: HashMap<u32, DeviceConfig, DEVICES_ENTRIES> = HashMap::new()
 pub static SRC_RANGE_V4: LpmTrie<SrcRangeV4, u32, SRC_RANGES> = LpmTrie::new();
 #[btf_map(pin_by_name)]
 pub static SRC_RANGE_V6: LpmTrie<SrcRangeV6, u32, SRC_RANGES> = LpmTrie::new();
+/// In-cluster IPv4 source prefixes (the local-traffic detector's CIDRs).
+#[btf_map(pin_by_name)]
+pub static LOCAL_V4: LpmTrie<[u8; 4], u8, LOCAL_PREFIXES> = LpmTrie::new();
+/// In-cluster IPv6 source prefixes.
+#[btf_map(pin_by_name)]
+pub static LOCAL_V6: LpmTrie<[u8; 16], u8, LOCAL_PREFIXES> = LpmTrie::new();

@@ -5,15 +5,21 @@
 //!    entry's rewrite (forward: to the backend, SNATed to the node when the
 //!    flow is; reply: back to frontend → client). A forward entry whose
 //!    backend was removed is re-balanced as a new flow.
-//! 2. a new flow to a frontend (external scope first, then internal;
-//!    ClusterIPs only on `CLUSTER_IP` devices) gets a backend as the socket
+//! 2. a new flow to a frontend (external scope first, then internal; only
+//!    internal for a pod's flow on a pod-facing device, as the local-traffic
+//!    detector tells pods: kube-proxy's short-circuit for
+//!    `externalTrafficPolicy: Local`;
+//!    ClusterIPs as [`cluster_ip_rule`] says: from off-cluster sources, as
+//!    the local-traffic detector finds them, on any device and SNATed; from
+//!    others only on `CLUSTER_IP` devices) gets a backend as the socket
 //!    path picks one (random slot, ClientIP affinity keyed by the client's
 //!    address), SNAT when the frontend is external without
-//!    `externalTrafficPolicy: Local` and the backend is remote, or for hairpin
-//!    (client == backend), and two conntrack entries: forward, keyed by the
-//!    client's packet, and reply, keyed by the reply as it will arrive.
-//!    A LoadBalancer frontend with `loadBalancerSourceRanges` first drops a
-//!    new flow from a source outside them (`SRC_RANGE_*`).
+//!    `externalTrafficPolicy: Local` and the backend is remote, for hairpin
+//!    (client == backend), or for a masqueraded ClusterIP flow to a remote
+//!    backend, and two conntrack entries: forward, keyed by the client's
+//!    packet, and reply, keyed by the reply as it will arrive. A LoadBalancer
+//!    frontend with `loadBalancerSourceRanges` first drops a new flow from a
+//!    source outside them (`SRC_RANGE_*`).
 //! 3. no backend: dropped for an `externalTrafficPolicy: Local` frontend,
 //!    otherwise answered out of the same device: a TCP RST for TCP, an ICMP
 //!    port-unreachable for UDP.
@@ -293,19 +299,33 @@ struct Choice<A> {
 /// "answer with a port-unreachable"; anything else is final.
 #[inline(never)]
 fn choose<F: Family>(ctx: &TcContext, flow: &Flow<F::Addr>, out: &mut Choice<F::Addr>) -> Verdict {
-    let Some((svc_scope, (svc_key, frontend))) =
-        F::lookup(flow.daddr, flow.dport, flow.proto, scope::EXTERNAL)
-            .map(|found| (scope::EXTERNAL, found))
-            .or_else(|| {
-                F::lookup(flow.daddr, flow.dport, flow.proto, scope::INTERNAL)
-                    .map(|found| (scope::INTERNAL, found))
-            })
-    else {
+    let dev = device_flags_of(ctx);
+    let external_entry = F::lookup(flow.daddr, flow.dport, flow.proto, scope::EXTERNAL);
+    // kube-proxy's short-circuit: a pod's traffic to an
+    // `externalTrafficPolicy: Local` frontend (seen on a pod-facing device,
+    // the detector saying in-cluster) uses the cluster-wide endpoints, as if
+    // it had gone out to a load balancer and come back. The detector is only
+    // asked once a frontend is found, so other traffic pays nothing for it.
+    let short_circuit = external_entry.is_some()
+        && dev & device_flags::CLUSTER_IP != 0
+        && origin::<F>(dev, flow.saddr) == Origin::InCluster;
+    let found = match external_entry {
+        Some(found) if !short_circuit => Some((scope::EXTERNAL, found)),
+        _ => F::lookup(flow.daddr, flow.dport, flow.proto, scope::INTERNAL)
+            .map(|found| (scope::INTERNAL, found)),
+    };
+    let Some((svc_scope, (svc_key, frontend))) = found else {
         return Verdict::Pass(Reason::TcPass);
     };
     let external = frontend.flags & svc_flags::EXTERNAL != 0;
-    if !external && device_flags_of(ctx) & device_flags::CLUSTER_IP == 0 {
-        return Verdict::Pass(Reason::TcClusterIpSkipped);
+    // Why a ClusterIP flow is SNATed (`None`: it is not).
+    let mut masquerade = None;
+    if !external {
+        match cluster_ip_rule(dev, origin::<F>(dev, flow.saddr)) {
+            ClusterIpRule::Skip => return Verdict::Pass(Reason::TcClusterIpSkipped),
+            ClusterIpRule::Translate => {}
+            ClusterIpRule::Masquerade(reason) => masquerade = Some(reason),
+        }
     }
     if flow.first_fragment {
         return Verdict::Drop(Reason::TcFragmentDropped);
@@ -326,10 +346,86 @@ fn choose<F: Family>(ctx: &TcContext, flow: &Flow<F::Addr>, out: &mut Choice<F::
         Err(reason) => return Verdict::Drop(reason),
     }
     let hairpin = flow.saddr == out.backend.addr;
-    out.snat = hairpin || (external && !etp_local && out.backend.flags & backend_flags::LOCAL == 0);
+    out.snat = hairpin
+        || (external
+            && !etp_local
+            && !short_circuit
+            && out.backend.flags & backend_flags::LOCAL == 0);
+    // A masqueraded ClusterIP flow is SNATed when its backend is on another
+    // node, as external `externalTrafficPolicy: Cluster` flows are: a local
+    // backend's replies come back through this node anyway (and may come in
+    // on a device without these programs, where a reply to the node's own
+    // address would be taken for local traffic).
+    if let Some(reason) = masquerade
+        && (hairpin || out.backend.flags & backend_flags::LOCAL == 0)
+    {
+        count(reason);
+        out.snat = true;
+    }
     out.frontend = flow.daddr;
     out.rev_nat_id = frontend.rev_nat_id;
     Verdict::Pass(Reason::TcDnat)
+}
+
+/// What a new flow to a ClusterIP gets on this device.
+enum ClusterIpRule {
+    /// Not translated here (the socket hooks serve such clients).
+    Skip,
+    /// Translated, the client's address kept (SNATed only for hairpin).
+    Translate,
+    /// Translated and SNATed to the node, counted under this reason.
+    Masquerade(Reason),
+}
+
+/// Where a packet's source is, as the local-traffic detector says.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// No detector for its family (`--cluster-cidr` unset, for example).
+    Unknown,
+    /// A pod: inside the cluster CIDR, or in from the pods' bridge or
+    /// interfaces.
+    InCluster,
+    /// Anything else.
+    OffCluster,
+}
+
+/// The detector's verdict on a packet from `saddr` arriving on a device with
+/// flags `dev` (`DEVICES`): by source prefix (`LOCAL_V4`/`LOCAL_V6`) when the
+/// family's CIDR detector is on, else by device when a device detector is.
+#[inline(always)]
+fn origin<F: Family>(dev: u32, saddr: F::Addr) -> Origin {
+    let in_cluster = if dev & F::DETECT_CIDR != 0 {
+        F::local_source(saddr)
+    } else if dev & device_flags::DETECT_BY_DEVICE != 0 {
+        dev & device_flags::LOCAL_DEVICE != 0
+    } else {
+        return Origin::Unknown;
+    };
+    if in_cluster {
+        Origin::InCluster
+    } else {
+        Origin::OffCluster
+    }
+}
+
+/// kube-proxy's rules for ClusterIP traffic, by the device's flags
+/// (`DEVICES`): a source the local-traffic detector finds off-cluster is
+/// translated on any device and masqueraded ("masquerade off-cluster traffic
+/// to a service VIP"); `--masquerade-all` masquerades every ClusterIP flow,
+/// on any device; anything else is translated only on `CLUSTER_IP` devices,
+/// keeping its source. Without a detector no source is off-cluster. (The
+/// masquerade applies to remote backends: see `choose`.)
+#[inline(always)]
+fn cluster_ip_rule(dev: u32, origin: Origin) -> ClusterIpRule {
+    if origin == Origin::OffCluster {
+        ClusterIpRule::Masquerade(Reason::TcClusterIpMasqueraded)
+    } else if dev & device_flags::MASQUERADE_ALL != 0 {
+        ClusterIpRule::Masquerade(Reason::TcMasqueradeAll)
+    } else if dev & device_flags::CLUSTER_IP == 0 {
+        ClusterIpRule::Skip
+    } else {
+        ClusterIpRule::Translate
+    }
 }
 
 /// Writes both conntrack entries of a new flow (claiming a SNAT port when

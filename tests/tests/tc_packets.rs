@@ -68,6 +68,7 @@ const LOCAL4: &str = "10.244.1.5";
 const LOCAL6: &str = "fd00:244::1:5";
 const POD4: &str = "10.244.1.9";
 const CLUSTER_IP4: &str = "10.96.0.10";
+const CLUSTER_IP6: &str = "fd00:96::10";
 const ROUTER4: &str = "203.0.113.1";
 const ROUTER6: &str = "fd00:113::1";
 
@@ -1005,6 +1006,251 @@ static CASES: &[Case] = &[
             ),
         ],
     },
+    // ---- Local-traffic detection (`--cluster-cidr`, `--detect-local-mode`):
+    // `install` puts 10.244.0.0/16 and fd00:244::/32 in LOCAL_V4/LOCAL_V6.
+    Case {
+        name: "CIDR detector: an off-cluster source reaches a ClusterIP on any device, SNATed",
+        devices: &[(IFINDEX, device_flags::DETECT_CIDR_V4)],
+        services: &[svc(
+            CLUSTER_IP4,
+            80,
+            proto::TCP,
+            scope::INTERNAL,
+            0,
+            &[REMOTE_BE4],
+        )],
+        steps: &[
+            send(
+                Ingress,
+                pkt(ep(CLIENT4, CLIENT_PORT), ep(CLUSTER_IP4, 80), SYN),
+                TC_ACT_OK,
+                Packet(pkt(snat(NODE4), ep(REMOTE4, TARGET), SYN)),
+                "tc_cluster_ip_masqueraded",
+            ),
+            send(
+                Ingress,
+                pkt(ep(REMOTE4, TARGET), snat(NODE4), ACK),
+                TC_ACT_OK,
+                Packet(pkt(ep(CLUSTER_IP4, 80), ep(CLIENT4, CLIENT_PORT), ACK)),
+                "tc_ct_reply",
+            ),
+        ],
+    },
+    Case {
+        name: "CIDR detector: an in-cluster source on a device without CLUSTER_IP: untouched",
+        devices: &[(IFINDEX, device_flags::DETECT_CIDR_V4)],
+        services: &[svc(
+            CLUSTER_IP4,
+            80,
+            proto::TCP,
+            scope::INTERNAL,
+            0,
+            &[REMOTE_BE4],
+        )],
+        steps: &[send(
+            Ingress,
+            pkt(ep(POD4, CLIENT_PORT), ep(CLUSTER_IP4, 80), SYN),
+            TC_ACT_OK,
+            Unchanged,
+            "tc_cluster_ip_skipped",
+        )],
+    },
+    Case {
+        name: "CIDR detector for IPv6 only: an IPv4 off-cluster source has no detector",
+        devices: &[(IFINDEX, device_flags::DETECT_CIDR_V6)],
+        services: &[svc(
+            CLUSTER_IP4,
+            80,
+            proto::TCP,
+            scope::INTERNAL,
+            0,
+            &[REMOTE_BE4],
+        )],
+        steps: &[send(
+            Ingress,
+            pkt(ep(CLIENT4, CLIENT_PORT), ep(CLUSTER_IP4, 80), SYN),
+            TC_ACT_OK,
+            Unchanged,
+            "tc_cluster_ip_skipped",
+        )],
+    },
+    Case {
+        name: "CIDR detector: an off-cluster source to a local backend is not SNATed",
+        devices: &[(IFINDEX, device_flags::DETECT_CIDR_V4)],
+        services: &[svc(
+            CLUSTER_IP4,
+            80,
+            proto::TCP,
+            scope::INTERNAL,
+            0,
+            &[LOCAL_BE4],
+        )],
+        steps: &[send(
+            Ingress,
+            pkt(ep(CLIENT4, CLIENT_PORT), ep(CLUSTER_IP4, 80), SYN),
+            TC_ACT_OK,
+            Packet(pkt(ep(CLIENT4, CLIENT_PORT), ep(LOCAL4, TARGET), SYN)),
+            "tc_dnat",
+        )],
+    },
+    Case {
+        name: "CIDR detector, IPv6: an off-cluster source is SNATed, a pod's is not",
+        devices: &[(
+            IFINDEX,
+            device_flags::DETECT_CIDR_V6 | device_flags::CLUSTER_IP,
+        )],
+        services: &[svc(
+            CLUSTER_IP6,
+            80,
+            proto::TCP,
+            scope::INTERNAL,
+            0,
+            &[REMOTE_BE6],
+        )],
+        steps: &[
+            send(
+                Ingress,
+                pkt(ep(CLIENT6, CLIENT_PORT), ep(CLUSTER_IP6, 80), SYN),
+                TC_ACT_OK,
+                Packet(pkt(snat(NODE6), ep(REMOTE6, TARGET), SYN)),
+                "tc_cluster_ip_masqueraded",
+            ),
+            send(
+                Ingress,
+                pkt(ep(LOCAL6, CLIENT_PORT), ep(CLUSTER_IP6, 80), SYN),
+                TC_ACT_OK,
+                Packet(pkt(ep(LOCAL6, CLIENT_PORT), ep(REMOTE6, TARGET), SYN)),
+                "tc_dnat",
+            ),
+        ],
+    },
+    Case {
+        name: "device detector: traffic on a non-local device is masqueraded whatever its source",
+        devices: &[(IFINDEX, device_flags::DETECT_BY_DEVICE)],
+        services: &[svc(
+            CLUSTER_IP4,
+            80,
+            proto::TCP,
+            scope::INTERNAL,
+            0,
+            &[REMOTE_BE4],
+        )],
+        steps: &[send(
+            Ingress,
+            pkt(ep(POD4, CLIENT_PORT), ep(CLUSTER_IP4, 80), SYN),
+            TC_ACT_OK,
+            Packet(pkt(snat(NODE4), ep(REMOTE4, TARGET), SYN)),
+            "tc_cluster_ip_masqueraded",
+        )],
+    },
+    Case {
+        name: "device detector: traffic on the pods' device keeps its source",
+        devices: &[(
+            IFINDEX,
+            device_flags::DETECT_BY_DEVICE | device_flags::LOCAL_DEVICE | device_flags::CLUSTER_IP,
+        )],
+        services: &[svc(
+            CLUSTER_IP4,
+            80,
+            proto::TCP,
+            scope::INTERNAL,
+            0,
+            &[REMOTE_BE4],
+        )],
+        steps: &[send(
+            Ingress,
+            pkt(ep(CLIENT4, CLIENT_PORT), ep(CLUSTER_IP4, 80), SYN),
+            TC_ACT_OK,
+            Packet(pkt(ep(CLIENT4, CLIENT_PORT), ep(REMOTE4, TARGET), SYN)),
+            "tc_dnat",
+        )],
+    },
+    Case {
+        name: "masquerade-all: a pod's ClusterIP flow is SNATed",
+        devices: &[(
+            IFINDEX,
+            device_flags::MASQUERADE_ALL | device_flags::CLUSTER_IP,
+        )],
+        services: &[svc(
+            CLUSTER_IP4,
+            80,
+            proto::TCP,
+            scope::INTERNAL,
+            0,
+            &[REMOTE_BE4],
+        )],
+        steps: &[send(
+            Ingress,
+            pkt(ep(POD4, CLIENT_PORT), ep(CLUSTER_IP4, 80), SYN),
+            TC_ACT_OK,
+            Packet(pkt(snat(NODE4), ep(REMOTE4, TARGET), SYN)),
+            "tc_masquerade_all",
+        )],
+    },
+    Case {
+        name: "short-circuit: a pod's flow to an ETP=Local frontend uses every endpoint, no SNAT",
+        devices: &[(
+            IFINDEX,
+            device_flags::DETECT_CIDR_V4 | device_flags::CLUSTER_IP,
+        )],
+        services: &[
+            svc(
+                NODE4,
+                NODE_PORT,
+                proto::TCP,
+                scope::EXTERNAL,
+                EXT_LOCAL,
+                &[],
+            ),
+            svc(
+                NODE4,
+                NODE_PORT,
+                proto::TCP,
+                scope::INTERNAL,
+                EXT,
+                &[REMOTE_BE4],
+            ),
+        ],
+        steps: &[send(
+            Ingress,
+            pkt(ep(POD4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN),
+            TC_ACT_OK,
+            Packet(pkt(ep(POD4, CLIENT_PORT), ep(REMOTE4, TARGET), SYN)),
+            "tc_dnat",
+        )],
+    },
+    Case {
+        name: "no short-circuit for an off-cluster source: ETP=Local without a local endpoint drops",
+        devices: &[(
+            IFINDEX,
+            device_flags::DETECT_CIDR_V4 | device_flags::CLUSTER_IP,
+        )],
+        services: &[
+            svc(
+                NODE4,
+                NODE_PORT,
+                proto::TCP,
+                scope::EXTERNAL,
+                EXT_LOCAL,
+                &[],
+            ),
+            svc(
+                NODE4,
+                NODE_PORT,
+                proto::TCP,
+                scope::INTERNAL,
+                EXT,
+                &[REMOTE_BE4],
+            ),
+        ],
+        steps: &[send(
+            Ingress,
+            pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN),
+            TC_ACT_SHOT,
+            Dropped,
+            "tc_etp_local_dropped",
+        )],
+    },
 ];
 
 // ---- Running them -------------------------------------------------------------
@@ -1791,6 +2037,15 @@ impl World {
             devs.insert(&ifindex, &DeviceConfig { flags }, 0)
                 .map_err(|e| e.to_string())?;
         }
+        // The cluster CIDR (read only on devices with a DETECT_CIDR flag).
+        let mut local4: LpmTrie<&mut MapData, [u8; 4], u8> = self.map(names::LOCAL_V4)?;
+        local4
+            .insert(&LpmKey::new(16, [10, 244, 0, 0]), &1, 0)
+            .map_err(|e| e.to_string())?;
+        let mut local6: LpmTrie<&mut MapData, [u8; 16], u8> = self.map(names::LOCAL_V6)?;
+        local6
+            .insert(&LpmKey::new(32, v6("fd00:244::")), &1, 0)
+            .map_err(|e| e.to_string())?;
         for svc in services {
             self.set_backends(svc, svc.backends, &[])?;
         }
@@ -1923,7 +2178,12 @@ fn run_case(case: &Case, dir: &Path, snat_configured: bool) -> Result<(), String
                 let fib = matches!(hook, Ingress)
                     && matches!(
                         *reason,
-                        "tc_dnat" | "tc_ct_forward" | "tc_ct_reply" | "tc_rebalanced"
+                        "tc_dnat"
+                            | "tc_ct_forward"
+                            | "tc_ct_reply"
+                            | "tc_rebalanced"
+                            | "tc_cluster_ip_masqueraded"
+                            | "tc_masquerade_all"
                     );
                 let fib_before = world.stat(FIB_FALLBACK);
                 let (got, out) = world.run(*hook, &bytes).map_err(ctx)?;

@@ -302,6 +302,63 @@ mod tests {
     }
 
     #[test]
+    fn the_local_traffic_settings_are_kube_proxys_flags_and_fields() {
+        use crate::dataplane::local_traffic::DetectLocalMode;
+        let defaults = RunArgs::default();
+        assert_eq!(defaults.detect_local_mode, DetectLocalMode::ClusterCidr);
+        assert!(defaults.cluster_cidr.is_empty());
+        assert!(!defaults.masquerade_all);
+        let text = documented(&defaults).unwrap_or_else(|e| panic!("{e}"));
+        assert!(text.contains("\ndetectLocalMode: ClusterCIDR\n"), "{text}");
+        assert!(text.contains("\nclusterCidr: []\n"), "{text}");
+        assert!(text.contains("\nmasqueradeAll: false\n"), "{text}");
+
+        let s = settings(&[
+            "run",
+            "--cluster-cidr",
+            "10.244.0.0/16,fd00:10::/56",
+            "--detect-local-mode",
+            "BridgeInterface",
+            "--pod-bridge-interface",
+            "cni0",
+            "--masquerade-all",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let shown: Vec<String> = s.cluster_cidr.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.244.0.0/16", "fd00:10::/56"]);
+        assert_eq!(s.detect_local_mode, DetectLocalMode::BridgeInterface);
+        assert_eq!(s.pod_bridge_interface, "cni0");
+        assert!(
+            s.masquerade_all,
+            "a bare --masquerade-all is true, as kube-proxy's"
+        );
+        let s = settings(&["run", "--masquerade-all=false"]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!s.masquerade_all);
+
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = write(
+            dir.path(),
+            "clusterCidr: [10.244.0.0/16]\ndetectLocalMode: InterfaceNamePrefix\npodInterfaceNamePrefix: veth\nmasqueradeAll: true\n",
+        );
+        let s = settings(&["run", "--config", &path]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.detect_local_mode, DetectLocalMode::InterfaceNamePrefix);
+        assert_eq!(s.pod_interface_name_prefix, "veth");
+        assert!(s.masquerade_all);
+        assert_eq!(s.cluster_cidr.len(), 1);
+        for bad in [
+            vec!["run", "--detect-local-mode", "cluster-cidr"],
+            vec!["run", "--cluster-cidr", "10.0.0.0/33"],
+            vec!["run", "--cluster-cidr", "eth0"],
+        ] {
+            let parsed = Cli::command()
+                .try_get_matches_from(std::iter::once("proxy").chain(bad.iter().copied()));
+            assert!(parsed.is_err(), "{bad:?} was accepted");
+        }
+        let bad = write(dir.path(), "detectLocalMode: Bridge\n");
+        assert!(settings(&["run", "--config", &bad]).is_err());
+    }
+
+    #[test]
     fn without_a_file_the_flags_are_the_settings() {
         let s = settings(&["run", "--healthz-timeout", "2m"]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.healthz_timeout, Duration::from_secs(120));

@@ -47,13 +47,14 @@ use crate::{
         hooks,
         kernel::KernelMaps,
         loader,
+        local_traffic::{self, DetectLocalMode, DetectSettings, LocalDetector},
         tc::TcSettings,
         udp_flows::UdpFlowEnder,
     },
     ebpf_datapath::EbpfDatapath,
     healthcheck,
     model::{ExternalIpGuard, Index, NodeInfo, selection},
-    nodeport::{NodePortAddress, NodePortFilter},
+    nodeport::{Cidr, NodePortAddress, NodePortFilter},
     plan::Scope,
     source::{
         gate::Gate,
@@ -225,6 +226,33 @@ pub struct RunArgs {
     /// addresses, and the kubelet's port 10250, are refused in both.
     #[arg(long, value_enum, default_value_t = ExternalIpGuardArg::Default)]
     pub external_ip_guard: ExternalIpGuardArg,
+    /// The cluster's pod CIDRs: comma-separated, at most one IPv4 and one
+    /// IPv6 (kube-proxy's flag). With `--detect-local-mode=ClusterCIDR`,
+    /// ClusterIP traffic from any other source is masqueraded (eBPF: it is
+    /// translated per packet on every tc device and SNATed to the node).
+    /// Empty: no detector.
+    #[arg(long, value_name = "CIDRS", value_delimiter = ',')]
+    pub cluster_cidr: Vec<Cidr>,
+    /// How in-cluster (pod) traffic is told from the rest: `ClusterCIDR`
+    /// (source in `--cluster-cidr`), `NodeCIDR` (source in this Node's
+    /// `spec.podCIDRs`; needs the Kubernetes source), `BridgeInterface`
+    /// (arriving on `--pod-bridge-interface`), `InterfaceNamePrefix`
+    /// (arriving on an interface named `--pod-interface-name-prefix*`).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = DetectLocalMode::ClusterCidr)]
+    pub detect_local_mode: DetectLocalMode,
+    /// The pods' bridge, for `--detect-local-mode=BridgeInterface`.
+    #[arg(long, value_name = "NAME", default_value = "")]
+    pub pod_bridge_interface: String,
+    /// The pods' interface name prefix, for
+    /// `--detect-local-mode=InterfaceNamePrefix`.
+    #[arg(long, value_name = "PREFIX", default_value = "")]
+    pub pod_interface_name_prefix: String,
+    /// eBPF: SNAT every ClusterIP flow the tc programs translate, whatever
+    /// its source, and translate ClusterIPs on every tc device (kube-proxy's
+    /// flag).
+    #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub masquerade_all: bool,
     /// Log format: `text` or `json`. The flag is `proxy --log-format`, shared by
     /// every subcommand (see [`super::Cli`]); [`resolve`] fills this in.
     #[arg(skip = LogFormat::Text)]
@@ -292,6 +320,10 @@ fn de_map_entries<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>,
     Option::<std::num::NonZeroU32>::deserialize(d).map(|n| n.map(std::num::NonZeroU32::get))
 }
 
+/// How long `NodeCIDR` waits for the Node's pod CIDRs (kube-proxy's
+/// `timeoutForNodePodCIDR`).
+const NODE_POD_CIDR_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
 /// What `run` loaded.
 enum Chosen {
     Ebpf(Box<(Writer<KernelMaps>, loader::SocketHooks)>),
@@ -338,6 +370,7 @@ impl RunArgs {
         if let Some(path) = &self.config {
             tracing::info!(config = %path.display(), "settings read from the configuration file and the flags");
         }
+        local_traffic::check(&self.detect_settings())?;
         let node_name = kube_source::node_name(self.node_name.as_deref())?;
         let (nodeport_cidrs, nodeport_primary) =
             match NodePortFilter::new(&self.nodeport_addresses)? {
@@ -359,6 +392,7 @@ impl RunArgs {
             ),
             None => None,
         };
+        let local = self.local_detector(kube_client.clone(), &node_name).await?;
         // Bind before touching the kernel, so a taken port fails cleanly.
         let initial_mode = match self.mode {
             ModeArg::Userspace => Mode::Userspace,
@@ -373,13 +407,13 @@ impl RunArgs {
         .await?;
         let pins = loader::PinLayout::new(&self.pin_path);
         let chosen = match self.mode {
-            ModeArg::Ebpf => Chosen::Ebpf(Box::new(self.load_ebpf(&pins, &telemetry)?)),
+            ModeArg::Ebpf => Chosen::Ebpf(Box::new(self.load_ebpf(&pins, &telemetry, &local)?)),
             ModeArg::Userspace => {
                 tracing::info!("mode userspace (--mode userspace)");
                 remove_ebpf_leftovers(&pins);
                 Chosen::Userspace
             }
-            ModeArg::Auto => match self.load_ebpf(&pins, &telemetry) {
+            ModeArg::Auto => match self.load_ebpf(&pins, &telemetry, &local) {
                 Ok(loaded) => Chosen::Ebpf(Box::new(loaded)),
                 // A newer proxy's pins serve this node: not ours to remove.
                 Err(error) if is_newer_layout(&error) => return Err(error),
@@ -568,6 +602,7 @@ impl RunArgs {
         &self,
         pins: &loader::PinLayout,
         telemetry: &Telemetry,
+        local: &LocalDetector,
     ) -> anyhow::Result<(Writer<KernelMaps>, loader::SocketHooks)> {
         let cgroup = match self.cgroup.clone() {
             Some(path) => path,
@@ -577,7 +612,7 @@ impl RunArgs {
             services: self.service_map_entries,
         };
         let tc = loader::TcOptions {
-            settings: self.tc_settings(),
+            settings: self.tc_settings(local.clone()),
             // In `auto` with socket LB on, a tc program the kernel refuses
             // leaves the socket hooks serving ClusterIPs (better than the
             // userspace fallback, which serves no NodePort either).
@@ -624,13 +659,57 @@ impl RunArgs {
 }
 
 impl RunArgs {
-    /// What decides the tc programs' devices.
-    pub fn tc_settings(&self) -> TcSettings {
+    /// What decides the tc programs' devices, and the masquerade on them.
+    pub fn tc_settings(&self, local: LocalDetector) -> TcSettings {
         TcSettings {
             devices: self.devices.clone(),
             pod_devices: self.pod_devices.clone(),
             socket_lb: self.socket_lb,
+            local,
+            masquerade_all: self.masquerade_all,
         }
+    }
+
+    /// The local-traffic detector's flags.
+    pub fn detect_settings(&self) -> DetectSettings {
+        DetectSettings {
+            mode: self.detect_local_mode,
+            cluster_cidrs: self.cluster_cidr.clone(),
+            bridge_interface: self.pod_bridge_interface.clone(),
+            interface_name_prefix: self.pod_interface_name_prefix.clone(),
+        }
+    }
+
+    /// Resolves the local-traffic detector (`NodeCIDR`: waits for this
+    /// Node's `spec.podCIDRs`, as kube-proxy does) and logs it.
+    async fn local_detector(
+        &self,
+        client: Option<kube::Client>,
+        node_name: &str,
+    ) -> anyhow::Result<LocalDetector> {
+        let settings = self.detect_settings();
+        let node_pod_cidrs = match (self.detect_local_mode, client) {
+            (DetectLocalMode::NodeCidr, Some(client)) => {
+                kube_source::wait_for_pod_cidrs(client, node_name, NODE_POD_CIDR_TIMEOUT).await?
+            }
+            (DetectLocalMode::NodeCidr, None) => anyhow::bail!(
+                "--detect-local-mode=NodeCIDR reads this Node's spec.podCIDRs from the Kubernetes \
+                 API: pass --kubeconfig (or run in a pod), or use --detect-local-mode=ClusterCIDR \
+                 with --cluster-cidr"
+            ),
+            _ => Vec::new(),
+        };
+        let local = local_traffic::detector(&settings, &node_pod_cidrs);
+        if local == LocalDetector::None {
+            tracing::info!(
+                mode = %self.detect_local_mode,
+                "no local-traffic detector: ClusterIP traffic is never masqueraded for coming from \
+                 outside the cluster (set --cluster-cidr to detect it)"
+            );
+        } else {
+            tracing::info!(mode = %self.detect_local_mode, detector = %local.describe(), masquerade_all = self.masquerade_all, "local-traffic detector");
+        }
+        Ok(local)
     }
 }
 

@@ -5,9 +5,10 @@
 //! one read-only reader of the service, backend, rev-NAT and name maps
 //! (`reader`, for the writer's mirror and `proxy inspect`), the `writer` that
 //! executes plans, and the tc programs' devices (`devices`: which ones; `tc`:
-//! links and the `DEVICES`/`NODE_CFG` maps), and ending connected UDP sockets
-//! aimed at gone backends in every network namespace (`netns`: finding and
-//! entering them; `sockets`: sock_diag; `udp_flows`: the two together).
+//! links and the `DEVICES`/`NODE_CFG`/`LOCAL_*` maps; `local_traffic`: the
+//! local-traffic detector), and ending connected UDP sockets aimed at gone
+//! backends in every network namespace (`netns`: finding and entering them;
+//! `sockets`: sock_diag; `udp_flows`: the two together).
 
 pub mod batch;
 pub mod bpffs;
@@ -18,6 +19,7 @@ pub mod kernel;
 pub mod layout;
 pub mod link_info;
 pub mod loader;
+pub mod local_traffic;
 pub mod maps;
 pub mod netns;
 pub mod pins;

@@ -20,8 +20,10 @@
 //!   state is drift, reported as [`HookAction::Repaired`].
 //!
 //! A device's `DEVICES` entry is written before its programs are attached, and
-//! deleted after its links are dropped. `NODE_CFG` gets the first node address
-//! of each family (zero: none).
+//! deleted after its links are dropped; its flags add the local-traffic
+//! detector's and `--masquerade-all` ([`local_traffic::device_flags`]).
+//! `NODE_CFG` gets the first node address of each family (zero: none);
+//! `LOCAL_V4`/`LOCAL_V6` the detector's in-cluster prefixes.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -32,7 +34,10 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap as AyaHashMap, MapData},
+    maps::{
+        Array, HashMap as AyaHashMap, MapData,
+        lpm_trie::{Key, LpmTrie},
+    },
     programs::{
         LinkOrder, SchedClassifier, TcAttach, TcAttachType,
         links::{FdLink, PinnedLink},
@@ -41,11 +46,14 @@ use aya::{
 };
 use proxy_common::{Be32, DeviceConfig, NodeConfig, names, programs};
 
+use crate::nodeport::Cidr;
+
 use crate::dataplane::{
     bpffs,
     devices::{self, Device, DeviceSelection, PodDevices, Selected},
     hooks::{AttachedHook, Drift, HookAction, LoadError, link_error, program_error},
     link_info,
+    local_traffic::{self, LocalDetector},
     pins::{self, PinLayout, TC_LINKS_PREFIX},
 };
 
@@ -57,12 +65,16 @@ pub const TC_PROGRAMS: [(&str, TcAttachType); 2] = [
     (programs::TC_INGRESS, TcAttachType::Ingress),
 ];
 
-/// What decides the devices (`--devices`, `--pod-devices`, `--socket-lb`).
+/// What decides the devices (`--devices`, `--pod-devices`, `--socket-lb`)
+/// and how ClusterIP traffic is masqueraded on them (the local-traffic
+/// detector, `--masquerade-all`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TcSettings {
     pub devices: DeviceSelection,
     pub pod_devices: PodDevices,
     pub socket_lb: bool,
+    pub local: LocalDetector,
+    pub masquerade_all: bool,
 }
 
 /// The tc programs' links and maps (see the module docs).
@@ -114,13 +126,21 @@ impl TcHooks {
         settled: bool,
     ) -> Result<Vec<AttachedHook>, LoadError> {
         let (links, oifs) = devices::read_links().map_err(LoadError::Devices)?;
-        let selected = devices::select(
+        let mut selected = devices::select(
             &links,
             &oifs,
             &self.settings.devices,
             &self.settings.pod_devices,
             self.settings.socket_lb,
         );
+        for device in &mut selected.devices {
+            device.flags |= local_traffic::device_flags(
+                &self.settings.local,
+                self.settings.masquerade_all,
+                &device.name,
+            );
+        }
+        write_local_prefixes(ebpf, self.settings.local.prefixes())?;
         self.ensure_selected(ebpf, pins, settled, &selected)
     }
 
@@ -336,6 +356,49 @@ fn write_node_config(
         array
             .set(0, &value, 0)
             .map_err(|e| map_error(names::NODE_CFG, e))?;
+    }
+    Ok(())
+}
+
+/// Makes `LOCAL_V4` and `LOCAL_V6` hold exactly these prefixes (none: empty).
+fn write_local_prefixes(
+    ebpf: &mut Ebpf,
+    (v4, v6): (Option<Cidr>, Option<Cidr>),
+) -> Result<(), LoadError> {
+    let octets4 = |c: Cidr| match c.addr {
+        IpAddr::V4(a) => Some((u32::from(c.prefix), a.octets())),
+        IpAddr::V6(_) => None,
+    };
+    let octets6 = |c: Cidr| match c.addr {
+        IpAddr::V6(a) => Some((u32::from(c.prefix), a.octets())),
+        IpAddr::V4(_) => None,
+    };
+    sync_trie(ebpf, names::LOCAL_V4, v4.and_then(octets4))?;
+    sync_trie(ebpf, names::LOCAL_V6, v6.and_then(octets6))
+}
+
+/// Makes the trie `name` hold `wanted` alone (value 1).
+fn sync_trie<const N: usize>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    wanted: Option<(u32, [u8; N])>,
+) -> Result<(), LoadError> {
+    let map = ebpf.map_mut(name).ok_or(LoadError::MissingMap(name))?;
+    let mut trie: LpmTrie<&mut MapData, [u8; N], u8> =
+        LpmTrie::try_from(map).map_err(|e| map_error(name, e))?;
+    let stale: Vec<Key<[u8; N]>> = trie
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| wanted != Some((k.prefix_len(), k.data())))
+        .collect();
+    for key in stale {
+        trie.remove(&key).map_err(|e| map_error(name, e))?;
+    }
+    if let Some((prefix_len, data)) = wanted {
+        let key = Key::new(prefix_len, data);
+        if trie.get(&key, 0).ok() != Some(1) {
+            trie.insert(&key, &1u8, 0).map_err(|e| map_error(name, e))?;
+        }
     }
     Ok(())
 }

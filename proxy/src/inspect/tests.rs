@@ -497,6 +497,8 @@ fn empty_maps() -> Vec<MapEntry> {
         (names::DEVICES, "hash", Some(0), 256),
         (names::SRC_RANGE_V4, "lpm_trie", Some(0), 65_536),
         (names::SRC_RANGE_V6, "lpm_trie", Some(0), 65_536),
+        (names::LOCAL_V4, "lpm_trie", Some(0), 64),
+        (names::LOCAL_V6, "lpm_trie", Some(0), 64),
     ])
 }
 
@@ -688,6 +690,8 @@ fn golden_nearly_full() {
         (names::CT_V6, "lru_hash", Some(0), 262_144),
         (names::NODE_CFG, "array", Some(1), 1),
         (names::DEVICES, "hash", Some(0), 256),
+        (names::LOCAL_V4, "lpm_trie", Some(0), 64),
+        (names::LOCAL_V6, "lpm_trie", Some(0), 64),
     ]);
     let mut golden = Golden::new();
     // Two frontends did not fit: served from userspace, on VIP routes.

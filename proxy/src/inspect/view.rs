@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::telemetry::Mode;
 
 /// Every map `proxy run` pins, in the order `status` lists them.
-pub const PINNED_MAPS: [&str; 17] = [
+pub const PINNED_MAPS: [&str; 19] = [
     names::SVC_V4,
     names::SVC_V6,
     names::BACKEND_V4,
@@ -31,6 +31,8 @@ pub const PINNED_MAPS: [&str; 17] = [
     names::DEVICES,
     names::SRC_RANGE_V4,
     names::SRC_RANGE_V6,
+    names::LOCAL_V4,
+    names::LOCAL_V6,
 ];
 
 /// The eBPF mode's datapath (`status`).

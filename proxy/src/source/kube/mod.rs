@@ -6,6 +6,8 @@
 //! - `feed`: the state machine from watcher events to Index calls (initial lists,
 //!   relists, conversion problems);
 //! - `event`: the start-up Event on this node's Node, as kube-proxy sends;
+//! - `pod_cidrs`: this node's `spec.podCIDRs`, read once at start for
+//!   `--detect-local-mode=NodeCIDR`;
 //! - `retry`: how long a watcher waits after an error;
 //! - this module: the watch task, one kube-runtime `watcher` per resource.
 //!
@@ -39,6 +41,7 @@
 mod client;
 mod event;
 mod feed;
+mod pod_cidrs;
 mod retry;
 
 use std::{
@@ -61,6 +64,7 @@ use tokio::{sync::watch, task::JoinHandle};
 
 pub use self::client::{ClientError, Cluster, client, in_pod_but_unset, node_name};
 use self::feed::Feed;
+pub use self::pod_cidrs::{PodCidrError, wait_for_pod_cidrs};
 use crate::model::{Index, selection::label_selector};
 use crate::telemetry::Telemetry;
 
