@@ -198,6 +198,7 @@ impl DesiredCache {
 
     /// Replaces one Service's share; adds the frontends it had or has to `touched`.
     fn recompute(&mut self, index: &Index, id: ObjectRef, touched: &mut BTreeSet<Frontend>) {
+        self.state.retained_by_service.remove(&id);
         if let Some(old) = self.per_service.remove(&id) {
             for addr in &old.local_endpoints {
                 if let Some(n) = self.local_refs.get_mut(addr) {
@@ -272,6 +273,11 @@ impl DesiredCache {
         for backend in &share.retained_backends {
             *self.retained_refs.entry(*backend).or_insert(0) += 1;
             self.state.retained_backends.insert(*backend);
+        }
+        if !share.retained_backends.is_empty() {
+            self.state
+                .retained_by_service
+                .insert(id.clone(), share.retained_backends.clone());
         }
         if let Some((port, check)) = computed.health_check {
             self.health_claims

@@ -497,6 +497,14 @@ pub struct DesiredState {
     /// keep their backend, as kube-proxy's conntrack keeps their DNAT. It
     /// never writes one for them either: only slots create backend entries.
     pub retained_backends: std::collections::BTreeSet<Backend>,
+    /// [`DesiredState::retained_backends`] by the Service that lists them
+    /// (Services listing none are absent). The userspace path keeps an open
+    /// connection or UDP session to a backend that left a frontend's pool only
+    /// while the frontend's own Service still lists it: kube-proxy clears a
+    /// removed UDP endpoint's flows per Service port, whatever other Services
+    /// list the same address.
+    pub retained_by_service:
+        std::collections::BTreeMap<ObjectRef, std::collections::BTreeSet<Backend>>,
     /// Health-check node port → what it reports.
     pub health_checks: std::collections::BTreeMap<u16, HealthCheck>,
 }

@@ -286,9 +286,10 @@ impl UserspaceDatapath {
                 continue;
             };
             let previous = self.served.get(&frontend).map(|s| s.pool.borrow().clone());
+            let listed = desired.retained_by_service.get(&spec.service);
             let pool = Arc::new(Pool::from_spec(spec).keeping(
                 previous.as_deref(),
-                &desired.retained_backends,
+                listed.unwrap_or(&BTreeSet::new()),
                 frontend.protocol,
             ));
             let served = self.served.entry(frontend).or_insert_with(|| {

@@ -81,7 +81,8 @@ impl Pool {
 
     /// Carries over from `previous` (this frontend's pool so far) the
     /// backends that leave the pool while `listed` still lists their
-    /// endpoint (`DesiredState::retained_backends`).
+    /// endpoint: `listed` is the frontend's own Service's
+    /// (`DesiredState::retained_by_service`), not every Service's.
     pub fn keeping(
         mut self,
         previous: Option<&Pool>,

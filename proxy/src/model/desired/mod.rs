@@ -114,12 +114,16 @@ where
     let mut refusals = Vec::new();
     let mut local_endpoints = BTreeSet::new();
     let mut retained_backends = BTreeSet::new();
+    let mut retained_by_service = BTreeMap::new();
     let mut health_checks: BTreeMap<u16, HealthCheck> = BTreeMap::new();
     for (service, slices) in services {
         let computed = service_frontends(node, service, slices.as_ref());
         refusals.extend(computed.refusals);
         local_endpoints.extend(computed.local_endpoints);
-        retained_backends.extend(computed.retained_backends);
+        if !computed.retained_backends.is_empty() {
+            retained_backends.extend(computed.retained_backends.iter().copied());
+            retained_by_service.insert(service.id.clone(), computed.retained_backends);
+        }
         if let Some((port, check)) = computed.health_check {
             // Two Services on one port (the API server prevents it): the lowest wins.
             match health_checks.entry(port) {
@@ -172,6 +176,7 @@ where
             frontends,
             local_endpoints,
             retained_backends,
+            retained_by_service,
             health_checks,
         },
         conflicts,
