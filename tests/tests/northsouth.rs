@@ -1532,10 +1532,22 @@ fn backend_entries(w: &World) -> BTreeMap<String, u64> {
 /// such flows through conntrack's DNAT.)
 #[test]
 fn a_long_lived_stream_survives_its_endpoint_terminating_then_deleted() {
+    // externalTrafficPolicy: Cluster, the endpoint on the other node (SNATed).
+    stream_survives_its_endpoint_terminating_then_deleted("Cluster", Pod(2, 1), Pod(1, 1));
+}
+
+/// The same with `externalTrafficPolicy: Local`: both endpoints on the node
+/// the client reaches (upstream's rolling-update test runs both policies).
+#[test]
+fn a_long_lived_etp_local_stream_survives_its_endpoint_terminating_then_deleted() {
+    stream_survives_its_endpoint_terminating_then_deleted("Local", Pod(1, 1), Pod(1, 2));
+}
+
+fn stream_survives_its_endpoint_terminating_then_deleted(etp: &str, leaving: Pod, staying: Pod) {
     let mut w = World::new(Mode::Ebpf);
-    let (leaving, staying) = (Pod(2, 1), Pod(1, 1));
     let [v4, v6] = cluster_ips(40);
     let svc = Service::new(NAMESPACE, "drain")
+        .external_traffic_policy(etp)
         .cluster_ip(v4)
         .cluster_ip(v6)
         .port("http", Protocol::Tcp, TCP_PORT, TCP_TARGET)
