@@ -4,7 +4,7 @@
 //! the shared [`Fixture`] (backends on the sandbox's `lo`), real TCP and UDP
 //! through the VIPs, and for the topology scenarios the fake API server (the
 //! node's zone comes from its Node object). Each test names the upstream test
-//! it mirrors; docs/conformance-flows.md maps the rows.
+//! it mirrors; docs/conformance.md maps the rows.
 //!
 //! The north-south ones (an external client, NodePorts and LoadBalancer IPs on
 //! the tc path) are in `conformance_flows_ns.rs`.
