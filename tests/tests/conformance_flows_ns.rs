@@ -15,6 +15,10 @@
 //! without NodePorts that gets one; `externalTrafficPolicy` switched
 //! Local → Cluster → Local. Each test names the upstream test it mirrors.
 
+#[expect(
+    dead_code,
+    reason = "this file uses part of the shared north-south world"
+)]
 mod northsouth_world;
 
 use std::{

@@ -6,6 +6,10 @@
 //! Cluster and Local, and ClientIP affinity through a NodePort keyed by the
 //! external client's address (set, expired, switched in place).
 
+#[expect(
+    dead_code,
+    reason = "this file uses part of the shared north-south world"
+)]
 mod northsouth_world;
 
 use std::{

@@ -17,7 +17,9 @@ use std::{
 use proxy_tests::{
     Mode, ProxyProcess, Reply, Sandbox, TcpBackend, UdpBackend,
     manifest::{self, AddressType},
-    northsouth::{CLIENT_V4, CLIENT_V6, LAN_DEVICE, NODE1_V4, NODE1_V6, Place, Topology, pod_v4, pod_v6},
+    northsouth::{
+        CLIENT_V4, CLIENT_V6, LAN_DEVICE, NODE1_V4, NODE1_V6, Place, Topology, pod_v4, pod_v6,
+    },
     proxy_bin, wait_until,
 };
 
