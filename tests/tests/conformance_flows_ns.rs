@@ -15,9 +15,14 @@
 //! without NodePorts that gets one; `externalTrafficPolicy` switched
 //! Local → Cluster → Local. Each test names the upstream test it mirrors.
 
+#[expect(
+    dead_code,
+    reason = "this file uses part of the shared north-south world"
+)]
+mod northsouth_world;
+
 use std::{
     collections::BTreeMap,
-    ffi::OsStr,
     io::{self, ErrorKind, Read, Write},
     net::{IpAddr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
@@ -27,45 +32,25 @@ use std::{
 use etherparse::TcpHeader;
 
 use proxy_tests::{
-    Mode, ProxyProcess, Reply, Sandbox, TcpBackend, UdpBackend, both_modes, http_get,
-    manifest::{self, AddressType, Endpoint, EndpointSlice, Protocol, Service},
-    northsouth::{CLIENT_V4, LAN_DEVICE, NODE1_V4, PODS_PER_NODE, Place, Topology, pod_v4},
-    proxy_bin, tcp_request_timeout, wait_until,
+    Mode, Reply, both_modes, http_get,
+    manifest::{AddressType, Endpoint, EndpointSlice, Protocol, Service},
+    northsouth::{CLIENT_V4, NODE1_V4, Place, pod_v4},
+    tcp_request_timeout, wait_until,
 };
 
-const NAMESPACE: &str = "pxt";
-const NODE1: &str = "node-1";
-const NODE2: &str = "node-2";
-const TARGET: u16 = 8080;
-const UDP_TARGET: u16 = 5353;
+use northsouth_world::*;
+
 const LB_IP: &str = "203.0.113.20";
 /// The fixed source port of the conntrack scenarios' client (upstream's `nc -p`).
 const SRC_PORT: u16 = 12345;
 
-const STARTUP: Duration = Duration::from_secs(20);
-const PROPAGATION: Duration = Duration::from_secs(5);
-const PROBE: Duration = Duration::from_millis(500);
-const REQUEST: Duration = Duration::from_secs(2);
-
-/// A pod: its node (1 or 2) and index (1..=3); IPv4 only.
-#[derive(Clone, Copy, Debug)]
-struct Pod(u8, u8);
-
 impl Pod {
-    fn addr(self) -> IpAddr {
-        pod_v4(self.0, self.1).into()
-    }
-
-    fn node(self) -> &'static str {
-        if self.0 == 1 { NODE1 } else { NODE2 }
-    }
-
+    /// Its IPv4 backend's name for `proto` (these tests are IPv4 only).
     fn name(self, proto: Protocol) -> String {
-        let port = match proto {
-            Protocol::Udp => UDP_TARGET,
-            _ => TARGET,
-        };
-        SocketAddr::new(self.addr(), port).to_string()
+        match proto {
+            Protocol::Udp => self.udp_name(AddressType::IPv4),
+            _ => self.tcp_name(AddressType::IPv4),
+        }
     }
 }
 
@@ -77,70 +62,7 @@ fn lb(port: u16) -> SocketAddr {
     SocketAddr::new(LB_IP.parse().expect("an IP"), port)
 }
 
-/// One test's world. Field order is drop order: the proxy stops first, then
-/// the backends, then the topology's namespaces, then the sandbox (node 1).
-struct World {
-    proxy: Option<ProxyProcess>,
-    mode: Mode,
-    #[expect(
-        dead_code,
-        reason = "held for their Drop: they serve until the test ends"
-    )]
-    tcp: Vec<TcpBackend>,
-    #[expect(
-        dead_code,
-        reason = "held for their Drop: they serve until the test ends"
-    )]
-    udp: Vec<UdpBackend>,
-    topo: Topology,
-    sandbox: Sandbox,
-}
-
 impl World {
-    /// The topology with a TCP (:8080) and a UDP (:5353) backend on every
-    /// IPv4 pod address; no manifests, no proxy yet.
-    fn new(mode: Mode) -> Self {
-        let _ = proxy_bin();
-        let mut sandbox = Sandbox::new().expect("creating the sandbox (the tests need root)");
-        sandbox.enter().expect("entering the sandbox");
-        let topo = Topology::build(&sandbox).expect("building the north-south topology");
-        let (mut tcp, mut udp) = (Vec::new(), Vec::new());
-        for (node, place) in [(1, Place::Pods1), (2, Place::Pods2)] {
-            for i in 1..=PODS_PER_NODE {
-                let pod = Pod(node, i);
-                tcp.push(
-                    topo.tcp_session_backend(
-                        place,
-                        SocketAddr::new(pod.addr(), TARGET),
-                        &pod.name(Protocol::Tcp),
-                    )
-                    .unwrap_or_else(|e| panic!("starting the TCP backend of {pod:?}: {e}")),
-                );
-                udp.push(
-                    topo.udp_backend(
-                        place,
-                        SocketAddr::new(pod.addr(), UDP_TARGET),
-                        &pod.name(Protocol::Udp),
-                    )
-                    .unwrap_or_else(|e| panic!("starting the UDP backend of {pod:?}: {e}")),
-                );
-            }
-        }
-        World {
-            proxy: None,
-            mode,
-            tcp,
-            udp,
-            topo,
-            sandbox,
-        }
-    }
-
-    fn write(&self, file: &str, yaml: &str) {
-        manifest::write_atomic(&self.sandbox.manifests_dir(), file, yaml)
-            .unwrap_or_else(|e| panic!("writing manifest {file}: {e}"));
-    }
-
     /// Writes `svc` (file `<name>-service.yaml`).
     fn write_service(&self, svc: &Service) {
         self.write(&format!("{}-service.yaml", svc.name), &svc.to_yaml());
@@ -157,81 +79,14 @@ impl World {
         for (name, proto) in ports {
             let target = match proto {
                 Protocol::Udp => UDP_TARGET,
-                _ => TARGET,
+                _ => TCP_TARGET,
             };
             s = s.port(name, *proto, target);
         }
         for pod in pods {
-            s = s.endpoint(Endpoint::ready(pod.addr()).on_node(pod.node()));
+            s = s.endpoint(Endpoint::ready(pod.addr(AddressType::IPv4)).on_node(pod.node_name()));
         }
         self.write(&format!("{service}-slice.yaml"), &s.to_yaml());
-    }
-
-    /// `proxy run --mode M --node-name node-1 --devices eth0`, the socket
-    /// hooks on a child cgroup the test's process is not in (an outside
-    /// client must not be translated at `connect()`).
-    fn start_proxy(&mut self) {
-        let manifests = self.sandbox.manifests_dir();
-        let hooks = self
-            .sandbox
-            .child_cgroup("node-hooks")
-            .unwrap_or_else(|e| panic!("creating the hooks' cgroup: {e}"));
-        let pins = self.sandbox.pin_path();
-        let mut args: Vec<&OsStr> = [
-            OsStr::new("run"),
-            OsStr::new("--manifests"),
-            manifests.as_os_str(),
-            OsStr::new("--cgroup"),
-            hooks.as_os_str(),
-            OsStr::new("--pin-path"),
-            pins.as_os_str(),
-            OsStr::new("--log-format"),
-            OsStr::new("text"),
-            OsStr::new("--node-name"),
-            OsStr::new(NODE1),
-            OsStr::new("--devices"),
-            OsStr::new(LAN_DEVICE),
-        ]
-        .to_vec();
-        let mode = self.mode.args();
-        args.extend(mode.iter().map(OsStr::new));
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        self.proxy = Some(
-            ProxyProcess::start_raw(&proxy_bin(), &self.sandbox, &args, &[("PATH", &path)], None)
-                .unwrap_or_else(|e| panic!("starting the proxy in {} mode: {e}", self.mode)),
-        );
-    }
-
-    /// Runs `f` in the client's namespace.
-    fn client<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        self.topo
-            .in_ns(Place::Client, f)
-            .unwrap_or_else(|e| panic!("running in the client namespace: {e}"))
-    }
-
-    /// Waits until `condition` holds, failing at once when the proxy exits.
-    fn wait_for(
-        &mut self,
-        timeout: Duration,
-        what: &str,
-        mut condition: impl FnMut(&Self) -> bool,
-    ) {
-        let mut exited = None;
-        let ok = wait_until(timeout, || {
-            if let Some(status) = self.proxy.as_mut().and_then(ProxyProcess::exited) {
-                exited = Some(status);
-                return true;
-            }
-            condition(self)
-        });
-        if let Some(status) = exited {
-            panic!("while waiting for {what}: the proxy exited with {status}");
-        }
-        assert!(
-            ok,
-            "{}: expected {what} within {timeout:?}; it did not happen",
-            self.mode
-        );
     }
 
     /// One request from the client to `frontend` over a fresh socket (UDP:
@@ -327,7 +182,7 @@ fn udp_server_pod_cycles(mode: Mode, svc: Service, frontend: SocketAddr, first: 
     let ports = [("udp", Protocol::Udp)];
     w.write_service(&svc);
     w.write_slice("udp", &ports, &[first]);
-    w.start_proxy();
+    w.start_proxy(&[]);
     w.wait_for(STARTUP, &format!("UDP to {frontend} to be served"), |w| {
         w.udp_from_fixed_port(frontend, PROBE).is_ok()
     });
@@ -414,7 +269,7 @@ fn change_type_and_ports(mode: Mode, proto: Protocol) {
     let target = if proto == Protocol::Udp {
         UDP_TARGET
     } else {
-        TARGET
+        TCP_TARGET
     };
     let base = |port: u16| {
         Service::new(NAMESPACE, "mut")
@@ -425,14 +280,14 @@ fn change_type_and_ports(mode: Mode, proto: Protocol) {
     // A second Service that is up all along, so "not served" is not "not started".
     let up = Service::new(NAMESPACE, "up")
         .cluster_ip("10.96.0.31")
-        .port("p", Protocol::Tcp, 80, TARGET)
+        .port("p", Protocol::Tcp, 80, TCP_TARGET)
         .service_type("NodePort")
         .node_port("p", 30099);
     w.write_service(&up);
     w.write_slice("up", &[("p", Protocol::Tcp)], &[Pod(1, 1)]);
     w.write_service(&base(80));
     w.write_slice("mut", &ports, &[pod]);
-    w.start_proxy();
+    w.start_proxy(&[]);
     w.wait_served(Protocol::Tcp, node1(30099), STARTUP);
     let want = pod.name(proto);
     let check = |w: &World, frontend: SocketAddr| {
@@ -522,7 +377,7 @@ fn lb_affinity(mode: Mode, etp: &str, switch: bool) {
     let svc = |affinity: bool| {
         let s = Service::new(NAMESPACE, "web")
             .cluster_ip("10.96.0.10")
-            .port("http", Protocol::Tcp, 80, TARGET)
+            .port("http", Protocol::Tcp, 80, TCP_TARGET)
             .service_type("LoadBalancer")
             .node_port("http", 30080)
             .external_traffic_policy(etp)
@@ -540,7 +395,7 @@ fn lb_affinity(mode: Mode, etp: &str, switch: bool) {
     };
     w.write_service(&svc(true));
     w.write_slice("web", &[("http", Protocol::Tcp)], &pods);
-    w.start_proxy();
+    w.start_proxy(&[]);
     let frontend = lb(80);
     w.wait_served(Protocol::Tcp, frontend, STARTUP);
     let first = sticky(&w, frontend, 30).unwrap_or_else(|| {
@@ -602,7 +457,7 @@ both_modes! {
         let mut w = World::new(mode);
         let svc = Service::new(NAMESPACE, "web")
             .cluster_ip("10.96.0.10")
-            .port("http", Protocol::Tcp, 80, TARGET)
+            .port("http", Protocol::Tcp, 80, TCP_TARGET)
             .service_type("LoadBalancer")
             .load_balancer_ingress(LB_IP);
         let no_node_ports = svc
@@ -610,7 +465,7 @@ both_modes! {
             .replacen("\nspec:\n", "\nspec:\n  allocateLoadBalancerNodePorts: false\n", 1);
         w.write("web-service.yaml", &no_node_ports);
         w.write_slice("web", &[("http", Protocol::Tcp)], &[Pod(2, 1)]);
-        w.start_proxy();
+        w.start_proxy(&[]);
         w.wait_served(Protocol::Tcp, lb(80), STARTUP);
         let want = Pod(2, 1).name(Protocol::Tcp);
         let seen = w.tally(Protocol::Tcp, lb(80), 5);
@@ -642,7 +497,7 @@ fn esipp_handles_updates_to_external_traffic_policy() {
     let svc = |etp: &str| {
         let s = Service::new(NAMESPACE, "web")
             .cluster_ip("10.96.0.10")
-            .port("http", Protocol::Tcp, 80, TARGET)
+            .port("http", Protocol::Tcp, 80, TCP_TARGET)
             .service_type("LoadBalancer")
             .node_port("http", 30080)
             .external_traffic_policy(etp)
@@ -695,7 +550,7 @@ fn esipp_handles_updates_to_external_traffic_policy() {
     };
     w.write_service(&svc("Local"));
     w.write_slice("web", &[("http", Protocol::Tcp)], &[local, remote]);
-    w.start_proxy();
+    w.start_proxy(&[]);
     w.wait_served(Protocol::Tcp, lb(80), STARTUP);
     check_local(&mut w, "at first");
 
@@ -811,7 +666,7 @@ fn invalid_out_of_window_packets_do_not_reset_the_connection() {
     let backend = SocketAddrV4::new(pod_v4(2, 1), 9000);
     let svc = Service::new(NAMESPACE, "boom")
         .cluster_ip("10.96.0.40")
-        .port("http", Protocol::Tcp, 80, TARGET)
+        .port("http", Protocol::Tcp, 80, TCP_TARGET)
         .port("boom", Protocol::Tcp, 9000, 9000)
         .service_type("NodePort")
         .node_port("http", 30080)
@@ -819,9 +674,9 @@ fn invalid_out_of_window_packets_do_not_reset_the_connection() {
     w.write_service(&svc);
     w.write_slice("boom", &[("http", Protocol::Tcp)], &[pod]);
     let slice = EndpointSlice::new(NAMESPACE, "boom-4xk2p", "boom", AddressType::IPv4)
-        .port("http", Protocol::Tcp, TARGET)
+        .port("http", Protocol::Tcp, TCP_TARGET)
         .port("boom", Protocol::Tcp, 9000)
-        .endpoint(Endpoint::ready(pod.addr()).on_node(pod.node()));
+        .endpoint(Endpoint::ready(pod.addr(AddressType::IPv4)).on_node(pod.node_name()));
     w.write("boom-slice.yaml", &slice.to_yaml());
     let listener = w
         .topo
@@ -831,7 +686,7 @@ fn invalid_out_of_window_packets_do_not_reset_the_connection() {
     listener
         .set_nonblocking(true)
         .expect("a non-blocking listener");
-    w.start_proxy();
+    w.start_proxy(&[]);
     w.wait_served(Protocol::Tcp, node1(30080), STARTUP);
 
     let frontend = node1(30090);

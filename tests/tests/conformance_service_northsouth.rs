@@ -6,70 +6,32 @@
 //! Cluster and Local, and ClientIP affinity through a NodePort keyed by the
 //! external client's address (set, expired, switched in place).
 
+#[expect(
+    dead_code,
+    reason = "this file uses part of the shared north-south world"
+)]
+mod northsouth_world;
+
 use std::{
     collections::BTreeSet,
-    ffi::OsStr,
     io::ErrorKind,
-    net::{IpAddr, SocketAddr, TcpStream},
+    net::{SocketAddr, TcpStream},
     time::Duration,
 };
 
 use proxy_tests::{
-    Mode, ProxyProcess, Reply, Sandbox, TcpBackend,
-    manifest::{self, AddressType, Endpoint, EndpointSlice, Protocol, Service},
-    northsouth::{
-        CLIENT_V4, CLIENT_V6, LAN_DEVICE, NODE1_V4, NODE1_V6, Place, Topology, pod_v4, pod_v6,
-    },
-    proxy_bin, tcp_request_timeout, wait_until,
+    Mode, Reply,
+    manifest::{AddressType, Endpoint, EndpointSlice, Protocol, Service},
+    tcp_request_timeout,
 };
 
-const NAMESPACE: &str = "pxt";
-const NODE1: &str = "node-1";
-const NODE2: &str = "node-2";
-const TCP_TARGET: u16 = 8080;
+use northsouth_world::*;
+
 const NODE_PORT: u16 = 30080;
-const STARTUP: Duration = Duration::from_secs(20);
-const PROPAGATION: Duration = Duration::from_secs(5);
-const PROBE: Duration = Duration::from_millis(500);
-const REQUEST: Duration = Duration::from_secs(2);
-const FAMILIES: [AddressType; 2] = [AddressType::IPv4, AddressType::IPv6];
-
-/// A pod: its node (1 or 2) and index (1..=3).
-#[derive(Clone, Copy, Debug)]
-struct Pod(u8, u8);
-
-impl Pod {
-    fn addr(self, family: AddressType) -> IpAddr {
-        match family {
-            AddressType::IPv4 => pod_v4(self.0, self.1).into(),
-            AddressType::IPv6 => pod_v6(self.0, self.1).into(),
-        }
-    }
-
-    fn node_name(self) -> &'static str {
-        if self.0 == 1 { NODE1 } else { NODE2 }
-    }
-
-    fn name(self, family: AddressType) -> String {
-        SocketAddr::new(self.addr(family), TCP_TARGET).to_string()
-    }
-}
-
 const PODS: [Pod; 4] = [Pod(1, 1), Pod(1, 2), Pod(2, 1), Pod(2, 2)];
 
-fn client_ip(family: AddressType) -> IpAddr {
-    match family {
-        AddressType::IPv4 => CLIENT_V4.into(),
-        AddressType::IPv6 => CLIENT_V6.into(),
-    }
-}
-
 fn node_port(family: AddressType) -> SocketAddr {
-    let node: IpAddr = match family {
-        AddressType::IPv4 => NODE1_V4.into(),
-        AddressType::IPv6 => NODE1_V6.into(),
-    };
-    SocketAddr::new(node, NODE_PORT)
+    SocketAddr::new(node1_ip(family), NODE_PORT)
 }
 
 /// A dual-stack NodePort Service `web` (80/TCP → 8080, nodePort 30080).
@@ -108,52 +70,7 @@ fn endpoint(pod: Pod, family: AddressType, state: State) -> Endpoint {
     e.on_node(pod.node_name())
 }
 
-/// One test's world. Field order is drop order.
-struct World {
-    proxy: Option<ProxyProcess>,
-    #[expect(
-        dead_code,
-        reason = "held for their Drop: they serve until the test ends"
-    )]
-    tcp: Vec<TcpBackend>,
-    topo: Topology,
-    sandbox: Sandbox,
-}
-
 impl World {
-    fn new() -> Self {
-        let _ = proxy_bin();
-        let mut sandbox = Sandbox::new().expect("creating the sandbox (the tests need root)");
-        sandbox.enter().expect("entering the sandbox");
-        let topo = Topology::build(&sandbox).expect("building the north-south topology");
-        let mut tcp = Vec::new();
-        for pod in PODS {
-            let place = if pod.0 == 1 {
-                Place::Pods1
-            } else {
-                Place::Pods2
-            };
-            for family in FAMILIES {
-                let addr = SocketAddr::new(pod.addr(family), TCP_TARGET);
-                tcp.push(
-                    topo.tcp_backend(place, addr, &pod.name(family))
-                        .unwrap_or_else(|e| panic!("starting the TCP backend on {addr}: {e}")),
-                );
-            }
-        }
-        World {
-            proxy: None,
-            tcp,
-            topo,
-            sandbox,
-        }
-    }
-
-    fn write(&self, file: &str, yaml: &str) {
-        manifest::write_atomic(&self.sandbox.manifests_dir(), file, yaml)
-            .unwrap_or_else(|e| panic!("writing manifest {file}: {e}"));
-    }
-
     /// Writes `web`'s Service and its slices with these endpoints.
     fn write_web(&self, svc: &Service, endpoints: &[(Pod, State)]) {
         self.write("web-service.yaml", &svc.to_yaml());
@@ -165,67 +82,6 @@ impl World {
             }
             self.write(&format!("web-slice-{family}.yaml"), &s.to_yaml());
         }
-    }
-
-    /// `proxy run --mode ebpf --node-name node-1 --devices eth0`, the socket
-    /// hooks on a child cgroup (the test process must not be seen by them).
-    fn start_proxy(&mut self) {
-        let manifests = self.sandbox.manifests_dir();
-        let hooks = self
-            .sandbox
-            .child_cgroup("node-hooks")
-            .unwrap_or_else(|e| panic!("creating the hooks' cgroup: {e}"));
-        let pins = self.sandbox.pin_path();
-        let mode = Mode::Ebpf.args();
-        let mut args: Vec<&OsStr> = [
-            OsStr::new("run"),
-            OsStr::new("--manifests"),
-            manifests.as_os_str(),
-            OsStr::new("--cgroup"),
-            hooks.as_os_str(),
-            OsStr::new("--pin-path"),
-            pins.as_os_str(),
-            OsStr::new("--log-format"),
-            OsStr::new("text"),
-            OsStr::new("--node-name"),
-            OsStr::new(NODE1),
-            OsStr::new("--devices"),
-            OsStr::new(LAN_DEVICE),
-        ]
-        .to_vec();
-        args.extend(mode.iter().map(OsStr::new));
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        self.proxy = Some(
-            ProxyProcess::start_raw(&proxy_bin(), &self.sandbox, &args, &[("PATH", &path)], None)
-                .unwrap_or_else(|e| panic!("starting the proxy: {e}")),
-        );
-    }
-
-    fn client<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        self.topo
-            .in_ns(Place::Client, f)
-            .unwrap_or_else(|e| panic!("running in the client namespace: {e}"))
-    }
-
-    /// Waits until `condition` holds, failing at once when the proxy exits.
-    fn wait_for(
-        &mut self,
-        timeout: Duration,
-        what: &str,
-        mut condition: impl FnMut(&Self) -> bool,
-    ) {
-        let mut exited = None;
-        let ok = wait_until(timeout, || {
-            if let Some(status) = self.proxy.as_mut().and_then(ProxyProcess::exited) {
-                exited = Some(status);
-                return true;
-            }
-            condition(self)
-        });
-        if let Some(status) = exited {
-            panic!("while waiting for {what}: the proxy exited with {status}");
-        }
-        assert!(ok, "expected {what} within {timeout:?}; it did not happen");
     }
 
     /// `n` TCP requests from the client; `None` when one fails.
@@ -279,14 +135,10 @@ impl World {
     }
 }
 
-fn peers(replies: &[Reply]) -> BTreeSet<IpAddr> {
-    replies.iter().map(|r| r.peer.ip()).collect()
-}
-
 /// Upstream: service.go: "should fallback to terminating endpoints when there are no ready endpoints with externallTrafficPolicy=Cluster"
 #[test]
 fn fallback_to_terminating_endpoints_with_etp_cluster() {
-    let mut w = World::new();
+    let mut w = World::with_pods(Mode::Ebpf, &PODS);
     // Every endpoint terminates; one of them no longer serves.
     let eps = [
         (Pod(1, 1), State::Terminating),
@@ -294,9 +146,9 @@ fn fallback_to_terminating_endpoints_with_etp_cluster() {
         (Pod(2, 2), State::TerminatingUnserving),
     ];
     w.write_web(&web("Cluster", None), &eps);
-    w.start_proxy();
+    w.start_proxy(&[]);
     for family in FAMILIES {
-        let want = [Pod(1, 1).name(family), Pod(2, 1).name(family)];
+        let want = [Pod(1, 1).tcp_name(family), Pod(2, 1).tcp_name(family)];
         w.expect_served(node_port(family), &want, "all terminating, ETP=Cluster");
     }
     // A ready endpoint appears: new flows use only it.
@@ -309,7 +161,7 @@ fn fallback_to_terminating_endpoints_with_etp_cluster() {
     for family in FAMILIES {
         w.expect_served(
             node_port(family),
-            &[Pod(2, 2).name(family)],
+            &[Pod(2, 2).tcp_name(family)],
             "one ready, ETP=Cluster",
         );
     }
@@ -318,20 +170,20 @@ fn fallback_to_terminating_endpoints_with_etp_cluster() {
 /// Upstream: service.go: "should fallback to local terminating endpoints when there are no ready endpoints with externalTrafficPolicy=Local"
 #[test]
 fn fallback_to_local_terminating_endpoints_with_etp_local() {
-    let mut w = World::new();
+    let mut w = World::with_pods(Mode::Ebpf, &PODS);
     // The local endpoint terminates (still serving); a ready one on node 2.
     let eps = [(Pod(1, 1), State::Terminating), (Pod(2, 1), State::Ready)];
     w.write_web(&web("Local", None), &eps);
-    w.start_proxy();
+    w.start_proxy(&[]);
     for family in FAMILIES {
         let replies = w.expect_served(
             node_port(family),
-            &[Pod(1, 1).name(family)],
+            &[Pod(1, 1).tcp_name(family)],
             "local terminating, ETP=Local",
         );
         assert_eq!(
             peers(&replies),
-            BTreeSet::from([client_ip(family)]),
+            vec![client_ip(family)],
             "ETP=Local must preserve the client's address"
         );
     }
@@ -353,14 +205,14 @@ fn fallback_to_local_terminating_endpoints_with_etp_local() {
 /// (the external client's variant: the tc path keys affinity by its address)
 #[test]
 fn session_affinity_work_for_node_port_from_an_external_client() {
-    let mut w = World::new();
+    let mut w = World::with_pods(Mode::Ebpf, &PODS);
     let all = [
         (Pod(1, 1), State::Ready),
         (Pod(1, 2), State::Ready),
         (Pod(2, 1), State::Ready),
     ];
     w.write_web(&web("Cluster", Some(10800)), &all);
-    w.start_proxy();
+    w.start_proxy(&[]);
     for family in FAMILIES {
         let to = node_port(family);
         w.wait_for(STARTUP, &format!("{to} to be served"), |w| {
@@ -379,14 +231,14 @@ fn session_affinity_work_for_node_port_from_an_external_client() {
 /// (the external client's variant)
 #[test]
 fn session_affinity_timeout_work_for_node_port_from_an_external_client() {
-    let mut w = World::new();
+    let mut w = World::with_pods(Mode::Ebpf, &PODS);
     let all = [
         (Pod(1, 1), State::Ready),
         (Pod(1, 2), State::Ready),
         (Pod(2, 1), State::Ready),
     ];
     w.write_web(&web("Cluster", Some(1)), &all);
-    w.start_proxy();
+    w.start_proxy(&[]);
     let to = node_port(AddressType::IPv4);
     w.wait_for(STARTUP, &format!("{to} to be served"), |w| {
         w.try_replies(to, 1, PROBE).is_some()
@@ -416,14 +268,14 @@ fn session_affinity_timeout_work_for_node_port_from_an_external_client() {
 /// (the external client's variant)
 #[test]
 fn switch_session_affinity_for_node_port_from_an_external_client() {
-    let mut w = World::new();
+    let mut w = World::with_pods(Mode::Ebpf, &PODS);
     let all = [
         (Pod(1, 1), State::Ready),
         (Pod(1, 2), State::Ready),
         (Pod(2, 1), State::Ready),
     ];
     w.write_web(&web("Cluster", Some(10800)), &all);
-    w.start_proxy();
+    w.start_proxy(&[]);
     let to = node_port(AddressType::IPv4);
     w.wait_for(STARTUP, &format!("{to} to be served"), |w| {
         w.try_replies(to, 1, PROBE).is_some()
@@ -478,15 +330,15 @@ fn web_publishing(publish: bool) -> String {
 #[test]
 fn connect_to_terminating_and_unready_endpoints_if_publish_not_ready_addresses_from_an_external_client()
  {
-    let mut w = World::new();
+    let mut w = World::with_pods(Mode::Ebpf, &PODS);
     let only = [(Pod(2, 1), State::TerminatingUnserving)];
     w.write_web(&web("Cluster", None), &only);
     w.write("web-service.yaml", &web_publishing(true));
-    w.start_proxy();
+    w.start_proxy(&[]);
     for family in FAMILIES {
         w.expect_served(
             node_port(family),
-            &[Pod(2, 1).name(family)],
+            &[Pod(2, 1).tcp_name(family)],
             "publishNotReadyAddresses: true",
         );
     }
@@ -497,18 +349,18 @@ fn connect_to_terminating_and_unready_endpoints_if_publish_not_ready_addresses_f
 #[test]
 fn no_connect_to_terminating_and_unready_endpoints_without_publish_not_ready_addresses_from_an_external_client()
  {
-    let mut w = World::new();
+    let mut w = World::with_pods(Mode::Ebpf, &PODS);
     let only = [(Pod(2, 1), State::TerminatingUnserving)];
     w.write_web(&web("Cluster", None), &only);
     w.write("web-service.yaml", &web_publishing(false));
-    w.start_proxy();
+    w.start_proxy(&[]);
     // The control first: published, the endpoint is reached, so the
     // dataplane is up; then not published, no flow gets through.
     w.write("web-service.yaml", &web_publishing(true));
     for family in FAMILIES {
         w.expect_served(
             node_port(family),
-            &[Pod(2, 1).name(family)],
+            &[Pod(2, 1).tcp_name(family)],
             "publishNotReadyAddresses: true",
         );
     }

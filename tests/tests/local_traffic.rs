@@ -19,61 +19,32 @@
 //!   `--socket-lb=false` it is translated and not masqueraded (kube-proxy's
 //!   behaviour without a detector).
 
+#[expect(
+    dead_code,
+    reason = "this file uses part of the shared north-south world"
+)]
+mod northsouth_world;
+
 use std::{
-    ffi::OsStr,
     net::{IpAddr, SocketAddr},
     time::Duration,
 };
 
 use proxy_tests::{
-    FakeApiServer, Mode, ProxyProcess, Reply, Sandbox, TcpBackend, UdpBackend,
-    manifest::{self, AddressType, Endpoint, EndpointSlice, Protocol, Service},
-    northsouth::{
-        CLIENT_V4, CLIENT_V6, LAN_DEVICE, NODE1_V4, NODE1_V6, POD_DEVICE, Place, Topology, pod_v4,
-        pod_v6,
-    },
+    FakeApiServer, Mode, ProxyProcess, Reply,
+    manifest::{AddressType, Endpoint, EndpointSlice, Protocol, Service},
+    northsouth::{LAN_DEVICE, NODE1_V4, NODE1_V6, POD_DEVICE, Place},
     proxy_bin, tcp_request_timeout, udp_unconnected_request_timeout, wait_until,
 };
 
-const NAMESPACE: &str = "pxt";
-const NODE1: &str = "node-1";
-const NODE2: &str = "node-2";
-const TCP_PORT: u16 = 80;
-const TCP_TARGET: u16 = 8080;
-const UDP_PORT: u16 = 53;
-const UDP_TARGET: u16 = 5353;
+use northsouth_world::*;
+
 const CLUSTER_CIDR: &str = "10.244.0.0/16,fd00:244::/32";
 const VIP4: &str = "10.96.0.10";
 const VIP6: &str = "fd00:96::10";
 
-const STARTUP: Duration = Duration::from_secs(20);
-const PROBE: Duration = Duration::from_millis(500);
-const REQUEST: Duration = Duration::from_secs(2);
 /// Requests per check.
 const N: usize = 6;
-
-const FAMILIES: [AddressType; 2] = [AddressType::IPv4, AddressType::IPv6];
-
-/// A pod: its node (1 or 2) and index (1..=3).
-#[derive(Clone, Copy, Debug)]
-struct Pod(u8, u8);
-
-impl Pod {
-    fn addr(self, family: AddressType) -> IpAddr {
-        match family {
-            AddressType::IPv4 => pod_v4(self.0, self.1).into(),
-            AddressType::IPv6 => pod_v6(self.0, self.1).into(),
-        }
-    }
-
-    fn place(self) -> Place {
-        if self.0 == 1 {
-            Place::Pods1
-        } else {
-            Place::Pods2
-        }
-    }
-}
 
 fn vip(family: AddressType, port: u16) -> SocketAddr {
     let addr = match family {
@@ -83,92 +54,30 @@ fn vip(family: AddressType, port: u16) -> SocketAddr {
     SocketAddr::new(addr.parse().unwrap_or_else(|e| panic!("{addr}: {e}")), port)
 }
 
-fn client_ip(family: AddressType) -> IpAddr {
-    match family {
-        AddressType::IPv4 => CLIENT_V4.into(),
-        AddressType::IPv6 => CLIENT_V6.into(),
-    }
-}
-
-fn node1_ip(family: AddressType) -> IpAddr {
-    match family {
-        AddressType::IPv4 => NODE1_V4.into(),
-        AddressType::IPv6 => NODE1_V6.into(),
-    }
-}
-
-/// The source addresses the backends saw, sorted, without duplicates.
-fn peers(replies: &[Reply]) -> Vec<IpAddr> {
-    let mut v: Vec<IpAddr> = replies.iter().map(|r| r.peer.ip()).collect();
-    v.sort();
-    v.dedup();
-    v
-}
-
-/// One test's world: the topology, backends on `pods`, the ClusterIP Service
-/// `web` on them, and the proxy. Field order is drop order.
-struct World {
-    proxy: Option<ProxyProcess>,
-    #[expect(dead_code, reason = "held for their Drop")]
-    tcp: Vec<TcpBackend>,
-    #[expect(dead_code, reason = "held for their Drop")]
-    udp: Vec<UdpBackend>,
-    topo: Topology,
-    sandbox: Sandbox,
-}
-
 impl World {
     /// The topology, backends on `pods`, `web` (ClusterIP) on them, and a
     /// client route for the Service CIDR via node 1.
-    fn new(pods: &[Pod]) -> Self {
+    fn web(pods: &[Pod]) -> Self {
         Self::with_service(pods, |svc| svc)
     }
 
-    /// As [`World::new`], with `web` changed by `edit`.
+    /// As [`World::web`], with `web` changed by `edit`.
     fn with_service(pods: &[Pod], edit: impl FnOnce(Service) -> Service) -> Self {
-        let _ = proxy_bin();
-        let mut sandbox = Sandbox::new().expect("creating the sandbox (the tests need root)");
-        sandbox.enter().expect("entering the sandbox");
-        let topo = Topology::build(&sandbox).expect("building the north-south topology");
+        let w = World::with_pods(Mode::Ebpf, pods);
         // The Service CIDR advertised to the LAN's router: via node 1. It
         // stays inside the test's namespaces.
-        topo.ip(
-            Place::Client,
-            &format!("route add 10.96.0.0/16 via {NODE1_V4} dev {LAN_DEVICE}"),
-        )
-        .expect("client route to the Service CIDR");
-        topo.ip(
-            Place::Client,
-            &format!("-6 route add fd00:96::/64 via {NODE1_V6} dev {LAN_DEVICE}"),
-        )
-        .expect("client route to the IPv6 Service CIDR");
-        let (mut tcp, mut udp) = (Vec::new(), Vec::new());
-        for pod in pods {
-            for family in FAMILIES {
-                let addr = pod.addr(family);
-                let tcp_name = SocketAddr::new(addr, TCP_TARGET).to_string();
-                tcp.push(
-                    topo.tcp_session_backend(
-                        pod.place(),
-                        SocketAddr::new(addr, TCP_TARGET),
-                        &tcp_name,
-                    )
-                    .unwrap_or_else(|e| panic!("TCP backend on {addr}: {e}")),
-                );
-                let udp_name = SocketAddr::new(addr, UDP_TARGET).to_string();
-                udp.push(
-                    topo.udp_backend(pod.place(), SocketAddr::new(addr, UDP_TARGET), &udp_name)
-                        .unwrap_or_else(|e| panic!("UDP backend on {addr}: {e}")),
-                );
-            }
-        }
-        let w = World {
-            proxy: None,
-            tcp,
-            udp,
-            topo,
-            sandbox,
-        };
+        w.topo
+            .ip(
+                Place::Client,
+                &format!("route add 10.96.0.0/16 via {NODE1_V4} dev {LAN_DEVICE}"),
+            )
+            .expect("client route to the Service CIDR");
+        w.topo
+            .ip(
+                Place::Client,
+                &format!("-6 route add fd00:96::/64 via {NODE1_V6} dev {LAN_DEVICE}"),
+            )
+            .expect("client route to the IPv6 Service CIDR");
         let svc = Service::new(NAMESPACE, "web")
             .cluster_ip(VIP4)
             .cluster_ip(VIP6)
@@ -183,60 +92,11 @@ impl World {
                 .port("http", Protocol::Tcp, TCP_TARGET)
                 .port("dns", Protocol::Udp, UDP_TARGET);
             for pod in pods {
-                let node = if pod.0 == 1 { NODE1 } else { NODE2 };
-                s = s.endpoint(Endpoint::ready(pod.addr(family)).on_node(node));
+                s = s.endpoint(Endpoint::ready(pod.addr(family)).on_node(pod.node_name()));
             }
             w.write(&format!("{name}.yaml"), &s.to_yaml());
         }
         w
-    }
-
-    fn write(&self, file: &str, yaml: &str) {
-        manifest::write_atomic(&self.sandbox.manifests_dir(), file, yaml)
-            .unwrap_or_else(|e| panic!("writing manifest {file}: {e}"));
-    }
-
-    /// `proxy run --mode ebpf --node-name node-1 --devices eth0` plus
-    /// `extra`, socket hooks (if any) on a child cgroup the test's clients
-    /// are not in.
-    fn start_proxy(&mut self, extra: &[&str]) {
-        let manifests = self.sandbox.manifests_dir();
-        let hooks = self
-            .sandbox
-            .child_cgroup("node-hooks")
-            .unwrap_or_else(|e| panic!("creating the hooks' cgroup: {e}"));
-        let pins = self.sandbox.pin_path();
-        let mut args: Vec<&OsStr> = [
-            OsStr::new("run"),
-            OsStr::new("--manifests"),
-            manifests.as_os_str(),
-            OsStr::new("--cgroup"),
-            hooks.as_os_str(),
-            OsStr::new("--pin-path"),
-            pins.as_os_str(),
-            OsStr::new("--log-format"),
-            OsStr::new("text"),
-            OsStr::new("--node-name"),
-            OsStr::new(NODE1),
-            OsStr::new("--devices"),
-            OsStr::new(LAN_DEVICE),
-        ]
-        .to_vec();
-        let mode = Mode::Ebpf.args();
-        args.extend(mode.iter().map(OsStr::new));
-        args.extend(extra.iter().map(OsStr::new));
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        self.proxy = Some(
-            ProxyProcess::start_raw(&proxy_bin(), &self.sandbox, &args, &[("PATH", &path)], None)
-                .unwrap_or_else(|e| panic!("starting the proxy: {e}")),
-        );
-    }
-
-    fn log(&self) -> String {
-        self.proxy
-            .as_ref()
-            .map(ProxyProcess::log)
-            .unwrap_or_default()
     }
 
     /// Waits until a TCP request from `place` to `frontend` is answered.
@@ -334,7 +194,7 @@ fn pods1(family: AddressType) -> Vec<IpAddr> {
 /// node 1.
 #[test]
 fn off_cluster_traffic_to_a_cluster_ip_is_translated_and_masqueraded() {
-    let mut w = World::new(&[Pod(2, 1), Pod(2, 2)]);
+    let mut w = World::web(&[Pod(2, 1), Pod(2, 2)]);
     w.start_proxy(&["--cluster-cidr", CLUSTER_CIDR]);
     for family in FAMILIES {
         w.check_source(
@@ -377,7 +237,7 @@ fn off_cluster_traffic_to_a_cluster_ip_is_translated_and_masqueraded() {
 /// backend sees the client, and the client's replies come from the ClusterIP.
 #[test]
 fn off_cluster_traffic_to_a_local_backend_is_translated_without_snat() {
-    let mut w = World::new(&[Pod(1, 1)]);
+    let mut w = World::web(&[Pod(1, 1)]);
     w.start_proxy(&["--cluster-cidr", CLUSTER_CIDR]);
     for family in FAMILIES {
         w.check_source(
@@ -395,7 +255,7 @@ fn off_cluster_traffic_to_a_local_backend_is_translated_without_snat() {
 /// "masquerade off-cluster traffic to a service VIP" rule does.
 #[test]
 fn without_socket_lb_in_cluster_sources_keep_their_address_and_others_are_masqueraded() {
-    let mut w = World::new(&[Pod(2, 1), Pod(2, 2)]);
+    let mut w = World::web(&[Pod(2, 1), Pod(2, 2)]);
     w.start_proxy(&[
         "--socket-lb=false",
         "--pod-devices",
@@ -426,7 +286,7 @@ fn without_socket_lb_in_cluster_sources_keep_their_address_and_others_are_masque
 /// `--cluster-cidr` is given.
 #[test]
 fn interface_modes_tell_pods_from_the_rest_by_device() {
-    let mut w = World::new(&[Pod(2, 1)]);
+    let mut w = World::web(&[Pod(2, 1)]);
     for detector in [
         [
             "--detect-local-mode=BridgeInterface",
@@ -504,7 +364,7 @@ fn pods_reach_etp_local_external_ips_through_every_endpoint() {
 /// its address, the external client is masqueraded.
 #[test]
 fn node_cidr_mode_takes_the_nodes_pod_cidrs() {
-    let mut w = World::new(&[Pod(2, 1)]);
+    let mut w = World::web(&[Pod(2, 1)]);
     let api = FakeApiServer::start().expect("starting the fake API server in node 1");
     api.apply(serde_json::json!({
         "apiVersion": "v1", "kind": "Node",
@@ -548,7 +408,7 @@ fn node_cidr_mode_takes_the_nodes_pod_cidrs() {
 /// too (here a pod, with `--socket-lb=false`, and no detector at all).
 #[test]
 fn masquerade_all_masquerades_in_cluster_sources_too() {
-    let mut w = World::new(&[Pod(2, 1)]);
+    let mut w = World::web(&[Pod(2, 1)]);
     w.start_proxy(&[
         "--socket-lb=false",
         "--pod-devices",
@@ -573,7 +433,7 @@ fn masquerade_all_masquerades_in_cluster_sources_too() {
 /// masquerade: a local backend sees the client's own address.
 #[test]
 fn without_a_detector_off_cluster_traffic_is_not_masqueraded() {
-    let mut w = World::new(&[Pod(1, 1)]);
+    let mut w = World::web(&[Pod(1, 1)]);
     w.start_proxy(&[]);
     // The tc programs go on once the first sync is done (logged just before).
     let mut exited = None;

@@ -21,40 +21,24 @@
 //! crosses its endpoint terminating, then deleted, with no reset; the entry
 //! drains for `--backend-grace-period`).
 
+mod northsouth_world;
+
 use std::{
     collections::BTreeMap,
-    ffi::OsStr,
     io::{self, ErrorKind},
     net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
     time::{Duration, Instant},
 };
 
 use proxy_tests::{
-    Mode, ProxyProcess, Reply, Sandbox, TcpBackend, TcpSession, UdpBackend, both_modes, http_get,
-    manifest::{self, AddressType, Endpoint, EndpointSlice, Protocol, Service},
-    northsouth::{
-        CLIENT_V4, CLIENT_V6, LAN_DEVICE, NODE1_V4, NODE1_V6, PODS_PER_NODE, Place, Topology,
-        pod_v4, pod_v6,
-    },
+    Mode, Reply, TcpSession, both_modes, http_get,
+    manifest::{AddressType, Endpoint, EndpointSlice, Protocol, Service},
+    northsouth::{NODE1_V4, NODE1_V6, Place},
     proxy_bin, tcp_request_timeout, udp_unconnected_request_timeout, wait_until,
 };
 
-const NAMESPACE: &str = "pxt";
-const NODE1: &str = "node-1";
-const NODE2: &str = "node-2";
-const TCP_PORT: u16 = 80;
-const TCP_TARGET: u16 = 8080;
-const UDP_PORT: u16 = 53;
-const UDP_TARGET: u16 = 5353;
+use northsouth_world::*;
 
-/// How long the proxy may take from start to a working dataplane.
-const STARTUP: Duration = Duration::from_secs(20);
-/// How long a manifest change may take to reach the dataplane.
-const PROPAGATION: Duration = Duration::from_secs(5);
-/// Per-step timeout of probes inside waits.
-const PROBE: Duration = Duration::from_millis(500);
-/// Per-step timeout of ordinary requests.
-const REQUEST: Duration = Duration::from_secs(2);
 /// Far above a refusal's real cost, far below a hang. Below a SYN
 /// retransmission too (1 s), which a refused TCP connect must not need: the
 /// tc path answers TCP with a RST, which the client's kernel never drops,
@@ -63,47 +47,6 @@ const REQUEST: Duration = Duration::from_secs(2);
 const AT_ONCE: Duration = Duration::from_secs(1);
 /// Requests per tally: enough to see each of three backends (P(miss) ≈ 3·(2/3)^40).
 const TALLY: usize = 40;
-
-/// A pod: its node (1 or 2) and index (1..=3).
-#[derive(Clone, Copy, Debug)]
-struct Pod(u8, u8);
-
-impl Pod {
-    fn addr(self, family: AddressType) -> IpAddr {
-        match family {
-            AddressType::IPv4 => pod_v4(self.0, self.1).into(),
-            AddressType::IPv6 => pod_v6(self.0, self.1).into(),
-        }
-    }
-
-    fn node_name(self) -> &'static str {
-        if self.0 == 1 { NODE1 } else { NODE2 }
-    }
-
-    fn tcp_name(self, family: AddressType) -> String {
-        SocketAddr::new(self.addr(family), TCP_TARGET).to_string()
-    }
-
-    fn udp_name(self, family: AddressType) -> String {
-        SocketAddr::new(self.addr(family), UDP_TARGET).to_string()
-    }
-}
-
-const FAMILIES: [AddressType; 2] = [AddressType::IPv4, AddressType::IPv6];
-
-fn client_ip(family: AddressType) -> IpAddr {
-    match family {
-        AddressType::IPv4 => CLIENT_V4.into(),
-        AddressType::IPv6 => CLIENT_V6.into(),
-    }
-}
-
-fn node1_ip(family: AddressType) -> IpAddr {
-    match family {
-        AddressType::IPv4 => NODE1_V4.into(),
-        AddressType::IPv6 => NODE1_V6.into(),
-    }
-}
 
 fn ip(s: &str) -> IpAddr {
     s.parse()
@@ -147,77 +90,7 @@ fn slice(service: &str, family: AddressType, pods: &[Pod]) -> String {
     s.to_yaml()
 }
 
-/// One test's world. Field order is drop order: the proxy stops first, then
-/// the backends, then the topology's namespaces, then the sandbox (node 1).
-struct World {
-    proxy: Option<ProxyProcess>,
-    mode: Mode,
-    #[expect(
-        dead_code,
-        reason = "held for their Drop: they serve until the test ends"
-    )]
-    tcp: Vec<TcpBackend>,
-    #[expect(
-        dead_code,
-        reason = "held for their Drop: they serve until the test ends"
-    )]
-    udp: Vec<UdpBackend>,
-    topo: Topology,
-    sandbox: Sandbox,
-}
-
 impl World {
-    /// The topology with every backend running; no manifests, no proxy yet.
-    fn new(mode: Mode) -> Self {
-        let _ = proxy_bin();
-        let mut sandbox = Sandbox::new().expect("creating the sandbox (the tests need root)");
-        sandbox.enter().expect("entering the sandbox");
-        let topo = Topology::build(&sandbox).expect("building the north-south topology");
-        let (mut tcp, mut udp) = (Vec::new(), Vec::new());
-        for node in [1, 2] {
-            let place = if node == 1 {
-                Place::Pods1
-            } else {
-                Place::Pods2
-            };
-            for i in 1..=PODS_PER_NODE {
-                for family in FAMILIES {
-                    let pod = Pod(node, i);
-                    let addr = pod.addr(family);
-                    tcp.push(
-                        topo.tcp_session_backend(
-                            place,
-                            SocketAddr::new(addr, TCP_TARGET),
-                            &pod.tcp_name(family),
-                        )
-                        .unwrap_or_else(|e| panic!("starting the TCP backend on {addr}: {e}")),
-                    );
-                    udp.push(
-                        topo.udp_backend(
-                            place,
-                            SocketAddr::new(addr, UDP_TARGET),
-                            &pod.udp_name(family),
-                        )
-                        .unwrap_or_else(|e| panic!("starting the UDP backend on {addr}: {e}")),
-                    );
-                }
-            }
-        }
-        World {
-            proxy: None,
-            mode,
-            tcp,
-            udp,
-            topo,
-            sandbox,
-        }
-    }
-
-    fn write(&self, file: &str, yaml: &str) {
-        manifest::write_atomic(&self.sandbox.manifests_dir(), file, yaml)
-            .unwrap_or_else(|e| panic!("writing manifest {file}: {e}"));
-    }
-
     /// Writes `service` and its two slices (endpoints `pods`).
     fn write_service(&self, svc: &Service, pods: &[Pod]) {
         self.write(&format!("{}-service.yaml", svc.name), &svc.to_yaml());
@@ -231,80 +104,6 @@ impl World {
                 &slice(service, family, pods),
             );
         }
-    }
-
-    /// `proxy run --mode M --node-name node-1 --devices eth0` plus `extra`,
-    /// with the socket hooks on a child cgroup of the sandbox's: the test
-    /// process (the client's requests are made from it) sits in the sandbox's
-    /// cgroup, and an outside client must not be seen by the socket hooks
-    /// (they would translate its NodePort connects at `connect()`).
-    fn start_proxy(&mut self, extra: &[&str]) {
-        let manifests = self.sandbox.manifests_dir();
-        let hooks = self
-            .sandbox
-            .child_cgroup("node-hooks")
-            .unwrap_or_else(|e| panic!("creating the hooks' cgroup: {e}"));
-        let pins = self.sandbox.pin_path();
-        let mut args: Vec<&OsStr> = [
-            OsStr::new("run"),
-            OsStr::new("--manifests"),
-            manifests.as_os_str(),
-            OsStr::new("--cgroup"),
-            hooks.as_os_str(),
-            OsStr::new("--pin-path"),
-            pins.as_os_str(),
-            OsStr::new("--log-format"),
-            OsStr::new("text"),
-            OsStr::new("--node-name"),
-            OsStr::new(NODE1),
-            OsStr::new("--devices"),
-            OsStr::new(LAN_DEVICE),
-        ]
-        .to_vec();
-        let mode = self.mode.args();
-        args.extend(mode.iter().map(OsStr::new));
-        args.extend(extra.iter().map(OsStr::new));
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        self.proxy = Some(
-            ProxyProcess::start_raw(&proxy_bin(), &self.sandbox, &args, &[("PATH", &path)], None)
-                .unwrap_or_else(|e| panic!("starting the proxy in {} mode: {e}", self.mode)),
-        );
-    }
-
-    fn log(&self) -> String {
-        self.proxy
-            .as_ref()
-            .map(ProxyProcess::log)
-            .unwrap_or_default()
-    }
-
-    /// Runs `f` in the client's namespace.
-    fn client<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        self.topo
-            .in_ns(Place::Client, f)
-            .unwrap_or_else(|e| panic!("running in the client namespace: {e}"))
-    }
-
-    /// Waits until `condition` holds (checked from the test thread; use
-    /// [`World::client`] inside), failing at once when the proxy exits.
-    fn wait_for(
-        &mut self,
-        timeout: Duration,
-        what: &str,
-        mut condition: impl FnMut(&Self) -> bool,
-    ) {
-        let mut exited = None;
-        let ok = wait_until(timeout, || {
-            if let Some(status) = self.proxy.as_mut().and_then(ProxyProcess::exited) {
-                exited = Some(status);
-                return true;
-            }
-            condition(self)
-        });
-        if let Some(status) = exited {
-            panic!("while waiting for {what}: the proxy exited with {status}");
-        }
-        assert!(ok, "expected {what} within {timeout:?}; it did not happen");
     }
 
     /// Waits until a TCP request from the client to `frontend` is answered.
@@ -358,14 +157,6 @@ fn tally(replies: &[Reply]) -> BTreeMap<String, usize> {
         *seen.entry(r.backend.clone()).or_insert(0) += 1;
     }
     seen
-}
-
-/// The set of source IPs the backends saw.
-fn peers(replies: &[Reply]) -> Vec<IpAddr> {
-    let mut v: Vec<IpAddr> = replies.iter().map(|r| r.peer.ip()).collect();
-    v.sort();
-    v.dedup();
-    v
 }
 
 fn assert_backends(what: &str, replies: &[Reply], expected: &[String]) {
