@@ -16,12 +16,14 @@
 //! `healthcheck` package beside its proxiers: it serves what the desired state
 //! says (from `model`, published through `telemetry`).
 //!
+//! Connections are served by the loop the admin servers use too
+//! ([`crate::http_server`]).
+//!
 //! Must not: touch the dataplane, or import anything but `model`, `telemetry`
-//! and `config`'s limits.
+//! and `http_server`.
 
 use std::{
     collections::BTreeMap,
-    convert::Infallible,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::Arc,
 };
@@ -30,19 +32,13 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{
     Request, Response, StatusCode,
+    body::Incoming,
     header::{CONTENT_TYPE, HeaderValue},
-    server::conn::http1,
-    service::service_fn,
 };
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
-use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+use tokio::{net::TcpListener, sync::watch};
 
-use crate::{
-    config::{HTTP_HEADER_TIMEOUT as HEADER_TIMEOUT, HTTP_MAX_CONNECTIONS as MAX_CONNECTIONS},
-    model::HealthCheck,
-    telemetry::Telemetry,
-};
+use crate::{http_server, model::HealthCheck, telemetry::Telemetry};
 
 /// The response body, in kube-proxy's shape.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -167,42 +163,13 @@ async fn serve(
     listener: TcpListener,
     check: watch::Receiver<HealthCheck>,
     telemetry: Telemetry,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    if connections.len() >= MAX_CONNECTIONS {
-                        continue;
-                    }
-                    let check = check.clone();
-                    let telemetry = telemetry.clone();
-                    connections.spawn(async move {
-                        let service = service_fn(move |_req: Request<hyper::body::Incoming>| {
-                            let response = respond(&check.borrow(), telemetry.is_healthy());
-                            async move { Ok::<_, Infallible>(response) }
-                        });
-                        let served = http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(HEADER_TIMEOUT)
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                        if let Err(error) = served {
-                            tracing::debug!(error = %error, "health-check connection ended with an error");
-                        }
-                    });
-                }
-                Err(error) => {
-                    tracing::warn!(error = %error, "accepting a health-check connection failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            _ = stop.changed() => break,
-        }
-    }
+    let handler = move |_req: Request<Incoming>| {
+        let response = respond(&check.borrow(), telemetry.is_healthy());
+        async move { response }
+    };
+    http_server::serve(listener, "health-check node port", handler, stop).await;
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod dataplane;
 pub mod ebpf_datapath;
 pub mod error_chain;
 pub mod healthcheck;
+pub mod http_server;
 pub mod inspect;
 pub mod model;
 pub mod nodeport;

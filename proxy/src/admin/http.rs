@@ -4,23 +4,21 @@
 //! Each request is answered from in-memory state (and, for `/metrics`, the
 //! read-only map handles), so a slow or hostile client can hold at most a
 //! connection: headers must arrive within [`crate::config::HTTP_HEADER_TIMEOUT`],
-//! and at most [`crate::config::HTTP_MAX_CONNECTIONS`] are served at once per server.
-
-use std::{convert::Infallible, net::SocketAddr, time::Duration};
+//! and at most [`crate::config::HTTP_MAX_CONNECTIONS`] are served at once per server
+//! (the accept loop is [`crate::http_server`]'s, shared with the health-check
+//! node ports).
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{
     Method, Request, Response, StatusCode,
+    body::Incoming,
     header::{CONTENT_TYPE, HeaderValue},
-    server::conn::http1,
-    service::service_fn,
 };
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
-    config::{HTTP_HEADER_TIMEOUT as HEADER_TIMEOUT, HTTP_MAX_CONNECTIONS as MAX_CONNECTIONS},
+    http_server,
     telemetry::{Telemetry, health::Probe, metrics},
 };
 
@@ -40,49 +38,19 @@ impl Site {
     }
 }
 
-/// Accepts and serves until `stop` flips; then drops every open connection.
+/// Accepts and serves until `stop` flips; then drops every open connection
+/// (the loop is [`crate::http_server::serve`]'s).
 pub async fn serve(
     listener: TcpListener,
-    addr: SocketAddr,
     site: Site,
     telemetry: Telemetry,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    if connections.len() >= MAX_CONNECTIONS {
-                        tracing::debug!(%addr, "too many connections; closing a new one");
-                        continue;
-                    }
-                    let telemetry = telemetry.clone();
-                    connections.spawn(async move {
-                        let service = service_fn(move |req| {
-                            let telemetry = telemetry.clone();
-                            async move { Ok::<_, Infallible>(route(site, &telemetry, req).await) }
-                        });
-                        let served = http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(HEADER_TIMEOUT)
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                        if let Err(error) = served {
-                            tracing::debug!(error = %error, "admin connection ended with an error");
-                        }
-                    });
-                }
-                Err(error) => {
-                    // Out of file descriptors, usually: back off instead of spinning.
-                    tracing::warn!(%addr, error = %error, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            _ = stop.changed() => break,
-        }
-    }
+    let handler = move |req: Request<Incoming>| {
+        let telemetry = telemetry.clone();
+        async move { route(site, &telemetry, req).await }
+    };
+    http_server::serve(listener, site.describe(), handler, stop).await;
 }
 
 async fn route<B>(site: Site, telemetry: &Telemetry, req: Request<B>) -> Response<Full<Bytes>> {
@@ -151,6 +119,8 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     #![expect(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
+
+    use std::time::Duration;
 
     use http_body_util::BodyExt as _;
 

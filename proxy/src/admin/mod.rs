@@ -69,7 +69,6 @@ impl AdminServers {
             tracing::info!(%addr, serving = site.describe(), "admin server listening");
             tasks.push(tokio::spawn(http::serve(
                 listener,
-                addr,
                 site,
                 telemetry.clone(),
                 stop_rx.clone(),
