@@ -21,6 +21,8 @@ use std::{fmt, net::IpAddr, str::FromStr};
 use futures::TryStreamExt as _;
 use netlink_packet_route::address::AddressAttribute;
 
+use crate::model::SourceRange;
+
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
 pub enum NodePortError {
@@ -119,23 +121,10 @@ pub struct Cidr {
 }
 
 impl Cidr {
-    /// Whether `ip` is inside the prefix (never across families).
+    /// Whether `ip` is inside the prefix (never across families); the
+    /// masking is [`SourceRange`]'s, the one prefix type of the model.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
+        SourceRange::new(self.addr, self.prefix).is_some_and(|net| net.contains(ip))
     }
 }
 

@@ -413,8 +413,8 @@ impl PinnedMaps {
         }
         .read()
         .map_err(|e| self.pin_error(e))?;
-        let v4 = self.trie::<SrcRangeV4>(names::SRC_RANGE_V4)?;
-        let v6 = self.trie::<SrcRangeV6>(names::SRC_RANGE_V6)?;
+        let v4 = self.trie::<SrcRangeV4, u32>(names::SRC_RANGE_V4)?;
+        let v6 = self.trie::<SrcRangeV6, u32>(names::SRC_RANGE_V6)?;
         let v4 = v4.iter().map(|(k, v)| {
             (
                 k.prefix_len(),
@@ -444,14 +444,14 @@ impl PinnedMaps {
 
     /// Every entry of an LPM trie, no more than its capacity; none when it is
     /// not pinned (a daemon that predates it).
-    pub fn trie<K: aya::Pod>(
+    pub fn trie<K: aya::Pod, V: aya::Pod>(
         &self,
         map: &'static str,
-    ) -> Result<Vec<(aya::maps::lpm_trie::Key<K>, u32)>, PinError> {
+    ) -> Result<Vec<(aya::maps::lpm_trie::Key<K>, V)>, PinError> {
         let Some(data) = self.map_data(map)? else {
             return Ok(Vec::new());
         };
-        let trie: LpmTrie<MapData, K, u32> = Map::from_map_data(data)
+        let trie: LpmTrie<MapData, K, V> = Map::from_map_data(data)
             .and_then(LpmTrie::try_from)
             .map_err(|e| self.open_error(map, e))?;
         let limit = trie

@@ -16,7 +16,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::maps::{LpmTrie, Map, MapData, MapType, PerCpuArray};
+use aya::maps::{Map, MapData, MapType, PerCpuArray};
 use proxy_common::{
     AffinityKey, AffinityValue, BackendV4, BackendV6, CtKeyV4, CtKeyV6, CtValueV4, CtValueV6,
     DeviceConfig, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6, ServiceName, ServiceValue,
@@ -245,29 +245,12 @@ impl Pins {
             names::CT_V4 => n(self.entries::<CtKeyV4, CtValueV4>(name, data)?),
             names::CT_V6 => n(self.entries::<CtKeyV6, CtValueV6>(name, data)?),
             names::DEVICES => n(self.entries::<u32, DeviceConfig>(name, data)?),
-            names::SRC_RANGE_V4 => n(self.maps.trie::<SrcRangeV4>(name)?),
-            names::SRC_RANGE_V6 => n(self.maps.trie::<SrcRangeV6>(name)?),
-            names::LOCAL_V4 => Some(self.prefixes::<[u8; 4]>(name, data)?),
-            names::LOCAL_V6 => Some(self.prefixes::<[u8; 16]>(name, data)?),
+            names::SRC_RANGE_V4 => n(self.maps.trie::<SrcRangeV4, u32>(name)?),
+            names::SRC_RANGE_V6 => n(self.maps.trie::<SrcRangeV6, u32>(name)?),
+            names::LOCAL_V4 => n(self.maps.trie::<[u8; 4], u8>(name)?),
+            names::LOCAL_V6 => n(self.maps.trie::<[u8; 16], u8>(name)?),
             _ => None,
         })
-    }
-
-    /// How many prefixes an LPM trie of ours (`LOCAL_V4`, `LOCAL_V6`) holds.
-    fn prefixes<K: aya::Pod>(
-        &self,
-        name: &'static str,
-        data: MapData,
-    ) -> Result<u64, InspectError> {
-        let trie: LpmTrie<MapData, K, u8> = Map::from_map_data(data)
-            .and_then(LpmTrie::try_from)
-            .map_err(|e| self.open_error(name, e))?;
-        let mut count = 0;
-        for key in trie.keys() {
-            key.map_err(|e| self.read_error(name, e))?;
-            count += 1;
-        }
-        Ok(count)
     }
 
     /// Every link pinned under the layout's links directory
