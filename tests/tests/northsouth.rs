@@ -1088,12 +1088,13 @@ both_modes! {
     }
 }
 
-/// Pins of a version-2 daemon that predates `SRC_RANGE_V4`/`_V6` (simulated:
-/// the daemon stopped, those two pins removed) are adopted: the maps are
-/// created anew and programmed before the programs that read them take over,
-/// so a denied source stays denied and an allowed one served.
+/// Pins of a version-2 daemon that predates `SRC_RANGE_V4`/`_V6` and
+/// `LOCAL_V4`/`_V6` (simulated: the daemon stopped, those four pins removed)
+/// are adopted: the maps are created anew and programmed before the programs
+/// that read them take over, so a denied source stays denied and an allowed
+/// one served.
 #[test]
-fn pins_without_the_source_range_maps_are_adopted() {
+fn pins_without_the_newer_lpm_maps_are_adopted() {
     let mut w = World::new(Mode::Ebpf);
     w.write_service(
         &ranged_service(&["198.51.100.10/32", "fd00:99::/64"]),
@@ -1110,17 +1111,17 @@ fn pins_without_the_source_range_maps_are_adopted() {
         .pin_path()
         .join(format!("v{}", proxy_common::LAYOUT_VERSION))
         .join("maps");
-    for map in ["SRC_RANGE_V4", "SRC_RANGE_V6"] {
+    const NEWER: [&str; 4] = ["SRC_RANGE_V4", "SRC_RANGE_V6", "LOCAL_V4", "LOCAL_V6"];
+    for map in NEWER {
         std::fs::remove_file(maps.join(map))
             .unwrap_or_else(|e| panic!("removing the pin of {map} in {}: {e}", maps.display()));
     }
     w.start_proxy(&[]);
     w.wait_served(SocketAddr::new(node1_ip(AddressType::IPv4), 30082), STARTUP);
     expect_lb_sources(&mut w, "the daemon that adopted them", &[AddressType::IPv4]);
-    assert!(
-        maps.join("SRC_RANGE_V4").exists(),
-        "the map is pinned again"
-    );
+    for map in NEWER {
+        assert!(maps.join(map).exists(), "{map} is pinned again");
+    }
 }
 /// Port of the echo backends of the graceful-termination test.
 const ECHO_PORT: u16 = 9100;
