@@ -319,7 +319,7 @@ fn the_daemonset_is_least_privilege_and_node_critical() {
     }
     // The API server's rule: no_new_privs and CAP_SYS_ADMIN do not go together.
     if sc.allow_privilege_escalation == Some(false) {
-        assert!(!added.contains("CAP_SYS_ADMIN"));
+        assert!(!added.contains("SYS_ADMIN"), "refused by the API server");
     }
     // Uid 0, or the added capabilities would not be effective.
     assert_eq!(sc.run_as_user, Some(0));
@@ -403,6 +403,16 @@ fn the_daemonset_mounts_what_its_flags_and_probes_name() {
     let cgroup = mount_of("/sys/fs/cgroup");
     assert_eq!(d.arg("cgroup"), Some(cgroup.mount_path.as_str()));
     assert_eq!(cgroup.read_only, Some(true));
+
+    // The runtime's pinned pod namespaces are where --netns-dir looks,
+    // read-only, with pods started later visible (HostToContainer).
+    let netns = mount_of("/run/netns");
+    assert_eq!(d.arg("netns-dir"), Some(netns.mount_path.as_str()));
+    assert_eq!(netns.read_only, Some(true));
+    assert_eq!(netns.mount_propagation.as_deref(), Some("HostToContainer"));
+    // The pins must be on the host's bpffs: never one mounted in the
+    // container, which would die with it.
+    assert_eq!(d.arg("mount-bpffs"), Some("false"));
 
     // The configuration file is the ConfigMap's config.yaml.
     let config = d.arg("config").unwrap_or_else(|| panic!("no --config"));

@@ -45,9 +45,10 @@ use proxy::{
     config::file,
 };
 use proxy_tests::{
-    Confinement, FakeApiServer, ProxyProcess,
+    Confinement, FakeApiServer, ProxyProcess, Reply,
     fake_apiserver::ApiRequest,
     manifest::{AddressType, Node},
+    pod::{PodNetns, PodUdpClient},
     proxy_bin, wait_until,
 };
 
@@ -62,6 +63,8 @@ struct Container {
     pin_path: PathBuf,
     /// The probes' port.
     healthz_port: u16,
+    /// The container's `--netns-dir`, mapped.
+    netns_dir: Option<PathBuf>,
 }
 
 impl Container {
@@ -90,6 +93,14 @@ impl Container {
                         .read_only_binds
                         .push((f.sandbox.cgroup_path().to_path_buf(), target.clone()));
                     target
+                }
+                (Some("/run/netns"), _) => {
+                    // The runtime's pinned pod namespaces: a directory of the
+                    // sandbox, where tests pin their pods' (not the machine's
+                    // /run/netns, which holds other tests' namespaces).
+                    let dir = f.sandbox.dir().join("netns");
+                    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+                    dir
                 }
                 (None, Some(source)) => {
                     let dir = f.sandbox.dir().join(format!("configmap-{}", source.name));
@@ -185,12 +196,16 @@ impl Container {
             .find(|p| p.name.as_deref() == Some("healthz"))
             .and_then(|p| u16::try_from(p.container_port).ok())
             .unwrap_or_else(|| panic!("no healthz port"));
+        let netns_dir = args
+            .iter()
+            .find_map(|a| a.to_str()?.strip_prefix("--netns-dir=").map(PathBuf::from));
         Container {
             args,
             env,
             confinement,
             pin_path,
             healthz_port,
+            netns_dir,
         }
     }
 
@@ -552,6 +567,12 @@ const EBPF_CAPABILITIES: [&str; 3] = ["BPF", "NET_ADMIN", "PERFMON"];
 /// Service ports below 1024.
 const USERSPACE_CAPABILITIES: [&str; 2] = ["NET_ADMIN", "NET_BIND_SERVICE"];
 
+/// The capability that ends pods' connected UDP sockets aimed at a removed
+/// endpoint (setns into their namespaces); without it the proxy works but
+/// cannot: shown by
+/// `sys_admin_lets_the_container_end_a_pods_udp_socket_in_its_namespace`.
+const POD_UDP_CAPABILITIES: [&str; 1] = ["SYS_ADMIN"];
+
 /// A fake API server with the node and `web` (TCP 80, UDP 53), and its kubeconfig.
 fn cluster_with_web(f: &Fixture) -> (FakeApiServer, PathBuf) {
     let api = FakeApiServer::start().expect("starting the fake API server in the sandbox");
@@ -579,12 +600,21 @@ fn each_capability_the_daemonset_adds_is_needed() {
     for cap in &all {
         assert!(
             EBPF_CAPABILITIES.contains(&cap.as_str())
-                || USERSPACE_CAPABILITIES.contains(&cap.as_str()),
-            "{cap}: not needed by the eBPF path nor by the userspace fallback"
+                || USERSPACE_CAPABILITIES.contains(&cap.as_str())
+                || POD_UDP_CAPABILITIES.contains(&cap.as_str()),
+            "{cap}: not needed by the eBPF path, the userspace fallback, nor pods' UDP flows"
         );
     }
-    for dropped in &all {
-        c.confinement.capabilities = all.iter().filter(|c| *c != dropped).cloned().collect();
+    // SYS_ADMIN implies BPF and PERFMON to the kernel: each of the others is
+    // needed once it is gone (the least-privilege set README names, which
+    // gives up only ending pods' UDP flows).
+    let least: Vec<String> = all
+        .iter()
+        .filter(|c| !POD_UDP_CAPABILITIES.contains(&c.as_str()))
+        .cloned()
+        .collect();
+    for dropped in &least {
+        c.confinement.capabilities = least.iter().filter(|c| *c != dropped).cloned().collect();
         if EBPF_CAPABILITIES.contains(&dropped.as_str()) {
             // `--mode ebpf` (over the ConfigMap's mode): no fallback to hide it.
             let mut p = c.start(
@@ -647,6 +677,111 @@ fn each_capability_the_daemonset_adds_is_needed() {
     }
 }
 
+/// The container as shipped ends a pod's connected UDP socket aimed at a
+/// removed endpoint, in the pod's own namespace (found in the runtime's pin
+/// directory, the `netns` volume); without `SYS_ADMIN` the same container
+/// keeps serving but cannot, and the pod's socket stays on its endpoint.
+#[test]
+fn sys_admin_lets_the_container_end_a_pods_udp_socket_in_its_namespace() {
+    let d = Deploy::load();
+    let f = Fixture::new(Mode::Ebpf);
+    let (api, kubeconfig) = cluster_with_web(&f);
+    let c = Container::new(&d, &f);
+    let pins = c
+        .netns_dir
+        .clone()
+        .unwrap_or_else(|| panic!("the container has no --netns-dir"));
+    let pod = PodNetns::create(&f.sandbox, 1).expect("creating the pod's network namespace");
+    std::os::unix::fs::symlink(pod.netns_path(), pins.join("cni-pod1"))
+        .unwrap_or_else(|e| panic!("pinning the pod's namespace: {e}"));
+    let vip = sock(WEB_VIP4, UDP_PORT);
+    let slice4 = slice_name(WEB, AddressType::IPv4);
+    for with_sys_admin in [true, false] {
+        let mut c = Container::new(&d, &f);
+        if !with_sys_admin {
+            c.confinement.capabilities.retain(|cap| cap != "SYS_ADMIN");
+        }
+        let mut p = c.start(
+            &f,
+            false,
+            &[
+                OsStr::new("--kubeconfig"),
+                kubeconfig.as_os_str(),
+                OsStr::new("--mode=ebpf"),
+            ],
+        );
+        let mut client =
+            PodUdpClient::start(Path::new(env!("CARGO_BIN_EXE_pxt-udp-client")), &pod, PROBE)
+                .expect("starting the UDP client in the pod");
+        let mut first = Err(String::new());
+        let served = wait_until(PROPAGATION, || {
+            if client.connect(vip).is_err() {
+                return false;
+            }
+            first = client.ask();
+            first.is_ok()
+        });
+        assert!(
+            served,
+            "the pod's first request to {vip}: {first:?}\n{}",
+            p.log()
+        );
+        let first = first.unwrap_or_default();
+        // A socket of the node's own namespace, on the same endpoint: its
+        // end says the change was programmed.
+        let ask = |socket: &std::net::UdpSocket| -> std::io::Result<String> {
+            socket.send(b"hello\n")?;
+            let mut buf = [0u8; 512];
+            let n = socket.recv(&mut buf)?;
+            let reply: Reply = String::from_utf8_lossy(&buf[..n]).parse()?;
+            Ok(reply.backend)
+        };
+        let mut own = None;
+        let own_on = wait_until(PROPAGATION, || {
+            let socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("binding");
+            socket.set_read_timeout(Some(PROBE)).expect("timeout");
+            let on = socket.connect(vip).is_ok() && ask(&socket).is_ok_and(|b| b == first);
+            own = Some(socket);
+            on
+        });
+        let own = own.unwrap_or_else(|| panic!("no socket"));
+        assert!(own_on, "no socket of the node's namespace reached {first}");
+        let keep: Vec<&str> = BACKENDS_V4
+            .iter()
+            .copied()
+            .filter(|a| backend_name(a, UDP_TARGET) != first)
+            .collect();
+        api.apply_yaml(&slice(WEB, &slice4, AddressType::IPv4, &keep));
+        let own_ended = wait_until(PROPAGATION, || {
+            ask(&own).is_err_and(|e| {
+                !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                )
+            })
+        });
+        assert!(
+            own_ended,
+            "the node's own socket on {first} was not ended\n{}",
+            p.log()
+        );
+        let answer = client.ask();
+        let pod_ended = match &answer {
+            Ok(_) => false,
+            Err(line) => !(line.starts_with("err WouldBlock") || line.starts_with("err TimedOut")),
+        };
+        assert_eq!(
+            pod_ended,
+            with_sys_admin,
+            "with SYS_ADMIN: {with_sys_admin}; the pod's socket on {first} answered {answer:?}\n{}",
+            p.log()
+        );
+        api.apply_yaml(&slice(WEB, &slice4, AddressType::IPv4, &BACKENDS_V4));
+        drop(client);
+        let _ = p.kill();
+    }
+}
+
 #[test]
 fn autos_fallback_serves_with_the_daemonsets_capabilities() {
     // A node where the programs cannot be loaded (here: no CAP_BPF, as with
@@ -665,7 +800,11 @@ fn autos_fallback_serves_with_the_daemonsets_capabilities() {
     let mut f = Fixture::new(Mode::Userspace);
     let (_api, kubeconfig) = cluster_with_web(&f);
     let mut c = Container::new(&d, &f);
-    c.confinement.capabilities.retain(|cap| cap != "BPF");
+    // SYS_ADMIN would stand in for BPF: a node whose seccomp profile refuses
+    // bpf(2) refuses it whatever the capabilities.
+    c.confinement
+        .capabilities
+        .retain(|cap| cap != "BPF" && cap != "SYS_ADMIN");
     f.proxy = Some(c.start(
         &f,
         false,

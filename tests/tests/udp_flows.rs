@@ -290,6 +290,79 @@ fn userspace_deleting_the_service_ends_a_pods_socket_in_its_own_namespace() {
     f.assert_proxy_running();
 }
 
+/// A container without `hostPID` (here: the proxy in a pid namespace of its
+/// own) cannot name the pods' processes, so their namespaces are found where
+/// the runtime pins them (`--netns-dir`, as `deploy/daemonset.yaml` mounts
+/// `/run/netns`): the pod's socket aimed at a removed endpoint is ended there.
+/// Without the flag the same proxy cannot reach it (checked by
+/// `without_sys_admin_…` for the capability, and by hand for the flag).
+#[test]
+fn without_host_pid_a_pods_socket_is_ended_through_the_pinned_namespaces() {
+    let mut f = Fixture::new(Mode::Ebpf);
+    f.write_web(&BACKENDS_V4, &BACKENDS_V6);
+    let pod = PodNetns::create(&f.sandbox, 1).expect("creating the pod's network namespace");
+    // The runtime's pin directory, holding this pod's namespace only (the
+    // machine's /run/netns holds other tests' namespaces).
+    let pins = f.sandbox.dir().join("netns");
+    std::fs::create_dir_all(&pins).expect("creating the pin directory");
+    std::os::unix::fs::symlink(pod.netns_path(), pins.join("cni-pod1"))
+        .expect("pinning the pod's namespace");
+    let netns_dir = format!("--netns-dir={}", pins.display());
+    let mut args: Vec<&str> = Mode::Ebpf.args().to_vec();
+    args.push(&netns_dir);
+    let own_pid_namespace = ["unshare", "--pid", "--kill-child=SIGTERM", "--"];
+    let manifests = f.sandbox.manifests_dir();
+    let source = [std::ffi::OsStr::new("--manifests"), manifests.as_os_str()];
+    f.proxy = Some(
+        proxy_tests::ProxyProcess::start_wrapped(
+            &own_pid_namespace,
+            &proxy_tests::proxy_bin(),
+            &f.sandbox,
+            &source,
+            &args,
+        )
+        .expect("starting the proxy in a pid namespace of its own"),
+    );
+    f.wait_ready();
+    let mut client =
+        PodUdpClient::start(Path::new(env!("CARGO_BIN_EXE_pxt-udp-client")), &pod, PROBE)
+            .expect("starting the UDP client in the pod");
+    let vip = sock(WEB_VIP4, UDP_PORT);
+    client
+        .connect(vip)
+        .unwrap_or_else(|e| panic!("connecting the pod's socket to {vip}: {e}"));
+    let first = client
+        .ask()
+        .unwrap_or_else(|e| panic!("first request from the pod to {vip}: {e}"));
+    let keep: Vec<&str> = BACKENDS_V4
+        .iter()
+        .copied()
+        .filter(|a| backend_name(a, UDP_TARGET) != first)
+        .collect();
+    f.write_web_slices(&keep, &BACKENDS_V6);
+    f.wait_for(
+        PROPAGATION,
+        &format!("the pod's socket to {vip} (on {first}) to be ended"),
+        || pod_socket_ended(&client.ask()),
+    );
+    client
+        .connect(vip)
+        .unwrap_or_else(|e| panic!("reconnecting the pod's socket to {vip}: {e}"));
+    let again = client
+        .ask()
+        .unwrap_or_else(|e| panic!("request from the pod after reconnecting to {vip}: {e}"));
+    assert_ne!(
+        again, first,
+        "the pod's new socket went to the removed endpoint"
+    );
+    let log = f.log();
+    assert!(
+        !log.contains("cannot see the processes of the hooks' cgroup"),
+        "with --netns-dir the hidden processes are not a gap to warn about:\n{log}"
+    );
+    f.assert_proxy_running();
+}
+
 const METRICS_ADDR: &str = "127.0.0.1:19249";
 
 /// The value of one series (`name{labels}` exactly as exposed), if present.
@@ -298,7 +371,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
-/// Without `CAP_SYS_ADMIN` (the DaemonSet does not grant it) the proxy may
+/// Without `CAP_SYS_ADMIN` (the least-privilege set, README) the proxy may
 /// not enter a pod's namespace: it says so once, counts each namespace it
 /// skipped, keeps running, and still ends the sockets of its own namespace.
 #[test]

@@ -42,7 +42,7 @@ use crate::{
     admin::AdminServers,
     config::{self, BindAddress, file},
     dataplane::{
-        Writer, cgroup,
+        Writer, bpffs, cgroup,
         devices::{self, DeviceSelection, PodDevices},
         hooks,
         kernel::KernelMaps,
@@ -253,6 +253,21 @@ pub struct RunArgs {
     #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub masquerade_all: bool,
+    /// Directories of pinned network namespaces (comma-separated), such as
+    /// `/run/netns`, where containerd and CRI-O pin the pods'. When a UDP
+    /// backend goes away, connected UDP sockets aimed at it are ended in each
+    /// of them too, besides the namespaces of the processes under the hooks'
+    /// cgroup (which needs `hostPID`). Entering a namespace needs
+    /// `CAP_SYS_ADMIN`.
+    #[arg(long, value_name = "DIRS", value_delimiter = ',')]
+    pub netns_dir: Vec<PathBuf>,
+    /// eBPF: mount a BPF filesystem for the pins when the pin path is on
+    /// none (as Cilium does). `false`: stop with an error instead. In a
+    /// container, a filesystem mounted there dies with it, and the pins (so
+    /// the hooks) with it: `deploy/daemonset.yaml` sets `false`.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub mount_bpffs: bool,
     /// Log format: `text` or `json`. The flag is `proxy --log-format`, shared by
     /// every subcommand (see [`super::Cli`]); [`resolve`] fills this in.
     #[arg(skip = LogFormat::Text)]
@@ -434,6 +449,7 @@ impl RunArgs {
             // Pods' sockets too: the namespaces of every process under the
             // cgroup the hooks would serve.
             udp_flow_cgroup: self.cgroup.clone().or_else(|| cgroup::cgroup2_root().ok()),
+            netns_dirs: self.netns_dir.clone(),
             ..userspace::Settings::default()
         };
 
@@ -543,8 +559,10 @@ impl RunArgs {
                     datapath = datapath.with_device_events(events);
                 }
                 // Pods' connected UDP sockets are ended in their own network
-                // namespaces: those of every process under the hooks' cgroup.
-                datapath = datapath.with_udp_flows(UdpFlowEnder::served_by(hook_cgroup));
+                // namespaces: those of every process under the hooks' cgroup,
+                // and those pinned in `--netns-dir`.
+                datapath = datapath
+                    .with_udp_flows(UdpFlowEnder::served_by(hook_cgroup, self.netns_dir.clone()));
                 let syncer = tokio::spawn(sync::run(
                     index,
                     datapath,
@@ -618,6 +636,9 @@ impl RunArgs {
             // userspace fallback, which serves no NodePort either).
             optional: self.mode == ModeArg::Auto && self.socket_lb,
         };
+        if !self.mount_bpffs {
+            bpffs::require(&pins.root)?;
+        }
         let dataplane = loader::load(pins, &cgroup, sizes, Some(tc)).with_context(|| {
             format!(
                 "loading the dataplane (cgroup {}, pins {})",

@@ -32,11 +32,36 @@ pub enum BpffsError {
     },
     #[error("{path} is not on a BPF filesystem, even after mounting one")]
     NotBpffs { path: PathBuf },
+    #[error(
+        "the pin path {path} is not on a BPF filesystem, and --mount-bpffs=false: mount one \
+         beforehand (`mount -t bpf bpf /sys/fs/bpf` on the host, as systemd does at boot)"
+    )]
+    Missing { path: PathBuf },
 }
 
 /// True when `path` is on a bpffs.
 pub fn is_bpffs(path: &Path) -> bool {
     statfs(path).is_ok_and(|s| s.filesystem_type() == BPF_FS_MAGIC)
+}
+
+/// The pin path's nearest existing directory: what it is (or will be) on.
+fn nearest(pin_path: &Path) -> &Path {
+    pin_path
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"))
+}
+
+/// Checks, mounting nothing, that `pin_path` is (or, once its directories
+/// are made, will be) on a bpffs (`--mount-bpffs=false`).
+pub fn require(pin_path: &Path) -> Result<(), BpffsError> {
+    if is_bpffs(nearest(pin_path)) {
+        Ok(())
+    } else {
+        Err(BpffsError::Missing {
+            path: pin_path.to_path_buf(),
+        })
+    }
 }
 
 /// Makes sure `pin_path` exists on a bpffs, mounting one if needed, and that the
@@ -45,11 +70,7 @@ pub fn is_bpffs(path: &Path) -> bool {
 /// The mount point is `/sys/fs/bpf` when the pin path is below it (the usual
 /// layout), else the pin path itself.
 pub fn ensure(pin_path: &Path) -> Result<(), BpffsError> {
-    let nearest = pin_path
-        .ancestors()
-        .find(|p| p.exists())
-        .unwrap_or(Path::new("/"));
-    if !is_bpffs(nearest) {
+    if !is_bpffs(nearest(pin_path)) {
         let sys_bpf = Path::new("/sys/fs/bpf");
         let mount_point = if pin_path.starts_with(sys_bpf) && sys_bpf.is_dir() {
             sys_bpf.to_path_buf()
@@ -94,4 +115,21 @@ pub fn create_dir(path: &Path) -> Result<(), BpffsError> {
             path: path.to_path_buf(),
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_mounting_a_pin_path_on_no_bpffs_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pins = dir.path().join("proxy");
+        let error = require(&pins).expect_err("a tmpfs is no bpffs");
+        assert!(
+            error.to_string().contains(&*pins.to_string_lossy()),
+            "{error}"
+        );
+        assert!(!pins.exists(), "nothing is created");
+    }
 }

@@ -1,12 +1,23 @@
 //! The node's network namespaces, and running work inside each of them.
 //!
-//! Found through the processes the socket hooks serve: every pid in the
-//! hooks' cgroup and the cgroups below it (`cgroup.procs`), then that
-//! process's `/proc/<pid>/ns/net`. Namespaces are told apart by the nsfs
-//! file's device and inode (what `ip netns identify` and `lsns` compare), so a
-//! pod's hundred processes cost one visit. Only these processes matter: a
-//! socket is aimed at a backend by the hooks only when its process is under
-//! their cgroup (on a node, the cgroup2 root: every process).
+//! Found two ways, merged:
+//! - through the processes the socket hooks serve: every pid in the hooks'
+//!   cgroup and the cgroups below it (`cgroup.procs`), then that process's
+//!   `/proc/<pid>/ns/net`. This needs the node's pid namespace (`hostPID`)
+//!   and, for processes of another user, `CAP_SYS_PTRACE`. Only these
+//!   processes matter: a socket is aimed at a backend by the hooks only when
+//!   its process is under their cgroup (on a node, the cgroup2 root: every
+//!   process);
+//! - through directories of pinned namespaces (`--netns-dir`): every nsfs
+//!   file in them, such as the pods' namespaces that containerd and CRI-O pin
+//!   in `/run/netns` (what `ip netns` lists). Opening them needs neither
+//!   `hostPID` nor `CAP_SYS_PTRACE`.
+//!
+//! Namespaces are told apart by the nsfs file's device and inode (what
+//! `ip netns identify` and `lsns` compare), so a pod's hundred processes, and
+//! a namespace found both ways, cost one visit. Each change costs one `stat`
+//! per process and per pinned file, and one `setns` plus one sock_diag dump
+//! per distinct namespace.
 //!
 //! Entering a namespace is `setns(CLONE_NEWNET)` on one dedicated OS thread
 //! that exists for that walk only; the daemon's other threads (the tokio
@@ -89,6 +100,12 @@ pub enum NetnsError {
         #[source]
         source: io::Error,
     },
+    #[error("cannot list the pinned network namespaces in {path}")]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("the namespace walker thread panicked")]
     Panicked,
 }
@@ -150,10 +167,17 @@ fn subdirs(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// The network namespaces of the processes in `cgroup` (and below), each
-/// once, apart from the daemon's own. `proc_root` is `/proc` (a parameter
-/// for tests).
-pub fn discover(cgroup: &Path, proc_root: &Path) -> Result<Discovery, NetnsError> {
+/// The network namespaces of the processes in `cgroup` (and below), and
+/// those pinned in `pin_dirs`, each once, apart from the daemon's own.
+/// `proc_root` is `/proc` (a parameter for tests). A pin directory that does
+/// not exist holds nothing yet (the runtime makes it with the first pod); one
+/// that cannot be listed otherwise is an error naming it (the caller logs it
+/// and serves its own namespace).
+pub fn discover(
+    cgroup: &Path,
+    pin_dirs: &[PathBuf],
+    proc_root: &Path,
+) -> Result<Discovery, NetnsError> {
     let own_path = proc_root.join("thread-self/ns/net");
     let own = fs::metadata(&own_path)
         .map(|m| NetnsId::of(&m))
@@ -191,7 +215,48 @@ pub fn discover(cgroup: &Path, proc_root: &Path) -> Result<Discovery, NetnsError
             found.others.push(Namespace { id, path, file });
         }
     }
+    for dir in pin_dirs {
+        add_pinned(dir, &mut seen, &mut found)?;
+    }
     Ok(found)
+}
+
+/// Adds the nsfs files in `dir` (pinned network namespaces) not yet `seen`.
+/// Anything else in it (a regular file, a namespace unpinned meanwhile) is
+/// skipped.
+fn add_pinned(
+    dir: &Path,
+    seen: &mut BTreeSet<NetnsId>,
+    found: &mut Discovery,
+) -> Result<(), NetnsError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(NetnsError::PinDir {
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        let is_nsfs = nix::sys::statfs::fstatfs(&file)
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC);
+        let Some(id) = is_nsfs
+            .then(|| file.metadata().ok().map(|m| NetnsId::of(&m)))
+            .flatten()
+        else {
+            continue;
+        };
+        if seen.insert(id) {
+            found.others.push(Namespace { id, path, file });
+        }
+    }
+    Ok(())
 }
 
 /// How a visit to one namespace went.
@@ -279,10 +344,54 @@ mod tests {
             format!("{}\n999999999\n", std::process::id()),
         )
         .expect("write");
-        let found = discover(cgroup.path(), Path::new("/proc")).expect("discover");
+        let found = discover(cgroup.path(), &[], Path::new("/proc")).expect("discover");
         assert!(found.own.is_some());
         assert!(found.others.is_empty(), "{:?}", found.others);
         assert_eq!(found.unreadable, 1, "the pid that does not exist");
+    }
+
+    /// A pin directory holding our own namespace (bind-mounting needs
+    /// privileges, so the nsfs file is `/proc`'s, reached through a symlink)
+    /// and a regular file: neither is another namespace.
+    #[test]
+    fn pinned_files_that_are_not_another_namespace_are_skipped() {
+        let cgroup = tempfile::tempdir().expect("tempdir");
+        fs::write(cgroup.path().join("cgroup.procs"), "").expect("write");
+        let pins = tempfile::tempdir().expect("tempdir");
+        fs::write(pins.path().join("not-a-namespace"), "x").expect("write");
+        std::os::unix::fs::symlink("/proc/thread-self/ns/net", pins.path().join("own"))
+            .expect("symlink");
+        let found = discover(
+            cgroup.path(),
+            &[pins.path().to_path_buf()],
+            Path::new("/proc"),
+        )
+        .expect("discover");
+        assert!(found.others.is_empty(), "{:?}", found.others);
+    }
+
+    #[test]
+    fn a_missing_pin_directory_holds_nothing_and_a_file_is_an_error_naming_it() {
+        let cgroup = tempfile::tempdir().expect("tempdir");
+        fs::write(cgroup.path().join("cgroup.procs"), "").expect("write");
+        let found = discover(
+            cgroup.path(),
+            &[PathBuf::from("/nonexistent/netns")],
+            Path::new("/proc"),
+        )
+        .expect("a missing directory is empty");
+        assert!(found.others.is_empty());
+        let file = cgroup.path().join("cgroup.procs");
+        let error = discover(
+            cgroup.path(),
+            std::slice::from_ref(&file),
+            Path::new("/proc"),
+        )
+        .expect_err("not a directory");
+        assert!(
+            error.to_string().contains(&*file.to_string_lossy()),
+            "{error}"
+        );
     }
 
     #[test]

@@ -30,8 +30,12 @@ use super::{
 enum Reach {
     /// The daemon's own only.
     Own,
-    /// Those of every process under this cgroup (the hooks'), and the own.
-    Served { cgroup: PathBuf },
+    /// Those of every process under this cgroup (the hooks'), those pinned
+    /// in `pin_dirs`, and the own.
+    Served {
+        cgroup: PathBuf,
+        pin_dirs: Vec<PathBuf>,
+    },
 }
 
 /// Ends UDP flows to gone backends; remembers whether it already said that
@@ -69,10 +73,11 @@ impl UdpFlowEnder {
     }
 
     /// Every namespace of a process under `cgroup` (the cgroup the socket
-    /// hooks attach to), and the daemon's own.
-    pub fn served_by(cgroup: PathBuf) -> Self {
+    /// hooks attach to), every namespace pinned in `pin_dirs`
+    /// (`--netns-dir`), and the daemon's own.
+    pub fn served_by(cgroup: PathBuf, pin_dirs: Vec<PathBuf>) -> Self {
         Self {
-            reach: Reach::Served { cgroup },
+            reach: Reach::Served { cgroup, pin_dirs },
             denied_logged: AtomicBool::new(false),
             hidden_logged: AtomicBool::new(false),
         }
@@ -88,17 +93,21 @@ impl UdpFlowEnder {
         }
         let others = match &self.reach {
             Reach::Own => Vec::new(),
-            Reach::Served { cgroup } => {
-                match netns::discover(cgroup, std::path::Path::new("/proc")) {
+            Reach::Served { cgroup, pin_dirs } => {
+                match netns::discover(cgroup, pin_dirs, std::path::Path::new("/proc")) {
                     Ok(found) => {
-                        if found.hidden > 0 && !self.hidden_logged.swap(true, Ordering::Relaxed) {
+                        if found.hidden > 0
+                            && pin_dirs.is_empty()
+                            && !self.hidden_logged.swap(true, Ordering::Relaxed)
+                        {
                             tracing::warn!(
                                 cgroup = %cgroup.display(),
                                 processes = found.hidden,
                                 "cannot see the processes of the hooks' cgroup (the daemon runs \
                                  in a pid namespace of its own; hostPID is off): connected UDP \
                                  sockets of pods stay aimed at removed backends; only namespaces \
-                                 of visible processes are served"
+                                 of visible processes are served (--netns-dir=/run/netns finds \
+                                 pods' namespaces without hostPID)"
                             );
                         }
                         found.others

@@ -84,6 +84,8 @@ pub struct Settings {
     /// network namespaces of the processes under this cgroup (pods'
     /// included); `None`: in the daemon's own only.
     pub udp_flow_cgroup: Option<std::path::PathBuf>,
+    /// Directories of pinned network namespaces also visited (`--netns-dir`).
+    pub netns_dirs: Vec<std::path::PathBuf>,
 }
 
 impl Default for Settings {
@@ -95,6 +97,7 @@ impl Default for Settings {
             route_protocol: config::ROUTE_PROTOCOL,
             congestion_control: None,
             udp_flow_cgroup: None,
+            netns_dirs: Vec::new(),
         }
     }
 }
@@ -157,7 +160,7 @@ impl UserspaceDatapath {
             );
         }
         let udp_flows = Arc::new(match &settings.udp_flow_cgroup {
-            Some(cgroup) => UdpFlowEnder::served_by(cgroup.clone()),
+            Some(cgroup) => UdpFlowEnder::served_by(cgroup.clone(), settings.netns_dirs.clone()),
             None => UdpFlowEnder::own_namespace(),
         });
         Ok(Self {
