@@ -128,6 +128,14 @@ impl Cidr {
     }
 }
 
+/// Whether `cidrs` hold at most one IPv4 and one IPv6 prefix (kube-proxy's
+/// rule for `--cluster-cidr`, kube-apiserver's for
+/// `--service-cluster-ip-range`).
+pub fn at_most_one_per_family(cidrs: &[Cidr]) -> bool {
+    let v4 = cidrs.iter().filter(|c| c.addr.is_ipv4()).count();
+    v4 <= 1 && cidrs.len() - v4 <= 1
+}
+
 impl FromStr for Cidr {
     type Err = NodePortError;
 
@@ -219,12 +227,6 @@ pub async fn interface_addresses() -> Result<Vec<IpAddr>, NodePortError> {
     };
     connection.abort();
     result
-}
-
-/// [`select`] over [`interface_addresses`]: the default nodeport addresses
-/// when no device list narrows them.
-pub async fn resolve(filter: &[Cidr]) -> Result<Vec<IpAddr>, NodePortError> {
-    Ok(select(interface_addresses().await?, filter))
 }
 
 #[cfg(test)]

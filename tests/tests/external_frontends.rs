@@ -351,3 +351,60 @@ fn etp_local_node_port_scopes_reach_the_maps_and_survive_a_restart() {
         "expected the restarted daemon's first sync to write nothing, got: {first}\n{log}"
     );
 }
+
+both_modes! {
+    /// CVE-2020-8554 for ClusterIPs: a manifest's ClusterIP on the cloud
+    /// metadata address, on the node's own address, or outside
+    /// `--service-cluster-ip-range` is refused (logged, named), gets no
+    /// translation and, in userspace mode, no local route; web, inside the
+    /// range, is served as before.
+    fn hijacking_cluster_ips_are_refused_and_get_no_route(mode) {
+        let mut f = Fixture::new(mode);
+        f.sandbox
+            .add_local_addr(ip(NODE_IP))
+            .unwrap_or_else(|e| panic!("adding {NODE_IP} to lo: {e}"));
+        f.write_web(&BACKENDS_V4, &BACKENDS_V6);
+        let hijackers = [("metadata", "169.254.169.254"), ("node", NODE_IP), ("outside", "10.200.0.1")];
+        for (name, vip) in hijackers {
+            f.write(&format!("{name}.yaml"), &service(name, &[vip], TCP_PORT, UDP_PORT));
+            f.write(
+                &format!("{name}-slice.yaml"),
+                &slice(name, &slice_name(name, AddressType::IPv4), AddressType::IPv4, &BACKENDS_V4),
+            );
+        }
+        f.start_proxy_with(&[
+            "--node-name",
+            "node-1",
+            "--service-cluster-ip-range",
+            "10.96.0.0/12,fd00:96::/108",
+        ]);
+        f.wait_ready();
+        let web = sock(WEB_VIP4, TCP_PORT);
+        f.wait_for(PROPAGATION, &format!("{web} to be served"), || {
+            try_backends(Kind::Tcp, web, 3).is_ok()
+        });
+        let log = f.log();
+        for (line, (name, vip)) in [
+            "the address is link-local",
+            "the address is one of this node's (CVE-2020-8554)",
+            "the address is outside --service-cluster-ip-range",
+        ]
+        .into_iter()
+        .zip(hijackers)
+        {
+            let want = format!("Service pxt/{name}: ClusterIP frontend {vip}:80/TCP refused: {line}");
+            assert!(log.contains(&want), "expected {want:?} in the log:\n{log}");
+            let refused = sock(vip, TCP_PORT);
+            if let Ok(reply) = Kind::Tcp.request(refused, PROBE) {
+                panic!("{refused} was served by {}", reply.backend);
+            }
+        }
+        let routes = f.sandbox.local_routes(proxy::config::ROUTE_PROTOCOL).unwrap_or_else(|e| panic!("{e}"));
+        for (_, vip) in hijackers {
+            assert!(!routes.contains(&ip(vip)), "a local route for {vip}: {routes:?}");
+        }
+        if mode == Mode::Userspace {
+            assert!(routes.contains(&ip(WEB_VIP4)), "web's route: {routes:?}");
+        }
+    }
+}

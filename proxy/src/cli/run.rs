@@ -53,7 +53,7 @@ use crate::{
     },
     ebpf_datapath::EbpfDatapath,
     healthcheck,
-    model::{ExternalIpGuard, Index, NodeInfo, selection},
+    model::{ExternalIpGuard, Index, NodeInfo, SourceRange, selection},
     nodeport::{Cidr, NodePortAddress, NodePortFilter},
     plan::Scope,
     source::{
@@ -253,6 +253,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub masquerade_all: bool,
+    /// The Service CIDRs (kube-apiserver's flag): comma-separated, at most
+    /// one IPv4 and one IPv6. When set, a ClusterIP outside them is refused,
+    /// reported and counted (CVE-2020-8554). Empty: ClusterIPs are not
+    /// checked against a range.
+    #[arg(long, value_name = "CIDRS", value_delimiter = ',')]
+    pub service_cluster_ip_range: Vec<Cidr>,
     /// Directories of pinned network namespaces (comma-separated), such as
     /// `/run/netns`, where containerd and CRI-O pin the pods'. When a UDP
     /// backend goes away, connected UDP sockets aimed at it are ended in each
@@ -364,6 +370,31 @@ impl RunArgs {
         runtime.block_on(self.run())
     }
 
+    /// `--service-cluster-ip-range`, checked as kube-apiserver does.
+    fn service_cidrs(&self) -> anyhow::Result<Vec<SourceRange>> {
+        let cidrs = &self.service_cluster_ip_range;
+        let shown = || {
+            cidrs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        anyhow::ensure!(
+            crate::nodeport::at_most_one_per_family(cidrs),
+            "--service-cluster-ip-range takes at most one IPv4 and one IPv6 CIDR, got {}",
+            shown()
+        );
+        cidrs
+            .iter()
+            .map(|c| {
+                SourceRange::new(c.addr, c.prefix).ok_or_else(|| {
+                    anyhow::anyhow!("--service-cluster-ip-range: {c} is not a valid CIDR")
+                })
+            })
+            .collect()
+    }
+
     async fn run(self) -> anyhow::Result<()> {
         let cluster = kube_source::Cluster::detect(self.kubeconfig.as_deref());
         if self.manifests.is_none() && cluster.is_none() && kube_source::in_pod_but_unset() {
@@ -399,13 +430,14 @@ impl RunArgs {
                  does when it cannot tell the node's IP"
             );
         }
-        let kube_client = match &cluster {
-            Some(cluster) => Some(
-                kube_source::client(cluster)
+        let (kube_client, api_server_addresses) = match &cluster {
+            Some(cluster) => {
+                let (client, addresses) = kube_source::client_and_addresses(cluster)
                     .await
-                    .context("configuring the Kubernetes client")?,
-            ),
-            None => None,
+                    .context("configuring the Kubernetes client")?;
+                (Some(client), addresses)
+            }
+            None => (None, Vec::new()),
         };
         let local = self.local_detector(kube_client.clone(), &node_name).await?;
         // Bind before touching the kernel, so a taken port fails cleanly.
@@ -459,6 +491,7 @@ impl RunArgs {
             Index::new(NodeInfo::named(node_name.clone()))
                 .with_proxy_name(self.service_proxy_name.as_deref())
                 .with_external_ip_guard(self.external_ip_guard.into())
+                .with_frontend_guard(api_server_addresses, self.service_cidrs()?)
                 .with_nodeport_primary(nodeport_primary),
         ));
         // The sync loop starts programming once every source has its first

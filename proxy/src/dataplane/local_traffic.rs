@@ -104,13 +104,7 @@ pub enum LocalDetector {
 
 /// Checks the flags at start, as kube-proxy's validation does.
 pub fn check(settings: &DetectSettings) -> Result<(), LocalDetectError> {
-    let v4 = settings
-        .cluster_cidrs
-        .iter()
-        .filter(|c| c.addr.is_ipv4())
-        .count();
-    let v6 = settings.cluster_cidrs.len() - v4;
-    if v4 > 1 || v6 > 1 {
+    if !crate::nodeport::at_most_one_per_family(&settings.cluster_cidrs) {
         let shown: Vec<String> = settings
             .cluster_cidrs
             .iter()

@@ -700,8 +700,11 @@ pub fn node(node: &core::Node) -> NodeInfo {
         addresses,
         // Not in the Node object: the daemon resolves them from interfaces.
         nodeport_addresses: Vec::new(),
-        // Not in the Node object: the daemon's setting.
+        // Not in the Node object: the daemon's settings and interfaces.
         external_ip_guard: ExternalIpGuard::default(),
+        interface_addresses: Vec::new(),
+        api_server_addresses: Vec::new(),
+        service_cidrs: Vec::new(),
     }
 }
 

@@ -47,7 +47,7 @@ use super::{
     small_set::SmallSet,
     types::{
         DesiredState, EndpointSlice, ExternalIpGuard, NodeInfo, ObjectRef, SelectionLabels,
-        Service, SourceId,
+        Service, SourceId, SourceRange,
     },
 };
 
@@ -206,6 +206,19 @@ impl Index {
         self
     }
 
+    /// Sets the API server's addresses and `--service-cluster-ip-range`
+    /// (see [`NodeInfo::api_server_addresses`], [`NodeInfo::service_cidrs`]);
+    /// set before the first sync.
+    pub fn with_frontend_guard(
+        mut self,
+        api_server_addresses: Vec<IpAddr>,
+        service_cidrs: Vec<SourceRange>,
+    ) -> Self {
+        self.node.api_server_addresses = api_server_addresses;
+        self.node.service_cidrs = service_cidrs;
+        self
+    }
+
     pub fn proxy_name(&self) -> Option<&str> {
         self.proxy_name.as_deref()
     }
@@ -224,6 +237,9 @@ impl Index {
     pub fn set_node(&mut self, mut node: NodeInfo) -> bool {
         node.nodeport_addresses = self.nodeport_on(&node);
         node.external_ip_guard = self.node.external_ip_guard;
+        node.interface_addresses = self.node.interface_addresses.clone();
+        node.api_server_addresses = self.node.api_server_addresses.clone();
+        node.service_cidrs = self.node.service_cidrs.clone();
         if self.node == node {
             return false;
         }
@@ -246,6 +262,22 @@ impl Index {
             return false;
         }
         self.node.nodeport_addresses = addresses;
+        self.dirty.all = true;
+        true
+    }
+
+    /// Sets every address of this node's interfaces (see
+    /// [`NodeInfo::interface_addresses`]). Order and duplicates do not
+    /// matter. Returns whether anything changed (then every Service is
+    /// recomputed on the next sync).
+    pub fn set_interface_addresses(&mut self, addresses: impl IntoIterator<Item = IpAddr>) -> bool {
+        let mut addresses: Vec<IpAddr> = addresses.into_iter().collect();
+        addresses.sort_unstable();
+        addresses.dedup();
+        if self.node.interface_addresses == addresses {
+            return false;
+        }
+        self.node.interface_addresses = addresses;
         self.dirty.all = true;
         true
     }

@@ -45,6 +45,23 @@ impl NodeBuilder {
         self.0.nodeport_addresses.push(ip(addr));
         self
     }
+    /// An address of one of the node's interfaces.
+    pub(crate) fn interface_address(mut self, addr: &str) -> Self {
+        self.0.interface_addresses.push(ip(addr));
+        self
+    }
+    /// An address of the API server.
+    pub(crate) fn api_server(mut self, addr: &str) -> Self {
+        self.0.api_server_addresses.push(ip(addr));
+        self
+    }
+    /// A `--service-cluster-ip-range` prefix.
+    pub(crate) fn service_cidr(mut self, addr: &str, prefix: u8) -> Self {
+        self.0
+            .service_cidrs
+            .extend(crate::model::SourceRange::new(ip(addr), prefix));
+        self
+    }
 }
 
 impl From<NodeBuilder> for NodeInfo {

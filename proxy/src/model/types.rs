@@ -107,6 +107,16 @@ pub struct NodeInfo {
     /// addresses are served (`--external-ip-guard`; set by the daemon, kept
     /// across Node updates).
     pub external_ip_guard: ExternalIpGuard,
+    /// Every address of this node's network namespace's interfaces (the
+    /// daemon reads them; kept across Node updates): a node address whatever
+    /// the Node object or `--nodeport-addresses` say.
+    pub interface_addresses: Vec<IpAddr>,
+    /// The API server's addresses (from the daemon's kubeconfig; kept across
+    /// Node updates): no frontend may take one.
+    pub api_server_addresses: Vec<IpAddr>,
+    /// `--service-cluster-ip-range`: when not empty, ClusterIPs outside it are
+    /// refused (kept across Node updates).
+    pub service_cidrs: Vec<SourceRange>,
 }
 
 /// `--external-ip-guard`: what is refused among ExternalIPs and
@@ -131,10 +141,13 @@ impl NodeInfo {
         }
     }
 
-    /// Whether `ip` is one of this node's own addresses (API or interface):
+    /// Whether `ip` is one of this node's own addresses (Node object,
+    /// nodeport or interface):
     /// such an address may not be claimed as an ExternalIP or LoadBalancer IP.
     pub fn owns(&self, ip: IpAddr) -> bool {
-        self.addresses.contains(&ip) || self.nodeport_addresses.contains(&ip)
+        self.addresses.contains(&ip)
+            || self.nodeport_addresses.contains(&ip)
+            || self.interface_addresses.contains(&ip)
     }
 
     /// The node's primary addresses, as kube's `GetNodeHostIPs` picks them:

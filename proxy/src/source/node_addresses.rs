@@ -1,6 +1,8 @@
-//! The node's own addresses as a source: the NodePort addresses
-//! (`--nodeport-addresses` over this network namespace's interface addresses,
-//! [`crate::nodeport`]) kept up to date in the Index while the daemon runs.
+//! The node's own addresses as a source: every address of this network
+//! namespace's interfaces (which no ClusterIP, and under
+//! `--external-ip-guard=strict` no ExternalIP, may take) and the NodePort
+//! addresses among them (`--nodeport-addresses`, [`crate::nodeport`]), kept up
+//! to date in the Index while the daemon runs.
 //!
 //! It re-reads the addresses after each burst of rtnetlink link and address
 //! notifications (`dataplane::devices::watch_links`, shared with the tc
@@ -14,7 +16,8 @@
 //! logged and bumps all the same (the rest must not wait for NodePorts); the
 //! addresses already in the Index stay until a read succeeds.
 //!
-//! Must not: write anything but the nodeport addresses into the Index.
+//! Must not: write anything but the interface and nodeport addresses into the
+//! Index.
 
 use std::{
     net::IpAddr,
@@ -52,8 +55,8 @@ async fn follow(
 ) {
     let mut first = true;
     loop {
-        let changed = match nodeport::resolve(&filter).await {
-            Ok(addresses) => update(&index, addresses, first),
+        let changed = match nodeport::interface_addresses().await {
+            Ok(all) => update(&index, &all, nodeport::select(all.clone(), &filter), first),
             Err(error) => {
                 tracing::warn!(
                     error = %format!("{:#}", anyhow::Error::from(error)),
@@ -85,19 +88,19 @@ async fn follow(
     }
 }
 
-/// Sets the addresses in the Index; whether they changed. Logged when they
-/// did, and always the first time.
-fn update(index: &Mutex<Index>, addresses: Vec<IpAddr>, first: bool) -> bool {
-    let changed = index
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .set_nodeport_addresses(addresses.clone());
+/// Sets the addresses in the Index; whether they changed. The NodePort ones
+/// are logged when they changed, and always the first time.
+fn update(index: &Mutex<Index>, all: &[IpAddr], addresses: Vec<IpAddr>, first: bool) -> bool {
+    let mut index = index.lock().unwrap_or_else(PoisonError::into_inner);
+    let interfaces_changed = index.set_interface_addresses(all.iter().copied());
+    let changed = index.set_nodeport_addresses(addresses.clone());
+    drop(index);
     if first {
         tracing::info!(addresses = ?addresses, "NodePort addresses");
     } else if changed {
         tracing::info!(addresses = ?addresses, "NodePort addresses changed");
     }
-    changed
+    changed || interfaces_changed
 }
 
 #[cfg(test)]
@@ -110,12 +113,18 @@ mod tests {
         let index = Mutex::new(Index::new(NodeInfo::named("n1".to_owned())));
         let a: IpAddr = "192.0.2.1".parse().expect("ip");
         let b: IpAddr = "192.0.2.2".parse().expect("ip");
-        assert!(update(&index, vec![a], true));
-        assert!(!update(&index, vec![a], false));
-        assert!(update(&index, vec![a, b], false));
-        assert!(update(&index, vec![b], false));
+        let c: IpAddr = "192.0.2.3".parse().expect("ip");
+        assert!(update(&index, &[a, c], vec![a], true));
+        assert!(!update(&index, &[a, c], vec![a], false));
+        assert!(update(&index, &[a, b, c], vec![a, b], false));
+        assert!(update(&index, &[b, c], vec![b], false));
+        assert!(
+            update(&index, &[b], vec![b], false),
+            "an interface address went"
+        );
         let node = index.lock().expect("lock").node().clone();
         assert_eq!(node.nodeport_addresses, vec![b]);
+        assert_eq!(node.interface_addresses, vec![b]);
     }
 
     /// The first read bumps even with nothing to set, so the gate opens; a

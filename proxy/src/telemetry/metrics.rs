@@ -282,8 +282,8 @@ impl Metrics {
         let refused_frontends = Family::<Labels, Gauge>::default();
         registry.register(
             name::REFUSED_FRONTENDS,
-            "External frontends (ExternalIPs, LoadBalancer IPs, NodePorts) refused \
-             for safety (CVE-2020-8554), by reason",
+            "Frontends (ExternalIPs, LoadBalancer IPs, NodePorts and, despite the \
+             name, ClusterIPs) refused for safety (CVE-2020-8554), by reason",
             refused_frontends.clone(),
         );
         for reason in RefusalReason::ALL {

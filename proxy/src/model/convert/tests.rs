@@ -364,6 +364,9 @@ fn node_name_zone_and_addresses() {
             ],
             nodeport_addresses: vec![],
             external_ip_guard: ExternalIpGuard::Default,
+            interface_addresses: vec![],
+            api_server_addresses: vec![],
+            service_cidrs: vec![],
         }
     );
     assert_eq!(

@@ -64,14 +64,12 @@ use crate::model::types::{
     SourceRange, TrafficPolicy,
 };
 
-/// The kubelet's port: no external frontend may take it (CVE-2020-8554).
+/// The kubelet's port: no frontend may take it (CVE-2020-8554).
 pub const KUBELET_PORT: u16 = 10250;
 
-/// An external frontend that is not programmed because it would hijack
-/// traffic that is not the Service's (CVE-2020-8554): always for the
-/// loopback, link-local and kubelet-port cases, and for a node address under
-/// `--external-ip-guard=strict`; reported like a
-/// [`Conflict`](super::Conflict).
+/// A frontend that is not programmed because it would hijack traffic that is
+/// not the Service's (CVE-2020-8554): see [`RefusalReason`] for when; reported
+/// like a [`Conflict`](super::Conflict).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Refusal {
     pub service: ObjectRef,
@@ -80,7 +78,12 @@ pub struct Refusal {
     pub reason: RefusalReason,
 }
 
-/// Why an external frontend is refused.
+/// Why a frontend is refused. Every kind of frontend is checked for the
+/// kubelet's port; every kind but NodePorts (node addresses by definition)
+/// for loopback, unspecified, link-local and multicast addresses and the API
+/// server's; ClusterIPs also for a node address and, with
+/// `--service-cluster-ip-range`, an address outside it; ExternalIPs and
+/// LoadBalancer IPs for a node address under `--external-ip-guard=strict`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum RefusalReason {
     /// The address is one of this node's (an ExternalIP or LoadBalancer IP),
@@ -93,14 +96,23 @@ pub enum RefusalReason {
     LinkLocal,
     /// The kubelet's port, [`KUBELET_PORT`].
     KubeletPort,
+    /// A multicast (or the IPv4 broadcast) address.
+    Multicast,
+    /// One of the API server's addresses.
+    ApiServer,
+    /// A ClusterIP outside `--service-cluster-ip-range`.
+    OutsideServiceCidr,
 }
 
 impl RefusalReason {
-    pub const ALL: [RefusalReason; 4] = [
+    pub const ALL: [RefusalReason; 7] = [
         RefusalReason::NodeAddress,
         RefusalReason::Loopback,
         RefusalReason::LinkLocal,
         RefusalReason::KubeletPort,
+        RefusalReason::Multicast,
+        RefusalReason::ApiServer,
+        RefusalReason::OutsideServiceCidr,
     ];
 
     /// Short label, for metrics.
@@ -110,6 +122,9 @@ impl RefusalReason {
             RefusalReason::Loopback => "loopback",
             RefusalReason::LinkLocal => "link_local",
             RefusalReason::KubeletPort => "kubelet_port",
+            RefusalReason::Multicast => "multicast",
+            RefusalReason::ApiServer => "api_server",
+            RefusalReason::OutsideServiceCidr => "outside_service_cidr",
         }
     }
 }
@@ -117,8 +132,16 @@ impl RefusalReason {
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let why = match self.reason {
+            RefusalReason::NodeAddress if self.kind == FrontendKind::ClusterIp => {
+                "the address is one of this node's"
+            }
             RefusalReason::NodeAddress => {
                 "the address is one of this node's (--external-ip-guard=strict)"
+            }
+            RefusalReason::Multicast => "the address is a multicast or broadcast address",
+            RefusalReason::ApiServer => "the address is the API server's",
+            RefusalReason::OutsideServiceCidr => {
+                "the address is outside --service-cluster-ip-range"
             }
             RefusalReason::Loopback => "the address is a loopback or unspecified address",
             RefusalReason::LinkLocal => "the address is link-local",
@@ -210,8 +233,17 @@ pub fn service_frontends(
                 port: port.port,
                 protocol: port.protocol,
             };
-            out.frontends
-                .push((frontend, spec(FrontendKind::ClusterIp, backends)));
+            if let Some(reason) = refusal(node, FrontendKind::ClusterIp, frontend) {
+                out.refusals.push(Refusal {
+                    service: service.id.clone(),
+                    frontend,
+                    kind: FrontendKind::ClusterIp,
+                    reason,
+                });
+            } else {
+                out.frontends
+                    .push((frontend, spec(FrontendKind::ClusterIp, backends)));
+            }
             for (kind, frontend) in external_frontends(node, service, port, addr) {
                 if let Some(reason) = refusal(node, kind, frontend) {
                     out.refusals.push(Refusal {
@@ -343,8 +375,10 @@ fn source_ranges(node: &NodeInfo, service: &Service, addr: IpAddr) -> Option<Vec
     Some(out)
 }
 
-/// Why an external frontend must not be programmed, if it must not.
+/// Why a frontend must not be programmed, if it must not (see
+/// [`RefusalReason`]).
 fn refusal(node: &NodeInfo, kind: FrontendKind, frontend: Frontend) -> Option<RefusalReason> {
+    let addr = frontend.addr;
     if frontend.port == KUBELET_PORT {
         return Some(RefusalReason::KubeletPort);
     }
@@ -352,11 +386,25 @@ fn refusal(node: &NodeInfo, kind: FrontendKind, frontend: Frontend) -> Option<Re
         // Node addresses by definition; the daemon never lists loopback ones.
         return None;
     }
-    if frontend.addr.is_loopback() || frontend.addr.is_unspecified() {
+    if addr.is_loopback() || addr.is_unspecified() {
         Some(RefusalReason::Loopback)
-    } else if is_link_local(frontend.addr) {
+    } else if is_link_local(addr) {
         Some(RefusalReason::LinkLocal)
-    } else if node.external_ip_guard == ExternalIpGuard::Strict && node.owns(frontend.addr) {
+    } else if addr.is_multicast() || addr == IpAddr::from([255, 255, 255, 255]) {
+        Some(RefusalReason::Multicast)
+    } else if node.api_server_addresses.contains(&addr) {
+        Some(RefusalReason::ApiServer)
+    } else if kind == FrontendKind::ClusterIp {
+        if node.owns(addr) {
+            Some(RefusalReason::NodeAddress)
+        } else if !node.service_cidrs.is_empty()
+            && !node.service_cidrs.iter().any(|cidr| cidr.contains(addr))
+        {
+            Some(RefusalReason::OutsideServiceCidr)
+        } else {
+            None
+        }
+    } else if node.external_ip_guard == ExternalIpGuard::Strict && node.owns(addr) {
         Some(RefusalReason::NodeAddress)
     } else {
         None

@@ -81,6 +81,47 @@ pub enum ClientError {
 /// A client for `cluster`. Nothing is sent yet: an unreachable API server shows
 /// up later, as watch errors that are retried.
 pub async fn client(cluster: &Cluster) -> Result<kube::Client, ClientError> {
+    client_and_addresses(cluster)
+        .await
+        .map(|(client, _)| client)
+}
+
+/// [`client`], and the API server's addresses: its URL's host, an IP
+/// literal or a name resolved once now (a name that does not resolve gives
+/// none, logged). No frontend may take one of them (CVE-2020-8554).
+pub async fn client_and_addresses(
+    cluster: &Cluster,
+) -> Result<(kube::Client, Vec<std::net::IpAddr>), ClientError> {
+    let config = config(cluster).await?;
+    let addresses = api_server_addresses(&config.cluster_url).await;
+    let client = kube::Client::try_from(config).map_err(|source| ClientError::Client { source })?;
+    Ok((client, addresses))
+}
+
+async fn api_server_addresses(url: &hyper::Uri) -> Vec<std::net::IpAddr> {
+    let Some(host) = url.host() else {
+        return Vec::new();
+    };
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = literal.parse() {
+        return vec![ip];
+    }
+    let port = url.port_u16().unwrap_or(443);
+    match tokio::net::lookup_host((host, port)).await {
+        Ok(found) => {
+            let mut ips: Vec<std::net::IpAddr> = found.map(|a| a.ip()).collect();
+            ips.sort_unstable();
+            ips.dedup();
+            ips
+        }
+        Err(error) => {
+            tracing::warn!(host, error = %error, "cannot resolve the API server's name: frontends on its addresses are not refused");
+            Vec::new()
+        }
+    }
+}
+
+async fn config(cluster: &Cluster) -> Result<kube::Config, ClientError> {
     let config = match cluster {
         Cluster::Kubeconfig(path) => {
             let kubeconfig =
@@ -99,7 +140,7 @@ pub async fn client(cluster: &Cluster) -> Result<kube::Client, ClientError> {
             kube::Config::incluster().map_err(|source| ClientError::InCluster { source })?
         }
     };
-    kube::Client::try_from(config).map_err(|source| ClientError::Client { source })
+    Ok(config)
 }
 
 /// This node's name: `flag` (`--node-name`, or `NODE_NAME` through clap) when

@@ -62,7 +62,9 @@ use kube::{
 use serde::de::DeserializeOwned;
 use tokio::{sync::watch, task::JoinHandle};
 
-pub use self::client::{ClientError, Cluster, client, in_pod_but_unset, node_name};
+pub use self::client::{
+    ClientError, Cluster, client, client_and_addresses, in_pod_but_unset, node_name,
+};
 use self::feed::Feed;
 pub use self::pod_cidrs::{PodCidrError, wait_for_pod_cidrs};
 use crate::model::{Index, selection::label_selector};

@@ -230,8 +230,10 @@ fn dangerous(guard: ExternalIpGuard) -> DesiredOutcome {
 }
 
 /// What is refused in both modes: loopback, unspecified, link-local, and
-/// the kubelet's port.
-const ALWAYS_REFUSED: [&str; 12] = [
+/// the kubelet's port (on ClusterIPs too).
+const ALWAYS_REFUSED: [&str; 14] = [
+    "Service shop/web: ClusterIP frontend 10.96.0.10:10250/TCP refused: the port is the kubelet's (10250) (CVE-2020-8554)",
+    "Service shop/web: ClusterIP frontend [fd00:96::10]:10250/TCP refused: the port is the kubelet's (10250) (CVE-2020-8554)",
     "Service shop/web: ExternalIP frontend 127.0.0.1:80/TCP refused: the address is a loopback or unspecified address (CVE-2020-8554)",
     "Service shop/web: ExternalIP frontend 127.0.0.1:10250/TCP refused: the port is the kubelet's (10250) (CVE-2020-8554)",
     "Service shop/web: ExternalIP frontend 169.254.169.254:80/TCP refused: the address is link-local (CVE-2020-8554)",
@@ -269,13 +271,11 @@ fn node_addresses_are_served_by_default_and_the_rest_refused() {
         frontends_of(&out.state),
         [
             "10.96.0.10:80/TCP",
-            "10.96.0.10:10250/TCP",
             "192.0.2.7:80/TCP",
             "192.168.1.10:80/TCP",
             "192.168.1.11:80/TCP",
             "192.168.1.11:30080/TCP",
             "[fd00:96::10]:80/TCP",
-            "[fd00:96::10]:10250/TCP",
         ]
     );
     assert_eq!(
@@ -298,11 +298,9 @@ fn strict_guard_refuses_node_addresses_too() {
         frontends_of(&out.state),
         [
             "10.96.0.10:80/TCP",
-            "10.96.0.10:10250/TCP",
             "192.0.2.7:80/TCP",
             "192.168.1.11:30080/TCP",
             "[fd00:96::10]:80/TCP",
-            "[fd00:96::10]:10250/TCP",
         ]
     );
     let mut want = ALWAYS_REFUSED.to_vec();
@@ -312,7 +310,94 @@ fn strict_guard_refuses_node_addresses_too() {
     ]);
     assert_eq!(refusals_of(&out), sorted(&want));
     let reasons: BTreeSet<RefusalReason> = out.refusals.iter().map(|r| r.reason).collect();
-    assert_eq!(reasons, BTreeSet::from(RefusalReason::ALL));
+    let external: BTreeSet<RefusalReason> = RefusalReason::ALL[..4].iter().copied().collect();
+    assert_eq!(reasons, external);
+}
+
+/// Every kind of frontend, ClusterIPs included, is refused on a loopback,
+/// link-local (the cloud metadata address), multicast or broadcast address
+/// and on the API server's; a ClusterIP also on any address of the node
+/// (its interfaces' included, whatever `--nodeport-addresses` says) and,
+/// with `--service-cluster-ip-range`, outside it. One Service per address,
+/// so each is seen on its own; the good ClusterIP is served.
+#[test]
+fn cluster_ips_and_every_frontend_are_guarded() {
+    let host = node(HOST)
+        .address("192.168.1.10")
+        .interface_address("10.0.0.5")
+        .api_server("192.168.1.100")
+        .service_cidr("10.96.0.0", 12)
+        .service_cidr("fd00:96::", 108);
+    let cluster_ips = [
+        "10.96.0.10",
+        "127.0.0.1",
+        "169.254.169.254",
+        "224.0.0.251",
+        "255.255.255.255",
+        "192.168.1.100",
+        "192.168.1.10",
+        "10.0.0.5",
+        "10.200.0.1",
+        "fd00:96::10",
+        "fe80::1",
+        "ff02::fb",
+        "fd00:1::1",
+    ];
+    let services = cluster_ips
+        .iter()
+        .enumerate()
+        .map(|(i, ip)| {
+            svc("shop", &format!("s{i}"))
+                .cluster_ip(ip)
+                .port("http", 80, Tcp)
+        })
+        .chain([svc("shop", "ext")
+            .cluster_ip("10.96.0.20")
+            .port("http", 80, Tcp)
+            .external_ip("192.168.1.100")
+            .external_ip("224.0.0.1")])
+        .collect();
+    let out = compute_on(host.into(), services, vec![]);
+    assert_eq!(
+        frontends_of(&out.state),
+        [
+            "10.96.0.10:80/TCP",
+            "10.96.0.20:80/TCP",
+            "[fd00:96::10]:80/TCP"
+        ]
+    );
+    let why: Vec<(String, &str)> = out
+        .refusals
+        .iter()
+        .map(|r| (r.frontend.to_string(), r.reason.label()))
+        .collect();
+    let mut why = why;
+    why.sort();
+    let mut want: Vec<(String, &str)> = [
+        ("10.0.0.5:80/TCP", "node_address"),
+        ("10.200.0.1:80/TCP", "outside_service_cidr"),
+        ("127.0.0.1:80/TCP", "loopback"),
+        ("169.254.169.254:80/TCP", "link_local"),
+        ("192.168.1.10:80/TCP", "node_address"),
+        ("192.168.1.100:80/TCP", "api_server"),
+        ("192.168.1.100:80/TCP", "api_server"),
+        ("224.0.0.1:80/TCP", "multicast"),
+        ("224.0.0.251:80/TCP", "multicast"),
+        ("255.255.255.255:80/TCP", "multicast"),
+        ("[fd00:1::1]:80/TCP", "outside_service_cidr"),
+        ("[fe80::1]:80/TCP", "link_local"),
+        ("[ff02::fb]:80/TCP", "multicast"),
+    ]
+    .iter()
+    .map(|(f, r)| ((*f).to_owned(), *r))
+    .collect();
+    want.sort();
+    assert_eq!(why, want);
+    let shown: Vec<String> = out.refusals.iter().map(ToString::to_string).collect();
+    assert!(
+        shown.contains(&"Service shop/s6: ClusterIP frontend 192.168.1.10:80/TCP refused: the address is one of this node's (CVE-2020-8554)".to_owned()),
+        "{shown:#?}"
+    );
 }
 
 /// `ipMode: Proxy`: the ingress IP gets no frontend at all (kube-proxy
