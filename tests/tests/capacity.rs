@@ -57,6 +57,13 @@ fn a_service_beyond_map_capacity_is_served_from_userspace_until_it_fits() {
         METRICS_ADDR,
     ]);
     f.wait_ready();
+    // web fills the service maps exactly: warned before anything overflows,
+    // and the fill level is a metric.
+    let warned = wait_until(PROPAGATION, || {
+        f.log().contains("eBPF map SVC_V4 is 100 % full")
+    });
+    assert!(warned, "no nearly-full warning:\n{}", f.log());
+    assert_eq!(metric(r#"proxy_map_fill_ratio{map="SVC_V4"}"#), Some(1.0));
     let routes = |f: &Fixture| {
         f.sandbox
             .local_routes(ROUTE_PROTOCOL)

@@ -17,6 +17,12 @@ pub struct FakeMaps {
     /// Check readers' invariants after every operation (on unless a test
     /// measures speed).
     pub check_invariants: bool,
+    /// Entries the service map holds (both families and scopes together);
+    /// a new key beyond it fails as a full kernel map does. `None`: no limit.
+    pub service_capacity: Option<usize>,
+    /// Operations handed to [`DataplaneMaps::execute_batch`], summed over
+    /// calls: the work a writer asks of the kernel.
+    pub offered: usize,
     calls: usize,
 }
 
@@ -27,6 +33,8 @@ impl Default for FakeMaps {
             log: Vec::new(),
             fail_at: None,
             check_invariants: true,
+            service_capacity: None,
+            offered: 0,
             calls: 0,
         }
     }
@@ -81,10 +89,36 @@ impl DataplaneMaps for FakeMaps {
         if self.fail_at == Some(call) {
             return Err(MapError::Injected);
         }
+        if let (
+            Some(capacity),
+            Op::PutService {
+                frontend,
+                scope,
+                slot,
+                ..
+            },
+        ) = (self.service_capacity, op)
+            && self.contents.services.len() >= capacity
+            && !self
+                .contents
+                .services
+                .contains_key(&(*frontend, *scope, *slot))
+        {
+            return Err(MapError::Full { map: "SVC" });
+        }
         self.contents.record(op);
         self.log.push(op.clone());
         if self.check_invariants {
             self.check_reader_invariants(op);
+        }
+        Ok(())
+    }
+
+    fn execute_batch(&mut self, ops: &[Op]) -> Result<(), crate::dataplane::maps::BatchError> {
+        self.offered += ops.len();
+        for (done, op) in ops.iter().enumerate() {
+            self.execute(op)
+                .map_err(|error| crate::dataplane::maps::BatchError { done, error })?;
         }
         Ok(())
     }

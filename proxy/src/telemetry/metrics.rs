@@ -76,6 +76,7 @@ pub mod name {
     pub const MODE: &str = "proxy_mode";
     pub const MAP_ENTRIES: &str = "proxy_map_entries";
     pub const MAP_CAPACITY: &str = "proxy_map_capacity";
+    pub const MAP_FILL: &str = "proxy_map_fill_ratio";
     pub const DATAPATH_EVENTS: &str = "proxy_datapath_events";
     pub const USERSPACE_FRONTENDS: &str = "proxy_userspace_frontends";
     pub const OVER_CAPACITY: &str = "proxy_frontends_over_capacity";
@@ -519,7 +520,7 @@ impl Metrics {
     }
 
     pub(super) fn map_entries(&self, n: MirroredEntries) {
-        *lock(&self.dataplane.mirrored) = vec![
+        let counts: Counts = vec![
             (names::SVC_V4, n.services.v4),
             (names::SVC_V6, n.services.v6),
             (names::BACKEND_V4, n.backends.v4),
@@ -528,6 +529,32 @@ impl Metrics {
             (names::REVNAT_V6, n.rev_nat.v6),
             (names::SVC_NAMES, n.svc_names),
         ];
+        if let Some(usage) = self.dataplane.usage.get() {
+            let capacities = usage.capacities();
+            for change in lock(&self.dataplane.fill).observe(&counts, &capacities) {
+                if change.nearly_full {
+                    tracing::warn!(
+                        map = change.map,
+                        entries = change.entries,
+                        capacity = change.capacity,
+                        "eBPF map {} is {:.0} % full: raise its size (--service-map-entries for \
+                         the service maps) before it overflows; frontends that do not fit are \
+                         served from userspace, slower",
+                        change.map,
+                        change.ratio() * 100.0
+                    );
+                } else {
+                    tracing::info!(
+                        map = change.map,
+                        entries = change.entries,
+                        capacity = change.capacity,
+                        "eBPF map {} is no longer nearly full",
+                        change.map
+                    );
+                }
+            }
+        }
+        *lock(&self.dataplane.mirrored) = counts;
     }
 
     pub(super) fn probe_answered(&self, probe: Probe, code: u16) {
@@ -564,6 +591,8 @@ struct DataplaneCollector {
     usage: OnceLock<Box<dyn DataplaneUsage>>,
     /// The last count of the LRU maps and when it was taken.
     lru: Mutex<Option<(Instant, Counts)>>,
+    /// Which mirrored maps are nearly full (the warning's state).
+    fill: Mutex<super::fill::FillWatch>,
 }
 
 impl DataplaneCollector {
@@ -606,7 +635,7 @@ impl Collector for DataplaneCollector {
             None,
             MetricType::Gauge,
         )?;
-        for (map, n) in entries {
+        for &(map, n) in &entries {
             ConstGauge::new(n).encode(metric.encode_family(&[("map", map)])?)?;
         }
 
@@ -617,9 +646,22 @@ impl Collector for DataplaneCollector {
             None,
             MetricType::Gauge,
         )?;
-        for c in usage.capacities() {
+        let capacities = usage.capacities();
+        for c in &capacities {
             ConstGauge::new(u64::from(c.capacity))
                 .encode(metric.encode_family(&[("map", c.map)])?)?;
+        }
+        let mut metric = encoder.encode_descriptor(
+            name::MAP_FILL,
+            "Entries over capacity of each eBPF map, 0 to 1; the proxy warns at 0.9.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (map, n) in &entries {
+            if let Some(c) = capacities.iter().find(|c| c.map == *map) {
+                ConstGauge::new(super::fill::ratio(*n, c.capacity))
+                    .encode(metric.encode_family(&[("map", *map)])?)?;
+            }
         }
 
         match usage.datapath_events() {

@@ -23,6 +23,7 @@
 //! userspace, sync, inspect or cli; write to the dataplane; or block the sync
 //! loop (every call the loop makes takes a short mutex or an atomic).
 
+pub mod fill;
 pub mod health;
 pub mod metrics;
 pub mod rejects;
