@@ -527,7 +527,7 @@ mod tests {
             desired.frontends.insert(
                 frontend,
                 FrontendSpec {
-                    service: ObjectRef::new("ns", &format!("s{i}")),
+                    service: ObjectRef::new("ns", format!("s{i}")),
                     port_name: String::new(),
                     kind: FrontendKind::ClusterIp,
                     backends: vec![backend],

@@ -10,7 +10,12 @@
 
 use std::collections::BTreeSet;
 
-use super::metrics::MapCapacity;
+/// A map's name and its `max_entries`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapCapacity {
+    pub map: &'static str,
+    pub capacity: u32,
+}
 
 /// The share of a map's capacity at which it is reported as nearly full.
 pub const WARN_AT: f64 = 0.9;

@@ -111,12 +111,7 @@ pub struct UserspaceCounters {
     pub over_capacity: Gauge,
 }
 
-/// A map's name and its `max_entries`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MapCapacity {
-    pub map: &'static str,
-    pub capacity: u32,
-}
+pub use super::fill::MapCapacity;
 
 /// Why the kernel's state could not be read at a scrape (logged, never
 /// matched on: the scrape leaves the series out).
