@@ -124,6 +124,19 @@ pub struct RunArgs {
     /// changes. Optional when a cluster is configured; both can be used at once.
     #[arg(long, value_name = "DIR")]
     pub manifests: Option<PathBuf>,
+    /// The largest manifest file read, in bytes; a larger one is rejected.
+    #[arg(long, value_name = "BYTES", default_value_t = manifests::limits::DEFAULT_MAX_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub manifest_max_bytes: u64,
+    /// How deep a manifest file's sequences and mappings may nest (at most 128).
+    #[arg(long, value_name = "N", default_value_t = manifests::limits::DEFAULT_MAX_DEPTH,
+          value_parser = |s: &str| bounded_usize(s, manifests::limits::MAX_DEPTH_CEILING))]
+    pub manifest_max_depth: usize,
+    /// How many values a manifest file may hold once its YAML aliases are
+    /// expanded (bounds alias bombs).
+    #[arg(long, value_name = "N", default_value_t = manifests::limits::DEFAULT_MAX_NODES,
+          value_parser = |s: &str| bounded_usize(s, usize::MAX))]
+    pub manifest_max_nodes: usize,
     /// A kubeconfig for the Kubernetes API server [default: the in-cluster
     /// service account when running in a pod].
     #[arg(long, value_name = "PATH")]
@@ -257,6 +270,14 @@ pub struct RunArgs {
     /// every subcommand (see [`super::Cli`]); [`resolve`] fills this in.
     #[arg(skip = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// A count from 1 to `max`.
+fn bounded_usize(s: &str, max: usize) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("expected a whole number from 1 to {max}")),
+    }
 }
 
 /// What `proxy config print-defaults` says about `logFormat`, the one file
@@ -480,7 +501,13 @@ impl RunArgs {
 
         if let Some(manifest_dir) = &self.manifests {
             let source = manifests::watch::start(
-                ManifestDir::new(manifest_dir).with_rejects(telemetry.rejects()),
+                ManifestDir::new(manifest_dir)
+                    .with_rejects(telemetry.rejects())
+                    .with_limits(manifests::Limits {
+                        max_bytes: self.manifest_max_bytes,
+                        max_depth: self.manifest_max_depth,
+                        max_nodes: self.manifest_max_nodes,
+                    }),
                 index.clone(),
                 gate.input("manifests"),
                 shutdown_rx.clone(),
