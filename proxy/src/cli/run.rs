@@ -42,12 +42,15 @@ use crate::{
     admin::AdminServers,
     config::{self, BindAddress, file},
     dataplane::{
-        Writer, cgroup,
+        Writer,
+        bpffs::{self, BpffsError},
+        cgroup,
         devices::{self, DeviceSelection, PodDevices},
         hooks,
         kernel::KernelMaps,
         loader,
         local_traffic::{self, DetectLocalMode, DetectSettings, LocalDetector},
+        pin_lock::PinLock,
         tc::TcSettings,
         udp_flows::UdpFlowEnder,
     },
@@ -414,6 +417,9 @@ impl RunArgs {
             None => None,
         };
         let local = self.local_detector(kube_client.clone(), &node_name).await?;
+        // One daemon per pin path: checked first, so a second daemon says
+        // so rather than failing on a taken port.
+        let _pin_lock = self.lock_pins()?;
         // Bind before touching the kernel, so a taken port fails cleanly.
         let initial_mode = match self.mode {
             ModeArg::Userspace => Mode::Userspace,
@@ -625,6 +631,33 @@ impl RunArgs {
 impl RunArgs {
     /// Loads and verifies the programs (attaching none: see
     /// [`EbpfDatapath::with_hooks`]) and adopts the pinned maps' contents.
+    /// The pin path's lock (`dataplane::pin_lock`), bpffs mounted there
+    /// first in the eBPF modes. `None` when there is nothing to lock: in
+    /// userspace mode without pins, or in `auto` when bpffs cannot be mounted
+    /// (loading then fails the same way and falls back). A directory that a
+    /// mount would hide is refused in both eBPF modes.
+    fn lock_pins(&self) -> anyhow::Result<Option<PinLock>> {
+        let path = &self.pin_path;
+        let mounted = match self.mode {
+            ModeArg::Userspace => bpffs::is_bpffs(path),
+            ModeArg::Ebpf => {
+                bpffs::ensure(path)
+                    .with_context(|| format!("preparing the pin path {}", path.display()))?;
+                true
+            }
+            ModeArg::Auto => match bpffs::ensure(path) {
+                Ok(()) => true,
+                Err(error @ BpffsError::NotEmpty { .. }) => return Err(error.into()),
+                Err(_) => false,
+            },
+        };
+        Ok(if mounted {
+            Some(PinLock::acquire(path)?)
+        } else {
+            None
+        })
+    }
+
     fn load_ebpf(
         &self,
         pins: &loader::PinLayout,
