@@ -417,6 +417,8 @@ impl RunArgs {
             None => None,
         };
         let local = self.local_detector(kube_client.clone(), &node_name).await?;
+        // Descriptors for the HTTP servers' clients, in every mode.
+        userspace::raise_nofile_limit();
         // One daemon per pin path: checked first, so a second daemon says
         // so rather than failing on a taken port.
         let _pin_lock = self.lock_pins()?;
