@@ -158,7 +158,8 @@ mod tests {
             max_connections: 8,
             header_timeout: Duration::from_secs(60),
         };
-        let handler = |_req: Request<Incoming>| async { Response::new(Full::new(Bytes::from("ok"))) };
+        let handler =
+            |_req: Request<Incoming>| async { Response::new(Full::new(Bytes::from("ok"))) };
         let server = tokio::spawn(serve_with(listener, "test", handler, stop, limits));
         // Six times the cap, idle or sending half a request, all held open.
         let mut flood = Vec::new();

@@ -68,7 +68,12 @@ fn health_endpoints_answer_under_a_thousand_idle_connections() {
     let mut f = Fixture::new(Mode::Ebpf);
     f.write_web(&BACKENDS_V4, &BACKENDS_V6);
     f.write("lb.yaml", &lb());
-    f.start_proxy_with(&["--node-name", "node-1", "--healthz-bind-address", HEALTHZ_ADDR]);
+    f.start_proxy_with(&[
+        "--node-name",
+        "node-1",
+        "--healthz-bind-address",
+        HEALTHZ_ADDR,
+    ]);
     f.wait_ready();
     f.wait_for(PROPAGATION, "the health-check node port to answer", || {
         matches!(http_get(HC_ADDR, "/healthz"), Ok((200, _)))

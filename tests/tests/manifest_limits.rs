@@ -34,8 +34,9 @@ fn fixture(extra: &[&str]) -> Fixture {
 /// whose data is `n` short strings: within the default limits (8 MiB, a
 /// million values) and still seconds of parsing.
 fn big_manifest(n: usize) -> String {
-    let mut text =
-        String::from("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: pad, namespace: pxt}\ndata:\n  pad: [");
+    let mut text = String::from(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: pad, namespace: pxt}\ndata:\n  pad: [",
+    );
     for i in 0..n {
         text.push_str(&format!("v{:05},", i % 100_000));
     }
@@ -54,7 +55,7 @@ fn metric(name: &str) -> f64 {
 
 #[test]
 fn health_answers_while_a_big_manifest_is_parsed() {
-    let mut f = fixture(&[]);
+    let f = fixture(&[]);
     let text = big_manifest(900_000);
     assert!(text.len() < 8 << 20, "{} bytes", text.len());
     f.write("big.yaml", &text);
@@ -111,8 +112,11 @@ fn files_over_the_limits_are_rejected_by_name_and_counted() {
     f.write("bomb.yaml", &bomb);
     f.write("deep.yaml", &"[".repeat(3_000));
     f.write("large.yaml", &format!("# {}\n", "x".repeat(5_000)));
-    std::fs::write(f.sandbox.manifests_dir().join("latin1.yaml"), b"kind: Caf\xe9\n")
-        .expect("writing latin1.yaml");
+    std::fs::write(
+        f.sandbox.manifests_dir().join("latin1.yaml"),
+        b"kind: Caf\xe9\n",
+    )
+    .expect("writing latin1.yaml");
     let series = |reason: &str| {
         format!(r#"proxy_config_rejects_total{{source="manifests",reason="{reason}"}}"#)
     };

@@ -26,16 +26,15 @@ fn a_second_daemon_on_the_same_pin_path_exits_naming_the_first() {
         let mut f = Fixture::with_web(Mode::Ebpf);
         let first = f.proxy().pid();
         let dir = f.sandbox.manifests_dir();
-        let mut second = ProxyProcess::start_with_args(
-            &proxy_bin(),
-            &f.sandbox,
-            &dir,
-            &["--mode", mode],
-        )
-        .expect("starting the second proxy");
+        let mut second =
+            ProxyProcess::start_with_args(&proxy_bin(), &f.sandbox, &dir, &["--mode", mode])
+                .expect("starting the second proxy");
         let status = wait_exit(&mut second, STARTUP);
         let log = second.log();
-        assert!(!status.success(), "{mode}: the second daemon exited with {status}; log:\n{log}");
+        assert!(
+            !status.success(),
+            "{mode}: the second daemon exited with {status}; log:\n{log}"
+        );
         assert!(
             log.contains("already uses the pin path") && log.contains(&format!("pid {first}")),
             "{mode}: expected the second daemon to name the first (pid {first}); log:\n{log}"
@@ -55,7 +54,7 @@ fn a_second_daemon_on_the_same_pin_path_exits_naming_the_first() {
 
 #[test]
 fn an_ordinary_directory_with_files_is_refused_as_pin_path() {
-    let mut f = Fixture::new(Mode::Ebpf);
+    let f = Fixture::new(Mode::Ebpf);
     f.write_web(&BACKENDS_V4, &BACKENDS_V6);
     let pins = f.sandbox.dir().join("ordinary");
     std::fs::create_dir(&pins).expect("creating the directory");
@@ -90,13 +89,18 @@ fn an_ordinary_directory_with_files_is_refused_as_pin_path() {
         }
         let log = proxy.log();
         let status = status.unwrap_or_else(|| panic!("{mode}: expected an exit; log:\n{log}"));
-        assert!(!status.success(), "{mode}: exited with {status}; log:\n{log}");
+        assert!(
+            !status.success(),
+            "{mode}: exited with {status}; log:\n{log}"
+        );
         assert!(
             log.contains("refusing to mount bpffs over") && log.contains(pin_arg),
             "{mode}: expected the refusal naming {pin_arg}; log:\n{log}"
         );
         assert_eq!(
-            std::fs::read_to_string(pins.join("keep.txt")).ok().as_deref(),
+            std::fs::read_to_string(pins.join("keep.txt"))
+                .ok()
+                .as_deref(),
             Some("mine"),
             "{mode}: the directory's file is hidden or gone"
         );
@@ -108,7 +112,9 @@ fn inspect_status_outside_bpffs_fails_clearly() {
     let f = Fixture::new(Mode::Ebpf);
     let pins = f.sandbox.dir().join("not-bpffs");
     // What a daemon's pins look like, in an ordinary directory.
-    let maps = pins.join(format!("v{}", proxy_common::LAYOUT_VERSION)).join("maps");
+    let maps = pins
+        .join(format!("v{}", proxy_common::LAYOUT_VERSION))
+        .join("maps");
     std::fs::create_dir_all(&maps).expect("creating the directories");
     let out = Command::new(proxy_bin())
         .args(["inspect", "status", "--pin-path"])
@@ -117,7 +123,11 @@ fn inspect_status_outside_bpffs_fails_clearly() {
         .expect("running proxy inspect status");
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "exited {}: {stdout}{stderr}", out.status);
+    assert!(
+        !out.status.success(),
+        "exited {}: {stdout}{stderr}",
+        out.status
+    );
     assert!(
         stderr.contains("not on a BPF filesystem") && stderr.contains(&*pins.to_string_lossy()),
         "expected a clear message naming {}; got:\n{stdout}{stderr}",

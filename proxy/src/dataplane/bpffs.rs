@@ -124,7 +124,13 @@ mod tests {
         std::fs::write(tmp.path().join("keep.txt"), "mine").unwrap();
         let error = ensure(tmp.path()).unwrap_err();
         assert!(matches!(error, BpffsError::NotEmpty { .. }), "{error:?}");
-        assert!(error.to_string().contains("refusing to mount bpffs"), "{error}");
-        assert_eq!(std::fs::read_to_string(tmp.path().join("keep.txt")).unwrap(), "mine");
+        assert!(
+            error.to_string().contains("refusing to mount bpffs"),
+            "{error}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("keep.txt")).unwrap(),
+            "mine"
+        );
     }
 }

@@ -129,7 +129,12 @@ mod tests {
             panic!("expected Held, got {error:?}");
         };
         assert_eq!(*holder, Some(std::process::id()), "{error}");
-        assert!(error.to_string().contains(&format!("pid {}", std::process::id())), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{error}"
+        );
         drop(first);
         PinLock::acquire(tmp.path()).unwrap();
     }

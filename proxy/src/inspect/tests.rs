@@ -1067,7 +1067,10 @@ fn pins_outside_bpffs_are_a_clear_error() {
     std::fs::create_dir_all(layout.maps()).unwrap();
     let error = Pins::open(layout).unwrap_err();
     assert!(matches!(error, InspectError::NotBpffs { .. }), "{error:?}");
-    assert!(error.to_string().contains("not on a BPF filesystem"), "{error}");
+    assert!(
+        error.to_string().contains("not on a BPF filesystem"),
+        "{error}"
+    );
 }
 
 #[test]

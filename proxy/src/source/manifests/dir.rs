@@ -564,7 +564,11 @@ mod tests {
     fn deep_nesting_is_rejected_at_the_depth_limit() {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("flow.yaml"), "[".repeat(200_000)).unwrap();
-        std::fs::write(tmp.path().join("block.yaml"), format!("{}x\n", "- ".repeat(40))).unwrap();
+        std::fs::write(
+            tmp.path().join("block.yaml"),
+            format!("{}x\n", "- ".repeat(40)),
+        )
+        .unwrap();
         let limits = Limits {
             max_depth: 32,
             ..Limits::default()
@@ -573,7 +577,11 @@ mod tests {
         dir.scan().unwrap();
         assert_eq!(rejects.count(ConfigSource::Manifests, "too_deep"), 2);
         // Within the limit, the same shape is fine.
-        std::fs::write(tmp.path().join("block.yaml"), format!("{}x\n", "- ".repeat(20))).unwrap();
+        std::fs::write(
+            tmp.path().join("block.yaml"),
+            format!("{}x\n", "- ".repeat(20)),
+        )
+        .unwrap();
         dir.scan().unwrap();
         assert_eq!(rejects.count(ConfigSource::Manifests, "too_deep"), 2);
     }

@@ -18,7 +18,9 @@
 
 use std::{cell::Cell, fmt};
 
-use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
+use serde::de::{
+    self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
+};
 use serde_norway::{Mapping, Value, value::Tag, value::TaggedValue};
 
 /// The default of `--manifest-max-bytes`: 8 MiB (a ConfigMap holds at most 1 MiB).
@@ -57,9 +59,15 @@ impl Default for Limits {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exceeded {
     /// Longer than `max_bytes` (the length seen, if known).
-    Size { limit: u64 },
-    Depth { limit: usize },
-    Nodes { limit: usize },
+    Size {
+        limit: u64,
+    },
+    Depth {
+        limit: usize,
+    },
+    Nodes {
+        limit: usize,
+    },
 }
 
 impl Exceeded {
@@ -334,7 +342,10 @@ mod tests {
             check_flow_depth("a: [[[1]]]", 2),
             Err(Exceeded::Depth { limit: 2 })
         );
-        let quoted = format!("a: '{0}'\nb: \"{0}\\\"{0}\"\n# {0}\nc: x # {0}\n", "[".repeat(100));
+        let quoted = format!(
+            "a: '{0}'\nb: \"{0}\\\"{0}\"\n# {0}\nc: x # {0}\n",
+            "[".repeat(100)
+        );
         assert_eq!(check_flow_depth(&quoted, 2), Ok(()));
         // An apostrophe inside a plain scalar opens nothing.
         let text = format!("a: don't\nb: {}", "[".repeat(10));

@@ -199,15 +199,16 @@ pub fn parse_file_with(
     let counter = Counter::new(*limits);
     let mut documents = Vec::new();
     for document in serde_norway::Deserializer::from_str(text) {
-        let value = Budget::root(&counter)
-            .deserialize(document)
-            .map_err(|e| match counter.exceeded() {
-                Some(exceeded) => over(exceeded),
-                None => ManifestError::Yaml {
-                    file: path.to_owned(),
-                    reason: e.to_string(),
-                },
-            })?;
+        let value =
+            Budget::root(&counter)
+                .deserialize(document)
+                .map_err(|e| match counter.exceeded() {
+                    Some(exceeded) => over(exceeded),
+                    None => ManifestError::Yaml {
+                        file: path.to_owned(),
+                        reason: e.to_string(),
+                    },
+                })?;
         documents.push(value);
     }
 
