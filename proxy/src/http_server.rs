@@ -179,4 +179,42 @@ mod tests {
         stop_tx.send(true).unwrap();
         server.await.unwrap();
     }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed_after_the_header_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop) = watch::channel(false);
+        let limits = Limits {
+            max_connections: 8,
+            header_timeout: Duration::from_millis(200),
+        };
+        let handler =
+            |_req: Request<Incoming>| async { Response::new(Full::new(Bytes::from("ok"))) };
+        let server = tokio::spawn(serve_with(listener, "test", handler, stop, limits));
+        let closed = |mut stream: tokio::net::TcpStream| async move {
+            let mut rest = Vec::new();
+            tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+                .await
+                .expect("closed by the server")
+                .ok();
+        };
+        // Silent from the start.
+        closed(tokio::net::TcpStream::connect(addr).await.unwrap()).await;
+        // Half a request.
+        let mut half = tokio::net::TcpStream::connect(addr).await.unwrap();
+        half.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        closed(half).await;
+        // Silent after a first keep-alive request.
+        let mut kept = tokio::net::TcpStream::connect(addr).await.unwrap();
+        kept.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut first = [0u8; 64];
+        let n = kept.read(&mut first).await.unwrap();
+        assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+        closed(kept).await;
+        stop_tx.send(true).unwrap();
+        server.await.unwrap();
+    }
 }
