@@ -58,7 +58,7 @@ impl Default for Limits {
 /// Which limit a file went over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exceeded {
-    /// Longer than `max_bytes` (the length seen, if known).
+    /// Longer than `max_bytes`.
     Size {
         limit: u64,
     },
