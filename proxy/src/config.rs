@@ -54,12 +54,13 @@ pub const DEFAULT_HEALTHZ_PORT: u16 = 10256;
 pub const DEFAULT_HEALTHZ_TIMEOUT: &str = "60s";
 
 /// Every HTTP server of the daemon (metrics, health, health-check node
-/// ports): how long a client may take to send a request's headers.
-pub const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// ports): how long a client may take to send a request's headers (probes
+/// send theirs at once; kubelet's probes time out after 1 s by default).
+pub const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Every HTTP server of the daemon: connections served at once by one
-/// server; more are closed at accept.
-pub const HTTP_MAX_CONNECTIONS: usize = 64;
+/// server; a new one beyond that closes the oldest (`http_server`).
+pub const HTTP_MAX_CONNECTIONS: usize = 4096;
 
 /// How long a connection to a deleted endpoint may go on: the userspace path
 /// closes it then, the tc path deletes the endpoint's backend entry then.

@@ -1,27 +1,53 @@
 //! The accept loop both kinds of HTTP server in the daemon share: the admin
 //! servers (`admin`) and the health-check node ports (`healthcheck`).
 //!
-//! HTTP/1 only. Headers must arrive within [`HTTP_HEADER_TIMEOUT`]; at most
-//! [`HTTP_MAX_CONNECTIONS`] connections are served at once per server (one
-//! beyond that is closed at once); a failed `accept` (out of file
-//! descriptors, usually) is retried after a short pause instead of spinning;
-//! when `stop` flips, the loop ends and every open connection is dropped.
+//! HTTP/1 only. Built so that idle or slow clients cannot starve the probes
+//! (kubelet's liveness probe on `/livez`, cloud load balancers on the
+//! health-check node ports):
+//! - headers must arrive within [`HTTP_HEADER_TIMEOUT`] (a keep-alive
+//!   connection gets the same time for its next request);
+//! - up to [`HTTP_MAX_CONNECTIONS`] connections per server are served at
+//!   once; a new one beyond that closes the **oldest** open connection, so
+//!   a flood can never lock out a new client, whose request arrives at once;
+//! - a failed `accept` (out of file descriptors, usually) is retried after
+//!   a short pause instead of spinning;
+//! - when `stop` flips, the loop ends and every open connection is dropped.
 //!
 //! Must not: know what is served (the caller's handler answers every
 //! request).
 
-use std::{convert::Infallible, future::Future, time::Duration};
+use std::{collections::VecDeque, convert::Infallible, future::Future, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+use tokio::{
+    net::TcpListener,
+    sync::watch,
+    task::{AbortHandle, JoinSet},
+};
 
 use crate::config::{HTTP_HEADER_TIMEOUT, HTTP_MAX_CONNECTIONS};
 
 /// How long a failed `accept` waits before the next.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// What one server allows its clients.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: HTTP_MAX_CONNECTIONS,
+            header_timeout: HTTP_HEADER_TIMEOUT,
+        }
+    }
+}
 
 /// Accepts on `listener` and answers each request with `handler` until
 /// `stop` flips. `server` names the server in logs.
@@ -29,36 +55,59 @@ pub async fn serve<H, F>(
     listener: TcpListener,
     server: &'static str,
     handler: H,
+    stop: watch::Receiver<bool>,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    serve_with(listener, server, handler, stop, Limits::default()).await;
+}
+
+/// [`serve`] with explicit limits.
+pub async fn serve_with<H, F>(
+    listener: TcpListener,
+    server: &'static str,
+    handler: H,
     mut stop: watch::Receiver<bool>,
+    limits: Limits,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
     let addr = listener.local_addr().ok();
     let mut connections = JoinSet::new();
+    // Oldest first; finished ones are skipped when shedding and pruned now
+    // and then.
+    let mut by_age: VecDeque<AbortHandle> = VecDeque::new();
+    let header_timeout = limits.header_timeout;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
-                    if connections.len() >= HTTP_MAX_CONNECTIONS {
-                        tracing::debug!(server, ?addr, "too many connections; closing a new one");
-                        continue;
+                    while connections.try_join_next().is_some() {}
+                    if connections.len() >= limits.max_connections.max(1) {
+                        shed_oldest(&mut by_age);
+                        tracing::debug!(server, ?addr, "too many connections; closed the oldest");
                     }
                     let handler = handler.clone();
-                    connections.spawn(async move {
+                    let handle = connections.spawn(async move {
                         let service = service_fn(move |req| {
                             let answer = handler(req);
                             async move { Ok::<_, Infallible>(answer.await) }
                         });
                         let served = http1::Builder::new()
                             .timer(TokioTimer::new())
-                            .header_read_timeout(HTTP_HEADER_TIMEOUT)
+                            .header_read_timeout(header_timeout)
                             .serve_connection(TokioIo::new(stream), service)
                             .await;
                         if let Err(error) = served {
                             tracing::debug!(server, error = %error, "HTTP connection ended with an error");
                         }
                     });
+                    by_age.push_back(handle);
+                    if by_age.len() > 2 * limits.max_connections.max(1) {
+                        by_age.retain(|h| !h.is_finished());
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(server, ?addr, error = %error, "accepting a connection failed");
@@ -68,5 +117,104 @@ pub async fn serve<H, F>(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = stop.changed() => break,
         }
+    }
+}
+
+/// Closes the oldest connection still open.
+fn shed_oldest(by_age: &mut VecDeque<AbortHandle>) {
+    while let Some(oldest) = by_age.pop_front() {
+        if !oldest.is_finished() {
+            oldest.abort();
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![expect(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    async fn get(addr: std::net::SocketAddr) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
+    #[tokio::test]
+    async fn a_new_client_is_answered_while_idle_connections_fill_the_server() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop) = watch::channel(false);
+        let limits = Limits {
+            max_connections: 8,
+            header_timeout: Duration::from_secs(60),
+        };
+        let handler =
+            |_req: Request<Incoming>| async { Response::new(Full::new(Bytes::from("ok"))) };
+        let server = tokio::spawn(serve_with(listener, "test", handler, stop, limits));
+        // Six times the cap, idle or sending half a request, all held open.
+        let mut flood = Vec::new();
+        for i in 0..48 {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            if i % 2 == 0 {
+                stream.write_all(b"GET /livez HTTP/1.1\r\n").await.unwrap();
+            }
+            flood.push(stream);
+        }
+        for _ in 0..3 {
+            let answer = tokio::time::timeout(Duration::from_secs(10), get(addr))
+                .await
+                .expect("answered while the server is full");
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        }
+        stop_tx.send(true).unwrap();
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed_after_the_header_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop) = watch::channel(false);
+        let limits = Limits {
+            max_connections: 8,
+            header_timeout: Duration::from_millis(200),
+        };
+        let handler =
+            |_req: Request<Incoming>| async { Response::new(Full::new(Bytes::from("ok"))) };
+        let server = tokio::spawn(serve_with(listener, "test", handler, stop, limits));
+        let closed = |mut stream: tokio::net::TcpStream| async move {
+            let mut rest = Vec::new();
+            tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+                .await
+                .expect("closed by the server")
+                .ok();
+        };
+        // Silent from the start.
+        closed(tokio::net::TcpStream::connect(addr).await.unwrap()).await;
+        // Half a request.
+        let mut half = tokio::net::TcpStream::connect(addr).await.unwrap();
+        half.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        closed(half).await;
+        // Silent after a first keep-alive request.
+        let mut kept = tokio::net::TcpStream::connect(addr).await.unwrap();
+        kept.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut first = [0u8; 64];
+        let n = kept.read(&mut first).await.unwrap();
+        assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+        closed(kept).await;
+        stop_tx.send(true).unwrap();
+        server.await.unwrap();
     }
 }

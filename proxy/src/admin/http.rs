@@ -4,9 +4,9 @@
 //! Each request is answered from in-memory state (and, for `/metrics`, the
 //! read-only map handles), so a slow or hostile client can hold at most a
 //! connection: headers must arrive within [`crate::config::HTTP_HEADER_TIMEOUT`],
-//! and at most [`crate::config::HTTP_MAX_CONNECTIONS`] are served at once per server
-//! (the accept loop is [`crate::http_server`]'s, shared with the health-check
-//! node ports).
+//! and at most [`crate::config::HTTP_MAX_CONNECTIONS`] are served at once per
+//! server, a new one closing the oldest (the accept loop is
+//! [`crate::http_server`]'s, shared with the health-check node ports).
 
 use bytes::Bytes;
 use http_body_util::Full;

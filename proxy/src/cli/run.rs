@@ -42,12 +42,15 @@ use crate::{
     admin::AdminServers,
     config::{self, BindAddress, file},
     dataplane::{
-        Writer, bpffs, cgroup,
+        Writer,
+        bpffs::{self, BpffsError},
+        cgroup,
         devices::{self, DeviceSelection, PodDevices},
         hooks,
         kernel::KernelMaps,
         loader,
         local_traffic::{self, DetectLocalMode, DetectSettings, LocalDetector},
+        pin_lock::PinLock,
         tc::TcSettings,
         udp_flows::UdpFlowEnder,
     },
@@ -124,6 +127,19 @@ pub struct RunArgs {
     /// changes. Optional when a cluster is configured; both can be used at once.
     #[arg(long, value_name = "DIR")]
     pub manifests: Option<PathBuf>,
+    /// The largest manifest file read, in bytes; a larger one is rejected.
+    #[arg(long, value_name = "BYTES", default_value_t = manifests::limits::DEFAULT_MAX_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub manifest_max_bytes: u64,
+    /// How deep a manifest file's sequences and mappings may nest (at most 128).
+    #[arg(long, value_name = "N", default_value_t = manifests::limits::DEFAULT_MAX_DEPTH,
+          value_parser = |s: &str| bounded_usize(s, manifests::limits::MAX_DEPTH_CEILING))]
+    pub manifest_max_depth: usize,
+    /// How many values a manifest file may hold once its YAML aliases are
+    /// expanded (bounds alias bombs).
+    #[arg(long, value_name = "N", default_value_t = manifests::limits::DEFAULT_MAX_NODES,
+          value_parser = |s: &str| bounded_usize(s, usize::MAX))]
+    pub manifest_max_nodes: usize,
     /// A kubeconfig for the Kubernetes API server [default: the in-cluster
     /// service account when running in a pod].
     #[arg(long, value_name = "PATH")]
@@ -278,6 +294,14 @@ pub struct RunArgs {
     /// every subcommand (see [`super::Cli`]); [`resolve`] fills this in.
     #[arg(skip = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// A count from 1 to `max`.
+fn bounded_usize(s: &str, max: usize) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("expected a whole number from 1 to {max}")),
+    }
 }
 
 /// What `proxy config print-defaults` says about `logFormat`, the one file
@@ -440,6 +464,11 @@ impl RunArgs {
             None => (None, Vec::new()),
         };
         let local = self.local_detector(kube_client.clone(), &node_name).await?;
+        // Descriptors for the HTTP servers' clients, in every mode.
+        userspace::raise_nofile_limit();
+        // One daemon per pin path: checked first, so a second daemon says
+        // so rather than failing on a taken port.
+        let _pin_lock = self.lock_pins()?;
         // Bind before touching the kernel, so a taken port fails cleanly.
         let initial_mode = match self.mode {
             ModeArg::Userspace => Mode::Userspace,
@@ -529,7 +558,13 @@ impl RunArgs {
 
         if let Some(manifest_dir) = &self.manifests {
             let source = manifests::watch::start(
-                ManifestDir::new(manifest_dir).with_rejects(telemetry.rejects()),
+                ManifestDir::new(manifest_dir)
+                    .with_rejects(telemetry.rejects())
+                    .with_limits(manifests::Limits {
+                        max_bytes: self.manifest_max_bytes,
+                        max_depth: self.manifest_max_depth,
+                        max_nodes: self.manifest_max_nodes,
+                    }),
                 index.clone(),
                 gate.input("manifests"),
                 shutdown_rx.clone(),
@@ -649,6 +684,33 @@ impl RunArgs {
 impl RunArgs {
     /// Loads and verifies the programs (attaching none: see
     /// [`EbpfDatapath::with_hooks`]) and adopts the pinned maps' contents.
+    /// The pin path's lock (`dataplane::pin_lock`), bpffs mounted there
+    /// first in the eBPF modes. `None` when there is nothing to lock: in
+    /// userspace mode without pins, or in `auto` when bpffs cannot be mounted
+    /// (loading then fails the same way and falls back). A directory that a
+    /// mount would hide is refused in both eBPF modes.
+    fn lock_pins(&self) -> anyhow::Result<Option<PinLock>> {
+        let path = &self.pin_path;
+        let mounted = match self.mode {
+            ModeArg::Userspace => bpffs::is_bpffs(path),
+            ModeArg::Ebpf => {
+                bpffs::ensure(path)
+                    .with_context(|| format!("preparing the pin path {}", path.display()))?;
+                true
+            }
+            ModeArg::Auto => match bpffs::ensure(path) {
+                Ok(()) => true,
+                Err(error @ BpffsError::NotEmpty { .. }) => return Err(error.into()),
+                Err(_) => false,
+            },
+        };
+        Ok(if mounted {
+            Some(PinLock::acquire(path)?)
+        } else {
+            None
+        })
+    }
+
     fn load_ebpf(
         &self,
         pins: &loader::PinLayout,

@@ -30,6 +30,11 @@ pub enum BpffsError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "refusing to mount bpffs over {path}: it is an ordinary directory with files in it, \
+         which the mount would hide (give --pin-path an empty or new directory, or one on bpffs)"
+    )]
+    NotEmpty { path: PathBuf },
     #[error("{path} is not on a BPF filesystem, even after mounting one")]
     NotBpffs { path: PathBuf },
     #[error(
@@ -68,13 +73,19 @@ pub fn require(pin_path: &Path) -> Result<(), BpffsError> {
 /// directory is private to root (0700): the pins are the dataplane.
 ///
 /// The mount point is `/sys/fs/bpf` when the pin path is below it (the usual
-/// layout), else the pin path itself.
+/// layout), else the pin path itself, which must then be new or empty: a
+/// mount over files would hide them.
 pub fn ensure(pin_path: &Path) -> Result<(), BpffsError> {
     if !is_bpffs(nearest(pin_path)) {
         let sys_bpf = Path::new("/sys/fs/bpf");
         let mount_point = if pin_path.starts_with(sys_bpf) && sys_bpf.is_dir() {
             sys_bpf.to_path_buf()
         } else {
+            if has_entries(pin_path) {
+                return Err(BpffsError::NotEmpty {
+                    path: pin_path.to_path_buf(),
+                });
+            }
             create_dir(pin_path)?;
             pin_path.to_path_buf()
         };
@@ -105,6 +116,11 @@ pub fn ensure(pin_path: &Path) -> Result<(), BpffsError> {
     })
 }
 
+/// True when `path` is a directory with something in it.
+fn has_entries(path: &Path) -> bool {
+    fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_some())
+}
+
 /// Creates a directory and its parents with mode 0700.
 pub fn create_dir(path: &Path) -> Result<(), BpffsError> {
     fs::DirBuilder::new()
@@ -119,11 +135,13 @@ pub fn create_dir(path: &Path) -> Result<(), BpffsError> {
 
 #[cfg(test)]
 mod tests {
+    #![expect(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
+
     use super::*;
 
     #[test]
     fn without_mounting_a_pin_path_on_no_bpffs_is_an_error_naming_it() {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = tempfile::tempdir().unwrap();
         let pins = dir.path().join("proxy");
         let error = require(&pins).expect_err("a tmpfs is no bpffs");
         assert!(
@@ -131,5 +149,21 @@ mod tests {
             "{error}"
         );
         assert!(!pins.exists(), "nothing is created");
+    }
+
+    #[test]
+    fn an_ordinary_directory_with_files_is_never_mounted_over() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("keep.txt"), "mine").unwrap();
+        let error = ensure(tmp.path()).unwrap_err();
+        assert!(matches!(error, BpffsError::NotEmpty { .. }), "{error:?}");
+        assert!(
+            error.to_string().contains("refusing to mount bpffs"),
+            "{error}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("keep.txt")).unwrap(),
+            "mine"
+        );
     }
 }

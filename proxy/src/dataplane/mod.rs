@@ -1,5 +1,5 @@
 //! Everything that touches the kernel: finding cgroup2 and bpffs, the
-//! versioned pin layout (`pins`), loading and attaching the programs
+//! versioned pin layout (`pins`) and its one-daemon lock (`pin_lock`), loading and attaching the programs
 //! (`loader`, with what it reports in `hooks`), the map seam (`maps`) with its
 //! aya implementation (`kernel`), the map layouts ⇄ our types (`layout`), the
 //! one read-only reader of the service, backend, rev-NAT and name maps
@@ -22,6 +22,7 @@ pub mod loader;
 pub mod local_traffic;
 pub mod maps;
 pub mod netns;
+pub mod pin_lock;
 pub mod pins;
 pub mod reader;
 pub mod sockets;

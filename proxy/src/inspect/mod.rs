@@ -57,6 +57,12 @@ pub enum InspectError {
         /// newer daemon's pins), for the message.
         found: Vec<u32>,
     },
+    #[error(
+        "{dir} is not on a BPF filesystem, so it holds no pinned maps: pass the \
+         daemon's --pin-path (a directory on bpffs)",
+        dir = dir.display()
+    )]
+    NotBpffs { dir: PathBuf },
     /// The pinned maps or their directory could not be read (the one
     /// reader's error, word for word).
     #[error(transparent)]

@@ -66,6 +66,10 @@ impl Pins {
                 .unwrap_or_default()
         };
         match fs::metadata(&maps_dir) {
+            // Not pins, whatever the names say (a copy, a stray mkdir).
+            Ok(meta) if meta.is_dir() && !crate::dataplane::bpffs::is_bpffs(&maps_dir) => {
+                Err(InspectError::NotBpffs { dir: layout.root })
+            }
             Ok(meta) if meta.is_dir() => Ok(Self {
                 layout,
                 maps: PinnedMaps::new(maps_dir),

@@ -1061,6 +1061,19 @@ fn pins_of_another_layout_are_named_in_the_error() {
 }
 
 #[test]
+fn pins_outside_bpffs_are_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = crate::dataplane::loader::PinLayout::new(dir.path());
+    std::fs::create_dir_all(layout.maps()).unwrap();
+    let error = Pins::open(layout).unwrap_err();
+    assert!(matches!(error, InspectError::NotBpffs { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains("not on a BPF filesystem"),
+        "{error}"
+    );
+}
+
+#[test]
 fn a_missing_pin_path_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let layout = crate::dataplane::loader::PinLayout::new(dir.path().join("nowhere"));

@@ -494,8 +494,10 @@ pub(super) fn nofile_limits() -> Option<libc::rlimit> {
     (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0).then_some(limit)
 }
 
-/// Raises the soft limit on open files to the hard limit.
-fn raise_nofile_limit() {
+/// Raises the soft limit on open files to the hard limit (as Go programs
+/// such as kube-proxy do at start): every listener and connection is a
+/// descriptor.
+pub fn raise_nofile_limit() {
     let Some(limit) = nofile_limits() else {
         return;
     };

@@ -1,7 +1,9 @@
 //! [`ManifestDir`]: the current contents of a manifest directory, file by file.
 //!
-//! A file that cannot be read as YAML keeps its last good contents (what is
-//! programmed stays) and is reported once per change. A file that disappears
+//! A file that cannot be read as YAML (or is not UTF-8, or is over one of
+//! the [`Limits`]) keeps its last good contents (what is programmed stays)
+//! and is reported and counted once per change. No more than
+//! `max_bytes + 1` bytes of a file are ever read. A file that disappears
 //! takes its objects with it. Hidden files (editor swap files, the `..data`
 //! links of a mounted ConfigMap) are skipped; symlinked files are followed.
 //!
@@ -20,7 +22,10 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use super::parse::{ParsedFile, parse_file};
+use super::{
+    limits::{Exceeded, Limits},
+    parse::{ManifestError, ParsedFile, parse_file_with},
+};
 use crate::model::{EndpointSlice, ObjectRef, Service};
 use crate::telemetry::{ConfigRejects, ConfigSource};
 
@@ -81,6 +86,7 @@ pub struct ManifestDir {
     dir: PathBuf,
     files: BTreeMap<PathBuf, FileState>,
     rejects: ConfigRejects,
+    limits: Limits,
     /// [`SETTLE`], shorter in tests.
     settle: Duration,
 }
@@ -100,6 +106,7 @@ impl ManifestDir {
             dir: dir.into(),
             files: BTreeMap::new(),
             rejects: ConfigRejects::default(),
+            limits: Limits::default(),
             settle: SETTLE,
         }
     }
@@ -107,6 +114,12 @@ impl ManifestDir {
     /// Counts each problem (reported once per change of a file) in `rejects`.
     pub fn with_rejects(mut self, rejects: ConfigRejects) -> Self {
         self.rejects = rejects;
+        self
+    }
+
+    /// Parses each file under `limits`.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -171,15 +184,15 @@ impl ManifestDir {
             return;
         }
         let stamp = stamp.filter(|s| s.settled(SystemTime::now(), self.settle));
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
+        let bytes = match read_bounded(path, self.limits.max_bytes) {
+            Ok(bytes) => bytes,
             Err(error) => {
-                // Vanished between listing and reading, or not UTF-8: keep what we had.
+                // Vanished between listing and reading: keep what we had.
                 tracing::warn!(file = %path.display(), error = %error, "cannot read manifest; keeping its last good contents");
                 return;
             }
         };
-        let fingerprint = fingerprint(&text);
+        let fingerprint = fingerprint(&bytes);
         if let Some(state) = self.files.get_mut(path)
             && state.fingerprint == fingerprint
         {
@@ -188,7 +201,23 @@ impl ManifestDir {
         }
         let previous = self.files.remove(path).and_then(|f| f.good);
         changes.note(previous.as_ref());
-        let good = match parse_file(path, &text) {
+        let parsed = if bytes.len() as u64 > self.limits.max_bytes {
+            Err(ManifestError::Limit {
+                file: path.to_owned(),
+                exceeded: Exceeded::Size {
+                    limit: self.limits.max_bytes,
+                },
+            })
+        } else {
+            match String::from_utf8(bytes) {
+                Ok(text) => parse_file_with(path, &text, &self.limits),
+                Err(error) => Err(ManifestError::NotUtf8 {
+                    file: path.to_owned(),
+                    reason: error.utf8_error().to_string(),
+                }),
+            }
+        };
+        let good = match parsed {
             Ok(parsed) => {
                 // Each problem's text starts with the file, the object and the reason.
                 for problem in &parsed.problems {
@@ -230,6 +259,30 @@ impl ManifestDir {
         );
     }
 
+    /// The objects among `changes` that more than one file defines: the
+    /// same clash [`ManifestDir::objects`] reports at start, for a file
+    /// changed while running. The first file (by path) wins.
+    pub fn duplicates(&self, changes: &Changes) -> Vec<Duplicate> {
+        let mut out = Vec::new();
+        for id in &changes.services {
+            let files = self.files_with(|p| p.services.iter().any(|s| s.id == *id));
+            out.extend(Duplicate::of("Service", id, &files));
+        }
+        for id in &changes.slices {
+            let files = self.files_with(|p| p.slices.iter().any(|s| s.id == *id));
+            out.extend(Duplicate::of("EndpointSlice", id, &files));
+        }
+        out
+    }
+
+    fn files_with(&self, has: impl Fn(&ParsedFile) -> bool) -> Vec<&Path> {
+        self.files
+            .iter()
+            .filter(|(_, f)| f.good.as_ref().is_some_and(&has))
+            .map(|(p, _)| p.as_path())
+            .collect()
+    }
+
     /// Every object, merged across files. When two files define the same object,
     /// the first file (by path) wins and the clash is logged.
     pub fn objects(&self) -> (Vec<Service>, Vec<EndpointSlice>) {
@@ -256,6 +309,36 @@ impl ManifestDir {
             services.into_values().map(|(_, s)| s.clone()).collect(),
             slices.into_values().map(|(_, s)| s.clone()).collect(),
         )
+    }
+}
+
+/// An object defined in more than one file: `file` is ignored, `first` used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Duplicate {
+    pub kind: &'static str,
+    pub object: ObjectRef,
+    pub first: PathBuf,
+    pub file: PathBuf,
+}
+
+impl Duplicate {
+    fn of(kind: &'static str, id: &ObjectRef, files: &[&Path]) -> Vec<Self> {
+        let Some((first, rest)) = files.split_first() else {
+            return Vec::new();
+        };
+        rest.iter()
+            .map(|file| Duplicate {
+                kind,
+                object: id.clone(),
+                first: first.to_path_buf(),
+                file: file.to_path_buf(),
+            })
+            .collect()
+    }
+
+    /// Logs it as the start-up merge does.
+    pub fn warn(&self) {
+        tracing::warn!(object = %self.object, file = %self.file.display(), first = %self.first.display(), "{} defined twice; using the first", self.kind);
     }
 }
 
@@ -291,10 +374,21 @@ fn is_manifest(path: &Path) -> bool {
     !hidden && matches!(ext, "yaml" | "yml" | "json") && path.is_file()
 }
 
-fn fingerprint(text: &str) -> u64 {
+fn fingerprint(bytes: &[u8]) -> u64 {
     let mut h = DefaultHasher::new();
-    text.hash(&mut h);
+    bytes.hash(&mut h);
     h.finish()
+}
+
+/// At most `max + 1` bytes of `path`: one more than allowed tells a file
+/// over the limit, without reading the rest of it.
+fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(max.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -415,6 +509,121 @@ mod tests {
         let mut s = at(990);
         s.ctime = (999, 0);
         assert!(!s.settled(now, SETTLE));
+    }
+
+    /// A directory with `limits`, counting into a fresh counter.
+    fn limited(path: &Path, limits: Limits) -> (ManifestDir, ConfigRejects) {
+        let rejects = ConfigRejects::default();
+        let dir = ManifestDir::new(path)
+            .with_rejects(rejects.clone())
+            .with_limits(limits);
+        (dir, rejects)
+    }
+
+    #[test]
+    fn a_file_over_the_size_limit_is_rejected_and_counted_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let big = format!("{}\n{}", svc("big", "10.96.0.11"), "# pad\n".repeat(200));
+        std::fs::write(tmp.path().join("a.yaml"), svc("web", "10.96.0.10")).unwrap();
+        std::fs::write(tmp.path().join("b.yaml"), &big).unwrap();
+        let limits = Limits {
+            max_bytes: 512,
+            ..Limits::default()
+        };
+        let (mut dir, rejects) = limited(tmp.path(), limits);
+        dir.scan().unwrap();
+        dir.scan().unwrap();
+        assert_eq!(names(&dir), ["web"]);
+        assert_eq!(rejects.count(ConfigSource::Manifests, "too_large"), 1);
+    }
+
+    #[test]
+    fn an_alias_bomb_is_rejected_at_the_node_limit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..8 {
+            let p = i - 1;
+            bomb.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        // 9^8 = 43 million values once expanded; the limit stops it at 10,000.
+        std::fs::write(tmp.path().join("bomb.yaml"), &bomb).unwrap();
+        std::fs::write(tmp.path().join("web.yaml"), svc("web", "10.96.0.10")).unwrap();
+        let limits = Limits {
+            max_nodes: 10_000,
+            ..Limits::default()
+        };
+        let (mut dir, rejects) = limited(tmp.path(), limits);
+        dir.scan().unwrap();
+        assert_eq!(names(&dir), ["web"]);
+        assert_eq!(rejects.count(ConfigSource::Manifests, "too_many_nodes"), 1);
+    }
+
+    #[test]
+    fn deep_nesting_is_rejected_at_the_depth_limit() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("flow.yaml"), "[".repeat(200_000)).unwrap();
+        std::fs::write(
+            tmp.path().join("block.yaml"),
+            format!("{}x\n", "- ".repeat(40)),
+        )
+        .unwrap();
+        let limits = Limits {
+            max_depth: 32,
+            ..Limits::default()
+        };
+        let (mut dir, rejects) = limited(tmp.path(), limits);
+        dir.scan().unwrap();
+        assert_eq!(rejects.count(ConfigSource::Manifests, "too_deep"), 2);
+        // Within the limit, the same shape is fine.
+        std::fs::write(
+            tmp.path().join("block.yaml"),
+            format!("{}x\n", "- ".repeat(20)),
+        )
+        .unwrap();
+        dir.scan().unwrap();
+        assert_eq!(rejects.count(ConfigSource::Manifests, "too_deep"), 2);
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_is_counted_once_per_change() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("a.yaml");
+        std::fs::write(&path, svc("web", "10.96.0.10")).unwrap();
+        let (mut dir, rejects) = limited(tmp.path(), Limits::default());
+        dir.scan().unwrap();
+        std::fs::write(&path, b"kind: Service\xff\xfe\n").unwrap();
+        for _ in 0..3 {
+            dir.scan().unwrap();
+        }
+        assert_eq!(names(&dir), ["web"], "keeps its last good contents");
+        assert_eq!(rejects.count(ConfigSource::Manifests, "not_utf8"), 1);
+        std::fs::write(&path, b"kind: Service\xff\n").unwrap();
+        dir.scan().unwrap();
+        dir.scan().unwrap();
+        assert_eq!(rejects.count(ConfigSource::Manifests, "not_utf8"), 2);
+    }
+
+    #[test]
+    fn a_service_defined_again_while_running_is_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut dir = ManifestDir::new(tmp.path());
+        std::fs::write(tmp.path().join("1.yaml"), svc("web", "10.96.0.10")).unwrap();
+        let changes = dir.scan().unwrap();
+        assert_eq!(dir.duplicates(&changes), []);
+        std::fs::write(tmp.path().join("2.yaml"), svc("web", "10.96.0.99")).unwrap();
+        let changes = dir.scan().unwrap();
+        let duplicates = dir.duplicates(&changes);
+        assert_eq!(duplicates.len(), 1, "{duplicates:?}");
+        assert_eq!(duplicates[0].kind, "Service");
+        assert_eq!(duplicates[0].object.name, "web");
+        assert_eq!(duplicates[0].first, tmp.path().join("1.yaml"));
+        assert_eq!(duplicates[0].file, tmp.path().join("2.yaml"));
+        assert_eq!(
+            dir.service(&duplicates[0].object).unwrap().cluster_ips,
+            ["10.96.0.10".parse::<std::net::IpAddr>().unwrap()]
+        );
     }
 
     #[test]

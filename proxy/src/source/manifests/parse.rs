@@ -23,8 +23,10 @@ use std::{
 };
 
 use k8s_openapi::api::{core::v1 as core, discovery::v1 as discovery};
-use serde::Deserialize;
+use serde::de::DeserializeSeed as _;
 use serde_json::Value;
+
+use super::limits::{self, Budget, Counter, Exceeded, Limits};
 
 use crate::model::{
     EndpointSlice, Service,
@@ -91,6 +93,13 @@ pub enum ManifestError {
         at: Position,
         reason: &'static str,
     },
+    /// The file is over one of the parse limits ([`Limits`]): nothing in it
+    /// is used.
+    #[error("{file}: rejected: {exceeded}", file = .file.display())]
+    Limit { file: PathBuf, exceeded: Exceeded },
+    /// The file is not UTF-8 text: nothing in it is used.
+    #[error("{file}: not UTF-8 text: {reason}", file = .file.display())]
+    NotUtf8 { file: PathBuf, reason: String },
     /// The object does not match its kind's schema (e.g. `port: abc`).
     #[error("{file}: {object}: cannot decode: {reason}", file = .file.display())]
     Decode {
@@ -120,6 +129,8 @@ impl ManifestError {
     pub fn file(&self) -> &Path {
         match self {
             ManifestError::Yaml { file, .. }
+            | ManifestError::Limit { file, .. }
+            | ManifestError::NotUtf8 { file, .. }
             | ManifestError::NotAMapping { file, .. }
             | ManifestError::NoKind { file, .. }
             | ManifestError::UnknownKind { file, .. }
@@ -136,6 +147,8 @@ impl ManifestError {
     pub fn label(&self) -> &'static str {
         match self {
             ManifestError::Yaml { .. } => "invalid_yaml",
+            ManifestError::Limit { exceeded, .. } => exceeded.label(),
+            ManifestError::NotUtf8 { .. } => "not_utf8",
             ManifestError::NotAMapping { .. } => "not_a_mapping",
             ManifestError::NoKind { .. } => "no_kind",
             ManifestError::UnknownKind { .. } => "unknown_kind",
@@ -157,18 +170,45 @@ impl ManifestError {
     }
 }
 
-/// Parses one manifest file. `Err` only when the text is not YAML at all; see the
-/// module docs.
+/// Parses one manifest file under the default [`Limits`]. `Err` only when
+/// the file as a whole is unusable; see the module docs.
 pub fn parse_file(path: &Path, text: &str) -> Result<ParsedFile, ManifestError> {
+    parse_file_with(path, text, &Limits::default())
+}
+
+/// Parses one manifest file under `limits` (its size is the caller's to
+/// check, before reading it).
+pub fn parse_file_with(
+    path: &Path,
+    text: &str,
+    limits: &Limits,
+) -> Result<ParsedFile, ManifestError> {
+    let over = |exceeded| ManifestError::Limit {
+        file: path.to_owned(),
+        exceeded,
+    };
+    if text.len() as u64 > limits.max_bytes {
+        return Err(over(Exceeded::Size {
+            limit: limits.max_bytes,
+        }));
+    }
+    limits::check_flow_depth(text, limits.max_depth).map_err(over)?;
     // Read every document before converting any, so a syntax error anywhere
-    // rejects the whole file rather than yielding its first half.
+    // rejects the whole file rather than yielding its first half. One
+    // counter for the whole file: the node limit is per file.
+    let counter = Counter::new(*limits);
     let mut documents = Vec::new();
     for document in serde_norway::Deserializer::from_str(text) {
         let value =
-            serde_norway::Value::deserialize(document).map_err(|e| ManifestError::Yaml {
-                file: path.to_owned(),
-                reason: e.to_string(),
-            })?;
+            Budget::root(&counter)
+                .deserialize(document)
+                .map_err(|e| match counter.exceeded() {
+                    Some(exceeded) => over(exceeded),
+                    None => ManifestError::Yaml {
+                        file: path.to_owned(),
+                        reason: e.to_string(),
+                    },
+                })?;
         documents.push(value);
     }
 

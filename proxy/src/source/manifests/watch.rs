@@ -1,6 +1,10 @@
 //! Watches a manifest directory with inotify (through `notify`) and feeds the
 //! Index. A burst of file events is debounced into one rescan; a periodic
 //! rescan is the safety net for lost events.
+//!
+//! Reading and parsing run on tokio's blocking pool, never on a runtime
+//! worker: a slow file (bounded by the parse limits, but still seconds for
+//! megabytes) must not stall `/healthz`, `/livez` or the sync loop.
 
 use std::{
     sync::{Arc, Mutex},
@@ -24,6 +28,8 @@ use crate::{
 pub enum WatchError {
     #[error(transparent)]
     Dir(#[from] DirError),
+    #[error("reading the manifests panicked")]
+    Panicked(#[source] tokio::task::JoinError),
     #[error("cannot watch {dir}")]
     Notify {
         dir: String,
@@ -59,8 +65,20 @@ pub async fn start(
             source,
         })?;
 
-    dir.scan()?;
-    publish(&dir, &index, &changes);
+    let changes = Arc::new(changes);
+    let (mut dir, scanned) = {
+        let (index, changes) = (index.clone(), changes.clone());
+        tokio::task::spawn_blocking(move || {
+            let scanned = dir.scan();
+            if scanned.is_ok() {
+                publish(&dir, &index, &changes);
+            }
+            (dir, scanned)
+        })
+        .await
+        .map_err(WatchError::Panicked)?
+    };
+    scanned?;
 
     Ok(tokio::spawn(async move {
         let _watcher = watcher; // dropping it stops the inotify watch
@@ -75,13 +93,27 @@ pub async fn start(
                 _ = rescan.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            match dir.scan() {
-                Ok(changed) if changed.is_empty() => {}
-                Ok(changed) => publish_changes(&dir, &changed, &index, &changes),
-                Err(error) => {
-                    tracing::error!(error = %error, "manifest rescan failed; keeping the current state")
+            let (index, changes) = (index.clone(), changes.clone());
+            let job = tokio::task::spawn_blocking(move || {
+                match dir.scan() {
+                    Ok(changed) if changed.is_empty() => {}
+                    Ok(changed) => publish_changes(&dir, &changed, &index, &changes),
+                    Err(error) => {
+                        tracing::error!(error = %error, "manifest rescan failed; keeping the current state")
+                    }
                 }
-            }
+                dir
+            });
+            dir = tokio::select! {
+                joined = job => match joined {
+                    Ok(dir) => dir,
+                    Err(error) => {
+                        tracing::error!(error = %error, "manifest rescan panicked; no longer watching");
+                        return;
+                    }
+                },
+                _ = shutdown.changed() => return,
+            };
         }
     }))
 }
@@ -113,6 +145,9 @@ fn publish_changes(
     let mut index = index
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for duplicate in dir.duplicates(changed) {
+        duplicate.warn();
+    }
     let mut any = false;
     for id in &changed.services {
         any |= match dir.service(id) {
