@@ -5,6 +5,7 @@ pub mod cleanup;
 pub mod config;
 pub mod inspect;
 pub mod run;
+pub mod run_args;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
