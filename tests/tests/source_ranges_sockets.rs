@@ -328,7 +328,8 @@ fn stat(f: &Fixture, reason: &str) -> u64 {
 /// connected UDP, both families: with no ranges, everyone is served and no
 /// egress program is attached; with ranges, a source inside is served and
 /// one outside is not (the check attached); the list changed live flips
-/// who gets in; emptied, everyone is served again and the program is gone.
+/// who gets in; the check outlives the daemon and a restart adopts it;
+/// emptied, everyone is served again and the program is gone.
 #[test]
 fn load_balancer_source_ranges_hold_for_clients_the_socket_hooks_serve() {
     let mut f = Fixture::new(Mode::Ebpf);
@@ -386,6 +387,18 @@ fn load_balancer_source_ranges_hold_for_clients_the_socket_hooks_serve() {
     expect(&mut f, "changed live", p1, false);
     expect(&mut f, "changed live", p2, true);
     expect(&mut f, "changed live", node, true);
+
+    // The link is pinned: the check holds while no daemon runs, and a
+    // restarted daemon adopts it.
+    if let Some(mut proxy) = f.proxy.take() {
+        proxy.stop().expect("stopping the proxy");
+    }
+    expect(&mut f, "no daemon running", p1, false);
+    expect(&mut f, "no daemon running", p2, true);
+    f.start_proxy();
+    f.wait_ready();
+    expect(&mut f, "restarted", p1, false);
+    expect(&mut f, "restarted", node, true);
 
     write_lb(&f, &[]);
     for client in [p1, p2, node] {
