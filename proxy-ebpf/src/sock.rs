@@ -29,8 +29,8 @@ use proxy_common::{
 
 use crate::{
     lb,
-    src_check,
     maps::{SOCK_RNAT_V4, SOCK_RNAT_V6},
+    src_check,
     stats::count,
 };
 

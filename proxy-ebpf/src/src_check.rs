@@ -108,9 +108,8 @@ fn check(ctx: &SkBuffContext) -> Result<(), Reason> {
         return Ok(());
     }
     // SAFETY: a full socket; no value and no flags: a lookup only.
-    let found =
-        unsafe { bpf_sk_storage_get(map_ptr(), sk.cast(), core::ptr::null_mut(), 0) }
-            .cast::<SockSrcCheck>();
+    let found = unsafe { bpf_sk_storage_get(map_ptr(), sk.cast(), core::ptr::null_mut(), 0) }
+        .cast::<SockSrcCheck>();
     if found.is_null() {
         return Ok(());
     }

@@ -117,7 +117,12 @@ impl Client<'_> {
 }
 
 /// A request from a socket bound to `source` first (a node process's source).
-fn bound_request(kind: Kind, source: IpAddr, to: SocketAddr, timeout: Duration) -> io::Result<Reply> {
+fn bound_request(
+    kind: Kind,
+    source: IpAddr,
+    to: SocketAddr,
+    timeout: Duration,
+) -> io::Result<Reply> {
     let from = SocketAddr::new(source, 0);
     let mut buf = [0u8; 512];
     let n = match kind {
@@ -345,10 +350,15 @@ fn load_balancer_source_ranges_hold_for_clients_the_socket_hooks_serve() {
     for family in FAMILIES {
         f.write(
             &format!("lbsr-slice-{family:?}.yaml"),
-            &slice(LB, &slice_name(LB, family), family, match family {
-                AddressType::IPv4 => &BACKENDS_V4,
-                AddressType::IPv6 => &BACKENDS_V6,
-            }),
+            &slice(
+                LB,
+                &slice_name(LB, family),
+                family,
+                match family {
+                    AddressType::IPv4 => &BACKENDS_V4,
+                    AddressType::IPv6 => &BACKENDS_V6,
+                },
+            ),
         );
     }
     write_lb(&f, &[]);

@@ -123,7 +123,11 @@ impl SourceCheck {
             // bpf_link attachments coexist with other programs on the cgroup;
             // the kernel rejects any flag here, so `Single` (flags 0).
             let link_id = program
-                .attach(at.cgroup_file, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
+                .attach(
+                    at.cgroup_file,
+                    CgroupSkbAttachType::Egress,
+                    CgroupAttachMode::Single,
+                )
                 .map_err(|e| {
                     program_error(NAME, &format!("attaching to {}", at.cgroup.display()), e)
                 })?;
@@ -131,7 +135,11 @@ impl SourceCheck {
                 .take_link(link_id)
                 .map_err(|e| program_error(NAME, "taking the link", e))?;
             let link = FdLink::try_from(link).map_err(|e| {
-                link_error(NAME, "is not an fd link", std::io::Error::other(e.to_string()))
+                link_error(
+                    NAME,
+                    "is not an fd link",
+                    std::io::Error::other(e.to_string()),
+                )
             })?;
             replace_pin(NAME, link, &pin)?;
             if action == HookAction::Attached {
