@@ -19,7 +19,7 @@ use std::{
     io::{self, Read as _, Write as _},
     net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
     os::fd::FromRawFd as _,
-    path::{Path, PathBuf},
+    path::Path,
     time::Duration,
 };
 
@@ -292,23 +292,25 @@ fn expect(f: &mut Fixture, what: &str, client: Client<'_>, served: bool) {
 
 const FAMILIES: [AddressType; 2] = [AddressType::IPv4, AddressType::IPv6];
 
-/// Where `sock_egress`'s link is pinned, if it is.
-fn egress_pin(pins: &Path) -> Option<PathBuf> {
-    fn walk(dir: &Path) -> Option<PathBuf> {
-        for entry in std::fs::read_dir(dir).ok()?.flatten() {
-            let path = entry.path();
-            if entry.file_name() == "sock_egress" {
-                return Some(path);
-            }
-            if path.is_dir()
-                && let Some(found) = walk(&path)
-            {
-                return Some(found);
-            }
-        }
-        None
-    }
-    walk(pins)
+/// `sock_egress`'s link as `proxy inspect status` lists it, if it does.
+fn egress_link(pins: &Path) -> Option<serde_json::Value> {
+    let out = std::process::Command::new(proxy_bin())
+        .args(["inspect", "status", "--output", "json", "--pin-path"])
+        .arg(pins)
+        .output()
+        .unwrap_or_else(|e| panic!("proxy inspect status: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("proxy inspect status printed no JSON ({e}):\n{text}"));
+    let link = v["links"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|l| l["program"] == "sock_egress")
+        .cloned()?;
+    assert_eq!(link["attach_type"], "cgroup_inet_egress", "{link:#}");
+    assert!(link["program_id"].is_u64(), "attached: {link:#}");
+    Some(link)
 }
 
 /// The count of one `STATS` reason (`proxy inspect stats --output json`).
@@ -370,7 +372,7 @@ fn load_balancer_source_ranges_hold_for_clients_the_socket_hooks_serve() {
         expect(&mut f, "no ranges", client, true);
     }
     assert_eq!(
-        egress_pin(&pins),
+        egress_link(&pins),
         None,
         "no Service has ranges: no egress program is attached"
     );
@@ -381,8 +383,8 @@ fn load_balancer_source_ranges_hold_for_clients_the_socket_hooks_serve() {
     expect(&mut f, "pod 1 admitted", p2, false);
     expect(&mut f, "pod 1 admitted", node, false);
     assert!(
-        egress_pin(&pins).is_some(),
-        "a Service has ranges: the egress program is attached (pinned)"
+        egress_link(&pins).is_some(),
+        "a Service has ranges: the egress program is attached (proxy inspect status)"
     );
     assert!(
         stat(&f, "sock_source_range_dropped") > 0,
@@ -415,6 +417,42 @@ fn load_balancer_source_ranges_hold_for_clients_the_socket_hooks_serve() {
         expect(&mut f, "emptied", client, true);
     }
     f.wait_for(PROPAGATION, "the egress program detached", || {
-        egress_pin(&pins).is_none()
+        egress_link(&pins).is_none()
     });
+}
+
+/// Whether `proxy inspect services` lists a frontend on `vip`.
+fn programmed(pins: &Path, vip: &str) -> bool {
+    std::process::Command::new(proxy_bin())
+        .args([
+            "inspect",
+            "services",
+            "--vip",
+            vip,
+            "--output",
+            "json",
+            "--pin-path",
+        ])
+        .arg(pins)
+        .output()
+        .ok()
+        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+        .and_then(|v| v["services"].as_array().map(|s| !s.is_empty()))
+        .unwrap_or(false)
+}
+
+/// `--socket-lb=false`: no socket hook translates, so no `sock_egress` is
+/// attached, even with a Service that has ranges (the tc path checks them).
+#[test]
+fn without_socket_lb_no_egress_program_is_attached() {
+    let mut f = Fixture::new(Mode::Ebpf);
+    f.write_web(&BACKENDS_V4, &BACKENDS_V6);
+    write_lb(&f, &[Client::Node.range(AddressType::IPv4)]);
+    f.start_proxy_with(&["--socket-lb=false"]);
+    let pins = f.sandbox.pin_path();
+    f.wait_for(STARTUP, "the LoadBalancer IP programmed", || {
+        programmed(&pins, LB_V4)
+    });
+    assert_eq!(egress_link(&pins), None);
+    f.assert_proxy_running();
 }
