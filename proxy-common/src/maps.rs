@@ -730,8 +730,8 @@ const _: () = assert!(core::mem::size_of::<SrcRangeV6>() == 20);
 
 /// Value of `SOCK_SRC_CHECK` (socket storage): written by `connect`/`sendmsg`
 /// when they translate a socket to a frontend with
-/// [`svc_flags::SOURCE_RANGES`]; read (then deleted once the source passes)
-/// by `sock_egress` for the first packet to the recorded backend.
+/// [`svc_flags::SOURCE_RANGES`]; read by `sock_egress` for the first packet
+/// to the recorded backend, which sets `family` to 0 once the source passed.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct SockSrcCheck {
@@ -742,7 +742,8 @@ pub struct SockSrcCheck {
     pub port: Be16,
     /// The frontend's rev-NAT id (the `SRC_RANGE_*` key).
     pub rev_nat_id: u16,
-    /// 4 or 6: which `SRC_RANGE_*` trie, and how `addr` is read.
+    /// 4 or 6: which `SRC_RANGE_*` trie, and how `addr` is read; 0 once
+    /// the check passed (nothing left to check).
     pub family: u8,
     /// Zero.
     pub _pad: [u8; 3],

@@ -9,14 +9,15 @@
 //! its source is now known. Outside the ranges, the packet is dropped (a
 //! datagram's `sendmsg` fails with `EPERM`; a TCP SYN is retransmitted until
 //! `connect` times out, as with kube-proxy's drop). Inside, the record is
-//! deleted: a connected socket's source never changes, so its later packets
-//! only pay for a storage miss. An unconnected UDP socket gets a new record
-//! from each `sendmsg` to the frontend, checked by the datagram that follows.
+//! marked done (family 0): a connected socket's source never changes, so its
+//! later packets only pay for the storage lookup. An unconnected UDP socket's
+//! record is rewritten in place by each `sendmsg` to the frontend, and
+//! checked by the datagram that follows. Records go with their socket.
 
 use aya_ebpf::{
     EbpfContext,
     bindings::{__sk_buff, bpf_sock},
-    helpers::generated::{bpf_sk_fullsock, bpf_sk_storage_delete, bpf_sk_storage_get},
+    helpers::generated::{bpf_sk_fullsock, bpf_sk_storage_get},
     macros::cgroup_skb,
     programs::{SkBuffContext, SockAddrContext},
 };
@@ -27,6 +28,9 @@ use crate::{lb, maps::SOCK_SRC_CHECK, stats::count};
 /// Verdicts of cgroup_skb programs.
 const PASS: i32 = 1;
 const DROP: i32 = 0;
+
+/// `SockSrcCheck::family` of a record whose check passed: nothing to do.
+const DONE: u8 = 0;
 
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
@@ -125,8 +129,12 @@ fn check(ctx: &SkBuffContext) -> Result<(), Reason> {
         None => Ok(()),
         Some(false) => Err(Reason::SockSourceRangeDropped),
         Some(true) => {
-            // SAFETY: the same socket and map as the lookup above.
-            unsafe { bpf_sk_storage_delete(map_ptr(), sk.cast()) };
+            // Marked done rather than deleted: the socket's later packets
+            // find a record with nothing to check (as cheap as a miss), and
+            // the next `sendmsg` of an unconnected socket rewrites it in
+            // place instead of allocating it again.
+            // SAFETY: non-null storage of this socket, as above.
+            unsafe { (*found).family = DONE };
             Ok(())
         }
     }
