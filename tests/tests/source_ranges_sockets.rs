@@ -456,3 +456,53 @@ fn without_socket_lb_no_egress_program_is_attached() {
     assert_eq!(egress_link(&pins), None);
     f.assert_proxy_running();
 }
+
+/// `sock_egress` unpinned by hand (which detaches it) while a Service has
+/// ranges: the node's denied client gets through until the next reconcile
+/// attaches the check again, as for the other hooks.
+#[test]
+fn an_egress_program_unpinned_by_hand_is_reattached() {
+    let mut f = Fixture::new(Mode::Ebpf);
+    for a in [NODE_V4, NODE_V6] {
+        f.sandbox
+            .add_local_addr(ip(a))
+            .unwrap_or_else(|e| panic!("adding {a} to lo: {e}"));
+    }
+    f.write_web(&BACKENDS_V4, &BACKENDS_V6);
+    for family in FAMILIES {
+        f.write(
+            &format!("lbsr-slice-{family:?}.yaml"),
+            &slice(
+                LB,
+                &slice_name(LB, family),
+                family,
+                match family {
+                    AddressType::IPv4 => &BACKENDS_V4,
+                    AddressType::IPv6 => &BACKENDS_V6,
+                },
+            ),
+        );
+    }
+    // Nobody on the node is admitted.
+    write_lb(
+        &f,
+        &["198.51.100.0/24".to_owned(), "fd00:99::/64".to_owned()],
+    );
+    f.start_proxy_with(&["--resync-interval-ms", "300"]);
+    f.wait_ready();
+    let pins = f.sandbox.pin_path();
+    expect(&mut f, "ranges", Client::Node, false);
+    let link = egress_link(&pins).expect("sock_egress attached");
+    let pin = link["pin"].as_str().expect("the link's pin").to_owned();
+    std::fs::remove_file(&pin).unwrap_or_else(|e| panic!("removing {pin}: {e}"));
+    f.wait_for(PROPAGATION, "sock_egress attached again", || {
+        egress_link(&pins).is_some()
+    });
+    expect(&mut f, "re-attached", Client::Node, false);
+    let log = f.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("drift repaired") && l.contains("sock_egress")),
+        "the repair is logged:\n{log}"
+    );
+}
