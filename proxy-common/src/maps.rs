@@ -106,6 +106,9 @@ pub mod names {
     pub const LOCAL_V4: &str = "LOCAL_V4";
     /// (LPM trie) in-cluster IPv6 source prefixes (key: prefix length, 16 address bytes → `u8` 1).
     pub const LOCAL_V6: &str = "LOCAL_V6";
+    /// Socket storage (`BPF_MAP_TYPE_SK_STORAGE`): the source check a socket
+    /// translated to a frontend with `loadBalancerSourceRanges` still owes.
+    pub const SOCK_SRC_CHECK: &str = "SOCK_SRC_CHECK";
 }
 
 /// Program names (the function names in `proxy-ebpf`).
@@ -130,6 +133,10 @@ pub mod programs {
     pub const TC_INGRESS: &str = "tc_ingress";
     /// tc egress (tcx) on each device: reverse NAT of replies that leave here.
     pub const TC_EGRESS: &str = "tc_egress";
+    /// `cgroup_skb/egress`: checks the source address the kernel chose for a
+    /// socket the hooks translated to a frontend with
+    /// `loadBalancerSourceRanges`. Attached only while such a frontend exists.
+    pub const SOCK_EGRESS: &str = "sock_egress";
 }
 
 /// Default capacities. Userspace may override them at load time
@@ -232,6 +239,10 @@ pub mod svc_flags {
     /// `externalTrafficPolicy: Local` (external scope only): no SNAT, and no
     /// backend means drop, not reject.
     pub const ETP_LOCAL: u16 = 1 << 3;
+    /// The frontend has `loadBalancerSourceRanges` (`SRC_RANGE_*` entries):
+    /// the socket hooks record translated sockets for the `sock_egress`
+    /// source check, and only such frontends pay for the LPM lookup.
+    pub const SOURCE_RANGES: u16 = 1 << 4;
 }
 
 /// Key of `SVC_V4`.
@@ -673,6 +684,7 @@ mod pod {
         CtValueV6,
         SrcRangeV4,
         SrcRangeV6,
+        SockSrcCheck,
     );
 }
 
@@ -715,3 +727,25 @@ pub struct SrcRangeV6 {
     pub addr: [u8; 16],
 }
 const _: () = assert!(core::mem::size_of::<SrcRangeV6>() == 20);
+
+/// Value of `SOCK_SRC_CHECK` (socket storage): written by `connect`/`sendmsg`
+/// when they translate a socket to a frontend with
+/// [`svc_flags::SOURCE_RANGES`]; read by `sock_egress` for the first packet
+/// to the recorded backend, which sets `family` to 0 once the source passed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SockSrcCheck {
+    /// The backend the socket was sent to, network order (IPv4: the first
+    /// four bytes, the rest zero).
+    pub addr: [u8; 16],
+    /// The backend port.
+    pub port: Be16,
+    /// The frontend's rev-NAT id (the `SRC_RANGE_*` key).
+    pub rev_nat_id: u16,
+    /// 4 or 6: which `SRC_RANGE_*` trie, and how `addr` is read; 0 once
+    /// the check passed (nothing left to check).
+    pub family: u8,
+    /// Zero.
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<SockSrcCheck>() == 24);

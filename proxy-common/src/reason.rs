@@ -97,11 +97,18 @@ pub enum Reason {
     /// tc: `--masquerade-all`: a new flow to a ClusterIP from an in-cluster
     /// (or undetected) source was SNATed to the node. Counted with `tc_dnat`.
     TcMasqueradeAll = 39,
+    /// socket hooks (`sock_egress`): the first packet of a socket translated
+    /// to a LoadBalancer frontend had a source (the address the kernel
+    /// chose) outside its `loadBalancerSourceRanges`; dropped.
+    SockSourceRangeDropped = 40,
+    /// socket hooks: the socket's source-check record (`SOCK_SRC_CHECK`)
+    /// could not be written; the call is refused (fails closed).
+    SockSourceCheckFailed = 41,
 }
 
 impl Reason {
     /// Every reason, in index order.
-    pub const ALL: [Reason; 40] = [
+    pub const ALL: [Reason; 42] = [
         Reason::Translated,
         Reason::NotAService,
         Reason::NoBackend,
@@ -142,6 +149,8 @@ impl Reason {
         Reason::TcSourceRangeDropped,
         Reason::TcClusterIpMasqueraded,
         Reason::TcMasqueradeAll,
+        Reason::SockSourceRangeDropped,
+        Reason::SockSourceCheckFailed,
     ];
     /// Number of reasons: the size of the `STATS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -189,6 +198,8 @@ impl Reason {
             Reason::TcSourceRangeDropped => "tc_source_range_dropped",
             Reason::TcClusterIpMasqueraded => "tc_cluster_ip_masqueraded",
             Reason::TcMasqueradeAll => "tc_masquerade_all",
+            Reason::SockSourceRangeDropped => "sock_source_range_dropped",
+            Reason::SockSourceCheckFailed => "sock_source_check_failed",
         }
     }
 }

@@ -6,6 +6,8 @@
 //! - `tc`: tc (tcx) ingress/egress programs: per-packet north-south NAT with
 //!   conntrack (`packet` parses, `family` holds the IPv4/IPv6 map access and
 //!   rewrites, `icmp` and `rst` build rejects, `fib` forwards translated packets).
+//! - `src_check`: `loadBalancerSourceRanges` for sockets the hooks translate
+//!   (a record in socket storage, checked by `sock_egress`, `cgroup_skb/egress`).
 //! - `lb`: service lookup and backend selection, shared by the hooks.
 //! - `maps`: every map, declared once.
 //! - `stats`: per-CPU counters by [`proxy_common::Reason`].
@@ -32,6 +34,8 @@ mod packet;
 mod rst;
 #[cfg(target_arch = "bpf")]
 mod sock;
+#[cfg(target_arch = "bpf")]
+mod src_check;
 #[cfg(target_arch = "bpf")]
 mod stats;
 #[cfg(target_arch = "bpf")]

@@ -4,14 +4,14 @@
 //! dump` can print them.
 
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, SkStorage},
     macros::btf_map,
 };
 use proxy_common::{
     AffinityKey, AffinityValue, BackendV4, BackendV6, CtKeyV4, CtKeyV6, CtValueV4, CtValueV6,
     DeviceConfig, NodeConfig, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6, ServiceName,
-    ServiceValue, SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6, SrcRangeV4,
-    SrcRangeV6, capacity,
+    ServiceValue, SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6, SockSrcCheck,
+    SrcRangeV4, SrcRangeV6, capacity,
 };
 
 const SERVICES: usize = capacity::SERVICES as usize;
@@ -77,3 +77,7 @@ pub static LOCAL_V4: LpmTrie<[u8; 4], u8, LOCAL_PREFIXES> = LpmTrie::new();
 /// In-cluster IPv6 source prefixes.
 #[btf_map(pin_by_name)]
 pub static LOCAL_V6: LpmTrie<[u8; 16], u8, LOCAL_PREFIXES> = LpmTrie::new();
+/// The source check a translated socket owes (`src_check`): socket storage,
+/// freed with the socket.
+#[btf_map(pin_by_name)]
+pub static SOCK_SRC_CHECK: SkStorage<SockSrcCheck> = SkStorage::new();

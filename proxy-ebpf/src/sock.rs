@@ -9,6 +9,9 @@
 //! IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, dual-stack sockets) are served
 //! from the IPv4 maps.
 //!
+//! A frontend with `loadBalancerSourceRanges` also gets a record in the
+//! socket's storage, which `src_check` checks once the source is known.
+//!
 //! A service with no usable backend makes `connect`/`sendmsg` fail at once with
 //! `ECONNREFUSED` (through `bpf_set_retval`), never after a timeout.
 
@@ -27,6 +30,7 @@ use proxy_common::{
 use crate::{
     lb,
     maps::{SOCK_RNAT_V4, SOCK_RNAT_V6},
+    src_check,
     stats::count,
 };
 
@@ -157,6 +161,9 @@ fn fwd4(
     let cookie = cookie(ctx);
     let client = client_id(ctx, &frontend);
     let chosen = lb::select4(key, frontend, lb::selector(protocol, cookie), client)?;
+    let (be_addr, be_port) = (chosen.backend.addr, chosen.backend.port);
+    let (flags, id) = (chosen.frontend.flags, chosen.frontend.rev_nat_id);
+    src_check::record(ctx, flags, id, 4, src_check::v4_bytes(be_addr), be_port)?;
     let rnat_key = SockRevNatKeyV4 {
         cookie,
         addr: chosen.backend.addr,
@@ -322,6 +329,8 @@ fn xlate_fwd6(ctx: &SockAddrContext) -> Result<Reason, Reason> {
     let cookie = cookie(ctx);
     let client = client_id(ctx, &frontend);
     let chosen = lb::select6(key, frontend, lb::selector(protocol, cookie), client)?;
+    let (flags, id) = (chosen.frontend.flags, chosen.frontend.rev_nat_id);
+    src_check::record(ctx, flags, id, 6, chosen.backend.addr, chosen.backend.port)?;
     let rnat_key = SockRevNatKeyV6 {
         cookie,
         addr: chosen.backend.addr,

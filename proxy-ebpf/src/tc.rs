@@ -332,7 +332,10 @@ fn choose<F: Family>(ctx: &TcContext, flow: &Flow<F::Addr>, out: &mut Choice<F::
     }
     // `loadBalancerSourceRanges`: checked for new flows only, as kube-proxy's
     // firewall chain sees only `ct state new`; established flows keep going.
-    if !F::source_allowed(frontend.rev_nat_id, flow.saddr) {
+    // Only frontends with ranges (`SOURCE_RANGES`) pay for the lookup.
+    if frontend.flags & svc_flags::SOURCE_RANGES != 0
+        && !F::source_allowed(frontend.rev_nat_id, flow.saddr)
+    {
         return Verdict::Drop(Reason::TcSourceRangeDropped);
     }
     let etp_local = frontend.flags & svc_flags::ETP_LOCAL != 0;

@@ -37,11 +37,21 @@ pub trait HookKeeper: Send + 'static {
     /// Attaches every hook that is not attached as it should be (see
     /// [`SocketHooks::ensure`]).
     fn ensure(&mut self) -> Result<HookReport, LoadError>;
+    /// Attaches the socket path's source check while `wanted` (some frontend
+    /// has `loadBalancerSourceRanges`), detaches it otherwise (see
+    /// [`SocketHooks::want_source_check`]).
+    fn want_source_check(&mut self, _wanted: bool) -> Result<Option<HookAction>, LoadError> {
+        Ok(None)
+    }
 }
 
 impl HookKeeper for SocketHooks {
     fn ensure(&mut self) -> Result<HookReport, LoadError> {
         SocketHooks::ensure(self)
+    }
+
+    fn want_source_check(&mut self, wanted: bool) -> Result<Option<HookAction>, LoadError> {
+        SocketHooks::want_source_check(self, wanted)
     }
 }
 
@@ -281,7 +291,19 @@ impl<M: DataplaneMaps + Send + Sync + 'static, H: HookKeeper> Datapath for EbpfD
         scope: Scope<'a>,
     ) -> DatapathReport {
         self.hook_state.first_sync.get_or_insert_with(Instant::now);
+        // The socket path's source check goes on before any frontend says it
+        // has ranges, and comes off after the last one stopped saying so.
+        let ranged = desired
+            .frontends
+            .values()
+            .any(|spec| spec.source_ranges.is_some());
+        if ranged {
+            self.source_check(true);
+        }
         let mut report = tokio::task::block_in_place(|| self.write(desired, scope));
+        if !ranged {
+            self.source_check(false);
+        }
         if !self.over_capacity.is_empty() && report.ops > 0 {
             // Deletes run after puts within a plan, so room this write made
             // came too late for the frontends waiting for it: one more try.
@@ -381,6 +403,20 @@ impl<M: DataplaneMaps + Send + Sync + 'static, H: HookKeeper> Datapath for EbpfD
 }
 
 impl<M, H: HookKeeper> EbpfDatapath<M, H> {
+    /// See [`HookKeeper::want_source_check`]. A failure is logged, and the
+    /// next reconcile's `ensure` retries.
+    fn source_check(&mut self, wanted: bool) {
+        let done = tokio::task::block_in_place(|| self.hooks.want_source_check(wanted));
+        if let Err(error) = done {
+            self.hook_state.failing = true;
+            tracing::error!(
+                wanted,
+                error = %crate::error_chain::error_chain(&error),
+                "cannot attach or detach the socket hooks' source-range check; will retry"
+            );
+        }
+    }
+
     /// Hooks: attached once the maps hold a complete state (or, should syncs
     /// keep failing, after [`config::ATTACH_GRACE`]), then checked at every
     /// reconcile, and at every sync after a failed attempt. True when every

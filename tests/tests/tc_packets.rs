@@ -1367,6 +1367,8 @@ fn source_ranges_drop_new_flows_from_outside_them() {
     const OTHER4: &str = "192.0.2.50";
     const ALLOWED6: &str = "fd00:99::5";
     const LB: u16 = svc_flags::EXTERNAL;
+    // Frontends with ranges say so (the planner sets the bit with them).
+    const RANGED: u16 = LB | svc_flags::SOURCE_RANGES;
     let sandbox = sandbox();
     let dir = sandbox.bpffs_path().join("ranges");
     std::fs::create_dir(&dir).expect("pin dir");
@@ -1374,11 +1376,11 @@ fn source_ranges_drop_new_flows_from_outside_them() {
     let services = [
         Svc {
             rev_nat_id: 7,
-            ..svc(LB4, 80, proto::TCP, scope::INTERNAL, LB, &[LOCAL_BE4])
+            ..svc(LB4, 80, proto::TCP, scope::INTERNAL, RANGED, &[LOCAL_BE4])
         },
         Svc {
             rev_nat_id: 8,
-            ..svc(LB6, 80, proto::TCP, scope::INTERNAL, LB, &[LOCAL_BE6])
+            ..svc(LB6, 80, proto::TCP, scope::INTERNAL, RANGED, &[LOCAL_BE6])
         },
         // No ranges: every source.
         Svc {
@@ -1905,7 +1907,7 @@ fn decrement_ttl(frame: &mut [u8]) {
 }
 
 /// Every program in the object the daemon embeds passes the verifier: the
-/// tc programs and the socket hooks, which share `lb.rs`.
+/// tc programs, the socket hooks (which share `lb.rs`) and `sock_egress`.
 #[test]
 fn every_program_verifies() {
     let sandbox = sandbox();
@@ -1920,6 +1922,7 @@ fn every_program_verifies() {
         let result = match prog {
             aya::programs::Program::SchedClassifier(p) => p.load(),
             aya::programs::Program::CgroupSockAddr(p) => p.load(),
+            aya::programs::Program::CgroupSkb(p) => p.load(),
             _ => panic!("unexpected program type for {name}"),
         };
         if let Err(e) = result {
@@ -1935,6 +1938,7 @@ fn every_program_verifies() {
         [
             "sock_connect4",
             "sock_connect6",
+            programs::SOCK_EGRESS,
             "sock_getpeername4",
             "sock_getpeername6",
             "sock_recvmsg4",

@@ -47,6 +47,7 @@ use crate::dataplane::{
     kernel::KernelMaps,
     link_info,
     pins::{self, CGROUP_LINKS_PREFIX, FoundLayout, Inventory},
+    source_check::{self, SourceCheck, replace_pin},
     tc::{TcHooks, TcSettings},
 };
 use crate::error_chain::error_chain;
@@ -119,6 +120,8 @@ pub struct SocketHooks {
     /// True once an `ensure` has succeeded: from then on, anything it has to
     /// fix is drift.
     settled: bool,
+    /// The `sock_egress` source check (attached only while wanted).
+    source_check: SourceCheck,
 }
 
 /// Loads the object (maps pinned, created with `sizes`, or adopted from their pins) and verifies
@@ -181,6 +184,7 @@ pub fn load(
                 .load()
                 .map_err(|e| program_error(name, "verifier rejected it", e))?;
         }
+        source_check::load(&mut ebpf)?;
     }
     let tc = match tc {
         None => None,
@@ -218,6 +222,7 @@ pub fn load(
             pins: pins.clone(),
             older,
             settled: false,
+            source_check: SourceCheck::default(),
         },
         logger,
     })
@@ -262,6 +267,13 @@ impl SocketHooks {
                     action,
                 });
             }
+            if let Some(action) = self.ensure_source_check()? {
+                report.hooks.push(AttachedHook {
+                    program: source_check::NAME,
+                    device: None,
+                    action,
+                });
+            }
         }
         if !self.settled {
             if self.socket_lb {
@@ -299,6 +311,28 @@ impl SocketHooks {
             self.tc_settled = true;
         }
         Ok(report)
+    }
+
+    /// Attaches the `sock_egress` source check when `wanted` (some frontend
+    /// has `loadBalancerSourceRanges`) and detaches it when not, at once if
+    /// that changed (see `source_check`). Nothing without socket LB.
+    pub fn want_source_check(&mut self, wanted: bool) -> Result<Option<HookAction>, LoadError> {
+        if !self.socket_lb || !self.source_check.want(wanted) {
+            return Ok(None);
+        }
+        self.ensure_source_check()
+    }
+
+    fn ensure_source_check(&mut self) -> Result<Option<HookAction>, LoadError> {
+        let link_dir = self.pins.links_for(self.cgroup_id);
+        bpffs::create_dir(&link_dir)?;
+        let target = source_check::Target {
+            cgroup_file: &self.cgroup_file,
+            cgroup: &self.cgroup,
+            cgroup_id: self.cgroup_id,
+            link_dir: &link_dir,
+        };
+        self.source_check.ensure(&mut self.ebpf, &target)
     }
 
     /// The tc programs, when loaded.
@@ -444,21 +478,6 @@ fn pin_link(
     replace_pin(name, fd_link, pin)
 }
 
-/// Pins `link` at `pin`, replacing any older pin atomically (pin a temporary
-/// name, then rename over), so the hook is never left without a reference.
-fn replace_pin(name: &'static str, link: FdLink, pin: &Path) -> Result<(), LoadError> {
-    // bpffs names may not contain '.'.
-    let tmp = pin.with_file_name(format!("{name}_new"));
-    let _ = fs::remove_file(&tmp);
-    let pinned = link
-        .pin(&tmp)
-        .map_err(|e| link_error(name, "pinning", std::io::Error::other(e.to_string())))?;
-    fs::rename(&tmp, pin).map_err(|e| link_error(name, "renaming the pin", e))?;
-    // The pin holds the link now; dropping our handle leaves it attached.
-    drop(pinned);
-    Ok(())
-}
-
 /// Pins in our link directory that are no hook of ours: a temporary pin left
 /// by a crash, or a hook an earlier version had. Removing them detaches them.
 fn remove_strays(link_dir: &Path) {
@@ -467,7 +486,7 @@ fn remove_strays(link_dir: &Path) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        if SOCKET_HOOKS.iter().any(|h| name == *h) {
+        if SOCKET_HOOKS.iter().any(|h| name == *h) || name == source_check::NAME {
             continue;
         }
         let path = entry.path();

@@ -4,7 +4,8 @@
 //! aya implementation (`kernel`), the map layouts ⇄ our types (`layout`), the
 //! one read-only reader of the service, backend, rev-NAT and name maps
 //! (`reader`, for the writer's mirror and `proxy inspect`), the `writer` that
-//! executes plans, and the tc programs' devices (`devices`: which ones; `tc`:
+//! executes plans, the `sock_egress` source check attached only while a
+//! Service has `loadBalancerSourceRanges` (`source_check`), and the tc programs' devices (`devices`: which ones; `tc`:
 //! links and the `DEVICES`/`NODE_CFG`/`LOCAL_*` maps; `local_traffic`: the
 //! local-traffic detector), and ending connected UDP sockets aimed at gone
 //! backends in every network namespace (`netns`: finding and entering them;
@@ -26,6 +27,7 @@ pub mod pin_lock;
 pub mod pins;
 pub mod reader;
 pub mod sockets;
+pub mod source_check;
 pub mod tc;
 pub mod udp_flows;
 pub mod usage;

@@ -314,6 +314,7 @@ fn affinity_timeout(master: &ServiceValue) -> Option<u32> {
 pub fn attach_type_name(attach_type: u32) -> String {
     // `enum bpf_attach_type` (uapi/linux/bpf.h).
     let name = match attach_type {
+        1 => "cgroup_inet_egress",
         10 => "cgroup_inet4_connect",
         11 => "cgroup_inet6_connect",
         14 => "cgroup_udp4_sendmsg",

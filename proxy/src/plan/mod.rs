@@ -44,7 +44,7 @@ pub use ops::{
     BackendId, BatchKey, Op, RevNatId, Scope, Subject, frontend_flags, service_name,
     source_range_entries,
 };
-use proxy_common::{ServiceName, backend_flags};
+use proxy_common::{ServiceName, backend_flags, svc_flags};
 
 use crate::model::{Backend, DesiredState, Frontend, FrontendSpec};
 
@@ -316,12 +316,19 @@ impl<'a> Planner<'a> {
             let ids_of = |backends: &[Backend]| -> Vec<BackendId> {
                 backends.iter().map(|b| backend_ids[b]).collect()
             };
+            // `SOURCE_RANGES` on both scopes: the hooks and the tc path
+            // look ranges up only for such frontends.
+            let ranges = if spec.source_ranges.is_some() {
+                svc_flags::SOURCE_RANGES
+            } else {
+                0
+            };
             let internal = Entry {
                 frontend: **frontend,
                 scope: Scope::Internal,
                 rev_nat_id,
                 affinity_timeout: spec.affinity_timeout,
-                flags: frontend_flags(spec.kind, Scope::Internal),
+                flags: frontend_flags(spec.kind, Scope::Internal) | ranges,
             };
             // The external scope first: its slot 0 is published before the
             // internal one, so a failure there (a full map) leaves the frontend
@@ -330,7 +337,7 @@ impl<'a> Planner<'a> {
                 Some(external) => {
                     let entry = Entry {
                         scope: Scope::External,
-                        flags: frontend_flags(spec.kind, Scope::External),
+                        flags: frontend_flags(spec.kind, Scope::External) | ranges,
                         ..internal
                     };
                     converge_scope(&mut self.out, applied, &entry, &ids_of(external));

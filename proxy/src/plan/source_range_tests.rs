@@ -168,7 +168,8 @@ fn emptying_the_list_removes_the_deny_entry_first() {
     let mut w = synced(&desired(&[LB], Some(&["198.51.100.0/24"])));
     assert_eq!(
         sync_log(&mut w, &desired(&[LB], None)),
-        ["delete 0.0.0.0/0", "delete 198.51.100.0/24"]
+        // Slot 0 drops `SOURCE_RANGES` first.
+        ["publish", "delete 0.0.0.0/0", "delete 198.51.100.0/24"]
     );
     assert!(contents(&w).is_empty());
 }
@@ -178,7 +179,8 @@ fn a_list_added_to_a_live_frontend_writes_the_deny_entry_last() {
     let mut w = synced(&desired(&[LB], None));
     assert_eq!(
         sync_log(&mut w, &desired(&[LB], Some(&["198.51.100.0/24"]))),
-        ["put 198.51.100.0/24 true", "put 0.0.0.0/0 false"]
+        // Slot 0 gets `SOURCE_RANGES` last.
+        ["put 198.51.100.0/24 true", "put 0.0.0.0/0 false", "publish"]
     );
 }
 
@@ -247,4 +249,46 @@ fn any_failed_write_converges_and_never_publishes_an_open_frontend() {
             w.maps().contents.source_ranges
         );
     }
+}
+
+/// The `svc_flags` of the frontend's internal-scope slot 0.
+fn slot0_flags(w: &Writer<FakeMaps>, f: Frontend) -> u16 {
+    w.applied().slot0(f, Scope::Internal).unwrap().flags
+}
+
+#[test]
+fn the_source_ranges_flag_follows_the_list() {
+    let f = lb_frontend(LB);
+    let mut w = synced(&desired(&[LB], None));
+    assert_eq!(
+        slot0_flags(&w, f) & proxy_common::svc_flags::SOURCE_RANGES,
+        0
+    );
+    let ranged = desired(&[LB], Some(&["198.51.100.0/24"]));
+    assert_eq!(
+        sync_log(&mut w, &ranged),
+        ["put 198.51.100.0/24 true", "put 0.0.0.0/0 false", "publish"],
+        "the ranges are in place before slot 0 says the frontend has them"
+    );
+    assert_ne!(
+        slot0_flags(&w, f) & proxy_common::svc_flags::SOURCE_RANGES,
+        0
+    );
+    // Ranges only of the other family: the frontend still has the flag
+    // (its `/0` entry denies everyone).
+    let other = desired(&[LB], Some(&["2001:db8::/32"]));
+    sync_log(&mut w, &other);
+    assert_ne!(
+        slot0_flags(&w, f) & proxy_common::svc_flags::SOURCE_RANGES,
+        0
+    );
+    assert_eq!(
+        sync_log(&mut w, &desired(&[LB], None)),
+        ["publish", "delete 0.0.0.0/0"],
+        "slot 0 drops the flag before the entries go"
+    );
+    assert_eq!(
+        slot0_flags(&w, f) & proxy_common::svc_flags::SOURCE_RANGES,
+        0
+    );
 }
