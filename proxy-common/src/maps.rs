@@ -109,6 +109,9 @@ pub mod names {
     /// Socket storage (`BPF_MAP_TYPE_SK_STORAGE`): the source check a socket
     /// translated to a frontend with `loadBalancerSourceRanges` still owes.
     pub const SOCK_SRC_CHECK: &str = "SOCK_SRC_CHECK";
+    /// (per-CPU array of one [`RejectBudget`](super::RejectBudget)) the tc
+    /// path's budget of RSTs and ICMP errors ([`reject_limit`](super::reject_limit)).
+    pub const REJECT_BUDGET: &str = "REJECT_BUDGET";
 }
 
 /// Program names (the function names in `proxy-ebpf`).
@@ -727,6 +730,34 @@ pub struct SrcRangeV6 {
     pub addr: [u8; 16],
 }
 const _: () = assert!(core::mem::size_of::<SrcRangeV6>() == 20);
+
+/// How many RSTs and ICMP errors the tc path may send for flows it cannot
+/// serve: a token bucket per CPU, so a flood of packets to a frontend with no
+/// backend cannot be reflected one for one (spoofed sources would turn the
+/// node into an amplifier). Linux limits its own ICMP errors alike
+/// (`net.ipv4.icmp_msgs_per_sec`, 1000, with a burst of 50). What is over
+/// the budget is dropped and counted (`tc_reject_rate_limited`).
+pub mod reject_limit {
+    /// Tokens added per second, per CPU.
+    pub const PER_SECOND: u64 = 1000;
+    /// The bucket's size: rejects in a row before the rate applies.
+    pub const BURST: u64 = 100;
+    /// Nanoseconds per token.
+    pub const NS_PER_TOKEN: u64 = 1_000_000_000 / PER_SECOND;
+}
+
+/// Value of `REJECT_BUDGET` (per CPU): the token bucket of
+/// [`reject_limit`]. All zero at first, which reads as a full bucket (the
+/// time since 0 refills it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RejectBudget {
+    /// Tokens left.
+    pub tokens: u64,
+    /// `bpf_ktime_get_ns` when the bucket was last refilled.
+    pub stamp_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<RejectBudget>() == 16);
 
 /// Value of `SOCK_SRC_CHECK` (socket storage): written by `connect`/`sendmsg`
 /// when they translate a socket to a frontend with

@@ -104,11 +104,14 @@ pub enum Reason {
     /// socket hooks: the socket's source-check record (`SOCK_SRC_CHECK`)
     /// could not be written; the call is refused (fails closed).
     SockSourceCheckFailed = 41,
+    /// tc: a RST or ICMP error was due, but this CPU's reject budget was spent
+    /// (`reject_limit`): the packet is dropped.
+    TcRejectRateLimited = 42,
 }
 
 impl Reason {
     /// Every reason, in index order.
-    pub const ALL: [Reason; 42] = [
+    pub const ALL: [Reason; 43] = [
         Reason::Translated,
         Reason::NotAService,
         Reason::NoBackend,
@@ -151,6 +154,7 @@ impl Reason {
         Reason::TcMasqueradeAll,
         Reason::SockSourceRangeDropped,
         Reason::SockSourceCheckFailed,
+        Reason::TcRejectRateLimited,
     ];
     /// Number of reasons: the size of the `STATS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -200,6 +204,7 @@ impl Reason {
             Reason::TcMasqueradeAll => "tc_masquerade_all",
             Reason::SockSourceRangeDropped => "sock_source_range_dropped",
             Reason::SockSourceCheckFailed => "sock_source_check_failed",
+            Reason::TcRejectRateLimited => "tc_reject_rate_limited",
         }
     }
 }

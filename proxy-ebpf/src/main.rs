@@ -31,6 +31,8 @@ mod maps;
 #[cfg(target_arch = "bpf")]
 mod packet;
 #[cfg(target_arch = "bpf")]
+mod reject_budget;
+#[cfg(target_arch = "bpf")]
 mod rst;
 #[cfg(target_arch = "bpf")]
 mod sock;

@@ -9,9 +9,9 @@ use aya_ebpf::{
 };
 use proxy_common::{
     AffinityKey, AffinityValue, BackendV4, BackendV6, CtKeyV4, CtKeyV6, CtValueV4, CtValueV6,
-    DeviceConfig, NodeConfig, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6, ServiceName,
-    ServiceValue, SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6, SockSrcCheck,
-    SrcRangeV4, SrcRangeV6, capacity,
+    DeviceConfig, NodeConfig, RejectBudget, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6,
+    ServiceName, ServiceValue, SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6,
+    SockSrcCheck, SrcRangeV4, SrcRangeV6, capacity,
 };
 
 const SERVICES: usize = capacity::SERVICES as usize;
@@ -48,6 +48,9 @@ pub static SOCK_RNAT_V6: LruHashMap<SockRevNatKeyV6, SockRevNatV6, SOCK_REVNAT> 
 pub static AFFINITY: LruHashMap<AffinityKey, AffinityValue, AFFINITY_ENTRIES> = LruHashMap::new();
 #[btf_map(pin_by_name)]
 pub static STATS: PerCpuArray<u64, REASONS> = PerCpuArray::new();
+/// The tc path's reject budget, per CPU (`proxy_common::reject_limit`).
+#[btf_map(pin_by_name)]
+pub static REJECT_BUDGET: PerCpuArray<RejectBudget, 1> = PerCpuArray::new();
 /// Which Service owns each frontend, by rev-NAT id, for `proxy inspect`. No
 /// program reads it: it is declared here so it is created and pinned with the
 /// others. Not preallocated, since it is written only from userspace.

@@ -49,6 +49,7 @@ use crate::{
     family::{self, Chosen, CtEntry, Family, Tuple, V4, V6},
     maps::DEVICES,
     packet::{self, Flow, IcmpError, TCP_FIN, TCP_RST},
+    reject_budget,
     stats::count,
 };
 
@@ -219,6 +220,7 @@ fn ingress<F: Family>(ctx: &TcContext) -> i32 {
             }
             commit::<F>(ctx, &flow, &chosen, now)
         }
+        Verdict::Reject if !reject_budget::take(now) => Verdict::Drop(Reason::TcRejectRateLimited),
         Verdict::Reject => {
             if F::reject(ctx, &flow) {
                 Verdict::Bounce(Reason::TcRejected)

@@ -1565,6 +1565,56 @@ fn conntrack_entries() {
     assert!(fwd2.last_seen_ns >= fwd.last_seen_ns);
 }
 
+/// Rejects are rate-limited per CPU (`proxy_common::reject_limit`): a burst
+/// of packets to a frontend with no backend gets at most the bucket's worth
+/// of ICMP errors (plus what the rate refills meanwhile, per CPU the runs
+/// land on), and the rest is dropped and counted, so the node cannot be used
+/// to reflect a flood one for one.
+#[test]
+fn rejects_are_rate_limited() {
+    use proxy_common::reject_limit::BURST;
+    let sandbox = sandbox();
+    let dir = sandbox.bpffs_path().join("ratelimit");
+    std::fs::create_dir(&dir).expect("pin dir");
+    let mut world = World::load(&dir).expect("load");
+    world
+        .install(
+            &[],
+            &[svc(NODE4, NODE_PORT, proto::UDP, scope::INTERNAL, EXT, &[])],
+        )
+        .expect("install");
+    let udp = build(
+        &pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), L4::Udp),
+        None,
+    )
+    .expect("build");
+    let sent = 4 * BURST;
+    let mut answered = 0u64;
+    let mut first_answered = 0u64;
+    for i in 0..sent {
+        let (verdict, _) = world.run(Ingress, &udp).expect("run");
+        match verdict {
+            TC_ACT_REDIRECT => {
+                answered += 1;
+                if i < BURST {
+                    first_answered += 1;
+                }
+            }
+            TC_ACT_SHOT => {}
+            other => panic!("run {i}: verdict {other}"),
+        }
+    }
+    let limited = world.stat("tc_reject_rate_limited");
+    assert_eq!(first_answered, BURST, "a full bucket answers its burst");
+    assert_eq!(world.stat("tc_rejected"), answered);
+    assert_eq!(answered + limited, sent);
+    // Two CPUs' buckets at most, plus the refill of the loop's few ms.
+    assert!(
+        limited >= BURST,
+        "{limited} of {sent} rejects suppressed, {answered} answered"
+    );
+}
+
 /// ClientIP affinity on the tc path is keyed by the client's address: new
 /// flows (other source ports) of one client keep their backend.
 #[test]
