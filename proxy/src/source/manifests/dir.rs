@@ -5,7 +5,13 @@
 //! and is reported and counted once per change. No more than
 //! `max_bytes + 1` bytes of a file are ever read. A file that disappears
 //! takes its objects with it. Hidden files (editor swap files, the `..data`
-//! links of a mounted ConfigMap) are skipped; symlinked files are followed.
+//! links of a mounted ConfigMap) are skipped. A symbolic link is followed
+//! only when its target stays inside the directory (a mounted ConfigMap's
+//! `name.yaml → ..data/name.yaml → ..<timestamp>/name.yaml` does); then the
+//! resolved path is what is read, so the link cannot be re-pointed between
+//! the check and the read. A link that leads out (or nowhere) is never read:
+//! it is reported and counted once per change of its target
+//! (`symlink_outside`), and a file it replaced keeps its last good contents.
 //!
 //! A rescan reads only the files whose metadata (device, inode, size, mtime,
 //! ctime) changed since they were last read: the periodic safety-net rescan
@@ -89,6 +95,8 @@ pub struct ManifestDir {
     limits: Limits,
     /// [`SETTLE`], shorter in tests.
     settle: Duration,
+    /// Links that lead out of the directory, with the target last reported.
+    outside_links: BTreeMap<PathBuf, String>,
 }
 
 /// Errors reading the directory itself.
@@ -108,6 +116,7 @@ impl ManifestDir {
             rejects: ConfigRejects::default(),
             limits: Limits::default(),
             settle: SETTLE,
+            outside_links: BTreeMap::new(),
         }
     }
 
@@ -134,23 +143,77 @@ impl ManifestDir {
             dir: self.dir.clone(),
             source,
         })?;
+        // Links must stay inside the directory as it really is.
+        let root = std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone());
         let mut seen = Vec::new();
+        let mut outside = BTreeMap::new();
         for entry in entries.flatten() {
             let path = entry.path();
-            if is_manifest(&path) {
-                seen.push(path);
+            let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
+            if !is_link {
+                if is_manifest(&path) {
+                    seen.push((path.clone(), path));
+                }
+                continue;
+            }
+            if !is_manifest_name(&path) {
+                continue;
+            }
+            match std::fs::canonicalize(&path) {
+                Ok(target) if target.starts_with(&root) => {
+                    if target.is_file() {
+                        seen.push((path, target));
+                    }
+                }
+                resolved => {
+                    let target = match resolved {
+                        Ok(target) => target.display().to_string(),
+                        Err(error) => format!(
+                            "{}: {error}",
+                            std::fs::read_link(&path)
+                                .map(|t| t.display().to_string())
+                                .unwrap_or_default()
+                        ),
+                    };
+                    outside.insert(path, target);
+                }
             }
         }
+        for (path, target) in &outside {
+            if self.outside_links.get(path) != Some(target) {
+                let error = ManifestError::OutsideLink {
+                    file: path.clone(),
+                    target: target.clone(),
+                };
+                self.rejects.record(ConfigSource::Manifests, error.label());
+                let kept = if self.files.contains_key(path) {
+                    "; keeping its last good contents"
+                } else {
+                    ""
+                };
+                tracing::error!("{error}{kept}");
+            }
+        }
+        // A file that became an outside link keeps its last good contents.
+        let kept: Vec<PathBuf> = outside
+            .keys()
+            .filter(|p| self.files.contains_key(*p))
+            .cloned()
+            .collect();
+        self.outside_links = outside;
         let mut changes = Changes::default();
         let before: Vec<PathBuf> = self.files.keys().cloned().collect();
-        for gone in before.iter().filter(|p| !seen.contains(p)) {
+        for gone in before
+            .iter()
+            .filter(|p| !kept.contains(p) && !seen.iter().any(|(path, _)| path == *p))
+        {
             tracing::info!(file = %gone.display(), "manifest removed");
             if let Some(state) = self.files.remove(gone) {
                 changes.note(state.good.as_ref());
             }
         }
-        for path in seen {
-            self.refresh(&path, &mut changes);
+        for (path, source) in seen {
+            self.refresh(&path, &source, &mut changes);
         }
         Ok(changes)
     }
@@ -172,11 +235,12 @@ impl ManifestDir {
     }
 
     /// Re-parses one file if its bytes changed, noting the objects it held
-    /// before and holds now in `changes`.
-    fn refresh(&mut self, path: &Path, changes: &mut Changes) {
+    /// before and holds now in `changes`. `source` is where its bytes are
+    /// read: `path` itself, or the checked target of a link.
+    fn refresh(&mut self, path: &Path, source: &Path, changes: &mut Changes) {
         // Taken before reading: a write during the read changes it, and the
         // next scan reads again.
-        let stamp = Stamp::of(path);
+        let stamp = Stamp::of(source);
         if let Some(state) = self.files.get(path)
             && stamp.is_some()
             && state.stamp == stamp
@@ -184,7 +248,7 @@ impl ManifestDir {
             return;
         }
         let stamp = stamp.filter(|s| s.settled(SystemTime::now(), self.settle));
-        let bytes = match read_bounded(path, self.limits.max_bytes) {
+        let bytes = match read_bounded(source, self.limits.max_bytes) {
             Ok(bytes) => bytes,
             Err(error) => {
                 // Vanished between listing and reading: keep what we had.
@@ -366,12 +430,17 @@ impl Changes {
 }
 
 fn is_manifest(path: &Path) -> bool {
+    is_manifest_name(path) && path.is_file()
+}
+
+/// Not hidden, and named `*.yaml`, `*.yml` or `*.json`.
+fn is_manifest_name(path: &Path) -> bool {
     let hidden = path
         .file_name()
         .and_then(|n| n.to_str())
         .is_none_or(|n| n.starts_with('.'));
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    !hidden && matches!(ext, "yaml" | "yml" | "json") && path.is_file()
+    !hidden && matches!(ext, "yaml" | "yml" | "json")
 }
 
 fn fingerprint(bytes: &[u8]) -> u64 {
@@ -603,6 +672,52 @@ mod tests {
         dir.scan().unwrap();
         dir.scan().unwrap();
         assert_eq!(rejects.count(ConfigSource::Manifests, "not_utf8"), 2);
+    }
+
+    /// A mounted ConfigMap's layout (`a.yaml → ..data/a.yaml`, `..data →
+    /// ..<timestamp>`) is read; links out of the directory (absolute, or
+    /// `../`) and dangling ones are not, and are counted once per target;
+    /// a file that became such a link keeps its last good contents.
+    #[test]
+    fn links_are_followed_only_inside_the_directory() {
+        use std::os::unix::fs::symlink;
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(
+            outside.path().join("secret.yaml"),
+            svc("secret", "10.96.0.66"),
+        )
+        .unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir(root.join("..2026_12_07_10_00_00.1")).unwrap();
+        std::fs::write(
+            root.join("..2026_12_07_10_00_00.1/web.yaml"),
+            svc("web", "10.96.0.10"),
+        )
+        .unwrap();
+        symlink("..2026_12_07_10_00_00.1", root.join("..data")).unwrap();
+        symlink("..data/web.yaml", root.join("web.yaml")).unwrap();
+        symlink(outside.path().join("secret.yaml"), root.join("abs.yaml")).unwrap();
+        let relative = format!(
+            "../{}/secret.yaml",
+            outside.path().file_name().unwrap().to_str().unwrap()
+        );
+        symlink(&relative, root.join("rel.yaml")).unwrap();
+        symlink("nowhere.yaml", root.join("dangling.yaml")).unwrap();
+        std::fs::write(root.join("api.yaml"), svc("api", "10.96.0.11")).unwrap();
+        let (mut dir, rejects) = limited(root, Limits::default());
+        for _ in 0..3 {
+            dir.scan().unwrap();
+        }
+        assert_eq!(names(&dir), ["api", "web"]);
+        assert_eq!(rejects.count(ConfigSource::Manifests, "symlink_outside"), 3);
+        // api.yaml becomes a link out: its last good contents stay.
+        std::fs::remove_file(root.join("api.yaml")).unwrap();
+        symlink(outside.path().join("secret.yaml"), root.join("api.yaml")).unwrap();
+        dir.scan().unwrap();
+        dir.scan().unwrap();
+        assert_eq!(names(&dir), ["api", "web"]);
+        assert_eq!(rejects.count(ConfigSource::Manifests, "symlink_outside"), 4);
     }
 
     #[test]

@@ -100,6 +100,14 @@ pub enum ManifestError {
     /// The file is not UTF-8 text: nothing in it is used.
     #[error("{file}: not UTF-8 text: {reason}", file = .file.display())]
     NotUtf8 { file: PathBuf, reason: String },
+    /// The file is a symbolic link that leads out of the directory (or
+    /// nowhere): it is never read, so a link to `/etc/shadow` cannot be read
+    /// as root and echoed in an error.
+    #[error(
+        "{file}: a symbolic link out of the manifest directory ({target}): not read",
+        file = .file.display()
+    )]
+    OutsideLink { file: PathBuf, target: String },
     /// The object does not match its kind's schema (e.g. `port: abc`).
     #[error("{file}: {object}: cannot decode: {reason}", file = .file.display())]
     Decode {
@@ -131,6 +139,7 @@ impl ManifestError {
             ManifestError::Yaml { file, .. }
             | ManifestError::Limit { file, .. }
             | ManifestError::NotUtf8 { file, .. }
+            | ManifestError::OutsideLink { file, .. }
             | ManifestError::NotAMapping { file, .. }
             | ManifestError::NoKind { file, .. }
             | ManifestError::UnknownKind { file, .. }
@@ -149,6 +158,7 @@ impl ManifestError {
             ManifestError::Yaml { .. } => "invalid_yaml",
             ManifestError::Limit { exceeded, .. } => exceeded.label(),
             ManifestError::NotUtf8 { .. } => "not_utf8",
+            ManifestError::OutsideLink { .. } => "symlink_outside",
             ManifestError::NotAMapping { .. } => "not_a_mapping",
             ManifestError::NoKind { .. } => "no_kind",
             ManifestError::UnknownKind { .. } => "unknown_kind",
