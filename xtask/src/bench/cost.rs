@@ -190,7 +190,7 @@ pub fn table(rows: &[(usize, &str, WorkloadCost)]) -> String {
             let per_unit = runs
                 .zip(p.ns_per_run())
                 .map_or("–".to_owned(), |(r, ns)| format!("{:.0}", r * ns));
-            let runs = runs.map_or("–".to_owned(), |r| format!("{r:.2}"));
+            let runs = runs.map_or("–".to_owned(), runs_text);
             out.push_str(&format!(
                 "| {scale} | {contender} | {} | `{}` | {per_run} | {runs} per {unit} | {per_unit} |\n",
                 c.workload, p.program
@@ -205,6 +205,16 @@ pub fn table(rows: &[(usize, &str, WorkloadCost)]) -> String {
         }
     }
     out
+}
+
+/// Runs per unit with two decimals, or two significant digits below 0.01
+/// (a program that runs once per connection of a long-lived workload).
+fn runs_text(r: f64) -> String {
+    if r == 0.0 || r >= 0.01 {
+        format!("{r:.2}")
+    } else {
+        format!("{r:.1e}")
+    }
 }
 
 /// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line. The
@@ -251,7 +261,10 @@ fn pinned_links(dir: &Path, out: &mut Vec<PathBuf>) {
 pub fn snapshot(pin_path: &Path, proxy_pid: Option<u32>) -> anyhow::Result<Snapshot> {
     let mut links = Vec::new();
     pinned_links(pin_path, &mut links);
-    let mut ids = Vec::new();
+    links.sort();
+    // Program id → its full name: the pin's file name is the program's
+    // (the kernel keeps only 15 characters: `sock_getpeernam`).
+    let mut ids: BTreeMap<u32, String> = BTreeMap::new();
     for path in &links {
         let link = PinnedLink::from_pin(path)
             .with_context(|| format!("opening the pinned link {}", path.display()))?;
@@ -259,17 +272,21 @@ pub fn snapshot(pin_path: &Path, proxy_pid: Option<u32>) -> anyhow::Result<Snaps
         let info = link
             .info()
             .with_context(|| format!("reading the link {}", path.display()))?;
-        ids.push(info.program_id());
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        ids.insert(info.program_id(), name);
     }
     let mut progs = BTreeMap::new();
     if !ids.is_empty() {
         for info in loaded_programs() {
             let info: ProgramInfo = info.context("listing loaded eBPF programs")?;
-            if ids.contains(&info.id()) {
+            if let Some(name) = ids.get(&info.id()) {
                 progs.insert(
                     info.id(),
                     ProgCounters {
-                        name: info.name_as_str().unwrap_or("?").to_owned(),
+                        name: name.clone(),
                         run_cnt: info.run_count(),
                         run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
                     },
@@ -407,6 +424,13 @@ mod tests {
             t.contains("| 1000 | socket LB | conn | proxy process (CPU) | – | – | 50000 |"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn small_run_ratios_keep_two_digits() {
+        assert_eq!(runs_text(1.0), "1.00");
+        assert_eq!(runs_text(0.0), "0.00");
+        assert_eq!(runs_text(0.000_123), "1.2e-4");
     }
 
     #[test]
