@@ -233,7 +233,11 @@ pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
 pub fn tick_ns() -> u64 {
     // SAFETY: sysconf only reads a configuration value.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if hz > 0 { 1_000_000_000 / hz as u64 } else { 10_000_000 }
+    if hz > 0 {
+        1_000_000_000 / hz as u64
+    } else {
+        10_000_000
+    }
 }
 
 fn proxy_ticks(pid: u32) -> Option<u64> {
@@ -370,7 +374,10 @@ mod tests {
     fn a_new_or_reloaded_program_counts_from_zero() {
         let before = snap(&[(1, "sock_connect4", 500, 9_000)], None);
         let after = snap(
-            &[(1, "sock_connect4", 20, 2_000), (9, "sock_sendmsg4", 3, 300)],
+            &[
+                (1, "sock_connect4", 20, 2_000),
+                (9, "sock_sendmsg4", 3, 300),
+            ],
             None,
         );
         let c = WorkloadCost::between("conn", "connection", 0.0, &before, &after, 1);
@@ -394,10 +401,14 @@ mod tests {
             proxy_cpu_ns: cpu,
         };
         let (a, b) = (round(10, 1_000, Some(5)), round(30, 1_000, None));
-        let t = total(&[&a, &b]).unwrap();
+        let t = total(&[&a, &b]).expect("two rounds");
         assert_eq!(t.units, 20.0);
         assert_eq!(t.progs[0].runs, 40);
-        assert_eq!(t.progs[0].ns_per_run(), Some(50.0), "not the mean of 100 and 33");
+        assert_eq!(
+            t.progs[0].ns_per_run(),
+            Some(50.0),
+            "not the mean of 100 and 33"
+        );
         assert_eq!(t.proxy_cpu_ns, Some(5));
         assert!(total(&[]).is_none());
     }
@@ -417,7 +428,9 @@ mod tests {
         };
         let t = table(&[(1000, "socket LB", c)]);
         assert!(
-            t.contains("| 1000 | socket LB | conn | `sock_connect4` | 300 | 2.00 per connection | 600 |"),
+            t.contains(
+                "| 1000 | socket LB | conn | `sock_connect4` | 300 | 2.00 per connection | 600 |"
+            ),
             "{t}"
         );
         assert!(

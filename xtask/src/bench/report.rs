@@ -619,7 +619,10 @@ mod tests {
     #[test]
     fn the_report_has_the_cost_breakdown_summed_over_rounds() {
         let mut r = results();
-        assert!(!markdown(&r, ".").contains("### Cost breakdown"), "no costs: no section");
+        assert!(
+            !markdown(&r, ".").contains("### Cost breakdown"),
+            "no costs: no section"
+        );
         for ns in [1_000, 3_000] {
             let mut s = sample(100.0);
             s.costs.push(cost::WorkloadCost {

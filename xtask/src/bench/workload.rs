@@ -260,10 +260,7 @@ fn latency(
     let file = world.sandbox().dir().join("latency-targets");
     std::fs::write(
         &file,
-        targets
-            .iter()
-            .map(|a| format!("{a}\n"))
-            .collect::<String>(),
+        targets.iter().map(|a| format!("{a}\n")).collect::<String>(),
     )?;
     let mut cmd = Command::new(agent);
     cmd.args([
