@@ -19,7 +19,6 @@ use std::{
 
 use anyhow::Context as _;
 use aya::programs::{
-    ProgramInfo,
     links::{FdLink, PinnedLink},
     loaded_programs,
 };
@@ -284,8 +283,9 @@ pub fn snapshot(pin_path: &Path, proxy_pid: Option<u32>) -> anyhow::Result<Snaps
     }
     let mut progs = BTreeMap::new();
     if !ids.is_empty() {
-        for info in loaded_programs() {
-            let info: ProgramInfo = info.context("listing loaded eBPF programs")?;
+        // Programs of others may come and go while this walks the list (an
+        // error for one of them); ours stay loaded while their links are pinned.
+        for info in loaded_programs().filter_map(Result::ok) {
             if let Some(name) = ids.get(&info.id()) {
                 progs.insert(
                     info.id(),
