@@ -175,7 +175,8 @@ pub fn table(rows: &[(usize, &str, WorkloadCost)]) -> String {
         "### Cost breakdown\n\n\
          Per eBPF program (kernel run statistics, `kernel.bpf_stats_enabled` on during the run; \
          the statistics themselves add some tens of ns per run) and for the proxy process \
-         (utime + stime from `/proc`), summed over the rounds. `connect-non-service`: \
+         (utime + stime from `/proc`, in clock ticks of 10 ms: coarse for a short workload, and no \
+         row when not one tick was spent), summed over the rounds. `connect-non-service`: \
          connections from the client pod through the socket hooks to pod addresses that are \
          no Service. Programs that did not run are left out.\n\n\
          | Services | contender | workload | program | ns per run | runs per unit | ns per unit |\n\
@@ -195,7 +196,7 @@ pub fn table(rows: &[(usize, &str, WorkloadCost)]) -> String {
                 c.workload, p.program
             ));
         }
-        if let Some(us) = c.proxy_us_per_unit() {
+        if let Some(us) = c.proxy_us_per_unit().filter(|us| *us > 0.0) {
             out.push_str(&format!(
                 "| {scale} | {contender} | {} | proxy process (CPU) | – | – | {:.0} |\n",
                 c.workload,
@@ -426,6 +427,7 @@ mod tests {
             }],
             proxy_cpu_ns: Some(5_000_000),
         };
+        let c0 = c.clone();
         let t = table(&[(1000, "socket LB", c)]);
         assert!(
             t.contains(
@@ -436,6 +438,15 @@ mod tests {
         assert!(
             t.contains("| 1000 | socket LB | conn | proxy process (CPU) | – | – | 50000 |"),
             "{t}"
+        );
+        let idle = WorkloadCost {
+            proxy_cpu_ns: Some(0),
+            progs: Vec::new(),
+            ..c0
+        };
+        assert!(
+            !table(&[(1, "tc", idle)]).contains("proxy process"),
+            "not one tick: no row"
         );
     }
 
