@@ -445,7 +445,7 @@ mod tests {
             ..c0
         };
         assert!(
-            !table(&[(1, "tc", idle)]).contains("proxy process"),
+            !table(&[(1, "tc", idle)]).contains("proxy process (CPU)"),
             "not one tick: no row"
         );
     }
