@@ -103,7 +103,10 @@ fn main() -> anyhow::Result<()> {
             demo::run(&bin)?;
         }
         Task::Bench(args) => {
-            let bin = cargo::build_proxy(&root, true)?;
+            let bin = match &args.proxy_bin {
+                Some(bin) => bin.clone(),
+                None => cargo::build_proxy(&root, true)?,
+            };
             // The load generators and backends, optimised like the proxy.
             let agent = cargo::build_bin(&root, "xtask", true)?;
             bench::run(&root, &bin, &agent, &args)?;

@@ -31,6 +31,7 @@
 //! namespaces.
 
 pub mod agent;
+mod cost;
 mod plot;
 mod report;
 mod tools;
@@ -99,6 +100,11 @@ pub struct BenchArgs {
     /// Also copy the report to BENCHMARKS.md and the plots to docs/bench/.
     #[arg(long)]
     publish: bool,
+    /// Use this proxy binary instead of building `target/release/proxy`
+    /// (e.g. a debug build, to compare eBPF programs: their cost does not
+    /// depend on how the userspace was compiled).
+    #[arg(long)]
+    pub proxy_bin: Option<std::path::PathBuf>,
     /// Measure nothing: render the report and plots again from
     /// target/bench/results.json (with --publish, publish them).
     #[arg(long)]
@@ -303,6 +309,9 @@ pub struct Targets {
     bulk: SocketAddr,
     /// Latency: picked at random.
     latency: Vec<SocketAddr>,
+    /// Addresses that are no Service, connected to through the socket hooks
+    /// (their cost when nothing is translated); only for [`Contender::SocketLb`].
+    non_service: Option<Vec<SocketAddr>>,
 }
 
 impl Targets {
@@ -318,6 +327,7 @@ impl Targets {
                 latency: (0..BACKENDS)
                     .map(|i| SocketAddr::from((backend(i), HTTP_PORT)))
                     .collect(),
+                non_service: None,
             },
             Contender::Tc | Contender::IptablesNodeport | Contender::NftablesNodeport => {
                 let (measured, bulk) = cluster.measured_node_ports();
@@ -326,6 +336,7 @@ impl Targets {
                     rr: measured,
                     bulk,
                     latency: cluster.node_port_frontends(),
+                    non_service: None,
                 }
             }
             Contender::Haproxy => Targets {
@@ -333,12 +344,18 @@ impl Targets {
                 rr: measured,
                 bulk: SocketAddr::from((BULK_VIP, IPERF_PORT)),
                 latency: vec![measured],
+                non_service: None,
             },
             _ => Targets {
                 conn: vec![measured],
                 rr: measured,
                 bulk: SocketAddr::from((BULK_VIP, IPERF_PORT)),
                 latency: cluster.frontends(),
+                non_service: (contender == Contender::SocketLb).then(|| {
+                    (0..BACKENDS)
+                        .map(|i| SocketAddr::from((backend(i), HTTP_PORT)))
+                        .collect()
+                }),
             },
         }
     }
@@ -394,6 +411,16 @@ pub fn run(root: &Path, proxy_bin: &Path, agent: &Path, args: &BenchArgs) -> any
         quick: args.quick,
     };
     let versions = tools::ensure()?;
+    // Per-program run time and count while the bench runs (the cost
+    // breakdown); the kernel turns them off again when this is dropped or
+    // the process dies.
+    let _stats = match cost::StatsGuard::enable() {
+        Ok(guard) => Some(guard),
+        Err(e) => {
+            eprintln!("bench: no per-program cost breakdown: {e:#}");
+            None
+        }
+    };
     let started = Instant::now();
     let mut results = report::Results::new(&settings, versions);
     let smallest = settings.scales.iter().copied().min().unwrap_or(1);
@@ -530,7 +557,7 @@ fn setup(
                 .args(extra)
                 .stdout(log.try_clone()?)
                 .stderr(log);
-            world.spawn_on_node("proxy run", &mut cmd)?;
+            world.spawn_on_node(world::PROXY, &mut cmd)?;
         }
         Contender::Iptables => {
             let rules = baseline::iptables_ruleset(&cluster.specs);

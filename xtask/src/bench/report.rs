@@ -13,7 +13,7 @@ use std::{
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use super::{CONTROL_ENDPOINTS, Contender, Settings, plot, workload::Sample};
+use super::{CONTROL_ENDPOINTS, Contender, Settings, cost, plot, workload::Sample};
 use crate::bench_control;
 
 #[derive(Serialize, Deserialize)]
@@ -336,6 +336,7 @@ pub fn markdown(r: &Results, plots: &str) -> String {
         .map(|s| s.errors)
         .sum();
     let _ = writeln!(out, "Failed connections over the whole run: {errors}.\n");
+    out.push_str(&breakdown(r));
     for s in &r.skipped {
         let _ = writeln!(
             out,
@@ -377,6 +378,40 @@ pub fn markdown(r: &Results, plots: &str) -> String {
     }
     let _ = writeln!(out, "\n![control plane]({plots}/control-plane.svg)");
     out
+}
+
+/// The cost breakdown of every contender that ran eBPF programs or a proxy
+/// process, per scale and workload (see [`cost`]).
+fn breakdown(r: &Results) -> String {
+    let mut rows = Vec::new();
+    for &scale in &r.scales {
+        for c in r.contenders() {
+            let Some(row) = r.row(scale, c) else { continue };
+            let mut workloads: Vec<&str> = Vec::new();
+            for w in row.samples.iter().flat_map(|s| &s.costs) {
+                if !workloads.contains(&w.workload.as_str()) {
+                    workloads.push(&w.workload);
+                }
+            }
+            for w in workloads {
+                let same: Vec<&cost::WorkloadCost> = row
+                    .samples
+                    .iter()
+                    .flat_map(|s| &s.costs)
+                    .filter(|x| x.workload == w)
+                    .collect();
+                if let Some(t) = cost::total(&same)
+                    && (!t.progs.is_empty() || t.proxy_cpu_ns.is_some())
+                {
+                    rows.push((scale, c.label(), t));
+                }
+            }
+        }
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    cost::table(&rows) + "\n"
 }
 
 /// The ratios the project's goals are stated in, from this run's medians.
@@ -577,7 +612,37 @@ mod tests {
             p90_us: 20.0,
             p99_us: 30.0,
             errors: 0,
+            costs: Vec::new(),
         }
+    }
+
+    #[test]
+    fn the_report_has_the_cost_breakdown_summed_over_rounds() {
+        let mut r = results();
+        assert!(
+            !markdown(&r, ".").contains("### Cost breakdown"),
+            "no costs: no section"
+        );
+        for ns in [1_000, 3_000] {
+            let mut s = sample(100.0);
+            s.costs.push(cost::WorkloadCost {
+                workload: "latency".into(),
+                unit: "connection".into(),
+                units: 10.0,
+                progs: vec![cost::ProgCost {
+                    program: "sock_connect4".into(),
+                    runs: 10,
+                    run_time_ns: ns,
+                }],
+                proxy_cpu_ns: None,
+            });
+            r.push(1, Contender::SocketLb, s);
+        }
+        let md = markdown(&r, ".");
+        assert!(
+            md.contains("| 1 | socket LB (this proxy) | latency | `sock_connect4` | 200 | 1.00 per connection | 200 |"),
+            "{md}"
+        );
     }
 
     fn results() -> Results {

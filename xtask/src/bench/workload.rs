@@ -6,7 +6,11 @@ use std::{fmt, path::Path, process::Command, time::Duration};
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
-use super::{Settings, Targets, agent, world::World};
+use super::{
+    Settings, Targets, agent,
+    cost::{self, Snapshot, WorkloadCost},
+    world::World,
+};
 use crate::baseline;
 
 /// `wrk`'s connections and threads for the request/response workload.
@@ -29,6 +33,10 @@ pub struct Sample {
     pub p99_us: f64,
     /// Failed connections in the connection-rate and latency workloads.
     pub errors: u64,
+    /// What each workload cost per program and in the proxy process (empty
+    /// in results from before the breakdown existed).
+    #[serde(default)]
+    pub costs: Vec<WorkloadCost>,
 }
 
 impl fmt::Display for Sample {
@@ -51,6 +59,40 @@ impl fmt::Display for Sample {
     }
 }
 
+/// Measures the cost of each workload while it runs (see [`cost`]).
+struct Meter<'a> {
+    world: &'a World,
+    tick_ns: u64,
+    costs: Vec<WorkloadCost>,
+}
+
+impl Meter<'_> {
+    fn snapshot(&self) -> anyhow::Result<Snapshot> {
+        cost::snapshot(&self.world.sandbox().pin_path(), self.world.proxy_pid())
+    }
+
+    /// Runs `f`, which returns its result and how many `unit`s it did.
+    fn measure<T>(
+        &mut self,
+        workload: &str,
+        unit: &str,
+        f: impl FnOnce() -> anyhow::Result<(T, f64)>,
+    ) -> anyhow::Result<T> {
+        let before = self.snapshot()?;
+        let (out, units) = f()?;
+        let after = self.snapshot()?;
+        self.costs.push(WorkloadCost::between(
+            workload,
+            unit,
+            units,
+            &before,
+            &after,
+            self.tick_ns,
+        ));
+        Ok(out)
+    }
+}
+
 pub fn sample(
     agent: &Path,
     world: &World,
@@ -58,18 +100,50 @@ pub fn sample(
     s: &Settings,
 ) -> anyhow::Result<Sample> {
     let length = Duration::from_secs_f64(s.seconds);
-    let conn = conn_rate(agent, world, targets, length)?;
-    let rr_per_s = request_rate(world, targets, length)?;
-    let bulk_gbps = bulk(world, targets, length)?;
-    let lat = latency(agent, world, targets, s.latency_connections)?;
+    let mut m = Meter {
+        world,
+        tick_ns: cost::tick_ns(),
+        costs: Vec::new(),
+    };
+    let conn = m.measure("conn", "connection", || {
+        let c = conn_rate(agent, world, &targets.conn, length)?;
+        let n = c.connections as f64;
+        Ok((c, n))
+    })?;
+    let rr = m.measure("rr", "request", || {
+        let r = request_rate(world, targets, length)?;
+        let n = r.requests;
+        Ok((r, n))
+    })?;
+    let bulk = m.measure("bulk", "MiB", || {
+        let b = bulk(world, targets, length)?;
+        let mib = b.bytes / (1024.0 * 1024.0);
+        Ok((b, mib))
+    })?;
+    let lat = m.measure("latency", "connection", || {
+        let l = latency(agent, world, &targets.latency, s.latency_connections)?;
+        let n = l.samples as f64;
+        Ok((l, n))
+    })?;
+    let mut errors = conn.errors + lat.errors;
+    if let Some(others) = &targets.non_service {
+        // The socket hooks' cost when the destination is no Service.
+        let l = m.measure("connect-non-service", "connection", || {
+            let l = latency(agent, world, others, s.latency_connections)?;
+            let n = l.samples as f64;
+            Ok((l, n))
+        })?;
+        errors += l.errors;
+    }
     Ok(Sample {
         conn_per_s: conn.connections as f64 / conn.seconds,
-        rr_per_s,
-        bulk_gbps,
+        rr_per_s: rr.per_s,
+        bulk_gbps: bulk.gbps,
         p50_us: lat.p50_us,
         p90_us: lat.p90_us,
         p99_us: lat.p99_us,
-        errors: conn.errors + lat.errors,
+        errors,
+        costs: m.costs,
     })
 }
 
@@ -81,7 +155,7 @@ fn run_client(world: &World, mut cmd: Command, limit: Duration) -> anyhow::Resul
 fn conn_rate(
     agent: &Path,
     world: &World,
-    t: &Targets,
+    targets: &[std::net::SocketAddr],
     length: Duration,
 ) -> anyhow::Result<agent::ConnResult> {
     let mut cmd = Command::new(agent);
@@ -92,13 +166,20 @@ fn conn_rate(
         &length.as_secs_f64().to_string(),
         "--targets",
     ])
-    .arg(join(&t.conn));
+    .arg(join(targets));
     let out = run_client(world, cmd, length + SLACK)?;
     parse_outcome(&out)
 }
 
+/// What `wrk` reported.
+struct RequestRate {
+    per_s: f64,
+    /// Requests done in all (its `N requests in` line).
+    requests: f64,
+}
+
 /// `wrk` over long-lived connections; its `Requests/sec:` line.
-fn request_rate(world: &World, t: &Targets, length: Duration) -> anyhow::Result<f64> {
+fn request_rate(world: &World, t: &Targets, length: Duration) -> anyhow::Result<RequestRate> {
     let mut cmd = Command::new("wrk");
     cmd.args([
         "-t1",
@@ -113,14 +194,34 @@ fn request_rate(world: &World, t: &Targets, length: Duration) -> anyhow::Result<
     {
         bail!("wrk saw errors: {line}");
     }
-    out.lines()
+    let per_s = out
+        .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("no Requests/sec in wrk's output:\n{out}"))
+        .with_context(|| format!("no Requests/sec in wrk's output:\n{out}"))?;
+    Ok(RequestRate {
+        per_s,
+        requests: wrk_requests(&out).unwrap_or(per_s * length.as_secs().max(1) as f64),
+    })
+}
+
+/// The total of wrk's `  12345 requests in 3.00s, 1.2MB read` line.
+fn wrk_requests(out: &str) -> Option<f64> {
+    out.lines().find_map(|l| {
+        let (n, rest) = l.trim().split_once(' ')?;
+        rest.starts_with("requests in").then(|| n.parse().ok())?
+    })
+}
+
+/// What iperf3 reported.
+struct Bulk {
+    gbps: f64,
+    /// Bytes received.
+    bytes: f64,
 }
 
 /// `iperf3 -J`, one stream; the receiver's rate in Gbit/s.
-fn bulk(world: &World, t: &Targets, length: Duration) -> anyhow::Result<f64> {
+fn bulk(world: &World, t: &Targets, length: Duration) -> anyhow::Result<Bulk> {
     let mut cmd = Command::new("iperf3");
     cmd.args([
         "-c",
@@ -133,7 +234,8 @@ fn bulk(world: &World, t: &Targets, length: Duration) -> anyhow::Result<f64> {
     ]);
     let out = run_client(world, cmd, length + SLACK)?;
     let v: serde_json::Value = serde_json::from_str(&out).context("parsing iperf3 -J")?;
-    v.pointer("/end/sum_received/bits_per_second")
+    let gbps = v
+        .pointer("/end/sum_received/bits_per_second")
         .and_then(serde_json::Value::as_f64)
         .map(|bps| bps / 1e9)
         .with_context(|| {
@@ -141,22 +243,24 @@ fn bulk(world: &World, t: &Targets, length: Duration) -> anyhow::Result<f64> {
                 "no end.sum_received.bits_per_second in iperf3's output: {}",
                 v.get("error").unwrap_or(&v)
             )
-        })
+        })?;
+    let bytes = v
+        .pointer("/end/sum_received/bytes")
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(0.0);
+    Ok(Bulk { gbps, bytes })
 }
 
 fn latency(
     agent: &Path,
     world: &World,
-    t: &Targets,
+    targets: &[std::net::SocketAddr],
     count: usize,
 ) -> anyhow::Result<agent::LatencyResult> {
     let file = world.sandbox().dir().join("latency-targets");
     std::fs::write(
         &file,
-        t.latency
-            .iter()
-            .map(|a| format!("{a}\n"))
-            .collect::<String>(),
+        targets.iter().map(|a| format!("{a}\n")).collect::<String>(),
     )?;
     let mut cmd = Command::new(agent);
     cmd.args([
@@ -195,4 +299,17 @@ fn join(addrs: &[std::net::SocketAddr]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrk_total_requests() {
+        let out = "Running 3s test @ http://10.100.0.1:80/\n  1 threads and 8 connections\n  \
+                   84512 requests in 3.00s, 6.53MB read\nRequests/sec:  28170.12\n";
+        assert_eq!(wrk_requests(out), Some(84512.0));
+        assert_eq!(wrk_requests("Requests/sec: 1\n"), None);
+    }
 }

@@ -50,6 +50,8 @@ pub const BACKENDS: u8 = 10;
 /// The HTTP backends' port, and iperf3's.
 pub const HTTP_PORT: u16 = 8080;
 pub const IPERF_PORT: u16 = 5201;
+/// What [`World::spawn_on_node`] calls the proxy process.
+pub const PROXY: &str = "proxy run";
 /// Bound on every helper command.
 const COMMAND_LIMIT: Duration = Duration::from_secs(60);
 
@@ -274,6 +276,14 @@ impl World {
         let child = spawn(what, cmd, &self.node_netns(), None)?;
         self.processes.push(child);
         Ok(())
+    }
+
+    /// The pid of the proxy (`proxy run`), if this world runs one.
+    pub fn proxy_pid(&self) -> Option<u32> {
+        self.processes
+            .iter()
+            .find(|p| p.what == PROXY)
+            .map(|p| p.child.id())
     }
 
     /// Checks that every process of the world is still running.
