@@ -19,6 +19,7 @@ pub mod inspect;
 pub mod model;
 pub mod nodeport;
 pub mod plan;
+pub mod query;
 pub mod source;
 pub mod sync;
 pub mod telemetry;

@@ -17,6 +17,10 @@ fn main() -> std::process::ExitCode {
             init_logging(format);
             args.execute()
         }
+        Command::Explain(args) => {
+            init_logging(format);
+            args.execute()
+        }
         Command::Config(args) => {
             init_logging(format);
             args.execute()

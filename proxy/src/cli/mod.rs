@@ -3,6 +3,7 @@
 
 pub mod cleanup;
 pub mod config;
+pub mod explain;
 pub mod inspect;
 pub mod run;
 
@@ -31,6 +32,9 @@ pub enum Command {
     Cleanup(cleanup::CleanupArgs),
     /// Show what the pinned maps and links hold (read-only; works with or without the daemon).
     Inspect(inspect::InspectArgs),
+    /// Why each endpoint of a Service is used or not, per frontend (asks the
+    /// daemon, or computes offline with --manifests).
+    Explain(explain::ExplainArgs),
     /// The configuration file of `proxy run --config`: print the defaults, or check a file.
     Config(config::ConfigArgs),
 }

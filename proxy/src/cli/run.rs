@@ -56,6 +56,7 @@ use crate::{
     model::{ExternalIpGuard, Index, NodeInfo, SourceRange, selection},
     nodeport::{Cidr, NodePortAddress, NodePortFilter},
     plan::Scope,
+    query,
     source::{
         gate::Gate,
         kube as kube_source,
@@ -143,6 +144,10 @@ pub struct RunArgs {
     /// Where maps and links are pinned (a bpffs is mounted there if missing).
     #[arg(long, default_value = config::DEFAULT_PIN_PATH, env = config::PIN_PATH_ENV)]
     pub pin_path: PathBuf,
+    /// The local query socket `proxy explain` and `proxy diff` ask (a Unix
+    /// socket, mode 0600: root only); empty for off.
+    #[arg(long, value_name = "PATH", default_value = query::DEFAULT_SOCKET, env = query::SOCKET_ENV)]
+    pub query_socket: PathBuf,
     /// Minimum time between syncs, in milliseconds; changes within it are coalesced.
     #[arg(long, value_parser = humantime_ms, default_value = "20")]
     #[serde(with = "file::millis")]
@@ -487,6 +492,7 @@ impl RunArgs {
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (changes_tx, changes_rx) = watch::channel(0u64);
+        let mut sources = Vec::new();
         let index = Arc::new(Mutex::new(
             Index::new(NodeInfo::named(node_name.clone()))
                 .with_proxy_name(self.service_proxy_name.as_deref())
@@ -494,10 +500,25 @@ impl RunArgs {
                 .with_frontend_guard(api_server_addresses, self.service_cidrs()?)
                 .with_nodeport_primary(nodeport_primary),
         ));
+        if !self.query_socket.as_os_str().is_empty() {
+            match query::server::bind(&self.query_socket) {
+                Ok(listener) => {
+                    tracing::info!(path = %self.query_socket.display(), "query socket listening");
+                    sources.push(tokio::spawn(query::server::serve(
+                        listener,
+                        index.clone(),
+                        shutdown_rx.clone(),
+                    )));
+                }
+                Err(error) => tracing::warn!(
+                    error = %format!("{:#}", anyhow::Error::from(error)),
+                    "no query socket: `proxy explain` and `proxy diff` need --manifests"
+                ),
+            }
+        }
         // The sync loop starts programming once every source has its first
         // complete state (see `source::gate`).
         let mut gate = Gate::new(changes_tx);
-        let mut sources = Vec::new();
 
         // Link and address notifications: the NodePort addresses follow the
         // node's (below), and in eBPF mode new devices get the tc programs
