@@ -3,6 +3,7 @@
 
 pub mod cleanup;
 pub mod config;
+pub mod diff;
 pub mod explain;
 pub mod inspect;
 pub mod run;
@@ -35,6 +36,9 @@ pub enum Command {
     /// Why each endpoint of a Service is used or not, per frontend (asks the
     /// daemon, or computes offline with --manifests).
     Explain(explain::ExplainArgs),
+    /// The desired frontends against the pinned maps, frontend by frontend
+    /// (read-only; exit 0: they agree, 1: they differ, 2: error).
+    Diff(diff::DiffArgs),
     /// The configuration file of `proxy run --config`: print the defaults, or check a file.
     Config(config::ConfigArgs),
 }

@@ -226,7 +226,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn explains_over_an_owner_only_socket() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("query round trip");
         let path = dir.path().join("run/proxy.sock");
         let mut index = Index::new(NodeInfo::named("n1"));
         index.apply_service(
@@ -243,8 +243,11 @@ mod tests {
                 .endpoint("10.1.0.1")
                 .ready(),
         );
-        let listener = bind(&path).unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        let listener = bind(&path).expect("query round trip");
+        let mode = std::fs::metadata(&path)
+            .expect("query round trip")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
         let (stop_tx, stop_rx) = watch::channel(false);
         let server = tokio::spawn(serve(listener, Arc::new(Mutex::new(index)), stop_rx));
@@ -257,19 +260,28 @@ mod tests {
                 client_on_node: false,
                 json,
             })
-            .unwrap();
+            .expect("query round trip");
             tokio::task::spawn_blocking(move || {
                 client::request(&path, "POST", "/explain", Some(&body))
             })
         };
-        let answer = ask("default/web", false).await.unwrap().unwrap();
+        let answer = ask("default/web", false)
+            .await
+            .expect("query round trip")
+            .expect("query round trip");
         assert!(
             answer.contains("endpoint 10.1.0.1:8080 [ready, serving]"),
             "{answer}"
         );
-        let answer = ask("10.96.0.10:80/tcp", true).await.unwrap().unwrap();
+        let answer = ask("10.96.0.10:80/tcp", true)
+            .await
+            .expect("query round trip")
+            .expect("query round trip");
         assert!(answer.contains("\"rule\": \"ready\""), "{answer}");
-        match ask("default/nothing", false).await.unwrap() {
+        match ask("default/nothing", false)
+            .await
+            .expect("query round trip")
+        {
             Err(QueryError::Status { status: 404, .. }) => {}
             other => panic!("expected 404, got {other:?}"),
         }
@@ -277,16 +289,16 @@ mod tests {
         let desired =
             tokio::task::spawn_blocking(move || client::request(&p, "GET", "/desired", None))
                 .await
-                .unwrap()
-                .unwrap();
-        let dump: DesiredDump = serde_json::from_str(&desired).unwrap();
+                .expect("query round trip")
+                .expect("query round trip");
+        let dump: DesiredDump = serde_json::from_str(&desired).expect("query round trip");
         assert_eq!(
             dump.frontends["10.96.0.10:80/TCP"].backends,
             ["10.1.0.1:8080"]
         );
 
-        stop_tx.send(true).unwrap();
-        server.await.unwrap();
+        stop_tx.send(true).expect("query round trip");
+        server.await.expect("query round trip");
         assert!(!path.exists(), "the socket is removed on stop");
     }
 }

@@ -286,7 +286,10 @@ fn internal_traffic_policy_local() {
         ],
     );
     let out = with_local.golden("internal-local", on_node("10.1.0.7"));
-    let client = out[0].frontends[0].client.as_ref().unwrap();
+    let client = out[0].frontends[0]
+        .client
+        .as_ref()
+        .expect("the scenario has it");
     assert_eq!(
         (client.verdict, client.backends.as_slice()),
         (Verdict::Balanced, ["10.1.0.1:8080".to_owned()].as_slice())
@@ -299,7 +302,11 @@ fn internal_traffic_policy_local() {
     );
     let out = none_local.golden("internal-local-none-here", on_node("10.1.0.7"));
     assert_eq!(
-        out[0].frontends[0].client.as_ref().unwrap().verdict,
+        out[0].frontends[0]
+            .client
+            .as_ref()
+            .expect("the scenario has it")
+            .verdict,
         Verdict::Refused
     );
 }
@@ -321,8 +328,11 @@ fn external_traffic_policy_cluster_and_local() {
         .frontends
         .iter()
         .find(|f| f.kind == "NodePort")
-        .unwrap();
-    assert_eq!(np.client.as_ref().unwrap().verdict, Verdict::Balanced);
+        .expect("the scenario has it");
+    assert_eq!(
+        np.client.as_ref().expect("the scenario has it").verdict,
+        Verdict::Balanced
+    );
 
     let local = case(
         node("n1").nodeport_address("192.0.2.1"),
@@ -334,18 +344,24 @@ fn external_traffic_policy_cluster_and_local() {
         .frontends
         .iter()
         .find(|f| f.kind == "NodePort")
-        .unwrap();
+        .expect("the scenario has it");
     assert_eq!(np.scopes[1].scope, Some(Scope::External));
     assert_eq!(np.scopes[1].category, Category::Local);
-    assert_eq!(np.client.as_ref().unwrap().verdict, Verdict::Dropped);
+    assert_eq!(
+        np.client.as_ref().expect("the scenario has it").verdict,
+        Verdict::Dropped
+    );
     // The node's own traffic still gets the cluster endpoints.
     let from_node = local.all(on_node("192.0.2.1"));
     let np = from_node[0]
         .frontends
         .iter()
         .find(|f| f.kind == "NodePort")
-        .unwrap();
-    assert_eq!(np.client.as_ref().unwrap().verdict, Verdict::Balanced);
+        .expect("the scenario has it");
+    assert_eq!(
+        np.client.as_ref().expect("the scenario has it").verdict,
+        Verdict::Balanced
+    );
 }
 
 #[test]
@@ -353,7 +369,11 @@ fn no_endpoint_is_refused() {
     let c = case(node("n1"), web(), vec![]);
     let out = c.golden("no-endpoints", outside("198.51.100.7"));
     assert_eq!(
-        out[0].frontends[0].client.as_ref().unwrap().verdict,
+        out[0].frontends[0]
+            .client
+            .as_ref()
+            .expect("the scenario has it")
+            .verdict,
         Verdict::Refused
     );
 }
@@ -367,14 +387,18 @@ fn session_affinity() {
     );
     let out = c.golden("affinity", on_node("10.1.0.7"));
     assert_eq!(
-        out[0].session_affinity.as_ref().unwrap().timeout_seconds,
+        out[0]
+            .session_affinity
+            .as_ref()
+            .expect("the scenario has it")
+            .timeout_seconds,
         600
     );
     assert!(
         out[0].frontends[0]
             .client
             .as_ref()
-            .unwrap()
+            .expect("the scenario has it")
             .why
             .contains("600s")
     );
@@ -396,8 +420,11 @@ fn load_balancer_source_ranges_and_refusals() {
         .frontends
         .iter()
         .find(|f| f.kind == "LoadBalancer")
-        .unwrap();
-    assert_eq!(lb.client.as_ref().unwrap().verdict, Verdict::Dropped);
+        .expect("the scenario has it");
+    assert_eq!(
+        lb.client.as_ref().expect("the scenario has it").verdict,
+        Verdict::Dropped
+    );
     assert_eq!(out[0].refused.len(), 1);
     assert_eq!(out[0].refused[0].reason, "loopback");
     let allowed = c.all(outside("198.51.100.7"));
@@ -405,8 +432,11 @@ fn load_balancer_source_ranges_and_refusals() {
         .frontends
         .iter()
         .find(|f| f.kind == "LoadBalancer")
-        .unwrap();
-    assert_eq!(lb.client.as_ref().unwrap().verdict, Verdict::Balanced);
+        .expect("the scenario has it");
+    assert_eq!(
+        lb.client.as_ref().expect("the scenario has it").verdict,
+        Verdict::Balanced
+    );
 }
 
 #[test]
@@ -416,27 +446,43 @@ fn a_frontend_target_picks_one_frontend_and_json_is_stable() {
         nodeport(),
         vec![web_slice().endpoint("10.1.0.1").ready()],
     );
-    let out = c.run(&"192.0.2.1:30080/tcp".parse().unwrap(), None);
+    let out = c.run(
+        &"192.0.2.1:30080/tcp".parse().expect("the scenario has it"),
+        None,
+    );
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].frontends.len(), 1);
     assert_eq!(out[0].frontends[0].kind, "NodePort");
-    let json = serde_json::to_string_pretty(&out).unwrap() + "\n";
+    let json = serde_json::to_string_pretty(&out).expect("the scenario has it") + "\n";
     check_golden("frontend-target.json.txt", &json);
-    assert!(c.run(&"192.0.2.1:30081".parse().unwrap(), None).is_empty());
     assert!(
-        c.run(&"192.0.2.1:30080/udp".parse().unwrap(), None)
-            .is_empty()
+        c.run(
+            &"192.0.2.1:30081".parse().expect("the scenario has it"),
+            None
+        )
+        .is_empty()
+    );
+    assert!(
+        c.run(
+            &"192.0.2.1:30080/udp".parse().expect("the scenario has it"),
+            None
+        )
+        .is_empty()
     );
 }
 
 #[test]
 fn targets_parse() {
     assert_eq!(
-        "default/web".parse::<Target>().unwrap(),
+        "default/web"
+            .parse::<Target>()
+            .expect("the scenario has it"),
         Target::Service(crate::model::types::ObjectRef::new("default", "web"))
     );
     assert_eq!(
-        "[fd00::1]:53/udp".parse::<Target>().unwrap(),
+        "[fd00::1]:53/udp"
+            .parse::<Target>()
+            .expect("the scenario has it"),
         Target::Frontend {
             addr: ip("fd00::1"),
             port: 53,
@@ -458,7 +504,7 @@ fn golden_path(file: &str) -> PathBuf {
 fn check_golden(file: &str, actual: &str) {
     let path = golden_path(file);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, actual).unwrap();
+        std::fs::write(&path, actual).expect("the scenario has it");
         return;
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
