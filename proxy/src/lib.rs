@@ -13,6 +13,7 @@ pub mod datapath;
 pub mod dataplane;
 pub mod ebpf_datapath;
 pub mod error_chain;
+pub mod events;
 pub mod healthcheck;
 pub mod http_server;
 pub mod inspect;

@@ -52,6 +52,7 @@ use crate::{
         udp_flows::UdpFlowEnder,
     },
     ebpf_datapath::EbpfDatapath,
+    events::EventSink,
     healthcheck,
     model::{ExternalIpGuard, Index, NodeInfo, SourceRange, selection},
     nodeport::{Cidr, NodePortAddress, NodePortFilter},
@@ -562,11 +563,17 @@ impl RunArgs {
             tracing::info!(dir = %manifest_dir.display(), "watching manifests");
             sources.push(source);
         }
+        // Problems on Services become Events on them, with the Kubernetes source only.
+        let mut events = EventSink::default();
         if let (Some(client), Some(cluster)) = (kube_client, &cluster) {
+            let (sink, event_messages) = EventSink::channel();
+            events = sink;
             let settings = kube_source::Settings {
                 node_name,
                 proxy_name: self.service_proxy_name.clone(),
                 telemetry: telemetry.clone(),
+                events: events.clone(),
+                event_messages: Some(event_messages),
             };
             sources.push(kube_source::start(
                 client,
@@ -584,6 +591,7 @@ impl RunArgs {
         let settings = SyncSettings {
             min_interval: self.min_sync_interval_ms,
             resync_interval: self.resync_interval_ms,
+            events,
         };
         let (mode, syncer) = match chosen {
             Chosen::Ebpf(loaded) => {
