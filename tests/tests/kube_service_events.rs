@@ -146,3 +146,53 @@ fn a_service_the_proxy_cannot_fully_serve_gets_one_event_per_reason() {
         "no Event on web"
     );
 }
+
+/// The service maps sized for exactly `web` (as in `capacity.rs`): a second
+/// Service does not fit, and whichever is left out gets a `NoRoomInMaps`
+/// Event saying it is served from userspace and what to raise.
+#[test]
+fn a_frontend_with_no_room_in_the_maps_gets_an_event() {
+    let mut f = Fixture::new(Mode::Ebpf);
+    let api = FakeApiServer::start().expect("starting the fake API server in the sandbox");
+    api.apply(json_from_yaml(
+        &Node::new(NODE).internal_ip("192.168.96.1").to_yaml(),
+    ));
+    api.apply_yaml(&service(WEB, &[WEB_VIP4], TCP_PORT, UDP_PORT));
+    api.apply_yaml(&slice(
+        WEB,
+        &slice_name(WEB, AddressType::IPv4),
+        AddressType::IPv4,
+        &BACKENDS_V4,
+    ));
+    api.apply_yaml(&service("big", &["10.96.0.30"], TCP_PORT, UDP_PORT));
+    let kubeconfig = api
+        .write_kubeconfig(f.sandbox.dir())
+        .expect("writing the kubeconfig");
+    let source = [std::ffi::OsStr::new("--kubeconfig"), kubeconfig.as_os_str()];
+    let mut extra = vec!["--node-name", NODE, "--service-map-entries", "8"];
+    extra.extend_from_slice(&f.mode.args());
+    f.proxy = Some(
+        ProxyProcess::start_with_source(&proxy_bin(), &f.sandbox, &source, &extra)
+            .unwrap_or_else(|e| panic!("starting the proxy: {e}")),
+    );
+    f.wait_ready();
+    let no_room = || -> Vec<Value> {
+        api.events()
+            .into_iter()
+            .filter(|e| e["reason"] == "NoRoomInMaps")
+            .collect()
+    };
+    f.wait_for(STARTUP, "a NoRoomInMaps Event", || !no_room().is_empty());
+    let e = &no_room()[0];
+    assert_eq!(e["type"], "Warning", "{e:#}");
+    assert_eq!(
+        e.pointer("/regarding/kind").and_then(Value::as_str),
+        Some("Service"),
+        "{e:#}"
+    );
+    let note = e["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("served from the userspace path") && note.contains("--service-map-entries"),
+        "{note}"
+    );
+}

@@ -613,8 +613,9 @@ impl RunArgs {
                     };
                 // The datapath attaches (or takes over) the hooks after the
                 // first complete sync, and checks them at every reconcile.
-                let mut datapath =
-                    EbpfDatapath::new(writer, telemetry.clone(), overflow).with_hooks(hooks);
+                let mut datapath = EbpfDatapath::new(writer, telemetry.clone(), overflow)
+                    .with_hooks(hooks)
+                    .with_events(settings.events.clone());
                 // New pod devices get the tc programs at once, not at the
                 // next reconcile.
                 if let Some(events) = link_events {

@@ -1,6 +1,6 @@
 //! Problems worth a Kubernetes Event on a Service: a frontend refused
 //! (CVE-2020-8554 guard), an invalid `loadBalancerSourceRanges` entry, an
-//! unsupported protocol. Whoever finds one (the sync loop, the Kubernetes
+//! unsupported protocol, no room in the eBPF maps. Whoever finds one (the sync loop, the Kubernetes
 //! feed) hands it to an [`EventSink`]; the Kubernetes source publishes them
 //! (`source::kube::service_events`), through a [`Gate`] that lets one Event
 //! per (Service, reason) through per [`REPEAT_AFTER`].
@@ -16,7 +16,7 @@ use std::{
 use tokio::sync::mpsc;
 
 use crate::model::{
-    FrontendKind, ObjectRef,
+    Frontend, FrontendKind, ObjectRef,
     convert::ConvertWarning,
     desired::{Refusal, RefusalReason},
 };
@@ -45,6 +45,9 @@ pub enum EventReason {
     InvalidLoadBalancerSourceRange,
     /// A port with a protocol other than TCP and UDP is not served.
     UnsupportedProtocol,
+    /// A frontend does not fit the eBPF maps: served from userspace, or not
+    /// at all without the userspace path.
+    NoRoomInMaps,
 }
 
 impl EventReason {
@@ -56,6 +59,7 @@ impl EventReason {
             EventReason::NodePortRefused => "NodePortRefused",
             EventReason::InvalidLoadBalancerSourceRange => "InvalidLoadBalancerSourceRange",
             EventReason::UnsupportedProtocol => "UnsupportedProtocol",
+            EventReason::NoRoomInMaps => "NoRoomInMaps",
         }
     }
 }
@@ -100,6 +104,29 @@ impl ServiceProblem {
             service: r.service.clone(),
             reason,
             note: format!("{r}. {todo}"),
+        }
+    }
+
+    /// A frontend that found no room in the eBPF maps; `overflow`: the
+    /// userspace path serves it instead.
+    pub fn no_room(
+        service: &ObjectRef,
+        frontend: Frontend,
+        kind: FrontendKind,
+        overflow: bool,
+    ) -> Self {
+        let served = if overflow {
+            "it is served from the userspace path instead (slower)"
+        } else {
+            "it is not served"
+        };
+        Self {
+            service: service.clone(),
+            reason: EventReason::NoRoomInMaps,
+            note: format!(
+                "{kind} frontend {frontend} does not fit the eBPF maps: {served}. Raise the \
+                 proxy's --service-map-entries (serviceMapEntries), or remove unused Services."
+            ),
         }
     }
 
@@ -212,7 +239,7 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Frontend, Protocol};
+    use crate::model::Protocol;
 
     fn refusal(kind: FrontendKind, reason: RefusalReason) -> Refusal {
         Refusal {
@@ -244,6 +271,22 @@ mod tests {
             RefusalReason::OutsideServiceCidr,
         ));
         assert_eq!(p.reason, EventReason::ClusterIPRefused);
+    }
+
+    #[test]
+    fn no_room_says_how_it_is_served_and_what_to_do() {
+        let frontend = refusal(FrontendKind::ClusterIp, RefusalReason::Loopback).frontend;
+        let service = ObjectRef::new("default", "web");
+        let p = ServiceProblem::no_room(&service, frontend, FrontendKind::ClusterIp, true);
+        assert_eq!(p.reason.as_str(), "NoRoomInMaps");
+        assert_eq!(
+            p.note,
+            "ClusterIP frontend 127.0.0.1:80/TCP does not fit the eBPF maps: it is served from \
+             the userspace path instead (slower). Raise the proxy's --service-map-entries \
+             (serviceMapEntries), or remove unused Services."
+        );
+        let p = ServiceProblem::no_room(&service, frontend, FrontendKind::ClusterIp, false);
+        assert!(p.note.contains("it is not served."), "{}", p.note);
     }
 
     #[test]
