@@ -429,7 +429,11 @@ fn answer(
         backends,
         why,
     };
-    if let Some(ranges) = &spec.source_ranges
+    // Enforced on the tc and userspace paths only: the socket hooks serve
+    // this node's clients before their source address is known (README,
+    // "Differences from kube-proxy").
+    if scope == Scope::External
+        && let Some(ranges) = &spec.source_ranges
         && !ranges.iter().any(|r| r.contains(client.addr))
     {
         return reply(

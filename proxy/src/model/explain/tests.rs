@@ -427,6 +427,17 @@ fn load_balancer_source_ranges_and_refusals() {
     );
     assert_eq!(out[0].refused.len(), 1);
     assert_eq!(out[0].refused[0].reason, "loopback");
+    // The socket hooks serve this node's clients whatever their source.
+    let on = c.all(on_node("192.0.2.99"));
+    let lb = on[0]
+        .frontends
+        .iter()
+        .find(|f| f.kind == "LoadBalancer")
+        .expect("the scenario has it");
+    assert_eq!(
+        lb.client.as_ref().expect("the scenario has it").verdict,
+        Verdict::Balanced
+    );
     let allowed = c.all(outside("198.51.100.7"));
     let lb = allowed[0]
         .frontends
