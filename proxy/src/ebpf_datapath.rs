@@ -25,6 +25,7 @@ use crate::{
         loader::SocketHooks,
         udp_flows::UdpFlowEnder,
     },
+    events::{EventSink, ServiceProblem},
     model::{DesiredState, Frontend},
     plan::{Applied, Subject},
     telemetry::{ByFamily, DriftKind, MirroredEntries, Telemetry},
@@ -94,6 +95,9 @@ pub struct EbpfDatapath<M, H = NoHooks> {
     devices_dirty: bool,
     /// Ends connected UDP sockets aimed at backends that went away.
     udp_flows: UdpFlowEnder,
+    /// Where a frontend that finds no room in the maps is reported (a
+    /// Service Event, with the Kubernetes source).
+    events: EventSink,
 }
 
 impl<M: DataplaneMaps + Send + Sync + 'static> EbpfDatapath<M> {
@@ -115,6 +119,7 @@ impl<M: DataplaneMaps + Send + Sync + 'static> EbpfDatapath<M> {
             device_events: None,
             devices_dirty: false,
             udp_flows: UdpFlowEnder::own_namespace(),
+            events: EventSink::default(),
         }
     }
 
@@ -131,6 +136,7 @@ impl<M: DataplaneMaps + Send + Sync + 'static> EbpfDatapath<M> {
             device_events: self.device_events,
             devices_dirty: self.devices_dirty,
             udp_flows: self.udp_flows,
+            events: self.events,
         }
     }
 }
@@ -141,6 +147,12 @@ impl<M, H> EbpfDatapath<M, H> {
     /// new pod device gets the tc programs without waiting for the reconcile.
     pub fn with_device_events(mut self, events: tokio::sync::watch::Receiver<u64>) -> Self {
         self.device_events = Some(events);
+        self
+    }
+
+    /// Reports each frontend that finds no room in the maps to `events`.
+    pub fn with_events(mut self, events: EventSink) -> Self {
+        self.events = events;
         self
     }
 
@@ -218,6 +230,14 @@ impl<M: DataplaneMaps + Send + Sync + 'static, H: HookKeeper> EbpfDatapath<M, H>
             );
             if beyond && self.over_capacity.insert(frontend) {
                 changed.insert(frontend);
+                if let Some(spec) = desired.frontends.get(&frontend) {
+                    self.events.problem(ServiceProblem::no_room(
+                        &spec.service,
+                        frontend,
+                        spec.kind,
+                        self.overflow.is_some(),
+                    ));
+                }
             } else if !beyond && self.over_capacity.remove(&frontend) {
                 changed.insert(frontend);
                 if published {

@@ -1,5 +1,6 @@
-//! The accept loop both kinds of HTTP server in the daemon share: the admin
-//! servers (`admin`) and the health-check node ports (`healthcheck`).
+//! The accept loop every HTTP server in the daemon shares: the admin servers
+//! (`admin`), the health-check node ports (`healthcheck`) and the local query
+//! socket (`query`, on a Unix socket).
 //!
 //! HTTP/1 only. Built so that idle or slow clients cannot starve the probes
 //! (kubelet's liveness probe on `/livez`, cloud load balancers on the
@@ -23,7 +24,8 @@ use http_body_util::Full;
 use hyper::{Request, Response, body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
-    net::TcpListener,
+    io::{AsyncRead, AsyncWrite},
+    net::{TcpListener, UnixListener},
     sync::watch,
     task::{AbortHandle, JoinSet},
 };
@@ -49,23 +51,56 @@ impl Default for Limits {
     }
 }
 
+/// A listening socket the loop accepts on: TCP or Unix.
+pub trait Listener: Send {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// Where it listens, for logs.
+    fn describe(&self) -> String;
+    fn accept(&self) -> impl Future<Output = std::io::Result<Self::Stream>> + Send;
+}
+
+impl Listener for TcpListener {
+    type Stream = tokio::net::TcpStream;
+    fn describe(&self) -> String {
+        self.local_addr()
+            .map_or_else(|_| "?".to_owned(), |a| a.to_string())
+    }
+    async fn accept(&self) -> std::io::Result<Self::Stream> {
+        TcpListener::accept(self).await.map(|(stream, _)| stream)
+    }
+}
+
+impl Listener for UnixListener {
+    type Stream = tokio::net::UnixStream;
+    fn describe(&self) -> String {
+        self.local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+            .unwrap_or_else(|| "?".to_owned())
+    }
+    async fn accept(&self) -> std::io::Result<Self::Stream> {
+        UnixListener::accept(self).await.map(|(stream, _)| stream)
+    }
+}
+
 /// Accepts on `listener` and answers each request with `handler` until
 /// `stop` flips. `server` names the server in logs.
-pub async fn serve<H, F>(
-    listener: TcpListener,
+pub async fn serve<L, H, F>(
+    listener: L,
     server: &'static str,
     handler: H,
     stop: watch::Receiver<bool>,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    L: Listener,
 {
     serve_with(listener, server, handler, stop, Limits::default()).await;
 }
 
 /// [`serve`] with explicit limits.
-pub async fn serve_with<H, F>(
-    listener: TcpListener,
+pub async fn serve_with<L, H, F>(
+    listener: L,
     server: &'static str,
     handler: H,
     mut stop: watch::Receiver<bool>,
@@ -73,8 +108,9 @@ pub async fn serve_with<H, F>(
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    L: Listener,
 {
-    let addr = listener.local_addr().ok();
+    let addr = listener.describe();
     let mut connections = JoinSet::new();
     // Oldest first; finished ones are skipped when shedding and pruned now
     // and then.
@@ -83,11 +119,11 @@ pub async fn serve_with<H, F>(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+                Ok(stream) => {
                     while connections.try_join_next().is_some() {}
                     if connections.len() >= limits.max_connections.max(1) {
                         shed_oldest(&mut by_age);
-                        tracing::debug!(server, ?addr, "too many connections; closed the oldest");
+                        tracing::debug!(server, %addr, "too many connections; closed the oldest");
                     }
                     let handler = handler.clone();
                     let handle = connections.spawn(async move {
@@ -110,7 +146,7 @@ pub async fn serve_with<H, F>(
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(server, ?addr, error = %error, "accepting a connection failed");
+                    tracing::warn!(server, %addr, error = %error, "accepting a connection failed");
                     tokio::time::sleep(ACCEPT_RETRY).await;
                 }
             },

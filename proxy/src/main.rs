@@ -17,6 +17,21 @@ fn main() -> std::process::ExitCode {
             init_logging(format);
             args.execute()
         }
+        Command::Diff(args) => {
+            init_logging(format);
+            return match args.execute() {
+                Ok(true) => std::process::ExitCode::SUCCESS,
+                Ok(false) => std::process::ExitCode::from(1),
+                Err(error) => {
+                    tracing::error!("{error:#}");
+                    std::process::ExitCode::from(2)
+                }
+            };
+        }
+        Command::Explain(args) => {
+            init_logging(format);
+            args.execute()
+        }
         Command::Config(args) => {
             init_logging(format);
             args.execute()

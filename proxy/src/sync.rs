@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use crate::{
     config,
     datapath::{Datapath, DatapathReport, Scope},
+    events::{EventSink, ServiceProblem},
     model::{
         Index,
         incremental::{DesiredCache, Touched},
@@ -38,6 +39,9 @@ use crate::{
 pub struct SyncSettings {
     pub min_interval: Duration,
     pub resync_interval: Duration,
+    /// Where refused frontends are reported as Service Events (off without
+    /// the Kubernetes source).
+    pub events: EventSink,
 }
 
 impl Default for SyncSettings {
@@ -45,6 +49,7 @@ impl Default for SyncSettings {
         Self {
             min_interval: config::DEFAULT_MIN_SYNC_INTERVAL,
             resync_interval: config::DEFAULT_RESYNC_INTERVAL,
+            events: EventSink::default(),
         }
     }
 }
@@ -101,7 +106,15 @@ pub async fn run<D: Datapath>(
         } else {
             SyncMode::Incremental
         };
-        let report = sync_once(&index, &mut cache, &mut datapath, mode, &telemetry).await;
+        let report = sync_once(
+            &index,
+            &mut cache,
+            &mut datapath,
+            mode,
+            &telemetry,
+            &settings.events,
+        )
+        .await;
         telemetry.sync_finished(timer, report.is_complete());
         reconcile = false;
         // Hooks still to attach do not need the writes planned again.
@@ -157,6 +170,7 @@ async fn sync_once<D: Datapath>(
     datapath: &mut D,
     mode: SyncMode,
     telemetry: &Telemetry,
+    events: &EventSink,
 ) -> DatapathReport {
     let started = Instant::now();
     let touched = tokio::task::block_in_place(|| {
@@ -179,6 +193,7 @@ async fn sync_once<D: Datapath>(
             reason = refusal.reason.label(),
             "{refusal}"
         );
+        events.problem(ServiceProblem::from_refusal(&refusal));
     }
     telemetry.refused_frontends(cache.refusal_counts());
     telemetry.health_checks(&cache.state().health_checks);
@@ -303,6 +318,7 @@ mod tests {
         let settings = SyncSettings {
             min_interval: Duration::from_millis(1),
             resync_interval: Duration::from_millis(300),
+            events: EventSink::default(),
         };
         let datapath = EbpfDatapath::new(writer, telemetry.clone(), None).with_hooks(hooks);
         let task = tokio::spawn(run(

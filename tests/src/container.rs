@@ -95,6 +95,10 @@ pub struct Confinement {
     /// `(source, target)`: `source` bind-mounted read-only on `target`, an
     /// existing directory.
     pub read_only_binds: Vec<(PathBuf, PathBuf)>,
+    /// Directories that stay writable under a read-only root, as an
+    /// `emptyDir` volume is (each is bind-mounted on itself, so the root's
+    /// read-only remount does not reach it).
+    pub writable_dirs: Vec<PathBuf>,
 }
 
 /// What the child needs, computed before `fork` (no allocation after it).
@@ -104,6 +108,7 @@ struct Prepared {
     no_new_privs: bool,
     read_only_root: bool,
     binds: Vec<(CString, CString)>,
+    writable: Vec<CString>,
 }
 
 fn c_path(path: &Path) -> Result<CString, Error> {
@@ -130,12 +135,18 @@ impl Confinement {
             .iter()
             .map(|(source, target)| Ok((c_path(source)?, c_path(target)?)))
             .collect::<Result<Vec<_>, Error>>()?;
+        let writable = self
+            .writable_dirs
+            .iter()
+            .map(|dir| c_path(dir))
+            .collect::<Result<Vec<_>, Error>>()?;
         let prepared = Prepared {
             keep,
             last_cap,
             no_new_privs: self.no_new_privs,
             read_only_root: self.read_only_root,
             binds,
+            writable,
         };
         // SAFETY: `confine` makes only system calls (async-signal-safe) on
         // data prepared before the fork; it allocates nothing.
@@ -178,7 +189,7 @@ fn confine(p: &Prepared) -> io::Result<()> {
     // SAFETY: plain system calls on NUL-terminated strings that outlive them
     // and on stack structs of the kernel's layout.
     unsafe {
-        if p.read_only_root || !p.binds.is_empty() {
+        if p.read_only_root || !p.binds.is_empty() || !p.writable.is_empty() {
             check(libc::unshare(libc::CLONE_NEWNS))?;
             // Nothing done below may reach the test's mount namespace.
             check(libc::mount(
@@ -202,6 +213,15 @@ fn confine(p: &Prepared) -> io::Result<()> {
                 target.as_ptr(),
                 std::ptr::null(),
                 libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                std::ptr::null(),
+            ))?;
+        }
+        for dir in &p.writable {
+            check(libc::mount(
+                dir.as_ptr(),
+                dir.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
                 std::ptr::null(),
             ))?;
         }

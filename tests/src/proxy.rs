@@ -1,5 +1,5 @@
 //! [`ProxyProcess`]: the `proxy` daemon, run inside an entered [`Sandbox`] as
-//! `proxy run --manifests DIR --cgroup CGROUP --pin-path PINS --log-format text`
+//! `proxy run --manifests DIR --cgroup CGROUP --pin-path PINS --query-socket SOCK --log-format text`
 //! (or another source in place of `--manifests DIR`),
 //! its stdout and stderr in a log file in the sandbox's directory.
 //!
@@ -89,9 +89,18 @@ impl ProxyProcess {
             .arg(sandbox.cgroup_path())
             .arg("--pin-path")
             .arg(sandbox.pin_path())
+            .arg("--query-socket")
+            .arg(Self::query_socket(sandbox))
             .args(["--log-format", "text"])
             .args(extra);
         Self::spawn(cmd, sandbox)
+    }
+
+    /// The query socket the standard flags give the proxy
+    /// (`--query-socket`, in the sandbox's directory), for `proxy explain`
+    /// and `proxy diff`.
+    pub fn query_socket(sandbox: &Sandbox) -> PathBuf {
+        sandbox.dir().join("proxy.sock")
     }
 
     /// Runs `proxy ARGS…` exactly as given (no standard flags added), with

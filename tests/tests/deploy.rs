@@ -414,6 +414,27 @@ fn the_daemonset_mounts_what_its_flags_and_probes_name() {
     // container, which would die with it.
     assert_eq!(d.arg("mount-bpffs"), Some("false"));
 
+    // The query socket (`proxy explain`, `proxy diff`) is on a writable
+    // emptyDir: the root filesystem is read-only.
+    let socket = d
+        .env("PROXY_QUERY_SOCKET")
+        .unwrap_or_else(|| panic!("no PROXY_QUERY_SOCKET"));
+    let query_mount = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| socket.starts_with(&format!("{}/", m.mount_path)))
+        .unwrap_or_else(|| panic!("no volume mounted where the query socket {socket} goes"));
+    assert_ne!(
+        query_mount.read_only,
+        Some(true),
+        "the socket is made there"
+    );
+    assert!(
+        volume(&query_mount.name).empty_dir.is_some(),
+        "the query socket's directory is an emptyDir"
+    );
+
     // The configuration file is the ConfigMap's config.yaml.
     let config = d.arg("config").unwrap_or_else(|| panic!("no --config"));
     let config_mount = c

@@ -102,6 +102,13 @@ impl Container {
                     fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
                     dir
                 }
+                (None, None) if volume.empty_dir.is_some() => {
+                    // An emptyDir (the query socket's): a directory of the sandbox.
+                    let dir = f.sandbox.dir().join(format!("emptydir-{}", m.name));
+                    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+                    confinement.writable_dirs.push(dir.clone());
+                    dir
+                }
                 (None, Some(source)) => {
                     let dir = f.sandbox.dir().join(format!("configmap-{}", source.name));
                     fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
@@ -468,6 +475,29 @@ fn the_daemonsets_container_deploys_verifies_upgrades_and_is_removed() {
     for expected in ["10.96.0.10:80/TCP", "[fd00:96::10]:53/UDP", "pxt/web:http"] {
         assert!(text.contains(expected), "no {expected} in:\n{text}");
     }
+    // `kubectl exec ds/proxy -- proxy explain` finds the daemon's query
+    // socket through the container's PROXY_QUERY_SOCKET, and `proxy diff`
+    // finds the maps agreeing with it.
+    let out = c.exec(&["explain", "pxt/web"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("cluster: used (Ready)"),
+        "no used endpoint in:\n{text}"
+    );
+    let out = c.exec(&["diff"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     let out = c.exec(&["inspect", "status", "-o", "json"]);
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(

@@ -103,6 +103,8 @@ impl World {
                     node_name: NODE.into(),
                     proxy_name: proxy_name.map(str::to_owned),
                     telemetry: Telemetry::new(Mode::Ebpf, Duration::from_secs(60)),
+                    events: Default::default(),
+                    event_messages: None,
                 },
                 index.clone(),
                 changes_tx,

@@ -365,6 +365,7 @@ fn confinement_keeps_only_the_given_capabilities_and_a_read_only_root() {
         no_new_privs: true,
         read_only_root: true,
         read_only_binds: Vec::new(),
+        writable_dirs: Vec::new(),
     };
     let mut cmd = std::process::Command::new("cat");
     cmd.args(["/proc/self/status", "/proc/self/mountinfo"]);

@@ -3,6 +3,8 @@
 
 pub mod cleanup;
 pub mod config;
+pub mod diff;
+pub mod explain;
 pub mod inspect;
 pub mod run;
 pub mod run_args;
@@ -32,6 +34,12 @@ pub enum Command {
     Cleanup(cleanup::CleanupArgs),
     /// Show what the pinned maps and links hold (read-only; works with or without the daemon).
     Inspect(inspect::InspectArgs),
+    /// Why each endpoint of a Service is used or not, per frontend (asks the
+    /// daemon, or computes offline with --manifests).
+    Explain(explain::ExplainArgs),
+    /// The desired frontends against the pinned maps, frontend by frontend
+    /// (read-only; exit 0: they agree, 1: they differ, 2: error).
+    Diff(diff::DiffArgs),
     /// The configuration file of `proxy run --config`: print the defaults, or check a file.
     Config(config::ConfigArgs),
 }

@@ -48,10 +48,12 @@ use crate::{
         udp_flows::UdpFlowEnder,
     },
     ebpf_datapath::EbpfDatapath,
+    events::EventSink,
     healthcheck,
     model::{Index, NodeInfo, SourceRange, selection},
     nodeport::NodePortFilter,
     plan::Scope,
+    query,
     source::{
         gate::Gate,
         kube as kube_source,
@@ -208,6 +210,7 @@ impl RunArgs {
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (changes_tx, changes_rx) = watch::channel(0u64);
+        let mut sources = Vec::new();
         let index = Arc::new(Mutex::new(
             Index::new(NodeInfo::named(node_name.clone()))
                 .with_proxy_name(self.service_proxy_name.as_deref())
@@ -215,10 +218,25 @@ impl RunArgs {
                 .with_frontend_guard(api_server_addresses, self.service_cidrs()?)
                 .with_nodeport_primary(nodeport_primary),
         ));
+        if !self.query_socket.as_os_str().is_empty() {
+            match query::server::bind(&self.query_socket) {
+                Ok(listener) => {
+                    tracing::info!(path = %self.query_socket.display(), "query socket listening");
+                    sources.push(tokio::spawn(query::server::serve(
+                        listener,
+                        index.clone(),
+                        shutdown_rx.clone(),
+                    )));
+                }
+                Err(error) => tracing::warn!(
+                    error = %format!("{:#}", anyhow::Error::from(error)),
+                    "no query socket: `proxy explain` and `proxy diff` need --manifests"
+                ),
+            }
+        }
         // The sync loop starts programming once every source has its first
         // complete state (see `source::gate`).
         let mut gate = Gate::new(changes_tx);
-        let mut sources = Vec::new();
 
         // Link and address notifications: the NodePort addresses follow the
         // node's (below), and in eBPF mode new devices get the tc programs
@@ -268,11 +286,17 @@ impl RunArgs {
             tracing::info!(dir = %manifest_dir.display(), "watching manifests");
             sources.push(source);
         }
+        // Problems on Services become Events on them, with the Kubernetes source only.
+        let mut events = EventSink::default();
         if let (Some(client), Some(cluster)) = (kube_client, &cluster) {
+            let (sink, event_messages) = EventSink::channel();
+            events = sink;
             let settings = kube_source::Settings {
                 node_name,
                 proxy_name: self.service_proxy_name.clone(),
                 telemetry: telemetry.clone(),
+                events: events.clone(),
+                event_messages: Some(event_messages),
             };
             sources.push(kube_source::start(
                 client,
@@ -290,6 +314,7 @@ impl RunArgs {
         let settings = SyncSettings {
             min_interval: self.min_sync_interval_ms,
             resync_interval: self.resync_interval_ms,
+            events,
         };
         let (mode, syncer) = match chosen {
             Chosen::Ebpf(loaded) => {
@@ -311,8 +336,9 @@ impl RunArgs {
                     };
                 // The datapath attaches (or takes over) the hooks after the
                 // first complete sync, and checks them at every reconcile.
-                let mut datapath =
-                    EbpfDatapath::new(writer, telemetry.clone(), overflow).with_hooks(hooks);
+                let mut datapath = EbpfDatapath::new(writer, telemetry.clone(), overflow)
+                    .with_hooks(hooks)
+                    .with_events(settings.events.clone());
                 // New pod devices get the tc programs at once, not at the
                 // next reconcile.
                 if let Some(events) = link_events {

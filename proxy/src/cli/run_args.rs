@@ -16,6 +16,7 @@ use crate::{
     },
     model::{ExternalIpGuard, selection},
     nodeport::{Cidr, NodePortAddress},
+    query,
     source::manifests,
 };
 
@@ -108,6 +109,10 @@ pub struct RunArgs {
     /// Where maps and links are pinned (a bpffs is mounted there if missing).
     #[arg(long, default_value = config::DEFAULT_PIN_PATH, env = config::PIN_PATH_ENV)]
     pub pin_path: PathBuf,
+    /// The local query socket `proxy explain` and `proxy diff` ask (a Unix
+    /// socket, mode 0600: root only); empty for off.
+    #[arg(long, value_name = "PATH", default_value = query::DEFAULT_SOCKET, env = query::SOCKET_ENV)]
+    pub query_socket: PathBuf,
     /// Minimum time between syncs, in milliseconds; changes within it are coalesced.
     #[arg(long, value_parser = humantime_ms, default_value = "20")]
     #[serde(with = "file::millis")]

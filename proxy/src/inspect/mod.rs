@@ -13,6 +13,7 @@
 //! (`dataplane::writer`) is the only place map contents change.
 
 pub mod compose;
+pub mod diff;
 pub mod filter;
 pub mod pins;
 pub mod render;

@@ -4,6 +4,7 @@
 
 pub mod convert;
 pub mod desired;
+pub mod explain;
 pub mod incremental;
 pub mod index;
 pub mod selection;

@@ -161,6 +161,11 @@ impl SvcBuilder {
         self.0.labels.service_proxy_name = Some(name.to_owned());
         self
     }
+    /// `spec.trafficDistribution` (informational: the hints carry it).
+    pub(crate) fn traffic_distribution(mut self, value: &str) -> Self {
+        self.0.traffic_distribution = Some(value.to_owned());
+        self
+    }
 }
 
 impl From<SvcBuilder> for Service {

@@ -223,10 +223,9 @@ pub fn service_frontends(
                 traffic_policy: service.internal_traffic_policy,
                 source_ranges: None,
             };
-            let backends = if internal_local {
-                categories.local.clone()
-            } else {
-                categories.cluster.clone()
+            let backends = match scope_category(service, FrontendKind::ClusterIp, Scope::Internal) {
+                Category::Local => categories.local.clone(),
+                Category::Cluster => categories.cluster.clone(),
             };
             let frontend = Frontend {
                 addr,
@@ -255,7 +254,11 @@ pub fn service_frontends(
                     continue;
                 }
                 let mut external = spec(kind, categories.cluster.clone());
-                if external_local {
+                debug_assert_eq!(
+                    scope_category(service, kind, Scope::Internal),
+                    Category::Cluster
+                );
+                if scope_category(service, kind, Scope::External) == Category::Local {
                     external.external_backends = Some(categories.local.clone());
                 }
                 if kind == FrontendKind::LoadBalancer {
@@ -281,6 +284,44 @@ pub fn service_frontends(
         ));
     }
     out
+}
+
+/// Where traffic to a frontend comes from: this node (its host and pods,
+/// kube-proxy's "internal" traffic) or elsewhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    Internal,
+    External,
+}
+
+/// Which of [`categorize`]'s categories a scope of a frontend uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    Cluster,
+    Local,
+}
+
+/// The traffic policies, in one place: which category traffic of `scope` to
+/// a frontend of `kind` uses. ClusterIP frontends follow
+/// `internalTrafficPolicy` whatever the scope; external frontends use the
+/// cluster category for this node's own traffic (kube-proxy short-circuits
+/// it) and follow `externalTrafficPolicy` for traffic from elsewhere.
+pub fn scope_category(service: &Service, kind: FrontendKind, scope: Scope) -> Category {
+    let local = match (kind, scope) {
+        (FrontendKind::ClusterIp, _) => service.internal_traffic_policy == TrafficPolicy::Local,
+        (_, Scope::Internal) => false,
+        (_, Scope::External) => {
+            service.external_traffic_policy == TrafficPolicy::Local
+                && service.externally_accessible()
+        }
+    };
+    if local {
+        Category::Local
+    } else {
+        Category::Cluster
+    }
 }
 
 /// Whether an endpoint's backend entry outlives its slots (see

@@ -38,8 +38,14 @@ pub mod topology;
 #[cfg(test)]
 mod tests;
 
-pub use frontends::{KUBELET_PORT, Refusal, RefusalReason, ServiceFrontends, service_frontends};
-pub use topology::{Candidate, Categories, TopologyMode, categorize, topology_mode};
+pub use frontends::{
+    Category, KUBELET_PORT, Refusal, RefusalReason, Scope, ServiceFrontends, scope_category,
+    service_frontends,
+};
+pub use topology::{
+    Candidate, Categories, Rule, Rules, TopologyDecision, TopologyMode, TopologyWhy, candidates,
+    categorize, topology_decision, topology_mode,
+};
 
 /// Desired state plus what went wrong, or is worth counting, while computing it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

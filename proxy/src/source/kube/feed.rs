@@ -138,6 +138,12 @@ impl Feed {
 
     /// Counts rejected objects into `telemetry`'s rejects, and reports this
     /// node's eligibility to its health.
+    /// Reports problems on Services (and their UIDs) to `events`.
+    pub(super) fn with_events(mut self, events: crate::events::EventSink) -> Self {
+        self.reports.events = events;
+        self
+    }
+
     pub(super) fn with_telemetry(mut self, telemetry: Telemetry) -> Self {
         self.reports.rejects = telemetry.rejects();
         self.telemetry = Some(telemetry);
@@ -464,6 +470,21 @@ fn convert_and_report<K: Kind>(
         None => true,
     };
     let result = K::convert(object);
+    if K::KIND == convert::Kind::Service
+        && reports.events.is_on()
+        && let Some(id) = &id
+    {
+        if let Some(uid) = &object.meta().uid {
+            reports.events.seen(id, uid);
+        }
+        if first_time && let Ok(Converted::Kept { warnings, .. }) = &result {
+            for warning in warnings {
+                if let Some(problem) = crate::events::ServiceProblem::from_warning(id, warning) {
+                    reports.events.problem(problem);
+                }
+            }
+        }
+    }
     if first_time {
         report(K::KIND, id.as_ref(), &version, &result);
         count_rejects(&reports.rejects, &result);
@@ -529,6 +550,7 @@ fn count_rejects<T>(rejects: &ConfigRejects, result: &Result<Converted<T>, Conve
 struct Reports {
     logged: HashMap<(convert::Kind, ObjectRef), String>,
     rejects: ConfigRejects,
+    events: crate::events::EventSink,
 }
 
 impl Reports {

@@ -43,6 +43,7 @@ mod event;
 mod feed;
 mod pod_cidrs;
 mod retry;
+mod service_events;
 
 use std::{
     fmt::Debug,
@@ -75,7 +76,7 @@ use crate::telemetry::Telemetry;
 const RESTART_DELAY: Duration = Duration::from_secs(1);
 
 /// What the source watches.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Settings {
     /// This node's name (see [`node_name`]): selects the Node object.
     pub node_name: String,
@@ -85,6 +86,11 @@ pub struct Settings {
     /// Where rejected objects are counted (`proxy_config_rejects_total`) and
     /// this node's eligibility goes (`/healthz`).
     pub telemetry: Telemetry,
+    /// Problems on Services, published as Events on them (see
+    /// [`crate::events`]); the sync loop reports into the same sink.
+    pub events: crate::events::EventSink,
+    /// The receiver of `events`, taken by the publisher.
+    pub event_messages: Option<tokio::sync::mpsc::Receiver<crate::events::Message>>,
 }
 
 /// Starts watching. The returned task runs until `shutdown`; it bumps `changes`
@@ -101,7 +107,7 @@ pub fn start(
 
 async fn run(
     client: kube::Client,
-    settings: Settings,
+    mut settings: Settings,
     index: Arc<Mutex<Index>>,
     changes: watch::Sender<u64>,
     mut shutdown: watch::Receiver<bool>,
@@ -124,13 +130,22 @@ async fn run(
     let mut nodes = stream(nodes_api.clone(), this_node.clone(), Duration::ZERO);
     // kube-proxy's "birth cry", once its watches are started.
     tokio::spawn(event::announce(
-        client,
+        client.clone(),
         settings.node_name.clone(),
         shutdown.clone(),
     ));
 
+    if let Some(messages) = settings.event_messages.take() {
+        tokio::spawn(service_events::run(
+            client.clone(),
+            settings.node_name.clone(),
+            messages,
+            shutdown.clone(),
+        ));
+    }
     let mut feed = Feed::new(index, changes, settings.node_name.clone())
-        .with_telemetry(settings.telemetry.clone());
+        .with_telemetry(settings.telemetry.clone())
+        .with_events(settings.events.clone());
     let (mut services_restarts, mut slices_restarts, mut nodes_restarts) = (
         Restarts::default(),
         Restarts::default(),
