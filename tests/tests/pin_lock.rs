@@ -63,8 +63,14 @@ fn an_ordinary_directory_with_files_is_refused_as_pin_path() {
         let dir = f.sandbox.manifests_dir();
         let pin_arg = pins.to_str().expect("a UTF-8 path");
         let cgroup = f.sandbox.cgroup_path();
+        // The query socket in the sandbox, never the host's default path.
+        let query = format!(
+            "--query-socket={}",
+            f.sandbox.dir().join("proxy.sock").display()
+        );
         let args: Vec<&OsStr> = vec![
             "run".as_ref(),
+            query.as_ref(),
             "--manifests".as_ref(),
             dir.as_os_str(),
             "--cgroup".as_ref(),

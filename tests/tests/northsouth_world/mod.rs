@@ -208,6 +208,12 @@ impl World {
             OsStr::new(LAN_DEVICE),
         ]
         .to_vec();
+        // The query socket in the sandbox, never the host's default path.
+        let query = std::ffi::OsString::from(format!(
+            "--query-socket={}",
+            self.sandbox.dir().join("proxy.sock").display()
+        ));
+        args.push(&query);
         let mode = self.mode.args();
         args.extend(mode.iter().map(OsStr::new));
         args.extend(extra.iter().map(OsStr::new));
