@@ -21,7 +21,9 @@ RUN cargo xtask build --release
 # The runtime stage: FROM scratch, so nothing to pull and nothing but what is
 # copied here: the binary and the C runtime it links (the dynamic loader, glibc,
 # libm, libgcc_s), taken from the build stage, so they match the glibc the
-# binary was linked against. No shell, no package manager, no /etc. Every file
+# binary was linked against; and the CA bundle, without which the Kubernetes
+# client refuses to start ("No CA certificates were loaded from the system",
+# found by tests/tests/runtime_pod.rs). No shell, no package manager. Every file
 # is root's and read-only to others; the DaemonSet also mounts it read-only.
 # `./x image` builds this stage with buildah from the same lines, with the
 # `--from=build` files taken from a release build on a Debian 12 machine.
@@ -30,6 +32,7 @@ COPY --from=build /lib64/ld-linux-x86-64.so.2 /lib64/ld-linux-x86-64.so.2
 COPY --from=build /lib/x86_64-linux-gnu/libc.so.6 /lib/x86_64-linux-gnu/libc.so.6
 COPY --from=build /lib/x86_64-linux-gnu/libm.so.6 /lib/x86_64-linux-gnu/libm.so.6
 COPY --from=build /lib/x86_64-linux-gnu/libgcc_s.so.1 /lib/x86_64-linux-gnu/libgcc_s.so.1
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build /src/target/release/proxy /usr/local/bin/proxy
 LABEL org.opencontainers.image.title="ebpf-proxy" \
       org.opencontainers.image.description="eBPF Kubernetes service proxy (a kube-proxy replacement), run as a DaemonSet" \

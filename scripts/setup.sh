@@ -21,7 +21,7 @@ CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}
 export PATH="$CARGO_HOME/bin:$PATH"
 BPF_LINKER_VERSION=0.13.0
 DEBIAN_PACKAGES=(iproute2 util-linux procps ca-certificates iptables nftables python3-venv
-  podman buildah runc)
+  podman buildah runc catatonit)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 channel() { sed -n 's/^channel *= *"\(.*\)"/\1/p' "$1"; }

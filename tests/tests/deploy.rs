@@ -611,8 +611,8 @@ fn the_dockerfile_builds_with_the_readmes_commands_for_any_oci_builder() {
         );
     }
 
-    // The runtime stage: FROM scratch (nothing to pull), the binary and the C
-    // runtime it links, from the build stage (`cargo xtask dockerfile` checks
+    // The runtime stage: FROM scratch (nothing to pull), the binary, the C
+    // runtime it links and the CA bundle, from the build stage (`cargo xtask dockerfile` checks
     // that the binary links nothing else; `cargo xtask image` builds it).
     let base = &runtime[0].1;
     assert_eq!(base, "scratch", "runtime base");
@@ -632,6 +632,7 @@ fn the_dockerfile_builds_with_the_readmes_commands_for_any_oci_builder() {
             "--from=build /lib/x86_64-linux-gnu/libc.so.6 /lib/x86_64-linux-gnu/libc.so.6",
             "--from=build /lib/x86_64-linux-gnu/libm.so.6 /lib/x86_64-linux-gnu/libm.so.6",
             "--from=build /lib/x86_64-linux-gnu/libgcc_s.so.1 /lib/x86_64-linux-gnu/libgcc_s.so.1",
+            "--from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt",
             "--from=build /src/target/release/proxy /usr/local/bin/proxy",
         ]
     );
