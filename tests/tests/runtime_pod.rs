@@ -58,18 +58,24 @@ const KUBECONFIG_DIR: &str = "/run/proxy/kube";
 /// How long a pod may take from `podman pod start` to serving.
 const POD_STARTUP: Duration = Duration::from_secs(30);
 
-/// podman, every command run in the sandbox's network namespace.
+/// podman; with a sandbox, every command run in its network namespace.
 struct Podman {
-    netns: PathBuf,
+    netns: Option<PathBuf>,
 }
 
 impl Podman {
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net={}", self.netns.display()))
-            .arg("--")
-            .arg("podman")
-            .args(args);
+        let mut cmd = match &self.netns {
+            Some(netns) => {
+                let mut cmd = Command::new("nsenter");
+                cmd.arg(format!("--net={}", netns.display()))
+                    .arg("--")
+                    .arg("podman");
+                cmd
+            }
+            None => Command::new("podman"),
+        };
+        cmd.args(args);
         if std::env::var_os("CONTAINERS_CONF").is_none() {
             // What ./x exports (scripts/setup.sh writes it): runc, and
             // ulimits this machine allows.
@@ -467,7 +473,7 @@ fn the_daemonsets_pod_runs_under_a_real_runtime_in_ebpf_mode() {
     let (_api, kubeconfig) = cluster_with_web(&f);
     let node = node_of(&f, &kubeconfig);
     let podman = Podman {
-        netns: f.sandbox.netns_path(),
+        netns: Some(f.sandbox.netns_path()),
     };
     let spec = pod_from_daemonset(&pod_name("proxy"), &image, &node);
     let pod = play(&podman, &f, &spec);
@@ -561,4 +567,182 @@ fn the_daemonsets_pod_runs_under_a_real_runtime_in_ebpf_mode() {
     for vip in [WEB_VIP4, WEB_VIP6] {
         assert!(text.contains(vip), "no {vip} in:\n{text}");
     }
+}
+
+/// Every file of a directory tree, relative, with its metadata.
+fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, fs::Metadata)>) {
+    for entry in fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+        let meta = fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("{e}"));
+        let rel = path
+            .strip_prefix(root)
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        if meta.is_dir() {
+            walk(root, &path, out);
+        }
+        out.push((rel, meta));
+    }
+}
+
+#[test]
+fn the_image_holds_one_binary_its_c_runtime_and_labels_and_no_shell() {
+    let image = test_image();
+    let podman = Podman { netns: None };
+    let root = PathBuf::from(podman.ok(&["image", "mount", &image]));
+    let mut entries = Vec::new();
+    walk(&root, &root, &mut entries);
+    podman.ok(&["image", "unmount", &image]);
+
+    let mut files: Vec<&str> = entries
+        .iter()
+        .filter(|(_, m)| !m.is_dir())
+        .map(|(p, _)| p.as_str())
+        .collect();
+    files.sort_unstable();
+    assert_eq!(
+        files,
+        [
+            "etc/ssl/certs/ca-certificates.crt",
+            "lib/x86_64-linux-gnu/libc.so.6",
+            "lib/x86_64-linux-gnu/libgcc_s.so.1",
+            "lib/x86_64-linux-gnu/libm.so.6",
+            "lib64/ld-linux-x86-64.so.2",
+            "usr/local/bin/proxy",
+        ],
+        "the image's files (no shell, no package manager, one binary)"
+    );
+    for (path, meta) in &entries {
+        assert_eq!((meta.uid(), meta.gid()), (0, 0), "{path} is not root's");
+        assert_eq!(
+            meta.mode() & 0o022,
+            0,
+            "{path} is writable by others than its owner: {:o}",
+            meta.mode()
+        );
+        assert!(meta.is_dir() || meta.is_file(), "{path}: not a plain file");
+    }
+
+    let inspect = podman.ok(&["image", "inspect", &image]);
+    let config: Value = serde_json::from_str(&inspect).unwrap_or_else(|e| panic!("{e}"));
+    let config = &config[0]["Config"];
+    assert_eq!(config["Entrypoint"], json!(["/usr/local/bin/proxy"]));
+    assert_eq!(config["Cmd"], json!(["run"]));
+    let labels = &config["Labels"];
+    for label in [
+        "org.opencontainers.image.title",
+        "org.opencontainers.image.description",
+        "org.opencontainers.image.licenses",
+        "org.opencontainers.image.revision",
+        "org.opencontainers.image.version",
+    ] {
+        assert!(
+            labels[label].as_str().is_some_and(|v| !v.is_empty()),
+            "no label {label} in {labels}"
+        );
+    }
+    assert_eq!(
+        labels["org.opencontainers.image.version"],
+        json!(env!("CARGO_PKG_VERSION"))
+    );
+    // It runs, and from nothing but itself and those files.
+    let out = podman.output(&["run", "--rm", "--network=none", &image, "--version"]);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("proxy "),
+        "{out:?}"
+    );
+    let out = podman.output(&["run", "--rm", "--network=none", "--entrypoint=/bin/sh", &image]);
+    assert!(!out.status.success(), "a shell ran in the image: {out:?}");
+}
+
+/// The capabilities the eBPF path needs (`daemonset.yaml` says why).
+const EBPF_CAPABILITIES: [&str; 3] = ["BPF", "NET_ADMIN", "PERFMON"];
+
+/// `pod` without capability `cap`, or with `extra` arguments, never restarted
+/// (so its exit is seen).
+fn without(pod: &Value, name: &str, drop: &[&str], extra: &[&str]) -> Value {
+    let mut pod = pod.clone();
+    pod["metadata"]["name"] = json!(name);
+    pod["spec"]["restartPolicy"] = json!("Never");
+    let c = &mut pod["spec"]["containers"][0];
+    if let Some(add) = c["securityContext"]["capabilities"]["add"].as_array_mut() {
+        add.retain(|a| !drop.iter().any(|d| a == d));
+    }
+    if let Some(args) = c["args"].as_array_mut() {
+        args.extend(extra.iter().map(|a| json!(a)));
+    }
+    pod
+}
+
+/// Waits for the pod's container to exit; its exit code.
+fn wait_exit(pod: &RuntimePod<'_>) -> Option<i32> {
+    let mut code = None;
+    wait_until(POD_STARTUP, || {
+        code = pod.exit_code();
+        code.is_some()
+    });
+    code
+}
+
+#[test]
+fn each_capability_the_daemonset_adds_is_needed_under_the_runtime() {
+    let image = test_image();
+    let f = Fixture::new(Mode::Ebpf);
+    let (_api, kubeconfig) = cluster_with_web(&f);
+    let node = node_of(&f, &kubeconfig);
+    let podman = Podman {
+        netns: Some(f.sandbox.netns_path()),
+    };
+    let shipped = pod_from_daemonset(&pod_name("proxy"), &image, &node);
+    // SYS_ADMIN stands in for BPF and PERFMON to the kernel: it goes first
+    // (README: the least-privilege set gives up only pods' UDP flows).
+    for cap in EBPF_CAPABILITIES {
+        let name = pod_name(&format!("no-{}", cap.to_lowercase().replace('_', "-")));
+        let spec = without(&shipped, &name, &["SYS_ADMIN", cap], &["--mode=ebpf"]);
+        let pod = play(&podman, &f, &spec);
+        let code = wait_exit(&pod);
+        let logs = pod.logs();
+        assert_eq!(
+            code,
+            Some(1),
+            "without {cap}, expected the proxy to stop at load:\n{logs}"
+        );
+        assert!(
+            logs.contains("loading the dataplane"),
+            "without {cap}:\n{logs}"
+        );
+    }
+    // Without BPF, the ConfigMap's `mode: auto` falls back to the userspace
+    // proxies, which serve with the capabilities left.
+    let spec = without(&shipped, &pod_name("fallback"), &["SYS_ADMIN", "BPF"], &[]);
+    let pod = play(&podman, &f, &spec);
+    wait_serving(&pod);
+    for (kind, vip) in [
+        (Kind::Tcp, sock(WEB_VIP4, TCP_PORT)),
+        (Kind::UdpConnected, sock(WEB_VIP6, UDP_PORT)),
+    ] {
+        assert_backends(
+            &format!("{kind:?} to {vip} through the fallback"),
+            &tally(kind, vip, 12),
+            &names(
+                if vip.is_ipv4() {
+                    &BACKENDS_V4
+                } else {
+                    &BACKENDS_V6
+                },
+                if kind == Kind::Tcp {
+                    TCP_TARGET
+                } else {
+                    UDP_TARGET
+                },
+            ),
+        );
+    }
+    let healthz = SocketAddr::from(([127, 0, 0, 1], healthz_port()));
+    let (code, body) = http_get(healthz, "/healthz").unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        code == 200 && body.contains(r#""mode":"userspace""#),
+        "/healthz: {code} {body}"
+    );
 }
