@@ -44,7 +44,12 @@ use std::{
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     process::{Command, Output},
-    time::Duration,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
 };
 
 use common::*;
@@ -124,9 +129,13 @@ fn test_image() -> String {
     );
     let root = repo_root();
     let lock = root.join("target").join("image-context.lock");
-    // One build at a time (tests run in parallel), none when it exists.
+    // One build at a time (tests run in parallel), none when it exists; the
+    // images of earlier binaries go.
     let script = format!(
-        "podman image exists {tag} || cargo xtask image --binary {bin} --tag {tag} >&2",
+        "podman image exists {tag} && exit 0
+         podman images --quiet --filter 'reference=localhost/ebpf-proxy:test-*' \
+           | xargs --no-run-if-empty podman rmi --force >/dev/null
+         cargo xtask image --binary {bin} --tag {tag} >&2",
         bin = bin.display()
     );
     let mut cmd = Command::new("flock");
@@ -244,6 +253,8 @@ fn healthz_port() -> u16 {
 struct RuntimePod<'a> {
     podman: &'a Podman,
     name: String,
+    /// The pod's ConfigMap volumes, removed after it.
+    volumes: Vec<String>,
 }
 
 impl RuntimePod<'_> {
@@ -315,6 +326,9 @@ impl Drop for RuntimePod<'_> {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        for v in &self.volumes {
+            let _ = self.podman.output(&["volume", "rm", "--force", v]);
+        }
     }
 }
 
@@ -344,12 +358,29 @@ fn play<'a>(podman: &'a Podman, f: &Fixture, pod: &Value) -> RuntimePod<'a> {
         .unwrap_or_else(|| panic!("no name"))
         .to_owned();
     let file = f.sandbox.dir().join(format!("{name}.yaml"));
-    let yaml = serde_norway::to_string(pod).unwrap_or_else(|e| panic!("{e}"));
+    let mut volumes = Vec::new();
+    // podman keeps a ConfigMap volume under the ConfigMap's name and reuses
+    // it, stale, when it exists: each pod gets the shipped ConfigMap under a
+    // name of its own, removed with it.
+    let mut spec = pod.clone();
+    let mut configmaps = vec![deploy_dir().join("kube-apiserver.yaml")];
+    for v in spec["spec"]["volumes"].as_array_mut().into_iter().flatten() {
+        let Some(shipped) = v["configMap"]["name"].as_str().map(str::to_owned) else {
+            continue;
+        };
+        let own = format!("{shipped}-{name}");
+        let mut cm = read_value(&deploy_dir().join("configmap.yaml"));
+        assert_eq!(cm["metadata"]["name"], json!(shipped), "deploy/configmap.yaml");
+        cm["metadata"]["name"] = json!(own);
+        let path = f.sandbox.dir().join(format!("{own}.yaml"));
+        let text = serde_norway::to_string(&cm).unwrap_or_else(|e| panic!("{e}"));
+        fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        configmaps.push(path);
+        v["configMap"]["name"] = json!(own);
+        volumes.push(own);
+    }
+    let yaml = serde_norway::to_string(&spec).unwrap_or_else(|e| panic!("{e}"));
     fs::write(&file, yaml).unwrap_or_else(|e| panic!("{e}"));
-    let configmaps = [
-        deploy_dir().join("configmap.yaml"),
-        deploy_dir().join("kube-apiserver.yaml"),
-    ];
     let mut args = vec!["play", "kube", "--start=false"];
     for c in &configmaps {
         args.extend(["--configmap", c.to_str().unwrap_or_default()]);
@@ -358,7 +389,11 @@ fn play<'a>(podman: &'a Podman, f: &Fixture, pod: &Value) -> RuntimePod<'a> {
     args.push(&file_arg);
     let out = podman.output(&args);
     // Removed on drop even when `play` failed half-way.
-    let pod = RuntimePod { podman, name };
+    let pod = RuntimePod {
+        podman,
+        name,
+        volumes,
+    };
     assert!(
         out.status.success(),
         "podman play kube: {}",
@@ -745,4 +780,189 @@ fn each_capability_the_daemonset_adds_is_needed_under_the_runtime() {
         code == 200 && body.contains(r#""mode":"userspace""#),
         "/healthz: {code} {body}"
     );
+}
+
+/// What a steady stream of new TCP connections saw.
+#[derive(Debug, Default)]
+struct StreamReport {
+    ok: u64,
+    failed: u64,
+    /// The first failures (at most 20).
+    failures: Vec<String>,
+}
+
+/// New TCP connections, one request each, alternating over `web`'s VIPs,
+/// until `stop` (bounded in count and time).
+fn web_stream(stop: Arc<AtomicBool>) -> JoinHandle<StreamReport> {
+    let mut expected = names(&BACKENDS_V4, TCP_TARGET);
+    expected.extend(names(&BACKENDS_V6, TCP_TARGET));
+    let vips = [sock(WEB_VIP4, TCP_PORT), sock(WEB_VIP6, TCP_PORT)];
+    thread::spawn(move || {
+        let started = Instant::now();
+        let mut report = StreamReport::default();
+        let mut n = 0usize;
+        while !stop.load(Ordering::Relaxed)
+            && n < 50_000
+            && started.elapsed() < Duration::from_secs(120)
+        {
+            let vip = vips[n % vips.len()];
+            n += 1;
+            let failure = match Kind::Tcp.request(vip, REQUEST) {
+                Ok(reply) if expected.contains(&reply.backend) => None,
+                Ok(reply) => Some(format!("{vip} answered by {}", reply.backend)),
+                Err(e) => Some(format!("{vip}: {e}")),
+            };
+            match failure {
+                None => report.ok += 1,
+                Some(f) => {
+                    report.failed += 1;
+                    if report.failures.len() < 20 {
+                        report
+                            .failures
+                            .push(format!("at {:?}: {f}", started.elapsed()));
+                    }
+                }
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        report
+    })
+}
+
+#[test]
+fn the_pod_is_replaced_under_traffic_stopped_and_cleaned_up_by_a_one_off_container() {
+    let image = test_image();
+    // A second tag of the image: what a rollout to a new version changes.
+    let next = format!("{image}-next");
+    Podman { netns: None }.ok(&["tag", &image, &next]);
+    let f = Fixture::new(Mode::Ebpf);
+    let (_api, kubeconfig) = cluster_with_web(&f);
+    let node = node_of(&f, &kubeconfig);
+    let podman = Podman {
+        netns: Some(f.sandbox.netns_path()),
+    };
+    let old = play(
+        &podman,
+        &f,
+        &pod_from_daemonset(&pod_name("old"), &image, &node),
+    );
+    wait_serving(&old);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = web_stream(Arc::clone(&stop));
+    thread::sleep(Duration::from_millis(500));
+
+    // The rollout (maxUnavailable: 1): the old pod is deleted (SIGTERM), then
+    // the new one created; Services keep working in between.
+    let status = podman.output(&["pod", "stop", "--time=10", &old.name]);
+    assert!(status.status.success(), "{status:?}");
+    assert_eq!(old.exit_code(), Some(0), "SIGTERM is a clean exit:\n{}", old.logs());
+    drop(old);
+    thread::sleep(Duration::from_millis(500));
+    let new = play(
+        &podman,
+        &f,
+        &pod_from_daemonset(&pod_name("new"), &next, &node),
+    );
+    let took_over = wait_until(POD_STARTUP, || {
+        new.logs().lines().any(|l| {
+            serde_json::from_str::<Value>(l).is_ok_and(|v| v["took_over"] == json!(8))
+        })
+    });
+    assert!(
+        took_over,
+        "the new pod did not take the 8 hooks over:\n{}",
+        new.logs()
+    );
+    thread::sleep(Duration::from_millis(500));
+
+    // Stopped, no daemon: traffic keeps flowing.
+    let status = podman.output(&["pod", "stop", "--time=10", &new.name]);
+    assert!(status.status.success(), "{status:?}");
+    assert_eq!(new.exit_code(), Some(0), "{}", new.logs());
+    thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let report = load
+        .join()
+        .unwrap_or_else(|_| panic!("the load thread panicked"));
+    assert!(
+        report.failed == 0 && report.ok >= 20,
+        "expected no failed new connection across the rollout and the stop, saw {} of {}: \
+         {:#?}",
+        report.failed,
+        report.failed + report.ok,
+        report.failures
+    );
+    drop(new);
+
+    // Removal: `proxy cleanup` in a one-off container of the image, with the
+    // DaemonSet's environment, capabilities and bpffs mount.
+    let ds = read_value(&deploy_dir().join("daemonset.yaml"));
+    let c = &ds["spec"]["template"]["spec"]["containers"][0];
+    let pin_path = c["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["name"] == json!("PROXY_PIN_PATH"))
+        .and_then(|e| e["value"].as_str())
+        .unwrap_or_else(|| panic!("no PROXY_PIN_PATH"))
+        .to_owned();
+    let bpffs_mount = c["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["name"] == json!("bpffs"))
+        .and_then(|m| m["mountPath"].as_str())
+        .unwrap_or_else(|| panic!("no bpffs mount"))
+        .to_owned();
+    let volume = format!("{}:{bpffs_mount}", node.bpffs.display());
+    let env = format!("PROXY_PIN_PATH={pin_path}");
+    let mut args = vec![
+        "run",
+        "--rm",
+        "--network=host",
+        "--read-only",
+        "--cap-drop=ALL",
+        "--env",
+        &env,
+        "--volume",
+        &volume,
+    ];
+    let caps: Vec<String> = c["securityContext"]["capabilities"]["add"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|cap| format!("--cap-add={cap}"))
+        .collect();
+    args.extend(caps.iter().map(String::as_str));
+    args.extend([next.as_str(), "cleanup"]);
+    let out = podman.output(&args);
+    assert!(
+        out.status.success(),
+        "proxy cleanup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pins = node.bpffs.join(
+        Path::new(&pin_path)
+            .strip_prefix(&bpffs_mount)
+            .unwrap_or_else(|e| panic!("PROXY_PIN_PATH is not on the bpffs mount: {e}")),
+    );
+    let mut left = Vec::new();
+    if pins.exists() {
+        walk(&pins, &pins, &mut left);
+    }
+    let left: Vec<&str> = left
+        .iter()
+        .filter(|(_, m)| !m.is_dir())
+        .map(|(p, _)| p.as_str())
+        .collect();
+    assert!(left.is_empty(), "pins left after cleanup: {left:?}");
+    let vip = sock(WEB_VIP4, TCP_PORT);
+    let mut last = None;
+    let gone = wait_until(PROPAGATION, || {
+        last = Some(Kind::Tcp.request(vip, PROBE));
+        last.as_ref().is_some_and(Result::is_err)
+    });
+    assert!(gone, "{vip} is still translated after cleanup: {last:?}");
+    Podman { netns: None }.ok(&["rmi", &next]);
 }
