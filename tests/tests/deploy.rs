@@ -577,6 +577,9 @@ fn the_dockerfile_builds_with_the_readmes_commands_for_any_oci_builder() {
     // from the build context, then these RUN lines).
     let ci = fs::read_to_string(repo_root().join(".ci/run")).unwrap_or_default();
     assert!(ci.lines().any(|l| l.trim() == "./x dockerfile"), "{ci}");
+    // And builds the runtime stage with buildah, then runs the DaemonSet's
+    // pod from that image (tests/tests/runtime_pod.rs).
+    assert!(ci.lines().any(|l| l.trim() == "./x image --test"), "{ci}");
 
     // What the build stage copies exists and is in the build context.
     let ignored = fs::read_to_string(repo_root().join(".dockerignore"))

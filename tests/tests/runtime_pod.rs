@@ -96,9 +96,9 @@ impl Podman {
     }
 
     fn output(&self, args: &[&str]) -> Output {
-        self.command(args)
-            .output()
-            .unwrap_or_else(|e| panic!("running podman {args:?} (scripts/setup.sh installs it): {e}"))
+        self.command(args).output().unwrap_or_else(|e| {
+            panic!("running podman {args:?} (scripts/setup.sh installs it): {e}")
+        })
     }
 
     /// Stdout of a command that must succeed.
@@ -301,8 +301,7 @@ impl RuntimePod<'_> {
         let pid = self
             .podman
             .ok(&["inspect", "--format", "{{.State.Pid}}", &self.container()]);
-        pid.parse()
-            .unwrap_or_else(|e| panic!("pid {pid:?}: {e}"))
+        pid.parse().unwrap_or_else(|e| panic!("pid {pid:?}: {e}"))
     }
 
     /// `kubectl exec`: `podman exec` of the image's binary.
@@ -370,7 +369,11 @@ fn play<'a>(podman: &'a Podman, f: &Fixture, pod: &Value) -> RuntimePod<'a> {
         };
         let own = format!("{shipped}-{name}");
         let mut cm = read_value(&deploy_dir().join("configmap.yaml"));
-        assert_eq!(cm["metadata"]["name"], json!(shipped), "deploy/configmap.yaml");
+        assert_eq!(
+            cm["metadata"]["name"],
+            json!(shipped),
+            "deploy/configmap.yaml"
+        );
         cm["metadata"]["name"] = json!(own);
         let path = f.sandbox.dir().join(format!("{own}.yaml"));
         let text = serde_norway::to_string(&cm).unwrap_or_else(|e| panic!("{e}"));
@@ -576,10 +579,14 @@ fn the_daemonsets_pod_runs_under_a_real_runtime_in_ebpf_mode() {
         "CapEff of the container, expected exactly {added:?}"
     );
     assert_eq!(status_field(pid, "CapInh"), format!("{:016x}", 0));
-    assert_eq!(status_field(pid, "Seccomp"), "2", "the default seccomp profile");
+    assert_eq!(
+        status_field(pid, "Seccomp"),
+        "2",
+        "the default seccomp profile"
+    );
     assert_eq!(status_field(pid, "NoNewPrivs"), "0");
-    let mounts = fs::read_to_string(format!("/proc/{pid}/mountinfo"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mounts =
+        fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_else(|e| panic!("{e}"));
     let root = mounts
         .lines()
         .find(|l| l.split_whitespace().nth(4) == Some("/"))
@@ -687,7 +694,13 @@ fn the_image_holds_one_binary_its_c_runtime_and_labels_and_no_shell() {
         out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("proxy "),
         "{out:?}"
     );
-    let out = podman.output(&["run", "--rm", "--network=none", "--entrypoint=/bin/sh", &image]);
+    let out = podman.output(&[
+        "run",
+        "--rm",
+        "--network=none",
+        "--entrypoint=/bin/sh",
+        &image,
+    ]);
     assert!(!out.status.success(), "a shell ran in the image: {out:?}");
 }
 
@@ -855,7 +868,12 @@ fn the_pod_is_replaced_under_traffic_stopped_and_cleaned_up_by_a_one_off_contain
     // the new one created; Services keep working in between.
     let status = podman.output(&["pod", "stop", "--time=10", &old.name]);
     assert!(status.status.success(), "{status:?}");
-    assert_eq!(old.exit_code(), Some(0), "SIGTERM is a clean exit:\n{}", old.logs());
+    assert_eq!(
+        old.exit_code(),
+        Some(0),
+        "SIGTERM is a clean exit:\n{}",
+        old.logs()
+    );
     drop(old);
     thread::sleep(Duration::from_millis(500));
     let new = play(
@@ -864,9 +882,9 @@ fn the_pod_is_replaced_under_traffic_stopped_and_cleaned_up_by_a_one_off_contain
         &pod_from_daemonset(&pod_name("new"), &next, &node),
     );
     let took_over = wait_until(POD_STARTUP, || {
-        new.logs().lines().any(|l| {
-            serde_json::from_str::<Value>(l).is_ok_and(|v| v["took_over"] == json!(8))
-        })
+        new.logs()
+            .lines()
+            .any(|l| serde_json::from_str::<Value>(l).is_ok_and(|v| v["took_over"] == json!(8)))
     });
     assert!(
         took_over,

@@ -51,10 +51,7 @@ pub fn runtime_containerfile(dockerfile: &str) -> anyhow::Result<(String, Vec<St
                         sources.push((*src).to_owned());
                         format!("COPY files{src} {dst}")
                     }
-                    _ => bail!(
-                        "runtime COPY {}: expected --from=build /SRC DST",
-                        i.args
-                    ),
+                    _ => bail!("runtime COPY {}: expected --from=build /SRC DST", i.args),
                 }
             }
             "RUN" => bail!("RUN in the runtime stage: it has no shell"),
@@ -90,8 +87,7 @@ pub fn build(root: &Path, binary: &Path, extra_tags: &[String]) -> anyhow::Resul
     let (containerfile, sources) = runtime_containerfile(&dockerfile)?;
     let context = root.join("target").join("image-context");
     if context.exists() {
-        fs::remove_dir_all(&context)
-            .with_context(|| format!("removing {}", context.display()))?;
+        fs::remove_dir_all(&context).with_context(|| format!("removing {}", context.display()))?;
     }
     for src in &sources {
         let from: PathBuf = if src == STAGE_BINARY {
@@ -118,7 +114,9 @@ pub fn build(root: &Path, binary: &Path, extra_tags: &[String]) -> anyhow::Resul
     tags.extend(extra_tags.iter().cloned());
     let mut cmd = Command::new("buildah");
     cmd.args(["build", "--pull=never", "--layers=false", "--format=oci"])
-        .arg(format!("--label=org.opencontainers.image.revision={commit}"))
+        .arg(format!(
+            "--label=org.opencontainers.image.revision={commit}"
+        ))
         .arg(format!(
             "--label=org.opencontainers.image.version={}",
             env!("CARGO_PKG_VERSION")
@@ -151,7 +149,7 @@ mod tests {
             COPY --from=build /src/target/release/proxy /usr/local/bin/proxy\n\
             LABEL a=\"b\" \\\n  c=\"d\"\n\
             ENTRYPOINT [\"/usr/local/bin/proxy\"]\n";
-        let (text, sources) = runtime_containerfile(dockerfile).unwrap();
+        let (text, sources) = runtime_containerfile(dockerfile).expect("a runtime stage");
         assert_eq!(sources, ["/lib64/ld.so", "/src/target/release/proxy"]);
         assert_eq!(
             text,
@@ -174,8 +172,8 @@ mod tests {
     #[test]
     fn the_repositorys_dockerfile_gives_a_runtime_stage() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let text = fs::read_to_string(root.join("Dockerfile")).unwrap();
-        let (_, sources) = runtime_containerfile(&text).unwrap();
+        let text = fs::read_to_string(root.join("Dockerfile")).expect("reading the Dockerfile");
+        let (_, sources) = runtime_containerfile(&text).expect("a runtime stage");
         assert!(sources.iter().any(|s| s == STAGE_BINARY), "{sources:?}");
     }
 }

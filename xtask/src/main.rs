@@ -64,6 +64,10 @@ enum Task {
         /// More tags (repeatable).
         #[arg(long)]
         tag: Vec<String>,
+        /// Then run the tests that run the image under podman
+        /// (tests/tests/runtime_pod.rs) on it: what CI does.
+        #[arg(long)]
+        test: bool,
     },
     /// The benchmark suite: this proxy against direct-to-backend, kube-proxy's
     /// iptables and nftables rules and HAProxy, at 1, 1,000 and 10,000 Services;
@@ -110,13 +114,17 @@ fn main() -> anyhow::Result<()> {
         Task::CheckLayout => layout::run(&root)?,
         Task::ClippyEbpf => cargo::clippy_ebpf(&root)?,
         Task::Dockerfile => dockerfile::run(&root)?,
-        Task::Image { binary, tag } => {
+        Task::Image { binary, tag, test } => {
             let bin = match binary {
                 Some(bin) => bin,
                 None => cargo::build_proxy(&root, true)?,
             };
-            for tag in image::build(&root, &bin, &tag)? {
+            let tags = image::build(&root, &bin, &tag)?;
+            for tag in &tags {
                 println!("{tag}");
+            }
+            if test {
+                cargo::test_image(&root, &tags[0], &bin)?;
             }
         }
         Task::Demo => {
