@@ -214,6 +214,23 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     // What the runtime stage takes from the build stage: the binary, and
     // the C runtime files it links (the stage is FROM scratch).
     stage_dir.context("no WORKDIR in the build stage")?;
+    let (binary, version, copied) = check_runtime_copies(&runtime, &scratch.path().join("stage"))?;
+    eprintln!(
+        "xtask: the runtime stage's binary: {binary} ({version}), with {}",
+        copied.join(" ")
+    );
+    Ok(())
+}
+
+/// The runtime stage's COPYs, against the build stage's tree at `stage`:
+/// each is `--from=build`, one is the binary (under `/src/`), which was
+/// built, runs (`--version`) and links nothing but the other files copied
+/// (the stage is FROM scratch). The binary's path, its version line and the
+/// other files.
+fn check_runtime_copies<'a>(
+    runtime: &[&'a Instruction],
+    stage: &Path,
+) -> anyhow::Result<(&'a str, String, Vec<&'a str>)> {
     let mut copied = Vec::new();
     let mut binary = None;
     for i in runtime.iter().filter(|i| i.op == "COPY") {
@@ -230,10 +247,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         }
     }
     let binary = binary.context("the runtime stage copies no binary from /src")?;
-    let built = scratch
-        .path()
-        .join("stage")
-        .join(binary.trim_start_matches('/'));
+    let built = stage.join(binary.trim_start_matches('/'));
     ensure!(built.is_file(), "{binary} was not built");
     let version = Command::new(&built)
         .arg("--version")
@@ -259,17 +273,48 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             "{binary} links {name}, which the runtime stage does not copy (it is FROM scratch)"
         );
     }
-    eprintln!(
-        "xtask: the runtime stage's binary: {binary} ({}), with {}",
-        String::from_utf8_lossy(&version.stdout).trim(),
-        copied.join(" ")
-    );
-    Ok(())
+    let version = String::from_utf8_lossy(&version.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    Ok((binary, version, copied))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stage tree whose `/src/bin` is this machine's `sleep` (glibc only).
+    fn stage_with_sleep() -> tempfile::TempDir {
+        let stage = tempfile::tempdir().expect("a temporary directory");
+        fs::create_dir_all(stage.path().join("src")).expect("src/");
+        fs::copy("/bin/sleep", stage.path().join("src/bin")).expect("copying /bin/sleep");
+        stage
+    }
+
+    #[test]
+    fn the_runtime_stage_must_copy_every_library_its_binary_links() {
+        let stage = stage_with_sleep();
+        let full = parse(
+            "FROM scratch\n\
+             COPY --from=build /lib64/ld-linux-x86-64.so.2 /lib64/ld-linux-x86-64.so.2\n\
+             COPY --from=build /lib/x86_64-linux-gnu/libc.so.6 /lib/x86_64-linux-gnu/libc.so.6\n\
+             COPY --from=build /src/bin /bin/sleep\n",
+        );
+        let refs: Vec<&Instruction> = full.iter().skip(1).collect();
+        let (binary, _, copied) = check_runtime_copies(&refs, stage.path()).expect("complete");
+        assert_eq!(binary, "/src/bin");
+        assert_eq!(copied.len(), 2);
+
+        let without_libc: Vec<&Instruction> = full
+            .iter()
+            .skip(1)
+            .filter(|i| !i.args.contains("libc"))
+            .collect();
+        let err = check_runtime_copies(&without_libc, stage.path()).expect_err("libc missing");
+        assert!(err.to_string().contains("libc.so.6"), "{err}");
+    }
 
     #[test]
     fn dockerignore_patterns_match_as_ours_mean_them() {
