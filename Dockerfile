@@ -18,9 +18,25 @@ RUN scripts/setup.sh
 COPY . .
 RUN cargo xtask build --release
 
-# The runtime stage: the binary and the C runtime it links (glibc, libgcc), no
-# shell, no package manager. Debian 12, as the build stage, so the glibc matches.
-FROM gcr.io/distroless/cc-debian12
+# The runtime stage: FROM scratch, so nothing to pull and nothing but what is
+# copied here: the binary and the C runtime it links (the dynamic loader, glibc,
+# libm, libgcc_s), taken from the build stage, so they match the glibc the
+# binary was linked against; and the CA bundle, without which the Kubernetes
+# client refuses to start ("No CA certificates were loaded from the system",
+# found by tests/tests/runtime_pod.rs). No shell, no package manager. Every file
+# is root's and read-only to others; the DaemonSet also mounts it read-only.
+# `./x image` builds this stage with buildah from the same lines, with the
+# `--from=build` files taken from a release build on a Debian 12 machine.
+FROM scratch
+COPY --from=build /lib64/ld-linux-x86-64.so.2 /lib64/ld-linux-x86-64.so.2
+COPY --from=build /lib/x86_64-linux-gnu/libc.so.6 /lib/x86_64-linux-gnu/libc.so.6
+COPY --from=build /lib/x86_64-linux-gnu/libm.so.6 /lib/x86_64-linux-gnu/libm.so.6
+COPY --from=build /lib/x86_64-linux-gnu/libgcc_s.so.1 /lib/x86_64-linux-gnu/libgcc_s.so.1
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build /src/target/release/proxy /usr/local/bin/proxy
+LABEL org.opencontainers.image.title="ebpf-proxy" \
+      org.opencontainers.image.description="eBPF Kubernetes service proxy (a kube-proxy replacement), run as a DaemonSet" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="scratch"
 ENTRYPOINT ["/usr/local/bin/proxy"]
 CMD ["run"]

@@ -10,14 +10,18 @@
 #  - bpf-linker, built against that nightly's own LLVM (Debian has no LLVM 23);
 #  - cargo-nextest, the test runner (one process per test, which namespace tests need);
 #  - kubernetes-validate, the offline schema check of deploy/ (a virtualenv in
-#    .cache/, versions pinned in scripts/kubernetes-validate.txt).
+#    .cache/, versions pinned in scripts/kubernetes-validate.txt);
+#  - podman, buildah and runc (`./x image`, and the test that runs the
+#    DaemonSet's pod), with their containers.conf in .cache/containers/ (never
+#    /etc; ./x exports CONTAINERS_CONF to it).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}
 export PATH="$CARGO_HOME/bin:$PATH"
 BPF_LINKER_VERSION=0.13.0
-DEBIAN_PACKAGES=(iproute2 util-linux procps ca-certificates iptables nftables python3-venv)
+DEBIAN_PACKAGES=(iproute2 util-linux procps ca-certificates iptables nftables python3-venv
+  podman buildah runc catatonit)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 channel() { sed -n 's/^channel *= *"\(.*\)"/\1/p' "$1"; }
@@ -81,4 +85,20 @@ if ! cmp -s "$REQUIREMENTS" "$VENV/requirements.txt" || ! "$VENV/bin/kubernetes-
   /usr/bin/python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
   cp "$REQUIREMENTS" "$VENV/requirements.txt"
+fi
+
+# 6. The container engine's settings, for this project only. cgroups here are
+#    hybrid (v1 + v2), which crun refuses: runc. podman's default ulimits are
+#    above what these machines allow raising to: pin them.
+CONTAINERS_CONF_FILE="$ROOT/.cache/containers/containers.conf"
+WANT_CONF='# Written by scripts/setup.sh; selected through CONTAINERS_CONF (./x).
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+
+[engine]
+runtime = "runc"'
+if [ "$(cat "$CONTAINERS_CONF_FILE" 2>/dev/null)" != "$WANT_CONF" ]; then
+  log "writing $CONTAINERS_CONF_FILE"
+  mkdir -p "$(dirname "$CONTAINERS_CONF_FILE")"
+  printf '%s\n' "$WANT_CONF" > "$CONTAINERS_CONF_FILE"
 fi

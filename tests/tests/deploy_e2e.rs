@@ -7,8 +7,9 @@
 //! (a new daemon takes the hooks over while Services keep working) and remove
 //! (`proxy cleanup`).
 //!
-//! What a machine without a cluster or a container runtime cannot do, and
-//! what stands in for it:
+//! `runtime_pod.rs` runs the same pod template from the image with a real
+//! runtime (podman, runc); this test keeps the faster, finer-grained checks.
+//! What a machine without a cluster cannot do, and what stands in for it:
 //! - the host paths: the DaemonSet's volumes are mapped onto the sandbox (its
 //!   private bpffs for `/sys/fs/bpf`, its child cgroup for the cgroup2 root,
 //!   bound read-only as the volume is; a directory holding the ConfigMap's

@@ -162,3 +162,21 @@ pub fn test(root: &Path, nextest_args: &[String]) -> anyhow::Result<()> {
         .env("PROXY_BIN", &bin);
     run(nextest)
 }
+
+/// The tests that run the image under podman (tests/tests/runtime_pod.rs),
+/// on `image` and its `bin`.
+pub fn test_image(root: &Path, image: &str, bin: &Path) -> anyhow::Result<()> {
+    let mut nextest = cargo(root);
+    nextest
+        .args([
+            "nextest",
+            "run",
+            "--package",
+            "proxy-tests",
+            "--test",
+            "runtime_pod",
+        ])
+        .env("PROXY_BIN", bin)
+        .env("PROXY_IMAGE", image);
+    run(nextest)
+}

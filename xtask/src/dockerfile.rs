@@ -1,17 +1,19 @@
 //! `cargo xtask dockerfile`: the Dockerfile's build stage, run without a
-//! container engine (none can run on these machines), so CI proves that its
-//! instructions build the image's binary from its build context.
+//! container engine (its base, `rust:1-bookworm`, cannot be pulled here), so
+//! CI proves that its instructions build the image's binary from its build
+//! context. The runtime stage is built by buildah (`cargo xtask image`).
 //!
 //! It builds the context as an OCI builder would (the repository's files less
 //! `.dockerignore`), then executes the build stage's instructions in order in a
 //! scratch directory standing for its `WORKDIR`: `COPY` from the context,
 //! `RUN` with bash. Then it checks what the runtime stage takes: the file its
 //! `COPY --from=build` names exists, runs (`--version`), and links nothing the
-//! distroless `cc` base lacks (glibc, libm, libgcc_s).
+//! runtime stage (FROM scratch) does not copy.
 //!
 //! Not checked, because only a container engine could: the base images
-//! themselves (that `rust:1-bookworm` has rustup, apt and a C toolchain, as
-//! this Debian 12 machine does; that distroless `cc-debian12` has glibc 2.36).
+//! image itself (that `rust:1-bookworm` has rustup, apt and a C toolchain,
+//! and glibc 2.36 at the paths the runtime stage copies, as this Debian 12
+//! machine does).
 //! The stage's `target/` is a link to `target/dockerfile-stage/`, kept
 //! between runs, so a second run rebuilds only what changed; the first is a
 //! full release build (about five minutes on two cores).
@@ -27,12 +29,12 @@ use anyhow::{Context as _, bail, ensure};
 
 /// One Dockerfile instruction, continuation lines joined.
 #[derive(Debug)]
-struct Instruction {
-    op: String,
-    args: String,
+pub(crate) struct Instruction {
+    pub(crate) op: String,
+    pub(crate) args: String,
 }
 
-fn parse(text: &str) -> Vec<Instruction> {
+pub(crate) fn parse(text: &str) -> Vec<Instruction> {
     let mut out = Vec::new();
     let mut current = String::new();
     for line in text.lines() {
@@ -209,63 +211,110 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         "expected a build stage and a runtime stage, found {stages}"
     );
 
-    // What the runtime stage takes from the build stage.
+    // What the runtime stage takes from the build stage: the binary, and
+    // the C runtime files it links (the stage is FROM scratch).
     stage_dir.context("no WORKDIR in the build stage")?;
+    let (binary, version, copied) = check_runtime_copies(&runtime, &scratch.path().join("stage"))?;
+    eprintln!(
+        "xtask: the runtime stage's binary: {binary} ({version}), with {}",
+        copied.join(" ")
+    );
+    Ok(())
+}
+
+/// The runtime stage's COPYs, against the build stage's tree at `stage`:
+/// each is `--from=build`, one is the binary (under `/src/`), which was
+/// built, runs (`--version`) and links nothing but the other files copied
+/// (the stage is FROM scratch). The binary's path, its version line and the
+/// other files.
+fn check_runtime_copies<'a>(
+    runtime: &[&'a Instruction],
+    stage: &Path,
+) -> anyhow::Result<(&'a str, String, Vec<&'a str>)> {
+    let mut copied = Vec::new();
+    let mut binary = None;
     for i in runtime.iter().filter(|i| i.op == "COPY") {
         let parts: Vec<&str> = i.args.split_whitespace().collect();
         ensure!(
             parts.first() == Some(&"--from=build") && parts.len() == 3,
-            "runtime COPY {}: only the build stage's binary belongs there",
+            "runtime COPY {}: only files of the build stage belong there",
             i.args
         );
-        let built = scratch
-            .path()
-            .join("stage")
-            .join(parts[1].trim_start_matches('/'));
-        ensure!(built.is_file(), "{} was not built", parts[1]);
-        let version = Command::new(&built)
-            .arg("--version")
-            .output()
-            .with_context(|| format!("running {}", built.display()))?;
-        ensure!(
-            version.status.success(),
-            "{} --version failed",
-            built.display()
-        );
-        let ldd = Command::new("ldd")
-            .arg(&built)
-            .output()
-            .context("running ldd")?;
-        let libraries = String::from_utf8_lossy(&ldd.stdout);
-        for line in libraries.lines() {
-            let name = line.split_whitespace().next().unwrap_or_default();
-            let known = [
-                "linux-vdso.so",
-                "libc.so",
-                "libm.so",
-                "libgcc_s.so",
-                "/lib64/ld-linux",
-            ]
-            .iter()
-            .any(|k| name.starts_with(k));
-            ensure!(
-                known,
-                "{} links {name}, which the distroless cc image lacks",
-                parts[1]
-            );
+        if parts[1].starts_with("/src/") {
+            binary = Some(parts[1]);
+        } else {
+            copied.push(parts[1]);
         }
-        eprintln!(
-            "xtask: the runtime stage's binary: {} ({})",
-            parts[1],
-            String::from_utf8_lossy(&version.stdout).trim()
+    }
+    let binary = binary.context("the runtime stage copies no binary from /src")?;
+    let built = stage.join(binary.trim_start_matches('/'));
+    ensure!(built.is_file(), "{binary} was not built");
+    let version = Command::new(&built)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("running {}", built.display()))?;
+    ensure!(
+        version.status.success(),
+        "{} --version failed",
+        built.display()
+    );
+    let ldd = Command::new("ldd")
+        .arg(&built)
+        .output()
+        .context("running ldd")?;
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        if name.starts_with("linux-vdso.so") {
+            continue;
+        }
+        let base = name.rsplit('/').next().unwrap_or(name);
+        ensure!(
+            copied.iter().any(|c| c.rsplit('/').next() == Some(base)),
+            "{binary} links {name}, which the runtime stage does not copy (it is FROM scratch)"
         );
     }
-    Ok(())
+    let version = String::from_utf8_lossy(&version.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    Ok((binary, version, copied))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stage tree whose `/src/bin` is this machine's `sleep` (glibc only).
+    fn stage_with_sleep() -> tempfile::TempDir {
+        let stage = tempfile::tempdir().expect("a temporary directory");
+        fs::create_dir_all(stage.path().join("src")).expect("src/");
+        fs::copy("/bin/sleep", stage.path().join("src/bin")).expect("copying /bin/sleep");
+        stage
+    }
+
+    #[test]
+    fn the_runtime_stage_must_copy_every_library_its_binary_links() {
+        let stage = stage_with_sleep();
+        let full = parse(
+            "FROM scratch\n\
+             COPY --from=build /lib64/ld-linux-x86-64.so.2 /lib64/ld-linux-x86-64.so.2\n\
+             COPY --from=build /lib/x86_64-linux-gnu/libc.so.6 /lib/x86_64-linux-gnu/libc.so.6\n\
+             COPY --from=build /src/bin /bin/sleep\n",
+        );
+        let refs: Vec<&Instruction> = full.iter().skip(1).collect();
+        let (binary, _, copied) = check_runtime_copies(&refs, stage.path()).expect("complete");
+        assert_eq!(binary, "/src/bin");
+        assert_eq!(copied.len(), 2);
+
+        let without_libc: Vec<&Instruction> = full
+            .iter()
+            .skip(1)
+            .filter(|i| !i.args.contains("libc"))
+            .collect();
+        let err = check_runtime_copies(&without_libc, stage.path()).expect_err("libc missing");
+        assert!(err.to_string().contains("libc.so.6"), "{err}");
+    }
 
     #[test]
     fn dockerignore_patterns_match_as_ours_mean_them() {

@@ -7,6 +7,7 @@ mod bench_control;
 mod cargo;
 mod demo;
 mod dockerfile;
+mod image;
 mod layout;
 
 use std::path::PathBuf;
@@ -53,6 +54,21 @@ enum Task {
     /// from the build context (less .dockerignore), its RUNs, then check the
     /// binary the runtime stage takes (what CI does for the image).
     Dockerfile,
+    /// Build the container image with buildah from the Dockerfile's runtime
+    /// stage (FROM scratch), with the release binary; tag it
+    /// localhost/ebpf-proxy:<commit>.
+    Image {
+        /// Use this binary instead of building target/release/proxy.
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// More tags (repeatable).
+        #[arg(long)]
+        tag: Vec<String>,
+        /// Then run the tests that run the image under podman
+        /// (tests/tests/runtime_pod.rs) on it: what CI does.
+        #[arg(long)]
+        test: bool,
+    },
     /// The benchmark suite: this proxy against direct-to-backend, kube-proxy's
     /// iptables and nftables rules and HAProxy, at 1, 1,000 and 10,000 Services;
     /// report and plots under target/bench/.
@@ -98,6 +114,19 @@ fn main() -> anyhow::Result<()> {
         Task::CheckLayout => layout::run(&root)?,
         Task::ClippyEbpf => cargo::clippy_ebpf(&root)?,
         Task::Dockerfile => dockerfile::run(&root)?,
+        Task::Image { binary, tag, test } => {
+            let bin = match binary {
+                Some(bin) => bin,
+                None => cargo::build_proxy(&root, true)?,
+            };
+            let tags = image::build(&root, &bin, &tag)?;
+            for tag in &tags {
+                println!("{tag}");
+            }
+            if test {
+                cargo::test_image(&root, &tags[0], &bin)?;
+            }
+        }
         Task::Demo => {
             let bin = cargo::build_proxy(&root, false)?;
             demo::run(&bin)?;
