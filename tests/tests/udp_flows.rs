@@ -290,6 +290,24 @@ fn userspace_deleting_the_service_ends_a_pods_socket_in_its_own_namespace() {
     f.assert_proxy_running();
 }
 
+/// Starts the proxy on the fixture's manifests under `wrapper` (a command
+/// that execs or forks it: `setpriv …`, `unshare …`), and waits until ready.
+fn start_wrapped(f: &mut Fixture, wrapper: &[&str], args: &[&str]) {
+    let manifests = f.sandbox.manifests_dir();
+    let source = [std::ffi::OsStr::new("--manifests"), manifests.as_os_str()];
+    f.proxy = Some(
+        proxy_tests::ProxyProcess::start_wrapped(
+            wrapper,
+            &proxy_tests::proxy_bin(),
+            &f.sandbox,
+            &source,
+            args,
+        )
+        .unwrap_or_else(|e| panic!("starting the proxy under {wrapper:?}: {e}")),
+    );
+    f.wait_ready();
+}
+
 /// A container without `hostPID` (here: the proxy in a pid namespace of its
 /// own) cannot name the pods' processes, so their namespaces are found where
 /// the runtime pins them (`--netns-dir`, as `deploy/daemonset.yaml` mounts
@@ -311,19 +329,7 @@ fn without_host_pid_a_pods_socket_is_ended_through_the_pinned_namespaces() {
     let mut args: Vec<&str> = Mode::Ebpf.args().to_vec();
     args.push(&netns_dir);
     let own_pid_namespace = ["unshare", "--pid", "--kill-child=SIGTERM", "--"];
-    let manifests = f.sandbox.manifests_dir();
-    let source = [std::ffi::OsStr::new("--manifests"), manifests.as_os_str()];
-    f.proxy = Some(
-        proxy_tests::ProxyProcess::start_wrapped(
-            &own_pid_namespace,
-            &proxy_tests::proxy_bin(),
-            &f.sandbox,
-            &source,
-            &args,
-        )
-        .expect("starting the proxy in a pid namespace of its own"),
-    );
-    f.wait_ready();
+    start_wrapped(&mut f, &own_pid_namespace, &args);
     let mut client =
         PodUdpClient::start(Path::new(env!("CARGO_BIN_EXE_pxt-udp-client")), &pod, PROBE)
             .expect("starting the UDP client in the pod");
@@ -388,19 +394,7 @@ fn without_sys_admin_pods_sockets_are_skipped_counted_and_the_own_namespace_stil
         "-sys_admin",
         "--",
     ];
-    let manifests = f.sandbox.manifests_dir();
-    let source = [std::ffi::OsStr::new("--manifests"), manifests.as_os_str()];
-    f.proxy = Some(
-        proxy_tests::ProxyProcess::start_wrapped(
-            &drop_sys_admin,
-            &proxy_tests::proxy_bin(),
-            &f.sandbox,
-            &source,
-            &args,
-        )
-        .expect("starting the proxy without CAP_SYS_ADMIN"),
-    );
-    f.wait_ready();
+    start_wrapped(&mut f, &drop_sys_admin, &args);
     let pod = PodNetns::create(&f.sandbox, 1).expect("creating the pod's network namespace");
     let mut client =
         PodUdpClient::start(Path::new(env!("CARGO_BIN_EXE_pxt-udp-client")), &pod, PROBE)

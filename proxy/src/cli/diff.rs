@@ -5,17 +5,16 @@
 //! The desired state is the daemon's (over its query socket), or, with
 //! `--manifests DIR`, computed from that directory for `--node`.
 
-use std::{io::Write as _, net::IpAddr, path::PathBuf};
+use std::{io::Write as _, path::PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
 
-use super::explain::{ExplainOutput, index_from_manifests};
+use super::explain::{DesiredSource, ExplainOutput};
 use crate::{
     config,
     dataplane::loader::PinLayout,
     inspect::{Filter, Pins, diff},
-    model::NodeInfo,
     query::{self, DesiredDump},
 };
 
@@ -24,22 +23,8 @@ pub struct DiffArgs {
     /// The pin path the daemon uses.
     #[arg(long, default_value = config::DEFAULT_PIN_PATH, env = config::PIN_PATH_ENV)]
     pub pin_path: PathBuf,
-    /// Compute the desired state from this directory of manifests instead of
-    /// asking the daemon.
-    #[arg(long, value_name = "DIR")]
-    pub manifests: Option<PathBuf>,
-    /// With `--manifests`: the node to compute for.
-    #[arg(long, value_name = "NAME", requires = "manifests")]
-    pub node: Option<String>,
-    /// With `--manifests`: the node's zone.
-    #[arg(long, value_name = "ZONE", requires = "manifests")]
-    pub zone: Option<String>,
-    /// With `--manifests`: an address NodePorts are served on (repeat for several).
-    #[arg(long = "nodeport-address", value_name = "IP", requires = "manifests")]
-    pub nodeport_addresses: Vec<IpAddr>,
-    /// The daemon's query socket (`proxy run --query-socket`).
-    #[arg(long, value_name = "PATH", default_value = query::DEFAULT_SOCKET, env = query::SOCKET_ENV)]
-    pub socket: PathBuf,
+    #[command(flatten)]
+    pub source: DesiredSource,
     /// Text for people, or JSON for scripts.
     #[arg(long, short = 'o', value_enum, default_value_t = ExplainOutput::Text)]
     pub output: ExplainOutput,
@@ -48,21 +33,10 @@ pub struct DiffArgs {
 impl DiffArgs {
     /// Prints the differences; returns whether the maps agree.
     pub fn execute(self) -> anyhow::Result<bool> {
-        let desired = match &self.manifests {
-            Some(dir) => {
-                let index = index_from_manifests(
-                    dir,
-                    NodeInfo {
-                        name: self.node.clone().unwrap_or_default(),
-                        zone: self.zone.clone(),
-                        nodeport_addresses: self.nodeport_addresses.clone(),
-                        ..NodeInfo::default()
-                    },
-                )?;
-                DesiredDump::from_state(&index.desired())
-            }
+        let desired = match &self.source.manifests {
+            Some(dir) => DesiredDump::from_state(&self.source.offline_index(dir)?.desired()),
             None => {
-                let body = query::client::request(&self.socket, "GET", "/desired", None)?;
+                let body = query::client::request(&self.source.socket, "GET", "/desired", None)?;
                 serde_json::from_str(&body).context("decoding the daemon's desired state")?
             }
         };

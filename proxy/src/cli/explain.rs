@@ -37,6 +37,17 @@ pub struct ExplainArgs {
     /// internal traffic. Otherwise it comes from elsewhere.
     #[arg(long, requires = "client")]
     pub client_on_node: bool,
+    #[command(flatten)]
+    pub source: DesiredSource,
+    /// Text for people, or JSON for scripts.
+    #[arg(long, short = 'o', value_enum, default_value_t = ExplainOutput::Text)]
+    pub output: ExplainOutput,
+}
+
+/// Where `explain` and `diff` take the desired state from: the daemon's
+/// query socket, or a directory of manifests computed for a node.
+#[derive(Debug, Args)]
+pub struct DesiredSource {
     /// Compute offline from this directory of manifests (as `proxy run
     /// --manifests`) instead of asking the daemon.
     #[arg(long, value_name = "DIR")]
@@ -55,9 +66,22 @@ pub struct ExplainArgs {
     /// The daemon's query socket (`proxy run --query-socket`).
     #[arg(long, value_name = "PATH", default_value = query::DEFAULT_SOCKET, env = query::SOCKET_ENV)]
     pub socket: PathBuf,
-    /// Text for people, or JSON for scripts.
-    #[arg(long, short = 'o', value_enum, default_value_t = ExplainOutput::Text)]
-    pub output: ExplainOutput,
+}
+
+impl DesiredSource {
+    /// The Index `dir`'s manifests give for the node of `--node`, `--zone`
+    /// and `--nodeport-address`.
+    pub fn offline_index(&self, dir: &Path) -> anyhow::Result<Index> {
+        index_from_manifests(
+            dir,
+            NodeInfo {
+                name: self.node.clone().unwrap_or_default(),
+                zone: self.zone.clone(),
+                nodeport_addresses: self.nodeport_addresses.clone(),
+                ..NodeInfo::default()
+            },
+        )
+    }
 }
 
 /// `proxy explain --output`.
@@ -71,7 +95,7 @@ impl ExplainArgs {
     pub fn execute(self) -> anyhow::Result<()> {
         let target: Target = self.target.parse()?;
         let json = self.output == ExplainOutput::Json;
-        let text = match &self.manifests {
+        let text = match &self.source.manifests {
             Some(dir) => self.offline(dir, &target, json)?,
             None => {
                 let request = ExplainRequest {
@@ -81,7 +105,7 @@ impl ExplainArgs {
                     json,
                 };
                 let body = serde_json::to_vec(&request).context("encoding the request")?;
-                query::client::request(&self.socket, "POST", "/explain", Some(&body))?
+                query::client::request(&self.source.socket, "POST", "/explain", Some(&body))?
             }
         };
         let mut stdout = std::io::stdout().lock();
@@ -95,15 +119,7 @@ impl ExplainArgs {
     }
 
     fn offline(&self, dir: &Path, target: &Target, json: bool) -> anyhow::Result<String> {
-        let index = index_from_manifests(
-            dir,
-            NodeInfo {
-                name: self.node.clone().unwrap_or_default(),
-                zone: self.zone.clone(),
-                nodeport_addresses: self.nodeport_addresses.clone(),
-                ..NodeInfo::default()
-            },
-        )?;
+        let index = self.source.offline_index(dir)?;
         let client = self.client.map(|addr| Client {
             addr,
             on_node: self.client_on_node,
