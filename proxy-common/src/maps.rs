@@ -177,6 +177,10 @@ pub mod capacity {
 pub mod ct_timeout {
     /// An established TCP flow.
     pub const TCP_NS: u64 = 6 * 3600 * 1_000_000_000;
+    /// A TCP flow that has seen only SYNs
+    /// ([`ct_flags::SYN_ONLY`](super::ct_flags::SYN_ONLY)): Cilium's SYN
+    /// timeout (Linux keeps `SYN_SENT` 120 s).
+    pub const TCP_SYN_NS: u64 = 60 * 1_000_000_000;
     /// A TCP flow after FIN or RST was seen.
     pub const TCP_CLOSING_NS: u64 = 10 * 1_000_000_000;
     /// A UDP flow.
@@ -228,6 +232,15 @@ pub mod ct_flags {
     pub const SNAT: u8 = 1 << 1;
     /// A FIN or RST was seen: the short TCP timeout applies.
     pub const CLOSING: u8 = 1 << 2;
+    /// A TCP flow created by a SYN that no packet without SYN has followed
+    /// yet, in either direction: it lives only
+    /// [`ct_timeout::TCP_SYN_NS`](super::ct_timeout::TCP_SYN_NS) (Cilium's
+    /// `seen_non_syn`, inverted), so a flood of spoofed SYNs leaves entries,
+    /// and SNAT ports, that are free again within a minute, not six hours.
+    /// Cleared on both of the flow's entries by its first packet without SYN.
+    /// Entries written before this flag existed lack it, and keep the
+    /// established timeout.
+    pub const SYN_ONLY: u8 = 1 << 3;
 }
 
 /// Flags in [`ServiceValue::flags`] (slot 0 only).

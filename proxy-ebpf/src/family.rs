@@ -69,7 +69,9 @@ pub trait Family {
     fn parse(ctx: &TcContext, out: &mut Flow<Self::Addr>) -> Result<(), Reason>;
     fn ct_get(key: &Tuple<Self::Addr>) -> Option<CtEntry<Self::Addr>>;
     /// Refreshes `last_seen_ns` and ORs `flags` in, if the entry still exists.
-    fn ct_touch(key: &Tuple<Self::Addr>, now: u64, flags: u8);
+    /// Refreshes the entry at `key`: `last_seen_ns = now`, the `set` flags
+    /// set and the `clear` flags cleared.
+    fn ct_touch(key: &Tuple<Self::Addr>, now: u64, set: u8, clear: u8);
     /// Whether the entry at `key` is missing or idle past its timeout, read
     /// in place (no copy on the caller's stack).
     fn ct_idle(key: &Tuple<Self::Addr>, protocol: u8, now: u64) -> bool;
@@ -206,13 +208,13 @@ impl Family for V4 {
     }
 
     #[inline(always)]
-    fn ct_touch(key: &Tuple<Be32>, now: u64, flags: u8) {
+    fn ct_touch(key: &Tuple<Be32>, now: u64, set: u8, clear: u8) {
         if let Some(v) = CT_V4.get_ptr_mut(&key4(key)) {
             // SAFETY: the pointer is to a live map value; a racing writer can
             // at worst lose one refresh, which the timeout tolerates.
             unsafe {
                 (*v).last_seen_ns = now;
-                (*v).flags |= flags;
+                (*v).flags = ((*v).flags & !clear) | set;
             }
         }
     }
@@ -415,12 +417,12 @@ impl Family for V6 {
     }
 
     #[inline(always)]
-    fn ct_touch(key: &Tuple<[u8; 16]>, now: u64, flags: u8) {
+    fn ct_touch(key: &Tuple<[u8; 16]>, now: u64, set: u8, clear: u8) {
         if let Some(v) = CT_V6.get_ptr_mut(&key6(key)) {
             // SAFETY: see `V4::ct_touch`.
             unsafe {
                 (*v).last_seen_ns = now;
-                (*v).flags |= flags;
+                (*v).flags = ((*v).flags & !clear) | set;
             }
         }
     }
@@ -710,6 +712,8 @@ pub fn fresh_at(last_seen_ns: u64, flags: u8, protocol: u8, now: u64) -> bool {
         ct_timeout::UDP_NS
     } else if flags & ct_flags::CLOSING != 0 {
         ct_timeout::TCP_CLOSING_NS
+    } else if flags & ct_flags::SYN_ONLY != 0 {
+        ct_timeout::TCP_SYN_NS
     } else {
         ct_timeout::TCP_NS
     };

@@ -23,6 +23,7 @@ pub const IP6_SADDR: usize = ETH_HLEN + 8;
 pub const IP6_DADDR: usize = ETH_HLEN + 24;
 pub const IP6_HLEN: usize = 40;
 pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 
 /// A TCP or UDP packet's tuple and where its fields live.

@@ -20,7 +20,7 @@ use proxy_common::Be32;
 
 use crate::{
     icmp::{ethernet, fold, sum},
-    packet::{ETH_HLEN, Flow, IP6_HLEN, TCP_FIN, TCP_RST},
+    packet::{ETH_HLEN, Flow, IP6_HLEN, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
 const IP4_HLEN: usize = 20;
@@ -29,7 +29,6 @@ const LEN4: usize = ETH_HLEN + IP4_HLEN + TCP_HLEN;
 const LEN6: usize = ETH_HLEN + IP6_HLEN + TCP_HLEN;
 const IPPROTO_TCP: u8 = 6;
 const HOP_LIMIT: u8 = 64;
-const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
 
 /// The reset's sequence number, acknowledgement number and flags for the

@@ -48,7 +48,7 @@ use proxy_common::{Be16, Reason, backend_flags, ct_flags, device_flags, proto, s
 use crate::{
     family::{self, Chosen, CtEntry, Family, Tuple, V4, V6},
     maps::DEVICES,
-    packet::{self, Flow, IcmpError, TCP_FIN, TCP_RST},
+    packet::{self, Flow, IcmpError, TCP_FIN, TCP_RST, TCP_SYN},
     reject_budget,
     stats::count,
 };
@@ -161,14 +161,25 @@ fn tuple<A: Copy>(flow: &Flow<A>) -> Tuple<A> {
     }
 }
 
-/// `CLOSING` when the packet carries FIN or RST.
+/// What a TCP packet says about its flow's progress: `CLOSING` when it
+/// carries FIN or RST, `SYN_ONLY` when it carries SYN (for a new flow's
+/// entries; an existing entry only ever loses `SYN_ONLY`).
 #[inline(always)]
-fn closing_flag<A>(flow: &Flow<A>) -> u8 {
-    if flow.proto == proto::TCP && flow.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+fn progress_flags<A>(flow: &Flow<A>) -> u8 {
+    if flow.proto != proto::TCP {
+        return 0;
+    }
+    let closing = if flow.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         ct_flags::CLOSING
     } else {
         0
-    }
+    };
+    let syn = if flow.tcp_flags & TCP_SYN != 0 {
+        ct_flags::SYN_ONLY
+    } else {
+        0
+    };
+    closing | syn
 }
 
 /// Whether a conntrack entry was seen recently enough to still count.
@@ -444,7 +455,7 @@ fn commit<F: Family>(
     now: u64,
 ) -> Verdict {
     let backend = &choice.backend;
-    let closing = closing_flag(flow);
+    let progress = progress_flags(flow);
     // The reply direction: backend → client (or → node:port when SNATed),
     // rewritten to frontend → client.
     let mut entry = CtEntry {
@@ -457,7 +468,7 @@ fn commit<F: Family>(
             proto: flow.proto,
         },
         rev_nat_id: choice.rev_nat_id,
-        flags: ct_flags::REPLY | closing,
+        flags: ct_flags::REPLY | progress,
         backend_id: backend.id,
     };
     let mut key = Tuple {
@@ -508,7 +519,7 @@ fn commit<F: Family>(
         dport: backend.port,
         proto: flow.proto,
     };
-    entry.flags = if choice.snat { ct_flags::SNAT } else { 0 } | closing;
+    entry.flags = if choice.snat { ct_flags::SNAT } else { 0 } | progress;
     let reply_key = key;
     key = tuple(flow);
     if F::ct_put(&key, &entry, 0).is_err() {
@@ -533,7 +544,24 @@ fn apply<F: Family>(
     if flow.first_fragment {
         return Verdict::Drop(Reason::TcFragmentDropped);
     }
-    F::ct_touch(key, now, closing_flag(flow));
+    let progress = progress_flags(flow);
+    let past_syn = flow.proto == proto::TCP && progress & ct_flags::SYN_ONLY == 0;
+    if past_syn && entry.flags & ct_flags::SYN_ONLY != 0 {
+        // Past the handshake: the other direction's entry too, once, so an
+        // idle connection's reply entry (which may have seen only the
+        // SYN-ACK) keeps the established timeout. Its key is this entry's
+        // rewrite, reversed.
+        let peer = Tuple {
+            saddr: entry.to.daddr,
+            daddr: entry.to.saddr,
+            sport: entry.to.dport,
+            dport: entry.to.sport,
+            proto: entry.to.proto,
+        };
+        F::ct_touch(&peer, now, 0, ct_flags::SYN_ONLY);
+    }
+    let clear = if past_syn { ct_flags::SYN_ONLY } else { 0 };
+    F::ct_touch(key, now, progress & ct_flags::CLOSING, clear);
     if !F::rewrite(ctx, flow, &entry.to) {
         return Verdict::Drop(Reason::TcRewriteFailed);
     }

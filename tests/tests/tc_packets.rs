@@ -1541,7 +1541,7 @@ fn conntrack_entries() {
             Be16::from_host(TARGET)
         )
     );
-    assert_eq!(fwd.flags, ct_flags::SNAT);
+    assert_eq!(fwd.flags, ct_flags::SNAT | ct_flags::SYN_ONLY);
     assert_eq!((fwd.backend_id, fwd.rev_nat_id), (REMOTE_BE4.id, 7));
     assert_ne!(fwd.last_seen_ns, 0);
     let rep = ct(&mut world, &reply_key);
@@ -1554,7 +1554,10 @@ fn conntrack_entries() {
             Be16::from_host(CLIENT_PORT)
         )
     );
-    assert_eq!(rep.flags, ct_flags::REPLY | ct_flags::SNAT);
+    assert_eq!(
+        rep.flags,
+        ct_flags::REPLY | ct_flags::SNAT | ct_flags::SYN_ONLY
+    );
 
     let fin = pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), FIN);
     world
@@ -1738,6 +1741,125 @@ fn conntrack_timeout() {
         let expected =
             build(&pkt(ep(CLIENT4, CLIENT_PORT), expected_to, L4::Udp), None).expect("build");
         assert_eq!(hex(&out), hex(&expected), "entry aged {age_ns} ns");
+    }
+}
+
+/// A TCP entry that only ever saw SYNs lives `TCP_SYN_NS` (60 s), so a flood
+/// of spoofed SYNs does not hold entries and SNAT ports for six hours; once a
+/// packet without SYN went through, the established timeout applies.
+#[test]
+fn syn_only_entries_expire_after_a_minute() {
+    let sandbox = sandbox();
+    let dir = sandbox.bpffs_path().join("syn");
+    std::fs::create_dir(&dir).expect("pin dir");
+    let mut world = World::load(&dir).expect("load");
+    world
+        .install(
+            &[],
+            &[svc(
+                NODE4,
+                NODE_PORT,
+                proto::TCP,
+                scope::INTERNAL,
+                EXT,
+                &[LOCAL_BE4],
+            )],
+        )
+        .expect("install");
+    let key = CtKeyV4 {
+        saddr: be32(CLIENT4),
+        daddr: be32(NODE4),
+        sport: Be16::from_host(CLIENT_PORT),
+        dport: Be16::from_host(NODE_PORT),
+        proto: proto::TCP,
+        _pad: [0; 3],
+    };
+    // Stored: send the flow to 10.244.9.9:9 (not a backend of the service).
+    let stored = |last_seen_ns: u64, flags: u8| CtValueV4 {
+        last_seen_ns,
+        saddr: be32(CLIENT4),
+        daddr: be32("10.244.9.9"),
+        sport: Be16::from_host(CLIENT_PORT),
+        dport: Be16::from_host(9),
+        rev_nat_id: 7,
+        flags,
+        _pad: 0,
+        backend_id: LOCAL_BE4.id,
+        _pad2: 0,
+    };
+    let input = pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), ACK);
+    let bytes = build(&input, None).expect("build");
+    let minute_and_a_bit = ct_timeout::TCP_SYN_NS + 1_000_000_000;
+    for (age_ns, flags, expected_to, what) in [
+        (
+            0,
+            ct_flags::SYN_ONLY,
+            ep("10.244.9.9", 9),
+            "a fresh SYN-only entry holds",
+        ),
+        (
+            minute_and_a_bit,
+            ct_flags::SYN_ONLY,
+            ep(LOCAL4, TARGET),
+            "a SYN-only entry a minute old is gone",
+        ),
+        (
+            minute_and_a_bit,
+            0,
+            ep("10.244.9.9", 9),
+            "an established entry (or one older programs wrote) a minute old holds",
+        ),
+    ] {
+        {
+            let mut ct: HashMap<&mut MapData, CtKeyV4, CtValueV4> =
+                world.map(names::CT_V4).expect("CT_V4");
+            let last_seen = monotonic_ns().wrapping_sub(age_ns);
+            ct.insert(&key, &stored(last_seen, flags), 0)
+                .expect("insert");
+        }
+        let (verdict, out) = world.run(Ingress, &bytes).expect("run");
+        assert_eq!(verdict, TC_ACT_OK, "{what}");
+        let expected =
+            build(&pkt(ep(CLIENT4, CLIENT_PORT), expected_to, ACK), None).expect("build");
+        assert_eq!(hex(&out), hex(&expected), "{what}");
+    }
+    // The ACK that went through cleared SYN_ONLY.
+    let ct: HashMap<&mut MapData, CtKeyV4, CtValueV4> = world.map(names::CT_V4).expect("CT_V4");
+    let flags = ct.get(&key, 0).expect("the entry").flags;
+    assert_eq!(flags & ct_flags::SYN_ONLY, 0, "flags {flags:#x}");
+
+    // A real flow: its SYN makes both entries SYN-only; the client's ACK
+    // clears both, so the reply entry of a connection idle after its
+    // handshake keeps the established timeout too.
+    const PORT: u16 = CLIENT_PORT + 1;
+    for (l4, past_syn) in [(SYN, false), (ACK, true)] {
+        let (verdict, _) = world
+            .run(
+                Ingress,
+                &build(&pkt(ep(CLIENT4, PORT), ep(NODE4, NODE_PORT), l4), None).expect("build"),
+            )
+            .expect("run");
+        assert_eq!(verdict, TC_ACT_OK);
+        let forward = CtKeyV4 {
+            sport: Be16::from_host(PORT),
+            ..key
+        };
+        let reply = CtKeyV4 {
+            saddr: be32(LOCAL4),
+            daddr: be32(CLIENT4),
+            sport: Be16::from_host(TARGET),
+            dport: Be16::from_host(PORT),
+            proto: proto::TCP,
+            _pad: [0; 3],
+        };
+        let ct: HashMap<&mut MapData, CtKeyV4, CtValueV4> = world.map(names::CT_V4).expect("CT_V4");
+        for (which, k) in [("forward", forward), ("reply", reply)] {
+            let syn_only = ct.get(&k, 0).expect("the entry").flags & ct_flags::SYN_ONLY != 0;
+            assert_eq!(
+                syn_only, !past_syn,
+                "{which} entry, after the ACK: {past_syn}"
+            );
+        }
     }
 }
 
