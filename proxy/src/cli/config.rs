@@ -21,10 +21,20 @@ pub enum ConfigCommand {
     /// Print every setting of `proxy run` with its default, as a configuration
     /// file (each field documented; it parses back to the defaults).
     PrintDefaults,
-    /// Check a configuration file and print the settings it gives `proxy run`
-    /// (its fields over the defaults; flags would override them).
+    /// Check a configuration file (ours, or kube-proxy's
+    /// `KubeProxyConfiguration`) and print the settings it gives `proxy run`
+    /// (its fields over the defaults; flags would override them), then the
+    /// kube-proxy fields not used, with the reason.
     Check {
         /// The file to check.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Convert kube-proxy's `KubeProxyConfiguration` (its ConfigMap's
+    /// `config.conf`) to this proxy's format: the settings it maps to, then
+    /// the fields not used, with the reason, as comments.
+    Convert {
+        /// kube-proxy's configuration file.
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
@@ -39,8 +49,25 @@ impl ConfigArgs {
         let text = match self.what {
             ConfigCommand::PrintDefaults => documented(&RunArgs::default())?,
             ConfigCommand::Check { file } => {
-                let settings: RunArgs = file::load(&file)?;
-                documented(&settings)?
+                let loaded = file::load_any::<RunArgs>(&file)?;
+                let mut text = documented(&loaded.settings)?;
+                if let Some(translation) = &loaded.kube_proxy {
+                    text.push('\n');
+                    text.push_str(&not_mapped_comments(translation));
+                }
+                text
+            }
+            ConfigCommand::Convert { file } => {
+                let loaded = file::load_any::<RunArgs>(&file)?;
+                let translation = loaded.kube_proxy.with_context(|| {
+                    format!(
+                        "{} is not a KubeProxyConfiguration (kind: {}); `proxy config check` \
+                         reads this proxy's own format",
+                        file.display(),
+                        crate::config::kube_proxy::KIND
+                    )
+                })?;
+                converted(&file, &translation)?
             }
         };
         let mut stdout = std::io::stdout().lock();
@@ -52,6 +79,40 @@ impl ConfigArgs {
             result => result.context("writing to stdout"),
         }
     }
+}
+
+/// A kube-proxy file's settings in our format (only the fields it maps to),
+/// then what was not used, as comments. Parses back to those settings.
+pub fn converted(
+    source: &std::path::Path,
+    translation: &crate::config::kube_proxy::Translation,
+) -> Result<String, file::ConfigFileError> {
+    let mut text = format!(
+        "# Converted from kube-proxy's configuration file {} by `proxy config convert`.\n\
+         # Settings of `proxy run --config FILE`; every other one keeps its default.\n",
+        source.display()
+    );
+    for m in &translation.settings {
+        let mut one = serde_json::Map::new();
+        one.insert(m.ours.to_owned(), m.value.clone());
+        text.push_str(&format!("\n# from kube-proxy's {}\n", m.from));
+        text.push_str(&serde_norway::to_string(&one).map_err(file::ConfigFileError::Print)?);
+    }
+    text.push('\n');
+    text.push_str(&not_mapped_comments(translation));
+    Ok(text)
+}
+
+/// The kube-proxy fields not used, one comment line each, with the reason.
+fn not_mapped_comments(translation: &crate::config::kube_proxy::Translation) -> String {
+    if translation.not_mapped.is_empty() {
+        return "# Every field of the kube-proxy file was used.\n".to_owned();
+    }
+    let mut text = String::from("# kube-proxy fields not used:\n");
+    for n in &translation.not_mapped {
+        text.push_str(&format!("#   {n}\n"));
+    }
+    text
 }
 
 /// `settings` as a configuration file, each field after its flag's help.
