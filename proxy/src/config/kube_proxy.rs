@@ -304,10 +304,13 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_nanos(total_ns.round() as u64))
 }
 
-/// Go's `Duration.String()`-like text of our own format: see
-/// `file::duration::format`.
+/// A duration as our configuration file writes it (`60s`, `1500ms`; the
+/// same text as `file::duration`, which reads this module's output).
 fn ours(d: Duration) -> String {
-    super::file::duration::format(d)
+    match d.as_millis() {
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
+    }
 }
 
 /// A duration in milliseconds, for our `…Ms` fields.
@@ -595,10 +598,11 @@ impl KubeProxyConfiguration {
                  external devices",
             );
         }
-        if let Some(reason) = other(Mode::IpTables).filter(|_| mode != Mode::Ipvs) {
-            if ipt.masquerade_all {
-                out.skip("iptables.masqueradeAll", true, reason);
-            }
+        // ipvs mode reads iptables.masqueradeAll (above).
+        if let Some(reason) =
+            other(Mode::IpTables).filter(|_| mode != Mode::Ipvs && ipt.masquerade_all)
+        {
+            out.skip("iptables.masqueradeAll", true, reason);
         }
         if let Some(reason) = other(Mode::IpTables) {
             skip_duration(out, "iptables.syncPeriod", ipt.sync_period, reason);
