@@ -12,8 +12,9 @@
 //! CIDR that does not parse, is reported by the same code as in our format)
 //! and lists the fields not mapped once at start.
 //!
-//! Must not: import anything of this crate but `config` (every layer reads
-//! it), or drop a field without a [`NotMapped`] entry.
+//! Must not: import anything of this crate (every layer reads `config`, and
+//! `config::file` reads this), or drop a field set to something without a
+//! [`Mapped`] or [`NotMapped`] entry.
 
 use std::{collections::BTreeMap, fmt, time::Duration};
 
