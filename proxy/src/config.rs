@@ -6,6 +6,7 @@
 //! Must not: import anything of this crate but itself (every layer reads it).
 
 pub mod file;
+pub mod kube_proxy;
 
 use std::{
     fmt,

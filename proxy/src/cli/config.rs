@@ -21,10 +21,20 @@ pub enum ConfigCommand {
     /// Print every setting of `proxy run` with its default, as a configuration
     /// file (each field documented; it parses back to the defaults).
     PrintDefaults,
-    /// Check a configuration file and print the settings it gives `proxy run`
-    /// (its fields over the defaults; flags would override them).
+    /// Check a configuration file (ours, or kube-proxy's
+    /// `KubeProxyConfiguration`) and print the settings it gives `proxy run`
+    /// (its fields over the defaults; flags would override them), then the
+    /// kube-proxy fields not used, with the reason.
     Check {
         /// The file to check.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Convert kube-proxy's `KubeProxyConfiguration` (its ConfigMap's
+    /// `config.conf`) to this proxy's format: the settings it maps to, then
+    /// the fields not used, with the reason, as comments.
+    Convert {
+        /// kube-proxy's configuration file.
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
@@ -39,8 +49,25 @@ impl ConfigArgs {
         let text = match self.what {
             ConfigCommand::PrintDefaults => documented(&RunArgs::default())?,
             ConfigCommand::Check { file } => {
-                let settings: RunArgs = file::load(&file)?;
-                documented(&settings)?
+                let loaded = file::load_any::<RunArgs>(&file)?;
+                let mut text = documented(&loaded.settings)?;
+                if let Some(translation) = &loaded.kube_proxy {
+                    text.push('\n');
+                    text.push_str(&not_mapped_comments(translation));
+                }
+                text
+            }
+            ConfigCommand::Convert { file } => {
+                let loaded = file::load_any::<RunArgs>(&file)?;
+                let translation = loaded.kube_proxy.with_context(|| {
+                    format!(
+                        "{} is not a KubeProxyConfiguration (kind: {}); `proxy config check` \
+                         reads this proxy's own format",
+                        file.display(),
+                        crate::config::kube_proxy::KIND
+                    )
+                })?;
+                converted(&file, &translation)?
             }
         };
         let mut stdout = std::io::stdout().lock();
@@ -52,6 +79,40 @@ impl ConfigArgs {
             result => result.context("writing to stdout"),
         }
     }
+}
+
+/// A kube-proxy file's settings in our format (only the fields it maps to),
+/// then what was not used, as comments. Parses back to those settings.
+pub fn converted(
+    source: &std::path::Path,
+    translation: &crate::config::kube_proxy::Translation,
+) -> Result<String, file::ConfigFileError> {
+    let mut text = format!(
+        "# Converted from kube-proxy's configuration file {} by `proxy config convert`.\n\
+         # Settings of `proxy run --config FILE`; every other one keeps its default.\n",
+        source.display()
+    );
+    for m in &translation.settings {
+        let mut one = serde_json::Map::new();
+        one.insert(m.ours.to_owned(), m.value.clone());
+        text.push_str(&format!("\n# from kube-proxy's {}\n", m.from));
+        text.push_str(&serde_norway::to_string(&one).map_err(file::ConfigFileError::Print)?);
+    }
+    text.push('\n');
+    text.push_str(&not_mapped_comments(translation));
+    Ok(text)
+}
+
+/// The kube-proxy fields not used, one comment line each, with the reason.
+fn not_mapped_comments(translation: &crate::config::kube_proxy::Translation) -> String {
+    if translation.not_mapped.is_empty() {
+        return "# Every field of the kube-proxy file was used.\n".to_owned();
+    }
+    let mut text = String::from("# kube-proxy fields not used:\n");
+    for n in &translation.not_mapped {
+        text.push_str(&format!("#   {n}\n"));
+    }
+    text
 }
 
 /// `settings` as a configuration file, each field after its flag's help.
@@ -356,6 +417,124 @@ mod tests {
         }
         let bad = write(dir.path(), "detectLocalMode: Bridge\n");
         assert!(settings(&["run", "--config", &bad]).is_err());
+    }
+
+    const KUBE_PROXY_DEFAULTS: &str = include_str!("../config/testdata/kube-proxy-defaults.yaml");
+    const KUBEADM: &str = include_str!("../config/testdata/kubeadm-config.conf");
+
+    #[test]
+    fn a_kube_proxy_file_gives_its_mapped_settings_and_flags_override_them() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = write(dir.path(), KUBEADM);
+        let s = settings(&["run", "--config", &path]).unwrap_or_else(|e| panic!("{e:#}"));
+        let shown: Vec<String> = s.cluster_cidr.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.244.0.0/16"]);
+        assert_eq!(
+            s.kubeconfig.as_deref(),
+            Some(Path::new("/var/lib/kube-proxy/kubeconfig.conf"))
+        );
+        assert_eq!(
+            s.min_sync_interval_ms,
+            Duration::from_secs(1),
+            "kube-proxy's default"
+        );
+        assert_eq!(s.resync_interval_ms, Duration::from_secs(30));
+        assert_eq!(
+            s.metrics_bind_address.addr(),
+            Some("127.0.0.1:10249".parse().unwrap_or_else(|e| panic!("{e}")))
+        );
+        assert_eq!(
+            s.healthz_timeout,
+            Duration::from_secs(60),
+            "ours, not in the file"
+        );
+        let t = s
+            .kube_proxy
+            .as_ref()
+            .unwrap_or_else(|| panic!("not kube-proxy's"));
+        assert!(t.not_mapped.is_empty(), "{:?}", t.not_mapped);
+
+        let s = settings(&[
+            "run",
+            "--config",
+            &path,
+            "--cluster-cidr",
+            "10.0.0.0/8",
+            "--min-sync-interval-ms",
+            "5",
+        ])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        let shown: Vec<String> = s.cluster_cidr.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.0.0.0/8"], "the flag");
+        assert_eq!(s.min_sync_interval_ms, Duration::from_millis(5), "the flag");
+        assert!(s.kube_proxy.is_some());
+
+        let path = write(dir.path(), KUBE_PROXY_DEFAULTS);
+        let s = settings(&["run", "--config", &path]).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(
+            s.healthz_bind_address.addr(),
+            Some("0.0.0.0:10256".parse().unwrap_or_else(|e| panic!("{e}")))
+        );
+        assert_eq!(s.kube_proxy.map(|t| t.not_mapped.len()), Some(13));
+    }
+
+    #[test]
+    fn a_kube_proxy_value_we_refuse_names_its_kube_proxy_field() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        for (body, field) in [
+            ("clusterCIDR: 10.244.0.0/33\n", "clusterCIDR"),
+            ("detectLocalMode: LocalModeBridge\n", "detectLocalMode"),
+            ("nodePortAddresses: [eth0]\n", "nodePortAddresses"),
+            (
+                "metricsBindAddress: localhost:10249\n",
+                "metricsBindAddress",
+            ),
+            ("clusterCidr: 10.0.0.0/8\n", "clusterCidr"),
+        ] {
+            let path = write(
+                dir.path(),
+                &format!(
+                    "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n{body}"
+                ),
+            );
+            let error = match settings(&["run", "--config", &path]) {
+                Ok(s) => panic!("{body:?} was accepted: {s:?}"),
+                Err(e) => format!("{:#}", anyhow::Error::from(e)),
+            };
+            assert!(error.contains(&path), "{error}");
+            assert!(error.contains(field), "{body:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn convert_prints_our_format_that_parses_back_to_the_mapped_settings() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = write(dir.path(), KUBE_PROXY_DEFAULTS);
+        let loaded =
+            file::load_any::<RunArgs>(Path::new(&path)).unwrap_or_else(|e| panic!("{e:#}"));
+        let translation = loaded
+            .kube_proxy
+            .unwrap_or_else(|| panic!("not kube-proxy's"));
+        let text = converted(Path::new(&path), &translation).unwrap_or_else(|e| panic!("{e}"));
+        let ours: RunArgs = file::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(ours, loaded.settings, "{text}");
+        assert!(
+            text.contains(
+                "\n# from kube-proxy's iptables.minSyncPeriod\nminSyncIntervalMs: 1000\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "\n# kube-proxy fields not used:\n#   iptables.masqueradeBit: 14 (not used: "
+            ),
+            "{text}"
+        );
+        assert_eq!(text.matches("\n#   ").count(), 13, "{text}");
+        let ours_path = write(dir.path(), "clusterCidr: [10.0.0.0/8]\n");
+        let loaded =
+            file::load_any::<RunArgs>(Path::new(&ours_path)).unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(loaded.kube_proxy.is_none(), "our own format");
     }
 
     #[test]

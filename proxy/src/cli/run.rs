@@ -134,6 +134,9 @@ impl RunArgs {
         if let Some(path) = &self.config {
             tracing::info!(config = %path.display(), "settings read from the configuration file and the flags");
         }
+        if let Some(translation) = &self.kube_proxy {
+            log_kube_proxy_translation(translation);
+        }
         local_traffic::check(&self.detect_settings())?;
         let node_name = kube_source::node_name(self.node_name.as_deref())?;
         let (nodeport_cidrs, nodeport_primary) =
@@ -615,4 +618,20 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
     Ok(())
+}
+
+/// Once at start: each kube-proxy field mapped (debug) and each one not
+/// used, with the reason (warn, one line per field).
+fn log_kube_proxy_translation(translation: &crate::config::kube_proxy::Translation) {
+    tracing::info!(
+        mapped = translation.settings.len(),
+        not_mapped = translation.not_mapped.len(),
+        "the configuration file is kube-proxy's KubeProxyConfiguration"
+    );
+    for m in &translation.settings {
+        tracing::debug!(kube_proxy_field = m.from, setting = m.ours, value = %m.value, "kube-proxy field mapped");
+    }
+    for n in &translation.not_mapped {
+        tracing::warn!(kube_proxy_field = %n.field, value = %n.value, reason = n.reason, "kube-proxy field not used");
+    }
 }

@@ -248,6 +248,11 @@ pub struct RunArgs {
     /// every subcommand (see [`super::Cli`]); [`resolve`] fills this in.
     #[arg(skip = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// When `--config` is kube-proxy's `KubeProxyConfiguration`: what was
+    /// mapped and what was not ([`config::kube_proxy`]), logged at start.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub kube_proxy: Option<config::kube_proxy::Translation>,
 }
 
 /// A count from 1 to `max`.
@@ -289,7 +294,8 @@ pub fn resolve(
     let Some(path) = flags.config.clone() else {
         return Ok(flags);
     };
-    let from_file: RunArgs = file::load(&path)?;
+    let loaded = file::load_any::<RunArgs>(&path)?;
+    let from_file = loaded.settings;
     let given: Vec<String> = matches
         .ids()
         .filter(|id| {
@@ -302,6 +308,7 @@ pub fn resolve(
         .collect();
     let mut settings = file::layer(&from_file, &flags, &given)?;
     settings.config = Some(path);
+    settings.kube_proxy = loaded.kube_proxy;
     Ok(settings)
 }
 

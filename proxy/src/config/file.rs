@@ -39,6 +39,23 @@ pub enum ConfigFileError {
         #[source]
         source: serde_norway::Error,
     },
+    /// A `KubeProxyConfiguration` that cannot be read or mapped.
+    #[error("invalid kube-proxy configuration file {path}")]
+    KubeProxy {
+        path: PathBuf,
+        #[source]
+        source: super::kube_proxy::KubeProxyConfigError,
+    },
+    /// A value mapped from a `KubeProxyConfiguration` that our setting
+    /// refuses (a CIDR that does not parse, an unknown `detectLocalMode`).
+    #[error("invalid kube-proxy configuration file {path}: {from} (our {ours})")]
+    KubeProxyValue {
+        path: PathBuf,
+        from: &'static str,
+        ours: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("cannot layer the flags over the configuration file")]
     Layer(#[source] serde_json::Error),
     #[error("cannot print the configuration")]
@@ -55,6 +72,59 @@ pub fn load<T: DeserializeOwned + Default>(path: &Path) -> Result<T, ConfigFileE
     parse(&text).map_err(|source| ConfigFileError::Invalid {
         path: path.to_owned(),
         source,
+    })
+}
+
+/// What [`load_any`] read.
+#[derive(Debug)]
+pub struct Loaded<T> {
+    pub settings: T,
+    /// `Some` when the file was kube-proxy's `KubeProxyConfiguration`: how
+    /// it was mapped, and what was not.
+    pub kube_proxy: Option<super::kube_proxy::Translation>,
+}
+
+/// Reads the file at `path`, in our format or as kube-proxy's
+/// `KubeProxyConfiguration` ([`super::kube_proxy`]): its mapped settings
+/// over `T`'s defaults.
+pub fn load_any<T: DeserializeOwned + Default>(path: &Path) -> Result<Loaded<T>, ConfigFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    if !super::kube_proxy::is_kube_proxy(&text) {
+        let settings = parse(&text).map_err(|source| ConfigFileError::Invalid {
+            path: path.to_owned(),
+            source,
+        })?;
+        return Ok(Loaded {
+            settings,
+            kube_proxy: None,
+        });
+    }
+    let translation =
+        super::kube_proxy::translate(&text).map_err(|source| ConfigFileError::KubeProxy {
+            path: path.to_owned(),
+            source,
+        })?;
+    // Each setting alone first, so a refused value names its kube-proxy field.
+    for mapped in &translation.settings {
+        let mut one = serde_json::Map::new();
+        one.insert(mapped.ours.to_owned(), mapped.value.clone());
+        serde_json::from_value::<T>(serde_json::Value::Object(one)).map_err(|source| {
+            ConfigFileError::KubeProxyValue {
+                path: path.to_owned(),
+                from: mapped.from,
+                ours: mapped.ours,
+                source,
+            }
+        })?;
+    }
+    let settings = serde_json::from_value(serde_json::Value::Object(translation.fields()))
+        .map_err(ConfigFileError::Layer)?;
+    Ok(Loaded {
+        settings,
+        kube_proxy: Some(translation),
     })
 }
 
