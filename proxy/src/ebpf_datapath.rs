@@ -32,6 +32,9 @@ use crate::{
     userspace::UserspaceDatapath,
 };
 
+/// Map-write failures logged one by one per sync; the rest are counted.
+const FAILURES_LOGGED_PER_SYNC: usize = 10;
+
 /// The socket hooks as the eBPF datapath sees them: [`SocketHooks`] in the
 /// daemon, a fake in tests.
 pub trait HookKeeper: Send + 'static {
@@ -340,15 +343,30 @@ impl<M: DataplaneMaps + Send + Sync + 'static, H: HookKeeper> Datapath for EbpfD
                 .udp_flows_ended(ended.destroyed, ended.denied, ended.failed);
         }
         let changed = self.track_capacity(desired, scope, &report);
+        // A full map fails every later new entry: the first few are logged
+        // one by one, the rest counted in one line, so an overflow of tens
+        // of thousands of entries is not tens of thousands of log lines at
+        // every sync.
+        let mut unlogged = 0usize;
+        let mut logged = 0usize;
         for failure in &report.failures {
             match failure.subject {
                 Subject::Frontend(f) if self.over_capacity.contains(&f) => {
                     tracing::debug!(frontend = %f, error = %failure.error, "map write failed: no room");
                 }
-                _ => {
-                    tracing::error!(subject = ?failure.subject, error = %failure.error, "map write failed; skipped this piece")
+                _ if logged < FAILURES_LOGGED_PER_SYNC => {
+                    logged += 1;
+                    tracing::error!(subject = ?failure.subject, error = %failure.error, "map write failed; skipped this piece");
                 }
+                _ => unlogged += 1,
             }
+        }
+        if unlogged > 0 {
+            tracing::error!(
+                more = unlogged,
+                "{unlogged} more map writes failed in this sync and were skipped (the first \
+                 {FAILURES_LOGGED_PER_SYNC} are logged above)"
+            );
         }
         let mut out = DatapathReport {
             ops: report.ops,

@@ -17,7 +17,12 @@
 //! Must not: know what is served (the caller's handler answers every
 //! request).
 
-use std::{collections::VecDeque, convert::Infallible, future::Future, time::Duration};
+use std::{
+    collections::VecDeque,
+    convert::Infallible,
+    future::Future,
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -34,6 +39,8 @@ use crate::config::{HTTP_HEADER_TIMEOUT, HTTP_MAX_CONNECTIONS};
 
 /// How long a failed `accept` waits before the next.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// A failing `accept` is logged at most this often.
+const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// What one server allows its clients.
 #[derive(Clone, Copy, Debug)]
@@ -116,6 +123,8 @@ pub async fn serve_with<L, H, F>(
     // and then.
     let mut by_age: VecDeque<AbortHandle> = VecDeque::new();
     let header_timeout = limits.header_timeout;
+    let mut last_warned: Option<Instant> = None;
+    let mut unwarned = 0u64;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -146,7 +155,15 @@ pub async fn serve_with<L, H, F>(
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(server, %addr, error = %error, "accepting a connection failed");
+                    // Out of descriptors, every retry fails alike: said once
+                    // per ACCEPT_WARN_EVERY, with how many were not said.
+                    if last_warned.is_none_or(|t: Instant| t.elapsed() >= ACCEPT_WARN_EVERY) {
+                        tracing::warn!(server, %addr, error = %error, repeated = unwarned, "accepting a connection failed");
+                        last_warned = Some(Instant::now());
+                        unwarned = 0;
+                    } else {
+                        unwarned += 1;
+                    }
                     tokio::time::sleep(ACCEPT_RETRY).await;
                 }
             },
