@@ -26,14 +26,12 @@ use crate::{
         udp_flows::UdpFlowEnder,
     },
     events::{EventSink, ServiceProblem},
+    log_budget::{self, LogBudget},
     model::{DesiredState, Frontend},
     plan::{Applied, Subject},
     telemetry::{ByFamily, DriftKind, MirroredEntries, Telemetry},
     userspace::UserspaceDatapath,
 };
-
-/// Map-write failures logged one by one per sync; the rest are counted.
-const FAILURES_LOGGED_PER_SYNC: usize = 10;
 
 /// The socket hooks as the eBPF datapath sees them: [`SocketHooks`] in the
 /// daemon, a fake in tests.
@@ -347,25 +345,25 @@ impl<M: DataplaneMaps + Send + Sync + 'static, H: HookKeeper> Datapath for EbpfD
         // one by one, the rest counted in one line, so an overflow of tens
         // of thousands of entries is not tens of thousands of log lines at
         // every sync.
-        let mut unlogged = 0usize;
-        let mut logged = 0usize;
+        let mut failures = LogBudget::default();
         for failure in &report.failures {
             match failure.subject {
                 Subject::Frontend(f) if self.over_capacity.contains(&f) => {
                     tracing::debug!(frontend = %f, error = %failure.error, "map write failed: no room");
                 }
-                _ if logged < FAILURES_LOGGED_PER_SYNC => {
-                    logged += 1;
+                _ if failures.admit() => {
                     tracing::error!(subject = ?failure.subject, error = %failure.error, "map write failed; skipped this piece");
                 }
-                _ => unlogged += 1,
+                _ => {}
             }
         }
-        if unlogged > 0 {
+        if failures.hidden() > 0 {
             tracing::error!(
-                more = unlogged,
-                "{unlogged} more map writes failed in this sync and were skipped (the first \
-                 {FAILURES_LOGGED_PER_SYNC} are logged above)"
+                more = failures.hidden(),
+                "{} more map writes failed in this sync and were skipped (the first {} are \
+                 logged above)",
+                failures.hidden(),
+                log_budget::PER_PASS
             );
         }
         let mut out = DatapathReport {
@@ -377,13 +375,26 @@ impl<M: DataplaneMaps + Send + Sync + 'static, H: HookKeeper> Datapath for EbpfD
             hooks_pending: false,
         };
         let over = &self.over_capacity;
+        let mut overflowed = LogBudget::default();
         for f in changed.iter().filter(|f| over.contains(f)) {
+            if !overflowed.admit() {
+                continue;
+            }
             let service = desired.frontends.get(f).map(|s| s.service.to_string());
             if self.overflow.is_some() {
                 tracing::warn!(frontend = %f, service = service.as_deref().unwrap_or(""), "frontend does not fit the eBPF maps; serving it from userspace");
             } else {
                 tracing::error!(frontend = %f, service = service.as_deref().unwrap_or(""), "frontend does not fit the eBPF maps and the userspace path is unavailable: not served");
             }
+        }
+        if overflowed.hidden() > 0 {
+            tracing::warn!(
+                more = overflowed.hidden(),
+                "{} more frontends do not fit the eBPF maps (the first {} are logged above; \
+                 proxy_frontends_over_capacity counts them all)",
+                overflowed.hidden(),
+                log_budget::PER_PASS
+            );
         }
         if let Some(userspace) = self.overflow.as_mut() {
             // The userspace path serves what found no room: what is left are

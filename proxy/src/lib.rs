@@ -17,6 +17,7 @@ pub mod events;
 pub mod healthcheck;
 pub mod http_server;
 pub mod inspect;
+pub mod log_budget;
 pub mod model;
 pub mod nodeport;
 pub mod plan;

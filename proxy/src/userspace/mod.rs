@@ -61,6 +61,7 @@ use crate::{
     datapath::{Datapath, DatapathReport, Scope},
     dataplane::udp_flows::UdpFlowEnder,
     error_chain::error_chain,
+    log_budget::{self, LogBudget},
     model::{DesiredState, Frontend, FrontendKind, FrontendSpec, Protocol},
     telemetry::{DriftKind, Telemetry, UserspaceCounters},
 };
@@ -192,6 +193,7 @@ impl UserspaceDatapath {
     ) -> DatapathReport {
         let started = Instant::now();
         let mut ops = 0;
+        let mut listen_failures = LogBudget::default();
         let everything = !matches!(scope, Scope::Touched(_));
         if matches!(scope, Scope::Reconcile) {
             ops += self.repair_routes().await;
@@ -342,11 +344,22 @@ impl UserspaceDatapath {
                         served.listener = Some(listener);
                     }
                     Err(error) => {
-                        tracing::warn!(%frontend, error = %error_chain(&error), "cannot listen on the frontend");
+                        if listen_failures.admit() {
+                            tracing::warn!(%frontend, error = %error_chain(&error), "cannot listen on the frontend");
+                        }
                         served.error = Some(format!("listening: {error}"));
                     }
                 }
             }
+        }
+
+        if listen_failures.hidden() > 0 {
+            tracing::warn!(
+                more = listen_failures.hidden(),
+                "cannot listen on {} more frontends (the first {} are logged above)",
+                listen_failures.hidden(),
+                log_budget::PER_PASS
+            );
         }
 
         // Routes no longer used; in a full sync, also any leftover of ours.
