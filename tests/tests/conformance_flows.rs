@@ -466,6 +466,15 @@ fn wait_zone_backends(f: &mut Fixture, what: &str, expected: &[&str]) {
                 })
             },
         );
+        if kind == Kind::UdpUnconnected && f.mode == Mode::Userspace {
+            // The userspace proxy keeps a UDP session (per client address and
+            // port) to a backend its Service still lists until it idles out,
+            // as kube-proxy's conntrack keeps the flow: a new client socket
+            // that happens to reuse an earlier one's source port is that
+            // session, still on the other zone's backend. The wait above
+            // saw 30 fresh requests reach exactly `want`.
+            continue;
+        }
         assert_backends(
             &format!("{} {kind:?} to {vip} ({what})", f.mode),
             // Three backends: all of them answer 60 requests but for 3·(2/3)^60.
