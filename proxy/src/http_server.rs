@@ -90,6 +90,17 @@ impl Listener for UnixListener {
     }
 }
 
+/// A plain-text response (the admin servers' and the query socket's answers).
+pub fn text(status: hyper::StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
 /// Accepts on `listener` and answers each request with `handler` until
 /// `stop` flips. `server` names the server in logs.
 pub async fn serve<L, H, F>(

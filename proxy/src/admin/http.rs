@@ -106,15 +106,7 @@ fn health_page(telemetry: &Telemetry, probe: Probe) -> Response<Full<Bytes>> {
     response
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
+use crate::http_server::text;
 
 #[cfg(test)]
 mod tests {

@@ -2,7 +2,7 @@
 //! ([`crate::config::file`]): print the defaults as a documented file, or
 //! check a file and print the settings it gives.
 
-use std::{io::Write as _, path::PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
@@ -70,14 +70,7 @@ impl ConfigArgs {
                 converted(&file, &translation)?
             }
         };
-        let mut stdout = std::io::stdout().lock();
-        match stdout
-            .write_all(text.as_bytes())
-            .and_then(|()| stdout.flush())
-        {
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-            result => result.context("writing to stdout"),
-        }
+        super::print(&text)
     }
 }
 

@@ -5,7 +5,7 @@
 //! The desired state is the daemon's (over its query socket), or, with
 //! `--manifests DIR`, computed from that directory for `--node`.
 
-use std::{io::Write as _, path::PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -46,14 +46,7 @@ impl DiffArgs {
             ExplainOutput::Text => diff::text(&view),
             ExplainOutput::Json => serde_json::to_string_pretty(&view)? + "\n",
         };
-        let mut stdout = std::io::stdout().lock();
-        match stdout
-            .write_all(text.as_bytes())
-            .and_then(|()| stdout.flush())
-        {
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-            result => result.context("writing to stdout")?,
-        }
+        super::print(&text)?;
         Ok(view.agrees())
     }
 }

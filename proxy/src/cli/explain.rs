@@ -7,7 +7,6 @@
 //! daemon and no cluster.
 
 use std::{
-    io::Write as _,
     net::IpAddr,
     path::{Path, PathBuf},
 };
@@ -108,14 +107,7 @@ impl ExplainArgs {
                 query::client::request(&self.source.socket, "POST", "/explain", Some(&body))?
             }
         };
-        let mut stdout = std::io::stdout().lock();
-        match stdout
-            .write_all(text.as_bytes())
-            .and_then(|()| stdout.flush())
-        {
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-            result => result.context("writing to stdout"),
-        }
+        super::print(&text)
     }
 
     fn offline(&self, dir: &Path, target: &Target, json: bool) -> anyhow::Result<String> {

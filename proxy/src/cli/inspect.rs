@@ -8,12 +8,10 @@
 //! userspace (a userspace-mode daemon removes the pins when it starts).
 
 use std::{
-    io::Write as _,
     net::IpAddr,
     path::{Path, PathBuf},
 };
 
-use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
 use crate::{
@@ -94,15 +92,7 @@ impl InspectArgs {
                 }
             }
         };
-        let mut stdout = std::io::stdout().lock();
-        match stdout
-            .write_all(text.as_bytes())
-            .and_then(|()| stdout.flush())
-        {
-            // `proxy inspect services | head` is not an error.
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-            result => result.context("writing to stdout"),
-        }
+        super::print(&text)
     }
 }
 

@@ -52,6 +52,20 @@ pub enum LogFormat {
 }
 
 /// Sets up `tracing`: `RUST_LOG` filters (default `info`), text or JSON lines on stderr.
+/// Writes a command's output to stdout. A closed pipe (`proxy inspect
+/// services | head`) is not an error.
+pub fn print(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => anyhow::Context::context(result, "writing to stdout"),
+    }
+}
+
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -116,10 +116,7 @@ async fn route(index: Arc<Mutex<Index>>, req: Request<Incoming>) -> Response<Ful
             let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
                 Ok(body) => body.to_bytes(),
                 Err(_) => {
-                    return text(
-                        StatusCode::BAD_REQUEST,
-                        "cannot read the request body\n".into(),
-                    );
+                    return text(StatusCode::BAD_REQUEST, "cannot read the request body\n");
                 }
             };
             let request: ExplainRequest = match serde_json::from_slice(&body) {
@@ -131,21 +128,18 @@ async fn route(index: Arc<Mutex<Index>>, req: Request<Incoming>) -> Response<Ful
         (Method::GET, "/desired") => blocking(move || answer_desired(&index)).await,
         (_, "/explain" | "/desired") => text(
             StatusCode::METHOD_NOT_ALLOWED,
-            "POST /explain, GET /desired\n".into(),
+            "POST /explain, GET /desired\n",
         ),
-        _ => text(StatusCode::NOT_FOUND, "404 page not found\n".into()),
+        _ => text(StatusCode::NOT_FOUND, "404 page not found\n"),
     }
 }
 
 async fn blocking(
     f: impl FnOnce() -> Response<Full<Bytes>> + Send + 'static,
 ) -> Response<Full<Bytes>> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|_| {
-        text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the query failed\n".into(),
-        )
-    })
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "the query failed\n"))
 }
 
 fn answer_explain(index: &Mutex<Index>, request: &ExplainRequest) -> Response<Full<Bytes>> {
@@ -193,22 +187,11 @@ fn json(value: &impl serde::Serialize) -> Response<Full<Bytes>> {
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response
         }
-        Err(_) => text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "encoding failed\n".into(),
-        ),
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n"),
     }
 }
 
-fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
+use crate::http_server::text;
 
 #[cfg(test)]
 mod tests {

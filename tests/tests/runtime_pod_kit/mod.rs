@@ -137,6 +137,17 @@ pub struct HostPaths {
 /// `deploy/daemonset.yaml`'s pod template as a Pod named `name`, mapped onto
 /// the test's node (see the module docs for every change).
 pub fn pod_from_daemonset(name: &str, image: &str, node: &HostPaths) -> Value {
+    // The hooks attach where the cgroup volume points: it must be the test's
+    // own child cgroup, never the machine's cgroup2 root.
+    assert!(
+        node.cgroup
+            .parent()
+            .is_some_and(|p| p.join("cgroup.procs").exists())
+            && !node.cgroup.ends_with("sys/fs/cgroup")
+            && !node.cgroup.ends_with("sys/fs/cgroup/unified"),
+        "the pod's cgroup volume must be a child cgroup the test created, not {}",
+        node.cgroup.display()
+    );
     let ds = read_value(&deploy_dir().join("daemonset.yaml"));
     let template = &ds["spec"]["template"];
     let mut spec = template["spec"].clone();
