@@ -90,7 +90,7 @@ fn the_daemonsets_pod_runs_under_a_real_runtime_in_ebpf_mode() {
             };
             assert_backends(
                 &format!("{kind:?} to {vip}"),
-                &tally(kind, vip, 20),
+                &tally(kind, vip, 45),
                 &names(backends, target),
             );
         }
@@ -279,7 +279,7 @@ fn each_capability_the_daemonset_adds_is_needed_under_the_runtime() {
     ] {
         assert_backends(
             &format!("{kind:?} to {vip} through the fallback"),
-            &tally(kind, vip, 12),
+            &tally(kind, vip, 45),
             &names(
                 if vip.is_ipv4() {
                     &BACKENDS_V4
