@@ -162,6 +162,17 @@ mod tests {
         assert!(p("localhost:80").is_err());
     }
 
+    /// reliability.md item 17: metrics (which name every Service) listen on
+    /// loopback unless the operator says otherwise, as kube-proxy's do.
+    #[test]
+    fn metrics_listen_on_loopback_by_default() {
+        let addr = BindAddress::parse(DEFAULT_METRICS_BIND_ADDRESS, DEFAULT_METRICS_PORT)
+            .unwrap()
+            .addr()
+            .unwrap();
+        assert!(addr.ip().is_loopback(), "{addr}");
+    }
+
     #[test]
     fn durations_parse_with_units() {
         assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));

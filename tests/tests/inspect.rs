@@ -393,3 +393,56 @@ fn status_reports_the_userspace_mode_from_its_vip_routes() {
     );
     f.assert_proxy_running();
 }
+
+/// reliability.md item 17: the pin directory is the root's alone (0700), and
+/// the handles `proxy inspect` and `proxy diff` read the maps through are
+/// read-only: the kernel refuses a write through them, while the same write
+/// through an ordinary handle (what the daemon holds) goes through.
+#[test]
+fn the_pin_directory_is_private_and_readers_cannot_write() {
+    use std::os::unix::fs::MetadataExt as _;
+
+    use aya::maps::{HashMap, Map, MapData};
+    use proxy::dataplane::reader::PinnedMaps;
+    use proxy_common::{LAYOUT_VERSION, ServiceName, names};
+
+    let f = start();
+    let pin = f.sandbox.pin_path();
+    for dir in [pin.clone(), pin.join(format!("v{LAYOUT_VERSION}"))] {
+        let meta = std::fs::metadata(&dir)
+            .unwrap_or_else(|e| panic!("the pin directory {}: {e}", dir.display()));
+        assert_eq!(
+            (meta.mode() & 0o777, meta.uid()),
+            (0o700, 0),
+            "{} must be 0700 and the root's",
+            dir.display()
+        );
+    }
+
+    let maps_dir = pin.join(format!("v{LAYOUT_VERSION}")).join("maps");
+    let hash = |data: MapData| -> HashMap<MapData, u32, ServiceName> {
+        let map = Map::from_map_data(data).expect("a map");
+        HashMap::try_from(map).expect("SVC_NAMES as a hash map")
+    };
+    let readers = PinnedMaps::new(&maps_dir);
+    let mut read_only = hash(readers.require(names::SVC_NAMES).expect("SVC_NAMES pinned"));
+    let key = read_only
+        .keys()
+        .next()
+        .expect("one rev-NAT id with a name")
+        .expect("reading SVC_NAMES' keys");
+    let value = read_only.get(&key, 0).expect("its name");
+    let err = read_only
+        .insert(&key, &value, 0)
+        .expect_err("a write through inspect's read-only handle must be refused");
+    assert!(
+        err.to_string().contains("update") || format!("{err:?}").contains("PermissionDenied"),
+        "expected EPERM, got {err:?}"
+    );
+    // The same write through a read-write handle: allowed (so the refusal
+    // above is the handle's, not the map's).
+    let mut writable = hash(MapData::from_pin(maps_dir.join(names::SVC_NAMES)).expect("SVC_NAMES"));
+    writable
+        .insert(&key, &value, 0)
+        .expect("rewriting an entry with its own value");
+}

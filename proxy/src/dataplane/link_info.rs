@@ -19,6 +19,9 @@ use std::{
 
 /// `enum bpf_cmd` values (uapi/linux/bpf.h).
 const BPF_OBJ_GET: libc::c_long = 7;
+/// `file_flags` of `BPF_OBJ_GET`: a descriptor that can read the object but
+/// not change it (the kernel refuses updates and deletes through it).
+const BPF_F_RDONLY: u32 = 1 << 3;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 /// `BPF_LINK_TYPE_CGROUP` from `enum bpf_link_type`.
 const BPF_LINK_TYPE_CGROUP: u32 = 3;
@@ -95,7 +98,9 @@ impl LinkState {
 
 /// The state of the link pinned at `pin`; `Ok(None)` when nothing is pinned there.
 pub fn pinned_link(pin: &Path) -> io::Result<Option<LinkState>> {
-    let fd = match obj_get(pin) {
+    // Links refuse read-only descriptors (EINVAL): an ordinary one, which
+    // this module only ever reads through.
+    let fd = match obj_get(pin, 0) {
         Ok(fd) => fd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
@@ -103,12 +108,21 @@ pub fn pinned_link(pin: &Path) -> io::Result<Option<LinkState>> {
     link_state(&fd).map(Some)
 }
 
-/// `BPF_OBJ_GET`: a new file descriptor on the object pinned at `pin`.
-fn obj_get(pin: &Path) -> io::Result<OwnedFd> {
+/// `BPF_OBJ_GET` with `BPF_F_RDONLY`: a new file descriptor on the map
+/// pinned at `pin`, through which the kernel lets nothing be written. What
+/// `proxy inspect` and `proxy diff` read the maps through.
+pub fn obj_get_read_only(pin: &Path) -> io::Result<OwnedFd> {
+    obj_get(pin, BPF_F_RDONLY)
+}
+
+/// `BPF_OBJ_GET`: a new file descriptor on the object pinned at `pin`, with
+/// `file_flags`.
+fn obj_get(pin: &Path, file_flags: u32) -> io::Result<OwnedFd> {
     let path = CString::new(pin.as_os_str().as_bytes())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let mut attr = ObjAttr {
         pathname: path.as_ptr() as u64,
+        file_flags,
         ..Default::default()
     };
     // SAFETY: `attr` is a valid `bpf_attr` for BPF_OBJ_GET; `pathname` points

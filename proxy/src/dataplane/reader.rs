@@ -258,6 +258,13 @@ pub enum PinError {
     },
     #[error("map {map} is not pinned at {path}", path = path.display())]
     Missing { map: &'static str, path: PathBuf },
+    #[error("opening map {map} pinned at {path} read-only", path = path.display())]
+    Get {
+        map: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("opening map {map} pinned at {path}", path = path.display())]
     Open {
         map: &'static str,
@@ -275,8 +282,8 @@ pub enum PinError {
 }
 
 /// The maps pinned in one directory (`<pin-path>/v<N>/maps`), opened on
-/// demand as new file descriptors on the same kernel objects, whether or not
-/// a daemon holds them.
+/// demand as new read-only file descriptors (`BPF_F_RDONLY`) on the same
+/// kernel objects, whether or not a daemon holds them.
 #[derive(Clone, Debug)]
 pub struct PinnedMaps {
     dir: PathBuf,
@@ -308,7 +315,14 @@ impl PinnedMaps {
             }
             Ok(_) => {}
         }
-        MapData::from_pin(&path)
+        // Read-only descriptors: the kernel itself refuses any write through
+        // them, whatever a reader's code does.
+        let fd = super::link_info::obj_get_read_only(&path).map_err(|source| PinError::Get {
+            map,
+            path: path.clone(),
+            source,
+        })?;
+        MapData::from_fd(fd)
             .map(Some)
             .map_err(|source| PinError::Open { map, path, source })
     }
