@@ -12,10 +12,8 @@
 mod common;
 
 use std::{
-    ffi::OsStr,
     io,
     net::{SocketAddr, UdpSocket},
-    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -24,16 +22,18 @@ use std::{
     time::Duration,
 };
 
-use common::*;
+use common::{
+    kube::{self, NODE},
+    *,
+};
 use proxy_tests::{
-    FakeApiServer, ProxyProcess, Reply, TcpBackend,
+    FakeApiServer, Reply, TcpBackend,
     fake_apiserver::json_from_yaml,
-    manifest::{AddressType, Endpoint, EndpointSlice, Node, Protocol, Service},
-    proxy_bin, tcp_request_timeout,
+    manifest::{AddressType, Endpoint, EndpointSlice, Protocol, Service},
+    tcp_request_timeout,
 };
 use serde_json::json;
 
-const NODE: &str = "node-1";
 const OTHER_NODE: &str = "node-2";
 /// The fixed source port of the conntrack scenarios' client (upstream's
 /// `nc -u -p 12345`).
@@ -387,27 +387,6 @@ both_modes! {
     }
 }
 
-/// The fake API server with this node in `zone`, and its kubeconfig.
-fn start_api(f: &Fixture, zone: &str) -> (FakeApiServer, PathBuf) {
-    let api = FakeApiServer::start().expect("starting the fake API server in the sandbox");
-    api.apply_node(&Node::new(NODE).zone(zone).internal_ip("192.168.96.1"));
-    let kubeconfig = api
-        .write_kubeconfig(f.sandbox.dir())
-        .expect("writing the kubeconfig");
-    (api, kubeconfig)
-}
-
-/// `proxy run --kubeconfig K --node-name node-1 --mode M`.
-fn start_kube_proxy(f: &mut Fixture, kubeconfig: &Path) {
-    let source = [OsStr::new("--kubeconfig"), kubeconfig.as_os_str()];
-    let mut extra = vec!["--node-name", NODE];
-    extra.extend(f.mode.args());
-    f.proxy = Some(
-        ProxyProcess::start_with_source(&proxy_bin(), &f.sandbox, &source, &extra)
-            .unwrap_or_else(|e| panic!("starting the proxy: {e}")),
-    );
-}
-
 /// `web` (with `spec.trafficDistribution: PreferClose`) through the API, its
 /// IPv4 endpoints in the given zones with zone hints as the EndpointSlice
 /// controller writes them for PreferClose; IPv6 without hints.
@@ -491,12 +470,12 @@ both_modes! {
     /// zone-a's; moved to a zone without endpoints, it uses all of them.
     fn prefer_close_routes_to_an_endpoint_close_to_the_client(mode) {
         let mut f = Fixture::new(mode);
-        let (api, kubeconfig) = start_api(&f, "zone-a");
+        let (api, kubeconfig) = kube::start_api(&f, &kube::this_node("zone-a"));
         apply_zoned_web(&api, &["zone-a", "zone-b", "zone-c"]);
-        start_kube_proxy(&mut f, &kubeconfig);
+        kube::start_kube_proxy(&mut f, &kubeconfig, &[]);
         f.wait_ready();
         wait_zone_backends(&mut f, "the node in zone-a", &[BACKENDS_V4[0]]);
-        api.apply_node(&Node::new(NODE).zone("zone-d").internal_ip("192.168.96.1"));
+        api.apply_node(&kube::this_node("zone-d"));
         wait_zone_backends(&mut f, "the node in zone-d, without endpoints", &BACKENDS_V4);
         f.assert_proxy_running();
     }
@@ -509,12 +488,12 @@ both_modes! {
     /// the other way round once the node is in zone-b.
     fn topology_hints_keep_requests_in_the_clients_zone(mode) {
         let mut f = Fixture::new(mode);
-        let (api, kubeconfig) = start_api(&f, "zone-a");
+        let (api, kubeconfig) = kube::start_api(&f, &kube::this_node("zone-a"));
         apply_zoned_web(&api, &["zone-a", "zone-a", "zone-b"]);
-        start_kube_proxy(&mut f, &kubeconfig);
+        kube::start_kube_proxy(&mut f, &kubeconfig, &[]);
         f.wait_ready();
         wait_zone_backends(&mut f, "the node in zone-a", &BACKENDS_V4[..2]);
-        api.apply_node(&Node::new(NODE).zone("zone-b").internal_ip("192.168.96.1"));
+        api.apply_node(&kube::this_node("zone-b"));
         wait_zone_backends(&mut f, "the node in zone-b", &BACKENDS_V4[2..]);
         f.assert_proxy_running();
     }

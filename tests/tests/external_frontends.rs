@@ -357,7 +357,7 @@ both_modes! {
     /// metadata address, on the node's own address, or outside
     /// `--service-cluster-ip-range` is refused (logged, named), gets no
     /// translation and, in userspace mode, no local route; web, inside the
-    /// range, is served as before.
+    /// range, is served as before. `route_localnet` is never turned on.
     fn hijacking_cluster_ips_are_refused_and_get_no_route(mode) {
         let mut f = Fixture::new(mode);
         f.sandbox
@@ -405,6 +405,15 @@ both_modes! {
         }
         if mode == Mode::Userspace {
             assert!(routes.contains(&ip(WEB_VIP4)), "web's route: {routes:?}");
+        }
+        // CVE-2020-8558: `route_localnet` stays off on every interface of the
+        // namespace, in both modes (the userspace mode's local routes never
+        // need it). This thread is in the sandbox's namespace, so /proc/sys/net
+        // is the sandbox's.
+        for conf in std::fs::read_dir("/proc/sys/net/ipv4/conf").expect("/proc/sys/net/ipv4/conf") {
+            let path = conf.expect("a conf entry").path().join("route_localnet");
+            let value = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_eq!(value.trim(), "0", "{} was turned on", path.display());
         }
     }
 }

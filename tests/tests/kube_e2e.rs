@@ -21,25 +21,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::*;
+use common::{
+    kube::{self, NODE},
+    *,
+};
 use proxy_tests::{
     FakeApiServer, ProxyProcess, Reply,
     fake_apiserver::{Resource, SERVICE_PROXY_NAME_LABEL, json_from_yaml, with_label},
-    manifest::{AddressType, Node},
+    manifest::AddressType,
     proxy_bin, wait_until,
 };
 
-const NODE: &str = "node-1";
-
-/// Starts the fake API server (inside the entered sandbox) with this node's
-/// Node, and writes its kubeconfig into the sandbox's directory.
+/// The fake API server with this node's Node (in zone-a), and its kubeconfig.
 fn start_api(f: &Fixture) -> (FakeApiServer, PathBuf) {
-    let api = FakeApiServer::start().expect("starting the fake API server in the sandbox");
-    api.apply_node(&Node::new(NODE).zone("zone-a").internal_ip("192.168.96.1"));
-    let kubeconfig = api
-        .write_kubeconfig(f.sandbox.dir())
-        .expect("writing the kubeconfig");
-    (api, kubeconfig)
+    kube::start_api(f, &kube::this_node("zone-a"))
 }
 
 /// `proxy run --kubeconfig K --node-name node-1` (plus `--manifests` when asked).

@@ -22,6 +22,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod kube;
+
 #[allow(
     unused_imports,
     reason = "each test binary compiles this module and uses only part of it"
