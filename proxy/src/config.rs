@@ -45,6 +45,10 @@ pub const MANIFEST_RESCAN_INTERVAL: Duration = Duration::from_secs(5);
 /// Where Prometheus metrics are served (kube-proxy's default).
 pub const DEFAULT_METRICS_BIND_ADDRESS: &str = "127.0.0.1:10249";
 pub const DEFAULT_METRICS_PORT: u16 = 10249;
+/// How many frontends beyond the eBPF maps' capacity the userspace path
+/// serves at most: enough for a map that is a little short, few enough that
+/// their listeners and connections stay well inside the open-files limit.
+pub const DEFAULT_USERSPACE_MAX_FRONTENDS: usize = 4096;
 
 /// Where `/healthz` and `/livez` are served (kube-proxy's default).
 pub const DEFAULT_HEALTHZ_BIND_ADDRESS: &str = "0.0.0.0:10256";

@@ -14,7 +14,11 @@
 //! Must not: compute desired state (that is the pure core's), or block the
 //! runtime's workers for long (eBPF writes run in `block_in_place`).
 
+mod overflow;
+
 use std::{collections::BTreeSet, time::Instant};
+
+use overflow::OverflowBudget;
 
 use crate::{
     config,
@@ -88,8 +92,10 @@ pub struct EbpfDatapath<M, H = NoHooks> {
     telemetry: Telemetry,
     overflow: Option<UserspaceDatapath>,
     /// Frontends the maps do not hold (a capacity failure): the userspace
-    /// path serves them.
+    /// path serves them, up to `budget`.
     over_capacity: BTreeSet<Frontend>,
+    /// Which of `over_capacity` the userspace path serves.
+    budget: OverflowBudget,
     /// Link and address change notifications (see [`EbpfDatapath::with_device_events`]).
     device_events: Option<tokio::sync::watch::Receiver<u64>>,
     /// A notification came: the next sync checks the hooks (tc devices).
@@ -117,6 +123,7 @@ impl<M: DataplaneMaps + Send + Sync + 'static> EbpfDatapath<M> {
             telemetry,
             overflow,
             over_capacity: BTreeSet::new(),
+            budget: OverflowBudget::new(usize::MAX),
             device_events: None,
             devices_dirty: false,
             udp_flows: UdpFlowEnder::own_namespace(),
@@ -134,6 +141,7 @@ impl<M: DataplaneMaps + Send + Sync + 'static> EbpfDatapath<M> {
             telemetry: self.telemetry,
             overflow: self.overflow,
             over_capacity: self.over_capacity,
+            budget: self.budget,
             device_events: self.device_events,
             devices_dirty: self.devices_dirty,
             udp_flows: self.udp_flows,
@@ -148,6 +156,13 @@ impl<M, H> EbpfDatapath<M, H> {
     /// new pod device gets the tc programs without waiting for the reconcile.
     pub fn with_device_events(mut self, events: tokio::sync::watch::Receiver<u64>) -> Self {
         self.device_events = Some(events);
+        self
+    }
+
+    /// Serves at most `limit` frontends beyond the maps' capacity from
+    /// userspace (`--userspace-max-frontends`); the rest are not served.
+    pub fn with_overflow_limit(mut self, limit: usize) -> Self {
+        self.budget = OverflowBudget::new(limit);
         self
     }
 
@@ -221,6 +236,7 @@ impl<M: DataplaneMaps + Send + Sync + 'static, H: HookKeeper> EbpfDatapath<M, H>
             Scope::All | Scope::Reconcile => looked_at.extend(desired.frontends.keys().copied()),
         }
         let mut changed = BTreeSet::new();
+        let mut entered = Vec::new();
         for frontend in looked_at {
             let published = self.writer.applied().frontend(frontend).is_some();
             let beyond = beyond_capacity(
@@ -231,14 +247,7 @@ impl<M: DataplaneMaps + Send + Sync + 'static, H: HookKeeper> EbpfDatapath<M, H>
             );
             if beyond && self.over_capacity.insert(frontend) {
                 changed.insert(frontend);
-                if let Some(spec) = desired.frontends.get(&frontend) {
-                    self.events.problem(ServiceProblem::no_room(
-                        &spec.service,
-                        frontend,
-                        spec.kind,
-                        self.overflow.is_some(),
-                    ));
-                }
+                entered.push(frontend);
             } else if !beyond && self.over_capacity.remove(&frontend) {
                 changed.insert(frontend);
                 if published {
@@ -246,7 +255,24 @@ impl<M: DataplaneMaps + Send + Sync + 'static, H: HookKeeper> EbpfDatapath<M, H>
                 }
             }
         }
+        // The userspace path's share: what entered or left it changed too.
+        changed.extend(self.budget.update(&self.over_capacity));
+        for frontend in entered {
+            if let Some(spec) = desired.frontends.get(&frontend) {
+                self.events.problem(ServiceProblem::no_room(
+                    &spec.service,
+                    frontend,
+                    spec.kind,
+                    self.userspace_serves(&frontend),
+                ));
+            }
+        }
         changed
+    }
+
+    /// Whether a frontend beyond capacity is served from userspace.
+    fn userspace_serves(&self, frontend: &Frontend) -> bool {
+        self.overflow.is_some() && self.budget.serves(frontend)
     }
 }
 
@@ -381,8 +407,16 @@ impl<M: DataplaneMaps + Send + Sync + 'static, H: HookKeeper> Datapath for EbpfD
                 continue;
             }
             let service = desired.frontends.get(f).map(|s| s.service.to_string());
-            if self.overflow.is_some() {
+            if self.userspace_serves(f) {
                 tracing::warn!(frontend = %f, service = service.as_deref().unwrap_or(""), "frontend does not fit the eBPF maps; serving it from userspace");
+            } else if self.overflow.is_some() {
+                tracing::error!(
+                    frontend = %f,
+                    service = service.as_deref().unwrap_or(""),
+                    limit = self.budget.limit(),
+                    "frontend does not fit the eBPF maps and the userspace path serves its \
+                     limit already (--userspace-max-frontends): not served"
+                );
             } else {
                 tracing::error!(frontend = %f, service = service.as_deref().unwrap_or(""), "frontend does not fit the eBPF maps and the userspace path is unavailable: not served");
             }
@@ -396,33 +430,42 @@ impl<M: DataplaneMaps + Send + Sync + 'static, H: HookKeeper> Datapath for EbpfD
                 log_budget::PER_PASS
             );
         }
+        let served = self.budget.served();
         if let Some(userspace) = self.overflow.as_mut() {
-            // The userspace path serves what found no room: what is left are
-            // the other failures, and the userspace path's own.
-            out.failures = unserved_failures(&report, over);
+            // The userspace path serves what found no room, up to its limit:
+            // what is left are the other failures, those of frontends beyond
+            // the limit, and the userspace path's own.
+            out.failures = unserved_failures(&report, served);
             out.unplanned = 0;
             // What the userspace path must look at: frontends that entered
             // or left the set, and those in it whose spec may have changed.
             let mut scoped: BTreeSet<Frontend> = changed;
             if let Scope::Touched(touched) = scope {
-                scoped.extend(touched.iter().filter(|f| over.contains(f)).copied());
+                scoped.extend(touched.iter().filter(|f| served.contains(f)).copied());
             }
             let sub = match scope {
                 Scope::Touched(_) => Scope::Touched(&scoped),
                 other => other,
             };
             if !scoped.is_empty() || !matches!(scope, Scope::Touched(_)) {
-                let served = userspace
-                    .apply_filtered(desired, sub, &|f| over.contains(f))
+                let outcome = userspace
+                    .apply_filtered(desired, sub, &|f| served.contains(f))
                     .await;
-                out.ops += served.ops;
-                out.failures += served.failures;
+                out.ops += outcome.ops;
+                out.failures += outcome.failures;
             }
         }
-        self.telemetry
-            .userspace()
-            .over_capacity
-            .set(i64::try_from(self.over_capacity.len()).unwrap_or(i64::MAX));
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let userspace = self.telemetry.userspace();
+        userspace.over_capacity.set(gauge(self.over_capacity.len()));
+        let served = if self.overflow.is_some() {
+            self.budget.served().len()
+        } else {
+            0
+        };
+        userspace
+            .over_capacity_unserved
+            .set(gauge(self.over_capacity.len() - served));
         out.hooks_pending = !self.keep_hooks(out.writes_complete(), scope);
         out
     }

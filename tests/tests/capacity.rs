@@ -140,3 +140,81 @@ fn a_service_beyond_map_capacity_is_served_from_userspace_until_it_fits() {
     }
     f.assert_proxy_running();
 }
+
+/// `--userspace-max-frontends`: of api's four frontends beyond capacity, the
+/// userspace path serves two (the IPv4 ones, first in order); the IPv6 ones
+/// are not served, logged and counted, until room in the maps takes them all.
+#[test]
+fn frontends_beyond_the_userspace_limit_are_reported_not_served() {
+    let mut f = Fixture::new(Mode::Ebpf);
+    f.write_web(&BACKENDS_V4, &BACKENDS_V6);
+    f.start_proxy_with(&[
+        "--service-map-entries",
+        "8",
+        "--userspace-max-frontends",
+        "2",
+        "--metrics-bind-address",
+        METRICS_ADDR,
+    ]);
+    f.wait_ready();
+    f.write(
+        "api.yaml",
+        &documents(&[
+            service("api", &[API_VIP4, API_VIP6], API_TCP, API_UDP),
+            slice(
+                "api",
+                &slice_name("api", AddressType::IPv4),
+                AddressType::IPv4,
+                &BACKENDS_V4,
+            ),
+            slice(
+                "api",
+                &slice_name("api", AddressType::IPv6),
+                AddressType::IPv6,
+                &BACKENDS_V6,
+            ),
+        ]),
+    );
+    let unserved = "proxy_frontends_over_capacity_unserved";
+    f.wait_for(
+        PROPAGATION,
+        "2 of api's 4 frontends to be left unserved",
+        || metric("proxy_frontends_over_capacity") == Some(4.0) && metric(unserved) == Some(2.0),
+    );
+    for (kind, port, target) in [
+        (Kind::Tcp, API_TCP, TCP_TARGET),
+        (Kind::UdpUnconnected, API_UDP, UDP_TARGET),
+    ] {
+        let vip = sock(API_VIP4, port);
+        assert_backends(
+            &format!("{kind:?} to {vip}, served from userspace"),
+            &tally(kind, vip, 30),
+            &names(&BACKENDS_V4, target),
+        );
+        let vip = sock(API_VIP6, port);
+        assert!(
+            kind.request(vip, PROBE).is_err(),
+            "{vip} is beyond the userspace limit, yet it answered"
+        );
+    }
+    assert_eq!(
+        metric(r#"proxy_userspace_frontends{state="serving"}"#),
+        Some(2.0)
+    );
+    let log = f.log();
+    let v6 = format!("[{API_VIP6}]:{API_TCP}/TCP");
+    assert!(
+        log.lines().any(|l| l.contains(&v6)
+            && l.contains("--userspace-max-frontends")
+            && l.contains("not served")),
+        "expected a log line naming {v6} as not served:\n{log}"
+    );
+
+    // web goes: all of api fits the maps, nothing is left unserved.
+    f.remove("web-service.yaml");
+    f.wait_for(PROPAGATION, "api to fit the maps", || {
+        metric("proxy_frontends_over_capacity") == Some(0.0) && metric(unserved) == Some(0.0)
+    });
+    assert_serves("api, in the maps", API_VIP4, API_VIP6, API_TCP, API_UDP);
+    f.assert_proxy_running();
+}

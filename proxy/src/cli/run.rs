@@ -340,6 +340,7 @@ impl RunArgs {
                 // The datapath attaches (or takes over) the hooks after the
                 // first complete sync, and checks them at every reconcile.
                 let mut datapath = EbpfDatapath::new(writer, telemetry.clone(), overflow)
+                    .with_overflow_limit(self.userspace_max_frontends)
                     .with_hooks(hooks)
                     .with_events(settings.events.clone());
                 // New pod devices get the tc programs at once, not at the

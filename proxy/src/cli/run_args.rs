@@ -173,6 +173,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     #[serde(deserialize_with = "de_map_entries")]
     pub service_map_entries: Option<u32>,
+    /// eBPF: at most this many frontends that do not fit the maps are served
+    /// from userspace (each holds a listening socket, a route, and two
+    /// descriptors per connection); the rest are not served, and are counted
+    /// in `proxy_frontends_over_capacity_unserved`.
+    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_USERSPACE_MAX_FRONTENDS)]
+    pub userspace_max_frontends: usize,
     /// eBPF: the node's external devices, where the tc programs serve
     /// NodePorts, ExternalIPs and LoadBalancer IPs: comma-separated interface
     /// names, or `auto`: the interfaces that carry the node's addresses or its

@@ -80,6 +80,7 @@ pub mod name {
     pub const DATAPATH_EVENTS: &str = "proxy_datapath_events";
     pub const USERSPACE_FRONTENDS: &str = "proxy_userspace_frontends";
     pub const OVER_CAPACITY: &str = "proxy_frontends_over_capacity";
+    pub const OVER_CAPACITY_UNSERVED: &str = "proxy_frontends_over_capacity_unserved";
     pub const USERSPACE_CONNECTIONS: &str = "proxy_userspace_connections";
     pub const USERSPACE_BACKEND_FAILURES: &str = "proxy_userspace_backend_failures";
     pub const USERSPACE_UNSERVED: &str = "proxy_userspace_unserved_connections";
@@ -109,6 +110,9 @@ pub struct UserspaceCounters {
     /// Frontends the eBPF maps could not hold (served from userspace when
     /// the userspace path works; see `frontends_failed`).
     pub over_capacity: Gauge,
+    /// Of `over_capacity`, those not served at all: beyond
+    /// `--userspace-max-frontends`, or all of them without a userspace path.
+    pub over_capacity_unserved: Gauge,
 }
 
 pub use super::fill::MapCapacity;
@@ -365,12 +369,19 @@ impl Metrics {
             frontends_serving,
             frontends_failed,
             over_capacity: Gauge::default(),
+            over_capacity_unserved: Gauge::default(),
         };
         registry.register(
             name::OVER_CAPACITY,
             "Frontends the eBPF maps could not hold; the userspace path serves them \
              (a failure there shows in proxy_userspace_frontends{state=\"failed\"})",
             userspace.over_capacity.clone(),
+        );
+        registry.register(
+            name::OVER_CAPACITY_UNSERVED,
+            "Frontends the eBPF maps could not hold that are not served at all: beyond \
+             --userspace-max-frontends, or every one when the userspace path is unavailable",
+            userspace.over_capacity_unserved.clone(),
         );
         registry.register(
             name::USERSPACE_BACKEND_FAILURES,
