@@ -840,7 +840,7 @@ static CASES: &[Case] = &[
             proto::UDP,
             scope::INTERNAL,
             EXT,
-            &[REMOTE_BE4],
+            &[LOCAL_BE4],
         )],
         steps: &[
             send(
@@ -873,7 +873,7 @@ static CASES: &[Case] = &[
                 TC_ACT_OK,
                 Packet(Pkt {
                     frag: (true, 0),
-                    ..pkt(snat(NODE4), ep(REMOTE4, TARGET), L4::Udp)
+                    ..pkt(ep(CLIENT4, CLIENT_PORT), ep(LOCAL4, TARGET), L4::Udp)
                 }),
                 "tc_dnat",
             ),
