@@ -188,17 +188,14 @@ pub fn parse6(ctx: &TcContext, out: &mut Flow<[u8; 16]>) -> Result<(), Reason> {
             first_of = Some(id);
         }
     }
-    match next {
-        IPPROTO_ICMPV6 => {
-            let kind = ctx.load::<u8>(l4_off).map_err(|_| Reason::TcTruncated)?;
-            // Destination unreachable, packet too big, time exceeded, parameter problem.
-            return Err(if (1..=4).contains(&kind) {
-                Reason::TcIcmpErrorPassed
-            } else {
-                Reason::TcPassProtocol
-            });
-        }
-        _ => {}
+    if next == IPPROTO_ICMPV6 {
+        let kind = ctx.load::<u8>(l4_off).map_err(|_| Reason::TcTruncated)?;
+        // Destination unreachable, packet too big, time exceeded, parameter problem.
+        return Err(if (1..=4).contains(&kind) {
+            Reason::TcIcmpErrorPassed
+        } else {
+            Reason::TcPassProtocol
+        });
     }
     let (sport, dport, csum_off, tcp_flags) = ports(ctx, next, l4_off)?;
     if let Some(id) = first_of
