@@ -2228,6 +2228,72 @@ fn fragmented_datagrams_are_translated_whole() {
     }
 }
 
+/// A backend on this node (no SNAT): its fragmented reply leaves through
+/// `tc_egress`, which rewrites every fragment to come from the frontend, the
+/// later ones through the first's record (v4 and v6).
+#[test]
+fn fragmented_replies_are_translated_on_egress() {
+    let sandbox = sandbox();
+    let dir = sandbox.bpffs_path().join("frag-egress");
+    std::fs::create_dir(&dir).expect("pin dir");
+    let mut world = World::load(&dir).expect("load");
+    world
+        .install(
+            &[],
+            &[
+                svc(
+                    NODE4,
+                    NODE_PORT,
+                    proto::UDP,
+                    scope::INTERNAL,
+                    EXT,
+                    &[LOCAL_BE4],
+                ),
+                svc(
+                    NODE6,
+                    NODE_PORT,
+                    proto::UDP,
+                    scope::INTERNAL,
+                    EXT,
+                    &[LOCAL_BE6],
+                ),
+            ],
+        )
+        .expect("install");
+    for (node, client, backend) in [(NODE4, CLIENT4, LOCAL4), (NODE6, CLIENT6, LOCAL6)] {
+        let payload: Vec<u8> = (0..1000u32).map(|i| (i * 13 + 1) as u8).collect();
+        let request = Datagram {
+            src: (ip(client), CLIENT_PORT),
+            dst: (ip(node), NODE_PORT),
+            payload: payload.clone(),
+        };
+        let out = run_fragments(&mut world, Ingress, &request.fragments(0x1111, &FRAG_SIZES));
+        let got = reassemble(&out).unwrap_or_else(|e| panic!("{node}: the request: {e}"));
+        assert_eq!(
+            got.src,
+            (ip(client), CLIENT_PORT),
+            "{node}: the client's address kept"
+        );
+        assert_eq!(
+            got.dst,
+            (ip(backend), TARGET),
+            "{node}: to the local backend"
+        );
+        let reply = Datagram {
+            src: (ip(backend), TARGET),
+            dst: (ip(client), CLIENT_PORT),
+            payload,
+        };
+        let before = world.stat("tc_fragment_forwarded");
+        let out = run_fragments(&mut world, Egress, &reply.fragments(0x2222, &FRAG_SIZES));
+        let back = reassemble(&out).unwrap_or_else(|e| panic!("{node}: the reply: {e}"));
+        assert_eq!(back.src, (ip(node), NODE_PORT), "{node}: from the frontend");
+        assert_eq!(back.dst, (ip(client), CLIENT_PORT), "{node}: to the client");
+        assert_eq!(back.payload, reply.payload, "{node}: the reply's payload");
+        assert_eq!(world.stat("tc_fragment_forwarded") - before, 2, "{node}");
+    }
+}
+
 /// The fragment-related counters, in the order the test compares them.
 fn stats(world: &mut World) -> [u64; 5] {
     [
