@@ -82,13 +82,16 @@ pub fn parse4(ctx: &TcContext) -> Result<Flow<Be32>, Reason> {
             .map_err(|_| Reason::TcTruncated)?,
     );
     let l4_off = ETH_HLEN + ihl;
-    let id = Be16(
+    // The identification, read only for fragments.
+    let ip_id = || {
         ctx.load::<u16>(ETH_HLEN + 4)
-            .map_err(|_| Reason::TcTruncated)?,
-    );
+            .map(Be16)
+            .map_err(|_| Reason::TcTruncated)
+    };
     if frag & 0x1fff != 0 {
         // A later fragment: its ports are its first fragment's.
-        let ports = later_fragment(protocol, frag::ports4(saddr, daddr, id, protocol))?;
+        let found = frag::ports4(saddr, daddr, ip_id()?, protocol);
+        let ports = later_fragment(protocol, found)?;
         let mut flow = Flow {
             saddr,
             daddr,
@@ -108,7 +111,7 @@ pub fn parse4(ctx: &TcContext) -> Result<Flow<Be32>, Reason> {
     }
     let (sport, dport, csum_off, tcp_flags) = ports(ctx, protocol, l4_off)?;
     // A first fragment (more follow): its ports, for the later ones.
-    if frag & 0x2000 != 0 && !frag::remember4(saddr, daddr, id, protocol, sport, dport) {
+    if frag & 0x2000 != 0 && !frag::remember4(saddr, daddr, ip_id()?, protocol, sport, dport) {
         return Err(Reason::TcFragmentDropped);
     }
     Ok(Flow {
