@@ -26,6 +26,10 @@
 //!   in-cluster (`--cluster-cidr`, or the Node's `spec.podCIDRs`), for the
 //!   local-traffic detector of devices with [`device_flags::DETECT_CIDR_V4`]
 //!   or [`device_flags::DETECT_CIDR_V6`].
+//! - `FRAG_V4`/`FRAG_V6` (LRU, tc path only): `{addresses, IP ID, proto}` of
+//!   a fragmented datagram → its ports ([`FragPorts`]), written by its first
+//!   fragment so the later ones (which carry no transport header) get the
+//!   same conntrack lookup (Cilium's `IPV4_FRAG_DATAGRAMS_MAP`).
 //!
 //! # Scopes
 //!
@@ -112,6 +116,10 @@ pub mod names {
     /// (per-CPU array of one [`RejectBudget`](super::RejectBudget)) the tc
     /// path's budget of RSTs and ICMP errors ([`reject_limit`](super::reject_limit)).
     pub const REJECT_BUDGET: &str = "REJECT_BUDGET";
+    /// (LRU) the ports of fragmented IPv4 datagrams ([`FragKeyV4`](super::FragKeyV4) → [`FragPorts`](super::FragPorts)).
+    pub const FRAG_V4: &str = "FRAG_V4";
+    /// (LRU) the ports of fragmented IPv6 datagrams ([`FragKeyV6`](super::FragKeyV6) → [`FragPorts`](super::FragPorts)).
+    pub const FRAG_V6: &str = "FRAG_V6";
 }
 
 /// Program names (the function names in `proxy-ebpf`).
@@ -171,6 +179,14 @@ pub mod capacity {
     pub const SRC_RANGES: u32 = 1 << 16;
     /// In-cluster source prefixes per family (`LOCAL_V4`, `LOCAL_V6`).
     pub const LOCAL_PREFIXES: u32 = 64;
+    /// Fragmented datagrams in flight per family (`FRAG_V4`, `FRAG_V6`):
+    /// Cilium's default (`CILIUM_IPV4_FRAG_MAP_MAX_ENTRIES`). An entry lives
+    /// until the LRU evicts it; a datagram's fragments arrive within
+    /// milliseconds, so 8,192 covers that many datagrams in flight at once.
+    /// Preallocated: about 0.6 MB for `FRAG_V4` (12-byte key, 4-byte value,
+    /// ~56 bytes of kernel overhead per entry) and 0.8 MB for `FRAG_V6`
+    /// (40-byte key).
+    pub const FRAGMENTS: u32 = 8192;
 }
 
 /// Conntrack idle timeouts: an entry not refreshed for this long is a miss.
@@ -701,6 +717,9 @@ mod pod {
         SrcRangeV4,
         SrcRangeV6,
         SockSrcCheck,
+        FragKeyV4,
+        FragKeyV6,
+        FragPorts,
     );
 }
 
@@ -793,3 +812,51 @@ pub struct SockSrcCheck {
     pub _pad: [u8; 3],
 }
 const _: () = assert!(core::mem::size_of::<SockSrcCheck>() == 24);
+
+/// Key of `FRAG_V4`: a fragmented IPv4 datagram, as its fragments arrive at
+/// the hook (addresses before any rewrite).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKeyV4 {
+    /// Source address.
+    pub saddr: Be32,
+    /// Destination address.
+    pub daddr: Be32,
+    /// The IP header's identification field, as in the packet.
+    pub id: Be16,
+    /// [`crate::proto`] number.
+    pub proto: u8,
+    /// Zero.
+    pub _pad: u8,
+}
+const _: () = assert!(core::mem::size_of::<FragKeyV4>() == 12);
+
+/// Key of `FRAG_V6`: a fragmented IPv6 datagram (the Fragment header's
+/// 32-bit identification).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKeyV6 {
+    /// Source address, network order.
+    pub saddr: [u8; 16],
+    /// Destination address, network order.
+    pub daddr: [u8; 16],
+    /// The Fragment header's identification, as in the packet.
+    pub id: Be32,
+    /// [`crate::proto`] number (the Fragment header's next header).
+    pub proto: u8,
+    /// Zero.
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<FragKeyV6>() == 40);
+
+/// Value of `FRAG_V4` and `FRAG_V6`: the datagram's ports, from its first
+/// fragment.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragPorts {
+    /// Source port.
+    pub sport: Be16,
+    /// Destination port.
+    pub dport: Be16,
+}
+const _: () = assert!(core::mem::size_of::<FragPorts>() == 4);

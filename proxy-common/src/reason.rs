@@ -44,9 +44,12 @@ pub enum Reason {
     TcPassProtocol = 16,
     /// tc: headers shorter than they claim to be, or malformed; passed untouched for the stack to drop.
     TcTruncated = 17,
-    /// tc: an IP fragment without ports (not first), or an IPv6 fragment; passed untouched.
+    /// tc: a fragment of neither TCP nor UDP (ICMP, for example); passed untouched.
     TcFragmentPassed = 18,
-    /// tc: the first fragment of a flow that would be translated: dropped, since the other fragments cannot follow it.
+    /// tc: a fragment that cannot be translated like the rest of its
+    /// datagram: a later fragment to a frontend whose first fragment was not
+    /// translated (no conntrack entry), or a first fragment whose ports could
+    /// not be recorded (`FRAG_V4`/`FRAG_V6`); dropped.
     TcFragmentDropped = 19,
     /// tc: a ClusterIP frontend on a device without `CLUSTER_IP`; passed untouched.
     TcClusterIpSkipped = 20,
@@ -107,11 +110,20 @@ pub enum Reason {
     /// tc: a RST or ICMP error was due, but this CPU's reject budget was spent
     /// (`reject_limit`): the packet is dropped.
     TcRejectRateLimited = 42,
+    /// tc: a TCP/UDP fragment after the first (no transport header) whose
+    /// first fragment was seen: its ports came from `FRAG_V4`/`FRAG_V6`, and
+    /// it went through conntrack like the rest of its datagram (also counted
+    /// under that outcome: `tc_ct_forward`, `tc_pass`, ...).
+    TcFragmentForwarded = 43,
+    /// tc: a TCP/UDP fragment after the first whose first fragment was not
+    /// seen (it arrived later, was lost, or its record was evicted): its
+    /// ports are unknown, so it is dropped, as Cilium does.
+    TcFragmentUnknown = 44,
 }
 
 impl Reason {
     /// Every reason, in index order.
-    pub const ALL: [Reason; 43] = [
+    pub const ALL: [Reason; 45] = [
         Reason::Translated,
         Reason::NotAService,
         Reason::NoBackend,
@@ -155,6 +167,8 @@ impl Reason {
         Reason::SockSourceRangeDropped,
         Reason::SockSourceCheckFailed,
         Reason::TcRejectRateLimited,
+        Reason::TcFragmentForwarded,
+        Reason::TcFragmentUnknown,
     ];
     /// Number of reasons: the size of the `STATS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -205,6 +219,8 @@ impl Reason {
             Reason::SockSourceRangeDropped => "sock_source_range_dropped",
             Reason::SockSourceCheckFailed => "sock_source_check_failed",
             Reason::TcRejectRateLimited => "tc_reject_rate_limited",
+            Reason::TcFragmentForwarded => "tc_fragment_forwarded",
+            Reason::TcFragmentUnknown => "tc_fragment_unknown",
         }
     }
 }

@@ -545,23 +545,44 @@ impl Family for V6 {
 #[inline(always)]
 fn rewrite4(ctx: &TcContext, flow: &Flow<Be32>, to: &Tuple<Be32>) -> Result<(), c_long> {
     let pseudo = u64::from(BPF_F_PSEUDO_HDR) | l4_flags(flow.proto) | 4;
+    // A later fragment has no transport header: the IP header only.
+    let l4 = !flow.l3_only;
     if to.saddr != flow.saddr {
         let (from, new) = (u64::from(flow.saddr.0), u64::from(to.saddr.0));
-        ctx.l4_csum_replace(flow.csum_off, from, new, pseudo)?;
+        if l4 {
+            ctx.l4_csum_replace(flow.csum_off, from, new, pseudo)?;
+        }
         ctx.l3_csum_replace(IP4_CSUM, from, new, 4)?;
         ctx.store(IP4_SADDR, &to.saddr.0, 0)?;
     }
     if to.daddr != flow.daddr {
         let (from, new) = (u64::from(flow.daddr.0), u64::from(to.daddr.0));
-        ctx.l4_csum_replace(flow.csum_off, from, new, pseudo)?;
+        if l4 {
+            ctx.l4_csum_replace(flow.csum_off, from, new, pseudo)?;
+        }
         ctx.l3_csum_replace(IP4_CSUM, from, new, 4)?;
         ctx.store(IP4_DADDR, &to.daddr.0, 0)?;
     }
-    rewrite_ports(ctx, flow, to)
+    if l4 {
+        rewrite_ports(ctx, flow, to)
+    } else {
+        Ok(())
+    }
 }
 
 #[inline(always)]
 fn rewrite6(ctx: &TcContext, flow: &Flow<[u8; 16]>, to: &Tuple<[u8; 16]>) -> Result<(), c_long> {
+    if flow.l3_only {
+        // A later fragment: no transport header, and IPv6 has no header
+        // checksum, so the addresses are all there is to rewrite.
+        if to.saddr != flow.saddr {
+            ctx.store(IP6_SADDR, &to.saddr, 0)?;
+        }
+        if to.daddr != flow.daddr {
+            ctx.store(IP6_DADDR, &to.daddr, 0)?;
+        }
+        return Ok(());
+    }
     if to.saddr != flow.saddr {
         replace6(ctx, flow, IP6_SADDR, &flow.saddr, &to.saddr)?;
     }

@@ -5,7 +5,8 @@
 //!   per connection, and show the VIP back to the application.
 //! - `tc`: tc (tcx) ingress/egress programs: per-packet north-south NAT with
 //!   conntrack (`packet` parses, `family` holds the IPv4/IPv6 map access and
-//!   rewrites, `icmp` and `rst` build rejects, `fib` forwards translated packets).
+//!   rewrites, `icmp` and `rst` build rejects, `fib` forwards translated packets,
+//!   `frag` tracks fragmented datagrams by IP ID).
 //! - `src_check`: `loadBalancerSourceRanges` for sockets the hooks translate
 //!   (a record in socket storage, checked by `sock_egress`, `cgroup_skb/egress`).
 //! - `lb`: service lookup and backend selection, shared by the hooks.
@@ -22,6 +23,8 @@
 mod family;
 #[cfg(target_arch = "bpf")]
 mod fib;
+#[cfg(target_arch = "bpf")]
+mod frag;
 #[cfg(target_arch = "bpf")]
 mod icmp;
 #[cfg(target_arch = "bpf")]

@@ -9,9 +9,9 @@ use aya_ebpf::{
 };
 use proxy_common::{
     AffinityKey, AffinityValue, BackendV4, BackendV6, CtKeyV4, CtKeyV6, CtValueV4, CtValueV6,
-    DeviceConfig, NodeConfig, RejectBudget, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6,
-    ServiceName, ServiceValue, SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6,
-    SockSrcCheck, SrcRangeV4, SrcRangeV6, capacity,
+    DeviceConfig, FragKeyV4, FragKeyV6, FragPorts, NodeConfig, RejectBudget, RevNatV4, RevNatV6,
+    ServiceKeyV4, ServiceKeyV6, ServiceName, ServiceValue, SockRevNatKeyV4, SockRevNatKeyV6,
+    SockRevNatV4, SockRevNatV6, SockSrcCheck, SrcRangeV4, SrcRangeV6, capacity,
 };
 
 const SERVICES: usize = capacity::SERVICES as usize;
@@ -25,6 +25,7 @@ const CONNTRACK: usize = capacity::CONNTRACK as usize;
 const DEVICES_ENTRIES: usize = capacity::DEVICES as usize;
 const SRC_RANGES: usize = capacity::SRC_RANGES as usize;
 const LOCAL_PREFIXES: usize = capacity::LOCAL_PREFIXES as usize;
+const FRAGMENTS: usize = capacity::FRAGMENTS as usize;
 /// `BPF_F_NO_PREALLOC` (uapi/linux/bpf.h): entries are allocated on insert.
 const NO_PREALLOC: usize = 1;
 
@@ -84,3 +85,9 @@ pub static LOCAL_V6: LpmTrie<[u8; 16], u8, LOCAL_PREFIXES> = LpmTrie::new();
 /// freed with the socket.
 #[btf_map(pin_by_name)]
 pub static SOCK_SRC_CHECK: SkStorage<SockSrcCheck> = SkStorage::new();
+/// The ports of fragmented datagrams, recorded by each first fragment for
+/// the later ones (`frag`).
+#[btf_map(pin_by_name)]
+pub static FRAG_V4: LruHashMap<FragKeyV4, FragPorts, FRAGMENTS> = LruHashMap::new();
+#[btf_map(pin_by_name)]
+pub static FRAG_V6: LruHashMap<FragKeyV6, FragPorts, FRAGMENTS> = LruHashMap::new();

@@ -1,12 +1,16 @@
 //! Packet parsing for the tc programs: Ethernet, then IPv4 (IHL honoured) or
-//! IPv6 (TCP/UDP directly after the fixed header), then the ports.
+//! IPv6 (TCP/UDP directly after the fixed header, or after a Fragment
+//! header), then the ports. A fragmented datagram's first fragment records
+//! its ports and the later ones take them from that record (`frag`).
 //!
 //! Every read goes through `bpf_skb_load_bytes` (`TcContext::load`), so a short
 //! packet is a failed read, never an out-of-bounds access. Anything we do not
 //! translate comes back as the [`Reason`] it passes untouched for.
 
 use aya_ebpf::{EbpfContext, helpers::bpf_skb_load_bytes, programs::TcContext};
-use proxy_common::{Be16, Be32, Reason, proto};
+use proxy_common::{Be16, Be32, FragPorts, Reason, proto};
+
+use crate::{frag, stats::count};
 
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IP: u16 = 0x0800;
@@ -14,6 +18,8 @@ pub const ETH_P_IPV6: u16 = 0x86DD;
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_ICMPV6: u8 = 58;
 const IPPROTO_FRAGMENT: u8 = 44;
+/// Length of the IPv6 Fragment header.
+const FRAG6_HLEN: usize = 8;
 /// Offsets in the IPv4 header.
 pub const IP4_CSUM: usize = ETH_HLEN + 10;
 pub const IP4_SADDR: usize = ETH_HLEN + 12;
@@ -40,8 +46,10 @@ pub struct Flow<A> {
     pub csum_off: usize,
     /// TCP flags (0 for UDP).
     pub tcp_flags: u8,
-    /// An IPv4 first fragment (more fragments follow).
-    pub first_fragment: bool,
+    /// A fragment after the first: no transport header in this packet
+    /// (`l4_off` and `csum_off` mean nothing), its ports are the first
+    /// fragment's (`frag`). Only the IP header is rewritten.
+    pub l3_only: bool,
 }
 
 /// The Ethernet frame's ethertype (host order); `None` for a runt.
@@ -62,10 +70,6 @@ pub fn parse4(ctx: &TcContext) -> Result<Flow<Be32>, Reason> {
         ctx.load::<u16>(ETH_HLEN + 6)
             .map_err(|_| Reason::TcTruncated)?,
     );
-    if frag & 0x1fff != 0 {
-        // A later fragment: no ports to look at.
-        return Err(Reason::TcFragmentPassed);
-    }
     let protocol = ctx
         .load::<u8>(ETH_HLEN + 9)
         .map_err(|_| Reason::TcTruncated)?;
@@ -78,6 +82,24 @@ pub fn parse4(ctx: &TcContext) -> Result<Flow<Be32>, Reason> {
             .map_err(|_| Reason::TcTruncated)?,
     );
     let l4_off = ETH_HLEN + ihl;
+    // The identification, read only for fragments.
+    let ip_id = || {
+        ctx.load::<u16>(ETH_HLEN + 4)
+            .map(Be16)
+            .map_err(|_| Reason::TcTruncated)
+    };
+    if frag & 0x1fff != 0 {
+        // A later fragment: its ports are its first fragment's.
+        let found = frag::ports4(saddr, daddr, ip_id()?, protocol);
+        let ports = later_fragment(protocol, found)?;
+        let mut flow = Flow {
+            saddr,
+            daddr,
+            ..Flow::default()
+        };
+        l3_only(&mut flow, protocol, ports);
+        return Ok(flow);
+    }
     if protocol == IPPROTO_ICMP {
         let kind = ctx.load::<u8>(l4_off).map_err(|_| Reason::TcTruncated)?;
         // Destination unreachable (frag needed included), time exceeded.
@@ -88,6 +110,10 @@ pub fn parse4(ctx: &TcContext) -> Result<Flow<Be32>, Reason> {
         });
     }
     let (sport, dport, csum_off, tcp_flags) = ports(ctx, protocol, l4_off)?;
+    // A first fragment (more follow): its ports, for the later ones.
+    if frag & 0x2000 != 0 && !frag::remember4(saddr, daddr, ip_id()?, protocol, sport, dport) {
+        return Err(Reason::TcFragmentDropped);
+    }
     Ok(Flow {
         saddr,
         daddr,
@@ -97,8 +123,36 @@ pub fn parse4(ctx: &TcContext) -> Result<Flow<Be32>, Reason> {
         l4_off,
         csum_off,
         tcp_flags,
-        first_fragment: frag & 0x2000 != 0,
+        l3_only: false,
     })
+}
+
+/// A later fragment's ports: the record its first fragment left
+/// (`tc_fragment_forwarded`), or the reason it is left alone
+/// (`tc_fragment_passed`: not TCP/UDP) or dropped (`tc_fragment_unknown`).
+#[inline(always)]
+fn later_fragment(protocol: u8, found: Option<FragPorts>) -> Result<FragPorts, Reason> {
+    if protocol != proto::TCP && protocol != proto::UDP {
+        return Err(Reason::TcFragmentPassed);
+    }
+    let ports = found.ok_or(Reason::TcFragmentUnknown)?;
+    count(Reason::TcFragmentForwarded);
+    Ok(ports)
+}
+
+/// Fills in a later fragment's flow (addresses already in `out`): the
+/// datagram's ports, and nothing of a transport header.
+#[inline(always)]
+fn l3_only<A>(out: &mut Flow<A>, protocol: u8, ports: FragPorts) {
+    out.sport = ports.sport;
+    out.dport = ports.dport;
+    out.proto = protocol;
+    out.l4_off = 0;
+    out.csum_off = 0;
+    // A later fragment says nothing about a TCP flow's progress: taken as a
+    // SYN is, it neither closes the flow nor moves it past the handshake.
+    out.tcp_flags = if protocol == proto::TCP { TCP_SYN } else { 0 };
+    out.l3_only = true;
 }
 
 /// IPv6 → TCP/UDP into `out`, or the reason the packet is left alone. The
@@ -109,33 +163,56 @@ pub fn parse6(ctx: &TcContext, out: &mut Flow<[u8; 16]>) -> Result<(), Reason> {
     if vtc >> 4 != 6 {
         return Err(Reason::TcTruncated);
     }
-    let next = ctx
+    let mut next = ctx
         .load::<u8>(ETH_HLEN + 6)
         .map_err(|_| Reason::TcTruncated)?;
     load16(ctx, IP6_SADDR, &mut out.saddr)?;
     load16(ctx, IP6_DADDR, &mut out.daddr)?;
-    let l4_off = ETH_HLEN + IP6_HLEN;
-    match next {
-        IPPROTO_FRAGMENT => return Err(Reason::TcFragmentPassed),
-        IPPROTO_ICMPV6 => {
-            let kind = ctx.load::<u8>(l4_off).map_err(|_| Reason::TcTruncated)?;
-            // Destination unreachable, packet too big, time exceeded, parameter problem.
-            return Err(if (1..=4).contains(&kind) {
-                Reason::TcIcmpErrorPassed
-            } else {
-                Reason::TcPassProtocol
-            });
+    let mut l4_off = ETH_HLEN + IP6_HLEN;
+    // A Fragment header right after the fixed header (RFC 8200 §4.5):
+    // next header, reserved, offset (13 bits) · 2 reserved bits · M,
+    // identification (32 bits).
+    let mut first_of: Option<Be32> = None;
+    if next == IPPROTO_FRAGMENT {
+        let e = |_| Reason::TcTruncated;
+        next = ctx.load::<u8>(l4_off).map_err(e)?;
+        let frag = u16::from_be(ctx.load::<u16>(l4_off + 2).map_err(e)?);
+        let id = Be32(ctx.load::<u32>(l4_off + 4).map_err(e)?);
+        l4_off += FRAG6_HLEN;
+        if frag & 0xfff8 != 0 {
+            let found = frag::ports6(&out.saddr, &out.daddr, id, next);
+            l3_only(out, next, later_fragment(next, found)?);
+            return Ok(());
         }
-        _ => {}
+        if next != proto::TCP && next != proto::UDP {
+            return Err(Reason::TcFragmentPassed);
+        }
+        if frag & 1 != 0 {
+            first_of = Some(id);
+        }
+    }
+    if next == IPPROTO_ICMPV6 {
+        let kind = ctx.load::<u8>(l4_off).map_err(|_| Reason::TcTruncated)?;
+        // Destination unreachable, packet too big, time exceeded, parameter problem.
+        return Err(if (1..=4).contains(&kind) {
+            Reason::TcIcmpErrorPassed
+        } else {
+            Reason::TcPassProtocol
+        });
     }
     let (sport, dport, csum_off, tcp_flags) = ports(ctx, next, l4_off)?;
+    if let Some(id) = first_of
+        && !frag::remember6(&out.saddr, &out.daddr, id, next, FragPorts { sport, dport })
+    {
+        return Err(Reason::TcFragmentDropped);
+    }
     out.sport = sport;
     out.dport = dport;
     out.proto = next;
     out.l4_off = l4_off;
     out.csum_off = csum_off;
     out.tcp_flags = tcp_flags;
-    out.first_fragment = false;
+    out.l3_only = false;
     Ok(())
 }
 

@@ -24,6 +24,11 @@
 //!    otherwise answered out of the same device: a TCP RST for TCP, an ICMP
 //!    port-unreachable for UDP.
 //!
+//! IP fragments: a datagram's first fragment is translated like any packet,
+//! and records its ports for the later ones, which get the same conntrack
+//! lookup and an IP-header-only rewrite (see [`crate::frag`]); a later
+//! fragment whose first was not seen is dropped.
+//!
 //! ICMP errors quoting a tracked flow are translated back through the entry
 //! of the flow's other direction (see [`icmp_error`]).
 //!
@@ -205,7 +210,7 @@ fn ingress<F: Family>(ctx: &TcContext) -> i32 {
     match F::parse(ctx, &mut flow) {
         Ok(()) => {}
         Err(Reason::TcIcmpErrorPassed) => return finish(ctx, icmp_error::<F>(ctx)),
-        Err(reason) => return finish(ctx, Verdict::Pass(reason)),
+        Err(reason) => return finish(ctx, parse_failed(reason)),
     }
     let now = now();
     let rebalanced = match tracked::<F>(ctx, &flow, now) {
@@ -242,6 +247,16 @@ fn ingress<F: Family>(ctx: &TcContext) -> i32 {
         verdict => verdict,
     };
     finish_ingress::<F>(ctx, verdict)
+}
+
+/// A packet the parser left alone: passed untouched, except fragments that
+/// cannot follow the rest of their datagram (`frag`), which are dropped.
+#[inline(always)]
+fn parse_failed(reason: Reason) -> Verdict {
+    match reason {
+        Reason::TcFragmentUnknown | Reason::TcFragmentDropped => Verdict::Drop(reason),
+        reason => Verdict::Pass(reason),
+    }
 }
 
 /// An ICMP error about a packet we translated (it quotes the packet as we
@@ -340,7 +355,9 @@ fn choose<F: Family>(ctx: &TcContext, flow: &Flow<F::Addr>, out: &mut Choice<F::
             ClusterIpRule::Masquerade(reason) => masquerade = Some(reason),
         }
     }
-    if flow.first_fragment {
+    // A later fragment without a conntrack entry: its first fragment was not
+    // translated (dropped, rejected or never seen), so it cannot be either.
+    if flow.l3_only {
         return Verdict::Drop(Reason::TcFragmentDropped);
     }
     // `loadBalancerSourceRanges`: checked for new flows only, as kube-proxy's
@@ -541,9 +558,6 @@ fn apply<F: Family>(
     entry: &CtEntry<F::Addr>,
     now: u64,
 ) -> Verdict {
-    if flow.first_fragment {
-        return Verdict::Drop(Reason::TcFragmentDropped);
-    }
     let progress = progress_flags(flow);
     let past_syn = flow.proto == proto::TCP && progress & ct_flags::SYN_ONLY == 0;
     if past_syn && entry.flags & ct_flags::SYN_ONLY != 0 {
@@ -576,7 +590,7 @@ fn apply<F: Family>(
 fn egress<F: Family>(ctx: &TcContext) -> i32 {
     let mut flow = Flow::default();
     if let Err(reason) = F::parse(ctx, &mut flow) {
-        return finish(ctx, Verdict::Pass(reason));
+        return finish(ctx, parse_failed(reason));
     }
     let verdict = reply::<F>(ctx, &flow);
     finish(ctx, verdict)

@@ -1089,7 +1089,7 @@ both_modes! {
 }
 
 /// Pins of a version-2 daemon that predates `SRC_RANGE_V4`/`_V6`,
-/// `LOCAL_V4`/`_V6`, `SOCK_SRC_CHECK` and `REJECT_BUDGET` (simulated: the daemon stopped,
+/// `LOCAL_V4`/`_V6`, `SOCK_SRC_CHECK`, `REJECT_BUDGET` and `FRAG_V4`/`_V6` (simulated: the daemon stopped,
 /// those pins removed)
 /// are adopted: the maps are created anew and programmed before the programs
 /// that read them take over, so a denied source stays denied and an allowed
@@ -1112,13 +1112,15 @@ fn pins_without_the_newer_lpm_maps_are_adopted() {
         .pin_path()
         .join(format!("v{}", proxy_common::LAYOUT_VERSION))
         .join("maps");
-    const NEWER: [&str; 6] = [
+    const NEWER: [&str; 8] = [
         "SRC_RANGE_V4",
         "SRC_RANGE_V6",
         "LOCAL_V4",
         "LOCAL_V6",
         "SOCK_SRC_CHECK",
         "REJECT_BUDGET",
+        "FRAG_V4",
+        "FRAG_V6",
     ];
     for map in NEWER {
         std::fs::remove_file(maps.join(map))
@@ -1479,4 +1481,205 @@ fn stream_survives_its_endpoint_terminating_then_deleted(etp: &str, leaving: Pod
             |w| !backend_entries(w).contains_key(&leaving_echo.to_string()),
         );
     }
+}
+
+/// Port of the large-datagram echo backends ([`UdpEcho`]).
+const BIG_TARGET: u16 = 5454;
+/// The Service port of the fragmented-datagram test.
+const BIG_PORT: u16 = 54;
+/// Its NodePort.
+const BIG_NODE_PORT: u16 = 30054;
+/// Bytes per request: well above the links' 1,500-byte MTU, so each request
+/// crosses the node as three fragments, and so does each reply.
+const BIG_DATAGRAM: usize = 4000;
+/// Requests per family: enough to see both backends (P(miss) ≈ 2·(1/2)^20).
+const BIG_REQUESTS: usize = 20;
+
+/// A UDP echo backend on `bind` inside a pod: each datagram gets back
+/// `<name>\n` followed by the datagram, sent without DF, so the pod's kernel
+/// fragments a reply larger than the MTU. Stops when dropped.
+struct UdpEcho {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl UdpEcho {
+    fn start(w: &World, place: Place, bind: SocketAddr, name: String) -> Self {
+        use std::sync::{
+            Arc,
+            atomic::{AtomicBool, Ordering},
+        };
+        let socket = w
+            .topo
+            .in_ns(place, || UdpSocket::bind(bind))
+            .unwrap_or_else(|e| panic!("entering {place:?} for the UDP echo backend: {e}"))
+            .unwrap_or_else(|e| panic!("binding the UDP echo backend on {bind}: {e}"));
+        no_pmtu_discovery(&socket, bind.is_ipv6())
+            .unwrap_or_else(|e| panic!("{bind}: turning path MTU discovery off: {e}"));
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("the echo backend's read timeout");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while !stop2.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                    let mut reply = format!("{name}\n").into_bytes();
+                    reply.extend_from_slice(&buf[..n]);
+                    let _ = socket.send_to(&reply, from);
+                }
+            }
+        });
+        Self { stop }
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// `IP_PMTUDISC_DONT` / `IPV6_PMTUDISC_DONT`: no DF, so the kernel fragments
+/// a datagram larger than the device's MTU instead of refusing it.
+fn no_pmtu_discovery(socket: &UdpSocket, v6: bool) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let (level, name, value) = if v6 {
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_DONT,
+        )
+    } else {
+        (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DONT,
+        )
+    };
+    // SAFETY: `value` is a live c_int and its size is passed; the fd is the
+    // socket's, open for the duration of the call.
+    let ret = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            std::ptr::from_ref(&value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// One large request from a fresh socket in the client's namespace: the
+/// reply's sender and the backend's name, once the echoed bytes were checked
+/// to be the request's.
+fn big_request(frontend: SocketAddr, request: &[u8]) -> Result<(SocketAddr, String), String> {
+    let any: SocketAddr = if frontend.is_ipv6() {
+        "[::]:0".parse().map_err(|e| format!("{e}"))?
+    } else {
+        "0.0.0.0:0".parse().map_err(|e| format!("{e}"))?
+    };
+    let socket = UdpSocket::bind(any).map_err(|e| format!("bind: {e}"))?;
+    no_pmtu_discovery(&socket, frontend.is_ipv6()).map_err(|e| format!("pmtu: {e}"))?;
+    socket
+        .set_read_timeout(Some(REQUEST))
+        .map_err(|e| format!("timeout: {e}"))?;
+    socket
+        .send_to(request, frontend)
+        .map_err(|e| format!("send: {e}"))?;
+    let mut buf = vec![0u8; 65536];
+    let (n, from) = socket
+        .recv_from(&mut buf)
+        .map_err(|e| format!("no reply ({e})"))?;
+    let reply = &buf[..n];
+    let split = reply
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or(format!("a {n}-byte reply without a name"))?;
+    let echoed = &reply[split + 1..];
+    if echoed != request {
+        return Err(format!(
+            "the echo is {} bytes, not the {} sent, or differs",
+            echoed.len(),
+            request.len()
+        ));
+    }
+    Ok((from, String::from_utf8_lossy(&reply[..split]).into_owned()))
+}
+
+/// UDP datagrams larger than the MTU, sent without DF so the client's kernel
+/// fragments them, to a NodePort: each reaches its backend whole (on node 1,
+/// and on node 2, SNATed), and the backend's reply, as large and fragmented
+/// by the pod's kernel, comes back whole and from the NodePort. IPv4 and
+/// IPv6. The later fragments are counted as `tc_fragment_forwarded`.
+#[test]
+fn fragmented_udp_datagrams_cross_a_node_port_whole() {
+    let pods = [Pod(1, 1), Pod(2, 1)];
+    let mut w = World::with_pods(Mode::Ebpf, &pods);
+    let mut echoes = Vec::new();
+    for pod in pods {
+        for family in FAMILIES {
+            let bind = SocketAddr::new(pod.addr(family), BIG_TARGET);
+            echoes.push(UdpEcho::start(&w, pod.place(), bind, bind.to_string()));
+        }
+    }
+    let [v4, v6] = cluster_ips(40);
+    let svc = Service::new(NAMESPACE, "big")
+        .cluster_ip(v4)
+        .cluster_ip(v6)
+        .port("http", Protocol::Tcp, TCP_PORT, TCP_TARGET)
+        .port("big", Protocol::Udp, BIG_PORT, BIG_TARGET)
+        .service_type("NodePort")
+        .node_port("http", 30080)
+        .node_port("big", BIG_NODE_PORT);
+    w.write("big-service.yaml", &svc.to_yaml());
+    for family in FAMILIES {
+        let name = match family {
+            AddressType::IPv4 => "big-v4",
+            AddressType::IPv6 => "big-v6",
+        };
+        let mut s = EndpointSlice::new(NAMESPACE, name, "big", family)
+            .port("http", Protocol::Tcp, TCP_TARGET)
+            .port("big", Protocol::Udp, BIG_TARGET);
+        for pod in pods {
+            s = s.endpoint(Endpoint::ready(pod.addr(family)).on_node(pod.node_name()));
+        }
+        w.write(&format!("{name}-slice.yaml"), &s.to_yaml());
+    }
+    w.start_proxy(&[]);
+    for family in FAMILIES {
+        w.wait_served(SocketAddr::new(node1_ip(family), 30080), STARTUP);
+        let frontend = SocketAddr::new(node1_ip(family), BIG_NODE_PORT);
+        let mut seen = BTreeMap::new();
+        for i in 0..BIG_REQUESTS {
+            let request: Vec<u8> = (0..BIG_DATAGRAM).map(|j| (i * 31 + j * 7) as u8).collect();
+            let (from, backend) =
+                w.client(|| big_request(frontend, &request))
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "client → {frontend}: {BIG_DATAGRAM}-byte request {i}: {e}\n{}",
+                            stats(&w)
+                        )
+                    });
+            assert_eq!(from, frontend, "the reply must come from the NodePort");
+            *seen.entry(backend).or_insert(0) += 1;
+        }
+        let want: Vec<String> = pods
+            .iter()
+            .map(|p| SocketAddr::new(p.addr(family), BIG_TARGET).to_string())
+            .collect();
+        let got: Vec<String> = seen.keys().cloned().collect();
+        assert_eq!(got, want, "{frontend}: both backends answer, saw {seen:?}");
+    }
+    assert!(
+        stat(&w, "tc_fragment_forwarded") >= (2 * 2 * 2 * BIG_REQUESTS) as u64,
+        "two later fragments per request and per reply, per family:\n{}",
+        stats(&w)
+    );
+    drop(echoes);
 }

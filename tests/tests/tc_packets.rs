@@ -832,7 +832,7 @@ static CASES: &[Case] = &[
         ],
     },
     Case {
-        name: "fragments: later ones pass, a first one to a frontend is dropped",
+        name: "fragments: a first one is translated, a later one whose first was not seen is dropped",
         devices: &[],
         services: &[svc(
             NODE4,
@@ -840,7 +840,7 @@ static CASES: &[Case] = &[
             proto::UDP,
             scope::INTERNAL,
             EXT,
-            &[REMOTE_BE4],
+            &[LOCAL_BE4],
         )],
         steps: &[
             send(
@@ -848,6 +848,17 @@ static CASES: &[Case] = &[
                 Pkt {
                     frag: (false, 3),
                     ..pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), L4::Udp)
+                },
+                TC_ACT_SHOT,
+                Dropped,
+                "tc_fragment_unknown",
+            ),
+            // Later fragments of other protocols are none of our business.
+            send(
+                Ingress,
+                Pkt {
+                    frag: (false, 3),
+                    ..pkt(ep(CLIENT4, 0), ep(NODE4, 0), L4::Other(47))
                 },
                 TC_ACT_OK,
                 Unchanged,
@@ -859,9 +870,12 @@ static CASES: &[Case] = &[
                     frag: (true, 0),
                     ..pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), L4::Udp)
                 },
-                TC_ACT_SHOT,
-                Dropped,
-                "tc_fragment_dropped",
+                TC_ACT_OK,
+                Packet(Pkt {
+                    frag: (true, 0),
+                    ..pkt(ep(CLIENT4, CLIENT_PORT), ep(LOCAL4, TARGET), L4::Udp)
+                }),
+                "tc_dnat",
             ),
             // A first fragment to something else is none of our business.
             send(
@@ -2121,6 +2135,365 @@ fn every_program_verifies() {
             programs::TC_INGRESS,
         ]
     );
+}
+
+// ---- Fragments ---------------------------------------------------------------
+
+/// Bytes of each fragment's IP payload (multiples of 8 but the last): three
+/// fragments of an 8 + 1,000-byte UDP datagram, each frame small enough for
+/// `World::run`'s output buffer.
+const FRAG_SIZES: [usize; 3] = [400, 400, 208];
+
+/// A fragmented UDP datagram goes through as a whole (v4 and v6): the first
+/// fragment is translated like any packet, the later ones get its conntrack
+/// entry through `FRAG_V4`/`FRAG_V6` and an IP-header-only rewrite, and the
+/// translated fragments reassemble into a datagram whose UDP checksum is
+/// valid for its new addresses and ports. The reply, fragmented too, comes
+/// back the same way; a later fragment whose first was never seen is dropped.
+#[test]
+fn fragmented_datagrams_are_translated_whole() {
+    let sandbox = sandbox();
+    let dir = sandbox.bpffs_path().join("frag");
+    std::fs::create_dir(&dir).expect("pin dir");
+    let mut world = World::load(&dir).expect("load");
+    world
+        .install(
+            &[],
+            &[
+                svc(
+                    NODE4,
+                    NODE_PORT,
+                    proto::UDP,
+                    scope::INTERNAL,
+                    EXT,
+                    &[REMOTE_BE4],
+                ),
+                svc(
+                    NODE6,
+                    NODE_PORT,
+                    proto::UDP,
+                    scope::INTERNAL,
+                    EXT,
+                    &[REMOTE_BE6],
+                ),
+            ],
+        )
+        .expect("install");
+    for (node, client, backend) in [(NODE4, CLIENT4, REMOTE4), (NODE6, CLIENT6, REMOTE6)] {
+        let payload: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8).collect();
+        let request = Datagram {
+            src: (ip(client), CLIENT_PORT),
+            dst: (ip(node), NODE_PORT),
+            payload: payload.clone(),
+        };
+        let before = stats(&mut world);
+        let out = run_fragments(&mut world, Ingress, &request.fragments(0x4242, &FRAG_SIZES));
+        let got = reassemble(&out).unwrap_or_else(|e| panic!("{node}: the request: {e}"));
+        assert_eq!(got.src.0, ip(node), "{node}: SNATed to the node");
+        assert!(
+            (SNAT_MIN..=SNAT_MAX).contains(&got.src.1),
+            "{node}: a SNAT port"
+        );
+        assert_eq!(got.dst, (ip(backend), TARGET), "{node}: to the backend");
+        assert_eq!(got.payload, payload, "{node}: the payload is untouched");
+        let after = stats(&mut world);
+        assert_eq!(
+            counted(&before, &after),
+            [1, 2, 2, 0, 0],
+            "{node}: tc_dnat, tc_ct_forward, tc_fragment_forwarded, tc_fragment_unknown, \
+             tc_fragment_dropped"
+        );
+
+        // The backend's reply, fragmented by the backend's kernel.
+        let reply = Datagram {
+            src: (ip(backend), TARGET),
+            dst: got.src,
+            payload: payload.iter().rev().copied().collect(),
+        };
+        let out = run_fragments(&mut world, Ingress, &reply.fragments(0x0707, &FRAG_SIZES));
+        let back = reassemble(&out).unwrap_or_else(|e| panic!("{node}: the reply: {e}"));
+        assert_eq!(back.src, (ip(node), NODE_PORT), "{node}: from the frontend");
+        assert_eq!(back.dst, (ip(client), CLIENT_PORT), "{node}: to the client");
+        assert_eq!(back.payload, reply.payload, "{node}: the reply's payload");
+
+        // A later fragment of a datagram whose first fragment never came.
+        let stray = request.fragments(0x5151, &FRAG_SIZES);
+        let before = stats(&mut world);
+        let (verdict, _) = world.run(Ingress, &stray[1]).expect("run");
+        assert_eq!(
+            verdict, TC_ACT_SHOT,
+            "{node}: an unknown later fragment is dropped"
+        );
+        assert_eq!(counted(&before, &stats(&mut world)), [0, 0, 0, 1, 0]);
+    }
+}
+
+/// A backend on this node (no SNAT): its fragmented reply leaves through
+/// `tc_egress`, which rewrites every fragment to come from the frontend, the
+/// later ones through the first's record (v4 and v6).
+#[test]
+fn fragmented_replies_are_translated_on_egress() {
+    let sandbox = sandbox();
+    let dir = sandbox.bpffs_path().join("frag-egress");
+    std::fs::create_dir(&dir).expect("pin dir");
+    let mut world = World::load(&dir).expect("load");
+    world
+        .install(
+            &[],
+            &[
+                svc(
+                    NODE4,
+                    NODE_PORT,
+                    proto::UDP,
+                    scope::INTERNAL,
+                    EXT,
+                    &[LOCAL_BE4],
+                ),
+                svc(
+                    NODE6,
+                    NODE_PORT,
+                    proto::UDP,
+                    scope::INTERNAL,
+                    EXT,
+                    &[LOCAL_BE6],
+                ),
+            ],
+        )
+        .expect("install");
+    for (node, client, backend) in [(NODE4, CLIENT4, LOCAL4), (NODE6, CLIENT6, LOCAL6)] {
+        let payload: Vec<u8> = (0..1000u32).map(|i| (i * 13 + 1) as u8).collect();
+        let request = Datagram {
+            src: (ip(client), CLIENT_PORT),
+            dst: (ip(node), NODE_PORT),
+            payload: payload.clone(),
+        };
+        let out = run_fragments(&mut world, Ingress, &request.fragments(0x1111, &FRAG_SIZES));
+        let got = reassemble(&out).unwrap_or_else(|e| panic!("{node}: the request: {e}"));
+        assert_eq!(
+            got.src,
+            (ip(client), CLIENT_PORT),
+            "{node}: the client's address kept"
+        );
+        assert_eq!(
+            got.dst,
+            (ip(backend), TARGET),
+            "{node}: to the local backend"
+        );
+        let reply = Datagram {
+            src: (ip(backend), TARGET),
+            dst: (ip(client), CLIENT_PORT),
+            payload,
+        };
+        let before = world.stat("tc_fragment_forwarded");
+        let out = run_fragments(&mut world, Egress, &reply.fragments(0x2222, &FRAG_SIZES));
+        let back = reassemble(&out).unwrap_or_else(|e| panic!("{node}: the reply: {e}"));
+        assert_eq!(back.src, (ip(node), NODE_PORT), "{node}: from the frontend");
+        assert_eq!(back.dst, (ip(client), CLIENT_PORT), "{node}: to the client");
+        assert_eq!(back.payload, reply.payload, "{node}: the reply's payload");
+        assert_eq!(world.stat("tc_fragment_forwarded") - before, 2, "{node}");
+    }
+}
+
+/// The fragment-related counters, in the order the test compares them.
+fn stats(world: &mut World) -> [u64; 5] {
+    [
+        "tc_dnat",
+        "tc_ct_forward",
+        "tc_fragment_forwarded",
+        "tc_fragment_unknown",
+        "tc_fragment_dropped",
+    ]
+    .map(|name| world.stat(name))
+}
+
+fn counted(before: &[u64; 5], after: &[u64; 5]) -> [u64; 5] {
+    std::array::from_fn(|i| after[i] - before[i])
+}
+
+/// Runs each frame through `hook`; every one must pass (`TC_ACT_OK`).
+fn run_fragments(world: &mut World, hook: Hook, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    frames
+        .iter()
+        .enumerate()
+        .map(|(i, frame)| {
+            let (verdict, out) = world.run(hook, frame).expect("run");
+            assert_eq!(verdict, TC_ACT_OK, "fragment {i}");
+            out
+        })
+        .collect()
+}
+
+/// A UDP datagram: source, destination, payload.
+struct Datagram {
+    src: (IpAddr, u16),
+    dst: (IpAddr, u16),
+    payload: Vec<u8>,
+}
+
+impl Datagram {
+    /// The UDP header and payload, with the checksum over the whole datagram.
+    fn bytes(&self) -> Vec<u8> {
+        let len = (8 + self.payload.len()) as u16;
+        let mut d = Vec::new();
+        d.extend_from_slice(&self.src.1.to_be_bytes());
+        d.extend_from_slice(&self.dst.1.to_be_bytes());
+        d.extend_from_slice(&len.to_be_bytes());
+        d.extend_from_slice(&[0, 0]);
+        d.extend_from_slice(&self.payload);
+        let sum = !fold(pseudo_sum(self.src.0, self.dst.0, len) + ones_sum(&d));
+        let sum = if sum == 0 { 0xffff } else { sum };
+        d[6..8].copy_from_slice(&sum.to_be_bytes());
+        d
+    }
+
+    /// The datagram cut into fragments of `sizes` bytes of IP payload
+    /// (IPv4 fragments, or IPv6 ones with a Fragment header), as a kernel
+    /// fragments it: each an Ethernet frame.
+    fn fragments(&self, id: u16, sizes: &[usize]) -> Vec<Vec<u8>> {
+        let data = self.bytes();
+        let mut frames = Vec::new();
+        let mut off = 0;
+        for (i, &size) in sizes.iter().enumerate() {
+            let chunk = &data[off..(off + size).min(data.len())];
+            let more = i + 1 < sizes.len();
+            let mut f = Vec::new();
+            f.extend_from_slice(&NODE_MAC);
+            f.extend_from_slice(&CLIENT_MAC);
+            match (self.src.0, self.dst.0) {
+                (IpAddr::V4(s), IpAddr::V4(d)) => {
+                    f.extend_from_slice(&[0x08, 0x00]);
+                    let mut h = [0u8; 20];
+                    h[0] = 0x45;
+                    h[2..4].copy_from_slice(&((20 + chunk.len()) as u16).to_be_bytes());
+                    h[4..6].copy_from_slice(&id.to_be_bytes());
+                    let frag = (off / 8) as u16 | if more { 0x2000 } else { 0 };
+                    h[6..8].copy_from_slice(&frag.to_be_bytes());
+                    h[8] = 64;
+                    h[9] = proto::UDP;
+                    h[12..16].copy_from_slice(&s.octets());
+                    h[16..20].copy_from_slice(&d.octets());
+                    let sum = !fold(ones_sum(&h));
+                    h[10..12].copy_from_slice(&sum.to_be_bytes());
+                    f.extend_from_slice(&h);
+                }
+                (IpAddr::V6(s), IpAddr::V6(d)) => {
+                    f.extend_from_slice(&[0x86, 0xdd]);
+                    let mut h = [0u8; 48];
+                    h[0] = 0x60;
+                    h[4..6].copy_from_slice(&((8 + chunk.len()) as u16).to_be_bytes());
+                    h[6] = 44;
+                    h[7] = 64;
+                    h[8..24].copy_from_slice(&s.octets());
+                    h[24..40].copy_from_slice(&d.octets());
+                    h[40] = proto::UDP;
+                    let frag = off as u16 | u16::from(more);
+                    h[42..44].copy_from_slice(&frag.to_be_bytes());
+                    h[44..48].copy_from_slice(&(0xabcd_0000 | u32::from(id)).to_be_bytes());
+                    f.extend_from_slice(&h);
+                }
+                _ => panic!("mixed address families"),
+            }
+            f.extend_from_slice(chunk);
+            frames.push(f);
+            off += chunk.len();
+        }
+        frames
+    }
+}
+
+/// Puts translated fragments back together, checking every IPv4 header
+/// checksum, that all fragments agree on their addresses and identification,
+/// that the offsets follow one another, and that the UDP checksum is valid
+/// over the whole datagram.
+fn reassemble(frames: &[Vec<u8>]) -> Result<Datagram, String> {
+    let mut data = Vec::new();
+    let mut addrs: Option<(IpAddr, IpAddr, u32)> = None;
+    for (i, f) in frames.iter().enumerate() {
+        let (src, dst, id, off, chunk): (IpAddr, IpAddr, u32, usize, &[u8]) =
+            match u16::from_be_bytes([f[12], f[13]]) {
+                0x0800 => {
+                    let h = &f[14..34];
+                    if fold(ones_sum(h)) != 0xffff {
+                        return Err(format!("fragment {i}: bad IPv4 header checksum"));
+                    }
+                    let s: [u8; 4] = h[12..16].try_into().map_err(|_| "short")?;
+                    let d: [u8; 4] = h[16..20].try_into().map_err(|_| "short")?;
+                    let frag = u16::from_be_bytes([h[6], h[7]]);
+                    let id = u32::from(u16::from_be_bytes([h[4], h[5]]));
+                    (
+                        s.into(),
+                        d.into(),
+                        id,
+                        usize::from(frag & 0x1fff) * 8,
+                        &f[34..],
+                    )
+                }
+                _ => {
+                    let h = &f[14..62];
+                    let s: [u8; 16] = h[8..24].try_into().map_err(|_| "short")?;
+                    let d: [u8; 16] = h[24..40].try_into().map_err(|_| "short")?;
+                    let frag = u16::from_be_bytes([h[42], h[43]]);
+                    let id = u32::from_be_bytes([h[44], h[45], h[46], h[47]]);
+                    (s.into(), d.into(), id, usize::from(frag & 0xfff8), &f[62..])
+                }
+            };
+        if *addrs.get_or_insert((src, dst, id)) != (src, dst, id) {
+            return Err(format!(
+                "fragment {i}: addresses or id differ from the first's"
+            ));
+        }
+        if off != data.len() {
+            return Err(format!(
+                "fragment {i}: offset {off}, expected {}",
+                data.len()
+            ));
+        }
+        data.extend_from_slice(chunk);
+    }
+    let (src, dst, _) = addrs.ok_or("no fragments")?;
+    let len = u16::from_be_bytes([data[4], data[5]]);
+    if usize::from(len) != data.len() {
+        return Err(format!("UDP length {len}, datagram {} bytes", data.len()));
+    }
+    if fold(pseudo_sum(src, dst, len) + ones_sum(&data)) != 0xffff {
+        return Err(format!(
+            "bad UDP checksum over the reassembled datagram: {}",
+            hex(&data[..8])
+        ));
+    }
+    Ok(Datagram {
+        src: (src, u16::from_be_bytes([data[0], data[1]])),
+        dst: (dst, u16::from_be_bytes([data[2], data[3]])),
+        payload: data[8..].to_vec(),
+    })
+}
+
+/// The one's-complement sum of the UDP pseudo-header (unfolded).
+fn pseudo_sum(src: IpAddr, dst: IpAddr, len: u16) -> u32 {
+    let mut p = Vec::new();
+    for a in [src, dst] {
+        match a {
+            IpAddr::V4(a) => p.extend_from_slice(&a.octets()),
+            IpAddr::V6(a) => p.extend_from_slice(&a.octets()),
+        }
+    }
+    p.extend_from_slice(&[0, proto::UDP]);
+    p.extend_from_slice(&len.to_be_bytes());
+    ones_sum(&p)
+}
+
+/// The sum of `b`'s 16-bit big-endian words (odd length: a zero pad byte).
+fn ones_sum(b: &[u8]) -> u32 {
+    b.chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
+        .sum()
+}
+
+fn fold(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
 }
 
 /// One case's loaded programs and maps.
