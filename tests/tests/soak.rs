@@ -706,7 +706,7 @@ fn soak() {
     // that had to be killed) fail the run too.
     verdict.failed_requests = verdict.failed_requests.max(failures.len() as u64);
     let config = json!({
-        "minutes": minutes, "seed": seed,
+        "minutes": minutes, "seed": seed, "started_unix_ms": started_unix_ms as u64,
         "endpoint_changes_per_sec": ENDPOINT_CHANGES_PER_SEC,
         "kill_every_s": KILL_EVERY.as_secs(), "drop_watches_every_s": DROP_WATCHES_EVERY.as_secs(),
         "compact_every_s": COMPACT_EVERY.as_secs(),
