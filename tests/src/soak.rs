@@ -144,6 +144,9 @@ impl Verdict {
     }
 }
 
+/// One number of a sample.
+type Metric = fn(&Sample) -> Option<u64>;
+
 fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
     let (sum, n) = values.fold((0.0, 0u32), |(s, n), v| (s + v, n + 1));
     (n > 0).then(|| sum / f64::from(n))
@@ -183,8 +186,7 @@ pub fn judge(samples: &[Sample], traffic: &[Traffic], warm_up: f64, window: f64)
             t.path, t.kind, t.target
         ));
     }
-    let process: [(&str, fn(&Sample) -> Option<u64>); 2] =
-        [("rss_kib", |s| s.rss_kib), ("open_fds", |s| s.fds)];
+    let process: [(&str, Metric); 2] = [("rss_kib", |s| s.rss_kib), ("open_fds", |s| s.fds)];
     for (name, metric) in process {
         let means = per_incarnation(samples, metric);
         match (means.first(), means.last()) {
@@ -387,6 +389,13 @@ mod tests {
         v
     }
 
+    fn find<'a>(v: &'a Verdict, resource: &str) -> &'a Flatness {
+        v.flatness
+            .iter()
+            .find(|f| f.resource == resource)
+            .unwrap_or_else(|| panic!("no {resource} in {v:#?}"))
+    }
+
     fn clean_traffic() -> Vec<Traffic> {
         vec![Traffic {
             path: "clusterip".into(),
@@ -412,7 +421,7 @@ mod tests {
         let s = samples(|i, _| 10_000 + i as u64 * 1_000, |_| 200);
         let v = judge(&s, &clean_traffic(), 30.0, 30.0);
         assert!(!v.passed());
-        let rss = v.flatness.iter().find(|f| f.resource == "rss_kib").unwrap();
+        let rss = find(&v, "rss_kib");
         assert!(!rss.ok, "{rss:?}");
         assert_eq!((rss.first, rss.last), (11_000.0, 13_000.0));
     }
@@ -421,17 +430,9 @@ mod tests {
     fn a_map_that_keeps_filling_fails_and_small_maps_get_one_entry_of_slack() {
         let s = samples(|_, _| 10_000, |t| 100 + t as u64);
         let v = judge(&s, &clean_traffic(), 30.0, 30.0);
-        let ct = v
-            .flatness
-            .iter()
-            .find(|f| f.resource == "map CT_V4")
-            .unwrap();
+        let ct = find(&v, "map CT_V4");
         assert!(!ct.ok, "{ct:?}");
-        let svc = v
-            .flatness
-            .iter()
-            .find(|f| f.resource == "map SVC_V4")
-            .unwrap();
+        let svc = find(&v, "map SVC_V4");
         assert!(svc.ok && svc.allowed == MAP_SLACK_ENTRIES, "{svc:?}");
     }
 

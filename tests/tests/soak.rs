@@ -687,7 +687,10 @@ fn soak() {
     let (mut traffic, mut failures) = (Vec::new(), Vec::new());
     cluster_ip.finish(started_unix_ms, &mut traffic, &mut failures);
     node_port.finish(started_unix_ms, &mut traffic, &mut failures);
-    if let Some(proxy) = w.proxy.as_ref() {
+    // Stopped here, not by `Drop` during the assertion's panic (which would
+    // print the whole log: it is in the report directory).
+    if let Some(mut proxy) = w.proxy.take() {
+        let _ = proxy.stop();
         let _ = fs::copy(
             proxy.log_path(),
             dir.join(format!("proxy-{incarnation}.log")),
