@@ -302,6 +302,18 @@ pub fn report_markdown(
         activity.service_changes,
         activity.service_changes as f64 / secs,
     );
+    let _ = writeln!(
+        md,
+        "Rule: no request may fail (the backends never stop serving; churn only changes \
+         which are listed and ready, and each Service keeps a ready one). RSS and open \
+         descriptors: per daemon, the mean {:.0}–{:.0} s after its start, the first daemon \
+         after the warm-up against the last; map entries: the first window after the \
+         warm-up against the last; each within {:.0} % (maps: or {:.0} entry).\n",
+        AGE_WINDOW.start(),
+        AGE_WINDOW.end(),
+        FLAT_TOLERANCE * 100.0,
+        MAP_SLACK_ENTRIES,
+    );
     let total: u64 = traffic.iter().map(|t| t.ok + t.failed).sum();
     let _ = writeln!(
         md,

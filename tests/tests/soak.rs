@@ -518,6 +518,28 @@ fn datapath_events(pins: &Path) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// Daemon logs kept besides the first ones and those that exited by
+/// themselves: the last few (an hours-long soak has hundreds of daemons).
+const FIRST_LOGS: usize = 2;
+const LAST_LOGS: usize = 5;
+
+/// Copies daemon `n`'s log into the report (`proxy-N.log`, or
+/// `proxy-N-exited.log`, always kept) and drops the one that fell out of the
+/// last [`LAST_LOGS`].
+fn save_log(dir: &Path, log: &Path, n: usize, exited: bool) {
+    let name = if exited {
+        format!("proxy-{n}-exited.log")
+    } else {
+        format!("proxy-{n}.log")
+    };
+    if let Err(e) = fs::copy(log, dir.join(name)) {
+        eprintln!("soak: copying {}: {e}", log.display());
+    }
+    if let Some(old) = n.checked_sub(LAST_LOGS).filter(|old| *old >= FIRST_LOGS) {
+        let _ = fs::remove_file(dir.join(format!("proxy-{old}.log")));
+    }
+}
+
 fn report_dir() -> PathBuf {
     std::env::var_os("SOAK_REPORT_DIR").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/soak"),
@@ -629,10 +651,7 @@ fn soak() {
             if now >= next_kill {
                 let proxy = w.proxy.as_mut().expect("a running proxy");
                 proxy.kill().expect("kill -9 of the proxy");
-                let _ = fs::copy(
-                    proxy.log_path(),
-                    dir.join(format!("proxy-{incarnation}.log")),
-                );
+                save_log(&dir, proxy.log_path(), incarnation, false);
                 w.proxy = None;
                 w.start_proxy_with_source(&source, &[]);
                 incarnation += 1;
@@ -648,10 +667,7 @@ fn soak() {
                         "daemon {incarnation} exited by itself at {:.1} s: {status}",
                         now.as_secs_f64()
                     ));
-                    let _ = fs::copy(
-                        proxy.log_path(),
-                        dir.join(format!("proxy-{incarnation}.log")),
-                    );
+                    save_log(&dir, proxy.log_path(), incarnation, true);
                     w.proxy = None;
                     w.start_proxy_with_source(&source, &[]);
                     incarnation += 1;
@@ -691,10 +707,7 @@ fn soak() {
     // print the whole log: it is in the report directory).
     if let Some(mut proxy) = w.proxy.take() {
         let _ = proxy.stop();
-        let _ = fs::copy(
-            proxy.log_path(),
-            dir.join(format!("proxy-{incarnation}.log")),
-        );
+        save_log(&dir, proxy.log_path(), incarnation, false);
     }
 
     let mut verdict = soak::judge(&samples, &traffic, WARM_UP, WARM_UP);
