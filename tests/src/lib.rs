@@ -18,6 +18,8 @@
 //! - [`manifest`] writes realistic Kubernetes YAML, atomically.
 //! - [`FakeApiServer`] serves those objects over the Kubernetes list/watch
 //!   protocol, for the Kubernetes source's tests.
+//! - [`soak`] judges the soak (`cargo xtask soak`): its samples, traffic and
+//!   pass rule; `pxt-load` is its load generator.
 //!
 //! Must not: send anything outside the sandbox's namespace (see the network safety
 //! rules in environment.md), or leave a namespace, cgroup or mount behind, even
@@ -46,6 +48,7 @@ pub mod northsouth;
 pub mod pod;
 mod proxy;
 mod sandbox;
+pub mod soak;
 
 use std::{
     path::PathBuf,

@@ -163,6 +163,45 @@ pub fn test(root: &Path, nextest_args: &[String]) -> anyhow::Result<()> {
     run(nextest)
 }
 
+/// The soak (`tests/tests/soak.rs`, an ignored test) for `minutes`, under
+/// nextest's `soak` profile (never killed for being slow), with the debug
+/// proxy; the report goes to `target/soak/`. Fails when the soak does.
+pub fn soak(root: &Path, minutes: f64) -> anyhow::Result<()> {
+    if !(minutes.is_finite() && minutes >= 2.0) {
+        bail!(
+            "--minutes {minutes}: the soak needs at least 2 (a 30 s warm-up, then two 30 s \
+             windows to compare, and three daemons that each lived 30 s)"
+        );
+    }
+    let bin = build_proxy(root, false)?;
+    let report = root.join("target/soak");
+    // A fresh report: no log or sample of an earlier run mixes in.
+    if report.exists() {
+        std::fs::remove_dir_all(&report)
+            .with_context(|| format!("removing the old report in {}", report.display()))?;
+    }
+    let mut nextest = cargo(root);
+    nextest
+        .args([
+            "nextest",
+            "run",
+            "--package",
+            "proxy-tests",
+            "--test",
+            "soak",
+        ])
+        .args(["--run-ignored", "only", "--profile", "soak", "--no-capture"])
+        .env("PROXY_BIN", &bin)
+        .env("SOAK_MINUTES", minutes.to_string())
+        .env("SOAK_REPORT_DIR", &report);
+    let result = run(nextest);
+    eprintln!(
+        "xtask: soak report in {}",
+        report.join("report.md").display()
+    );
+    result
+}
+
 /// The tests that run the image under podman (tests/tests/runtime_pod.rs),
 /// on `image` and its `bin`.
 pub fn test_image(root: &Path, image: &str, bin: &Path) -> anyhow::Result<()> {

@@ -42,6 +42,16 @@ enum Task {
         #[arg(trailing_var_arg = true)]
         nextest_args: Vec<String>,
     },
+    /// The soak: the daemon in kube mode against the fake API server, under
+    /// endpoint churn (100/s), Service churn, ClusterIP and NodePort traffic
+    /// (TCP and UDP, new and long-lived), a `kill -9` every 30 s and every
+    /// watch cut every 45 s; fails on any failed request or on RSS, open
+    /// descriptors or map entries growing. Report in target/soak/.
+    Soak {
+        /// How long the load runs (at least 2: the warm-up and two windows).
+        #[arg(long, default_value_t = 2.0)]
+        minutes: f64,
+    },
     /// Fail on an import loop among the modules of proxy, proxy-common or
     /// proxy-ebpf, or a production file over 900 lines (non-test code only).
     CheckLayout,
@@ -111,6 +121,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}", bin.display());
         }
         Task::Test { nextest_args } => cargo::test(&root, &nextest_args)?,
+        Task::Soak { minutes } => cargo::soak(&root, minutes)?,
         Task::CheckLayout => layout::run(&root)?,
         Task::ClippyEbpf => cargo::clippy_ebpf(&root)?,
         Task::Dockerfile => dockerfile::run(&root)?,

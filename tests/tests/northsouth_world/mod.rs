@@ -187,15 +187,24 @@ impl World {
     /// (they would translate its NodePort connects at `connect()`).
     pub fn start_proxy(&mut self, extra: &[&str]) {
         let manifests = self.sandbox.manifests_dir();
-        let hooks = self
-            .sandbox
+        self.start_proxy_with_source(&[OsStr::new("--manifests"), manifests.as_os_str()], extra);
+    }
+
+    /// The socket hooks' cgroup: a child of the sandbox's (created if missing).
+    pub fn hooks_cgroup(&self) -> std::path::PathBuf {
+        self.sandbox
             .child_cgroup("node-hooks")
-            .unwrap_or_else(|e| panic!("creating the hooks' cgroup: {e}"));
+            .unwrap_or_else(|e| panic!("creating the hooks' cgroup: {e}"))
+    }
+
+    /// [`World::start_proxy`] with `source` (for example `["--kubeconfig",
+    /// PATH]`) in place of `--manifests DIR`.
+    pub fn start_proxy_with_source(&mut self, source: &[&OsStr], extra: &[&str]) {
+        let hooks = self.hooks_cgroup();
         let pins = self.sandbox.pin_path();
-        let mut args: Vec<&OsStr> = [
-            OsStr::new("run"),
-            OsStr::new("--manifests"),
-            manifests.as_os_str(),
+        let mut args: Vec<&OsStr> = vec![OsStr::new("run")];
+        args.extend_from_slice(source);
+        args.extend([
             OsStr::new("--cgroup"),
             hooks.as_os_str(),
             OsStr::new("--pin-path"),
@@ -206,8 +215,7 @@ impl World {
             OsStr::new(NODE1),
             OsStr::new("--devices"),
             OsStr::new(LAN_DEVICE),
-        ]
-        .to_vec();
+        ]);
         // The query socket in the sandbox, never the host's default path.
         let query = std::ffi::OsString::from(format!(
             "--query-socket={}",
