@@ -107,11 +107,20 @@ pub enum Reason {
     /// tc: a RST or ICMP error was due, but this CPU's reject budget was spent
     /// (`reject_limit`): the packet is dropped.
     TcRejectRateLimited = 42,
+    /// tc: a new flow's conntrack entries were written to the pending map
+    /// (`CT_PENDING_*`), where they stay until the flow is answered.
+    TcCtPendingCreated = 43,
+    /// tc: a pending flow was answered (TCP: a packet without SYN or RST;
+    /// UDP: a reply) and its entries moved to the established map (`CT_*`).
+    TcCtPromoted = 44,
+    /// tc: a new SNATed flow took a source port whose pending entry was idle
+    /// past its timeout (a port held by an unanswered flow).
+    TcSnatPortReclaimed = 45,
 }
 
 impl Reason {
     /// Every reason, in index order.
-    pub const ALL: [Reason; 43] = [
+    pub const ALL: [Reason; 46] = [
         Reason::Translated,
         Reason::NotAService,
         Reason::NoBackend,
@@ -155,6 +164,9 @@ impl Reason {
         Reason::SockSourceRangeDropped,
         Reason::SockSourceCheckFailed,
         Reason::TcRejectRateLimited,
+        Reason::TcCtPendingCreated,
+        Reason::TcCtPromoted,
+        Reason::TcSnatPortReclaimed,
     ];
     /// Number of reasons: the size of the `STATS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -205,6 +217,9 @@ impl Reason {
             Reason::SockSourceRangeDropped => "sock_source_range_dropped",
             Reason::SockSourceCheckFailed => "sock_source_check_failed",
             Reason::TcRejectRateLimited => "tc_reject_rate_limited",
+            Reason::TcCtPendingCreated => "tc_ct_pending_created",
+            Reason::TcCtPromoted => "tc_ct_promoted",
+            Reason::TcSnatPortReclaimed => "tc_snat_port_reclaimed",
         }
     }
 }

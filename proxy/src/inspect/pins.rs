@@ -248,6 +248,8 @@ impl Pins {
             names::AFFINITY => n(self.entries::<AffinityKey, AffinityValue>(name, data)?),
             names::CT_V4 => n(self.entries::<CtKeyV4, CtValueV4>(name, data)?),
             names::CT_V6 => n(self.entries::<CtKeyV6, CtValueV6>(name, data)?),
+            names::CT_PENDING_V4 => n(self.entries::<CtKeyV4, CtValueV4>(name, data)?),
+            names::CT_PENDING_V6 => n(self.entries::<CtKeyV6, CtValueV6>(name, data)?),
             names::DEVICES => n(self.entries::<u32, DeviceConfig>(name, data)?),
             names::SRC_RANGE_V4 => n(self.maps.trie::<SrcRangeV4, u32>(name)?),
             names::SRC_RANGE_V6 => n(self.maps.trie::<SrcRangeV6, u32>(name)?),
