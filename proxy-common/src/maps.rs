@@ -177,7 +177,8 @@ pub mod capacity {
     /// SYNs) churns only this LRU, never the established flows' `CT_*`.
     /// Well below the SNAT port range of one backend (28,232 ports), so
     /// pending flows can hold at most 8,192 of its ports. Preallocated:
-    /// about 2.5 MiB of kernel memory for IPv4 and 3 MiB for IPv6.
+    /// 1.8 MiB of kernel memory for IPv4 and 2.5 MiB for IPv6 (`bpftool`'s
+    /// memlock; `CT_V4` takes 28 MiB).
     pub const CONNTRACK_PENDING: u32 = 1 << 14;
     /// Devices the tc programs may be attached to.
     pub const DEVICES: u32 = 256;

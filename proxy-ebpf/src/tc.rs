@@ -66,6 +66,8 @@ const SNAT_PORT_MIN: u32 = 32768;
 const SNAT_PORT_MAX: u32 = 60999;
 /// How many random SNAT ports are tried before the packet is dropped.
 const SNAT_TRIES: u32 = 8;
+/// `-EEXIST`: a `BPF_NOEXIST` update found the key taken.
+const EEXIST: i32 = -17;
 
 /// What to do with the packet, and why.
 enum Verdict {
@@ -518,9 +520,14 @@ fn commit<F: Family>(
             if !F::ct_idle(&key, Ct::Established, flow.proto, now) {
                 continue;
             }
-            if F::ct_put(&key, Ct::Pending, &entry, u64::from(BPF_NOEXIST)).is_ok() {
-                claimed = true;
-                break;
+            match F::ct_put(&key, Ct::Pending, &entry, u64::from(BPF_NOEXIST)) {
+                Ok(()) => {
+                    claimed = true;
+                    break;
+                }
+                Err(EEXIST) => {}
+                // Not a taken port: the LRU found no free element.
+                Err(_) => return Verdict::Drop(Reason::TcCtUpdateFailed),
             }
             // Held by a pending flow: taken over when it was never answered
             // within its timeout (`TCP_SYN_NS` for a SYN).
@@ -587,16 +594,8 @@ fn apply<F: Family>(
     } else if past_syn && entry.flags & ct_flags::SYN_ONLY != 0 {
         // Past the handshake: the other direction's entry too, once, so an
         // idle connection's reply entry (which may have seen only the
-        // SYN-ACK) keeps the established timeout. Its key is this entry's
-        // rewrite, reversed.
-        let peer = Tuple {
-            saddr: entry.to.daddr,
-            daddr: entry.to.saddr,
-            sport: entry.to.dport,
-            dport: entry.to.sport,
-            proto: entry.to.proto,
-        };
-        F::ct_touch(&peer, table, now, 0, ct_flags::SYN_ONLY);
+        // SYN-ACK) keeps the established timeout.
+        touch_peer::<F>(entry, table, now, ct_flags::SYN_ONLY);
         F::ct_touch(
             key,
             table,
@@ -605,6 +604,14 @@ fn apply<F: Family>(
             ct_flags::SYN_ONLY,
         );
     } else {
+        if table == Ct::Pending {
+            // Both directions of a pending flow age alike in the LRU (a
+            // lookup marks an entry referenced): otherwise the forward
+            // entries, never looked up again while the backend's SYN-ACKs
+            // mark the reply entries, would be evicted first, and the reply
+            // entries left would hold twice the SNAT ports.
+            touch_peer::<F>(entry, table, now, 0);
+        }
         F::ct_touch(key, table, now, progress & ct_flags::CLOSING, 0);
     }
     if !F::rewrite(ctx, flow, &entry.to) {
@@ -615,6 +622,21 @@ fn apply<F: Family>(
     } else {
         Reason::TcCtForward
     })
+}
+
+/// Refreshes the other direction's entry of `entry`'s flow in `table`,
+/// clearing the `clear` flags. Its key is `entry`'s rewrite, reversed. Out of
+/// line: the key gets its own frame.
+#[inline(never)]
+fn touch_peer<F: Family>(entry: &CtEntry<F::Addr>, table: Ct, now: u64, clear: u8) {
+    let peer = Tuple {
+        saddr: entry.to.daddr,
+        daddr: entry.to.saddr,
+        sport: entry.to.dport,
+        dport: entry.to.sport,
+        proto: entry.to.proto,
+    };
+    F::ct_touch(&peer, table, now, 0, clear);
 }
 
 /// Whether a packet hitting a pending entry answers its flow: for TCP, a
