@@ -31,7 +31,7 @@ use std::{
 use proxy_tests::{
     Mode, TcpSession,
     manifest::{AddressType, Endpoint, EndpointSlice, Protocol, Service},
-    northsouth::{NODE1_V4, Place},
+    northsouth::{CLIENT_V4, NODE1_V4, Place},
     proxy_bin, tcp_request_timeout, wait_until,
 };
 
@@ -200,6 +200,18 @@ fn syn_flood_spares_established_flows_and_new_connections() {
     idle.request()
         .unwrap_or_else(|e| panic!("the idle connection after the flood: {e}"));
 
+    // `proxy inspect conntrack` shows the flood's flows as pending and the
+    // client's as established.
+    let (pending, established) = conntrack_by_source(&w);
+    assert!(
+        pending > 0,
+        "no pending flow from the spoofed range after the flood"
+    );
+    assert!(
+        established >= 2,
+        "the client's idle and streaming flows are not established ({established})"
+    );
+
     // New connections during the flood.
     assert!(
         client.succeeded * 100 >= client.attempts * 95 && client.attempts >= ATTEMPTS,
@@ -362,4 +374,39 @@ fn stat(w: &World, reason: &str) -> Option<u64> {
         .iter()
         .find(|e| e["reason"] == reason)?["count"]
         .as_u64()
+}
+
+/// From `proxy inspect conntrack --output json`: how many forward flows from
+/// the spoofed range are pending, and how many from the client are not.
+fn conntrack_by_source(w: &World) -> (usize, usize) {
+    let out = std::process::Command::new(proxy_bin())
+        .args(["inspect", "conntrack", "--output", "json", "--pin-path"])
+        .arg(w.sandbox.pin_path())
+        .output()
+        .expect("running proxy inspect conntrack");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("conntrack JSON");
+    let flows = v["flows"].as_array().expect("a flows array");
+    let forward_from = |f: &serde_json::Value, pending: bool, spoofed: bool| {
+        let src: Option<SocketAddr> = f["src"].as_str().and_then(|s| s.parse().ok());
+        let from_spoofed = src.is_some_and(|a| match a.ip() {
+            IpAddr::V4(ip) => u32::from(ip) & 0xffc0_0000 == 0x6440_0000,
+            IpAddr::V6(_) => false,
+        });
+        let from_client = src.is_some_and(|a| a.ip() == IpAddr::V4(CLIENT_V4));
+        f["direction"] == "forward"
+            && f["pending"] == pending
+            && if spoofed { from_spoofed } else { from_client }
+    };
+    (
+        flows.iter().filter(|f| forward_from(f, true, true)).count(),
+        flows
+            .iter()
+            .filter(|f| forward_from(f, false, false))
+            .count(),
+    )
 }

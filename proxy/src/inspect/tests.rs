@@ -323,6 +323,7 @@ fn ct_entries() -> Vec<CtRaw> {
             flags,
             backend_id,
             last_seen_ns: NOW_NS - idle_ms * 1_000_000,
+            pending: false,
         };
     use proxy_common::ct_flags::{CLOSING, REPLY, SNAT};
     vec![
@@ -1030,6 +1031,17 @@ fn conntrack_filters_by_the_flows_frontend() {
     assert_eq!(view.flows.len(), 4);
     assert_eq!(view.flows[3].frontend, None);
     assert_eq!(view.flows[3].backend, None);
+    assert!(view.flows.iter().all(|f| !f.pending));
+}
+
+#[test]
+fn conntrack_marks_flows_not_answered_yet() {
+    let data = typical();
+    let raw: Vec<CtRaw> = ct_entries().into_iter().map(CtRaw::pending).collect();
+    let view = data.conntrack(&raw[..1], NOW_NS, &Filter::default());
+    assert!(view.flows[0].pending, "{view:#?}");
+    let table = render(&view, Output::Table).unwrap();
+    assert!(table.contains("snat,pending"), "{table}");
 }
 
 #[test]

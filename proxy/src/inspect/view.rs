@@ -197,6 +197,9 @@ pub struct FlowEntry {
     pub snat: bool,
     /// A TCP FIN or RST was seen: the entry expires soon.
     pub closing: bool,
+    /// Not answered yet (`CT_PENDING_V4`/`_V6`): a TCP flow before the
+    /// client's ACK, a UDP flow before its first reply.
+    pub pending: bool,
     pub rev_nat_id: u16,
     /// `null` when no frontend has this rev-NAT id any more.
     pub frontend: Option<String>,
