@@ -17,8 +17,8 @@
 //!   the client's direction (rewrite to the backend, maybe SNATed) and the
 //!   reply's direction (rewrite back to the frontend and the client).
 //! - `CT_PENDING_V4`/`CT_PENDING_V6` (LRU, tc path only): the same entries
-//!   for a new flow until it is answered (TCP: its first packet without SYN
-//!   or RST; UDP: its first reply), when they move to `CT_*`.
+//!   for a new flow until it is answered (TCP: the client's first packet
+//!   without SYN or RST; UDP: its first reply), when they move to `CT_*`.
 //! - `NODE_CFG` (array, one entry): [`NodeConfig`], the node's SNAT addresses.
 //! - `DEVICES`: ifindex → [`DeviceConfig`], what the tc programs do on each
 //!   device they are attached to.

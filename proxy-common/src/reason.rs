@@ -110,8 +110,9 @@ pub enum Reason {
     /// tc: a new flow's conntrack entries were written to the pending map
     /// (`CT_PENDING_*`), where they stay until the flow is answered.
     TcCtPendingCreated = 43,
-    /// tc: a pending flow was answered (TCP: a packet without SYN or RST;
-    /// UDP: a reply) and its entries moved to the established map (`CT_*`).
+    /// tc: a pending flow was answered (TCP: a client's packet without SYN or
+    /// RST; UDP: a reply) and its entries moved to the established map
+    /// (`CT_*`).
     TcCtPromoted = 44,
     /// tc: a new SNATed flow took a source port whose pending entry was idle
     /// past its timeout (a port held by an unanswered flow).

@@ -5,8 +5,8 @@
 //!    fresh `CT_PENDING_*` entry, gets the entry's rewrite (forward: to the
 //!    backend, SNATed to the node when the flow is; reply: back to frontend
 //!    → client). A forward entry whose backend was removed is re-balanced as
-//!    a new flow. A pending flow's first answer (TCP: a packet without SYN
-//!    or RST, so past the handshake; UDP: a reply) moves both its entries to
+//!    a new flow. A pending flow's first answer (TCP: a client's packet
+//!    without SYN or RST, so past the handshake; UDP: a reply) moves both its entries to
 //!    `CT_*` (see [`promote`]): a flood of new flows that are never answered
 //!    (spoofed SYNs) churns only the small pending LRU and never evicts an
 //!    established flow.
@@ -640,15 +640,18 @@ fn touch_peer<F: Family>(entry: &CtEntry<F::Addr>, table: Ct, now: u64, clear: u
 }
 
 /// Whether a packet hitting a pending entry answers its flow: for TCP, a
-/// packet without SYN or RST (past the handshake: a spoofed SYN's flow never
-/// gets one, its backend's SYN-ACK and the RST it may get do not count); for
-/// UDP, a reply from the backend.
+/// packet from the client without SYN or RST (its ACK completing the
+/// handshake, which a spoofed SYN's flow never sends; the backend's packets
+/// do not count: besides its SYN-ACK, a backend answers a SYN on a SNAT port
+/// that an earlier flow left in `SYN_RECV` or `TIME_WAIT` with a bare ACK);
+/// for UDP, a reply from the backend.
 #[inline(always)]
 fn answers<A>(flow: &Flow<A>, entry: &CtEntry<A>) -> bool {
+    let reply = entry.flags & ct_flags::REPLY != 0;
     if flow.proto == proto::TCP {
-        flow.tcp_flags & (TCP_SYN | TCP_RST) == 0
+        !reply && flow.tcp_flags & (TCP_SYN | TCP_RST) == 0
     } else {
-        entry.flags & ct_flags::REPLY != 0
+        reply
     }
 }
 

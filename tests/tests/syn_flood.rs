@@ -1,18 +1,23 @@
 //! A bounded spoofed SYN flood at a SNATed NodePort (issue 19, item 1), with
 //! real packets in the two-node [`Topology`](proxy_tests::northsouth::Topology):
-//! the client's namespace sends SYNs from random spoofed sources in
-//! `100.64.0.0/10` (routed nowhere: the backend's SYN-ACKs, translated back
-//! on node 1, die there) through a raw socket to node 1's NodePort, whose
-//! only endpoint is on node 2 (`externalTrafficPolicy: Cluster`, so every
-//! flow is SNATed to node 1 and needs a source port of the ~28,000 towards
-//! that backend).
+//! the client's namespace sends 300,000 SYNs from random spoofed sources in
+//! `100.64.0.0/10` (routed nowhere: the backends' SYN-ACKs die on node 1)
+//! through a raw socket to two of node 1's NodePorts, half each:
+//! - `flood`, whose only endpoint is on node 2 (`externalTrafficPolicy:
+//!   Cluster`): every flow is SNATed to node 1 and needs one of the ~28,000
+//!   source ports towards that backend;
+//! - `flood-local` (`externalTrafficPolicy: Local`, its endpoint on node 1):
+//!   not SNATed, so nothing but conntrack bounds its flows.
 //!
-//! During the flood an idle connection and a streaming one (made before it)
-//! must never be reset, and must keep working after it; a legitimate client
-//! makes at least [`ATTEMPTS`] new connections while the flood goes on, and
-//! at least 95 % of them must succeed. Before the pending conntrack map, the
-//! flood's unanswered flows held every SNAT port for a minute: no new
-//! connection got through.
+//! During the flood an idle connection and a streaming one to `flood` (made
+//! before it) must never be reset, and must keep working after it; a
+//! legitimate client makes at least [`ATTEMPTS`] new connections to `flood`
+//! while the flood goes on, and at least 95 % of them must succeed. Before
+//! the pending conntrack map, the flood's unanswered flows held every SNAT
+//! port for a minute (no new connection got through) and all went into the
+//! conntrack LRU of established flows, which only the kernel LRU's
+//! preference for entries looked up since kept from evicting the idle
+//! connection. Now `proxy inspect conntrack` must show none of them there.
 
 #[expect(
     dead_code,
@@ -38,15 +43,17 @@ use proxy_tests::{
 use northsouth_world::*;
 
 const NODE_PORT: u16 = 30080;
-/// The only endpoint: on node 2, so every flow is SNATed.
+/// `flood`'s only endpoint: on node 2, so every flow is SNATed.
 const BACKEND: Pod = Pod(2, 1);
+/// `flood-local`'s NodePort and endpoint (on node 1).
+const LOCAL_NODE_PORT: u16 = 30081;
+const LOCAL_BACKEND: Pod = Pod(1, 1);
 /// SYNs sent before the client starts: the pending map (16,384 entries, two
 /// per flow) is full several times over by then.
 const FLOOD_WARMUP: u64 = 40_000;
-/// SYNs sent at least (the flood also lasts until the client is done), and
-/// at most; and how long it may last at most.
-const FLOOD_MIN: u64 = 60_000;
-const FLOOD_MAX: u64 = 300_000;
+/// SYNs sent (more entries than `CT_V4` holds, at two per flow), and how
+/// long that may take at most.
+const FLOOD: u64 = 300_000;
 const FLOOD_TIME: Duration = Duration::from_secs(30);
 /// New connections the legitimate client makes during the flood.
 const ATTEMPTS: usize = 100;
@@ -88,7 +95,7 @@ struct Stream {
 
 #[test]
 fn syn_flood_spares_established_flows_and_new_connections() {
-    let mut w = World::with_pods(Mode::Ebpf, &[BACKEND]);
+    let mut w = World::with_pods(Mode::Ebpf, &[BACKEND, LOCAL_BACKEND]);
     let svc = Service::new(NAMESPACE, "flood")
         .cluster_ip("10.96.0.50")
         .port("http", Protocol::Tcp, TCP_PORT, TCP_TARGET)
@@ -99,9 +106,31 @@ fn syn_flood_spares_established_flows_and_new_connections() {
         .port("http", Protocol::Tcp, TCP_TARGET)
         .endpoint(Endpoint::ready(BACKEND.addr(AddressType::IPv4)).on_node(BACKEND.node_name()));
     w.write("flood-slice.yaml", &slice.to_yaml());
+    let local = Service::new(NAMESPACE, "flood-local")
+        .cluster_ip("10.96.0.51")
+        .port("http", Protocol::Tcp, TCP_PORT, TCP_TARGET)
+        .service_type("NodePort")
+        .external_traffic_policy("Local")
+        .node_port("http", LOCAL_NODE_PORT);
+    w.write("flood-local-service.yaml", &local.to_yaml());
+    let slice = EndpointSlice::new(
+        NAMESPACE,
+        "flood-local-7bq2x",
+        "flood-local",
+        AddressType::IPv4,
+    )
+    .port("http", Protocol::Tcp, TCP_TARGET)
+    .endpoint(
+        Endpoint::ready(LOCAL_BACKEND.addr(AddressType::IPv4)).on_node(LOCAL_BACKEND.node_name()),
+    );
+    w.write("flood-local-slice.yaml", &slice.to_yaml());
     w.start_proxy(&[]);
-    w.wait_for(STARTUP, "the NodePort to be served", |w| {
-        w.client(|| tcp_request_timeout(frontend(), PROBE)).is_ok()
+    let local_frontend = SocketAddr::new(IpAddr::V4(NODE1_V4), LOCAL_NODE_PORT);
+    w.wait_for(STARTUP, "both NodePorts to be served", |w| {
+        w.client(|| {
+            tcp_request_timeout(frontend(), PROBE).is_ok()
+                && tcp_request_timeout(local_frontend, PROBE).is_ok()
+        })
     });
 
     // The established flows: one idle, one streaming.
@@ -115,14 +144,14 @@ fn syn_flood_spares_established_flows_and_new_connections() {
         .unwrap_or_else(|e| panic!("opening the streaming connection: {e}"));
 
     let sent = AtomicU64::new(0);
-    let client_done = AtomicBool::new(false);
     let flood_done = AtomicBool::new(false);
-    let dst = SocketAddrV4::new(NODE1_V4, NODE_PORT);
     let (flood, client, stream) = std::thread::scope(|s| {
         let flood = s.spawn(|| {
             let out = w
                 .topo
-                .in_ns(Place::Client, || flood_syns(dst, &sent, &client_done))
+                .in_ns(Place::Client, || {
+                    flood_syns(NODE1_V4, [NODE_PORT, LOCAL_NODE_PORT], &sent)
+                })
                 .unwrap_or_else(|e| panic!("entering the client namespace: {e}"));
             flood_done.store(true, Ordering::Relaxed);
             out
@@ -149,7 +178,6 @@ fn syn_flood_spares_established_flows_and_new_connections() {
                 .topo
                 .in_ns(Place::Client, || legitimate_client(&flood_done))
                 .unwrap_or_else(|e| panic!("entering the client namespace: {e}"));
-            client_done.store(true, Ordering::Relaxed);
             (warm, out)
         });
         (
@@ -200,18 +228,6 @@ fn syn_flood_spares_established_flows_and_new_connections() {
     idle.request()
         .unwrap_or_else(|e| panic!("the idle connection after the flood: {e}"));
 
-    // `proxy inspect conntrack` shows the flood's flows as pending and the
-    // client's as established.
-    let (pending, established) = conntrack_by_source(&w);
-    assert!(
-        pending > 0,
-        "no pending flow from the spoofed range after the flood"
-    );
-    assert!(
-        established >= 2,
-        "the client's idle and streaming flows are not established ({established})"
-    );
-
     // New connections during the flood.
     assert!(
         client.succeeded * 100 >= client.attempts * 95 && client.attempts >= ATTEMPTS,
@@ -227,6 +243,18 @@ fn syn_flood_spares_established_flows_and_new_connections() {
         client.during_flood,
         client.attempts,
         flood.sent
+    );
+
+    // `proxy inspect conntrack`: the flood's flows are all pending, none
+    // established; the client's are established.
+    let flows = conntrack_by_source(&w);
+    assert!(
+        flows.spoofed_pending > 0 && flows.spoofed_established == 0,
+        "the flood's flows must be pending only: {flows:?}"
+    );
+    assert!(
+        flows.client_established >= 2,
+        "the client's idle and streaming flows are not established: {flows:?}"
     );
 }
 
@@ -248,10 +276,10 @@ fn legitimate_client(flood_done: &AtomicBool) -> Client {
     out
 }
 
-/// Sends spoofed SYNs to `dst` from the calling thread's namespace: at least
-/// [`FLOOD_MIN`] and until `client_done`, at most [`FLOOD_MAX`] or for
-/// [`FLOOD_TIME`]. `sent` counts them as they go.
-fn flood_syns(dst: SocketAddrV4, sent: &AtomicU64, client_done: &AtomicBool) -> io::Result<Flood> {
+/// Sends [`FLOOD`] spoofed SYNs (or as many as [`FLOOD_TIME`] allows) to
+/// `ports` of `dst`, alternately, from the calling thread's namespace.
+/// `sent` counts them as they go.
+fn flood_syns(dst: Ipv4Addr, ports: [u16; 2], sent: &AtomicU64) -> io::Result<Flood> {
     // SAFETY: socket(2) with constant arguments; the result is checked.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
     if fd < 0 {
@@ -263,7 +291,7 @@ fn flood_syns(dst: SocketAddrV4, sent: &AtomicU64, client_done: &AtomicBool) -> 
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: 0,
         sin_addr: libc::in_addr {
-            s_addr: u32::from(*dst.ip()).to_be(),
+            s_addr: u32::from(dst).to_be(),
         },
         sin_zero: [0; 8],
     };
@@ -271,18 +299,16 @@ fn flood_syns(dst: SocketAddrV4, sent: &AtomicU64, client_done: &AtomicBool) -> 
     let start = Instant::now();
     let mut rng = Xorshift(0x9e37_79b9_7f4a_7c15);
     let mut n = 0_u64;
-    while n < FLOOD_MAX {
-        if n.is_multiple_of(1024)
-            && (start.elapsed() > FLOOD_TIME
-                || (n >= FLOOD_MIN && client_done.load(Ordering::Relaxed)))
-        {
+    while n < FLOOD {
+        if n.is_multiple_of(1024) && start.elapsed() > FLOOD_TIME {
             break;
         }
         let r = rng.next();
         // 100.64.0.0/10, a random port above 1023.
         let src = Ipv4Addr::from(0x6440_0000 | (r as u32 & 0x003f_ffff));
         let sport = 1024 + ((r >> 32) % 64_000) as u16;
-        let packet = syn(SocketAddrV4::new(src, sport), dst, (r >> 16) as u32);
+        let target = SocketAddrV4::new(dst, ports[(n % 2) as usize]);
+        let packet = syn(SocketAddrV4::new(src, sport), target, (r >> 16) as u32);
         // SAFETY: `packet` and `to` are valid for the lengths given.
         let done = unsafe {
             libc::sendto(
@@ -376,9 +402,19 @@ fn stat(w: &World, reason: &str) -> Option<u64> {
         .as_u64()
 }
 
-/// From `proxy inspect conntrack --output json`: how many forward flows from
-/// the spoofed range are pending, and how many from the client are not.
-fn conntrack_by_source(w: &World) -> (usize, usize) {
+/// Forward flows in `proxy inspect conntrack`, by source and map.
+#[derive(Debug)]
+struct Flows {
+    spoofed_pending: usize,
+    /// Not flagged pending (an older binary flags none).
+    spoofed_established: usize,
+    client_established: usize,
+    /// A few of the spoofed established ones, for the failure message.
+    sample: Vec<String>,
+}
+
+/// Counts the forward flows of `proxy inspect conntrack --output json`.
+fn conntrack_by_source(w: &World) -> Flows {
     let out = std::process::Command::new(proxy_bin())
         .args(["inspect", "conntrack", "--output", "json", "--pin-path"])
         .arg(w.sandbox.pin_path())
@@ -391,7 +427,7 @@ fn conntrack_by_source(w: &World) -> (usize, usize) {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("conntrack JSON");
     let flows = v["flows"].as_array().expect("a flows array");
-    let forward_from = |f: &serde_json::Value, pending: bool, spoofed: bool| {
+    let forward_from = |f: &&serde_json::Value, pending: bool, spoofed: bool| {
         let src: Option<SocketAddr> = f["src"].as_str().and_then(|s| s.parse().ok());
         let from_spoofed = src.is_some_and(|a| match a.ip() {
             IpAddr::V4(ip) => u32::from(ip) & 0xffc0_0000 == 0x6440_0000,
@@ -399,14 +435,24 @@ fn conntrack_by_source(w: &World) -> (usize, usize) {
         });
         let from_client = src.is_some_and(|a| a.ip() == IpAddr::V4(CLIENT_V4));
         f["direction"] == "forward"
-            && f["pending"] == pending
+            && (f["pending"] == true) == pending
             && if spoofed { from_spoofed } else { from_client }
     };
-    (
-        flows.iter().filter(|f| forward_from(f, true, true)).count(),
+    let count = |pending, spoofed| {
         flows
             .iter()
-            .filter(|f| forward_from(f, false, false))
-            .count(),
-    )
+            .filter(|f| forward_from(f, pending, spoofed))
+            .count()
+    };
+    Flows {
+        spoofed_pending: count(true, true),
+        spoofed_established: count(false, true),
+        client_established: count(false, false),
+        sample: flows
+            .iter()
+            .filter(|f| forward_from(f, false, true))
+            .take(3)
+            .map(ToString::to_string)
+            .collect(),
+    }
 }

@@ -1597,7 +1597,7 @@ fn ct_len(world: &mut World, name: &str) -> usize {
 }
 
 /// A new flow waits in `CT_PENDING_V4` until it is answered: its backend's
-/// SYN-ACK (a reply still carrying SYN) keeps it there; the client's ACK
+/// SYN-ACK, or a bare ACK from it, keeps it there; the client's ACK
 /// moves both entries to `CT_V4`. A UDP flow moves on its first reply. A
 /// flood of SYNs that are never answered churns only the pending LRU: an
 /// established flow's entries stay, and so does its translation.
@@ -1653,6 +1653,17 @@ fn unanswered_flows_never_evict_established_ones() {
         ),
         (2, 0),
         "a SYN-ACK does not answer the flow"
+    );
+    // Nor does a bare ACK from the backend (its answer to a SYN on a port an
+    // earlier flow left in SYN_RECV or TIME_WAIT).
+    run(&mut world, Egress, pkt(backend, client, ACK));
+    assert_eq!(
+        (
+            ct_len(&mut world, names::CT_PENDING_V4),
+            ct_len(&mut world, names::CT_V4)
+        ),
+        (2, 0),
+        "the backend's ACK does not answer the flow"
     );
     run(&mut world, Ingress, pkt(client, frontend, ACK));
     assert_eq!(
