@@ -250,7 +250,8 @@ fn syn_flood_spares_established_flows_and_new_connections() {
     let flows = conntrack_by_source(&w);
     assert!(
         flows.spoofed_pending > 0 && flows.spoofed_established == 0,
-        "the flood's flows must be pending only: {flows:?}"
+        "the flood's flows must be pending only: {flows:?}; for example {:?}",
+        flows.sample
     );
     assert!(
         flows.client_established >= 2,
