@@ -1540,11 +1540,17 @@ fn conntrack_entries() {
         proto: proto::TCP,
         _pad: [0; 3],
     };
+    // A new flow's entries wait in the pending map until it is answered.
     let ct = |world: &mut World, key: &CtKeyV4| -> CtValueV4 {
         let map: HashMap<&mut MapData, CtKeyV4, CtValueV4> =
-            world.map(names::CT_V4).expect("CT_V4");
+            world.map(names::CT_PENDING_V4).expect("CT_PENDING_V4");
         map.get(key, 0).expect("the entry")
     };
+    assert_eq!(
+        ct_len(&mut world, names::CT_V4),
+        0,
+        "nothing established yet"
+    );
     let fwd = ct(&mut world, &forward_key);
     assert_eq!(
         (fwd.saddr, fwd.sport, fwd.daddr, fwd.dport),
@@ -1573,13 +1579,160 @@ fn conntrack_entries() {
         ct_flags::REPLY | ct_flags::SNAT | ct_flags::SYN_ONLY
     );
 
+    // A packet without SYN answers it: both entries move to `CT_V4`.
     let fin = pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), FIN);
+    let promoted = world.stat("tc_ct_promoted");
     world
         .run(Ingress, &build(&fin, None).expect("build"))
         .expect("run");
-    let fwd2 = ct(&mut world, &forward_key);
+    assert_eq!(world.stat("tc_ct_promoted"), promoted + 1);
+    assert_eq!(
+        ct_len(&mut world, names::CT_PENDING_V4),
+        0,
+        "nothing pending"
+    );
+    let established = |world: &mut World, key: &CtKeyV4| -> CtValueV4 {
+        let map: HashMap<&mut MapData, CtKeyV4, CtValueV4> =
+            world.map(names::CT_V4).expect("CT_V4");
+        map.get(key, 0).expect("the established entry")
+    };
+    let fwd2 = established(&mut world, &forward_key);
     assert_eq!(fwd2.flags, ct_flags::SNAT | ct_flags::CLOSING);
     assert!(fwd2.last_seen_ns >= fwd.last_seen_ns);
+    let rep2 = established(&mut world, &reply_key);
+    assert_eq!(rep2.flags, ct_flags::REPLY | ct_flags::SNAT);
+}
+
+/// How many entries a conntrack map holds.
+fn ct_len(world: &mut World, name: &str) -> usize {
+    let map: HashMap<&mut MapData, CtKeyV4, CtValueV4> =
+        world.map(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    map.keys().filter(Result::is_ok).count()
+}
+
+/// A new flow waits in `CT_PENDING_V4` until it is answered: its backend's
+/// SYN-ACK, or a bare ACK from it, keeps it there; the client's ACK
+/// moves both entries to `CT_V4`. A UDP flow moves on its first reply. A
+/// flood of SYNs that are never answered churns only the pending LRU: an
+/// established flow's entries stay, and so does its translation.
+#[test]
+fn unanswered_flows_never_evict_established_ones() {
+    let sandbox = sandbox();
+    let dir = sandbox.bpffs_path().join("pending");
+    std::fs::create_dir(&dir).expect("pin dir");
+    let mut world = World::load(&dir).expect("load");
+    world
+        .install(
+            &[],
+            &[
+                svc(
+                    NODE4,
+                    NODE_PORT,
+                    proto::TCP,
+                    scope::INTERNAL,
+                    EXT,
+                    &[LOCAL_BE4],
+                ),
+                svc(
+                    NODE4,
+                    NODE_PORT,
+                    proto::UDP,
+                    scope::INTERNAL,
+                    EXT,
+                    &[LOCAL_BE4],
+                ),
+            ],
+        )
+        .expect("install");
+    let client = ep(CLIENT4, CLIENT_PORT);
+    let frontend = ep(NODE4, NODE_PORT);
+    let backend = ep(LOCAL4, TARGET);
+    let run = |world: &mut World, hook: Hook, p: Pkt| -> Vec<u8> {
+        let (verdict, out) = world
+            .run(hook, &build(&p, None).expect("build"))
+            .expect("run");
+        assert_eq!(verdict, TC_ACT_OK);
+        out
+    };
+    // The handshake: SYN (pending), SYN-ACK leaving towards the client
+    // (still pending), ACK (promoted).
+    run(&mut world, Ingress, pkt(client, frontend, SYN));
+    assert_eq!(ct_len(&mut world, names::CT_PENDING_V4), 2);
+    // (A SYN from the backend stands for its SYN-ACK: both carry SYN.)
+    run(&mut world, Egress, pkt(backend, client, SYN));
+    assert_eq!(
+        (
+            ct_len(&mut world, names::CT_PENDING_V4),
+            ct_len(&mut world, names::CT_V4)
+        ),
+        (2, 0),
+        "a SYN-ACK does not answer the flow"
+    );
+    // Nor does a bare ACK from the backend (its answer to a SYN on a port an
+    // earlier flow left in SYN_RECV or TIME_WAIT).
+    run(&mut world, Egress, pkt(backend, client, ACK));
+    assert_eq!(
+        (
+            ct_len(&mut world, names::CT_PENDING_V4),
+            ct_len(&mut world, names::CT_V4)
+        ),
+        (2, 0),
+        "the backend's ACK does not answer the flow"
+    );
+    run(&mut world, Ingress, pkt(client, frontend, ACK));
+    assert_eq!(
+        (
+            ct_len(&mut world, names::CT_PENDING_V4),
+            ct_len(&mut world, names::CT_V4)
+        ),
+        (0, 2),
+        "the client's ACK promotes both entries"
+    );
+    // UDP: the request waits, the reply promotes.
+    run(&mut world, Ingress, pkt(client, frontend, L4::Udp));
+    assert_eq!(ct_len(&mut world, names::CT_PENDING_V4), 2);
+    run(&mut world, Ingress, pkt(client, frontend, L4::Udp));
+    assert_eq!(
+        ct_len(&mut world, names::CT_PENDING_V4),
+        2,
+        "a second request is no answer"
+    );
+    run(&mut world, Egress, pkt(backend, client, L4::Udp));
+    assert_eq!(
+        (
+            ct_len(&mut world, names::CT_PENDING_V4),
+            ct_len(&mut world, names::CT_V4)
+        ),
+        (0, 4),
+        "the reply promotes the UDP flow"
+    );
+    // A flood of SYNs from other sources, more than the pending map holds.
+    let flood = proxy_common::capacity::CONNTRACK_PENDING + 4_000;
+    let before = world.stat("tc_ct_pending_created");
+    for i in 0..flood {
+        let src: &'static str = String::leak(format!("100.64.{}.{}", (i >> 8) & 0xff, i & 0xff));
+        let sport = 1024 + (i >> 16) as u16;
+        run(&mut world, Ingress, pkt(ep(src, sport), frontend, SYN));
+    }
+    assert_eq!(
+        world.stat("tc_ct_pending_created"),
+        before + u64::from(flood)
+    );
+    let pending = ct_len(&mut world, names::CT_PENDING_V4);
+    assert!(
+        pending <= proxy_common::capacity::CONNTRACK_PENDING as usize,
+        "the pending map holds {pending} entries"
+    );
+    assert_eq!(
+        ct_len(&mut world, names::CT_V4),
+        4,
+        "the established entries stay"
+    );
+    // The established flow is still translated as before.
+    let out = run(&mut world, Ingress, pkt(client, frontend, ACK));
+    let expected = build(&pkt(client, backend, ACK), None).expect("build");
+    assert_eq!(hex(&out), hex(&expected));
+    assert_eq!(world.stat("tc_ct_promoted"), 2);
 }
 
 /// Rejects are rate-limited per CPU (`proxy_common::reject_limit`): a burst
@@ -1866,7 +2019,13 @@ fn syn_only_entries_expire_after_a_minute() {
             proto: proto::TCP,
             _pad: [0; 3],
         };
-        let ct: HashMap<&mut MapData, CtKeyV4, CtValueV4> = world.map(names::CT_V4).expect("CT_V4");
+        // Pending after the SYN, established after the ACK.
+        let map = if past_syn {
+            names::CT_V4
+        } else {
+            names::CT_PENDING_V4
+        };
+        let ct: HashMap<&mut MapData, CtKeyV4, CtValueV4> = world.map(map).expect(map);
         for (which, k) in [("forward", forward), ("reply", reply)] {
             let syn_only = ct.get(&k, 0).expect("the entry").flags & ct_flags::SYN_ONLY != 0;
             assert_eq!(
@@ -1950,6 +2109,120 @@ fn snat_ports_taken(idle: bool) {
     } else {
         assert_eq!(verdict, TC_ACT_SHOT);
         assert_eq!(world.stat("tc_snat_ports_exhausted"), before + 1);
+    }
+}
+
+/// SNAT ports held by pending (unanswered) flows: a port whose pending entry
+/// is fresh stays taken, one idle past the SYN timeout is taken over
+/// (`tc_snat_port_reclaimed`). The pending map is filled with every port (it
+/// keeps fewer: the LRU evicts the rest), and the ports it did not keep are
+/// held by live established flows, so only the pending ones can be free.
+#[test]
+fn snat_ports_of_unanswered_flows_are_reclaimed_after_the_syn_timeout() {
+    snat_ports_pending(true);
+}
+
+#[test]
+fn snat_ports_of_fresh_unanswered_flows_stay_taken() {
+    snat_ports_pending(false);
+}
+
+fn snat_ports_pending(idle: bool) {
+    let sandbox = sandbox();
+    let dir = sandbox.bpffs_path().join("pending-ports");
+    std::fs::create_dir(&dir).expect("pin dir");
+    let mut world = World::load(&dir).expect("load");
+    world
+        .install(
+            &[],
+            &[svc(
+                NODE4,
+                NODE_PORT,
+                proto::TCP,
+                scope::INTERNAL,
+                EXT,
+                &[REMOTE_BE4],
+            )],
+        )
+        .expect("install");
+    let now = monotonic_ns();
+    let entry = |last_seen_ns: u64, flags: u8| CtValueV4 {
+        last_seen_ns,
+        saddr: be32(NODE4),
+        daddr: be32("198.51.100.99"),
+        sport: Be16::from_host(NODE_PORT),
+        dport: Be16::from_host(1234),
+        rev_nat_id: 7,
+        flags,
+        _pad: 0,
+        backend_id: REMOTE_BE4.id,
+        _pad2: 0,
+    };
+    let key = |port: u16| CtKeyV4 {
+        saddr: be32(REMOTE4),
+        daddr: be32(NODE4),
+        sport: Be16::from_host(TARGET),
+        dport: Be16::from_host(port),
+        proto: proto::TCP,
+        _pad: [0; 3],
+    };
+    let syn_only = ct_flags::REPLY | ct_flags::SNAT | ct_flags::SYN_ONLY;
+    let pending_seen = if idle {
+        now.saturating_sub(proxy_common::ct_timeout::TCP_SYN_NS + 1_000_000_000)
+    } else {
+        now
+    };
+    let kept: std::collections::HashSet<u16> = {
+        let mut pending: HashMap<&mut MapData, CtKeyV4, CtValueV4> =
+            world.map(names::CT_PENDING_V4).expect("CT_PENDING_V4");
+        for port in SNAT_MIN..=SNAT_MAX {
+            pending
+                .insert(&key(port), &entry(pending_seen, syn_only), 0)
+                .expect("insert");
+        }
+        pending
+            .keys()
+            .filter_map(Result::ok)
+            .map(|k| k.dport.to_host())
+            .collect()
+    };
+    assert!(
+        !kept.is_empty() && kept.len() <= proxy_common::capacity::CONNTRACK_PENDING as usize,
+        "the pending map kept {} ports",
+        kept.len()
+    );
+    {
+        let mut ct: HashMap<&mut MapData, CtKeyV4, CtValueV4> =
+            world.map(names::CT_V4).expect("CT_V4");
+        for port in (SNAT_MIN..=SNAT_MAX).filter(|p| !kept.contains(p)) {
+            ct.insert(&key(port), &entry(now, ct_flags::REPLY | ct_flags::SNAT), 0)
+                .expect("insert");
+        }
+    }
+    let (exhausted, reclaimed) = (
+        world.stat("tc_snat_ports_exhausted"),
+        world.stat("tc_snat_port_reclaimed"),
+    );
+    let syn = pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN);
+    let (verdict, out) = world
+        .run(Ingress, &build(&syn, None).expect("build"))
+        .expect("run");
+    if idle {
+        assert_ne!(
+            verdict, TC_ACT_SHOT,
+            "an idle pending port must be reclaimed"
+        );
+        let port = source_port(&out).expect("a source port");
+        assert!(
+            kept.contains(&port),
+            "port {port} was held by a pending flow"
+        );
+        assert_eq!(world.stat("tc_snat_port_reclaimed"), reclaimed + 1);
+        assert_eq!(world.stat("tc_snat_ports_exhausted"), exhausted);
+    } else {
+        assert_eq!(verdict, TC_ACT_SHOT, "every port is held by a live flow");
+        assert_eq!(world.stat("tc_snat_ports_exhausted"), exhausted + 1);
+        assert_eq!(world.stat("tc_snat_port_reclaimed"), reclaimed);
     }
 }
 
