@@ -1113,7 +1113,7 @@ fn pins_without_the_newer_lpm_maps_are_adopted() {
         .pin_path()
         .join(format!("v{}", proxy_common::LAYOUT_VERSION))
         .join("maps");
-    const NEWER: [&str; 8] = [
+    const NEWER: [&str; 10] = [
         "SRC_RANGE_V4",
         "SRC_RANGE_V6",
         "LOCAL_V4",
