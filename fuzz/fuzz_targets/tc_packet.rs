@@ -1,0 +1,197 @@
+//! The kernel packet path: mutated packets through the real tc programs
+//! (`tc_ingress`, `tc_egress`) with `BPF_PROG_TEST_RUN`. No device is
+//! attached and no packet is sent.
+//!
+//! Once per process: a sandbox (its own network namespace, cgroup and
+//! bpffs, entered), the object the `proxy` binary embeds loaded into it,
+//! and ClusterIP, NodePort (Cluster and Local policy, and one without
+//! backends) frontends of both families programmed in its maps. Conntrack
+//! state carries over from one input to the next, as on a node.
+//!
+//! An input is one control byte, then an IP packet: bit 0 picks the hook
+//! (ingress, egress), bits 1-2 the device's flags; the frame gets an
+//! Ethernet header (IPv4 or IPv6 by the packet's version nibble, else ARP)
+//! and its checksums fixed ([`proxy_tests::checksum::fix`]), so that only a
+//! program's own checksum mistakes show.
+//!
+//! Invariants: `test_run` succeeds; the verdict is `TC_ACT_OK`, `SHOT` or
+//! `REDIRECT`; a frame the program changed (and did not drop) has a valid
+//! IPv4 header checksum and, when the input's could be checked, a valid
+//! transport checksum.
+//!
+//! Runs as root (CAP_BPF, CAP_NET_ADMIN, mounting bpffs).
+
+#![no_main]
+
+use std::{cell::RefCell, net::IpAddr};
+
+use libfuzzer_sys::fuzz_target;
+use proxy_common::{backend_flags, device_flags, proto, scope, svc_flags};
+use proxy_tests::{
+    Sandbox,
+    checksum::{self, Checkable},
+    tc_world::{Hook, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, TcBackend, TcService, TcWorld},
+};
+
+/// The loopback device: `test_run` hands the program a packet from it.
+const IFINDEX: u32 = 1;
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const NODE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+/// Larger packets than a page are refused by `test_run` itself.
+const MAX_PACKET: usize = 1500;
+const DEVICE_FLAGS: [u32; 4] = [
+    0,
+    device_flags::CLUSTER_IP,
+    device_flags::CLUSTER_IP | device_flags::DETECT_CIDR_V4 | device_flags::DETECT_CIDR_V6,
+    device_flags::CLUSTER_IP | device_flags::DETECT_BY_DEVICE | device_flags::LOCAL_DEVICE,
+];
+
+struct State {
+    world: TcWorld,
+    /// Dropped after `world` (field order): it holds the bpffs.
+    _sandbox: Sandbox,
+}
+
+thread_local! {
+    static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
+}
+
+extern "C" fn cleanup() {
+    // libFuzzer exits through exit(3) from the thread that ran the inputs:
+    // leave the namespace, cgroup and bpffs behind us. (A crash leaves them
+    // to the next sandbox's sweep.)
+    let _ = STATE.try_with(|s| s.borrow_mut().take());
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("a constant address")
+}
+
+fn setup() -> Result<State, String> {
+    let mut sandbox = Sandbox::new().map_err(|e| e.to_string())?;
+    sandbox.enter().map_err(|e| e.to_string())?;
+    let dir = sandbox.bpffs_path().join("fuzz");
+    std::fs::create_dir(&dir).map_err(|e| e.to_string())?;
+    let node6 = match ip("fd00:10::10") {
+        IpAddr::V6(a) => a.octets(),
+        IpAddr::V4(_) => unreachable!(),
+    };
+    let mut world = TcWorld::load(
+        &dir,
+        proxy::dataplane::loader::OBJECT,
+        [192, 168, 0, 10],
+        node6,
+    )?;
+    world.add_local_cidr(ip("10.244.0.0"), 16)?;
+    world.add_local_cidr(ip("fd00:244::"), 32)?;
+    let be = |id, addr, flags| TcBackend {
+        id,
+        addr: ip(addr),
+        port: 8080,
+        flags,
+    };
+    let local = backend_flags::LOCAL;
+    let ext = svc_flags::EXTERNAL | svc_flags::NODE_PORT;
+    let svc = |vip, port, proto, scope, flags, rev_nat_id| TcService {
+        vip: ip(vip),
+        port,
+        proto,
+        scope,
+        flags,
+        rev_nat_id,
+        affinity_timeout: if flags & svc_flags::AFFINITY != 0 { 60 } else { 0 },
+    };
+    let (tcp4, udp4) = (
+        [be(1, "10.244.2.5", 0), be(2, "10.244.1.5", local)],
+        [be(3, "10.244.2.5", 0), be(4, "10.244.1.5", local)],
+    );
+    let (tcp6, udp6) = (
+        [be(5, "fd00:244::2:5", 0), be(6, "fd00:244::1:5", local)],
+        [be(7, "fd00:244::2:5", 0), be(8, "fd00:244::1:5", local)],
+    );
+    let (tcp, udp) = (proto::TCP, proto::UDP);
+    let (int, ext_scope) = (scope::INTERNAL, scope::EXTERNAL);
+    let services: [(TcService, &[TcBackend]); 12] = [
+        (svc("10.96.0.10", 80, tcp, int, 0, 1), &tcp4),
+        (svc("10.96.0.10", 53, udp, int, svc_flags::AFFINITY, 2), &udp4),
+        (svc("192.168.0.10", 30080, tcp, int, ext, 3), &tcp4),
+        (svc("192.168.0.10", 30080, udp, int, ext, 4), &udp4),
+        // externalTrafficPolicy: Local: the external scope has the local one.
+        (svc("192.168.0.10", 30081, tcp, int, ext, 5), &tcp4),
+        (svc("192.168.0.10", 30081, tcp, ext_scope, ext | svc_flags::ETP_LOCAL, 5), &tcp4[1..]),
+        // No backend: rejected.
+        (svc("192.168.0.10", 30082, tcp, int, ext, 6), &[]),
+        (svc("192.168.0.10", 30082, udp, int, ext, 7), &[]),
+        (svc("fd00:96::10", 80, tcp, int, 0, 8), &tcp6),
+        (svc("fd00:96::10", 53, udp, int, svc_flags::AFFINITY, 9), &udp6),
+        (svc("fd00:10::10", 30080, tcp, int, ext, 10), &tcp6),
+        (svc("fd00:10::10", 30080, udp, int, ext, 11), &udp6[..1]),
+    ];
+    for (service, backends) in &services {
+        world.set_service(service, backends, &[])?;
+    }
+    // SAFETY: `cleanup` is an `extern "C" fn()` that does not unwind.
+    unsafe { libc::atexit(cleanup) };
+    Ok(State {
+        world,
+        _sandbox: sandbox,
+    })
+}
+
+fn frame(packet: &[u8]) -> Vec<u8> {
+    let ethertype: u16 = match packet.first().map(|b| b >> 4) {
+        Some(4) => 0x0800,
+        Some(6) => 0x86dd,
+        _ => 0x0806,
+    };
+    let mut frame = Vec::with_capacity(14 + packet.len());
+    frame.extend_from_slice(&NODE_MAC);
+    frame.extend_from_slice(&CLIENT_MAC);
+    frame.extend_from_slice(&ethertype.to_be_bytes());
+    frame.extend_from_slice(packet);
+    frame
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&control, packet)) = data.split_first() else {
+        return;
+    };
+    if packet.len() > MAX_PACKET {
+        return;
+    }
+    let hook = if control & 1 == 0 {
+        Hook::Ingress
+    } else {
+        Hook::Egress
+    };
+    let mut input = frame(packet);
+    let checkable = checksum::fix(&mut input);
+    STATE.with(|state| {
+        let mut state = state.borrow_mut();
+        if state.is_none() {
+            *state = Some(setup().unwrap_or_else(|e| panic!("setting up: {e}")));
+        }
+        let Some(State { world, .. }) = state.as_mut() else {
+            unreachable!()
+        };
+        world
+            .set_device(IFINDEX, DEVICE_FLAGS[usize::from(control >> 1 & 3)])
+            .expect("DEVICES");
+        let (verdict, output) = world
+            .run(hook, &input)
+            .unwrap_or_else(|e| panic!("{hook:?}: {e}"));
+        assert!(
+            [TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT].contains(&verdict),
+            "{hook:?}: verdict {verdict}"
+        );
+        if verdict != TC_ACT_SHOT && output != input {
+            match checksum::verify(&output) {
+                Ok(_) => {}
+                Err(e) if e.starts_with("IPv4 header") || checkable == Checkable::Yes => {
+                    panic!("{hook:?}: rewritten packet with a wrong {e}: {output:02x?}")
+                }
+                Err(_) => {}
+            }
+        }
+    });
+});
