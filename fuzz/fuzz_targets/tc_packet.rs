@@ -14,6 +14,9 @@
 //! and its checksums fixed ([`proxy_tests::checksum::fix`]), so that only a
 //! program's own checksum mistakes show.
 //!
+//! Frames `test_run` itself refuses are not run: an IPv4 or IPv6 frame
+//! shorter than its fixed header (EINVAL), or longer than about a page.
+//!
 //! Invariants: `test_run` succeeds; the verdict is `TC_ACT_OK`, `SHOT` or
 //! `REDIRECT`; a frame the program changed (and did not drop) has a valid
 //! IPv4 header checksum and, when the input's could be checked, a valid
@@ -39,6 +42,10 @@ const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const NODE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 /// Larger packets than a page are refused by `test_run` itself.
 const MAX_PACKET: usize = 1500;
+/// `test_run` refuses (EINVAL) an IPv4 or IPv6 frame shorter than the
+/// fixed header (Linux 6.18); such frames are not run.
+const MIN_IPV4: usize = 20;
+const MIN_IPV6: usize = 40;
 const DEVICE_FLAGS: [u32; 4] = [
     0,
     device_flags::CLUSTER_IP,
@@ -156,7 +163,12 @@ fuzz_target!(|data: &[u8]| {
     let Some((&control, packet)) = data.split_first() else {
         return;
     };
-    if packet.len() > MAX_PACKET {
+    let min = match packet.first().map(|b| b >> 4) {
+        Some(4) => MIN_IPV4,
+        Some(6) => MIN_IPV6,
+        _ => 0,
+    };
+    if packet.len() > MAX_PACKET || packet.len() < min {
         return;
     }
     let hook = if control & 1 == 0 {

@@ -40,6 +40,7 @@ use proxy_common::{
 };
 use proxy_tests::{
     Sandbox,
+    checksum::{self, Checkable},
     tc_world::{self, TcBackend, TcService, TcWorld},
 };
 
@@ -1302,6 +1303,78 @@ fn non_ip_passes() {
         assert_eq!(verdict, TC_ACT_OK);
         assert_eq!(out, arp);
         assert_eq!(world.stat("tc_pass_non_ip"), before + 1);
+    }
+}
+
+/// An ICMP error whose IP length ends inside the packet it quotes (the rest
+/// of the quote lies in bytes past the datagram) passes untouched: the ICMP
+/// checksum a translation updates covers the datagram alone. Found by the
+/// fuzzer (`fuzz/fuzz_targets/tc_packet.rs`): such a quote was translated,
+/// leaving a wrong ICMPv6 checksum. The same errors at their full length are
+/// translated, with valid checksums.
+#[test]
+fn icmp_errors_quoting_past_their_ip_length_pass() {
+    static QUOTE4: Pkt = pkt(snat(NODE4), ep(REMOTE4, TARGET), SYN);
+    static QUOTE6: Pkt = pkt(ep(NODE6, NODE_PORT), ep(CLIENT6, CLIENT_PORT), L4::Udp);
+    let sandbox = sandbox();
+    let dir = sandbox.bpffs_path().join("icmp-short");
+    std::fs::create_dir(&dir).expect("pin dir");
+    let mut world = World::load(&dir).expect("load");
+    let services = [
+        svc(
+            NODE4,
+            NODE_PORT,
+            proto::TCP,
+            scope::INTERNAL,
+            EXT,
+            &[REMOTE_BE4],
+        ),
+        svc(
+            NODE6,
+            NODE_PORT,
+            proto::UDP,
+            scope::INTERNAL,
+            EXT,
+            &[LOCAL_BE6],
+        ),
+    ];
+    world.install(&[], &services).expect("install");
+    let frame = |p: &Pkt, snat: Option<u16>| build(p, snat).expect("build");
+    let syn = frame(
+        &pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN),
+        None,
+    );
+    let (_, out) = world.run(Ingress, &syn).expect("run");
+    let snat_port = source_port(&out);
+    assert!(snat_port.is_some(), "the SYN was translated");
+    let udp = frame(
+        &pkt(ep(CLIENT6, CLIENT_PORT), ep(NODE6, NODE_PORT), L4::Udp),
+        None,
+    );
+    world.run(Ingress, &udp).expect("run");
+    let err4 = frame(
+        &pkt(ep(ROUTER4, 0), ep(NODE4, 0), L4::IcmpErrorAbout(&QUOTE4)),
+        snat_port,
+    );
+    let err6 = frame(
+        &pkt(ep(ROUTER6, 0), ep(NODE6, 0), L4::IcmpErrorAbout(&QUOTE6)),
+        None,
+    );
+    // The IPv4 total length, the IPv6 payload length.
+    for (name, error, length_at) in [("v4", err4, 14 + 2), ("v6", err6, 14 + 4)] {
+        let (verdict, out) = world.run(Ingress, &error).expect("run");
+        assert_eq!(verdict, TC_ACT_OK, "{name}");
+        assert_ne!(out, error, "{name}: translated at full length");
+        assert_eq!(checksum::verify(&out), Ok(Checkable::Yes), "{name}");
+        let mut short = error.clone();
+        let length = u16::from_be_bytes([short[length_at], short[length_at + 1]]);
+        short[length_at..length_at + 2].copy_from_slice(&(length - 1).to_be_bytes());
+        checksum::fix(&mut short);
+        let before = world.stat("tc_icmp_error_passed");
+        let (verdict, out) = world.run(Ingress, &short).expect("run");
+        assert_eq!(verdict, TC_ACT_OK, "{name}");
+        assert_eq!(hex(&out), hex(&short), "{name}: one byte short, untouched");
+        assert_eq!(world.stat("tc_icmp_error_passed"), before + 1, "{name}");
     }
 }
 
