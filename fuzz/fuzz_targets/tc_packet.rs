@@ -106,7 +106,11 @@ fn setup() -> Result<State, String> {
         scope,
         flags,
         rev_nat_id,
-        affinity_timeout: if flags & svc_flags::AFFINITY != 0 { 60 } else { 0 },
+        affinity_timeout: if flags & svc_flags::AFFINITY != 0 {
+            60
+        } else {
+            0
+        },
     };
     let (tcp4, udp4) = (
         [be(1, "10.244.2.5", 0), be(2, "10.244.1.5", local)],
@@ -120,17 +124,33 @@ fn setup() -> Result<State, String> {
     let (int, ext_scope) = (scope::INTERNAL, scope::EXTERNAL);
     let services: [(TcService, &[TcBackend]); 12] = [
         (svc("10.96.0.10", 80, tcp, int, 0, 1), &tcp4),
-        (svc("10.96.0.10", 53, udp, int, svc_flags::AFFINITY, 2), &udp4),
+        (
+            svc("10.96.0.10", 53, udp, int, svc_flags::AFFINITY, 2),
+            &udp4,
+        ),
         (svc("192.168.0.10", 30080, tcp, int, ext, 3), &tcp4),
         (svc("192.168.0.10", 30080, udp, int, ext, 4), &udp4),
         // externalTrafficPolicy: Local: the external scope has the local one.
         (svc("192.168.0.10", 30081, tcp, int, ext, 5), &tcp4),
-        (svc("192.168.0.10", 30081, tcp, ext_scope, ext | svc_flags::ETP_LOCAL, 5), &tcp4[1..]),
+        (
+            svc(
+                "192.168.0.10",
+                30081,
+                tcp,
+                ext_scope,
+                ext | svc_flags::ETP_LOCAL,
+                5,
+            ),
+            &tcp4[1..],
+        ),
         // No backend: rejected.
         (svc("192.168.0.10", 30082, tcp, int, ext, 6), &[]),
         (svc("192.168.0.10", 30082, udp, int, ext, 7), &[]),
         (svc("fd00:96::10", 80, tcp, int, 0, 8), &tcp6),
-        (svc("fd00:96::10", 53, udp, int, svc_flags::AFFINITY, 9), &udp6),
+        (
+            svc("fd00:96::10", 53, udp, int, svc_flags::AFFINITY, 9),
+            &udp6,
+        ),
         (svc("fd00:10::10", 30080, tcp, int, ext, 10), &tcp6),
         (svc("fd00:10::10", 30080, udp, int, ext, 11), &udp6[..1]),
     ];
@@ -157,6 +177,47 @@ fn frame(packet: &[u8]) -> Vec<u8> {
     frame.extend_from_slice(&ethertype.to_be_bytes());
     frame.extend_from_slice(packet);
     frame
+}
+
+/// `match` with one arm per value, each its own basic block.
+macro_rules! branch {
+    ($x:expr; $($n:literal)*) => {
+        match $x {
+            $($n => { std::hint::black_box($n); })*
+            _ => {}
+        }
+    };
+}
+
+/// One branch per class of outcome, for libFuzzer's coverage: the kernel's
+/// own branches are invisible to it, so an input is kept as new when its
+/// outcome (verdict, length change, which parts of the frame changed: the
+/// Ethernet header, the first 20 bytes of IP, the next 8, the rest) has not
+/// been seen yet.
+#[inline(never)]
+fn outcome(verdict: u32, input: &[u8], output: &[u8]) {
+    let verdict = match verdict {
+        TC_ACT_OK => 0,
+        TC_ACT_SHOT => 1,
+        _ => 2,
+    };
+    let length = match output.len().cmp(&input.len()) {
+        std::cmp::Ordering::Less => 0,
+        std::cmp::Ordering::Equal => 1,
+        std::cmp::Ordering::Greater => 2,
+    };
+    let mut changed = 0;
+    for (i, (a, b)) in input.iter().zip(output).enumerate() {
+        if a != b {
+            changed |= match i {
+                0..14 => 1,
+                14..34 => 2,
+                34..42 => 4,
+                _ => 8,
+            };
+        }
+    }
+    branch!((verdict * 3 + length) * 16 + changed; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61 62 63 64 65 66 67 68 69 70 71 72 73 74 75 76 77 78 79 80 81 82 83 84 85 86 87 88 89 90 91 92 93 94 95 96 97 98 99 100 101 102 103 104 105 106 107 108 109 110 111 112 113 114 115 116 117 118 119 120 121 122 123 124 125 126 127 128 129 130 131 132 133 134 135 136 137 138 139 140 141 142 143);
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -196,6 +257,7 @@ fuzz_target!(|data: &[u8]| {
             [TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT].contains(&verdict),
             "{hook:?}: verdict {verdict}"
         );
+        outcome(verdict, &input, &output);
         if verdict != TC_ACT_SHOT && output != input {
             match checksum::verify(&output) {
                 Ok(_) => {}

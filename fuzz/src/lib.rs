@@ -18,7 +18,10 @@ use proxy::model::{
 /// `service`'s documented invariants (`model::types`, `model::convert`).
 pub fn check_service(service: &Service) {
     check_ref(&service.id);
-    assert!(!service.cluster_ips.is_empty(), "a kept Service has a ClusterIP");
+    assert!(
+        !service.cluster_ips.is_empty(),
+        "a kept Service has a ClusterIP"
+    );
     assert_unique(&service.cluster_ips, "clusterIPs");
     assert_unique(&service.external_ips, "externalIPs");
     assert_unique(&service.load_balancer_ips, "LoadBalancer IPs");
@@ -46,14 +49,22 @@ pub fn check_service(service: &Service) {
 /// `slice`'s documented invariants.
 pub fn check_slice(slice: &EndpointSlice) {
     check_ref(&slice.id);
-    assert!(!slice.service_name.is_empty(), "a kept slice names its Service");
+    assert!(
+        !slice.service_name.is_empty(),
+        "a kept slice names its Service"
+    );
     assert!(
         slice.endpoints.len() <= MAX_ENDPOINTS_PER_SLICE,
         "{} endpoints",
         slice.endpoints.len()
     );
     for ep in &slice.endpoints {
-        assert_eq!(AddressType::of(ep.address), slice.address_type, "{}", ep.address);
+        assert_eq!(
+            AddressType::of(ep.address),
+            slice.address_type,
+            "{}",
+            ep.address
+        );
     }
     for port in &slice.ports {
         assert_ne!(port.port, 0, "an endpoint port is 1..=65535");
@@ -69,7 +80,12 @@ pub fn check_desired(state: &DesiredState) {
         check_backends(&spec.backends, frontend.addr, frontend.protocol, "backends");
         if let Some(external) = &spec.external_backends {
             assert!(spec.kind.is_external(), "{frontend}: external backends");
-            check_backends(external, frontend.addr, frontend.protocol, "external backends");
+            check_backends(
+                external,
+                frontend.addr,
+                frontend.protocol,
+                "external backends",
+            );
         }
         if let Some(ranges) = &spec.source_ranges {
             assert!(ranges.is_sorted(), "{frontend}: source ranges sorted");
@@ -96,7 +112,11 @@ fn check_backends(
     assert!(backends.is_sorted(), "{what} sorted");
     assert_unique(backends, what);
     for b in backends {
-        assert_eq!(b.addr.is_ipv4(), family.is_ipv4(), "{what}: {b} for {family}");
+        assert_eq!(
+            b.addr.is_ipv4(),
+            family.is_ipv4(),
+            "{what}: {b} for {family}"
+        );
         assert_eq!(b.protocol, protocol, "{what}: {b}");
         assert_ne!(b.port, 0, "{what}: {b}");
     }
