@@ -3,7 +3,9 @@
 //! attached and no packet is sent.
 //!
 //! Once per process: a sandbox (its own network namespace, cgroup and
-//! bpffs, entered), the object the `proxy` binary embeds loaded into it,
+//! bpffs, entered; forwarding on, with routes to the remote backends and
+//! the clients through a veth of its own, so both the FIB redirects and the
+//! fall-back to the stack are reached), the object the `proxy` binary embeds loaded into it,
 //! and ClusterIP, NodePort (Cluster and Local policy, and one without
 //! backends) frontends of both families programmed in its maps. Conntrack
 //! state carries over from one input to the next, as on a node.
@@ -77,6 +79,29 @@ fn ip(s: &str) -> IpAddr {
 fn setup() -> Result<State, String> {
     let mut sandbox = Sandbox::new().map_err(|e| e.to_string())?;
     sandbox.enter().map_err(|e| e.to_string())?;
+    // Routes to the remote backends and the clients through a veth of the
+    // sandbox, forwarding on (as `tc_packets::fib_forwarding`): translated
+    // packets to them are redirected (MACs, TTL), others fall back to the
+    // stack.
+    for cmd in [
+        "link add fib0 address 02:00:00:fb:00:00 type veth peer name fib1 address 02:00:00:fb:00:01",
+        "link set fib0 up",
+        "link set fib1 up",
+        "neigh add 192.0.2.1 lladdr 02:00:00:fb:00:01 dev fib0 nud permanent",
+        "route add 198.51.100.0/24 via 192.0.2.1 dev fib0 onlink",
+        "route add 10.244.2.0/24 via 192.0.2.1 dev fib0 onlink",
+        "-6 route add fd00:244::2:0/112 via fd00:fb::1 dev fib0 onlink",
+        "-6 addr add fd00:244::1:5/128 dev lo nodad",
+    ] {
+        sandbox.ip(cmd).map_err(|e| format!("ip {cmd}: {e}"))?;
+    }
+    for key in [
+        "net/ipv4/conf/all/forwarding",
+        "net/ipv6/conf/all/forwarding",
+    ] {
+        std::fs::write(std::path::Path::new("/proc/sys").join(key), "1")
+            .map_err(|e| format!("{key}: {e}"))?;
+    }
     let dir = sandbox.bpffs_path().join("fuzz");
     std::fs::create_dir(&dir).map_err(|e| e.to_string())?;
     let node6 = match ip("fd00:10::10") {
