@@ -225,9 +225,11 @@ fn report(outcomes: &[Outcome], build_seconds: f64, seconds: u64) -> String {
     );
     let _ = writeln!(
         s,
-        "| target | executions | exec/s | crashes | corpus (new) | seeds | wall s |"
+        "| target | executions | exec/s | crashes | corpus | seeds | wall s |"
     );
     let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+    let footnote = "\ncorpus: inputs in target/fuzz/corpus/<target>/, kept between runs \
+                    (seeds, in fuzz/corpus/, not counted).\n";
     for o in outcomes {
         let _ = writeln!(
             s,
@@ -241,6 +243,7 @@ fn report(outcomes: &[Outcome], build_seconds: f64, seconds: u64) -> String {
             o.seconds
         );
     }
+    s.push_str(footnote);
     for o in outcomes {
         for crash in &o.crashes {
             let _ = writeln!(s, "\n{}: crash input {}", o.target, crash.display());
