@@ -783,7 +783,10 @@ fn sys_admin_lets_the_container_end_a_pods_udp_socket_in_its_namespace() {
             .filter(|a| backend_name(a, UDP_TARGET) != first)
             .collect();
         api.apply_yaml(&slice(WEB, &slice4, AddressType::IPv4, &keep));
-        let own_ended = wait_until(PROPAGATION, || {
+        // The socket above may have gone through hooks an earlier container
+        // left pinned while this one still loads its programs (seconds on a
+        // loaded machine): the change lands after that, so the start-up bound.
+        let own_ended = wait_until(STARTUP, || {
             ask(&own).is_err_and(|e| {
                 !matches!(
                     e.kind(),

@@ -336,7 +336,10 @@ fn etp_local_node_port_scopes_reach_the_maps_and_survive_a_restart() {
     f.proxy = None;
     f.start_proxy_with(&args);
     f.wait_ready();
-    let deadline = std::time::Instant::now() + PROPAGATION;
+    // The old daemon's pinned hooks and maps answer `wait_ready` at once; the
+    // new one syncs only after loading its programs, which takes seconds on
+    // a loaded machine: give it the start-up bound.
+    let deadline = std::time::Instant::now() + STARTUP;
     let mut log = f.log();
     while !log.contains(" synced") && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(20));
