@@ -119,11 +119,19 @@ pub enum Reason {
     /// seen (it arrived later, was lost, or its record was evicted): its
     /// ports are unknown, so it is dropped, as Cilium does.
     TcFragmentUnknown = 44,
+    /// tc: a new flow to an external frontend took its backend from the
+    /// frontend's Maglev table (`--lb-algorithm=maglev`). Counted with `tc_dnat`.
+    MaglevPick = 45,
+    /// tc: a TCP packet without SYN that no conntrack entry knows (a flow
+    /// that began on another node, or whose entry was evicted) was
+    /// translated as a new flow (by Maglev, the same backend every node
+    /// picks). Counted with `tc_dnat`.
+    TcMidFlowMiss = 46,
 }
 
 impl Reason {
     /// Every reason, in index order.
-    pub const ALL: [Reason; 45] = [
+    pub const ALL: [Reason; 47] = [
         Reason::Translated,
         Reason::NotAService,
         Reason::NoBackend,
@@ -169,6 +177,8 @@ impl Reason {
         Reason::TcRejectRateLimited,
         Reason::TcFragmentForwarded,
         Reason::TcFragmentUnknown,
+        Reason::MaglevPick,
+        Reason::TcMidFlowMiss,
     ];
     /// Number of reasons: the size of the `STATS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -221,6 +231,8 @@ impl Reason {
             Reason::TcRejectRateLimited => "tc_reject_rate_limited",
             Reason::TcFragmentForwarded => "tc_fragment_forwarded",
             Reason::TcFragmentUnknown => "tc_fragment_unknown",
+            Reason::MaglevPick => "maglev_pick",
+            Reason::TcMidFlowMiss => "tc_mid_flow_miss",
         }
     }
 }
