@@ -31,10 +31,10 @@
 //!   fragment so the later ones (which carry no transport header) get the
 //!   same conntrack lookup (Cilium's `IPV4_FRAG_DATAGRAMS_MAP`).
 //!
-//! - `MAGLEV` (hash, not preallocated): `{rev-NAT id, scope}` ([`maglev::key`])
-//!   → [`MaglevTable`], the Maglev lookup table of an external frontend's
+//! - `MAGLEV` (hash, not preallocated): `{rev-NAT id, scope}` ([`crate::maglev::key`])
+//!   → [`crate::MaglevTable`], the Maglev lookup table of an external frontend's
 //!   backends in one scope (`--lb-algorithm=maglev`).
-//! - `MAGLEV_CFG` (array, one entry): [`MaglevConfig`], the table size and the
+//! - `MAGLEV_CFG` (array, one entry): [`crate::MaglevConfig`], the table size and the
 //!   cluster-wide hash seed; size 0 means random selection everywhere.
 //!
 //! # Scopes
@@ -126,9 +126,9 @@ pub mod names {
     pub const FRAG_V4: &str = "FRAG_V4";
     /// (LRU) the ports of fragmented IPv6 datagrams ([`FragKeyV6`](super::FragKeyV6) → [`FragPorts`](super::FragPorts)).
     pub const FRAG_V6: &str = "FRAG_V6";
-    /// Maglev lookup tables of external frontends ([`maglev::key`](super::maglev::key) → [`MaglevTable`](super::MaglevTable)).
+    /// Maglev lookup tables of external frontends ([`maglev::key`](crate::maglev::key) → [`MaglevTable`](crate::MaglevTable)).
     pub const MAGLEV: &str = "MAGLEV";
-    /// The Maglev table size and hash seed (an array of one [`MaglevConfig`](super::MaglevConfig)).
+    /// The Maglev table size and hash seed (an array of one [`MaglevConfig`](crate::MaglevConfig)).
     pub const MAGLEV_CFG: &str = "MAGLEV_CFG";
 }
 
@@ -200,20 +200,6 @@ pub mod capacity {
     /// Maglev tables (`MAGLEV`): one per external frontend and scope. Not
     /// preallocated: each table costs one 4 KiB allocation while it exists.
     pub const MAGLEV_TABLES: u32 = 1 << 16;
-}
-
-/// Maglev consistent hashing (`MAGLEV`, `MAGLEV_CFG`).
-pub mod maglev {
-    /// The largest table size `M` (a prime): a `MAGLEV` element (the hash
-    /// table's 48-byte header, the 8-byte key, `4 × M` bytes of value and the
-    /// allocator's 8-byte list node) then fits one 4 KiB allocation. 1009
-    /// entries would need the next size class, 8 KiB.
-    pub const MAX_SIZE: u32 = 997;
-
-    /// The `MAGLEV` key of a frontend's table in one scope.
-    pub const fn key(rev_nat_id: u16, scope: u8) -> u32 {
-        (rev_nat_id as u32) | ((scope as u32) << 16)
-    }
 }
 
 /// Conntrack idle timeouts: an entry not refreshed for this long is a miss.
@@ -523,29 +509,6 @@ pub struct NodeConfig {
 }
 const _: () = assert!(core::mem::size_of::<NodeConfig>() == 24);
 
-/// Value of `MAGLEV`: backend ids (`BACKEND_*` keys). Only the first
-/// [`MaglevConfig::size`] entries are used; entry `hash(5-tuple) % size` is
-/// the flow's backend.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct MaglevTable {
-    /// Backend ids.
-    pub backends: [u32; maglev::MAX_SIZE as usize],
-}
-const _: () = assert!(core::mem::size_of::<MaglevTable>() == 3988);
-
-/// Value of `MAGLEV_CFG` (an array of one).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct MaglevConfig {
-    /// The table size `M` (a prime, at most [`maglev::MAX_SIZE`]); 0: the
-    /// tc path picks backends at random (`--lb-algorithm=random`).
-    pub size: u32,
-    /// The cluster-wide seed of the 5-tuple hash.
-    pub seed: u32,
-}
-const _: () = assert!(core::mem::size_of::<MaglevConfig>() == 8);
-
 /// Value of `DEVICES`, keyed by ifindex (`u32`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -770,8 +733,8 @@ mod pod {
         FragKeyV4,
         FragKeyV6,
         FragPorts,
-        MaglevTable,
-        MaglevConfig,
+        crate::MaglevTable,
+        crate::MaglevConfig,
     );
 }
 

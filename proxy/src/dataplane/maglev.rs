@@ -9,6 +9,12 @@ use proxy_common::{MaglevConfig, MaglevTable, maglev, names};
 
 use crate::plan::{BackendId, Maglev, RevNatId, Scope};
 
+/// The plan's tables by `(rev-NAT id, scope)`, as `Applied::maglev` holds them.
+pub type Tables = BTreeMap<(RevNatId, Scope), Arc<[BackendId]>>;
+
+/// One table as the plan names it.
+pub type Table = ((RevNatId, Scope), Arc<[BackendId]>);
+
 /// The `MAGLEV_CFG` value for `maglev` (`None`: size 0, random selection).
 pub fn config(maglev: Option<&Maglev>) -> MaglevConfig {
     maglev.map_or(MaglevConfig::default(), |m| MaglevConfig {
@@ -36,7 +42,7 @@ pub fn value(table: &[BackendId]) -> MaglevTable {
 /// A `MAGLEV` entry back in the plan's terms; `None` for a key that cannot
 /// be ours (an unknown scope). The table ends at its first zero (backend ids
 /// start at 1, and a table fills all its `M` entries).
-pub fn decode(key: u32, value: &MaglevTable) -> Option<((RevNatId, Scope), Arc<[BackendId]>)> {
+pub fn decode(key: u32, value: &MaglevTable) -> Option<Table> {
     let id = RevNatId::try_from(key & 0xffff).ok()?;
     let scope = Scope::from_number(u8::try_from(key >> 16).ok()?)?;
     let len = value
@@ -48,9 +54,7 @@ pub fn decode(key: u32, value: &MaglevTable) -> Option<((RevNatId, Scope), Arc<[
 }
 
 /// Reads every table.
-pub fn read(
-    map: &HashMap<MapData, u32, MaglevTable>,
-) -> Result<BTreeMap<(RevNatId, Scope), Arc<[BackendId]>>, super::MapError> {
+pub fn read(map: &HashMap<MapData, u32, MaglevTable>) -> Result<Tables, super::MapError> {
     let mut out = BTreeMap::new();
     for item in map.iter() {
         let (k, v) = item.map_err(|e| super::MapError::Syscall {

@@ -133,8 +133,10 @@ fn ip_words(addr: IpAddr) -> Vec<u32> {
         IpAddr::V4(a) => vec![u32::from_be_bytes(a.octets())],
         IpAddr::V6(a) => a
             .octets()
-            .chunks_exact(4)
-            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+            .as_chunks::<4>()
+            .0
+            .iter()
+            .map(|c| u32::from_be_bytes(*c))
             .collect(),
     }
 }
@@ -204,7 +206,10 @@ fn murmur3_finish(h: u32, len: u32) -> u32 {
 }
 
 fn is_prime(n: u32) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 #[cfg(test)]
