@@ -19,7 +19,9 @@
 //! ExternalIP on the node's own address, served by default and refused under
 //! `--external-ip-guard=strict`; graceful termination (a long-lived stream
 //! crosses its endpoint terminating, then deleted, with no reset; the entry
-//! drains for `--backend-grace-period`).
+//! drains for `--backend-grace-period`); Maglev (`--lb-algorithm`): TCP
+//! streams and UDP flows that lose node 1's conntrack mid-flow keep their
+//! backend, and move under random selection.
 
 mod northsouth_world;
 
@@ -1836,4 +1838,71 @@ fn streams_losing_conntrack(args: &[&str]) -> usize {
     }
     drop(echo);
     broken
+}
+
+/// UDP flows (one client socket each, to a NodePort whose three backends are
+/// local to node 1) lose node 1's conntrack entries between two datagrams:
+/// under Maglev each flow's next datagram reaches the same backend; under
+/// random selection some move (checked too, so the test can fail). v4, v6.
+#[test]
+fn udp_flows_that_lose_conntrack_keep_their_backend_under_maglev() {
+    assert_eq!(
+        udp_flows_losing_conntrack(&[]),
+        0,
+        "UDP flows moved under Maglev"
+    );
+    assert!(
+        udp_flows_losing_conntrack(&["--lb-algorithm=random"]) > 0,
+        "no UDP flow moved under random selection"
+    );
+}
+
+/// Returns how many of the UDP flows changed backend.
+fn udp_flows_losing_conntrack(args: &[&str]) -> usize {
+    const FLOWS: usize = 12;
+    const PODS: [Pod; 3] = [Pod(1, 1), Pod(1, 2), Pod(1, 3)];
+    let mut w = World::new(Mode::Ebpf);
+    w.write_service(
+        &base_service("udpmoved", 42, "NodePort", Some((30088, 30098))),
+        &PODS,
+    );
+    w.start_proxy(args);
+    let mut moved = 0;
+    for family in FAMILIES {
+        w.wait_served(SocketAddr::new(node1_ip(family), 30088), STARTUP);
+        let frontend = SocketAddr::new(node1_ip(family), 30098);
+        let sockets: Vec<UdpSocket> = w.client(|| {
+            (0..FLOWS)
+                .map(|_| {
+                    let s = UdpSocket::bind(SocketAddr::new(client_ip(family), 0))
+                        .expect("binding a client socket");
+                    s.set_read_timeout(Some(REQUEST)).expect("read timeout");
+                    s
+                })
+                .collect()
+        });
+        let ask = |w: &World| -> Vec<String> {
+            w.client(|| {
+                sockets
+                    .iter()
+                    .map(|s| {
+                        s.send_to(b"hello\n", frontend).expect("send");
+                        let mut buf = [0u8; 512];
+                        let (n, _) = s.recv_from(&mut buf).expect("a reply");
+                        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                        text.parse::<Reply>().map(|r| r.backend).unwrap_or(text)
+                    })
+                    .collect()
+            })
+        };
+        let before = ask(&w);
+        let removed = forget_forward_entries(&w, frontend);
+        assert!(
+            removed >= FLOWS,
+            "{frontend}: only {removed} entries removed"
+        );
+        let after = ask(&w);
+        moved += before.iter().zip(&after).filter(|(a, b)| a != b).count();
+    }
+    moved
 }
