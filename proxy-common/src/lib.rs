@@ -12,9 +12,11 @@
 // `[lints] workspace = true` cannot add its own keys in Cargo.toml.
 #![warn(missing_docs)]
 
+pub mod maglev;
 pub mod maps;
 pub mod reason;
 
+pub use maglev::{MaglevConfig, MaglevTable};
 pub use maps::*;
 pub use reason::Reason;
 

@@ -34,6 +34,12 @@
 //!   fragment so the later ones (which carry no transport header) get the
 //!   same conntrack lookup (Cilium's `IPV4_FRAG_DATAGRAMS_MAP`).
 //!
+//! - `MAGLEV` (hash, not preallocated): `{rev-NAT id, scope}` ([`crate::maglev::key`])
+//!   → [`crate::MaglevTable`], the Maglev lookup table of an external frontend's
+//!   backends in one scope (`--lb-algorithm=maglev`).
+//! - `MAGLEV_CFG` (array, one entry): [`crate::MaglevConfig`], the table size and the
+//!   cluster-wide hash seed; size 0 means random selection everywhere.
+//!
 //! # Scopes
 //!
 //! The service key carries a [`scope`]. Every frontend has an
@@ -128,6 +134,10 @@ pub mod names {
     pub const FRAG_V4: &str = "FRAG_V4";
     /// (LRU) the ports of fragmented IPv6 datagrams ([`FragKeyV6`](super::FragKeyV6) → [`FragPorts`](super::FragPorts)).
     pub const FRAG_V6: &str = "FRAG_V6";
+    /// Maglev lookup tables of external frontends ([`maglev::key`](crate::maglev::key) → [`MaglevTable`](crate::MaglevTable)).
+    pub const MAGLEV: &str = "MAGLEV";
+    /// The Maglev table size and hash seed (an array of one [`MaglevConfig`](crate::MaglevConfig)).
+    pub const MAGLEV_CFG: &str = "MAGLEV_CFG";
 }
 
 /// Program names (the function names in `proxy-ebpf`).
@@ -203,6 +213,9 @@ pub mod capacity {
     /// ~56 bytes of kernel overhead per entry) and 0.8 MB for `FRAG_V6`
     /// (40-byte key).
     pub const FRAGMENTS: u32 = 8192;
+    /// Maglev tables (`MAGLEV`): one per external frontend and scope. Not
+    /// preallocated: each table costs one 4 KiB allocation while it exists.
+    pub const MAGLEV_TABLES: u32 = 1 << 16;
 }
 
 /// Conntrack idle timeouts: an entry not refreshed for this long is a miss.
@@ -736,6 +749,8 @@ mod pod {
         FragKeyV4,
         FragKeyV6,
         FragPorts,
+        crate::MaglevTable,
+        crate::MaglevConfig,
     );
 }
 

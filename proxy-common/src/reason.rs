@@ -129,11 +129,19 @@ pub enum Reason {
     /// tc: a new SNATed flow took a source port whose pending entry was idle
     /// past its timeout (a port held by an unanswered flow).
     TcSnatPortReclaimed = 47,
+    /// tc: a new flow to an external frontend took its backend from the
+    /// frontend's Maglev table (`--lb-algorithm=maglev`). Counted with `tc_dnat`.
+    MaglevPick = 48,
+    /// tc: a TCP packet without SYN that no conntrack entry knows (a flow
+    /// that began on another node, or whose entry was evicted) was
+    /// translated as a new flow (by Maglev, the same backend every node
+    /// picks). Counted with `tc_dnat`.
+    TcMidFlowMiss = 49,
 }
 
 impl Reason {
     /// Every reason, in index order.
-    pub const ALL: [Reason; 48] = [
+    pub const ALL: [Reason; 50] = [
         Reason::Translated,
         Reason::NotAService,
         Reason::NoBackend,
@@ -182,6 +190,8 @@ impl Reason {
         Reason::TcCtPendingCreated,
         Reason::TcCtPromoted,
         Reason::TcSnatPortReclaimed,
+        Reason::MaglevPick,
+        Reason::TcMidFlowMiss,
     ];
     /// Number of reasons: the size of the `STATS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -237,6 +247,8 @@ impl Reason {
             Reason::TcCtPendingCreated => "tc_ct_pending_created",
             Reason::TcCtPromoted => "tc_ct_promoted",
             Reason::TcSnatPortReclaimed => "tc_snat_port_reclaimed",
+            Reason::MaglevPick => "maglev_pick",
+            Reason::TcMidFlowMiss => "tc_mid_flow_miss",
         }
     }
 }

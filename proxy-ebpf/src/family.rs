@@ -22,8 +22,11 @@ use proxy_common::{
 };
 
 use crate::{
-    fib, icmp, lb,
-    maps::{CT_PENDING_V4, CT_PENDING_V6, CT_V4, CT_V6, LOCAL_V4, LOCAL_V6, NODE_CFG},
+    fib, icmp, lb, maglev,
+    maps::{
+        BACKEND_V4, BACKEND_V6, CT_PENDING_V4, CT_PENDING_V6, CT_V4, CT_V6, LOCAL_V4, LOCAL_V6,
+        NODE_CFG,
+    },
     packet::{self, Flow, IP4_CSUM, IP4_DADDR, IP4_SADDR, IP6_DADDR, IP6_SADDR, IcmpError},
     rst,
 };
@@ -131,6 +134,10 @@ pub trait Family {
         client: u64,
         out: &mut Chosen<Self::Addr>,
     ) -> Result<(), Reason>;
+    /// The Maglev hash of a packet's 5-tuple (see `maglev`).
+    fn flow_hash(flow: &Flow<Self::Addr>, seed: u32) -> u32;
+    /// Reads backend `id` into `out`; whether it exists.
+    fn backend(id: u32, out: &mut Chosen<Self::Addr>) -> bool;
     fn backend_exists(id: u32) -> bool;
     /// Whether `saddr` is inside the frontend's `loadBalancerSourceRanges`
     /// (true for a frontend without ranges).
@@ -360,6 +367,28 @@ impl Family for V4 {
             id: s.backend_id,
         };
         Ok(())
+    }
+
+    #[inline(always)]
+    fn flow_hash(flow: &Flow<Be32>, seed: u32) -> u32 {
+        maglev::hash4(
+            flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto, seed,
+        )
+    }
+
+    #[inline(always)]
+    fn backend(id: u32, out: &mut Chosen<Be32>) -> bool {
+        // SAFETY: copied out at once.
+        let Some(b) = (unsafe { BACKEND_V4.get(&id) }).copied() else {
+            return false;
+        };
+        *out = Chosen {
+            addr: b.addr,
+            port: b.port,
+            flags: b.flags,
+            id,
+        };
+        true
     }
 
     #[inline(always)]
@@ -628,6 +657,33 @@ impl Family for V6 {
             id: s.backend_id,
         };
         Ok(())
+    }
+
+    #[inline(always)]
+    fn flow_hash(flow: &Flow<[u8; 16]>, seed: u32) -> u32 {
+        maglev::hash6(
+            &flow.saddr,
+            &flow.daddr,
+            flow.sport,
+            flow.dport,
+            flow.proto,
+            seed,
+        )
+    }
+
+    #[inline(always)]
+    fn backend(id: u32, out: &mut Chosen<[u8; 16]>) -> bool {
+        // SAFETY: copied out at once.
+        let Some(b) = (unsafe { BACKEND_V6.get(&id) }).copied() else {
+            return false;
+        };
+        *out = Chosen {
+            addr: b.addr,
+            port: b.port,
+            flags: b.flags,
+            id,
+        };
+        true
     }
 
     #[inline(always)]

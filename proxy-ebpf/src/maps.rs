@@ -9,9 +9,10 @@ use aya_ebpf::{
 };
 use proxy_common::{
     AffinityKey, AffinityValue, BackendV4, BackendV6, CtKeyV4, CtKeyV6, CtValueV4, CtValueV6,
-    DeviceConfig, FragKeyV4, FragKeyV6, FragPorts, NodeConfig, RejectBudget, RevNatV4, RevNatV6,
-    ServiceKeyV4, ServiceKeyV6, ServiceName, ServiceValue, SockRevNatKeyV4, SockRevNatKeyV6,
-    SockRevNatV4, SockRevNatV6, SockSrcCheck, SrcRangeV4, SrcRangeV6, capacity,
+    DeviceConfig, FragKeyV4, FragKeyV6, FragPorts, MaglevConfig, MaglevTable, NodeConfig,
+    RejectBudget, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6, ServiceName, ServiceValue,
+    SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6, SockSrcCheck, SrcRangeV4,
+    SrcRangeV6, capacity,
 };
 
 const SERVICES: usize = capacity::SERVICES as usize;
@@ -27,6 +28,7 @@ const DEVICES_ENTRIES: usize = capacity::DEVICES as usize;
 const SRC_RANGES: usize = capacity::SRC_RANGES as usize;
 const LOCAL_PREFIXES: usize = capacity::LOCAL_PREFIXES as usize;
 const FRAGMENTS: usize = capacity::FRAGMENTS as usize;
+const MAGLEV_TABLES: usize = capacity::MAGLEV_TABLES as usize;
 /// `BPF_F_NO_PREALLOC` (uapi/linux/bpf.h): entries are allocated on insert.
 const NO_PREALLOC: usize = 1;
 
@@ -98,3 +100,12 @@ pub static SOCK_SRC_CHECK: SkStorage<SockSrcCheck> = SkStorage::new();
 pub static FRAG_V4: LruHashMap<FragKeyV4, FragPorts, FRAGMENTS> = LruHashMap::new();
 #[btf_map(pin_by_name)]
 pub static FRAG_V6: LruHashMap<FragKeyV6, FragPorts, FRAGMENTS> = LruHashMap::new();
+/// Maglev lookup tables of external frontends, by `{rev-NAT id, scope}`
+/// (`proxy_common::maglev::key`). Written only from userspace; not
+/// preallocated, so a table costs memory only while its frontend exists.
+#[btf_map(pin_by_name)]
+pub static MAGLEV: HashMap<u32, MaglevTable, MAGLEV_TABLES, NO_PREALLOC> = HashMap::new();
+/// The Maglev table size and hash seed (one entry, index 0); size 0 means
+/// random selection.
+#[btf_map(pin_by_name)]
+pub static MAGLEV_CFG: Array<MaglevConfig, 1> = Array::new();

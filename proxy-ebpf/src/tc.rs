@@ -60,6 +60,7 @@ use proxy_common::{Be16, Reason, backend_flags, ct_flags, device_flags, proto, s
 
 use crate::{
     family::{self, Chosen, Ct, CtEntry, Family, Tuple, V4, V6},
+    maglev,
     maps::DEVICES,
     packet::{self, Flow, IcmpError, TCP_FIN, TCP_RST, TCP_SYN},
     reject_budget,
@@ -237,10 +238,14 @@ fn ingress<F: Family>(ctx: &TcContext) -> i32 {
         },
         frontend: flow.daddr,
         rev_nat_id: 0,
-        snat: false,
+        snat: 0,
     };
     let verdict = match choose::<F>(ctx, &flow, &mut chosen) {
         Verdict::Pass(Reason::TcDnat) => {
+            maglev_select::<F>(&flow, &mut chosen);
+            if flow.proto == proto::TCP && flow.tcp_flags & TCP_SYN == 0 {
+                count(Reason::TcMidFlowMiss);
+            }
             if rebalanced {
                 count(Reason::TcRebalanced);
             }
@@ -342,7 +347,34 @@ struct Choice<A> {
     /// The frontend's address (the packet's destination).
     frontend: A,
     rev_nat_id: u16,
-    snat: bool,
+    /// [`choice_bits`]: SNAT, and what [`maglev_select`] needs (one byte, so
+    /// `ingress`'s frame does not grow: the call chain is at the verifier's
+    /// 512 bytes).
+    snat: u8,
+}
+
+/// The [`choice_bits`] `MAGLEV` (`EXTERNAL` without `AFFINITY`) and
+/// `EXTERNAL_SCOPE` (`ETP_LOCAL`, set only on external-scope entries) of a
+/// frontend's `svc_flags`, without a branch.
+#[inline(always)]
+fn maglev_bits(flags: u16) -> u8 {
+    const _: () = assert!(svc_flags::AFFINITY == 1 && svc_flags::EXTERNAL == 2);
+    const _: () = assert!(svc_flags::ETP_LOCAL == choice_bits::EXTERNAL_SCOPE as u16);
+    let external_no_affinity = (flags >> 1) & !flags & 1;
+    ((external_no_affinity as u8) << 2) | (flags & svc_flags::ETP_LOCAL) as u8
+}
+
+/// Bits of [`Choice::snat`].
+mod choice_bits {
+    /// The flow is SNATed.
+    pub const SNAT: u8 = 1 << 0;
+    /// A backend on another node would be SNATed (an external frontend
+    /// without `externalTrafficPolicy: Local`, not short-circuited).
+    pub const SNAT_IF_REMOTE: u8 = 1 << 1;
+    /// An external frontend without ClientIP affinity: Maglev may choose.
+    pub const MAGLEV: u8 = 1 << 2;
+    /// The backends came from the external scope.
+    pub const EXTERNAL_SCOPE: u8 = 1 << 3;
 }
 
 /// A packet without a (fresh) conntrack entry: finds its frontend and picks
@@ -402,11 +434,10 @@ fn choose<F: Family>(ctx: &TcContext, flow: &Flow<F::Addr>, out: &mut Choice<F::
         Err(reason) => return Verdict::Drop(reason),
     }
     let hairpin = flow.saddr == out.backend.addr;
-    out.snat = hairpin
-        || (external
-            && !etp_local
-            && !short_circuit
-            && out.backend.flags & backend_flags::LOCAL == 0);
+    let snat_if_remote = external && !etp_local && !short_circuit;
+    let snat = hairpin || (snat_if_remote && out.backend.flags & backend_flags::LOCAL == 0);
+    // Bit arithmetic, not branches: the verifier keeps one state.
+    out.snat = u8::from(snat) | (u8::from(snat_if_remote) << 1) | maglev_bits(frontend.flags);
     // A masqueraded ClusterIP flow is SNATed when its backend is on another
     // node, as external `externalTrafficPolicy: Cluster` flows are: a local
     // backend's replies come back through this node anyway (and may come in
@@ -416,11 +447,51 @@ fn choose<F: Family>(ctx: &TcContext, flow: &Flow<F::Addr>, out: &mut Choice<F::
         && (hairpin || out.backend.flags & backend_flags::LOCAL == 0)
     {
         count(reason);
-        out.snat = true;
+        out.snat |= choice_bits::SNAT;
     }
     out.frontend = flow.daddr;
     out.rev_nat_id = frontend.rev_nat_id;
     Verdict::Pass(Reason::TcDnat)
+}
+
+/// Replaces the (random) backend [`choose`] picked for a new flow to an
+/// external frontend without ClientIP affinity by the backend of the
+/// frontend's Maglev table for this packet's 5-tuple, the same on every node
+/// (`--lb-algorithm=maglev`), and redoes the SNAT decision for it. Nothing
+/// changes when Maglev is off, the frontend has no table (no backend, or
+/// more than the table has entries), or the entry's backend is missing.
+/// Called by `ingress` after `choose` returned, so its frame is never stacked
+/// on `choose`'s (the verifier's 512 bytes).
+#[inline(never)]
+fn maglev_select<F: Family>(flow: &Flow<F::Addr>, out: &mut Choice<F::Addr>) {
+    maglev_replace::<F>(flow, out);
+    // Only `SNAT` from here on: fewer distinct states for the verifier to
+    // walk `commit` with.
+    out.snat &= choice_bits::SNAT;
+}
+
+#[inline(always)]
+fn maglev_replace<F: Family>(flow: &Flow<F::Addr>, out: &mut Choice<F::Addr>) {
+    if out.snat & choice_bits::MAGLEV == 0 {
+        return;
+    }
+    let Some((size, seed)) = maglev::config() else {
+        return;
+    };
+    let svc_scope = if out.snat & choice_bits::EXTERNAL_SCOPE != 0 {
+        scope::EXTERNAL
+    } else {
+        scope::INTERNAL
+    };
+    let id = maglev::pick(out.rev_nat_id, svc_scope, F::flow_hash(flow, seed) % size);
+    if id == 0 || !F::backend(id, &mut out.backend) {
+        return;
+    }
+    let snat = flow.saddr == out.backend.addr
+        || (out.snat & choice_bits::SNAT_IF_REMOTE != 0
+            && out.backend.flags & backend_flags::LOCAL == 0);
+    out.snat = (out.snat & !choice_bits::SNAT) | u8::from(snat);
+    count(Reason::MaglevPick);
 }
 
 /// What a new flow to a ClusterIP gets on this device.
@@ -518,7 +589,7 @@ fn commit<F: Family>(
         dport: flow.sport,
         proto: flow.proto,
     };
-    if choice.snat {
+    if choice.snat & choice_bits::SNAT != 0 {
         let Some(node) = F::snat_addr() else {
             return Verdict::Drop(Reason::TcNoSnatAddress);
         };
@@ -573,7 +644,11 @@ fn commit<F: Family>(
         dport: backend.port,
         proto: flow.proto,
     };
-    entry.flags = if choice.snat { ct_flags::SNAT } else { 0 } | progress;
+    entry.flags = if choice.snat & choice_bits::SNAT != 0 {
+        ct_flags::SNAT
+    } else {
+        0
+    } | progress;
     let reply_key = key;
     key = tuple(flow);
     if F::ct_put(&key, Ct::Pending, &entry, 0).is_err() {

@@ -26,7 +26,7 @@ use std::{fmt::Write as _, net::IpAddr, path::Path};
 use aya::{
     EbpfLoader,
     maps::{
-        HashMap, MapData,
+        Array, HashMap, MapData,
         lpm_trie::{Key as LpmKey, LpmTrie},
     },
 };
@@ -2461,6 +2461,13 @@ fn every_program_verifies() {
             let tail = text.len().saturating_sub(3000);
             panic!("{name} rejected: {}", text.get(tail..).unwrap_or(&text));
         }
+        // How close each program is to the verifier's limit of 1,000,000.
+        if let Ok(info) = prog.info() {
+            eprintln!(
+                "{name}: {:?} instructions verified",
+                info.verified_instruction_count()
+            );
+        }
         loaded.push(name.to_owned());
     }
     loaded.sort();
@@ -3338,4 +3345,265 @@ fn reject(p: &Pkt, input: &[u8]) -> Result<Vec<u8>, String> {
         _ => return Err("mixed address families".into()),
     }
     Ok(frame)
+}
+
+// ---- Maglev ----------------------------------------------------------------
+
+/// The seed of the Maglev tests (any value; both "nodes" use it).
+const MAGLEV_SEED: u32 = 0x1234_5678;
+
+/// Four local backends (no SNAT, so outputs show the client's address), by
+/// identity; each "node" gives them its own ids.
+const MAGLEV_ADDRS4: [&str; 4] = ["10.244.1.11", "10.244.1.12", "10.244.1.13", "10.244.1.14"];
+const MAGLEV_ADDRS6: [&str; 4] = [
+    "fd00:244::1:11",
+    "fd00:244::1:12",
+    "fd00:244::1:13",
+    "fd00:244::1:14",
+];
+
+/// The backends of a Maglev test with ids from `first_id` on.
+fn maglev_backends(addrs: &[&'static str], first_id: u32) -> Vec<Backend> {
+    addrs
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| Backend {
+            id: first_id + i as u32,
+            addr,
+            port: TARGET,
+            flags: backend_flags::LOCAL,
+        })
+        .collect()
+}
+
+/// A world (one "node") with one external frontend over `backends`, and,
+/// when `size` is non-zero, the frontend's Maglev table as the daemon's
+/// plan builds it (from the backends' addresses and ports).
+fn maglev_world(
+    dir: &Path,
+    vip: &'static str,
+    protocol: u8,
+    backends: &[Backend],
+    size: u32,
+) -> World {
+    std::fs::create_dir_all(dir).expect("pin dir");
+    let mut world = World::load(dir).expect("load");
+    let leaked: &'static [Backend] = Box::leak(backends.to_vec().into_boxed_slice());
+    let service = svc(vip, NODE_PORT, protocol, scope::INTERNAL, EXT, leaked);
+    world.install(&[], &[service]).expect("install");
+    let mut cfg: Array<&mut MapData, proxy_common::MaglevConfig> =
+        world.map(names::MAGLEV_CFG).expect("MAGLEV_CFG");
+    cfg.set(
+        0,
+        &proxy_common::MaglevConfig {
+            size,
+            seed: MAGLEV_SEED,
+        },
+        0,
+    )
+    .expect("MAGLEV_CFG");
+    if size != 0 {
+        let maglev = proxy::plan::Maglev::new(size, MAGLEV_SEED).expect("a valid size");
+        let identities: Vec<proxy::model::Backend> = backends
+            .iter()
+            .map(|b| proxy::model::Backend {
+                addr: ip(b.addr),
+                port: b.port,
+                protocol: if protocol == proto::TCP {
+                    proxy::model::Protocol::Tcp
+                } else {
+                    proxy::model::Protocol::Udp
+                },
+            })
+            .collect();
+        let table = maglev.table(&identities).expect("a table");
+        let ids: Vec<u32> = table.iter().map(|i| backends[*i].id).collect();
+        let mut tables: HashMap<&mut MapData, u32, proxy_common::MaglevTable> =
+            world.map(names::MAGLEV).expect("MAGLEV");
+        tables
+            .insert(
+                &proxy_common::maglev::key(7, scope::INTERNAL),
+                &proxy::dataplane::maglev::value(&ids),
+                0,
+            )
+            .expect("MAGLEV");
+    }
+    world
+}
+
+/// The backend address the daemon's table gives a 5-tuple (what every node
+/// must pick).
+fn maglev_expected(
+    addrs: &[&'static str],
+    protocol: u8,
+    client: &str,
+    sport: u16,
+    vip: &str,
+) -> IpAddr {
+    let maglev = proxy::plan::Maglev::new(997, MAGLEV_SEED).expect("size");
+    let identities: Vec<proxy::model::Backend> = addrs
+        .iter()
+        .map(|a| proxy::model::Backend {
+            addr: ip(a),
+            port: TARGET,
+            protocol: proxy::model::Protocol::Tcp,
+        })
+        .collect();
+    let table = maglev.table(&identities).expect("a table");
+    let hash = match (ip(client), ip(vip)) {
+        (IpAddr::V4(c), IpAddr::V4(v)) => {
+            proxy::plan::maglev::flow_hash_v4(c, v, sport, NODE_PORT, protocol, MAGLEV_SEED)
+        }
+        (IpAddr::V6(c), IpAddr::V6(v)) => {
+            proxy::plan::maglev::flow_hash_v6(c, v, sport, NODE_PORT, protocol, MAGLEV_SEED)
+        }
+        _ => panic!("mixed families"),
+    };
+    identities[table[(hash % 997) as usize]].addr
+}
+
+/// The destination of a translated packet.
+fn destination(out: &[u8]) -> IpAddr {
+    let sliced = etherparse::SlicedPacket::from_ethernet(out).expect("parse");
+    match sliced.net {
+        Some(etherparse::NetSlice::Ipv4(ip)) => ip.header().destination_addr().into(),
+        Some(etherparse::NetSlice::Ipv6(ip)) => ip.header().destination_addr().into(),
+        _ => panic!("not IP"),
+    }
+}
+
+/// Runs 32 new flows (client ports from `base`) through a world; returns
+/// how many went where the daemon's table says.
+fn maglev_agreement(
+    world: &mut World,
+    addrs: &[&'static str],
+    (vip, client): (&'static str, &'static str),
+    protocol: u8,
+    base: u16,
+) -> usize {
+    let l4 = if protocol == proto::TCP { SYN } else { L4::Udp };
+    (0..32u16)
+        .filter(|n| {
+            let sport = base + n;
+            let p = pkt(ep(client, sport), ep(vip, NODE_PORT), l4);
+            let (verdict, out) = world
+                .run(Ingress, &build(&p, None).expect("build"))
+                .expect("run");
+            assert_eq!(verdict, TC_ACT_OK);
+            destination(&out) == maglev_expected(addrs, protocol, client, sport, vip)
+        })
+        .count()
+}
+
+/// `--lb-algorithm=maglev`: a new flow to an external frontend goes to the
+/// backend of the frontend's Maglev table at `hash(5-tuple) % M`, the hash
+/// computed by the kernel exactly as the daemon's `plan::maglev` does (v4
+/// and v6, TCP and UDP). With Maglev off (`MAGLEV_CFG` size 0: random), the
+/// same flows scatter: the test would fail under `--lb-algorithm=random`.
+#[test]
+fn maglev_picks_the_tables_backend() {
+    let sandbox = sandbox();
+    for (family, vip, client, addrs) in [
+        ("v4", NODE4, CLIENT4, &MAGLEV_ADDRS4[..]),
+        ("v6", NODE6, CLIENT6, &MAGLEV_ADDRS6[..]),
+    ] {
+        for protocol in [proto::TCP, proto::UDP] {
+            let name = format!("maglev-{family}-{protocol}");
+            let backends = maglev_backends(addrs, 10);
+            let mut world = maglev_world(
+                &sandbox.bpffs_path().join(&name),
+                vip,
+                protocol,
+                &backends,
+                997,
+            );
+            let agreed = maglev_agreement(&mut world, addrs, (vip, client), protocol, CLIENT_PORT);
+            assert_eq!(agreed, 32, "{name}: flows that went where the table says");
+            assert_eq!(world.stat("maglev_pick"), 32, "{name}");
+            // `--lb-algorithm=random`: size 0 (new client ports: no
+            // conntrack entry).
+            let mut cfg: Array<&mut MapData, proxy_common::MaglevConfig> =
+                world.map(names::MAGLEV_CFG).expect("MAGLEV_CFG");
+            cfg.set(0, &proxy_common::MaglevConfig::default(), 0)
+                .expect("MAGLEV_CFG");
+            let agreed = maglev_agreement(
+                &mut world,
+                addrs,
+                (vip, client),
+                protocol,
+                CLIENT_PORT + 100,
+            );
+            assert!(
+                agreed < 32,
+                "{name}: random selection agreed with Maglev {agreed} times of 32"
+            );
+            assert_eq!(
+                world.stat("maglev_pick"),
+                32,
+                "{name}: random counted Maglev picks"
+            );
+        }
+    }
+}
+
+/// The same choice on every node: two worlds ("nodes") with their own
+/// backend ids build the same table from the same backends; a flow that
+/// began on node 1 and shows up on node 2 mid-stream (an ACK, no SYN, no
+/// conntrack entry there) goes to the same backend, and node 2 creates
+/// conntrack from it (its next packet is a conntrack hit), instead of
+/// picking anew. Under random selection it would move (checked too).
+#[test]
+fn a_mid_flow_miss_takes_the_maglev_choice_and_creates_conntrack() {
+    let sandbox = sandbox();
+    for (family, vip, client, addrs) in [
+        ("v4", NODE4, CLIENT4, &MAGLEV_ADDRS4[..]),
+        ("v6", NODE6, CLIENT6, &MAGLEV_ADDRS6[..]),
+    ] {
+        let dir = |n: &str| sandbox.bpffs_path().join(format!("midflow-{family}-{n}"));
+        let mut node1 = maglev_world(&dir("1"), vip, proto::TCP, &maglev_backends(addrs, 10), 997);
+        let mut node2 = maglev_world(&dir("2"), vip, proto::TCP, &maglev_backends(addrs, 50), 997);
+        let mut node2_random =
+            maglev_world(&dir("2r"), vip, proto::TCP, &maglev_backends(addrs, 50), 0);
+        let mut moved_under_random = 0;
+        for n in 0..16u16 {
+            let sport = CLIENT_PORT + n;
+            let syn = pkt(ep(client, sport), ep(vip, NODE_PORT), SYN);
+            let ack = pkt(ep(client, sport), ep(vip, NODE_PORT), ACK);
+            let (_, first) = node1
+                .run(Ingress, &build(&syn, None).expect("build"))
+                .expect("run");
+            let backend = destination(&first);
+            let before = node2.stat("tc_mid_flow_miss");
+            let (verdict, moved) = node2
+                .run(Ingress, &build(&ack, None).expect("build"))
+                .expect("run");
+            assert_eq!(verdict, TC_ACT_OK, "{family} flow {n}");
+            assert_eq!(
+                destination(&moved),
+                backend,
+                "{family} flow {n} changed backend"
+            );
+            assert_eq!(node2.stat("tc_mid_flow_miss"), before + 1);
+            let hits = node2.stat("tc_ct_forward");
+            let (_, again) = node2
+                .run(Ingress, &build(&ack, None).expect("build"))
+                .expect("run");
+            assert_eq!(destination(&again), backend);
+            assert_eq!(
+                node2.stat("tc_ct_forward"),
+                hits + 1,
+                "{family}: no conntrack entry was created"
+            );
+            let (_, random) = node2_random
+                .run(Ingress, &build(&ack, None).expect("build"))
+                .expect("run");
+            if destination(&random) != backend {
+                moved_under_random += 1;
+            }
+        }
+        assert!(
+            moved_under_random > 0,
+            "{family}: random selection kept every flow's backend"
+        );
+    }
 }

@@ -479,9 +479,20 @@ impl RunArgs {
                 tracing::warn!(error = %error, "map sizes and datapath counters will not be exported")
             }
         }
-        let writer = Writer::new(dataplane.maps)
+        let maglev = self.maglev()?;
+        let mut maps = dataplane.maps;
+        maps.configure_maglev(maglev.as_ref())
+            .context("writing the Maglev configuration (MAGLEV_CFG)")?;
+        tracing::info!(
+            lb_algorithm = ?self.lb_algorithm,
+            maglev_table_size = maglev.map(|m| m.size()),
+            maglev_seed = maglev.map(|m| m.seed()),
+            "external frontends' backend selection"
+        );
+        let writer = Writer::new(maps)
             .context("reading the pinned maps")?
-            .with_backend_grace(self.backend_grace_period);
+            .with_backend_grace(self.backend_grace_period)
+            .with_maglev(maglev);
         tracing::info!(
             frontends = writer
                 .applied()
@@ -497,6 +508,18 @@ impl RunArgs {
 }
 
 impl RunArgs {
+    /// The Maglev parameters (`--lb-algorithm=maglev`), or `None` (random).
+    pub fn maglev(&self) -> anyhow::Result<Option<crate::plan::Maglev>> {
+        match self.lb_algorithm {
+            super::run_args::LbAlgorithmArg::Random => Ok(None),
+            super::run_args::LbAlgorithmArg::Maglev => {
+                crate::plan::Maglev::new(self.maglev_table_size, self.maglev_seed)
+                    .map(Some)
+                    .context("--maglev-table-size")
+            }
+        }
+    }
+
     /// What decides the tc programs' devices, and the masquerade on them.
     pub fn tc_settings(&self, local: LocalDetector) -> TcSettings {
         TcSettings {

@@ -32,6 +32,27 @@ pub enum ModeArg {
     Userspace,
 }
 
+/// `--lb-algorithm` (`lbAlgorithm:` in the configuration file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LbAlgorithmArg {
+    /// External frontends: a Maglev table indexed by a hash of the 5-tuple,
+    /// the same choice on every node.
+    Maglev,
+    /// A random backend per new flow, on each node on its own.
+    Random,
+}
+
+/// `--maglev-table-size`: a prime in `3..=997`.
+fn parse_maglev_size(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a number: {e}"))?;
+    crate::plan::Maglev::new(n, 0)
+        .map(|_| n)
+        .map_err(|e| e.to_string())
+}
+
 /// `--external-ip-guard` (`externalIpGuard:` in the configuration file).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -229,6 +250,24 @@ pub struct RunArgs {
     #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub masquerade_all: bool,
+    /// eBPF: how the tc programs pick a backend for a new flow to a NodePort,
+    /// ExternalIP or LoadBalancer IP: `maglev` (a consistent-hash table per
+    /// frontend, the same choice on every node with the same seed and size)
+    /// or `random`. ClusterIPs in the socket hooks, and the userspace
+    /// fallback, are always random.
+    #[arg(long, value_enum, value_name = "ALGORITHM", default_value_t = LbAlgorithmArg::Maglev)]
+    pub lb_algorithm: LbAlgorithmArg,
+    /// eBPF, `--lb-algorithm=maglev`: entries per Maglev table (a prime, at
+    /// most 997, so a table fits a 4 KiB kernel allocation). Cluster-wide:
+    /// every node must use the same.
+    #[arg(long, value_name = "M", default_value_t = crate::plan::maglev::DEFAULT_SIZE,
+          value_parser = parse_maglev_size)]
+    pub maglev_table_size: u32,
+    /// eBPF, `--lb-algorithm=maglev`: the seed of the Maglev hashes.
+    /// Cluster-wide: every node must use the same, or the nodes pick
+    /// different backends for one flow.
+    #[arg(long, value_name = "SEED", default_value_t = crate::plan::maglev::DEFAULT_SEED)]
+    pub maglev_seed: u32,
     /// The Service CIDRs (kube-apiserver's flag): comma-separated, at most
     /// one IPv4 and one IPv6. When set, a ClusterIP outside them is refused,
     /// reported and counted (CVE-2020-8554). Empty: ClusterIPs are not

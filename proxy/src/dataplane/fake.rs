@@ -49,7 +49,8 @@ impl FakeMaps {
     }
 
     /// Panics unless every frontend entry points at slots and backends that
-    /// exist, and has a name (what `proxy inspect` shows).
+    /// exist, and has a name (what `proxy inspect` shows); and every Maglev
+    /// table points at backends that exist.
     pub fn check_reader_invariants(&self, after: &Op) {
         for ((frontend, scope, slot), value) in &self.contents.services {
             if *slot != 0 {
@@ -76,6 +77,15 @@ impl FakeMaps {
                     self.contents.backends.contains_key(&slot_value.backend_id),
                     "after {after:?}: {frontend} slot {s} points at missing backend {}",
                     slot_value.backend_id
+                );
+            }
+        }
+        for ((id, scope), table) in &self.contents.maglev {
+            for backend in table.iter() {
+                assert!(
+                    self.contents.backends.contains_key(backend),
+                    "after {after:?}: the Maglev table of rev-NAT id {id} ({scope:?}) points at \
+                     missing backend {backend}"
                 );
             }
         }

@@ -13,13 +13,13 @@ use std::{
 use aya::{
     Ebpf,
     maps::{
-        HashMap, Map, MapData, PerCpuArray,
+        Array, HashMap, Map, MapData, PerCpuArray,
         lpm_trie::{Key as LpmKey, LpmTrie},
     },
 };
 use proxy_common::{
-    BackendV4, BackendV6, Be32, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6, ServiceName,
-    ServiceValue, SrcRangeV4, SrcRangeV6, names, src_range,
+    BackendV4, BackendV6, Be32, MaglevConfig, MaglevTable, RevNatV4, RevNatV6, ServiceKeyV4,
+    ServiceKeyV6, ServiceName, ServiceValue, SrcRangeV4, SrcRangeV6, names, src_range,
 };
 
 use crate::{
@@ -29,6 +29,7 @@ use crate::{
             BackendAddr, EncodedBackend as Encoded, EncodedRevNat, FrontendKey, RevNatAddr,
             ServiceKey, encode_backend, encode_revnat, service_key,
         },
+        maglev,
         maps::{BatchError, DataplaneMaps, MapError},
         reader::{LbEntries, MapReader, ReadError},
     },
@@ -49,6 +50,8 @@ pub struct KernelMaps {
     pub(crate) src_range4: LpmTrie<MapData, SrcRangeV4, u32>,
     pub(crate) src_range6: LpmTrie<MapData, SrcRangeV6, u32>,
     pub(crate) stats: PerCpuArray<MapData, u64>,
+    pub(crate) maglev: HashMap<MapData, u32, MaglevTable>,
+    pub(crate) maglev_cfg: Array<MapData, MaglevConfig>,
     /// Second handles on the maps we bulk-write, for `BPF_MAP_UPDATE_BATCH`.
     batch: BatchFds,
 }
@@ -120,7 +123,19 @@ impl KernelMaps {
             src_range4: typed!(ebpf, names::SRC_RANGE_V4, LpmTrie<MapData, SrcRangeV4, u32>),
             src_range6: typed!(ebpf, names::SRC_RANGE_V6, LpmTrie<MapData, SrcRangeV6, u32>),
             stats: typed!(ebpf, names::STATS, PerCpuArray<MapData, u64>),
+            maglev: typed!(ebpf, names::MAGLEV, HashMap<MapData, u32, MaglevTable>),
+            maglev_cfg: typed!(ebpf, names::MAGLEV_CFG, Array<MapData, MaglevConfig>),
         })
+    }
+
+    /// Writes `MAGLEV_CFG`: the tc path's table size and seed (`None`:
+    /// random selection). Before the first sync, whose plan writes the
+    /// tables (or deletes them).
+    pub fn configure_maglev(
+        &mut self,
+        maglev: Option<&crate::plan::Maglev>,
+    ) -> Result<(), MapError> {
+        maglev::write_config(&mut self.maglev_cfg, maglev)
     }
 }
 
@@ -314,6 +329,14 @@ impl DataplaneMaps for KernelMaps {
                 SrcRangeKey::V4(k) => removed(self.src_range4.remove(&k), names::SRC_RANGE_V4),
                 SrcRangeKey::V6(k) => removed(self.src_range6.remove(&k), names::SRC_RANGE_V6),
             },
+            Op::PutMaglev { id, scope, table } => inserted(
+                self.maglev
+                    .insert(&maglev::key(*id, *scope), &maglev::value(table), 0),
+                names::MAGLEV,
+            ),
+            Op::DeleteMaglev { id, scope } => {
+                removed(self.maglev.remove(&maglev::key(*id, *scope)), names::MAGLEV)
+            }
         }
     }
 
@@ -324,6 +347,7 @@ impl DataplaneMaps for KernelMaps {
         })?;
         let mut applied = applied(&entries)?;
         self.read_source_ranges(&mut applied)?;
+        applied.maglev = maglev::read(&self.maglev)?;
         Ok(applied)
     }
 }

@@ -4,7 +4,7 @@
 //! aya implementation (`kernel`), the map layouts ⇄ our types (`layout`), the
 //! one read-only reader of the service, backend, rev-NAT and name maps
 //! (`reader`, for the writer's mirror and `proxy inspect`), the `writer` that
-//! executes plans, the `sock_egress` source check attached only while a
+//! executes plans (with `maglev`'s tables), the `sock_egress` source check attached only while a
 //! Service has `loadBalancerSourceRanges` (`source_check`), and the tc programs' devices (`devices`: which ones; `tc`:
 //! links and the `DEVICES`/`NODE_CFG`/`LOCAL_*` maps; `local_traffic`: the
 //! local-traffic detector), and ending connected UDP sockets aimed at gone
@@ -21,6 +21,7 @@ pub mod layout;
 pub mod link_info;
 pub mod loader;
 pub mod local_traffic;
+pub mod maglev;
 pub mod maps;
 pub mod netns;
 pub mod pin_lock;

@@ -119,6 +119,8 @@ pub struct Writer<M> {
     applied: Applied,
     /// Backends let go, whose deletes wait out the grace period.
     draining: Draining,
+    /// Maglev tables for external frontends (`--lb-algorithm=maglev`).
+    maglev: Option<plan::Maglev>,
 }
 
 impl<M: DataplaneMaps> Writer<M> {
@@ -130,7 +132,15 @@ impl<M: DataplaneMaps> Writer<M> {
             maps,
             applied,
             draining: Draining::default(),
+            maglev: None,
         })
+    }
+
+    /// Writes Maglev tables for external frontends (`--lb-algorithm=maglev`);
+    /// `None` (the default): none, and those in the maps are deleted.
+    pub fn with_maglev(mut self, maglev: Option<plan::Maglev>) -> Self {
+        self.maglev = maglev;
+        self
     }
 
     /// Keeps a backend that no slot uses and no Service lists for `grace`
@@ -159,7 +169,8 @@ impl<M: DataplaneMaps> Writer<M> {
 
     /// Plans against the mirror and applies the plan.
     pub fn sync(&mut self, desired: &DesiredState) -> ApplyReport {
-        self.sync_with(|applied| plan::plan(applied, desired))
+        let maglev = self.maglev;
+        self.sync_with(|applied| plan::plan_with(applied, desired, maglev.as_ref()))
     }
 
     /// Plans only `touched` frontends (see [`plan::plan_frontends`]) and applies.
@@ -168,7 +179,10 @@ impl<M: DataplaneMaps> Writer<M> {
         desired: &DesiredState,
         touched: &BTreeSet<Frontend>,
     ) -> ApplyReport {
-        self.sync_with(|applied| plan::plan_frontends(applied, desired, touched))
+        let maglev = self.maglev;
+        self.sync_with(|applied| {
+            plan::plan_frontends_with(applied, desired, touched, maglev.as_ref())
+        })
     }
 
     fn sync_with(&mut self, make_plan: impl FnOnce(&Applied) -> Plan) -> ApplyReport {
@@ -323,6 +337,15 @@ impl<M: DataplaneMaps> Writer<M> {
                     Err(StepError::MissingBackend(value.backend_id))
                 }
             }
+            Op::PutMaglev { table, .. } => {
+                match table
+                    .iter()
+                    .find(|id| !self.applied.backends.contains_key(id))
+                {
+                    Some(id) => Err(StepError::MissingBackend(*id)),
+                    None => Ok(()),
+                }
+            }
             Op::DeleteRevNat { id, frontend } => match self.applied.frontend(*frontend) {
                 Some(v) if v.rev_nat_id == *id => Err(StepError::RevNatInUse(*id, *frontend)),
                 _ => Ok(()),
@@ -389,6 +412,7 @@ fn count_differences(a: &Applied, b: &Applied) -> usize {
         + diff(&a.rev_nat, &b.rev_nat)
         + diff(&a.svc_names, &b.svc_names)
         + diff(&a.source_ranges, &b.source_ranges)
+        + diff(&a.maglev, &b.maglev)
 }
 
 #[cfg(test)]

@@ -30,6 +30,8 @@ pub struct Applied {
     pub svc_names: BTreeMap<RevNatId, Arc<ServiceName>>,
     /// `(rev-NAT id, range)` → allow (`SRC_RANGE_V4`/`_V6`).
     pub source_ranges: BTreeMap<(RevNatId, SourceRange), bool>,
+    /// `(rev-NAT id, scope)` → Maglev table (`MAGLEV`).
+    pub maglev: BTreeMap<(RevNatId, Scope), Arc<[BackendId]>>,
     /// Backend → its id.
     by_backend: HashMap<Backend, BackendId>,
     /// Backend id → how many slots (slot 0 excluded) point at it.
@@ -50,6 +52,7 @@ impl PartialEq for Applied {
             && self.rev_nat == other.rev_nat
             && self.svc_names == other.svc_names
             && self.source_ranges == other.source_ranges
+            && self.maglev == other.maglev
     }
 }
 
@@ -176,6 +179,12 @@ impl Applied {
             }
             Op::PutSourceRange { id, range, allow } => {
                 self.source_ranges.insert((*id, *range), *allow);
+            }
+            Op::PutMaglev { id, scope, table } => {
+                self.maglev.insert((*id, *scope), table.clone());
+            }
+            Op::DeleteMaglev { id, scope } => {
+                self.maglev.remove(&(*id, *scope));
             }
             Op::DeleteSourceRange { id, range } => {
                 self.source_ranges.remove(&(*id, *range));

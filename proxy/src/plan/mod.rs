@@ -11,7 +11,11 @@
 //! - a frontend that goes away loses slot 0 first, then its slots, its rev-NAT
 //!   entry, and its name and source ranges last;
 //! - a LoadBalancer frontend's source ranges (`SRC_RANGE_*`) are written with
-//!   its name, before slot 0, and those no longer wanted deleted after it.
+//!   its name, before slot 0, and those no longer wanted deleted after it;
+//! - an external frontend's Maglev table ([`maglev`], `MAGLEV`) is written
+//!   with the slots (after the backends it names, before slot 0 publishes a
+//!   new frontend), and deleted with the slots (after slot 0 stopped
+//!   publishing it, before its backends go).
 //!
 //! Each frontend has entries in the internal [`Scope`], and in the external
 //! one when its spec has `external_backends`; both share the frontend's
@@ -31,6 +35,7 @@
 
 mod applied;
 mod drain;
+pub mod maglev;
 mod ops;
 
 use std::{
@@ -40,6 +45,7 @@ use std::{
 
 pub use applied::Applied;
 pub use drain::Draining;
+pub use maglev::Maglev;
 pub use ops::{
     BackendId, BatchKey, Op, RevNatId, Scope, Subject, frontend_flags, service_name,
     source_range_entries,
@@ -136,7 +142,23 @@ impl Phased {
 /// Anything in the maps that the desired state does not explain (a leftover
 /// of a failed write, an entry added by hand) is deleted, readers-first.
 pub fn plan(applied: &Applied, desired: &DesiredState) -> Plan {
-    plan_scoped(applied, desired, None)
+    plan_scoped(applied, desired, None, None)
+}
+
+/// [`plan`] with Maglev tables for external frontends (`None`: random
+/// selection, no tables).
+pub fn plan_with(applied: &Applied, desired: &DesiredState, maglev: Option<&Maglev>) -> Plan {
+    plan_scoped(applied, desired, None, maglev)
+}
+
+/// [`plan_frontends`] with Maglev tables (see [`plan_with`]).
+pub fn plan_frontends_with(
+    applied: &Applied,
+    desired: &DesiredState,
+    touched: &BTreeSet<Frontend>,
+    maglev: Option<&Maglev>,
+) -> Plan {
+    plan_scoped(applied, desired, Some(touched), maglev)
 }
 
 /// Like [`plan`], but only for the frontends in `touched` (those whose desired
@@ -148,13 +170,14 @@ pub fn plan_frontends(
     desired: &DesiredState,
     touched: &BTreeSet<Frontend>,
 ) -> Plan {
-    plan_scoped(applied, desired, Some(touched))
+    plan_scoped(applied, desired, Some(touched), None)
 }
 
 fn plan_scoped(
     applied: &Applied,
     desired: &DesiredState,
     touched: Option<&BTreeSet<Frontend>>,
+    maglev: Option<&Maglev>,
 ) -> Plan {
     // Each step below is one stage of the plan, in the order the phases
     // need: the order of `push` calls within a phase is the order the
@@ -163,6 +186,7 @@ fn plan_scoped(
         applied,
         desired,
         touched,
+        maglev,
         out: Phased::new(),
         unplanned: Vec::new(),
     };
@@ -173,6 +197,7 @@ fn plan_scoped(
     planner.delete_rev_nat(&gone, &kept_rev_nat);
     planner.delete_names(&gone, &kept_rev_nat);
     planner.delete_source_ranges(&gone, &kept_rev_nat);
+    planner.delete_maglev(&gone, &kept_rev_nat);
     planner.delete_unused_backends(&backend_ids);
     Plan {
         ops: planner.out.into_ops(),
@@ -186,6 +211,7 @@ struct Planner<'a> {
     applied: &'a Applied,
     desired: &'a DesiredState,
     touched: Option<&'a BTreeSet<Frontend>>,
+    maglev: Option<&'a Maglev>,
     out: Phased,
     unplanned: Vec<(Frontend, &'static str)>,
 }
@@ -341,12 +367,96 @@ impl<'a> Planner<'a> {
                         ..internal
                     };
                     converge_scope(&mut self.out, applied, &entry, &ids_of(external));
+                    self.converge_maglev(&entry, spec, external, backend_ids);
                 }
-                None => remove_scope(&mut self.out, applied, **frontend, Scope::External),
+                None => {
+                    remove_scope(&mut self.out, applied, **frontend, Scope::External);
+                    self.converge_maglev(
+                        &internal_as(&internal, Scope::External),
+                        spec,
+                        &[],
+                        backend_ids,
+                    );
+                }
             }
             converge_scope(&mut self.out, applied, &internal, &ids_of(&spec.backends));
+            self.converge_maglev(&internal, spec, &spec.backends, backend_ids);
         }
         kept_rev_nat
+    }
+
+    /// The Maglev table of one scope of a desired frontend: written when
+    /// Maglev is on, the frontend external and its backends fit a table
+    /// (see [`Maglev::table`]) and it differs from the maps'; deleted
+    /// otherwise.
+    fn converge_maglev(
+        &mut self,
+        entry: &Entry,
+        spec: &FrontendSpec,
+        backends: &[Backend],
+        backend_ids: &HashMap<Backend, BackendId>,
+    ) {
+        let key = (entry.rev_nat_id, entry.scope);
+        let subject = Subject::Frontend(entry.frontend);
+        let want: Option<Arc<[BackendId]>> = self
+            .maglev
+            .filter(|_| spec.kind.is_external())
+            .and_then(|m| m.table(backends))
+            .map(|table| table.iter().map(|i| backend_ids[&backends[*i]]).collect());
+        match want {
+            Some(table) if self.applied.maglev.get(&key) != Some(&table) => {
+                self.out.push(
+                    Phase::PutSlots,
+                    subject,
+                    Op::PutMaglev {
+                        id: entry.rev_nat_id,
+                        scope: entry.scope,
+                        table,
+                    },
+                );
+            }
+            Some(_) => {}
+            None if self.applied.maglev.contains_key(&key) => {
+                self.out.push(
+                    Phase::DeleteSlots,
+                    subject,
+                    Op::DeleteMaglev {
+                        id: entry.rev_nat_id,
+                        scope: entry.scope,
+                    },
+                );
+            }
+            None => {}
+        }
+    }
+
+    /// Maglev tables no frontend owns: all of them in a full plan; those of
+    /// the frontends that went away in a scoped one. After their slot 0 is
+    /// gone, before their backends.
+    fn delete_maglev(&mut self, gone: &[Frontend], kept_rev_nat: &BTreeSet<RevNatId>) {
+        let applied = self.applied;
+        let mut keys: BTreeMap<(RevNatId, Scope), Subject> = BTreeMap::new();
+        for frontend in gone {
+            let Some(id) = applied.frontend(*frontend).map(|v| v.rev_nat_id) else {
+                continue;
+            };
+            for scope in Scope::ALL {
+                if !kept_rev_nat.contains(&id) && applied.maglev.contains_key(&(id, scope)) {
+                    keys.insert((id, scope), Subject::Frontend(*frontend));
+                }
+            }
+        }
+        if self.touched.is_none() {
+            for (id, scope) in applied.maglev.keys() {
+                if !kept_rev_nat.contains(id) {
+                    keys.entry((*id, *scope)).or_insert(Subject::RevNat(*id));
+                }
+            }
+        }
+        for ((id, scope), subject) in keys {
+            self.out
+                .push(Phase::DeleteSlots, subject, Op::DeleteMaglev { id, scope });
+        }
     }
 
     /// Frontends that go away: slot 0 first, so readers stop finding them.
@@ -598,6 +708,11 @@ fn converge_source_ranges(
     }
 }
 
+/// `entry` in another scope.
+fn internal_as(entry: &Entry, scope: Scope) -> Entry {
+    Entry { scope, ..*entry }
+}
+
 /// What slot 0 of one scope of a frontend says, besides its count.
 #[derive(Clone, Copy)]
 struct Entry {
@@ -761,6 +876,8 @@ impl IdAllocator {
     }
 }
 
+#[cfg(test)]
+mod maglev_plan_tests;
 #[cfg(test)]
 mod source_range_tests;
 #[cfg(test)]

@@ -105,6 +105,17 @@ pub enum Op {
         id: RevNatId,
         range: SourceRange,
     },
+    /// The Maglev table of the frontend with rev-NAT id `id` in `scope`
+    /// (`MAGLEV`): `table[i]` is the backend of entry `i`.
+    PutMaglev {
+        id: RevNatId,
+        scope: Scope,
+        table: Arc<[BackendId]>,
+    },
+    DeleteMaglev {
+        id: RevNatId,
+        scope: Scope,
+    },
 }
 
 /// Operations with equal keys touch the same map the same way, so a run of
@@ -130,6 +141,19 @@ impl Op {
             Op::DeleteServiceName { .. } => return BatchKey { kind: 7, v6: false },
             Op::PutSourceRange { range, .. } => (8, range.addr()),
             Op::DeleteSourceRange { range, .. } => (9, range.addr()),
+            // One map for both families.
+            Op::PutMaglev { .. } => {
+                return BatchKey {
+                    kind: 10,
+                    v6: false,
+                };
+            }
+            Op::DeleteMaglev { .. } => {
+                return BatchKey {
+                    kind: 11,
+                    v6: false,
+                };
+            }
         };
         BatchKey {
             kind,

@@ -120,6 +120,8 @@ pub(super) fn kinds(ops: &[Op]) -> Vec<String> {
             Op::DeleteServiceName { .. } => "delete-name".to_owned(),
             Op::PutSourceRange { range, allow, .. } => format!("put-range({range},{allow})"),
             Op::DeleteSourceRange { range, .. } => format!("delete-range({range})"),
+            Op::PutMaglev { scope, .. } => format!("put-maglev({})", scope.as_str()),
+            Op::DeleteMaglev { scope, .. } => format!("delete-maglev({})", scope.as_str()),
         })
         .collect()
 }

@@ -142,6 +142,8 @@ pub enum Contender {
     Haproxy,
     /// This proxy's tc programs, through a NodePort, from outside the node.
     Tc,
+    /// The same with `--lb-algorithm=random` (`Tc` is Maglev, the default).
+    TcRandom,
     /// kube-proxy's iptables ruleset, through a NodePort (`KUBE-NODEPORTS`).
     IptablesNodeport,
     /// kube-proxy's nftables ruleset, through a NodePort (`service-nodeports`).
@@ -149,7 +151,7 @@ pub enum Contender {
 }
 
 impl Contender {
-    const ALL: [Contender; 9] = [
+    const ALL: [Contender; 10] = [
         Contender::Direct,
         Contender::SocketLb,
         Contender::Userspace,
@@ -157,6 +159,7 @@ impl Contender {
         Contender::Nftables,
         Contender::Haproxy,
         Contender::Tc,
+        Contender::TcRandom,
         Contender::IptablesNodeport,
         Contender::NftablesNodeport,
     ];
@@ -170,6 +173,7 @@ impl Contender {
             Contender::Nftables => "nftables (kube-proxy rules)",
             Contender::Haproxy => "HAProxy (TCP mode)",
             Contender::Tc => "tc NodePort (this proxy)",
+            Contender::TcRandom => "tc NodePort, random (this proxy)",
             Contender::IptablesNodeport => "iptables NodePort (kube-proxy rules)",
             Contender::NftablesNodeport => "nftables NodePort (kube-proxy rules)",
         }
@@ -179,7 +183,10 @@ impl Contender {
     pub fn is_nodeport(self) -> bool {
         matches!(
             self,
-            Contender::Tc | Contender::IptablesNodeport | Contender::NftablesNodeport
+            Contender::Tc
+                | Contender::TcRandom
+                | Contender::IptablesNodeport
+                | Contender::NftablesNodeport
         )
     }
 
@@ -329,7 +336,10 @@ impl Targets {
                     .collect(),
                 non_service: None,
             },
-            Contender::Tc | Contender::IptablesNodeport | Contender::NftablesNodeport => {
+            Contender::Tc
+            | Contender::TcRandom
+            | Contender::IptablesNodeport
+            | Contender::NftablesNodeport => {
                 let (measured, bulk) = cluster.measured_node_ports();
                 Targets {
                     conn: vec![measured],
@@ -530,12 +540,23 @@ fn setup(
     let targets = Targets::new(contender, cluster);
     match contender {
         Contender::Direct => {}
-        Contender::SocketLb | Contender::Userspace | Contender::Tc => {
+        Contender::SocketLb | Contender::Userspace | Contender::Tc | Contender::TcRandom => {
             let (mode, specs, extra): (&str, Vec<SvcSpec>, &[&str]) = match contender {
                 Contender::Tc => (
                     "ebpf",
                     cluster.with_node_ports(),
                     &["--node-name", NODE_NAME, "--devices", world::DEVICES],
+                ),
+                Contender::TcRandom => (
+                    "ebpf",
+                    cluster.with_node_ports(),
+                    &[
+                        "--node-name",
+                        NODE_NAME,
+                        "--devices",
+                        world::DEVICES,
+                        "--lb-algorithm=random",
+                    ],
                 ),
                 Contender::SocketLb => ("ebpf", cluster.specs.clone(), &[]),
                 _ => ("userspace", cluster.specs.clone(), &[]),

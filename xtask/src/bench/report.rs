@@ -498,6 +498,18 @@ fn headlines(r: &Results) -> String {
             ),
         );
     }
+    // Maglev (the default) against random selection: the goal is equal
+    // within noise. Memory: one 4 KiB MAGLEV element per external frontend
+    // and scope (`proxy_common::maglev::MAX_SIZE`).
+    for scale in &r.scales {
+        line(
+            format!("tc NodePort Maglev ÷ random, new connections/s, {scale} Services"),
+            ratio_of(
+                median(*scale, Contender::Tc, 0),
+                median(*scale, Contender::TcRandom, 0),
+            ),
+        );
+    }
     for (what, m) in [("new connections/s", 0), ("requests/s", 1)] {
         for (peer, contender) in [
             ("iptables", Contender::IptablesNodeport),
@@ -535,6 +547,19 @@ fn headlines(r: &Results) -> String {
                     Some(c.cold_sync_ms),
                 ),
             );
+        }
+    }
+    // Kernel memory of the Maglev tables (`MAGLEV`, not preallocated): one
+    // 4 KiB element per NodePort frontend (N - 1 synthetic Services, the
+    // measured and the bulk one: N + 1, on the node's one address).
+    if !lines.is_empty() {
+        for scale in &r.scales {
+            let frontends = scale + 1;
+            lines.push(format!(
+                "| Maglev tables (kernel memory), {scale} Services: {frontends} NodePort \
+                 frontends × 4 KiB | {} KiB |",
+                frontends * 4
+            ));
         }
     }
     if lines.is_empty() {
