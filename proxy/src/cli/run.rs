@@ -44,6 +44,7 @@ use crate::{
         loader,
         local_traffic::{self, DetectLocalMode, DetectSettings, LocalDetector},
         pin_lock::PinLock,
+        sock_frontends::SockFrontends,
         tc::TcSettings,
         udp_flows::UdpFlowEnder,
     },
@@ -351,8 +352,18 @@ impl RunArgs {
                 // Pods' connected UDP sockets are ended in their own network
                 // namespaces: those of every process under the hooks' cgroup,
                 // and those pinned in `--netns-dir`.
-                datapath = datapath
-                    .with_udp_flows(UdpFlowEnder::served_by(hook_cgroup, self.netns_dir.clone()));
+                let mut ender = UdpFlowEnder::served_by(hook_cgroup, self.netns_dir.clone());
+                // Which frontend each socket went through: only sockets of
+                // the frontend that lost a backend are ended.
+                match SockFrontends::open(&pins.maps()) {
+                    Ok(frontends) => ender = ender.with_socket_frontends(frontends),
+                    Err(error) => tracing::warn!(
+                        error = %error,
+                        "cannot read the sockets' frontends: a connected UDP socket is ended \
+                         only when no UDP frontend reaches its backend"
+                    ),
+                }
+                datapath = datapath.with_udp_flows(ender);
                 let syncer = tokio::spawn(sync::run(
                     index,
                     datapath,

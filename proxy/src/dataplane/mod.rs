@@ -9,7 +9,8 @@
 //! links and the `DEVICES`/`NODE_CFG`/`LOCAL_*` maps; `local_traffic`: the
 //! local-traffic detector), and ending connected UDP sockets aimed at gone
 //! backends in every network namespace (`netns`: finding and entering them;
-//! `sockets`: sock_diag; `udp_flows`: the two together).
+//! `sockets`: sock_diag; `sock_frontends`: which frontend a socket went
+//! through, and whether it must end; `udp_flows`: the three together).
 
 pub mod batch;
 pub mod bpffs;
@@ -26,6 +27,7 @@ pub mod netns;
 pub mod pin_lock;
 pub mod pins;
 pub mod reader;
+pub mod sock_frontends;
 pub mod sockets;
 pub mod source_check;
 pub mod tc;

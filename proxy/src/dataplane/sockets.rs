@@ -43,6 +43,16 @@ pub enum SockDiagError {
 /// `gone`. Returns how many were destroyed. A socket that vanished meanwhile
 /// is not an error.
 pub fn destroy_udp_sockets_to(gone: &[SocketAddr]) -> Result<usize, SockDiagError> {
+    destroy_udp_sockets_where(gone, &|_, _| true)
+}
+
+/// Destroys the UDP sockets in this network namespace whose peer is one of
+/// `gone` and for which `decide(peer, cookie)` holds (the cookie is
+/// `bpf_get_socket_cookie`'s). Returns how many were destroyed.
+pub fn destroy_udp_sockets_where(
+    gone: &[SocketAddr],
+    decide: &dyn Fn(SocketAddr, u64) -> bool,
+) -> Result<usize, SockDiagError> {
     if gone.is_empty() {
         return Ok(0);
     }
@@ -57,7 +67,10 @@ pub fn destroy_udp_sockets_to(gone: &[SocketAddr]) -> Result<usize, SockDiagErro
         }
         for id in dump_udp(family)? {
             let peer = SocketAddr::new(id.destination_address, id.destination_port);
-            if wanted.contains(&&peer) && destroy(family, id)? {
+            if wanted.contains(&&peer)
+                && decide(peer, super::sock_frontends::diag_cookie(id.cookie))
+                && destroy(family, id)?
+            {
                 destroyed += 1;
             }
         }
