@@ -1683,3 +1683,52 @@ fn fragmented_udp_datagrams_cross_a_node_port_whole() {
     );
     drop(echoes);
 }
+
+/// Node 1's own ephemeral ports in this test: 100 ports inside the range
+/// the tc programs used to SNAT to (32768-60999, Linux's default ephemeral
+/// range), so that with that range node 1's own sockets share ports with
+/// SNATed flows.
+const NODE1_EPHEMERAL: &str = "40000 40099";
+
+/// A NodePort flow SNATed to node 1 must never take a port node 1's own
+/// connections use: node 1 itself sends to the backend while many SNATed
+/// flows to that backend are live, and every one of its replies comes back
+/// to it (none hijacked into a SNATed flow). The proxy reads node 1's
+/// `ip_local_port_range` at start and SNATs outside it (`auto`).
+#[test]
+fn snated_flows_never_take_the_nodes_own_ports() {
+    let mut w = World::new(Mode::Ebpf);
+    // Node 1 is the sandbox's namespace (this thread's): its sysctl only.
+    std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", NODE1_EPHEMERAL)
+        .expect("setting node 1's ephemeral ports");
+    let remote = Pod(2, 2);
+    let svc = base_service("web", 10, "NodePort", Some((30080, 30053)))
+        .external_traffic_policy("Cluster");
+    w.write_service(&svc, &[remote]);
+    w.start_proxy(&[]);
+    let family = AddressType::IPv4;
+    w.wait_served(SocketAddr::new(node1_ip(family), 30080), STARTUP);
+    // Many SNATed UDP flows to the backend (each lives 60 s in conntrack).
+    let frontend = SocketAddr::new(node1_ip(family), 30053);
+    let replies = w.udp_replies(frontend, 2000);
+    assert_eq!(peers(&replies), vec![node1_ip(family)], "SNATed to node 1");
+    // Node 1's own requests to the same backend, from its ephemeral ports.
+    let backend = SocketAddr::new(remote.addr(family), UDP_TARGET);
+    let failed: Vec<String> = (0..200)
+        .filter_map(|i| {
+            udp_unconnected_request_timeout(backend, Duration::from_millis(500))
+                .err()
+                .map(|e| format!("request {i}: {e}"))
+        })
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "node 1's own requests to {backend} lost their replies (hijacked into SNATed flows): \
+         {failed:?}"
+    );
+    let log = w.log();
+    assert!(
+        log.contains("snat_port_range=1024-29999"),
+        "the proxy must log the SNAT range it chose outside 40000-40099:\n{log}"
+    );
+}

@@ -48,8 +48,11 @@ use proxy_tests::Sandbox;
 const IFINDEX: u32 = 1;
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const NODE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-const SNAT_MIN: u16 = 32768;
-const SNAT_MAX: u16 = 60999;
+/// The SNAT port range the world configures (`NODE_CFG`, as
+/// `--snat-port-range` does): away from the programs' built-in 32768-60999,
+/// so every case checks that the configured range is used.
+const SNAT_MIN: u16 = 20000;
+const SNAT_MAX: u16 = 20999;
 
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
@@ -2527,7 +2530,8 @@ impl World {
         let mut node: Array<&mut MapData, NodeConfig> = world.map(names::NODE_CFG)?;
         let cfg = NodeConfig {
             snat_v4: be32(NODE4),
-            _pad: 0,
+            snat_port_min: SNAT_MIN,
+            snat_port_max: SNAT_MAX,
             snat_v6: v6(NODE6),
         };
         node.set(0, &cfg, 0).map_err(|e| e.to_string())?;
