@@ -1,4 +1,4 @@
-//! Everything that touches the kernel: finding cgroup2 and bpffs, the
+//! Everything that touches the kernel: the conntrack GC (`ct_gc`), finding cgroup2 and bpffs, the
 //! versioned pin layout (`pins`) and its one-daemon lock (`pin_lock`), loading and attaching the programs
 //! (`loader`, with what it reports in `hooks`), the map seam (`maps`) with its
 //! aya implementation (`kernel`), the map layouts ⇄ our types (`layout`), the
@@ -15,6 +15,7 @@
 pub mod batch;
 pub mod bpffs;
 pub mod cgroup;
+pub mod ct_gc;
 pub mod devices;
 pub mod hooks;
 pub mod kernel;

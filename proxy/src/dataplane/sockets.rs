@@ -18,7 +18,7 @@ use netlink_packet_core::{
 };
 use netlink_packet_sock_diag::{
     SockDiagMessage,
-    constants::{AF_INET, AF_INET6, IPPROTO_UDP},
+    constants::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP},
     inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
     message::SockDiagDestroy,
 };
@@ -94,10 +94,10 @@ fn open() -> Result<Socket, SockDiagError> {
     Ok(socket)
 }
 
-fn request(family: u8, socket_id: SocketId) -> InetRequest {
+fn request(family: u8, protocol: u8, socket_id: SocketId) -> InetRequest {
     InetRequest {
         family,
-        protocol: IPPROTO_UDP,
+        protocol,
         extensions: ExtensionFlags::empty(),
         states: StateFlags::all(),
         socket_id,
@@ -120,8 +120,29 @@ fn send<T: netlink_packet_core::NetlinkSerializable + std::fmt::Debug>(
         })
 }
 
+/// The cookies of every TCP and UDP socket of both families in this
+/// namespace (`bpf_get_socket_cookie`'s numbering).
+pub fn socket_cookies() -> Result<Vec<u64>, SockDiagError> {
+    let mut out = Vec::new();
+    for family in [AF_INET, AF_INET6] {
+        for protocol in [IPPROTO_TCP, IPPROTO_UDP] {
+            out.extend(
+                dump(family, protocol)?
+                    .into_iter()
+                    .map(|id| super::sock_frontends::diag_cookie(id.cookie)),
+            );
+        }
+    }
+    Ok(out)
+}
+
 /// Every UDP socket of one family in this namespace.
 fn dump_udp(family: u8) -> Result<Vec<SocketId>, SockDiagError> {
+    dump(family, IPPROTO_UDP)
+}
+
+/// Every socket of one family and protocol in this namespace.
+fn dump(family: u8, protocol: u8) -> Result<Vec<SocketId>, SockDiagError> {
     let socket = open()?;
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
@@ -132,7 +153,7 @@ fn dump_udp(family: u8) -> Result<Vec<SocketId>, SockDiagError> {
     };
     let message = NetlinkMessage::new(
         header,
-        SockDiagMessage::InetRequest(request(family, any)).into(),
+        SockDiagMessage::InetRequest(request(family, protocol, any)).into(),
     );
     send(&socket, message)?;
 
@@ -176,12 +197,13 @@ fn destroy(family: u8, id: SocketId) -> Result<bool, SockDiagError> {
     let socket = open()?;
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_ACK;
-    let message = NetlinkMessage::new(
-        header,
-        NetlinkPayload::InnerMessage(SockDiagDestroy::new(SockDiagMessage::InetRequest(request(
-            family, id,
-        )))),
-    );
+    let message =
+        NetlinkMessage::new(
+            header,
+            NetlinkPayload::InnerMessage(SockDiagDestroy::new(SockDiagMessage::InetRequest(
+                request(family, IPPROTO_UDP, id),
+            ))),
+        );
     send(&socket, message)?;
     let mut buf = vec![0u8; 8 * 1024];
     let size = socket

@@ -113,6 +113,32 @@ impl UdpFlowEnder {
         })
     }
 
+    /// The cookies of every TCP and UDP socket in the namespaces this ender
+    /// reaches; `None` unless every one of them was read (a socket left out
+    /// would look closed).
+    pub fn live_cookies(&self) -> Option<std::collections::HashSet<u64>> {
+        let others = match &self.reach {
+            Reach::Own => Vec::new(),
+            Reach::Served { cgroup, pin_dirs } => {
+                let found =
+                    netns::discover(cgroup, pin_dirs, std::path::Path::new("/proc")).ok()?;
+                if found.hidden > 0 && pin_dirs.is_empty() {
+                    return None;
+                }
+                found.others
+            }
+        };
+        let visits = netns::visit_each(others, sockets::socket_cookies).ok()?;
+        let mut live = std::collections::HashSet::new();
+        for (_, visit) in visits {
+            match visit {
+                Visit::Done(Ok(cookies)) => live.extend(cookies),
+                _ => return None,
+            }
+        }
+        Some(live)
+    }
+
     fn end_where(
         &self,
         gone: &[SocketAddr],
