@@ -1732,3 +1732,52 @@ fn snated_flows_never_take_the_nodes_own_ports() {
         "the proxy must log the SNAT range it chose outside 40000-40099:\n{log}"
     );
 }
+
+/// Entries in the pinned `CT_V4` of the world's proxy.
+fn ct_v4_entries(w: &World) -> usize {
+    use aya::maps::{HashMap, Map, MapData};
+    use proxy_common::{CtKeyV4, CtValueV4, LAYOUT_VERSION, names};
+    let pin = w
+        .sandbox
+        .pin_path()
+        .join(format!("v{LAYOUT_VERSION}"))
+        .join("maps")
+        .join(names::CT_V4);
+    let data = MapData::from_pin(&pin)
+        .unwrap_or_else(|e| panic!("opening the pinned map {}: {e}", pin.display()));
+    let map: HashMap<MapData, CtKeyV4, CtValueV4> =
+        HashMap::try_from(Map::LruHashMap(data)).expect("CT_V4 as a hash map");
+    map.keys().filter_map(Result::ok).count()
+}
+
+/// The conntrack GC deletes the entries of finished flows: closed TCP
+/// connections through a SNATed NodePort leave `CT_V4` within their closing
+/// timeout (10 s) and one GC period (`--conntrack-gc-interval=2s`), where
+/// without a GC they stayed until the LRU evicted them.
+#[test]
+fn finished_flows_leave_conntrack_within_a_gc_period() {
+    let mut w = World::new(Mode::Ebpf);
+    let svc = base_service("web", 10, "NodePort", Some((30080, 30053)))
+        .external_traffic_policy("Cluster");
+    w.write_service(&svc, &[Pod(2, 2)]);
+    w.start_proxy(&["--conntrack-gc-interval=2s"]);
+    let frontend = SocketAddr::new(node1_ip(AddressType::IPv4), 30080);
+    w.wait_served(frontend, STARTUP);
+    let _ = w.tcp_replies(frontend, 20);
+    let after_traffic = ct_v4_entries(&w);
+    assert!(
+        after_traffic >= 40,
+        "20 flows make 40 entries (both directions), saw {after_traffic}"
+    );
+    let mut left = after_traffic;
+    let gone = wait_until(Duration::from_secs(20), || {
+        left = ct_v4_entries(&w);
+        left == 0
+    });
+    assert!(
+        gone,
+        "closed flows' entries must be deleted within 10 s (closing timeout) + 2 s (GC \
+         period); {left} of {after_traffic} left after 20 s\n{}",
+        w.log()
+    );
+}

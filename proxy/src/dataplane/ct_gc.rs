@@ -188,15 +188,16 @@ impl ConntrackGc {
         report
     }
 
-    /// Runs a pass every `interval` on a thread of its own, for the life of
-    /// the process.
+    /// Runs a pass at once and then every `interval`, on a thread of its
+    /// own, for the life of the process.
     pub fn spawn(mut self, interval: Duration, telemetry: Telemetry) -> std::io::Result<()> {
         std::thread::Builder::new()
             .name("conntrack-gc".to_owned())
             .spawn(move || {
                 let mut skipped_logged = false;
                 loop {
-                    std::thread::sleep(interval);
+                    // A pass at start too: a daemon restarted more often
+                    // than the interval still collects.
                     let r = self.pass();
                     telemetry.conntrack_gc(r.ct_deleted, r.sock_deleted.unwrap_or(0));
                     if r.sock_deleted.is_none() && !skipped_logged {
@@ -215,6 +216,7 @@ impl ConntrackGc {
                         took_ms = r.took.as_millis() as u64,
                         "conntrack GC pass"
                     );
+                    std::thread::sleep(interval);
                 }
             })
             .map(|_| ())

@@ -126,8 +126,10 @@ pub fn socket_cookies() -> Result<Vec<u64>, SockDiagError> {
     let mut out = Vec::new();
     for family in [AF_INET, AF_INET6] {
         for protocol in [IPPROTO_TCP, IPPROTO_UDP] {
+            // A TIME_WAIT socket has no user left: its entry is not needed.
+            let states = StateFlags::all() - StateFlags::TIME_WAIT;
             out.extend(
-                dump(family, protocol)?
+                dump(family, protocol, states)?
                     .into_iter()
                     .map(|id| super::sock_frontends::diag_cookie(id.cookie)),
             );
@@ -138,11 +140,11 @@ pub fn socket_cookies() -> Result<Vec<u64>, SockDiagError> {
 
 /// Every UDP socket of one family in this namespace.
 fn dump_udp(family: u8) -> Result<Vec<SocketId>, SockDiagError> {
-    dump(family, IPPROTO_UDP)
+    dump(family, IPPROTO_UDP, StateFlags::all())
 }
 
 /// Every socket of one family and protocol in this namespace.
-fn dump(family: u8, protocol: u8) -> Result<Vec<SocketId>, SockDiagError> {
+fn dump(family: u8, protocol: u8, states: StateFlags) -> Result<Vec<SocketId>, SockDiagError> {
     let socket = open()?;
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
@@ -153,7 +155,11 @@ fn dump(family: u8, protocol: u8) -> Result<Vec<SocketId>, SockDiagError> {
     };
     let message = NetlinkMessage::new(
         header,
-        SockDiagMessage::InetRequest(request(family, protocol, any)).into(),
+        SockDiagMessage::InetRequest(InetRequest {
+            states,
+            ..request(family, protocol, any)
+        })
+        .into(),
     );
     send(&socket, message)?;
 
