@@ -717,10 +717,14 @@ fn soak() {
         save_log(&dir, proxy.log_path(), incarnation, false);
     }
 
-    // Map windows: after the conntrack maps settle, up to WARM_UP long (25 s
+    // Map windows: after the conntrack maps settle, up to WARM_UP long, and
+    // whole cycles of the extra Services' churn (all created, then all
+    // deleted: 10 s), whose entries would otherwise tip a window's mean (20 s
     // each in a 2-minute run).
     let end = samples.iter().map(|s| s.t).fold(0.0, f64::max);
-    let map_window = WARM_UP.min((end - MAPS_FROM) / 2.0).max(1.0);
+    let cycle = 2.0 * f64::from(EXTRA_SERVICES) * SERVICE_CHANGE_EVERY.as_secs_f64();
+    let fits = WARM_UP.min((end - MAPS_FROM) / 2.0);
+    let map_window = ((fits / cycle).floor() * cycle).max(cycle);
     let mut verdict = soak::judge(&samples, &traffic, MAPS_FROM, map_window);
     verdict.problems.extend(problems);
     let rate = activity.endpoint_changes as f64 / activity.seconds.max(1.0);
