@@ -75,16 +75,23 @@ pub struct ConntrackGc {
 fn open<K: Pod, V: Pod>(
     maps_dir: &Path,
     name: &'static str,
-) -> Result<(HashMap<MapData, K, V>, u32), MapError> {
+) -> Result<HashMap<MapData, K, V>, MapError> {
     let data = MapData::from_pin(maps_dir.join(name))
         .map_err(|source| MapError::Open { map: name, source })?;
-    let capacity = data
-        .info()
-        .map_err(|source| MapError::Open { map: name, source })?
-        .max_entries();
-    let map = HashMap::try_from(Map::LruHashMap(data))
-        .map_err(|source| MapError::Open { map: name, source })?;
-    Ok((map, capacity))
+    HashMap::try_from(Map::LruHashMap(data)).map_err(|source| MapError::Open { map: name, source })
+}
+
+/// How long until the wall clock reaches the next multiple of `interval`:
+/// passes fall on the same instants whatever the daemon's start, so a
+/// restarted daemon keeps the rhythm (and samples taken on a fixed grid see
+/// the swept maps at the same phase).
+fn until_next_multiple(interval: Duration) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let step = interval.as_nanos().max(1);
+    let into = now.as_nanos() % step;
+    Duration::from_nanos(u64::try_from(step - into).unwrap_or(u64::MAX))
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds (`bpf_ktime_get_ns`'s clock).
@@ -139,10 +146,10 @@ impl ConntrackGc {
     /// reaches the namespaces whose sockets the hooks translate.
     pub fn open(maps_dir: &Path, sockets: UdpFlowEnder) -> Result<Self, MapError> {
         Ok(Self {
-            ct4: open(maps_dir, names::CT_V4)?.0,
-            ct6: open(maps_dir, names::CT_V6)?.0,
-            rnat4: open(maps_dir, names::SOCK_RNAT_V4)?.0,
-            rnat6: open(maps_dir, names::SOCK_RNAT_V6)?.0,
+            ct4: open(maps_dir, names::CT_V4)?,
+            ct6: open(maps_dir, names::CT_V6)?,
+            rnat4: open(maps_dir, names::SOCK_RNAT_V4)?,
+            rnat6: open(maps_dir, names::SOCK_RNAT_V6)?,
             sockets,
         })
     }
@@ -188,8 +195,8 @@ impl ConntrackGc {
         report
     }
 
-    /// Runs a pass at once and then every `interval`, on a thread of its
-    /// own, for the life of the process.
+    /// Runs a pass at once and then at each multiple of `interval` of the
+    /// wall clock, on a thread of its own, for the life of the process.
     pub fn spawn(mut self, interval: Duration, telemetry: Telemetry) -> std::io::Result<()> {
         std::thread::Builder::new()
             .name("conntrack-gc".to_owned())
@@ -216,7 +223,7 @@ impl ConntrackGc {
                         took_ms = r.took.as_millis() as u64,
                         "conntrack GC pass"
                     );
-                    std::thread::sleep(interval);
+                    std::thread::sleep(until_next_multiple(interval));
                 }
             })
             .map(|_| ())
@@ -245,6 +252,12 @@ mod tests {
         assert!(expired(proto::TCP, 0, now - 6 * 3600 * S - S, now));
         // Refreshed by another CPU after `now` was read: age 0.
         assert!(!expired(proto::UDP, 0, now + S, now));
+    }
+
+    #[test]
+    fn passes_wait_for_the_next_multiple_of_the_interval() {
+        let d = until_next_multiple(Duration::from_secs(5));
+        assert!(d > Duration::ZERO && d <= Duration::from_secs(5), "{d:?}");
     }
 
     #[test]
