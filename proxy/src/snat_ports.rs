@@ -28,7 +28,8 @@ impl PortRange {
         Self { first, last }
     }
 
-    pub fn len(self) -> u32 {
+    /// How many ports (never zero: `first <= last`).
+    pub fn ports(self) -> u32 {
         u32::from(self.last) - u32::from(self.first) + 1
     }
 
@@ -136,7 +137,7 @@ fn largest_free(taken: &[PortRange]) -> Option<PortRange> {
     let mut consider = |first: u32, last: u32| {
         if first <= last {
             let block = PortRange::new(first as u16, last as u16);
-            if best.is_none_or(|b| block.len() > b.len()) {
+            if best.is_none_or(|b| block.ports() > b.ports()) {
                 best = Some(block);
             }
         }
@@ -191,10 +192,14 @@ mod tests {
             choose(SnatPortRangeArg::Auto, r(1024, 20000)),
             Ok(r(32768, 65535))
         );
-        // Overlapping the NodePort range: the gaps are computed on the union.
+        // Covering the NodePort range: the gaps are computed on the union.
+        assert_eq!(
+            choose(SnatPortRangeArg::Auto, r(20000, 40000)),
+            Ok(r(40001, 65535))
+        );
         assert_eq!(
             choose(SnatPortRangeArg::Auto, r(31000, 45000)),
-            Ok(r(45001, 65535))
+            Ok(r(1024, 29999))
         );
         // The top block when it is the larger one.
         assert_eq!(
@@ -214,7 +219,7 @@ mod tests {
     #[test]
     fn a_fixed_range_overlapping_the_ephemeral_one_is_refused() {
         let fixed = SnatPortRangeArg::Fixed(r(32768, 60999));
-        let err = choose(fixed, r(32768, 60999)).unwrap_err();
+        let err = choose(fixed, r(32768, 60999)).expect_err("an overlap");
         assert!(
             err.to_string()
                 .contains("overlaps the node's ephemeral ports 32768-60999"),

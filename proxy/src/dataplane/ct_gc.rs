@@ -240,7 +240,7 @@ mod tests {
 
     #[test]
     fn entries_expire_by_their_protocol_and_state() {
-        let now = 10_000 * S;
+        let now = 100_000 * S;
         // UDP: 60 s.
         assert!(!expired(proto::UDP, 0, now - 60 * S, now));
         assert!(expired(proto::UDP, 0, now - 61 * S, now));

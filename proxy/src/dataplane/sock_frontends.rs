@@ -156,7 +156,7 @@ mod tests {
     use super::*;
 
     fn sa(s: &str) -> SocketAddr {
-        s.parse().unwrap()
+        s.parse().expect("a socket address literal")
     }
 
     #[test]
