@@ -9,6 +9,7 @@
 #    and clippy (`cargo xtask test` lints the kernel code for its bpf target);
 #  - bpf-linker, built against that nightly's own LLVM (Debian has no LLVM 23);
 #  - cargo-nextest, the test runner (one process per test, which namespace tests need);
+#  - cargo-fuzz, which builds and runs the fuzz targets (`./x fuzz`) with the nightly;
 #  - kubernetes-validate, the offline schema check of deploy/ (a virtualenv in
 #    .cache/, versions pinned in scripts/kubernetes-validate.txt);
 #  - podman, buildah and runc (`./x image`, and the test that runs the
@@ -20,6 +21,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}
 export PATH="$CARGO_HOME/bin:$PATH"
 BPF_LINKER_VERSION=0.13.0
+CARGO_FUZZ_VERSION=0.13.2
 DEBIAN_PACKAGES=(iproute2 util-linux procps ca-certificates iptables nftables python3-venv
   podman buildah runc catatonit)
 
@@ -72,6 +74,12 @@ fi
 if ! cargo "+$STABLE" nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo "+$STABLE" install cargo-nextest --locked
+fi
+
+# 4b. The fuzzer's driver (cargo-fuzz; the targets build with the nightly).
+if [ "$(cargo "+$STABLE" fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]; then
+  log "installing cargo-fuzz $CARGO_FUZZ_VERSION"
+  cargo "+$STABLE" install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
 fi
 
 # 5. The manifests' schema validator, in its own virtualenv (Debian's Python

@@ -16,6 +16,9 @@
 //!   the rewrite to apply ([`CtValueV4`]). A translated flow has two entries:
 //!   the client's direction (rewrite to the backend, maybe SNATed) and the
 //!   reply's direction (rewrite back to the frontend and the client).
+//! - `CT_PENDING_V4`/`CT_PENDING_V6` (LRU, tc path only): the same entries
+//!   for a new flow until it is answered (TCP: the client's first packet
+//!   without SYN or RST; UDP: its first reply), when they move to `CT_*`.
 //! - `NODE_CFG` (array, one entry): [`NodeConfig`], the node's SNAT addresses.
 //! - `DEVICES`: ifindex → [`DeviceConfig`], what the tc programs do on each
 //!   device they are attached to.
@@ -98,6 +101,11 @@ pub mod names {
     pub const CT_V4: &str = "CT_V4";
     /// (LRU) IPv6 conntrack of the tc path ([`CtKeyV6`](super::CtKeyV6) → [`CtValueV6`](super::CtValueV6)).
     pub const CT_V6: &str = "CT_V6";
+    /// (LRU) IPv4 conntrack of flows not answered yet, same layout as `CT_V4`
+    /// (see [`capacity::CONNTRACK_PENDING`](super::capacity::CONNTRACK_PENDING)).
+    pub const CT_PENDING_V4: &str = "CT_PENDING_V4";
+    /// (LRU) IPv6 conntrack of flows not answered yet, same layout as `CT_V6`.
+    pub const CT_PENDING_V6: &str = "CT_PENDING_V6";
     /// The node's SNAT addresses (an array of one [`NodeConfig`](super::NodeConfig)).
     pub const NODE_CFG: &str = "NODE_CFG";
     /// What the tc programs do on each device, by ifindex ([`DeviceConfig`](super::DeviceConfig)).
@@ -172,6 +180,14 @@ pub mod capacity {
     pub const STATS: u32 = 64;
     /// Conntrack entries per family (two per translated flow).
     pub const CONNTRACK: u32 = 1 << 18;
+    /// Entries per family of the conntrack of new flows not answered yet
+    /// (`CT_PENDING_V4`/`_V6`, two per flow): a flood of new flows (spoofed
+    /// SYNs) churns only this LRU, never the established flows' `CT_*`.
+    /// Well below the SNAT port range of one backend (28,232 ports), so
+    /// pending flows can hold at most 8,192 of its ports. Preallocated:
+    /// 1.8 MiB of kernel memory for IPv4 and 2.5 MiB for IPv6 (`bpftool`'s
+    /// memlock; `CT_V4` takes 28 MiB).
+    pub const CONNTRACK_PENDING: u32 = 1 << 14;
     /// Devices the tc programs may be attached to.
     pub const DEVICES: u32 = 256;
     /// Source-range entries per family (one per range of each LoadBalancer

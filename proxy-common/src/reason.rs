@@ -119,11 +119,21 @@ pub enum Reason {
     /// seen (it arrived later, was lost, or its record was evicted): its
     /// ports are unknown, so it is dropped, as Cilium does.
     TcFragmentUnknown = 44,
+    /// tc: a new flow's conntrack entries were written to the pending map
+    /// (`CT_PENDING_*`), where they stay until the flow is answered.
+    TcCtPendingCreated = 45,
+    /// tc: a pending flow was answered (TCP: a client's packet without SYN or
+    /// RST; UDP: a reply) and its entries moved to the established map
+    /// (`CT_*`).
+    TcCtPromoted = 46,
+    /// tc: a new SNATed flow took a source port whose pending entry was idle
+    /// past its timeout (a port held by an unanswered flow).
+    TcSnatPortReclaimed = 47,
 }
 
 impl Reason {
     /// Every reason, in index order.
-    pub const ALL: [Reason; 45] = [
+    pub const ALL: [Reason; 48] = [
         Reason::Translated,
         Reason::NotAService,
         Reason::NoBackend,
@@ -169,6 +179,9 @@ impl Reason {
         Reason::TcRejectRateLimited,
         Reason::TcFragmentForwarded,
         Reason::TcFragmentUnknown,
+        Reason::TcCtPendingCreated,
+        Reason::TcCtPromoted,
+        Reason::TcSnatPortReclaimed,
     ];
     /// Number of reasons: the size of the `STATS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -221,6 +234,9 @@ impl Reason {
             Reason::TcRejectRateLimited => "tc_reject_rate_limited",
             Reason::TcFragmentForwarded => "tc_fragment_forwarded",
             Reason::TcFragmentUnknown => "tc_fragment_unknown",
+            Reason::TcCtPendingCreated => "tc_ct_pending_created",
+            Reason::TcCtPromoted => "tc_ct_promoted",
+            Reason::TcSnatPortReclaimed => "tc_snat_port_reclaimed",
         }
     }
 }

@@ -1,6 +1,6 @@
 //! What differs between IPv4 and IPv6 on the tc path, behind one trait so the
 //! conntrack and NAT logic in `tc` is written once: map access (conntrack,
-//! services, backends, the SNAT address) and the packet rewrites with their
+//! established or pending, services, backends, the SNAT address) and the packet rewrites with their
 //! checksum updates.
 //!
 //! Checksums are updated incrementally: `bpf_l3_csum_replace` for the IPv4
@@ -23,7 +23,7 @@ use proxy_common::{
 
 use crate::{
     fib, icmp, lb,
-    maps::{CT_V4, CT_V6, LOCAL_V4, LOCAL_V6, NODE_CFG},
+    maps::{CT_PENDING_V4, CT_PENDING_V6, CT_V4, CT_V6, LOCAL_V4, LOCAL_V6, NODE_CFG},
     packet::{self, Flow, IP4_CSUM, IP4_DADDR, IP4_SADDR, IP6_DADDR, IP6_SADDR, IcmpError},
     rst,
 };
@@ -37,6 +37,31 @@ pub struct Tuple<A> {
     pub sport: Be16,
     pub dport: Be16,
     pub proto: u8,
+}
+
+/// Which conntrack map: the established flows' (`CT_*`), or the pending one
+/// (`CT_PENDING_*`) of new flows not answered yet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Ct {
+    Established,
+    Pending,
+}
+
+/// Runs `$body` with `$m` bound to the family's map of `$table` (the two maps
+/// differ in type by their capacity).
+macro_rules! in_table {
+    ($table:expr, $established:ident, $pending:ident, |$m:ident| $body:expr) => {
+        match $table {
+            Ct::Established => {
+                let $m = &$established;
+                $body
+            }
+            Ct::Pending => {
+                let $m = &$pending;
+                $body
+            }
+        }
+    };
 }
 
 /// A conntrack value, family-independent.
@@ -67,16 +92,29 @@ pub trait Family {
     /// Parses the packet (Ethernet already known to carry this family) into
     /// `out`. Out of line, like `rewrite`: its temporaries get their own frame.
     fn parse(ctx: &TcContext, out: &mut Flow<Self::Addr>) -> Result<(), Reason>;
-    fn ct_get(key: &Tuple<Self::Addr>) -> Option<CtEntry<Self::Addr>>;
-    /// Refreshes `last_seen_ns` and ORs `flags` in, if the entry still exists.
+    fn ct_get(key: &Tuple<Self::Addr>, table: Ct) -> Option<CtEntry<Self::Addr>>;
+    /// The fresh entry at `key`, established first, else pending. One call
+    /// that copies one entry out (the ICMP error path has little stack left).
+    fn ct_find(key: &Tuple<Self::Addr>, now: u64) -> Option<CtEntry<Self::Addr>>;
     /// Refreshes the entry at `key`: `last_seen_ns = now`, the `set` flags
-    /// set and the `clear` flags cleared.
-    fn ct_touch(key: &Tuple<Self::Addr>, now: u64, set: u8, clear: u8);
+    /// set and the `clear` flags cleared, if the entry still exists.
+    fn ct_touch(key: &Tuple<Self::Addr>, table: Ct, now: u64, set: u8, clear: u8);
     /// Whether the entry at `key` is missing or idle past its timeout, read
     /// in place (no copy on the caller's stack).
-    fn ct_idle(key: &Tuple<Self::Addr>, protocol: u8, now: u64) -> bool;
-    fn ct_put(key: &Tuple<Self::Addr>, entry: &CtEntry<Self::Addr>, flags: u64) -> Result<(), i32>;
-    fn ct_remove(key: &Tuple<Self::Addr>);
+    fn ct_idle(key: &Tuple<Self::Addr>, table: Ct, protocol: u8, now: u64) -> bool;
+    fn ct_put(
+        key: &Tuple<Self::Addr>,
+        table: Ct,
+        entry: &CtEntry<Self::Addr>,
+        flags: u64,
+    ) -> Result<(), i32>;
+    fn ct_remove(key: &Tuple<Self::Addr>, table: Ct);
+    /// Moves the pending entry at `key` to the established map, refreshed
+    /// and no longer `SYN_ONLY`, in place (no copy on the stack). It is
+    /// written there before it is removed from the pending map, so a packet
+    /// on another CPU finds it in one or the other. False when there was no
+    /// such entry or the write failed (it then stays pending, refreshed).
+    fn ct_promote(key: &Tuple<Self::Addr>, now: u64) -> bool;
     fn lookup(
         addr: Self::Addr,
         port: Be16,
@@ -177,10 +215,13 @@ impl Family for V4 {
     }
 
     #[inline(never)]
-    fn ct_get(key: &Tuple<Be32>) -> Option<CtEntry<Be32>> {
+    fn ct_get(key: &Tuple<Be32>, table: Ct) -> Option<CtEntry<Be32>> {
         // SAFETY: copied out at once, before another map operation could
         // recycle the LRU slot behind the reference.
-        let v = unsafe { CT_V4.get(&key4(key)) }.copied()?;
+        let v = in_table!(table, CT_V4, CT_PENDING_V4, |m| unsafe {
+            m.get(&key4(key))
+        }
+        .copied())?;
         Some(CtEntry {
             last_seen_ns: v.last_seen_ns,
             to: Tuple {
@@ -197,8 +238,35 @@ impl Family for V4 {
     }
 
     #[inline(never)]
-    fn ct_idle(key: &Tuple<Be32>, protocol: u8, now: u64) -> bool {
-        match CT_V4.get_ptr(&key4(key)) {
+    fn ct_find(key: &Tuple<Be32>, now: u64) -> Option<CtEntry<Be32>> {
+        let k = key4(key);
+        let fresh = |v: &&CtValueV4| fresh_at(v.last_seen_ns, v.flags, key.proto, now);
+        // SAFETY: copied out at once, see `ct_get`.
+        let v = unsafe {
+            match CT_V4.get(&k).filter(fresh) {
+                Some(v) => *v,
+                None => *CT_PENDING_V4.get(&k).filter(fresh)?,
+            }
+        };
+        Some(CtEntry {
+            last_seen_ns: v.last_seen_ns,
+            to: Tuple {
+                saddr: v.saddr,
+                daddr: v.daddr,
+                sport: v.sport,
+                dport: v.dport,
+                proto: key.proto,
+            },
+            rev_nat_id: v.rev_nat_id,
+            flags: v.flags,
+            backend_id: v.backend_id,
+        })
+    }
+
+    #[inline(never)]
+    fn ct_idle(key: &Tuple<Be32>, table: Ct, protocol: u8, now: u64) -> bool {
+        let ptr = in_table!(table, CT_V4, CT_PENDING_V4, |m| m.get_ptr(&key4(key)));
+        match ptr {
             // SAFETY: the pointer is to a live map value, read at once; a
             // racing refresh can only make the entry look older than it is
             // by one packet, which the timeout tolerates.
@@ -208,8 +276,9 @@ impl Family for V4 {
     }
 
     #[inline(always)]
-    fn ct_touch(key: &Tuple<Be32>, now: u64, set: u8, clear: u8) {
-        if let Some(v) = CT_V4.get_ptr_mut(&key4(key)) {
+    fn ct_touch(key: &Tuple<Be32>, table: Ct, now: u64, set: u8, clear: u8) {
+        let ptr = in_table!(table, CT_V4, CT_PENDING_V4, |m| m.get_ptr_mut(&key4(key)));
+        if let Some(v) = ptr {
             // SAFETY: the pointer is to a live map value; a racing writer can
             // at worst lose one refresh, which the timeout tolerates.
             unsafe {
@@ -220,7 +289,7 @@ impl Family for V4 {
     }
 
     #[inline(never)]
-    fn ct_put(key: &Tuple<Be32>, e: &CtEntry<Be32>, flags: u64) -> Result<(), i32> {
+    fn ct_put(key: &Tuple<Be32>, table: Ct, e: &CtEntry<Be32>, flags: u64) -> Result<(), i32> {
         let value = CtValueV4 {
             last_seen_ns: e.last_seen_ns,
             saddr: e.to.saddr,
@@ -233,12 +302,36 @@ impl Family for V4 {
             backend_id: e.backend_id,
             _pad2: 0,
         };
-        CT_V4.insert(&key4(key), &value, flags)
+        in_table!(table, CT_V4, CT_PENDING_V4, |m| m.insert(
+            &key4(key),
+            &value,
+            flags
+        ))
     }
 
     #[inline(always)]
-    fn ct_remove(key: &Tuple<Be32>) {
-        let _ = CT_V4.remove(&key4(key));
+    fn ct_remove(key: &Tuple<Be32>, table: Ct) {
+        let _ = in_table!(table, CT_V4, CT_PENDING_V4, |m| m.remove(&key4(key)));
+    }
+
+    #[inline(never)]
+    fn ct_promote(key: &Tuple<Be32>, now: u64) -> bool {
+        let k = key4(key);
+        let Some(v) = CT_PENDING_V4.get_ptr_mut(&k) else {
+            return false;
+        };
+        // SAFETY: the pointer is to a live map value, updated in place and
+        // then copied by the map update; a racing writer can at worst lose
+        // one refresh, which the timeout tolerates.
+        let written = unsafe {
+            (*v).last_seen_ns = now;
+            (*v).flags &= !ct_flags::SYN_ONLY;
+            CT_V4.insert(&k, &*v, 0).is_ok()
+        };
+        if written {
+            let _ = CT_PENDING_V4.remove(&k);
+        }
+        written
     }
 
     #[inline(always)]
@@ -387,9 +480,12 @@ impl Family for V6 {
     }
 
     #[inline(never)]
-    fn ct_get(key: &Tuple<[u8; 16]>) -> Option<CtEntry<[u8; 16]>> {
+    fn ct_get(key: &Tuple<[u8; 16]>, table: Ct) -> Option<CtEntry<[u8; 16]>> {
         // SAFETY: copied out at once, see `V4::ct_get`.
-        let v = unsafe { CT_V6.get(&key6(key)) }.copied()?;
+        let v = in_table!(table, CT_V6, CT_PENDING_V6, |m| unsafe {
+            m.get(&key6(key))
+        }
+        .copied())?;
         Some(CtEntry {
             last_seen_ns: v.last_seen_ns,
             to: Tuple {
@@ -406,8 +502,35 @@ impl Family for V6 {
     }
 
     #[inline(never)]
-    fn ct_idle(key: &Tuple<[u8; 16]>, protocol: u8, now: u64) -> bool {
-        match CT_V6.get_ptr(&key6(key)) {
+    fn ct_find(key: &Tuple<[u8; 16]>, now: u64) -> Option<CtEntry<[u8; 16]>> {
+        let k = key6(key);
+        let fresh = |v: &&CtValueV6| fresh_at(v.last_seen_ns, v.flags, key.proto, now);
+        // SAFETY: copied out at once, see `ct_get`.
+        let v = unsafe {
+            match CT_V6.get(&k).filter(fresh) {
+                Some(v) => *v,
+                None => *CT_PENDING_V6.get(&k).filter(fresh)?,
+            }
+        };
+        Some(CtEntry {
+            last_seen_ns: v.last_seen_ns,
+            to: Tuple {
+                saddr: v.saddr,
+                daddr: v.daddr,
+                sport: v.sport,
+                dport: v.dport,
+                proto: key.proto,
+            },
+            rev_nat_id: v.rev_nat_id,
+            flags: v.flags,
+            backend_id: v.backend_id,
+        })
+    }
+
+    #[inline(never)]
+    fn ct_idle(key: &Tuple<[u8; 16]>, table: Ct, protocol: u8, now: u64) -> bool {
+        let ptr = in_table!(table, CT_V6, CT_PENDING_V6, |m| m.get_ptr(&key6(key)));
+        match ptr {
             // SAFETY: the pointer is to a live map value, read at once; a
             // racing refresh can only make the entry look older than it is
             // by one packet, which the timeout tolerates.
@@ -417,8 +540,9 @@ impl Family for V6 {
     }
 
     #[inline(always)]
-    fn ct_touch(key: &Tuple<[u8; 16]>, now: u64, set: u8, clear: u8) {
-        if let Some(v) = CT_V6.get_ptr_mut(&key6(key)) {
+    fn ct_touch(key: &Tuple<[u8; 16]>, table: Ct, now: u64, set: u8, clear: u8) {
+        let ptr = in_table!(table, CT_V6, CT_PENDING_V6, |m| m.get_ptr_mut(&key6(key)));
+        if let Some(v) = ptr {
             // SAFETY: see `V4::ct_touch`.
             unsafe {
                 (*v).last_seen_ns = now;
@@ -428,7 +552,12 @@ impl Family for V6 {
     }
 
     #[inline(never)]
-    fn ct_put(key: &Tuple<[u8; 16]>, e: &CtEntry<[u8; 16]>, flags: u64) -> Result<(), i32> {
+    fn ct_put(
+        key: &Tuple<[u8; 16]>,
+        table: Ct,
+        e: &CtEntry<[u8; 16]>,
+        flags: u64,
+    ) -> Result<(), i32> {
         let value = CtValueV6 {
             last_seen_ns: e.last_seen_ns,
             saddr: e.to.saddr,
@@ -441,12 +570,36 @@ impl Family for V6 {
             backend_id: e.backend_id,
             _pad2: 0,
         };
-        CT_V6.insert(&key6(key), &value, flags)
+        in_table!(table, CT_V6, CT_PENDING_V6, |m| m.insert(
+            &key6(key),
+            &value,
+            flags
+        ))
     }
 
     #[inline(always)]
-    fn ct_remove(key: &Tuple<[u8; 16]>) {
-        let _ = CT_V6.remove(&key6(key));
+    fn ct_remove(key: &Tuple<[u8; 16]>, table: Ct) {
+        let _ = in_table!(table, CT_V6, CT_PENDING_V6, |m| m.remove(&key6(key)));
+    }
+
+    #[inline(never)]
+    fn ct_promote(key: &Tuple<[u8; 16]>, now: u64) -> bool {
+        let k = key6(key);
+        let Some(v) = CT_PENDING_V6.get_ptr_mut(&k) else {
+            return false;
+        };
+        // SAFETY: the pointer is to a live map value, updated in place and
+        // then copied by the map update; a racing writer can at worst lose
+        // one refresh, which the timeout tolerates.
+        let written = unsafe {
+            (*v).last_seen_ns = now;
+            (*v).flags &= !ct_flags::SYN_ONLY;
+            CT_V6.insert(&k, &*v, 0).is_ok()
+        };
+        if written {
+            let _ = CT_PENDING_V6.remove(&k);
+        }
+        written
     }
 
     #[inline(always)]

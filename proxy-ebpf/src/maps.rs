@@ -22,6 +22,7 @@ const AFFINITY_ENTRIES: usize = capacity::AFFINITY as usize;
 const SVC_NAMES_ENTRIES: usize = capacity::SVC_NAMES as usize;
 const REASONS: usize = capacity::STATS as usize;
 const CONNTRACK: usize = capacity::CONNTRACK as usize;
+const CONNTRACK_PENDING: usize = capacity::CONNTRACK_PENDING as usize;
 const DEVICES_ENTRIES: usize = capacity::DEVICES as usize;
 const SRC_RANGES: usize = capacity::SRC_RANGES as usize;
 const LOCAL_PREFIXES: usize = capacity::LOCAL_PREFIXES as usize;
@@ -62,6 +63,12 @@ pub static SVC_NAMES: HashMap<u32, ServiceName, SVC_NAMES_ENTRIES, NO_PREALLOC> 
 pub static CT_V4: LruHashMap<CtKeyV4, CtValueV4, CONNTRACK> = LruHashMap::new();
 #[btf_map(pin_by_name)]
 pub static CT_V6: LruHashMap<CtKeyV6, CtValueV6, CONNTRACK> = LruHashMap::new();
+/// tc path conntrack of new flows until they are answered (then moved to
+/// `CT_V4`/`CT_V6`): a flood of unanswered flows churns only this LRU.
+#[btf_map(pin_by_name)]
+pub static CT_PENDING_V4: LruHashMap<CtKeyV4, CtValueV4, CONNTRACK_PENDING> = LruHashMap::new();
+#[btf_map(pin_by_name)]
+pub static CT_PENDING_V6: LruHashMap<CtKeyV6, CtValueV6, CONNTRACK_PENDING> = LruHashMap::new();
 /// The node's SNAT addresses (one entry, index 0).
 #[btf_map(pin_by_name)]
 pub static NODE_CFG: Array<NodeConfig, 1> = Array::new();

@@ -259,7 +259,11 @@ pub fn parse_icmp_error4(ctx: &TcContext, out: &mut IcmpError<Be32>) -> Result<(
         return Err(Reason::TcIcmpErrorPassed);
     }
     let inner_l4_off = inner_off + inner_ihl;
-    if (ctx.len() as usize) < inner_l4_off + 8 {
+    // The quote must lie inside the datagram (its total length), not only
+    // inside the frame: the ICMP checksum a rewrite updates covers the
+    // datagram alone, so bytes past it must not be translated.
+    let total = usize::from(u16::from_be(ctx.load::<u16>(ETH_HLEN + 2).map_err(e)?));
+    if (ctx.len() as usize) < inner_l4_off + 8 || ETH_HLEN + total < inner_l4_off + 8 {
         return Err(Reason::TcIcmpErrorPassed);
     }
     out.inner.proto = ctx.load::<u8>(inner_off + 9).map_err(e)?;
@@ -289,7 +293,10 @@ pub fn parse_icmp_error6(ctx: &TcContext, out: &mut IcmpError<[u8; 16]>) -> Resu
     }
     let inner_off = icmp_off + 8;
     let inner_l4_off = inner_off + IP6_HLEN;
-    if (ctx.len() as usize) < inner_l4_off + 8 {
+    // Inside the datagram (its payload length), not only the frame: see
+    // `parse_icmp_error4`.
+    let payload = usize::from(u16::from_be(ctx.load::<u16>(ETH_HLEN + 4).map_err(e)?));
+    if (ctx.len() as usize) < inner_l4_off + 8 || icmp_off + payload < inner_l4_off + 8 {
         return Err(Reason::TcIcmpErrorPassed);
     }
     out.inner.proto = ctx.load::<u8>(inner_off + 6).map_err(e)?;

@@ -1,10 +1,15 @@
 //! tc (tcx) programs: north-south service translation, packet by packet.
 //!
 //! `tc_ingress` runs on every attached device:
-//! 1. conntrack: a packet whose tuple has a fresh `CT_*` entry gets the
-//!    entry's rewrite (forward: to the backend, SNATed to the node when the
-//!    flow is; reply: back to frontend → client). A forward entry whose
-//!    backend was removed is re-balanced as a new flow.
+//! 1. conntrack: a packet whose tuple has a fresh `CT_*` entry, else a
+//!    fresh `CT_PENDING_*` entry, gets the entry's rewrite (forward: to the
+//!    backend, SNATed to the node when the flow is; reply: back to frontend
+//!    → client). A forward entry whose backend was removed is re-balanced as
+//!    a new flow. A pending flow's first answer (TCP: a client's packet
+//!    without SYN or RST, so past the handshake; UDP: a reply) moves both its entries to
+//!    `CT_*` (see [`promote`]): a flood of new flows that are never answered
+//!    (spoofed SYNs) churns only the small pending LRU and never evicts an
+//!    established flow.
 //! 2. a new flow to a frontend (external scope first, then internal; only
 //!    internal for a pod's flow on a pod-facing device, as the local-traffic
 //!    detector tells pods: kube-proxy's short-circuit for
@@ -16,8 +21,11 @@
 //!    address), SNAT when the frontend is external without
 //!    `externalTrafficPolicy: Local` and the backend is remote, for hairpin
 //!    (client == backend), or for a masqueraded ClusterIP flow to a remote
-//!    backend, and two conntrack entries: forward, keyed by the client's
-//!    packet, and reply, keyed by the reply as it will arrive. A LoadBalancer
+//!    backend, and two conntrack entries in `CT_PENDING_*`: forward, keyed
+//!    by the client's packet, and reply, keyed by the reply as it will
+//!    arrive. A SNAT port is free when neither map holds a fresh entry for
+//!    its reply key (a pending entry the LRU evicted, or one idle past its
+//!    timeout, frees its port). A LoadBalancer
 //!    frontend with `loadBalancerSourceRanges` first drops a new flow from a
 //!    source outside them (`SRC_RANGE_*`).
 //! 3. no backend: dropped for an `externalTrafficPolicy: Local` frontend,
@@ -51,7 +59,7 @@ use aya_ebpf::{
 use proxy_common::{Be16, Reason, backend_flags, ct_flags, device_flags, proto, scope, svc_flags};
 
 use crate::{
-    family::{self, Chosen, CtEntry, Family, Tuple, V4, V6},
+    family::{self, Chosen, Ct, CtEntry, Family, Tuple, V4, V6},
     maps::DEVICES,
     packet::{self, Flow, IcmpError, TCP_FIN, TCP_RST, TCP_SYN},
     reject_budget,
@@ -78,6 +86,8 @@ fn snat_port() -> u32 {
 
 /// How many random SNAT ports are tried before the packet is dropped.
 const SNAT_TRIES: u32 = 8;
+/// `-EEXIST`: a `BPF_NOEXIST` update found the key taken.
+const EEXIST: i32 = -17;
 
 /// What to do with the packet, and why.
 enum Verdict {
@@ -291,15 +301,15 @@ fn icmp_error<F: Family>(ctx: &TcContext) -> Verdict {
         dport: error.inner.sport,
         proto: error.inner.proto,
     };
-    match F::ct_get(&key) {
-        Some(entry) if fresh(&entry, key.proto, now()) => {
+    match F::ct_find(&key, now()) {
+        Some(entry) => {
             if F::rewrite_icmp_error(ctx, &error, &entry.to) {
                 Verdict::Pass(Reason::TcIcmpErrorTranslated)
             } else {
                 Verdict::Drop(Reason::TcRewriteFailed)
             }
         }
-        _ => Verdict::Pass(Reason::TcIcmpErrorPassed),
+        None => Verdict::Pass(Reason::TcIcmpErrorPassed),
     }
 }
 
@@ -313,19 +323,32 @@ enum Tracked {
     BackendGone,
 }
 
-#[inline(never)]
+/// The established map first (one lookup for established traffic), then
+/// the pending one.
+#[inline(always)]
 fn tracked<F: Family>(ctx: &TcContext, flow: &Flow<F::Addr>, now: u64) -> Tracked {
+    match tracked_in::<F>(ctx, flow, now, Ct::Established) {
+        Tracked::Untracked => tracked_in::<F>(ctx, flow, now, Ct::Pending),
+        done => done,
+    }
+}
+
+#[inline(never)]
+fn tracked_in<F: Family>(ctx: &TcContext, flow: &Flow<F::Addr>, now: u64, table: Ct) -> Tracked {
     let key = tuple(flow);
-    let Some(entry) = F::ct_get(&key) else {
+    let Some(entry) = F::ct_get(&key, table) else {
         return Tracked::Untracked;
     };
     if !fresh(&entry, flow.proto, now) {
         return Tracked::Untracked;
     }
     if entry.flags & ct_flags::REPLY == 0 && !F::backend_exists(entry.backend_id) {
+        // Re-balanced as a new flow, whose entries go to the pending map:
+        // this one must not shadow them.
+        F::ct_remove(&key, table);
         return Tracked::BackendGone;
     }
-    Tracked::Done(apply::<F>(ctx, flow, &key, &entry, now))
+    Tracked::Done(apply::<F>(ctx, flow, &key, &entry, now, table))
 }
 
 /// What [`choose`] decided for a new flow.
@@ -476,9 +499,9 @@ fn cluster_ip_rule(dev: u32, origin: Origin) -> ClusterIpRule {
     }
 }
 
-/// Writes both conntrack entries of a new flow (claiming a SNAT port when
-/// needed) and rewrites the packet. One key and one entry are reused for
-/// both directions, to keep the frame small.
+/// Writes both conntrack entries of a new flow into the pending map
+/// (claiming a SNAT port when needed) and rewrites the packet. One key and
+/// one entry are reused for both directions, to keep the frame small.
 #[inline(never)]
 fn commit<F: Family>(
     ctx: &TcContext,
@@ -521,23 +544,37 @@ fn commit<F: Family>(
         while tries < SNAT_TRIES {
             let port = snat_port();
             key.dport = Be16::from_host(port as u16);
-            if F::ct_put(&key, &entry, u64::from(BPF_NOEXIST)).is_ok() {
-                claimed = true;
-                break;
-            }
-            // The port is taken, unless its flow went idle: a closed flow's
-            // entry stays in the LRU until evicted, and without this every
-            // port would look taken after the first 28k flows to a backend.
-            if F::ct_idle(&key, flow.proto, now) && F::ct_put(&key, &entry, 0).is_ok() {
-                claimed = true;
-                break;
-            }
             tries += 1;
+            // The port is taken by an established flow, unless that flow went
+            // idle: a closed flow's entry stays in the LRU until evicted, and
+            // without this every port would look taken after the first 28k
+            // flows to a backend.
+            if !F::ct_idle(&key, Ct::Established, flow.proto, now) {
+                continue;
+            }
+            match F::ct_put(&key, Ct::Pending, &entry, u64::from(BPF_NOEXIST)) {
+                Ok(()) => {
+                    claimed = true;
+                    break;
+                }
+                Err(EEXIST) => {}
+                // Not a taken port: the LRU found no free element.
+                Err(_) => return Verdict::Drop(Reason::TcCtUpdateFailed),
+            }
+            // Held by a pending flow: taken over when it was never answered
+            // within its timeout (`TCP_SYN_NS` for a SYN).
+            if F::ct_idle(&key, Ct::Pending, flow.proto, now)
+                && F::ct_put(&key, Ct::Pending, &entry, 0).is_ok()
+            {
+                count(Reason::TcSnatPortReclaimed);
+                claimed = true;
+                break;
+            }
         }
         if !claimed {
             return Verdict::Drop(Reason::TcSnatPortsExhausted);
         }
-    } else if F::ct_put(&key, &entry, 0).is_err() {
+    } else if F::ct_put(&key, Ct::Pending, &entry, 0).is_err() {
         return Verdict::Drop(Reason::TcCtUpdateFailed);
     }
     // The forward direction: the client's packet, rewritten to the backend
@@ -554,17 +591,19 @@ fn commit<F: Family>(
     entry.flags = if choice.snat { ct_flags::SNAT } else { 0 } | progress;
     let reply_key = key;
     key = tuple(flow);
-    if F::ct_put(&key, &entry, 0).is_err() {
-        F::ct_remove(&reply_key);
+    if F::ct_put(&key, Ct::Pending, &entry, 0).is_err() {
+        F::ct_remove(&reply_key, Ct::Pending);
         return Verdict::Drop(Reason::TcCtUpdateFailed);
     }
+    count(Reason::TcCtPendingCreated);
     if !F::rewrite(ctx, flow, &entry.to) {
         return Verdict::Drop(Reason::TcRewriteFailed);
     }
     Verdict::Pass(Reason::TcDnat)
 }
 
-/// Applies a conntrack hit's rewrite and refreshes the entry.
+/// Applies a conntrack hit's rewrite (found in `table`) and refreshes the
+/// entry, or promotes a pending flow that this packet answers.
 #[inline(always)]
 fn apply<F: Family>(
     ctx: &TcContext,
@@ -572,25 +611,38 @@ fn apply<F: Family>(
     key: &Tuple<F::Addr>,
     entry: &CtEntry<F::Addr>,
     now: u64,
+    table: Ct,
 ) -> Verdict {
     let progress = progress_flags(flow);
     let past_syn = flow.proto == proto::TCP && progress & ct_flags::SYN_ONLY == 0;
-    if past_syn && entry.flags & ct_flags::SYN_ONLY != 0 {
+    if table == Ct::Pending && answers(flow, entry) {
+        promote::<F>(key, entry, now);
+        if progress & ct_flags::CLOSING != 0 {
+            F::ct_touch(key, Ct::Established, now, ct_flags::CLOSING, 0);
+        }
+    } else if past_syn && entry.flags & ct_flags::SYN_ONLY != 0 {
         // Past the handshake: the other direction's entry too, once, so an
         // idle connection's reply entry (which may have seen only the
-        // SYN-ACK) keeps the established timeout. Its key is this entry's
-        // rewrite, reversed.
-        let peer = Tuple {
-            saddr: entry.to.daddr,
-            daddr: entry.to.saddr,
-            sport: entry.to.dport,
-            dport: entry.to.sport,
-            proto: entry.to.proto,
-        };
-        F::ct_touch(&peer, now, 0, ct_flags::SYN_ONLY);
+        // SYN-ACK) keeps the established timeout.
+        touch_peer::<F>(entry, table, now, ct_flags::SYN_ONLY);
+        F::ct_touch(
+            key,
+            table,
+            now,
+            progress & ct_flags::CLOSING,
+            ct_flags::SYN_ONLY,
+        );
+    } else {
+        if table == Ct::Pending {
+            // Both directions of a pending flow age alike in the LRU (a
+            // lookup marks an entry referenced): otherwise the forward
+            // entries, never looked up again while the backend's SYN-ACKs
+            // mark the reply entries, would be evicted first, and the reply
+            // entries left would hold twice the SNAT ports.
+            touch_peer::<F>(entry, table, now, 0);
+        }
+        F::ct_touch(key, table, now, progress & ct_flags::CLOSING, 0);
     }
-    let clear = if past_syn { ct_flags::SYN_ONLY } else { 0 };
-    F::ct_touch(key, now, progress & ct_flags::CLOSING, clear);
     if !F::rewrite(ctx, flow, &entry.to) {
         return Verdict::Drop(Reason::TcRewriteFailed);
     }
@@ -601,29 +653,82 @@ fn apply<F: Family>(
     })
 }
 
+/// Refreshes the other direction's entry of `entry`'s flow in `table`,
+/// clearing the `clear` flags. Its key is `entry`'s rewrite, reversed. Out of
+/// line: the key gets its own frame.
+#[inline(never)]
+fn touch_peer<F: Family>(entry: &CtEntry<F::Addr>, table: Ct, now: u64, clear: u8) {
+    let peer = Tuple {
+        saddr: entry.to.daddr,
+        daddr: entry.to.saddr,
+        sport: entry.to.dport,
+        dport: entry.to.sport,
+        proto: entry.to.proto,
+    };
+    F::ct_touch(&peer, table, now, 0, clear);
+}
+
+/// Whether a packet hitting a pending entry answers its flow: for TCP, a
+/// packet from the client without SYN or RST (its ACK completing the
+/// handshake, which a spoofed SYN's flow never sends; the backend's packets
+/// do not count: besides its SYN-ACK, a backend answers a SYN on a SNAT port
+/// that an earlier flow left in `SYN_RECV` or `TIME_WAIT` with a bare ACK);
+/// for UDP, a reply from the backend.
+#[inline(always)]
+fn answers<A>(flow: &Flow<A>, entry: &CtEntry<A>) -> bool {
+    let reply = entry.flags & ct_flags::REPLY != 0;
+    if flow.proto == proto::TCP {
+        !reply && flow.tcp_flags & (TCP_SYN | TCP_RST) == 0
+    } else {
+        reply
+    }
+}
+
+/// Moves an answered pending flow's entries (the one at `key`, and its other
+/// direction's, keyed by `entry`'s rewrite reversed) to the established
+/// map (see `Family::ct_promote`).
+#[inline(never)]
+fn promote<F: Family>(key: &Tuple<F::Addr>, entry: &CtEntry<F::Addr>, now: u64) {
+    if !F::ct_promote(key, now) {
+        return;
+    }
+    let peer = Tuple {
+        saddr: entry.to.daddr,
+        daddr: entry.to.saddr,
+        sport: entry.to.dport,
+        dport: entry.to.sport,
+        proto: entry.to.proto,
+    };
+    F::ct_promote(&peer, now);
+    count(Reason::TcCtPromoted);
+}
+
 #[inline(never)]
 fn egress<F: Family>(ctx: &TcContext) -> i32 {
     let mut flow = Flow::default();
     if let Err(reason) = F::parse(ctx, &mut flow) {
         return finish(ctx, parse_failed(reason));
     }
-    let verdict = reply::<F>(ctx, &flow);
+    let verdict = match reply::<F>(ctx, &flow, Ct::Established) {
+        Verdict::Pass(Reason::TcPass) => reply::<F>(ctx, &flow, Ct::Pending),
+        verdict => verdict,
+    };
     finish(ctx, verdict)
 }
 
 /// Egress's only step: a reply (not SNATed) leaving towards the client is
-/// rewritten to come from the frontend.
+/// rewritten to come from the frontend (its entry looked up in `table`).
 #[inline(never)]
-fn reply<F: Family>(ctx: &TcContext, flow: &Flow<F::Addr>) -> Verdict {
+fn reply<F: Family>(ctx: &TcContext, flow: &Flow<F::Addr>, table: Ct) -> Verdict {
     let key = tuple(flow);
     let now = now();
-    match F::ct_get(&key) {
+    match F::ct_get(&key, table) {
         Some(entry)
             if entry.flags & ct_flags::REPLY != 0
                 && entry.flags & ct_flags::SNAT == 0
                 && fresh(&entry, flow.proto, now) =>
         {
-            apply::<F>(ctx, flow, &key, &entry, now)
+            apply::<F>(ctx, flow, &key, &entry, now, table)
         }
         _ => Verdict::Pass(Reason::TcPass),
     }

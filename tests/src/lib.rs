@@ -15,6 +15,8 @@
 //!   [`pod::PodUdpClient`] a client process in it (`pxt-udp-client`).
 //! - [`Mode`] and [`both_modes!`] run one scenario against each dataplane mode
 //!   (eBPF socket hooks, userspace proxies).
+//! - [`tc_world::TcWorld`] loads the tc programs for `BPF_PROG_TEST_RUN`
+//!   (the packet tests and the packet fuzzer).
 //! - [`manifest`] writes realistic Kubernetes YAML, atomically.
 //! - [`FakeApiServer`] serves those objects over the Kubernetes list/watch
 //!   protocol, for the Kubernetes source's tests.
@@ -37,6 +39,7 @@
 //! kit's self-tests (`--test sandbox`) need no proxy.
 
 mod backend;
+pub mod checksum;
 mod client;
 mod cmd;
 pub mod container;
@@ -49,6 +52,7 @@ pub mod pod;
 mod proxy;
 mod sandbox;
 pub mod soak;
+pub mod tc_world;
 
 use std::{
     path::PathBuf,

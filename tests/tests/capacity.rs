@@ -46,6 +46,30 @@ fn assert_serves(what: &str, vip4: &str, vip6: &str, tcp: u16, udp: u16) {
     }
 }
 
+/// `api`: a second dual-stack Service on every backend, which does not fit
+/// the maps next to `web`.
+fn write_api(f: &Fixture) {
+    let slice_of = |family| {
+        slice(
+            "api",
+            &slice_name("api", family),
+            family,
+            match family {
+                AddressType::IPv4 => &BACKENDS_V4,
+                AddressType::IPv6 => &BACKENDS_V6,
+            },
+        )
+    };
+    f.write(
+        "api.yaml",
+        &documents(&[
+            service("api", &[API_VIP4, API_VIP6], API_TCP, API_UDP),
+            slice_of(AddressType::IPv4),
+            slice_of(AddressType::IPv6),
+        ]),
+    );
+}
+
 #[test]
 fn a_service_beyond_map_capacity_is_served_from_userspace_until_it_fits() {
     let mut f = Fixture::new(Mode::Ebpf);
@@ -70,24 +94,7 @@ fn a_service_beyond_map_capacity_is_served_from_userspace_until_it_fits() {
             .expect("listing local routes")
     };
 
-    f.write(
-        "api.yaml",
-        &documents(&[
-            service("api", &[API_VIP4, API_VIP6], API_TCP, API_UDP),
-            slice(
-                "api",
-                &slice_name("api", AddressType::IPv4),
-                AddressType::IPv4,
-                &BACKENDS_V4,
-            ),
-            slice(
-                "api",
-                &slice_name("api", AddressType::IPv6),
-                AddressType::IPv6,
-                &BACKENDS_V6,
-            ),
-        ]),
-    );
+    write_api(&f);
     let over = "proxy_frontends_over_capacity";
     f.wait_for(PROPAGATION, "api's 4 frontends to be over capacity", || {
         metric(over) == Some(4.0)
@@ -157,24 +164,7 @@ fn frontends_beyond_the_userspace_limit_are_reported_not_served() {
         METRICS_ADDR,
     ]);
     f.wait_ready();
-    f.write(
-        "api.yaml",
-        &documents(&[
-            service("api", &[API_VIP4, API_VIP6], API_TCP, API_UDP),
-            slice(
-                "api",
-                &slice_name("api", AddressType::IPv4),
-                AddressType::IPv4,
-                &BACKENDS_V4,
-            ),
-            slice(
-                "api",
-                &slice_name("api", AddressType::IPv6),
-                AddressType::IPv6,
-                &BACKENDS_V6,
-            ),
-        ]),
-    );
+    write_api(&f);
     let unserved = "proxy_frontends_over_capacity_unserved";
     f.wait_for(
         PROPAGATION,

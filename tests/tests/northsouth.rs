@@ -1089,7 +1089,8 @@ both_modes! {
 }
 
 /// Pins of a version-2 daemon that predates `SRC_RANGE_V4`/`_V6`,
-/// `LOCAL_V4`/`_V6`, `SOCK_SRC_CHECK`, `REJECT_BUDGET` and `FRAG_V4`/`_V6` (simulated: the daemon stopped,
+/// `LOCAL_V4`/`_V6`, `SOCK_SRC_CHECK`, `REJECT_BUDGET`, `FRAG_V4`/`_V6` and `CT_PENDING_V4`/`_V6`
+/// (simulated: the daemon stopped,
 /// those pins removed)
 /// are adopted: the maps are created anew and programmed before the programs
 /// that read them take over, so a denied source stays denied and an allowed
@@ -1112,7 +1113,7 @@ fn pins_without_the_newer_lpm_maps_are_adopted() {
         .pin_path()
         .join(format!("v{}", proxy_common::LAYOUT_VERSION))
         .join("maps");
-    const NEWER: [&str; 8] = [
+    const NEWER: [&str; 10] = [
         "SRC_RANGE_V4",
         "SRC_RANGE_V6",
         "LOCAL_V4",
@@ -1121,6 +1122,8 @@ fn pins_without_the_newer_lpm_maps_are_adopted() {
         "REJECT_BUDGET",
         "FRAG_V4",
         "FRAG_V6",
+        "CT_PENDING_V4",
+        "CT_PENDING_V6",
     ];
     for map in NEWER {
         std::fs::remove_file(maps.join(map))

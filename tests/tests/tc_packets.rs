@@ -24,23 +24,25 @@
 use std::{fmt::Write as _, net::IpAddr, path::Path};
 
 use aya::{
-    Ebpf, EbpfLoader,
+    EbpfLoader,
     maps::{
-        Array, HashMap, MapData, PerCpuArray,
+        HashMap, MapData,
         lpm_trie::{Key as LpmKey, LpmTrie},
     },
-    programs::{SchedClassifier, TestRun, TestRunOptions},
 };
 use etherparse::{
     EtherType, Ethernet2Header, Icmpv4Header, Icmpv4Type, Icmpv6Header, Icmpv6Type, IpFragOffset,
     IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, TcpHeader, UdpHeader, icmpv4, icmpv6,
 };
 use proxy_common::{
-    BackendV4, BackendV6, Be16, Be32, CtKeyV4, CtValueV4, DeviceConfig, NodeConfig, Reason,
-    ServiceKeyV4, ServiceKeyV6, ServiceValue, SrcRangeV4, SrcRangeV6, backend_flags, ct_flags,
+    Be16, Be32, CtKeyV4, CtValueV4, NodeConfig, SrcRangeV4, SrcRangeV6, backend_flags, ct_flags,
     ct_timeout, device_flags, names, programs, proto, scope, src_range, svc_flags,
 };
-use proxy_tests::Sandbox;
+use proxy_tests::{
+    Sandbox,
+    checksum::{self, Checkable},
+    tc_world::{self, TcBackend, TcService, TcWorld},
+};
 
 // ---- The cases' vocabulary -------------------------------------------------
 
@@ -54,9 +56,7 @@ const NODE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 const SNAT_MIN: u16 = 20000;
 const SNAT_MAX: u16 = 20999;
 
-const TC_ACT_OK: u32 = 0;
-const TC_ACT_SHOT: u32 = 2;
-const TC_ACT_REDIRECT: u32 = 7;
+use tc_world::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT};
 /// What a translation on ingress counts after its FIB lookup in a sandbox
 /// (forwarding off there).
 const FIB_FALLBACK: &str = "tc_fib_forwarding_off";
@@ -1323,6 +1323,78 @@ fn non_ip_passes() {
     }
 }
 
+/// An ICMP error whose IP length ends inside the packet it quotes (the rest
+/// of the quote lies in bytes past the datagram) passes untouched: the ICMP
+/// checksum a translation updates covers the datagram alone. Found by the
+/// fuzzer (`fuzz/fuzz_targets/tc_packet.rs`): such a quote was translated,
+/// leaving a wrong ICMPv6 checksum. The same errors at their full length are
+/// translated, with valid checksums.
+#[test]
+fn icmp_errors_quoting_past_their_ip_length_pass() {
+    static QUOTE4: Pkt = pkt(snat(NODE4), ep(REMOTE4, TARGET), SYN);
+    static QUOTE6: Pkt = pkt(ep(NODE6, NODE_PORT), ep(CLIENT6, CLIENT_PORT), L4::Udp);
+    let sandbox = sandbox();
+    let dir = sandbox.bpffs_path().join("icmp-short");
+    std::fs::create_dir(&dir).expect("pin dir");
+    let mut world = World::load(&dir).expect("load");
+    let services = [
+        svc(
+            NODE4,
+            NODE_PORT,
+            proto::TCP,
+            scope::INTERNAL,
+            EXT,
+            &[REMOTE_BE4],
+        ),
+        svc(
+            NODE6,
+            NODE_PORT,
+            proto::UDP,
+            scope::INTERNAL,
+            EXT,
+            &[LOCAL_BE6],
+        ),
+    ];
+    world.install(&[], &services).expect("install");
+    let frame = |p: &Pkt, snat: Option<u16>| build(p, snat).expect("build");
+    let syn = frame(
+        &pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN),
+        None,
+    );
+    let (_, out) = world.run(Ingress, &syn).expect("run");
+    let snat_port = source_port(&out);
+    assert!(snat_port.is_some(), "the SYN was translated");
+    let udp = frame(
+        &pkt(ep(CLIENT6, CLIENT_PORT), ep(NODE6, NODE_PORT), L4::Udp),
+        None,
+    );
+    world.run(Ingress, &udp).expect("run");
+    let err4 = frame(
+        &pkt(ep(ROUTER4, 0), ep(NODE4, 0), L4::IcmpErrorAbout(&QUOTE4)),
+        snat_port,
+    );
+    let err6 = frame(
+        &pkt(ep(ROUTER6, 0), ep(NODE6, 0), L4::IcmpErrorAbout(&QUOTE6)),
+        None,
+    );
+    // The IPv4 total length, the IPv6 payload length.
+    for (name, error, length_at) in [("v4", err4, 14 + 2), ("v6", err6, 14 + 4)] {
+        let (verdict, out) = world.run(Ingress, &error).expect("run");
+        assert_eq!(verdict, TC_ACT_OK, "{name}");
+        assert_ne!(out, error, "{name}: translated at full length");
+        assert_eq!(checksum::verify(&out), Ok(Checkable::Yes), "{name}");
+        let mut short = error.clone();
+        let length = u16::from_be_bytes([short[length_at], short[length_at + 1]]);
+        short[length_at..length_at + 2].copy_from_slice(&(length - 1).to_be_bytes());
+        checksum::fix(&mut short);
+        let before = world.stat("tc_icmp_error_passed");
+        let (verdict, out) = world.run(Ingress, &short).expect("run");
+        assert_eq!(verdict, TC_ACT_OK, "{name}");
+        assert_eq!(hex(&out), hex(&short), "{name}: one byte short, untouched");
+        assert_eq!(world.stat("tc_icmp_error_passed"), before + 1, "{name}");
+    }
+}
+
 /// Without a SNAT address, a flow that needs SNAT is dropped, one that does
 /// not is still translated.
 #[test]
@@ -1543,11 +1615,17 @@ fn conntrack_entries() {
         proto: proto::TCP,
         _pad: [0; 3],
     };
+    // A new flow's entries wait in the pending map until it is answered.
     let ct = |world: &mut World, key: &CtKeyV4| -> CtValueV4 {
         let map: HashMap<&mut MapData, CtKeyV4, CtValueV4> =
-            world.map(names::CT_V4).expect("CT_V4");
+            world.map(names::CT_PENDING_V4).expect("CT_PENDING_V4");
         map.get(key, 0).expect("the entry")
     };
+    assert_eq!(
+        ct_len(&mut world, names::CT_V4),
+        0,
+        "nothing established yet"
+    );
     let fwd = ct(&mut world, &forward_key);
     assert_eq!(
         (fwd.saddr, fwd.sport, fwd.daddr, fwd.dport),
@@ -1576,13 +1654,160 @@ fn conntrack_entries() {
         ct_flags::REPLY | ct_flags::SNAT | ct_flags::SYN_ONLY
     );
 
+    // A packet without SYN answers it: both entries move to `CT_V4`.
     let fin = pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), FIN);
+    let promoted = world.stat("tc_ct_promoted");
     world
         .run(Ingress, &build(&fin, None).expect("build"))
         .expect("run");
-    let fwd2 = ct(&mut world, &forward_key);
+    assert_eq!(world.stat("tc_ct_promoted"), promoted + 1);
+    assert_eq!(
+        ct_len(&mut world, names::CT_PENDING_V4),
+        0,
+        "nothing pending"
+    );
+    let established = |world: &mut World, key: &CtKeyV4| -> CtValueV4 {
+        let map: HashMap<&mut MapData, CtKeyV4, CtValueV4> =
+            world.map(names::CT_V4).expect("CT_V4");
+        map.get(key, 0).expect("the established entry")
+    };
+    let fwd2 = established(&mut world, &forward_key);
     assert_eq!(fwd2.flags, ct_flags::SNAT | ct_flags::CLOSING);
     assert!(fwd2.last_seen_ns >= fwd.last_seen_ns);
+    let rep2 = established(&mut world, &reply_key);
+    assert_eq!(rep2.flags, ct_flags::REPLY | ct_flags::SNAT);
+}
+
+/// How many entries a conntrack map holds.
+fn ct_len(world: &mut World, name: &str) -> usize {
+    let map: HashMap<&mut MapData, CtKeyV4, CtValueV4> =
+        world.map(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    map.keys().filter(Result::is_ok).count()
+}
+
+/// A new flow waits in `CT_PENDING_V4` until it is answered: its backend's
+/// SYN-ACK, or a bare ACK from it, keeps it there; the client's ACK
+/// moves both entries to `CT_V4`. A UDP flow moves on its first reply. A
+/// flood of SYNs that are never answered churns only the pending LRU: an
+/// established flow's entries stay, and so does its translation.
+#[test]
+fn unanswered_flows_never_evict_established_ones() {
+    let sandbox = sandbox();
+    let dir = sandbox.bpffs_path().join("pending");
+    std::fs::create_dir(&dir).expect("pin dir");
+    let mut world = World::load(&dir).expect("load");
+    world
+        .install(
+            &[],
+            &[
+                svc(
+                    NODE4,
+                    NODE_PORT,
+                    proto::TCP,
+                    scope::INTERNAL,
+                    EXT,
+                    &[LOCAL_BE4],
+                ),
+                svc(
+                    NODE4,
+                    NODE_PORT,
+                    proto::UDP,
+                    scope::INTERNAL,
+                    EXT,
+                    &[LOCAL_BE4],
+                ),
+            ],
+        )
+        .expect("install");
+    let client = ep(CLIENT4, CLIENT_PORT);
+    let frontend = ep(NODE4, NODE_PORT);
+    let backend = ep(LOCAL4, TARGET);
+    let run = |world: &mut World, hook: Hook, p: Pkt| -> Vec<u8> {
+        let (verdict, out) = world
+            .run(hook, &build(&p, None).expect("build"))
+            .expect("run");
+        assert_eq!(verdict, TC_ACT_OK);
+        out
+    };
+    // The handshake: SYN (pending), SYN-ACK leaving towards the client
+    // (still pending), ACK (promoted).
+    run(&mut world, Ingress, pkt(client, frontend, SYN));
+    assert_eq!(ct_len(&mut world, names::CT_PENDING_V4), 2);
+    // (A SYN from the backend stands for its SYN-ACK: both carry SYN.)
+    run(&mut world, Egress, pkt(backend, client, SYN));
+    assert_eq!(
+        (
+            ct_len(&mut world, names::CT_PENDING_V4),
+            ct_len(&mut world, names::CT_V4)
+        ),
+        (2, 0),
+        "a SYN-ACK does not answer the flow"
+    );
+    // Nor does a bare ACK from the backend (its answer to a SYN on a port an
+    // earlier flow left in SYN_RECV or TIME_WAIT).
+    run(&mut world, Egress, pkt(backend, client, ACK));
+    assert_eq!(
+        (
+            ct_len(&mut world, names::CT_PENDING_V4),
+            ct_len(&mut world, names::CT_V4)
+        ),
+        (2, 0),
+        "the backend's ACK does not answer the flow"
+    );
+    run(&mut world, Ingress, pkt(client, frontend, ACK));
+    assert_eq!(
+        (
+            ct_len(&mut world, names::CT_PENDING_V4),
+            ct_len(&mut world, names::CT_V4)
+        ),
+        (0, 2),
+        "the client's ACK promotes both entries"
+    );
+    // UDP: the request waits, the reply promotes.
+    run(&mut world, Ingress, pkt(client, frontend, L4::Udp));
+    assert_eq!(ct_len(&mut world, names::CT_PENDING_V4), 2);
+    run(&mut world, Ingress, pkt(client, frontend, L4::Udp));
+    assert_eq!(
+        ct_len(&mut world, names::CT_PENDING_V4),
+        2,
+        "a second request is no answer"
+    );
+    run(&mut world, Egress, pkt(backend, client, L4::Udp));
+    assert_eq!(
+        (
+            ct_len(&mut world, names::CT_PENDING_V4),
+            ct_len(&mut world, names::CT_V4)
+        ),
+        (0, 4),
+        "the reply promotes the UDP flow"
+    );
+    // A flood of SYNs from other sources, more than the pending map holds.
+    let flood = proxy_common::capacity::CONNTRACK_PENDING + 4_000;
+    let before = world.stat("tc_ct_pending_created");
+    for i in 0..flood {
+        let src: &'static str = String::leak(format!("100.64.{}.{}", (i >> 8) & 0xff, i & 0xff));
+        let sport = 1024 + (i >> 16) as u16;
+        run(&mut world, Ingress, pkt(ep(src, sport), frontend, SYN));
+    }
+    assert_eq!(
+        world.stat("tc_ct_pending_created"),
+        before + u64::from(flood)
+    );
+    let pending = ct_len(&mut world, names::CT_PENDING_V4);
+    assert!(
+        pending <= proxy_common::capacity::CONNTRACK_PENDING as usize,
+        "the pending map holds {pending} entries"
+    );
+    assert_eq!(
+        ct_len(&mut world, names::CT_V4),
+        4,
+        "the established entries stay"
+    );
+    // The established flow is still translated as before.
+    let out = run(&mut world, Ingress, pkt(client, frontend, ACK));
+    let expected = build(&pkt(client, backend, ACK), None).expect("build");
+    assert_eq!(hex(&out), hex(&expected));
+    assert_eq!(world.stat("tc_ct_promoted"), 2);
 }
 
 /// Rejects are rate-limited per CPU (`proxy_common::reject_limit`): a burst
@@ -1869,7 +2094,13 @@ fn syn_only_entries_expire_after_a_minute() {
             proto: proto::TCP,
             _pad: [0; 3],
         };
-        let ct: HashMap<&mut MapData, CtKeyV4, CtValueV4> = world.map(names::CT_V4).expect("CT_V4");
+        // Pending after the SYN, established after the ACK.
+        let map = if past_syn {
+            names::CT_V4
+        } else {
+            names::CT_PENDING_V4
+        };
+        let ct: HashMap<&mut MapData, CtKeyV4, CtValueV4> = world.map(map).expect(map);
         for (which, k) in [("forward", forward), ("reply", reply)] {
             let syn_only = ct.get(&k, 0).expect("the entry").flags & ct_flags::SYN_ONLY != 0;
             assert_eq!(
@@ -1953,6 +2184,120 @@ fn snat_ports_taken(idle: bool) {
     } else {
         assert_eq!(verdict, TC_ACT_SHOT);
         assert_eq!(world.stat("tc_snat_ports_exhausted"), before + 1);
+    }
+}
+
+/// SNAT ports held by pending (unanswered) flows: a port whose pending entry
+/// is fresh stays taken, one idle past the SYN timeout is taken over
+/// (`tc_snat_port_reclaimed`). The pending map is filled with every port (it
+/// keeps fewer: the LRU evicts the rest), and the ports it did not keep are
+/// held by live established flows, so only the pending ones can be free.
+#[test]
+fn snat_ports_of_unanswered_flows_are_reclaimed_after_the_syn_timeout() {
+    snat_ports_pending(true);
+}
+
+#[test]
+fn snat_ports_of_fresh_unanswered_flows_stay_taken() {
+    snat_ports_pending(false);
+}
+
+fn snat_ports_pending(idle: bool) {
+    let sandbox = sandbox();
+    let dir = sandbox.bpffs_path().join("pending-ports");
+    std::fs::create_dir(&dir).expect("pin dir");
+    let mut world = World::load(&dir).expect("load");
+    world
+        .install(
+            &[],
+            &[svc(
+                NODE4,
+                NODE_PORT,
+                proto::TCP,
+                scope::INTERNAL,
+                EXT,
+                &[REMOTE_BE4],
+            )],
+        )
+        .expect("install");
+    let now = monotonic_ns();
+    let entry = |last_seen_ns: u64, flags: u8| CtValueV4 {
+        last_seen_ns,
+        saddr: be32(NODE4),
+        daddr: be32("198.51.100.99"),
+        sport: Be16::from_host(NODE_PORT),
+        dport: Be16::from_host(1234),
+        rev_nat_id: 7,
+        flags,
+        _pad: 0,
+        backend_id: REMOTE_BE4.id,
+        _pad2: 0,
+    };
+    let key = |port: u16| CtKeyV4 {
+        saddr: be32(REMOTE4),
+        daddr: be32(NODE4),
+        sport: Be16::from_host(TARGET),
+        dport: Be16::from_host(port),
+        proto: proto::TCP,
+        _pad: [0; 3],
+    };
+    let syn_only = ct_flags::REPLY | ct_flags::SNAT | ct_flags::SYN_ONLY;
+    let pending_seen = if idle {
+        now.saturating_sub(proxy_common::ct_timeout::TCP_SYN_NS + 1_000_000_000)
+    } else {
+        now
+    };
+    let kept: std::collections::HashSet<u16> = {
+        let mut pending: HashMap<&mut MapData, CtKeyV4, CtValueV4> =
+            world.map(names::CT_PENDING_V4).expect("CT_PENDING_V4");
+        for port in SNAT_MIN..=SNAT_MAX {
+            pending
+                .insert(&key(port), &entry(pending_seen, syn_only), 0)
+                .expect("insert");
+        }
+        pending
+            .keys()
+            .filter_map(Result::ok)
+            .map(|k| k.dport.to_host())
+            .collect()
+    };
+    assert!(
+        !kept.is_empty() && kept.len() <= proxy_common::capacity::CONNTRACK_PENDING as usize,
+        "the pending map kept {} ports",
+        kept.len()
+    );
+    {
+        let mut ct: HashMap<&mut MapData, CtKeyV4, CtValueV4> =
+            world.map(names::CT_V4).expect("CT_V4");
+        for port in (SNAT_MIN..=SNAT_MAX).filter(|p| !kept.contains(p)) {
+            ct.insert(&key(port), &entry(now, ct_flags::REPLY | ct_flags::SNAT), 0)
+                .expect("insert");
+        }
+    }
+    let (exhausted, reclaimed) = (
+        world.stat("tc_snat_ports_exhausted"),
+        world.stat("tc_snat_port_reclaimed"),
+    );
+    let syn = pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN);
+    let (verdict, out) = world
+        .run(Ingress, &build(&syn, None).expect("build"))
+        .expect("run");
+    if idle {
+        assert_ne!(
+            verdict, TC_ACT_SHOT,
+            "an idle pending port must be reclaimed"
+        );
+        let port = source_port(&out).expect("a source port");
+        assert!(
+            kept.contains(&port),
+            "port {port} was held by a pending flow"
+        );
+        assert_eq!(world.stat("tc_snat_port_reclaimed"), reclaimed + 1);
+        assert_eq!(world.stat("tc_snat_ports_exhausted"), exhausted);
+    } else {
+        assert_eq!(verdict, TC_ACT_SHOT, "every port is held by a live flow");
+        assert_eq!(world.stat("tc_snat_ports_exhausted"), exhausted + 1);
+        assert_eq!(world.stat("tc_snat_port_reclaimed"), reclaimed);
     }
 }
 
@@ -2499,106 +2844,54 @@ fn fold(mut sum: u32) -> u16 {
     sum as u16
 }
 
-/// One case's loaded programs and maps.
-struct World {
-    ebpf: Ebpf,
+/// One case's loaded programs and maps: the kit's [`TcWorld`] with the
+/// cases' vocabulary.
+struct World(TcWorld);
+
+impl std::ops::Deref for World {
+    type Target = TcWorld;
+    fn deref(&self) -> &TcWorld {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for World {
+    fn deref_mut(&mut self) -> &mut TcWorld {
+        &mut self.0
+    }
 }
 
 impl World {
     fn load(dir: &Path) -> Result<Self, String> {
-        let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(dir)
-            .load(proxy::dataplane::loader::OBJECT)
-            .map_err(|e| format!("loading the object: {e}"))?;
-        for name in [programs::TC_INGRESS, programs::TC_EGRESS] {
-            let prog: &mut SchedClassifier = ebpf
-                .program_mut(name)
-                .ok_or(format!("no program {name}"))?
-                .try_into()
-                .map_err(|e| format!("{name}: {e}"))?;
-            prog.load().map_err(|e| {
-                // The verifier's log is long: its end says why.
-                let text = format!("{e:?}").replace("\\n", "\n");
-                let tail = text.len().saturating_sub(4000);
-                format!(
-                    "verifier rejected {name}: …{}",
-                    text.get(tail..).unwrap_or(&text)
-                )
-            })?;
-        }
-        let mut world = Self { ebpf };
-        let mut node: Array<&mut MapData, NodeConfig> = world.map(names::NODE_CFG)?;
-        let cfg = NodeConfig {
-            snat_v4: be32(NODE4),
+        let mut world = TcWorld::load(dir, proxy::dataplane::loader::OBJECT, v4(NODE4), v6(NODE6))?;
+        world.set_node_config(&NodeConfig {
+            snat_v4: Be32::from_octets(v4(NODE4)),
             snat_port_min: SNAT_MIN,
             snat_port_max: SNAT_MAX,
             snat_v6: v6(NODE6),
-        };
-        node.set(0, &cfg, 0).map_err(|e| e.to_string())?;
-        Ok(world)
-    }
-
-    fn map<'a, T: TryFrom<&'a mut aya::maps::Map>>(&'a mut self, name: &str) -> Result<T, String>
-    where
-        T::Error: std::fmt::Display,
-    {
-        self.ebpf
-            .map_mut(name)
-            .ok_or(format!("no map {name}"))?
-            .try_into()
-            .map_err(|e: T::Error| format!("{name}: {e}"))
+        })?;
+        Ok(Self(world))
     }
 
     fn run(&mut self, hook: Hook, input: &[u8]) -> Result<(u32, Vec<u8>), String> {
-        let name = match hook {
-            Ingress => programs::TC_INGRESS,
-            Egress => programs::TC_EGRESS,
+        let hook = match hook {
+            Ingress => tc_world::Hook::Ingress,
+            Egress => tc_world::Hook::Egress,
         };
-        let prog: &SchedClassifier = self
-            .ebpf
-            .program(name)
-            .ok_or("no program")?
-            .try_into()
-            .map_err(|e| format!("{e}"))?;
-        let mut out = vec![0u8; 512];
-        let result = prog
-            .test_run(TestRunOptions {
-                data_in: Some(input),
-                data_out: Some(&mut out),
-                ..TestRunOptions::default()
-            })
-            .map_err(|e| format!("test_run: {e:?}"))?;
-        out.truncate(result.data_size_out as usize);
-        Ok((result.return_value, out))
+        self.0.run(hook, input)
     }
 
     fn stat(&mut self, name: &str) -> u64 {
-        let reason = Reason::ALL
-            .into_iter()
-            .find(|r| r.name() == name)
-            .unwrap_or_else(|| panic!("no reason named {name}"));
-        let stats: PerCpuArray<&mut MapData, u64> = self.map(names::STATS).expect("STATS");
-        stats
-            .get(&(reason as u32), 0)
-            .map(|v| v.iter().sum())
-            .expect("reading STATS")
+        self.0.stat(name).expect("STATS")
     }
 
     fn install(&mut self, devices: &[(u32, u32)], services: &[Svc]) -> Result<(), String> {
-        let mut devs: HashMap<&mut MapData, u32, DeviceConfig> = self.map(names::DEVICES)?;
         for &(ifindex, flags) in devices {
-            devs.insert(&ifindex, &DeviceConfig { flags }, 0)
-                .map_err(|e| e.to_string())?;
+            self.set_device(ifindex, flags)?;
         }
         // The cluster CIDR (read only on devices with a DETECT_CIDR flag).
-        let mut local4: LpmTrie<&mut MapData, [u8; 4], u8> = self.map(names::LOCAL_V4)?;
-        local4
-            .insert(&LpmKey::new(16, [10, 244, 0, 0]), &1, 0)
-            .map_err(|e| e.to_string())?;
-        let mut local6: LpmTrie<&mut MapData, [u8; 16], u8> = self.map(names::LOCAL_V6)?;
-        local6
-            .insert(&LpmKey::new(32, v6("fd00:244::")), &1, 0)
-            .map_err(|e| e.to_string())?;
+        self.add_local_cidr(ip("10.244.0.0"), 16)?;
+        self.add_local_cidr(ip("fd00:244::"), 32)?;
         for svc in services {
             self.set_backends(svc, svc.backends, &[])?;
         }
@@ -2606,91 +2899,32 @@ impl World {
     }
 
     /// Writes `svc` with `backends` (backends, slots, then slot 0), and
-    /// deletes the backends in `gone`.
+    /// deletes the backend ids that are no longer used.
     fn set_backends(
         &mut self,
         svc: &Svc,
         backends: &[Backend],
         gone: &[u32],
     ) -> Result<(), String> {
-        let frontend = ServiceValue {
-            backend_id: 0,
-            count: backends.len() as u16,
-            rev_nat_id: svc.rev_nat_id,
+        let service = TcService {
+            vip: ip(svc.vip),
+            port: svc.port,
+            proto: svc.proto,
+            scope: svc.scope,
             flags: svc.flags,
-            _pad: 0,
+            rev_nat_id: svc.rev_nat_id,
             affinity_timeout: svc.affinity_timeout,
         };
-        let err = |e: aya::maps::MapError| e.to_string();
-        match ip(svc.vip) {
-            IpAddr::V4(_) => {
-                let mut bes: HashMap<&mut MapData, u32, BackendV4> = self.map(names::BACKEND_V4)?;
-                for b in backends {
-                    let v = BackendV4 {
-                        addr: be32(b.addr),
-                        port: Be16::from_host(b.port),
-                        proto: svc.proto,
-                        flags: b.flags,
-                    };
-                    bes.insert(&b.id, &v, 0).map_err(err)?;
-                }
-                for id in gone {
-                    bes.remove(id).map_err(err)?;
-                }
-                let mut svcs: HashMap<&mut MapData, ServiceKeyV4, ServiceValue> =
-                    self.map(names::SVC_V4)?;
-                let key = |slot: u16| ServiceKeyV4 {
-                    addr: be32(svc.vip),
-                    port: Be16::from_host(svc.port),
-                    slot,
-                    proto: svc.proto,
-                    scope: svc.scope,
-                    _pad: [0; 2],
-                };
-                for (i, b) in backends.iter().enumerate() {
-                    let slot = ServiceValue {
-                        backend_id: b.id,
-                        ..ServiceValue::default()
-                    };
-                    svcs.insert(&key(i as u16 + 1), &slot, 0).map_err(err)?;
-                }
-                svcs.insert(&key(0), &frontend, 0).map_err(err)?;
-            }
-            IpAddr::V6(_) => {
-                let mut bes: HashMap<&mut MapData, u32, BackendV6> = self.map(names::BACKEND_V6)?;
-                for b in backends {
-                    let v = BackendV6 {
-                        addr: v6(b.addr),
-                        port: Be16::from_host(b.port),
-                        proto: svc.proto,
-                        flags: b.flags,
-                    };
-                    bes.insert(&b.id, &v, 0).map_err(err)?;
-                }
-                for id in gone {
-                    bes.remove(id).map_err(err)?;
-                }
-                let mut svcs: HashMap<&mut MapData, ServiceKeyV6, ServiceValue> =
-                    self.map(names::SVC_V6)?;
-                let key = |slot: u16| ServiceKeyV6 {
-                    addr: v6(svc.vip),
-                    port: Be16::from_host(svc.port),
-                    slot,
-                    proto: svc.proto,
-                    scope: svc.scope,
-                    _pad: [0; 2],
-                };
-                for (i, b) in backends.iter().enumerate() {
-                    let slot = ServiceValue {
-                        backend_id: b.id,
-                        ..ServiceValue::default()
-                    };
-                    svcs.insert(&key(i as u16 + 1), &slot, 0).map_err(err)?;
-                }
-                svcs.insert(&key(0), &frontend, 0).map_err(err)?;
-            }
-        }
-        Ok(())
+        let backends: Vec<TcBackend> = backends
+            .iter()
+            .map(|b| TcBackend {
+                id: b.id,
+                addr: ip(b.addr),
+                port: b.port,
+                flags: b.flags,
+            })
+            .collect();
+        self.set_service(&service, &backends, gone)
     }
 }
 
@@ -2698,9 +2932,7 @@ impl World {
 fn run_case(case: &Case, dir: &Path, snat_configured: bool) -> Result<(), String> {
     let mut world = World::load(dir)?;
     if !snat_configured {
-        let mut node: Array<&mut MapData, NodeConfig> = world.map(names::NODE_CFG)?;
-        node.set(0, &NodeConfig::default(), 0)
-            .map_err(|e| e.to_string())?;
+        world.set_node_config(&NodeConfig::default())?;
     }
     world.install(case.devices, case.services)?;
     let mut snat_port: Option<u16> = None;
@@ -2813,6 +3045,13 @@ fn ip(s: &str) -> IpAddr {
 fn be32(s: &str) -> Be32 {
     match ip(s) {
         IpAddr::V4(a) => Be32::from_octets(a.octets()),
+        IpAddr::V6(_) => panic!("{s} is not IPv4"),
+    }
+}
+
+fn v4(s: &str) -> [u8; 4] {
+    match ip(s) {
+        IpAddr::V4(a) => a.octets(),
         IpAddr::V6(_) => panic!("{s} is not IPv4"),
     }
 }

@@ -125,7 +125,7 @@ pub fn clippy_ebpf(root: &Path) -> anyhow::Result<()> {
 }
 
 /// Reads `channel = "…"` from a rust-toolchain.toml (as `proxy/build.rs` does).
-fn nightly_channel(path: &Path) -> anyhow::Result<String> {
+pub fn nightly_channel(path: &Path) -> anyhow::Result<String> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     text.lines()

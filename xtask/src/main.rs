@@ -7,6 +7,7 @@ mod bench_control;
 mod cargo;
 mod demo;
 mod dockerfile;
+mod fuzz;
 mod image;
 mod layout;
 
@@ -58,6 +59,10 @@ enum Task {
     /// Clippy on the kernel code for its real target (bpfel-unknown-none,
     /// -Z build-std=core), with the pinned nightly, as aya's clippy.sh does.
     ClippyEbpf,
+    /// Build the fuzz targets (fuzz/, cargo-fuzz with the pinned nightly) and
+    /// run each for --seconds; report in target/fuzz/report.md, non-zero exit
+    /// on any crash. tc_packet needs root.
+    Fuzz(fuzz::FuzzArgs),
     /// Run the demo: a ClusterIP balanced across three backends in a throwaway namespace.
     Demo,
     /// Run the Dockerfile's build stage without a container engine: its COPYs
@@ -125,6 +130,7 @@ fn main() -> anyhow::Result<()> {
         Task::CheckLayout => layout::run(&root)?,
         Task::ClippyEbpf => cargo::clippy_ebpf(&root)?,
         Task::Dockerfile => dockerfile::run(&root)?,
+        Task::Fuzz(args) => fuzz::run(&root, &args)?,
         Task::Image { binary, tag, test } => {
             let bin = match binary {
                 Some(bin) => bin,

@@ -239,7 +239,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "RANGE", default_value = "auto")]
     pub snat_port_range: String,
     /// eBPF: how often the conntrack garbage collector deletes expired
-    /// per-packet flows (`CT_V4`/`CT_V6`) and entries of closed sockets
+    /// per-packet flows (`CT_V4`/`CT_V6`, `CT_PENDING_*`) and entries of closed sockets
     /// (`SOCK_RNAT_V4`/`_V6`) (e.g. 30s). `0s`: never (the LRU evicts).
     #[arg(long, value_name = "DURATION", default_value = "30s",
           value_parser = config::parse_duration)]

@@ -5,7 +5,8 @@
 //! flows and sockets until the LRU starts evicting live ones.
 //!
 //! Each pass, on a thread of its own (never on the async runtime):
-//! - walks `CT_V4`/`CT_V6` and deletes each entry idle past its timeout
+//! - walks `CT_V4`/`CT_V6` and `CT_PENDING_V4`/`_V6` (new flows not
+//!   answered yet) and deletes each entry idle past its timeout
 //!   ([`ct_timeout::for_entry`], the programs' own rule, against
 //!   `CLOCK_MONOTONIC`, which `bpf_ktime_get_ns` reads). An entry is read
 //!   again just before its delete, and kept if a packet refreshed it
@@ -67,6 +68,8 @@ pub struct PassReport {
 pub struct ConntrackGc {
     ct4: HashMap<MapData, CtKeyV4, CtValueV4>,
     ct6: HashMap<MapData, CtKeyV6, CtValueV6>,
+    pending4: HashMap<MapData, CtKeyV4, CtValueV4>,
+    pending6: HashMap<MapData, CtKeyV6, CtValueV6>,
     rnat4: HashMap<MapData, SockRevNatKeyV4, SockRevNatV4>,
     rnat6: HashMap<MapData, SockRevNatKeyV6, SockRevNatV6>,
     sockets: UdpFlowEnder,
@@ -148,6 +151,8 @@ impl ConntrackGc {
         Ok(Self {
             ct4: open(maps_dir, names::CT_V4)?,
             ct6: open(maps_dir, names::CT_V6)?,
+            pending4: open(maps_dir, names::CT_PENDING_V4)?,
+            pending6: open(maps_dir, names::CT_PENDING_V6)?,
             rnat4: open(maps_dir, names::SOCK_RNAT_V4)?,
             rnat6: open(maps_dir, names::SOCK_RNAT_V6)?,
             sockets,
@@ -171,8 +176,16 @@ impl ConntrackGc {
         let (s6, d6) = sweep_ct(&mut self.ct6, max6, |k, v| {
             expired(k.proto, v.flags, v.last_seen_ns, now)
         });
-        report.ct_seen = s4 + s6;
-        report.ct_deleted = d4 + d6;
+        let max4 = Self::capacity(&self.pending4);
+        let (p4, e4) = sweep_ct(&mut self.pending4, max4, |k, v| {
+            expired(k.proto, v.flags, v.last_seen_ns, now)
+        });
+        let max6 = Self::capacity(&self.pending6);
+        let (p6, e6) = sweep_ct(&mut self.pending6, max6, |k, v| {
+            expired(k.proto, v.flags, v.last_seen_ns, now)
+        });
+        report.ct_seen = s4 + s6 + p4 + p6;
+        report.ct_deleted = d4 + d6 + e4 + e6;
 
         let keys4 = keys_of(&self.rnat4, Self::capacity(&self.rnat4));
         let keys6 = keys_of(&self.rnat6, Self::capacity(&self.rnat6));

@@ -149,7 +149,8 @@ impl RevNatAddr {
     }
 }
 
-/// One conntrack entry, as `CT_V4`/`CT_V6` hold it, in either family.
+/// One conntrack entry, as `CT_V4`/`CT_V6` (or the pending maps) hold it, in
+/// either family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CtRaw {
     pub proto: u8,
@@ -164,9 +165,19 @@ pub struct CtRaw {
     pub flags: u8,
     pub backend_id: u32,
     pub last_seen_ns: u64,
+    /// Read from `CT_PENDING_V4`/`_V6`: the flow is not answered yet.
+    pub pending: bool,
 }
 
 impl CtRaw {
+    /// The same entry, read from a pending map.
+    pub fn pending(self) -> Self {
+        Self {
+            pending: true,
+            ..self
+        }
+    }
+
     pub fn v4(k: &CtKeyV4, v: &CtValueV4) -> Self {
         Self {
             proto: k.proto,
@@ -178,6 +189,7 @@ impl CtRaw {
             flags: v.flags,
             backend_id: v.backend_id,
             last_seen_ns: v.last_seen_ns,
+            pending: false,
         }
     }
 
@@ -192,6 +204,7 @@ impl CtRaw {
             flags: v.flags,
             backend_id: v.backend_id,
             last_seen_ns: v.last_seen_ns,
+            pending: false,
         }
     }
 }

@@ -252,6 +252,7 @@ impl Dataset {
                     new_dst: socket(raw.new_dst.0, raw.new_dst.1),
                     snat: raw.flags & ct_flags::SNAT != 0,
                     closing: raw.flags & ct_flags::CLOSING != 0,
+                    pending: raw.pending,
                     rev_nat_id: raw.rev_nat_id,
                     frontend: frontend.map(ToString::to_string),
                     service: owner,

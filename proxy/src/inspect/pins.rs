@@ -141,7 +141,8 @@ impl Pins {
         Ok(dataset.affinity(&entries, monotonic_now_ns()?, filter))
     }
 
-    /// `inspect conntrack`: both conntrack maps, or why there are none.
+    /// `inspect conntrack`: both conntrack maps and, when pinned, both
+    /// pending ones (flows not answered yet), or why there are none.
     pub fn conntrack(&self, filter: &Filter) -> Result<ConntrackView, InspectError> {
         let (Some(v4), Some(v6)) = (self.map_data(names::CT_V4)?, self.map_data(names::CT_V6)?)
         else {
@@ -157,6 +158,20 @@ impl Pins {
                 .iter()
                 .map(|(k, v)| CtRaw::v6(k, v)),
         );
+        if let Some(v4) = self.map_data(names::CT_PENDING_V4)? {
+            raw.extend(
+                self.entries::<CtKeyV4, CtValueV4>(names::CT_PENDING_V4, v4)?
+                    .iter()
+                    .map(|(k, v)| CtRaw::v4(k, v).pending()),
+            );
+        }
+        if let Some(v6) = self.map_data(names::CT_PENDING_V6)? {
+            raw.extend(
+                self.entries::<CtKeyV6, CtValueV6>(names::CT_PENDING_V6, v6)?
+                    .iter()
+                    .map(|(k, v)| CtRaw::v6(k, v).pending()),
+            );
+        }
         let dataset = self.dataset()?;
         Ok(dataset.conntrack(&raw, monotonic_now_ns()?, filter))
     }
@@ -248,6 +263,8 @@ impl Pins {
             names::AFFINITY => n(self.entries::<AffinityKey, AffinityValue>(name, data)?),
             names::CT_V4 => n(self.entries::<CtKeyV4, CtValueV4>(name, data)?),
             names::CT_V6 => n(self.entries::<CtKeyV6, CtValueV6>(name, data)?),
+            names::CT_PENDING_V4 => n(self.entries::<CtKeyV4, CtValueV4>(name, data)?),
+            names::CT_PENDING_V6 => n(self.entries::<CtKeyV6, CtValueV6>(name, data)?),
             names::DEVICES => n(self.entries::<u32, DeviceConfig>(name, data)?),
             names::SRC_RANGE_V4 => n(self.maps.trie::<SrcRangeV4, u32>(name)?),
             names::SRC_RANGE_V6 => n(self.maps.trie::<SrcRangeV6, u32>(name)?),

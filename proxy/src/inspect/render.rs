@@ -249,6 +249,9 @@ impl View for ConntrackView {
             if f.closing {
                 flags.push("closing");
             }
+            if f.pending {
+                flags.push("pending");
+            }
             t.row(vec![
                 f.protocol.clone(),
                 f.direction.to_owned(),

@@ -323,6 +323,7 @@ fn ct_entries() -> Vec<CtRaw> {
             flags,
             backend_id,
             last_seen_ns: NOW_NS - idle_ms * 1_000_000,
+            pending: false,
         };
     use proxy_common::ct_flags::{CLOSING, REPLY, SNAT};
     vec![
@@ -493,6 +494,8 @@ fn empty_maps() -> Vec<MapEntry> {
         (names::STATS, "percpu_array", Some(64), 64),
         (names::CT_V4, "lru_hash", Some(0), 262_144),
         (names::CT_V6, "lru_hash", Some(0), 262_144),
+        (names::CT_PENDING_V4, "lru_hash", Some(0), 16_384),
+        (names::CT_PENDING_V6, "lru_hash", Some(0), 16_384),
         (names::NODE_CFG, "array", Some(1), 1),
         (names::DEVICES, "hash", Some(0), 256),
         (names::SRC_RANGE_V4, "lpm_trie", Some(0), 65_536),
@@ -688,6 +691,8 @@ fn golden_nearly_full() {
         (names::STATS, "percpu_array", Some(64), 64),
         (names::CT_V4, "lru_hash", Some(0), 262_144),
         (names::CT_V6, "lru_hash", Some(0), 262_144),
+        (names::CT_PENDING_V4, "lru_hash", Some(0), 16_384),
+        (names::CT_PENDING_V6, "lru_hash", Some(0), 16_384),
         (names::NODE_CFG, "array", Some(1), 1),
         (names::DEVICES, "hash", Some(0), 256),
         (names::LOCAL_V4, "lpm_trie", Some(0), 64),
@@ -1026,6 +1031,17 @@ fn conntrack_filters_by_the_flows_frontend() {
     assert_eq!(view.flows.len(), 4);
     assert_eq!(view.flows[3].frontend, None);
     assert_eq!(view.flows[3].backend, None);
+    assert!(view.flows.iter().all(|f| !f.pending));
+}
+
+#[test]
+fn conntrack_marks_flows_not_answered_yet() {
+    let data = typical();
+    let raw: Vec<CtRaw> = ct_entries().into_iter().map(CtRaw::pending).collect();
+    let view = data.conntrack(&raw[..1], NOW_NS, &Filter::default());
+    assert!(view.flows[0].pending, "{view:#?}");
+    let table = render(&view, Output::Table).unwrap();
+    assert!(table.contains("snat,pending"), "{table}");
 }
 
 #[test]

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::telemetry::Mode;
 
 /// Every map `proxy run` pins, in the order `status` lists them.
-pub const PINNED_MAPS: [&str; 19] = [
+pub const PINNED_MAPS: [&str; 21] = [
     names::SVC_V4,
     names::SVC_V6,
     names::BACKEND_V4,
@@ -27,6 +27,8 @@ pub const PINNED_MAPS: [&str; 19] = [
     names::STATS,
     names::CT_V4,
     names::CT_V6,
+    names::CT_PENDING_V4,
+    names::CT_PENDING_V6,
     names::NODE_CFG,
     names::DEVICES,
     names::SRC_RANGE_V4,
@@ -195,6 +197,9 @@ pub struct FlowEntry {
     pub snat: bool,
     /// A TCP FIN or RST was seen: the entry expires soon.
     pub closing: bool,
+    /// Not answered yet (`CT_PENDING_V4`/`_V6`): a TCP flow before the
+    /// client's ACK, a UDP flow before its first reply.
+    pub pending: bool,
     pub rev_nat_id: u16,
     /// `null` when no frontend has this rev-NAT id any more.
     pub frontend: Option<String>,
