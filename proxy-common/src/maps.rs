@@ -230,6 +230,21 @@ pub mod ct_timeout {
     pub const TCP_CLOSING_NS: u64 = 10 * 1_000_000_000;
     /// A UDP flow.
     pub const UDP_NS: u64 = 60 * 1_000_000_000;
+
+    /// The idle timeout of an entry of `protocol` with [`ct_flags`](super::ct_flags)
+    /// `flags` (the tc programs' `fresh_at` rule; the daemon's conntrack GC
+    /// deletes entries idle for longer).
+    pub const fn for_entry(protocol: u8, flags: u8) -> u64 {
+        if protocol != crate::proto::TCP {
+            UDP_NS
+        } else if flags & super::ct_flags::CLOSING != 0 {
+            TCP_CLOSING_NS
+        } else if flags & super::ct_flags::SYN_ONLY != 0 {
+            TCP_SYN_NS
+        } else {
+            TCP_NS
+        }
+    }
 }
 
 /// Values of the service key's `scope` byte (see the module docs).
@@ -518,8 +533,11 @@ const _: () = assert!(core::mem::size_of::<AffinityValue>() == 16);
 pub struct NodeConfig {
     /// The IPv4 SNAT address (zero: none).
     pub snat_v4: Be32,
-    /// Zero.
-    pub _pad: u32,
+    /// First source port a SNATed flow may take, host order
+    /// (`--snat-port-range`; zero: the programs' built-in 32768-60999).
+    pub snat_port_min: u16,
+    /// Last source port a SNATed flow may take, host order.
+    pub snat_port_max: u16,
     /// The IPv6 SNAT address, network order (zero: none).
     pub snat_v6: [u8; 16],
 }

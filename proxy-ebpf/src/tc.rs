@@ -67,9 +67,24 @@ use crate::{
     stats::count,
 };
 
-/// First and last SNAT source port (the Linux default ephemeral range).
+/// First and last SNAT source port when `NODE_CFG` sets none (userspace
+/// always does: `--snat-port-range`, outside the node's ephemeral ports).
 const SNAT_PORT_MIN: u32 = 32768;
 const SNAT_PORT_MAX: u32 = 60999;
+
+/// A random SNAT source port in the range `NODE_CFG` configures. Not
+/// inlined: the caller's stack frame must not grow (the combined limit).
+#[inline(never)]
+fn snat_port() -> u32 {
+    let (min, max) = match crate::maps::NODE_CFG.get(0) {
+        Some(c) if c.snat_port_min != 0 && c.snat_port_min <= c.snat_port_max => {
+            (u32::from(c.snat_port_min), u32::from(c.snat_port_max))
+        }
+        _ => (SNAT_PORT_MIN, SNAT_PORT_MAX),
+    };
+    min + random() % (max - min + 1)
+}
+
 /// How many random SNAT ports are tried before the packet is dropped.
 const SNAT_TRIES: u32 = 8;
 /// `-EEXIST`: a `BPF_NOEXIST` update found the key taken.
@@ -598,7 +613,7 @@ fn commit<F: Family>(
         let mut claimed = false;
         let mut tries = 0;
         while tries < SNAT_TRIES {
-            let port = SNAT_PORT_MIN + random() % (SNAT_PORT_MAX - SNAT_PORT_MIN + 1);
+            let port = snat_port();
             key.dport = Be16::from_host(port as u16);
             tries += 1;
             // The port is taken by an established flow, unless that flow went

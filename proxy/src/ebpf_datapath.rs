@@ -27,6 +27,7 @@ use crate::{
         ApplyReport, DataplaneMaps, FrontendOutcome, Writer,
         hooks::{HookAction, HookReport, LoadError},
         loader::SocketHooks,
+        sock_frontends::GoneUdp,
         udp_flows::UdpFlowEnder,
     },
     events::{EventSink, ServiceProblem},
@@ -361,8 +362,8 @@ impl<M: DataplaneMaps + Send + Sync + 'static, H: HookKeeper> Datapath for EbpfD
         self.telemetry
             .map_entries(mirrored_entries(self.writer.applied()));
         if !report.udp_backends_gone.is_empty() {
-            let gone = &report.udp_backends_gone;
-            let ended = tokio::task::block_in_place(|| end_udp_flows_to(&self.udp_flows, gone));
+            let gone = udp_gone(self.writer.applied(), &report.udp_backends_gone);
+            let ended = tokio::task::block_in_place(|| end_udp_flows_to(&self.udp_flows, &gone));
             self.telemetry
                 .udp_flows_ended(ended.destroyed, ended.denied, ended.failed);
         }
@@ -590,20 +591,42 @@ fn note_hooks(ensured: Result<HookReport, LoadError>, first: bool, telemetry: &T
     true
 }
 
+/// What left the UDP frontends, with the backends no UDP frontend reaches
+/// any more (a UDP backend is only in UDP frontends' slots).
+fn udp_gone(
+    applied: &crate::plan::Applied,
+    pairs: &[(Frontend, crate::model::Backend)],
+) -> GoneUdp {
+    let sa = |addr, port| std::net::SocketAddr::new(addr, port);
+    let by_addr: std::collections::HashMap<std::net::SocketAddr, crate::model::Backend> = pairs
+        .iter()
+        .map(|(_, b)| (sa(b.addr, b.port), *b))
+        .collect();
+    GoneUdp::new(
+        pairs
+            .iter()
+            .map(|(f, b)| (sa(f.addr, f.port), sa(b.addr, b.port))),
+        |peer| {
+            by_addr
+                .get(&peer)
+                .and_then(|b| applied.backend_id(b))
+                .is_some_and(|id| applied.refs(id) > 0)
+        },
+    )
+}
+
 /// Connected UDP sockets keep the backend they were given at `connect()`; when
-/// that backend leaves, end them, in every namespace the ender reaches, so the
-/// application reconnects (and is balanced, or refused, afresh).
+/// that backend leaves the frontend they were connected through, end them, in
+/// every namespace the ender reaches, so the application reconnects (and is
+/// balanced, or refused, afresh). Sockets of other frontends that still list
+/// the backend are kept.
 fn end_udp_flows_to(
     ender: &UdpFlowEnder,
-    gone: &[crate::model::Backend],
+    gone: &GoneUdp,
 ) -> crate::dataplane::udp_flows::EndReport {
-    let peers: Vec<std::net::SocketAddr> = gone
-        .iter()
-        .map(|b| std::net::SocketAddr::new(b.addr, b.port))
-        .collect();
-    let report = ender.end(&peers);
+    let report = ender.end_gone(gone);
     tracing::info!(
-        backends = peers.len(),
+        backends = gone.peers().len(),
         destroyed = report.destroyed,
         namespaces = report.namespaces,
         denied = report.denied,

@@ -22,6 +22,7 @@ pub mod model;
 pub mod nodeport;
 pub mod plan;
 pub mod query;
+pub mod snat_ports;
 pub mod source;
 pub mod sync;
 pub mod telemetry;

@@ -17,7 +17,9 @@
 //!     maps); the first one after it is compared with the last one.
 //!   - Map entries live in the pinned maps across restarts, so they are
 //!     compared in wall-clock windows: the mean of the first window after the
-//!     warm-up against the mean of the last window, per map. A map with few
+//!     warm-up against the mean of the last window, per map. For maps the
+//!     soak's warm-up is the time the conntrack maps need to settle (their
+//!     longest idle timeout plus a GC pass): before it they grow by design. A map with few
 //!     entries cannot move by less than one entry, so a map may move by
 //!     `max(5 %, MAP_SLACK_ENTRIES)`.
 

@@ -100,7 +100,9 @@ impl TcWorld {
         let mut world = Self { ebpf };
         let cfg = NodeConfig {
             snat_v4: Be32::from_octets(snat_v4),
-            _pad: 0,
+            // Zero: the programs' built-in range.
+            snat_port_min: 0,
+            snat_port_max: 0,
             snat_v6,
         };
         world.set_node_config(&cfg)?;

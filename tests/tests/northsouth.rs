@@ -1909,3 +1909,100 @@ fn udp_flows_losing_conntrack(args: &[&str]) -> usize {
     }
     moved
 }
+/// Node 1's own ephemeral ports in this test: 100 ports inside the range
+/// the tc programs used to SNAT to (32768-60999, Linux's default ephemeral
+/// range), so that with that range node 1's own sockets share ports with
+/// SNATed flows.
+const NODE1_EPHEMERAL: &str = "40000 40099";
+
+/// A NodePort flow SNATed to node 1 must never take a port node 1's own
+/// connections use: node 1 itself sends to the backend while many SNATed
+/// flows to that backend are live, and every one of its replies comes back
+/// to it (none hijacked into a SNATed flow). The proxy reads node 1's
+/// `ip_local_port_range` at start and SNATs outside it (`auto`).
+#[test]
+fn snated_flows_never_take_the_nodes_own_ports() {
+    let mut w = World::new(Mode::Ebpf);
+    // Node 1 is the sandbox's namespace (this thread's): its sysctl only.
+    std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", NODE1_EPHEMERAL)
+        .expect("setting node 1's ephemeral ports");
+    let remote = Pod(2, 2);
+    let svc = base_service("web", 10, "NodePort", Some((30080, 30053)))
+        .external_traffic_policy("Cluster");
+    w.write_service(&svc, &[remote]);
+    w.start_proxy(&[]);
+    let family = AddressType::IPv4;
+    w.wait_served(SocketAddr::new(node1_ip(family), 30080), STARTUP);
+    // Many SNATed UDP flows to the backend (each lives 60 s in conntrack).
+    let frontend = SocketAddr::new(node1_ip(family), 30053);
+    let replies = w.udp_replies(frontend, 2000);
+    assert_eq!(peers(&replies), vec![node1_ip(family)], "SNATed to node 1");
+    // Node 1's own requests to the same backend, from its ephemeral ports.
+    let backend = SocketAddr::new(remote.addr(family), UDP_TARGET);
+    let failed: Vec<String> = (0..200)
+        .filter_map(|i| {
+            udp_unconnected_request_timeout(backend, Duration::from_millis(500))
+                .err()
+                .map(|e| format!("request {i}: {e}"))
+        })
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "node 1's own requests to {backend} lost their replies (hijacked into SNATed flows): \
+         {failed:?}"
+    );
+    let log = w.log();
+    assert!(
+        log.contains("snat_port_range=1024-29999"),
+        "the proxy must log the SNAT range it chose outside 40000-40099:\n{log}"
+    );
+}
+
+/// Entries in the pinned `CT_V4` of the world's proxy.
+fn ct_v4_entries(w: &World) -> usize {
+    use aya::maps::{HashMap, Map, MapData};
+    use proxy_common::{CtKeyV4, CtValueV4, LAYOUT_VERSION, names};
+    let pin = w
+        .sandbox
+        .pin_path()
+        .join(format!("v{LAYOUT_VERSION}"))
+        .join("maps")
+        .join(names::CT_V4);
+    let data = MapData::from_pin(&pin)
+        .unwrap_or_else(|e| panic!("opening the pinned map {}: {e}", pin.display()));
+    let map: HashMap<MapData, CtKeyV4, CtValueV4> =
+        HashMap::try_from(Map::LruHashMap(data)).expect("CT_V4 as a hash map");
+    map.keys().filter_map(Result::ok).count()
+}
+
+/// The conntrack GC deletes the entries of finished flows: closed TCP
+/// connections through a SNATed NodePort leave `CT_V4` within their closing
+/// timeout (10 s) and one GC period (`--conntrack-gc-interval=2s`), where
+/// without a GC they stayed until the LRU evicted them.
+#[test]
+fn finished_flows_leave_conntrack_within_a_gc_period() {
+    let mut w = World::new(Mode::Ebpf);
+    let svc = base_service("web", 10, "NodePort", Some((30080, 30053)))
+        .external_traffic_policy("Cluster");
+    w.write_service(&svc, &[Pod(2, 2)]);
+    w.start_proxy(&["--conntrack-gc-interval=2s"]);
+    let frontend = SocketAddr::new(node1_ip(AddressType::IPv4), 30080);
+    w.wait_served(frontend, STARTUP);
+    let _ = w.tcp_replies(frontend, 20);
+    let after_traffic = ct_v4_entries(&w);
+    assert!(
+        after_traffic >= 40,
+        "20 flows make 40 entries (both directions), saw {after_traffic}"
+    );
+    let mut left = after_traffic;
+    let gone = wait_until(Duration::from_secs(20), || {
+        left = ct_v4_entries(&w);
+        left == 0
+    });
+    assert!(
+        gone,
+        "closed flows' entries must be deleted within 10 s (closing timeout) + 2 s (GC \
+         period); {left} of {after_traffic} left after 20 s\n{}",
+        w.log()
+    );
+}

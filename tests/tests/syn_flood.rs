@@ -96,6 +96,12 @@ struct Stream {
 #[test]
 fn syn_flood_spares_established_flows_and_new_connections() {
     let mut w = World::with_pods(Mode::Ebpf, &[BACKEND, LOCAL_BACKEND]);
+    // Node 1's ephemeral ports as Linux's default (the sandbox widens them
+    // to 10000-65000), so `--snat-port-range auto` gives the SNAT its
+    // default 28,976 ports (1024-29999), not 1024-9999: the pending map's
+    // 8,192 would hold most of those. Node 1 is this thread's namespace.
+    std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "32768 60999")
+        .expect("setting node 1's ephemeral ports");
     let svc = Service::new(NAMESPACE, "flood")
         .cluster_ip("10.96.0.50")
         .port("http", Protocol::Tcp, TCP_PORT, TCP_TARGET)

@@ -50,8 +50,11 @@ use proxy_tests::{
 const IFINDEX: u32 = 1;
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const NODE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-const SNAT_MIN: u16 = 32768;
-const SNAT_MAX: u16 = 60999;
+/// The SNAT port range the world configures (`NODE_CFG`, as
+/// `--snat-port-range` does): away from the programs' built-in 32768-60999,
+/// so every case checks that the configured range is used.
+const SNAT_MIN: u16 = 20000;
+const SNAT_MAX: u16 = 20999;
 
 use tc_world::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT};
 /// What a translation on ingress counts after its FIB lookup in a sandbox
@@ -2867,7 +2870,14 @@ impl std::ops::DerefMut for World {
 
 impl World {
     fn load(dir: &Path) -> Result<Self, String> {
-        TcWorld::load(dir, proxy::dataplane::loader::OBJECT, v4(NODE4), v6(NODE6)).map(Self)
+        let mut world = TcWorld::load(dir, proxy::dataplane::loader::OBJECT, v4(NODE4), v6(NODE6))?;
+        world.set_node_config(&NodeConfig {
+            snat_v4: Be32::from_octets(v4(NODE4)),
+            snat_port_min: SNAT_MIN,
+            snat_port_max: SNAT_MAX,
+            snat_v6: v6(NODE6),
+        })?;
+        Ok(Self(world))
     }
 
     fn run(&mut self, hook: Hook, input: &[u8]) -> Result<(u32, Vec<u8>), String> {

@@ -175,6 +175,77 @@ both_modes! {
     }
 }
 
+/// A second Service over the same backends as `web`.
+const OTHER: &str = "other";
+const OTHER_VIP4: &str = "10.96.0.11";
+
+/// Two Services share a UDP backend; it leaves one of them. A connected
+/// socket of the other Service, which still lists it, keeps its flow
+/// (kube-proxy clears a removed endpoint's conntrack per Service port); a
+/// socket of the Service it left is ended.
+#[test]
+fn a_backend_leaving_one_service_keeps_the_sockets_of_another_that_still_lists_it() {
+    let mut f = Fixture::new(Mode::Ebpf);
+    f.write_web(&BACKENDS_V4, &BACKENDS_V6);
+    f.write(
+        "other-service.yaml",
+        &service(OTHER, &[OTHER_VIP4], TCP_PORT, UDP_PORT),
+    );
+    f.write(
+        "other-slice-v4.yaml",
+        &slice(
+            OTHER,
+            &slice_name(OTHER, AddressType::IPv4),
+            AddressType::IPv4,
+            &BACKENDS_V4,
+        ),
+    );
+    f.start_proxy();
+    f.wait_ready();
+    let web = sock(WEB_VIP4, UDP_PORT);
+    let other = sock(OTHER_VIP4, UDP_PORT);
+    f.wait_for(PROPAGATION, &format!("{other} to be served"), || {
+        Kind::UdpConnected.request(other, PROBE).is_ok()
+    });
+    let (kept, on) = connected(web);
+    // A socket of the other Service on the same backend (balancing is
+    // random: try until one lands there).
+    let leaving = (0..200)
+        .map(|_| connected(other))
+        .find(|(_, b)| *b == on)
+        .map(|(s, _)| s)
+        .unwrap_or_else(|| panic!("no socket to {other} landed on {on} in 200 tries"));
+    let rest: Vec<&str> = BACKENDS_V4
+        .iter()
+        .copied()
+        .filter(|a| backend_name(a, UDP_TARGET) != on)
+        .collect();
+    f.write(
+        "other-slice-v4.yaml",
+        &slice(
+            OTHER,
+            &slice_name(OTHER, AddressType::IPv4),
+            AddressType::IPv4,
+            &rest,
+        ),
+    );
+    f.wait_for(
+        PROPAGATION,
+        &format!("the socket to {other} (on {on}) to be ended"),
+        || ended(&leaving),
+    );
+    for i in 0..5 {
+        let answer = ask(&kept);
+        assert_eq!(
+            answer.as_ref().map_err(|e| e.to_string()),
+            Ok(&on),
+            "request {i}: the socket to {web} on {on} (still listed by {web}) was disturbed \
+             when {on} left {other}"
+        );
+    }
+    f.assert_proxy_running();
+}
+
 /// How soon a pod's socket must be ended once its endpoint is removed (the
 /// issue's bound; the manifest watch and the sync are inside it).
 const POD_SOCKET_END: Duration = Duration::from_secs(1);

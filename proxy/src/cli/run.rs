@@ -26,6 +26,7 @@
 //! adopts them. `proxy cleanup` removes all of it, every layout version.
 
 use std::{
+    path::Path,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -37,13 +38,16 @@ pub use super::run_args::{ExternalIpGuardArg, LOG_FORMAT_HELP, ModeArg, RunArgs,
 use crate::{
     admin::AdminServers,
     dataplane::{
-        Writer,
+        MapError, Writer,
         bpffs::{self, BpffsError},
-        cgroup, devices, hooks,
+        cgroup,
+        ct_gc::ConntrackGc,
+        devices, hooks,
         kernel::KernelMaps,
         loader,
         local_traffic::{self, DetectLocalMode, DetectSettings, LocalDetector},
         pin_lock::PinLock,
+        sock_frontends::SockFrontends,
         tc::TcSettings,
         udp_flows::UdpFlowEnder,
     },
@@ -54,6 +58,7 @@ use crate::{
     nodeport::NodePortFilter,
     plan::Scope,
     query,
+    snat_ports::{self, PortRange, SnatPortRangeArg},
     source::{
         gate::Gate,
         kube as kube_source,
@@ -323,6 +328,7 @@ impl RunArgs {
             Chosen::Ebpf(loaded) => {
                 let (writer, hooks) = *loaded;
                 let hook_cgroup = hooks.cgroup().to_path_buf();
+                let hook_gc_cgroup = hook_cgroup.clone();
                 // Frontends that do not fit the maps are served from userspace.
                 let overflow =
                     match UserspaceDatapath::start(userspace_settings, telemetry.clone()).await {
@@ -351,8 +357,19 @@ impl RunArgs {
                 // Pods' connected UDP sockets are ended in their own network
                 // namespaces: those of every process under the hooks' cgroup,
                 // and those pinned in `--netns-dir`.
-                datapath = datapath
-                    .with_udp_flows(UdpFlowEnder::served_by(hook_cgroup, self.netns_dir.clone()));
+                let mut ender = UdpFlowEnder::served_by(hook_cgroup, self.netns_dir.clone());
+                // Which frontend each socket went through: only sockets of
+                // the frontend that lost a backend are ended.
+                match SockFrontends::open(&pins.maps()) {
+                    Ok(frontends) => ender = ender.with_socket_frontends(frontends),
+                    Err(error) => tracing::warn!(
+                        error = %error,
+                        "cannot read the sockets' frontends: a connected UDP socket is ended \
+                         only when no UDP frontend reaches its backend"
+                    ),
+                }
+                datapath = datapath.with_udp_flows(ender);
+                self.start_conntrack_gc(&pins, &hook_gc_cgroup, &telemetry);
                 let syncer = tokio::spawn(sync::run(
                     index,
                     datapath,
@@ -447,7 +464,7 @@ impl RunArgs {
             services: self.service_map_entries,
         };
         let tc = loader::TcOptions {
-            settings: self.tc_settings(local.clone()),
+            settings: self.tc_settings(local.clone())?,
             // In `auto` with socket LB on, a tc program the kernel refuses
             // leaves the socket hooks serving ClusterIPs (better than the
             // userspace fallback, which serves no NodePort either).
@@ -521,14 +538,63 @@ impl RunArgs {
     }
 
     /// What decides the tc programs' devices, and the masquerade on them.
-    pub fn tc_settings(&self, local: LocalDetector) -> TcSettings {
-        TcSettings {
+    pub fn tc_settings(&self, local: LocalDetector) -> anyhow::Result<TcSettings> {
+        Ok(TcSettings {
             devices: self.devices.clone(),
             pod_devices: self.pod_devices.clone(),
             socket_lb: self.socket_lb,
             local,
             masquerade_all: self.masquerade_all,
+            snat_ports: self.snat_ports()?,
+        })
+    }
+
+    /// The conntrack GC thread (`--conntrack-gc-interval`); a failure to
+    /// start it is logged, not fatal (the LRU still bounds the maps).
+    fn start_conntrack_gc(
+        &self,
+        pins: &loader::PinLayout,
+        hook_cgroup: &Path,
+        telemetry: &Telemetry,
+    ) {
+        if self.conntrack_gc_interval.is_zero() {
+            tracing::info!("conntrack GC off (--conntrack-gc-interval=0s): the LRU evicts");
+            return;
         }
+        let sockets = UdpFlowEnder::served_by(hook_cgroup.to_path_buf(), self.netns_dir.clone());
+        let started = ConntrackGc::open(&pins.maps(), sockets).and_then(|gc| {
+            gc.spawn(self.conntrack_gc_interval, telemetry.clone())
+                .map_err(|source| MapError::Syscall {
+                    map: "CT_V4",
+                    op: "spawn the GC thread",
+                    source,
+                })
+        });
+        match started {
+            Ok(()) => tracing::info!(
+                interval_s = self.conntrack_gc_interval.as_secs_f64(),
+                "conntrack GC started"
+            ),
+            Err(error) => tracing::warn!(
+                error = %error,
+                "no conntrack GC: expired flows and closed sockets' entries are left to the LRU"
+            ),
+        }
+    }
+
+    /// `--snat-port-range`, checked against this node's ephemeral ports.
+    fn snat_ports(&self) -> anyhow::Result<PortRange> {
+        let arg: SnatPortRangeArg = self.snat_port_range.parse()?;
+        let ephemeral =
+            snat_ports::read_ephemeral(Path::new("/proc/sys/net/ipv4/ip_local_port_range"))?;
+        let range = snat_ports::choose(arg, ephemeral)?;
+        tracing::info!(
+            snat_port_range = %range,
+            ephemeral = %ephemeral,
+            requested = %self.snat_port_range,
+            "SNATed flows take source ports outside the node's ephemeral ports"
+        );
+        Ok(range)
     }
 
     /// The local-traffic detector's flags.

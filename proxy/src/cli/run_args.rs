@@ -268,6 +268,22 @@ pub struct RunArgs {
     /// different backends for one flow.
     #[arg(long, value_name = "SEED", default_value_t = crate::plan::maglev::DEFAULT_SEED)]
     pub maglev_seed: u32,
+    /// eBPF: the source ports NodePort/ExternalIP/LoadBalancer flows SNATed
+    /// to the node take, `FIRST-LAST`. `auto`: the largest block of
+    /// 1024-65535 outside the node's ephemeral ports
+    /// (`net.ipv4.ip_local_port_range`, read at start) and the NodePort range
+    /// 30000-32767. A range overlapping the ephemeral ports is refused (the
+    /// node's own connections to a backend would have their replies
+    /// hijacked by a SNATed flow on the same port).
+    #[arg(long, value_name = "RANGE", default_value = "auto")]
+    pub snat_port_range: String,
+    /// eBPF: how often the conntrack garbage collector deletes expired
+    /// per-packet flows (`CT_V4`/`CT_V6`, `CT_PENDING_*`) and entries of closed sockets
+    /// (`SOCK_RNAT_V4`/`_V6`) (e.g. 30s). `0s`: never (the LRU evicts).
+    #[arg(long, value_name = "DURATION", default_value = "30s",
+          value_parser = config::parse_duration)]
+    #[serde(with = "file::duration")]
+    pub conntrack_gc_interval: Duration,
     /// The Service CIDRs (kube-apiserver's flag): comma-separated, at most
     /// one IPv4 and one IPv6. When set, a ClusterIP outside them is refused,
     /// reported and counted (CVE-2020-8554). Empty: ClusterIPs are not

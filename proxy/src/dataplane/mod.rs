@@ -1,4 +1,4 @@
-//! Everything that touches the kernel: finding cgroup2 and bpffs, the
+//! Everything that touches the kernel: the conntrack GC (`ct_gc`), finding cgroup2 and bpffs, the
 //! versioned pin layout (`pins`) and its one-daemon lock (`pin_lock`), loading and attaching the programs
 //! (`loader`, with what it reports in `hooks`), the map seam (`maps`) with its
 //! aya implementation (`kernel`), the map layouts ⇄ our types (`layout`), the
@@ -9,11 +9,13 @@
 //! links and the `DEVICES`/`NODE_CFG`/`LOCAL_*` maps; `local_traffic`: the
 //! local-traffic detector), and ending connected UDP sockets aimed at gone
 //! backends in every network namespace (`netns`: finding and entering them;
-//! `sockets`: sock_diag; `udp_flows`: the two together).
+//! `sockets`: sock_diag; `sock_frontends`: which frontend a socket went
+//! through, and whether it must end; `udp_flows`: the three together).
 
 pub mod batch;
 pub mod bpffs;
 pub mod cgroup;
+pub mod ct_gc;
 pub mod devices;
 pub mod hooks;
 pub mod kernel;
@@ -27,6 +29,7 @@ pub mod netns;
 pub mod pin_lock;
 pub mod pins;
 pub mod reader;
+pub mod sock_frontends;
 pub mod sockets;
 pub mod source_check;
 pub mod tc;

@@ -18,7 +18,7 @@ use netlink_packet_core::{
 };
 use netlink_packet_sock_diag::{
     SockDiagMessage,
-    constants::{AF_INET, AF_INET6, IPPROTO_UDP},
+    constants::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP},
     inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
     message::SockDiagDestroy,
 };
@@ -43,6 +43,16 @@ pub enum SockDiagError {
 /// `gone`. Returns how many were destroyed. A socket that vanished meanwhile
 /// is not an error.
 pub fn destroy_udp_sockets_to(gone: &[SocketAddr]) -> Result<usize, SockDiagError> {
+    destroy_udp_sockets_where(gone, &|_, _| true)
+}
+
+/// Destroys the UDP sockets in this network namespace whose peer is one of
+/// `gone` and for which `decide(peer, cookie)` holds (the cookie is
+/// `bpf_get_socket_cookie`'s). Returns how many were destroyed.
+pub fn destroy_udp_sockets_where(
+    gone: &[SocketAddr],
+    decide: &dyn Fn(SocketAddr, u64) -> bool,
+) -> Result<usize, SockDiagError> {
     if gone.is_empty() {
         return Ok(0);
     }
@@ -57,7 +67,10 @@ pub fn destroy_udp_sockets_to(gone: &[SocketAddr]) -> Result<usize, SockDiagErro
         }
         for id in dump_udp(family)? {
             let peer = SocketAddr::new(id.destination_address, id.destination_port);
-            if wanted.contains(&&peer) && destroy(family, id)? {
+            if wanted.contains(&&peer)
+                && decide(peer, super::sock_frontends::diag_cookie(id.cookie))
+                && destroy(family, id)?
+            {
                 destroyed += 1;
             }
         }
@@ -81,10 +94,10 @@ fn open() -> Result<Socket, SockDiagError> {
     Ok(socket)
 }
 
-fn request(family: u8, socket_id: SocketId) -> InetRequest {
+fn request(family: u8, protocol: u8, socket_id: SocketId) -> InetRequest {
     InetRequest {
         family,
-        protocol: IPPROTO_UDP,
+        protocol,
         extensions: ExtensionFlags::empty(),
         states: StateFlags::all(),
         socket_id,
@@ -107,8 +120,31 @@ fn send<T: netlink_packet_core::NetlinkSerializable + std::fmt::Debug>(
         })
 }
 
+/// The cookies of every TCP and UDP socket of both families in this
+/// namespace (`bpf_get_socket_cookie`'s numbering).
+pub fn socket_cookies() -> Result<Vec<u64>, SockDiagError> {
+    let mut out = Vec::new();
+    for family in [AF_INET, AF_INET6] {
+        for protocol in [IPPROTO_TCP, IPPROTO_UDP] {
+            // A TIME_WAIT socket has no user left: its entry is not needed.
+            let states = StateFlags::all() - StateFlags::TIME_WAIT;
+            out.extend(
+                dump(family, protocol, states)?
+                    .into_iter()
+                    .map(|id| super::sock_frontends::diag_cookie(id.cookie)),
+            );
+        }
+    }
+    Ok(out)
+}
+
 /// Every UDP socket of one family in this namespace.
 fn dump_udp(family: u8) -> Result<Vec<SocketId>, SockDiagError> {
+    dump(family, IPPROTO_UDP, StateFlags::all())
+}
+
+/// Every socket of one family and protocol in this namespace.
+fn dump(family: u8, protocol: u8, states: StateFlags) -> Result<Vec<SocketId>, SockDiagError> {
     let socket = open()?;
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
@@ -119,7 +155,11 @@ fn dump_udp(family: u8) -> Result<Vec<SocketId>, SockDiagError> {
     };
     let message = NetlinkMessage::new(
         header,
-        SockDiagMessage::InetRequest(request(family, any)).into(),
+        SockDiagMessage::InetRequest(InetRequest {
+            states,
+            ..request(family, protocol, any)
+        })
+        .into(),
     );
     send(&socket, message)?;
 
@@ -163,12 +203,13 @@ fn destroy(family: u8, id: SocketId) -> Result<bool, SockDiagError> {
     let socket = open()?;
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_ACK;
-    let message = NetlinkMessage::new(
-        header,
-        NetlinkPayload::InnerMessage(SockDiagDestroy::new(SockDiagMessage::InetRequest(request(
-            family, id,
-        )))),
-    );
+    let message =
+        NetlinkMessage::new(
+            header,
+            NetlinkPayload::InnerMessage(SockDiagDestroy::new(SockDiagMessage::InetRequest(
+                request(family, IPPROTO_UDP, id),
+            ))),
+        );
     send(&socket, message)?;
     let mut buf = vec![0u8; 8 * 1024];
     let size = socket

@@ -46,7 +46,7 @@ use aya::{
 };
 use proxy_common::{Be32, DeviceConfig, NodeConfig, names, programs};
 
-use crate::nodeport::Cidr;
+use crate::{nodeport::Cidr, snat_ports::PortRange};
 
 use crate::dataplane::{
     bpffs,
@@ -75,6 +75,8 @@ pub struct TcSettings {
     pub socket_lb: bool,
     pub local: LocalDetector,
     pub masquerade_all: bool,
+    /// The source ports SNATed flows take (`--snat-port-range`).
+    pub snat_ports: PortRange,
 }
 
 /// The tc programs' links and maps (see the module docs).
@@ -162,7 +164,7 @@ impl TcHooks {
             );
             self.node_addresses = selected.node_addresses().to_vec();
         }
-        write_node_config(ebpf, selected.snat())?;
+        write_node_config(ebpf, selected.snat(), self.settings.snat_ports)?;
         let mut report = Vec::new();
         let mut failed = None;
         for device in &selected.devices {
@@ -333,11 +335,12 @@ fn write_device(ebpf: &mut Ebpf, device: &Device) -> Result<(), LoadError> {
     Ok(())
 }
 
-/// The `NODE_CFG` value for these SNAT addresses (zero: none).
-pub fn node_config((v4, v6): (Option<Ipv4Addr>, Option<Ipv6Addr>)) -> NodeConfig {
+/// The `NODE_CFG` value for these SNAT addresses (zero: none) and ports.
+pub fn node_config((v4, v6): (Option<Ipv4Addr>, Option<Ipv6Addr>), ports: PortRange) -> NodeConfig {
     NodeConfig {
         snat_v4: Be32::from_octets(v4.map_or([0; 4], |a| a.octets())),
-        _pad: 0,
+        snat_port_min: ports.first,
+        snat_port_max: ports.last,
         snat_v6: v6.map_or([0; 16], |a| a.octets()),
     }
 }
@@ -345,13 +348,14 @@ pub fn node_config((v4, v6): (Option<Ipv4Addr>, Option<Ipv6Addr>)) -> NodeConfig
 fn write_node_config(
     ebpf: &mut Ebpf,
     snat: (Option<Ipv4Addr>, Option<Ipv6Addr>),
+    ports: PortRange,
 ) -> Result<(), LoadError> {
     let map = ebpf
         .map_mut(names::NODE_CFG)
         .ok_or(LoadError::MissingMap(names::NODE_CFG))?;
     let mut array: Array<&mut MapData, NodeConfig> =
         Array::try_from(map).map_err(|e| map_error(names::NODE_CFG, e))?;
-    let value = node_config(snat);
+    let value = node_config(snat, ports);
     if array.get(&0, 0).ok() != Some(value) {
         array
             .set(0, &value, 0)
@@ -486,12 +490,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn node_config_holds_the_addresses_in_network_order() {
-        let cfg = node_config((Some(Ipv4Addr::new(192, 0, 2, 1)), None));
+    fn node_config_holds_the_addresses_in_network_order_and_the_ports() {
+        let ports = PortRange::new(1024, 29999);
+        let cfg = node_config((Some(Ipv4Addr::new(192, 0, 2, 1)), None), ports);
         assert_eq!(cfg.snat_v4.octets(), [192, 0, 2, 1]);
         assert_eq!(cfg.snat_v6, [0; 16]);
+        assert_eq!((cfg.snat_port_min, cfg.snat_port_max), (1024, 29999));
         let v6: Ipv6Addr = "2001:db8::1".parse().unwrap();
-        let cfg = node_config((None, Some(v6)));
+        let cfg = node_config((None, Some(v6)), ports);
         assert_eq!(cfg.snat_v4, Be32::default());
         assert_eq!(cfg.snat_v6, v6.octets());
     }

@@ -22,6 +22,7 @@ use std::{
 
 use super::{
     netns::{self, Visit},
+    sock_frontends::{GoneUdp, SockFrontends},
     sockets,
 };
 
@@ -45,6 +46,10 @@ pub struct UdpFlowEnder {
     reach: Reach,
     denied_logged: AtomicBool,
     hidden_logged: AtomicBool,
+    /// The sockets' frontends (`SOCK_RNAT_*`), to end only the sockets of
+    /// the frontend that lost a backend; without them, a socket is ended
+    /// only when no UDP frontend reaches its backend.
+    frontends: Option<SockFrontends>,
 }
 
 /// What one call did.
@@ -69,6 +74,7 @@ impl UdpFlowEnder {
             reach: Reach::Own,
             denied_logged: AtomicBool::new(false),
             hidden_logged: AtomicBool::new(false),
+            frontends: None,
         }
     }
 
@@ -80,12 +86,64 @@ impl UdpFlowEnder {
             reach: Reach::Served { cgroup, pin_dirs },
             denied_logged: AtomicBool::new(false),
             hidden_logged: AtomicBool::new(false),
+            frontends: None,
         }
+    }
+
+    /// Looks sockets' frontends up in these maps (see [`UdpFlowEnder::end_gone`]).
+    pub fn with_socket_frontends(mut self, frontends: SockFrontends) -> Self {
+        self.frontends = Some(frontends);
+        self
     }
 
     /// Destroys the connected UDP sockets whose peer is one of `gone`, in
     /// each namespace this ender reaches. Blocks for the walk.
     pub fn end(&self, gone: &[SocketAddr]) -> EndReport {
+        self.end_where(gone, &|_, _| true)
+    }
+
+    /// Destroys the connected UDP sockets that [`GoneUdp::should_end`]
+    /// names: those translated through a frontend that no longer reaches
+    /// their backend, and those without a record whose backend no UDP
+    /// frontend reaches. Blocks for the walk.
+    pub fn end_gone(&self, gone: &GoneUdp) -> EndReport {
+        let frontends = self.frontends.as_ref();
+        self.end_where(gone.peers(), &|peer, cookie| {
+            gone.should_end(peer, frontends.and_then(|f| f.vip(cookie, peer)))
+        })
+    }
+
+    /// The cookies of every TCP and UDP socket in the namespaces this ender
+    /// reaches; `None` unless every one of them was read (a socket left out
+    /// would look closed).
+    pub fn live_cookies(&self) -> Option<std::collections::HashSet<u64>> {
+        let others = match &self.reach {
+            Reach::Own => Vec::new(),
+            Reach::Served { cgroup, pin_dirs } => {
+                let found =
+                    netns::discover(cgroup, pin_dirs, std::path::Path::new("/proc")).ok()?;
+                if found.hidden > 0 && pin_dirs.is_empty() {
+                    return None;
+                }
+                found.others
+            }
+        };
+        let visits = netns::visit_each(others, sockets::socket_cookies).ok()?;
+        let mut live = std::collections::HashSet::new();
+        for (_, visit) in visits {
+            match visit {
+                Visit::Done(Ok(cookies)) => live.extend(cookies),
+                _ => return None,
+            }
+        }
+        Some(live)
+    }
+
+    fn end_where(
+        &self,
+        gone: &[SocketAddr],
+        decide: &(dyn Fn(SocketAddr, u64) -> bool + Sync),
+    ) -> EndReport {
         let started = Instant::now();
         let mut report = EndReport::default();
         if gone.is_empty() {
@@ -120,15 +178,16 @@ impl UdpFlowEnder {
                 }
             }
         };
-        let visits = match netns::visit_each(others, || sockets::destroy_udp_sockets_to(gone)) {
-            Ok(visits) => visits,
-            Err(error) => {
-                tracing::error!(error = %error, "ending UDP sockets aimed at removed backends");
-                report.failed += 1;
-                report.took = started.elapsed();
-                return report;
-            }
-        };
+        let visits =
+            match netns::visit_each(others, || sockets::destroy_udp_sockets_where(gone, decide)) {
+                Ok(visits) => visits,
+                Err(error) => {
+                    tracing::error!(error = %error, "ending UDP sockets aimed at removed backends");
+                    report.failed += 1;
+                    report.took = started.elapsed();
+                    return report;
+                }
+            };
         for (ns, visit) in visits {
             let ns = ns.map_or_else(|| "own".to_owned(), |id| id.to_string());
             match visit {

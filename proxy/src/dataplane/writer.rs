@@ -34,9 +34,10 @@ pub struct ApplyReport {
     pub frontends: BTreeMap<Frontend, FrontendOutcome>,
     /// Frontends the plan could not place at all (no rev-NAT id left).
     pub unplanned: Vec<Frontend>,
-    /// UDP backends that some frontend no longer reaches: connected UDP sockets
-    /// still aimed at them must be ended (see `dataplane::sockets`).
-    pub udp_backends_gone: Vec<Backend>,
+    /// Each UDP frontend with a backend it no longer reaches: connected UDP
+    /// sockets translated through it to that backend must be ended (see
+    /// `dataplane::sock_frontends`).
+    pub udp_backends_gone: Vec<(Frontend, Backend)>,
     /// Time spent planning, and writing the maps.
     pub plan_time: std::time::Duration,
     pub write_time: std::time::Duration,
@@ -294,11 +295,14 @@ impl<M: DataplaneMaps> Writer<M> {
             }
         }
         let udp_after = self.udp_reach(plan);
-        let mut gone: Vec<Backend> = udp_before
+        let mut gone: Vec<(Frontend, Backend)> = udp_before
             .into_iter()
             .flat_map(|(frontend, before)| {
                 let after = udp_after.get(&frontend).cloned().unwrap_or_default();
-                before.into_iter().filter(move |b| !after.contains(b))
+                before
+                    .into_iter()
+                    .filter(move |b| !after.contains(b))
+                    .map(move |b| (frontend, b))
             })
             .collect();
         gone.sort();

@@ -40,7 +40,9 @@ use prometheus_client::{
 };
 use proxy_common::{Reason, names};
 
-use super::{Mode, health::Probe, rejects::ConfigRejects, udp_flows::UdpFlowCounters};
+use super::{
+    Mode, gc::GcCounters, health::Probe, rejects::ConfigRejects, udp_flows::UdpFlowCounters,
+};
 use crate::model::{
     PendingChanges,
     desired::{NoLocalEndpoints, RefusalReason},
@@ -204,6 +206,7 @@ pub struct Metrics {
     modes: Family<Labels, Gauge>,
     userspace: UserspaceCounters,
     udp_flows: UdpFlowCounters,
+    gc: GcCounters,
     dataplane: std::sync::Arc<DataplaneCollector>,
 }
 
@@ -401,6 +404,7 @@ impl Metrics {
             userspace.source_range_refused.clone(),
         );
         let udp_flows = UdpFlowCounters::register(&mut registry);
+        let gc = GcCounters::register(&mut registry);
         let dataplane = std::sync::Arc::new(DataplaneCollector::default());
         registry.register_collector(Box::new(dataplane.clone()));
 
@@ -425,6 +429,7 @@ impl Metrics {
             modes,
             userspace,
             udp_flows,
+            gc,
             dataplane,
         }
     }
@@ -517,6 +522,10 @@ impl Metrics {
 
     pub(super) fn udp_flows(&self) -> &UdpFlowCounters {
         &self.udp_flows
+    }
+
+    pub(super) fn gc(&self) -> &GcCounters {
+        &self.gc
     }
 
     pub(super) fn drift_repairs(&self, kind: DriftKind, n: usize) {

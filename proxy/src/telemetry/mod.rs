@@ -24,6 +24,7 @@
 //! loop (every call the loop makes takes a short mutex or an atomic).
 
 pub mod fill;
+pub mod gc;
 pub mod health;
 pub mod metrics;
 pub mod rejects;
@@ -160,6 +161,11 @@ impl Telemetry {
             .metrics
             .udp_flows()
             .record(destroyed, denied, failed);
+    }
+
+    /// One conntrack GC pass's deletions.
+    pub fn conntrack_gc(&self, conntrack: u64, socket_rev_nat: u64) {
+        self.inner.metrics.gc().record(conntrack, socket_rev_nat);
     }
 
     pub fn metrics(&self) -> &Metrics {
