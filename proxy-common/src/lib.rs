@@ -12,10 +12,12 @@
 // `[lints] workspace = true` cannot add its own keys in Cargo.toml.
 #![warn(missing_docs)]
 
+pub mod guards;
 pub mod maglev;
 pub mod maps;
 pub mod reason;
 
+pub use guards::*;
 pub use maglev::{MaglevConfig, MaglevTable};
 pub use maps::*;
 pub use reason::Reason;

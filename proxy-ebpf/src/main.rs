@@ -38,6 +38,8 @@ mod packet;
 #[cfg(target_arch = "bpf")]
 mod reject_budget;
 #[cfg(target_arch = "bpf")]
+mod rewrite;
+#[cfg(target_arch = "bpf")]
 mod rst;
 #[cfg(target_arch = "bpf")]
 mod sock;
