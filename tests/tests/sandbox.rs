@@ -154,6 +154,10 @@ fn sandbox_is_created_entered_and_removed() {
         };
         assert_eq!(sysctl("net/ipv4/tcp_tw_reuse"), "1");
         assert_eq!(
+            sysctl("net/ipv4/ip_local_reserved_ports"),
+            proxy_tests::RESERVED_PORTS
+        );
+        assert_eq!(
             sysctl("net/ipv4/ip_local_port_range")
                 .split_whitespace()
                 .collect::<Vec<_>>(),
