@@ -43,10 +43,11 @@ pub const SERVICE_CIDR_V6: &str = "fd00:96::/108";
 
 /// Names: netns `pxt-<pid>-<n>`, tempdir `<tmp>/pxt-<pid>-<n>-XXXXXX`.
 /// Never handed out as ephemeral ports in the sandbox: kube-proxy's metrics
-/// (10249) and health (10256) ports and the NodePort range (health-check node
-/// ports, userspace NodePort listeners), as Kubernetes advises for nodes
-/// whose `ip_local_port_range` overlaps them.
-pub const RESERVED_PORTS: &str = "10249,10256,30000-32767";
+/// (10249) and health (10256) ports, the tests' own admin ports (19200-19399)
+/// and the NodePort range (health-check node ports, userspace NodePort
+/// listeners), as Kubernetes advises for nodes whose `ip_local_port_range`
+/// overlaps them.
+pub const RESERVED_PORTS: &str = "10249,10256,19200-19399,30000-32767";
 const NETNS_PREFIX: &str = "pxt-";
 const TMP_PREFIX: &str = "pxt-";
 /// Cgroup `<cgroup2 root>/proxy-test-<pid>-<n>`.

@@ -14,18 +14,20 @@ use proxy_tests::tcp_request_timeout;
 
 const METRICS_ADDR: &str = "127.0.0.1:19249";
 const HEALTHZ_ADDR: &str = "127.0.0.1:19256";
+/// Both servers on loopback.
+const ADMIN_ARGS: [&str; 4] = [
+    "--metrics-bind-address",
+    METRICS_ADDR,
+    "--healthz-bind-address",
+    HEALTHZ_ADDR,
+];
 
 /// `web` with all endpoints, the proxy started in `mode` with both admin
 /// servers on loopback, and the dataplane verified to work.
 fn fixture_in(mode: Mode) -> Fixture {
     let mut f = Fixture::new(mode);
     f.write_web(&BACKENDS_V4, &BACKENDS_V6);
-    f.start_proxy_with(&[
-        "--metrics-bind-address",
-        METRICS_ADDR,
-        "--healthz-bind-address",
-        HEALTHZ_ADDR,
-    ]);
+    f.start_proxy_with(&ADMIN_ARGS);
     f.wait_ready();
     f
 }
@@ -227,12 +229,7 @@ fn a_health_port_in_use_at_start_is_retried_while_services_are_served() {
     f.write_web(&BACKENDS_V4, &BACKENDS_V6);
     let holder = std::net::TcpListener::bind(HEALTHZ_ADDR)
         .unwrap_or_else(|e| panic!("holding {HEALTHZ_ADDR}: {e}"));
-    f.start_proxy_with(&[
-        "--metrics-bind-address",
-        METRICS_ADDR,
-        "--healthz-bind-address",
-        HEALTHZ_ADDR,
-    ]);
+    f.start_proxy_with(&ADMIN_ARGS);
     f.wait_ready();
     let series = r#"proxy_health_bind_failures_total{server="healthz"}"#;
     f.wait_for(PROPAGATION, "a retried bind to be counted", || {
