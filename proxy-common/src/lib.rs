@@ -5,7 +5,8 @@
 //! compile-time size assertion. Byte order shows in the field types: [`Be16`] and
 //! [`Be32`] hold network-order values, IPv6 addresses are network-order byte arrays.
 //!
-//! This crate must stay `no_std` and free of logic beyond trivial accessors.
+//! This crate must stay `no_std` and free of logic beyond trivial accessors, with
+//! one exception: the Maglev hash (`maglev`), which both sides must compute alike.
 #![no_std]
 // Every public item documented: both sides read these types, and the map layout
 // they describe is a contract (`LAYOUT_VERSION`). Set here because a crate with

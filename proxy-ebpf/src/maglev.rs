@@ -1,44 +1,12 @@
 //! Maglev selection on the tc path: the 5-tuple hash and the table lookup.
 //!
-//! The hash is 32-bit MurmurHash3 over the tuple's 32-bit words, seeded by
-//! `MAGLEV_CFG`'s cluster-wide seed; it must match `proxy::plan::maglev`'s
-//! `flow_hash_v4`/`flow_hash_v6` bit for bit (the tc packet tests check it),
-//! so every node maps a 5-tuple to the same table entry.
+//! The hash is `proxy_common::maglev`'s, seeded by `MAGLEV_CFG`'s
+//! cluster-wide seed: userspace computes the same function, so every node
+//! maps a 5-tuple to the same table entry.
 
 use proxy_common::{Be16, Be32, maglev};
 
 use crate::maps::{MAGLEV, MAGLEV_CFG};
-
-#[inline(always)]
-fn round(h: u32, w: u32) -> u32 {
-    let k = w
-        .wrapping_mul(0xcc9e_2d51)
-        .rotate_left(15)
-        .wrapping_mul(0x1b87_3593);
-    (h ^ k)
-        .rotate_left(13)
-        .wrapping_mul(5)
-        .wrapping_add(0xe654_6b64)
-}
-
-#[inline(always)]
-fn finish(h: u32, words: u32) -> u32 {
-    let mut h = h ^ (words * 4);
-    h ^= h >> 16;
-    h = h.wrapping_mul(0x85eb_ca6b);
-    h ^= h >> 13;
-    h = h.wrapping_mul(0xc2b2_ae35);
-    h ^ (h >> 16)
-}
-
-#[inline(always)]
-fn ports(sport: Be16, dport: Be16, protocol: u8, h: u32) -> u32 {
-    let h = round(
-        h,
-        (u32::from(sport.to_host()) << 16) | u32::from(dport.to_host()),
-    );
-    round(h, u32::from(protocol))
-}
 
 /// The table size and seed, when Maglev is on (`--lb-algorithm=maglev`).
 #[inline(always)]
@@ -47,15 +15,20 @@ pub fn config() -> Option<(u32, u32)> {
     (cfg.size != 0 && cfg.size <= maglev::MAX_SIZE).then_some((cfg.size, cfg.seed))
 }
 
-/// The hash of an IPv4 5-tuple.
+/// The hash of an IPv4 5-tuple (`proxy_common::maglev::flow_hash_v4`).
 #[inline(always)]
 pub fn hash4(saddr: Be32, daddr: Be32, sport: Be16, dport: Be16, protocol: u8, seed: u32) -> u32 {
-    let h = round(seed, u32::from_be(saddr.0));
-    let h = round(h, u32::from_be(daddr.0));
-    finish(ports(sport, dport, protocol, h), 4)
+    maglev::flow_hash_v4(
+        u32::from_be(saddr.0),
+        u32::from_be(daddr.0),
+        sport.to_host(),
+        dport.to_host(),
+        protocol,
+        seed,
+    )
 }
 
-/// The hash of an IPv6 5-tuple.
+/// The hash of an IPv6 5-tuple (`proxy_common::maglev::flow_hash_v6`).
 #[inline(always)]
 pub fn hash6(
     saddr: &[u8; 16],
@@ -65,26 +38,14 @@ pub fn hash6(
     protocol: u8,
     seed: u32,
 ) -> u32 {
-    let mut h = seed;
-    let mut i = 0;
-    while i < 4 {
-        let o = i * 4;
-        h = round(
-            h,
-            u32::from_be_bytes([saddr[o], saddr[o + 1], saddr[o + 2], saddr[o + 3]]),
-        );
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 4 {
-        let o = i * 4;
-        h = round(
-            h,
-            u32::from_be_bytes([daddr[o], daddr[o + 1], daddr[o + 2], daddr[o + 3]]),
-        );
-        i += 1;
-    }
-    finish(ports(sport, dport, protocol, h), 10)
+    maglev::flow_hash_v6(
+        saddr,
+        daddr,
+        sport.to_host(),
+        dport.to_host(),
+        protocol,
+        seed,
+    )
 }
 
 /// The backend id at `index` of the frontend's table in `scope`, or 0 if it

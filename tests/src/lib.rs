@@ -71,7 +71,8 @@ pub use fake_apiserver::FakeApiServer;
 pub use mode::Mode;
 pub use proxy::ProxyProcess;
 pub use sandbox::{
-    SERVICE_CIDR_V4, SERVICE_CIDR_V6, Sandbox, SweepLock, cgroup2_root, lock_sweep, sweep,
+    RESERVED_PORTS, SERVICE_CIDR_V4, SERVICE_CIDR_V6, Sandbox, SweepLock, cgroup2_root, lock_sweep,
+    sweep,
 };
 
 /// Polls `condition` every 20 ms until it returns true or `timeout` has passed.

@@ -42,6 +42,12 @@ pub const SERVICE_CIDR_V4: &str = "10.96.0.0/12";
 pub const SERVICE_CIDR_V6: &str = "fd00:96::/108";
 
 /// Names: netns `pxt-<pid>-<n>`, tempdir `<tmp>/pxt-<pid>-<n>-XXXXXX`.
+/// Never handed out as ephemeral ports in the sandbox: kube-proxy's metrics
+/// (10249) and health (10256) ports, the tests' own admin ports (19200-19399)
+/// and the NodePort range (health-check node ports, userspace NodePort
+/// listeners), as Kubernetes advises for nodes whose `ip_local_port_range`
+/// overlaps them.
+pub const RESERVED_PORTS: &str = "10249,10256,19200-19399,30000-32767";
 const NETNS_PREFIX: &str = "pxt-";
 const TMP_PREFIX: &str = "pxt-";
 /// Cgroup `<cgroup2 root>/proxy-test-<pid>-<n>`.
@@ -103,7 +109,7 @@ impl Drop for EnteredLock {
 
 impl Sandbox {
     /// Sweeps leftovers of dead runs, then creates the namespace (with `lo` up, a
-    /// wide local port range, `tcp_tw_reuse=1`, and the dead-end routes), the child
+    /// wide local port range less [`RESERVED_PORTS`], `tcp_tw_reuse=1`, and the dead-end routes), the child
     /// cgroup and the bpffs. Whatever was created is removed again on error.
     pub fn new() -> Result<Self, Error> {
         sweep();
@@ -159,6 +165,12 @@ impl Sandbox {
                 ("net/ipv6/conf/all/forwarding", "0"),
                 ("net/ipv6/conf/default/forwarding", "0"),
                 ("net/ipv4/ip_local_port_range", "10000 65000"),
+                // The wide range takes in the daemon's own ports: a client
+                // socket of the test (or of the daemon) given one as its
+                // ephemeral port holds it, so the daemon cannot listen there
+                // (SO_REUSEADDR does not help against a connected or
+                // TIME_WAIT socket that did not set it).
+                ("net/ipv4/ip_local_reserved_ports", RESERVED_PORTS),
                 ("net/ipv4/tcp_tw_reuse", "1"),
             ] {
                 let path = Path::new("/proc/sys").join(key);

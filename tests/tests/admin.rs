@@ -7,23 +7,27 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use proxy_tests::tcp_request_timeout;
 
 const METRICS_ADDR: &str = "127.0.0.1:19249";
 const HEALTHZ_ADDR: &str = "127.0.0.1:19256";
+/// Both servers on loopback.
+const ADMIN_ARGS: [&str; 4] = [
+    "--metrics-bind-address",
+    METRICS_ADDR,
+    "--healthz-bind-address",
+    HEALTHZ_ADDR,
+];
 
 /// `web` with all endpoints, the proxy started in `mode` with both admin
 /// servers on loopback, and the dataplane verified to work.
 fn fixture_in(mode: Mode) -> Fixture {
     let mut f = Fixture::new(mode);
     f.write_web(&BACKENDS_V4, &BACKENDS_V6);
-    f.start_proxy_with(&[
-        "--metrics-bind-address",
-        METRICS_ADDR,
-        "--healthz-bind-address",
-        HEALTHZ_ADDR,
-    ]);
+    f.start_proxy_with(&ADMIN_ARGS);
     f.wait_ready();
     f
 }
@@ -213,6 +217,44 @@ both_modes! {
         );
         assert_eq!(value(&m, "proxy_sync_failures_total"), 0.0);
     }
+}
+
+/// The health port held by another socket at start (a daemon being replaced,
+/// or a client that got it as its ephemeral port): the daemon serves Services
+/// anyway, counts and logs the failed binds, and `/healthz` answers once the
+/// holder lets go, as kube-proxy's health server retries.
+#[test]
+fn a_health_port_in_use_at_start_is_retried_while_services_are_served() {
+    let mut f = Fixture::new(Mode::Ebpf);
+    f.write_web(&BACKENDS_V4, &BACKENDS_V6);
+    let holder = std::net::TcpListener::bind(HEALTHZ_ADDR)
+        .unwrap_or_else(|e| panic!("holding {HEALTHZ_ADDR}: {e}"));
+    f.start_proxy_with(&ADMIN_ARGS);
+    f.wait_ready();
+    let series = r#"proxy_health_bind_failures_total{server="healthz"}"#;
+    f.wait_for(PROPAGATION, "a retried bind to be counted", || {
+        sample(&scrape(), series).is_some_and(|v| v >= 2.0)
+    });
+    assert_eq!(
+        value(
+            &scrape(),
+            r#"proxy_health_bind_failures_total{server="metrics"}"#
+        ),
+        0.0
+    );
+    let log = f.log();
+    assert!(
+        log.contains("cannot listen for health checks") && log.contains(HEALTHZ_ADDR),
+        "expected a warning naming {HEALTHZ_ADDR} in the log:\n{log}"
+    );
+    drop(holder);
+    f.wait_for(
+        Duration::from_secs(15),
+        "/healthz to answer 200 once its port is free",
+        || matches!(get(HEALTHZ_ADDR, "/healthz"), Ok((200, _))),
+    );
+    f.assert_proxy_running();
+    tcp_request_timeout(sock(WEB_VIP4, TCP_PORT), PROBE).expect("web still served");
 }
 
 #[test]

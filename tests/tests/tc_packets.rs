@@ -1279,6 +1279,103 @@ fn sandbox() -> Sandbox {
     sandbox
 }
 
+/// An address family of the NodePort worlds: the node's, the client's and
+/// the backends' addresses of one family. Shown as `v4`/`v6`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    const BOTH: [Family; 2] = [Family::V4, Family::V6];
+
+    const fn node(self) -> &'static str {
+        match self {
+            Family::V4 => NODE4,
+            Family::V6 => NODE6,
+        }
+    }
+
+    const fn client(self) -> &'static str {
+        match self {
+            Family::V4 => CLIENT4,
+            Family::V6 => CLIENT6,
+        }
+    }
+
+    /// The address of the backend on another node.
+    const fn remote(self) -> &'static str {
+        match self {
+            Family::V4 => REMOTE4,
+            Family::V6 => REMOTE6,
+        }
+    }
+
+    /// The address of the backend on this node.
+    const fn local(self) -> &'static str {
+        match self {
+            Family::V4 => LOCAL4,
+            Family::V6 => LOCAL6,
+        }
+    }
+
+    /// The backend on another node, as a Service's backends.
+    const fn remote_backends(self) -> &'static [Backend] {
+        match self {
+            Family::V4 => &[REMOTE_BE4],
+            Family::V6 => &[REMOTE_BE6],
+        }
+    }
+
+    /// The backend on this node, as a Service's backends.
+    const fn local_backends(self) -> &'static [Backend] {
+        match self {
+            Family::V4 => &[LOCAL_BE4],
+            Family::V6 => &[LOCAL_BE6],
+        }
+    }
+
+    const fn maglev_addrs(self) -> &'static [&'static str] {
+        match self {
+            Family::V4 => &MAGLEV_ADDRS4,
+            Family::V6 => &MAGLEV_ADDRS6,
+        }
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Family::V4 => "v4",
+            Family::V6 => "v6",
+        })
+    }
+}
+
+/// The NodePort Service on the node's address of `family` (port
+/// [`NODE_PORT`], internal scope, [`EXT`]).
+const fn node_port(family: Family, proto: u8, backends: &'static [Backend]) -> Svc {
+    svc(
+        family.node(),
+        NODE_PORT,
+        proto,
+        scope::INTERNAL,
+        EXT,
+        backends,
+    )
+}
+
+/// A world pinned in `name` under the sandbox's bpffs, with `services`
+/// installed (no device flags).
+fn world_with(sandbox: &Sandbox, name: &str, services: &[Svc]) -> World {
+    let dir = sandbox.bpffs_path().join(name);
+    std::fs::create_dir(&dir).expect("pin dir");
+    let mut world = World::load(&dir).expect("load");
+    world.install(&[], services).expect("install");
+    world
+}
+
 #[test]
 fn tc_packet_cases() {
     let sandbox = sandbox();
@@ -1334,28 +1431,11 @@ fn icmp_errors_quoting_past_their_ip_length_pass() {
     static QUOTE4: Pkt = pkt(snat(NODE4), ep(REMOTE4, TARGET), SYN);
     static QUOTE6: Pkt = pkt(ep(NODE6, NODE_PORT), ep(CLIENT6, CLIENT_PORT), L4::Udp);
     let sandbox = sandbox();
-    let dir = sandbox.bpffs_path().join("icmp-short");
-    std::fs::create_dir(&dir).expect("pin dir");
-    let mut world = World::load(&dir).expect("load");
     let services = [
-        svc(
-            NODE4,
-            NODE_PORT,
-            proto::TCP,
-            scope::INTERNAL,
-            EXT,
-            &[REMOTE_BE4],
-        ),
-        svc(
-            NODE6,
-            NODE_PORT,
-            proto::UDP,
-            scope::INTERNAL,
-            EXT,
-            &[LOCAL_BE6],
-        ),
+        node_port(Family::V4, proto::TCP, &[REMOTE_BE4]),
+        node_port(Family::V6, proto::UDP, &[LOCAL_BE6]),
     ];
-    world.install(&[], &services).expect("install");
+    let mut world = world_with(&sandbox, "icmp-short", &services);
     let frame = |p: &Pkt, snat: Option<u16>| build(p, snat).expect("build");
     let syn = frame(
         &pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN),
@@ -1459,9 +1539,6 @@ fn source_ranges_drop_new_flows_from_outside_them() {
     // Frontends with ranges say so (the planner sets the bit with them).
     const RANGED: u16 = LB | svc_flags::SOURCE_RANGES;
     let sandbox = sandbox();
-    let dir = sandbox.bpffs_path().join("ranges");
-    std::fs::create_dir(&dir).expect("pin dir");
-    let mut world = World::load(&dir).expect("load");
     let services = [
         Svc {
             rev_nat_id: 7,
@@ -1477,7 +1554,7 @@ fn source_ranges_drop_new_flows_from_outside_them() {
             ..svc(LB4, 81, proto::TCP, scope::INTERNAL, LB, &[LOCAL_BE4])
         },
     ];
-    world.install(&[], &services).expect("install");
+    let mut world = world_with(&sandbox, "ranges", &services);
     let id = |n: u32| Be32(n.to_be());
     {
         let mut v4: LpmTrie<&mut MapData, SrcRangeV4, u32> =
@@ -1576,22 +1653,11 @@ fn source_ranges_drop_new_flows_from_outside_them() {
 #[test]
 fn conntrack_entries() {
     let sandbox = sandbox();
-    let dir = sandbox.bpffs_path().join("ct");
-    std::fs::create_dir(&dir).expect("pin dir");
-    let mut world = World::load(&dir).expect("load");
-    world
-        .install(
-            &[],
-            &[svc(
-                NODE4,
-                NODE_PORT,
-                proto::TCP,
-                scope::INTERNAL,
-                EXT,
-                &[REMOTE_BE4],
-            )],
-        )
-        .expect("install");
+    let mut world = world_with(
+        &sandbox,
+        "ct",
+        &[node_port(Family::V4, proto::TCP, &[REMOTE_BE4])],
+    );
     let syn = pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN);
     let (verdict, out) = world
         .run(Ingress, &build(&syn, None).expect("build"))
@@ -1693,32 +1759,14 @@ fn ct_len(world: &mut World, name: &str) -> usize {
 #[test]
 fn unanswered_flows_never_evict_established_ones() {
     let sandbox = sandbox();
-    let dir = sandbox.bpffs_path().join("pending");
-    std::fs::create_dir(&dir).expect("pin dir");
-    let mut world = World::load(&dir).expect("load");
-    world
-        .install(
-            &[],
-            &[
-                svc(
-                    NODE4,
-                    NODE_PORT,
-                    proto::TCP,
-                    scope::INTERNAL,
-                    EXT,
-                    &[LOCAL_BE4],
-                ),
-                svc(
-                    NODE4,
-                    NODE_PORT,
-                    proto::UDP,
-                    scope::INTERNAL,
-                    EXT,
-                    &[LOCAL_BE4],
-                ),
-            ],
-        )
-        .expect("install");
+    let mut world = world_with(
+        &sandbox,
+        "pending",
+        &[
+            node_port(Family::V4, proto::TCP, &[LOCAL_BE4]),
+            node_port(Family::V4, proto::UDP, &[LOCAL_BE4]),
+        ],
+    );
     let client = ep(CLIENT4, CLIENT_PORT);
     let frontend = ep(NODE4, NODE_PORT);
     let backend = ep(LOCAL4, TARGET);
@@ -1819,15 +1867,11 @@ fn unanswered_flows_never_evict_established_ones() {
 fn rejects_are_rate_limited() {
     use proxy_common::reject_limit::BURST;
     let sandbox = sandbox();
-    let dir = sandbox.bpffs_path().join("ratelimit");
-    std::fs::create_dir(&dir).expect("pin dir");
-    let mut world = World::load(&dir).expect("load");
-    world
-        .install(
-            &[],
-            &[svc(NODE4, NODE_PORT, proto::UDP, scope::INTERNAL, EXT, &[])],
-        )
-        .expect("install");
+    let mut world = world_with(
+        &sandbox,
+        "ratelimit",
+        &[node_port(Family::V4, proto::UDP, &[])],
+    );
     let udp = build(
         &pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), L4::Udp),
         None,
@@ -1865,18 +1909,12 @@ fn rejects_are_rate_limited() {
 #[test]
 fn affinity_by_client_address() {
     let sandbox = sandbox();
-    let dir = sandbox.bpffs_path().join("affinity");
-    std::fs::create_dir(&dir).expect("pin dir");
-    let mut world = World::load(&dir).expect("load");
     let sticky = Svc {
         flags: EXT | svc_flags::AFFINITY,
         affinity_timeout: 600,
-        ..svc(
-            NODE4,
-            NODE_PORT,
+        ..node_port(
+            Family::V4,
             proto::TCP,
-            scope::INTERNAL,
-            EXT,
             &[
                 LOCAL_BE4,
                 Backend {
@@ -1887,7 +1925,7 @@ fn affinity_by_client_address() {
             ],
         )
     };
-    world.install(&[], &[sticky]).expect("install");
+    let mut world = world_with(&sandbox, "affinity", &[sticky]);
     let mut seen = std::collections::BTreeSet::new();
     for n in 0..12 {
         let syn = pkt(ep(CLIENT4, CLIENT_PORT + n), ep(NODE4, NODE_PORT), SYN);
@@ -1921,22 +1959,11 @@ fn monotonic_ns() -> u64 {
 #[test]
 fn conntrack_timeout() {
     let sandbox = sandbox();
-    let dir = sandbox.bpffs_path().join("timeout");
-    std::fs::create_dir(&dir).expect("pin dir");
-    let mut world = World::load(&dir).expect("load");
-    world
-        .install(
-            &[],
-            &[svc(
-                NODE4,
-                NODE_PORT,
-                proto::UDP,
-                scope::INTERNAL,
-                EXT,
-                &[LOCAL_BE4],
-            )],
-        )
-        .expect("install");
+    let mut world = world_with(
+        &sandbox,
+        "timeout",
+        &[node_port(Family::V4, proto::UDP, &[LOCAL_BE4])],
+    );
     let key = CtKeyV4 {
         saddr: be32(CLIENT4),
         daddr: be32(NODE4),
@@ -1992,22 +2019,11 @@ fn conntrack_timeout() {
 #[test]
 fn syn_only_entries_expire_after_a_minute() {
     let sandbox = sandbox();
-    let dir = sandbox.bpffs_path().join("syn");
-    std::fs::create_dir(&dir).expect("pin dir");
-    let mut world = World::load(&dir).expect("load");
-    world
-        .install(
-            &[],
-            &[svc(
-                NODE4,
-                NODE_PORT,
-                proto::TCP,
-                scope::INTERNAL,
-                EXT,
-                &[LOCAL_BE4],
-            )],
-        )
-        .expect("install");
+    let mut world = world_with(
+        &sandbox,
+        "syn",
+        &[node_port(Family::V4, proto::TCP, &[LOCAL_BE4])],
+    );
     let key = CtKeyV4 {
         saddr: be32(CLIENT4),
         daddr: be32(NODE4),
@@ -2125,22 +2141,11 @@ fn snat_ports_of_idle_closed_flows_are_reclaimed() {
 
 fn snat_ports_taken(idle: bool) {
     let sandbox = sandbox();
-    let dir = sandbox.bpffs_path().join("ports");
-    std::fs::create_dir(&dir).expect("pin dir");
-    let mut world = World::load(&dir).expect("load");
-    world
-        .install(
-            &[],
-            &[svc(
-                NODE4,
-                NODE_PORT,
-                proto::TCP,
-                scope::INTERNAL,
-                EXT,
-                &[REMOTE_BE4],
-            )],
-        )
-        .expect("install");
+    let mut world = world_with(
+        &sandbox,
+        "ports",
+        &[node_port(Family::V4, proto::TCP, &[REMOTE_BE4])],
+    );
     {
         let mut ct: HashMap<&mut MapData, CtKeyV4, CtValueV4> =
             world.map(names::CT_V4).expect("CT_V4");
@@ -2204,22 +2209,11 @@ fn snat_ports_of_fresh_unanswered_flows_stay_taken() {
 
 fn snat_ports_pending(idle: bool) {
     let sandbox = sandbox();
-    let dir = sandbox.bpffs_path().join("pending-ports");
-    std::fs::create_dir(&dir).expect("pin dir");
-    let mut world = World::load(&dir).expect("load");
-    world
-        .install(
-            &[],
-            &[svc(
-                NODE4,
-                NODE_PORT,
-                proto::TCP,
-                scope::INTERNAL,
-                EXT,
-                &[REMOTE_BE4],
-            )],
-        )
-        .expect("install");
+    let mut world = world_with(
+        &sandbox,
+        "pending-ports",
+        &[node_port(Family::V4, proto::TCP, &[REMOTE_BE4])],
+    );
     let now = monotonic_ns();
     let entry = |last_seen_ns: u64, flags: u8| CtValueV4 {
         last_seen_ns,
@@ -2334,36 +2328,12 @@ fn fib_forwarding() {
     ] {
         std::fs::write(Path::new("/proc/sys").join(key), "1").expect("forwarding on");
     }
-    let dir = sandbox.bpffs_path().join("fib");
-    std::fs::create_dir(&dir).expect("pin dir");
-    let mut world = World::load(&dir).expect("load");
     let services = [
-        svc(
-            NODE4,
-            NODE_PORT,
-            proto::TCP,
-            scope::INTERNAL,
-            EXT,
-            &[REMOTE_BE4],
-        ),
-        svc(
-            NODE6,
-            NODE_PORT,
-            proto::TCP,
-            scope::INTERNAL,
-            EXT,
-            &[REMOTE_BE6],
-        ),
-        svc(
-            NODE6,
-            NODE_PORT,
-            proto::UDP,
-            scope::INTERNAL,
-            EXT,
-            &[LOCAL_BE6],
-        ),
+        node_port(Family::V4, proto::TCP, &[REMOTE_BE4]),
+        node_port(Family::V6, proto::TCP, &[REMOTE_BE6]),
+        node_port(Family::V6, proto::UDP, &[LOCAL_BE6]),
     ];
-    world.install(&[], &services).expect("install");
+    let mut world = world_with(&sandbox, "fib", &services);
     let mut snat_port = None;
     let mut step = |input: Pkt, expected: Pkt, verdict: u32, fib: &str, forwarded: bool| {
         let before = world.stat(fib);
@@ -2508,33 +2478,13 @@ const FRAG_SIZES: [usize; 3] = [400, 400, 208];
 #[test]
 fn fragmented_datagrams_are_translated_whole() {
     let sandbox = sandbox();
-    let dir = sandbox.bpffs_path().join("frag");
-    std::fs::create_dir(&dir).expect("pin dir");
-    let mut world = World::load(&dir).expect("load");
-    world
-        .install(
-            &[],
-            &[
-                svc(
-                    NODE4,
-                    NODE_PORT,
-                    proto::UDP,
-                    scope::INTERNAL,
-                    EXT,
-                    &[REMOTE_BE4],
-                ),
-                svc(
-                    NODE6,
-                    NODE_PORT,
-                    proto::UDP,
-                    scope::INTERNAL,
-                    EXT,
-                    &[REMOTE_BE6],
-                ),
-            ],
-        )
-        .expect("install");
-    for (node, client, backend) in [(NODE4, CLIENT4, REMOTE4), (NODE6, CLIENT6, REMOTE6)] {
+    let mut world = world_with(
+        &sandbox,
+        "frag",
+        &Family::BOTH.map(|f| node_port(f, proto::UDP, f.remote_backends())),
+    );
+    for family in Family::BOTH {
+        let (node, client, backend) = (family.node(), family.client(), family.remote());
         let payload: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8).collect();
         let request = Datagram {
             src: (ip(client), CLIENT_PORT),
@@ -2589,33 +2539,13 @@ fn fragmented_datagrams_are_translated_whole() {
 #[test]
 fn fragmented_replies_are_translated_on_egress() {
     let sandbox = sandbox();
-    let dir = sandbox.bpffs_path().join("frag-egress");
-    std::fs::create_dir(&dir).expect("pin dir");
-    let mut world = World::load(&dir).expect("load");
-    world
-        .install(
-            &[],
-            &[
-                svc(
-                    NODE4,
-                    NODE_PORT,
-                    proto::UDP,
-                    scope::INTERNAL,
-                    EXT,
-                    &[LOCAL_BE4],
-                ),
-                svc(
-                    NODE6,
-                    NODE_PORT,
-                    proto::UDP,
-                    scope::INTERNAL,
-                    EXT,
-                    &[LOCAL_BE6],
-                ),
-            ],
-        )
-        .expect("install");
-    for (node, client, backend) in [(NODE4, CLIENT4, LOCAL4), (NODE6, CLIENT6, LOCAL6)] {
+    let mut world = world_with(
+        &sandbox,
+        "frag-egress",
+        &Family::BOTH.map(|f| node_port(f, proto::UDP, f.local_backends())),
+    );
+    for family in Family::BOTH {
+        let (node, client, backend) = (family.node(), family.client(), family.local());
         let payload: Vec<u8> = (0..1000u32).map(|i| (i * 13 + 1) as u8).collect();
         let request = Datagram {
             src: (ip(client), CLIENT_PORT),
@@ -3513,10 +3443,8 @@ fn maglev_agreement(
 #[test]
 fn maglev_picks_the_tables_backend() {
     let sandbox = sandbox();
-    for (family, vip, client, addrs) in [
-        ("v4", NODE4, CLIENT4, &MAGLEV_ADDRS4[..]),
-        ("v6", NODE6, CLIENT6, &MAGLEV_ADDRS6[..]),
-    ] {
+    for family in Family::BOTH {
+        let (vip, client, addrs) = (family.node(), family.client(), family.maglev_addrs());
         for protocol in [proto::TCP, proto::UDP] {
             let name = format!("maglev-{family}-{protocol}");
             let backends = maglev_backends(addrs, 10);
@@ -3565,10 +3493,8 @@ fn maglev_picks_the_tables_backend() {
 #[test]
 fn a_mid_flow_miss_takes_the_maglev_choice_and_creates_conntrack() {
     let sandbox = sandbox();
-    for (family, vip, client, addrs) in [
-        ("v4", NODE4, CLIENT4, &MAGLEV_ADDRS4[..]),
-        ("v6", NODE6, CLIENT6, &MAGLEV_ADDRS6[..]),
-    ] {
+    for family in Family::BOTH {
+        let (vip, client, addrs) = (family.node(), family.client(), family.maglev_addrs());
         let dir = |n: &str| sandbox.bpffs_path().join(format!("midflow-{family}-{n}"));
         let mut node1 = maglev_world(&dir("1"), vip, proto::TCP, &maglev_backends(addrs, 10), 997);
         let mut node2 = maglev_world(&dir("2"), vip, proto::TCP, &maglev_backends(addrs, 50), 997);

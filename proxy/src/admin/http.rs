@@ -36,6 +36,14 @@ impl Site {
             Site::Health => "health checks",
         }
     }
+
+    /// The `server` label of `proxy_health_bind_failures_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Site::Metrics => "metrics",
+            Site::Health => "healthz",
+        }
+    }
 }
 
 /// Accepts and serves until `stop` flips; then drops every open connection

@@ -171,7 +171,8 @@ impl RunArgs {
         // One daemon per pin path: checked first, so a second daemon says
         // so rather than failing on a taken port.
         let _pin_lock = self.lock_pins()?;
-        // Bind before touching the kernel, so a taken port fails cleanly.
+        // Bind before touching the kernel, so a bad address fails cleanly (a
+        // taken one is retried in the background: `admin::retry`).
         let initial_mode = match self.mode {
             ModeArg::Userspace => Mode::Userspace,
             ModeArg::Auto | ModeArg::Ebpf => Mode::Ebpf,

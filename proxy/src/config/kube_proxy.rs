@@ -738,7 +738,8 @@ impl KubeProxyConfiguration {
             out.skip(
                 "bindAddressHardFail",
                 true,
-                "a healthz or metrics address that cannot be bound always stops the daemon",
+                "a healthz or metrics address in use is always retried (kube-proxy's default); \
+                 any other bind error stops the daemon at start",
             );
         }
         if self.enable_profiling {

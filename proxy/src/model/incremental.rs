@@ -479,6 +479,16 @@ mod tests {
                 &full.state,
                 "step {step}: incremental state differs from a full recompute"
             );
+            // The stored union is an index of the per-Service sets, never
+            // more or less (see `DesiredState::retained_backends`).
+            let union: BTreeSet<_> = full
+                .state
+                .retained_by_service
+                .values()
+                .flatten()
+                .copied()
+                .collect();
+            assert_eq!(full.state.retained_backends, union, "step {step}");
             assert_eq!(
                 cache.conflicts(),
                 full.conflicts,

@@ -509,6 +509,12 @@ pub struct DesiredState {
     /// one, so established per-packet (tc) flows to a terminating endpoint
     /// keep their backend, as kube-proxy's conntrack keeps their DNAT. It
     /// never writes one for them either: only slots create backend entries.
+    ///
+    /// Always the union of [`DesiredState::retained_by_service`]'s sets
+    /// (tested), kept as well as an index: a scoped plan asks it about a few
+    /// backends in `O(log n)` each, and `model::incremental` keeps it up to
+    /// date per changed Service (reference-counted); deriving it would cost a
+    /// walk of every Service's endpoints at every sync.
     pub retained_backends: std::collections::BTreeSet<Backend>,
     /// [`DesiredState::retained_backends`] by the Service that lists them
     /// (Services listing none are absent). The userspace path keeps an open

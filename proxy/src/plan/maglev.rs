@@ -15,13 +15,13 @@
 //! disruption" is approximate); the table depends only on the set, not on
 //! its order or on anything else the node holds.
 //!
-//! The hash is 32-bit MurmurHash3 over 32-bit words. The kernel's copy
-//! (`proxy-ebpf/src/maglev.rs`) must compute [`flow_hash_v4`] and
-//! [`flow_hash_v6`] bit for bit; the tc packet tests check it does.
+//! The hash is 32-bit MurmurHash3 over 32-bit words, `proxy_common::maglev`'s,
+//! which the kernel computes too ([`flow_hash_v4`] and [`flow_hash_v6`] wrap
+//! it for userspace's address types).
 
 use std::net::IpAddr;
 
-use proxy_common::maglev::MAX_SIZE;
+use proxy_common::maglev::{self as common, MAX_SIZE, murmur3};
 
 use crate::model::Backend;
 
@@ -150,13 +150,14 @@ pub fn flow_hash_v4(
     protocol: u8,
     seed: u32,
 ) -> u32 {
-    let words = [
-        u32::from_be_bytes(saddr.octets()),
-        u32::from_be_bytes(daddr.octets()),
-        (u32::from(sport) << 16) | u32::from(dport),
-        u32::from(protocol),
-    ];
-    murmur3(&words, seed)
+    common::flow_hash_v4(
+        u32::from(saddr),
+        u32::from(daddr),
+        sport,
+        dport,
+        protocol,
+        seed,
+    )
 }
 
 /// The kernel's hash of an IPv6 packet's 5-tuple.
@@ -168,41 +169,14 @@ pub fn flow_hash_v6(
     protocol: u8,
     seed: u32,
 ) -> u32 {
-    let mut words = ip_words(saddr.into());
-    words.extend(ip_words(daddr.into()));
-    words.push((u32::from(sport) << 16) | u32::from(dport));
-    words.push(u32::from(protocol));
-    murmur3(&words, seed)
-}
-
-/// 32-bit MurmurHash3 of `words` (each taken as one little block).
-pub fn murmur3(words: &[u32], seed: u32) -> u32 {
-    let mut h = seed;
-    for w in words {
-        h = murmur3_round(h, *w);
-    }
-    // The length in bytes; at most a few words, so the cast cannot truncate.
-    murmur3_finish(h, (words.len() * 4) as u32)
-}
-
-fn murmur3_round(h: u32, w: u32) -> u32 {
-    let k = w
-        .wrapping_mul(0xcc9e_2d51)
-        .rotate_left(15)
-        .wrapping_mul(0x1b87_3593);
-    (h ^ k)
-        .rotate_left(13)
-        .wrapping_mul(5)
-        .wrapping_add(0xe654_6b64)
-}
-
-fn murmur3_finish(h: u32, len: u32) -> u32 {
-    let mut h = h ^ len;
-    h ^= h >> 16;
-    h = h.wrapping_mul(0x85eb_ca6b);
-    h ^= h >> 13;
-    h = h.wrapping_mul(0xc2b2_ae35);
-    h ^ (h >> 16)
+    common::flow_hash_v6(
+        &saddr.octets(),
+        &daddr.octets(),
+        sport,
+        dport,
+        protocol,
+        seed,
+    )
 }
 
 fn is_prime(n: u32) -> bool {

@@ -41,7 +41,8 @@ use prometheus_client::{
 use proxy_common::{Reason, names};
 
 use super::{
-    Mode, gc::GcCounters, health::Probe, rejects::ConfigRejects, udp_flows::UdpFlowCounters,
+    Mode, bind_failures::BindFailureCounters, gc::GcCounters, health::Probe,
+    rejects::ConfigRejects, udp_flows::UdpFlowCounters,
 };
 use crate::model::{
     PendingChanges,
@@ -207,6 +208,7 @@ pub struct Metrics {
     userspace: UserspaceCounters,
     udp_flows: UdpFlowCounters,
     gc: GcCounters,
+    bind_failures: BindFailureCounters,
     dataplane: std::sync::Arc<DataplaneCollector>,
 }
 
@@ -405,6 +407,7 @@ impl Metrics {
         );
         let udp_flows = UdpFlowCounters::register(&mut registry);
         let gc = GcCounters::register(&mut registry);
+        let bind_failures = BindFailureCounters::register(&mut registry);
         let dataplane = std::sync::Arc::new(DataplaneCollector::default());
         registry.register_collector(Box::new(dataplane.clone()));
 
@@ -430,6 +433,7 @@ impl Metrics {
             userspace,
             udp_flows,
             gc,
+            bind_failures,
             dataplane,
         }
     }
@@ -526,6 +530,10 @@ impl Metrics {
 
     pub(super) fn gc(&self) -> &GcCounters {
         &self.gc
+    }
+
+    pub(super) fn bind_failures(&self) -> &BindFailureCounters {
+        &self.bind_failures
     }
 
     pub(super) fn drift_repairs(&self, kind: DriftKind, n: usize) {

@@ -23,6 +23,7 @@
 //! userspace, sync, inspect or cli; write to the dataplane; or block the sync
 //! loop (every call the loop makes takes a short mutex or an atomic).
 
+pub mod bind_failures;
 pub mod fill;
 pub mod gc;
 pub mod health;
@@ -166,6 +167,17 @@ impl Telemetry {
     /// One conntrack GC pass's deletions.
     pub fn conntrack_gc(&self, conntrack: u64, socket_rev_nat: u64) {
         self.inner.metrics.gc().record(conntrack, socket_rev_nat);
+    }
+
+    /// One failed attempt to listen for an admin server (`server` is one of
+    /// [`bind_failures::SERVERS`]).
+    pub fn admin_bind_failed(&self, server: &'static str) {
+        self.inner.metrics.bind_failures().record(server);
+    }
+
+    /// Failed attempts to listen for `server` so far.
+    pub fn admin_bind_failures(&self, server: &'static str) -> u64 {
+        self.inner.metrics.bind_failures().get(server)
     }
 
     pub fn metrics(&self) -> &Metrics {
