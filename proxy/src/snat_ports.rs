@@ -172,9 +172,77 @@ pub fn read_ephemeral(path: &Path) -> Result<PortRange, SnatRangeError> {
     parse_ephemeral(&text).ok_or_else(|| read_error(format!("unexpected contents {text:?}")))
 }
 
+/// `net.ipv4.ip_local_reserved_ports` with the NodePort range added, or
+/// `None` when one of its entries (`PORT` or `FIRST-LAST`, comma-separated)
+/// already covers it.
+///
+/// An ephemeral range overlapping the NodePort range lets the kernel give a
+/// node's own connection (a ClusterIP client on the node, through the socket
+/// hooks) a NodePort as its local port: the backend's replies to
+/// `node:nodePort` then look like a new flow to that NodePort to the tc
+/// programs, which translate them to the NodePort's backend, and the
+/// connection times out. kube-proxy never sees this (netfilter's NAT rules
+/// only see a connection's first packet); Cilium reserves the NodePort range
+/// for the same reason (`--enable-auto-protect-node-port-range`).
+pub fn reserved_with_node_ports(current: &str) -> Option<String> {
+    let current = current.trim();
+    let covered = current.split(',').any(|entry| {
+        let entry = entry.trim();
+        let (a, b) = entry.split_once('-').unwrap_or((entry, entry));
+        match (a.trim().parse::<u16>(), b.trim().parse::<u16>()) {
+            (Ok(a), Ok(b)) => a <= NODE_PORTS.first && NODE_PORTS.last <= b,
+            _ => false,
+        }
+    });
+    if covered {
+        None
+    } else if current.is_empty() {
+        Some(NODE_PORTS.to_string())
+    } else {
+        Some(format!("{current},{NODE_PORTS}"))
+    }
+}
+
+/// Adds the NodePort range to the calling thread's network namespace's
+/// `ip_local_reserved_ports` at `path` (see [`reserved_with_node_ports`]);
+/// whether it wrote.
+pub fn reserve_node_ports(path: &Path) -> Result<bool, SnatRangeError> {
+    let io_error = |e: std::io::Error| SnatRangeError::Read {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let current = std::fs::read_to_string(path).map_err(io_error)?;
+    match reserved_with_node_ports(&current) {
+        Some(list) => {
+            std::fs::write(path, list).map_err(io_error)?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_node_port_range_is_added_to_the_reserved_ports_once() {
+        assert_eq!(
+            reserved_with_node_ports("\n").as_deref(),
+            Some("30000-32767")
+        );
+        assert_eq!(
+            reserved_with_node_ports("8080,40000-40010\n").as_deref(),
+            Some("8080,40000-40010,30000-32767")
+        );
+        // Partly reserved: added whole (the kernel merges overlaps).
+        assert_eq!(
+            reserved_with_node_ports("30000-30100").as_deref(),
+            Some("30000-30100,30000-32767")
+        );
+        assert_eq!(reserved_with_node_ports("30000-32767\n"), None);
+        assert_eq!(reserved_with_node_ports("1024,29000-33000"), None);
+    }
 
     fn r(a: u16, b: u16) -> PortRange {
         PortRange::new(a, b)

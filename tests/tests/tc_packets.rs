@@ -3701,7 +3701,12 @@ fn a_reply_tuple_clash_remaps_the_new_flows_source_port() {
     let kept = established(&mut world);
     assert_eq!(
         (kept.saddr, kept.sport, kept.flags, kept.rev_nat_id),
-        (a_reply.saddr, a_reply.sport, a_reply.flags, a_reply.rev_nat_id),
+        (
+            a_reply.saddr,
+            a_reply.sport,
+            a_reply.flags,
+            a_reply.rev_nat_id
+        ),
         "flow A's reply entry is intact"
     );
 

@@ -588,6 +588,25 @@ impl RunArgs {
         let ephemeral =
             snat_ports::read_ephemeral(Path::new("/proc/sys/net/ipv4/ip_local_port_range"))?;
         let range = snat_ports::choose(arg, ephemeral)?;
+        if ephemeral.overlaps(snat_ports::NODE_PORTS) {
+            let path = Path::new("/proc/sys/net/ipv4/ip_local_reserved_ports");
+            match snat_ports::reserve_node_ports(path) {
+                Ok(true) => tracing::info!(
+                    ephemeral = %ephemeral,
+                    reserved = %snat_ports::NODE_PORTS,
+                    "the NodePort range is reserved out of the node's ephemeral ports \
+                     (a node connection's local port must not be a NodePort)"
+                ),
+                Ok(false) => {}
+                Err(error) => tracing::warn!(
+                    error = %error,
+                    ephemeral = %ephemeral,
+                    "could not reserve the NodePort range out of the node's ephemeral ports: \
+                     a node connection whose local port is a NodePort has its replies \
+                     translated to that NodePort's backend"
+                ),
+            }
+        }
         tracing::info!(
             snat_port_range = %range,
             ephemeral = %ephemeral,
