@@ -25,7 +25,11 @@
 //!    by the client's packet, and reply, keyed by the reply as it will
 //!    arrive. A SNAT port is free when neither map holds a fresh entry for
 //!    its reply key (a pending entry the LRU evicted, or one idle past its
-//!    timeout, frees its port). A LoadBalancer
+//!    timeout, frees its port). Without SNAT, a reply key a fresh entry of
+//!    another flow holds (the client reused its source port towards another
+//!    frontend with the same backend) gets the client's source port
+//!    remapped to a free one, as netfilter's implicit source NAT does; the
+//!    older flow's entries are never overwritten. A LoadBalancer
 //!    frontend with `loadBalancerSourceRanges` first drops a new flow from a
 //!    source outside them (`SRC_RANGE_*`).
 //! 3. no backend: dropped for an `externalTrafficPolicy: Local` frontend,
