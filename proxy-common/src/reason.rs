@@ -137,11 +137,17 @@ pub enum Reason {
     /// translated as a new flow (by Maglev, the same backend every node
     /// picks). Counted with `tc_dnat`.
     TcMidFlowMiss = 49,
+    /// tc: a new flow's reply tuple was held by a live conntrack entry of
+    /// another flow (a client reusing its source port towards another
+    /// frontend with the same backend, without SNAT): the new flow's source
+    /// port was remapped, as netfilter's implicit source NAT does, so the
+    /// older flow's entries stay as they are. Counted with `tc_dnat`.
+    TcCtReplyClash = 50,
 }
 
 impl Reason {
     /// Every reason, in index order.
-    pub const ALL: [Reason; 50] = [
+    pub const ALL: [Reason; 51] = [
         Reason::Translated,
         Reason::NotAService,
         Reason::NoBackend,
@@ -192,6 +198,7 @@ impl Reason {
         Reason::TcSnatPortReclaimed,
         Reason::MaglevPick,
         Reason::TcMidFlowMiss,
+        Reason::TcCtReplyClash,
     ];
     /// Number of reasons: the size of the `STATS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -249,6 +256,7 @@ impl Reason {
             Reason::TcSnatPortReclaimed => "tc_snat_port_reclaimed",
             Reason::MaglevPick => "maglev_pick",
             Reason::TcMidFlowMiss => "tc_mid_flow_miss",
+            Reason::TcCtReplyClash => "tc_ct_reply_clash",
         }
     }
 }

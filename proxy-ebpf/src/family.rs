@@ -91,6 +91,10 @@ pub trait Family {
     /// Whether the entry at `key` is missing or idle past its timeout, read
     /// in place (no copy on the caller's stack).
     fn ct_idle(key: &Tuple<Self::Addr>, table: Ct, protocol: u8, now: u64) -> bool;
+    /// Whether a fresh entry at `key`, in either map, belongs to another
+    /// flow: its rewrite's source (the frontend a reply is rewritten to)
+    /// is not `to`'s. Read in place (no copy on the caller's stack).
+    fn ct_clash(key: &Tuple<Self::Addr>, to: &Tuple<Self::Addr>, now: u64) -> bool;
     fn ct_put(
         key: &Tuple<Self::Addr>,
         table: Ct,
@@ -245,6 +249,20 @@ impl Family for V4 {
                 (*v).flags = ((*v).flags & !clear) | set;
             }
         }
+    }
+
+    #[inline(never)]
+    fn ct_clash(key: &Tuple<Be32>, to: &Tuple<Be32>, now: u64) -> bool {
+        let k = key4(key);
+        let other = |v: *const CtValueV4| {
+            // SAFETY: the pointer is to a live map value, read at once (see
+            // `ct_idle`).
+            unsafe {
+                fresh_at((*v).last_seen_ns, (*v).flags, key.proto, now)
+                    && ((*v).saddr != to.saddr || (*v).sport != to.sport)
+            }
+        };
+        CT_V4.get_ptr(&k).is_some_and(other) || CT_PENDING_V4.get_ptr(&k).is_some_and(other)
     }
 
     #[inline(never)]
@@ -503,6 +521,20 @@ impl Family for V6 {
                 (*v).flags = ((*v).flags & !clear) | set;
             }
         }
+    }
+
+    #[inline(never)]
+    fn ct_clash(key: &Tuple<[u8; 16]>, to: &Tuple<[u8; 16]>, now: u64) -> bool {
+        let k = key6(key);
+        let other = |v: *const CtValueV6| {
+            // SAFETY: the pointer is to a live map value, read at once (see
+            // `ct_idle`).
+            unsafe {
+                fresh_at((*v).last_seen_ns, (*v).flags, key.proto, now)
+                    && ((*v).saddr != to.saddr || (*v).sport != to.sport)
+            }
+        };
+        CT_V6.get_ptr(&k).is_some_and(other) || CT_PENDING_V6.get_ptr(&k).is_some_and(other)
     }
 
     #[inline(never)]

@@ -25,7 +25,11 @@
 //!    by the client's packet, and reply, keyed by the reply as it will
 //!    arrive. A SNAT port is free when neither map holds a fresh entry for
 //!    its reply key (a pending entry the LRU evicted, or one idle past its
-//!    timeout, frees its port). A LoadBalancer
+//!    timeout, frees its port). Without SNAT, a reply key a fresh entry of
+//!    another flow holds (the client reused its source port towards another
+//!    frontend with the same backend) gets the client's source port
+//!    remapped to a free one, as netfilter's implicit source NAT does; the
+//!    older flow's entries are never overwritten. A LoadBalancer
 //!    frontend with `loadBalancerSourceRanges` first drops a new flow from a
 //!    source outside them (`SRC_RANGE_*`).
 //! 3. no backend: dropped for an `externalTrafficPolicy: Local` frontend,
@@ -604,12 +608,26 @@ fn commit<F: Family>(
         dport: flow.sport,
         proto: flow.proto,
     };
-    if choice.snat & choice_bits::SNAT != 0 {
+    let snat = choice.snat & choice_bits::SNAT != 0;
+    if snat {
         let Some(node) = F::snat_addr() else {
             return Verdict::Drop(Reason::TcNoSnatAddress);
         };
         key.daddr = node;
         entry.flags |= ct_flags::SNAT;
+    }
+    // Without SNAT, the reply key can be held by a live flow of another
+    // frontend: the client reused its source port towards another frontend
+    // with the same backend. That flow's entry is found first for replies
+    // and must not be overwritten (a spoofed SYN must not end it), so the
+    // new flow's source port is remapped (the client's address kept), as
+    // netfilter's implicit source NAT does on such a clash; an entry past
+    // its timeout is taken over.
+    let remap = !snat && F::ct_clash(&key, &entry.to, now);
+    if remap {
+        count(Reason::TcCtReplyClash);
+    }
+    if snat || remap {
         let mut claimed = false;
         let mut tries = 0;
         while tries < SNAT_TRIES {
@@ -659,11 +677,7 @@ fn commit<F: Family>(
         dport: backend.port,
         proto: flow.proto,
     };
-    entry.flags = if choice.snat & choice_bits::SNAT != 0 {
-        ct_flags::SNAT
-    } else {
-        0
-    } | progress;
+    entry.flags = if snat { ct_flags::SNAT } else { 0 } | progress;
     let reply_key = key;
     key = tuple(flow);
     if F::ct_put(&key, Ct::Pending, &entry, 0).is_err() {

@@ -172,9 +172,107 @@ pub fn read_ephemeral(path: &Path) -> Result<PortRange, SnatRangeError> {
     parse_ephemeral(&text).ok_or_else(|| read_error(format!("unexpected contents {text:?}")))
 }
 
+/// `net.ipv4.ip_local_reserved_ports` with each of `ranges` added that none
+/// of its entries (`PORT` or `FIRST-LAST`, comma-separated) covers yet, or
+/// `None` when every one is covered.
+///
+/// An ephemeral range overlapping the NodePort range lets the kernel give a
+/// node's own connection (a ClusterIP client on the node, through the socket
+/// hooks) a NodePort as its local port: the backend's replies to
+/// `node:nodePort` then look like a new flow to that NodePort to the tc
+/// programs, which translate them to the NodePort's backend, and the
+/// connection times out. kube-proxy never sees this (netfilter's NAT rules
+/// only see a connection's first packet); Cilium reserves the NodePort range
+/// for the same reason (`--enable-auto-protect-node-port-range`). The
+/// daemon's own listening ports (`/metrics`, `/healthz`) are reserved too:
+/// a long-lived connection of the node's holding one as its local port kept
+/// a restarted daemon from binding it.
+pub fn reserved_with(current: &str, ranges: &[PortRange]) -> Option<String> {
+    let current = current.trim();
+    let entries: Vec<PortRange> = current
+        .split(',')
+        .filter_map(|entry| {
+            let entry = entry.trim();
+            let (a, b) = entry.split_once('-').unwrap_or((entry, entry));
+            Some(PortRange::new(
+                a.trim().parse().ok()?,
+                b.trim().parse().ok()?,
+            ))
+        })
+        .collect();
+    let missing: Vec<String> = ranges
+        .iter()
+        .filter(|r| {
+            !entries
+                .iter()
+                .any(|e| e.first <= r.first && r.last <= e.last)
+        })
+        .map(|r| {
+            if r.first == r.last {
+                r.first.to_string()
+            } else {
+                r.to_string()
+            }
+        })
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let missing = missing.join(",");
+    Some(if current.is_empty() {
+        missing
+    } else {
+        format!("{current},{missing}")
+    })
+}
+
+/// Adds `ranges` to the calling thread's network namespace's
+/// `ip_local_reserved_ports` at `path` (see [`reserved_with`]); what it
+/// wrote, if anything.
+pub fn reserve_ports(path: &Path, ranges: &[PortRange]) -> Result<Option<String>, SnatRangeError> {
+    let io_error = |e: std::io::Error| SnatRangeError::Read {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let current = std::fs::read_to_string(path).map_err(io_error)?;
+    match reserved_with(&current, ranges) {
+        Some(list) => {
+            std::fs::write(path, &list).map_err(io_error)?;
+            Ok(Some(list))
+        }
+        None => Ok(None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ports_are_added_to_the_reserved_ports_once() {
+        let node_ports = [NODE_PORTS];
+        assert_eq!(
+            reserved_with("\n", &node_ports).as_deref(),
+            Some("30000-32767")
+        );
+        assert_eq!(
+            reserved_with("8080,40000-40010\n", &node_ports).as_deref(),
+            Some("8080,40000-40010,30000-32767")
+        );
+        // Partly reserved: added whole (the kernel merges overlaps).
+        assert_eq!(
+            reserved_with("30000-30100", &node_ports).as_deref(),
+            Some("30000-30100,30000-32767")
+        );
+        assert_eq!(reserved_with("30000-32767\n", &node_ports), None);
+        assert_eq!(reserved_with("1024,29000-33000", &node_ports), None);
+        // Single ports, one of them already there.
+        let admin = [NODE_PORTS, r(10249, 10249), r(10256, 10256)];
+        assert_eq!(
+            reserved_with("10249", &admin).as_deref(),
+            Some("10249,30000-32767,10256")
+        );
+    }
 
     fn r(a: u16, b: u16) -> PortRange {
         PortRange::new(a, b)

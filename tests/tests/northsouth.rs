@@ -2006,3 +2006,46 @@ fn finished_flows_leave_conntrack_within_a_gc_period() {
         w.log()
     );
 }
+
+/// A node's own connection must never take a NodePort as its local port:
+/// the backend's replies to `node:nodePort` would look like a new flow to
+/// that NodePort to the tc programs, be translated to its backend, and the
+/// connection would time out (the soak's rare ClusterIP timeouts: node 1's
+/// ephemeral range there overlaps the NodePorts). Node 1's ephemeral ports
+/// here are 32766-32769, half of them in the NodePort range, and its UDP
+/// NodePort is 32766: the proxy reserves the NodePort range out of the
+/// ephemeral one (`ip_local_reserved_ports`), so every request of node 1's
+/// own to the remote backend gets its reply.
+#[test]
+fn the_nodes_own_connections_never_take_a_node_port() {
+    let mut w = World::new(Mode::Ebpf);
+    // Node 1 is the sandbox's namespace (this thread's): its sysctl only.
+    std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "32766 32769")
+        .expect("setting node 1's ephemeral ports");
+    let remote = Pod(2, 2);
+    let svc = base_service("web", 10, "NodePort", Some((32767, 32766)))
+        .external_traffic_policy("Cluster");
+    w.write_service(&svc, &[remote]);
+    w.start_proxy(&[]);
+    let family = AddressType::IPv4;
+    w.wait_served(SocketAddr::new(node1_ip(family), 32767), STARTUP);
+    let backend = SocketAddr::new(remote.addr(family), UDP_TARGET);
+    let failed: Vec<String> = (0..100)
+        .filter_map(|i| {
+            udp_unconnected_request_timeout(backend, Duration::from_millis(500))
+                .err()
+                .map(|e| format!("request {i}: {e}"))
+        })
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "node 1's own requests to {backend} lost their replies (translated as NodePort \
+         flows): {failed:?}"
+    );
+    let reserved = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_reserved_ports")
+        .expect("reading node 1's reserved ports");
+    assert!(
+        reserved.contains("30000-32767"),
+        "the NodePort range is reserved: {reserved:?}"
+    );
+}

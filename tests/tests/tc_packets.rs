@@ -3543,3 +3543,109 @@ fn a_mid_flow_miss_takes_the_maglev_choice_and_creates_conntrack() {
         );
     }
 }
+
+/// A client reusing its source port towards another frontend with the same
+/// backend, without SNAT (the backend is local): the new flow's reply tuple
+/// is the established flow's. The established flow's entries stay as they
+/// are (a spoofed SYN must not end it) and its replies are still translated
+/// for it; the new flow's source port is remapped (`tc_ct_reply_clash`), as
+/// netfilter's implicit source NAT does, and its replies are translated for
+/// it back to the client's own port.
+#[test]
+fn a_reply_tuple_clash_remaps_the_new_flows_source_port() {
+    const OTHER_PORT: u16 = NODE_PORT + 1;
+    let sandbox = sandbox();
+    let dir = sandbox.bpffs_path().join("clash");
+    std::fs::create_dir(&dir).expect("pin dir");
+    let mut world = World::load(&dir).expect("load");
+    let other = Svc {
+        rev_nat_id: 8,
+        ..svc(
+            NODE4,
+            OTHER_PORT,
+            proto::TCP,
+            scope::INTERNAL,
+            EXT,
+            &[LOCAL_BE4],
+        )
+    };
+    world
+        .install(
+            &[],
+            &[
+                svc(
+                    NODE4,
+                    NODE_PORT,
+                    proto::TCP,
+                    scope::INTERNAL,
+                    EXT,
+                    &[LOCAL_BE4],
+                ),
+                other,
+            ],
+        )
+        .expect("install");
+    let client = ep(CLIENT4, CLIENT_PORT);
+    let first = ep(NODE4, NODE_PORT);
+    let second = ep(NODE4, OTHER_PORT);
+    let backend = ep(LOCAL4, TARGET);
+    let run = |world: &mut World, hook: Hook, p: Pkt| -> Vec<u8> {
+        let (verdict, out) = world
+            .run(hook, &build(&p, None).expect("build"))
+            .expect("run");
+        assert_eq!(verdict, TC_ACT_OK);
+        out
+    };
+    // Flow A, established.
+    run(&mut world, Ingress, pkt(client, first, SYN));
+    run(&mut world, Ingress, pkt(client, first, ACK));
+    assert_eq!(ct_len(&mut world, names::CT_V4), 2, "flow A is established");
+    let reply_key = CtKeyV4 {
+        saddr: be32(LOCAL4),
+        daddr: be32(CLIENT4),
+        sport: Be16::from_host(TARGET),
+        dport: Be16::from_host(CLIENT_PORT),
+        proto: proto::TCP,
+        _pad: [0; 3],
+    };
+    let established = |world: &mut World| -> CtValueV4 {
+        let map: HashMap<&mut MapData, CtKeyV4, CtValueV4> =
+            world.map(names::CT_V4).expect("CT_V4");
+        map.get(&reply_key, 0).expect("flow A's reply entry")
+    };
+    let a_reply = established(&mut world);
+
+    // Flow B: the same client port, the other frontend, the same backend.
+    let clashes = world.stat("tc_ct_reply_clash");
+    let out = run(&mut world, Ingress, pkt(client, second, SYN));
+    assert_eq!(world.stat("tc_ct_reply_clash"), clashes + 1);
+    assert_eq!(destination(&out), ip(LOCAL4));
+    let remapped = source_port(&out).expect("a source port");
+    assert_ne!(remapped, CLIENT_PORT, "flow B's source port is remapped");
+    let expected = build(&pkt(ep(CLIENT4, remapped), backend, SYN), None).expect("build");
+    assert_eq!(hex(&out), hex(&expected), "only the port changes");
+    let kept = established(&mut world);
+    assert_eq!(
+        (kept.saddr, kept.sport, kept.flags, kept.rev_nat_id),
+        (
+            a_reply.saddr,
+            a_reply.sport,
+            a_reply.flags,
+            a_reply.rev_nat_id
+        ),
+        "flow A's reply entry is intact"
+    );
+
+    // Each flow's replies come from its own frontend, to the client's port.
+    let out = run(&mut world, Egress, pkt(backend, client, ACK));
+    let expected = build(&pkt(first, client, ACK), None).expect("build");
+    assert_eq!(hex(&out), hex(&expected), "flow A's reply");
+    let out = run(&mut world, Egress, pkt(backend, ep(CLIENT4, remapped), SYN));
+    let expected = build(&pkt(second, client, SYN), None).expect("build");
+    assert_eq!(hex(&out), hex(&expected), "flow B's reply");
+    // And flow B goes on from its remapped port.
+    let out = run(&mut world, Ingress, pkt(client, second, ACK));
+    let expected = build(&pkt(ep(CLIENT4, remapped), backend, ACK), None).expect("build");
+    assert_eq!(hex(&out), hex(&expected), "flow B's next packet");
+    assert_eq!(world.stat("tc_ct_reply_clash"), clashes + 1);
+}

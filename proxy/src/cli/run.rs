@@ -589,6 +589,7 @@ impl RunArgs {
         let ephemeral =
             snat_ports::read_ephemeral(Path::new("/proc/sys/net/ipv4/ip_local_port_range"))?;
         let range = snat_ports::choose(arg, ephemeral)?;
+        self.reserve_ports(ephemeral);
         tracing::info!(
             snat_port_range = %range,
             ephemeral = %ephemeral,
@@ -596,6 +597,41 @@ impl RunArgs {
             "SNATed flows take source ports outside the node's ephemeral ports"
         );
         Ok(range)
+    }
+
+    /// Reserves the NodePort range and the daemon's own listening ports out
+    /// of the node's ephemeral ports, where they overlap them (see
+    /// [`snat_ports::reserved_with`]).
+    fn reserve_ports(&self, ephemeral: PortRange) {
+        let listening = [self.metrics_bind_address.0, self.healthz_bind_address.0]
+            .into_iter()
+            .flatten()
+            .filter(|a| a.port() != 0)
+            .map(|a| PortRange::new(a.port(), a.port()));
+        let ranges: Vec<PortRange> = std::iter::once(snat_ports::NODE_PORTS)
+            .chain(listening)
+            .filter(|r| r.overlaps(ephemeral))
+            .collect();
+        if ranges.is_empty() {
+            return;
+        }
+        let path = Path::new("/proc/sys/net/ipv4/ip_local_reserved_ports");
+        match snat_ports::reserve_ports(path, &ranges) {
+            Ok(Some(reserved)) => tracing::info!(
+                ephemeral = %ephemeral,
+                reserved = %reserved,
+                "the NodePort range and the daemon's listening ports are reserved out of the \
+                 node's ephemeral ports (a node connection's local port must not be one)"
+            ),
+            Ok(None) => {}
+            Err(error) => tracing::warn!(
+                error = %error,
+                ephemeral = %ephemeral,
+                "could not reserve the NodePort range and the daemon's listening ports out \
+                 of the node's ephemeral ports: a node connection on a NodePort has its \
+                 replies translated to that NodePort's backend"
+            ),
+        }
     }
 
     /// The local-traffic detector's flags.
