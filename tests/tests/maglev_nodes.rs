@@ -2,7 +2,8 @@
 //! the client reaches a LoadBalancer IP routed via node 1, then via node 2
 //! (the client's route changes mid-stream, as an ECMP router or a cloud load
 //! balancer re-hashing would move a flow). Both proxies see the same
-//! manifests, with the same `--maglev-seed` and table size (the defaults).
+//! manifests, with the same `--maglev-seed` and table size (the defaults),
+//! and `proxy inspect maglev` shows the same tables on both.
 //!
 //! - Moved flows, v4 and v6, 100 each: a UDP flow's next datagram reaches the
 //!   same backend through node 2 and is answered (no flow lost); a TCP flow's
@@ -133,7 +134,54 @@ fn two_nodes(pods: &[Pod], args: &[&str]) -> World {
             );
         }
     }
+    for family in FAMILIES {
+        let vip = lb(family);
+        let (one, two) = (
+            shares(&w.sandbox.pin_path(), vip),
+            shares(&w.node2_pin_path(), vip),
+        );
+        // Random selection writes no table.
+        let maglev = !args.contains(&"--lb-algorithm=random");
+        assert_eq!(
+            !one.is_empty(),
+            maglev,
+            "node 1's Maglev tables for {vip}: {one:?}"
+        );
+        assert_eq!(one, two, "the nodes' Maglev tables for {vip} differ");
+    }
     w
+}
+
+/// Each Maglev table of `vip`'s frontends, as `proxy inspect maglev --vip`
+/// shows it on the pins `pins`: frontend → (backend address, entries);
+/// backend ids are the node's own, so left out.
+fn shares(pins: &std::path::Path, vip: IpAddr) -> BTreeMap<String, Vec<(String, u64)>> {
+    let out = std::process::Command::new(proxy_bin())
+        .args(["inspect", "maglev", "--output", "json", "--vip"])
+        .arg(vip.to_string())
+        .arg("--pin-path")
+        .arg(pins)
+        .output()
+        .unwrap_or_else(|e| panic!("proxy inspect maglev: {e}"));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("proxy inspect maglev printed no JSON: {e}"));
+    let mut out = BTreeMap::new();
+    for table in v["tables"].as_array().into_iter().flatten() {
+        let mut list: Vec<(String, u64)> = table["backends"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|b| {
+                (
+                    format!("{}:{}", b["addr"], b["port"]),
+                    b["entries"].as_u64().unwrap_or_default(),
+                )
+            })
+            .collect();
+        list.sort();
+        out.insert(table["frontends"].to_string(), list);
+    }
+    out
 }
 
 /// Node 2's forward conntrack entries of flows to `frontend`: client source
