@@ -392,6 +392,10 @@ fn maglev_shows_each_external_frontends_share_of_its_table() {
             format!("{EXTERNAL_IP}:{UDP_PORT}/UDP")
         ])
     );
+    // `status` counts the tables too (their memory: 4 KiB each).
+    let status = inspect(&pin, &["status"]);
+    let maglev_map = find(&status["maps"], "name", "MAGLEV");
+    assert_eq!(maglev_map["entries"], 2, "{maglev_map:#}");
     let web_only = inspect(&pin, &["maglev", "--vip", WEB_VIP4]);
     assert_eq!(web_only["tables"], serde_json::json!([]), "{web_only:#}");
     let table = Command::new(proxy_bin())

@@ -298,6 +298,7 @@ impl Pins {
             names::SRC_RANGE_V6 => n(self.maps.trie::<SrcRangeV6, u32>(name)?),
             names::LOCAL_V4 => n(self.maps.trie::<[u8; 4], u8>(name)?),
             names::LOCAL_V6 => n(self.maps.trie::<[u8; 16], u8>(name)?),
+            names::MAGLEV => n(self.entries::<u32, MaglevTable>(name, data)?),
             _ => None,
         })
     }

@@ -502,6 +502,8 @@ fn empty_maps() -> Vec<MapEntry> {
         (names::SRC_RANGE_V6, "lpm_trie", Some(0), 65_536),
         (names::LOCAL_V4, "lpm_trie", Some(0), 64),
         (names::LOCAL_V6, "lpm_trie", Some(0), 64),
+        (names::MAGLEV, "hash", Some(0), 65_536),
+        (names::MAGLEV_CFG, "array", Some(1), 1),
     ])
 }
 
@@ -697,6 +699,8 @@ fn golden_nearly_full() {
         (names::DEVICES, "hash", Some(0), 256),
         (names::LOCAL_V4, "lpm_trie", Some(0), 64),
         (names::LOCAL_V6, "lpm_trie", Some(0), 64),
+        (names::MAGLEV, "hash", Some(0), 65_536),
+        (names::MAGLEV_CFG, "array", Some(1), 1),
     ]);
     let mut golden = Golden::new();
     // Two frontends did not fit: served from userspace, on VIP routes.
