@@ -35,6 +35,17 @@ pub struct Results {
     pub loads: Vec<LoadRow>,
     /// Contenders that failed at a scale, and why.
     pub skipped: Vec<Skipped>,
+    /// The Maglev tables the tc NodePort contender's node held, per scale
+    /// (`MAGLEV`'s entries, read after the rounds); absent in older results.
+    #[serde(default)]
+    pub maglev: Vec<MaglevRow>,
+}
+
+/// How many Maglev tables (4 KiB of kernel memory each) a scale needed.
+#[derive(Serialize, Deserialize)]
+pub struct MaglevRow {
+    pub scale: usize,
+    pub tables: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -99,7 +110,13 @@ impl Results {
             control: Vec::new(),
             loads: Vec::new(),
             skipped: Vec::new(),
+            maglev: Vec::new(),
         }
+    }
+
+    /// Records the Maglev tables counted at `scale`.
+    pub fn maglev_tables(&mut self, scale: usize, tables: u64) {
+        self.maglev.push(MaglevRow { scale, tables });
     }
 
     pub fn push(&mut self, scale: usize, contender: Contender, sample: Sample) {
@@ -550,15 +567,22 @@ fn headlines(r: &Results) -> String {
         }
     }
     // Kernel memory of the Maglev tables (`MAGLEV`, not preallocated): one
-    // 4 KiB element per NodePort frontend (N - 1 synthetic Services, the
-    // measured and the bulk one: N + 1, on the node's one address).
+    // 4 KiB element per external frontend and scope, counted in the tc
+    // contender's `MAGLEV` after the rounds; when not counted, the expected
+    // one per NodePort frontend (N - 1 synthetic Services, the measured and
+    // the bulk one: N + 1, on the node's one address).
     if !lines.is_empty() {
         for scale in &r.scales {
-            let frontends = scale + 1;
+            let counted = r.maglev.iter().find(|m| m.scale == *scale);
+            let (tables, how) = match counted {
+                Some(m) => (m.tables, "counted in MAGLEV"),
+                None => (*scale as u64 + 1, "expected: one per NodePort frontend"),
+            };
             lines.push(format!(
-                "| Maglev tables (kernel memory), {scale} Services: {frontends} NodePort \
-                 frontends × 4 KiB | {} KiB |",
-                frontends * 4
+                "| Maglev tables (kernel memory), {scale} Services: {tables} tables × 4 KiB \
+                 ({how}), {:.1} KiB per Service | {} KiB |",
+                tables as f64 * 4.0 / *scale as f64,
+                tables * 4
             ));
         }
     }
@@ -777,6 +801,27 @@ mod tests {
             "| tc NodePort flatness, new connections/s, 1000 ÷ 1 Services | 0.95× |",
             // The table's × iptables column: against iptables' NodePort (190 ÷ 100).
             "| 1000 | tc NodePort (this proxy) | 190 | 95–285 | 0.95× | 1.90× |",
+        ] {
+            assert!(md.contains(line), "missing {line:?} in\n{md}");
+        }
+    }
+
+    /// The Maglev memory line uses the tables counted in `MAGLEV` when the
+    /// bench counted them, the expected count otherwise, and says which.
+    #[test]
+    fn maglev_memory_is_counted_when_measured() {
+        let mut r = results();
+        for v in [100.0, 300.0, 200.0] {
+            r.push(1, Contender::Tc, sample(v));
+            r.push(1000, Contender::Tc, sample(v));
+        }
+        r.maglev_tables(1000, 2002);
+        let md = markdown(&r, ".");
+        for line in [
+            "| Maglev tables (kernel memory), 1000 Services: 2002 tables × 4 KiB (counted in \
+             MAGLEV), 8.0 KiB per Service | 8008 KiB |",
+            "| Maglev tables (kernel memory), 1 Services: 2 tables × 4 KiB (expected: one per \
+             NodePort frontend), 8.0 KiB per Service | 8 KiB |",
         ] {
             assert!(md.contains(line), "missing {line:?} in\n{md}");
         }
