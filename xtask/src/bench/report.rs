@@ -568,21 +568,20 @@ fn headlines(r: &Results) -> String {
     }
     // Kernel memory of the Maglev tables (`MAGLEV`, not preallocated): one
     // 4 KiB element per external frontend and scope, counted in the tc
-    // contender's `MAGLEV` after the rounds; when not counted, the expected
-    // one per NodePort frontend (N - 1 synthetic Services, the measured and
-    // the bulk one: N + 1, on the node's one address).
+    // contender's `MAGLEV` after the rounds (each Service's NodePort is a
+    // frontend on each of the node's addresses). A scale N holds N + 1
+    // Services (N - 1 synthetic ones, the measured and the bulk one). Scales
+    // not counted (older results) get no line.
     if !lines.is_empty() {
-        for scale in &r.scales {
-            let counted = r.maglev.iter().find(|m| m.scale == *scale);
-            let (tables, how) = match counted {
-                Some(m) => (m.tables, "counted in MAGLEV"),
-                None => (*scale as u64 + 1, "expected: one per NodePort frontend"),
-            };
+        for m in &r.maglev {
             lines.push(format!(
-                "| Maglev tables (kernel memory), {scale} Services: {tables} tables × 4 KiB \
-                 ({how}), {:.1} KiB per Service | {} KiB |",
-                tables as f64 * 4.0 / *scale as f64,
-                tables * 4
+                "| Maglev tables (kernel memory), {} Services: {} tables × 4 KiB, {:.1} KiB \
+                 per Service (of {}) | {} KiB |",
+                m.scale,
+                m.tables,
+                m.tables as f64 * 4.0 / (m.scale + 1) as f64,
+                m.scale + 1,
+                m.tables * 4
             ));
         }
     }
@@ -806,10 +805,10 @@ mod tests {
         }
     }
 
-    /// The Maglev memory line uses the tables counted in `MAGLEV` when the
-    /// bench counted them, the expected count otherwise, and says which.
+    /// The Maglev memory lines come from the tables counted in `MAGLEV`; a
+    /// scale not counted gets none.
     #[test]
-    fn maglev_memory_is_counted_when_measured() {
+    fn maglev_memory_is_the_counted_tables() {
         let mut r = results();
         for v in [100.0, 300.0, 200.0] {
             r.push(1, Contender::Tc, sample(v));
@@ -817,14 +816,13 @@ mod tests {
         }
         r.maglev_tables(1000, 2002);
         let md = markdown(&r, ".");
-        for line in [
-            "| Maglev tables (kernel memory), 1000 Services: 2002 tables × 4 KiB (counted in \
-             MAGLEV), 8.0 KiB per Service | 8008 KiB |",
-            "| Maglev tables (kernel memory), 1 Services: 2 tables × 4 KiB (expected: one per \
-             NodePort frontend), 8.0 KiB per Service | 8 KiB |",
-        ] {
-            assert!(md.contains(line), "missing {line:?} in\n{md}");
-        }
+        let line = "| Maglev tables (kernel memory), 1000 Services: 2002 tables × 4 KiB, 8.0 KiB \
+                    per Service (of 1001) | 8008 KiB |";
+        assert!(md.contains(line), "missing {line:?} in\n{md}");
+        assert!(
+            !md.contains("Maglev tables (kernel memory), 1 Services"),
+            "{md}"
+        );
     }
 
     #[test]
