@@ -156,6 +156,11 @@ impl TcpSession {
         Ok(TcpSession { stream })
     }
 
+    /// The connection's local (client) port.
+    pub fn local_port(&self) -> io::Result<u16> {
+        Ok(self.stream.local_addr()?.port())
+    }
+
     /// Sends a line on the connection and reads the reply line.
     pub fn request(&mut self) -> io::Result<Reply> {
         self.stream.write_all(REQUEST)?;

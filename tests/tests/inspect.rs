@@ -326,6 +326,91 @@ fn inspect_names_what_the_daemon_programmed_and_works_after_it_stops() {
     assert_translated(&pin);
 }
 
+/// `maglev` shows the table size and seed the daemon was given and, for an
+/// ExternalIP frontend of three endpoints, one table per port whose entries
+/// are split ⌊M/N⌋ / ⌈M/N⌉ between the three; a ClusterIP-only Service has
+/// none. The `--vip` filter keeps that frontend's tables, the table view
+/// names them.
+#[test]
+fn maglev_shows_each_external_frontends_share_of_its_table() {
+    const EXT: &str = "ext";
+    const EXTERNAL_IP: &str = "203.0.113.50";
+    let mut f = Fixture::new(Mode::Ebpf);
+    f.write_web(&BACKENDS_V4, &BACKENDS_V6);
+    f.write(
+        "ext-service.yaml",
+        &Service::new(NAMESPACE, EXT)
+            .cluster_ip("10.96.0.12")
+            .port("http", Protocol::Tcp, TCP_PORT, TCP_TARGET)
+            .port("dns", Protocol::Udp, UDP_PORT, UDP_TARGET)
+            .external_ip(EXTERNAL_IP)
+            .to_yaml(),
+    );
+    f.write(
+        "ext-slice.yaml",
+        &slice(
+            EXT,
+            &slice_name(EXT, AddressType::IPv4),
+            AddressType::IPv4,
+            &BACKENDS_V4,
+        ),
+    );
+    f.start_proxy_with(&["--maglev-table-size", "251", "--maglev-seed", "7"]);
+    f.wait_ready();
+    let pin = f.sandbox.pin_path();
+    f.wait_for(PROPAGATION, "the ExternalIP's Maglev tables", || {
+        inspect(&pin, &["maglev"])["tables"]
+            .as_array()
+            .is_some_and(|t| t.len() == 2)
+    });
+    let view = inspect(&pin, &["maglev"]);
+    assert_eq!(view["algorithm"], "maglev", "{view:#}");
+    assert_eq!(view["table_size"], 251);
+    assert_eq!(view["seed"], 7);
+    assert_eq!(view["memory_bytes"], 2 * 4096);
+    let mut frontends = BTreeSet::new();
+    for table in view["tables"].as_array().expect("tables") {
+        assert_eq!(table["service"]["name"], EXT, "{table:#}");
+        assert_eq!(table["entries"], 251, "{table:#}");
+        let shares: Vec<u64> = table["backends"]
+            .as_array()
+            .expect("backends")
+            .iter()
+            .map(|b| b["entries"].as_u64().expect("entries"))
+            .collect();
+        assert_eq!(shares.len(), 3, "{table:#}");
+        assert_eq!(shares.iter().sum::<u64>(), 251, "{table:#}");
+        assert!(shares.iter().all(|n| (83..=84).contains(n)), "{table:#}");
+        for fe in table["frontends"].as_array().expect("frontends") {
+            frontends.insert(fe.as_str().expect("a frontend").to_owned());
+        }
+    }
+    assert_eq!(
+        frontends,
+        BTreeSet::from([
+            format!("{EXTERNAL_IP}:{TCP_PORT}/TCP"),
+            format!("{EXTERNAL_IP}:{UDP_PORT}/UDP")
+        ])
+    );
+    // `status` counts the tables too (their memory: 4 KiB each).
+    let status = inspect(&pin, &["status"]);
+    let maglev_map = find(&status["maps"], "name", "MAGLEV");
+    assert_eq!(maglev_map["entries"], 2, "{maglev_map:#}");
+    let web_only = inspect(&pin, &["maglev", "--vip", WEB_VIP4]);
+    assert_eq!(web_only["tables"], serde_json::json!([]), "{web_only:#}");
+    let table = Command::new(proxy_bin())
+        .args(["inspect", "maglev", "--vip", EXTERNAL_IP, "--pin-path"])
+        .arg(&pin)
+        .output()
+        .expect("running proxy inspect maglev");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.starts_with("algorithm: maglev  table size: 251  seed: 7")
+            && table.contains("pxt/ext:http"),
+        "expected the table to name the size, seed and Service:\n{table}"
+    );
+}
+
 #[test]
 fn a_pin_path_with_nothing_pinned_is_a_clear_error() {
     let dir = tempfile::tempdir().expect("a temporary directory");

@@ -48,6 +48,9 @@ pub enum What {
     /// Per-packet flows of the tc path (CT_V4, CT_V6): each entry's tuple as
     /// the packet arrives and what it is rewritten to.
     Conntrack(FilterArgs),
+    /// The tc path's Maglev tables (MAGLEV, MAGLEV_CFG): the table size and
+    /// seed, and per external frontend each backend's share of its table.
+    Maglev(FilterArgs),
     /// The datapath's counters, summed over CPUs, by reason.
     Stats,
     /// Mode (eBPF, or userspace when only VIP routes of ours are found), the
@@ -87,6 +90,7 @@ impl InspectArgs {
                     What::Backends(filter) => show(&pins.backends(&filter.into())?, output)?,
                     What::Affinity(filter) => show(&pins.affinity(&filter.into())?, output)?,
                     What::Conntrack(filter) => show(&pins.conntrack(&filter.into())?, output)?,
+                    What::Maglev(filter) => show(&pins.maglev(&filter.into())?, output)?,
                     What::Stats => show(&pins.stats()?, output)?,
                     What::Status => unreachable!("handled above"),
                 }

@@ -330,7 +330,7 @@ pub fn attach_type_name(attach_type: u32) -> String {
 }
 
 /// A key's `scope` byte as `inspect services` shows it.
-fn scope_name(scope: u8) -> &'static str {
+pub(super) fn scope_name(scope: u8) -> &'static str {
     match scope {
         proxy_common::scope::INTERNAL => "internal",
         proxy_common::scope::EXTERNAL => "external",

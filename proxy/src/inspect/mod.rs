@@ -7,7 +7,8 @@
 //!   reader of them (`dataplane::reader`): the only part that does I/O;
 //! - [`compose`] builds each subcommand's view from what was read (pure);
 //! - [`view`] holds the views' types (the JSON shape), [`filter`] the filters;
-//! - [`render`] turns a view into a table or JSON (pure).
+//! - [`render`] turns a view into a table or JSON (pure);
+//! - [`maglev`] is `inspect maglev`'s view, builder and table.
 //!
 //! Must not: write to a map, or create, move or remove a pin. The writer
 //! (`dataplane::writer`) is the only place map contents change.
@@ -15,6 +16,7 @@
 pub mod compose;
 pub mod diff;
 pub mod filter;
+pub mod maglev;
 pub mod pins;
 pub mod render;
 pub mod view;

@@ -16,17 +16,19 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::maps::{Map, MapData, MapType, PerCpuArray};
+use aya::maps::{Array, Map, MapData, MapType, PerCpuArray};
 use proxy_common::{
     AffinityKey, AffinityValue, BackendV4, BackendV6, CtKeyV4, CtKeyV6, CtValueV4, CtValueV6,
-    DeviceConfig, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6, ServiceName, ServiceValue,
-    SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6, SrcRangeV4, SrcRangeV6, names,
+    DeviceConfig, MaglevConfig, MaglevTable, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6,
+    ServiceName, ServiceValue, SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6,
+    SrcRangeV4, SrcRangeV6, names,
 };
 
 use super::{
     InspectError,
     compose::{attach_type_name, conntrack_absent, stats_view},
     filter::Filter,
+    maglev::MaglevView,
     view::{
         AffinityView, BackendsView, ConntrackView, DATAPATH, LinkEntry, MapEntry, PINNED_MAPS,
         ServicesView, StatsView, StatusView, TcLinkEntry,
@@ -38,6 +40,7 @@ use crate::{
         layout::CtRaw,
         link_info,
         loader::PinLayout,
+        maglev::Tables,
         pins,
         reader::{Dataset, PinError, PinnedMaps, counter_totals},
     },
@@ -176,6 +179,31 @@ impl Pins {
         Ok(dataset.conntrack(&raw, monotonic_now_ns()?, filter))
     }
 
+    /// `inspect maglev`: `MAGLEV_CFG` and every `MAGLEV` table; both absent
+    /// (not an error) in pins of a layout without Maglev.
+    pub fn maglev(&self, filter: &Filter) -> Result<MaglevView, InspectError> {
+        let dataset = self.dataset()?;
+        let (Some(cfg), Some(tables)) = (
+            self.map_data(names::MAGLEV_CFG)?,
+            self.map_data(names::MAGLEV)?,
+        ) else {
+            return Ok(dataset.maglev(None, &Default::default(), filter));
+        };
+        let cfg_map = names::MAGLEV_CFG;
+        let cfg: Array<MapData, MaglevConfig> = Map::from_map_data(cfg)
+            .and_then(Array::try_from)
+            .map_err(|e| self.open_error(cfg_map, e))?;
+        let config = cfg.get(&0, 0).map_err(|e| self.read_error(cfg_map, e))?;
+        let mut decoded = Tables::new();
+        for (key, value) in self.entries::<u32, MaglevTable>(names::MAGLEV, tables)? {
+            // A key that cannot be ours (an unknown scope) is left out.
+            if let Some((id, table)) = crate::dataplane::maglev::decode(key, &value) {
+                decoded.insert(id, table);
+            }
+        }
+        Ok(dataset.maglev(Some(config), &decoded, filter))
+    }
+
     /// `inspect stats`: the per-CPU counters summed.
     pub fn stats(&self) -> Result<StatsView, InspectError> {
         let map = names::STATS;
@@ -270,6 +298,7 @@ impl Pins {
             names::SRC_RANGE_V6 => n(self.maps.trie::<SrcRangeV6, u32>(name)?),
             names::LOCAL_V4 => n(self.maps.trie::<[u8; 4], u8>(name)?),
             names::LOCAL_V6 => n(self.maps.trie::<[u8; 16], u8>(name)?),
+            names::MAGLEV => n(self.entries::<u32, MaglevTable>(name, data)?),
             _ => None,
         })
     }

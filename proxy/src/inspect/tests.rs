@@ -502,6 +502,8 @@ fn empty_maps() -> Vec<MapEntry> {
         (names::SRC_RANGE_V6, "lpm_trie", Some(0), 65_536),
         (names::LOCAL_V4, "lpm_trie", Some(0), 64),
         (names::LOCAL_V6, "lpm_trie", Some(0), 64),
+        (names::MAGLEV, "hash", Some(0), 65_536),
+        (names::MAGLEV_CFG, "array", Some(1), 1),
     ])
 }
 
@@ -697,6 +699,8 @@ fn golden_nearly_full() {
         (names::DEVICES, "hash", Some(0), 256),
         (names::LOCAL_V4, "lpm_trie", Some(0), 64),
         (names::LOCAL_V6, "lpm_trie", Some(0), 64),
+        (names::MAGLEV, "hash", Some(0), 65_536),
+        (names::MAGLEV_CFG, "array", Some(1), 1),
     ]);
     let mut golden = Golden::new();
     // Two frontends did not fit: served from userspace, on VIP routes.
@@ -1100,5 +1104,148 @@ fn a_missing_pin_path_is_a_clear_error() {
         message.contains(&layout.maps().display().to_string())
             && message.contains("is the proxy running"),
         "{message}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// `inspect maglev`.
+
+const MAGLEV_SEED: u32 = 1_835_100_012;
+
+/// Hand-made tables of [`typical`]'s external frontends (size 7, to stay
+/// readable): the NodePort's two scopes, the LoadBalancer IP, the
+/// ExternalIP with a backend id the backend maps lack, and a table whose
+/// frontend is gone.
+fn typical_maglev() -> (proxy_common::MaglevConfig, crate::dataplane::maglev::Tables) {
+    use crate::plan::Scope;
+    let config = proxy_common::MaglevConfig {
+        size: 7,
+        seed: MAGLEV_SEED,
+    };
+    let tables = [
+        ((6, Scope::Internal), vec![1, 2, 1, 2, 1, 2, 1]),
+        ((6, Scope::External), vec![1; 7]),
+        ((7, Scope::Internal), vec![3; 7]),
+        ((8, Scope::Internal), vec![2, 99, 2, 2, 99, 2, 2]),
+        ((42, Scope::Internal), vec![5; 7]),
+    ]
+    .into_iter()
+    .map(|(key, table)| (key, table.into()))
+    .collect();
+    (config, tables)
+}
+
+#[test]
+fn golden_maglev() {
+    let mut golden = Golden::new();
+    let data = typical();
+    let (config, tables) = typical_maglev();
+    golden.add(
+        "maglev",
+        &data.maglev(Some(config), &tables, &Filter::default()),
+    );
+    golden.add(
+        "maglev --vip 203.0.113.9",
+        &data.maglev(
+            Some(config),
+            &tables,
+            &Filter {
+                vip: Some(ip("203.0.113.9")),
+                ..Filter::default()
+            },
+        ),
+    );
+    golden.add(
+        "maglev (--lb-algorithm=random)",
+        &data.maglev(
+            Some(proxy_common::MaglevConfig {
+                size: 0,
+                seed: MAGLEV_SEED,
+            }),
+            &Default::default(),
+            &Filter::default(),
+        ),
+    );
+    golden.add(
+        "maglev (pins without the Maglev maps)",
+        &data.maglev(None, &Default::default(), &Filter::default()),
+    );
+    golden.check("maglev");
+}
+
+/// `--service` keeps the tables of that Service's frontends; a table whose
+/// frontend is gone shows only unfiltered.
+#[test]
+fn maglev_filters_by_service() {
+    let data = typical();
+    let (config, tables) = typical_maglev();
+    let shown = |filter: &Filter| -> Vec<(u16, &'static str)> {
+        data.maglev(Some(config), &tables, filter)
+            .tables
+            .iter()
+            .map(|t| (t.rev_nat_id, t.scope))
+            .collect()
+    };
+    let web = Filter {
+        service: Some("pxt/web".parse().unwrap()),
+        ..Filter::default()
+    };
+    assert_eq!(
+        shown(&web),
+        [
+            (6, "internal"),
+            (6, "external"),
+            (7, "internal"),
+            (8, "internal")
+        ]
+    );
+    assert_eq!(shown(&Filter::default()).len(), 5);
+    let view = data.maglev(Some(config), &tables, &web);
+    assert_eq!(view.memory_bytes, 4 * 4096);
+}
+
+/// A table the plan builds (997 entries, three backends) shows each
+/// backend's share: ⌊M/N⌋ or ⌈M/N⌉ entries, all of them accounted for.
+#[test]
+fn maglev_shares_of_a_real_table() {
+    use crate::{
+        model::{Backend, Protocol},
+        plan::{Maglev, Scope},
+    };
+    let data = typical();
+    let backends: Vec<Backend> = ["10.244.1.1", "10.244.1.2", "10.244.1.3"]
+        .iter()
+        .map(|a| Backend {
+            addr: ip(a),
+            port: 8080,
+            protocol: Protocol::Tcp,
+        })
+        .collect();
+    let maglev = Maglev::new(997, MAGLEV_SEED).unwrap();
+    let table: Vec<u32> = maglev
+        .table(&backends)
+        .unwrap()
+        .into_iter()
+        .map(|i| i as u32 + 1)
+        .collect();
+    let tables = [((6, Scope::Internal), table.into())].into_iter().collect();
+    let config = proxy_common::MaglevConfig {
+        size: 997,
+        seed: MAGLEV_SEED,
+    };
+    let view = data.maglev(Some(config), &tables, &Filter::default());
+    let shares: Vec<(u32, usize)> = view.tables[0]
+        .backends
+        .iter()
+        .map(|b| (b.backend_id, b.entries))
+        .collect();
+    assert_eq!(shares.iter().map(|s| s.1).sum::<usize>(), 997);
+    for (id, n) in &shares {
+        assert!((332..=333).contains(n), "backend {id} owns {n} entries");
+    }
+    assert_eq!(view.tables[0].entries, 997);
+    assert_eq!(
+        view.tables[0].frontends,
+        ["192.168.1.10:30080/TCP".to_owned()]
     );
 }

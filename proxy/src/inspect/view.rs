@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::telemetry::Mode;
 
 /// Every map `proxy run` pins, in the order `status` lists them.
-pub const PINNED_MAPS: [&str; 21] = [
+pub const PINNED_MAPS: [&str; 23] = [
     names::SVC_V4,
     names::SVC_V6,
     names::BACKEND_V4,
@@ -35,6 +35,8 @@ pub const PINNED_MAPS: [&str; 21] = [
     names::SRC_RANGE_V6,
     names::LOCAL_V4,
     names::LOCAL_V6,
+    names::MAGLEV,
+    names::MAGLEV_CFG,
 ];
 
 /// The eBPF mode's datapath (`status`).

@@ -4,13 +4,16 @@
 //! a TCP (:8080, answering every line of a connection) and a UDP (:5353)
 //! backend on each family's address of the chosen pods, each named
 //! `<addr>:<port>`, and the proxy on node 1 (`--devices eth0`), started once
-//! the test has written its manifests.
+//! the test has written its manifests. A test may run a second proxy on node 2
+//! ([`World::start_proxy_on_node2`]): its own namespace, hooks cgroup, pin
+//! directory and query socket, `--node-name node-2`, the same manifests.
 //!
 //! Each test file adds its own probes in an `impl World` block of its own.
 
 use std::{
-    ffi::OsStr,
+    ffi::{OsStr, OsString},
     net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
     time::Duration,
 };
 
@@ -27,6 +30,8 @@ pub const NAMESPACE: &str = "pxt";
 /// The node the proxy runs as (node 1, the sandbox).
 pub const NODE1: &str = "node-1";
 pub const NODE2: &str = "node-2";
+/// Runs node 2's proxy in node 2's network namespace (mounts kept).
+const NSENTER: &str = "/usr/bin/nsenter";
 pub const TCP_PORT: u16 = 80;
 pub const TCP_TARGET: u16 = 8080;
 pub const UDP_PORT: u16 = 53;
@@ -115,6 +120,8 @@ pub fn peers(replies: &[Reply]) -> Vec<IpAddr> {
 /// the backends, then the topology's namespaces, then the sandbox (node 1).
 pub struct World {
     pub proxy: Option<ProxyProcess>,
+    /// The proxy on node 2, when [`World::start_proxy_on_node2`] ran.
+    pub proxy2: Option<ProxyProcess>,
     pub mode: Mode,
     #[expect(
         dead_code,
@@ -167,6 +174,7 @@ impl World {
         }
         World {
             proxy: None,
+            proxy2: None,
             mode,
             tcp,
             udp,
@@ -202,34 +210,101 @@ impl World {
     pub fn start_proxy_with_source(&mut self, source: &[&OsStr], extra: &[&str]) {
         let hooks = self.hooks_cgroup();
         let pins = self.sandbox.pin_path();
-        let mut args: Vec<&OsStr> = vec![OsStr::new("run")];
-        args.extend_from_slice(source);
-        args.extend([
-            OsStr::new("--cgroup"),
-            hooks.as_os_str(),
-            OsStr::new("--pin-path"),
-            pins.as_os_str(),
-            OsStr::new("--log-format"),
-            OsStr::new("text"),
-            OsStr::new("--node-name"),
-            OsStr::new(NODE1),
-            OsStr::new("--devices"),
-            OsStr::new(LAN_DEVICE),
-        ]);
-        // The query socket in the sandbox, never the host's default path.
-        let query = std::ffi::OsString::from(format!(
-            "--query-socket={}",
-            self.sandbox.dir().join("proxy.sock").display()
-        ));
-        args.push(&query);
-        let mode = self.mode.args();
-        args.extend(mode.iter().map(OsStr::new));
-        args.extend(extra.iter().map(OsStr::new));
+        let query = self.sandbox.dir().join("proxy.sock");
+        let args = self.run_args(source, NODE1, &hooks, &pins, &query, extra);
+        let args: Vec<&OsStr> = args.iter().map(OsString::as_os_str).collect();
         let path = std::env::var_os("PATH").unwrap_or_default();
         self.proxy = Some(
             ProxyProcess::start_raw(&proxy_bin(), &self.sandbox, &args, &[("PATH", &path)], None)
                 .unwrap_or_else(|e| panic!("starting the proxy in {} mode: {e}", self.mode)),
         );
+    }
+
+    /// Node 2's proxy's pin directory: `<sandbox bpffs>/node2` (created).
+    pub fn node2_pin_path(&self) -> PathBuf {
+        let pins = self.sandbox.bpffs_path().join("node2");
+        std::fs::create_dir_all(&pins)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", pins.display()));
+        pins
+    }
+
+    /// Node 2's proxy's query socket, in the sandbox's directory.
+    pub fn node2_query_socket(&self) -> PathBuf {
+        self.sandbox.dir().join("proxy-node2.sock")
+    }
+
+    /// A second `proxy run` (same mode, same manifests, `extra` flags) on
+    /// node 2, as node 1's runs: `--node-name node-2 --devices eth0`, its
+    /// socket hooks on a child cgroup of its own (no process in it), its pins
+    /// under [`World::node2_pin_path`], its query socket
+    /// [`World::node2_query_socket`]. It runs in node 2's network namespace
+    /// (`nsenter --net`, which keeps the mounts: the cgroup2 mount and the
+    /// bpffs stay visible) and stops with the world, like node 1's.
+    pub fn start_proxy_on_node2(&mut self, extra: &[&str]) {
+        let hooks = self
+            .sandbox
+            .child_cgroup("node2-hooks")
+            .unwrap_or_else(|e| panic!("creating node 2's hooks cgroup: {e}"));
+        let pins = self.node2_pin_path();
+        let query = self.node2_query_socket();
+        let manifests = self.sandbox.manifests_dir();
+        let source = [OsStr::new("--manifests"), manifests.as_os_str()];
+        let mut args = vec![
+            OsString::from(format!(
+                "--net={}",
+                self.topo.netns_path(Place::Node2).display()
+            )),
+            OsString::from("--"),
+            proxy_bin().into_os_string(),
+        ];
+        args.extend(self.run_args(&source, NODE2, &hooks, &pins, &query, extra));
+        let args: Vec<&OsStr> = args.iter().map(OsString::as_os_str).collect();
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        self.proxy2 = Some(
+            ProxyProcess::start_raw(
+                Path::new(NSENTER),
+                &self.sandbox,
+                &args,
+                &[("PATH", &path)],
+                None,
+            )
+            .unwrap_or_else(|e| panic!("starting node 2's proxy in {} mode: {e}", self.mode)),
+        );
+    }
+
+    /// `run SOURCE… --cgroup HOOKS --pin-path PINS --log-format text
+    /// --node-name NODE --devices eth0 --query-socket=QUERY MODE… EXTRA…`.
+    fn run_args(
+        &self,
+        source: &[&OsStr],
+        node: &str,
+        hooks: &Path,
+        pins: &Path,
+        query: &Path,
+        extra: &[&str],
+    ) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec!["run".into()];
+        args.extend(source.iter().map(|s| s.to_os_string()));
+        args.extend([
+            OsString::from("--cgroup"),
+            hooks.as_os_str().to_owned(),
+            OsString::from("--pin-path"),
+            pins.as_os_str().to_owned(),
+            OsString::from("--log-format"),
+            OsString::from("text"),
+            OsString::from("--node-name"),
+            OsString::from(node),
+            OsString::from("--devices"),
+            OsString::from(LAN_DEVICE),
+        ]);
+        // The query socket in the sandbox, never the host's default path.
+        args.push(OsString::from(format!(
+            "--query-socket={}",
+            query.display()
+        )));
+        args.extend(self.mode.args().iter().map(OsString::from));
+        args.extend(extra.iter().map(OsString::from));
+        args
     }
 
     pub fn log(&self) -> String {
@@ -256,9 +331,11 @@ impl World {
     ) {
         let mut exited = None;
         let ok = wait_until(timeout, || {
-            if let Some(status) = self.proxy.as_mut().and_then(ProxyProcess::exited) {
-                exited = Some(status);
-                return true;
+            for proxy in [&mut self.proxy, &mut self.proxy2] {
+                if let Some(status) = proxy.as_mut().and_then(ProxyProcess::exited) {
+                    exited = Some(status);
+                    return true;
+                }
             }
             condition(self)
         });

@@ -496,6 +496,12 @@ pub fn run(root: &Path, proxy_bin: &Path, agent: &Path, args: &BenchArgs) -> any
                 worlds.remove(i);
             }
         }
+        if let Some((_, world, _)) = worlds.iter().find(|(c, _, _)| *c == Contender::Tc) {
+            match maglev_tables(proxy_bin, &world.sandbox().pin_path()) {
+                Ok(tables) => results.maglev_tables(scale, tables),
+                Err(e) => eprintln!("bench: counting the Maglev tables at {scale} Services: {e:#}"),
+            }
+        }
     }
     results.finish(started.elapsed());
     output(root, &dir, &results, args.publish)?;
@@ -520,6 +526,25 @@ fn output(root: &Path, dir: &Path, results: &report::Results, publish: bool) -> 
     }
     println!("{}", report::markdown(results, "."));
     Ok(())
+}
+
+/// How many Maglev tables `MAGLEV` holds under `pins` (`proxy inspect
+/// status`'s fill level of it).
+fn maglev_tables(proxy_bin: &Path, pins: &Path) -> anyhow::Result<u64> {
+    let out = Command::new(proxy_bin)
+        .args(["inspect", "status", "--output", "json", "--pin-path"])
+        .arg(pins)
+        .output()
+        .context("running proxy inspect status")?;
+    let status: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("proxy inspect status printed no JSON")?;
+    status["maps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["name"] == "MAGLEV")
+        .and_then(|m| m["entries"].as_u64())
+        .context("no MAGLEV entry count in proxy inspect status")
 }
 
 /// Builds a contender's world and programs the cluster into it.

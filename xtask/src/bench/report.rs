@@ -35,6 +35,17 @@ pub struct Results {
     pub loads: Vec<LoadRow>,
     /// Contenders that failed at a scale, and why.
     pub skipped: Vec<Skipped>,
+    /// The Maglev tables the tc NodePort contender's node held, per scale
+    /// (`MAGLEV`'s entries, read after the rounds); absent in older results.
+    #[serde(default)]
+    pub maglev: Vec<MaglevRow>,
+}
+
+/// How many Maglev tables (4 KiB of kernel memory each) a scale needed.
+#[derive(Serialize, Deserialize)]
+pub struct MaglevRow {
+    pub scale: usize,
+    pub tables: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -99,7 +110,13 @@ impl Results {
             control: Vec::new(),
             loads: Vec::new(),
             skipped: Vec::new(),
+            maglev: Vec::new(),
         }
+    }
+
+    /// Records the Maglev tables counted at `scale`.
+    pub fn maglev_tables(&mut self, scale: usize, tables: u64) {
+        self.maglev.push(MaglevRow { scale, tables });
     }
 
     pub fn push(&mut self, scale: usize, contender: Contender, sample: Sample) {
@@ -550,15 +567,21 @@ fn headlines(r: &Results) -> String {
         }
     }
     // Kernel memory of the Maglev tables (`MAGLEV`, not preallocated): one
-    // 4 KiB element per NodePort frontend (N - 1 synthetic Services, the
-    // measured and the bulk one: N + 1, on the node's one address).
+    // 4 KiB element per external frontend and scope, counted in the tc
+    // contender's `MAGLEV` after the rounds (each Service's NodePort is a
+    // frontend on each of the node's addresses). A scale N holds N + 1
+    // Services (N - 1 synthetic ones, the measured and the bulk one). Scales
+    // not counted (older results) get no line.
     if !lines.is_empty() {
-        for scale in &r.scales {
-            let frontends = scale + 1;
+        for m in &r.maglev {
             lines.push(format!(
-                "| Maglev tables (kernel memory), {scale} Services: {frontends} NodePort \
-                 frontends × 4 KiB | {} KiB |",
-                frontends * 4
+                "| Maglev tables (kernel memory), {} Services: {} tables × 4 KiB, {:.1} KiB \
+                 per Service (of {}) | {} KiB |",
+                m.scale,
+                m.tables,
+                m.tables as f64 * 4.0 / (m.scale + 1) as f64,
+                m.scale + 1,
+                m.tables * 4
             ));
         }
     }
@@ -780,6 +803,26 @@ mod tests {
         ] {
             assert!(md.contains(line), "missing {line:?} in\n{md}");
         }
+    }
+
+    /// The Maglev memory lines come from the tables counted in `MAGLEV`; a
+    /// scale not counted gets none.
+    #[test]
+    fn maglev_memory_is_the_counted_tables() {
+        let mut r = results();
+        for v in [100.0, 300.0, 200.0] {
+            r.push(1, Contender::Tc, sample(v));
+            r.push(1000, Contender::Tc, sample(v));
+        }
+        r.maglev_tables(1000, 2002);
+        let md = markdown(&r, ".");
+        let line = "| Maglev tables (kernel memory), 1000 Services: 2002 tables × 4 KiB, 8.0 KiB \
+                    per Service (of 1001) | 8008 KiB |";
+        assert!(md.contains(line), "missing {line:?} in\n{md}");
+        assert!(
+            !md.contains("Maglev tables (kernel memory), 1 Services"),
+            "{md}"
+        );
     }
 
     #[test]
