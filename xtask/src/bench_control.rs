@@ -56,6 +56,10 @@ pub struct ControlArgs {
     /// Where the proxy reads the cluster from.
     #[arg(long, value_enum, default_value_t = Source::Kubernetes)]
     source: Source,
+    /// Measure this proxy binary instead of building a release one (a
+    /// profiler's wrapper script, or a debug build for a quick look).
+    #[arg(long, value_name = "PATH")]
+    pub proxy_bin: Option<std::path::PathBuf>,
 }
 
 /// The proxy's source of Services in the benchmark.
