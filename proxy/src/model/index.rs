@@ -385,6 +385,48 @@ impl Index {
         changed
     }
 
+    /// An empty Index that selects objects as this one does: where a source
+    /// gathers its initial lists, as they arrive, before they take effect
+    /// (see [`Index::absorb`]).
+    pub fn staging(&self) -> Self {
+        Self {
+            proxy_name: self.proxy_name.clone(),
+            ..Self::default()
+        }
+    }
+
+    /// Takes in, in one step, the objects of `staged` (an Index from
+    /// [`Index::staging`] that only `source` filled) as `source`'s. When this
+    /// Index has no objects yet (the usual start) the staged maps are taken
+    /// whole, without copying anything; else object by object. Returns
+    /// whether anything in effect changed.
+    pub fn absorb(&mut self, source: SourceId, mut staged: Index) -> bool {
+        if self.services.is_empty() && self.slices.is_empty() {
+            let changed = !staged.services.is_empty() || !staged.slices.is_empty();
+            self.services = std::mem::take(&mut staged.services);
+            self.slices = std::mem::take(&mut staged.slices);
+            self.slices_by_service = std::mem::take(&mut staged.slices_by_service);
+            self.service_changes += staged.service_changes;
+            self.endpoint_changes += staged.endpoint_changes;
+            self.pending_services.append(&mut staged.pending_services);
+            self.pending_endpoints.append(&mut staged.pending_endpoints);
+            self.dirty.services.append(&mut staged.dirty.services);
+            return changed;
+        }
+        let mut changed = false;
+        for (_, mut layers) in std::mem::take(&mut staged.services) {
+            if let Some(service) = layers.slot(source).take() {
+                changed |= self.apply_service(source, service);
+            }
+        }
+        for (_, mut layers) in std::mem::take(&mut staged.slices) {
+            if let Some(slice) = layers.slot(source).take() {
+                changed |= self.apply_slice(source, slice);
+            }
+        }
+        changed
+    }
+
     /// Replaces everything `source` holds: a relist. That source's objects not in
     /// the new lists disappear; the other source's are untouched. Returns whether
     /// anything in effect changed. A list naming one object twice keeps the last.

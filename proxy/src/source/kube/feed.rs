@@ -5,10 +5,13 @@
 //! over HTTP (`tests/tests/kube_source.rs`).
 //!
 //! - **Before ready** (until the first complete list of both Services and
-//!   EndpointSlices) nothing reaches the Index: each kind's list is kept here,
-//!   and kept current by watch events, until both are complete; then one
-//!   `Index::reset(SourceId::Kubernetes, …)` installs them and `changes` gets the
-//!   source's first bump.
+//!   EndpointSlices) nothing reaches the Index: objects go, as they arrive
+//!   (one by one, whether the list streams or comes in pages), into a
+//!   *staging* Index ([`Index::staging`]), kept current by watch events; a list
+//!   started again (a 410 during it) prunes there what it no longer has. Once
+//!   both are complete, one `Index::absorb` hands the staged maps over whole
+//!   (no copy of the initial state is ever held besides them) and `changes`
+//!   gets the source's first bump.
 //! - **After ready**, `Apply` and `Delete` go straight to the Index, and a relist
 //!   (`Init`, `InitApply`…, `InitDone`, after a 410 Gone or a restart of the
 //!   watch) replaces that kind's objects: the ones not relisted, deleted while
@@ -98,6 +101,8 @@ pub(super) struct Feed {
     node_name: String,
     services: KindFeed<Services>,
     slices: KindFeed<Slices>,
+    /// Where the initial lists gather until both are complete (`None` after).
+    staging: Option<Index>,
     /// `Some` between the Node watch's `Init` and `InitDone`: what was listed
     /// (with its eligibility).
     node_listing: Option<Option<(NodeInfo, bool)>>,
@@ -120,13 +125,18 @@ impl Feed {
         node_name: String,
     ) -> Self {
         let node = NodeInfo::named(node_name.clone());
-        lock(&index).set_node(node.clone());
+        let staging = {
+            let mut index = lock(&index);
+            index.set_node(node.clone());
+            index.staging()
+        };
         Self {
             index,
             changes,
             node_name,
             services: KindFeed::default(),
             slices: KindFeed::default(),
+            staging: Some(staging),
             node_listing: None,
             node,
             eligible: true,
@@ -163,16 +173,14 @@ impl Feed {
     }
 
     pub(super) fn on_service(&mut self, event: Event<core::Service>) {
-        let changed = self
-            .services
-            .on_event(event, self.ready, &self.index, &mut self.reports);
+        let target = Target::new(&self.index, &mut self.staging);
+        let changed = self.services.on_event(event, target, &mut self.reports);
         self.settle(changed);
     }
 
     pub(super) fn on_slice(&mut self, event: Event<discovery::EndpointSlice>) {
-        let changed = self
-            .slices
-            .on_event(event, self.ready, &self.index, &mut self.reports);
+        let target = Target::new(&self.index, &mut self.staging);
+        let changed = self.slices.on_event(event, target, &mut self.reports);
         self.settle(changed);
     }
 
@@ -266,14 +274,13 @@ impl Feed {
         if !(self.services.listed() && self.slices.listed()) {
             return;
         }
-        let services = self.services.install();
-        let slices = self.slices.install();
+        let staged = self.staging.take().unwrap_or_default();
         tracing::info!(
-            services = services.len(),
-            endpoint_slices = slices.len(),
+            services = self.services.known.len(),
+            endpoint_slices = self.slices.known.len(),
             "Kubernetes initial lists complete"
         );
-        lock(&self.index).reset(SOURCE, services, slices);
+        lock(&self.index).absorb(SOURCE, staged);
         self.ready = true;
         self.bump();
     }
@@ -283,11 +290,35 @@ impl Feed {
     }
 }
 
-/// One kind's state. Before the source is ready, `initial` holds the latest
-/// complete list; after, `known` holds the ids this feed put in the Index.
+/// Where a kind's events go: the staging Index before the source is ready,
+/// the Index after.
+enum Target<'a> {
+    Staging(&'a mut Index),
+    Live(&'a Mutex<Index>),
+}
+
+impl<'a> Target<'a> {
+    fn new(index: &'a Mutex<Index>, staging: &'a mut Option<Index>) -> Self {
+        match staging {
+            Some(staging) => Target::Staging(staging),
+            None => Target::Live(index),
+        }
+    }
+
+    fn with<R>(&mut self, f: impl FnOnce(&mut Index) -> R) -> R {
+        match self {
+            Target::Staging(staging) => f(staging),
+            Target::Live(index) => f(&mut lock(index)),
+        }
+    }
+}
+
+/// One kind's state: `known` holds the ids this feed put in the Index (or,
+/// before the source is ready, in the staging Index).
 struct KindFeed<K: Kind> {
     listing: Option<Listing<K::Domain>>,
-    initial: Option<BTreeMap<ObjectRef, K::Domain>>,
+    /// Whether a list of this kind has completed.
+    listed: bool,
     known: BTreeSet<ObjectRef>,
     _kind: PhantomData<K>,
 }
@@ -296,14 +327,15 @@ impl<K: Kind> Default for KindFeed<K> {
     fn default() -> Self {
         Self {
             listing: None,
-            initial: None,
+            listed: false,
             known: BTreeSet::new(),
             _kind: PhantomData,
         }
     }
 }
 
-/// A list in progress: the objects kept, and every id seen (kept or not).
+/// A list in progress: every id seen (kept or not), and, for a relist once
+/// the source is ready, the objects kept (applied together at its end).
 struct Listing<T> {
     objects: BTreeMap<ObjectRef, T>,
     seen: BTreeSet<ObjectRef>,
@@ -320,24 +352,35 @@ impl<T> Default for Listing<T> {
 
 impl<K: Kind> KindFeed<K> {
     fn listed(&self) -> bool {
-        self.initial.is_some()
+        self.listed
     }
 
-    /// Hands the initial list over to the Index; from now on `known` tracks it.
-    fn install(&mut self) -> Vec<K::Domain> {
-        let initial = self.initial.take().unwrap_or_default();
-        self.known = initial.keys().cloned().collect();
-        initial.into_values().collect()
+    /// Puts `id`'s converted object in `target` (or takes it out when it
+    /// does not convert). Returns whether `target` changed.
+    fn put(
+        &mut self,
+        target: &mut Target<'_>,
+        id: ObjectRef,
+        converted: Option<K::Domain>,
+    ) -> bool {
+        match converted {
+            Some(domain) => {
+                self.known.insert(id);
+                target.with(|index| K::apply(index, domain))
+            }
+            None => self.known.remove(&id) && target.with(|index| K::delete(index, &id)),
+        }
     }
 
-    /// Returns whether the Index changed.
+    /// Returns whether the Index changed (never before the source is ready:
+    /// the staging Index is not the Index).
     fn on_event(
         &mut self,
         event: Event<K::Object>,
-        ready: bool,
-        index: &Mutex<Index>,
+        mut target: Target<'_>,
         reports: &mut Reports,
     ) -> bool {
+        let ready = matches!(target, Target::Live(_));
         match event {
             Event::Init => {
                 self.listing = Some(Listing::default());
@@ -345,60 +388,51 @@ impl<K: Kind> KindFeed<K> {
             }
             Event::InitApply(object) => {
                 let listing = self.listing.get_or_insert_with(Listing::default);
-                if let Some((id, converted)) = convert_and_report::<K>(&object, reports) {
-                    listing.seen.insert(id.clone());
+                let Some((id, converted)) = convert_and_report::<K>(&object, reports) else {
+                    return false;
+                };
+                listing.seen.insert(id.clone());
+                if ready {
+                    // A relist: applied in one step at its end.
                     if let Some(domain) = converted {
                         listing.objects.insert(id, domain);
                     }
+                    return false;
                 }
+                self.put(&mut target, id, converted);
                 false
             }
             Event::InitDone => {
                 let listing = self.listing.take().unwrap_or_default();
                 reports.retain(K::KIND, &listing.seen);
-                if !ready {
-                    self.initial = Some(listing.objects);
-                    return false;
+                self.listed = true;
+                match target {
+                    Target::Live(index) => self.relist(listing.objects, index),
+                    Target::Staging(staging) => {
+                        // A list started again drops what the last one had
+                        // and this one has not.
+                        self.known.retain(|id| {
+                            listing.seen.contains(id) || {
+                                K::delete(staging, id);
+                                false
+                            }
+                        });
+                        false
+                    }
                 }
-                self.relist(listing.objects, index)
             }
             Event::Apply(object) => {
                 let Some((id, converted)) = convert_and_report::<K>(&object, reports) else {
                     return false;
                 };
-                match (converted, ready) {
-                    (Some(domain), true) => {
-                        self.known.insert(id);
-                        K::apply(&mut lock(index), domain)
-                    }
-                    (None, true) => self.known.remove(&id) && K::delete(&mut lock(index), &id),
-                    (Some(domain), false) => {
-                        if let Some(initial) = self.initial.as_mut() {
-                            initial.insert(id, domain);
-                        }
-                        false
-                    }
-                    (None, false) => {
-                        if let Some(initial) = self.initial.as_mut() {
-                            initial.remove(&id);
-                        }
-                        false
-                    }
-                }
+                self.put(&mut target, id, converted) && ready
             }
             Event::Delete(object) => {
                 let Some(id) = object_ref(&object) else {
                     return false;
                 };
                 reports.forget(K::KIND, &id);
-                if ready {
-                    self.known.remove(&id) && K::delete(&mut lock(index), &id)
-                } else {
-                    if let Some(initial) = self.initial.as_mut() {
-                        initial.remove(&id);
-                    }
-                    false
-                }
+                self.put(&mut target, id, None) && ready
             }
         }
     }
@@ -743,6 +777,26 @@ mod tests {
         h.slices(vec![slice("a-1", "a", "10.1.0.1", 1)]);
         assert!(lock(&h.index).slice(&ObjectRef::new("ns", "b-1")).is_none());
         assert_eq!(h.bumps(), 3);
+    }
+
+    #[test]
+    fn a_list_started_again_before_ready_drops_what_it_no_longer_has() {
+        let mut h = Harness::new();
+        // A list cut short (a 410 during a streaming list), then a full one.
+        h.feed.on_service(Event::Init);
+        h.feed
+            .on_service(Event::InitApply(service("a", "10.96.0.1", 1)));
+        h.feed
+            .on_service(Event::InitApply(service("b", "10.96.0.2", 1)));
+        h.services(vec![service("a", "10.96.0.1", 1)]);
+        h.slices(vec![slice("a-1", "a", "10.1.0.1", 1)]);
+        assert!(h.feed.is_ready());
+        assert_eq!(h.service_names(), ["a"]);
+        assert_eq!(h.bumps(), 1);
+        // Then a relist of Services knows what it put in the Index.
+        h.services(vec![]);
+        assert!(h.service_names().is_empty());
+        assert_eq!(h.bumps(), 2);
     }
 
     #[test]
