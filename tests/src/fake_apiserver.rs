@@ -636,7 +636,7 @@ impl FakeApiServer {
         self.shared.state().expiring_streams = n;
     }
 
-    /// Lists of `resource` wait (their requests stay open, unanswered) until
+    /// Lists of `resource`, streaming ones included, wait (their requests stay open, unanswered) until
     /// [`FakeApiServer::release_lists`].
     pub fn hold_lists(&self, resource: Resource) {
         self.shared.state().held.insert(resource);
@@ -1275,6 +1275,10 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ResponseBod
                 }
             };
             if watch {
+                if query.get("sendInitialEvents").map(String::as_str) == Some("true") {
+                    // A streaming list is a list too.
+                    wait_released(shared, resource).await;
+                }
                 start_watch(shared, resource, filter, &query)
             } else {
                 list(shared, resource, filter, &query).await
@@ -1294,12 +1298,7 @@ async fn list(
     filter: Filter,
     query: &BTreeMap<String, String>,
 ) -> Response<ResponseBody> {
-    let mut released = shared.released.subscribe();
-    while shared.state().held.contains(&resource) {
-        if released.changed().await.is_err() {
-            break;
-        }
-    }
+    wait_released(shared, resource).await;
     let state = shared.state();
     let limit = query
         .get("limit")
@@ -1375,6 +1374,16 @@ async fn list(
             "items": items,
         }),
     )
+}
+
+/// Waits while lists of `resource` are held ([`FakeApiServer::hold_lists`]).
+async fn wait_released(shared: &Shared, resource: Resource) {
+    let mut released = shared.released.subscribe();
+    while shared.state().held.contains(&resource) {
+        if released.changed().await.is_err() {
+            break;
+        }
+    }
 }
 
 fn start_watch(

@@ -294,15 +294,25 @@ fn lists_then_watches_from_the_list_version() {
 
 #[test]
 fn nothing_is_programmed_before_both_initial_lists() {
+    nothing_is_programmed_before_both(InitialList::Paginated);
+}
+
+#[test]
+fn nothing_is_programmed_before_both_streaming_lists() {
+    nothing_is_programmed_before_both(InitialList::Streaming);
+}
+
+fn nothing_is_programmed_before_both(initial_list: InitialList) {
     let api = World::api();
     api.apply_service(&service("a", "10.96.0.1"));
     api.apply_slice(&slice("a", &["10.1.0.1"]));
     api.hold_lists(Resource::EndpointSlices);
-    let w = World::start(api, None);
+    let w = World::start_with(api, None, initial_list);
 
-    // The Services list completes and its watch opens; the slices list hangs.
-    w.wait_for("the Services watch to open", |w| {
-        !w.watches_of(Resource::Services).is_empty()
+    // The Services list completes and its watch opens (with the Node's); the
+    // slices list hangs.
+    w.wait_for("the Services and Node watches to open", |w| {
+        w.api.open_watches() == 2
     });
     w.api.apply_service(&service("b", "10.96.0.2"));
     std::thread::sleep(Duration::from_millis(500));
