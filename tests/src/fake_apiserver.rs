@@ -13,7 +13,11 @@
 //!   replaying history after `N`; an object that starts or stops matching the
 //!   selector arrives as `ADDED` or `DELETED`, as kube-apiserver sends it;
 //!   `timeoutSeconds` ends the stream cleanly; `sendInitialEvents=true` (streaming
-//!   lists) is honoured;
+//!   lists, WatchList) is honoured: the current objects as `ADDED`, then a
+//!   `BOOKMARK` annotated `k8s.io/initial-events-end`, unless
+//!   [`FakeApiServer::set_watch_list`] makes it refuse them as an API server
+//!   without the `WatchList` feature does, or
+//!   [`FakeApiServer::expire_next_streaming_lists`] cuts them with a 410;
 //! - one global `resourceVersion`, bumped by every change;
 //! - `410 Gone` for a watch from a compacted `resourceVersion`: by default a `200`
 //!   whose only event is an `ERROR` carrying a `Status` with code 410 (what
@@ -155,6 +159,17 @@ pub enum GoneStyle {
     HttpStatus,
 }
 
+/// Whether the server offers streaming lists (`sendInitialEvents=true`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WatchList {
+    /// Served, as by kube-apiserver 1.32 and later.
+    #[default]
+    Offered,
+    /// Refused with this HTTP status (422 `Invalid`, as kube-apiserver 1.27
+    /// to 1.31 with the `WatchList` feature off answers; or 400, 403).
+    Refused(u16),
+}
+
 /// One request the server received.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiRequest {
@@ -246,6 +261,9 @@ struct State {
     watches: Vec<WatchSub>,
     gone_style: GoneStyle,
     page_cap: Option<usize>,
+    watch_list: WatchList,
+    /// Streaming lists still to cut with a 410 `ERROR` event.
+    expiring_streams: usize,
     held: BTreeSet<Resource>,
     requests: Vec<ApiRequest>,
     /// Events created over HTTP, in order.
@@ -296,6 +314,8 @@ impl FakeApiServer {
                 watches: Vec::new(),
                 gone_style: GoneStyle::default(),
                 page_cap: None,
+                watch_list: WatchList::Offered,
+                expiring_streams: 0,
                 held: BTreeSet::new(),
                 requests: Vec::new(),
                 events: Vec::new(),
@@ -604,7 +624,19 @@ impl FakeApiServer {
         self.shared.state().page_cap = cap.map(|c| c.max(1));
     }
 
-    /// Lists of `resource` wait (their requests stay open, unanswered) until
+    /// Whether streaming lists are served from now on.
+    pub fn set_watch_list(&self, watch_list: WatchList) {
+        self.shared.state().watch_list = watch_list;
+    }
+
+    /// The next `n` streaming lists send half of their objects, then an
+    /// `ERROR` event with a 410 `Status` (the version they started from
+    /// expired), and end.
+    pub fn expire_next_streaming_lists(&self, n: usize) {
+        self.shared.state().expiring_streams = n;
+    }
+
+    /// Lists of `resource`, streaming ones included, wait (their requests stay open, unanswered) until
     /// [`FakeApiServer::release_lists`].
     pub fn hold_lists(&self, resource: Resource) {
         self.shared.state().held.insert(resource);
@@ -1243,6 +1275,10 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ResponseBod
                 }
             };
             if watch {
+                if query.get("sendInitialEvents").map(String::as_str) == Some("true") {
+                    // A streaming list is a list too.
+                    wait_released(shared, resource).await;
+                }
                 start_watch(shared, resource, filter, &query)
             } else {
                 list(shared, resource, filter, &query).await
@@ -1262,12 +1298,7 @@ async fn list(
     filter: Filter,
     query: &BTreeMap<String, String>,
 ) -> Response<ResponseBody> {
-    let mut released = shared.released.subscribe();
-    while shared.state().held.contains(&resource) {
-        if released.changed().await.is_err() {
-            break;
-        }
-    }
+    wait_released(shared, resource).await;
     let state = shared.state();
     let limit = query
         .get("limit")
@@ -1345,6 +1376,16 @@ async fn list(
     )
 }
 
+/// Waits while lists of `resource` are held ([`FakeApiServer::hold_lists`]).
+async fn wait_released(shared: &Shared, resource: Resource) {
+    let mut released = shared.released.subscribe();
+    while shared.state().held.contains(&resource) {
+        if released.changed().await.is_err() {
+            break;
+        }
+    }
+}
+
 fn start_watch(
     shared: &Shared,
     resource: Resource,
@@ -1365,6 +1406,26 @@ fn start_watch(
         .filter(|v| !v.is_empty() && *v != "0");
     match rv {
         // "Any" version (or a streaming list): the current objects first.
+        None if initial_events && let WatchList::Refused(code) = state.watch_list => {
+            let code = StatusCode::from_u16(code).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+            return error_response(
+                code,
+                "Invalid",
+                "Invalid value: true: sendInitialEvents is forbidden for watch unless the \
+                 WatchList feature gate is enabled",
+            );
+        }
+        None if initial_events && state.expiring_streams > 0 => {
+            state.expiring_streams -= 1;
+            let objects = state.matching(resource, &filter);
+            for (_, object) in objects.iter().take(objects.len() / 2) {
+                let _ = tx.send(WatchMsg::Line(event_line("ADDED", object)));
+            }
+            let gone = gone_status(state.rv, state.rv + 1);
+            let _ = tx.send(WatchMsg::Line(event_line("ERROR", &gone)));
+            let _ = tx.send(WatchMsg::End);
+            return watch_response(rx, timeout);
+        }
         None => {
             for (_, object) in state.matching(resource, &filter) {
                 let _ = tx.send(WatchMsg::Line(event_line("ADDED", &object)));

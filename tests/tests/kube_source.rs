@@ -12,13 +12,14 @@ use std::{
 
 use proxy::{
     model::{Index, NodeInfo},
-    source::kube::{self as kube_source, Cluster, Settings},
+    source::kube::{self as kube_source, Cluster, InitialList, Settings},
     telemetry::{Mode, Telemetry},
 };
 use proxy_tests::{
     FakeApiServer,
     fake_apiserver::{
-        ApiRequest, GoneStyle, Resource, SERVICE_PROXY_NAME_LABEL, json_from_yaml, with_label,
+        ApiRequest, GoneStyle, Resource, SERVICE_PROXY_NAME_LABEL, WatchList, json_from_yaml,
+        with_label,
     },
     manifest::{AddressType, Endpoint, EndpointSlice, Node, Protocol, Service},
     wait_until,
@@ -76,8 +77,18 @@ impl World {
     }
 
     /// Starts the source against `api` through a kubeconfig, as `proxy run
-    /// --kubeconfig` does.
+    /// --kubeconfig --initial-list=paginated` does (the tests of the
+    /// list/watch protocol).
     fn start(api: FakeApiServer, proxy_name: Option<&str>) -> Self {
+        Self::start_with(api, proxy_name, InitialList::Paginated)
+    }
+
+    /// As [`World::start`], with streaming lists (the default of `proxy run`).
+    fn start_streaming(api: FakeApiServer) -> Self {
+        Self::start_with(api, None, InitialList::Streaming)
+    }
+
+    fn start_with(api: FakeApiServer, proxy_name: Option<&str>, initial_list: InitialList) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let kubeconfig = api
             .write_kubeconfig(dir.path())
@@ -100,6 +111,7 @@ impl World {
             kube_source::start(
                 client,
                 Settings {
+                    initial_list,
                     node_name: NODE.into(),
                     proxy_name: proxy_name.map(str::to_owned),
                     telemetry: Telemetry::new(Mode::Ebpf, Duration::from_secs(60)),
@@ -194,6 +206,18 @@ impl World {
             .filter(|r| r.is_watch_of(resource))
             .collect()
     }
+
+    /// The streaming lists (watches with `sendInitialEvents=true`) of `resource`.
+    fn streaming_lists_of(&self, resource: Resource) -> Vec<ApiRequest> {
+        self.watches_of(resource)
+            .into_iter()
+            .filter(is_streaming_list)
+            .collect()
+    }
+}
+
+fn is_streaming_list(r: &ApiRequest) -> bool {
+    r.query.get("sendInitialEvents").map(String::as_str) == Some("true")
 }
 
 impl Drop for World {
@@ -270,15 +294,25 @@ fn lists_then_watches_from_the_list_version() {
 
 #[test]
 fn nothing_is_programmed_before_both_initial_lists() {
+    nothing_is_programmed_before_both(InitialList::Paginated);
+}
+
+#[test]
+fn nothing_is_programmed_before_both_streaming_lists() {
+    nothing_is_programmed_before_both(InitialList::Streaming);
+}
+
+fn nothing_is_programmed_before_both(initial_list: InitialList) {
     let api = World::api();
     api.apply_service(&service("a", "10.96.0.1"));
     api.apply_slice(&slice("a", &["10.1.0.1"]));
     api.hold_lists(Resource::EndpointSlices);
-    let w = World::start(api, None);
+    let w = World::start_with(api, None, initial_list);
 
-    // The Services list completes and its watch opens; the slices list hangs.
-    w.wait_for("the Services watch to open", |w| {
-        !w.watches_of(Resource::Services).is_empty()
+    // The Services list completes and its watch opens (with the Node's); the
+    // slices list hangs.
+    w.wait_for("the Services and Node watches to open", |w| {
+        w.api.open_watches() == 2
     });
     w.api.apply_service(&service("b", "10.96.0.2"));
     std::thread::sleep(Duration::from_millis(500));
@@ -594,4 +628,118 @@ fn node_topology_comes_from_this_nodes_object() {
         w.index().node().zone.as_deref() == Some("zone-c")
     });
     w.wait_for("a bump for the node change", |w| w.bumps() > before);
+}
+
+#[test]
+fn streams_the_initial_lists_when_the_server_offers_it() {
+    let api = World::api();
+    api.apply_service(&service("a", "10.96.0.1"));
+    api.apply_service(&service("b", "10.96.0.2"));
+    api.apply_slice(&slice("a", &["10.1.0.1"]));
+    let w = World::start_streaming(api);
+    w.wait_ready();
+    assert_eq!(w.bumps(), 1, "one bump for the complete initial state");
+    assert_eq!(w.services(), ["a", "b"]);
+    assert_eq!(w.endpoints(), ["10.1.0.1"]);
+    for resource in [
+        Resource::Services,
+        Resource::EndpointSlices,
+        Resource::Nodes,
+    ] {
+        assert_eq!(w.lists_of(resource), 0, "no list of {resource}");
+        let streams = w.streaming_lists_of(resource);
+        assert_eq!(streams.len(), 1, "one streaming list of {resource}");
+        let stream = &streams[0];
+        assert_eq!(
+            stream.query.get("resourceVersionMatch").map(String::as_str),
+            Some("NotOlderThan"),
+            "{stream:?}"
+        );
+        assert_eq!(
+            stream.query.get("allowWatchBookmarks").map(String::as_str),
+            Some("true")
+        );
+    }
+    // The same watch goes on with the changes.
+    w.api.apply_service(&service("c", "10.96.0.3"));
+    w.api.delete(Resource::Services, NS, "a");
+    w.wait_services(&["b", "c"]);
+    assert_eq!(w.lists_of(Resource::Services), 0);
+    assert_eq!(w.watches_of(Resource::Services).len(), 1);
+}
+
+#[test]
+fn a_server_refusing_streaming_lists_gets_paginated_ones() {
+    for code in [422, 400, 403] {
+        let api = World::api();
+        api.set_watch_list(WatchList::Refused(code));
+        api.set_page_cap(Some(2));
+        for n in 1..=5 {
+            api.apply_service(&service(&format!("s{n}"), &format!("10.96.0.{n}")));
+        }
+        api.apply_slice(&slice("s1", &["10.1.0.1"]));
+        let w = World::start_streaming(api);
+        w.wait_ready();
+        assert_eq!(w.services(), ["s1", "s2", "s3", "s4", "s5"], "{code}");
+        assert_eq!(w.endpoints(), ["10.1.0.1"], "{code}");
+        let requests = w.requests_for(Resource::Services);
+        assert!(
+            is_streaming_list(&requests[0]),
+            "{code}: a streaming list first: {requests:#?}"
+        );
+        assert_eq!(
+            w.lists_of(Resource::Services),
+            3,
+            "{code}: then three pages of two: {requests:#?}"
+        );
+        assert_eq!(
+            w.streaming_lists_of(Resource::Services).len(),
+            1,
+            "{code}: the refusal is not retried"
+        );
+        w.wait_watching();
+        w.api.apply_service(&service("s6", "10.96.0.6"));
+        w.wait_services(&["s1", "s2", "s3", "s4", "s5", "s6"]);
+    }
+}
+
+#[test]
+fn a_gone_during_the_streaming_list_lists_again() {
+    let api = World::api();
+    for n in 1..=4 {
+        api.apply_service(&service(&format!("s{n}"), &format!("10.96.0.{n}")));
+    }
+    api.apply_slice(&slice("s1", &["10.1.0.1"]));
+    // The first streaming list of each of the three resources is cut.
+    api.expire_next_streaming_lists(3);
+    let w = World::start_streaming(api);
+    w.wait_ready();
+    assert_eq!(w.bumps(), 1, "one bump, for the complete initial state");
+    assert_eq!(w.services(), ["s1", "s2", "s3", "s4"]);
+    assert_eq!(w.endpoints(), ["10.1.0.1"]);
+    let streams: usize = [
+        Resource::Services,
+        Resource::EndpointSlices,
+        Resource::Nodes,
+    ]
+    .into_iter()
+    .map(|r| w.streaming_lists_of(r).len())
+    .sum();
+    assert_eq!(
+        streams,
+        6,
+        "three cut, three complete: {:#?}",
+        w.api.requests()
+    );
+    assert_eq!(w.lists_of(Resource::Services), 0, "still streaming");
+
+    // After the start, a 410 on an open watch lists again, still streaming.
+    w.wait_watching();
+    assert!(w.api.send_gone() >= 1);
+    w.wait_for("a second streaming list of Services", |w| {
+        w.streaming_lists_of(Resource::Services).len() == 2
+    });
+    w.api.apply_service(&service("s5", "10.96.0.5"));
+    w.wait_services(&["s1", "s2", "s3", "s4", "s5"]);
+    assert_eq!(w.lists_of(Resource::Services), 0, "still streaming");
 }

@@ -56,6 +56,10 @@ pub struct ControlArgs {
     /// Where the proxy reads the cluster from.
     #[arg(long, value_enum, default_value_t = Source::Kubernetes)]
     source: Source,
+    /// Measure this proxy binary instead of building a release one (a
+    /// profiler's wrapper script, or a debug build for a quick look).
+    #[arg(long, value_name = "PATH")]
+    pub proxy_bin: Option<std::path::PathBuf>,
 }
 
 /// The proxy's source of Services in the benchmark.
@@ -112,7 +116,11 @@ pub fn run(root: &Path, proxy_bin: &Path, args: &ControlArgs) -> anyhow::Result<
         args.endpoints,
         changes.max(1),
     )?;
-    let mut report = proxy_table(&m);
+    let build = match &args.proxy_bin {
+        Some(bin) => format!("proxy binary {}", bin.display()),
+        None => "release build".to_owned(),
+    };
+    let mut report = proxy_table(&m, &build);
     if args.baselines {
         let limit = Duration::from_secs(args.baseline_limit_secs);
         let rows = baseline::run_with_limit(1, &[services], limit)?;
@@ -252,12 +260,12 @@ fn programming(m: &Metrics) -> (f64, f64) {
     )
 }
 
-fn proxy_table(m: &Measured) -> String {
+fn proxy_table(m: &Measured, build: &str) -> String {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     format!(
         "## Control plane: {} Services × {} endpoints\n\n\
-         Kernel {}, {cpus} CPUs, release build, source: {:?}.\n\n\
+         Kernel {}, {cpus} CPUs, {build}, source: {:?}.\n\n\
          | measure | value |\n|---|---|\n\
          | cold sync (desired state + plan + map writes) | {:.1} ms |\n\
          | one endpoint change, Index change → map entry (median, min–max of {}) | {:.2} ms ({:.2}–{:.2}) |\n\

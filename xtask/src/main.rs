@@ -159,7 +159,10 @@ fn main() -> anyhow::Result<()> {
         }
         Task::BenchAgent { agent } => bench::agent::run(agent)?,
         Task::BenchControlPlane(args) => {
-            let bin = cargo::build_proxy(&root, true)?;
+            let bin = match &args.proxy_bin {
+                Some(bin) => bin.clone(),
+                None => cargo::build_proxy(&root, true)?,
+            };
             bench_control::run(&root, &bin, &args)?;
         }
         Task::BenchBaseline {

@@ -301,6 +301,7 @@ impl RunArgs {
             let (sink, event_messages) = EventSink::channel();
             events = sink;
             let settings = kube_source::Settings {
+                initial_list: self.initial_list.into(),
                 node_name,
                 proxy_name: self.service_proxy_name.clone(),
                 telemetry: telemetry.clone(),

@@ -53,6 +53,26 @@ fn parse_maglev_size(s: &str) -> Result<u32, String> {
         .map_err(|e| e.to_string())
 }
 
+/// `--initial-list` (`initialList:` in the configuration file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialListArg {
+    /// A streaming list (WatchList, `sendInitialEvents`), falling back to
+    /// `paginated` where the API server refuses it.
+    Streaming,
+    /// A list in pages of 500 (`limit`/`continue`), then a watch.
+    Paginated,
+}
+
+impl From<InitialListArg> for crate::source::kube::InitialList {
+    fn from(arg: InitialListArg) -> Self {
+        match arg {
+            InitialListArg::Streaming => Self::Streaming,
+            InitialListArg::Paginated => Self::Paginated,
+        }
+    }
+}
+
 /// `--external-ip-guard` (`externalIpGuard:` in the configuration file).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -124,6 +144,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME", value_parser = proxy_name)]
     #[serde(deserialize_with = "de_proxy_name")]
     pub service_proxy_name: Option<String>,
+    /// How the initial state is read from the API server: `streaming` (a
+    /// WatchList, as kube-proxy does since Kubernetes 1.35; a paginated list
+    /// where the server does not offer it) or `paginated`.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = InitialListArg::Streaming)]
+    pub initial_list: InitialListArg,
     /// The cgroup v2 directory the socket hooks attach to [default: the cgroup2 root].
     #[arg(long, value_name = "DIR")]
     pub cgroup: Option<PathBuf>,

@@ -23,6 +23,8 @@ pub struct FakeMaps {
     /// Operations handed to [`DataplaneMaps::execute_batch`], summed over
     /// calls: the work a writer asks of the kernel.
     pub offered: usize,
+    /// The most operations handed over in one call.
+    pub largest_batch: usize,
     calls: usize,
 }
 
@@ -35,6 +37,7 @@ impl Default for FakeMaps {
             check_invariants: true,
             service_capacity: None,
             offered: 0,
+            largest_batch: 0,
             calls: 0,
         }
     }
@@ -126,6 +129,7 @@ impl DataplaneMaps for FakeMaps {
 
     fn execute_batch(&mut self, ops: &[Op]) -> Result<(), crate::dataplane::maps::BatchError> {
         self.offered += ops.len();
+        self.largest_batch = self.largest_batch.max(ops.len());
         for (done, op) in ops.iter().enumerate() {
             self.execute(op)
                 .map_err(|error| crate::dataplane::maps::BatchError { done, error })?;

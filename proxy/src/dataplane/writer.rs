@@ -17,7 +17,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::{
-    dataplane::maps::{BatchError, DataplaneMaps, MapError},
+    dataplane::{
+        batch::MAX_BATCH,
+        maps::{BatchError, DataplaneMaps, MapError},
+    },
     model::{Backend, DesiredState, Frontend, Protocol},
     plan::{self, Applied, BackendId, Draining, Op, Plan, Planned, RevNatId, Subject},
 };
@@ -252,10 +255,13 @@ impl<M: DataplaneMaps> Writer<M> {
                     }
                 }
             }
-            // One batch for the run; after a failure, the rest one by one, so
-            // every operation is offered to the kernel at most twice and
-            // overflow costs O(n) whatever the cause (a full map fails each
-            // new key: retrying batches of what is left would be quadratic).
+            // Batches of up to `MAX_BATCH` for the run (a run can be most of
+            // a cold sync's plan: its operations are copied and encoded one
+            // batch at a time, never all at once next to the plan); after a
+            // failure, the rest one by one, so every operation is offered to
+            // the kernel at most twice and overflow costs O(n) whatever the
+            // cause (a full map fails each new key: retrying batches of what
+            // is left would be quadratic).
             let mut rest: &[&Planned] = &pending;
             let mut batched = true;
             while let Some(first) = rest.first() {
@@ -265,7 +271,11 @@ impl<M: DataplaneMaps> Writer<M> {
                     rest = &rest[1..];
                     continue;
                 }
-                let take = if batched { rest.len() } else { 1 };
+                let take = if batched {
+                    rest.len().min(MAX_BATCH)
+                } else {
+                    1
+                };
                 let chunk = &rest[..take];
                 let ops: Vec<Op> = chunk.iter().map(|p| p.op.clone()).collect();
                 let result = self.maps.execute_batch(&ops);
@@ -527,6 +537,53 @@ mod tests {
             ]
         );
         assert_eq!(first.unplanned, [fe(3)]);
+    }
+
+    /// A cold sync's runs reach the maps in batches of at most `MAX_BATCH`
+    /// operations: never a copy of a whole run (most of the plan) at once.
+    #[test]
+    fn large_runs_are_written_in_bounded_batches() {
+        let desired = many_frontends(9_000);
+        let mut fake = crate::dataplane::fake::FakeMaps::default();
+        fake.check_invariants = false;
+        let mut writer = Writer::new(fake).expect("writer");
+        let report = writer.sync(&desired);
+        assert!(report.failures.is_empty(), "{report:?}");
+        let maps = writer.maps_mut_for_tests();
+        assert!(maps.offered > 30_000, "{} operations", maps.offered);
+        assert_eq!(maps.largest_batch, MAX_BATCH);
+    }
+
+    /// `n` ClusterIP frontends with one backend each.
+    fn many_frontends(n: u16) -> DesiredState {
+        use crate::model::{FrontendKind, FrontendSpec, ObjectRef};
+        let mut desired = DesiredState::default();
+        for i in 0..n {
+            let frontend = Frontend {
+                addr: std::net::IpAddr::from([10, 96, (i >> 8) as u8, i as u8]),
+                port: 80,
+                protocol: Protocol::Tcp,
+            };
+            let backend = Backend {
+                addr: std::net::IpAddr::from([10, 244, (i >> 8) as u8, i as u8]),
+                port: 8080,
+                protocol: Protocol::Tcp,
+            };
+            desired.frontends.insert(
+                frontend,
+                FrontendSpec {
+                    service: ObjectRef::new("ns", format!("s{i}")),
+                    port_name: String::new(),
+                    kind: FrontendKind::ClusterIp,
+                    backends: vec![backend],
+                    external_backends: None,
+                    affinity_timeout: None,
+                    traffic_policy: Default::default(),
+                    source_ranges: None,
+                },
+            );
+        }
+        desired
     }
 
     /// Overflow costs O(n): with the maps full after a few entries, every

@@ -36,6 +36,7 @@ use std::{
 
 use k8s_openapi::api::{core::v1 as core, discovery::v1 as discovery};
 
+use super::names;
 use super::types::{
     AddressType, Endpoint, EndpointPort, EndpointSlice, ExternalIpGuard, IpMode, LoadBalancerIp,
     NodeInfo, ObjectRef, Protocol, SelectionLabels, Service, ServicePort, ServiceType, SourceRange,
@@ -784,7 +785,8 @@ pub fn endpoint_slice(
             max: MAX_ENDPOINTS_PER_SLICE,
         });
     }
-    let mut endpoints = Vec::new();
+    // Exactly as many as listed (a pushed Vec would keep up to twice that).
+    let mut endpoints = Vec::with_capacity(listed.len().min(MAX_ENDPOINTS_PER_SLICE));
     for (index, ep) in listed.iter().take(MAX_ENDPOINTS_PER_SLICE).enumerate() {
         let Some(raw) = ep.addresses.first() else {
             warnings.push(ConvertWarning::EndpointNoAddress {
@@ -809,14 +811,17 @@ pub fn endpoint_slice(
             }
         };
         let conditions = ep.conditions.as_ref();
-        endpoints.push(Endpoint {
+        let mut endpoint = Endpoint {
             address,
             ready: conditions.and_then(|c| c.ready).unwrap_or(true),
             serving: conditions.and_then(|c| c.serving).unwrap_or(true),
             terminating: conditions.and_then(|c| c.terminating).unwrap_or(false),
-            node_name: ep.node_name.clone(),
-            zone: ep.zone.clone(),
-            zone_hints: hint_names(
+            node_name: ep.node_name.as_deref().map(names::intern),
+            zone: ep.zone.as_deref().map(names::intern),
+            hints: None,
+        };
+        endpoint.set_hints(
+            hint_names(
                 ep.hints
                     .as_ref()
                     .and_then(|h| h.for_zones.as_ref())
@@ -824,7 +829,7 @@ pub fn endpoint_slice(
                     .flatten()
                     .map(|z| &z.name),
             ),
-            node_hints: hint_names(
+            hint_names(
                 ep.hints
                     .as_ref()
                     .and_then(|h| h.for_nodes.as_ref())
@@ -832,8 +837,10 @@ pub fn endpoint_slice(
                     .flatten()
                     .map(|n| &n.name),
             ),
-        });
+        );
+        endpoints.push(endpoint);
     }
+    endpoints.shrink_to_fit();
 
     Ok(Converted::Kept {
         object: EndpointSlice {

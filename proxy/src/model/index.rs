@@ -52,11 +52,12 @@ use super::{
 };
 
 /// One object as each source has it. The first present in precedence order is
-/// the one in effect.
+/// the one in effect. Boxed: one source's copy is usually absent, and the maps
+/// that hold layers keep spare slots; both then cost a pointer, not an object.
 #[derive(Clone, Debug)]
 struct Layers<T> {
-    kubernetes: Option<T>,
-    manifests: Option<T>,
+    kubernetes: Option<Box<T>>,
+    manifests: Option<Box<T>>,
 }
 
 impl<T> Default for Layers<T> {
@@ -69,7 +70,7 @@ impl<T> Default for Layers<T> {
 }
 
 impl<T: PartialEq> Layers<T> {
-    fn slot(&mut self, source: SourceId) -> &mut Option<T> {
+    fn slot(&mut self, source: SourceId) -> &mut Option<Box<T>> {
         match source {
             SourceId::Kubernetes => &mut self.kubernetes,
             SourceId::Manifests => &mut self.manifests,
@@ -84,7 +85,7 @@ impl<T: PartialEq> Layers<T> {
     }
 
     fn effective(&self) -> Option<&T> {
-        self.kubernetes.as_ref().or(self.manifests.as_ref())
+        self.kubernetes.as_deref().or(self.manifests.as_deref())
     }
 
     fn is_empty(&self) -> bool {
@@ -95,13 +96,13 @@ impl<T: PartialEq> Layers<T> {
     /// changed (appeared, disappeared or differs).
     fn set(&mut self, source: SourceId, value: Option<T>) -> bool {
         let slot = self.slot(source);
-        if *slot == value {
+        if slot.as_deref() == value.as_ref() {
             return false;
         }
-        let old = std::mem::replace(slot, value);
+        let old = std::mem::replace(slot, value.map(Box::new));
         let before = match source {
-            SourceId::Kubernetes => old.as_ref().or(self.manifests.as_ref()),
-            SourceId::Manifests => self.kubernetes.as_ref().or(old.as_ref()),
+            SourceId::Kubernetes => old.as_deref().or(self.manifests.as_deref()),
+            SourceId::Manifests => self.kubernetes.as_deref().or(old.as_deref()),
         };
         before != self.effective()
     }
@@ -381,6 +382,48 @@ impl Index {
         }
         if changed {
             self.endpoint_changes += 1;
+        }
+        changed
+    }
+
+    /// An empty Index that selects objects as this one does: where a source
+    /// gathers its initial lists, as they arrive, before they take effect
+    /// (see [`Index::absorb`]).
+    pub fn staging(&self) -> Self {
+        Self {
+            proxy_name: self.proxy_name.clone(),
+            ..Self::default()
+        }
+    }
+
+    /// Takes in, in one step, the objects of `staged` (an Index from
+    /// [`Index::staging`] that only `source` filled) as `source`'s. When this
+    /// Index has no objects yet (the usual start) the staged maps are taken
+    /// whole, without copying anything; else object by object. Returns
+    /// whether anything in effect changed.
+    pub fn absorb(&mut self, source: SourceId, mut staged: Index) -> bool {
+        if self.services.is_empty() && self.slices.is_empty() {
+            let changed = !staged.services.is_empty() || !staged.slices.is_empty();
+            self.services = std::mem::take(&mut staged.services);
+            self.slices = std::mem::take(&mut staged.slices);
+            self.slices_by_service = std::mem::take(&mut staged.slices_by_service);
+            self.service_changes += staged.service_changes;
+            self.endpoint_changes += staged.endpoint_changes;
+            self.pending_services.append(&mut staged.pending_services);
+            self.pending_endpoints.append(&mut staged.pending_endpoints);
+            self.dirty.services.append(&mut staged.dirty.services);
+            return changed;
+        }
+        let mut changed = false;
+        for (_, mut layers) in std::mem::take(&mut staged.services) {
+            if let Some(service) = layers.slot(source).take() {
+                changed |= self.apply_service(source, *service);
+            }
+        }
+        for (_, mut layers) in std::mem::take(&mut staged.slices) {
+            if let Some(slice) = layers.slot(source).take() {
+                changed |= self.apply_slice(source, *slice);
+            }
         }
         changed
     }

@@ -7,6 +7,7 @@ pub mod desired;
 pub mod explain;
 pub mod incremental;
 pub mod index;
+pub mod names;
 pub mod selection;
 pub mod small_set;
 #[cfg(test)]

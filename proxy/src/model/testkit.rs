@@ -229,8 +229,7 @@ impl SliceBuilder {
             terminating: false,
             node_name: None,
             zone: None,
-            zone_hints: Vec::new(),
-            node_hints: Vec::new(),
+            hints: None,
         });
         self
     }
@@ -267,21 +266,23 @@ impl SliceBuilder {
     /// The last endpoint runs on `node`.
     pub(crate) fn on_node(mut self, node: &str) -> Self {
         if let Some(ep) = self.last() {
-            ep.node_name = Some(node.to_owned());
+            ep.node_name = Some(node.into());
         }
         self
     }
     /// The last endpoint's zone hints.
     pub(crate) fn zone_hints(mut self, zones: &[&str]) -> Self {
         if let Some(ep) = self.last() {
-            ep.zone_hints = zones.iter().map(|z| (*z).to_owned()).collect();
+            let nodes = ep.node_hints().to_vec();
+            ep.set_hints(zones.iter().map(|z| (*z).to_owned()).collect(), nodes);
         }
         self
     }
     /// The last endpoint's node hints.
     pub(crate) fn node_hints(mut self, nodes: &[&str]) -> Self {
         if let Some(ep) = self.last() {
-            ep.node_hints = nodes.iter().map(|n| (*n).to_owned()).collect();
+            let zones = ep.zone_hints().to_vec();
+            ep.set_hints(zones, nodes.iter().map(|n| (*n).to_owned()).collect());
         }
         self
     }

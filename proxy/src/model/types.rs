@@ -6,6 +6,7 @@ use std::{fmt, net::IpAddr};
 
 /// Defined with the rules that read it; re-exported here, with the types that
 /// carry it.
+pub use super::names::Name;
 pub use super::selection::SelectionLabels;
 
 /// Transport protocols the proxy balances.
@@ -313,13 +314,40 @@ pub struct Endpoint {
     pub ready: bool,
     pub serving: bool,
     pub terminating: bool,
-    pub node_name: Option<String>,
-    pub zone: Option<String>,
+    /// Interned ([`super::names`]): the endpoints of a node share it.
+    pub node_name: Option<Name>,
+    /// Interned, as `node_name`.
+    pub zone: Option<Name>,
+    /// Topology hints, rare: boxed, `None` when there are none.
+    pub hints: Option<Box<EndpointHints>>,
+}
+
+/// An endpoint's topology hints (at least one of them non-empty).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointHints {
     /// `hints.forZones[].name`: the zones whose nodes should use this endpoint.
-    pub zone_hints: Vec<String>,
+    pub zones: Vec<String>,
     /// `hints.forNodes[].name`: the nodes that should use this endpoint
     /// (`trafficDistribution: PreferSameNode`).
-    pub node_hints: Vec<String>,
+    pub nodes: Vec<String>,
+}
+
+impl Endpoint {
+    /// `hints.forZones[].name`, sorted.
+    pub fn zone_hints(&self) -> &[String] {
+        self.hints.as_deref().map_or(&[], |h| &h.zones)
+    }
+
+    /// `hints.forNodes[].name`, sorted.
+    pub fn node_hints(&self) -> &[String] {
+        self.hints.as_deref().map_or(&[], |h| &h.nodes)
+    }
+
+    /// Sets the hints (none when both lists are empty).
+    pub fn set_hints(&mut self, zones: Vec<String>, nodes: Vec<String>) {
+        self.hints = (!zones.is_empty() || !nodes.is_empty())
+            .then(|| Box::new(EndpointHints { zones, nodes }));
+    }
 }
 
 /// Where clients send traffic: a service IP, port and protocol.

@@ -132,8 +132,22 @@ impl Phased {
         self.phases[phase as usize].push(Planned { subject, op });
     }
 
+    /// The phases in order, in one Vec grown from the largest phase's (a
+    /// cold sync's plan is mostly one phase), so the plan is not held twice
+    /// while it is flattened.
     fn into_ops(self) -> Vec<Planned> {
-        self.phases.into_iter().flatten().collect()
+        let mut phases = self.phases;
+        let total: usize = phases.iter().map(Vec::len).sum();
+        let largest = (0..PHASES).max_by_key(|&i| phases[i].len()).unwrap_or(0);
+        let mut ops = std::mem::take(&mut phases[largest]);
+        ops.reserve_exact(total - ops.len());
+        let (before, after) = phases.split_at_mut(largest);
+        let head: Vec<Planned> = before.iter_mut().flat_map(std::mem::take).collect();
+        ops.splice(0..0, head);
+        for phase in after {
+            ops.append(phase);
+        }
+        ops
     }
 }
 

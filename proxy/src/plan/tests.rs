@@ -863,3 +863,45 @@ fn a_failed_external_publish_leaves_the_frontend_unpublished() {
     assert!(w.sync(&d).is_complete());
     assert!(w.applied().frontend(f).is_some());
 }
+
+/// Flattening keeps the phase order, and each phase's own order, whichever
+/// phase is the largest (its Vec is the one grown in place).
+#[test]
+fn phases_flatten_in_order() {
+    let phases = [Phase::PutBackends, Phase::PutSlots, Phase::DeleteBackends];
+    for largest in phases {
+        let mut phased = Phased::new();
+        let mut pushed: Vec<(Phase, RevNatId)> = Vec::new();
+        let mut id: RevNatId = 0;
+        // Pushed from the last phase to the first, interleaved.
+        for round in 0..5 {
+            for phase in phases.into_iter().rev() {
+                if phase != largest && round >= 2 {
+                    continue;
+                }
+                id += 1;
+                pushed.push((phase, id));
+                phased.push(
+                    phase,
+                    Subject::RevNat(id),
+                    Op::DeleteRevNat {
+                        id,
+                        frontend: fe("10.96.0.1:80"),
+                    },
+                );
+            }
+        }
+        // A stable sort by phase is the order wanted.
+        pushed.sort_by_key(|(phase, _)| *phase);
+        let expected: Vec<RevNatId> = pushed.into_iter().map(|(_, id)| id).collect();
+        let got: Vec<RevNatId> = phased
+            .into_ops()
+            .iter()
+            .map(|p| match p.subject {
+                Subject::RevNat(id) => id,
+                ref other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(got, expected, "largest phase {largest:?}");
+    }
+}

@@ -270,6 +270,41 @@ fn hundred_service_ports() {
 }
 
 #[test]
+fn endpoints_are_compact() {
+    let raw = k8s_slice(
+        "IPv4",
+        json!([{"port": 8080}]),
+        json!([
+            {"addresses": ["10.1.0.5"], "nodeName": "node-7", "zone": "z1"},
+            {"addresses": ["10.1.0.6"], "nodeName": "node-7", "zone": "z1", "hints": {}},
+            {"addresses": ["10.1.0.7"], "nodeName": "node-8",
+             "hints": {"forZones": [{"name": "z1"}]}},
+        ]),
+    );
+    let (slice, _) = kept(endpoint_slice(&raw));
+    let [a, b, c] = &slice.endpoints[..] else {
+        panic!("three endpoints: {:?}", slice.endpoints);
+    };
+    // One allocation per node and zone name, shared by their endpoints.
+    assert!(std::sync::Arc::ptr_eq(
+        a.node_name.as_ref().unwrap(),
+        b.node_name.as_ref().unwrap()
+    ));
+    assert!(std::sync::Arc::ptr_eq(
+        a.zone.as_ref().unwrap(),
+        b.zone.as_ref().unwrap()
+    ));
+    assert_eq!(c.node_name.as_deref(), Some("node-8"));
+    // No hints, no allocation (empty hints included).
+    assert!(a.hints.is_none() && b.hints.is_none());
+    assert_eq!(c.zone_hints(), ["z1"]);
+    // No spare capacity.
+    assert_eq!(slice.endpoints.capacity(), 3);
+    // An address, conditions, two shared names, one pointer.
+    assert!(std::mem::size_of::<Endpoint>() <= 64);
+}
+
+#[test]
 fn slice_hints_and_labels() {
     let mut raw = k8s_slice(
         "IPv4",
@@ -288,10 +323,10 @@ fn slice_hints_and_labels() {
     }
     let (slice, warnings) = kept(endpoint_slice(&raw));
     assert!(warnings.is_empty());
-    assert_eq!(slice.endpoints[0].zone_hints, ["a", "b"]);
-    assert_eq!(slice.endpoints[0].node_hints, ["n1"]);
-    assert!(slice.endpoints[1].zone_hints.is_empty());
-    assert!(slice.endpoints[2].node_hints.is_empty());
+    assert_eq!(slice.endpoints[0].zone_hints(), ["a", "b"]);
+    assert_eq!(slice.endpoints[0].node_hints(), ["n1"]);
+    assert!(slice.endpoints[1].zone_hints().is_empty());
+    assert!(slice.endpoints[2].node_hints().is_empty());
     assert!(slice.labels.headless);
     assert_eq!(slice.labels.service_proxy_name, None);
 }

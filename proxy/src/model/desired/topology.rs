@@ -74,8 +74,8 @@ pub fn candidates<'a>(
                 serving: ep.serving || everything_ready,
                 terminating: ep.terminating,
                 local: node.is_local(ep.node_name.as_deref()),
-                zone_hints: &ep.zone_hints,
-                node_hints: &ep.node_hints,
+                zone_hints: ep.zone_hints(),
+                node_hints: ep.node_hints(),
             };
             match position.entry((ep.address, target.port)) {
                 hash_map::Entry::Vacant(v) => {

@@ -153,6 +153,45 @@ fn reset_forgets_what_is_not_relisted() {
 }
 
 #[test]
+fn a_staged_initial_list_is_absorbed_whole_or_object_by_object() {
+    // Into an Index with no objects: the staged maps, as they are.
+    let mut idx = Index::new(node("n1")).with_proxy_name(Some("ebpf"));
+    let mut staged = idx.staging();
+    staged.apply_service(Kubernetes, web().proxy_name_label("ebpf"));
+    staged.apply_service(
+        Kubernetes,
+        svc("default", "plain")
+            .cluster_ip("10.96.0.20")
+            .port("", 80, Tcp),
+    );
+    staged.apply_slice(
+        Kubernetes,
+        web_slice("web-1", "10.1.0.5").proxy_name_label("ebpf"),
+    );
+    assert!(idx.absorb(Kubernetes, staged));
+    // The staging Index selected as this one does: only the labelled Service.
+    assert_eq!(frontends_of(&idx.desired()), ["10.96.0.10:80/TCP"]);
+    assert_eq!(backends(&idx, "10.96.0.10:80/TCP"), ["10.1.0.5:8080"]);
+    assert_eq!(idx.pending_changes().services, 1);
+    assert!(idx.take_dirty().services.contains(&web_ref()));
+
+    // Into an Index that has objects of another source: merged.
+    let mut idx = Index::new(node("n1"));
+    idx.apply_slice(Manifests, web_slice("web-manual", "10.1.0.6"));
+    let mut staged = idx.staging();
+    staged.apply_service(Kubernetes, web());
+    staged.apply_slice(Kubernetes, web_slice("web-k8s", "10.1.0.5"));
+    assert!(idx.absorb(Kubernetes, staged));
+    assert_eq!(
+        backends(&idx, "10.96.0.10:80/TCP"),
+        ["10.1.0.5:8080", "10.1.0.6:8080"]
+    );
+    // Nothing staged, nothing changed.
+    let staged = idx.staging();
+    assert!(!idx.absorb(Kubernetes, staged));
+}
+
+#[test]
 fn conflict_reported_through_desired_outcome() {
     let mut idx = Index::new(node("n1"));
     idx.apply_service(

@@ -31,6 +31,16 @@
 //! #1042). A watcher restarted less than [`RESTART_DELAY`] ago waits that long
 //! first, so a server that answers every watch with 410 is not hammered.
 //!
+//! Initial lists ([`InitialList`], `--initial-list`): by default a streaming
+//! list (WatchList: a watch with `sendInitialEvents=true` and
+//! `resourceVersionMatch=NotOlderThan`, whose objects arrive one by one until a
+//! bookmark annotated `k8s.io/initial-events-end`), as client-go's
+//! `WatchListClient` (on by default since Kubernetes 1.35) makes kube-proxy do.
+//! A server that refuses it (400, 403 or 422, as an API server without the
+//! `WatchList` feature does) gets a paginated list (`limit=500` and `continue`
+//! tokens) from then on, as client-go falls back. Either way the feed sees the
+//! same `Init`, `InitApply`…, `InitDone`.
+//!
 //! Reconnects follow [`retry::Retry`]: a short schedule while the server
 //! cannot be reached (back within about a second of its return), client-go's
 //! while it answers with errors (README, "Kubernetes API outages").
@@ -75,9 +85,22 @@ use crate::telemetry::Telemetry;
 /// answers every watch with 410 Gone is not hammered.
 const RESTART_DELAY: Duration = Duration::from_secs(1);
 
+/// How a watcher gets the initial state of its objects (`--initial-list`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InitialList {
+    /// A streaming list (WatchList), falling back to `Paginated` for good
+    /// once the server refuses it.
+    #[default]
+    Streaming,
+    /// A paginated list (500 objects a page), then a watch from its version.
+    Paginated,
+}
+
 /// What the source watches.
 #[derive(Debug)]
 pub struct Settings {
+    /// How the initial lists are read.
+    pub initial_list: InitialList,
     /// This node's name (see [`node_name`]): selects the Node object.
     pub node_name: String,
     /// `--service-proxy-name`: selects `service.kubernetes.io/service-proxy-name=<name>`
@@ -125,9 +148,10 @@ async fn run(
     let services_api: Api<core::Service> = Api::all(client.clone());
     let slices_api: Api<discovery::EndpointSlice> = Api::all(client.clone());
     let nodes_api: Api<core::Node> = Api::all(client.clone());
-    let mut services = stream(services_api.clone(), selected.clone(), Duration::ZERO);
-    let mut slices = stream(slices_api.clone(), selected.clone(), Duration::ZERO);
-    let mut nodes = stream(nodes_api.clone(), this_node.clone(), Duration::ZERO);
+    let mode = settings.initial_list;
+    let mut services = Watch::new(services_api, selected.clone(), mode, "services");
+    let mut slices = Watch::new(slices_api, selected, mode, "endpointslices");
+    let mut nodes = Watch::new(nodes_api, this_node, mode, "nodes");
     // kube-proxy's "birth cry", once its watches are started.
     tokio::spawn(event::announce(
         client.clone(),
@@ -146,37 +170,23 @@ async fn run(
     let mut feed = Feed::new(index, changes, settings.node_name.clone())
         .with_telemetry(settings.telemetry.clone())
         .with_events(settings.events.clone());
-    let (mut services_restarts, mut slices_restarts, mut nodes_restarts) = (
-        Restarts::default(),
-        Restarts::default(),
-        Restarts::default(),
-    );
     loop {
         tokio::select! {
-            Some(item) = services.next() => match step(item, "services") {
-                Step::Event(event) => feed.on_service(event),
-                Step::Restart => {
-                    let delay = services_restarts.next(Instant::now());
-                    services = stream(services_api.clone(), selected.clone(), delay);
+            Some(item) = services.events.next() => {
+                if let Some(event) = services.on_item(item) {
+                    feed.on_service(event);
                 }
-                Step::Wait => {}
-            },
-            Some(item) = slices.next() => match step(item, "endpointslices") {
-                Step::Event(event) => feed.on_slice(event),
-                Step::Restart => {
-                    let delay = slices_restarts.next(Instant::now());
-                    slices = stream(slices_api.clone(), selected.clone(), delay);
+            }
+            Some(item) = slices.events.next() => {
+                if let Some(event) = slices.on_item(item) {
+                    feed.on_slice(event);
                 }
-                Step::Wait => {}
-            },
-            Some(item) = nodes.next() => match step(item, "nodes") {
-                Step::Event(event) => feed.on_node(event),
-                Step::Restart => {
-                    let delay = nodes_restarts.next(Instant::now());
-                    nodes = stream(nodes_api.clone(), this_node.clone(), delay);
+            }
+            Some(item) = nodes.events.next() => {
+                if let Some(event) = nodes.on_item(item) {
+                    feed.on_node(event);
                 }
-                Step::Wait => {}
-            },
+            }
             _ = shutdown.changed() => return,
             else => {
                 tracing::error!("every Kubernetes watch ended; the source stops");
@@ -187,6 +197,87 @@ async fn run(
 }
 
 type Events<K> = BoxStream<'static, Result<Event<K>, watcher::Error>>;
+
+/// One resource's watcher: restarted after a 410 Gone, and switched to a
+/// paginated list when the server refuses a streaming one.
+struct Watch<K> {
+    api: Api<K>,
+    /// The selectors; the initial-list strategy is added by [`Self::config`].
+    config: watcher::Config,
+    mode: InitialList,
+    /// Whether the current watcher has started its initial list (`Init`):
+    /// until then a refused watch is the streaming list being refused.
+    started: bool,
+    restarts: Restarts,
+    resource: &'static str,
+    events: Events<K>,
+}
+
+impl<K> Watch<K>
+where
+    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    fn new(
+        api: Api<K>,
+        config: watcher::Config,
+        mode: InitialList,
+        resource: &'static str,
+    ) -> Self {
+        let events = stream(
+            api.clone(),
+            with_strategy(config.clone(), mode),
+            Duration::ZERO,
+        );
+        Self {
+            api,
+            config,
+            mode,
+            started: false,
+            restarts: Restarts::default(),
+            resource,
+            events,
+        }
+    }
+
+    /// What the feed gets from one watcher item, restarting the watcher
+    /// when the item asks for it.
+    fn on_item(&mut self, item: Result<Event<K>, watcher::Error>) -> Option<Event<K>> {
+        let streaming_start = self.mode == InitialList::Streaming && !self.started;
+        match step(item, self.resource, streaming_start) {
+            Step::Event(event) => {
+                if matches!(event, Event::Init) {
+                    self.started = true;
+                }
+                Some(event)
+            }
+            Step::Restart => {
+                self.restart();
+                None
+            }
+            Step::FallBack => {
+                self.mode = InitialList::Paginated;
+                self.restart();
+                None
+            }
+            Step::Wait => None,
+        }
+    }
+
+    fn restart(&mut self) {
+        let delay = self.restarts.next(Instant::now());
+        self.started = false;
+        let config = with_strategy(self.config.clone(), self.mode);
+        self.events = stream(self.api.clone(), config, delay);
+    }
+}
+
+/// `config` with the initial-list strategy of `mode`.
+fn with_strategy(config: watcher::Config, mode: InitialList) -> watcher::Config {
+    match mode {
+        InitialList::Streaming => config.streaming_lists(),
+        InitialList::Paginated => config,
+    }
+}
 
 /// A watcher with [`retry::Retry`]'s backoff, started after `delay`.
 fn stream<K>(api: Api<K>, config: watcher::Config, delay: Duration) -> Events<K>
@@ -235,13 +326,40 @@ enum Step<K> {
     /// The watch expired (410 Gone): start a new watcher, which relists at
     /// once rather than after the old one's backoff.
     Restart,
+    /// The server refused a streaming list: list with pages from now on.
+    FallBack,
     /// An error the watcher recovers from by itself, after its backoff.
     Wait,
 }
 
-fn step<K>(item: Result<Event<K>, watcher::Error>, resource: &'static str) -> Step<K> {
+/// Whether a refused watch means the server does not offer streaming lists:
+/// 400 or 422 (a server without the `WatchList` feature rejects
+/// `sendInitialEvents`), or 403 (a proxy or policy in front refusing it; a
+/// plain list then either works or fails with the same error, retried).
+fn refuses_streaming(code: u16) -> bool {
+    matches!(code, 400 | 403 | 422)
+}
+
+/// Classifies one watcher item. `streaming_start`: the watcher is starting a
+/// streaming list (no `Init` yet), so a refused watch is that list refused.
+fn step<K>(
+    item: Result<Event<K>, watcher::Error>,
+    resource: &'static str,
+    streaming_start: bool,
+) -> Step<K> {
     match item {
         Ok(event) => Step::Event(event),
+        Err(watcher::Error::WatchStartFailed(kube::Error::Api(status)))
+            if streaming_start && refuses_streaming(status.code) =>
+        {
+            tracing::warn!(
+                resource,
+                code = status.code,
+                message = %status.message,
+                "the API server refused a streaming list (WatchList); using a paginated list instead"
+            );
+            Step::FallBack
+        }
         Err(watcher::Error::WatchStartFailed(kube::Error::Api(status))) if status.code == 410 => {
             tracing::warn!(
                 resource,
@@ -283,7 +401,14 @@ mod tests {
 
     #[test]
     fn a_gone_watch_event_restarts_the_watcher() {
-        assert!(matches!(step(gone_event(), "services"), Step::Restart));
+        assert!(matches!(
+            step(gone_event(), "services", false),
+            Step::Restart
+        ));
+        assert!(matches!(
+            step(gone_event(), "services", true),
+            Step::Restart
+        ));
     }
 
     #[test]
@@ -292,8 +417,34 @@ mod tests {
             Status::failure("internal error", "InternalError").with_code(500),
         )));
         assert!(matches!(
-            step::<core::Service>(other, "services"),
+            step::<core::Service>(other, "services", true),
             Step::Wait
+        ));
+    }
+
+    fn refused(code: u16) -> Result<Event<core::Service>, watcher::Error> {
+        Err(watcher::Error::WatchStartFailed(kube::Error::Api(
+            Box::new(Status::failure("sendInitialEvents is forbidden", "Invalid").with_code(code)),
+        )))
+    }
+
+    #[test]
+    fn a_refused_streaming_list_falls_back_to_pages() {
+        for code in [400, 403, 422] {
+            assert!(
+                matches!(step(refused(code), "services", true), Step::FallBack),
+                "{code}"
+            );
+            // Once the list is done, a refused watch is only retried.
+            assert!(
+                matches!(step(refused(code), "services", false), Step::Wait),
+                "{code}"
+            );
+        }
+        assert!(matches!(step(refused(500), "services", true), Step::Wait));
+        assert!(matches!(
+            step(refused(410), "services", true),
+            Step::Restart
         ));
     }
 
