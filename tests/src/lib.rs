@@ -55,7 +55,7 @@ pub mod soak;
 pub mod tc_world;
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -89,6 +89,20 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Reads a sysctl (`net/ipv4/...`, relative to `/proc/sys`) of the calling
+/// thread's network namespace in one `read`: a bitmap sysctl such as
+/// `ip_local_reserved_ports` answers only at offset 0, and `read_to_string`
+/// starts with a short probe read that truncates it.
+pub fn read_sysctl(key: &str) -> Result<String, Error> {
+    use std::io::Read as _;
+    let path = Path::new("/proc/sys").join(key);
+    let mut buf = [0u8; 4096];
+    let n = std::fs::File::open(&path)
+        .and_then(|mut f| f.read(&mut buf))
+        .map_err(|e| Error::io("reading a sysctl", path, e))?;
+    Ok(String::from_utf8_lossy(&buf[..n]).trim().to_owned())
 }
 
 /// The `proxy` binary the tests run: `$PROXY_BIN`, else

@@ -2026,6 +2026,10 @@ fn the_nodes_own_connections_never_take_a_node_port() {
     // Node 1 is the sandbox's namespace (this thread's): its sysctl only.
     std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "32766 32769")
         .expect("setting node 1's ephemeral ports");
+    // The sandbox reserves the NodePort range itself: undo that, so what is
+    // tested is the daemon's reservation.
+    std::fs::write("/proc/sys/net/ipv4/ip_local_reserved_ports", "10249,10256")
+        .expect("clearing node 1's reserved ports");
     let remote = Pod(2, 2);
     let svc = base_service("web", 10, "NodePort", Some((32767, 32766)))
         .external_traffic_policy("Cluster");
@@ -2046,7 +2050,7 @@ fn the_nodes_own_connections_never_take_a_node_port() {
         "node 1's own requests to {backend} lost their replies (translated as NodePort \
          flows): {failed:?}"
     );
-    let reserved = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_reserved_ports")
+    let reserved = proxy_tests::read_sysctl("net/ipv4/ip_local_reserved_ports")
         .expect("reading node 1's reserved ports");
     assert!(
         reserved.contains("30000-32767"),

@@ -146,16 +146,7 @@ fn sandbox_is_created_entered_and_removed() {
             ),
             "process not in the test cgroup: {cgroup_inside}"
         );
-        // One read: a bitmap sysctl (`ip_local_reserved_ports`) answers only
-        // at offset 0, and `read_to_string` starts with a short probe read.
-        let sysctl = |k: &str| {
-            use std::io::Read as _;
-            let mut buf = [0u8; 4096];
-            let n = fs::File::open(Path::new("/proc/sys").join(k))
-                .and_then(|mut f| f.read(&mut buf))
-                .expect("a sysctl");
-            String::from_utf8_lossy(&buf[..n]).trim().to_owned()
-        };
+        let sysctl = |k: &str| proxy_tests::read_sysctl(k).expect("a sysctl");
         assert_eq!(sysctl("net/ipv4/tcp_tw_reuse"), "1");
         assert_eq!(
             sysctl("net/ipv4/ip_local_reserved_ports"),
