@@ -102,6 +102,8 @@ pub enum StepError {
     Map(#[from] MapError),
     #[error("backend {0} is not in the maps (its own write failed)")]
     MissingBackend(BackendId),
+    #[error("shared Maglev table {0} is not in the maps (its own write failed)")]
+    MissingMaglevTable(RevNatId),
     #[error("backend {0} is still referenced by {1} slot(s)")]
     BackendInUse(BackendId, usize),
     #[error("rev-NAT id {0} still belongs to frontend {1}")]
@@ -350,6 +352,16 @@ impl<M: DataplaneMaps> Writer<M> {
                 } else {
                     Err(StepError::MissingBackend(value.backend_id))
                 }
+            }
+            // A slot 0 naming another frontend's table: only once it exists.
+            Op::PutService { scope, value, .. }
+                if value.maglev_table != 0
+                    && !self
+                        .applied
+                        .maglev
+                        .contains_key(&(value.maglev_table, *scope)) =>
+            {
+                Err(StepError::MissingMaglevTable(value.maglev_table))
             }
             Op::PutMaglev { table, .. } => {
                 match table
