@@ -1212,10 +1212,10 @@ fn maglev_shared_table_lists_every_frontend_naming_it() {
     let mut data = typical();
     let (config, tables) = typical_maglev();
     for (key, entries) in data.frontends.iter_mut() {
-        if key.to_string().starts_with("192.0.2.7:80/") {
-            if let Some(master) = entries.master.as_mut() {
-                master.maglev_table = 7;
-            }
+        if key.to_string().starts_with("192.0.2.7:80/")
+            && let Some(master) = entries.master.as_mut()
+        {
+            master.maglev_table = 7;
         }
     }
     let view = data.maglev(Some(config), &tables, &Filter::default());
