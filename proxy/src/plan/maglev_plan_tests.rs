@@ -332,3 +332,38 @@ fn a_scoped_plan_shares_and_cleans_up_the_same_way() {
     assert!(w.apply(&p).failures.is_empty());
     assert!(w.applied().maglev.is_empty());
 }
+
+/// A failure at any step of a table move (the owner leaves, the backends
+/// change) leaves no slot 0 naming a missing table (the fake checks after
+/// every operation), and a retry converges.
+#[test]
+fn a_failure_anywhere_in_a_table_move_keeps_slot_0s_on_existing_tables() {
+    let start = external("web", &[NODE_A, NODE_B, LB], &["10.1.0.1:8080"]);
+    let synced = || {
+        let mut w = writer();
+        assert!(w.sync(&start).is_complete());
+        w
+    };
+    let probe = synced();
+    let mut ids: Vec<(RevNatId, &str)> = [NODE_A, NODE_B, LB]
+        .into_iter()
+        .map(|f| (rev_nat(&probe, f), f))
+        .collect();
+    ids.sort();
+    let stay: Vec<&str> = ids[1..].iter().map(|(_, f)| *f).collect();
+    let end = external("web", &stay, &["10.1.0.2:8080"]);
+    let total = plan_with(probe.applied(), &end, Some(&maglev()))
+        .ops()
+        .count();
+    for n in 0..total {
+        let mut w = synced();
+        w.maps_mut_for_tests().fail_at = Some(w.maps().log.len() + n);
+        let report = w.sync(&end);
+        assert!(!report.failures.is_empty(), "failure {n} was not reported");
+        assert!(w.sync(&end).is_complete(), "retry after failure {n}");
+        assert_eq!(w.applied().maglev.len(), 1, "after failure {n}");
+        for f in &stay {
+            assert_eq!(named(&w, f), ids[1].0, "{f} after failure {n}");
+        }
+    }
+}
