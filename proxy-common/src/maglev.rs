@@ -16,7 +16,9 @@
 /// entries would need the next size class, 8 KiB.
 pub const MAX_SIZE: u32 = 997;
 
-/// The `MAGLEV` key of a frontend's table in one scope.
+/// The `MAGLEV` key of a table in one scope: `rev_nat_id` is the table id
+/// a frontend's slot 0 names (`ServiceValue::maglev_table_id`), one of the
+/// rev-NAT ids of the frontends sharing it.
 pub const fn key(rev_nat_id: u16, scope: u8) -> u32 {
     (rev_nat_id as u32) | ((scope as u32) << 16)
 }

@@ -374,12 +374,29 @@ pub struct ServiceValue {
     pub rev_nat_id: u16,
     /// Slot 0: [`svc_flags`].
     pub flags: u16,
-    /// Zero.
-    pub _pad: u16,
+    /// Slot 0: the rev-NAT id keying this frontend's `MAGLEV` table (see
+    /// [`ServiceValue::maglev_table_id`]), shared by the frontends of one
+    /// Service port, family and scope with the same backends; 0: the
+    /// frontend's own `rev_nat_id` (what a daemon that wrote no shared
+    /// tables left here). 0 in other slots.
+    pub maglev_table: u16,
     /// Seconds; 0 when affinity is off.
     pub affinity_timeout: u32,
 }
 const _: () = assert!(core::mem::size_of::<ServiceValue>() == 16);
+
+impl ServiceValue {
+    /// The id whose `MAGLEV` table (`crate::maglev::key`) slot 0 names:
+    /// `maglev_table` when set, else the frontend's own `rev_nat_id`.
+    #[inline(always)]
+    pub const fn maglev_table_id(&self) -> u16 {
+        if self.maglev_table != 0 {
+            self.maglev_table
+        } else {
+            self.rev_nat_id
+        }
+    }
+}
 
 /// Value of `BACKEND_V4`, keyed by backend id (`u32`).
 #[repr(C)]

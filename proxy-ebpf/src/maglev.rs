@@ -48,12 +48,12 @@ pub fn hash6(
     )
 }
 
-/// The backend id at `index` of the frontend's table in `scope`, or 0 if it
-/// has none (no backend, more backends than entries, or Maglev off). The
+/// The backend id at `index` of table `table` (slot 0's
+/// `ServiceValue::maglev_table_id`) in `scope`, or 0 if it is missing (no backend, more backends than entries, or Maglev off). The
 /// table is read in place (4 KiB, far more than the stack).
 #[inline(always)]
-pub fn pick(rev_nat_id: u16, scope: u8, index: u32) -> u32 {
-    let Some(table) = MAGLEV.get_ptr(&maglev::key(rev_nat_id, scope)) else {
+pub fn pick(table: u16, scope: u8, index: u32) -> u32 {
+    let Some(table) = MAGLEV.get_ptr(&maglev::key(table, scope)) else {
         return 0;
     };
     // Through a barrier: the compiler knows `index < M ≤ MAX_SIZE` and would

@@ -257,6 +257,7 @@ fn ingress<F: Family>(ctx: &TcContext) -> i32 {
         },
         frontend: flow.daddr,
         rev_nat_id: 0,
+        maglev_table: 0,
         snat: 0,
     };
     let verdict = match choose::<F>(ctx, &flow, &mut chosen) {
@@ -366,6 +367,8 @@ struct Choice<A> {
     /// The frontend's address (the packet's destination).
     frontend: A,
     rev_nat_id: u16,
+    /// The `MAGLEV` table slot 0 names (`ServiceValue::maglev_table_id`).
+    maglev_table: u16,
     /// [`choice_bits`]: SNAT, and what [`maglev_select`] needs (one byte, so
     /// `ingress`'s frame does not grow: the call chain is at the verifier's
     /// 512 bytes).
@@ -470,6 +473,7 @@ fn choose<F: Family>(ctx: &TcContext, flow: &Flow<F::Addr>, out: &mut Choice<F::
     }
     out.frontend = flow.daddr;
     out.rev_nat_id = frontend.rev_nat_id;
+    out.maglev_table = frontend.maglev_table_id();
     Verdict::Pass(Reason::TcDnat)
 }
 
@@ -502,7 +506,7 @@ fn maglev_replace<F: Family>(flow: &Flow<F::Addr>, out: &mut Choice<F::Addr>) {
     } else {
         scope::INTERNAL
     };
-    let id = maglev::pick(out.rev_nat_id, svc_scope, F::flow_hash(flow, seed) % size);
+    let id = maglev::pick(out.maglev_table, svc_scope, F::flow_hash(flow, seed) % size);
     if id == 0 || !F::backend(id, &mut out.backend) {
         return;
     }

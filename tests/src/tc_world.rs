@@ -207,7 +207,7 @@ impl TcWorld {
             count,
             rev_nat_id: svc.rev_nat_id,
             flags: svc.flags,
-            _pad: 0,
+            maglev_table: 0,
             affinity_timeout: svc.affinity_timeout,
         };
         let err = |e: aya::maps::MapError| e.to_string();

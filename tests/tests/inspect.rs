@@ -326,8 +326,9 @@ fn inspect_names_what_the_daemon_programmed_and_works_after_it_stops() {
     assert_translated(&pin);
 }
 
-/// `maglev` shows the table size and seed the daemon was given and, for an
-/// ExternalIP frontend of three endpoints, one table per port whose entries
+/// `maglev` shows the table size and seed the daemon was given and, for two
+/// ExternalIPs of three endpoints, one table per port (both addresses share
+/// it, as a NodePort's frontends on several node addresses do) whose entries
 /// are split ⌊M/N⌋ / ⌈M/N⌉ between the three; a ClusterIP-only Service has
 /// none. The `--vip` filter keeps that frontend's tables, the table view
 /// names them.
@@ -335,6 +336,7 @@ fn inspect_names_what_the_daemon_programmed_and_works_after_it_stops() {
 fn maglev_shows_each_external_frontends_share_of_its_table() {
     const EXT: &str = "ext";
     const EXTERNAL_IP: &str = "203.0.113.50";
+    const EXTERNAL_IP_2: &str = "203.0.113.51";
     let mut f = Fixture::new(Mode::Ebpf);
     f.write_web(&BACKENDS_V4, &BACKENDS_V6);
     f.write(
@@ -344,6 +346,7 @@ fn maglev_shows_each_external_frontends_share_of_its_table() {
             .port("http", Protocol::Tcp, TCP_PORT, TCP_TARGET)
             .port("dns", Protocol::Udp, UDP_PORT, UDP_TARGET)
             .external_ip(EXTERNAL_IP)
+            .external_ip(EXTERNAL_IP_2)
             .to_yaml(),
     );
     f.write(
@@ -389,9 +392,18 @@ fn maglev_shows_each_external_frontends_share_of_its_table() {
         frontends,
         BTreeSet::from([
             format!("{EXTERNAL_IP}:{TCP_PORT}/TCP"),
-            format!("{EXTERNAL_IP}:{UDP_PORT}/UDP")
+            format!("{EXTERNAL_IP}:{UDP_PORT}/UDP"),
+            format!("{EXTERNAL_IP_2}:{TCP_PORT}/TCP"),
+            format!("{EXTERNAL_IP_2}:{UDP_PORT}/UDP")
         ])
     );
+    for table in view["tables"].as_array().expect("tables") {
+        assert_eq!(
+            table["frontends"].as_array().map(Vec::len),
+            Some(2),
+            "{table:#}"
+        );
+    }
     // `status` counts the tables too (their memory: 4 KiB each).
     let status = inspect(&pin, &["status"]);
     let maglev_map = find(&status["maps"], "name", "MAGLEV");

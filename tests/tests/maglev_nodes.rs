@@ -148,14 +148,25 @@ fn two_nodes(pods: &[Pod], args: &[&str]) -> World {
             "node 1's Maglev tables for {vip}: {one:?}"
         );
         assert_eq!(one, two, "the nodes' Maglev tables for {vip} differ");
+        // One table per port and family, shared by the LoadBalancer IP and
+        // the NodePort on both of the node's addresses.
+        if maglev {
+            assert_eq!(one.len(), 2, "{one:?}");
+            assert!(one.values().all(|(n, _)| *n == 3), "{one:?}");
+        }
     }
     w
 }
 
+/// A table's frontends as `shares` reports them: how many name it, and
+/// (backend address, entries).
+type Shares = BTreeMap<String, (usize, Vec<(String, u64)>)>;
+
 /// Each Maglev table of `vip`'s frontends, as `proxy inspect maglev --vip`
-/// shows it on the pins `pins`: frontend → (backend address, entries);
-/// backend ids are the node's own, so left out.
-fn shares(pins: &std::path::Path, vip: IpAddr) -> BTreeMap<String, Vec<(String, u64)>> {
+/// shows it on the pins `pins`: `vip`'s frontends naming it → (how many
+/// frontends name it, (backend address, entries)); backend ids and the
+/// node's own NodePort addresses differ between nodes, so left out.
+fn shares(pins: &std::path::Path, vip: IpAddr) -> Shares {
     let out = std::process::Command::new(proxy_bin())
         .args(["inspect", "maglev", "--output", "json", "--vip"])
         .arg(vip.to_string())
@@ -179,7 +190,18 @@ fn shares(pins: &std::path::Path, vip: IpAddr) -> BTreeMap<String, Vec<(String, 
             })
             .collect();
         list.sort();
-        out.insert(table["frontends"].to_string(), list);
+        let frontends: Vec<&str> = table["frontends"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f.as_str())
+            .collect();
+        let own: Vec<&str> = frontends
+            .iter()
+            .copied()
+            .filter(|f| f.starts_with(&format!("{vip}:")) || f.starts_with(&format!("[{vip}]:")))
+            .collect();
+        out.insert(own.join(","), (frontends.len(), list));
     }
     out
 }

@@ -3484,6 +3484,55 @@ fn maglev_picks_the_tables_backend() {
     }
 }
 
+/// A frontend sharing another's table: its slot 0's `maglev_table` names
+/// table 9, and nothing is keyed by its own rev-NAT id (7). The kernel picks
+/// from table 9 (a kernel reading its own rev-NAT id would find no table and
+/// pick at random).
+#[test]
+fn maglev_picks_from_the_table_slot_0_names() {
+    let sandbox = sandbox();
+    let family = Family::V4;
+    let (vip, client, addrs) = (family.node(), family.client(), family.maglev_addrs());
+    let backends = maglev_backends(addrs, 10);
+    let dir = sandbox.bpffs_path().join("maglev-shared");
+    let mut world = maglev_world(&dir, vip, proto::TCP, &backends, 997);
+    let (own, shared) = (
+        proxy_common::maglev::key(7, scope::INTERNAL),
+        proxy_common::maglev::key(9, scope::INTERNAL),
+    );
+    {
+        let mut tables: HashMap<&mut MapData, u32, proxy_common::MaglevTable> =
+            world.map(names::MAGLEV).expect("MAGLEV");
+        let table = tables.get(&own, 0).expect("the frontend's table");
+        tables.insert(&shared, &table, 0).expect("MAGLEV");
+        tables.remove(&own).expect("MAGLEV");
+    }
+    {
+        let IpAddr::V4(v4) = ip(vip) else {
+            panic!("not IPv4")
+        };
+        let mut svcs: HashMap<
+            &mut MapData,
+            proxy_common::ServiceKeyV4,
+            proxy_common::ServiceValue,
+        > = world.map(names::SVC_V4).expect("SVC_V4");
+        let key = proxy_common::ServiceKeyV4 {
+            addr: Be32::from_octets(v4.octets()),
+            port: Be16::from_host(NODE_PORT),
+            slot: 0,
+            proto: proto::TCP,
+            scope: scope::INTERNAL,
+            _pad: [0; 2],
+        };
+        let mut slot0 = svcs.get(&key, 0).expect("slot 0");
+        slot0.maglev_table = 9;
+        svcs.insert(&key, &slot0, 0).expect("SVC_V4");
+    }
+    let agreed = maglev_agreement(&mut world, addrs, (vip, client), proto::TCP, CLIENT_PORT);
+    assert_eq!(agreed, 32, "flows that went where the shared table says");
+    assert_eq!(world.stat("maglev_pick"), 32);
+}
+
 /// The same choice on every node: two worlds ("nodes") with their own
 /// backend ids build the same table from the same backends; a flow that
 /// began on node 1 and shows up on node 2 mid-stream (an ACK, no SYN, no

@@ -52,8 +52,9 @@ impl FakeMaps {
     }
 
     /// Panics unless every frontend entry points at slots and backends that
-    /// exist, and has a name (what `proxy inspect` shows); and every Maglev
-    /// table points at backends that exist.
+    /// exist, and has a name (what `proxy inspect` shows), and the shared
+    /// Maglev table it names exists; and every Maglev table points at
+    /// backends that exist.
     pub fn check_reader_invariants(&self, after: &Op) {
         for ((frontend, scope, slot), value) in &self.contents.services {
             if *slot != 0 {
@@ -68,6 +69,15 @@ impl FakeMaps {
                 self.contents.svc_names.contains_key(&value.rev_nat_id),
                 "after {after:?}: frontend {frontend} is published without a name (rev-NAT id {})",
                 value.rev_nat_id
+            );
+            assert!(
+                value.maglev_table == 0
+                    || self
+                        .contents
+                        .maglev
+                        .contains_key(&(value.maglev_table, *scope)),
+                "after {after:?}: {frontend} ({scope:?}) names missing Maglev table {}",
+                value.maglev_table
             );
             for s in 1..=value.count {
                 let Some(slot_value) = self.contents.services.get(&(*frontend, *scope, s)) else {

@@ -102,8 +102,14 @@ pub enum StepError {
     Map(#[from] MapError),
     #[error("backend {0} is not in the maps (its own write failed)")]
     MissingBackend(BackendId),
+    #[error("shared Maglev table {0} is not in the maps (its own write failed)")]
+    MissingMaglevTable(RevNatId),
+    #[error("shared Maglev table {0} is still named by {1} frontend(s)")]
+    MaglevTableInUse(RevNatId, usize),
     #[error("backend {0} is still referenced by {1} slot(s)")]
     BackendInUse(BackendId, usize),
+    #[error("backend {0} is still in {1} Maglev table(s)")]
+    BackendInTable(BackendId, usize),
     #[error("rev-NAT id {0} still belongs to frontend {1}")]
     RevNatInUse(RevNatId, Frontend),
     #[error("the name of rev-NAT id {0} goes after its rev-NAT entry, which is still there")]
@@ -351,6 +357,16 @@ impl<M: DataplaneMaps> Writer<M> {
                     Err(StepError::MissingBackend(value.backend_id))
                 }
             }
+            // A slot 0 naming another frontend's table: only once it exists.
+            Op::PutService { scope, value, .. }
+                if value.maglev_table != 0
+                    && !self
+                        .applied
+                        .maglev
+                        .contains_key(&(value.maglev_table, *scope)) =>
+            {
+                Err(StepError::MissingMaglevTable(value.maglev_table))
+            }
             Op::PutMaglev { table, .. } => {
                 match table
                     .iter()
@@ -360,6 +376,12 @@ impl<M: DataplaneMaps> Writer<M> {
                     None => Ok(()),
                 }
             }
+            // A shared table goes only once no slot 0 names it (a member
+            // whose move to another table failed still does).
+            Op::DeleteMaglev { id, scope } => match self.applied.table_users(*id, *scope) {
+                0 => Ok(()),
+                n => Err(StepError::MaglevTableInUse(*id, n)),
+            },
             Op::DeleteRevNat { id, frontend } => match self.applied.frontend(*frontend) {
                 Some(v) if v.rev_nat_id == *id => Err(StepError::RevNatInUse(*id, *frontend)),
                 _ => Ok(()),
@@ -368,6 +390,9 @@ impl<M: DataplaneMaps> Writer<M> {
                 Err(StepError::NameBeforeRevNat(*id))
             }
             Op::DeleteBackend { id, .. } => match self.applied.refs(*id) {
+                0 if self.applied.table_refs(*id) > 0 => {
+                    Err(StepError::BackendInTable(*id, self.applied.table_refs(*id)))
+                }
                 0 => Ok(()),
                 n => Err(StepError::BackendInUse(*id, n)),
             },

@@ -1,6 +1,7 @@
 //! `inspect maglev`: the tc path's Maglev configuration (`MAGLEV_CFG`: table
 //! size and seed, or random selection) and, per table in `MAGLEV` (one per
-//! external frontend and scope), the frontends it serves and each backend's
+//! Service port, family and scope, shared by its external frontends), the
+//! frontends whose slot 0 names it and each backend's
 //! share of its entries. Built from the [`Dataset`] and the decoded tables
 //! (pure: no I/O); [`super::Pins::maglev`] reads them.
 
@@ -38,14 +39,17 @@ pub struct MaglevView {
     pub tables: Vec<MaglevTableEntry>,
 }
 
-/// One table: a frontend's (rev-NAT id's) backends in one scope.
+/// One table: the backends of the frontends sharing it, in one scope.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct MaglevTableEntry {
+    /// The table's id (`MAGLEV` key): the lowest rev-NAT id of the
+    /// frontends sharing it.
     pub rev_nat_id: u16,
     /// `internal`, or `external` (an `externalTrafficPolicy: Local`
     /// frontend's table of local endpoints, for external clients).
     pub scope: &'static str,
-    /// The frontends (`VIP:port/protocol`) of this rev-NAT id in this scope.
+    /// The frontends (`VIP:port/protocol`) whose slot 0 in this scope names
+    /// this table.
     pub frontends: Vec<String>,
     /// `null` without a name.
     pub service: Option<ServiceRef>,
@@ -83,7 +87,7 @@ impl Dataset {
             let Some(master) = entries.master.as_ref() else {
                 continue;
             };
-            let id = (master.rev_nat_id, key.scope);
+            let id = (master.maglev_table_id(), key.scope);
             frontends.entry(id).or_default().push(key.to_string());
             let owner = self.service_ref(master.rev_nat_id);
             *matching.entry(id).or_default() |= filter.matches(key.addr, owner.as_ref());

@@ -1204,6 +1204,39 @@ fn maglev_filters_by_service() {
     assert_eq!(view.memory_bytes, 4 * 4096);
 }
 
+/// A table shared by two frontends (the ExternalIP's slot 0 names the
+/// LoadBalancer IP's table, 7) lists both; the ExternalIP's own table, named
+/// by no slot 0, lists none.
+#[test]
+fn maglev_shared_table_lists_every_frontend_naming_it() {
+    let mut data = typical();
+    let (config, tables) = typical_maglev();
+    for (key, entries) in data.frontends.iter_mut() {
+        if key.to_string().starts_with("192.0.2.7:80/")
+            && let Some(master) = entries.master.as_mut()
+        {
+            master.maglev_table = 7;
+        }
+    }
+    let view = data.maglev(Some(config), &tables, &Filter::default());
+    let frontends = |id: u16| -> Vec<String> {
+        view.tables
+            .iter()
+            .find(|t| t.rev_nat_id == id && t.scope == "internal")
+            .unwrap()
+            .frontends
+            .clone()
+    };
+    assert_eq!(
+        frontends(7),
+        [
+            "192.0.2.7:80/TCP".to_owned(),
+            "203.0.113.9:80/TCP".to_owned()
+        ]
+    );
+    assert!(frontends(8).is_empty());
+}
+
 /// A table the plan builds (997 entries, three backends) shows each
 /// backend's share: ⌊M/N⌋ or ⌈M/N⌉ entries, all of them accounted for.
 #[test]

@@ -15,7 +15,7 @@ use proxy_common::{ServiceName, ServiceValue};
 use super::{BackendId, Op, RevNatId, Scope};
 use crate::model::{Backend, Frontend, SourceRange};
 
-/// The contents of the service, backend, rev-NAT and name maps, plus four indexes
+/// The contents of the service, backend, rev-NAT and name maps, plus six indexes
 /// kept up to date by [`Applied::record`] (rebuild them with
 /// [`Applied::reindex`] after editing the maps directly).
 #[derive(Clone, Debug, Default)]
@@ -41,6 +41,11 @@ pub struct Applied {
     unreferenced: BTreeSet<BackendId>,
     /// Frontend → a rev-NAT id whose entry names it (the lowest, when several do).
     rev_nat_of: HashMap<Frontend, RevNatId>,
+    /// `(table id, scope)` → how many slot 0s name that shared Maglev table
+    /// (`maglev_table` non-zero).
+    table_users: HashMap<(RevNatId, Scope), usize>,
+    /// Backend id → how many Maglev tables hold it.
+    table_refs: HashMap<BackendId, usize>,
 }
 
 /// Equal when the map contents are; the indexes follow from them.
@@ -67,9 +72,20 @@ impl Applied {
             self.rev_nat_of.insert(*frontend, *id);
         }
         self.refs.clear();
-        for ((_, _, slot), v) in &self.services {
+        self.table_users.clear();
+        self.table_refs.clear();
+        let tables: Vec<Arc<[BackendId]>> = self.maglev.values().cloned().collect();
+        for table in &tables {
+            self.count_table_refs(table, true);
+        }
+        for ((_, scope, slot), v) in &self.services {
             if *slot != 0 {
                 *self.refs.entry(v.backend_id).or_insert(0) += 1;
+            } else if v.maglev_table != 0 {
+                *self
+                    .table_users
+                    .entry((v.maglev_table, *scope))
+                    .or_insert(0) += 1;
             }
         }
         self.unreferenced = self
@@ -99,6 +115,50 @@ impl Applied {
     /// uses it (a write that stopped before publishing leaves such an entry).
     pub fn rev_nat_of(&self, frontend: Frontend) -> Option<RevNatId> {
         self.rev_nat_of.get(&frontend).copied()
+    }
+
+    /// How many slot 0s name the shared Maglev table `id` in `scope` (its
+    /// owner's own slot 0, whose `maglev_table` is 0, not counted).
+    pub fn table_users(&self, id: RevNatId, scope: Scope) -> usize {
+        self.table_users.get(&(id, scope)).copied().unwrap_or(0)
+    }
+
+    /// Counts slot 0 `value` in or out of [`Applied::table_users`].
+    fn count_table_user(&mut self, scope: Scope, value: &ServiceValue, add: bool) {
+        if value.maglev_table == 0 {
+            return;
+        }
+        let key = (value.maglev_table, scope);
+        let n = self.table_users.entry(key).or_insert(0);
+        if add {
+            *n += 1;
+        } else {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.table_users.remove(&key);
+            }
+        }
+    }
+
+    /// How many Maglev tables hold a backend.
+    pub fn table_refs(&self, id: BackendId) -> usize {
+        self.table_refs.get(&id).copied().unwrap_or(0)
+    }
+
+    /// Counts `table`'s backends in or out of [`Applied::table_refs`].
+    fn count_table_refs(&mut self, table: &[BackendId], add: bool) {
+        let distinct: BTreeSet<BackendId> = table.iter().copied().collect();
+        for id in distinct {
+            let n = self.table_refs.entry(id).or_insert(0);
+            if add {
+                *n += 1;
+            } else {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.table_refs.remove(&id);
+                }
+            }
+        }
     }
 
     /// How many slots point at a backend.
@@ -181,10 +241,15 @@ impl Applied {
                 self.source_ranges.insert((*id, *range), *allow);
             }
             Op::PutMaglev { id, scope, table } => {
-                self.maglev.insert((*id, *scope), table.clone());
+                self.count_table_refs(table, true);
+                if let Some(old) = self.maglev.insert((*id, *scope), table.clone()) {
+                    self.count_table_refs(&old, false);
+                }
             }
             Op::DeleteMaglev { id, scope } => {
-                self.maglev.remove(&(*id, *scope));
+                if let Some(old) = self.maglev.remove(&(*id, *scope)) {
+                    self.count_table_refs(&old, false);
+                }
             }
             Op::DeleteSourceRange { id, range } => {
                 self.source_ranges.remove(&(*id, *range));
@@ -203,6 +268,11 @@ impl Applied {
                     if let Some(old) = old {
                         self.release(old.backend_id);
                     }
+                } else {
+                    self.count_table_user(*scope, value, true);
+                    if let Some(old) = old {
+                        self.count_table_user(*scope, &old, false);
+                    }
                 }
             }
             Op::DeleteService {
@@ -211,8 +281,10 @@ impl Applied {
                 slot,
             } => {
                 let old = self.services.remove(&(*frontend, *scope, *slot));
-                if let (Some(old), true) = (old, *slot != 0) {
-                    self.release(old.backend_id);
+                match old {
+                    Some(old) if *slot != 0 => self.release(old.backend_id),
+                    Some(old) => self.count_table_user(*scope, &old, false),
+                    None => {}
                 }
             }
         }

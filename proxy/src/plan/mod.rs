@@ -12,10 +12,11 @@
 //!   entry, and its name and source ranges last;
 //! - a LoadBalancer frontend's source ranges (`SRC_RANGE_*`) are written with
 //!   its name, before slot 0, and those no longer wanted deleted after it;
-//! - an external frontend's Maglev table ([`maglev`], `MAGLEV`) is written
-//!   with the slots (after the backends it names, before slot 0 publishes a
-//!   new frontend), and deleted with the slots (after slot 0 stopped
-//!   publishing it, before its backends go).
+//! - an external frontend's Maglev table ([`maglev`], `MAGLEV`), shared by
+//!   the frontends of one Service port, family and scope with the same
+//!   backends ([`maglev_tables`]), is written after the backends it names and
+//!   before any slot 0 naming it, and deleted after no slot 0 names it, before
+//!   its backends go.
 //!
 //! Each frontend has entries in the internal [`Scope`], and in the external
 //! one when its spec has `external_backends`; both share the frontend's
@@ -36,6 +37,7 @@
 mod applied;
 mod drain;
 pub mod maglev;
+mod maglev_tables;
 mod ops;
 
 use std::{
@@ -96,6 +98,8 @@ enum Phase {
     /// Names of new (or renamed) frontends, also before slot 0 is published,
     /// so every published frontend has one.
     PutNames,
+    /// Maglev tables, before any slot 0 names them.
+    PutTables,
     /// Slot 0 of shrinking frontends (the lower count) and of frontends that go
     /// away: readers stop using what is about to change.
     Unpublish,
@@ -206,17 +210,24 @@ fn plan_scoped(
     };
     let in_scope = planner.in_scope();
     let backend_ids = planner.put_backends(&in_scope);
-    let kept_rev_nat = planner.converge_frontends(&in_scope, &backend_ids);
+    let (kept_rev_nat, tables) = planner.converge_frontends(&in_scope, &backend_ids);
     let gone = planner.remove_gone_frontends();
     planner.delete_rev_nat(&gone, &kept_rev_nat);
     planner.delete_names(&gone, &kept_rev_nat);
     planner.delete_source_ranges(&gone, &kept_rev_nat);
-    planner.delete_maglev(&gone, &kept_rev_nat);
+    planner.delete_tables(&tables.planned, &gone, &tables.tables);
     planner.delete_unused_backends(&backend_ids);
     Plan {
         ops: planner.out.into_ops(),
         unplanned: planner.unplanned,
     }
+}
+
+/// The frontends [`Planner::converge_frontends`] planned, with their rev-NAT
+/// ids, and the Maglev tables they name.
+struct PlannedTables<'a> {
+    planned: Vec<(&'a Frontend, &'a FrontendSpec, RevNatId)>,
+    tables: maglev_tables::Tables,
 }
 
 /// One plan being built: what the maps hold, what should be there, which
@@ -307,16 +318,18 @@ impl<'a> Planner<'a> {
     }
 
     /// Desired frontends, new or changed: their rev-NAT entries, names and
-    /// both scopes. Rev-NAT ids stay with their frontend. Returns the rev-NAT
-    /// ids the desired frontends keep.
+    /// both scopes, and their Maglev tables. Rev-NAT ids stay with their
+    /// frontend. Returns the rev-NAT ids the desired frontends keep, and the
+    /// planned frontends with the tables they name.
     fn converge_frontends(
         &mut self,
-        in_scope: &[(&Frontend, &FrontendSpec)],
+        in_scope: &[(&'a Frontend, &'a FrontendSpec)],
         backend_ids: &HashMap<Backend, BackendId>,
-    ) -> BTreeSet<RevNatId> {
+    ) -> (BTreeSet<RevNatId>, PlannedTables<'a>) {
         let applied = self.applied;
         let mut rev_ids: Option<IdAllocator> = None;
         let mut kept_rev_nat: BTreeSet<RevNatId> = BTreeSet::new();
+        let mut planned = Vec::with_capacity(in_scope.len());
         for (frontend, spec) in in_scope {
             // An unpublished frontend (a write that stopped before slot 0, say for
             // want of room) keeps the rev-NAT entry it already has, rather than
@@ -345,14 +358,21 @@ impl<'a> Planner<'a> {
                 continue;
             };
             kept_rev_nat.insert(rev_nat_id);
+            planned.push((*frontend, *spec, rev_nat_id));
+        }
+        // Every rev-NAT id is known: the tables' ids (the lowest of each
+        // group's) are too.
+        let tables = self.put_tables(&planned, backend_ids);
+        for (frontend, spec, rev_nat_id) in &planned {
+            let (frontend, rev_nat_id) = (*frontend, *rev_nat_id);
             converge_frontend(
                 &mut self.out,
                 applied,
-                **frontend,
+                *frontend,
                 rev_nat_id,
                 service_name(spec),
             );
-            converge_source_ranges(&mut self.out, applied, **frontend, rev_nat_id, spec);
+            converge_source_ranges(&mut self.out, applied, *frontend, rev_nat_id, spec);
             let ids_of = |backends: &[Backend]| -> Vec<BackendId> {
                 backends.iter().map(|b| backend_ids[b]).collect()
             };
@@ -364,11 +384,12 @@ impl<'a> Planner<'a> {
                 0
             };
             let internal = Entry {
-                frontend: **frontend,
+                frontend: *frontend,
                 scope: Scope::Internal,
                 rev_nat_id,
                 affinity_timeout: spec.affinity_timeout,
                 flags: frontend_flags(spec.kind, Scope::Internal) | ranges,
+                maglev_table: tables.slot0_field(*frontend, Scope::Internal, rev_nat_id),
             };
             // The external scope first: its slot 0 is published before the
             // internal one, so a failure there (a full map) leaves the frontend
@@ -378,99 +399,16 @@ impl<'a> Planner<'a> {
                     let entry = Entry {
                         scope: Scope::External,
                         flags: frontend_flags(spec.kind, Scope::External) | ranges,
+                        maglev_table: tables.slot0_field(*frontend, Scope::External, rev_nat_id),
                         ..internal
                     };
                     converge_scope(&mut self.out, applied, &entry, &ids_of(external));
-                    self.converge_maglev(&entry, spec, external, backend_ids);
                 }
-                None => {
-                    remove_scope(&mut self.out, applied, **frontend, Scope::External);
-                    self.converge_maglev(
-                        &internal_as(&internal, Scope::External),
-                        spec,
-                        &[],
-                        backend_ids,
-                    );
-                }
+                None => remove_scope(&mut self.out, applied, *frontend, Scope::External),
             }
             converge_scope(&mut self.out, applied, &internal, &ids_of(&spec.backends));
-            self.converge_maglev(&internal, spec, &spec.backends, backend_ids);
         }
-        kept_rev_nat
-    }
-
-    /// The Maglev table of one scope of a desired frontend: written when
-    /// Maglev is on, the frontend external and its backends fit a table
-    /// (see [`Maglev::table`]) and it differs from the maps'; deleted
-    /// otherwise.
-    fn converge_maglev(
-        &mut self,
-        entry: &Entry,
-        spec: &FrontendSpec,
-        backends: &[Backend],
-        backend_ids: &HashMap<Backend, BackendId>,
-    ) {
-        let key = (entry.rev_nat_id, entry.scope);
-        let subject = Subject::Frontend(entry.frontend);
-        let want: Option<Arc<[BackendId]>> = self
-            .maglev
-            .filter(|_| spec.kind.is_external())
-            .and_then(|m| m.table(backends))
-            .map(|table| table.iter().map(|i| backend_ids[&backends[*i]]).collect());
-        match want {
-            Some(table) if self.applied.maglev.get(&key) != Some(&table) => {
-                self.out.push(
-                    Phase::PutSlots,
-                    subject,
-                    Op::PutMaglev {
-                        id: entry.rev_nat_id,
-                        scope: entry.scope,
-                        table,
-                    },
-                );
-            }
-            Some(_) => {}
-            None if self.applied.maglev.contains_key(&key) => {
-                self.out.push(
-                    Phase::DeleteSlots,
-                    subject,
-                    Op::DeleteMaglev {
-                        id: entry.rev_nat_id,
-                        scope: entry.scope,
-                    },
-                );
-            }
-            None => {}
-        }
-    }
-
-    /// Maglev tables no frontend owns: all of them in a full plan; those of
-    /// the frontends that went away in a scoped one. After their slot 0 is
-    /// gone, before their backends.
-    fn delete_maglev(&mut self, gone: &[Frontend], kept_rev_nat: &BTreeSet<RevNatId>) {
-        let applied = self.applied;
-        let mut keys: BTreeMap<(RevNatId, Scope), Subject> = BTreeMap::new();
-        for frontend in gone {
-            let Some(id) = applied.frontend(*frontend).map(|v| v.rev_nat_id) else {
-                continue;
-            };
-            for scope in Scope::ALL {
-                if !kept_rev_nat.contains(&id) && applied.maglev.contains_key(&(id, scope)) {
-                    keys.insert((id, scope), Subject::Frontend(*frontend));
-                }
-            }
-        }
-        if self.touched.is_none() {
-            for (id, scope) in applied.maglev.keys() {
-                if !kept_rev_nat.contains(id) {
-                    keys.entry((*id, *scope)).or_insert(Subject::RevNat(*id));
-                }
-            }
-        }
-        for ((id, scope), subject) in keys {
-            self.out
-                .push(Phase::DeleteSlots, subject, Op::DeleteMaglev { id, scope });
-        }
+        (kept_rev_nat, PlannedTables { planned, tables })
     }
 
     /// Frontends that go away: slot 0 first, so readers stop finding them.
@@ -722,11 +660,6 @@ fn converge_source_ranges(
     }
 }
 
-/// `entry` in another scope.
-fn internal_as(entry: &Entry, scope: Scope) -> Entry {
-    Entry { scope, ..*entry }
-}
-
 /// What slot 0 of one scope of a frontend says, besides its count.
 #[derive(Clone, Copy)]
 struct Entry {
@@ -735,6 +668,8 @@ struct Entry {
     rev_nat_id: RevNatId,
     affinity_timeout: Option<u32>,
     flags: u16,
+    /// The shared Maglev table slot 0 names (0: its own, or none).
+    maglev_table: RevNatId,
 }
 
 /// Operations that make one scope's entries of a desired frontend match `want`.
@@ -754,6 +689,7 @@ fn converge_scope(out: &mut Phased, applied: &Applied, entry: &Entry, want: &[Ba
         entry.rev_nat_id,
         entry.affinity_timeout,
         entry.flags,
+        entry.maglev_table,
     );
     let master_changed = match (&master, applied.slot0(frontend, scope)) {
         (Op::PutService { value, .. }, Some(current)) => value != current,

@@ -105,8 +105,9 @@ pub enum Op {
         id: RevNatId,
         range: SourceRange,
     },
-    /// The Maglev table of the frontend with rev-NAT id `id` in `scope`
-    /// (`MAGLEV`): `table[i]` is the backend of entry `i`.
+    /// The Maglev table `id` in `scope` (`MAGLEV`), shared by the frontends
+    /// whose slot 0 names it (`id` is the lowest of their rev-NAT ids):
+    /// `table[i]` is the backend of entry `i`.
     PutMaglev {
         id: RevNatId,
         scope: Scope,
@@ -176,7 +177,8 @@ impl Op {
 
     /// The frontend entry (slot 0) of one scope. `affinity_timeout`:
     /// ClientIP session affinity in seconds, or `None`; `flags`: the
-    /// `svc_flags` other than `AFFINITY` (see [`frontend_flags`]).
+    /// `svc_flags` other than `AFFINITY` (see [`frontend_flags`]);
+    /// `maglev_table`: the `MAGLEV` table it shares (0: its own, or none).
     pub fn put_frontend(
         frontend: Frontend,
         scope: Scope,
@@ -184,6 +186,7 @@ impl Op {
         rev_nat_id: RevNatId,
         affinity_timeout: Option<u32>,
         flags: u16,
+        maglev_table: RevNatId,
     ) -> Self {
         let (affinity, affinity_timeout) = match affinity_timeout {
             Some(t) => (svc_flags::AFFINITY, t),
@@ -197,6 +200,7 @@ impl Op {
                 count,
                 rev_nat_id,
                 flags: flags | affinity,
+                maglev_table,
                 affinity_timeout,
                 ..Default::default()
             },

@@ -516,8 +516,8 @@ fn headlines(r: &Results) -> String {
         );
     }
     // Maglev (the default) against random selection: the goal is equal
-    // within noise. Memory: one 4 KiB MAGLEV element per external frontend
-    // and scope (`proxy_common::maglev::MAX_SIZE`).
+    // within noise. Memory: one 4 KiB MAGLEV element per Service port,
+    // family and scope (`proxy_common::maglev::MAX_SIZE`).
     for scale in &r.scales {
         line(
             format!("tc NodePort Maglev ÷ random, new connections/s, {scale} Services"),
@@ -567,9 +567,10 @@ fn headlines(r: &Results) -> String {
         }
     }
     // Kernel memory of the Maglev tables (`MAGLEV`, not preallocated): one
-    // 4 KiB element per external frontend and scope, counted in the tc
-    // contender's `MAGLEV` after the rounds (each Service's NodePort is a
-    // frontend on each of the node's addresses). A scale N holds N + 1
+    // 4 KiB element per Service port, family and scope, shared by its
+    // external frontends (each Service's NodePort is a frontend on each of
+    // the node's addresses, all naming one table), counted in the tc
+    // contender's `MAGLEV` after the rounds. A scale N holds N + 1
     // Services (N - 1 synthetic ones, the measured and the bulk one). Scales
     // not counted (older results) get no line.
     if !lines.is_empty() {
@@ -805,8 +806,9 @@ mod tests {
         }
     }
 
-    /// The Maglev memory lines come from the tables counted in `MAGLEV`; a
-    /// scale not counted gets none.
+    /// The Maglev memory lines come from the tables counted in `MAGLEV` (one
+    /// per Service on the bench's node: its NodePort frontends on the two
+    /// node addresses share it); a scale not counted gets none.
     #[test]
     fn maglev_memory_is_the_counted_tables() {
         let mut r = results();
@@ -814,10 +816,10 @@ mod tests {
             r.push(1, Contender::Tc, sample(v));
             r.push(1000, Contender::Tc, sample(v));
         }
-        r.maglev_tables(1000, 2002);
+        r.maglev_tables(1000, 1001);
         let md = markdown(&r, ".");
-        let line = "| Maglev tables (kernel memory), 1000 Services: 2002 tables × 4 KiB, 8.0 KiB \
-                    per Service (of 1001) | 8008 KiB |";
+        let line = "| Maglev tables (kernel memory), 1000 Services: 1001 tables × 4 KiB, 4.0 KiB \
+                    per Service (of 1001) | 4004 KiB |";
         assert!(md.contains(line), "missing {line:?} in\n{md}");
         assert!(
             !md.contains("Maglev tables (kernel memory), 1 Services"),
