@@ -37,6 +37,7 @@ mod applied;
 mod drain;
 pub mod maglev;
 mod ops;
+pub mod prefilter;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
@@ -878,6 +879,8 @@ impl IdAllocator {
 
 #[cfg(test)]
 mod maglev_plan_tests;
+#[cfg(test)]
+mod prefilter_tests;
 #[cfg(test)]
 mod source_range_tests;
 #[cfg(test)]
