@@ -149,11 +149,24 @@ impl DataplaneMaps for FakeMaps {
     }
 
     fn set_filter_word(&mut self, index: u32, word: u64) -> Result<(), MapError> {
-        if self.fail_filter_from.is_some_and(|n| self.filter_writes >= n) {
+        if self
+            .fail_filter_from
+            .is_some_and(|n| self.filter_writes >= n)
+        {
             return Err(MapError::Injected);
         }
         self.filter_writes += 1;
+        let before = self.filter.clone();
         self.filter.set_word(index, word);
+        if self.check_invariants {
+            for frontend in crate::plan::prefilter::published(&self.contents) {
+                assert!(
+                    !before.contains(frontend) || self.filter.contains(frontend),
+                    "pre-filter word {index} written as {word:#x}: published frontend {frontend} \
+                     lost its bit"
+                );
+            }
+        }
         Ok(())
     }
 

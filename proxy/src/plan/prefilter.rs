@@ -114,7 +114,9 @@ impl Prefilter {
 
     /// Every `(index, word)`.
     pub fn words(&self) -> Vec<(u32, u64)> {
-        (0..prefilter::WORDS).zip(self.words.iter().copied()).collect()
+        (0..prefilter::WORDS)
+            .zip(self.words.iter().copied())
+            .collect()
     }
 
     /// Sets word `index` (out of range: ignored).

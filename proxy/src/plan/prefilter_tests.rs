@@ -62,7 +62,10 @@ fn a_bit_shared_with_a_live_frontend_stays_set() {
     assert_eq!(w.maps().filter.bits_set(), 1);
     let report = w.sync(&desired(&[(&live, &["10.1.0.2:8080"])]));
     assert!(report.is_complete(), "{report:?}");
-    assert!(w.maps().filter.contains(&fe(&live)), "the live frontend keeps its bit");
+    assert!(
+        w.maps().filter.contains(&fe(&live)),
+        "the live frontend keeps its bit"
+    );
     // And the scoped plan (the sync loop's usual path) does the same.
     let touched = [fe(&live)].into_iter().collect();
     w.sync_frontends(&DesiredState::default(), &touched);
