@@ -6,7 +6,8 @@
 //! [`Be32`] hold network-order values, IPv6 addresses are network-order byte arrays.
 //!
 //! This crate must stay `no_std` and free of logic beyond trivial accessors, with
-//! one exception: the Maglev hash (`maglev`), which both sides must compute alike.
+//! two exceptions: the Maglev hash (`maglev`) and the pre-filter's hash
+//! (`prefilter`), which both sides must compute alike.
 #![no_std]
 // Every public item documented: both sides read these types, and the map layout
 // they describe is a contract (`LAYOUT_VERSION`). Set here because a crate with
@@ -16,6 +17,7 @@
 pub mod guards;
 pub mod maglev;
 pub mod maps;
+pub mod prefilter;
 pub mod reason;
 
 pub use guards::*;

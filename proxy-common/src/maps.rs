@@ -39,6 +39,10 @@
 //!   backends in one scope (`--lb-algorithm=maglev`).
 //! - `MAGLEV_CFG` (array, one entry): [`crate::MaglevConfig`], the table size and the
 //!   cluster-wide hash seed; size 0 means random selection everywhere.
+//! - `SVC_FILTER` (array of [`crate::prefilter::WORDS`] `u64`): the socket
+//!   hooks' "no Service here" bitmap of hashed internal frontends
+//!   ([`crate::prefilter`]). Adding it was not a layout change: older pins
+//!   without it get it created and filled before the new programs attach.
 //!
 //! # Scopes
 //!
@@ -138,6 +142,8 @@ pub mod names {
     pub const MAGLEV: &str = "MAGLEV";
     /// The Maglev table size and hash seed (an array of one [`MaglevConfig`](crate::MaglevConfig)).
     pub const MAGLEV_CFG: &str = "MAGLEV_CFG";
+    /// The socket hooks' pre-filter bitmap (an array of `u64` words, see [`crate::prefilter`]).
+    pub const SVC_FILTER: &str = "SVC_FILTER";
 }
 
 /// Program names (the function names in `proxy-ebpf`).

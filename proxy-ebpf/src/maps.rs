@@ -12,7 +12,7 @@ use proxy_common::{
     DeviceConfig, FragKeyV4, FragKeyV6, FragPorts, MaglevConfig, MaglevTable, NodeConfig,
     RejectBudget, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6, ServiceName, ServiceValue,
     SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6, SockSrcCheck, SrcRangeV4,
-    SrcRangeV6, capacity,
+    SrcRangeV6, capacity, prefilter,
 };
 
 const SERVICES: usize = capacity::SERVICES as usize;
@@ -29,6 +29,7 @@ const SRC_RANGES: usize = capacity::SRC_RANGES as usize;
 const LOCAL_PREFIXES: usize = capacity::LOCAL_PREFIXES as usize;
 const FRAGMENTS: usize = capacity::FRAGMENTS as usize;
 const MAGLEV_TABLES: usize = capacity::MAGLEV_TABLES as usize;
+const FILTER_WORDS: usize = prefilter::WORDS as usize;
 /// `BPF_F_NO_PREALLOC` (uapi/linux/bpf.h): entries are allocated on insert.
 const NO_PREALLOC: usize = 1;
 
@@ -109,3 +110,7 @@ pub static MAGLEV: HashMap<u32, MaglevTable, MAGLEV_TABLES, NO_PREALLOC> = HashM
 /// random selection.
 #[btf_map(pin_by_name)]
 pub static MAGLEV_CFG: Array<MaglevConfig, 1> = Array::new();
+/// The socket hooks' "no Service here" bitmap (`proxy_common::prefilter`):
+/// a clear bit is a certain miss of the internal scope's service lookup.
+#[btf_map(pin_by_name)]
+pub static SVC_FILTER: Array<u64, FILTER_WORDS> = Array::new();

@@ -12,6 +12,12 @@
 //! A frontend with `loadBalancerSourceRanges` also gets a record in the
 //! socket's storage, which `src_check` checks once the source is known.
 //!
+//! Before any service lookup, `connect` and `sendmsg` test the destination's
+//! bit in `SVC_FILTER` (`proxy_common::prefilter`): a clear bit means no
+//! Service, answered without touching the service map (issue 18: the cold
+//! lookup was most of a non-Service `connect`'s cost). `recvmsg` and
+//! `getpeername` look at `SOCK_RNAT_*` only and are unaffected.
+//!
 //! A service with no usable backend makes `connect`/`sendmsg` fail at once with
 //! `ECONNREFUSED` (through `bpf_set_retval`), never after a timeout.
 
@@ -24,12 +30,12 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use proxy_common::{
     Be16, Be32, Reason, ServiceValue, SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6,
-    proto, scope, svc_flags,
+    prefilter, proto, scope, svc_flags,
 };
 
 use crate::{
     lb,
-    maps::{SOCK_RNAT_V4, SOCK_RNAT_V6},
+    maps::{SOCK_RNAT_V4, SOCK_RNAT_V6, SVC_FILTER},
     src_check,
     stats::count,
 };
@@ -150,6 +156,16 @@ fn user_port(ctx: &SockAddrContext) -> Be16 {
     Be16(unsafe { (*ctx.sock_addr).user_port } as u16)
 }
 
+/// Whether `hash`'s bit is set in `SVC_FILTER`: `false` is a certain "no
+/// Service here". A missing word (cannot happen: the index is masked to the
+/// array's size) counts as set, so the lookup decides.
+#[inline(always)]
+fn maybe_service(hash: u32) -> bool {
+    SVC_FILTER
+        .get(prefilter::word(hash))
+        .is_none_or(|word| word & prefilter::bit(hash) != 0)
+}
+
 /// Where a forward translation sends the socket.
 struct Target<A> {
     addr: A,
@@ -165,6 +181,13 @@ fn fwd4(
     addr: Be32,
     port: Be16,
 ) -> Result<Option<Target<Be32>>, Reason> {
+    if !maybe_service(prefilter::hash_v4(
+        u32::from_be(addr.0),
+        port.to_host(),
+        protocol,
+    )) {
+        return Ok(None);
+    }
     let Some((key, frontend)) = lb::lookup4(addr, port, protocol, scope::INTERNAL) else {
         return Ok(None);
     };
@@ -337,6 +360,9 @@ fn xlate_fwd6(ctx: &SockAddrContext) -> Result<Reason, Reason> {
         return Ok(Reason::Translated);
     }
     let addr = words_to_bytes(&words);
+    if !maybe_service(prefilter::hash_v6(&addr, port.to_host(), protocol)) {
+        return Ok(Reason::NotAService);
+    }
     let Some((key, frontend)) = lb::lookup6(addr, port, protocol, scope::INTERNAL) else {
         return Ok(Reason::NotAService);
     };

@@ -1096,7 +1096,7 @@ both_modes! {
 
 /// Pins of a version-2 daemon that predates `SRC_RANGE_V4`/`_V6`,
 /// `LOCAL_V4`/`_V6`, `SOCK_SRC_CHECK`, `REJECT_BUDGET`, `FRAG_V4`/`_V6`, `CT_PENDING_V4`/`_V6` and
-/// `MAGLEV`/`MAGLEV_CFG` (simulated: the daemon stopped,
+/// `MAGLEV`/`MAGLEV_CFG` and `SVC_FILTER` (simulated: the daemon stopped,
 /// those pins removed)
 /// are adopted: the maps are created anew and programmed before the programs
 /// that read them take over, so a denied source stays denied and an allowed
@@ -1119,7 +1119,7 @@ fn pins_without_the_newer_lpm_maps_are_adopted() {
         .pin_path()
         .join(format!("v{}", proxy_common::LAYOUT_VERSION))
         .join("maps");
-    const NEWER: [&str; 12] = [
+    const NEWER: [&str; 13] = [
         "SRC_RANGE_V4",
         "SRC_RANGE_V6",
         "LOCAL_V4",
@@ -1132,6 +1132,7 @@ fn pins_without_the_newer_lpm_maps_are_adopted() {
         "CT_PENDING_V6",
         "MAGLEV",
         "MAGLEV_CFG",
+        "SVC_FILTER",
     ];
     for map in NEWER {
         std::fs::remove_file(maps.join(map))

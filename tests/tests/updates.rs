@@ -384,3 +384,72 @@ fn a_connection_to_a_terminating_endpoint_is_kept_until_the_endpoint_is_deleted(
     );
     f.assert_proxy_running();
 }
+
+/// A ClusterIP and TCP port whose pre-filter bit (`SVC_FILTER`, see
+/// `proxy_common::prefilter`) is `web`'s IPv4 TCP frontend's.
+fn sharing_webs_prefilter_bit() -> (String, u16) {
+    use proxy_common::prefilter::{bit, hash_v4, word};
+    let at = |addr: std::net::Ipv4Addr, port: u16| {
+        let h = hash_v4(u32::from(addr), port, proxy_common::proto::TCP);
+        (word(h), bit(h))
+    };
+    let web = at(WEB_VIP4.parse().expect("web's VIP"), TCP_PORT);
+    (1..=250u8)
+        .flat_map(|host| (1024..=u16::MAX).map(move |port| (host, port)))
+        .map(|(host, port)| (std::net::Ipv4Addr::new(10, 96, 1, host), port))
+        .find(|(addr, port)| at(*addr, *port) == web)
+        .map(|(addr, port)| (addr.to_string(), port))
+        .expect("16 million frontends in 65,536 bits: some share web's")
+}
+
+/// The socket hooks answer "no Service here" from a bitmap before looking a
+/// frontend up; a Service whose bit another frontend shares is served, a
+/// Service added while running is translated as soon as it is published,
+/// and removing one of two frontends sharing a bit keeps the other served
+/// (the bit stays set) while the removed one is no longer translated.
+#[test]
+fn frontends_sharing_a_prefilter_bit_are_served_until_each_is_removed() {
+    let mut f = Fixture::with_web(Mode::Ebpf);
+    let (vip, port) = sharing_webs_prefilter_bit();
+    let api = sock(&vip, port);
+    let web = sock(WEB_VIP4, TCP_PORT);
+    let api_yaml = documents(&[
+        service("api", &[&vip], port, UDP_PORT),
+        slice(
+            "api",
+            &slice_name("api", AddressType::IPv4),
+            AddressType::IPv4,
+            &BACKENDS_V4,
+        ),
+    ]);
+    f.write("api.yaml", &api_yaml);
+    let expected = names(&BACKENDS_V4, TCP_TARGET);
+    f.wait_for(
+        PROPAGATION,
+        &format!("TCP to the new service's VIP {api} to reach its endpoints"),
+        || try_backends(Kind::Tcp, api, 3).is_ok_and(|b| b.iter().all(|n| expected.contains(n))),
+    );
+
+    // `web` goes: its bit stays set for `api`, which must keep working.
+    f.remove("web-service.yaml");
+    f.wait_for(
+        PROPAGATION,
+        &format!("TCP to the deleted service's VIP {web} to stop reaching a backend"),
+        || Kind::Tcp.request(web, PROBE).is_err(),
+    );
+    let seen = tally(Kind::Tcp, api, 10);
+    assert!(
+        seen.keys().all(|n| expected.contains(n)) && seen.values().sum::<usize>() == 10,
+        "expected every TCP request to {api} after web left to reach api's endpoints \
+         {expected:?}, saw {seen:?}"
+    );
+
+    // And `api` goes too: no longer translated.
+    f.remove("api.yaml");
+    f.wait_for(
+        PROPAGATION,
+        &format!("TCP to the deleted service's VIP {api} to stop reaching a backend"),
+        || Kind::Tcp.request(api, PROBE).is_err(),
+    );
+    f.assert_proxy_running();
+}

@@ -1,11 +1,12 @@
 //! A `BTreeMap` stand-in for the kernel maps, for unit tests. After every
 //! operation it checks what a lock-free kernel reader relies on, and panics
 //! with the offending operation if a write order would let a reader see a
-//! half-written service.
+//! half-written service, or a published frontend whose pre-filter bit is
+//! clear.
 
 use crate::{
     dataplane::maps::{DataplaneMaps, MapError},
-    plan::{Applied, Op},
+    plan::{Applied, Op, Scope, prefilter::Prefilter},
 };
 
 pub struct FakeMaps {
@@ -25,6 +26,12 @@ pub struct FakeMaps {
     pub offered: usize,
     /// The most operations handed over in one call.
     pub largest_batch: usize,
+    /// The pre-filter bitmap (`SVC_FILTER`).
+    pub filter: Prefilter,
+    /// Fail every pre-filter write from this many on (0-based).
+    pub fail_filter_from: Option<usize>,
+    /// Pre-filter words written.
+    pub filter_writes: usize,
     calls: usize,
 }
 
@@ -38,6 +45,9 @@ impl Default for FakeMaps {
             service_capacity: None,
             offered: 0,
             largest_batch: 0,
+            filter: Prefilter::default(),
+            fail_filter_from: None,
+            filter_writes: 0,
             calls: 0,
         }
     }
@@ -53,13 +63,17 @@ impl FakeMaps {
 
     /// Panics unless every frontend entry points at slots and backends that
     /// exist, and has a name (what `proxy inspect` shows), and the shared
-    /// Maglev table it names exists; and every Maglev table points at
-    /// backends that exist.
+    /// Maglev table it names exists; every internal one has its pre-filter
+    /// bit; and every Maglev table points at backends that exist.
     pub fn check_reader_invariants(&self, after: &Op) {
         for ((frontend, scope, slot), value) in &self.contents.services {
             if *slot != 0 {
                 continue;
             }
+            assert!(
+                *scope != Scope::Internal || self.filter.contains(frontend),
+                "after {after:?}: frontend {frontend} is published with its pre-filter bit clear"
+            );
             assert!(
                 self.contents.rev_nat.get(&value.rev_nat_id) == Some(frontend),
                 "after {after:?}: frontend {frontend} has rev-NAT id {} with no matching entry",
@@ -143,6 +157,28 @@ impl DataplaneMaps for FakeMaps {
         for (done, op) in ops.iter().enumerate() {
             self.execute(op)
                 .map_err(|error| crate::dataplane::maps::BatchError { done, error })?;
+        }
+        Ok(())
+    }
+
+    fn set_filter_word(&mut self, index: u32, word: u64) -> Result<(), MapError> {
+        if self
+            .fail_filter_from
+            .is_some_and(|n| self.filter_writes >= n)
+        {
+            return Err(MapError::Injected);
+        }
+        self.filter_writes += 1;
+        let before = self.filter.clone();
+        self.filter.set_word(index, word);
+        if self.check_invariants {
+            for frontend in crate::plan::prefilter::published(&self.contents) {
+                assert!(
+                    !before.contains(frontend) || self.filter.contains(frontend),
+                    "pre-filter word {index} written as {word:#x}: published frontend {frontend} \
+                     lost its bit"
+                );
+            }
         }
         Ok(())
     }

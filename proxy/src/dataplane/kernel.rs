@@ -52,6 +52,7 @@ pub struct KernelMaps {
     pub(crate) stats: PerCpuArray<MapData, u64>,
     pub(crate) maglev: HashMap<MapData, u32, MaglevTable>,
     pub(crate) maglev_cfg: Array<MapData, MaglevConfig>,
+    pub(crate) filter: Array<MapData, u64>,
     /// Second handles on the maps we bulk-write, for `BPF_MAP_UPDATE_BATCH`.
     batch: BatchFds,
 }
@@ -125,6 +126,7 @@ impl KernelMaps {
             stats: typed!(ebpf, names::STATS, PerCpuArray<MapData, u64>),
             maglev: typed!(ebpf, names::MAGLEV, HashMap<MapData, u32, MaglevTable>),
             maglev_cfg: typed!(ebpf, names::MAGLEV_CFG, Array<MapData, MaglevConfig>),
+            filter: typed!(ebpf, names::SVC_FILTER, Array<MapData, u64>),
         })
     }
 
@@ -179,6 +181,10 @@ fn inserted(result: Result<(), aya::maps::MapError>, map: &'static str) -> Resul
 }
 
 impl DataplaneMaps for KernelMaps {
+    fn set_filter_word(&mut self, index: u32, word: u64) -> Result<(), MapError> {
+        inserted(self.filter.set(index, &word, 0), names::SVC_FILTER)
+    }
+
     /// Puts (the bulk of a large sync) go to the kernel in batches; deletes
     /// one by one.
     fn execute_batch(&mut self, ops: &[Op]) -> Result<(), BatchError> {

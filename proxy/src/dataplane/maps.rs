@@ -52,6 +52,10 @@ pub trait DataplaneMaps {
         }
         Ok(())
     }
+    /// Writes word `index` of the socket hooks' pre-filter bitmap
+    /// (`SVC_FILTER`, see [`crate::plan::prefilter`]).
+    fn set_filter_word(&mut self, index: u32, word: u64) -> Result<(), MapError>;
+
     /// Reads everything the plan diffs against (not the LRU or stats maps).
     fn read(&self) -> Result<Applied, MapError>;
 }

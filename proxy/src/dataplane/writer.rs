@@ -9,6 +9,12 @@
 //! before its rev-NAT entry). The next sync re-plans from the
 //! mirror, which converges once the cause is gone.
 //!
+//! The socket hooks' pre-filter bitmap (`SVC_FILTER`) follows the internal
+//! frontends around each plan (`plan::prefilter`): a frontend's bit is set
+//! before its slot 0 is written (a failed set stops the frontend, as any
+//! failed step), and cleared after its slot 0 is deleted, unless a published
+//! frontend shares it.
+//!
 //! Each frontend's outcome is reported as data ([`FrontendOutcome`]: published,
 //! no room, failed), as Cilium's reconciler writes a status on each frontend,
 //! so what to do about a frontend the maps cannot hold is the caller's pure
@@ -22,7 +28,10 @@ use crate::{
         maps::{BatchError, DataplaneMaps, MapError},
     },
     model::{Backend, DesiredState, Frontend, Protocol},
-    plan::{self, Applied, BackendId, Draining, Op, Plan, Planned, RevNatId, Subject},
+    plan::{
+        self, Applied, BackendId, Draining, Op, Plan, Planned, RevNatId, Subject,
+        prefilter::{self, BitRefs, Prefilter},
+    },
 };
 
 /// What one `apply` did.
@@ -114,6 +123,8 @@ pub enum StepError {
     RevNatInUse(RevNatId, Frontend),
     #[error("the name of rev-NAT id {0} goes after its rev-NAT entry, which is still there")]
     NameBeforeRevNat(RevNatId),
+    #[error("its bit in the socket hooks' pre-filter could not be set: {0}")]
+    PrefilterBit(String),
 }
 
 impl StepError {
@@ -131,19 +142,57 @@ pub struct Writer<M> {
     draining: Draining,
     /// Maglev tables for external frontends (`--lb-algorithm=maglev`).
     maglev: Option<plan::Maglev>,
+    /// What the kernel's pre-filter bitmap holds, as far as this writer knows.
+    filter: Prefilter,
+    /// How many published internal frontends hold each pre-filter bit.
+    filter_refs: BitRefs,
 }
 
 impl<M: DataplaneMaps> Writer<M> {
     /// Reads the maps' current contents (a restart picks up where the last run
     /// left off) and takes ownership of them.
+    ///
+    /// It also fills the pre-filter bitmap from the service map, whatever it
+    /// held (older pins had no bitmap; the daemon created it empty): the
+    /// programs that read it are attached after this, so they never see an
+    /// empty bitmap beside a non-empty service map.
     pub fn new(maps: M) -> Result<Self, MapError> {
         let applied = maps.read()?;
-        Ok(Self {
+        let mut writer = Self {
             maps,
             applied,
             draining: Draining::default(),
             maglev: None,
-        })
+            filter: Prefilter::default(),
+            filter_refs: BitRefs::default(),
+        };
+        writer.refill_filter()?;
+        Ok(writer)
+    }
+
+    /// Recomputes the pre-filter from the mirror and writes every word.
+    fn refill_filter(&mut self) -> Result<(), MapError> {
+        self.filter_refs = BitRefs::of(prefilter::published(&self.applied));
+        let target = self.filter_refs.bitmap();
+        for (index, word) in target.words() {
+            self.maps.set_filter_word(index, word)?;
+            self.filter.set_word(index, word);
+        }
+        Ok(())
+    }
+
+    /// Writes the words of `target` that differ from the mirror.
+    fn write_filter(&mut self, target: &Prefilter) -> Result<(), MapError> {
+        for (index, word) in self.filter.changes(target) {
+            self.maps.set_filter_word(index, word)?;
+            self.filter.set_word(index, word);
+        }
+        Ok(())
+    }
+
+    /// The pre-filter bitmap as this writer last wrote it.
+    pub fn prefilter(&self) -> &Prefilter {
+        &self.filter
     }
 
     /// Writes Maglev tables for external frontends (`--lb-algorithm=maglev`);
@@ -229,6 +278,9 @@ impl<M: DataplaneMaps> Writer<M> {
                 .map(|(id, _)| *id),
         );
         self.applied = actual;
+        if let Err(error) = self.refill_filter() {
+            tracing::warn!(%error, "rewriting the socket hooks' pre-filter failed; frontends whose bit is missing are not published");
+        }
         Ok((drift, self.sync(desired)))
     }
 
@@ -240,6 +292,7 @@ impl<M: DataplaneMaps> Writer<M> {
         };
         let udp_before = self.udp_reach(plan);
         let mut failed: HashSet<Subject> = HashSet::new();
+        let touched = self.prefilter_before(plan, &mut failed, &mut report);
         // Runs of operations on the same map go to the kernel as batches.
         for run in plan
             .ops
@@ -310,6 +363,7 @@ impl<M: DataplaneMaps> Writer<M> {
                 batched = false;
             }
         }
+        self.prefilter_after(&touched);
         let udp_after = self.udp_reach(plan);
         let mut gone: Vec<(Frontend, Backend)> = udp_before
             .into_iter()
@@ -326,6 +380,67 @@ impl<M: DataplaneMaps> Writer<M> {
         report.udp_backends_gone = gone;
         report.frontends = outcomes(plan, &report);
         report
+    }
+
+    /// Sets the pre-filter bits of every frontend `plan` publishes; one whose
+    /// bit could not be set fails (its slot 0 is not written). Returns the
+    /// frontends whose internal slot 0 the plan touches, and whether each was
+    /// published before.
+    fn prefilter_before(
+        &mut self,
+        plan: &Plan,
+        failed: &mut HashSet<Subject>,
+        report: &mut ApplyReport,
+    ) -> BTreeMap<Frontend, bool> {
+        let mut touched = BTreeMap::new();
+        let mut target = self.filter.clone();
+        for planned in &plan.ops {
+            if let Some((frontend, put)) = prefilter::touched(&planned.op) {
+                touched
+                    .entry(frontend)
+                    .or_insert_with(|| prefilter::is_published(&self.applied, &frontend));
+                if put {
+                    target.insert(&frontend);
+                }
+            }
+        }
+        let Err(error) = self.write_filter(&target) else {
+            return touched;
+        };
+        tracing::warn!(%error, "setting the socket hooks' pre-filter bits failed; the frontends missing theirs are not published");
+        for planned in &plan.ops {
+            if let Some((frontend, true)) = prefilter::touched(&planned.op)
+                && !self.filter.contains(&frontend)
+                && failed.insert(planned.subject)
+            {
+                report.failures.push(StepFailure {
+                    subject: planned.subject,
+                    error: StepError::PrefilterBit(error.to_string()),
+                });
+            }
+        }
+        touched
+    }
+
+    /// Counts the frontends the plan published or removed, and clears the
+    /// bits no published frontend holds any more. A failed clear only costs
+    /// lookups (a set bit means "maybe"); the next plan retries it.
+    fn prefilter_after(&mut self, touched: &BTreeMap<Frontend, bool>) {
+        let mut target = self.filter.clone();
+        for (frontend, was) in touched {
+            let now = prefilter::is_published(&self.applied, frontend);
+            match (*was, now) {
+                (false, true) => self.filter_refs.add(frontend),
+                (true, false) => self.filter_refs.remove(frontend),
+                _ => {}
+            }
+            if !now && !self.filter_refs.held(frontend) {
+                target.remove(frontend);
+            }
+        }
+        if let Err(error) = self.write_filter(&target) {
+            tracing::warn!(%error, "clearing the socket hooks' pre-filter bits failed; retried by the next sync");
+        }
     }
 
     /// What each UDP frontend touched by `plan` reaches now.

@@ -39,6 +39,7 @@ mod drain;
 pub mod maglev;
 mod maglev_tables;
 mod ops;
+pub mod prefilter;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
@@ -828,6 +829,8 @@ impl IdAllocator {
 
 #[cfg(test)]
 mod maglev_plan_tests;
+#[cfg(test)]
+mod prefilter_tests;
 #[cfg(test)]
 mod source_range_tests;
 #[cfg(test)]
