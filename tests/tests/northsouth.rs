@@ -1944,13 +1944,7 @@ fn snated_flows_never_take_the_nodes_own_ports() {
     assert_eq!(peers(&replies), vec![node1_ip(family)], "SNATed to node 1");
     // Node 1's own requests to the same backend, from its ephemeral ports.
     let backend = SocketAddr::new(remote.addr(family), UDP_TARGET);
-    let failed: Vec<String> = (0..200)
-        .filter_map(|i| {
-            udp_unconnected_request_timeout(backend, Duration::from_millis(500))
-                .err()
-                .map(|e| format!("request {i}: {e}"))
-        })
-        .collect();
+    let failed = lost_node_requests(backend, 200);
     assert!(
         failed.is_empty(),
         "node 1's own requests to {backend} lost their replies (hijacked into SNATed flows): \
@@ -2039,13 +2033,7 @@ fn the_nodes_own_connections_never_take_a_node_port() {
     let family = AddressType::IPv4;
     w.wait_served(SocketAddr::new(node1_ip(family), 32767), STARTUP);
     let backend = SocketAddr::new(remote.addr(family), UDP_TARGET);
-    let failed: Vec<String> = (0..100)
-        .filter_map(|i| {
-            udp_unconnected_request_timeout(backend, Duration::from_millis(500))
-                .err()
-                .map(|e| format!("request {i}: {e}"))
-        })
-        .collect();
+    let failed = lost_node_requests(backend, 100);
     assert!(
         failed.is_empty(),
         "node 1's own requests to {backend} lost their replies (translated as NodePort \
@@ -2057,4 +2045,16 @@ fn the_nodes_own_connections_never_take_a_node_port() {
         reserved.contains("30000-32767"),
         "the NodePort range is reserved: {reserved:?}"
     );
+}
+
+/// Sends `n` unconnected UDP requests from node 1 itself (its ephemeral
+/// ports) to `backend`; the ones without a reply within 500 ms.
+fn lost_node_requests(backend: SocketAddr, n: usize) -> Vec<String> {
+    (0..n)
+        .filter_map(|i| {
+            udp_unconnected_request_timeout(backend, Duration::from_millis(500))
+                .err()
+                .map(|e| format!("request {i}: {e}"))
+        })
+        .collect()
 }

@@ -733,36 +733,8 @@ mod tests {
     /// of about 12,000, now under 12,000).
     #[test]
     fn a_full_map_costs_linear_work() {
-        use crate::{
-            dataplane::fake::FakeMaps,
-            model::{Backend, DesiredState, FrontendKind, FrontendSpec, ObjectRef},
-        };
-        let mut desired = DesiredState::default();
-        for i in 0..2_000u16 {
-            let frontend = Frontend {
-                addr: std::net::IpAddr::from([10, 96, (i >> 8) as u8, i as u8]),
-                port: 80,
-                protocol: Protocol::Tcp,
-            };
-            let backend = Backend {
-                addr: std::net::IpAddr::from([10, 244, (i >> 8) as u8, i as u8]),
-                port: 8080,
-                protocol: Protocol::Tcp,
-            };
-            desired.frontends.insert(
-                frontend,
-                FrontendSpec {
-                    service: ObjectRef::new("ns", format!("s{i}")),
-                    port_name: String::new(),
-                    kind: FrontendKind::ClusterIp,
-                    backends: vec![backend],
-                    external_backends: None,
-                    affinity_timeout: None,
-                    traffic_policy: Default::default(),
-                    source_ranges: None,
-                },
-            );
-        }
+        use crate::dataplane::fake::FakeMaps;
+        let desired = many_frontends(2_000);
         let mut fake = FakeMaps::default();
         fake.service_capacity = Some(100);
         fake.check_invariants = false;
