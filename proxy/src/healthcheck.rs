@@ -143,7 +143,11 @@ pub async fn run(telemetry: Telemetry, mut shutdown: watch::Receiver<bool>) {
             match bind(*port).await {
                 Ok(listener) => {
                     if let Some(failures) = failing.remove(port) {
-                        tracing::info!(port, failures, "health-check node port bound after failures");
+                        tracing::info!(
+                            port,
+                            failures,
+                            "health-check node port bound after failures"
+                        );
                     }
                     let (check_tx, check_rx) = watch::channel(check.clone());
                     let (stop_tx, stop_rx) = watch::channel(false);
@@ -312,11 +316,17 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert!(t.admin_bind_failures(BIND_FAILURE_LABEL) >= 1, "failure counted");
+        assert!(
+            t.admin_bind_failures(BIND_FAILURE_LABEL) >= 1,
+            "failure counted"
+        );
         drop(holder);
         let mut served = false;
         for _ in 0..100 {
-            if get(port).await.is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+            if get(port)
+                .await
+                .is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+            {
                 served = true;
                 break;
             }

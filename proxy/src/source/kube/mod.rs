@@ -305,8 +305,7 @@ where
                     Event::Init => {
                         self.started = true;
                         if self.mode == InitialList::Streaming {
-                            self.deadline =
-                                Some(tokio::time::Instant::now() + self.stall_timeout);
+                            self.deadline = Some(tokio::time::Instant::now() + self.stall_timeout);
                         }
                     }
                     Event::InitDone => self.deadline = None,
