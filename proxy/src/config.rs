@@ -57,6 +57,8 @@ pub const DEFAULT_HEALTHZ_PORT: u16 = 10256;
 /// How long a queued change may wait to be programmed before the health
 /// checks fail: kube-proxy's 2 × its default 30 s sync period.
 pub const DEFAULT_HEALTHZ_TIMEOUT: &str = "60s";
+/// `--initial-list-timeout`: how long a streaming list may stall.
+pub const DEFAULT_INITIAL_LIST_TIMEOUT: &str = "30s";
 
 /// Every HTTP server of the daemon (metrics, health, health-check node
 /// ports): how long a client may take to send a request's headers (probes

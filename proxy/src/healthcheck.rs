@@ -16,6 +16,12 @@
 //! `healthcheck` package beside its proxiers: it serves what the desired state
 //! says (from `model`, published through `telemetry`).
 //!
+//! A port that cannot be bound (another process holds it) is tried again
+//! every [`RETRY_INTERVAL`] while it is wanted, not only at the next Service
+//! change, as kube-proxy retries failed listeners at each sync; each failure
+//! counts in `proxy_health_bind_failures_total{server="service-health"}` and
+//! is logged, rate-limited ([`warns`]).
+//!
 //! Connections are served by the loop the admin servers use too
 //! ([`crate::http_server`]).
 //!
@@ -26,6 +32,7 @@ use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::Arc,
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -39,6 +46,17 @@ use serde::Serialize;
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::{http_server, model::HealthCheck, telemetry::Telemetry};
+
+/// How often ports that could not be bound are tried again.
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(5);
+/// The `server` label of this server's failed binds.
+pub const BIND_FAILURE_LABEL: &str = "service-health";
+
+/// Whether failed attempt number `attempt` (from 1) on one port is logged:
+/// the first three, then one in twelve (once a minute at [`RETRY_INTERVAL`]).
+pub fn warns(attempt: u32) -> bool {
+    attempt <= 3 || attempt.is_multiple_of(12)
+}
 
 /// The response body, in kube-proxy's shape.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -93,10 +111,13 @@ struct Port {
 
 /// Follows [`Telemetry::watch_health_checks`] until `shutdown` flips: opens,
 /// updates and closes one server per health-check node port. A port that
-/// cannot be bound is logged and tried again at the next change.
+/// cannot be bound is tried again at the next change, or after
+/// [`RETRY_INTERVAL`].
 pub async fn run(telemetry: Telemetry, mut shutdown: watch::Receiver<bool>) {
     let mut wanted = telemetry.watch_health_checks();
     let mut open: BTreeMap<u16, Port> = BTreeMap::new();
+    // Ports that failed to bind, and how many times in a row.
+    let mut failing: BTreeMap<u16, u32> = BTreeMap::new();
     loop {
         let checks: Arc<BTreeMap<u16, HealthCheck>> = wanted.borrow_and_update().clone();
         open.retain(|port, server| {
@@ -107,6 +128,7 @@ pub async fn run(telemetry: Telemetry, mut shutdown: watch::Receiver<bool>) {
             }
             keep
         });
+        failing.retain(|port, _| checks.contains_key(port));
         for (port, check) in checks.iter() {
             if let Some(server) = open.get(port) {
                 server.check.send_if_modified(|current| {
@@ -120,6 +142,13 @@ pub async fn run(telemetry: Telemetry, mut shutdown: watch::Receiver<bool>) {
             }
             match bind(*port).await {
                 Ok(listener) => {
+                    if let Some(failures) = failing.remove(port) {
+                        tracing::info!(
+                            port,
+                            failures,
+                            "health-check node port bound after failures"
+                        );
+                    }
                     let (check_tx, check_rx) = watch::channel(check.clone());
                     let (stop_tx, stop_rx) = watch::channel(false);
                     tracing::info!(port, service = %check.service, "health-check node port open");
@@ -132,17 +161,27 @@ pub async fn run(telemetry: Telemetry, mut shutdown: watch::Receiver<bool>) {
                         },
                     );
                 }
-                Err(error) => tracing::warn!(
-                    port,
-                    service = %check.service,
-                    error = %error,
-                    "cannot open the health-check node port"
-                ),
+                Err(error) => {
+                    telemetry.admin_bind_failed(BIND_FAILURE_LABEL);
+                    let attempt = failing.entry(*port).or_default();
+                    *attempt = attempt.saturating_add(1);
+                    if warns(*attempt) {
+                        tracing::warn!(
+                            port,
+                            service = %check.service,
+                            error = %error,
+                            attempt = *attempt,
+                            retry_in = ?RETRY_INTERVAL,
+                            "cannot open the health-check node port; retrying"
+                        );
+                    }
+                }
             }
         }
         tokio::select! {
             r = wanted.changed() => if r.is_err() { break },
             _ = shutdown.changed() => break,
+            () = tokio::time::sleep(RETRY_INTERVAL), if !failing.is_empty() => {}
         }
     }
     for server in open.values() {
@@ -253,6 +292,52 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         false
+    }
+
+    #[test]
+    fn the_first_failures_are_logged_then_one_a_minute() {
+        let logged: Vec<u32> = (1..=36).filter(|a| warns(*a)).collect();
+        assert_eq!(logged, [1, 2, 3, 12, 24, 36]);
+    }
+
+    /// A port held by another socket is bound once it is let go, with no
+    /// change of the checks; each failure is counted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_port_in_use_is_retried_on_a_timer() {
+        let t = Telemetry::new(Mode::Ebpf, Duration::from_secs(60));
+        let holder = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = holder.local_addr().unwrap().port();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run(t.clone(), stop_rx));
+        t.health_checks(&BTreeMap::from([(port, check(1))]));
+        for _ in 0..200 {
+            if t.admin_bind_failures(BIND_FAILURE_LABEL) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            t.admin_bind_failures(BIND_FAILURE_LABEL) >= 1,
+            "failure counted"
+        );
+        drop(holder);
+        let mut served = false;
+        for _ in 0..100 {
+            if get(port)
+                .await
+                .is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+            {
+                served = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(served, "port {port} not bound after it was let go");
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     /// Ports open and close with the published checks; counts change in place.

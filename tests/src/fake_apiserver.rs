@@ -16,7 +16,7 @@
 //!   lists, WatchList) is honoured: the current objects as `ADDED`, then a
 //!   `BOOKMARK` annotated `k8s.io/initial-events-end`, unless
 //!   [`FakeApiServer::set_watch_list`] makes it refuse them as an API server
-//!   without the `WatchList` feature does, or
+//!   without the `WatchList` feature does, or leave the bookmark out, or
 //!   [`FakeApiServer::expire_next_streaming_lists`] cuts them with a 410;
 //! - one global `resourceVersion`, bumped by every change;
 //! - `410 Gone` for a watch from a compacted `resourceVersion`: by default a `200`
@@ -168,6 +168,9 @@ pub enum WatchList {
     /// Refused with this HTTP status (422 `Invalid`, as kube-apiserver 1.27
     /// to 1.31 with the `WatchList` feature off answers; or 400, 403).
     Refused(u16),
+    /// Served without the `k8s.io/initial-events-end` bookmark, as behind a
+    /// proxy that strips bookmarks: the list never ends.
+    WithoutEndBookmark,
 }
 
 /// One request the server received.
@@ -1430,7 +1433,7 @@ fn start_watch(
             for (_, object) in state.matching(resource, &filter) {
                 let _ = tx.send(WatchMsg::Line(event_line("ADDED", &object)));
             }
-            if initial_events {
+            if initial_events && state.watch_list != WatchList::WithoutEndBookmark {
                 let _ = tx.send(WatchMsg::Line(event_line(
                     "BOOKMARK",
                     &bookmark(resource, state.rv, true),

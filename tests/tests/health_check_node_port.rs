@@ -72,3 +72,25 @@ both_modes! {
         );
     }
 }
+
+/// A health-check node port held by another socket when the Service comes
+/// is bound once that socket lets go, on the proxy's retry timer (every
+/// 5 s), without any Service change.
+#[test]
+fn a_health_check_node_port_in_use_is_retried() {
+    let mut f = Fixture::new(Mode::Ebpf);
+    f.write_web(&BACKENDS_V4, &BACKENDS_V6);
+    f.write("lb.yaml", &lb("node-1"));
+    // The test thread is in the sandbox's namespace: this holds the port there.
+    let holder = std::net::TcpListener::bind(("0.0.0.0", HC_PORT)).expect("holding the port");
+    f.start_proxy_with(&["--node-name", "node-1"]);
+    f.wait_ready();
+    // Let the proxy try (and fail) to bind it.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    drop(holder);
+    f.wait_for(
+        std::time::Duration::from_secs(12),
+        "the health-check node port to answer 200 once let go",
+        || matches!(http_get(HC_ADDR, "/healthz"), Ok((200, _))),
+    );
+}

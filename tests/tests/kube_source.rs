@@ -89,6 +89,17 @@ impl World {
     }
 
     fn start_with(api: FakeApiServer, proxy_name: Option<&str>, initial_list: InitialList) -> Self {
+        Self::start_with_timeout(api, proxy_name, initial_list, Duration::from_secs(30))
+    }
+
+    /// As [`World::start_with`], giving up on a stalled streaming list after
+    /// `initial_list_timeout`.
+    fn start_with_timeout(
+        api: FakeApiServer,
+        proxy_name: Option<&str>,
+        initial_list: InitialList,
+        initial_list_timeout: Duration,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let kubeconfig = api
             .write_kubeconfig(dir.path())
@@ -112,6 +123,7 @@ impl World {
                 client,
                 Settings {
                     initial_list,
+                    initial_list_timeout,
                     node_name: NODE.into(),
                     proxy_name: proxy_name.map(str::to_owned),
                     telemetry: Telemetry::new(Mode::Ebpf, Duration::from_secs(60)),
@@ -701,6 +713,41 @@ fn a_server_refusing_streaming_lists_gets_paginated_ones() {
         w.api.apply_service(&service("s6", "10.96.0.6"));
         w.wait_services(&["s1", "s2", "s3", "s4", "s5", "s6"]);
     }
+}
+
+/// A streaming list whose `k8s.io/initial-events-end` bookmark never comes
+/// is given up on after `--initial-list-timeout`, for a paginated list.
+#[test]
+fn a_streaming_list_that_never_ends_falls_back_to_pages() {
+    let api = World::api();
+    api.set_watch_list(WatchList::WithoutEndBookmark);
+    api.set_page_cap(Some(2));
+    for n in 1..=3 {
+        api.apply_service(&service(&format!("s{n}"), &format!("10.96.0.{n}")));
+    }
+    api.apply_slice(&slice("s1", &["10.1.0.1"]));
+    let w = World::start_with_timeout(api, None, InitialList::Streaming, Duration::from_secs(1));
+    w.wait_ready();
+    assert_eq!(w.services(), ["s1", "s2", "s3"]);
+    assert_eq!(w.endpoints(), ["10.1.0.1"]);
+    let requests = w.requests_for(Resource::Services);
+    assert!(
+        is_streaming_list(&requests[0]),
+        "a streaming list first: {requests:#?}"
+    );
+    assert_eq!(
+        w.lists_of(Resource::Services),
+        2,
+        "then two pages: {requests:#?}"
+    );
+    assert_eq!(
+        w.streaming_lists_of(Resource::Services).len(),
+        1,
+        "the streaming list is not tried again"
+    );
+    w.wait_watching();
+    w.api.apply_service(&service("s4", "10.96.0.4"));
+    w.wait_services(&["s1", "s2", "s3", "s4"]);
 }
 
 #[test]

@@ -219,6 +219,11 @@ mod tests {
         assert_eq!(s.metrics_bind_address.addr(), None, "off in the file");
         assert_eq!(s.log_format, LogFormat::Json, "the file");
         assert_eq!(s.healthz_timeout, Duration::from_secs(60), "the default");
+        assert_eq!(
+            s.initial_list_timeout,
+            Duration::from_secs(30),
+            "the default"
+        );
         assert_eq!(s.config.as_deref(), Some(Path::new(&path)));
 
         let s = settings(&["--log-format", "text", "run", "--config", &path])
@@ -532,8 +537,16 @@ mod tests {
 
     #[test]
     fn without_a_file_the_flags_are_the_settings() {
-        let s = settings(&["run", "--healthz-timeout", "2m"]).unwrap_or_else(|e| panic!("{e}"));
+        let s = settings(&[
+            "run",
+            "--healthz-timeout",
+            "2m",
+            "--initial-list-timeout",
+            "5s",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.healthz_timeout, Duration::from_secs(120));
+        assert_eq!(s.initial_list_timeout, Duration::from_secs(5));
         assert_eq!(s.config, None);
     }
 

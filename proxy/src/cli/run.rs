@@ -302,6 +302,7 @@ impl RunArgs {
             events = sink;
             let settings = kube_source::Settings {
                 initial_list: self.initial_list.into(),
+                initial_list_timeout: self.initial_list_timeout,
                 node_name,
                 proxy_name: self.service_proxy_name.clone(),
                 telemetry: telemetry.clone(),

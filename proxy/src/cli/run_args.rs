@@ -149,6 +149,12 @@ pub struct RunArgs {
     /// where the server does not offer it) or `paginated`.
     #[arg(long, value_enum, value_name = "MODE", default_value_t = InitialListArg::Streaming)]
     pub initial_list: InitialListArg,
+    /// How long a streaming list may go without an event before its end is
+    /// given up on, for a paginated list of that resource (e.g. 30s).
+    #[arg(long, value_name = "DURATION", default_value = config::DEFAULT_INITIAL_LIST_TIMEOUT,
+          value_parser = config::parse_duration)]
+    #[serde(with = "file::duration")]
+    pub initial_list_timeout: Duration,
     /// The cgroup v2 directory the socket hooks attach to [default: the cgroup2 root].
     #[arg(long, value_name = "DIR")]
     pub cgroup: Option<PathBuf>,

@@ -11,7 +11,7 @@ use prometheus_client::{
 pub const BIND_FAILURES: &str = "proxy_health_bind_failures";
 
 /// The `server` label of each admin server.
-pub const SERVERS: [&str; 2] = ["healthz", "metrics"];
+pub const SERVERS: [&str; 3] = ["healthz", "metrics", "service-health"];
 
 #[derive(Clone, Debug, Default)]
 pub struct BindFailureCounters {
@@ -23,8 +23,9 @@ impl BindFailureCounters {
         let counters = Self::default();
         registry.register(
             BIND_FAILURES,
-            "Attempts to listen on --healthz-bind-address or --metrics-bind-address that failed \
-             (the address was in use; retried with backoff), by server: healthz or metrics",
+            "Attempts to listen on --healthz-bind-address, --metrics-bind-address or a \
+             health-check node port that failed (retried), by server: healthz, metrics or \
+             service-health",
             counters.failures.clone(),
         );
         for server in SERVERS {

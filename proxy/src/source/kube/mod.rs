@@ -38,8 +38,13 @@
 //! `WatchListClient` (on by default since Kubernetes 1.35) makes kube-proxy do.
 //! A server that refuses it (400, 403 or 422, as an API server without the
 //! `WatchList` feature does) gets a paginated list (`limit=500` and `continue`
-//! tokens) from then on, as client-go falls back. Either way the feed sees the
-//! same `Init`, `InitApply`…, `InitDone`.
+//! tokens) from then on, as client-go falls back. So does a streaming list
+//! whose end bookmark does not come: one that has gone
+//! [`Settings::initial_list_timeout`] (`--initial-list-timeout`, 30 s) since
+//! its last event without ending (a proxy in front stripping bookmarks, a
+//! non-conformant server) is abandoned for a paginated list, where client-go
+//! waits for the watch's own timeout (5 to 10 minutes) to end it. Either way
+//! the feed sees the same `Init`, `InitApply`…, `InitDone`.
 //!
 //! Reconnects follow [`retry::Retry`]: a short schedule while the server
 //! cannot be reached (back within about a second of its return), client-go's
@@ -101,6 +106,10 @@ pub enum InitialList {
 pub struct Settings {
     /// How the initial lists are read.
     pub initial_list: InitialList,
+    /// How long a streaming list may go without an event before it ending
+    /// (the `k8s.io/initial-events-end` bookmark) is given up on, for a
+    /// paginated list (`--initial-list-timeout`).
+    pub initial_list_timeout: Duration,
     /// This node's name (see [`node_name`]): selects the Node object.
     pub node_name: String,
     /// `--service-proxy-name`: selects `service.kubernetes.io/service-proxy-name=<name>`
@@ -148,7 +157,7 @@ async fn run(
     let services_api: Api<core::Service> = Api::all(client.clone());
     let slices_api: Api<discovery::EndpointSlice> = Api::all(client.clone());
     let nodes_api: Api<core::Node> = Api::all(client.clone());
-    let mode = settings.initial_list;
+    let mode = (settings.initial_list, settings.initial_list_timeout);
     let mut services = Watch::new(services_api, selected.clone(), mode, "services");
     let mut slices = Watch::new(slices_api, selected, mode, "endpointslices");
     let mut nodes = Watch::new(nodes_api, this_node, mode, "nodes");
@@ -172,18 +181,18 @@ async fn run(
         .with_events(settings.events.clone());
     loop {
         tokio::select! {
-            Some(item) = services.events.next() => {
-                if let Some(event) = services.on_item(item) {
+            Some(item) = services.next() => {
+                if let Some(event) = services.on_polled(item) {
                     feed.on_service(event);
                 }
             }
-            Some(item) = slices.events.next() => {
-                if let Some(event) = slices.on_item(item) {
+            Some(item) = slices.next() => {
+                if let Some(event) = slices.on_polled(item) {
                     feed.on_slice(event);
                 }
             }
-            Some(item) = nodes.events.next() => {
-                if let Some(event) = nodes.on_item(item) {
+            Some(item) = nodes.next() => {
+                if let Some(event) = nodes.on_polled(item) {
                     feed.on_node(event);
                 }
             }
@@ -198,6 +207,13 @@ async fn run(
 
 type Events<K> = BoxStream<'static, Result<Event<K>, watcher::Error>>;
 
+/// What waiting on one watcher gives.
+enum Polled<K> {
+    Item(Result<Event<K>, watcher::Error>),
+    /// The streaming list went its timeout without an event or its end.
+    Stalled,
+}
+
 /// One resource's watcher: restarted after a 410 Gone, and switched to a
 /// paginated list when the server refuses a streaming one.
 struct Watch<K> {
@@ -208,6 +224,10 @@ struct Watch<K> {
     /// Whether the current watcher has started its initial list (`Init`):
     /// until then a refused watch is the streaming list being refused.
     started: bool,
+    /// How long a streaming list may go without an event.
+    stall_timeout: Duration,
+    /// While a streaming list is under way: when it is given up on.
+    deadline: Option<tokio::time::Instant>,
     restarts: Restarts,
     resource: &'static str,
     events: Events<K>,
@@ -220,7 +240,7 @@ where
     fn new(
         api: Api<K>,
         config: watcher::Config,
-        mode: InitialList,
+        (mode, stall_timeout): (InitialList, Duration),
         resource: &'static str,
     ) -> Self {
         let events = stream(
@@ -233,9 +253,41 @@ where
             config,
             mode,
             started: false,
+            stall_timeout,
+            deadline: None,
             restarts: Restarts::default(),
             resource,
             events,
+        }
+    }
+
+    /// The next item of the watcher, or [`Polled::Stalled`] once a
+    /// streaming list has gone its timeout without an event.
+    async fn next(&mut self) -> Option<Polled<K>> {
+        match self.deadline {
+            Some(deadline) => tokio::select! {
+                item = self.events.next() => item.map(Polled::Item),
+                () = tokio::time::sleep_until(deadline) => Some(Polled::Stalled),
+            },
+            None => self.events.next().await.map(Polled::Item),
+        }
+    }
+
+    /// What the feed gets from what [`Self::next`] gave.
+    fn on_polled(&mut self, polled: Polled<K>) -> Option<Event<K>> {
+        match polled {
+            Polled::Item(item) => self.on_item(item),
+            Polled::Stalled => {
+                tracing::warn!(
+                    resource = self.resource,
+                    timeout = ?self.stall_timeout,
+                    "the streaming list (WatchList) did not end (no `k8s.io/initial-events-end` \
+                     bookmark) within its timeout; using a paginated list instead"
+                );
+                self.mode = InitialList::Paginated;
+                self.restart();
+                None
+            }
         }
     }
 
@@ -243,10 +295,21 @@ where
     /// when the item asks for it.
     fn on_item(&mut self, item: Result<Event<K>, watcher::Error>) -> Option<Event<K>> {
         let streaming_start = self.mode == InitialList::Streaming && !self.started;
+        if self.deadline.is_some() {
+            // Any sign of life of the streaming list postpones giving up.
+            self.deadline = Some(tokio::time::Instant::now() + self.stall_timeout);
+        }
         match step(item, self.resource, streaming_start) {
             Step::Event(event) => {
-                if matches!(event, Event::Init) {
-                    self.started = true;
+                match event {
+                    Event::Init => {
+                        self.started = true;
+                        if self.mode == InitialList::Streaming {
+                            self.deadline = Some(tokio::time::Instant::now() + self.stall_timeout);
+                        }
+                    }
+                    Event::InitDone => self.deadline = None,
+                    _ => {}
                 }
                 Some(event)
             }
@@ -266,6 +329,7 @@ where
     fn restart(&mut self) {
         let delay = self.restarts.next(Instant::now());
         self.started = false;
+        self.deadline = None;
         let config = with_strategy(self.config.clone(), self.mode);
         self.events = stream(self.api.clone(), config, delay);
     }
