@@ -13,9 +13,9 @@
 //!   breakdown (RssAnon, RssFile, threads) and copies of `/proc/PID/smaps`
 //!   in `target/bench/`. `BENCH_MALLINFO=1` also has gdb call glibc's
 //!   `malloc_stats()` in the daemon after the cold sync (heap in use vs held
-//!   by the allocator); `BENCH_STOP_AFTER_COLD=1` SIGTERMs the daemon (and a
-//!   wrapper's children, e.g. heaptrack's) right after the cold sync, so a
-//!   profiler's "leaked" is what was live then.
+//!   by the allocator); `BENCH_STOP_AFTER_COLD=1` SIGKILLs the daemon (found
+//!   under a profiler's wrapper, whose helpers live on) right after the cold
+//!   sync, so heaptrack's "leaked" is what was live then.
 //!
 //! The same run times `iptables-restore` and `nft -f` loading kube-proxy's
 //! rulesets for the same N × M (see `baseline`), each in a fresh namespace.
@@ -227,10 +227,11 @@ pub fn measure(
     let rss_cold_mib = rss_mib(proxy.pid())?;
     dump_memory(proxy.pid(), "cold");
     if std::env::var_os("BENCH_STOP_AFTER_COLD").is_some() {
-        let _ = std::process::Command::new("sh").arg("-c").arg(format!(
-            "for p in $(cat /proc/{0}/task/*/children) {0}; do for c in $(cat /proc/$p/task/*/children 2>/dev/null); do kill -TERM $c; done; done",
-            proxy.pid()
-        )).status();
+        for pid in daemons_in_tree(proxy.pid()) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
         bail!("stopped after the cold sync (BENCH_STOP_AFTER_COLD)");
     }
     if std::env::var_os("BENCH_MALLINFO").is_some() {
@@ -402,6 +403,31 @@ fn hot_slice_json(version: usize) -> serde_json::Value {
 
 fn addr(base: u32, offset: u32) -> std::net::Ipv4Addr {
     std::net::Ipv4Addr::from(base + offset)
+}
+
+/// `root` and its descendants that run `proxy run …` (argv[1] is `run`):
+/// the daemon itself, not a profiler's wrapper or its helper processes
+/// (heaptrack's interpreter must live on to write the data).
+fn daemons_in_tree(root: u32) -> Vec<u32> {
+    let mut todo = vec![root];
+    let mut found = Vec::new();
+    while let Some(pid) = todo.pop() {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if cmdline.split(|&b| b == 0).nth(1) == Some(b"run".as_slice()) {
+            found.push(pid);
+        }
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"));
+        for task in tasks.into_iter().flatten().flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            todo.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+    }
+    found
 }
 
 /// Prints where the daemon's RSS is (anonymous, file, shared; threads) and
