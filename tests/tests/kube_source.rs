@@ -156,7 +156,10 @@ impl World {
 
     /// The Services in the Index, by name.
     fn services(&self) -> Vec<String> {
-        self.index().services().map(|s| s.id.name.clone()).collect()
+        self.index()
+            .services()
+            .map(|s| s.id.name.to_string())
+            .collect()
     }
 
     /// The endpoint addresses of all slices in the Index, sorted.

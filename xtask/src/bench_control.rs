@@ -9,7 +9,13 @@
 //!   initial state is complete (`kubeproxy_sync_proxy_rules_duration_seconds`);
 //! - one change: a single endpoint changed, from the Index change to the map
 //!   entry (`kubeproxy_network_programming_duration_seconds`), repeated;
-//! - RSS of the daemon after the cold sync and after the changes.
+//! - RSS of the daemon after the cold sync and after the changes, with its
+//!   breakdown (RssAnon, RssFile, threads) and copies of `/proc/PID/smaps`
+//!   in `target/bench/`. `BENCH_MALLINFO=1` also has gdb call glibc's
+//!   `malloc_stats()` in the daemon after the cold sync (heap in use vs held
+//!   by the allocator); `BENCH_STOP_AFTER_COLD=1` SIGKILLs the daemon (found
+//!   under a profiler's wrapper, whose helpers live on) right after the cold
+//!   sync, so heaptrack's "leaked" is what was live then.
 //!
 //! The same run times `iptables-restore` and `nft -f` loading kube-proxy's
 //! rulesets for the same N × M (see `baseline`), each in a fresh namespace.
@@ -219,6 +225,25 @@ pub fn measure(
     let cold_sync =
         Duration::from_secs_f64(first.get("kubeproxy_sync_proxy_rules_duration_seconds_sum"));
     let rss_cold_mib = rss_mib(proxy.pid())?;
+    dump_memory(proxy.pid(), "cold");
+    if std::env::var_os("BENCH_STOP_AFTER_COLD").is_some() {
+        for pid in daemons_in_tree(proxy.pid()) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        bail!("stopped after the cold sync (BENCH_STOP_AFTER_COLD)");
+    }
+    if std::env::var_os("BENCH_MALLINFO").is_some() {
+        std::thread::sleep(Duration::from_millis(300));
+        for line in proxy
+            .log()
+            .lines()
+            .filter(|l| l.contains("bytes") || l.starts_with("Arena") || l.contains("synced"))
+        {
+            eprintln!("bench: malloc_stats: {line}");
+        }
+    }
     if let Some(line) = proxy.log().lines().find(|l| l.contains("synced")) {
         eprintln!("bench: first sync: {line}");
     }
@@ -238,6 +263,7 @@ pub fn measure(
     }
     samples.sort();
     let rss_after_mib = rss_mib(proxy.pid())?;
+    dump_memory(proxy.pid(), "after");
     drop(proxy);
     Ok(Measured {
         services,
@@ -377,6 +403,78 @@ fn hot_slice_json(version: usize) -> serde_json::Value {
 
 fn addr(base: u32, offset: u32) -> std::net::Ipv4Addr {
     std::net::Ipv4Addr::from(base + offset)
+}
+
+/// `root` and its descendants that run `proxy run …` (argv[1] is `run`):
+/// the daemon itself, not a profiler's wrapper or its helper processes
+/// (heaptrack's interpreter must live on to write the data).
+fn daemons_in_tree(root: u32) -> Vec<u32> {
+    let mut todo = vec![root];
+    let mut found = Vec::new();
+    while let Some(pid) = todo.pop() {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if cmdline.split(|&b| b == 0).nth(1) == Some(b"run".as_slice()) {
+            found.push(pid);
+        }
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"));
+        for task in tasks.into_iter().flatten().flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            todo.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+    }
+    found
+}
+
+/// Prints where the daemon's RSS is (anonymous, file, shared; threads) and
+/// keeps its `/proc/PID/smaps` under `target/bench/` for a closer look.
+/// Best effort: a read that fails is only reported.
+fn dump_memory(pid: u32, when: &str) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let wanted = [
+        "VmRSS:",
+        "RssAnon:",
+        "RssFile:",
+        "RssShmem:",
+        "VmHWM:",
+        "Threads:",
+    ];
+    let fields: Vec<String> = status
+        .lines()
+        .filter(|l| wanted.iter().any(|w| l.starts_with(w)))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    eprintln!("bench: memory {when}: {}", fields.join(", "));
+    if std::env::var_os("BENCH_MALLINFO").is_some() {
+        let out = std::process::Command::new("gdb")
+            .args([
+                "-batch",
+                "-p",
+                &pid.to_string(),
+                "-ex",
+                "call (void)malloc_stats()",
+            ])
+            .output();
+        if let Err(e) = out {
+            eprintln!("bench: gdb: {e}");
+        }
+    }
+    let dir = Path::new("target/bench");
+    for file in ["smaps_rollup", "smaps"] {
+        let copied = std::fs::create_dir_all(dir).and_then(|()| {
+            std::fs::copy(
+                format!("/proc/{pid}/{file}"),
+                dir.join(format!("{file}-{when}.txt")),
+            )
+        });
+        if let Err(e) = copied {
+            eprintln!("bench: could not keep /proc/{pid}/{file}: {e}");
+        }
+    }
 }
 
 fn rss_mib(pid: u32) -> anyhow::Result<f64> {

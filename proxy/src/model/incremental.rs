@@ -435,7 +435,10 @@ mod tests {
                     index.apply_service(SourceId::Manifests, service);
                 }
                 1 => {
-                    index.delete_service(SourceId::Manifests, &ObjectRef::new("default", &name));
+                    index.delete_service(
+                        SourceId::Manifests,
+                        &ObjectRef::new("default", name.as_str()),
+                    );
                 }
                 2 | 3 => {
                     let mut sl = slice("default", &format!("{name}-{}", rng.next(2)))

@@ -44,15 +44,21 @@ impl fmt::Display for Protocol {
     }
 }
 
-/// Namespace and name of a Kubernetes object.
+/// Namespace and name of a Kubernetes object. Shared strings: the Index, the
+/// desired-state cache and events all hold the same refs, and a clone is a
+/// reference count, not two allocations (10,000 Services × their slices
+/// made ~13 MB of copies).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectRef {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: std::sync::Arc<str>,
+    pub name: std::sync::Arc<str>,
 }
 
 impl ObjectRef {
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn new(
+        namespace: impl Into<std::sync::Arc<str>>,
+        name: impl Into<std::sync::Arc<str>>,
+    ) -> Self {
         Self {
             namespace: namespace.into(),
             name: name.into(),
@@ -565,4 +571,20 @@ pub struct HealthCheck {
     /// Local Ready endpoints of the Service, summed over its ports, in its
     /// primary family (kube-proxy's `LocalReadyEndpoints`).
     pub local_endpoints: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ObjectRef;
+
+    /// The Index, the desired-state cache and events each keep a copy of a
+    /// Service's ref: a copy must share the strings, not allocate them again.
+    #[test]
+    fn object_ref_clones_share_their_strings() {
+        let original = ObjectRef::new("default", "web");
+        let copy = original.clone();
+        assert!(std::sync::Arc::ptr_eq(&original.namespace, &copy.namespace));
+        assert!(std::sync::Arc::ptr_eq(&original.name, &copy.name));
+        assert_eq!(&*copy.name, "web");
+    }
 }

@@ -92,7 +92,7 @@ fn slice_relabelled_to_another_service_moves() {
     assert_eq!(backends(&idx, "10.96.0.11:80/TCP"), ["10.1.0.5:8080"]);
     assert_eq!(idx.slices_for(&ObjectRef::new("default", "web")).count(), 0);
     assert!(
-        idx.slices_by_service.keys().all(|k| k.name == "api"),
+        idx.slices_by_service.keys().all(|k| &*k.name == "api"),
         "no stale join entries"
     );
 }

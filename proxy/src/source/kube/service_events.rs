@@ -58,8 +58,8 @@ pub async fn run(
                 let regarding = ObjectReference {
                     api_version: Some("v1".to_owned()),
                     kind: Some("Service".to_owned()),
-                    namespace: Some(problem.service.namespace.clone()),
-                    name: Some(problem.service.name.clone()),
+                    namespace: Some(problem.service.namespace.to_string()),
+                    name: Some(problem.service.name.to_string()),
                     uid: Some(uid.clone()),
                     ..ObjectReference::default()
                 };

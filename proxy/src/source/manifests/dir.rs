@@ -474,7 +474,11 @@ mod tests {
     }
 
     fn names(dir: &ManifestDir) -> Vec<String> {
-        dir.objects().0.into_iter().map(|s| s.id.name).collect()
+        dir.objects()
+            .0
+            .into_iter()
+            .map(|s| s.id.name.to_string())
+            .collect()
     }
 
     #[test]
@@ -732,7 +736,7 @@ mod tests {
         let duplicates = dir.duplicates(&changes);
         assert_eq!(duplicates.len(), 1, "{duplicates:?}");
         assert_eq!(duplicates[0].kind, "Service");
-        assert_eq!(duplicates[0].object.name, "web");
+        assert_eq!(&*duplicates[0].object.name, "web");
         assert_eq!(duplicates[0].first, tmp.path().join("1.yaml"));
         assert_eq!(duplicates[0].file, tmp.path().join("2.yaml"));
         assert_eq!(

@@ -44,7 +44,9 @@ fn compute_on(
         services.iter().map(|s| {
             let mine: Vec<&EndpointSlice> = slices
                 .iter()
-                .filter(|sl| sl.id.namespace == s.id.namespace && sl.service_name == s.id.name)
+                .filter(|sl| {
+                    sl.id.namespace == s.id.namespace && sl.service_name.as_str() == &*s.id.name
+                })
                 .collect();
             (s, mine)
         }),

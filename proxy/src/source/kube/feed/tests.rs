@@ -77,7 +77,7 @@ impl Harness {
     fn service_names(&self) -> Vec<String> {
         lock(&self.index)
             .services()
-            .map(|s| s.id.name.clone())
+            .map(|s| s.id.name.to_string())
             .collect()
     }
 
