@@ -55,7 +55,7 @@ pub const BIND_FAILURE_LABEL: &str = "service-health";
 /// Whether failed attempt number `attempt` (from 1) on one port is logged:
 /// the first three, then one in twelve (once a minute at [`RETRY_INTERVAL`]).
 pub fn warns(attempt: u32) -> bool {
-    attempt <= 3 || attempt.is_multiple_of(12)
+    crate::admin::retry::logged(attempt, 3, 12)
 }
 
 /// The response body, in kube-proxy's shape.

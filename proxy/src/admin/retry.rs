@@ -40,7 +40,13 @@ pub fn delay_after(attempt: u32) -> Duration {
 
 /// Whether failure number `attempt` (from 1) is logged.
 pub fn warns(attempt: u32) -> bool {
-    attempt <= WARN_FIRST || attempt.is_multiple_of(WARN_EVERY)
+    logged(attempt, WARN_FIRST, WARN_EVERY)
+}
+
+/// Rate-limited logging of repeated failures: failure number `attempt`
+/// (from 1) is logged when it is one of the first `first`, then one in `every`.
+pub fn logged(attempt: u32, first: u32, every: u32) -> bool {
+    attempt <= first || attempt.is_multiple_of(every)
 }
 
 /// Counts and (rate-limited) logs failure number `attempt` of `site` on `addr`.
