@@ -17,7 +17,7 @@
 //!   `BOOKMARK` annotated `k8s.io/initial-events-end`, unless
 //!   [`FakeApiServer::set_watch_list`] makes it refuse them as an API server
 //!   without the `WatchList` feature does, or leave the bookmark out, or
-//!   [`FakeApiServer::expire_next_streaming_lists`] cuts them with a 410;
+//!   [`FakeApiServer::expire_next_streaming_list`] cuts them with a 410;
 //! - one global `resourceVersion`, bumped by every change;
 //! - `410 Gone` for a watch from a compacted `resourceVersion`: by default a `200`
 //!   whose only event is an `ERROR` carrying a `Status` with code 410 (what
@@ -265,8 +265,8 @@ struct State {
     gone_style: GoneStyle,
     page_cap: Option<usize>,
     watch_list: WatchList,
-    /// Streaming lists still to cut with a 410 `ERROR` event.
-    expiring_streams: usize,
+    /// Resources whose next streaming list is cut with a 410 `ERROR` event.
+    expiring_streams: BTreeSet<Resource>,
     held: BTreeSet<Resource>,
     requests: Vec<ApiRequest>,
     /// Events created over HTTP, in order.
@@ -318,7 +318,7 @@ impl FakeApiServer {
                 gone_style: GoneStyle::default(),
                 page_cap: None,
                 watch_list: WatchList::Offered,
-                expiring_streams: 0,
+                expiring_streams: BTreeSet::new(),
                 held: BTreeSet::new(),
                 requests: Vec::new(),
                 events: Vec::new(),
@@ -632,11 +632,12 @@ impl FakeApiServer {
         self.shared.state().watch_list = watch_list;
     }
 
-    /// The next `n` streaming lists send half of their objects, then an
-    /// `ERROR` event with a 410 `Status` (the version they started from
-    /// expired), and end.
-    pub fn expire_next_streaming_lists(&self, n: usize) {
-        self.shared.state().expiring_streams = n;
+    /// The next streaming list of `resource` sends half of its objects, then
+    /// an `ERROR` event with a 410 `Status` (the version it started from
+    /// expired), and ends. Per resource, so which lists are cut does not
+    /// depend on the order the watchers' requests arrive in.
+    pub fn expire_next_streaming_list(&self, resource: Resource) {
+        self.shared.state().expiring_streams.insert(resource);
     }
 
     /// Lists of `resource`, streaming ones included, wait (their requests stay open, unanswered) until
@@ -1418,8 +1419,7 @@ fn start_watch(
                  WatchList feature gate is enabled",
             );
         }
-        None if initial_events && state.expiring_streams > 0 => {
-            state.expiring_streams -= 1;
+        None if initial_events && state.expiring_streams.remove(&resource) => {
             let objects = state.matching(resource, &filter);
             for (_, object) in objects.iter().take(objects.len() / 2) {
                 let _ = tx.send(WatchMsg::Line(event_line("ADDED", object)));
