@@ -1,6 +1,8 @@
 //! tc (tcx) programs: north-south service translation, packet by packet.
 //!
-//! `tc_ingress` runs on every attached device:
+//! `tc_ingress` runs on every attached device. It only reads the ethertype
+//! and tail-calls (`TC_TAIL`) `tc_ingress4` or `tc_ingress6`, which run the
+//! same generic path for their family (each verified on its own):
 //! 1. conntrack: a packet whose tuple has a fresh `CT_*` entry, else a
 //!    fresh `CT_PENDING_*` entry, gets the entry's rewrite (forward: to the
 //!    backend, SNATed to the node when the flow is; reply: back to frontend
@@ -60,12 +62,14 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use proxy_common::{Be16, Reason, backend_flags, ct_flags, device_flags, proto, scope, svc_flags};
+use proxy_common::{
+    Be16, Reason, backend_flags, ct_flags, device_flags, proto, scope, svc_flags, tail,
+};
 
 use crate::{
     family::{self, Chosen, Ct, CtEntry, Family, Tuple, V4, V6},
     maglev,
-    maps::DEVICES,
+    maps::{DEVICES, TC_TAIL},
     packet::{self, Flow, IcmpError, TCP_FIN, TCP_RST, TCP_SYN},
     reject_budget,
     stats::count,
@@ -105,13 +109,34 @@ enum Verdict {
     Reject,
 }
 
+/// The ingress entry point: by ethertype, a tail call into the family's
+/// program (`TC_TAIL`), so each family's path is verified on its own (the
+/// generic path monomorphized for both families did not leave room under
+/// the verifier's 1,000,000 instructions). A tail call that fails (an empty
+/// slot) is counted and the packet passed untouched, as with no program.
 #[classifier]
 pub fn tc_ingress(ctx: TcContext) -> i32 {
-    match packet::ethertype(&ctx) {
-        Some(packet::ETH_P_IP) => ingress::<V4>(&ctx),
-        Some(packet::ETH_P_IPV6) => ingress::<V6>(&ctx),
-        _ => finish(&ctx, Verdict::Pass(Reason::TcPassNonIp)),
-    }
+    let slot = match packet::ethertype(&ctx) {
+        Some(packet::ETH_P_IP) => tail::INGRESS4,
+        Some(packet::ETH_P_IPV6) => tail::INGRESS6,
+        _ => return finish(&ctx, Verdict::Pass(Reason::TcPassNonIp)),
+    };
+    // SAFETY: the context is the one the kernel passed in; on success the
+    // call does not return, on failure it changes nothing.
+    unsafe { TC_TAIL.tail_call(&ctx, slot) };
+    finish(&ctx, Verdict::Pass(Reason::TcTailCallFailed))
+}
+
+/// IPv4 ingress (`TC_TAIL` slot `tail::INGRESS4`).
+#[classifier]
+pub fn tc_ingress4(ctx: TcContext) -> i32 {
+    ingress::<V4>(&ctx)
+}
+
+/// IPv6 ingress (`TC_TAIL` slot `tail::INGRESS6`).
+#[classifier]
+pub fn tc_ingress6(ctx: TcContext) -> i32 {
+    ingress::<V6>(&ctx)
 }
 
 #[classifier]

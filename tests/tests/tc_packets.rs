@@ -36,7 +36,7 @@ use etherparse::{
 };
 use proxy_common::{
     Be16, Be32, CtKeyV4, CtValueV4, NodeConfig, SrcRangeV4, SrcRangeV6, backend_flags, ct_flags,
-    ct_timeout, device_flags, names, programs, proto, scope, src_range, svc_flags,
+    ct_timeout, device_flags, names, programs, proto, scope, src_range, svc_flags, tail,
 };
 use proxy_tests::{
     Sandbox,
@@ -1420,6 +1420,46 @@ fn non_ip_passes() {
     }
 }
 
+/// `tc_ingress` tail-calls its family's program (`TC_TAIL`). When that
+/// fails (the slot is empty), the packet is passed untouched, as with no
+/// program attached, and counted as `tc_tail_call_failed`; the other family
+/// is still translated, and refilling the slot (as the daemon does at every
+/// reconcile) brings the translation back.
+#[test]
+fn a_failed_tail_call_passes_the_packet_untouched_and_is_counted() {
+    let sandbox = sandbox();
+    let services = [
+        node_port(Family::V4, proto::UDP, &[LOCAL_BE4]),
+        node_port(Family::V6, proto::UDP, &[LOCAL_BE6]),
+    ];
+    let mut world = world_with(&sandbox, "tail", &services);
+    let frame = |p: &Pkt| build(p, None).expect("build");
+    let udp4 = frame(&pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), L4::Udp));
+    let udp6 = frame(&pkt(ep(CLIENT6, CLIENT_PORT), ep(NODE6, NODE_PORT), L4::Udp));
+    world
+        .set_tail_call(tail::INGRESS4, false)
+        .expect("emptying the IPv4 slot");
+    let (failed, dnat) = (world.stat("tc_tail_call_failed"), world.stat("tc_dnat"));
+    let (verdict, out) = world.run(Ingress, &udp4).expect("run");
+    assert_eq!(verdict, TC_ACT_OK, "v4: passed");
+    assert_eq!(hex(&out), hex(&udp4), "v4: untouched");
+    assert_eq!(world.stat("tc_tail_call_failed"), failed + 1, "v4: counted");
+    assert_eq!(world.stat("tc_dnat"), dnat, "v4: not translated");
+
+    let (verdict, out) = world.run(Ingress, &udp6).expect("run");
+    assert_eq!(verdict, TC_ACT_OK, "v6");
+    assert_eq!(destination(&out), ip(LOCAL6), "v6: still translated");
+    assert_eq!(world.stat("tc_tail_call_failed"), failed + 1, "v6: no failure");
+    assert_eq!(world.stat("tc_dnat"), dnat + 1, "v6: translated");
+
+    world
+        .set_tail_call(tail::INGRESS4, true)
+        .expect("refilling the IPv4 slot");
+    let (_, out) = world.run(Ingress, &udp4).expect("run");
+    assert_eq!(destination(&out), ip(LOCAL4), "v4: translated again");
+    assert_eq!(world.stat("tc_tail_call_failed"), failed + 1, "v4: no failure");
+}
+
 /// An ICMP error whose IP length ends inside the packet it quotes (the rest
 /// of the quote lies in bytes past the datagram) passes untouched: the ICMP
 /// checksum a translation updates covers the datagram alone. Found by the
@@ -2458,6 +2498,8 @@ fn every_program_verifies() {
             "sock_sendmsg6",
             programs::TC_EGRESS,
             programs::TC_INGRESS,
+            programs::TC_INGRESS4,
+            programs::TC_INGRESS6,
         ]
     );
 }
