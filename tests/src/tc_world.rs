@@ -83,7 +83,10 @@ impl TcWorld {
             .load(object)
             .map_err(|e| format!("loading the object: {e}"))?;
         let tails = tail::PROGRAMS.map(|(_, name)| name);
-        for name in tails.into_iter().chain([programs::TC_INGRESS, programs::TC_EGRESS]) {
+        for name in tails
+            .into_iter()
+            .chain([programs::TC_INGRESS, programs::TC_EGRESS])
+        {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .ok_or(format!("no program {name}"))?

@@ -1434,8 +1434,16 @@ fn a_failed_tail_call_passes_the_packet_untouched_and_is_counted() {
     ];
     let mut world = world_with(&sandbox, "tail", &services);
     let frame = |p: &Pkt| build(p, None).expect("build");
-    let udp4 = frame(&pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), L4::Udp));
-    let udp6 = frame(&pkt(ep(CLIENT6, CLIENT_PORT), ep(NODE6, NODE_PORT), L4::Udp));
+    let udp4 = frame(&pkt(
+        ep(CLIENT4, CLIENT_PORT),
+        ep(NODE4, NODE_PORT),
+        L4::Udp,
+    ));
+    let udp6 = frame(&pkt(
+        ep(CLIENT6, CLIENT_PORT),
+        ep(NODE6, NODE_PORT),
+        L4::Udp,
+    ));
     world
         .set_tail_call(tail::INGRESS4, false)
         .expect("emptying the IPv4 slot");
@@ -1449,7 +1457,11 @@ fn a_failed_tail_call_passes_the_packet_untouched_and_is_counted() {
     let (verdict, out) = world.run(Ingress, &udp6).expect("run");
     assert_eq!(verdict, TC_ACT_OK, "v6");
     assert_eq!(destination(&out), ip(LOCAL6), "v6: still translated");
-    assert_eq!(world.stat("tc_tail_call_failed"), failed + 1, "v6: no failure");
+    assert_eq!(
+        world.stat("tc_tail_call_failed"),
+        failed + 1,
+        "v6: no failure"
+    );
     assert_eq!(world.stat("tc_dnat"), dnat + 1, "v6: translated");
 
     world
@@ -1457,7 +1469,11 @@ fn a_failed_tail_call_passes_the_packet_untouched_and_is_counted() {
         .expect("refilling the IPv4 slot");
     let (_, out) = world.run(Ingress, &udp4).expect("run");
     assert_eq!(destination(&out), ip(LOCAL4), "v4: translated again");
-    assert_eq!(world.stat("tc_tail_call_failed"), failed + 1, "v4: no failure");
+    assert_eq!(
+        world.stat("tc_tail_call_failed"),
+        failed + 1,
+        "v4: no failure"
+    );
 }
 
 /// An ICMP error whose IP length ends inside the packet it quotes (the rest
