@@ -157,10 +157,17 @@ pub mod tail {
     pub const INGRESS4: u32 = 0;
     /// `tc_ingress6`: an IPv6 packet's ingress.
     pub const INGRESS6: u32 = 1;
+    /// `tc_ingress4_new`: an IPv4 packet no conntrack entry knows,
+    /// tail-called by `tc_ingress4`.
+    pub const NEW4: u32 = 2;
+    /// `tc_ingress6_new`: the same for IPv6, tail-called by `tc_ingress6`.
+    pub const NEW6: u32 = 3;
     /// Every slot with its program, in slot order.
-    pub const PROGRAMS: [(u32, &str); 2] = [
+    pub const PROGRAMS: [(u32, &str); 4] = [
         (INGRESS4, super::programs::TC_INGRESS4),
         (INGRESS6, super::programs::TC_INGRESS6),
+        (NEW4, super::programs::TC_INGRESS4_NEW),
+        (NEW6, super::programs::TC_INGRESS6_NEW),
     ];
 }
 
@@ -190,6 +197,12 @@ pub mod programs {
     /// Tail-called by `tc_ingress` for IPv6 packets (slot
     /// [`tail::INGRESS6`](super::tail::INGRESS6)).
     pub const TC_INGRESS6: &str = "tc_ingress6";
+    /// Tail-called by `tc_ingress4` for an IPv4 packet no conntrack entry
+    /// knows (slot [`tail::NEW4`](super::tail::NEW4)): a new flow, a reject,
+    /// or passed.
+    pub const TC_INGRESS4_NEW: &str = "tc_ingress4_new";
+    /// The same for IPv6 (slot [`tail::NEW6`](super::tail::NEW6)).
+    pub const TC_INGRESS6_NEW: &str = "tc_ingress6_new";
     /// tc egress (tcx) on each device: reverse NAT of replies that leave here.
     pub const TC_EGRESS: &str = "tc_egress";
     /// `cgroup_skb/egress`: checks the source address the kernel chose for a

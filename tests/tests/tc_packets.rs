@@ -1420,11 +1420,14 @@ fn non_ip_passes() {
     }
 }
 
-/// `tc_ingress` tail-calls its family's program (`TC_TAIL`). When that
-/// fails (the slot is empty), the packet is passed untouched, as with no
-/// program attached, and counted as `tc_tail_call_failed`; the other family
-/// is still translated, and refilling the slot (as the daemon does at every
-/// reconcile) brings the translation back.
+/// `tc_ingress` tail-calls its family's program (`TC_TAIL`), which
+/// tail-calls the family's new-flow program for a packet no conntrack entry
+/// knows. When a tail call fails (the slot is empty), the packet is passed
+/// untouched, as with no program attached, and counted as
+/// `tc_tail_call_failed`; the other family is still translated, refilling
+/// the slot (as the daemon does at every reconcile) brings the translation
+/// back, and with the new-flow slot empty tracked flows are still
+/// translated.
 #[test]
 fn a_failed_tail_call_passes_the_packet_untouched_and_is_counted() {
     let sandbox = sandbox();
@@ -1474,6 +1477,104 @@ fn a_failed_tail_call_passes_the_packet_untouched_and_is_counted() {
         failed + 1,
         "v4: no failure"
     );
+
+    // The new-flow program's slot empty: the tracked flow is still
+    // translated, a new flow passes untouched.
+    world
+        .set_tail_call(tail::NEW4, false)
+        .expect("emptying the IPv4 new-flow slot");
+    let (_, out) = world.run(Ingress, &udp4).expect("run");
+    assert_eq!(destination(&out), ip(LOCAL4), "v4: tracked, translated");
+    assert_eq!(world.stat("tc_tail_call_failed"), failed + 1, "v4: tracked");
+    let new4 = frame(&pkt(
+        ep(CLIENT4, CLIENT_PORT + 1),
+        ep(NODE4, NODE_PORT),
+        L4::Udp,
+    ));
+    let (verdict, out) = world.run(Ingress, &new4).expect("run");
+    assert_eq!(verdict, TC_ACT_OK, "v4 new flow: passed");
+    assert_eq!(hex(&out), hex(&new4), "v4 new flow: untouched");
+    assert_eq!(
+        world.stat("tc_tail_call_failed"),
+        failed + 2,
+        "v4 new flow: counted"
+    );
+}
+
+/// Not a check: what one packet costs through `tc_ingress`, as the kernel
+/// times `BPF_PROG_TEST_RUN` (the median of many single runs, the run's own
+/// time only), for a tracked flow's packet and for a packet to no frontend
+/// (parsed, looked up in both conntrack maps and the service map). With
+/// `TC_COST_OBJECT=<path>`, the object at that path is measured instead (an
+/// older build, for a before/after).
+/// `cargo nextest run -p proxy-tests --test tc_packets per_packet_cost
+/// --run-ignored only --no-capture`.
+#[test]
+#[ignore = "a measurement, printed; run by hand"]
+fn per_packet_cost() {
+    const RUNS: usize = 20_000;
+    let sandbox = sandbox();
+    // aya wants the object 8-byte aligned: copied into `u64`s.
+    let object: Option<(Vec<u64>, usize)> = std::env::var_os("TC_COST_OBJECT").map(|path| {
+        let bytes = std::fs::read(&path).expect("reading TC_COST_OBJECT");
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        for (word, chunk) in words.iter_mut().zip(bytes.chunks(8)) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            *word = u64::from_ne_bytes(b);
+        }
+        (words, bytes.len())
+    });
+    for family in Family::BOTH {
+        let backends: &'static [Backend] = match family {
+            Family::V4 => &[LOCAL_BE4],
+            Family::V6 => &[LOCAL_BE6],
+        };
+        let dir = sandbox.bpffs_path().join(format!("cost-{family:?}"));
+        std::fs::create_dir(&dir).expect("pin dir");
+        let mut world = match &object {
+            None => World::load(&dir).expect("load"),
+            Some((words, len)) => {
+                // SAFETY: `words` holds at least `len` initialized bytes,
+                // and any byte is a valid u8.
+                let bytes =
+                    unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), *len) };
+                World(TcWorld::load(&dir, bytes, v4(NODE4), v6(NODE6)).expect("load"))
+            }
+        };
+        world
+            .install(&[], &[node_port(family, proto::UDP, backends)])
+            .expect("install");
+        let (node, client, backend) = (family.node(), family.client(), backends[0].addr);
+        let elsewhere = match family {
+            Family::V4 => ROUTER4,
+            Family::V6 => ROUTER6,
+        };
+        let frame = |p: &Pkt| build(p, None).expect("build");
+        let request = frame(&pkt(ep(client, CLIENT_PORT), ep(node, NODE_PORT), L4::Udp));
+        let reply = frame(&pkt(ep(backend, TARGET), ep(client, CLIENT_PORT), L4::Udp));
+        let other = frame(&pkt(
+            ep(client, CLIENT_PORT + 1),
+            ep(elsewhere, 80),
+            L4::Udp,
+        ));
+        let median = |world: &mut World, frame: &[u8]| {
+            let mut ns: Vec<u128> = (0..RUNS)
+                .map(|_| {
+                    let (_, _, took) = world.run_program(programs::TC_INGRESS, frame).expect("run");
+                    took.as_nanos()
+                })
+                .collect();
+            ns.sort_unstable();
+            ns[RUNS / 2]
+        };
+        // The flow's first packet, then its answer: tracked from then on.
+        world.run(Ingress, &request).expect("run");
+        world.run(Ingress, &reply).expect("run");
+        let tracked = median(&mut world, &request);
+        let untracked = median(&mut world, &other);
+        eprintln!("{family:?}: tracked flow {tracked} ns, packet to no frontend {untracked} ns");
+    }
 }
 
 /// An ICMP error whose IP length ends inside the packet it quotes (the rest
@@ -2515,7 +2616,9 @@ fn every_program_verifies() {
             programs::TC_EGRESS,
             programs::TC_INGRESS,
             programs::TC_INGRESS4,
+            programs::TC_INGRESS4_NEW,
             programs::TC_INGRESS6,
+            programs::TC_INGRESS6_NEW,
         ]
     );
 }
