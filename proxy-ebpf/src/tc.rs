@@ -836,7 +836,10 @@ fn apply<F: Family>(
             // entries left would hold twice the SNAT ports.
             touch_peer::<F>(entry, table, now, 0);
         }
-        F::ct_touch(key, table, now, progress & ct_flags::CLOSING, 0);
+        let closing = progress & ct_flags::CLOSING;
+        if table == Ct::Pending || closing & !entry.flags != 0 || !recent(entry, now) {
+            F::ct_touch(key, table, now, closing, 0);
+        }
     }
     if !F::rewrite(ctx, flow, &entry.to) {
         return Verdict::Drop(Reason::TcRewriteFailed);
@@ -846,6 +849,19 @@ fn apply<F: Family>(
     } else {
         Reason::TcCtForward
     })
+}
+
+/// How stale an established entry's `last_seen_ns` may get before a packet
+/// refreshes it: the timeouts are 10 s and more, and a write per packet
+/// (a second lookup, and a cache line every CPU of a bulk flow writes)
+/// showed in the per-packet cost.
+const REFRESH_NS: u64 = 1_000_000_000;
+
+/// Whether `entry` was refreshed less than [`REFRESH_NS`] ago (or later than
+/// `now`, by another CPU).
+#[inline(always)]
+fn recent<A>(entry: &CtEntry<A>, now: u64) -> bool {
+    now.saturating_sub(entry.last_seen_ns) < REFRESH_NS
 }
 
 /// Refreshes the other direction's entry of `entry`'s flow in `table`,

@@ -2170,6 +2170,88 @@ fn conntrack_timeout() {
     }
 }
 
+/// An established entry is refreshed (`last_seen_ns`) by a packet only once
+/// it is a second old: a packet of a flow refreshed less than a second ago
+/// writes nothing, one of a flow idle longer refreshes it; a FIN marks the
+/// entry `CLOSING` however recent it is.
+#[test]
+fn established_entries_are_refreshed_at_most_once_a_second() {
+    let sandbox = sandbox();
+    let mut world = world_with(
+        &sandbox,
+        "refresh",
+        &[node_port(Family::V4, proto::TCP, &[LOCAL_BE4])],
+    );
+    let key = CtKeyV4 {
+        saddr: be32(CLIENT4),
+        daddr: be32(NODE4),
+        sport: Be16::from_host(CLIENT_PORT),
+        dport: Be16::from_host(NODE_PORT),
+        proto: proto::TCP,
+        _pad: [0; 3],
+    };
+    let stored = |last_seen_ns: u64| CtValueV4 {
+        last_seen_ns,
+        saddr: be32(CLIENT4),
+        daddr: be32(LOCAL4),
+        sport: Be16::from_host(CLIENT_PORT),
+        dport: Be16::from_host(TARGET),
+        rev_nat_id: 7,
+        flags: 0,
+        _pad: 0,
+        backend_id: LOCAL_BE4.id,
+        _pad2: 0,
+    };
+    let ack = build(
+        &pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), ACK),
+        None,
+    )
+    .expect("build");
+    let fin = build(
+        &pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), FIN),
+        None,
+    )
+    .expect("build");
+    let entry = |world: &mut World| {
+        let ct: HashMap<&mut MapData, CtKeyV4, CtValueV4> = world.map(names::CT_V4).expect("CT_V4");
+        ct.get(&key, 0).expect("the entry")
+    };
+    let put = |world: &mut World, last_seen: u64| {
+        let mut ct: HashMap<&mut MapData, CtKeyV4, CtValueV4> =
+            world.map(names::CT_V4).expect("CT_V4");
+        ct.insert(&key, &stored(last_seen), 0).expect("insert");
+    };
+    // Half a second old: translated, not written.
+    let recent = monotonic_ns() - 500_000_000;
+    put(&mut world, recent);
+    let (_, out) = world.run(Ingress, &ack).expect("run");
+    assert_eq!(destination(&out), ip(LOCAL4), "translated");
+    assert_eq!(
+        entry(&mut world).last_seen_ns,
+        recent,
+        "half a second old: kept"
+    );
+    // Two seconds old: refreshed.
+    let old = monotonic_ns() - 2_000_000_000;
+    put(&mut world, old);
+    let before = monotonic_ns();
+    world.run(Ingress, &ack).expect("run");
+    assert!(
+        entry(&mut world).last_seen_ns >= before,
+        "two seconds old: refreshed"
+    );
+    // A FIN on a recent entry: marked closing, refreshed.
+    put(&mut world, recent);
+    world.run(Ingress, &fin).expect("run");
+    let closed = entry(&mut world);
+    assert_ne!(
+        closed.flags & ct_flags::CLOSING,
+        0,
+        "a FIN marks it closing"
+    );
+    assert!(closed.last_seen_ns > recent, "and refreshes it");
+}
+
 /// A TCP entry that only ever saw SYNs lives `TCP_SYN_NS` (60 s), so a flood
 /// of spoofed SYNs does not hold entries and SNAT ports for six hours; once a
 /// packet without SYN went through, the established timeout applies.
