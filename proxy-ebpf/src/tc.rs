@@ -1,9 +1,10 @@
 //! tc (tcx) programs: north-south service translation, packet by packet.
 //!
 //! `tc_ingress` runs on every attached device. It only reads the ethertype
-//! and tail-calls (`TC_TAIL`) `tc_ingress4` or `tc_ingress6`, which run the
-//! same generic path for their family: step 1 there, steps 2 and 3 in
-//! `tc_ingress4_new`/`tc_ingress6_new`, tail-called in turn for a packet no
+//! and tail-calls (`TC_TAIL`, see `tc_tail`) `tc_ingress4` or `tc_ingress6`,
+//! which run the same generic path for their family: step 1 there
+//! ([`ingress_tracked`]), steps 2 and 3 in `tc_ingress4_new`/`tc_ingress6_new`
+//! ([`ingress_new`]), tail-called in turn for a packet to a frontend no
 //! conntrack entry knows (each program verified on its own):
 //! 1. conntrack: a packet whose tuple has a fresh `CT_*` entry, else a
 //!    fresh `CT_PENDING_*` entry, gets the entry's rewrite (forward: to the
@@ -64,14 +65,12 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use proxy_common::{
-    Be16, Reason, backend_flags, ct_flags, device_flags, proto, scope, svc_flags, tail,
-};
+use proxy_common::{Be16, Reason, backend_flags, ct_flags, device_flags, proto, scope, svc_flags};
 
 use crate::{
     family::{self, Chosen, Ct, CtEntry, Family, Tuple, V4, V6},
     maglev,
-    maps::{DEVICES, TC_TAIL},
+    maps::DEVICES,
     packet::{self, Flow, IcmpError, TCP_FIN, TCP_RST, TCP_SYN},
     reject_budget,
     stats::count,
@@ -101,7 +100,7 @@ const SNAT_TRIES: u32 = 8;
 const EEXIST: i32 = -17;
 
 /// What to do with the packet, and why.
-enum Verdict {
+pub(crate) enum Verdict {
     Pass(Reason),
     Drop(Reason),
     /// The packet was turned into a reject: send it back out of its device.
@@ -111,54 +110,10 @@ enum Verdict {
     Reject,
 }
 
-/// The ingress entry point: by ethertype, a tail call into the family's
-/// program (`TC_TAIL`), so each family's path is verified on its own (the
-/// generic path monomorphized for both families did not leave room under
-/// the verifier's 1,000,000 instructions). A tail call that fails (an empty
-/// slot) is counted and the packet passed untouched, as with no program.
-#[classifier]
-pub fn tc_ingress(ctx: TcContext) -> i32 {
-    let slot = match packet::ethertype(&ctx) {
-        Some(packet::ETH_P_IP) => tail::INGRESS4,
-        Some(packet::ETH_P_IPV6) => tail::INGRESS6,
-        _ => return finish(&ctx, Verdict::Pass(Reason::TcPassNonIp)),
-    };
-    // SAFETY: the context is the one the kernel passed in; on success the
-    // call does not return, on failure it changes nothing.
-    unsafe { TC_TAIL.tail_call(&ctx, slot) };
-    finish(&ctx, Verdict::Pass(Reason::TcTailCallFailed))
-}
-
-/// IPv4 ingress (`TC_TAIL` slot `tail::INGRESS4`): conntrack, then a tail
-/// call into `tc_ingress4_new` for a packet no entry knows.
-#[classifier]
-pub fn tc_ingress4(ctx: TcContext) -> i32 {
-    ingress::<V4>(ctx, tail::NEW4)
-}
-
-/// IPv6 ingress (`TC_TAIL` slot `tail::INGRESS6`), as `tc_ingress4`.
-#[classifier]
-pub fn tc_ingress6(ctx: TcContext) -> i32 {
-    ingress::<V6>(ctx, tail::NEW6)
-}
-
-/// An IPv4 packet no conntrack entry knows (`TC_TAIL` slot `tail::NEW4`):
-/// a new flow to a frontend, a reject, or passed.
-#[classifier]
-pub fn tc_ingress4_new(ctx: TcContext) -> i32 {
-    ingress_new::<V4>(&ctx)
-}
-
-/// The same for IPv6 (`TC_TAIL` slot `tail::NEW6`).
-#[classifier]
-pub fn tc_ingress6_new(ctx: TcContext) -> i32 {
-    ingress_new::<V6>(&ctx)
-}
-
-/// `skb->cb[0]` bit set by `tc_ingress4`/`tc_ingress6` before the tail call
+/// `skb->cb[0]` bit set by `tc_ingress4`/`tc_ingress6` (`tc_tail`) before the tail call
 /// into the new-flow program: the packet's forward entry was removed because
 /// its backend is gone (counted as `tc_rebalanced` once translated).
-const CB_REBALANCED: u32 = 1;
+pub(crate) const CB_REBALANCED: u32 = 1;
 
 #[classifier]
 pub fn tc_egress(ctx: TcContext) -> i32 {
@@ -170,7 +125,7 @@ pub fn tc_egress(ctx: TcContext) -> i32 {
 }
 
 #[inline(always)]
-fn finish(ctx: &TcContext, verdict: Verdict) -> i32 {
+pub(crate) fn finish(ctx: &TcContext, verdict: Verdict) -> i32 {
     match verdict {
         Verdict::Pass(reason) => {
             count(reason);
@@ -277,7 +232,7 @@ fn fresh<A>(entry: &CtEntry<A>, protocol: u8, now: u64) -> bool {
 }
 
 /// What the conntrack half of ingress leaves to the new-flow program.
-enum Step {
+pub(crate) enum Step {
     /// The packet's verdict.
     Done(i32),
     /// No fresh entry: a new flow (`true`: its forward entry was removed, the
@@ -285,33 +240,11 @@ enum Step {
     New(bool),
 }
 
-/// One family's ingress, in two programs: parse and conntrack here, and a
-/// packet no fresh entry knows goes on, by a tail call to `slot`, to
-/// [`ingress_new`] (a new flow, else a reject), which parses it again. Two
-/// programs, so each is verified on its own (the whole path of one family
-/// took most of the verifier's 1,000,000 instructions). The tail call is made
-/// from the program's own frame, never from a BPF function (the verifier
-/// limits the frames below a tail call to 256 bytes).
-#[inline(always)]
-fn ingress<F: Family>(mut ctx: TcContext, slot: u32) -> i32 {
-    match ingress_tracked::<F>(&ctx) {
-        Step::Done(verdict) => verdict,
-        Step::New(rebalanced) => {
-            if let Some(cb) = ctx.cb_mut().first_mut() {
-                *cb = if rebalanced { CB_REBALANCED } else { 0 };
-            }
-            // SAFETY: as in `tc_ingress`.
-            unsafe { TC_TAIL.tail_call(&ctx, slot) };
-            finish(&ctx, Verdict::Pass(Reason::TcTailCallFailed))
-        }
-    }
-}
-
-/// Parse and conntrack (see [`ingress`]). Each step is its own BPF function
+/// Parse and conntrack (see `tc_tail::ingress`). Each step is its own BPF function
 /// called in turn, so their stack frames are never stacked on one another
 /// (the verifier allows 512 bytes for the whole call chain).
 #[inline(never)]
-fn ingress_tracked<F: Family>(ctx: &TcContext) -> Step {
+pub(crate) fn ingress_tracked<F: Family>(ctx: &TcContext) -> Step {
     let mut flow = Flow::default();
     match F::parse(ctx, &mut flow) {
         Ok(()) => {}
@@ -342,7 +275,7 @@ fn is_frontend<F: Family>(flow: &Flow<F::Addr>) -> bool {
 /// A packet [`ingress_tracked`] found no fresh entry for: a new flow to a
 /// frontend, else a reject, else passed.
 #[inline(never)]
-fn ingress_new<F: Family>(ctx: &TcContext) -> i32 {
+pub(crate) fn ingress_new<F: Family>(ctx: &TcContext) -> i32 {
     let rebalanced = ctx.cb().first().is_some_and(|cb| cb & CB_REBALANCED != 0);
     let mut flow = Flow::default();
     if let Err(reason) = F::parse(ctx, &mut flow) {
