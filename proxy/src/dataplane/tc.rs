@@ -29,6 +29,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::AsFd as _,
     path::{Path, PathBuf},
 };
 
@@ -55,6 +56,7 @@ use crate::dataplane::{
     link_info,
     local_traffic::{self, LocalDetector},
     pins::{self, PinLayout, TC_LINKS_PREFIX},
+    tail_calls,
 };
 
 /// Both tc programs, with the hook each attaches to, in attach order.
@@ -332,11 +334,22 @@ pub fn fill_tail_calls(ebpf: &mut Ebpf) -> Result<(), LoadError> {
             .ok_or(LoadError::MissingProgram(name))?
             .try_into()
             .map_err(|e| program_error(name, "has the wrong type", e))?;
+        let id = program
+            .info()
+            .map_err(|e| program_error(name, "reading its id", e))?
+            .id();
         let fd = program
             .fd()
             .map_err(|e| program_error(name, "reading its descriptor", e))?
             .try_clone()
             .map_err(|e| program_error(name, "duplicating its descriptor", e.into()))?;
+        // Unchanged slots are not written again: an update re-patches every
+        // program that tail-calls through the map (the JIT's direct jumps).
+        if let Some(aya::maps::Map::ProgramArray(data)) = ebpf.map(names::TC_TAIL)
+            && matches!(tail_calls::slot_program(data.fd().as_fd(), slot), Ok(Some(held)) if held == id)
+        {
+            continue;
+        }
         let map = ebpf
             .map_mut(names::TC_TAIL)
             .ok_or(LoadError::MissingMap(names::TC_TAIL))?;
@@ -345,6 +358,7 @@ pub fn fill_tail_calls(ebpf: &mut Ebpf) -> Result<(), LoadError> {
         array
             .set(slot, &fd, 0)
             .map_err(|e| map_error(names::TC_TAIL, e))?;
+        tracing::info!(slot, program = name, prog_id = id, "TC_TAIL slot filled");
     }
     Ok(())
 }
