@@ -144,6 +144,31 @@ pub mod names {
     pub const MAGLEV_CFG: &str = "MAGLEV_CFG";
     /// The socket hooks' pre-filter bitmap (an array of `u64` words, see [`crate::prefilter`]).
     pub const SVC_FILTER: &str = "SVC_FILTER";
+    /// (prog array) the tc programs `tc_ingress` tail-calls, by
+    /// [`tail`](super::tail) slot; filled by the daemon before it attaches
+    /// `tc_ingress` anywhere.
+    pub const TC_TAIL: &str = "TC_TAIL";
+}
+
+/// Slots of the `TC_TAIL` prog array: which program `tc_ingress` tail-calls
+/// for a packet of each family.
+pub mod tail {
+    /// `tc_ingress4`: an IPv4 packet's ingress.
+    pub const INGRESS4: u32 = 0;
+    /// `tc_ingress6`: an IPv6 packet's ingress.
+    pub const INGRESS6: u32 = 1;
+    /// `tc_ingress4_new`: an IPv4 packet no conntrack entry knows,
+    /// tail-called by `tc_ingress4`.
+    pub const NEW4: u32 = 2;
+    /// `tc_ingress6_new`: the same for IPv6, tail-called by `tc_ingress6`.
+    pub const NEW6: u32 = 3;
+    /// Every slot with its program, in slot order.
+    pub const PROGRAMS: [(u32, &str); 4] = [
+        (INGRESS4, super::programs::TC_INGRESS4),
+        (INGRESS6, super::programs::TC_INGRESS6),
+        (NEW4, super::programs::TC_INGRESS4_NEW),
+        (NEW6, super::programs::TC_INGRESS6_NEW),
+    ];
 }
 
 /// Program names (the function names in `proxy-ebpf`).
@@ -166,6 +191,18 @@ pub mod programs {
     pub const GETPEERNAME6: &str = "sock_getpeername6";
     /// tc ingress (tcx) on each device: north-south DNAT, reverse SNAT, rejects.
     pub const TC_INGRESS: &str = "tc_ingress";
+    /// Tail-called by `tc_ingress` for IPv4 packets (`TC_TAIL` slot
+    /// [`tail::INGRESS4`](super::tail::INGRESS4)): the IPv4 ingress path.
+    pub const TC_INGRESS4: &str = "tc_ingress4";
+    /// Tail-called by `tc_ingress` for IPv6 packets (slot
+    /// [`tail::INGRESS6`](super::tail::INGRESS6)).
+    pub const TC_INGRESS6: &str = "tc_ingress6";
+    /// Tail-called by `tc_ingress4` for an IPv4 packet no conntrack entry
+    /// knows (slot [`tail::NEW4`](super::tail::NEW4)): a new flow, a reject,
+    /// or passed.
+    pub const TC_INGRESS4_NEW: &str = "tc_ingress4_new";
+    /// The same for IPv6 (slot [`tail::NEW6`](super::tail::NEW6)).
+    pub const TC_INGRESS6_NEW: &str = "tc_ingress6_new";
     /// tc egress (tcx) on each device: reverse NAT of replies that leave here.
     pub const TC_EGRESS: &str = "tc_egress";
     /// `cgroup_skb/egress`: checks the source address the kernel chose for a
@@ -194,6 +231,9 @@ pub mod capacity {
     /// Slots of the per-CPU `STATS` array: room for [`crate::Reason`] to grow
     /// without a layout bump.
     pub const STATS: u32 = 64;
+    /// Slots of `TC_TAIL`: more than [`tail::PROGRAMS`](super::tail::PROGRAMS)
+    /// holds, so later programs fit a map an older daemon pinned.
+    pub const TC_TAIL: u32 = 8;
     /// Conntrack entries per family (two per translated flow).
     pub const CONNTRACK: u32 = 1 << 18;
     /// Entries per family of the conntrack of new flows not answered yet

@@ -143,11 +143,17 @@ pub enum Reason {
     /// port was remapped, as netfilter's implicit source NAT does, so the
     /// older flow's entries stay as they are. Counted with `tc_dnat`.
     TcCtReplyClash = 50,
+    /// tc: `tc_ingress` could not tail-call its family's program
+    /// (`tc_ingress4`/`tc_ingress6`: its `TC_TAIL` slot is empty), so the
+    /// packet was not looked at: passed untouched, as when no tc program is
+    /// attached. The daemon fills the slots before it attaches `tc_ingress`,
+    /// and again at every reconcile.
+    TcTailCallFailed = 51,
 }
 
 impl Reason {
     /// Every reason, in index order.
-    pub const ALL: [Reason; 51] = [
+    pub const ALL: [Reason; 52] = [
         Reason::Translated,
         Reason::NotAService,
         Reason::NoBackend,
@@ -199,6 +205,7 @@ impl Reason {
         Reason::MaglevPick,
         Reason::TcMidFlowMiss,
         Reason::TcCtReplyClash,
+        Reason::TcTailCallFailed,
     ];
     /// Number of reasons: the size of the `STATS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -257,6 +264,7 @@ impl Reason {
             Reason::MaglevPick => "maglev_pick",
             Reason::TcMidFlowMiss => "tc_mid_flow_miss",
             Reason::TcCtReplyClash => "tc_ct_reply_clash",
+            Reason::TcTailCallFailed => "tc_tail_call_failed",
         }
     }
 }

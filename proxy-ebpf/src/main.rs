@@ -12,7 +12,8 @@
 //! - `lb`: service lookup and backend selection, shared by the hooks.
 //! - `maps`: every map, declared once.
 //! - `stats`: per-CPU counters by [`proxy_common::Reason`].
-//! - `tc`: the per-packet programs on the node's devices (`tc_ingress`, `tc_egress`).
+//! - `tc`: the per-packet programs on the node's devices (`tc_ingress`, `tc_egress`);
+//!   `tc_tail`: `tc_ingress` and the programs it tail-calls, by family and for new flows.
 //!
 //! Entry points stay thin: each calls a `try_*` helper that returns
 //! `Result<Reason, Reason>`, counts the reason, and maps it to a verdict.
@@ -49,6 +50,8 @@ mod src_check;
 mod stats;
 #[cfg(target_arch = "bpf")]
 mod tc;
+#[cfg(target_arch = "bpf")]
+mod tc_tail;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

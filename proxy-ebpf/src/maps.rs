@@ -4,7 +4,7 @@
 //! dump` can print them.
 
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, SkStorage},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, SkStorage},
     macros::btf_map,
 };
 use proxy_common::{
@@ -30,6 +30,7 @@ const LOCAL_PREFIXES: usize = capacity::LOCAL_PREFIXES as usize;
 const FRAGMENTS: usize = capacity::FRAGMENTS as usize;
 const MAGLEV_TABLES: usize = capacity::MAGLEV_TABLES as usize;
 const FILTER_WORDS: usize = prefilter::WORDS as usize;
+const TC_TAIL_SLOTS: usize = capacity::TC_TAIL as usize;
 /// `BPF_F_NO_PREALLOC` (uapi/linux/bpf.h): entries are allocated on insert.
 const NO_PREALLOC: usize = 1;
 
@@ -114,3 +115,9 @@ pub static MAGLEV_CFG: Array<MaglevConfig, 1> = Array::new();
 /// a clear bit is a certain miss of the internal scope's service lookup.
 #[btf_map(pin_by_name)]
 pub static SVC_FILTER: Array<u64, FILTER_WORDS> = Array::new();
+/// The programs `tc_ingress` tail-calls, by `proxy_common::tail` slot. Pinned
+/// like the other maps: a prog array is emptied when the last file
+/// descriptor or pin of it goes, and the attached `tc_ingress` outlives the
+/// daemon.
+#[btf_map(pin_by_name)]
+pub static TC_TAIL: ProgramArray<TC_TAIL_SLOTS> = ProgramArray::new();

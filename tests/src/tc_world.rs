@@ -5,7 +5,8 @@
 //! [`TcWorld::load`] loads the object the `proxy` binary embeds (the caller
 //! passes it: this kit does not depend on the daemon's crate) with its maps
 //! pinned in a directory of a private bpffs, loads both tc programs and
-//! writes the node's SNAT addresses; [`TcWorld::set_service`] programs a
+//! those `tc_ingress` tail-calls, fills `TC_TAIL` and writes the node's SNAT
+//! addresses; [`TcWorld::set_service`] programs a
 //! frontend with its backends as the daemon's plan writes them;
 //! [`TcWorld::run`] runs one frame through a hook.
 //!
@@ -16,14 +17,14 @@ use std::{net::IpAddr, path::Path};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
-        Array, HashMap, MapData, PerCpuArray,
+        Array, HashMap, MapData, PerCpuArray, ProgramArray,
         lpm_trie::{Key as LpmKey, LpmTrie},
     },
     programs::{SchedClassifier, TestRun, TestRunOptions},
 };
 use proxy_common::{
     BackendV4, BackendV6, Be16, Be32, DeviceConfig, NodeConfig, Reason, ServiceKeyV4, ServiceKeyV6,
-    ServiceValue, names, programs,
+    ServiceValue, names, programs, tail,
 };
 
 /// `TC_ACT_OK`: the packet goes on (to the stack, or out).
@@ -81,7 +82,14 @@ impl TcWorld {
             .default_map_pin_directory(dir)
             .load(object)
             .map_err(|e| format!("loading the object: {e}"))?;
-        for name in [programs::TC_INGRESS, programs::TC_EGRESS] {
+        // An object without them (an older build, which `per_packet_cost`
+        // can measure) loads without.
+        let tails: Vec<(u32, &str)> = tail::PROGRAMS
+            .into_iter()
+            .filter(|(_, name)| ebpf.program(name).is_some())
+            .collect();
+        let names = tails.iter().map(|(_, name)| *name);
+        for name in names.chain([programs::TC_INGRESS, programs::TC_EGRESS]) {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .ok_or(format!("no program {name}"))?
@@ -98,6 +106,9 @@ impl TcWorld {
             })?;
         }
         let mut world = Self { ebpf };
+        for (slot, _) in tails {
+            world.set_tail_call(slot, true)?;
+        }
         let cfg = NodeConfig {
             snat_v4: Be32::from_octets(snat_v4),
             // Zero: the programs' built-in range.
@@ -107,6 +118,33 @@ impl TcWorld {
         };
         world.set_node_config(&cfg)?;
         Ok(world)
+    }
+
+    /// Points `TC_TAIL` slot `slot` at its program (as the daemon does
+    /// before it attaches `tc_ingress`), or empties it (`filled` false).
+    pub fn set_tail_call(&mut self, slot: u32, filled: bool) -> Result<(), String> {
+        let (_, name) = tail::PROGRAMS
+            .into_iter()
+            .find(|(s, _)| *s == slot)
+            .ok_or(format!("no TC_TAIL slot {slot}"))?;
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program(name)
+            .ok_or(format!("no program {name}"))?
+            .try_into()
+            .map_err(|e| format!("{name}: {e}"))?;
+        let fd = prog
+            .fd()
+            .map_err(|e| format!("{name}: {e}"))?
+            .try_clone()
+            .map_err(|e| format!("{name}: {e}"))?;
+        let mut array: ProgramArray<&mut MapData> = self.map(names::TC_TAIL)?;
+        if filled {
+            array.set(slot, &fd, 0)
+        } else {
+            array.clear_index(&slot)
+        }
+        .map_err(|e| format!("{}: {e}", names::TC_TAIL))
     }
 
     /// Replaces `NODE_CFG` (all zero: no SNAT address).
@@ -138,6 +176,18 @@ impl TcWorld {
             Hook::Ingress => programs::TC_INGRESS,
             Hook::Egress => programs::TC_EGRESS,
         };
+        self.run_program(name, input)
+            .map(|(verdict, out, _)| (verdict, out))
+    }
+
+    /// Runs `input` through the tc program `name` (a tail-call target
+    /// too): the verdict, the frame as the program left it, and the run's
+    /// time as the kernel measured it.
+    pub fn run_program(
+        &self,
+        name: &str,
+        input: &[u8],
+    ) -> Result<(u32, Vec<u8>, std::time::Duration), String> {
         let prog: &SchedClassifier = self
             .ebpf
             .program(name)
@@ -153,7 +203,7 @@ impl TcWorld {
             })
             .map_err(|e| format!("test_run: {e:?}"))?;
         out.truncate(result.data_size_out as usize);
-        Ok((result.return_value, out))
+        Ok((result.return_value, out, result.duration))
     }
 
     /// The `STATS` counter named `name` (a [`Reason`]'s snake_case name),

@@ -1119,7 +1119,7 @@ fn pins_without_the_newer_lpm_maps_are_adopted() {
         .pin_path()
         .join(format!("v{}", proxy_common::LAYOUT_VERSION))
         .join("maps");
-    const NEWER: [&str; 13] = [
+    const NEWER: [&str; 14] = [
         "SRC_RANGE_V4",
         "SRC_RANGE_V6",
         "LOCAL_V4",
@@ -1133,6 +1133,7 @@ fn pins_without_the_newer_lpm_maps_are_adopted() {
         "MAGLEV",
         "MAGLEV_CFG",
         "SVC_FILTER",
+        "TC_TAIL",
     ];
     for map in NEWER {
         std::fs::remove_file(maps.join(map))

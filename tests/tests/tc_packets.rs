@@ -36,7 +36,7 @@ use etherparse::{
 };
 use proxy_common::{
     Be16, Be32, CtKeyV4, CtValueV4, NodeConfig, SrcRangeV4, SrcRangeV6, backend_flags, ct_flags,
-    ct_timeout, device_flags, names, programs, proto, scope, src_range, svc_flags,
+    ct_timeout, device_flags, names, programs, proto, scope, src_range, svc_flags, tail,
 };
 use proxy_tests::{
     Sandbox,
@@ -1420,6 +1420,163 @@ fn non_ip_passes() {
     }
 }
 
+/// `tc_ingress` tail-calls its family's program (`TC_TAIL`), which
+/// tail-calls the family's new-flow program for a packet no conntrack entry
+/// knows. When a tail call fails (the slot is empty), the packet is passed
+/// untouched, as with no program attached, and counted as
+/// `tc_tail_call_failed`; the other family is still translated, refilling
+/// the slot (as the daemon does at every reconcile) brings the translation
+/// back, and with the new-flow slot empty tracked flows are still
+/// translated.
+#[test]
+fn a_failed_tail_call_passes_the_packet_untouched_and_is_counted() {
+    let sandbox = sandbox();
+    let services = [
+        node_port(Family::V4, proto::UDP, &[LOCAL_BE4]),
+        node_port(Family::V6, proto::UDP, &[LOCAL_BE6]),
+    ];
+    let mut world = world_with(&sandbox, "tail", &services);
+    let frame = |p: &Pkt| build(p, None).expect("build");
+    let udp4 = frame(&pkt(
+        ep(CLIENT4, CLIENT_PORT),
+        ep(NODE4, NODE_PORT),
+        L4::Udp,
+    ));
+    let udp6 = frame(&pkt(
+        ep(CLIENT6, CLIENT_PORT),
+        ep(NODE6, NODE_PORT),
+        L4::Udp,
+    ));
+    world
+        .set_tail_call(tail::INGRESS4, false)
+        .expect("emptying the IPv4 slot");
+    let (failed, dnat) = (world.stat("tc_tail_call_failed"), world.stat("tc_dnat"));
+    let (verdict, out) = world.run(Ingress, &udp4).expect("run");
+    assert_eq!(verdict, TC_ACT_OK, "v4: passed");
+    assert_eq!(hex(&out), hex(&udp4), "v4: untouched");
+    assert_eq!(world.stat("tc_tail_call_failed"), failed + 1, "v4: counted");
+    assert_eq!(world.stat("tc_dnat"), dnat, "v4: not translated");
+
+    let (verdict, out) = world.run(Ingress, &udp6).expect("run");
+    assert_eq!(verdict, TC_ACT_OK, "v6");
+    assert_eq!(destination(&out), ip(LOCAL6), "v6: still translated");
+    assert_eq!(
+        world.stat("tc_tail_call_failed"),
+        failed + 1,
+        "v6: no failure"
+    );
+    assert_eq!(world.stat("tc_dnat"), dnat + 1, "v6: translated");
+
+    world
+        .set_tail_call(tail::INGRESS4, true)
+        .expect("refilling the IPv4 slot");
+    let (_, out) = world.run(Ingress, &udp4).expect("run");
+    assert_eq!(destination(&out), ip(LOCAL4), "v4: translated again");
+    assert_eq!(
+        world.stat("tc_tail_call_failed"),
+        failed + 1,
+        "v4: no failure"
+    );
+
+    // The new-flow program's slot empty: the tracked flow is still
+    // translated, a new flow passes untouched.
+    world
+        .set_tail_call(tail::NEW4, false)
+        .expect("emptying the IPv4 new-flow slot");
+    let (_, out) = world.run(Ingress, &udp4).expect("run");
+    assert_eq!(destination(&out), ip(LOCAL4), "v4: tracked, translated");
+    assert_eq!(world.stat("tc_tail_call_failed"), failed + 1, "v4: tracked");
+    let new4 = frame(&pkt(
+        ep(CLIENT4, CLIENT_PORT + 1),
+        ep(NODE4, NODE_PORT),
+        L4::Udp,
+    ));
+    let (verdict, out) = world.run(Ingress, &new4).expect("run");
+    assert_eq!(verdict, TC_ACT_OK, "v4 new flow: passed");
+    assert_eq!(hex(&out), hex(&new4), "v4 new flow: untouched");
+    assert_eq!(
+        world.stat("tc_tail_call_failed"),
+        failed + 2,
+        "v4 new flow: counted"
+    );
+}
+
+/// Not a check: what one packet costs through `tc_ingress`, as the kernel
+/// times `BPF_PROG_TEST_RUN` (the median of many single runs, the run's own
+/// time only), for a tracked flow's packet and for a packet to no frontend
+/// (parsed, looked up in both conntrack maps and the service map). With
+/// `TC_COST_OBJECT=<path>`, the object at that path is measured instead (an
+/// older build, for a before/after).
+/// `cargo nextest run -p proxy-tests --test tc_packets per_packet_cost
+/// --run-ignored only --no-capture`.
+#[test]
+#[ignore = "a measurement, printed; run by hand"]
+fn per_packet_cost() {
+    const RUNS: usize = 20_000;
+    let sandbox = sandbox();
+    // aya wants the object 8-byte aligned: copied into `u64`s.
+    let object: Option<(Vec<u64>, usize)> = std::env::var_os("TC_COST_OBJECT").map(|path| {
+        let bytes = std::fs::read(&path).expect("reading TC_COST_OBJECT");
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        for (word, chunk) in words.iter_mut().zip(bytes.chunks(8)) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            *word = u64::from_ne_bytes(b);
+        }
+        (words, bytes.len())
+    });
+    for family in Family::BOTH {
+        let backends: &'static [Backend] = match family {
+            Family::V4 => &[LOCAL_BE4],
+            Family::V6 => &[LOCAL_BE6],
+        };
+        let dir = sandbox.bpffs_path().join(format!("cost-{family:?}"));
+        std::fs::create_dir(&dir).expect("pin dir");
+        let mut world = match &object {
+            None => World::load(&dir).expect("load"),
+            Some((words, len)) => {
+                // SAFETY: `words` holds at least `len` initialized bytes,
+                // and any byte is a valid u8.
+                let bytes =
+                    unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), *len) };
+                World(TcWorld::load(&dir, bytes, v4(NODE4), v6(NODE6)).expect("load"))
+            }
+        };
+        world
+            .install(&[], &[node_port(family, proto::UDP, backends)])
+            .expect("install");
+        let (node, client, backend) = (family.node(), family.client(), backends[0].addr);
+        let elsewhere = match family {
+            Family::V4 => ROUTER4,
+            Family::V6 => ROUTER6,
+        };
+        let frame = |p: &Pkt| build(p, None).expect("build");
+        let request = frame(&pkt(ep(client, CLIENT_PORT), ep(node, NODE_PORT), L4::Udp));
+        let reply = frame(&pkt(ep(backend, TARGET), ep(client, CLIENT_PORT), L4::Udp));
+        let other = frame(&pkt(
+            ep(client, CLIENT_PORT + 1),
+            ep(elsewhere, 80),
+            L4::Udp,
+        ));
+        let median = |world: &mut World, frame: &[u8]| {
+            let mut ns: Vec<u128> = (0..RUNS)
+                .map(|_| {
+                    let (_, _, took) = world.run_program(programs::TC_INGRESS, frame).expect("run");
+                    took.as_nanos()
+                })
+                .collect();
+            ns.sort_unstable();
+            ns[RUNS / 2]
+        };
+        // The flow's first packet, then its answer: tracked from then on.
+        world.run(Ingress, &request).expect("run");
+        world.run(Ingress, &reply).expect("run");
+        let tracked = median(&mut world, &request);
+        let untracked = median(&mut world, &other);
+        eprintln!("{family:?}: tracked flow {tracked} ns, packet to no frontend {untracked} ns");
+    }
+}
+
 /// An ICMP error whose IP length ends inside the packet it quotes (the rest
 /// of the quote lies in bytes past the datagram) passes untouched: the ICMP
 /// checksum a translation updates covers the datagram alone. Found by the
@@ -2013,6 +2170,88 @@ fn conntrack_timeout() {
     }
 }
 
+/// An established entry is refreshed (`last_seen_ns`) by a packet only once
+/// it is a second old: a packet of a flow refreshed less than a second ago
+/// writes nothing, one of a flow idle longer refreshes it; a FIN marks the
+/// entry `CLOSING` however recent it is.
+#[test]
+fn established_entries_are_refreshed_at_most_once_a_second() {
+    let sandbox = sandbox();
+    let mut world = world_with(
+        &sandbox,
+        "refresh",
+        &[node_port(Family::V4, proto::TCP, &[LOCAL_BE4])],
+    );
+    let key = CtKeyV4 {
+        saddr: be32(CLIENT4),
+        daddr: be32(NODE4),
+        sport: Be16::from_host(CLIENT_PORT),
+        dport: Be16::from_host(NODE_PORT),
+        proto: proto::TCP,
+        _pad: [0; 3],
+    };
+    let stored = |last_seen_ns: u64| CtValueV4 {
+        last_seen_ns,
+        saddr: be32(CLIENT4),
+        daddr: be32(LOCAL4),
+        sport: Be16::from_host(CLIENT_PORT),
+        dport: Be16::from_host(TARGET),
+        rev_nat_id: 7,
+        flags: 0,
+        _pad: 0,
+        backend_id: LOCAL_BE4.id,
+        _pad2: 0,
+    };
+    let ack = build(
+        &pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), ACK),
+        None,
+    )
+    .expect("build");
+    let fin = build(
+        &pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), FIN),
+        None,
+    )
+    .expect("build");
+    let entry = |world: &mut World| {
+        let ct: HashMap<&mut MapData, CtKeyV4, CtValueV4> = world.map(names::CT_V4).expect("CT_V4");
+        ct.get(&key, 0).expect("the entry")
+    };
+    let put = |world: &mut World, last_seen: u64| {
+        let mut ct: HashMap<&mut MapData, CtKeyV4, CtValueV4> =
+            world.map(names::CT_V4).expect("CT_V4");
+        ct.insert(&key, &stored(last_seen), 0).expect("insert");
+    };
+    // Half a second old: translated, not written.
+    let recent = monotonic_ns() - 500_000_000;
+    put(&mut world, recent);
+    let (_, out) = world.run(Ingress, &ack).expect("run");
+    assert_eq!(destination(&out), ip(LOCAL4), "translated");
+    assert_eq!(
+        entry(&mut world).last_seen_ns,
+        recent,
+        "half a second old: kept"
+    );
+    // Two seconds old: refreshed.
+    let old = monotonic_ns() - 2_000_000_000;
+    put(&mut world, old);
+    let before = monotonic_ns();
+    world.run(Ingress, &ack).expect("run");
+    assert!(
+        entry(&mut world).last_seen_ns >= before,
+        "two seconds old: refreshed"
+    );
+    // A FIN on a recent entry: marked closing, refreshed.
+    put(&mut world, recent);
+    world.run(Ingress, &fin).expect("run");
+    let closed = entry(&mut world);
+    assert_ne!(
+        closed.flags & ct_flags::CLOSING,
+        0,
+        "a FIN marks it closing"
+    );
+    assert!(closed.last_seen_ns > recent, "and refreshes it");
+}
+
 /// A TCP entry that only ever saw SYNs lives `TCP_SYN_NS` (60 s), so a flood
 /// of spoofed SYNs does not hold entries and SNAT ports for six hours; once a
 /// packet without SYN went through, the established timeout applies.
@@ -2458,6 +2697,10 @@ fn every_program_verifies() {
             "sock_sendmsg6",
             programs::TC_EGRESS,
             programs::TC_INGRESS,
+            programs::TC_INGRESS4,
+            programs::TC_INGRESS4_NEW,
+            programs::TC_INGRESS6,
+            programs::TC_INGRESS6_NEW,
         ]
     );
 }

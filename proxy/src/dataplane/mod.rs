@@ -6,7 +6,8 @@
 //! (`reader`, for the writer's mirror and `proxy inspect`), the `writer` that
 //! executes plans (with `maglev`'s tables), the `sock_egress` source check attached only while a
 //! Service has `loadBalancerSourceRanges` (`source_check`), and the tc programs' devices (`devices`: which ones; `tc`:
-//! links and the `DEVICES`/`NODE_CFG`/`LOCAL_*` maps; `local_traffic`: the
+//! links, the `TC_TAIL` prog array and the `DEVICES`/`NODE_CFG`/`LOCAL_*` maps; `tail_calls`: reading
+//! `TC_TAIL` back; `local_traffic`: the
 //! local-traffic detector), and ending connected UDP sockets aimed at gone
 //! backends in every network namespace (`netns`: finding and entering them;
 //! `sockets`: sock_diag; `sock_frontends`: which frontend a socket went
@@ -32,6 +33,7 @@ pub mod reader;
 pub mod sock_frontends;
 pub mod sockets;
 pub mod source_check;
+pub mod tail_calls;
 pub mod tc;
 pub mod udp_flows;
 pub mod usage;

@@ -29,13 +29,14 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::AsFd as _,
     path::{Path, PathBuf},
 };
 
 use aya::{
     Ebpf,
     maps::{
-        Array, HashMap as AyaHashMap, MapData,
+        Array, HashMap as AyaHashMap, MapData, ProgramArray,
         lpm_trie::{Key, LpmTrie},
     },
     programs::{
@@ -44,7 +45,7 @@ use aya::{
         tc::SchedClassifierLink,
     },
 };
-use proxy_common::{Be32, DeviceConfig, NodeConfig, names, programs};
+use proxy_common::{Be32, DeviceConfig, NodeConfig, names, programs, tail};
 
 use crate::{nodeport::Cidr, snat_ports::PortRange};
 
@@ -55,6 +56,7 @@ use crate::dataplane::{
     link_info,
     local_traffic::{self, LocalDetector},
     pins::{self, PinLayout, TC_LINKS_PREFIX},
+    tail_calls,
 };
 
 /// Both tc programs, with the hook each attaches to, in attach order.
@@ -108,9 +110,12 @@ impl TcHooks {
         &self.node_addresses
     }
 
-    /// Loads (verifies) both programs.
+    /// Loads (verifies) both programs and those `tc_ingress` tail-calls
+    /// (`proxy_common::tail`).
     pub fn load(ebpf: &mut Ebpf) -> Result<(), LoadError> {
-        for (name, _) in TC_PROGRAMS {
+        let tails = tail::PROGRAMS.map(|(_, name)| name);
+        let attached = TC_PROGRAMS.map(|(name, _)| name);
+        for name in tails.into_iter().chain(attached) {
             classifier(ebpf, name)?
                 .load()
                 .map_err(|e| program_error(name, "verifier rejected it", e))?;
@@ -165,6 +170,9 @@ impl TcHooks {
             self.node_addresses = selected.node_addresses().to_vec();
         }
         write_node_config(ebpf, selected.snat(), self.settings.snat_ports)?;
+        // Before any link runs this daemon's `tc_ingress` (and at every
+        // reconcile, which also repairs a slot emptied by hand).
+        fill_tail_calls(ebpf)?;
         let mut report = Vec::new();
         let mut failed = None;
         for device in &selected.devices {
@@ -314,6 +322,45 @@ fn classifier<'a>(
         .ok_or(LoadError::MissingProgram(name))?
         .try_into()
         .map_err(|e| program_error(name, "has the wrong type", e))
+}
+
+/// Points every `TC_TAIL` slot at this daemon's program (an atomic swap
+/// per slot: an older daemon's `tc_ingress`, still attached, tail-calls the
+/// new programs from then on, which read the same maps).
+pub fn fill_tail_calls(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    for (slot, name) in tail::PROGRAMS {
+        let program: &SchedClassifier = ebpf
+            .program(name)
+            .ok_or(LoadError::MissingProgram(name))?
+            .try_into()
+            .map_err(|e| program_error(name, "has the wrong type", e))?;
+        let id = program
+            .info()
+            .map_err(|e| program_error(name, "reading its id", e))?
+            .id();
+        let fd = program
+            .fd()
+            .map_err(|e| program_error(name, "reading its descriptor", e))?
+            .try_clone()
+            .map_err(|e| program_error(name, "duplicating its descriptor", e.into()))?;
+        // Unchanged slots are not written again: an update re-patches every
+        // program that tail-calls through the map (the JIT's direct jumps).
+        if let Some(aya::maps::Map::ProgramArray(data)) = ebpf.map(names::TC_TAIL)
+            && matches!(tail_calls::slot_program(data.fd().as_fd(), slot), Ok(Some(held)) if held == id)
+        {
+            continue;
+        }
+        let map = ebpf
+            .map_mut(names::TC_TAIL)
+            .ok_or(LoadError::MissingMap(names::TC_TAIL))?;
+        let mut array: ProgramArray<&mut MapData> =
+            ProgramArray::try_from(map).map_err(|e| map_error(names::TC_TAIL, e))?;
+        array
+            .set(slot, &fd, 0)
+            .map_err(|e| map_error(names::TC_TAIL, e))?;
+        tracing::info!(slot, program = name, prog_id = id, "TC_TAIL slot filled");
+    }
+    Ok(())
 }
 
 fn devices_map(ebpf: &mut Ebpf) -> Result<AyaHashMap<&mut MapData, u32, DeviceConfig>, LoadError> {

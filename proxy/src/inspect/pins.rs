@@ -12,6 +12,7 @@
 use std::{
     collections::{BTreeSet, HashMap},
     fs, io,
+    os::fd::AsFd as _,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
@@ -21,7 +22,7 @@ use proxy_common::{
     AffinityKey, AffinityValue, BackendV4, BackendV6, CtKeyV4, CtKeyV6, CtValueV4, CtValueV6,
     DeviceConfig, MaglevConfig, MaglevTable, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6,
     ServiceName, ServiceValue, SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6,
-    SrcRangeV4, SrcRangeV6, names,
+    SrcRangeV4, SrcRangeV6, names, tail,
 };
 
 use super::{
@@ -31,7 +32,7 @@ use super::{
     maglev::MaglevView,
     view::{
         AffinityView, BackendsView, ConntrackView, DATAPATH, LinkEntry, MapEntry, PINNED_MAPS,
-        ServicesView, StatsView, StatusView, TcLinkEntry,
+        ServicesView, StatsView, StatusView, TailCallEntry, TcLinkEntry,
     },
 };
 use crate::{
@@ -43,6 +44,7 @@ use crate::{
         maglev::Tables,
         pins,
         reader::{Dataset, PinError, PinnedMaps, counter_totals},
+        tail_calls,
     },
     error_chain::error_chain,
     telemetry::Mode,
@@ -224,6 +226,7 @@ impl Pins {
             pin_path: self.layout.root.clone(),
             links: self.links()?,
             tc_links: self.tc_links()?,
+            tail_calls: self.tail_calls(),
             maps: PINNED_MAPS.iter().map(|name| self.fill(name)).collect(),
             vip_routes: None,
         })
@@ -257,6 +260,7 @@ impl Pins {
             Ok(MapType::LruHash) => "lru_hash".to_owned(),
             Ok(MapType::PerCpuArray) => "percpu_array".to_owned(),
             Ok(MapType::Array) => "array".to_owned(),
+            Ok(MapType::ProgramArray) => "prog_array".to_owned(),
             Ok(MapType::LpmTrie) => "lpm_trie".to_owned(),
             Ok(other) => format!("{other:?}").to_lowercase(),
             Err(_) => "unknown".to_owned(),
@@ -299,6 +303,16 @@ impl Pins {
             names::LOCAL_V4 => n(self.maps.trie::<[u8; 4], u8>(name)?),
             names::LOCAL_V6 => n(self.maps.trie::<[u8; 16], u8>(name)?),
             names::MAGLEV => n(self.entries::<u32, MaglevTable>(name, data)?),
+            names::TC_TAIL => {
+                let max = data.info().map(|i| i.max_entries()).unwrap_or(0);
+                let mut filled = 0;
+                for slot in 0..max {
+                    if let Ok(Some(_)) = tail_calls::slot_program(data.fd().as_fd(), slot) {
+                        filled += 1;
+                    }
+                }
+                Some(filled)
+            }
             _ => None,
         })
     }
@@ -373,6 +387,40 @@ impl Pins {
             );
         }
         Ok(out)
+    }
+}
+
+impl Pins {
+    /// Each `TC_TAIL` slot's program (none when no tc link is pinned: the
+    /// tc programs are not in use).
+    fn tail_calls(&self) -> Vec<TailCallEntry> {
+        if crate::dataplane::tc::tc_link_dirs(&self.layout.links()).is_empty() {
+            return Vec::new();
+        }
+        let data = match self.map_data(names::TC_TAIL) {
+            Ok(Some(data)) => Ok(data),
+            Ok(None) => Err(format!("{} is not pinned", names::TC_TAIL)),
+            Err(error) => Err(error_chain(&error)),
+        };
+        tail::PROGRAMS
+            .into_iter()
+            .map(|(slot, program)| {
+                let read = data.as_ref().map_err(Clone::clone).and_then(|data| {
+                    tail_calls::slot_program(data.fd().as_fd(), slot)
+                        .map_err(|e| format!("reading slot {slot}: {e}"))
+                });
+                let (program_id, error) = match read {
+                    Ok(id) => (id, None),
+                    Err(error) => (None, Some(error)),
+                };
+                TailCallEntry {
+                    slot,
+                    program,
+                    program_id,
+                    error,
+                }
+            })
+            .collect()
     }
 }
 

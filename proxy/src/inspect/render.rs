@@ -377,6 +377,24 @@ impl View for StatusView {
             }
             out.push_str(&t.render());
         }
+        if !self.tail_calls.is_empty() {
+            out.push('\n');
+            let mut t = Table::new(&["TAIL SLOT", "PROGRAM", "PROG ID", "STATE"]);
+            for c in &self.tail_calls {
+                let state = match (&c.error, c.program_id) {
+                    (Some(error), _) => error.clone(),
+                    (None, Some(_)) => "filled".to_owned(),
+                    (None, None) => "empty: its packets pass untranslated".to_owned(),
+                };
+                t.row(vec![
+                    c.slot.to_string(),
+                    c.program.to_owned(),
+                    or_dash(c.program_id),
+                    state,
+                ]);
+            }
+            out.push_str(&t.render());
+        }
         out.push('\n');
         let mut t = Table::new(&["MAP", "TYPE", "ENTRIES", "MAX ENTRIES", "FILL"]);
         for m in &self.maps {

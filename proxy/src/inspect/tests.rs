@@ -456,6 +456,22 @@ fn typical_tc_links() -> Vec<TcLinkEntry> {
     ]
 }
 
+/// The `TC_TAIL` slots holding these program ids (`None`: empty).
+fn tail_calls(ids: &[Option<u32>]) -> Vec<crate::inspect::view::TailCallEntry> {
+    proxy_common::tail::PROGRAMS
+        .iter()
+        .zip(ids)
+        .map(
+            |(&(slot, program), &program_id)| crate::inspect::view::TailCallEntry {
+                slot,
+                program,
+                program_id,
+                error: None,
+            },
+        )
+        .collect()
+}
+
 /// Fill levels from `(name, kind, entries, max)`; `None` entries: not pinned.
 fn maps(levels: &[(&'static str, &str, Option<u64>, u32)]) -> Vec<MapEntry> {
     levels
@@ -474,6 +490,7 @@ fn status(links: Vec<LinkEntry>, maps: Vec<MapEntry>) -> StatusView {
         pin_path: PathBuf::from("/sys/fs/bpf/proxy"),
         links,
         tc_links: Vec::new(),
+        tail_calls: Vec::new(),
         maps,
         vip_routes: Some(Vec::new()),
     }
@@ -504,6 +521,7 @@ fn empty_maps() -> Vec<MapEntry> {
         (names::LOCAL_V6, "lpm_trie", Some(0), 64),
         (names::MAGLEV, "hash", Some(0), 65_536),
         (names::MAGLEV_CFG, "array", Some(1), 1),
+        (names::TC_TAIL, "prog_array", Some(2), 8),
     ])
 }
 
@@ -659,6 +677,7 @@ fn golden_typical() {
     }
     let mut view = status(typical_links(), fill);
     view.tc_links = typical_tc_links();
+    view.tail_calls = tail_calls(&[Some(301), Some(302)]);
     all_views(&mut golden, &typical(), &view);
     golden.check("typical");
 }

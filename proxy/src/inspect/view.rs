@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::telemetry::Mode;
 
 /// Every map `proxy run` pins, in the order `status` lists them.
-pub const PINNED_MAPS: [&str; 23] = [
+pub const PINNED_MAPS: [&str; 24] = [
     names::SVC_V4,
     names::SVC_V6,
     names::BACKEND_V4,
@@ -37,6 +37,7 @@ pub const PINNED_MAPS: [&str; 23] = [
     names::LOCAL_V6,
     names::MAGLEV,
     names::MAGLEV_CFG,
+    names::TC_TAIL,
 ];
 
 /// The eBPF mode's datapath (`status`).
@@ -241,6 +242,9 @@ pub struct StatusView {
     /// The tc programs' links, one per device and direction
     /// (`links/tc-<ifindex>/<program>`), sorted by ifindex then program.
     pub tc_links: Vec<TcLinkEntry>,
+    /// The programs `tc_ingress` tail-calls (`TC_TAIL`), by slot; empty
+    /// when no tc link is pinned.
+    pub tail_calls: Vec<TailCallEntry>,
     pub maps: Vec<MapEntry>,
     /// The VIPs made local by routes carrying our routing protocol: all of
     /// them in userspace mode; in eBPF mode, the frontends served from
@@ -259,6 +263,7 @@ impl StatusView {
             pin_path,
             links: Vec::new(),
             tc_links: Vec::new(),
+            tail_calls: Vec::new(),
             maps: Vec::new(),
             vip_routes: Some(vip_routes),
         }
@@ -306,6 +311,19 @@ pub struct TcLinkEntry {
     /// but is still pinned.
     pub attached: bool,
     /// Why the other fields are `null`, if they are.
+    pub error: Option<String>,
+}
+
+/// One `TC_TAIL` slot: the program `tc_ingress` tail-calls through it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TailCallEntry {
+    pub slot: u32,
+    /// The program the slot is for (`proxy_common::tail::PROGRAMS`).
+    pub program: &'static str,
+    /// The id of the program the slot holds; `null` when it is empty (its
+    /// packets pass untouched, counted as `tc_tail_call_failed`).
+    pub program_id: Option<u32>,
+    /// Why the slot could not be read, if it could not.
     pub error: Option<String>,
 }
 
