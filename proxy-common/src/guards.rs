@@ -96,36 +96,6 @@ pub struct SockSrcCheck {
 }
 const _: () = assert!(core::mem::size_of::<SockSrcCheck>() == 24);
 
-/// Value of `SOCK_PEER` (socket storage): the frontend a TCP socket was
-/// translated from, written by `connect` instead of a `SOCK_RNAT_*` entry
-/// (issue 18: the LRU insert was about half of a translated `connect`), read
-/// by `getpeername`. A TCP socket connects once, so the record is the
-/// socket's own and goes with it; `getpeername` shows the frontend only while
-/// the peer is still the recorded backend (a socket whose connect failed may
-/// connect again elsewhere). UDP sockets keep `SOCK_RNAT_*`, which the
-/// daemon reads by cookie (`sock_frontends`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct SockPeer {
-    /// The backend the socket was sent to, network order (IPv4: the first
-    /// four bytes, the rest zero).
-    pub backend_addr: [u8; 16],
-    /// The frontend the application asked for, same encoding.
-    pub frontend_addr: [u8; 16],
-    /// The frontend's rev-NAT id.
-    pub rev_nat_id: u32,
-    /// The backend port.
-    pub backend_port: Be16,
-    /// The frontend port.
-    pub frontend_port: Be16,
-    /// 4 or 6: how the addresses are read (an IPv4-mapped peer of a
-    /// dual-stack socket is recorded as 4); 0: no record.
-    pub family: u8,
-    /// Zero.
-    pub _pad: [u8; 7],
-}
-const _: () = assert!(core::mem::size_of::<SockPeer>() == 48);
-
 /// Key of `FRAG_V4`: a fragmented IPv4 datagram, as its fragments arrive at
 /// the hook (addresses before any rewrite).
 #[repr(C)]

@@ -7,11 +7,6 @@
 //! - `REVNAT_V4`/`REVNAT_V6`: rev-NAT id → the frontend's address and port.
 //! - `SOCK_RNAT_V4`/`SOCK_RNAT_V6` (LRU): `{socket cookie, backend addr, port}` → the
 //!   frontend, so `recvmsg` and `getpeername` can show the VIP to the application.
-//!   UDP sockets only since issue 18 (entries of TCP sockets translated by an
-//!   older daemon stay readable here).
-//! - `SOCK_PEER` (socket storage): the frontend and backend of a translated
-//!   TCP socket ([`crate::SockPeer`]), for `getpeername`. Adding it was not a
-//!   layout change: a daemon that finds pins without it creates it.
 //! - `AFFINITY` (LRU): `{client, rev-NAT id}` → the client's backend, for
 //!   ClientIP session affinity.
 //! - `STATS`: per-CPU counters indexed by [`crate::Reason`].
@@ -136,9 +131,6 @@ pub mod names {
     /// Socket storage (`BPF_MAP_TYPE_SK_STORAGE`): the source check a socket
     /// translated to a frontend with `loadBalancerSourceRanges` still owes.
     pub const SOCK_SRC_CHECK: &str = "SOCK_SRC_CHECK";
-    /// Socket storage (`BPF_MAP_TYPE_SK_STORAGE`): the frontend a translated
-    /// TCP socket was sent from ([`SockPeer`](crate::SockPeer)), for `getpeername`.
-    pub const SOCK_PEER: &str = "SOCK_PEER";
     /// (per-CPU array of one [`RejectBudget`](super::RejectBudget)) the tc
     /// path's budget of RSTs and ICMP errors ([`reject_limit`](super::reject_limit)).
     pub const REJECT_BUDGET: &str = "REJECT_BUDGET";
@@ -795,7 +787,6 @@ mod pod {
         crate::SrcRangeV4,
         crate::SrcRangeV6,
         crate::SockSrcCheck,
-        crate::SockPeer,
         crate::FragKeyV4,
         crate::FragKeyV6,
         crate::FragPorts,

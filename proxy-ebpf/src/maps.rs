@@ -11,8 +11,8 @@ use proxy_common::{
     AffinityKey, AffinityValue, BackendV4, BackendV6, CtKeyV4, CtKeyV6, CtValueV4, CtValueV6,
     DeviceConfig, FragKeyV4, FragKeyV6, FragPorts, MaglevConfig, MaglevTable, NodeConfig,
     RejectBudget, RevNatV4, RevNatV6, ServiceKeyV4, ServiceKeyV6, ServiceName, ServiceValue,
-    SockPeer, SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6, SockSrcCheck,
-    SrcRangeV4, SrcRangeV6, capacity, prefilter,
+    SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6, SockSrcCheck, SrcRangeV4,
+    SrcRangeV6, capacity, prefilter,
 };
 
 const SERVICES: usize = capacity::SERVICES as usize;
@@ -95,10 +95,6 @@ pub static LOCAL_V6: LpmTrie<[u8; 16], u8, LOCAL_PREFIXES> = LpmTrie::new();
 /// freed with the socket.
 #[btf_map(pin_by_name)]
 pub static SOCK_SRC_CHECK: SkStorage<SockSrcCheck> = SkStorage::new();
-/// The frontend a translated TCP socket was sent from (`sock`): socket
-/// storage, freed with the socket.
-#[btf_map(pin_by_name)]
-pub static SOCK_PEER: SkStorage<SockPeer> = SkStorage::new();
 /// The ports of fragmented datagrams, recorded by each first fragment for
 /// the later ones (`frag`).
 #[btf_map(pin_by_name)]

@@ -3,14 +3,8 @@
 //! `connect` and `sendmsg` swap a frontend (VIP, port, protocol) for a backend
 //! before the kernel routes anything, so a TCP connection or a connected UDP
 //! socket pays for balancing once, and no packet is ever rewritten. Each
-//! translation of a UDP socket records `{socket cookie, backend} → frontend`
-//! in `SOCK_RNAT_*`; `recvmsg` and `getpeername` use it to show the VIP to the
-//! application. A TCP socket's translation goes into the socket's own storage
-//! (`SOCK_PEER`) instead, which `getpeername` reads first: no hash insert, no
-//! LRU (issue 18: the `SOCK_RNAT_*` insert was about half of a translated
-//! `connect`). `getpeername` still falls back to `SOCK_RNAT_*`: connected UDP
-//! sockets, TCP sockets translated before an upgrade from a daemon that
-//! recorded them there, and a TCP socket whose storage could not be created.
+//! translation records `{socket cookie, backend} → frontend` in `SOCK_RNAT_*`;
+//! `recvmsg` and `getpeername` use it to show the VIP to the application.
 //!
 //! IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, dual-stack sockets) are served
 //! from the IPv4 maps.
@@ -35,13 +29,13 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use proxy_common::{
-    Be16, Be32, Reason, ServiceValue, SockPeer, SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4,
-    SockRevNatV6, prefilter, proto, scope, svc_flags,
+    Be16, Be32, Reason, ServiceValue, SockRevNatKeyV4, SockRevNatKeyV6, SockRevNatV4, SockRevNatV6,
+    prefilter, proto, scope, svc_flags,
 };
 
 use crate::{
     lb,
-    maps::{SOCK_PEER, SOCK_RNAT_V4, SOCK_RNAT_V6, SVC_FILTER},
+    maps::{SOCK_RNAT_V4, SOCK_RNAT_V6, SVC_FILTER},
     src_check,
     stats::count,
 };
@@ -63,13 +57,13 @@ pub fn sock_sendmsg4(ctx: SockAddrContext) -> i32 {
 
 #[cgroup_sock_addr(recvmsg4)]
 pub fn sock_recvmsg4(ctx: SockAddrContext) -> i32 {
-    xlate_rev4(&ctx, Lookup::Reply);
+    xlate_rev4(&ctx, Reason::ReplyRevNatted);
     ALLOW
 }
 
 #[cgroup_sock_addr(getpeername4)]
 pub fn sock_getpeername4(ctx: SockAddrContext) -> i32 {
-    xlate_rev4(&ctx, Lookup::Peer);
+    xlate_rev4(&ctx, Reason::PeerRevNatted);
     ALLOW
 }
 
@@ -85,32 +79,14 @@ pub fn sock_sendmsg6(ctx: SockAddrContext) -> i32 {
 
 #[cgroup_sock_addr(recvmsg6)]
 pub fn sock_recvmsg6(ctx: SockAddrContext) -> i32 {
-    xlate_rev6(&ctx, Lookup::Reply);
+    xlate_rev6(&ctx, Reason::ReplyRevNatted);
     ALLOW
 }
 
 #[cgroup_sock_addr(getpeername6)]
 pub fn sock_getpeername6(ctx: SockAddrContext) -> i32 {
-    xlate_rev6(&ctx, Lookup::Peer);
+    xlate_rev6(&ctx, Reason::PeerRevNatted);
     ALLOW
-}
-
-/// Which reverse translation a hook does: `recvmsg` (UDP only, so only
-/// `SOCK_RNAT_*`) or `getpeername` (`SOCK_PEER` first, then `SOCK_RNAT_*`).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Lookup {
-    Reply,
-    Peer,
-}
-
-impl Lookup {
-    #[inline(always)]
-    fn reason(self) -> Reason {
-        match self {
-            Lookup::Reply => Reason::ReplyRevNatted,
-            Lookup::Peer => Reason::PeerRevNatted,
-        }
-    }
 }
 
 /// Counts the outcome and turns it into a verdict. Errors refuse the call with
@@ -145,81 +121,14 @@ fn cookie(ctx: &SockAddrContext) -> u64 {
     unsafe { bpf_get_socket_cookie(ctx.as_ptr()) }
 }
 
-/// The socket cookie where the forward path needs it up front: UDP (the
-/// slot selector and the `SOCK_RNAT_*` key). 0 for TCP, which picks at random
-/// and records in `SOCK_PEER`.
+/// Whether the socket cannot have a `SOCK_RNAT_*` entry for this backend
+/// yet, so the lookup before the insert can be skipped: TCP connects once
+/// (its cookie is new). The lookup is a cold hash bucket, about a fifth of
+/// `connect`'s cost (issue 18). UDP looks first, so that repeated `sendmsg`
+/// calls to one frontend do not rewrite the entry each time.
 #[inline(always)]
-fn udp_cookie(ctx: &SockAddrContext, protocol: u8) -> u64 {
-    if protocol == proto::TCP {
-        0
-    } else {
-        cookie(ctx)
-    }
-}
-
-/// The cookie for a `SOCK_RNAT_*` key: `known` from [`udp_cookie`], or
-/// fetched now for a TCP socket whose `SOCK_PEER` record failed.
-#[inline(always)]
-fn fallback_cookie(ctx: &SockAddrContext, known: u64) -> u64 {
-    if known != 0 { known } else { cookie(ctx) }
-}
-
-/// Records a TCP socket's translation in its storage (`SOCK_PEER`). `false`
-/// when the storage could not be created (memory): the caller falls back to
-/// `SOCK_RNAT_*`, which `getpeername` also reads.
-#[inline(always)]
-fn record_peer(ctx: &SockAddrContext, peer: SockPeer) -> bool {
-    let slot = SOCK_PEER.get_or_insert_ptr_mut(ctx, None);
-    if slot.is_null() {
-        return false;
-    }
-    // SAFETY: a non-null pointer from `bpf_sk_storage_get` is the socket's
-    // storage, valid for the whole program run.
-    unsafe { *slot = peer };
-    true
-}
-
-/// The socket's `SOCK_PEER` record, if it has one (a lookup: nothing is
-/// created).
-#[inline(always)]
-fn peer_record(ctx: &SockAddrContext) -> Option<SockPeer> {
-    let found = SOCK_PEER.get_ptr_mut(ctx);
-    if found.is_null() {
-        return None;
-    }
-    // SAFETY: non-null storage of this socket, valid for the program run.
-    Some(unsafe { *found })
-}
-
-/// The frontend of an IPv4 peer (`addr`, `port`) from the socket's
-/// `SOCK_PEER` record: only while the peer is the recorded backend.
-#[inline(always)]
-fn peer4(ctx: &SockAddrContext, addr: Be32, port: Be16) -> Option<Target<Be32>> {
-    let peer = peer_record(ctx)?;
-    (peer.family == 4
-        && peer.backend_port == port
-        && peer.backend_addr == src_check::v4_bytes(addr))
-    .then(|| Target {
-        addr: Be32(u32::from_ne_bytes([
-            peer.frontend_addr[0],
-            peer.frontend_addr[1],
-            peer.frontend_addr[2],
-            peer.frontend_addr[3],
-        ])),
-        port: peer.frontend_port,
-    })
-}
-
-/// [`peer4`] for an IPv6 peer.
-#[inline(always)]
-fn peer6(ctx: &SockAddrContext, addr: &[u8; 16], port: Be16) -> Option<Target<[u8; 16]>> {
-    let peer = peer_record(ctx)?;
-    (peer.family == 6 && peer.backend_port == port && peer.backend_addr == *addr).then_some(
-        Target {
-            addr: peer.frontend_addr,
-            port: peer.frontend_port,
-        },
-    )
+fn fresh_socket(protocol: u8) -> bool {
+    protocol == proto::TCP
 }
 
 /// The client's identity for session affinity: its network namespace (one pod),
@@ -282,33 +191,14 @@ fn fwd4(
     let Some((key, frontend)) = lb::lookup4(addr, port, protocol, scope::INTERNAL) else {
         return Ok(None);
     };
-    let cookie = udp_cookie(ctx, protocol);
+    let cookie = cookie(ctx);
     let client = client_id(ctx, &frontend);
     let chosen = lb::select4(key, frontend, lb::selector(protocol, cookie), client)?;
     let (be_addr, be_port) = (chosen.backend.addr, chosen.backend.port);
     let (flags, id) = (chosen.frontend.flags, chosen.frontend.rev_nat_id);
     src_check::record(ctx, flags, id, 4, src_check::v4_bytes(be_addr), be_port)?;
-    let stored = protocol == proto::TCP
-        && record_peer(
-            ctx,
-            SockPeer {
-                backend_addr: src_check::v4_bytes(be_addr),
-                frontend_addr: src_check::v4_bytes(addr),
-                rev_nat_id: u32::from(id),
-                backend_port: be_port,
-                frontend_port: port,
-                family: 4,
-                _pad: [0; 7],
-            },
-        );
-    if stored {
-        return Ok(Some(Target {
-            addr: be_addr,
-            port: be_port,
-        }));
-    }
     let rnat_key = SockRevNatKeyV4 {
-        cookie: fallback_cookie(ctx, cookie),
+        cookie,
         addr: chosen.backend.addr,
         port: chosen.backend.port,
         _pad: 0,
@@ -318,10 +208,12 @@ fn fwd4(
         port,
         rev_nat_id: chosen.frontend.rev_nat_id,
     };
-    // UDP looks first, so that repeated `sendmsg` calls to one frontend do
-    // not rewrite the entry each time.
-    // SAFETY: copied out at once; the map is an LRU hash.
-    let known = unsafe { SOCK_RNAT_V4.get(&rnat_key) }.copied();
+    let known = if fresh_socket(protocol) {
+        None
+    } else {
+        // SAFETY: copied out at once; the map is an LRU hash.
+        unsafe { SOCK_RNAT_V4.get(&rnat_key) }.copied()
+    };
     if known != Some(rnat) && SOCK_RNAT_V4.insert(&rnat_key, &rnat, 0).is_err() {
         count(Reason::SockRevNatUpdateFailed);
     }
@@ -366,29 +258,11 @@ fn xlate_fwd4(ctx: &SockAddrContext) -> Result<Reason, Reason> {
     Ok(Reason::Translated)
 }
 
-/// The frontend an IPv4 peer stands for: the socket's `SOCK_PEER` record
-/// first when `lookup` is `getpeername`, then `SOCK_RNAT_V4`.
 #[inline(always)]
-fn frontend4(
-    ctx: &SockAddrContext,
-    lookup: Lookup,
-    addr: Be32,
-    port: Be16,
-) -> Option<Target<Be32>> {
-    if lookup == Lookup::Peer
-        && let Some(frontend) = peer4(ctx, addr, port)
-    {
-        return Some(frontend);
-    }
-    rev4(ctx, addr, port)
-}
-
-#[inline(always)]
-fn xlate_rev4(ctx: &SockAddrContext, lookup: Lookup) {
-    let hit = lookup.reason();
+fn xlate_rev4(ctx: &SockAddrContext, hit: Reason) {
     // SAFETY: recvmsg4/getpeername4 may read user_ip4.
     let addr = Be32(unsafe { (*ctx.sock_addr).user_ip4 });
-    if let Some(frontend) = frontend4(ctx, lookup, addr, user_port(ctx)) {
+    if let Some(frontend) = rev4(ctx, addr, user_port(ctx)) {
         // SAFETY: recvmsg4/getpeername4 may write user_ip4 and user_port.
         unsafe {
             (*ctx.sock_addr).user_ip4 = frontend.addr.0;
@@ -492,69 +366,49 @@ fn xlate_fwd6(ctx: &SockAddrContext) -> Result<Reason, Reason> {
     let Some((key, frontend)) = lb::lookup6(addr, port, protocol, scope::INTERNAL) else {
         return Ok(Reason::NotAService);
     };
-    let cookie = udp_cookie(ctx, protocol);
+    let cookie = cookie(ctx);
     let client = client_id(ctx, &frontend);
     let chosen = lb::select6(key, frontend, lb::selector(protocol, cookie), client)?;
     let (flags, id) = (chosen.frontend.flags, chosen.frontend.rev_nat_id);
     src_check::record(ctx, flags, id, 6, chosen.backend.addr, chosen.backend.port)?;
-    let stored = protocol == proto::TCP
-        && record_peer(
-            ctx,
-            SockPeer {
-                backend_addr: chosen.backend.addr,
-                frontend_addr: addr,
-                rev_nat_id: u32::from(id),
-                backend_port: chosen.backend.port,
-                frontend_port: port,
-                family: 6,
-                _pad: [0; 7],
-            },
-        );
-    if !stored {
-        let rnat_key = SockRevNatKeyV6 {
-            cookie: fallback_cookie(ctx, cookie),
-            addr: chosen.backend.addr,
-            port: chosen.backend.port,
-            _pad: [0; 6],
-        };
-        let rnat = SockRevNatV6 {
-            addr,
-            port,
-            rev_nat_id: chosen.frontend.rev_nat_id,
-        };
+    let rnat_key = SockRevNatKeyV6 {
+        cookie,
+        addr: chosen.backend.addr,
+        port: chosen.backend.port,
+        _pad: [0; 6],
+    };
+    let rnat = SockRevNatV6 {
+        addr,
+        port,
+        rev_nat_id: chosen.frontend.rev_nat_id,
+    };
+    let known = if fresh_socket(protocol) {
+        None
+    } else {
         // SAFETY: copied out at once; the map is an LRU hash.
-        let known = unsafe { SOCK_RNAT_V6.get(&rnat_key) }.copied();
-        if known != Some(rnat) && SOCK_RNAT_V6.insert(&rnat_key, &rnat, 0).is_err() {
-            count(Reason::SockRevNatUpdateFailed);
-        }
+        unsafe { SOCK_RNAT_V6.get(&rnat_key) }.copied()
+    };
+    if known != Some(rnat) && SOCK_RNAT_V6.insert(&rnat_key, &rnat, 0).is_err() {
+        count(Reason::SockRevNatUpdateFailed);
     }
     write_ip6_and_port(ctx, &chosen.backend.addr, chosen.backend.port);
     Ok(Reason::Translated)
 }
 
 #[inline(always)]
-fn xlate_rev6(ctx: &SockAddrContext, lookup: Lookup) {
-    let hit = lookup.reason();
+fn xlate_rev6(ctx: &SockAddrContext, hit: Reason) {
     let words = read_ip6_words(ctx);
     let port = user_port(ctx);
     if let Some(addr) = v4_mapped(&words) {
-        if let Some(frontend) = frontend4(ctx, lookup, addr, port) {
+        if let Some(frontend) = rev4(ctx, addr, port) {
             write_v4_mapped(ctx, &frontend);
             count(hit);
         }
         return;
     }
-    let addr = words_to_bytes(&words);
-    if lookup == Lookup::Peer
-        && let Some(frontend) = peer6(ctx, &addr, port)
-    {
-        write_ip6_and_port(ctx, &frontend.addr, frontend.port);
-        count(hit);
-        return;
-    }
     let key = SockRevNatKeyV6 {
         cookie: cookie(ctx),
-        addr,
+        addr: words_to_bytes(&words),
         port,
         _pad: [0; 6],
     };

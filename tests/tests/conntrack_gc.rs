@@ -1,13 +1,13 @@
 //! The conntrack GC and socket rev-NAT entries: the socket hooks record, for
-//! each translated UDP socket, which frontend it asked for (`SOCK_RNAT_V4`;
-//! TCP sockets keep it in their own storage, `sock_peer.rs`); the daemon's
-//! GC deletes the entries of sockets that are closed (checked against the
-//! live sockets' cookies, sock_diag) and keeps those of open ones. (Expired per-packet flows: `northsouth.rs`,
+//! each translated socket, which frontend it asked for (`SOCK_RNAT_V4`); the
+//! daemon's GC deletes the entries of sockets that are closed (checked
+//! against the live sockets' cookies, sock_diag) and keeps those of open
+//! ones. (Expired per-packet flows: `northsouth.rs`,
 //! `finished_flows_leave_conntrack_within_a_gc_period`.)
 
 mod common;
 
-use std::{net::UdpSocket, time::Duration};
+use std::{io::Write as _, net::TcpStream, time::Duration};
 
 use aya::maps::{HashMap, Map, MapData};
 use common::*;
@@ -37,16 +37,15 @@ fn closed_sockets_lose_their_rev_nat_entries_and_open_ones_keep_them() {
     f.write_web(&BACKENDS_V4, &BACKENDS_V6);
     f.start_proxy_with(&["--conntrack-gc-interval=1s"]);
     f.wait_ready();
-    let vip = sock(WEB_VIP4, UDP_PORT);
+    let vip = sock(WEB_VIP4, TCP_PORT);
     f.wait_for(PROPAGATION, &format!("{vip} to be served"), || {
-        Kind::UdpConnected.request(vip, PROBE).is_ok()
+        Kind::Tcp.request(vip, PROBE).is_ok()
     });
-    // An open connected socket, and 20 that are closed at once.
-    let open = UdpSocket::bind("0.0.0.0:0").expect("binding a UDP socket");
-    open.connect(vip).expect("connecting to the VIP");
-    open.send(b"hello\n").expect("sending");
+    // An open connection, and 20 that are closed at once.
+    let mut open = TcpStream::connect_timeout(&vip, REQUEST).expect("connecting to the VIP");
+    open.write_all(b"hello\n").expect("writing");
     for i in 0..20 {
-        Kind::UdpConnected
+        Kind::Tcp
             .request(vip, REQUEST)
             .unwrap_or_else(|e| panic!("request {i} to {vip}: {e}"));
     }
