@@ -34,7 +34,7 @@ use crate::{
         reader::{LbEntries, MapReader, ReadError},
     },
     model::{Backend, Frontend, Protocol, SourceRange},
-    plan::{Applied, Op, RevNatId, Scope},
+    plan::{Applied, MAX_REV_NAT_ID, Op, RevNatId, Scope},
 };
 
 /// The service, backend and rev-NAT maps of both families, the Service names,
@@ -50,7 +50,7 @@ pub struct KernelMaps {
     pub(crate) src_range4: LpmTrie<MapData, SrcRangeV4, u32>,
     pub(crate) src_range6: LpmTrie<MapData, SrcRangeV6, u32>,
     pub(crate) stats: PerCpuArray<MapData, u64>,
-    pub(crate) maglev: HashMap<MapData, u32, MaglevTable>,
+    pub(crate) maglev: HashMap<MapData, u64, MaglevTable>,
     pub(crate) maglev_cfg: Array<MapData, MaglevConfig>,
     pub(crate) filter: Array<MapData, u64>,
     /// Second handles on the maps we bulk-write, for `BPF_MAP_UPDATE_BATCH`.
@@ -124,7 +124,7 @@ impl KernelMaps {
             src_range4: typed!(ebpf, names::SRC_RANGE_V4, LpmTrie<MapData, SrcRangeV4, u32>),
             src_range6: typed!(ebpf, names::SRC_RANGE_V6, LpmTrie<MapData, SrcRangeV6, u32>),
             stats: typed!(ebpf, names::STATS, PerCpuArray<MapData, u64>),
-            maglev: typed!(ebpf, names::MAGLEV, HashMap<MapData, u32, MaglevTable>),
+            maglev: typed!(ebpf, names::MAGLEV, HashMap<MapData, u64, MaglevTable>),
             maglev_cfg: typed!(ebpf, names::MAGLEV_CFG, Array<MapData, MaglevConfig>),
             filter: typed!(ebpf, names::SVC_FILTER, Array<MapData, u64>),
         })
@@ -495,7 +495,7 @@ pub fn applied(entries: &LbEntries) -> Result<Applied, MapError> {
     }
     // Rev-NAT values carry no protocol: take it from the frontend that owns
     // the id, so the mirror compares equal to what the plan wrote.
-    let owners: std::collections::BTreeMap<u16, Frontend> = applied
+    let owners: std::collections::BTreeMap<u32, Frontend> = applied
         .services
         .iter()
         .filter(|((_, _, slot), _)| *slot == 0)
@@ -530,11 +530,15 @@ pub fn applied(entries: &LbEntries) -> Result<Applied, MapError> {
     Ok(applied)
 }
 
-fn rev_nat_id(id: u32, map: &'static str) -> Result<u16, MapError> {
-    u16::try_from(id).map_err(|_| MapError::Corrupt {
-        map,
-        detail: format!("rev-NAT id {id} does not fit in 16 bits"),
-    })
+fn rev_nat_id(id: u32, map: &'static str) -> Result<RevNatId, MapError> {
+    if id <= MAX_REV_NAT_ID {
+        Ok(id)
+    } else {
+        Err(MapError::Corrupt {
+            map,
+            detail: format!("rev-NAT id {id} is past the largest id, {MAX_REV_NAT_ID}"),
+        })
+    }
 }
 
 /// A run of puts to one map as one batch; `entry` turns each op into the
@@ -758,15 +762,15 @@ mod tests {
     #[test]
     fn an_entry_that_cannot_be_ours_is_corrupt() {
         let entries = LbEntries {
-            names: vec![(70_000, ServiceName::EMPTY)],
+            names: vec![(2_000_000, ServiceName::EMPTY)],
             ..Default::default()
         };
         let error = applied(&entries).map(|_| ()).map_err(|e| e.to_string());
         assert_eq!(
             error,
             Err(
-                "map SVC_NAMES holds an entry that does not decode: rev-NAT id 70000 does not \
-                 fit in 16 bits"
+                "map SVC_NAMES holds an entry that does not decode: rev-NAT id 2000000 is past \
+                 the largest id, 1048576"
                     .to_owned()
             )
         );
