@@ -50,8 +50,8 @@ pub use applied::Applied;
 pub use drain::Draining;
 pub use maglev::Maglev;
 pub use ops::{
-    BackendId, BatchKey, MAX_REV_NAT_ID, Op, RevNatId, Scope, Subject, frontend_flags, service_name,
-    source_range_entries,
+    BackendId, BatchKey, MAX_REV_NAT_ID, Op, RevNatId, Scope, Subject, frontend_flags,
+    service_name, source_range_entries,
 };
 use proxy_common::{ServiceName, backend_flags, svc_flags};
 

@@ -103,11 +103,19 @@ pub fn copy(
     Ok(vec![
         copy_map(&old, &new, names::CT_V4, flags, |k, v| t.ct_v4(k, v))?,
         copy_map(&old, &new, names::CT_V6, flags, |k, v| t.ct_v6(k, v))?,
-        copy_map(&old, &new, names::CT_PENDING_V4, flags, |k, v| t.ct_v4(k, v))?,
-        copy_map(&old, &new, names::CT_PENDING_V6, flags, |k, v| t.ct_v6(k, v))?,
+        copy_map(&old, &new, names::CT_PENDING_V4, flags, |k, v| {
+            t.ct_v4(k, v)
+        })?,
+        copy_map(&old, &new, names::CT_PENDING_V6, flags, |k, v| {
+            t.ct_v6(k, v)
+        })?,
         copy_map(&old, &new, names::AFFINITY, flags, |k, v| t.affinity(k, v))?,
-        copy_map(&old, &new, names::SOCK_RNAT_V4, flags, |k, v| t.sock_v4(k, v))?,
-        copy_map(&old, &new, names::SOCK_RNAT_V6, flags, |k, v| t.sock_v6(k, v))?,
+        copy_map(&old, &new, names::SOCK_RNAT_V4, flags, |k, v| {
+            t.sock_v4(k, v)
+        })?,
+        copy_map(&old, &new, names::SOCK_RNAT_V6, flags, |k, v| {
+            t.sock_v6(k, v)
+        })?,
     ])
 }
 

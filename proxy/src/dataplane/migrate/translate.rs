@@ -217,11 +217,13 @@ impl<'a> Translator<'a> {
     ) -> Option<(AffinityKey, AffinityValue)> {
         let (frontend, rev_nat_id) = self.frontend(k.rev_nat_id)?;
         let backend_id = self.backend(v.backend_id)?;
-        let slot = [Scope::Internal, Scope::External].into_iter().find_map(|scope| {
-            let slots = self.new.reachable_slots(frontend, scope);
-            let index = slots.iter().position(|id| *id == backend_id)?;
-            u16::try_from(index + 1).ok()
-        })?;
+        let slot = [Scope::Internal, Scope::External]
+            .into_iter()
+            .find_map(|scope| {
+                let slots = self.new.reachable_slots(frontend, scope);
+                let index = slots.iter().position(|id| *id == backend_id)?;
+                u16::try_from(index + 1).ok()
+            })?;
         let key = AffinityKey {
             client: k.client,
             rev_nat_id,

@@ -118,7 +118,10 @@ fn a_conntrack_entry_keeps_its_rewrite_with_the_new_ids() {
     let t = Translator::new(&old, &new);
     let (k, v) = ct(5, 1);
     let (key, value) = t.ct_v4(&k, &v).unwrap();
-    assert_eq!((key.saddr, key.dport, key.proto), (k.saddr, k.dport, k.proto));
+    assert_eq!(
+        (key.saddr, key.dport, key.proto),
+        (k.saddr, k.dport, k.proto)
+    );
     assert_eq!((value.rev_nat_id, value.backend_id), (70_000, 30));
     assert_eq!(
         (value.last_seen_ns, value.daddr, value.dport, value.flags),
@@ -185,7 +188,10 @@ fn a_socket_keeps_its_vip_with_the_new_id() {
     };
     let (k, v) = t.sock_v4(&key, &value).unwrap();
     assert_eq!((k.cookie, k.addr, k.port), (77, key.addr, key.port));
-    assert_eq!((v.addr, v.port, v.rev_nat_id), (value.addr, value.port, 70_000));
+    assert_eq!(
+        (v.addr, v.port, v.rev_nat_id),
+        (value.addr, value.port, 70_000)
+    );
     let gone = v2::SockRevNatV4 {
         rev_nat_id: 6,
         ..value
