@@ -255,6 +255,7 @@ fn ingress<F: Family>(ctx: &TcContext) -> i32 {
             flags: 0,
             id: 0,
         },
+        frontend: flow.daddr,
         rev_nat_id: 0,
         maglev_table: 0,
         snat: 0,
@@ -363,6 +364,8 @@ fn tracked_in<F: Family>(ctx: &TcContext, flow: &Flow<F::Addr>, now: u64, table:
 /// What [`choose`] decided for a new flow.
 struct Choice<A> {
     backend: Chosen<A>,
+    /// The frontend's address (the packet's destination).
+    frontend: A,
     rev_nat_id: u32,
     /// The `MAGLEV` table slot 0 names (`ServiceValue::maglev_table_id`).
     maglev_table: u32,
@@ -468,6 +471,7 @@ fn choose<F: Family>(ctx: &TcContext, flow: &Flow<F::Addr>, out: &mut Choice<F::
         count(reason);
         out.snat |= choice_bits::SNAT;
     }
+    out.frontend = flow.daddr;
     out.rev_nat_id = frontend.rev_nat_id;
     out.maglev_table = frontend.maglev_table_id();
     Verdict::Pass(Reason::TcDnat)
@@ -591,8 +595,7 @@ fn commit<F: Family>(
     let mut entry = CtEntry {
         last_seen_ns: now,
         to: Tuple {
-            // The frontend: the packet's destination.
-            saddr: flow.daddr,
+            saddr: choice.frontend,
             daddr: flow.saddr,
             sport: flow.dport,
             dport: flow.sport,
