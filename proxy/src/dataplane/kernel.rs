@@ -249,7 +249,7 @@ impl DataplaneMaps for KernelMaps {
             }
             Op::PutServiceName { .. } => {
                 put_run(&fds.svc_names, ops, names::SVC_NAMES, |op| match op {
-                    Op::PutServiceName { id, name } => Some((u32::from(*id), **name)),
+                    Op::PutServiceName { id, name } => Some((*id, **name)),
                     _ => None,
                 })
             }
@@ -278,7 +278,7 @@ impl DataplaneMaps for KernelMaps {
                 IpAddr::V6(_) => removed(self.backend6.remove(id), names::BACKEND_V6),
             },
             Op::PutRevNat { id, frontend } => {
-                let id = u32::from(*id);
+                let id = *id;
                 match encode_revnat(frontend) {
                     EncodedRevNat::V4(v) => {
                         inserted(self.revnat4.insert(&id, &v, 0), names::REVNAT_V4)
@@ -289,8 +289,8 @@ impl DataplaneMaps for KernelMaps {
                 }
             }
             Op::DeleteRevNat { id, frontend } => match frontend.addr {
-                IpAddr::V4(_) => removed(self.revnat4.remove(&u32::from(*id)), names::REVNAT_V4),
-                IpAddr::V6(_) => removed(self.revnat6.remove(&u32::from(*id)), names::REVNAT_V6),
+                IpAddr::V4(_) => removed(self.revnat4.remove(id), names::REVNAT_V4),
+                IpAddr::V6(_) => removed(self.revnat6.remove(id), names::REVNAT_V6),
             },
             Op::PutService {
                 frontend,
@@ -309,13 +309,10 @@ impl DataplaneMaps for KernelMaps {
                 ServiceKey::V4(k) => removed(self.svc4.remove(&k), names::SVC_V4),
                 ServiceKey::V6(k) => removed(self.svc6.remove(&k), names::SVC_V6),
             },
-            Op::PutServiceName { id, name } => inserted(
-                self.svc_names.insert(&u32::from(*id), &**name, 0),
-                names::SVC_NAMES,
-            ),
-            Op::DeleteServiceName { id } => {
-                removed(self.svc_names.remove(&u32::from(*id)), names::SVC_NAMES)
+            Op::PutServiceName { id, name } => {
+                inserted(self.svc_names.insert(id, &**name, 0), names::SVC_NAMES)
             }
+            Op::DeleteServiceName { id } => removed(self.svc_names.remove(id), names::SVC_NAMES),
             Op::PutSourceRange { id, range, allow } => {
                 let verdict = if *allow {
                     src_range::ALLOW
@@ -365,7 +362,7 @@ enum SrcRangeKey {
 }
 
 fn src_range_key(id: RevNatId, range: &SourceRange) -> SrcRangeKey {
-    let rev_nat_id = Be32(u32::from(id).to_be());
+    let rev_nat_id = Be32(id.to_be());
     let prefix_len = src_range::ID_BITS + u32::from(range.prefix());
     match range.addr() {
         IpAddr::V4(a) => SrcRangeKey::V4(LpmKey::new(
@@ -581,7 +578,7 @@ fn backend_entry(op: &Op) -> Option<(u32, Encoded)> {
 
 fn revnat_entry(op: &Op) -> Option<(u32, EncodedRevNat)> {
     match op {
-        Op::PutRevNat { id, frontend } => Some((u32::from(*id), encode_revnat(frontend))),
+        Op::PutRevNat { id, frontend } => Some((*id, encode_revnat(frontend))),
         _ => None,
     }
 }
@@ -660,7 +657,7 @@ mod tests {
                     Some((id, EncodedRevNat::V6(v))) => out.revnat6.push((id, v)),
                     None => {}
                 },
-                Op::PutServiceName { id, name } => out.names.push((u32::from(*id), **name)),
+                Op::PutServiceName { id, name } => out.names.push((*id, **name)),
                 _ => {}
             }
         }
@@ -795,7 +792,7 @@ mod tests {
             let decoded = match src_range_key(id, &range) {
                 SrcRangeKey::V4(k) => {
                     let data = k.data();
-                    assert_eq!(data.rev_nat_id.octets(), u32::from(id).to_be_bytes());
+                    assert_eq!(data.rev_nat_id.octets(), id.to_be_bytes());
                     src_range_entry(
                         names::SRC_RANGE_V4,
                         k.prefix_len(),

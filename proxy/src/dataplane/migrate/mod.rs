@@ -36,13 +36,13 @@ pub enum MigrateError {
     Open {
         path: PathBuf,
         #[source]
-        source: MapError,
+        source: Box<MapError>,
     },
     #[error("cannot read the pinned map {path}")]
     Read {
         path: PathBuf,
         #[source]
-        source: reader::ReadError,
+        source: Box<reader::ReadError>,
     },
 }
 
@@ -167,7 +167,7 @@ impl Pins<'_> {
         }
         let open = |source| MigrateError::Open {
             path: path.clone(),
-            source,
+            source: Box::new(source),
         };
         let data = MapData::from_pin(&path).map_err(open)?;
         let map = Map::from_map_data(data).map_err(open)?;
@@ -184,7 +184,7 @@ impl Pins<'_> {
         };
         reader::walk(&map, name, true).map_err(|source| MigrateError::Read {
             path: self.0.join(name),
-            source,
+            source: Box::new(source),
         })
     }
 }
