@@ -1,7 +1,10 @@
 //! Reference binaries of older layouts, for the migration tests
 //! (`tests/tests/migration.rs`): each is built from git at a fixed commit
-//! into `target/compat/v<N>/`, once, with its own `cargo xtask build` (dev
-//! profile, its own target directory, so later builds are incremental).
+//! into `target/compat/v<N>/`, once, as its own `cargo xtask build` does
+//! (`cargo build -p proxy --bin proxy`, whose build script builds the eBPF
+//! object), in the dev profile and its own target directory so later builds
+//! are incremental. (Its xtask is not run: it looks for the binary under its
+//! source tree's `target/`, not `CARGO_TARGET_DIR`.)
 
 use std::{
     path::{Path, PathBuf},
@@ -55,14 +58,15 @@ pub fn v2_binary(root: &Path) -> anyhow::Result<PathBuf> {
     let started = std::time::Instant::now();
     let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
         .current_dir(&src)
-        .args(["xtask", "build"])
+        .args(["build", "--package", "proxy", "--bin", "proxy"])
         .env("CARGO_TARGET_DIR", dir.join("target"))
         .status()
         .context("spawning the layout-2 build")?;
-    if !status.success() {
+    if !status.success() || !bin.exists() {
         bail!(
-            "building the layout-2 reference in {} failed ({status})",
-            src.display()
+            "building the layout-2 reference in {} failed ({status}), or left no {}",
+            src.display(),
+            bin.display()
         );
     }
     eprintln!("xtask: layout-2 reference built in {:?}", started.elapsed());
