@@ -86,13 +86,13 @@ pub struct SockSrcCheck {
     pub addr: [u8; 16],
     /// The backend port.
     pub port: Be16,
-    /// The frontend's rev-NAT id (the `SRC_RANGE_*` key).
-    pub rev_nat_id: u16,
     /// 4 or 6: which `SRC_RANGE_*` trie, and how `addr` is read; 0 once
     /// the check passed (nothing left to check).
     pub family: u8,
     /// Zero.
-    pub _pad: [u8; 3],
+    pub _pad: u8,
+    /// The frontend's rev-NAT id (the `SRC_RANGE_*` key).
+    pub rev_nat_id: u32,
 }
 const _: () = assert!(core::mem::size_of::<SockSrcCheck>() == 24);
 

@@ -19,8 +19,8 @@ pub const MAX_SIZE: u32 = 997;
 /// The `MAGLEV` key of a table in one scope: `rev_nat_id` is the table id
 /// a frontend's slot 0 names (`ServiceValue::maglev_table_id`), one of the
 /// rev-NAT ids of the frontends sharing it.
-pub const fn key(rev_nat_id: u16, scope: u8) -> u32 {
-    (rev_nat_id as u32) | ((scope as u32) << 16)
+pub const fn key(rev_nat_id: u32, scope: u8) -> u64 {
+    (rev_nat_id as u64) | ((scope as u64) << 32)
 }
 
 /// Value of `MAGLEV`: backend ids (`BACKEND_*` keys). Only the first

@@ -80,8 +80,10 @@ use crate::{Be16, Be32};
 /// History: 1 was the socket-LB layout. 2 gave the service key a [`scope`]
 /// byte, `STATS` a fixed [`capacity::STATS`] slots (so new reasons need no
 /// bump), and added the tc path's maps (`CT_V4`, `CT_V6`, `NODE_CFG`,
-/// `DEVICES`).
-pub const LAYOUT_VERSION: u32 = 2;
+/// `DEVICES`). 3 widened rev-NAT ids to `u32` (`ServiceValue`, `SOCK_RNAT_*`,
+/// `AFFINITY`'s key, `CT_*` values, the `MAGLEV` key, `SOCK_SRC_CHECK`) and
+/// raised [`capacity::REVNAT`] and [`capacity::SVC_NAMES`], not preallocated.
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Map names as they appear in the object file and under `<pin-path>/v<LAYOUT_VERSION>/maps`.
 pub mod names {
@@ -219,8 +221,14 @@ pub mod capacity {
     pub const SERVICES: u32 = 1 << 18;
     /// Distinct backends (address, port, protocol).
     pub const BACKENDS: u32 = 1 << 17;
-    /// Frontends (rev-NAT ids are `u16`, 0 unused).
-    pub const REVNAT: u32 = 65_535;
+    /// Frontends, and the largest rev-NAT id (ids are `u32`, 0 unused, one id
+    /// space for both families): 100,000 Services with a ClusterIP and a
+    /// NodePort on 2 node addresses, in 2 families, take 600,000.
+    /// Written only from userspace, so not preallocated: an entry costs
+    /// its ~64 bytes (element header, 8-byte key and value) only while it
+    /// exists; the fixed cost is the hash buckets, 16 bytes each for
+    /// 2^20 buckets, 16 MiB per map.
+    pub const REVNAT: u32 = 1 << 20;
     /// Live sockets that went through a VIP.
     pub const SOCK_REVNAT: u32 = 1 << 17;
     /// (client, frontend) pairs with ClientIP session affinity.
@@ -416,26 +424,28 @@ pub struct ServiceValue {
     pub backend_id: u32,
     /// Slot 0: how many backend slots follow.
     pub count: u16,
-    /// Slot 0: the frontend's rev-NAT id (`REVNAT_*` and `SVC_NAMES` key).
-    pub rev_nat_id: u16,
     /// Slot 0: [`svc_flags`].
     pub flags: u16,
+    /// Slot 0: the frontend's rev-NAT id (`REVNAT_*` and `SVC_NAMES` key).
+    pub rev_nat_id: u32,
     /// Slot 0: the rev-NAT id keying this frontend's `MAGLEV` table (see
     /// [`ServiceValue::maglev_table_id`]), shared by the frontends of one
     /// Service port, family and scope with the same backends; 0: the
     /// frontend's own `rev_nat_id` (what a daemon that wrote no shared
     /// tables left here). 0 in other slots.
-    pub maglev_table: u16,
+    pub maglev_table: u32,
     /// Seconds; 0 when affinity is off.
     pub affinity_timeout: u32,
+    /// Zero.
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<ServiceValue>() == 16);
+const _: () = assert!(core::mem::size_of::<ServiceValue>() == 24);
 
 impl ServiceValue {
     /// The id whose `MAGLEV` table (`crate::maglev::key`) slot 0 names:
     /// `maglev_table` when set, else the frontend's own `rev_nat_id`.
     #[inline(always)]
-    pub const fn maglev_table_id(&self) -> u16 {
+    pub const fn maglev_table_id(&self) -> u32 {
         if self.maglev_table != 0 {
             self.maglev_table
         } else {
@@ -474,7 +484,7 @@ pub struct BackendV6 {
 }
 const _: () = assert!(core::mem::size_of::<BackendV6>() == 20);
 
-/// Value of `REVNAT_V4`, keyed by rev-NAT id (`u32`, only the low 16 bits used).
+/// Value of `REVNAT_V4`, keyed by rev-NAT id (`u32`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RevNatV4 {
@@ -523,10 +533,14 @@ pub struct SockRevNatV4 {
     pub addr: Be32,
     /// The frontend port.
     pub port: Be16,
+    /// Zero.
+    pub _pad: u16,
     /// The frontend's rev-NAT id.
-    pub rev_nat_id: u16,
+    pub rev_nat_id: u32,
+    /// Zero.
+    pub _pad2: u32,
 }
-const _: () = assert!(core::mem::size_of::<SockRevNatV4>() == 8);
+const _: () = assert!(core::mem::size_of::<SockRevNatV4>() == 16);
 
 /// Key of `SOCK_RNAT_V6`.
 #[repr(C)]
@@ -551,10 +565,12 @@ pub struct SockRevNatV6 {
     pub addr: [u8; 16],
     /// The frontend port.
     pub port: Be16,
+    /// Zero.
+    pub _pad: u16,
     /// The frontend's rev-NAT id.
-    pub rev_nat_id: u16,
+    pub rev_nat_id: u32,
 }
-const _: () = assert!(core::mem::size_of::<SockRevNatV6>() == 20);
+const _: () = assert!(core::mem::size_of::<SockRevNatV6>() == 24);
 
 /// Key of `AFFINITY` (LRU): one client and one frontend. Under socket LB the
 /// client is the network namespace cookie (one pod), as in Cilium; rev-NAT ids
@@ -565,9 +581,9 @@ pub struct AffinityKey {
     /// The client: the network namespace cookie under socket LB.
     pub client: u64,
     /// The frontend's rev-NAT id.
-    pub rev_nat_id: u16,
+    pub rev_nat_id: u32,
     /// Zero.
-    pub _pad: [u8; 6],
+    pub _pad: u32,
 }
 const _: () = assert!(core::mem::size_of::<AffinityKey>() == 16);
 
@@ -648,16 +664,14 @@ pub struct CtValueV4 {
     pub sport: Be16,
     /// The destination port to write.
     pub dport: Be16,
-    /// The frontend's rev-NAT id.
-    pub rev_nat_id: u16,
     /// [`ct_flags`].
     pub flags: u8,
     /// Zero.
-    pub _pad: u8,
+    pub _pad: [u8; 3],
+    /// The frontend's rev-NAT id.
+    pub rev_nat_id: u32,
     /// The backend the flow was sent to.
     pub backend_id: u32,
-    /// Zero.
-    pub _pad2: u32,
 }
 const _: () = assert!(core::mem::size_of::<CtValueV4>() == 32);
 
@@ -694,16 +708,14 @@ pub struct CtValueV6 {
     pub sport: Be16,
     /// The destination port to write.
     pub dport: Be16,
-    /// The frontend's rev-NAT id.
-    pub rev_nat_id: u16,
     /// [`ct_flags`].
     pub flags: u8,
     /// Zero.
-    pub _pad: u8,
+    pub _pad: [u8; 3],
+    /// The frontend's rev-NAT id.
+    pub rev_nat_id: u32,
     /// The backend the flow was sent to.
     pub backend_id: u32,
-    /// Zero.
-    pub _pad2: u32,
 }
 const _: () = assert!(core::mem::size_of::<CtValueV6>() == 56);
 
@@ -720,8 +732,7 @@ pub mod name_flags {
     pub const EXTERNAL_TRAFFIC_POLICY_LOCAL: u8 = 1 << 2;
 }
 
-/// Value of `SVC_NAMES`, keyed by rev-NAT id (`u32`, only the low 16 bits
-/// used): which Service port owns a frontend, for `proxy inspect`. Strings are
+/// Value of `SVC_NAMES`, keyed by rev-NAT id (`u32`): which Service port owns a frontend, for `proxy inspect`. Strings are
 /// UTF-8, not NUL-terminated; the `*_len` fields say how many bytes count.
 /// Kubernetes limits namespaces and Service names to 63 bytes and port names
 /// to 15, so they fit; userspace truncates anything longer.

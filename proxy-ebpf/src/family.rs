@@ -59,7 +59,7 @@ pub struct CtEntry<A> {
     pub last_seen_ns: u64,
     /// The rewrite (`proto` unused).
     pub to: Tuple<A>,
-    pub rev_nat_id: u16,
+    pub rev_nat_id: u32,
     pub flags: u8,
     pub backend_id: u32,
 }
@@ -131,7 +131,7 @@ pub trait Family {
     fn backend_exists(id: u32) -> bool;
     /// Whether `saddr` is inside the frontend's `loadBalancerSourceRanges`
     /// (true for a frontend without ranges).
-    fn source_allowed(rev_nat_id: u16, saddr: Self::Addr) -> bool;
+    fn source_allowed(rev_nat_id: u32, saddr: Self::Addr) -> bool;
     /// The node's SNAT address of this family, if configured (non-zero).
     fn snat_addr() -> Option<Self::Addr>;
     /// Whether `addr` is in one of the in-cluster prefixes (`LOCAL_V4`/`LOCAL_V6`).
@@ -275,9 +275,8 @@ impl Family for V4 {
             dport: e.to.dport,
             rev_nat_id: e.rev_nat_id,
             flags: e.flags,
-            _pad: 0,
+            _pad: [0; 3],
             backend_id: e.backend_id,
-            _pad2: 0,
         };
         in_table!(table, CT_V4, CT_PENDING_V4, |m| m.insert(
             &key4(key),
@@ -367,7 +366,7 @@ impl Family for V4 {
     }
 
     #[inline(always)]
-    fn source_allowed(rev_nat_id: u16, saddr: Be32) -> bool {
+    fn source_allowed(rev_nat_id: u32, saddr: Be32) -> bool {
         lb::source_allowed4(rev_nat_id, saddr)
     }
 
@@ -552,9 +551,8 @@ impl Family for V6 {
             dport: e.to.dport,
             rev_nat_id: e.rev_nat_id,
             flags: e.flags,
-            _pad: 0,
+            _pad: [0; 3],
             backend_id: e.backend_id,
-            _pad2: 0,
         };
         in_table!(table, CT_V6, CT_PENDING_V6, |m| m.insert(
             &key6(key),
@@ -649,7 +647,7 @@ impl Family for V6 {
     }
 
     #[inline(always)]
-    fn source_allowed(rev_nat_id: u16, saddr: [u8; 16]) -> bool {
+    fn source_allowed(rev_nat_id: u32, saddr: [u8; 16]) -> bool {
         lb::source_allowed6(rev_nat_id, saddr)
     }
 

@@ -77,7 +77,7 @@ fn choose<F: Fn(u16) -> Option<u32>>(
     let key = AffinityKey {
         client,
         rev_nat_id: frontend.rev_nat_id,
-        _pad: [0; 6],
+        _pad: 0,
     };
     // SAFETY: the helper takes no arguments.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -245,11 +245,11 @@ pub fn backend6_exists(id: u32) -> bool {
 /// (`loadBalancerSourceRanges`, see `proxy_common::src_range`): no entry for
 /// the frontend allows every source.
 #[inline(always)]
-pub fn source_allowed4(rev_nat_id: u16, saddr: Be32) -> bool {
+pub fn source_allowed4(rev_nat_id: u32, saddr: Be32) -> bool {
     let key = Key::new(
         src_range::ID_BITS + 32,
         SrcRangeV4 {
-            rev_nat_id: Be32(u32::from(rev_nat_id).to_be()),
+            rev_nat_id: Be32(rev_nat_id.to_be()),
             addr: saddr,
         },
     );
@@ -260,11 +260,11 @@ pub fn source_allowed4(rev_nat_id: u16, saddr: Be32) -> bool {
 
 /// [`source_allowed4`] for IPv6.
 #[inline(always)]
-pub fn source_allowed6(rev_nat_id: u16, saddr: [u8; 16]) -> bool {
+pub fn source_allowed6(rev_nat_id: u32, saddr: [u8; 16]) -> bool {
     let key = Key::new(
         src_range::ID_BITS + 128,
         SrcRangeV6 {
-            rev_nat_id: Be32(u32::from(rev_nat_id).to_be()),
+            rev_nat_id: Be32(rev_nat_id.to_be()),
             addr: saddr,
         },
     );

@@ -52,7 +52,7 @@ pub fn hash6(
 /// `ServiceValue::maglev_table_id`) in `scope`, or 0 if it is missing (no backend, more backends than entries, or Maglev off). The
 /// table is read in place (4 KiB, far more than the stack).
 #[inline(always)]
-pub fn pick(table: u16, scope: u8, index: u32) -> u32 {
+pub fn pick(table: u32, scope: u8, index: u32) -> u32 {
     let Some(table) = MAGLEV.get_ptr(&maglev::key(table, scope)) else {
         return 0;
     };

@@ -42,10 +42,12 @@ pub static SVC_V6: HashMap<ServiceKeyV6, ServiceValue, SERVICES> = HashMap::new(
 pub static BACKEND_V4: HashMap<u32, BackendV4, BACKENDS> = HashMap::new();
 #[btf_map(pin_by_name)]
 pub static BACKEND_V6: HashMap<u32, BackendV6, BACKENDS> = HashMap::new();
+/// Frontends by rev-NAT id. Written only from userspace; not preallocated,
+/// so the large default capacity costs memory only for the ids in use.
 #[btf_map(pin_by_name)]
-pub static REVNAT_V4: HashMap<u32, RevNatV4, REVNAT> = HashMap::new();
+pub static REVNAT_V4: HashMap<u32, RevNatV4, REVNAT, NO_PREALLOC> = HashMap::new();
 #[btf_map(pin_by_name)]
-pub static REVNAT_V6: HashMap<u32, RevNatV6, REVNAT> = HashMap::new();
+pub static REVNAT_V6: HashMap<u32, RevNatV6, REVNAT, NO_PREALLOC> = HashMap::new();
 #[btf_map(pin_by_name)]
 pub static SOCK_RNAT_V4: LruHashMap<SockRevNatKeyV4, SockRevNatV4, SOCK_REVNAT> = LruHashMap::new();
 #[btf_map(pin_by_name)]
@@ -106,7 +108,7 @@ pub static FRAG_V6: LruHashMap<FragKeyV6, FragPorts, FRAGMENTS> = LruHashMap::ne
 /// (`proxy_common::maglev::key`). Written only from userspace; not
 /// preallocated, so a table costs memory only while its frontend exists.
 #[btf_map(pin_by_name)]
-pub static MAGLEV: HashMap<u32, MaglevTable, MAGLEV_TABLES, NO_PREALLOC> = HashMap::new();
+pub static MAGLEV: HashMap<u64, MaglevTable, MAGLEV_TABLES, NO_PREALLOC> = HashMap::new();
 /// The Maglev table size and hash seed (one entry, index 0); size 0 means
 /// random selection.
 #[btf_map(pin_by_name)]

@@ -206,7 +206,9 @@ fn fwd4(
     let rnat = SockRevNatV4 {
         addr,
         port,
+        _pad: 0,
         rev_nat_id: chosen.frontend.rev_nat_id,
+        _pad2: 0,
     };
     let known = if fresh_socket(protocol) {
         None
@@ -380,6 +382,7 @@ fn xlate_fwd6(ctx: &SockAddrContext) -> Result<Reason, Reason> {
     let rnat = SockRevNatV6 {
         addr,
         port,
+        _pad: 0,
         rev_nat_id: chosen.frontend.rev_nat_id,
     };
     let known = if fresh_socket(protocol) {

@@ -43,7 +43,7 @@ const IPPROTO_UDP: u8 = 17;
 pub fn record(
     ctx: &SockAddrContext,
     flags: u16,
-    rev_nat_id: u16,
+    rev_nat_id: u32,
     family: u8,
     addr: [u8; 16],
     port: Be16,
@@ -63,7 +63,7 @@ pub fn record(
             port,
             rev_nat_id,
             family,
-            _pad: [0; 3],
+            _pad: 0,
         };
     }
     Ok(())

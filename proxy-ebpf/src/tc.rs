@@ -401,9 +401,9 @@ struct Choice<A> {
     backend: Chosen<A>,
     /// The frontend's address (the packet's destination).
     frontend: A,
-    rev_nat_id: u16,
+    rev_nat_id: u32,
     /// The `MAGLEV` table slot 0 names (`ServiceValue::maglev_table_id`).
-    maglev_table: u16,
+    maglev_table: u32,
     /// [`choice_bits`]: SNAT, and what [`maglev_select`] needs (one byte, so
     /// `ingress`'s frame does not grow: the call chain is at the verifier's
     /// 512 bytes).

@@ -43,7 +43,9 @@ use crate::{
 pub trait HookKeeper: Send + 'static {
     /// Attaches every hook that is not attached as it should be (see
     /// [`SocketHooks::ensure`]).
-    fn ensure(&mut self) -> Result<HookReport, LoadError>;
+    /// `applied`: the writer's state, which a layout migration translates
+    /// the old maps' ids against.
+    fn ensure(&mut self, applied: &crate::plan::Applied) -> Result<HookReport, LoadError>;
     /// Attaches the socket path's source check while `wanted` (some frontend
     /// has `loadBalancerSourceRanges`), detaches it otherwise (see
     /// [`SocketHooks::want_source_check`]).
@@ -53,8 +55,8 @@ pub trait HookKeeper: Send + 'static {
 }
 
 impl HookKeeper for SocketHooks {
-    fn ensure(&mut self) -> Result<HookReport, LoadError> {
-        SocketHooks::ensure(self)
+    fn ensure(&mut self, applied: &crate::plan::Applied) -> Result<HookReport, LoadError> {
+        SocketHooks::ensure(self, applied)
     }
 
     fn want_source_check(&mut self, wanted: bool) -> Result<Option<HookAction>, LoadError> {
@@ -67,7 +69,7 @@ impl HookKeeper for SocketHooks {
 pub struct NoHooks;
 
 impl HookKeeper for NoHooks {
-    fn ensure(&mut self) -> Result<HookReport, LoadError> {
+    fn ensure(&mut self, _applied: &crate::plan::Applied) -> Result<HookReport, LoadError> {
         Ok(HookReport::default())
     }
 }
@@ -495,7 +497,7 @@ impl<M: DataplaneMaps + Send + Sync + 'static, H: HookKeeper> Datapath for EbpfD
     }
 }
 
-impl<M, H: HookKeeper> EbpfDatapath<M, H> {
+impl<M: DataplaneMaps, H: HookKeeper> EbpfDatapath<M, H> {
     /// See [`HookKeeper::want_source_check`]. A failure is logged, and the
     /// next reconcile's `ensure` retries.
     fn source_check(&mut self, wanted: bool) {
@@ -536,7 +538,8 @@ impl<M, H: HookKeeper> EbpfDatapath<M, H> {
         if state.attached {
             self.devices_dirty = false;
         }
-        let ensured = tokio::task::block_in_place(|| self.hooks.ensure());
+        let (hooks, writer) = (&mut self.hooks, &self.writer);
+        let ensured = tokio::task::block_in_place(|| hooks.ensure(writer.applied()));
         let ok = note_hooks(ensured, !state.attached, &self.telemetry);
         state.attached |= ok;
         state.failing = !ok;

@@ -268,7 +268,7 @@ mod tests {
     }
 
     impl HookKeeper for FakeHooks {
-        fn ensure(&mut self) -> Result<HookReport, LoadError> {
+        fn ensure(&mut self, _applied: &crate::plan::Applied) -> Result<HookReport, LoadError> {
             let n = {
                 let mut calls = self.calls.lock().unwrap();
                 *calls += 1;
@@ -287,6 +287,7 @@ mod tests {
                         action,
                     }],
                     migrated_from: Vec::new(),
+                    migration: Vec::new(),
                 }),
                 Err(()) => Err(LoadError::MissingProgram("sock_connect4")),
             }

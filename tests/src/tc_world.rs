@@ -50,7 +50,7 @@ pub struct TcService {
     pub proto: u8,
     pub scope: u8,
     pub flags: u16,
-    pub rev_nat_id: u16,
+    pub rev_nat_id: u32,
     /// Seconds of ClientIP affinity (with `svc_flags::AFFINITY`).
     pub affinity_timeout: u32,
 }
@@ -259,6 +259,7 @@ impl TcWorld {
             flags: svc.flags,
             maglev_table: 0,
             affinity_timeout: svc.affinity_timeout,
+            _pad: 0,
         };
         let err = |e: aya::maps::MapError| e.to_string();
         let slot = |b: &TcBackend| ServiceValue {

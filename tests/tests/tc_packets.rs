@@ -96,7 +96,7 @@ struct Svc {
     proto: u8,
     scope: u8,
     flags: u16,
-    rev_nat_id: u16,
+    rev_nat_id: u32,
     /// Seconds of ClientIP affinity (with `svc_flags::AFFINITY`).
     affinity_timeout: u32,
     backends: &'static [Backend],
@@ -2138,9 +2138,8 @@ fn conntrack_timeout() {
         dport: Be16::from_host(9),
         rev_nat_id: 7,
         flags: 0,
-        _pad: 0,
+        _pad: [0; 3],
         backend_id: LOCAL_BE4.id,
-        _pad2: 0,
     };
     let input = pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), L4::Udp);
     let bytes = build(&input, None).expect("build");
@@ -2198,9 +2197,8 @@ fn established_entries_are_refreshed_at_most_once_a_second() {
         dport: Be16::from_host(TARGET),
         rev_nat_id: 7,
         flags: 0,
-        _pad: 0,
+        _pad: [0; 3],
         backend_id: LOCAL_BE4.id,
-        _pad2: 0,
     };
     let ack = build(
         &pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), ACK),
@@ -2280,9 +2278,8 @@ fn syn_only_entries_expire_after_a_minute() {
         dport: Be16::from_host(9),
         rev_nat_id: 7,
         flags,
-        _pad: 0,
+        _pad: [0; 3],
         backend_id: LOCAL_BE4.id,
-        _pad2: 0,
     };
     let input = pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), ACK);
     let bytes = build(&input, None).expect("build");
@@ -2401,9 +2398,8 @@ fn snat_ports_taken(idle: bool) {
             dport: Be16::from_host(1234),
             rev_nat_id: 7,
             flags: ct_flags::REPLY | ct_flags::SNAT | ct_flags::CLOSING,
-            _pad: 0,
+            _pad: [0; 3],
             backend_id: REMOTE_BE4.id,
-            _pad2: 0,
         };
         for port in SNAT_MIN..=SNAT_MAX {
             let key = CtKeyV4 {
@@ -2462,9 +2458,8 @@ fn snat_ports_pending(idle: bool) {
         dport: Be16::from_host(1234),
         rev_nat_id: 7,
         flags,
-        _pad: 0,
+        _pad: [0; 3],
         backend_id: REMOTE_BE4.id,
-        _pad2: 0,
     };
     let key = |port: u16| CtKeyV4 {
         saddr: be32(REMOTE4),
@@ -3601,7 +3596,7 @@ fn maglev_world(
             .collect();
         let table = maglev.table(&identities).expect("a table");
         let ids: Vec<u32> = table.iter().map(|i| backends[*i].id).collect();
-        let mut tables: HashMap<&mut MapData, u32, proxy_common::MaglevTable> =
+        let mut tables: HashMap<&mut MapData, u64, proxy_common::MaglevTable> =
             world.map(names::MAGLEV).expect("MAGLEV");
         tables
             .insert(
@@ -3744,7 +3739,7 @@ fn maglev_picks_from_the_table_slot_0_names() {
         proxy_common::maglev::key(9, scope::INTERNAL),
     );
     {
-        let mut tables: HashMap<&mut MapData, u32, proxy_common::MaglevTable> =
+        let mut tables: HashMap<&mut MapData, u64, proxy_common::MaglevTable> =
             world.map(names::MAGLEV).expect("MAGLEV");
         let table = tables.get(&own, 0).expect("the frontend's table");
         tables.insert(&shared, &table, 0).expect("MAGLEV");

@@ -155,11 +155,13 @@ pub fn test(root: &Path, nextest_args: &[String]) -> anyhow::Result<()> {
     run(clippy)?;
     clippy_ebpf(root)?;
     let bin = build_proxy(root, false)?;
+    let v2 = crate::compat::v2_binary(root)?;
     let mut nextest = cargo(root);
     nextest
         .args(["nextest", "run", "--workspace", "--no-fail-fast"])
         .args(nextest_args)
-        .env("PROXY_BIN", &bin);
+        .env("PROXY_BIN", &bin)
+        .env(crate::compat::V2_ENV, &v2);
     run(nextest)
 }
 

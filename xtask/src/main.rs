@@ -5,6 +5,7 @@ mod baseline;
 mod bench;
 mod bench_control;
 mod cargo;
+mod compat;
 mod demo;
 mod dockerfile;
 mod fuzz;

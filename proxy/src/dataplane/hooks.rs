@@ -110,6 +110,8 @@ pub struct HookReport {
     pub hooks: Vec<AttachedHook>,
     /// Older layouts whose pins this call removed (a finished migration).
     pub migrated_from: Vec<u32>,
+    /// What the migration copied into each LRU map (both passes).
+    pub migration: Vec<crate::dataplane::migrate::MapCopy>,
 }
 
 impl HookReport {

@@ -34,7 +34,7 @@ use crate::{
         reader::{LbEntries, MapReader, ReadError},
     },
     model::{Backend, Frontend, Protocol, SourceRange},
-    plan::{Applied, Op, RevNatId, Scope},
+    plan::{Applied, MAX_REV_NAT_ID, Op, RevNatId, Scope},
 };
 
 /// The service, backend and rev-NAT maps of both families, the Service names,
@@ -50,7 +50,7 @@ pub struct KernelMaps {
     pub(crate) src_range4: LpmTrie<MapData, SrcRangeV4, u32>,
     pub(crate) src_range6: LpmTrie<MapData, SrcRangeV6, u32>,
     pub(crate) stats: PerCpuArray<MapData, u64>,
-    pub(crate) maglev: HashMap<MapData, u32, MaglevTable>,
+    pub(crate) maglev: HashMap<MapData, u64, MaglevTable>,
     pub(crate) maglev_cfg: Array<MapData, MaglevConfig>,
     pub(crate) filter: Array<MapData, u64>,
     /// Second handles on the maps we bulk-write, for `BPF_MAP_UPDATE_BATCH`.
@@ -124,7 +124,7 @@ impl KernelMaps {
             src_range4: typed!(ebpf, names::SRC_RANGE_V4, LpmTrie<MapData, SrcRangeV4, u32>),
             src_range6: typed!(ebpf, names::SRC_RANGE_V6, LpmTrie<MapData, SrcRangeV6, u32>),
             stats: typed!(ebpf, names::STATS, PerCpuArray<MapData, u64>),
-            maglev: typed!(ebpf, names::MAGLEV, HashMap<MapData, u32, MaglevTable>),
+            maglev: typed!(ebpf, names::MAGLEV, HashMap<MapData, u64, MaglevTable>),
             maglev_cfg: typed!(ebpf, names::MAGLEV_CFG, Array<MapData, MaglevConfig>),
             filter: typed!(ebpf, names::SVC_FILTER, Array<MapData, u64>),
         })
@@ -249,7 +249,7 @@ impl DataplaneMaps for KernelMaps {
             }
             Op::PutServiceName { .. } => {
                 put_run(&fds.svc_names, ops, names::SVC_NAMES, |op| match op {
-                    Op::PutServiceName { id, name } => Some((u32::from(*id), **name)),
+                    Op::PutServiceName { id, name } => Some((*id, **name)),
                     _ => None,
                 })
             }
@@ -278,7 +278,7 @@ impl DataplaneMaps for KernelMaps {
                 IpAddr::V6(_) => removed(self.backend6.remove(id), names::BACKEND_V6),
             },
             Op::PutRevNat { id, frontend } => {
-                let id = u32::from(*id);
+                let id = *id;
                 match encode_revnat(frontend) {
                     EncodedRevNat::V4(v) => {
                         inserted(self.revnat4.insert(&id, &v, 0), names::REVNAT_V4)
@@ -289,8 +289,8 @@ impl DataplaneMaps for KernelMaps {
                 }
             }
             Op::DeleteRevNat { id, frontend } => match frontend.addr {
-                IpAddr::V4(_) => removed(self.revnat4.remove(&u32::from(*id)), names::REVNAT_V4),
-                IpAddr::V6(_) => removed(self.revnat6.remove(&u32::from(*id)), names::REVNAT_V6),
+                IpAddr::V4(_) => removed(self.revnat4.remove(id), names::REVNAT_V4),
+                IpAddr::V6(_) => removed(self.revnat6.remove(id), names::REVNAT_V6),
             },
             Op::PutService {
                 frontend,
@@ -309,13 +309,10 @@ impl DataplaneMaps for KernelMaps {
                 ServiceKey::V4(k) => removed(self.svc4.remove(&k), names::SVC_V4),
                 ServiceKey::V6(k) => removed(self.svc6.remove(&k), names::SVC_V6),
             },
-            Op::PutServiceName { id, name } => inserted(
-                self.svc_names.insert(&u32::from(*id), &**name, 0),
-                names::SVC_NAMES,
-            ),
-            Op::DeleteServiceName { id } => {
-                removed(self.svc_names.remove(&u32::from(*id)), names::SVC_NAMES)
+            Op::PutServiceName { id, name } => {
+                inserted(self.svc_names.insert(id, &**name, 0), names::SVC_NAMES)
             }
+            Op::DeleteServiceName { id } => removed(self.svc_names.remove(id), names::SVC_NAMES),
             Op::PutSourceRange { id, range, allow } => {
                 let verdict = if *allow {
                     src_range::ALLOW
@@ -365,7 +362,7 @@ enum SrcRangeKey {
 }
 
 fn src_range_key(id: RevNatId, range: &SourceRange) -> SrcRangeKey {
-    let rev_nat_id = Be32(u32::from(id).to_be());
+    let rev_nat_id = Be32(id.to_be());
     let prefix_len = src_range::ID_BITS + u32::from(range.prefix());
     match range.addr() {
         IpAddr::V4(a) => SrcRangeKey::V4(LpmKey::new(
@@ -495,7 +492,7 @@ pub fn applied(entries: &LbEntries) -> Result<Applied, MapError> {
     }
     // Rev-NAT values carry no protocol: take it from the frontend that owns
     // the id, so the mirror compares equal to what the plan wrote.
-    let owners: std::collections::BTreeMap<u16, Frontend> = applied
+    let owners: std::collections::BTreeMap<u32, Frontend> = applied
         .services
         .iter()
         .filter(|((_, _, slot), _)| *slot == 0)
@@ -530,11 +527,15 @@ pub fn applied(entries: &LbEntries) -> Result<Applied, MapError> {
     Ok(applied)
 }
 
-fn rev_nat_id(id: u32, map: &'static str) -> Result<u16, MapError> {
-    u16::try_from(id).map_err(|_| MapError::Corrupt {
-        map,
-        detail: format!("rev-NAT id {id} does not fit in 16 bits"),
-    })
+fn rev_nat_id(id: u32, map: &'static str) -> Result<RevNatId, MapError> {
+    if id <= MAX_REV_NAT_ID {
+        Ok(id)
+    } else {
+        Err(MapError::Corrupt {
+            map,
+            detail: format!("rev-NAT id {id} is past the largest id, {MAX_REV_NAT_ID}"),
+        })
+    }
 }
 
 /// A run of puts to one map as one batch; `entry` turns each op into the
@@ -577,7 +578,7 @@ fn backend_entry(op: &Op) -> Option<(u32, Encoded)> {
 
 fn revnat_entry(op: &Op) -> Option<(u32, EncodedRevNat)> {
     match op {
-        Op::PutRevNat { id, frontend } => Some((u32::from(*id), encode_revnat(frontend))),
+        Op::PutRevNat { id, frontend } => Some((*id, encode_revnat(frontend))),
         _ => None,
     }
 }
@@ -656,7 +657,7 @@ mod tests {
                     Some((id, EncodedRevNat::V6(v))) => out.revnat6.push((id, v)),
                     None => {}
                 },
-                Op::PutServiceName { id, name } => out.names.push((u32::from(*id), **name)),
+                Op::PutServiceName { id, name } => out.names.push((*id, **name)),
                 _ => {}
             }
         }
@@ -758,15 +759,15 @@ mod tests {
     #[test]
     fn an_entry_that_cannot_be_ours_is_corrupt() {
         let entries = LbEntries {
-            names: vec![(70_000, ServiceName::EMPTY)],
+            names: vec![(2_000_000, ServiceName::EMPTY)],
             ..Default::default()
         };
         let error = applied(&entries).map(|_| ()).map_err(|e| e.to_string());
         assert_eq!(
             error,
             Err(
-                "map SVC_NAMES holds an entry that does not decode: rev-NAT id 70000 does not \
-                 fit in 16 bits"
+                "map SVC_NAMES holds an entry that does not decode: rev-NAT id 2000000 is past \
+                 the largest id, 1048576"
                     .to_owned()
             )
         );
@@ -791,7 +792,7 @@ mod tests {
             let decoded = match src_range_key(id, &range) {
                 SrcRangeKey::V4(k) => {
                     let data = k.data();
-                    assert_eq!(data.rev_nat_id.octets(), u32::from(id).to_be_bytes());
+                    assert_eq!(data.rev_nat_id.octets(), id.to_be_bytes());
                     src_range_entry(
                         names::SRC_RANGE_V4,
                         k.prefix_len(),

@@ -160,7 +160,7 @@ pub struct CtRaw {
     /// What its addresses and ports become.
     pub new_src: (IpAddr, u16),
     pub new_dst: (IpAddr, u16),
-    pub rev_nat_id: u16,
+    pub rev_nat_id: u32,
     /// `proxy_common::ct_flags`.
     pub flags: u8,
     pub backend_id: u32,

@@ -45,12 +45,12 @@ use crate::dataplane::{
     bpffs,
     hooks::{AttachedHook, Drift, HookAction, HookReport, LoadError, link_error, program_error},
     kernel::KernelMaps,
-    link_info,
+    link_info, migrate,
     pins::{self, CGROUP_LINKS_PREFIX, FoundLayout, Inventory},
     source_check::{self, SourceCheck, replace_pin},
     tc::{TcHooks, TcSettings},
 };
-use crate::error_chain::error_chain;
+use crate::{error_chain::error_chain, plan::Applied};
 
 /// The kernel object built by `build.rs` (see `proxy-ebpf`). Public so the
 /// packet-level tests (`tests/tests/tc_packets.rs`) run exactly these programs.
@@ -254,9 +254,20 @@ impl SocketHooks {
     /// removes the pins of older layouts (the end of a migration). Later calls
     /// repair: a hook found detached, unpinned or running another program is
     /// attached again, and reported as [`HookAction::Repaired`].
-    pub fn ensure(&mut self) -> Result<HookReport, LoadError> {
+    ///
+    /// A migration from layout [`migrate::READS_VERSION`] copies the old
+    /// layout's conntrack, affinity and socket rev-NAT entries into the new
+    /// maps (translated against `applied`, the writer's state) before the
+    /// swap, and again after it for entries the old programs made meanwhile;
+    /// only then are the old pins removed.
+    pub fn ensure(&mut self, applied: &Applied) -> Result<HookReport, LoadError> {
         let link_dir = self.pins.links_for(self.cgroup_id);
         let mut report = HookReport::default();
+        let mut copies = if self.settled {
+            Vec::new()
+        } else {
+            self.migrate(applied, migrate::Pass::BeforeSwap)
+        };
         if self.socket_lb {
             bpffs::create_dir(&link_dir)?;
             for name in SOCKET_HOOKS {
@@ -275,7 +286,29 @@ impl SocketHooks {
                 });
             }
         }
+        if let Some(tc) = self.tc.as_mut() {
+            report
+                .hooks
+                .extend(tc.ensure(&mut self.ebpf, &self.pins, self.tc_settled)?);
+            self.tc_settled = true;
+        }
         if !self.settled {
+            let again = self.migrate(applied, migrate::Pass::AfterSwap);
+            for (total, more) in copies.iter_mut().zip(&again) {
+                total.0.add(&more.0);
+                total.1 += more.0.copied;
+            }
+            for (copy, after_swap) in &copies {
+                tracing::info!(
+                    map = copy.map,
+                    copied = copy.copied,
+                    copied_after_swap = after_swap,
+                    dropped = copy.dropped,
+                    kept_new = copy.kept_new,
+                    "layout migration: entries copied into the new map"
+                );
+            }
+            report.migration = copies.into_iter().map(|(copy, _)| copy).collect();
             if self.socket_lb {
                 remove_strays(&link_dir);
             }
@@ -304,13 +337,42 @@ impl SocketHooks {
             }
             self.settled = true;
         }
-        if let Some(tc) = self.tc.as_mut() {
-            report
-                .hooks
-                .extend(tc.ensure(&mut self.ebpf, &self.pins, self.tc_settled)?);
-            self.tc_settled = true;
-        }
         Ok(report)
+    }
+
+    /// One pass of the LRU copy from the newest older layout, if it is one a
+    /// migration reads (layout 0 and 1 pins start the new maps empty). A
+    /// failure is logged: the flows it would have kept are re-balanced, as
+    /// before migrations copied anything. Returns each map's counts, with
+    /// the pass's copied count.
+    fn migrate(&self, applied: &Applied, pass: migrate::Pass) -> Vec<(migrate::MapCopy, u64)> {
+        let Some(layout) = self.older.first() else {
+            return Vec::new();
+        };
+        let Some(old_maps) = layout.maps.as_deref() else {
+            return Vec::new();
+        };
+        if layout.version != migrate::READS_VERSION {
+            if pass == migrate::Pass::BeforeSwap {
+                tracing::warn!(
+                    from = layout.version,
+                    "layout migration: conntrack, affinity and socket rev-NAT of this layout are                      not read; they start empty"
+                );
+            }
+            return Vec::new();
+        }
+        match migrate::copy(old_maps, &self.pins.maps(), applied, pass) {
+            Ok(copies) => copies.into_iter().map(|c| (c, c.copied)).collect(),
+            Err(error) => {
+                tracing::error!(
+                    from = layout.version,
+                    ?pass,
+                    error = %error_chain(&error),
+                    "layout migration: cannot copy conntrack, affinity and socket rev-NAT;                      the flows they held start over"
+                );
+                Vec::new()
+            }
+        }
     }
 
     /// Attaches the `sock_egress` source check when `wanted` (some frontend

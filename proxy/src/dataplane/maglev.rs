@@ -24,7 +24,7 @@ pub fn config(maglev: Option<&Maglev>) -> MaglevConfig {
 }
 
 /// The `MAGLEV` key of a table.
-pub fn key(id: RevNatId, scope: Scope) -> u32 {
+pub fn key(id: RevNatId, scope: Scope) -> u64 {
     maglev::key(id, scope.number())
 }
 
@@ -42,9 +42,9 @@ pub fn value(table: &[BackendId]) -> MaglevTable {
 /// A `MAGLEV` entry back in the plan's terms; `None` for a key that cannot
 /// be ours (an unknown scope). The table ends at its first zero (backend ids
 /// start at 1, and a table fills all its `M` entries).
-pub fn decode(key: u32, value: &MaglevTable) -> Option<Table> {
-    let id = RevNatId::try_from(key & 0xffff).ok()?;
-    let scope = Scope::from_number(u8::try_from(key >> 16).ok()?)?;
+pub fn decode(key: u64, value: &MaglevTable) -> Option<Table> {
+    let id = RevNatId::try_from(key & 0xffff_ffff).ok()?;
+    let scope = Scope::from_number(u8::try_from(key >> 32).ok()?)?;
     let len = value
         .backends
         .iter()
@@ -54,7 +54,7 @@ pub fn decode(key: u32, value: &MaglevTable) -> Option<Table> {
 }
 
 /// Reads every table.
-pub fn read(map: &HashMap<MapData, u32, MaglevTable>) -> Result<Tables, super::MapError> {
+pub fn read(map: &HashMap<MapData, u64, MaglevTable>) -> Result<Tables, super::MapError> {
     let mut out = BTreeMap::new();
     for item in map.iter() {
         let (k, v) = item.map_err(|e| super::MapError::Syscall {

@@ -26,6 +26,7 @@ pub mod loader;
 pub mod local_traffic;
 pub mod maglev;
 pub mod maps;
+pub mod migrate;
 pub mod netns;
 pub mod pin_lock;
 pub mod pins;

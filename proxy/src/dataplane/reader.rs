@@ -12,8 +12,7 @@
 //! whose backend just went, a frontend with stray slots but no slot 0, a
 //! backend with no rev-NAT entry, a rev-NAT id with no name. Decoding never
 //! fails on these: they are gaps in the [`Dataset`] (a missing key), for the
-//! caller to show or to judge. An id that cannot be ours (over 16 bits) is
-//! left out; the writer's mirror, which must not guess, converts the raw
+//! caller to show or to judge. The writer's mirror, which must not guess, converts the raw
 //! [`LbEntries`] strictly instead (`kernel::applied`).
 //!
 //! Must not: write to a map, or create, move or remove a pin. The writer
@@ -53,12 +52,12 @@ pub struct Dataset {
     pub backends: BTreeMap<u32, BackendAddr>,
     /// Rev-NAT id → the frontend replies are made to come from; empty when
     /// the rev-NAT maps are not pinned.
-    pub rev_nat: BTreeMap<u16, RevNatAddr>,
+    pub rev_nat: BTreeMap<u32, RevNatAddr>,
     /// Rev-NAT id → owner; empty when `SVC_NAMES` is not pinned.
-    pub names: BTreeMap<u16, ServiceName>,
+    pub names: BTreeMap<u32, ServiceName>,
     /// Rev-NAT id → its `loadBalancerSourceRanges` entries (`SRC_RANGE_*`),
     /// sorted; filled only from the pins ([`PinnedMaps::dataset`]).
-    pub source_ranges: BTreeMap<u16, Vec<SourceRangeEntry>>,
+    pub source_ranges: BTreeMap<u32, Vec<SourceRangeEntry>>,
 }
 
 /// One `SRC_RANGE_V4`/`_V6` entry: a source prefix and its verdict.
@@ -70,10 +69,10 @@ pub struct SourceRangeEntry {
 }
 
 impl SourceRangeEntry {
-    /// Decodes a key's parts; `None` for a key that cannot be ours (an id over
-    /// 16 bits, a prefix shorter than the id's bits).
-    pub fn decode(prefix_len: u32, id: Be32, addr: IpAddr, verdict: u32) -> Option<(u16, Self)> {
-        let id = u16::try_from(u32::from_be(id.0)).ok()?;
+    /// Decodes a key's parts; `None` for a key that cannot be ours (a prefix
+    /// shorter than the id's bits).
+    pub fn decode(prefix_len: u32, id: Be32, addr: IpAddr, verdict: u32) -> Option<(u32, Self)> {
+        let id = u32::from_be(id.0);
         let prefix = u8::try_from(prefix_len.checked_sub(src_range::ID_BITS)?).ok()?;
         Some((
             id,
@@ -129,14 +128,10 @@ impl LbEntries {
         let revnat4 = self.revnat4.iter().map(|(id, v)| (id, RevNatAddr::v4(v)));
         let revnat6 = self.revnat6.iter().map(|(id, v)| (id, RevNatAddr::v6(v)));
         for (id, v) in revnat4.chain(revnat6) {
-            if let Ok(id) = u16::try_from(*id) {
-                out.rev_nat.insert(id, v);
-            }
+            out.rev_nat.insert(*id, v);
         }
         for (id, name) in &self.names {
-            if let Ok(id) = u16::try_from(*id) {
-                out.names.insert(id, *name);
-            }
+            out.names.insert(*id, *name);
         }
         out
     }
@@ -554,14 +549,14 @@ mod tests {
     }
 
     #[test]
-    fn a_rev_nat_id_over_16_bits_is_left_out() {
+    fn a_rev_nat_id_over_16_bits_is_decoded() {
         let entries = LbEntries {
             names: vec![(70_000, ServiceName::EMPTY), (3, ServiceName::EMPTY)],
             ..Default::default()
         };
         assert_eq!(
             entries.decode().names.keys().copied().collect::<Vec<_>>(),
-            [3]
+            [3, 70_000]
         );
     }
 }

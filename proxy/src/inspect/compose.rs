@@ -30,7 +30,7 @@ use crate::dataplane::{
 
 impl Dataset {
     /// The owner of a rev-NAT id, if named.
-    pub fn service_ref(&self, rev_nat_id: u16) -> Option<ServiceRef> {
+    pub fn service_ref(&self, rev_nat_id: u32) -> Option<ServiceRef> {
         self.names.get(&rev_nat_id).map(|n| ServiceRef {
             namespace: String::from_utf8_lossy(n.namespace()).into_owned(),
             name: String::from_utf8_lossy(n.name()).into_owned(),
@@ -171,7 +171,7 @@ impl Dataset {
         now_ns: u64,
         filter: &Filter,
     ) -> AffinityView {
-        let by_id: HashMap<u16, (&FrontendKey, &ServiceValue)> = self
+        let by_id: HashMap<u32, (&FrontendKey, &ServiceValue)> = self
             .published()
             .filter(|(key, _, _)| key.scope == proxy_common::scope::INTERNAL)
             .map(|(key, master, _)| (master.rev_nat_id, (key, master)))
@@ -223,7 +223,7 @@ impl Dataset {
     /// frontend (by its rev-NAT id); a flow whose frontend is gone matches
     /// only no filter.
     pub fn conntrack(&self, entries: &[CtRaw], now_ns: u64, filter: &Filter) -> ConntrackView {
-        let by_id: HashMap<u16, &FrontendKey> = self
+        let by_id: HashMap<u32, &FrontendKey> = self
             .published()
             .map(|(key, master, _)| (master.rev_nat_id, key))
             .collect();

@@ -44,7 +44,7 @@ pub struct MaglevView {
 pub struct MaglevTableEntry {
     /// The table's id (`MAGLEV` key): the lowest rev-NAT id of the
     /// frontends sharing it.
-    pub rev_nat_id: u16,
+    pub rev_nat_id: u32,
     /// `internal`, or `external` (an `externalTrafficPolicy: Local`
     /// frontend's table of local endpoints, for external clients).
     pub scope: &'static str,
@@ -81,8 +81,8 @@ impl Dataset {
         tables: &Tables,
         filter: &Filter,
     ) -> MaglevView {
-        let mut frontends: BTreeMap<(u16, u8), Vec<String>> = BTreeMap::new();
-        let mut matching: BTreeMap<(u16, u8), bool> = BTreeMap::new();
+        let mut frontends: BTreeMap<(u32, u8), Vec<String>> = BTreeMap::new();
+        let mut matching: BTreeMap<(u32, u8), bool> = BTreeMap::new();
         for (key, entries) in &self.frontends {
             let Some(master) = entries.master.as_ref() else {
                 continue;
@@ -114,10 +114,10 @@ impl Dataset {
 
     fn maglev_table(
         &self,
-        rev_nat_id: u16,
+        rev_nat_id: u32,
         scope: u8,
         table: &[u32],
-        frontends: &BTreeMap<(u16, u8), Vec<String>>,
+        frontends: &BTreeMap<(u32, u8), Vec<String>>,
     ) -> MaglevTableEntry {
         let mut counts: BTreeMap<u32, usize> = BTreeMap::new();
         for id in table {

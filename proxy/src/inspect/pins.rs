@@ -197,7 +197,7 @@ impl Pins {
             .map_err(|e| self.open_error(cfg_map, e))?;
         let config = cfg.get(&0, 0).map_err(|e| self.read_error(cfg_map, e))?;
         let mut decoded = Tables::new();
-        for (key, value) in self.entries::<u32, MaglevTable>(names::MAGLEV, tables)? {
+        for (key, value) in self.entries::<u64, MaglevTable>(names::MAGLEV, tables)? {
             // A key that cannot be ours (an unknown scope) is left out.
             if let Some((id, table)) = crate::dataplane::maglev::decode(key, &value) {
                 decoded.insert(id, table);
@@ -302,7 +302,7 @@ impl Pins {
             names::SRC_RANGE_V6 => n(self.maps.trie::<SrcRangeV6, u32>(name)?),
             names::LOCAL_V4 => n(self.maps.trie::<[u8; 4], u8>(name)?),
             names::LOCAL_V6 => n(self.maps.trie::<[u8; 16], u8>(name)?),
-            names::MAGLEV => n(self.entries::<u32, MaglevTable>(name, data)?),
+            names::MAGLEV => n(self.entries::<u64, MaglevTable>(name, data)?),
             names::TC_TAIL => {
                 let max = data.info().map(|i| i.max_entries()).unwrap_or(0);
                 let mut filled = 0;

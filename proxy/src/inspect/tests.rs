@@ -76,7 +76,7 @@ impl Data {
         vip: &str,
         port: u16,
         protocol: u8,
-        rev_nat_id: u16,
+        rev_nat_id: u32,
         affinity: Option<u32>,
         count: u16,
         slots: &[(u16, u32)],
@@ -284,7 +284,7 @@ fn affinity_entries() -> Vec<(AffinityKey, AffinityValue)> {
             AffinityKey {
                 client,
                 rev_nat_id,
-                _pad: [0; 6],
+                _pad: 0,
             },
             AffinityValue {
                 last_used_ns: NOW_NS - age_ms * 1_000_000,
@@ -1198,7 +1198,7 @@ fn golden_maglev() {
 fn maglev_filters_by_service() {
     let data = typical();
     let (config, tables) = typical_maglev();
-    let shown = |filter: &Filter| -> Vec<(u16, &'static str)> {
+    let shown = |filter: &Filter| -> Vec<(u32, &'static str)> {
         data.maglev(Some(config), &tables, filter)
             .tables
             .iter()
@@ -1238,7 +1238,7 @@ fn maglev_shared_table_lists_every_frontend_naming_it() {
         }
     }
     let view = data.maglev(Some(config), &tables, &Filter::default());
-    let frontends = |id: u16| -> Vec<String> {
+    let frontends = |id: u32| -> Vec<String> {
         view.tables
             .iter()
             .find(|t| t.rev_nat_id == id && t.scope == "internal")

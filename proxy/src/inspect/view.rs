@@ -86,7 +86,7 @@ pub struct ServiceEntry {
     pub protocol: String,
     /// `null` when the frontend has no name (pins of an older daemon).
     pub service: Option<ServiceRef>,
-    pub rev_nat_id: u16,
+    pub rev_nat_id: u32,
     /// `Cluster` or `Local` (`internalTrafficPolicy`); `null` without a name.
     pub traffic_policy: Option<&'static str>,
     /// ClientIP session affinity timeout; `null` when affinity is off.
@@ -156,7 +156,7 @@ pub struct AffinityView {
 pub struct AffinityEntry {
     /// The client: its network namespace cookie (one pod).
     pub client_netns_cookie: u64,
-    pub rev_nat_id: u16,
+    pub rev_nat_id: u32,
     /// `null` when no frontend has this rev-NAT id any more.
     pub frontend: Option<String>,
     pub service: Option<ServiceRef>,
@@ -203,7 +203,7 @@ pub struct FlowEntry {
     /// Not answered yet (`CT_PENDING_V4`/`_V6`): a TCP flow before the
     /// client's ACK, a UDP flow before its first reply.
     pub pending: bool,
-    pub rev_nat_id: u16,
+    pub rev_nat_id: u32,
     /// `null` when no frontend has this rev-NAT id any more.
     pub frontend: Option<String>,
     pub service: Option<ServiceRef>,

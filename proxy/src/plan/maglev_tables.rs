@@ -39,7 +39,7 @@ impl Tables {
         frontend: Frontend,
         scope: Scope,
         rev_nat_id: RevNatId,
-    ) -> u16 {
+    ) -> RevNatId {
         match self.of.get(&(frontend, scope)) {
             Some(id) if *id != rev_nat_id => *id,
             _ => 0,

@@ -50,8 +50,8 @@ pub use applied::Applied;
 pub use drain::Draining;
 pub use maglev::Maglev;
 pub use ops::{
-    BackendId, BatchKey, Op, RevNatId, Scope, Subject, frontend_flags, service_name,
-    source_range_entries,
+    BackendId, BatchKey, MAX_REV_NAT_ID, Op, RevNatId, Scope, Subject, frontend_flags,
+    service_name, source_range_entries,
 };
 use proxy_common::{ServiceName, backend_flags, svc_flags};
 
@@ -347,15 +347,17 @@ impl<'a> Planner<'a> {
                             .rev_nat
                             .keys()
                             .chain(applied.services.values().map(|v| &v.rev_nat_id))
-                            .map(|id| u32::from(*id)),
-                        u32::from(RevNatId::MAX),
+                            .copied(),
+                        MAX_REV_NAT_ID,
                     )
                 });
-                rev_ids.next().and_then(|id| RevNatId::try_from(id).ok())
+                rev_ids.next()
             });
             let Some(rev_nat_id) = rev_nat_id else {
-                self.unplanned
-                    .push((**frontend, "all 65,535 rev-NAT ids are in use"));
+                self.unplanned.push((
+                    **frontend,
+                    "every rev-NAT id is in use (the REVNAT maps' capacity)",
+                ));
                 continue;
             };
             kept_rev_nat.insert(rev_nat_id);

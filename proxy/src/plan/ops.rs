@@ -9,7 +9,10 @@ use crate::model::{Backend, Frontend, FrontendKind, FrontendSpec, SourceRange, T
 /// Stable id of a backend in the backend maps, shared by every frontend using it.
 pub type BackendId = u32;
 /// Id of a frontend in the rev-NAT maps.
-pub type RevNatId = u16;
+pub type RevNatId = u32;
+/// The largest rev-NAT id the planner hands out: the `REVNAT_*` maps'
+/// capacity (ids start at 1), so every id in use fits its map.
+pub const MAX_REV_NAT_ID: RevNatId = proxy_common::capacity::REVNAT;
 
 /// Which clients a service entry is for (the key's `scope` byte, see
 /// `proxy_common::maps`): every frontend has an internal entry; an external

@@ -905,3 +905,15 @@ fn phases_flatten_in_order() {
         assert_eq!(got, expected, "largest phase {largest:?}");
     }
 }
+
+/// Rev-NAT ids are `u32`: past the 65,535 of layout 2, up to the `REVNAT`
+/// maps' capacity, and none past it.
+#[test]
+fn rev_nat_ids_go_past_16_bits_up_to_the_maps_capacity() {
+    let mut ids = IdAllocator::new(1..=70_000, MAX_REV_NAT_ID);
+    assert_eq!(ids.next(), Some(70_001));
+    let mut full = IdAllocator::new(1..=MAX_REV_NAT_ID, MAX_REV_NAT_ID);
+    assert_eq!(full.next(), None);
+    assert_eq!(MAX_REV_NAT_ID, proxy_common::capacity::REVNAT);
+    const _: () = assert!(MAX_REV_NAT_ID >= 100_000 * 3 * 2);
+}

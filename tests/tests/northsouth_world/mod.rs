@@ -208,6 +208,18 @@ impl World {
     /// [`World::start_proxy`] with `source` (for example `["--kubeconfig",
     /// PATH]`) in place of `--manifests DIR`.
     pub fn start_proxy_with_source(&mut self, source: &[&OsStr], extra: &[&str]) {
+        self.start_proxy_bin_with_source(&proxy_bin(), source, extra);
+    }
+
+    /// [`World::start_proxy`] with another binary (an older release, for
+    /// the layout-migration test).
+    pub fn start_proxy_bin(&mut self, bin: &Path, extra: &[&str]) {
+        let manifests = self.sandbox.manifests_dir();
+        let source = [OsStr::new("--manifests"), manifests.as_os_str()];
+        self.start_proxy_bin_with_source(bin, &source, extra);
+    }
+
+    fn start_proxy_bin_with_source(&mut self, bin: &Path, source: &[&OsStr], extra: &[&str]) {
         let hooks = self.hooks_cgroup();
         let pins = self.sandbox.pin_path();
         let query = self.sandbox.dir().join("proxy.sock");
@@ -215,7 +227,7 @@ impl World {
         let args: Vec<&OsStr> = args.iter().map(OsString::as_os_str).collect();
         let path = std::env::var_os("PATH").unwrap_or_default();
         self.proxy = Some(
-            ProxyProcess::start_raw(&proxy_bin(), &self.sandbox, &args, &[("PATH", &path)], None)
+            ProxyProcess::start_raw(bin, &self.sandbox, &args, &[("PATH", &path)], None)
                 .unwrap_or_else(|e| panic!("starting the proxy in {} mode: {e}", self.mode)),
         );
     }
