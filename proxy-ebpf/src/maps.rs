@@ -33,14 +33,18 @@ const FILTER_WORDS: usize = prefilter::WORDS as usize;
 /// `BPF_F_NO_PREALLOC` (uapi/linux/bpf.h): entries are allocated on insert.
 const NO_PREALLOC: usize = 1;
 
+/// Frontends and their backend slots. Written only from userspace, so not
+/// preallocated: sized for 100,000 Services (`proxy_common::capacity`), they
+/// cost kernel memory for the entries present, not for that maximum.
 #[btf_map(pin_by_name)]
-pub static SVC_V4: HashMap<ServiceKeyV4, ServiceValue, SERVICES> = HashMap::new();
+pub static SVC_V4: HashMap<ServiceKeyV4, ServiceValue, SERVICES, NO_PREALLOC> = HashMap::new();
 #[btf_map(pin_by_name)]
-pub static SVC_V6: HashMap<ServiceKeyV6, ServiceValue, SERVICES> = HashMap::new();
+pub static SVC_V6: HashMap<ServiceKeyV6, ServiceValue, SERVICES, NO_PREALLOC> = HashMap::new();
+/// Backends by id. Written only from userspace; not preallocated either.
 #[btf_map(pin_by_name)]
-pub static BACKEND_V4: HashMap<u32, BackendV4, BACKENDS> = HashMap::new();
+pub static BACKEND_V4: HashMap<u32, BackendV4, BACKENDS, NO_PREALLOC> = HashMap::new();
 #[btf_map(pin_by_name)]
-pub static BACKEND_V6: HashMap<u32, BackendV6, BACKENDS> = HashMap::new();
+pub static BACKEND_V6: HashMap<u32, BackendV6, BACKENDS, NO_PREALLOC> = HashMap::new();
 #[btf_map(pin_by_name)]
 pub static REVNAT_V4: HashMap<u32, RevNatV4, REVNAT> = HashMap::new();
 #[btf_map(pin_by_name)]
