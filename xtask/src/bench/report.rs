@@ -733,6 +733,35 @@ mod tests {
     }
 
     #[test]
+    fn control_rows_show_the_maps_memory_and_loaders_over_their_limit() {
+        let mut r = results();
+        r.control.push(ControlRow {
+            scale: 1000,
+            endpoints_each: 6,
+            cold_sync_ms: 50.0,
+            change_median_ms: 1.0,
+            change_min_ms: 1.0,
+            change_max_ms: 1.0,
+            rss_mib: 10.0,
+            start_to_first_sync_s: 0.1,
+            memlock_mib: 212.5,
+        });
+        r.skip(
+            1000,
+            Contender::Nftables,
+            &anyhow::anyhow!("did not finish within 240s; killed it")
+                .context("over the 240 s load limit"),
+        );
+        let md = markdown(&r, ".");
+        assert!(
+            md.contains(
+                "| 1000 | 50.0 ms | 1.00 ms (1.00–1.00) | 10.0 MiB | 212.5 MiB | 500 ms | > limit |"
+            ),
+            "{md}"
+        );
+    }
+
+    #[test]
     fn median_min_max() {
         let r = results();
         let metric = &METRICS[0];
