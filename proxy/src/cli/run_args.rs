@@ -426,10 +426,7 @@ fn de_proxy_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String
 /// `serviceMapEntries`, `backendMapEntries`: as their flags, 1 to
 /// [`map_entries::MAX`] (`null`: the default).
 fn de_map_entries<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    Option::<u64>::deserialize(d)?
-        .map(map_entries::check)
-        .transpose()
-        .map_err(serde::de::Error::custom)
+    map_entries::deserialize_optional(d)
 }
 
 fn humantime_ms(s: &str) -> Result<Duration, String> {

@@ -37,6 +37,61 @@ pub fn check(n: u64) -> Result<u32, MapEntriesError> {
     }
 }
 
+/// A configuration file's map size (`serviceMapEntries: 4194304`): a number
+/// or a string of one, `1..=MAX`, or `null` for the default. A value out of
+/// range is an error of the field, with its place in the file.
+pub fn deserialize_optional<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<u32>, D::Error> {
+    d.deserialize_option(Optional)
+}
+
+struct Optional;
+
+impl<'de> serde::de::Visitor<'de> for Optional {
+    type Value = Option<u32>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a number of map entries, 1 to 134217728")
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(Entries).map(Some)
+    }
+}
+
+struct Entries;
+
+impl serde::de::Visitor<'_> for Entries {
+    type Value = u32;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a number of map entries, 1 to 134217728")
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<u32, E> {
+        check(n).map_err(E::custom)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<u32, E> {
+        let n =
+            u64::try_from(n).map_err(|_| E::custom(MapEntriesError::NotANumber(n.to_string())))?;
+        check(n).map_err(E::custom)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<u32, E> {
+        parse(s).map_err(E::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
