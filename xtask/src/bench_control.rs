@@ -103,6 +103,9 @@ pub struct Measured {
     pub rss_after_mib: f64,
     /// Every pinned map's kernel memory after the cold sync, largest first.
     pub maps: Vec<memlock::MapMemory>,
+    /// Frontends beyond the maps' capacity after the cold sync
+    /// (`proxy_frontends_over_capacity`: served from userspace, or not at all).
+    pub over_capacity: f64,
     pub source: Source,
 }
 
@@ -211,12 +214,14 @@ pub fn run(root: &Path, proxy_bin: &Path, args: &ControlArgs) -> anyhow::Result<
 /// One scale's numbers on one line, for the progress log.
 fn one_line(m: &Measured) -> String {
     format!(
-        "cold sync {:.1} ms, one change {:.2} ms, RSS {:.1} / {:.1} MiB, maps {:.1} MiB",
+        "cold sync {:.1} ms, one change {:.2} ms, RSS {:.1} / {:.1} MiB, maps {:.1} MiB, \
+         {} frontends beyond the maps",
         m.cold_sync.as_secs_f64() * 1e3,
         m.change_median.as_secs_f64() * 1e3,
         m.rss_cold_mib,
         m.rss_after_mib,
-        m.memlock_mib()
+        m.memlock_mib(),
+        m.over_capacity
     )
 }
 
@@ -224,20 +229,21 @@ fn one_line(m: &Measured) -> String {
 fn scales_table(measured: &[Measured]) -> String {
     let mut out = String::from(
         "## Control plane by scale\n\n\
-         | Services × endpoints | cold sync | one change (median) | RSS after the cold sync / after the changes | kernel map memory (memlock) |\n\
-         |---:|---:|---:|---:|---:|\n",
+         | Services × endpoints | cold sync | one change (median) | RSS after the cold sync / after the changes | kernel map memory (memlock) | frontends beyond the maps |\n\
+         |---:|---:|---:|---:|---:|---:|\n",
     );
     for m in measured {
         let _ = writeln!(
             out,
-            "| {} × {} | {:.1} ms | {:.2} ms | {:.1} / {:.1} MiB | {:.1} MiB |",
+            "| {} × {} | {:.1} ms | {:.2} ms | {:.1} / {:.1} MiB | {:.1} MiB | {} |",
             m.services,
             m.endpoints,
             m.cold_sync.as_secs_f64() * 1e3,
             m.change_median.as_secs_f64() * 1e3,
             m.rss_cold_mib,
             m.rss_after_mib,
-            m.memlock_mib()
+            m.memlock_mib(),
+            m.over_capacity
         );
     }
     out
@@ -361,6 +367,7 @@ pub fn measure(
         rss_cold_mib,
         rss_after_mib,
         maps,
+        over_capacity: first.get("proxy_frontends_over_capacity"),
         source,
     })
 }
@@ -383,6 +390,7 @@ fn proxy_table(m: &Measured, build: &str) -> String {
          | one endpoint change, Index change → map entry (median, min–max of {}) | {:.2} ms ({:.2}–{:.2}) |\n\
          | start to first sync (eBPF load, YAML parse, sync) | {:.2} s |\n\
          | daemon RSS after the cold sync / after the changes | {:.1} MiB / {:.1} MiB |\n\
+         | frontends beyond the maps' capacity after the cold sync (userspace or unserved) | {} |\n\
          | kernel map memory after the cold sync (memlock of the {} pinned maps) | {:.1} MiB |\n\
          | its largest maps | {} |\n",
         m.services,
@@ -397,6 +405,7 @@ fn proxy_table(m: &Measured, build: &str) -> String {
         m.startup.as_secs_f64(),
         m.rss_cold_mib,
         m.rss_after_mib,
+        m.over_capacity,
         m.maps.len(),
         m.memlock_mib(),
         memlock::summary(&m.maps),
