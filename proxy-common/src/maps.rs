@@ -216,11 +216,20 @@ pub mod programs {
 /// Default capacities. Userspace may override them at load time
 /// (`EbpfLoader::set_max_entries`); the kernel side only uses these as defaults.
 pub mod capacity {
-    /// Service slots, frontends included: 10,000 services of 2 ports with 10
-    /// endpoints each fit with room to spare.
-    pub const SERVICES: u32 = 1 << 18;
-    /// Distinct backends (address, port, protocol).
-    pub const BACKENDS: u32 = 1 << 17;
+    /// Service slots per family, frontends included (`--service-map-entries`):
+    /// a frontend takes one slot plus one per backend. 100,000 single-port
+    /// Services of 10 endpoints, each with a ClusterIP and NodePorts on 2 node
+    /// addresses of the family, take 100,000 × 3 × 11 = 3,300,000 slots: 79 %
+    /// of 2^22, below the 90 % fill warning. Not preallocated (written only
+    /// from userspace): the kernel charges the bucket array, 16 bytes × 2^22
+    /// = 64 MiB, plus about 80 bytes per entry present.
+    pub const SERVICES: u32 = 1 << 22;
+    /// Distinct backends (address, port, protocol) per family
+    /// (`--backend-map-entries`): 1,000,000 endpoints take 48 % of 2^21,
+    /// leaving room for backends kept through `--backend-grace-period`. Not
+    /// preallocated: 32 MiB of buckets plus about 64 (IPv4) or 80 (IPv6)
+    /// bytes per entry present.
+    pub const BACKENDS: u32 = 1 << 21;
     /// Frontends, and the largest rev-NAT id (ids are `u32`, 0 unused, one id
     /// space for both families): 100,000 Services with a ClusterIP and a
     /// NodePort on 2 node addresses, in 2 families, take 600,000.

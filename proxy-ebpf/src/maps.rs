@@ -34,16 +34,21 @@ const TC_TAIL_SLOTS: usize = capacity::TC_TAIL as usize;
 /// `BPF_F_NO_PREALLOC` (uapi/linux/bpf.h): entries are allocated on insert.
 const NO_PREALLOC: usize = 1;
 
+/// Frontends and their backend slots. Written only from userspace, so not
+/// preallocated: sized for 100,000 Services (`proxy_common::capacity`), they
+/// cost their bucket array (16 bytes per entry of capacity) plus the entries
+/// present, not the preallocated maximum.
 #[btf_map(pin_by_name)]
-pub static SVC_V4: HashMap<ServiceKeyV4, ServiceValue, SERVICES> = HashMap::new();
+pub static SVC_V4: HashMap<ServiceKeyV4, ServiceValue, SERVICES, NO_PREALLOC> = HashMap::new();
 #[btf_map(pin_by_name)]
-pub static SVC_V6: HashMap<ServiceKeyV6, ServiceValue, SERVICES> = HashMap::new();
+pub static SVC_V6: HashMap<ServiceKeyV6, ServiceValue, SERVICES, NO_PREALLOC> = HashMap::new();
+/// Backends by id. Written only from userspace; not preallocated either.
 #[btf_map(pin_by_name)]
-pub static BACKEND_V4: HashMap<u32, BackendV4, BACKENDS> = HashMap::new();
+pub static BACKEND_V4: HashMap<u32, BackendV4, BACKENDS, NO_PREALLOC> = HashMap::new();
 #[btf_map(pin_by_name)]
-pub static BACKEND_V6: HashMap<u32, BackendV6, BACKENDS> = HashMap::new();
+pub static BACKEND_V6: HashMap<u32, BackendV6, BACKENDS, NO_PREALLOC> = HashMap::new();
 /// Frontends by rev-NAT id. Written only from userspace; not preallocated,
-/// so the large default capacity costs memory only for the ids in use.
+/// so the large default capacity costs its bucket array plus the ids in use.
 #[btf_map(pin_by_name)]
 pub static REVNAT_V4: HashMap<u32, RevNatV4, REVNAT, NO_PREALLOC> = HashMap::new();
 #[btf_map(pin_by_name)]

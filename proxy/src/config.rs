@@ -7,6 +7,7 @@
 
 pub mod file;
 pub mod kube_proxy;
+pub mod map_entries;
 
 use std::{
     fmt,

@@ -208,3 +208,68 @@ fn frontends_beyond_the_userspace_limit_are_reported_not_served() {
     assert_serves("api, in the maps", API_VIP4, API_VIP6, API_TCP, API_UDP);
     f.assert_proxy_running();
 }
+
+/// `--backend-map-entries`: the backend maps hold 3 of web's 6 backends per
+/// family (3 endpoints × a TCP and a UDP target port), so web's frontends
+/// that need the others are served from userspace, and the nearly-full
+/// warning names the flag that sizes the backend maps.
+#[test]
+fn frontends_whose_backends_do_not_fit_are_served_from_userspace() {
+    let mut f = Fixture::new(Mode::Ebpf);
+    f.write_web(&BACKENDS_V4, &BACKENDS_V6);
+    f.start_proxy_with(&[
+        "--backend-map-entries",
+        "3",
+        "--metrics-bind-address",
+        METRICS_ADDR,
+    ]);
+    f.wait_for(PROPAGATION, "web's frontends to be over capacity", || {
+        metric("proxy_frontends_over_capacity").is_some_and(|n| n >= 2.0)
+    });
+    for map in ["BACKEND_V4", "BACKEND_V6"] {
+        assert_eq!(
+            metric(&format!(r#"proxy_map_capacity{{map="{map}"}}"#)),
+            Some(3.0),
+            "capacity of {map}"
+        );
+    }
+    let warned = wait_until(PROPAGATION, || {
+        f.log().lines().any(|l| {
+            l.contains("eBPF map BACKEND_V4 is 100 % full") && l.contains("--backend-map-entries")
+        })
+    });
+    assert!(
+        warned,
+        "no nearly-full warning naming the flag:\n{}",
+        f.log()
+    );
+    assert_serves(
+        "web, partly beyond capacity",
+        WEB_VIP4,
+        WEB_VIP6,
+        TCP_PORT,
+        UDP_PORT,
+    );
+    assert_eq!(metric("proxy_sync_failures_total"), Some(0.0));
+    f.assert_proxy_running();
+}
+
+/// A map size out of the kernel's range is refused at start, naming the flag.
+#[test]
+fn a_map_size_out_of_range_is_refused() {
+    for (flag, value) in [
+        ("--backend-map-entries", "0"),
+        ("--service-map-entries", "134217729"),
+    ] {
+        let out = std::process::Command::new(proxy_tests::proxy_bin())
+            .args(["run", flag, value])
+            .output()
+            .expect("running the proxy");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value} was accepted");
+        assert!(
+            stderr.contains(flag) && stderr.contains("1 to 134217728"),
+            "{flag} {value}: {stderr}"
+        );
+    }
+}

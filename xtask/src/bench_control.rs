@@ -9,6 +9,8 @@
 //!   initial state is complete (`kubeproxy_sync_proxy_rules_duration_seconds`);
 //! - one change: a single endpoint changed, from the Index change to the map
 //!   entry (`kubeproxy_network_programming_duration_seconds`), repeated;
+//! - kernel memory of every pinned eBPF map after the cold sync (`memlock`,
+//!   summed and per map, see `memlock`);
 //! - RSS of the daemon after the cold sync and after the changes, with its
 //!   breakdown (RssAnon, RssFile, threads) and copies of `/proc/PID/smaps`
 //!   in `target/bench/`. `BENCH_MALLINFO=1` also has gdb call glibc's
@@ -19,6 +21,10 @@
 //!
 //! The same run times `iptables-restore` and `nft -f` loading kube-proxy's
 //! rulesets for the same N × M (see `baseline`), each in a fresh namespace.
+//! `--scales 1000,10000,100000` measures each N in turn; a loader killed at
+//! its limit is reported as "> limit" at that N and not tried at larger ones.
+
+mod memlock;
 
 use std::{
     ffi::OsStr,
@@ -35,14 +41,21 @@ use proxy_tests::{FakeApiServer, ProxyProcess, Sandbox, manifest};
 use crate::baseline;
 
 const METRICS: &str = "127.0.0.1:19249";
-/// Bound on every wait.
+/// Bound on every wait, at least.
 const DEADLINE: Duration = Duration::from_secs(180);
+
+/// Bound on a wait at `services` Services: [`DEADLINE`], or 3 ms a Service
+/// (100,000 Services: 5 minutes for the first sync), whichever is longer.
+fn deadline(services: usize) -> Duration {
+    DEADLINE
+        .max(Duration::from_millis(3).saturating_mul(u32::try_from(services).unwrap_or(u32::MAX)))
+}
 
 #[derive(clap::Args)]
 pub struct ControlArgs {
-    /// Services.
-    #[arg(long, default_value_t = 10_000)]
-    services: usize,
+    /// Service counts to measure, comma-separated (e.g. 1000,10000,100000).
+    #[arg(long, alias = "services", value_delimiter = ',', default_values_t = [10_000])]
+    scales: Vec<usize>,
     /// Endpoints per Service.
     #[arg(long, default_value_t = 10)]
     endpoints: usize,
@@ -56,7 +69,7 @@ pub struct ControlArgs {
     /// as "> limit").
     #[arg(long, default_value_t = 60)]
     baseline_limit_secs: u64,
-    /// A small, quick version (1,000 Services, 5 changes).
+    /// A small, quick version (1,000 Services only, 5 changes).
     #[arg(long)]
     quick: bool,
     /// Where the proxy reads the cluster from.
@@ -88,7 +101,19 @@ pub struct Measured {
     pub change_max: Duration,
     pub rss_cold_mib: f64,
     pub rss_after_mib: f64,
+    /// Every pinned map's kernel memory after the cold sync, largest first.
+    pub maps: Vec<memlock::MapMemory>,
+    /// Frontends beyond the maps' capacity after the cold sync
+    /// (`proxy_frontends_over_capacity`: served from userspace, or not at all).
+    pub over_capacity: f64,
     pub source: Source,
+}
+
+impl Measured {
+    /// The pinned maps' kernel memory, summed, in MiB.
+    pub fn memlock_mib(&self) -> f64 {
+        memlock::total_mib(&self.maps)
+    }
 }
 
 /// Where the benchmark's cluster lives and how one change is made.
@@ -110,44 +135,65 @@ impl Cluster {
 }
 
 pub fn run(root: &Path, proxy_bin: &Path, args: &ControlArgs) -> anyhow::Result<()> {
-    let (services, changes) = if args.quick {
-        (1_000, 5)
+    let (mut scales, changes) = if args.quick {
+        (vec![1_000], 5)
     } else {
-        (args.services, args.changes)
+        (args.scales.clone(), args.changes)
     };
-    let m = measure(
-        proxy_bin,
-        args.source,
-        services,
-        args.endpoints,
-        changes.max(1),
-    )?;
+    scales.sort_unstable();
+    scales.dedup();
+    if scales.is_empty() || scales.contains(&0) {
+        bail!("--scales: give one or more Service counts, each at least 1");
+    }
     let build = match &args.proxy_bin {
         Some(bin) => format!("proxy binary {}", bin.display()),
         None => "release build".to_owned(),
     };
-    let mut report = proxy_table(&m, &build);
+    let mut measured = Vec::new();
+    let mut report = String::new();
+    for &services in &scales {
+        let m = measure(
+            proxy_bin,
+            args.source,
+            services,
+            args.endpoints,
+            changes.max(1),
+        )
+        .with_context(|| format!("the proxy at {services} Services"))?;
+        eprintln!("bench: {services} Services measured: {}", one_line(&m));
+        report.push_str(&proxy_table(&m, &build));
+        report.push('\n');
+        measured.push(m);
+    }
+    if measured.len() > 1 {
+        report.push_str(&scales_table(&measured));
+    }
     if args.baselines {
         let limit = Duration::from_secs(args.baseline_limit_secs);
-        let rows = baseline::run_with_limit(1, &[services], limit)?;
+        let rows = baseline::run_with_limit(1, &scales, limit)?;
         let _ = writeln!(
             report,
-            "\n### kube-proxy's rule loaders, same size, same run\n"
+            "\n### kube-proxy's rule loaders, same sizes, same run\n"
         );
         report.push_str(&baseline::to_markdown(&rows));
         for row in &rows {
+            let Some(m) = measured.iter().find(|m| m.services == row.services) else {
+                continue;
+            };
             let cold = m.cold_sync.as_secs_f64();
             let line = if row.samples.is_empty() {
                 format!(
-                    "\n{}: over the {} s limit, more than {:.0}× the proxy's cold sync",
+                    "\n{}, {} Services: over the {} s limit, more than {:.0}× the proxy's cold sync",
                     row.tool,
+                    row.services,
                     limit.as_secs(),
                     limit.as_secs_f64() / cold
                 )
             } else {
                 format!(
-                    "\n{}: {:.0} ms, {:.1}× the proxy's cold sync",
+                    "\n{}, {} Services: {:.0} ms, {:.1}× the proxy's cold sync",
                     row.tool,
+                    row.services,
                     row.median.as_secs_f64() * 1e3,
                     row.median.as_secs_f64() / cold
                 )
@@ -163,6 +209,44 @@ pub fn run(root: &Path, proxy_bin: &Path, args: &ControlArgs) -> anyhow::Result<
     std::fs::write(&path, &report)?;
     eprintln!("bench: report written to {}", path.display());
     Ok(())
+}
+
+/// One scale's numbers on one line, for the progress log.
+fn one_line(m: &Measured) -> String {
+    format!(
+        "cold sync {:.1} ms, one change {:.2} ms, RSS {:.1} / {:.1} MiB, maps {:.1} MiB, \
+         {} frontends beyond the maps",
+        m.cold_sync.as_secs_f64() * 1e3,
+        m.change_median.as_secs_f64() * 1e3,
+        m.rss_cold_mib,
+        m.rss_after_mib,
+        m.memlock_mib(),
+        m.over_capacity
+    )
+}
+
+/// Every scale side by side.
+fn scales_table(measured: &[Measured]) -> String {
+    let mut out = String::from(
+        "## Control plane by scale\n\n\
+         | Services × endpoints | cold sync | one change (median) | RSS after the cold sync / after the changes | kernel map memory (memlock) | frontends beyond the maps |\n\
+         |---:|---:|---:|---:|---:|---:|\n",
+    );
+    for m in measured {
+        let _ = writeln!(
+            out,
+            "| {} × {} | {:.1} ms | {:.2} ms | {:.1} / {:.1} MiB | {:.1} MiB | {} |",
+            m.services,
+            m.endpoints,
+            m.cold_sync.as_secs_f64() * 1e3,
+            m.change_median.as_secs_f64() * 1e3,
+            m.rss_cold_mib,
+            m.rss_after_mib,
+            m.memlock_mib(),
+            m.over_capacity
+        );
+    }
+    out
 }
 
 pub fn measure(
@@ -217,7 +301,8 @@ pub fn measure(
             (Cluster::Api(api), started, proxy)
         }
     };
-    let first = wait_for(|m| {
+    let limit = deadline(services);
+    let first = wait_for(limit, |m| {
         (m.get("kubeproxy_sync_proxy_rules_duration_seconds_count") >= 1.0).then_some(m.clone())
     })
     .with_context(|| format!("waiting for the first sync; proxy log:\n{}", proxy.log()))?;
@@ -226,6 +311,12 @@ pub fn measure(
         Duration::from_secs_f64(first.get("kubeproxy_sync_proxy_rules_duration_seconds_sum"));
     let rss_cold_mib = rss_mib(proxy.pid())?;
     dump_memory(proxy.pid(), "cold");
+    let maps = memlock::pinned(&sandbox.pin_path()).context("reading the maps' memlock")?;
+    eprintln!(
+        "bench: kernel map memory after the cold sync: {:.1} MiB ({})",
+        memlock::total_mib(&maps),
+        memlock::summary(&maps)
+    );
     if std::env::var_os("BENCH_STOP_AFTER_COLD").is_some() {
         for pid in daemons_in_tree(proxy.pid()) {
             let _ = std::process::Command::new("kill")
@@ -256,7 +347,7 @@ pub fn measure(
         let before = scrape()?;
         let (count0, sum0) = programming(&before);
         cluster.change(i)?;
-        let after = wait_for(|m| (programming(m).0 > count0).then_some(m.clone()))
+        let after = wait_for(limit, |m| (programming(m).0 > count0).then_some(m.clone()))
             .with_context(|| format!("waiting for change {i} to be programmed"))?;
         let (count1, sum1) = programming(&after);
         samples.push(Duration::from_secs_f64((sum1 - sum0) / (count1 - count0)));
@@ -275,6 +366,8 @@ pub fn measure(
         change_max: samples[samples.len() - 1],
         rss_cold_mib,
         rss_after_mib,
+        maps,
+        over_capacity: first.get("proxy_frontends_over_capacity"),
         source,
     })
 }
@@ -296,7 +389,10 @@ fn proxy_table(m: &Measured, build: &str) -> String {
          | cold sync (desired state + plan + map writes) | {:.1} ms |\n\
          | one endpoint change, Index change → map entry (median, min–max of {}) | {:.2} ms ({:.2}–{:.2}) |\n\
          | start to first sync (eBPF load, YAML parse, sync) | {:.2} s |\n\
-         | daemon RSS after the cold sync / after the changes | {:.1} MiB / {:.1} MiB |\n",
+         | daemon RSS after the cold sync / after the changes | {:.1} MiB / {:.1} MiB |\n\
+         | frontends beyond the maps' capacity after the cold sync (userspace or unserved) | {} |\n\
+         | kernel map memory after the cold sync (memlock of the {} pinned maps) | {:.1} MiB |\n\
+         | its largest maps | {} |\n",
         m.services,
         m.endpoints,
         kernel.trim(),
@@ -309,6 +405,10 @@ fn proxy_table(m: &Measured, build: &str) -> String {
         m.startup.as_secs_f64(),
         m.rss_cold_mib,
         m.rss_after_mib,
+        m.over_capacity,
+        m.maps.len(),
+        m.memlock_mib(),
+        memlock::summary(&m.maps),
     )
 }
 
@@ -519,9 +619,9 @@ fn scrape() -> anyhow::Result<Metrics> {
     Ok(out)
 }
 
-/// Polls the metrics until `f` returns something, within [`DEADLINE`].
-fn wait_for<T>(mut f: impl FnMut(&Metrics) -> Option<T>) -> anyhow::Result<T> {
-    let deadline = Instant::now() + DEADLINE;
+/// Polls the metrics until `f` returns something, within `limit`.
+fn wait_for<T>(limit: Duration, mut f: impl FnMut(&Metrics) -> Option<T>) -> anyhow::Result<T> {
+    let deadline = Instant::now() + limit;
     loop {
         if let Ok(m) = scrape()
             && let Some(v) = f(&m)
@@ -529,7 +629,7 @@ fn wait_for<T>(mut f: impl FnMut(&Metrics) -> Option<T>) -> anyhow::Result<T> {
             return Ok(v);
         }
         if Instant::now() > deadline {
-            bail!("not reached within {DEADLINE:?}");
+            bail!("not reached within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(10));
     }

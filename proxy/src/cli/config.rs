@@ -240,7 +240,7 @@ mod tests {
         let path = write(
             dir.path(),
             "mode: userspace\nbackendGracePeriod: 2m\nudpIdleTimeout: 5s\n\
-             serviceMapEntries: 1024\nuserspaceCongestionControl: \"\"\n",
+             serviceMapEntries: 1024\nbackendMapEntries: 2048\nuserspaceCongestionControl: \"\"\n",
         );
         let s = settings(&["run", "--config", &path]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.mode, run::ModeArg::Userspace);
@@ -249,12 +249,14 @@ mod tests {
         assert_eq!(s.backend_grace_period, Duration::from_secs(120));
         assert_eq!(s.udp_idle_timeout, Duration::from_secs(5));
         assert_eq!(s.service_map_entries, Some(1024));
+        assert_eq!(s.backend_map_entries, Some(2048));
         let s = settings(&["run", "--config", &path, "--mode", "ebpf"])
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.mode, run::ModeArg::Ebpf, "the flag");
         let text = documented(&RunArgs::default()).unwrap_or_else(|e| panic!("{e}"));
         assert!(text.contains("\nmode: auto\n"), "{text}");
         assert!(text.contains("\nserviceMapEntries: null\n"), "{text}");
+        assert!(text.contains("\nbackendMapEntries: null\n"), "{text}");
     }
 
     #[test]
@@ -562,6 +564,9 @@ mod tests {
             ("resyncIntervalMs: -1\n", "resyncIntervalMs"),
             ("mode: eBPF\n", "mode"),
             ("serviceMapEntries: 0\n", "serviceMapEntries"),
+            ("serviceMapEntries: 134217729\n", "serviceMapEntries"),
+            ("backendMapEntries: 0\n", "backendMapEntries"),
+            ("backendMapEntries: many\n", "backendMapEntries"),
             ("backendGracePeriod: soon\n", "backendGracePeriod"),
             ("devices: veth*\n", "devices"),
             ("devices: a-name-much-too-long\n", "devices"),

@@ -465,6 +465,7 @@ impl RunArgs {
         };
         let sizes = loader::MapSizes {
             services: self.service_map_entries,
+            backends: self.backend_map_entries,
         };
         let tc = loader::TcOptions {
             settings: self.tc_settings(local.clone())?,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::LogFormat;
 use crate::{
-    config::{self, BindAddress, file},
+    config::{self, BindAddress, file, map_entries},
     dataplane::{
         devices::{DeviceSelection, PodDevices},
         local_traffic::DetectLocalMode,
@@ -219,12 +219,23 @@ pub struct RunArgs {
     /// node's default.
     #[arg(long, value_name = "NAME", default_value = config::DEFAULT_USERSPACE_CONGESTION_CONTROL)]
     pub userspace_congestion_control: String,
-    /// eBPF: entries of each service map (frontends and their backend slots),
-    /// when the maps are created [default: 262144]. Frontends that do not fit
-    /// are served from userspace.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    /// eBPF: entries of each service map (`SVC_V4`, `SVC_V6`: one per frontend
+    /// plus one per backend of each frontend), when the maps are created
+    /// [default: 4194304, enough for 100,000 Services of 10 endpoints with
+    /// NodePorts on 2 node addresses]. 1 to 134217728. Not preallocated:
+    /// kernel memory grows with the entries present. Frontends that do not
+    /// fit are served from userspace.
+    #[arg(long, value_name = "N", value_parser = map_entries::parse)]
     #[serde(deserialize_with = "de_map_entries")]
     pub service_map_entries: Option<u32>,
+    /// eBPF: entries of each backend map (`BACKEND_V4`, `BACKEND_V6`: one per
+    /// distinct endpoint address, port and protocol), when the maps are
+    /// created [default: 2097152, twice 100,000 Services of 10 endpoints].
+    /// 1 to 134217728. Not preallocated. Frontends whose backends do not fit
+    /// are served from userspace.
+    #[arg(long, value_name = "N", value_parser = map_entries::parse)]
+    #[serde(deserialize_with = "de_map_entries")]
+    pub backend_map_entries: Option<u32>,
     /// eBPF: at most this many frontends that do not fit the maps are served
     /// from userspace (each holds a listening socket, a route, and two
     /// descriptors per connection); the rest are not served, and are counted
@@ -412,10 +423,10 @@ fn de_proxy_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String
     file::optional_from_str_with(d, "a label value", proxy_name)
 }
 
-/// `serviceMapEntries`: as `--service-map-entries`, at least 1 (`null`: the
-/// default).
+/// `serviceMapEntries`, `backendMapEntries`: as their flags, 1 to
+/// [`map_entries::MAX`] (`null`: the default).
 fn de_map_entries<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    Option::<std::num::NonZeroU32>::deserialize(d).map(|n| n.map(std::num::NonZeroU32::get))
+    map_entries::deserialize_optional(d)
 }
 
 fn humantime_ms(s: &str) -> Result<Duration, String> {

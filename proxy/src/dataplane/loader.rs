@@ -88,6 +88,8 @@ pub struct Dataplane {
 pub struct MapSizes {
     /// Entries of each service map (`SVC_V4`, `SVC_V6`): frontends and their slots.
     pub services: Option<u32>,
+    /// Entries of each backend map (`BACKEND_V4`, `BACKEND_V6`).
+    pub backends: Option<u32>,
 }
 
 /// The tc path's settings for [`load`].
@@ -158,6 +160,10 @@ pub fn load(
     if let Some(entries) = sizes.services {
         loader.map_max_entries(proxy_common::names::SVC_V4, entries);
         loader.map_max_entries(proxy_common::names::SVC_V6, entries);
+    }
+    if let Some(entries) = sizes.backends {
+        loader.map_max_entries(proxy_common::names::BACKEND_V4, entries);
+        loader.map_max_entries(proxy_common::names::BACKEND_V6, entries);
     }
     let mut ebpf = loader.load(OBJECT).map_err(|source| LoadError::Object {
         pin_dir: pins.maps(),

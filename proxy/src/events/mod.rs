@@ -125,7 +125,8 @@ impl ServiceProblem {
             reason: EventReason::NoRoomInMaps,
             note: format!(
                 "{kind} frontend {frontend} does not fit the eBPF maps: {served}. Raise the \
-                 proxy's --service-map-entries (serviceMapEntries), or remove unused Services."
+                 proxy's --service-map-entries or --backend-map-entries (serviceMapEntries, \
+                 backendMapEntries), or remove unused Services."
             ),
         }
     }
@@ -283,7 +284,8 @@ mod tests {
             p.note,
             "ClusterIP frontend 127.0.0.1:80/TCP does not fit the eBPF maps: it is served from \
              the userspace path instead (slower). Raise the proxy's --service-map-entries \
-             (serviceMapEntries), or remove unused Services."
+             or --backend-map-entries (serviceMapEntries, backendMapEntries), or remove unused \
+             Services."
         );
         let p = ServiceProblem::no_room(&service, frontend, FrontendKind::ClusterIp, false);
         assert!(p.note.contains("it is not served."), "{}", p.note);

@@ -38,6 +38,25 @@ impl FillChange {
     }
 }
 
+/// The flag that sizes `map`, for the warning's advice; `None` for a map
+/// whose size is fixed by the object (`proxy_common::capacity`).
+pub fn size_flag(map: &str) -> Option<&'static str> {
+    use proxy_common::names;
+    match map {
+        names::SVC_V4 | names::SVC_V6 => Some("--service-map-entries"),
+        names::BACKEND_V4 | names::BACKEND_V6 => Some("--backend-map-entries"),
+        _ => None,
+    }
+}
+
+/// The warning's advice for a nearly full `map`.
+pub fn advice(map: &str) -> String {
+    match size_flag(map) {
+        Some(flag) => format!("raise {flag} (it applies when the maps are created)"),
+        None => "its size is fixed; remove unused Services".to_owned(),
+    }
+}
+
 /// `entries / capacity`, 0 for a map of no capacity.
 pub fn ratio(entries: u64, capacity: u32) -> f64 {
     if capacity == 0 {
@@ -114,6 +133,20 @@ mod tests {
         assert_eq!(down.len(), 1);
         assert!(!down[0].nearly_full);
         assert!(at(&mut watch, 89).is_empty());
+    }
+
+    #[test]
+    fn each_sized_map_names_its_flag() {
+        for (map, flag) in [
+            ("SVC_V4", "--service-map-entries"),
+            ("SVC_V6", "--service-map-entries"),
+            ("BACKEND_V4", "--backend-map-entries"),
+            ("BACKEND_V6", "--backend-map-entries"),
+        ] {
+            assert_eq!(size_flag(map), Some(flag), "{map}");
+            assert!(advice(map).contains(flag), "{map}");
+        }
+        assert_eq!(size_flag("STATS"), None);
     }
 
     #[test]

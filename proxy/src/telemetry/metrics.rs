@@ -560,11 +560,11 @@ impl Metrics {
                         map = change.map,
                         entries = change.entries,
                         capacity = change.capacity,
-                        "eBPF map {} is {:.0} % full: raise its size (--service-map-entries for \
-                         the service maps) before it overflows; frontends that do not fit are \
-                         served from userspace, slower",
+                        "eBPF map {} is {:.0} % full: {} before it overflows; frontends that \
+                         do not fit are served from userspace, slower",
                         change.map,
-                        change.ratio() * 100.0
+                        change.ratio() * 100.0,
+                        super::fill::advice(change.map)
                     );
                 } else {
                     tracing::info!(

@@ -67,6 +67,8 @@ const VIP_PORT: u16 = 80;
 /// The NodePort contenders' node port of Service `i` is `NODE_PORT_BASE + i`
 /// (the measured one is `NODE_PORT_BASE + N - 1`, the bulk one `+ N`).
 pub const NODE_PORT_BASE: u16 = 20000;
+/// Node ports from [`NODE_PORT_BASE`] to 65535.
+const NODE_PORTS: usize = (u16::MAX - NODE_PORT_BASE) as usize + 1;
 /// The proxy's node name in the tc world, and the node its endpoints are on
 /// (another one: their traffic is SNATed, like kube-proxy's masquerade).
 const NODE_NAME: &str = "bench-node";
@@ -243,13 +245,23 @@ impl Cluster {
         Self { specs }
     }
 
-    /// The Services with their node ports (see [`NODE_PORT_BASE`]).
+    /// Service `i`'s node port (see [`NODE_PORT_BASE`]). There are
+    /// [`NODE_PORTS`] of them: beyond that many Services (100,000, say), the
+    /// first ones are ClusterIP only, so the last ones, the measured and the
+    /// bulk Service among them, keep theirs.
+    fn node_port(&self, i: usize) -> Option<u16> {
+        let first = self.specs.len().saturating_sub(NODE_PORTS);
+        let offset = u16::try_from(i.checked_sub(first)?).ok()?;
+        NODE_PORT_BASE.checked_add(offset)
+    }
+
+    /// The Services with their node ports (see [`Cluster::node_port`]).
     fn with_node_ports(&self) -> Vec<SvcSpec> {
         self.specs
             .iter()
             .enumerate()
             .map(|(i, svc)| SvcSpec {
-                node_port: Some(node_port(i)),
+                node_port: self.node_port(i),
                 ..svc.clone()
             })
             .collect()
@@ -259,17 +271,16 @@ impl Cluster {
     /// bulk one), for the latency workload.
     fn node_port_frontends(&self) -> Vec<SocketAddr> {
         (0..self.specs.len().saturating_sub(1))
-            .map(|i| SocketAddr::from((world::NODE, node_port(i))))
+            .filter_map(|i| self.node_port(i))
+            .map(|port| SocketAddr::from((world::NODE, port)))
             .collect()
     }
 
     /// The measured Service's NodePort (last of the N) and the bulk one's.
     fn measured_node_ports(&self) -> (SocketAddr, SocketAddr) {
         let n = self.specs.len();
-        (
-            SocketAddr::from((world::NODE, node_port(n.saturating_sub(2)))),
-            SocketAddr::from((world::NODE, node_port(n.saturating_sub(1)))),
-        )
+        let at = |i| SocketAddr::from((world::NODE, self.node_port(i).unwrap_or(NODE_PORT_BASE)));
+        (at(n.saturating_sub(2)), at(n.saturating_sub(1)))
     }
 
     /// The N Services' frontends (not the bulk one), for the latency workload.
@@ -280,11 +291,6 @@ impl Cluster {
             .map(|s| SocketAddr::from((s.cluster_ip, s.port)))
             .collect()
     }
-}
-
-/// Service `i`'s node port.
-fn node_port(i: usize) -> u16 {
-    NODE_PORT_BASE.saturating_add(u16::try_from(i).unwrap_or(u16::MAX))
 }
 
 fn spec(
@@ -434,7 +440,11 @@ pub fn run(root: &Path, proxy_bin: &Path, agent: &Path, args: &BenchArgs) -> any
     let started = Instant::now();
     let mut results = report::Results::new(&settings, versions);
     let smallest = settings.scales.iter().copied().min().unwrap_or(1);
-    for &scale in &settings.scales {
+    // Rule loaders killed at their limit, and the scale: a larger one is not tried.
+    let mut over_limit: Vec<(Contender, usize)> = Vec::new();
+    let mut scales = settings.scales.clone();
+    scales.sort_unstable();
+    for &scale in &scales {
         let cluster = Cluster::new(scale);
         eprintln!("bench: {scale} Services: control plane");
         let control = bench_control::measure(
@@ -454,6 +464,18 @@ pub fn run(root: &Path, proxy_bin: &Path, agent: &Path, args: &BenchArgs) -> any
             .collect();
         let mut worlds = Vec::new();
         for &contender in &contenders {
+            if let Some(&(_, at)) = over_limit.iter().find(|(c, _)| *c == contender) {
+                let e = anyhow::anyhow!(
+                    "its rules took over the {} s load limit at {at} Services already",
+                    LOAD_LIMIT.as_secs()
+                );
+                eprintln!(
+                    "bench: {} at {scale} Services skipped: {e}",
+                    contender.label()
+                );
+                results.skip(scale, contender, &e);
+                continue;
+            }
             eprintln!("bench: {scale} Services: setting up {}", contender.label());
             match setup(agent, proxy_bin, contender, &cluster, &mut results, scale) {
                 Ok(world) => worlds.push((contender, world, Targets::new(contender, &cluster))),
@@ -464,6 +486,12 @@ pub fn run(root: &Path, proxy_bin: &Path, agent: &Path, args: &BenchArgs) -> any
                         "bench: {} at {scale} Services skipped: {e:#}",
                         contender.label()
                     );
+                    let e = if e.chain().any(|c| c.is::<baseline::TimedOut>()) {
+                        over_limit.push((contender, scale));
+                        e.context(format!("over the {} s load limit", LOAD_LIMIT.as_secs()))
+                    } else {
+                        e
+                    };
                     results.skip(scale, contender, &e);
                 }
             }
@@ -653,7 +681,16 @@ fn setup(
     check.push(targets.rr);
     check.extend(targets.latency.iter().take(3));
     check.extend(targets.latency.last());
-    probe.args(["bench-agent", "probe", "--seconds", "60", "--targets"]);
+    // The proxy's start grows with the Services (YAML, then the first sync):
+    // a minute, plus a second per 1,000 Services.
+    let wait = 60 + scale / 1000;
+    probe.args([
+        "bench-agent",
+        "probe",
+        "--seconds",
+        &wait.to_string(),
+        "--targets",
+    ]);
     probe.arg(
         check
             .iter()
@@ -662,7 +699,7 @@ fn setup(
             .join(","),
     );
     world.client_command(&mut probe)?;
-    baseline::run_checked(probe, Duration::from_secs(90)).with_context(|| {
+    baseline::run_checked(probe, Duration::from_secs(wait as u64 + 30)).with_context(|| {
         let log =
             std::fs::read_to_string(world.sandbox().dir().join("proxy.log")).unwrap_or_default();
         format!(
@@ -813,6 +850,26 @@ mod tests {
         assert_eq!(specs[10].node_port, Some(NODE_PORT_BASE + 10));
         // 10,000 Services fit below 32768.
         assert!(Cluster::new(10_000).measured_node_ports().1.port() < 32768);
+        // 100,000 do not fit the port range: the last 45,536 have node ports,
+        // each its own, the measured and the bulk one last.
+        let big = Cluster::new(100_000);
+        let specs = big.with_node_ports();
+        let ports: std::collections::BTreeSet<u16> =
+            specs.iter().filter_map(|s| s.node_port).collect();
+        assert_eq!(ports.len(), NODE_PORTS);
+        assert_eq!(
+            specs.iter().filter(|s| s.node_port.is_some()).count(),
+            NODE_PORTS
+        );
+        assert_eq!(specs[0].node_port, None);
+        assert_eq!(
+            big.measured_node_ports(),
+            (
+                SocketAddr::from((world::NODE, u16::MAX - 1)),
+                SocketAddr::from((world::NODE, u16::MAX))
+            )
+        );
+        assert_eq!(big.node_port_frontends().len(), NODE_PORTS - 1);
         let yaml = manifests(&specs[9..]);
         assert!(
             yaml.contains("type: NodePort\n  externalTrafficPolicy: Cluster"),

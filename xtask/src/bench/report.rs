@@ -72,6 +72,10 @@ pub struct ControlRow {
     pub change_max_ms: f64,
     pub rss_mib: f64,
     pub start_to_first_sync_s: f64,
+    /// Kernel memory of every pinned map after the cold sync (0 in results
+    /// from before it was measured).
+    #[serde(default)]
+    pub memlock_mib: f64,
 }
 
 /// How long a contender's rules took to load into its world.
@@ -145,6 +149,7 @@ impl Results {
             change_max_ms: ms(m.change_max),
             rss_mib: m.rss_after_mib,
             start_to_first_sync_s: m.startup.as_secs_f64(),
+            memlock_mib: m.memlock_mib(),
         });
     }
 
@@ -371,24 +376,36 @@ pub fn markdown(r: &Results, plots: &str) -> String {
          {CONTROL_ENDPOINTS} on average) loaded into the iptables and nftables worlds above, \
          one load each (whole-table `iptables-restore`; kube-proxy's `--noflush` is slower still, \
          see `cargo xtask bench-baseline`).\n\n\
-         | Services | proxy cold sync | one change, median (min–max) | proxy RSS | iptables-restore | nft -f | iptables-restore ÷ cold sync | nft -f ÷ cold sync |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|"
+         | Services | proxy cold sync | one change, median (min–max) | proxy RSS | kernel map memory (memlock) | iptables-restore | nft -f | iptables-restore ÷ cold sync | nft -f ÷ cold sync |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for c in &r.control {
         let ipt = r.load(c.scale, Contender::Iptables);
         let nft = r.load(c.scale, Contender::Nftables);
-        let ms = |v: Option<f64>| v.map_or("–".to_owned(), |s| format!("{:.0} ms", s * 1e3));
+        // A loader not timed at this scale: over its limit (here or at a
+        // smaller scale), or not run.
+        let ms = |v: Option<f64>, contender| match v {
+            Some(s) => format!("{:.0} ms", s * 1e3),
+            None if r.skipped.iter().any(|k| {
+                k.scale == c.scale && k.contender == contender && k.reason.contains("limit")
+            }) =>
+            {
+                "> limit".to_owned()
+            }
+            None => "–".to_owned(),
+        };
         let _ = writeln!(
             out,
-            "| {} | {:.1} ms | {:.2} ms ({:.2}–{:.2}) | {:.1} MiB | {} | {} | {} | {} |",
+            "| {} | {:.1} ms | {:.2} ms ({:.2}–{:.2}) | {:.1} MiB | {:.1} MiB | {} | {} | {} | {} |",
             c.scale,
             c.cold_sync_ms,
             c.change_median_ms,
             c.change_min_ms,
             c.change_max_ms,
             c.rss_mib,
-            ms(ipt),
-            ms(nft),
+            c.memlock_mib,
+            ms(ipt, Contender::Iptables),
+            ms(nft, Contender::Nftables),
             ratio(ipt.unwrap_or(0.0) * 1e3, Some(c.cold_sync_ms)),
             ratio(nft.unwrap_or(0.0) * 1e3, Some(c.cold_sync_ms)),
         );
@@ -716,6 +733,35 @@ mod tests {
     }
 
     #[test]
+    fn control_rows_show_the_maps_memory_and_loaders_over_their_limit() {
+        let mut r = results();
+        r.control.push(ControlRow {
+            scale: 1000,
+            endpoints_each: 6,
+            cold_sync_ms: 50.0,
+            change_median_ms: 1.0,
+            change_min_ms: 1.0,
+            change_max_ms: 1.0,
+            rss_mib: 10.0,
+            start_to_first_sync_s: 0.1,
+            memlock_mib: 212.5,
+        });
+        r.skip(
+            1000,
+            Contender::Nftables,
+            &anyhow::anyhow!("did not finish within 240s; killed it")
+                .context("over the 240 s load limit"),
+        );
+        let md = markdown(&r, ".");
+        assert!(
+            md.contains(
+                "| 1000 | 50.0 ms | 1.00 ms (1.00–1.00) | 10.0 MiB | 212.5 MiB | 500 ms | > limit |"
+            ),
+            "{md}"
+        );
+    }
+
+    #[test]
     fn median_min_max() {
         let r = results();
         let metric = &METRICS[0];
@@ -767,6 +813,7 @@ mod tests {
             change_max_ms: 1.0,
             rss_mib: 10.0,
             start_to_first_sync_s: 0.1,
+            memlock_mib: 70.5,
         });
         let md = markdown(&r, ".");
         for line in [
