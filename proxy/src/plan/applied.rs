@@ -35,8 +35,8 @@ pub struct Applied {
     /// Backend → its id.
     by_backend: HashMap<Backend, BackendId>,
     /// Backend id → how many slots (slot 0 excluded) point at it. Counts are
-    /// `u32` (a map holds fewer entries): 100,000 backends' counts are half
-    /// the memory of `usize` ones.
+    /// `u32` (no map holds 2³² slots): 100,000 backends' counts take half the
+    /// memory of `usize` ones.
     refs: HashMap<BackendId, u32>,
     /// Backends in `backends` that no slot points at: retained for the
     /// per-packet path's established flows, draining, or left to delete.
@@ -52,7 +52,7 @@ pub struct Applied {
 
 /// `map` rebuilt from its sorted entries, which fills every node but the
 /// last of each level (`BTreeMap`'s bulk build).
-pub(crate) fn compacted<K: Ord, V>(map: BTreeMap<K, V>) -> BTreeMap<K, V> {
+fn compacted<K: Ord, V>(map: BTreeMap<K, V>) -> BTreeMap<K, V> {
     map.into_iter().collect()
 }
 
