@@ -134,6 +134,11 @@ impl StepError {
     }
 }
 
+/// A sync of this many operations (a cold start, a relist) rebuilds the
+/// mirror's maps packed ([`Applied::compact`]): recorded one by one, in key
+/// order, their nodes are half empty.
+const COMPACT_AFTER_OPS: usize = 10_000;
+
 /// Owns the maps and the mirror of their contents.
 pub struct Writer<M> {
     maps: M,
@@ -157,7 +162,8 @@ impl<M: DataplaneMaps> Writer<M> {
     /// programs that read it are attached after this, so they never see an
     /// empty bitmap beside a non-empty service map.
     pub fn new(maps: M) -> Result<Self, MapError> {
-        let applied = maps.read()?;
+        let mut applied = maps.read()?;
+        applied.compact();
         let mut writer = Self {
             maps,
             applied,
@@ -258,6 +264,10 @@ impl<M: DataplaneMaps> Writer<M> {
         }
         let plan_time = started.elapsed();
         let mut report = self.apply(&plan);
+        drop(plan);
+        if report.ops >= COMPACT_AFTER_OPS {
+            self.applied.compact();
+        }
         report.plan_time = plan_time;
         report.write_time = started.elapsed() - plan_time;
         report
@@ -278,6 +288,7 @@ impl<M: DataplaneMaps> Writer<M> {
                 .map(|(id, _)| *id),
         );
         self.applied = actual;
+        self.applied.compact();
         if let Err(error) = self.refill_filter() {
             tracing::warn!(%error, "rewriting the socket hooks' pre-filter failed; frontends whose bit is missing are not published");
         }

@@ -453,7 +453,9 @@ pub fn service(svc: &core::Service) -> Result<Converted<Service>, ConvertError> 
         }
     }
 
-    let mut ports = Vec::new();
+    // Exactly as many as listed: a pushed Vec keeps room for four, and the
+    // Index holds one per Service.
+    let mut ports = Vec::with_capacity(spec.ports.as_ref().map_or(0, Vec::len));
     let mut seen_ports = BTreeSet::new();
     let mut seen_names = BTreeSet::new();
     for p in spec.ports.iter().flatten() {
@@ -744,7 +746,8 @@ pub fn endpoint_slice(
     };
 
     let mut warnings = Vec::new();
-    let mut ports = Vec::new();
+    // Exactly as many as listed (see the Service's ports).
+    let mut ports = Vec::with_capacity(slice.ports.as_ref().map_or(0, Vec::len));
     for p in slice.ports.iter().flatten() {
         let name = p.name.clone().unwrap_or_default();
         let Some(raw) = p.port else {

@@ -20,7 +20,7 @@ use super::{
     },
     index::Dirty,
     small_set::SmallSet,
-    types::{Backend, DesiredState, EndpointSlice, Frontend, FrontendSpec, HealthCheck, ObjectRef},
+    types::{DesiredState, EndpointSlice, Frontend, FrontendSpec, HealthCheck, ObjectRef},
 };
 
 /// Which frontends an update may have changed.
@@ -50,13 +50,12 @@ pub struct DesiredCache {
     no_local_ports: usize,
     /// Local endpoint address → how many Services list it.
     local_refs: HashMap<IpAddr, usize>,
-    /// Listed endpoint → how many Services list it.
-    retained_refs: HashMap<Backend, usize>,
     /// Health-check port → the Services asking for it and their checks (the
     /// lowest id wins, as in [`super::desired::desired`]).
     health_claims: BTreeMap<u16, BTreeMap<ObjectRef, HealthCheck>>,
-    /// The Services the last update recomputed.
-    last_updated: Vec<ObjectRef>,
+    /// The Services the last update recomputed; `None`: all of them (a
+    /// rebuild, not a list of 10,000 refs kept until the next sync).
+    last_updated: Option<Vec<ObjectRef>>,
     /// Refusals in effect, by reason.
     refused: BTreeMap<RefusalReason, usize>,
     primed: bool,
@@ -65,16 +64,57 @@ pub struct DesiredCache {
 /// The Services claiming one frontend (almost always just one).
 type Claimants = SmallSet<ObjectRef>;
 
-/// What one Service contributes: the frontends it claims and its no-local counts.
+/// What one Service contributes: the frontends it claims, and the rest
+/// (no-local counts, refusals, local endpoints, health-check port) boxed,
+/// absent when it has none, as most Services do: a `Share` is four words,
+/// not thirteen, in a map of every Service. Its listed endpoints are
+/// `state.retained_by_service[id]` (not kept twice: 10,000 Services × 10
+/// endpoints made ~3 MB of copies).
 #[derive(Debug, Default)]
 struct Share {
     frontends: Vec<Frontend>,
+    rest: Option<Box<ShareRest>>,
+}
+
+/// The part of a [`Share`] few Services have.
+#[derive(Debug, Default)]
+struct ShareRest {
     no_local: NoLocalEndpoints,
     no_local_ports: usize,
     refusals: Vec<Refusal>,
     local_endpoints: BTreeSet<IpAddr>,
-    retained_backends: BTreeSet<Backend>,
     health_port: Option<u16>,
+}
+
+/// What a [`Share`] without a [`ShareRest`] has.
+static NO_REST: ShareRest = ShareRest {
+    no_local: NoLocalEndpoints {
+        internal: 0,
+        external: 0,
+    },
+    no_local_ports: 0,
+    refusals: Vec::new(),
+    local_endpoints: BTreeSet::new(),
+    health_port: None,
+};
+
+impl Share {
+    fn rest(&self) -> &ShareRest {
+        self.rest.as_deref().unwrap_or(&NO_REST)
+    }
+}
+
+impl ShareRest {
+    /// `None` when there is nothing to keep.
+    fn boxed(self) -> Option<Box<Self>> {
+        let empty = self.no_local_ports == 0
+            && self.no_local.internal == 0
+            && self.no_local.external == 0
+            && self.refusals.is_empty()
+            && self.local_endpoints.is_empty()
+            && self.health_port.is_none();
+        (!empty).then(|| Box::new(self))
+    }
 }
 
 impl DesiredCache {
@@ -98,7 +138,7 @@ impl DesiredCache {
         let mut out: Vec<Refusal> = self
             .per_service
             .values()
-            .flat_map(|share| share.refusals.iter().cloned())
+            .flat_map(|share| share.rest().refusals.iter().cloned())
             .collect();
         out.sort();
         out
@@ -113,11 +153,13 @@ impl DesiredCache {
     /// The refusals of the Services the last [`DesiredCache::update`]
     /// recomputed (all of them after a rebuild): what to log once per change.
     pub fn refusals_updated(&self) -> Vec<Refusal> {
-        let mut out: Vec<Refusal> = self
-            .last_updated
+        let Some(updated) = &self.last_updated else {
+            return self.refusals();
+        };
+        let mut out: Vec<Refusal> = updated
             .iter()
             .filter_map(|id| self.per_service.get(id))
-            .flat_map(|share| share.refusals.iter().cloned())
+            .flat_map(|share| share.rest().refusals.iter().cloned())
             .collect();
         out.sort();
         out
@@ -165,7 +207,7 @@ impl DesiredCache {
     /// Brings the cache up to date with `index`, taking its dirty set.
     pub fn update(&mut self, index: &mut Index) -> Touched {
         let dirty = index.take_dirty();
-        self.last_updated.clear();
+        self.last_updated = Some(Vec::new());
         if !self.primed || dirty.all {
             self.rebuild(index);
             return Touched::All;
@@ -194,27 +236,42 @@ impl DesiredCache {
         for frontend in &touched {
             self.resolve(*frontend);
         }
+        self.compact();
+    }
+
+    /// Rebuilds the state's large maps with full nodes (a `BTreeMap` built
+    /// from sorted entries packs them; one filled entry by entry, as a
+    /// rebuild does, is left a third to half empty). Contents are unchanged.
+    fn compact(&mut self) {
+        let state = &mut self.state;
+        state.frontends = std::mem::take(&mut state.frontends).into_iter().collect();
+        state.retained_backends = std::mem::take(&mut state.retained_backends)
+            .into_iter()
+            .collect();
+        state.retained_by_service = std::mem::take(&mut state.retained_by_service)
+            .into_iter()
+            .collect();
     }
 
     /// Replaces one Service's share; adds the frontends it had or has to `touched`.
     fn recompute(&mut self, index: &Index, id: ObjectRef, touched: &mut BTreeSet<Frontend>) {
-        self.state.retained_by_service.remove(&id);
-        if let Some(old) = self.per_service.remove(&id) {
+        let old_retained = self.state.retained_by_service.remove(&id);
+        for backend in old_retained.iter().flatten() {
+            if let Some(n) = self.state.retained_backends.get_mut(backend) {
+                *n -= 1;
+                if *n == 0 {
+                    self.state.retained_backends.remove(backend);
+                }
+            }
+        }
+        if let Some(old_share) = self.per_service.remove(&id) {
+            let old = old_share.rest();
             for addr in &old.local_endpoints {
                 if let Some(n) = self.local_refs.get_mut(addr) {
                     *n -= 1;
                     if *n == 0 {
                         self.local_refs.remove(addr);
                         self.state.local_endpoints.remove(addr);
-                    }
-                }
-            }
-            for backend in &old.retained_backends {
-                if let Some(n) = self.retained_refs.get_mut(backend) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.retained_refs.remove(backend);
-                        self.state.retained_backends.remove(backend);
                     }
                 }
             }
@@ -232,7 +289,7 @@ impl DesiredCache {
             self.no_local.internal -= old.no_local.internal;
             self.no_local.external -= old.no_local.external;
             self.no_local_ports -= old.no_local_ports;
-            for frontend in old.frontends {
+            for frontend in old_share.frontends {
                 if let Some(ids) = self.claims.get_mut(&frontend) {
                     ids.remove(&id);
                 }
@@ -248,7 +305,9 @@ impl DesiredCache {
                 touched.insert(frontend);
             }
         }
-        self.last_updated.push(id.clone());
+        if let Some(updated) = &mut self.last_updated {
+            updated.push(id.clone());
+        }
         let Some(service) = index.service(&id) else {
             return;
         };
@@ -256,28 +315,30 @@ impl DesiredCache {
         let computed: ServiceFrontends = service_frontends(index.node(), service, &slices);
         let mut share = Share {
             frontends: Vec::with_capacity(computed.frontends.len()),
-            no_local: computed.no_local,
-            no_local_ports: computed.no_local_ports,
-            refusals: computed.refusals,
-            local_endpoints: computed.local_endpoints,
-            retained_backends: computed.retained_backends,
-            health_port: computed.health_check.as_ref().map(|(port, _)| *port),
+            rest: ShareRest {
+                no_local: computed.no_local,
+                no_local_ports: computed.no_local_ports,
+                refusals: computed.refusals,
+                local_endpoints: computed.local_endpoints,
+                health_port: computed.health_check.as_ref().map(|(port, _)| *port),
+            }
+            .boxed(),
         };
-        for refusal in &share.refusals {
+        let rest = share.rest();
+        for refusal in &rest.refusals {
             *self.refused.entry(refusal.reason).or_insert(0) += 1;
         }
-        for addr in &share.local_endpoints {
+        for addr in &rest.local_endpoints {
             *self.local_refs.entry(*addr).or_insert(0) += 1;
             self.state.local_endpoints.insert(*addr);
         }
-        for backend in &share.retained_backends {
-            *self.retained_refs.entry(*backend).or_insert(0) += 1;
-            self.state.retained_backends.insert(*backend);
+        for backend in &computed.retained_backends {
+            *self.state.retained_backends.entry(*backend).or_insert(0) += 1;
         }
-        if !share.retained_backends.is_empty() {
+        if !computed.retained_backends.is_empty() {
             self.state
                 .retained_by_service
-                .insert(id.clone(), share.retained_backends.clone());
+                .insert(id.clone(), computed.retained_backends);
         }
         if let Some((port, check)) = computed.health_check {
             self.health_claims
@@ -286,9 +347,9 @@ impl DesiredCache {
                 .insert(id.clone(), check);
             self.publish_health(port);
         }
-        self.no_local.internal += share.no_local.internal;
-        self.no_local.external += share.no_local.external;
-        self.no_local_ports += share.no_local_ports;
+        self.no_local.internal += rest.no_local.internal;
+        self.no_local.external += rest.no_local.external;
+        self.no_local_ports += rest.no_local_ports;
         for (frontend, spec) in computed.frontends {
             // A Service naming one frontend twice: its first port wins.
             if share.frontends.contains(&frontend) {
@@ -375,7 +436,10 @@ mod tests {
     use crate::model::{
         NodeInfo, ServiceType, SourceId, TrafficPolicy,
         testkit::{ip, slice, svc},
-        types::Protocol::{Tcp, Udp},
+        types::{
+            Backend,
+            Protocol::{Tcp, Udp},
+        },
     };
 
     /// A small deterministic pseudo-random sequence (no dependency needed).
@@ -483,14 +547,12 @@ mod tests {
                 "step {step}: incremental state differs from a full recompute"
             );
             // The stored union is an index of the per-Service sets, never
-            // more or less (see `DesiredState::retained_backends`).
-            let union: BTreeSet<_> = full
-                .state
-                .retained_by_service
-                .values()
-                .flatten()
-                .copied()
-                .collect();
+            // more or less, each backend counted once per Service listing it
+            // (see `DesiredState::retained_backends`).
+            let mut union: BTreeMap<Backend, u32> = BTreeMap::new();
+            for backend in full.state.retained_by_service.values().flatten() {
+                *union.entry(*backend).or_insert(0) += 1;
+            }
             assert_eq!(full.state.retained_backends, union, "step {step}");
             assert_eq!(
                 cache.conflicts(),

@@ -13,8 +13,51 @@ use std::{
     sync::{Arc, Mutex, OnceLock, PoisonError},
 };
 
-/// A shared, immutable name (a node's or a zone's).
-pub type Name = Arc<str>;
+/// A shared, immutable name (a node's or a zone's). One pointer wide (an
+/// `Arc<str>` is two): every endpoint holds two of them, so 100,000
+/// endpoints are 1.6 MB smaller. Compares, orders and hashes as its text.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Name(Arc<Box<str>>);
+
+impl Name {
+    /// Whether `a` and `b` share one allocation (interned together).
+    pub fn ptr_eq(a: &Self, b: &Self) -> bool {
+        Arc::ptr_eq(&a.0, &b.0)
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Name {
+    /// A name of its own, not interned (tests; sources use [`intern`]).
+    fn from(name: &str) -> Self {
+        Self(Arc::new(name.into()))
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
 
 /// The table is swept when it reaches this size at least.
 const MIN_SWEEP: usize = 1024;
@@ -43,10 +86,10 @@ pub fn intern(name: &str) -> Name {
     }
     if table.names.len() >= table.sweep_at {
         // Only the table holds these: no endpoint uses them any more.
-        table.names.retain(|n| Arc::strong_count(n) > 1);
+        table.names.retain(|n| Arc::strong_count(&n.0) > 1);
         table.sweep_at = (table.names.len() * 2).max(MIN_SWEEP);
     }
-    let interned: Name = Arc::from(name);
+    let interned = Name::from(name);
     table.names.insert(interned.clone());
     interned
 }
@@ -59,9 +102,17 @@ mod tests {
     fn equal_names_share_one_allocation() {
         let a = intern("names-test-node-a");
         let b = intern(&String::from("names-test-node-a"));
-        assert!(Arc::ptr_eq(&a, &b));
+        assert!(Name::ptr_eq(&a, &b));
         assert_eq!(&*a, "names-test-node-a");
-        assert!(!Arc::ptr_eq(&a, &intern("names-test-node-b")));
+        assert!(!Name::ptr_eq(&a, &intern("names-test-node-b")));
+    }
+
+    /// Every endpoint holds two: a name is one pointer, and no name is one
+    /// pointer too, so an endpoint is 48 bytes, not 64.
+    #[test]
+    fn a_name_is_one_pointer() {
+        assert_eq!(std::mem::size_of::<Option<Name>>(), 8);
+        assert!(std::mem::size_of::<super::super::types::Endpoint>() <= 48);
     }
 
     #[test]
@@ -78,6 +129,6 @@ mod tests {
             .names
             .len();
         assert!(size < 3 * MIN_SWEEP, "{size} names kept");
-        assert!(Arc::ptr_eq(&kept, &intern("names-test-kept")));
+        assert!(Name::ptr_eq(&kept, &intern("names-test-kept")));
     }
 }

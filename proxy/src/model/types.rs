@@ -545,11 +545,12 @@ pub struct DesiredState {
     /// never writes one for them either: only slots create backend entries.
     ///
     /// Always the union of [`DesiredState::retained_by_service`]'s sets
-    /// (tested), kept as well as an index: a scoped plan asks it about a few
-    /// backends in `O(log n)` each, and `model::incremental` keeps it up to
-    /// date per changed Service (reference-counted); deriving it would cost a
-    /// walk of every Service's endpoints at every sync.
-    pub retained_backends: std::collections::BTreeSet<Backend>,
+    /// (tested), each backend with how many Services list it: kept as well
+    /// as an index, a scoped plan asks it about a few backends in `O(log n)`
+    /// each, and `model::incremental` keeps it up to date per changed Service
+    /// by that count (no second reference-count map); deriving it would cost
+    /// a walk of every Service's endpoints at every sync.
+    pub retained_backends: std::collections::BTreeMap<Backend, u32>,
     /// [`DesiredState::retained_backends`] by the Service that lists them
     /// (Services listing none are absent). The userspace path keeps an open
     /// connection or UDP session to a backend that left a frontend's pool only

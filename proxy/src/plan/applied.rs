@@ -34,8 +34,10 @@ pub struct Applied {
     pub maglev: BTreeMap<(RevNatId, Scope), Arc<[BackendId]>>,
     /// Backend → its id.
     by_backend: HashMap<Backend, BackendId>,
-    /// Backend id → how many slots (slot 0 excluded) point at it.
-    refs: HashMap<BackendId, usize>,
+    /// Backend id → how many slots (slot 0 excluded) point at it. Counts are
+    /// `u32` (no map holds 2³² slots): 100,000 backends' counts take half the
+    /// memory of `usize` ones.
+    refs: HashMap<BackendId, u32>,
     /// Backends in `backends` that no slot points at: retained for the
     /// per-packet path's established flows, draining, or left to delete.
     unreferenced: BTreeSet<BackendId>,
@@ -43,9 +45,15 @@ pub struct Applied {
     rev_nat_of: HashMap<Frontend, RevNatId>,
     /// `(table id, scope)` → how many slot 0s name that shared Maglev table
     /// (`maglev_table` non-zero).
-    table_users: HashMap<(RevNatId, Scope), usize>,
+    table_users: HashMap<(RevNatId, Scope), u32>,
     /// Backend id → how many Maglev tables hold it.
-    table_refs: HashMap<BackendId, usize>,
+    table_refs: HashMap<BackendId, u32>,
+}
+
+/// `map` rebuilt from its sorted entries, which fills every node but the
+/// last of each level (`BTreeMap`'s bulk build).
+fn compacted<K: Ord, V>(map: BTreeMap<K, V>) -> BTreeMap<K, V> {
+    map.into_iter().collect()
 }
 
 /// Equal when the map contents are; the indexes follow from them.
@@ -96,6 +104,22 @@ impl Applied {
             .collect();
     }
 
+    /// Rebuilds the large maps with full nodes. Entries recorded in key order
+    /// (a cold sync writes frontends and backends in order) leave a
+    /// `BTreeMap`'s nodes half full, where one built from a sorted sequence
+    /// packs them: at 10,000 Services × 10 endpoints the service and backend
+    /// maps took ~13 MB recorded one by one. Contents are unchanged.
+    pub fn compact(&mut self) {
+        self.services = compacted(std::mem::take(&mut self.services));
+        self.backends = compacted(std::mem::take(&mut self.backends));
+        self.backend_flags = compacted(std::mem::take(&mut self.backend_flags));
+        self.rev_nat = compacted(std::mem::take(&mut self.rev_nat));
+        self.svc_names = compacted(std::mem::take(&mut self.svc_names));
+        self.source_ranges = compacted(std::mem::take(&mut self.source_ranges));
+        self.maglev = compacted(std::mem::take(&mut self.maglev));
+        self.unreferenced = std::mem::take(&mut self.unreferenced).into_iter().collect();
+    }
+
     /// Backends the maps hold that no slot points at, lowest id first.
     pub fn unreferenced(&self) -> &BTreeSet<BackendId> {
         &self.unreferenced
@@ -120,7 +144,9 @@ impl Applied {
     /// How many slot 0s name the shared Maglev table `id` in `scope` (its
     /// owner's own slot 0, whose `maglev_table` is 0, not counted).
     pub fn table_users(&self, id: RevNatId, scope: Scope) -> usize {
-        self.table_users.get(&(id, scope)).copied().unwrap_or(0)
+        self.table_users
+            .get(&(id, scope))
+            .map_or(0, |n| *n as usize)
     }
 
     /// Counts slot 0 `value` in or out of [`Applied::table_users`].
@@ -142,7 +168,7 @@ impl Applied {
 
     /// How many Maglev tables hold a backend.
     pub fn table_refs(&self, id: BackendId) -> usize {
-        self.table_refs.get(&id).copied().unwrap_or(0)
+        self.table_refs.get(&id).map_or(0, |n| *n as usize)
     }
 
     /// Counts `table`'s backends in or out of [`Applied::table_refs`].
@@ -163,7 +189,7 @@ impl Applied {
 
     /// How many slots point at a backend.
     pub fn refs(&self, id: BackendId) -> usize {
-        self.refs.get(&id).copied().unwrap_or(0)
+        self.refs.get(&id).map_or(0, |n| *n as usize)
     }
 
     fn release(&mut self, id: BackendId) {

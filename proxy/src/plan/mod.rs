@@ -541,7 +541,7 @@ impl<'a> Planner<'a> {
                 || applied
                     .backends
                     .get(id)
-                    .is_some_and(|b| desired.retained_backends.contains(b))
+                    .is_some_and(|b| desired.retained_backends.contains_key(b))
         };
         let unused: Vec<BackendId> = match self.touched {
             None => applied

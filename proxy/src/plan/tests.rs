@@ -917,3 +917,44 @@ fn rev_nat_ids_go_past_16_bits_up_to_the_maps_capacity() {
     assert_eq!(MAX_REV_NAT_ID, proxy_common::capacity::REVNAT);
     const _: () = assert!(MAX_REV_NAT_ID >= 100_000 * 3 * 2);
 }
+
+/// Packing the mirror's maps after a large sync changes neither their
+/// contents nor the indexes the planner reads, and the next plan is empty.
+#[test]
+fn compacting_the_mirror_keeps_its_contents_and_indexes() {
+    let services: Vec<(String, Vec<String>)> = (1..=40u32)
+        .map(|i| {
+            // Three of its own, one every frontend shares.
+            let backends = (1..=3u32)
+                .map(|j| format!("10.1.{i}.{j}:8080"))
+                .chain(["10.2.0.1:8080".to_owned()])
+                .collect();
+            (format!("10.96.0.{i}:80"), backends)
+        })
+        .collect();
+    let as_refs: Vec<(&str, Vec<&str>)> = services
+        .iter()
+        .map(|(f, b)| (f.as_str(), b.iter().map(String::as_str).collect()))
+        .collect();
+    let slices: Vec<(&str, &[&str])> = as_refs.iter().map(|(f, b)| (*f, b.as_slice())).collect();
+    let mut w = Writer::new(FakeMaps::default()).unwrap();
+    assert!(w.sync(&desired(&slices)).is_complete());
+    // A backend nobody uses any more, kept as listed: an unreferenced entry.
+    let mut d = desired(&slices[1..]);
+    d.retained_backends = [(be("10.1.1.1:8080"), 1), (be("10.1.1.2:8080"), 1)]
+        .into_iter()
+        .collect();
+    assert!(w.sync(&d).is_complete());
+    let before = w.applied().clone();
+    let mut packed = before.clone();
+    packed.compact();
+    assert_eq!(packed, before);
+    for id in before.backends.keys() {
+        assert_eq!(packed.refs(*id), before.refs(*id), "refs of backend {id}");
+        assert_eq!(packed.backend_id(&before.backends[id]), Some(*id));
+    }
+    assert!(before.refs(before.backend_id(&be("10.2.0.1:8080")).unwrap()) > 1);
+    assert_eq!(before.unreferenced().len(), 2);
+    assert_eq!(packed.unreferenced(), before.unreferenced());
+    assert!(plan(&packed, &d).ops.is_empty());
+}

@@ -286,11 +286,11 @@ fn endpoints_are_compact() {
         panic!("three endpoints: {:?}", slice.endpoints);
     };
     // One allocation per node and zone name, shared by their endpoints.
-    assert!(std::sync::Arc::ptr_eq(
+    assert!(crate::model::Name::ptr_eq(
         a.node_name.as_ref().unwrap(),
         b.node_name.as_ref().unwrap()
     ));
-    assert!(std::sync::Arc::ptr_eq(
+    assert!(crate::model::Name::ptr_eq(
         a.zone.as_ref().unwrap(),
         b.zone.as_ref().unwrap()
     ));

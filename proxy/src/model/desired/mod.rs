@@ -29,7 +29,8 @@ use std::{
 };
 
 use super::types::{
-    DesiredState, EndpointSlice, Frontend, FrontendSpec, HealthCheck, NodeInfo, ObjectRef, Service,
+    Backend, DesiredState, EndpointSlice, Frontend, FrontendSpec, HealthCheck, NodeInfo, ObjectRef,
+    Service,
 };
 
 pub mod frontends;
@@ -119,7 +120,7 @@ where
     let mut no_local_ports = 0;
     let mut refusals = Vec::new();
     let mut local_endpoints = BTreeSet::new();
-    let mut retained_backends = BTreeSet::new();
+    let mut retained_backends: BTreeMap<Backend, u32> = BTreeMap::new();
     let mut retained_by_service = BTreeMap::new();
     let mut health_checks: BTreeMap<u16, HealthCheck> = BTreeMap::new();
     for (service, slices) in services {
@@ -127,7 +128,9 @@ where
         refusals.extend(computed.refusals);
         local_endpoints.extend(computed.local_endpoints);
         if !computed.retained_backends.is_empty() {
-            retained_backends.extend(computed.retained_backends.iter().copied());
+            for backend in &computed.retained_backends {
+                *retained_backends.entry(*backend).or_insert(0) += 1;
+            }
             retained_by_service.insert(service.id.clone(), computed.retained_backends);
         }
         if let Some((port, check)) = computed.health_check {

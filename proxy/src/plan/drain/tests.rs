@@ -27,7 +27,7 @@ const GRACE: Duration = Duration::from_secs(30);
 /// `WEB` with `slots` in its slots and `listed` listed by its Service.
 fn web(slots: &[&str], listed: &[&str]) -> DesiredState {
     let mut d = desired(&[(WEB, slots)]);
-    d.retained_backends = listed.iter().map(|b| be(b)).collect();
+    d.retained_backends = listed.iter().map(|b| (be(b), 1)).collect();
     d
 }
 
@@ -86,7 +86,7 @@ fn a_backend_another_frontend_still_uses_is_not_deleted() {
     let other = "10.96.0.11:80";
     let both = |web_slots: &[&str], listed: &[&str]| {
         let mut d = desired(&[(WEB, web_slots), (other, &[A])]);
-        d.retained_backends = listed.iter().map(|b| be(b)).collect();
+        d.retained_backends = listed.iter().map(|b| (be(b), 1)).collect();
         d
     };
     let mut w = synced(&both(&[A, B], &[A, B]));

@@ -90,7 +90,7 @@ fn load_balancer_with_local_external_policy_whole_state() {
             ),
         ]),
         local_endpoints: BTreeSet::from([ip("10.1.0.5")]),
-        retained_backends: both.iter().copied().collect(),
+        retained_backends: both.iter().map(|b| (*b, 1)).collect(),
         retained_by_service: BTreeMap::from([(
             ObjectRef::new("shop", "web"),
             both.iter().copied().collect(),
