@@ -54,7 +54,7 @@ fn v2_binary() -> PathBuf {
         Some(path) => PathBuf::from(path),
         None => panic!(
             "PROXY_V2_BIN is not set: run `./x test` (it builds the layout-2 reference into \
-             target/compat/v2), or set it to that binary"
+             ~/.cache/ebpf-proxy/compat/v2-<commit>), or set it to that binary"
         ),
     }
 }

@@ -1,6 +1,8 @@
 //! Reference binaries of older layouts, for the migration tests
 //! (`tests/tests/migration.rs`): each is built from git at a fixed commit
-//! into `target/compat/v<N>/`, once, as its own `cargo xtask build` does
+//! into `$XDG_CACHE_HOME/ebpf-proxy/compat/v<N>-<commit>/` (`~/.cache` when
+//! unset), outside the checkout, so a fresh clone on the same machine (CI)
+//! reuses it; built once, as its own `cargo xtask build` does
 //! (`cargo build -p proxy --bin proxy`, whose build script builds the eBPF
 //! object), in the dev profile and its own target directory so later builds
 //! are incremental. (Its xtask is not run: it looks for the binary under its
@@ -20,7 +22,7 @@ pub const V2_ENV: &str = "PROXY_V2_BIN";
 
 /// Builds the layout-2 proxy when it is missing; returns its path.
 pub fn v2_binary(root: &Path) -> anyhow::Result<PathBuf> {
-    let dir = root.join("target/compat/v2");
+    let dir = cache_dir()?.join(format!("v2-{V2_COMMIT}"));
     let bin = dir.join("target/debug/proxy");
     if bin.exists() {
         return Ok(bin);
@@ -71,4 +73,14 @@ pub fn v2_binary(root: &Path) -> anyhow::Result<PathBuf> {
     }
     eprintln!("xtask: layout-2 reference built in {:?}", started.elapsed());
     Ok(bin)
+}
+
+/// Where reference builds are kept: `$XDG_CACHE_HOME/ebpf-proxy/compat`, or
+/// `$HOME/.cache/ebpf-proxy/compat`.
+fn cache_dir() -> anyhow::Result<PathBuf> {
+    let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?).join(".cache"),
+    };
+    Ok(base.join("ebpf-proxy/compat"))
 }
