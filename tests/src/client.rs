@@ -132,13 +132,25 @@ pub fn udp_connected_request_timeout(
     addr: SocketAddr,
     timeout: Duration,
 ) -> io::Result<(Reply, SocketAddr)> {
+    let socket = udp_connected_socket(addr, timeout)?;
+    let peer = socket.peer_addr()?;
+    Ok((udp_ask(&socket)?, peer))
+}
+
+/// A fresh UDP socket of `addr`'s family, connected to `addr`, each step
+/// bounded by `timeout`: a long-lived connected socket for [`udp_ask`].
+pub fn udp_connected_socket(addr: SocketAddr, timeout: Duration) -> io::Result<UdpSocket> {
     let socket = udp_socket(addr, timeout)?;
     socket.connect(addr)?;
-    let peer = socket.peer_addr()?;
+    Ok(socket)
+}
+
+/// One request on a connected UDP socket, and its reply.
+pub fn udp_ask(socket: &UdpSocket) -> io::Result<Reply> {
     socket.send(REQUEST)?;
     let mut buf = [0u8; MAX_REPLY];
     let n = socket.recv(&mut buf)?;
-    Ok((parse_datagram(&buf[..n])?, peer))
+    parse_datagram(&buf[..n])
 }
 
 /// One TCP connection kept open for several requests (to a backend started

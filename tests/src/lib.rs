@@ -62,8 +62,8 @@ use std::{
 pub use backend::{TcpBackend, UdpBackend};
 pub use client::{
     DEFAULT_TIMEOUT, HttpResponse, Reply, TcpSession, http_get, tcp_peer_name, tcp_request,
-    tcp_request_timeout, udp_connected_request, udp_connected_request_timeout,
-    udp_unconnected_request, udp_unconnected_request_timeout,
+    tcp_request_timeout, udp_ask, udp_connected_request, udp_connected_request_timeout,
+    udp_connected_socket, udp_unconnected_request, udp_unconnected_request_timeout,
 };
 pub use container::Confinement;
 pub use error::Error;

@@ -21,9 +21,9 @@ use std::{
 
 use common::*;
 use proxy_tests::{
-    Reply,
     manifest::AddressType,
     pod::{PodNetns, PodUdpClient},
+    udp_ask,
 };
 
 /// A connected UDP socket to `vip`, and the backend that answered it.
@@ -44,11 +44,7 @@ fn connected(vip: SocketAddr) -> (UdpSocket, String) {
 
 /// One request on a connected socket; the backend's name.
 fn ask(socket: &UdpSocket) -> io::Result<String> {
-    socket.send(b"hello\n")?;
-    let mut buf = [0u8; 512];
-    let n = socket.recv(&mut buf)?;
-    let reply: Reply = String::from_utf8_lossy(&buf[..n]).parse()?;
-    Ok(reply.backend)
+    udp_ask(socket).map(|r| r.backend)
 }
 
 /// True once the socket reports an error other than a timeout: the proxy ended it.

@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use proxy_tests::{Reply, tcp_request_timeout};
+use proxy_tests::{tcp_request_timeout, udp_ask, udp_connected_socket};
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -28,12 +28,14 @@ fn main() {
         let Ok(line) = line else { break };
         let (command, arg) = line.split_once(' ').unwrap_or((line.as_str(), ""));
         let answer = match command {
-            "udp" => udp(arg).map(|s| {
-                sockets.push(s);
-                (sockets.len() - 1).to_string()
-            }),
+            "udp" => addr(arg)
+                .and_then(|a| udp_connected_socket(a, TIMEOUT))
+                .map(|s| {
+                    sockets.push(s);
+                    (sockets.len() - 1).to_string()
+                }),
             "peer" => socket(&sockets, arg).and_then(|s| s.peer_addr().map(|a| a.to_string())),
-            "ask" => socket(&sockets, arg).and_then(ask),
+            "ask" => socket(&sockets, arg).and_then(|s| udp_ask(s).map(|r| r.backend)),
             "tcp" => addr(arg).and_then(|a| tcp_request_timeout(a, TIMEOUT).map(|r| r.backend)),
             _ => Err(io::Error::other(format!("unknown command {line:?}"))),
         };
@@ -62,25 +64,4 @@ fn socket<'a>(sockets: &'a [UdpSocket], index: &str) -> io::Result<&'a UdpSocket
         .ok()
         .and_then(|i| sockets.get(i))
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no socket {index}")))
-}
-
-fn udp(arg: &str) -> io::Result<UdpSocket> {
-    let addr = addr(arg)?;
-    let bind = if addr.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    };
-    let socket = UdpSocket::bind(bind)?;
-    socket.set_read_timeout(Some(TIMEOUT))?;
-    socket.connect(addr)?;
-    Ok(socket)
-}
-
-fn ask(socket: &UdpSocket) -> io::Result<String> {
-    socket.send(b"hello\n")?;
-    let mut buf = [0u8; 512];
-    let n = socket.recv(&mut buf)?;
-    let reply: Reply = String::from_utf8_lossy(&buf[..n]).parse()?;
-    Ok(reply.backend)
 }

@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use proxy_tests::Reply;
+use proxy_tests::{udp_ask, udp_connected_socket};
 
 fn main() {
     let timeout = std::env::args()
@@ -27,12 +27,14 @@ fn main() {
     for line in io::stdin().lock().lines() {
         let Ok(line) = line else { break };
         let answer = match line.split_once(' ').unwrap_or((line.as_str(), "")) {
-            ("connect", addr) => connect(addr, timeout).map(|s| {
-                socket = Some(s);
-                String::new()
-            }),
+            ("connect", addr) => parse(addr)
+                .and_then(|a| udp_connected_socket(a, timeout))
+                .map(|s| {
+                    socket = Some(s);
+                    String::new()
+                }),
             ("ask", _) => match &socket {
-                Some(s) => ask(s),
+                Some(s) => udp_ask(s).map(|r| r.backend),
                 None => Err(io::Error::other("not connected")),
             },
             _ => Err(io::Error::other(format!("unknown command {line:?}"))),
@@ -51,25 +53,7 @@ fn main() {
     }
 }
 
-fn connect(addr: &str, timeout: Duration) -> io::Result<UdpSocket> {
-    let addr: SocketAddr = addr
-        .parse()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{addr:?}: {e}")))?;
-    let bind = if addr.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    };
-    let socket = UdpSocket::bind(bind)?;
-    socket.set_read_timeout(Some(timeout))?;
-    socket.connect(addr)?;
-    Ok(socket)
-}
-
-fn ask(socket: &UdpSocket) -> io::Result<String> {
-    socket.send(b"hello\n")?;
-    let mut buf = [0u8; 512];
-    let n = socket.recv(&mut buf)?;
-    let reply: Reply = String::from_utf8_lossy(&buf[..n]).parse()?;
-    Ok(reply.backend)
+fn parse(addr: &str) -> io::Result<SocketAddr> {
+    addr.parse()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{addr:?}: {e}")))
 }
