@@ -98,7 +98,7 @@ pub fn check_desired(state: &DesiredState) {
     for (service, retained) in &state.retained_by_service {
         check_ref(service);
         for backend in retained {
-            assert!(state.retained_backends.contains(backend), "{backend}");
+            assert!(state.retained_backends.contains_key(backend), "{backend}");
         }
     }
 }
