@@ -15,12 +15,20 @@
 //!     mean of its samples taken [`AGE_WINDOW`] after its start. The first
 //!     incarnation is the warm-up (first list, first programming of the
 //!     maps); the first one after it is compared with the last one.
-//!   - Map entries live in the pinned maps across restarts, so they are
-//!     compared in wall-clock windows: the mean of the first window after the
-//!     warm-up against the mean of the last window, per map. For maps the
-//!     soak's warm-up is the time the conntrack maps need to settle (their
-//!     longest idle timeout plus a GC pass): before it they grow by design. A map with few
-//!     entries cannot move by less than one entry, so a map may move by
+//!   - Map entries live in the pinned maps across restarts. The maps that
+//!     follow the desired state alone (services, backends, rev-NAT, Maglev
+//!     tables, names: every map but [`follows_flows`]'s) go up and down with
+//!     the churn by design, so a window's mean says nothing about a leak.
+//!     They are judged exactly instead ([`StateMaps`]): the soak undoes its
+//!     churn at the end, so the desired state is the one it started with,
+//!     and each such map must then hold as many entries as at the start. A
+//!     leaked entry (one a deletion missed) or a lost one fails the run.
+//!   - The maps that follow flows are compared in wall-clock windows: the
+//!     mean of the first window after the warm-up against the mean of the
+//!     last window, per map. For maps the soak's warm-up is the time the
+//!     conntrack maps need to settle (their longest idle timeout plus a GC
+//!     pass): before it they grow by design. A map with few entries cannot
+//!     move by less than one entry, so a map may move by
 //!     `max(5 %, MAP_SLACK_ENTRIES)`.
 //!   - The maps the daemon's conntrack GC empties ([`GC_MAPS`]) are a
 //!     sawtooth: they fill between two passes and drop at each, and where
@@ -52,6 +60,36 @@ pub const GC_MAPS: [&str; 6] = [
     names::SOCK_RNAT_V4,
     names::SOCK_RNAT_V6,
 ];
+/// Whether a map's entries follow flows and time (conntrack, socket
+/// rev-NAT, affinity), not the desired state alone.
+pub fn follows_flows(name: &str) -> bool {
+    GC_MAPS.contains(&name) || name == names::AFFINITY
+}
+
+/// The entries of the maps that follow the desired state alone (not
+/// [`follows_flows`]), read at the soak's start and again at its end, after
+/// the churn was undone: the same desired state, so the same entries.
+#[derive(Clone, Debug, Default)]
+pub struct StateMaps {
+    pub start: BTreeMap<String, u64>,
+    pub end: BTreeMap<String, u64>,
+}
+
+impl StateMaps {
+    /// Only the maps that follow the desired state, of a reading of all.
+    pub fn of(all: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+        all.iter()
+            .filter(|(name, _)| !follows_flows(name))
+            .map(|(name, &n)| (name.clone(), n))
+            .collect()
+    }
+
+    /// Whether every map holds at the end what it held at the start.
+    pub fn agree(&self) -> bool {
+        !self.start.is_empty() && self.start == self.end
+    }
+}
+
 /// Seconds per chunk whose minimum is a GC'd map's level: at least one GC
 /// pass in each (the soak runs one every 5 s), with a restart's delay.
 pub const GC_CHUNK: f64 = 10.0;
@@ -199,7 +237,13 @@ fn per_incarnation(samples: &[Sample], metric: impl Fn(&Sample) -> Option<u64>) 
 /// Applies the rule (see the module docs). `warm_up` and `window` are in
 /// seconds: the map windows are `[warm_up, warm_up + window)` and the last
 /// `window` seconds.
-pub fn judge(samples: &[Sample], traffic: &[Traffic], warm_up: f64, window: f64) -> Verdict {
+pub fn judge(
+    samples: &[Sample],
+    traffic: &[Traffic],
+    warm_up: f64,
+    window: f64,
+    state: &StateMaps,
+) -> Verdict {
     let mut verdict = Verdict {
         failed_requests: traffic.iter().map(|t| t.failed).sum(),
         ..Verdict::default()
@@ -245,6 +289,9 @@ pub fn judge(samples: &[Sample], traffic: &[Traffic], warm_up: f64, window: f64)
                     .filter_map(|s| s.maps.get(name).map(|&v| v as f64)),
             )
         };
+        if !follows_flows(name) {
+            continue;
+        }
         let Some(first_mean) = in_window(&first_window) else {
             continue;
         };
@@ -268,7 +315,36 @@ pub fn judge(samples: &[Sample], traffic: &[Traffic], warm_up: f64, window: f64)
             ));
         }
     }
+    judge_state_maps(&mut verdict, state);
     verdict
+}
+
+/// The maps that follow the desired state: as many entries at the end as at
+/// the start (see [`StateMaps`]), exactly.
+fn judge_state_maps(verdict: &mut Verdict, state: &StateMaps) {
+    if state.start.is_empty() {
+        verdict
+            .problems
+            .push("maps: the state maps were not read at the start".to_owned());
+        return;
+    }
+    let names: std::collections::BTreeSet<&String> =
+        state.start.keys().chain(state.end.keys()).collect();
+    for name in names {
+        match (state.start.get(name), state.end.get(name)) {
+            (Some(&start), Some(&end)) => verdict.flatness.push(Flatness::new(
+                format!("map {name} (same desired state)"),
+                start as f64,
+                end as f64,
+                0.0,
+            )),
+            (start, end) => verdict.problems.push(format!(
+                "map {name}: read at the start: {}, at the end: {}",
+                start.is_some(),
+                end.is_some()
+            )),
+        }
+    }
 }
 
 /// A GC'd map's level in window `w`: the mean, over the window's whole
@@ -371,7 +447,9 @@ pub fn report_markdown(
          after the warm-up against the last; map entries: the first window after the \
          warm-up against the last (maps the conntrack GC empties: the level each GC pass \
          leaves, the mean of the {:.0} s chunks' minima); each within {:.0} % (maps: of \
-         the first window's mean, or {:.0} entry; GC'd maps: growth only).\n",
+         the first window's mean, or {:.0} entry; GC'd maps: growth only). The maps that \
+         follow the desired state alone (\"same desired state\"): the churn is undone at \
+         the end, and each must hold exactly as many entries as at the start.\n",
         AGE_WINDOW.start(),
         AGE_WINDOW.end(),
         GC_CHUNK,
@@ -408,7 +486,7 @@ pub fn report_markdown(
     }
     let _ = writeln!(
         md,
-        "\n## Resources (first window after the warm-up → last window)\n\n\
+        "\n## Resources (first window after the warm-up → last window; same desired state: start → end)\n\n\
          | resource | first | last | change | allowed | ok |\n|---|---|---|---|---|---|"
     );
     for f in &verdict.flatness {
@@ -472,6 +550,15 @@ mod tests {
             .unwrap_or_else(|| panic!("no {resource} in {v:#?}"))
     }
 
+    /// The state maps as the soak reads them: the same at its end as at its start.
+    fn same_state() -> StateMaps {
+        let maps = BTreeMap::from([("SVC_V4".to_owned(), 3), ("BACKEND_V4".to_owned(), 2)]);
+        StateMaps {
+            start: maps.clone(),
+            end: maps,
+        }
+    }
+
     fn clean_traffic() -> Vec<Traffic> {
         vec![Traffic {
             path: "clusterip".into(),
@@ -487,15 +574,19 @@ mod tests {
     fn flat_resources_and_no_failure_pass() {
         // RSS grows within each daemon's life but is the same at equal ages.
         let s = samples(|_, age| 10_000 + age as u64 * 10, |_| 200);
-        let v = judge(&s, &clean_traffic(), 30.0, 30.0);
+        let v = judge(&s, &clean_traffic(), 30.0, 30.0, &same_state());
         assert!(v.passed(), "{v:#?}");
-        assert_eq!(v.flatness.len(), 4, "rss, fds and two maps: {v:#?}");
+        assert_eq!(
+            v.flatness.len(),
+            5,
+            "rss, fds, a flow map in windows and two state maps: {v:#?}"
+        );
     }
 
     #[test]
     fn rss_growing_across_daemons_fails() {
         let s = samples(|i, _| 10_000 + i as u64 * 1_000, |_| 200);
-        let v = judge(&s, &clean_traffic(), 30.0, 30.0);
+        let v = judge(&s, &clean_traffic(), 30.0, 30.0, &same_state());
         assert!(!v.passed());
         let rss = find(&v, "rss_kib");
         assert!(!rss.ok, "{rss:?}");
@@ -505,11 +596,63 @@ mod tests {
     #[test]
     fn a_map_that_keeps_filling_fails_and_small_maps_get_one_entry_of_slack() {
         let s = samples(|_, _| 10_000, |t| 100 + t as u64);
-        let v = judge(&s, &clean_traffic(), 30.0, 30.0);
+        let v = judge(&s, &clean_traffic(), 30.0, 30.0, &same_state());
         let ct = find(&v, "map CT_V4 (after GC)");
         assert!(!ct.ok, "{ct:?}");
-        let svc = find(&v, "map SVC_V4");
-        assert!(svc.ok && svc.allowed == MAP_SLACK_ENTRIES, "{svc:?}");
+        let s = samples(|_, _| 10_000, |t| 3 + u64::from(t >= 88.0));
+        let v = judge(&s, &clean_traffic(), 30.0, 30.0, &same_state());
+        let ct = find(&v, "map CT_V4 (after GC)");
+        assert!(ct.ok && ct.allowed == MAP_SLACK_ENTRIES, "{ct:?}");
+    }
+
+    /// The service map follows the churn (10 % fewer slots in the last
+    /// window): no leak, as long as the end holds what the start held.
+    #[test]
+    fn a_state_map_that_follows_the_churn_is_judged_by_its_start_and_end() {
+        let mut s = samples(|_, _| 10_000, |_| 200);
+        for x in &mut s {
+            x.maps
+                .insert("SVC_V4".to_owned(), if x.t >= 88.0 { 90 } else { 100 });
+        }
+        let v = judge(&s, &clean_traffic(), 30.0, 30.0, &same_state());
+        assert!(v.passed(), "{v:#?}");
+        let svc = find(&v, "map SVC_V4 (same desired state)");
+        assert_eq!((svc.first, svc.last, svc.allowed), (3.0, 3.0, 0.0));
+        assert!(v.flatness.iter().all(|f| f.resource != "map SVC_V4"));
+    }
+
+    #[test]
+    fn a_state_map_with_one_entry_more_at_the_end_fails() {
+        let s = samples(|_, _| 10_000, |_| 200);
+        let mut state = same_state();
+        state.end.insert("BACKEND_V4".to_owned(), 3);
+        let v = judge(&s, &clean_traffic(), 30.0, 30.0, &state);
+        assert!(!v.passed());
+        assert!(!find(&v, "map BACKEND_V4 (same desired state)").ok);
+        let mut state = same_state();
+        state.end.remove("SVC_V4");
+        assert!(!judge(&s, &clean_traffic(), 30.0, 30.0, &state).passed());
+    }
+
+    #[test]
+    fn state_maps_not_read_at_the_start_fail() {
+        let s = samples(|_, _| 10_000, |_| 200);
+        let v = judge(&s, &clean_traffic(), 30.0, 30.0, &StateMaps::default());
+        assert!(!v.passed());
+        assert!(!v.problems.is_empty(), "{v:#?}");
+    }
+
+    #[test]
+    fn only_the_flow_maps_are_left_out_of_the_state_maps() {
+        let all = BTreeMap::from([
+            ("CT_V4".to_owned(), 5),
+            ("SOCK_RNAT_V6".to_owned(), 5),
+            ("AFFINITY".to_owned(), 5),
+            ("MAGLEV".to_owned(), 5),
+            ("SVC_V6".to_owned(), 5),
+        ]);
+        let names: Vec<_> = StateMaps::of(&all).into_keys().collect();
+        assert_eq!(names, ["MAGLEV", "SVC_V6"]);
     }
 
     /// A GC'd map's sawtooth: filled by 60 entries a second over a level of
@@ -537,7 +680,7 @@ mod tests {
             (last - first) / first > FLAT_TOLERANCE,
             "the window means move by more than the tolerance: {first} → {last}"
         );
-        let v = judge(&s, &clean_traffic(), 30.0, 30.0);
+        let v = judge(&s, &clean_traffic(), 30.0, 30.0, &same_state());
         assert!(v.passed(), "{v:#?}");
         let ct = find(&v, "map CT_V4 (after GC)");
         assert_eq!((ct.first, ct.last), (1_000.0, 1_000.0));
@@ -549,7 +692,7 @@ mod tests {
         // the warm-up.
         let leak = |t: f64| (0.1 * 1_270.0 * (t - 30.0).max(0.0) / 88.0) as u64;
         let s = samples(|_, _| 10_000, |t| sawtooth(t) + leak(t));
-        let v = judge(&s, &clean_traffic(), 30.0, 30.0);
+        let v = judge(&s, &clean_traffic(), 30.0, 30.0, &same_state());
         assert!(!v.passed());
         let ct = find(&v, "map CT_V4 (after GC)");
         assert!(!ct.ok, "{ct:?}");
@@ -567,7 +710,7 @@ mod tests {
                 }
             },
         );
-        let v = judge(&s, &clean_traffic(), 30.0, 30.0);
+        let v = judge(&s, &clean_traffic(), 30.0, 30.0, &same_state());
         assert!(v.passed(), "{v:#?}");
     }
 
@@ -576,7 +719,7 @@ mod tests {
         let s = samples(|_, _| 10_000, |_| 200);
         let mut traffic = clean_traffic();
         traffic[0].failed = 1;
-        let v = judge(&s, &traffic, 30.0, 30.0);
+        let v = judge(&s, &traffic, 30.0, 30.0, &same_state());
         assert!(!v.passed());
         assert_eq!(v.failed_requests, 1);
         assert!(report_markdown(&Activity::default(), &v, &traffic, &[]).contains("FAIL"));
@@ -588,7 +731,7 @@ mod tests {
             .into_iter()
             .filter(|s| s.t < 70.0)
             .collect();
-        let v = judge(&s, &clean_traffic(), 30.0, 30.0);
+        let v = judge(&s, &clean_traffic(), 30.0, 30.0, &same_state());
         assert!(!v.passed());
         assert!(!v.problems.is_empty(), "{v:#?}");
     }
@@ -598,6 +741,6 @@ mod tests {
         let s = samples(|_, _| 10_000, |_| 200);
         let mut traffic = clean_traffic();
         traffic[0].ok = 0;
-        assert!(!judge(&s, &traffic, 30.0, 30.0).passed());
+        assert!(!judge(&s, &traffic, 30.0, 30.0, &same_state()).passed());
     }
 }

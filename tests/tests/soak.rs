@@ -81,6 +81,9 @@ const DAEMON_ARGS: &[&str] = &["--conntrack-gc-interval=5s"];
 /// state once the first flows can expire (UDP's 60 s idle timeout) and a GC
 /// pass has followed (5 s), plus a margin; before that they grow by design.
 const MAPS_FROM: f64 = 70.0;
+/// How long the maps that follow the desired state may take to reach it,
+/// at the start and after the churn is undone at the end.
+const STATE_SETTLE: Duration = Duration::from_secs(20);
 
 /// The Service of the long-lived flows: its endpoints never change.
 const STABLE: &str = "stable";
@@ -313,6 +316,17 @@ fn api_side(api: FakeApiServer, stop: &AtomicBool, seed: u64) -> (FakeApiServer,
             None => next = Instant::now(),
         }
     }
+    // Undo the churn: the desired state is the start's again, so the maps
+    // that follow it must hold what they held then (`soak::StateMaps`).
+    let initial = Churn::new();
+    for i in 0..usize::from(CHURNED) {
+        for (f, family) in FAMILIES.iter().enumerate() {
+            api.apply_slice(&slice(&churned_name(i), *family, &initial.endpoints(i, f)));
+        }
+    }
+    for k in (0..EXTRA_SERVICES).filter(|&k| extra_up[usize::from(k)]) {
+        delete_service(&api, &extra_name(k));
+    }
     (api, done)
 }
 
@@ -505,6 +519,36 @@ fn map_entries(pins: &Path) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// The maps that follow the desired state, once two readings a second apart
+/// agree (the first sync's writes are done); the last reading after
+/// [`STATE_SETTLE`] otherwise.
+fn steady_state_maps(pins: &Path) -> BTreeMap<String, u64> {
+    let deadline = Instant::now() + STATE_SETTLE;
+    let mut last = soak::StateMaps::of(&map_entries(pins));
+    loop {
+        thread::sleep(Duration::from_secs(1));
+        let now = soak::StateMaps::of(&map_entries(pins));
+        if (now == last && !now.is_empty()) || Instant::now() >= deadline {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// The maps that follow the desired state, once they hold `start`'s entries
+/// again after the churn was undone; the last reading after
+/// [`STATE_SETTLE`] otherwise (the verdict names the maps that differ).
+fn state_maps_back_to(pins: &Path, start: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    let deadline = Instant::now() + STATE_SETTLE;
+    loop {
+        let now = soak::StateMaps::of(&map_entries(pins));
+        if &now == start || Instant::now() >= deadline {
+            return now;
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// The kernel's non-zero counters, from `proxy inspect stats -o json`.
 fn datapath_events(pins: &Path) -> BTreeMap<String, u64> {
     let output = Command::new(proxy_bin())
@@ -606,6 +650,8 @@ fn soak() {
     w.start_proxy_with_source(&source, DAEMON_ARGS);
     let mut incarnation_started = Instant::now();
     wait_programmed(&mut w);
+    let pins = w.sandbox.pin_path();
+    let state_start = steady_state_maps(&pins);
 
     // t = 0: the load starts, then the churn, the kills and the drops.
     let started = Instant::now();
@@ -647,7 +693,6 @@ fn soak() {
     let mut samples: Vec<Sample> = Vec::new();
     let mut activity = Activity::default();
     let mut problems: Vec<String> = Vec::new();
-    let pins = w.sandbox.pin_path();
     let mut incarnation = 0usize;
     let (_api, done) = thread::scope(|s| {
         let api_thread = s.spawn(|| api_side(api, &stop, seed));
@@ -710,6 +755,10 @@ fn soak() {
     let (mut traffic, mut failures) = (Vec::new(), Vec::new());
     cluster_ip.finish(started_unix_ms, &mut traffic, &mut failures);
     node_port.finish(started_unix_ms, &mut traffic, &mut failures);
+    let state = soak::StateMaps {
+        end: state_maps_back_to(&pins, &state_start),
+        start: state_start,
+    };
     // Stopped here, not by `Drop` during the assertion's panic (which would
     // print the whole log: it is in the report directory).
     if let Some(mut proxy) = w.proxy.take() {
@@ -725,7 +774,7 @@ fn soak() {
     let cycle = 2.0 * f64::from(EXTRA_SERVICES) * SERVICE_CHANGE_EVERY.as_secs_f64();
     let fits = WARM_UP.min((end - MAPS_FROM) / 2.0);
     let map_window = ((fits / cycle).floor() * cycle).max(cycle);
-    let mut verdict = soak::judge(&samples, &traffic, MAPS_FROM, map_window);
+    let mut verdict = soak::judge(&samples, &traffic, MAPS_FROM, map_window, &state);
     verdict.problems.extend(problems);
     let rate = activity.endpoint_changes as f64 / activity.seconds.max(1.0);
     if rate < 0.9 * ENDPOINT_CHANGES_PER_SEC as f64 {
