@@ -3,7 +3,8 @@
 # machine, and nothing when it is already there (idempotent; seconds on a
 # prepared machine). Called by ./x before every command.
 #
-#  - Debian packages the tests and demo use;
+#  - Debian packages the tests, demo and benchmarks use (bpftool: the control-plane
+#    benchmark reads the maps' kernel memory with it);
 #  - the pinned stable toolchain (rust-toolchain.toml) with rustfmt and clippy;
 #  - the pinned nightly for the eBPF crate (proxy-ebpf/rust-toolchain.toml) with rust-src
 #    and clippy (`cargo xtask test` lints the kernel code for its bpf target);
@@ -22,7 +23,7 @@ CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}
 export PATH="$CARGO_HOME/bin:$PATH"
 BPF_LINKER_VERSION=0.13.0
 CARGO_FUZZ_VERSION=0.13.2
-DEBIAN_PACKAGES=(iproute2 util-linux procps ca-certificates iptables nftables python3-venv
+DEBIAN_PACKAGES=(iproute2 util-linux procps ca-certificates iptables nftables python3-venv bpftool
   podman buildah runc catatonit)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
