@@ -227,6 +227,7 @@ fn etp_cluster_to_a_remote_endpoint_is_snated_to_the_node() {
         .external_traffic_policy("Cluster");
     w.write_service(&svc, &remote);
     w.start_proxy(&[]);
+    w.wait_served(SocketAddr::new(node1_ip(FAMILIES[0]), 30080), STARTUP);
     let (peer, plain) = (
         stat(&w, "tc_fib_redirected_peer"),
         stat(&w, "tc_fib_redirected"),
