@@ -41,6 +41,7 @@ use proxy_common::{
 use proxy_tests::{
     Sandbox,
     checksum::{self, Checkable},
+    ifindex,
     tc_world::{self, TcBackend, TcService, TcWorld},
 };
 
@@ -2649,14 +2650,6 @@ fn fib_forwarding() {
         "tc_fib_redirected_peer",
         true,
     );
-}
-
-fn ifindex(name: &str) -> u32 {
-    let c = std::ffi::CString::new(name).expect("a device name");
-    // SAFETY: `c` is a NUL-terminated string that outlives the call.
-    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    assert!(index != 0, "no device {name}");
-    index
 }
 
 /// What forwarding does to a frame's IP header: TTL/hop limit minus one,
