@@ -345,6 +345,10 @@ pub mod device_flags {
     pub const LOCAL_DEVICE: u32 = 1 << 4;
     /// `--masquerade-all`: every flow translated to a ClusterIP is SNATed.
     pub const MASQUERADE_ALL: u32 = 1 << 5;
+    /// A veth or netkit device whose peer is in another network namespace (a
+    /// pod's, or a test's): a packet tc ingress forwards out of it goes
+    /// straight to the peer's ingress (`bpf_redirect_peer`).
+    pub const PEER_NETNS: u32 = 1 << 6;
 }
 
 /// Flags in [`CtValueV4::flags`] and [`CtValueV6::flags`].

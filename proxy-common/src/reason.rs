@@ -149,11 +149,16 @@ pub enum Reason {
     /// attached. The daemon fills the slots before it attaches `tc_ingress`,
     /// and again at every reconcile.
     TcTailCallFailed = 51,
+    /// tc: as `tc_fib_redirected`, but the FIB's device is a veth (or netkit)
+    /// whose peer is in another network namespace (`DEVICES` flag
+    /// `PEER_NETNS`): `bpf_redirect_peer` puts the packet straight into the
+    /// peer's ingress, skipping the device's egress and the veth's backlog queue.
+    TcFibRedirectedPeer = 52,
 }
 
 impl Reason {
     /// Every reason, in index order.
-    pub const ALL: [Reason; 52] = [
+    pub const ALL: [Reason; 53] = [
         Reason::Translated,
         Reason::NotAService,
         Reason::NoBackend,
@@ -206,6 +211,7 @@ impl Reason {
         Reason::TcMidFlowMiss,
         Reason::TcCtReplyClash,
         Reason::TcTailCallFailed,
+        Reason::TcFibRedirectedPeer,
     ];
     /// Number of reasons: the size of the `STATS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -265,6 +271,7 @@ impl Reason {
             Reason::TcMidFlowMiss => "tc_mid_flow_miss",
             Reason::TcCtReplyClash => "tc_ct_reply_clash",
             Reason::TcTailCallFailed => "tc_tail_call_failed",
+            Reason::TcFibRedirectedPeer => "tc_fib_redirected_peer",
         }
     }
 }

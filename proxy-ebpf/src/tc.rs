@@ -160,7 +160,9 @@ fn finish_ingress<F: Family>(ctx: &TcContext, verdict: Verdict) -> i32 {
             let how = F::forward(ctx);
             count(how);
             match how {
-                Reason::TcFibRedirected | Reason::TcFibRedirectedNeigh => TC_ACT_REDIRECT,
+                Reason::TcFibRedirected
+                | Reason::TcFibRedirectedNeigh
+                | Reason::TcFibRedirectedPeer => TC_ACT_REDIRECT,
                 _ => TC_ACT_OK,
             }
         }

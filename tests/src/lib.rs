@@ -105,6 +105,18 @@ pub fn read_sysctl(key: &str) -> Result<String, Error> {
     Ok(String::from_utf8_lossy(&buf[..n]).trim().to_owned())
 }
 
+/// The index of the device `name` in the calling thread's network namespace.
+///
+/// # Panics
+/// When there is no such device.
+pub fn ifindex(name: &str) -> u32 {
+    let c = std::ffi::CString::new(name).expect("a device name");
+    // SAFETY: `c` is a NUL-terminated string that outlives the call.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    assert!(index != 0, "no device {name}");
+    index
+}
+
 /// The `proxy` binary the tests run: `$PROXY_BIN`, else
 /// `<workspace>/target/debug/proxy` (or under `$CARGO_TARGET_DIR`).
 ///

@@ -215,7 +215,10 @@ fn nodeport_udp_reaches_every_endpoint_and_replies_come_from_the_frontend() {
 
 /// `externalTrafficPolicy: Cluster` with only a node-2 endpoint: node 1
 /// forwards to node 2 and SNATs to its own address, so the backend sees node 1,
-/// and replies come back through it (TCP and UDP, both families).
+/// and replies come back through it (TCP and UDP, both families). Node 1's
+/// `eth0` is a veth whose peer is in the LAN's namespace, so both directions
+/// leave with `bpf_redirect_peer` (`tc_fib_redirected_peer`), never through
+/// `eth0`'s egress (`tc_fib_redirected`).
 #[test]
 fn etp_cluster_to_a_remote_endpoint_is_snated_to_the_node() {
     let mut w = World::new(Mode::Ebpf);
@@ -224,6 +227,11 @@ fn etp_cluster_to_a_remote_endpoint_is_snated_to_the_node() {
         .external_traffic_policy("Cluster");
     w.write_service(&svc, &remote);
     w.start_proxy(&[]);
+    w.wait_served(SocketAddr::new(node1_ip(FAMILIES[0]), 30080), STARTUP);
+    let (peer, plain) = (
+        stat(&w, "tc_fib_redirected_peer"),
+        stat(&w, "tc_fib_redirected"),
+    );
     for family in FAMILIES {
         let tcp = SocketAddr::new(node1_ip(family), 30080);
         w.wait_served(tcp, STARTUP);
@@ -242,6 +250,16 @@ fn etp_cluster_to_a_remote_endpoint_is_snated_to_the_node() {
             "{udp}: {replies:?}"
         );
     }
+    let stats = stats(&w);
+    assert!(
+        stat(&w, "tc_fib_redirected_peer") > peer,
+        "no packet went out with bpf_redirect_peer:\n{stats}"
+    );
+    assert_eq!(
+        stat(&w, "tc_fib_redirected"),
+        plain,
+        "packets to a veth with its peer in another namespace went through its egress:\n{stats}"
+    );
 }
 
 /// `externalTrafficPolicy: Local`: only node 1's endpoints serve external

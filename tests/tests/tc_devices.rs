@@ -23,7 +23,7 @@ use std::{
 use aya::maps::{Array, HashMap, Map, MapData};
 use common::*;
 use proxy_common::{DeviceConfig, LAYOUT_VERSION, NodeConfig, device_flags, names, programs};
-use proxy_tests::{ProxyProcess, proxy_bin, wait_until};
+use proxy_tests::{ProxyProcess, ifindex, proxy_bin, wait_until};
 use serde_json::Value;
 
 const METRICS_ADDR: &str = "127.0.0.1:19259";
@@ -133,14 +133,6 @@ fn devices_of(links: &[(String, String, String, u64)]) -> Vec<String> {
     let mut d: Vec<String> = links.iter().map(|l| l.0.clone()).collect();
     d.dedup();
     d
-}
-
-fn ifindex(name: &str) -> u32 {
-    let c = std::ffi::CString::new(name).expect("a device name");
-    // SAFETY: `c` is a NUL-terminated string that outlives the call.
-    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    assert!(index != 0, "no device {name}");
-    index
 }
 
 fn layout_dir(pin: &Path) -> PathBuf {

@@ -41,6 +41,7 @@ use proxy_common::{
 use proxy_tests::{
     Sandbox,
     checksum::{self, Checkable},
+    ifindex,
     tc_world::{self, TcBackend, TcService, TcWorld},
 };
 
@@ -2540,7 +2541,8 @@ const FIB_GW_MAC: [u8; 6] = [0x02, 0, 0, 0xfb, 0, 1];
 /// the gateway's and the device's MACs and the TTL decremented (IPv4
 /// checksum updated). A next hop without a neighbour entry goes through
 /// `bpf_redirect_neigh` (MACs left to it, hop limit decremented); a local
-/// destination goes to the stack untouched by the FIB step.
+/// destination goes to the stack untouched by the FIB step. A device marked
+/// `PEER_NETNS` gets `bpf_redirect_peer` instead of `bpf_redirect`.
 #[test]
 fn fib_forwarding() {
     let sandbox = sandbox();
@@ -2569,28 +2571,30 @@ fn fib_forwarding() {
     ];
     let mut world = world_with(&sandbox, "fib", &services);
     let mut snat_port = None;
-    let mut step = |input: Pkt, expected: Pkt, verdict: u32, fib: &str, forwarded: bool| {
-        let before = world.stat(fib);
-        let bytes = build(&input, snat_port).expect("build");
-        let (got, out) = world.run(Ingress, &bytes).expect("run");
-        assert_eq!(got, verdict, "verdict of {}", hex(&bytes));
-        assert_eq!(world.stat(fib), before + 1, "{fib} not counted");
-        // A new flow's packet: learn the SNAT port it was given.
-        if needs_snat(&expected) && !needs_snat(&input) {
-            snat_port = source_port(&out);
-        }
-        let mut want = build(&expected, snat_port).expect("build");
-        if forwarded {
-            decrement_ttl(&mut want);
-        }
-        if fib == "tc_fib_redirected" {
-            want[..6].copy_from_slice(&FIB_GW_MAC);
-            want[6..12].copy_from_slice(&FIB_DEV_MAC);
-        }
-        assert_eq!(hex(&out), hex(&want), "{fib}");
-    };
+    let mut step =
+        |world: &mut World, input: Pkt, expected: Pkt, verdict: u32, fib: &str, forwarded: bool| {
+            let before = world.stat(fib);
+            let bytes = build(&input, snat_port).expect("build");
+            let (got, out) = world.run(Ingress, &bytes).expect("run");
+            assert_eq!(got, verdict, "verdict of {}", hex(&bytes));
+            assert_eq!(world.stat(fib), before + 1, "{fib} not counted");
+            // A new flow's packet: learn the SNAT port it was given.
+            if needs_snat(&expected) && !needs_snat(&input) {
+                snat_port = source_port(&out);
+            }
+            let mut want = build(&expected, snat_port).expect("build");
+            if forwarded {
+                decrement_ttl(&mut want);
+            }
+            if fib == "tc_fib_redirected" || fib == "tc_fib_redirected_peer" {
+                want[..6].copy_from_slice(&FIB_GW_MAC);
+                want[6..12].copy_from_slice(&FIB_DEV_MAC);
+            }
+            assert_eq!(hex(&out), hex(&want), "{fib}");
+        };
     // IPv4: the new flow to a remote backend, then the backend's reply.
     step(
+        &mut world,
         pkt(ep(CLIENT4, CLIENT_PORT), ep(NODE4, NODE_PORT), SYN),
         pkt(snat(NODE4), ep(REMOTE4, TARGET), SYN),
         TC_ACT_REDIRECT,
@@ -2598,6 +2602,7 @@ fn fib_forwarding() {
         true,
     );
     step(
+        &mut world,
         pkt(ep(REMOTE4, TARGET), snat(NODE4), ACK),
         pkt(ep(NODE4, NODE_PORT), ep(CLIENT4, CLIENT_PORT), ACK),
         TC_ACT_REDIRECT,
@@ -2606,6 +2611,7 @@ fn fib_forwarding() {
     );
     // IPv6: a next hop without a neighbour entry.
     step(
+        &mut world,
         pkt(ep(CLIENT6, CLIENT_PORT), ep(NODE6, NODE_PORT), SYN),
         pkt(snat(NODE6), ep(REMOTE6, TARGET), SYN),
         TC_ACT_REDIRECT,
@@ -2614,11 +2620,35 @@ fn fib_forwarding() {
     );
     // A backend on a local address: the stack delivers it.
     step(
+        &mut world,
         pkt(ep(CLIENT6, CLIENT_PORT), ep(NODE6, NODE_PORT), L4::Udp),
         pkt(ep(CLIENT6, CLIENT_PORT), ep(LOCAL6, TARGET), L4::Udp),
         TC_ACT_OK,
         "tc_fib_not_forwarded",
         false,
+    );
+    // The FIB's device a veth whose peer is in another namespace (userspace
+    // sets `PEER_NETNS`): `bpf_redirect_peer`, the frame as above.
+    let fib0 = ifindex("fib0");
+    world
+        .set_device(fib0, device_flags::PEER_NETNS)
+        .expect("DEVICES");
+    let peer_client = CLIENT_PORT + 1;
+    step(
+        &mut world,
+        pkt(ep(CLIENT4, peer_client), ep(NODE4, NODE_PORT), SYN),
+        pkt(snat(NODE4), ep(REMOTE4, TARGET), SYN),
+        TC_ACT_REDIRECT,
+        "tc_fib_redirected_peer",
+        true,
+    );
+    step(
+        &mut world,
+        pkt(ep(REMOTE4, TARGET), snat(NODE4), ACK),
+        pkt(ep(NODE4, NODE_PORT), ep(CLIENT4, peer_client), ACK),
+        TC_ACT_REDIRECT,
+        "tc_fib_redirected_peer",
+        true,
     );
 }
 

@@ -214,6 +214,10 @@ pub struct Link {
     pub kind: Option<String>,
     /// Global-scope addresses, in the kernel's order.
     pub addrs: Vec<IpAddr>,
+    /// The kernel names the network namespace of the link's peer
+    /// (`IFLA_LINK_NETNSID`): for a veth or netkit, the peer is in another
+    /// namespace.
+    pub peer_netns: bool,
 }
 
 impl Link {
@@ -229,6 +233,18 @@ impl Link {
             self.kind.as_deref(),
             Some("bridge" | "openvswitch" | "veth" | "netkit")
         )
+    }
+
+    /// `DEVICES` flag `PEER_NETNS`: a veth or netkit whose peer is in
+    /// another namespace, so tc ingress can forward to it with
+    /// `bpf_redirect_peer` (the kernel drops such a redirect to a device
+    /// without a peer, or with its peer in the same namespace).
+    fn peer_flags(&self) -> u32 {
+        if self.peer_netns && matches!(self.kind.as_deref(), Some("veth" | "netkit")) {
+            device_flags::PEER_NETNS
+        } else {
+            0
+        }
     }
 }
 
@@ -313,11 +329,12 @@ pub fn select(
         }
     };
     let flags_of = |link: &Link| {
-        if !socket_lb || pods.matches(&link.name) {
+        let cluster_ip = if !socket_lb || pods.matches(&link.name) {
             device_flags::CLUSTER_IP
         } else {
             0
-        }
+        };
+        cluster_ip | link.peer_flags()
     };
     for link in &external {
         out.devices.push(Device {
@@ -423,12 +440,17 @@ async fn dump(handle: &rtnetlink::Handle) -> Result<(Vec<Link>, BTreeSet<u32>), 
             }),
             _ => None,
         });
+        let peer_netns = msg
+            .attributes
+            .iter()
+            .any(|a| matches!(a, LinkAttribute::LinkNetNsId(_)));
         links.push(Link {
             index: msg.header.index,
             name: name.unwrap_or_default(),
             loopback: msg.header.flags.contains(LinkFlags::Loopback),
             kind,
             addrs: Vec::new(),
+            peer_netns,
         });
     }
     let mut stream = handle.address().get().execute();
@@ -537,6 +559,7 @@ mod tests {
             loopback: name == "lo",
             kind: None,
             addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+            peer_netns: false,
         }
     }
 
@@ -586,6 +609,37 @@ mod tests {
             true,
         );
         assert_eq!(names(&named), [("cni0", 0, true)]);
+    }
+
+    #[test]
+    fn a_veth_or_netkit_with_its_peer_in_another_namespace_gets_peer_netns() {
+        let peer = |mut l: Link| {
+            l.peer_netns = true;
+            l
+        };
+        let links = vec![
+            peer(kind(link(2, "veth0", &[]), "veth")),
+            kind(link(3, "veth1", &[]), "veth"),
+            peer(kind(link(4, "nk0", &[]), "netkit")),
+            peer(kind(link(5, "vx0", &[]), "vxlan")),
+        ];
+        let named = select(
+            &links,
+            &BTreeSet::new(),
+            &"veth0,veth1,nk0,vx0".parse().unwrap(),
+            &"veth0".parse().unwrap(),
+            true,
+        );
+        const P: u32 = device_flags::PEER_NETNS;
+        assert_eq!(
+            names(&named),
+            [
+                ("veth0", C | P, true),
+                ("veth1", 0, true),
+                ("nk0", P, true),
+                ("vx0", 0, true)
+            ]
+        );
     }
 
     fn links() -> Vec<Link> {
