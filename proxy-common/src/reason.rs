@@ -149,11 +149,25 @@ pub enum Reason {
     /// attached. The daemon fills the slots before it attaches `tc_ingress`,
     /// and again at every reconcile.
     TcTailCallFailed = 51,
+    /// tc (`--lb-mode=dsr`, the client's node): a flow's packet was sent to
+    /// its backend on another node by direct server return: DNATed, not
+    /// SNATed, the frontend's address and port carried in an IPv4 option or
+    /// an IPv6 Destination Options header (`tc_dsr4`/`tc_dsr6`).
+    TcDsrSent = 52,
+    /// tc (the backend's node): a packet carrying a frontend in a DSR option
+    /// was seen; its flow's replies will come from that frontend.
+    TcDsrRecorded = 53,
+    /// tc egress (the backend's node): a backend's reply to a DSR flow was
+    /// rewritten to come from the frontend, and goes straight to the client.
+    TcDsrReply = 54,
+    /// tc: a DSR option could not be added (no room in the header, a helper
+    /// error): the packet was dropped.
+    TcDsrFailed = 55,
 }
 
 impl Reason {
     /// Every reason, in index order.
-    pub const ALL: [Reason; 52] = [
+    pub const ALL: [Reason; 56] = [
         Reason::Translated,
         Reason::NotAService,
         Reason::NoBackend,
@@ -206,6 +220,10 @@ impl Reason {
         Reason::TcMidFlowMiss,
         Reason::TcCtReplyClash,
         Reason::TcTailCallFailed,
+        Reason::TcDsrSent,
+        Reason::TcDsrRecorded,
+        Reason::TcDsrReply,
+        Reason::TcDsrFailed,
     ];
     /// Number of reasons: the size of the `STATS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -265,6 +283,10 @@ impl Reason {
             Reason::TcMidFlowMiss => "tc_mid_flow_miss",
             Reason::TcCtReplyClash => "tc_ct_reply_clash",
             Reason::TcTailCallFailed => "tc_tail_call_failed",
+            Reason::TcDsrSent => "tc_dsr_sent",
+            Reason::TcDsrRecorded => "tc_dsr_recorded",
+            Reason::TcDsrReply => "tc_dsr_reply",
+            Reason::TcDsrFailed => "tc_dsr_failed",
         }
     }
 }
