@@ -13,8 +13,12 @@
 //!   What a moved TCP flow cannot do without direct server return is go on:
 //!   the backend sees a new 4-tuple (node 2 SNATs to itself a flow to a
 //!   node-1 backend; node 1 had SNATed one to a node-2 backend, which node 2
-//!   now sends unSNATed) and resets it. The test counts those resets and
-//!   README ("Load-balancing algorithm") says what survives.
+//!   now sends unSNATed) and resets it: asserted. Under `--lb-mode=dsr`
+//!   (IPv4) the backend sees the client's own 4-tuple through either node:
+//!   zero resets, asserted, and the backends see the client's address.
+//! - DSR with every backend on node 2: node 1 sees none of the replies (its
+//!   reverse-NAT counter stays still), node 2 rewrites them; under SNAT they
+//!   all come back through node 1.
 //! - Removing 1 of 5 backends: the same 5-tuples (fixed client ports), asked
 //!   through node 1 before and through node 2 after (no conntrack there),
 //!   move only if they were on the removed backend, plus the table's small
