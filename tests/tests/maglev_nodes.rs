@@ -117,10 +117,7 @@ fn route_via(w: &World, node: u8) {
 /// `args`, each checked to serve the LB IPs (TCP and UDP, both families);
 /// the client's route left via node 1.
 fn two_nodes(pods: &[Pod], args: &[&str]) -> World {
-    let mut w = World::with_pods(Mode::Ebpf, pods);
-    write_service(&w, pods);
-    w.start_proxy(args);
-    w.start_proxy_on_node2(args);
+    let mut w = started(pods, args);
     for node in [2, 1] {
         route_via(&w, node);
         for family in FAMILIES {
@@ -159,6 +156,16 @@ fn two_nodes(pods: &[Pod], args: &[&str]) -> World {
             assert!(one.values().all(|(n, _)| *n == 3), "{one:?}");
         }
     }
+    w
+}
+
+/// Backends on `pods`, the Service, and the proxy started on both nodes
+/// with `args`.
+fn started(pods: &[Pod], args: &[&str]) -> World {
+    let mut w = World::with_pods(Mode::Ebpf, pods);
+    write_service(&w, pods);
+    w.start_proxy(args);
+    w.start_proxy_on_node2(args);
     w
 }
 
@@ -501,10 +508,7 @@ fn remote_only(args: &[&str]) -> (u64, u64, u64, Vec<IpAddr>) {
 /// pods only): the proxy on both nodes with `args`, the client routed via
 /// node 1 once both serve the IPv4 LB IP.
 fn two_nodes_v4_served(pods: &[Pod], args: &[&str]) -> World {
-    let mut w = World::with_pods(Mode::Ebpf, pods);
-    write_service(&w, pods);
-    w.start_proxy(args);
-    w.start_proxy_on_node2(args);
+    let mut w = started(pods, args);
     for node in [2, 1] {
         route_via(&w, node);
         let tcp = SocketAddr::new(lb(AddressType::IPv4), TCP_PORT);
