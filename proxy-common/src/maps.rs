@@ -150,6 +150,12 @@ pub mod names {
     /// [`tail`](super::tail) slot; filled by the daemon before it attaches
     /// `tc_ingress` anywhere.
     pub const TC_TAIL: &str = "TC_TAIL";
+    /// (LRU) the frontends of IPv4 flows that arrived by direct server
+    /// return, keyed by the reply's tuple as the backend sends it
+    /// ([`CtKeyV4`](super::CtKeyV4) → [`RevNatV4`](super::RevNatV4)).
+    pub const DSR_V4: &str = "DSR_V4";
+    /// (LRU) the same for IPv6 ([`CtKeyV6`](super::CtKeyV6) → [`RevNatV6`](super::RevNatV6)).
+    pub const DSR_V6: &str = "DSR_V6";
 }
 
 /// Slots of the `TC_TAIL` prog array: which program `tc_ingress` tail-calls
@@ -164,12 +170,17 @@ pub mod tail {
     pub const NEW4: u32 = 2;
     /// `tc_ingress6_new`: the same for IPv6, tail-called by `tc_ingress6`.
     pub const NEW6: u32 = 3;
+    /// `tc_dsr4`: adds the DSR option to an IPv4 packet the others
+    /// translated (and forwards it), or records the option of one that
+    /// arrived with it.
+    pub const DSR4: u32 = 4;
     /// Every slot with its program, in slot order.
-    pub const PROGRAMS: [(u32, &str); 4] = [
+    pub const PROGRAMS: [(u32, &str); 5] = [
         (INGRESS4, super::programs::TC_INGRESS4),
         (INGRESS6, super::programs::TC_INGRESS6),
         (NEW4, super::programs::TC_INGRESS4_NEW),
         (NEW6, super::programs::TC_INGRESS6_NEW),
+        (DSR4, super::programs::TC_DSR4),
     ];
 }
 
@@ -205,6 +216,10 @@ pub mod programs {
     pub const TC_INGRESS4_NEW: &str = "tc_ingress4_new";
     /// The same for IPv6 (slot [`tail::NEW6`](super::tail::NEW6)).
     pub const TC_INGRESS6_NEW: &str = "tc_ingress6_new";
+    /// Direct server return for IPv4 (slot [`tail::DSR4`](super::tail::DSR4)):
+    /// adds the frontend's option to a translated packet, or records the
+    /// option of an arriving one.
+    pub const TC_DSR4: &str = "tc_dsr4";
     /// tc egress (tcx) on each device: reverse NAT of replies that leave here.
     pub const TC_EGRESS: &str = "tc_egress";
     /// `cgroup_skb/egress`: checks the source address the kernel chose for a
@@ -276,6 +291,9 @@ pub mod capacity {
     /// ~56 bytes of kernel overhead per entry) and 0.8 MB for `FRAG_V6`
     /// (40-byte key).
     pub const FRAGMENTS: u32 = 8192;
+    /// Flows that arrived by direct server return, per family (`DSR_V4`,
+    /// `DSR_V6`, LRU): one entry per flow whose backend is on this node.
+    pub const DSR: u32 = 1 << 16;
     /// Maglev tables (`MAGLEV`): one per external frontend and scope. Not
     /// preallocated: each table costs one 4 KiB allocation while it exists.
     pub const MAGLEV_TABLES: u32 = 1 << 16;
@@ -349,6 +367,10 @@ pub mod device_flags {
     /// pod's, or a test's): a packet tc ingress forwards out of it goes
     /// straight to the peer's ingress (`bpf_redirect_peer`).
     pub const PEER_NETNS: u32 = 1 << 6;
+    /// `--lb-mode=dsr`: a new flow arriving here for an external frontend
+    /// without `externalTrafficPolicy: Local`, to a backend on another
+    /// node, goes by direct server return instead of SNAT.
+    pub const DSR: u32 = 1 << 7;
 }
 
 /// Flags in [`CtValueV4::flags`] and [`CtValueV6::flags`].
@@ -368,6 +390,10 @@ pub mod ct_flags {
     /// Entries written before this flag existed lack it, and keep the
     /// established timeout.
     pub const SYN_ONLY: u8 = 1 << 3;
+    /// The flow goes by direct server return (`--lb-mode=dsr`): its forward
+    /// packets leave with the frontend in a DSR option, its replies never
+    /// come back through this node.
+    pub const DSR: u8 = 1 << 4;
 }
 
 /// Flags in [`ServiceValue::flags`] (slot 0 only).

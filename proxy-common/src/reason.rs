@@ -154,11 +154,25 @@ pub enum Reason {
     /// `PEER_NETNS`): `bpf_redirect_peer` puts the packet straight into the
     /// peer's ingress, skipping the device's egress and the veth's backlog queue.
     TcFibRedirectedPeer = 52,
+    /// tc (`--lb-mode=dsr`, the client's node): a flow's packet was sent to
+    /// its backend on another node by direct server return: DNATed, not
+    /// SNATed, the frontend's address and port carried in an IPv4 option or
+    /// an IPv6 Destination Options header (`tc_dsr4`/`tc_dsr6`).
+    TcDsrSent = 53,
+    /// tc (the backend's node): a packet carrying a frontend in a DSR option
+    /// was seen; its flow's replies will come from that frontend.
+    TcDsrRecorded = 54,
+    /// tc egress (the backend's node): a backend's reply to a DSR flow was
+    /// rewritten to come from the frontend, and goes straight to the client.
+    TcDsrReply = 55,
+    /// tc: a DSR option could not be added (no room in the header, a helper
+    /// error): the packet was dropped.
+    TcDsrFailed = 56,
 }
 
 impl Reason {
     /// Every reason, in index order.
-    pub const ALL: [Reason; 53] = [
+    pub const ALL: [Reason; 57] = [
         Reason::Translated,
         Reason::NotAService,
         Reason::NoBackend,
@@ -212,6 +226,10 @@ impl Reason {
         Reason::TcCtReplyClash,
         Reason::TcTailCallFailed,
         Reason::TcFibRedirectedPeer,
+        Reason::TcDsrSent,
+        Reason::TcDsrRecorded,
+        Reason::TcDsrReply,
+        Reason::TcDsrFailed,
     ];
     /// Number of reasons: the size of the `STATS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -272,6 +290,10 @@ impl Reason {
             Reason::TcCtReplyClash => "tc_ct_reply_clash",
             Reason::TcTailCallFailed => "tc_tail_call_failed",
             Reason::TcFibRedirectedPeer => "tc_fib_redirected_peer",
+            Reason::TcDsrSent => "tc_dsr_sent",
+            Reason::TcDsrRecorded => "tc_dsr_recorded",
+            Reason::TcDsrReply => "tc_dsr_reply",
+            Reason::TcDsrFailed => "tc_dsr_failed",
         }
     }
 }

@@ -12,18 +12,18 @@
 use aya_ebpf::{btf_maps::lpm_trie::Key, programs::TcContext};
 use proxy_common::{
     Be16, Be32, CtKeyV4, CtKeyV6, CtValueV4, CtValueV6, Reason, ServiceKeyV4, ServiceKeyV6,
-    ServiceValue, ct_flags, ct_timeout, device_flags, proto,
+    ServiceValue, ct_flags, ct_timeout, device_flags, proto, tail,
 };
 
 pub use crate::rewrite::Tuple;
 
 use crate::{
-    fib, icmp, lb, maglev,
+    dsr, fib, icmp, lb, maglev,
     maps::{
         BACKEND_V4, BACKEND_V6, CT_PENDING_V4, CT_PENDING_V6, CT_V4, CT_V6, LOCAL_V4, LOCAL_V6,
         NODE_CFG,
     },
-    packet::{self, Flow, IcmpError},
+    packet::{self, Flow, IcmpError, TCP_FIN, TCP_RST, TCP_SYN},
     rewrite::{icmp_error4, icmp_error6, rewrite4, rewrite6},
     rst,
 };
@@ -77,6 +77,18 @@ pub trait Family {
     type SvcKey: Copy;
     /// The `DEVICES` flag that turns this family's source-prefix detector on.
     const DETECT_CIDR: u32;
+    /// The `TC_TAIL` slot of the family's DSR program (`crate::dsr`); `None`:
+    /// its flows keep SNAT under `--lb-mode=dsr`.
+    const DSR_SLOT: Option<u32>;
+
+    /// Leaves the frontend `addr:port` in `skb->cb` for the DSR program.
+    fn dsr_mark(ctx: &TcContext, addr: Self::Addr, port: Be16);
+    /// Whether the packet has IP options or extension headers, where a DSR
+    /// option would be.
+    fn dsr_option(flow: &Flow<Self::Addr>) -> bool;
+    /// The frontend a reply with tuple `key` must come from, when its flow
+    /// arrived here by direct server return.
+    fn dsr_frontend(key: &Tuple<Self::Addr>) -> Option<(Self::Addr, Be16)>;
 
     /// Parses the packet (Ethernet already known to carry this family) into
     /// `out`. Out of line, like `rewrite`: its temporaries get their own frame.
@@ -170,6 +182,22 @@ impl Family for V4 {
     type Addr = Be32;
     type SvcKey = ServiceKeyV4;
     const DETECT_CIDR: u32 = device_flags::DETECT_CIDR_V4;
+    const DSR_SLOT: Option<u32> = Some(tail::DSR4);
+
+    #[inline(always)]
+    fn dsr_mark(ctx: &TcContext, addr: Be32, port: Be16) {
+        dsr::mark(ctx, Some((&[addr.0], port)));
+    }
+
+    #[inline(always)]
+    fn dsr_option(flow: &Flow<Be32>) -> bool {
+        dsr::has_options4(flow)
+    }
+
+    #[inline(always)]
+    fn dsr_frontend(key: &Tuple<Be32>) -> Option<(Be32, Be16)> {
+        dsr::frontend4(&key4(key))
+    }
 
     #[inline(never)]
     fn parse(ctx: &TcContext, out: &mut Flow<Be32>) -> Result<(), Reason> {
@@ -444,6 +472,21 @@ impl Family for V6 {
     type Addr = [u8; 16];
     type SvcKey = ServiceKeyV6;
     const DETECT_CIDR: u32 = device_flags::DETECT_CIDR_V6;
+    /// No IPv6 DSR option yet: IPv6 flows keep SNAT under `--lb-mode=dsr`.
+    const DSR_SLOT: Option<u32> = None;
+
+    #[inline(always)]
+    fn dsr_mark(_ctx: &TcContext, _addr: [u8; 16], _port: Be16) {}
+
+    #[inline(always)]
+    fn dsr_option(_flow: &Flow<[u8; 16]>) -> bool {
+        false
+    }
+
+    #[inline(always)]
+    fn dsr_frontend(key: &Tuple<[u8; 16]>) -> Option<([u8; 16], Be16)> {
+        dsr::frontend6(&key6(key))
+    }
 
     #[inline(never)]
     fn parse(ctx: &TcContext, out: &mut Flow<[u8; 16]>) -> Result<(), Reason> {
@@ -721,4 +764,25 @@ pub fn fresh_at(last_seen_ns: u64, flags: u8, protocol: u8, now: u64) -> bool {
         ct_timeout::TCP_NS
     };
     now.saturating_sub(last_seen_ns) <= timeout
+}
+
+/// What a TCP packet says about its flow's progress: `CLOSING` when it
+/// carries FIN or RST, `SYN_ONLY` when it carries SYN (for a new flow's
+/// entries; an existing entry only ever loses `SYN_ONLY`).
+#[inline(always)]
+pub(crate) fn progress_flags<A>(flow: &Flow<A>) -> u8 {
+    if flow.proto != proto::TCP {
+        return 0;
+    }
+    let closing = if flow.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        ct_flags::CLOSING
+    } else {
+        0
+    };
+    let syn = if flow.tcp_flags & TCP_SYN != 0 {
+        ct_flags::SYN_ONLY
+    } else {
+        0
+    };
+    closing | syn
 }

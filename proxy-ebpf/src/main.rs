@@ -9,6 +9,8 @@
 //!   `frag` tracks fragmented datagrams by IP ID).
 //! - `src_check`: `loadBalancerSourceRanges` for sockets the hooks translate
 //!   (a record in socket storage, checked by `sock_egress`, `cgroup_skb/egress`).
+//! - `dsr`: direct server return (`--lb-mode=dsr`): the IPv4 option that carries
+//!   a frontend to the backend's node, and the replies rewritten there.
 //! - `lb`: service lookup and backend selection, shared by the hooks.
 //! - `maps`: every map, declared once.
 //! - `stats`: per-CPU counters by [`proxy_common::Reason`].
@@ -20,6 +22,10 @@
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+#[cfg(target_arch = "bpf")]
+mod cluster_ip;
+#[cfg(target_arch = "bpf")]
+mod dsr;
 #[cfg(target_arch = "bpf")]
 mod family;
 #[cfg(target_arch = "bpf")]

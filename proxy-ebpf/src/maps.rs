@@ -31,6 +31,7 @@ const FRAGMENTS: usize = capacity::FRAGMENTS as usize;
 const MAGLEV_TABLES: usize = capacity::MAGLEV_TABLES as usize;
 const FILTER_WORDS: usize = prefilter::WORDS as usize;
 const TC_TAIL_SLOTS: usize = capacity::TC_TAIL as usize;
+const DSR_FLOWS: usize = capacity::DSR as usize;
 /// `BPF_F_NO_PREALLOC` (uapi/linux/bpf.h): entries are allocated on insert.
 const NO_PREALLOC: usize = 1;
 
@@ -128,3 +129,10 @@ pub static SVC_FILTER: Array<u64, FILTER_WORDS> = Array::new();
 /// daemon.
 #[btf_map(pin_by_name)]
 pub static TC_TAIL: ProgramArray<TC_TAIL_SLOTS> = ProgramArray::new();
+/// Direct server return on the backend's node (`dsr`): the frontend a DSR
+/// flow arrived for, keyed by its reply's tuple as the backend sends it, so
+/// `tc_egress` rewrites the reply to come from the frontend.
+#[btf_map(pin_by_name)]
+pub static DSR_V4: LruHashMap<CtKeyV4, RevNatV4, DSR_FLOWS> = LruHashMap::new();
+#[btf_map(pin_by_name)]
+pub static DSR_V6: LruHashMap<CtKeyV6, RevNatV6, DSR_FLOWS> = LruHashMap::new();

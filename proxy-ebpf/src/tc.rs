@@ -68,10 +68,11 @@ use aya_ebpf::{
 use proxy_common::{Be16, Reason, backend_flags, ct_flags, device_flags, proto, scope, svc_flags};
 
 use crate::{
+    cluster_ip::{ClusterIpRule, Origin, cluster_ip_rule, origin},
     family::{self, Chosen, Ct, CtEntry, Family, Tuple, V4, V6},
     maglev,
     maps::DEVICES,
-    packet::{self, Flow, IcmpError, TCP_FIN, TCP_RST, TCP_SYN},
+    packet::{self, Flow, IcmpError, TCP_RST, TCP_SYN},
     reject_budget,
     stats::count,
 };
@@ -108,7 +109,15 @@ pub(crate) enum Verdict {
     /// A frontend with no backend: answer with a RST or port-unreachable (done by
     /// `ingress` after `choose` returned, so the frames do not stack).
     Reject,
+    /// Translated for direct server return (`crate::dsr`): the DSR program,
+    /// tail-called next, adds the frontend (left in `skb->cb`) and forwards.
+    Dsr(Reason),
 }
+
+/// What ingress's functions return for a packet the family's DSR program
+/// (`TC_TAIL` slot `Family::DSR_SLOT`) takes on: the program entry makes the
+/// tail call from its own frame. Not a `TC_ACT_*` value.
+pub(crate) const TAIL_DSR: i32 = 0x0d5a;
 
 /// `skb->cb[0]` bit set by `tc_ingress4`/`tc_ingress6` (`tc_tail`) before the tail call
 /// into the new-flow program: the packet's forward entry was removed because
@@ -146,6 +155,11 @@ pub(crate) fn finish(ctx: &TcContext, verdict: Verdict) -> i32 {
             // program returns TC_ACT_REDIRECT.
             unsafe { bpf_redirect(ifindex(ctx), 0) as i32 }
         }
+        // Only ingress translates for DSR (see `finish_ingress`).
+        Verdict::Dsr(reason) => {
+            count(reason);
+            TC_ACT_OK
+        }
     }
 }
 
@@ -157,16 +171,26 @@ fn finish_ingress<F: Family>(ctx: &TcContext, verdict: Verdict) -> i32 {
     match verdict {
         Verdict::Pass(reason @ (Reason::TcDnat | Reason::TcCtForward | Reason::TcCtReply)) => {
             count(reason);
-            let how = F::forward(ctx);
-            count(how);
-            match how {
-                Reason::TcFibRedirected
-                | Reason::TcFibRedirectedNeigh
-                | Reason::TcFibRedirectedPeer => TC_ACT_REDIRECT,
-                _ => TC_ACT_OK,
-            }
+            forward::<F>(ctx)
+        }
+        Verdict::Dsr(reason) => {
+            count(reason);
+            TAIL_DSR
         }
         verdict => finish(ctx, verdict),
+    }
+}
+
+/// Forwards a translated packet through the FIB when it can (counting how).
+#[inline(always)]
+pub(crate) fn forward<F: Family>(ctx: &TcContext) -> i32 {
+    let how = F::forward(ctx);
+    count(how);
+    match how {
+        Reason::TcFibRedirected | Reason::TcFibRedirectedNeigh | Reason::TcFibRedirectedPeer => {
+            TC_ACT_REDIRECT
+        }
+        _ => TC_ACT_OK,
     }
 }
 
@@ -197,27 +221,6 @@ fn tuple<A: Copy>(flow: &Flow<A>) -> Tuple<A> {
         dport: flow.dport,
         proto: flow.proto,
     }
-}
-
-/// What a TCP packet says about its flow's progress: `CLOSING` when it
-/// carries FIN or RST, `SYN_ONLY` when it carries SYN (for a new flow's
-/// entries; an existing entry only ever loses `SYN_ONLY`).
-#[inline(always)]
-fn progress_flags<A>(flow: &Flow<A>) -> u8 {
-    if flow.proto != proto::TCP {
-        return 0;
-    }
-    let closing = if flow.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
-        ct_flags::CLOSING
-    } else {
-        0
-    };
-    let syn = if flow.tcp_flags & TCP_SYN != 0 {
-        ct_flags::SYN_ONLY
-    } else {
-        0
-    };
-    closing | syn
 }
 
 /// Whether a conntrack entry was seen recently enough to still count.
@@ -259,6 +262,12 @@ pub(crate) fn ingress_tracked<F: Family>(ctx: &TcContext) -> Step {
         // traffic): passed here, without the new-flow program's tail call
         // and second parse (+250 ns a packet, measured).
         Tracked::Untracked if !is_frontend::<F>(&flow) => {
+            // Options or extension headers: maybe a DSR option for a
+            // backend here (`crate::dsr`), which the DSR program records.
+            if F::dsr_option(&flow) {
+                crate::dsr::mark(ctx, None);
+                return Step::Done(TAIL_DSR);
+            }
             Step::Done(finish(ctx, Verdict::Pass(Reason::TcPass)))
         }
         Tracked::Untracked => Step::New(false),
@@ -434,6 +443,11 @@ mod choice_bits {
     pub const MAGLEV: u8 = 1 << 2;
     /// The backends came from the external scope.
     pub const EXTERNAL_SCOPE: u8 = 1 << 3;
+    /// `--lb-mode=dsr` on this device (`device_flags::DSR`) for a family
+    /// with a DSR option: a backend on another node gets DSR, not SNAT.
+    pub const DSR_MODE: u8 = 1 << 4;
+    /// The flow goes by direct server return (not SNATed).
+    pub const DSR: u8 = 1 << 5;
 }
 
 /// A packet without a (fresh) conntrack entry: finds its frontend and picks
@@ -495,8 +509,14 @@ fn choose<F: Family>(ctx: &TcContext, flow: &Flow<F::Addr>, out: &mut Choice<F::
     let hairpin = flow.saddr == out.backend.addr;
     let snat_if_remote = external && !etp_local && !short_circuit;
     let snat = hairpin || (snat_if_remote && out.backend.flags & backend_flags::LOCAL == 0);
+    // Constant `false` for a family without DSR (its frame must not grow:
+    // `tc_ingress6_new`'s call chain is at the verifier's 512 bytes).
+    let dsr_mode = F::DSR_SLOT.is_some() && dev & device_flags::DSR != 0;
     // Bit arithmetic, not branches: the verifier keeps one state.
-    out.snat = u8::from(snat) | (u8::from(snat_if_remote) << 1) | maglev_bits(frontend.flags);
+    out.snat = u8::from(snat)
+        | (u8::from(snat_if_remote) << 1)
+        | maglev_bits(frontend.flags)
+        | (u8::from(dsr_mode) << 4);
     // A masqueraded ClusterIP flow is SNATed when its backend is on another
     // node, as external `externalTrafficPolicy: Cluster` flows are: a local
     // backend's replies come back through this node anyway (and may come in
@@ -525,9 +545,16 @@ fn choose<F: Family>(ctx: &TcContext, flow: &Flow<F::Addr>, out: &mut Choice<F::
 #[inline(never)]
 fn maglev_select<F: Family>(flow: &Flow<F::Addr>, out: &mut Choice<F::Addr>) {
     maglev_replace::<F>(flow, out);
-    // Only `SNAT` from here on: fewer distinct states for the verifier to
-    // walk `commit` with.
-    out.snat &= choice_bits::SNAT;
+    // `--lb-mode=dsr`: a backend on another node (SNAT for it, not hairpin)
+    // gets direct server return instead. Decided here, not in `choose`,
+    // whose frame must not grow.
+    const DSR_SNAT: u8 = choice_bits::DSR_MODE | choice_bits::SNAT;
+    if out.snat & DSR_SNAT == DSR_SNAT && flow.saddr != out.backend.addr {
+        out.snat = (out.snat & !choice_bits::SNAT) | choice_bits::DSR;
+    }
+    // Only `SNAT` and `DSR` from here on: fewer distinct states for the
+    // verifier to walk `commit` with.
+    out.snat &= choice_bits::SNAT | choice_bits::DSR;
 }
 
 #[inline(always)]
@@ -554,67 +581,6 @@ fn maglev_replace<F: Family>(flow: &Flow<F::Addr>, out: &mut Choice<F::Addr>) {
     count(Reason::MaglevPick);
 }
 
-/// What a new flow to a ClusterIP gets on this device.
-enum ClusterIpRule {
-    /// Not translated here (the socket hooks serve such clients).
-    Skip,
-    /// Translated, the client's address kept (SNATed only for hairpin).
-    Translate,
-    /// Translated and SNATed to the node, counted under this reason.
-    Masquerade(Reason),
-}
-
-/// Where a packet's source is, as the local-traffic detector says.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Origin {
-    /// No detector for its family (`--cluster-cidr` unset, for example).
-    Unknown,
-    /// A pod: inside the cluster CIDR, or in from the pods' bridge or
-    /// interfaces.
-    InCluster,
-    /// Anything else.
-    OffCluster,
-}
-
-/// The detector's verdict on a packet from `saddr` arriving on a device with
-/// flags `dev` (`DEVICES`): by source prefix (`LOCAL_V4`/`LOCAL_V6`) when the
-/// family's CIDR detector is on, else by device when a device detector is.
-#[inline(always)]
-fn origin<F: Family>(dev: u32, saddr: F::Addr) -> Origin {
-    let in_cluster = if dev & F::DETECT_CIDR != 0 {
-        F::local_source(saddr)
-    } else if dev & device_flags::DETECT_BY_DEVICE != 0 {
-        dev & device_flags::LOCAL_DEVICE != 0
-    } else {
-        return Origin::Unknown;
-    };
-    if in_cluster {
-        Origin::InCluster
-    } else {
-        Origin::OffCluster
-    }
-}
-
-/// kube-proxy's rules for ClusterIP traffic, by the device's flags
-/// (`DEVICES`): a source the local-traffic detector finds off-cluster is
-/// translated on any device and masqueraded ("masquerade off-cluster traffic
-/// to a service VIP"); `--masquerade-all` masquerades every ClusterIP flow,
-/// on any device; anything else is translated only on `CLUSTER_IP` devices,
-/// keeping its source. Without a detector no source is off-cluster. (The
-/// masquerade applies to remote backends: see `choose`.)
-#[inline(always)]
-fn cluster_ip_rule(dev: u32, origin: Origin) -> ClusterIpRule {
-    if origin == Origin::OffCluster {
-        ClusterIpRule::Masquerade(Reason::TcClusterIpMasqueraded)
-    } else if dev & device_flags::MASQUERADE_ALL != 0 {
-        ClusterIpRule::Masquerade(Reason::TcMasqueradeAll)
-    } else if dev & device_flags::CLUSTER_IP == 0 {
-        ClusterIpRule::Skip
-    } else {
-        ClusterIpRule::Translate
-    }
-}
-
 /// Writes both conntrack entries of a new flow into the pending map
 /// (claiming a SNAT port when needed) and rewrites the packet. One key and
 /// one entry are reused for both directions, to keep the frame small.
@@ -626,7 +592,7 @@ fn commit<F: Family>(
     now: u64,
 ) -> Verdict {
     let backend = &choice.backend;
-    let progress = progress_flags(flow);
+    let progress = family::progress_flags(flow);
     // The reply direction: backend → client (or → node:port when SNATed),
     // rewritten to frontend → client.
     let mut entry = CtEntry {
@@ -650,6 +616,11 @@ fn commit<F: Family>(
         proto: flow.proto,
     };
     let snat = choice.snat & choice_bits::SNAT != 0;
+    // Constant `false` for a family without DSR: its frames stay as they were.
+    let dsr = F::DSR_SLOT.is_some() && choice.snat & choice_bits::DSR != 0;
+    if dsr {
+        entry.flags |= ct_flags::DSR;
+    }
     if snat {
         let Some(node) = F::snat_addr() else {
             return Verdict::Drop(Reason::TcNoSnatAddress);
@@ -664,7 +635,10 @@ fn commit<F: Family>(
     // new flow's source port is remapped (the client's address kept), as
     // netfilter's implicit source NAT does on such a clash; an entry past
     // its timeout is taken over.
-    let remap = !snat && F::ct_clash(&key, &entry.to, now);
+    // Under DSR the backend answers the client itself: a remapped port
+    // would not be mapped back, and this node never sees the replies, so
+    // the reply entry is only written (for `promote`), never remapped.
+    let remap = !snat && !dsr && F::ct_clash(&key, &entry.to, now);
     if remap {
         count(Reason::TcCtReplyClash);
     }
@@ -718,7 +692,8 @@ fn commit<F: Family>(
         dport: backend.port,
         proto: flow.proto,
     };
-    entry.flags = if snat { ct_flags::SNAT } else { 0 } | progress;
+    entry.flags =
+        if snat { ct_flags::SNAT } else { 0 } | if dsr { ct_flags::DSR } else { 0 } | progress;
     let reply_key = key;
     key = tuple(flow);
     if F::ct_put(&key, Ct::Pending, &entry, 0).is_err() {
@@ -728,6 +703,10 @@ fn commit<F: Family>(
     count(Reason::TcCtPendingCreated);
     if !F::rewrite(ctx, flow, &entry.to) {
         return Verdict::Drop(Reason::TcRewriteFailed);
+    }
+    if dsr {
+        F::dsr_mark(ctx, flow.daddr, flow.dport);
+        return Verdict::Dsr(Reason::TcDnat);
     }
     Verdict::Pass(Reason::TcDnat)
 }
@@ -743,7 +722,7 @@ fn apply<F: Family>(
     now: u64,
     table: Ct,
 ) -> Verdict {
-    let progress = progress_flags(flow);
+    let progress = family::progress_flags(flow);
     let past_syn = flow.proto == proto::TCP && progress & ct_flags::SYN_ONLY == 0;
     if table == Ct::Pending && answers(flow, entry) {
         promote::<F>(key, entry, now);
@@ -778,6 +757,12 @@ fn apply<F: Family>(
     }
     if !F::rewrite(ctx, flow, &entry.to) {
         return Verdict::Drop(Reason::TcRewriteFailed);
+    }
+    // A DSR flow's forward entry: its key is the packet as it arrived, to
+    // the frontend.
+    if F::DSR_SLOT.is_some() && entry.flags & (ct_flags::DSR | ct_flags::REPLY) == ct_flags::DSR {
+        F::dsr_mark(ctx, key.daddr, key.dport);
+        return Verdict::Dsr(Reason::TcCtForward);
     }
     Verdict::Pass(if entry.flags & ct_flags::REPLY != 0 {
         Reason::TcCtReply
@@ -819,14 +804,15 @@ fn touch_peer<F: Family>(entry: &CtEntry<F::Addr>, table: Ct, now: u64, clear: u
 /// handshake, which a spoofed SYN's flow never sends; the backend's packets
 /// do not count: besides its SYN-ACK, a backend answers a SYN on a SNAT port
 /// that an earlier flow left in `SYN_RECV` or `TIME_WAIT` with a bare ACK);
-/// for UDP, a reply from the backend.
+/// for UDP, a reply from the backend, or under DSR (whose replies never come
+/// back here) the client's second datagram.
 #[inline(always)]
 fn answers<A>(flow: &Flow<A>, entry: &CtEntry<A>) -> bool {
     let reply = entry.flags & ct_flags::REPLY != 0;
     if flow.proto == proto::TCP {
         !reply && flow.tcp_flags & (TCP_SYN | TCP_RST) == 0
     } else {
-        reply
+        reply || entry.flags & ct_flags::DSR != 0
     }
 }
 
@@ -856,7 +842,10 @@ fn egress<F: Family>(ctx: &TcContext) -> i32 {
         return finish(ctx, parse_failed(reason));
     }
     let verdict = match reply::<F>(ctx, &flow, Ct::Established) {
-        Verdict::Pass(Reason::TcPass) => reply::<F>(ctx, &flow, Ct::Pending),
+        Verdict::Pass(Reason::TcPass) => match reply::<F>(ctx, &flow, Ct::Pending) {
+            Verdict::Pass(Reason::TcPass) => dsr_reply::<F>(ctx, &flow),
+            verdict => verdict,
+        },
         verdict => verdict,
     };
     finish(ctx, verdict)
@@ -878,6 +867,24 @@ fn reply<F: Family>(ctx: &TcContext, flow: &Flow<F::Addr>, table: Ct) -> Verdict
         }
         _ => Verdict::Pass(Reason::TcPass),
     }
+}
+
+/// A backend's reply to a flow that arrived by DSR (`crate::dsr`): from
+/// the frontend the flow's option named, straight on to the client.
+#[inline(never)]
+fn dsr_reply<F: Family>(ctx: &TcContext, flow: &Flow<F::Addr>) -> Verdict {
+    let Some((saddr, sport)) = F::dsr_frontend(&tuple(flow)) else {
+        return Verdict::Pass(Reason::TcPass);
+    };
+    let to = Tuple {
+        saddr,
+        sport,
+        ..tuple(flow)
+    };
+    if !F::rewrite(ctx, flow, &to) {
+        return Verdict::Drop(Reason::TcRewriteFailed);
+    }
+    Verdict::Pass(Reason::TcDsrReply)
 }
 
 #[inline(always)]

@@ -11,9 +11,12 @@ use aya_ebpf::{macros::classifier, programs::TcContext};
 use proxy_common::{Reason, tail};
 
 use crate::{
+    dsr,
     family::{Family, V4, V6},
     maps::TC_TAIL,
-    packet, tc,
+    packet,
+    stats::count,
+    tc,
 };
 
 /// The ingress entry point: by ethertype, a tail call into the family's
@@ -41,6 +44,25 @@ pub fn tc_ingress4(ctx: TcContext) -> i32 {
     ingress::<V4>(ctx, tail::NEW4)
 }
 
+/// IPv4 direct server return (`TC_TAIL` slot `tail::DSR4`, see
+/// [`crate::dsr`]): tail-called by `tc_ingress4` or `tc_ingress4_new` for a
+/// packet just translated for DSR (the option added, then forwarded), or by
+/// `tc_ingress4` for an untracked packet with IP options (a DSR option
+/// recorded, the packet passed on).
+#[classifier]
+pub fn tc_dsr4(ctx: TcContext) -> i32 {
+    match dsr::task4(&ctx) {
+        dsr::Task::Add(addr, port) => match dsr::add4(&ctx, addr, port) {
+            Ok(()) => {
+                count(Reason::TcDsrSent);
+                tc::forward::<V4>(&ctx)
+            }
+            Err(_) => tc::finish(&ctx, tc::Verdict::Drop(Reason::TcDsrFailed)),
+        },
+        dsr::Task::Record => tc::finish(&ctx, tc::Verdict::Pass(dsr::record4(&ctx))),
+    }
+}
+
 /// IPv6 ingress (`TC_TAIL` slot `tail::INGRESS6`), as `tc_ingress4`.
 #[classifier]
 pub fn tc_ingress6(ctx: TcContext) -> i32 {
@@ -51,13 +73,34 @@ pub fn tc_ingress6(ctx: TcContext) -> i32 {
 /// a new flow to a frontend, a reject, or passed.
 #[classifier]
 pub fn tc_ingress4_new(ctx: TcContext) -> i32 {
-    tc::ingress_new::<V4>(&ctx)
+    let verdict = tc::ingress_new::<V4>(&ctx);
+    dsr_tail::<V4>(&ctx, verdict)
 }
 
 /// The same for IPv6 (`TC_TAIL` slot `tail::NEW6`).
 #[classifier]
 pub fn tc_ingress6_new(ctx: TcContext) -> i32 {
-    tc::ingress_new::<V6>(&ctx)
+    let verdict = tc::ingress_new::<V6>(&ctx);
+    dsr_tail::<V6>(&ctx, verdict)
+}
+
+/// `verdict`, unless it is [`tc::TAIL_DSR`]: then a tail call into the
+/// family's DSR program (a failed one drops the packet, which cannot go on
+/// without its option). Made from the program's own frame.
+#[inline(always)]
+fn dsr_tail<F: Family>(ctx: &TcContext, verdict: i32) -> i32 {
+    // A family without DSR never asks for it; nothing here for it, so its
+    // programs' frames stay as they were (`tc_ingress6_new`'s call chain is
+    // at the verifier's 512 bytes).
+    let Some(slot) = F::DSR_SLOT else {
+        return verdict;
+    };
+    if verdict != tc::TAIL_DSR {
+        return verdict;
+    }
+    // SAFETY: as in `tc_ingress`.
+    unsafe { TC_TAIL.tail_call(ctx, slot) };
+    tc::finish(ctx, tc::Verdict::Drop(Reason::TcTailCallFailed))
 }
 
 /// One family's ingress, in two programs: parse and conntrack here, and a
@@ -70,7 +113,7 @@ pub fn tc_ingress6_new(ctx: TcContext) -> i32 {
 #[inline(always)]
 fn ingress<F: Family>(mut ctx: TcContext, slot: u32) -> i32 {
     match tc::ingress_tracked::<F>(&ctx) {
-        tc::Step::Done(verdict) => verdict,
+        tc::Step::Done(verdict) => dsr_tail::<F>(&ctx, verdict),
         tc::Step::New(rebalanced) => {
             if let Some(cb) = ctx.cb_mut().first_mut() {
                 *cb = if rebalanced { tc::CB_REBALANCED } else { 0 };

@@ -13,8 +13,12 @@
 //!   What a moved TCP flow cannot do without direct server return is go on:
 //!   the backend sees a new 4-tuple (node 2 SNATs to itself a flow to a
 //!   node-1 backend; node 1 had SNATed one to a node-2 backend, which node 2
-//!   now sends unSNATed) and resets it. The test counts those resets and
-//!   README ("Load-balancing algorithm") says what survives.
+//!   now sends unSNATed) and resets it: asserted. Under `--lb-mode=dsr`
+//!   (IPv4) the backend sees the client's own 4-tuple through either node:
+//!   zero resets, asserted, and the backends see the client's address.
+//! - DSR with every backend on node 2: node 1 sees none of the replies (its
+//!   reverse-NAT counter stays still), node 2 rewrites them; under SNAT they
+//!   all come back through node 1.
 //! - Removing 1 of 5 backends: the same 5-tuples (fixed client ports), asked
 //!   through node 1 before and through node 2 after (no conntrack there),
 //!   move only if they were on the removed backend, plus the table's small
@@ -113,10 +117,7 @@ fn route_via(w: &World, node: u8) {
 /// `args`, each checked to serve the LB IPs (TCP and UDP, both families);
 /// the client's route left via node 1.
 fn two_nodes(pods: &[Pod], args: &[&str]) -> World {
-    let mut w = World::with_pods(Mode::Ebpf, pods);
-    write_service(&w, pods);
-    w.start_proxy(args);
-    w.start_proxy_on_node2(args);
+    let mut w = started(pods, args);
     for node in [2, 1] {
         route_via(&w, node);
         for family in FAMILIES {
@@ -155,6 +156,16 @@ fn two_nodes(pods: &[Pod], args: &[&str]) -> World {
             assert!(one.values().all(|(n, _)| *n == 3), "{one:?}");
         }
     }
+    w
+}
+
+/// Backends on `pods`, the Service, and the proxy started on both nodes
+/// with `args`.
+fn started(pods: &[Pod], args: &[&str]) -> World {
+    let mut w = World::with_pods(Mode::Ebpf, pods);
+    write_service(&w, pods);
+    w.start_proxy(args);
+    w.start_proxy_on_node2(args);
     w
 }
 
@@ -267,6 +278,8 @@ struct Moved {
     /// Flows that got no answer after the move (UDP), or were reset or
     /// stalled (TCP).
     broken: usize,
+    /// The client addresses the backends saw before the move (TCP).
+    peers: Vec<IpAddr>,
 }
 
 /// [`FLOWS`] long-lived TCP sessions to the LB IP via node 1 (one request
@@ -275,7 +288,9 @@ struct Moved {
 /// says where its first packet there went.
 fn move_tcp(w: &World, family: AddressType) -> Moved {
     let frontend = SocketAddr::new(lb(family), TCP_PORT);
-    let (mut sessions, before): (Vec<(u16, TcpSession)>, Vec<IpAddr>) = w.client(|| {
+    // Per session: (client port, session), (backend, source it saw).
+    type Opened = (Vec<(u16, TcpSession)>, Vec<(IpAddr, IpAddr)>);
+    let (mut sessions, before): Opened = w.client(|| {
         (0..FLOWS)
             .map(|i| {
                 let mut s = TcpSession::open(frontend, REQUEST)
@@ -284,10 +299,13 @@ fn move_tcp(w: &World, family: AddressType) -> Moved {
                 let reply = s
                     .request()
                     .unwrap_or_else(|e| panic!("{frontend}: session {i}'s request: {e}"));
-                ((port, s), backend_ip(&reply))
+                ((port, s), (backend_ip(&reply), reply.peer.ip()))
             })
             .unzip()
     });
+    let (before, mut peers): (Vec<IpAddr>, Vec<IpAddr>) = before.into_iter().unzip();
+    peers.sort();
+    peers.dedup();
     route_via(w, 2);
     let broken = w.client(|| {
         sessions
@@ -303,7 +321,11 @@ fn move_tcp(w: &World, family: AddressType) -> Moved {
         .zip(&before)
         .filter(|((port, _), was)| after.get(port) != Some(was))
         .count();
-    Moved { changed, broken }
+    Moved {
+        changed,
+        broken,
+        peers,
+    }
 }
 
 /// [`FLOWS`] UDP flows (one client socket each) to the LB IP, one datagram
@@ -343,6 +365,7 @@ fn move_udp(w: &World, family: AddressType) -> Moved {
             .filter(|(b, a)| a.is_some() && a != b)
             .count(),
         broken: after.iter().filter(|a| a.is_none()).count(),
+        peers: Vec::new(),
     }
 }
 
@@ -377,7 +400,8 @@ fn moved_flows(args: &[&str]) -> Vec<(String, Moved)> {
 /// Under Maglev (the default) on both nodes, every moved flow, TCP or UDP,
 /// v4 or v6, is sent by node 2 to the backend node 1 had chosen, and no UDP
 /// flow is lost. TCP flows are reset by their backend, which now sees a new
-/// 4-tuple (SNAT without direct server return): counted, and documented.
+/// 4-tuple (SNAT without direct server return): asserted, so the DSR test
+/// below shows what DSR changes.
 #[test]
 fn flows_moved_to_another_node_keep_their_backend_under_maglev() {
     for (what, moved) in moved_flows(&[]) {
@@ -392,8 +416,127 @@ fn flows_moved_to_another_node_keep_their_backend_under_maglev() {
                 "{what}: {} of {FLOWS} UDP flows were lost on node 2",
                 moved.broken
             );
+        } else {
+            assert!(
+                moved.broken > 0,
+                "{what}: no moved TCP flow was reset under SNAT"
+            );
         }
     }
+}
+
+/// Under `--lb-mode=dsr` (and Maglev) on both nodes: every moved IPv4 flow
+/// keeps its backend and goes on, TCP included (zero resets: the backend
+/// sees the same client 4-tuple whichever node forwards it), and the
+/// backends saw the client's own address. IPv6 keeps SNAT (no IPv6 DSR
+/// option yet): its TCP flows are still reset, as under `snat`.
+#[test]
+fn flows_moved_to_another_node_survive_under_dsr() {
+    for (what, moved) in moved_flows(&["--lb-mode=dsr"]) {
+        assert_eq!(
+            moved.changed, 0,
+            "{what}: {} of {FLOWS} moved flows changed backend under DSR",
+            moved.changed
+        );
+        if what.ends_with("IPv4") || what.starts_with("UDP") {
+            assert_eq!(
+                moved.broken, 0,
+                "{what}: {} of {FLOWS} moved flows were reset or lost under DSR",
+                moved.broken
+            );
+        }
+        if what == "TCP IPv4" {
+            assert_eq!(
+                moved.peers,
+                vec![client_ip(AddressType::IPv4)],
+                "{what}: the backends saw other sources than the client"
+            );
+        }
+    }
+}
+
+/// The count of one `STATS` reason on the proxy whose pins are at `pins`
+/// (`proxy inspect stats --output json`).
+fn stat(pins: &std::path::Path, reason: &str) -> u64 {
+    let out = std::process::Command::new(proxy_bin())
+        .args(["inspect", "stats", "--output", "json", "--pin-path"])
+        .arg(pins)
+        .output()
+        .unwrap_or_else(|e| panic!("proxy inspect stats: {e}"));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("proxy inspect stats printed no JSON: {e}"));
+    v["stats"]
+        .as_array()
+        .and_then(|list| list.iter().find(|e| e["reason"] == reason))
+        .and_then(|e| e["count"].as_u64())
+        .unwrap_or_else(|| panic!("no count for {reason:?} in {v:#}"))
+}
+
+/// IPv4 TCP and UDP requests through node 1 to backends that are all on
+/// node 2, under `args`: (node 1's `tc_ct_reply`, node 1's `tc_dsr_sent`,
+/// node 2's `tc_dsr_reply`, the sources the backends saw).
+fn remote_only(args: &[&str]) -> (u64, u64, u64, Vec<IpAddr>) {
+    const PODS: [Pod; 2] = [Pod(2, 1), Pod(2, 2)];
+    let w = two_nodes_v4_served(&PODS, args);
+    let tcp = SocketAddr::new(lb(AddressType::IPv4), TCP_PORT);
+    let udp = SocketAddr::new(lb(AddressType::IPv4), UDP_PORT);
+    let before = stat(&w.sandbox.pin_path(), "tc_ct_reply");
+    let replies: Vec<Reply> = w.client(|| {
+        let mut out = Vec::new();
+        for i in 0..20 {
+            out.push(
+                proxy_tests::tcp_request_timeout(tcp, REQUEST)
+                    .unwrap_or_else(|e| panic!("{tcp}: request {i}: {e}")),
+            );
+            let s = UdpSocket::bind(SocketAddr::new(client_ip(AddressType::IPv4), 0))
+                .expect("binding a client socket");
+            s.set_read_timeout(Some(REQUEST)).expect("read timeout");
+            out.push(udp_ask(&s, udp).unwrap_or_else(|e| panic!("{udp}: request {i}: {e}")));
+        }
+        out
+    });
+    let replies_on_node1 = stat(&w.sandbox.pin_path(), "tc_ct_reply") - before;
+    (
+        replies_on_node1,
+        stat(&w.sandbox.pin_path(), "tc_dsr_sent"),
+        stat(&w.node2_pin_path(), "tc_dsr_reply"),
+        peers(&replies),
+    )
+}
+
+/// The world of [`two_nodes`] without its Maglev table checks (one node's
+/// pods only): the proxy on both nodes with `args`, the client routed via
+/// node 1 once both serve the IPv4 LB IP.
+fn two_nodes_v4_served(pods: &[Pod], args: &[&str]) -> World {
+    let mut w = started(pods, args);
+    for node in [2, 1] {
+        route_via(&w, node);
+        let tcp = SocketAddr::new(lb(AddressType::IPv4), TCP_PORT);
+        w.wait_for(
+            STARTUP,
+            &format!("{tcp} to be served via node {node}"),
+            |w| w.client(|| proxy_tests::tcp_request_timeout(tcp, PROBE).is_ok()),
+        );
+    }
+    w
+}
+
+/// Under DSR, with every backend on node 2: node 1 adds the option to
+/// every forward packet, node 2 rewrites every reply, node 1 sees none of
+/// them (its reverse-NAT counter stays still), and the backends see the
+/// client. Under SNAT, the same requests' replies all come back through
+/// node 1 and the backends see node 1.
+#[test]
+fn dsr_replies_bypass_the_first_node_and_show_the_client() {
+    let (node1_replies, sent, rewritten, seen) = remote_only(&["--lb-mode=dsr"]);
+    assert_eq!(node1_replies, 0, "replies crossed node 1 under DSR");
+    assert!(sent > 0, "node 1 sent no packet by DSR");
+    assert!(rewritten > 0, "node 2 rewrote no DSR reply");
+    assert_eq!(seen, vec![client_ip(AddressType::IPv4)], "under DSR");
+    let (node1_replies, sent, _, seen) = remote_only(&[]);
+    assert!(node1_replies > 0, "no reply crossed node 1 under SNAT");
+    assert_eq!(sent, 0, "DSR under SNAT");
+    assert_eq!(seen, vec![IpAddr::from(NODE1_V4)], "under SNAT");
 }
 
 /// The same under `--lb-algorithm=random` on both nodes: node 2 picks anew,

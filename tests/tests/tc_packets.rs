@@ -2720,6 +2720,7 @@ fn every_program_verifies() {
             "sock_recvmsg6",
             "sock_sendmsg4",
             "sock_sendmsg6",
+            programs::TC_DSR4,
             programs::TC_EGRESS,
             programs::TC_INGRESS,
             programs::TC_INGRESS4,
@@ -3965,4 +3966,145 @@ fn a_reply_tuple_clash_remaps_the_new_flows_source_port() {
     let expected = build(&pkt(ep(CLIENT4, remapped), backend, ACK), None).expect("build");
     assert_eq!(hex(&out), hex(&expected), "flow B's next packet");
     assert_eq!(world.stat("tc_ct_reply_clash"), clashes + 1);
+}
+
+// ---- Direct server return (`--lb-mode=dsr`) --------------------------------
+
+/// The IPv4 DSR option the first node adds for frontend `NODE4:NODE_PORT`.
+fn dsr_option() -> [u8; 8] {
+    let mut opt = [0x9a, 8, 0, 0, 0, 0, 0, 0];
+    opt[2..4].copy_from_slice(&NODE_PORT.to_be_bytes());
+    if let IpAddr::V4(a) = ip(NODE4) {
+        opt[4..].copy_from_slice(&a.octets());
+    }
+    opt
+}
+
+/// Checks a packet the first node sent by DSR: `input` with the option
+/// inserted after the base header (before `input`'s own options), IHL and
+/// total length 8 more, DNATed to the remote backend, both checksums right.
+fn check_dsr_output(input: &[u8], out: &[u8]) -> Result<(), String> {
+    if out.len() != input.len() + 8 {
+        return Err(format!("{} bytes out for {} in", out.len(), input.len()));
+    }
+    let (ihl_in, ihl_out) = (input[14] & 0x0f, out[14] & 0x0f);
+    if ihl_out != ihl_in + 2 {
+        return Err(format!("IHL {ihl_out}, expected {}", ihl_in + 2));
+    }
+    let tot = |f: &[u8]| u16::from_be_bytes([f[16], f[17]]);
+    if tot(out) != tot(input) + 8 {
+        return Err(format!("total length {}, input {}", tot(out), tot(input)));
+    }
+    if out[34..42] != dsr_option() {
+        return Err(format!("option bytes {:02x?}", &out[34..42]));
+    }
+    // The input's own options follow ours.
+    let own = usize::from(ihl_in) * 4 - 20;
+    if out[42..42 + own] != input[34..34 + own] {
+        return Err("the packet's own options were not kept after ours".into());
+    }
+    let backend = match ip(REMOTE4) {
+        IpAddr::V4(a) => a.octets(),
+        IpAddr::V6(_) => unreachable!(),
+    };
+    if out[30..34] != backend {
+        return Err(format!("destination {:?}", &out[30..34]));
+    }
+    let l4 = 14 + usize::from(ihl_out) * 4;
+    if out[l4 + 2..l4 + 4] != TARGET.to_be_bytes() {
+        return Err("destination port not the target port".into());
+    }
+    if out[26..30] != input[26..30] || out[l4..l4 + 2] != input[34 + own..36 + own] {
+        return Err("the client's source address or port changed (SNATed?)".into());
+    }
+    match checksum::verify(out)? {
+        Checkable::Yes => Ok(()),
+        Checkable::No => Err("no transport checksum to check".into()),
+    }
+}
+
+/// Under `--lb-mode=dsr` (`device_flags::DSR`), a new flow to an external
+/// frontend whose backend is on another node is DNATed, not SNATed, and
+/// leaves with the DSR option (IPv4 header and TCP/UDP checksums right): a
+/// SYN, a later segment (conntrack hit), a datagram, a packet that already
+/// has options, and a full-size segment (1500 bytes in, 1508 out). The
+/// backend's node (a second world) records the option and rewrites the
+/// backend's reply to come from the frontend. Without the device flag the
+/// same SYN is SNATed (no option).
+#[test]
+fn dsr_option_added_recorded_and_replies_rewritten() {
+    let sandbox = sandbox();
+    let services = [
+        node_port(Family::V4, proto::TCP, &[REMOTE_BE4]),
+        node_port(Family::V4, proto::UDP, &[REMOTE_BE4]),
+    ];
+    let mut node1 = world_with(&sandbox, "dsr-node1", &services);
+    node1
+        .set_device(IFINDEX, device_flags::DSR)
+        .expect("DEVICES");
+    let client = |port: u16, l4: L4| pkt(ep(CLIENT4, port), ep(NODE4, NODE_PORT), l4);
+    let mut sent = Vec::new();
+    let nop_options = Pkt {
+        options: &[1, 1, 1, 0],
+        ..client(CLIENT_PORT + 2, SYN)
+    };
+    let inputs = [
+        ("SYN", client(CLIENT_PORT, SYN)),
+        ("later segment", client(CLIENT_PORT, ACK)),
+        ("datagram", client(CLIENT_PORT, L4::Udp)),
+        ("packet with options", nop_options),
+    ];
+    for (what, p) in inputs {
+        let input = build(&p, None).expect("building");
+        let (verdict, out) = node1.run(Ingress, &input).expect("run");
+        assert_eq!(verdict, TC_ACT_OK, "{what}: verdict");
+        check_dsr_output(&input, &out).unwrap_or_else(|e| panic!("{what}: {e}"));
+        sent.push(out);
+    }
+    // A full-size segment: 1500 bytes of IP.
+    let mut full = build(&client(CLIENT_PORT + 3, SYN), None).expect("building");
+    full.resize(14 + 1500, 0x5a);
+    full[16..18].copy_from_slice(&1500u16.to_be_bytes());
+    checksum::fix(&mut full);
+    let (verdict, out) = node1.run(Ingress, &full).expect("run");
+    assert_eq!(verdict, TC_ACT_OK, "full-size segment: verdict");
+    check_dsr_output(&full, &out).unwrap_or_else(|e| panic!("full-size segment: {e}"));
+    assert_eq!(node1.stat("tc_dsr_sent"), 5);
+
+    // The backend's node: the SYN with its option is recorded and passed
+    // on untouched; the backend's SYN-ACK leaves from the frontend.
+    let mut node2 = world_with(&sandbox, "dsr-node2", &[]);
+    let (verdict, out) = node2.run(Ingress, &sent[0]).expect("run");
+    assert_eq!(verdict, TC_ACT_OK, "recording");
+    assert_eq!(out, sent[0], "the recorded packet was changed");
+    assert_eq!(node2.stat("tc_dsr_recorded"), 1);
+    let reply = build(
+        &pkt(ep(REMOTE4, TARGET), ep(CLIENT4, CLIENT_PORT), ACK),
+        None,
+    )
+    .expect("building");
+    let (verdict, out) = node2.run(Egress, &reply).expect("run");
+    assert_eq!(verdict, TC_ACT_OK, "reply");
+    let expected = build(
+        &pkt(ep(NODE4, NODE_PORT), ep(CLIENT4, CLIENT_PORT), ACK),
+        None,
+    )
+    .expect("building");
+    assert_eq!(out, expected, "the reply was not rewritten to the frontend");
+    assert_eq!(node2.stat("tc_dsr_reply"), 1);
+
+    // `--lb-mode=snat` (no device flag): SNATed, no option.
+    let mut snat = world_with(&sandbox, "dsr-snat", &services);
+    snat.set_node_config(&NodeConfig {
+        snat_v4: Be32(u32::from_ne_bytes(match ip(NODE4) {
+            IpAddr::V4(a) => a.octets(),
+            IpAddr::V6(_) => unreachable!(),
+        })),
+        ..NodeConfig::default()
+    })
+    .expect("NODE_CFG");
+    let input = build(&client(CLIENT_PORT, SYN), None).expect("building");
+    let (_, out) = snat.run(Ingress, &input).expect("run");
+    assert_eq!(out.len(), input.len(), "an option under SNAT");
+    assert_eq!(snat.stat("tc_dsr_sent"), 0);
 }

@@ -506,6 +506,7 @@ impl RunArgs {
             .context("writing the Maglev configuration (MAGLEV_CFG)")?;
         tracing::info!(
             lb_algorithm = ?self.lb_algorithm,
+            lb_mode = ?self.lb_mode,
             maglev_table_size = maglev.map(|m| m.size()),
             maglev_seed = maglev.map(|m| m.seed()),
             "external frontends' backend selection"
@@ -549,6 +550,7 @@ impl RunArgs {
             socket_lb: self.socket_lb,
             local,
             masquerade_all: self.masquerade_all,
+            dsr: self.lb_mode == super::run_args::LbModeArg::Dsr,
             snat_ports: self.snat_ports()?,
         })
     }

@@ -43,6 +43,19 @@ pub enum LbAlgorithmArg {
     Random,
 }
 
+/// `--lb-mode` (`lbMode:` in the configuration file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LbModeArg {
+    /// A flow to a backend on another node is SNATed to this node: replies
+    /// come back through it, the backend sees the node's address.
+    Snat,
+    /// Direct server return: DNAT only, the frontend carried to the
+    /// backend's node in an IP option; replies go straight to the client, the
+    /// backend sees the client's address.
+    Dsr,
+}
+
 /// `--maglev-table-size`: a prime in `3..=997`.
 fn parse_maglev_size(s: &str) -> Result<u32, String> {
     let n: u32 = s
@@ -299,6 +312,14 @@ pub struct RunArgs {
     /// fallback, are always random.
     #[arg(long, value_enum, value_name = "ALGORITHM", default_value_t = LbAlgorithmArg::Maglev)]
     pub lb_algorithm: LbAlgorithmArg,
+    /// eBPF: how the tc programs send a new flow to a NodePort, ExternalIP or
+    /// LoadBalancer IP (`externalTrafficPolicy: Cluster`) to a backend on
+    /// another node: `snat` (SNAT to this node, replies back through it) or
+    /// `dsr` (direct server return: the backend sees the client, replies go
+    /// straight to it; IPv4, every node must run the proxy). Cluster-wide
+    /// with `--lb-algorithm=maglev`, flows moved between nodes survive.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = LbModeArg::Snat)]
+    pub lb_mode: LbModeArg,
     /// eBPF, `--lb-algorithm=maglev`: entries per Maglev table (a prime, at
     /// most 997, so a table fits a 4 KiB kernel allocation). Cluster-wide:
     /// every node must use the same.

@@ -77,6 +77,9 @@ pub struct TcSettings {
     pub socket_lb: bool,
     pub local: LocalDetector,
     pub masquerade_all: bool,
+    /// `--lb-mode=dsr`: external flows to remote backends go by direct
+    /// server return (`device_flags::DSR` on every device).
+    pub dsr: bool,
     /// The source ports SNATed flows take (`--snat-port-range`).
     pub snat_ports: PortRange,
 }
@@ -146,6 +149,9 @@ impl TcHooks {
                 self.settings.masquerade_all,
                 &device.name,
             );
+            if self.settings.dsr {
+                device.flags |= proxy_common::device_flags::DSR;
+            }
         }
         write_local_prefixes(ebpf, self.settings.local.prefixes())?;
         self.ensure_selected(ebpf, pins, settled, &selected)

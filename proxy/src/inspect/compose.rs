@@ -251,6 +251,7 @@ impl Dataset {
                     new_src: socket(raw.new_src.0, raw.new_src.1),
                     new_dst: socket(raw.new_dst.0, raw.new_dst.1),
                     snat: raw.flags & ct_flags::SNAT != 0,
+                    dsr: raw.flags & ct_flags::DSR != 0,
                     closing: raw.flags & ct_flags::CLOSING != 0,
                     pending: raw.pending,
                     rev_nat_id: raw.rev_nat_id,

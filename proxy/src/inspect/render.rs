@@ -246,6 +246,9 @@ impl View for ConntrackView {
             if f.snat {
                 flags.push("snat");
             }
+            if f.dsr {
+                flags.push("dsr");
+            }
             if f.closing {
                 flags.push("closing");
             }

@@ -198,6 +198,9 @@ pub struct FlowEntry {
     pub new_dst: String,
     /// The flow is SNATed to the node's address.
     pub snat: bool,
+    /// Direct server return (`--lb-mode=dsr`): sent to the backend's node
+    /// with the frontend in an IP option, not SNATed; replies bypass this node.
+    pub dsr: bool,
     /// A TCP FIN or RST was seen: the entry expires soon.
     pub closing: bool,
     /// Not answered yet (`CT_PENDING_V4`/`_V6`): a TCP flow before the
