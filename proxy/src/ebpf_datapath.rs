@@ -108,6 +108,10 @@ pub struct EbpfDatapath<M, H = NoHooks> {
     /// Where a frontend that finds no room in the maps is reported (a
     /// Service Event, with the Kubernetes source).
     events: EventSink,
+    /// The desired frontends with source ranges, as of the last sync: kept
+    /// per touched frontend, since a look at every frontend cost a walk of
+    /// the desired state at every change.
+    ranged: BTreeSet<Frontend>,
 }
 
 impl<M: DataplaneMaps + Send + Sync + 'static> EbpfDatapath<M> {
@@ -131,6 +135,7 @@ impl<M: DataplaneMaps + Send + Sync + 'static> EbpfDatapath<M> {
             devices_dirty: false,
             udp_flows: UdpFlowEnder::own_namespace(),
             events: EventSink::default(),
+            ranged: BTreeSet::new(),
         }
     }
 
@@ -148,6 +153,7 @@ impl<M: DataplaneMaps + Send + Sync + 'static> EbpfDatapath<M> {
             device_events: self.device_events,
             devices_dirty: self.devices_dirty,
             udp_flows: self.udp_flows,
+            ranged: self.ranged,
             events: self.events,
         }
     }
@@ -310,26 +316,14 @@ fn unserved_failures(report: &ApplyReport, beyond: &BTreeSet<Frontend>) -> usize
 
 /// Entry counts of the mirrored maps, for the metrics.
 fn mirrored_entries(applied: &Applied) -> MirroredEntries {
-    fn count<'a>(addrs: impl Iterator<Item = &'a std::net::IpAddr>) -> ByFamily {
-        let mut n = ByFamily::default();
-        for addr in addrs {
-            if addr.is_ipv6() {
-                n.v6 += 1;
-            } else {
-                n.v4 += 1;
-            }
-        }
-        n
-    }
+    // Counted by the mirror as it records each write: a walk of a million
+    // entries here cost milliseconds at every change.
+    let counts = applied.entry_counts();
+    let family = |n: crate::plan::FamilyCounts| ByFamily { v4: n.v4, v6: n.v6 };
     MirroredEntries {
-        services: count(
-            applied
-                .services
-                .keys()
-                .map(|(frontend, _, _)| &frontend.addr),
-        ),
-        backends: count(applied.backends.values().map(|backend| &backend.addr)),
-        rev_nat: count(applied.rev_nat.values().map(|frontend| &frontend.addr)),
+        services: family(counts.services),
+        backends: family(counts.backends),
+        rev_nat: family(counts.rev_nat),
         svc_names: applied.svc_names.len() as u64,
     }
 }
@@ -343,10 +337,8 @@ impl<M: DataplaneMaps + Send + Sync + 'static, H: HookKeeper> Datapath for EbpfD
         self.hook_state.first_sync.get_or_insert_with(Instant::now);
         // The socket path's source check goes on before any frontend says it
         // has ranges, and comes off after the last one stopped saying so.
-        let ranged = desired
-            .frontends
-            .values()
-            .any(|spec| spec.source_ranges.is_some());
+        self.track_ranged(desired, scope);
+        let ranged = !self.ranged.is_empty();
         if ranged {
             self.source_check(true);
         }
@@ -498,6 +490,36 @@ impl<M: DataplaneMaps + Send + Sync + 'static, H: HookKeeper> Datapath for EbpfD
 }
 
 impl<M: DataplaneMaps, H: HookKeeper> EbpfDatapath<M, H> {
+    /// Brings [`EbpfDatapath::ranged`] up to date: the frontends `scope`
+    /// may have changed, or all of them.
+    fn track_ranged(&mut self, desired: &DesiredState, scope: Scope<'_>) {
+        let has_ranges = |f: &Frontend| {
+            desired
+                .frontends
+                .get(f)
+                .is_some_and(|spec| spec.source_ranges.is_some())
+        };
+        match scope {
+            Scope::Touched(touched) => {
+                for f in touched {
+                    if has_ranges(f) {
+                        self.ranged.insert(*f);
+                    } else {
+                        self.ranged.remove(f);
+                    }
+                }
+            }
+            Scope::All | Scope::Reconcile => {
+                self.ranged = desired
+                    .frontends
+                    .iter()
+                    .filter(|(_, spec)| spec.source_ranges.is_some())
+                    .map(|(f, _)| *f)
+                    .collect();
+            }
+        }
+    }
+
     /// See [`HookKeeper::want_source_check`]. A failure is logged, and the
     /// next reconcile's `ensure` retries.
     fn source_check(&mut self, wanted: bool) {
