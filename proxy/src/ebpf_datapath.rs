@@ -664,6 +664,11 @@ fn end_udp_flows_to(
 
 #[cfg(test)]
 mod tests {
+    use std::{
+        sync::{Arc, Mutex},
+        time::Duration,
+    };
+
     use super::*;
     use crate::{
         dataplane::writer::StepError,
@@ -711,5 +716,94 @@ mod tests {
         report.failures.remove(0);
         // No room problem left: every other failure counts.
         assert_eq!(unserved_failures(&report, &beyond), 2);
+    }
+
+    /// Records what the datapath last asked of the source check.
+    struct SourceCheckHooks(Arc<Mutex<Option<bool>>>);
+
+    impl HookKeeper for SourceCheckHooks {
+        fn ensure(&mut self, _applied: &crate::plan::Applied) -> Result<HookReport, LoadError> {
+            Ok(HookReport {
+                hooks: Vec::new(),
+                migrated_from: Vec::new(),
+                migration: Vec::new(),
+            })
+        }
+
+        fn want_source_check(&mut self, wanted: bool) -> Result<Option<HookAction>, LoadError> {
+            *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(wanted);
+            Ok(None)
+        }
+    }
+
+    fn spec(ranged: bool, backend: &str) -> crate::model::FrontendSpec {
+        let range = crate::model::SourceRange::new(std::net::IpAddr::from([192, 0, 2, 0]), 24);
+        crate::model::FrontendSpec {
+            kind: crate::model::FrontendKind::LoadBalancer,
+            external_backends: None,
+            service: crate::model::ObjectRef::new("default", "svc"),
+            port_name: String::new(),
+            backends: vec![crate::model::Backend {
+                addr: backend
+                    .parse()
+                    .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
+                port: 8080,
+                protocol: Protocol::Tcp,
+            }],
+            affinity_timeout: None,
+            traffic_policy: crate::model::TrafficPolicy::Cluster,
+            source_ranges: ranged.then(|| range.into_iter().collect()),
+        }
+    }
+
+    /// The socket path's source check is on while some frontend has ranges,
+    /// as known from the frontends each sync touched (no look at the others).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_source_check_follows_the_touched_frontends_ranges() {
+        let wanted = Arc::new(Mutex::new(None));
+        let writer = crate::dataplane::Writer::new(crate::dataplane::fake::FakeMaps::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let telemetry = Telemetry::new(crate::telemetry::Mode::Ebpf, Duration::from_secs(60));
+        let mut dp =
+            EbpfDatapath::new(writer, telemetry, None).with_hooks(SourceCheckHooks(wanted.clone()));
+        let (a, b) = (fe(1), fe(2));
+        let mut desired = DesiredState::default();
+        desired.frontends.insert(a, spec(true, "10.1.0.1"));
+        desired.frontends.insert(b, spec(false, "10.1.0.2"));
+        let last = || {
+            *wanted
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        dp.apply(&desired, Scope::All).await;
+        assert_eq!(last(), Some(true), "a frontend has ranges");
+        let steps: [(Frontend, Option<bool>, bool); 5] = [
+            // (touched frontend, its new spec: ranged or not, or gone; wanted after)
+            (a, Some(false), false),
+            (a, Some(true), true),
+            (b, Some(false), true),
+            (b, Some(true), true),
+            (a, None, true),
+        ];
+        for (i, (f, ranged, want)) in steps.into_iter().enumerate() {
+            match ranged {
+                Some(ranged) => {
+                    desired.frontends.insert(f, spec(ranged, "10.1.0.3"));
+                }
+                None => {
+                    desired.frontends.remove(&f);
+                }
+            }
+            let touched = BTreeSet::from([f]);
+            dp.apply(&desired, Scope::Touched(&touched)).await;
+            assert_eq!(last(), Some(want), "step {i}");
+        }
+        desired.frontends.remove(&b);
+        dp.apply(&desired, Scope::Touched(&BTreeSet::from([b])))
+            .await;
+        assert_eq!(last(), Some(false), "no frontend has ranges left");
     }
 }
