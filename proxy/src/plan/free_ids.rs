@@ -137,7 +137,7 @@ mod tests {
                 .wrapping_mul(6_364_136_223_846_793_005)
                 .wrapping_add(1_442_695_040_888_963_407);
             let id = ((x >> 33) % (u64::from(max) + 2)) as u32;
-            if (x >> 20) % 2 == 0 {
+            if (x >> 20).is_multiple_of(2) {
                 free.take(id);
                 used.push(id);
             } else {
