@@ -108,6 +108,10 @@ pub struct EbpfDatapath<M, H = NoHooks> {
     /// Where a frontend that finds no room in the maps is reported (a
     /// Service Event, with the Kubernetes source).
     events: EventSink,
+    /// The desired frontends with source ranges, as of the last sync: kept
+    /// per touched frontend, since a look at every frontend cost a walk of
+    /// the desired state at every change.
+    ranged: BTreeSet<Frontend>,
 }
 
 impl<M: DataplaneMaps + Send + Sync + 'static> EbpfDatapath<M> {
@@ -131,6 +135,7 @@ impl<M: DataplaneMaps + Send + Sync + 'static> EbpfDatapath<M> {
             devices_dirty: false,
             udp_flows: UdpFlowEnder::own_namespace(),
             events: EventSink::default(),
+            ranged: BTreeSet::new(),
         }
     }
 
@@ -148,6 +153,7 @@ impl<M: DataplaneMaps + Send + Sync + 'static> EbpfDatapath<M> {
             device_events: self.device_events,
             devices_dirty: self.devices_dirty,
             udp_flows: self.udp_flows,
+            ranged: self.ranged,
             events: self.events,
         }
     }
@@ -310,26 +316,14 @@ fn unserved_failures(report: &ApplyReport, beyond: &BTreeSet<Frontend>) -> usize
 
 /// Entry counts of the mirrored maps, for the metrics.
 fn mirrored_entries(applied: &Applied) -> MirroredEntries {
-    fn count<'a>(addrs: impl Iterator<Item = &'a std::net::IpAddr>) -> ByFamily {
-        let mut n = ByFamily::default();
-        for addr in addrs {
-            if addr.is_ipv6() {
-                n.v6 += 1;
-            } else {
-                n.v4 += 1;
-            }
-        }
-        n
-    }
+    // Counted by the mirror as it records each write: a walk of a million
+    // entries here cost milliseconds at every change.
+    let counts = applied.entry_counts();
+    let family = |n: crate::plan::FamilyCounts| ByFamily { v4: n.v4, v6: n.v6 };
     MirroredEntries {
-        services: count(
-            applied
-                .services
-                .keys()
-                .map(|(frontend, _, _)| &frontend.addr),
-        ),
-        backends: count(applied.backends.values().map(|backend| &backend.addr)),
-        rev_nat: count(applied.rev_nat.values().map(|frontend| &frontend.addr)),
+        services: family(counts.services),
+        backends: family(counts.backends),
+        rev_nat: family(counts.rev_nat),
         svc_names: applied.svc_names.len() as u64,
     }
 }
@@ -343,10 +337,8 @@ impl<M: DataplaneMaps + Send + Sync + 'static, H: HookKeeper> Datapath for EbpfD
         self.hook_state.first_sync.get_or_insert_with(Instant::now);
         // The socket path's source check goes on before any frontend says it
         // has ranges, and comes off after the last one stopped saying so.
-        let ranged = desired
-            .frontends
-            .values()
-            .any(|spec| spec.source_ranges.is_some());
+        self.track_ranged(desired, scope);
+        let ranged = !self.ranged.is_empty();
         if ranged {
             self.source_check(true);
         }
@@ -498,6 +490,36 @@ impl<M: DataplaneMaps + Send + Sync + 'static, H: HookKeeper> Datapath for EbpfD
 }
 
 impl<M: DataplaneMaps, H: HookKeeper> EbpfDatapath<M, H> {
+    /// Brings [`EbpfDatapath::ranged`] up to date: the frontends `scope`
+    /// may have changed, or all of them.
+    fn track_ranged(&mut self, desired: &DesiredState, scope: Scope<'_>) {
+        let has_ranges = |f: &Frontend| {
+            desired
+                .frontends
+                .get(f)
+                .is_some_and(|spec| spec.source_ranges.is_some())
+        };
+        match scope {
+            Scope::Touched(touched) => {
+                for f in touched {
+                    if has_ranges(f) {
+                        self.ranged.insert(*f);
+                    } else {
+                        self.ranged.remove(f);
+                    }
+                }
+            }
+            Scope::All | Scope::Reconcile => {
+                self.ranged = desired
+                    .frontends
+                    .iter()
+                    .filter(|(_, spec)| spec.source_ranges.is_some())
+                    .map(|(f, _)| *f)
+                    .collect();
+            }
+        }
+    }
+
     /// See [`HookKeeper::want_source_check`]. A failure is logged, and the
     /// next reconcile's `ensure` retries.
     fn source_check(&mut self, wanted: bool) {
@@ -642,6 +664,11 @@ fn end_udp_flows_to(
 
 #[cfg(test)]
 mod tests {
+    use std::{
+        sync::{Arc, Mutex},
+        time::Duration,
+    };
+
     use super::*;
     use crate::{
         dataplane::writer::StepError,
@@ -689,5 +716,94 @@ mod tests {
         report.failures.remove(0);
         // No room problem left: every other failure counts.
         assert_eq!(unserved_failures(&report, &beyond), 2);
+    }
+
+    /// Records what the datapath last asked of the source check.
+    struct SourceCheckHooks(Arc<Mutex<Option<bool>>>);
+
+    impl HookKeeper for SourceCheckHooks {
+        fn ensure(&mut self, _applied: &crate::plan::Applied) -> Result<HookReport, LoadError> {
+            Ok(HookReport {
+                hooks: Vec::new(),
+                migrated_from: Vec::new(),
+                migration: Vec::new(),
+            })
+        }
+
+        fn want_source_check(&mut self, wanted: bool) -> Result<Option<HookAction>, LoadError> {
+            *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(wanted);
+            Ok(None)
+        }
+    }
+
+    fn spec(ranged: bool, backend: &str) -> crate::model::FrontendSpec {
+        let range = crate::model::SourceRange::new(std::net::IpAddr::from([192, 0, 2, 0]), 24);
+        crate::model::FrontendSpec {
+            kind: crate::model::FrontendKind::LoadBalancer,
+            external_backends: None,
+            service: crate::model::ObjectRef::new("default", "svc"),
+            port_name: String::new(),
+            backends: vec![crate::model::Backend {
+                addr: backend
+                    .parse()
+                    .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
+                port: 8080,
+                protocol: Protocol::Tcp,
+            }],
+            affinity_timeout: None,
+            traffic_policy: crate::model::TrafficPolicy::Cluster,
+            source_ranges: ranged.then(|| range.into_iter().collect()),
+        }
+    }
+
+    /// The socket path's source check is on while some frontend has ranges,
+    /// as known from the frontends each sync touched (no look at the others).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_source_check_follows_the_touched_frontends_ranges() {
+        let wanted = Arc::new(Mutex::new(None));
+        let writer = crate::dataplane::Writer::new(crate::dataplane::fake::FakeMaps::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let telemetry = Telemetry::new(crate::telemetry::Mode::Ebpf, Duration::from_secs(60));
+        let mut dp =
+            EbpfDatapath::new(writer, telemetry, None).with_hooks(SourceCheckHooks(wanted.clone()));
+        let (a, b) = (fe(1), fe(2));
+        let mut desired = DesiredState::default();
+        desired.frontends.insert(a, spec(true, "10.1.0.1"));
+        desired.frontends.insert(b, spec(false, "10.1.0.2"));
+        let last = || {
+            *wanted
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        dp.apply(&desired, Scope::All).await;
+        assert_eq!(last(), Some(true), "a frontend has ranges");
+        let steps: [(Frontend, Option<bool>, bool); 5] = [
+            // (touched frontend, its new spec: ranged or not, or gone; wanted after)
+            (a, Some(false), false),
+            (a, Some(true), true),
+            (b, Some(false), true),
+            (b, Some(true), true),
+            (a, None, true),
+        ];
+        for (i, (f, ranged, want)) in steps.into_iter().enumerate() {
+            match ranged {
+                Some(ranged) => {
+                    desired.frontends.insert(f, spec(ranged, "10.1.0.3"));
+                }
+                None => {
+                    desired.frontends.remove(&f);
+                }
+            }
+            let touched = BTreeSet::from([f]);
+            dp.apply(&desired, Scope::Touched(&touched)).await;
+            assert_eq!(last(), Some(want), "step {i}");
+        }
+        desired.frontends.remove(&b);
+        dp.apply(&desired, Scope::Touched(&BTreeSet::from([b])))
+            .await;
+        assert_eq!(last(), Some(false), "no frontend has ranges left");
     }
 }

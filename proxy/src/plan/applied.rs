@@ -7,15 +7,57 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
     sync::Arc,
 };
 
 use proxy_common::{ServiceName, ServiceValue};
 
-use super::{BackendId, Op, RevNatId, Scope};
+use super::{BackendId, Op, RevNatId, Scope, free_ids::FreeIds};
 use crate::model::{Backend, Frontend, SourceRange};
 
-/// The contents of the service, backend, rev-NAT and name maps, plus six indexes
+/// Entries of one map, by address family.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FamilyCounts {
+    pub v4: u64,
+    pub v6: u64,
+}
+
+impl FamilyCounts {
+    fn add(&mut self, addr: IpAddr, add: bool) {
+        let n = if addr.is_ipv6() {
+            &mut self.v6
+        } else {
+            &mut self.v4
+        };
+        if add {
+            *n += 1;
+        } else {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    fn of<'a>(addrs: impl Iterator<Item = &'a IpAddr>) -> Self {
+        let mut n = Self::default();
+        for addr in addrs {
+            n.add(*addr, true);
+        }
+        n
+    }
+}
+
+/// How many entries the service, backend and rev-NAT maps hold, by family
+/// (kept by [`Applied::record`]: reading them costs nothing at any size).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EntryCounts {
+    /// `(frontend, scope, slot)` entries, by the frontend's family.
+    pub services: FamilyCounts,
+    pub backends: FamilyCounts,
+    /// By the family of the frontend each entry names.
+    pub rev_nat: FamilyCounts,
+}
+
+/// The contents of the service, backend, rev-NAT and name maps, plus eight indexes
 /// kept up to date by [`Applied::record`] (rebuild them with
 /// [`Applied::reindex`] after editing the maps directly).
 #[derive(Clone, Debug, Default)]
@@ -48,6 +90,10 @@ pub struct Applied {
     table_users: HashMap<(RevNatId, Scope), u32>,
     /// Backend id → how many Maglev tables hold it.
     table_refs: HashMap<BackendId, u32>,
+    /// Backend ids no entry of `backends` has (what a new backend gets).
+    free_backend_ids: FreeIds,
+    /// Entries of `services`, `backends` and `rev_nat` by family.
+    counts: EntryCounts,
 }
 
 /// `map` rebuilt from its sorted entries, which fills every node but the
@@ -102,6 +148,23 @@ impl Applied {
             .filter(|id| !self.refs.contains_key(id))
             .copied()
             .collect();
+        self.free_backend_ids = FreeIds::without(self.backends.keys().copied(), BackendId::MAX);
+        self.counts = EntryCounts {
+            services: FamilyCounts::of(self.services.keys().map(|(f, _, _)| &f.addr)),
+            backends: FamilyCounts::of(self.backends.values().map(|b| &b.addr)),
+            rev_nat: FamilyCounts::of(self.rev_nat.values().map(|f| &f.addr)),
+        };
+    }
+
+    /// The backend ids no backend entry has, lowest first: those
+    /// [`super::plan`] gives new backends.
+    pub fn free_backend_ids(&self) -> impl Iterator<Item = BackendId> + '_ {
+        self.free_backend_ids.iter()
+    }
+
+    /// How many entries the service, backend and rev-NAT maps hold, by family.
+    pub fn entry_counts(&self) -> EntryCounts {
+        self.counts
     }
 
     /// Rebuilds the large maps with full nodes. Entries recorded in key order
@@ -223,9 +286,14 @@ impl Applied {
     pub fn record(&mut self, op: &Op) {
         match op {
             Op::PutBackend { id, backend, flags } => {
-                if let Some(old) = self.backends.insert(*id, *backend) {
-                    self.by_backend.remove(&old);
+                match self.backends.insert(*id, *backend) {
+                    Some(old) => {
+                        self.by_backend.remove(&old);
+                        self.counts.backends.add(old.addr, false);
+                    }
+                    None => self.free_backend_ids.take(*id),
                 }
+                self.counts.backends.add(backend.addr, true);
                 self.by_backend.insert(*backend, *id);
                 if !self.refs.contains_key(id) {
                     self.unreferenced.insert(*id);
@@ -239,6 +307,8 @@ impl Applied {
             Op::DeleteBackend { id, .. } => {
                 if let Some(old) = self.backends.remove(id) {
                     self.by_backend.remove(&old);
+                    self.counts.backends.add(old.addr, false);
+                    self.free_backend_ids.give(*id);
                 }
                 self.backend_flags.remove(id);
                 self.unreferenced.remove(id);
@@ -246,7 +316,9 @@ impl Applied {
             Op::PutRevNat { id, frontend } => {
                 if let Some(old) = self.rev_nat.insert(*id, *frontend) {
                     self.forget_rev_nat(*id, old);
+                    self.counts.rev_nat.add(old.addr, false);
                 }
+                self.counts.rev_nat.add(frontend.addr, true);
                 self.rev_nat_of
                     .entry(*frontend)
                     .and_modify(|kept| *kept = (*kept).min(*id))
@@ -255,6 +327,7 @@ impl Applied {
             Op::DeleteRevNat { id, .. } => {
                 if let Some(old) = self.rev_nat.remove(id) {
                     self.forget_rev_nat(*id, old);
+                    self.counts.rev_nat.add(old.addr, false);
                 }
             }
             Op::PutServiceName { id, name } => {
@@ -287,6 +360,9 @@ impl Applied {
                 value,
             } => {
                 let old = self.services.insert((*frontend, *scope, *slot), *value);
+                if old.is_none() {
+                    self.counts.services.add(frontend.addr, true);
+                }
                 if *slot != 0 {
                     // Referenced before the old one is released, so a slot
                     // rewritten to the same backend never shows it unreferenced.
@@ -307,6 +383,9 @@ impl Applied {
                 slot,
             } => {
                 let old = self.services.remove(&(*frontend, *scope, *slot));
+                if old.is_some() {
+                    self.counts.services.add(frontend.addr, false);
+                }
                 match old {
                     Some(old) if *slot != 0 => self.release(old.backend_id),
                     Some(old) => self.count_table_user(*scope, &old, false),

@@ -36,6 +36,7 @@
 
 mod applied;
 mod drain;
+mod free_ids;
 pub mod maglev;
 mod maglev_tables;
 mod ops;
@@ -46,7 +47,7 @@ use std::{
     sync::Arc,
 };
 
-pub use applied::Applied;
+pub use applied::{Applied, EntryCounts, FamilyCounts};
 pub use drain::Draining;
 pub use maglev::Maglev;
 pub use ops::{
@@ -256,15 +257,17 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// Backend ids: reuse what the maps already hold, allocate the rest (the
-    /// allocator is built only when a new backend appears). New backends, and
+    /// Backend ids: reuse what the maps already hold, give the rest the
+    /// lowest free ids. New backends, and
     /// those whose flags changed, are written first ([`Phase::PutBackends`]).
     fn put_backends(
         &mut self,
         in_scope: &[(&Frontend, &FrontendSpec)],
     ) -> HashMap<Backend, BackendId> {
         let (applied, desired) = (self.applied, self.desired);
-        let mut ids: Option<IdAllocator> = None;
+        // The lowest ids no backend entry has, read off the mirror's index
+        // (not a sort of every used id: this runs at every change).
+        let mut free_ids = applied.free_backend_ids();
         let mut backend_ids: HashMap<Backend, BackendId> = HashMap::new();
         let mut new_backends: Vec<(BackendId, Backend, u8)> = Vec::new();
         let flags_of = |b: &Backend| {
@@ -294,12 +297,9 @@ impl<'a> Planner<'a> {
                         id
                     }
                     None => {
-                        let ids = ids.get_or_insert_with(|| {
-                            IdAllocator::new(applied.backends.keys().copied(), BackendId::MAX)
-                        });
-                        // 2^32 - 1 backends fit in no map: the allocator cannot
+                        // 2^32 - 1 backends fit in no map: the free ids cannot
                         // run out before the backend map is full.
-                        let id = ids.next().unwrap_or(BackendId::MAX);
+                        let id = free_ids.next().unwrap_or(BackendId::MAX);
                         new_backends.push((id, *backend, flags));
                         id
                     }

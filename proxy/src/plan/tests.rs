@@ -522,7 +522,42 @@ fn planning_only_the_touched_frontends_converges_like_a_full_plan() {
             incremental.applied(),
             "step {step}: mirror diverged"
         );
+        assert_indexes_current(incremental.applied(), step);
+        assert_indexes_current(full.applied(), step);
     }
+}
+
+/// The indexes the mirror keeps as it records (what a plan reads instead of
+/// walking the maps) equal what its maps say: the lowest free backend ids,
+/// and the entry counts by family.
+fn assert_indexes_current(a: &Applied, step: usize) {
+    let free: Vec<BackendId> = (1..)
+        .filter(|id| !a.backends.contains_key(id))
+        .take(16)
+        .collect();
+    assert_eq!(
+        a.free_backend_ids().take(16).collect::<Vec<_>>(),
+        free,
+        "step {step}: free backend ids"
+    );
+    let mut rebuilt = a.clone();
+    rebuilt.reindex();
+    assert_eq!(
+        a.entry_counts(),
+        rebuilt.entry_counts(),
+        "step {step}: entry counts"
+    );
+    let v6 = a
+        .services
+        .keys()
+        .filter(|(f, _, _)| f.addr.is_ipv6())
+        .count();
+    assert_eq!(a.entry_counts().services.v6, v6 as u64, "step {step}");
+    assert_eq!(
+        a.entry_counts().services.v4,
+        (a.services.len() - v6) as u64,
+        "step {step}"
+    );
 }
 
 fn desired_of(current: &BTreeMap<&str, Vec<&str>>) -> DesiredState {
