@@ -149,11 +149,29 @@ pub enum Reason {
     /// attached. The daemon fills the slots before it attaches `tc_ingress`,
     /// and again at every reconcile.
     TcTailCallFailed = 51,
+    /// xdp: a client's packet of an established flow was rewritten to its
+    /// backend and sent out of the FIB's next hop (`XDP_TX` or redirect),
+    /// never reaching tc.
+    XdpCtForward = 52,
+    /// xdp: a backend's reply of an established flow was rewritten back to
+    /// frontend → client and sent out of the FIB's next hop.
+    XdpCtReply = 53,
+    /// xdp: passed to tc unchanged: not an IPv4/IPv6 TCP or UDP packet XDP
+    /// handles (options, extension headers, fragments, ICMP, truncated), or
+    /// no fresh established conntrack entry (a new or pending flow).
+    XdpPass = 54,
+    /// xdp: passed to tc unchanged because tc's conntrack moves the flow's
+    /// state (TCP SYN, FIN or RST, or an entry still `SYN_ONLY`).
+    XdpPassTcState = 55,
+    /// xdp: passed to tc unchanged: the FIB gave no resolved next hop (local
+    /// destination, no neighbour yet, forwarding off, too big) or the TTL
+    /// would expire.
+    XdpFibPassed = 56,
 }
 
 impl Reason {
     /// Every reason, in index order.
-    pub const ALL: [Reason; 52] = [
+    pub const ALL: [Reason; 57] = [
         Reason::Translated,
         Reason::NotAService,
         Reason::NoBackend,
@@ -206,6 +224,11 @@ impl Reason {
         Reason::TcMidFlowMiss,
         Reason::TcCtReplyClash,
         Reason::TcTailCallFailed,
+        Reason::XdpCtForward,
+        Reason::XdpCtReply,
+        Reason::XdpPass,
+        Reason::XdpPassTcState,
+        Reason::XdpFibPassed,
     ];
     /// Number of reasons: the size of the `STATS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -265,6 +288,11 @@ impl Reason {
             Reason::TcMidFlowMiss => "tc_mid_flow_miss",
             Reason::TcCtReplyClash => "tc_ct_reply_clash",
             Reason::TcTailCallFailed => "tc_tail_call_failed",
+            Reason::XdpCtForward => "xdp_ct_forward",
+            Reason::XdpCtReply => "xdp_ct_reply",
+            Reason::XdpPass => "xdp_pass",
+            Reason::XdpPassTcState => "xdp_pass_tc_state",
+            Reason::XdpFibPassed => "xdp_fib_passed",
         }
     }
 }

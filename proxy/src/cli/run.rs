@@ -550,6 +550,7 @@ impl RunArgs {
             local,
             masquerade_all: self.masquerade_all,
             snat_ports: self.snat_ports()?,
+            xdp: self.xdp.into(),
         })
     }
 

@@ -57,6 +57,7 @@ use crate::dataplane::{
     local_traffic::{self, LocalDetector},
     pins::{self, PinLayout, TC_LINKS_PREFIX},
     tail_calls,
+    xdp::{self, XdpMode},
 };
 
 /// Both tc programs, with the hook each attaches to, in attach order.
@@ -79,6 +80,8 @@ pub struct TcSettings {
     pub masquerade_all: bool,
     /// The source ports SNATed flows take (`--snat-port-range`).
     pub snat_ports: PortRange,
+    /// `xdp_ingress` on the external devices (`--xdp`, see [`xdp`]).
+    pub xdp: XdpMode,
 }
 
 /// The tc programs' links and maps (see the module docs).
@@ -121,6 +124,14 @@ impl TcHooks {
                 .map_err(|e| program_error(name, "verifier rejected it", e))?;
         }
         Ok(())
+    }
+
+    /// Loads `xdp_ingress` when `--xdp` is on.
+    pub fn load_xdp(&self, ebpf: &mut Ebpf) -> Result<(), LoadError> {
+        if self.settings.xdp == XdpMode::Off {
+            return Ok(());
+        }
+        xdp::load(ebpf)
     }
 
     /// Resolves the devices and makes both programs attached to each of them
@@ -259,6 +270,8 @@ impl TcHooks {
                 action,
             });
         }
+        // After tc: a packet XDP passes always finds tc's programs.
+        out.extend(xdp::ensure(ebpf, &dir, device, self.settings.xdp, known)?);
         Ok(out)
     }
 
