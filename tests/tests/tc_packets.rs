@@ -2544,24 +2544,10 @@ const FIB_GW_MAC: [u8; 6] = [0x02, 0, 0, 0xfb, 0, 1];
 #[test]
 fn fib_forwarding() {
     let sandbox = sandbox();
-    for cmd in [
-        "link add fib0 address 02:00:00:fb:00:00 type veth peer name fib1 address 02:00:00:fb:00:01",
-        "link set fib0 up",
-        "link set fib1 up",
-        "neigh add 192.0.2.1 lladdr 02:00:00:fb:00:01 dev fib0 nud permanent",
-        "route add 198.51.100.0/24 via 192.0.2.1 dev fib0 onlink",
-        "route add 10.244.2.0/24 via 192.0.2.1 dev fib0 onlink",
-        "-6 route add fd00:244::2:0/112 via fd00:fb::1 dev fib0 onlink",
-        "-6 addr add fd00:244::1:5/128 dev lo nodad",
-    ] {
-        sandbox.ip(cmd).unwrap_or_else(|e| panic!("ip {cmd}: {e}"));
-    }
-    for key in [
-        "net/ipv4/conf/all/forwarding",
-        "net/ipv6/conf/all/forwarding",
-    ] {
-        std::fs::write(Path::new("/proc/sys").join(key), "1").expect("forwarding on");
-    }
+    fib_routes(&sandbox);
+    sandbox
+        .ip("-6 addr add fd00:244::1:5/128 dev lo nodad")
+        .expect("ip -6 addr add");
     let services = [
         node_port(Family::V4, proto::TCP, &[REMOTE_BE4]),
         node_port(Family::V6, proto::TCP, &[REMOTE_BE6]),
@@ -2620,6 +2606,28 @@ fn fib_forwarding() {
         "tc_fib_not_forwarded",
         false,
     );
+}
+
+/// Forwarding on inside the sandbox, and routes out of `fib0` (a veth)
+/// via a gateway: IPv4's with a neighbour entry, IPv6's without.
+fn fib_routes(sandbox: &Sandbox) {
+    for cmd in [
+        "link add fib0 address 02:00:00:fb:00:00 type veth peer name fib1 address 02:00:00:fb:00:01",
+        "link set fib0 up",
+        "link set fib1 up",
+        "neigh add 192.0.2.1 lladdr 02:00:00:fb:00:01 dev fib0 nud permanent",
+        "route add 198.51.100.0/24 via 192.0.2.1 dev fib0 onlink",
+        "route add 10.244.2.0/24 via 192.0.2.1 dev fib0 onlink",
+        "-6 route add fd00:244::2:0/112 via fd00:fb::1 dev fib0 onlink",
+    ] {
+        sandbox.ip(cmd).unwrap_or_else(|e| panic!("ip {cmd}: {e}"));
+    }
+    for key in [
+        "net/ipv4/conf/all/forwarding",
+        "net/ipv6/conf/all/forwarding",
+    ] {
+        std::fs::write(Path::new("/proc/sys").join(key), "1").expect("forwarding on");
+    }
 }
 
 /// What forwarding does to a frame's IP header: TTL/hop limit minus one,
@@ -3953,23 +3961,7 @@ const XDP_PASS: u32 = 2;
 #[test]
 fn xdp_forwards_established_flows_and_passes_the_rest() {
     let sandbox = sandbox();
-    for cmd in [
-        "link add fib0 address 02:00:00:fb:00:00 type veth peer name fib1 address 02:00:00:fb:00:01",
-        "link set fib0 up",
-        "link set fib1 up",
-        "neigh add 192.0.2.1 lladdr 02:00:00:fb:00:01 dev fib0 nud permanent",
-        "route add 198.51.100.0/24 via 192.0.2.1 dev fib0 onlink",
-        "route add 10.244.2.0/24 via 192.0.2.1 dev fib0 onlink",
-        "-6 route add fd00:244::2:0/112 via fd00:fb::1 dev fib0 onlink",
-    ] {
-        sandbox.ip(cmd).unwrap_or_else(|e| panic!("ip {cmd}: {e}"));
-    }
-    for key in [
-        "net/ipv4/conf/all/forwarding",
-        "net/ipv6/conf/all/forwarding",
-    ] {
-        std::fs::write(Path::new("/proc/sys").join(key), "1").expect("forwarding on");
-    }
+    fib_routes(&sandbox);
     let services = [
         node_port(Family::V4, proto::TCP, &[REMOTE_BE4]),
         node_port(Family::V6, proto::TCP, &[REMOTE_BE6]),

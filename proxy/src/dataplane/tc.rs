@@ -526,9 +526,19 @@ fn attach_new(
             std::io::Error::other(e.to_string()),
         )
     })?;
-    let tmp = pin.with_file_name(format!("{name}_new"));
+    pin_link(fd_link, name, pin)
+}
+
+/// Pins `link` at `pin` through a temporary name renamed over it, so the
+/// pin is replaced atomically (`name`: the program, for errors).
+pub(crate) fn pin_link(link: FdLink, name: &'static str, pin: &Path) -> Result<(), LoadError> {
+    let file = pin
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = pin.with_file_name(format!("{file}_new"));
     let _ = fs::remove_file(&tmp);
-    let pinned = fd_link
+    let pinned = link
         .pin(&tmp)
         .map_err(|e| link_error(name, "pinning", std::io::Error::other(e.to_string())))?;
     fs::rename(&tmp, pin).map_err(|e| link_error(name, "renaming the pin", e))?;

@@ -29,7 +29,7 @@ use proxy_common::programs;
 use crate::dataplane::{
     devices::Device,
     hooks::{AttachedHook, Drift, HookAction, LoadError, link_error, program_error},
-    link_info,
+    link_info, tc,
 };
 
 /// `--xdp`.
@@ -197,14 +197,7 @@ fn attach_new(
                         std::io::Error::other(e.to_string()),
                     )
                 })?;
-                let pin = dir.join(attach.pin_name());
-                let tmp = dir.join(format!("{}_new", attach.pin_name()));
-                let _ = fs::remove_file(&tmp);
-                let pinned = fd_link.pin(&tmp).map_err(|e| {
-                    link_error(name, "pinning", std::io::Error::other(e.to_string()))
-                })?;
-                fs::rename(&tmp, &pin).map_err(|e| link_error(name, "renaming the pin", e))?;
-                drop(pinned);
+                tc::pin_link(fd_link, name, &dir.join(attach.pin_name()))?;
                 return Ok(attach);
             }
             Err(error) => {
