@@ -222,6 +222,8 @@ pub mod programs {
     pub const TC_DSR4: &str = "tc_dsr4";
     /// tc egress (tcx) on each device: reverse NAT of replies that leave here.
     pub const TC_EGRESS: &str = "tc_egress";
+    /// XDP on each tc device (`--xdp`): the established flows' fast path.
+    pub const XDP_INGRESS: &str = "xdp_ingress";
     /// `cgroup_skb/egress`: checks the source address the kernel chose for a
     /// socket the hooks translated to a frontend with
     /// `loadBalancerSourceRanges`. Attached only while such a frontend exists.

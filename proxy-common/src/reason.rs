@@ -168,11 +168,29 @@ pub enum Reason {
     /// tc: a DSR option could not be added (no room in the header, a helper
     /// error): the packet was dropped.
     TcDsrFailed = 56,
+    /// xdp: a client's packet of an established flow was rewritten to its
+    /// backend and sent out of the FIB's next hop (`XDP_TX` or redirect),
+    /// never reaching tc.
+    XdpCtForward = 57,
+    /// xdp: a backend's reply of an established flow was rewritten back to
+    /// frontend → client and sent out of the FIB's next hop.
+    XdpCtReply = 58,
+    /// xdp: passed to tc unchanged: not an IPv4/IPv6 TCP or UDP packet XDP
+    /// handles (options, extension headers, fragments, ICMP, truncated), or
+    /// no fresh established conntrack entry (a new or pending flow).
+    XdpPass = 59,
+    /// xdp: passed to tc unchanged because tc's conntrack moves the flow's
+    /// state (TCP SYN, FIN or RST, or an entry still `SYN_ONLY`).
+    XdpPassTcState = 60,
+    /// xdp: passed to tc unchanged: the FIB gave no resolved next hop (local
+    /// destination, no neighbour yet, forwarding off, too big) or the TTL
+    /// would expire.
+    XdpFibPassed = 61,
 }
 
 impl Reason {
     /// Every reason, in index order.
-    pub const ALL: [Reason; 57] = [
+    pub const ALL: [Reason; 62] = [
         Reason::Translated,
         Reason::NotAService,
         Reason::NoBackend,
@@ -230,6 +248,11 @@ impl Reason {
         Reason::TcDsrRecorded,
         Reason::TcDsrReply,
         Reason::TcDsrFailed,
+        Reason::XdpCtForward,
+        Reason::XdpCtReply,
+        Reason::XdpPass,
+        Reason::XdpPassTcState,
+        Reason::XdpFibPassed,
     ];
     /// Number of reasons: the size of the `STATS` array.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -294,6 +317,11 @@ impl Reason {
             Reason::TcDsrRecorded => "tc_dsr_recorded",
             Reason::TcDsrReply => "tc_dsr_reply",
             Reason::TcDsrFailed => "tc_dsr_failed",
+            Reason::XdpCtForward => "xdp_ct_forward",
+            Reason::XdpCtReply => "xdp_ct_reply",
+            Reason::XdpPass => "xdp_pass",
+            Reason::XdpPassTcState => "xdp_pass_tc_state",
+            Reason::XdpFibPassed => "xdp_fib_passed",
         }
     }
 }

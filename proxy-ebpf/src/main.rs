@@ -16,6 +16,8 @@
 //! - `stats`: per-CPU counters by [`proxy_common::Reason`].
 //! - `tc`: the per-packet programs on the node's devices (`tc_ingress`, `tc_egress`);
 //!   `tc_tail`: `tc_ingress` and the programs it tail-calls, by family and for new flows.
+//! - `xdp`: `xdp_ingress` (`--xdp`), the established flows' fast path on the same
+//!   devices and conntrack maps, ahead of tc; `csum`: its incremental checksums.
 //!
 //! Entry points stay thin: each calls a `try_*` helper that returns
 //! `Result<Reason, Reason>`, counts the reason, and maps it to a verdict.
@@ -26,6 +28,8 @@
 mod cluster_ip;
 #[cfg(target_arch = "bpf")]
 mod dsr;
+#[cfg(target_arch = "bpf")]
+mod csum;
 #[cfg(target_arch = "bpf")]
 mod family;
 #[cfg(target_arch = "bpf")]
@@ -58,6 +62,8 @@ mod stats;
 mod tc;
 #[cfg(target_arch = "bpf")]
 mod tc_tail;
+#[cfg(target_arch = "bpf")]
+mod xdp;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

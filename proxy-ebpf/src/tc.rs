@@ -780,7 +780,7 @@ const REFRESH_NS: u64 = 1_000_000_000;
 /// Whether `entry` was refreshed less than [`REFRESH_NS`] ago (or later than
 /// `now`, by another CPU).
 #[inline(always)]
-fn recent<A>(entry: &CtEntry<A>, now: u64) -> bool {
+pub(crate) fn recent<A>(entry: &CtEntry<A>, now: u64) -> bool {
     now.saturating_sub(entry.last_seen_ns) < REFRESH_NS
 }
 

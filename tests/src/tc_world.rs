@@ -20,7 +20,7 @@ use aya::{
         Array, HashMap, MapData, PerCpuArray, ProgramArray,
         lpm_trie::{Key as LpmKey, LpmTrie},
     },
-    programs::{SchedClassifier, TestRun, TestRunOptions},
+    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use proxy_common::{
     BackendV4, BackendV6, Be16, Be32, DeviceConfig, NodeConfig, Reason, ServiceKeyV4, ServiceKeyV6,
@@ -204,6 +204,33 @@ impl TcWorld {
             .map_err(|e| format!("test_run: {e:?}"))?;
         out.truncate(result.data_size_out as usize);
         Ok((result.return_value, out, result.duration))
+    }
+
+    /// Runs `input` through `xdp_ingress` (loaded on first use; the same
+    /// maps as the tc programs): the XDP action and the frame as the program
+    /// left it.
+    pub fn run_xdp(&mut self, input: &[u8]) -> Result<(u32, Vec<u8>), String> {
+        let name = programs::XDP_INGRESS;
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(format!("no program {name}"))?
+            .try_into()
+            .map_err(|e| format!("{name}: {e}"))?;
+        if prog.fd().is_err() {
+            prog.load()
+                .map_err(|e| format!("verifier rejected {name}: {e:?}"))?;
+        }
+        let mut out = vec![0u8; input.len()];
+        let result = prog
+            .test_run(TestRunOptions {
+                data_in: Some(input),
+                data_out: Some(&mut out),
+                ..TestRunOptions::default()
+            })
+            .map_err(|e| format!("test_run: {e:?}"))?;
+        out.truncate(result.data_size_out as usize);
+        Ok((result.return_value, out))
     }
 
     /// The `STATS` counter named `name` (a [`Reason`]'s snake_case name),

@@ -40,7 +40,8 @@ use proxy_tests::{
     Mode, Reply, TcpSession, both_modes, http_get,
     manifest::{AddressType, Endpoint, EndpointSlice, Protocol, Service},
     northsouth::{NODE1_V4, NODE1_V6, Place},
-    proxy_bin, tcp_request_timeout, udp_unconnected_request_timeout, wait_until,
+    proxy_bin, tcp_request_timeout, udp_ask, udp_connected_socket, udp_unconnected_request_timeout,
+    wait_until,
 };
 
 use northsouth_world::*;
@@ -2076,4 +2077,71 @@ fn lost_node_requests(backend: SocketAddr, n: usize) -> Vec<String> {
                 .map(|e| format!("request {i}: {e}"))
         })
         .collect()
+}
+
+/// `--xdp=auto` (generic mode on node 1's eth0, a veth): long-lived TCP and
+/// connected UDP flows through a NodePort to a node-2 backend (SNATed, so its
+/// replies come back in on eth0), both families. Past each flow's first
+/// exchange (tc's conntrack), its packets both ways are translated and
+/// forwarded by `xdp_ingress` (`xdp_ct_forward`, `xdp_ct_reply`), and every
+/// reply still comes from the backend through the NodePort. `proxy inspect
+/// status` shows the XDP link and its mode.
+#[test]
+fn xdp_forwards_established_nodeport_flows_both_ways() {
+    let mut w = World::new(Mode::Ebpf);
+    let remote = [Pod(2, 2)];
+    let svc = base_service("web", 10, "NodePort", Some((30080, 30053)))
+        .external_traffic_policy("Cluster");
+    w.write_service(&svc, &remote);
+    w.start_proxy(&["--xdp=auto"]);
+    const ASKS: u64 = 10;
+    for family in FAMILIES {
+        let tcp = SocketAddr::new(node1_ip(family), 30080);
+        w.wait_served(tcp, STARTUP);
+        let (fwd, rep) = (stat(&w, "xdp_ct_forward"), stat(&w, "xdp_ct_reply"));
+        let mut session = w
+            .client(|| TcpSession::open(tcp, REQUEST))
+            .unwrap_or_else(|e| panic!("{tcp}: opening the flow: {e}"));
+        for i in 0..ASKS {
+            let reply = session
+                .request()
+                .unwrap_or_else(|e| panic!("{tcp}: request {i}: {e}\n{}", stats(&w)));
+            assert_eq!(reply.backend, remote[0].tcp_name(family), "{tcp}");
+            assert_eq!(reply.peer.ip(), node1_ip(family), "{tcp}: SNATed to node 1");
+        }
+        // Each request after the handshake: one client segment and one reply
+        // segment through XDP at least.
+        let (fwd2, rep2) = (stat(&w, "xdp_ct_forward"), stat(&w, "xdp_ct_reply"));
+        assert!(
+            fwd2 - fwd >= ASKS && rep2 - rep >= ASKS,
+            "{tcp}: XDP forwarded {} and replied {} of {ASKS} exchanges:\n{}",
+            fwd2 - fwd,
+            rep2 - rep,
+            stats(&w)
+        );
+        let udp = SocketAddr::new(node1_ip(family), 30053);
+        let socket = w
+            .client(|| udp_connected_socket(udp, REQUEST))
+            .unwrap_or_else(|e| panic!("{udp}: socket: {e}"));
+        for i in 0..ASKS {
+            let reply = udp_ask(&socket).unwrap_or_else(|e| panic!("{udp}: request {i}: {e}"));
+            assert_eq!(reply.backend, remote[0].udp_name(family), "{udp}");
+        }
+        // The first exchange is tc's (new flow, then the reply promotes it).
+        let (fwd3, rep3) = (stat(&w, "xdp_ct_forward"), stat(&w, "xdp_ct_reply"));
+        assert!(
+            fwd3 - fwd2 >= ASKS - 1 && rep3 - rep2 >= ASKS - 1,
+            "{udp}: XDP forwarded {} and replied {} of {ASKS} datagrams:\n{}",
+            fwd3 - fwd2,
+            rep3 - rep2,
+            stats(&w)
+        );
+    }
+    let status = std::process::Command::new(proxy_bin())
+        .args(["inspect", "status", "--pin-path"])
+        .arg(w.sandbox.pin_path())
+        .output()
+        .expect("proxy inspect status");
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("xdp-generic"), "inspect status:\n{status}");
 }

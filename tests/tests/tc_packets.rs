@@ -2546,24 +2546,10 @@ const FIB_GW_MAC: [u8; 6] = [0x02, 0, 0, 0xfb, 0, 1];
 #[test]
 fn fib_forwarding() {
     let sandbox = sandbox();
-    for cmd in [
-        "link add fib0 address 02:00:00:fb:00:00 type veth peer name fib1 address 02:00:00:fb:00:01",
-        "link set fib0 up",
-        "link set fib1 up",
-        "neigh add 192.0.2.1 lladdr 02:00:00:fb:00:01 dev fib0 nud permanent",
-        "route add 198.51.100.0/24 via 192.0.2.1 dev fib0 onlink",
-        "route add 10.244.2.0/24 via 192.0.2.1 dev fib0 onlink",
-        "-6 route add fd00:244::2:0/112 via fd00:fb::1 dev fib0 onlink",
-        "-6 addr add fd00:244::1:5/128 dev lo nodad",
-    ] {
-        sandbox.ip(cmd).unwrap_or_else(|e| panic!("ip {cmd}: {e}"));
-    }
-    for key in [
-        "net/ipv4/conf/all/forwarding",
-        "net/ipv6/conf/all/forwarding",
-    ] {
-        std::fs::write(Path::new("/proc/sys").join(key), "1").expect("forwarding on");
-    }
+    fib_routes(&sandbox);
+    sandbox
+        .ip("-6 addr add fd00:244::1:5/128 dev lo nodad")
+        .expect("ip -6 addr add");
     let services = [
         node_port(Family::V4, proto::TCP, &[REMOTE_BE4]),
         node_port(Family::V6, proto::TCP, &[REMOTE_BE6]),
@@ -2650,6 +2636,28 @@ fn fib_forwarding() {
         "tc_fib_redirected_peer",
         true,
     );
+}
+
+/// Forwarding on inside the sandbox, and routes out of `fib0` (a veth)
+/// via a gateway: IPv4's with a neighbour entry, IPv6's without.
+fn fib_routes(sandbox: &Sandbox) {
+    for cmd in [
+        "link add fib0 address 02:00:00:fb:00:00 type veth peer name fib1 address 02:00:00:fb:00:01",
+        "link set fib0 up",
+        "link set fib1 up",
+        "neigh add 192.0.2.1 lladdr 02:00:00:fb:00:01 dev fib0 nud permanent",
+        "route add 198.51.100.0/24 via 192.0.2.1 dev fib0 onlink",
+        "route add 10.244.2.0/24 via 192.0.2.1 dev fib0 onlink",
+        "-6 route add fd00:244::2:0/112 via fd00:fb::1 dev fib0 onlink",
+    ] {
+        sandbox.ip(cmd).unwrap_or_else(|e| panic!("ip {cmd}: {e}"));
+    }
+    for key in [
+        "net/ipv4/conf/all/forwarding",
+        "net/ipv6/conf/all/forwarding",
+    ] {
+        std::fs::write(Path::new("/proc/sys").join(key), "1").expect("forwarding on");
+    }
 }
 
 /// What forwarding does to a frame's IP header: TTL/hop limit minus one,
@@ -4107,4 +4115,117 @@ fn dsr_option_added_recorded_and_replies_rewritten() {
     let (_, out) = snat.run(Ingress, &input).expect("run");
     assert_eq!(out.len(), input.len(), "an option under SNAT");
     assert_eq!(snat.stat("tc_dsr_sent"), 0);
+}
+
+/// `XDP_REDIRECT` (`enum xdp_action`).
+const XDP_REDIRECT: u32 = 4;
+/// `XDP_PASS`.
+const XDP_PASS: u32 = 2;
+
+/// `xdp_ingress` (`--xdp`) on flows tc set up: once tc has seen a flow
+/// answered (SYN, then the client's ACK promotes it), the flow's packets
+/// both ways are rewritten by XDP exactly as tc rewrites them (addresses,
+/// ports, checksums compared byte for byte with frames built with correct
+/// checksums), TTL/hop limit decremented and MACs from the FIB, and
+/// redirected. Passed to tc unchanged: a SYN or FIN (tc's conntrack moves
+/// the flow's state), a packet of no established flow, and a next hop
+/// without a neighbour entry (IPv6 until one is added).
+#[test]
+fn xdp_forwards_established_flows_and_passes_the_rest() {
+    let sandbox = sandbox();
+    fib_routes(&sandbox);
+    let services = [
+        node_port(Family::V4, proto::TCP, &[REMOTE_BE4]),
+        node_port(Family::V6, proto::TCP, &[REMOTE_BE6]),
+    ];
+    let mut world = world_with(&sandbox, "xdp", &services);
+    let client4 = ep(CLIENT4, CLIENT_PORT);
+    let client6 = ep(CLIENT6, CLIENT_PORT);
+    // tc sets the flows up: the SYN (a new flow, SNATed to the node), then
+    // the client's ACK promotes both entries.
+    let mut ports = Vec::new();
+    for (client, node) in [(client4, NODE4), (client6, NODE6)] {
+        let syn = build(&pkt(client, ep(node, NODE_PORT), SYN), None).expect("build");
+        let (verdict, out) = world.run(Ingress, &syn).expect("run");
+        assert_eq!(verdict, TC_ACT_REDIRECT, "tc: the SYN");
+        ports.push(source_port(&out));
+        let ack = build(&pkt(client, ep(node, NODE_PORT), ACK), None).expect("build");
+        world.run(Ingress, &ack).expect("run");
+    }
+    assert_eq!(world.stat("tc_ct_promoted"), 2, "both flows promoted by tc");
+    let mut xdp =
+        |input: Pkt, snat_port: Option<u16>, action: u32, reason: &str, expected: Option<Pkt>| {
+            let before = world.stat(reason);
+            let bytes = build(&input, snat_port).expect("build");
+            let (got, out) = world.run_xdp(&bytes).expect("run_xdp");
+            assert_eq!(got, action, "{reason}: action for {}", hex(&bytes));
+            assert_eq!(world.stat(reason), before + 1, "{reason} not counted");
+            let want = match expected {
+                Some(p) => {
+                    let mut want = build(&p, snat_port).expect("build");
+                    decrement_ttl(&mut want);
+                    want[..6].copy_from_slice(&FIB_GW_MAC);
+                    want[6..12].copy_from_slice(&FIB_DEV_MAC);
+                    want
+                }
+                None => bytes,
+            };
+            assert_eq!(hex(&out), hex(&want), "{reason}");
+        };
+    // IPv4: the client's packet to the backend, the backend's reply back.
+    let (p4, p6) = (ports[0], ports[1]);
+    xdp(
+        pkt(client4, ep(NODE4, NODE_PORT), ACK),
+        p4,
+        XDP_REDIRECT,
+        "xdp_ct_forward",
+        Some(pkt(snat(NODE4), ep(REMOTE4, TARGET), ACK)),
+    );
+    xdp(
+        pkt(ep(REMOTE4, TARGET), snat(NODE4), ACK),
+        p4,
+        XDP_REDIRECT,
+        "xdp_ct_reply",
+        Some(pkt(ep(NODE4, NODE_PORT), client4, ACK)),
+    );
+    // tc's: a SYN, a FIN, a flow no entry knows.
+    xdp(
+        pkt(client4, ep(NODE4, NODE_PORT), SYN),
+        p4,
+        XDP_PASS,
+        "xdp_pass_tc_state",
+        None,
+    );
+    xdp(
+        pkt(client4, ep(NODE4, NODE_PORT), FIN),
+        p4,
+        XDP_PASS,
+        "xdp_pass_tc_state",
+        None,
+    );
+    xdp(
+        pkt(ep(CLIENT4, CLIENT_PORT + 1), ep(NODE4, NODE_PORT), ACK),
+        p4,
+        XDP_PASS,
+        "xdp_pass",
+        None,
+    );
+    // IPv6: no neighbour for the next hop yet (tc's `bpf_redirect_neigh`).
+    xdp(
+        pkt(client6, ep(NODE6, NODE_PORT), ACK),
+        p6,
+        XDP_PASS,
+        "xdp_fib_passed",
+        None,
+    );
+    sandbox
+        .ip("-6 neigh add fd00:fb::1 lladdr 02:00:00:fb:00:01 dev fib0 nud permanent")
+        .expect("ip -6 neigh add");
+    xdp(
+        pkt(client6, ep(NODE6, NODE_PORT), ACK),
+        p6,
+        XDP_REDIRECT,
+        "xdp_ct_forward",
+        Some(pkt(snat(NODE6), ep(REMOTE6, TARGET), ACK)),
+    );
 }

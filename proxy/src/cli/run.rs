@@ -552,6 +552,7 @@ impl RunArgs {
             masquerade_all: self.masquerade_all,
             dsr: self.lb_mode == super::run_args::LbModeArg::Dsr,
             snat_ports: self.snat_ports()?,
+            xdp: self.xdp.into(),
         })
     }
 

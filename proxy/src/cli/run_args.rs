@@ -56,6 +56,31 @@ pub enum LbModeArg {
     Dsr,
 }
 
+/// `--xdp` (`xdp:` in the configuration file).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpArg {
+    /// No XDP program: tc alone.
+    #[default]
+    Off,
+    /// Driver (native) mode on every external device; fail when a driver
+    /// cannot.
+    Native,
+    /// Native mode on devices backed by a driver, generic (SKB) mode on
+    /// virtual devices and where native fails.
+    Auto,
+}
+
+impl From<XdpArg> for crate::dataplane::xdp::XdpMode {
+    fn from(arg: XdpArg) -> Self {
+        match arg {
+            XdpArg::Off => Self::Off,
+            XdpArg::Native => Self::Native,
+            XdpArg::Auto => Self::Auto,
+        }
+    }
+}
+
 /// `--maglev-table-size`: a prime in `3..=997`.
 fn parse_maglev_size(s: &str) -> Result<u32, String> {
     let n: u32 = s
@@ -320,6 +345,14 @@ pub struct RunArgs {
     /// with `--lb-algorithm=maglev`, flows moved between nodes survive.
     #[arg(long, value_enum, value_name = "MODE", default_value_t = LbModeArg::Snat)]
     pub lb_mode: LbModeArg,
+    /// eBPF: `xdp_ingress` on the external tc devices, ahead of tc: packets
+    /// of established NodePort, ExternalIP and LoadBalancer-IP flows are
+    /// translated and forwarded there, everything else goes on to tc.
+    /// `off`, `native` (driver mode; fails when a driver cannot) or `auto`
+    /// (native on NICs, generic SKB mode on virtual devices or when native
+    /// fails).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = XdpArg::Off)]
+    pub xdp: XdpArg,
     /// eBPF, `--lb-algorithm=maglev`: entries per Maglev table (a prime, at
     /// most 997, so a table fits a 4 KiB kernel allocation). Cluster-wide:
     /// every node must use the same.

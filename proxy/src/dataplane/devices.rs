@@ -258,6 +258,9 @@ pub struct Device {
     /// True for an external device (`--devices`), whose addresses are node
     /// addresses; false for a pod-facing device only.
     pub external: bool,
+    /// A virtual device (`IFLA_INFO_KIND` set: veth, bridge, vxlan...), not
+    /// a NIC's (`--xdp=auto` attaches generic XDP there).
+    pub virtual_kind: bool,
 }
 
 /// What [`select`] chose.
@@ -342,6 +345,7 @@ pub fn select(
             name: link.name.clone(),
             flags: flags_of(link),
             external: true,
+            virtual_kind: link.kind.is_some(),
         });
         for addr in &link.addrs {
             if !out.node_addresses.contains(addr) {
@@ -361,6 +365,7 @@ pub fn select(
             name: link.name.clone(),
             flags: flags_of(link),
             external: false,
+            virtual_kind: link.kind.is_some(),
         });
     }
     out

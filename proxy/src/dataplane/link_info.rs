@@ -27,6 +27,11 @@ const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_TYPE_CGROUP: u32 = 3;
 /// `BPF_LINK_TYPE_TCX`.
 const BPF_LINK_TYPE_TCX: u32 = 11;
+/// `BPF_LINK_TYPE_XDP`.
+const BPF_LINK_TYPE_XDP: u32 = 6;
+/// `BPF_XDP` from `enum bpf_attach_type` (an XDP link's, which its info
+/// does not carry).
+pub const BPF_XDP: u32 = 37;
 
 /// The `BPF_OBJ_*` member of `union bpf_attr`.
 #[repr(C)]
@@ -173,12 +178,18 @@ fn decode(info: &LinkInfoBuf) -> LinkState {
     let union = info.cgroup_id.to_ne_bytes();
     let word = |i: usize| u32::from_ne_bytes([union[i], union[i + 1], union[i + 2], union[i + 3]]);
     let tcx = info.link_type == BPF_LINK_TYPE_TCX;
+    // An XDP link's union member is its `ifindex` alone.
+    let xdp = info.link_type == BPF_LINK_TYPE_XDP;
     LinkState {
         link_id: info.id,
         prog_id: info.prog_id,
         cgroup_id: (info.link_type == BPF_LINK_TYPE_CGROUP).then_some(info.cgroup_id),
-        attach_type: if tcx { word(4) } else { info.attach_type },
-        ifindex: tcx.then(|| word(0)),
+        attach_type: match (tcx, xdp) {
+            (true, _) => word(4),
+            (_, true) => BPF_XDP,
+            _ => info.attach_type,
+        },
+        ifindex: (tcx || xdp).then(|| word(0)),
     }
 }
 

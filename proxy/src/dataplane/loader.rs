@@ -194,8 +194,11 @@ pub fn load(
     }
     let tc = match tc {
         None => None,
-        Some(options) => match TcHooks::load(&mut ebpf) {
-            Ok(()) => Some(TcHooks::new(options.settings)),
+        Some(options) => match TcHooks::load(&mut ebpf).and_then(|()| {
+            let hooks = TcHooks::new(options.settings);
+            hooks.load_xdp(&mut ebpf).map(|()| hooks)
+        }) {
+            Ok(hooks) => Some(hooks),
             Err(error) if options.optional => {
                 tracing::error!(
                     error = %error_chain(&error),

@@ -6,7 +6,7 @@
 //! (`reader`, for the writer's mirror and `proxy inspect`), the `writer` that
 //! executes plans (with `maglev`'s tables), the `sock_egress` source check attached only while a
 //! Service has `loadBalancerSourceRanges` (`source_check`), and the tc programs' devices (`devices`: which ones; `tc`:
-//! links, the `TC_TAIL` prog array and the `DEVICES`/`NODE_CFG`/`LOCAL_*` maps; `tail_calls`: reading
+//! links, the `TC_TAIL` prog array and the `DEVICES`/`NODE_CFG`/`LOCAL_*` maps; `xdp`: the XDP fast path on the same devices (`--xdp`); `tail_calls`: reading
 //! `TC_TAIL` back; `local_traffic`: the
 //! local-traffic detector), and ending connected UDP sockets aimed at gone
 //! backends in every network namespace (`netns`: finding and entering them;
@@ -39,6 +39,7 @@ pub mod tc;
 pub mod udp_flows;
 pub mod usage;
 pub mod writer;
+pub mod xdp;
 
 #[cfg(test)]
 pub mod fake;

@@ -57,6 +57,7 @@ use crate::dataplane::{
     local_traffic::{self, LocalDetector},
     pins::{self, PinLayout, TC_LINKS_PREFIX},
     tail_calls,
+    xdp::{self, XdpMode},
 };
 
 /// Both tc programs, with the hook each attaches to, in attach order.
@@ -82,6 +83,8 @@ pub struct TcSettings {
     pub dsr: bool,
     /// The source ports SNATed flows take (`--snat-port-range`).
     pub snat_ports: PortRange,
+    /// `xdp_ingress` on the external devices (`--xdp`, see [`xdp`]).
+    pub xdp: XdpMode,
 }
 
 /// The tc programs' links and maps (see the module docs).
@@ -124,6 +127,14 @@ impl TcHooks {
                 .map_err(|e| program_error(name, "verifier rejected it", e))?;
         }
         Ok(())
+    }
+
+    /// Loads `xdp_ingress` when `--xdp` is on.
+    pub fn load_xdp(&self, ebpf: &mut Ebpf) -> Result<(), LoadError> {
+        if self.settings.xdp == XdpMode::Off {
+            return Ok(());
+        }
+        xdp::load(ebpf)
     }
 
     /// Resolves the devices and makes both programs attached to each of them
@@ -265,6 +276,8 @@ impl TcHooks {
                 action,
             });
         }
+        // After tc: a packet XDP passes always finds tc's programs.
+        out.extend(xdp::ensure(ebpf, &dir, device, self.settings.xdp, known)?);
         Ok(out)
     }
 
@@ -519,9 +532,19 @@ fn attach_new(
             std::io::Error::other(e.to_string()),
         )
     })?;
-    let tmp = pin.with_file_name(format!("{name}_new"));
+    pin_link(fd_link, name, pin)
+}
+
+/// Pins `link` at `pin` through a temporary name renamed over it, so the
+/// pin is replaced atomically (`name`: the program, for errors).
+pub(crate) fn pin_link(link: FdLink, name: &'static str, pin: &Path) -> Result<(), LoadError> {
+    let file = pin
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = pin.with_file_name(format!("{file}_new"));
     let _ = fs::remove_file(&tmp);
-    let pinned = fd_link
+    let pinned = link
         .pin(&tmp)
         .map_err(|e| link_error(name, "pinning", std::io::Error::other(e.to_string())))?;
     fs::rename(&tmp, pin).map_err(|e| link_error(name, "renaming the pin", e))?;

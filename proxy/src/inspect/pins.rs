@@ -460,6 +460,7 @@ fn tc_direction(attach_type: Option<u32>, program: &str) -> &'static str {
     match attach_type {
         Some(46) => "ingress",
         Some(47) => "egress",
+        Some(crate::dataplane::link_info::BPF_XDP) => "xdp",
         _ if program == proxy_common::programs::TC_EGRESS => "egress",
         _ => "ingress",
     }

@@ -146,6 +146,9 @@ pub enum Contender {
     Tc,
     /// The same with `--lb-algorithm=random` (`Tc` is Maglev, the default).
     TcRandom,
+    /// `Tc` with `--xdp=auto`: `xdp_ingress` ahead of tc on the node's
+    /// device (generic mode on the bench's veth) for established flows.
+    Xdp,
     /// kube-proxy's iptables ruleset, through a NodePort (`KUBE-NODEPORTS`).
     IptablesNodeport,
     /// kube-proxy's nftables ruleset, through a NodePort (`service-nodeports`).
@@ -153,7 +156,7 @@ pub enum Contender {
 }
 
 impl Contender {
-    const ALL: [Contender; 10] = [
+    const ALL: [Contender; 11] = [
         Contender::Direct,
         Contender::SocketLb,
         Contender::Userspace,
@@ -162,6 +165,7 @@ impl Contender {
         Contender::Haproxy,
         Contender::Tc,
         Contender::TcRandom,
+        Contender::Xdp,
         Contender::IptablesNodeport,
         Contender::NftablesNodeport,
     ];
@@ -176,6 +180,7 @@ impl Contender {
             Contender::Haproxy => "HAProxy (TCP mode)",
             Contender::Tc => "tc NodePort (this proxy)",
             Contender::TcRandom => "tc NodePort, random (this proxy)",
+            Contender::Xdp => "XDP + tc NodePort (this proxy)",
             Contender::IptablesNodeport => "iptables NodePort (kube-proxy rules)",
             Contender::NftablesNodeport => "nftables NodePort (kube-proxy rules)",
         }
@@ -187,6 +192,7 @@ impl Contender {
             self,
             Contender::Tc
                 | Contender::TcRandom
+                | Contender::Xdp
                 | Contender::IptablesNodeport
                 | Contender::NftablesNodeport
         )
@@ -344,6 +350,7 @@ impl Targets {
             },
             Contender::Tc
             | Contender::TcRandom
+            | Contender::Xdp
             | Contender::IptablesNodeport
             | Contender::NftablesNodeport => {
                 let (measured, bulk) = cluster.measured_node_ports();
@@ -593,7 +600,11 @@ fn setup(
     let targets = Targets::new(contender, cluster);
     match contender {
         Contender::Direct => {}
-        Contender::SocketLb | Contender::Userspace | Contender::Tc | Contender::TcRandom => {
+        Contender::SocketLb
+        | Contender::Userspace
+        | Contender::Tc
+        | Contender::TcRandom
+        | Contender::Xdp => {
             let (mode, specs, extra): (&str, Vec<SvcSpec>, &[&str]) = match contender {
                 Contender::Tc => (
                     "ebpf",
@@ -609,6 +620,17 @@ fn setup(
                         "--devices",
                         world::DEVICES,
                         "--lb-algorithm=random",
+                    ],
+                ),
+                Contender::Xdp => (
+                    "ebpf",
+                    cluster.with_node_ports(),
+                    &[
+                        "--node-name",
+                        NODE_NAME,
+                        "--devices",
+                        world::DEVICES,
+                        "--xdp=auto",
                     ],
                 ),
                 Contender::SocketLb => ("ebpf", cluster.specs.clone(), &[]),
