@@ -27,9 +27,9 @@
 #[cfg(target_arch = "bpf")]
 mod cluster_ip;
 #[cfg(target_arch = "bpf")]
-mod dsr;
-#[cfg(target_arch = "bpf")]
 mod csum;
+#[cfg(target_arch = "bpf")]
+mod dsr;
 #[cfg(target_arch = "bpf")]
 mod family;
 #[cfg(target_arch = "bpf")]
