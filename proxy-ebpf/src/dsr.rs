@@ -129,6 +129,59 @@ pub(crate) fn add4(ctx: &TcContext, addr: Be32, port: Be16) -> Result<(), c_long
     Ok(())
 }
 
+/// The TCP header without options.
+const TCP_HLEN: usize = 20;
+/// TCP option kinds: end of the list, no-op, maximum segment size.
+const TCPOPT_EOL: u8 = 0;
+const TCPOPT_NOP: u8 = 1;
+const TCPOPT_MSS: u8 = 2;
+/// The MSS option's length: kind, length, MSS (2).
+const TCPOLEN_MSS: u8 = 4;
+/// The most option bytes a TCP header has (a no-op is one byte, so this
+/// bounds the options walked too).
+const TCP_OPTS_MAX: usize = 40;
+
+/// Lowers the MSS option of a backend's SYN-ACK (a DSR reply, rewritten by
+/// `tc_egress` on the backend's node) by [`OPT4_LEN`] and fixes the TCP
+/// checksum. The client's segments are sized by that MSS and each of them
+/// gains the option on the first node, so a full-size one would exceed the
+/// MTU by 8 bytes; with the MSS 8 bytes lower it fits (1460 → 1452 at MTU
+/// 1500). The client's own SYN is left as it is: its MSS sizes the replies,
+/// which carry no option. A SYN-ACK without an MSS option is left so (the
+/// client then assumes 536). `l4_off`/`csum_off` are the TCP header's and
+/// its checksum's offsets.
+#[inline(never)]
+pub(crate) fn clamp_mss(ctx: &TcContext, l4_off: usize, csum_off: usize) -> Result<(), c_long> {
+    let doff = ctx.load::<u8>(l4_off + 12)? >> 4;
+    let end = l4_off + usize::from(doff) * 4;
+    let mut off = l4_off + TCP_HLEN;
+    for _ in 0..TCP_OPTS_MAX {
+        // No room left for an MSS option: the list ends before one.
+        if off + usize::from(TCPOLEN_MSS) > end {
+            break;
+        }
+        let [kind, len] = ctx.load::<[u8; 2]>(off)?;
+        match kind {
+            TCPOPT_EOL => break,
+            TCPOPT_NOP => off += 1,
+            TCPOPT_MSS if len == TCPOLEN_MSS => {
+                let old = ctx.load::<u16>(off + 2)?;
+                let mss = u16::from_be(old);
+                if mss <= OPT4_LEN as u16 {
+                    return Ok(());
+                }
+                let new = (mss - OPT4_LEN as u16).to_be();
+                ctx.store(off + 2, &new, 0)?;
+                ctx.l4_csum_replace(csum_off, u64::from(old), u64::from(new), 2)?;
+                return Ok(());
+            }
+            _ if len < 2 => break,
+            _ => off += usize::from(len),
+        }
+    }
+    Ok(())
+}
+
 /// Whether an IPv4 packet has options (where a DSR option would be).
 #[inline(always)]
 pub(crate) fn has_options4<A>(flow: &packet::Flow<A>) -> bool {

@@ -884,6 +884,16 @@ fn dsr_reply<F: Family>(ctx: &TcContext, flow: &Flow<F::Addr>) -> Verdict {
     if !F::rewrite(ctx, flow, &to) {
         return Verdict::Drop(Reason::TcRewriteFailed);
     }
+    // The backend's SYN-ACK: its MSS made room for the option the client's
+    // segments gain on the first node.
+    if F::DSR_SLOT.is_some()
+        && flow.proto == proto::TCP
+        && !flow.l3_only
+        && flow.tcp_flags & TCP_SYN != 0
+        && crate::dsr::clamp_mss(ctx, flow.l4_off, flow.csum_off).is_err()
+    {
+        return Verdict::Drop(Reason::TcRewriteFailed);
+    }
     Verdict::Pass(Reason::TcDsrReply)
 }
 

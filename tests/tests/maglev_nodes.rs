@@ -18,7 +18,9 @@
 //!   zero resets, asserted, and the backends see the client's address.
 //! - DSR with every backend on node 2: node 1 sees none of the replies (its
 //!   reverse-NAT counter stays still), node 2 rewrites them; under SNAT they
-//!   all come back through node 1.
+//!   all come back through node 1. A 4 MiB transfer client → backend
+//!   completes under DSR, its full-size segments within the MTU with the
+//!   option (the backend's SYN-ACK MSS lowered by 8 on node 2).
 //! - Removing 1 of 5 backends: the same 5-tuples (fixed client ports), asked
 //!   through node 1 before and through node 2 after (no conntrack there),
 //!   move only if they were on the removed backend, plus the table's small
@@ -537,6 +539,108 @@ fn dsr_replies_bypass_the_first_node_and_show_the_client() {
     assert!(node1_replies > 0, "no reply crossed node 1 under SNAT");
     assert_eq!(sent, 0, "DSR under SNAT");
     assert_eq!(seen, vec![IpAddr::from(NODE1_V4)], "under SNAT");
+}
+
+/// Lines of [`LINE`] bytes the client sends in the bulk test (4 MiB).
+const BULK_LINES: usize = 4096;
+/// One line of the bulk test, newline included (the session backends keep
+/// at most 1024 bytes of an unfinished line).
+const LINE: usize = 1024;
+/// The MTU of every link between the client and the backends.
+const MTU: u32 = 1500;
+/// The IPv4 and TCP base headers.
+const IP4_HLEN: u32 = 20;
+const TCP_HLEN: u32 = 20;
+/// The TCP timestamp option, padded.
+const TCP_TS_LEN: u32 = 12;
+/// The DSR IPv4 option.
+const DSR_OPT_LEN: u32 = 8;
+
+/// Under DSR, with the backend on node 2: a 4 MiB transfer client →
+/// backend (node 1 adds the option to each of its full-size segments)
+/// completes, every line answered; and the client's segments fit the MTU
+/// with the option, because the backend's SYN-ACK reached it with its MSS
+/// lowered by 8 (node 2's clamp): the client's send MSS plus its TCP options
+/// leaves room for the option. Without the clamp a full-size segment is 8
+/// bytes too big once it carries the option.
+#[test]
+fn dsr_bulk_transfer_fits_the_mtu_with_the_option() {
+    const PODS: [Pod; 1] = [Pod(2, 1)];
+    let w = two_nodes_v4_served(&PODS, &["--lb-mode=dsr"]);
+    let tcp = SocketAddr::new(lb(AddressType::IPv4), TCP_PORT);
+    let sent_before = stat(&w.sandbox.pin_path(), "tc_dsr_sent");
+    let (snd_mss, timestamps, answered) = w
+        .client(|| bulk(tcp))
+        .unwrap_or_else(|e| panic!("{tcp}: bulk transfer: {e}"));
+    assert_eq!(answered, BULK_LINES, "lines answered");
+    let options = if timestamps { TCP_TS_LEN } else { 0 };
+    let segment = IP4_HLEN + DSR_OPT_LEN + TCP_HLEN + options + snd_mss;
+    assert!(
+        segment <= MTU,
+        "a full-size segment with the option is {segment} bytes (send MSS {snd_mss}), over the MTU"
+    );
+    let sent = stat(&w.sandbox.pin_path(), "tc_dsr_sent") - sent_before;
+    assert!(
+        sent as usize >= BULK_LINES * LINE / snd_mss as usize / 64,
+        "only {sent} packets carried the option"
+    );
+}
+
+/// Sends [`BULK_LINES`] lines on one connection to `frontend` (a writer
+/// thread) while reading the answers: (the connection's send MSS, whether it
+/// uses timestamps, the lines answered).
+fn bulk(frontend: SocketAddr) -> io::Result<(u32, bool, usize)> {
+    let mut stream = TcpStream::connect_timeout(&frontend, REQUEST)?;
+    stream.set_read_timeout(Some(REQUEST))?;
+    stream.set_write_timeout(Some(REQUEST))?;
+    let mut writer = stream.try_clone()?;
+    let sending = std::thread::spawn(move || -> io::Result<()> {
+        let mut line = vec![b'x'; LINE];
+        line[LINE - 1] = b'\n';
+        for _ in 0..BULK_LINES {
+            writer.write_all(&line)?;
+        }
+        Ok(())
+    });
+    let mut answered = 0;
+    let mut buf = [0u8; 4096];
+    while answered < BULK_LINES {
+        match stream.read(&mut buf)? {
+            0 => break,
+            n => answered += buf[..n].iter().filter(|&&b| b == b'\n').count(),
+        }
+    }
+    sending
+        .join()
+        .map_err(|_| io::Error::other("the writer panicked"))??;
+    let info = tcp_info(&stream)?;
+    let timestamps = info.tcpi_options & TCPI_OPT_TIMESTAMPS != 0;
+    Ok((info.tcpi_snd_mss, timestamps, answered))
+}
+
+/// `tcp_info` option bit: the connection uses timestamps.
+const TCPI_OPT_TIMESTAMPS: u8 = 1;
+
+/// The connection's `TCP_INFO`.
+fn tcp_info(stream: &TcpStream) -> io::Result<libc::tcp_info> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `tcp_info` is plain data; all zeros is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` is writable for `len` bytes and `len` says so.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(info)
 }
 
 /// The same under `--lb-algorithm=random` on both nodes: node 2 picks anew,

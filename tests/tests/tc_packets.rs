@@ -4031,13 +4031,31 @@ fn check_dsr_output(input: &[u8], out: &[u8]) -> Result<(), String> {
     }
 }
 
+/// `frame` (IPv4 without options, TCP) as a SYN-ACK advertising `mss`: the
+/// SYN flag set and an MSS option after the base TCP header, lengths and
+/// checksums fixed.
+fn syn_ack_with_mss(frame: &[u8], mss: u16) -> Vec<u8> {
+    let (l4, opt) = (14 + 20, 14 + 20 + 20);
+    let mut out = frame[..opt].to_vec();
+    out.extend_from_slice(&[2, 4]);
+    out.extend_from_slice(&mss.to_be_bytes());
+    out.extend_from_slice(&frame[opt..]);
+    out[l4 + 12] = 6 << 4;
+    out[l4 + 13] |= 0x02;
+    let tot = u16::from_be_bytes([out[16], out[17]]) + 4;
+    out[16..18].copy_from_slice(&tot.to_be_bytes());
+    checksum::fix(&mut out);
+    out
+}
+
 /// Under `--lb-mode=dsr` (`device_flags::DSR`), a new flow to an external
 /// frontend whose backend is on another node is DNATed, not SNATed, and
 /// leaves with the DSR option (IPv4 header and TCP/UDP checksums right): a
 /// SYN, a later segment (conntrack hit), a datagram, a packet that already
 /// has options, and a full-size segment (1500 bytes in, 1508 out). The
 /// backend's node (a second world) records the option and rewrites the
-/// backend's reply to come from the frontend. Without the device flag the
+/// backend's reply to come from the frontend, its SYN-ACK's MSS lowered by
+/// the option's 8 bytes (1460 → 1452, checksum right). Without the device flag the
 /// same SYN is SNATed (no option).
 #[test]
 fn dsr_option_added_recorded_and_replies_rewritten() {
@@ -4100,6 +4118,23 @@ fn dsr_option_added_recorded_and_replies_rewritten() {
     .expect("building");
     assert_eq!(out, expected, "the reply was not rewritten to the frontend");
     assert_eq!(node2.stat("tc_dsr_reply"), 1);
+    // The backend's SYN-ACK advertises 8 bytes less than it offered, so the
+    // client's full-size segments still fit once they gain the option.
+    let (verdict, out) = node2
+        .run(Egress, &syn_ack_with_mss(&reply, 1460))
+        .expect("run");
+    assert_eq!(verdict, TC_ACT_OK, "SYN-ACK");
+    assert_eq!(
+        checksum::verify(&out),
+        Ok(Checkable::Yes),
+        "SYN-ACK checksums"
+    );
+    assert_eq!(
+        out,
+        syn_ack_with_mss(&expected, 1452),
+        "the SYN-ACK's MSS was not lowered by the option's 8 bytes"
+    );
+    assert_eq!(node2.stat("tc_dsr_reply"), 2);
 
     // `--lb-mode=snat` (no device flag): SNATed, no option.
     let mut snat = world_with(&sandbox, "dsr-snat", &services);
