@@ -7,7 +7,12 @@
 //!
 //! Must not: load, attach or touch anything (types only).
 
-use std::path::PathBuf;
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use aya::programs::links::FdLink;
 
 use crate::dataplane::{bpffs::BpffsError, devices::DeviceError, maps::MapError, pins::PinsError};
 
@@ -142,4 +147,21 @@ pub(super) fn link_error(program: &'static str, action: &str, e: std::io::Error)
         action: action.to_owned(),
         source: e,
     }
+}
+
+/// Pins `link` at `pin` through a temporary name renamed over it, so the
+/// pin is replaced atomically (`name`: the program, for errors).
+pub(crate) fn pin_link(link: FdLink, name: &'static str, pin: &Path) -> Result<(), LoadError> {
+    let file = pin
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = pin.with_file_name(format!("{file}_new"));
+    let _ = fs::remove_file(&tmp);
+    let pinned = link
+        .pin(&tmp)
+        .map_err(|e| link_error(name, "pinning", std::io::Error::other(e.to_string())))?;
+    fs::rename(&tmp, pin).map_err(|e| link_error(name, "renaming the pin", e))?;
+    drop(pinned);
+    Ok(())
 }

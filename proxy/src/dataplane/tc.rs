@@ -52,7 +52,7 @@ use crate::{nodeport::Cidr, snat_ports::PortRange};
 use crate::dataplane::{
     bpffs,
     devices::{self, Device, DeviceSelection, PodDevices, Selected},
-    hooks::{AttachedHook, Drift, HookAction, LoadError, link_error, program_error},
+    hooks::{AttachedHook, Drift, HookAction, LoadError, link_error, pin_link, program_error},
     link_info,
     local_traffic::{self, LocalDetector},
     pins::{self, PinLayout, TC_LINKS_PREFIX},
@@ -533,23 +533,6 @@ fn attach_new(
         )
     })?;
     pin_link(fd_link, name, pin)
-}
-
-/// Pins `link` at `pin` through a temporary name renamed over it, so the
-/// pin is replaced atomically (`name`: the program, for errors).
-pub(crate) fn pin_link(link: FdLink, name: &'static str, pin: &Path) -> Result<(), LoadError> {
-    let file = pin
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = pin.with_file_name(format!("{file}_new"));
-    let _ = fs::remove_file(&tmp);
-    let pinned = link
-        .pin(&tmp)
-        .map_err(|e| link_error(name, "pinning", std::io::Error::other(e.to_string())))?;
-    fs::rename(&tmp, pin).map_err(|e| link_error(name, "renaming the pin", e))?;
-    drop(pinned);
-    Ok(())
 }
 
 fn map_error(map: &'static str, e: aya::maps::MapError) -> LoadError {

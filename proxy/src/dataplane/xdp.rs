@@ -28,8 +28,8 @@ use proxy_common::programs;
 
 use crate::dataplane::{
     devices::Device,
-    hooks::{AttachedHook, Drift, HookAction, LoadError, link_error, program_error},
-    link_info, tc,
+    hooks::{AttachedHook, Drift, HookAction, LoadError, link_error, pin_link, program_error},
+    link_info,
 };
 
 /// `--xdp`.
@@ -197,7 +197,7 @@ fn attach_new(
                         std::io::Error::other(e.to_string()),
                     )
                 })?;
-                tc::pin_link(fd_link, name, &dir.join(attach.pin_name()))?;
+                pin_link(fd_link, name, &dir.join(attach.pin_name()))?;
                 return Ok(attach);
             }
             Err(error) => {
