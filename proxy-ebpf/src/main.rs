@@ -14,7 +14,8 @@
 //! - `lb`: service lookup and backend selection, shared by the hooks.
 //! - `maps`: every map, declared once.
 //! - `stats`: per-CPU counters by [`proxy_common::Reason`].
-//! - `tc`: the per-packet programs on the node's devices (`tc_ingress`, `tc_egress`);
+//! - `tc`: the per-packet programs on the node's devices (`tc_ingress`'s path);
+//!   `tc_egress`: the reply rewrite as packets leave them (conntrack, DSR);
 //!   `tc_tail`: `tc_ingress` and the programs it tail-calls, by family and for new flows.
 //! - `xdp`: `xdp_ingress` (`--xdp`), the established flows' fast path on the same
 //!   devices and conntrack maps, ahead of tc; `csum`: its incremental checksums.
@@ -60,6 +61,8 @@ mod src_check;
 mod stats;
 #[cfg(target_arch = "bpf")]
 mod tc;
+#[cfg(target_arch = "bpf")]
+mod tc_egress;
 #[cfg(target_arch = "bpf")]
 mod tc_tail;
 #[cfg(target_arch = "bpf")]

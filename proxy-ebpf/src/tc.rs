@@ -49,8 +49,9 @@
 //! ICMP errors quoting a tracked flow are translated back through the entry
 //! of the flow's other direction (see [`icmp_error`]).
 //!
-//! `tc_egress` only rewrites replies leaving through the device (backend →
-//! client, not SNATed) to come from the frontend.
+//! `tc_egress` (in `crate::tc_egress`) only rewrites replies leaving
+//! through the device (backend → client, not SNATed) to come from the
+//! frontend.
 //!
 //! A packet translated on ingress is forwarded by the program itself (see
 //! [`crate::fib`]): a FIB lookup on the rewritten packet, then a redirect out
@@ -62,17 +63,16 @@ use aya_ebpf::{
     EbpfContext,
     bindings::{__sk_buff, BPF_NOEXIST, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT},
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect},
-    macros::classifier,
     programs::TcContext,
 };
 use proxy_common::{Be16, Reason, backend_flags, ct_flags, device_flags, proto, scope, svc_flags};
 
 use crate::{
     cluster_ip::{ClusterIpRule, Origin, cluster_ip_rule, origin},
-    family::{self, Chosen, Ct, CtEntry, Family, Tuple, V4, V6},
+    family::{self, Chosen, Ct, CtEntry, Family, Tuple},
     maglev,
     maps::DEVICES,
-    packet::{self, Flow, IcmpError, TCP_RST, TCP_SYN},
+    packet::{Flow, IcmpError, TCP_RST, TCP_SYN},
     reject_budget,
     stats::count,
 };
@@ -123,15 +123,6 @@ pub(crate) const TAIL_DSR: i32 = 0x0d5a;
 /// into the new-flow program: the packet's forward entry was removed because
 /// its backend is gone (counted as `tc_rebalanced` once translated).
 pub(crate) const CB_REBALANCED: u32 = 1;
-
-#[classifier]
-pub fn tc_egress(ctx: TcContext) -> i32 {
-    match packet::ethertype(&ctx) {
-        Some(packet::ETH_P_IP) => egress::<V4>(&ctx),
-        Some(packet::ETH_P_IPV6) => egress::<V6>(&ctx),
-        _ => finish(&ctx, Verdict::Pass(Reason::TcPassNonIp)),
-    }
-}
 
 #[inline(always)]
 pub(crate) fn finish(ctx: &TcContext, verdict: Verdict) -> i32 {
@@ -201,7 +192,7 @@ fn ifindex(ctx: &TcContext) -> u32 {
 }
 
 #[inline(always)]
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     // SAFETY: the helper takes no arguments.
     unsafe { bpf_ktime_get_ns() }
 }
@@ -213,7 +204,7 @@ fn random() -> u32 {
 }
 
 #[inline(always)]
-fn tuple<A: Copy>(flow: &Flow<A>) -> Tuple<A> {
+pub(crate) fn tuple<A: Copy>(flow: &Flow<A>) -> Tuple<A> {
     Tuple {
         saddr: flow.saddr,
         daddr: flow.daddr,
@@ -232,7 +223,7 @@ fn tuple<A: Copy>(flow: &Flow<A>) -> Tuple<A> {
 /// age. Taking it for idle made the flow a miss mid-stream, balanced anew
 /// and SNATed from another port: the backend answered with a RST.
 #[inline(always)]
-fn fresh<A>(entry: &CtEntry<A>, protocol: u8, now: u64) -> bool {
+pub(crate) fn fresh<A>(entry: &CtEntry<A>, protocol: u8, now: u64) -> bool {
     family::fresh_at(entry.last_seen_ns, entry.flags, protocol, now)
 }
 
@@ -333,7 +324,7 @@ pub(crate) fn ingress_new<F: Family>(ctx: &TcContext) -> i32 {
 /// A packet the parser left alone: passed untouched, except fragments that
 /// cannot follow the rest of their datagram (`frag`), which are dropped.
 #[inline(always)]
-fn parse_failed(reason: Reason) -> Verdict {
+pub(crate) fn parse_failed(reason: Reason) -> Verdict {
     match reason {
         Reason::TcFragmentUnknown | Reason::TcFragmentDropped => Verdict::Drop(reason),
         reason => Verdict::Pass(reason),
@@ -714,7 +705,7 @@ fn commit<F: Family>(
 /// Applies a conntrack hit's rewrite (found in `table`) and refreshes the
 /// entry, or promotes a pending flow that this packet answers.
 #[inline(always)]
-fn apply<F: Family>(
+pub(crate) fn apply<F: Family>(
     ctx: &TcContext,
     flow: &Flow<F::Addr>,
     key: &Tuple<F::Addr>,
@@ -833,68 +824,6 @@ fn promote<F: Family>(key: &Tuple<F::Addr>, entry: &CtEntry<F::Addr>, now: u64) 
     };
     F::ct_promote(&peer, now);
     count(Reason::TcCtPromoted);
-}
-
-#[inline(never)]
-fn egress<F: Family>(ctx: &TcContext) -> i32 {
-    let mut flow = Flow::default();
-    if let Err(reason) = F::parse(ctx, &mut flow) {
-        return finish(ctx, parse_failed(reason));
-    }
-    let verdict = match reply::<F>(ctx, &flow, Ct::Established) {
-        Verdict::Pass(Reason::TcPass) => match reply::<F>(ctx, &flow, Ct::Pending) {
-            Verdict::Pass(Reason::TcPass) => dsr_reply::<F>(ctx, &flow),
-            verdict => verdict,
-        },
-        verdict => verdict,
-    };
-    finish(ctx, verdict)
-}
-
-/// Egress's only step: a reply (not SNATed) leaving towards the client is
-/// rewritten to come from the frontend (its entry looked up in `table`).
-#[inline(never)]
-fn reply<F: Family>(ctx: &TcContext, flow: &Flow<F::Addr>, table: Ct) -> Verdict {
-    let key = tuple(flow);
-    let now = now();
-    match F::ct_get(&key, table) {
-        Some(entry)
-            if entry.flags & ct_flags::REPLY != 0
-                && entry.flags & ct_flags::SNAT == 0
-                && fresh(&entry, flow.proto, now) =>
-        {
-            apply::<F>(ctx, flow, &key, &entry, now, table)
-        }
-        _ => Verdict::Pass(Reason::TcPass),
-    }
-}
-
-/// A backend's reply to a flow that arrived by DSR (`crate::dsr`): from
-/// the frontend the flow's option named, straight on to the client.
-#[inline(never)]
-fn dsr_reply<F: Family>(ctx: &TcContext, flow: &Flow<F::Addr>) -> Verdict {
-    let Some((saddr, sport)) = F::dsr_frontend(&tuple(flow)) else {
-        return Verdict::Pass(Reason::TcPass);
-    };
-    let to = Tuple {
-        saddr,
-        sport,
-        ..tuple(flow)
-    };
-    if !F::rewrite(ctx, flow, &to) {
-        return Verdict::Drop(Reason::TcRewriteFailed);
-    }
-    // The backend's SYN-ACK: its MSS made room for the option the client's
-    // segments gain on the first node.
-    if F::DSR_SLOT.is_some()
-        && flow.proto == proto::TCP
-        && !flow.l3_only
-        && flow.tcp_flags & TCP_SYN != 0
-        && crate::dsr::clamp_mss(ctx, flow.l4_off, flow.csum_off).is_err()
-    {
-        return Verdict::Drop(Reason::TcRewriteFailed);
-    }
-    Verdict::Pass(Reason::TcDsrReply)
 }
 
 #[inline(always)]
