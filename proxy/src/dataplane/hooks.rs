@@ -149,9 +149,24 @@ pub(super) fn link_error(program: &'static str, action: &str, e: std::io::Error)
     }
 }
 
-/// Pins `link` at `pin` through a temporary name renamed over it, so the
-/// pin is replaced atomically (`name`: the program, for errors).
-pub(crate) fn pin_link(link: FdLink, name: &'static str, pin: &Path) -> Result<(), LoadError> {
+/// Pins a program's `link` (taken from its program) at `pin`, replacing any
+/// older pin atomically: a temporary name is pinned, then renamed over, so
+/// the hook is never left without a reference. `name`: the program, for
+/// errors. Every hook we attach (socket hooks, source check, tc, XDP) is
+/// pinned through here.
+pub(crate) fn pin_link<L>(link: L, name: &'static str, pin: &Path) -> Result<(), LoadError>
+where
+    FdLink: TryFrom<L>,
+    <FdLink as TryFrom<L>>::Error: std::fmt::Display,
+{
+    let link = FdLink::try_from(link).map_err(|e| {
+        link_error(
+            name,
+            "is not an fd link",
+            std::io::Error::other(e.to_string()),
+        )
+    })?;
+    // bpffs names may not contain '.'.
     let file = pin
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
@@ -162,6 +177,7 @@ pub(crate) fn pin_link(link: FdLink, name: &'static str, pin: &Path) -> Result<(
         .pin(&tmp)
         .map_err(|e| link_error(name, "pinning", std::io::Error::other(e.to_string())))?;
     fs::rename(&tmp, pin).map_err(|e| link_error(name, "renaming the pin", e))?;
+    // The pin holds the link now; dropping our handle leaves it attached.
     drop(pinned);
     Ok(())
 }

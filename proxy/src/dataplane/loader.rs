@@ -43,11 +43,13 @@ use proxy_common::{LAYOUT_VERSION, programs};
 pub use crate::dataplane::pins::PinLayout;
 use crate::dataplane::{
     bpffs,
-    hooks::{AttachedHook, Drift, HookAction, HookReport, LoadError, link_error, program_error},
+    hooks::{
+        AttachedHook, Drift, HookAction, HookReport, LoadError, link_error, pin_link, program_error,
+    },
     kernel::KernelMaps,
     link_info, migrate,
     pins::{self, CGROUP_LINKS_PREFIX, FoundLayout, Inventory},
-    source_check::{self, SourceCheck, replace_pin},
+    source_check::{self, SourceCheck},
     tc::{TcHooks, TcSettings},
 };
 use crate::{error_chain::error_chain, plan::Applied};
@@ -510,7 +512,7 @@ fn take_over(
     let link_id = program
         .attach_to_link(link)
         .map_err(|e| program_error(name, "updating the pinned link", e))?;
-    pin_link(program, name, link_id, pin)
+    take_and_pin(program, name, link_id, pin)
 }
 
 /// Attaches `program` to the cgroup through a new link, pinned at `pin`
@@ -527,10 +529,11 @@ fn attach_new(
     let link_id = program
         .attach(cgroup_file, CgroupAttachMode::Single)
         .map_err(|e| program_error(name, &format!("attaching to {}", cgroup.display()), e))?;
-    pin_link(program, name, link_id, pin)
+    take_and_pin(program, name, link_id, pin)
 }
 
-fn pin_link(
+/// Takes the link `link_id` out of `program` and pins it at `pin`.
+fn take_and_pin(
     program: &mut CgroupSockAddr,
     name: &'static str,
     link_id: aya::programs::cgroup_sock_addr::CgroupSockAddrLinkId,
@@ -539,14 +542,7 @@ fn pin_link(
     let link = program
         .take_link(link_id)
         .map_err(|e| program_error(name, "taking the link", e))?;
-    let fd_link = FdLink::try_from(link).map_err(|e| {
-        link_error(
-            name,
-            "is not an fd link",
-            std::io::Error::other(e.to_string()),
-        )
-    })?;
-    replace_pin(name, fd_link, pin)
+    pin_link(link, name, pin)
 }
 
 /// Pins in our link directory that are no hook of ours: a temporary pin left

@@ -18,12 +18,12 @@ use std::{fs, path::Path};
 
 use aya::{
     Ebpf,
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, links::FdLink},
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType},
 };
 use proxy_common::programs;
 
 use crate::dataplane::{
-    hooks::{Drift, HookAction, LoadError, link_error, program_error},
+    hooks::{Drift, HookAction, LoadError, link_error, pin_link, program_error},
     link_info,
 };
 
@@ -134,14 +134,7 @@ impl SourceCheck {
             let link = program
                 .take_link(link_id)
                 .map_err(|e| program_error(NAME, "taking the link", e))?;
-            let link = FdLink::try_from(link).map_err(|e| {
-                link_error(
-                    NAME,
-                    "is not an fd link",
-                    std::io::Error::other(e.to_string()),
-                )
-            })?;
-            replace_pin(NAME, link, &pin)?;
+            pin_link(link, NAME, &pin)?;
             if action == HookAction::Attached {
                 tracing::info!(
                     program = NAME,
@@ -153,19 +146,4 @@ impl SourceCheck {
         self.dirty = false;
         Ok(Some(action))
     }
-}
-
-/// Pins `link` at `pin`, replacing any older pin atomically (pin a temporary
-/// name, then rename over), so the hook is never left without a reference.
-pub fn replace_pin(name: &'static str, link: FdLink, pin: &Path) -> Result<(), LoadError> {
-    // bpffs names may not contain '.'.
-    let tmp = pin.with_file_name(format!("{name}_new"));
-    let _ = fs::remove_file(&tmp);
-    let pinned = link
-        .pin(&tmp)
-        .map_err(|e| link_error(name, "pinning", std::io::Error::other(e.to_string())))?;
-    fs::rename(&tmp, pin).map_err(|e| link_error(name, "renaming the pin", e))?;
-    // The pin holds the link now; dropping our handle leaves it attached.
-    drop(pinned);
-    Ok(())
 }

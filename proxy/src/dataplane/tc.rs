@@ -525,14 +525,7 @@ fn attach_new(
     let link = program
         .take_link(link_id)
         .map_err(|e| program_error(name, "taking the link", e))?;
-    let fd_link = FdLink::try_from(link).map_err(|e| {
-        link_error(
-            name,
-            "is not an fd link",
-            std::io::Error::other(e.to_string()),
-        )
-    })?;
-    pin_link(fd_link, name, pin)
+    pin_link(link, name, pin)
 }
 
 fn map_error(map: &'static str, e: aya::maps::MapError) -> LoadError {

@@ -190,14 +190,7 @@ fn attach_new(
                 let link = program
                     .take_link(link_id)
                     .map_err(|e| program_error(name, "taking the link", e))?;
-                let fd_link = FdLink::try_from(link).map_err(|e| {
-                    link_error(
-                        name,
-                        "is not an fd link (kernel without XDP links)",
-                        std::io::Error::other(e.to_string()),
-                    )
-                })?;
-                pin_link(fd_link, name, &dir.join(attach.pin_name()))?;
+                pin_link(link, name, &dir.join(attach.pin_name()))?;
                 return Ok(attach);
             }
             Err(error) => {
