@@ -2683,7 +2683,8 @@ fn decrement_ttl(frame: &mut [u8]) {
 }
 
 /// Every program in the object the daemon embeds passes the verifier: the
-/// tc programs, the socket hooks (which share `lb.rs`) and `sock_egress`.
+/// tc programs, the socket hooks (which share `lb.rs`), `sock_egress` and
+/// `xdp_ingress`.
 #[test]
 fn every_program_verifies() {
     let sandbox = sandbox();
@@ -2699,6 +2700,7 @@ fn every_program_verifies() {
             aya::programs::Program::SchedClassifier(p) => p.load(),
             aya::programs::Program::CgroupSockAddr(p) => p.load(),
             aya::programs::Program::CgroupSkb(p) => p.load(),
+            aya::programs::Program::Xdp(p) => p.load(),
             _ => panic!("unexpected program type for {name}"),
         };
         if let Err(e) = result {
@@ -2735,6 +2737,7 @@ fn every_program_verifies() {
             programs::TC_INGRESS4_NEW,
             programs::TC_INGRESS6,
             programs::TC_INGRESS6_NEW,
+            programs::XDP_INGRESS,
         ]
     );
 }
